@@ -1,0 +1,82 @@
+"""A cell: one (model, task, method + params, budget, seed, hparams) point of a suite's grid.
+
+Its key is a hash of everything that can change the result and nothing that cannot (database, output
+directory, suite file name, key order). Fields whose value is None are left out of the hash, so an option
+added later with a None default keeps every existing key, and with it every stored result, valid.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+KEY_LENGTH = 16
+# Stored with the run but not hashed: they cannot change what a run learns or scores.
+NOT_IN_KEY = {"eval_batch_size"}
+
+
+def _drop_none(obj):
+    if isinstance(obj, dict):
+        return {k: _drop_none(v) for k, v in obj.items() if v is not None}
+    if isinstance(obj, (list, tuple)):
+        return [_drop_none(v) for v in obj]
+    return obj
+
+
+def canonical_json(obj) -> str:
+    return json.dumps(_drop_none(obj), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+@dataclass(frozen=True)
+class Cell:
+    suite: str
+    model: str
+    task: str
+    task_version: int
+    method: str
+    method_params: dict
+    budget: dict
+    seed: int
+    hparams: dict
+    num_processes: int = 1
+    trust_remote_code: bool = False
+
+    @property
+    def effective_batch_size(self) -> int:
+        return self.hparams["batch_size"] * self.hparams["gradient_accumulation_steps"] * self.num_processes
+
+    def config(self) -> dict:
+        """The resolved configuration: what the key hashes and what the store keeps."""
+        return {
+            "model": self.model,
+            "trust_remote_code": self.trust_remote_code or None,
+            "task": self.task,
+            "task_version": self.task_version,
+            "method": self.method,
+            "method_params": dict(self.method_params),
+            "budget": dict(self.budget),
+            "seed": self.seed,
+            "hparams": dict(self.hparams),
+            "num_processes": self.num_processes,
+            "effective_batch_size": self.effective_batch_size,
+        }
+
+    @property
+    def key(self) -> str:
+        config = self.config()
+        config["hparams"] = {k: v for k, v in config["hparams"].items() if k not in NOT_IN_KEY}
+        return hashlib.sha256(canonical_json(config).encode()).hexdigest()[:KEY_LENGTH]
+
+    @property
+    def method_label(self) -> str:
+        """e.g. houlsby(size=64) -- the method variant as tables show it."""
+        if not self.method_params:
+            return self.method
+        return f"{self.method}({','.join(f'{k}={v}' for k, v in self.method_params.items())})"
+
+    @property
+    def label(self) -> str:
+        budget = ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.budget.items())
+        return (f"{self.model} {self.task} {self.method_label} lr={self.hparams['learning_rate']:g} "
+                f"[{budget}] seed={self.seed}")

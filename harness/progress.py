@@ -1,0 +1,46 @@
+"""Progress for people: tqdm bars on a terminal, plain lines in logs (Slurm, CI, pipes)."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+
+class Progress:
+    def __init__(self, total: int, desc: str, enabled: bool = True, unit: str = "step", position: int = 0):
+        self.total, self.desc, self.enabled, self.unit = total, desc, enabled, unit
+        self.n, self._last_pct, self._t0 = 0, -1, time.perf_counter()
+        self._bar = None
+        if enabled and sys.stderr.isatty():
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=total, desc=desc, unit=unit, position=position, leave=position == 0,
+                             dynamic_ncols=True)
+
+    def update(self, n: int = 1, **postfix) -> None:
+        if not self.enabled:
+            return
+        self.n += n
+        if self._bar is not None:
+            self._bar.update(n)
+            if postfix:
+                self._bar.set_postfix(postfix, refresh=False)
+            return
+        pct = int(100 * self.n / max(self.total, 1)) // 10 * 10  # a line every 10%
+        if pct != self._last_pct:
+            self._last_pct = pct
+            extra = " ".join(f"{k}={v}" for k, v in postfix.items())
+            self.write(f"{self.desc}: {self.n}/{self.total} {self.unit}s ({pct}%, "
+                       f"{time.perf_counter() - self._t0:.0f}s) {extra}".rstrip())
+
+    def write(self, line: str) -> None:
+        if not self.enabled:
+            return
+        if self._bar is not None:
+            self._bar.write(line, file=sys.stderr)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()

@@ -1,0 +1,150 @@
+"""Runs a suite: plans which cells need work, trains them one at a time, records every outcome.
+
+Every process of an `accelerate launch` runs this; rank 0 decides the plan (and broadcasts it) and is the
+only one that writes to the store or the output directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+
+from harness.cells import Cell
+from harness.env import environment
+from harness.progress import Progress
+from harness.store import COMPLETED, FAILED, RUNNING, Store
+from harness.suite import Suite
+from harness.train import RunContext, train_and_evaluate
+
+
+@dataclass
+class Plan:
+    todo: list[Cell]
+    skipped_done: list[Cell]
+    skipped_failed: list[Cell]
+
+
+def plan_cells(cells: list[Cell], store: Store, suite: str, retry_failed: bool) -> Plan:
+    """Completed cells are skipped; failed ones too unless retry_failed; 'running' ones were left behind by a
+    killed process, so they run again."""
+    records = store.by_key(suite)
+    todo, done, failed = [], [], []
+    for cell in cells:
+        rec = records.get(cell.key)
+        if rec is not None and rec.status == COMPLETED:
+            done.append(cell)
+        elif rec is not None and rec.status == FAILED and not retry_failed:
+            failed.append(cell)
+        else:
+            todo.append(cell)
+    return Plan(todo, done, failed)
+
+
+def reproduce_command(suite_path: str, num_processes: int) -> str:
+    launcher = ("accelerate launch" if num_processes == 1 else
+                f"accelerate launch --multi_gpu --num_processes {num_processes}")
+    return f"{launcher} harness/run.py {shlex.quote(suite_path)} --retry-failed"
+
+
+def _error_text(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}".strip()
+    return text if len(text) < 2000 else text[:2000] + " …"
+
+
+def run_suite(suite: Suite, db_url: str | None, data_dir: str | None, output_dir: str, retry_failed: bool,
+              cache_dir: str | None = None, show_progress: bool = True) -> int:
+    """Returns the exit code: 1 if any cell failed in this run, else 0."""
+    from accelerate import PartialState
+    from accelerate.utils import broadcast_object_list
+
+    state = PartialState()
+    main = state.is_main_process
+    cells = suite.cells(num_processes=state.num_processes)
+    store = Store(db_url) if main else None
+    plan_holder = [None]
+    if main:
+        plan_holder[0] = plan_cells(cells, store, suite.name, retry_failed)
+    if state.num_processes > 1:
+        broadcast_object_list(plan_holder, from_process=0)
+    plan: Plan = plan_holder[0]
+
+    def say(line: str) -> None:
+        if main:
+            print(line, file=sys.stderr, flush=True)
+
+    say(f"suite {suite.name}: {len(cells)} cells, {len(plan.skipped_done)} already completed (skipped), "
+        f"{len(plan.skipped_failed)} failed before (skipped; --retry-failed runs them), {len(plan.todo)} to run "
+        f"on {state.num_processes} process(es)")
+    ctx = RunContext(data_dir=suite.data_dir(data_dir), cache_dir=cache_dir or os.path.join(output_dir, "cache"),
+                     model_base_dir=os.path.dirname(os.path.abspath(suite.path)), show_progress=show_progress)
+    suite_bar = Progress(len(plan.todo), f"suite {suite.name}", enabled=main and show_progress, unit="cell")
+    command = reproduce_command(suite.path, state.num_processes)
+    failures = 0
+    for cell in plan.todo:
+        cell_dir = os.path.join(output_dir, suite.name, cell.key)
+        run_id = store.start(cell, cell.config(), command, cell_dir) if main else None
+        suite_bar.write(f"cell {cell.key}: {cell.label}")
+        t0 = time.perf_counter()
+        try:
+            result = train_and_evaluate(cell, ctx, output_dir=cell_dir)
+            status, error = COMPLETED, None
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # recorded, and the suite goes on
+            failures += 1
+            status, error = FAILED, _error_text(exc)
+            result = {}
+            if main:
+                traceback.print_exc(file=sys.stderr)
+            _release_memory()
+        if main:
+            env = environment(state.num_processes, result.pop("mixed_precision", None),
+                              result.pop("distributed_type", None))
+            rec = store.finish(run_id, status, {**result, "error": error, "env": env})
+            _write_json(cell_dir, rec.as_dict())
+            took = time.perf_counter() - t0
+            if status == COMPLETED:
+                suite_bar.write(f"cell {cell.key}: completed in {took:.0f}s, score {rec.score:.2f} "
+                                f"(best {rec.best_score:.2f}), {rec.trainable_pct:.3g}% of {rec.total_params:,} params trainable")
+            else:
+                suite_bar.write(f"cell {cell.key}: FAILED after {took:.0f}s: {error}")
+        suite_bar.update(1)
+    suite_bar.close()
+    say(f"suite {suite.name}: {len(plan.todo) - failures} completed, {failures} failed, "
+        f"{len(plan.skipped_done)} skipped (already completed)")
+    return 1 if failures else 0
+
+
+def _release_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _write_json(cell_dir: str, record: dict) -> None:
+    os.makedirs(cell_dir, exist_ok=True)
+    tmp = os.path.join(cell_dir, "record.json.tmp")
+    with open(tmp, "w") as f:
+        json.dump(record, f, indent=2, default=str)
+    os.replace(tmp, os.path.join(cell_dir, "record.json"))
+
+
+def status_rows(suite: Suite, store: Store, num_processes: int = 1) -> list[dict]:
+    records = store.by_key(suite.name)
+    rows = []
+    for cell in suite.cells(num_processes=num_processes):
+        rec = records.get(cell.key)
+        status = "pending" if rec is None else rec.status
+        if status == RUNNING:
+            status = "running (or killed)"
+        rows.append({"cell": cell, "status": status, "record": rec})
+    return rows
