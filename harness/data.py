@@ -115,8 +115,16 @@ def _load_from_hub(task: Task) -> dict[str, RawSplit]:
 
 def tokenizer_fingerprint(tokenizer) -> str:
     """Identifies a tokenizer by what it does, not by where it was loaded from."""
+    import json
+
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    body = backend.to_str() if backend is not None else repr(sorted(tokenizer.get_vocab().items()))
+    if backend is not None:
+        spec = json.loads(backend.to_str())
+        spec.pop("truncation", None)  # call state: set by the first encode, not part of what it does
+        spec.pop("padding", None)
+        body = json.dumps(spec, sort_keys=True)
+    else:
+        body = repr(sorted(tokenizer.get_vocab().items()))
     return hashlib.sha256((type(tokenizer).__name__ + body).encode()).hexdigest()[:16]
 
 
@@ -130,6 +138,7 @@ class TokenizedCache:
     def get(self, task: Task, split: RawSplit, tokenizer, max_length: int, padding: str):
         import datasets
 
+        datasets.disable_progress_bars()
         key = hashlib.sha256("|".join([tokenizer_fingerprint(tokenizer), task.name, str(task.version),
                                        str(max_length), padding, split.source]).encode()).hexdigest()[:20]
         if key in self._memory:

@@ -44,6 +44,8 @@ class ModelSpec:
             return
         path = self.local_path()
         if path is not None:
+            if not os.path.isdir(path):
+                raise InputError(f'model directory "{name}" does not exist (looked at {path})')
             if not os.path.isfile(os.path.join(path, "config.json")):
                 raise InputError(f'model directory "{name}" has no config.json')
             return

@@ -19,7 +19,7 @@ from harness.env import environment
 from harness.progress import Progress
 from harness.store import COMPLETED, FAILED, RUNNING, Store
 from harness.suite import Suite
-from harness.train import RunContext, train_and_evaluate
+from harness.train import RunContext, process_state, train_and_evaluate
 
 
 @dataclass
@@ -59,10 +59,9 @@ def _error_text(exc: BaseException) -> str:
 def run_suite(suite: Suite, db_url: str | None, data_dir: str | None, output_dir: str, retry_failed: bool,
               cache_dir: str | None = None, show_progress: bool = True) -> int:
     """Returns the exit code: 1 if any cell failed in this run, else 0."""
-    from accelerate import PartialState
     from accelerate.utils import broadcast_object_list
 
-    state = PartialState()
+    state = process_state()
     main = state.is_main_process
     cells = suite.cells(num_processes=state.num_processes)
     store = Store(db_url) if main else None

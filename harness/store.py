@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import time
 
 from sqlalchemy import (JSON, Float, Integer, String, Text, UniqueConstraint, create_engine, event, select)
 from sqlalchemy.engine import Engine, make_url
@@ -150,7 +151,19 @@ class Store:
         self.url = url or default_db_url()
         self.engine = make_engine(self.url, read_only=read_only)
         if create and not read_only:
-            Base.metadata.create_all(self.engine)
+            self._create_tables()
+
+    def _create_tables(self) -> None:
+        from sqlalchemy.exc import OperationalError, ProgrammingError
+
+        for attempt in range(3):  # processes starting together (Slurm arrays) race on CREATE TABLE
+            try:
+                Base.metadata.create_all(self.engine)
+                return
+            except (OperationalError, ProgrammingError):
+                if attempt == 2:
+                    raise
+                time.sleep(0.5 * (attempt + 1))
 
     def session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)

@@ -246,7 +246,7 @@ def parse_suite(text: str, path: str = "<suite>") -> Suite:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        line = mark.line + 1 if mark else 1
+        line = min(mark.line + 1, max(1, len(text.splitlines()))) if mark else 1
         raise InputError(f"{path}:{line}: not valid YAML: {getattr(e, 'problem', None) or e}") from None
     if not isinstance(raw, dict):
         raise InputError(f"{path}:1: a suite must be a YAML mapping with name, models, tasks, methods")

@@ -42,9 +42,17 @@ class RunContext:
         self.tokenized = TokenizedCache(self.cache_dir)
 
     def raw_data(self, task):
+        """Loaded once per task and process; a failure is remembered too, so a missing data set costs one
+        hub time-out, not one per cell."""
         if task.name not in self._raw:
-            self._raw[task.name] = load_task_data(task, self.data_dir)
-        return self._raw[task.name]
+            try:
+                self._raw[task.name] = load_task_data(task, self.data_dir)
+            except Exception as exc:
+                self._raw[task.name] = exc
+        value = self._raw[task.name]
+        if isinstance(value, Exception):
+            raise value
+        return value
 
 
 def resolve_precision(requested: str) -> str:
@@ -55,6 +63,14 @@ def resolve_precision(requested: str) -> str:
     return "no"
 
 
+def process_state():
+    """The process group. Without CUDA, Accelerate forms a multi-process (gloo) world only when told cpu=True;
+    `accelerate launch --multi_gpu --num_processes N` on a CPU machine then gives real DDP."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
 def make_accelerator(cell: Cell):
     """A fresh Accelerator per cell: precision and accumulation may differ between cells; the process group
     (PartialState) is kept."""
@@ -63,7 +79,8 @@ def make_accelerator(cell: Cell):
 
     AcceleratorState._reset_state()
     GradientState._reset_state()
-    return Accelerator(mixed_precision=resolve_precision(cell.hparams["mixed_precision"]),
+    return Accelerator(cpu=not torch.cuda.is_available(),
+                       mixed_precision=resolve_precision(cell.hparams["mixed_precision"]),
                        gradient_accumulation_steps=cell.hparams["gradient_accumulation_steps"])
 
 

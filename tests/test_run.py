@@ -1,0 +1,200 @@
+"""End to end on a tiny random BERT and small GLUE-layout files: run, record, skip, resume, fail, budgets."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT, run_cli, write_suite
+from harness.store import Store
+
+
+def suite_text(model, extra_methods="", budget="{epochs: 1}", tasks="[rte, stsb]", hparams=""):
+    return f"""
+name: tiny
+models: ["{model}"]
+tasks: {tasks}
+methods:
+  - full
+  - {{name: houlsby, size: 4, learning_rate: 1e-3}}
+{extra_methods}
+budgets:
+  - {budget}
+hparams:
+  batch_size: 8
+  learning_rate: 1e-4
+{hparams}
+"""
+
+
+@pytest.fixture()
+def workdir(tmp_path, small_glue):
+    return tmp_path
+
+
+def run(workdir, suite, *extra, data=None):
+    db = f"sqlite:///{workdir / 'h.db'}"
+    return run_cli("run", suite, "--db", db, "--output-dir", workdir / "out", "--data-dir", data, *extra,
+                   cwd=workdir)
+
+
+def rows(workdir):
+    return {r.cell_key: r for r in Store(f"sqlite:///{workdir / 'h.db'}").records()}
+
+
+def test_run_records_everything_then_skips(workdir, tiny_bert, small_glue):
+    suite = write_suite(workdir / "s.yaml", suite_text(tiny_bert))
+    proc = run(workdir, suite, data=small_glue)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    recs = rows(workdir)
+    assert len(recs) == 4 and {r.status for r in recs.values()} == {"completed"}
+    for r in recs.values():
+        assert r.score is not None and r.metrics and r.best_metrics and r.history
+        assert r.trainable_params > 0 and r.total_params >= r.trainable_params
+        assert r.train_time_s > 0 and r.train_examples_per_s > 0 and r.train_tokens_per_s > 0
+        assert r.peak_memory_mb > 0 and r.num_processes == 1
+        assert r.env["torch"] and r.env["transformers"] and r.env["adapters"] and r.env["python"]
+        assert "git_commit" in r.env and "git_dirty" in r.env and r.env["host"]
+        assert r.train_examples == 48 and r.eval_examples == 21
+        assert r.steps == 6 and r.epochs_done == 1.0  # 48 examples / batch 8
+        on_disk = json.loads((workdir / "out" / "tiny" / r.cell_key / "record.json").read_text())
+        assert on_disk["score"] == r.score and on_disk["cell_key"] == r.cell_key
+        assert (workdir / "out" / "tiny" / r.cell_key / "predictions.npz").is_file()
+    stsb = next(r for r in recs.values() if r.task == "stsb")
+    assert set(stsb.metrics) == {"pearson", "spearman"}
+    assert stsb.score == pytest.approx((stsb.metrics["pearson"] + stsb.metrics["spearman"]) / 2)
+    houlsby = next(r for r in recs.values() if r.method == "houlsby")
+    assert houlsby.added_params == 2 * 2 * (2 * 4 * 32 + 32 + 4) and houlsby.trainable_pct < 10
+
+    again = run(workdir, suite, data=small_glue)
+    assert again.returncode == 0
+    assert "4 already completed (skipped)" in again.stderr and "0 to run" in again.stderr
+    assert {k: r.finished_at for k, r in rows(workdir).items()} == {k: r.finished_at for k, r in recs.items()}
+
+    status = run_cli("status", suite, "--db", f"sqlite:///{workdir / 'h.db'}", cwd=workdir)
+    assert status.returncode == 0 and "4 cells: 4 completed" in status.stdout
+
+
+def test_failed_cell_is_recorded_and_the_suite_goes_on(workdir, tiny_bert, small_glue):
+    # small_glue has no MRPC: that cell fails with the reason, the others complete
+    suite = write_suite(workdir / "s.yaml", suite_text(tiny_bert, tasks="[mrpc, rte]"))
+    proc = run(workdir, suite, data=small_glue)
+    assert proc.returncode == 1
+    recs = list(rows(workdir).values())
+    failed = [r for r in recs if r.status == "failed"]
+    assert len(failed) == 2 and all(r.task == "mrpc" for r in failed)
+    assert "MRPC/train.tsv not found" in failed[0].error and "--data-dir" in failed[0].error
+    assert sum(r.status == "completed" for r in recs) == 2
+    # failed cells are not retried by default ...
+    again = run(workdir, suite, data=small_glue)
+    assert again.returncode == 0 and "2 failed before (skipped" in again.stderr
+    assert [r.attempts for r in rows(workdir).values() if r.status == "failed"] == [1, 1]
+    # ... only with --retry-failed
+    retry = run(workdir, suite, "--retry-failed", data=small_glue)
+    assert retry.returncode == 1
+    assert [r.attempts for r in rows(workdir).values() if r.task == "mrpc"] == [2, 2]
+
+
+def test_nan_loss_fails_the_cell(workdir, tiny_bert, small_glue):
+    suite = write_suite(workdir / "s.yaml", suite_text(tiny_bert, tasks="[stsb]",
+                                                       hparams="  max_grad_norm: 1e30\n").replace(
+        "learning_rate: 1e-4", "learning_rate: 1e30"))
+    proc = run(workdir, suite, data=small_glue)
+    assert proc.returncode == 1
+    by_method = {r.method: r for r in rows(workdir).values()}
+    assert by_method["full"].status == "failed"
+    assert by_method["full"].error.startswith("FloatingPointError: loss is not finite at step")
+    assert by_method["houlsby"].status == "completed"  # its own learning rate is sane: the suite went on
+
+
+def test_budgets_are_exact(workdir, tiny_bert, small_glue):
+    suite = write_suite(workdir / "s.yaml", f"""
+name: budgets
+models: ["{tiny_bert}"]
+tasks: [rte]
+methods: [linear_probe]
+budgets:
+  - {{max_steps: 5}}
+  - {{epochs: 0.5}}
+  - {{epochs: 2, max_train_samples: 16, max_eval_samples: 5}}
+  - {{epochs: 100, time_limit_min: 0.02}}
+  - {{epochs: 2, max_steps: 3}}
+hparams:
+  batch_size: 8
+  eval_steps: 2
+""")
+    proc = run(workdir, suite, data=small_glue)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    by_budget = {json.dumps(r.budget, sort_keys=True): r for r in rows(workdir).values()}
+    r = by_budget['{"max_steps": 5}']
+    assert r.steps == 5 and r.stopped_by == "max_steps" and [h["step"] for h in r.history] == [2, 4, 5]
+    r = by_budget['{"epochs": 0.5}']
+    assert r.steps == 3 and r.epochs_done == 0.5 and r.stopped_by == "epochs"
+    r = by_budget['{"epochs": 2.0, "max_eval_samples": 5, "max_train_samples": 16}']
+    assert r.train_examples == 16 and r.eval_examples == 5 and r.steps == 4 and r.epochs_done == 2.0
+    r = by_budget['{"epochs": 100.0, "time_limit_min": 0.02}']
+    assert r.stopped_by == "time_limit" and r.steps < 600 and r.train_time_s < 1.2 + 5
+    r = by_budget['{"epochs": 2.0, "max_steps": 3}']
+    assert r.steps == 3 and r.stopped_by == "max_steps"
+    best = max(h["score"] for h in r.history)
+    assert r.best_score == best and r.score == r.history[-1]["score"]
+
+
+def test_resume_after_a_killed_run(workdir, tiny_bert, small_glue):
+    """Kill the process for real in the middle of the suite: finished cells stay, the interrupted one reruns."""
+    suite = write_suite(workdir / "s.yaml", suite_text(tiny_bert, budget="{epochs: 3}",
+                                                       extra_methods="  - linear_probe\n  - {name: lora, rank: 2}"))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "run", str(suite), "--db", f"sqlite:///{workdir / 'h.db'}",
+                             "--output-dir", str(workdir / "out"), "--data-dir", str(small_glue)],
+                            cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    done = 0
+    while time.time() < deadline and done < 2:
+        time.sleep(0.3)
+        if (workdir / "h.db").exists():
+            try:
+                with sqlite3.connect(workdir / "h.db") as c:
+                    done = c.execute("select count(*) from runs where status='completed'").fetchone()[0]
+            except sqlite3.OperationalError:
+                pass
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = rows(workdir)
+    completed = {k for k, r in before.items() if r.status == "completed"}
+    assert len(completed) >= 2 and len(completed) < 8
+    resumed = run(workdir, suite, data=small_glue)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"{len(completed)} already completed (skipped)" in resumed.stderr
+    after = rows(workdir)
+    assert len(after) == 8 and all(r.status == "completed" for r in after.values())
+    for key in completed:  # untouched
+        assert after[key].finished_at == before[key].finished_at and after[key].attempts == 1
+    rerun = [k for k, r in before.items() if r.status == "running"]
+    assert all(after[k].attempts == 2 for k in rerun)
+
+
+def test_export_csv_has_the_documented_columns(workdir, tiny_bert, small_glue):
+    import csv
+    import io
+
+    suite = write_suite(workdir / "s.yaml", suite_text(tiny_bert, tasks="[rte]"))
+    assert run(workdir, suite, data=small_glue).returncode == 0
+    proc = run_cli("export", "--format", "csv", "--db", f"sqlite:///{workdir / 'h.db'}", cwd=workdir)
+    assert proc.returncode == 0, proc.stderr
+    table = list(csv.DictReader(io.StringIO(proc.stdout)))
+    assert len(table) == 2
+    for col in ("suite", "cell_key", "model", "task", "method", "method_params", "budget", "seed", "learning_rate",
+                "status", "score", "metric_accuracy", "trainable_params", "total_params", "trainable_pct",
+                "train_time_s", "peak_memory_mb", "train_examples_per_s", "num_processes"):
+        assert col in table[0], col
+    assert {row["method"] for row in table} == {"full", "houlsby"}
+    assert float(table[0]["score"]) == pytest.approx(float(table[0]["metric_accuracy"]))
+    out = workdir / "r.csv"
+    assert run_cli("export", "--db", f"sqlite:///{workdir / 'h.db'}", "-o", out, cwd=workdir).returncode == 0
+    assert out.read_text() == proc.stdout

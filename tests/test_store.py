@@ -1,0 +1,67 @@
+"""The store: records, uniqueness per (suite, cell), SQLite WAL, read-only access."""
+
+import sqlite3
+
+import pytest
+from sqlalchemy.exc import OperationalError
+
+from harness.store import COMPLETED, FAILED, RUNNING, RunRecord, Store
+from harness.suite import parse_suite
+
+SUITE = "name: s\nmodels: [minilm]\ntasks: [rte]\nmethods: [full, linear_probe]\n"
+
+
+def test_start_finish_and_restart(tmp_path):
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    store = Store(url)
+    cell = parse_suite(SUITE, "s.yaml").cells()[0]
+    rid = store.start(cell, cell.config(), "cmd", "out")
+    assert store.get(rid).status == RUNNING
+    store.finish(rid, FAILED, {"error": "ValueError: boom"})
+    rec = store.by_key("s")[cell.key]
+    assert rec.status == FAILED and rec.error == "ValueError: boom" and rec.finished_at is not None
+    # running it again reuses the row: one record per (suite, cell)
+    rid2 = store.start(cell, cell.config(), "cmd", "out")
+    assert rid2 == rid
+    rec = store.get(rid)
+    assert rec.status == RUNNING and rec.error is None and rec.attempts == 2
+    store.finish(rid, COMPLETED, {"score": 71.5, "metrics": {"accuracy": 71.5}, "env": {"torch": "x"}})
+    assert store.get(rid).as_dict()["metrics"] == {"accuracy": 71.5}
+    assert len(store.records()) == 1
+
+
+def test_same_cell_in_two_suites_is_two_records(tmp_path):
+    store = Store(f"sqlite:///{tmp_path / 'h.db'}")
+    a = parse_suite(SUITE, "a.yaml").cells()[0]
+    b = parse_suite(SUITE.replace("name: s", "name: t"), "b.yaml").cells()[0]
+    assert a.key == b.key
+    store.start(a, a.config(), "", "")
+    store.start(b, b.config(), "", "")
+    assert len(store.records()) == 2 and len(store.records("t")) == 1
+
+
+def test_sqlite_is_wal_and_read_only_mode_refuses_writes(tmp_path):
+    path = tmp_path / "h.db"
+    store = Store(f"sqlite:///{path}")
+    cell = parse_suite(SUITE, "s.yaml").cells()[0]
+    store.start(cell, cell.config(), "", "")
+    assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    ro = Store(f"sqlite:///{path}", read_only=True)
+    assert len(ro.records()) == 1
+    with pytest.raises(OperationalError, match="readonly"):
+        ro.start(cell, cell.config(), "", "")
+
+
+def test_read_only_store_does_not_create_a_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        Store(f"sqlite:///{tmp_path / 'none.db'}", read_only=True)
+    assert not (tmp_path / "none.db").exists()
+
+
+def test_record_has_the_documented_columns():
+    for name in ("suite", "cell_key", "config", "model", "task", "method", "method_params", "budget", "seed",
+                 "hparams", "status", "error", "started_at", "finished_at", "trainable_params", "added_params",
+                 "total_params", "trainable_pct", "train_time_s", "eval_time_s", "peak_memory_mb",
+                 "train_examples_per_s", "train_tokens_per_s", "steps", "epochs_done", "metrics", "best_metrics",
+                 "score", "best_score", "env", "num_processes", "history"):
+        assert name in RunRecord.COLUMNS

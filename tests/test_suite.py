@@ -1,0 +1,154 @@
+"""Suite validation, grid expansion and cell keys; bad input exits 2 and writes nothing."""
+
+import pytest
+
+from conftest import run_cli, write_suite
+from harness.errors import InputError
+from harness.suite import load_suite, parse_suite
+
+BASE = """
+name: demo
+models: [minilm]
+tasks: [rte, mrpc, stsb, cola]
+methods:
+  - full
+  - linear_probe
+  - {name: houlsby, size: [16, 64]}
+  - {name: pfeiffer, size: 64, learning_rate: 1e-3}
+  - {name: lora, rank: 8}
+budgets:
+  - {epochs: 3}
+seeds: [1, 2, 3]
+hparams:
+  learning_rate: [2e-5, 1e-4]
+  batch_size: 32
+  max_length: 128
+  warmup_ratio: 0.1
+"""
+
+
+def test_grid_is_the_product_of_all_lists():
+    suite = parse_suite(BASE, "demo.yaml")
+    cells = suite.cells()
+    # 4 tasks x (full 2 lr + probe 2 lr + houlsby 2 sizes x 2 lr + pfeiffer 1 lr (overridden) + lora 2 lr) x 3 seeds
+    assert len(cells) == 4 * (2 + 2 + 4 + 1 + 2) * 3
+    assert len({c.key for c in cells}) == len(cells)
+    pfeiffer = [c for c in cells if c.method == "pfeiffer"]
+    assert {c.hparams["learning_rate"] for c in pfeiffer} == {1e-3}
+    assert {c.method_params["size"] for c in cells if c.method == "houlsby"} == {16, 64}
+    lora = next(c for c in cells if c.method == "lora")
+    assert lora.method_params == {"rank": 8, "alpha": 8, "dropout": 0.0, "matrices": "qv"}  # defaults resolved
+
+
+def test_key_ignores_names_order_and_paths_but_not_results():
+    a = {(c.task, c.method_label, c.hparams["learning_rate"], c.seed): c.key for c in parse_suite(BASE, "a.yaml").cells()}
+    reordered = BASE.replace("name: demo", "name: other").replace("  batch_size: 32\n  max_length: 128",
+                                                                    "  max_length: 128\n  batch_size: 32")
+    reordered = reordered.replace("{name: pfeiffer, size: 64, learning_rate: 1e-3}",
+                                  "{learning_rate: 0.001, size: 64, name: pfeiffer}")
+    b = {(c.task, c.method_label, c.hparams["learning_rate"], c.seed): c.key
+         for c in parse_suite(reordered, "elsewhere/b.yaml").cells()}
+    assert a == b
+    changed = parse_suite(BASE.replace("warmup_ratio: 0.1", "warmup_ratio: 0.2"), "a.yaml").cells()
+    assert not set(a.values()) & {c.key for c in changed}
+    # processes change the effective batch, so they change the key
+    one = parse_suite(BASE, "a.yaml").cells(num_processes=1)[0]
+    two = parse_suite(BASE, "a.yaml").cells(num_processes=2)[0]
+    assert one.key != two.key and two.effective_batch_size == 64
+
+
+def test_keys_are_stable_across_releases():
+    """A pinned key: if this changes, every stored result stops being found. Only change it on purpose."""
+    cell = parse_suite("name: s\nmodels: [minilm]\ntasks: [rte]\nmethods: [full]\n", "s.yaml").cells()[0]
+    assert cell.config()["hparams"]["learning_rate"] == 2e-5
+    assert cell.key == "f2c1234630f8bab6"
+
+
+def test_eval_batch_size_is_not_part_of_the_key():
+    a = parse_suite("name: s\nmodels: [minilm]\ntasks: [rte]\nmethods: [full]\n", "s.yaml").cells()[0]
+    b = parse_suite("name: s\nmodels: [minilm]\ntasks: [rte]\nmethods: [full]\nhparams: {eval_batch_size: 8}\n",
+                    "s.yaml").cells()[0]
+    assert a.key == b.key
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("tasks: [rtee]", ':3: tasks[0]: unknown task "rtee" (did you mean "rte"?)'),
+    ("methods:\n  - full\n  - {name: houlsby, sise: 3}",
+     ':6: methods[1].sise: unknown parameter for method "houlsby" (did you mean "size"?)'),
+    ("methods: [ful]", ':4: methods[0].name: unknown method "ful" (did you mean "full"?)'),
+    ("models: [minlm]", ':2: models[0]: unknown model "minlm" (did you mean "minilm"?)'),
+    ("hparams:\n  learning_rat: 1", ":6: hparams.learning_rat: unknown field (did you mean \"learning_rate\"?)"),
+    ("hparams:\n  learning_rate: [1e-3, abc]", ":6: hparams.learning_rate[1]: Input should be a valid number"),
+    ("hparams:\n  batch_size: 0", ":6: hparams.batch_size[0]: Input should be greater than 0"),
+    ("tasks: []", ":3: tasks: List should have at least 1 item"),
+    ("budgets:\n  - {epoch: 3}", ':6: budgets[0].epoch: unknown field (did you mean "epochs"?)'),
+    ("budgets:\n  - {max_train_samples: 10}", ":6: budgets[0]: a budget needs epochs or max_steps"),
+    ("methods: [{name: lora, rank: 2.5}]", ":4: methods[0].rank: must be an integer (got 2.5)"),
+    ("methods: [{name: houlsby, size: [8, -1]}]", ":4: methods[0].size[1]: must be >= 1 (got -1)"),
+    ("seeds: [1, 1]", ":5: seeds[1]: duplicate entry 1"),
+    ("colour: red", ":5: colour: unknown field"),
+    ("name: has space", ":1: name: String should match pattern"),
+    ("models: [./no/such/dir]", ':2: models[0]: model directory "./no/such/dir" does not exist'),
+])
+def test_bad_suites_name_file_line_and_field(text, expected):
+    good = {"name": "name: x", "models": "models: [minilm]", "tasks": "tasks: [rte]", "methods": "methods: [full]"}
+    key = text.split(":")[0]
+    lines = [v for k, v in good.items() if k != key]
+    order = list(good)
+    if key in good:
+        lines.insert(order.index(key), text)
+    else:
+        lines.append(text)
+    with pytest.raises(InputError) as err:
+        parse_suite("\n".join(lines) + "\n", "bad.yaml")
+    message = str(err.value)
+    assert message.startswith("bad.yaml:"), message
+    assert expected in message, message
+    assert "\n" not in message
+
+
+def test_yaml_syntax_error_has_a_line():
+    with pytest.raises(InputError, match=r"^s.yaml:3: not valid YAML"):
+        parse_suite("name: x\nmodels: [minilm]\ntasks: [rte\n", "s.yaml")
+
+
+def test_cli_bad_suite_exits_2_and_writes_nothing(tmp_path):
+    suite = write_suite(tmp_path / "bad.yaml", "name: x\nmodels: [minilm]\ntasks: [rte]\nmethods: [{name: lora, rnk: 4}]\n")
+    db = tmp_path / "db" / "h.db"
+    out = tmp_path / "out"
+    proc = run_cli("run", suite, "--db", f"sqlite:///{db}", "--output-dir", out, cwd=tmp_path)
+    assert proc.returncode == 2
+    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    assert lines == [f'error: {suite}:4: methods[0].rnk: unknown parameter for method "lora" (did you mean "rank"?); '
+                     f"its parameters: rank, alpha, dropout, matrices (or any hparam)"]
+    assert not db.exists() and not (tmp_path / "db").exists() and not out.exists()
+    assert not (tmp_path / "results").exists()
+
+
+def test_cli_bad_db_url_exits_2(tmp_path):
+    suite = write_suite(tmp_path / "s.yaml", "name: x\nmodels: [minilm]\ntasks: [rte]\nmethods: [full]\n")
+    proc = run_cli("run", suite, "--db", "nonsense", "--output-dir", tmp_path / "out", cwd=tmp_path)
+    assert proc.returncode == 2 and "--db" in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_validate_prints_grid_and_trains_nothing(tmp_path):
+    suite = write_suite(tmp_path / "demo.yaml", BASE)
+    proc = run_cli("validate", suite, "--list", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "is valid: 132 cells" in proc.stdout
+    assert len([l for l in proc.stdout.splitlines() if l.startswith("  ")]) == 132
+    assert not (tmp_path / "results").exists()
+
+
+def test_missing_suite_file_exits_2(tmp_path):
+    proc = run_cli("validate", tmp_path / "nope.yaml")
+    assert proc.returncode == 2 and "cannot read suite file" in proc.stderr
+
+
+def test_shipped_suites_validate():
+    from conftest import ROOT
+
+    for path in sorted((ROOT / "suites").glob("*.yaml")):
+        suite = load_suite(str(path))
+        assert suite.cells(), path
