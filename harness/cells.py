@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 KEY_LENGTH = 16
 # Stored with the run but not hashed: they cannot change what a run learns or scores.
 NOT_IN_KEY = {"eval_batch_size"}
+# Options added after keys were first handed out: hashed only when set away from their default, so adding
+# an option never changes the key of a run that did not use it.
+HASHED_ONLY_WHEN_SET = {"group_by_length": False}
 
 
 def _drop_none(obj):
@@ -62,11 +65,20 @@ class Cell:
             "effective_batch_size": self.effective_batch_size,
         }
 
+    def _hash(self, without=()) -> str:
+        config = {k: v for k, v in self.config().items() if k not in without}
+        config["hparams"] = {k: v for k, v in config["hparams"].items() if k not in NOT_IN_KEY
+                             and not (k in HASHED_ONLY_WHEN_SET and v == HASHED_ONLY_WHEN_SET[k])}
+        return hashlib.sha256(canonical_json(config).encode()).hexdigest()[:KEY_LENGTH]
+
     @property
     def key(self) -> str:
-        config = self.config()
-        config["hparams"] = {k: v for k, v in config["hparams"].items() if k not in NOT_IN_KEY}
-        return hashlib.sha256(canonical_json(config).encode()).hexdigest()[:KEY_LENGTH]
+        return self._hash()
+
+    @property
+    def setting_key(self) -> str:
+        """The key without the seed: the runs that seeds average over."""
+        return self._hash(without=("seed",))
 
     @property
     def method_label(self) -> str:

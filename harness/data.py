@@ -151,6 +151,7 @@ class TokenizedCache:
             enc = tokenizer(*texts, truncation=True, max_length=max_length,
                             padding="max_length" if padding == "max_length" else False)
             data = {k: enc[k] for k in ("input_ids", "token_type_ids", "attention_mask") if k in enc}
+            data["length"] = [len(ids) for ids in enc["input_ids"]]
             data["labels"] = split.labels
             data["idx"] = list(range(len(split)))
             ds = datasets.Dataset.from_dict(data)
@@ -162,5 +163,10 @@ class TokenizedCache:
                 except OSError:
                     pass  # another process won the race; its copy is identical
                 ds = datasets.load_from_disk(path if os.path.isdir(path) else tmp)
+        ds = ds.with_format(columns=[c for c in ds.column_names if c != "length"])  # lengths: ds.data["length"]
         self._memory[key] = ds
         return ds
+
+
+def lengths(ds) -> list[int]:
+    return ds.data.column("length").to_pylist()

@@ -139,7 +139,7 @@ def to_markdown(kind: str, frame: pd.DataFrame) -> str:
 
 
 def build_table(store: Store, table: str, suite: str | None, model: str | None) -> pd.DataFrame:
-    runs = runs_frame(store.records(suite))
+    runs = runs_frame(store, suite, with_env=table == "runs")
     if model and not runs.empty:
         runs = runs[runs["model"] == model]
     if table == "runs":
@@ -149,7 +149,13 @@ def build_table(store: Store, table: str, suite: str | None, model: str | None) 
 
 
 def export(db: str | None, fmt: str, table: str = "runs", suite: str | None = None, model: str | None = None) -> str:
-    store = Store(db or default_db_url(), read_only=True)
+    from harness.errors import InputError
+
+    url = db or default_db_url()
+    try:
+        store = Store(url, read_only=True)
+    except FileNotFoundError:
+        raise InputError(f"no store at {url}: run a suite first (harness run SUITE) or pass --db") from None
     frame = build_table(store, table, suite, model)
     if fmt == "csv":
         return to_csv(frame)

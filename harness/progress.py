@@ -7,18 +7,22 @@ import time
 
 
 class Progress:
-    def __init__(self, total: int, desc: str, enabled: bool = True, unit: str = "step", position: int = 0):
-        self.total, self.desc, self.enabled, self.unit = total, desc, enabled, unit
+    """`enabled`: this process reports at all (rank 0 only). `bars`: show step progress; `write` lines (cell
+    summaries, evaluations) are shown whenever enabled."""
+
+    def __init__(self, total: int, desc: str, enabled: bool = True, unit: str = "step", position: int = 0,
+                 bars: bool = True):
+        self.total, self.desc, self.enabled, self.unit, self.bars = total, desc, enabled, unit, bars
         self.n, self._last_pct, self._t0 = 0, -1, time.perf_counter()
         self._bar = None
-        if enabled and sys.stderr.isatty():
+        if enabled and bars and sys.stderr.isatty():
             from tqdm.auto import tqdm
 
             self._bar = tqdm(total=total, desc=desc, unit=unit, position=position, leave=position == 0,
                              dynamic_ncols=True)
 
     def update(self, n: int = 1, **postfix) -> None:
-        if not self.enabled:
+        if not (self.enabled and self.bars):
             return
         self.n += n
         if self._bar is not None:

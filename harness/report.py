@@ -14,11 +14,11 @@ import math
 
 import pandas as pd
 
-from harness.cells import canonical_json
 from harness.tasks import TASKS
 
 RUN_COLUMNS = ["id", "suite", "cell_key", "model", "task", "method", "method_label", "method_params", "budget",
                "seed", "learning_rate", "status", "score", "best_score"]
+ENV_COLUMNS = ["torch", "transformers", "adapters", "git_commit", "git_dirty", "device", "host"]
 COST_COLUMNS = ["trainable_params", "added_params", "total_params", "head_params", "trainable_pct", "train_time_s",
                 "eval_time_s", "peak_memory_mb", "train_examples_per_s", "train_tokens_per_s", "steps",
                 "epochs_done", "num_processes", "stopped_by", "error", "started_at", "finished_at"]
@@ -28,29 +28,44 @@ def _budget_text(budget: dict) -> str:
     return ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted((budget or {}).items()))
 
 
-def runs_frame(records) -> pd.DataFrame:
-    """One row per run; metric_<name> for every dev metric; env columns for provenance."""
-    rows = []
-    for r in records:
-        d = r.as_dict() if hasattr(r, "as_dict") else dict(r)
-        row = {c: d.get(c) for c in RUN_COLUMNS + COST_COLUMNS}
-        row["method_params"] = json.dumps(d.get("method_params") or {}, sort_keys=True)
-        row["budget"] = _budget_text(d.get("budget"))
-        for name, value in (d.get("metrics") or {}).items():
-            row[f"metric_{name}"] = value
-        env = d.get("env") or {}
-        for k in ("torch", "transformers", "adapters", "git_commit", "git_dirty", "device", "host"):
-            row[f"env_{k}"] = env.get(k)
-        config = dict(d.get("config") or {})
-        config.pop("seed", None)
-        row["setting"] = canonical_json(config)  # everything but the seed: what seeds are averaged over
-        row["task_version"] = d.get("task_version")
-        rows.append(row)
-    frame = pd.DataFrame(rows)
+FLAT = RUN_COLUMNS + COST_COLUMNS + ["setting_key", "task_version"]
+
+
+def runs_frame(store, suite: str | None = None, with_env: bool = False) -> pd.DataFrame:
+    """One row per run, straight from SQL columns (no ORM objects: a 100k-run store loads in seconds);
+    metric_<name> for every dev metric; env_* provenance columns with with_env."""
+    from sqlalchemy import select
+
+    from harness.store import RunRecord
+
+    have = store.columns()
+    if not have:
+        return pd.DataFrame(columns=FLAT)
+    wanted = [c for c in FLAT if c not in ("method_params", "budget")]
+    wanted += ["method_params", "budget", "metrics"] + (["env"] if with_env else [])
+    stmt = select(*[getattr(RunRecord, c) for c in wanted if c in have]).order_by(RunRecord.id)
+    if suite:
+        stmt = stmt.where(RunRecord.suite == suite)  # bound parameter: user input never builds SQL text
+    with store.engine.connect() as conn:
+        result = conn.execute(stmt)
+        frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+    for c in wanted:
+        if c not in frame.columns:
+            frame[c] = None
     if frame.empty:
-        return pd.DataFrame(columns=RUN_COLUMNS + COST_COLUMNS)
-    metric_cols = sorted(c for c in frame.columns if c.startswith("metric_"))
+        return pd.DataFrame(columns=FLAT)
+    frame["method_params"] = [json.dumps(p or {}, sort_keys=True) for p in frame["method_params"]]
+    frame["budget"] = [_budget_text(b) for b in frame["budget"]]
+    metrics = pd.DataFrame([m or {} for m in frame.pop("metrics")], index=frame.index)
+    metrics.columns = [f"metric_{c}" for c in metrics.columns]
+    parts = [frame, metrics[sorted(metrics.columns)]]
+    if with_env:
+        env = frame.pop("env")
+        parts.append(pd.DataFrame([{f"env_{k}": (e or {}).get(k) for k in ENV_COLUMNS} for e in env],
+                                  index=frame.index))
+    frame = pd.concat(parts, axis=1)
     first = [c for c in RUN_COLUMNS if c in frame.columns]
+    metric_cols = sorted(c for c in frame.columns if c.startswith("metric_"))
     rest = [c for c in frame.columns if c not in first and c not in metric_cols]
     return frame[first + metric_cols + rest]
 
@@ -60,11 +75,12 @@ def best_table(runs: pd.DataFrame, metric: str = "score") -> pd.DataFrame:
     done = runs[runs["status"] == "completed"] if not runs.empty else runs
     if done.empty:
         return pd.DataFrame(columns=["suite", "model", "task", "method_label", "mean", "std", "n_seeds"])
+    done = done.assign(setting_key=done["setting_key"].fillna(done["cell_key"]))  # rows from before the column
     out = []
     for (suite, model, task, label), group in done.groupby(["suite", "model", "task", "method_label"], sort=False):
-        settings = group.groupby("setting")[metric].agg(["mean", "count"])
+        settings = group.groupby("setting_key")[metric].agg(["mean", "count"])
         chosen = settings["mean"].idxmax()
-        runs_of = group[group["setting"] == chosen]
+        runs_of = group[group["setting_key"] == chosen]
         values = runs_of[metric].astype(float)
         first = runs_of.iloc[0]
         out.append({
@@ -72,6 +88,7 @@ def best_table(runs: pd.DataFrame, metric: str = "score") -> pd.DataFrame:
             "mean": values.mean(), "std": values.std(ddof=1) if len(values) > 1 else 0.0, "n_seeds": len(values),
             "learning_rate": first["learning_rate"], "budget": first["budget"],
             "trainable_params": first["trainable_params"], "total_params": first["total_params"],
+            "added_params": first["added_params"],
             "trainable_pct": first["trainable_pct"], "train_time_s": runs_of["train_time_s"].mean(),
             "peak_memory_mb": runs_of["peak_memory_mb"].max(), "settings_tried": len(settings),
         })
@@ -105,7 +122,8 @@ def leaderboard_table(best: pd.DataFrame) -> pd.DataFrame:
         # one frozen base shared by every task + what each task trains (full fine-tuning: a model per task)
         frozen = (group["total_params"] - group["trainable_params"]).max()
         row["params_all_tasks"] = float(frozen + group["trainable_params"].sum())
-        row["params_all_tasks_x"] = row["params_all_tasks"] / group["total_params"].max()
+        base_model = (group["total_params"] - group["added_params"].fillna(0)).max()  # the pretrained model alone
+        row["params_all_tasks_x"] = row["params_all_tasks"] / base_model
         rows.append(row)
     table = pd.DataFrame(rows)
     table.attrs["tasks"] = tasks

@@ -81,11 +81,11 @@ def run_suite(suite: Suite, db_url: str | None, data_dir: str | None, output_dir
         f"on {state.num_processes} process(es)")
     ctx = RunContext(data_dir=suite.data_dir(data_dir), cache_dir=cache_dir or os.path.join(output_dir, "cache"),
                      model_base_dir=os.path.dirname(os.path.abspath(suite.path)), show_progress=show_progress)
-    suite_bar = Progress(len(plan.todo), f"suite {suite.name}", enabled=main and show_progress, unit="cell")
+    suite_bar = Progress(len(plan.todo), f"suite {suite.name}", enabled=main, unit="cell", bars=show_progress)
     command = reproduce_command(suite.path, state.num_processes)
     failures = 0
     for cell in plan.todo:
-        cell_dir = os.path.join(output_dir, suite.name, cell.key)
+        cell_dir = os.path.abspath(os.path.join(output_dir, suite.name, cell.key))
         run_id = store.start(cell, cell.config(), command, cell_dir) if main else None
         suite_bar.write(f"cell {cell.key}: {cell.label}")
         t0 = time.perf_counter()

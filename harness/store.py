@@ -40,6 +40,7 @@ class RunRecord(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     suite: Mapped[str] = mapped_column(String(200), index=True)
     cell_key: Mapped[str] = mapped_column(String(64), index=True)
+    setting_key: Mapped[str | None] = mapped_column(String(64))   # the cell key without the seed
     status: Mapped[str] = mapped_column(String(20), index=True)
     error: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=1)
@@ -159,11 +160,35 @@ class Store:
         for attempt in range(3):  # processes starting together (Slurm arrays) race on CREATE TABLE
             try:
                 Base.metadata.create_all(self.engine)
+                self._add_missing_columns()
                 return
             except (OperationalError, ProgrammingError):
                 if attempt == 2:
                     raise
                 time.sleep(0.5 * (attempt + 1))
+
+    def _add_missing_columns(self) -> None:
+        """Stores written by an older harness lack columns added since: add them (all nullable), so old
+        results stay readable and comparable."""
+        from sqlalchemy import inspect
+
+        have = {c["name"] for c in inspect(self.engine).get_columns(RunRecord.__tablename__)}
+        missing = [c for c in RunRecord.__table__.columns if c.name not in have]
+        if not missing:
+            return
+        with self.engine.begin() as conn:
+            for col in missing:
+                kind = col.type.compile(dialect=self.engine.dialect)
+                conn.exec_driver_sql(f'ALTER TABLE {RunRecord.__tablename__} ADD COLUMN "{col.name}" {kind}')
+
+    def columns(self) -> set[str]:
+        """Columns the store has (an older read-only store may lack some)."""
+        from sqlalchemy import inspect
+
+        insp = inspect(self.engine)
+        if not insp.has_table(RunRecord.__tablename__):
+            return set()
+        return {c["name"] for c in insp.get_columns(RunRecord.__tablename__)}
 
     def session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
@@ -198,6 +223,7 @@ class Store:
                         setattr(rec, name, None)
                 rec.attempts = (rec.attempts or 0) + 1
             rec.status, rec.started_at = RUNNING, utcnow()
+            rec.setting_key = cell.setting_key
             rec.config = config
             rec.model, rec.task, rec.task_version = cell.model, cell.task, cell.task_version
             rec.method, rec.method_params, rec.method_label = cell.method, cell.method_params, cell.method_label

@@ -44,6 +44,8 @@ class Hparams(BaseModel):
     max_grad_norm: Grid(float, gt=0) = [1.0]
     mixed_precision: Grid(Literal["auto", "no", "fp16", "bf16"]) = ["auto"]
     padding: Grid(Literal["dynamic", "max_length"]) = ["dynamic"]
+    # batches of similar lengths (transformers' LengthGroupedSampler): less padding, faster on every device
+    group_by_length: Grid(bool) = [False]
     eval_steps: Grid(int, gt=0) | None = None   # None: evaluate after each epoch
 
 

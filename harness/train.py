@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from harness.cells import Cell
-from harness.data import TokenizedCache, load_task_data
+from harness.data import TokenizedCache, lengths, load_task_data
 from harness.methods import get_method
 from harness.metrics import compute_metrics, main_score, predictions_from_logits
 from harness.models import ModelSpec, load_for_task
@@ -135,11 +135,25 @@ def _optimizer(model, hp):
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=hp["learning_rate"])
 
 
-def _loader(ds, batch_size, collator, shuffle, seed):
+def _train_loader(ds, hp, collator, seed):
+    from torch.utils.data import DataLoader, RandomSampler
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    generator = torch.Generator().manual_seed(seed)
+    if hp["group_by_length"]:
+        sampler = LengthGroupedSampler(hp["batch_size"], lengths=lengths(ds), generator=generator)
+    else:
+        sampler = RandomSampler(ds, generator=generator)
+    return DataLoader(ds, batch_size=hp["batch_size"], sampler=sampler, collate_fn=collator)
+
+
+def _eval_loader(ds, batch_size, collator):
+    """Longest first: least padding, and an out-of-memory shows at once. Order cannot change the metrics
+    (predictions carry their example index)."""
     from torch.utils.data import DataLoader
 
-    generator = torch.Generator().manual_seed(seed) if shuffle else None
-    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, collate_fn=collator, generator=generator)
+    order = sorted(range(len(ds)), key=lengths(ds).__getitem__, reverse=True)
+    return DataLoader(ds, batch_size=batch_size, sampler=order, collate_fn=collator)
 
 
 def train_and_evaluate(cell: Cell, ctx: RunContext, output_dir: str | None = None) -> dict:
@@ -178,8 +192,8 @@ def train_and_evaluate(cell: Cell, ctx: RunContext, output_dir: str | None = Non
         eval_sets = [(s.suffix, s.hub_split, tok(raw[s.hub_split].head(budget.get("max_eval_samples"))))
                      for s in task.eval_splits]
     collator = DataCollatorWithPadding(tokenizer)
-    train_loader = _loader(train_ds, hp["batch_size"], collator, True, cell.seed)
-    eval_loaders = [(suffix, name, _loader(ds, hp["eval_batch_size"], collator, False, 0))
+    train_loader = _train_loader(train_ds, hp, collator, cell.seed)
+    eval_loaders = [(suffix, name, _eval_loader(ds, hp["eval_batch_size"], collator))
                     for suffix, name, ds in eval_sets]
 
     optimizer = _optimizer(model, hp)
@@ -201,7 +215,7 @@ def train_and_evaluate(cell: Cell, ctx: RunContext, output_dir: str | None = Non
 
     history, best, eval_time = [], None, 0.0
     predictions = {}
-    bar = Progress(total_steps, f"{cell.task}/{cell.method_label}", enabled=main and ctx.show_progress, position=1)
+    bar = Progress(total_steps, f"{cell.task}/{cell.method_label}", enabled=main, position=1, bars=ctx.show_progress)
 
     def evaluate(step: int, epoch: float, train_loss: float | None):
         nonlocal best, eval_time

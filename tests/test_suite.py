@@ -64,6 +64,14 @@ def test_keys_are_stable_across_releases():
     assert cell.key == "f2c1234630f8bab6"
 
 
+def test_an_option_added_later_keeps_old_keys_unless_used():
+    plain = "name: s\nmodels: [minilm]\ntasks: [rte]\nmethods: [full]\n"
+    off = parse_suite(plain + "hparams: {group_by_length: false}\n", "s.yaml").cells()[0]
+    on = parse_suite(plain + "hparams: {group_by_length: true}\n", "s.yaml").cells()[0]
+    assert off.key == parse_suite(plain, "s.yaml").cells()[0].key == "f2c1234630f8bab6"
+    assert on.key != off.key
+
+
 def test_eval_batch_size_is_not_part_of_the_key():
     a = parse_suite("name: s\nmodels: [minilm]\ntasks: [rte]\nmethods: [full]\n", "s.yaml").cells()[0]
     b = parse_suite("name: s\nmodels: [minilm]\ntasks: [rte]\nmethods: [full]\nhparams: {eval_batch_size: 8}\n",

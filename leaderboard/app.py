@@ -1,0 +1,275 @@
+"""The leaderboard: `streamlit run leaderboard/app.py -- --db URL` (or `harness board --db URL`).
+
+Reads the store read-only (SQLite mode=ro; a read-only transaction elsewhere); every query is built by
+SQLAlchemy with bound parameters, never from user text. Queries are cached, so a large store is loaded once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import pandas as pd  # noqa: E402
+import plotly.express as px  # noqa: E402
+import plotly.graph_objects as go  # noqa: E402
+import streamlit as st  # noqa: E402
+
+from harness.compare import align, load_predictions, paired_bootstrap  # noqa: E402
+from harness.export import display_table, to_csv, to_latex, to_markdown  # noqa: E402
+from harness.report import best_table, leaderboard_table, runs_frame  # noqa: E402
+from harness.store import Store, default_db_url  # noqa: E402
+from harness.tasks import TASKS, get_task  # noqa: E402
+
+HOW_TO_RUN = """No results yet. Run a suite first, for example the embedded default (offline, ~15 min on a laptop CPU):
+
+```
+HARNESS_DATA_DIR=../shared/data/glue harness run suites/demo.yaml
+streamlit run leaderboard/app.py -- --db sqlite:///results/harness.db
+```"""
+
+
+def db_url() -> str:
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--db", default=None)
+    args, _ = parser.parse_known_args(sys.argv[1:])
+    return args.db or default_db_url()
+
+
+@st.cache_resource(show_spinner=False)
+def open_store(url: str) -> Store:
+    return Store(url, read_only=True)
+
+
+@st.cache_data(ttl=120, show_spinner="Loading runs…")
+def load_runs(url: str) -> pd.DataFrame:
+    return runs_frame(open_store(url))
+
+
+@st.cache_data(ttl=120, show_spinner=False)
+def load_tables(url: str, suite: str, model: str, metric: str):
+    runs = load_runs(url)
+    runs = runs[(runs["suite"] == suite) & (runs["model"] == model)]
+    best = best_table(runs, metric=metric)
+    return best, leaderboard_table(best)
+
+
+def styled(kind: str, frame: pd.DataFrame):
+    header, rows, _, bold = display_table(kind, frame)
+    table = pd.DataFrame(rows, columns=header)
+
+    def emphasise(data):
+        return pd.DataFrame([["font-weight: 700; background-color: rgba(46, 160, 67, 0.18)" if (i, j) in bold else ""
+                              for j in range(data.shape[1])] for i in range(data.shape[0])],
+                            index=data.index, columns=data.columns)
+
+    return table, table.style.apply(emphasise, axis=None)
+
+
+def downloads(kind: str, frame: pd.DataFrame, stem: str) -> None:
+    c1, c2, c3 = st.columns(3)
+    c1.download_button("Download CSV", to_csv(frame), f"{stem}.csv", "text/csv", width="stretch")
+    c2.download_button("Download LaTeX", to_latex(kind, frame), f"{stem}.tex", "text/x-tex", width="stretch")
+    c3.download_button("Download Markdown", to_markdown(kind, frame), f"{stem}.md", "text/markdown", width="stretch")
+
+
+def pareto(points: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
+    """Points no other point beats with fewer (or equal) x and a higher y."""
+    front, best = [], float("-inf")
+    for _, p in points.sort_values([x, y], ascending=[True, False]).iterrows():
+        if p[y] > best:
+            front.append(p)
+            best = p[y]
+    return pd.DataFrame(front)
+
+
+def page_leaderboard(url, suite, model, metric):
+    best, board = load_tables(url, suite, model, metric)
+    if board.empty:
+        st.info("No completed runs for this suite and model yet.")
+        return
+    st.subheader(f"{suite} · {model}")
+    st.caption("Each cell: mean ± std over seeds of the hyperparameter setting that is best on dev (the Houlsby "
+               "et al. protocol), on the " + ("final" if metric == "score" else "best") + " dev evaluation, in "
+               "GLUE points. **Bold**: best in its column. Params (all tasks): one shared frozen base plus what "
+               "every task trains, and that as a multiple of one model.")
+    methods = list(board["method"])
+    keep = st.multiselect("Methods", methods, default=methods)
+    sort_options = ["as run"] + [c for c in ["avg"] + board.attrs["tasks"] + ["trainable_pct"]]
+    sort_by = st.selectbox("Sort by", sort_options, format_func=lambda c: {"avg": "average",
+                                                                        "trainable_pct": "% trained"}.get(c, c))
+    view = board[board["method"].isin(keep)]
+    if sort_by != "as run":
+        col = "avg" if sort_by == "avg" else sort_by if sort_by == "trainable_pct" else f"{sort_by}_mean"
+        view = view.sort_values(col, ascending=sort_by == "trainable_pct", na_position="last")
+    view.attrs.update(board.attrs)
+    _, style = styled("leaderboard", view)
+    st.dataframe(style, hide_index=True, width="stretch")
+    seeds = best.groupby("method_label")["n_seeds"].min()
+    st.caption(f"{len(best)} (task, method) cells from {int(best['settings_tried'].sum())} hyperparameter settings; "
+               f"seeds per cell: {seeds.min()}–{seeds.max()}.")
+    downloads("leaderboard", view, f"leaderboard-{suite}")
+
+
+def page_tradeoff(url, suite, model, metric):
+    best, board = load_tables(url, suite, model, metric)
+    if best.empty:
+        st.info("No completed runs for this suite and model yet.")
+        return
+    tasks = [t for t in board.attrs["tasks"]]
+    c1, c2 = st.columns(2)
+    which = c1.selectbox("Task", ["average over tasks"] + tasks)
+    axis = c2.selectbox("Cost", ["trainable parameters", "train time (s)", "peak memory (MB)"])
+    x = {"trainable parameters": "trainable_params", "train time (s)": "train_time_s",
+         "peak memory (MB)": "peak_memory_mb"}[axis]
+    if which == "average over tasks":
+        complete = best.groupby("method_label").filter(lambda g: len(g) == len(tasks))
+        points = complete.groupby("method_label", as_index=False).agg(
+            score=("mean", "mean"), trainable_params=("trainable_params", "mean"),
+            train_time_s=("train_time_s", "mean"), peak_memory_mb=("peak_memory_mb", "max"),
+            method=("method", "first"))
+    else:
+        points = best[best["task"] == which].rename(columns={"mean": "score"})
+    if points.empty:
+        st.info("No method has results on every task yet.")
+        return
+    fig = px.scatter(points, x=x, y="score", color="method", hover_name="method_label", log_x=x == "trainable_params",
+                     labels={x: axis, "score": "dev score (GLUE points)"}, height=480)
+    front = pareto(points, x, "score")
+    fig.add_trace(go.Scatter(x=front[x], y=front["score"], mode="lines", name="Pareto frontier",
+                             line={"dash": "dash", "color": "grey"}))
+    fig.update_traces(marker={"size": 12})
+    st.plotly_chart(fig, width="stretch")
+    st.caption("Pareto frontier: no other variant scores higher at the same or lower cost.")
+
+
+def page_runs(url, suite, model):
+    runs = load_runs(url)
+    runs = runs[(runs["suite"] == suite) & (runs["model"] == model)]
+    c1, c2, c3 = st.columns(3)
+    tasks = c1.multiselect("Task", sorted(runs["task"].unique()))
+    methods = c2.multiselect("Method", sorted(runs["method_label"].unique()))
+    statuses = c3.multiselect("Status", sorted(runs["status"].unique()))
+    view = runs
+    if tasks:
+        view = view[view["task"].isin(tasks)]
+    if methods:
+        view = view[view["method_label"].isin(methods)]
+    if statuses:
+        view = view[view["status"].isin(statuses)]
+    cols = ["id", "task", "method_label", "budget", "learning_rate", "seed", "status", "score", "trainable_pct",
+            "trainable_params", "train_time_s", "peak_memory_mb", "train_examples_per_s"]
+    st.dataframe(view[cols].rename(columns={"method_label": "method", "trainable_pct": "% trained"}),
+                 hide_index=True, width="stretch",
+                 column_config={"score": st.column_config.NumberColumn(format="%.2f"),
+                                "% trained": st.column_config.NumberColumn(format="%.3f"),
+                                "train_time_s": st.column_config.NumberColumn("train time (s)", format="%.0f"),
+                                "peak_memory_mb": st.column_config.NumberColumn("memory (MB)", format="%.0f"),
+                                "train_examples_per_s": st.column_config.NumberColumn("examples/s", format="%.1f")})
+    downloads("runs", view, f"runs-{suite}")
+    if view.empty:
+        return
+    labels = {int(r.id): f"#{r.id} {r.task} {r.method_label} lr={r.learning_rate:g} seed={r.seed} ({r.status})"
+              for r in view.itertuples()}
+    run_id = st.selectbox("Run details", list(labels), format_func=labels.get)
+    rec = open_store(url).get(run_id)
+    if rec is None:
+        return
+    st.subheader(labels[run_id])
+    if rec.error:
+        st.error(rec.error)
+    c1, c2 = st.columns(2)
+    with c1:
+        st.markdown("**Dev metrics** (final / best)")
+        metrics = pd.DataFrame({"final": rec.metrics or {}, "best": rec.best_metrics or {}})
+        st.dataframe(metrics, width="stretch")
+        st.markdown("**Reproduce**")
+        st.code(f"{rec.command}\n# cell {rec.cell_key} of suite {rec.suite}", language="bash")
+    with c2:
+        if rec.history:
+            curve = pd.DataFrame([{"epoch": h["epoch"], "step": h["step"], "score": h["score"]} for h in rec.history])
+            fig = px.line(curve, x="epoch", y="score", markers=True, hover_data=["step"], height=300,
+                          labels={"score": "dev score"})
+            st.plotly_chart(fig, width="stretch")
+    with st.expander("Resolved configuration"):
+        st.json(rec.config)
+    with st.expander("Environment"):
+        st.json(rec.env or {})
+
+
+def page_analyses(url, suite, model):
+    runs = load_runs(url)
+    runs = runs[(runs["suite"] == suite) & (runs["model"] == model) & (runs["status"] == "completed")]
+    st.subheader("Paired comparison on the same dev examples")
+    if runs.empty:
+        st.info("No completed runs.")
+        return
+    c1, c2, c3 = st.columns(3)
+    task = c1.selectbox("Task", sorted(runs["task"].unique()))
+    variants = sorted(runs[runs["task"] == task]["method_label"].unique())
+    if len(variants) < 2:
+        st.info("Needs two method variants on this task.")
+        return
+    a = c2.selectbox("Method A", variants, index=0)
+    b = c3.selectbox("Method B", variants, index=1)
+    t = get_task(task)
+    split = t.eval_splits[0].hub_split
+    ra = runs[(runs["task"] == task) & (runs["method_label"] == a)].sort_values("score", ascending=False)
+    rb = runs[(runs["task"] == task) & (runs["method_label"] == b)].sort_values("score", ascending=False)
+    store = open_store(url)
+    pa = load_predictions(store.get(int(ra.iloc[0]["id"])).output_dir, split)
+    pb = load_predictions(store.get(int(rb.iloc[0]["id"])).output_dir, split)
+    if pa is None or pb is None:
+        st.info("Predictions are not on this machine for one of the two runs (they live in each run's output "
+                "directory).")
+    else:
+        res = paired_bootstrap(t, *align(pa, pb))
+        m1, m2, m3 = st.columns(3)
+        m1.metric(f"A − B ({task})", f"{res.diff:+.2f}")
+        m2.metric("95% CI", f"[{res.ci_low:+.2f}, {res.ci_high:+.2f}]")
+        m3.metric("p-value", f"{res.p_value:.3f}")
+        st.caption(f"Best run of each variant; {res.n_examples} common dev examples, {res.resamples} paired "
+                   f"bootstrap resamples.")
+    st.subheader("Adapter ablation, multi-task and sequential results")
+    st.info("This store has no ablation, multi-task or sequential results.")
+
+
+def main() -> None:
+    st.set_page_config(page_title="PEFT leaderboard", page_icon="📊", layout="wide")
+    url = db_url()
+    st.sidebar.title("PEFT leaderboard")
+    try:
+        open_store(url)
+        runs = load_runs(url)
+    except FileNotFoundError:
+        st.title("PEFT leaderboard")
+        st.info(f"No results store at `{url}`.\n\n" + HOW_TO_RUN)
+        return
+    if runs.empty:
+        st.title("PEFT leaderboard")
+        st.info(f"The store `{url}` holds no runs.\n\n" + HOW_TO_RUN)
+        return
+    suites = list(dict.fromkeys(runs["suite"]))
+    suite = st.sidebar.selectbox("Suite", suites)
+    models = list(dict.fromkeys(runs[runs["suite"] == suite]["model"]))
+    model = st.sidebar.selectbox("Model", models)
+    metric = st.sidebar.radio("Dev score", ["score", "best_score"],
+                              format_func={"score": "final evaluation", "best_score": "best evaluation"}.get)
+    page = st.sidebar.radio("Page", ["Leaderboard", "Trade-off", "Runs", "Analyses"])
+    n_done = int((runs["status"] == "completed").sum())
+    st.sidebar.caption(f"{len(runs):,} runs in the store ({n_done:,} completed) · read-only")
+    st.title(page)
+    if page == "Leaderboard":
+        page_leaderboard(url, suite, model, metric)
+    elif page == "Trade-off":
+        page_tradeoff(url, suite, model, metric)
+    elif page == "Runs":
+        page_runs(url, suite, model)
+    else:
+        page_analyses(url, suite, model)
+
+
+main()

@@ -1,0 +1,139 @@
+"""The Streamlit leaderboard: every page through AppTest on a fixture store, then a real browser."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+import fixture_store
+from conftest import ROOT
+
+APP = str(ROOT / "leaderboard" / "app.py")
+
+
+@pytest.fixture(scope="module")
+def store_url(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("board")
+    return fixture_store.build(tmp / "h.db", predictions_dir=str(tmp / "out"))
+
+
+def app(url, monkeypatch):
+    monkeypatch.setenv("HARNESS_DB", url)
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_leaderboard_shows_houlsby_protocol_numbers(store_url, monkeypatch):
+    at = app(store_url, monkeypatch)
+    table = at.dataframe[0].value
+    rows = {r["method"]: r for _, r in table.iterrows()}
+    assert list(table.columns[:3]) == ["method", "mrpc", "rte"]  # GLUE order
+    assert rows["full"]["rte"] == "72.0 ± 2.0"           # best lr on dev, mean ± std over 3 seeds
+    assert rows["houlsby(size=8,non_linearity=swish)"]["rte"] == "71.5 ± 0.5"
+    assert rows["full"]["mrpc"] == "86.0 ± 1.0"
+    assert rows["houlsby(size=8,non_linearity=swish)"]["mrpc"] == "86.0 ± 2.0"
+    assert rows["full"]["GLUE avg"] == "79.0" and rows["houlsby(size=8,non_linearity=swish)"]["GLUE avg"] == "78.8"
+    assert rows["full"]["% trained"] == "100.000"
+    assert rows["full"]["params (all tasks)"].endswith("(2.00x)")       # a full model per task
+    assert rows["houlsby(size=8,non_linearity=swish)"]["params (all tasks)"].endswith("(1.01x)")
+    assert [b.label for b in at.get("download_button")] == ["Download CSV", "Download LaTeX", "Download Markdown"]
+    # the 'final' vs 'best' evaluation switch changes the numbers
+    at.sidebar.radio[0].set_value("best_score").run()
+    rows = {r["method"]: r for _, r in at.dataframe[0].value.iterrows()}
+    assert rows["full"]["rte"] == "73.0 ± 2.0"
+
+
+def test_leaderboard_filter_and_sort(store_url, monkeypatch):
+    at = app(store_url, monkeypatch)
+    sort = next(s for s in at.selectbox if s.label == "Sort by")
+    sort.set_value("rte").run()
+    assert list(at.dataframe[0].value["method"]) == ["full", "houlsby(size=8,non_linearity=swish)"]
+    at.multiselect[0].unselect("full").run()
+    assert list(at.dataframe[0].value["method"]) == ["houlsby(size=8,non_linearity=swish)"]
+
+
+def test_tradeoff_runs_and_analyses_pages(store_url, monkeypatch):
+    at = app(store_url, monkeypatch)
+    at.sidebar.radio[1].set_value("Trade-off").run()
+    assert not at.exception
+    chart = at.get("plotly_chart")
+    assert len(chart) == 1
+    at.sidebar.radio[1].set_value("Runs").run()
+    assert not at.exception
+    runs = at.dataframe[0].value
+    assert len(runs) == 24 and (runs["status"] == "failed").sum() == 1
+    assert "accelerate launch harness/run.py fx.yaml" in at.code[0].value
+    status = next(m for m in at.multiselect if m.label == "Status")
+    status.select("failed").run()
+    assert len(at.dataframe[0].value) == 1
+    assert "FloatingPointError" in at.error[0].value
+    at.sidebar.radio[1].set_value("Analyses").run()
+    assert not at.exception
+    next(s for s in at.selectbox if s.label == "Task").set_value("rte").run()
+    labels = [m.label for m in at.metric]
+    assert labels == ["A − B (rte)", "95% CI", "p-value"]
+    # fixture predictions: full is right on ~75% of examples, houlsby on ~55%: A (full) is clearly better
+    assert float(at.metric[0].value) > 10 and float(at.metric[2].value) < 0.01
+
+
+def test_empty_and_missing_store_show_help_not_traceback(tmp_path, monkeypatch):
+    at = app(f"sqlite:///{tmp_path / 'missing.db'}", monkeypatch)
+    assert "No results store" in at.info[0].value and "harness run suites/demo.yaml" in at.info[0].value
+    from harness.store import Store
+
+    Store(f"sqlite:///{tmp_path / 'empty.db'}")
+    at = app(f"sqlite:///{tmp_path / 'empty.db'}", monkeypatch)
+    assert "holds no runs" in at.info[0].value
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_real_browser_renders_the_leaderboard(store_url, tmp_path):
+    """`streamlit run` on localhost, opened in headless Debian Chromium through Playwright; saves a screenshot."""
+    from playwright.sync_api import sync_playwright
+
+    chromium = "/usr/bin/chromium"
+    assert os.path.exists(chromium), "install Debian's chromium (see .ci/run)"
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", APP, "--server.port", str(port),
+                               "--server.address", "127.0.0.1", "--server.headless", "true",
+                               "--browser.gatherUsageStats", "false", "--", "--db", store_url],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.5)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, args=[
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(f"http://127.0.0.1:{port}/", wait_until="domcontentloaded")
+            # the grid paints on a canvas; its cells are in the DOM as (hidden) accessibility nodes
+            page.get_by_text("72.0 ± 2.0").first.wait_for(state="attached", timeout=60_000)
+            page.locator('[data-testid="stDataFrame"]').first.wait_for(state="visible", timeout=30_000)
+            page.wait_for_timeout(1500)
+            shot = tmp_path / "leaderboard.png"
+            page.screenshot(path=str(shot), full_page=True)
+            browser.close()
+        assert shot.stat().st_size > 10_000
+        keep = os.environ.get("HARNESS_SCREENSHOT")  # e.g. to refresh the README's picture
+        if keep:
+            import shutil
+
+            shutil.copy(shot, keep)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
