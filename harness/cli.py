@@ -93,10 +93,13 @@ def cmd_status(args) -> int:
 
     suite = load_suite(args.suite)
     url = args.db or default_db_url()
-    store = Store(url, read_only=False, create=True)
+    try:
+        store = Store(url, read_only=True)  # status only reads: it never creates or changes a store
+    except FileNotFoundError:
+        store = None
     nprocs = args.num_processes
     if nprocs is None:  # the process count is part of the key: use the one the store has results for
-        seen = {r.num_processes for r in store.records(suite.name)}
+        seen = {r.num_processes for r in store.records(suite.name)} if store else set()
         nprocs = seen.pop() if len(seen) == 1 else 1
     rows = status_rows(suite, store, nprocs)
     counts: dict[str, int] = {}

@@ -27,7 +27,7 @@ def neutralise_formula(value):
 def to_csv(frame: pd.DataFrame) -> str:
     safe = frame.copy()
     for col in safe.columns:
-        if safe[col].dtype == object:
+        if not pd.api.types.is_numeric_dtype(safe[col]):  # object or (pandas 3) str columns
             safe[col] = safe[col].map(neutralise_formula)
     safe.columns = [neutralise_formula(str(c)) for c in safe.columns]
     buf = io.StringIO()

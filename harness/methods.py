@@ -72,6 +72,39 @@ def _setup_linear_probe(model, params):
     _set_all(model, False)
 
 
+def transformer_layers(model: nn.Module) -> nn.ModuleList:
+    """The encoder's stack of layers (BERT/RoBERTa: encoder.layer, DistilBERT: transformer.layer, ALBERT: its
+    shared layer groups): the longest ModuleList inside the base model."""
+    base = getattr(model, getattr(model, "base_model_prefix", ""), model)
+    lists = [m for m in base.modules() if isinstance(m, nn.ModuleList)]
+    if not lists:
+        raise ValueError(f"cannot find the transformer layers of {type(model).__name__}")
+    return max(lists, key=len)
+
+
+def _setup_top_k(model, params):
+    _set_all(model, False)
+    layers = transformer_layers(model)
+    k = params["k"]
+    if k > len(layers):
+        raise InputError(f"top_k: k={k} but the model has {len(layers)} layers")
+    for layer in list(layers)[len(layers) - k:]:
+        for p in layer.parameters():
+            p.requires_grad = True
+
+
+def _setup_by_name(predicate):
+    def setup(model, params):
+        for name, p in model.named_parameters():
+            p.requires_grad = predicate(name, p)
+
+    return setup
+
+
+def _is_layernorm(name, p) -> bool:
+    return "layernorm" in name.lower().replace("_", "")
+
+
 def reduction_factor(hidden_size: int, size: int) -> float:
     """adapters sizes bottlenecks as int(hidden // reduction_factor); pick a factor that gives exactly `size`."""
     if not 1 <= size <= hidden_size:
@@ -132,6 +165,10 @@ METHODS: dict[str, Method] = {
         Method("full", "fine-tune every weight (the baseline)", _setup_full),
         Method("linear_probe", "frozen encoder, train the task head only (feature-based transfer)",
                _setup_linear_probe),
+        Method("top_k", "fine-tune only the top k transformer layers (Houlsby's variable fine-tuning)", _setup_top_k,
+               {"k": Param(1, int, "number of top layers that train", minimum=0)}),
+        Method("layernorm", "train only LayerNorm weights and biases", _setup_by_name(_is_layernorm)),
+        Method("bitfit", "train only bias terms (BitFit)", _setup_by_name(lambda n, p: n.endswith("bias"))),
         Method("houlsby", "Houlsby et al. 2019 bottleneck adapters after attention and FFN (adapters: double_seq_bn)",
                _setup_bottleneck(_lazy_config("DoubleSeqBnConfig")), _bottleneck_params("swish"), uses_adapters=True),
         Method("pfeiffer", "Pfeiffer et al. 2020 bottleneck adapter after the FFN only (adapters: seq_bn)",

@@ -138,3 +138,13 @@ def fmt_mean_std(mean, std, n=None, digits: int = 1) -> str:
     if n and n > 1:
         text += f" ± {std:.{digits}f}"
     return text
+
+
+def ablation_matrix(payload: dict) -> pd.DataFrame:
+    """An adapter ablation as a matrix: rows the first removed layer, columns the last; values the score change
+    against the run with every adapter (Houlsby et al. 2019, Fig. 6). Spans not ablated stay NaN."""
+    n = payload["num_layers"]
+    matrix = pd.DataFrame(float("nan"), index=range(n), columns=range(n))
+    for first, last, score in payload["spans"]:
+        matrix.loc[first, last] = score - payload["baseline"]
+    return matrix

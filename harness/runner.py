@@ -137,8 +137,8 @@ def _write_json(cell_dir: str, record: dict) -> None:
     os.replace(tmp, os.path.join(cell_dir, "record.json"))
 
 
-def status_rows(suite: Suite, store: Store, num_processes: int = 1) -> list[dict]:
-    records = store.by_key(suite.name)
+def status_rows(suite: Suite, store: Store | None, num_processes: int = 1) -> list[dict]:
+    records = store.by_key(suite.name) if store is not None and store.columns() else {}
     rows = []
     for cell in suite.cells(num_processes=num_processes):
         rec = records.get(cell.key)

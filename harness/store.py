@@ -105,6 +105,21 @@ class RunRecord(Base):
 RunRecord.COLUMNS = [c.name for c in RunRecord.__table__.columns]
 
 
+class AnalysisRecord(Base):
+    """An analysis of a stored run, e.g. kind "adapter_ablation" with payload
+    {"num_layers": L, "baseline": score, "spans": [[first_layer, last_layer, score], ...]}: the dev score with
+    the adapters of layers first..last removed (Houlsby et al. 2019, Fig. 6)."""
+
+    __tablename__ = "analyses"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(Integer, index=True)
+    suite: Mapped[str] = mapped_column(String(200), index=True)
+    kind: Mapped[str] = mapped_column(String(50), index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    payload: Mapped[dict] = mapped_column(JSON)
+
+
 def _sqlite_pragmas(engine: Engine, read_only: bool) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record):
@@ -233,6 +248,27 @@ class Store:
             rec.command, rec.output_dir = command, output_dir
             s.commit()
             return rec.id
+
+    def add_analysis(self, run_id: int, kind: str, payload: dict) -> int:
+        with self.session() as s:
+            rec = s.get(RunRecord, run_id)
+            row = AnalysisRecord(run_id=run_id, suite=rec.suite, kind=kind, payload=payload)
+            s.add(row)
+            s.commit()
+            return row.id
+
+    def analyses(self, suite: str | None = None, kind: str | None = None) -> list[AnalysisRecord]:
+        from sqlalchemy import inspect
+
+        if not inspect(self.engine).has_table(AnalysisRecord.__tablename__):
+            return []  # a store written before analyses existed
+        stmt = select(AnalysisRecord).order_by(AnalysisRecord.id)
+        if suite:
+            stmt = stmt.where(AnalysisRecord.suite == suite)
+        if kind:
+            stmt = stmt.where(AnalysisRecord.kind == kind)
+        with self.session() as s:
+            return list(s.scalars(stmt))
 
     def finish(self, run_id: int, status: str, fields: dict) -> RunRecord:
         with self.session() as s:

@@ -201,6 +201,8 @@ def train_and_evaluate(cell: Cell, ctx: RunContext, output_dir: str | None = Non
                                                            *[dl for _, _, dl in eval_loaders])
     eval_loaders = [(s, n, dl) for (s, n, _), dl in zip(eval_loaders, eval_dls)]
 
+    if len(train_loader) == 0:
+        raise ValueError(f"task {task.name}: the training split is empty")
     # budget -> exact number of optimizer steps
     steps_per_epoch = max(1, math.ceil(len(train_loader) / hp["gradient_accumulation_steps"]))
     limits = []

@@ -20,7 +20,7 @@ import streamlit as st  # noqa: E402
 
 from harness.compare import align, load_predictions, paired_bootstrap  # noqa: E402
 from harness.export import display_table, to_csv, to_latex, to_markdown  # noqa: E402
-from harness.report import best_table, leaderboard_table, runs_frame  # noqa: E402
+from harness.report import ablation_matrix, best_table, leaderboard_table, runs_frame  # noqa: E402
 from harness.store import Store, default_db_url  # noqa: E402
 from harness.tasks import TASKS, get_task  # noqa: E402
 
@@ -233,8 +233,31 @@ def page_analyses(url, suite, model):
         m3.metric("p-value", f"{res.p_value:.3f}")
         st.caption(f"Best run of each variant; {res.n_examples} common dev examples, {res.resamples} paired "
                    f"bootstrap resamples.")
-    st.subheader("Adapter ablation, multi-task and sequential results")
-    st.info("This store has no ablation, multi-task or sequential results.")
+    page_ablations(url, suite, runs)
+
+
+@st.cache_data(ttl=120, show_spinner=False)
+def load_analyses(url: str, suite: str, kind: str) -> list[dict]:
+    return [{"run_id": a.run_id, "payload": a.payload} for a in open_store(url).analyses(suite, kind)]
+
+
+def page_ablations(url, suite, runs):
+    st.subheader("Adapter ablation")
+    found = [a for a in load_analyses(url, suite, "adapter_ablation") if a["run_id"] in set(runs["id"])]
+    if not found:
+        st.info("No adapter ablations stored for this suite and model.")
+        return
+    labels = {a["run_id"]: runs[runs["id"] == a["run_id"]].iloc[0] for a in found}
+    run_id = st.selectbox("Run", list(labels), format_func=lambda i: f"#{i} {labels[i]['task']} "
+                                                                     f"{labels[i]['method_label']} seed {labels[i]['seed']}")
+    payload = next(a["payload"] for a in found if a["run_id"] == run_id)
+    matrix = ablation_matrix(payload)
+    fig = px.imshow(matrix, color_continuous_scale="RdBu", color_continuous_midpoint=0, origin="upper",
+                    labels={"x": "last layer removed", "y": "first layer removed", "color": "score change"},
+                    text_auto=".1f", height=460)
+    st.plotly_chart(fig, width="stretch")
+    st.caption(f"Dev score change when the adapters of layers first..last are removed, without retraining "
+               f"(score with every adapter: {payload['baseline']:.2f}).")
 
 
 def main() -> None:

@@ -60,6 +60,9 @@ def build(path, predictions_dir=None) -> str:
             "peak_memory_mb": 900.0 if adapters else 1500.0, "train_examples_per_s": 20.0,
             "env": {"torch": "2.13.0", "git_commit": "abc", "git_dirty": False},
         })
+        if adapters and cell.task == "rte" and cell.seed == 1 and cell.hparams["learning_rate"] == 1e-4:
+            spans = [[i, j, 71.0 - 3.0 * (j - i + 1)] for i in range(6) for j in range(i, 6)]
+            store.add_analysis(rid, "adapter_ablation", {"num_layers": 6, "baseline": 71.0, "spans": spans})
         if out and cell.task == "rte":
             os.makedirs(out, exist_ok=True)
             # predictions whose accuracy on the 200 common examples follows the method

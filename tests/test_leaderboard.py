@@ -1,10 +1,7 @@
 """The Streamlit leaderboard: every page through AppTest on a fixture store, then a real browser."""
 
 import os
-import socket
-import subprocess
 import sys
-import time
 
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -80,6 +77,16 @@ def test_tradeoff_runs_and_analyses_pages(store_url, monkeypatch):
     assert labels == ["A − B (rte)", "95% CI", "p-value"]
     # fixture predictions: full is right on ~75% of examples, houlsby on ~55%: A (full) is clearly better
     assert float(at.metric[0].value) > 10 and float(at.metric[2].value) < 0.01
+    # the stored ablation of one houlsby run is drawn as a heatmap
+    assert len(at.get("plotly_chart")) == 1
+    assert any("score with every adapter: 71.00" in c.value for c in at.main.caption)
+
+
+def test_ablation_matrix_layout():
+    from harness.report import ablation_matrix
+
+    m = ablation_matrix({"num_layers": 2, "baseline": 71.0, "spans": [[0, 0, 70.0], [0, 1, 60.0], [1, 1, 72.0]]})
+    assert m.loc[0, 0] == -1.0 and m.loc[0, 1] == -11.0 and m.loc[1, 1] == 1.0 and m.isna().loc[1, 0]
 
 
 def test_empty_and_missing_store_show_help_not_traceback(tmp_path, monkeypatch):
@@ -92,48 +99,11 @@ def test_empty_and_missing_store_show_help_not_traceback(tmp_path, monkeypatch):
     assert "holds no runs" in at.info[0].value
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_real_browser_renders_the_leaderboard(store_url, tmp_path):
     """`streamlit run` on localhost, opened in headless Debian Chromium through Playwright; saves a screenshot."""
-    from playwright.sync_api import sync_playwright
+    sys.path.insert(0, str(ROOT / "leaderboard"))
+    from screenshot import CHROMIUM, screenshot
 
-    chromium = "/usr/bin/chromium"
-    assert os.path.exists(chromium), "install Debian's chromium (see .ci/run)"
-    port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", APP, "--server.port", str(port),
-                               "--server.address", "127.0.0.1", "--server.headless", "true",
-                               "--browser.gatherUsageStats", "false", "--", "--db", store_url],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.5)
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=chromium, args=[
-                "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.goto(f"http://127.0.0.1:{port}/", wait_until="domcontentloaded")
-            # the grid paints on a canvas; its cells are in the DOM as (hidden) accessibility nodes
-            page.get_by_text("72.0 ± 2.0").first.wait_for(state="attached", timeout=60_000)
-            page.locator('[data-testid="stDataFrame"]').first.wait_for(state="visible", timeout=30_000)
-            page.wait_for_timeout(1500)
-            shot = tmp_path / "leaderboard.png"
-            page.screenshot(path=str(shot), full_page=True)
-            browser.close()
-        assert shot.stat().st_size > 10_000
-        keep = os.environ.get("HARNESS_SCREENSHOT")  # e.g. to refresh the README's picture
-        if keep:
-            import shutil
-
-            shutil.copy(shot, keep)
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+    assert os.path.exists(CHROMIUM), "install Debian's chromium (see .ci/run)"
+    shot = screenshot(store_url, str(tmp_path / "leaderboard.png"), wait_for_text="72.0 ± 2.0")
+    assert os.path.getsize(shot) > 10_000

@@ -70,6 +70,27 @@ def test_lora_adds_low_rank_pairs_on_q_and_v(tiny_bert):
     assert count_total(model3) - before3 == L * 3 * 2 * r * D
 
 
+def test_top_k_trains_the_top_layers(tiny_bert):
+    per_layer = 4 * (D * D + D) + 2 * D + (D * 64 + 64) + (64 * D + D) + 2 * D  # attention, 2 LNs, FFN (I=64)
+    model, _, _, _ = prepared(tiny_bert, "top_k", {"k": 1})
+    assert count_trainable(model) == per_layer + D * C + C
+    model, _, _, _ = prepared(tiny_bert, "top_k", {"k": 2})
+    assert count_trainable(model) == 2 * per_layer + D * C + C
+    trained = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert not any(n.startswith("bert.embeddings") for n in trained)
+
+
+def test_layernorm_and_bitfit(tiny_bert):
+    model, _, _, _ = prepared(tiny_bert, "layernorm", {})
+    # embeddings LN + 2 per layer, each weight and bias of size D
+    assert count_trainable(model) == (1 + 2 * L) * 2 * D + D * C + C
+    model, _, _, _ = prepared(tiny_bert, "bitfit", {})
+    biases = sum(p.numel() for n, p in model.named_parameters() if n.endswith("bias") and not n.startswith("classifier"))
+    assert count_trainable(model) == biases + D * C + C
+    per_layer_biases = 4 * D + D + 64 + D + D  # q k v o, attn LN, FFN in, FFN out, out LN
+    assert biases == L * per_layer_biases + D + D  # + embeddings LN + pooler
+
+
 def test_adapter_changes_the_output_and_gets_gradients(tiny_bert):
     """The adapter is really in the forward pass (a random perturbation of its weights moves the logits)."""
     model, _, _, tok = prepared(tiny_bert, "houlsby", {"size": 4})
@@ -110,7 +131,7 @@ def test_albert_works_with_every_method(tmp_path):
 
     albert = make_tiny_model(tmp_path / "tiny-albert", arch="albert")
     for name in METHODS:
-        params = {"size": 8} if "size" in METHODS[name].params else {}
+        params = {"size": 8} if "size" in METHODS[name].params else {"k": 1} if name == "top_k" else {}
         model, before, head, tok = prepared(albert, name, params)
         batch = tok(["the cat sat"], return_tensors="pt")
         loss = model(**batch, labels=torch.tensor([1])).loss

@@ -78,6 +78,8 @@ def test_run_records_everything_then_skips(workdir, tiny_bert, small_glue):
 
     status = run_cli("status", suite, "--db", f"sqlite:///{workdir / 'h.db'}", cwd=workdir)
     assert status.returncode == 0 and "4 cells: 4 completed" in status.stdout
+    fresh = run_cli("status", suite, "--db", f"sqlite:///{workdir / 'none.db'}", cwd=workdir)
+    assert fresh.returncode == 0 and "4 cells: 4 pending" in fresh.stdout and not (workdir / "none.db").exists()
 
 
 def test_failed_cell_is_recorded_and_the_suite_goes_on(workdir, tiny_bert, small_glue):

@@ -1,0 +1,84 @@
+"""Real multi-process runs: `accelerate launch` with 2 processes forming one DDP world over gloo on the CPU."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, write_suite
+from harness.store import Store
+
+LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+          "--main_process_port"]
+
+
+def free_port() -> str:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return str(s.getsockname()[1])
+
+
+def launch(workdir, suite, data_dir, timeout=900):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    cmd = LAUNCH + [free_port(), str(ROOT / "harness" / "run.py"), str(suite), "--db", f"sqlite:///{workdir / 'h.db'}",
+                    "--output-dir", str(workdir / "out"), "--data-dir", str(data_dir), "--no-progress"]
+    return subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def check_two_rank_world(rec, n_train, batch, dev):
+    assert rec.status == "completed", rec.error
+    assert rec.num_processes == 2 and rec.env["num_processes"] == 2
+    assert rec.env["distributed_type"] == "DistributedType.MULTI_CPU"
+    assert rec.config["effective_batch_size"] == 2 * batch
+    # each rank saw half the data: one epoch is n_train / (2 * batch) optimizer steps, not n_train / batch
+    assert rec.steps == -(-n_train // (2 * batch)) and rec.epochs_done == 1.0
+    # the dev set was scored exactly once, whatever the last batch looked like
+    assert rec.eval_examples == dev
+    data = np.load(os.path.join(rec.output_dir, "predictions.npz"))
+    assert sorted(data["validation_idx"].tolist()) == list(range(dev))
+
+
+def test_two_processes_train_one_ddp_world(tmp_path, tiny_bert, small_glue):
+    suite = write_suite(tmp_path / "s.yaml", f"""
+name: ddp
+models: ["{tiny_bert}"]
+tasks: [rte]
+methods: [full, {{name: pfeiffer, size: 4}}]
+budgets:
+  - {{epochs: 1}}
+hparams:
+  batch_size: 4
+  eval_batch_size: 4
+""")
+    proc = launch(tmp_path, suite, small_glue)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "on 2 process(es)" in proc.stderr
+    recs = Store(f"sqlite:///{tmp_path / 'h.db'}").records()
+    assert len(recs) == 2  # rank 1 wrote nothing of its own
+    for rec in recs:
+        check_two_rank_world(rec, n_train=48, batch=4, dev=21)  # 21 dev examples: uneven over 2 ranks
+
+
+@pytest.mark.slow
+def test_two_processes_on_the_embedded_model_and_real_glue(tmp_path, glue_dir):
+    suite = write_suite(tmp_path / "s.yaml", """
+name: ddp-minilm
+models: [minilm]
+tasks: [rte]
+methods: [{name: houlsby, size: 16, learning_rate: 1e-3}]
+budgets:
+  - {epochs: 1, max_train_samples: 64, max_eval_samples: 37}
+hparams:
+  batch_size: 8
+  eval_batch_size: 8
+""")
+    proc = launch(tmp_path, suite, glue_dir)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (rec,) = Store(f"sqlite:///{tmp_path / 'h.db'}").records()
+    check_two_rank_world(rec, n_train=64, batch=8, dev=37)
+    assert rec.total_params > 22_000_000 and 0 < rec.trainable_pct < 2

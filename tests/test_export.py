@@ -1,0 +1,92 @@
+"""Exports for papers: LaTeX structure and escaping, CSV formula injection, Markdown alignment."""
+
+import csv
+import io
+import shutil
+import subprocess
+
+import pandas as pd
+import pytest
+
+import fixture_store
+from conftest import run_cli
+from harness.export import latex_escape, neutralise_formula, to_csv, to_latex, to_markdown
+from harness.report import best_table, leaderboard_table, runs_frame
+from harness.store import Store
+
+
+@pytest.fixture(scope="module")
+def url(tmp_path_factory):
+    return fixture_store.build(tmp_path_factory.mktemp("export") / "h.db")
+
+
+def test_latex_is_a_booktabs_table_with_best_in_bold(url):
+    board = leaderboard_table(best_table(runs_frame(Store(url, read_only=True))))
+    tex = to_latex("leaderboard", board, caption="GLUE dev, 50% of_runs & more")
+    lines = tex.splitlines()
+    assert lines[1] == r"\begin{table}[t]" and lines[-1] == r"\end{table}"
+    assert r"\toprule" in lines and r"\midrule" in lines and r"\bottomrule" in lines
+    assert r"\begin{tabular}{lrrrrr}" in lines
+    header = lines[lines.index(r"\toprule") + 1]
+    assert header == r"method & mrpc & rte & GLUE avg & \% trained & params (all tasks) \\"
+    full = next(l for l in lines if l.startswith("full &"))
+    assert r"\textbf{72.0 $\pm$ 2.0}" in full and r"\textbf{79.0}" in full
+    houlsby = next(l for l in lines if l.startswith("houlsby"))
+    assert "71.5 $\\pm$ 0.5" in houlsby and r"\textbf{71.5" not in houlsby
+    assert r"\caption{GLUE dev, 50\% of\_runs \& more}" in tex
+    body = lines[lines.index(r"\midrule") + 1:lines.index(r"\bottomrule")]
+    assert all(l.count("&") == 5 and l.endswith(r"\\") for l in body)
+
+
+def test_latex_escapes_every_special_character():
+    assert latex_escape(r"a_b & 5% $x$ #1 {y} ~ ^ \z") == (r"a\_b \& 5\% \$x\$ \#1 \{y\} \textasciitilde{} "
+                                                           r"\textasciicircum{} \textbackslash{}z")
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex not installed")
+def test_latex_compiles(url, tmp_path):
+    board = leaderboard_table(best_table(runs_frame(Store(url, read_only=True))))
+    doc = ("\\documentclass{article}\\usepackage{booktabs}\\usepackage[utf8]{inputenc}\\begin{document}\n"
+           + to_latex("leaderboard", board) + "\\end{document}\n")
+    (tmp_path / "t.tex").write_text(doc)
+    proc = subprocess.run(["pdflatex", "-interaction=nonstopmode", "t.tex"], cwd=tmp_path, capture_output=True)
+    assert proc.returncode == 0, proc.stdout[-2000:]
+
+
+def test_csv_neutralises_formulas_but_round_trips_numbers():
+    frame = pd.DataFrame({"method": ["=HYPERLINK(\"x\")", "+1+1", "@SUM(A1)", "-cmd", "full", "-3.5"],
+                          "score": [1.5, -2.25, 3.0, 4.0, 5.0, 6.0]})
+    text = to_csv(frame)
+    back = pd.read_csv(io.StringIO(text), dtype={"method": str})
+    assert list(back["method"]) == ["'=HYPERLINK(\"x\")", "'+1+1", "'@SUM(A1)", "'-cmd", "full", "-3.5"]
+    assert list(back["score"]) == [1.5, -2.25, 3.0, 4.0, 5.0, 6.0]  # numbers, negative ones too, round-trip
+    for row in csv.reader(io.StringIO(text)):
+        assert not row[0].startswith(("=", "+", "@")) and not (row[0].startswith("-") and row[0] != "-3.5")
+    assert neutralise_formula(-2.0) == -2.0
+
+
+def test_markdown_columns_are_aligned(url):
+    board = leaderboard_table(best_table(runs_frame(Store(url, read_only=True))))
+    md = to_markdown("leaderboard", board).splitlines()
+    assert len({len(l) for l in md}) == 1  # every row padded to the same width
+    rule = [c.strip() for c in md[1].strip("|").split("|")]
+    assert rule[0].startswith(":") and all(c.endswith(":") and not c.startswith(":") for c in rule[1:])
+    assert "**72.0 ± 2.0**" in md[2] and md[0].startswith("| method ")
+
+
+def test_cli_exports_every_table_and_format(url, tmp_path):
+    for table in ("runs", "leaderboard", "best"):
+        for fmt in ("csv", "latex", "markdown"):
+            out = tmp_path / f"{table}.{fmt}"
+            proc = run_cli("export", "--db", url, "--table", table, "--format", fmt, "--suite", "fx", "-o", out)
+            assert proc.returncode == 0, proc.stderr
+            assert out.stat().st_size > 100
+    best = list(csv.DictReader(open(tmp_path / "best.csv")))
+    assert len(best) == 4
+    row = next(r for r in best if r["task"] == "rte" and r["method"] == "full")
+    assert float(row["mean"]) == 72.0 and float(row["std"]) == 2.0 and row["n_seeds"] == "3"
+    assert float(row["learning_rate"]) == 2e-5
+    runs = list(csv.DictReader(open(tmp_path / "runs.csv")))
+    assert len(runs) == 24 and {r["env_torch"] for r in runs if r["status"] == "completed"} == {"2.13.0"}
+    proc = run_cli("export", "--db", url, "--suite", "nope", "--table", "leaderboard", "--format", "markdown")
+    assert proc.returncode == 0 and "no completed runs" in proc.stdout
