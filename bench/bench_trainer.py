@@ -101,6 +101,8 @@ def main() -> int:
     p.add_argument("--lr-adapter", type=float, default=1e-3)
     p.add_argument("--adapter-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--seeds", type=lambda t: [int(x) for x in t.split(",")], default=None,
+                   help="also run the harness with and without group_by_length over these seeds (noise check)")
     p.add_argument("--data-dir", default=os.environ.get("HARNESS_DATA_DIR"))
     p.add_argument("--write", action="store_true", help="append the results to bench/RESULTS.md")
     args = p.parse_args()
@@ -110,13 +112,13 @@ def main() -> int:
     lines = []
     for method in args.methods.split(","):
         lr = args.lr_full if method == "full" else args.lr_adapter
-        base = make_cell(args, method, lr)
-        grouped = make_cell(args, method, lr, group_by_length=True)
+        base = make_cell(args, method, lr)  # the harness's defaults: dynamic padding, group_by_length
+        ungrouped = make_cell(args, method, lr, group_by_length=False)
         runs = {
             "Trainer, pad to max_length (run_glue default)": run_trainer(base, ctx, "max_length"),
             "Trainer, dynamic padding": run_trainer(base, ctx, "dynamic"),
-            "harness (default: dynamic padding)": run_harness(base, ctx),
-            "harness, group_by_length: true": run_harness(grouped, ctx),
+            "harness (defaults: dynamic padding, group_by_length)": run_harness(base, ctx),
+            "harness, group_by_length: false": run_harness(ungrouped, ctx),
             "Trainer, dynamic padding + group_by_length": run_trainer(base, ctx, "dynamic", group_by_length=True),
         }
         ref_max = runs["Trainer, pad to max_length (run_glue default)"]["examples_per_s"]
@@ -130,6 +132,17 @@ def main() -> int:
             lines.append(f"| {name} | {r['examples_per_s']:.1f} | {r['examples_per_s'] / ref_max:.2f}x | "
                          f"{r['examples_per_s'] / ref_dyn:.2f}x | {r['train_s']:.0f} | {r['score']:.2f} | {metrics} |")
         print("\n".join(lines[-len(runs) - 3:]), flush=True)
+        if args.seeds:  # dev-score noise: the harness with and without length grouping over several seeds
+            scores = {False: [], True: []}
+            for seed in args.seeds:
+                for grouped in (False, True):
+                    cell = make_cell(args, method, lr, group_by_length=grouped)
+                    cell = Cell(**{**cell.__dict__, "seed": seed})
+                    scores[grouped].append(run_harness(cell, ctx)["score"])
+            for grouped, values in scores.items():
+                lines.append(f"\nharness, group_by_length {str(grouped).lower()}, seeds {args.seeds}: dev score "
+                             f"{np.mean(values):.2f} ± {np.std(values, ddof=1):.2f} ({', '.join(f'{v:.2f}' for v in values)})")
+            print("\n".join(lines[-2:]), flush=True)
 
     header = (f"\n## {dt.date.today().isoformat()} — {device_name()}, torch {torch.__version__}, "
               f"{torch.get_num_threads()} threads, commit {(git_state()['git_commit'] or 'n/a')[:10]}\n\n"

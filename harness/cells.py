@@ -16,7 +16,7 @@ KEY_LENGTH = 16
 NOT_IN_KEY = {"eval_batch_size"}
 # Options added after keys were first handed out: hashed only when set away from their default, so adding
 # an option never changes the key of a run that did not use it.
-HASHED_ONLY_WHEN_SET = {"group_by_length": False}
+HASHED_ONLY_WHEN_SET = {"group_by_length": True}
 
 
 def _drop_none(obj):

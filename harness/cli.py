@@ -64,10 +64,10 @@ def cmd_validate(args) -> int:
     suite = load_suite(args.suite)
     cells = suite.cells(num_processes=args.num_processes)
     m = suite.model
+    outer = len(m.models) * len(m.tasks) * len(m.budgets) * len(m.seeds)
     print(f"{args.suite}: suite {suite.name} is valid: {len(cells)} cells = {len(m.models)} model(s) x "
-          f"{len(m.tasks)} task(s) x {len(suite.method_variants)} method variant(s) x "
-          f"{len(cells) // max(1, len(m.models) * len(m.tasks) * len(suite.method_variants) * len(m.budgets) * len(m.seeds))}"
-          f" hparam setting(s) x {len(m.budgets)} budget(s) x {len(m.seeds)} seed(s)")
+          f"{len(m.tasks)} task(s) x {len(cells) // outer} method/hparam setting(s) "
+          f"({len(suite.method_variants)} method variant(s)) x {len(m.budgets)} budget(s) x {len(m.seeds)} seed(s)")
     if args.list:
         for c in cells:
             print(f"  {c.key}  {c.label}")

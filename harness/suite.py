@@ -44,8 +44,9 @@ class Hparams(BaseModel):
     max_grad_norm: Grid(float, gt=0) = [1.0]
     mixed_precision: Grid(Literal["auto", "no", "fp16", "bf16"]) = ["auto"]
     padding: Grid(Literal["dynamic", "max_length"]) = ["dynamic"]
-    # batches of similar lengths (transformers' LengthGroupedSampler): less padding, faster on every device
-    group_by_length: Grid(bool) = [False]
+    # batches of similar lengths (transformers' LengthGroupedSampler): far less padding, so faster on every
+    # device; batches are still drawn at random (bench/RESULTS.md: same dev scores within seed noise)
+    group_by_length: Grid(bool) = [True]
     eval_steps: Grid(int, gt=0) | None = None   # None: evaluate after each epoch
 
 
@@ -282,9 +283,14 @@ def parse_suite(text: str, path: str = "<suite>") -> Suite:
         except InputError as e:
             raise loc.error(("models", i), str(e)) from None
 
-    variants = []
+    variants, seen = [], {}
     for i, entry in enumerate(model.methods):
-        variants.extend(_expand_method(entry.model_dump(), i, loc))
+        for variant in _expand_method(entry.model_dump(), i, loc):
+            signature = repr(variant)
+            if signature in seen:
+                raise loc.error(("methods", i), f"the same method variant as methods[{seen[signature]}]")
+            seen[signature] = i
+            variants.append(variant)
     for field_name in ("models", "tasks", "seeds"):
         values = [getattr(x, "name", x) for x in getattr(model, field_name)]
         dup = next((v for v in values if values.count(v) > 1), None)

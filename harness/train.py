@@ -132,16 +132,41 @@ def _optimizer(model, hp):
             continue
         (no_decay if p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(p)
     groups = [{"params": decay, "weight_decay": hp["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=hp["learning_rate"])
+    groups = [g for g in groups if g["params"]]
+    try:
+        # one fused kernel per step instead of a dozen passes over every parameter: measured ~7x faster per
+        # optimizer step for MiniLM on CPU (and what the HF Trainer uses by default)
+        return torch.optim.AdamW(groups, lr=hp["learning_rate"], fused=True)
+    except (RuntimeError, TypeError, ValueError):  # a device or dtype without the fused kernel
+        return torch.optim.AdamW(groups, lr=hp["learning_rate"])
+
+
+class _LengthGrouped(torch.utils.data.Sampler):
+    """Random mega-batches of MEGA_BATCHES batches, sorted by length inside (transformers' grouping function).
+    Small mega-batches keep most of the padding saving while batches stay close to random: transformers' own
+    sampler uses up to 50, which cost 1.3 MRPC points over 3 seeds in bench/RESULTS.md."""
+
+    MEGA_BATCHES = 8
+
+    def __init__(self, lengths_: list[int], batch_size: int, generator: torch.Generator):
+        self.lengths, self.batch_size, self.generator = lengths_, batch_size, generator
+
+    def __len__(self):
+        return len(self.lengths)
+
+    def __iter__(self):
+        from transformers.trainer_pt_utils import get_length_grouped_indices
+
+        return iter(get_length_grouped_indices(self.lengths, self.batch_size, mega_batch_mult=self.MEGA_BATCHES,
+                                               generator=self.generator))
 
 
 def _train_loader(ds, hp, collator, seed):
     from torch.utils.data import DataLoader, RandomSampler
-    from transformers.trainer_pt_utils import LengthGroupedSampler
 
     generator = torch.Generator().manual_seed(seed)
     if hp["group_by_length"]:
-        sampler = LengthGroupedSampler(hp["batch_size"], lengths=lengths(ds), generator=generator)
+        sampler = _LengthGrouped(lengths(ds), hp["batch_size"], generator)
     else:
         sampler = RandomSampler(ds, generator=generator)
     return DataLoader(ds, batch_size=hp["batch_size"], sampler=sampler, collate_fn=collator)

@@ -66,10 +66,10 @@ def test_keys_are_stable_across_releases():
 
 def test_an_option_added_later_keeps_old_keys_unless_used():
     plain = "name: s\nmodels: [minilm]\ntasks: [rte]\nmethods: [full]\n"
-    off = parse_suite(plain + "hparams: {group_by_length: false}\n", "s.yaml").cells()[0]
-    on = parse_suite(plain + "hparams: {group_by_length: true}\n", "s.yaml").cells()[0]
-    assert off.key == parse_suite(plain, "s.yaml").cells()[0].key == "f2c1234630f8bab6"
-    assert on.key != off.key
+    default = parse_suite(plain + "hparams: {group_by_length: true}\n", "s.yaml").cells()[0]
+    changed = parse_suite(plain + "hparams: {group_by_length: false}\n", "s.yaml").cells()[0]
+    assert default.key == parse_suite(plain, "s.yaml").cells()[0].key == "f2c1234630f8bab6"
+    assert changed.key != default.key
 
 
 def test_eval_batch_size_is_not_part_of_the_key():
@@ -94,6 +94,8 @@ def test_eval_batch_size_is_not_part_of_the_key():
     ("methods: [{name: lora, rank: 2.5}]", ":4: methods[0].rank: must be an integer (got 2.5)"),
     ("methods: [{name: houlsby, size: [8, -1]}]", ":4: methods[0].size[1]: must be >= 1 (got -1)"),
     ("seeds: [1, 1]", ":5: seeds[1]: duplicate entry 1"),
+    ("methods: [full, {name: lora}, {name: lora, rank: 8}]",
+     ":4: methods[2]: the same method variant as methods[1]"),
     ("colour: red", ":5: colour: unknown field"),
     ("name: has space", ":1: name: String should match pattern"),
     ("models: [./no/such/dir]", ':2: models[0]: model directory "./no/such/dir" does not exist'),
