@@ -44,8 +44,8 @@ class Hparams(BaseModel):
     max_grad_norm: Grid(float, gt=0) = [1.0]
     mixed_precision: Grid(Literal["auto", "no", "fp16", "bf16"]) = ["auto"]
     padding: Grid(Literal["dynamic", "max_length"]) = ["dynamic"]
-    # batches of similar lengths (transformers' LengthGroupedSampler): far less padding, so faster on every
-    # device; batches are still drawn at random (bench/RESULTS.md: same dev scores within seed noise)
+    # batches of similar lengths, grouped within small random mega-batches: far less padding, so faster on
+    # every device, with dev scores within seed noise of plain random batches (bench/RESULTS.md)
     group_by_length: Grid(bool) = [True]
     eval_steps: Grid(int, gt=0) | None = None   # None: evaluate after each epoch
 
