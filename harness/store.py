@@ -208,14 +208,17 @@ class Store:
     def session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
 
-    def records(self, suite: str | None = None, status: str | None = None) -> list[RunRecord]:
-        stmt = select(RunRecord).order_by(RunRecord.id)
-        if suite:
-            stmt = stmt.where(RunRecord.suite == suite)
-        if status:
-            stmt = stmt.where(RunRecord.status == status)
+    def _rows(self, table, **equal_to) -> list:
+        """Rows of `table` in id order, filtered on the columns given a value (bound parameters only)."""
+        stmt = select(table).order_by(table.id)
+        for column, value in equal_to.items():
+            if value:
+                stmt = stmt.where(getattr(table, column) == value)
         with self.session() as s:
             return list(s.scalars(stmt))
+
+    def records(self, suite: str | None = None, status: str | None = None) -> list[RunRecord]:
+        return self._rows(RunRecord, suite=suite, status=status)
 
     def by_key(self, suite: str) -> dict[str, RunRecord]:
         return {r.cell_key: r for r in self.records(suite)}
@@ -262,13 +265,7 @@ class Store:
 
         if not inspect(self.engine).has_table(AnalysisRecord.__tablename__):
             return []  # a store written before analyses existed
-        stmt = select(AnalysisRecord).order_by(AnalysisRecord.id)
-        if suite:
-            stmt = stmt.where(AnalysisRecord.suite == suite)
-        if kind:
-            stmt = stmt.where(AnalysisRecord.kind == kind)
-        with self.session() as s:
-            return list(s.scalars(stmt))
+        return self._rows(AnalysisRecord, suite=suite, kind=kind)
 
     def finish(self, run_id: int, status: str, fields: dict) -> RunRecord:
         with self.session() as s:
