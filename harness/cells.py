@@ -31,6 +31,23 @@ def canonical_json(obj) -> str:
     return json.dumps(_drop_none(obj), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
+def method_label(method: str, params: dict) -> str:
+    """e.g. houlsby(size=64,non_linearity=swish); options left at None (off) are not shown."""
+    shown = [f"{k}={v}" for k, v in params.items() if v is not None]
+    return f"{method}({','.join(shown)})" if shown else method
+
+
+def schedule_suffix(schedule: dict | None) -> str:
+    if not schedule:
+        return ""
+    if "sequence" in schedule:
+        extra = ", new adapter" if schedule.get("adapter") == "new" else ""
+        return f" [after {'>'.join(schedule['sequence'][:-1])}{extra}]"
+    how = schedule.get("sampling", "proportional")
+    how += f" T={schedule['temperature']:g}" if how == "temperature" else ""
+    return f" [multitask {'+'.join(schedule['multitask'])}, {how}]"
+
+
 @dataclass(frozen=True)
 class Cell:
     suite: str
@@ -44,6 +61,9 @@ class Cell:
     hparams: dict
     num_processes: int = 1
     trust_remote_code: bool = False
+    # several tasks in one cell: {"sequence": [t1, t2], "adapter": ...} or {"multitask": [...], "sampling": ...};
+    # None for a single-task cell (and then not in the key: single-task keys are unchanged)
+    schedule: dict | None = None
 
     @property
     def effective_batch_size(self) -> int:
@@ -63,6 +83,7 @@ class Cell:
             "hparams": dict(self.hparams),
             "num_processes": self.num_processes,
             "effective_batch_size": self.effective_batch_size,
+            "schedule": dict(self.schedule) if self.schedule else None,
         }
 
     def _hash(self, without=()) -> str:
@@ -83,12 +104,19 @@ class Cell:
     @property
     def method_label(self) -> str:
         """e.g. houlsby(size=64) -- the method variant as tables show it."""
-        if not self.method_params:
-            return self.method
-        return f"{self.method}({','.join(f'{k}={v}' for k, v in self.method_params.items())})"
+        return method_label(self.method, self.method_params)
+
+    @property
+    def regime(self) -> str | None:
+        return None if not self.schedule else "sequential" if "sequence" in self.schedule else "multitask"
+
+    @property
+    def row_label(self) -> str:
+        """The method label tables group by: a sequential or multi-task cell is a variant of its own."""
+        return self.method_label + schedule_suffix(self.schedule)
 
     @property
     def label(self) -> str:
         budget = ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.budget.items())
-        return (f"{self.model} {self.task} {self.method_label} lr={self.hparams['learning_rate']:g} "
+        return (f"{self.model} {self.task}{schedule_suffix(self.schedule)} {self.method_label} lr={self.hparams['learning_rate']:g} "
                 f"[{budget}] seed={self.seed}")

@@ -1,4 +1,4 @@
-"""`harness` command line: run, validate, status, ls, export, board."""
+"""`harness` command line: run, validate, status, ls, params, export, board, ablate, compare."""
 
 from __future__ import annotations
 
@@ -51,6 +51,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--suite", default=None)
     p.add_argument("--model", default=None, help="leaderboard/best: one model (default: every model)")
     p.add_argument("-o", "--output", default=None, help="file to write (default: standard output)")
+
+    p = sub.add_parser("params", help="total / trainable / added parameters per model x method of a suite, "
+                                      "from configs alone (trains nothing)")
+    p.add_argument("suite")
+    p.add_argument("--task", default=None, help="task whose head is counted (default: the suite's first)")
+
+    p = sub.add_parser("ablate", help="remove the adapters of every span of layers of a stored run and re-score "
+                                      "on dev (Houlsby et al. Fig. 6); stores the matrix")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run id or cell key")
+    _add_db(p)
+    p.add_argument("--data-dir", help="local GLUE directory (default: $HARNESS_DATA_DIR, then the hub)")
+    p.add_argument("--cache-dir", default="results/cache", help="tokenized-data cache")
+
+    p = sub.add_parser("compare", help="paired bootstrap of two runs (or two method variants over seeds) on the "
+                                       "same dev examples")
+    p.add_argument("a", help="run id or cell key; with --task: a method label")
+    p.add_argument("b")
+    _add_db(p)
+    p.add_argument("--suite", default=None, help="with --task: the suite of the two method variants")
+    p.add_argument("--task", default=None, help="compare method variants A and B on this task, runs paired by seed")
+    p.add_argument("--resamples", type=int, default=1000)
 
     p = sub.add_parser("board", help="start the Streamlit leaderboard")
     _add_db(p)
@@ -148,6 +169,79 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_params(args) -> int:
+    from harness.accounting import format_rows, param_rows
+    from harness.suite import load_suite
+    from harness.tasks import get_task
+    from harness.train import _quiet_libraries
+
+    suite = load_suite(args.suite)
+    task = get_task(args.task).name if args.task else None
+    _quiet_libraries()
+    rows = param_rows(suite, task)
+    sys.stdout.write(format_rows(rows, task or "the suite's first task"))
+    return 0
+
+
+def _find_run(store, ref: str):
+    """A run by id or by cell key (or a unique prefix of one)."""
+    if ref.isdigit() and store.get(int(ref)) is not None:
+        return store.get(int(ref))
+    found = [r for r in store.records() if r.cell_key == ref] or \
+            [r for r in store.records() if r.cell_key.startswith(ref)]
+    if len(found) != 1:
+        raise InputError(f'run "{ref}": {"no run has" if not found else "several runs have"} this id or cell key')
+    return found[0]
+
+
+def cmd_ablate(args) -> int:
+    from harness.ablate import ablate
+    from harness.store import Store
+    from harness.train import RunContext, _quiet_libraries
+
+    store = Store(args.db)
+    records = [_find_run(store, ref) for ref in args.runs]  # every reference checked before any work
+    _quiet_libraries()
+    data_dir = os.path.abspath(args.data_dir) if args.data_dir else os.environ.get("HARNESS_DATA_DIR")
+    ctx = RunContext(data_dir=data_dir, cache_dir=args.cache_dir, show_progress=False)
+    for rec in records:
+        payload = ablate(rec, ctx)
+        store.add_analysis(rec.id, "adapter_ablation", payload)
+        print(format_ablation(rec, payload))
+    return 0
+
+
+def format_ablation(rec, payload: dict) -> str:
+    n = payload["num_layers"]
+    lines = [f"run {rec.id} ({rec.task}, {rec.method_label}): dev score {payload['baseline']:.2f} with every "
+             f"adapter (recorded {payload['recorded_score']:.2f}); change when layers first..last lose theirs:",
+             "first\\last " + " ".join(f"{j:>7}" for j in range(n))]
+    cells = {(i, j): s - payload["baseline"] for i, j, s in payload["spans"]}
+    for i in range(n):
+        lines.append(f"{i:>10} " + " ".join(f"{cells[(i, j)]:>+7.2f}" if (i, j) in cells else f"{'':>7}"
+                                            for j in range(n)))
+    return "\n".join(lines)
+
+
+def cmd_compare(args) -> int:
+    from harness.compare import compare_runs, compare_variants
+    from harness.store import Store
+
+    store = Store(args.db, read_only=True)
+    if args.task:
+        result, pairs = compare_variants(store, args.suite, args.task, args.a, args.b, args.resamples)
+        what = f"{args.a} vs {args.b} on {args.task}, {pairs} seed pair(s)"
+    else:
+        a, b = _find_run(store, args.a), _find_run(store, args.b)
+        result = compare_runs(a, b, args.resamples)
+        what = f"run {a.id} ({a.task}, {a.method_label}) vs run {b.id} ({b.method_label})"
+    print(f"{what}: {result.n_examples} paired dev examples")
+    print(f"score A {result.score_a:.2f}  score B {result.score_b:.2f}  A-B {result.diff:+.2f}  "
+          f"95% CI [{result.ci_low:+.2f}, {result.ci_high:+.2f}]  p = {result.p_value:.4f} "
+          f"(paired bootstrap, {result.resamples} resamples)")
+    return 0
+
+
 def cmd_board(args) -> int:
     import subprocess
 
@@ -160,7 +254,7 @@ def cmd_board(args) -> int:
 
 
 COMMANDS = {"run": cmd_run, "validate": cmd_validate, "status": cmd_status, "ls": cmd_ls, "export": cmd_export,
-            "board": cmd_board}
+            "board": cmd_board, "params": cmd_params, "ablate": cmd_ablate, "compare": cmd_compare}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -66,3 +66,58 @@ def align(a, b):
     ib = np.searchsorted(b[0], common, sorter=np.argsort(b[0]))
     oa, ob = np.argsort(a[0])[ia], np.argsort(b[0])[ib]
     return a[1][oa], b[1][ob], a[2][oa]
+
+
+def _predictions_of(record):
+    from harness.errors import InputError
+    from harness.tasks import get_task
+
+    task = get_task(record.task)
+    split = task.eval_splits[0].hub_split
+    preds = load_predictions(record.output_dir, split)
+    if preds is None:
+        raise InputError(f"run {record.id}: no saved predictions in {record.output_dir}")
+    return task, preds
+
+
+def compare_runs(a, b, resamples: int = 1000) -> Comparison:
+    """Two stored runs of one task, on the dev examples both were scored on (the first dev split)."""
+    from harness.errors import InputError
+
+    if a.task != b.task:
+        raise InputError(f"runs {a.id} and {b.id} are on different tasks ({a.task}, {b.task})")
+    task, pa = _predictions_of(a)
+    _, pb = _predictions_of(b)
+    return paired_bootstrap(task, *align(pa, pb), resamples=resamples)
+
+
+def compare_variants(store, suite: str | None, task_name: str, label_a: str, label_b: str,
+                     resamples: int = 1000) -> tuple[Comparison, int]:
+    """Two method variants across seeds: runs paired by seed (same hyperparameters otherwise: the variant's
+    best setting on dev, as the leaderboard picks it), their aligned predictions pooled into one paired sample."""
+    from harness.errors import InputError, did_you_mean
+    from harness.report import best_setting_runs, runs_frame
+    from harness.tasks import get_task
+
+    task = get_task(task_name)
+    runs = runs_frame(store, suite)
+    runs = runs[(runs["task"] == task.name) & (runs["status"] == "completed")]
+    labels = sorted(set(runs["method_label"]))
+    chosen = []
+    for label in (label_a, label_b):
+        if label not in labels:
+            raise InputError(f'no completed {task.name} runs of "{label}"{did_you_mean(label, labels)}')
+        chosen.append(best_setting_runs(runs[runs["method_label"] == label]).set_index("seed"))
+    seeds = sorted(set(chosen[0].index) & set(chosen[1].index))
+    if not seeds:
+        raise InputError(f'"{label_a}" and "{label_b}" share no seed on {task.name}')
+    parts = []
+    split = task.eval_splits[0].hub_split
+    for seed in seeds:
+        pa = load_predictions(chosen[0].loc[seed, "output_dir"], split)
+        pb = load_predictions(chosen[1].loc[seed, "output_dir"], split)
+        if pa is None or pb is None:
+            raise InputError(f"seed {seed}: saved predictions missing")
+        parts.append(align(pa, pb))
+    a, b, y = (np.concatenate([p[i] for p in parts]) for i in range(3))
+    return paired_bootstrap(task, a, b, y, resamples=resamples), len(seeds)

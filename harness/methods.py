@@ -15,6 +15,7 @@ from torch import nn
 from harness.errors import InputError, did_you_mean
 
 ADAPTER_NAME = "harness"
+HEAD_FILE = "harness_head.safetensors"   # the task head, saved beside the adapter
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ class Method:
     setup: Callable[[nn.Module, dict], None]
     params: dict[str, Param] = field(default_factory=dict)
     uses_adapters: bool = False
+    trains: Callable[[dict], bool] = lambda params: True   # False: the cell only evaluates
 
     def resolve(self, given: dict) -> dict:
         """Fill defaults; `given` values must already be coerced."""
@@ -129,8 +131,48 @@ def _setup_bottleneck(config_cls):
         config = config_cls(reduction_factor=reduction_factor(hidden, params["size"]),
                             non_linearity=params["non_linearity"])
         _add_and_train(model, config)
+        if params.get("init_std") is not None:
+            init_near_identity(model, params["init_std"])
 
     return setup
+
+
+def init_near_identity(model: nn.Module, std: float) -> None:
+    """Houlsby et al.'s initialisation at a chosen scale: both projections of every bottleneck drawn from a
+    normal with this std truncated at two std, biases zero, so each adapter starts close to the identity."""
+    import torch
+
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if isinstance(module, nn.Linear) and f"adapters.{ADAPTER_NAME}." in name + "." and (
+                    "adapter_down" in name or "adapter_up" in name):
+                nn.init.trunc_normal_(module.weight, mean=0.0, std=std, a=-2 * std, b=2 * std)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+
+
+def _setup_compacter(model, params):
+    from adapters import CompacterConfig, CompacterPlusPlusConfig
+
+    hidden = model.config.hidden_size
+    for what, value in (("size", params["size"]), ("hidden size", hidden)):
+        if value % params["phm_dim"]:
+            raise InputError(f"compacter: the {what} ({value}) must be divisible by phm_dim ({params['phm_dim']})")
+    cls = CompacterPlusPlusConfig if params["plus_plus"] else CompacterConfig
+    _add_and_train(model, cls(reduction_factor=reduction_factor(hidden, params["size"]), phm_dim=params["phm_dim"]))
+
+
+def _setup_prefix_tuning(model, params):
+    from adapters import PrefixTuningConfig
+
+    _add_and_train(model, PrefixTuningConfig(prefix_length=params["prefix_length"], flat=params["flat"],
+                                             bottleneck_size=params["bottleneck_size"]))
+
+
+def _setup_ia3(model, params):
+    from adapters import IA3Config
+
+    _add_and_train(model, IA3Config())
 
 
 def _setup_lora(model, params):
@@ -147,7 +189,41 @@ def _bottleneck_params(non_linearity: str) -> dict[str, Param]:
         "size": Param(64, int, "bottleneck width m (the reduction factor is derived from the hidden size)", minimum=1),
         "non_linearity": Param(non_linearity, str, "activation inside the bottleneck",
                                choices=("relu", "swish", "gelu", "tanh", "silu")),
+        # None keeps the adapters library's own initialisation (and every earlier cell key)
+        "init_std": Param(None, float, "std of the truncated-normal adapter initialisation (Houlsby: 1e-2)",
+                          minimum=1e-12),
     }
+
+
+def _setup_pretrained_adapter(model, params):
+    """AdapterHub's "stitch in": load a saved adapter (a directory written by save_adapter, or a hub id where
+    online) and the task head saved beside it, then evaluate it, or train it further."""
+    import os
+
+    import adapters
+
+    path = params["path"]
+    if not path:
+        raise InputError("pretrained_adapter: path is required (a saved adapter directory or an AdapterHub id)")
+    adapters.init(model)
+    model.load_adapter(path, load_as=ADAPTER_NAME, set_active=True)
+    head_file = os.path.join(path, HEAD_FILE)
+    if params["load_head"]:
+        if not os.path.isfile(head_file):
+            raise InputError(f"pretrained_adapter: no saved head at {head_file} (set load_head: false to train a "
+                             f"new head)")
+        from safetensors.torch import load_file
+
+        head = load_file(head_file)
+        own = dict(model.named_parameters())
+        wrong = [n for n, t in head.items() if n not in own or own[n].shape != t.shape]
+        if wrong:
+            raise InputError(f"pretrained_adapter: the saved head does not fit this model and task ({wrong[0]})")
+        model.load_state_dict(head, strict=False)
+    if params["train"]:
+        model.train_adapter(ADAPTER_NAME)
+    else:
+        _set_all(model, False)
 
 
 def _lazy_config(name):
@@ -181,6 +257,31 @@ METHODS: dict[str, Method] = {
                    "matrices": Param("qv", str, "attention matrices to adapt: letters of q, k, v",
                                      choices=("q", "k", "v", "qv", "qk", "kv", "qkv")),
                }, uses_adapters=True),
+        Method("compacter", "Compacter (Mahabadi et al. 2021): Houlsby-placed adapters of shared low-rank "
+               "hypercomplex (PHM) layers (adapters: CompacterConfig)", _setup_compacter,
+               {
+                   "size": Param(24, int, "bottleneck width (divisible by phm_dim)", minimum=1),
+                   "phm_dim": Param(4, int, "number of Kronecker summands n", minimum=1),
+                   "plus_plus": Param(False, bool, "Compacter++: one adapter per layer, after the FFN"),
+               }, uses_adapters=True),
+        Method("prefix_tuning", "prefix tuning (Li & Liang 2021): trained key/value prefixes in every attention "
+               "layer (adapters: PrefixTuningConfig)", _setup_prefix_tuning,
+               {
+                   "prefix_length": Param(30, int, "number of prefix positions", minimum=1),
+                   "bottleneck_size": Param(512, int, "width of the reparametrisation MLP (when flat is false)",
+                                            minimum=1),
+                   "flat": Param(False, bool, "train the prefixes directly instead of through the MLP"),
+               }, uses_adapters=True),
+        Method("pretrained_adapter", "load a saved adapter and its head (AdapterHub stitch-in); evaluate it, or "
+               "train it further", _setup_pretrained_adapter,
+               {
+                   "path": Param("", str, "directory written by an adapter run (OUTPUT/SUITE/KEY/adapter), or a "
+                                          "hub id; relative paths start at the suite file"),
+                   "train": Param(False, bool, "train the loaded adapter (and head) further; false: evaluate only"),
+                   "load_head": Param(True, bool, "load the head saved beside the adapter"),
+               }, uses_adapters=True, trains=lambda params: params["train"]),
+        Method("ia3", "(IA)^3 (Liu et al. 2022): learned rescaling of keys, values and FFN activations "
+               "(adapters: IA3Config)", _setup_ia3, {}, uses_adapters=True),
     ]
 }
 

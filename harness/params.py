@@ -22,6 +22,24 @@ def count_trainable(model: nn.Module) -> int:
     return sum(p.numel() for _, p in _unique(model) if p.requires_grad)
 
 
+def breakdown(model: nn.Module, _unused=None) -> dict:
+    """The pretrained model's parameters by part: embeddings (for ALBERT the factorised V x E table and the
+    E x H projection) and the encoder stack (a cross-layer shared block once, pooler included). Added modules
+    (adapters, LoRA, prefixes) and the head are counted elsewhere."""
+    from harness.methods import ADAPTER_NAME
+
+    base = getattr(model, getattr(model, "base_model_prefix", ""), model)
+    embedding = encoder = 0
+    for name, p in _unique(base):
+        if ADAPTER_NAME in name:
+            continue
+        if "embedding" in name:
+            embedding += p.numel()
+        else:
+            encoder += p.numel()
+    return {"embedding_params": embedding, "encoder_params": encoder}
+
+
 def head_parameter_names(model: nn.Module, missing_keys: set[str]) -> set[str]:
     """The task head: everything outside the pretrained encoder (base_model_prefix), plus any weight the
     checkpoint did not provide (newly initialised, so it has to train whatever the method freezes)."""

@@ -28,7 +28,11 @@ def _budget_text(budget: dict) -> str:
     return ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted((budget or {}).items()))
 
 
-FLAT = RUN_COLUMNS + COST_COLUMNS + ["setting_key", "task_version"]
+FLAT = RUN_COLUMNS + COST_COLUMNS + ["regime", "parent_id", "stage", "embedding_params", "encoder_params",
+                                     "adapter_bytes", "setting_key", "task_version", "output_dir"]
+# rows that are not a task result of their own: the joint row of a multi-task run (its member rows are) and
+# the earlier stages of a sequential run (its last stage is)
+NOT_RESULTS = ("multitask", "sequential_stage")
 
 
 def runs_frame(store, suite: str | None = None, with_env: bool = False) -> pd.DataFrame:
@@ -72,15 +76,14 @@ def runs_frame(store, suite: str | None = None, with_env: bool = False) -> pd.Da
 
 def best_table(runs: pd.DataFrame, metric: str = "score") -> pd.DataFrame:
     """Houlsby selection on completed runs. One row per (suite, model, task, method variant)."""
-    done = runs[runs["status"] == "completed"] if not runs.empty else runs
+    done = runs[(runs["status"] == "completed") & ~runs["regime"].isin(NOT_RESULTS)] if not runs.empty else runs
     if done.empty:
         return pd.DataFrame(columns=["suite", "model", "task", "method_label", "mean", "std", "n_seeds"])
     done = done.assign(setting_key=done["setting_key"].fillna(done["cell_key"]))  # rows from before the column
     out = []
     for (suite, model, task, label), group in done.groupby(["suite", "model", "task", "method_label"], sort=False):
         settings = group.groupby("setting_key")[metric].agg(["mean", "count"])
-        chosen = settings["mean"].idxmax()
-        runs_of = group[group["setting_key"] == chosen]
+        runs_of = best_setting_runs(group, metric)
         values = runs_of[metric].astype(float)
         first = runs_of.iloc[0]
         out.append({
@@ -91,8 +94,16 @@ def best_table(runs: pd.DataFrame, metric: str = "score") -> pd.DataFrame:
             "added_params": first["added_params"],
             "trainable_pct": first["trainable_pct"], "train_time_s": runs_of["train_time_s"].mean(),
             "peak_memory_mb": runs_of["peak_memory_mb"].max(), "settings_tried": len(settings),
+            "regime": first["regime"],
         })
     return pd.DataFrame(out)
+
+
+def best_setting_runs(group: pd.DataFrame, metric: str = "score") -> pd.DataFrame:
+    """The runs (one per seed) of the hyperparameter setting with the best mean dev score."""
+    group = group.assign(setting_key=group["setting_key"].fillna(group["cell_key"]))
+    chosen = group.groupby("setting_key")[metric].mean().idxmax()
+    return group[group["setting_key"] == chosen]
 
 
 def _task_order(tasks) -> list[str]:
@@ -122,6 +133,8 @@ def leaderboard_table(best: pd.DataFrame) -> pd.DataFrame:
         # one frozen base shared by every task + what each task trains (full fine-tuning: a model per task)
         frozen = (group["total_params"] - group["trainable_params"]).max()
         row["params_all_tasks"] = float(frozen + group["trainable_params"].sum())
+        if (group["regime"] == "multitask_member").all():  # one jointly trained model serves every task
+            row["params_all_tasks"] = float(group["total_params"].max())
         base_model = (group["total_params"] - group["added_params"].fillna(0)).max()  # the pretrained model alone
         row["params_all_tasks_x"] = row["params_all_tasks"] / base_model
         rows.append(row)

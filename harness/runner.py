@@ -104,7 +104,11 @@ def run_suite(suite: Suite, db_url: str | None, data_dir: str | None, output_dir
         if main:
             env = environment(state.num_processes, result.pop("mixed_precision", None),
                               result.pop("distributed_type", None))
-            rec = store.finish(run_id, status, {**result, "error": error, "env": env})
+            children = _child_rows(result)
+            extra = {k: result.pop(k) for k in ("encoder_checksum", "stage_train_time_s") if k in result}
+            rec = store.finish(run_id, status, {**result, "error": error, "env": env, "extra": extra or None})
+            for suffix, fields in children:
+                store.add_child(run_id, suffix, {**fields, "status": status, "env": env})
             _write_json(cell_dir, rec.as_dict())
             took = time.perf_counter() - t0
             if status == COMPLETED:
@@ -116,7 +120,48 @@ def run_suite(suite: Suite, db_url: str | None, data_dir: str | None, output_dir
     suite_bar.close()
     say(f"suite {suite.name}: {len(plan.todo) - failures} completed, {failures} failed, "
         f"{len(plan.skipped_done)} skipped (already completed)")
+    if main and suite.model.ablate:
+        failures += run_ablations(suite, store, ctx, say)
     return 1 if failures else 0
+
+
+def run_ablations(suite: Suite, store: Store, ctx: RunContext, say) -> int:
+    """The suite's `ablate` entries: every matching completed single-task run without an ablation gets one.
+    Returns the number that failed (each is reported; the others go on)."""
+    from harness.ablate import ablate
+
+    done = {a.run_id for a in store.analyses(suite.name, "adapter_ablation")}
+    failed = 0
+    for rec in store.records(suite.name, COMPLETED):
+        wanted = any((e.task in (None, rec.task)) and (e.method in (None, rec.method)) for e in suite.model.ablate)
+        if not wanted or rec.id in done or rec.regime or rec.parent_id is not None or rec.method not in (
+                "houlsby", "pfeiffer", "lora"):
+            continue
+        try:
+            payload = ablate(rec, ctx)
+        except Exception as exc:
+            failed += 1
+            say(f"ablation of run {rec.id} FAILED: {_error_text(exc)}")
+            continue
+        store.add_analysis(rec.id, "adapter_ablation", payload)
+        worst = min(payload["spans"], key=lambda s: s[2])
+        say(f"ablation of run {rec.id} ({rec.task}, {rec.method_label}): {len(payload['spans'])} spans, baseline "
+            f"{payload['baseline']:.2f}, worst {worst[2]:.2f} without layers {worst[0]}..{worst[1]}")
+    return failed
+
+
+def _child_rows(result: dict) -> list[tuple[str, dict]]:
+    """The rows a sequential cell's earlier stages and a multi-task cell's member tasks get in the store."""
+    rows = []
+    for st in result.pop("stages", []):
+        fields = {k: v for k, v in st.items() if k not in ("task", "stage", "mixed_precision", "distributed_type")}
+        checksum = fields.pop("encoder_checksum", None)
+        rows.append((f"stage{st['stage']}", {**fields, "task": st["task"], "stage": st["stage"],
+                                             "regime": "sequential_stage",
+                                             "extra": {"encoder_checksum": checksum} if checksum else None}))
+    for i, m in enumerate(result.pop("members", [])):
+        rows.append((m["task"], {**m, "regime": "multitask_member", "stage": i}))
+    return rows
 
 
 def _release_memory() -> None:

@@ -51,7 +51,7 @@ class RunRecord(Base):
     # what ran
     config: Mapped[dict] = mapped_column(JSON)
     model: Mapped[str] = mapped_column(String(500), index=True)
-    task: Mapped[str] = mapped_column(String(50), index=True)
+    task: Mapped[str] = mapped_column(String(200), index=True)   # a task, or members joined by + (multi-task)
     task_version: Mapped[int] = mapped_column(Integer)
     method: Mapped[str] = mapped_column(String(50), index=True)
     method_params: Mapped[dict] = mapped_column(JSON)
@@ -62,11 +62,20 @@ class RunRecord(Base):
     learning_rate: Mapped[float | None] = mapped_column(Float)
     num_processes: Mapped[int] = mapped_column(Integer, default=1)
 
+    # sequential / multi-task cells: the cell's row has regime "sequential" (its last stage) or "multitask" (the
+    # joint run); its stages / member tasks are rows of their own ("sequential_stage", "multitask_member") that
+    # point at it with parent_id. Single-task runs leave these empty.
+    regime: Mapped[str | None] = mapped_column(String(20))
+    parent_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    stage: Mapped[int | None] = mapped_column(Integer)
+
     # cost
     trainable_params: Mapped[int | None] = mapped_column(Integer)
     added_params: Mapped[int | None] = mapped_column(Integer)
     total_params: Mapped[int | None] = mapped_column(Integer)
     head_params: Mapped[int | None] = mapped_column(Integer)
+    embedding_params: Mapped[int | None] = mapped_column(Integer)   # of the pretrained model (ALBERT: V*E + E*H)
+    encoder_params: Mapped[int | None] = mapped_column(Integer)     # its layer stack, a shared block once
     trainable_pct: Mapped[float | None] = mapped_column(Float)
     train_time_s: Mapped[float | None] = mapped_column(Float)
     eval_time_s: Mapped[float | None] = mapped_column(Float)
@@ -91,6 +100,9 @@ class RunRecord(Base):
     env: Mapped[dict | None] = mapped_column(JSON)
     command: Mapped[str | None] = mapped_column(Text)
     output_dir: Mapped[str | None] = mapped_column(Text)
+    adapter_path: Mapped[str | None] = mapped_column(Text)      # the saved adapter + head (adapter methods)
+    adapter_bytes: Mapped[int | None] = mapped_column(Integer)  # its size on disk
+    extra: Mapped[dict | None] = mapped_column(JSON)            # e.g. sequential stages' encoder checksums
 
     COLUMNS = None  # filled below: column names in declaration order
 
@@ -236,6 +248,8 @@ class Store:
                 rec = RunRecord(suite=cell.suite, cell_key=cell.key, attempts=1)
                 s.add(rec)
             else:
+                for child in s.scalars(select(RunRecord).where(RunRecord.parent_id == rec.id)):
+                    s.delete(child)  # stages / member rows of the earlier attempt
                 for name in RunRecord.COLUMNS:
                     if name not in ("id", "suite", "cell_key", "attempts", "created_at"):
                         setattr(rec, name, None)
@@ -244,13 +258,35 @@ class Store:
             rec.setting_key = cell.setting_key
             rec.config = config
             rec.model, rec.task, rec.task_version = cell.model, cell.task, cell.task_version
-            rec.method, rec.method_params, rec.method_label = cell.method, cell.method_params, cell.method_label
+            rec.method, rec.method_params, rec.method_label = cell.method, cell.method_params, cell.row_label
+            rec.regime = cell.regime
             rec.budget, rec.seed, rec.hparams = cell.budget, cell.seed, cell.hparams
             rec.learning_rate = cell.hparams.get("learning_rate")
             rec.num_processes = cell.num_processes
             rec.command, rec.output_dir = command, output_dir
             s.commit()
             return rec.id
+
+    def add_child(self, parent_id: int, suffix: str, fields: dict) -> RunRecord:
+        """A stage or member-task row of a sequential / multi-task run: the parent's identity and configuration,
+        its own task, scores and cost (`fields`), cell key PARENT_KEY.SUFFIX."""
+        with self.session() as s:
+            parent = s.get(RunRecord, parent_id)
+            rec = RunRecord(suite=parent.suite, cell_key=f"{parent.cell_key}.{suffix}", parent_id=parent_id)
+            for name in RunRecord.COLUMNS:
+                if name not in ("id", "suite", "cell_key", "parent_id", "created_at") and name not in fields:
+                    setattr(rec, name, getattr(parent, name))
+            for k, v in fields.items():
+                if k in RunRecord.COLUMNS:
+                    setattr(rec, k, v)
+            rec.setting_key = f"{parent.setting_key}.{suffix}"
+            rec.finished_at = utcnow()
+            s.add(rec)
+            s.commit()
+            return rec
+
+    def children(self, parent_id: int) -> list[RunRecord]:
+        return self._rows(RunRecord, parent_id=parent_id)
 
     def add_analysis(self, run_id: int, kind: str, payload: dict) -> int:
         with self.session() as s:

@@ -87,17 +87,49 @@ class MethodEntry(BaseModel):
     name: str
 
 
+class SequenceEntry(BaseModel):
+    """Sequential adaptation: train on each task in turn, handing the encoder (not the head) on."""
+    model_config = ConfigDict(extra="forbid")
+    sequence: list[str] = Field(min_length=2)
+    adapter: Literal["continue", "new"] = "continue"   # adapters: keep training the same one, or stack a new one
+
+
+class MultitaskEntry(BaseModel):
+    """Multi-task fine-tuning: one shared encoder, one head per task, batches drawn from the tasks in turn."""
+    model_config = ConfigDict(extra="forbid")
+    multitask: list[str] = Field(min_length=2)
+    sampling: Literal["proportional", "uniform", "temperature"] = "proportional"
+    temperature: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _temperature_only_for_temperature(self):
+        if (self.sampling == "temperature") != (self.temperature is not None):
+            raise ValueError("temperature is needed with sampling: temperature, and only there")
+        return self
+
+
+class AblateEntry(BaseModel):
+    """Which completed runs of the suite get an adapter ablation after the cells ran (empty field: any)."""
+    model_config = ConfigDict(extra="forbid")
+    task: str | None = None
+    method: Literal["houlsby", "pfeiffer", "lora"] | None = None
+
+
+STACKABLE = ("houlsby", "pfeiffer", "compacter")   # adapter: new stacks bottleneck adapters (adapters' Stack)
+
+
 class SuiteModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(pattern=r"^[A-Za-z0-9_-]+$")
     description: str | None = None
     data_dir: str | None = None
     models: list[Annotated[ModelEntry, BeforeValidator(_name_mapping)]] = Field(min_length=1)
-    tasks: list[str] = Field(min_length=1)
+    tasks: list[str | dict] = Field(min_length=1)  # a name, {sequence: [...]} or {multitask: [...]}
     methods: list[Annotated[MethodEntry, BeforeValidator(_name_mapping)]] = Field(min_length=1)
     budgets: list[Budget] = Field(default_factory=lambda: [Budget(epochs=1)], min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [1], min_length=1)
     hparams: Hparams = Field(default_factory=Hparams)
+    ablate: list[AblateEntry] = Field(default_factory=list)
 
 
 # --- YAML with line numbers -------------------------------------------------------------------------------
@@ -178,6 +210,29 @@ class Suite:
         env = os.environ.get("HARNESS_DATA_DIR")
         return os.path.abspath(os.path.expanduser(env)) if env else None
 
+    @property
+    def task_slots(self) -> list[tuple[str, int, dict | None]]:
+        """(task name as stored, task version, schedule) per entry of `tasks`. A sequence is stored under its last
+        task (so it lines up with that task's direct runs), a multi-task cell under its members joined by +."""
+        slots = []
+        for entry in self.model.tasks:
+            if isinstance(entry, str):
+                task = get_task(entry)
+                slots.append((task.name, task.version, None))
+            elif isinstance(entry, SequenceEntry):
+                names = [get_task(t).name for t in entry.sequence]
+                slots.append((names[-1], get_task(names[-1]).version,
+                              {"sequence": names, "adapter": entry.adapter,
+                               "versions": [get_task(t).version for t in names]}))
+            else:
+                names = [get_task(t).name for t in entry.multitask]
+                schedule = {"multitask": names, "sampling": entry.sampling,
+                            "versions": [get_task(t).version for t in names]}
+                if entry.temperature is not None:
+                    schedule["temperature"] = entry.temperature
+                slots.append(("+".join(names), 1, schedule))
+        return slots
+
     def model_specs(self) -> list[ModelSpec]:
         base = os.path.dirname(os.path.abspath(self.path))
         return [ModelSpec(m.name, m.trust_remote_code, base) for m in self.model.models]
@@ -186,8 +241,7 @@ class Suite:
         """The grid: model x task x method variant x hparams x budget x seed, in that nesting order."""
         out = []
         defaults = self.model.hparams.model_dump()
-        for spec, task_name in itertools.product(self.model_specs(), self.model.tasks):
-            task = get_task(task_name)
+        for spec, (task_name, task_version, schedule) in itertools.product(self.model_specs(), self.task_slots):
             for method, mparams, overrides in self.method_variants:
                 grid = {**defaults, **overrides}
                 keys = [k for k, v in grid.items() if v is not None]
@@ -195,9 +249,9 @@ class Suite:
                     hp = {k: None for k in grid} | dict(zip(keys, combo))
                     for budget, seed in itertools.product(self.model.budgets, self.model.seeds):
                         out.append(Cell(suite=self.name, model=spec.name, trust_remote_code=spec.trust_remote_code,
-                                        task=task.name, task_version=task.version, method=method,
+                                        task=task_name, task_version=task_version, method=method,
                                         method_params=mparams, budget=budget.as_dict(), seed=seed, hparams=hp,
-                                        num_processes=num_processes))
+                                        num_processes=num_processes, schedule=schedule))
         return out
 
 
@@ -243,6 +297,48 @@ def _expand_method(entry: dict, index: int, loc: _Located) -> list[tuple[str, di
     return variants
 
 
+def _task_entry(entry, i: int, loc: _Located):
+    """A task name, or a sequence / multitask mapping whose members are task names."""
+    path = ("tasks", i)
+    if isinstance(entry, str):
+        try:
+            return get_task(entry).name
+        except InputError as e:
+            raise loc.error(path, str(e)) from None
+    kinds = [k for k in ("sequence", "multitask") if k in entry]
+    if len(kinds) != 1:
+        raise loc.error(path, "a task is a name, {sequence: [task, ...]} or {multitask: [task, ...]}")
+    cls = SequenceEntry if kinds[0] == "sequence" else MultitaskEntry
+    try:
+        parsed = cls.model_validate(entry)
+    except ValidationError as e:
+        err = e.errors()[0]
+        msg = _pydantic_message(err) + (_unknown_field_hint(tuple(err["loc"]), cls)
+                                        if err["type"] == "extra_forbidden" else "")
+        raise loc.error(path + tuple(err["loc"]), msg) from None
+    members = getattr(parsed, kinds[0])
+    for j, name in enumerate(members):
+        try:
+            members[j] = get_task(name).name
+        except InputError as e:
+            raise loc.error(path + (kinds[0], j), str(e)) from None
+    if len(set(members)) != len(members) and kinds[0] == "multitask":
+        raise loc.error(path + (kinds[0],), "a task appears twice")
+    return parsed
+
+
+def _check_schedules(model: SuiteModel, variants, loc: _Located) -> None:
+    methods = {v[0] for v in variants}
+    for i, entry in enumerate(model.tasks):
+        if isinstance(entry, SequenceEntry) and entry.adapter == "new":
+            odd = sorted(m for m in methods if METHODS[m].uses_adapters and m not in STACKABLE)
+            if odd:
+                raise loc.error(("tasks", i, "adapter"), f"adapter: new stacks a new bottleneck adapter on the "
+                                                         f"previous one ({', '.join(STACKABLE)}); not for {odd[0]}")
+        if not isinstance(entry, str) and "pretrained_adapter" in methods:
+            raise loc.error(("tasks", i), "pretrained_adapter evaluates a saved single-task adapter: use a task name")
+
+
 def parse_suite(text: str, path: str = "<suite>") -> Suite:
     try:
         node = yaml.compose(text)
@@ -267,15 +363,12 @@ def parse_suite(text: str, path: str = "<suite>") -> Suite:
                 parent = Budget
             if parent is None and len(err_path) >= 3 and err_path[0] == "models":
                 parent = ModelEntry
+            if parent is None and len(err_path) >= 3 and err_path[0] == "ablate":
+                parent = AblateEntry
             msg += _unknown_field_hint(err_path, parent) if parent else ""
         raise loc.error(err_path, msg) from None
 
-    for i, task in enumerate(model.tasks):
-        try:
-            get_task(task)
-        except InputError as e:
-            raise loc.error(("tasks", i), str(e)) from None
-    model.tasks = [get_task(t).name for t in model.tasks]
+    model.tasks = [_task_entry(entry, i, loc) for i, entry in enumerate(model.tasks)]
     base = os.path.dirname(os.path.abspath(path))
     for i, m in enumerate(model.models):
         try:
@@ -291,8 +384,15 @@ def parse_suite(text: str, path: str = "<suite>") -> Suite:
                 raise loc.error(("methods", i), f"the same method variant as methods[{seen[signature]}]")
             seen[signature] = i
             variants.append(variant)
+    _check_schedules(model, variants, loc)
+    for i, entry in enumerate(model.ablate):
+        if entry.task is not None:
+            try:
+                entry.task = get_task(entry.task).name
+            except InputError as e:
+                raise loc.error(("ablate", i, "task"), str(e)) from None
     for field_name in ("models", "tasks", "seeds"):
-        values = [getattr(x, "name", x) for x in getattr(model, field_name)]
+        values = [x.name if field_name == "models" else repr(x) for x in getattr(model, field_name)]
         dup = next((v for v in values if values.count(v) > 1), None)
         if dup is not None:
             raise loc.error((field_name, len(values) - 1 - values[::-1].index(dup)), f"duplicate entry {dup!r}")

@@ -20,7 +20,7 @@ import streamlit as st  # noqa: E402
 
 from harness.compare import align, load_predictions, paired_bootstrap  # noqa: E402
 from harness.export import display_table, to_csv, to_latex, to_markdown  # noqa: E402
-from harness.report import ablation_matrix, best_table, leaderboard_table, runs_frame  # noqa: E402
+from harness.report import NOT_RESULTS, ablation_matrix, best_table, leaderboard_table, runs_frame  # noqa: E402
 from harness.store import Store, default_db_url  # noqa: E402
 from harness.tasks import TASKS, get_task  # noqa: E402
 
@@ -202,7 +202,9 @@ def page_runs(url, suite, model):
 
 def page_analyses(url, suite, model):
     runs = load_runs(url)
-    runs = runs[(runs["suite"] == suite) & (runs["model"] == model) & (runs["status"] == "completed")]
+    runs = runs[(runs["suite"] == suite) & (runs["model"] == model) & (runs["status"] == "completed")
+                & ~runs["regime"].isin(NOT_RESULTS)]
+    page_schedules(runs)
     st.subheader("Paired comparison on the same dev examples")
     if runs.empty:
         st.info("No completed runs.")
@@ -234,6 +236,27 @@ def page_analyses(url, suite, model):
         st.caption(f"Best run of each variant; {res.n_examples} common dev examples, {res.resamples} paired "
                    f"bootstrap resamples.")
     page_ablations(url, suite, runs)
+
+
+def page_schedules(runs):
+    """Sequential and multi-task rows against the direct single-task runs of the same method and task."""
+    composite = runs[runs["regime"].isin(["sequential", "multitask_member"])]
+    if composite.empty:
+        return
+    st.subheader("Multi-task and sequential vs single-task")
+    best = best_table(runs)
+    direct = best[best["regime"].isna()].set_index(["task", "method"])
+    rows = []
+    for _, r in best[best["regime"].isin(["sequential", "multitask_member"])].iterrows():
+        same = direct[direct["method_label"] == r["method_label"].split(" [")[0]] if not direct.empty else direct
+        base = same.loc[(r["task"], r["method"]), "mean"] if (r["task"], r["method"]) in same.index else None
+        rows.append({"task": r["task"], "variant": r["method_label"], "score": round(r["mean"], 2),
+                     "single-task": None if base is None else round(base, 2),
+                     "difference": None if base is None else round(r["mean"] - base, 2)})
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    st.caption("Sequential: the last stage's dev score (the encoder handed on from the earlier tasks). "
+               "Multi-task: each member task's score from the one jointly trained model. Single-task: the same "
+               "method variant trained on the task alone (best setting on dev).")
 
 
 @st.cache_data(ttl=120, show_spinner=False)

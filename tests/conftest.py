@@ -42,7 +42,8 @@ def _tokenizer_files(dest: Path) -> None:
 def make_tiny_model(dest: Path, arch: str = "bert", **overrides) -> Path:
     """A random encoder of the given architecture with the embedded model's tokenizer (vocab 30522)."""
     import torch
-    from transformers import AlbertConfig, AlbertModel, BertConfig, BertModel
+    from transformers import (AlbertConfig, AlbertModel, BertConfig, BertModel, DistilBertConfig, DistilBertModel,
+                              RobertaConfig, RobertaModel)
 
     torch.manual_seed(0)
     dest.mkdir(parents=True, exist_ok=True)
@@ -52,9 +53,21 @@ def make_tiny_model(dest: Path, arch: str = "bert", **overrides) -> Path:
         BertModel(BertConfig(**{**common, **overrides})).save_pretrained(dest)
     elif arch == "albert":
         AlbertModel(AlbertConfig(**{**common, "embedding_size": 16, **overrides})).save_pretrained(dest)
+    elif arch == "roberta":  # positions start after the padding index
+        RobertaModel(RobertaConfig(**{**common, "max_position_embeddings": 130, **overrides})).save_pretrained(dest)
+    elif arch == "distilbert":
+        DistilBertModel(DistilBertConfig(vocab_size=30522, dim=32, n_layers=2, n_heads=2, hidden_dim=64,
+                                         max_position_embeddings=128, **overrides)).save_pretrained(dest)
     else:
         raise ValueError(arch)
     _tokenizer_files(dest)
+    if arch in ("distilbert", "roberta"):  # as their own tokenizers: no token_type_ids
+        import json
+
+        cfg_path = dest / "tokenizer_config.json"
+        cfg = json.loads(cfg_path.read_text())
+        cfg["model_input_names"] = ["input_ids", "attention_mask"]
+        cfg_path.write_text(json.dumps(cfg))
     return dest
 
 

@@ -126,18 +126,62 @@ def test_shared_tensors_are_counted_once():
     assert count_trainable(model) == 8
 
 
-def test_albert_works_with_every_method(tmp_path):
+@pytest.mark.parametrize("arch", ["bert", "roberta", "distilbert", "albert"])
+def test_every_method_on_every_architecture(tmp_path, arch):
+    """Each method trains on each architecture: a finite loss, gradients on exactly the trainable tensors, and
+    an optimizer step that moves them (and nothing frozen)."""
     from conftest import make_tiny_model
 
-    albert = make_tiny_model(tmp_path / "tiny-albert", arch="albert")
+    model_dir = make_tiny_model(tmp_path / f"tiny-{arch}", arch=arch)
     for name in METHODS:
+        if name == "pretrained_adapter":
+            continue  # needs a saved adapter: tests/test_strategies.py
         params = {"size": 8} if "size" in METHODS[name].params else {"k": 1} if name == "top_k" else {}
-        model, before, head, tok = prepared(albert, name, params)
-        batch = tok(["the cat sat"], return_tensors="pt")
-        loss = model(**batch, labels=torch.tensor([1])).loss
+        model, before, head, tok = prepared(model_dir, name, params)
+        batch = tok(["the cat sat", "a big dog ran under the red house"], padding=True, return_tensors="pt")
+        frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+        loss = model(**batch, labels=torch.tensor([1, 0])).loss
         loss.backward()
-        assert torch.isfinite(loss)
-        assert 0 < count_trainable(model) <= count_total(model)
+        assert torch.isfinite(loss), (arch, name)
+        assert 0 < count_trainable(model) < count_total(model) or name == "full", (arch, name)
+        assert all(p.grad is None for p in model.parameters() if not p.requires_grad), (arch, name)
+        torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1.0).step()
+        assert all(torch.equal(p, frozen[n]) for n, p in model.named_parameters() if n in frozen), (arch, name)
+
+
+def test_ia3_rescales_keys_values_and_ffn(tiny_bert):
+    model, before, _, _ = prepared(tiny_bert, "ia3", {})
+    assert count_total(model) - before == L * (D + D + 64)  # one vector per k, v and FFN intermediate (I=64)
+    assert count_trainable(model) == L * (2 * D + 64) + D * C + C
+
+
+def test_prefix_tuning_counts(tiny_bert):
+    n, b = 5, 16
+    model, before, _, _ = prepared(tiny_bert, "prefix_tuning", {"prefix_length": n, "bottleneck_size": b})
+    # prefix embedding (n x d) and the reparametrisation MLP d -> b -> 2 * layers * d (keys and values)
+    assert count_total(model) - before == n * D + (D * b + b) + (b * 2 * L * D + 2 * L * D)
+    model, before, _, _ = prepared(tiny_bert, "prefix_tuning", {"prefix_length": n, "flat": True})
+    assert count_total(model) - before == n * 2 * L * D
+
+
+def test_compacter_is_smaller_than_houlsby_of_the_same_width(tiny_bert):
+    houlsby, hb, _, _ = prepared(tiny_bert, "houlsby", {"size": 8})
+    compacter, cb, _, _ = prepared(tiny_bert, "compacter", {"size": 8, "phm_dim": 4})
+    assert 0 < count_total(compacter) - cb < count_total(houlsby) - hb
+    with pytest.raises(Exception, match="divisible by phm_dim"):
+        prepared(tiny_bert, "compacter", {"size": 6, "phm_dim": 4})
+
+
+@pytest.mark.parametrize("std", [1e-7, 1e-2, 1.0])
+def test_init_std_sets_the_adapter_scale(tiny_bert, std):
+    model, _, _, _ = prepared(tiny_bert, "houlsby", {"size": 8, "init_std": std})
+    ws = [p for n, p in model.named_parameters() if ("adapter_down" in n or "adapter_up" in n) and n.endswith("weight")]
+    assert len(ws) == 2 * 2 * L
+    flat = torch.cat([w.detach().flatten() for w in ws])
+    assert flat.abs().max() <= 2 * std + 1e-12
+    assert 0.6 * std < float(flat.std()) < 1.1 * std  # a normal truncated at 2 std has std 0.88 std
+    biases = [p for n, p in model.named_parameters() if ("adapter_down" in n or "adapter_up" in n) and n.endswith("bias")]
+    assert all(float(b.detach().abs().max()) == 0.0 for b in biases)
 
 
 def test_regression_head_for_stsb(tiny_bert):

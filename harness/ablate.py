@@ -1,0 +1,101 @@
+"""Adapter ablation (Houlsby et al. 2019, Fig. 6): remove the trained adapters of every contiguous span of
+layers [i..j] and re-score on dev, without retraining.
+
+"Removing" sets the span's up-projections (LoRA: the B matrices) to zero: the adapter then adds nothing to
+its residual stream, which is exactly the layer without the adapter. The run's saved adapter and head are
+loaded into a fresh copy of its base model, so the span "none" reproduces the run's own final score.
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+from harness.errors import InputError
+
+ABLATABLE = ("houlsby", "pfeiffer", "lora")
+_LAYER = re.compile(r"\.layers?\.(\d+)\.")
+
+
+def _removable(model) -> dict[int, list[torch.nn.Parameter]]:
+    """Per layer index: the parameters whose zeroing removes that layer's adapters."""
+    from harness.methods import ADAPTER_NAME
+
+    by_layer: dict[int, list] = {}
+    for name, p in model.named_parameters():
+        if f".{ADAPTER_NAME}." not in name or not ("adapter_up" in name or "lora_B" in name):
+            continue
+        m = _LAYER.search(name)
+        if m is None:
+            raise InputError(f"ablation: cannot tell the layer of {name} (layers shared across depth?)")
+        by_layer.setdefault(int(m.group(1)), []).append(p)
+    return by_layer
+
+
+def load_trained_adapter(record, base_dir: str = "."):
+    """Tokenizer and the run's model: base checkpoint + its saved adapter and head."""
+    import os
+
+    from harness.methods import get_method
+    from harness.models import ModelSpec, load_for_task
+    from harness.tasks import get_task
+
+    if not record.adapter_path or not os.path.isdir(record.adapter_path):
+        raise InputError(f"run {record.id}: no saved adapter (adapter methods save one; looked at "
+                         f"{record.adapter_path})")
+    task = get_task(record.task)
+    tokenizer, model, _ = load_for_task(ModelSpec(record.model, bool(record.config.get("trust_remote_code")),
+                                                  base_dir), task)
+    method = get_method("pretrained_adapter")
+    method.setup(model, method.resolve({"path": record.adapter_path}))
+    model.eval()
+    return tokenizer, model
+
+
+def ablate(record, ctx, device: str | None = None) -> dict:
+    """The payload of an "adapter_ablation" analysis of one completed run."""
+    from transformers import DataCollatorWithPadding
+
+    from harness.tasks import get_task
+    from harness.train import _eval_loader, eval_sets_for, evaluate_task, predict
+
+    if record.status != "completed":
+        raise InputError(f"run {record.id} is {record.status}, not completed")
+    if record.method not in ABLATABLE or record.parent_id is not None or record.regime:
+        raise InputError(f"run {record.id}: ablation needs a single-task run of {', '.join(ABLATABLE)} "
+                         f"(got {record.method_label})")
+    task = get_task(record.task)
+    tokenizer, model = load_trained_adapter(record, ctx.model_base_dir)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model.to(device)
+    sets = eval_sets_for(task, ctx, tokenizer, record.hparams, record.budget)
+    collator = DataCollatorWithPadding(tokenizer)
+    for es in sets:
+        es.loader = _eval_loader(es.dataset, record.hparams.get("eval_batch_size") or 64, collator)
+
+    def score() -> float:
+        def run(es):
+            def batches():
+                for b in es.loader:
+                    yield {k: v.to(device) for k, v in b.items()}
+            return predict(model, batches())
+        return evaluate_task(task, sets, run)[1]
+
+    layers = _removable(model)
+    num_layers = max(layers) + 1
+    baseline = score()
+    spans = []
+    for i in range(num_layers):
+        for j in range(i, num_layers):
+            params = [p for k in range(i, j + 1) for p in layers.get(k, [])]
+            saved = [p.detach().clone() for p in params]
+            with torch.no_grad():
+                for p in params:
+                    p.zero_()
+            spans.append([i, j, score()])
+            with torch.no_grad():
+                for p, s in zip(params, saved):
+                    p.copy_(s)
+    return {"num_layers": num_layers, "baseline": baseline, "recorded_score": record.score, "task": task.name,
+            "method_label": record.method_label, "spans": spans}

@@ -1,0 +1,154 @@
+"""`harness params SUITE`: parameter counts per model x method, from model configs alone (no weights, no data).
+
+Each model is built from its config on the meta device (no memory, no download of weights), the method sets
+it up exactly as in a run, and the counts come from requires_grad as in a run. ALBERT rows also show the
+BERT of the same hidden size, depth and vocabulary, to make its factorised embedding and cross-layer sharing
+visible. Hub models need their config from the hub or the local cache; a few classic ones are known offline.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from harness.errors import InputError
+
+# The published configs of classic checkpoints (config.json on the hub), so offline comparisons work.
+_BERT = dict(model_type="bert", vocab_size=30522, max_position_embeddings=512, type_vocab_size=2)
+_ALBERT = dict(model_type="albert", vocab_size=30000, embedding_size=128, max_position_embeddings=512,
+               type_vocab_size=2, num_hidden_groups=1, inner_group_num=1)
+KNOWN_CONFIGS = {
+    "bert-base-uncased": {**_BERT, "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
+                          "intermediate_size": 3072},
+    "bert-large-uncased": {**_BERT, "hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16,
+                           "intermediate_size": 4096},
+    "roberta-base": {"model_type": "roberta", "vocab_size": 50265, "max_position_embeddings": 514,
+                     "type_vocab_size": 1, "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
+                     "intermediate_size": 3072, "pad_token_id": 1},
+    "distilbert-base-uncased": {"model_type": "distilbert", "vocab_size": 30522, "dim": 768, "n_layers": 6,
+                                "n_heads": 12, "hidden_dim": 3072, "max_position_embeddings": 512},
+    "albert-base-v2": {**_ALBERT, "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
+                       "intermediate_size": 3072},
+    "albert-large-v2": {**_ALBERT, "hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16,
+                        "intermediate_size": 4096},
+    "albert-xlarge-v2": {**_ALBERT, "hidden_size": 2048, "num_hidden_layers": 24, "num_attention_heads": 16,
+                         "intermediate_size": 8192},
+    "albert-xxlarge-v2": {**_ALBERT, "hidden_size": 4096, "num_hidden_layers": 12, "num_attention_heads": 64,
+                          "intermediate_size": 16384},
+}
+
+
+def model_config(spec, task):
+    from transformers import AutoConfig
+
+    kwargs = {"num_labels": task.num_labels}
+    known = KNOWN_CONFIGS.get(spec.name.split("/")[-1])
+    try:  # a classic checkpoint's config is known: never wait on the hub for it
+        return AutoConfig.from_pretrained(spec.source(), trust_remote_code=spec.trust_remote_code,
+                                          local_files_only=known is not None, **kwargs)
+    except OSError:
+        if known is None:
+            raise InputError(f'model "{spec.name}": no config found offline (not cached, not a local directory); '
+                             f"known offline: {', '.join(KNOWN_CONFIGS)}") from None
+        known = dict(known)
+        return AutoConfig.for_model(known.pop("model_type"), **known, **kwargs)
+
+
+def _build(config):
+    from transformers import AutoModelForSequenceClassification
+
+    with torch.device("meta"):
+        return AutoModelForSequenceClassification.from_config(config)
+
+
+def bert_equivalent_params(config) -> int:
+    """Parameters of a BERT encoder with ALBERT's hidden size, depth, heads, FFN and vocabulary, unshared."""
+    from transformers import BertConfig, BertModel
+
+    from harness.params import count_total
+
+    bert = BertConfig(vocab_size=config.vocab_size, hidden_size=config.hidden_size,
+                      num_hidden_layers=config.num_hidden_layers, num_attention_heads=config.num_attention_heads,
+                      intermediate_size=config.intermediate_size,
+                      max_position_embeddings=config.max_position_embeddings, type_vocab_size=config.type_vocab_size)
+    with torch.device("meta"):
+        return count_total(BertModel(bert))
+
+
+@dataclass
+class ParamRow:
+    model: str
+    method: str
+    total: int
+    trainable: int
+    added: int
+    head: int
+    embedding: int
+    encoder: int
+    bert_equivalent: int | None
+
+    @property
+    def trainable_pct(self) -> float:
+        return 100.0 * self.trainable / self.total
+
+
+def param_rows(suite, task_name: str | None = None) -> list[ParamRow]:
+    from harness.methods import get_method
+    from harness.params import breakdown, count_total, count_trainable
+    from harness.tasks import get_task
+
+    first = suite.task_slots[0][2]
+    task = get_task(task_name or (first["sequence"][0] if first and "sequence" in first else
+                                  first["multitask"][0] if first else suite.task_slots[0][0]))
+    rows = []
+    for spec in suite.model_specs():
+        config = model_config(spec, task)
+        bert_eq = bert_equivalent_params(config) if config.model_type == "albert" else None
+        for method_name, params, _ in suite.method_variants:
+            if method_name == "pretrained_adapter":
+                continue  # its size is the saved adapter's: see the store's adapter_bytes
+            model = _build(config)
+            before = count_total(model)
+            prefix = model.base_model_prefix + "."
+            head = {n for n, _ in model.named_parameters() if not n.startswith(prefix)}
+            method = get_method(method_name)
+            method.setup(model, params)
+            for n, p in model.named_parameters():
+                if n in head:
+                    p.requires_grad = True
+            from harness.cells import method_label
+
+            rows.append(ParamRow(spec.name, method_label(method_name, params), count_total(model),
+                                 count_trainable(model), count_total(model) - before,
+                                 sum(p.numel() for n, p in model.named_parameters() if n in head),
+                                 **{k.removesuffix("_params"): v for k, v in breakdown(model).items()},
+                                 bert_equivalent=bert_eq))
+    return rows
+
+
+def _m(n: int) -> str:
+    return f"{n / 1e6:.2f}M" if n >= 1e5 else f"{n:,}"
+
+
+def format_rows(rows: list[ParamRow], task: str) -> str:
+    header = ["model", "method", "total", "trainable", "%", "added", "head", "embedding", "encoder"]
+    lines = [header]
+    for r in rows:
+        lines.append([r.model, r.method, _m(r.total), _m(r.trainable), f"{r.trainable_pct:.3f}", _m(r.added),
+                      _m(r.head), _m(r.embedding), _m(r.encoder)])
+    widths = [max(len(str(row[i])) for row in lines) for i in range(len(header))]
+    out = [f"parameters per model x method (head for {task}; counted from requires_grad, shared tensors once)"]
+    for k, row in enumerate(lines):
+        out.append("  ".join(str(c).ljust(w) if i < 2 else str(c).rjust(w) for i, (c, w) in
+                             enumerate(zip(row, widths))))
+        if k == 0:
+            out.append("  ".join("-" * w for w in widths))
+    for model in dict.fromkeys(r.model for r in rows):
+        r = next(r for r in rows if r.model == model)
+        if r.bert_equivalent:
+            base = r.embedding + r.encoder
+            out.append(f"{model}: ALBERT, factorised embedding {_m(r.embedding)} and one shared layer block: "
+                       f"{_m(base)} parameters vs {_m(r.bert_equivalent)} for a BERT of the same hidden size, "
+                       f"depth and vocabulary ({r.bert_equivalent / base:.1f}x fewer)")
+    return "\n".join(out) + "\n"

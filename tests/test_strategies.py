@@ -1,0 +1,253 @@
+"""Sequential and multi-task cells, saved adapters stitched back in, ablation, compare and params: one tiny
+suite run for real (subprocess, SQLite), then checked through the store and the CLI."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import make_tiny_model, run_cli, write_suite
+from harness.store import Store
+
+L = 2  # layers of the tiny model
+
+
+@pytest.fixture(scope="module")
+def strat(tmp_path_factory, tiny_bert, small_glue):
+    work = tmp_path_factory.mktemp("strategies")
+    suite = write_suite(work / "s.yaml", f"""
+name: strat
+models: ["{tiny_bert}"]
+tasks:
+  - rte
+  - stsb
+  - {{sequence: [rte, stsb]}}
+  - {{sequence: [rte, stsb], adapter: new}}
+  - {{multitask: [rte, stsb, cola], sampling: temperature, temperature: 2}}
+methods:
+  - full
+  - {{name: houlsby, size: 4, learning_rate: 1e-3}}
+budgets: [{{epochs: 1}}]
+hparams: {{batch_size: 8, learning_rate: 1e-4}}
+ablate: [{{task: rte, method: houlsby}}]
+""")
+    db = f"sqlite:///{work / 'h.db'}"
+    proc = run_cli("run", suite, "--db", db, "--output-dir", work / "out", "--data-dir", small_glue, cwd=work)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return {"work": work, "db": db, "store": Store(db), "suite": suite, "log": proc.stderr, "data": small_glue}
+
+
+def by(store, **equal):
+    return [r for r in store.records() if all(getattr(r, k) == v for k, v in equal.items())]
+
+
+def test_multitask_rows_link_to_the_joint_run(strat):
+    store = strat["store"]
+    for method in ("full", "houlsby"):
+        (joint,) = by(store, regime="multitask", method=method)
+        assert joint.task == "rte+stsb+cola" and joint.status == "completed"
+        members = store.children(joint.id)
+        assert [m.task for m in members] == ["rte", "stsb", "cola"]
+        assert all(m.regime == "multitask_member" and m.parent_id == joint.id for m in members)
+        assert joint.score == pytest.approx(np.mean([m.score for m in members]))
+        assert set(members[1].metrics) == {"pearson", "spearman"} and set(members[2].metrics) == {"mcc"}
+        # one shared encoder: every head, but the encoder once
+        single = by(store, task="rte", method=method, regime=None)[0]
+        heads = sum(m.head_params for m in members)
+        assert joint.total_params == single.total_params - single.head_params + heads
+        # member rows line up with the single-task rows in the leaderboard; the joint row is not a task column
+    from harness.report import best_table, leaderboard_table, runs_frame
+
+    board = leaderboard_table(best_table(runs_frame(store, "strat")))
+    assert "rte+stsb+cola_mean" not in board.columns
+    row = board[board["method"].str.startswith("full [multitask")].iloc[0]
+    member = by(store, regime="multitask_member", method="full", task="stsb")[0]
+    assert row["stsb_mean"] == pytest.approx(member.score)
+    assert row["params_all_tasks"] == by(store, regime="multitask", method="full")[0].total_params
+
+
+def test_sequential_hands_the_encoder_over(strat):
+    store = strat["store"]
+    (last,) = by(store, regime="sequential", method="full", method_label="full [after rte]")
+    (first,) = store.children(last.id)
+    assert (first.task, first.stage, first.regime) == ("rte", 0, "sequential_stage")
+    assert last.task == "stsb"
+    c1, c2 = first.extra["encoder_checksum"], last.extra["encoder_checksum"]
+    assert c1["start"] != c1["end"]          # full fine-tuning moved the encoder in stage 0
+    assert c2["start"] == c1["end"]          # stage 1 started from exactly those weights
+    direct = by(store, task="stsb", method="full", regime=None)[0]
+    assert last.score != direct.score        # so it is not the direct run again
+    assert last.train_time_s == pytest.approx(first.train_time_s + last.extra["stage_train_time_s"])
+    # adapters: the encoder stays frozen through both stages
+    (ad,) = by(store, regime="sequential", method="houlsby", method_label="houlsby(size=4,non_linearity=swish) [after rte]")
+    c = ad.extra["encoder_checksum"]
+    assert c["start"] == c["end"] == store.children(ad.id)[0].extra["encoder_checksum"]["end"]
+
+
+def test_sequential_new_adapter_stacks_on_the_previous(strat):
+    store = strat["store"]
+    (new,) = [r for r in by(store, regime="sequential", method="houlsby") if "new adapter" in r.method_label]
+    (cont,) = [r for r in by(store, regime="sequential", method="houlsby") if "new adapter" not in r.method_label]
+    per_adapter = L * 2 * (2 * 4 * 32 + 32 + 4)
+    assert new.total_params == cont.total_params + per_adapter   # the previous adapter stays in, frozen
+    assert new.trainable_params == cont.trainable_params
+
+
+def test_adapter_runs_save_their_adapter_and_head(strat):
+    rec = by(strat["store"], task="rte", method="houlsby", regime=None)[0]
+    assert rec.adapter_bytes > 0
+    files = set(p.name for p in __import__("pathlib").Path(rec.adapter_path).iterdir())
+    assert {"adapter_config.json", "harness_head.safetensors"} <= files
+    assert rec.adapter_bytes == sum(p.stat().st_size for p in __import__("pathlib").Path(rec.adapter_path).iterdir())
+    assert by(strat["store"], task="rte", method="full", regime=None)[0].adapter_path is None
+
+
+def test_pretrained_adapter_reproduces_the_saved_run(strat, tiny_bert):
+    store = strat["store"]
+    rec = by(store, task="rte", method="houlsby", regime=None)[0]
+    suite = write_suite(strat["work"] / "stitch.yaml", f"""
+name: stitch
+models: ["{tiny_bert}"]
+tasks: [rte]
+methods:
+  - {{name: pretrained_adapter, path: "{rec.adapter_path}"}}
+  - {{name: pretrained_adapter, path: "{rec.adapter_path}", train: true, learning_rate: 1e-3}}
+budgets: [{{epochs: 1}}]
+hparams: {{batch_size: 8}}
+""")
+    proc = run_cli("run", suite, "--db", strat["db"], "--output-dir", strat["work"] / "out", "--data-dir",
+                   strat["data"], cwd=strat["work"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    evaluated, trained = sorted(by(store, suite="stitch"), key=lambda r: r.method_params["train"])
+    assert evaluated.stopped_by == "evaluation_only" and evaluated.steps == 0 and evaluated.trainable_params == 0
+    assert evaluated.metrics == rec.metrics            # same adapter, same head, same dev set: same predictions
+    assert trained.steps > 0 and trained.trainable_params == rec.trainable_params
+
+
+def test_ablation_shape_and_identity(strat):
+    store = strat["store"]
+    rec = by(store, task="rte", method="houlsby", regime=None)[0]
+    (analysis,) = [a for a in store.analyses("strat", "adapter_ablation") if a.run_id == rec.id]
+    p = analysis.payload
+    assert p["num_layers"] == L and len(p["spans"]) == L * (L + 1) // 2
+    assert sorted((i, j) for i, j, _ in p["spans"]) == [(0, 0), (0, 1), (1, 1)]
+    assert p["baseline"] == pytest.approx(rec.score)   # span "none": the run itself
+    # only the rte houlsby run was asked for
+    assert len(store.analyses("strat", "adapter_ablation")) == 1
+
+
+def test_removing_every_adapter_is_the_model_without_adapters(strat):
+    from harness.ablate import _removable, load_trained_adapter
+
+    rec = by(strat["store"], task="rte", method="houlsby", regime=None)[0]
+    tok, model = load_trained_adapter(rec)
+    batch = tok(["the cat sat on the mat", "a dog"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        with_adapters = model(**batch).logits
+        for params in _removable(model).values():
+            for p in params:
+                p.zero_()
+        removed = model(**batch).logits
+        model.set_active_adapters(None)
+        without = model(**batch).logits
+    assert not torch.allclose(with_adapters, removed)
+    assert torch.allclose(removed, without, atol=1e-6)
+
+
+def test_ablate_and_compare_commands(strat):
+    rec = by(strat["store"], task="rte", method="houlsby", regime=None)[0]
+    full = by(strat["store"], task="rte", method="full", regime=None)[0]
+    proc = run_cli("ablate", rec.cell_key, "--db", strat["db"], "--data-dir", strat["data"],
+                   "--cache-dir", strat["work"] / "cache", cwd=strat["work"])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "first\\last" in proc.stdout and len(strat["store"].analyses("strat", "adapter_ablation")) == 2
+    proc = run_cli("compare", str(full.id), rec.cell_key, "--db", strat["db"], "--resamples", "200")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "21 paired dev examples" in proc.stdout and "95% CI" in proc.stdout
+    proc = run_cli("compare", "full", rec.method_label, "--task", "rte", "--suite", "strat", "--db", strat["db"])
+    assert proc.returncode == 0 and "1 seed pair(s)" in proc.stdout, proc.stderr[-2000:]
+    proc = run_cli("compare", "ful", rec.method_label, "--task", "rte", "--db", strat["db"])
+    assert proc.returncode == 2 and 'did you mean "full' in proc.stderr
+    proc = run_cli("ablate", str(full.id), "--db", strat["db"], "--data-dir", strat["data"])
+    assert proc.returncode == 2 and "ablation needs" in proc.stderr
+
+
+def test_rerun_skips_composite_cells(strat):
+    db = strat["db"]
+    proc = run_cli("run", strat["suite"], "--db", db, "--output-dir", strat["work"] / "out", "--data-dir",
+                   strat["data"], cwd=strat["work"])
+    assert proc.returncode == 0 and "10 already completed" in proc.stderr, proc.stderr[-2000:]
+    proc = run_cli("status", strat["suite"], "--db", db)
+    assert "10 completed" in proc.stdout
+
+
+def test_params_command_counts_albert_against_bert(tmp_path):
+    bert = make_tiny_model(tmp_path / "b", arch="bert")
+    albert = make_tiny_model(tmp_path / "a", arch="albert")
+    suite = write_suite(tmp_path / "p.yaml", f"""
+name: p
+models: ["{bert}", "{albert}"]
+tasks: [rte]
+methods: [full, {{name: houlsby, size: 4}}]
+""")
+    proc = run_cli("params", suite)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    V, D, E, I, P = 30522, 32, 16, 64, 128
+    layer = 4 * (D * D + D) + 2 * D + (D * I + I) + (I * D + D) + 2 * D
+    bert_emb = V * D + P * D + 2 * D + 2 * D
+    albert_emb = V * E + P * E + 2 * E + 2 * E + (E * D + D)   # factorised: V x E, then E x H
+    pooler = D * D + D
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(str(albert)) and "full" in ln]
+    assert lines, proc.stdout
+    # the shared block is counted once: ALBERT's encoder is one layer (+ pooler) whatever the depth
+    from harness.accounting import bert_equivalent_params, model_config
+    from harness.models import ModelSpec
+    from harness.params import breakdown
+    from harness.tasks import get_task
+    from transformers import AutoModelForSequenceClassification
+
+    cfg = model_config(ModelSpec(str(albert)), get_task("rte"))
+    parts = breakdown(AutoModelForSequenceClassification.from_config(cfg))
+    assert parts == {"embedding_params": albert_emb, "encoder_params": layer + pooler}
+    assert bert_equivalent_params(cfg) == bert_emb + L * layer + pooler
+    assert "fewer)" in proc.stdout and "ALBERT" in proc.stdout
+
+
+@pytest.mark.parametrize("tasks,msg", [
+    ("[rte, {sequence: [rte]}]", "tasks[1].sequence: List should have at least 2 items"),
+    ("[{sequence: [rte, stbs]}]", 'tasks[0].sequence[1]: unknown task "stbs"'),
+    ("[{multitask: [rte, stsb], sampling: temperature}]", "temperature is needed"),
+    ("[{multitask: [rte, rte]}]", "a task appears twice"),
+    ("[{sequnce: [rte, stsb]}]", "a task is a name"),
+    ("[{multitask: [rte, stsb], samplng: uniform}]", 'unknown field (did you mean "sampling"'),
+])
+def test_bad_task_entries(tmp_path, tasks, msg):
+    suite = write_suite(tmp_path / "bad.yaml", f"name: x\nmodels: [minilm]\ntasks: {tasks}\nmethods: [full]\n")
+    proc = run_cli("validate", suite)
+    assert proc.returncode == 2 and msg in proc.stderr and "bad.yaml:3:" in proc.stderr, proc.stderr
+
+
+def test_board_shows_composite_runs_next_to_single_task(strat, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from conftest import ROOT
+
+    monkeypatch.setenv("HARNESS_DB", strat["db"])
+    at = AppTest.from_file(str(ROOT / "leaderboard" / "app.py"), default_timeout=60)
+    at.run()
+    assert not at.exception, at.exception
+    board = at.dataframe[0].value
+    assert any("[multitask rte+stsb+cola" in m for m in board["method"])
+    assert any(m == "full [after rte]" for m in board["method"])
+    for page in ("Trade-off", "Runs", "Analyses"):
+        at.sidebar.radio[1].set_value(page).run()
+        assert not at.exception, (page, at.exception)
+    assert "Multi-task and sequential vs single-task" in [h.value for h in at.subheader]
+    table = at.dataframe[0].value
+    store = strat["store"]
+    seq = by(store, regime="sequential", method_label="full [after rte]")[0]
+    direct = by(store, task="stsb", method="full", regime=None)[0]
+    row = table[table["variant"] == "full [after rte]"].iloc[0]
+    assert row["score"] == pytest.approx(round(seq.score, 2))
+    assert row["difference"] == pytest.approx(round(seq.score - direct.score, 2), abs=0.011)
