@@ -45,6 +45,7 @@ def schedule_suffix(schedule: dict | None) -> str:
         return f" [after {'>'.join(schedule['sequence'][:-1])}{extra}]"
     how = schedule.get("sampling", "proportional")
     how += f" T={schedule['temperature']:g}" if how == "temperature" else ""
+    how += ", adapter per task" if schedule.get("adapter_per_task") else ""
     return f" [multitask {'+'.join(schedule['multitask'])}, {how}]"
 
 

@@ -100,6 +100,7 @@ class MultitaskEntry(BaseModel):
     multitask: list[str] = Field(min_length=2)
     sampling: Literal["proportional", "uniform", "temperature"] = "proportional"
     temperature: float | None = Field(None, gt=0)
+    adapter_per_task: bool = False   # adapter methods: one adapter per task on the shared frozen base
 
     @model_validator(mode="after")
     def _temperature_only_for_temperature(self):
@@ -230,6 +231,8 @@ class Suite:
                             "versions": [get_task(t).version for t in names]}
                 if entry.temperature is not None:
                     schedule["temperature"] = entry.temperature
+                if entry.adapter_per_task:
+                    schedule["adapter_per_task"] = True
                 slots.append(("+".join(names), 1, schedule))
         return slots
 
@@ -335,6 +338,11 @@ def _check_schedules(model: SuiteModel, variants, loc: _Located) -> None:
             if odd:
                 raise loc.error(("tasks", i, "adapter"), f"adapter: new stacks a new bottleneck adapter on the "
                                                          f"previous one ({', '.join(STACKABLE)}); not for {odd[0]}")
+        if isinstance(entry, MultitaskEntry) and entry.adapter_per_task:
+            odd = sorted(m for m in methods if not METHODS[m].uses_adapters)
+            if odd:
+                raise loc.error(("tasks", i, "adapter_per_task"), f"adapter_per_task needs adapter methods only "
+                                                                  f"(the suite also has {odd[0]})")
         if not isinstance(entry, str) and "pretrained_adapter" in methods:
             raise loc.error(("tasks", i), "pretrained_adapter evaluates a saved single-task adapter: use a task name")
 

@@ -234,11 +234,14 @@ class MultiTaskModel(torch.nn.Module):
     """One shared encoder, one head per task: each member is a task's sequence-classification model whose base
     model is the same module object, so the encoder (and any adapter in it) is stored and counted once."""
 
-    def __init__(self, models: list):
+    def __init__(self, models: list, task_adapters: list[str] | None = None):
         super().__init__()
         self.members = torch.nn.ModuleList(models)
+        self.task_adapters = task_adapters   # one adapter per task: switched on for that task's batches
 
     def forward(self, task_index: int, **batch):
+        if self.task_adapters:
+            self.members[0].set_active_adapters(self.task_adapters[task_index])
         return self.members[task_index](**batch)
 
 
@@ -328,13 +331,21 @@ def build_model(cell: Cell, ctx: RunContext, tasks: list, handover: dict | None 
     first = models[0]
     total_before = count_total(MultiTaskModel(models)) if len(models) > 1 else count_total(first)
     method.setup(first, _resolved_method_params(cell, ctx))
+    task_adapters = None
+    if (cell.schedule or {}).get("adapter_per_task"):
+        config = first.adapters_config.get(ADAPTER_NAME)
+        first.delete_adapter(ADAPTER_NAME)
+        task_adapters = [f"{ADAPTER_NAME}_{t.name}" for t in tasks]
+        for name in task_adapters:
+            first.add_adapter(name, config=config)
+        first.train_adapter(task_adapters)   # every task's adapter trains (each on its own task's batches)
     if handover is not None:
         apply_handover(first, handover)
     for m, head in zip(models, heads):
         for name, p in m.named_parameters():
             if name in head and method.trains(cell.method_params):
                 p.requires_grad = True
-    model = MultiTaskModel(models) if len(models) > 1 else first
+    model = MultiTaskModel(models, task_adapters) if len(models) > 1 else first
     counts = {"total_params": count_total(model), "trainable_params": count_trainable(model),
               "head_params": sum(p.numel() for m, head in zip(models, heads)
                                  for n, p in m.named_parameters() if n in head)}

@@ -251,3 +251,36 @@ def test_board_shows_composite_runs_next_to_single_task(strat, monkeypatch):
     row = table[table["variant"] == "full [after rte]"].iloc[0]
     assert row["score"] == pytest.approx(round(seq.score, 2))
     assert row["difference"] == pytest.approx(round(seq.score - direct.score, 2), abs=0.011)
+
+
+def test_multitask_adapter_per_task(tiny_bert, small_glue):
+    """One adapter per task on the shared frozen base: a batch of task t trains adapter t and head t only."""
+    from harness.suite import parse_suite
+    from harness.train import RunContext, build_model
+
+    suite = parse_suite(f"""
+name: apt
+models: ["{tiny_bert}"]
+tasks: [{{multitask: [rte, stsb], adapter_per_task: true}}]
+methods: [{{name: houlsby, size: 4}}]
+""")
+    (cell,) = suite.cells()
+    assert "adapter per task" in cell.row_label
+    tok, model, members, heads, counts = build_model(cell, RunContext(str(small_glue), None), [
+        __import__("harness.tasks", fromlist=["get_task"]).get_task(t) for t in ("rte", "stsb")])
+    per_adapter = L * 2 * (2 * 4 * 32 + 32 + 4)
+    assert counts["added_params"] == 2 * per_adapter
+    assert counts["trainable_params"] == 2 * per_adapter + (32 * 2 + 2) + (32 + 1)
+    batch = tok(["the cat sat", "a dog"], padding=True, return_tensors="pt")
+    model(task_index=1, **batch, labels=torch.tensor([0.5, 2.0])).loss.backward()
+    grads = {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert any("harness_stsb" in n for n in grads) and not any("harness_rte" in n for n in grads)
+    assert any(n.startswith("members.1.classifier") for n in grads)
+    assert not any(n.startswith("members.0.classifier") for n in grads)
+    with pytest.raises(Exception, match="adapter_per_task needs adapter methods"):
+        parse_suite(f"""
+name: apt
+models: ["{tiny_bert}"]
+tasks: [{{multitask: [rte, stsb], adapter_per_task: true}}]
+methods: [full]
+""")
