@@ -148,8 +148,9 @@ def cmd_ls(args) -> int:
         print(f"  {t.name:<8} v{t.version}  metrics: {', '.join(t.metric_names()):<40} {t.description}")
     print("methods:")
     for m in METHODS.values():
-        params = ", ".join(f"{k}={p.default}" for k, p in m.params.items())
-        print(f"  {m.name:<13} {m.description}" + (f"  [{params}]" if params else ""))
+        params = ", ".join(f"{k}={'(unset)' if p.default is None else '(required)' if p.default == '' else p.default}"
+                           for k, p in m.params.items())
+        print(f"  {m.name:<18} {m.description}" + (f"  [{params}]" if params else ""))
     print("model aliases:")
     for name, (_, what) in ALIASES.items():
         print(f"  {name:<8} {what}")
@@ -183,6 +184,17 @@ def cmd_params(args) -> int:
     return 0
 
 
+def _existing_store(url: str | None, read_only: bool = True):
+    """A store that must already exist (ablate and compare read runs from it): never creates one."""
+    from harness.store import Store, default_db_url
+
+    try:
+        Store(url, read_only=True).engine.dispose()
+    except FileNotFoundError:
+        raise InputError(f"--db: no store at {url or default_db_url()}") from None
+    return Store(url, read_only=read_only)
+
+
 def _find_run(store, ref: str):
     """A run by id or by cell key (or a unique prefix of one)."""
     if ref.isdigit() and store.get(int(ref)) is not None:
@@ -196,10 +208,9 @@ def _find_run(store, ref: str):
 
 def cmd_ablate(args) -> int:
     from harness.ablate import ablate
-    from harness.store import Store
     from harness.train import RunContext, _quiet_libraries
 
-    store = Store(args.db)
+    store = _existing_store(args.db, read_only=False)
     records = [_find_run(store, ref) for ref in args.runs]  # every reference checked before any work
     _quiet_libraries()
     data_dir = os.path.abspath(args.data_dir) if args.data_dir else os.environ.get("HARNESS_DATA_DIR")
@@ -225,9 +236,8 @@ def format_ablation(rec, payload: dict) -> str:
 
 def cmd_compare(args) -> int:
     from harness.compare import compare_runs, compare_variants
-    from harness.store import Store
 
-    store = Store(args.db, read_only=True)
+    store = _existing_store(args.db)
     if args.task:
         result, pairs = compare_variants(store, args.suite, args.task, args.a, args.b, args.resamples)
         what = f"{args.a} vs {args.b} on {args.task}, {pairs} seed pair(s)"

@@ -130,12 +130,23 @@ def run_ablations(suite: Suite, store: Store, ctx: RunContext, say) -> int:
     Returns the number that failed (each is reported; the others go on)."""
     from harness.ablate import ablate
 
+    from harness.report import best_setting_runs, runs_frame
+
     done = {a.run_id for a in store.analyses(suite.name, "adapter_ablation")}
+    runs = runs_frame(store, suite.name)
+    runs = runs[(runs["status"] == COMPLETED) & runs["regime"].isna() & runs["method"].isin(["houlsby", "pfeiffer",
+                                                                                            "lora"])]
+    wanted: set[int] = set()
+    for e in suite.model.ablate:
+        match = runs[(runs["task"] == e.task if e.task else True) & (runs["method"] == e.method if e.method else True)]
+        if e.runs == "all":
+            wanted.update(int(i) for i in match["id"])
+            continue
+        for _, group in match.groupby(["model", "task", "method_label"]):
+            wanted.add(int(best_setting_runs(group).sort_values("seed").iloc[0]["id"]))
     failed = 0
     for rec in store.records(suite.name, COMPLETED):
-        wanted = any((e.task in (None, rec.task)) and (e.method in (None, rec.method)) for e in suite.model.ablate)
-        if not wanted or rec.id in done or rec.regime or rec.parent_id is not None or rec.method not in (
-                "houlsby", "pfeiffer", "lora"):
+        if rec.id not in wanted or rec.id in done:
             continue
         try:
             payload = ablate(rec, ctx)

@@ -114,6 +114,9 @@ class AblateEntry(BaseModel):
     model_config = ConfigDict(extra="forbid")
     task: str | None = None
     method: Literal["houlsby", "pfeiffer", "lora"] | None = None
+    # best: per task and method variant, the first seed of the setting that is best on dev (what a paper
+    # ablates); all: every matching run
+    runs: Literal["best", "all"] = "best"
 
 
 STACKABLE = ("houlsby", "pfeiffer", "compacter")   # adapter: new stacks bottleneck adapters (adapters' Stack)
@@ -400,7 +403,8 @@ def parse_suite(text: str, path: str = "<suite>") -> Suite:
             except InputError as e:
                 raise loc.error(("ablate", i, "task"), str(e)) from None
     for field_name in ("models", "tasks", "seeds"):
-        values = [x.name if field_name == "models" else repr(x) for x in getattr(model, field_name)]
+        values = [x.name if field_name == "models" else x if isinstance(x, (str, int)) else repr(x)
+                  for x in getattr(model, field_name)]
         dup = next((v for v in values if values.count(v) > 1), None)
         if dup is not None:
             raise loc.error((field_name, len(values) - 1 - values[::-1].index(dup)), f"duplicate entry {dup!r}")

@@ -171,6 +171,9 @@ def test_ablate_and_compare_commands(strat):
     assert proc.returncode == 2 and 'did you mean "full' in proc.stderr
     proc = run_cli("ablate", str(full.id), "--db", strat["db"], "--data-dir", strat["data"])
     assert proc.returncode == 2 and "ablation needs" in proc.stderr
+    missing = strat["work"] / "missing.db"
+    proc = run_cli("compare", "1", "2", "--db", f"sqlite:///{missing}")
+    assert proc.returncode == 2 and "no store at" in proc.stderr and not missing.exists()
 
 
 def test_rerun_skips_composite_cells(strat):
@@ -284,3 +287,36 @@ models: ["{tiny_bert}"]
 tasks: [{{multitask: [rte, stsb], adapter_per_task: true}}]
 methods: [full]
 """)
+
+
+@pytest.mark.parametrize("which,expected", [("best", {("1e-3", 1)}), ("all", {("1e-3", 1), ("1e-3", 2),
+                                                                              ("1e-4", 1), ("1e-4", 2)})])
+def test_suite_ablates_the_best_setting_by_default(tmp_path, monkeypatch, which, expected):
+    """`ablate: runs: best` picks, per variant, the first seed of the best-on-dev setting; `all` every run."""
+    import harness.ablate
+    from harness.runner import run_ablations
+    from harness.suite import parse_suite
+
+    suite = parse_suite(f"""
+name: abl
+models: [minilm]
+tasks: [rte]
+methods: [{{name: houlsby, size: 8}}, full]
+seeds: [1, 2]
+hparams: {{learning_rate: [1e-3, 1e-4]}}
+ablate: [{{method: houlsby, runs: {which}}}]
+""")
+    store = Store(f"sqlite:///{tmp_path / 'a.db'}")
+    scores = {(1e-3, 1): 70.0, (1e-3, 2): 72.0, (1e-4, 1): 80.0, (1e-4, 2): 50.0}  # means 71 vs 65: 1e-3 wins
+    for cell in suite.cells():
+        run_id = store.start(cell, cell.config(), "", str(tmp_path))
+        store.finish(run_id, "completed", {"score": scores[(cell.hparams["learning_rate"], cell.seed)]})
+    seen = []
+    monkeypatch.setattr(harness.ablate, "ablate", lambda rec, ctx: seen.append(rec) or {
+        "num_layers": 1, "baseline": rec.score, "spans": [[0, 0, rec.score]]})
+    assert run_ablations(suite, store, None, lambda line: None) == 0
+    assert {(f"{r.learning_rate:.0e}".replace("e-0", "e-"), r.seed) for r in seen} == expected
+    assert all(r.method == "houlsby" for r in seen)
+    seen.clear()
+    run_ablations(suite, store, None, lambda line: None)   # already ablated: not again
+    assert seen == []
