@@ -82,3 +82,30 @@ hparams:
     (rec,) = Store(f"sqlite:///{tmp_path / 'h.db'}").records()
     check_two_rank_world(rec, n_train=64, batch=8, dev=37)
     assert rec.total_params > 22_000_000 and 0 < rec.trainable_pct < 2
+
+
+def test_two_processes_run_multitask_and_sequential_cells(tmp_path, tiny_bert, small_glue):
+    """Multi-task steps use one head at a time (DDP must allow unused parameters); every rank draws the same
+    task order; a sequential hand-over happens on every rank."""
+    suite = write_suite(tmp_path / "s.yaml", f"""
+name: ddp-mt
+models: ["{tiny_bert}"]
+tasks: [{{multitask: [rte, stsb], sampling: uniform}}, {{sequence: [rte, stsb]}}]
+methods: [full]
+budgets: [{{epochs: 1}}]
+hparams: {{batch_size: 4, eval_batch_size: 4}}
+""")
+    proc = launch(tmp_path, suite, small_glue)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    store = Store(f"sqlite:///{tmp_path / 'h.db'}")
+    joint = next(r for r in store.records() if r.regime == "multitask")
+    assert joint.status == "completed" and joint.num_processes == 2
+    assert joint.steps == 2 * -(-48 // (2 * 4))            # one epoch: each task's 6 batches per rank
+    for member in store.children(joint.id):
+        assert member.eval_examples == 21
+        data = np.load(os.path.join(member.output_dir, "predictions.npz"))
+        assert sorted(data["validation_idx"].tolist()) == list(range(21))
+    last = next(r for r in store.records() if r.regime == "sequential")
+    (first,) = store.children(last.id)
+    assert last.extra["encoder_checksum"]["start"] == first.extra["encoder_checksum"]["end"]
+    check_two_rank_world(last, n_train=48, batch=4, dev=21)

@@ -162,3 +162,14 @@ def test_shipped_suites_validate():
     for path in sorted((ROOT / "suites").glob("*.yaml")):
         suite = load_suite(str(path))
         assert suite.cells(), path
+
+
+def test_ls_lists_every_task_method_and_alias():
+    from harness.methods import METHODS
+    from harness.tasks import TASKS
+
+    proc = run_cli("ls")
+    assert proc.returncode == 0, proc.stderr
+    listed = {line.split()[0] for line in proc.stdout.splitlines() if line.startswith("  ")}
+    assert set(METHODS) | set(TASKS) | {"minilm"} <= listed
+    assert "path=(required)" in proc.stdout and "init_std=(unset)" in proc.stdout
