@@ -136,14 +136,25 @@ def page_tradeoff(url, suite, model, metric):
     if points.empty:
         st.info("No method has results on every task yet.")
         return
-    fig = px.scatter(points, x=x, y="score", color="method", hover_name="method_label", log_x=x == "trainable_params",
-                     labels={x: axis, "score": "dev score (GLUE points)"}, height=480)
+    # a sweep (adapter sizes, top-k's k) is one curve: the method, plus the schedule of composite variants
+    points = points.assign(curve=[m + (" [" + lbl.split(" [", 1)[1] if " [" in lbl else "")
+                                  for m, lbl in zip(points["method"], points["method_label"])])
+    fig = px.scatter(points, x=x, y="score", color="curve", hover_name="method_label", log_x=x == "trainable_params",
+                     labels={x: axis, "score": "dev score (GLUE points)", "curve": "method"}, height=480)
+    colors = {t.name: t.marker.color for t in fig.data}
+    for curve, group in points.groupby("curve"):
+        if len(group) > 1:
+            group = group.sort_values(x)
+            fig.add_trace(go.Scatter(x=group[x], y=group["score"], mode="lines", showlegend=False,
+                                     line={"color": colors.get(curve)}, hoverinfo="skip"))
     front = pareto(points, x, "score")
     fig.add_trace(go.Scatter(x=front[x], y=front["score"], mode="lines", name="Pareto frontier",
                              line={"dash": "dash", "color": "grey"}))
     fig.update_traces(marker={"size": 12})
     st.plotly_chart(fig, width="stretch")
-    st.caption("Pareto frontier: no other variant scores higher at the same or lower cost.")
+    st.caption("Each point is a method variant (best setting on dev); a method's variants (adapter sizes, top-k's "
+               "k) are joined into a curve. Pareto frontier: no other variant scores higher at the same or lower "
+               "cost.")
 
 
 def page_runs(url, suite, model):

@@ -107,3 +107,38 @@ def test_real_browser_renders_the_leaderboard(store_url, tmp_path):
     assert os.path.exists(CHROMIUM), "install Debian's chromium (see .ci/run)"
     shot = screenshot(store_url, str(tmp_path / "leaderboard.png"), wait_for_text="72.0 ± 2.0")
     assert os.path.getsize(shot) > 10_000
+
+
+def test_tradeoff_joins_a_sweep_into_a_curve(tmp_path, monkeypatch):
+    import json
+
+    from harness.store import Store
+    from harness.suite import parse_suite
+
+    suite = parse_suite("""
+name: sweep
+models: [minilm]
+tasks: [rte]
+methods: [full, {name: houlsby, size: [8, 64, 256]}]
+""")
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    store = Store(url)
+    for cell, (score, trained) in zip(suite.cells(), [(70, 1e6), (60, 1e3), (66, 1e4), (68, 1e5)]):
+        run_id = store.start(cell, cell.config(), "", str(tmp_path))
+        store.finish(run_id, "completed", {"score": score, "trainable_params": trained, "total_params": 1e6,
+                                           "added_params": 0, "trainable_pct": 100 * trained / 1e6})
+    at = app(url, monkeypatch)
+    at.sidebar.radio[1].set_value("Trade-off").run()
+    assert not at.exception
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    lines = [t for t in spec["data"] if t.get("mode") == "lines" and t.get("name") != "Pareto frontier"]
+    assert len(lines) == 1                       # houlsby's three sizes; full is a single point
+
+    def values(v):  # plotly sends arrays as base64 typed arrays
+        import base64
+
+        import numpy as np
+
+        return np.frombuffer(base64.b64decode(v["bdata"]), dtype=v["dtype"]).tolist() if isinstance(v, dict) else v
+
+    assert values(lines[0]["x"]) == [1e3, 1e4, 1e5] and values(lines[0]["y"]) == [60, 66, 68]
