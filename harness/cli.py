@@ -47,7 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="write results as CSV, LaTeX or Markdown")
     _add_db(p)
     p.add_argument("--format", choices=("csv", "latex", "markdown"), default="csv")
-    p.add_argument("--table", choices=("runs", "leaderboard", "best"), default="runs")
+    p.add_argument("--table", choices=("runs", "leaderboard", "best", "ablation"), default="runs",
+                   help="runs: one row per run; best: Houlsby protocol; leaderboard: variants x tasks; "
+                        "ablation: every stored adapter-ablation span")
     p.add_argument("--suite", default=None)
     p.add_argument("--model", default=None, help="leaderboard/best: one model (default: every model)")
     p.add_argument("-o", "--output", default=None, help="file to write (default: standard output)")

@@ -69,6 +69,13 @@ def display_table(kind: str, frame: pd.DataFrame) -> tuple[list[str], list[list]
                          r["budget"], r["status"], _num(r["score"], 2), _num(r["trainable_pct"], 3),
                          _num(r["train_time_s"], 0), _num(r["peak_memory_mb"], 0)])
         return header, rows, ["l"] * 8 + ["r"] * 4, bold
+    if kind == "ablation":
+        header = ["run", "model", "task", "method", "adapters removed", "score", "change"]
+        rows = [[r["run_id"], r["model"], r["task"], r["method_label"],
+                 f"layers {r['first_layer']}-{r['last_layer']}" if r["first_layer"] != r["last_layer"]
+                 else f"layer {r['first_layer']}", _num(r["score"], 2), f"{r['change']:+.2f}"]
+                for _, r in frame.iterrows()]
+        return header, rows, ["r", "l", "l", "l", "l", "r", "r"], bold
     if kind == "best":
         header = ["model", "task", "method", "score", "seeds", "lr", "budget", "% trained"]
         rows = [[r["model"], r["task"], r["method_label"], fmt_mean_std(r["mean"], r["std"], r["n_seeds"]),
@@ -138,7 +145,25 @@ def to_markdown(kind: str, frame: pd.DataFrame) -> str:
     return "\n".join([line([_md_escape(h) for h in header]), rule] + [line(r) for r in texts]) + "\n"
 
 
+def ablation_frame(store: Store, suite: str | None, model: str | None) -> pd.DataFrame:
+    """One row per (ablated run, span of layers): the dev score without that span's adapters and its change."""
+    rows = []
+    for a in store.analyses(suite, "adapter_ablation"):
+        rec = store.get(a.run_id)
+        if rec is None or (model and rec.model != model):
+            continue
+        for first, last, score in a.payload["spans"]:
+            rows.append({"suite": a.suite, "run_id": a.run_id, "model": rec.model, "task": rec.task,
+                         "method_label": rec.method_label, "first_layer": first, "last_layer": last,
+                         "score": score, "change": score - a.payload["baseline"],
+                         "baseline": a.payload["baseline"]})
+    return pd.DataFrame(rows, columns=["suite", "run_id", "model", "task", "method_label", "first_layer",
+                                       "last_layer", "score", "change", "baseline"])
+
+
 def build_table(store: Store, table: str, suite: str | None, model: str | None) -> pd.DataFrame:
+    if table == "ablation":
+        return ablation_frame(store, suite, model)
     runs = runs_frame(store, suite, with_env=table == "runs")
     if model and not runs.empty:
         runs = runs[runs["model"] == model]
@@ -160,7 +185,7 @@ def export(db: str | None, fmt: str, table: str = "runs", suite: str | None = No
     if fmt == "csv":
         return to_csv(frame)
     if frame.empty:
-        return "" if fmt == "csv" else "(no completed runs)\n"
+        return "(no completed runs)\n" if table != "ablation" else "(no adapter ablations stored)\n"
     if fmt == "latex":
         caption = f"{table} of suite {suite}" if suite else None
         return to_latex(table, frame, caption)

@@ -171,6 +171,17 @@ def test_ablate_and_compare_commands(strat):
     assert proc.returncode == 2 and 'did you mean "full' in proc.stderr
     proc = run_cli("ablate", str(full.id), "--db", strat["db"], "--data-dir", strat["data"])
     assert proc.returncode == 2 and "ablation needs" in proc.stderr
+    proc = run_cli("export", "--db", strat["db"], "--table", "ablation", "--format", "csv")
+    assert proc.returncode == 0, proc.stderr
+    import csv
+    import io
+
+    rows = list(csv.DictReader(io.StringIO(proc.stdout)))
+    assert len(rows) == 2 * 3 and {(r["first_layer"], r["last_layer"]) for r in rows} == {("0", "0"), ("0", "1"),
+                                                                                          ("1", "1")}
+    assert all(float(r["change"]) == pytest.approx(float(r["score"]) - float(r["baseline"])) for r in rows)
+    proc = run_cli("export", "--db", strat["db"], "--table", "ablation", "--format", "markdown")
+    assert "| layers 0-1 " in proc.stdout and "adapters removed" in proc.stdout
     missing = strat["work"] / "missing.db"
     proc = run_cli("compare", "1", "2", "--db", f"sqlite:///{missing}")
     assert proc.returncode == 2 and "no store at" in proc.stderr and not missing.exists()
