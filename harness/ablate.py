@@ -74,13 +74,11 @@ def ablate(record, ctx, device: str | None = None) -> dict:
     for es in sets:
         es.loader = _eval_loader(es.dataset, record.hparams.get("eval_batch_size") or 64, collator)
 
+    def on_device(es):
+        return predict(model, ({k: v.to(device) for k, v in b.items()} for b in es.loader))
+
     def score() -> float:
-        def run(es):
-            def batches():
-                for b in es.loader:
-                    yield {k: v.to(device) for k, v in b.items()}
-            return predict(model, batches())
-        return evaluate_task(task, sets, run)[1]
+        return evaluate_task(task, sets, on_device)[1]
 
     layers = _removable(model)
     num_layers = max(layers) + 1

@@ -94,13 +94,14 @@ class ParamRow:
 
 
 def param_rows(suite, task_name: str | None = None) -> list[ParamRow]:
+    from harness.cells import method_label
     from harness.methods import get_method
-    from harness.params import breakdown, count_total, count_trainable
+    from harness.params import breakdown, count_total, count_trainable, head_parameter_names
     from harness.tasks import get_task
 
-    first = suite.task_slots[0][2]
-    task = get_task(task_name or (first["sequence"][0] if first and "sequence" in first else
-                                  first["multitask"][0] if first else suite.task_slots[0][0]))
+    name, _, schedule = suite.task_slots[0]
+    schedule = schedule or {}
+    task = get_task(task_name or (schedule.get("sequence") or schedule.get("multitask") or [name])[0])
     rows = []
     for spec in suite.model_specs():
         config = model_config(spec, task)
@@ -110,17 +111,14 @@ def param_rows(suite, task_name: str | None = None) -> list[ParamRow]:
                 continue  # its size is the saved adapter's: see the store's adapter_bytes
             model = _build(config)
             before = count_total(model)
-            prefix = model.base_model_prefix + "."
-            head = {n for n, _ in model.named_parameters() if not n.startswith(prefix)}
-            method = get_method(method_name)
-            method.setup(model, params)
+            head = head_parameter_names(model, set())   # built from a config: every head weight is new
+            get_method(method_name).setup(model, params)
             for n, p in model.named_parameters():
                 if n in head:
                     p.requires_grad = True
-            from harness.cells import method_label
-
-            rows.append(ParamRow(spec.name, method_label(method_name, params), count_total(model),
-                                 count_trainable(model), count_total(model) - before,
+            total = count_total(model)
+            rows.append(ParamRow(spec.name, method_label(method_name, params), total,
+                                 count_trainable(model), total - before,
                                  sum(p.numel() for n, p in model.named_parameters() if n in head),
                                  **{k.removesuffix("_params"): v for k, v in breakdown(model).items()},
                                  bert_equivalent=bert_eq))

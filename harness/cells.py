@@ -37,6 +37,11 @@ def method_label(method: str, params: dict) -> str:
     return f"{method}({','.join(shown)})" if shown else method
 
 
+def base_label(row_label: str) -> str:
+    """The method variant of a row label without its schedule suffix: "full [after mrpc]" -> "full"."""
+    return row_label.split(" [", 1)[0]
+
+
 def schedule_suffix(schedule: dict | None) -> str:
     if not schedule:
         return ""

@@ -201,8 +201,8 @@ def _find_run(store, ref: str):
     """A run by id or by cell key (or a unique prefix of one)."""
     if ref.isdigit() and store.get(int(ref)) is not None:
         return store.get(int(ref))
-    found = [r for r in store.records() if r.cell_key == ref] or \
-            [r for r in store.records() if r.cell_key.startswith(ref)]
+    records = store.records()
+    found = [r for r in records if r.cell_key == ref] or [r for r in records if r.cell_key.startswith(ref)]
     if len(found) != 1:
         raise InputError(f'run "{ref}": {"no run has" if not found else "several runs have"} this id or cell key')
     return found[0]
@@ -210,13 +210,13 @@ def _find_run(store, ref: str):
 
 def cmd_ablate(args) -> int:
     from harness.ablate import ablate
+    from harness.suite import resolve_data_dir
     from harness.train import RunContext, _quiet_libraries
 
     store = _existing_store(args.db, read_only=False)
     records = [_find_run(store, ref) for ref in args.runs]  # every reference checked before any work
     _quiet_libraries()
-    data_dir = os.path.abspath(args.data_dir) if args.data_dir else os.environ.get("HARNESS_DATA_DIR")
-    ctx = RunContext(data_dir=data_dir, cache_dir=args.cache_dir, show_progress=False)
+    ctx = RunContext(data_dir=resolve_data_dir(args.data_dir), cache_dir=args.cache_dir, show_progress=False)
     for rec in records:
         payload = ablate(rec, ctx)
         store.add_analysis(rec.id, "adapter_ablation", payload)

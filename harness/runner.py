@@ -145,9 +145,7 @@ def run_ablations(suite: Suite, store: Store, ctx: RunContext, say) -> int:
         for _, group in match.groupby(["model", "task", "method_label"]):
             wanted.add(int(best_setting_runs(group).sort_values("seed").iloc[0]["id"]))
     failed = 0
-    for rec in store.records(suite.name, COMPLETED):
-        if rec.id not in wanted or rec.id in done:
-            continue
+    for rec in map(store.get, sorted(wanted - done)):
         try:
             payload = ablate(rec, ctx)
         except Exception as exc:
@@ -162,13 +160,12 @@ def run_ablations(suite: Suite, store: Store, ctx: RunContext, say) -> int:
 
 
 def _child_rows(result: dict) -> list[tuple[str, dict]]:
-    """The rows a sequential cell's earlier stages and a multi-task cell's member tasks get in the store."""
+    """The rows a sequential cell's earlier stages and a multi-task cell's member tasks get in the store (keys
+    that are not store columns are left out by Store.add_child)."""
     rows = []
     for st in result.pop("stages", []):
-        fields = {k: v for k, v in st.items() if k not in ("task", "stage", "mixed_precision", "distributed_type")}
-        checksum = fields.pop("encoder_checksum", None)
-        rows.append((f"stage{st['stage']}", {**fields, "task": st["task"], "stage": st["stage"],
-                                             "regime": "sequential_stage",
+        checksum = st.get("encoder_checksum")
+        rows.append((f"stage{st['stage']}", {**st, "regime": "sequential_stage",
                                              "extra": {"encoder_checksum": checksum} if checksum else None}))
     for i, m in enumerate(result.pop("members", [])):
         rows.append((m["task"], {**m, "regime": "multitask_member", "stage": i}))

@@ -274,11 +274,8 @@ class Store:
             parent = s.get(RunRecord, parent_id)
             rec = RunRecord(suite=parent.suite, cell_key=f"{parent.cell_key}.{suffix}", parent_id=parent_id)
             for name in RunRecord.COLUMNS:
-                if name not in ("id", "suite", "cell_key", "parent_id", "created_at") and name not in fields:
-                    setattr(rec, name, getattr(parent, name))
-            for k, v in fields.items():
-                if k in RunRecord.COLUMNS:
-                    setattr(rec, k, v)
+                if name not in ("id", "suite", "cell_key", "parent_id", "created_at"):
+                    setattr(rec, name, fields[name] if name in fields else getattr(parent, name))
             rec.setting_key = f"{parent.setting_key}.{suffix}"
             rec.finished_at = utcnow()
             s.add(rec)

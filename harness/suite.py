@@ -21,6 +21,12 @@ from harness.models import ModelSpec
 from harness.tasks import get_task
 
 
+def resolve_data_dir(cli_value: str | None) -> str | None:
+    """--data-dir, else $HARNESS_DATA_DIR, else None (the hub)."""
+    value = cli_value or os.environ.get("HARNESS_DATA_DIR")
+    return os.path.abspath(os.path.expanduser(value)) if value else None
+
+
 def _as_list(v):
     return v if isinstance(v, list) else [v]
 
@@ -206,13 +212,10 @@ class Suite:
 
     def data_dir(self, cli_value: str | None = None) -> str | None:
         """--data-dir, else the suite's data_dir (relative to the suite file), else $HARNESS_DATA_DIR, else None (hub)."""
-        if cli_value:
-            return os.path.abspath(os.path.expanduser(cli_value))
-        if self.model.data_dir:
+        if not cli_value and self.model.data_dir:
             return os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(self.path)),
                                                  os.path.expanduser(self.model.data_dir)))
-        env = os.environ.get("HARNESS_DATA_DIR")
-        return os.path.abspath(os.path.expanduser(env)) if env else None
+        return resolve_data_dir(cli_value)
 
     @property
     def task_slots(self) -> list[tuple[str, int, dict | None]]:

@@ -253,7 +253,7 @@ def _share_encoder(models: list) -> None:
 
 class _TaskMixture:
     """The order in which tasks give the next training batch. Proportional: every batch of every task once
-    per epoch, in a random interleaving (the single-task loop is its one-task case). Uniform / temperature:
+    per epoch, in a random interleaving (a single-task cell is its one-task case). Uniform / temperature:
     each step draws a task with probability proportional to n_t^(1/T) (T=1 proportional, T->inf uniform);
     a task whose batches run out starts its next pass. Seeded alike on every rank, so DDP ranks agree."""
 
@@ -267,8 +267,6 @@ class _TaskMixture:
 
     def _order(self) -> list[int]:
         sizes = np.array([len(dl) for dl in self.loaders], dtype=float)
-        if len(self.loaders) == 1:
-            return [0] * int(sizes[0])
         if self.sampling == "proportional":
             order = np.repeat(np.arange(len(sizes)), sizes.astype(int))
             self.rng.shuffle(order)
@@ -287,7 +285,7 @@ class _TaskMixture:
             return next(self.iters[t])
 
     def __iter__(self):
-        if self.sampling == "proportional" or len(self.loaders) == 1:
+        if self.sampling == "proportional":
             self.iters = [iter(dl) for dl in self.loaders]  # an epoch is exactly one pass over each task
         for t in self._order():
             yield t, self._next(t)
@@ -341,10 +339,11 @@ def build_model(cell: Cell, ctx: RunContext, tasks: list, handover: dict | None 
         first.train_adapter(task_adapters)   # every task's adapter trains (each on its own task's batches)
     if handover is not None:
         apply_handover(first, handover)
-    for m, head in zip(models, heads):
-        for name, p in m.named_parameters():
-            if name in head and method.trains(cell.method_params):
-                p.requires_grad = True
+    if method.trains(cell.method_params):
+        for m, head in zip(models, heads):
+            for name, p in m.named_parameters():
+                if name in head:
+                    p.requires_grad = True
     model = MultiTaskModel(models, task_adapters) if len(models) > 1 else first
     counts = {"total_params": count_total(model), "trainable_params": count_trainable(model),
               "head_params": sum(p.numel() for m, head in zip(models, heads)

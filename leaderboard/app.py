@@ -7,7 +7,6 @@ SQLAlchemy with bound parameters, never from user text. Queries are cached, so a
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -18,11 +17,12 @@ import plotly.express as px  # noqa: E402
 import plotly.graph_objects as go  # noqa: E402
 import streamlit as st  # noqa: E402
 
-from harness.compare import align, load_predictions, paired_bootstrap  # noqa: E402
+from harness.cells import base_label  # noqa: E402
+from harness.compare import compare_runs  # noqa: E402
+from harness.errors import InputError  # noqa: E402
 from harness.export import display_table, to_csv, to_latex, to_markdown  # noqa: E402
 from harness.report import NOT_RESULTS, ablation_matrix, best_table, leaderboard_table, runs_frame  # noqa: E402
 from harness.store import Store, default_db_url  # noqa: E402
-from harness.tasks import TASKS, get_task  # noqa: E402
 
 HOW_TO_RUN = """No results yet. Run a suite first, for example the embedded default (offline, ~15 min on a laptop CPU):
 
@@ -137,7 +137,7 @@ def page_tradeoff(url, suite, model, metric):
         st.info("No method has results on every task yet.")
         return
     # a sweep (adapter sizes, top-k's k) is one curve: the method, plus the schedule of composite variants
-    points = points.assign(curve=[m + (" [" + lbl.split(" [", 1)[1] if " [" in lbl else "")
+    points = points.assign(curve=[m + lbl[len(base_label(lbl)):]
                                   for m, lbl in zip(points["method"], points["method_label"])])
     fig = px.scatter(points, x=x, y="score", color="curve", hover_name="method_label", log_x=x == "trainable_params",
                      labels={x: axis, "score": "dev score (GLUE points)", "curve": "method"}, height=480)
@@ -228,18 +228,15 @@ def page_analyses(url, suite, model):
         return
     a = c2.selectbox("Method A", variants, index=0)
     b = c3.selectbox("Method B", variants, index=1)
-    t = get_task(task)
-    split = t.eval_splits[0].hub_split
     ra = runs[(runs["task"] == task) & (runs["method_label"] == a)].sort_values("score", ascending=False)
     rb = runs[(runs["task"] == task) & (runs["method_label"] == b)].sort_values("score", ascending=False)
     store = open_store(url)
-    pa = load_predictions(store.get(int(ra.iloc[0]["id"])).output_dir, split)
-    pb = load_predictions(store.get(int(rb.iloc[0]["id"])).output_dir, split)
-    if pa is None or pb is None:
+    try:
+        res = compare_runs(store.get(int(ra.iloc[0]["id"])), store.get(int(rb.iloc[0]["id"])))
+    except InputError:
         st.info("Predictions are not on this machine for one of the two runs (they live in each run's output "
                 "directory).")
     else:
-        res = paired_bootstrap(t, *align(pa, pb))
         m1, m2, m3 = st.columns(3)
         m1.metric(f"A − B ({task})", f"{res.diff:+.2f}")
         m2.metric("95% CI", f"[{res.ci_low:+.2f}, {res.ci_high:+.2f}]")
@@ -256,11 +253,10 @@ def page_schedules(runs):
         return
     st.subheader("Multi-task and sequential vs single-task")
     best = best_table(runs)
-    direct = best[best["regime"].isna()].set_index(["task", "method"])
+    direct = best[best["regime"].isna()].set_index(["task", "method_label"])["mean"]
     rows = []
     for _, r in best[best["regime"].isin(["sequential", "multitask_member"])].iterrows():
-        same = direct[direct["method_label"] == r["method_label"].split(" [")[0]] if not direct.empty else direct
-        base = same.loc[(r["task"], r["method"]), "mean"] if (r["task"], r["method"]) in same.index else None
+        base = direct.get((r["task"], base_label(r["method_label"])))
         rows.append({"task": r["task"], "variant": r["method_label"], "score": round(r["mean"], 2),
                      "single-task": None if base is None else round(base, 2),
                      "difference": None if base is None else round(r["mean"] - base, 2)})
