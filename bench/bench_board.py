@@ -22,9 +22,9 @@ sys.path.insert(0, ROOT)
 import numpy as np  # noqa: E402
 from sqlalchemy import insert  # noqa: E402
 
-from harness.env import device_name, git_state  # noqa: E402
-from harness.report import best_table, leaderboard_table, runs_frame  # noqa: E402
-from harness.store import RunRecord, Store, utcnow  # noqa: E402
+from harness.store.env import device_name, git_state  # noqa: E402
+from harness.report.tables import best_table, leaderboard_table, runs_frame  # noqa: E402
+from harness.store.db import RunRecord, Store, utcnow  # noqa: E402
 
 TASKS = ["cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli"]
 METHODS = [("full", {}), ("linear_probe", {})] + [("houlsby", {"size": s}) for s in (8, 64, 256)] + \

@@ -20,15 +20,15 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from harness.cells import Cell  # noqa: E402
-from harness.env import device_name, git_state  # noqa: E402
-from harness.methods import get_method  # noqa: E402
-from harness.metrics import compute_metrics, main_score, predictions_from_logits  # noqa: E402
-from harness.models import ModelSpec, load_for_task  # noqa: E402
-from harness.params import head_parameter_names  # noqa: E402
-from harness.suite import Hparams  # noqa: E402
-from harness.tasks import get_task  # noqa: E402
-from harness.train import RunContext, train_and_evaluate  # noqa: E402
+from harness.plan.cells import Cell  # noqa: E402
+from harness.store.env import device_name, git_state  # noqa: E402
+from harness.train.methods import get_method  # noqa: E402
+from harness.tasks.metrics import compute_metrics, main_score, predictions_from_logits  # noqa: E402
+from harness.train.models import ModelSpec, load_for_task  # noqa: E402
+from harness.train.params import head_parameter_names  # noqa: E402
+from harness.plan.suite import Hparams  # noqa: E402
+from harness.tasks.registry import get_task  # noqa: E402
+from harness.train.loop import RunContext, train_and_evaluate  # noqa: E402
 
 
 def make_cell(args, method, lr, **hp_overrides) -> Cell:

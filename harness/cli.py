@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_validate(args) -> int:
-    from harness.suite import load_suite
+    from harness.plan.suite import load_suite
 
     suite = load_suite(args.suite)
     cells = suite.cells(num_processes=args.num_processes)
@@ -98,11 +98,11 @@ def cmd_validate(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from harness.runner import run_suite
-    from harness.suite import load_suite
+    from harness.launch.runner import run_suite
+    from harness.plan.suite import load_suite
 
     suite = load_suite(args.suite)  # invalid input: exit 2 before anything is written
-    from harness.store import make_engine, default_db_url
+    from harness.store.db import make_engine, default_db_url
 
     make_engine(args.db or default_db_url()).dispose()  # a bad --db fails here, before any training
     return run_suite(suite, args.db, args.data_dir, args.output_dir, args.retry_failed, cache_dir=args.cache_dir,
@@ -110,9 +110,9 @@ def cmd_run(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from harness.runner import status_rows
-    from harness.store import Store, default_db_url
-    from harness.suite import load_suite
+    from harness.launch.runner import status_rows
+    from harness.store.db import Store, default_db_url
+    from harness.plan.suite import load_suite
 
     suite = load_suite(args.suite)
     url = args.db or default_db_url()
@@ -141,9 +141,9 @@ def cmd_status(args) -> int:
 
 
 def cmd_ls(args) -> int:
-    from harness.methods import METHODS
-    from harness.models import ALIASES
-    from harness.tasks import TASKS
+    from harness.train.methods import METHODS
+    from harness.train.models import ALIASES
+    from harness.tasks.registry import TASKS
 
     print("tasks:")
     for t in TASKS.values():
@@ -160,7 +160,7 @@ def cmd_ls(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from harness.export import export
+    from harness.report.export import export
 
     text = export(args.db, args.format, args.table, args.suite, args.model)
     if args.output:
@@ -173,10 +173,10 @@ def cmd_export(args) -> int:
 
 
 def cmd_params(args) -> int:
-    from harness.accounting import format_rows, param_rows
-    from harness.suite import load_suite
-    from harness.tasks import get_task
-    from harness.train import _quiet_libraries
+    from harness.analysis.accounting import format_rows, param_rows
+    from harness.plan.suite import load_suite
+    from harness.tasks.registry import get_task
+    from harness.train.loop import _quiet_libraries
 
     suite = load_suite(args.suite)
     task = get_task(args.task).name if args.task else None
@@ -188,7 +188,7 @@ def cmd_params(args) -> int:
 
 def _existing_store(url: str | None, read_only: bool = True):
     """A store that must already exist (ablate and compare read runs from it): never creates one."""
-    from harness.store import Store, default_db_url
+    from harness.store.db import Store, default_db_url
 
     try:
         Store(url, read_only=True).engine.dispose()
@@ -209,9 +209,9 @@ def _find_run(store, ref: str):
 
 
 def cmd_ablate(args) -> int:
-    from harness.ablate import ablate
-    from harness.suite import resolve_data_dir
-    from harness.train import RunContext, _quiet_libraries
+    from harness.analysis.ablate import ablate
+    from harness.plan.suite import resolve_data_dir
+    from harness.train.loop import RunContext, _quiet_libraries
 
     store = _existing_store(args.db, read_only=False)
     records = [_find_run(store, ref) for ref in args.runs]  # every reference checked before any work
@@ -237,7 +237,7 @@ def format_ablation(rec, payload: dict) -> str:
 
 
 def cmd_compare(args) -> int:
-    from harness.compare import compare_runs, compare_variants
+    from harness.analysis.compare import compare_runs, compare_variants
 
     store = _existing_store(args.db)
     if args.task:

@@ -6,8 +6,8 @@ import os
 
 import numpy as np
 
-from harness.store import COMPLETED, FAILED, Store
-from harness.suite import parse_suite
+from harness.store.db import COMPLETED, FAILED, Store
+from harness.plan.suite import parse_suite
 
 SUITE = """
 name: fx

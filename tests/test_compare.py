@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from harness.compare import align, paired_bootstrap
-from harness.tasks import get_task
+from harness.analysis.compare import align, paired_bootstrap
+from harness.tasks.registry import get_task
 
 
 def test_always_right_vs_always_wrong():

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from harness.data import load_task_data, read_glue_tsv
+from harness.tasks.data import load_task_data, read_glue_tsv
 from harness.errors import DataNotFoundError, InputError
-from harness.metrics import compute_metrics, main_score
-from harness.tasks import TASKS, get_task
+from harness.tasks.metrics import compute_metrics, main_score
+from harness.tasks.registry import TASKS, get_task
 
 
 @pytest.mark.parametrize("task, train, dev", [

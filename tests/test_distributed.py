@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, write_suite
-from harness.store import Store
+from harness.store.db import Store
 
 LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",

@@ -3,7 +3,7 @@
 import pytest
 
 from conftest import run_cli, write_suite
-from harness.store import Store
+from harness.store.db import Store
 
 
 @pytest.mark.slow

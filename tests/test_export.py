@@ -10,9 +10,9 @@ import pytest
 
 import fixture_store
 from conftest import run_cli
-from harness.export import latex_escape, neutralise_formula, to_csv, to_latex, to_markdown
-from harness.report import best_table, leaderboard_table, runs_frame
-from harness.store import Store
+from harness.report.export import latex_escape, neutralise_formula, to_csv, to_latex, to_markdown
+from harness.report.tables import best_table, leaderboard_table, runs_frame
+from harness.store.db import Store
 
 
 @pytest.fixture(scope="module")

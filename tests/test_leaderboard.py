@@ -83,7 +83,7 @@ def test_tradeoff_runs_and_analyses_pages(store_url, monkeypatch):
 
 
 def test_ablation_matrix_layout():
-    from harness.report import ablation_matrix
+    from harness.report.tables import ablation_matrix
 
     m = ablation_matrix({"num_layers": 2, "baseline": 71.0, "spans": [[0, 0, 70.0], [0, 1, 60.0], [1, 1, 72.0]]})
     assert m.loc[0, 0] == -1.0 and m.loc[0, 1] == -11.0 and m.loc[1, 1] == 1.0 and m.isna().loc[1, 0]
@@ -92,7 +92,7 @@ def test_ablation_matrix_layout():
 def test_empty_and_missing_store_show_help_not_traceback(tmp_path, monkeypatch):
     at = app(f"sqlite:///{tmp_path / 'missing.db'}", monkeypatch)
     assert "No results store" in at.info[0].value and "harness run suites/demo.yaml" in at.info[0].value
-    from harness.store import Store
+    from harness.store.db import Store
 
     Store(f"sqlite:///{tmp_path / 'empty.db'}")
     at = app(f"sqlite:///{tmp_path / 'empty.db'}", monkeypatch)
@@ -112,8 +112,8 @@ def test_real_browser_renders_the_leaderboard(store_url, tmp_path):
 def test_tradeoff_joins_a_sweep_into_a_curve(tmp_path, monkeypatch):
     import json
 
-    from harness.store import Store
-    from harness.suite import parse_suite
+    from harness.store.db import Store
+    from harness.plan.suite import parse_suite
 
     suite = parse_suite("""
 name: sweep

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from harness.methods import METHODS, get_method, reduction_factor
-from harness.models import ModelSpec, load_for_task
-from harness.params import count_total, count_trainable, head_parameter_names
-from harness.tasks import get_task
+from harness.train.methods import METHODS, get_method, reduction_factor
+from harness.train.models import ModelSpec, load_for_task
+from harness.train.params import count_total, count_trainable, head_parameter_names
+from harness.tasks.registry import get_task
 
 D, L, C = 32, 2, 2  # hidden size, layers, labels of the tiny model (conftest.make_tiny_model)
 

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from conftest import ROOT, run_cli, write_suite
-from harness.store import Store
+from harness.store.db import Store
 
 
 def suite_text(model, extra_methods="", budget="{epochs: 1}", tasks="[rte, stsb]", hparams=""):

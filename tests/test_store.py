@@ -5,8 +5,8 @@ import sqlite3
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from harness.store import COMPLETED, FAILED, RUNNING, RunRecord, Store
-from harness.suite import parse_suite
+from harness.store.db import COMPLETED, FAILED, RUNNING, RunRecord, Store
+from harness.plan.suite import parse_suite
 
 SUITE = "name: s\nmodels: [minilm]\ntasks: [rte]\nmethods: [full, linear_probe]\n"
 

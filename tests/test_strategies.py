@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import make_tiny_model, run_cli, write_suite
-from harness.store import Store
+from harness.store.db import Store
 
 L = 2  # layers of the tiny model
 
@@ -57,7 +57,7 @@ def test_multitask_rows_link_to_the_joint_run(strat):
         heads = sum(m.head_params for m in members)
         assert joint.total_params == single.total_params - single.head_params + heads
         # member rows line up with the single-task rows in the leaderboard; the joint row is not a task column
-    from harness.report import best_table, leaderboard_table, runs_frame
+    from harness.report.tables import best_table, leaderboard_table, runs_frame
 
     board = leaderboard_table(best_table(runs_frame(store, "strat")))
     assert "rte+stsb+cola_mean" not in board.columns
@@ -138,7 +138,7 @@ def test_ablation_shape_and_identity(strat):
 
 
 def test_removing_every_adapter_is_the_model_without_adapters(strat):
-    from harness.ablate import _removable, load_trained_adapter
+    from harness.analysis.ablate import _removable, load_trained_adapter
 
     rec = by(strat["store"], task="rte", method="houlsby", regime=None)[0]
     tok, model = load_trained_adapter(rec)
@@ -215,10 +215,10 @@ methods: [full, {{name: houlsby, size: 4}}]
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(str(albert)) and "full" in ln]
     assert lines, proc.stdout
     # the shared block is counted once: ALBERT's encoder is one layer (+ pooler) whatever the depth
-    from harness.accounting import bert_equivalent_params, model_config
-    from harness.models import ModelSpec
-    from harness.params import breakdown
-    from harness.tasks import get_task
+    from harness.analysis.accounting import bert_equivalent_params, model_config
+    from harness.train.models import ModelSpec
+    from harness.train.params import breakdown
+    from harness.tasks.registry import get_task
     from transformers import AutoModelForSequenceClassification
 
     cfg = model_config(ModelSpec(str(albert)), get_task("rte"))
@@ -269,8 +269,8 @@ def test_board_shows_composite_runs_next_to_single_task(strat, monkeypatch):
 
 def test_multitask_adapter_per_task(tiny_bert, small_glue):
     """One adapter per task on the shared frozen base: a batch of task t trains adapter t and head t only."""
-    from harness.suite import parse_suite
-    from harness.train import RunContext, build_model
+    from harness.plan.suite import parse_suite
+    from harness.train.loop import RunContext, build_model
 
     suite = parse_suite(f"""
 name: apt
@@ -281,7 +281,7 @@ methods: [{{name: houlsby, size: 4}}]
     (cell,) = suite.cells()
     assert "adapter per task" in cell.row_label
     tok, model, members, heads, counts = build_model(cell, RunContext(str(small_glue), None), [
-        __import__("harness.tasks", fromlist=["get_task"]).get_task(t) for t in ("rte", "stsb")])
+        __import__("harness.tasks.registry", fromlist=["get_task"]).get_task(t) for t in ("rte", "stsb")])
     per_adapter = L * 2 * (2 * 4 * 32 + 32 + 4)
     assert counts["added_params"] == 2 * per_adapter
     assert counts["trainable_params"] == 2 * per_adapter + (32 * 2 + 2) + (32 + 1)
@@ -304,9 +304,9 @@ methods: [full]
                                                                               ("1e-4", 1), ("1e-4", 2)})])
 def test_suite_ablates_the_best_setting_by_default(tmp_path, monkeypatch, which, expected):
     """`ablate: runs: best` picks, per variant, the first seed of the best-on-dev setting; `all` every run."""
-    import harness.ablate
-    from harness.runner import run_ablations
-    from harness.suite import parse_suite
+    import harness.analysis.ablate
+    from harness.launch.runner import run_ablations
+    from harness.plan.suite import parse_suite
 
     suite = parse_suite(f"""
 name: abl
@@ -323,7 +323,7 @@ ablate: [{{method: houlsby, runs: {which}}}]
         run_id = store.start(cell, cell.config(), "", str(tmp_path))
         store.finish(run_id, "completed", {"score": scores[(cell.hparams["learning_rate"], cell.seed)]})
     seen = []
-    monkeypatch.setattr(harness.ablate, "ablate", lambda rec, ctx: seen.append(rec) or {
+    monkeypatch.setattr(harness.analysis.ablate, "ablate", lambda rec, ctx: seen.append(rec) or {
         "num_layers": 1, "baseline": rec.score, "spans": [[0, 0, rec.score]]})
     assert run_ablations(suite, store, None, lambda line: None) == 0
     assert {(f"{r.learning_rate:.0e}".replace("e-0", "e-"), r.seed) for r in seen} == expected

@@ -4,7 +4,7 @@ import pytest
 
 from conftest import run_cli, write_suite
 from harness.errors import InputError
-from harness.suite import load_suite, parse_suite
+from harness.plan.suite import load_suite, parse_suite
 
 BASE = """
 name: demo
@@ -165,8 +165,8 @@ def test_shipped_suites_validate():
 
 
 def test_ls_lists_every_task_method_and_alias():
-    from harness.methods import METHODS
-    from harness.tasks import TASKS
+    from harness.train.methods import METHODS
+    from harness.tasks.registry import TASKS
 
     proc = run_cli("ls")
     assert proc.returncode == 0, proc.stderr

@@ -14,7 +14,7 @@ import math
 
 import pandas as pd
 
-from harness.tasks import TASKS
+from harness.tasks.registry import TASKS
 
 RUN_COLUMNS = ["id", "suite", "cell_key", "model", "task", "method", "method_label", "method_params", "budget",
                "seed", "learning_rate", "status", "score", "best_score"]
@@ -40,7 +40,7 @@ def runs_frame(store, suite: str | None = None, with_env: bool = False) -> pd.Da
     metric_<name> for every dev metric; env_* provenance columns with with_env."""
     from sqlalchemy import select
 
-    from harness.store import RunRecord
+    from harness.store.db import RunRecord
 
     have = store.columns()
     if not have:

@@ -26,7 +26,7 @@ def breakdown(model: nn.Module, _unused=None) -> dict:
     """The pretrained model's parameters by part: embeddings (for ALBERT the factorised V x E table and the
     E x H projection) and the encoder stack (a cross-layer shared block once, pooler included). Added modules
     (adapters, LoRA, prefixes) and the head are counted elsewhere."""
-    from harness.methods import ADAPTER_NAME
+    from harness.train.methods import ADAPTER_NAME
 
     base = getattr(model, getattr(model, "base_model_prefix", ""), model)
     embedding = encoder = 0

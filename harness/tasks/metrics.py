@@ -11,7 +11,7 @@ import numpy as np
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
-from harness.tasks import Task
+from harness.tasks.registry import Task
 
 
 def _metric(name: str, preds: np.ndarray, labels: np.ndarray) -> float:

@@ -20,7 +20,7 @@ _LAYER = re.compile(r"\.layers?\.(\d+)\.")
 
 def _removable(model) -> dict[int, list[torch.nn.Parameter]]:
     """Per layer index: the parameters whose zeroing removes that layer's adapters."""
-    from harness.methods import ADAPTER_NAME
+    from harness.train.methods import ADAPTER_NAME
 
     by_layer: dict[int, list] = {}
     for name, p in model.named_parameters():
@@ -37,9 +37,9 @@ def load_trained_adapter(record, base_dir: str = "."):
     """Tokenizer and the run's model: base checkpoint + its saved adapter and head."""
     import os
 
-    from harness.methods import get_method
-    from harness.models import ModelSpec, load_for_task
-    from harness.tasks import get_task
+    from harness.train.methods import get_method
+    from harness.train.models import ModelSpec, load_for_task
+    from harness.tasks.registry import get_task
 
     if not record.adapter_path or not os.path.isdir(record.adapter_path):
         raise InputError(f"run {record.id}: no saved adapter (adapter methods save one; looked at "
@@ -57,8 +57,8 @@ def ablate(record, ctx, device: str | None = None) -> dict:
     """The payload of an "adapter_ablation" analysis of one completed run."""
     from transformers import DataCollatorWithPadding
 
-    from harness.tasks import get_task
-    from harness.train import _eval_loader, eval_sets_for, evaluate_task, predict
+    from harness.tasks.registry import get_task
+    from harness.train.loop import _eval_loader, eval_sets_for, evaluate_task, predict
 
     if record.status != "completed":
         raise InputError(f"run {record.id} is {record.status}, not completed")

@@ -14,12 +14,12 @@ import time
 import traceback
 from dataclasses import dataclass
 
-from harness.cells import Cell
-from harness.env import environment
-from harness.progress import Progress
-from harness.store import COMPLETED, FAILED, RUNNING, Store
-from harness.suite import Suite
-from harness.train import RunContext, process_state, train_and_evaluate
+from harness.plan.cells import Cell
+from harness.store.env import environment
+from harness.train.progress import Progress
+from harness.store.db import COMPLETED, FAILED, RUNNING, Store
+from harness.plan.suite import Suite
+from harness.train.loop import RunContext, process_state, train_and_evaluate
 
 
 @dataclass
@@ -128,9 +128,9 @@ def run_suite(suite: Suite, db_url: str | None, data_dir: str | None, output_dir
 def run_ablations(suite: Suite, store: Store, ctx: RunContext, say) -> int:
     """The suite's `ablate` entries: every matching completed single-task run without an ablation gets one.
     Returns the number that failed (each is reported; the others go on)."""
-    from harness.ablate import ablate
+    from harness.analysis.ablate import ablate
 
-    from harness.report import best_setting_runs, runs_frame
+    from harness.report.tables import best_setting_runs, runs_frame
 
     done = {a.run_id for a in store.analyses(suite.name, "adapter_ablation")}
     runs = runs_frame(store, suite.name)

@@ -17,14 +17,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from harness.cells import Cell
-from harness.data import TokenizedCache, lengths, load_task_data
-from harness.methods import ADAPTER_NAME, HEAD_FILE, get_method
-from harness.metrics import compute_metrics, main_score, predictions_from_logits
-from harness.models import ModelSpec, load_for_task
-from harness.params import breakdown, count_total, count_trainable, head_parameter_names
-from harness.progress import Progress
-from harness.tasks import get_task
+from harness.plan.cells import Cell
+from harness.tasks.data import TokenizedCache, lengths, load_task_data
+from harness.train.methods import ADAPTER_NAME, HEAD_FILE, get_method
+from harness.tasks.metrics import compute_metrics, main_score, predictions_from_logits
+from harness.train.models import ModelSpec, load_for_task
+from harness.train.params import breakdown, count_total, count_trainable, head_parameter_names
+from harness.train.progress import Progress
+from harness.tasks.registry import get_task
 
 
 @dataclass

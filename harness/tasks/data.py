@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 
 from harness.errors import DataNotFoundError
-from harness.tasks import Task
+from harness.tasks.registry import Task
 
 log = logging.getLogger(__name__)
 

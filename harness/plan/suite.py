@@ -14,11 +14,11 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
-from harness.cells import Cell
+from harness.plan.cells import Cell
 from harness.errors import InputError, did_you_mean
-from harness.methods import METHODS
-from harness.models import ModelSpec
-from harness.tasks import get_task
+from harness.train.methods import METHODS
+from harness.train.models import ModelSpec
+from harness.tasks.registry import get_task
 
 
 def resolve_data_dir(cli_value: str | None) -> str | None:

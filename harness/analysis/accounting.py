@@ -66,7 +66,7 @@ def bert_equivalent_params(config) -> int:
     """Parameters of a BERT encoder with ALBERT's hidden size, depth, heads, FFN and vocabulary, unshared."""
     from transformers import BertConfig, BertModel
 
-    from harness.params import count_total
+    from harness.train.params import count_total
 
     bert = BertConfig(vocab_size=config.vocab_size, hidden_size=config.hidden_size,
                       num_hidden_layers=config.num_hidden_layers, num_attention_heads=config.num_attention_heads,
@@ -94,10 +94,10 @@ class ParamRow:
 
 
 def param_rows(suite, task_name: str | None = None) -> list[ParamRow]:
-    from harness.cells import method_label
-    from harness.methods import get_method
-    from harness.params import breakdown, count_total, count_trainable, head_parameter_names
-    from harness.tasks import get_task
+    from harness.plan.cells import method_label
+    from harness.train.methods import get_method
+    from harness.train.params import breakdown, count_total, count_trainable, head_parameter_names
+    from harness.tasks.registry import get_task
 
     name, _, schedule = suite.task_slots[0]
     schedule = schedule or {}

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.metrics import compute_metrics, main_score
-from harness.tasks import Task
+from harness.tasks.metrics import compute_metrics, main_score
+from harness.tasks.registry import Task
 
 
 @dataclass
@@ -70,7 +70,7 @@ def align(a, b):
 
 def _predictions_of(record):
     from harness.errors import InputError
-    from harness.tasks import get_task
+    from harness.tasks.registry import get_task
 
     task = get_task(record.task)
     split = task.eval_splits[0].hub_split
@@ -96,8 +96,8 @@ def compare_variants(store, suite: str | None, task_name: str, label_a: str, lab
     """Two method variants across seeds: runs paired by seed (same hyperparameters otherwise: the variant's
     best setting on dev, as the leaderboard picks it), their aligned predictions pooled into one paired sample."""
     from harness.errors import InputError, did_you_mean
-    from harness.report import best_setting_runs, runs_frame
-    from harness.tasks import get_task
+    from harness.report.tables import best_setting_runs, runs_frame
+    from harness.tasks.registry import get_task
 
     task = get_task(task_name)
     runs = runs_frame(store, suite)

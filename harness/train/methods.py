@@ -1,7 +1,7 @@
 """Adaptation methods as registry entries.
 
 A method only decides what is added to the model and which parameters train; every method shares the
-one training loop (harness/train.py). The task head (and any weight the checkpoint did not provide)
+one training loop (harness/train/loop.py). The task head (and any weight the checkpoint did not provide)
 always trains: the loop switches it on after `setup` runs.
 """
 

@@ -1,0 +1,1 @@
+"""Analyses of stored runs: paired comparisons, parameter accounting, adapter ablations."""

@@ -1,0 +1,1 @@
+"""Launching work: the runner that claims cells, trains them and records the outcome."""

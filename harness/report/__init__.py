@@ -1,0 +1,1 @@
+"""Reading the store: tables (Houlsby protocol, leaderboard) and exports."""
