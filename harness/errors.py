@@ -17,3 +17,13 @@ def did_you_mean(name: str, choices) -> str:
     """' (did you mean "x"?)' when a close match exists, else ''."""
     close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.6)
     return f' (did you mean "{close[0]}"?)' if close else ""
+
+
+class Preempted(Exception):
+    """A stop signal (SIGUSR1, SIGUSR2 or SIGTERM: Slurm's warning before a time limit or preemption) arrived
+    while a cell trained. The loop checkpointed the cell in its output directory before raising this; the runner
+    gives the cell's claim back (it stays pending, so the next worker resumes it) and the worker exits with
+    EXIT_PREEMPTED so a requeued Slurm task carries on."""
+
+
+EXIT_PREEMPTED = 3
