@@ -29,6 +29,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", default=None, help="tokenized-data cache, default OUTPUT_DIR/cache")
     p.add_argument("--retry-failed", action="store_true", help="also re-run cells that failed before")
     p.add_argument("--no-progress", action="store_true", help="no progress bars or lines")
+    p.add_argument("--heartbeat-s", type=float, default=None,
+                   help="how often a worker refreshes the lease of the cell it trains (default: "
+                        "$HARNESS_HEARTBEAT_S, else 30)")
+    p.add_argument("--lease-timeout-s", type=float, default=None,
+                   help="a lease without a heartbeat for this long is stale and its cell is taken over by the next "
+                        "worker (default: $HARNESS_LEASE_TIMEOUT_S, else 300)")
 
     p = sub.add_parser("validate", help="check a suite and print its grid size; trains nothing")
     p.add_argument("suite")
@@ -41,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-processes", type=int, default=None,
                    help="process count the suite runs with (part of the cell key; default: any count seen "
                         "in the store, else 1)")
+    p.add_argument("--lease-timeout-s", type=float, default=None,
+                   help="a running cell whose last heartbeat is older than this is shown stale (default: "
+                        "$HARNESS_LEASE_TIMEOUT_S, else 300)")
 
     sub.add_parser("ls", help="list tasks, methods and model aliases")
 
@@ -106,7 +115,32 @@ def cmd_run(args) -> int:
 
     make_engine(args.db or default_db_url()).dispose()  # a bad --db fails here, before any training
     return run_suite(suite, args.db, args.data_dir, args.output_dir, args.retry_failed, cache_dir=args.cache_dir,
-                     show_progress=not args.no_progress)
+                     show_progress=not args.no_progress, heartbeat_s=args.heartbeat_s,
+                     lease_timeout_s=args.lease_timeout_s)
+
+
+def _who(rec) -> str:
+    """worker, host, pid and Slurm job of a record's (last) lease."""
+    host = getattr(rec, "host", None)
+    if not host:
+        return "an earlier harness"
+    text = f"{host} pid {rec.pid}"
+    if rec.slurm_job_id:
+        text += f", Slurm job {rec.slurm_job_id}"
+        if rec.slurm_array_task_id is not None:
+            text += f"_{rec.slurm_array_task_id}"
+        if rec.slurm_restart_count:
+            text += f" (requeued {rec.slurm_restart_count}x)"
+    return text
+
+
+def _ago(when) -> str:
+    from harness.store.lease import utcnow
+
+    if when is None:
+        return "never"
+    s = max(0, int((utcnow() - when).total_seconds()))
+    return f"{s}s ago" if s < 120 else f"{s // 60}m ago" if s < 7200 else f"{s // 3600}h ago"
 
 
 def cmd_status(args) -> int:
@@ -124,18 +158,22 @@ def cmd_status(args) -> int:
     if nprocs is None:  # the process count is part of the key: use the one the store has results for
         seen = {r.num_processes for r in store.records(suite.name)} if store else set()
         nprocs = seen.pop() if len(seen) == 1 else 1
-    rows = status_rows(suite, store, nprocs)
+    rows = status_rows(suite, store, nprocs, args.lease_timeout_s)
     counts: dict[str, int] = {}
     for row in rows:
-        rec = row["record"]
-        counts[row["status"]] = counts.get(row["status"], 0) + 1
+        rec, status = row["record"], row["status"]
+        counts[status] = counts.get(status, 0) + 1
         detail = ""
-        if rec is not None and rec.status == "completed":
-            detail = f"score {rec.score:.2f}  {rec.train_time_s:.0f}s"
-        elif rec is not None and rec.status == "failed":
+        if status == "completed":
+            detail = f"score {rec.score:.2f}  {rec.train_time_s:.0f}s  by {_who(rec)}"
+        elif status == "failed":
             detail = (rec.error or "").splitlines()[0][:120] if rec.error else ""
-        print(f"{row['status']:<20} {row['cell'].key}  {row['cell'].label}  {detail}".rstrip())
-    summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+        elif status in ("running", "stale"):
+            detail = (f"by {_who(rec)}, since {_ago(rec.started_at)}, last heartbeat {_ago(rec.heartbeat_at)}"
+                      f", attempt {rec.attempts}")
+        print(f"{status:<10} {row['cell'].key}  {row['cell'].label}  {detail}".rstrip())
+    order = ("completed", "running", "stale", "pending", "failed")
+    summary = ", ".join(f"{counts[s]} {s}" for s in order if counts.get(s))
     print(f"suite {suite.name} ({nprocs} process(es)): {len(rows)} cells: {summary}")
     return 0
 

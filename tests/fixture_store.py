@@ -43,15 +43,15 @@ def build(path, predictions_dir=None) -> str:
     for cell in parse_suite(SUITE, "fx.yaml").cells():
         score = SCORES[(cell.task, cell.method, cell.hparams["learning_rate"])][cell.seed - 1]
         out = os.path.join(predictions_dir, cell.key) if predictions_dir else None
-        rid = store.start(cell, cell.config(), "accelerate launch harness/run.py fx.yaml", out)
+        claim = store.start(cell, cell.config(), "accelerate launch harness/run.py fx.yaml", out)
         if score is None:
-            store.finish(rid, FAILED, {"error": "FloatingPointError: loss is not finite at step 3"})
+            store.finish(claim, FAILED, {"error": "FloatingPointError: loss is not finite at step 3"})
             continue
         adapters = cell.method == "houlsby"
         total = TOTAL + (ADDED if adapters else 0)
         trainable = (ADDED + 770) if adapters else TOTAL
         metric = "accuracy" if cell.task == "rte" else "f1"
-        store.finish(rid, COMPLETED, {
+        store.finish(claim, COMPLETED, {
             "score": score, "best_score": score + 1, "metrics": {metric: score}, "best_metrics": {metric: score + 1},
             "history": [{"step": 10, "epoch": 1.0, "score": score - 5, "metrics": {}},
                         {"step": 20, "epoch": 2.0, "score": score, "metrics": {}}],
@@ -62,7 +62,7 @@ def build(path, predictions_dir=None) -> str:
         })
         if adapters and cell.task == "rte" and cell.seed == 1 and cell.hparams["learning_rate"] == 1e-4:
             spans = [[i, j, 71.0 - 3.0 * (j - i + 1)] for i in range(6) for j in range(i, 6)]
-            store.add_analysis(rid, "adapter_ablation", {"num_layers": 6, "baseline": 71.0, "spans": spans})
+            store.add_analysis(claim.id, "adapter_ablation", {"num_layers": 6, "baseline": 71.0, "spans": spans})
         if out and cell.task == "rte":
             os.makedirs(out, exist_ok=True)
             # predictions whose accuracy on the 200 common examples follows the method

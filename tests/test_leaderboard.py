@@ -124,8 +124,8 @@ methods: [full, {name: houlsby, size: [8, 64, 256]}]
     url = f"sqlite:///{tmp_path / 's.db'}"
     store = Store(url)
     for cell, (score, trained) in zip(suite.cells(), [(70, 1e6), (60, 1e3), (66, 1e4), (68, 1e5)]):
-        run_id = store.start(cell, cell.config(), "", str(tmp_path))
-        store.finish(run_id, "completed", {"score": score, "trainable_params": trained, "total_params": 1e6,
+        claim = store.start(cell, cell.config(), "", str(tmp_path))
+        store.finish(claim, "completed", {"score": score, "trainable_params": trained, "total_params": 1e6,
                                            "added_params": 0, "trainable_pct": 100 * trained / 1e6})
     at = app(url, monkeypatch)
     at.sidebar.radio[1].set_value("Trade-off").run()

@@ -15,17 +15,18 @@ def test_start_finish_and_restart(tmp_path):
     url = f"sqlite:///{tmp_path / 'h.db'}"
     store = Store(url)
     cell = parse_suite(SUITE, "s.yaml").cells()[0]
-    rid = store.start(cell, cell.config(), "cmd", "out")
+    claim = store.start(cell, cell.config(), "cmd", "out")
+    rid = claim.id
     assert store.get(rid).status == RUNNING
-    store.finish(rid, FAILED, {"error": "ValueError: boom"})
+    store.finish(claim, FAILED, {"error": "ValueError: boom"})
     rec = store.by_key("s")[cell.key]
     assert rec.status == FAILED and rec.error == "ValueError: boom" and rec.finished_at is not None
     # running it again reuses the row: one record per (suite, cell)
-    rid2 = store.start(cell, cell.config(), "cmd", "out")
-    assert rid2 == rid
+    claim2 = store.start(cell, cell.config(), "cmd", "out")
+    assert claim2.id == rid and claim2.attempt == 2
     rec = store.get(rid)
     assert rec.status == RUNNING and rec.error is None and rec.attempts == 2
-    store.finish(rid, COMPLETED, {"score": 71.5, "metrics": {"accuracy": 71.5}, "env": {"torch": "x"}})
+    store.finish(claim2, COMPLETED, {"score": 71.5, "metrics": {"accuracy": 71.5}, "env": {"torch": "x"}})
     assert store.get(rid).as_dict()["metrics"] == {"accuracy": 71.5}
     assert len(store.records()) == 1
 

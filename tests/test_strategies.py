@@ -320,8 +320,8 @@ ablate: [{{method: houlsby, runs: {which}}}]
     store = Store(f"sqlite:///{tmp_path / 'a.db'}")
     scores = {(1e-3, 1): 70.0, (1e-3, 2): 72.0, (1e-4, 1): 80.0, (1e-4, 2): 50.0}  # means 71 vs 65: 1e-3 wins
     for cell in suite.cells():
-        run_id = store.start(cell, cell.config(), "", str(tmp_path))
-        store.finish(run_id, "completed", {"score": scores[(cell.hparams["learning_rate"], cell.seed)]})
+        claim = store.start(cell, cell.config(), "", str(tmp_path))
+        store.finish(claim, "completed", {"score": scores[(cell.hparams["learning_rate"], cell.seed)]})
     seen = []
     monkeypatch.setattr(harness.analysis.ablate, "ablate", lambda rec, ctx: seen.append(rec) or {
         "num_layers": 1, "baseline": rec.score, "spans": [[0, 0, rec.score]]})

@@ -1,48 +1,31 @@
-"""Runs a suite: plans which cells need work, trains them one at a time, records every outcome.
+"""Runs a suite as one worker: claims the next free cell from the store, trains it, records it, until no cell
+is left. Any number of workers (processes, nodes, Slurm array tasks) can run the same suite on one store: the
+store hands each cell to one of them (harness.store.db).
 
-Every process of an `accelerate launch` runs this; rank 0 decides the plan (and broadcasts it) and is the
-only one that writes to the store or the output directory.
+Every process of an `accelerate launch` runs this; rank 0 claims (and broadcasts the claimed cell), keeps the
+lease's heartbeat and is the only one that writes to the store or the output directory: the group of ranks is
+one worker.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
 import shlex
 import sys
 import time
 import traceback
-from dataclasses import dataclass
 
-from harness.plan.cells import Cell
-from harness.store.env import environment
-from harness.train.progress import Progress
-from harness.store.db import COMPLETED, FAILED, RUNNING, Store
+from harness import atomic
+from harness.errors import EXIT_PREEMPTED, Preempted
+from harness.launch.worker import Heartbeat, lease_timing
 from harness.plan.suite import Suite
+from harness.store.db import (COMPLETED, FAILED, PENDING, RUNNING, Claim, LeaseLost, Store,
+                              sqlite_location_warning)
+from harness.store.env import environment
+from harness.store.lease import current_worker
 from harness.train.loop import RunContext, process_state, train_and_evaluate
-
-
-@dataclass
-class Plan:
-    todo: list[Cell]
-    skipped_done: list[Cell]
-    skipped_failed: list[Cell]
-
-
-def plan_cells(cells: list[Cell], store: Store, suite: str, retry_failed: bool) -> Plan:
-    """Completed cells are skipped; failed ones too unless retry_failed; 'running' ones were left behind by a
-    killed process, so they run again."""
-    records = store.by_key(suite)
-    todo, done, failed = [], [], []
-    for cell in cells:
-        rec = records.get(cell.key)
-        if rec is not None and rec.status == COMPLETED:
-            done.append(cell)
-        elif rec is not None and rec.status == FAILED and not retry_failed:
-            failed.append(cell)
-        else:
-            todo.append(cell)
-    return Plan(todo, done, failed)
+from harness.train.progress import Progress
 
 
 def reproduce_command(suite_path: str, num_processes: int) -> str:
@@ -56,43 +39,87 @@ def _error_text(exc: BaseException) -> str:
     return text if len(text) < 2000 else text[:2000] + " …"
 
 
+def _queue_summary(store: Store, suite: Suite, keys: set[str], retry_failed: bool) -> dict[str, int]:
+    counts = {s: 0 for s in ("pending", "running", "completed", "failed")}
+    for key, rec in store.by_key(suite.name).items():
+        if key in keys:
+            counts[rec.status] = counts.get(rec.status, 0) + 1
+    return counts
+
+
 def run_suite(suite: Suite, db_url: str | None, data_dir: str | None, output_dir: str, retry_failed: bool,
-              cache_dir: str | None = None, show_progress: bool = True) -> int:
-    """Returns the exit code: 1 if any cell failed in this run, else 0."""
+              cache_dir: str | None = None, show_progress: bool = True, heartbeat_s: float | None = None,
+              lease_timeout_s: float | None = None) -> int:
+    """Returns the exit code: 1 if a cell failed in this worker, EXIT_PREEMPTED if a stop signal came (the cell
+    in progress was checkpointed and given back), else 0."""
     from accelerate.utils import broadcast_object_list
 
+    beat_s, timeout_s = lease_timing(heartbeat_s, lease_timeout_s)
     state = process_state()
     main = state.is_main_process
+    output_dir = os.path.abspath(output_dir)
     cells = suite.cells(num_processes=state.num_processes)
+    by_key = {c.key: c for c in cells}
+    keys = [c.key for c in cells]
+    command = reproduce_command(suite.path, state.num_processes)
+    worker = current_worker()
     store = Store(db_url) if main else None
-    plan_holder = [None]
-    if main:
-        plan_holder[0] = plan_cells(cells, store, suite.name, retry_failed)
-    if state.num_processes > 1:
-        broadcast_object_list(plan_holder, from_process=0)
-    plan: Plan = plan_holder[0]
 
     def say(line: str) -> None:
         if main:
             print(line, file=sys.stderr, flush=True)
 
-    say(f"suite {suite.name}: {len(cells)} cells, {len(plan.skipped_done)} already completed (skipped), "
-        f"{len(plan.skipped_failed)} failed before (skipped; --retry-failed runs them), {len(plan.todo)} to run "
-        f"on {state.num_processes} process(es)")
+    if main:
+        warning = sqlite_location_warning(store.url)
+        if warning:
+            say(f"warning: {warning}")
+        store.enqueue(cells, command, output_dir)
+        n = _queue_summary(store, suite, set(keys), retry_failed)
+        slurm = (f", Slurm job {worker.slurm_job_id}" + (f" task {worker.slurm_array_task_id}"
+                 if worker.slurm_array_task_id is not None else "") if worker.slurm_job_id else "")
+        say(f"suite {suite.name}: {len(cells)} cells, {n['completed']} already completed (skipped), "
+            f"{n['failed']} failed before ({'retried' if retry_failed else 'skipped; --retry-failed runs them'}), "
+            f"{n['running']} running elsewhere, {n['pending']} to run; worker {worker.worker_id} with "
+            f"{state.num_processes} process(es){slurm}")
     ctx = RunContext(data_dir=suite.data_dir(data_dir), cache_dir=cache_dir or os.path.join(output_dir, "cache"),
                      model_base_dir=os.path.dirname(os.path.abspath(suite.path)), show_progress=show_progress)
-    suite_bar = Progress(len(plan.todo), f"suite {suite.name}", enabled=main, unit="cell", bars=show_progress)
-    command = reproduce_command(suite.path, state.num_processes)
-    failures = 0
-    for cell in plan.todo:
-        cell_dir = os.path.abspath(os.path.join(output_dir, suite.name, cell.key))
-        run_id = store.start(cell, cell.config(), command, cell_dir) if main else None
-        suite_bar.write(f"cell {cell.key}: {cell.label}")
+    total = n["pending"] + (n["failed"] if retry_failed else 0) if main else 0
+    suite_bar = Progress(total, f"suite {suite.name}", enabled=main, unit="cell", bars=show_progress)
+    done = failures = 0
+    other_hosts_said = False
+    while True:
+        holder = [None]
+        if main:
+            claim = store.claim_next(suite.name, keys, worker, retry_failed=retry_failed, lease_timeout_s=timeout_s,
+                                     command=command, output_root=output_dir)
+            holder[0] = claim
+            if store.backend == "sqlite" and not other_hosts_said:
+                others = store.hosts_holding_leases(suite.name) - {worker.host}
+                if others:
+                    other_hosts_said = True
+                    say(f"warning: workers on other hosts ({', '.join(sorted(others))}) share this SQLite store: "
+                        f"its locking is only safe on one host; use PostgreSQL for several machines")
+        if state.num_processes > 1:
+            broadcast_object_list(holder, from_process=0)
+        claim: Claim | None = holder[0]
+        if claim is None:
+            break
+        cell = by_key[claim.cell_key]
+        cell_dir = os.path.join(output_dir, suite.name, cell.key)
+        how = {"running": ", taking over a stale lease", "failed": ", retrying a failure"}.get(claim.previous_status, "")
+        suite_bar.write(f"cell {cell.key}: {cell.label} (attempt {claim.attempt}{how})")
         t0 = time.perf_counter()
         try:
-            result = train_and_evaluate(cell, ctx, output_dir=cell_dir)
+            with Heartbeat(store, claim, beat_s) if main else contextlib.nullcontext():
+                result = train_and_evaluate(cell, ctx, output_dir=cell_dir)
             status, error = COMPLETED, None
-        except KeyboardInterrupt:
+        except (Preempted, KeyboardInterrupt) as stop:
+            if main:
+                store.release(claim)
+                say(f"cell {cell.key}: {'stopped by a signal, checkpointed' if isinstance(stop, Preempted) else 'interrupted'}"
+                    f"; given back to the queue (the next worker resumes it)")
+            if isinstance(stop, Preempted):
+                return EXIT_PREEMPTED
             raise
         except Exception as exc:  # recorded, and the suite goes on
             failures += 1
@@ -102,27 +129,42 @@ def run_suite(suite: Suite, db_url: str | None, data_dir: str | None, output_dir
                 traceback.print_exc(file=sys.stderr)
             _release_memory()
         if main:
-            env = environment(state.num_processes, result.pop("mixed_precision", None),
-                              result.pop("distributed_type", None))
-            children = _child_rows(result)
-            extra = {k: result.pop(k) for k in ("encoder_checksum", "stage_train_time_s") if k in result}
-            rec = store.finish(run_id, status, {**result, "error": error, "env": env, "extra": extra or None})
-            for suffix, fields in children:
-                store.add_child(run_id, suffix, {**fields, "status": status, "env": env})
-            _write_json(cell_dir, rec.as_dict())
-            took = time.perf_counter() - t0
-            if status == COMPLETED:
-                suite_bar.write(f"cell {cell.key}: completed in {took:.0f}s, score {rec.score:.2f} "
-                                f"(best {rec.best_score:.2f}), {rec.trainable_pct:.3g}% of {rec.total_params:,} params trainable")
-            else:
-                suite_bar.write(f"cell {cell.key}: FAILED after {took:.0f}s: {error}")
+            _record(store, claim, cell_dir, status, error, result, state.num_processes, suite_bar,
+                    time.perf_counter() - t0)
+        done += 1
         suite_bar.update(1)
     suite_bar.close()
-    say(f"suite {suite.name}: {len(plan.todo) - failures} completed, {failures} failed, "
-        f"{len(plan.skipped_done)} skipped (already completed)")
+    say(f"suite {suite.name}: this worker ran {done} cell(s): {done - failures} completed, {failures} failed; "
+        f"no claimable cell left")
     if main and suite.model.ablate:
         failures += run_ablations(suite, store, ctx, say)
     return 1 if failures else 0
+
+
+def _record(store: Store, claim: Claim, cell_dir: str, status: str, error: str | None, result: dict,
+            num_processes: int, bar: Progress, took: float) -> None:
+    """One transaction: the row, its stage / member rows and the status; record.json is written (atomically)
+    inside it, so a completed row never lacks its files and a kill before the commit leaves the cell
+    claimable."""
+    env = environment(num_processes, result.pop("mixed_precision", None), result.pop("distributed_type", None))
+    children = _child_rows(result)
+    extra = {k: result.pop(k) for k in ("encoder_checksum", "stage_train_time_s") if k in result}
+    fields = {**result, "error": error, "env": env, "extra": extra or None}
+    children = [(suffix, {**f, "status": str(status), "env": env}) for suffix, f in children]
+
+    def write_files(record: dict, child_records: list[dict]) -> None:
+        atomic.write_json(os.path.join(cell_dir, "record.json"), {**record, "children": child_records})
+
+    try:
+        rec = store.finish(claim, status, fields, children, before_commit=write_files)
+    except LeaseLost as exc:
+        bar.write(f"cell {claim.cell_key}: {exc}")
+        return
+    if status == COMPLETED:
+        bar.write(f"cell {claim.cell_key}: completed in {took:.0f}s, score {rec.score:.2f} "
+                  f"(best {rec.best_score:.2f}), {rec.trainable_pct:.3g}% of {rec.total_params:,} params trainable")
+    else:
+        bar.write(f"cell {claim.cell_key}: FAILED after {took:.0f}s: {error}")
 
 
 def run_ablations(suite: Suite, store: Store, ctx: RunContext, say) -> int:
@@ -160,11 +202,11 @@ def run_ablations(suite: Suite, store: Store, ctx: RunContext, say) -> int:
 
 
 def _child_rows(result: dict) -> list[tuple[str, dict]]:
-    """The rows a sequential cell's earlier stages and a multi-task cell's member tasks get in the store (keys
-    that are not store columns are left out by Store.add_child)."""
+    """The rows a sequential cell's earlier stages and a multi-task cell's member tasks get in the store."""
     rows = []
     for st in result.pop("stages", []):
-        checksum = st.get("encoder_checksum")
+        st = {k: v for k, v in st.items() if k not in ("mixed_precision", "distributed_type")}  # in the env
+        checksum = st.pop("encoder_checksum", None)
         rows.append((f"stage{st['stage']}", {**st, "regime": "sequential_stage",
                                              "extra": {"encoder_checksum": checksum} if checksum else None}))
     for i, m in enumerate(result.pop("members", [])):
@@ -182,21 +224,21 @@ def _release_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def _write_json(cell_dir: str, record: dict) -> None:
-    os.makedirs(cell_dir, exist_ok=True)
-    tmp = os.path.join(cell_dir, "record.json.tmp")
-    with open(tmp, "w") as f:
-        json.dump(record, f, indent=2, default=str)
-    os.replace(tmp, os.path.join(cell_dir, "record.json"))
+def status_rows(suite: Suite, store: Store | None, num_processes: int = 1,
+                lease_timeout_s: float | None = None) -> list[dict]:
+    """Per cell: pending (queued, or not yet seen by any worker), running (a live lease), stale (a lease whose
+    heartbeat is older than the lease timeout: the next worker takes it over), completed, failed."""
+    from harness.store.lease import utcnow
 
-
-def status_rows(suite: Suite, store: Store | None, num_processes: int = 1) -> list[dict]:
+    _, timeout = lease_timing(None, lease_timeout_s)
     records = store.by_key(suite.name) if store is not None and store.columns() else {}
-    rows = []
+    now, rows = utcnow(), []
     for cell in suite.cells(num_processes=num_processes):
         rec = records.get(cell.key)
-        status = "pending" if rec is None else rec.status
-        if status == RUNNING:
-            status = "running (or killed)"
+        status = PENDING.value if rec is None else str(rec.status)
+        if status == RUNNING.value:
+            beat = getattr(rec, "heartbeat_at", None)
+            if beat is None or (now - beat).total_seconds() > timeout:
+                status = "stale"
         rows.append({"cell": cell, "status": status, "record": rec})
     return rows

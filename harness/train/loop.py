@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from harness import atomic
 from harness.plan.cells import Cell
 from harness.tasks.data import TokenizedCache, lengths, load_task_data
 from harness.train.methods import ADAPTER_NAME, HEAD_FILE, get_method
@@ -385,10 +386,18 @@ def save_adapter(model, head: set, out_dir: str) -> int:
     stitch both in (method pretrained_adapter). Returns the bytes on disk."""
     from safetensors.torch import save_file
 
-    model.save_adapter(out_dir, ADAPTER_NAME)
-    save_file({n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if n in head},
-              os.path.join(out_dir, HEAD_FILE))
+    def write(tmp: str) -> None:
+        model.save_adapter(tmp, ADAPTER_NAME)
+        save_file({n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if n in head},
+                  os.path.join(tmp, HEAD_FILE))
+
+    atomic.write_dir(out_dir, write)   # a kill mid-save never leaves half an adapter under the final name
     return sum(os.path.getsize(os.path.join(out_dir, f)) for f in os.listdir(out_dir))
+
+
+def _savez(path: str, arrays: dict) -> None:
+    with open(path, "wb") as f:   # a file object: numpy would append .npz to a temporary name
+        np.savez_compressed(f, **arrays)
 
 
 def train_and_evaluate(cell: Cell, ctx: RunContext, output_dir: str | None = None) -> dict:
@@ -596,9 +605,9 @@ def _train(cell: Cell, ctx: RunContext, tasks: list, output_dir: str | None, han
             [(output_dir, per_task[0])]
         for out, rec in outs:
             os.makedirs(out, exist_ok=True)
-            np.savez_compressed(os.path.join(out, "predictions.npz"),
-                                **{f"{split}_{part}": arr for split, arrs in rec["predictions"].items()
-                                   for part, arr in zip(("idx", "pred", "label"), arrs)})
+            arrays = {f"{split}_{part}": arr for split, arrs in rec["predictions"].items()
+                      for part, arr in zip(("idx", "pred", "label"), arrs)}
+            atomic.write_file(os.path.join(out, "predictions.npz"), lambda tmp: _savez(tmp, arrays))
         if method.uses_adapters and trains and not multi:
             adapter_dir = os.path.join(output_dir, "adapter")
             result["adapter_bytes"] = save_adapter(first, heads[0], adapter_dir)

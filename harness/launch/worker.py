@@ -1,0 +1,68 @@
+"""The worker side of a lease: a thread that keeps the claimed cell's heartbeat fresh while it trains.
+
+Lease timing comes from the command line or the environment (HARNESS_HEARTBEAT_S, HARNESS_LEASE_TIMEOUT_S),
+so every worker of a Slurm array gets the same without repeating flags.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+
+from harness.errors import InputError
+from harness.store.db import DEFAULT_HEARTBEAT_S, DEFAULT_LEASE_TIMEOUT_S, Claim, Store
+
+
+def lease_timing(heartbeat_s: float | None, lease_timeout_s: float | None) -> tuple[float, float]:
+    def pick(value, env, default, flag):
+        if value is None:
+            raw = os.environ.get(env)
+            try:
+                value = float(raw) if raw else default
+            except ValueError:
+                raise InputError(f"{env}: not a number of seconds: {raw!r}") from None
+        if not value > 0:
+            raise InputError(f"{flag}: must be a positive number of seconds, not {value}")
+        return float(value)
+
+    beat = pick(heartbeat_s, "HARNESS_HEARTBEAT_S", DEFAULT_HEARTBEAT_S, "--heartbeat-s")
+    timeout = pick(lease_timeout_s, "HARNESS_LEASE_TIMEOUT_S", DEFAULT_LEASE_TIMEOUT_S, "--lease-timeout-s")
+    if timeout < 2 * beat:
+        raise InputError(f"--lease-timeout-s ({timeout:g}) must be at least twice --heartbeat-s ({beat:g}): "
+                         f"one late heartbeat would otherwise hand a live worker's cell to another")
+    return beat, timeout
+
+
+class Heartbeat:
+    """Refreshes the lease every `interval_s` on its own thread (its own database connection). A database
+    hiccup is retried at the next beat; a lost lease (another worker took the cell over after a stall) is said
+    once: the training goes on, and its result is refused when it is recorded."""
+
+    def __init__(self, store: Store, claim: Claim, interval_s: float):
+        self.store, self.claim, self.interval_s = store, claim, interval_s
+        self.lost = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{claim.cell_key}", daemon=True)
+
+    def __enter__(self) -> "Heartbeat":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                alive = self.store.heartbeat(self.claim)
+            except Exception as exc:  # the database may be briefly out of reach: the lease timeout allows for it
+                print(f"warning: heartbeat of cell {self.claim.cell_key} failed ({type(exc).__name__}: {exc}); "
+                      f"retrying", file=sys.stderr, flush=True)
+                continue
+            if not alive:
+                self.lost = True
+                print(f"warning: cell {self.claim.cell_key}: lease lost (another worker took it over after this "
+                      f"one missed its heartbeats); its result will not be recorded", file=sys.stderr, flush=True)
+                return
