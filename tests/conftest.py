@@ -120,3 +120,24 @@ def run_cli(*args, cwd=None, env=None, timeout=600) -> subprocess.CompletedProce
 def write_suite(path: Path, text: str) -> Path:
     path.write_text(text.lstrip())
     return path
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A real PostgreSQL server for the session (stopped at the end)."""
+    from pgserver import PostgresServer, postgres_bin
+
+    if postgres_bin() is None:
+        pytest.fail("PostgreSQL server binaries not found: apt-get install postgresql (.ci/run does)")
+    server = PostgresServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):
+    """A fresh, empty store: an SQLite file, or a new database on the session's PostgreSQL server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'h.db'}"
+    server = request.getfixturevalue("pg_server")
+    return server.create_database(f"t_{os.getpid()}_{len(os.listdir(tmp_path.parent))}_{tmp_path.name}"[:60])

@@ -28,6 +28,9 @@ from harness.train.loop import RunContext, process_state, train_and_evaluate
 from harness.train.progress import Progress
 
 
+WAIT = "wait"   # what rank 0 broadcasts while only other workers' cells are left
+
+
 def reproduce_command(suite_path: str, num_processes: int) -> str:
     launcher = ("accelerate launch" if num_processes == 1 else
                 f"accelerate launch --multi_gpu --num_processes {num_processes}")
@@ -87,12 +90,16 @@ def run_suite(suite: Suite, db_url: str | None, data_dir: str | None, output_dir
     suite_bar = Progress(total, f"suite {suite.name}", enabled=main, unit="cell", bars=show_progress)
     done = failures = 0
     other_hosts_said = False
+    poll_s = min(max(beat_s, 1.0), timeout_s / 3)
+    waiting_said = False
     while True:
         holder = [None]
         if main:
             claim = store.claim_next(suite.name, keys, worker, retry_failed=retry_failed, lease_timeout_s=timeout_s,
                                      command=command, output_root=output_dir)
-            holder[0] = claim
+            # nothing claimable but cells still running elsewhere: wait, since a worker that dies leaves its
+            # cell to whoever is still there once its lease goes stale (a suite finishes while one worker lives)
+            holder[0] = claim if claim is not None else (WAIT if store.running_count(suite.name, keys) else None)
             if store.backend == "sqlite" and not other_hosts_said:
                 others = store.hosts_holding_leases(suite.name) - {worker.host}
                 if others:
@@ -101,9 +108,17 @@ def run_suite(suite: Suite, db_url: str | None, data_dir: str | None, output_dir
                         f"its locking is only safe on one host; use PostgreSQL for several machines")
         if state.num_processes > 1:
             broadcast_object_list(holder, from_process=0)
-        claim: Claim | None = holder[0]
+        claim = holder[0]
         if claim is None:
             break
+        if claim == WAIT:
+            if not waiting_said:
+                waiting_said = True
+                say(f"suite {suite.name}: no cell left to claim; waiting for the cells other workers are running "
+                    f"(a stale lease is taken over after {timeout_s:g}s without a heartbeat)")
+            time.sleep(poll_s)
+            continue
+        waiting_said = False
         cell = by_key[claim.cell_key]
         cell_dir = os.path.join(output_dir, suite.name, cell.key)
         how = {"running": ", taking over a stale lease", "failed": ", retrying a failure"}.get(claim.previous_status, "")

@@ -351,6 +351,18 @@ class Store:
     def children(self, parent_id: int) -> list[RunRecord]:
         return self._rows(RunRecord, parent_id=parent_id)
 
+    def running_count(self, suite: str, keys: list[str]) -> int:
+        """Cells among `keys` that other workers hold (live or stale leases)."""
+        from sqlalchemy import func
+
+        n = 0
+        with self.engine.connect() as conn:
+            for chunk in _chunks(list(keys), 2000):
+                n += conn.execute(select(func.count()).select_from(RunRecord).where(
+                    RunRecord.suite == suite, RunRecord.status == RUNNING.value,
+                    RunRecord.cell_key.in_(chunk))).scalar_one()
+        return n
+
     def hosts_holding_leases(self, suite: str) -> set[str]:
         with self.engine.connect() as conn:
             return {h for (h,) in conn.execute(select(RunRecord.host).distinct().where(
@@ -427,6 +439,12 @@ class Store:
         gone = self._gone_leases(suite, worker)
         if gone:
             claimable.append(and_(R.status == RUNNING.value, R.id.in_(gone)))
+        if worker.slurm_job_id:   # our own earlier incarnation: Slurm runs one instance of a (job, array task)
+            claimable.append(and_(R.status == RUNNING.value, R.slurm_job_id == worker.slurm_job_id,
+                                  R.slurm_array_task_id.is_(None) if worker.slurm_array_task_id is None
+                                  else R.slurm_array_task_id == worker.slurm_array_task_id,
+                                  or_(R.slurm_restart_count.is_(None),
+                                      R.slurm_restart_count < (worker.slurm_restart_count or 0))))
         if retry_failed:   # only failures from before this worker started: not the ones it just made
             claimable.append(and_(R.status == FAILED.value, R.finished_at < (worker.started_at or now)))
         with self._write() as conn:
