@@ -110,6 +110,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_status(args) -> int:
+    from harness.enums import Status
     from harness.launch.runner import status_rows
     from harness.store.db import Store, default_db_url
     from harness.plan.suite import load_suite
@@ -130,9 +131,9 @@ def cmd_status(args) -> int:
         rec = row["record"]
         counts[row["status"]] = counts.get(row["status"], 0) + 1
         detail = ""
-        if rec is not None and rec.status == "completed":
+        if rec is not None and rec.status == Status.COMPLETED:
             detail = f"score {rec.score:.2f}  {rec.train_time_s:.0f}s"
-        elif rec is not None and rec.status == "failed":
+        elif rec is not None and rec.status == Status.FAILED:
             detail = (rec.error or "").splitlines()[0][:120] if rec.error else ""
         print(f"{row['status']:<20} {row['cell'].key}  {row['cell'].label}  {detail}".rstrip())
     summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))

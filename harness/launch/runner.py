@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from harness.plan.cells import Cell
 from harness.store.env import environment
 from harness.train.progress import Progress
-from harness.store.db import COMPLETED, FAILED, RUNNING, Store
+from harness.store.db import COMPLETED, FAILED, RUNNING, RunRecord, Store
 from harness.plan.suite import Suite
 from harness.train.loop import RunContext, process_state, train_and_evaluate
+from harness.train.result import RunResult
 
 
 @dataclass
@@ -97,18 +98,15 @@ def run_suite(suite: Suite, db_url: str | None, data_dir: str | None, output_dir
         except Exception as exc:  # recorded, and the suite goes on
             failures += 1
             status, error = FAILED, _error_text(exc)
-            result = {}
+            result = RunResult()
             if main:
                 traceback.print_exc(file=sys.stderr)
             _release_memory()
         if main:
-            env = environment(state.num_processes, result.pop("mixed_precision", None),
-                              result.pop("distributed_type", None))
-            children = _child_rows(result)
-            extra = {k: result.pop(k) for k in ("encoder_checksum", "stage_train_time_s") if k in result}
-            rec = store.finish(run_id, status, {**result, "error": error, "env": env, "extra": extra or None})
-            for suffix, fields in children:
-                store.add_child(run_id, suffix, {**fields, "status": status, "env": env})
+            env = environment(state.num_processes, result.mixed_precision, result.distributed_type)
+            rec = store.finish(run_id, status, {**result.columns(RunRecord.COLUMNS), "error": error, "env": env})
+            for suffix, child in result.child_rows():
+                store.add_child(run_id, suffix, {**child.columns(RunRecord.COLUMNS), "status": status, "env": env})
             _write_json(cell_dir, rec.as_dict())
             took = time.perf_counter() - t0
             if status == COMPLETED:
@@ -131,11 +129,11 @@ def run_ablations(suite: Suite, store: Store, ctx: RunContext, say) -> int:
     from harness.analysis.ablate import ablate
 
     from harness.report.tables import best_setting_runs, runs_frame
+    from harness.train.methods import methods_with
 
     done = {a.run_id for a in store.analyses(suite.name, "adapter_ablation")}
     runs = runs_frame(store, suite.name)
-    runs = runs[(runs["status"] == COMPLETED) & runs["regime"].isna() & runs["method"].isin(["houlsby", "pfeiffer",
-                                                                                            "lora"])]
+    runs = runs[(runs["status"] == COMPLETED) & runs["regime"].isna() & runs["method"].isin(methods_with("ablatable"))]
     wanted: set[int] = set()
     for e in suite.model.ablate:
         match = runs[(runs["task"] == e.task if e.task else True) & (runs["method"] == e.method if e.method else True)]
@@ -157,19 +155,6 @@ def run_ablations(suite: Suite, store: Store, ctx: RunContext, say) -> int:
         say(f"ablation of run {rec.id} ({rec.task}, {rec.method_label}): {len(payload['spans'])} spans, baseline "
             f"{payload['baseline']:.2f}, worst {worst[2]:.2f} without layers {worst[0]}..{worst[1]}")
     return failed
-
-
-def _child_rows(result: dict) -> list[tuple[str, dict]]:
-    """The rows a sequential cell's earlier stages and a multi-task cell's member tasks get in the store (keys
-    that are not store columns are left out by Store.add_child)."""
-    rows = []
-    for st in result.pop("stages", []):
-        checksum = st.get("encoder_checksum")
-        rows.append((f"stage{st['stage']}", {**st, "regime": "sequential_stage",
-                                             "extra": {"encoder_checksum": checksum} if checksum else None}))
-    for i, m in enumerate(result.pop("members", [])):
-        rows.append((m["task"], {**m, "regime": "multitask_member", "stage": i}))
-    return rows
 
 
 def _release_memory() -> None:

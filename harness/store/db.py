@@ -14,11 +14,12 @@ from sqlalchemy import (JSON, Float, Integer, String, Text, UniqueConstraint, cr
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
+from harness.enums import Status
 from harness.errors import InputError
 
 DEFAULT_DB = "sqlite:///results/harness.db"
 
-RUNNING, COMPLETED, FAILED = "running", "completed", "failed"
+RUNNING, COMPLETED, FAILED = Status.RUNNING, Status.COMPLETED, Status.FAILED
 
 
 def default_db_url() -> str:
