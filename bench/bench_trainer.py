@@ -46,8 +46,8 @@ def make_cell(args, method, lr, **hp_overrides) -> Cell:
 
 def run_harness(cell: Cell, ctx: RunContext) -> dict:
     r = train_and_evaluate(cell, ctx)
-    return {"examples_per_s": r["train_examples_per_s"], "train_s": r["train_time_s"], "score": r["score"],
-            "metrics": r["metrics"]}
+    return {"examples_per_s": r.train_examples_per_s, "train_s": r.train_time_s, "score": r.score,
+            "metrics": r.metrics}
 
 
 def run_trainer(cell: Cell, ctx: RunContext, padding: str, group_by_length: bool = False) -> dict:

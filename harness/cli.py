@@ -1,4 +1,4 @@
-"""`harness` command line: run, validate, status, ls, params, export, board, ablate, compare."""
+"""`harness` command line: run, validate, status, ingest, ls, params, export, board, ablate, compare."""
 
 from __future__ import annotations
 
@@ -84,6 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", default=None, help="compare method variants A and B on this task, runs paired by seed")
     p.add_argument("--resamples", type=int, default=1000)
 
+    p = sub.add_parser("ingest", help="load record.json files (written by workers that could not reach the store) "
+                                      "into the store; idempotent")
+    p.add_argument("dirs", nargs="+", metavar="DIR", help="folders searched for record.json files (or the files)")
+    _add_db(p)
+    p.add_argument("--replace", action="store_true",
+                   help="let a completed record replace a different completed result of the same cell")
+
     p = sub.add_parser("board", help="start the Streamlit leaderboard")
     _add_db(p)
     p.add_argument("--port", type=int, default=8501)
@@ -141,6 +148,44 @@ def _ago(when) -> str:
         return "never"
     s = max(0, int((utcnow() - when).total_seconds()))
     return f"{s}s ago" if s < 120 else f"{s // 60}m ago" if s < 7200 else f"{s // 3600}h ago"
+
+
+def cmd_ingest(args) -> int:
+    """Every record.json under the given folders, by (suite, cell key): added, updated (the store had the cell
+    pending, running or failed), already there, or a conflict (a different completed result is stored: never
+    replaced silently)."""
+    import json
+
+    from harness.store.db import Store, default_db_url
+
+    paths = []
+    for d in args.dirs:
+        if os.path.isfile(d):
+            paths.append(d)
+        elif os.path.isdir(d):
+            paths += sorted(os.path.join(root, "record.json") for root, _, files in os.walk(d)
+                            if "record.json" in files)
+        else:
+            raise InputError(f"ingest: {d}: no such file or folder")
+    if not paths:
+        raise InputError(f"ingest: no record.json under {', '.join(args.dirs)}")
+    store = Store(args.db or default_db_url())
+    counts = {"added": 0, "updated": 0, "same": 0, "conflict": 0, "unreadable": 0}
+    for path in paths:
+        try:
+            with open(path) as f:
+                record = json.load(f)
+            outcome = store.ingest(record, record.get("children") or [], replace=args.replace)
+        except (OSError, ValueError, KeyError, InputError) as exc:
+            counts["unreadable"] += 1
+            print(f"{path}: not ingested: {exc}", file=sys.stderr)
+            continue
+        counts[outcome] += 1
+        if outcome == "conflict":
+            print(f"{path}: conflict: suite {record['suite']} cell {record['cell_key']} already has a different "
+                  f"completed result (kept; --replace takes this one)", file=sys.stderr)
+    print(f"ingested {len(paths)} record(s): " + ", ".join(f"{n} {k}" for k, n in counts.items() if n))
+    return 1 if counts["conflict"] or counts["unreadable"] else 0
 
 
 def cmd_status(args) -> int:
@@ -303,7 +348,7 @@ def cmd_board(args) -> int:
     return subprocess.call(cmd)
 
 
-COMMANDS = {"run": cmd_run, "validate": cmd_validate, "status": cmd_status, "ls": cmd_ls, "export": cmd_export,
+COMMANDS = {"ingest": cmd_ingest, "run": cmd_run, "validate": cmd_validate, "status": cmd_status, "ls": cmd_ls, "export": cmd_export,
             "board": cmd_board, "params": cmd_params, "ablate": cmd_ablate, "compare": cmd_compare}
 
 

@@ -19,6 +19,7 @@ import streamlit as st  # noqa: E402
 
 from harness.plan.cells import base_label  # noqa: E402
 from harness.analysis.compare import compare_runs  # noqa: E402
+from harness.enums import Regime, Status  # noqa: E402
 from harness.errors import InputError  # noqa: E402
 from harness.report.export import display_table, to_csv, to_latex, to_markdown  # noqa: E402
 from harness.report.tables import NOT_RESULTS, ablation_matrix, best_table, leaderboard_table, runs_frame  # noqa: E402
@@ -213,7 +214,7 @@ def page_runs(url, suite, model):
 
 def page_analyses(url, suite, model):
     runs = load_runs(url)
-    runs = runs[(runs["suite"] == suite) & (runs["model"] == model) & (runs["status"] == "completed")
+    runs = runs[(runs["suite"] == suite) & (runs["model"] == model) & (runs["status"] == Status.COMPLETED)
                 & ~runs["regime"].isin(NOT_RESULTS)]
     page_schedules(runs)
     st.subheader("Paired comparison on the same dev examples")
@@ -248,14 +249,14 @@ def page_analyses(url, suite, model):
 
 def page_schedules(runs):
     """Sequential and multi-task rows against the direct single-task runs of the same method and task."""
-    composite = runs[runs["regime"].isin(["sequential", "multitask_member"])]
+    composite = runs[runs["regime"].isin([Regime.SEQUENTIAL, Regime.MULTITASK_MEMBER])]
     if composite.empty:
         return
     st.subheader("Multi-task and sequential vs single-task")
     best = best_table(runs)
     direct = best[best["regime"].isna()].set_index(["task", "method_label"])["mean"]
     rows = []
-    for _, r in best[best["regime"].isin(["sequential", "multitask_member"])].iterrows():
+    for _, r in best[best["regime"].isin([Regime.SEQUENTIAL, Regime.MULTITASK_MEMBER])].iterrows():
         base = direct.get((r["task"], base_label(r["method_label"])))
         rows.append({"task": r["task"], "variant": r["method_label"], "score": round(r["mean"], 2),
                      "single-task": None if base is None else round(base, 2),
@@ -312,7 +313,7 @@ def main() -> None:
     metric = st.sidebar.radio("Dev score", ["score", "best_score"],
                               format_func={"score": "final evaluation", "best_score": "best evaluation"}.get)
     page = st.sidebar.radio("Page", ["Leaderboard", "Trade-off", "Runs", "Analyses"])
-    n_done = int((runs["status"] == "completed").sum())
+    n_done = int((runs["status"] == Status.COMPLETED).sum())
     st.sidebar.caption(f"{len(runs):,} runs in the store ({n_done:,} completed) · read-only")
     st.title(page)
     if page == "Leaderboard":

@@ -35,8 +35,9 @@ SCORES = {
 TOTAL, ADDED = 22_713_986, 2 * 6 * (2 * 8 * 384 + 384 + 8)
 
 
-def build(path, predictions_dir=None) -> str:
-    url = f"sqlite:///{path}"
+def build(path, predictions_dir=None, url=None) -> str:
+    """Into an SQLite file at `path`, or into the store at `url` (e.g. a PostgreSQL database)."""
+    url = url or f"sqlite:///{path}"
     store = Store(url)
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 2, 200)

@@ -46,6 +46,18 @@ def test_leaderboard_shows_houlsby_protocol_numbers(store_url, monkeypatch):
     assert rows["full"]["rte"] == "73.0 ± 2.0"
 
 
+def test_leaderboard_reads_a_postgresql_store_read_only(pg_server, tmp_path, monkeypatch):
+    """The same numbers from a server store, through a read-only transaction."""
+    url = fixture_store.build(None, predictions_dir=str(tmp_path / "out"), url=pg_server.create_database("board"))
+    at = app(url, monkeypatch)
+    rows = {r["method"]: r for _, r in at.dataframe[0].value.iterrows()}
+    assert rows["full"]["rte"] == "72.0 ± 2.0" and rows["houlsby(size=8,non_linearity=swish)"]["rte"] == "71.5 ± 0.5"
+    from harness.store.db import Store
+
+    with pytest.raises(Exception, match="read-only"):
+        Store(url, read_only=True).add_analysis(1, "x", {})
+
+
 def test_leaderboard_filter_and_sort(store_url, monkeypatch):
     at = app(store_url, monkeypatch)
     sort = next(s for s in at.selectbox if s.label == "Sort by")

@@ -66,3 +66,40 @@ def test_record_has_the_documented_columns():
                  "train_examples_per_s", "train_tokens_per_s", "steps", "epochs_done", "metrics", "best_metrics",
                  "score", "best_score", "env", "num_processes", "history"):
         assert name in RunRecord.COLUMNS
+
+
+def test_a_store_from_before_migrations_is_upgraded_in_place(tmp_path):
+    """A store an earlier harness created (no alembic_version, and without columns added later) opens, keeps
+    its rows, gains the new columns and takes part in claims."""
+    import importlib.util
+
+    import sqlalchemy as sa
+
+    from harness.store.db import MIGRATIONS
+    from harness.store.lease import current_worker
+
+    spec = importlib.util.spec_from_file_location("baseline", f"{MIGRATIONS}/versions/0001_baseline.py")
+    baseline = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(baseline)
+    path = tmp_path / "old.db"
+    engine = sa.create_engine(f"sqlite:///{path}")
+    old_columns = [c for c in baseline._runs_columns() if c.name not in ("adapter_bytes", "adapter_path", "extra")]
+    meta = sa.MetaData()
+    runs = sa.Table("runs", meta, *old_columns, sa.UniqueConstraint("suite", "cell_key"))
+    meta.create_all(engine)
+    cell = parse_suite(SUITE, "s.yaml").cells()[0]
+    import datetime as dt
+
+    with engine.begin() as conn:
+        conn.execute(runs.insert(), {**{k: v for k, v in cell.config().items() if k in runs.c}, "suite": "s",
+                                     "cell_key": cell.key, "status": "failed", "attempts": 1, "error": "old",
+                                     "created_at": dt.datetime(2026, 1, 1), "method_label": "full",
+                                     "config": cell.config(), "score": None})
+    store = Store(f"sqlite:///{path}")
+    assert {"adapter_bytes", "extra", "worker_id", "heartbeat_at"} <= store.columns()
+    with store.engine.connect() as conn:
+        assert conn.execute(sa.text("select version_num from alembic_version")).scalar() == "0002"
+    (old,) = store.records("s")
+    assert old.status == FAILED and old.error == "old"
+    claim = store.claim_next("s", [cell.key], current_worker(), retry_failed=True)
+    assert claim is not None and claim.attempt == 2

@@ -223,3 +223,70 @@ def test_workers_racing_on_a_new_store_migrate_it_once(tmp_path, db_url):
 
     with Store(db_url).engine.connect() as conn:
         assert conn.execute(sa.text("select version_num from alembic_version")).scalars().all() == ["0002"]
+
+
+def test_ingest_loads_records_idempotently_and_never_overwrites_silently(tmp_path, tiny_bert, small_glue, db_url):
+    """A node that could not reach the store ran into its own SQLite file; its record.json files are loaded
+    into the shared store, multi-task member rows included."""
+    suite = write_suite(tmp_path / "w.yaml", suite_text(tiny_bert, methods="[full]",
+                                                        tasks="[rte, {multitask: [rte, stsb]}]"))
+    node_db = f"sqlite:///{tmp_path / 'node.db'}"
+    proc = run_cli("run", suite, "--db", node_db, "--output-dir", tmp_path / "out", "--data-dir", small_glue,
+                   "--no-progress", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    first = run_cli("ingest", tmp_path / "out", "--db", db_url, cwd=tmp_path)
+    assert first.returncode == 0 and "2 added" in first.stdout, first.stdout + first.stderr
+    node, shared = Store(node_db), Store(db_url)
+    for key, rec in node.by_key("w").items():
+        got = shared.by_key("w")[key]
+        assert (got.status, got.score, got.metrics, got.worker_id) == (rec.status, rec.score, rec.metrics,
+                                                                       rec.worker_id)
+        assert sorted((c.cell_key, c.score) for c in shared.children(got.id)) == \
+            sorted((c.cell_key, c.score) for c in node.children(rec.id))
+    assert any(shared.children(r.id) for r in shared.records("w") if r.parent_id is None)
+    again = run_cli("ingest", tmp_path / "out", "--db", db_url, cwd=tmp_path)
+    assert again.returncode == 0 and "2 same" in again.stdout
+    # a different completed result for a stored cell: refused, unless --replace
+    path = next((tmp_path / "out" / "w").glob("*/record.json"))
+    rec = json.loads(path.read_text())
+    rec["score"] = rec["score"] + 1.0
+    path.write_text(json.dumps(rec))
+    clash = run_cli("ingest", path, "--db", db_url, cwd=tmp_path)
+    assert clash.returncode == 1 and "conflict" in clash.stderr
+    assert Store(db_url).by_key("w")[rec["cell_key"]].score == rec["score"] - 1.0
+    forced = run_cli("ingest", path, "--db", db_url, "--replace", cwd=tmp_path)
+    assert forced.returncode == 0 and "1 updated" in forced.stdout
+    assert Store(db_url).by_key("w")[rec["cell_key"]].score == rec["score"]
+    status = run_cli("status", suite, "--db", db_url, cwd=tmp_path)
+    assert "2 cells: 2 completed" in status.stdout, status.stdout
+    if db_url.startswith("postgresql"):   # the board and exports read a server store, read-only
+        out = run_cli("export", "--db", db_url, "--table", "runs", "--format", "csv", cwd=tmp_path)
+        assert out.returncode == 0 and rec["cell_key"] in out.stdout
+        ro = Store(db_url, read_only=True)
+        assert len(ro.records("w")) == len(shared.records("w"))
+        with pytest.raises(Exception, match="read-only"):
+            ro.enqueue(shared_cells_for(suite))
+
+
+def shared_cells_for(suite_path):
+    from harness.plan.suite import load_suite
+
+    return load_suite(str(suite_path)).cells()
+
+
+def test_long_labels_and_big_numbers_fit_on_postgresql(tmp_path, pg_server):
+    """PostgreSQL enforces lengths and integer widths that SQLite ignores."""
+    from dataclasses import replace
+
+    from harness.plan.suite import parse_suite
+    from harness.store.lease import current_worker
+
+    url = pg_server.create_database("longlabels")
+    (cell,) = parse_suite("name: l\nmodels: [minilm]\ntasks: [rte]\nmethods: [full]\n", str(tmp_path / "l.yaml")).cells()
+    cell = replace(cell, model="org/" + "m" * 600, method_params={f"option_{i}": "v" * 20 for i in range(30)},
+                   seed=2**32 - 1)
+    store = Store(url)
+    store.enqueue([cell])
+    claim = store.claim_next("l", [cell.key], current_worker())
+    rec = store.finish(claim, COMPLETED, {"score": 1.0, "total_params": 7_000_000_000, "trainable_params": 3_500_000_000})
+    assert len(rec.method_label) > 300 and rec.total_params == 7_000_000_000 and rec.seed == 2**32 - 1

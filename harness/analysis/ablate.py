@@ -14,7 +14,6 @@ import torch
 
 from harness.errors import InputError
 
-ABLATABLE = ("houlsby", "pfeiffer", "lora")
 _LAYER = re.compile(r"\.layers?\.(\d+)\.")
 
 
@@ -57,15 +56,20 @@ def ablate(record, ctx, device: str | None = None) -> dict:
     """The payload of an "adapter_ablation" analysis of one completed run."""
     from transformers import DataCollatorWithPadding
 
+    from harness.enums import Status
+    from harness.tasks.kinds import kind_of
     from harness.tasks.registry import get_task
     from harness.train.loop import _eval_loader, eval_sets_for, evaluate_task, predict
+    from harness.train.methods import METHODS, methods_with
 
-    if record.status != "completed":
+    if record.status != Status.COMPLETED:
         raise InputError(f"run {record.id} is {record.status}, not completed")
-    if record.method not in ABLATABLE or record.parent_id is not None or record.regime:
-        raise InputError(f"run {record.id}: ablation needs a single-task run of {', '.join(ABLATABLE)} "
-                         f"(got {record.method_label})")
+    method = METHODS.get(record.method)
+    if method is None or not method.ablatable or record.parent_id is not None or record.regime:
+        raise InputError(f"run {record.id}: ablation needs a single-task run of "
+                         f"{', '.join(methods_with('ablatable'))} (got {record.method_label})")
     task = get_task(record.task)
+    kind = kind_of(task)
     tokenizer, model = load_trained_adapter(record, ctx.model_base_dir)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model.to(device)
@@ -75,7 +79,8 @@ def ablate(record, ctx, device: str | None = None) -> dict:
         es.loader = _eval_loader(es.dataset, record.hparams.get("eval_batch_size") or 64, collator)
 
     def on_device(es):
-        return predict(model, ({k: v.to(device) for k, v in b.items()} for b in es.loader))
+        return predict(model, ({k: v.to(device) for k, v in b.items()} for b in es.loader), kind=kind,
+                       hp=record.hparams)
 
     def score() -> float:
         return evaluate_task(task, sets, on_device)[1]

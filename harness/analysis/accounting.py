@@ -107,7 +107,7 @@ def param_rows(suite, task_name: str | None = None) -> list[ParamRow]:
         config = model_config(spec, task)
         bert_eq = bert_equivalent_params(config) if config.model_type == "albert" else None
         for method_name, params, _ in suite.method_variants:
-            if method_name == "pretrained_adapter":
+            if get_method(method_name).loads_saved:
                 continue  # its size is the saved adapter's: see the store's adapter_bytes
             model = _build(config)
             before = count_total(model)

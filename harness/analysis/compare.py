@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from harness.enums import Status
 from harness.tasks.metrics import compute_metrics, main_score
 from harness.tasks.registry import Task
 
@@ -101,7 +102,7 @@ def compare_variants(store, suite: str | None, task_name: str, label_a: str, lab
 
     task = get_task(task_name)
     runs = runs_frame(store, suite)
-    runs = runs[(runs["task"] == task.name) & (runs["status"] == "completed")]
+    runs = runs[(runs["task"] == task.name) & (runs["status"] == Status.COMPLETED)]
     labels = sorted(set(runs["method_label"]))
     chosen = []
     for label in (label_a, label_b):

@@ -20,12 +20,13 @@ from harness import atomic
 from harness.errors import EXIT_PREEMPTED, Preempted
 from harness.launch.worker import Heartbeat, lease_timing
 from harness.plan.suite import Suite
-from harness.store.db import (COMPLETED, FAILED, PENDING, RUNNING, Claim, LeaseLost, Store,
+from harness.store.db import (COMPLETED, FAILED, PENDING, RUNNING, Claim, LeaseLost, RunRecord, Store,
                               sqlite_location_warning)
 from harness.store.env import environment
 from harness.store.lease import current_worker
 from harness.train.loop import RunContext, process_state, train_and_evaluate
 from harness.train.progress import Progress
+from harness.train.result import RunResult
 
 
 WAIT = "wait"   # what rank 0 broadcasts while only other workers' cells are left
@@ -139,7 +140,7 @@ def run_suite(suite: Suite, db_url: str | None, data_dir: str | None, output_dir
         except Exception as exc:  # recorded, and the suite goes on
             failures += 1
             status, error = FAILED, _error_text(exc)
-            result = {}
+            result = RunResult()
             if main:
                 traceback.print_exc(file=sys.stderr)
             _release_memory()
@@ -156,16 +157,15 @@ def run_suite(suite: Suite, db_url: str | None, data_dir: str | None, output_dir
     return 1 if failures else 0
 
 
-def _record(store: Store, claim: Claim, cell_dir: str, status: str, error: str | None, result: dict,
+def _record(store: Store, claim: Claim, cell_dir: str, status: str, error: str | None, result: RunResult,
             num_processes: int, bar: Progress, took: float) -> None:
     """One transaction: the row, its stage / member rows and the status; record.json is written (atomically)
     inside it, so a completed row never lacks its files and a kill before the commit leaves the cell
     claimable."""
-    env = environment(num_processes, result.pop("mixed_precision", None), result.pop("distributed_type", None))
-    children = _child_rows(result)
-    extra = {k: result.pop(k) for k in ("encoder_checksum", "stage_train_time_s") if k in result}
-    fields = {**result, "error": error, "env": env, "extra": extra or None}
-    children = [(suffix, {**f, "status": str(status), "env": env}) for suffix, f in children]
+    env = environment(num_processes, result.mixed_precision, result.distributed_type)
+    fields = {**result.columns(RunRecord.COLUMNS), "error": error, "env": env}
+    children = [(suffix, {**child.columns(RunRecord.COLUMNS), "status": str(status), "env": env})
+                for suffix, child in result.child_rows()]
 
     def write_files(record: dict, child_records: list[dict]) -> None:
         atomic.write_json(os.path.join(cell_dir, "record.json"), {**record, "children": child_records})
@@ -188,11 +188,11 @@ def run_ablations(suite: Suite, store: Store, ctx: RunContext, say) -> int:
     from harness.analysis.ablate import ablate
 
     from harness.report.tables import best_setting_runs, runs_frame
+    from harness.train.methods import methods_with
 
     done = {a.run_id for a in store.analyses(suite.name, "adapter_ablation")}
     runs = runs_frame(store, suite.name)
-    runs = runs[(runs["status"] == COMPLETED) & runs["regime"].isna() & runs["method"].isin(["houlsby", "pfeiffer",
-                                                                                            "lora"])]
+    runs = runs[(runs["status"] == COMPLETED) & runs["regime"].isna() & runs["method"].isin(methods_with("ablatable"))]
     wanted: set[int] = set()
     for e in suite.model.ablate:
         match = runs[(runs["task"] == e.task if e.task else True) & (runs["method"] == e.method if e.method else True)]
@@ -214,19 +214,6 @@ def run_ablations(suite: Suite, store: Store, ctx: RunContext, say) -> int:
         say(f"ablation of run {rec.id} ({rec.task}, {rec.method_label}): {len(payload['spans'])} spans, baseline "
             f"{payload['baseline']:.2f}, worst {worst[2]:.2f} without layers {worst[0]}..{worst[1]}")
     return failed
-
-
-def _child_rows(result: dict) -> list[tuple[str, dict]]:
-    """The rows a sequential cell's earlier stages and a multi-task cell's member tasks get in the store."""
-    rows = []
-    for st in result.pop("stages", []):
-        st = {k: v for k, v in st.items() if k not in ("mixed_precision", "distributed_type")}  # in the env
-        checksum = st.pop("encoder_checksum", None)
-        rows.append((f"stage{st['stage']}", {**st, "regime": "sequential_stage",
-                                             "extra": {"encoder_checksum": checksum} if checksum else None}))
-    for i, m in enumerate(result.pop("members", [])):
-        rows.append((m["task"], {**m, "regime": "multitask_member", "stage": i}))
-    return rows
 
 
 def _release_memory() -> None:

@@ -11,6 +11,8 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
+from harness.enums import Regime
+
 KEY_LENGTH = 16
 # Stored with the run but not hashed: they cannot change what a run learns or scores.
 NOT_IN_KEY = {"eval_batch_size"}
@@ -113,8 +115,8 @@ class Cell:
         return method_label(self.method, self.method_params)
 
     @property
-    def regime(self) -> str | None:
-        return None if not self.schedule else "sequential" if "sequence" in self.schedule else "multitask"
+    def regime(self) -> Regime | None:
+        return None if not self.schedule else Regime.SEQUENTIAL if "sequence" in self.schedule else Regime.MULTITASK
 
     @property
     def row_label(self) -> str:

@@ -16,7 +16,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from harness.plan.cells import Cell
 from harness.errors import InputError, did_you_mean
-from harness.train.methods import METHODS
+from harness.train.methods import METHODS, methods_with
 from harness.train.models import ModelSpec
 from harness.tasks.registry import get_task
 
@@ -119,13 +119,10 @@ class AblateEntry(BaseModel):
     """Which completed runs of the suite get an adapter ablation after the cells ran (empty field: any)."""
     model_config = ConfigDict(extra="forbid")
     task: str | None = None
-    method: Literal["houlsby", "pfeiffer", "lora"] | None = None
+    method: str | None = None   # a method with the ablatable flag (checked in parse_suite)
     # best: per task and method variant, the first seed of the setting that is best on dev (what a paper
     # ablates); all: every matching run
     runs: Literal["best", "all"] = "best"
-
-
-STACKABLE = ("houlsby", "pfeiffer", "compacter")   # adapter: new stacks bottleneck adapters (adapters' Stack)
 
 
 class SuiteModel(BaseModel):
@@ -340,17 +337,19 @@ def _check_schedules(model: SuiteModel, variants, loc: _Located) -> None:
     methods = {v[0] for v in variants}
     for i, entry in enumerate(model.tasks):
         if isinstance(entry, SequenceEntry) and entry.adapter == "new":
-            odd = sorted(m for m in methods if METHODS[m].uses_adapters and m not in STACKABLE)
+            odd = sorted(m for m in methods if METHODS[m].uses_adapters and not METHODS[m].stackable)
             if odd:
                 raise loc.error(("tasks", i, "adapter"), f"adapter: new stacks a new bottleneck adapter on the "
-                                                         f"previous one ({', '.join(STACKABLE)}); not for {odd[0]}")
+                                                         f"previous one ({', '.join(methods_with('stackable'))}); "
+                                                         f"not for {odd[0]}")
         if isinstance(entry, MultitaskEntry) and entry.adapter_per_task:
             odd = sorted(m for m in methods if not METHODS[m].uses_adapters)
             if odd:
                 raise loc.error(("tasks", i, "adapter_per_task"), f"adapter_per_task needs adapter methods only "
                                                                   f"(the suite also has {odd[0]})")
-        if not isinstance(entry, str) and "pretrained_adapter" in methods:
-            raise loc.error(("tasks", i), "pretrained_adapter evaluates a saved single-task adapter: use a task name")
+        saved = sorted(m for m in methods if METHODS[m].loads_saved)
+        if not isinstance(entry, str) and saved:
+            raise loc.error(("tasks", i), f"{saved[0]} evaluates a saved single-task adapter: use a task name")
 
 
 def parse_suite(text: str, path: str = "<suite>") -> Suite:
@@ -400,6 +399,11 @@ def parse_suite(text: str, path: str = "<suite>") -> Suite:
             variants.append(variant)
     _check_schedules(model, variants, loc)
     for i, entry in enumerate(model.ablate):
+        ablatable = methods_with("ablatable")
+        if entry.method is not None and entry.method not in ablatable:
+            raise loc.error(("ablate", i, "method"), f'"{entry.method}" cannot be ablated'
+                                                     f'{did_you_mean(entry.method, ablatable)}; ablatable: '
+                                                     f'{", ".join(ablatable)}')
         if entry.task is not None:
             try:
                 entry.task = get_task(entry.task).name

@@ -14,6 +14,7 @@ import math
 
 import pandas as pd
 
+from harness.enums import NOT_RESULTS, Regime, Status
 from harness.tasks.registry import TASKS
 
 RUN_COLUMNS = ["id", "suite", "cell_key", "model", "task", "method", "method_label", "method_params", "budget",
@@ -30,9 +31,6 @@ def _budget_text(budget: dict) -> str:
 
 FLAT = RUN_COLUMNS + COST_COLUMNS + ["regime", "parent_id", "stage", "embedding_params", "encoder_params",
                                      "adapter_bytes", "setting_key", "task_version", "output_dir"]
-# rows that are not a task result of their own: the joint row of a multi-task run (its member rows are) and
-# the earlier stages of a sequential run (its last stage is)
-NOT_RESULTS = ("multitask", "sequential_stage")
 
 
 def runs_frame(store, suite: str | None = None, with_env: bool = False) -> pd.DataFrame:
@@ -50,6 +48,7 @@ def runs_frame(store, suite: str | None = None, with_env: bool = False) -> pd.Da
     stmt = select(*[getattr(RunRecord, c) for c in wanted if c in have]).order_by(RunRecord.id)
     if suite:
         stmt = stmt.where(RunRecord.suite == suite)  # bound parameter: user input never builds SQL text
+    stmt = stmt.where(RunRecord.status != "pending")  # queued cells are work to do, not runs
     with store.engine.connect() as conn:
         result = conn.execute(stmt)
         frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
@@ -76,7 +75,7 @@ def runs_frame(store, suite: str | None = None, with_env: bool = False) -> pd.Da
 
 def best_table(runs: pd.DataFrame, metric: str = "score") -> pd.DataFrame:
     """Houlsby selection on completed runs. One row per (suite, model, task, method variant)."""
-    done = runs[(runs["status"] == "completed") & ~runs["regime"].isin(NOT_RESULTS)] if not runs.empty else runs
+    done = runs[(runs["status"] == Status.COMPLETED) & ~runs["regime"].isin(NOT_RESULTS)] if not runs.empty else runs
     if done.empty:
         return pd.DataFrame(columns=["suite", "model", "task", "method_label", "mean", "std", "n_seeds"])
     done = done.assign(setting_key=done["setting_key"].fillna(done["cell_key"]))  # rows from before the column
@@ -132,7 +131,7 @@ def leaderboard_table(best: pd.DataFrame) -> pd.DataFrame:
         # one frozen base shared by every task + what each task trains (full fine-tuning: a model per task)
         frozen = (group["total_params"] - group["trainable_params"]).max()
         row["params_all_tasks"] = float(frozen + group["trainable_params"].sum())
-        if (group["regime"] == "multitask_member").all():  # one jointly trained model serves every task
+        if (group["regime"] == Regime.MULTITASK_MEMBER).all():  # one jointly trained model serves every task
             row["params_all_tasks"] = float(group["total_params"].max())
         base_model = (group["total_params"] - group["added_params"].fillna(0)).max()  # the pretrained model alone
         row["params_all_tasks_x"] = row["params_all_tasks"] / base_model

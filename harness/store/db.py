@@ -19,9 +19,7 @@ on several machines share a PostgreSQL server (postgresql+psycopg://...). The sc
 from __future__ import annotations
 
 import datetime as dt
-import enum
 import os
-import time
 from typing import Callable, Iterable
 
 from sqlalchemy import (JSON, DateTime, Index, BigInteger, Float, Integer, String, Text, UniqueConstraint, create_engine, delete, event,
@@ -29,23 +27,11 @@ from sqlalchemy import (JSON, DateTime, Index, BigInteger, Float, Integer, Strin
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
+from harness.enums import Status
 from harness.errors import InputError
 from harness.store.lease import Claim, Worker, current_worker, namespace_of, process_gone, utcnow
 
 DEFAULT_DB = "sqlite:///results/harness.db"
-
-
-class Status(str, enum.Enum):
-    """A cell's state in the store (the values are what the database holds)."""
-
-    PENDING = "pending"       # in the queue, nobody works on it
-    RUNNING = "running"       # claimed: a worker holds its lease
-    COMPLETED = "completed"
-    FAILED = "failed"
-
-    def __str__(self) -> str:
-        return self.value
-
 
 PENDING, RUNNING, COMPLETED, FAILED = Status.PENDING, Status.RUNNING, Status.COMPLETED, Status.FAILED
 
@@ -446,7 +432,8 @@ class Store:
                                   or_(R.slurm_restart_count.is_(None),
                                       R.slurm_restart_count < (worker.slurm_restart_count or 0))))
         if retry_failed:   # only failures from before this worker started: not the ones it just made
-            claimable.append(and_(R.status == FAILED.value, R.finished_at < (worker.started_at or now)))
+            claimable.append(and_(R.status == FAILED.value, or_(R.finished_at.is_(None),
+                                                                R.finished_at < (worker.started_at or now))))
         with self._write() as conn:
             row = None
             for chunk in _chunks(list(keys), 2000):

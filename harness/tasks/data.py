@@ -136,17 +136,11 @@ class TokenizedCache:
         self._memory: dict[str, object] = {}
 
     def get(self, task: Task, split: RawSplit, tokenizer, max_length: int, padding: str):
-        import datasets
+        """A GLUE split tokenized as text (pair) -> input ids, with labels and example indexes."""
 
-        datasets.disable_progress_bars()
-        key = hashlib.sha256("|".join([tokenizer_fingerprint(tokenizer), task.name, str(task.version),
-                                       str(max_length), padding, split.source]).encode()).hexdigest()[:20]
-        if key in self._memory:
-            return self._memory[key]
-        path = os.path.join(self.cache_dir, "tokenized", key) if self.cache_dir else None
-        if path and os.path.isfile(os.path.join(path, "dataset_info.json")):
-            ds = datasets.load_from_disk(path)
-        else:
+        def build():
+            import datasets
+
             texts = [split.columns[c] for c in task.text_columns]
             enc = tokenizer(*texts, truncation=True, max_length=max_length,
                             padding="max_length" if padding == "max_length" else False)
@@ -154,7 +148,26 @@ class TokenizedCache:
             data["length"] = [len(ids) for ids in enc["input_ids"]]
             data["labels"] = split.labels
             data["idx"] = list(range(len(split)))
-            ds = datasets.Dataset.from_dict(data)
+            return datasets.Dataset.from_dict(data)
+
+        return self.get_or_build([tokenizer_fingerprint(tokenizer), task.name, str(task.version), str(max_length),
+                                  padding, split.source], build)
+
+    def get_or_build(self, parts: list[str], build, hidden: tuple[str, ...] = ()):
+        """The dataset `build()` makes, cached under a hash of `parts` (everything that changes its content).
+        The returned dataset's format leaves out "length" (read it with lengths(ds)) and the `hidden` columns
+        (host-side bookkeeping such as offsets, read from ds.data): what remains is what a batch holds."""
+        import datasets
+
+        datasets.disable_progress_bars()
+        key = hashlib.sha256("|".join(parts).encode()).hexdigest()[:20]
+        if key in self._memory:
+            return self._memory[key]
+        path = os.path.join(self.cache_dir, "tokenized", key) if self.cache_dir else None
+        if path and os.path.isfile(os.path.join(path, "dataset_info.json")):
+            ds = datasets.load_from_disk(path)
+        else:
+            ds = build()
             if path:
                 tmp = f"{path}.tmp{os.getpid()}"
                 ds.save_to_disk(tmp)
@@ -163,7 +176,7 @@ class TokenizedCache:
                 except OSError:
                     pass  # another process won the race; its copy is identical
                 ds = datasets.load_from_disk(path if os.path.isdir(path) else tmp)
-        ds = ds.with_format(columns=[c for c in ds.column_names if c != "length"])  # lengths: ds.data["length"]
+        ds = ds.with_format(columns=[c for c in ds.column_names if c != "length" and c not in hidden])
         self._memory[key] = ds
         return ds
 

@@ -46,7 +46,8 @@ def compute_metrics(task: Task, preds: np.ndarray, labels: np.ndarray, suffix: s
 
 
 def main_score(task: Task, metrics: dict[str, float]) -> float | None:
-    """The task's GLUE score: the mean of the pair where GLUE averages two (MRPC, QQP, STS-B, MNLI m/mm)."""
+    """The task's score: GLUE's (the mean of the pair where GLUE averages two: MRPC, QQP, STS-B, MNLI m/mm), or
+    its kind's main score (SQuAD: F1)."""
     names = task.main_metric_names()
     if not all(n in metrics for n in names):
         return None

@@ -34,6 +34,8 @@ class Task:
     hub_config: str = ""
     version: int = 1
     description: str = ""
+    kind: str = "classification"        # harness/tasks/kinds.py: how data, head, predictions and metrics work
+    benchmark: str = "glue"             # which average a task belongs to (the GLUE average is GLUE tasks only)
 
     @property
     def is_regression(self) -> bool:

@@ -19,13 +19,15 @@ import torch
 
 from harness import atomic
 from harness.plan.cells import Cell
-from harness.tasks.data import TokenizedCache, lengths, load_task_data
+from harness.enums import Regime
+from harness.tasks.data import TokenizedCache, lengths
+from harness.tasks.kinds import kind_of
+from harness.tasks.registry import get_task
 from harness.train.methods import ADAPTER_NAME, HEAD_FILE, get_method
-from harness.tasks.metrics import compute_metrics, main_score, predictions_from_logits
 from harness.train.models import ModelSpec, load_for_task
 from harness.train.params import breakdown, count_total, count_trainable, head_parameter_names
 from harness.train.progress import Progress
-from harness.tasks.registry import get_task
+from harness.train.result import RunResult
 
 
 @dataclass
@@ -47,7 +49,7 @@ class RunContext:
         hub time-out, not one per cell."""
         if task.name not in self._raw:
             try:
-                self._raw[task.name] = load_task_data(task, self.data_dir)
+                self._raw[task.name] = kind_of(task).load(task, self.data_dir)
             except Exception as exc:
                 self._raw[task.name] = exc
         value = self._raw[task.name]
@@ -190,45 +192,55 @@ class EvalSet:
     task: object
     suffix: str
     split: str
-    dataset: object
+    dataset: object          # the tokenized features (some kinds: several per example)
+    raw: object = None       # the examples (span extraction maps features back to their contexts)
     loader: object = None
 
 
-def predict(model, loader, acc=None, forward=None):
-    """Predictions of one dev split as (idx, logits, labels) arrays: gathered across ranks exactly once per
-    example under DDP (gather_for_metrics drops the padding of the last batch)."""
+def predict(model, loader, acc=None, forward=None, kind=None, hp=None):
+    """The gathered outputs of one dev split as numpy arrays: "idx" (the feature index) and what the task kind
+    takes from each batch (classification: logits and labels). Under DDP every feature is gathered exactly
+    once (gather_for_metrics drops the padding of the last batch)."""
+    from harness.tasks.kinds import KINDS
+
     forward = forward or (lambda b: model(**b))
-    logits_all, labels_all, idx_all = [], [], []
+    kind = kind or KINDS["classification"]
+    parts: dict[str, list] = {}
     for batch in loader:
         idx = batch.pop("idx")
         with torch.no_grad():
-            logits = forward(batch).logits.float()
-        labels = batch["labels"]
+            outputs = kind.batch_outputs(forward(batch), batch, hp or {})
+        outputs = {"idx": idx, **outputs}
         if acc is not None:
-            logits, labels, idx = acc.gather_for_metrics((logits, labels, idx))
-        logits_all.append(logits.cpu().numpy())
-        labels_all.append(labels.cpu().numpy())
-        idx_all.append(idx.cpu().numpy())
-    return np.concatenate(idx_all), np.concatenate(logits_all), np.concatenate(labels_all)
+            outputs = acc.gather_for_metrics(outputs)
+        for name, value in outputs.items():
+            parts.setdefault(name, []).append(value.cpu().numpy())
+    return {name: np.concatenate(values) for name, values in parts.items()}
 
 
 def evaluate_task(task, sets, predict_fn) -> tuple[dict, float, dict]:
-    """Every dev split of one task: (metrics, main score, {split: (idx, preds, labels)})."""
+    """Every dev split of one task: (metrics, main score, {split: predictions as the task kind keeps them})."""
+    from harness.tasks.kinds import kind_of
+
+    kind = kind_of(task)
     metrics, predictions = {}, {}
     for es in sets:
-        idx, logits, labels = predict_fn(es)
-        preds = predictions_from_logits(task, logits)
-        metrics.update(compute_metrics(task, preds, labels, es.suffix))
-        predictions[es.split] = (idx, preds, labels)
-    return metrics, main_score(task, metrics), predictions
+        split_metrics, predictions[es.split] = kind.score(task, es, predict_fn(es))
+        metrics.update(split_metrics)
+    return metrics, kind.main_score(task, metrics), predictions
 
 
 def eval_sets_for(task, ctx: RunContext, tokenizer, hp, budget) -> list[EvalSet]:
-    raw = ctx.raw_data(task)
-    return [EvalSet(task, s.suffix, s.hub_split,
-                    ctx.tokenized.get(task, raw[s.hub_split].head(budget.get("max_eval_samples")), tokenizer,
-                                      hp["max_length"], hp["padding"]))
-            for s in task.eval_splits]
+    """The task's dev splits, capped at max_eval_samples examples each, as features."""
+    from harness.tasks.kinds import kind_of
+
+    kind, raw = kind_of(task), ctx.raw_data(task)
+    out = []
+    for s in task.eval_splits:
+        examples = raw[s.hub_split].head(budget.get("max_eval_samples"))
+        out.append(EvalSet(task, s.suffix, s.hub_split,
+                           kind.features(task, examples, tokenizer, hp, ctx.tokenized, training=False), examples))
+    return out
 
 
 class MultiTaskModel(torch.nn.Module):
@@ -395,224 +407,273 @@ def save_adapter(model, head: set, out_dir: str) -> int:
     return sum(os.path.getsize(os.path.join(out_dir, f)) for f in os.listdir(out_dir))
 
 
-def _savez(path: str, arrays: dict) -> None:
-    with open(path, "wb") as f:   # a file object: numpy would append .npz to a temporary name
-        np.savez_compressed(f, **arrays)
-
-
-def train_and_evaluate(cell: Cell, ctx: RunContext, output_dir: str | None = None) -> dict:
+def train_and_evaluate(cell: Cell, ctx: RunContext, output_dir: str | None = None) -> RunResult:
     """Train and evaluate one cell. A sequential cell runs its stages one after the other, each through the same
-    loop, handing the encoder on; the last stage is the cell's result and the others are listed in "stages"."""
+    loop, handing the encoder on; the last stage is the cell's result and the others are its `stages`."""
     schedule = cell.schedule or {}
     if "sequence" not in schedule:
         tasks = [get_task(t) for t in schedule.get("multitask", [cell.task])]
-        return _train(cell, ctx, tasks, output_dir)
+        return CellRun(cell, ctx, tasks, output_dir).run()
     stages, handover, total_train = [], None, 0.0
     for i, task_name in enumerate(schedule["sequence"]):
         last = i == len(schedule["sequence"]) - 1
         stage_dir = output_dir if last or output_dir is None else os.path.join(output_dir, f"stage{i}-{task_name}")
-        result = _train(cell, ctx, [get_task(task_name)], stage_dir, handover=handover, keep_state=not last)
-        total_train += result["train_time_s"]
+        result = CellRun(cell, ctx, [get_task(task_name)], stage_dir, handover=handover, keep_state=not last).run()
+        total_train += result.train_time_s
         if not last:
-            handover = {"state": result.pop("state"), "mode": schedule.get("adapter", "continue")}
-            stages.append({**result, "task": task_name, "stage": i, "output_dir": stage_dir})
-    result["stages"] = stages
-    result["stage_train_time_s"] = result["train_time_s"]
-    result["train_time_s"] = total_train  # the cost of the whole sequence
+            handover = {"state": result.state, "mode": schedule.get("adapter", "continue")}
+            result.state = None
+            result.task, result.stage, result.output_dir = task_name, i, stage_dir
+            result.regime = Regime.SEQUENTIAL_STAGE
+            stages.append(result)
+    result.stages = stages
+    result.stage_train_time_s = result.train_time_s
+    result.train_time_s = total_train  # the cost of the whole sequence
     return result
 
 
-def _train(cell: Cell, ctx: RunContext, tasks: list, output_dir: str | None, handover: dict | None = None,
-           keep_state: bool = False) -> dict:
-    from accelerate.utils import set_seed
-    from transformers import DataCollatorWithPadding, get_linear_schedule_with_warmup
+class CellRun:
+    """One training run over one task (or several, multi-task), read as named steps:
 
-    method, hp, budget = get_method(cell.method), cell.hparams, cell.budget
-    schedule = cell.schedule or {}
-    multi = len(tasks) > 1
-    _quiet_libraries()
-    acc = make_accelerator(cell, find_unused_parameters=multi)
-    main = acc.is_main_process
-    set_seed(cell.seed)
-    memory = PeakMemory(acc.device)
+        set_up_model -> set_up_data -> fit (which calls evaluate) -> record
 
-    tokenizer, model, members, heads, counts = build_model(cell, ctx, tasks, handover)
-    trains = method.trains(cell.method_params)
-    if trains and counts["trainable_params"] == 0:
-        raise RuntimeError("the method left no trainable parameter")
-    checksum_start = encoder_checksum(members[0]) if "sequence" in schedule else None
+    Every method and every task kind goes through these same steps; a method only decides (in set_up_model)
+    what is added and what trains, a task kind (harness/tasks/kinds.py) how data, head, predictions and
+    metrics work. Raises on failure (the runner records the reason)."""
 
-    # data: tokenized once per (tokenizer, task, length), rank 0 first so the others read its cache
-    with acc.main_process_first():
-        train_sets = [ctx.tokenized.get(t, ctx.raw_data(t)["train"].head(budget.get("max_train_samples")), tokenizer,
-                                        hp["max_length"], hp["padding"]) for t in tasks]
-        eval_sets = [eval_sets_for(t, ctx, tokenizer, hp, budget) for t in tasks]
-    collator = DataCollatorWithPadding(tokenizer)
-    train_loaders = [_train_loader(ds, hp, collator, cell.seed) for ds in train_sets]
-    flat_eval = [es for sets in eval_sets for es in sets]
-    for es in flat_eval:
-        es.loader = _eval_loader(es.dataset, hp["eval_batch_size"], collator)
+    def __init__(self, cell: Cell, ctx: RunContext, tasks: list, output_dir: str | None,
+                 handover: dict | None = None, keep_state: bool = False):
+        self.cell, self.ctx, self.tasks, self.output_dir = cell, ctx, tasks, output_dir
+        self.handover, self.keep_state = handover, keep_state
+        self.method, self.hp, self.budget = get_method(cell.method), cell.hparams, cell.budget
+        self.schedule = cell.schedule or {}
+        self.multi = len(tasks) > 1
+        self.kinds = [kind_of(t) for t in tasks]
+        self.trains = self.method.trains(cell.method_params)
 
-    optimizer = _optimizer(model, hp) if trains else None  # an evaluation-only cell has nothing to optimise
-    model, *loaders = acc.prepare(model, *([optimizer] if trains else []), *train_loaders,
-                                  *[es.loader for es in flat_eval])
-    if trains:
-        optimizer, *loaders = loaders
-    train_loaders = loaders[:len(tasks)]
-    for es, dl in zip(flat_eval, loaders[len(tasks):]):
-        es.loader = dl
-    if any(len(dl) == 0 for dl in train_loaders):
-        raise ValueError(f"task {tasks[0].name}: the training split is empty")
-    mixture = _TaskMixture(train_loaders, schedule.get("sampling", "proportional"),
-                           schedule.get("temperature", 2.0), cell.seed)
+    def run(self) -> RunResult:
+        from accelerate.utils import set_seed
 
-    def forward(t, batch):
-        return model(task_index=t, **batch) if multi else model(**batch)
+        _quiet_libraries()
+        self.acc = make_accelerator(self.cell, find_unused_parameters=self.multi)
+        self.main = self.acc.is_main_process
+        set_seed(self.cell.seed)
+        self.memory = PeakMemory(self.acc.device)
+        try:
+            self.set_up_model()
+            self.set_up_data()
+            self.fit()
+            return self.record()
+        finally:
+            self._release()
 
-    # budget -> exact number of optimizer steps
-    steps_per_epoch = max(1, math.ceil(len(mixture) / hp["gradient_accumulation_steps"]))
-    limits = []
-    if "epochs" in budget:
-        limits.append(math.ceil(budget["epochs"] * steps_per_epoch))
-    if "max_steps" in budget:
-        limits.append(budget["max_steps"])
-    total_steps = max(1, min(limits)) if trains else 0
-    scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(hp["warmup_ratio"] * total_steps),
-                                                total_steps) if trains else None
-    time_limit = budget.get("time_limit_min")
-    trainable = [p for p in model.parameters() if p.requires_grad]
+    # --- steps ------------------------------------------------------------------------------------------------
 
-    history, eval_time = [], 0.0
-    per_task = [{"history": [], "best": None, "predictions": {}} for _ in tasks]
-    label = f"{'+'.join(t.name for t in tasks)}/{cell.method_label}"
-    bar = Progress(total_steps, label, enabled=main, position=1, bars=ctx.show_progress)
+    def set_up_model(self) -> None:
+        """The model with the method applied (adapters added, what trains chosen), optimizer and scheduler come
+        with the data (they need the number of steps)."""
+        self.tokenizer, self.model, self.members, self.heads, self.counts = build_model(
+            self.cell, self.ctx, self.tasks, self.handover)
+        if self.trains and self.counts["trainable_params"] == 0:
+            raise RuntimeError("the method left no trainable parameter")
+        self.checksum_start = encoder_checksum(self.members[0]) if "sequence" in self.schedule else None
 
-    def evaluate(step: int, epoch: float, train_loss: float | None):
-        nonlocal eval_time
+    def set_up_data(self) -> None:
+        """Features tokenized once per (tokenizer, task, length, data): rank 0 first so the others read its cache;
+        loaders, the optimizer, the scheduler and the exact number of optimizer steps the budget allows."""
+        from transformers import DataCollatorWithPadding, get_linear_schedule_with_warmup
+
+        cell, ctx, hp, budget, acc = self.cell, self.ctx, self.hp, self.budget, self.acc
+        with acc.main_process_first():
+            self.train_raw = [ctx.raw_data(t)["train"].head(budget.get("max_train_samples")) for t in self.tasks]
+            self.train_sets = [k.features(t, raw, self.tokenizer, hp, ctx.tokenized, training=True)
+                               for t, k, raw in zip(self.tasks, self.kinds, self.train_raw)]
+            self.eval_sets = [eval_sets_for(t, ctx, self.tokenizer, hp, budget) for t in self.tasks]
+        collator = DataCollatorWithPadding(self.tokenizer)
+        train_loaders = [_train_loader(ds, hp, collator, cell.seed) for ds in self.train_sets]
+        self.flat_eval = [es for sets in self.eval_sets for es in sets]
+        for es in self.flat_eval:
+            es.loader = _eval_loader(es.dataset, hp["eval_batch_size"], collator)
+
+        optimizer = _optimizer(self.model, hp) if self.trains else None  # evaluation only: nothing to optimise
+        self.model, *loaders = acc.prepare(self.model, *([optimizer] if self.trains else []), *train_loaders,
+                                           *[es.loader for es in self.flat_eval])
+        if self.trains:
+            optimizer, *loaders = loaders
+        self.optimizer = optimizer
+        train_loaders = loaders[:len(self.tasks)]
+        for es, dl in zip(self.flat_eval, loaders[len(self.tasks):]):
+            es.loader = dl
+        if any(len(dl) == 0 for dl in train_loaders):
+            raise ValueError(f"task {self.tasks[0].name}: the training split is empty")
+        self.mixture = _TaskMixture(train_loaders, self.schedule.get("sampling", "proportional"),
+                                    self.schedule.get("temperature", 2.0), cell.seed)
+
+        # budget -> exact number of optimizer steps
+        steps_per_epoch = max(1, math.ceil(len(self.mixture) / hp["gradient_accumulation_steps"]))
+        limits = []
+        if "epochs" in budget:
+            limits.append(math.ceil(budget["epochs"] * steps_per_epoch))
+        if "max_steps" in budget:
+            limits.append(budget["max_steps"])
+        self.total_steps = max(1, min(limits)) if self.trains else 0
+        self.scheduler = get_linear_schedule_with_warmup(
+            optimizer, math.ceil(hp["warmup_ratio"] * self.total_steps), self.total_steps) if self.trains else None
+
+    def forward(self, t: int, batch: dict):
+        return self.model(task_index=t, **batch) if self.multi else self.model(**batch)
+
+    def fit(self) -> None:
+        """The optimizer steps the budget allows, evaluating after every epoch (or every eval_steps steps) and
+        once at the end; stops early on the time limit, raises on a non-finite loss."""
+        hp, budget, acc, mixture = self.hp, self.budget, self.acc, self.mixture
+        total_steps, time_limit = self.total_steps, self.budget.get("time_limit_min")
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.history, self.eval_time = [], 0.0
+        self.per_task = [{"history": [], "best": None, "predictions": {}} for _ in self.tasks]
+        label = f"{'+'.join(t.name for t in self.tasks)}/{self.cell.method_label}"
+        self.bar = Progress(total_steps, label, enabled=self.main, position=1, bars=self.ctx.show_progress)
+
+        step, examples, tokens, loss_sum, loss_n = 0, 0, 0, 0.0, 0
+        stopped_by, micro = (None, 0) if self.trains else ("evaluation_only", 0)
+        self.model.train()
+        t_start = time.perf_counter()
+        epoch_idx = 0
+        while stopped_by is None:
+            for t, batch in mixture:
+                batch.pop("idx")
+                with acc.accumulate(self.model):
+                    loss = self.forward(t, batch).loss
+                    acc.backward(loss)
+                    if acc.sync_gradients and hp["max_grad_norm"]:
+                        acc.clip_grad_norm_(trainable, hp["max_grad_norm"])
+                    self.optimizer.step()
+                    self.optimizer.zero_grad(set_to_none=True)
+                micro += 1
+                examples += batch["input_ids"].shape[0]
+                tokens += (int(batch["attention_mask"].sum()) if "attention_mask" in batch
+                           else batch["input_ids"].numel())
+                loss_value = loss.detach().float()
+                loss_sum, loss_n = loss_sum + float(loss_value), loss_n + 1
+                if not acc.sync_gradients:
+                    continue
+                self.scheduler.step()
+                step += 1
+                # every rank must take the same decision, or DDP hangs: reduce the flags
+                out_of_time = time_limit is not None and time.perf_counter() - t_start >= 60 * time_limit
+                flags = torch.tensor([float(not torch.isfinite(loss_value)), float(out_of_time)], device=acc.device)
+                if acc.num_processes > 1:
+                    flags = acc.reduce(flags, reduction="sum")
+                if flags[0] > 0:
+                    raise FloatingPointError(f"loss is not finite at step {step} (lr {hp['learning_rate']:g})")
+                self.bar.update(1, loss=f"{float(loss_value):.4f}")
+                epoch_now = epoch_idx + min(1.0, micro / len(mixture))
+                if hp.get("eval_steps") and step % hp["eval_steps"] == 0 and step < total_steps:
+                    self.evaluate(step, epoch_now, loss_sum / max(loss_n, 1))
+                    loss_sum, loss_n = 0.0, 0
+                if step >= total_steps:
+                    stopped_by = ("max_steps" if "max_steps" in budget and total_steps == budget["max_steps"]
+                                  else "epochs")
+                    break
+                if flags[1] > 0:
+                    stopped_by = "time_limit"
+                    break
+            else:  # a whole epoch went by
+                epoch_idx += 1
+                micro = 0
+                if not hp.get("eval_steps") and step < total_steps:
+                    self.evaluate(step, float(epoch_idx), loss_sum / max(loss_n, 1))
+                    loss_sum, loss_n = 0.0, 0
+                continue
+        self.epochs_done = epoch_idx + micro / len(mixture)
+        if not self.history or self.history[-1]["step"] != step:
+            self.evaluate(step, self.epochs_done, loss_sum / max(loss_n, 1) if loss_n else None)
+        self.train_time = time.perf_counter() - t_start - self.eval_time
+        self.bar.close()
+        self.step, self.examples, self.tokens, self.stopped_by = step, examples, tokens, stopped_by
+
+    def evaluate(self, step: int, epoch: float, train_loss: float | None) -> None:
+        """Every dev split of every task: metrics, main score (the mean over tasks for a multi-task cell), the
+        best evaluation so far per task, the latest predictions."""
         t0 = time.perf_counter()
-        model.eval()
+        self.model.eval()
         scores, merged = [], {}
-        for t, (task, sets) in enumerate(zip(tasks, eval_sets)):
+        for t, (task, kind, sets) in enumerate(zip(self.tasks, self.kinds, self.eval_sets)):
             metrics, score, preds = evaluate_task(
-                task, sets, lambda es, t=t: predict(model, es.loader, acc, lambda b: forward(t, b)))
+                task, sets, lambda es, t=t, kind=kind: predict(self.model, es.loader, self.acc,
+                                                               lambda b: self.forward(t, b), kind, self.hp))
             entry = {"step": step, "epoch": round(epoch, 4), "metrics": metrics, "score": score,
                      "train_loss": train_loss}
-            rec = per_task[t]
+            rec = self.per_task[t]
             rec["history"].append(entry)
             rec["predictions"] = preds
             if rec["best"] is None or score > rec["best"]["score"]:
                 rec["best"] = entry
             scores.append(score)
-            merged.update({f"{task.name}_{k}" if multi else k: v for k, v in metrics.items()})
-        model.train()
+            merged.update({f"{task.name}_{k}" if self.multi else k: v for k, v in metrics.items()})
+        self.model.train()
         entry = {"step": step, "epoch": round(epoch, 4), "metrics": merged, "score": float(np.mean(scores)),
                  "train_loss": train_loss}
-        history.append(entry)
-        eval_time += time.perf_counter() - t0
-        bar.write(f"  eval step {step} epoch {epoch:.2f}: score {entry['score']:.2f} "
-                  + " ".join(f"{k}={v:.2f}" for k, v in merged.items()))
+        self.history.append(entry)
+        self.eval_time += time.perf_counter() - t0
+        self.bar.write(f"  eval step {step} epoch {epoch:.2f}: score {entry['score']:.2f} "
+                       + " ".join(f"{k}={v:.2f}" for k, v in merged.items()))
 
-    step, examples, tokens, loss_sum, loss_n = 0, 0, 0, 0.0, 0
-    stopped_by, micro = (None, 0) if trains else ("evaluation_only", 0)
-    model.train()
-    t_start = time.perf_counter()
-    epoch_idx = 0
-    while stopped_by is None:
-        for t, batch in mixture:
-            batch.pop("idx")
-            with acc.accumulate(model):
-                loss = forward(t, batch).loss
-                acc.backward(loss)
-                if acc.sync_gradients and hp["max_grad_norm"]:
-                    acc.clip_grad_norm_(trainable, hp["max_grad_norm"])
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            micro += 1
-            examples += batch["input_ids"].shape[0]
-            tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
-            loss_value = loss.detach().float()
-            loss_sum, loss_n = loss_sum + float(loss_value), loss_n + 1
-            if not acc.sync_gradients:
-                continue
-            scheduler.step()
-            step += 1
-            # every rank must take the same decision, or DDP hangs: reduce the flags
-            out_of_time = time_limit is not None and time.perf_counter() - t_start >= 60 * time_limit
-            flags = torch.tensor([float(not torch.isfinite(loss_value)), float(out_of_time)], device=acc.device)
-            if acc.num_processes > 1:
-                flags = acc.reduce(flags, reduction="sum")
-            if flags[0] > 0:
-                raise FloatingPointError(f"loss is not finite at step {step} (lr {hp['learning_rate']:g})")
-            bar.update(1, loss=f"{float(loss_value):.4f}")
-            epoch_now = epoch_idx + min(1.0, micro / len(mixture))
-            if hp.get("eval_steps") and step % hp["eval_steps"] == 0 and step < total_steps:
-                evaluate(step, epoch_now, loss_sum / max(loss_n, 1))
-                loss_sum, loss_n = 0.0, 0
-            if step >= total_steps:
-                stopped_by = "max_steps" if "max_steps" in budget and total_steps == budget["max_steps"] else "epochs"
-                break
-            if flags[1] > 0:
-                stopped_by = "time_limit"
-                break
-        else:  # a whole epoch went by
-            epoch_idx += 1
-            micro = 0
-            if not hp.get("eval_steps") and step < total_steps:
-                evaluate(step, float(epoch_idx), loss_sum / max(loss_n, 1))
-                loss_sum, loss_n = 0.0, 0
-            continue
-    epochs_done = epoch_idx + micro / len(mixture)
-    if not history or history[-1]["step"] != step:
-        evaluate(step, epochs_done, loss_sum / max(loss_n, 1) if loss_n else None)
-    train_time = time.perf_counter() - t_start - eval_time
-    bar.close()
+    def record(self) -> RunResult:
+        """The run's result (throughput summed and memory the maximum over ranks); rank 0 writes predictions
+        and the trained adapter into the output directory."""
+        acc, history = self.acc, self.history
+        totals = torch.tensor([self.examples, self.tokens], dtype=torch.float64, device=acc.device)
+        peak = torch.tensor([self.memory.read_mb(acc.device)], dtype=torch.float64, device=acc.device)
+        if acc.num_processes > 1:
+            totals = acc.reduce(totals, reduction="sum")
+            peak = acc.gather(peak).max()
+        final, best = history[-1], max(history, key=lambda e: e["score"])
+        train_time, measured = self.train_time, self.train_time > 0 and self.examples
+        result = RunResult(
+            **self.counts,
+            train_time_s=train_time, eval_time_s=self.eval_time,
+            peak_memory_mb=float(peak.max()), peak_memory_kind=self.memory.kind,
+            train_examples_per_s=float(totals[0]) / train_time if measured else None,
+            train_tokens_per_s=float(totals[1]) / train_time if measured else None,
+            steps=self.step, epochs_done=round(self.epochs_done, 4), stopped_by=self.stopped_by,
+            train_examples=sum(len(raw) for raw in self.train_raw),
+            eval_examples=sum(len(es.raw) for es in self.flat_eval),
+            score=final["score"], metrics=final["metrics"],
+            best_score=best["score"], best_metrics=best["metrics"], history=history,
+            mixed_precision=acc.mixed_precision, distributed_type=str(acc.distributed_type),
+        )
+        unwrapped = acc.unwrap_model(self.model)
+        first = unwrapped.members[0] if self.multi else unwrapped
+        if self.checksum_start is not None:
+            result.encoder_checksum = {"start": self.checksum_start, "end": encoder_checksum(first)}
+        if self.keep_state:
+            result.state = handover_state(first)
+        if self.multi:
+            result.members = [
+                RunResult(task=task.name, score=rec["history"][-1]["score"], metrics=rec["history"][-1]["metrics"],
+                          best_score=rec["best"]["score"], best_metrics=rec["best"]["metrics"],
+                          history=rec["history"],
+                          head_params=sum(p.numel() for n, p in m.named_parameters() if n in head),
+                          eval_examples=sum(len(es.raw) for es in sets),
+                          output_dir=os.path.join(self.output_dir, task.name) if self.output_dir else None,
+                          regime=Regime.MULTITASK_MEMBER, stage=i)
+                for i, (task, rec, m, head, sets) in enumerate(zip(self.tasks, self.per_task, unwrapped.members,
+                                                                   self.heads, self.eval_sets))]
+        if self.main and self.output_dir:
+            outs = ([(m.output_dir, rec) for m, rec in zip(result.members, self.per_task)] if self.multi
+                    else [(self.output_dir, self.per_task[0])])
+            for task, kind, (out, rec) in zip(self.tasks, self.kinds, outs):
+                os.makedirs(out, exist_ok=True)
+                kind.save_predictions(task, out, rec["predictions"])
+            if self.method.uses_adapters and self.trains and not self.multi:
+                adapter_dir = os.path.join(self.output_dir, "adapter")
+                result.adapter_bytes = save_adapter(first, self.heads[0], adapter_dir)
+                result.adapter_path = adapter_dir
+        return result
 
-    # over ranks: throughput sums, memory takes the max
-    totals = torch.tensor([examples, tokens], dtype=torch.float64, device=acc.device)
-    peak = torch.tensor([memory.read_mb(acc.device)], dtype=torch.float64, device=acc.device)
-    if acc.num_processes > 1:
-        totals = acc.reduce(totals, reduction="sum")
-        peak = acc.gather(peak).max()
-    final, best = history[-1], max(history, key=lambda e: e["score"])
-    result = {
-        **counts,
-        "train_time_s": train_time, "eval_time_s": eval_time,
-        "peak_memory_mb": float(peak.max()), "peak_memory_kind": memory.kind,
-        "train_examples_per_s": float(totals[0]) / train_time if train_time > 0 and examples else None,
-        "train_tokens_per_s": float(totals[1]) / train_time if train_time > 0 and examples else None,
-        "steps": step, "epochs_done": round(epochs_done, 4), "stopped_by": stopped_by,
-        "train_examples": sum(len(ds) for ds in train_sets), "eval_examples": sum(len(es.dataset) for es in flat_eval),
-        "score": final["score"], "metrics": final["metrics"],
-        "best_score": best["score"], "best_metrics": best["metrics"], "history": history,
-        "mixed_precision": acc.mixed_precision, "distributed_type": str(acc.distributed_type),
-    }
-    unwrapped = acc.unwrap_model(model)
-    first = unwrapped.members[0] if multi else unwrapped
-    if checksum_start is not None:
-        result["encoder_checksum"] = {"start": checksum_start, "end": encoder_checksum(first)}
-    if keep_state:
-        result["state"] = handover_state(first)
-    if multi:
-        result["members"] = [
-            {"task": task.name, "score": rec["history"][-1]["score"], "metrics": rec["history"][-1]["metrics"],
-             "best_score": rec["best"]["score"], "best_metrics": rec["best"]["metrics"], "history": rec["history"],
-             "head_params": sum(p.numel() for n, p in m.named_parameters() if n in head),
-             "eval_examples": sum(len(es.dataset) for es in sets),
-             "output_dir": os.path.join(output_dir, task.name) if output_dir else None}
-            for task, rec, m, head, sets in zip(tasks, per_task, unwrapped.members, heads, eval_sets)]
-    if main and output_dir:
-        outs = [(m["output_dir"], rec) for m, rec in zip(result["members"], per_task)] if multi else \
-            [(output_dir, per_task[0])]
-        for out, rec in outs:
-            os.makedirs(out, exist_ok=True)
-            arrays = {f"{split}_{part}": arr for split, arrs in rec["predictions"].items()
-                      for part, arr in zip(("idx", "pred", "label"), arrs)}
-            atomic.write_file(os.path.join(out, "predictions.npz"), lambda tmp: _savez(tmp, arrays))
-        if method.uses_adapters and trains and not multi:
-            adapter_dir = os.path.join(output_dir, "adapter")
-            result["adapter_bytes"] = save_adapter(first, heads[0], adapter_dir)
-            result["adapter_path"] = adapter_dir
-    del model, optimizer, train_loaders, flat_eval, mixture, unwrapped, first, members
-    acc.free_memory()
-    gc.collect()
-    return result
+    def _release(self) -> None:
+        for name in ("model", "optimizer", "mixture", "flat_eval", "members", "eval_sets"):
+            self.__dict__.pop(name, None)
+        self.acc.free_memory()
+        gc.collect()

@@ -55,6 +55,11 @@ class Method:
     params: dict[str, Param] = field(default_factory=dict)
     uses_adapters: bool = False
     trains: Callable[[dict], bool] = lambda params: True   # False: the cell only evaluates
+    # capabilities, read wherever a feature depends on the method (one place, not name lists in several modules)
+    ablatable: bool = False        # its layers' additions can be switched off one span at a time (analysis/ablate)
+    stackable: bool = False        # sequence with adapter: new stacks a fresh adapter on the previous one
+    loads_saved: bool = False      # starts from a saved single-task adapter + head: single-task cells only, and
+                                   # its size is the saved adapter's (harness params skips it)
 
     def resolve(self, given: dict) -> dict:
         """Fill defaults; `given` values must already be coerced."""
@@ -246,9 +251,11 @@ METHODS: dict[str, Method] = {
         Method("layernorm", "train only LayerNorm weights and biases", _setup_by_name(_is_layernorm)),
         Method("bitfit", "train only bias terms (BitFit)", _setup_by_name(lambda n, p: n.endswith("bias"))),
         Method("houlsby", "Houlsby et al. 2019 bottleneck adapters after attention and FFN (adapters: double_seq_bn)",
-               _setup_bottleneck(_lazy_config("DoubleSeqBnConfig")), _bottleneck_params("swish"), uses_adapters=True),
+               _setup_bottleneck(_lazy_config("DoubleSeqBnConfig")), _bottleneck_params("swish"), uses_adapters=True,
+               ablatable=True, stackable=True),
         Method("pfeiffer", "Pfeiffer et al. 2020 bottleneck adapter after the FFN only (adapters: seq_bn)",
-               _setup_bottleneck(_lazy_config("SeqBnConfig")), _bottleneck_params("relu"), uses_adapters=True),
+               _setup_bottleneck(_lazy_config("SeqBnConfig")), _bottleneck_params("relu"), uses_adapters=True,
+               ablatable=True, stackable=True),
         Method("lora", "LoRA low-rank updates of attention matrices (adapters: LoRAConfig)", _setup_lora,
                {
                    "rank": Param(8, int, "rank r of the update", minimum=1),
@@ -256,14 +263,14 @@ METHODS: dict[str, Method] = {
                    "dropout": Param(0.0, float, "dropout on the LoRA input", minimum=0.0),
                    "matrices": Param("qv", str, "attention matrices to adapt: letters of q, k, v",
                                      choices=("q", "k", "v", "qv", "qk", "kv", "qkv")),
-               }, uses_adapters=True),
+               }, uses_adapters=True, ablatable=True),
         Method("compacter", "Compacter (Mahabadi et al. 2021): Houlsby-placed adapters of shared low-rank "
                "hypercomplex (PHM) layers (adapters: CompacterConfig)", _setup_compacter,
                {
                    "size": Param(24, int, "bottleneck width (divisible by phm_dim)", minimum=1),
                    "phm_dim": Param(4, int, "number of Kronecker summands n", minimum=1),
                    "plus_plus": Param(False, bool, "Compacter++: one adapter per layer, after the FFN"),
-               }, uses_adapters=True),
+               }, uses_adapters=True, stackable=True),
         Method("prefix_tuning", "prefix tuning (Li & Liang 2021): trained key/value prefixes in every attention "
                "layer (adapters: PrefixTuningConfig)", _setup_prefix_tuning,
                {
@@ -279,11 +286,16 @@ METHODS: dict[str, Method] = {
                                           "hub id; relative paths start at the suite file"),
                    "train": Param(False, bool, "train the loaded adapter (and head) further; false: evaluate only"),
                    "load_head": Param(True, bool, "load the head saved beside the adapter"),
-               }, uses_adapters=True, trains=lambda params: params["train"]),
+               }, uses_adapters=True, trains=lambda params: params["train"], loads_saved=True),
         Method("ia3", "(IA)^3 (Liu et al. 2022): learned rescaling of keys, values and FFN activations "
                "(adapters: IA3Config)", _setup_ia3, {}, uses_adapters=True),
     ]
 }
+
+
+def methods_with(flag: str) -> tuple[str, ...]:
+    """Names of the methods that have a capability flag, in registry order (e.g. methods_with("ablatable"))."""
+    return tuple(name for name, m in METHODS.items() if getattr(m, flag))
 
 
 def get_method(name: str) -> Method:

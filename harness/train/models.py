@@ -71,20 +71,18 @@ class ModelSpec:
 
 
 def load_for_task(spec: ModelSpec, task):
-    """Tokenizer and a sequence-classification model for `task`, plus the names of weights the checkpoint
-    did not provide (they are newly initialised, so they must train: they count as the head)."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+    """Tokenizer and the model with the head of the task's kind (sequence classification, question answering),
+    plus the names of weights the checkpoint did not provide (they are newly initialised, so they must train:
+    they count as the head)."""
+    import transformers
+    from transformers import AutoConfig, AutoTokenizer
 
+    from harness.tasks.kinds import kind_of
+
+    kind = kind_of(task)
     src = spec.source()
     tokenizer = AutoTokenizer.from_pretrained(src, trust_remote_code=spec.trust_remote_code)
-    kwargs = {"num_labels": task.num_labels}
-    if task.is_regression:
-        kwargs["problem_type"] = "regression"
-    else:
-        kwargs["id2label"] = dict(enumerate(task.label_names))
-        kwargs["label2id"] = {n: i for i, n in enumerate(task.label_names)}
-        kwargs["problem_type"] = "single_label_classification"
-    config = AutoConfig.from_pretrained(src, trust_remote_code=spec.trust_remote_code, **kwargs)
-    model, info = AutoModelForSequenceClassification.from_pretrained(
+    config = AutoConfig.from_pretrained(src, trust_remote_code=spec.trust_remote_code, **kind.config_kwargs(task))
+    model, info = getattr(transformers, kind.auto_model).from_pretrained(
         src, config=config, trust_remote_code=spec.trust_remote_code, output_loading_info=True)
     return tokenizer, model, set(info.get("missing_keys", []))
