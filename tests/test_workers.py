@@ -265,13 +265,7 @@ def test_ingest_loads_records_idempotently_and_never_overwrites_silently(tmp_pat
         ro = Store(db_url, read_only=True)
         assert len(ro.records("w")) == len(shared.records("w"))
         with pytest.raises(Exception, match="read-only"):
-            ro.enqueue(shared_cells_for(suite))
-
-
-def shared_cells_for(suite_path):
-    from harness.plan.suite import load_suite
-
-    return load_suite(str(suite_path)).cells()
+            ro.add_analysis(shared.records("w")[0].id, "x", {})
 
 
 def test_long_labels_and_big_numbers_fit_on_postgresql(tmp_path, pg_server):
