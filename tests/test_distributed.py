@@ -57,7 +57,7 @@ hparams:
 """)
     proc = launch(tmp_path, suite, small_glue)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "on 2 process(es)" in proc.stderr
+    assert "with 2 process(es)" in proc.stderr
     recs = Store(f"sqlite:///{tmp_path / 'h.db'}").records()
     assert len(recs) == 2  # rank 1 wrote nothing of its own
     for rec in recs:
