@@ -43,7 +43,7 @@ def _error_text(exc: BaseException) -> str:
     return text if len(text) < 2000 else text[:2000] + " …"
 
 
-def _queue_summary(store: Store, suite: Suite, keys: set[str], retry_failed: bool) -> dict[str, int]:
+def _queue_summary(store: Store, suite: Suite, keys: set[str]) -> dict[str, int]:
     counts = {s: 0 for s in ("pending", "running", "completed", "failed")}
     for key, rec in store.by_key(suite.name).items():
         if key in keys:
@@ -78,7 +78,7 @@ def run_suite(suite: Suite, db_url: str | None, data_dir: str | None, output_dir
         if warning:
             say(f"warning: {warning}")
         store.enqueue(cells, command, output_dir)
-        n = _queue_summary(store, suite, set(keys), retry_failed)
+        n = _queue_summary(store, suite, set(keys))
         slurm = (f", Slurm job {worker.slurm_job_id}" + (f" task {worker.slurm_array_task_id}"
                  if worker.slurm_array_task_id is not None else "") if worker.slurm_job_id else "")
         say(f"suite {suite.name}: {len(cells)} cells, {n['completed']} already completed (skipped), "
