@@ -15,6 +15,24 @@ def _add_db(p):
                                              "sqlite:///results/harness.db)")
 
 
+def _add_max_cells(p):
+    from harness.plan.suite import DEFAULT_MAX_CELLS
+
+    p.add_argument("--max-cells", type=_positive_int, default=DEFAULT_MAX_CELLS,
+                   help=f"refuse a grid larger than this (default {DEFAULT_MAX_CELLS:,}): a longer list than meant "
+                        f"costs GPU-days")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 (got {value})")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harness", description="Benchmark harness for parameter-efficient "
                                                                  "transfer learning.")
@@ -29,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", default=None, help="tokenized-data cache, default OUTPUT_DIR/cache")
     p.add_argument("--retry-failed", action="store_true", help="also re-run cells that failed before")
     p.add_argument("--no-progress", action="store_true", help="no progress bars or lines")
+    p.add_argument("--verbose", action="store_true", help="also print the full traceback of a failing cell (it is "
+                                                          "always in the cell's error.log and the store)")
+    _add_max_cells(p)
     p.add_argument("--heartbeat-s", type=float, default=None,
                    help="how often a worker refreshes the lease of the cell it trains (default: "
                         "$HARNESS_HEARTBEAT_S, else 30)")
@@ -38,12 +59,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate", help="check a suite and print its grid size; trains nothing")
     p.add_argument("suite")
-    p.add_argument("--num-processes", type=int, default=1)
+    p.add_argument("--num-processes", type=_positive_int, default=1)
     p.add_argument("--list", action="store_true", help="also print every cell")
+    p.add_argument("--data-dir", help="check the data there (default: the suite's data_dir, then "
+                                      "$HARNESS_DATA_DIR, then the hub)")
+    _add_max_cells(p)
 
     p = sub.add_parser("status", help="done / failed / running / pending per cell of a suite")
     p.add_argument("suite")
     _add_db(p)
+    _add_max_cells(p)
     p.add_argument("--num-processes", type=int, default=None,
                    help="process count the suite runs with (part of the cell key; default: any count seen "
                         "in the store, else 1)")
@@ -67,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
                                       "from configs alone (trains nothing)")
     p.add_argument("suite")
     p.add_argument("--task", default=None, help="task whose head is counted (default: the suite's first)")
+    _add_max_cells(p)
 
     p = sub.add_parser("ablate", help="remove the adapters of every span of layers of a stored run and re-score "
                                       "on dev (Houlsby et al. Fig. 6); stores the matrix")
@@ -74,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_db(p)
     p.add_argument("--data-dir", help="local GLUE directory (default: $HARNESS_DATA_DIR, then the hub)")
     p.add_argument("--cache-dir", default="results/cache", help="tokenized-data cache")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="run the model's own code from its repository; never taken from the store, which anyone "
+                        "who can write to it could change")
 
     p = sub.add_parser("compare", help="paired bootstrap of two runs (or two method variants over seeds) on the "
                                        "same dev examples")
@@ -94,19 +123,27 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("board", help="start the Streamlit leaderboard")
     _add_db(p)
     p.add_argument("--port", type=int, default=8501)
+    p.add_argument("--address", default="127.0.0.1",
+                   help="interface to serve on (default 127.0.0.1: this machine only; the board has no login and "
+                        "shows hosts, paths, commands and errors of the store)")
     return parser
 
 
 def cmd_validate(args) -> int:
     from harness.plan.suite import load_suite
 
-    suite = load_suite(args.suite)
+    from harness.plan.preflight import preflight
+
+    suite = load_suite(args.suite, args.max_cells)
+    notes = preflight(suite, args.data_dir)
     cells = suite.cells(num_processes=args.num_processes)
     m = suite.model
     outer = len(m.models) * len(m.tasks) * len(m.budgets) * len(m.seeds)
     print(f"{args.suite}: suite {suite.name} is valid: {len(cells)} cells = {len(m.models)} model(s) x "
           f"{len(m.tasks)} task(s) x {len(cells) // outer} method/hparam setting(s) "
           f"({len(suite.method_variants)} method variant(s)) x {len(m.budgets)} budget(s) x {len(m.seeds)} seed(s)")
+    for note in notes:
+        print(note)
     if args.list:
         for c in cells:
             print(f"  {c.key}  {c.label}")
@@ -114,16 +151,18 @@ def cmd_validate(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from harness.launch.runner import run_suite
+    from harness.plan.preflight import preflight
     from harness.plan.suite import load_suite
 
-    suite = load_suite(args.suite)  # invalid input: exit 2 before anything is written
+    suite = load_suite(args.suite, args.max_cells)  # invalid input: exit 2 before anything is written
+    preflight(suite, args.data_dir)   # models, data, adapters: before the first cell, still writing nothing
     from harness.store.db import make_engine, default_db_url
 
     make_engine(args.db or default_db_url()).dispose()  # a bad --db fails here, before any training
+    from harness.launch.runner import run_suite   # torch and accelerate: only once the input is known good
     return run_suite(suite, args.db, args.data_dir, args.output_dir, args.retry_failed, cache_dir=args.cache_dir,
                      show_progress=not args.no_progress, heartbeat_s=args.heartbeat_s,
-                     lease_timeout_s=args.lease_timeout_s)
+                     lease_timeout_s=args.lease_timeout_s, verbose=args.verbose)
 
 
 def _who(rec) -> str:
@@ -193,7 +232,7 @@ def cmd_status(args) -> int:
     from harness.store.db import Store, default_db_url
     from harness.plan.suite import load_suite
 
-    suite = load_suite(args.suite)
+    suite = load_suite(args.suite, args.max_cells)
     url = args.db or default_db_url()
     try:
         store = Store(url, read_only=True)  # status only reads: it never creates or changes a store
@@ -261,7 +300,7 @@ def cmd_params(args) -> int:
     from harness.tasks.registry import get_task
     from harness.train.loop import _quiet_libraries
 
-    suite = load_suite(args.suite)
+    suite = load_suite(args.suite, args.max_cells)
     task = get_task(args.task).name if args.task else None
     _quiet_libraries()
     rows = param_rows(suite, task)
@@ -301,7 +340,7 @@ def cmd_ablate(args) -> int:
     _quiet_libraries()
     ctx = RunContext(data_dir=resolve_data_dir(args.data_dir), cache_dir=args.cache_dir, show_progress=False)
     for rec in records:
-        payload = ablate(rec, ctx)
+        payload = ablate(rec, ctx, trust_remote_code=args.trust_remote_code)
         store.add_analysis(rec.id, "adapter_ablation", payload)
         print(format_ablation(rec, payload))
     return 0
@@ -343,8 +382,15 @@ def cmd_board(args) -> int:
     app = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "leaderboard", "app.py")
     cmd = [sys.executable, "-m", "streamlit", "run", app, "--server.port", str(args.port),
            "--server.headless", "true", "--browser.gatherUsageStats", "false", "--"]
+    cmd[cmd.index("--server.headless"):cmd.index("--server.headless")] = ["--server.address", args.address]
     if args.db:
         cmd += ["--db", args.db]
+    if args.address in ("127.0.0.1", "localhost", "::1"):
+        print(f"leaderboard on http://{args.address}:{args.port} (this machine only; --address 0.0.0.0 serves "
+              f"every interface)", file=sys.stderr)
+    else:
+        print(f"warning: serving the leaderboard on {args.address}:{args.port} with no login: anyone who can reach "
+              f"it sees the store's hosts, paths, commands and errors", file=sys.stderr)
     return subprocess.call(cmd)
 
 
@@ -352,9 +398,45 @@ COMMANDS = {"ingest": cmd_ingest, "run": cmd_run, "validate": cmd_validate, "sta
             "board": cmd_board, "params": cmd_params, "ablate": cmd_ablate, "compare": cmd_compare}
 
 
+def absolute_db_url(url: str | None) -> str | None:
+    """sqlite:///relative.db made absolute (against the current directory, once): every process and Slurm task
+    that gets the URL then opens the same file, wherever it starts. Other URLs are returned as they are."""
+    if not url:
+        return url
+    from sqlalchemy.engine import make_url
+
+    try:
+        parsed = make_url(url)
+    except Exception:
+        return url   # make_engine reports it
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:" \
+            or os.path.isabs(parsed.database):
+        return url
+    return parsed.set(database=os.path.abspath(os.path.expanduser(parsed.database))).render_as_string(
+        hide_password=False)
+
+
+def resolve_user_paths(args) -> None:
+    """Relative paths the user gave, made absolute where they are read: the flags and HARNESS_DATA_DIR /
+    HARNESS_DB (written back, so subprocesses and accelerate ranks inherit the same place)."""
+    for name in ("data_dir", "output_dir", "cache_dir"):
+        value = getattr(args, name, None)
+        if value:
+            setattr(args, name, os.path.abspath(os.path.expanduser(value)))
+    if hasattr(args, "db"):
+        from harness.store.db import default_db_url
+
+        args.db = absolute_db_url(args.db or default_db_url())
+    if os.environ.get("HARNESS_DATA_DIR"):
+        os.environ["HARNESS_DATA_DIR"] = os.path.abspath(os.path.expanduser(os.environ["HARNESS_DATA_DIR"]))
+    if os.environ.get("HARNESS_DB"):
+        os.environ["HARNESS_DB"] = absolute_db_url(os.environ["HARNESS_DB"])
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
+    resolve_user_paths(args)
     try:
         return COMMANDS[args.command](args)
     except InputError as e:

@@ -15,6 +15,10 @@ ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the hub
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The README's `HARNESS_DATA_DIR=../shared/data/glue python -m pytest -q` gives a path relative to where pytest
+# starts; made absolute once, here, so every harness subprocess (some run in other directories) finds the data.
+if os.environ.get("HARNESS_DATA_DIR"):
+    os.environ["HARNESS_DATA_DIR"] = os.path.abspath(os.path.expanduser(os.environ["HARNESS_DATA_DIR"]))
 
 
 def real_glue_dir() -> Path | None:

@@ -32,8 +32,10 @@ def _removable(model) -> dict[int, list[torch.nn.Parameter]]:
     return by_layer
 
 
-def load_trained_adapter(record, base_dir: str = "."):
-    """Tokenizer and the run's model: base checkpoint + its saved adapter and head."""
+def load_trained_adapter(record, base_dir: str = ".", trust_remote_code: bool = False):
+    """Tokenizer and the run's model: base checkpoint + its saved adapter and head. trust_remote_code comes from
+    the caller (the suite file or the command line), never from the stored row: anyone who can write to a shared
+    store could otherwise make this run code of their choosing."""
     import os
 
     from harness.train.methods import get_method
@@ -44,15 +46,14 @@ def load_trained_adapter(record, base_dir: str = "."):
         raise InputError(f"run {record.id}: no saved adapter (adapter methods save one; looked at "
                          f"{record.adapter_path})")
     task = get_task(record.task)
-    tokenizer, model, _ = load_for_task(ModelSpec(record.model, bool(record.config.get("trust_remote_code")),
-                                                  base_dir), task)
+    tokenizer, model, _ = load_for_task(ModelSpec(record.model, trust_remote_code, base_dir), task)
     method = get_method("pretrained_adapter")
     method.setup(model, method.resolve({"path": record.adapter_path}))
     model.eval()
     return tokenizer, model
 
 
-def ablate(record, ctx, device: str | None = None) -> dict:
+def ablate(record, ctx, device: str | None = None, trust_remote_code: bool = False) -> dict:
     """The payload of an "adapter_ablation" analysis of one completed run."""
     from transformers import DataCollatorWithPadding
 
@@ -70,7 +71,7 @@ def ablate(record, ctx, device: str | None = None) -> dict:
                          f"{', '.join(methods_with('ablatable'))} (got {record.method_label})")
     task = get_task(record.task)
     kind = kind_of(task)
-    tokenizer, model = load_trained_adapter(record, ctx.model_base_dir)
+    tokenizer, model = load_trained_adapter(record, ctx.model_base_dir, trust_remote_code)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model.to(device)
     sets = eval_sets_for(task, ctx, tokenizer, record.hparams, record.budget)

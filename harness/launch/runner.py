@@ -43,7 +43,29 @@ def _error_text(exc: BaseException) -> str:
     return text if len(text) < 2000 else text[:2000] + " …"
 
 
+def report_failure(exc: BaseException, cell, cell_dir: str, took: float, bar: Progress, verbose: bool,
+                   main: bool) -> str:
+    """A failed cell: one line on screen (type, message, the cell's label), the full traceback in the cell's
+    error.log (and on screen with --verbose). Returns the store's error text: that line's reason, then the
+    traceback (status and the leaderboard show the first line)."""
+    reason = _error_text(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
+    trace = "".join(traceback.format_exception(exc))
+    log = os.path.join(cell_dir, "error.log")
+    if main:
+        try:
+            os.makedirs(cell_dir, exist_ok=True)
+            with open(log, "w", encoding="utf-8") as f:
+                f.write(f"cell {cell.key}: {cell.label}\n{trace}")
+        except OSError as e:   # the failure is still recorded in the store
+            log = f"(not written: {e.strerror})"
+        if verbose:
+            print(trace, file=sys.stderr, end="", flush=True)
+        bar.write(f"cell {cell.key}: FAILED after {took:.0f}s: {reason} [{cell.label}] (traceback: {log})")
+    return f"{reason}\n{trace}"
+
+
 def _queue_summary(store: Store, suite: Suite, keys: set[str]) -> dict[str, int]:
+
     counts = {s: 0 for s in ("pending", "running", "completed", "failed")}
     for key, rec in store.by_key(suite.name).items():
         if key in keys:
@@ -53,7 +75,7 @@ def _queue_summary(store: Store, suite: Suite, keys: set[str]) -> dict[str, int]
 
 def run_suite(suite: Suite, db_url: str | None, data_dir: str | None, output_dir: str, retry_failed: bool,
               cache_dir: str | None = None, show_progress: bool = True, heartbeat_s: float | None = None,
-              lease_timeout_s: float | None = None) -> int:
+              lease_timeout_s: float | None = None, verbose: bool = False) -> int:
     """Returns the exit code: 1 if a cell failed in this worker, EXIT_PREEMPTED if a stop signal came (the cell
     in progress was checkpointed and given back), else 0."""
     from accelerate.utils import broadcast_object_list
@@ -139,10 +161,8 @@ def run_suite(suite: Suite, db_url: str | None, data_dir: str | None, output_dir
             raise
         except Exception as exc:  # recorded, and the suite goes on
             failures += 1
-            status, error = FAILED, _error_text(exc)
-            result = RunResult()
-            if main:
-                traceback.print_exc(file=sys.stderr)
+            status, result = FAILED, RunResult()
+            error = report_failure(exc, cell, cell_dir, time.perf_counter() - t0, suite_bar, verbose, main)
             _release_memory()
         if main:
             _record(store, claim, cell_dir, status, error, result, state.num_processes, suite_bar,
@@ -178,8 +198,6 @@ def _record(store: Store, claim: Claim, cell_dir: str, status: str, error: str |
     if status == COMPLETED:
         bar.write(f"cell {claim.cell_key}: completed in {took:.0f}s, score {rec.score:.2f} "
                   f"(best {rec.best_score:.2f}), {rec.trainable_pct:.3g}% of {rec.total_params:,} params trainable")
-    else:
-        bar.write(f"cell {claim.cell_key}: FAILED after {took:.0f}s: {error}")
 
 
 def run_ablations(suite: Suite, store: Store, ctx: RunContext, say) -> int:
@@ -201,10 +219,12 @@ def run_ablations(suite: Suite, store: Store, ctx: RunContext, say) -> int:
             continue
         for _, group in match.groupby(["model", "task", "method_label"]):
             wanted.add(int(best_setting_runs(group).sort_values("seed").iloc[0]["id"]))
+    # from the suite file, never from the stored row
+    trusted = {m.name: m.trust_remote_code for m in suite.model.models}
     failed = 0
     for rec in map(store.get, sorted(wanted - done)):
         try:
-            payload = ablate(rec, ctx)
+            payload = ablate(rec, ctx, trust_remote_code=trusted.get(rec.model, False))
         except Exception as exc:
             failed += 1
             say(f"ablation of run {rec.id} FAILED: {_error_text(exc)}")

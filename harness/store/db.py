@@ -177,21 +177,43 @@ def _sqlite_pragmas(engine: Engine, read_only: bool) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("immediate") else "BEGIN")
 
 
+READ_ONLY_BACKENDS = ("sqlite", "postgresql", "mysql", "mariadb")   # where read-only is enforced by the server
+
+
+def _sqlite_read_only_engine(path: str) -> Engine:
+    """A SQLite engine that cannot write: mode=ro on a file: URI built from the path itself (percent-encoded, so
+    '#', '?' and '%' in a file name stay part of it and never open a different file), plus query_only."""
+    import sqlite3
+    from urllib.parse import quote
+
+    uri = f"file:{quote(os.path.abspath(path), safe='/')}?mode=ro"
+
+    def connect():
+        conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
+        conn.execute("PRAGMA query_only=ON")
+        return conn
+
+    engine = create_engine("sqlite://", creator=connect)
+    _sqlite_pragmas(engine, read_only=True)
+    return engine
+
+
 def make_engine(url: str, read_only: bool = False) -> Engine:
     try:
         parsed = make_url(url)
     except Exception:
         raise InputError(f'--db: not a database URL: "{url}" (e.g. sqlite:///results/harness.db)') from None
-    if parsed.get_backend_name() == "sqlite":
+    backend = parsed.get_backend_name()
+    if read_only and backend not in READ_ONLY_BACKENDS:
+        raise InputError(f"--db: {backend} cannot be opened read-only here (read-only is enforced only for "
+                         f"{', '.join(READ_ONLY_BACKENDS)}); refusing rather than risk writing to it")
+    if backend == "sqlite":
         path = parsed.database
         if path and path != ":memory:":
             if read_only:
                 if not os.path.exists(path):
                     raise FileNotFoundError(path)
-                # mode=ro: the leaderboard can never write to a shared store
-                engine = create_engine(f"sqlite:///file:{os.path.abspath(path)}?mode=ro&uri=true")
-                _sqlite_pragmas(engine, read_only=True)
-                return engine
+                return _sqlite_read_only_engine(path)   # the leaderboard can never write to a shared store
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         engine = create_engine(parsed)
         _sqlite_pragmas(engine, read_only)
@@ -202,9 +224,8 @@ def make_engine(url: str, read_only: bool = False) -> Engine:
         raise InputError(f"--db: cannot use {parsed.render_as_string(hide_password=True)}: {e}") from None
     if read_only:
         @event.listens_for(engine, "begin")
-        def _read_only(conn):
-            if conn.dialect.name in ("postgresql", "mysql", "mariadb"):
-                conn.exec_driver_sql("SET TRANSACTION READ ONLY")
+        def _read_only(conn):   # every transaction, before its first statement
+            conn.exec_driver_sql("SET TRANSACTION READ ONLY")
     return engine
 
 

@@ -7,10 +7,14 @@ always trains: the loop switches it on after `setup` runs.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from torch import nn
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:   # torch is imported where a method runs: validating a suite needs the registry, not torch
+    from torch import nn
 
 from harness.errors import InputError, did_you_mean
 
@@ -25,26 +29,30 @@ class Param:
     help: str
     choices: tuple | None = None
     minimum: float | None = None
+    maximum: float | None = None   # a static sanity bound; sizes are also checked against the model's width
+    why: str = ""                  # the reason for the bounds, shown when one is broken
+    at_most: str | None = None     # "hidden" or "layers": no larger than that size of the model (checked before
+                                   # training, once the model's config is known: plan/preflight.py)
 
     def coerce(self, value):
-        """Return `value` as this parameter's type, or raise ValueError with a readable reason."""
-        if self.type is bool:
-            if not isinstance(value, bool):
-                raise ValueError(f"must be true or false (got {value!r})")
-            return value
-        if isinstance(value, bool) or isinstance(value, (list, dict)):
-            raise ValueError(f"must be {'an integer' if self.type is int else 'a ' + self.type.__name__} (got {value!r})")
-        try:
-            out = self.type(value)
-            if self.type is int and float(value) != out:
-                raise ValueError
-        except (TypeError, ValueError):
-            raise ValueError(f"must be {'an integer' if self.type is int else 'a ' + self.type.__name__} (got {value!r})") from None
-        if self.choices is not None and out not in self.choices:
-            raise ValueError(f"must be one of {', '.join(map(str, self.choices))} (got {value!r}){did_you_mean(out, self.choices)}")
-        if self.minimum is not None and out < self.minimum:
-            raise ValueError(f"must be >= {self.minimum} (got {value!r})")
-        return out
+        """Return `value` as this parameter's type, or raise ValueError with a readable reason. Strict: no
+        text->number or bool->number coercion, finite numbers only."""
+        kind = {bool: "true or false", int: "an integer", float: "a number", str: "text"}[self.type]
+        if self.type is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if type(value) is not self.type:
+            hint = "; write it without quotes" if isinstance(value, str) and self.type is not str else ""
+            raise ValueError(f"must be {kind} (got {value!r}){hint}")
+        if self.type is float and not math.isfinite(value):
+            raise ValueError(f"must be a finite number (got {value!r})")
+        if self.choices is not None and value not in self.choices:
+            raise ValueError(f"must be one of {', '.join(map(str, self.choices))} (got {value!r}){did_you_mean(value, self.choices)}")
+        why = f" ({self.why})" if self.why else ""
+        if self.minimum is not None and value < self.minimum:
+            raise ValueError(f"must be >= {self.minimum:g} (got {value!r}){why}")
+        if self.maximum is not None and value > self.maximum:
+            raise ValueError(f"must be <= {self.maximum:g} (got {value!r}){why}")
+        return value
 
 
 @dataclass(frozen=True)
@@ -83,6 +91,8 @@ def transformer_layers(model: nn.Module) -> nn.ModuleList:
     """The encoder's stack of layers (BERT/RoBERTa: encoder.layer, DistilBERT: transformer.layer, ALBERT: its
     shared layer groups): the longest ModuleList inside the base model."""
     base = getattr(model, getattr(model, "base_model_prefix", ""), model)
+    from torch import nn
+
     lists = [m for m in base.modules() if isinstance(m, nn.ModuleList)]
     if not lists:
         raise ValueError(f"cannot find the transformer layers of {type(model).__name__}")
@@ -146,6 +156,7 @@ def init_near_identity(model: nn.Module, std: float) -> None:
     """Houlsby et al.'s initialisation at a chosen scale: both projections of every bottleneck drawn from a
     normal with this std truncated at two std, biases zero, so each adapter starts close to the identity."""
     import torch
+    from torch import nn
 
     with torch.no_grad():
         for name, module in model.named_modules():
@@ -191,12 +202,13 @@ def _setup_lora(model, params):
 
 def _bottleneck_params(non_linearity: str) -> dict[str, Param]:
     return {
-        "size": Param(64, int, "bottleneck width m (the reduction factor is derived from the hidden size)", minimum=1),
+        "size": Param(64, int, "bottleneck width m (the reduction factor is derived from the hidden size)", minimum=1,
+                      maximum=65536, why="a bottleneck no wider than the model", at_most="hidden"),
         "non_linearity": Param(non_linearity, str, "activation inside the bottleneck",
                                choices=("relu", "swish", "gelu", "tanh", "silu")),
         # None keeps the adapters library's own initialisation (and every earlier cell key)
         "init_std": Param(None, float, "std of the truncated-normal adapter initialisation (Houlsby: 1e-2)",
-                          minimum=1e-12),
+                          minimum=1e-12, maximum=10.0, why="Houlsby et al. tried 1e-7 to 1"),
     }
 
 
@@ -247,7 +259,8 @@ METHODS: dict[str, Method] = {
         Method("linear_probe", "frozen encoder, train the task head only (feature-based transfer)",
                _setup_linear_probe),
         Method("top_k", "fine-tune only the top k transformer layers (Houlsby's variable fine-tuning)", _setup_top_k,
-               {"k": Param(1, int, "number of top layers that train", minimum=0)}),
+               {"k": Param(1, int, "number of top layers that train", minimum=0, maximum=1000,
+                            why="layers of the model", at_most="layers")}),
         Method("layernorm", "train only LayerNorm weights and biases", _setup_by_name(_is_layernorm)),
         Method("bitfit", "train only bias terms (BitFit)", _setup_by_name(lambda n, p: n.endswith("bias"))),
         Method("houlsby", "Houlsby et al. 2019 bottleneck adapters after attention and FFN (adapters: double_seq_bn)",
@@ -258,25 +271,29 @@ METHODS: dict[str, Method] = {
                ablatable=True, stackable=True),
         Method("lora", "LoRA low-rank updates of attention matrices (adapters: LoRAConfig)", _setup_lora,
                {
-                   "rank": Param(8, int, "rank r of the update", minimum=1),
-                   "alpha": Param(8, int, "scaling numerator (update is scaled by alpha / r)", minimum=1),
-                   "dropout": Param(0.0, float, "dropout on the LoRA input", minimum=0.0),
+                   "rank": Param(8, int, "rank r of the update", minimum=1, maximum=65536,
+                                 why="a rank no larger than the model's width", at_most="hidden"),
+                   "alpha": Param(8, int, "scaling numerator (update is scaled by alpha / r)", minimum=1, maximum=10 ** 6),
+                   "dropout": Param(0.0, float, "dropout on the LoRA input", minimum=0.0, maximum=0.99,
+                                    why="a dropout probability"),
                    "matrices": Param("qv", str, "attention matrices to adapt: letters of q, k, v",
                                      choices=("q", "k", "v", "qv", "qk", "kv", "qkv")),
                }, uses_adapters=True, ablatable=True),
         Method("compacter", "Compacter (Mahabadi et al. 2021): Houlsby-placed adapters of shared low-rank "
                "hypercomplex (PHM) layers (adapters: CompacterConfig)", _setup_compacter,
                {
-                   "size": Param(24, int, "bottleneck width (divisible by phm_dim)", minimum=1),
-                   "phm_dim": Param(4, int, "number of Kronecker summands n", minimum=1),
+                   "size": Param(24, int, "bottleneck width (divisible by phm_dim)", minimum=1, maximum=65536,
+                                 why="a bottleneck no wider than the model", at_most="hidden"),
+                   "phm_dim": Param(4, int, "number of Kronecker summands n", minimum=1, maximum=64),
                    "plus_plus": Param(False, bool, "Compacter++: one adapter per layer, after the FFN"),
                }, uses_adapters=True, stackable=True),
         Method("prefix_tuning", "prefix tuning (Li & Liang 2021): trained key/value prefixes in every attention "
                "layer (adapters: PrefixTuningConfig)", _setup_prefix_tuning,
                {
-                   "prefix_length": Param(30, int, "number of prefix positions", minimum=1),
+                   "prefix_length": Param(30, int, "number of prefix positions", minimum=1, maximum=4096,
+                                          why="positions added to every attention layer"),
                    "bottleneck_size": Param(512, int, "width of the reparametrisation MLP (when flat is false)",
-                                            minimum=1),
+                                            minimum=1, maximum=65536),
                    "flat": Param(False, bool, "train the prefixes directly instead of through the MLP"),
                }, uses_adapters=True),
         Method("pretrained_adapter", "load a saved adapter and its head (AdapterHub stitch-in); evaluate it, or "

@@ -28,7 +28,8 @@ LEGACY_HUB_IDS = {
     "albert-base-v2", "albert-large-v2", "albert-xlarge-v2", "albert-xxlarge-v2", "xlm-roberta-base",
     "xlm-roberta-large",
 }
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+# org/name as the hub accepts it: no "..", no "--", 96 characters at most
+_HUB_ID = re.compile(r"^(?!.*(?:\.\.|--))[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
 
 
 @dataclass(frozen=True)
@@ -49,19 +50,45 @@ class ModelSpec:
             if not os.path.isfile(os.path.join(path, "config.json")):
                 raise InputError(f'model directory "{name}" has no config.json')
             return
-        if _HUB_ID.match(name) and not name.startswith((".", "~")):
+        if _HUB_ID.match(name):
             return
         raise InputError(f'unknown model "{name}"{did_you_mean(name, list(ALIASES) + sorted(LEGACY_HUB_IDS))}: '
                          f"use an alias ({', '.join(ALIASES)}), a local directory, or a hub id like org/name")
 
+    def looks_like_path(self) -> bool:
+        return self.name not in ALIASES and (
+            self.name.startswith(("/", "./", "../", "~", ".")) or ".." in self.name.split("/")
+            or os.sep in self.name and os.path.exists(os.path.join(self.base_dir, os.path.expanduser(self.name))))
+
     def local_path(self) -> str | None:
-        if self.name in ALIASES:
-            return None
-        looks_like_path = self.name.startswith(("/", "./", "../", "~")) or os.sep in self.name and os.path.exists(
-            os.path.join(self.base_dir, os.path.expanduser(self.name)))
-        if not looks_like_path:
+        if not self.looks_like_path():
             return None
         return os.path.normpath(os.path.join(self.base_dir, os.path.expanduser(self.name)))
+
+    def config_dict(self) -> dict | None:
+        """The checkpoint's config.json as a dict, read from disk only (an alias, a local directory, or the hub's
+        cache); None when it is not on this machine. Cheap: no transformers import."""
+        import json
+
+        if self.name in ALIASES:
+            path = os.path.join(self.source(), "config.json")
+        elif self.local_path() is not None:
+            path = os.path.join(self.local_path(), "config.json")
+        else:
+            from huggingface_hub import try_to_load_from_cache
+
+            try:
+                path = try_to_load_from_cache(self.name, "config.json")
+            except Exception:   # a malformed id: check() reports it
+                return None
+            if not isinstance(path, str):
+                return None
+        try:
+            with open(path, encoding="utf-8") as f:
+                config = json.load(f)
+        except (OSError, ValueError):
+            return None
+        return config if isinstance(config, dict) else None
 
     def source(self) -> str:
         """What from_pretrained gets: a directory or a hub id."""

@@ -1,0 +1,163 @@
+"""What a suite needs from the machine, checked before anything trains (`harness validate`, and `harness run`
+before its first cell): every model resolvable, its config's sizes against the suite's (max_length against its
+positions, adapter sizes and LoRA ranks against its width, top_k against its depth), data present for every task,
+and every pretrained adapter on disk. Reads config.json files and directory listings only: no weights, no
+network, no transformers import.
+
+Errors are InputErrors naming the file, the YAML line and the field, like the schema's.
+"""
+
+from __future__ import annotations
+
+import os
+
+from harness.errors import InputError
+from harness.plan.suite import MultitaskEntry, SequenceEntry, Suite, check_suite_path
+from harness.tasks.registry import get_task
+from harness.train.methods import METHODS
+from harness.train.models import ALIASES, ModelSpec
+
+
+def _truthy(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def model_sizes(config: dict) -> dict[str, int]:
+    """positions (usable sequence length), hidden and layers, as far as the config says."""
+    out = {}
+    positions = config.get("max_position_embeddings") or config.get("n_positions")
+    if isinstance(positions, int):
+        # RoBERTa-style position ids start after the padding index: 514 embeddings hold 512 tokens
+        if "roberta" in str(config.get("model_type", "")) or config.get("model_type") in ("camembert", "longformer"):
+            positions -= int(config.get("pad_token_id") or 1) + 1
+        out["positions"] = positions
+    for key, names in (("hidden", ("hidden_size", "dim", "d_model")), ("layers", ("num_hidden_layers", "n_layers"))):
+        value = next((config[n] for n in names if isinstance(config.get(n), int)), None)
+        if value is not None:
+            out[key] = value
+    return out
+
+
+def _values(value) -> list[tuple[tuple, object]]:
+    """(index path, value) of one value or of each value of a list."""
+    return [((i,), v) for i, v in enumerate(value)] if isinstance(value, list) else [((), value)]
+
+
+def _check_model_sizes(suite: Suite, i: int, spec: ModelSpec, sizes: dict, loc) -> None:
+    what = {"positions": "maximum positions", "hidden": "hidden size", "layers": "number of layers"}
+    limit_of = {"positions": sizes.get("positions"), "hidden": sizes.get("hidden"), "layers": sizes.get("layers")}
+
+    def check(path, value, dim):
+        limit = limit_of.get(dim)
+        if limit is not None and isinstance(value, int) and value > limit:
+            raise loc.error(path, f"{value} is more than the {what[dim]} of model {spec.name} ({limit}, from its "
+                                  f"config), models[{i}]")
+
+    for j, v in enumerate(suite.model.hparams.max_length):
+        check(("hparams", "max_length", j), v, "positions")
+    for k, entry in enumerate(suite.model.methods):
+        extra = entry.model_extra or {}
+        method = METHODS[entry.name]
+        for key, value in extra.items():
+            dim = "positions" if key == "max_length" else getattr(method.params.get(key), "at_most", None)
+            if dim:
+                for sub, v in _values(value):
+                    check(("methods", k, key) + sub, v, dim)
+
+
+def check_models(suite: Suite, loc) -> list[str]:
+    notes = []
+    offline = _truthy("HF_HUB_OFFLINE")
+    for i, spec in enumerate(suite.model_specs()):
+        config = spec.config_dict()
+        if config is None:
+            if spec.name in ALIASES or spec.local_path() is not None:
+                raise loc.error(("models", i), f'model "{spec.name}": its config.json cannot be read')
+            if offline:
+                raise loc.error(("models", i), f'model "{spec.name}" is not in the Hugging Face cache and '
+                                               f"HF_HUB_OFFLINE is set, so it cannot be downloaded")
+            notes.append(f'model "{spec.name}": not cached, downloaded at the first cell; its sizes '
+                         f"(max_length, adapter sizes) are checked then")
+            continue
+        _check_model_sizes(suite, i, spec, model_sizes(config), loc)
+    return notes
+
+
+def _task_names(entry) -> list[str]:
+    if isinstance(entry, SequenceEntry):
+        return list(entry.sequence)
+    if isinstance(entry, MultitaskEntry):
+        return list(entry.multitask)
+    return [entry]
+
+
+def _datasets_cache() -> str:
+    if os.environ.get("HF_DATASETS_CACHE"):
+        return os.environ["HF_DATASETS_CACHE"]
+    home = os.environ.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface")
+    return os.path.join(home, "datasets")
+
+
+def check_data(suite: Suite, cli_data_dir: str | None, loc) -> list[str]:
+    data_dir = suite.data_dir(cli_data_dir)
+    source = ("--data-dir" if cli_data_dir else "data_dir" if suite.model.data_dir
+              else "$HARNESS_DATA_DIR" if data_dir else None)
+    if data_dir is not None and not os.path.isdir(data_dir):
+        msg = f"data directory {data_dir} does not exist"
+        if source == "data_dir":
+            raise loc.error(("data_dir",), msg)
+        raise InputError(f"{source}: {msg}")
+    for i, entry in enumerate(suite.model.tasks):
+        for name in _task_names(entry):
+            task = get_task(name)
+            if data_dir is not None:
+                folder = os.path.join(data_dir, task.local_dir)
+                for file in ["train.tsv"] + [s.local_file for s in task.eval_splits]:
+                    if not os.path.isfile(os.path.join(folder, file)):
+                        raise loc.error(("tasks", i), f"no data for {task.name}: {os.path.join(folder, file)} does "
+                                                      f"not exist (data directory from {source})")
+            elif _truthy("HF_DATASETS_OFFLINE") or _truthy("HF_HUB_OFFLINE"):
+                cached = os.path.join(_datasets_cache(), task.hub_id.replace("/", "___"), task.hub_config or "default")
+                if not os.path.isdir(cached):
+                    raise loc.error(("tasks", i), f"no data for {task.name}: no --data-dir, data_dir or "
+                                                  f"$HARNESS_DATA_DIR, and {task.hub_id} is not cached while the hub "
+                                                  f"is offline")
+    return [f"data: {data_dir} (from {source})" if data_dir else "data: the Hugging Face hub"]
+
+
+def check_adapters(suite: Suite, loc) -> None:
+    base = os.path.dirname(os.path.abspath(suite.path))
+    offline = _truthy("HF_HUB_OFFLINE")
+    for k, entry in enumerate(suite.model.methods):
+        if entry.name != "pretrained_adapter":
+            continue
+        value = (entry.model_extra or {}).get("path", "")
+        for sub, path in _values(value):
+            where = ("methods", k, "path") + sub
+            if not path:
+                raise loc.error(where, "required: a directory written by an adapter run (OUTPUT/SUITE/KEY/adapter)")
+            try:
+                check_suite_path(path, "the adapter path")
+            except InputError as e:
+                raise loc.error(where, str(e)) from None
+            full = os.path.normpath(os.path.join(base, os.path.expanduser(path)))
+            looks_local = os.path.isabs(os.path.expanduser(path)) or path.startswith((".", "~")) or os.path.exists(full)
+            if not looks_local:   # an AdapterHub id: only online
+                if offline:
+                    raise loc.error(where, f'no adapter directory "{path}" (looked at {full}), and as a hub id it '
+                                           f"cannot be downloaded while HF_HUB_OFFLINE is set")
+                continue
+            if not os.path.isdir(full):
+                raise loc.error(where, f'adapter directory "{path}" does not exist (looked at {full})')
+            if not os.path.isfile(os.path.join(full, "adapter_config.json")):
+                raise loc.error(where, f'"{path}" holds no adapter (no adapter_config.json in {full}); give the '
+                                       f"adapter/ folder of an adapter run")
+
+
+def preflight(suite: Suite, cli_data_dir: str | None = None) -> list[str]:
+    """Raise InputError for the first thing this machine lacks; return notes on what could not be checked."""
+    loc = suite.locate()
+    notes = check_models(suite, loc)
+    notes += check_data(suite, cli_data_dir, loc)
+    check_adapters(suite, loc)
+    return notes

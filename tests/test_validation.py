@@ -1,0 +1,264 @@
+"""Strict validation beyond the bad-suite corpus: good input still passes (and keeps its keys), the grid cap and
+its override, speed on a 10,000-cell suite, checks against a model's config, a failing cell's one line and
+error.log, the board's binding, the read-only store for any file name, trust_remote_code never from the store,
+and relative paths resolved once."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import sqlite3
+import time
+from contextlib import redirect_stderr, redirect_stdout
+
+import pytest
+
+from conftest import ROOT, make_tiny_model, run_cli, write_small_glue, write_suite
+from harness.errors import InputError
+from harness.plan.suite import load_suite, parse_suite
+
+HEAD = "name: s\nmodels: [minilm]\ntasks: [rte]\n"
+
+
+def test_yaml_1_2_numbers_and_booleans():
+    suite = parse_suite(HEAD + "methods:\n  - {name: full, learning_rate: 1e-3}\nhparams: {group_by_length: false}\n"
+                               "budgets: [{epochs: 1}]\nseeds: [0, 4294967295]\n", "s.yaml")
+    cell = suite.cells()[0]
+    assert cell.hparams["learning_rate"] == 0.001 and cell.hparams["group_by_length"] is False
+    assert cell.budget == {"epochs": 1.0} and [c.seed for c in suite.cells()] == [0, 4294967295]
+    # `yes` is text in YAML 1.2: a name, never a boolean
+    assert parse_suite("name: s\nmodels: [minilm]\ntasks: [rte]\nmethods: [full]\ndescription: yes\n",
+                       "s.yaml").model.description == "yes"
+
+
+def _grid_suite(n_seeds: int) -> str:
+    # 4 tasks x 5 methods x 5 learning rates x 4 budgets x n seeds
+    return ("name: big\nmodels: [minilm]\ntasks: [rte, mrpc, stsb, cola]\n"
+            "methods: [full, linear_probe, bitfit, {name: houlsby, size: 16}, {name: lora, rank: 4}]\n"
+            "budgets: [{epochs: 1}, {epochs: 2}, {epochs: 3}, {max_steps: 100}]\n"
+            f"seeds: [{', '.join(map(str, range(n_seeds)))}]\n"
+            "hparams: {learning_rate: [1e-5, 2e-5, 5e-5, 1e-4, 3e-4]}\n")
+
+
+def test_validating_10000_cells_takes_under_a_second():
+    text = _grid_suite(25)   # 4 x 5 x 5 x 4 x 25 = 10,000 cells: the default cap exactly
+    parse_suite(text, "warm.yaml")   # imports and first-call costs out of the measurement
+    took = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        suite = parse_suite(text, "big.yaml")
+        cells = suite.cells()
+        took.append(time.perf_counter() - t0)
+    assert len(cells) == 10_000 and len({c.key for c in cells}) == 10_000
+    print(f"validate 10,000 cells: best {min(took):.3f}s of {['%.3f' % t for t in took]}")
+    assert min(took) < 1.0, took
+
+
+def test_grid_cap_and_its_override(tmp_path):
+    path = write_suite(tmp_path / "big.yaml", _grid_suite(26))   # 10,400 cells
+    with pytest.raises(InputError, match=r"10,400 cells .* more than the cap of 10,000.*--max-cells 10400"):
+        load_suite(str(path))
+    assert len(load_suite(str(path), max_cells=10_400).cells()) == 10_400
+    proc = run_cli("validate", path, "--max-cells", "10400", cwd=tmp_path)
+    assert proc.returncode == 0 and "10400 cells" in proc.stdout, proc.stderr
+    proc = run_cli("validate", path, cwd=tmp_path)
+    assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1
+
+
+def test_shipped_suites_keep_their_keys():
+    """Strict parsing changed no key: the demo suite's keys as computed before this change."""
+    suite = load_suite(str(ROOT / "suites" / "demo.yaml"))
+    plain = parse_suite(HEAD + "methods: [full]\n", "s.yaml").cells()[0]
+    assert plain.key == "f2c1234630f8bab6"
+    assert len({c.key for c in suite.cells()}) == len(suite.cells()) == 15
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return make_tiny_model(tmp_path_factory.mktemp("m") / "tiny")   # hidden 32, 2 layers, 128 positions
+
+
+@pytest.mark.parametrize("body, expected", [
+    ("hparams: {max_length: 129}", ":5: hparams.max_length: 129 is more than the maximum positions of model ./tiny (128"),
+    ("methods: [{name: houlsby, size: 33}]", ":4: methods[0].size: 33 is more than the hidden size of model ./tiny (32"),
+    ("methods: [{name: lora, rank: [4, 64]}]", ":4: methods[0].rank[1]: 64 is more than the hidden size"),
+    ("methods: [{name: top_k, k: 3}]", ":4: methods[0].k: 3 is more than the number of layers of model ./tiny (2"),
+])
+def test_sizes_are_checked_against_the_model_config(tiny, tmp_path, body, expected):
+    from harness.plan.preflight import preflight
+
+    shutil.copytree(tiny, tmp_path / "tiny")
+    glue = write_small_glue(tmp_path / "glue")
+    text = "name: s\nmodels: [./tiny]\ntasks: [rte]\nmethods: [full]\n"
+    key = body.split(":")[0]
+    text = text.replace("methods: [full]\n", "") + body + "\n" if key == "methods" else text + body + "\n"
+    suite = parse_suite(text, str(tmp_path / "s.yaml"))
+    with pytest.raises(InputError) as err:
+        preflight(suite, str(glue))
+    assert expected in str(err.value) and "\n" not in str(err.value)
+
+
+def test_roberta_positions_leave_out_the_padding_offset(tmp_path):
+    from harness.plan.preflight import model_sizes
+
+    assert model_sizes({"model_type": "roberta", "max_position_embeddings": 514, "pad_token_id": 1,
+                        "hidden_size": 768, "num_hidden_layers": 12}) == {"positions": 512, "hidden": 768, "layers": 12}
+    assert model_sizes({"model_type": "distilbert", "max_position_embeddings": 512, "dim": 768, "n_layers": 6}) == \
+        {"positions": 512, "hidden": 768, "layers": 6}
+
+
+def test_a_saved_adapter_passes_and_a_folder_without_one_does_not(tmp_path, small_glue):
+    from harness.plan.preflight import preflight
+
+    (tmp_path / "ad").mkdir()
+    text = "name: s\nmodels: [minilm]\ntasks: [rte]\nmethods: [{name: pretrained_adapter, path: ad}]\n"
+    with pytest.raises(InputError, match=r":4: methods\[0\]\.path: \"ad\" holds no adapter"):
+        preflight(parse_suite(text, str(tmp_path / "s.yaml")), str(small_glue))
+    (tmp_path / "ad" / "adapter_config.json").write_text("{}")
+    preflight(parse_suite(text, str(tmp_path / "s.yaml")), str(small_glue))
+    # an absolute path elsewhere is allowed: it says where it goes
+    text = text.replace("path: ad", f"path: {tmp_path / 'ad'}")
+    preflight(parse_suite(text, str(tmp_path / "sub" / "s.yaml")), str(small_glue))
+
+
+def test_run_checks_data_before_writing_anything(tmp_path):
+    suite = write_suite(tmp_path / "s.yaml", "name: s\nmodels: [minilm]\ntasks: [rte, qqp]\nmethods: [full]\n")
+    proc = run_cli("run", suite, "--data-dir", tmp_path / "glue", cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.strip() == f"error: --data-dir: data directory {tmp_path / 'glue'} does not exist"
+    write_small_glue(tmp_path / "glue")   # has RTE, not QQP
+    proc = run_cli("run", suite, "--data-dir", "glue", cwd=tmp_path)   # relative: resolved against the cwd
+    assert proc.returncode == 2 and f":3: tasks[1]: no data for qqp: {tmp_path / 'glue' / 'QQP' / 'train.tsv'}" in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["glue", "s.yaml"]
+
+
+def test_failing_cell_is_one_line_with_traceback_in_error_log_and_store(tiny, tmp_path, small_glue):
+    from harness.store.db import Store
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny, broken)
+    for f in broken.glob("*.safetensors"):
+        f.unlink()   # a config but no weights: passes every check, fails when the cell loads the model
+    suite = write_suite(tmp_path / "s.yaml", "name: s\nmodels: [./broken]\ntasks: [rte]\nmethods: [full]\n"
+                                             "budgets: [{max_steps: 1}]\n")
+    db = f"sqlite:///{tmp_path / 'h.db'}"
+    proc = run_cli("run", suite, "--db", db, "--data-dir", small_glue, "--output-dir", tmp_path / "out",
+                   "--no-progress", cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    failed = [l for l in proc.stderr.splitlines() if "FAILED" in l]
+    assert len(failed) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "OSError" in failed[0] and "./broken rte full" in failed[0] and "error.log" in failed[0], failed[0]
+    rec = next(iter(Store(db, read_only=True).records()))
+    log = tmp_path / "out" / "s" / rec.cell_key / "error.log"
+    assert rec.status == "failed" and rec.error.splitlines()[0].startswith("OSError")
+    assert "Traceback (most recent call last)" in rec.error and "Traceback" in log.read_text()
+    proc = run_cli("run", suite, "--db", db, "--data-dir", small_glue, "--output-dir", tmp_path / "out",
+                   "--no-progress", "--retry-failed", "--verbose", cwd=tmp_path)
+    assert proc.returncode == 1 and "Traceback (most recent call last)" in proc.stderr
+
+
+def test_board_binds_localhost_unless_told(monkeypatch):
+    import subprocess
+
+    from harness import cli
+
+    calls = []
+    monkeypatch.setattr(subprocess, "call", lambda cmd: calls.append(cmd) or 0)
+    err = io.StringIO()
+    with redirect_stderr(err):
+        assert cli.main(["board", "--db", "sqlite:////tmp/x.db"]) == 0
+        assert cli.main(["board", "--address", "0.0.0.0"]) == 0
+    first, second = calls
+    assert first[first.index("--server.address") + 1] == "127.0.0.1"
+    assert second[second.index("--server.address") + 1] == "0.0.0.0"
+    lines = err.getvalue().splitlines()
+    assert "this machine only" in lines[0] and lines[1].startswith("warning: serving the leaderboard on 0.0.0.0")
+
+
+@pytest.mark.parametrize("name", ["a#b.db", "a?mode=rw.db", "a%23b.db", "sp ace.db"])
+def test_read_only_sqlite_opens_exactly_that_file(tmp_path, name):
+    from sqlalchemy.exc import OperationalError
+
+    from harness.store.db import Store, make_engine
+
+    path = tmp_path / name
+    store = Store("sqlite:///" + str(path).replace("%", "%25").replace("?", "%3F").replace("#", "%23"))
+    cell = parse_suite(HEAD + "methods: [full]\n", "s.yaml").cells()[0]
+    store.start(cell, cell.config(), "cmd", "out")
+    url = store.url
+    ro = Store(url, read_only=True)
+    assert [r.cell_key for r in ro.records()] == [cell.key]
+    with pytest.raises(OperationalError):
+        ro.start(parse_suite(HEAD + "methods: [bitfit]\n", "s.yaml").cells()[0], {}, "cmd", "out")
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(name)) == []
+    with make_engine(url, read_only=True).connect() as conn:
+        with pytest.raises(OperationalError):
+            conn.exec_driver_sql("CREATE TABLE t (x INT)")
+
+
+def test_read_only_is_refused_for_a_backend_it_cannot_enforce():
+    from harness.store.db import make_engine
+
+    with pytest.raises(InputError, match="oracle cannot be opened read-only"):
+        make_engine("oracle://u:p@host/db", read_only=True)
+
+
+def test_ablate_never_takes_trust_remote_code_from_the_store(monkeypatch, tmp_path):
+    from types import SimpleNamespace
+
+    import harness.train.models as models
+    from harness.analysis.ablate import load_trained_adapter
+
+    seen = []
+
+    def fake_load(spec, task):
+        seen.append(spec.trust_remote_code)
+        raise RuntimeError("stop")
+
+    monkeypatch.setattr(models, "load_for_task", fake_load)
+    record = SimpleNamespace(id=1, adapter_path=str(tmp_path), task="rte", model="someorg/m",
+                             config={"trust_remote_code": True})   # written by whoever can write to the store
+    for flag in (False, True):
+        with pytest.raises(RuntimeError):
+            load_trained_adapter(record, trust_remote_code=flag)
+    assert seen == [False, True]
+
+
+def test_relative_paths_are_resolved_once_where_read(tmp_path, monkeypatch):
+    from harness.cli import absolute_db_url, build_parser, resolve_user_paths
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HARNESS_DATA_DIR", "data/glue")
+    monkeypatch.setenv("HARNESS_DB", "sqlite:///env.db")
+    args = build_parser().parse_args(["run", "s.yaml", "--db", "sqlite:///rel/h.db", "--output-dir", "out",
+                                      "--data-dir", "d"])
+    resolve_user_paths(args)
+    assert args.db == f"sqlite:///{tmp_path / 'rel' / 'h.db'}"
+    assert args.output_dir == str(tmp_path / "out") and args.data_dir == str(tmp_path / "d")
+    assert os.environ["HARNESS_DATA_DIR"] == str(tmp_path / "data" / "glue")   # what subprocesses inherit
+    assert os.environ["HARNESS_DB"] == f"sqlite:///{tmp_path / 'env.db'}"
+    assert absolute_db_url("postgresql://u@h/db") == "postgresql://u@h/db"
+    assert absolute_db_url("sqlite:////abs/x.db") == "sqlite:////abs/x.db"
+
+
+def test_ci_runs_the_readme_test_command_verbatim():
+    readme = (ROOT / "README.md").read_text()
+    command = readme.split("## Run the tests", 1)[1].split("```bash\n", 1)[1].splitlines()[0]
+    assert command == "HARNESS_DATA_DIR=../shared/data/glue python -m pytest -q"
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "eval \"$test_command\"" in ci and "HARNESS_DATA_DIR=" not in ci.replace("HARNESS_DATA_DIR=../", "")
+
+
+@pytest.mark.parametrize("name", ["alias_bomb", "anchor_and_alias", "deep_nesting", "duplicate_methods_key",
+                                  "seed_quoted", "trust_remote_code_bare_yes", "python_tag"])
+def test_pure_python_yaml_gives_the_same_errors(monkeypatch, name):
+    """Without libyaml, the pure-Python parser applies the same checks (anchors refused before expansion, depth)."""
+    from harness.plan import strict_yaml
+
+    monkeypatch.setattr(strict_yaml, "_parsers", lambda text: (strict_yaml._Loader(text), strict_yaml._Loader(text)))
+    path = ROOT / "tests" / "bad_suites" / f"{name}.yaml"
+    expect = path.read_text().splitlines()[1].removeprefix("# expect: ")
+    with pytest.raises(InputError) as err:
+        load_suite(str(path))
+    assert expect in str(err.value) and "\n" not in str(err.value)
