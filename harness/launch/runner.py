@@ -65,7 +65,6 @@ def report_failure(exc: BaseException, cell, cell_dir: str, took: float, bar: Pr
 
 
 def _queue_summary(store: Store, suite: Suite, keys: set[str]) -> dict[str, int]:
-
     counts = {s: 0 for s in ("pending", "running", "completed", "failed")}
     for key, rec in store.by_key(suite.name).items():
         if key in keys:
