@@ -268,8 +268,11 @@ def cmd_ls(args) -> int:
     from harness.tasks.registry import TASKS
 
     print("tasks:")
-    for t in TASKS.values():
-        print(f"  {t.name:<8} v{t.version}  metrics: {', '.join(t.metric_names()):<40} {t.description}")
+    for benchmark in dict.fromkeys(t.benchmark for t in TASKS.values()):
+        print(f"  {benchmark.upper()}:")
+        for t in (t for t in TASKS.values() if t.benchmark == benchmark):
+            print(f"    {t.name:<9} v{t.version}  {t.kind:<15} main: {'+'.join(t.main):<16} "
+                  f"metrics: {', '.join(t.metric_names()):<40} {t.description}")
     print("methods:")
     for m in METHODS.values():
         params = ", ".join(f"{k}={'(unset)' if p.default is None else '(required)' if p.default == '' else p.default}"

@@ -97,10 +97,14 @@ def page_leaderboard(url, suite, model, metric):
                "et al. protocol), on the " + ("final" if metric == "score" else "best") + " dev evaluation, in "
                "GLUE points. **Bold**: best in its column. Params (all tasks): one shared frozen base plus what "
                "every task trains, and that as a multiple of one model.")
+    if board.attrs.get("em_tasks"):
+        st.caption(f"SQuAD tasks ({', '.join(board.attrs['em_tasks'])}): exact match and F1 (the main score), in "
+                   f"points; {board.attrs['avg_name']} averages GLUE tasks only. Runs trained on the offline split of "
+                   "the SQuAD dev set (../shared/data/glue/SQuAD) are not comparable with published SQuAD scores.")
     methods = list(board["method"])
     keep = st.multiselect("Methods", methods, default=methods)
     sort_options = ["as run"] + [c for c in ["avg"] + board.attrs["tasks"] + ["trainable_pct"]]
-    sort_by = st.selectbox("Sort by", sort_options, format_func=lambda c: {"avg": "average",
+    sort_by = st.selectbox("Sort by", sort_options, format_func=lambda c: {"avg": board.attrs.get("avg_name", "average"),
                                                                         "trainable_pct": "% trained"}.get(c, c))
     view = board[board["method"].isin(keep)]
     if sort_by != "as run":
@@ -122,12 +126,15 @@ def page_tradeoff(url, suite, model, metric):
         return
     tasks = [t for t in board.attrs["tasks"]]
     c1, c2 = st.columns(2)
-    which = c1.selectbox("Task", ["average over tasks"] + tasks)
+    averaged = board.attrs.get("avg_tasks") or tasks   # the GLUE average: GLUE tasks only, as the leaderboard
+    which = c1.selectbox("Task", ["average over tasks"] + tasks,
+                         format_func=lambda t: board.attrs.get("avg_name", t) if t == "average over tasks" else t)
     axis = c2.selectbox("Cost", ["trainable parameters", "train time (s)", "peak memory (MB)"])
     x = {"trainable parameters": "trainable_params", "train time (s)": "train_time_s",
          "peak memory (MB)": "peak_memory_mb"}[axis]
     if which == "average over tasks":
-        complete = best.groupby("method_label").filter(lambda g: len(g) == len(tasks))
+        complete = best[best["task"].isin(averaged)].groupby("method_label").filter(
+            lambda g: len(g) == len(averaged))
         points = complete.groupby("method_label", as_index=False).agg(
             score=("mean", "mean"), trainable_params=("trainable_params", "mean"),
             train_time_s=("train_time_s", "mean"), peak_memory_mb=("peak_memory_mb", "max"),

@@ -145,3 +145,31 @@ def db_url(request, tmp_path):
         return f"sqlite:///{tmp_path / 'h.db'}"
     server = request.getfixturevalue("pg_server")
     return server.create_database(f"t_{os.getpid()}_{len(os.listdir(tmp_path.parent))}_{tmp_path.name}"[:60])
+
+
+def write_small_squad(root: Path, n_train: int = 24, n_dev: int = 10) -> Path:
+    """SQuAD v1.1 and v2.0 files in the official JSON format under root/SQuAD (v2.0: every third question
+    unanswerable). Contexts are long enough for a 64-token window to cut some of them."""
+    import json
+
+    rng = random.Random(1)
+    (root / "SQuAD").mkdir(parents=True, exist_ok=True)
+    for version in ("1.1", "2.0"):
+        for split, n in (("train", n_train), ("dev", n_dev)):
+            paragraphs = []
+            for i in range(n):
+                words = [rng.choice(WORDS) for _ in range(rng.randint(20, 60))]
+                a = rng.randrange(len(words) - 3)
+                context = " ".join(words)
+                start = len(" ".join(words[:a])) + (1 if a else 0)
+                text = " ".join(words[a:a + rng.randint(1, 3)])
+                qa = {"id": f"{split}{version}-{i}", "question": f"where is {words[a]}?",
+                      "answers": [{"text": text, "answer_start": start}]}
+                if version == "2.0":
+                    qa["is_impossible"] = i % 3 == 2
+                    if qa["is_impossible"]:
+                        qa["plausible_answers"], qa["answers"] = qa["answers"], []
+                paragraphs.append({"context": context, "qas": [qa]})
+            data = {"version": version, "data": [{"title": "t", "paragraphs": paragraphs}]}
+            (root / "SQuAD" / f"{split}-v{version}.json").write_text(json.dumps(data))
+    return root

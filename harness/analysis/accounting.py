@@ -42,7 +42,9 @@ KNOWN_CONFIGS = {
 def model_config(spec, task):
     from transformers import AutoConfig
 
-    kwargs = {"num_labels": task.num_labels}
+    from harness.tasks.kinds import kind_of
+
+    kwargs = kind_of(task).config_kwargs(task)
     known = KNOWN_CONFIGS.get(spec.name.split("/")[-1])
     try:  # a classic checkpoint's config is known: never wait on the hub for it
         return AutoConfig.from_pretrained(spec.source(), trust_remote_code=spec.trust_remote_code,
@@ -55,11 +57,14 @@ def model_config(spec, task):
         return AutoConfig.for_model(known.pop("model_type"), **known, **kwargs)
 
 
-def _build(config):
-    from transformers import AutoModelForSequenceClassification
+def _build(config, task):
+    """The model with the head of the task's kind (sequence classification or question answering)."""
+    import transformers
+
+    from harness.tasks.kinds import kind_of
 
     with torch.device("meta"):
-        return AutoModelForSequenceClassification.from_config(config)
+        return getattr(transformers, kind_of(task).auto_model).from_config(config)
 
 
 def bert_equivalent_params(config) -> int:
@@ -109,7 +114,7 @@ def param_rows(suite, task_name: str | None = None) -> list[ParamRow]:
         for method_name, params, _ in suite.method_variants:
             if get_method(method_name).loads_saved:
                 continue  # its size is the saved adapter's: see the store's adapter_bytes
-            model = _build(config)
+            model = _build(config, task)
             before = count_total(model)
             head = head_parameter_names(model, set())   # built from a config: every head weight is new
             get_method(method_name).setup(model, params)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from harness.enums import Status
-from harness.tasks.metrics import compute_metrics, main_score
+from harness.tasks.kinds import kind_of
 from harness.tasks.registry import Task
 
 
@@ -26,9 +26,7 @@ class Comparison:
 
 
 def _score(task: Task, preds, labels) -> float:
-    if task.metrics == ("accuracy",):  # fast path: the common case, and the bootstrap calls this often
-        return 100.0 * float(np.mean(preds == labels))
-    return main_score(task, compute_metrics(task, preds, labels))
+    return kind_of(task).sample_score(task, preds, labels)
 
 
 def paired_bootstrap(task: Task, preds_a, preds_b, labels, resamples: int = 1000, confidence: float = 0.95,

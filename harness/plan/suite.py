@@ -23,6 +23,7 @@ from harness.errors import InputError, did_you_mean
 from harness.plan import strict_yaml
 from harness.train.methods import METHODS, methods_with
 from harness.train.models import ModelSpec
+from harness.tasks.kinds import SpanExtraction, kind_of
 from harness.tasks.registry import get_task
 
 
@@ -98,6 +99,8 @@ class Hparams(BaseModel):
     # every device, with dev scores within seed noise of plain random batches (bench/RESULTS.md)
     group_by_length: Grid(bool) = [True]
     eval_steps: Grid(int, Range(1, 10 ** 9, why="optimizer steps between evaluations")) | None = None   # None: each epoch
+    # span extraction (SQuAD): the stride between context windows; None: 128 for cells with a QA task
+    doc_stride: Grid(int, Range(1, 10 ** 6, why="tokens shared by consecutive SQuAD context windows")) | None = None
 
 
 HPARAM_NAMES = tuple(Hparams.model_fields)
@@ -364,8 +367,15 @@ class Suite:
         budgets = [b.as_dict() for b in self.model.budgets]
         sources = self.variant_sources or [None] * len(self.method_variants)
         for spec, (task_name, task_version, schedule) in itertools.product(self.model_specs(), self.task_slots):
+            members = (schedule or {}).get("sequence") or (schedule or {}).get("multitask") or [task_name]
+            span = any(kind_of(get_task(t)).name == "span_extraction" for t in members)
             for (method, mparams, overrides), source in zip(self.method_variants, sources):
                 grid = {**defaults, **overrides}
+                if span:  # QA's own defaults where the suite left them unset (GLUE cells keep their keys)
+                    if "max_length" not in self.model.hparams.model_fields_set and "max_length" not in overrides:
+                        grid["max_length"] = [SpanExtraction.DEFAULT_MAX_LENGTH]
+                    if grid.get("doc_stride") is None:
+                        grid["doc_stride"] = [SpanExtraction.DEFAULT_DOC_STRIDE]
                 keys = [k for k, v in grid.items() if v is not None]
                 for combo in itertools.product(*(grid[k] for k in keys)):
                     hp = {k: None for k in grid} | dict(zip(keys, combo))

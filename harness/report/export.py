@@ -87,24 +87,34 @@ def display_table(kind: str, frame: pd.DataFrame) -> tuple[list[str], list[list]
         return header, rows, ["l", "l", "l", "r", "r", "r", "l", "r"], bold
     # leaderboard
     tasks = frame.attrs.get("tasks", [])
-    avg_name = "GLUE avg" if frame.attrs.get("is_glue") else "avg"
+    em_tasks = frame.attrs.get("em_tasks", [])
+    avg_name = frame.attrs.get("avg_name", "GLUE avg")
     multi_model = frame["model"].nunique() > 1 if not frame.empty else False
-    header = (["model"] if multi_model else []) + ["method"] + tasks + [avg_name, "% trained", "params (all tasks)"]
+    # (header, mean column, std column, n column) per score column: SQuAD tasks show EM and F1
+    score_cols = []
+    for t in tasks:
+        if t in em_tasks:
+            score_cols.append((f"{t} EM", f"{t}_em_mean", f"{t}_em_std", f"{t}_n"))
+            score_cols.append((f"{t} F1", f"{t}_mean", f"{t}_std", f"{t}_n"))
+        else:
+            score_cols.append((t, f"{t}_mean", f"{t}_std", f"{t}_n"))
+    header = ((["model"] if multi_model else []) + ["method"] + [c[0] for c in score_cols]
+              + [avg_name, "% trained", "params (all tasks)"])
     rows = []
     frame = frame.reset_index(drop=True)
     for i, r in frame.iterrows():
         cells = ([r["model"]] if multi_model else []) + [r["method"]]
-        cells += [fmt_mean_std(r[f"{t}_mean"], r[f"{t}_std"], r[f"{t}_n"]) for t in tasks]
+        cells += [fmt_mean_std(r[m], r[s], r[n]) for _, m, s, n in score_cols]
         cells += [_num(r["avg"]), _num(r["trainable_pct"], 3),
                   f"{_params(r['params_all_tasks'])} ({r['params_all_tasks_x']:.2f}x)"]
         rows.append(cells)
     offset = 2 if multi_model else 1
-    for j, col in enumerate([f"{t}_mean" for t in tasks] + ["avg"]):
+    for j, col in enumerate([c[1] for c in score_cols] + ["avg"]):
         values = pd.to_numeric(frame[col], errors="coerce")
         if values.notna().any():
             for i in frame.index[values == values.max()]:
                 bold.add((int(i), offset + j))
-    return header, rows, ["l"] * offset + ["r"] * (len(tasks) + 3), bold
+    return header, rows, ["l"] * offset + ["r"] * (len(score_cols) + 3), bold
 
 
 def to_latex(kind: str, frame: pd.DataFrame, caption: str | None = None) -> str:

@@ -93,8 +93,20 @@ def best_table(runs: pd.DataFrame, metric: str = "score") -> pd.DataFrame:
             "trainable_pct": first["trainable_pct"], "train_time_s": runs_of["train_time_s"].mean(),
             "peak_memory_mb": runs_of["peak_memory_mb"].max(), "settings_tried": group["setting_key"].nunique(),
             "regime": first["regime"],
+            # span extraction: exact match beside the main score (F1)
+            "em_mean": _mean(runs_of, "metric_exact"), "em_std": _std(runs_of, "metric_exact"),
         })
     return pd.DataFrame(out)
+
+
+def _mean(frame: pd.DataFrame, column: str):
+    values = pd.to_numeric(frame[column], errors="coerce").dropna() if column in frame else pd.Series(dtype=float)
+    return float(values.mean()) if len(values) else None
+
+
+def _std(frame: pd.DataFrame, column: str):
+    values = pd.to_numeric(frame[column], errors="coerce").dropna() if column in frame else pd.Series(dtype=float)
+    return float(values.std(ddof=1)) if len(values) > 1 else 0.0 if len(values) else None
 
 
 def best_setting_runs(group: pd.DataFrame, metric: str = "score") -> pd.DataFrame:
@@ -110,10 +122,14 @@ def _task_order(tasks) -> list[str]:
 
 
 def leaderboard_table(best: pd.DataFrame) -> pd.DataFrame:
-    """Rows: method variants. Per task: mean, std, n. Plus avg, trainable % and params for all tasks."""
+    """Rows: method variants. Per task: mean, std, n (SQuAD: F1, and EM beside it). Plus the GLUE average (GLUE
+    tasks only; attrs["avg_tasks"] says which), trainable % and params for all tasks."""
     if best.empty:
         return pd.DataFrame()
     tasks = _task_order(best["task"].unique())
+    # the average is GLUE's: over the GLUE tasks only (SQuAD and other benchmarks are shown beside it)
+    glue = [t for t in tasks if t in TASKS and TASKS[t].benchmark == "glue"]
+    em_tasks = [t for t in tasks if t in TASKS and "exact" in TASKS[t].metrics]
     rows = []
     for (model, label), group in best.groupby(["model", "method_label"], sort=False):
         by_task = group.set_index("task")
@@ -125,8 +141,12 @@ def leaderboard_table(best: pd.DataFrame) -> pd.DataFrame:
                 row[f"{t}_n"] = int(by_task.loc[t, "n_seeds"])
             else:
                 row[f"{t}_mean"] = row[f"{t}_std"] = row[f"{t}_n"] = None
-        complete = all(row[f"{t}_mean"] is not None for t in tasks)
-        row["avg"] = sum(row[f"{t}_mean"] for t in tasks) / len(tasks) if complete else None
+        for t in em_tasks:
+            has = t in by_task.index
+            row[f"{t}_em_mean"] = by_task.loc[t, "em_mean"] if has else None
+            row[f"{t}_em_std"] = by_task.loc[t, "em_std"] if has else None
+        complete = glue and all(row[f"{t}_mean"] is not None for t in glue)
+        row["avg"] = sum(row[f"{t}_mean"] for t in glue) / len(glue) if complete else None
         row["trainable_pct"] = group["trainable_pct"].mean()
         # one frozen base shared by every task + what each task trains (full fine-tuning: a model per task)
         frozen = (group["total_params"] - group["trainable_params"]).max()
@@ -138,7 +158,11 @@ def leaderboard_table(best: pd.DataFrame) -> pd.DataFrame:
         rows.append(row)
     table = pd.DataFrame(rows)
     table.attrs["tasks"] = tasks
-    table.attrs["is_glue"] = all(t in TASKS for t in tasks)
+    table.attrs["is_glue"] = glue == tasks
+    table.attrs["avg_tasks"] = glue
+    table.attrs["em_tasks"] = em_tasks
+    table.attrs["avg_name"] = ("GLUE avg" if glue == tasks else f"GLUE avg ({', '.join(glue)})" if glue
+                               else "GLUE avg (no GLUE task)")
     return table
 
 

@@ -12,6 +12,7 @@ the runner and the store are the same for every kind: the loop only calls these 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -54,7 +55,12 @@ class TaskKind:
         return sum(metrics[n] for n in names) / len(names)
 
     def save_predictions(self, task: Task, out_dir: str, predictions: dict) -> None:
-        """Write {split: predictions} into the run's output directory."""
+        """Write {split: predictions} into the run's output directory, including predictions.npz with
+        {split}_idx / _pred / _label arrays that `harness compare` pairs by example."""
+        raise NotImplementedError
+
+    def sample_score(self, task: Task, preds: np.ndarray, labels: np.ndarray) -> float:
+        """The main score of a (resampled) set of saved per-example predictions (the paired bootstrap)."""
         raise NotImplementedError
 
 
@@ -90,6 +96,13 @@ class Classification(TaskKind):
         metrics = compute_metrics(task, preds, arrays["labels"], eval_set.suffix)
         return metrics, (arrays["idx"], preds, arrays["labels"])
 
+    def sample_score(self, task: Task, preds, labels) -> float:
+        from harness.tasks.metrics import compute_metrics
+
+        if task.metrics == ("accuracy",):  # fast path: the common case, and the bootstrap calls this often
+            return 100.0 * float(np.mean(preds == labels))
+        return self.main_score(task, compute_metrics(task, preds, labels))
+
     def save_predictions(self, task: Task, out_dir: str, predictions: dict) -> None:
         arrays = {f"{split}_{part}": arr for split, arrs in predictions.items()
                   for part, arr in zip(("idx", "pred", "label"), arrs)}
@@ -101,7 +114,92 @@ class Classification(TaskKind):
         atomic.write_file(os.path.join(out_dir, "predictions.npz"), write)
 
 
-KINDS: dict[str, TaskKind] = {k.name: k for k in [Classification()]}
+@dataclass
+class SpanPredictions:
+    """One dev split of a QA run: answer text and null odds per question id, and per-question EM and F1 (0-1)
+    in the split's question order."""
+
+    ids: list
+    answers: dict
+    null_odds: dict
+    exact: np.ndarray
+    f1: np.ndarray
+
+
+class SpanExtraction(TaskKind):
+    """Extractive QA (SQuAD): a start and an end logit per token from a QA head; windows over long contexts;
+    post-processing picks the best span per question (harness/tasks/squad.py); official EM / F1
+    (harness/tasks/squad_metrics.py). Writes predictions.json (id -> answer, the official format) and, for v2.0,
+    null_odds.json, which the official evaluation script re-scores; predictions.npz holds per-question F1
+    (pred) and EM (label) so the paired bootstrap pairs two runs per question on F1."""
+
+    name = "span_extraction"
+    auto_model = "AutoModelForQuestionAnswering"
+    hidden_columns = ("example", "offsets")
+    DEFAULT_MAX_LENGTH, DEFAULT_DOC_STRIDE = 384, 128
+    NULL_THRESHOLD = 0.0   # v2.0: null odds above it predict "no answer" (run_qa's default)
+
+    def load(self, task: Task, data_dir: str | None) -> dict:
+        from harness.tasks.squad import load_squad
+
+        return load_squad(task, data_dir)
+
+    def features(self, task: Task, split, tokenizer, hp: dict, cache, training: bool):
+        import datasets
+
+        from harness.tasks.data import tokenizer_fingerprint
+        from harness.tasks.squad import tokenize_windows
+
+        max_length, stride = hp["max_length"], hp.get("doc_stride") or self.DEFAULT_DOC_STRIDE
+        parts = [tokenizer_fingerprint(tokenizer), task.name, str(task.version), self.name, str(max_length),
+                 str(stride), hp["padding"], "train" if training else "eval", split.source]
+        return cache.get_or_build(parts, lambda: datasets.Dataset.from_dict(
+            tokenize_windows(split, tokenizer, max_length, stride, hp["padding"], training)),
+            hidden=self.hidden_columns)
+
+    def batch_outputs(self, output, batch: dict, hp: dict) -> dict:
+        import torch.nn.functional as F
+
+        # windows are padded per batch: pad the logits to max_length so every rank gathers one shape
+        pad = hp["max_length"] - output.start_logits.shape[1]
+        return {name: F.pad(getattr(output, name).float(), (0, pad), value=-1e9)
+                for name in ("start_logits", "end_logits")}
+
+    def score(self, task: Task, eval_set, arrays: dict):
+        from harness.tasks.squad import postprocess
+        from harness.tasks.squad_metrics import squad_metrics
+
+        table, order = eval_set.dataset.data, arrays["idx"]
+        example_of, offsets = table.column("example").to_pylist(), table.column("offsets").to_pylist()
+        version = 2 if task.unanswerable else 1
+        answers, odds = postprocess(eval_set.raw, [example_of[i] for i in order], [offsets[i] for i in order],
+                                    arrays["start_logits"], arrays["end_logits"], version, self.NULL_THRESHOLD)
+        metrics, em, f1 = squad_metrics(eval_set.raw.golds(), answers, version, odds if version == 2 else None)
+        ids = eval_set.raw.ids
+        predictions = SpanPredictions(ids, {q: answers.get(q, "") for q in ids}, odds,
+                                      np.array([em[q] for q in ids]), np.array([f1[q] for q in ids]))
+        return {k + eval_set.suffix: v for k, v in metrics.items()}, predictions
+
+    def sample_score(self, task: Task, preds, labels) -> float:
+        return 100.0 * float(np.mean(preds))   # F1 is the mean of the per-question F1
+
+    def save_predictions(self, task: Task, out_dir: str, predictions: dict) -> None:
+        import json
+
+        for n, (split, p) in enumerate(predictions.items()):
+            suffix = "" if n == 0 else f"_{split}"
+            with open(os.path.join(out_dir, f"predictions{suffix}.json"), "w", encoding="utf-8") as f:
+                json.dump(p.answers, f, ensure_ascii=False, indent=0)
+            if task.unanswerable:
+                with open(os.path.join(out_dir, f"null_odds{suffix}.json"), "w", encoding="utf-8") as f:
+                    json.dump({q: p.null_odds.get(q, 0.0) for q in p.ids}, f, indent=0)
+        np.savez_compressed(os.path.join(out_dir, "predictions.npz"),
+                            **{f"{split}_{part}": arr for split, p in predictions.items()
+                               for part, arr in (("idx", np.arange(len(p.ids))), ("pred", p.f1),
+                                                 ("label", p.exact))})
+
+
+KINDS: dict[str, TaskKind] = {k.name: k for k in [Classification(), SpanExtraction()]}
 
 
 def kind_of(task: Task) -> TaskKind:

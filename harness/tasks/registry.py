@@ -1,8 +1,9 @@
-"""GLUE tasks as small declarative registry entries.
+"""Tasks as small declarative registry entries: the nine GLUE tasks and SQuAD v1.1 / v2.0.
 
 Each entry says where the data lives (hub config, local file layout), which columns hold text and label,
-which metrics are official and which of them make up the task's main (leaderboard) score. Bump `version`
-whenever anything here changes what a result means; the version goes into every cell key.
+which metrics are official and which of them make up the task's main (leaderboard) score, and its kind
+(harness/tasks/kinds.py: classification/regression or span extraction). Bump `version` whenever anything here
+changes what a result means; the version goes into every cell key.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ class Task:
     description: str = ""
     kind: str = "classification"        # harness/tasks/kinds.py: how data, head, predictions and metrics work
     benchmark: str = "glue"             # which average a task belongs to (the GLUE average is GLUE tasks only)
+    local_train: str = "train.tsv"      # the training file in local_dir
+    unanswerable: bool = False          # span extraction: some questions have no answer (SQuAD v2.0)
 
     @property
     def is_regression(self) -> bool:
@@ -80,14 +83,31 @@ _TASKS = [
          local_columns=("sentence1", "sentence2", "label"), description="Winograd NLI"),
 ]
 
+# Extractive QA. Official metrics in points; v2.0 also the answerable / unanswerable halves and the best
+# no-answer threshold found on dev (best_*_thresh, in null-odds units, not points). Main score: F1.
+_V2_METRICS = ("exact", "f1", "HasAns_exact", "HasAns_f1", "NoAns_exact", "NoAns_f1", "best_exact",
+               "best_exact_thresh", "best_f1", "best_f1_thresh")
+_TASKS += [
+    Task("squad", "SQuAD", ("question", "context"), (), ("exact", "f1"), ("f1",), local_columns=(),
+         eval_splits=(EvalSplit("validation", "dev-v1.1.json"),), hub_id="rajpurkar/squad", hub_config="plain_text",
+         kind="span_extraction", benchmark="squad", local_train="train-v1.1.json",
+         description="SQuAD v1.1 extractive QA (EM, F1)"),
+    Task("squad_v2", "SQuAD", ("question", "context"), (), _V2_METRICS, ("f1",), local_columns=(),
+         eval_splits=(EvalSplit("validation", "dev-v2.0.json"),), hub_id="rajpurkar/squad_v2",
+         hub_config="squad_v2", kind="span_extraction", benchmark="squad", local_train="train-v2.0.json",
+         unanswerable=True, description="SQuAD v2.0 extractive QA with unanswerable questions (EM, F1)"),
+]
+
 TASKS: dict[str, Task] = {}
 for _t in _TASKS:
     TASKS[_t.name] = Task(**{**_t.__dict__, "hub_config": _t.hub_config or _t.name})
 
 # Names people commonly write for the same task.
-ALIASES = {"sst-2": "sst2", "sts-b": "stsb", "sts": "stsb", "mnli-m": "mnli", "mnli_matched": "mnli"}
+ALIASES = {"sst-2": "sst2", "sts-b": "stsb", "sts": "stsb", "mnli-m": "mnli", "mnli_matched": "mnli",
+           "squad1": "squad", "squad_v1": "squad", "squad-v1.1": "squad", "squad2": "squad_v2",
+           "squadv2": "squad_v2", "squad-v2": "squad_v2", "squad-v2.0": "squad_v2"}
 
-GLUE_TASKS = tuple(TASKS)
+GLUE_TASKS = tuple(name for name, t in TASKS.items() if t.benchmark == "glue")
 
 
 def get_task(name: str) -> Task:

@@ -312,7 +312,7 @@ def encoder_checksum(model) -> str:
     base = getattr(model, model.base_model_prefix)
     h = hashlib.sha256()
     for name, tensor in sorted(base.state_dict().items()):
-        if ADAPTER_NAME in name:
+        if ADAPTER_NAME in name or _is_pooler(name):   # the pooler belongs to the classification head's path
             continue
         h.update(name.encode())
         h.update(tensor.detach().cpu().contiguous().float().numpy().tobytes())
@@ -383,9 +383,17 @@ def apply_handover(model, handover: dict) -> None:
     missing, unexpected = base.load_state_dict(state, strict=False)
     if mode == "new":  # the fresh adapter is meant to start fresh
         missing = [k for k in missing if f".{ADAPTER_NAME}." not in k]
+    # a QA model's encoder has no pooler (its head reads token states): between a QA stage and a classification
+    # stage the pooler is not handed over, the classification model keeps its checkpoint's pooler
+    missing = [k for k in missing if not _is_pooler(k)]
+    unexpected = [k for k in unexpected if not _is_pooler(k)]
     if unexpected or missing:
         raise RuntimeError(f"sequential hand-over: the next stage's encoder does not match the previous one "
                            f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+
+
+def _is_pooler(name: str) -> bool:
+    return name.startswith("pooler.")
 
 
 def handover_state(model) -> dict:

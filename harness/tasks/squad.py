@@ -1,0 +1,200 @@
+"""SQuAD data, features and post-processing for extractive question answering (the span-extraction kind).
+
+Data: local files in the official JSON format (`<data_dir>/SQuAD/train-v1.1.json`, `dev-v1.1.json`,
+`train-v2.0.json`, `dev-v2.0.json`) or the hub (`rajpurkar/squad`, `rajpurkar/squad_v2`).
+
+Features follow the reference `run_qa` recipe: question and context through a fast tokenizer, the context
+truncated into overlapping windows (max_length, doc_stride) with offset mappings; a training window whose
+context holds the (first) gold answer points at its first and last token, any other window at the CLS token.
+Evaluation windows keep, per token, its character span in the context ([-1, -1] outside the context) and the
+example it came from, so post-processing can map the best start/end pair back to text.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from harness.errors import DataNotFoundError
+
+N_BEST = 20              # start and end candidates per window
+MAX_ANSWER_LENGTH = 30   # tokens
+NO_CONTEXT = (-1, -1)    # the offset of a token outside the context (question, special tokens)
+NO_SPAN_ODDS = 1e9       # null odds of a question without any valid span (JSON has no infinity)
+
+HOW_TO_POINT = ("point the harness at local files in the official SQuAD JSON format (<data_dir>/SQuAD/"
+                "train-v1.1.json, dev-v1.1.json, train-v2.0.json, dev-v2.0.json) with --data-dir DIR, the suite's "
+                "data_dir, or HARNESS_DATA_DIR=DIR")
+
+
+@dataclass
+class QASplit:
+    """Questions of one split: ids, questions, contexts, and gold answers (texts and character starts; empty
+    for an unanswerable v2.0 question)."""
+
+    ids: list[str]
+    questions: list[str]
+    contexts: list[str]
+    answer_texts: list[list[str]]
+    answer_starts: list[list[int]]
+    source: str
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def head(self, n: int | None) -> "QASplit":
+        """The first n questions (budgets count questions, not windows)."""
+        if n is None or n >= len(self):
+            return self
+        return QASplit(self.ids[:n], self.questions[:n], self.contexts[:n], self.answer_texts[:n],
+                       self.answer_starts[:n], f"{self.source}[:{n}]")
+
+    def golds(self) -> dict[str, list[str]]:
+        return dict(zip(self.ids, self.answer_texts))
+
+
+def read_squad_json(task_name: str, path: str) -> QASplit:
+    if not os.path.isfile(path):
+        raise DataNotFoundError(f"task {task_name}: {path} not found; {HOW_TO_POINT}")
+    with open(path, encoding="utf-8") as f:
+        data = json.load(f)
+    out = QASplit([], [], [], [], [], "")
+    for article in data.get("data", []):
+        for paragraph in article["paragraphs"]:
+            for qa in paragraph["qas"]:
+                answers = [] if qa.get("is_impossible") else qa.get("answers", [])
+                out.ids.append(qa["id"])
+                out.questions.append(qa["question"])
+                out.contexts.append(paragraph["context"])
+                out.answer_texts.append([a["text"] for a in answers])
+                out.answer_starts.append([a["answer_start"] for a in answers])
+    if not out.ids:
+        raise DataNotFoundError(f"task {task_name}: {path} holds no questions; expected the official SQuAD format")
+    st = os.stat(path)
+    out.source = f"file:{os.path.abspath(path)}:{st.st_size}:{int(st.st_mtime)}"
+    return out
+
+
+def load_squad(task, data_dir: str | None) -> dict[str, QASplit]:
+    if data_dir:
+        if not os.path.isdir(data_dir):
+            raise DataNotFoundError(f"data directory {data_dir} does not exist; {HOW_TO_POINT}")
+        folder = os.path.join(data_dir, task.local_dir)
+        out = {"train": read_squad_json(task.name, os.path.join(folder, task.local_train))}
+        for split in task.eval_splits:
+            out[split.hub_split] = read_squad_json(task.name, os.path.join(folder, split.local_file))
+        return out
+    import datasets
+
+    try:
+        dd = datasets.load_dataset(task.hub_id)
+    except Exception as e:  # offline, hub down, no such dataset: all end the same way for the user
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataNotFoundError(f"task {task.name}: cannot load {task.hub_id} from the Hugging Face hub "
+                                f"({first[:200]}); {HOW_TO_POINT}") from None
+    out = {}
+    for split in ["train"] + [s.hub_split for s in task.eval_splits]:
+        ds = dd[split]
+        answers = list(ds["answers"])
+        out[split] = QASplit(list(ds["id"]), list(ds["question"]), list(ds["context"]),
+                             [list(a["text"]) for a in answers], [list(a["answer_start"]) for a in answers],
+                             f"hub:{task.hub_id}/{split}:{ds._fingerprint}")
+    return out
+
+
+def tokenize_windows(split: QASplit, tokenizer, max_length: int, doc_stride: int, padding: str, training: bool
+                     ) -> dict:
+    """Features of a split as columns. Every window: input ids (etc.), "length", "idx" (window index).
+    Training: start_positions / end_positions. Evaluation: "example" (question index) and "offsets"."""
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError("span extraction needs a fast tokenizer (offset mappings)")
+    if doc_stride >= max_length // 2:
+        raise ValueError(f"doc_stride {doc_stride} must be below half of max_length {max_length}")
+    enc = tokenizer([q.lstrip() for q in split.questions], split.contexts, truncation="only_second",
+                    max_length=max_length, stride=doc_stride, return_overflowing_tokens=True,
+                    return_offsets_mapping=True, padding="max_length" if padding == "max_length" else False)
+    example_of = enc["overflow_to_sample_mapping"]
+    cols = {k: enc[k] for k in ("input_ids", "token_type_ids", "attention_mask") if k in enc}
+    cols["length"] = [len(ids) for ids in enc["input_ids"]]
+    cols["idx"] = list(range(len(example_of)))
+    starts, ends, offsets = [], [], []
+    for i, window_offsets in enumerate(enc["offset_mapping"]):
+        sequence = enc.sequence_ids(i)
+        in_context = [s == 1 for s in sequence]
+        if not training:
+            offsets.append([list(o) if c else list(NO_CONTEXT) for o, c in zip(window_offsets, in_context)])
+            continue
+        cls = enc["input_ids"][i].index(tokenizer.cls_token_id) if tokenizer.cls_token_id in enc["input_ids"][i] \
+            else 0
+        e = example_of[i]
+        span = answer_tokens(split.answer_starts[e], split.answer_texts[e], window_offsets, in_context)
+        starts.append(cls if span is None else span[0])
+        ends.append(cls if span is None else span[1])
+    if training:
+        cols["start_positions"], cols["end_positions"] = starts, ends
+    else:
+        cols["example"], cols["offsets"] = list(example_of), offsets
+    return cols
+
+
+def answer_tokens(answer_starts: list[int], answer_texts: list[str], offsets, in_context) -> tuple[int, int] | None:
+    """The first and last token of the first gold answer in this window, or None when the question has no
+    answer or the window's context does not hold all of it."""
+    if not answer_starts:
+        return None
+    char_start = answer_starts[0]
+    char_end = char_start + len(answer_texts[0])
+    context = [i for i, c in enumerate(in_context) if c]
+    if not context:
+        return None
+    first, last = context[0], context[-1]
+    if not (offsets[first][0] <= char_start and offsets[last][1] >= char_end):
+        return None
+    start = first
+    while start <= last and offsets[start][0] <= char_start:
+        start += 1
+    end = last
+    while end >= first and offsets[end][1] >= char_end:
+        end -= 1
+    return start - 1, end + 1
+
+
+def postprocess(split: QASplit, example_of, offsets, start_logits: np.ndarray, end_logits: np.ndarray,
+                version: int = 1, null_threshold: float = 0.0, n_best: int = N_BEST,
+                max_answer_length: int = MAX_ANSWER_LENGTH) -> tuple[dict, dict]:
+    """Answers from window logits: per window the n_best start and end candidates, pairs outside the context,
+    inverted, or longer than max_answer_length dropped; the best pair over all windows of a question is its
+    answer. v2: the null score is the minimum over the question's windows of the CLS start + end logits; the
+    null odds (null score minus the best span's score) above the threshold predict "no answer" ("").
+    Returns ({id: answer text}, {id: null odds}) for every question that has a window."""
+    windows: dict[int, list[int]] = {}
+    for w, e in enumerate(example_of):
+        windows.setdefault(int(e), []).append(w)
+    predictions, null_odds = {}, {}
+    for e, ws in windows.items():
+        best_score, best_span, null_score = -np.inf, None, np.inf
+        for w in ws:
+            off = offsets[w]
+            n = len(off)
+            s, en = start_logits[w][:n], end_logits[w][:n]
+            null_score = min(null_score, float(s[0] + en[0]))
+            top_ends = np.argsort(en)[::-1][:n_best]
+            for i in np.argsort(s)[::-1][:n_best]:
+                if off[i][0] < 0:
+                    continue
+                for j in top_ends:
+                    if off[j][0] < 0 or j < i or j - i + 1 > max_answer_length:
+                        continue
+                    score = float(s[i] + en[j])
+                    if score > best_score:
+                        best_score, best_span = score, (off[i][0], off[j][1])
+        qid = split.ids[e]
+        text = split.contexts[e][best_span[0]:best_span[1]] if best_span else ""
+        odds = null_score - best_score if best_span else NO_SPAN_ODDS
+        if version == 2 and odds > null_threshold:
+            text = ""
+        predictions[qid], null_odds[qid] = text, odds
+    return predictions, null_odds

@@ -1,0 +1,281 @@
+"""Extractive QA: the official SQuAD metrics on hand-worked cases, windowing (answers recovered exactly from
+their token spans across window boundaries), post-processing (n-best, max_answer_length, inverted spans,
+v2 null handling), data loading, and one tiny random QA model through every method."""
+
+import json
+
+import numpy as np
+import pytest
+
+from harness.tasks.squad import QASplit, load_squad, postprocess, tokenize_windows
+from harness.tasks.squad_metrics import best_threshold, f1, normalize_answer, question_scores, squad_metrics
+
+# --- metrics ------------------------------------------------------------------------------------------------
+
+
+def test_normalisation_removes_case_punctuation_articles_and_extra_space():
+    assert normalize_answer("  The Cat,  sat on A mat!") == "cat sat on mat"
+    assert normalize_answer("an apple's-core") == "applescore"   # punctuation is deleted, not a space
+    assert normalize_answer("theory") == "theory"   # articles only as whole words
+
+
+def test_exact_and_f1_take_the_best_gold_answer():
+    golds = ["the United Nations", "United Nations Organization"]
+    assert question_scores(golds, "United Nations.") == (1.0, 1.0)
+    # "the Nations" vs "United Nations": 1 common token, precision 1/1, recall 1/2 -> F1 2/3 (the best gold)
+    em, score = question_scores(golds, "the Nations")
+    assert em == 0.0 and score == pytest.approx(2 / 3)
+    # against the second gold: P 2/2, R 2/3 -> 0.8; the first gives 1.0 for "United Nations"
+    assert question_scores(["United Nations Organization"], "United Nations") == (0.0, pytest.approx(0.8))
+    assert question_scores(["Denver Broncos"], "Carolina Panthers") == (0.0, 0.0)
+
+
+def test_v1_and_v2_differ_only_on_empty_answers():
+    assert f1("the", "a", version=1) == 0.0        # v1.1: no common token, 0
+    assert f1("the", "a", version=2) == 1.0        # v2.0: both empty after normalisation: they agree
+    assert question_scores([], "", version=2) == (1.0, 1.0)          # unanswerable, predicted no answer
+    assert question_scores([], "Paris", version=2) == (0.0, 0.0)     # unanswerable, answered
+    assert question_scores(["Paris"], "", version=2) == (0.0, 0.0)   # answerable, not answered
+
+
+def test_squad_v2_metrics_by_hand():
+    golds = {"q1": ["Paris"], "q2": ["the Seine river", "Seine"], "q3": [], "q4": []}
+    preds = {"q1": "Paris", "q2": "river Seine banks", "q3": "", "q4": "London"}
+    odds = {"q1": -2.0, "q2": -1.0, "q3": 3.0, "q4": 1.0}
+    metrics, em, f = squad_metrics(golds, preds, version=2, null_odds=odds)
+    # q2: "river seine banks" vs "seine river": 2 common, P 2/3, R 1 -> 0.8; vs "seine": P 1/3, R 1 -> 0.5
+    assert f["q2"] == pytest.approx(0.8) and em == {"q1": 1.0, "q2": 0.0, "q3": 1.0, "q4": 0.0}
+    assert metrics["exact"] == pytest.approx(50.0)
+    assert metrics["f1"] == pytest.approx(100 * (1 + 0.8 + 1 + 0) / 4)
+    assert metrics["HasAns_exact"] == pytest.approx(50.0) and metrics["HasAns_f1"] == pytest.approx(90.0)
+    assert metrics["NoAns_exact"] == pytest.approx(50.0) and metrics["NoAns_f1"] == pytest.approx(50.0)
+    # thresholds, by the script's sweep over sorted odds: start at 2 (both unanswerable right if all predicted
+    # empty); q1 (-2) +1 -> 3; q2 (-1) +0 (EM) / +0.8 (F1); q4 (1) -1; q3 (3) 0. Best EM 3/4 at -2, F1 3.8/4 at -1
+    assert (metrics["best_exact"], metrics["best_exact_thresh"]) == (pytest.approx(75.0), -2.0)
+    assert (metrics["best_f1"], metrics["best_f1_thresh"]) == (pytest.approx(95.0), -1.0)
+
+
+def test_v1_metrics_and_missing_prediction():
+    metrics, _, _ = squad_metrics({"a": ["x y"], "b": ["z"]}, {"a": "x y"}, version=1)
+    assert metrics == {"exact": 50.0, "f1": 50.0}
+
+
+def test_best_threshold_with_no_unanswerable_question():
+    assert best_threshold({"a": "x"}, {"a": 1.0}, {"a": 0.5}, {"a": True}) == (100.0, 0.5)
+
+
+# --- windows and post-processing ---------------------------------------------------------------------------
+
+WORDS = ("alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar papa "
+         "quebec romeo sierra tango uniform victor whiskey xray yankee zulu").split()
+
+
+def _split() -> QASplit:
+    """A context of 78 words (several windows at max_length 40) and a question for every 3-word span in it (so
+    some answers cross window boundaries), plus one unanswerable question."""
+    words = WORDS * 3
+    context = " ".join(words)
+    texts, starts = [], []
+    for i in range(len(words) - 2):
+        start = len(" ".join(words[:i])) + (1 if i else 0)
+        texts.append([" ".join(words[i:i + 3])])
+        starts.append([start])
+        assert context[start:start + len(texts[-1][0])] == texts[-1][0]
+    texts.append([])
+    starts.append([])
+    n = len(texts)
+    return QASplit([f"q{i}" for i in range(n)], ["which words?"] * n, [context] * n, texts, starts, "test")
+
+
+def test_answers_are_recovered_exactly_from_their_token_spans(tiny_bert):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_bert)
+    split = _split()
+    unanswerable = len(split) - 1
+    cols = tokenize_windows(split, tok, max_length=40, doc_stride=10, padding="dynamic", training=True)
+    evals = tokenize_windows(split, tok, max_length=40, doc_stride=10, padding="dynamic", training=False)
+    assert (np.bincount(evals["example"]) > 2).all()      # long context: several overlapping windows each
+    assert max(cols["length"]) <= 40
+    found, crossing = set(), 0
+    for w, (s, e) in enumerate(zip(cols["start_positions"], cols["end_positions"])):
+        q, off = evals["example"][w], evals["offsets"][w]
+        if s == 0:
+            assert e == 0   # CLS: the window does not hold the whole answer
+            if split.answer_starts[q]:
+                a, b = split.answer_starts[q][0], split.answer_starts[q][0] + len(split.answer_texts[q][0])
+                inside = [o for o in off if o[0] >= 0]
+                crossing += inside[0][0] <= a < inside[-1][1] < b or a < inside[0][0] < b <= inside[-1][1]
+            continue
+        assert split.contexts[q][off[s][0]:off[e][1]] == split.answer_texts[q][0]   # exact recovery
+        found.add(q)
+    assert crossing > 0                                    # answers cut by a window's edge point at CLS there...
+    assert found == set(range(unanswerable))               # ...and are found whole in another window
+    assert unanswerable not in found
+
+    # perfect logits on the answer tokens: post-processing gives back every answer text
+    n_tokens = max(evals["length"])
+    start, end = np.zeros((len(cols["idx"]), n_tokens)), np.zeros((len(cols["idx"]), n_tokens))
+    for w, (s, e) in enumerate(zip(cols["start_positions"], cols["end_positions"])):
+        start[w, s] += 10.0
+        end[w, e] += 10.0
+    answers, odds = postprocess(split, evals["example"], evals["offsets"], start, end, version=2)
+    assert [answers[f"q{i}"] for i in range(unanswerable)] == [t[0] for t in split.answer_texts[:-1]]
+    assert answers[f"q{unanswerable}"] == "" and odds[f"q{unanswerable}"] > 0   # only CLS scores: null wins
+
+
+def _one_window(n_context: int = 60):
+    """One window of tokens: 0 CLS, 1-3 question, 4.. context (token k covers characters [10k, 10k+5))."""
+    offsets = [[-1, -1]] * 4 + [[10 * k, 10 * k + 5] for k in range(4, 4 + n_context)] + [[-1, -1]]
+    context = "".join(f"{k:<10d}" for k in range(4 + n_context))
+    split = QASplit(["q"], ["?"], [context], [["x"]], [[0]], "t")
+    n = len(offsets)
+    return split, offsets, np.full((1, n), -100.0), np.full((1, n), -100.0)
+
+
+def test_max_answer_length_and_inverted_spans_are_dropped():
+    split, off, s, e = _one_window()
+    s[0, 10], e[0, 12] = 5.0, 5.0           # a valid pair, score 10
+    s[0, 20], e[0, 50] = 9.0, 9.0           # score 18 but 31 tokens long
+    s[0, 58], e[0, 54] = 8.0, 8.5           # score 16.5 but inverted (end before start)
+    answers, _ = postprocess(split, [0], [off], s, e, max_answer_length=30)
+    assert answers["q"] == split.contexts[0][100:125]
+    answers, _ = postprocess(split, [0], [off], s, e, max_answer_length=31)
+    assert answers["q"] == split.contexts[0][200:505]
+
+
+def test_only_the_n_best_start_and_end_candidates_are_considered():
+    split, off, s, e = _one_window()
+    s[0, :4] = e[0, :4] = s[0, -1] = e[0, -1] = 100.0   # CLS, question and SEP: highest, but not context
+    s[0, 35:55] = 50.0                       # 20 starts above the answer's, all after its end
+    s[0, 30], e[0, 31] = 40.0, 40.0          # the answer: its start ranks 26th
+    answers, _ = postprocess(split, [0], [off], s, e, n_best=20)
+    assert answers["q"] != split.contexts[0][300:315]
+    answers, _ = postprocess(split, [0], [off], s, e, n_best=26)
+    assert answers["q"] == split.contexts[0][300:315]
+
+
+def test_v2_null_score_is_the_minimum_over_windows():
+    split, off, s, e = _one_window()
+    two_s, two_e = np.vstack([s, s]), np.vstack([e, e])
+    two_s[0, 0] = two_e[0, 0] = 5.0         # window 0: CLS 10
+    two_s[1, 0] = two_e[1, 0] = 1.0         # window 1: CLS 2 -> the null score is 2
+    two_s[1, 10], two_e[1, 11] = 1.5, 1.5   # best span 3: odds 2 - 3 = -1 -> answered
+    answers, odds = postprocess(split, [0, 0], [off, off], two_s, two_e, version=2)
+    assert odds["q"] == pytest.approx(-1.0) and answers["q"] == split.contexts[0][100:115]
+    two_s[1, 10], two_e[1, 11] = 0.5, 0.5   # best span 1: odds 1 > 0 -> no answer
+    answers, odds = postprocess(split, [0, 0], [off, off], two_s, two_e, version=2)
+    assert odds["q"] == pytest.approx(1.0) and answers["q"] == ""
+    answers, _ = postprocess(split, [0, 0], [off, off], two_s, two_e, version=2, null_threshold=1.5)
+    assert answers["q"] == split.contexts[0][100:115]
+    answers, _ = postprocess(split, [0, 0], [off, off], two_s, two_e, version=1)   # v1 always answers
+    assert answers["q"] == split.contexts[0][100:115]
+
+
+# --- data ---------------------------------------------------------------------------------------------------
+
+
+def test_local_official_json_and_question_budgets(glue_dir, tmp_path):
+    from harness.errors import DataNotFoundError
+    from harness.tasks.registry import get_task
+
+    data = load_squad(get_task("squad"), str(glue_dir))
+    assert len(data["train"]) == 8582 and len(data["validation"]) == 1988   # the shared split's MANIFEST
+    assert len(set(data["validation"].ids)) == 1988
+    assert len(data["train"].head(100)) == 100
+    with pytest.raises(DataNotFoundError, match="train-v2.0.json not found"):
+        load_squad(get_task("squad_v2"), str(glue_dir))
+    v2 = tmp_path / "SQuAD"
+    v2.mkdir()
+    article = {"title": "t", "paragraphs": [{"context": "Paris is in France.", "qas": [
+        {"id": "a", "question": "Where?", "answers": [{"text": "France", "answer_start": 12}], "is_impossible": False},
+        {"id": "b", "question": "Why?", "answers": [], "plausible_answers": [{"text": "Paris", "answer_start": 0}],
+         "is_impossible": True}]}]}
+    for name in ("train-v2.0.json", "dev-v2.0.json"):
+        (v2 / name).write_text(json.dumps({"version": "v2.0", "data": [article]}))
+    data = load_squad(get_task("squad_v2"), str(tmp_path))
+    assert data["validation"].golds() == {"a": ["France"], "b": []}
+
+
+# --- tiny random QA model through the harness --------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_qa(tmp_path_factory, tiny_bert):
+    from conftest import write_small_glue, write_small_squad
+
+    data = tmp_path_factory.mktemp("qa-data")
+    write_small_glue(data)
+    write_small_squad(data)
+    return data
+
+
+def _rescore(out_dir, dev_file, version):
+    """The official way: predictions.json (and null_odds.json) against the dev file, read independently."""
+    golds = {}
+    for article in json.load(open(dev_file))["data"]:
+        for p in article["paragraphs"]:
+            for qa in p["qas"]:
+                golds[qa["id"]] = [a["text"] for a in qa["answers"]]
+    preds = json.load(open(out_dir / "predictions.json"))
+    odds = json.load(open(out_dir / "null_odds.json")) if version == 2 else None
+    return squad_metrics(golds, preds, version, odds)[0], set(preds) == set(golds)
+
+
+def _run(tmp_path, model, data, name, tasks, methods):
+    from conftest import run_cli, write_suite
+
+    suite = write_suite(tmp_path / f"{name}.yaml", f"""
+name: {name}
+models: ["{model}"]
+tasks: {tasks}
+methods:
+{methods}
+hparams: {{batch_size: 8, max_length: 64, doc_stride: 16, learning_rate: 1e-3}}
+""")
+    proc = run_cli("run", suite, "--db", f"sqlite:///{tmp_path / 'h.db'}", "--output-dir", tmp_path / "out",
+                   "--data-dir", data, "--no-progress", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return suite
+
+
+def test_every_method_trains_and_scores_squad(tmp_path, tiny_bert, tiny_qa):
+    """Every method on SQuAD v1.1 (the tiny model), v2.0, sequences squad -> rte and rte -> squad, and the saved
+    QA adapter stitched back in; stored EM / F1 equal a re-score of each run's predictions.json."""
+    from harness.plan.suite import load_suite
+    from harness.store.db import Store
+    from harness.train.methods import METHODS
+
+    sizes = {"houlsby": ", size: 4", "pfeiffer": ", size: 4", "compacter": ", size: 8"}
+    methods = "\n".join(f"  - {{name: {m}{sizes.get(m, '')}}}" for m in METHODS if not METHODS[m].loads_saved)
+    first = _run(tmp_path, tiny_bert, tiny_qa, "qa", "[squad]", methods)
+    _run(tmp_path, tiny_bert, tiny_qa, "qa2", "[squad_v2, {sequence: [squad, rte]}, {sequence: [rte, squad]}]",
+         "  - full\n  - {name: houlsby, size: 4}")
+    houlsby = next(c for c in load_suite(str(first)).cells() if c.method == "houlsby")
+    adapter = tmp_path / "out" / "qa" / houlsby.key / "adapter"
+    _run(tmp_path, tiny_bert, tiny_qa, "qa3", "[squad]", f"  - {{name: pretrained_adapter, path: {adapter}}}")
+
+    store = Store(f"sqlite:///{tmp_path / 'h.db'}")
+    recs = [r for r in store.records() if r.parent_id is None]
+    assert len(recs) == (len(METHODS) - 1) + 3 * 2 + 1 and {r.status for r in recs} == {"completed"}
+    for r in recs:
+        if r.task.startswith("squad"):
+            version = 2 if r.task == "squad_v2" else 1
+            rescored, complete = _rescore(tmp_path / "out" / r.suite / r.cell_key,
+                                          tiny_qa / "SQuAD" / f"dev-v{'2.0' if version == 2 else '1.1'}.json", version)
+            assert complete and r.eval_examples == 10 and r.train_examples == 24
+            assert r.metrics["f1"] == pytest.approx(rescored["f1"]) and r.score == pytest.approx(rescored["f1"])
+            assert r.metrics["exact"] == pytest.approx(rescored["exact"])
+            assert r.head_params == 32 * 2 + 2                     # qa_outputs: hidden x (start, end) + biases
+            if version == 2:
+                assert {"HasAns_f1", "NoAns_f1", "best_f1", "best_f1_thresh"} <= set(r.metrics)
+                assert (tmp_path / "out" / r.suite / r.cell_key / "null_odds.json").is_file()
+            assert r.hparams["max_length"] == 64 and r.hparams["doc_stride"] == 16
+    by_label = {(r.suite, r.method_label): r for r in recs if r.task == "squad" and not r.regime}
+    stitched = next(r for (suite, _), r in by_label.items() if suite == "qa3")
+    assert stitched.score == pytest.approx(by_label[("qa", houlsby.method_label)].score)   # same adapter, same dev
+    for r in recs:
+        if r.regime == "sequential":
+            child = store.children(r.id)[0]
+            assert child.task == ("squad" if r.task == "rte" else "rte")
+            assert r.extra["encoder_checksum"]["start"] == child.extra["encoder_checksum"]["end"]
