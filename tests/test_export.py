@@ -90,3 +90,44 @@ def test_cli_exports_every_table_and_format(url, tmp_path):
     assert len(runs) == 24 and {r["env_torch"] for r in runs if r["status"] == "completed"} == {"2.13.0"}
     proc = run_cli("export", "--db", url, "--suite", "nope", "--table", "leaderboard", "--format", "markdown")
     assert proc.returncode == 0 and "no completed runs" in proc.stdout
+
+
+def test_squad_shows_em_and_f1_beside_glue_and_the_glue_average_stays_glue_only(tmp_path):
+    """A store with rte and squad runs (written through the store API): the leaderboard has squad EM and F1
+    columns, the average is over rte only and says so, and every format carries both."""
+    from harness.plan.suite import parse_suite
+    from harness.store.db import COMPLETED
+    from harness.train.result import RunResult
+    from harness.store.db import RunRecord
+
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    store = Store(url)
+    suite = parse_suite("name: mix\nmodels: [minilm]\ntasks: [rte, squad]\nmethods: [full, bitfit]\n", "mix.yaml")
+    scores = {("rte", "full"): ({"accuracy": 70.0}, 70.0), ("rte", "bitfit"): ({"accuracy": 66.0}, 66.0),
+              ("squad", "full"): ({"exact": 60.0, "f1": 71.0}, 71.0),
+              ("squad", "bitfit"): ({"exact": 50.0, "f1": 62.5}, 62.5)}
+    for cell in suite.cells():
+        metrics, score = scores[(cell.task, cell.method)]
+        rid = store.start(cell, cell.config(), "cmd", None)
+        result = RunResult(score=score, metrics=metrics, best_score=score, best_metrics=metrics, total_params=100,
+                           trainable_params=100 if cell.method == "full" else 1, added_params=0,
+                           trainable_pct=100.0 if cell.method == "full" else 1.0, train_time_s=1.0)
+        store.finish(rid, COMPLETED, result.columns(RunRecord.COLUMNS))
+    assert {c.hparams["max_length"] for c in suite.cells() if c.task == "squad"} == {384}   # QA's default
+    assert {c.hparams["max_length"] for c in suite.cells() if c.task == "rte"} == {128}
+    board = leaderboard_table(best_table(runs_frame(store)))
+    assert board.attrs["avg_tasks"] == ["rte"] and board.attrs["avg_name"] == "GLUE avg (rte)"
+    md = to_markdown("leaderboard", board)
+    header = md.splitlines()[0]
+    assert [h.strip() for h in header.strip("|").split("|")] == ["method", "rte", "squad EM", "squad F1",
+                                                                  "GLUE avg (rte)", "% trained", "params (all tasks)"]
+    full = next(l for l in md.splitlines() if l.startswith("| full"))
+    assert "**60.0**" in full and "**71.0**" in full and "**70.0**" in full.split("|")[5]   # avg = rte alone
+    tex = to_latex("leaderboard", board)
+    assert r"squad EM & squad F1 & GLUE avg (rte)" in tex
+    csv_text = to_csv(board)
+    assert "squad_em_mean" in csv_text.splitlines()[0] and "squad_mean" in csv_text.splitlines()[0]
+    runs = runs_frame(store)
+    assert set(runs.loc[runs["task"] == "squad", "metric_exact"]) == {60.0, 50.0}
+    proc = run_cli("export", "--db", url, "--table", "leaderboard", "--format", "markdown")
+    assert proc.returncode == 0 and "squad F1" in proc.stdout and "GLUE avg (rte)" in proc.stdout

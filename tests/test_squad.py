@@ -279,3 +279,27 @@ def test_every_method_trains_and_scores_squad(tmp_path, tiny_bert, tiny_qa):
             child = store.children(r.id)[0]
             assert child.task == ("squad" if r.task == "rte" else "rte")
             assert r.extra["encoder_checksum"]["start"] == child.extra["encoder_checksum"]["end"]
+
+
+def test_params_count_the_qa_head(tmp_path):
+    """`harness params --task squad` builds the QA model from bert-base's known config: the head is qa_outputs
+    (hidden x 2 + 2), the rest as for GLUE."""
+    from conftest import run_cli, write_suite
+    from harness.analysis.accounting import param_rows
+    from harness.plan.suite import load_suite
+
+    suite = write_suite(tmp_path / "p.yaml", """
+name: p
+models: [bert-base-uncased]
+tasks: [squad, rte]
+methods: [full, {name: houlsby, size: 64}]
+""")
+    rows = {r.method: r for r in param_rows(load_suite(str(suite)), "squad")}
+    assert rows["full"].head == 768 * 2 + 2 and rows["full"].trainable == rows["full"].total
+    glue = {r.method: r for r in param_rows(load_suite(str(suite)), "rte")}
+    assert glue["full"].head == 768 * 2 + 2                                           # the classifier
+    assert rows["full"].total == glue["full"].total - (768 * 768 + 768)              # QA models have no pooler
+    houlsby = rows["houlsby(size=64,non_linearity=swish)"]
+    assert houlsby.added == 12 * 2 * (2 * 64 * 768 + 768 + 64) and houlsby.trainable == houlsby.added + houlsby.head
+    proc = run_cli("params", suite, "--task", "squad")
+    assert proc.returncode == 0 and "head for squad" in proc.stdout
