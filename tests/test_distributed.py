@@ -109,3 +109,33 @@ hparams: {{batch_size: 4, eval_batch_size: 4}}
     (first,) = store.children(last.id)
     assert last.extra["encoder_checksum"]["start"] == first.extra["encoder_checksum"]["end"]
     check_two_rank_world(last, n_train=48, batch=4, dev=21)
+
+
+def test_two_processes_score_every_squad_question_once(tmp_path, tiny_bert):
+    """SQuAD evaluation under DDP: windows split over 2 ranks with an uneven last batch, gathered once each, so
+    a saved adapter scored by 2 processes gives exactly the 1-process answers for every question."""
+    import json
+
+    from conftest import run_cli, write_small_glue, write_small_squad
+
+    data = write_small_squad(write_small_glue(tmp_path / "data"), n_train=16, n_dev=11)
+    common = f'models: ["{tiny_bert}"]\ntasks: [squad]\nhparams: {{batch_size: 4, eval_batch_size: 3, max_length: 64, ' \
+             f'doc_stride: 16}}\n'
+    train = write_suite(tmp_path / "t.yaml", "name: qa-train\n" + common + "methods: [{name: houlsby, size: 4}]\n")
+    proc = run_cli("run", train, "--db", f"sqlite:///{tmp_path / 'one.db'}", "--output-dir", tmp_path / "one",
+                   "--data-dir", data, "--no-progress", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    adapter = Store(f"sqlite:///{tmp_path / 'one.db'}").records()[0].adapter_path
+    evaluate = write_suite(tmp_path / "e.yaml", "name: qa-eval\n" + common +
+                           f"methods: [{{name: pretrained_adapter, path: {adapter}}}]\n")
+    proc = run_cli("run", evaluate, "--db", f"sqlite:///{tmp_path / 'one.db'}", "--output-dir", tmp_path / "one",
+                   "--data-dir", data, "--no-progress", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = launch(tmp_path, evaluate, data)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    one = next(r for r in Store(f"sqlite:///{tmp_path / 'one.db'}").records() if r.suite == "qa-eval")
+    two = Store(f"sqlite:///{tmp_path / 'h.db'}").records()[0]
+    assert two.num_processes == 2 and two.eval_examples == one.eval_examples == 11
+    answers = [json.load(open(os.path.join(r.output_dir, "predictions.json"))) for r in (one, two)]
+    assert len(answers[0]) == 11 and answers[0] == answers[1]
+    assert two.metrics == pytest.approx(one.metrics)

@@ -279,6 +279,14 @@ def test_every_method_trains_and_scores_squad(tmp_path, tiny_bert, tiny_qa):
             child = store.children(r.id)[0]
             assert child.task == ("squad" if r.task == "rte" else "rte")
             assert r.extra["encoder_checksum"]["start"] == child.extra["encoder_checksum"]["end"]
+    # the adapter ablation re-scores a QA run through the same kind: no layer removed = the recorded score
+    from conftest import run_cli
+
+    proc = run_cli("ablate", houlsby.key, "--db", f"sqlite:///{tmp_path / 'h.db'}", "--data-dir", tiny_qa,
+                   cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    payload = store.analyses("qa", "adapter_ablation")[0].payload
+    assert payload["baseline"] == pytest.approx(payload["recorded_score"]) and len(payload["spans"]) == 3
 
 
 def test_params_count_the_qa_head(tmp_path):
@@ -303,3 +311,21 @@ methods: [full, {name: houlsby, size: 64}]
     assert houlsby.added == 12 * 2 * (2 * 64 * 768 + 768 + 64) and houlsby.trainable == houlsby.added + houlsby.head
     proc = run_cli("params", suite, "--task", "squad")
     assert proc.returncode == 0 and "head for squad" in proc.stdout
+
+
+def test_a_stride_too_long_for_the_window_is_bad_input(tmp_path):
+    from conftest import run_cli, write_suite
+
+    suite = write_suite(tmp_path / "s.yaml", """
+name: s
+models: [minilm]
+tasks: [squad]
+methods: [full]
+hparams:
+  max_length: 128
+  doc_stride: 64
+""")
+    proc = run_cli("validate", suite)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (f"error: {suite}:7: hparams.doc_stride: doc_stride 64 must be below half of "
+                                   f"max_length 128 (SQuAD windows)")

@@ -589,7 +589,19 @@ def parse_suite(text: str, path: str = "<suite>", max_cells: int = DEFAULT_MAX_C
                          f"more than the cap of {max_cells:,}; a list is probably longer than meant "
                          f"(--max-cells {n} allows it)")
     _no_duplicate_cells(suite, loc)
+    _check_windows(suite, loc)
     return suite
+
+
+def _check_windows(suite: Suite, loc: _Located) -> None:
+    """SQuAD windows overlap by doc_stride tokens: the stride must leave room for new context in each window."""
+    for cell in suite.cells():
+        stride, length = cell.hparams.get("doc_stride"), cell.hparams["max_length"]
+        if stride is not None and stride >= length // 2 and any(
+                kind_of(get_task(t)).name == "span_extraction"
+                for t in (cell.schedule or {}).get("sequence") or (cell.schedule or {}).get("multitask") or [cell.task]):
+            raise loc.error(("hparams", "doc_stride"), f"doc_stride {stride} must be below half of max_length "
+                                                       f"{length} (SQuAD windows)")
 
 
 def load_suite(path: str, max_cells: int = DEFAULT_MAX_CELLS) -> Suite:
