@@ -104,14 +104,27 @@ class Classification(TaskKind):
         return self.main_score(task, compute_metrics(task, preds, labels))
 
     def save_predictions(self, task: Task, out_dir: str, predictions: dict) -> None:
-        arrays = {f"{split}_{part}": arr for split, arrs in predictions.items()
-                  for part, arr in zip(("idx", "pred", "label"), arrs)}
+        _write_npz(os.path.join(out_dir, "predictions.npz"),
+                   {f"{split}_{part}": arr for split, arrs in predictions.items()
+                    for part, arr in zip(("idx", "pred", "label"), arrs)})
 
-        def write(tmp: str) -> None:
-            with open(tmp, "wb") as f:   # a file object: numpy would append .npz to the temporary name
-                np.savez_compressed(f, **arrays)
 
-        atomic.write_file(os.path.join(out_dir, "predictions.npz"), write)
+def _write_npz(path: str, arrays: dict) -> None:
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:   # a file object: numpy would append .npz to the temporary name
+            np.savez_compressed(f, **arrays)
+
+    atomic.write_file(path, write)
+
+
+def _write_json(path: str, obj) -> None:
+    import json
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(obj, f, ensure_ascii=False, indent=0)
+
+    atomic.write_file(path, write)
 
 
 @dataclass
@@ -184,19 +197,15 @@ class SpanExtraction(TaskKind):
         return 100.0 * float(np.mean(preds))   # F1 is the mean of the per-question F1
 
     def save_predictions(self, task: Task, out_dir: str, predictions: dict) -> None:
-        import json
-
         for n, (split, p) in enumerate(predictions.items()):
             suffix = "" if n == 0 else f"_{split}"
-            with open(os.path.join(out_dir, f"predictions{suffix}.json"), "w", encoding="utf-8") as f:
-                json.dump(p.answers, f, ensure_ascii=False, indent=0)
+            _write_json(os.path.join(out_dir, f"predictions{suffix}.json"), p.answers)
             if task.unanswerable:
-                with open(os.path.join(out_dir, f"null_odds{suffix}.json"), "w", encoding="utf-8") as f:
-                    json.dump({q: p.null_odds.get(q, 0.0) for q in p.ids}, f, indent=0)
-        np.savez_compressed(os.path.join(out_dir, "predictions.npz"),
-                            **{f"{split}_{part}": arr for split, p in predictions.items()
-                               for part, arr in (("idx", np.arange(len(p.ids))), ("pred", p.f1),
-                                                 ("label", p.exact))})
+                _write_json(os.path.join(out_dir, f"null_odds{suffix}.json"),
+                            {q: p.null_odds.get(q, 0.0) for q in p.ids})
+        _write_npz(os.path.join(out_dir, "predictions.npz"),
+                   {f"{split}_{part}": arr for split, p in predictions.items()
+                    for part, arr in (("idx", np.arange(len(p.ids))), ("pred", p.f1), ("label", p.exact))})
 
 
 KINDS: dict[str, TaskKind] = {k.name: k for k in [Classification(), SpanExtraction()]}
