@@ -249,7 +249,8 @@ def test_every_method_trains_and_scores_squad(tmp_path, tiny_bert, tiny_qa):
     sizes = {"houlsby": ", size: 4", "pfeiffer": ", size: 4", "compacter": ", size: 8"}
     methods = "\n".join(f"  - {{name: {m}{sizes.get(m, '')}}}" for m in METHODS if not METHODS[m].loads_saved)
     first = _run(tmp_path, tiny_bert, tiny_qa, "qa", "[squad]", methods)
-    _run(tmp_path, tiny_bert, tiny_qa, "qa2", "[squad_v2, {sequence: [squad, rte]}, {sequence: [rte, squad]}]",
+    _run(tmp_path, tiny_bert, tiny_qa, "qa2",
+         "[squad_v2, {sequence: [squad, rte]}, {sequence: [rte, squad]}, {multitask: [squad, rte]}]",
          "  - full\n  - {name: houlsby, size: 4}")
     houlsby = next(c for c in load_suite(str(first)).cells() if c.method == "houlsby")
     adapter = tmp_path / "out" / "qa" / houlsby.key / "adapter"
@@ -257,9 +258,9 @@ def test_every_method_trains_and_scores_squad(tmp_path, tiny_bert, tiny_qa):
 
     store = Store(f"sqlite:///{tmp_path / 'h.db'}")
     recs = [r for r in store.records() if r.parent_id is None]
-    assert len(recs) == (len(METHODS) - 1) + 3 * 2 + 1 and {r.status for r in recs} == {"completed"}
+    assert len(recs) == (len(METHODS) - 1) + 4 * 2 + 1 and {r.status for r in recs} == {"completed"}
     for r in recs:
-        if r.task.startswith("squad"):
+        if r.task in ("squad", "squad_v2"):
             version = 2 if r.task == "squad_v2" else 1
             rescored, complete = _rescore(tmp_path / "out" / r.suite / r.cell_key,
                                           tiny_qa / "SQuAD" / f"dev-v{'2.0' if version == 2 else '1.1'}.json", version)
@@ -279,6 +280,10 @@ def test_every_method_trains_and_scores_squad(tmp_path, tiny_bert, tiny_qa):
             child = store.children(r.id)[0]
             assert child.task == ("squad" if r.task == "rte" else "rte")
             assert r.extra["encoder_checksum"]["start"] == child.extra["encoder_checksum"]["end"]
+        if r.regime == "multitask":   # one encoder, a QA head and a classification head
+            members = {m.task: m for m in store.children(r.id)}
+            assert set(members) == {"squad", "rte"} and "f1" in members["squad"].metrics
+            assert json.load(open(tmp_path / "out" / "qa2" / r.cell_key / "squad" / "predictions.json"))
     # the adapter ablation re-scores a QA run through the same kind: no layer removed = the recorded score
     from conftest import run_cli
 

@@ -259,9 +259,13 @@ class MultiTaskModel(torch.nn.Module):
 
 
 def _share_encoder(models: list) -> None:
+    """Every member uses one encoder object. A classification head reads the pooler, which a QA model's encoder
+    lacks: when the kinds are mixed, the shared encoder is one that has it (the QA head ignores it)."""
     prefix = models[0].base_model_prefix
-    for m in models[1:]:
-        setattr(m, prefix, getattr(models[0], prefix))
+    shared = next((getattr(m, prefix) for m in models if getattr(getattr(m, prefix), "pooler", None) is not None),
+                  getattr(models[0], prefix))
+    for m in models:
+        setattr(m, prefix, shared)
 
 
 class _TaskMixture:
@@ -504,10 +508,12 @@ class CellRun:
             es.loader = _eval_loader(es.dataset, hp["eval_batch_size"], collator)
 
         optimizer = _optimizer(self.model, hp) if self.trains else None  # evaluation only: nothing to optimise
-        self.model, *loaders = acc.prepare(self.model, *([optimizer] if self.trains else []), *train_loaders,
-                                           *[es.loader for es in self.flat_eval])
         if self.trains:
-            optimizer, *loaders = loaders
+            self.model, optimizer, *loaders = acc.prepare(self.model, optimizer, *train_loaders,
+                                                          *[es.loader for es in self.flat_eval])
+        else:  # DDP refuses a model without trainable parameters: an evaluation-only model is not wrapped
+            self.model = acc.prepare_model(self.model, evaluation_mode=True)
+            loaders = list(acc.prepare(*train_loaders, *[es.loader for es in self.flat_eval]))
         self.optimizer = optimizer
         train_loaders = loaders[:len(self.tasks)]
         for es, dl in zip(self.flat_eval, loaders[len(self.tasks):]):
