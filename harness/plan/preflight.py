@@ -112,7 +112,7 @@ def check_data(suite: Suite, cli_data_dir: str | None, loc) -> list[str]:
             task = get_task(name)
             if data_dir is not None:
                 folder = os.path.join(data_dir, task.local_dir)
-                for file in ["train.tsv"] + [s.local_file for s in task.eval_splits]:
+                for file in [task.local_train] + [s.local_file for s in task.eval_splits]:
                     if not os.path.isfile(os.path.join(folder, file)):
                         raise loc.error(("tasks", i), f"no data for {task.name}: {os.path.join(folder, file)} does "
                                                       f"not exist (data directory from {source})")
