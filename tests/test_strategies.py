@@ -323,7 +323,7 @@ ablate: [{{method: houlsby, runs: {which}}}]
         claim = store.start(cell, cell.config(), "", str(tmp_path))
         store.finish(claim, "completed", {"score": scores[(cell.hparams["learning_rate"], cell.seed)]})
     seen = []
-    monkeypatch.setattr(harness.analysis.ablate, "ablate", lambda rec, ctx: seen.append(rec) or {
+    monkeypatch.setattr(harness.analysis.ablate, "ablate", lambda rec, ctx, trust_remote_code=False: seen.append(rec) or {
         "num_layers": 1, "baseline": rec.score, "spans": [[0, 0, rec.score]]})
     assert run_ablations(suite, store, None, lambda line: None) == 0
     assert {(f"{r.learning_rate:.0e}".replace("e-0", "e-"), r.seed) for r in seen} == expected
