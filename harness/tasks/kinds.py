@@ -24,6 +24,9 @@ class TaskKind:
     name: str = ""
     auto_model: str = ""            # the transformers Auto class that puts this kind's head on an encoder
     hidden_columns: tuple = ()      # feature columns kept on the host (never fed to the model)
+    # the head reads one vector per example (the first token's, or a pooled one): a frozen encoder's output can
+    # be cached as that vector (harness/train/features.py)
+    pooled_head: bool = False
 
     def config_kwargs(self, task: Task) -> dict:
         """Keyword arguments for the model config (number of labels, problem type...)."""
@@ -70,6 +73,7 @@ class Classification(TaskKind):
 
     name = "classification"
     auto_model = "AutoModelForSequenceClassification"
+    pooled_head = True
 
     def config_kwargs(self, task: Task) -> dict:
         if task.is_regression:

@@ -23,9 +23,11 @@ from harness.enums import Regime
 from harness.tasks.data import TokenizedCache, lengths
 from harness.tasks.kinds import kind_of
 from harness.tasks.registry import get_task
+from harness.train import features
 from harness.train.methods import ADAPTER_NAME, HEAD_FILE, get_method
 from harness.train.models import ModelSpec, load_for_task
 from harness.train.params import breakdown, count_total, count_trainable, head_parameter_names
+from harness.train.precision import resolve_precision
 from harness.train.progress import Progress
 from harness.train.result import RunResult
 
@@ -56,14 +58,6 @@ class RunContext:
         if isinstance(value, Exception):
             raise value
         return value
-
-
-def resolve_precision(requested: str) -> str:
-    if requested != "auto":
-        return requested
-    if torch.cuda.is_available():
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "no"
 
 
 def process_state():
@@ -502,6 +496,13 @@ class CellRun:
                                for t, k, raw in zip(self.tasks, self.kinds, self.train_raw)]
             self.eval_sets = [eval_sets_for(t, ctx, self.tokenizer, hp, budget) for t in self.tasks]
         collator = DataCollatorWithPadding(self.tokenizer)
+        # nothing below the head trains: the encoder runs once, the head trains on its cached output
+        self.frozen = features.plan(cell, self.method, self.kinds, self.model,
+                                    not self.multi and "sequence" not in self.schedule, ctx.cache_dir)
+        if self.frozen:
+            self.train_sets, self.eval_sets, collator = self.frozen.swap_in(
+                self.model, self.train_sets, self.eval_sets, collator, hp["eval_batch_size"], acc.mixed_precision,
+                acc.autocast, acc.device)
         train_loaders = [_train_loader(ds, hp, collator, cell.seed) for ds in self.train_sets]
         self.flat_eval = [es for sets in self.eval_sets for es in sets]
         for es in self.flat_eval:
@@ -556,6 +557,7 @@ class CellRun:
         while stopped_by is None:
             for t, batch in mixture:
                 batch.pop("idx")
+                n_tokens = batch.pop("num_tokens", None)   # cached features: the tokens the encoder read for them
                 with acc.accumulate(self.model):
                     loss = self.forward(t, batch).loss
                     acc.backward(loss)
@@ -564,8 +566,9 @@ class CellRun:
                     self.optimizer.step()
                     self.optimizer.zero_grad(set_to_none=True)
                 micro += 1
-                examples += batch["input_ids"].shape[0]
-                tokens += (int(batch["attention_mask"].sum()) if "attention_mask" in batch
+                examples += batch["labels"].shape[0] if n_tokens is not None else batch["input_ids"].shape[0]
+                tokens += (int(n_tokens.sum()) if n_tokens is not None
+                           else int(batch["attention_mask"].sum()) if "attention_mask" in batch
                            else batch["input_ids"].numel())
                 loss_value = loss.detach().float()
                 loss_sum, loss_n = loss_sum + float(loss_value), loss_n + 1
@@ -603,6 +606,9 @@ class CellRun:
         if not self.history or self.history[-1]["step"] != step:
             self.evaluate(step, self.epochs_done, loss_sum / max(loss_n, 1) if loss_n else None)
         self.train_time = time.perf_counter() - t_start - self.eval_time
+        if self.frozen:   # the encoder's one pass: training features count as training, dev ones as evaluation
+            self.train_time += self.frozen.extract_s
+            self.eval_time += self.frozen.eval_extract_s
         self.bar.close()
         self.step, self.examples, self.tokens, self.stopped_by = step, examples, tokens, stopped_by
 
@@ -659,6 +665,8 @@ class CellRun:
         )
         unwrapped = acc.unwrap_model(self.model)
         first = unwrapped.members[0] if self.multi else unwrapped
+        if self.frozen:
+            result.frozen_features = self.frozen.record()
         if self.checksum_start is not None:
             result.encoder_checksum = {"start": self.checksum_start, "end": encoder_checksum(first)}
         if self.keep_state:

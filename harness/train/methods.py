@@ -68,6 +68,8 @@ class Method:
     stackable: bool = False        # sequence with adapter: new stacks a fresh adapter on the previous one
     loads_saved: bool = False      # starts from a saved single-task adapter + head: single-task cells only, and
                                    # its size is the saved adapter's (harness params skips it)
+    frozen_encoder: bool = False   # nothing below the head trains: the encoder's output is computed once and
+                                   # cached (harness/train/features.py)
 
     def resolve(self, given: dict) -> dict:
         """Fill defaults; `given` values must already be coerced."""
@@ -256,8 +258,13 @@ METHODS: dict[str, Method] = {
     m.name: m
     for m in [
         Method("full", "fine-tune every weight (the baseline)", _setup_full),
-        Method("linear_probe", "frozen encoder, train the task head only (feature-based transfer)",
-               _setup_linear_probe),
+        Method("linear_probe", "frozen encoder, train the task head only (feature-based transfer) on features "
+               "computed once and cached", _setup_linear_probe,
+               # None: cls, the model's own head path (and every earlier cell key)
+               {"pooling": Param(None, str, "what the head reads: cls (the first token, through the model's own "
+                                            "pooler where it has one) or mean (masked mean of the last layer)",
+                                 choices=("cls", "mean"))},
+               frozen_encoder=True),
         Method("top_k", "fine-tune only the top k transformer layers (Houlsby's variable fine-tuning)", _setup_top_k,
                {"k": Param(1, int, "number of top layers that train", minimum=0, maximum=1000,
                             why="layers of the model", at_most="layers")}),

@@ -63,6 +63,7 @@ class RunResult:
     # into the row's `extra`
     encoder_checksum: dict | None = _f(EXTRA)       # sequential stages: the encoder at the start and the end
     stage_train_time_s: float | None = _f(EXTRA)    # a sequence's last stage alone (train_time_s: all stages)
+    frozen_features: dict | None = _f(EXTRA)        # linear probe: the encoder's one pass (harness/train/features.py)
     # into the environment record
     mixed_precision: str | None = _f(ENV)
     distributed_type: str | None = _f(ENV)

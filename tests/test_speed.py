@@ -1,0 +1,231 @@
+"""CPU bf16 where the CPU has it, and the cached frozen-feature path of the linear probe."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import make_tiny_model, run_cli, write_suite
+from harness.plan.cells import Cell
+from harness.store.db import Store
+from harness.tasks.registry import get_task
+from harness.train import features, precision
+from harness.train.loop import RunContext, train_and_evaluate
+from harness.train.methods import get_method
+
+X86_BF16 = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw avx512_bf16 avx512_vnni\n"
+X86_AVX512_ONLY = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw avx512vl avx512dq avx512_vnni\n"
+X86_AMX = "flags\t\t: avx512f amx_tile amx_bf16 amx_int8\n"
+ARM_BF16 = "processor\t: 0\nFeatures\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 bf16 i8mm\n"
+ARM_OLD = "processor\t: 0\nFeatures\t: fp asimd evtstrm aes pmull sha1 sha2 crc32\n"
+
+
+@pytest.mark.parametrize("text,native", [(X86_BF16, True), (X86_AVX512_ONLY, False), (X86_AMX, True),
+                                         (ARM_BF16, True), (ARM_OLD, False), ("", False)])
+def test_native_bf16_is_read_from_the_cpu_flags(text, native):
+    assert precision.bf16_in_flags(precision.cpu_flags(text)) is native
+
+
+def test_auto_resolves_per_the_detected_capability(monkeypatch):
+    for has, expected in ((True, "bf16"), (False, "no")):
+        monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda has=has: has)
+        assert precision.resolve_precision("auto", cuda=False) == expected
+        for explicit in ("no", "bf16", "fp16"):
+            assert precision.resolve_precision(explicit, cuda=False) == explicit
+
+
+def test_this_machine_is_detected_from_proc_cpuinfo():
+    with open("/proc/cpuinfo") as f:
+        flags = set(" ".join(line.split(":", 1)[1] for line in f if line.lower().startswith(("flags", "features")))
+                    .split())
+    precision.cpu_has_native_bf16.cache_clear()
+    assert precision.cpu_has_native_bf16() is bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
+def _cell(model, task="rte", method="full", hparams=None, budget=None, seed=1, method_params=None):
+    hp = dict(learning_rate=1e-3, batch_size=8, eval_batch_size=16, max_length=32, warmup_ratio=0.0,
+              weight_decay=0.0, gradient_accumulation_steps=1, max_grad_norm=1.0, mixed_precision="no",
+              padding="dynamic", group_by_length=True, eval_steps=None)
+    hp.update(hparams or {})
+    m = get_method(method)
+    return Cell(suite="t", model=str(model), task=task, task_version=get_task(task).version, method=method,
+                method_params=m.resolve(method_params or {}), budget=budget or {"epochs": 1.0}, seed=seed,
+                hparams=hp)
+
+
+def test_bf16_autocasts_the_forward_and_keeps_fp32_master_weights(tiny_bert, small_glue, monkeypatch):
+    from transformers import BertForSequenceClassification
+
+    seen = []
+    real_forward = BertForSequenceClassification.forward
+
+    def spy(self, *args, **kwargs):
+        out = real_forward(self, *args, **kwargs)
+        seen.append((torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None,
+                     {p.dtype for p in self.parameters()}))
+        return out
+
+    monkeypatch.setattr(BertForSequenceClassification, "forward", spy)
+    ctx = RunContext(str(small_glue), None, show_progress=False)
+    result = train_and_evaluate(_cell(tiny_bert, hparams={"mixed_precision": "bf16"}), ctx)
+    assert result.mixed_precision == "bf16"
+    assert seen and all(dtype == torch.bfloat16 for dtype, _ in seen)      # every forward ran under bf16 autocast
+    assert all(dtypes == {torch.float32} for _, dtypes in seen)            # the weights stayed fp32
+    seen.clear()
+    result = train_and_evaluate(_cell(tiny_bert, hparams={"mixed_precision": "auto"}), ctx)
+    expected = precision.resolve_precision("auto")
+    assert result.mixed_precision == expected
+    assert all(dtype == (torch.bfloat16 if expected == "bf16" else None) for dtype, _ in seen)
+
+
+def _probe_model(path, task):
+    from harness.train.models import ModelSpec, load_for_task
+
+    tokenizer, model, _ = load_for_task(ModelSpec(str(path)), task)
+    get_method("linear_probe").setup(model, {})
+    return tokenizer, model.eval()
+
+
+@pytest.mark.parametrize("arch", ["bert", "roberta", "distilbert", "albert"])
+def test_cached_cls_features_give_the_uncached_logits(tmp_path, arch):
+    """At init, the head on cached first-token features scores exactly what the whole model scores."""
+    from transformers import DataCollatorWithPadding
+
+    task = get_task("rte")
+    path = make_tiny_model(tmp_path / arch, arch)
+    tokenizer, model = _probe_model(path, task)
+    texts = (["the cat sat on the mat", "a dog", "big red house under a small blue mat quickly"],
+             ["a cat", "the dog ran slowly on the big mat", "house"])
+    batch = dict(tokenizer(*texts, padding=True, return_tensors="pt"))
+    with torch.no_grad():
+        expected = model(**batch).logits
+    ds = _tokenized(tokenizer, texts)
+    feats = features.encode(getattr(model, model.base_model_prefix), ds, DataCollatorWithPadding(tokenizer), 2,
+                            "cls", _no_autocast, "cpu")
+    encoder = getattr(model, model.base_model_prefix)
+    setattr(model, model.base_model_prefix, features.CachedEncoder(encoder, "cls"))
+    with torch.no_grad():
+        got = model(inputs_embeds=torch.from_numpy(feats)).logits
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_cached_mean_features_are_the_masked_mean(tmp_path):
+    """`mean` pooling: the head reads the attention-masked mean of the last layer, padding excluded."""
+    from transformers import DataCollatorWithPadding
+
+    task = get_task("rte")
+    path = make_tiny_model(tmp_path / "bert", "bert")
+    tokenizer, model = _probe_model(path, task)
+    texts = (["the cat sat on the mat", "a dog"], ["a cat", "the dog ran slowly on the big mat under a house"])
+    encoder = getattr(model, model.base_model_prefix)
+    feats = features.encode(encoder, _tokenized(tokenizer, texts), DataCollatorWithPadding(tokenizer), 2, "mean",
+                            _no_autocast, "cpu")
+    for i in range(2):   # each example alone: no padding at all
+        single = dict(tokenizer(texts[0][i], texts[1][i], return_tensors="pt"))
+        with torch.no_grad():
+            mean = encoder(**single).last_hidden_state[0].mean(0)
+        torch.testing.assert_close(torch.from_numpy(feats[i]), mean, rtol=1e-4, atol=1e-5)
+    setattr(model, model.base_model_prefix, features.CachedEncoder(encoder, "mean"))
+    with torch.no_grad():
+        got = model(inputs_embeds=torch.from_numpy(feats)).logits
+    torch.testing.assert_close(got, model.classifier(torch.from_numpy(feats)))   # no pooler in between
+
+
+def _no_autocast():
+    return torch.autocast("cpu", enabled=False)
+
+
+def _tokenized(tokenizer, texts):
+    import datasets
+
+    enc = tokenizer(*texts, truncation=True, max_length=64)
+    data = {k: enc[k] for k in ("input_ids", "token_type_ids", "attention_mask") if k in enc}
+    data.update(length=[len(x) for x in enc["input_ids"]], labels=[0] * len(texts[0]), idx=list(range(len(texts[0]))))
+    return datasets.Dataset.from_dict(data)
+
+
+def test_cached_probe_trains_like_the_uncached_loop(tmp_path, small_glue, monkeypatch):
+    """Without dropout, the cached path and the plain path are the same training: same batches, same steps,
+    same losses and dev scores (to float rounding), and the cached one records what it did."""
+    path = make_tiny_model(tmp_path / "nodrop", "bert", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    cell = _cell(path, task="stsb", method="linear_probe", budget={"epochs": 3.0}, hparams={"learning_rate": 1e-2})
+    cached = train_and_evaluate(cell, RunContext(str(small_glue), str(tmp_path / "cache"), show_progress=False))
+    monkeypatch.setattr(features, "plan", lambda *a, **k: None)
+    plain = train_and_evaluate(cell, RunContext(str(small_glue), None, show_progress=False))
+    assert plain.frozen_features is None
+    ff = cached.frozen_features
+    assert ff["pooling"] == "cls" and ff["splits_computed"] == 2 and ff["splits_cached"] == 0
+    assert cached.steps == plain.steps == 3 * 6 and cached.epochs_done == plain.epochs_done == 3
+    assert cached.train_examples == plain.train_examples and cached.eval_examples == plain.eval_examples
+    for a, b in zip(cached.history, plain.history):
+        assert a["step"] == b["step"]
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+        assert a["score"] == pytest.approx(b["score"], abs=1e-3)
+    assert cached.train_tokens_per_s / cached.train_examples_per_s == pytest.approx(
+        plain.train_tokens_per_s / plain.train_examples_per_s)   # tokens counted as the encoder read them
+    assert cached.trainable_params == plain.trainable_params and cached.total_params == plain.total_params
+
+
+def test_default_pooling_keeps_the_old_key(tiny_bert):
+    old = _cell(tiny_bert, method="linear_probe")
+    assert old.method_params == {"pooling": None}
+    assert old.key == Cell(**{**old.__dict__, "method_params": {}}).key   # the key before pooling existed
+    mean = _cell(tiny_bert, method="linear_probe", method_params={"pooling": "mean"})
+    assert mean.key != old.key and mean.method_label == "linear_probe(pooling=mean)"
+
+
+def test_probe_suite_caches_features_on_disk_and_refuses_mean_where_it_cannot(tmp_path, tiny_bert, small_glue):
+    def suite(name, seeds, tasks="[rte]"):
+        return write_suite(tmp_path / f"{name}.yaml", f"""
+name: {name}
+models: ["{tiny_bert}"]
+tasks: {tasks}
+methods:
+  - {{name: linear_probe, pooling: [cls, mean]}}
+budgets:
+  - {{epochs: 4}}
+seeds: {seeds}
+hparams: {{batch_size: 8, learning_rate: 1e-2, mixed_precision: auto}}
+""")
+
+    db = f"sqlite:///{tmp_path / 'h.db'}"
+    args = ("--db", db, "--output-dir", tmp_path / "out", "--data-dir", small_glue, "--no-progress")
+    first = run_cli("run", suite("a", "[1]"), *args, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    again = run_cli("run", suite("b", "[2]"), *args, cwd=tmp_path)   # a new process: only the disk cache is shared
+    assert again.returncode == 0, again.stderr
+    runs = {(r.suite, r.method_label): r for r in Store(db).records()}
+    for pooling in ("cls", "mean"):
+        a, b = runs[("a", f"linear_probe(pooling={pooling})")], runs[("b", f"linear_probe(pooling={pooling})")]
+        assert a.extra["frozen_features"]["splits_computed"] == 2
+        assert b.extra["frozen_features"] == {**b.extra["frozen_features"], "splits_computed": 0, "splits_cached": 2}
+        assert a.epochs_done == 4 and a.env["mixed_precision"] == precision.resolve_precision("auto")
+        assert a.train_time_s >= a.extra["frozen_features"]["extract_s"] > 0
+    assert len(list((tmp_path / "out" / "cache" / "features").glob("*.npy"))) == 4   # 2 poolings x train, dev
+    # a multi-task cell shares a live encoder: mean pooling has no cached path there, and says so
+    bad = run_cli("run", suite("c", "[1]", tasks="[{multitask: [rte, stsb]}]"), *args, cwd=tmp_path)
+    assert bad.returncode == 1
+    assert "pooling mean needs cached frozen features" in bad.stderr
+
+
+def test_only_frozen_encoder_methods_on_pooled_heads_take_the_cached_path(tiny_bert):
+    from types import SimpleNamespace
+
+    from harness.train.methods import methods_with
+    from harness.train.models import ModelSpec, load_for_task
+
+    assert methods_with("frozen_encoder") == ("linear_probe",)
+    _, model, _ = load_for_task(ModelSpec(str(tiny_bert)), get_task("rte"))
+    get_method("linear_probe").setup(model, {})
+    probe, mean = _cell(tiny_bert, method="linear_probe"), _cell(tiny_bert, method="linear_probe",
+                                                                 method_params={"pooling": "mean"})
+    pooled, spans = SimpleNamespace(pooled_head=True), SimpleNamespace(pooled_head=False)
+    assert features.plan(probe, get_method("linear_probe"), [pooled], model, True, None).pooling == "cls"
+    assert features.plan(mean, get_method("linear_probe"), [pooled], model, True, None).pooling == "mean"
+    assert features.plan(probe, get_method("linear_probe"), [spans], model, True, None) is None  # e.g. SQuAD
+    assert features.plan(probe, get_method("linear_probe"), [pooled], model, False, None) is None
+    with pytest.raises(ValueError, match="pooling mean needs cached frozen features"):
+        features.plan(mean, get_method("linear_probe"), [spans], model, True, None)
+    model.bert.pooler.dense.weight.requires_grad = True       # an encoder weight trains: the plain path
+    assert features.plan(probe, get_method("linear_probe"), [pooled], model, True, None) is None
