@@ -1,9 +1,13 @@
 """Harness vs the plain Hugging Face Trainer on one identical cell (model, task, method, hyperparameters).
 
-Prints training examples/s for each, the ratios, and the dev metrics; appends a dated section to
-bench/RESULTS.md with --write. Training time excludes evaluation on both sides.
+Prints training examples/s and tokens/s for each, the model FLOP utilisation estimate, the ratios, and the dev
+metrics; appends a dated section to bench/RESULTS.md with --write. Training time excludes evaluation on both
+sides. `full` runs against the Trainer (run_glue default: fp32, padding to max_length; dynamic padding in fp32;
+dynamic padding with bf16=True); every other method runs in the harness only, in bf16 and fp32, against the
+harness's own full fine-tuning rows of the same run; `linear_probe` runs --probe-epochs epochs on cached
+frozen features computed from a cold cache.
 
-  HARNESS_DATA_DIR=../shared/data/glue python bench/bench_trainer.py --task mrpc --methods full,pfeiffer --write
+  HARNESS_DATA_DIR=../shared/data/glue python bench/bench_trainer.py --task mrpc --methods full,pfeiffer,linear_probe
 """
 
 from __future__ import annotations
@@ -34,10 +38,11 @@ from harness.train.loop import RunContext, train_and_evaluate  # noqa: E402
 def make_cell(args, method, lr, **hp_overrides) -> Cell:
     hp = {k: v[0] if isinstance(v, list) else v for k, v in Hparams().model_dump().items()}
     hp.update(learning_rate=lr, batch_size=args.batch_size, max_length=args.max_length,
-              warmup_ratio=args.warmup_ratio, mixed_precision="no", **hp_overrides)
+              warmup_ratio=args.warmup_ratio, **hp_overrides)
     m = get_method(method)
-    params = m.resolve({"size": args.adapter_size} if "size" in m.params else {})
-    budget = {"epochs": float(args.epochs)}
+    params = m.resolve({"size": args.adapter_size} if "size" in m.params else
+                       {"pooling": args.probe_pooling} if "pooling" in m.params else {})
+    budget = {"epochs": float(args.probe_epochs if method == "linear_probe" else args.epochs)}
     if args.max_train_samples:
         budget["max_train_samples"] = args.max_train_samples
     return Cell(suite="bench", model=args.model, task=args.task, task_version=get_task(args.task).version,
@@ -46,11 +51,32 @@ def make_cell(args, method, lr, **hp_overrides) -> Cell:
 
 def run_harness(cell: Cell, ctx: RunContext) -> dict:
     r = train_and_evaluate(cell, ctx)
-    return {"examples_per_s": r.train_examples_per_s, "train_s": r.train_time_s, "score": r.score,
-            "metrics": r.metrics}
+    return {"examples_per_s": r.train_examples_per_s, "tokens_per_s": r.train_tokens_per_s,
+            "train_s": r.train_time_s, "score": r.score, "metrics": r.metrics,
+            "precision": r.mixed_precision, "frozen_features": r.frozen_features}
 
 
-def run_trainer(cell: Cell, ctx: RunContext, padding: str, group_by_length: bool = False) -> dict:
+def matmul_peak_gflops(dtype, n: int = 2048, repeats: int = 10) -> float:
+    """The machine's dense matmul rate right now (n x n x n, best of `repeats`): the MFU denominator's context."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n ** 3 / best / 1e9
+
+
+def non_embedding_params(model_name: str, task) -> int:
+    """The encoder's weights outside its embedding tables (pooler included): the N of 6 x N x tokens."""
+    from harness.train.params import breakdown
+
+    _, model, _ = load_for_task(ModelSpec(model_name), task)
+    return breakdown(model)["encoder_params"]
+
+
+def run_trainer(cell: Cell, ctx: RunContext, padding: str, group_by_length: bool = False, bf16: bool = False) -> dict:
     """The plain Trainer: same model, method setup, data, optimizer settings, schedule and seed."""
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, default_data_collator, set_seed
 
@@ -74,7 +100,7 @@ def run_trainer(cell: Cell, ctx: RunContext, padding: str, group_by_length: bool
             warmup_ratio=hp["warmup_ratio"], weight_decay=hp["weight_decay"], max_grad_norm=hp["max_grad_norm"],
             lr_scheduler_type="linear", seed=cell.seed, eval_strategy="no", save_strategy="no", report_to=[],
             logging_strategy="no", disable_tqdm=True, use_cpu=not torch.cuda.is_available(),
-            group_by_length=group_by_length, dataloader_num_workers=0)
+            group_by_length=group_by_length, dataloader_num_workers=0, bf16=bf16)
         collator = default_data_collator if padding == "max_length" else DataCollatorWithPadding(tokenizer)
         trainer = Trainer(model=model, args=args, train_dataset=train, data_collator=collator)
         t0 = time.perf_counter()
@@ -83,77 +109,130 @@ def run_trainer(cell: Cell, ctx: RunContext, padding: str, group_by_length: bool
         pred = trainer.predict(dev)
     preds = predictions_from_logits(task, pred.predictions)
     metrics = compute_metrics(task, preds, np.asarray(dev["labels"]), split.suffix)
-    return {"examples_per_s": len(train) * cell.budget["epochs"] / train_s, "train_s": train_s,
-            "score": main_score(task, metrics), "metrics": metrics}
+    # tokens the model really reads (padding excluded, as the harness counts them)
+    real_tokens = sum(len(ids) for ids in ctx.tokenized.get(
+        task, raw["train"].head(cell.budget.get("max_train_samples")), tokenizer, hp["max_length"], "dynamic")["input_ids"])
+    return {"examples_per_s": len(train) * cell.budget["epochs"] / train_s,
+            "tokens_per_s": real_tokens * cell.budget["epochs"] / train_s, "train_s": train_s,
+            "score": main_score(task, metrics), "metrics": metrics, "precision": "bf16" if bf16 else "no"}
+
+
+FLOPS_PER_TOKEN = {"full": 6}   # forward 2N, backward 4N (activation and weight gradients)
+FROZEN_BASE_FLOPS_PER_TOKEN = 4  # frozen base weights: forward 2N and activation gradients 2N, no weight gradients
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="minilm")
     p.add_argument("--task", default="mrpc")
-    p.add_argument("--methods", default="full,pfeiffer")
+    p.add_argument("--methods", default="full,pfeiffer,linear_probe")
     p.add_argument("--epochs", type=float, default=1.0)
+    p.add_argument("--probe-epochs", type=float, default=3.0, help="epochs of the linear_probe rows")
+    p.add_argument("--probe-pooling", default=None, choices=(None, "cls", "mean"))
     p.add_argument("--max-train-samples", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--warmup-ratio", type=float, default=0.1)
     p.add_argument("--lr-full", type=float, default=5e-5)
     p.add_argument("--lr-adapter", type=float, default=1e-3)
+    p.add_argument("--lr-probe", type=float, default=3e-3)
     p.add_argument("--adapter-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--seeds", type=lambda t: [int(x) for x in t.split(",")], default=None,
-                   help="also run the harness with and without group_by_length over these seeds (noise check)")
+                   help="also run the harness's full fine-tuning cell in bf16 and fp32 over these seeds (noise check)")
+    p.add_argument("--trainer-group-by-length", action="store_true", help="add the Trainer's own length grouping")
+    p.add_argument("--peak-fp32", type=float, default=213.0, help="GFLOP/s, 2048^2 matmul, quiet machine")
+    p.add_argument("--peak-bf16", type=float, default=917.0, help="GFLOP/s, 2048^2 matmul, quiet machine")
     p.add_argument("--data-dir", default=os.environ.get("HARNESS_DATA_DIR"))
     p.add_argument("--write", action="store_true", help="append the results to bench/RESULTS.md")
     args = p.parse_args()
     torch.set_num_threads(torch.get_num_threads())
     ctx = RunContext(data_dir=args.data_dir, cache_dir=tempfile.mkdtemp(prefix="bench-cache-"), show_progress=False)
+    n_params = non_embedding_params(args.model, get_task(args.task))
+    peaks = {"no": args.peak_fp32, "bf16": args.peak_bf16}
+    now = {"no": matmul_peak_gflops(torch.float32), "bf16": matmul_peak_gflops(torch.bfloat16)}
+    lines = [f"\nNon-embedding parameters N = {n_params:,}; MFU = flops/token x N x tokens/s over the matmul peak of "
+             f"this machine measured quiet (fp32 {peaks['no']:.0f}, bf16 {peaks['bf16']:.0f} GFLOP/s; at the start of "
+             f"this run: fp32 {now['no']:.0f}, bf16 {now['bf16']:.0f} GFLOP/s). flops/token: full 6N; frozen base "
+             f"weights (adapters) 4N; the probe's one forward pass is not a training rate (n/a)."]
+    print(lines[-1], flush=True)
 
-    lines = []
-    for method in args.methods.split(","):
-        lr = args.lr_full if method == "full" else args.lr_adapter
-        base = make_cell(args, method, lr)  # the harness's defaults: dynamic padding, group_by_length
-        ungrouped = make_cell(args, method, lr, group_by_length=False)
-        runs = {
-            "Trainer, pad to max_length (run_glue default)": run_trainer(base, ctx, "max_length"),
-            "Trainer, dynamic padding": run_trainer(base, ctx, "dynamic"),
-            "harness (defaults: dynamic padding, group_by_length)": run_harness(base, ctx),
-            "harness, group_by_length: false": run_harness(ungrouped, ctx),
-            "Trainer, dynamic padding + group_by_length": run_trainer(base, ctx, "dynamic", group_by_length=True),
-        }
-        ref_max = runs["Trainer, pad to max_length (run_glue default)"]["examples_per_s"]
-        ref_dyn = runs["Trainer, dynamic padding"]["examples_per_s"]
-        lines.append(f"\n### {args.model} / {args.task} / {base.method_label}, lr {lr:g}, batch {args.batch_size}, "
-                     f"{args.epochs:g} epoch(s), train examples {args.max_train_samples or 'all'}, seed {args.seed}\n")
-        lines.append("| run | train examples/s | vs Trainer max_length | vs Trainer dynamic | train s | dev score | dev metrics |")
-        lines.append("|---|---:|---:|---:|---:|---:|---|")
-        for name, r in runs.items():
+    def lr_of(method):
+        return args.lr_full if method == "full" else args.lr_probe if method == "linear_probe" else args.lr_adapter
+
+    def table(title, runs, refs):
+        out = [f"\n### {title}\n",
+               "| run | precision | train examples/s | tokens/s | model GFLOP/s | MFU | "
+               + " | ".join(f"vs {r}" for r in refs) + " | train s | dev score | dev metrics |",
+               "|---|---|---:|---:|---:|---:|" + "---:|" * len(refs) + "---:|---:|---|"]
+        for name, (method, r) in runs.items():
+            per_token = None if method == "linear_probe" else FLOPS_PER_TOKEN.get(method, FROZEN_BASE_FLOPS_PER_TOKEN)
+            gflops = per_token * n_params * r["tokens_per_s"] / 1e9 if per_token else None
+            mfu = f"{100 * gflops / peaks[r['precision']]:.0f}%" if gflops else "n/a"
+            ratios = " | ".join(f"{r['examples_per_s'] / all_runs[ref][1]['examples_per_s']:.2f}x" for ref in refs)
             metrics = ", ".join(f"{k} {v:.2f}" for k, v in r["metrics"].items())
-            lines.append(f"| {name} | {r['examples_per_s']:.1f} | {r['examples_per_s'] / ref_max:.2f}x | "
-                         f"{r['examples_per_s'] / ref_dyn:.2f}x | {r['train_s']:.0f} | {r['score']:.2f} | {metrics} |")
-        print("\n".join(lines[-len(runs) - 3:]), flush=True)
-        if args.seeds:  # dev-score noise: the harness with and without length grouping over several seeds
-            scores = {False: [], True: []}
+            out.append(f"| {name} | {r['precision']} | {r['examples_per_s']:.1f} | {r['tokens_per_s']:.0f} | "
+                       f"{f'{gflops:.0f}' if gflops else 'n/a'} | {mfu} | {ratios} | {r['train_s']:.1f} | "
+                       f"{r['score']:.2f} | {metrics} |")
+        return out
+
+    all_runs = {}
+    for method in args.methods.split(","):
+        lr = lr_of(method)
+        base = make_cell(args, method, lr)  # the harness's defaults: auto precision, dynamic padding, group_by_length
+        fp32 = make_cell(args, method, lr, mixed_precision="no")
+        runs = {}
+        if method == "full":
+            runs["Trainer, pad to max_length (run_glue default)"] = (method, run_trainer(fp32, ctx, "max_length"))
+            runs["Trainer, dynamic padding"] = (method, run_trainer(fp32, ctx, "dynamic"))
+            runs["Trainer, dynamic padding, bf16=True"] = (method, run_trainer(fp32, ctx, "dynamic", bf16=True))
+            if args.trainer_group_by_length:
+                runs["Trainer, dynamic padding + group_by_length"] = (method, run_trainer(fp32, ctx, "dynamic", True))
+        label = f"harness {method}"
+        runs[f"{label} (defaults: auto precision, dynamic padding, group_by_length)"] = (method, run_harness(base, ctx))
+        runs[f"{label}, mixed_precision: no"] = (method, run_harness(fp32, ctx))
+        if method == "full":
+            runs[f"{label}, group_by_length: false (like for like with the Trainer)"] = (
+                method, run_harness(make_cell(args, method, lr, group_by_length=False), ctx))
+        all_runs.update(runs)
+        if method == "full":
+            refs = ["Trainer, pad to max_length (run_glue default)", "Trainer, dynamic padding",
+                    "Trainer, dynamic padding, bf16=True"]
+        else:
+            refs = [r for r in ("harness full (defaults: auto precision, dynamic padding, group_by_length)",
+                                "harness full, mixed_precision: no") if r in all_runs]
+        title = (f"{args.model} / {args.task} / {base.method_label}, lr {lr:g}, batch {args.batch_size}, "
+                 f"{base.budget['epochs']:g} epoch(s), train examples {args.max_train_samples or 'all'}, seed {args.seed}")
+        shown = table(title, runs, refs)
+        if method == "linear_probe":
+            ff = runs[f"{label} (defaults: auto precision, dynamic padding, group_by_length)"][1]["frozen_features"]
+            shown.append(f"\nlinear_probe cached features (cold cache): {ff}")
+        lines += shown
+        print("\n".join(shown), flush=True)
+        if args.seeds and method == "full":  # bf16 against fp32 dev scores over seeds, harness defaults otherwise
+            scores = {"bf16": [], "no": []}
+            seed_rows = {"bf16": f"{label} (defaults: auto precision, dynamic padding, group_by_length)",
+                         "no": f"{label}, mixed_precision: no"}
             for seed in args.seeds:
-                for grouped in (False, True):
-                    cell = make_cell(args, method, lr, group_by_length=grouped)
+                for prec in scores:
+                    cell = make_cell(args, method, lr, mixed_precision=prec)
+                    if seed == args.seed and runs[seed_rows[prec]][1]["precision"] == prec:  # the table's run
+                        scores[prec].append(runs[seed_rows[prec]][1]["score"])
+                        continue
                     cell = Cell(**{**cell.__dict__, "seed": seed})
-                    scores[grouped].append(run_harness(cell, ctx)["score"])
-            for grouped, values in scores.items():
-                lines.append(f"\nharness, group_by_length {str(grouped).lower()}, seeds {args.seeds}: dev score "
+                    scores[prec].append(run_harness(cell, ctx)["score"])
+            for prec, values in scores.items():
+                shown.append(f"\nharness full, mixed_precision {prec}, seeds {args.seeds}: dev score "
                              f"{np.mean(values):.2f} ± {np.std(values, ddof=1):.2f} ({', '.join(f'{v:.2f}' for v in values)})")
-            print("\n".join(lines[-2:]), flush=True)
+            lines += shown[-2:]
+            print("\n".join(shown[-2:]), flush=True)
 
     header = (f"\n## {dt.date.today().isoformat()} — {device_name()}, torch {torch.__version__}, "
               f"{torch.get_num_threads()} threads, commit {(git_state()['git_commit'] or 'n/a')[:10]}\n\n"
               f"`{' '.join(['python', 'bench/bench_trainer.py'] + sys.argv[1:])}`\n")
     if args.write:
         path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md")
-        new = not os.path.exists(path)
         with open(path, "a") as f:
-            if new:
-                f.write("# Bench results\n\nLatest figures are appended at the end. Training time excludes "
-                        "evaluation on both sides; examples/s counts training examples seen per second.\n")
             f.write(header + "\n".join(lines) + "\n")
     return 0
 
