@@ -140,6 +140,9 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--seeds", type=lambda t: [int(x) for x in t.split(",")], default=None,
                    help="also run the harness's full fine-tuning cell in bf16 and fp32 over these seeds (noise check)")
+    p.add_argument("--seeds-only", action="store_true",
+                   help="only the bf16 against fp32 seed check of the full fine-tuning cell (with --seeds)")
+    p.add_argument("--no-trainer", action="store_true", help="harness rows only (the Trainer's are the slow ones)")
     p.add_argument("--trainer-group-by-length", action="store_true", help="add the Trainer's own length grouping")
     p.add_argument("--peak-fp32", type=float, default=213.0, help="GFLOP/s, 2048^2 matmul, quiet machine")
     p.add_argument("--peak-bf16", type=float, default=917.0, help="GFLOP/s, 2048^2 matmul, quiet machine")
@@ -181,51 +184,54 @@ def main() -> int:
         lr = lr_of(method)
         base = make_cell(args, method, lr)  # the harness's defaults: auto precision, dynamic padding, group_by_length
         fp32 = make_cell(args, method, lr, mixed_precision="no")
-        runs = {}
-        if method == "full":
-            runs["Trainer, pad to max_length (run_glue default)"] = (method, run_trainer(fp32, ctx, "max_length"))
-            runs["Trainer, dynamic padding"] = (method, run_trainer(fp32, ctx, "dynamic"))
-            runs["Trainer, dynamic padding, bf16=True"] = (method, run_trainer(fp32, ctx, "dynamic", bf16=True))
-            if args.trainer_group_by_length:
-                runs["Trainer, dynamic padding + group_by_length"] = (method, run_trainer(fp32, ctx, "dynamic", True))
         label = f"harness {method}"
-        runs[f"{label} (defaults: auto precision, dynamic padding, group_by_length)"] = (method, run_harness(base, ctx))
-        runs[f"{label}, mixed_precision: no"] = (method, run_harness(fp32, ctx))
-        if method == "full":
-            runs[f"{label}, group_by_length: false (like for like with the Trainer)"] = (
-                method, run_harness(make_cell(args, method, lr, group_by_length=False), ctx))
-        all_runs.update(runs)
-        if method == "full":
-            refs = ["Trainer, pad to max_length (run_glue default)", "Trainer, dynamic padding",
-                    "Trainer, dynamic padding, bf16=True"]
-        else:
-            refs = [r for r in ("harness full (defaults: auto precision, dynamic padding, group_by_length)",
-                                "harness full, mixed_precision: no") if r in all_runs]
-        title = (f"{args.model} / {args.task} / {base.method_label}, lr {lr:g}, batch {args.batch_size}, "
-                 f"{base.budget['epochs']:g} epoch(s), train examples {args.max_train_samples or 'all'}, seed {args.seed}")
-        shown = table(title, runs, refs)
-        if method == "linear_probe":
-            ff = runs[f"{label} (defaults: auto precision, dynamic padding, group_by_length)"][1]["frozen_features"]
-            shown.append(f"\nlinear_probe cached features (cold cache): {ff}")
-        lines += shown
-        print("\n".join(shown), flush=True)
+        default_row, fp32_row = f"{label} (defaults: auto precision, dynamic padding, group_by_length)", \
+            f"{label}, mixed_precision: no"
+        runs, shown = {}, []
+        if not args.seeds_only:
+            if method == "full" and not args.no_trainer:
+                runs["Trainer, pad to max_length (run_glue default)"] = (method, run_trainer(fp32, ctx, "max_length"))
+                runs["Trainer, dynamic padding"] = (method, run_trainer(fp32, ctx, "dynamic"))
+                runs["Trainer, dynamic padding, bf16=True"] = (method, run_trainer(fp32, ctx, "dynamic", bf16=True))
+                if args.trainer_group_by_length:
+                    runs["Trainer, dynamic padding + group_by_length"] = (
+                        method, run_trainer(fp32, ctx, "dynamic", True))
+            runs[default_row] = (method, run_harness(base, ctx))
+            runs[fp32_row] = (method, run_harness(fp32, ctx))
+            if method == "full":
+                runs[f"{label}, group_by_length: false (like for like with the Trainer)"] = (
+                    method, run_harness(make_cell(args, method, lr, group_by_length=False), ctx))
+            all_runs.update(runs)
+            if method == "full":
+                refs = [r for r in ("Trainer, pad to max_length (run_glue default)", "Trainer, dynamic padding",
+                                    "Trainer, dynamic padding, bf16=True") if r in all_runs]
+            else:
+                refs = [r for r in ("harness full (defaults: auto precision, dynamic padding, group_by_length)",
+                                    "harness full, mixed_precision: no") if r in all_runs]
+            title = (f"{args.model} / {args.task} / {base.method_label}, lr {lr:g}, batch {args.batch_size}, "
+                     f"{base.budget['epochs']:g} epoch(s), train examples {args.max_train_samples or 'all'}, "
+                     f"seed {args.seed}")
+            shown = table(title, runs, refs)
+            if method == "linear_probe":
+                shown.append(f"\nlinear_probe cached features (cold cache): {runs[default_row][1]['frozen_features']}")
+            print("\n".join(shown), flush=True)
         if args.seeds and method == "full":  # bf16 against fp32 dev scores over seeds, harness defaults otherwise
+            shown.append(f"\n{args.model} / {args.task} / full, lr {lr:g}, batch {args.batch_size}, "
+                         f"{args.epochs:g} epoch(s), train examples {args.max_train_samples or 'all'}: harness "
+                         f"defaults in bf16 and in fp32 over seeds {args.seeds}")
             scores = {"bf16": [], "no": []}
-            seed_rows = {"bf16": f"{label} (defaults: auto precision, dynamic padding, group_by_length)",
-                         "no": f"{label}, mixed_precision: no"}
             for seed in args.seeds:
-                for prec in scores:
-                    cell = make_cell(args, method, lr, mixed_precision=prec)
-                    if seed == args.seed and runs[seed_rows[prec]][1]["precision"] == prec:  # the table's run
-                        scores[prec].append(runs[seed_rows[prec]][1]["score"])
+                for prec, row in (("bf16", default_row), ("no", fp32_row)):
+                    if seed == args.seed and row in runs and runs[row][1]["precision"] == prec:
+                        scores[prec].append(runs[row][1]["score"])   # the table's run
                         continue
-                    cell = Cell(**{**cell.__dict__, "seed": seed})
+                    cell = Cell(**{**make_cell(args, method, lr, mixed_precision=prec).__dict__, "seed": seed})
                     scores[prec].append(run_harness(cell, ctx)["score"])
             for prec, values in scores.items():
-                shown.append(f"\nharness full, mixed_precision {prec}, seeds {args.seeds}: dev score "
-                             f"{np.mean(values):.2f} ± {np.std(values, ddof=1):.2f} ({', '.join(f'{v:.2f}' for v in values)})")
-            lines += shown[-2:]
-            print("\n".join(shown[-2:]), flush=True)
+                shown.append(f"- mixed_precision {prec}: dev score {np.mean(values):.2f} ± "
+                             f"{np.std(values, ddof=1):.2f} ({', '.join(f'{v:.2f}' for v in values)})")
+            print("\n".join(shown[-3:]), flush=True)
+        lines += shown
 
     header = (f"\n## {dt.date.today().isoformat()} — {device_name()}, torch {torch.__version__}, "
               f"{torch.get_num_threads()} threads, commit {(git_state()['git_commit'] or 'n/a')[:10]}\n\n"
