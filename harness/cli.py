@@ -159,10 +159,12 @@ def cmd_run(args) -> int:
     from harness.store.db import make_engine, default_db_url
 
     make_engine(args.db or default_db_url()).dispose()  # a bad --db fails here, before any training
-    from harness.launch.runner import run_suite   # torch and accelerate: only once the input is known good
-    return run_suite(suite, args.db, args.data_dir, args.output_dir, args.retry_failed, cache_dir=args.cache_dir,
+    from harness.launch.runner import leave_process_group, run_suite   # torch: only once the input is good
+    code = run_suite(suite, args.db, args.data_dir, args.output_dir, args.retry_failed, cache_dir=args.cache_dir,
                      show_progress=not args.no_progress, heartbeat_s=args.heartbeat_s,
                      lease_timeout_s=args.lease_timeout_s, verbose=args.verbose)
+    leave_process_group()
+    return code
 
 
 def _who(rec) -> str:

@@ -235,6 +235,18 @@ def run_ablations(suite: Suite, store: Store, ctx: RunContext, say) -> int:
     return failed
 
 
+def leave_process_group() -> None:
+    """Every rank waits for the others (rank 0 may still be recording or ablating), then the process group is
+    torn down: a rank that exits while gloo's threads still serve the group can abort ("terminate called
+    without an active exception")."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        if dist.get_world_size() > 1:
+            dist.barrier()
+        dist.destroy_process_group()
+
+
 def _release_memory() -> None:
     import gc
 
