@@ -33,6 +33,11 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _add_lease_timeout(p, what: str):
+    p.add_argument("--lease-timeout-s", type=float, default=None,
+                   help=f"{what} (default: $HARNESS_LEASE_TIMEOUT_S, else 300)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harness", description="Benchmark harness for parameter-efficient "
                                                                  "transfer learning.")
@@ -53,9 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--heartbeat-s", type=float, default=None,
                    help="how often a worker refreshes the lease of the cell it trains (default: "
                         "$HARNESS_HEARTBEAT_S, else 30)")
-    p.add_argument("--lease-timeout-s", type=float, default=None,
-                   help="a lease without a heartbeat for this long is stale and its cell is taken over by the next "
-                        "worker (default: $HARNESS_LEASE_TIMEOUT_S, else 300)")
+    _add_lease_timeout(p, "a lease without a heartbeat for this long is stale and its cell is taken over by the "
+                          "next worker")
 
     p = sub.add_parser("validate", help="check a suite and print its grid size; trains nothing")
     p.add_argument("suite")
@@ -72,9 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-processes", type=int, default=None,
                    help="process count the suite runs with (part of the cell key; default: any count seen "
                         "in the store, else 1)")
-    p.add_argument("--lease-timeout-s", type=float, default=None,
-                   help="a running cell whose last heartbeat is older than this is shown stale (default: "
-                        "$HARNESS_LEASE_TIMEOUT_S, else 300)")
+    _add_lease_timeout(p, "a running cell whose last heartbeat is older than this is shown stale")
 
     sub.add_parser("ls", help="list tasks, methods and model aliases")
 

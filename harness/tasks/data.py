@@ -96,15 +96,20 @@ def load_task_data(task: Task, data_dir: str | None) -> dict[str, RawSplit]:
     return _load_from_hub(task)
 
 
-def _load_from_hub(task: Task) -> dict[str, RawSplit]:
+def load_hub_dataset(task_name: str, how_to_point: str, *name_and_config: str):
+    """datasets.load_dataset, failing the way every task kind fails: one line, and how to use local files."""
     import datasets
 
     try:
-        dd = datasets.load_dataset(task.hub_id, task.hub_config)
+        return datasets.load_dataset(*name_and_config)
     except Exception as e:  # offline, hub down, no such dataset: all end the same way for the user
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DataNotFoundError(f"task {task.name}: cannot load {task.hub_id}/{task.hub_config} from the "
-                                f"Hugging Face hub ({first[:200]}); {HOW_TO_POINT}") from None
+        raise DataNotFoundError(f"task {task_name}: cannot load {'/'.join(name_and_config)} from the Hugging Face "
+                                f"hub ({first[:200]}); {how_to_point}") from None
+
+
+def _load_from_hub(task: Task) -> dict[str, RawSplit]:
+    dd = load_hub_dataset(task.name, HOW_TO_POINT, task.hub_id, task.hub_config)
     out = {}
     for split in ["train"] + [s.hub_split for s in task.eval_splits]:
         ds = dd[split]

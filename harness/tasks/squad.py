@@ -87,14 +87,9 @@ def load_squad(task, data_dir: str | None) -> dict[str, QASplit]:
         for split in task.eval_splits:
             out[split.hub_split] = read_squad_json(task.name, os.path.join(folder, split.local_file))
         return out
-    import datasets
+    from harness.tasks.data import load_hub_dataset
 
-    try:
-        dd = datasets.load_dataset(task.hub_id)
-    except Exception as e:  # offline, hub down, no such dataset: all end the same way for the user
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DataNotFoundError(f"task {task.name}: cannot load {task.hub_id} from the Hugging Face hub "
-                                f"({first[:200]}); {HOW_TO_POINT}") from None
+    dd = load_hub_dataset(task.name, HOW_TO_POINT, task.hub_id)
     out = {}
     for split in ["train"] + [s.hub_split for s in task.eval_splits]:
         ds = dd[split]
