@@ -153,6 +153,9 @@ def cmd_validate(args) -> int:
 def cmd_run(args) -> int:
     from harness.plan.preflight import preflight
     from harness.plan.suite import load_suite
+    from harness.train import preempt
+
+    preempt.install()   # SIGUSR1/SIGUSR2/SIGTERM: checkpoint the cell in progress, give it back, exit 3
 
     suite = load_suite(args.suite, args.max_cells)  # invalid input: exit 2 before anything is written
     preflight(suite, args.data_dir)   # models, data, adapters: before the first cell, still writing nothing

@@ -26,6 +26,9 @@ from harness.tasks.registry import get_task
 from harness.train import features
 from harness.train.methods import ADAPTER_NAME, HEAD_FILE, get_method
 from harness.train.models import ModelSpec, load_for_task
+from harness.errors import Preempted
+from harness.train import preempt
+from harness.train.checkpoint import CellCheckpoint
 from harness.train.params import breakdown, count_total, count_trainable, head_parameter_names
 from harness.train.precision import resolve_precision
 from harness.train.progress import Progress
@@ -554,6 +557,19 @@ class CellRun:
         self.model.train()
         t_start = time.perf_counter()
         epoch_idx = 0
+        # --- preemption (harness/train/checkpoint.py): continue from this cell's checkpoint if it has one ---
+        ckpt = CellCheckpoint(self.output_dir, self.cell.key, acc, self.model, self.optimizer, self.scheduler,
+                              total_steps)
+        mixture = ckpt.wrap(mixture)
+        saved = ckpt.resume() if self.trains else None
+        if saved:
+            step, epoch_idx, micro, examples, tokens, loss_sum, loss_n, self.eval_time = (
+                saved[k] for k in ("step", "epoch_idx", "micro", "examples", "tokens", "loss_sum", "loss_n",
+                                   "eval_time"))
+            self.history, self.per_task = saved["history"], saved["per_task"]
+            t_start -= saved["elapsed"]   # a time budget counts the time trained before the stop
+            self.bar.update(step)
+        # ---
         while stopped_by is None:
             for t, batch in mixture:
                 batch.pop("idx")
@@ -578,7 +594,8 @@ class CellRun:
                 step += 1
                 # every rank must take the same decision, or DDP hangs: reduce the flags
                 out_of_time = time_limit is not None and time.perf_counter() - t_start >= 60 * time_limit
-                flags = torch.tensor([float(not torch.isfinite(loss_value)), float(out_of_time)], device=acc.device)
+                flags = torch.tensor([float(not torch.isfinite(loss_value)), float(out_of_time),
+                                      float(preempt.requested())], device=acc.device)
                 if acc.num_processes > 1:
                     flags = acc.reduce(flags, reduction="sum")
                 if flags[0] > 0:
@@ -595,6 +612,13 @@ class CellRun:
                 if flags[1] > 0:
                     stopped_by = "time_limit"
                     break
+                if flags[2] > 0:   # a stop signal on some rank: all checkpoint this step, the cell is given back
+                    ckpt.save({"step": step, "epoch_idx": epoch_idx, "micro": micro, "examples": examples,
+                               "tokens": tokens, "loss_sum": loss_sum, "loss_n": loss_n, "eval_time": self.eval_time,
+                               "elapsed": time.perf_counter() - t_start, "history": self.history,
+                               "per_task": self.per_task})
+                    raise Preempted(f"{preempt.signal_name() or 'a stop signal'} at step {step}/{total_steps}: "
+                                    f"checkpointed in {ckpt.path}")
             else:  # a whole epoch went by
                 epoch_idx += 1
                 micro = 0
