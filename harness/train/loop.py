@@ -29,6 +29,7 @@ from harness.train.models import ModelSpec, load_for_task
 from harness.errors import Preempted
 from harness.train import preempt
 from harness.train.checkpoint import CellCheckpoint
+from harness.train.zero import gathered, numel
 from harness.train.params import breakdown, count_total, count_trainable, head_parameter_names
 from harness.train.precision import resolve_precision
 from harness.train.progress import Progress
@@ -360,7 +361,7 @@ def build_model(cell: Cell, ctx: RunContext, tasks: list, handover: dict | None 
                     p.requires_grad = True
     model = MultiTaskModel(models, task_adapters) if len(models) > 1 else first
     counts = {"total_params": count_total(model), "trainable_params": count_trainable(model),
-              "head_params": sum(p.numel() for m, head in zip(models, heads)
+              "head_params": sum(numel(p) for m, head in zip(models, heads)
                                  for n, p in m.named_parameters() if n in head)}
     counts["added_params"] = counts["total_params"] - total_before
     counts["trainable_pct"] = 100.0 * counts["trainable_params"] / counts["total_params"]
@@ -700,22 +701,24 @@ class CellRun:
                 RunResult(task=task.name, score=rec["history"][-1]["score"], metrics=rec["history"][-1]["metrics"],
                           best_score=rec["best"]["score"], best_metrics=rec["best"]["metrics"],
                           history=rec["history"],
-                          head_params=sum(p.numel() for n, p in m.named_parameters() if n in head),
+                          head_params=sum(numel(p) for n, p in m.named_parameters() if n in head),
                           eval_examples=sum(len(es.raw) for es in sets),
                           output_dir=os.path.join(self.output_dir, task.name) if self.output_dir else None,
                           regime=Regime.MULTITASK_MEMBER, stage=i)
                 for i, (task, rec, m, head, sets) in enumerate(zip(self.tasks, self.per_task, unwrapped.members,
                                                                    self.heads, self.eval_sets))]
-        if self.main and self.output_dir:
-            outs = ([(m.output_dir, rec) for m, rec in zip(result.members, self.per_task)] if self.multi
-                    else [(self.output_dir, self.per_task[0])])
-            for task, kind, (out, rec) in zip(self.tasks, self.kinds, outs):
-                os.makedirs(out, exist_ok=True)
-                kind.save_predictions(task, out, rec["predictions"])
-            if self.method.uses_adapters and self.trains and not self.multi:
-                adapter_dir = os.path.join(self.output_dir, "adapter")
-                result.adapter_bytes = save_adapter(first, self.heads[0], adapter_dir)
-                result.adapter_path = adapter_dir
+        # ZeRO-3: the full adapter and head tensors (trainable) for the files; every rank takes part in the gather
+        with gathered([p for p in first.parameters() if p.requires_grad]):
+            if self.main and self.output_dir:
+                outs = ([(m.output_dir, rec) for m, rec in zip(result.members, self.per_task)] if self.multi
+                        else [(self.output_dir, self.per_task[0])])
+                for task, kind, (out, rec) in zip(self.tasks, self.kinds, outs):
+                    os.makedirs(out, exist_ok=True)
+                    kind.save_predictions(task, out, rec["predictions"])
+                if self.method.uses_adapters and self.trains and not self.multi:
+                    adapter_dir = os.path.join(self.output_dir, "adapter")
+                    result.adapter_bytes = save_adapter(first, self.heads[0], adapter_dir)
+                    result.adapter_path = adapter_dir
         return result
 
     def _release(self) -> None:
