@@ -1,4 +1,4 @@
-"""`harness` command line: run, validate, status, ingest, ls, params, export, board, ablate, compare."""
+"""`harness` command line: run, slurm, prefetch, validate, status, ingest, ls, params, export, board, ablate, compare."""
 
 from __future__ import annotations
 
@@ -78,6 +78,38 @@ def build_parser() -> argparse.ArgumentParser:
                         "in the store, else 1)")
     _add_lease_timeout(p, "a running cell whose last heartbeat is older than this is shown stale")
 
+    p = sub.add_parser("slurm", help="submit a suite as a Slurm array of workers on one store (or print the script)")
+    p.add_argument("suite")
+    p.add_argument("--workers", type=int, required=True, help="array tasks: each a worker claiming cells")
+    p.add_argument("--gpus-per-worker", type=int, default=1,
+                   help="GPUs (ranks) per worker and node; > 1: accelerate --multi_gpu; 0: CPU only (default 1)")
+    p.add_argument("--nodes-per-worker", type=int, default=1,
+                   help="nodes per worker; > 1: one accelerate launch per node, c10d rendezvous (default 1)")
+    p.add_argument("--partition", default=None)
+    p.add_argument("--time", default=None, help="time limit per task (Slurm format, e.g. 04:00:00); the worker "
+                                                 "gets SIGUSR2 90 s before it, checkpoints and requeues itself")
+    _add_db(p)
+    p.add_argument("--output-dir", default="results", help="run outputs, checkpoints and slurm-logs/ (default "
+                                                            "results/; must be on a filesystem every node sees)")
+    p.add_argument("--data-dir", default=None, help="local GLUE directory for the workers ($HARNESS_DATA_DIR)")
+    p.add_argument("--sbatch-arg", action="append", default=[], metavar="ARG",
+                   help="extra #SBATCH line, repeatable: --sbatch-arg=--mem=32G --sbatch-arg=--account=abc")
+    p.add_argument("--accelerate-config", default=None, metavar="YAML",
+                   help="accelerate config for every launch, e.g. slurm/deepspeed_zero2.yaml or _zero3.yaml")
+    p.add_argument("--throttle", type=int, default=None, metavar="K",
+                   help="at most K array tasks running at once (--array=0-(N-1)%%K)")
+    p.add_argument("--retry-failed", action="store_true", help="the workers also re-run cells that failed before")
+    p.add_argument("--dry-run", action="store_true", help="print the sbatch script; submit nothing")
+    p.add_argument("--wait", action="store_true",
+                   help="block until the array ends; exit 0 only if every cell of the suite completed")
+
+    p = sub.add_parser("prefetch", help="download every model, tokenizer and data set a suite needs into the "
+                                        "Hugging Face cache (for compute nodes without internet)")
+    p.add_argument("suite")
+    p.add_argument("--data-dir", default=None, help="local GLUE directory (its tasks need no download)")
+    p.add_argument("--check", action="store_true",
+                   help="offline: list what is missing from the cache; exit 1 if anything is")
+
     sub.add_parser("ls", help="list tasks, methods and model aliases")
 
     p = sub.add_parser("export", help="write results as CSV, LaTeX or Markdown")
@@ -155,6 +187,9 @@ def cmd_validate(args) -> int:
 def cmd_run(args) -> int:
     from harness.plan.preflight import preflight
     from harness.plan.suite import load_suite
+    from harness.train import preempt
+
+    preempt.install()   # SIGUSR1/SIGUSR2/SIGTERM: checkpoint the cell in progress, give it back, exit 3
 
     suite = load_suite(args.suite, args.max_cells)  # invalid input: exit 2 before anything is written
     preflight(suite, args.data_dir)   # models, data, adapters: before the first cell, still writing nothing
@@ -167,6 +202,56 @@ def cmd_run(args) -> int:
                      lease_timeout_s=args.lease_timeout_s, verbose=args.verbose)
     leave_process_group()
     return code
+
+
+def cmd_slurm(args) -> int:
+    from harness.launch import slurm
+    from harness.plan.suite import load_suite
+
+    suite = load_suite(args.suite)
+    req = slurm.SlurmRequest(
+        suite_path=args.suite, suite_name=suite.name, workers=args.workers, gpus_per_worker=args.gpus_per_worker,
+        nodes_per_worker=args.nodes_per_worker, partition=args.partition, time=args.time, db=args.db,
+        output_dir=args.output_dir, sbatch_args=args.sbatch_arg, accelerate_config=args.accelerate_config,
+        throttle=args.throttle, run_args=["--retry-failed"] if args.retry_failed else [], data_dir=args.data_dir)
+    script = slurm.render(req)
+    if args.dry_run:
+        print(script, end="")
+        return 0
+    from harness import atomic
+
+    path = slurm.script_path(args.output_dir, suite.name)
+    atomic.write_file(path, lambda tmp: open(tmp, "w").write(script))
+    log_dir = os.path.join(os.path.abspath(args.output_dir), "slurm-logs")
+    os.makedirs(log_dir, exist_ok=True)   # Slurm does not create the folder of --output
+    job = slurm.submit(path)
+    print(f"submitted job {job}: {args.workers} worker(s) for suite {suite.name} ({req.template}); script {path}; "
+          f"logs {log_dir}/harness-{suite.name}-{job}_<task>.out", flush=True)
+    if not args.wait:
+        return 0
+    slurm.wait_for(job, float(os.environ.get("HARNESS_SLURM_POLL_S", "10")))
+    from harness.launch.runner import status_rows
+    from harness.store.db import Store
+
+    rows = status_rows(suite, Store(slurm.absolute_db_url(args.db or default_db_url_())), num_processes=req.world)
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    print(f"job {job} ended: {len(rows)} cells: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    return 0 if counts.get("completed", 0) == len(rows) else 1
+
+
+def default_db_url_() -> str:
+    from harness.store.db import default_db_url
+
+    return default_db_url()
+
+
+def cmd_prefetch(args) -> int:
+    from harness.launch.prefetch import prefetch
+    from harness.plan.suite import load_suite
+
+    return prefetch(load_suite(args.suite), data_dir=args.data_dir, check_only=args.check)
 
 
 def _who(rec) -> str:
@@ -401,7 +486,7 @@ def cmd_board(args) -> int:
     return subprocess.call(cmd)
 
 
-COMMANDS = {"ingest": cmd_ingest, "run": cmd_run, "validate": cmd_validate, "status": cmd_status, "ls": cmd_ls, "export": cmd_export,
+COMMANDS = {"slurm": cmd_slurm, "prefetch": cmd_prefetch, "ingest": cmd_ingest, "run": cmd_run, "validate": cmd_validate, "status": cmd_status, "ls": cmd_ls, "export": cmd_export,
             "board": cmd_board, "params": cmd_params, "ablate": cmd_ablate, "compare": cmd_compare}
 
 

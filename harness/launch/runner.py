@@ -18,18 +18,21 @@ import traceback
 
 from harness import atomic
 from harness.errors import EXIT_PREEMPTED, Preempted
+from harness.launch.slurm import requeue_slurm_task
 from harness.launch.worker import Heartbeat, lease_timing
 from harness.plan.suite import Suite
 from harness.store.db import (COMPLETED, FAILED, PENDING, RUNNING, Claim, LeaseLost, RunRecord, Store,
                               sqlite_location_warning)
 from harness.store.env import environment
 from harness.store.lease import current_worker
+from harness.train import checkpoint, preempt
 from harness.train.loop import RunContext, process_state, train_and_evaluate
 from harness.train.progress import Progress
 from harness.train.result import RunResult
 
 
 WAIT = "wait"   # what rank 0 broadcasts while only other workers' cells are left
+STOP = "stop"   # ... and after a stop signal (harness.train.preempt): no further claim
 
 
 def reproduce_command(suite_path: str, num_processes: int) -> str:
@@ -116,7 +119,9 @@ def run_suite(suite: Suite, db_url: str | None, data_dir: str | None, output_dir
     waiting_said = False
     while True:
         holder = [None]
-        if main:
+        if main and preempt.requested():
+            holder[0] = STOP
+        elif main:
             claim = store.claim_next(suite.name, keys, worker, retry_failed=retry_failed, lease_timeout_s=timeout_s,
                                      command=command, output_root=output_dir)
             # nothing claimable but cells still running elsewhere: wait, since a worker that dies leaves its
@@ -133,6 +138,11 @@ def run_suite(suite: Suite, db_url: str | None, data_dir: str | None, output_dir
         claim = holder[0]
         if claim is None:
             break
+        if claim == STOP:
+            say(f"suite {suite.name}: {preempt.signal_name() or 'stop signal'} received; no further cell claimed")
+            if main:
+                requeue_slurm_task()
+            return EXIT_PREEMPTED
         if claim == WAIT:
             if not waiting_said:
                 waiting_said = True
@@ -156,6 +166,8 @@ def run_suite(suite: Suite, db_url: str | None, data_dir: str | None, output_dir
                 say(f"cell {cell.key}: {'stopped by a signal, checkpointed' if isinstance(stop, Preempted) else 'interrupted'}"
                     f"; given back to the queue (the next worker resumes it)")
             if isinstance(stop, Preempted):
+                if main:
+                    requeue_slurm_task()   # last: it ends this job's processes
                 return EXIT_PREEMPTED
             raise
         except Exception as exc:  # recorded, and the suite goes on
@@ -164,8 +176,9 @@ def run_suite(suite: Suite, db_url: str | None, data_dir: str | None, output_dir
             error = report_failure(exc, cell, cell_dir, time.perf_counter() - t0, suite_bar, verbose, main)
             _release_memory()
         if main:
-            _record(store, claim, cell_dir, status, error, result, state.num_processes, suite_bar,
-                    time.perf_counter() - t0)
+            if _record(store, claim, cell_dir, status, error, result, state.num_processes, suite_bar,
+                       time.perf_counter() - t0):
+                checkpoint.remove_all(cell_dir)   # recorded (or failed: a retry starts over): no resume any more
         done += 1
         suite_bar.update(1)
     suite_bar.close()
@@ -177,7 +190,7 @@ def run_suite(suite: Suite, db_url: str | None, data_dir: str | None, output_dir
 
 
 def _record(store: Store, claim: Claim, cell_dir: str, status: str, error: str | None, result: RunResult,
-            num_processes: int, bar: Progress, took: float) -> None:
+            num_processes: int, bar: Progress, took: float) -> bool:
     """One transaction: the row, its stage / member rows and the status; record.json is written (atomically)
     inside it, so a completed row never lacks its files and a kill before the commit leaves the cell
     claimable."""
@@ -193,10 +206,11 @@ def _record(store: Store, claim: Claim, cell_dir: str, status: str, error: str |
         rec = store.finish(claim, status, fields, children, before_commit=write_files)
     except LeaseLost as exc:
         bar.write(f"cell {claim.cell_key}: {exc}")
-        return
+        return False
     if status == COMPLETED:
         bar.write(f"cell {claim.cell_key}: completed in {took:.0f}s, score {rec.score:.2f} "
                   f"(best {rec.best_score:.2f}), {rec.trainable_pct:.3g}% of {rec.total_params:,} params trainable")
+    return True
 
 
 def run_ablations(suite: Suite, store: Store, ctx: RunContext, say) -> int:

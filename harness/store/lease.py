@@ -93,4 +93,6 @@ def current_worker() -> Worker:
     job = os.environ.get("SLURM_ARRAY_JOB_ID") or os.environ.get("SLURM_JOB_ID")   # an array's id, as sbatch printed it
     return Worker(worker_id=f"{host}/{pid}/{ns or '-'}/{secrets.token_hex(3)}", host=host, pid=pid,
                   pid_namespace=ns or "-", slurm_job_id=job, slurm_array_task_id=_int_env("SLURM_ARRAY_TASK_ID"),
-                  slurm_restart_count=_int_env("SLURM_RESTART_COUNT"), started_at=utcnow())
+                  # Slurm sets SLURM_RESTART_COUNT only once a job was requeued: 0 before that
+                  slurm_restart_count=_int_env("SLURM_RESTART_COUNT") if os.environ.get("SLURM_RESTART_COUNT")
+                  else (0 if job else None), started_at=utcnow())

@@ -26,6 +26,10 @@ from harness.tasks.registry import get_task
 from harness.train import features
 from harness.train.methods import ADAPTER_NAME, HEAD_FILE, get_method
 from harness.train.models import ModelSpec, load_for_task
+from harness.errors import Preempted
+from harness.train import preempt
+from harness.train.checkpoint import CellCheckpoint
+from harness.train.zero import gathered, numel
 from harness.train.params import breakdown, count_total, count_trainable, head_parameter_names
 from harness.train.precision import resolve_precision
 from harness.train.progress import Progress
@@ -357,7 +361,7 @@ def build_model(cell: Cell, ctx: RunContext, tasks: list, handover: dict | None 
                     p.requires_grad = True
     model = MultiTaskModel(models, task_adapters) if len(models) > 1 else first
     counts = {"total_params": count_total(model), "trainable_params": count_trainable(model),
-              "head_params": sum(p.numel() for m, head in zip(models, heads)
+              "head_params": sum(numel(p) for m, head in zip(models, heads)
                                  for n, p in m.named_parameters() if n in head)}
     counts["added_params"] = counts["total_params"] - total_before
     counts["trainable_pct"] = 100.0 * counts["trainable_params"] / counts["total_params"]
@@ -554,6 +558,19 @@ class CellRun:
         self.model.train()
         t_start = time.perf_counter()
         epoch_idx = 0
+        # --- preemption (harness/train/checkpoint.py): continue from this cell's checkpoint if it has one ---
+        ckpt = CellCheckpoint(self.output_dir, self.cell.key, acc, self.model, self.optimizer, self.scheduler,
+                              total_steps)
+        mixture = ckpt.wrap(mixture)
+        saved = ckpt.resume() if self.trains else None
+        if saved:
+            step, epoch_idx, micro, examples, tokens, loss_sum, loss_n, self.eval_time = (
+                saved[k] for k in ("step", "epoch_idx", "micro", "examples", "tokens", "loss_sum", "loss_n",
+                                   "eval_time"))
+            self.history, self.per_task = saved["history"], saved["per_task"]
+            t_start -= saved["elapsed"]   # a time budget counts the time trained before the stop
+            self.bar.update(step)
+        # ---
         while stopped_by is None:
             for t, batch in mixture:
                 batch.pop("idx")
@@ -578,7 +595,8 @@ class CellRun:
                 step += 1
                 # every rank must take the same decision, or DDP hangs: reduce the flags
                 out_of_time = time_limit is not None and time.perf_counter() - t_start >= 60 * time_limit
-                flags = torch.tensor([float(not torch.isfinite(loss_value)), float(out_of_time)], device=acc.device)
+                flags = torch.tensor([float(not torch.isfinite(loss_value)), float(out_of_time),
+                                      float(preempt.requested())], device=acc.device)
                 if acc.num_processes > 1:
                     flags = acc.reduce(flags, reduction="sum")
                 if flags[0] > 0:
@@ -595,6 +613,13 @@ class CellRun:
                 if flags[1] > 0:
                     stopped_by = "time_limit"
                     break
+                if flags[2] > 0:   # a stop signal on some rank: all checkpoint this step, the cell is given back
+                    ckpt.save({"step": step, "epoch_idx": epoch_idx, "micro": micro, "examples": examples,
+                               "tokens": tokens, "loss_sum": loss_sum, "loss_n": loss_n, "eval_time": self.eval_time,
+                               "elapsed": time.perf_counter() - t_start, "history": self.history,
+                               "per_task": self.per_task})
+                    raise Preempted(f"{preempt.signal_name() or 'a stop signal'} at step {step}/{total_steps}: "
+                                    f"checkpointed in {ckpt.path}")
             else:  # a whole epoch went by
                 epoch_idx += 1
                 micro = 0
@@ -676,22 +701,24 @@ class CellRun:
                 RunResult(task=task.name, score=rec["history"][-1]["score"], metrics=rec["history"][-1]["metrics"],
                           best_score=rec["best"]["score"], best_metrics=rec["best"]["metrics"],
                           history=rec["history"],
-                          head_params=sum(p.numel() for n, p in m.named_parameters() if n in head),
+                          head_params=sum(numel(p) for n, p in m.named_parameters() if n in head),
                           eval_examples=sum(len(es.raw) for es in sets),
                           output_dir=os.path.join(self.output_dir, task.name) if self.output_dir else None,
                           regime=Regime.MULTITASK_MEMBER, stage=i)
                 for i, (task, rec, m, head, sets) in enumerate(zip(self.tasks, self.per_task, unwrapped.members,
                                                                    self.heads, self.eval_sets))]
-        if self.main and self.output_dir:
-            outs = ([(m.output_dir, rec) for m, rec in zip(result.members, self.per_task)] if self.multi
-                    else [(self.output_dir, self.per_task[0])])
-            for task, kind, (out, rec) in zip(self.tasks, self.kinds, outs):
-                os.makedirs(out, exist_ok=True)
-                kind.save_predictions(task, out, rec["predictions"])
-            if self.method.uses_adapters and self.trains and not self.multi:
-                adapter_dir = os.path.join(self.output_dir, "adapter")
-                result.adapter_bytes = save_adapter(first, self.heads[0], adapter_dir)
-                result.adapter_path = adapter_dir
+        # ZeRO-3: the full adapter and head tensors (trainable) for the files; every rank takes part in the gather
+        with gathered([p for p in first.parameters() if p.requires_grad]):
+            if self.main and self.output_dir:
+                outs = ([(m.output_dir, rec) for m, rec in zip(result.members, self.per_task)] if self.multi
+                        else [(self.output_dir, self.per_task[0])])
+                for task, kind, (out, rec) in zip(self.tasks, self.kinds, outs):
+                    os.makedirs(out, exist_ok=True)
+                    kind.save_predictions(task, out, rec["predictions"])
+                if self.method.uses_adapters and self.trains and not self.multi:
+                    adapter_dir = os.path.join(self.output_dir, "adapter")
+                    result.adapter_bytes = save_adapter(first, self.heads[0], adapter_dir)
+                    result.adapter_path = adapter_dir
         return result
 
     def _release(self) -> None:

@@ -1,8 +1,11 @@
-"""Parameter accounting from requires_grad: each tensor counted once, however often it is shared or tied."""
+"""Parameter accounting from requires_grad: each tensor counted once, however often it is shared or tied (and at
+its full size under ZeRO-3, where numel() of a partitioned parameter is 0)."""
 
 from __future__ import annotations
 
 from torch import nn
+
+from harness.train.zero import numel
 
 
 def _unique(model: nn.Module):
@@ -15,11 +18,11 @@ def _unique(model: nn.Module):
 
 
 def count_total(model: nn.Module) -> int:
-    return sum(p.numel() for _, p in _unique(model))
+    return sum(numel(p) for _, p in _unique(model))
 
 
 def count_trainable(model: nn.Module) -> int:
-    return sum(p.numel() for _, p in _unique(model) if p.requires_grad)
+    return sum(numel(p) for _, p in _unique(model) if p.requires_grad)
 
 
 def breakdown(model: nn.Module, _unused=None) -> dict:
@@ -34,9 +37,9 @@ def breakdown(model: nn.Module, _unused=None) -> dict:
         if ADAPTER_NAME in name:
             continue
         if "embedding" in name:
-            embedding += p.numel()
+            embedding += numel(p)
         else:
-            encoder += p.numel()
+            encoder += numel(p)
     return {"embedding_params": embedding, "encoder_params": encoder}
 
 

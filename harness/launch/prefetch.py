@@ -1,0 +1,144 @@
+"""`harness prefetch SUITE [--check]`: everything a suite's cells load from the Hugging Face hub, fetched into the
+HF cache on a machine with internet (a login node), so compute nodes run with HF_HUB_OFFLINE=1.
+
+What a suite needs: each model's config, tokenizer and weights (aliases such as `minilm` are embedded in an
+installed package, local directories are read in place) and each task's data (a local GLUE directory, or the
+dataset on the hub). `--check` works offline: it lists what the cache lacks and exits 1 if anything is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+
+from harness.plan.suite import Suite
+from harness.tasks.registry import get_task
+from harness.train.models import ALIASES, ModelSpec
+
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")
+HUB_PATTERNS = ["*.json", "*.txt", "*.model", "*.safetensors", "tokenizer*", "*.py"]
+
+
+@dataclass
+class Need:
+    kind: str       # model / data
+    name: str
+    where: str      # embedded / local / hub
+    source: str     # path or hub id
+    trust_remote_code: bool = False
+
+
+def needs(suite: Suite, data_dir: str | None) -> list[Need]:
+    out: dict[tuple, Need] = {}
+    base = os.path.dirname(os.path.abspath(suite.path))
+    folder = suite.data_dir(data_dir)
+    for cell in suite.cells():
+        spec = ModelSpec(cell.model, cell.trust_remote_code, base)
+        if cell.model in ALIASES:
+            need = Need("model", cell.model, "embedded", spec.source())
+        elif spec.local_path():
+            need = Need("model", cell.model, "local", spec.local_path())
+        else:
+            need = Need("model", cell.model, "hub", cell.model, cell.trust_remote_code)
+        out.setdefault(("model", cell.model), need)
+        schedule = cell.schedule or {}
+        for name in schedule.get("sequence") or schedule.get("multitask") or [cell.task]:
+            task = get_task(name)
+            if folder:
+                need = Need("data", task.name, "local", os.path.join(folder, task.local_dir))
+            else:
+                need = Need("data", task.name, "hub", f"{task.hub_id}/{task.hub_config}")
+            out.setdefault(("data", task.name), need)
+    return list(out.values())
+
+
+def _local_data_present(task_name: str, folder: str) -> str | None:
+    task = get_task(task_name)
+    files = ["train.tsv"] + [s.local_file for s in task.eval_splits]
+    missing = [f for f in files if not os.path.isfile(os.path.join(folder, f))]
+    return f"missing {', '.join(missing)} in {folder}" if missing else None
+
+
+def _hub_model_cached(repo: str) -> str | None:
+    from huggingface_hub import try_to_load_from_cache
+
+    def cached(name):
+        return isinstance(try_to_load_from_cache(repo, name), str)
+
+    if not cached("config.json"):
+        return "config.json not in the HF cache"
+    if not any(cached(f) for f in WEIGHT_FILES):
+        return "no weights (model.safetensors / pytorch_model.bin) in the HF cache"
+    if not any(cached(f) for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "spiece.model")):
+        return "no tokenizer files in the HF cache"
+    return None
+
+
+def _hub_data_cached(need: Need) -> str | None:
+    import datasets
+
+    task = get_task(need.name)
+    datasets.config.HF_HUB_OFFLINE = True   # a check never goes online
+    try:
+        datasets.load_dataset(task.hub_id, task.hub_config)
+    except Exception as exc:
+        return f"not in the datasets cache ({type(exc).__name__})"
+    return None
+
+
+def check(need: Need) -> str | None:
+    """None when present, else why not."""
+    if need.where == "embedded":
+        return None if os.path.isfile(os.path.join(need.source, "config.json")) else f"{need.source} is incomplete"
+    if need.kind == "model" and need.where == "local":
+        return None if os.path.isfile(os.path.join(need.source, "config.json")) else f"no config.json in {need.source}"
+    if need.kind == "data" and need.where == "local":
+        return _local_data_present(need.name, need.source)
+    return _hub_model_cached(need.source) if need.kind == "model" else _hub_data_cached(need)
+
+
+def fetch(need: Need) -> None:
+    if need.where != "hub":
+        return
+    if need.kind == "model":
+        from huggingface_hub import snapshot_download
+
+        path = snapshot_download(need.source, allow_patterns=HUB_PATTERNS)
+        if not any(os.path.exists(os.path.join(path, f)) for f in WEIGHT_FILES):   # an older repo: .bin only
+            snapshot_download(need.source, allow_patterns=["*.bin", "*.bin.index.json"])
+    else:
+        import datasets
+
+        task = get_task(need.name)
+        datasets.load_dataset(task.hub_id, task.hub_config)
+
+
+def prefetch(suite: Suite, data_dir: str | None = None, check_only: bool = False) -> int:
+    if check_only:
+        os.environ["HF_HUB_OFFLINE"] = os.environ["HF_DATASETS_OFFLINE"] = "1"
+    items = needs(suite, data_dir)
+    missing = 0
+    for need in items:
+        problem = check(need)
+        if problem and not check_only:
+            try:
+                fetch(need)
+                problem = check(need)
+            except Exception as exc:
+                problem = f"download failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+        label = f"{need.kind} {need.name} ({need.where}{': ' + need.source if need.where != 'embedded' else ''})"
+        if problem:
+            missing += 1
+            print(f"MISSING  {label}: {problem}")
+        else:
+            print(f"present  {label}")
+    where = os.environ.get("HF_HOME") or "~/.cache/huggingface"
+    if missing:
+        print(f"suite {suite.name}: {missing} of {len(items)} needed item(s) missing"
+              + ("" if check_only else " after download") + f" (HF cache: {where})", file=sys.stderr)
+        return 1
+    print(f"suite {suite.name}: all {len(items)} needed item(s) present; compute nodes can run with "
+          f"HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 (HF cache: {where})", file=sys.stderr)
+    return 0

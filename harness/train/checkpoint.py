@@ -1,0 +1,188 @@
+"""A cell's mid-training checkpoint: written when a stop signal arrives (harness.train.preempt), read by whoever
+claims the cell next, so a preempted or time-limited Slurm task loses at most one optimizer step.
+
+It lives in the cell's output directory (`checkpoint.pt`; a sequential cell's earlier stages have their own stage
+folders) and holds the trainable weights (frozen ones are rebuilt identically from the model and the seed), the
+optimizer, the scheduler, every rank's RNG states, the loop's counters (step, epoch, position in the epoch,
+examples, losses, time already spent) and the evaluation history. It is written whole or not at all (temporary
+name, fsync, rename) and deleted once the cell is recorded completed (runner).
+
+Data position: the loaders' samplers and the task mixture are replayed from the cell's seed up to the batch the
+run stopped after (batches are collated and dropped, no forward pass), then the RNG states are restored. This is
+exact for every sampler, length grouping, multi-task mixtures and DDP sharding, at the price of reading the
+batches already trained once more (about a second per few thousand batches). So a resumed cell ends with the
+same weights and dev metric as an uninterrupted one (tests/test_preempt.py).
+
+Under DeepSpeed the engine's partitioned weights and optimizer states are written by every rank through
+accelerate's save_state into `checkpoint/` (renamed into place by rank 0 once all ranks wrote).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import sys
+
+import numpy as np
+import torch
+
+from harness import atomic
+
+FILE = "checkpoint.pt"
+DEEPSPEED_DIR = "checkpoint"
+VERSION = 1
+
+
+def paths_under(folder: str) -> list[str]:
+    """Every checkpoint in a cell's output folder (its stage and member folders included)."""
+    found = []
+    for root, dirs, files in os.walk(folder):
+        if FILE in files:
+            found.append(os.path.join(root, FILE))
+        if DEEPSPEED_DIR in dirs:
+            found.append(os.path.join(root, DEEPSPEED_DIR))
+            dirs.remove(DEEPSPEED_DIR)
+    return found
+
+
+def remove_all(folder: str) -> None:
+    """Called once the cell is recorded: a completed cell keeps no checkpoint."""
+    for path in paths_under(folder):
+        shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+
+
+def _rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class _Replayable:
+    """The task mixture, whose first iteration after a resume continues where the stopped run was."""
+
+    def __init__(self, mixture):
+        self.mixture, self._pending = mixture, None
+
+    def __len__(self):
+        return len(self.mixture)
+
+    def __iter__(self):
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            return pending
+        return iter(self.mixture)
+
+    def fast_forward(self, epochs: int, micro: int) -> None:
+        for _ in range(epochs):   # the loop ran each finished epoch as one whole pass
+            for _ in self.mixture:
+                pass
+        pending = iter(self.mixture)
+        for _ in range(micro):
+            next(pending, None)
+        self._pending = pending
+
+
+class CellCheckpoint:
+    """Saving and resuming one training run (a cell, or one stage of a sequential cell)."""
+
+    def __init__(self, output_dir: str | None, key: str, acc, model, optimizer, scheduler, total_steps: int):
+        self.output_dir, self.key, self.acc = output_dir, key, acc
+        self.model, self.optimizer, self.scheduler, self.total_steps = model, optimizer, scheduler, total_steps
+        self.deepspeed = str(acc.distributed_type).endswith("DEEPSPEED")
+        self.path = os.path.join(output_dir, FILE) if output_dir else None
+        self.mixture = None
+        self.resumed_from = None
+
+    def wrap(self, mixture) -> _Replayable:
+        self.mixture = _Replayable(mixture)
+        return self.mixture
+
+    def _meta(self) -> dict:
+        return {"version": VERSION, "key": self.key, "num_processes": self.acc.num_processes,
+                "total_steps": self.total_steps, "deepspeed": self.deepspeed}
+
+    def _trainable(self) -> dict:
+        unwrapped = self.acc.unwrap_model(self.model)
+        return {n: p.detach().cpu().clone() for n, p in unwrapped.named_parameters() if p.requires_grad}
+
+    # --- save ---------------------------------------------------------------------------------------------------
+
+    def save(self, counters: dict) -> None:
+        """Every rank calls this at the same optimizer step (the loop reduced the stop flag)."""
+        from accelerate.utils import gather_object
+
+        if self.path is None:
+            return
+        rng = gather_object([_rng_state()]) if self.acc.num_processes > 1 else [_rng_state()]
+        state = {"meta": self._meta(), "counters": counters, "rng": rng, "acc_step": self.acc.step,
+                 "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None}
+        if self.deepspeed:
+            self._save_deepspeed()
+        else:
+            state["weights"] = self._trainable()
+            state["optimizer"] = self.optimizer.state_dict() if self.optimizer is not None else None
+        if self.acc.is_main_process:
+            atomic.write_file(self.path, lambda tmp: torch.save(state, tmp))
+        self.acc.wait_for_everyone()
+
+    def _save_deepspeed(self) -> None:
+        final = os.path.join(self.output_dir, DEEPSPEED_DIR)
+        partial = final + ".partial"
+        if self.acc.is_main_process and os.path.isdir(partial):
+            shutil.rmtree(partial)
+        self.acc.wait_for_everyone()
+        self.acc.save_state(partial)   # every rank writes its partition of weights and optimizer states
+        self.acc.wait_for_everyone()
+        if self.acc.is_main_process:
+            if os.path.isdir(final):
+                shutil.rmtree(final)
+            os.replace(partial, final)
+
+    # --- resume -------------------------------------------------------------------------------------------------
+
+    def resume(self) -> dict | None:
+        """Loads the checkpoint if this run has one: weights, optimizer, scheduler and RNG states restored, the
+        mixture positioned. Returns the loop's counters, or None to start from step 0."""
+        if self.path is None or not os.path.isfile(self.path):
+            return None
+        state = torch.load(self.path, map_location="cpu", weights_only=False)
+        if state.get("meta") != self._meta():
+            if self.acc.is_main_process:
+                print(f"warning: {self.path} was written by a different run ({state.get('meta')} here "
+                      f"{self._meta()}); starting the cell over", file=sys.stderr, flush=True)
+            return None
+        counters = state["counters"]
+        if self.deepspeed:
+            self.acc.load_state(os.path.join(self.output_dir, DEEPSPEED_DIR))
+        else:
+            unwrapped = self.acc.unwrap_model(self.model)
+            params = dict(unwrapped.named_parameters())
+            missing = [n for n, p in params.items() if p.requires_grad and n not in state["weights"]]
+            if missing:
+                raise RuntimeError(f"{self.path}: no saved weights for trainable parameters {missing[:3]}")
+            with torch.no_grad():
+                for name, value in state["weights"].items():
+                    params[name].copy_(value.to(params[name].device))
+            if self.optimizer is not None:
+                self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.acc.step = state["acc_step"]
+        self.mixture.fast_forward(counters["epoch_idx"], counters["micro"])
+        _set_rng_state(state["rng"][self.acc.process_index])   # last: replaying the data drew from the RNGs
+        self.resumed_from = counters["step"]
+        if self.acc.is_main_process:
+            print(f"harness: resumed from its checkpoint at step {counters['step']}/{self.total_steps} "
+                  f"(epoch {counters['epoch_idx']}, batch {counters['micro']} of {len(self.mixture)})",
+                  file=sys.stderr, flush=True)
+        return counters

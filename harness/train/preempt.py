@@ -1,0 +1,45 @@
+"""Stop signals: SIGUSR1, SIGUSR2 or SIGTERM ask a worker to stop at the next optimizer step.
+
+Slurm sends the job's warning signal (`--signal=USR2@90`, submitit's convention: USR1 is NCCL's) to every process
+of the job step; SIGTERM comes at a time limit or preemption; `kill -USR1 PID` does the same for a plain
+`harness run`. The handler only sets a flag: the training loop reads it at its next optimizer step (every rank
+reduces it, so all ranks stop at the same step), checkpoints the cell and raises `Preempted`; between cells the
+runner reads it before claiming the next one. Installed once per worker process (`install()`, by the CLI).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+STOP_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM)
+
+_received: list[int] = []
+
+
+def _handler(signum, frame) -> None:
+    first = not _received
+    _received.append(signum)
+    if first:   # one line; a second signal (srun forwards what the step already got) changes nothing
+        os.write(2, f"harness: {signal.Signals(signum).name} received: stopping at the next optimizer step "
+                    f"(the cell is checkpointed and given back)\n".encode())
+
+
+def install() -> None:
+    """The handlers for this process (main thread only, as Python requires). A launcher that started this
+    process with the signals ignored (harness.launch.relay) does not matter: handlers replace SIG_IGN."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, _handler)
+
+
+def requested() -> bool:
+    return bool(_received)
+
+
+def signal_name() -> str | None:
+    return signal.Signals(_received[0]).name if _received else None
+
+
+def reset() -> None:
+    """Forget a received signal (tests; a worker that stopped exits instead)."""
+    _received.clear()

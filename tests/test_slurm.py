@@ -1,0 +1,158 @@
+"""`harness slurm` on a real single-node Slurm cluster started by the tests (slurmctld + slurmd + munged): an array
+of workers on one store trains every cell exactly once; a worker preempted mid-cell (scancel --signal=USR2
+--full) checkpoints, requeues itself and resumes the cell with the uninterrupted metric. Plus the templates."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, run_cli, write_suite
+from harness.store.db import Store
+from harness.train import checkpoint
+from slurmcluster import SlurmCluster, missing_binaries
+
+CLAIM = re.compile(r"cell ([0-9a-f]{16}): .*\(attempt (\d+)")
+RESUMED = re.compile(r"resumed from its checkpoint at step (\d+)/(\d+)")
+
+
+@pytest.fixture(scope="session")
+def slurm():
+    missing = missing_binaries()
+    if missing:
+        pytest.skip(f"Slurm/munge binaries not installed ({', '.join(missing)}): apt-get install slurm-wlm munge "
+                    f"(.ci/run does)")
+    cluster = SlurmCluster(cpus=2).start()
+    yield cluster
+    cluster.stop()
+
+
+def suite_text(model, name, methods="[full, {name: houlsby, size: 4, learning_rate: 1e-3}, bitfit]",
+               tasks="[rte, stsb]", budget="{epochs: 1}", hparams="batch_size: 8, learning_rate: 1e-4"):
+    return f"""
+name: {name}
+models: ["{model}"]
+tasks: {tasks}
+methods: {methods}
+budgets: [{budget}]
+hparams: {{{hparams}}}
+"""
+
+
+def _logs(out: Path) -> str:
+    return "".join(p.read_text() for p in sorted((out / "slurm-logs").glob("*.out")))
+
+
+def _slurm_cli(slurm, *args, timeout=900):
+    env = {"SLURM_CONF": str(slurm.conf), "HARNESS_SLURM_POLL_S": "1", "HARNESS_HEARTBEAT_S": "2",
+           "HARNESS_LEASE_TIMEOUT_S": "30"}
+    return run_cli("slurm", *args, env=env, timeout=timeout)
+
+
+# --- templates (no cluster needed) ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("flags, template, must", [
+    ([], "array", ["#SBATCH --array=0-2", "#SBATCH --gpus-per-node=1", "--num_processes 1 --num_machines 1"]),
+    (["--gpus-per-worker", "4"], "multi-GPU", ["--multi_gpu --num_processes 4", "#SBATCH --gpus-per-node=4"]),
+    (["--gpus-per-worker", "4", "--nodes-per-worker", "2"], "multi-node",
+     ["#SBATCH --nodes=2", "--num_machines 2 --num_processes 8 --machine_rank \"$SLURM_NODEID\"",
+      "--rdzv_backend c10d", "bash -c '"]),
+])
+def test_dry_run_prints_the_filled_template(tmp_path, tiny_bert, flags, template, must):
+    suite = write_suite(tmp_path / "s.yaml", suite_text(tiny_bert, "s"))
+    r = run_cli("slurm", suite, "--workers", "3", "--time", "01:00:00", "--partition", "gpu", "--db",
+                "sqlite:///rel.db", "--sbatch-arg=--mem=16G", "--dry-run", *flags, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    text = r.stdout
+    for line in ["#SBATCH --signal=USR2@90", "#SBATCH --requeue", "#SBATCH --time=01:00:00",
+                 "#SBATCH --partition=gpu", "#SBATCH --mem=16G", "-m harness.launch.relay",
+                 f"export HARNESS_DB=sqlite:///{tmp_path}/rel.db", "%x-%A_%a.out", "HARNESS_SLURM_REQUEUE=1", *must]:
+        assert line in text, (line, text)
+    assert "{{" not in text and "B:USR2" not in text
+    assert not (tmp_path / "results").exists(), "a dry run writes nothing"
+
+
+def test_bad_flags_exit_2(tmp_path, tiny_bert):
+    suite = write_suite(tmp_path / "s.yaml", suite_text(tiny_bert, "s"))
+    for flags, field in ((["--workers", "0"], "--workers"), (["--workers", "2", "--time", "soon"], "--time"),
+                         (["--workers", "2", "--accelerate-config", "nope.yaml"], "--accelerate-config")):
+        r = run_cli("slurm", suite, *flags, "--dry-run", cwd=tmp_path)
+        assert r.returncode == 2 and field in r.stderr and not r.stdout, (flags, r.stderr)
+
+
+def test_deepspeed_config_drops_multi_gpu(tmp_path, tiny_bert):
+    suite = write_suite(tmp_path / "s.yaml", suite_text(tiny_bert, "s"))
+    r = run_cli("slurm", suite, "--workers", "2", "--gpus-per-worker", "2", "--dry-run", "--accelerate-config",
+                ROOT / "slurm" / "deepspeed_zero3.yaml", cwd=tmp_path)
+    assert r.returncode == 0 and f"--config_file {ROOT}/slurm/deepspeed_zero3.yaml" in r.stdout
+    assert "--multi_gpu --num_processes" not in r.stdout and "$LAUNCH --num_processes 2" in r.stdout
+
+
+# --- a real cluster -------------------------------------------------------------------------------------------------
+
+def test_array_of_two_workers_trains_every_cell_once(tmp_path, tiny_bert, small_glue, slurm):
+    suite = write_suite(tmp_path / "a.yaml", suite_text(tiny_bert, "a"))
+    db, out = f"sqlite:///{tmp_path / 'h.db'}", tmp_path / "out"
+    r = _slurm_cli(slurm, suite, "--workers", "2", "--gpus-per-worker", "0", "--db", db, "--output-dir", out,
+                   "--data-dir", small_glue, "--time", "10:00", "--wait")
+    logs = _logs(out)
+    assert r.returncode == 0, r.stdout + r.stderr + logs[-4000:]
+    job = re.search(r"submitted job (\d+)", r.stdout).group(1)
+    assert "6 cells: 6 completed" in r.stdout
+    rows = [x for x in Store(db).records("a") if x.parent_id is None]
+    assert len(rows) == 6 and {str(x.status) for x in rows} == {"completed"}
+    trained = Counter(m.group(1) for m in CLAIM.finditer(logs))
+    assert trained == Counter({x.cell_key: 1 for x in rows}), trained       # each cell trained once, in all logs
+    assert {x.slurm_job_id for x in rows} == {job}
+    assert {x.slurm_array_task_id for x in rows} == {0, 1}, "both array tasks took cells"
+    assert {x.slurm_restart_count for x in rows} == {0} and all(x.attempts == 1 for x in rows)
+    assert sorted(p.name for p in (out / "slurm-logs").glob("*.out")) == [f"harness-a-{job}_0.out",
+                                                                        f"harness-a-{job}_1.out"]
+    assert len(list((out / "slurm").glob("a-*.sbatch"))) == 1, "the submitted script is kept"
+
+
+def test_preempted_worker_requeues_and_resumes_with_the_uninterrupted_metric(tmp_path, tiny_bert, small_glue, slurm):
+    budget, hp = "{max_steps: 150}", "batch_size: 8, learning_rate: 1e-4, eval_steps: 10"
+    methods = "[{name: houlsby, size: 4, learning_rate: 1e-3}]"
+    ref_suite = write_suite(tmp_path / "ref.yaml", suite_text(tiny_bert, "ref", methods, "[rte]", budget, hp))
+    suite = write_suite(tmp_path / "p.yaml", suite_text(tiny_bert, "p", methods, "[rte]", budget, hp))
+    db, out = f"sqlite:///{tmp_path / 'h.db'}", tmp_path / "out"
+    ref = run_cli("run", ref_suite, "--db", db, "--output-dir", out, "--data-dir", small_glue, "--no-progress")
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    (ref_row,) = Store(db).records("ref")
+
+    r = _slurm_cli(slurm, suite, "--workers", "1", "--gpus-per-worker", "0", "--db", db, "--output-dir", out,
+                   "--data-dir", small_glue, "--time", "10:00")
+    assert r.returncode == 0, r.stderr
+    job = re.search(r"submitted job (\d+)", r.stdout).group(1)
+    log = out / "slurm-logs" / f"harness-p-{job}_0.out"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (log.exists() and "eval step 10 " in log.read_text()):
+        time.sleep(0.2)
+    assert log.exists() and "eval step 10 " in log.read_text(), _logs(out)   # training is under way
+    sig = slurm.run("scancel", "--signal=USR2", "--full", f"{job}_0")
+    assert sig.returncode == 0, sig.stderr
+
+    deadline = time.time() + 600
+    while time.time() < deadline and slurm.run("squeue", "-h", "-j", job).stdout.strip():
+        time.sleep(1)
+    text = log.read_text()
+    assert not slurm.run("squeue", "-h", "-j", job).stdout.strip(), text[-4000:]
+    assert "SIGUSR2 received" in text and "checkpointed" in text and "scontrol requeue" in text, text[-4000:]
+    (resumed,) = RESUMED.findall(text)
+    assert 10 <= int(resumed[0]) < 150 and resumed[1] == "150"
+    claims = [int(a) for _, a in CLAIM.findall(text)]
+    assert claims == [1, 2], text[-4000:]      # trained once from step 0, once resumed
+    (row,) = Store(db).records("p")
+    assert str(row.status) == "completed" and row.attempts == 2, text[-4000:]
+    assert row.slurm_job_id == job and row.slurm_array_task_id == 0 and row.slurm_restart_count == 1
+    assert row.steps == 150 and row.score == ref_row.score
+    rec = json.loads((out / "p" / row.cell_key / "record.json").read_text())
+    assert rec["score"] == ref_row.score
+    assert not checkpoint.paths_under(str(out / "p")), "the checkpoint is deleted once the cell completed"
