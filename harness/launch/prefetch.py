@@ -49,14 +49,14 @@ def needs(suite: Suite, data_dir: str | None) -> list[Need]:
             if folder:
                 need = Need("data", task.name, "local", os.path.join(folder, task.local_dir))
             else:
-                need = Need("data", task.name, "hub", f"{task.hub_id}/{task.hub_config}")
+                need = Need("data", task.name, "hub", "/".join(filter(None, [task.hub_id, task.hub_config])))
             out.setdefault(("data", task.name), need)
     return list(out.values())
 
 
 def _local_data_present(task_name: str, folder: str) -> str | None:
     task = get_task(task_name)
-    files = ["train.tsv"] + [s.local_file for s in task.eval_splits]
+    files = [task.local_train] + [s.local_file for s in task.eval_splits]
     missing = [f for f in files if not os.path.isfile(os.path.join(folder, f))]
     return f"missing {', '.join(missing)} in {folder}" if missing else None
 
