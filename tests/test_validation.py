@@ -72,7 +72,7 @@ def test_shipped_suites_keep_their_keys():
     suite = load_suite(str(ROOT / "suites" / "demo.yaml"))
     plain = parse_suite(HEAD + "methods: [full]\n", "s.yaml").cells()[0]
     assert plain.key == "f2c1234630f8bab6"
-    assert len({c.key for c in suite.cells()}) == len(suite.cells()) == 15
+    assert len({c.key for c in suite.cells()}) == len(suite.cells()) == 56   # the redesigned demo: all distinct
 
 
 @pytest.fixture(scope="module")
