@@ -121,6 +121,19 @@ def run_cli(*args, cwd=None, env=None, timeout=600) -> subprocess.CompletedProce
                           capture_output=True, text=True, timeout=timeout)
 
 
+def suite_yaml(model, name: str, methods: str, tasks: str, budget: str,
+               hparams: str = "batch_size: 8, learning_rate: 1e-4") -> str:
+    """A small suite's YAML on one model (the worker, preemption and Slurm tests vary only these fields)."""
+    return f"""
+name: {name}
+models: ["{model}"]
+tasks: {tasks}
+methods: {methods}
+budgets: [{budget}]
+hparams: {{{hparams}}}
+"""
+
+
 def write_suite(path: Path, text: str) -> Path:
     path.write_text(text.lstrip())
     return path

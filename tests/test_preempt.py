@@ -13,21 +13,14 @@ import time
 import numpy as np
 import pytest
 
-from conftest import ROOT, write_suite
+from conftest import ROOT, suite_yaml, write_suite
 from harness.errors import EXIT_PREEMPTED, Preempted
 from harness.train import checkpoint, preempt
 
 
 def suite_text(model, name="p", budget="{epochs: 2}", methods="[{name: houlsby, size: 4, learning_rate: 1e-3}]",
                tasks="[rte]", hparams="batch_size: 8, learning_rate: 1e-4"):
-    return f"""
-name: {name}
-models: ["{model}"]
-tasks: {tasks}
-methods: {methods}
-budgets: [{budget}]
-hparams: {{{hparams}}}
-"""
+    return suite_yaml(model, name, methods, tasks, budget, hparams)
 
 
 def _one_cell(tmp_path, tiny_bert, **kw):

@@ -5,7 +5,6 @@ of workers on one store trains every cell exactly once; a worker preempted mid-c
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from collections import Counter
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, run_cli, write_suite
+from conftest import ROOT, run_cli, suite_yaml, write_suite
 from harness.store.db import Store
 from harness.train import checkpoint
 from slurmcluster import SlurmCluster, missing_binaries
@@ -35,14 +34,7 @@ def slurm():
 
 def suite_text(model, name, methods="[full, {name: houlsby, size: 4, learning_rate: 1e-3}, bitfit]",
                tasks="[rte, stsb]", budget="{epochs: 1}", hparams="batch_size: 8, learning_rate: 1e-4"):
-    return f"""
-name: {name}
-models: ["{model}"]
-tasks: {tasks}
-methods: {methods}
-budgets: [{budget}]
-hparams: {{{hparams}}}
-"""
+    return suite_yaml(model, name, methods, tasks, budget, hparams)
 
 
 def _logs(out: Path) -> str:

@@ -16,22 +16,15 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, run_cli, write_suite
-from harness.store.db import COMPLETED, RUNNING, LeaseLost, Store
+from conftest import ROOT, run_cli, suite_yaml, write_suite
+from harness.store.db import COMPLETED, RUNNING, Store
 
 CLAIM_LINE = re.compile(r"cell ([0-9a-f]{16}): .*\(attempt (\d+)")
 
 
 def suite_text(model, methods="[full, {name: houlsby, size: 4, learning_rate: 1e-3}, bitfit]",
                budget="{epochs: 1}", tasks="[rte, stsb]", name="w"):
-    return f"""
-name: {name}
-models: ["{model}"]
-tasks: {tasks}
-methods: {methods}
-budgets: [{budget}]
-hparams: {{batch_size: 8, learning_rate: 1e-4}}
-"""
+    return suite_yaml(model, name, methods, tasks, budget)
 
 
 def start_worker(workdir: Path, suite: Path, db: str, data: Path, *extra, env=None) -> subprocess.Popen:
