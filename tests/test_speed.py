@@ -79,6 +79,45 @@ def test_bf16_autocasts_the_forward_and_keeps_fp32_master_weights(tiny_bert, sma
     assert all(dtype == (torch.bfloat16 if expected == "bf16" else None) for dtype, _ in seen)
 
 
+@pytest.mark.parametrize("arch", ["bert", "roberta", "distilbert", "albert"])
+@pytest.mark.parametrize("task_name", ["stsb", "rte", "squad"])
+def test_the_head_runs_outside_autocast(tmp_path, arch, task_name):
+    """Under bf16 autocast only the encoder computes in bf16: a regression output near 2.5 in bf16 moves in
+    steps of 1/64, which made a half-trained STS-B model's dev predictions constant (Pearson 0.00). The head's
+    outputs are fp32, and they equal an fp32 head run on the encoder's bf16 output."""
+    from harness.train.models import ModelSpec, load_for_task
+
+    task = get_task(task_name)
+    tokenizer, model, _ = load_for_task(ModelSpec(str(make_tiny_model(tmp_path / arch, arch))), task)
+    model.eval()
+    batch = dict(tokenizer(["the cat sat on the mat", "a dog"], ["a cat", "the dog ran"], padding=True,
+                           return_tensors="pt"))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        before = model(**batch)
+    heads = precision.head_outside_autocast(model)
+    assert heads and model.base_model_prefix not in heads
+    assert precision.head_outside_autocast(model) == []          # once only
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        after = model(**batch)
+    name = "start_logits" if task_name == "squad" else "logits"
+    assert getattr(before, name).dtype == torch.bfloat16           # what a plain autocast gives
+    assert getattr(after, name).dtype == torch.float32
+    with torch.no_grad():                                          # fp32 everywhere: within bf16 noise of it
+        exact = model(**batch)
+    err_before = (getattr(before, name).float() - getattr(exact, name)).abs().max()
+    err_after = (getattr(after, name) - getattr(exact, name)).abs().max()
+    assert err_after <= err_before + 1e-6
+
+
+def test_a_bf16_run_records_its_head_in_fp32(tiny_bert, small_glue):
+    ctx = RunContext(str(small_glue), None, show_progress=False)
+    result = train_and_evaluate(_cell(tiny_bert, task="stsb", hparams={"mixed_precision": "bf16"}), ctx)
+    assert result.head_outside_autocast == ["classifier"]
+    assert result.mixed_precision == "bf16"
+    result = train_and_evaluate(_cell(tiny_bert, task="stsb"), ctx)
+    assert result.head_outside_autocast is None                    # fp32 runs: nothing to record
+
+
 def _probe_model(path, task):
     from harness.train.models import ModelSpec, load_for_task
 

@@ -31,7 +31,7 @@ from harness.train import preempt
 from harness.train.checkpoint import CellCheckpoint
 from harness.train.zero import gathered, numel
 from harness.train.params import breakdown, count_total, count_trainable, head_parameter_names
-from harness.train.precision import resolve_precision
+from harness.train.precision import head_outside_autocast, resolve_precision
 from harness.train.progress import Progress
 from harness.train.result import RunResult
 
@@ -360,6 +360,8 @@ def build_model(cell: Cell, ctx: RunContext, tasks: list, handover: dict | None 
                 if name in head:
                     p.requires_grad = True
     model = MultiTaskModel(models, task_adapters) if len(models) > 1 else first
+    for m in models:   # under mixed precision only the encoder autocasts: the head's outputs keep fp32
+        head_outside_autocast(m)
     counts = {"total_params": count_total(model), "trainable_params": count_trainable(model),
               "head_params": sum(numel(p) for m, head in zip(models, heads)
                                  for n, p in m.named_parameters() if n in head)}
@@ -692,6 +694,9 @@ class CellRun:
         first = unwrapped.members[0] if self.multi else unwrapped
         if self.frozen:
             result.frozen_features = self.frozen.record()
+        if acc.mixed_precision != "no":
+            result.head_outside_autocast = sorted({name for m in self.members for name, child in m.named_children()
+                                                   if getattr(child, "_harness_full_precision", False)})
         if self.checksum_start is not None:
             result.encoder_checksum = {"start": self.checksum_start, "end": encoder_checksum(first)}
         if self.keep_state:
