@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -268,3 +270,24 @@ def test_only_frozen_encoder_methods_on_pooled_heads_take_the_cached_path(tiny_b
         features.plan(mean, get_method("linear_probe"), [spans], model, True, None)
     model.bert.pooler.dense.weight.requires_grad = True       # an encoder weight trains: the plain path
     assert features.plan(probe, get_method("linear_probe"), [pooled], model, True, None) is None
+
+
+def test_a_cpu_run_with_fewer_threads_than_cores_is_warned_about(monkeypatch):
+    """`accelerate launch` without --num_cpu_threads_per_process sets OMP_NUM_THREADS=1: on this 2-core machine
+    the README's main job trained on one core, and its CPU scores differ from a 2-thread run of the same cell."""
+    from harness.store import env
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        line = env.cpu_threads_warning(1)
+        assert "1 thread(s)" in line and "--num_cpu_threads_per_process 4" in line
+        assert env.cpu_threads_warning(4) is None                  # 4 processes x 1 thread: the machine is used
+        assert "--num_cpu_threads_per_process 2" in env.cpu_threads_warning(2)
+        torch.set_num_threads(4)
+        assert env.cpu_threads_warning(1) is None
+        assert env.environment()["torch_threads"] == 4
+    finally:
+        torch.set_num_threads(before)

@@ -23,7 +23,7 @@ from harness.launch.worker import Heartbeat, lease_timing
 from harness.plan.suite import Suite
 from harness.store.db import (COMPLETED, FAILED, PENDING, RUNNING, Claim, LeaseLost, RunRecord, Store,
                               sqlite_location_warning)
-from harness.store.env import environment
+from harness.store.env import cpu_threads_warning, environment
 from harness.store.lease import current_worker
 from harness.train import checkpoint, preempt
 from harness.train.loop import RunContext, process_state, train_and_evaluate
@@ -98,9 +98,9 @@ def run_suite(suite: Suite, db_url: str | None, data_dir: str | None, output_dir
             print(line, file=sys.stderr, flush=True)
 
     if main:
-        warning = sqlite_location_warning(store.url)
-        if warning:
-            say(f"warning: {warning}")
+        for warning in (sqlite_location_warning(store.url), cpu_threads_warning(state.num_processes)):
+            if warning:
+                say(f"warning: {warning}")
         store.enqueue(cells, command, output_dir)
         n = _queue_summary(store, suite, set(keys))
         slurm = (f", Slurm job {worker.slurm_job_id}" + (f" task {worker.slurm_array_task_id}"

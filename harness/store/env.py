@@ -52,6 +52,36 @@ def device_name() -> str:
     return f"CPU: {platform.processor() or platform.machine()} x{os.cpu_count()}"
 
 
+def _torch_threads() -> int | None:
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch.get_num_threads()
+
+
+def cpu_threads_warning(num_processes: int, local_processes: int | None = None) -> str | None:
+    """One line when a CPU run uses fewer threads than the cores its share of the machine has: `accelerate
+    launch` sets OMP_NUM_THREADS=1 unless told --num_cpu_threads_per_process N (or --cpu), which on a 2-core
+    machine leaves half of it idle. None on GPUs and when the threads match."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    if torch.cuda.is_available():
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    local = local_processes or int(os.environ.get("LOCAL_WORLD_SIZE") or num_processes or 1)
+    share = max(1, cores // max(1, local))
+    threads = torch.get_num_threads()
+    if threads >= share:
+        return None
+    return (f"torch uses {threads} thread(s) per process but each of the {local} process(es) on this machine has "
+            f"{share} core(s) (OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}; `accelerate launch` "
+            f"sets 1 unless given --num_cpu_threads_per_process {share}): training runs slower, and CPU results "
+            f"differ in the last bits from a run with {share} thread(s)")
+
+
 def environment(num_processes: int = 1, mixed_precision: str | None = None, distributed_type: str | None = None) -> dict:
     from harness import __version__
 
@@ -66,6 +96,7 @@ def environment(num_processes: int = 1, mixed_precision: str | None = None, dist
         "num_processes": num_processes,
         "distributed_type": distributed_type,
         "mixed_precision": mixed_precision,
+        "torch_threads": _torch_threads(),   # CPU results depend on it: reductions run in another order
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
         "slurm_array_task_id": os.environ.get("SLURM_ARRAY_TASK_ID"),
         "argv": sys.argv,

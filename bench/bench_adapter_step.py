@@ -1,0 +1,118 @@
+"""Where an adapter cell's training step goes, next to full fine-tuning's (issue 10: adapters >= 1.4x).
+
+One fixed batch (MRPC-like: batch 16 x 56 tokens) of the embedded model, bf16 autocast as the loop runs it
+(fp32 master weights, head outside autocast), fused AdamW over the trainable parameters, clipping at 1.0.
+Times each phase of a step (median of --steps after --warmup): forward (with the loss), backward, clipping,
+optimizer step + zero_grad. Also the plain model's forward with the `adapters` library initialised but no
+adapter added, to separate the library's own per-layer cost from the adapter's.
+
+  python bench/bench_adapter_step.py [--batch 16 --tokens 56 --steps 20 --precision bf16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+
+from harness.tasks.registry import get_task  # noqa: E402
+from harness.train.methods import get_method  # noqa: E402
+from harness.train.models import ModelSpec, load_for_task  # noqa: E402
+from harness.train.params import head_parameter_names  # noqa: E402
+from harness.train.precision import head_outside_autocast  # noqa: E402
+
+
+def build(method: str, params: dict):
+    task = get_task("mrpc")
+    _, model, missing = load_for_task(ModelSpec("minilm"), task)
+    head = head_parameter_names(model, missing)
+    m = get_method(method)
+    m.setup(model, m.resolve(params))
+    for name, p in model.named_parameters():
+        if name in head:
+            p.requires_grad = True
+    head_outside_autocast(model)
+    return model.train()
+
+
+def step_times(model, batch, steps: int, warmup: int, dtype) -> dict:
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=1e-5, fused=True)
+    phases = {"forward": [], "backward": [], "clip": [], "optimizer": []}
+    for i in range(warmup + steps):
+        t0 = time.perf_counter()
+        with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
+            loss = model(**batch).loss
+        t1 = time.perf_counter()
+        loss.backward()
+        t2 = time.perf_counter()
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+        t3 = time.perf_counter()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        t4 = time.perf_counter()
+        if i >= warmup:
+            for k, (a, b) in zip(phases, ((t0, t1), (t1, t2), (t2, t3), (t3, t4))):
+                phases[k].append(1000 * (b - a))
+    out = {k: statistics.median(v) for k, v in phases.items()}
+    out["step"] = sum(out.values())
+    return out
+
+
+def forward_only(model, batch, steps, warmup, dtype) -> float:
+    times = []
+    for i in range(warmup + steps):
+        t0 = time.perf_counter()
+        with torch.no_grad(), torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
+            model(**batch)
+        if i >= warmup:
+            times.append(1000 * (time.perf_counter() - t0))
+    return statistics.median(times)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--tokens", type=int, default=56)
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--precision", choices=("bf16", "no"), default="bf16")
+    args = ap.parse_args()
+    dtype = torch.bfloat16 if args.precision == "bf16" else None
+    torch.manual_seed(0)
+    batch = {"input_ids": torch.randint(1000, 30000, (args.batch, args.tokens)),
+             "attention_mask": torch.ones(args.batch, args.tokens, dtype=torch.long),
+             "token_type_ids": torch.zeros(args.batch, args.tokens, dtype=torch.long),
+             "labels": torch.randint(0, 2, (args.batch,))}
+    rows = [("full", "full", {}), ("pfeiffer 64", "pfeiffer", {"size": 64}), ("houlsby 64", "houlsby", {"size": 64}),
+            ("lora r8", "lora", {"rank": 8}), ("layernorm", "layernorm", {})]
+    print(f"batch {args.batch} x {args.tokens} tokens, {args.precision}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads; median ms of {args.steps} steps after {args.warmup}")
+    print("| method | forward | backward | clip | optimizer | step | vs full |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    full_step = None
+    for label, method, params in rows:
+        t = step_times(build(method, params), batch, args.steps, args.warmup, dtype)
+        full_step = full_step or t["step"]
+        print(f"| {label} | {t['forward']:.0f} | {t['backward']:.0f} | {t['clip']:.1f} | {t['optimizer']:.1f} | "
+              f"{t['step']:.0f} | {full_step / t['step']:.2f}x |", flush=True)
+    plain = build("full", {}).eval()
+    lib = build("layernorm", {}).eval()     # layernorm's setup does not touch the model's modules
+    import adapters
+
+    adapters.init(lib)
+    pf = build("pfeiffer", {"size": 64}).eval()
+    print(f"\nforward only (no_grad, eval): plain model {forward_only(plain, batch, args.steps, args.warmup, dtype):.0f} ms, "
+          f"adapters.init without an adapter {forward_only(lib, batch, args.steps, args.warmup, dtype):.0f} ms, "
+          f"with a Pfeiffer adapter {forward_only(pf, batch, args.steps, args.warmup, dtype):.0f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
