@@ -85,8 +85,8 @@ def test_bf16_autocasts_the_forward_and_keeps_fp32_master_weights(tiny_bert, sma
 @pytest.mark.parametrize("task_name", ["stsb", "rte", "squad"])
 def test_the_head_runs_outside_autocast(tmp_path, arch, task_name):
     """Under bf16 autocast only the encoder computes in bf16: a regression output near 2.5 in bf16 moves in
-    steps of 1/64, which made a half-trained STS-B model's dev predictions constant (Pearson 0.00). The head's
-    outputs are fp32, and they equal an fp32 head run on the encoder's bf16 output."""
+    steps of 1/64, which made a half-trained STS-B model's dev predictions constant (Pearson 0.00). Each head
+    module returns fp32, exactly what its own forward computes in fp32 on the (bf16) input it was given."""
     from harness.train.models import ModelSpec, load_for_task
 
     task = get_task(task_name)
@@ -94,21 +94,27 @@ def test_the_head_runs_outside_autocast(tmp_path, arch, task_name):
     model.eval()
     batch = dict(tokenizer(["the cat sat on the mat", "a dog"], ["a cat", "the dog ran"], padding=True,
                            return_tensors="pt"))
+    name = "start_logits" if task_name == "squad" else "logits"
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        before = model(**batch)
+        assert getattr(model(**batch), name).dtype == torch.bfloat16   # what a plain autocast gives
     heads = precision.head_outside_autocast(model)
     assert heads and model.base_model_prefix not in heads
     assert precision.head_outside_autocast(model) == []          # once only
+    seen = []
+    for head in heads:
+        module = getattr(model, head)
+        module.register_forward_hook(lambda m, args, out: seen.append((m, args, out)))
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        after = model(**batch)
-    name = "start_logits" if task_name == "squad" else "logits"
-    assert getattr(before, name).dtype == torch.bfloat16           # what a plain autocast gives
-    assert getattr(after, name).dtype == torch.float32
-    with torch.no_grad():                                          # fp32 everywhere: within bf16 noise of it
-        exact = model(**batch)
-    err_before = (getattr(before, name).float() - getattr(exact, name)).abs().max()
-    err_after = (getattr(after, name) - getattr(exact, name)).abs().max()
-    assert err_after <= err_before + 1e-6
+        out = model(**batch)
+    assert getattr(out, name).dtype == torch.float32
+    assert {id(m) for m, _, _ in seen} == {id(getattr(model, h)) for h in heads}
+    for module, args, got in seen:
+        with torch.no_grad():
+            expected = type(module).forward(module, *(a.float() for a in args))
+        assert got.dtype == torch.float32
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    copy = __import__("copy").deepcopy(model)                    # a deep copy runs its own head, not ours
+    assert all(getattr(copy, h).forward.__self__ is getattr(copy, h) for h in heads)
 
 
 def test_a_bf16_run_records_its_head_in_fp32(tiny_bert, small_glue):
@@ -277,8 +283,13 @@ def test_a_cpu_run_with_fewer_threads_than_cores_is_warned_about(monkeypatch):
     the README's main job trained on one core, and its CPU scores differ from a 2-thread run of the same cell."""
     from harness.store import env
 
+    import psutil
+
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
-    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    monkeypatch.setattr(psutil, "cpu_count", lambda logical=True: 4)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for name in ("LOCAL_WORLD_SIZE", "SLURM_CPUS_PER_TASK"):
+        monkeypatch.delenv(name, raising=False)
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
@@ -289,5 +300,11 @@ def test_a_cpu_run_with_fewer_threads_than_cores_is_warned_about(monkeypatch):
         torch.set_num_threads(4)
         assert env.cpu_threads_warning(1) is None
         assert env.environment()["torch_threads"] == 4
+        monkeypatch.setattr(psutil, "cpu_count", lambda logical=True: 2 if not logical else 4)   # hyperthreads
+        torch.set_num_threads(2)
+        assert env.cpu_threads_warning(1) is None
+        monkeypatch.setenv("SLURM_CPUS_PER_TASK", "1")
+        torch.set_num_threads(1)
+        assert env.cpu_threads_warning(1) is None                  # the job's share is one CPU
     finally:
         torch.set_num_threads(before)

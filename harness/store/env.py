@@ -71,6 +71,14 @@ def cpu_threads_warning(num_processes: int, local_processes: int | None = None) 
     if torch.cuda.is_available():
         return None
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:   # torch's default is one thread per physical core: hyperthreads are not cores to fill
+        import psutil
+
+        cores = min(cores, psutil.cpu_count(logical=False) or cores)
+    except ImportError:
+        pass
+    if os.environ.get("SLURM_CPUS_PER_TASK", "").isdigit():   # a job's share, where Slurm does not bind CPUs
+        cores = min(cores, int(os.environ["SLURM_CPUS_PER_TASK"]))
     local = local_processes or int(os.environ.get("LOCAL_WORLD_SIZE") or num_processes or 1)
     share = max(1, cores // max(1, local))
     threads = torch.get_num_threads()

@@ -695,8 +695,10 @@ class CellRun:
         if self.frozen:
             result.frozen_features = self.frozen.record()
         if acc.mixed_precision != "no":
-            result.head_outside_autocast = sorted({name for m in self.members for name, child in m.named_children()
-                                                   if getattr(child, "_harness_full_precision", False)})
+            result.head_outside_autocast = sorted({   # the head modules that really computed in fp32
+                name for m in self.members for name, child in m.named_children()
+                if getattr(child, "_harness_full_precision", False)
+                and next(child.parameters()).dtype == torch.float32}) or None
         if self.checksum_start is not None:
             result.encoder_checksum = {"start": self.checksum_start, "end": encoder_checksum(first)}
         if self.keep_state:

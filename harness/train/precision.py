@@ -57,35 +57,39 @@ def head_outside_autocast(model) -> list[str]:
 
     Under bf16 autocast a Linear returns bf16, whose 8-bit mantissa rounds a regression output near 2.5 to
     steps of 1/64: measured on STS-B (all-MiniLM-L6-v2, Pfeiffer adapter), the dev predictions of a half-trained
-    model collapsed to one or two values and Pearson read 0.00 while the same model in fp32 had learned. Class
-    and span logits lose ties and resolution the same way. The head is a few thousand multiply-adds per
-    example, so fp32 costs nothing; the encoder stays in bf16. Under DeepSpeed bf16 (weights in bf16) the head
-    simply stays bf16. Returns the names of the modules run this way (recorded with the run)."""
+    model collapsed to one or two values and Pearson read 0.00. Class and span logits lose ties and resolution
+    the same way. The head is a few thousand multiply-adds per example, so fp32 costs nothing; the encoder
+    stays in bf16. Under DeepSpeed bf16 (weights in bf16) the head simply stays bf16. A model without a child
+    named by its base_model_prefix is left alone (nothing tells its head from its encoder). Returns the names
+    of the modules run this way."""
+    import types
+
+    from torch import nn
+
     prefix = getattr(model, "base_model_prefix", None)
+    if not prefix or not isinstance(getattr(model, prefix, None), nn.Module):
+        return []
     wrapped = []
     for name, module in model.named_children():
-        params = list(module.parameters())
-        if name == prefix or not params or getattr(module, "_harness_full_precision", False):
+        if name == prefix or next(module.parameters(), None) is None or getattr(module, "_harness_full_precision", False):
             continue
-        module.forward = _outside_autocast(module.forward, params[0])
+        # bound to the module, so a deep copy runs the copy's weights; dtype and device are read at call time
+        module.forward = types.MethodType(_forward_outside_autocast, module)
         module._harness_full_precision = True
         wrapped.append(name)
     return wrapped
 
 
-def _outside_autocast(forward, weight):
-    import functools
-
+def _forward_outside_autocast(self, *args, **kwargs):
     import torch
+    from torch.utils._pytree import tree_map
+
+    weight = next(self.parameters())
 
     def cast(value):
         if torch.is_tensor(value) and value.is_floating_point() and value.dtype != weight.dtype:
             return value.to(weight.dtype)
         return value
 
-    @functools.wraps(forward)
-    def run(*args, **kwargs):
-        with torch.autocast(weight.device.type, enabled=False):
-            return forward(*(cast(a) for a in args), **{k: cast(v) for k, v in kwargs.items()})
-
-    return run
+    with torch.autocast(weight.device.type, enabled=False):
+        return type(self).forward(self, *tree_map(cast, args), **tree_map(cast, kwargs))
