@@ -52,36 +52,29 @@ def device_name() -> str:
     return f"CPU: {platform.processor() or platform.machine()} x{os.cpu_count()}"
 
 
-def _torch_threads() -> int | None:
-    try:
-        import torch
-    except ImportError:
-        return None
+def _torch_threads() -> int:
+    import torch
+
     return torch.get_num_threads()
 
 
-def cpu_threads_warning(num_processes: int, local_processes: int | None = None) -> str | None:
+def cpu_threads_warning(num_processes: int) -> str | None:
     """One line when a CPU run uses fewer threads than the cores its share of the machine has: `accelerate
     launch` sets OMP_NUM_THREADS=1 unless told --num_cpu_threads_per_process N (or --cpu), which on a 2-core
     machine leaves half of it idle. None on GPUs and when the threads match."""
-    try:
-        import torch
-    except ImportError:
-        return None
+    import psutil
+    import torch
+
     if torch.cuda.is_available():
         return None
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    try:   # torch's default is one thread per physical core: hyperthreads are not cores to fill
-        import psutil
-
-        cores = min(cores, psutil.cpu_count(logical=False) or cores)
-    except ImportError:
-        pass
+    # torch's default is one thread per physical core: hyperthreads are not cores to fill
+    cores = min(cores, psutil.cpu_count(logical=False) or cores)
     if os.environ.get("SLURM_CPUS_PER_TASK", "").isdigit():   # a job's share, where Slurm does not bind CPUs
         cores = min(cores, int(os.environ["SLURM_CPUS_PER_TASK"]))
-    local = local_processes or int(os.environ.get("LOCAL_WORLD_SIZE") or num_processes or 1)
+    local = int(os.environ.get("LOCAL_WORLD_SIZE") or num_processes or 1)
     share = max(1, cores // max(1, local))
-    threads = torch.get_num_threads()
+    threads = _torch_threads()
     if threads >= share:
         return None
     return (f"torch uses {threads} thread(s) per process but each of the {local} process(es) on this machine has "

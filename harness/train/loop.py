@@ -31,7 +31,7 @@ from harness.train import preempt
 from harness.train.checkpoint import CellCheckpoint
 from harness.train.zero import gathered, numel
 from harness.train.params import breakdown, count_total, count_trainable, head_parameter_names
-from harness.train.precision import head_outside_autocast, resolve_precision
+from harness.train.precision import head_outside_autocast, heads_in_full_precision, resolve_precision
 from harness.train.progress import Progress
 from harness.train.result import RunResult
 
@@ -695,10 +695,8 @@ class CellRun:
         if self.frozen:
             result.frozen_features = self.frozen.record()
         if acc.mixed_precision != "no":
-            result.head_outside_autocast = sorted({   # the head modules that really computed in fp32
-                name for m in self.members for name, child in m.named_children()
-                if getattr(child, "_harness_full_precision", False)
-                and next(child.parameters()).dtype == torch.float32}) or None
+            result.head_outside_autocast = sorted({name for m in self.members
+                                                   for name in heads_in_full_precision(m)}) or None
         if self.checksum_start is not None:
             result.encoder_checksum = {"start": self.checksum_start, "end": encoder_checksum(first)}
         if self.keep_state:

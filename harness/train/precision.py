@@ -80,6 +80,15 @@ def head_outside_autocast(model) -> list[str]:
     return wrapped
 
 
+def heads_in_full_precision(model) -> list[str]:
+    """The head modules head_outside_autocast wrapped whose weights are fp32 (under DeepSpeed bf16 they are
+    bf16, and the head computed in bf16 after all)."""
+    import torch
+
+    return [name for name, child in model.named_children() if getattr(child, "_harness_full_precision", False)
+            and next(child.parameters()).dtype == torch.float32]
+
+
 def _forward_outside_autocast(self, *args, **kwargs):
     import torch
     from torch.utils._pytree import tree_map
