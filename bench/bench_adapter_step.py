@@ -21,9 +21,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
-from harness.tasks.registry import get_task  # noqa: E402
-from harness.train.methods import get_method  # noqa: E402
-from harness.train.models import ModelSpec, load_for_task  # noqa: E402
+from harness.spec.tasks import get_task  # noqa: E402
+from harness.spec.methods import get_method  # noqa: E402
+from harness.train.methods import set_up  # noqa: E402
+from harness.spec.models import ModelSpec  # noqa: E402
+from harness.train.models import load_for_task
 from harness.train.params import head_parameter_names  # noqa: E402
 from harness.train.precision import head_outside_autocast  # noqa: E402
 
@@ -33,7 +35,7 @@ def build(method: str, params: dict):
     _, model, missing = load_for_task(ModelSpec("minilm"), task)
     head = head_parameter_names(model, missing)
     m = get_method(method)
-    m.setup(model, m.resolve(params))
+    set_up(model, method, m.resolve(params))
     for name, p in model.named_parameters():
         if name in head:
             p.requires_grad = True

@@ -6,8 +6,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch
 from harness.train import checkpoint
 from harness.train.loop import RunContext, build_model, make_accelerator, _optimizer
-from harness.tasks.registry import get_task
-from harness.plan.cells import Cell
+from harness.spec.tasks import get_task
+from harness.spec.cell import Cell
 
 def measure(method, params):
     from harness.plan.suite import load_suite

@@ -24,14 +24,16 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from harness.plan.cells import Cell  # noqa: E402
+from harness.spec.cell import Cell  # noqa: E402
 from harness.store.env import device_name, git_state  # noqa: E402
-from harness.train.methods import get_method  # noqa: E402
-from harness.tasks.metrics import compute_metrics, main_score, predictions_from_logits  # noqa: E402
-from harness.train.models import ModelSpec, load_for_task  # noqa: E402
+from harness.spec.methods import get_method  # noqa: E402
+from harness.train.methods import set_up  # noqa: E402
+from harness.tasks.metrics import compute_metrics, predictions_from_logits  # noqa: E402
+from harness.spec.models import ModelSpec  # noqa: E402
+from harness.train.models import load_for_task
 from harness.train.params import head_parameter_names  # noqa: E402
 from harness.plan.suite import Hparams  # noqa: E402
-from harness.tasks.registry import get_task  # noqa: E402
+from harness.spec.tasks import get_task  # noqa: E402
 from harness.train.loop import RunContext, train_and_evaluate  # noqa: E402
 
 
@@ -84,7 +86,7 @@ def run_trainer(cell: Cell, ctx: RunContext, padding: str, group_by_length: bool
     task, hp = get_task(cell.task), cell.hparams
     tokenizer, model, missing = load_for_task(ModelSpec(cell.model), task)
     head = head_parameter_names(model, missing)
-    get_method(cell.method).setup(model, cell.method_params)
+    set_up(model, cell.method, cell.method_params)
     for name, p in model.named_parameters():
         if name in head:
             p.requires_grad = True
@@ -114,7 +116,7 @@ def run_trainer(cell: Cell, ctx: RunContext, padding: str, group_by_length: bool
         task, raw["train"].head(cell.budget.get("max_train_samples")), tokenizer, hp["max_length"], "dynamic")["input_ids"])
     return {"examples_per_s": len(train) * cell.budget["epochs"] / train_s,
             "tokens_per_s": real_tokens * cell.budget["epochs"] / train_s, "train_s": train_s,
-            "score": main_score(task, metrics), "metrics": metrics, "precision": "bf16" if bf16 else "no"}
+            "score": task.main_score(metrics), "metrics": metrics, "precision": "bf16" if bf16 else "no"}
 
 
 FLOPS_PER_TOKEN = {"full": 6}   # forward 2N, backward 4N (activation and weight gradients)

@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 
-from harness.errors import InputError
+from harness.spec.errors import InputError
 
 
 def _add_db(p):
@@ -352,9 +352,9 @@ def cmd_status(args) -> int:
 
 
 def cmd_ls(args) -> int:
-    from harness.train.methods import METHODS
-    from harness.train.models import ALIASES
-    from harness.tasks.registry import TASKS
+    from harness.spec.methods import METHODS
+    from harness.spec.models import ALIASES
+    from harness.spec.tasks import TASKS
 
     print("tasks:")
     for benchmark in dict.fromkeys(t.benchmark for t in TASKS.values()):
@@ -389,7 +389,7 @@ def cmd_export(args) -> int:
 def cmd_params(args) -> int:
     from harness.analysis.accounting import format_rows, param_rows
     from harness.plan.suite import load_suite
-    from harness.tasks.registry import get_task
+    from harness.spec.tasks import get_task
     from harness.train.loop import _quiet_libraries
 
     suite = load_suite(args.suite, args.max_cells)

@@ -17,10 +17,10 @@ import plotly.express as px  # noqa: E402
 import plotly.graph_objects as go  # noqa: E402
 import streamlit as st  # noqa: E402
 
-from harness.plan.cells import base_label  # noqa: E402
+from harness.spec.cell import base_label  # noqa: E402
 from harness.analysis.compare import compare_runs  # noqa: E402
-from harness.enums import Regime, Status  # noqa: E402
-from harness.errors import InputError  # noqa: E402
+from harness.spec.status import Regime, Status  # noqa: E402
+from harness.spec.errors import InputError  # noqa: E402
 from harness.report.export import display_table, to_csv, to_latex, to_markdown  # noqa: E402
 from harness.report.tables import NOT_RESULTS, ablation_matrix, best_table, leaderboard_table, runs_frame  # noqa: E402
 from harness.store.db import Store, default_db_url  # noqa: E402

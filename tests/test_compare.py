@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from harness.analysis.compare import align, paired_bootstrap
-from harness.tasks.registry import get_task
+from harness.spec.tasks import get_task
 
 
 def test_always_right_vs_always_wrong():

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from harness.tasks.data import load_task_data, read_glue_tsv
-from harness.errors import DataNotFoundError, InputError
-from harness.tasks.metrics import compute_metrics, main_score
-from harness.tasks.registry import TASKS, get_task
+from harness.spec.errors import DataNotFoundError, InputError
+from harness.tasks.metrics import compute_metrics
+from harness.spec.tasks import TASKS, get_task
 
 
 @pytest.mark.parametrize("task, train, dev", [
@@ -69,7 +69,7 @@ def test_metrics_against_hand_computed_values():
     preds, labels = np.array([1, 1, 0, 0]), np.array([1, 0, 0, 1])
     m = compute_metrics(mrpc, preds, labels)
     assert m == {"f1": pytest.approx(50.0), "accuracy": pytest.approx(50.0)}
-    assert main_score(mrpc, {"f1": 80.0, "accuracy": 70.0}) == 75.0
+    assert mrpc.main_score({"f1": 80.0, "accuracy": 70.0}) == 75.0
     cola = get_task("cola")
     assert compute_metrics(cola, np.array([1, 0, 1, 0]), np.array([1, 0, 1, 0]))["mcc"] == pytest.approx(100.0)
     assert compute_metrics(cola, np.array([1, 1, 1, 1]), np.array([1, 0, 1, 0]))["mcc"] == 0.0
@@ -78,4 +78,4 @@ def test_metrics_against_hand_computed_values():
     assert m["spearman"] == pytest.approx(100.0) and 95 < m["pearson"] < 100
     assert compute_metrics(stsb, np.zeros(4), np.arange(4.0))["pearson"] == 0.0  # constant: 0, not NaN
     mnli = get_task("mnli")
-    assert main_score(mnli, {"accuracy_matched": 80.0, "accuracy_mismatched": 78.0}) == 79.0
+    assert mnli.main_score({"accuracy_matched": 80.0, "accuracy_mismatched": 78.0}) == 79.0

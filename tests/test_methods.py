@@ -3,10 +3,12 @@
 import pytest
 import torch
 
-from harness.train.methods import METHODS, get_method, reduction_factor
-from harness.train.models import ModelSpec, load_for_task
+from harness.spec.methods import METHODS, get_method
+from harness.train.methods import reduction_factor, set_up
+from harness.spec.models import ModelSpec
+from harness.train.models import load_for_task
 from harness.train.params import count_total, count_trainable, head_parameter_names
-from harness.tasks.registry import get_task
+from harness.spec.tasks import get_task
 
 D, L, C = 32, 2, 2  # hidden size, layers, labels of the tiny model (conftest.make_tiny_model)
 
@@ -16,7 +18,7 @@ def prepared(model_dir, method, params, task="rte"):
     head = head_parameter_names(model, missing)
     before = count_total(model)
     m = get_method(method)
-    m.setup(model, m.resolve(params))
+    set_up(model, method, m.resolve(params))
     for name, p in model.named_parameters():
         if name in head:
             p.requires_grad = True

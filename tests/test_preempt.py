@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, suite_yaml, write_suite
-from harness.errors import EXIT_PREEMPTED, Preempted
+from harness.spec.errors import EXIT_PREEMPTED, Preempted
 from harness.train import checkpoint, preempt
 
 

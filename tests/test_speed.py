@@ -9,12 +9,13 @@ import pytest
 import torch
 
 from conftest import make_tiny_model, run_cli, write_suite
-from harness.plan.cells import Cell
+from harness.spec.cell import Cell
 from harness.store.db import Store
-from harness.tasks.registry import get_task
+from harness.spec.tasks import get_task
 from harness.train import features, precision
 from harness.train.loop import RunContext, train_and_evaluate
-from harness.train.methods import get_method
+from harness.spec.methods import get_method
+from harness.train.methods import set_up
 
 X86_BF16 = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw avx512_bf16 avx512_vnni\n"
 X86_AVX512_ONLY = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw avx512vl avx512dq avx512_vnni\n"
@@ -87,7 +88,8 @@ def test_the_head_runs_outside_autocast(tmp_path, arch, task_name):
     """Under bf16 autocast only the encoder computes in bf16: a regression output near 2.5 in bf16 moves in
     steps of 1/64, which made a half-trained STS-B model's dev predictions constant (Pearson 0.00). Each head
     module returns fp32, exactly what its own forward computes in fp32 on the (bf16) input it was given."""
-    from harness.train.models import ModelSpec, load_for_task
+    from harness.spec.models import ModelSpec
+    from harness.train.models import load_for_task
 
     task = get_task(task_name)
     tokenizer, model, _ = load_for_task(ModelSpec(str(make_tiny_model(tmp_path / arch, arch))), task)
@@ -127,10 +129,11 @@ def test_a_bf16_run_records_its_head_in_fp32(tiny_bert, small_glue):
 
 
 def _probe_model(path, task):
-    from harness.train.models import ModelSpec, load_for_task
+    from harness.spec.models import ModelSpec
+    from harness.train.models import load_for_task
 
     tokenizer, model, _ = load_for_task(ModelSpec(str(path)), task)
-    get_method("linear_probe").setup(model, {})
+    set_up(model, "linear_probe", {})
     return tokenizer, model.eval()
 
 
@@ -259,12 +262,13 @@ hparams: {{batch_size: 8, learning_rate: 1e-2, mixed_precision: auto}}
 def test_only_frozen_encoder_methods_on_pooled_heads_take_the_cached_path(tiny_bert):
     from types import SimpleNamespace
 
-    from harness.train.methods import methods_with
-    from harness.train.models import ModelSpec, load_for_task
+    from harness.spec.methods import methods_with
+    from harness.spec.models import ModelSpec
+    from harness.train.models import load_for_task
 
     assert methods_with("frozen_encoder") == ("linear_probe",)
     _, model, _ = load_for_task(ModelSpec(str(tiny_bert)), get_task("rte"))
-    get_method("linear_probe").setup(model, {})
+    set_up(model, "linear_probe", {})
     probe, mean = _cell(tiny_bert, method="linear_probe"), _cell(tiny_bert, method="linear_probe",
                                                                  method_params={"pooling": "mean"})
     pooled, spans = SimpleNamespace(pooled_head=True), SimpleNamespace(pooled_head=False)

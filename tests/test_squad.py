@@ -176,8 +176,8 @@ def test_v2_null_score_is_the_minimum_over_windows():
 
 
 def test_local_official_json_and_question_budgets(glue_dir, tmp_path):
-    from harness.errors import DataNotFoundError
-    from harness.tasks.registry import get_task
+    from harness.spec.errors import DataNotFoundError
+    from harness.spec.tasks import get_task
 
     data = load_squad(get_task("squad"), str(glue_dir))
     assert len(data["train"]) == 8582 and len(data["validation"]) == 1988   # the shared split's MANIFEST
@@ -244,7 +244,7 @@ def test_every_method_trains_and_scores_squad(tmp_path, tiny_bert, tiny_qa):
     QA adapter stitched back in; stored EM / F1 equal a re-score of each run's predictions.json."""
     from harness.plan.suite import load_suite
     from harness.store.db import Store
-    from harness.train.methods import METHODS
+    from harness.spec.methods import METHODS
 
     sizes = {"houlsby": ", size: 4", "pfeiffer": ", size: 4", "compacter": ", size: 8"}
     methods = "\n".join(f"  - {{name: {m}{sizes.get(m, '')}}}" for m in METHODS if not METHODS[m].loads_saved)

@@ -216,9 +216,9 @@ methods: [full, {{name: houlsby, size: 4}}]
     assert lines, proc.stdout
     # the shared block is counted once: ALBERT's encoder is one layer (+ pooler) whatever the depth
     from harness.analysis.accounting import bert_equivalent_params, model_config
-    from harness.train.models import ModelSpec
+    from harness.spec.models import ModelSpec
     from harness.train.params import breakdown
-    from harness.tasks.registry import get_task
+    from harness.spec.tasks import get_task
     from transformers import AutoModelForSequenceClassification
 
     cfg = model_config(ModelSpec(str(albert)), get_task("rte"))
@@ -281,7 +281,7 @@ methods: [{{name: houlsby, size: 4}}]
     (cell,) = suite.cells()
     assert "adapter per task" in cell.row_label
     tok, model, members, heads, counts = build_model(cell, RunContext(str(small_glue), None), [
-        __import__("harness.tasks.registry", fromlist=["get_task"]).get_task(t) for t in ("rte", "stsb")])
+        __import__("harness.spec.tasks", fromlist=["get_task"]).get_task(t) for t in ("rte", "stsb")])
     per_adapter = L * 2 * (2 * 4 * 32 + 32 + 4)
     assert counts["added_params"] == 2 * per_adapter
     assert counts["trainable_params"] == 2 * per_adapter + (32 * 2 + 2) + (32 + 1)

@@ -5,7 +5,7 @@ import dataclasses
 
 import pytest
 
-from harness.enums import NOT_RESULTS, Regime, Status
+from harness.spec.status import NOT_RESULTS, Regime, Status
 from harness.plan.suite import parse_suite
 from harness.store.db import RunRecord, Store
 from harness.train.result import COLUMN, RunResult
@@ -52,7 +52,7 @@ def test_result_round_trip_through_the_store(tmp_path):
 
 
 def test_method_capabilities_are_flags():
-    from harness.train.methods import methods_with
+    from harness.spec.methods import methods_with
 
     assert methods_with("ablatable") == ("houlsby", "pfeiffer", "lora")
     assert methods_with("stackable") == ("houlsby", "pfeiffer", "compacter")
@@ -60,7 +60,7 @@ def test_method_capabilities_are_flags():
 
 
 def test_ablate_entry_accepts_only_ablatable_methods():
-    from harness.errors import InputError
+    from harness.spec.errors import InputError
 
     text = "name: s\nmodels: [minilm]\ntasks: [rte]\nmethods: [bitfit]\nablate:\n  - {method: bitfit}\n"
     with pytest.raises(InputError, match=r's.yaml:6: ablate\[0\].method: "bitfit" cannot be ablated'):
@@ -69,7 +69,7 @@ def test_ablate_entry_accepts_only_ablatable_methods():
 
 def test_every_task_has_a_kind():
     from harness.tasks.kinds import KINDS, kind_of
-    from harness.tasks.registry import TASKS
+    from harness.spec.tasks import TASKS
 
     for task in TASKS.values():
         assert kind_of(task) is KINDS[task.kind]

@@ -3,7 +3,7 @@
 import pytest
 
 from conftest import run_cli, write_suite
-from harness.errors import InputError
+from harness.spec.errors import InputError
 from harness.plan.suite import load_suite, parse_suite
 
 BASE = """
@@ -92,7 +92,7 @@ def test_eval_batch_size_is_not_part_of_the_key():
     ("budgets:\n  - {epoch: 3}", ':6: budgets[0].epoch: unknown field (did you mean "epochs"?)'),
     ("budgets:\n  - {max_train_samples: 10}", ":6: budgets[0]: a budget needs epochs or max_steps"),
     ("methods: [{name: lora, rank: 2.5}]", ":4: methods[0].rank: must be an integer (got 2.5)"),
-    ("methods: [{name: houlsby, size: [8, -1]}]", ":4: methods[0].size[1]: must be >= 1 (got -1)"),
+    ("methods: [{name: houlsby, size: [8, -1]}]", ":4: methods[0].size[1]: -1 is out of range: must be in [1, 65536]"),
     ("seeds: [1, 1]", ":5: seeds[1]: the same as seeds[0] (1)"),
     ("methods: [full, {name: lora}, {name: lora, rank: 8}]",
      ":4: methods[2]: the same method variant as methods[1]"),
@@ -165,8 +165,8 @@ def test_shipped_suites_validate():
 
 
 def test_ls_lists_every_task_method_and_alias():
-    from harness.train.methods import METHODS
-    from harness.tasks.registry import TASKS
+    from harness.spec.methods import METHODS
+    from harness.spec.tasks import TASKS
 
     proc = run_cli("ls")
     assert proc.returncode == 0, proc.stderr

@@ -16,7 +16,7 @@ from contextlib import redirect_stderr, redirect_stdout
 import pytest
 
 from conftest import ROOT, make_tiny_model, run_cli, write_small_glue, write_suite
-from harness.errors import InputError
+from harness.spec.errors import InputError
 from harness.plan.suite import load_suite, parse_suite
 
 HEAD = "name: s\nmodels: [minilm]\ntasks: [rte]\n"

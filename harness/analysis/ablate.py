@@ -12,7 +12,7 @@ import re
 
 import torch
 
-from harness.errors import InputError
+from harness.spec.errors import InputError
 
 _LAYER = re.compile(r"\.layers?\.(\d+)\.")
 
@@ -38,9 +38,11 @@ def load_trained_adapter(record, base_dir: str = ".", trust_remote_code: bool = 
     store could otherwise make this run code of their choosing."""
     import os
 
-    from harness.train.methods import get_method
-    from harness.train.models import ModelSpec, load_for_task
-    from harness.tasks.registry import get_task
+    from harness.spec.methods import get_method
+    from harness.train.methods import set_up
+    from harness.spec.models import ModelSpec
+    from harness.train.models import load_for_task
+    from harness.spec.tasks import get_task
 
     if not record.adapter_path or not os.path.isdir(record.adapter_path):
         raise InputError(f"run {record.id}: no saved adapter (adapter methods save one; looked at "
@@ -48,7 +50,7 @@ def load_trained_adapter(record, base_dir: str = ".", trust_remote_code: bool = 
     task = get_task(record.task)
     tokenizer, model, _ = load_for_task(ModelSpec(record.model, trust_remote_code, base_dir), task)
     method = get_method("pretrained_adapter")
-    method.setup(model, method.resolve({"path": record.adapter_path}))
+    set_up(model, method.name, method.resolve({"path": record.adapter_path}))
     model.eval()
     return tokenizer, model
 
@@ -57,11 +59,11 @@ def ablate(record, ctx, device: str | None = None, trust_remote_code: bool = Fal
     """The payload of an "adapter_ablation" analysis of one completed run."""
     from transformers import DataCollatorWithPadding
 
-    from harness.enums import Status
+    from harness.spec.status import Status
     from harness.tasks.kinds import kind_of
-    from harness.tasks.registry import get_task
+    from harness.spec.tasks import get_task
     from harness.train.loop import _eval_loader, eval_sets_for, evaluate_task, predict
-    from harness.train.methods import METHODS, methods_with
+    from harness.spec.methods import METHODS, methods_with
 
     if record.status != Status.COMPLETED:
         raise InputError(f"run {record.id} is {record.status}, not completed")

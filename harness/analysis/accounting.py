@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from harness.errors import InputError
+from harness.spec.errors import InputError
 
 # The published configs of classic checkpoints (config.json on the hub), so offline comparisons work.
 _BERT = dict(model_type="bert", vocab_size=30522, max_position_embeddings=512, type_vocab_size=2)
@@ -99,14 +99,13 @@ class ParamRow:
 
 
 def param_rows(suite, task_name: str | None = None) -> list[ParamRow]:
-    from harness.plan.cells import method_label
-    from harness.train.methods import get_method
+    from harness.spec.cell import method_label
+    from harness.spec.methods import get_method
+    from harness.train.methods import set_up
     from harness.train.params import breakdown, count_total, count_trainable, head_parameter_names
-    from harness.tasks.registry import get_task
+    from harness.spec.tasks import get_task
 
-    name, _, schedule = suite.task_slots[0]
-    schedule = schedule or {}
-    task = get_task(task_name or (schedule.get("sequence") or schedule.get("multitask") or [name])[0])
+    task = get_task(task_name or suite.task_slots[0].tasks[0])
     rows = []
     for spec in suite.model_specs():
         config = model_config(spec, task)
@@ -117,7 +116,7 @@ def param_rows(suite, task_name: str | None = None) -> list[ParamRow]:
             model = _build(config, task)
             before = count_total(model)
             head = head_parameter_names(model, set())   # built from a config: every head weight is new
-            get_method(method_name).setup(model, params)
+            set_up(model, method_name, params)
             for n, p in model.named_parameters():
                 if n in head:
                     p.requires_grad = True

@@ -8,9 +8,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.enums import Status
+from harness.spec import layout
+from harness.spec.status import Status
 from harness.tasks.kinds import kind_of
-from harness.tasks.registry import Task
+from harness.spec.tasks import Task
 
 
 @dataclass
@@ -49,7 +50,7 @@ def paired_bootstrap(task: Task, preds_a, preds_b, labels, resamples: int = 1000
 
 def load_predictions(output_dir: str, split: str):
     """(idx, pred, label) arrays a run saved for one dev split, or None."""
-    path = os.path.join(output_dir or "", "predictions.npz")
+    path = os.path.join(output_dir or "", layout.PREDICTIONS)
     if not os.path.isfile(path):
         return None
     data = np.load(path)
@@ -68,8 +69,8 @@ def align(a, b):
 
 
 def _predictions_of(record):
-    from harness.errors import InputError
-    from harness.tasks.registry import get_task
+    from harness.spec.errors import InputError
+    from harness.spec.tasks import get_task
 
     task = get_task(record.task)
     split = task.eval_splits[0].hub_split
@@ -81,7 +82,7 @@ def _predictions_of(record):
 
 def compare_runs(a, b, resamples: int = 1000) -> Comparison:
     """Two stored runs of one task, on the dev examples both were scored on (the first dev split)."""
-    from harness.errors import InputError
+    from harness.spec.errors import InputError
 
     if a.task != b.task:
         raise InputError(f"runs {a.id} and {b.id} are on different tasks ({a.task}, {b.task})")
@@ -94,9 +95,9 @@ def compare_variants(store, suite: str | None, task_name: str, label_a: str, lab
                      resamples: int = 1000) -> tuple[Comparison, int]:
     """Two method variants across seeds: runs paired by seed (same hyperparameters otherwise: the variant's
     best setting on dev, as the leaderboard picks it), their aligned predictions pooled into one paired sample."""
-    from harness.errors import InputError, did_you_mean
+    from harness.spec.errors import InputError, did_you_mean
     from harness.report.tables import best_setting_runs, runs_frame
-    from harness.tasks.registry import get_task
+    from harness.spec.tasks import get_task
 
     task = get_task(task_name)
     runs = runs_frame(store, suite)

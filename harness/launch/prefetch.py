@@ -13,8 +13,8 @@ import sys
 from dataclasses import dataclass
 
 from harness.plan.suite import Suite
-from harness.tasks.registry import get_task
-from harness.train.models import ALIASES, ModelSpec
+from harness.spec.tasks import get_task
+from harness.spec.models import ALIASES, ModelSpec
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
@@ -43,8 +43,7 @@ def needs(suite: Suite, data_dir: str | None) -> list[Need]:
         else:
             need = Need("model", cell.model, "hub", cell.model, cell.trust_remote_code)
         out.setdefault(("model", cell.model), need)
-        schedule = cell.schedule or {}
-        for name in schedule.get("sequence") or schedule.get("multitask") or [cell.task]:
+        for name in cell.tasks:
             task = get_task(name)
             if folder:
                 need = Need("data", task.name, "local", os.path.join(folder, task.local_dir))

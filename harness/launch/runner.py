@@ -17,7 +17,8 @@ import time
 import traceback
 
 from harness import atomic
-from harness.errors import EXIT_PREEMPTED, Preempted
+from harness.spec import layout
+from harness.spec.errors import EXIT_PREEMPTED, Preempted
 from harness.launch.slurm import requeue_slurm_task
 from harness.launch.worker import Heartbeat, lease_timing
 from harness.plan.suite import Suite
@@ -152,7 +153,7 @@ def run_suite(suite: Suite, db_url: str | None, data_dir: str | None, output_dir
             continue
         waiting_said = False
         cell = by_key[claim.cell_key]
-        cell_dir = os.path.join(output_dir, suite.name, cell.key)
+        cell_dir = layout.RunLayout(output_dir).cell_dir(suite.name, cell.key)
         how = {"running": ", taking over a stale lease", "failed": ", retrying a failure"}.get(claim.previous_status, "")
         suite_bar.write(f"cell {cell.key}: {cell.label} (attempt {claim.attempt}{how})")
         t0 = time.perf_counter()
@@ -200,7 +201,7 @@ def _record(store: Store, claim: Claim, cell_dir: str, status: str, error: str |
                 for suffix, child in result.child_rows()]
 
     def write_files(record: dict, child_records: list[dict]) -> None:
-        atomic.write_json(os.path.join(cell_dir, "record.json"), {**record, "children": child_records})
+        atomic.write_json(os.path.join(cell_dir, layout.RECORD), {**record, "children": child_records})
 
     try:
         rec = store.finish(claim, status, fields, children, before_commit=write_files)
@@ -219,7 +220,7 @@ def run_ablations(suite: Suite, store: Store, ctx: RunContext, say) -> int:
     from harness.analysis.ablate import ablate
 
     from harness.report.tables import best_setting_runs, runs_frame
-    from harness.train.methods import methods_with
+    from harness.spec.methods import methods_with
 
     done = {a.run_id for a in store.analyses(suite.name, "adapter_ablation")}
     runs = runs_frame(store, suite.name)

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.errors import InputError
+from harness.spec.errors import InputError
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent.parent / "slurm"
 ARRAY, MULTI_GPU, MULTI_NODE = "array.sbatch", "multi_gpu.sbatch", "multi_node.sbatch"

@@ -10,7 +10,7 @@ import os
 import sys
 import threading
 
-from harness.errors import InputError
+from harness.spec.errors import InputError
 from harness.store.db import DEFAULT_HEARTBEAT_S, DEFAULT_LEASE_TIMEOUT_S, Claim, Store
 
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import os
 
-from harness.errors import InputError
+from harness.spec.errors import InputError
 from harness.plan.suite import MultitaskEntry, SequenceEntry, Suite, check_suite_path
-from harness.tasks.registry import get_task
-from harness.train.methods import METHODS
-from harness.train.models import ALIASES, ModelSpec
+from harness.spec.tasks import get_task
+from harness.spec.methods import METHODS
+from harness.spec.models import ALIASES, ModelSpec
 
 
 def _truthy(name: str) -> bool:

@@ -14,17 +14,30 @@ import itertools
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
-from harness.plan.cells import Cell
-from harness.errors import InputError, did_you_mean
 from harness.plan import strict_yaml
-from harness.train.methods import METHODS, methods_with
-from harness.train.models import ModelSpec
-from harness.tasks.kinds import SpanExtraction, kind_of
-from harness.tasks.registry import get_task
+from harness.spec.cell import Cell
+from harness.spec.errors import InputError, did_you_mean
+from harness.spec.hparams import HPARAM_NAMES, STRICT, Budget, Hparams, Range, Seed
+from harness.spec.methods import METHODS, methods_with
+from harness.spec.models import ModelSpec
+from harness.spec.schedule import Multitask, Schedule, Sequence
+from harness.spec.tasks import get_task
+
+
+class TaskSlot(NamedTuple):
+    """One entry of a suite's `tasks`: the task name as stored, its version, and its schedule (None: one task)."""
+
+    task: str
+    version: int
+    schedule: Schedule | None
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return self.schedule.tasks if self.schedule else (self.task,)
 
 
 def resolve_data_dir(cli_value: str | None) -> str | None:
@@ -41,87 +54,6 @@ def format_path(path) -> str:
 
 
 DEFAULT_MAX_CELLS = 10_000   # a bigger grid is almost always a typo in a list; --max-cells N allows it
-
-
-def _as_list(v):
-    return v if isinstance(v, list) else [v]
-
-
-def _num(x) -> str:
-    return str(int(x)) if float(x).is_integer() and abs(x) < 1e12 else f"{x:g}"
-
-
-def _interval(lo, hi, lo_open, hi_open) -> str:
-    if lo is not None and hi is not None:
-        return f"in {'(' if lo_open else '['}{_num(lo)}, {_num(hi)}{')' if hi_open else ']'}"
-    if lo is not None:
-        return f"{'>' if lo_open else '>='} {_num(lo)}"
-    return f"{'<' if hi_open else '<='} {_num(hi)}"
-
-
-def Range(lo=None, hi=None, *, lo_open=False, hi_open=False, why=""):
-    """A bound whose message gives the allowed interval and the reason (pydantic's own message has neither)."""
-    def check(v):
-        if v is not None and ((lo is not None and (v <= lo if lo_open else v < lo))
-                              or (hi is not None and (v >= hi if hi_open else v > hi))):
-            raise ValueError(f"{v!r} is out of range: must be {_interval(lo, hi, lo_open, hi_open)}"
-                             + (f" ({why})" if why else ""))
-        return v
-    return AfterValidator(check)
-
-
-def Grid(item_type, *checks):
-    """A hyperparameter that may be one value or a list of values (a list expands into the grid)."""
-    item = Annotated[(item_type, *checks)] if checks else item_type
-    return Annotated[list[item], BeforeValidator(_as_list), Field(min_length=1)]
-
-
-# no text->number, number->text or bool->int coercion; finite numbers only
-STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
-
-
-class Hparams(BaseModel):
-    """Defaults for every cell; a method may override any of them."""
-
-    model_config = STRICT
-    learning_rate: Grid(float, Range(0, 1, lo_open=True, why="a positive step size; AdamW diverges above 1")) = [2e-5]
-    batch_size: Grid(int, Range(1, 65536, why="examples per process and step")) = [32]
-    eval_batch_size: Grid(int, Range(1, 65536, why="examples per process and evaluation step")) = [64]
-    # and at most the model's maximum positions: checked against its config before training (plan/preflight.py)
-    max_length: Grid(int, Range(2, 65536, why="tokens per example, special tokens included")) = [128]
-    warmup_ratio: Grid(float, Range(0, 1, hi_open=True, why="a fraction of the training steps")) = [0.0]
-    weight_decay: Grid(float, Range(0, 1, why="AdamW's decoupled decay, a fraction of each weight")) = [0.0]
-    gradient_accumulation_steps: Grid(int, Range(1, 10_000, why="batches per optimizer step")) = [1]
-    max_grad_norm: Grid(float, Range(0, 1e6, lo_open=True, why="the gradient clipping norm")) = [1.0]
-    mixed_precision: Grid(Literal["auto", "no", "fp16", "bf16"]) = ["auto"]
-    padding: Grid(Literal["dynamic", "max_length"]) = ["dynamic"]
-    # batches of similar lengths, grouped within small random mega-batches: far less padding, so faster on
-    # every device, with dev scores within seed noise of plain random batches (bench/RESULTS.md)
-    group_by_length: Grid(bool) = [True]
-    eval_steps: Grid(int, Range(1, 10 ** 9, why="optimizer steps between evaluations")) | None = None   # None: each epoch
-    # span extraction (SQuAD): the stride between context windows; None: 128 for cells with a QA task
-    doc_stride: Grid(int, Range(1, 10 ** 6, why="tokens shared by consecutive SQuAD context windows")) | None = None
-
-
-HPARAM_NAMES = tuple(Hparams.model_fields)
-
-
-class Budget(BaseModel):
-    model_config = STRICT
-    epochs: Annotated[float, Range(0, 1000, lo_open=True, why="passes over the training data")] | None = None
-    max_steps: Annotated[int, Range(1, 10 ** 8, why="optimizer steps")] | None = None
-    max_train_samples: Annotated[int, Range(1, 10 ** 9, why="training examples used")] | None = None
-    max_eval_samples: Annotated[int, Range(1, 10 ** 9, why="dev examples scored")] | None = None
-    time_limit_min: Annotated[float, Range(0, 525_600, lo_open=True, why="minutes; 525,600 is a year")] | None = None
-
-    @model_validator(mode="after")
-    def _needs_a_length(self):
-        if self.epochs is None and self.max_steps is None:
-            raise ValueError("a budget needs epochs or max_steps")
-        return self
-
-    def as_dict(self) -> dict:
-        return {k: v for k, v in self.model_dump().items() if v is not None}
 
 
 def _name_mapping(v):
@@ -171,8 +103,6 @@ class AblateEntry(BaseModel):
     # ablates); all: every matching run
     runs: Literal["best", "all"] = "best"
 
-
-Seed = Annotated[int, Range(0, 2 ** 32, hi_open=True, why="numpy and torch take 32-bit seeds")]
 
 
 class SuiteModel(BaseModel):
@@ -318,28 +248,21 @@ class Suite:
         return resolve_data_dir(cli_value)
 
     @property
-    def task_slots(self) -> list[tuple[str, int, dict | None]]:
-        """(task name as stored, task version, schedule) per entry of `tasks`. A sequence is stored under its last
-        task (so it lines up with that task's direct runs), a multi-task cell under its members joined by +."""
+    def task_slots(self) -> list[TaskSlot]:
+        """One slot per entry of `tasks`: the task name as stored, its version and its schedule (None: one task)."""
         slots = []
         for entry in self.model.tasks:
             if isinstance(entry, str):
                 task = get_task(entry)
-                slots.append((task.name, task.version, None))
-            elif isinstance(entry, SequenceEntry):
-                names = [get_task(t).name for t in entry.sequence]
-                slots.append((names[-1], get_task(names[-1]).version,
-                              {"sequence": names, "adapter": entry.adapter,
-                               "versions": [get_task(t).version for t in names]}))
+                slots.append(TaskSlot(task.name, task.version, None))
+                continue
+            names = tuple(get_task(t).name for t in getattr(entry, "sequence", None) or entry.multitask)
+            versions = tuple(get_task(t).version for t in names)
+            if isinstance(entry, SequenceEntry):
+                schedule = Sequence(names, versions, entry.adapter)
             else:
-                names = [get_task(t).name for t in entry.multitask]
-                schedule = {"multitask": names, "sampling": entry.sampling,
-                            "versions": [get_task(t).version for t in names]}
-                if entry.temperature is not None:
-                    schedule["temperature"] = entry.temperature
-                if entry.adapter_per_task:
-                    schedule["adapter_per_task"] = True
-                slots.append(("+".join(names), 1, schedule))
+                schedule = Multitask(names, versions, entry.sampling, entry.temperature, entry.adapter_per_task)
+            slots.append(TaskSlot(schedule.stored_task, schedule.stored_version, schedule))
         return slots
 
     def model_specs(self) -> list[ModelSpec]:
@@ -366,66 +289,54 @@ class Suite:
         defaults = self.model.hparams.model_dump()
         budgets = [b.as_dict() for b in self.model.budgets]
         sources = self.variant_sources or [None] * len(self.method_variants)
-        for spec, (task_name, task_version, schedule) in itertools.product(self.model_specs(), self.task_slots):
-            members = (schedule or {}).get("sequence") or (schedule or {}).get("multitask") or [task_name]
-            span = any(kind_of(get_task(t)).name == "span_extraction" for t in members)
+        for spec, slot in itertools.product(self.model_specs(), self.task_slots):
+            task_defaults = {}
+            for t in slot.tasks:   # a task kind's own defaults where the suite left them unset (SQuAD's windows)
+                task_defaults.update(get_task(t).hparam_defaults)
             for (method, mparams, overrides), source in zip(self.method_variants, sources):
                 grid = {**defaults, **overrides}
-                if span:  # QA's own defaults where the suite left them unset (GLUE cells keep their keys)
-                    if "max_length" not in self.model.hparams.model_fields_set and "max_length" not in overrides:
-                        grid["max_length"] = [SpanExtraction.DEFAULT_MAX_LENGTH]
-                    if grid.get("doc_stride") is None:
-                        grid["doc_stride"] = [SpanExtraction.DEFAULT_DOC_STRIDE]
+                for name, value in task_defaults.items():
+                    if name not in self.model.hparams.model_fields_set and name not in overrides:
+                        grid[name] = [value]
                 keys = [k for k, v in grid.items() if v is not None]
                 for combo in itertools.product(*(grid[k] for k in keys)):
                     hp = {k: None for k in grid} | dict(zip(keys, combo))
                     for budget, seed in itertools.product(budgets, self.model.seeds):
                         yield (Cell(suite=self.name, model=spec.name, trust_remote_code=spec.trust_remote_code,
-                                    task=task_name, task_version=task_version, method=method,
+                                    task=slot.task, task_version=slot.version, method=method,
                                     method_params=mparams, budget=budget, seed=seed, hparams=hp,
-                                    num_processes=num_processes, schedule=schedule), source)
+                                    num_processes=num_processes, schedule=slot.schedule), source)
 
 
 def _expand_method(entry: dict, index: int, loc: _Located) -> list[tuple[str, dict, dict]]:
+    """A methods[] entry -> its variants (method, resolved parameters, hparam overrides as lists). Parameters
+    are validated by the method's pydantic model and overrides by Hparams': one system, one set of messages."""
     name = entry["name"]
     base = ("methods", index)
-    if name not in METHODS:
-        raise loc.error(base + ("name",), f'unknown method "{name}"{did_you_mean(name, METHODS)}; '
-                                          f'known: {", ".join(METHODS)}')
-    method = METHODS[name]
-    params: dict[str, list] = {}
-    overrides: dict[str, list] = {}
-    for key, value in entry.items():
-        if key == "name":
-            continue
-        path = base + (key,)
-        if key in method.params:
-            values = _as_list(value)
-            if not values:
-                raise loc.error(path, "empty list")
-            coerced = []
-            for i, v in enumerate(values):
-                try:
-                    coerced.append(method.params[key].coerce(v))
-                except ValueError as e:
-                    raise loc.error(path + ((i,) if isinstance(value, list) else ()), str(e)) from None
-            params[key] = coerced
-        elif key in HPARAM_NAMES:
-            try:
-                overrides[key] = getattr(Hparams.model_validate({key: value}), key)
-            except ValidationError as e:
-                err = e.errors()[0]
-                raise loc.error(base + tuple(err["loc"]), _pydantic_message(err)) from None
+    try:
+        method = METHODS.get(name)
+    except InputError as e:
+        raise loc.error(base + ("name",), str(e)) from None
+    given = {k: v for k, v in entry.items() if k != "name"}
+    unknown = [k for k in given if k not in method.params and k not in HPARAM_NAMES]
+    if unknown:
+        known = list(method.params) + list(HPARAM_NAMES)
+        raise loc.error(base + (unknown[0],), f'unknown parameter for method "{name}"{did_you_mean(unknown[0], known)}; '
+                                              f'its parameters: {", ".join(method.params) or "none"} (or any hparam)')
+    for model_cls, part in ((method.params_model, {k: v for k, v in given.items() if k in method.params}),
+                            (Hparams, {k: v for k, v in given.items() if k not in method.params})):
+        try:
+            validated = model_cls.model_validate(part)
+        except ValidationError as e:
+            err = e.errors()[0]
+            raise loc.error(base + tuple(err["loc"]), _pydantic_message(err)) from None
+        if model_cls is Hparams:
+            overrides = {k: getattr(validated, k) for k in part}
         else:
-            known = list(method.params) + list(HPARAM_NAMES)
-            hint = did_you_mean(key, known)
-            raise loc.error(path, f'unknown parameter for method "{name}"{hint}; '
-                                  f'its parameters: {", ".join(method.params) or "none"} (or any hparam)')
+            params = {k: getattr(validated, k) for k in part}
     keys = list(params)
-    variants = []
-    for combo in itertools.product(*(params[k] for k in keys)):
-        variants.append((name, method.resolve(dict(zip(keys, combo))), overrides))
-    return variants
+    return [(name, method.resolve(dict(zip(keys, combo))), overrides)
+            for combo in itertools.product(*(params[k] for k in keys))]
 
 
 def _task_entry(entry, i: int, loc: _Located):
@@ -597,9 +508,8 @@ def _check_windows(suite: Suite, loc: _Located) -> None:
     """SQuAD windows overlap by doc_stride tokens: the stride must leave room for new context in each window."""
     for cell in suite.cells():
         stride, length = cell.hparams.get("doc_stride"), cell.hparams["max_length"]
-        if stride is not None and stride >= length // 2 and any(
-                kind_of(get_task(t)).name == "span_extraction"
-                for t in (cell.schedule or {}).get("sequence") or (cell.schedule or {}).get("multitask") or [cell.task]):
+        if stride is not None and stride >= length // 2 and any(get_task(t).kind == "span_extraction"
+                                                                 for t in cell.tasks):
             raise loc.error(("hparams", "doc_stride"), f"doc_stride {stride} must be below half of max_length "
                                                        f"{length} (SQuAD windows)")
 

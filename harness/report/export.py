@@ -184,7 +184,7 @@ def build_table(store: Store, table: str, suite: str | None, model: str | None) 
 
 
 def export(db: str | None, fmt: str, table: str = "runs", suite: str | None = None, model: str | None = None) -> str:
-    from harness.errors import InputError
+    from harness.spec.errors import InputError
 
     url = db or default_db_url()
     try:

@@ -14,8 +14,8 @@ import math
 
 import pandas as pd
 
-from harness.enums import NOT_RESULTS, Regime, Status
-from harness.tasks.registry import TASKS
+from harness.spec.status import NOT_RESULTS, Regime, Status
+from harness.spec.tasks import TASKS
 
 RUN_COLUMNS = ["id", "suite", "cell_key", "model", "task", "method", "method_label", "method_params", "budget",
                "seed", "learning_rate", "status", "score", "best_score"]

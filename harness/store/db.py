@@ -27,8 +27,8 @@ from sqlalchemy import (JSON, DateTime, Index, BigInteger, Float, Integer, Strin
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from harness.enums import Status
-from harness.errors import InputError
+from harness.spec.status import Status
+from harness.spec.errors import InputError
 from harness.store.lease import Claim, Worker, current_worker, namespace_of, process_gone, utcnow
 
 DEFAULT_DB = "sqlite:///results/harness.db"

@@ -9,8 +9,8 @@ import logging
 import os
 from dataclasses import dataclass
 
-from harness.errors import DataNotFoundError
-from harness.tasks.registry import Task
+from harness.spec.errors import DataNotFoundError
+from harness.spec.tasks import Task
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from harness import atomic
-from harness.tasks.registry import Task
+from harness.spec import layout
+from harness.spec.registry import Registry
+from harness.spec.tasks import Task
 
 
 class TaskKind:
@@ -49,13 +51,6 @@ class TaskKind:
     def score(self, task: Task, eval_set, arrays: dict) -> tuple[dict, object]:
         """(metrics, predictions) of one dev split from the gathered arrays ("idx" plus batch_outputs)."""
         raise NotImplementedError
-
-    def main_score(self, task: Task, metrics: dict) -> float | None:
-        """The task's leaderboard score: the mean of its main metrics (GLUE averages pairs; SQuAD: F1)."""
-        names = task.main_metric_names()
-        if not all(n in metrics for n in names):
-            return None
-        return sum(metrics[n] for n in names) / len(names)
 
     def save_predictions(self, task: Task, out_dir: str, predictions: dict) -> None:
         """Write {split: predictions} into the run's output directory, including predictions.npz with
@@ -105,10 +100,10 @@ class Classification(TaskKind):
 
         if task.metrics == ("accuracy",):  # fast path: the common case, and the bootstrap calls this often
             return 100.0 * float(np.mean(preds == labels))
-        return self.main_score(task, compute_metrics(task, preds, labels))
+        return task.main_score(compute_metrics(task, preds, labels))
 
     def save_predictions(self, task: Task, out_dir: str, predictions: dict) -> None:
-        _write_npz(os.path.join(out_dir, "predictions.npz"),
+        _write_npz(os.path.join(out_dir, layout.PREDICTIONS),
                    {f"{split}_{part}": arr for split, arrs in predictions.items()
                     for part, arr in zip(("idx", "pred", "label"), arrs)})
 
@@ -153,7 +148,6 @@ class SpanExtraction(TaskKind):
     name = "span_extraction"
     auto_model = "AutoModelForQuestionAnswering"
     hidden_columns = ("example", "offsets")
-    DEFAULT_MAX_LENGTH, DEFAULT_DOC_STRIDE = 384, 128
     NULL_THRESHOLD = 0.0   # v2.0: null odds above it predict "no answer" (run_qa's default)
 
     def load(self, task: Task, data_dir: str | None) -> dict:
@@ -167,7 +161,7 @@ class SpanExtraction(TaskKind):
         from harness.tasks.data import tokenizer_fingerprint
         from harness.tasks.squad import tokenize_windows
 
-        max_length, stride = hp["max_length"], hp.get("doc_stride") or self.DEFAULT_DOC_STRIDE
+        max_length, stride = hp["max_length"], hp.get("doc_stride") or task.hparam_defaults["doc_stride"]
         parts = [tokenizer_fingerprint(tokenizer), task.name, str(task.version), self.name, str(max_length),
                  str(stride), hp["padding"], "train" if training else "eval", split.source]
         return cache.get_or_build(parts, lambda: datasets.Dataset.from_dict(
@@ -207,13 +201,13 @@ class SpanExtraction(TaskKind):
             if task.unanswerable:
                 _write_json(os.path.join(out_dir, f"null_odds{suffix}.json"),
                             {q: p.null_odds.get(q, 0.0) for q in p.ids})
-        _write_npz(os.path.join(out_dir, "predictions.npz"),
+        _write_npz(os.path.join(out_dir, layout.PREDICTIONS),
                    {f"{split}_{part}": arr for split, p in predictions.items()
                     for part, arr in (("idx", np.arange(len(p.ids))), ("pred", p.f1), ("label", p.exact))})
 
 
-KINDS: dict[str, TaskKind] = {k.name: k for k in [Classification(), SpanExtraction()]}
+KINDS: Registry[TaskKind] = Registry("task kind", {k.name: k for k in [Classification(), SpanExtraction()]})
 
 
 def kind_of(task: Task) -> TaskKind:
-    return KINDS[task.kind]
+    return KINDS.get(task.kind)

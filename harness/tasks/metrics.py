@@ -11,7 +11,7 @@ import numpy as np
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
-from harness.tasks.registry import Task
+from harness.spec.tasks import Task
 
 
 def _metric(name: str, preds: np.ndarray, labels: np.ndarray) -> float:
@@ -43,12 +43,3 @@ def compute_metrics(task: Task, preds: np.ndarray, labels: np.ndarray, suffix: s
         value = _metric(name, np.asarray(preds), np.asarray(labels))
         out[name + suffix] = 100.0 * (0.0 if math.isnan(value) else value)
     return out
-
-
-def main_score(task: Task, metrics: dict[str, float]) -> float | None:
-    """The task's score: GLUE's (the mean of the pair where GLUE averages two: MRPC, QQP, STS-B, MNLI m/mm), or
-    its kind's main score (SQuAD: F1)."""
-    names = task.main_metric_names()
-    if not all(n in metrics for n in names):
-        return None
-    return sum(metrics[n] for n in names) / len(names)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.errors import DataNotFoundError
+from harness.spec.errors import DataNotFoundError
 
 N_BEST = 20              # start and end candidates per window
 MAX_ANSWER_LENGTH = 30   # tokens

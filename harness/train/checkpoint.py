@@ -28,9 +28,10 @@ import numpy as np
 import torch
 
 from harness import atomic
+from harness.spec import layout
 
-FILE = "checkpoint.pt"
-DEEPSPEED_DIR = "checkpoint"
+FILE = layout.CHECKPOINT
+DEEPSPEED_DIR = layout.CHECKPOINT_DIR
 VERSION = 1
 
 

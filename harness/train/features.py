@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from harness.spec import layout
 from harness.tasks.data import lengths
 
 POOLINGS = ("cls", "mean")
@@ -139,7 +140,7 @@ class FrozenFeatures:
             _MEMORY.move_to_end(key)
             self.loaded += 1
             return _MEMORY[key]
-        path = os.path.join(self.cache_dir, "features", f"{key}.npy") if self.cache_dir else None
+        path = os.path.join(layout.features_dir(self.cache_dir), f"{key}.npy") if self.cache_dir else None
         if path and os.path.isfile(path):
             values = np.load(path)
             self.loaded += 1

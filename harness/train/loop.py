@@ -18,15 +18,19 @@ import numpy as np
 import torch
 
 from harness import atomic
-from harness.plan.cells import Cell
-from harness.enums import Regime
+from harness.spec import layout
+from harness.spec.cell import Cell
+from harness.spec.schedule import Multitask, Sequence
+from harness.spec.status import Regime
 from harness.tasks.data import TokenizedCache, lengths
 from harness.tasks.kinds import kind_of
-from harness.tasks.registry import get_task
+from harness.spec.tasks import get_task
 from harness.train import features
-from harness.train.methods import ADAPTER_NAME, HEAD_FILE, get_method
-from harness.train.models import ModelSpec, load_for_task
-from harness.errors import Preempted
+from harness.spec.methods import get_method
+from harness.train.methods import ADAPTER_NAME, set_up
+from harness.spec.models import ModelSpec
+from harness.train.models import load_for_task
+from harness.spec.errors import Preempted
 from harness.train import preempt
 from harness.train.checkpoint import CellCheckpoint
 from harness.train.zero import gathered, numel
@@ -225,7 +229,7 @@ def evaluate_task(task, sets, predict_fn) -> tuple[dict, float, dict]:
     for es in sets:
         split_metrics, predictions[es.split] = kind.score(task, es, predict_fn(es))
         metrics.update(split_metrics)
-    return metrics, kind.main_score(task, metrics), predictions
+    return metrics, task.main_score(metrics), predictions
 
 
 def eval_sets_for(task, ctx: RunContext, tokenizer, hp, budget) -> list[EvalSet]:
@@ -343,9 +347,9 @@ def build_model(cell: Cell, ctx: RunContext, tasks: list, handover: dict | None 
         _share_encoder(models)
     first = models[0]
     total_before = count_total(MultiTaskModel(models)) if len(models) > 1 else count_total(first)
-    method.setup(first, _resolved_method_params(cell, ctx))
+    set_up(first, cell.method, _resolved_method_params(cell, ctx))
     task_adapters = None
-    if (cell.schedule or {}).get("adapter_per_task"):
+    if isinstance(cell.schedule, Multitask) and cell.schedule.adapter_per_task:
         config = first.adapters_config.get(ADAPTER_NAME)
         first.delete_adapter(ADAPTER_NAME)
         task_adapters = [f"{ADAPTER_NAME}_{t.name}" for t in tasks]
@@ -413,7 +417,7 @@ def save_adapter(model, head: set, out_dir: str) -> int:
     def write(tmp: str) -> None:
         model.save_adapter(tmp, ADAPTER_NAME)
         save_file({n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if n in head},
-                  os.path.join(tmp, HEAD_FILE))
+                  os.path.join(tmp, layout.HEAD_FILE))
 
     atomic.write_dir(out_dir, write)   # a kill mid-save never leaves half an adapter under the final name
     return sum(os.path.getsize(os.path.join(out_dir, f)) for f in os.listdir(out_dir))
@@ -422,18 +426,16 @@ def save_adapter(model, head: set, out_dir: str) -> int:
 def train_and_evaluate(cell: Cell, ctx: RunContext, output_dir: str | None = None) -> RunResult:
     """Train and evaluate one cell. A sequential cell runs its stages one after the other, each through the same
     loop, handing the encoder on; the last stage is the cell's result and the others are its `stages`."""
-    schedule = cell.schedule or {}
-    if "sequence" not in schedule:
-        tasks = [get_task(t) for t in schedule.get("multitask", [cell.task])]
-        return CellRun(cell, ctx, tasks, output_dir).run()
+    if not isinstance(cell.schedule, Sequence):
+        return CellRun(cell, ctx, [get_task(t) for t in cell.tasks], output_dir).run()
     stages, handover, total_train = [], None, 0.0
-    for i, task_name in enumerate(schedule["sequence"]):
-        last = i == len(schedule["sequence"]) - 1
-        stage_dir = output_dir if last or output_dir is None else os.path.join(output_dir, f"stage{i}-{task_name}")
+    for i, task_name in enumerate(cell.tasks):
+        last = i == len(cell.tasks) - 1
+        stage_dir = output_dir if last or output_dir is None else layout.stage_dir(output_dir, i, task_name)
         result = CellRun(cell, ctx, [get_task(task_name)], stage_dir, handover=handover, keep_state=not last).run()
         total_train += result.train_time_s
         if not last:
-            handover = {"state": result.state, "mode": schedule.get("adapter", "continue")}
+            handover = {"state": result.state, "mode": cell.schedule.adapter}
             result.state = None
             result.task, result.stage, result.output_dir = task_name, i, stage_dir
             result.regime = Regime.SEQUENTIAL_STAGE
@@ -458,7 +460,7 @@ class CellRun:
         self.cell, self.ctx, self.tasks, self.output_dir = cell, ctx, tasks, output_dir
         self.handover, self.keep_state = handover, keep_state
         self.method, self.hp, self.budget = get_method(cell.method), cell.hparams, cell.budget
-        self.schedule = cell.schedule or {}
+        self.sequential = isinstance(cell.schedule, Sequence)
         self.multi = len(tasks) > 1
         self.kinds = [kind_of(t) for t in tasks]
         self.trains = self.method.trains(cell.method_params)
@@ -488,7 +490,7 @@ class CellRun:
             self.cell, self.ctx, self.tasks, self.handover)
         if self.trains and self.counts["trainable_params"] == 0:
             raise RuntimeError("the method left no trainable parameter")
-        self.checksum_start = encoder_checksum(self.members[0]) if "sequence" in self.schedule else None
+        self.checksum_start = encoder_checksum(self.members[0]) if self.sequential else None
 
     def set_up_data(self) -> None:
         """Features tokenized once per (tokenizer, task, length, data): rank 0 first so the others read its cache;
@@ -504,7 +506,7 @@ class CellRun:
         collator = DataCollatorWithPadding(self.tokenizer)
         # nothing below the head trains: the encoder runs once, the head trains on its cached output
         self.frozen = features.plan(cell, self.method, self.kinds, self.model,
-                                    not self.multi and "sequence" not in self.schedule, ctx.cache_dir)
+                                    not self.multi and not self.sequential, ctx.cache_dir)
         if self.frozen:
             self.train_sets, self.eval_sets, collator = self.frozen.swap_in(
                 self.model, self.train_sets, self.eval_sets, collator, hp["eval_batch_size"], acc.mixed_precision,
@@ -527,8 +529,9 @@ class CellRun:
             es.loader = dl
         if any(len(dl) == 0 for dl in train_loaders):
             raise ValueError(f"task {self.tasks[0].name}: the training split is empty")
-        self.mixture = _TaskMixture(train_loaders, self.schedule.get("sampling", "proportional"),
-                                    self.schedule.get("temperature", 2.0), cell.seed)
+        mix = cell.schedule if isinstance(cell.schedule, Multitask) else None
+        self.mixture = _TaskMixture(train_loaders, mix.sampling if mix else "proportional",
+                                    mix.temperature if mix and mix.temperature else 2.0, cell.seed)
 
         # budget -> exact number of optimizer steps
         steps_per_epoch = max(1, math.ceil(len(self.mixture) / hp["gradient_accumulation_steps"]))
@@ -721,7 +724,7 @@ class CellRun:
                     os.makedirs(out, exist_ok=True)
                     kind.save_predictions(task, out, rec["predictions"])
                 if self.method.uses_adapters and self.trains and not self.multi:
-                    adapter_dir = os.path.join(self.output_dir, "adapter")
+                    adapter_dir = os.path.join(self.output_dir, layout.ADAPTER)
                     result.adapter_bytes = save_adapter(first, self.heads[0], adapter_dir)
                     result.adapter_path = adapter_dir
         return result

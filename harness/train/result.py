@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Collection
 
-from harness.enums import Regime
+from harness.spec.status import Regime
 
 COLUMN, EXTRA, ENV, CHILDREN, NOT_STORED = "column", "extra", "env", "children", "not_stored"
 

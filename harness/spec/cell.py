@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from harness.enums import Regime
+from harness.spec.schedule import Schedule
+from harness.spec.status import Regime
 
 KEY_LENGTH = 16
 # Stored with the run but not hashed: they cannot change what a run learns or scores.
@@ -44,18 +45,6 @@ def base_label(row_label: str) -> str:
     return row_label.split(" [", 1)[0]
 
 
-def schedule_suffix(schedule: dict | None) -> str:
-    if not schedule:
-        return ""
-    if "sequence" in schedule:
-        extra = ", new adapter" if schedule.get("adapter") == "new" else ""
-        return f" [after {'>'.join(schedule['sequence'][:-1])}{extra}]"
-    how = schedule.get("sampling", "proportional")
-    how += f" T={schedule['temperature']:g}" if how == "temperature" else ""
-    how += ", adapter per task" if schedule.get("adapter_per_task") else ""
-    return f" [multitask {'+'.join(schedule['multitask'])}, {how}]"
-
-
 @dataclass(frozen=True)
 class Cell:
     suite: str
@@ -69,9 +58,14 @@ class Cell:
     hparams: dict
     num_processes: int = 1
     trust_remote_code: bool = False
-    # several tasks in one cell: {"sequence": [t1, t2], "adapter": ...} or {"multitask": [...], "sampling": ...};
-    # None for a single-task cell (and then not in the key: single-task keys are unchanged)
-    schedule: dict | None = None
+    # several tasks in one cell (harness/spec/schedule.py); None for a single-task cell (and then not in the key:
+    # single-task keys are unchanged)
+    schedule: Schedule | None = None
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        """The tasks this cell trains, in order: the one place that answers it."""
+        return self.schedule.tasks if self.schedule else (self.task,)
 
     @property
     def effective_batch_size(self) -> int:
@@ -91,7 +85,7 @@ class Cell:
             "hparams": dict(self.hparams),
             "num_processes": self.num_processes,
             "effective_batch_size": self.effective_batch_size,
-            "schedule": dict(self.schedule) if self.schedule else None,
+            "schedule": self.schedule.as_key() if self.schedule else None,
         }
 
     def _hash(self, without=()) -> str:
@@ -116,15 +110,19 @@ class Cell:
 
     @property
     def regime(self) -> Regime | None:
-        return None if not self.schedule else Regime.SEQUENTIAL if "sequence" in self.schedule else Regime.MULTITASK
+        return self.schedule.regime if self.schedule else None
+
+    @property
+    def _suffix(self) -> str:
+        return self.schedule.suffix if self.schedule else ""
 
     @property
     def row_label(self) -> str:
         """The method label tables group by: a sequential or multi-task cell is a variant of its own."""
-        return self.method_label + schedule_suffix(self.schedule)
+        return self.method_label + self._suffix
 
     @property
     def label(self) -> str:
         budget = ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.budget.items())
-        return (f"{self.model} {self.task}{schedule_suffix(self.schedule)} {self.method_label} lr={self.hparams['learning_rate']:g} "
+        return (f"{self.model} {self.task}{self._suffix} {self.method_label} lr={self.hparams['learning_rate']:g} "
                 f"[{budget}] seed={self.seed}")

@@ -1,0 +1,68 @@
+"""Where a run's files live: the one object every module asks for a path (the runner, the loop, the store's
+ingest, compare, ablate, the board, Slurm). Nothing else joins these names.
+
+    OUTPUT_DIR/                      --output-dir (default results/)
+      harness.db                     the default store (SQLite), sqlite:///results/harness.db
+      cache/                         tokenized data; cache/features/ the frozen encoder's outputs (linear probe)
+      slurm/  slurm-logs/            generated batch scripts and their logs (`harness slurm`)
+      SUITE/KEY/                     one cell
+        record.json                  the run record (the store's row, as a file)
+        predictions.npz              every dev prediction, for paired comparisons and re-scoring
+        predictions.json null_odds.json   SQuAD: the official formats
+        adapter/                     the trained adapter (adapters' format) + harness_head.safetensors
+        checkpoint.pt checkpoint/    a preempted cell's checkpoint (gone once the cell is recorded)
+        stageI-TASK/                 earlier stages of a sequential cell; TASK/: members of a multi-task cell
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+DEFAULT_OUTPUT_DIR = "results"
+DB_FILE = "harness.db"
+DEFAULT_DB_URL = f"sqlite:///{DEFAULT_OUTPUT_DIR}/{DB_FILE}"
+
+RECORD = "record.json"
+PREDICTIONS = "predictions.npz"
+ADAPTER = "adapter"
+HEAD_FILE = "harness_head.safetensors"   # the task head, saved beside the adapter
+CHECKPOINT = "checkpoint.pt"             # trainable weights, optimizer, scheduler, RNG, position
+CHECKPOINT_DIR = "checkpoint"            # DeepSpeed's engine state (accelerate's save_state)
+
+
+def stage_dir(cell_dir: str, index: int, task: str) -> str:
+    """An earlier stage of a sequential cell (the last stage is the cell's own folder)."""
+    return os.path.join(cell_dir, f"stage{index}-{task}")
+
+
+def member_dir(cell_dir: str, task: str) -> str:
+    """One member task of a multi-task cell."""
+    return os.path.join(cell_dir, task)
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """The folders under one output directory (see the module's docstring)."""
+
+    root: str = DEFAULT_OUTPUT_DIR
+
+    def cell_dir(self, suite: str, key: str) -> str:
+        return os.path.join(self.root, suite, key)
+
+    @property
+    def cache_dir(self) -> str:
+        return os.path.join(self.root, "cache")
+
+    @property
+    def slurm_scripts(self) -> str:
+        return os.path.join(os.path.abspath(self.root), "slurm")
+
+    @property
+    def slurm_logs(self) -> str:
+        return os.path.join(os.path.abspath(self.root), "slurm-logs")
+
+
+def features_dir(cache_dir: str) -> str:
+    """The frozen encoder's cached outputs inside a cache folder."""
+    return os.path.join(cache_dir, "features")

