@@ -117,23 +117,26 @@ def display_table(kind: str, frame: pd.DataFrame) -> tuple[list[str], list[list]
     return header, rows, ["l"] * offset + ["r"] * (len(score_cols) + 3), bold
 
 
-def to_latex(kind: str, frame: pd.DataFrame, caption: str | None = None) -> str:
+def _display_frame(kind: str, frame: pd.DataFrame):
+    """The table as text cells (a DataFrame), its alignments and a mask of the cells to emphasise as best."""
     header, rows, align, bold = display_table(kind, frame)
+    cells = pd.DataFrame(rows, columns=range(len(header)), dtype=object)
+    mask = pd.DataFrame([[(i, j) in bold for j in range(len(header))] for i in range(len(rows))],
+                        columns=cells.columns, dtype=bool)
+    return header, cells, align, mask
 
-    def cell(text, i, j):
-        text = latex_escape(text).replace("±", r"$\pm$")
-        return rf"\textbf{{{text}}}" if (i, j) in bold else text
 
-    lines = [r"% requires \usepackage{booktabs}", r"\begin{table}[t]", r"\centering",
-             rf"\begin{{tabular}}{{{''.join(align)}}}", r"\toprule",
-             " & ".join(latex_escape(h) for h in header) + r" \\", r"\midrule"]
-    for i, row in enumerate(rows):
-        lines.append(" & ".join(cell(v, i, j) for j, v in enumerate(row)) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}"]
-    if caption:
-        lines.append(rf"\caption{{{latex_escape(caption)}}}")
-    lines.append(r"\end{table}")
-    return "\n".join(lines) + "\n"
+def to_latex(kind: str, frame: pd.DataFrame, caption: str | None = None) -> str:
+    """A booktabs table through pandas' Styler: every text escaped, mean ± std as $\\pm$, the best in bold."""
+    header, cells, align, mask = _display_frame(kind, frame)
+    cells.columns = [latex_escape(h) for h in header]
+    mask.columns = cells.columns
+    styler = (cells.style.hide(axis="index")
+              .format(lambda v: latex_escape(v).replace("±", r"$\pm$"))
+              .apply(lambda _: mask.replace({True: "textbf: --rwrap;", False: ""}), axis=None))
+    tex = styler.to_latex(column_format="".join(align), hrules=True, environment="table", position="t",
+                          position_float="centering", caption=latex_escape(caption) if caption else None)
+    return r"% requires \usepackage{booktabs}" + "\n" + tex
 
 
 def _md_escape(text) -> str:
@@ -141,18 +144,13 @@ def _md_escape(text) -> str:
 
 
 def to_markdown(kind: str, frame: pd.DataFrame) -> str:
-    header, rows, align, bold = display_table(kind, frame)
-    texts = [[(f"**{_md_escape(v)}**" if (i, j) in bold else _md_escape(v)) for j, v in enumerate(row)]
-             for i, row in enumerate(rows)]
-    widths = [max([len(_md_escape(h)), 3] + [len(r[j]) for r in texts]) for j, h in enumerate(header)]
-
-    def line(cells):
-        return "| " + " | ".join(c.rjust(w) if a == "r" else c.ljust(w)
-                                 for c, w, a in zip(cells, widths, align)) + " |"
-
-    rule = "| " + " | ".join(("-" * (w - 1) + ":") if a == "r" else (":" + "-" * (w - 1))
-                             for w, a in zip(widths, align)) + " |"
-    return "\n".join([line([_md_escape(h) for h in header]), rule] + [line(r) for r in texts]) + "\n"
+    """A pipe table through pandas' to_markdown (tabulate), numbers right-aligned, the best in bold."""
+    header, cells, align, mask = _display_frame(kind, frame)
+    texts = cells.apply(lambda col: [f"**{_md_escape(v)}**" if mask.at[i, col.name] else _md_escape(v)
+                                     for i, v in col.items()])
+    texts.columns = [_md_escape(h) for h in header]
+    return texts.to_markdown(index=False, tablefmt="pipe", disable_numparse=True,
+                             colalign=["right" if a == "r" else "left" for a in align]) + "\n"
 
 
 def ablation_frame(store: Store, suite: str | None, model: str | None) -> pd.DataFrame:
