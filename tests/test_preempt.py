@@ -114,7 +114,76 @@ def test_checkpoint_from_other_setup_is_ignored(tmp_path, tiny_bert, small_glue,
     (tmp_path / "o").mkdir()
     other = _one_cell(tmp_path / "o", tiny_bert, budget="{max_steps: 5}")
     result = _as_dict(_run(other, small_glue, tmp_path / "cell"))
-    assert "written by a different run" in capfd.readouterr().err and result["steps"] == 5
+    assert "written by a different setup (total_steps: 12 there, 5 here)" in capfd.readouterr().err
+    assert result["steps"] == 5
+
+
+def _stopped_checkpoint(tmp_path, tiny_bert, small_glue, monkeypatch):
+    cell = _one_cell(tmp_path, tiny_bert)
+    _signal_at_step(monkeypatch, 2)
+    with pytest.raises(Preempted):
+        _run(cell, small_glue, tmp_path / "cell")
+    monkeypatch.undo()
+    preempt.reset()
+    return cell, tmp_path / "cell" / checkpoint.FILE
+
+
+@pytest.mark.parametrize("field", ["code", "mixed_precision", "device"])
+def test_checkpoint_from_other_code_precision_or_device_is_not_resumed(tmp_path, tiny_bert, small_glue,
+                                                                       monkeypatch, signals, capfd, field):
+    """`auto` resolves differently on other hosts, and code changes between a stop and a resume: either would mix
+    two setups under one record."""
+    import torch
+
+    cell, path = _stopped_checkpoint(tmp_path, tiny_bert, small_glue, monkeypatch)
+    state = torch.load(path, weights_only=True)
+    state["meta"][field] = "something else"
+    torch.save(state, path)
+    result = _as_dict(_run(cell, small_glue, tmp_path / "cell"))
+    assert f"{field}: 'something else' there" in capfd.readouterr().err
+    assert result["steps"] == 12 and f"{field}: 'something else' there" in result["checkpoint_refused"]
+
+
+class _Planted:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):   # what a malicious pickle does: run code when loaded
+        return (open, (self.marker, "w"))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_unread(tmp_path, tiny_bert, small_glue, monkeypatch, signals,
+                                                          capfd):
+    import torch
+
+    cell, path = _stopped_checkpoint(tmp_path, tiny_bert, small_glue, monkeypatch)
+    marker = tmp_path / "pwned"
+    state = torch.load(path, weights_only=True)
+    state["payload"] = _Planted(str(marker))
+    torch.save(state, path)
+    result = _as_dict(_run(cell, small_glue, tmp_path / "cell"))
+    assert not marker.exists() and result["steps"] == 12
+    assert "not a checkpoint this harness can load safely" in capfd.readouterr().err
+
+
+def test_the_loss_scaler_state_is_saved_and_restored(tmp_path):
+    """fp16's GradScaler: a resumed run must continue with the scale it had, or it skips steps the uninterrupted
+    run took."""
+    import torch
+    from accelerate import Accelerator
+
+    acc = Accelerator(cpu=True)
+    acc.scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10, growth_interval=3)
+    acc.scaler.update(new_scale=123.0)
+    model = torch.nn.Linear(2, 2)
+    ckpt = checkpoint.CellCheckpoint(str(tmp_path), "k", acc, model, None, None, 4)
+    ckpt.wrap([])
+    ckpt.save({"step": 1, "epoch_idx": 0, "micro": 0})
+    acc.scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10, growth_interval=3)
+    fresh = checkpoint.CellCheckpoint(str(tmp_path), "k", acc, model, None, None, 4)
+    fresh.wrap([])
+    assert fresh.resume()["step"] == 1
+    assert acc.scaler.get_scale() == 123.0
 
 
 def _worker(tmp_path, suite, db, glue, *extra, env=None):
@@ -166,7 +235,7 @@ def test_kill_usr1_on_a_worker_checkpoints_and_the_next_worker_resumes(tmp_path,
     (row,) = [r for r in store.records("k") if r.parent_id is None]
     assert str(row.status) == "pending" and row.attempts == 1
     (ckpt,) = checkpoint.paths_under(str(tmp_path / "out" / "k"))
-    step = checkpoint.torch.load(ckpt, weights_only=False)["counters"]["step"]
+    step = checkpoint.torch.load(ckpt, weights_only=True)["counters"]["step"]
     assert 10 <= step < 120
 
     again = _worker(tmp_path, suite, db, small_glue)
@@ -180,3 +249,43 @@ def test_kill_usr1_on_a_worker_checkpoints_and_the_next_worker_resumes(tmp_path,
     assert not checkpoint.paths_under(str(tmp_path / "out" / "k")), "deleted once the cell completed"
     rec = json.loads((tmp_path / "out" / "k" / row.cell_key / "record.json").read_text())
     assert rec["score"] == ref_row.score
+
+
+@pytest.mark.parametrize("sig", [signal.SIGUSR2, signal.SIGTERM])
+def test_two_rank_ddp_worker_under_the_relay_checkpoints_and_resumes(tmp_path, tiny_bert, small_glue, sig):
+    """`accelerate launch --multi_gpu` (torch's elastic agent: ranks in sessions of their own, its own SIGTERM
+    handler) under the relay: USR2 to the relay, or SIGTERM to every process as `scancel` sends it, reaches both
+    ranks; they checkpoint at one step and give the cell back, and the next worker resumes it to the end."""
+    import psutil
+
+    from harness.store.db import Store
+    from test_distributed import LAUNCH, free_port
+
+    hp = "batch_size: 4, learning_rate: 1e-4, eval_steps: 10"
+    suite = write_suite(tmp_path / "d.yaml", suite_text(tiny_bert, name="d", budget="{max_steps: 200}", hparams=hp))
+    db = f"sqlite:///{tmp_path / 'h.db'}"
+    args = [str(ROOT / "harness" / "run.py"), str(suite), "--db", db, "--output-dir", str(tmp_path / "out"),
+            "--data-dir", str(small_glue), "--no-progress"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    w = subprocess.Popen([sys.executable, "-m", "harness.launch.relay", *LAUNCH, free_port(), *args], cwd=tmp_path,
+                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for(w, "eval step 10 ", timeout=300)
+    if sig == signal.SIGTERM:   # scancel: SIGTERM to every process of the step at once
+        for p in [psutil.Process(w.pid), *psutil.Process(w.pid).children(recursive=True)]:
+            p.send_signal(signal.SIGTERM)
+    else:
+        w.send_signal(sig)
+    _, err = w.communicate(timeout=300)
+    assert "checkpointed" in err, err[-3000:]
+    (row,) = [r for r in Store(db).records("d") if r.parent_id is None]
+    assert str(row.status) == "pending"
+    (ckpt,) = checkpoint.paths_under(str(tmp_path / "out" / "d"))
+    step = checkpoint.torch.load(ckpt, weights_only=True)["counters"]["step"]
+    assert 10 <= step < 200
+
+    again = subprocess.run([*LAUNCH, free_port(), *args], cwd=tmp_path, env=env, capture_output=True, text=True,
+                           timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"resumed from its checkpoint at step {step}/200" in again.stderr
+    (row,) = [r for r in Store(db).records("d") if r.parent_id is None]
+    assert str(row.status) == "completed" and row.steps == 200 and row.num_processes == 2

@@ -14,11 +14,21 @@ batches already trained once more (about a second per few thousand batches). So 
 same weights and dev metric as an uninterrupted one (tests/test_preempt.py).
 
 Under DeepSpeed the engine's partitioned weights and optimizer states are written by every rank through
-accelerate's save_state into `checkpoint/` (renamed into place by rank 0 once all ranks wrote).
+accelerate's save_state into a folder named after the step (`checkpoint/step-N`), and `checkpoint.pt`, written
+last, names that folder: it is the manifest. A kill between the two leaves the previous manifest pointing at the
+previous folder (kept until the new manifest is in place), so engine state and counters always come from one step.
+
+The file holds tensors and plain data only and is read with `torch.load(weights_only=True)`: a checkpoint in a
+shared folder cannot run code. Its identity (format, cell key, processes, total steps, DeepSpeed, the precision
+that actually ran, the device type and a fingerprint of the harness's code) must match the resuming run, else the
+cell starts over from step 0 and the record says why (`extra.checkpoint_refused`). Rank 0 decides and tells the
+other ranks, so all of them resume or none does.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 import random
 import shutil
@@ -32,7 +42,29 @@ from harness.spec import layout
 
 FILE = layout.CHECKPOINT
 DEEPSPEED_DIR = layout.CHECKPOINT_DIR
-VERSION = 1
+VERSION = 2   # 2: plain data (weights_only), code fingerprint, precision, device, GradScaler, DeepSpeed manifest
+
+
+@functools.lru_cache(maxsize=1)
+def code_fingerprint() -> str:
+    """A hash of the harness's own source files: a checkpoint written by other code is not resumed."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    h = hashlib.sha256()
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        for name in sorted(f for f in files if f.endswith((".py", ".yaml"))):
+            path = os.path.join(folder, name)
+            h.update(os.path.relpath(path, root).encode())
+            with open(path, "rb") as f:
+                h.update(f.read())
+    return h.hexdigest()[:16]
+
+
+def device_name(device) -> str:
+    """The kind of device a run trained on (a GPU's model name): resuming on another kind changes the numbers."""
+    if getattr(device, "type", str(device)) == "cuda" and torch.cuda.is_available():
+        return torch.cuda.get_device_name(device)
+    return getattr(device, "type", str(device))
 
 
 def paths_under(folder: str) -> list[str]:
@@ -54,7 +86,9 @@ def remove_all(folder: str) -> None:
 
 
 def _rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    kind, keys, pos, has_gauss, cached = np.random.get_state()   # plain data: weights_only loads it
+    state = {"python": random.getstate(), "numpy": [kind, torch.from_numpy(keys.copy()), pos, has_gauss, cached],
+             "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -62,7 +96,8 @@ def _rng_state() -> dict:
 
 def _set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy(), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -103,6 +138,7 @@ class CellCheckpoint:
         self.path = os.path.join(output_dir, FILE) if output_dir else None
         self.mixture = None
         self.resumed_from = None
+        self.refused: str | None = None   # why a checkpoint found here was not resumed (goes into the record)
 
     def wrap(self, mixture) -> _Replayable:
         self.mixture = _Replayable(mixture)
@@ -110,7 +146,9 @@ class CellCheckpoint:
 
     def _meta(self) -> dict:
         return {"version": VERSION, "key": self.key, "num_processes": self.acc.num_processes,
-                "total_steps": self.total_steps, "deepspeed": self.deepspeed}
+                "total_steps": self.total_steps, "deepspeed": self.deepspeed,
+                "mixed_precision": str(self.acc.mixed_precision), "device": device_name(self.acc.device),
+                "code": code_fingerprint()}
 
     def _trainable(self) -> dict:
         unwrapped = self.acc.unwrap_model(self.model)
@@ -125,46 +163,79 @@ class CellCheckpoint:
         if self.path is None:
             return
         rng = gather_object([_rng_state()]) if self.acc.num_processes > 1 else [_rng_state()]
+        counters = {**counters, "per_task": [{**t, "predictions": {}} for t in counters.get("per_task", [])]}
+        scaler = getattr(self.acc, "scaler", None)   # fp16: the loss scale and its growth tracker
         state = {"meta": self._meta(), "counters": counters, "rng": rng, "acc_step": self.acc.step,
-                 "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None}
+                 "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+                 "scaler": scaler.state_dict() if scaler is not None else None}
         if self.deepspeed:
-            self._save_deepspeed()
+            state["deepspeed_dir"] = self._save_deepspeed(counters["step"])
         else:
             state["weights"] = self._trainable()
             state["optimizer"] = self.optimizer.state_dict() if self.optimizer is not None else None
         if self.acc.is_main_process:
-            atomic.write_file(self.path, lambda tmp: torch.save(state, tmp))
+            atomic.write_file(self.path, lambda tmp: torch.save(state, tmp))   # the manifest: written last
+            if self.deepspeed:   # only now is the previous engine state unreferenced
+                root = os.path.join(self.output_dir, DEEPSPEED_DIR)
+                for name in os.listdir(root):
+                    if name != state["deepspeed_dir"]:
+                        shutil.rmtree(os.path.join(root, name), ignore_errors=True)
         self.acc.wait_for_everyone()
 
-    def _save_deepspeed(self) -> None:
-        final = os.path.join(self.output_dir, DEEPSPEED_DIR)
+    def _save_deepspeed(self, step: int) -> str:
+        """Every rank writes its partition of weights and optimizer states into a folder of this step; returns
+        its name (relative to checkpoint/), which the manifest records."""
+        name = f"step-{step}"
+        final = os.path.join(self.output_dir, DEEPSPEED_DIR, name)
         partial = final + ".partial"
         if self.acc.is_main_process and os.path.isdir(partial):
             shutil.rmtree(partial)
         self.acc.wait_for_everyone()
-        self.acc.save_state(partial)   # every rank writes its partition of weights and optimizer states
+        self.acc.save_state(partial)
         self.acc.wait_for_everyone()
         if self.acc.is_main_process:
             if os.path.isdir(final):
                 shutil.rmtree(final)
             os.replace(partial, final)
+        return name
 
     # --- resume -------------------------------------------------------------------------------------------------
+
+    def _decide(self) -> tuple[bool, str | None]:
+        """(resume?, why a checkpoint that is there was refused)."""
+        if not os.path.isfile(self.path):
+            return False, None
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as exc:   # unreadable, or not plain data (an older format, or something planted)
+            return False, f"not a checkpoint this harness can load safely ({type(exc).__name__})"
+        meta, here = state.get("meta") if isinstance(state, dict) else None, self._meta()
+        if meta != here:
+            differ = sorted(k for k in set(here) | set(meta or {}) if (meta or {}).get(k) != here.get(k))
+            return False, ("written by a different setup (" + ", ".join(
+                f"{k}: {(meta or {}).get(k)!r} there, {here.get(k)!r} here" for k in differ) + ")")
+        return True, None
 
     def resume(self) -> dict | None:
         """Loads the checkpoint if this run has one: weights, optimizer, scheduler and RNG states restored, the
         mixture positioned. Returns the loop's counters, or None to start from step 0."""
-        if self.path is None or not os.path.isfile(self.path):
+        if self.path is None:
             return None
-        state = torch.load(self.path, map_location="cpu", weights_only=False)
-        if state.get("meta") != self._meta():
-            if self.acc.is_main_process:
-                print(f"warning: {self.path} was written by a different run ({state.get('meta')} here "
-                      f"{self._meta()}); starting the cell over", file=sys.stderr, flush=True)
+        # rank 0 decides, every rank follows: a file a rank cannot see, or reads differently, must not split them
+        decision = [self._decide() if self.acc.is_main_process else None]
+        if self.acc.num_processes > 1:
+            from accelerate.utils import broadcast_object_list
+
+            broadcast_object_list(decision)
+        resume, self.refused = decision[0]
+        if self.refused and self.acc.is_main_process:
+            print(f"warning: {self.path}: {self.refused}; starting the cell over", file=sys.stderr, flush=True)
+        if not resume:
             return None
+        state = torch.load(self.path, map_location="cpu", weights_only=True)
         counters = state["counters"]
         if self.deepspeed:
-            self.acc.load_state(os.path.join(self.output_dir, DEEPSPEED_DIR))
+            self.acc.load_state(os.path.join(self.output_dir, DEEPSPEED_DIR, state["deepspeed_dir"]))
         else:
             unwrapped = self.acc.unwrap_model(self.model)
             params = dict(unwrapped.named_parameters())
@@ -178,6 +249,9 @@ class CellCheckpoint:
                 self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None:
             self.scheduler.load_state_dict(state["scheduler"])
+        scaler = getattr(self.acc, "scaler", None)
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
         self.acc.step = state["acc_step"]
         self.mixture.fast_forward(counters["epoch_idx"], counters["micro"])
         _set_rng_state(state["rng"][self.acc.process_index])   # last: replaying the data drew from the RNGs

@@ -65,6 +65,7 @@ class RunResult:
     stage_train_time_s: float | None = _f(EXTRA)    # a sequence's last stage alone (train_time_s: all stages)
     frozen_features: dict | None = _f(EXTRA)        # linear probe: the encoder's one pass (harness/train/features.py)
     head_outside_autocast: list | None = _f(EXTRA)  # mixed precision: head modules run in fp32 (train/precision.py)
+    checkpoint_refused: str | None = _f(EXTRA)      # a checkpoint was there but from another setup: started over
     # into the environment record
     mixed_precision: str | None = _f(ENV)
     distributed_type: str | None = _f(ENV)
