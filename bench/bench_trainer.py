@@ -32,7 +32,7 @@ from harness.tasks.metrics import compute_metrics, predictions_from_logits  # no
 from harness.spec.models import ModelSpec  # noqa: E402
 from harness.train.models import load_for_task
 from harness.train.params import head_parameter_names  # noqa: E402
-from harness.plan.suite import Hparams  # noqa: E402
+from harness.spec.hparams import Hparams  # noqa: E402
 from harness.spec.tasks import get_task  # noqa: E402
 from harness.train.loop import RunContext, train_and_evaluate  # noqa: E402
 

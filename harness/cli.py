@@ -16,7 +16,7 @@ def _add_db(p):
 
 
 def _add_max_cells(p):
-    from harness.plan.suite import DEFAULT_MAX_CELLS
+    from harness.plan.grid import DEFAULT_MAX_CELLS
 
     p.add_argument("--max-cells", type=_positive_int, default=DEFAULT_MAX_CELLS,
                    help=f"refuse a grid larger than this (default {DEFAULT_MAX_CELLS:,}): a longer list than meant "
@@ -424,13 +424,13 @@ def _find_run(store, ref: str):
 
 def cmd_ablate(args) -> int:
     from harness.analysis.ablate import ablate
-    from harness.plan.suite import resolve_data_dir
+    from harness.plan.grid import locate_data
     from harness.train.loop import RunContext, _quiet_libraries
 
     store = _existing_store(args.db, read_only=False)
     records = [_find_run(store, ref) for ref in args.runs]  # every reference checked before any work
     _quiet_libraries()
-    ctx = RunContext(data_dir=resolve_data_dir(args.data_dir), cache_dir=args.cache_dir, show_progress=False)
+    ctx = RunContext(data_dir=locate_data(args.data_dir).path, cache_dir=args.cache_dir, show_progress=False)
     for rec in records:
         payload = ablate(rec, ctx, trust_remote_code=args.trust_remote_code)
         store.add_analysis(rec.id, "adapter_ablation", payload)

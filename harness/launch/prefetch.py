@@ -12,7 +12,7 @@ import os
 import sys
 from dataclasses import dataclass
 
-from harness.plan.suite import Suite
+from harness.plan.grid import Suite
 from harness.spec.tasks import get_task
 from harness.spec.models import ALIASES, ModelSpec
 

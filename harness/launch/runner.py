@@ -21,7 +21,7 @@ from harness.spec import layout
 from harness.spec.errors import EXIT_PREEMPTED, Preempted
 from harness.launch.slurm import requeue_slurm_task
 from harness.launch.worker import Heartbeat, lease_timing
-from harness.plan.suite import Suite
+from harness.plan.grid import Suite
 from harness.store.db import (COMPLETED, FAILED, PENDING, RUNNING, Claim, LeaseLost, RunRecord, Store,
                               sqlite_location_warning)
 from harness.store.env import cpu_threads_warning, environment

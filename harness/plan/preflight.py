@@ -12,7 +12,8 @@ from __future__ import annotations
 import os
 
 from harness.spec.errors import InputError
-from harness.plan.suite import MultitaskEntry, SequenceEntry, Suite, check_suite_path
+from harness.plan.checks import check_suite_path
+from harness.plan.grid import Suite
 from harness.spec.tasks import get_task
 from harness.spec.methods import METHODS
 from harness.spec.models import ALIASES, ModelSpec
@@ -83,14 +84,6 @@ def check_models(suite: Suite, loc) -> list[str]:
     return notes
 
 
-def _task_names(entry) -> list[str]:
-    if isinstance(entry, SequenceEntry):
-        return list(entry.sequence)
-    if isinstance(entry, MultitaskEntry):
-        return list(entry.multitask)
-    return [entry]
-
-
 def _datasets_cache() -> str:
     if os.environ.get("HF_DATASETS_CACHE"):
         return os.environ["HF_DATASETS_CACHE"]
@@ -99,16 +92,14 @@ def _datasets_cache() -> str:
 
 
 def check_data(suite: Suite, cli_data_dir: str | None, loc) -> list[str]:
-    data_dir = suite.data_dir(cli_data_dir)
-    source = ("--data-dir" if cli_data_dir else "data_dir" if suite.model.data_dir
-              else "$HARNESS_DATA_DIR" if data_dir else None)
+    data_dir, source = suite.data(cli_data_dir)
     if data_dir is not None and not os.path.isdir(data_dir):
         msg = f"data directory {data_dir} does not exist"
         if source == "data_dir":
             raise loc.error(("data_dir",), msg)
         raise InputError(f"{source}: {msg}")
-    for i, entry in enumerate(suite.model.tasks):
-        for name in _task_names(entry):
+    for i, slot in enumerate(suite.task_slots):
+        for name in slot.tasks:
             task = get_task(name)
             if data_dir is not None:
                 folder = os.path.join(data_dir, task.local_dir)
@@ -136,10 +127,8 @@ def check_adapters(suite: Suite, loc) -> None:
             where = ("methods", k, "path") + sub
             if not path:
                 raise loc.error(where, "required: a directory written by an adapter run (OUTPUT/SUITE/KEY/adapter)")
-            try:
+            with loc.at(where):
                 check_suite_path(path, "the adapter path")
-            except InputError as e:
-                raise loc.error(where, str(e)) from None
             full = os.path.normpath(os.path.join(base, os.path.expanduser(path)))
             looks_local = os.path.isabs(os.path.expanduser(path)) or path.startswith((".", "~")) or os.path.exists(full)
             if not looks_local:   # an AdapterHub id: only online

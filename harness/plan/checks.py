@@ -1,0 +1,164 @@
+"""The checks a suite passes after its entries are read, each raising a located InputError: no value twice in a
+list and no two cells with one key, paths that stay where they say, schedules that suit the methods, SQuAD
+windows that leave room for context, ablate entries that name an ablatable method and a known task.
+"""
+
+from __future__ import annotations
+
+import os
+
+from pydantic import BaseModel
+
+from harness.plan.grid import Suite
+from harness.plan.messages import Located, format_path
+from harness.plan.schema import ModelEntry, MultitaskEntry, SequenceEntry, SuiteModel
+from harness.spec.cell import Cell
+from harness.spec.errors import InputError, did_you_mean
+from harness.spec.hparams import HPARAM_NAMES
+from harness.spec.methods import METHODS, methods_with
+from harness.spec.models import ModelSpec
+from harness.spec.tasks import get_task
+
+
+def canonical(value) -> str:
+    """A value as the cell key sees it: 1 and 1.0, 1e-3 and 0.001 are one value."""
+    if isinstance(value, bool) or value is None:
+        return repr(value)
+    if isinstance(value, (int, float)):
+        return repr(float(value))
+    if isinstance(value, BaseModel):
+        value = value.model_dump(exclude_none=True)
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k!r}:{canonical(v)}" for k, v in sorted(value.items())) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(canonical(v) for v in value) + "]"
+    return repr(value)
+
+
+def _no_duplicates(values, path: tuple, loc: Located, same=canonical) -> None:
+    """Reject a list that holds one value twice (each of its cells would run twice). Linear: a dict, no scan."""
+    first: dict[str, int] = {}
+    for i, v in enumerate(values):
+        c = same(v)
+        if c in first:
+            shown = (v.name if isinstance(v, ModelEntry) else v.model_dump(exclude_none=True)
+                     if isinstance(v, BaseModel) else v)
+            raise loc.error(path + (i,), f"the same as {format_path(path + (first[c],))} ({shown!r}): its cells "
+                                         f"would run twice")
+        first[c] = i
+
+
+def no_duplicate_values(model: SuiteModel, base: str, loc: Located) -> None:
+    """No list of the suite holds one value twice (1 and 1.0, 1e-3 and 0.001 are one value)."""
+    _no_duplicates(model.models, ("models",), loc,
+                   same=lambda m: ModelSpec(m.name, False, base).local_path() or m.name)
+    _no_duplicates(model.tasks, ("tasks",), loc)
+    _no_duplicates(model.budgets, ("budgets",), loc)
+    _no_duplicates(model.seeds, ("seeds",), loc)
+    _no_duplicates(model.ablate, ("ablate",), loc)
+    for name in HPARAM_NAMES:
+        values = getattr(model.hparams, name)
+        if isinstance(values, list):
+            _no_duplicates(values, ("hparams", name), loc)
+    for i, entry in enumerate(model.methods):
+        for key, value in (entry.model_extra or {}).items():
+            if isinstance(value, list):
+                _no_duplicates(value, ("methods", i, key), loc)
+
+
+def no_duplicate_variants(variants_per_entry, loc: Located) -> tuple[list, list[int]]:
+    """Each methods[] entry's variants (an iterable, read lazily: the first error in file order wins) -> all
+    variants and the entry of each; no variant twice."""
+    variants, sources, seen = [], [], {}
+    for i, entry_variants in enumerate(variants_per_entry):
+        for variant in entry_variants:
+            signature = canonical(variant)
+            if signature in seen:
+                raise loc.error(("methods", i), f"the same method variant as methods[{seen[signature]}]")
+            seen[signature] = i
+            variants.append(variant)
+            sources.append(i)
+    return variants, sources
+
+
+def no_duplicate_cells(suite: Suite, loc: Located) -> list[Cell]:
+    """Two cells with one key would train the same thing twice (e.g. a method that writes out an hparam's
+    default next to one that leaves it, or settings that differ only in what the key ignores)."""
+    seen: dict[str, tuple[Cell, int | None]] = {}
+    cells = []
+    for cell, source in suite.cells_with_sources(1):
+        key = cell.key
+        if key in seen:
+            first, first_source = seen[key]
+            raise loc.error(("methods", source), f'cell "{cell.label}" is the same cell (key {key}) as one of '
+                                                 f"methods[{first_source}]; it would run twice")
+        seen[key] = (cell, source)
+        cells.append(cell)
+    suite.built[1] = cells
+    return cells
+
+
+def check_suite_path(value: str, what: str) -> None:
+    """A path written in a suite: plain text, and a relative one stays inside the suite's folder, so a shared suite
+    cannot point the harness at ../../../etc (an absolute path says where it goes, for every reader to see)."""
+    if any(ord(ch) < 32 for ch in value):
+        raise InputError(f"{what} contains a control character")
+    expanded = os.path.expanduser(value)
+    if not os.path.isabs(expanded) and ".." in expanded.replace("\\", "/").split("/"):
+        raise InputError(f'{what} "{value}" leaves the suite\'s folder with ".."; a relative path stays inside '
+                         f"it: write an absolute path for a directory elsewhere")
+
+
+def check_paths(model: SuiteModel, base: str, loc: Located) -> None:
+    """The suite's data_dir and model paths: see check_suite_path; a model name must also resolve."""
+    if model.data_dir is not None:
+        with loc.at(("data_dir",)):
+            check_suite_path(model.data_dir, "data_dir")
+    for i, m in enumerate(model.models):
+        with loc.at(("models", i)):
+            spec = ModelSpec(m.name, m.trust_remote_code, base)
+            if spec.looks_like_path():
+                check_suite_path(m.name, "a model path")
+            spec.check()
+
+
+def check_schedules(model: SuiteModel, variants, loc: Located) -> None:
+    methods = {v[0] for v in variants}
+    for i, entry in enumerate(model.tasks):
+        if isinstance(entry, SequenceEntry) and entry.adapter == "new":
+            odd = sorted(m for m in methods if METHODS[m].uses_adapters and not METHODS[m].stackable)
+            if odd:
+                raise loc.error(("tasks", i, "adapter"), f"adapter: new stacks a new bottleneck adapter on the "
+                                                         f"previous one ({', '.join(methods_with('stackable'))}); "
+                                                         f"not for {odd[0]}")
+        if isinstance(entry, MultitaskEntry) and entry.adapter_per_task:
+            odd = sorted(m for m in methods if not METHODS[m].uses_adapters)
+            if odd:
+                raise loc.error(("tasks", i, "adapter_per_task"), f"adapter_per_task needs adapter methods only "
+                                                                  f"(the suite also has {odd[0]})")
+        saved = sorted(m for m in methods if METHODS[m].loads_saved)
+        if not isinstance(entry, str) and saved:
+            raise loc.error(("tasks", i), f"{saved[0]} evaluates a saved single-task adapter: use a task name")
+
+
+def check_ablate(model: SuiteModel, loc: Located) -> None:
+    """An ablate entry names an ablatable method and a known task (stored under its canonical name)."""
+    for i, entry in enumerate(model.ablate):
+        ablatable = methods_with("ablatable")
+        if entry.method is not None and entry.method not in ablatable:
+            raise loc.error(("ablate", i, "method"), f'"{entry.method}" cannot be ablated'
+                                                     f'{did_you_mean(entry.method, ablatable)}; ablatable: '
+                                                     f'{", ".join(ablatable)}')
+        if entry.task is not None:
+            with loc.at(("ablate", i, "task")):
+                entry.task = get_task(entry.task).name
+
+
+def check_windows(suite: Suite, loc: Located) -> None:
+    """SQuAD windows overlap by doc_stride tokens: the stride must leave room for new context in each window."""
+    for cell in suite.cells():
+        stride, length = cell.hparams.get("doc_stride"), cell.hparams["max_length"]
+        if stride is not None and stride >= length // 2 and any(get_task(t).kind == "span_extraction"
+                                                                 for t in cell.tasks):
+            raise loc.error(("hparams", "doc_stride"), f"doc_stride {stride} must be below half of max_length "
+                                                       f"{length} (SQuAD windows)")
