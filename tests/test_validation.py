@@ -80,6 +80,24 @@ def tiny(tmp_path_factory):
     return make_tiny_model(tmp_path_factory.mktemp("m") / "tiny")   # hidden 32, 2 layers, 128 positions
 
 
+def test_a_tasks_default_length_is_checked_against_the_model(tiny, tmp_path):
+    """SQuAD cells default to 384-token windows: on a model with 128 positions the cell failed when it started."""
+    from harness.plan.preflight import preflight
+
+    shutil.copytree(tiny, tmp_path / "tiny")
+    suite = parse_suite("name: s\nmodels: [./tiny]\ntasks: [squad]\nmethods: [full]\n", str(tmp_path / "s.yaml"))
+    with pytest.raises(InputError) as err:
+        preflight(suite, str(write_small_glue(tmp_path / "glue")))
+    assert ":3: tasks[0]: max_length 384 (the default of squad's cells) is more than the maximum positions of " \
+           "model ./tiny (128" in str(err.value)
+
+
+def test_minus_zero_is_zero_in_the_key():
+    zero, minus = (parse_suite(HEAD + f"methods: [full]\nhparams: {{weight_decay: {v}}}\n", "s.yaml").cells()[0]
+                   for v in ("0.0", "-0.0"))
+    assert zero.key == minus.key
+
+
 @pytest.mark.parametrize("body, expected", [
     ("hparams: {max_length: 129}", ":5: hparams.max_length: 129 is more than the maximum positions of model ./tiny (128"),
     ("methods: [{name: houlsby, size: 33}]", ":4: methods[0].size: 33 is more than the hidden size of model ./tiny (32"),

@@ -15,7 +15,7 @@ from harness.plan.schema import ModelEntry, MultitaskEntry, SequenceEntry, Suite
 from harness.spec.cell import Cell
 from harness.spec.errors import InputError, did_you_mean
 from harness.spec.hparams import HPARAM_NAMES
-from harness.spec.methods import METHODS, methods_with
+from harness.spec.methods import METHODS, methods_with, variant_problem
 from harness.spec.models import ModelSpec
 from harness.spec.tasks import get_task
 
@@ -25,7 +25,7 @@ def canonical(value) -> str:
     if isinstance(value, bool) or value is None:
         return repr(value)
     if isinstance(value, (int, float)):
-        return repr(float(value))
+        return repr(float(value) + 0.0)   # + 0.0: -0.0 is 0.0
     if isinstance(value, BaseModel):
         value = value.model_dump(exclude_none=True)
     if isinstance(value, dict):
@@ -126,7 +126,7 @@ def check_schedules(model: SuiteModel, variants, loc: Located) -> None:
     methods = {v[0] for v in variants}
     for i, entry in enumerate(model.tasks):
         if isinstance(entry, SequenceEntry) and entry.adapter == "new":
-            odd = sorted(m for m in methods if METHODS[m].uses_adapters and not METHODS[m].stackable)
+            odd = sorted(m for m in methods if not METHODS[m].stackable)
             if odd:
                 raise loc.error(("tasks", i, "adapter"), f"adapter: new stacks a new bottleneck adapter on the "
                                                          f"previous one ({', '.join(methods_with('stackable'))}); "
@@ -141,17 +141,54 @@ def check_schedules(model: SuiteModel, variants, loc: Located) -> None:
             raise loc.error(("tasks", i), f"{saved[0]} evaluates a saved single-task adapter: use a task name")
 
 
-def check_ablate(model: SuiteModel, loc: Located) -> None:
-    """An ablate entry names an ablatable method and a known task (stored under its canonical name)."""
+def check_ablate(model: SuiteModel, variants, loc: Located) -> None:
+    """An ablate entry names an ablatable method and a known task (stored under its canonical name), both of
+    them in this suite: an entry that can match no run of the suite would silently ablate nothing."""
+    methods = list(dict.fromkeys(v[0] for v in variants))
+    tasks = [t if isinstance(t, str) else None for t in model.tasks]
     for i, entry in enumerate(model.ablate):
         ablatable = methods_with("ablatable")
         if entry.method is not None and entry.method not in ablatable:
             raise loc.error(("ablate", i, "method"), f'"{entry.method}" cannot be ablated'
                                                      f'{did_you_mean(entry.method, ablatable)}; ablatable: '
                                                      f'{", ".join(ablatable)}')
+        if entry.method is not None and entry.method not in methods:
+            raise loc.error(("ablate", i, "method"), f'"{entry.method}" is not one of this suite\'s methods '
+                                                     f'({", ".join(methods)})')
         if entry.task is not None:
             with loc.at(("ablate", i, "task")):
                 entry.task = get_task(entry.task).name
+            if entry.task not in tasks:
+                raise loc.error(("ablate", i, "task"), f'"{entry.task}" is not one of this suite\'s single tasks '
+                                                       f'({", ".join(t for t in tasks if t) or "none"})')
+        if not any(METHODS[m].ablatable for m in ([entry.method] if entry.method else methods)):
+            raise loc.error(("ablate", i), f"no method of this suite can be ablated (ablatable: "
+                                           f"{', '.join(ablatable)})")
+
+
+def check_variants(suite: Suite, loc: Located) -> None:
+    """Every method variant can run on every task entry it is crossed with (e.g. mean pooling needs single-task
+    classification cells; Compacter's size must divide by phm_dim): spec.methods.variant_problem, the rule a
+    cell would otherwise break only when it starts."""
+    for (method, params, _), source in zip(suite.method_variants, suite.variant_sources):
+        for slot in suite.task_slots:
+            problem = variant_problem(method, params, tuple(get_task(t).kind for t in slot.tasks),
+                                      slot.schedule is None)
+            if problem:
+                raise loc.error(("methods", source, problem[0]), f"{problem[1]}; task entry {slot.task}")
+
+
+def check_squad_options(suite: Suite, loc: Located) -> None:
+    """Options only SQuAD reads (doc_stride) in a suite without SQuAD would be keyed and stored, and do nothing."""
+    qa_keys = {"doc_stride"}
+    if any(get_task(t).kind == "span_extraction" for slot in suite.task_slots for t in slot.tasks):
+        return
+    for key in qa_keys & suite.model.hparams.model_fields_set:
+        if getattr(suite.model.hparams, key) is not None:
+            raise loc.error(("hparams", key), f"{key} applies to SQuAD tasks only, and this suite has none")
+    for i, entry in enumerate(suite.model.methods):
+        for key in qa_keys & set(entry.model_extra or {}):
+            raise loc.error(("methods", i, key), f"{key} applies to SQuAD tasks only, and this suite has none")
 
 
 def check_windows(suite: Suite, loc: Located) -> None:

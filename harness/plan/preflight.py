@@ -15,7 +15,7 @@ from harness.spec.errors import InputError
 from harness.plan.checks import check_suite_path
 from harness.plan.grid import Suite
 from harness.spec.tasks import get_task
-from harness.spec.methods import METHODS
+from harness.spec.methods import METHODS, variant_problem
 from harness.spec.models import ALIASES, ModelSpec
 
 
@@ -64,6 +64,20 @@ def _check_model_sizes(suite: Suite, i: int, spec: ModelSpec, sizes: dict, loc) 
             if dim:
                 for sub, v in _values(value):
                     check(("methods", k, key) + sub, v, dim)
+    for (method, params, _), source in zip(suite.method_variants, suite.variant_sources):
+        problem = variant_problem(method, params, sizes=sizes)
+        if problem:
+            raise loc.error(("methods", source, problem[0]), f"{problem[1]} (model {spec.name}, models[{i}])")
+    # a length the suite did not write: a task's own default (SQuAD's 384) on a model with fewer positions
+    positions = sizes.get("positions")
+    for t, slot in enumerate(suite.task_slots):
+        for cell in suite.cells():
+            if (positions is not None and cell.model == spec.name and cell.task == slot.task
+                    and cell.hparams["max_length"] > positions):
+                raise loc.error(("tasks", t), f"max_length {cell.hparams['max_length']} (the default of "
+                                              f"{slot.task}'s cells) is more than the maximum positions of model "
+                                              f"{spec.name} ({positions}, from its config), models[{i}]: set "
+                                              f"hparams.max_length")
 
 
 def check_models(suite: Suite, loc) -> list[str]:

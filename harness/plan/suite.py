@@ -45,12 +45,14 @@ def parse_suite(text: str, path: str = "<suite>", max_cells: int = DEFAULT_MAX_C
     variants, sources = checks.no_duplicate_variants(
         (expand_method(entry.model_dump(), i, loc) for i, entry in enumerate(model.methods)), loc)
     checks.check_schedules(model, variants, loc)
-    checks.check_ablate(model, loc)
+    checks.check_ablate(model, variants, loc)
 
     suite = Suite(model=model, path=path, method_variants=variants, variant_sources=sources, lines=lines)
     suite.check_size(max_cells)
     checks.no_duplicate_cells(suite, loc)
     checks.check_windows(suite, loc)
+    checks.check_variants(suite, loc)
+    checks.check_squad_options(suite, loc)
     return suite
 
 

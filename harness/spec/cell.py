@@ -27,6 +27,8 @@ def _drop_none(obj):
         return {k: _drop_none(v) for k, v in obj.items() if v is not None}
     if isinstance(obj, (list, tuple)):
         return [_drop_none(v) for v in obj]
+    if isinstance(obj, float) and obj == 0.0:
+        return 0.0   # -0.0 trains exactly as 0.0: one key for both
     return obj
 
 

@@ -140,3 +140,26 @@ def methods_with(flag: str) -> tuple[str, ...]:
 
 def get_method(name: str) -> MethodSpec:
     return METHODS.get(name)
+
+
+# task kinds whose head reads one vector per example (a frozen encoder's output can be cached as that vector)
+POOLED_HEAD_KINDS = ("classification",)
+
+
+def variant_problem(method: str, params: dict, kinds: tuple[str, ...] = (), single_task: bool = True,
+                    sizes: dict | None = None) -> tuple[str, str] | None:
+    """(parameter, why) when this method variant cannot run on cells of these task kinds (or on a model of these
+    sizes: hidden, layers, positions), else None. The one home of the rules a cell would otherwise hit only when
+    it starts: `validate` asks before anything runs (plan/), and the setup code asks again for direct callers."""
+    sizes = sizes or {}
+    if method == "compacter":
+        phm = params["phm_dim"]
+        if params["size"] % phm:
+            return "size", f"compacter: size {params['size']} must be divisible by phm_dim {phm}"
+        if sizes.get("hidden") and sizes["hidden"] % phm:
+            return "phm_dim", f"compacter: the model's hidden size {sizes['hidden']} must be divisible by phm_dim {phm}"
+    if method == "linear_probe" and (params.get("pooling") or "cls") != "cls":
+        if not single_task or any(k not in POOLED_HEAD_KINDS for k in kinds):
+            return "pooling", (f"pooling {params['pooling']} needs cached frozen features, which apply to single-task "
+                               f"classification cells only (not {', '.join(k for k in kinds if k not in POOLED_HEAD_KINDS) or 'sequential or multi-task cells'})")
+    return None

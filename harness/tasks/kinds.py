@@ -18,6 +18,7 @@ import numpy as np
 
 from harness import atomic
 from harness.spec import layout
+from harness.spec.methods import POOLED_HEAD_KINDS
 from harness.spec.registry import Registry
 from harness.spec.tasks import Task
 
@@ -28,7 +29,10 @@ class TaskKind:
     hidden_columns: tuple = ()      # feature columns kept on the host (never fed to the model)
     # the head reads one vector per example (the first token's, or a pooled one): a frozen encoder's output can
     # be cached as that vector (harness/train/features.py)
-    pooled_head: bool = False
+
+    @property
+    def pooled_head(self) -> bool:
+        return self.name in POOLED_HEAD_KINDS
 
     def config_kwargs(self, task: Task) -> dict:
         """Keyword arguments for the model config (number of labels, problem type...)."""
@@ -68,7 +72,6 @@ class Classification(TaskKind):
 
     name = "classification"
     auto_model = "AutoModelForSequenceClassification"
-    pooled_head = True
 
     def config_kwargs(self, task: Task) -> dict:
         if task.is_regression:

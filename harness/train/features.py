@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from harness.spec import layout
+from harness.spec.methods import variant_problem
 from harness.tasks.data import lengths
 
 POOLINGS = ("cls", "mean")
@@ -199,7 +200,11 @@ def plan(cell, method, kinds: list, model: nn.Module, single_task: bool,
     if (method.frozen_encoder and all(k.pooled_head for k in kinds) and single_task
             and method.trains(cell.method_params) and frozen_below_head(model)):
         return FrozenFeatures(pooling, cache_dir)
-    if pooling != "cls":
+    problem = variant_problem(cell.method, {**cell.method_params, "pooling": pooling},
+                              tuple(k.name for k in kinds), single_task)
+    if problem:
+        raise ValueError(problem[1])
+    if pooling != "cls":   # the tasks allow it, but this model's encoder is not entirely frozen
         raise ValueError(f"{cell.method}: pooling {pooling} needs cached frozen features, which apply to "
-                         f"single-task classification cells whose encoder is entirely frozen")
+                         f"cells whose encoder is entirely frozen")
     return None

@@ -14,6 +14,7 @@ if TYPE_CHECKING:   # torch is imported where a method runs: validating a suite 
 
 from harness.spec import layout
 from harness.spec.errors import InputError
+from harness.spec.methods import variant_problem
 from harness.spec.registry import Registry
 
 ADAPTER_NAME = "harness"
@@ -116,9 +117,9 @@ def _setup_compacter(model, params):
     from adapters import CompacterConfig, CompacterPlusPlusConfig
 
     hidden = model.config.hidden_size
-    for what, value in (("size", params["size"]), ("hidden size", hidden)):
-        if value % params["phm_dim"]:
-            raise InputError(f"compacter: the {what} ({value}) must be divisible by phm_dim ({params['phm_dim']})")
+    problem = variant_problem("compacter", params, sizes={"hidden": hidden})
+    if problem:
+        raise InputError(problem[1])
     cls = CompacterPlusPlusConfig if params["plus_plus"] else CompacterConfig
     _add_and_train(model, cls(reduction_factor=reduction_factor(hidden, params["size"]), phm_dim=params["phm_dim"]))
 
