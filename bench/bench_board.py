@@ -87,7 +87,7 @@ def main() -> int:
     from streamlit.testing.v1 import AppTest
 
     os.environ["HARNESS_DB"] = url
-    at = AppTest.from_file(os.path.join(ROOT, "leaderboard", "app.py"), default_timeout=300)
+    at = AppTest.from_file(os.path.join(ROOT, "harness", "board", "app.py"), default_timeout=300)
     t = time.perf_counter()
     at.run()
     cold_s = time.perf_counter() - t

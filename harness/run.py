@@ -1,15 +1,12 @@
-"""Entry point for `accelerate launch harness/run.py SUITE [options]` (same options as `harness run`)."""
+"""`accelerate launch -m harness.run SUITE [options]`: one worker of `harness run` (same options) under a launcher.
 
-import os
+From any folder once the package is installed; from a checkout, `accelerate launch harness/run.py SUITE` works too
+(the package must be importable: installed, or the checkout on PYTHONPATH).
+"""
+
 import sys
 
-# Run as a script, this file's folder is sys.path[0]; drop it so the package's module names cannot shadow
-# anything, and make the checkout importable when the package is not installed.
-_here = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _here]
-sys.path.insert(0, os.path.dirname(_here))
-
-from harness.cli import main  # noqa: E402
+from harness.cli import main
 
 if __name__ == "__main__":
     raise SystemExit(main(["run", *sys.argv[1:]]))

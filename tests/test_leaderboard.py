@@ -1,15 +1,14 @@
 """The Streamlit leaderboard: every page through AppTest on a fixture store, then a real browser."""
 
 import os
-import sys
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
 import fixture_store
-from conftest import ROOT
+from harness.board import APP
 
-APP = str(ROOT / "leaderboard" / "app.py")
+APP = str(APP)
 
 
 @pytest.fixture(scope="module")
@@ -113,8 +112,7 @@ def test_empty_and_missing_store_show_help_not_traceback(tmp_path, monkeypatch):
 
 def test_real_browser_renders_the_leaderboard(store_url, tmp_path):
     """`streamlit run` on localhost, opened in headless Debian Chromium through Playwright; saves a screenshot."""
-    sys.path.insert(0, str(ROOT / "leaderboard"))
-    from screenshot import CHROMIUM, screenshot
+    from harness.board.screenshot import CHROMIUM, screenshot
 
     assert os.path.exists(CHROMIUM), "install Debian's chromium (see .ci/run)"
     shot = screenshot(store_url, str(tmp_path / "leaderboard.png"), wait_for_text="72.0 ± 2.0")

@@ -63,7 +63,7 @@ def test_dry_run_prints_the_filled_template(tmp_path, tiny_bert, flags, template
     assert r.returncode == 0, r.stderr
     text = r.stdout
     for line in ["#SBATCH --signal=USR2@90", "#SBATCH --requeue", "#SBATCH --time=01:00:00",
-                 "#SBATCH --partition=gpu", "#SBATCH --mem=16G", "-m harness.launch.relay",
+                 "#SBATCH --partition=gpu", "#SBATCH --mem=16G", "-m harness.launch.relay", "-m harness.run ",
                  f"export HARNESS_DB=sqlite:///{tmp_path}/rel.db", "%x-%A_%a.out", "HARNESS_SLURM_REQUEUE=1", *must]:
         assert line in text, (line, text)
     assert "{{" not in text and "B:USR2" not in text
@@ -80,10 +80,12 @@ def test_bad_flags_exit_2(tmp_path, tiny_bert):
 
 def test_deepspeed_config_drops_multi_gpu(tmp_path, tiny_bert):
     suite = write_suite(tmp_path / "s.yaml", suite_text(tiny_bert, "s"))
-    r = run_cli("slurm", suite, "--workers", "2", "--gpus-per-worker", "2", "--dry-run", "--accelerate-config",
-                ROOT / "slurm" / "deepspeed_zero3.yaml", cwd=tmp_path)
-    assert r.returncode == 0 and f"--config_file {ROOT}/slurm/deepspeed_zero3.yaml" in r.stdout
-    assert "--multi_gpu --num_processes" not in r.stdout and "$LAUNCH --num_processes 2" in r.stdout
+    shipped = ROOT / "harness" / "launch" / "templates" / "deepspeed_zero3.yaml"
+    for config in (shipped, "deepspeed_zero3"):   # a file, or a config shipped in the package by name
+        r = run_cli("slurm", suite, "--workers", "2", "--gpus-per-worker", "2", "--dry-run", "--accelerate-config",
+                    config, cwd=tmp_path)
+        assert r.returncode == 0 and f"--config_file {shipped}" in r.stdout, r.stderr
+        assert "--multi_gpu --num_processes" not in r.stdout and "$LAUNCH --num_processes 2" in r.stdout
 
 
 # --- a real cluster -------------------------------------------------------------------------------------------------

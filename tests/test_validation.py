@@ -244,7 +244,8 @@ def test_ablate_never_takes_trust_remote_code_from_the_store(monkeypatch, tmp_pa
 
 
 def test_relative_paths_are_resolved_once_where_read(tmp_path, monkeypatch):
-    from harness.cli import absolute_db_url, build_parser, resolve_user_paths
+    from harness.cli import build_parser, resolve_user_paths
+    from harness.spec.layout import absolute_db_url
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HARNESS_DATA_DIR", "data/glue")

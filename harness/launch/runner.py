@@ -39,7 +39,7 @@ STOP = "stop"   # ... and after a stop signal (harness.train.preempt): no furthe
 def reproduce_command(suite_path: str, num_processes: int) -> str:
     launcher = ("accelerate launch" if num_processes == 1 else
                 f"accelerate launch --multi_gpu --num_processes {num_processes}")
-    return f"{launcher} harness/run.py {shlex.quote(suite_path)} --retry-failed"
+    return f"{launcher} -m harness.run {shlex.quote(suite_path)} --retry-failed"
 
 
 def _error_text(exc: BaseException) -> str:

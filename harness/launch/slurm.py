@@ -1,4 +1,5 @@
-"""`harness slurm SUITE --workers N`: an sbatch array of N workers on one store, from the templates in slurm/.
+"""`harness slurm SUITE --workers N`: an sbatch array of N workers on one store, from the templates shipped in
+the package (harness/launch/templates/, with the accelerate/DeepSpeed configs).
 
 Slurm schedules, accelerate launches, the store arbitrates: each array task is one worker (one process, a
 multi-GPU group, or a multi-node group) that claims cells until none is left (harness.launch.runner). Jobs ask for
@@ -16,11 +17,13 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 
 from harness.spec.errors import InputError
+from harness.spec.layout import DEFAULT_OUTPUT_DIR, RunLayout, absolute_db_url
 
-TEMPLATE_DIR = Path(__file__).resolve().parent.parent.parent / "slurm"
+TEMPLATES = resources.files("harness.launch") / "templates"   # package data: works from a wheel as from a checkout
 ARRAY, MULTI_GPU, MULTI_NODE = "array.sbatch", "multi_gpu.sbatch", "multi_node.sbatch"
 _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 
@@ -35,7 +38,7 @@ class SlurmRequest:
     partition: str | None = None
     time: str | None = None
     db: str | None = None
-    output_dir: str = "results"
+    output_dir: str = DEFAULT_OUTPUT_DIR
     sbatch_args: list[str] = field(default_factory=list)
     accelerate_config: str | None = None
     throttle: int | None = None
@@ -52,7 +55,11 @@ class SlurmRequest:
         if self.time is not None and not re.fullmatch(r"(\d+-)?\d+(:\d{1,2}){0,2}", self.time):
             raise InputError(f"--time: not a Slurm time (MM, HH:MM:SS or D-HH:MM:SS): {self.time!r}")
         if self.accelerate_config and not os.path.isfile(self.accelerate_config):
-            raise InputError(f"--accelerate-config: no such file: {self.accelerate_config}")
+            shipped = shipped_config(self.accelerate_config)
+            if shipped is None:
+                raise InputError(f"--accelerate-config: no such file: {self.accelerate_config} (shipped configs: "
+                                 f"{', '.join(SHIPPED_CONFIGS)})")
+            self.accelerate_config = shipped
 
     @property
     def template(self) -> str:
@@ -65,12 +72,14 @@ class SlurmRequest:
         return max(1, self.gpus_per_worker) * self.nodes_per_worker
 
 
-def absolute_db_url(url: str) -> str:
-    """Compute nodes start in another directory: a relative SQLite path is made absolute."""
-    prefix = "sqlite:///"
-    if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
-        return prefix + os.path.abspath(url[len(prefix):])
-    return url
+SHIPPED_CONFIGS = ("deepspeed_zero2", "deepspeed_zero3")
+
+
+def shipped_config(name: str) -> str | None:
+    """The path of an accelerate config shipped with the package, by name (deepspeed_zero2 or
+    deepspeed_zero2.yaml); None for any other name."""
+    stem = name[:-len(".yaml")] if name.endswith(".yaml") else name
+    return str(TEMPLATES / f"{stem}.yaml") if stem in SHIPPED_CONFIGS else None
 
 
 def render(req: SlurmRequest) -> str:
@@ -94,18 +103,17 @@ def render(req: SlurmRequest) -> str:
         "nodes": str(req.nodes_per_worker), "world": str(req.world),
         "multi_gpu": "" if deepspeed else "--multi_gpu ",   # a DeepSpeed config picks its own launcher
         "partition": req.partition, "time": req.time,
-        "log_dir": os.path.join(output_dir, "slurm-logs"),
+        "log_dir": RunLayout(output_dir).slurm_logs,
         "sbatch_args": "\n".join(f"#SBATCH {a}" for a in req.sbatch_args) or None,
         "workdir": q(os.getcwd()), "db": q(absolute_db_url(req.db or default_db_url())),
         "suite": q(os.path.abspath(req.suite_path)), "suite_name": req.suite_name, "output_dir": q(output_dir),
-        "run_py": q(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "run.py")),
         "python": q(sys.executable), "accelerate_args": " ".join(accelerate_args),
         "run_args": " ".join(q(a) for a in req.run_args),
         "env": f"export HARNESS_DATA_DIR={q(os.path.abspath(req.data_dir))}" if req.data_dir else None,
     }
     if req.gpus_per_worker == 0 and req.template == ARRAY:
         values["multi_gpu"] = ""
-    text = (TEMPLATE_DIR / req.template).read_text()
+    text = (TEMPLATES / req.template).read_text()
     lines = []
     for line in text.splitlines():
         names = _PLACEHOLDER.findall(line)
@@ -124,7 +132,7 @@ def render(req: SlurmRequest) -> str:
 
 def script_path(output_dir: str, suite_name: str) -> str:
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return os.path.join(os.path.abspath(output_dir), "slurm", f"{suite_name}-{stamp}.sbatch")
+    return os.path.join(RunLayout(output_dir).slurm_scripts, f"{suite_name}-{stamp}.sbatch")
 
 
 def submit(script_file: str) -> str:
@@ -160,7 +168,7 @@ def slurm_task_id() -> str | None:
 def requeue_slurm_task() -> bool:
     """After a stop signal, rank 0 of a worker asks Slurm to put its own job (array task) back in the queue, as
     submitit does from its handler: Slurm itself does not requeue a job that ends at its time limit. Only when
-    HARNESS_SLURM_REQUEUE=1 (the slurm/ templates set it) inside a Slurm job submitted with --requeue.
+    HARNESS_SLURM_REQUEUE=1 (the sbatch templates set it) inside a Slurm job submitted with --requeue.
     scontrol then ends this job's processes: called last, after the checkpoint and the release of the claim."""
     job = slurm_task_id()
     if not job or os.environ.get("HARNESS_SLURM_REQUEUE") != "1":

@@ -14,6 +14,7 @@ import math
 
 import pandas as pd
 
+from harness.spec.cell import base_label
 from harness.spec.status import NOT_RESULTS, Regime, Status
 from harness.spec.tasks import TASKS
 
@@ -183,3 +184,20 @@ def ablation_matrix(payload: dict) -> pd.DataFrame:
     for first, last, score in payload["spans"]:
         matrix.loc[first, last] = score - payload["baseline"]
     return matrix
+
+
+def composite_vs_single(runs: pd.DataFrame) -> pd.DataFrame:
+    """Sequential and multi-task rows against the direct single-task runs of the same method and task (best
+    setting on dev of each): task, variant, score, single-task, difference. Empty without composite rows."""
+    composite = (Regime.SEQUENTIAL, Regime.MULTITASK_MEMBER)
+    if runs.empty or not runs["regime"].isin(composite).any():
+        return pd.DataFrame()
+    best = best_table(runs)
+    direct = best[best["regime"].isna()].set_index(["task", "method_label"])["mean"]
+    rows = []
+    for _, r in best[best["regime"].isin(composite)].iterrows():
+        base = direct.get((r["task"], base_label(r["method_label"])))
+        rows.append({"task": r["task"], "variant": r["method_label"], "score": round(r["mean"], 2),
+                     "single-task": None if base is None else round(base, 2),
+                     "difference": None if base is None else round(r["mean"] - base, 2)})
+    return pd.DataFrame(rows)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from importlib import metadata
 
+# versions recorded with every result; peft and deepspeed are not dependencies: recorded only where installed
 PACKAGES = ("torch", "transformers", "adapters", "peft", "accelerate", "datasets", "deepspeed")
 HERE = os.path.dirname(os.path.abspath(__file__))
 

@@ -122,7 +122,7 @@ class PeakMemory:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _quiet_libraries() -> None:
+def quiet_libraries() -> None:
     """The head being newly initialised is expected (it is counted as head_params), and adapters warns about
     inactive adapters from inside its own set_active_adapters: neither helps a user reading the log."""
     import logging
@@ -468,7 +468,7 @@ class CellRun:
     def run(self) -> RunResult:
         from accelerate.utils import set_seed
 
-        _quiet_libraries()
+        quiet_libraries()
         self.acc = make_accelerator(self.cell, find_unused_parameters=self.multi)
         self.main = self.acc.is_main_process
         set_seed(self.cell.seed)

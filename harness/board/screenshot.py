@@ -1,6 +1,6 @@
 """Serve the leaderboard with `streamlit run` on localhost and photograph it in headless Chromium.
 
-  python leaderboard/screenshot.py --db sqlite:///results/harness.db -o docs/leaderboard.png
+  python -m harness.board.screenshot --db sqlite:///results/harness.db -o docs/leaderboard.png
 
 Used by the real-browser test and to refresh the README's picture. Needs Debian's chromium and the
 playwright package (no browser download: Playwright drives the system Chromium).
@@ -9,14 +9,14 @@ playwright package (no browser download: Playwright drives the system Chromium).
 from __future__ import annotations
 
 import argparse
-import os
 import socket
 import subprocess
 import sys
 import time
 from contextlib import contextmanager
 
-APP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "app.py")
+from harness.board import APP
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
@@ -31,7 +31,7 @@ def free_port() -> int:
 def served(db: str, timeout: float = 60):
     """Yields the URL of a leaderboard served on a free localhost port; stops the server afterwards."""
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", APP, "--server.port", str(port),
+    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(APP), "--server.port", str(port),
                                "--server.address", "127.0.0.1", "--server.headless", "true",
                                "--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal",
                                "--", "--db", db], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

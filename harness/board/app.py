@@ -1,35 +1,34 @@
-"""The leaderboard: `streamlit run leaderboard/app.py -- --db URL` (or `harness board --db URL`).
+"""The leaderboard: `harness board --db URL` (or `streamlit run harness/board/app.py -- --db URL`).
 
-Reads the store read-only (SQLite mode=ro; a read-only transaction elsewhere); every query is built by
-SQLAlchemy with bound parameters, never from user text. Queries are cached, so a large store is loaded once.
+Draws only: the tables, the trade-off points and the Pareto frontier come from harness.report. Reads the store
+read-only (SQLite mode=ro; a read-only transaction elsewhere); every query is built by SQLAlchemy with bound
+parameters, never from user text. Queries are cached, so a large store is loaded once.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+import streamlit as st
 
-import pandas as pd  # noqa: E402
-import plotly.express as px  # noqa: E402
-import plotly.graph_objects as go  # noqa: E402
-import streamlit as st  # noqa: E402
-
-from harness.spec.cell import base_label  # noqa: E402
-from harness.analysis.compare import compare_runs  # noqa: E402
-from harness.spec.status import Regime, Status  # noqa: E402
-from harness.spec.errors import InputError  # noqa: E402
-from harness.report.export import display_table, to_csv, to_latex, to_markdown  # noqa: E402
-from harness.report.tables import NOT_RESULTS, ablation_matrix, best_table, leaderboard_table, runs_frame  # noqa: E402
-from harness.store.db import Store, default_db_url  # noqa: E402
+from harness.analysis.compare import compare_runs
+from harness.report.export import display_table, to_csv, to_latex, to_markdown
+from harness.report.pareto import COSTS, pareto_front, tradeoff_points
+from harness.report.tables import (NOT_RESULTS, ablation_matrix, best_table, composite_vs_single, leaderboard_table,
+                                   runs_frame)
+from harness.spec.errors import InputError
+from harness.spec.status import Status
+from harness.store.db import Store, default_db_url
 
 HOW_TO_RUN = """No results yet. Run a suite first, for example the embedded default (offline, ~15 min on a laptop CPU):
 
 ```
-HARNESS_DATA_DIR=../shared/data/glue harness run suites/demo.yaml
-streamlit run leaderboard/app.py -- --db sqlite:///results/harness.db
+HARNESS_DATA_DIR=/path/to/glue harness run suites/demo.yaml
+harness board --db sqlite:///results/harness.db
 ```"""
 
 
@@ -77,16 +76,6 @@ def downloads(kind: str, frame: pd.DataFrame, stem: str) -> None:
     c3.download_button("Download Markdown", to_markdown(kind, frame), f"{stem}.md", "text/markdown", width="stretch")
 
 
-def pareto(points: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
-    """Points no other point beats with fewer (or equal) x and a higher y."""
-    front, best = [], float("-inf")
-    for _, p in points.sort_values([x, y], ascending=[True, False]).iterrows():
-        if p[y] > best:
-            front.append(p)
-            best = p[y]
-    return pd.DataFrame(front)
-
-
 def page_leaderboard(url, suite, model, metric):
     best, board = load_tables(url, suite, model, metric)
     if board.empty:
@@ -100,7 +89,7 @@ def page_leaderboard(url, suite, model, metric):
     if board.attrs.get("em_tasks"):
         st.caption(f"SQuAD tasks ({', '.join(board.attrs['em_tasks'])}): exact match and F1 (the main score), in "
                    f"points; {board.attrs['avg_name']} averages GLUE tasks only. Runs trained on the offline split of "
-                   "the SQuAD dev set (../shared/data/glue/SQuAD) are not comparable with published SQuAD scores.")
+                   "the SQuAD dev set ($HARNESS_DATA_DIR/SQuAD) are not comparable with published SQuAD scores.")
     methods = list(board["method"])
     keep = st.multiselect("Methods", methods, default=methods)
     sort_options = ["as run"] + [c for c in ["avg"] + board.attrs["tasks"] + ["trainable_pct"]]
@@ -129,24 +118,12 @@ def page_tradeoff(url, suite, model, metric):
     averaged = board.attrs.get("avg_tasks") or tasks   # the GLUE average: GLUE tasks only, as the leaderboard
     which = c1.selectbox("Task", ["average over tasks"] + tasks,
                          format_func=lambda t: board.attrs.get("avg_name", t) if t == "average over tasks" else t)
-    axis = c2.selectbox("Cost", ["trainable parameters", "train time (s)", "peak memory (MB)"])
-    x = {"trainable parameters": "trainable_params", "train time (s)": "train_time_s",
-         "peak memory (MB)": "peak_memory_mb"}[axis]
-    if which == "average over tasks":
-        complete = best[best["task"].isin(averaged)].groupby("method_label").filter(
-            lambda g: len(g) == len(averaged))
-        points = complete.groupby("method_label", as_index=False).agg(
-            score=("mean", "mean"), trainable_params=("trainable_params", "mean"),
-            train_time_s=("train_time_s", "mean"), peak_memory_mb=("peak_memory_mb", "max"),
-            method=("method", "first"))
-    else:
-        points = best[best["task"] == which].rename(columns={"mean": "score"})
+    axis = c2.selectbox("Cost", list(COSTS))
+    x = COSTS[axis]
+    points = tradeoff_points(best, None if which == "average over tasks" else which, averaged)
     if points.empty:
         st.info("No method has results on every task yet.")
         return
-    # a sweep (adapter sizes, top-k's k) is one curve: the method, plus the schedule of composite variants
-    points = points.assign(curve=[m + lbl[len(base_label(lbl)):]
-                                  for m, lbl in zip(points["method"], points["method_label"])])
     fig = px.scatter(points, x=x, y="score", color="curve", hover_name="method_label", log_x=x == "trainable_params",
                      labels={x: axis, "score": "dev score (GLUE points)", "curve": "method"}, height=480)
     colors = {t.name: t.marker.color for t in fig.data}
@@ -155,7 +132,7 @@ def page_tradeoff(url, suite, model, metric):
             group = group.sort_values(x)
             fig.add_trace(go.Scatter(x=group[x], y=group["score"], mode="lines", showlegend=False,
                                      line={"color": colors.get(curve)}, hoverinfo="skip"))
-    front = pareto(points, x, "score")
+    front = pareto_front(points, x, "score")
     fig.add_trace(go.Scatter(x=front[x], y=front["score"], mode="lines", name="Pareto frontier",
                              line={"dash": "dash", "color": "grey"}))
     fig.update_traces(marker={"size": 12})
@@ -256,19 +233,11 @@ def page_analyses(url, suite, model):
 
 def page_schedules(runs):
     """Sequential and multi-task rows against the direct single-task runs of the same method and task."""
-    composite = runs[runs["regime"].isin([Regime.SEQUENTIAL, Regime.MULTITASK_MEMBER])]
-    if composite.empty:
+    rows = composite_vs_single(runs)
+    if rows.empty:
         return
     st.subheader("Multi-task and sequential vs single-task")
-    best = best_table(runs)
-    direct = best[best["regime"].isna()].set_index(["task", "method_label"])["mean"]
-    rows = []
-    for _, r in best[best["regime"].isin([Regime.SEQUENTIAL, Regime.MULTITASK_MEMBER])].iterrows():
-        base = direct.get((r["task"], base_label(r["method_label"])))
-        rows.append({"task": r["task"], "variant": r["method_label"], "score": round(r["mean"], 2),
-                     "single-task": None if base is None else round(base, 2),
-                     "difference": None if base is None else round(r["mean"] - base, 2)})
-    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    st.dataframe(rows, hide_index=True, width="stretch")
     st.caption("Sequential: the last stage's dev score (the encoder handed on from the earlier tasks). "
                "Multi-task: each member task's score from the one jointly trained model. Single-task: the same "
                "method variant trained on the task alone (best setting on dev).")

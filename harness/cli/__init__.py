@@ -1,0 +1,41 @@
+"""`harness` command line. One module per subcommand, each with its HELP, EXAMPLES, `add_arguments(parser)` and
+`run(args)`; this module assembles the parser and maps errors to exit codes (bad input: one line, exit 2)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from harness.cli import (ablate, board, compare, export, ingest, ls, params, prefetch, run, slurm, status,
+                         validate)
+from harness.cli.common import resolve_user_paths, subparser
+from harness.spec.errors import InputError
+
+# in the order `harness --help` lists them
+SUBCOMMANDS = {"run": run, "validate": validate, "status": status, "slurm": slurm, "prefetch": prefetch, "ls": ls,
+               "export": export, "params": params, "ablate": ablate, "compare": compare, "ingest": ingest,
+               "board": board}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="harness", description="Benchmark harness for parameter-efficient "
+                                                                 "transfer learning.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, module in SUBCOMMANDS.items():
+        module.add_arguments(subparser(sub, name, module.HELP, module.EXAMPLES))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    resolve_user_paths(args)
+    try:
+        return SUBCOMMANDS[args.command].run(args)
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+__all__ = ["build_parser", "main", "resolve_user_paths"]

@@ -1,0 +1,106 @@
+"""Options several subcommands share, defined once; their defaults come from harness.spec.layout."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from harness.spec.errors import InputError
+from harness.spec.layout import DEFAULT_DB_URL, DEFAULT_OUTPUT_DIR, RunLayout, absolute_db_url
+
+
+def subparser(sub, name: str, help: str, examples: str) -> argparse.ArgumentParser:
+    """A subcommand's parser: its one-line help, and the examples shown under `harness NAME --help`."""
+    return sub.add_parser(name, help=help, description=help[:1].upper() + help[1:] + ".",
+                          epilog="examples:\n" + examples.strip("\n"),
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 (got {value})")
+    return value
+
+
+def add_suite(p) -> None:
+    p.add_argument("suite", help="suite YAML file")
+
+
+def add_db(p) -> None:
+    p.add_argument("--db", default=None, help=f"SQLAlchemy URL of the store (default: $HARNESS_DB, else "
+                                              f"{DEFAULT_DB_URL})")
+
+
+def add_output_dir(p, what: str = "run outputs (record.json, predictions)") -> None:
+    p.add_argument("--output-dir", default=DEFAULT_OUTPUT_DIR, help=f"{what} (default: %(default)s)")
+
+
+def add_cache_dir(p, default: str | None = None) -> None:
+    p.add_argument("--cache-dir", default=default,
+                   help="tokenized-data cache (default: %(default)s)" if default else
+                        "tokenized-data cache (default: OUTPUT_DIR/cache)")
+
+
+def add_data_dir(p, help: str = "local GLUE directory (classic layout); default: the suite's data_dir, then "
+                                "$HARNESS_DATA_DIR, then the Hugging Face hub") -> None:
+    p.add_argument("--data-dir", default=None, help=help)
+
+
+def add_max_cells(p) -> None:
+    from harness.plan.grid import DEFAULT_MAX_CELLS
+
+    p.add_argument("--max-cells", type=positive_int, default=DEFAULT_MAX_CELLS,
+                   help="refuse a grid larger than this (default: %(default)s): a longer list than meant costs "
+                        "GPU-days")
+
+
+def add_lease_timeout(p, what: str) -> None:
+    p.add_argument("--lease-timeout-s", type=float, default=None,
+                   help=f"{what} (default: $HARNESS_LEASE_TIMEOUT_S, else 300)")
+
+
+def default_cache_dir() -> str:
+    return RunLayout().cache_dir
+
+
+def resolve_user_paths(args) -> None:
+    """Relative paths the user gave, made absolute where they are read: the flags and HARNESS_DATA_DIR /
+    HARNESS_DB (written back, so subprocesses and accelerate ranks inherit the same place)."""
+    for name in ("data_dir", "output_dir", "cache_dir"):
+        value = getattr(args, name, None)
+        if value:
+            setattr(args, name, os.path.abspath(os.path.expanduser(value)))
+    if hasattr(args, "db"):
+        from harness.store.db import default_db_url
+
+        args.db = absolute_db_url(args.db or default_db_url())
+    if os.environ.get("HARNESS_DATA_DIR"):
+        os.environ["HARNESS_DATA_DIR"] = os.path.abspath(os.path.expanduser(os.environ["HARNESS_DATA_DIR"]))
+    if os.environ.get("HARNESS_DB"):
+        os.environ["HARNESS_DB"] = absolute_db_url(os.environ["HARNESS_DB"])
+
+
+def existing_store(url: str | None, read_only: bool = True):
+    """A store that must already exist (ablate and compare read runs from it): never creates one."""
+    from harness.store.db import Store, default_db_url
+
+    try:
+        Store(url, read_only=True).engine.dispose()
+    except FileNotFoundError:
+        raise InputError(f"--db: no store at {url or default_db_url()}") from None
+    return Store(url, read_only=read_only)
+
+
+def find_run(store, ref: str):
+    """A run by id or by cell key (or a unique prefix of one)."""
+    if ref.isdigit() and store.get(int(ref)) is not None:
+        return store.get(int(ref))
+    records = store.records()
+    found = [r for r in records if r.cell_key == ref] or [r for r in records if r.cell_key.startswith(ref)]
+    if len(found) != 1:
+        raise InputError(f'run "{ref}": {"no run has" if not found else "several runs have"} this id or cell key')
+    return found[0]

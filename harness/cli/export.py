@@ -1,0 +1,39 @@
+"""`harness export`: results as CSV, LaTeX or Markdown."""
+
+from __future__ import annotations
+
+import sys
+
+from harness.cli.common import add_db
+
+HELP = "write results as CSV, LaTeX or Markdown"
+EXAMPLES = """
+  harness export --table leaderboard --format markdown --suite demo
+  harness export --table runs -o runs.csv
+  harness export --table best --format latex --model minilm -o best.tex
+"""
+
+
+def add_arguments(p) -> None:
+    add_db(p)
+    p.add_argument("--format", choices=("csv", "latex", "markdown"), default="csv",
+                   help="output format (default: %(default)s)")
+    p.add_argument("--table", choices=("runs", "leaderboard", "best", "ablation"), default="runs",
+                   help="runs: one row per run; best: Houlsby protocol; leaderboard: variants x tasks; "
+                        "ablation: every stored adapter-ablation span (default: %(default)s)")
+    p.add_argument("--suite", default=None)
+    p.add_argument("--model", default=None, help="leaderboard/best: one model (default: every model)")
+    p.add_argument("-o", "--output", default=None, help="file to write (default: standard output)")
+
+
+def run(args) -> int:
+    from harness.report.export import export
+
+    text = export(args.db, args.format, args.table, args.suite, args.model)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        print(f"wrote {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0

@@ -1,0 +1,34 @@
+"""`harness ls`: the tasks, methods and model aliases the harness knows."""
+
+from __future__ import annotations
+
+HELP = "list tasks, methods and model aliases"
+EXAMPLES = """
+  harness ls
+"""
+
+
+def add_arguments(p) -> None:
+    pass
+
+
+def run(args) -> int:
+    from harness.spec.methods import METHODS
+    from harness.spec.models import ALIASES
+    from harness.spec.tasks import TASKS
+
+    print("tasks:")
+    for benchmark in dict.fromkeys(t.benchmark for t in TASKS.values()):
+        print(f"  {benchmark.upper()}:")
+        for t in (t for t in TASKS.values() if t.benchmark == benchmark):
+            print(f"    {t.name:<9} v{t.version}  {t.kind:<15} main: {'+'.join(t.main):<16} "
+                  f"metrics: {', '.join(t.metric_names()):<40} {t.description}")
+    print("methods:")
+    for m in METHODS.values():
+        params = ", ".join(f"{k}={'(unset)' if p.default is None else '(required)' if p.default == '' else p.default}"
+                           for k, p in m.params.items())
+        print(f"  {m.name:<18} {m.description}" + (f"  [{params}]" if params else ""))
+    print("model aliases:")
+    for name, (_, what) in ALIASES.items():
+        print(f"  {name:<8} {what}")
+    return 0

@@ -1,0 +1,33 @@
+"""`harness params SUITE`: parameter counts per model x method, from configs alone."""
+
+from __future__ import annotations
+
+import sys
+
+from harness.cli.common import add_max_cells, add_suite
+
+HELP = "total / trainable / added parameters per model x method of a suite, from configs alone (trains nothing)"
+EXAMPLES = """
+  harness params suites/glue.yaml
+  harness params suites/glue.yaml --task stsb
+"""
+
+
+def add_arguments(p) -> None:
+    add_suite(p)
+    p.add_argument("--task", default=None, help="task whose head is counted (default: the suite's first)")
+    add_max_cells(p)
+
+
+def run(args) -> int:
+    from harness.analysis.accounting import format_rows, param_rows
+    from harness.plan.suite import load_suite
+    from harness.spec.tasks import get_task
+    from harness.train.loop import quiet_libraries
+
+    suite = load_suite(args.suite, args.max_cells)
+    task = get_task(args.task).name if args.task else None
+    quiet_libraries()
+    rows = param_rows(suite, task)
+    sys.stdout.write(format_rows(rows, task or "the suite's first task"))
+    return 0

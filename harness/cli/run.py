@@ -1,0 +1,51 @@
+"""`harness run SUITE`: train and evaluate every cell of a suite that is not done yet."""
+
+from __future__ import annotations
+
+from harness.cli.common import (add_cache_dir, add_data_dir, add_db, add_lease_timeout, add_max_cells, add_output_dir,
+                                add_suite)
+
+HELP = "train and evaluate every cell of a suite that is not done yet"
+EXAMPLES = """
+  harness run suites/demo.yaml
+  HARNESS_DATA_DIR=/path/to/glue harness run suites/demo.yaml --db sqlite:///out/h.db --output-dir out
+  accelerate launch -m harness.run suites/demo.yaml          (the same, as one worker of several processes)
+"""
+
+
+def add_arguments(p) -> None:
+    add_suite(p)
+    add_db(p)
+    add_data_dir(p)
+    add_output_dir(p)
+    add_cache_dir(p)
+    p.add_argument("--retry-failed", action="store_true", help="also re-run cells that failed before")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars or lines")
+    p.add_argument("--verbose", action="store_true", help="also print the full traceback of a failing cell (it is "
+                                                          "always in the cell's error.log and the store)")
+    add_max_cells(p)
+    p.add_argument("--heartbeat-s", type=float, default=None,
+                   help="how often a worker refreshes the lease of the cell it trains (default: "
+                        "$HARNESS_HEARTBEAT_S, else 30)")
+    add_lease_timeout(p, "a lease without a heartbeat for this long is stale and its cell is taken over by the "
+                         "next worker")
+
+
+def run(args) -> int:
+    from harness.plan.preflight import preflight
+    from harness.plan.suite import load_suite
+    from harness.train import preempt
+
+    preempt.install()   # SIGUSR1/SIGUSR2/SIGTERM: checkpoint the cell in progress, give it back, exit 3
+
+    suite = load_suite(args.suite, args.max_cells)  # invalid input: exit 2 before anything is written
+    preflight(suite, args.data_dir)   # models, data, adapters: before the first cell, still writing nothing
+    from harness.store.db import default_db_url, make_engine
+
+    make_engine(args.db or default_db_url()).dispose()  # a bad --db fails here, before any training
+    from harness.launch.runner import leave_process_group, run_suite   # torch: only once the input is good
+    code = run_suite(suite, args.db, args.data_dir, args.output_dir, args.retry_failed, cache_dir=args.cache_dir,
+                     show_progress=not args.no_progress, heartbeat_s=args.heartbeat_s,
+                     lease_timeout_s=args.lease_timeout_s, verbose=args.verbose)
+    leave_process_group()
+    return code

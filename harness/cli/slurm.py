@@ -1,0 +1,80 @@
+"""`harness slurm SUITE --workers N`: submit a suite as a Slurm array of workers on one store."""
+
+from __future__ import annotations
+
+import os
+
+from harness.cli.common import add_db, add_output_dir, add_suite
+
+HELP = "submit a suite as a Slurm array of workers on one store (or print the script)"
+EXAMPLES = """
+  harness slurm suites/glue.yaml --workers 8 --time 04:00:00 --dry-run      (print the script only)
+  harness slurm suites/glue.yaml --workers 8 --db postgresql://user@host/harness --partition gpu
+  harness slurm suites/glue.yaml --workers 2 --gpus-per-worker 4 --accelerate-config deepspeed_zero2
+"""
+
+
+def add_arguments(p) -> None:
+    add_suite(p)
+    p.add_argument("--workers", type=int, required=True, help="array tasks: each a worker claiming cells")
+    p.add_argument("--gpus-per-worker", type=int, default=1,
+                   help="GPUs (ranks) per worker and node; > 1: accelerate --multi_gpu; 0: CPU only "
+                        "(default: %(default)s)")
+    p.add_argument("--nodes-per-worker", type=int, default=1,
+                   help="nodes per worker; > 1: one accelerate launch per node, c10d rendezvous (default: "
+                        "%(default)s)")
+    p.add_argument("--partition", default=None)
+    p.add_argument("--time", default=None, help="time limit per task (Slurm format, e.g. 04:00:00); the worker "
+                                                 "gets SIGUSR2 90 s before it, checkpoints and requeues itself")
+    add_db(p)
+    add_output_dir(p, "run outputs, checkpoints and slurm-logs/ (on a filesystem every node sees)")
+    p.add_argument("--data-dir", default=None, help="local GLUE directory for the workers ($HARNESS_DATA_DIR)")
+    p.add_argument("--sbatch-arg", action="append", default=[], metavar="ARG",
+                   help="extra #SBATCH line, repeatable: --sbatch-arg=--mem=32G --sbatch-arg=--account=abc")
+    p.add_argument("--accelerate-config", default=None, metavar="YAML",
+                   help="accelerate config for every launch: a file, or a shipped one by name: deepspeed_zero2, "
+                        "deepspeed_zero3")
+    p.add_argument("--throttle", type=int, default=None, metavar="K",
+                   help="at most K array tasks running at once (--array=0-(N-1)%%K)")
+    p.add_argument("--retry-failed", action="store_true", help="the workers also re-run cells that failed before")
+    p.add_argument("--dry-run", action="store_true", help="print the sbatch script; submit nothing")
+    p.add_argument("--wait", action="store_true",
+                   help="block until the array ends; exit 0 only if every cell of the suite completed")
+
+
+def run(args) -> int:
+    from harness.launch import slurm
+    from harness.plan.suite import load_suite
+    from harness.spec.layout import RunLayout
+
+    suite = load_suite(args.suite)
+    req = slurm.SlurmRequest(
+        suite_path=args.suite, suite_name=suite.name, workers=args.workers, gpus_per_worker=args.gpus_per_worker,
+        nodes_per_worker=args.nodes_per_worker, partition=args.partition, time=args.time, db=args.db,
+        output_dir=args.output_dir, sbatch_args=args.sbatch_arg, accelerate_config=args.accelerate_config,
+        throttle=args.throttle, run_args=["--retry-failed"] if args.retry_failed else [], data_dir=args.data_dir)
+    script = slurm.render(req)
+    if args.dry_run:
+        print(script, end="")
+        return 0
+    from harness import atomic
+
+    path = slurm.script_path(args.output_dir, suite.name)
+    atomic.write_file(path, lambda tmp: open(tmp, "w").write(script))
+    log_dir = RunLayout(args.output_dir).slurm_logs
+    os.makedirs(log_dir, exist_ok=True)   # Slurm does not create the folder of --output
+    job = slurm.submit(path)
+    print(f"submitted job {job}: {args.workers} worker(s) for suite {suite.name} ({req.template}); script {path}; "
+          f"logs {log_dir}/harness-{suite.name}-{job}_<task>.out", flush=True)
+    if not args.wait:
+        return 0
+    slurm.wait_for(job, float(os.environ.get("HARNESS_SLURM_POLL_S", "10")))
+    from harness.launch.runner import status_rows
+    from harness.store.db import Store, default_db_url
+
+    rows = status_rows(suite, Store(args.db or default_db_url()), num_processes=req.world)
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    print(f"job {job} ended: {len(rows)} cells: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    return 0 if counts.get("completed", 0) == len(rows) else 1

@@ -1,0 +1,41 @@
+"""`harness validate SUITE`: check a suite and print its grid size; trains nothing."""
+
+from __future__ import annotations
+
+from harness.cli.common import add_data_dir, add_max_cells, add_suite, positive_int
+
+HELP = "check a suite and print its grid size; trains nothing"
+EXAMPLES = """
+  harness validate suites/glue.yaml
+  harness validate suites/demo.yaml --list --num-processes 2
+"""
+
+
+def add_arguments(p) -> None:
+    add_suite(p)
+    p.add_argument("--num-processes", type=positive_int, default=1,
+                   help="process count the suite will run with (part of the cell key; default: %(default)s)")
+    p.add_argument("--list", action="store_true", help="also print every cell")
+    add_data_dir(p, help="check the data there (default: the suite's data_dir, then $HARNESS_DATA_DIR, then the "
+                         "hub)")
+    add_max_cells(p)
+
+
+def run(args) -> int:
+    from harness.plan.preflight import preflight
+    from harness.plan.suite import load_suite
+
+    suite = load_suite(args.suite, args.max_cells)
+    notes = preflight(suite, args.data_dir)
+    cells = suite.cells(num_processes=args.num_processes)
+    m = suite.model
+    outer = len(m.models) * len(m.tasks) * len(m.budgets) * len(m.seeds)
+    print(f"{args.suite}: suite {suite.name} is valid: {len(cells)} cells = {len(m.models)} model(s) x "
+          f"{len(m.tasks)} task(s) x {len(cells) // outer} method/hparam setting(s) "
+          f"({len(suite.method_variants)} method variant(s)) x {len(m.budgets)} budget(s) x {len(m.seeds)} seed(s)")
+    for note in notes:
+        print(note)
+    if args.list:
+        for c in cells:
+            print(f"  {c.key}  {c.label}")
+    return 0

@@ -1,0 +1,40 @@
+"""The cost / score trade-off the board draws: one point per method variant, sweeps joined into curves, and the
+Pareto frontier."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from harness.spec.cell import base_label
+
+COSTS = {"trainable parameters": "trainable_params", "train time (s)": "train_time_s",
+         "peak memory (MB)": "peak_memory_mb"}
+
+
+def pareto_front(points: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
+    """Points no other point beats with fewer (or equal) x and a higher y, in increasing x."""
+    front, best = [], float("-inf")
+    for _, p in points.sort_values([x, y], ascending=[True, False]).iterrows():
+        if p[y] > best:
+            front.append(p)
+            best = p[y]
+    return pd.DataFrame(front)
+
+
+def tradeoff_points(best: pd.DataFrame, task: str | None, averaged: list[str]) -> pd.DataFrame:
+    """One row per method variant from `best_table`: its dev score as `score` on one task, or (task None) the
+    mean over the `averaged` tasks for the variants that have all of them (costs: mean, peak memory: max). A
+    `curve` column names the sweep a variant belongs to (the method plus the schedule of composite variants), so
+    adapter sizes or top-k's k are drawn as one curve."""
+    if task is None:
+        complete = best[best["task"].isin(averaged)].groupby("method_label").filter(lambda g: len(g) == len(averaged))
+        points = complete.groupby("method_label", as_index=False).agg(
+            score=("mean", "mean"), trainable_params=("trainable_params", "mean"),
+            train_time_s=("train_time_s", "mean"), peak_memory_mb=("peak_memory_mb", "max"),
+            method=("method", "first"))
+    else:
+        points = best[best["task"] == task].rename(columns={"mean": "score"})
+    if points.empty:
+        return points
+    return points.assign(curve=[m + lbl[len(base_label(lbl)):]
+                                for m, lbl in zip(points["method"], points["method_label"])])
