@@ -1,6 +1,6 @@
 """Cost of a mid-cell checkpoint for minilm: seconds to write / load checkpoint.pt and its size, full fine-tuning
 and a Houlsby adapter (only trainable weights and their optimizer state are saved).
-Run: nice -n 5 python bench/bench_checkpoint.py   (HARNESS_DATA_DIR=/work/shared/data/glue)"""
+Run: nice -n 5 python bench/bench_checkpoint.py   (HARNESS_DATA_DIR=/path/to/glue)"""
 import os, sys, tempfile, time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch

@@ -7,7 +7,7 @@ dynamic padding with bf16=True); every other method runs in the harness only, in
 harness's own full fine-tuning rows of the same run; `linear_probe` runs --probe-epochs epochs on cached
 frozen features computed from a cold cache.
 
-  HARNESS_DATA_DIR=../shared/data/glue python bench/bench_trainer.py --task mrpc --methods full,pfeiffer,linear_probe
+  HARNESS_DATA_DIR=/path/to/glue python bench/bench_trainer.py --task mrpc --methods full,pfeiffer,linear_probe
 """
 
 from __future__ import annotations

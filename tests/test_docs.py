@@ -1,0 +1,388 @@
+"""The docs as written: every command in README.md and docs/*.md, the README's length, no machine paths.
+
+A command is a line of a ```bash block (a line ending in a backslash, or an indented line, continues it). In a
+block with `$ ` prompts only the prompted lines are commands, and the lines after one are its shown output.
+Illustrative output that cannot be reproduced (timings, hosts) goes in ```text blocks, which are not read.
+
+Each command is judged by what it is, the rule being here and not in the docs:
+
+- **run for real** (cheap, offline), in a scratch folder that mirrors the checkout's suites/, tests/bad_suites/
+  and slurm/, with $HARNESS_DATA_DIR made absolute, the hub offline and a small store made by `harness ingest`:
+  `harness --help`, `harness SUB --help`, validate, ls, params, status, export, ingest, `slurm --dry-run`,
+  `prefetch --check`; `export VAR=...` (kept for the rest of the block) and `cat > FILE <<'EOF'` (a suite the docs
+  write is validated). Exit 0, or 2 where the shown output is an `error:` line; every shown output line must
+  appear in what the command printed. /path/to/glue, /path/to/checkout and $VENV/bin/python stand for the data
+  directory, the checkout and this Python.
+- **checked to parse** (they train, serve, submit, download or need a cluster): harness run / board / ablate /
+  compare, slurm without --dry-run, prefetch without --check, store commands on a store other than SQLite, and
+  synopsis lines (SUITE, [--opt X], a|b): the subcommand exists and every option is in `harness SUB --help`, and a
+  suite file named is there. `accelerate launch`: its options are in `accelerate launch --help`, then the module
+  or script it starts is checked as `harness run`. `pip install`: every requirement parses, a local path is the
+  checkout and its extras exist. `sbatch FILE`: an earlier line wrote FILE. `python -m MODULE`: `--help` works and
+  the options are in it. `python -m pytest`: the test command itself, not run here.
+- anything else fails: add a rule here.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+README_MAX_LINES = 250
+# a path of one particular machine: a home folder, root's, a pyenv, this project's work folder
+MACHINE_PATH = re.compile(r"/(root|work)/|/home/[a-z]+/|[.]pyenv/")
+RUNS = {"validate", "ls", "params", "status", "export", "ingest"}   # cheap and offline
+READS_STORE = {"status", "export", "ingest"}
+PURE = {"ls", "params", "validate"}   # same output for the same arguments: run once per test session
+_PURE_RESULTS: dict = {}
+TIMEOUT = 300
+
+
+def data_dir() -> Path | None:
+    env = os.environ.get("HARNESS_DATA_DIR")
+    path = Path(os.path.abspath(os.path.expanduser(env))) if env else None
+    return path if path and (path / "SST-2" / "train.tsv").is_file() else None
+
+
+# --- reading the docs -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Command:
+    where: str                       # file:line
+    text: str                        # as written (continuations joined)
+    output: list[str] = field(default_factory=list)   # shown output ($ blocks)
+    heredoc: str | None = None
+
+
+def bash_blocks(path: Path) -> list[tuple[int, list[str]]]:
+    blocks, current, start = [], None, 0
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if current is None and line.strip() == "```bash":
+            current, start = [], number + 1
+        elif current is not None and line.strip() == "```":
+            blocks.append((start, current))
+            current = None
+        elif current is not None:
+            current.append(line)
+    assert current is None, f"{path.name}:{start}: unclosed ```bash block"
+    return blocks
+
+
+def commands(path: Path) -> list[list[Command]]:
+    """The commands of each bash block of a doc, in order."""
+    out = []
+    for start, lines in bash_blocks(path):
+        prompted = any(line.startswith("$ ") for line in lines)
+        block: list[Command] = []
+        i = 0
+        while i < len(lines):
+            line, where = lines[i], f"{path.name}:{start + i}"
+            i += 1
+            if prompted and not line.startswith("$ "):
+                if block and line.strip():
+                    block[-1].output.append(line)
+                continue
+            text = line[2:] if prompted else line
+            if not text.strip() or text.lstrip().startswith("#"):
+                continue
+            # continuations: a trailing backslash, or (without prompts) an indented line
+            while i < len(lines) and (text.rstrip().endswith("\\") or (not prompted and lines[i][:1] == " "
+                                                                          and lines[i].strip())):
+                text = text.rstrip().removesuffix("\\") + " " + lines[i].strip()
+                i += 1
+            cmd = Command(where, text)
+            tag = re.search(r"<<-?\s*'?(\w+)'?", text)
+            if tag:
+                body = []
+                while i < len(lines) and lines[i].strip() != tag.group(1):
+                    body.append(lines[i])
+                    i += 1
+                assert i < len(lines), f"{where}: heredoc without its {tag.group(1)} line"
+                i += 1
+                cmd.heredoc = "\n".join(body) + "\n"
+            block.append(cmd)
+        out.append(block)
+    return out
+
+
+# --- running and checking ---------------------------------------------------------------------------------------
+
+
+def substitute(text: str, data: Path | None) -> str:
+    text = text.replace("/path/to/checkout", str(ROOT)).replace("$VENV/bin/python", sys.executable)
+    return text.replace("/path/to/glue", str(data)) if data else text
+
+
+def base_env(data: Path | None, store: str) -> dict:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+           "HARNESS_DB": store, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    env.pop("HARNESS_DATA_DIR", None)
+    if data:
+        env["HARNESS_DATA_DIR"] = str(data)
+    return env
+
+
+def run(argv: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+
+
+HARNESS = [sys.executable, "-m", "harness"]
+
+
+@functools.cache
+def help_text(*argv: str) -> str:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    result = subprocess.run([*argv, "--help"], capture_output=True, text=True, env=env, timeout=TIMEOUT)
+    assert result.returncode == 0, f"{' '.join(argv)} --help: exit {result.returncode}\n{result.stderr[-2000:]}"
+    return result.stdout
+
+
+def options(tokens: list[str]) -> list[str]:
+    return [t.split("=", 1)[0] for t in tokens if re.match(r"--?[A-Za-z]", t)]
+
+
+def assert_options_exist(where: str, tokens: list[str], help_: str, what: str) -> None:
+    for opt in options(tokens):
+        if opt not in ("-h", "--help"):
+            assert re.search(r"(?<![\w-])" + re.escape(opt) + r"(?![\w-])", help_), \
+                f"{where}: {what} has no option {opt}"
+
+
+def is_synopsis(tokens: list[str]) -> bool:
+    """A usage line: placeholders (SUITE, N, URL), optional parts in [], alternatives a|b, '...'."""
+    return any(re.fullmatch(r"[A-Z][A-Z0-9_]*(\.\.\.)?", t) or t.startswith("[") or t.endswith("]") or "|" in t
+               or "..." in t for t in tokens)
+
+
+@dataclass
+class Session:
+    """One doc's commands in one scratch folder."""
+
+    work: Path
+    data: Path | None
+    store: str
+    env: dict = field(default_factory=dict)
+    only_parsed: list[str] = field(default_factory=list)
+
+    def check(self, cmd: Command) -> None:
+        tokens = shlex.split(substitute(cmd.text, self.data), comments=True)
+        assert "|" not in tokens and "||" not in tokens, f"{cmd.where}: pipes are not followed here"
+        segments, current = [], []
+        for t in tokens:
+            if t == "&&":
+                segments.append(current)
+                current = []
+            else:
+                current.append(t)
+        segments.append(current)
+        for seg in segments:
+            self.one(cmd, seg)
+
+    def one(self, cmd: Command, tokens: list[str]) -> None:
+        env = dict(self.env)
+        while tokens and re.fullmatch(r"[A-Z_][A-Z0-9_]*=.*", tokens[0]):
+            name, value = tokens.pop(0).split("=", 1)
+            env[name] = value
+        assert tokens, f"{cmd.where}: no command"
+        stdout_file = None
+        if ">" in tokens:
+            k = tokens.index(">")
+            stdout_file, tokens = tokens[k + 1], tokens[:k] + tokens[k + 2:]
+        tokens = [t for t in tokens if t != "&"]
+        head = tokens[0]
+        if head == "export":
+            for assignment in tokens[1:]:
+                name, value = assignment.split("=", 1)
+                self.env[name] = value
+        elif head == "cat" and cmd.heredoc is not None:
+            assert stdout_file, f"{cmd.where}: a heredoc is written to a file here"
+            (self.work / stdout_file).write_text(substitute(cmd.heredoc, self.data))
+            if stdout_file.endswith((".yaml", ".yml")):   # a suite the docs write must be valid
+                self.harness(cmd, ["validate", stdout_file], env, None, force_run=True)
+        elif head == "harness":
+            self.harness(cmd, tokens[1:], env, stdout_file)
+        elif head == "accelerate":
+            self.accelerate(cmd, tokens[1:], env)
+        elif head == "pip":
+            self.pip(cmd, tokens[1:])
+        elif head == "sbatch":
+            assert (self.work / tokens[-1]).is_file(), f"{cmd.where}: sbatch {tokens[-1]}: no earlier line wrote it"
+        elif head in ("python", "python3", sys.executable) and tokens[1:2] == ["-m"]:
+            module = tokens[2]
+            if module == "pytest":   # the test command: this suite itself
+                assert (ROOT / "tests").is_dir()
+            else:
+                assert_options_exist(cmd.where, tokens[3:], help_text(sys.executable, "-m", module),
+                                     f"python -m {module}")
+        else:
+            pytest.fail(f"{cmd.where}: no rule for {head!r} in tests/test_docs.py: {cmd.text}")
+
+    def harness(self, cmd: Command, args: list[str], env: dict, stdout_file: str | None,
+                force_run: bool = False) -> None:
+        if args in ([], ["--help"], ["-h"]):
+            sub = None
+        else:
+            sub = args[0]   # `harness SUB --help` exits 0 only for a subcommand that exists
+            assert_options_exist(cmd.where, args[1:], help_text(*HARNESS, sub), f"harness {sub}")
+        store = next((a.split("=", 1)[1] for a in args if a.startswith("--db=")), None) or \
+            (args[args.index("--db") + 1] if "--db" in args else None) or env.get("HARNESS_DB", self.store)
+        runs = sub is None or args[1:] == ["--help"] or (
+            (sub in RUNS or (sub == "slurm" and "--dry-run" in args) or (sub == "prefetch" and "--check" in args))
+            and not is_synopsis(args) and not (sub in READS_STORE and not store.startswith("sqlite")))
+        if not runs and not force_run:
+            for suite in (a for a in args[1:2] if a.endswith((".yaml", ".yml")) and not is_synopsis([a])):
+                assert (self.work / suite).is_file(), f"{cmd.where}: no suite file {suite}"
+            return
+        if self.data is None and sub not in (None, "ls", "slurm") and args[1:] != ["--help"]:
+            self.only_parsed.append(cmd.where)   # needs the data: checked to parse above
+            return
+        key = (tuple(args), tuple(sorted(env.items())), str(self.data))
+        if sub in PURE and key in _PURE_RESULTS:
+            result = _PURE_RESULTS[key]
+        else:
+            result = run([*HARNESS, *args], self.work, {**base_env(self.data, self.store), **env})
+            if sub in PURE:
+                _PURE_RESULTS[key] = result
+        printed = result.stdout + result.stderr
+        if stdout_file:
+            (self.work / stdout_file).write_text(result.stdout)
+        shown = [substitute(line, self.data).strip() for line in cmd.output if line.strip() not in ("", "...")]
+        expected = 2 if shown and shown[0].startswith("error:") else 0
+        assert result.returncode == expected, \
+            f"{cmd.where}: `{cmd.text}` exited {result.returncode}, not {expected}:\n{printed[-3000:]}"
+        for line in shown:
+            assert line in printed, f"{cmd.where}: `{cmd.text}` did not print:\n{line}\nit printed:\n{printed[-3000:]}"
+
+    def accelerate(self, cmd: Command, args: list[str], env: dict) -> None:
+        assert args[:1] == ["launch"], f"{cmd.where}: only `accelerate launch` is followed here"
+        launch_help = help_text(sys.executable, "-m", "accelerate.commands.launch")
+        # accelerate's own options (and their values) run up to the module (-m) or the script
+        end = next((k for k, t in enumerate(args) if t in ("-m", "--module") or t.endswith(".py")), len(args))
+        own, rest = args[1:end], args[end:]
+        assert_options_exist(cmd.where, own, launch_help, "accelerate launch")
+        assert rest, f"{cmd.where}: accelerate launch starts nothing"
+        if rest[0] in ("-m", "--module"):
+            assert rest[1] == "harness.run", f"{cmd.where}: accelerate launch starts {rest[1]}, not harness.run"
+            found = run([sys.executable, "-c", "import importlib.util, sys; "
+                         "sys.exit(importlib.util.find_spec('harness.run') is None)"], self.work,
+                        base_env(self.data, self.store))
+            assert found.returncode == 0, f"{cmd.where}: no module harness.run"
+            rest = rest[2:]
+        else:
+            assert (ROOT / rest[0]).is_file(), f"{cmd.where}: no script {rest[0]}"
+            rest = rest[1:]
+        self.harness(cmd, ["run", *rest], env, None)
+
+    def pip(self, cmd: Command, args: list[str]) -> None:
+        from packaging.requirements import Requirement
+
+        try:
+            import tomllib
+        except ModuleNotFoundError:   # Python 3.10
+            tomllib = pytest.importorskip("tomli")
+        assert args[:1] == ["install"], f"{cmd.where}: only `pip install` is followed here"
+        extras_known = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"])
+        for arg in args[1:]:
+            if arg.startswith("-"):
+                continue
+            local = re.fullmatch(r"(/[^\[]*|\.)(\[([\w,-]+)\])?", arg)
+            if local:
+                path = Path(local.group(1)) if local.group(1) != "." else ROOT
+                assert (path / "pyproject.toml").is_file(), f"{cmd.where}: pip install {arg}: not the checkout"
+                extras = set(filter(None, (local.group(3) or "").split(",")))
+                assert extras <= extras_known, f"{cmd.where}: no extra {sorted(extras - extras_known)} in pyproject"
+            else:
+                Requirement(arg)   # raises on a malformed requirement
+
+
+@pytest.fixture(scope="module")
+def scratch(tmp_path_factory) -> Path:
+    """The checkout's suites (and the malformed ones, and slurm/) plus a small store of two runs."""
+    base = tmp_path_factory.mktemp("docs")
+    for folder in ("suites", "tests/bad_suites", "slurm"):
+        if (ROOT / folder).is_dir():
+            shutil.copytree(ROOT / folder, base / folder)
+    records = base / "records"
+    for key, method, label, score, pct in [("a", "full", "full", 80.0, 100.0),
+                                           ("b", "houlsby", "houlsby(size=64)", 79.5, 2.5)]:
+        (records / key).mkdir(parents=True)
+        record = dict(suite="docs", cell_key=key * 16, setting_key=key * 12, status="completed", config={},
+                      model="minilm", task="sst2", task_version=1, method=method, method_params={},
+                      method_label=label, budget={"epochs": 1}, seed=1, hparams={"learning_rate": 2e-5},
+                      learning_rate=2e-5, num_processes=1, score=score, metrics={"accuracy": score},
+                      trainable_params=1000, total_params=int(1000 * 100 / pct), trainable_pct=pct,
+                      train_time_s=10.0, finished_at="2026-12-02T10:00:00")
+        (records / key / "record.json").write_text(json.dumps(record))
+    store = f"sqlite:///{base / 'store.db'}"
+    made = run([*HARNESS, "ingest", str(records), "--db", store], base, base_env(data_dir(), store))
+    assert made.returncode == 0, made.stderr
+    return base
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_every_command_runs_or_parses(doc, scratch, tmp_path):
+    work = tmp_path / "work"
+    shutil.copytree(scratch, work)
+    data, only_parsed = data_dir(), []
+    for block in commands(doc):   # a block is one shell session: `export` holds to its end
+        session = Session(work, data, f"sqlite:///{work / 'store.db'}")
+        for cmd in block:
+            session.check(cmd)
+        only_parsed += session.only_parsed
+    if only_parsed:
+        pytest.skip(f"no GLUE files in $HARNESS_DATA_DIR: only parsed {', '.join(only_parsed)}")
+
+
+def test_the_readme_is_a_front_door():
+    lines = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+    assert len(lines) <= README_MAX_LINES, f"README.md has {len(lines)} lines; the rest belongs in docs/"
+    assert "## Run the tests" in lines
+    linked = set(re.findall(r"\]\((docs/[\w.-]+\.md)\)", "\n".join(lines)))
+    pages = {f"docs/{p.name}" for p in ROOT.glob("docs/*.md")}
+    assert pages <= linked, f"docs pages the README does not link: {sorted(pages - linked)}"
+
+
+def test_quickstart_has_at_most_five_commands():
+    readme = ROOT / "README.md"
+    text = readme.read_text(encoding="utf-8")
+    start = text.index("## Quickstart")
+    first_block_line = text[:start].count("\n") + 1
+    block = next(b for b in commands(readme) if b and int(b[0].where.split(":")[1]) > first_block_line)
+    assert len(block) <= 5, [c.text for c in block]
+
+
+def test_links_between_docs_resolve():
+    for doc in DOCS:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", doc.read_text(encoding="utf-8")):
+            if "://" not in target:
+                assert (doc.parent / target).exists(), f"{doc.name}: broken link {target}"
+
+
+def test_no_machine_paths_in_tracked_files():
+    if not (ROOT / ".git").exists() or shutil.which("git") is None:
+        pytest.skip("not a git checkout")
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True, check=True)
+    found = []
+    for name in filter(None, files.stdout.split("\0")):
+        try:
+            text = (ROOT / name).read_text(encoding="utf-8")
+        except (UnicodeDecodeError, FileNotFoundError, IsADirectoryError):
+            continue   # binary (the screenshot), or deleted in the work tree
+        for number, line in enumerate(text.splitlines(), 1):
+            if MACHINE_PATH.search(line):
+                found.append(f"{name}:{number}: {line.strip()[:120]}")
+    assert not found, "paths of a particular machine (use /path/to/checkout, /path/to/glue, $VENV/bin/python):\n" \
+                      + "\n".join(found)
