@@ -6,8 +6,7 @@ import sys
 import pytest
 from streamlit.testing.v1 import AppTest
 
-import fixture_store
-from conftest import ROOT
+from tests.helpers import ROOT, fixture_store
 
 APP = str(ROOT / "leaderboard" / "app.py")
 
