@@ -25,14 +25,13 @@ from collections import Counter
 from pathlib import Path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
-
-from conftest import make_tiny_model, write_small_glue  # noqa: E402
-from pgserver import PostgresServer  # noqa: E402
+sys.path.insert(0, ROOT)
 
 from harness.store.db import COMPLETED, Store  # noqa: E402
 from harness.store.env import device_name, git_state  # noqa: E402
 from harness.store.lease import current_worker  # noqa: E402
+from tests.helpers import make_tiny_model, write_small_glue  # noqa: E402
+from tests.helpers.postgres import PostgresServer  # noqa: E402
 
 CLAIM = re.compile(r"cell ([0-9a-f]{16}): .*\(attempt (\d+)")
 

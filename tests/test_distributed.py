@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT, write_suite
+from tests.helpers import ROOT, write_suite
 from harness.store.db import Store
 
 LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
@@ -116,7 +116,7 @@ def test_two_processes_score_every_squad_question_once(tmp_path, tiny_bert):
     a saved adapter scored by 2 processes gives exactly the 1-process answers for every question."""
     import json
 
-    from conftest import run_cli, write_small_glue, write_small_squad
+    from tests.helpers import run_cli, write_small_glue, write_small_squad
 
     data = write_small_squad(write_small_glue(tmp_path / "data"), n_train=16, n_dev=11)
     common = f'models: ["{tiny_bert}"]\ntasks: [squad]\nhparams: {{batch_size: 4, eval_batch_size: 3, max_length: 64, ' \

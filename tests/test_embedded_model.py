@@ -2,7 +2,7 @@
 
 import pytest
 
-from conftest import run_cli, write_suite
+from tests.helpers import run_cli, write_suite
 from harness.store.db import Store
 
 

@@ -8,8 +8,7 @@ import subprocess
 import pandas as pd
 import pytest
 
-import fixture_store
-from conftest import run_cli
+from tests.helpers import fixture_store, run_cli
 from harness.report.export import latex_escape, neutralise_formula, to_csv, to_latex, to_markdown
 from harness.report.tables import best_table, leaderboard_table, runs_frame
 from harness.store.db import Store

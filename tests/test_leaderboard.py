@@ -5,7 +5,7 @@ import os
 import pytest
 from streamlit.testing.v1 import AppTest
 
-import fixture_store
+from tests.helpers import ROOT, fixture_store
 from harness.board import APP
 
 APP = str(APP)

@@ -10,7 +10,7 @@ from harness.train.models import load_for_task
 from harness.train.params import count_total, count_trainable, head_parameter_names
 from harness.spec.tasks import get_task
 
-D, L, C = 32, 2, 2  # hidden size, layers, labels of the tiny model (conftest.make_tiny_model)
+D, L, C = 32, 2, 2  # hidden size, layers, labels of the tiny model (tests.helpers.make_tiny_model)
 
 
 def prepared(model_dir, method, params, task="rte"):
@@ -132,7 +132,7 @@ def test_shared_tensors_are_counted_once():
 def test_every_method_on_every_architecture(tmp_path, arch):
     """Each method trains on each architecture: a finite loss, gradients on exactly the trainable tensors, and
     an optimizer step that moves them (and nothing frozen)."""
-    from conftest import make_tiny_model
+    from tests.helpers import make_tiny_model
 
     model_dir = make_tiny_model(tmp_path / f"tiny-{arch}", arch=arch)
     for name in METHODS:

@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import ROOT, suite_yaml, write_suite
+from tests.helpers import ROOT, suite_yaml, write_suite
 from harness.spec.errors import EXIT_PREEMPTED, Preempted
 from harness.train import checkpoint, preempt
 

@@ -1,6 +1,6 @@
 """`harness prefetch --check`: offline, it says what a suite needs and what the caches lack (exit 1)."""
 
-from conftest import run_cli, write_suite
+from tests.helpers import run_cli, write_suite
 
 
 def test_check_counts_the_embedded_model_and_local_data_as_present(tmp_path, glue_dir):

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, run_cli, suite_yaml, write_suite
+from tests.helpers import ROOT, assert_refused, run_cli, suite_yaml, write_suite
 from harness.store.db import Store
 from harness.train import checkpoint
-from slurmcluster import SlurmCluster, missing_binaries
+from tests.helpers.slurm_cluster import SlurmCluster, missing_binaries
 
 CLAIM = re.compile(r"cell ([0-9a-f]{16}): .*\(attempt (\d+)")
 RESUMED = re.compile(r"resumed from its checkpoint at step (\d+)/(\d+)")
@@ -74,8 +74,7 @@ def test_bad_flags_exit_2(tmp_path, tiny_bert):
     suite = write_suite(tmp_path / "s.yaml", suite_text(tiny_bert, "s"))
     for flags, field in ((["--workers", "0"], "--workers"), (["--workers", "2", "--time", "soon"], "--time"),
                          (["--workers", "2", "--accelerate-config", "nope.yaml"], "--accelerate-config")):
-        r = run_cli("slurm", suite, *flags, "--dry-run", cwd=tmp_path)
-        assert r.returncode == 2 and field in r.stderr and not r.stdout, (flags, r.stderr)
+        assert_refused(run_cli("slurm", suite, *flags, "--dry-run", cwd=tmp_path), field)
 
 
 def test_deepspeed_config_drops_multi_gpu(tmp_path, tiny_bert):

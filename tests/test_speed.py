@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_tiny_model, run_cli, write_suite
+from tests.helpers import make_tiny_model, run_cli, write_suite
 from harness.spec.cell import Cell
 from harness.store.db import Store
 from harness.spec.tasks import get_task
@@ -22,12 +22,90 @@ X86_AVX512_ONLY = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw avx
 X86_AMX = "flags\t\t: avx512f amx_tile amx_bf16 amx_int8\n"
 ARM_BF16 = "processor\t: 0\nFeatures\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 bf16 i8mm\n"
 ARM_OLD = "processor\t: 0\nFeatures\t: fp asimd evtstrm aes pmull sha1 sha2 crc32\n"
+# a real /proc/cpuinfo (a few lines left out, the second processor cut short) of a two-vCPU AMD EPYC (Zen 4)
+# virtual machine: avx512_bf16 is on its flags line, so it has native bf16
+AMD_EPYC_ZEN4 = """\
+processor\t: 0
+vendor_id\t: AuthenticAMD
+cpu family\t: 25
+model\t\t: 17
+model name\t: AMD EPYC
+stepping\t: 1
+cpu MHz\t\t: 2596.128
+cache size\t: 1024 KB
+siblings\t: 2
+cpu cores\t: 2
+fpu\t\t: yes
+flags\t\t: fpu vme de pse tsc msr pae mce cx8 apic sep mtrr pge mca cmov pat pse36 clflush mmx fxsr sse sse2 ht \
+syscall nx mmxext fxsr_opt pdpe1gb rdtscp lm constant_tsc rep_good nopl xtopology nonstop_tsc cpuid extd_apicid \
+tsc_known_freq pni pclmulqdq ssse3 fma cx16 pcid sse4_1 sse4_2 x2apic movbe popcnt tsc_deadline_timer aes xsave avx \
+f16c rdrand hypervisor lahf_lm cmp_legacy cr8_legacy abm sse4a misalignsse 3dnowprefetch osvw topoext vmmcall \
+fsgsbase tsc_adjust bmi1 avx2 smep bmi2 erms invpcid avx512f avx512dq rdseed adx smap avx512ifma clflushopt clwb \
+avx512cd sha_ni avx512bw avx512vl xsaveopt xsavec xgetbv1 xsaves avx512_bf16 clzero xsaveerptr arat avx512vbmi umip \
+avx512_vbmi2 gfni vaes vpclmulqdq avx512_vnni avx512_bitalg avx512_vpopcntdq rdpid fsrm
+bugs\t\t: sysret_ss_attrs null_seg spectre_v1 spectre_v2 spec_store_bypass srso spectre_v2_user
+bogomips\t: 5192.25
+clflush size\t: 64
+address sizes\t: 48 bits physical, 48 bits virtual
+power management:
+
+processor\t: 1
+vendor_id\t: AuthenticAMD
+flags\t\t: fpu sse2 avx2 avx512f avx512_bf16
+"""
+# the same text without the flag: AVX-512 without its bf16 extension (as on Skylake-SP or Cascade Lake)
+AMD_WITHOUT_BF16 = AMD_EPYC_ZEN4.replace(" avx512_bf16", "")
+# Arm server Features lines in the form Linux prints them: Neoverse V1 (bf16) and Neoverse N1 (no bf16)
+ARM_NEOVERSE_V1 = ("processor\t: 0\nBogoMIPS\t: 2100.00\nFeatures\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 "
+                   "atomics fphp asimdhp cpuid asimdrdm jscvt fcma lrcpc dcpop sha3 sm3 sm4 asimddp sha512 sve asimdfhm "
+                   "dit uscat ilrcpc flagm ssbs paca pacg dcpodp svei8mm svebf16 i8mm bf16 dgh rng\n"
+                   "CPU implementer\t: 0x41\nCPU part\t: 0xd40\n")
+ARM_NEOVERSE_N1 = ("processor\t: 0\nBogoMIPS\t: 243.75\nFeatures\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 "
+                   "atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp ssbs\nCPU implementer\t: 0x41\n"
+                   "CPU part\t: 0xd0c\n")
+# lines that are not the flag list do not count, and a flag is a whole word
+SVE_BF16_ONLY = "Features\t: fp asimd sve svebf16\n"               # SVE's bf16, not the BF16 extension's flag
+VMX_FLAGS_ONLY = "flags\t\t: fpu sse2 avx2\nvmx flags\t: vnmi amx_bf16\n"   # a line named "vmx flags"
+IN_MODEL_NAME = "model name\t: Imaginary avx512_bf16 bf16 CPU\nflags\t\t: fpu sse2\n"
 
 
-@pytest.mark.parametrize("text,native", [(X86_BF16, True), (X86_AVX512_ONLY, False), (X86_AMX, True),
-                                         (ARM_BF16, True), (ARM_OLD, False), ("", False)])
+@pytest.mark.parametrize("text,native", [
+    (X86_BF16, True), (X86_AVX512_ONLY, False), (X86_AMX, True), (ARM_BF16, True), (ARM_OLD, False), ("", False),
+    (AMD_EPYC_ZEN4, True), (AMD_WITHOUT_BF16, False), (ARM_NEOVERSE_V1, True), (ARM_NEOVERSE_N1, False),
+    (SVE_BF16_ONLY, False), (VMX_FLAGS_ONLY, False), (IN_MODEL_NAME, False),
+], ids=["x86-bf16", "x86-avx512-only", "x86-amx", "arm-bf16", "arm-old", "empty", "amd-epyc-zen4",
+        "amd-without-bf16", "neoverse-v1", "neoverse-n1", "sve-bf16-only", "vmx-flags-only", "in-model-name"])
 def test_native_bf16_is_read_from_the_cpu_flags(text, native):
     assert precision.bf16_in_flags(precision.cpu_flags(text)) is native
+
+
+def test_cpu_flags_are_the_words_of_the_flags_and_features_lines():
+    text = "processor\t: 0\nflags\t\t: fpu  sse2\nvmx flags\t: vnmi\nFeatures\t: asimd\nmodel name\t: x y\n"
+    assert precision.cpu_flags(text) == {"fpu", "sse2", "asimd"}
+    assert precision.cpu_flags("flags\t\t:\n") == set()
+
+
+@pytest.mark.parametrize("text,native", [(AMD_EPYC_ZEN4, True), (ARM_NEOVERSE_N1, False), (None, False)],
+                         ids=["amd-epyc-zen4", "neoverse-n1", "unreadable"])
+def test_the_machine_is_detected_from_proc_cpuinfo(monkeypatch, tmp_path, text, native):
+    """cpu_has_native_bf16 reads /proc/cpuinfo (here: a file put in its place); where it cannot be read, fp32."""
+    real_open, fake = open, tmp_path / "cpuinfo"
+    if text is not None:
+        fake.write_text(text)
+
+    def fake_open(path, *args, **kwargs):
+        if path != "/proc/cpuinfo":
+            return real_open(path, *args, **kwargs)
+        if text is None:
+            raise PermissionError(13, "Permission denied", path)
+        return real_open(fake, *args, **kwargs)
+
+    monkeypatch.setattr(precision, "open", fake_open, raising=False)
+    precision.cpu_has_native_bf16.cache_clear()
+    try:
+        assert precision.cpu_has_native_bf16() is native
+    finally:
+        precision.cpu_has_native_bf16.cache_clear()   # the next caller reads this machine again
 
 
 def test_auto_resolves_per_the_detected_capability(monkeypatch):
@@ -36,14 +114,6 @@ def test_auto_resolves_per_the_detected_capability(monkeypatch):
         assert precision.resolve_precision("auto", cuda=False) == expected
         for explicit in ("no", "bf16", "fp16"):
             assert precision.resolve_precision(explicit, cuda=False) == explicit
-
-
-def test_this_machine_is_detected_from_proc_cpuinfo():
-    with open("/proc/cpuinfo") as f:
-        flags = set(" ".join(line.split(":", 1)[1] for line in f if line.lower().startswith(("flags", "features")))
-                    .split())
-    precision.cpu_has_native_bf16.cache_clear()
-    assert precision.cpu_has_native_bf16() is bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
 
 
 def _cell(model, task="rte", method="full", hparams=None, budget=None, seed=1, method_params=None):

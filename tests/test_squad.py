@@ -202,7 +202,7 @@ def test_local_official_json_and_question_budgets(glue_dir, tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_qa(tmp_path_factory, tiny_bert):
-    from conftest import write_small_glue, write_small_squad
+    from tests.helpers import write_small_glue, write_small_squad
 
     data = tmp_path_factory.mktemp("qa-data")
     write_small_glue(data)
@@ -223,7 +223,7 @@ def _rescore(out_dir, dev_file, version):
 
 
 def _run(tmp_path, model, data, name, tasks, methods):
-    from conftest import run_cli, write_suite
+    from tests.helpers import run_cli, write_suite
 
     suite = write_suite(tmp_path / f"{name}.yaml", f"""
 name: {name}
@@ -285,7 +285,7 @@ def test_every_method_trains_and_scores_squad(tmp_path, tiny_bert, tiny_qa):
             assert set(members) == {"squad", "rte"} and "f1" in members["squad"].metrics
             assert json.load(open(tmp_path / "out" / "qa2" / r.cell_key / "squad" / "predictions.json"))
     # the adapter ablation re-scores a QA run through the same kind: no layer removed = the recorded score
-    from conftest import run_cli
+    from tests.helpers import run_cli
 
     proc = run_cli("ablate", houlsby.key, "--db", f"sqlite:///{tmp_path / 'h.db'}", "--data-dir", tiny_qa,
                    cwd=tmp_path)
@@ -297,7 +297,7 @@ def test_every_method_trains_and_scores_squad(tmp_path, tiny_bert, tiny_qa):
 def test_params_count_the_qa_head(tmp_path):
     """`harness params --task squad` builds the QA model from bert-base's known config: the head is qa_outputs
     (hidden x 2 + 2), the rest as for GLUE."""
-    from conftest import run_cli, write_suite
+    from tests.helpers import run_cli, write_suite
     from harness.analysis.accounting import param_rows
     from harness.plan.suite import load_suite
 
@@ -319,7 +319,7 @@ methods: [full, {name: houlsby, size: 64}]
 
 
 def test_a_stride_too_long_for_the_window_is_bad_input(tmp_path):
-    from conftest import run_cli, write_suite
+    from tests.helpers import assert_refused, run_cli, write_suite
 
     suite = write_suite(tmp_path / "s.yaml", """
 name: s
@@ -330,7 +330,6 @@ hparams:
   max_length: 128
   doc_stride: 64
 """)
-    proc = run_cli("validate", suite)
-    assert proc.returncode == 2
-    assert proc.stderr.strip() == (f"error: {suite}:7: hparams.doc_stride: doc_stride 64 must be below half of "
-                                   f"max_length 128 (SQuAD windows)")
+    line = assert_refused(run_cli("validate", suite), "hparams.doc_stride", where=suite)
+    assert line == (f"error: {suite}:7: hparams.doc_stride: doc_stride 64 must be below half of "
+                    f"max_length 128 (SQuAD windows)")

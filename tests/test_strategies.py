@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_tiny_model, run_cli, write_suite
+from tests.helpers import assert_refused, make_tiny_model, run_cli, write_suite
 from harness.store.db import Store
 
 L = 2  # layers of the tiny model
@@ -167,10 +167,10 @@ def test_ablate_and_compare_commands(strat):
     assert "21 paired dev examples" in proc.stdout and "95% CI" in proc.stdout
     proc = run_cli("compare", "full", rec.method_label, "--task", "rte", "--suite", "strat", "--db", strat["db"])
     assert proc.returncode == 0 and "1 seed pair(s)" in proc.stdout, proc.stderr[-2000:]
-    proc = run_cli("compare", "ful", rec.method_label, "--task", "rte", "--db", strat["db"])
-    assert proc.returncode == 2 and 'did you mean "full' in proc.stderr
-    proc = run_cli("ablate", str(full.id), "--db", strat["db"], "--data-dir", strat["data"])
-    assert proc.returncode == 2 and "ablation needs" in proc.stderr
+    assert_refused(run_cli("compare", "ful", rec.method_label, "--task", "rte", "--db", strat["db"]),
+                   'did you mean "full')
+    assert_refused(run_cli("ablate", str(full.id), "--db", strat["db"], "--data-dir", strat["data"]),
+                   "ablation needs")
     proc = run_cli("export", "--db", strat["db"], "--table", "ablation", "--format", "csv")
     assert proc.returncode == 0, proc.stderr
     import csv
@@ -183,8 +183,8 @@ def test_ablate_and_compare_commands(strat):
     proc = run_cli("export", "--db", strat["db"], "--table", "ablation", "--format", "markdown")
     assert "| layers 0-1 " in proc.stdout and "adapters removed" in proc.stdout
     missing = strat["work"] / "missing.db"
-    proc = run_cli("compare", "1", "2", "--db", f"sqlite:///{missing}")
-    assert proc.returncode == 2 and "no store at" in proc.stderr and not missing.exists()
+    assert_refused(run_cli("compare", "1", "2", "--db", f"sqlite:///{missing}"), "no store at")
+    assert not missing.exists()
 
 
 def test_rerun_skips_composite_cells(strat):
@@ -238,14 +238,13 @@ methods: [full, {{name: houlsby, size: 4}}]
 ])
 def test_bad_task_entries(tmp_path, tasks, msg):
     suite = write_suite(tmp_path / "bad.yaml", f"name: x\nmodels: [minilm]\ntasks: {tasks}\nmethods: [full]\n")
-    proc = run_cli("validate", suite)
-    assert proc.returncode == 2 and msg in proc.stderr and "bad.yaml:3:" in proc.stderr, proc.stderr
+    assert_refused(run_cli("validate", suite), msg, where=f"{suite}:3")
 
 
 def test_board_shows_composite_runs_next_to_single_task(strat, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
-    from conftest import ROOT
+    from tests.helpers import ROOT
 
     monkeypatch.setenv("HARNESS_DB", strat["db"])
     at = AppTest.from_file(str(ROOT / "leaderboard" / "app.py"), default_timeout=60)

@@ -48,15 +48,56 @@ def test_result_round_trip_through_the_store(tmp_path):
     rows = store.engine.connect().exec_driver_sql("SELECT status, regime FROM runs ORDER BY id").fetchall()
     assert [tuple(r) for r in rows] == [("completed", "sequential"), ("completed", "sequential_stage")]
     assert store.get(rid).status == Status.COMPLETED == "completed"
-    assert set(NOT_RESULTS) == {"multitask", "sequential_stage"}
 
 
-def test_method_capabilities_are_flags():
-    from harness.spec.methods import methods_with
+def test_rows_that_are_no_result_of_their_own_stay_out_of_the_tables(tmp_path):
+    """A sequential cell's earlier stage and a multi-task cell's joint row are in the store, not in the results
+    table; the sequential cell's last stage and the multi-task member tasks are."""
+    from harness.report.tables import best_table, runs_frame
 
-    assert methods_with("ablatable") == ("houlsby", "pfeiffer", "lora")
-    assert methods_with("stackable") == ("houlsby", "pfeiffer", "compacter")
-    assert methods_with("loads_saved") == ("pretrained_adapter",)
+    store = Store(f"sqlite:///{tmp_path / 'h.db'}")
+    suite = parse_suite("name: s\nmodels: [minilm]\nmethods: [full]\n"
+                        "tasks: [{sequence: [mrpc, rte]}, {multitask: [mrpc, stsb]}]\n", "s.yaml")
+    sequential, multitask = suite.cells()
+    claim = store.start(sequential, sequential.config(), "cmd", "out")
+    result = RunResult(score=70.0, task="rte", stages=[RunResult(score=60.0, task="mrpc", stage=0,
+                                                                  regime=Regime.SEQUENTIAL_STAGE)])
+    store.finish(claim, Status.COMPLETED, result.columns(RunRecord.COLUMNS),
+                 [(k, {**c.columns(RunRecord.COLUMNS), "status": Status.COMPLETED}) for k, c in result.child_rows()])
+    claim = store.start(multitask, multitask.config(), "cmd", "out")
+    result = RunResult(score=50.0, members=[RunResult(score=s, task=t, regime=Regime.MULTITASK_MEMBER)
+                                            for t, s in (("mrpc", 40.0), ("stsb", 60.0))])
+    store.finish(claim, Status.COMPLETED, result.columns(RunRecord.COLUMNS),
+                 [(k, {**c.columns(RunRecord.COLUMNS), "status": Status.COMPLETED}) for k, c in result.child_rows()])
+    runs = runs_frame(store)
+    assert len(runs) == 5 and set(runs["regime"]) == {r.value for r in Regime}   # every row is stored
+    table = best_table(runs)
+    assert sorted(zip(table["regime"], table["task"], table["mean"])) == [
+        ("multitask_member", "mrpc", 40.0), ("multitask_member", "stsb", 60.0), ("sequential", "rte", 70.0)]
+
+
+def test_capability_flags_decide_what_a_suite_may_ask():
+    """Each method's flags are what the suite checks read: an ablate entry only for an ablatable method,
+    `adapter: new` only for a stackable one, a saved adapter only in a single-task
+    cell."""
+    from harness.spec.errors import InputError
+    from harness.spec.methods import METHODS
+
+    def refusal(name: str, tasks: str, extra: str = "") -> str:
+        try:
+            parse_suite(f"name: s\nmodels: [minilm]\ntasks: {tasks}\nmethods: [{name}]\n{extra}", "s.yaml")
+        except InputError as e:
+            return str(e)
+        return ""
+
+    for name, method in METHODS.items():
+        ablate = refusal(name, "[rte]", f"ablate:\n  - {{method: {name}}}\n")
+        assert ("cannot be ablated" in ablate) is not method.ablatable, (name, ablate)
+        stack = refusal(name, "[{sequence: [mrpc, rte], adapter: new}]")
+        assert ("adapter: new stacks" in stack) is (not method.stackable), (name, stack)
+        for schedule in ("[{sequence: [mrpc, rte]}]", "[{multitask: [mrpc, rte]}]"):
+            saved = refusal(name, schedule)
+            assert ("saved single-task adapter" in saved) is method.loads_saved, (name, saved)
 
 
 def test_ablate_entry_accepts_only_ablatable_methods():
@@ -73,4 +114,3 @@ def test_every_task_has_a_kind():
 
     for task in TASKS.values():
         assert kind_of(task) is KINDS[task.kind]
-    assert kind_of(TASKS["rte"]).auto_model == "AutoModelForSequenceClassification"

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, make_tiny_model, real_glue_dir
+from tests.helpers import ROOT, make_tiny_model, real_glue_dir
 from harness.spec.status import Status
 from harness.store.db import Store
 

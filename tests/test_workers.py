@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, run_cli, suite_yaml, write_suite
+from tests.helpers import ROOT, run_cli, suite_yaml, write_suite
 from harness.store.db import COMPLETED, RUNNING, Store
 
 CLAIM_LINE = re.compile(r"cell ([0-9a-f]{16}): .*\(attempt (\d+)")
