@@ -193,7 +193,7 @@ def cmd_run(args) -> int:
 
     suite = load_suite(args.suite, args.max_cells)  # invalid input: exit 2 before anything is written
     preflight(suite, args.data_dir)   # models, data, adapters: before the first cell, still writing nothing
-    from harness.store.db import make_engine, default_db_url
+    from harness.store.engine import default_db_url, make_engine
 
     make_engine(args.db or default_db_url()).dispose()  # a bad --db fails here, before any training
     from harness.launch.runner import leave_process_group, run_suite   # torch: only once the input is good
@@ -231,20 +231,16 @@ def cmd_slurm(args) -> int:
         return 0
     slurm.wait_for(job, float(os.environ.get("HARNESS_SLURM_POLL_S", "10")))
     from harness.launch.runner import status_rows
+    from harness.spec.status import CellState
     from harness.store.db import Store
+    from harness.store.engine import absolute_db_url, default_db_url
 
-    rows = status_rows(suite, Store(slurm.absolute_db_url(args.db or default_db_url_())), num_processes=req.world)
+    rows = status_rows(suite, Store(absolute_db_url(args.db or default_db_url())), num_processes=req.world)
     counts: dict[str, int] = {}
     for r in rows:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
     print(f"job {job} ended: {len(rows)} cells: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
-    return 0 if counts.get("completed", 0) == len(rows) else 1
-
-
-def default_db_url_() -> str:
-    from harness.store.db import default_db_url
-
-    return default_db_url()
+    return 0 if counts.get(CellState.COMPLETED, 0) == len(rows) else 1
 
 
 def cmd_prefetch(args) -> int:
@@ -284,21 +280,13 @@ def cmd_ingest(args) -> int:
     replaced silently)."""
     import json
 
-    from harness.store.db import Store, default_db_url
+    from harness.store.db import Store
+    from harness.store.engine import default_db_url
+    from harness.store.ingest import CONFLICT, OUTCOMES, record_paths
 
-    paths = []
-    for d in args.dirs:
-        if os.path.isfile(d):
-            paths.append(d)
-        elif os.path.isdir(d):
-            paths += sorted(os.path.join(root, "record.json") for root, _, files in os.walk(d)
-                            if "record.json" in files)
-        else:
-            raise InputError(f"ingest: {d}: no such file or folder")
-    if not paths:
-        raise InputError(f"ingest: no record.json under {', '.join(args.dirs)}")
+    paths = record_paths(args.dirs)
     store = Store(args.db or default_db_url())
-    counts = {"added": 0, "updated": 0, "same": 0, "conflict": 0, "unreadable": 0}
+    counts = {outcome: 0 for outcome in (*OUTCOMES, "unreadable")}
     for path in paths:
         try:
             with open(path) as f:
@@ -309,7 +297,7 @@ def cmd_ingest(args) -> int:
             print(f"{path}: not ingested: {exc}", file=sys.stderr)
             continue
         counts[outcome] += 1
-        if outcome == "conflict":
+        if outcome == CONFLICT:
             print(f"{path}: conflict: suite {record['suite']} cell {record['cell_key']} already has a different "
                   f"completed result (kept; --replace takes this one)", file=sys.stderr)
     print(f"ingested {len(paths)} record(s): " + ", ".join(f"{n} {k}" for k, n in counts.items() if n))
@@ -318,8 +306,10 @@ def cmd_ingest(args) -> int:
 
 def cmd_status(args) -> int:
     from harness.launch.runner import status_rows
-    from harness.store.db import Store, default_db_url
     from harness.plan.suite import load_suite
+    from harness.spec.status import CellState
+    from harness.store.db import Store
+    from harness.store.engine import default_db_url
 
     suite = load_suite(args.suite, args.max_cells)
     url = args.db or default_db_url()
@@ -337,16 +327,15 @@ def cmd_status(args) -> int:
         rec, status = row["record"], row["status"]
         counts[status] = counts.get(status, 0) + 1
         detail = ""
-        if status == "completed":
+        if status == CellState.COMPLETED:
             detail = f"score {rec.score:.2f}  {rec.train_time_s:.0f}s  by {_who(rec)}"
-        elif status == "failed":
+        elif status == CellState.FAILED:
             detail = (rec.error or "").splitlines()[0][:120] if rec.error else ""
-        elif status in ("running", "stale"):
+        elif status in (CellState.RUNNING, CellState.STALE):
             detail = (f"by {_who(rec)}, since {_ago(rec.started_at)}, last heartbeat {_ago(rec.heartbeat_at)}"
                       f", attempt {rec.attempts}")
         print(f"{status:<10} {row['cell'].key}  {row['cell'].label}  {detail}".rstrip())
-    order = ("completed", "running", "stale", "pending", "failed")
-    summary = ", ".join(f"{counts[s]} {s}" for s in order if counts.get(s))
+    summary = ", ".join(f"{counts[s]} {s}" for s in CellState if counts.get(s))
     print(f"suite {suite.name} ({nprocs} process(es)): {len(rows)} cells: {summary}")
     return 0
 
@@ -402,7 +391,8 @@ def cmd_params(args) -> int:
 
 def _existing_store(url: str | None, read_only: bool = True):
     """A store that must already exist (ablate and compare read runs from it): never creates one."""
-    from harness.store.db import Store, default_db_url
+    from harness.store.db import Store
+    from harness.store.engine import default_db_url
 
     try:
         Store(url, read_only=True).engine.dispose()
@@ -490,33 +480,17 @@ COMMANDS = {"slurm": cmd_slurm, "prefetch": cmd_prefetch, "ingest": cmd_ingest, 
             "board": cmd_board, "params": cmd_params, "ablate": cmd_ablate, "compare": cmd_compare}
 
 
-def absolute_db_url(url: str | None) -> str | None:
-    """sqlite:///relative.db made absolute (against the current directory, once): every process and Slurm task
-    that gets the URL then opens the same file, wherever it starts. Other URLs are returned as they are."""
-    if not url:
-        return url
-    from sqlalchemy.engine import make_url
-
-    try:
-        parsed = make_url(url)
-    except Exception:
-        return url   # make_engine reports it
-    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:" \
-            or os.path.isabs(parsed.database):
-        return url
-    return parsed.set(database=os.path.abspath(os.path.expanduser(parsed.database))).render_as_string(
-        hide_password=False)
-
-
 def resolve_user_paths(args) -> None:
     """Relative paths the user gave, made absolute where they are read: the flags and HARNESS_DATA_DIR /
     HARNESS_DB (written back, so subprocesses and accelerate ranks inherit the same place)."""
+    from harness.store.engine import absolute_db_url
+
     for name in ("data_dir", "output_dir", "cache_dir"):
         value = getattr(args, name, None)
         if value:
             setattr(args, name, os.path.abspath(os.path.expanduser(value)))
     if hasattr(args, "db"):
-        from harness.store.db import default_db_url
+        from harness.store.engine import default_db_url
 
         args.db = absolute_db_url(args.db or default_db_url())
     if os.environ.get("HARNESS_DATA_DIR"):

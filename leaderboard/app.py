@@ -23,7 +23,8 @@ from harness.spec.status import Regime, Status  # noqa: E402
 from harness.spec.errors import InputError  # noqa: E402
 from harness.report.export import display_table, to_csv, to_latex, to_markdown  # noqa: E402
 from harness.report.tables import NOT_RESULTS, ablation_matrix, best_table, leaderboard_table, runs_frame  # noqa: E402
-from harness.store.db import Store, default_db_url  # noqa: E402
+from harness.store.db import Store  # noqa: E402
+from harness.store.engine import default_db_url  # noqa: E402
 
 HOW_TO_RUN = """No results yet. Run a suite first, for example the embedded default (offline, ~15 min on a laptop CPU):
 

@@ -65,18 +65,10 @@ class SlurmRequest:
         return max(1, self.gpus_per_worker) * self.nodes_per_worker
 
 
-def absolute_db_url(url: str) -> str:
-    """Compute nodes start in another directory: a relative SQLite path is made absolute."""
-    prefix = "sqlite:///"
-    if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
-        return prefix + os.path.abspath(url[len(prefix):])
-    return url
-
-
 def render(req: SlurmRequest) -> str:
     """The filled template. A line whose placeholder has no value (no --partition, no --time, no GPU) is left
     out, so the script shows only what was asked for."""
-    from harness.store.db import default_db_url
+    from harness.store.engine import absolute_db_url, default_db_url
 
     req.validate()
     q = shlex.quote

@@ -14,7 +14,7 @@ from harness.spec.layout import RECORD
 from harness.spec.status import Status
 from harness.store.schema import RUN_COLUMNS, RunRecord
 
-ADDED, UPDATED, SAME, CONFLICT = "added", "updated", "same", "conflict"   # what ingesting one record did
+OUTCOMES = ADDED, UPDATED, SAME, CONFLICT = "added", "updated", "same", "conflict"   # what ingesting a record did
 COMPARED = ("score", "metrics", "finished_at", "config")   # a stored completed result is the same when these are
 
 

@@ -112,8 +112,6 @@ class RunRecord(Base):
     claimed_at: Mapped[dt.datetime | None] = _lease()
     heartbeat_at: Mapped[dt.datetime | None] = _lease()
 
-    COLUMNS = None  # filled below: column names in declaration order
-
     def as_dict(self) -> dict:
         out = {}
         for c in self.__table__.columns:
@@ -139,7 +137,6 @@ class AnalysisRecord(Base):
 
 
 RUN_COLUMNS: tuple[str, ...] = tuple(c.name for c in RunRecord.__table__.columns)   # in declaration order
-RunRecord.COLUMNS = list(RUN_COLUMNS)
 IDENTITY = tuple(c.name for c in RunRecord.__table__.columns if c.info.get("group") == "identity")
 LEASE = tuple(c.name for c in RunRecord.__table__.columns if c.info.get("group") == "lease")
 RESULTS = tuple(c for c in RUN_COLUMNS if c not in IDENTITY and c not in LEASE)
