@@ -228,7 +228,8 @@ def run_ablations(suite: Suite, store: Store, ctx: RunContext, say) -> int:
 
     done = {a.run_id for a in store.analyses(suite.name, "adapter_ablation")}
     runs = runs_frame(store, suite.name)
-    runs = runs[(runs["status"] == Status.COMPLETED) & runs["regime"].isna() & runs["method"].isin(methods_with("ablatable"))]
+    runs = runs[(runs["status"] == Status.COMPLETED) & runs["regime"].isna()
+                & runs["method"].isin(methods_with("ablatable"))]
     wanted: set[int] = set()
     for e in suite.model.ablate:
         match = runs[(runs["task"] == e.task if e.task else True) & (runs["method"] == e.method if e.method else True)]
