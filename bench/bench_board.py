@@ -24,7 +24,10 @@ from sqlalchemy import insert  # noqa: E402
 
 from harness.store.env import device_name, git_state  # noqa: E402
 from harness.report.tables import best_table, leaderboard_table, runs_frame  # noqa: E402
-from harness.store.db import RunRecord, Store, utcnow  # noqa: E402
+from harness.spec.status import Status  # noqa: E402
+from harness.store.db import Store  # noqa: E402
+from harness.store.lease import utcnow  # noqa: E402
+from harness.store.schema import RunRecord  # noqa: E402
 
 TASKS = ["cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli"]
 METHODS = [("full", {}), ("linear_probe", {})] + [("houlsby", {"size": s}) for s in (8, 64, 256)] + \
@@ -47,7 +50,7 @@ def build(path: str, n: int) -> str:
         label = method + ("(" + ",".join(f"{k}={v}" for k, v in params.items()) + ")" if params else "")
         setting = f"{suite}-{task}-{label}-{lr}"
         rows.append(dict(
-            suite=suite, cell_key=f"{i:016x}", setting_key=setting[-64:], status="completed", attempts=1,
+            suite=suite, cell_key=f"{i:016x}", setting_key=setting[-64:], status=Status.COMPLETED.value, attempts=1,
             created_at=now, started_at=now, finished_at=now, config={"seed": seed}, model="bert-base-uncased",
             task=task, task_version=1, method=method, method_params=params, method_label=label,
             budget={"epochs": 3.0}, seed=seed, hparams={"learning_rate": lr}, learning_rate=lr, num_processes=1,

@@ -27,7 +27,8 @@ from pathlib import Path
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from harness.store.db import COMPLETED, Store  # noqa: E402
+from harness.spec.status import Status  # noqa: E402
+from harness.store.db import Store  # noqa: E402
 from harness.store.env import device_name, git_state  # noqa: E402
 from harness.store.lease import current_worker  # noqa: E402
 from tests.helpers import make_tiny_model, write_small_glue  # noqa: E402
@@ -61,7 +62,7 @@ def run_workers(n: int, url: str, suite: Path, data: Path, out: Path) -> dict:
         raise SystemExit("a worker failed:\n" + "\n".join(log[-2000:] for log in logs))
     trained = Counter(m.group(1) for log in logs for m in CLAIM.finditer(log))
     rows = [r for r in Store(url).records("bench-workers") if r.parent_id is None]
-    return {"wall": wall, "rows": len(rows), "completed": sum(r.status == COMPLETED for r in rows),
+    return {"wall": wall, "rows": len(rows), "completed": sum(r.status == Status.COMPLETED for r in rows),
             "trainings": sorted(set(trained.values())), "attempts": sorted({r.attempts for r in rows}),
             "per_worker": sorted(Counter(r.worker_id for r in rows).values())}
 
@@ -81,7 +82,7 @@ def store_ops(url: str, cells) -> dict:
             store.heartbeat(claim)
             times["heartbeat"].append(time.perf_counter() - t)
         t = time.perf_counter()
-        store.finish(claim, COMPLETED, {"score": 1.0})
+        store.finish(claim, Status.COMPLETED, {"score": 1.0})
         times["finish"].append(time.perf_counter() - t)
     return {k: 1000 * statistics.median(v) for k, v in times.items()}
 

@@ -95,9 +95,9 @@ def test_squad_shows_em_and_f1_beside_glue_and_the_glue_average_stays_glue_only(
     """A store with rte and squad runs (written through the store API): the leaderboard has squad EM and F1
     columns, the average is over rte only and says so, and every format carries both."""
     from harness.plan.suite import parse_suite
-    from harness.store.db import COMPLETED
+    from harness.spec.status import Status
     from harness.train.result import RunResult
-    from harness.store.db import RunRecord
+    from harness.store.schema import RUN_COLUMNS
 
     url = f"sqlite:///{tmp_path / 'h.db'}"
     store = Store(url)
@@ -111,7 +111,7 @@ def test_squad_shows_em_and_f1_beside_glue_and_the_glue_average_stays_glue_only(
         result = RunResult(score=score, metrics=metrics, best_score=score, best_metrics=metrics, total_params=100,
                            trainable_params=100 if cell.method == "full" else 1, added_params=0,
                            trainable_pct=100.0 if cell.method == "full" else 1.0, train_time_s=1.0)
-        store.finish(rid, COMPLETED, result.columns(RunRecord.COLUMNS))
+        store.finish(rid, Status.COMPLETED, result.columns(RUN_COLUMNS))
     assert {c.hparams["max_length"] for c in suite.cells() if c.task == "squad"} == {384}   # QA's default
     assert {c.hparams["max_length"] for c in suite.cells() if c.task == "rte"} == {128}
     board = leaderboard_table(best_table(runs_frame(store)))

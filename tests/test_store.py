@@ -5,7 +5,9 @@ import sqlite3
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from harness.store.db import COMPLETED, FAILED, RUNNING, RunRecord, Store
+from harness.spec.status import Status
+from harness.store.db import Store
+from harness.store.schema import RUN_COLUMNS
 from harness.plan.suite import parse_suite
 
 SUITE = "name: s\nmodels: [minilm]\ntasks: [rte]\nmethods: [full, linear_probe]\n"
@@ -17,16 +19,16 @@ def test_start_finish_and_restart(tmp_path):
     cell = parse_suite(SUITE, "s.yaml").cells()[0]
     claim = store.start(cell, cell.config(), "cmd", "out")
     rid = claim.id
-    assert store.get(rid).status == RUNNING
-    store.finish(claim, FAILED, {"error": "ValueError: boom"})
+    assert store.get(rid).status == Status.RUNNING
+    store.finish(claim, Status.FAILED, {"error": "ValueError: boom"})
     rec = store.by_key("s")[cell.key]
-    assert rec.status == FAILED and rec.error == "ValueError: boom" and rec.finished_at is not None
+    assert rec.status == Status.FAILED and rec.error == "ValueError: boom" and rec.finished_at is not None
     # running it again reuses the row: one record per (suite, cell)
     claim2 = store.start(cell, cell.config(), "cmd", "out")
     assert claim2.id == rid and claim2.attempt == 2
     rec = store.get(rid)
-    assert rec.status == RUNNING and rec.error is None and rec.attempts == 2
-    store.finish(claim2, COMPLETED, {"score": 71.5, "metrics": {"accuracy": 71.5}, "env": {"torch": "x"}})
+    assert rec.status == Status.RUNNING and rec.error is None and rec.attempts == 2
+    store.finish(claim2, Status.COMPLETED, {"score": 71.5, "metrics": {"accuracy": 71.5}, "env": {"torch": "x"}})
     assert store.get(rid).as_dict()["metrics"] == {"accuracy": 71.5}
     assert len(store.records()) == 1
 
@@ -59,10 +61,13 @@ def test_read_only_store_does_not_create_a_missing_file(tmp_path):
     assert not (tmp_path / "none.db").exists()
 
 
-def test_the_migrations_create_every_column_of_the_record(tmp_path):
-    """A new store's table, built by the Alembic migrations, has exactly the record's columns: a column added to
-    the record without a migration (or the other way round) fails here."""
-    assert Store(f"sqlite:///{tmp_path / 'h.db'}").columns() == set(RunRecord.COLUMNS)
+def test_the_migrations_build_the_declared_schema(tmp_path):
+    """A column declared in harness.store.schema without an Alembic revision (or the reverse) fails here."""
+    from harness.store.schema import IDENTITY, LEASE, RESULTS
+
+    store = Store(f"sqlite:///{tmp_path / 'h.db'}")
+    assert sorted(store.columns()) == sorted(RUN_COLUMNS)
+    assert sorted(IDENTITY + LEASE + RESULTS) == sorted(RUN_COLUMNS)   # every column is of one kind
 
 
 def test_a_store_from_before_migrations_is_upgraded_in_place(tmp_path):
@@ -72,7 +77,7 @@ def test_a_store_from_before_migrations_is_upgraded_in_place(tmp_path):
 
     import sqlalchemy as sa
 
-    from harness.store.db import MIGRATIONS
+    from harness.store.schema import MIGRATIONS
     from harness.store.lease import current_worker
 
     spec = importlib.util.spec_from_file_location("baseline", f"{MIGRATIONS}/versions/0001_baseline.py")
@@ -102,6 +107,6 @@ def test_a_store_from_before_migrations_is_upgraded_in_place(tmp_path):
 
     assert revision(store) == revision(fresh) and store.columns() == fresh.columns()   # as if created new
     (old,) = store.records("s")
-    assert old.status == FAILED and old.error == "old"
+    assert old.status == Status.FAILED and old.error == "old"
     claim = store.claim_next("s", [cell.key], current_worker(), retry_failed=True)
     assert claim is not None and claim.attempt == 2

@@ -7,7 +7,8 @@ import pytest
 
 from harness.spec.status import NOT_RESULTS, Regime, Status
 from harness.plan.suite import parse_suite
-from harness.store.db import RunRecord, Store
+from harness.store.db import Store
+from harness.store.schema import RUN_COLUMNS
 from harness.train.result import COLUMN, RunResult
 
 SUITE = "name: s\nmodels: [minilm]\ntasks: [{sequence: [mrpc, rte]}]\nmethods: [full]\n"
@@ -16,13 +17,13 @@ SUITE = "name: s\nmodels: [minilm]\ntasks: [{sequence: [mrpc, rte]}]\nmethods: [
 def test_every_column_field_of_the_result_is_a_store_column():
     for f in dataclasses.fields(RunResult):
         if f.metadata["store"] == COLUMN:
-            assert f.name in RunRecord.COLUMNS, f.name
+            assert f.name in RUN_COLUMNS, f.name
 
 
 def test_result_columns_raise_on_a_field_the_store_lacks():
     result = RunResult(score=70.0, steps=3)
     with pytest.raises(KeyError, match="'steps' has no store column"):
-        result.columns([c for c in RunRecord.COLUMNS if c != "steps"])
+        result.columns([c for c in RUN_COLUMNS if c != "steps"])
 
 
 def test_result_round_trip_through_the_store(tmp_path):
@@ -35,9 +36,9 @@ def test_result_round_trip_through_the_store(tmp_path):
                       encoder_checksum={"start": "a", "end": "b"}, state={"w": 1})
     result = RunResult(score=70.0, metrics={"accuracy": 70.0}, train_time_s=5.0, stage_train_time_s=2.0,
                        encoder_checksum={"start": "b", "end": "c"}, mixed_precision="no", stages=[stage])
-    fields = result.columns(RunRecord.COLUMNS)
+    fields = result.columns(RUN_COLUMNS)
     assert "mixed_precision" not in fields and "stages" not in fields and "state" not in fields
-    children = [(suffix, {**child.columns(RunRecord.COLUMNS), "status": Status.COMPLETED})
+    children = [(suffix, {**child.columns(RUN_COLUMNS), "status": Status.COMPLETED})
                 for suffix, child in result.child_rows()]
     rec = store.finish(claim, Status.COMPLETED, fields, children)
     assert rec.extra == {"encoder_checksum": {"start": "b", "end": "c"}, "stage_train_time_s": 2.0}

@@ -186,7 +186,8 @@ def test_board_binds_localhost_unless_told(monkeypatch):
 def test_read_only_sqlite_opens_exactly_that_file(tmp_path, name):
     from sqlalchemy.exc import OperationalError
 
-    from harness.store.db import Store, make_engine
+    from harness.store.db import Store
+    from harness.store.engine import make_engine
 
     path = tmp_path / name
     store = Store("sqlite:///" + str(path).replace("%", "%25").replace("?", "%3F").replace("#", "%23"))
@@ -204,7 +205,7 @@ def test_read_only_sqlite_opens_exactly_that_file(tmp_path, name):
 
 
 def test_read_only_is_refused_for_a_backend_it_cannot_enforce():
-    from harness.store.db import make_engine
+    from harness.store.engine import make_engine
 
     with pytest.raises(InputError, match="oracle cannot be opened read-only"):
         make_engine("oracle://u:p@host/db", read_only=True)
@@ -233,7 +234,7 @@ def test_ablate_never_takes_trust_remote_code_from_the_store(monkeypatch, tmp_pa
 
 def test_relative_paths_are_resolved_once_where_read(tmp_path, monkeypatch):
     from harness.cli import build_parser, resolve_user_paths
-    from harness.spec.layout import absolute_db_url
+    from harness.store.engine import absolute_db_url
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HARNESS_DATA_DIR", "data/glue")

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import ROOT, run_cli, suite_yaml, write_suite
-from harness.store.db import COMPLETED, RUNNING, Store
+from harness.spec.status import Status
+from harness.store.db import Store
 
 CLAIM_LINE = re.compile(r"cell ([0-9a-f]{16}): .*\(attempt (\d+)")
 
@@ -49,7 +50,7 @@ def test_concurrent_workers_train_every_cell_exactly_once(tmp_path, tiny_bert, s
         logs.append(err)
     store = Store(db_url)
     rows = [r for r in store.records("w") if r.parent_id is None]
-    assert len(rows) == 6 and {r.status for r in rows} == {COMPLETED}
+    assert len(rows) == 6 and {r.status for r in rows} == {Status.COMPLETED}
     counted = trainings(logs)
     assert counted == Counter({r.cell_key: 1 for r in rows}), counted      # each trained once, by one worker
     assert all(r.attempts == 1 for r in rows)
@@ -100,7 +101,7 @@ def test_stalled_worker_loses_its_cell_after_the_lease_timeout(tmp_path, tiny_be
         a.send_signal(signal.SIGCONT)
     _, err_a = a.communicate(timeout=600)
     (row,) = Store(db_url).records("w")
-    assert row.status == COMPLETED and row.attempts == 2
+    assert row.status == Status.COMPLETED and row.attempts == 2
     assert "lease lost" in "".join(lines_a) + err_a
     assert str(b.pid) == str(row.pid)                       # the result is the one that kept its lease
 
@@ -115,12 +116,12 @@ def test_killed_worker_cell_is_taken_over(tmp_path, tiny_bert, small_glue, db_ur
     a.send_signal(signal.SIGKILL)
     a.wait()
     (row,) = Store(db_url).records("w")
-    assert row.status == RUNNING
+    assert row.status == Status.RUNNING
     b = start_worker(tmp_path, suite, db_url, small_glue, "--lease-timeout-s", "3600")
     _, err = b.communicate(timeout=600)
     assert b.returncode == 0 and "taking over a stale lease" in err, err[-2000:]
     (row,) = Store(db_url).records("w")
-    assert row.status == COMPLETED and row.attempts == 2 and row.pid == b.pid
+    assert row.status == Status.COMPLETED and row.attempts == 2 and row.pid == b.pid
 
 
 CHILD_KILL = """
@@ -150,18 +151,19 @@ def test_kill_between_files_and_commit_leaves_a_claimable_cell(tmp_path, db_url)
     assert marker.read_text() == "completed 2"                  # it died inside finish, files written
     store = Store(db_url)
     rows = store.records("k")
-    assert len(rows) == 1 and rows[0].status == RUNNING and rows[0].score is None   # nothing half-recorded
+    assert len(rows) == 1 and rows[0].status == Status.RUNNING and rows[0].score is None   # nothing half-recorded
     from harness.store.lease import current_worker
 
     claim = store.claim_next("k", [cells[0].key], current_worker(), lease_timeout_s=3600)
     assert claim is not None and claim.previous_status == "running" and claim.attempt == 2   # its process is gone
-    store.finish(claim, COMPLETED, {"score": 1.0}, [("stage0", {"task": "mrpc", "score": 2.0})])
+    store.finish(claim, Status.COMPLETED, {"score": 1.0}, [("stage0", {"task": "mrpc", "score": 2.0})])
     assert [c.score for c in store.children(claim.id)] == [2.0]
 
 
 WRITER = """
 import os, pickle, sys, time
-from harness.store.db import Store, LeaseLost
+from harness.store.db import Store
+from harness.store.queue import LeaseLost
 url, cells, go = sys.argv[1], pickle.loads(bytes.fromhex(sys.argv[2])), float(sys.argv[3])
 store = Store(url)
 while time.time() < go:
@@ -202,7 +204,7 @@ def test_32_concurrent_writers_lose_nothing(tmp_path, db_url):
     assert len(rows) == 50                                       # each new cell inserted once, nobody crashed
     assert totals["claims"] == 32 * 50 == sum(r.attempts for r in rows)   # no attempt increment lost
     assert totals["finished"] + totals["lost"] == 32 * 50
-    assert all(r.status == COMPLETED for r in rows)
+    assert all(r.status == Status.COMPLETED for r in rows)
 
 
 def test_workers_racing_on_a_new_store_migrate_it_once(tmp_path, db_url):
@@ -275,5 +277,5 @@ def test_long_labels_and_big_numbers_fit_on_postgresql(tmp_path, pg_server):
     store = Store(url)
     store.enqueue([cell])
     claim = store.claim_next("l", [cell.key], current_worker())
-    rec = store.finish(claim, COMPLETED, {"score": 1.0, "total_params": 7_000_000_000, "trainable_params": 3_500_000_000})
+    rec = store.finish(claim, Status.COMPLETED, {"score": 1.0, "total_params": 7_000_000_000, "trainable_params": 3_500_000_000})
     assert len(rec.method_label) > 300 and rec.total_params == 7_000_000_000 and rec.seed == 2**32 - 1

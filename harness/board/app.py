@@ -22,7 +22,8 @@ from harness.report.tables import (NOT_RESULTS, ablation_matrix, best_table, com
                                    runs_frame)
 from harness.spec.errors import InputError
 from harness.spec.status import Status
-from harness.store.db import Store, default_db_url
+from harness.store.db import Store
+from harness.store.engine import default_db_url
 
 HOW_TO_RUN = """No results yet. Run a suite first, for example the embedded default (offline, ~15 min on a laptop CPU):
 

@@ -6,7 +6,7 @@ import argparse
 import os
 
 from harness.spec.errors import InputError
-from harness.spec.layout import DEFAULT_DB_URL, DEFAULT_OUTPUT_DIR, RunLayout, absolute_db_url
+from harness.spec.layout import DEFAULT_DB_URL, DEFAULT_OUTPUT_DIR, RunLayout
 
 
 def subparser(sub, name: str, help: str, examples: str) -> argparse.ArgumentParser:
@@ -75,7 +75,7 @@ def resolve_user_paths(args) -> None:
         if value:
             setattr(args, name, os.path.abspath(os.path.expanduser(value)))
     if hasattr(args, "db"):
-        from harness.store.db import default_db_url
+        from harness.store.engine import absolute_db_url, default_db_url
 
         args.db = absolute_db_url(args.db or default_db_url())
     if os.environ.get("HARNESS_DATA_DIR"):
@@ -86,7 +86,8 @@ def resolve_user_paths(args) -> None:
 
 def existing_store(url: str | None, read_only: bool = True):
     """A store that must already exist (ablate and compare read runs from it): never creates one."""
-    from harness.store.db import Store, default_db_url
+    from harness.store.db import Store
+    from harness.store.engine import default_db_url
 
     try:
         Store(url, read_only=True).engine.dispose()

@@ -25,29 +25,17 @@ def add_arguments(p) -> None:
                    help="let a completed record replace a different completed result of the same cell")
 
 
-def record_files(dirs: list[str]) -> list[str]:
-    paths = []
-    for d in dirs:
-        if os.path.isfile(d):
-            paths.append(d)
-        elif os.path.isdir(d):
-            paths += sorted(os.path.join(root, RECORD) for root, _, files in os.walk(d) if RECORD in files)
-        else:
-            raise InputError(f"ingest: {d}: no such file or folder")
-    if not paths:
-        raise InputError(f"ingest: no {RECORD} under {', '.join(dirs)}")
-    return paths
-
-
 def run(args) -> int:
     """Every record.json under the given folders, by (suite, cell key): added, updated (the store had the cell
     pending, running or failed), already there, or a conflict (a different completed result is stored: never
     replaced silently)."""
-    from harness.store.db import Store, default_db_url
+    from harness.store.db import Store
+    from harness.store.engine import default_db_url
+    from harness.store.ingest import CONFLICT, OUTCOMES, record_paths
 
-    paths = record_files(args.dirs)
+    paths = record_paths(args.dirs)
     store = Store(args.db or default_db_url())
-    counts = {"added": 0, "updated": 0, "same": 0, "conflict": 0, "unreadable": 0}
+    counts = {outcome: 0 for outcome in (*OUTCOMES, "unreadable")}
     for path in paths:
         try:
             with open(path) as f:
@@ -58,8 +46,8 @@ def run(args) -> int:
             print(f"{path}: not ingested: {exc}", file=sys.stderr)
             continue
         counts[outcome] += 1
-        if outcome == "conflict":
+        if outcome == CONFLICT:
             print(f"{path}: conflict: suite {record['suite']} cell {record['cell_key']} already has a different "
                   f"completed result (kept; --replace takes this one)", file=sys.stderr)
     print(f"ingested {len(paths)} record(s): " + ", ".join(f"{n} {k}" for k, n in counts.items() if n))
-    return 1 if counts["conflict"] or counts["unreadable"] else 0
+    return 1 if counts[CONFLICT] or counts["unreadable"] else 0

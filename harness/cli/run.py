@@ -40,7 +40,7 @@ def run(args) -> int:
 
     suite = load_suite(args.suite, args.max_cells)  # invalid input: exit 2 before anything is written
     preflight(suite, args.data_dir)   # models, data, adapters: before the first cell, still writing nothing
-    from harness.store.db import default_db_url, make_engine
+    from harness.store.engine import default_db_url, make_engine
 
     make_engine(args.db or default_db_url()).dispose()  # a bad --db fails here, before any training
     from harness.launch.runner import leave_process_group, run_suite   # torch: only once the input is good

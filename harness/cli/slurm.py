@@ -70,11 +70,13 @@ def run(args) -> int:
         return 0
     slurm.wait_for(job, float(os.environ.get("HARNESS_SLURM_POLL_S", "10")))
     from harness.launch.runner import status_rows
-    from harness.store.db import Store, default_db_url
+    from harness.spec.status import CellState
+    from harness.store.db import Store
+    from harness.store.engine import absolute_db_url, default_db_url
 
-    rows = status_rows(suite, Store(args.db or default_db_url()), num_processes=req.world)
+    rows = status_rows(suite, Store(absolute_db_url(args.db or default_db_url())), num_processes=req.world)
     counts: dict[str, int] = {}
     for r in rows:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
     print(f"job {job} ended: {len(rows)} cells: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
-    return 0 if counts.get("completed", 0) == len(rows) else 1
+    return 0 if counts.get(CellState.COMPLETED, 0) == len(rows) else 1

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from harness.cli.common import add_db, add_lease_timeout, add_max_cells, add_suite
-from harness.spec.status import Status
+from harness.spec.status import CellState
 
 HELP = "done / failed / running / pending per cell of a suite"
 EXAMPLES = """
@@ -26,7 +26,8 @@ def run(args) -> int:
     from harness.launch.runner import status_rows
     from harness.plan.suite import load_suite
     from harness.report.text import status_line
-    from harness.store.db import Store, default_db_url
+    from harness.store.db import Store
+    from harness.store.engine import default_db_url
 
     suite = load_suite(args.suite, args.max_cells)
     url = args.db or default_db_url()
@@ -43,7 +44,6 @@ def run(args) -> int:
     for row in rows:
         counts[row["status"]] = counts.get(row["status"], 0) + 1
         print(status_line(row["status"], row["cell"], row["record"]))
-    order = (Status.COMPLETED, Status.RUNNING, "stale", Status.PENDING, Status.FAILED)
-    summary = ", ".join(f"{counts[s]} {s}" for s in order if counts.get(s))
+    summary = ", ".join(f"{counts[s]} {s}" for s in CellState if counts.get(s))
     print(f"suite {suite.name} ({nprocs} process(es)): {len(rows)} cells: {summary}")
     return 0

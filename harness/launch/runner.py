@@ -1,6 +1,6 @@
 """Runs a suite as one worker: claims the next free cell from the store, trains it, records it, until no cell
 is left. Any number of workers (processes, nodes, Slurm array tasks) can run the same suite on one store: the
-store hands each cell to one of them (harness.store.db).
+store hands each cell to one of them (harness.store.queue).
 
 Every process of an `accelerate launch` runs this; rank 0 claims (and broadcasts the claimed cell), keeps the
 lease's heartbeat and is the only one that writes to the store or the output directory: the group of ranks is
@@ -22,10 +22,13 @@ from harness.spec.errors import EXIT_PREEMPTED, Preempted
 from harness.launch.slurm import requeue_slurm_task
 from harness.launch.worker import Heartbeat, lease_timing
 from harness.plan.grid import Suite
-from harness.store.db import (COMPLETED, FAILED, PENDING, RUNNING, Claim, LeaseLost, RunRecord, Store,
-                              sqlite_location_warning)
+from harness.spec.status import CellState, Status
+from harness.store.db import Store
+from harness.store.engine import sqlite_location_warning
 from harness.store.env import cpu_threads_warning, environment
-from harness.store.lease import current_worker
+from harness.store.lease import Claim, current_worker
+from harness.store.queue import LeaseLost
+from harness.store.schema import RUN_COLUMNS
 from harness.train import checkpoint, preempt
 from harness.train.loop import RunContext, process_state, train_and_evaluate
 from harness.train.progress import Progress
@@ -69,7 +72,7 @@ def report_failure(exc: BaseException, cell, cell_dir: str, took: float, bar: Pr
 
 
 def _queue_summary(store: Store, suite: Suite, keys: set[str]) -> dict[str, int]:
-    counts = {s: 0 for s in ("pending", "running", "completed", "failed")}
+    counts = {s: 0 for s in Status}
     for key, rec in store.by_key(suite.name).items():
         if key in keys:
             counts[rec.status] = counts.get(rec.status, 0) + 1
@@ -106,13 +109,13 @@ def run_suite(suite: Suite, db_url: str | None, data_dir: str | None, output_dir
         n = _queue_summary(store, suite, set(keys))
         slurm = (f", Slurm job {worker.slurm_job_id}" + (f" task {worker.slurm_array_task_id}"
                  if worker.slurm_array_task_id is not None else "") if worker.slurm_job_id else "")
-        say(f"suite {suite.name}: {len(cells)} cells, {n['completed']} already completed (skipped), "
-            f"{n['failed']} failed before ({'retried' if retry_failed else 'skipped; --retry-failed runs them'}), "
-            f"{n['running']} running elsewhere, {n['pending']} to run; worker {worker.worker_id} with "
+        say(f"suite {suite.name}: {len(cells)} cells, {n[Status.COMPLETED]} already completed (skipped), "
+            f"{n[Status.FAILED]} failed before ({'retried' if retry_failed else 'skipped; --retry-failed runs them'}), "
+            f"{n[Status.RUNNING]} running elsewhere, {n[Status.PENDING]} to run; worker {worker.worker_id} with "
             f"{state.num_processes} process(es){slurm}")
     ctx = RunContext(data_dir=suite.data_dir(data_dir), cache_dir=cache_dir or os.path.join(output_dir, "cache"),
                      model_base_dir=os.path.dirname(os.path.abspath(suite.path)), show_progress=show_progress)
-    total = n["pending"] + (n["failed"] if retry_failed else 0) if main else 0
+    total = n[Status.PENDING] + (n[Status.FAILED] if retry_failed else 0) if main else 0
     suite_bar = Progress(total, f"suite {suite.name}", enabled=main, unit="cell", bars=show_progress)
     done = failures = 0
     other_hosts_said = False
@@ -154,13 +157,14 @@ def run_suite(suite: Suite, db_url: str | None, data_dir: str | None, output_dir
         waiting_said = False
         cell = by_key[claim.cell_key]
         cell_dir = layout.RunLayout(output_dir).cell_dir(suite.name, cell.key)
-        how = {"running": ", taking over a stale lease", "failed": ", retrying a failure"}.get(claim.previous_status, "")
+        how = {Status.RUNNING: ", taking over a stale lease", Status.FAILED: ", retrying a failure"}.get(
+            claim.previous_status, "")
         suite_bar.write(f"cell {cell.key}: {cell.label} (attempt {claim.attempt}{how})")
         t0 = time.perf_counter()
         try:
             with Heartbeat(store, claim, beat_s) if main else contextlib.nullcontext():
                 result = train_and_evaluate(cell, ctx, output_dir=cell_dir)
-            status, error = COMPLETED, None
+            status, error = Status.COMPLETED, None
         except (Preempted, KeyboardInterrupt) as stop:
             if main:
                 store.release(claim)
@@ -173,7 +177,7 @@ def run_suite(suite: Suite, db_url: str | None, data_dir: str | None, output_dir
             raise
         except Exception as exc:  # recorded, and the suite goes on
             failures += 1
-            status, result = FAILED, RunResult()
+            status, result = Status.FAILED, RunResult()
             error = report_failure(exc, cell, cell_dir, time.perf_counter() - t0, suite_bar, verbose, main)
             _release_memory()
         if main:
@@ -196,8 +200,8 @@ def _record(store: Store, claim: Claim, cell_dir: str, status: str, error: str |
     inside it, so a completed row never lacks its files and a kill before the commit leaves the cell
     claimable."""
     env = environment(num_processes, result.mixed_precision, result.distributed_type)
-    fields = {**result.columns(RunRecord.COLUMNS), "error": error, "env": env}
-    children = [(suffix, {**child.columns(RunRecord.COLUMNS), "status": str(status), "env": env})
+    fields = {**result.columns(RUN_COLUMNS), "error": error, "env": env}
+    children = [(suffix, {**child.columns(RUN_COLUMNS), "status": str(status), "env": env})
                 for suffix, child in result.child_rows()]
 
     def write_files(record: dict, child_records: list[dict]) -> None:
@@ -208,7 +212,7 @@ def _record(store: Store, claim: Claim, cell_dir: str, status: str, error: str |
     except LeaseLost as exc:
         bar.write(f"cell {claim.cell_key}: {exc}")
         return False
-    if status == COMPLETED:
+    if status == Status.COMPLETED:
         bar.write(f"cell {claim.cell_key}: completed in {took:.0f}s, score {rec.score:.2f} "
                   f"(best {rec.best_score:.2f}), {rec.trainable_pct:.3g}% of {rec.total_params:,} params trainable")
     return True
@@ -224,7 +228,8 @@ def run_ablations(suite: Suite, store: Store, ctx: RunContext, say) -> int:
 
     done = {a.run_id for a in store.analyses(suite.name, "adapter_ablation")}
     runs = runs_frame(store, suite.name)
-    runs = runs[(runs["status"] == COMPLETED) & runs["regime"].isna() & runs["method"].isin(methods_with("ablatable"))]
+    runs = runs[(runs["status"] == Status.COMPLETED) & runs["regime"].isna()
+                & runs["method"].isin(methods_with("ablatable"))]
     wanted: set[int] = set()
     for e in suite.model.ablate:
         match = runs[(runs["task"] == e.task if e.task else True) & (runs["method"] == e.method if e.method else True)]
@@ -274,19 +279,14 @@ def _release_memory() -> None:
 
 def status_rows(suite: Suite, store: Store | None, num_processes: int = 1,
                 lease_timeout_s: float | None = None) -> list[dict]:
-    """Per cell: pending (queued, or not yet seen by any worker), running (a live lease), stale (a lease whose
-    heartbeat is older than the lease timeout: the next worker takes it over), completed, failed."""
-    from harness.store.lease import utcnow
-
+    """Per cell, its CellState: pending (queued, or not yet seen by any worker), running (a live lease), stale (a
+    lease whose heartbeat is older than the lease timeout: the next worker takes it over), completed, failed."""
     _, timeout = lease_timing(None, lease_timeout_s)
     records = store.by_key(suite.name) if store is not None and store.columns() else {}
-    now, rows = utcnow(), []
+    stale = store.stale_keys(suite.name, timeout) if records else set()
+    rows = []
     for cell in suite.cells(num_processes=num_processes):
         rec = records.get(cell.key)
-        status = PENDING.value if rec is None else str(rec.status)
-        if status == RUNNING.value:
-            beat = getattr(rec, "heartbeat_at", None)
-            if beat is None or (now - beat).total_seconds() > timeout:
-                status = "stale"
-        rows.append({"cell": cell, "status": status, "record": rec})
+        state = CellState.PENDING if rec is None else CellState.STALE if cell.key in stale else CellState(rec.status)
+        rows.append({"cell": cell, "status": state, "record": rec})
     return rows

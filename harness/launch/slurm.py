@@ -85,7 +85,7 @@ def shipped_config(name: str) -> str | None:
 def render(req: SlurmRequest) -> str:
     """The filled template. A line whose placeholder has no value (no --partition, no --time, no GPU) is left
     out, so the script shows only what was asked for."""
-    from harness.store.db import default_db_url
+    from harness.store.engine import absolute_db_url, default_db_url
 
     req.validate()
     q = shlex.quote

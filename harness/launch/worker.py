@@ -11,7 +11,9 @@ import sys
 import threading
 
 from harness.spec.errors import InputError
-from harness.store.db import DEFAULT_HEARTBEAT_S, DEFAULT_LEASE_TIMEOUT_S, Claim, Store
+from harness.store.db import Store
+from harness.store.lease import Claim
+from harness.store.queue import DEFAULT_HEARTBEAT_S, DEFAULT_LEASE_TIMEOUT_S
 
 
 def lease_timing(heartbeat_s: float | None, lease_timeout_s: float | None) -> tuple[float, float]:

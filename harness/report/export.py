@@ -8,7 +8,8 @@ import math
 import pandas as pd
 
 from harness.report.tables import best_table, fmt_mean_std, leaderboard_table, runs_frame
-from harness.store.db import Store, default_db_url
+from harness.store.db import Store
+from harness.store.engine import default_db_url
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 

@@ -39,7 +39,7 @@ def runs_frame(store, suite: str | None = None, with_env: bool = False) -> pd.Da
     metric_<name> for every dev metric; env_* provenance columns with with_env."""
     from sqlalchemy import select
 
-    from harness.store.db import RunRecord
+    from harness.store.schema import RunRecord
 
     have = store.columns()
     if not have:
@@ -49,7 +49,7 @@ def runs_frame(store, suite: str | None = None, with_env: bool = False) -> pd.Da
     stmt = select(*[getattr(RunRecord, c) for c in wanted if c in have]).order_by(RunRecord.id)
     if suite:
         stmt = stmt.where(RunRecord.suite == suite)  # bound parameter: user input never builds SQL text
-    stmt = stmt.where(RunRecord.status != "pending")  # queued cells are work to do, not runs
+    stmt = stmt.where(RunRecord.status != Status.PENDING.value)  # queued cells are work to do, not runs
     with store.engine.connect() as conn:
         result = conn.execute(stmt)
         frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from harness.spec.status import Status
+from harness.spec.status import CellState
 
 
 def lease_owner(rec) -> str:
@@ -32,11 +32,11 @@ def ago(when) -> str:
 def status_line(status: str, cell, rec) -> str:
     """One line of `harness status`: status, cell key and label, then what the store says about it."""
     detail = ""
-    if status == Status.COMPLETED:
+    if status == CellState.COMPLETED:
         detail = f"score {rec.score:.2f}  {rec.train_time_s:.0f}s  by {lease_owner(rec)}"
-    elif status == Status.FAILED:
+    elif status == CellState.FAILED:
         detail = (rec.error or "").splitlines()[0][:120] if rec.error else ""
-    elif status in (Status.RUNNING, "stale"):
+    elif status in (CellState.RUNNING, CellState.STALE):
         detail = (f"by {lease_owner(rec)}, since {ago(rec.started_at)}, last heartbeat {ago(rec.heartbeat_at)}"
                   f", attempt {rec.attempts}")
     return f"{status:<10} {cell.key}  {cell.label}  {detail}".rstrip()

@@ -66,21 +66,3 @@ class RunLayout:
 def features_dir(cache_dir: str) -> str:
     """The frozen encoder's cached outputs inside a cache folder."""
     return os.path.join(cache_dir, "features")
-
-
-def absolute_db_url(url: str | None) -> str | None:
-    """sqlite:///relative.db made absolute (against the current directory, once): every process and Slurm task
-    that gets the URL then opens the same file, wherever it starts. Other URLs are returned as they are."""
-    if not url:
-        return url
-    from sqlalchemy.engine import make_url   # a store URL's grammar; sqlalchemy, no harness code
-
-    try:
-        parsed = make_url(url)
-    except Exception:
-        return url   # make_engine reports it
-    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:" \
-            or os.path.isabs(parsed.database):
-        return url
-    return parsed.set(database=os.path.abspath(os.path.expanduser(parsed.database))).render_as_string(
-        hide_password=False)

@@ -6,6 +6,7 @@ these enums hold, so old stores stay readable and SQL filters on the plain strin
 
 from __future__ import annotations
 
+import datetime as dt
 from enum import Enum
 
 try:
@@ -26,6 +27,24 @@ class Status(StrEnum):
     RUNNING = "running"       # claimed: a worker holds its lease (or held it, until the lease goes stale)
     COMPLETED = "completed"
     FAILED = "failed"
+
+
+class CellState(StrEnum):
+    """What `harness status` shows for a cell, in its display order: the stored Status, or STALE, a state derived
+    on reading and never stored: running, but the lease's heartbeat is older than the lease timeout, so the
+    next worker takes the cell over (the store's queue decides which leases are stale)."""
+
+    COMPLETED = Status.COMPLETED.value
+    RUNNING = Status.RUNNING.value
+    STALE = "stale"
+    PENDING = Status.PENDING.value
+    FAILED = Status.FAILED.value
+
+
+def stale_cutoff(now: dt.datetime, lease_timeout_s: float) -> dt.datetime:
+    """The staleness rule: a running cell's lease is stale when its last heartbeat is missing or older than
+    this (no heartbeat for the lease timeout)."""
+    return now - dt.timedelta(seconds=lease_timeout_s)
 
 
 class Regime(StrEnum):

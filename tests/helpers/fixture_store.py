@@ -6,7 +6,8 @@ import os
 
 import numpy as np
 
-from harness.store.db import COMPLETED, FAILED, Store
+from harness.spec.status import Status
+from harness.store.db import Store
 from harness.plan.suite import parse_suite
 
 SUITE = """
@@ -46,13 +47,13 @@ def build(path, predictions_dir=None, url=None) -> str:
         out = os.path.join(predictions_dir, cell.key) if predictions_dir else None
         claim = store.start(cell, cell.config(), "accelerate launch harness/run.py fx.yaml", out)
         if score is None:
-            store.finish(claim, FAILED, {"error": "FloatingPointError: loss is not finite at step 3"})
+            store.finish(claim, Status.FAILED, {"error": "FloatingPointError: loss is not finite at step 3"})
             continue
         adapters = cell.method == "houlsby"
         total = TOTAL + (ADDED if adapters else 0)
         trainable = (ADDED + 770) if adapters else TOTAL
         metric = "accuracy" if cell.task == "rte" else "f1"
-        store.finish(claim, COMPLETED, {
+        store.finish(claim, Status.COMPLETED, {
             "score": score, "best_score": score + 1, "metrics": {metric: score}, "best_metrics": {metric: score + 1},
             "history": [{"step": 10, "epoch": 1.0, "score": score - 5, "metrics": {}},
                         {"step": 20, "epoch": 2.0, "score": score, "metrics": {}}],

@@ -1,2 +1,2 @@
 """Alembic migrations of the results store: every schema change is a revision in versions/, applied by
-harness.store.db.Store on open (under a lock, so workers starting together upgrade once)."""
+harness.store.schema.upgrade when a Store opens (under a lock, so workers starting together upgrade once)."""

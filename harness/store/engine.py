@@ -1,0 +1,152 @@
+"""Opening a store's database: the URL (checked, relative SQLite paths made absolute), the engine (SQLite in WAL
+mode with a busy timeout and BEGIN IMMEDIATE for claims; read-only opening enforced by the database), and the
+check that an SQLite file does not lie on a network filesystem.
+
+SQLite (the default, results/harness.db) is right for the processes of one machine. Its locking is not reliable
+on network filesystems and WAL needs every process on one host, so workers on several machines share a
+PostgreSQL server (postgresql+psycopg://...).
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Engine, make_url
+
+from harness.spec.errors import InputError
+from harness.spec.layout import DEFAULT_DB_URL
+
+# filesystems on which SQLite's locking cannot be trusted (several machines, or no POSIX locks)
+NETWORK_FILESYSTEMS = ("nfs", "nfs4", "lustre", "gpfs", "cifs", "smb3", "smbfs", "beegfs", "cephfs", "ceph",
+                       "glusterfs", "fuse.sshfs", "9p", "panfs", "wekafs")
+READ_ONLY_BACKENDS = ("sqlite", "postgresql", "mysql", "mariadb")   # where read-only is enforced by the server
+
+
+def default_db_url() -> str:
+    return os.environ.get("HARNESS_DB") or DEFAULT_DB_URL
+
+
+def _sqlite_file(url) -> str | None:
+    """The file of an SQLite URL; None for other databases and in-memory SQLite."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return None
+    return parsed.database
+
+
+def absolute_db_url(url: str | None) -> str | None:
+    """sqlite:///relative.db made absolute (against the current directory, once): every process and Slurm task
+    that gets the URL then opens the same file, wherever it starts. Other URLs are returned as they are."""
+    if not url:
+        return url
+    try:
+        path = _sqlite_file(url)
+    except Exception:
+        return url   # make_engine reports it
+    if path is None or os.path.isabs(path):
+        return url
+    return make_url(url).set(database=os.path.abspath(os.path.expanduser(path))).render_as_string(
+        hide_password=False)
+
+
+def _sqlite_pragmas(engine: Engine, read_only: bool) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record):
+        # the driver's own BEGIN is deferred and comes only before the first write: too late for a claim, which
+        # must hold the write lock from its first read. So BEGIN is ours (below).
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA busy_timeout=30000")
+        if not read_only:
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):
+        # IMMEDIATE takes the write lock at once: a claim's read and write are one step for every process
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("immediate") else "BEGIN")
+
+
+def _sqlite_read_only_engine(path: str) -> Engine:
+    """A SQLite engine that cannot write: mode=ro on a file: URI built from the path itself (percent-encoded, so
+    '#', '?' and '%' in a file name stay part of it and never open a different file), plus query_only."""
+    import sqlite3
+    from urllib.parse import quote
+
+    uri = f"file:{quote(os.path.abspath(path), safe='/')}?mode=ro"
+
+    def connect():
+        conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
+        conn.execute("PRAGMA query_only=ON")
+        return conn
+
+    engine = create_engine("sqlite://", creator=connect)
+    _sqlite_pragmas(engine, read_only=True)
+    return engine
+
+
+def make_engine(url: str, read_only: bool = False) -> Engine:
+    try:
+        parsed = make_url(url)
+    except Exception:
+        raise InputError(f'--db: not a database URL: "{url}" (e.g. {DEFAULT_DB_URL})') from None
+    backend = parsed.get_backend_name()
+    if read_only and backend not in READ_ONLY_BACKENDS:
+        raise InputError(f"--db: {backend} cannot be opened read-only here (read-only is enforced only for "
+                         f"{', '.join(READ_ONLY_BACKENDS)}); refusing rather than risk writing to it")
+    if backend == "sqlite":
+        path = _sqlite_file(parsed)
+        if path:
+            if read_only:
+                if not os.path.exists(path):
+                    raise FileNotFoundError(path)
+                return _sqlite_read_only_engine(path)   # the leaderboard can never write to a shared store
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        engine = create_engine(parsed)
+        _sqlite_pragmas(engine, read_only)
+        return engine
+    try:
+        engine = create_engine(parsed)
+    except Exception as e:  # missing driver etc.
+        raise InputError(f"--db: cannot use {parsed.render_as_string(hide_password=True)}: {e}") from None
+    if read_only:
+        @event.listens_for(engine, "begin")
+        def _read_only(conn):   # every transaction, before its first statement
+            conn.exec_driver_sql("SET TRANSACTION READ ONLY")
+    return engine
+
+
+@contextmanager
+def write_transaction(engine: Engine):
+    """A write transaction that holds the write lock from its first statement (SQLite: BEGIN IMMEDIATE)."""
+    with engine.connect() as conn:
+        conn.execution_options(immediate=True)
+        with conn.begin():
+            yield conn
+
+
+def sqlite_location_warning(url: str) -> str | None:
+    """Why this SQLite store should not be shared by several machines, if its file lies on a network filesystem."""
+    database = _sqlite_file(url)
+    if database is None:
+        return None
+    path = os.path.realpath(os.path.abspath(database))
+    best, fstype = "", None
+    try:
+        with open("/proc/mounts") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 3:
+                    mount = parts[1].replace("\\040", " ")
+                    if (path == mount or path.startswith(mount.rstrip("/") + "/")) and len(mount) > len(best):
+                        best, fstype = mount, parts[2]
+    except OSError:
+        return None
+    if fstype and (fstype in NETWORK_FILESYSTEMS or fstype.startswith("nfs")):
+        return (f"the SQLite store {path} is on a {fstype} filesystem: SQLite locking is not reliable there and "
+                f"WAL needs every process on one host; workers on several machines need PostgreSQL "
+                f"(--db postgresql+psycopg://USER@HOST/DB)")
+    return None

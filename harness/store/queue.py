@@ -1,0 +1,244 @@
+"""The work queue: every cell of a suite is a row; workers claim, lease, heartbeat, release and finish them.
+
+Every cell of a suite gets a row (status pending) when a worker first sees the suite. Workers claim the next
+claimable row in one transaction (PostgreSQL: SELECT ... FOR UPDATE SKIP LOCKED; SQLite: BEGIN IMMEDIATE),
+writing a lease (worker, host, pid, Slurm ids, claimed_at, heartbeat_at) that they keep fresh while training.
+A cell is claimable when it is pending, when its lease went stale (no heartbeat for the lease timeout, or its
+worker's process is gone on this host), or, with retry_failed, when it failed before this worker started.
+Finishing is one transaction that checks the lease is still ours, writes the run row and its stage/member rows,
+and marks it completed; files are written (atomically) before that commit. So any number of workers on one
+suite train every cell once, and a kill at any point leaves a cell either completed with everything or
+claimable again.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from harness.spec.layout import RunLayout
+from harness.spec.status import Status, stale_cutoff
+from harness.store.lease import Claim, Worker, current_worker, namespace_of, process_gone, utcnow
+from harness.store.schema import RESULTS, RUN_COLUMNS, RunRecord as R
+
+DEFAULT_HEARTBEAT_S = 30.0
+DEFAULT_LEASE_TIMEOUT_S = 300.0
+CHILD_KEPT = ("id", "suite", "cell_key", "parent_id", "created_at")   # a child row's own, never its parent's
+
+
+class LeaseLost(RuntimeError):
+    """The cell was claimed by another worker after this one's lease went stale: its result is not recorded."""
+
+
+def chunks(items: list, n: int = 2000):
+    """Slices of at most n: IN (...) lists and multi-row inserts stay under every backend's parameter limit."""
+    for i in range(0, len(items), n):
+        yield items[i:i + n]
+
+
+def stale_lease(cutoff):
+    """SQL: running with a lease whose heartbeat is missing or older than `cutoff` (spec.status.stale_cutoff)."""
+    return and_(R.status == Status.RUNNING.value, or_(R.heartbeat_at.is_(None), R.heartbeat_at < cutoff))
+
+
+def _output_dir(output_root: str | None, suite: str, key: str) -> str | None:
+    return RunLayout(output_root).cell_dir(suite, key) if output_root else None
+
+
+def _new_lease(worker: Worker, now, **values) -> dict:
+    """A claim's values: a fresh lease, one more attempt, every result column emptied; `values` on top."""
+    return {**{name: None for name in RESULTS}, **worker.lease(now), "status": Status.RUNNING.value,
+            "attempts": R.attempts + 1, "started_at": now, **values}
+
+
+class WorkQueue:
+    """The queue's side of a Store (harness.store.db): needs its engine, backend, `_write()` and `get()`."""
+
+    def enqueue(self, cells: Iterable, command: str | None = None, output_root: str | None = None) -> int:
+        """A pending row for every cell that has none yet (concurrent callers insert each row once).
+        Returns how many rows were added."""
+        cells = list(cells)
+        if not cells:
+            return 0
+        suite = cells[0].suite
+        with self.engine.connect() as conn:
+            have = set(conn.execute(select(R.cell_key).where(R.suite == suite)).scalars())
+        now, rows = utcnow(), []
+        for cell in cells:
+            if cell.key in have:
+                continue
+            rows.append({
+                "suite": cell.suite, "cell_key": cell.key, "setting_key": cell.setting_key,
+                "status": Status.PENDING.value, "attempts": 0, "created_at": now, "config": cell.config(),
+                "model": cell.model, "task": cell.task, "task_version": cell.task_version, "method": cell.method,
+                "method_params": cell.method_params, "method_label": cell.row_label, "regime": cell.regime,
+                "budget": cell.budget, "seed": cell.seed, "hparams": cell.hparams,
+                "learning_rate": cell.hparams.get("learning_rate"), "num_processes": cell.num_processes,
+                "command": command, "output_dir": _output_dir(output_root, cell.suite, cell.key)})
+        return sum(self._insert_new(chunk) for chunk in chunks(rows, 500))
+
+    def _insert_new(self, rows: list[dict]) -> int:
+        if self.backend in ("sqlite", "postgresql"):
+            if self.backend == "sqlite":
+                from sqlalchemy.dialects.sqlite import insert
+            else:
+                from sqlalchemy.dialects.postgresql import insert
+            stmt = insert(R).on_conflict_do_nothing(index_elements=["suite", "cell_key"])
+            with self.engine.begin() as conn:
+                return conn.execute(stmt, rows).rowcount or 0
+        from sqlalchemy.exc import IntegrityError   # other backends: row by row, a duplicate is someone else's
+
+        added = 0
+        for row in rows:
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(R.__table__.insert(), row)
+                added += 1
+            except IntegrityError:
+                pass
+        return added
+
+    def _gone_leases(self, suite: str, worker: Worker) -> list[int]:
+        """Running cells whose worker ran on this host, in this process namespace, and no longer exists."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(R.id, R.pid, R.worker_id).where(
+                R.suite == suite, R.status == Status.RUNNING.value, R.host == worker.host)).all()
+        return [rid for rid, pid, wid in rows
+                if pid and pid != worker.pid and namespace_of(wid) == worker.pid_namespace and process_gone(pid)]
+
+    def claim_next(self, suite: str, keys: list[str], worker: Worker, *, retry_failed: bool = False,
+                   lease_timeout_s: float = DEFAULT_LEASE_TIMEOUT_S, command: str | None = None,
+                   output_root: str | None = None) -> Claim | None:
+        """Claim the first claimable cell among `keys` (in the order the rows were queued), or None when none is
+        left. One transaction: the row is read and leased under a lock no other worker can hold meanwhile."""
+        now = utcnow()
+        claimable = [R.status == Status.PENDING.value, stale_lease(stale_cutoff(now, lease_timeout_s))]
+        gone = self._gone_leases(suite, worker)
+        if gone:
+            claimable.append(and_(R.status == Status.RUNNING.value, R.id.in_(gone)))
+        if worker.slurm_job_id:   # our own earlier incarnation: Slurm runs one instance of a (job, array task)
+            claimable.append(and_(R.status == Status.RUNNING.value, R.slurm_job_id == worker.slurm_job_id,
+                                  R.slurm_array_task_id.is_(None) if worker.slurm_array_task_id is None
+                                  else R.slurm_array_task_id == worker.slurm_array_task_id,
+                                  or_(R.slurm_restart_count.is_(None),
+                                      R.slurm_restart_count < (worker.slurm_restart_count or 0))))
+        if retry_failed:   # only failures from before this worker started: not the ones it just made
+            claimable.append(and_(R.status == Status.FAILED.value, or_(R.finished_at.is_(None),
+                                                                       R.finished_at < (worker.started_at or now))))
+        with self._write() as conn:
+            row = None
+            for chunk in chunks(list(keys)):
+                stmt = (select(R.id, R.cell_key, R.status, R.attempts)
+                        .where(R.suite == suite, R.parent_id.is_(None), R.cell_key.in_(chunk), or_(*claimable))
+                        .order_by(R.id).limit(1))
+                if self.backend == "postgresql":
+                    stmt = stmt.with_for_update(skip_locked=True)
+                row = conn.execute(stmt).first()
+                if row is not None:
+                    break
+            if row is None:
+                return None
+            values = {"command": command} if command is not None else {}
+            if output_root is not None:
+                values["output_dir"] = _output_dir(output_root, suite, row.cell_key)
+            self._lease(conn, row.id, worker, now, **values)
+        return Claim(row.id, suite, row.cell_key, worker.worker_id, (row.attempts or 0) + 1, row.status)
+
+    def start(self, cell, config: dict, command: str, output_dir: str, worker: Worker | None = None) -> Claim:
+        """Queue one cell and claim it now, whatever its state (a single-process convenience: tests, tools)."""
+        self.enqueue([cell], command)
+        worker = worker or current_worker()
+        with self._write() as conn:
+            row = conn.execute(select(R.id, R.status, R.attempts).where(
+                R.suite == cell.suite, R.cell_key == cell.key)).one()
+            self._lease(conn, row.id, worker, utcnow(), config=config, command=command, output_dir=output_dir)
+        return Claim(row.id, cell.suite, cell.key, worker.worker_id, (row.attempts or 0) + 1, row.status)
+
+    @staticmethod
+    def _lease(conn, run_id: int, worker: Worker, now, **values) -> None:
+        """Lease a row to `worker` (inside the claiming transaction): stage / member rows of an earlier attempt
+        go, the row's results are emptied, the attempt counted."""
+        conn.execute(delete(R).where(R.parent_id == run_id))
+        conn.execute(update(R).where(R.id == run_id).values(**_new_lease(worker, now, **values)))
+
+    def _update_lease(self, claim: Claim, **values) -> bool:
+        """Change the row of a cell this worker still holds; False when the lease is no longer its own."""
+        with self.engine.begin() as conn:
+            n = conn.execute(update(R).where(R.id == claim.id, R.worker_id == claim.worker_id,
+                                             R.status == Status.RUNNING.value).values(**values)).rowcount
+        return n == 1
+
+    def heartbeat(self, claim: Claim) -> bool:
+        """Refresh the lease; False when it is no longer this worker's."""
+        return self._update_lease(claim, heartbeat_at=utcnow())
+
+    def release(self, claim: Claim) -> bool:
+        """Give the cell back (preempted, interrupted): pending again, its attempt counted; the next worker to
+        claim it resumes from the checkpoint in its output directory, if one was written."""
+        return self._update_lease(claim, status=Status.PENDING.value, heartbeat_at=None)
+
+    def finish(self, claim: Claim, status: str, fields: dict, children: list[tuple[str, dict]] = (),
+               before_commit: Callable[[dict, list[dict]], None] | None = None) -> R:
+        """Record the outcome of a claimed cell in one transaction: its row, its stage / member rows
+        (`children`: (key suffix, fields)), and status. `before_commit(record, child_records)` runs inside the
+        transaction, once everything is decided and before anything is visible: the runner writes record.json
+        there, so a completed row always has its files. Raises LeaseLost when another worker took the cell over
+        (its lease went stale); nothing is written then."""
+        for f in [fields, *(c for _, c in children)]:
+            unknown = set(f) - set(RUN_COLUMNS)
+            if unknown:
+                raise ValueError(f"not columns of the store: {', '.join(sorted(unknown))}")
+        now = utcnow()
+        with self._write() as conn:
+            with Session(bind=conn) as s:
+                rec = s.get(R, claim.id, with_for_update=self.backend == "postgresql")
+                if rec is None or rec.status != Status.RUNNING.value or rec.worker_id != claim.worker_id:
+                    owner = None if rec is None else f"{rec.status} by {rec.worker_id}"
+                    raise LeaseLost(f"cell {claim.cell_key}: the lease was lost ({owner}); result not recorded")
+                for k, v in fields.items():
+                    if k not in ("id", "suite", "cell_key", "attempts", "created_at"):
+                        setattr(rec, k, v)
+                rec.status, rec.finished_at, rec.heartbeat_at = str(status), now, now
+                kids = [_child(rec, suffix, f, now) for suffix, f in children]
+                s.add_all(kids)
+                s.flush()
+                if before_commit is not None:
+                    before_commit(rec.as_dict(), [k.as_dict() for k in kids])
+                s.commit()   # joined to the outer transaction: that one commits on leaving
+        return self.get(claim.id)
+
+    # -- who holds what ----------------------------------------------------------------------------------------
+
+    def running_count(self, suite: str, keys: list[str]) -> int:
+        """Cells among `keys` that other workers hold (live or stale leases)."""
+        n = 0
+        with self.engine.connect() as conn:
+            for chunk in chunks(list(keys)):
+                n += conn.execute(select(func.count()).select_from(R).where(
+                    R.suite == suite, R.status == Status.RUNNING.value, R.cell_key.in_(chunk))).scalar_one()
+        return n
+
+    def stale_keys(self, suite: str, lease_timeout_s: float) -> set[str]:
+        """Cell keys of the suite's running cells whose lease is stale (the next claim takes them over)."""
+        with self.engine.connect() as conn:
+            return set(conn.execute(select(R.cell_key).where(
+                R.suite == suite, stale_lease(stale_cutoff(utcnow(), lease_timeout_s)))).scalars())
+
+    def hosts_holding_leases(self, suite: str) -> set[str]:
+        with self.engine.connect() as conn:
+            return {h for (h,) in conn.execute(select(R.host).distinct().where(
+                R.suite == suite, R.status == Status.RUNNING.value, R.host.is_not(None)))}
+
+
+def _child(parent: R, suffix: str, fields: dict, now) -> R:
+    """A stage or member-task row: the parent's identity and configuration, its own task, scores and cost,
+    cell key PARENT_KEY.SUFFIX."""
+    rec = R(suite=parent.suite, cell_key=f"{parent.cell_key}.{suffix}", parent_id=parent.id)
+    for name in RUN_COLUMNS:
+        if name not in CHILD_KEPT:
+            setattr(rec, name, fields[name] if name in fields else getattr(parent, name))
+    rec.setting_key = f"{parent.setting_key}.{suffix}"
+    rec.finished_at, rec.created_at = now, now
+    return rec

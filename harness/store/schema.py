@@ -1,0 +1,164 @@
+"""The store's schema: the `runs` and `analyses` tables (SQLAlchemy), the one list of run columns every other
+module derives from, and the Alembic migrations that bring a store to it (harness/store/migrations)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+
+from sqlalchemy import JSON, BigInteger, Float, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from harness.store.lease import utcnow
+
+MIGRATIONS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "migrations")
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+# Each run column is one of three kinds. Identity: what identifies a cell's row and what it was configured with,
+# kept when a cell is claimed again. Lease: the worker that claimed it (kept after it finishes: who ran it,
+# where). Every other column is a result of one attempt and starts empty on each claim.
+def _identity(*args, **kw):
+    return mapped_column(*args, info={"group": "identity"}, **kw)
+
+
+def _lease(*args, **kw):
+    return mapped_column(*args, info={"group": "lease"}, **kw)
+
+
+class RunRecord(Base):
+    __tablename__ = "runs"
+    __table_args__ = (UniqueConstraint("suite", "cell_key", name="uq_suite_cell"),
+                      Index("ix_runs_suite_status", "suite", "status"))
+
+    id: Mapped[int] = _identity(Integer, primary_key=True)
+    suite: Mapped[str] = _identity(Text, index=True)
+    cell_key: Mapped[str] = _identity(String(64), index=True)
+    setting_key: Mapped[str | None] = _identity(Text)       # the cell key without the seed
+    status: Mapped[str] = _identity(String(20), index=True)
+    error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = _identity(Integer, default=1)
+    created_at: Mapped[dt.datetime] = _identity(default=utcnow)
+    started_at: Mapped[dt.datetime | None]
+    finished_at: Mapped[dt.datetime | None]
+
+    # what ran
+    config: Mapped[dict] = _identity(JSON)
+    model: Mapped[str] = _identity(Text, index=True)
+    task: Mapped[str] = _identity(Text, index=True)   # a task, or members joined by + (multi-task)
+    task_version: Mapped[int] = _identity(Integer)
+    method: Mapped[str] = _identity(String(50), index=True)
+    method_params: Mapped[dict] = _identity(JSON)
+    method_label: Mapped[str] = _identity(Text)
+    budget: Mapped[dict] = _identity(JSON)
+    seed: Mapped[int] = _identity(BigInteger)
+    hparams: Mapped[dict] = _identity(JSON)
+    learning_rate: Mapped[float | None] = _identity(Float)
+    num_processes: Mapped[int] = _identity(Integer, default=1)
+
+    # sequential / multi-task cells: the cell's row has regime "sequential" (its last stage) or "multitask" (the
+    # joint run); its stages / member tasks are rows of their own ("sequential_stage", "multitask_member") that
+    # point at it with parent_id. Single-task runs leave these empty.
+    regime: Mapped[str | None] = _identity(String(20))
+    parent_id: Mapped[int | None] = _identity(Integer, index=True)
+    stage: Mapped[int | None] = _identity(Integer)
+
+    # cost
+    trainable_params: Mapped[int | None] = mapped_column(BigInteger)
+    added_params: Mapped[int | None] = mapped_column(BigInteger)
+    total_params: Mapped[int | None] = mapped_column(BigInteger)
+    head_params: Mapped[int | None] = mapped_column(BigInteger)
+    embedding_params: Mapped[int | None] = mapped_column(BigInteger)   # of the pretrained model (ALBERT: V*E + E*H)
+    encoder_params: Mapped[int | None] = mapped_column(BigInteger)     # its layer stack, a shared block once
+    trainable_pct: Mapped[float | None] = mapped_column(Float)
+    train_time_s: Mapped[float | None] = mapped_column(Float)
+    eval_time_s: Mapped[float | None] = mapped_column(Float)
+    peak_memory_mb: Mapped[float | None] = mapped_column(Float)
+    peak_memory_kind: Mapped[str | None] = mapped_column(String(40))
+    train_examples_per_s: Mapped[float | None] = mapped_column(Float)
+    train_tokens_per_s: Mapped[float | None] = mapped_column(Float)
+    steps: Mapped[int | None] = mapped_column(Integer)
+    epochs_done: Mapped[float | None] = mapped_column(Float)
+    train_examples: Mapped[int | None] = mapped_column(Integer)
+    eval_examples: Mapped[int | None] = mapped_column(Integer)
+    stopped_by: Mapped[str | None] = mapped_column(String(40))
+
+    # quality (GLUE points, x100)
+    score: Mapped[float | None] = mapped_column(Float)           # main score of the final evaluation
+    best_score: Mapped[float | None] = mapped_column(Float)      # best main score over evaluations
+    metrics: Mapped[dict | None] = mapped_column(JSON)           # final dev metrics
+    best_metrics: Mapped[dict | None] = mapped_column(JSON)
+    history: Mapped[list | None] = mapped_column(JSON)           # [{step, epoch, metrics, score, train_loss}]
+
+    # provenance
+    env: Mapped[dict | None] = mapped_column(JSON)
+    command: Mapped[str | None] = _identity(Text)
+    output_dir: Mapped[str | None] = _identity(Text)
+    adapter_path: Mapped[str | None] = mapped_column(Text)      # the saved adapter + head (adapter methods)
+    adapter_bytes: Mapped[int | None] = mapped_column(BigInteger)  # its size on disk
+    extra: Mapped[dict | None] = mapped_column(JSON)            # e.g. sequential stages' encoder checksums
+
+    # the lease of the worker that claimed the cell (kept after it finishes: who ran it, where)
+    worker_id: Mapped[str | None] = _lease(String(200))
+    host: Mapped[str | None] = _lease(String(255))
+    pid: Mapped[int | None] = _lease(Integer)
+    slurm_job_id: Mapped[str | None] = _lease(String(64))
+    slurm_array_task_id: Mapped[int | None] = _lease(Integer)
+    slurm_restart_count: Mapped[int | None] = _lease(Integer)
+    claimed_at: Mapped[dt.datetime | None] = _lease()
+    heartbeat_at: Mapped[dt.datetime | None] = _lease()
+
+    def as_dict(self) -> dict:
+        out = {}
+        for c in self.__table__.columns:
+            v = getattr(self, c.name)
+            out[c.name] = v.isoformat() if isinstance(v, dt.datetime) else v
+        return out
+
+
+
+class AnalysisRecord(Base):
+    """An analysis of a stored run, e.g. kind "adapter_ablation" with payload
+    {"num_layers": L, "baseline": score, "spans": [[first_layer, last_layer, score], ...]}: the dev score with
+    the adapters of layers first..last removed (Houlsby et al. 2019, Fig. 6)."""
+
+    __tablename__ = "analyses"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(Integer, index=True)
+    suite: Mapped[str] = mapped_column(Text, index=True)
+    kind: Mapped[str] = mapped_column(String(50), index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    payload: Mapped[dict] = mapped_column(JSON)
+
+
+RUN_COLUMNS: tuple[str, ...] = tuple(c.name for c in RunRecord.__table__.columns)   # in declaration order
+IDENTITY = tuple(c.name for c in RunRecord.__table__.columns if c.info.get("group") == "identity")
+LEASE = tuple(c.name for c in RunRecord.__table__.columns if c.info.get("group") == "lease")
+RESULTS = tuple(c for c in RUN_COLUMNS if c not in IDENTITY and c not in LEASE)
+
+def upgrade(engine: Engine, write_transaction) -> None:
+    """Bring the schema to the newest Alembic revision. Workers starting together (a Slurm array) race here:
+    the migration runs under the database's write lock (SQLite) or an advisory lock (PostgreSQL), and
+    whoever comes second finds it done. `write_transaction()` opens a connection holding the write lock."""
+    from alembic import command
+    from alembic.config import Config
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    cfg = Config()
+    cfg.set_main_option("script_location", MIGRATIONS)
+    head = ScriptDirectory.from_config(cfg).get_current_head()
+    with engine.connect() as conn:
+        if MigrationContext.configure(conn).get_current_revision() == head:
+            return
+    with write_transaction() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(727274)")   # any fixed number: ours
+        if MigrationContext.configure(conn).get_current_revision() != head:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
