@@ -21,7 +21,7 @@ from importlib import resources
 from pathlib import Path
 
 from harness.spec.errors import InputError
-from harness.spec.layout import DEFAULT_OUTPUT_DIR, RunLayout, absolute_db_url
+from harness.spec.layout import DEFAULT_OUTPUT_DIR, RunLayout
 
 TEMPLATES = resources.files("harness.launch") / "templates"   # package data: works from a wheel as from a checkout
 ARRAY, MULTI_GPU, MULTI_NODE = "array.sbatch", "multi_gpu.sbatch", "multi_node.sbatch"
