@@ -390,11 +390,11 @@ def cmd_params(args) -> int:
     from harness.analysis.accounting import format_rows, param_rows
     from harness.plan.suite import load_suite
     from harness.spec.tasks import get_task
-    from harness.train.loop import _quiet_libraries
+    from harness.train.context import quiet_libraries
 
     suite = load_suite(args.suite, args.max_cells)
     task = get_task(args.task).name if args.task else None
-    _quiet_libraries()
+    quiet_libraries()
     rows = param_rows(suite, task)
     sys.stdout.write(format_rows(rows, task or "the suite's first task"))
     return 0
@@ -425,11 +425,11 @@ def _find_run(store, ref: str):
 def cmd_ablate(args) -> int:
     from harness.analysis.ablate import ablate
     from harness.plan.suite import resolve_data_dir
-    from harness.train.loop import RunContext, _quiet_libraries
+    from harness.train.context import RunContext, quiet_libraries
 
     store = _existing_store(args.db, read_only=False)
     records = [_find_run(store, ref) for ref in args.runs]  # every reference checked before any work
-    _quiet_libraries()
+    quiet_libraries()
     ctx = RunContext(data_dir=resolve_data_dir(args.data_dir), cache_dir=args.cache_dir, show_progress=False)
     for rec in records:
         payload = ablate(rec, ctx, trust_remote_code=args.trust_remote_code)

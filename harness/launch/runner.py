@@ -27,7 +27,8 @@ from harness.store.db import (COMPLETED, FAILED, PENDING, RUNNING, Claim, LeaseL
 from harness.store.env import cpu_threads_warning, environment
 from harness.store.lease import current_worker
 from harness.train import checkpoint, preempt
-from harness.train.loop import RunContext, process_state, train_and_evaluate
+from harness.train.context import RunContext, process_state
+from harness.train.recipe import train_and_evaluate
 from harness.train.progress import Progress
 from harness.train.result import RunResult
 
