@@ -5,7 +5,9 @@ import os, sys, tempfile, time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch
 from harness.train import checkpoint
-from harness.train.loop import RunContext, build_model, make_accelerator, _optimizer
+from harness.train.context import RunContext, make_accelerator
+from harness.train.model_setup import build_model
+from harness.train.optim import make_optimizer
 from harness.spec.tasks import get_task
 from harness.spec.cell import Cell
 
@@ -18,7 +20,7 @@ def measure(method, params):
     cell = load_suite(p).cells()[0]
     acc = make_accelerator(cell)
     _, model, *_ = build_model(cell, RunContext(None, None), [get_task("rte")])
-    opt = _optimizer(model, cell.hparams)
+    opt = make_optimizer(model, cell.hparams)
     model, opt = acc.prepare(model, opt)
     for q in model.parameters():   # one step so the optimizer has its moments
         if q.requires_grad: q.grad = torch.zeros_like(q)

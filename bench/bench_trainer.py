@@ -34,7 +34,8 @@ from harness.train.models import load_for_task
 from harness.train.params import head_parameter_names  # noqa: E402
 from harness.spec.hparams import Hparams  # noqa: E402
 from harness.spec.tasks import get_task  # noqa: E402
-from harness.train.loop import RunContext, train_and_evaluate  # noqa: E402
+from harness.train.context import RunContext  # noqa: E402
+from harness.train.recipe import train_and_evaluate  # noqa: E402
 
 
 def make_cell(args, method, lr, **hp_overrides) -> Cell:

@@ -16,6 +16,11 @@ def _temp_name(path: str) -> str:
     return os.path.join(head, f".{tail}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
 
 
+def _fsync_file(path: str) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
 def _fsync_dir(folder: str) -> None:
     try:
         fd = os.open(folder or ".", os.O_RDONLY)
@@ -35,8 +40,7 @@ def write_file(path: str, write: Callable[[str], None]) -> None:
     tmp = _temp_name(path)
     try:
         write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
+        _fsync_file(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -44,10 +48,20 @@ def write_file(path: str, write: Callable[[str], None]) -> None:
     _fsync_dir(os.path.dirname(os.path.abspath(path)))
 
 
-def write_json(path: str, obj) -> None:
-    def write(tmp):
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=2, default=str)
+def write_json(path: str, obj, indent: int = 2, ensure_ascii: bool = True) -> None:
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=indent, ensure_ascii=ensure_ascii, default=str)
+    write_file(path, write)
+
+
+def write_npz(path: str, arrays: dict) -> None:
+    """Compressed numpy arrays (np.savez_compressed) under `path` exactly (no .npz appended)."""
+    import numpy as np
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:   # a file object: numpy would append .npz to the temporary name
+            np.savez_compressed(f, **arrays)
     write_file(path, write)
 
 
@@ -61,8 +75,7 @@ def write_dir(path: str, write: Callable[[str], None]) -> None:
         os.makedirs(tmp)
         write(tmp)
         for name in os.listdir(tmp):
-            with open(os.path.join(tmp, name), "rb") as f:
-                os.fsync(f.fileno())
+            _fsync_file(os.path.join(tmp, name))
         if os.path.isdir(path):
             shutil.rmtree(path)
         os.replace(tmp, path)

@@ -61,7 +61,8 @@ def _signal_at_step(monkeypatch, step: int, sig=signal.SIGUSR1):
 
 
 def _run(cell, glue, out):
-    from harness.train.loop import RunContext, train_and_evaluate
+    from harness.train.context import RunContext
+    from harness.train.recipe import train_and_evaluate
 
     ctx = RunContext(data_dir=str(glue), cache_dir=None, show_progress=False)
     return train_and_evaluate(cell, ctx, output_dir=str(out))

@@ -13,7 +13,8 @@ from harness.spec.cell import Cell
 from harness.store.db import Store
 from harness.spec.tasks import get_task
 from harness.train import features, precision
-from harness.train.loop import RunContext, train_and_evaluate
+from harness.train.context import RunContext
+from harness.train.recipe import train_and_evaluate
 from harness.spec.methods import get_method
 from harness.train.methods import set_up
 

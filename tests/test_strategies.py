@@ -269,7 +269,8 @@ def test_board_shows_composite_runs_next_to_single_task(strat, monkeypatch):
 def test_multitask_adapter_per_task(tiny_bert, small_glue):
     """One adapter per task on the shared frozen base: a batch of task t trains adapter t and head t only."""
     from harness.plan.suite import parse_suite
-    from harness.train.loop import RunContext, build_model
+    from harness.train.context import RunContext
+    from harness.train.model_setup import build_model
 
     suite = parse_suite(f"""
 name: apt

@@ -62,7 +62,8 @@ def ablate(record, ctx, device: str | None = None, trust_remote_code: bool = Fal
     from harness.spec.status import Status
     from harness.tasks.kinds import kind_of
     from harness.spec.tasks import get_task
-    from harness.train.loop import _eval_loader, eval_sets_for, evaluate_task, predict
+    from harness.train.evaluation import evaluate_task, predict
+    from harness.train.loaders import eval_loader, eval_sets_for
     from harness.spec.methods import METHODS, methods_with
 
     if record.status != Status.COMPLETED:
@@ -79,7 +80,7 @@ def ablate(record, ctx, device: str | None = None, trust_remote_code: bool = Fal
     sets = eval_sets_for(task, ctx, tokenizer, record.hparams, record.budget)
     collator = DataCollatorWithPadding(tokenizer)
     for es in sets:
-        es.loader = _eval_loader(es.dataset, record.hparams.get("eval_batch_size") or 64, collator)
+        es.loader = eval_loader(es.dataset, record.hparams.get("eval_batch_size") or 64, collator)
 
     def on_device(es):
         return predict(model, ({k: v.to(device) for k, v in b.items()} for b in es.loader), kind=kind,

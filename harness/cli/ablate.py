@@ -26,7 +26,7 @@ def run(args) -> int:
     from harness.analysis.ablate import ablate
     from harness.plan.grid import locate_data
     from harness.report.text import format_ablation
-    from harness.train.loop import RunContext, quiet_libraries
+    from harness.train.context import RunContext, quiet_libraries
 
     store = existing_store(args.db, read_only=False)
     records = [find_run(store, ref) for ref in args.runs]  # every reference checked before any work

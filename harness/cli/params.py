@@ -23,7 +23,7 @@ def run(args) -> int:
     from harness.analysis.accounting import format_rows, param_rows
     from harness.plan.suite import load_suite
     from harness.spec.tasks import get_task
-    from harness.train.loop import quiet_libraries
+    from harness.train.context import quiet_libraries
 
     suite = load_suite(args.suite, args.max_cells)
     task = get_task(args.task).name if args.task else None

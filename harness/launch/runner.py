@@ -30,7 +30,8 @@ from harness.store.lease import Claim, current_worker
 from harness.store.queue import LeaseLost
 from harness.store.schema import RUN_COLUMNS
 from harness.train import checkpoint, preempt
-from harness.train.loop import RunContext, process_state, train_and_evaluate
+from harness.train.context import RunContext, process_state
+from harness.train.recipe import train_and_evaluate
 from harness.train.progress import Progress
 from harness.train.result import RunResult
 

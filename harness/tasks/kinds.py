@@ -106,27 +106,9 @@ class Classification(TaskKind):
         return task.main_score(compute_metrics(task, preds, labels))
 
     def save_predictions(self, task: Task, out_dir: str, predictions: dict) -> None:
-        _write_npz(os.path.join(out_dir, layout.PREDICTIONS),
-                   {f"{split}_{part}": arr for split, arrs in predictions.items()
-                    for part, arr in zip(("idx", "pred", "label"), arrs)})
-
-
-def _write_npz(path: str, arrays: dict) -> None:
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as f:   # a file object: numpy would append .npz to the temporary name
-            np.savez_compressed(f, **arrays)
-
-    atomic.write_file(path, write)
-
-
-def _write_json(path: str, obj) -> None:
-    import json
-
-    def write(tmp: str) -> None:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(obj, f, ensure_ascii=False, indent=0)
-
-    atomic.write_file(path, write)
+        atomic.write_npz(os.path.join(out_dir, layout.PREDICTIONS),
+                         {f"{split}_{part}": arr for split, arrs in predictions.items()
+                          for part, arr in zip(("idx", "pred", "label"), arrs)})
 
 
 @dataclass
@@ -200,13 +182,14 @@ class SpanExtraction(TaskKind):
     def save_predictions(self, task: Task, out_dir: str, predictions: dict) -> None:
         for n, (split, p) in enumerate(predictions.items()):
             suffix = "" if n == 0 else f"_{split}"
-            _write_json(os.path.join(out_dir, f"predictions{suffix}.json"), p.answers)
+            atomic.write_json(os.path.join(out_dir, f"predictions{suffix}.json"), p.answers,
+                              indent=0, ensure_ascii=False)
             if task.unanswerable:
-                _write_json(os.path.join(out_dir, f"null_odds{suffix}.json"),
-                            {q: p.null_odds.get(q, 0.0) for q in p.ids})
-        _write_npz(os.path.join(out_dir, layout.PREDICTIONS),
-                   {f"{split}_{part}": arr for split, p in predictions.items()
-                    for part, arr in (("idx", np.arange(len(p.ids))), ("pred", p.f1), ("label", p.exact))})
+                atomic.write_json(os.path.join(out_dir, f"null_odds{suffix}.json"),
+                                  {q: p.null_odds.get(q, 0.0) for q in p.ids}, indent=0, ensure_ascii=False)
+        atomic.write_npz(os.path.join(out_dir, layout.PREDICTIONS),
+                         {f"{split}_{part}": arr for split, p in predictions.items()
+                          for part, arr in (("idx", np.arange(len(p.ids))), ("pred", p.f1), ("label", p.exact))})
 
 
 KINDS: Registry[TaskKind] = Registry("task kind", {k.name: k for k in [Classification(), SpanExtraction()]})

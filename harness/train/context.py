@@ -1,0 +1,79 @@
+"""What a process keeps between cells and how each cell gets its Accelerator.
+
+RunContext (data folder, caches, raw data loaded once per task), the process group, a fresh Accelerator per
+cell (1 process, DDP, DeepSpeed, mixed precision), and the libraries' log level.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from harness.spec.cell import Cell
+from harness.tasks.data import TokenizedCache
+from harness.tasks.kinds import kind_of
+from harness.train.precision import resolve_precision
+
+
+@dataclass
+class RunContext:
+    """What a process keeps between cells: where data lives and what was already loaded or tokenized."""
+
+    data_dir: str | None
+    cache_dir: str | None
+    model_base_dir: str = "."
+    show_progress: bool = True
+    _raw: dict = field(default_factory=dict)
+    tokenized: TokenizedCache = None
+
+    def __post_init__(self):
+        self.tokenized = TokenizedCache(self.cache_dir)
+
+    def raw_data(self, task):
+        """Loaded once per task and process; a failure is remembered too, so a missing data set costs one
+        hub time-out, not one per cell."""
+        if task.name not in self._raw:
+            try:
+                self._raw[task.name] = kind_of(task).load(task, self.data_dir)
+            except Exception as exc:
+                self._raw[task.name] = exc
+        value = self._raw[task.name]
+        if isinstance(value, Exception):
+            raise value
+        return value
+
+
+def process_state():
+    """The process group. Without CUDA, Accelerate forms a multi-process (gloo) world only when told cpu=True;
+    `accelerate launch --multi_gpu --num_processes N` on a CPU machine then gives real DDP."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+def make_accelerator(cell: Cell, find_unused_parameters: bool = False):
+    """A fresh Accelerator per cell: precision and accumulation may differ between cells; the process group
+    (PartialState) is kept. A multi-task step uses one task's head only: DDP must be told."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    AcceleratorState._reset_state()
+    GradientState._reset_state()
+    handlers = [DistributedDataParallelKwargs(find_unused_parameters=True)] if find_unused_parameters else []
+    return Accelerator(cpu=not torch.cuda.is_available(),
+                       mixed_precision=resolve_precision(cell.hparams["mixed_precision"]),
+                       gradient_accumulation_steps=cell.hparams["gradient_accumulation_steps"],
+                       kwargs_handlers=handlers)
+
+
+def quiet_libraries() -> None:
+    """The head being newly initialised is expected (it is counted as head_params), and adapters warns about
+    inactive adapters from inside its own set_active_adapters: neither helps a user reading the log."""
+    import logging
+
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    logging.getLogger("adapters").setLevel(logging.ERROR)

@@ -1,0 +1,73 @@
+"""Data loaders: training batches (random, or grouped by length), dev batches (longest first), and a task's
+dev splits as features (EvalSet)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from harness.tasks.data import lengths
+from harness.tasks.kinds import kind_of
+
+
+class LengthGroupedSampler(torch.utils.data.Sampler):
+    """Random mega-batches of MEGA_BATCHES batches, sorted by length inside (transformers' grouping function).
+    Small mega-batches keep most of the padding saving while batches stay close to random: transformers' own
+    sampler uses up to 50, which cost 1.3 MRPC points over 3 seeds in bench/RESULTS.md."""
+
+    MEGA_BATCHES = 8
+
+    def __init__(self, lengths_: list[int], batch_size: int, generator: torch.Generator):
+        self.lengths, self.batch_size, self.generator = lengths_, batch_size, generator
+
+    def __len__(self):
+        return len(self.lengths)
+
+    def __iter__(self):
+        from transformers.trainer_pt_utils import get_length_grouped_indices
+
+        return iter(get_length_grouped_indices(self.lengths, self.batch_size, mega_batch_mult=self.MEGA_BATCHES,
+                                               generator=self.generator))
+
+
+def train_loader(ds, hp, collator, seed):
+    from torch.utils.data import DataLoader, RandomSampler
+
+    generator = torch.Generator().manual_seed(seed)
+    if hp["group_by_length"]:
+        sampler = LengthGroupedSampler(lengths(ds), hp["batch_size"], generator)
+    else:
+        sampler = RandomSampler(ds, generator=generator)
+    return DataLoader(ds, batch_size=hp["batch_size"], sampler=sampler, collate_fn=collator)
+
+
+def eval_loader(ds, batch_size, collator):
+    """Longest first: least padding, and an out-of-memory shows at once. Order cannot change the metrics
+    (predictions carry their example index)."""
+    from torch.utils.data import DataLoader
+
+    order = sorted(range(len(ds)), key=lengths(ds).__getitem__, reverse=True)
+    return DataLoader(ds, batch_size=batch_size, sampler=order, collate_fn=collator)
+
+
+@dataclass
+class EvalSet:
+    task: object
+    suffix: str
+    split: str
+    dataset: object          # the tokenized features (some kinds: several per example)
+    raw: object = None       # the examples (span extraction maps features back to their contexts)
+    loader: object = None
+
+
+def eval_sets_for(task, ctx, tokenizer, hp, budget) -> list[EvalSet]:
+    """The task's dev splits, capped at max_eval_samples examples each, as features. `ctx` is the RunContext
+    (harness/train/context.py): raw data and the tokenized cache."""
+    kind, raw = kind_of(task), ctx.raw_data(task)
+    out = []
+    for s in task.eval_splits:
+        examples = raw[s.hub_split].head(budget.get("max_eval_samples"))
+        out.append(EvalSet(task, s.suffix, s.hub_split,
+                           kind.features(task, examples, tokenizer, hp, ctx.tokenized, training=False), examples))
+    return out

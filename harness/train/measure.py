@@ -1,0 +1,62 @@
+"""What a run costs: peak memory (CUDA or the process's RSS) and throughput (examples and tokens per second of
+training), reduced over ranks."""
+
+from __future__ import annotations
+
+import resource
+
+import torch
+
+
+class PeakMemory:
+    """CUDA max allocated on GPUs; on CPU the process's peak RSS since the cell started (VmHWM, reset through
+    /proc/self/clear_refs where the kernel allows it, else the process-lifetime ru_maxrss)."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.kind = "cuda_max_allocated" if self.cuda else "peak_rss"
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats(device)
+        else:
+            try:
+                with open("/proc/self/clear_refs", "w") as f:
+                    f.write("5")
+                self.kind = "peak_rss_cell"
+            except OSError:
+                self.kind = "peak_rss_process"
+
+    def read_mb(self, device) -> float:
+        if self.cuda:
+            return torch.cuda.max_memory_allocated(device) / 2**20
+        try:
+            with open("/proc/self/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1]) / 1024
+        except OSError:
+            pass
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def batch_counts(batch: dict, n_tokens) -> tuple[int, int]:
+    """(examples, tokens) of one training batch. `n_tokens`: for cached features, the tokens the encoder read
+    for them; otherwise the non-padding tokens of the batch."""
+    examples = batch["labels"].shape[0] if n_tokens is not None else batch["input_ids"].shape[0]
+    tokens = (int(n_tokens.sum()) if n_tokens is not None
+              else int(batch["attention_mask"].sum()) if "attention_mask" in batch
+              else batch["input_ids"].numel())
+    return examples, tokens
+
+
+def cost_fields(acc, memory: PeakMemory, examples: int, tokens: int, train_time: float) -> dict:
+    """The run record's cost fields: throughput summed over ranks, memory the maximum over ranks (every rank
+    must call this: it reduces and gathers)."""
+    totals = torch.tensor([examples, tokens], dtype=torch.float64, device=acc.device)
+    peak = torch.tensor([memory.read_mb(acc.device)], dtype=torch.float64, device=acc.device)
+    if acc.num_processes > 1:
+        totals = acc.reduce(totals, reduction="sum")
+        peak = acc.gather(peak).max()
+    measured = train_time > 0 and examples
+    return {"peak_memory_mb": float(peak.max()), "peak_memory_kind": memory.kind,
+            "train_examples_per_s": float(totals[0]) / train_time if measured else None,
+            "train_tokens_per_s": float(totals[1]) / train_time if measured else None}

@@ -1,0 +1,79 @@
+"""The model a cell trains: loaded per task, the method applied (what is added, what trains), heads set to
+train, parameter counts; and the trained adapter saved beside its head."""
+
+from __future__ import annotations
+
+import os
+
+from harness import atomic
+from harness.spec import layout
+from harness.spec.cell import Cell
+from harness.spec.methods import get_method
+from harness.spec.models import ModelSpec
+from harness.spec.schedule import Multitask
+from harness.train.methods import ADAPTER_NAME, set_up
+from harness.train.models import load_for_task
+from harness.train.params import breakdown, count_total, count_trainable, head_parameter_names
+from harness.train.precision import head_outside_autocast
+from harness.train.schedules import MultiTaskModel, add_task_adapters, apply_handover, share_encoder
+from harness.train.zero import numel
+
+
+def _resolved_method_params(cell: Cell, model_base_dir: str) -> dict:
+    params = dict(cell.method_params)
+    if params.get("path") and not os.path.isabs(params["path"]) and os.path.exists(
+            os.path.join(model_base_dir, params["path"])):
+        params["path"] = os.path.join(model_base_dir, params["path"])  # relative to the suite file
+    return params
+
+
+def build_model(cell: Cell, ctx, tasks: list, handover: dict | None = None):
+    """Tokenizer, model (a MultiTaskModel for several tasks), head parameter names and parameter counts.
+    The method adds modules and picks what trains; every head trains. `handover` (sequential adaptation) is the
+    previous stage's encoder state, loaded after the method set the model up. `ctx`: the RunContext
+    (harness/train/context.py), for the folder model and method paths are relative to."""
+    method = get_method(cell.method)
+    spec = ModelSpec(cell.model, cell.trust_remote_code, ctx.model_base_dir)
+    loaded = [load_for_task(spec, task) for task in tasks]
+    tokenizer = loaded[0][0]
+    models = [m for _, m, _ in loaded]
+    heads = [head_parameter_names(m, missing) for _, m, missing in loaded]
+    if len(models) > 1:
+        share_encoder(models)
+    first = models[0]
+    total_before = count_total(MultiTaskModel(models)) if len(models) > 1 else count_total(first)
+    set_up(first, cell.method, _resolved_method_params(cell, ctx.model_base_dir))
+    task_adapters = None
+    if isinstance(cell.schedule, Multitask) and cell.schedule.adapter_per_task:
+        task_adapters = add_task_adapters(first, tasks)
+    if handover is not None:
+        apply_handover(first, handover)
+    if method.trains(cell.method_params):
+        for m, head in zip(models, heads):
+            for name, p in m.named_parameters():
+                if name in head:
+                    p.requires_grad = True
+    model = MultiTaskModel(models, task_adapters) if len(models) > 1 else first
+    for m in models:   # under mixed precision only the encoder autocasts: the head's outputs keep fp32
+        head_outside_autocast(m)
+    counts = {"total_params": count_total(model), "trainable_params": count_trainable(model),
+              "head_params": sum(numel(p) for m, head in zip(models, heads)
+                                 for n, p in m.named_parameters() if n in head)}
+    counts["added_params"] = counts["total_params"] - total_before
+    counts["trainable_pct"] = 100.0 * counts["trainable_params"] / counts["total_params"]
+    counts.update(breakdown(first))
+    return tokenizer, model, models, heads, counts
+
+
+def save_adapter(model, head: set, out_dir: str) -> int:
+    """The trained adapter (adapters' save_adapter format) and the task head beside it, so a later cell can
+    stitch both in (method pretrained_adapter). Returns the bytes on disk."""
+    from safetensors.torch import save_file
+
+    def write(tmp: str) -> None:
+        model.save_adapter(tmp, ADAPTER_NAME)
+        save_file({n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if n in head},
+                  os.path.join(tmp, layout.HEAD_FILE))
+
+    atomic.write_dir(out_dir, write)   # a kill mid-save never leaves half an adapter under the final name
+    return sum(os.path.getsize(os.path.join(out_dir, f)) for f in os.listdir(out_dir))

@@ -1,0 +1,344 @@
+"""The recipe every cell runs: one training loop shared by every method and task kind (on Accelerate: 1
+process, DDP, DeepSpeed, mixed precision).
+
+A cell (harness/spec/cell.py) is the config; `CellRun` is the recipe, read top to bottom as named steps:
+
+    set_up_model   load the model for each task, apply the method (what is added, what trains)
+                   -> harness/train/model_setup.py
+    set_up_data    features (tokenized once, cached), loaders, optimizer, scheduler, the exact step count
+                   -> harness/train/loaders.py, harness/train/optim.py
+    fit            AdamW with linear warmup and decay, gradient clipping and accumulation, budgets enforced
+                   exactly (epochs, optimizer steps, sample caps, wall clock), a checkpoint on a stop signal
+    evaluate       every dev split of every task, after each epoch or every eval_steps steps, and at the end
+                   -> harness/train/evaluation.py
+    record         the typed RunResult (harness/train/result.py) with cost (harness/train/measure.py);
+                   predictions and the trained adapter written to the cell's folder
+
+What a schedule asks beyond one task (multi-task mixture, sequential hand-over) lives in
+harness/train/schedules.py; `train_and_evaluate` runs a sequential cell's stages one after the other. Raises on
+failure (the runner records the reason).
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import time
+
+import numpy as np
+import torch
+
+from harness.spec import layout
+from harness.spec.cell import Cell
+from harness.spec.errors import Preempted
+from harness.spec.methods import get_method
+from harness.spec.schedule import Sequence
+from harness.spec.status import Regime
+from harness.spec.tasks import get_task
+from harness.tasks.kinds import kind_of
+from harness.train import features, preempt
+from harness.train.checkpoint import CellCheckpoint
+from harness.train.context import RunContext, make_accelerator, quiet_libraries
+from harness.train.evaluation import evaluate_task, predict
+from harness.train.loaders import eval_loader, eval_sets_for, train_loader
+from harness.train.measure import PeakMemory, batch_counts, cost_fields
+from harness.train.model_setup import build_model, save_adapter
+from harness.train.optim import make_optimizer, make_scheduler, optimizer_steps
+from harness.train.precision import heads_in_full_precision
+from harness.train.progress import Progress
+from harness.train.result import RunResult
+from harness.train.schedules import TaskMixture, encoder_checksum, handover_state
+from harness.train.zero import gathered, numel
+
+
+def train_and_evaluate(cell: Cell, ctx: RunContext, output_dir: str | None = None) -> RunResult:
+    """Train and evaluate one cell. A sequential cell runs its stages one after the other, each through the same
+    loop, handing the encoder on; the last stage is the cell's result and the others are its `stages`."""
+    if not isinstance(cell.schedule, Sequence):
+        return CellRun(cell, ctx, [get_task(t) for t in cell.tasks], output_dir).run()
+    stages, handover, total_train = [], None, 0.0
+    for i, task_name in enumerate(cell.tasks):
+        last = i == len(cell.tasks) - 1
+        stage_dir = output_dir if last or output_dir is None else layout.stage_dir(output_dir, i, task_name)
+        result = CellRun(cell, ctx, [get_task(task_name)], stage_dir, handover=handover, keep_state=not last).run()
+        total_train += result.train_time_s
+        if not last:
+            handover = {"state": result.state, "mode": cell.schedule.adapter}
+            result.state = None
+            result.task, result.stage, result.output_dir = task_name, i, stage_dir
+            result.regime = Regime.SEQUENTIAL_STAGE
+            stages.append(result)
+    result.stages = stages
+    result.stage_train_time_s = result.train_time_s
+    result.train_time_s = total_train  # the cost of the whole sequence
+    return result
+
+
+class CellRun:
+    """One training run over one task (or several, multi-task), read as named steps:
+
+        set_up_model -> set_up_data -> fit (which calls evaluate) -> record
+
+    Every method and every task kind goes through these same steps; a method only decides (in set_up_model)
+    what is added and what trains, a task kind (harness/tasks/kinds.py) how data, head, predictions and
+    metrics work. Raises on failure (the runner records the reason)."""
+
+    def __init__(self, cell: Cell, ctx: RunContext, tasks: list, output_dir: str | None,
+                 handover: dict | None = None, keep_state: bool = False):
+        self.cell, self.ctx, self.tasks, self.output_dir = cell, ctx, tasks, output_dir
+        self.handover, self.keep_state = handover, keep_state
+        self.method, self.hp, self.budget = get_method(cell.method), cell.hparams, cell.budget
+        self.sequential = isinstance(cell.schedule, Sequence)
+        self.multi = len(tasks) > 1
+        self.kinds = [kind_of(t) for t in tasks]
+        self.trains = self.method.trains(cell.method_params)
+
+    def run(self) -> RunResult:
+        from accelerate.utils import set_seed
+
+        quiet_libraries()
+        self.acc = make_accelerator(self.cell, find_unused_parameters=self.multi)
+        self.main = self.acc.is_main_process
+        set_seed(self.cell.seed)
+        self.memory = PeakMemory(self.acc.device)
+        try:
+            self.set_up_model()
+            self.set_up_data()
+            self.fit()
+            return self.record()
+        finally:
+            self._release()
+
+    # --- steps ------------------------------------------------------------------------------------------------
+
+    def set_up_model(self) -> None:
+        """The model with the method applied (adapters added, what trains chosen), optimizer and scheduler come
+        with the data (they need the number of steps)."""
+        self.tokenizer, self.model, self.members, self.heads, self.counts = build_model(
+            self.cell, self.ctx, self.tasks, self.handover)
+        if self.trains and self.counts["trainable_params"] == 0:
+            raise RuntimeError("the method left no trainable parameter")
+        self.checksum_start = encoder_checksum(self.members[0]) if self.sequential else None
+
+    def set_up_data(self) -> None:
+        """Features tokenized once per (tokenizer, task, length, data): rank 0 first so the others read its cache;
+        loaders, the optimizer, the scheduler and the exact number of optimizer steps the budget allows."""
+        from transformers import DataCollatorWithPadding
+
+        cell, ctx, hp, budget, acc = self.cell, self.ctx, self.hp, self.budget, self.acc
+        with acc.main_process_first():
+            self.train_raw = [ctx.raw_data(t)["train"].head(budget.get("max_train_samples")) for t in self.tasks]
+            self.train_sets = [k.features(t, raw, self.tokenizer, hp, ctx.tokenized, training=True)
+                               for t, k, raw in zip(self.tasks, self.kinds, self.train_raw)]
+            self.eval_sets = [eval_sets_for(t, ctx, self.tokenizer, hp, budget) for t in self.tasks]
+        collator = DataCollatorWithPadding(self.tokenizer)
+        # nothing below the head trains: the encoder runs once, the head trains on its cached output
+        self.frozen = features.plan(cell, self.method, self.kinds, self.model,
+                                    not self.multi and not self.sequential, ctx.cache_dir)
+        if self.frozen:
+            self.train_sets, self.eval_sets, collator = self.frozen.swap_in(
+                self.model, self.train_sets, self.eval_sets, collator, hp["eval_batch_size"], acc.mixed_precision,
+                acc.autocast, acc.device)
+        train_loaders = [train_loader(ds, hp, collator, cell.seed) for ds in self.train_sets]
+        self.flat_eval = [es for sets in self.eval_sets for es in sets]
+        for es in self.flat_eval:
+            es.loader = eval_loader(es.dataset, hp["eval_batch_size"], collator)
+
+        optimizer = make_optimizer(self.model, hp) if self.trains else None  # evaluation only: nothing to optimise
+        if self.trains:
+            self.model, optimizer, *loaders = acc.prepare(self.model, optimizer, *train_loaders,
+                                                          *[es.loader for es in self.flat_eval])
+        else:  # DDP refuses a model without trainable parameters: an evaluation-only model is not wrapped
+            self.model = acc.prepare_model(self.model, evaluation_mode=True)
+            loaders = list(acc.prepare(*train_loaders, *[es.loader for es in self.flat_eval]))
+        self.optimizer = optimizer
+        train_loaders = loaders[:len(self.tasks)]
+        for es, dl in zip(self.flat_eval, loaders[len(self.tasks):]):
+            es.loader = dl
+        if any(len(dl) == 0 for dl in train_loaders):
+            raise ValueError(f"task {self.tasks[0].name}: the training split is empty")
+        self.mixture = TaskMixture.for_cell(cell, train_loaders)
+        self.total_steps = optimizer_steps(len(self.mixture), hp, budget) if self.trains else 0
+        self.scheduler = make_scheduler(optimizer, hp, self.total_steps) if self.trains else None
+
+    def forward(self, t: int, batch: dict):
+        return self.model(task_index=t, **batch) if self.multi else self.model(**batch)
+
+    def fit(self) -> None:
+        """The optimizer steps the budget allows, evaluating after every epoch (or every eval_steps steps) and
+        once at the end; stops early on the time limit, raises on a non-finite loss."""
+        hp, budget, acc, mixture = self.hp, self.budget, self.acc, self.mixture
+        total_steps, time_limit = self.total_steps, self.budget.get("time_limit_min")
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.history, self.eval_time = [], 0.0
+        self.per_task = [{"history": [], "best": None, "predictions": {}} for _ in self.tasks]
+        label = f"{'+'.join(t.name for t in self.tasks)}/{self.cell.method_label}"
+        self.bar = Progress(total_steps, label, enabled=self.main, position=1, bars=self.ctx.show_progress)
+
+        step, examples, tokens, loss_sum, loss_n = 0, 0, 0, 0.0, 0
+        stopped_by, micro = (None, 0) if self.trains else ("evaluation_only", 0)
+        self.model.train()
+        t_start = time.perf_counter()
+        epoch_idx = 0
+        # --- preemption (harness/train/checkpoint.py): continue from this cell's checkpoint if it has one ---
+        ckpt = CellCheckpoint(self.output_dir, self.cell.key, acc, self.model, self.optimizer, self.scheduler,
+                              total_steps)
+        mixture = ckpt.wrap(mixture)
+        saved = ckpt.resume() if self.trains else None
+        if saved:
+            step, epoch_idx, micro, examples, tokens, loss_sum, loss_n, self.eval_time = (
+                saved[k] for k in ("step", "epoch_idx", "micro", "examples", "tokens", "loss_sum", "loss_n",
+                                   "eval_time"))
+            self.history, self.per_task = saved["history"], saved["per_task"]
+            t_start -= saved["elapsed"]   # a time budget counts the time trained before the stop
+            self.bar.update(step)
+        # ---
+        while stopped_by is None:
+            for t, batch in mixture:
+                batch.pop("idx")
+                read = batch.pop("num_tokens", None)   # cached features: the tokens the encoder read for them
+                with acc.accumulate(self.model):
+                    loss = self.forward(t, batch).loss
+                    acc.backward(loss)
+                    if acc.sync_gradients and hp["max_grad_norm"]:
+                        acc.clip_grad_norm_(trainable, hp["max_grad_norm"])
+                    self.optimizer.step()
+                    self.optimizer.zero_grad(set_to_none=True)
+                micro += 1
+                batch_examples, batch_tokens = batch_counts(batch, read)
+                examples, tokens = examples + batch_examples, tokens + batch_tokens
+                loss_value = loss.detach().float()
+                loss_sum, loss_n = loss_sum + float(loss_value), loss_n + 1
+                if not acc.sync_gradients:
+                    continue
+                self.scheduler.step()
+                step += 1
+                # every rank must take the same decision, or DDP hangs: reduce the flags
+                out_of_time = time_limit is not None and time.perf_counter() - t_start >= 60 * time_limit
+                flags = torch.tensor([float(not torch.isfinite(loss_value)), float(out_of_time),
+                                      float(preempt.requested())], device=acc.device)
+                if acc.num_processes > 1:
+                    flags = acc.reduce(flags, reduction="sum")
+                if flags[0] > 0:
+                    raise FloatingPointError(f"loss is not finite at step {step} (lr {hp['learning_rate']:g})")
+                self.bar.update(1, loss=f"{float(loss_value):.4f}")
+                epoch_now = epoch_idx + min(1.0, micro / len(mixture))
+                if hp.get("eval_steps") and step % hp["eval_steps"] == 0 and step < total_steps:
+                    self.evaluate(step, epoch_now, loss_sum / max(loss_n, 1))
+                    loss_sum, loss_n = 0.0, 0
+                if step >= total_steps:
+                    stopped_by = ("max_steps" if "max_steps" in budget and total_steps == budget["max_steps"]
+                                  else "epochs")
+                    break
+                if flags[1] > 0:
+                    stopped_by = "time_limit"
+                    break
+                if flags[2] > 0:   # a stop signal on some rank: all checkpoint this step, the cell is given back
+                    ckpt.save({"step": step, "epoch_idx": epoch_idx, "micro": micro, "examples": examples,
+                               "tokens": tokens, "loss_sum": loss_sum, "loss_n": loss_n, "eval_time": self.eval_time,
+                               "elapsed": time.perf_counter() - t_start, "history": self.history,
+                               "per_task": self.per_task})
+                    raise Preempted(f"{preempt.signal_name() or 'a stop signal'} at step {step}/{total_steps}: "
+                                    f"checkpointed in {ckpt.path}")
+            else:  # a whole epoch went by
+                epoch_idx += 1
+                micro = 0
+                if not hp.get("eval_steps") and step < total_steps:
+                    self.evaluate(step, float(epoch_idx), loss_sum / max(loss_n, 1))
+                    loss_sum, loss_n = 0.0, 0
+                continue
+        self.epochs_done = epoch_idx + micro / len(mixture)
+        if not self.history or self.history[-1]["step"] != step:
+            self.evaluate(step, self.epochs_done, loss_sum / max(loss_n, 1) if loss_n else None)
+        self.train_time = time.perf_counter() - t_start - self.eval_time
+        if self.frozen:   # the encoder's one pass: training features count as training, dev ones as evaluation
+            self.train_time += self.frozen.extract_s
+            self.eval_time += self.frozen.eval_extract_s
+        self.bar.close()
+        self.step, self.examples, self.tokens, self.stopped_by = step, examples, tokens, stopped_by
+
+    def evaluate(self, step: int, epoch: float, train_loss: float | None) -> None:
+        """Every dev split of every task: metrics, main score (the mean over tasks for a multi-task cell), the
+        best evaluation so far per task, the latest predictions."""
+        t0 = time.perf_counter()
+        self.model.eval()
+        scores, merged = [], {}
+        for t, (task, kind, sets) in enumerate(zip(self.tasks, self.kinds, self.eval_sets)):
+            metrics, score, preds = evaluate_task(
+                task, sets, lambda es, t=t, kind=kind: predict(self.model, es.loader, self.acc,
+                                                               lambda b: self.forward(t, b), kind, self.hp))
+            entry = {"step": step, "epoch": round(epoch, 4), "metrics": metrics, "score": score,
+                     "train_loss": train_loss}
+            rec = self.per_task[t]
+            rec["history"].append(entry)
+            rec["predictions"] = preds
+            if rec["best"] is None or score > rec["best"]["score"]:
+                rec["best"] = entry
+            scores.append(score)
+            merged.update({f"{task.name}_{k}" if self.multi else k: v for k, v in metrics.items()})
+        self.model.train()
+        entry = {"step": step, "epoch": round(epoch, 4), "metrics": merged, "score": float(np.mean(scores)),
+                 "train_loss": train_loss}
+        self.history.append(entry)
+        self.eval_time += time.perf_counter() - t0
+        self.bar.write(f"  eval step {step} epoch {epoch:.2f}: score {entry['score']:.2f} "
+                       + " ".join(f"{k}={v:.2f}" for k, v in merged.items()))
+
+
+    def record(self) -> RunResult:
+        """The run's result (throughput summed and memory the maximum over ranks); rank 0 writes predictions
+        and the trained adapter into the output directory."""
+        acc, history = self.acc, self.history
+        cost = cost_fields(acc, self.memory, self.examples, self.tokens, self.train_time)
+        final, best = history[-1], max(history, key=lambda e: e["score"])
+        result = RunResult(
+            **self.counts, **cost,
+            train_time_s=self.train_time, eval_time_s=self.eval_time,
+            steps=self.step, epochs_done=round(self.epochs_done, 4), stopped_by=self.stopped_by,
+            train_examples=sum(len(raw) for raw in self.train_raw),
+            eval_examples=sum(len(es.raw) for es in self.flat_eval),
+            score=final["score"], metrics=final["metrics"],
+            best_score=best["score"], best_metrics=best["metrics"], history=history,
+            mixed_precision=acc.mixed_precision, distributed_type=str(acc.distributed_type),
+        )
+        unwrapped = acc.unwrap_model(self.model)
+        first = unwrapped.members[0] if self.multi else unwrapped
+        if self.frozen:
+            result.frozen_features = self.frozen.record()
+        if acc.mixed_precision != "no":
+            result.head_outside_autocast = sorted({name for m in self.members
+                                                   for name in heads_in_full_precision(m)}) or None
+        if self.checksum_start is not None:
+            result.encoder_checksum = {"start": self.checksum_start, "end": encoder_checksum(first)}
+        if self.keep_state:
+            result.state = handover_state(first)
+        if self.multi:
+            result.members = [
+                RunResult(task=task.name, score=rec["history"][-1]["score"], metrics=rec["history"][-1]["metrics"],
+                          best_score=rec["best"]["score"], best_metrics=rec["best"]["metrics"],
+                          history=rec["history"],
+                          head_params=sum(numel(p) for n, p in m.named_parameters() if n in head),
+                          eval_examples=sum(len(es.raw) for es in sets),
+                          output_dir=os.path.join(self.output_dir, task.name) if self.output_dir else None,
+                          regime=Regime.MULTITASK_MEMBER, stage=i)
+                for i, (task, rec, m, head, sets) in enumerate(zip(self.tasks, self.per_task, unwrapped.members,
+                                                                   self.heads, self.eval_sets))]
+        # ZeRO-3: the full adapter and head tensors (trainable) for the files; every rank takes part in the gather
+        with gathered([p for p in first.parameters() if p.requires_grad]):
+            if self.main and self.output_dir:
+                outs = ([(m.output_dir, rec) for m, rec in zip(result.members, self.per_task)] if self.multi
+                        else [(self.output_dir, self.per_task[0])])
+                for task, kind, (out, rec) in zip(self.tasks, self.kinds, outs):
+                    os.makedirs(out, exist_ok=True)
+                    kind.save_predictions(task, out, rec["predictions"])
+                if self.method.uses_adapters and self.trains and not self.multi:
+                    adapter_dir = os.path.join(self.output_dir, layout.ADAPTER)
+                    result.adapter_bytes = save_adapter(first, self.heads[0], adapter_dir)
+                    result.adapter_path = adapter_dir
+        return result
+
+    def _release(self) -> None:
+        for name in ("model", "optimizer", "mixture", "flat_eval", "members", "eval_sets"):
+            self.__dict__.pop(name, None)
+        self.acc.free_memory()
+        gc.collect()
