@@ -185,6 +185,7 @@ class CellRun:
                               total_steps)
         mixture = ckpt.wrap(mixture)
         saved = ckpt.resume() if self.trains else None
+        self.checkpoint_refused = ckpt.refused
         if saved:
             step, epoch_idx, micro, examples, tokens, loss_sum, loss_n, self.eval_time = (
                 saved[k] for k in ("step", "epoch_idx", "micro", "examples", "tokens", "loss_sum", "loss_n",
@@ -305,6 +306,7 @@ class CellRun:
         first = unwrapped.members[0] if self.multi else unwrapped
         if self.frozen:
             result.frozen_features = self.frozen.record()
+        result.checkpoint_refused = getattr(self, "checkpoint_refused", None)
         if acc.mixed_precision != "no":
             result.head_outside_autocast = sorted({name for m in self.members
                                                    for name in heads_in_full_precision(m)}) or None

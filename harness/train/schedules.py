@@ -82,7 +82,10 @@ class TaskMixture:
             self.rng.shuffle(order)
             return order.tolist()
         power = 0.0 if self.sampling == "uniform" else 1.0 / self.temperature
-        probs = sizes ** power / (sizes ** power).sum()
+        # p ~ n^(1/T), in log space: a small T (a large power) must not overflow to inf / nan
+        logits = power * np.log(sizes)
+        probs = np.exp(logits - logits.max())
+        probs /= probs.sum()
         return self.rng.choice(len(sizes), size=int(sizes.sum()), p=probs).tolist()
 
     def _next(self, t: int):
