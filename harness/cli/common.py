@@ -7,6 +7,7 @@ import os
 
 from harness.spec.errors import InputError
 from harness.spec.layout import DEFAULT_DB_URL, DEFAULT_OUTPUT_DIR, RunLayout
+from harness.spec.status import DEFAULT_LEASE_TIMEOUT_S
 
 
 def subparser(sub, name: str, help: str, examples: str) -> argparse.ArgumentParser:
@@ -60,7 +61,7 @@ def add_max_cells(p) -> None:
 
 def add_lease_timeout(p, what: str) -> None:
     p.add_argument("--lease-timeout-s", type=float, default=None,
-                   help=f"{what} (default: $HARNESS_LEASE_TIMEOUT_S, else 300)")
+                   help=f"{what} (default: $HARNESS_LEASE_TIMEOUT_S, else {DEFAULT_LEASE_TIMEOUT_S:g})")
 
 
 def default_cache_dir() -> str:

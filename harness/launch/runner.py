@@ -114,7 +114,7 @@ def run_suite(suite: Suite, db_url: str | None, data_dir: str | None, output_dir
             f"{n[Status.FAILED]} failed before ({'retried' if retry_failed else 'skipped; --retry-failed runs them'}), "
             f"{n[Status.RUNNING]} running elsewhere, {n[Status.PENDING]} to run; worker {worker.worker_id} with "
             f"{state.num_processes} process(es){slurm}")
-    ctx = RunContext(data_dir=suite.data_dir(data_dir), cache_dir=cache_dir or os.path.join(output_dir, "cache"),
+    ctx = RunContext(data_dir=suite.data_dir(data_dir), cache_dir=cache_dir or layout.RunLayout(output_dir).cache_dir,
                      model_base_dir=os.path.dirname(os.path.abspath(suite.path)), show_progress=show_progress)
     total = n[Status.PENDING] + (n[Status.FAILED] if retry_failed else 0) if main else 0
     suite_bar = Progress(total, f"suite {suite.name}", enabled=main, unit="cell", bars=show_progress)

@@ -13,7 +13,7 @@ import threading
 from harness.spec.errors import InputError
 from harness.store.db import Store
 from harness.store.lease import Claim
-from harness.store.queue import DEFAULT_HEARTBEAT_S, DEFAULT_LEASE_TIMEOUT_S
+from harness.spec.status import DEFAULT_HEARTBEAT_S, DEFAULT_LEASE_TIMEOUT_S
 
 
 def lease_timing(heartbeat_s: float | None, lease_timeout_s: float | None) -> tuple[float, float]:

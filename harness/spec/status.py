@@ -41,6 +41,11 @@ class CellState(StrEnum):
     FAILED = Status.FAILED.value
 
 
+# lease timing (each overridable per worker: --heartbeat-s / --lease-timeout-s, or the HARNESS_ variables)
+DEFAULT_HEARTBEAT_S = 30.0        # a worker renews its lease this often
+DEFAULT_LEASE_TIMEOUT_S = 300.0   # a lease without a heartbeat for this long is stale: the cell is taken over
+
+
 def stale_cutoff(now: dt.datetime, lease_timeout_s: float) -> dt.datetime:
     """The staleness rule: a running cell's lease is stale when its last heartbeat is missing or older than
     this (no heartbeat for the lease timeout)."""

@@ -19,12 +19,10 @@ from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from harness.spec.layout import RunLayout
-from harness.spec.status import Status, stale_cutoff
+from harness.spec.status import DEFAULT_LEASE_TIMEOUT_S, Status, stale_cutoff
 from harness.store.lease import Claim, Worker, current_worker, namespace_of, process_gone, utcnow
 from harness.store.schema import RESULTS, RUN_COLUMNS, RunRecord as R
 
-DEFAULT_HEARTBEAT_S = 30.0
-DEFAULT_LEASE_TIMEOUT_S = 300.0
 CHILD_KEPT = ("id", "suite", "cell_key", "parent_id", "created_at")   # a child row's own, never its parent's
 
 

@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "harness"
 HEAVY = ("torch", "transformers", "adapters", "accelerate", "datasets", "deepspeed")
 

@@ -262,7 +262,7 @@ def test_two_rank_ddp_worker_under_the_relay_checkpoints_and_resumes(tmp_path, t
     import psutil
 
     from harness.store.db import Store
-    from tests.test_distributed import LAUNCH, free_port
+    from tests.train.test_distributed import LAUNCH, free_port
 
     hp = "batch_size: 4, learning_rate: 1e-4, eval_steps: 10"
     suite = write_suite(tmp_path / "d.yaml", suite_text(tiny_bert, name="d", budget="{max_steps: 200}", hparams=hp))
