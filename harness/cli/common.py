@@ -71,13 +71,13 @@ def default_cache_dir() -> str:
 def resolve_user_paths(args) -> None:
     """Relative paths the user gave, made absolute where they are read: the flags and HARNESS_DATA_DIR /
     HARNESS_DB (written back, so subprocesses and accelerate ranks inherit the same place)."""
+    from harness.store.engine import absolute_db_url, default_db_url
+
     for name in ("data_dir", "output_dir", "cache_dir"):
         value = getattr(args, name, None)
         if value:
             setattr(args, name, os.path.abspath(os.path.expanduser(value)))
     if hasattr(args, "db"):
-        from harness.store.engine import absolute_db_url, default_db_url
-
         args.db = absolute_db_url(args.db or default_db_url())
     if os.environ.get("HARNESS_DATA_DIR"):
         os.environ["HARNESS_DATA_DIR"] = os.path.abspath(os.path.expanduser(os.environ["HARNESS_DATA_DIR"]))
