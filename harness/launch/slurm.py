@@ -133,6 +133,17 @@ def refuse_control_characters(option: str, value: str) -> None:
                          f"its own into the batch script: {redact_text(value)!r}")
 
 
+def sbatch_quote(option: str, value: str) -> str:
+    """A value on an #SBATCH line. sbatch reads those lines itself, not the shell: it takes double quotes (not
+    single ones) around a value with spaces, so a value that needs quoting is double-quoted, and one holding a
+    double quote or a backslash is refused."""
+    if shlex.quote(value) == value:
+        return value
+    if '"' in value or "\\" in value:
+        raise InputError(f"{option}: a double quote or backslash cannot be passed on an #SBATCH line: {value!r}")
+    return f'"{value}"'
+
+
 def check_worker_db(url: str) -> None:
     """The store must be one that workers on other nodes can open: a URL of a known database, not in memory."""
     from sqlalchemy.engine import make_url
@@ -184,9 +195,9 @@ def db_export(url: str) -> str:
 
 def render(req: SlurmRequest) -> str:
     """The filled template. A line whose placeholder has no value (no --partition, no --time, no GPU) is left
-    out, so the script shows only what was asked for. Every value is shell-quoted (or a number); one with a
-    newline or another control character is refused (InputError) before anything is written; a store password
-    is never written (db_export)."""
+    out, so the script shows only what was asked for. Every value is shell-quoted (#SBATCH lines: sbatch_quote)
+    or a number; one with a newline or another control character is refused (InputError) before anything is
+    written; a store password is never written (db_export)."""
     req.validate()
     q = shlex.quote
     output_dir = os.path.abspath(req.output_dir)
@@ -200,9 +211,10 @@ def render(req: SlurmRequest) -> str:
         "gpus_text": f"{req.gpus_per_worker} GPU" if req.gpus_per_worker else "CPUs only",
         "nodes": str(req.nodes_per_worker), "world": str(req.world),
         "multi_gpu": "" if deepspeed else "--multi_gpu ",   # a DeepSpeed config picks its own launcher
-        "partition": q(req.partition) if req.partition else None, "time": q(req.time) if req.time else None,
-        "log_dir": q(f"{RunLayout(output_dir).slurm_logs}/%x-%A_%a.out"),
-        "sbatch_args": "\n".join(f"#SBATCH {q(a)}" for a in req.sbatch_args) or None,
+        "partition": sbatch_quote("--partition", req.partition) if req.partition else None,
+        "time": sbatch_quote("--time", req.time) if req.time else None,
+        "log_dir": sbatch_quote("--output-dir", f"{RunLayout(output_dir).slurm_logs}/%x-%A_%a.out"),
+        "sbatch_args": "\n".join(f"#SBATCH {sbatch_quote('--sbatch-arg', a)}" for a in req.sbatch_args) or None,
         "workdir": q(os.getcwd()), "db_export": db_export(req.db_url),
         "suite": q(os.path.abspath(req.suite_path)), "suite_name": q(req.suite_name), "output_dir": q(output_dir),
         "python": q(sys.executable),

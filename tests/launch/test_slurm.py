@@ -145,7 +145,7 @@ def test_submit_hands_the_url_to_sbatch_in_its_environment(tmp_path, tiny_bert):
     ("--partition", "gpu\n#SBATCH --wrap=id", "--partition"),
     ("--partition", "gpu --exclusive", "--partition"),
     ("--sbatch-arg", "--mem=1G\nrm -rf ~", "--sbatch-arg"),
-    ("--sbatch-arg", "mem=1G", "--sbatch-arg"),
+    ("--sbatch-arg", "mem=1G", "--sbatch-arg"), ("--sbatch-arg", '--comment=a"b', "--sbatch-arg"),
     ("--output-dir", "out\nid > /tmp/x", "--output-dir"),
     ("--time", "01:00:00\nid", "--time"),
     ("--time", "04:75:00", "--time"), ("--time", "1-25", "--time"), ("--time", "soon", "--time"),
@@ -212,6 +212,8 @@ def test_launch_line_keeps_every_value_one_argument(tmp_path, tiny_bert, flags, 
     assert argv[argv.index("harness.run") + 1] == str(suite)
     assert argv[argv.index("--output-dir") + 1] == str(out)
     assert argv[-2:] == ["--no-progress", "--retry-failed"]
+    logs = next(line for line in r.stdout.splitlines() if line.startswith("#SBATCH --output="))
+    assert logs == f'#SBATCH --output="{out}/slurm-logs/%x-%A_%a.out"'   # sbatch takes double quotes only
     assert not list(tmp_path.rglob("PWNED")), "a $(...) inside a value ran"
 
 
