@@ -8,6 +8,7 @@ parameters, never from user text. Queries are cached, so a large store is loaded
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 
 import pandas as pd
@@ -24,6 +25,7 @@ from harness.spec.errors import InputError
 from harness.spec.status import Status
 from harness.store.db import Store
 from harness.store.engine import default_db_url
+from harness.store.redact import redact_env, redact_text, redact_url
 
 HOW_TO_RUN = """No results yet. Run a suite first, for example the embedded default (offline, ~15 min on a laptop CPU):
 
@@ -38,6 +40,27 @@ def db_url() -> str:
     parser.add_argument("--db", default=None)
     args, _ = parser.parse_known_args(sys.argv[1:])
     return args.db or default_db_url()
+
+
+def reproduce_text(rec, url: str) -> str:
+    """The command that re-runs this cell, passwords hidden: the stored command (the suite's absolute path and
+    content hash, the store, the output folder), completed with the store and output folder for rows written
+    before commands carried them."""
+    import os
+
+    command = redact_text(rec.command or "") or "accelerate launch -m harness.run SUITE.yaml --retry-failed"
+    body, sep, comment = command.partition("   # ")
+    if "--db" not in body.split():
+        body += f" --db {shlex.quote(redact_url(url))}"
+    if "--output-dir" not in body.split() and rec.output_dir:
+        root = os.path.dirname(os.path.dirname(os.path.abspath(rec.output_dir)))   # ROOT/suite/cell key
+        body += f" --output-dir {shlex.quote(root)}"
+    lines = [body + sep + comment, f"# cell {rec.cell_key} of suite {rec.suite}; its files: {rec.output_dir}"]
+    if rec.status == Status.COMPLETED:
+        lines.append("# a completed cell is skipped: to train it again, give a fresh --db and --output-dir")
+    if "***" in body:
+        lines.append("# the store's password is hidden (***): give it with PGPASSFILE or PGPASSWORD (docs/cluster.md)")
+    return "\n".join(lines)
 
 
 @st.cache_resource(show_spinner=False)
@@ -177,14 +200,14 @@ def page_runs(url, suite, model):
         return
     st.subheader(labels[run_id])
     if rec.error:
-        st.error(rec.error)
+        st.error(redact_text(rec.error))
     c1, c2 = st.columns(2)
     with c1:
         st.markdown("**Dev metrics** (final / best)")
         metrics = pd.DataFrame({"final": rec.metrics or {}, "best": rec.best_metrics or {}})
         st.dataframe(metrics, width="stretch")
         st.markdown("**Reproduce**")
-        st.code(f"{rec.command}\n# cell {rec.cell_key} of suite {rec.suite}", language="bash")
+        st.code(reproduce_text(rec, url), language="bash")
     with c2:
         if rec.history:
             curve = pd.DataFrame([{"epoch": h["epoch"], "step": h["step"], "score": h["score"]} for h in rec.history])
@@ -194,7 +217,7 @@ def page_runs(url, suite, model):
     with st.expander("Resolved configuration"):
         st.json(rec.config)
     with st.expander("Environment"):
-        st.json(rec.env or {})
+        st.json(redact_env(rec.env) or {})   # rows written before redaction, or by other tools
 
 
 def page_analyses(url, suite, model):
@@ -277,11 +300,11 @@ def main() -> None:
         runs = load_runs(url)
     except FileNotFoundError:
         st.title("PEFT leaderboard")
-        st.info(f"No results store at `{url}`.\n\n" + HOW_TO_RUN)
+        st.info(f"No results store at `{redact_url(url)}`.\n\n" + HOW_TO_RUN)
         return
     if runs.empty:
         st.title("PEFT leaderboard")
-        st.info(f"The store `{url}` holds no runs.\n\n" + HOW_TO_RUN)
+        st.info(f"The store `{redact_url(url)}` holds no runs.\n\n" + HOW_TO_RUN)
         return
     suites = list(dict.fromkeys(runs["suite"]))
     suite = st.sidebar.selectbox("Suite", suites)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from harness.cli.common import add_cache_dir, add_data_dir, add_db, default_cache_dir, existing_store, find_run
+from harness.spec.errors import InputError
 
 HELP = ("remove the adapters of every span of layers of a stored run and re-score on dev (Houlsby et al. Fig. 6); "
         "stores the matrix")
 EXAMPLES = """
   harness ablate 12                         (run id 12 of the default store)
   harness ablate 3f9c2a1b --db sqlite:///out/h.db --data-dir /path/to/glue
+  harness ablate 12 --trust-remote-code someorg/model  (runs someorg/model's own code, for runs of that model only)
 """
 
 
@@ -17,9 +19,10 @@ def add_arguments(p) -> None:
     add_db(p)
     add_data_dir(p, help="local GLUE directory (default: $HARNESS_DATA_DIR, then the hub)")
     add_cache_dir(p, default=default_cache_dir())
-    p.add_argument("--trust-remote-code", action="store_true",
-                   help="run the model's own code from its repository; never taken from the store, which anyone "
-                        "who can write to it could change")
+    p.add_argument("--trust-remote-code", action="append", default=[], metavar="MODEL",
+                   help="run the own code of MODEL's repository (repeatable), for runs of exactly that model; the "
+                        "model id read from the store is never trusted by itself, since anyone who can write to "
+                        "the store could change it")
 
 
 def run(args) -> int:
@@ -30,10 +33,15 @@ def run(args) -> int:
 
     store = existing_store(args.db, read_only=False)
     records = [find_run(store, ref) for ref in args.runs]  # every reference checked before any work
+    trusted = set(args.trust_remote_code)   # named here, never read from a stored row
+    unused = sorted(trusted - {rec.model for rec in records})
+    if unused:
+        raise InputError(f"--trust-remote-code {unused[0]}: no run given is of this model (their models: "
+                         f"{', '.join(sorted({rec.model for rec in records}))})")
     quiet_libraries()
     ctx = RunContext(data_dir=locate_data(args.data_dir).path, cache_dir=args.cache_dir, show_progress=False)
     for rec in records:
-        payload = ablate(rec, ctx, trust_remote_code=args.trust_remote_code)
+        payload = ablate(rec, ctx, trust_remote_code=rec.model in trusted)
         store.add_analysis(rec.id, "adapter_ablation", payload)
         print(format_ablation(rec, payload))
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -29,12 +30,13 @@ def run(args) -> int:
     cmd = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.port", str(args.port),
            "--server.address", args.address, "--server.headless", "true", "--browser.gatherUsageStats", "false",
            "--"]
-    if args.db:
-        cmd += ["--db", args.db]
+    env = dict(os.environ)
+    if args.db:   # through the environment, not the command line: `ps` shows a command line to every user
+        env["HARNESS_DB"] = args.db
     if args.address in LOCAL:
         print(f"leaderboard on http://{args.address}:{args.port} (this machine only; --address 0.0.0.0 serves "
               f"every interface)", file=sys.stderr)
     else:
         print(f"warning: serving the leaderboard on {args.address}:{args.port} with no login: anyone who can reach "
               f"it sees the store's hosts, paths, commands and errors", file=sys.stderr)
-    return subprocess.call(cmd)
+    return subprocess.call(cmd, env=env)

@@ -63,7 +63,7 @@ def run(args) -> int:
     atomic.write_file(path, lambda tmp: open(tmp, "w").write(script))
     log_dir = RunLayout(args.output_dir).slurm_logs
     os.makedirs(log_dir, exist_ok=True)   # Slurm does not create the folder of --output
-    job = slurm.submit(path)
+    job = slurm.submit(path, req.db_url)
     print(f"submitted job {job}: {args.workers} worker(s) for suite {suite.name} ({req.template}); script {path}; "
           f"logs {log_dir}/harness-{suite.name}-{job}_<task>.out", flush=True)
     if not args.wait:

@@ -40,10 +40,35 @@ WAIT = "wait"   # what rank 0 broadcasts while only other workers' cells are lef
 STOP = "stop"   # ... and after a stop signal (harness.train.preempt): no further claim
 
 
-def reproduce_command(suite_path: str, num_processes: int) -> str:
+def suite_digest(suite_path: str) -> str | None:
+    """sha256 of the suite file's bytes: which suite a stored command ran, even after the file moved or changed."""
+    import hashlib
+
+    try:
+        with open(suite_path, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()
+    except OSError:
+        return None
+
+
+def reproduce_command(suite_path: str, num_processes: int, db_url: str | None = None,
+                      output_dir: str | None = None) -> str:
+    """The command that re-runs a cell of this suite into the same store and output folder: the suite's absolute
+    path (and its content hash, as a comment), the store's URL with its password hidden (harness.store.redact;
+    docs/cluster.md says how to pass it), the absolute output folder."""
+    from harness.store.engine import absolute_db_url, default_db_url
+    from harness.store.redact import redact_url
+
+    q = shlex.quote
     launcher = ("accelerate launch" if num_processes == 1 else
                 f"accelerate launch --multi_gpu --num_processes {num_processes}")
-    return f"{launcher} -m harness.run {shlex.quote(suite_path)} --retry-failed"
+    path = os.path.abspath(suite_path)
+    parts = [launcher, "-m harness.run", q(path), "--db", q(redact_url(absolute_db_url(db_url or default_db_url())))]
+    if output_dir:
+        parts += ["--output-dir", q(os.path.abspath(output_dir))]
+    parts.append("--retry-failed")
+    digest = suite_digest(path)
+    return " ".join(parts) + (f"   # suite sha256:{digest}" if digest else "")
 
 
 def _error_text(exc: BaseException) -> str:
@@ -94,7 +119,7 @@ def run_suite(suite: Suite, db_url: str | None, data_dir: str | None, output_dir
     cells = suite.cells(num_processes=state.num_processes)
     by_key = {c.key: c for c in cells}
     keys = [c.key for c in cells]
-    command = reproduce_command(suite.path, state.num_processes)
+    command = reproduce_command(suite.path, state.num_processes, db_url, output_dir)
     worker = current_worker()
     store = Store(db_url) if main else None
 

@@ -52,14 +52,47 @@ class SlurmRequest:
                 raise InputError(f"{name}: must be at least {least}, not {value}")
         if self.nodes_per_worker > 1 and self.gpus_per_worker < 1:
             raise InputError("--nodes-per-worker > 1 needs --gpus-per-worker >= 1 (one rank per GPU)")
-        if self.time is not None and not re.fullmatch(r"(\d+-)?\d+(:\d{1,2}){0,2}", self.time):
-            raise InputError(f"--time: not a Slurm time (MM, HH:MM:SS or D-HH:MM:SS): {self.time!r}")
+        for option, value in self.texts():
+            refuse_control_characters(option, value)
+        if self.time is not None and not slurm_time_ok(self.time):
+            raise InputError(f"--time: not a Slurm time limit (minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM or "
+                             f"D-HH:MM:SS): {self.time!r}")
+        if self.partition is not None and not re.fullmatch(r"[\w.,+-]+", self.partition):
+            raise InputError(f"--partition: not a partition name (letters, digits, '_', '-', '.', ',' for a list): "
+                             f"{self.partition!r}")
+        for arg in self.sbatch_args:
+            if not arg.startswith("-"):
+                raise InputError(f"--sbatch-arg: not an sbatch option (e.g. --mem=32G): {arg!r}")
+        check_worker_db(self.db_url)
         if self.accelerate_config and not os.path.isfile(self.accelerate_config):
             shipped = shipped_config(self.accelerate_config)
             if shipped is None:
                 raise InputError(f"--accelerate-config: no such file: {self.accelerate_config} (shipped configs: "
                                  f"{', '.join(SHIPPED_CONFIGS)})")
             self.accelerate_config = shipped
+
+    @property
+    def db_url(self) -> str:
+        from harness.store.engine import absolute_db_url, default_db_url
+
+        return absolute_db_url(self.db or default_db_url())
+
+    def texts(self):
+        """(option, value) of every text that reaches the script."""
+        yield "SUITE", self.suite_path
+        yield "suite name", self.suite_name
+        for option, value in (("--partition", self.partition), ("--time", self.time), ("--db", self.db),
+                              ("--output-dir", self.output_dir), ("--accelerate-config", self.accelerate_config),
+                              ("--data-dir", self.data_dir)):
+            if value is not None:
+                yield option, value
+        yield "$HARNESS_DB", self.db_url
+        for arg in self.sbatch_args:
+            yield "--sbatch-arg", arg
+        for arg in self.run_args:
+            yield "run argument", arg
+        yield "the current directory", os.getcwd()
+        yield "the Python executable", sys.executable
 
     @property
     def template(self) -> str:
@@ -73,6 +106,63 @@ class SlurmRequest:
 
 
 SHIPPED_CONFIGS = ("deepspeed_zero2", "deepspeed_zero3")
+# Slurm's --time: minutes, minutes:seconds, hours:minutes:seconds, days-hours, days-hours:minutes,
+# days-hours:minutes:seconds (and no limit: infinite / unlimited)
+_SLURM_TIME = re.compile(r"(?P<m>\d+)(:(?P<s>\d{1,2}))?|(?P<h>\d+):(?P<m2>\d{1,2}):(?P<s2>\d{1,2})"
+                         r"|(?P<d>\d+)-(?P<h3>\d{1,2})(:(?P<m3>\d{1,2})(:(?P<s3>\d{1,2}))?)?")
+WORKER_BACKENDS = ("sqlite", "postgresql", "mysql", "mariadb", "mssql", "oracle")   # SQLAlchemy's own dialects
+
+
+def slurm_time_ok(text: str) -> bool:
+    if text.lower() in ("infinite", "unlimited"):
+        return True
+    m = _SLURM_TIME.fullmatch(text)
+    if m is None:
+        return False
+    below_60 = [m.group(k) for k in ("s", "m2", "s2", "m3", "s3") if m.group(k) is not None]
+    return all(int(v) < 60 for v in below_60) and (m.group("h3") is None or int(m.group("h3")) < 24)
+
+
+def refuse_control_characters(option: str, value: str) -> None:
+    """A newline (or any control character) in a value would start a new line of the batch script: refused."""
+    bad = next((c for c in value if ord(c) < 32 or ord(c) == 127), None)
+    if bad is not None:
+        from harness.store.redact import redact_text
+
+        raise InputError(f"{option}: contains a control character ({bad!r}); refused, since it would put a line of "
+                         f"its own into the batch script: {redact_text(value)!r}")
+
+
+def sbatch_quote(option: str, value: str) -> str:
+    """A value on an #SBATCH line. sbatch reads those lines itself, not the shell: it takes double quotes (not
+    single ones) around a value with spaces, so a value that needs quoting is double-quoted, and one holding a
+    double quote or a backslash is refused."""
+    if shlex.quote(value) == value:
+        return value
+    if '"' in value or "\\" in value:
+        raise InputError(f"{option}: a double quote or backslash cannot be passed on an #SBATCH line: {value!r}")
+    return f'"{value}"'
+
+
+def check_worker_db(url: str) -> None:
+    """The store must be one that workers on other nodes can open: a URL of a known database, not in memory."""
+    from sqlalchemy.engine import make_url
+
+    from harness.store.redact import redact_text
+
+    try:
+        parsed = make_url(url)
+    except Exception:
+        raise InputError(f"--db: not a database URL: {redact_text(url)!r}") from None
+    backend = parsed.get_backend_name()
+    if backend not in WORKER_BACKENDS:
+        raise InputError(f"--db: unknown database {backend!r} in {parsed.render_as_string(hide_password=True)} "
+                         f"(the workers open sqlite:///FILE or postgresql+psycopg://USER@HOST/DB)")
+    if backend == "sqlite" and (not parsed.database or parsed.database == ":memory:"
+                                or parsed.query.get("mode") == "memory"):
+        raise InputError(f"--db: {parsed.render_as_string(hide_password=True)} is an in-memory SQLite store: "
+                         f"each worker would get its own, empty one and every result would be lost; give a file "
+                         f"(sqlite:///path/to/harness.db) or a PostgreSQL server")
 
 
 def shipped_config(name: str) -> str | None:
@@ -82,32 +172,55 @@ def shipped_config(name: str) -> str | None:
     return str(TEMPLATES / f"{stem}.yaml") if stem in SHIPPED_CONFIGS else None
 
 
+def db_export(url: str) -> str:
+    """The script's HARNESS_DB line. A URL without a password is written; one with a password never is: the
+    script takes $HARNESS_DB from the environment sbatch was called from (sbatch's default --export=ALL; `harness
+    slurm` submits with it set), else the URL without its password, for libpq's PGPASSFILE / PGPASSWORD."""
+    from sqlalchemy.engine import make_url
+
+    q = shlex.quote
+    try:
+        parsed = make_url(url)
+    except Exception:
+        parsed = None
+    if parsed is None or (parsed.password is None and "password" not in parsed.query):
+        return f"export HARNESS_DB={q(url)}"
+    bare = parsed._replace(password=None).difference_update_query(["password"]).render_as_string(
+        hide_password=False)
+    return ("# the store's URL has a password, so it is not written here: $HARNESS_DB comes from the environment\n"
+            "# sbatch was called from (its default --export=ALL), else the URL below, with the password from\n"
+            "# libpq's PGPASSFILE or PGPASSWORD (docs/cluster.md)\n"
+            f'if [ -z "${{HARNESS_DB:-}}" ]; then export HARNESS_DB={q(bare)}; fi')
+
+
 def render(req: SlurmRequest) -> str:
     """The filled template. A line whose placeholder has no value (no --partition, no --time, no GPU) is left
-    out, so the script shows only what was asked for."""
-    from harness.store.engine import absolute_db_url, default_db_url
-
+    out, so the script shows only what was asked for. Every value is shell-quoted (#SBATCH lines: sbatch_quote)
+    or a number; one with a newline or another control character is refused (InputError) before anything is
+    written; a store password is never written (db_export)."""
     req.validate()
     q = shlex.quote
     output_dir = os.path.abspath(req.output_dir)
-    accelerate_args = []
-    if req.accelerate_config:
-        accelerate_args += ["--config_file", q(os.path.abspath(req.accelerate_config))]
+    accelerate_config = os.path.abspath(req.accelerate_config) if req.accelerate_config else None
     deepspeed = bool(req.accelerate_config) and "DEEPSPEED" in Path(req.accelerate_config).read_text()
     values = {
         "workers": str(req.workers), "last_task": str(req.workers - 1),
         "throttle": f"%{req.throttle}" if req.throttle else "",
-        "job_name": re.sub(r"[^\w.-]", "_", f"harness-{req.suite_name}"),
+        "job_name": re.sub(r"[^A-Za-z0-9_.-]", "_", f"harness-{req.suite_name}"),
         "gpus": str(req.gpus_per_worker) if req.gpus_per_worker else None,
         "gpus_text": f"{req.gpus_per_worker} GPU" if req.gpus_per_worker else "CPUs only",
         "nodes": str(req.nodes_per_worker), "world": str(req.world),
         "multi_gpu": "" if deepspeed else "--multi_gpu ",   # a DeepSpeed config picks its own launcher
-        "partition": req.partition, "time": req.time,
-        "log_dir": RunLayout(output_dir).slurm_logs,
-        "sbatch_args": "\n".join(f"#SBATCH {a}" for a in req.sbatch_args) or None,
-        "workdir": q(os.getcwd()), "db": q(absolute_db_url(req.db or default_db_url())),
-        "suite": q(os.path.abspath(req.suite_path)), "suite_name": req.suite_name, "output_dir": q(output_dir),
-        "python": q(sys.executable), "accelerate_args": " ".join(accelerate_args),
+        "partition": sbatch_quote("--partition", req.partition) if req.partition else None,
+        "time": sbatch_quote("--time", req.time) if req.time else None,
+        "log_dir": sbatch_quote("--output-dir", f"{RunLayout(output_dir).slurm_logs}/%x-%A_%a.out"),
+        "sbatch_args": "\n".join(f"#SBATCH {sbatch_quote('--sbatch-arg', a)}" for a in req.sbatch_args) or None,
+        "workdir": q(os.getcwd()), "db_export": db_export(req.db_url),
+        "suite": q(os.path.abspath(req.suite_path)), "suite_name": q(req.suite_name), "output_dir": q(output_dir),
+        "python": q(sys.executable),
+        "accelerate_args": f"--config_file {q(accelerate_config)}" if accelerate_config else "",
+        "accelerate_config": f"export HARNESS_ACCELERATE_CONFIG={q(accelerate_config)}" if accelerate_config
+        else "unset HARNESS_ACCELERATE_CONFIG",
         "run_args": " ".join(q(a) for a in req.run_args),
         "env": f"export HARNESS_DATA_DIR={q(os.path.abspath(req.data_dir))}" if req.data_dir else None,
     }
@@ -122,11 +235,23 @@ def render(req: SlurmRequest) -> str:
             if unknown:
                 raise KeyError(f"{req.template}: unknown placeholder {unknown[0]}")
             continue
-        filled = _PLACEHOLDER.sub(lambda m: values[m.group(1)], line)
-        if names:   # an empty value leaves no double space behind (indentation kept)
-            indent = len(filled) - len(filled.lstrip(" "))
-            filled = filled[:indent] + re.sub(r" {2,}", " ", filled[indent:]).rstrip()
-        lines.append(filled)
+        if not names:
+            lines.append(line)
+            continue
+        # an empty value leaves no double space behind (indentation kept); spaces inside values stay as they are
+        held: list[str] = []
+
+        def hold(m: re.Match) -> str:
+            value = values[m.group(1)]
+            if not value:
+                return ""
+            held.append(value)
+            return f"\0{len(held) - 1}\0"
+
+        skeleton = _PLACEHOLDER.sub(hold, line)
+        indent = len(skeleton) - len(skeleton.lstrip(" "))
+        skeleton = skeleton[:indent] + re.sub(r" {2,}", " ", skeleton[indent:]).rstrip()
+        lines.append(re.sub(r"\0(\d+)\0", lambda m: held[int(m.group(1))], skeleton))
     return "\n".join(lines) + "\n"
 
 
@@ -135,14 +260,21 @@ def script_path(output_dir: str, suite_name: str) -> str:
     return os.path.join(RunLayout(output_dir).slurm_scripts, f"{suite_name}-{stamp}.sbatch")
 
 
-def submit(script_file: str) -> str:
-    """sbatch the script; returns the job id."""
+def submit(script_file: str, db_url: str | None = None) -> str:
+    """sbatch the script; returns the job id. The store's URL goes to sbatch in its environment (HARNESS_DB), which
+    sbatch passes on to the job (--export=ALL): a URL with a password is never written into the script."""
+    env = dict(os.environ)
+    if db_url:
+        env["HARNESS_DB"] = db_url
     try:
-        done = subprocess.run(["sbatch", "--parsable", script_file], capture_output=True, text=True, timeout=120)
+        done = subprocess.run(["sbatch", "--parsable", script_file], capture_output=True, text=True, timeout=120,
+                              env=env)
     except FileNotFoundError:
         raise InputError("sbatch: not found; run this on a Slurm login node (or print the script with --dry-run)")
     if done.returncode != 0:
-        raise RuntimeError(f"sbatch failed: {done.stderr.strip() or done.stdout.strip()}")
+        from harness.store.redact import redact_text
+
+        raise RuntimeError(f"sbatch failed: {redact_text(done.stderr.strip() or done.stdout.strip())}")
     return done.stdout.strip().split(";")[0]
 
 

@@ -92,7 +92,9 @@ def make_engine(url: str, read_only: bool = False) -> Engine:
     try:
         parsed = make_url(url)
     except Exception:
-        raise InputError(f'--db: not a database URL: "{url}" (e.g. {DEFAULT_DB_URL})') from None
+        from harness.store.redact import redact_text
+
+        raise InputError(f'--db: not a database URL: "{redact_text(url)}" (e.g. {DEFAULT_DB_URL})') from None
     backend = parsed.get_backend_name()
     if read_only and backend not in READ_ONLY_BACKENDS:
         raise InputError(f"--db: {backend} cannot be opened read-only here (read-only is enforced only for "

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from importlib import metadata
 
+from harness.store.redact import redact_argv
+
 # versions recorded with every result; peft and deepspeed are not dependencies: recorded only where installed
 PACKAGES = ("torch", "transformers", "adapters", "peft", "accelerate", "datasets", "deepspeed")
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -101,5 +103,5 @@ def environment(num_processes: int = 1, mixed_precision: str | None = None, dist
         "torch_threads": _torch_threads(),   # CPU results depend on it: reductions run in another order
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
         "slurm_array_task_id": os.environ.get("SLURM_ARRAY_TASK_ID"),
-        "argv": sys.argv,
+        "argv": redact_argv(sys.argv),   # never a store password (--db URL): harness.store.redact
     }

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, assert_refused, run_cli, suite_yaml, write_suite
+from tests.helpers import ROOT, assert_refused, call_cli, run_cli, suite_yaml, write_suite
 from harness.store.db import Store
 from harness.train import checkpoint
 from tests.helpers.slurm_cluster import SlurmCluster, missing_binaries
@@ -84,7 +84,137 @@ def test_deepspeed_config_drops_multi_gpu(tmp_path, tiny_bert):
         r = run_cli("slurm", suite, "--workers", "2", "--gpus-per-worker", "2", "--dry-run", "--accelerate-config",
                     config, cwd=tmp_path)
         assert r.returncode == 0 and f"--config_file {shipped}" in r.stdout, r.stderr
-        assert "--multi_gpu --num_processes" not in r.stdout and "$LAUNCH --num_processes 2" in r.stdout
+        assert "--multi_gpu --num_processes" not in r.stdout and "\"${LAUNCH[@]}\" --num_processes 2" in r.stdout
+
+
+SECRET = "s3cr3t-pw"
+
+
+def _bash_n(text: str, tmp_path: Path) -> None:
+    """A real syntax check of a generated script."""
+    import subprocess
+
+    script = tmp_path / "check.sbatch"
+    script.write_text(text)
+    done = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+    assert done.returncode == 0, (done.stderr, text)
+
+
+@pytest.mark.parametrize("flags", [[], ["--gpus-per-worker", "2"], ["--gpus-per-worker", "2", "--nodes-per-worker", "2"]])
+def test_dry_run_never_writes_the_store_password(tmp_path, tiny_bert, flags, monkeypatch):
+    """A password in --db or $HARNESS_DB never reaches the script: the script takes $HARNESS_DB from the
+    environment sbatch is called from (or the URL without its password, for PGPASSFILE / PGPASSWORD)."""
+    import subprocess
+
+    suite = write_suite(tmp_path / "s.yaml", suite_text(tiny_bert, "s"))
+    url = f"postgresql+psycopg://alice:{SECRET}@db.example:5432/harness"
+    for how in (["--db", url], [f"--db={url}"], []):
+        env = {} if how else {"HARNESS_DB": url}
+        r = run_cli("slurm", suite, "--workers", "2", *how, "--dry-run", *flags, cwd=tmp_path, env=env)
+        assert r.returncode == 0, r.stderr
+        assert SECRET not in r.stdout + r.stderr, r.stdout
+        _bash_n(r.stdout, tmp_path)
+        # the HARNESS_DB lines, run by bash: the submitting environment's URL wins, else the URL without password
+        lines = "\n".join(line for line in r.stdout.splitlines() if "HARNESS_DB" in line and not line.startswith("#"))
+        for given, expect in ((url, url), ("", "postgresql+psycopg://alice@db.example:5432/harness")):
+            done = subprocess.run(["bash", "-c", lines + '\nprintf %s "$HARNESS_DB"'], capture_output=True,
+                                  text=True, env={"PATH": "/usr/bin:/bin", "HARNESS_DB": given})
+            assert done.stdout == expect, (done.stdout, done.stderr, lines)
+
+
+def test_submit_hands_the_url_to_sbatch_in_its_environment(tmp_path, tiny_bert):
+    """Not in the script, yet the job gets it: sbatch (here a fake one) is called with HARNESS_DB set."""
+    import os
+
+    suite = write_suite(tmp_path / "s.yaml", suite_text(tiny_bert, "s"))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text('#!/bin/bash\nprintf %s "$HARNESS_DB" > "$SEEN"\necho 42\n')
+    (bin_dir / "sbatch").chmod(0o755)
+    url = f"postgresql+psycopg://alice:{SECRET}@db.example/harness"
+    r = run_cli("slurm", suite, "--workers", "1", "--db", url, "--output-dir", tmp_path / "out", cwd=tmp_path,
+                env={"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "SEEN": str(tmp_path / "seen")})
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "seen").read_text() == url
+    assert SECRET not in r.stdout + r.stderr
+    scripts = list((tmp_path / "out").rglob("*.sbatch"))
+    assert len(scripts) == 1 and SECRET not in scripts[0].read_text()
+
+
+@pytest.mark.parametrize("flag, value, option", [
+    ("--partition", "gpu\n#SBATCH --wrap=id", "--partition"),
+    ("--partition", "gpu --exclusive", "--partition"),
+    ("--sbatch-arg", "--mem=1G\nrm -rf ~", "--sbatch-arg"),
+    ("--sbatch-arg", "mem=1G", "--sbatch-arg"), ("--sbatch-arg", '--comment=a"b', "--sbatch-arg"),
+    ("--output-dir", "out\nid > /tmp/x", "--output-dir"),
+    ("--time", "01:00:00\nid", "--time"),
+    ("--time", "04:75:00", "--time"), ("--time", "1-25", "--time"), ("--time", "soon", "--time"),
+    ("--time", "1:2:3:4", "--time"),
+    ("--db", "sqlite://", "--db"), ("--db", "sqlite:///:memory:", "--db"), ("--db", "nosuchdb://u@h/x", "--db"),
+])
+def test_bad_script_values_are_refused_and_nothing_is_written(tmp_path, tiny_bert, flag, value, option):
+    suite = write_suite(tmp_path / "s.yaml", suite_text(tiny_bert, "s"))
+    out = tmp_path / "results"
+    args = ["--output-dir", out] if flag != "--output-dir" else []
+    for dry in (["--dry-run"], []):
+        r = call_cli("slurm", suite, "--workers", "2", f"{flag}={value}", *args, *dry)
+        assert_refused(r, option)
+    assert not out.exists() and not (tmp_path / value.split("\n")[0]).exists(), "nothing written"
+
+
+@pytest.mark.parametrize("value", ["90", "10:30", "04:00:00", "1-12", "1-12:30", "2-00:00:00", "UNLIMITED"])
+def test_slurm_time_formats_are_accepted(tmp_path, tiny_bert, value):
+    suite = write_suite(tmp_path / "s.yaml", suite_text(tiny_bert, "s"))
+    r = call_cli("slurm", suite, "--workers", "1", "--time", value, "--dry-run")
+    assert r.returncode == 0 and f"#SBATCH --time={value}" in r.stdout, r.stderr
+
+
+@pytest.mark.parametrize("flags", [[], ["--gpus-per-worker", "2"], ["--gpus-per-worker", "2", "--nodes-per-worker", "2"]])
+def test_launch_line_keeps_every_value_one_argument(tmp_path, tiny_bert, flags, monkeypatch):
+    """The generated script run by bash, with a fake srun (runs its command) and a fake Python at a path with
+    spaces and $(...) (prints its argv): the config file, suite, output folder and Python path each arrive as one
+    argument, and no $(...) inside them runs."""
+    import os
+    import subprocess
+    import sys
+
+    odd = tmp_path / "a b $(touch PWNED) 'q'"
+    odd.mkdir()
+    suite = write_suite(odd / "s.yaml", suite_text(tiny_bert, "s"))
+    config = odd / "cfg $(touch PWNED).yaml"
+    config.write_text("compute_environment: LOCAL_MACHINE\n")
+    python = odd / "python"
+    python.write_text('#!/bin/bash\nprintf "%s\\0" "$@" > "$ARGV_OUT"\n')
+    python.chmod(0o755)
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "srun").write_text('#!/bin/bash\nwhile [[ "$1" == --* ]]; do shift; done\nexec "$@"\n')
+    (fake_bin / "scontrol").write_text("#!/bin/bash\necho node1\n")
+    for f in fake_bin.iterdir():
+        f.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(python))
+    monkeypatch.chdir(odd)
+    out = odd / "out $(touch PWNED)"
+    r = call_cli("slurm", suite, "--workers", "1", "--output-dir", out, "--accelerate-config", config,
+                 "--retry-failed", "--dry-run", *flags)
+    assert r.returncode == 0, r.stderr
+    _bash_n(r.stdout, tmp_path)
+    script = tmp_path / "job.sbatch"
+    script.write_text(r.stdout)
+    argv_out = tmp_path / "argv"
+    env = {**os.environ, "PATH": f"{fake_bin}{os.pathsep}{os.environ['PATH']}", "ARGV_OUT": str(argv_out)}
+    env.pop("HARNESS_DB", None)
+    done = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
+    assert done.returncode == 0, done.stderr
+    argv = argv_out.read_text().split("\0")[:-1]
+    assert argv[:3] == ["-m", "harness.launch.relay", str(python)], argv
+    assert argv[argv.index("--config_file") + 1] == str(config)
+    assert argv[argv.index("harness.run") + 1] == str(suite)
+    assert argv[argv.index("--output-dir") + 1] == str(out)
+    assert argv[-2:] == ["--no-progress", "--retry-failed"]
+    logs = next(line for line in r.stdout.splitlines() if line.startswith("#SBATCH --output="))
+    assert logs == f'#SBATCH --output="{out}/slurm-logs/%x-%A_%a.out"'   # sbatch takes double quotes only
+    assert not list(tmp_path.rglob("PWNED")), "a $(...) inside a value ran"
 
 
 # --- a real cluster -------------------------------------------------------------------------------------------------

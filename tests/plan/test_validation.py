@@ -281,3 +281,36 @@ def test_pure_python_yaml_gives_the_same_errors(monkeypatch, name):
     with pytest.raises(InputError) as err:
         load_suite(str(path))
     assert expect in str(err.value) and "\n" not in str(err.value)
+
+
+def test_ablate_trusts_remote_code_only_for_a_model_named_on_the_command_line(monkeypatch, tmp_path):
+    """`--trust-remote-code MODEL`: the model id read from the store is never trusted by itself; a bare flag (which
+    used to trust whatever model the stored row named) is refused by the parser."""
+    import harness.analysis.ablate
+    from harness.store.db import Store
+    from tests.helpers import call_cli
+
+    suite = parse_suite("name: t\nmodels: [someorg/remote-model]\ntasks: [rte]\nmethods: [{name: houlsby, size: 4}]\n")
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    store = Store(url)
+    cell = suite.cells()[0]
+    claim = store.start(cell, cell.config(), "", str(tmp_path))
+    store.finish(claim, "completed", {"score": 60.0})
+    run_id = str(store.records()[0].id)
+    seen = []
+    monkeypatch.setattr(harness.analysis.ablate, "ablate", lambda rec, ctx, trust_remote_code=False: seen.append(
+        trust_remote_code) or {"num_layers": 1, "baseline": 60.0, "recorded_score": 60.0, "task": "rte",
+                               "method_label": rec.method_label, "spans": [[0, 0, 50.0]]})
+    monkeypatch.setenv("HARNESS_DATA_DIR", str(tmp_path))
+    bare = run_cli("ablate", run_id, "--db", url, "--trust-remote-code", cwd=tmp_path)
+    assert bare.returncode == 2 and seen == [], bare.stderr
+    assert_refused(call_cli("ablate", run_id, "--db", url, "--trust-remote-code", "otherorg/model"),
+                   "--trust-remote-code otherorg/model: no run given is of this model")
+    assert seen == []
+    assert call_cli("ablate", run_id, "--db", url).returncode == 0
+    assert call_cli("ablate", run_id, "--db", url, "--trust-remote-code", "someorg/remote-model").returncode == 0
+    assert seen == [False, True]
+    from harness.cli import build_parser
+
+    text = build_parser()._subparsers._group_actions[0].choices["ablate"].format_help()
+    assert "--trust-remote-code MODEL" in text and "never trusted" in " ".join(text.split())

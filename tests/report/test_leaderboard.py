@@ -152,3 +152,30 @@ methods: [full, {name: houlsby, size: [8, 64, 256]}]
         return np.frombuffer(base64.b64decode(v["bdata"]), dtype=v["dtype"]).tolist() if isinstance(v, dict) else v
 
     assert values(lines[0]["x"]) == [1e3, 1e4, 1e5] and values(lines[0]["y"]) == [60, 66, 68]
+
+
+def test_runs_page_reproduce_box_and_environment_hide_the_password(tmp_path, monkeypatch):
+    """The reproduce box names the store (password hidden), the output folder and the suite; the environment
+    panel and the error never show a password, also for rows written before redaction existed."""
+    from harness.plan.suite import parse_suite
+    from harness.store.db import Store
+
+    secret = "s3cr3t-pw"
+    leaked = f"postgresql+psycopg://alice:{secret}@db.example/harness"
+    suite = parse_suite("name: sec\nmodels: [minilm]\ntasks: [rte]\nmethods: [bitfit]\n")
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    store = Store(url)
+    cell = suite.cells()[0]
+    claim = store.start(cell, cell.config(), f"accelerate launch -m harness.run /abs/sec.yaml --db {leaked}",
+                        str(tmp_path / "out" / "sec" / cell.key))   # the cell's folder: OUTPUT/suite/cell key
+    store.finish(claim, "failed", {"error": f"OperationalError: cannot reach {leaked}",
+                                   "env": {"argv": ["harness/run.py", "sec.yaml", "--db", leaked], "host": "h"}})
+    at = app(url, monkeypatch)
+    at.sidebar.radio[1].set_value("Runs").run()
+    assert not at.exception
+    box = at.code[0].value
+    assert secret not in box and "--db postgresql+psycopg://alice:***@db.example/harness" in box, box
+    assert "/abs/sec.yaml" in box and f"--output-dir {tmp_path / 'out'}" in box and cell.key in box
+    assert secret not in at.error[0].value and "cannot reach" in at.error[0].value
+    shown = " ".join(str(j.proto.body) for j in at.get("json"))
+    assert "--db" in shown and secret not in shown, shown

@@ -1,0 +1,83 @@
+"""Secrets never stored or shown: the one place that hides the password of a store URL, in a URL, in a command
+line (`--db VALUE`, `--db=VALUE`) and in any text that holds a URL (an error message, a log line, a script).
+
+Every place that keeps or shows a URL or a command goes through here: the environment of every record (argv),
+record.json, the reproduce command, the board, the generated sbatch scripts, error messages. The ways to give a
+store its password without writing it anywhere are in docs/cluster.md (PGPASSFILE, PGPASSWORD, a URL in
+$HARNESS_DB that the batch scripts inherit).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+HIDDEN = "***"
+# scheme://user:password@ (the password ends at the first "@", as SQLAlchemy reads it)
+_URL_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s'\"]*:)(?P<password>[^@\s'\"]*)@")
+_DB_FLAGS = ("--db",)
+
+
+def redact_url(url: str | None) -> str | None:
+    """The URL with its password shown as ***; anything that is not a URL SQLAlchemy can read is redacted as
+    text (redact_text)."""
+    if not url:
+        return url
+    from sqlalchemy.engine import make_url
+
+    try:
+        parsed = make_url(url)
+    except Exception:
+        return redact_text(url)
+    if parsed.password is None:
+        return redact_text(url)   # a password in the query string (?password=) is still caught below
+    return redact_text(parsed.render_as_string(hide_password=True))
+
+
+def redact_text(text: str | None) -> str | None:
+    """Every user:password@ of a URL inside free text (an error, a log line, a script), and a password=...
+    query parameter, shown as ***."""
+    if not text:
+        return text
+
+    def hide(m: re.Match) -> str:
+        return m.group(0) if m.group("password") == HIDDEN else f"{m.group('head')}{HIDDEN}@"
+
+    text = _URL_PASSWORD.sub(hide, text)
+    return re.sub(r"(?i)\b(password|passwd|pwd)=([^&\s'\"]+)",
+                  lambda m: m.group(0) if m.group(2) == HIDDEN else f"{m.group(1)}={HIDDEN}", text)
+
+
+def redact_argv(argv: Iterable[str]) -> list[str]:
+    """A command line with the value of --db (as `--db VALUE` or `--db=VALUE`) and any URL password hidden."""
+    out: list[str] = []
+    after_flag = False
+    for arg in map(str, argv):
+        if after_flag:
+            out.append(redact_url(arg))
+            after_flag = False
+        elif arg in _DB_FLAGS:
+            out.append(arg)
+            after_flag = True
+        elif any(arg.startswith(f"{flag}=") for flag in _DB_FLAGS):
+            flag, value = arg.split("=", 1)
+            out.append(f"{flag}={redact_url(value)}")
+        else:
+            out.append(redact_text(arg))
+    return out
+
+
+def redact_env(env: dict | None) -> dict | None:
+    """A record's environment with its argv (and any other text value) redacted: also for records written
+    before redaction existed (shown by the board, loaded by ingest)."""
+    if not env:
+        return env
+    out = {}
+    for k, v in env.items():
+        if k == "argv" and isinstance(v, (list, tuple)):
+            out[k] = redact_argv(v)
+        elif isinstance(v, str):
+            out[k] = redact_text(v)
+        else:
+            out[k] = v
+    return out
