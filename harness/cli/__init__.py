@@ -18,9 +18,17 @@ SUBCOMMANDS = {"run": run, "validate": validate, "status": status, "slurm": slur
                "board": board}
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, refusing a bad option the way every bad input is refused: one line `error: ...`, exit 2 (the
+    usage is one `--help` away); the subcommands' parsers are of this class too."""
+
+    def error(self, message: str):
+        message = message.removeprefix("argument ")
+        self.exit(2, f"error: {message}; see {self.prog} --help\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="harness", description="Benchmark harness for parameter-efficient "
-                                                                 "transfer learning.")
+    parser = Parser(prog="harness", description="Benchmark harness for parameter-efficient transfer learning.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module in SUBCOMMANDS.items():
         module.add_arguments(subparser(sub, name, module.HELP, module.EXAMPLES))
@@ -30,8 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
-    resolve_user_paths(args)
     try:
+        resolve_user_paths(args)
         return SUBCOMMANDS[args.command].run(args)
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)

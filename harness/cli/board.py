@@ -26,6 +26,12 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from harness.board import APP
+    from harness.store.engine import make_engine
+
+    try:   # a --db that cannot be opened is refused here, in one line, not inside the page
+        make_engine(args.db, read_only=True).dispose()
+    except FileNotFoundError:
+        pass   # no store yet: the board says so
 
     cmd = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.port", str(args.port),
            "--server.address", args.address, "--server.headless", "true", "--browser.gatherUsageStats", "false",

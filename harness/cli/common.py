@@ -17,14 +17,24 @@ def subparser(sub, name: str, help: str, examples: str) -> argparse.ArgumentPars
                           formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
-def positive_int(text: str) -> int:
+def _whole_number(text: str, least: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1 (got {value})")
+    if value < least:
+        raise argparse.ArgumentTypeError(f"must be at least {least} (got {value})")
     return value
+
+
+def positive_int(text: str) -> int:
+    """The type of every count option (processes, workers, resamples, ...): a whole number >= 1."""
+    return _whole_number(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    """A count where 0 means none (e.g. --gpus-per-worker 0: CPU only)."""
+    return _whole_number(text, 0)
 
 
 def add_suite(p) -> None:
@@ -71,7 +81,7 @@ def default_cache_dir() -> str:
 def resolve_user_paths(args) -> None:
     """Relative paths the user gave, made absolute where they are read: the flags and HARNESS_DATA_DIR /
     HARNESS_DB (written back, so subprocesses and accelerate ranks inherit the same place)."""
-    from harness.store.engine import absolute_db_url, default_db_url
+    from harness.store.engine import absolute_db_url, check_db_url, default_db_url
 
     for name in ("data_dir", "output_dir", "cache_dir"):
         value = getattr(args, name, None)
@@ -79,6 +89,7 @@ def resolve_user_paths(args) -> None:
             setattr(args, name, os.path.abspath(os.path.expanduser(value)))
     if hasattr(args, "db"):
         args.db = absolute_db_url(args.db or default_db_url())
+        check_db_url(args.db)   # not a URL, or in memory: refused by every command with --db, before any work
     if os.environ.get("HARNESS_DATA_DIR"):
         os.environ["HARNESS_DATA_DIR"] = os.path.abspath(os.path.expanduser(os.environ["HARNESS_DATA_DIR"]))
     if os.environ.get("HARNESS_DB"):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from harness.cli.common import add_db, existing_store, find_run
+from harness.cli.common import add_db, existing_store, find_run, positive_int
 
 HELP = "paired bootstrap of two runs (or two method variants over seeds) on the same dev examples"
 EXAMPLES = """
@@ -17,7 +17,7 @@ def add_arguments(p) -> None:
     add_db(p)
     p.add_argument("--suite", default=None, help="with --task: the suite of the two method variants")
     p.add_argument("--task", default=None, help="compare method variants A and B on this task, runs paired by seed")
-    p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (default: %(default)s)")
+    p.add_argument("--resamples", type=positive_int, default=1000, help="bootstrap resamples (default: %(default)s)")
 
 
 def run(args) -> int:

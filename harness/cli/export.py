@@ -27,12 +27,13 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from harness.report.export import export
+    from harness.report.export import check_output, export, write_output
 
+    if args.output:
+        check_output(args.output, args.db)   # before the store is read: a bad -o writes nothing
     text = export(args.db, args.format, args.table, args.suite, args.model)
     if args.output:
-        with open(args.output, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
+        write_output(args.output, text)
         print(f"wrote {args.output}", file=sys.stderr)
     else:
         sys.stdout.write(text)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from harness.cli.common import add_db, add_output_dir, add_suite
+from harness.cli.common import add_db, add_output_dir, add_suite, non_negative_int, positive_int
 
 HELP = "submit a suite as a Slurm array of workers on one store (or print the script)"
 EXAMPLES = """
@@ -16,11 +16,11 @@ EXAMPLES = """
 
 def add_arguments(p) -> None:
     add_suite(p)
-    p.add_argument("--workers", type=int, required=True, help="array tasks: each a worker claiming cells")
-    p.add_argument("--gpus-per-worker", type=int, default=1,
+    p.add_argument("--workers", type=positive_int, required=True, help="array tasks: each a worker claiming cells")
+    p.add_argument("--gpus-per-worker", type=non_negative_int, default=1,
                    help="GPUs (ranks) per worker and node; > 1: accelerate --multi_gpu; 0: CPU only "
                         "(default: %(default)s)")
-    p.add_argument("--nodes-per-worker", type=int, default=1,
+    p.add_argument("--nodes-per-worker", type=positive_int, default=1,
                    help="nodes per worker; > 1: one accelerate launch per node, c10d rendezvous (default: "
                         "%(default)s)")
     p.add_argument("--partition", default=None)
@@ -34,7 +34,7 @@ def add_arguments(p) -> None:
     p.add_argument("--accelerate-config", default=None, metavar="YAML",
                    help="accelerate config for every launch: a file, or a shipped one by name: deepspeed_zero2, "
                         "deepspeed_zero3")
-    p.add_argument("--throttle", type=int, default=None, metavar="K",
+    p.add_argument("--throttle", type=positive_int, default=None, metavar="K",
                    help="at most K array tasks running at once (--array=0-(N-1)%%K)")
     p.add_argument("--retry-failed", action="store_true", help="the workers also re-run cells that failed before")
     p.add_argument("--dry-run", action="store_true", help="print the sbatch script; submit nothing")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from harness.cli.common import add_db, add_lease_timeout, add_max_cells, add_suite
+from harness.cli.common import add_db, add_lease_timeout, add_max_cells, add_suite, positive_int
 from harness.spec.status import CellState
 
 HELP = "done / failed / running / pending per cell of a suite"
@@ -16,7 +16,7 @@ def add_arguments(p) -> None:
     add_suite(p)
     add_db(p)
     add_max_cells(p)
-    p.add_argument("--num-processes", type=int, default=None,
+    p.add_argument("--num-processes", type=positive_int, default=None,
                    help="process count the suite runs with (part of the cell key; default: any count seen "
                         "in the store, else 1)")
     add_lease_timeout(p, "a running cell whose last heartbeat is older than this is shown stale")

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import io
 import math
+import os
 
 import pandas as pd
 
 from harness.report.tables import best_table, fmt_mean_std, leaderboard_table, runs_frame
 from harness.store.db import Store
-from harness.store.engine import default_db_url
+from harness.store.engine import default_db_url, sqlite_file
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -180,6 +181,41 @@ def build_table(store: Store, table: str, suite: str | None, model: str | None) 
         return runs
     best = best_table(runs)
     return best if table == "best" else leaderboard_table(best)
+
+
+def check_output(path: str, db: str | None) -> None:
+    """Refuse an -o that cannot take the export, before anything is read or written: a folder, a file in a
+    folder that does not exist, or the store's own database file (or its -wal/-shm/-journal file)."""
+    from harness.spec.errors import InputError
+
+    real = os.path.realpath(os.path.abspath(os.path.expanduser(path)))
+    if os.path.isdir(real):
+        raise InputError(f"-o: {path} is a folder; give the name of a file to write")
+    parent = os.path.dirname(real)
+    if not os.path.isdir(parent):
+        what = "is not a folder" if os.path.exists(parent) else "does not exist"
+        raise InputError(f"-o: {path}: the folder {parent} {what}")
+    store = sqlite_file(db or default_db_url())
+    if store:
+        store = os.path.realpath(os.path.abspath(store))
+        for own in (store, store + "-wal", store + "-shm", store + "-journal"):
+            if real == own or (os.path.exists(real) and os.path.exists(own) and os.path.samefile(real, own)):
+                raise InputError(f"-o: {path} is the store's own database file (--db {db}); writing the export "
+                                 f"there would destroy the store")
+
+
+def write_output(path: str, text: str) -> None:
+    """The export, written whole or not at all (harness.atomic): a failure leaves the old file as it was."""
+    from harness import atomic
+    from harness.spec.errors import InputError
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+    try:
+        atomic.write_file(path, write)
+    except OSError as e:
+        raise InputError(f"-o: cannot write {path}: {e.strerror or e}") from None
 
 
 def export(db: str | None, fmt: str, table: str = "runs", suite: str | None = None, model: str | None = None) -> str:

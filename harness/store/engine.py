@@ -28,7 +28,7 @@ def default_db_url() -> str:
     return os.environ.get("HARNESS_DB") or DEFAULT_DB_URL
 
 
-def _sqlite_file(url) -> str | None:
+def sqlite_file(url) -> str | None:
     """The file of an SQLite URL; None for other databases and in-memory SQLite."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
@@ -42,7 +42,7 @@ def absolute_db_url(url: str | None) -> str | None:
     if not url:
         return url
     try:
-        path = _sqlite_file(url)
+        path = sqlite_file(url)
     except Exception:
         return url   # make_engine reports it
     if path is None or os.path.isabs(path):
@@ -88,20 +88,87 @@ def _sqlite_read_only_engine(path: str) -> Engine:
     return engine
 
 
-def make_engine(url: str, read_only: bool = False) -> Engine:
+def _in_memory(parsed) -> bool:
+    """An SQLite database that lives in the process only (sqlite://, sqlite:///:memory:, file::memory: URIs)."""
+    database = parsed.database or ""
+    return (not database or database == ":memory:" or database.startswith("file::memory:")
+            or parsed.query.get("mode") == "memory" or "mode=memory" in database)
+
+
+def check_db_url(url: str):
+    """The parsed URL of a store, or InputError: not a URL, or an in-memory SQLite database (every command runs in
+    a process of its own: what one writes there is lost when it ends, and nothing can be read back)."""
     try:
         parsed = make_url(url)
     except Exception:
         from harness.store.redact import redact_text
 
         raise InputError(f'--db: not a database URL: "{redact_text(url)}" (e.g. {DEFAULT_DB_URL})') from None
+    if parsed.get_backend_name() == "sqlite" and _in_memory(parsed):
+        raise InputError(f'--db: "{url}" is an in-memory database: what a command writes there is lost when it '
+                         f'ends; give a file (e.g. {DEFAULT_DB_URL})')
+    return parsed
+
+
+def _not_a_folder(path: str) -> str | None:
+    """The nearest existing ancestor of `path` when it is not a folder (the store could never be created there)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    while folder and not os.path.lexists(folder):
+        folder = os.path.dirname(folder)
+    return folder if folder and not os.path.isdir(folder) else None
+
+
+def _reason(exc: BaseException) -> str:
+    """One line on why a store could not be opened, from an OS, DB-API or SQLAlchemy error."""
+    from sqlalchemy.exc import DBAPIError
+
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        exc = exc.orig
+    if isinstance(exc, OSError) and exc.strerror:
+        text = f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    else:
+        text = str(exc) or type(exc).__name__
+    return " ".join(text.split())
+
+
+def _probe(engine: Engine, backend: str) -> None:
+    """Connect and read once: a file that is not a database, a server that does not answer, a folder where the
+    file cannot be created fail here, when the store is opened, not at the first query of a command."""
+    with engine.connect() as conn:
+        conn.exec_driver_sql("SELECT count(*) FROM sqlite_master" if backend == "sqlite" else "SELECT 1")
+
+
+def make_engine(url: str, read_only: bool = False) -> Engine:
+    """The engine of a store, connected once. Every reason a store cannot be opened (not a URL, in memory, not a
+    database, no server, a folder that cannot hold it) becomes one InputError naming --db; a read-only SQLite
+    store that does not exist is FileNotFoundError (the caller decides whether that is an error)."""
+    parsed = check_db_url(url)
+    shown = parsed.render_as_string(hide_password=True)
+    engine = None
+    try:
+        engine = _make_engine(parsed, read_only)
+        _probe(engine, parsed.get_backend_name())
+    except (InputError, FileNotFoundError):
+        raise
+    except Exception as e:   # OSError, the driver's errors, SQLAlchemy's: the store cannot be opened
+        if engine is not None:
+            engine.dispose()
+        what = "cannot use" if isinstance(e, ImportError) else "cannot open the store"
+        raise InputError(f"--db: {what} {shown}: {_reason(e)}") from None
+    return engine
+
+
+def _make_engine(parsed, read_only: bool) -> Engine:
     backend = parsed.get_backend_name()
     if read_only and backend not in READ_ONLY_BACKENDS:
         raise InputError(f"--db: {backend} cannot be opened read-only here (read-only is enforced only for "
                          f"{', '.join(READ_ONLY_BACKENDS)}); refusing rather than risk writing to it")
     if backend == "sqlite":
-        path = _sqlite_file(parsed)
+        path = sqlite_file(parsed)
         if path:
+            blocking = _not_a_folder(path)
+            if blocking:
+                raise InputError(f"--db: cannot open the store {path}: {blocking} is a file, not a folder")
             if read_only:
                 if not os.path.exists(path):
                     raise FileNotFoundError(path)
@@ -132,7 +199,7 @@ def write_transaction(engine: Engine):
 
 def sqlite_location_warning(url: str) -> str | None:
     """Why this SQLite store should not be shared by several machines, if its file lies on a network filesystem."""
-    database = _sqlite_file(url)
+    database = sqlite_file(url)
     if database is None:
         return None
     path = os.path.realpath(os.path.abspath(database))

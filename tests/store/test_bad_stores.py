@@ -1,0 +1,148 @@
+"""A store that cannot be opened, an export that cannot be written, a count of 0: every command refuses it the way
+`validate` refuses a bad suite: exit 2, one line `error: OPTION: ...`, no traceback, nothing written."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers import ROOT, assert_refused, call_cli, run_cli
+from tests.helpers import fixture_store
+
+SUITE = ROOT / "suites" / "demo.yaml"
+
+
+def closed_port() -> int:
+    """A local TCP port nothing listens on (bound once by us, then closed)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# bad store -> (URL of it under tmp_path, what the one line says)
+BAD_STORES = {
+    "text file posing as a database": (lambda tmp: f"sqlite:///{tmp / 'h.db'}", "file is not a database"),
+    "closed PostgreSQL port": (lambda tmp: f"postgresql+psycopg://harness:s3cret@127.0.0.1:{closed_port()}/harness",
+                               "127.0.0.1"),
+    "folder under a regular file": (lambda tmp: f"sqlite:///{tmp / 'notes.txt' / 'sub' / 'h.db'}", "not a folder"),
+    "in memory (sqlite://)": (lambda tmp: "sqlite://", "in-memory"),
+    "in memory (:memory:)": (lambda tmp: "sqlite:///:memory:", "in-memory"),
+}
+
+# every command that opens a store; RECORDS is a folder with a record.json for ingest
+COMMANDS = {
+    "status": ["status", SUITE],
+    "export": ["export"],
+    "ingest": ["ingest", "RECORDS"],
+    "compare": ["compare", "1", "2"],
+    "ablate": ["ablate", "1"],
+    "board": ["board", "--port", "0"],
+}
+
+
+def listing(root) -> dict:
+    """Every file and folder under root with its size and content: what 'nothing written' compares."""
+    seen = {}
+    for folder, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = os.path.join(folder, name)
+            seen[os.path.relpath(path, root)] = open(path, "rb").read() if os.path.isfile(path) else None
+    return seen
+
+
+def cli(tmp_path, args) -> subprocess.CompletedProcess:
+    """`harness ARGS` in this process; `board` (which starts Streamlit when it accepts the store) in a subprocess
+    of its own session, stopped with all it started if it is still running after a minute."""
+    if args[0] != "board":
+        return call_cli(*args)
+    proc = subprocess.Popen([sys.executable, "-m", "harness", *map(str, args)], cwd=tmp_path, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+    return subprocess.CompletedProcess(args, proc.returncode, out, err)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("store", BAD_STORES)
+def test_a_store_that_cannot_be_opened_is_refused_in_one_line(tmp_path, monkeypatch, command, store):
+    monkeypatch.chdir(tmp_path)   # anything written to a relative default would land here too
+    (tmp_path / "h.db").write_text("these are my notes, not a database\n")
+    (tmp_path / "notes.txt").write_text("a regular file\n")
+    (tmp_path / "records").mkdir()
+    (tmp_path / "records" / "record.json").write_text("{}\n")
+    make_url, expect = BAD_STORES[store]
+    url = make_url(tmp_path)
+    args = [str(tmp_path / "records") if a == "RECORDS" else a for a in COMMANDS[command]] + ["--db", url]
+    before = listing(tmp_path)
+    line = assert_refused(cli(tmp_path, args), expect)
+    assert line.startswith("error: --db: "), line
+    assert "s3cret" not in line, line   # the password of a URL is never printed
+    assert listing(tmp_path) == before, "a refused command writes nothing"
+
+
+def test_a_default_store_from_harness_db_in_memory_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HARNESS_DB", "sqlite://")
+    assert_refused(call_cli("export"), "in-memory")
+    assert listing(tmp_path) == {}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    path = tmp_path_factory.mktemp("store") / "h.db"
+    return path, fixture_store.build(path)
+
+
+def _export_targets(tmp):
+    (tmp / "results").mkdir()
+    (tmp / "notes.txt").write_text("a regular file\n")
+    return {
+        "the store's own file": (lambda db: db, "store's own database file"),
+        "a link to the store's file": (lambda db: (tmp / "link.csv").symlink_to(db) or tmp / "link.csv",
+                                       "store's own database file"),
+        "a folder": (lambda db: tmp / "results", "is a folder"),
+        "a missing folder": (lambda db: tmp / "missing" / "runs.csv", "does not exist"),
+        "a folder that is a file": (lambda db: tmp / "notes.txt" / "runs.csv", "is not a folder"),
+    }
+
+
+@pytest.mark.parametrize("target", ["the store's own file", "a link to the store's file", "a folder",
+                                    "a missing folder", "a folder that is a file"])
+def test_export_refuses_an_output_it_cannot_or_must_not_write(tmp_path, store, target):
+    db, url = store
+    where, expect = _export_targets(tmp_path)[target]
+    out = where(db)
+    before, store_bytes = listing(tmp_path), db.read_bytes()
+    line = assert_refused(call_cli("export", "--db", url, "-o", out), expect)
+    assert line.startswith("error: -o: "), line
+    assert listing(tmp_path) == before and db.read_bytes() == store_bytes, "a refused export writes nothing"
+    assert call_cli("export", "--db", url).stdout.startswith("id,suite,cell_key"), "the store is still a store"
+
+
+def test_export_writes_its_file_whole_with_no_temporary_left(tmp_path, store):
+    _, url = store
+    r = call_cli("export", "--db", url, "-o", tmp_path / "runs.csv")
+    assert r.returncode == 0, r.stderr
+    assert os.listdir(tmp_path) == ["runs.csv"]
+    assert (tmp_path / "runs.csv").read_text() == call_cli("export", "--db", url).stdout
+
+
+@pytest.mark.parametrize("args, option", [
+    (["status", SUITE, "--num-processes", "0"], "--num-processes"),
+    (["compare", "1", "2", "--resamples", "0"], "--resamples"),
+    (["slurm", SUITE, "--workers", "1", "--gpus-per-worker", "x", "--dry-run"], "--gpus-per-worker"),
+])
+def test_a_count_below_one_is_refused_like_validate_refuses_it(tmp_path, args, option):
+    r = run_cli(*args, "--db", f"sqlite:///{tmp_path / 'h.db'}", cwd=tmp_path)
+    line = assert_refused(r, option)
+    assert line.startswith(f"error: {option}"), line
+    assert os.listdir(tmp_path) == []
