@@ -6,7 +6,6 @@ these enums hold, so old stores stay readable and SQL filters on the plain strin
 
 from __future__ import annotations
 
-import datetime as dt
 from enum import Enum
 
 try:
@@ -44,12 +43,9 @@ class CellState(StrEnum):
 # lease timing (each overridable per worker: --heartbeat-s / --lease-timeout-s, or the HARNESS_ variables)
 DEFAULT_HEARTBEAT_S = 30.0        # a worker renews its lease this often
 DEFAULT_LEASE_TIMEOUT_S = 300.0   # a lease without a heartbeat for this long is stale: the cell is taken over
-
-
-def stale_cutoff(now: dt.datetime, lease_timeout_s: float) -> dt.datetime:
-    """The staleness rule: a running cell's lease is stale when its last heartbeat is missing or older than
-    this (no heartbeat for the lease timeout)."""
-    return now - dt.timedelta(seconds=lease_timeout_s)
+# The staleness rule: a running cell's lease is stale when its last heartbeat is missing or older than the lease
+# timeout, on the database's clock (never a worker's). It is SQL: harness.store.queue.stale_lease, used by claims
+# and by `harness status` alike.
 
 
 class Regime(StrEnum):

@@ -5,6 +5,10 @@ claimable row in one transaction (PostgreSQL: SELECT ... FOR UPDATE SKIP LOCKED;
 writing a lease (worker, host, pid, Slurm ids, claimed_at, heartbeat_at) that they keep fresh while training.
 A cell is claimable when it is pending, when its lease went stale (no heartbeat for the lease timeout, or its
 worker's process is gone on this host), or, with retry_failed, when it failed before this worker started.
+Every lease time is written and compared on the database's clock (db_now), never a worker's: clock skew
+between nodes cannot expire a live lease or keep a dead one alive. "Its process is gone" is judged only for
+leases of the same host id (harness.store.lease.host_identity), and a claim takes such a lease only if it
+still holds exactly the worker, pid and attempt that were judged gone.
 Finishing is one transaction that checks the lease is still ours, writes the run row and its stage/member rows,
 and marks it completed; files are written (atomically) before that commit. So any number of workers on one
 suite train every cell once, and a kill at any point leaves a cell either completed with everything or
@@ -15,12 +19,16 @@ from __future__ import annotations
 
 from typing import Callable, Iterable
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import Float, and_, cast, delete, func, literal, or_, select, update
+from sqlalchemy.exc import CompileError
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.functions import FunctionElement
+from sqlalchemy.types import DateTime
 
 from harness.spec.layout import RunLayout
-from harness.spec.status import DEFAULT_LEASE_TIMEOUT_S, Status, stale_cutoff
-from harness.store.lease import Claim, Worker, current_worker, namespace_of, process_gone, utcnow
+from harness.spec.status import DEFAULT_LEASE_TIMEOUT_S, Status
+from harness.store.lease import Claim, Worker, current_worker, host_id_of, process_gone, utcnow
 from harness.store.schema import RESULTS, RUN_COLUMNS, RunRecord as R
 
 CHILD_KEPT = ("id", "suite", "cell_key", "parent_id", "created_at")   # a child row's own, never its parent's
@@ -36,19 +44,61 @@ def chunks(items: list, n: int = 2000):
         yield items[i:i + n]
 
 
-def stale_lease(cutoff):
-    """SQL: running with a lease whose heartbeat is missing or older than `cutoff` (spec.status.stale_cutoff)."""
-    return and_(R.status == Status.RUNNING.value, or_(R.heartbeat_at.is_(None), R.heartbeat_at < cutoff))
+class db_now(FunctionElement):
+    """SQL: the database's clock, UTC and naive like every time column, `shift_s` seconds later (earlier when
+    negative). SQLite: text in the very format SQLAlchemy stores datetimes in ('YYYY-MM-DD HH:MM:SS.ffffff', not
+    CURRENT_TIMESTAMP's 'YYYY-MM-DD HH:MM:SS'), so it compares right with every row, old or new; PostgreSQL: a
+    timestamp without time zone (no session time zone involved)."""
+
+    type = DateTime()
+    name = "db_now"
+    inherit_cache = True
+
+    def __init__(self, shift_s: float = 0.0):
+        super().__init__(literal(float(shift_s), Float()))
+
+
+@compiles(db_now, "sqlite")
+def _db_now_sqlite(element, compiler, **kw):
+    shift = compiler.process(list(element.clauses)[0], **kw)
+    return f"(strftime('%Y-%m-%d %H:%M:%f', 'now', printf('%+.6f seconds', {shift})) || '000')"
+
+
+@compiles(db_now, "postgresql")
+def _db_now_postgresql(element, compiler, **kw):
+    shift = compiler.process(cast(list(element.clauses)[0], Float()), **kw)
+    return f"((statement_timestamp() AT TIME ZONE 'UTC') + make_interval(secs => {shift}))"
+
+
+@compiles(db_now, "mysql")
+@compiles(db_now, "mariadb")
+def _db_now_mysql(element, compiler, **kw):
+    shift = compiler.process(list(element.clauses)[0], **kw)
+    return f"TIMESTAMPADD(MICROSECOND, ROUND({shift} * 1000000), UTC_TIMESTAMP(6))"
+
+
+@compiles(db_now)
+def _db_now_other(element, compiler, **kw):
+    raise CompileError(f"no lease clock for {compiler.dialect.name}: the work queue needs SQLite, PostgreSQL or "
+                       f"MySQL")
+
+
+def stale_lease(lease_timeout_s: float):
+    """SQL, the staleness rule (claims and `harness status` alike): running with a lease whose heartbeat is
+    missing or older than the lease timeout, on the database's clock."""
+    return and_(R.status == Status.RUNNING.value,
+                or_(R.heartbeat_at.is_(None), R.heartbeat_at < db_now(-lease_timeout_s)))
 
 
 def _output_dir(output_root: str | None, suite: str, key: str) -> str | None:
     return RunLayout(output_root).cell_dir(suite, key) if output_root else None
 
 
-def _new_lease(worker: Worker, now, **values) -> dict:
-    """A claim's values: a fresh lease, one more attempt, every result column emptied; `values` on top."""
-    return {**{name: None for name in RESULTS}, **worker.lease(now), "status": Status.RUNNING.value,
-            "attempts": R.attempts + 1, "started_at": now, **values}
+def _new_lease(worker: Worker, **values) -> dict:
+    """A claim's values: a fresh lease (on the database's clock), one more attempt, every result column emptied;
+    `values` on top."""
+    return {**{name: None for name in RESULTS}, **worker.lease(db_now()), "status": Status.RUNNING.value,
+            "attempts": R.attempts + 1, "started_at": db_now(), **values}
 
 
 class WorkQueue:
@@ -98,38 +148,49 @@ class WorkQueue:
                 pass
         return added
 
-    def _gone_leases(self, suite: str, worker: Worker) -> list[int]:
-        """Running cells whose worker ran on this host, in this process namespace, and no longer exists."""
+    def _gone_leases(self, suite: str, worker: Worker):
+        """SQL: the running cells whose worker ran in this worker's host id (same boot, same PID namespace) and
+        whose process no longer exists, each exactly as it was judged: id, worker, pid and attempt. Judged outside
+        the claim's transaction (no lock held while looking at processes), so the claim re-checks them: a lease
+        that another worker took over meanwhile no longer matches (None: nothing judged gone)."""
+        if worker.host_id is None:
+            return None
         with self.engine.connect() as conn:
-            rows = conn.execute(select(R.id, R.pid, R.worker_id).where(
+            rows = conn.execute(select(R.id, R.pid, R.worker_id, R.attempts).where(
                 R.suite == suite, R.status == Status.RUNNING.value, R.host == worker.host)).all()
-        return [rid for rid, pid, wid in rows
-                if pid and pid != worker.pid and namespace_of(wid) == worker.pid_namespace and process_gone(pid)]
+        gone = [and_(R.id == rid, R.worker_id == wid, R.pid == pid, R.attempts == attempts)
+                for rid, pid, wid, attempts in rows
+                if pid and wid != worker.worker_id and pid != worker.pid and host_id_of(wid) == worker.host_id
+                and process_gone(pid)]
+        return and_(R.status == Status.RUNNING.value, or_(*gone)) if gone else None
 
     def claim_next(self, suite: str, keys: list[str], worker: Worker, *, retry_failed: bool = False,
                    lease_timeout_s: float = DEFAULT_LEASE_TIMEOUT_S, command: str | None = None,
                    output_root: str | None = None) -> Claim | None:
         """Claim the first claimable cell among `keys` (in the order the rows were queued), or None when none is
-        left. One transaction: the row is read and leased under a lock no other worker can hold meanwhile."""
-        now = utcnow()
-        claimable = [R.status == Status.PENDING.value, stale_lease(stale_cutoff(now, lease_timeout_s))]
+        left. One transaction: the row is read and leased under a lock no other worker can hold meanwhile, and
+        the lease is written only where the row still matches what made it claimable."""
+        claimable = [R.status == Status.PENDING.value, stale_lease(lease_timeout_s)]
         gone = self._gone_leases(suite, worker)
-        if gone:
-            claimable.append(and_(R.status == Status.RUNNING.value, R.id.in_(gone)))
+        if gone is not None:
+            claimable.append(gone)
         if worker.slurm_job_id:   # our own earlier incarnation: Slurm runs one instance of a (job, array task)
             claimable.append(and_(R.status == Status.RUNNING.value, R.slurm_job_id == worker.slurm_job_id,
                                   R.slurm_array_task_id.is_(None) if worker.slurm_array_task_id is None
                                   else R.slurm_array_task_id == worker.slurm_array_task_id,
                                   or_(R.slurm_restart_count.is_(None),
                                       R.slurm_restart_count < (worker.slurm_restart_count or 0))))
-        if retry_failed:   # only failures from before this worker started: not the ones it just made
-            claimable.append(and_(R.status == Status.FAILED.value, or_(R.finished_at.is_(None),
-                                                                       R.finished_at < (worker.started_at or now))))
+        if retry_failed:   # only failures from before this worker started (its age on its own clock, on the
+            # database's clock): not the ones it just made
+            age_s = (utcnow() - worker.started_at).total_seconds() if worker.started_at else 0.0
+            claimable.append(and_(R.status == Status.FAILED.value,
+                                  or_(R.finished_at.is_(None), R.finished_at < db_now(-max(age_s, 0.0)))))
+        claimable = or_(*claimable)
         with self._write() as conn:
             row = None
             for chunk in chunks(list(keys)):
                 stmt = (select(R.id, R.cell_key, R.status, R.attempts)
-                        .where(R.suite == suite, R.parent_id.is_(None), R.cell_key.in_(chunk), or_(*claimable))
+                        .where(R.suite == suite, R.parent_id.is_(None), R.cell_key.in_(chunk), claimable)
                         .order_by(R.id).limit(1))
                 if self.backend == "postgresql":
                     stmt = stmt.with_for_update(skip_locked=True)
@@ -141,7 +202,8 @@ class WorkQueue:
             values = {"command": command} if command is not None else {}
             if output_root is not None:
                 values["output_dir"] = _output_dir(output_root, suite, row.cell_key)
-            self._lease(conn, row.id, worker, now, **values)
+            if not self._lease(conn, row.id, worker, claimable, **values):
+                return None   # cannot happen under the lock; never two holders if it did
         return Claim(row.id, suite, row.cell_key, worker.worker_id, (row.attempts or 0) + 1, row.status)
 
     def start(self, cell, config: dict, command: str, output_dir: str, worker: Worker | None = None) -> Claim:
@@ -151,15 +213,19 @@ class WorkQueue:
         with self._write() as conn:
             row = conn.execute(select(R.id, R.status, R.attempts).where(
                 R.suite == cell.suite, R.cell_key == cell.key)).one()
-            self._lease(conn, row.id, worker, utcnow(), config=config, command=command, output_dir=output_dir)
+            self._lease(conn, row.id, worker, config=config, command=command, output_dir=output_dir)
         return Claim(row.id, cell.suite, cell.key, worker.worker_id, (row.attempts or 0) + 1, row.status)
 
     @staticmethod
-    def _lease(conn, run_id: int, worker: Worker, now, **values) -> None:
-        """Lease a row to `worker` (inside the claiming transaction): stage / member rows of an earlier attempt
-        go, the row's results are emptied, the attempt counted."""
+    def _lease(conn, run_id: int, worker: Worker, only_if=None, **values) -> bool:
+        """Lease a row to `worker` (inside the claiming transaction) if it still matches `only_if`: the row's
+        results are emptied, the attempt counted, stage / member rows of an earlier attempt go. False (nothing
+        changed) when it no longer matches."""
+        where = [R.id == run_id] + ([only_if] if only_if is not None else [])
+        if conn.execute(update(R).where(*where).values(**_new_lease(worker, **values))).rowcount != 1:
+            return False
         conn.execute(delete(R).where(R.parent_id == run_id))
-        conn.execute(update(R).where(R.id == run_id).values(**_new_lease(worker, now, **values)))
+        return True
 
     def _update_lease(self, claim: Claim, **values) -> bool:
         """Change the row of a cell this worker still holds; False when the lease is no longer its own."""
@@ -170,7 +236,7 @@ class WorkQueue:
 
     def heartbeat(self, claim: Claim) -> bool:
         """Refresh the lease; False when it is no longer this worker's."""
-        return self._update_lease(claim, heartbeat_at=utcnow())
+        return self._update_lease(claim, heartbeat_at=db_now())
 
     def release(self, claim: Claim) -> bool:
         """Give the cell back (preempted, interrupted): pending again, its attempt counted; the next worker to
@@ -188,8 +254,8 @@ class WorkQueue:
             unknown = set(f) - set(RUN_COLUMNS)
             if unknown:
                 raise ValueError(f"not columns of the store: {', '.join(sorted(unknown))}")
-        now = utcnow()
         with self._write() as conn:
+            now = conn.execute(select(db_now())).scalar_one()   # the database's clock, read inside the transaction
             with Session(bind=conn) as s:
                 rec = s.get(R, claim.id, with_for_update=self.backend == "postgresql")
                 if rec is None or rec.status != Status.RUNNING.value or rec.worker_id != claim.worker_id:
@@ -222,7 +288,7 @@ class WorkQueue:
         """Cell keys of the suite's running cells whose lease is stale (the next claim takes them over)."""
         with self.engine.connect() as conn:
             return set(conn.execute(select(R.cell_key).where(
-                R.suite == suite, stale_lease(stale_cutoff(utcnow(), lease_timeout_s)))).scalars())
+                R.suite == suite, stale_lease(lease_timeout_s))).scalars())
 
     def hosts_holding_leases(self, suite: str) -> set[str]:
         with self.engine.connect() as conn:
