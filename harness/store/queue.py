@@ -36,9 +36,10 @@ def chunks(items: list, n: int = 2000):
         yield items[i:i + n]
 
 
-def stale_lease(cutoff):
-    """SQL: running with a lease whose heartbeat is missing or older than `cutoff` (spec.status.stale_cutoff)."""
-    return and_(R.status == Status.RUNNING.value, or_(R.heartbeat_at.is_(None), R.heartbeat_at < cutoff))
+def stale_lease(cutoff, table=R):
+    """SQL: running with a lease whose heartbeat is missing or older than `cutoff` (spec.status.stale_cutoff).
+    The one staleness rule of every leased row: cells (`runs`) and end-of-suite analyses (`analyses`)."""
+    return and_(table.status == Status.RUNNING.value, or_(table.heartbeat_at.is_(None), table.heartbeat_at < cutoff))
 
 
 def _output_dir(output_root: str | None, suite: str, key: str) -> str | None:

@@ -129,6 +129,10 @@ class AnalysisRecord(Base):
     the adapters of layers first..last removed (Houlsby et al. 2019, Fig. 6)."""
 
     __tablename__ = "analyses"
+    # an end-of-suite analysis is a work item (work_item "suite"): one row per (run, kind), claimed by the one
+    # worker whose insert wins, leased like a cell (worker_id, heartbeat_at), then completed or failed. Rows
+    # asked for by hand (`harness ablate`) have no work_item and may repeat.
+    __table_args__ = (UniqueConstraint("run_id", "kind", "work_item", name="uq_analyses_work_item"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     run_id: Mapped[int] = mapped_column(Integer, index=True)
@@ -136,6 +140,11 @@ class AnalysisRecord(Base):
     kind: Mapped[str] = mapped_column(String(50), index=True)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     payload: Mapped[dict] = mapped_column(JSON)
+    work_item: Mapped[str | None] = mapped_column(String(20))
+    status: Mapped[str | None] = mapped_column(String(20))   # a Status; NULL: completed (rows from before 0003)
+    error: Mapped[str | None] = mapped_column(Text)
+    worker_id: Mapped[str | None] = mapped_column(String(200))
+    heartbeat_at: Mapped[dt.datetime | None] = mapped_column()
 
 
 RUN_COLUMNS: tuple[str, ...] = tuple(c.name for c in RunRecord.__table__.columns)   # in declaration order
