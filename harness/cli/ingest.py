@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 
-from harness.cli.common import add_db
+from harness.cli.common import add_db, add_lease_timeout
 from harness.spec.errors import InputError
-from harness.spec.layout import RECORD
 
 HELP = ("load record.json files (written by workers that could not reach the store) into the store; "
         "idempotent")
@@ -16,6 +13,7 @@ EXAMPLES = """
   harness ingest results/                   (every record.json under results/)
   harness ingest /scratch/out --db postgresql://user@host/harness --replace
 """
+REFUSED = "refused"
 
 
 def add_arguments(p) -> None:
@@ -23,31 +21,40 @@ def add_arguments(p) -> None:
     add_db(p)
     p.add_argument("--replace", action="store_true",
                    help="let a completed record replace a different completed result of the same cell")
+    add_lease_timeout(p, "a running cell whose last heartbeat is younger than this is held by a live worker: "
+                         "its record is not ingested")
 
 
 def run(args) -> int:
     """Every record.json under the given folders, by (suite, cell key): added, updated (the store had the cell
-    pending, running or failed), already there, or a conflict (a different completed result is stored: never
-    replaced silently)."""
+    pending, failed, or running under a stale lease), already there, left alone (a live worker holds the
+    cell), a conflict (a different completed result is stored: never replaced silently), or refused (not a
+    valid record: one line naming the file and the field; nothing of it is written).
+    Exit 2 when a record was refused, else 1 when one was left alone or conflicted, else 0."""
+    from harness.launch.worker import lease_timing
     from harness.store.db import Store
     from harness.store.engine import default_db_url
-    from harness.store.ingest import CONFLICT, OUTCOMES, record_paths
+    from harness.store.ingest import CONFLICT, LEASED, OUTCOMES, parse_record, record_paths
 
+    _, lease_timeout_s = lease_timing(None, args.lease_timeout_s)
     paths = record_paths(args.dirs)
     store = Store(args.db or default_db_url())
-    counts = {outcome: 0 for outcome in (*OUTCOMES, "unreadable")}
+    counts = {outcome: 0 for outcome in (*OUTCOMES, REFUSED)}
     for path in paths:
         try:
-            with open(path) as f:
-                record = json.load(f)
-            outcome = store.ingest(record, record.get("children") or [], replace=args.replace)
-        except (OSError, ValueError, KeyError, InputError) as exc:
-            counts["unreadable"] += 1
-            print(f"{path}: not ingested: {exc}", file=sys.stderr)
+            with open(path, "rb") as f:
+                record = parse_record(f.read())
+        except (OSError, InputError) as exc:
+            counts[REFUSED] += 1
+            print(f"{path}: refused: {getattr(exc, 'strerror', None) or exc}", file=sys.stderr)
             continue
+        outcome = store.ingest(record, replace=args.replace, lease_timeout_s=lease_timeout_s)
         counts[outcome] += 1
         if outcome == CONFLICT:
-            print(f"{path}: conflict: suite {record['suite']} cell {record['cell_key']} already has a different "
+            print(f"{path}: conflict: suite {record.suite} cell {record.cell_key} already has a different "
                   f"completed result (kept; --replace takes this one)", file=sys.stderr)
+        elif outcome == LEASED:
+            print(f"{path}: skipped: suite {record.suite} cell {record.cell_key} is running under a live lease "
+                  f"(a worker holds it: ingest again once it finished or its lease went stale)", file=sys.stderr)
     print(f"ingested {len(paths)} record(s): " + ", ".join(f"{n} {k}" for k, n in counts.items() if n))
-    return 1 if counts[CONFLICT] or counts["unreadable"] else 0
+    return 2 if counts[REFUSED] else 1 if counts[CONFLICT] or counts[LEASED] else 0

@@ -13,6 +13,7 @@ import contextlib
 import os
 import shlex
 import sys
+import threading
 import time
 import traceback
 
@@ -38,6 +39,7 @@ from harness.train.result import RunResult
 
 WAIT = "wait"   # what rank 0 broadcasts while only other workers' cells are left
 STOP = "stop"   # ... and after a stop signal (harness.train.preempt): no further claim
+ABLATION = "adapter_ablation"   # the analysis kind of the suite's `ablate` entries
 
 
 def suite_digest(suite_path: str) -> str | None:
@@ -216,7 +218,7 @@ def run_suite(suite: Suite, db_url: str | None, data_dir: str | None, output_dir
     say(f"suite {suite.name}: this worker ran {done} cell(s): {done - failures} completed, {failures} failed; "
         f"no claimable cell left")
     if main and suite.model.ablate:
-        failures += run_ablations(suite, store, ctx, say)
+        failures += run_ablations(suite, store, ctx, say, worker, beat_s, timeout_s)
     return 1 if failures else 0
 
 
@@ -244,15 +246,20 @@ def _record(store: Store, claim: Claim, cell_dir: str, status: str, error: str |
     return True
 
 
-def run_ablations(suite: Suite, store: Store, ctx: RunContext, say) -> int:
+def run_ablations(suite: Suite, store: Store, ctx: RunContext, say, worker=None, heartbeat_s: float | None = None,
+                  lease_timeout_s: float | None = None) -> int:
     """The suite's `ablate` entries: every matching completed single-task run without an ablation gets one.
-    Returns the number that failed (each is reported; the others go on)."""
+    Every worker that finishes the suite comes here; each ablation is a work item claimed by one of them
+    (Store.claim_analysis), leased while it runs; the others skip it. Returns the number that failed in this
+    worker (each is reported; the others go on)."""
     from harness.analysis.ablate import ablate
 
     from harness.report.tables import best_setting_runs, runs_frame
     from harness.spec.methods import methods_with
 
-    done = {a.run_id for a in store.analyses(suite.name, "adapter_ablation")}
+    beat_s, timeout_s = lease_timing(heartbeat_s, lease_timeout_s)
+    worker = worker or current_worker()
+    done = {a.run_id for a in store.analyses(suite.name, ABLATION)}
     runs = runs_frame(store, suite.name)
     runs = runs[(runs["status"] == Status.COMPLETED) & runs["regime"].isna()
                 & runs["method"].isin(methods_with("ablatable"))]
@@ -267,18 +274,46 @@ def run_ablations(suite: Suite, store: Store, ctx: RunContext, say) -> int:
     # from the suite file, never from the stored row
     trusted = {m.name: m.trust_remote_code for m in suite.model.models}
     failed = 0
-    for rec in map(store.get, sorted(wanted - done)):
+    for run_id in sorted(wanted - done):
+        claim = store.claim_analysis(run_id, ABLATION, worker, timeout_s)
+        if claim is None:   # another worker runs it, or ran it
+            continue
+        rec = store.get(run_id)
         try:
-            payload = ablate(rec, ctx, trust_remote_code=trusted.get(rec.model, False))
+            with _keep_alive(lambda: store.heartbeat_analysis(claim), beat_s):
+                payload = ablate(rec, ctx, trust_remote_code=trusted.get(rec.model, False))
         except Exception as exc:
             failed += 1
             say(f"ablation of run {rec.id} FAILED: {_error_text(exc)}")
+            store.fail_analysis(claim, _error_text(exc))
             continue
-        store.add_analysis(rec.id, "adapter_ablation", payload)
+        if not store.finish_analysis(claim, payload):
+            say(f"ablation of run {rec.id}: another worker took it over (this one missed its heartbeats); "
+                f"not recorded")
+            continue
         worst = min(payload["spans"], key=lambda s: s[2])
         say(f"ablation of run {rec.id} ({rec.task}, {rec.method_label}): {len(payload['spans'])} spans, baseline "
             f"{payload['baseline']:.2f}, worst {worst[2]:.2f} without layers {worst[0]}..{worst[1]}")
     return failed
+
+
+@contextlib.contextmanager
+def _keep_alive(beat, interval_s: float):
+    """Calls `beat()` every `interval_s` on a thread while the block runs (a database hiccup: tried next time)."""
+    stop = threading.Event()
+
+    def loop():
+        while not stop.wait(interval_s):
+            with contextlib.suppress(Exception):
+                beat()
+
+    thread = threading.Thread(target=loop, name="heartbeat-analysis", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=10)
 
 
 def leave_process_group() -> None:

@@ -13,6 +13,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_valida
 from harness.plan.messages import Located, validated
 from harness.spec.errors import did_you_mean
 from harness.spec.hparams import HPARAM_NAMES, STRICT, Budget, Hparams, Range, Seed
+from harness.spec.layout import SUITE_NAME_MAX, SUITE_NAME_PATTERN
 from harness.spec.methods import METHODS
 from harness.spec.tasks import get_task
 
@@ -75,7 +76,7 @@ class AblateEntry(BaseModel):
 
 class SuiteModel(BaseModel):
     model_config = STRICT
-    name: str = Field(pattern=r"^[A-Za-z0-9_-]+$", max_length=100)
+    name: str = Field(pattern=SUITE_NAME_PATTERN, max_length=SUITE_NAME_MAX)
     description: str | None = None
     data_dir: str | None = Field(None, min_length=1)
     models: list[Annotated[ModelEntry, BeforeValidator(_name_mapping)]] = Field(min_length=1)

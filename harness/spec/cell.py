@@ -36,6 +36,15 @@ def canonical_json(obj) -> str:
     return json.dumps(_drop_none(obj), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
+def config_key(config: dict, without=()) -> str:
+    """The key of a resolved configuration (Cell.config(), or the one a store row or record.json keeps): the
+    hash of everything in it that can change the result. `without`: top-level fields left out."""
+    config = {k: v for k, v in config.items() if k not in without}
+    config["hparams"] = {k: v for k, v in (config.get("hparams") or {}).items() if k not in NOT_IN_KEY
+                         and not (k in HASHED_ONLY_WHEN_SET and v == HASHED_ONLY_WHEN_SET[k])}
+    return hashlib.sha256(canonical_json(config).encode()).hexdigest()[:KEY_LENGTH]
+
+
 def method_label(method: str, params: dict) -> str:
     """e.g. houlsby(size=64,non_linearity=swish); options left at None (off) are not shown."""
     shown = [f"{k}={v}" for k, v in params.items() if v is not None]
@@ -90,20 +99,14 @@ class Cell:
             "schedule": self.schedule.as_key() if self.schedule else None,
         }
 
-    def _hash(self, without=()) -> str:
-        config = {k: v for k, v in self.config().items() if k not in without}
-        config["hparams"] = {k: v for k, v in config["hparams"].items() if k not in NOT_IN_KEY
-                             and not (k in HASHED_ONLY_WHEN_SET and v == HASHED_ONLY_WHEN_SET[k])}
-        return hashlib.sha256(canonical_json(config).encode()).hexdigest()[:KEY_LENGTH]
-
     @property
     def key(self) -> str:
-        return self._hash()
+        return config_key(self.config())
 
     @property
     def setting_key(self) -> str:
         """The key without the seed: the runs that seeds average over."""
-        return self._hash(without=("seed",))
+        return config_key(self.config(), without=("seed",))
 
     @property
     def method_label(self) -> str:

@@ -23,6 +23,10 @@ DEFAULT_OUTPUT_DIR = "results"
 DB_FILE = "harness.db"
 DEFAULT_DB_URL = f"sqlite:///{DEFAULT_OUTPUT_DIR}/{DB_FILE}"
 
+# a suite's name: a folder of the output directory (SUITE/KEY/), so never a path of its own ("../x", "a/b")
+SUITE_NAME_PATTERN = r"^[A-Za-z0-9_-]+$"
+SUITE_NAME_MAX = 100
+
 RECORD = "record.json"
 PREDICTIONS = "predictions.npz"
 ADAPTER = "adapter"

@@ -2,8 +2,8 @@
 
 `Store` composes the parts: the schema and its Alembic migrations (harness.store.schema), the engine
 (harness.store.engine), the queue of claims and leases (harness.store.queue) and the loading of record.json
-files (harness.store.ingest); here are opening a store and reading it. The store knows no folder layout: cell
-folders come from harness.spec.layout.
+files (harness.store.ingest) and the analyses of stored runs (harness.store.analyses); here are opening a
+store and reading it. The store knows no folder layout: cell folders come from harness.spec.layout.
 """
 
 from __future__ import annotations
@@ -12,13 +12,14 @@ from sqlalchemy import inspect, select
 from sqlalchemy.orm import Session
 
 from harness.store import schema
+from harness.store.analyses import Analyses
 from harness.store.engine import default_db_url, make_engine, write_transaction
 from harness.store.ingest import Ingest
 from harness.store.queue import WorkQueue
-from harness.store.schema import AnalysisRecord, RunRecord
+from harness.store.schema import RunRecord
 
 
-class Store(WorkQueue, Ingest):
+class Store(WorkQueue, Ingest, Analyses):
     def __init__(self, url: str | None = None, read_only: bool = False, create: bool = True):
         self.url = url or default_db_url()
         self.engine = make_engine(self.url, read_only=read_only)
@@ -71,18 +72,3 @@ class Store(WorkQueue, Ingest):
 
     def children(self, parent_id: int) -> list[RunRecord]:
         return self._rows(RunRecord, parent_id=parent_id)
-
-    # -- analyses ----------------------------------------------------------------------------------------------
-
-    def add_analysis(self, run_id: int, kind: str, payload: dict) -> int:
-        with self.session() as s:
-            rec = s.get(RunRecord, run_id)
-            row = AnalysisRecord(run_id=run_id, suite=rec.suite, kind=kind, payload=payload)
-            s.add(row)
-            s.commit()
-            return row.id
-
-    def analyses(self, suite: str | None = None, kind: str | None = None) -> list[AnalysisRecord]:
-        if not inspect(self.engine).has_table(AnalysisRecord.__tablename__):
-            return []  # a store written before analyses existed
-        return self._rows(AnalysisRecord, suite=suite, kind=kind)

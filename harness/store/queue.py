@@ -83,11 +83,12 @@ def _db_now_other(element, compiler, **kw):
                        f"MySQL")
 
 
-def stale_lease(lease_timeout_s: float):
-    """SQL, the staleness rule (claims and `harness status` alike): running with a lease whose heartbeat is
-    missing or older than the lease timeout, on the database's clock."""
-    return and_(R.status == Status.RUNNING.value,
-                or_(R.heartbeat_at.is_(None), R.heartbeat_at < db_now(-lease_timeout_s)))
+def stale_lease(lease_timeout_s: float, table=R):
+    """SQL, the staleness rule of every leased row (cells in `runs`, end-of-suite analyses in `analyses`; claims,
+    ingest and `harness status` alike): running with a lease whose heartbeat is missing or older than the lease
+    timeout, on the database's clock."""
+    return and_(table.status == Status.RUNNING.value,
+                or_(table.heartbeat_at.is_(None), table.heartbeat_at < db_now(-lease_timeout_s)))
 
 
 def _output_dir(output_root: str | None, suite: str, key: str) -> str | None:

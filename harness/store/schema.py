@@ -4,7 +4,9 @@ module derives from, and the Alembic migrations that bring a store to it (harnes
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
+import typing
 
 from sqlalchemy import JSON, BigInteger, Float, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.engine import Engine
@@ -127,6 +129,10 @@ class AnalysisRecord(Base):
     the adapters of layers first..last removed (Houlsby et al. 2019, Fig. 6)."""
 
     __tablename__ = "analyses"
+    # an end-of-suite analysis is a work item (work_item "suite"): one row per (run, kind), claimed by the one
+    # worker whose insert wins, leased like a cell (worker_id, heartbeat_at), then completed or failed. Rows
+    # asked for by hand (`harness ablate`) have no work_item and may repeat.
+    __table_args__ = (UniqueConstraint("run_id", "kind", "work_item", name="uq_analyses_work_item"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     run_id: Mapped[int] = mapped_column(Integer, index=True)
@@ -134,12 +140,53 @@ class AnalysisRecord(Base):
     kind: Mapped[str] = mapped_column(String(50), index=True)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     payload: Mapped[dict] = mapped_column(JSON)
+    work_item: Mapped[str | None] = mapped_column(String(20))
+    status: Mapped[str | None] = mapped_column(String(20))   # a Status; NULL: completed (rows from before 0003)
+    error: Mapped[str | None] = mapped_column(Text)
+    worker_id: Mapped[str | None] = mapped_column(String(200))
+    heartbeat_at: Mapped[dt.datetime | None] = mapped_column()
 
 
 RUN_COLUMNS: tuple[str, ...] = tuple(c.name for c in RunRecord.__table__.columns)   # in declaration order
 IDENTITY = tuple(c.name for c in RunRecord.__table__.columns if c.info.get("group") == "identity")
 LEASE = tuple(c.name for c in RunRecord.__table__.columns if c.info.get("group") == "lease")
 RESULTS = tuple(c for c in RUN_COLUMNS if c not in IDENTITY and c not in LEASE)
+
+INT_BOUNDS = {Integer: 2 ** 31 - 1, BigInteger: 2 ** 63 - 1}   # what PostgreSQL's INTEGER / BIGINT hold
+
+
+def _field(column, annotation):
+    """A pydantic field for a run column: its Python type (Mapped[...]), bounds the database enforces (String(n),
+    INTEGER / BIGINT), required when the column is NOT NULL without a default."""
+    from pydantic import Field
+
+    (kind,) = typing.get_args(annotation)
+    limits = {}
+    if isinstance(column.type, String) and not isinstance(column.type, Text) and column.type.length:
+        limits["max_length"] = column.type.length
+    bound = INT_BOUNDS.get(type(column.type))
+    if bound:
+        limits.update(ge=-bound, le=bound)
+    required = not column.nullable and column.default is None and not column.primary_key
+    return (kind, Field(... if required else None, **limits))
+
+
+@functools.cache
+def record_models():
+    """The typed form of a record.json (what the runner writes beside a cell's files: every run column, as
+    RunRecord.as_dict() gives it, plus `children`, the stage / member rows in the same form): one pydantic
+    model per level, derived from the columns above, strict (no string for a number, no NaN, no unknown
+    field). Returns (record model, child row model)."""
+    from pydantic import BaseModel, ConfigDict, create_model
+
+    class _Strict(BaseModel):
+        model_config = ConfigDict(strict=True, allow_inf_nan=False, extra="forbid")
+
+    hints = typing.get_type_hints(RunRecord)
+    fields = {c.name: _field(c, hints[c.name]) for c in RunRecord.__table__.columns}
+    row = create_model("RunRow", __base__=_Strict, **fields)
+    record = create_model("RunRecordFile", __base__=row, children=(list[row], []))
+    return record, row
 
 def upgrade(engine: Engine, write_transaction) -> None:
     """Bring the schema to the newest Alembic revision. Workers starting together (a Slurm array) race here:

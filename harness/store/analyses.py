@@ -1,0 +1,110 @@
+"""Analyses of stored runs (e.g. "adapter_ablation"), and the end-of-suite ones as work items.
+
+Every worker that finishes a suite looks for the analyses the suite asks for; each (run, kind) is claimed once:
+the claim inserts the item's row (status running, the worker's lease) and the unique constraint on (run_id,
+kind, work_item) lets one insert win; the others skip it. A claimed item's lease is kept fresh like a cell's and
+goes stale by the same rule (queue.stale_lease), so a worker that dies leaves it to the next; an item that
+failed before a worker started is tried again by it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import inspect, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from harness.spec.status import DEFAULT_LEASE_TIMEOUT_S, Status
+from harness.store.lease import Worker, utcnow
+from harness.store.queue import db_now, stale_lease
+from harness.store.schema import AnalysisRecord as A, RunRecord
+
+SUITE_WORK = "suite"   # work_item of the analyses a suite asks for (end of suite); NULL: asked for by hand
+
+
+@dataclass(frozen=True)
+class AnalysisClaim:
+    id: int
+    run_id: int
+    kind: str
+    worker_id: str
+
+
+def _completed():
+    return or_(A.status.is_(None), A.status == Status.COMPLETED.value)
+
+
+class Analyses:
+    """The analyses side of a Store (harness.store.db): needs its engine, backend, `_write()`, `_rows()`,
+    `session()` and `get()`."""
+
+    def add_analysis(self, run_id: int, kind: str, payload: dict) -> int:
+        """A completed analysis asked for by hand (`harness ablate`): a row of its own each time."""
+        rec = self.get(run_id)
+        with self._write() as conn:
+            return conn.execute(A.__table__.insert().values(
+                run_id=run_id, suite=rec.suite, kind=kind, payload=payload, created_at=utcnow(),
+                status=Status.COMPLETED.value)).inserted_primary_key[0]
+
+    def analyses(self, suite: str | None = None, kind: str | None = None) -> list[A]:
+        """Completed analyses (claimed work items still running or failed are not results)."""
+        if not inspect(self.engine).has_table(A.__tablename__):
+            return []  # a store written before analyses existed
+        stmt = select(A).where(_completed()).order_by(A.id)
+        if suite:
+            stmt = stmt.where(A.suite == suite)
+        if kind:
+            stmt = stmt.where(A.kind == kind)
+        with self.session() as s:
+            return list(s.scalars(stmt))
+
+    def claim_analysis(self, run_id: int, kind: str, worker: Worker,
+                       lease_timeout_s: float = DEFAULT_LEASE_TIMEOUT_S) -> AnalysisClaim | None:
+        """Claim the end-of-suite analysis `kind` of a run, or None when another worker holds it (a live lease)
+        or it is done, or failed since this worker started. One transaction under the write lock (PostgreSQL:
+        the row locked, or the unique constraint deciding between two inserts)."""
+        now = utcnow()
+        lease = {"status": Status.RUNNING.value, "worker_id": worker.worker_id, "heartbeat_at": db_now(),
+                 "error": None}
+        # a failure counts as "before this worker started" by the worker's age (its own clock) on the database's
+        age_s = max((now - worker.started_at).total_seconds(), 0.0) if worker.started_at else 0.0
+        try:
+            with self._write() as conn:
+                stmt = select(A.id).where(A.run_id == run_id, A.kind == kind, A.work_item == SUITE_WORK)
+                if self.backend == "postgresql":
+                    stmt = stmt.with_for_update()
+                row_id = conn.execute(stmt).scalar()
+                if row_id is None:
+                    suite = conn.execute(select(RunRecord.suite).where(RunRecord.id == run_id)).scalar_one()
+                    row_id = conn.execute(A.__table__.insert().values(
+                        run_id=run_id, suite=suite, kind=kind, work_item=SUITE_WORK, payload={}, created_at=now,
+                        **lease)).inserted_primary_key[0]
+                else:
+                    taken = conn.execute(update(A).where(A.id == row_id, or_(
+                        stale_lease(lease_timeout_s, A),
+                        (A.status == Status.FAILED.value) & (A.heartbeat_at < db_now(-age_s))))
+                        .values(**lease)).rowcount
+                    if not taken:
+                        return None
+        except IntegrityError:   # another worker's insert won (PostgreSQL: it committed while we waited)
+            return None
+        return AnalysisClaim(row_id, run_id, kind, worker.worker_id)
+
+    def _update_analysis(self, claim: AnalysisClaim, **values) -> bool:
+        """Change a claimed item this worker still holds; False when its lease is no longer this worker's."""
+        with self._write() as conn:
+            n = conn.execute(update(A).where(A.id == claim.id, A.worker_id == claim.worker_id,
+                                             A.status == Status.RUNNING.value).values(**values)).rowcount
+        return n == 1
+
+    def heartbeat_analysis(self, claim: AnalysisClaim) -> bool:
+        return self._update_analysis(claim, heartbeat_at=db_now())
+
+    def finish_analysis(self, claim: AnalysisClaim, payload: dict) -> bool:
+        """Store the result; False (nothing stored) when another worker took the item over."""
+        return self._update_analysis(claim, status=Status.COMPLETED.value, payload=payload, created_at=utcnow(),
+                                     heartbeat_at=db_now())
+
+    def fail_analysis(self, claim: AnalysisClaim, error: str) -> bool:
+        """Record a failure: the item is tried again by a worker started after it."""
+        return self._update_analysis(claim, status=Status.FAILED.value, error=error, heartbeat_at=db_now())

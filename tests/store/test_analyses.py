@@ -1,0 +1,113 @@
+"""End-of-suite ablations as work items: every worker that finishes a suite runs `run_ablations`; each ablation
+is claimed by one of them (real processes on one SQLite file and on a real PostgreSQL server), leased like a
+cell (a stale claim is taken over, a late finish refused), and asked-for ones (`harness ablate`) still add rows."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+import subprocess
+import sys
+import time
+
+from sqlalchemy import func, select, update
+
+from tests.helpers import ROOT
+from harness.spec.status import Status
+from harness.store.db import Store
+from harness.store.lease import current_worker
+from harness.store.schema import AnalysisRecord
+
+SUITE = """
+name: abl
+models: [minilm]
+tasks: [rte, mrpc]
+methods: [{name: houlsby, size: 8}]
+seeds: [1, 2]
+ablate: [{method: houlsby, runs: all}]
+"""
+
+ABLATER = """
+import sys, time
+import harness.analysis.ablate as ablate_module
+from harness.launch.runner import run_ablations
+from harness.plan.suite import parse_suite
+from harness.store.db import Store
+
+def fake_ablate(rec, ctx, trust_remote_code=False):   # the claims are under test, not the re-scoring
+    time.sleep(0.3)
+    return {"num_layers": 1, "baseline": rec.score, "spans": [[0, 0, rec.score - 1.0]]}
+
+ablate_module.ablate = fake_ablate
+url, text, go = sys.argv[1], sys.argv[2], float(sys.argv[3])
+suite = parse_suite(text, "abl.yaml")
+store = Store(url)
+while time.time() < go:
+    time.sleep(0.002)
+print("failed", run_ablations(suite, store, None, lambda line: print(line, flush=True)))
+"""
+
+
+def completed_store(url: str) -> list[int]:
+    from harness.plan.suite import parse_suite
+
+    store = Store(url)
+    ids = []
+    for i, cell in enumerate(parse_suite(SUITE, "abl.yaml").cells()):
+        claim = store.start(cell, cell.config(), "cmd", None)
+        store.finish(claim, Status.COMPLETED, {"score": 70.0 + i, "metrics": {"accuracy": 70.0 + i}})
+        ids.append(claim.id)
+    return ids
+
+
+def test_workers_finishing_a_suite_together_ablate_each_run_once(tmp_path, db_url):
+    ids = completed_store(db_url)
+    go = time.time() + 6
+    procs = [subprocess.Popen([sys.executable, "-c", ABLATER, db_url, SUITE, str(go)],
+                              env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    outs = []
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0 and "Traceback" not in err, err[-3000:]
+        assert out.strip().endswith("failed 0"), out
+        outs.append(out)
+    assert sum(out.count("ablation of run") for out in outs) == len(ids)      # each ran once, in one worker
+    store = Store(db_url)
+    with store.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(AnalysisRecord)).scalar_one() == len(ids)
+    got = store.analyses("abl", "adapter_ablation")
+    assert sorted(a.run_id for a in got) == sorted(ids)
+    assert all(a.payload["spans"] for a in got)
+    # a later worker finds nothing left to do
+    proc = subprocess.run([sys.executable, "-c", ABLATER, db_url, SUITE, "0"], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+    assert proc.returncode == 0 and "ablation of run" not in proc.stdout, proc.stdout + proc.stderr
+    assert len(Store(db_url).analyses("abl")) == len(ids)
+
+
+def test_an_analysis_claim_is_a_lease(tmp_path):
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    run_id = completed_store(url)[0]
+    store = Store(url)
+    w1 = dataclasses.replace(current_worker(), worker_id="w1")
+    w2 = dataclasses.replace(current_worker(), worker_id="w2", started_at=dt.datetime.utcnow())
+    first = store.claim_analysis(run_id, "adapter_ablation", w1, lease_timeout_s=300)
+    assert first is not None
+    assert store.claim_analysis(run_id, "adapter_ablation", w2, lease_timeout_s=300) is None   # live lease
+    assert store.heartbeat_analysis(first)
+    assert store.analyses("abl") == []                          # a claim is not a result
+    with store.engine.begin() as conn:                          # w1 stalls: its lease goes stale
+        conn.execute(update(AnalysisRecord).values(heartbeat_at=dt.datetime.utcnow() - dt.timedelta(hours=1)))
+    second = store.claim_analysis(run_id, "adapter_ablation", w2, lease_timeout_s=300)
+    assert second is not None and second.id == first.id
+    assert not store.finish_analysis(first, {"spans": [[0, 0, 1.0]]})   # too late: not recorded
+    assert store.fail_analysis(second, "boom")
+    assert store.claim_analysis(run_id, "adapter_ablation", w2, lease_timeout_s=300) is None   # failed since w2 began
+    w3 = dataclasses.replace(current_worker(), worker_id="w3", started_at=dt.datetime.utcnow())
+    third = store.claim_analysis(run_id, "adapter_ablation", w3, lease_timeout_s=300)
+    assert third is not None and store.finish_analysis(third, {"spans": [[0, 0, 2.0]]})
+    # asked for by hand: rows of their own, beside the suite's one
+    store.add_analysis(run_id, "adapter_ablation", {"spans": []})
+    assert [a.payload["spans"] for a in store.analyses("abl")] == [[[0, 0, 2.0]], []]

@@ -1,0 +1,172 @@
+"""`harness ingest` against a live queue and against bad record.json files: a row a live worker holds is never
+touched (SQLite and a real PostgreSQL server), ingest reads under a lock, and a record that is not what the
+runner writes is refused with one line naming the file and the field, nothing written."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+import time
+
+import pytest
+from sqlalchemy import update
+
+from tests.helpers import call_cli
+from harness import atomic
+from harness.spec.layout import RECORD
+from harness.spec.status import Status
+from harness.store.db import Store
+from harness.store.lease import Worker, current_worker
+from harness.store.queue import LeaseLost
+from harness.store.schema import RunRecord
+
+SUITE = "name: ing\nmodels: [minilm]\ntasks: [rte, {multitask: [rte, stsb]}]\nmethods: [full]\n"
+
+
+@pytest.fixture
+def cells(tmp_path):
+    from harness.plan.suite import parse_suite
+
+    single, multi = parse_suite(SUITE, str(tmp_path / "ing.yaml")).cells()
+    return single, multi
+
+
+def finish_with_record(store, cell, out, status=Status.COMPLETED, score=70.0, worker=None):
+    """What the runner does: claim, then finish with record.json written inside the transaction."""
+    out.mkdir(parents=True, exist_ok=True)
+    claim = store.start(cell, cell.config(), "cmd", str(out), worker=worker)
+    children = [(t, {"task": t, "score": score + i}) for i, t in enumerate(cell.tasks)] if cell.schedule else []
+
+    def write(record, kids):
+        atomic.write_json(str(out / RECORD), {**record, "children": kids})
+
+    fields = {"score": score, "metrics": {"accuracy": score}} if status == Status.COMPLETED else {"error": "boom"}
+    store.finish(claim, status, fields, children, before_commit=write)
+    return json.loads((out / RECORD).read_text())
+
+
+def live_worker(name: str) -> Worker:
+    import dataclasses
+
+    return dataclasses.replace(current_worker(), worker_id=f"{name}@elsewhere:1", host="elsewhere", pid=1)
+
+
+def make_stale(url, run_id):
+    with Store(url).engine.begin() as conn:
+        conn.execute(update(RunRecord).where(RunRecord.id == run_id).values(
+            heartbeat_at=dt.datetime.utcnow() - dt.timedelta(hours=2)))
+
+
+# -- a live lease is never touched ----------------------------------------------------------------------------
+
+
+def test_ingest_leaves_a_live_workers_row_alone_until_its_lease_is_stale(tmp_path, cells, db_url):
+    """The README's disconnected-node workflow: a node wrote a failed record; meanwhile a live worker retries the
+    cell on the shared store. Ingest skips it (and says so) while the lease is live, takes it once stale."""
+    single, _ = cells
+    node = Store(f"sqlite:///{tmp_path / 'node.db'}")
+    finish_with_record(node, single, tmp_path / "out" / single.key, status=Status.FAILED)
+    shared = Store(db_url)
+    claim = shared.start(single, single.config(), "cmd", "out", worker=live_worker("w1"))
+    before = shared.get(claim.id).as_dict()
+
+    proc = call_cli("ingest", tmp_path / "out", "--db", db_url)
+    assert proc.returncode == 1, proc.stderr
+    assert "skipped" in proc.stderr and single.key in proc.stderr and "1 leased" in proc.stdout
+    assert shared.get(claim.id).as_dict() == before                       # not a column changed
+    shared.finish(claim, Status.COMPLETED, {"score": 80.0})               # the worker's retry is kept
+    assert shared.get(claim.id).score == 80.0
+
+    # a second live worker, then its lease goes stale: ingest takes the row
+    claim = shared.start(single, single.config(), "cmd", "out", worker=live_worker("w2"))
+    make_stale(db_url, claim.id)
+    proc = call_cli("ingest", tmp_path / "out", "--db", db_url)
+    assert proc.returncode == 0 and "1 updated" in proc.stdout, proc.stdout + proc.stderr
+    assert shared.get(claim.id).status == Status.FAILED
+    with pytest.raises(LeaseLost):
+        shared.finish(claim, Status.COMPLETED, {"score": 1.0})
+
+
+def test_ingest_reads_the_row_under_a_lock(tmp_path, cells, db_url):
+    """A worker whose lease went stale is committing its finish when ingest reads the row: ingest waits for it
+    and then sees the completed result (a conflict, kept) instead of overwriting it with a stale read."""
+    single, _ = cells
+    node = Store(f"sqlite:///{tmp_path / 'node.db'}")
+    record = finish_with_record(node, single, tmp_path / "out" / single.key, status=Status.FAILED)
+    shared = Store(db_url)
+    claim = shared.start(single, single.config(), "cmd", "out", worker=live_worker("w1"))
+    make_stale(db_url, claim.id)
+    inside, go, outcome = threading.Event(), threading.Event(), []
+
+    def in_finish(*_):
+        inside.set()
+        assert go.wait(30)
+
+    finisher = threading.Thread(target=shared.finish, args=(claim, Status.COMPLETED, {"score": 90.0}),
+                                kwargs={"before_commit": in_finish})
+    finisher.start()
+    assert inside.wait(30)
+    ingester = threading.Thread(target=lambda: outcome.append(Store(db_url).ingest(record)))
+    ingester.start()
+    time.sleep(1.5)          # ingest is now reading (or waiting for) the row
+    go.set()
+    finisher.join(60)
+    ingester.join(60)
+    assert outcome == ["conflict"]
+    rec = shared.get(claim.id)
+    assert (rec.status, rec.score) == (Status.COMPLETED, 90.0)
+
+
+# -- bad records ----------------------------------------------------------------------------------------------
+
+
+def _nested(depth: int) -> str:
+    return '{"a":' * depth + "1" + "}" * depth
+
+
+BAD = {   # name: (change to the record's JSON text or dict, the field named)
+    "string seed": (lambda r: {**r, "seed": str(r["seed"])}, "seed"),
+    "nan score": (lambda r: {**r, "score": float("nan")}, "score"),
+    "infinite metric": (lambda r: {**r, "metrics": {"accuracy": float("inf")}}, "metrics.accuracy"),
+    "key not the config's": (lambda r: {**r, "config": {**r["config"], "seed": 99}}, "cell_key"),
+    "made-up key": (lambda r: {**r, "cell_key": "0123456789abcdef"}, "cell_key"),
+    "suite escapes": (lambda r: {**r, "suite": "../../etc"}, "suite"),
+    "completed without score": (lambda r: {**r, "score": None}, "score"),
+    "running record": (lambda r: {**r, "status": "running"}, "status"),
+    "json list": (lambda r: [r], None),
+    "deeply nested": (lambda r: json.dumps(r)[:-1] + ', "extra": ' + _nested(100_000) + "}", None),
+    "children not a list": (lambda r: {**r, "children": "stage0"}, "children"),
+    "child without identity": (lambda r: {**r, "children": [{"score": 1.0}]}, "children.0.suite"),
+    "child of another cell": (lambda r: {**r, "children": [{**r["children"][0], "cell_key": "ffff.rte"}]},
+                              "children.0.cell_key"),
+    "child with string score": (lambda r: {**r, "children": [{**r["children"][0], "score": "70"}]},
+                                "children.0.score"),
+    "unknown field": (lambda r: {**r, "scroe": 1.0}, "scroe"),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD))
+def test_a_bad_record_is_refused_with_one_line_naming_file_and_field(tmp_path, cells, name):
+    _, multi = cells
+    node = Store(f"sqlite:///{tmp_path / 'node.db'}")
+    good = finish_with_record(node, multi, tmp_path / "out" / multi.key)
+    change, field = BAD[name]
+    bad = change(good)
+    path = tmp_path / "bad" / RECORD
+    path.parent.mkdir()
+    path.write_text(bad if isinstance(bad, str) else json.dumps(bad))
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    Store(url)
+
+    proc = call_cli("ingest", path, "--db", url)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{path}: refused: "), proc.stderr[-2000:]
+    if field:
+        assert f"field {field}:" in lines[0], lines[0]
+    assert Store(url).records() == []                       # nothing written
+
+    ok = call_cli("ingest", tmp_path / "out", "--db", url)    # the runner's own record goes in
+    assert ok.returncode == 0 and "1 added" in ok.stdout, ok.stdout + ok.stderr
+    assert len(Store(url).records()) == 1 + len(multi.tasks)
