@@ -61,8 +61,6 @@ def display_table(kind: str, frame: pd.DataFrame) -> tuple[list[str], list[list]
     """(header, rows of cell texts, alignments 'l'/'r', {(row, col) to emphasise as best})."""
     bold: set = set()
     if kind == "runs":
-        cols = ["suite", "model", "task", "method_label", "seed", "learning_rate", "budget", "status", "score",
-                "trainable_pct", "train_time_s", "peak_memory_mb"]
         header = ["suite", "model", "task", "method", "seed", "lr", "budget", "status", "score", "% trained",
                   "time (s)", "memory (MB)"]
         rows = []

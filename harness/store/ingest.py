@@ -21,7 +21,6 @@ from harness.spec.cell import config_key
 from harness.spec.errors import InputError
 from harness.spec.layout import RECORD, SUITE_NAME_MAX, SUITE_NAME_PATTERN
 from harness.spec.status import DEFAULT_LEASE_TIMEOUT_S, Status
-from harness.store.lease import utcnow
 from harness.store.queue import stale_lease
 from harness.store.schema import RunRecord, record_models
 
