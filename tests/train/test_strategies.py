@@ -255,10 +255,10 @@ def test_bad_task_entries(tmp_path, tasks, msg):
 def test_board_shows_composite_runs_next_to_single_task(strat, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
-    from tests.helpers import ROOT
+    from harness.board import APP
 
     monkeypatch.setenv("HARNESS_DB", strat["db"])
-    at = AppTest.from_file(str(ROOT / "leaderboard" / "app.py"), default_timeout=60)
+    at = AppTest.from_file(str(APP), default_timeout=60)
     at.run()
     assert not at.exception, at.exception
     board = at.dataframe[0].value
