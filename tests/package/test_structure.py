@@ -63,13 +63,13 @@ def test_rows_that_are_no_result_of_their_own_stay_out_of_the_tables(tmp_path):
     claim = store.start(sequential, sequential.config(), "cmd", "out")
     result = RunResult(score=70.0, task="rte", stages=[RunResult(score=60.0, task="mrpc", stage=0,
                                                                   regime=Regime.SEQUENTIAL_STAGE)])
-    store.finish(claim, Status.COMPLETED, result.columns(RunRecord.COLUMNS),
-                 [(k, {**c.columns(RunRecord.COLUMNS), "status": Status.COMPLETED}) for k, c in result.child_rows()])
+    store.finish(claim, Status.COMPLETED, result.columns(RUN_COLUMNS),
+                 [(k, {**c.columns(RUN_COLUMNS), "status": Status.COMPLETED}) for k, c in result.child_rows()])
     claim = store.start(multitask, multitask.config(), "cmd", "out")
     result = RunResult(score=50.0, members=[RunResult(score=s, task=t, regime=Regime.MULTITASK_MEMBER)
                                             for t, s in (("mrpc", 40.0), ("stsb", 60.0))])
-    store.finish(claim, Status.COMPLETED, result.columns(RunRecord.COLUMNS),
-                 [(k, {**c.columns(RunRecord.COLUMNS), "status": Status.COMPLETED}) for k, c in result.child_rows()])
+    store.finish(claim, Status.COMPLETED, result.columns(RUN_COLUMNS),
+                 [(k, {**c.columns(RUN_COLUMNS), "status": Status.COMPLETED}) for k, c in result.child_rows()])
     runs = runs_frame(store)
     assert len(runs) == 5 and set(runs["regime"]) == {r.value for r in Regime}   # every row is stored
     table = best_table(runs)

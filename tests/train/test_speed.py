@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers import make_tiny_model, run_cli, write_suite
+from tests.helpers import assert_refused, make_tiny_model, run_cli, write_suite
 from harness.spec.cell import Cell
 from harness.store.db import Store
 from harness.spec.tasks import get_task
@@ -324,16 +324,14 @@ hparams: {{batch_size: 8, learning_rate: 1e-2, mixed_precision: auto}}
         assert a.epochs_done == 4 and a.env["mixed_precision"] == precision.resolve_precision("auto")
         assert a.train_time_s >= a.extra["frozen_features"]["extract_s"] > 0
     assert len(list((tmp_path / "out" / "cache" / "features").glob("*.npy"))) == 4   # 2 poolings x train, dev
-    # a multi-task cell shares a live encoder: mean pooling has no cached path there, and says so
+    # a multi-task cell shares a live encoder: mean pooling has no cached path there; refused before training
     bad = run_cli("run", suite("c", "[1]", tasks="[{multitask: [rte, stsb]}]"), *args, cwd=tmp_path)
-    assert bad.returncode == 1
-    assert "pooling mean needs cached frozen features" in bad.stderr
+    assert_refused(bad, "methods[0].pooling: pooling mean needs cached frozen features")
 
 
 def test_only_frozen_encoder_methods_on_pooled_heads_take_the_cached_path(tiny_bert):
-    from types import SimpleNamespace
-
     from harness.spec.methods import methods_with
+    from harness.tasks.kinds import KINDS
     from harness.spec.models import ModelSpec
     from harness.train.models import load_for_task
 
@@ -342,7 +340,7 @@ def test_only_frozen_encoder_methods_on_pooled_heads_take_the_cached_path(tiny_b
     set_up(model, "linear_probe", {})
     probe, mean = _cell(tiny_bert, method="linear_probe"), _cell(tiny_bert, method="linear_probe",
                                                                  method_params={"pooling": "mean"})
-    pooled, spans = SimpleNamespace(pooled_head=True), SimpleNamespace(pooled_head=False)
+    pooled, spans = KINDS.get("classification"), KINDS.get("span_extraction")
     assert features.plan(probe, get_method("linear_probe"), [pooled], model, True, None).pooling == "cls"
     assert features.plan(mean, get_method("linear_probe"), [pooled], model, True, None).pooling == "mean"
     assert features.plan(probe, get_method("linear_probe"), [spans], model, True, None) is None  # e.g. SQuAD
