@@ -19,7 +19,8 @@ import traceback
 
 from harness import atomic
 from harness.spec import layout
-from harness.spec.errors import EXIT_PREEMPTED, Preempted
+from harness.spec.errors import EXIT_PREEMPTED, EXIT_STORE_UNREACHABLE, LeaseLostStop, Preempted
+from harness.launch import attempt
 from harness.launch.slurm import requeue_slurm_task
 from harness.launch.worker import Heartbeat, lease_timing
 from harness.plan.grid import Suite
@@ -79,17 +80,17 @@ def _error_text(exc: BaseException) -> str:
 
 
 def report_failure(exc: BaseException, cell, cell_dir: str, took: float, bar: Progress, verbose: bool,
-                   main: bool) -> str:
+                   main: bool, write_dir: str | None = None) -> str:
     """A failed cell: one line on screen (type, message, the cell's label), the full traceback in the cell's
     error.log (and on screen with --verbose). Returns the store's error text: that line's reason, then the
     traceback (status and the leaderboard show the first line)."""
     reason = _error_text(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
     trace = "".join(traceback.format_exception(exc))
-    log = os.path.join(cell_dir, "error.log")
+    log = os.path.join(cell_dir, attempt.ERROR_LOG)   # written in the attempt's folder, moved here on finish
     if main:
         try:
-            os.makedirs(cell_dir, exist_ok=True)
-            with open(log, "w", encoding="utf-8") as f:
+            os.makedirs(write_dir or cell_dir, exist_ok=True)
+            with open(os.path.join(write_dir or cell_dir, attempt.ERROR_LOG), "w", encoding="utf-8") as f:
                 f.write(f"cell {cell.key}: {cell.label}\n{trace}")
         except OSError as e:   # the failure is still recorded in the store
             log = f"(not written: {e.strerror})"
@@ -99,11 +100,15 @@ def report_failure(exc: BaseException, cell, cell_dir: str, took: float, bar: Pr
     return f"{reason}\n{trace}"
 
 
-def _queue_summary(store: Store, suite: Suite, keys: set[str]) -> dict[str, int]:
+def _queue_summary(store: Store, suite: Suite, keys: set[str], output_dir: str) -> dict[str, int]:
+    """Counts per status; a completed cell whose accepted files were left in its attempt folder (a kill between
+    the commit and the moves) gets them moved into place."""
     counts = {s: 0 for s in Status}
     for key, rec in store.by_key(suite.name).items():
         if key in keys:
             counts[rec.status] = counts.get(rec.status, 0) + 1
+            if rec.status == Status.COMPLETED:
+                attempt.settle(layout.RunLayout(output_dir).cell_dir(suite.name, key), rec.attempts, rec.worker_id)
     return counts
 
 
@@ -134,7 +139,7 @@ def run_suite(suite: Suite, db_url: str | None, data_dir: str | None, output_dir
             if warning:
                 say(f"warning: {warning}")
         store.enqueue(cells, command, output_dir)
-        n = _queue_summary(store, suite, set(keys))
+        n = _queue_summary(store, suite, set(keys), output_dir)
         slurm = (f", Slurm job {worker.slurm_job_id}" + (f" task {worker.slurm_array_task_id}"
                  if worker.slurm_array_task_id is not None else "") if worker.slurm_job_id else "")
         say(f"suite {suite.name}: {len(cells)} cells, {n[Status.COMPLETED]} already completed (skipped), "
@@ -185,16 +190,28 @@ def run_suite(suite: Suite, db_url: str | None, data_dir: str | None, output_dir
         waiting_said = False
         cell = by_key[claim.cell_key]
         cell_dir = layout.RunLayout(output_dir).cell_dir(suite.name, cell.key)
+        attempt_dir = attempt.folder(cell_dir, claim)   # every file of this attempt; moved into place on finish
+        leased = store.get(claim.id).as_dict() if main else None   # the row as leased (a fallback record's base)
         how = {Status.RUNNING: ", taking over a stale lease", Status.FAILED: ", retrying a failure"}.get(
             claim.previous_status, "")
         suite_bar.write(f"cell {cell.key}: {cell.label} (attempt {claim.attempt}{how})")
         t0 = time.perf_counter()
         try:
-            with Heartbeat(store, claim, beat_s) if main else contextlib.nullcontext():
-                result = train_and_evaluate(cell, ctx, output_dir=cell_dir)
+            with (Heartbeat(store, claim, beat_s) if main else contextlib.nullcontext()) as beat:
+                lost = (lambda: beat.lost) if beat is not None else None
+                result = train_and_evaluate(cell, ctx, output_dir=attempt_dir, checkpoint_dir=cell_dir,
+                                            lease_lost=lost)
             status, error = Status.COMPLETED, None
+        except LeaseLostStop as exc:   # another worker holds the cell: nothing recorded, nothing moved
+            if main:
+                attempt.discard(attempt_dir)
+                suite_bar.write(f"cell {cell.key}: {exc}")
+            _release_memory()
+            done += 1
+            continue
         except (Preempted, KeyboardInterrupt) as stop:
             if main:
+                attempt.discard(attempt_dir)   # the checkpoint is in the cell folder: the next claim resumes it
                 store.release(claim)
                 say(f"cell {cell.key}: {'stopped by a signal, checkpointed' if isinstance(stop, Preempted) else 'interrupted'}"
                     f"; given back to the queue (the next worker resumes it)")
@@ -206,12 +223,29 @@ def run_suite(suite: Suite, db_url: str | None, data_dir: str | None, output_dir
         except Exception as exc:  # recorded, and the suite goes on
             failures += 1
             status, result = Status.FAILED, RunResult()
-            error = report_failure(exc, cell, cell_dir, time.perf_counter() - t0, suite_bar, verbose, main)
+            error = report_failure(exc, cell, cell_dir, time.perf_counter() - t0, suite_bar, verbose, main,
+                                   write_dir=attempt_dir)
             _release_memory()
+        gone = False
         if main:
-            if _record(store, claim, cell_dir, status, error, result, state.num_processes, suite_bar,
-                       time.perf_counter() - t0):
-                checkpoint.remove_all(cell_dir)   # recorded (or failed: a retry starts over): no resume any more
+            try:
+                if _record(store, claim, cell_dir, attempt_dir, status, error, result, state.num_processes,
+                           suite_bar, time.perf_counter() - t0, say):
+                    checkpoint.remove_all(cell_dir)   # recorded (or failed: a retry starts over): no resume any more
+            except attempt.StoreUnreachable as exc:
+                fields, children = result_fields(result, status, error, state.num_processes)
+                path = attempt.keep_for_ingest(leased, claim, status, fields, children, attempt_dir, cell_dir)
+                say(f"cell {cell.key}: {exc}; the store is unreachable: the result is kept in {path} "
+                    f"(ingest_only: load it with `harness ingest`); this worker stops")
+                gone = True
+        if state.num_processes > 1:   # every rank learns whether rank 0 could record
+            holder = [gone]
+            broadcast_object_list(holder, from_process=0)
+            gone = holder[0]
+        if gone:
+            if main:   # the lease is kept (not given back): its result is on disk, not to be trained again
+                requeue_slurm_task()
+            return EXIT_STORE_UNREACHABLE
         done += 1
         suite_bar.update(1)
     suite_bar.close()
@@ -222,24 +256,34 @@ def run_suite(suite: Suite, db_url: str | None, data_dir: str | None, output_dir
     return 1 if failures else 0
 
 
-def _record(store: Store, claim: Claim, cell_dir: str, status: str, error: str | None, result: RunResult,
-            num_processes: int, bar: Progress, took: float) -> bool:
-    """One transaction: the row, its stage / member rows and the status; record.json is written (atomically)
-    inside it, so a completed row never lacks its files and a kill before the commit leaves the cell
-    claimable."""
+def result_fields(result: RunResult, status: str, error: str | None, num_processes: int) -> tuple[dict, list]:
+    """The row's fields and its (key suffix, fields) stage / member rows."""
     env = environment(num_processes, result.mixed_precision, result.distributed_type)
     fields = {**result.columns(RUN_COLUMNS), "error": error, "env": env}
     children = [(suffix, {**child.columns(RUN_COLUMNS), "status": str(status), "env": env})
                 for suffix, child in result.child_rows()]
+    return fields, children
+
+
+def _record(store: Store, claim: Claim, cell_dir: str, attempt_dir: str, status: str, error: str | None,
+            result: RunResult, num_processes: int, bar: Progress, took: float, say) -> bool:
+    """One transaction: the row, its stage / member rows and the status; record.json is written (atomically)
+    into the attempt's folder inside it, and the attempt's files are moved into the cell folder (record.json
+    last) only after the commit (harness.launch.attempt). A store error is retried with backoff; raises
+    attempt.StoreUnreachable when it persists."""
+    attempt.relocate(result, attempt_dir, cell_dir)
+    fields, children = result_fields(result, status, error, num_processes)
 
     def write_files(record: dict, child_records: list[dict]) -> None:
-        atomic.write_json(os.path.join(cell_dir, layout.RECORD), {**record, "children": child_records})
+        atomic.write_json(os.path.join(attempt_dir, layout.RECORD), {**record, "children": child_records})
 
     try:
-        rec = store.finish(claim, status, fields, children, before_commit=write_files)
+        rec = attempt.finish_with_retry(store, claim, status, fields, children, write_files, say)
     except LeaseLost as exc:
+        attempt.discard(attempt_dir)
         bar.write(f"cell {claim.cell_key}: {exc}")
         return False
+    attempt.promote(attempt_dir, cell_dir)
     if status == Status.COMPLETED:
         bar.write(f"cell {claim.cell_key}: completed in {took:.0f}s, score {rec.score:.2f} "
                   f"(best {rec.best_score:.2f}), {rec.trainable_pct:.3g}% of {rec.total_params:,} params trainable")

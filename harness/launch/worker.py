@@ -39,7 +39,9 @@ def lease_timing(heartbeat_s: float | None, lease_timeout_s: float | None) -> tu
 class Heartbeat:
     """Refreshes the lease every `interval_s` on its own thread (its own database connection). A database
     hiccup is retried at the next beat; a lost lease (another worker took the cell over after a stall) is said
-    once: the training goes on, and its result is refused when it is recorded."""
+    once and sets `lost`, which the training loop reads at every optimizer step (rank 0's answer is reduced
+    across ranks): the attempt stops there (harness.spec.errors.LeaseLostStop), writes nothing into the cell
+    folder and records nothing. The context manager's value is the Heartbeat itself."""
 
     def __init__(self, store: Store, claim: Claim, interval_s: float):
         self.store, self.claim, self.interval_s = store, claim, interval_s
@@ -66,5 +68,6 @@ class Heartbeat:
             if not alive:
                 self.lost = True
                 print(f"warning: cell {self.claim.cell_key}: lease lost (another worker took it over after this "
-                      f"one missed its heartbeats); its result will not be recorded", file=sys.stderr, flush=True)
+                      f"one missed its heartbeats); stopping it at the next step, its result will not be recorded",
+                      file=sys.stderr, flush=True)
                 return

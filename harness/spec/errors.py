@@ -27,3 +27,9 @@ class Preempted(Exception):
 
 
 EXIT_PREEMPTED = 3
+EXIT_STORE_UNREACHABLE = 4   # a cell's result could not be recorded: kept on disk for `harness ingest`
+
+
+class LeaseLostStop(Exception):
+    """Another worker took this worker's cell over (its lease went stale) while it trained: the loop stopped at
+    an optimizer step boundary (all ranks agree). The runner records nothing and moves no file into place."""

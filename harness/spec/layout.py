@@ -10,13 +10,20 @@ ingest, compare, ablate, the board, Slurm). Nothing else joins these names.
         predictions.npz              every dev prediction, for paired comparisons and re-scoring
         predictions.json null_odds.json   SQuAD: the official formats
         adapter/                     the trained adapter (adapters' format) + harness_head.safetensors
-        checkpoint.pt checkpoint/    a preempted cell's checkpoint (gone once the cell is recorded)
+        checkpoint.pt checkpoint/    a preempted cell's checkpoint (gone once the cell is recorded); it stays in
+                                     the cell folder (not an attempt's), so whoever claims the cell next resumes it
         stageI-TASK/                 earlier stages of a sequential cell; TASK/: members of a multi-task cell
+        .attempt-N-WORKER/           everything one attempt writes (record.json, predictions, adapter/, error.log,
+                                     stage / member folders); moved into the cell folder above only by the
+                                     accepted finish, after the store committed it (record.json last). So a
+                                     record.json in the cell folder proper is one the store accepted, except a
+                                     fallback record marked "ingest_only" (the store was unreachable at finish)
 """
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 DEFAULT_OUTPUT_DIR = "results"
@@ -33,6 +40,31 @@ ADAPTER = "adapter"
 HEAD_FILE = "harness_head.safetensors"   # the task head, saved beside the adapter
 CHECKPOINT = "checkpoint.pt"             # trainable weights, optimizer, scheduler, RNG, position
 CHECKPOINT_DIR = "checkpoint"            # DeepSpeed's engine state (accelerate's save_state)
+
+
+ATTEMPT_PREFIX = ".attempt-"
+INGEST_ONLY = "ingest_only"   # a record.json written while the store was unreachable: for `harness ingest` only
+
+
+def attempt_dir(cell_dir: str, attempt: int, worker_id: str) -> str:
+    """The private folder of one attempt at a cell (its claim's attempt number and worker id)."""
+    worker = re.sub(r"[^A-Za-z0-9._-]+", "_", worker_id).strip("._") or "worker"
+    return os.path.join(cell_dir, f"{ATTEMPT_PREFIX}{attempt}-{worker}")
+
+
+def is_attempt_dir(path: str) -> bool:
+    """True for an attempt's private folder (or a path inside one): its files are not results (ingest skips
+    them)."""
+    return any(part.startswith(ATTEMPT_PREFIX) for part in os.path.normpath(path).split(os.sep))
+
+
+def attempt_dirs(cell_dir: str) -> list[str]:
+    """Every attempt folder in a cell folder."""
+    try:
+        names = os.listdir(cell_dir)
+    except OSError:
+        return []
+    return sorted(os.path.join(cell_dir, n) for n in names if n.startswith(ATTEMPT_PREFIX))
 
 
 def stage_dir(cell_dir: str, index: int, task: str) -> str:

@@ -24,13 +24,14 @@ from __future__ import annotations
 import gc
 import os
 import time
+from typing import Callable
 
 import numpy as np
 import torch
 
 from harness.spec import layout
 from harness.spec.cell import Cell
-from harness.spec.errors import Preempted
+from harness.spec.errors import LeaseLostStop, Preempted
 from harness.spec.methods import get_method
 from harness.spec.schedule import Sequence
 from harness.spec.status import Regime
@@ -51,16 +52,26 @@ from harness.train.schedules import TaskMixture, encoder_checksum, handover_stat
 from harness.train.zero import gathered, numel
 
 
-def train_and_evaluate(cell: Cell, ctx: RunContext, output_dir: str | None = None) -> RunResult:
+def train_and_evaluate(cell: Cell, ctx: RunContext, output_dir: str | None = None, checkpoint_dir: str | None = None,
+                       lease_lost: Callable[[], bool] | None = None) -> RunResult:
     """Train and evaluate one cell. A sequential cell runs its stages one after the other, each through the same
-    loop, handing the encoder on; the last stage is the cell's result and the others are its `stages`."""
+    loop, handing the encoder on; the last stage is the cell's result and the others are its `stages`.
+
+    `output_dir` receives the files (predictions, adapter/; the runner passes the attempt's own folder);
+    `checkpoint_dir` (default: `output_dir`) is where a stop signal's checkpoint is written and resumed from (the
+    runner passes the cell folder, which outlives attempts). `lease_lost` (rank 0 only) is asked at every
+    optimizer step: when it says True, every rank stops and LeaseLostStop is raised."""
+    checkpoint_dir = checkpoint_dir or output_dir
     if not isinstance(cell.schedule, Sequence):
-        return CellRun(cell, ctx, [get_task(t) for t in cell.tasks], output_dir).run()
+        return CellRun(cell, ctx, [get_task(t) for t in cell.tasks], output_dir, checkpoint_dir=checkpoint_dir,
+                       lease_lost=lease_lost).run()
     stages, handover, total_train = [], None, 0.0
     for i, task_name in enumerate(cell.tasks):
         last = i == len(cell.tasks) - 1
-        stage_dir = output_dir if last or output_dir is None else layout.stage_dir(output_dir, i, task_name)
-        result = CellRun(cell, ctx, [get_task(task_name)], stage_dir, handover=handover, keep_state=not last).run()
+        within = lambda d: d if last or d is None else layout.stage_dir(d, i, task_name)   # noqa: E731
+        stage_dir = within(output_dir)
+        result = CellRun(cell, ctx, [get_task(task_name)], stage_dir, handover=handover, keep_state=not last,
+                         checkpoint_dir=within(checkpoint_dir), lease_lost=lease_lost).run()
         total_train += result.train_time_s
         if not last:
             handover = {"state": result.state, "mode": cell.schedule.adapter}
@@ -84,8 +95,11 @@ class CellRun:
     metrics work. Raises on failure (the runner records the reason)."""
 
     def __init__(self, cell: Cell, ctx: RunContext, tasks: list, output_dir: str | None,
-                 handover: dict | None = None, keep_state: bool = False):
+                 handover: dict | None = None, keep_state: bool = False, checkpoint_dir: str | None = None,
+                 lease_lost: Callable[[], bool] | None = None):
         self.cell, self.ctx, self.tasks, self.output_dir = cell, ctx, tasks, output_dir
+        self.checkpoint_dir = checkpoint_dir or output_dir
+        self.lease_lost = lease_lost
         self.handover, self.keep_state = handover, keep_state
         self.method, self.hp, self.budget = get_method(cell.method), cell.hparams, cell.budget
         self.sequential = isinstance(cell.schedule, Sequence)
@@ -181,7 +195,7 @@ class CellRun:
         t_start = time.perf_counter()
         epoch_idx = 0
         # --- preemption (harness/train/checkpoint.py): continue from this cell's checkpoint if it has one ---
-        ckpt = CellCheckpoint(self.output_dir, self.cell.key, acc, self.model, self.optimizer, self.scheduler,
+        ckpt = CellCheckpoint(self.checkpoint_dir, self.cell.key, acc, self.model, self.optimizer, self.scheduler,
                               total_steps)
         mixture = ckpt.wrap(mixture)
         saved = ckpt.resume() if self.trains else None
@@ -216,10 +230,16 @@ class CellRun:
                 step += 1
                 # every rank must take the same decision, or DDP hangs: reduce the flags
                 out_of_time = time_limit is not None and time.perf_counter() - t_start >= 60 * time_limit
+                # (only rank 0 keeps the lease's heartbeat: its "lease lost" reaches the others through the sum)
+                lost = self.lease_lost is not None and self.lease_lost()
                 flags = torch.tensor([float(not torch.isfinite(loss_value)), float(out_of_time),
-                                      float(preempt.requested())], device=acc.device)
+                                      float(preempt.requested()), float(lost)], device=acc.device)
                 if acc.num_processes > 1:
                     flags = acc.reduce(flags, reduction="sum")
+                if flags[3] > 0:   # another worker holds the cell now: stop, write nothing, record nothing
+                    self.bar.close()
+                    raise LeaseLostStop(f"lease lost at step {step}/{total_steps}: another worker took the cell "
+                                        f"over; this attempt stopped, nothing recorded")
                 if flags[0] > 0:
                     raise FloatingPointError(f"loss is not finite at step {step} (lr {hp['learning_rate']:g})")
                 self.bar.update(1, loss=f"{float(loss_value):.4f}")

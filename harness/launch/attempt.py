@@ -1,0 +1,174 @@
+"""One attempt at a cell, on disk and in the store: every file an attempt writes goes into its own folder
+(harness.spec.layout.attempt_dir) and is moved into the cell folder only once the store accepted the attempt's
+finish. The order is: record.json written into the attempt folder inside the finish transaction, the commit,
+then the attempt's files renamed into the cell folder with record.json last. So
+
+- a kill or commit error before the commit leaves record.json only inside an attempt folder (never a result);
+- a kill between the commit and the moves leaves the accepted files in their attempt folder: the next worker
+  that starts on the suite finishes the moves (`settle`), since the row names the attempt and worker;
+- a worker that lost its lease writes nothing into the cell folder; its folder is deleted (by itself, or by the
+  next accepted finish);
+- a store that stays unreachable through the retries of `finish` leaves the result as the cell folder's
+  record.json marked `"ingest_only": true` (with the claim it was trained under) for `harness ingest`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import secrets
+import shutil
+import sys
+import time
+
+from harness import atomic
+from harness.spec import layout
+from harness.store.lease import Claim
+
+ERROR_LOG = "error.log"
+FINISH_TRIES_ENV, FINISH_BACKOFF_ENV = "HARNESS_FINISH_TRIES", "HARNESS_FINISH_BACKOFF_S"
+DEFAULT_FINISH_TRIES, DEFAULT_FINISH_BACKOFF_S = 5, 4.0   # waits 4 + 8 + 16 + 32 s: about a minute
+
+
+class StoreUnreachable(RuntimeError):
+    """`finish` failed on every retry with a store error (not a lost lease)."""
+
+
+def folder(cell_dir: str, claim: Claim) -> str:
+    return layout.attempt_dir(cell_dir, claim.attempt, claim.worker_id)
+
+
+def discard(attempt_dir: str) -> None:
+    shutil.rmtree(attempt_dir, ignore_errors=True)
+
+
+def relocate(result, attempt_dir: str, cell_dir: str) -> None:
+    """The paths a result names (adapter, stage / member folders) as they will be once moved into place."""
+    def moved(path):
+        if isinstance(path, str) and (path == attempt_dir or path.startswith(attempt_dir + os.sep)):
+            return cell_dir + path[len(attempt_dir):]
+        return path
+
+    for r in [result, *result.stages, *result.members]:
+        r.adapter_path, r.output_dir = moved(r.adapter_path), moved(r.output_dir)
+
+
+def _replace(src: str, dst: str) -> None:
+    if os.path.isdir(dst) and not os.path.islink(dst):
+        trash = os.path.join(os.path.dirname(dst), f".replaced-{secrets.token_hex(4)}")
+        os.replace(dst, trash)
+        os.replace(src, dst)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        if os.path.isdir(src) and os.path.lexists(dst):
+            os.remove(dst)
+        os.replace(src, dst)
+
+
+def promote(attempt_dir: str, cell_dir: str, sweep: bool = True) -> None:
+    """Move the attempt's files into the cell folder (replacing what is there), record.json last; then the
+    attempt folder goes and, with `sweep`, every other attempt folder of the cell (lost or killed attempts)."""
+    names = sorted(os.listdir(attempt_dir)) if os.path.isdir(attempt_dir) else []
+    for name in names:
+        if name != layout.RECORD:
+            _replace(os.path.join(attempt_dir, name), os.path.join(cell_dir, name))
+    if ERROR_LOG not in names and os.path.isfile(os.path.join(cell_dir, ERROR_LOG)):
+        os.remove(os.path.join(cell_dir, ERROR_LOG))   # an earlier failure's log next to a newer outcome
+    if layout.RECORD in names:
+        os.replace(os.path.join(attempt_dir, layout.RECORD), os.path.join(cell_dir, layout.RECORD))
+        atomic._fsync_dir(cell_dir)
+    discard(attempt_dir)
+    if sweep:
+        for other in layout.attempt_dirs(cell_dir):
+            discard(other)
+
+
+def settle(cell_dir: str, attempts: int | None, worker_id: str | None) -> bool:
+    """A completed cell whose accepted attempt's files are still in its attempt folder (a kill between the
+    commit and the moves): finish the moves. True when it did."""
+    if not attempts or not worker_id:
+        return False
+    src = layout.attempt_dir(cell_dir, attempts, worker_id)
+    if not os.path.isfile(os.path.join(src, layout.RECORD)):
+        return False
+    try:
+        promote(src, cell_dir)
+    except OSError:   # another worker is settling it at the same moment
+        return False
+    return True
+
+
+def _committed(store, claim: Claim, status: str):
+    """After an ambiguous failure (the commit may have gone through before the connection broke): the row as
+    this attempt recorded it, or None."""
+    rec = store.get(claim.id)
+    if rec is not None and rec.worker_id == claim.worker_id and rec.status == str(status) \
+            and rec.attempts == claim.attempt:
+        return rec
+    return None
+
+
+def finish_with_retry(store, claim: Claim, status: str, fields: dict, children: list, before_commit, say):
+    """store.finish, retried with exponential backoff on store errors (a database blip must not throw away
+    hours of training). LeaseLost is not retried. Raises StoreUnreachable when every try failed."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from harness.store.queue import LeaseLost
+
+    tries = max(1, int(os.environ.get(FINISH_TRIES_ENV) or DEFAULT_FINISH_TRIES))
+    backoff = float(os.environ.get(FINISH_BACKOFF_ENV) or DEFAULT_FINISH_BACKOFF_S)
+    for i in range(tries):
+        try:
+            return store.finish(claim, status, fields, children, before_commit=before_commit)
+        except LeaseLost:
+            if i > 0:
+                try:
+                    rec = _committed(store, claim, status)
+                except (SQLAlchemyError, OSError):
+                    rec = None
+                if rec is not None:
+                    return rec
+            raise
+        except (SQLAlchemyError, OSError) as exc:
+            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            if i == tries - 1:
+                raise StoreUnreachable(f"recording failed {tries} times (last: {reason})") from exc
+            delay = backoff * 2 ** i
+            say(f"warning: cell {claim.cell_key}: recording failed ({reason}); try {i + 2}/{tries} in {delay:g}s")
+            time.sleep(delay)
+
+
+def keep_for_ingest(leased: dict, claim: Claim, status: str, fields: dict, children: list, attempt_dir: str,
+                    cell_dir: str) -> str:
+    """The store stayed unreachable: the record the store would have written, built from the row as it was
+    leased, marked ingest_only with its claim, as the cell folder's record.json with the attempt's files beside
+    it (unless an accepted record is already there: then everything stays in the attempt folder). Returns the
+    record's path."""
+    from harness.store.queue import _child
+    from harness.store.schema import RUN_COLUMNS, RunRecord
+
+    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    parent = RunRecord(**{k: v for k, v in leased.items() if k in RUN_COLUMNS and k != "id"})
+    for k, v in fields.items():
+        if k not in ("id", "suite", "cell_key", "attempts", "created_at"):
+            setattr(parent, k, v)
+    parent.status, parent.finished_at, parent.heartbeat_at = str(status), now, now
+    kids = [_child(parent, suffix, f, now).as_dict() for suffix, f in children]
+    record = {**parent.as_dict(), "children": kids, layout.INGEST_ONLY: True,
+              "claim": {"worker_id": claim.worker_id, "attempt": claim.attempt}}
+    atomic.write_json(os.path.join(attempt_dir, layout.RECORD), record)
+    target = os.path.join(cell_dir, layout.RECORD)
+    if os.path.isfile(target):
+        try:
+            import json
+
+            with open(target, encoding="utf-8") as f:
+                accepted = not json.load(f).get(layout.INGEST_ONLY)
+        except (OSError, ValueError):
+            accepted = False
+        if accepted:
+            print(f"warning: cell {claim.cell_key}: an accepted record is already in {cell_dir}; this attempt's "
+                  f"files stay in {attempt_dir}", file=sys.stderr, flush=True)
+            return os.path.join(attempt_dir, layout.RECORD)
+    promote(attempt_dir, cell_dir, sweep=False)
+    return target

@@ -1,0 +1,229 @@
+"""An attempt's files are its own until the store accepts it: a worker that lost its lease stops and writes
+nothing into the cell folder; a kill before the commit or between the commit and the moves leaves no record.json
+that looks accepted; a store outage during finish is retried, and a lasting one leaves an ingestable record.
+Real worker processes, a real SQLite file and a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.helpers import ROOT, run_cli, suite_yaml, write_suite
+from tests.store.test_workers import _wait_for_claims, start_worker
+from harness.spec import layout
+from harness.spec.errors import EXIT_STORE_UNREACHABLE
+from harness.spec.status import Status
+from harness.store.db import Store
+
+HOULSBY = "[{name: houlsby, size: 4, learning_rate: 1e-3}]"
+
+
+def _suite(tmp_path, model, budget="{max_steps: 6}"):
+    return write_suite(tmp_path / "a.yaml", suite_yaml(model, "a", HOULSBY, "[rte]", budget))
+
+
+def _cell_dir(tmp_path, row) -> Path:
+    return tmp_path / "out" / row.suite / row.cell_key
+
+
+def _accepted_records(root: Path) -> list[Path]:
+    """record.json files outside attempt folders (what ingest, compare and ablate read)."""
+    return [p for p in root.rglob(layout.RECORD) if not layout.is_attempt_dir(str(p.relative_to(root)))]
+
+
+def _rescore(cell_dir: Path, row) -> float:
+    from harness.spec.tasks import get_task
+    from harness.tasks.kinds import kind_of
+
+    task = get_task(row.task)
+    arrays = np.load(cell_dir / layout.PREDICTIONS)
+    (split,) = {k.rsplit("_", 1)[0] for k in arrays.files}
+    return kind_of(task).sample_score(task, arrays[f"{split}_pred"], arrays[f"{split}_label"])
+
+
+def _snapshot(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): (p.stat().st_ino, p.stat().st_mtime_ns) for p in folder.rglob("*")}
+
+
+def test_worker_that_lost_its_lease_stops_and_leaves_the_winners_files(tmp_path, tiny_bert, small_glue):
+    """A is frozen (SIGSTOP) mid-cell, B takes the stale lease over and completes the cell; A wakes up, notices
+    the lost lease at the next optimizer step, stops, and writes nothing into the cell folder."""
+    db = f"sqlite:///{tmp_path / 'h.db'}"
+    suite = _suite(tmp_path, tiny_bert, budget="{max_steps: 400}")
+    timing = ["--heartbeat-s", "0.5", "--lease-timeout-s", "3"]
+    a = start_worker(tmp_path, suite, db, small_glue, *timing)
+    lines_a = _wait_for_claims(a, 1)
+    time.sleep(1.0)   # into its set-up / training
+    a.send_signal(signal.SIGSTOP)
+    try:
+        b = start_worker(tmp_path, suite, db, small_glue, *timing)
+        _, err_b = b.communicate(timeout=600)
+        assert b.returncode == 0 and "taking over a stale lease" in err_b, err_b[-3000:]
+        (row,) = Store(db).records("a")
+        cell_dir = _cell_dir(tmp_path, row)
+        before = _snapshot(cell_dir)
+        assert (cell_dir / layout.RECORD).is_file() and (cell_dir / layout.ADAPTER).is_dir()
+    finally:
+        a.send_signal(signal.SIGCONT)
+    _, err_a = a.communicate(timeout=600)
+    err_a = "".join(lines_a) + err_a
+    assert a.returncode == 0, err_a[-3000:]
+    assert "lease lost at step" in err_a, err_a[-3000:]
+    stopped_at = int(err_a.split("lease lost at step ")[1].split("/")[0])
+    assert stopped_at < 400
+    assert _snapshot(cell_dir) == before, "the worker that lost its lease wrote into the cell folder"
+    assert not layout.attempt_dirs(str(cell_dir)), "its attempt folder was removed"
+    (row,) = Store(db).records("a")
+    assert row.status == Status.COMPLETED and row.pid == b.pid and row.attempts == 2
+    rec = json.loads((cell_dir / layout.RECORD).read_text())
+    assert rec["worker_id"] == row.worker_id and rec["score"] == row.score
+    assert rec["adapter_path"] == str(cell_dir / layout.ADAPTER)
+    assert _rescore(cell_dir, row) == pytest.approx(row.score)
+
+
+KILLER = """
+import os, sys
+from harness.launch import attempt
+if os.environ["KILL_AT"] == "before_commit":
+    real = attempt.finish_with_retry
+    def finish_with_retry(store, claim, status, fields, children, before_commit, say):
+        def die(record, kids):
+            before_commit(record, kids)      # record.json written ...
+            os._exit(9)                      # ... and the process dies before the commit
+        return real(store, claim, status, fields, children, die, say)
+    attempt.finish_with_retry = finish_with_retry
+else:
+    def promote(*args, **kwargs):
+        os._exit(9)                          # committed; killed before any file is moved into place
+    attempt.promote = promote
+from harness.cli import main
+raise SystemExit(main(sys.argv[1:]))
+"""
+
+
+def _run_killed(tmp_path, suite, db, data, kill_at):
+    cmd = [sys.executable, "-c", KILLER, "run", str(suite), "--db", db, "--output-dir", str(tmp_path / "out"),
+           "--data-dir", str(data), "--no-progress"]
+    return subprocess.run(cmd, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT), "KILL_AT": kill_at},
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize("kill_at", ["before_commit", "after_commit"])
+def test_kill_around_the_commit_leaves_no_record_that_looks_accepted(tmp_path, tiny_bert, small_glue, kill_at):
+    db = f"sqlite:///{tmp_path / 'h.db'}"
+    suite = _suite(tmp_path, tiny_bert)
+    proc = _run_killed(tmp_path, suite, db, small_glue, kill_at)
+    assert proc.returncode == 9, proc.stderr[-3000:]
+    (row,) = Store(db).records("a")
+    cell_dir = _cell_dir(tmp_path, row)
+    assert not _accepted_records(tmp_path / "out"), "a record.json outside the attempt folder"
+    assert not (cell_dir / layout.PREDICTIONS).exists() and not (cell_dir / layout.ADAPTER).exists()
+    (kept,) = layout.attempt_dirs(str(cell_dir))
+    assert (Path(kept) / layout.RECORD).is_file()
+    if kill_at == "before_commit":
+        assert row.status == Status.RUNNING and row.score is None
+    else:
+        assert row.status == Status.COMPLETED
+    # the next worker: retrains the uncommitted cell, or finishes the moves of the committed one
+    again = run_cli("run", suite, "--db", db, "--output-dir", tmp_path / "out", "--data-dir", small_glue,
+                    "--no-progress", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    (row,) = Store(db).records("a")
+    assert row.status == Status.COMPLETED and row.attempts == (2 if kill_at == "before_commit" else 1)
+    assert _accepted_records(tmp_path / "out") == [cell_dir / layout.RECORD]
+    rec = json.loads((cell_dir / layout.RECORD).read_text())
+    assert (rec["worker_id"], rec["attempts"], rec["score"]) == (row.worker_id, row.attempts, row.score)
+    assert not layout.attempt_dirs(str(cell_dir))
+    assert _rescore(cell_dir, row) == pytest.approx(row.score)
+
+
+OUTAGE = """
+import os, sys, time
+from pathlib import Path
+from harness.store.db import Store
+real = Store.finish
+calls = []
+def finish(self, *args, **kwargs):
+    if not calls:                            # the first finish: tell the test, wait until the server is down
+        Path(os.environ["IN_FINISH"]).touch()
+        while not Path(os.environ["SERVER_DOWN"]).exists():
+            time.sleep(0.05)
+    calls.append(1)
+    return real(self, *args, **kwargs)
+Store.finish = finish
+from harness.cli import main
+raise SystemExit(main(sys.argv[1:]))
+"""
+
+
+@pytest.fixture
+def own_pg():
+    """A PostgreSQL server of this test's own (it is stopped and started again)."""
+    from tests.helpers.postgres import PostgresServer, postgres_bin
+
+    if postgres_bin() is None:
+        pytest.fail("PostgreSQL server binaries not found: apt-get install postgresql (.ci/run does)")
+    server = PostgresServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("lasting", [False, True])
+def test_store_outage_during_finish(tmp_path, tiny_bert, small_glue, own_pg, lasting):
+    db = own_pg.create_database("outage")
+    suite = _suite(tmp_path, tiny_bert)
+    Store(db)   # the schema
+    in_finish, down = tmp_path / "in_finish", tmp_path / "down"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "IN_FINISH": str(in_finish), "SERVER_DOWN": str(down),
+           "HARNESS_FINISH_TRIES": "3" if lasting else "6", "HARNESS_FINISH_BACKOFF_S": "0.5",
+           # a short lease: the unrecorded cell's lease is stale by the time it is ingested
+           "HARNESS_HEARTBEAT_S": "0.5", "HARNESS_LEASE_TIMEOUT_S": "2"}
+    cmd = [sys.executable, "-c", OUTAGE, "run", str(suite), "--db", db, "--output-dir", str(tmp_path / "out"),
+           "--data-dir", str(small_glue), "--no-progress"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 600
+    while not in_finish.exists():
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-3000:]
+        time.sleep(0.1)
+    own_pg.pause()
+    down.touch()
+    if not lasting:
+        time.sleep(2.0)   # the first tries fail
+        own_pg.resume()
+    _, err = proc.communicate(timeout=600)
+    if lasting:
+        own_pg.resume()
+    assert "recording failed" in err, err[-3000:]
+    out = tmp_path / "out"
+    if not lasting:
+        assert proc.returncode == 0, err[-3000:]
+        (row,) = Store(db).records("a")
+        assert row.status == Status.COMPLETED
+        cell_dir = _cell_dir(tmp_path, row)
+        rec = json.loads((cell_dir / layout.RECORD).read_text())
+        assert rec["score"] == row.score and not rec.get(layout.INGEST_ONLY)
+        assert _rescore(cell_dir, row) == pytest.approx(row.score)
+        return
+    assert proc.returncode == EXIT_STORE_UNREACHABLE, err[-3000:]
+    assert "harness ingest" in err
+    (row,) = Store(db).records("a")
+    assert row.status == Status.RUNNING      # never accepted
+    (path,) = _accepted_records(out)
+    rec = json.loads(path.read_text())
+    assert rec[layout.INGEST_ONLY] is True and rec["claim"]["worker_id"] == row.worker_id
+    assert rec["status"] == Status.COMPLETED and rec["cell_key"] == row.cell_key and rec["score"] is not None
+    assert (path.parent / layout.PREDICTIONS).is_file() and (path.parent / layout.ADAPTER).is_dir()
+    assert _rescore(path.parent, row) == pytest.approx(rec["score"])
+    time.sleep(2.5)
+    loaded = run_cli("ingest", out, "--db", db, cwd=tmp_path, env={"HARNESS_LEASE_TIMEOUT_S": "2"})
+    assert loaded.returncode == 0, loaded.stdout + loaded.stderr
+    (row,) = Store(db).records("a")
+    assert row.status == Status.COMPLETED and row.score == rec["score"]
