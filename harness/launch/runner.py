@@ -22,7 +22,7 @@ from harness.spec import layout
 from harness.spec.errors import EXIT_PREEMPTED, EXIT_STORE_UNREACHABLE, LeaseLostStop, Preempted
 from harness.launch import attempt
 from harness.launch.slurm import requeue_slurm_task
-from harness.launch.worker import Heartbeat, lease_timing
+from harness.launch.worker import Heartbeat, lease_timeout, lease_timing
 from harness.plan.grid import Suite
 from harness.spec.status import CellState, Status
 from harness.store.db import Store
@@ -386,7 +386,7 @@ def status_rows(suite: Suite, store: Store | None, num_processes: int = 1,
                 lease_timeout_s: float | None = None) -> list[dict]:
     """Per cell, its CellState: pending (queued, or not yet seen by any worker), running (a live lease), stale (a
     lease whose heartbeat is older than the lease timeout: the next worker takes it over), completed, failed."""
-    _, timeout = lease_timing(None, lease_timeout_s)
+    timeout = lease_timeout(lease_timeout_s)
     records = store.by_key(suite.name) if store is not None and store.columns() else {}
     stale = store.stale_keys(suite.name, timeout) if records else set()
     rows = []

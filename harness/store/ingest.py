@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from harness.spec.cell import config_key
 from harness.spec.errors import InputError
-from harness.spec.layout import RECORD, SUITE_NAME_MAX, SUITE_NAME_PATTERN
+from harness.spec.layout import RECORD, SUITE_NAME_MAX, SUITE_NAME_PATTERN, is_attempt_dir
 from harness.spec.status import DEFAULT_LEASE_TIMEOUT_S, Status
 from harness.store.queue import stale_lease
 from harness.store.schema import RunRecord, record_models
@@ -27,7 +27,8 @@ from harness.store.schema import RunRecord, record_models
 # what ingesting a record did; LEASED: left alone, a live worker holds the cell (its lease is not stale)
 OUTCOMES = ADDED, UPDATED, SAME, CONFLICT, LEASED = "added", "updated", "same", "conflict", "leased"
 COMPARED = ("score", "metrics", "finished_at", "config")   # a stored completed result is the same when these are
-NOT_COPIED = ("id", "parent_id")   # a record's row ids are its own store's
+NOT_COPIED = ("id", "parent_id", "children", "ingest_only", "claim")   # ids are its own store's; the rest is
+                                                                       # about the file, not a column
 
 
 class BadRecord(InputError):
@@ -45,7 +46,9 @@ def record_paths(places: list[str]) -> list[str]:
         if os.path.isfile(d):
             paths.append(d)
         elif os.path.isdir(d):
-            paths += sorted(os.path.join(root, RECORD) for root, _, files in os.walk(d) if RECORD in files)
+            # an attempt's own folder holds files no store accepted (launch/attempt.py): never results
+            paths += sorted(os.path.join(root, RECORD) for root, _, files in os.walk(d)
+                            if RECORD in files and not is_attempt_dir(root))
         else:
             raise InputError(f"ingest: {d}: no such file or folder")
     if not paths:
@@ -111,7 +114,7 @@ def parse_record(text: str | bytes):
 
 def _values(row) -> dict:
     """A typed record's store columns (not its ids); fields the file does not have are left out."""
-    return {k: getattr(row, k) for k in row.model_fields_set if k not in NOT_COPIED and k != "children"}
+    return {k: getattr(row, k) for k in row.model_fields_set if k not in NOT_COPIED}
 
 
 class Ingest:

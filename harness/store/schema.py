@@ -184,9 +184,13 @@ def record_models():
 
     hints = typing.get_type_hints(RunRecord)
     fields = {c.name: _field(c, hints[c.name]) for c in RunRecord.__table__.columns}
+    fields["id"] = (int | None, None)   # a record kept while the store was unreachable has no row id yet
     row = create_model("RunRow", __base__=_Strict, **fields)
-    record = create_model("RunRecordFile", __base__=row, children=(list[row], []))
+    # a record kept while the store was unreachable (launch/attempt.py) also says so, and under which claim
+    record = create_model("RunRecordFile", __base__=row, children=(list[row], []),
+                          ingest_only=(bool, False), claim=(dict | None, None))
     return record, row
+
 
 def upgrade(engine: Engine, write_transaction) -> None:
     """Bring the schema to the newest Alembic revision. Workers starting together (a Slurm array) race here:
