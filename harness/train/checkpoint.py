@@ -68,11 +68,11 @@ def device_name(device) -> str:
 
 
 def paths_under(folder: str) -> list[str]:
-    """Every checkpoint in a cell's output folder (its stage and member folders included)."""
+    """Every checkpoint in a cell's output folder (its stage and member folders included), and the temporary
+    files of checkpoints a kill interrupted (harness.atomic's `.checkpoint.pt.tmp-*`)."""
     found = []
     for root, dirs, files in os.walk(folder):
-        if FILE in files:
-            found.append(os.path.join(root, FILE))
+        found += [os.path.join(root, f) for f in files if f == FILE or f.startswith(f".{FILE}.tmp-")]
         if DEEPSPEED_DIR in dirs:
             found.append(os.path.join(root, DEEPSPEED_DIR))
             dirs.remove(DEEPSPEED_DIR)
