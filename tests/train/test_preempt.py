@@ -292,3 +292,49 @@ def test_two_rank_ddp_worker_under_the_relay_checkpoints_and_resumes(tmp_path, t
     assert f"resumed from its checkpoint at step {step}/200" in again.stderr
     (row,) = [r for r in Store(db).records("d") if r.parent_id is None]
     assert str(row.status) == "completed" and row.steps == 200 and row.num_processes == 2
+
+
+def test_deepspeed_engine_state_and_counters_come_from_one_step(tmp_path, monkeypatch):
+    """Under DeepSpeed the engine state is a folder (accelerate's save_state) beside checkpoint.pt. A kill after
+    the new folder is written but before the manifest (checkpoint.pt) is: the resume reads the previous
+    manifest, which names the previous folder, still there. (accelerate's save_state on a plain model stands in
+    for the DeepSpeed engine: the manifest logic is the same.)"""
+    import torch
+    from accelerate import Accelerator
+
+    from harness import atomic
+
+    acc = Accelerator(cpu=True)
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    model, optimizer = acc.prepare(model, optimizer)
+
+    def ckpt():
+        c = checkpoint.CellCheckpoint(str(tmp_path), "k", acc, model, optimizer, None, 10)
+        c.deepspeed = True
+        c.wrap([])
+        return c
+
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    ckpt().save({"step": 3, "epoch_idx": 0, "micro": 0})
+    with torch.no_grad():
+        model.weight.fill_(2.0)
+    real = atomic.write_file
+
+    def killed(path, write):   # the step-5 engine folder is written; the process dies before the manifest
+        if path.endswith(checkpoint.FILE):
+            raise KeyboardInterrupt("killed")
+        return real(path, write)
+
+    monkeypatch.setattr(atomic, "write_file", killed)
+    with pytest.raises(KeyboardInterrupt):
+        ckpt().save({"step": 5, "epoch_idx": 0, "micro": 0})
+    monkeypatch.undo()
+    root = tmp_path / checkpoint.DEEPSPEED_DIR
+    assert sorted(p.name for p in root.iterdir()) == ["step-3", "step-5"]   # step 3 is still referenced
+    with torch.no_grad():
+        model.weight.fill_(9.0)
+    counters = ckpt().resume()
+    assert counters["step"] == 3
+    assert torch.all(acc.unwrap_model(model).weight == 1.0), "the engine state of the manifest's step"

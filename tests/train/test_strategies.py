@@ -342,3 +342,16 @@ ablate: [{{method: houlsby, runs: {which}}}]
     seen.clear()
     run_ablations(suite, store, None, lambda line: None)   # already ablated: not again
     assert seen == []
+
+
+def test_a_small_sampling_temperature_does_not_overflow():
+    """p ~ n^(1/T): at T = 1e-3 the powers overflow a float (n^1000); the mixture works in log space, so the
+    largest task is drawn (almost) always instead of the run failing on NaN probabilities."""
+    from harness.train.schedules import TaskMixture
+
+    loaders = [list(range(400)), list(range(300))]   # anything with len() and iteration: batches
+    for temperature, share in ((1e-3, 1.0), (1.0, 400 / 700)):
+        mixture = TaskMixture(loaders, "temperature", temperature, seed=0)
+        order = mixture._order()
+        assert len(order) == 700
+        assert abs(order.count(0) / 700 - share) < 0.06, (temperature, order.count(0))
