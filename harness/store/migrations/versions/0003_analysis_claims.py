@@ -9,10 +9,8 @@ Revises: 0002
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003"
-down_revision = "0002"
-branch_labels = None
-depends_on = None
+revision, down_revision = "0003", "0002"
+branch_labels = depends_on = None
 
 COLUMNS = [("work_item", sa.String(20)), ("status", sa.String(20)), ("error", sa.Text()),
            ("worker_id", sa.String(200)), ("heartbeat_at", sa.DateTime())]
