@@ -228,7 +228,7 @@ class Session:
                 assert_options_exist(cmd.where, tokens[3:], help_text(sys.executable, "-m", module),
                                      f"python -m {module}")
         else:
-            pytest.fail(f"{cmd.where}: no rule for {head!r} in tests/test_docs.py: {cmd.text}")
+            pytest.fail(f"{cmd.where}: no rule for {head!r} in tests/package/test_docs.py: {cmd.text}")
 
     def harness(self, cmd: Command, args: list[str], env: dict, stdout_file: str | None,
                 force_run: bool = False) -> None:

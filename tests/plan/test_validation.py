@@ -58,7 +58,7 @@ def test_grid_cap_and_its_override(tmp_path):
 
 
 def test_the_demo_suite_has_distinct_keys():
-    """Every cell of the shipped demo suite has its own key (the pinned key: tests/test_suite.py)."""
+    """Every cell of the shipped demo suite has its own key (the pinned key: tests/plan/test_suite.py)."""
     cells = load_suite(str(ROOT / "suites" / "demo.yaml")).cells()
     assert cells and len({c.key for c in cells}) == len(cells)
 

@@ -137,7 +137,7 @@ def test_every_method_on_every_architecture(tmp_path, arch):
     model_dir = make_tiny_model(tmp_path / f"tiny-{arch}", arch=arch)
     for name in METHODS:
         if name == "pretrained_adapter":
-            continue  # needs a saved adapter: tests/test_strategies.py
+            continue  # needs a saved adapter: tests/train/test_strategies.py
         params = {"size": 8} if "size" in METHODS[name].params else {"k": 1} if name == "top_k" else {}
         model, before, head, tok = prepared(model_dir, name, params)
         batch = tok(["the cat sat", "a big dog ran under the red house"], padding=True, return_tensors="pt")
