@@ -316,16 +316,20 @@ def scratch(tmp_path_factory) -> Path:
         if (ROOT / folder).is_dir():
             shutil.copytree(ROOT / folder, base / folder)
     records = base / "records"
-    for key, method, label, score, pct in [("a", "full", "full", 80.0, 100.0),
-                                           ("b", "houlsby", "houlsby(size=64)", 79.5, 2.5)]:
-        (records / key).mkdir(parents=True)
-        record = dict(suite="docs", cell_key=key * 16, setting_key=key * 12, status="completed", config={},
-                      model="minilm", task="sst2", task_version=1, method=method, method_params={},
-                      method_label=label, budget={"epochs": 1}, seed=1, hparams={"learning_rate": 2e-5},
-                      learning_rate=2e-5, num_processes=1, score=score, metrics={"accuracy": score},
-                      trainable_params=1000, total_params=int(1000 * 100 / pct), trainable_pct=pct,
-                      train_time_s=10.0, finished_at="2026-12-02T10:00:00")
-        (records / key / "record.json").write_text(json.dumps(record))
+    from harness.plan.suite import parse_suite
+
+    cells = parse_suite("name: docs\nmodels: [minilm]\ntasks: [sst2]\nmethods: [full, {name: houlsby, size: 64}]\n",
+                        str(base / "docs.yaml")).cells()
+    for cell, score, pct in zip(cells, (80.0, 79.5), (100.0, 2.5)):   # records as a worker writes them
+        (records / cell.key).mkdir(parents=True)
+        record = dict(suite="docs", cell_key=cell.key, setting_key=cell.setting_key, status="completed",
+                      config=cell.config(), model=cell.model, task=cell.task, task_version=cell.task_version,
+                      method=cell.method, method_params=cell.method_params, method_label=cell.method_label,
+                      budget=cell.budget, seed=cell.seed, hparams=cell.hparams,
+                      learning_rate=cell.hparams["learning_rate"], num_processes=1, score=score,
+                      metrics={"accuracy": score}, trainable_params=1000, total_params=int(1000 * 100 / pct),
+                      trainable_pct=pct, train_time_s=10.0, finished_at="2026-12-02T10:00:00")
+        (records / cell.key / "record.json").write_text(json.dumps(record))
     store = f"sqlite:///{base / 'store.db'}"
     made = run([*HARNESS, "ingest", str(records), "--db", store], base, base_env(data_dir(), store))
     assert made.returncode == 0, made.stderr

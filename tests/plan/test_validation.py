@@ -169,13 +169,14 @@ def test_board_binds_localhost_unless_told(monkeypatch):
 
     from harness import cli
 
-    calls = []
-    monkeypatch.setattr(subprocess, "call", lambda cmd: calls.append(cmd) or 0)
+    calls, dbs = [], []
+    monkeypatch.setattr(subprocess, "call", lambda cmd, env: calls.append(cmd) or dbs.append(env["HARNESS_DB"]) or 0)
     err = io.StringIO()
     with redirect_stderr(err):
         assert cli.main(["board", "--db", "sqlite:////tmp/x.db"]) == 0
         assert cli.main(["board", "--address", "0.0.0.0"]) == 0
     first, second = calls
+    assert dbs[0] == "sqlite:////tmp/x.db" and "x.db" not in " ".join(first)   # the URL never on a command line
     assert first[first.index("--server.address") + 1] == "127.0.0.1"
     assert second[second.index("--server.address") + 1] == "0.0.0.0"
     lines = err.getvalue().splitlines()
