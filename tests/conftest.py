@@ -42,13 +42,9 @@ def small_glue(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def pg_server():
     """A real PostgreSQL server for the session (stopped at the end)."""
-    from tests.helpers.postgres import PostgresServer, postgres_bin
+    from tests.helpers.postgres import own_server
 
-    if postgres_bin() is None:
-        pytest.fail("PostgreSQL server binaries not found: apt-get install postgresql (.ci/run does)")
-    server = PostgresServer().start()
-    yield server
-    server.stop()
+    yield from own_server()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

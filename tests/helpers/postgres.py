@@ -10,7 +10,6 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 
 
 def postgres_bin() -> str | None:
@@ -75,3 +74,17 @@ class PostgresServer:
     def stop(self) -> None:
         self._run(os.path.join(self.bin, "pg_ctl"), "-D", self.data, "-m", "immediate", "-w", "stop", check=False)
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def own_server():
+    """A started server of the caller's own (a fixture yields it; it is stopped at the end), or a test failure
+    naming the missing binaries."""
+    import pytest
+
+    if postgres_bin() is None:
+        pytest.fail("PostgreSQL server binaries not found: apt-get install postgresql (.ci/run does)")
+    server = PostgresServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()

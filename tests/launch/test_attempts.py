@@ -167,13 +167,9 @@ raise SystemExit(main(sys.argv[1:]))
 @pytest.fixture
 def own_pg():
     """A PostgreSQL server of this test's own (it is stopped and started again)."""
-    from tests.helpers.postgres import PostgresServer, postgres_bin
+    from tests.helpers.postgres import own_server
 
-    if postgres_bin() is None:
-        pytest.fail("PostgreSQL server binaries not found: apt-get install postgresql (.ci/run does)")
-    server = PostgresServer().start()
-    yield server
-    server.stop()
+    yield from own_server()
 
 
 @pytest.mark.parametrize("lasting", [False, True])

@@ -123,13 +123,9 @@ FAULTS = ["claim", "train", "checkpoint", "before_commit", "after_commit", "stop
 @pytest.fixture(scope="module")
 def pg(tmp_path_factory):
     """A PostgreSQL server of this module's own: the outage faults stop and start it."""
-    from tests.helpers.postgres import PostgresServer, postgres_bin
+    from tests.helpers.postgres import own_server
 
-    if postgres_bin() is None:
-        pytest.fail("PostgreSQL server binaries not found: apt-get install postgresql (.ci/run does)")
-    server = PostgresServer().start()
-    yield server
-    server.stop()
+    yield from own_server()
 
 
 class Outage:

@@ -105,21 +105,6 @@ def test_resumed_cell_equals_uninterrupted(tmp_path, tiny_bert, small_glue, monk
     assert sorted(a.files) == sorted(b.files) and all((a[k] == b[k]).all() for k in a.files)
 
 
-def test_checkpoint_from_other_setup_is_ignored(tmp_path, tiny_bert, small_glue, monkeypatch, signals, capfd):
-    cell = _one_cell(tmp_path, tiny_bert)
-    _signal_at_step(monkeypatch, 2)
-    with pytest.raises(Preempted):
-        _run(cell, small_glue, tmp_path / "cell")
-    monkeypatch.undo()
-    preempt.reset()
-    (tmp_path / "o").mkdir()
-    other = _one_cell(tmp_path / "o", tiny_bert, budget="{max_steps: 5}")
-    result = _as_dict(_run(other, small_glue, tmp_path / "cell"))
-    err = capfd.readouterr().err
-    assert "written by a different setup (" in err and "total_steps: 12 there, 5 here" in err
-    assert result["steps"] == 5
-
-
 def _stopped_checkpoint(tmp_path, tiny_bert, small_glue, monkeypatch):
     cell = _one_cell(tmp_path, tiny_bert)
     _signal_at_step(monkeypatch, 2)
@@ -128,6 +113,16 @@ def _stopped_checkpoint(tmp_path, tiny_bert, small_glue, monkeypatch):
     monkeypatch.undo()
     preempt.reset()
     return cell, tmp_path / "cell" / checkpoint.FILE
+
+
+def test_checkpoint_from_other_setup_is_ignored(tmp_path, tiny_bert, small_glue, monkeypatch, signals, capfd):
+    _stopped_checkpoint(tmp_path, tiny_bert, small_glue, monkeypatch)
+    (tmp_path / "o").mkdir()
+    other = _one_cell(tmp_path / "o", tiny_bert, budget="{max_steps: 5}")
+    result = _as_dict(_run(other, small_glue, tmp_path / "cell"))
+    err = capfd.readouterr().err
+    assert "written by a different setup (" in err and "total_steps: 12 there, 5 here" in err
+    assert result["steps"] == 5
 
 
 @pytest.mark.parametrize("field", ["code", "mixed_precision", "device"])
