@@ -10,7 +10,6 @@ through AppTest, cold and then with the query cache warm. Target: a warm render 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
 import sys
 import tempfile
@@ -22,7 +21,7 @@ sys.path.insert(0, ROOT)
 import numpy as np  # noqa: E402
 from sqlalchemy import insert  # noqa: E402
 
-from harness.store.env import device_name, git_state  # noqa: E402
+from results_md import append_section  # noqa: E402
 from harness.report.tables import best_table, leaderboard_table, runs_frame  # noqa: E402
 from harness.spec.status import Status  # noqa: E402
 from harness.store.db import Store  # noqa: E402
@@ -109,10 +108,8 @@ def main() -> int:
              f"| leaderboard page, later renders (AppTest, warm cache, median of 5) | {warm_s:.3f} s |"]
     print("\n".join(lines))
     if args.write:
-        with open(os.path.join(ROOT, "bench", "RESULTS.md"), "a") as f:
-            f.write(f"\n## {dt.date.today().isoformat()} — leaderboard on a large store — {device_name()}, commit "
-                    f"{(git_state()['git_commit'] or 'n/a')[:10]}\n\n`python bench/bench_board.py --runs {args.runs}`"
-                    f"\n\n| step | time |\n|---|---:|\n" + "\n".join(lines) + "\n")
+        append_section("leaderboard on a large store", f"python bench/bench_board.py --runs {args.runs}",
+                       ["step", "time"], lines)
     return 0 if warm_s < 1.0 else 1
 
 

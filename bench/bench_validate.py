@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as dt
 import io
 import os
 import sys
@@ -25,7 +24,7 @@ sys.path.insert(0, ROOT)
 
 from harness.cli import main as cli_main  # noqa: E402
 from harness.plan.suite import parse_suite  # noqa: E402
-from harness.store.env import device_name, git_state  # noqa: E402
+from results_md import append_section  # noqa: E402
 
 
 def timed_validate(*argv) -> tuple[int, float]:
@@ -90,10 +89,7 @@ def main() -> int:
     lines = [f"| {what} | {took:.3f} s | < {limit:g} s |" for what, took, limit in checks]
     print("\n".join(lines))
     if args.write:
-        with open(os.path.join(ROOT, "bench", "RESULTS.md"), "a") as f:
-            f.write(f"\n## {dt.date.today().isoformat()} — validation speed — {device_name()}, commit "
-                    f"{(git_state()['git_commit'] or 'n/a')[:10]}\n\n`python bench/bench_validate.py`"
-                    f"\n\n| step | time | target |\n|---|---:|---:|\n" + "\n".join(lines) + "\n")
+        append_section("validation speed", "python bench/bench_validate.py", ["step", "time", "target"], lines)
     return 0 if all(took < limit for _, took, limit in checks) else 1
 
 
