@@ -88,6 +88,14 @@ class RunRecord(Base):
     train_examples: Mapped[int | None] = mapped_column(Integer)
     eval_examples: Mapped[int | None] = mapped_column(Integer)
     stopped_by: Mapped[str | None] = mapped_column(String(40))
+    # compute (harness/train/flops.py): FLOPs counted with torch's FlopCounterMode on the steps that ran, the
+    # achieved rate and its share of the device's peak (MFU); the threads each process trained with
+    train_flops: Mapped[float | None] = mapped_column(Float)
+    eval_flops: Mapped[float | None] = mapped_column(Float)
+    flops_per_s: Mapped[float | None] = mapped_column(Float)
+    mfu: Mapped[float | None] = mapped_column(Float)
+    num_threads: Mapped[int | None] = mapped_column(Integer)
+    predicted_time_s: Mapped[float | None] = mapped_column(Float)   # train + eval, as `harness estimate` puts it
 
     # quality (GLUE points, x100)
     score: Mapped[float | None] = mapped_column(Float)           # main score of the final evaluation
@@ -95,6 +103,7 @@ class RunRecord(Base):
     metrics: Mapped[dict | None] = mapped_column(JSON)           # final dev metrics
     best_metrics: Mapped[dict | None] = mapped_column(JSON)
     history: Mapped[list | None] = mapped_column(JSON)           # [{step, epoch, metrics, score, train_loss}]
+    trivial_scores: Mapped[dict | None] = mapped_column(JSON)    # {baseline name: main score} on the same dev set
 
     # provenance
     env: Mapped[dict | None] = mapped_column(JSON)

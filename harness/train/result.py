@@ -46,12 +46,18 @@ class RunResult:
     stopped_by: str | None = _f()
     train_examples: int | None = _f()      # examples (SQuAD: questions), not features
     eval_examples: int | None = _f()
+    train_flops: float | None = _f()
+    eval_flops: float | None = _f()
+    flops_per_s: float | None = _f()
+    mfu: float | None = _f()
+    num_threads: int | None = _f()
     # quality
     score: float | None = _f()
     metrics: dict | None = _f()
     best_score: float | None = _f()
     best_metrics: dict | None = _f()
     history: list | None = _f()
+    trivial_scores: dict | None = _f()
     # artefacts
     adapter_path: str | None = _f()
     adapter_bytes: int | None = _f()
