@@ -1,0 +1,50 @@
+"""The board's "Tuning budget" page: expected validation performance (harness/analysis/evp.py) per method variant
+on one task, against the number of hyperparameter settings tried and against their expected cumulative cost
+(train time; train FLOPs where recorded). Draws only; the numbers come from harness.analysis.evp."""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.express as px
+import streamlit as st
+
+from harness.analysis.evp import evp_table
+
+AXES = {"settings tried (n)": "n", "expected train time (s)": "expected_time_s",
+        "expected train FLOPs": "expected_flops"}
+
+
+def page_evp(runs: pd.DataFrame, metric: str = "score") -> None:
+    """`runs`: the runs frame (harness/report/tables.runs_frame) of one suite and model."""
+    curves = evp_table(runs, metric)
+    if curves.empty:
+        st.info("No completed runs for this suite and model yet.")
+        return
+    tasks = list(dict.fromkeys(curves["task"]))
+    c1, c2 = st.columns(2)
+    task = c1.selectbox("Task", tasks, key="evp_task")
+    view = curves[curves["task"] == task]
+    # a cost axis is offered only where every variant of the task recorded it
+    axes = [name for name, col in AXES.items() if view[col].notna().all()]
+    axis = c2.selectbox("x axis", axes, key="evp_axis")
+    x = AXES[axis]
+    k = int(view.groupby("method_label")["settings_tried"].first().min())
+    fig = px.line(view, x=x, y="evp", color="method_label", markers=True, log_x=x == "expected_flops",
+                  hover_data=["n", "settings_tried"], height=460,
+                  labels={"evp": "expected best dev score", "method_label": "method", x: axis})
+    if x == "n":
+        fig.add_vline(x=k, line_dash="dot", line_color="grey")
+    st.plotly_chart(fig, width="stretch")
+    table = (view[view["n"].isin([1, k])].pivot_table(index="method_label", columns="n", values="evp")
+             .rename(columns={1: "EVP(1): mean setting", k: f"EVP({k}): equal budget"}))
+    tried = view.groupby("method_label")["settings_tried"].first()
+    table.insert(0, "settings tried", tried)
+    table = table.reset_index().rename(columns={"method_label": "method"})
+    st.dataframe(table, hide_index=True, width="stretch",
+                 column_config={c: st.column_config.NumberColumn(format="%.2f") for c in table.columns[2:]})
+    st.caption(f"Expected validation performance (Dodge et al. 2019), with the unbiased estimator of Tang et al. "
+               f"2020: the expected best seed-mean dev score when n of a variant's hyperparameter settings are "
+               f"drawn at random without replacement. n = 1 is the mean over settings, the last point the best "
+               f"setting (the leaderboard's number). The dotted line is k = {k}, the fewest settings any variant "
+               f"on {task} tried: there every variant had the same tuning budget. Expected cost of n settings: "
+               f"n × the mean cost of one setting (its seeds' train time or FLOPs summed).")
