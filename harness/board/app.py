@@ -17,6 +17,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from harness.analysis.compare import compare_runs
+from harness.board.evp_page import page_evp
 from harness.report.export import display_table, to_csv, to_latex, to_markdown
 from harness.report.pareto import COSTS, pareto_front, tradeoff_points
 from harness.report.tables import (NOT_RESULTS, ablation_matrix, best_table, composite_vs_single, leaderboard_table,
@@ -312,7 +313,7 @@ def main() -> None:
     model = st.sidebar.selectbox("Model", models)
     metric = st.sidebar.radio("Dev score", ["score", "best_score"],
                               format_func={"score": "final evaluation", "best_score": "best evaluation"}.get)
-    page = st.sidebar.radio("Page", ["Leaderboard", "Trade-off", "Runs", "Analyses"])
+    page = st.sidebar.radio("Page", ["Leaderboard", "Trade-off", "Tuning budget", "Runs", "Analyses"])
     n_done = int((runs["status"] == Status.COMPLETED).sum())
     st.sidebar.caption(f"{len(runs):,} runs in the store ({n_done:,} completed) · read-only")
     st.title(page)
@@ -320,6 +321,8 @@ def main() -> None:
         page_leaderboard(url, suite, model, metric)
     elif page == "Trade-off":
         page_tradeoff(url, suite, model, metric)
+    elif page == "Tuning budget":   # expected validation performance (harness/board/evp_page.py)
+        page_evp(runs[(runs["suite"] == suite) & (runs["model"] == model)], metric)
     elif page == "Runs":
         page_runs(url, suite, model)
     else:

@@ -178,7 +178,11 @@ def build_table(store: Store, table: str, suite: str | None, model: str | None) 
     if table == "runs":
         return runs
     best = best_table(runs)
-    return best if table == "best" else leaderboard_table(best)
+    if table == "best":
+        from harness.analysis.evp import add_evp   # settings_tried, evp_1, evp_k, evp_k_n (equal tuning budgets)
+
+        return add_evp(best, runs)
+    return leaderboard_table(best)
 
 
 def check_output(path: str, db: str | None) -> None:

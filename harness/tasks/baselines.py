@@ -88,3 +88,10 @@ def span_baselines(task: Task, train, dev: list[tuple[str, object]]) -> dict[str
             metrics, _, _ = squad_metrics(golds, answers[name], version)
             out.update({m + suffix: v for m, v in metrics.items()})
     return {"empty": _main(task, empty), "first_span": _main(task, first)}
+
+
+def strongest(trivial_scores: dict | None) -> float | None:
+    """The bar a run must clear: the highest of its stored trivial baselines (None when none were stored, e.g.
+    rows written before the column)."""
+    values = [float(v) for v in (trivial_scores or {}).values() if v is not None and not math.isnan(float(v))]
+    return max(values) if values else None

@@ -65,6 +65,12 @@ class TaskKind:
         """The main score of a (resampled) set of saved per-example predictions (the paired bootstrap)."""
         raise NotImplementedError
 
+    def trivial_baselines(self, task: Task, train, dev: list[tuple[str, object]]) -> dict[str, float]:
+        """{baseline name: main score} of the kind's trivial predictors (harness/tasks/baselines.py), fitted on
+        the `train` split the run trains on and scored on the run's dev splits, given as (metric suffix, split)
+        pairs: the same examples and the same main score (mean over dev splits) as the run's own score."""
+        raise NotImplementedError
+
 
 class Classification(TaskKind):
     """One label (or one score, regression) per example; predictions.npz holds idx, prediction and gold label
@@ -104,6 +110,11 @@ class Classification(TaskKind):
         if task.metrics == ("accuracy",):  # fast path: the common case, and the bootstrap calls this often
             return 100.0 * float(np.mean(preds == labels))
         return task.main_score(compute_metrics(task, preds, labels))
+
+    def trivial_baselines(self, task: Task, train, dev: list[tuple[str, object]]) -> dict[str, float]:
+        from harness.tasks.baselines import classification_baselines
+
+        return classification_baselines(task, train, dev)   # majority class; regression: constant mean
 
     def save_predictions(self, task: Task, out_dir: str, predictions: dict) -> None:
         atomic.write_npz(os.path.join(out_dir, layout.PREDICTIONS),
@@ -178,6 +189,11 @@ class SpanExtraction(TaskKind):
 
     def sample_score(self, task: Task, preds, labels) -> float:
         return 100.0 * float(np.mean(preds))   # F1 is the mean of the per-question F1
+
+    def trivial_baselines(self, task: Task, train, dev: list[tuple[str, object]]) -> dict[str, float]:
+        from harness.tasks.baselines import span_baselines
+
+        return span_baselines(task, train, dev)   # always-empty answer; the context's first k words
 
     def save_predictions(self, task: Task, out_dir: str, predictions: dict) -> None:
         for n, (split, p) in enumerate(predictions.items()):

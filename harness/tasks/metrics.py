@@ -21,8 +21,9 @@ def _metric(name: str, preds: np.ndarray, labels: np.ndarray) -> float:
         return float(f1_score(labels, preds))
     if name == "mcc":
         return float(matthews_corrcoef(labels, preds))
-    # Correlations are undefined for constant predictions (a collapsed regressor): report 0, not NaN.
-    if np.std(preds) == 0 or np.std(labels) == 0:
+    # Correlations are undefined for constant predictions (a collapsed regressor): report 0, not NaN. np.ptp,
+    # not np.std: the std of a constant float array can round to 1e-16 and let scipy warn and return NaN.
+    if np.ptp(preds) == 0 or np.ptp(labels) == 0:
         return 0.0
     if name == "pearson":
         return float(pearsonr(preds, labels)[0])

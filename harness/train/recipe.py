@@ -85,6 +85,13 @@ def train_and_evaluate(cell: Cell, ctx: RunContext, output_dir: str | None = Non
     return result
 
 
+def multitask_trivial(per_task: list[dict]) -> dict | None:
+    """A multi-task cell's own row scores the mean over its tasks, so its trivial baseline is the mean over its
+    tasks of each task's strongest trivial baseline; each member row keeps its own task's baselines."""
+    best = [max(b.values()) for b in per_task if b]
+    return {"tasks_mean": float(np.mean(best))} if best and len(best) == len(per_task) else None
+
+
 class CellRun:
     """One training run over one task (or several, multi-task), read as named steps:
 
@@ -145,6 +152,10 @@ class CellRun:
             self.train_sets = [k.features(t, raw, self.tokenizer, hp, ctx.tokenized, training=True)
                                for t, k, raw in zip(self.tasks, self.kinds, self.train_raw)]
             self.eval_sets = [eval_sets_for(t, ctx, self.tokenizer, hp, budget) for t in self.tasks]
+        # trivial baselines on the same train and dev examples, computed here (no model, cheap) so that a
+        # failure shows before any training time is spent
+        self.trivial = [k.trivial_baselines(t, raw, [(es.suffix, es.raw) for es in sets])
+                        for t, k, raw, sets in zip(self.tasks, self.kinds, self.train_raw, self.eval_sets)]
         collator = DataCollatorWithPadding(self.tokenizer)
         # nothing below the head trains: the encoder runs once, the head trains on its cached output
         self.frozen = features.plan(cell, self.method, self.kinds, self.model,
@@ -322,6 +333,7 @@ class CellRun:
             best_score=best["score"], best_metrics=best["metrics"], history=history,
             mixed_precision=acc.mixed_precision, distributed_type=str(acc.distributed_type),
         )
+        result.trivial_scores = self.trivial[0] if not self.multi else multitask_trivial(self.trivial)
         unwrapped = acc.unwrap_model(self.model)
         first = unwrapped.members[0] if self.multi else unwrapped
         if self.frozen:
@@ -342,9 +354,9 @@ class CellRun:
                           head_params=sum(numel(p) for n, p in m.named_parameters() if n in head),
                           eval_examples=sum(len(es.raw) for es in sets),
                           output_dir=os.path.join(self.output_dir, task.name) if self.output_dir else None,
-                          regime=Regime.MULTITASK_MEMBER, stage=i)
-                for i, (task, rec, m, head, sets) in enumerate(zip(self.tasks, self.per_task, unwrapped.members,
-                                                                   self.heads, self.eval_sets))]
+                          regime=Regime.MULTITASK_MEMBER, stage=i, trivial_scores=trivial)
+                for i, (task, rec, m, head, sets, trivial) in enumerate(zip(
+                    self.tasks, self.per_task, unwrapped.members, self.heads, self.eval_sets, self.trivial))]
         # ZeRO-3: the full adapter and head tensors (trainable) for the files; every rank takes part in the gather
         with gathered([p for p in first.parameters() if p.requires_grad]):
             if self.main and self.output_dir:

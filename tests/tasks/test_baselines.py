@@ -45,6 +45,15 @@ def test_constant_regression_scores_zero_correlation():
     assert baselines("stsb", glue([1.0, 2.0, 4.5]), glue([0.5, 3.0, 2.2, 5.0])) == {"constant_mean": 0.0}
 
 
+def test_constant_whose_float_std_is_not_zero_scores_zero_without_a_warning():
+    import warnings
+
+    # np.std of [0.1, 0.1, 0.1] is 1.4e-17, not 0: scipy would warn about a constant input and return NaN
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert baselines("stsb", glue([0.1, 0.1]), glue([0.5, 3.0, 2.2])) == {"constant_mean": 0.0}
+
+
 def test_main_score_averages_the_dev_splits():
     # MNLI: majority 2 (contradiction) from train; matched 1 of 2, mismatched 3 of 4 -> (50 + 75) / 2
     assert baselines("mnli", glue([2, 2, 1]), glue([2, 0]), glue([2, 2, 2, 1])) == {"majority": pytest.approx(62.5)}
@@ -80,3 +89,10 @@ def test_squad_v2_empty_answer_is_right_on_unanswerable_questions():
     # empty: wrong on q0, right on the two unanswerable -> 2/3; first span: right on q0 only -> 1/3
     assert baselines("squad_v2", TRAIN, dev) == {"empty": pytest.approx(200 / 3),
                                                   "first_span": pytest.approx(100 / 3)}
+
+
+def test_strongest_baseline_is_the_bar_to_clear():
+    from harness.tasks.baselines import strongest
+
+    assert strongest({"empty": 30.0, "first_span": 12.5}) == 30.0
+    assert strongest(None) is None and strongest({}) is None
