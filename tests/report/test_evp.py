@@ -109,8 +109,11 @@ def test_expected_cost_of_n_settings(tmp_path):
 
     url = fixture_store.build(tmp_path / "h.db")
     curves = evp_table(runs_frame(Store(url, read_only=True)))
-    row = lambda task, method, n: curves[(curves["task"] == task) & (curves["method_label"].str.startswith(method))  # noqa: E731
-                                         & (curves["n"] == n)].iloc[0]
+
+    def row(task, method, n):
+        return curves[(curves["task"] == task) & curves["method_label"].str.startswith(method)
+                      & (curves["n"] == n)].iloc[0]
+
     # full: 3 seeds x 150 s per setting; n settings cost n x 450 s
     assert row("rte", "full", 1)["expected_time_s"] == pytest.approx(450.0)
     assert row("rte", "full", 2)["expected_time_s"] == pytest.approx(900.0)
