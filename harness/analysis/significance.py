@@ -24,7 +24,7 @@ ALPHA = 0.05
 POWER = 0.8
 RESAMPLES = 1000
 SEED = 0
-CHUNK = 100_000   # entries of the (rows, n) index matrix drawn at once: bounds memory on QQP-sized dev sets
+CHUNK = 2_000_000   # entries of the (rows, n) resample matrix at once: bounds memory on QQP-sized dev sets
 
 
 def holm(p_values) -> np.ndarray:
@@ -131,71 +131,133 @@ def _linear(task, preds: np.ndarray, labels: np.ndarray):
     return None
 
 
-def _metric_rows(name: str, pred: np.ndarray, labels: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """One metric of one seed's predictions on each row of resampled indexes (rows, n): (rows,), 0-1."""
-    p, y = pred[idx], labels[idx]
-    if name == "accuracy":
-        return (p == y).mean(1)
-    if name in ("f1", "mcc"):
-        tp = ((p == 1) & (y == 1)).sum(1).astype(float)
-        fp = ((p == 1) & (y != 1)).sum(1).astype(float)
-        fn = ((p != 1) & (y == 1)).sum(1).astype(float)
-        if name == "f1":   # sklearn: 0 when there is no positive prediction nor label
-            den = 2 * tp + fp + fn
-            return np.divide(2 * tp, den, out=np.zeros_like(tp), where=den > 0)
-        tn = p.shape[1] - tp - fp - fn
-        den = np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
-        return np.divide(tp * tn - fp * fn, den, out=np.zeros_like(tp), where=den > 0)
-    if name in ("pearson", "spearman"):
-        p, y = p.astype(float), y.astype(float)
-        if name == "spearman":
-            from scipy.stats import rankdata
+def counts(idx: np.ndarray, n: int) -> np.ndarray:
+    """How often each example is drawn in each resample: (rows, n) float, from the (rows, n) index matrix. Every
+    sum over a resample is then a matrix product (BLAS), for all seeds and variants at once."""
+    rows = len(idx)
+    flat = (idx + n * np.arange(rows)[:, None]).ravel()
+    return np.bincount(flat, minlength=rows * n).reshape(rows, n).astype(float)
 
-            p, y = rankdata(p, axis=1), rankdata(y, axis=1)
-        p = p - p.mean(1, keepdims=True)
-        y = y - y.mean(1, keepdims=True)
-        den = np.sqrt((p * p).sum(1) * (y * y).sum(1))
-        # a constant resample has no correlation: 0, as harness.tasks.metrics reports it
-        return np.divide((p * y).sum(1), den, out=np.zeros(len(p)), where=den > 0)
+
+def _ranks(w: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Each example's average rank (scipy's rankdata) within each resample of multiplicities w (rows, n):
+    the weight below its value plus the middle of its own value's weight."""
+    order = np.argsort(x, kind="stable")
+    xs = x[order]
+    new = np.r_[True, xs[1:] != xs[:-1]]
+    group = np.empty(len(x), dtype=int)
+    group[order] = np.cumsum(new) - 1
+    weight = np.add.reduceat(w[:, order], np.flatnonzero(new), axis=1)
+    middle = np.cumsum(weight, axis=1) - weight + (weight + 1) / 2
+    return middle[:, group]
+
+
+def _corr(w, x, y, n) -> np.ndarray:
+    """Weighted Pearson correlation per row; 0 for a constant resample (as harness.tasks.metrics)."""
+    mx, my = (w * x).sum(1, keepdims=True) / n, (w * y).sum(1, keepdims=True) / n
+    dx, dy = x - mx, y - my
+    sxy, sxx, syy = (w * dx * dy).sum(1), (w * dx * dx).sum(1), (w * dy * dy).sum(1)
+    den = np.sqrt(sxx * syy)
+    return np.divide(sxy, den, out=np.zeros(len(w)), where=den > 1e-12)
+
+
+def _metric_plan(name: str, preds: np.ndarray, labels: np.ndarray):
+    """(features, finish) of one metric: per-example columns whose sums over a resample (w @ features) give the
+    metric, and finish(sums, w) -> the metric (0-1) on each resample, averaged over the seeds."""
+    n, seeds = len(labels), len(preds)
+    if name == "accuracy":
+        return [(preds == labels).mean(0)], lambda c, w: c[:, 0] / n
+    if name in ("f1", "mcc"):
+        pp, py = preds == 1, labels == 1
+        feats = [m.astype(float) for p in pp for m in (p & py, p & ~py, ~p & py)]
+
+        def finish(c, w):
+            tp, fp, fn = (c[:, k::3] for k in range(3))   # (rows, seeds)
+            if name == "f1":   # sklearn: 0 when there is no positive prediction nor label
+                den = 2 * tp + fp + fn
+                return np.divide(2 * tp, den, out=np.zeros_like(tp), where=den > 0).mean(1)
+            tn = n - tp - fp - fn
+            den = np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+            return np.divide(tp * tn - fp * fn, den, out=np.zeros_like(tp), where=den > 0).mean(1)
+        return feats, finish
+    if name == "pearson":
+        y = labels.astype(float) - labels.mean()   # centred once: fewer digits lost in the sums
+        xs = [p.astype(float) - p.mean() for p in preds]
+        feats = [y, y * y] + [f for x in xs for f in (x, x * x, x * y)]
+
+        def finish(c, w):
+            sy, syy = c[:, 0:1] / n, c[:, 1:2] / n
+            sx, sxx, sxy = (c[:, 2 + k::3] / n for k in range(3))
+            cov, vx, vy = sxy - sx * sy, sxx - sx * sx, syy - sy * sy
+            den = np.sqrt(np.clip(vx * vy, 0, None))
+            return np.divide(cov, den, out=np.zeros_like(cov), where=den > 1e-12).mean(1)
+        return feats, finish
+    if name == "spearman":   # ranks depend on the resample: no sums to share
+        def finish(c, w):
+            ry = _ranks(w, labels.astype(float))
+            return np.mean([_corr(w, _ranks(w, p.astype(float)), ry, n) for p in preds], axis=0)
+        return [], finish
     raise KeyError(name)
 
 
-def _score_rows(task, preds: np.ndarray, labels: np.ndarray, linear, idx: np.ndarray) -> np.ndarray:
-    """The main score (GLUE points), averaged over seeds, on each row of resampled indexes."""
+def _plan(task, preds: np.ndarray, labels: np.ndarray):
+    """(features (n, k), finish(sums (rows, k), w) -> main score in GLUE points, seed-averaged, per resample)."""
+    n = len(labels)
+    linear = _linear(task, preds, labels)
     if linear is not None:
-        return 100.0 * linear.mean(0)[idx].mean(1)
-    names = list(task.main)
+        return linear.mean(0)[:, None], lambda c, w: 100.0 * c[:, 0] / n
     try:
-        total = sum(_metric_rows(name, pred, labels, idx) for pred in preds for name in names)
-        return 100.0 * total / (len(preds) * len(names))
+        plans = [_metric_plan(name, preds, labels) for name in task.main]
     except KeyError:   # a metric without a vectorised form: the task's own scorer, one resample at a time
         from harness.tasks.kinds import kind_of
 
         kind = kind_of(task)
-        return np.array([np.mean([kind.sample_score(task, pred[row], labels[row]) for pred in preds])
-                         for row in idx])
+
+        def slow(c, w):
+            rows = [np.repeat(np.arange(n), row.astype(int)) for row in w]
+            return np.array([np.mean([kind.sample_score(task, p[r], labels[r]) for p in preds]) for r in rows])
+        return np.zeros((n, 0)), slow
+    spans, start = [], 0
+    for feats, _ in plans:
+        spans.append(slice(start, start + len(feats)))
+        start += len(feats)
+    features = np.column_stack([f for feats, _ in plans for f in feats]) if start else np.zeros((n, 0))
+    return features, lambda c, w: 100.0 * sum(fin(c[:, sp], w) for (_, fin), sp in zip(plans, spans)) / len(plans)
+
+
+def _score_rows(task, preds: np.ndarray, labels: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """The main score (GLUE points), averaged over seeds, on each resample (rows of multiplicities w)."""
+    features, finish = _plan(task, preds, labels)
+    return finish(w @ features, w)
 
 
 def replicates(task, splits: list[Split], resamples: int = RESAMPLES, seed: int = SEED) -> tuple[dict, dict]:
     """({label: observed score}, {label: (resamples,) scores}) of every tested variant: each split resampled
-    once per replicate (the same indexes for every variant), the task's score the mean over its splits."""
+    once per replicate (the same draws for every variant), the task's score the mean over its splits. Every
+    variant's per-example columns go into one matrix, so a chunk of resamples costs one matrix product."""
     observed: dict = {}
     reps: dict = {}
-    for k, split in enumerate(splits):
+    for split in splits:
         n = len(split.labels)
         # one stream per (task, split): tasks' resamples are independent, yet reproducible
         rng = np.random.default_rng([seed, zlib.crc32(f"{task.name}/{split.name}".encode())])
-        linear = {label: _linear(task, p, split.labels) for label, p in split.preds.items()}
-        rows = max(1, CHUNK // max(n, 1))
-        parts: dict = {label: [] for label in split.preds}
-        for start in range(0, resamples, rows):
-            idx = rng.integers(0, n, (min(rows, resamples - start), n))
-            for label, p in split.preds.items():
-                parts[label].append(_score_rows(task, p, split.labels, linear[label], idx))
-        every = np.arange(n)[None, :]
+        plans, spans, start = {}, {}, 0
         for label, p in split.preds.items():
-            obs = float(_score_rows(task, p, split.labels, linear[label], every)[0])
-            observed[label] = observed.get(label, 0.0) + obs / len(splits)
+            plans[label] = _plan(task, p, split.labels)
+            spans[label] = slice(start, start + plans[label][0].shape[1])
+            start += plans[label][0].shape[1]
+        features = np.column_stack([f for f, _ in plans.values()]) if start else np.zeros((n, 0))
+        rows = max(1, CHUNK // max(n, 1))
+        parts: dict = {label: [] for label in plans}
+        for begin in range(0, resamples, rows):
+            w = counts(rng.integers(0, n, (min(rows, resamples - begin), n)), n)
+            sums = w @ features
+            for label, (_, finish) in plans.items():
+                parts[label].append(finish(sums[:, spans[label]], w))
+        every = np.ones((1, n))
+        sums = every @ features
+        for label, (_, finish) in plans.items():
+            observed[label] = observed.get(label, 0.0) + float(finish(sums[:, spans[label]], every)[0]) / len(splits)
             reps[label] = reps.get(label, 0.0) + np.concatenate(parts[label]) / len(splits)
     return observed, reps
 
