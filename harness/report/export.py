@@ -293,6 +293,17 @@ def with_trivial_row(board: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def to_json(kind: str, frame: pd.DataFrame) -> str:
+    """{"table", "rows" (one object per row, the CSV's columns; NaN and inf as null), "footnote"}."""
+    import json
+
+    if kind == "leaderboard":
+        frame = with_trivial_row(frame)
+    rows = json.loads(frame.to_json(orient="records", date_format="iso")) if not frame.empty else []
+    notes = footnote(kind, frame) if kind in ("leaderboard", "best") and not frame.empty else []
+    return json.dumps({"table": kind, "rows": rows, "footnote": notes}, indent=1, ensure_ascii=False) + "\n"
+
+
 def ablation_frame(store: Store, suite: str | None, model: str | None) -> pd.DataFrame:
     """One row per (ablated run, span of layers): the dev score without that span's adapters and its change."""
     rows = []
@@ -365,6 +376,8 @@ def export(db: str | None, fmt: str, table: str = "runs", suite: str | None = No
     except FileNotFoundError:
         raise InputError(f"no store at {url}: run a suite first (harness run SUITE) or pass --db") from None
     frame = build_table(store, table, suite, model)
+    if fmt == "json":
+        return to_json(table, frame)
     if fmt == "csv":
         return to_csv(with_trivial_row(frame) if table == "leaderboard" else frame)
     if frame.empty:

@@ -265,6 +265,17 @@ def test_cli_export_and_compare_column(url, tmp_path):
     proc = run_cli("export", "--db", url, "--table", "leaderboard", "--format", "csv")
     assert proc.returncode == 0, proc.stderr
     assert "rte_tied_with_best" in proc.stdout.splitlines()[0]
+    proc = run_cli("export", "--db", url, "--table", "leaderboard", "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    import json
+
+    data = json.loads(proc.stdout)
+    got = {r["method"]: r for r in data["rows"]}
+    assert got["bitfit"]["rte_tied_with_best"] is False and got[HOULSBY]["rte_tied_with_best"] is True
+    assert got["bitfit"]["rte_p_vs_best"] < 0.01 and got["full"]["rte_p_vs_best"] is None
+    assert any("Holm" in line for line in data["footnote"])
+    proc = run_cli("export", "--db", url, "--table", "runs", "--format", "json")
+    assert proc.returncode == 0 and len(json.loads(proc.stdout)["rows"]) == 24
     proc = run_cli("compare", "--db", url, "--task", "rte", "--suite", "sig")
     assert proc.returncode == 0, proc.stderr
     verdicts = {l.split()[0]: l for l in proc.stdout.splitlines() if l.startswith(("full", "bitfit", "houlsby",
