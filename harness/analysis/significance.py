@@ -87,7 +87,7 @@ class Split:
 
 def load_column(task, variants: dict) -> tuple[list[Split], list]:
     """variants: {label: [output_dir per seed]}. Returns the splits aligned on the examples all tested variants
-    share, and the labels not tested (a run's predictions missing)."""
+    share, and the labels not tested (a run's predictions missing, or gold labels that disagree with the others')."""
     splits, untested = [], []
     raw: dict = {}
     for label, dirs in variants.items():
@@ -101,24 +101,36 @@ def load_column(task, variants: dict) -> tuple[list[Split], list]:
             raw[label] = per_split
         else:
             untested.append(label)
+    aligned: dict = {label: [] for label in raw}
     for k, split in enumerate(task.eval_splits):
         common = None
         for runs in raw.values():
             for idx, _, _ in runs[k]:
                 common = idx if common is None else np.intersect1d(common, idx)
-        if common is None:
+        if common is None or len(common) == 0:
             return [], list(variants)
         common = np.unique(common)
-        out = Split(split.hub_split, labels=np.empty(0))
+        gold_of = None
         for label, runs in raw.items():
             rows = []
             for idx, pred, gold in runs[k]:
                 order = np.argsort(idx, kind="stable")
                 pos = order[np.searchsorted(idx, common, sorter=order)]
                 rows.append(pred[pos])
-                out.labels = gold[pos]
-            out.preds[label] = np.stack(rows)
-        splits.append(out)
+                gold_of = gold[pos] if gold_of is None else gold_of
+                # the same example must have the same gold label in every run (span extraction stores each
+                # question's EM there instead): else the runs saw different data, and are not compared
+                if task.kind != "span_extraction" and not np.array_equal(gold[pos], gold_of):
+                    rows = None
+                    break
+            aligned[label].append(None if rows is None else np.stack(rows))
+        splits.append(Split(split.hub_split, labels=gold_of))
+    for label, per_split in aligned.items():
+        if any(p is None for p in per_split):
+            untested.append(label)
+            continue
+        for split, preds in zip(splits, per_split):
+            split.preds[label] = preds
     return splits, untested
 
 

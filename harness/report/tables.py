@@ -113,7 +113,7 @@ def best_table(runs: pd.DataFrame, metric: str = "score", resamples: int = signi
             "trivial_baseline": baseline, "trivial": is_trivial(mean, std, baseline),
             "improving_seeds": improving, "still_improving": improving > 0,
         })
-        dirs.append(list(runs_of["output_dir"]))
+        dirs.append(list(runs_of["output_dir"]) if "output_dir" in runs_of else [None] * len(runs_of))
     best = pd.DataFrame(out)
     best["flags"] = [flag_text(r) for _, r in best.iterrows()]
     return _add_tests(best, dirs, resamples)
