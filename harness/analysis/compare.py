@@ -144,4 +144,4 @@ def column(store, suite: str | None, task_name: str, model: str | None = None, r
         if len(values) > 1:
             raise InputError(f"{option}: runs of {task.name} come from several {what}s ({', '.join(values)}); "
                              "choose one")
-    return best.sort_values("mean", ascending=False).reset_index(drop=True)
+    return best.sort_values("mean", ascending=False, kind="stable").reset_index(drop=True)

@@ -95,14 +95,17 @@ def styled(kind: str, frame: pd.DataFrame):
 
 def seeds_needed_table(board: pd.DataFrame) -> pd.DataFrame:
     """Variants x tasks: the seeds each needs to resolve its difference to the column's best (text cells)."""
-    from harness.report.export import _flag, _seeds
+    from harness.report.export import flag_value, seeds_text
 
     tasks = [t for t in board.attrs.get("tasks", []) if f"{t}_seeds_needed" in board]
     rows = []
     for _, r in board.iterrows():
         row = {"method": r["method"]}
         for t in tasks:
-            row[t] = "best" if _flag(r.get(f"{t}_is_best")) else "–" if pd.isna(r.get(f"{t}_mean")) else _seeds(r[f"{t}_seeds_needed"])
+            if flag_value(r.get(f"{t}_is_best")):
+                row[t] = "best"
+            else:
+                row[t] = "–" if pd.isna(r.get(f"{t}_mean")) else seeds_text(r[f"{t}_seeds_needed"])
         rows.append(row)
     return pd.DataFrame(rows) if tasks else pd.DataFrame()
 

@@ -52,20 +52,20 @@ def format_column(task: str, resamples: int, store, suite, model) -> str:
     """One line per variant, best first: score, p (raw and Holm), tied or below, seeds needed, flags; then the
     footnote of the tables."""
     from harness.analysis.compare import column
-    from harness.report.export import NOT_TESTED, _flag, _num, _seeds, fmt_mean_std, footnote
+    from harness.report.export import NOT_TESTED, flag_value, fmt_mean_std, footnote, seeds_text
 
     best = column(store, suite, task, model, resamples)
     rows = [("method", "score", "seeds", "p", "p (Holm)", "vs best", "seeds needed", "flags")]
     for _, r in best.iterrows():
-        if _flag(r["is_best"]):
+        if flag_value(r["is_best"]):
             verdict, p, p_holm = "best", "", ""
-        elif not _flag(r["tested"]):
+        elif not flag_value(r["tested"]):
             verdict, p, p_holm = NOT_TESTED, "", ""
         else:
-            verdict = "tied" if _flag(r["tied_with_best"]) else "below"
-            p, p_holm = _num(r["p_raw"], 4), _num(r["p_vs_best"], 4)
+            verdict = "tied" if flag_value(r["tied_with_best"]) else "below"
+            p, p_holm = f"{r['p_raw']:.4f}", f"{r['p_vs_best']:.4f}"
         rows.append((r["method_label"], fmt_mean_std(r["mean"], r["std"], r["n_seeds"]), str(r["n_seeds"]), p,
-                     p_holm, verdict, "" if _flag(r["is_best"]) else _seeds(r["seeds_needed"]), r["flags"]))
+                     p_holm, verdict, "" if flag_value(r["is_best"]) else seeds_text(r["seeds_needed"]), r["flags"]))
     widths = [max(len(row[k]) for row in rows) for k in range(len(rows[0]))]
     first = best.iloc[0]
     lines = [f"{first['suite']} · {first['model']} · {task}"]

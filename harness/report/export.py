@@ -82,9 +82,9 @@ def display_table(kind: str, frame: pd.DataFrame) -> tuple[list[str], list[list]
         frame = frame.reset_index(drop=True)
         rows = [[r["model"], r["task"], r["method_label"],
                  score_text(r["mean"], r["std"], r["n_seeds"], r.get("trivial"), r.get("improving_seeds"),
-                            untested=_flag(r.get("tested")) is False and not _flag(r.get("is_best"))),
+                            untested=flag_value(r.get("tested")) is False and not flag_value(r.get("is_best"))),
                  r["n_seeds"], f"{r['learning_rate']:g}", r["budget"], _num(r["trainable_pct"], 3),
-                 "best" if r.get("is_best") else _p(r.get("p_vs_best")), _seeds(r.get("seeds_needed"))]
+                 "best" if r.get("is_best") else _p(r.get("p_vs_best")), seeds_text(r.get("seeds_needed"))]
                 for _, r in frame.iterrows()]
         for i, r in frame.iterrows():
             if _tied(frame, i, "tied_with_best", "mean", (frame["model"] == r["model"]) & (frame["task"] == r["task"])):
@@ -140,7 +140,7 @@ def score_text(mean, std, n, trivial=None, improving_seeds=None, untested=False)
     text = fmt_mean_std(mean, std, n)
     if text == "–":
         return text
-    marks = (TRIVIAL_MARK if _flag(trivial) else "") + (IMPROVING_MARK if _count(improving_seeds) else "")
+    marks = (TRIVIAL_MARK if flag_value(trivial) else "") + (IMPROVING_MARK if _count(improving_seeds) else "")
     return text + (f" {marks}" if marks else "") + (f" {NOT_TESTED}" if untested else "")
 
 
@@ -154,11 +154,11 @@ def _count(v) -> int:
 def _untested(r, t, value=None) -> bool:
     """A cell with a score whose variant could not be tested against its column's best (the best itself is
     never marked)."""
-    return (_flag(r.get(f"{t}_tested")) is False and _flag(r.get(f"{t}_tied_with_best")) is not True
+    return (flag_value(r.get(f"{t}_tested")) is False and flag_value(r.get(f"{t}_tied_with_best")) is not True
             and pd.notna(r.get(value or f"{t}_mean")))
 
 
-def _flag(v):
+def flag_value(v):
     """True / False / None (unknown) from a table cell: numpy bools, NaN and None included."""
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return None
@@ -169,7 +169,7 @@ def _tied(frame: pd.DataFrame, i, tie_col: str, value_col: str, peers) -> bool:
     """Bold a cell tied with its column's best. A frame without the tests (no such column): the highest mean
     among its peers (a boolean mask of the rows in the same column)."""
     if tie_col in frame:
-        return _flag(frame.at[i, tie_col]) is True
+        return flag_value(frame.at[i, tie_col]) is True
     value = frame.at[i, value_col]
     return bool(pd.notna(value) and value == frame.loc[peers, value_col].max())
 
@@ -180,7 +180,7 @@ def _p(v) -> str:
     return f"{v:.3f}"
 
 
-def _seeds(v) -> str:
+def seeds_text(v) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "–"
     return "∞" if v == math.inf else f"{int(v)}"

@@ -246,7 +246,8 @@ def leaderboard_table(best: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-CELL_COLUMNS = ["is_best", "tied_with_best", "p_vs_best", "tested", "seeds_needed", "flags", "trivial", "improving_seeds"]
+CELL_COLUMNS = ["is_best", "tied_with_best", "p_vs_best", "tested", "seeds_needed", "flags", "trivial",
+                "improving_seeds"]
 
 
 def _test_average(table: pd.DataFrame, best: pd.DataFrame, glue: list) -> None:
