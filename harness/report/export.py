@@ -198,7 +198,8 @@ def footnote(kind: str, frame: pd.DataFrame) -> list[str]:
     seeds_text = f"{seeds[0]}" if seeds[0] == seeds[1] else f"{seeds[0]}-{seeds[1]}"
     lines.append(
         f"Bold: the best mean in its column and every variant not significantly below it: one-sided paired "
-        f"bootstrap over the dev examples, B = {resamples} resamples (fixed seed), seeds pooled (per-example "
+        f"bootstrap over the dev examples (the predictions of each run's final evaluation), B = {resamples} "
+        f"resamples (fixed seed), seeds pooled (per-example "
         f"scores averaged over a variant's seeds; F1, MCC and correlations recomputed per seed), p-values "
         f"Holm-corrected across the column, α = 0.05"
         + ("; the average column resamples every task's examples jointly" if kind == "leaderboard" else "")
