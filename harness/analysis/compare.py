@@ -121,3 +121,27 @@ def compare_variants(store, suite: str | None, task_name: str, label_a: str, lab
         parts.append(align(pa, pb))
     a, b, y = (np.concatenate([p[i] for p in parts]) for i in range(3))
     return paired_bootstrap(task, a, b, y, resamples=resamples), len(seeds)
+
+
+def column(store, suite: str | None, task_name: str, model: str | None = None, resamples: int = 1000):
+    """Every method variant of one task column (one suite, one model) against the column's best, as the tables
+    show it: the best-table rows of that task (mean, std, p_vs_best, tied_with_best, seeds_needed, flags)."""
+    from harness.report.tables import best_table, runs_frame
+    from harness.spec.errors import InputError
+    from harness.spec.tasks import get_task
+
+    task = get_task(task_name)
+    runs = runs_frame(store, suite)
+    if model:
+        runs = runs[runs["model"] == model]
+    runs = runs[runs["task"] == task.name]
+    best = best_table(runs, resamples=resamples)
+    if best.empty:
+        where = f" in suite {suite}" if suite else ""
+        raise InputError(f"--task {task.name}: no completed runs{where}" + (f" of model {model}" if model else ""))
+    for what, option in (("suite", "--suite"), ("model", "--model")):
+        values = sorted(set(best[what]))
+        if len(values) > 1:
+            raise InputError(f"{option}: runs of {task.name} come from several {what}s ({', '.join(values)}); "
+                             "choose one")
+    return best.sort_values("mean", ascending=False, kind="stable").reset_index(drop=True)

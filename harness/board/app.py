@@ -18,7 +18,7 @@ import streamlit as st
 
 from harness.analysis.compare import compare_runs
 from harness.board.evp_page import page_evp
-from harness.report.export import display_table, to_csv, to_latex, to_markdown
+from harness.report.export import display_table, footnote, to_csv, to_latex, to_markdown
 from harness.report.pareto import COSTS, pareto_front, tradeoff_points
 from harness.report.tables import (NOT_RESULTS, ablation_matrix, best_table, composite_vs_single, leaderboard_table,
                                    runs_frame)
@@ -94,6 +94,23 @@ def styled(kind: str, frame: pd.DataFrame):
     return table, table.style.apply(emphasise, axis=None)
 
 
+def seeds_needed_table(board: pd.DataFrame) -> pd.DataFrame:
+    """Variants x tasks: the seeds each needs to resolve its difference to the column's best (text cells)."""
+    from harness.report.export import flag_value, seeds_text
+
+    tasks = [t for t in board.attrs.get("tasks", []) if f"{t}_seeds_needed" in board]
+    rows = []
+    for _, r in board.iterrows():
+        row = {"method": r["method"]}
+        for t in tasks:
+            if flag_value(r.get(f"{t}_is_best")):
+                row[t] = "best"
+            else:
+                row[t] = "–" if pd.isna(r.get(f"{t}_mean")) else seeds_text(r[f"{t}_seeds_needed"])
+        rows.append(row)
+    return pd.DataFrame(rows) if tasks else pd.DataFrame()
+
+
 def downloads(kind: str, frame: pd.DataFrame, stem: str) -> None:
     c1, c2, c3 = st.columns(3)
     c1.download_button("Download CSV", to_csv(frame), f"{stem}.csv", "text/csv", width="stretch")
@@ -109,8 +126,8 @@ def page_leaderboard(url, suite, model, metric):
     st.subheader(f"{suite} · {model}")
     st.caption("Each cell: mean ± std over seeds of the hyperparameter setting that is best on dev (the Houlsby "
                "et al. protocol), on the " + ("final" if metric == "score" else "best") + " dev evaluation, in "
-               "GLUE points. **Bold**: best in its column. Params (all tasks): one shared frozen base plus what "
-               "every task trains, and that as a multiple of one model.")
+               "GLUE points. Params (all tasks): one shared frozen base plus what every task trains, and that as a "
+               "multiple of one model.")
     if board.attrs.get("em_tasks"):
         st.caption(f"SQuAD tasks ({', '.join(board.attrs['em_tasks'])}): exact match and F1 (the main score), in "
                    f"points; {board.attrs['avg_name']} averages GLUE tasks only. Runs trained on the offline split of "
@@ -127,6 +144,14 @@ def page_leaderboard(url, suite, model, metric):
     view.attrs.update(board.attrs)
     _, style = styled("leaderboard", view)
     st.dataframe(style, hide_index=True, width="stretch")
+    for line in footnote("leaderboard", view):
+        st.caption(line.replace("Bold:", "**Bold** (green):", 1))
+    needed = seeds_needed_table(view)
+    if not needed.empty:
+        st.markdown("**Seeds needed** to resolve each variant's gap to its column's best (α = 0.05, power 0.8, "
+                    "normal approximation n = 2 (z₀.₉₇₅ + z₀.₈)² σ² / δ², σ² the mean of the two seed variances; "
+                    "∞: equal means; –: one seed or no variance; best: the column's best)")
+        st.dataframe(needed, hide_index=True, width="stretch")
     seeds = best.groupby("method_label")["n_seeds"].min()
     st.caption(f"{len(best)} (task, method) cells from {int(best['settings_tried'].sum())} hyperparameter settings; "
                f"seeds per cell: {seeds.min()}–{seeds.max()}.")

@@ -1,30 +1,42 @@
-"""`harness compare A B`: paired bootstrap of two runs, or of two method variants over seeds."""
+"""`harness compare A B`: paired bootstrap of two runs, or of two method variants over seeds; `harness compare
+--task T`: the whole column of T, every variant against the best, as the tables mark ties."""
 
 from __future__ import annotations
 
 from harness.cli.common import add_db, existing_store, find_run, positive_int
 
-HELP = "paired bootstrap of two runs (or two method variants over seeds) on the same dev examples"
+HELP = ("paired bootstrap of two runs (or two method variants over seeds) on the same dev examples, or every "
+        "variant of a task against its best")
 EXAMPLES = """
   harness compare 12 17                     (two runs, by id or cell key)
   harness compare full bitfit --suite demo --task rte --resamples 5000
+  harness compare --suite demo --task rte   (every variant against the best: p, Holm, tied, seeds needed)
 """
 
 
 def add_arguments(p) -> None:
-    p.add_argument("a", help="run id or cell key; with --task: a method label")
-    p.add_argument("b")
+    p.add_argument("a", nargs="?", help="run id or cell key; with --task: a method label (none: the whole column)")
+    p.add_argument("b", nargs="?")
     add_db(p)
-    p.add_argument("--suite", default=None, help="with --task: the suite of the two method variants")
-    p.add_argument("--task", default=None, help="compare method variants A and B on this task, runs paired by seed")
+    p.add_argument("--suite", default=None, help="with --task: the suite of the method variants")
+    p.add_argument("--model", default=None, help="with --task and no A B: the model (when the store has several)")
+    p.add_argument("--task", default=None, help="compare method variants on this task (A and B, runs paired by "
+                                                "seed; or, without A and B, every variant against the best)")
     p.add_argument("--resamples", type=positive_int, default=1000, help="bootstrap resamples (default: %(default)s)")
 
 
 def run(args) -> int:
     from harness.analysis.compare import compare_runs, compare_variants
     from harness.report.text import format_comparison
+    from harness.spec.errors import InputError
 
+    if args.b is None and not (args.a is None and args.task):
+        raise InputError("compare: give two runs (A B), two method labels with --task, or --task alone for the "
+                         "whole column")
     store = existing_store(args.db)
+    if args.a is None:
+        print(format_column(args.task, args.resamples, store, args.suite, args.model))
+        return 0
     if args.task:
         result, pairs = compare_variants(store, args.suite, args.task, args.a, args.b, args.resamples)
         what = f"{args.a} vs {args.b} on {args.task}, {pairs} seed pair(s)"
@@ -34,3 +46,30 @@ def run(args) -> int:
         what = f"run {a.id} ({a.task}, {a.method_label}) vs run {b.id} ({b.method_label})"
     print(format_comparison(what, result))
     return 0
+
+
+def format_column(task: str, resamples: int, store, suite, model) -> str:
+    """One line per variant, best first: score, p (raw and Holm), tied or below, seeds needed, flags; then the
+    footnote of the tables."""
+    from harness.analysis.compare import column
+    from harness.report.export import NOT_TESTED, flag_value, fmt_mean_std, footnote, seeds_text
+
+    best = column(store, suite, task, model, resamples)
+    rows = [("method", "score", "seeds", "p", "p (Holm)", "vs best", "seeds needed", "flags")]
+    for _, r in best.iterrows():
+        if flag_value(r["is_best"]):
+            verdict, p, p_holm = "best", "", ""
+        elif not flag_value(r["tested"]):
+            verdict, p, p_holm = NOT_TESTED, "", ""
+        else:
+            verdict = "tied" if flag_value(r["tied_with_best"]) else "below"
+            p, p_holm = f"{r['p_raw']:.4f}", f"{r['p_vs_best']:.4f}"
+        rows.append((r["method_label"], fmt_mean_std(r["mean"], r["std"], r["n_seeds"]), str(r["n_seeds"]), p,
+                     p_holm, verdict, "" if flag_value(r["is_best"]) else seeds_text(r["seeds_needed"]), r["flags"]))
+    widths = [max(len(row[k]) for row in rows) for k in range(len(rows[0]))]
+    first = best.iloc[0]
+    lines = [f"{first['suite']} · {first['model']} · {task}"]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+    notes = footnote("best", best)
+    notes[0] = notes[0].replace("Bold: the best mean in its column and every variant", "tied: a variant", 1)
+    return "\n".join(lines + [""] + notes)

@@ -1,4 +1,4 @@
-"""`harness export`: results as CSV, LaTeX or Markdown."""
+"""`harness export`: results as CSV, LaTeX, Markdown or JSON."""
 
 from __future__ import annotations
 
@@ -6,17 +6,18 @@ import sys
 
 from harness.cli.common import add_db
 
-HELP = "write results as CSV, LaTeX or Markdown"
+HELP = "write results as CSV, LaTeX, Markdown or JSON"
 EXAMPLES = """
   harness export --table leaderboard --format markdown --suite demo
   harness export --table runs -o runs.csv
   harness export --table best --format latex --model minilm -o best.tex
+  harness export --table leaderboard --format json   (tied_with_best, p_vs_best, seeds_needed, flags per task)
 """
 
 
 def add_arguments(p) -> None:
     add_db(p)
-    p.add_argument("--format", choices=("csv", "latex", "markdown"), default="csv",
+    p.add_argument("--format", choices=("csv", "latex", "markdown", "json"), default="csv",
                    help="output format (default: %(default)s)")
     p.add_argument("--table", choices=("runs", "leaderboard", "best", "ablation"), default="runs",
                    help="runs: one row per run; best: Houlsby protocol; leaderboard: variants x tasks; "

@@ -77,44 +77,154 @@ def display_table(kind: str, frame: pd.DataFrame) -> tuple[list[str], list[list]
                 for _, r in frame.iterrows()]
         return header, rows, ["r", "l", "l", "l", "l", "r", "r"], bold
     if kind == "best":
-        header = ["model", "task", "method", "score", "seeds", "lr", "budget", "% trained"]
-        rows = [[r["model"], r["task"], r["method_label"], fmt_mean_std(r["mean"], r["std"], r["n_seeds"]),
-                 r["n_seeds"], f"{r['learning_rate']:g}", r["budget"], _num(r["trainable_pct"], 3)]
+        header = ["model", "task", "method", "score", "seeds", "lr", "budget", "% trained", "p vs best",
+                  "seeds needed"]
+        frame = frame.reset_index(drop=True)
+        rows = [[r["model"], r["task"], r["method_label"],
+                 score_text(r["mean"], r["std"], r["n_seeds"], r.get("trivial"), r.get("improving_seeds"),
+                            untested=flag_value(r.get("tested")) is False and not flag_value(r.get("is_best"))),
+                 r["n_seeds"], f"{r['learning_rate']:g}", r["budget"], _num(r["trainable_pct"], 3),
+                 "best" if r.get("is_best") else _p(r.get("p_vs_best")), seeds_text(r.get("seeds_needed"))]
                 for _, r in frame.iterrows()]
-        # best per (model, task)
-        for (model, task), group in frame.reset_index(drop=True).groupby(["model", "task"]):
-            bold.add((int(group["mean"].idxmax()), 3))
-        return header, rows, ["l", "l", "l", "r", "r", "r", "l", "r"], bold
+        for i, r in frame.iterrows():
+            if _tied(frame, i, "tied_with_best", "mean", (frame["model"] == r["model"]) & (frame["task"] == r["task"])):
+                bold.add((int(i), 3))
+        return header, rows, ["l", "l", "l", "r", "r", "r", "l", "r", "r", "r"], bold
     # leaderboard
     tasks = frame.attrs.get("tasks", [])
     em_tasks = frame.attrs.get("em_tasks", [])
     avg_name = frame.attrs.get("avg_name", "GLUE avg")
     multi_model = frame["model"].nunique() > 1 if not frame.empty else False
-    # (header, mean column, std column, n column) per score column: SQuAD tasks show EM and F1
+    # (header, mean column, std column, n column, task) per score column: SQuAD tasks show EM and F1
     score_cols = []
     for t in tasks:
         if t in em_tasks:
-            score_cols.append((f"{t} EM", f"{t}_em_mean", f"{t}_em_std", f"{t}_n"))
-            score_cols.append((f"{t} F1", f"{t}_mean", f"{t}_std", f"{t}_n"))
+            score_cols.append((f"{t} EM", f"{t}_em_mean", f"{t}_em_std", f"{t}_n", t))
+            score_cols.append((f"{t} F1", f"{t}_mean", f"{t}_std", f"{t}_n", t))
         else:
-            score_cols.append((t, f"{t}_mean", f"{t}_std", f"{t}_n"))
+            score_cols.append((t, f"{t}_mean", f"{t}_std", f"{t}_n", t))
     header = ((["model"] if multi_model else []) + ["method"] + [c[0] for c in score_cols]
               + [avg_name, "% trained", "params (all tasks)"])
     rows = []
     frame = frame.reset_index(drop=True)
     for i, r in frame.iterrows():
         cells = ([r["model"]] if multi_model else []) + [r["method"]]
-        cells += [fmt_mean_std(r[m], r[s], r[n]) for _, m, s, n in score_cols]
-        cells += [_num(r["avg"]), _num(r["trainable_pct"], 3),
+        cells += [score_text(r[m], r[s], r[n], r.get(f"{t}_trivial"), r.get(f"{t}_improving_seeds"),
+                             untested=_untested(r, t)) for _, m, s, n, t in score_cols]
+        avg_untested = _untested(r, "avg", "avg")
+        cells += [_num(r["avg"]) + (f" {NOT_TESTED}" if avg_untested else ""), _num(r["trainable_pct"], 3),
                   f"{_params(r['params_all_tasks'])} ({r['params_all_tasks_x']:.2f}x)"]
         rows.append(cells)
     offset = 2 if multi_model else 1
-    for j, col in enumerate([c[1] for c in score_cols] + ["avg"]):
-        values = pd.to_numeric(frame[col], errors="coerce")
-        if values.notna().any():
-            for i in frame.index[values == values.max()]:
+    for j, (_, m, _, _, t) in enumerate(score_cols + [(None, "avg", None, None, "avg")]):
+        for i, r in frame.iterrows():
+            if pd.notna(r[m]) and _tied(frame, i, f"{t}_tied_with_best", m, frame["model"] == r["model"]):
                 bold.add((int(i), offset + j))
+    trivial = frame.attrs.get("trivial") or {}
+    if trivial and rows:
+        glue = frame.attrs.get("avg_tasks") or []
+        avg = sum(trivial[t] for t in glue) / len(glue) if glue and all(t in trivial for t in glue) else None
+        rows.append(([""] if multi_model else []) + [TRIVIAL_ROW]
+                    + [_num(trivial.get(t)) if not c[0].endswith(" EM") else "–" for c in score_cols for t in [c[4]]]
+                    + [_num(avg), "–", "–"])
     return header, rows, ["l"] * offset + ["r"] * (len(score_cols) + 3), bold
+
+
+TRIVIAL_ROW = "trivial baseline"
+TRIVIAL_MARK, IMPROVING_MARK = "†", "‡"
+NOT_TESTED = "(not tested)"
+
+
+def score_text(mean, std, n, trivial=None, improving_seeds=None, untested=False) -> str:
+    """mean ± std, then † (trivial), ‡ (still improving on some seed) and (not tested) where they apply."""
+    text = fmt_mean_std(mean, std, n)
+    if text == "–":
+        return text
+    marks = (TRIVIAL_MARK if flag_value(trivial) else "") + (IMPROVING_MARK if _count(improving_seeds) else "")
+    return text + (f" {marks}" if marks else "") + (f" {NOT_TESTED}" if untested else "")
+
+
+def _count(v) -> int:
+    try:
+        return 0 if v is None or math.isnan(float(v)) else int(v)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _untested(r, t, value=None) -> bool:
+    """A cell with a score whose variant could not be tested against its column's best (the best itself is
+    never marked)."""
+    return (flag_value(r.get(f"{t}_tested")) is False and flag_value(r.get(f"{t}_tied_with_best")) is not True
+            and pd.notna(r.get(value or f"{t}_mean")))
+
+
+def flag_value(v):
+    """True / False / None (unknown) from a table cell: numpy bools, NaN and None included."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return None
+    return bool(v)
+
+
+def _tied(frame: pd.DataFrame, i, tie_col: str, value_col: str, peers) -> bool:
+    """Bold a cell tied with its column's best. A frame without the tests (no such column): the highest mean
+    among its peers (a boolean mask of the rows in the same column)."""
+    if tie_col in frame:
+        return flag_value(frame.at[i, tie_col]) is True
+    value = frame.at[i, value_col]
+    return bool(pd.notna(value) and value == frame.loc[peers, value_col].max())
+
+
+def _p(v) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return NOT_TESTED
+    return f"{v:.3f}"
+
+
+def seeds_text(v) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    return "∞" if v == math.inf else f"{int(v)}"
+
+
+def footnote(kind: str, frame: pd.DataFrame) -> list[str]:
+    """What bold, the marks and the extra row mean: one sentence per line, the numbers of this table."""
+    lines = []
+    sig = frame.attrs.get("significance") or {}
+    resamples = sig.get("resamples", frame.attrs.get("resamples", 1000))
+    if "n_seeds" in frame:
+        seeds = (int(frame["n_seeds"].min()), int(frame["n_seeds"].max())) if len(frame) else (0, 0)
+    else:
+        seeds = sig.get("seeds", (0, 0))
+    seeds_text = f"{seeds[0]}" if seeds[0] == seeds[1] else f"{seeds[0]}-{seeds[1]}"
+    lines.append(
+        f"Bold: the best mean in its column and every variant not significantly below it: one-sided paired "
+        f"bootstrap over the dev examples (the predictions of each run's final evaluation), B = {resamples} "
+        f"resamples (fixed seed), seeds pooled (per-example "
+        f"scores averaged over a variant's seeds; F1, MCC and correlations recomputed per seed), p-values "
+        f"Holm-corrected across the column, α = 0.05"
+        + ("; the average column resamples every task's examples jointly" if kind == "leaderboard" else "")
+        + f". Seeds per cell: {seeds_text}.")
+    if seeds[0] == 1:
+        lines.append("With one seed the test resamples examples only: the variance between seeds is not in it.")
+    texts = [c for row in display_table(kind, frame)[1] for c in row if isinstance(c, str)]
+    if any(NOT_TESTED in c for c in texts):
+        lines.append(f"{NOT_TESTED}: a run's saved predictions (predictions.npz) are missing, so no test against "
+                     f"the best.")
+    if any(TRIVIAL_MARK in c for c in texts):
+        lines.append(f"{TRIVIAL_MARK} trivial: not above the trivial baseline by more than max(std over seeds, "
+                     f"1 point).")
+    if any(IMPROVING_MARK in c for c in texts):
+        lines.append(f"{IMPROVING_MARK} still improving: on at least one seed the last dev evaluation was the best "
+                     f"and more than 0.5 points above the previous one.")
+    if kind == "leaderboard" and frame.attrs.get("trivial"):
+        lines.append(f"{TRIVIAL_ROW}: the strongest trivial baseline per task (majority class, constant "
+                     f"prediction, empty answer) on the same dev examples.")
+    if kind == "best":
+        lines.append("p vs best: Holm-adjusted. Seeds needed: per variant, for a two-sided two-sample z-test "
+                     "(normal approximation) at α = 0.05 with 80% power to resolve its gap δ to the best: "
+                     "n = 2 (z_0.975 + z_0.8)² σ² / δ², σ² the mean of the two variants' seed variances; "
+                     "∞: equal means; –: one seed or no variance.")
+    return lines
 
 
 def _display_frame(kind: str, frame: pd.DataFrame):
@@ -132,11 +242,23 @@ def to_latex(kind: str, frame: pd.DataFrame, caption: str | None = None) -> str:
     cells.columns = [latex_escape(h) for h in header]
     mask.columns = cells.columns
     styler = (cells.style.hide(axis="index")
-              .format(lambda v: latex_escape(v).replace("±", r"$\pm$"))
+              .format(lambda v: latex_symbols(latex_escape(v)))
               .apply(lambda _: mask.replace({True: "textbf: --rwrap;", False: ""}), axis=None))
     tex = styler.to_latex(column_format="".join(align), hrules=True, environment="table", position="t",
                           position_float="centering", caption=latex_escape(caption) if caption else None)
+    if kind in ("leaderboard", "best"):
+        note = " ".join(latex_symbols(latex_escape(line)) for line in footnote(kind, frame))
+        tex = tex.replace("\\end{table}", "\\par\\smallskip\\footnotesize " + note + "\n\\end{table}")
     return r"% requires \usepackage{booktabs}" + "\n" + tex
+
+
+LATEX_SYMBOLS = {"±": r"$\pm$", "†": r"$^\dagger$", "‡": r"$^\ddagger$", "α": r"$\alpha$", "σ": r"$\sigma$",
+                 "δ": r"$\delta$", "²": r"$^2$", "∞": r"$\infty$"}
+
+
+def latex_symbols(text: str) -> str:
+    """The few non-ASCII symbols of the tables, as LaTeX math (pdflatex's utf8 input knows none of them)."""
+    return "".join(LATEX_SYMBOLS.get(ch, ch) for ch in text)
 
 
 def _md_escape(text) -> str:
@@ -149,8 +271,38 @@ def to_markdown(kind: str, frame: pd.DataFrame) -> str:
     texts = cells.apply(lambda col: [f"**{_md_escape(v)}**" if mask.at[i, col.name] else _md_escape(v)
                                      for i, v in col.items()])
     texts.columns = [_md_escape(h) for h in header]
-    return texts.to_markdown(index=False, tablefmt="pipe", disable_numparse=True,
-                             colalign=["right" if a == "r" else "left" for a in align]) + "\n"
+    table = texts.to_markdown(index=False, tablefmt="pipe", disable_numparse=True,
+                              colalign=["right" if a == "r" else "left" for a in align]) + "\n"
+    if kind in ("leaderboard", "best"):
+        table += "\n" + "\n".join(_md_escape(line) for line in footnote(kind, frame)) + "\n"
+    return table
+
+
+def with_trivial_row(board: pd.DataFrame) -> pd.DataFrame:
+    """The leaderboard with a last row "trivial baseline": the strongest trivial baseline per task (CSV)."""
+    trivial = board.attrs.get("trivial") or {}
+    if board.empty or not trivial:
+        return board
+    row = {"method": TRIVIAL_ROW}
+    for t, v in trivial.items():
+        row[f"{t}_mean"] = v
+    glue = board.attrs.get("avg_tasks") or []
+    if glue and all(t in trivial for t in glue):
+        row["avg"] = sum(trivial[t] for t in glue) / len(glue)
+    out = pd.concat([board, pd.DataFrame([row])], ignore_index=True)
+    out.attrs.update(board.attrs)
+    return out
+
+
+def to_json(kind: str, frame: pd.DataFrame) -> str:
+    """{"table", "rows" (one object per row, the CSV's columns; NaN and inf as null), "footnote"}."""
+    import json
+
+    if kind == "leaderboard":
+        frame = with_trivial_row(frame)
+    rows = json.loads(frame.to_json(orient="records", date_format="iso")) if not frame.empty else []
+    notes = footnote(kind, frame) if kind in ("leaderboard", "best") and not frame.empty else []
+    return json.dumps({"table": kind, "rows": rows, "footnote": notes}, indent=1, ensure_ascii=False) + "\n"
 
 
 def ablation_frame(store: Store, suite: str | None, model: str | None) -> pd.DataFrame:
@@ -229,8 +381,10 @@ def export(db: str | None, fmt: str, table: str = "runs", suite: str | None = No
     except FileNotFoundError:
         raise InputError(f"no store at {url}: run a suite first (harness run SUITE) or pass --db") from None
     frame = build_table(store, table, suite, model)
+    if fmt == "json":
+        return to_json(table, frame)
     if fmt == "csv":
-        return to_csv(frame)
+        return to_csv(with_trivial_row(frame) if table == "leaderboard" else frame)
     if frame.empty:
         return "(no completed runs)\n" if table != "ablation" else "(no adapter ablations stored)\n"
     if fmt == "latex":

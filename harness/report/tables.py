@@ -14,6 +14,8 @@ import math
 
 import pandas as pd
 
+from harness.analysis import significance
+from harness.analysis.flags import is_trivial, still_improving, trivial_score
 from harness.spec.cell import base_label
 from harness.spec.status import NOT_RESULTS, Regime, Status
 from harness.spec.tasks import TASKS
@@ -34,6 +36,9 @@ FLAT = RUN_COLUMNS + COST_COLUMNS + ["regime", "parent_id", "stage", "embedding_
                                      "adapter_bytes", "setting_key", "task_version", "output_dir"]
 
 
+DERIVED = ["trivial_score", "still_improving"]   # from the trivial_scores and history columns (harness.analysis.flags)
+
+
 def runs_frame(store, suite: str | None = None, with_env: bool = False) -> pd.DataFrame:
     """One row per run, straight from SQL columns (no ORM objects: a 100k-run store loads in seconds);
     metric_<name> for every dev metric; env_* provenance columns with with_env."""
@@ -43,9 +48,9 @@ def runs_frame(store, suite: str | None = None, with_env: bool = False) -> pd.Da
 
     have = store.columns()
     if not have:
-        return pd.DataFrame(columns=FLAT)
+        return pd.DataFrame(columns=FLAT + DERIVED)
     wanted = [c for c in FLAT if c not in ("method_params", "budget")]
-    wanted += ["method_params", "budget", "metrics"] + (["env"] if with_env else [])
+    wanted += ["method_params", "budget", "metrics", "history", "trivial_scores"] + (["env"] if with_env else [])
     stmt = select(*[getattr(RunRecord, c) for c in wanted if c in have]).order_by(RunRecord.id)
     if suite:
         stmt = stmt.where(RunRecord.suite == suite)  # bound parameter: user input never builds SQL text
@@ -57,7 +62,10 @@ def runs_frame(store, suite: str | None = None, with_env: bool = False) -> pd.Da
         if c not in frame.columns:
             frame[c] = None
     if frame.empty:
-        return pd.DataFrame(columns=FLAT)
+        return pd.DataFrame(columns=FLAT + DERIVED)
+    # the flags' inputs, reduced to one value per run (a history is a list per run: not a table column)
+    frame["trivial_score"] = [trivial_score(t) for t in frame.pop("trivial_scores")]
+    frame["still_improving"] = [still_improving(h) for h in frame.pop("history")]
     frame["method_params"] = [json.dumps(p or {}, sort_keys=True) for p in frame["method_params"]]
     frame["budget"] = [_budget_text(b) for b in frame["budget"]]
     metrics = pd.DataFrame([m or {} for m in frame.pop("metrics")], index=frame.index)
@@ -74,20 +82,26 @@ def runs_frame(store, suite: str | None = None, with_env: bool = False) -> pd.Da
     return frame[first + metric_cols + rest]
 
 
-def best_table(runs: pd.DataFrame, metric: str = "score") -> pd.DataFrame:
-    """Houlsby selection on completed runs. One row per (suite, model, task, method variant)."""
+def best_table(runs: pd.DataFrame, metric: str = "score", resamples: int = significance.RESAMPLES) -> pd.DataFrame:
+    """Houlsby selection on completed runs. One row per (suite, model, task, method variant), with the flags and
+    the test against the best of its (suite, model, task) column (harness.analysis.significance); the column
+    tests themselves in attrs["tests"] {(suite, model, task): ColumnTest}, for the average over tasks."""
     done = runs[(runs["status"] == Status.COMPLETED) & ~runs["regime"].isin(NOT_RESULTS)] if not runs.empty else runs
     if done.empty:
         return pd.DataFrame(columns=["suite", "model", "task", "method_label", "mean", "std", "n_seeds"])
     done = done.assign(setting_key=done["setting_key"].fillna(done["cell_key"]))  # rows from before the column
-    out = []
+    out, dirs = [], []
     for (suite, model, task, label), group in done.groupby(["suite", "model", "task", "method_label"], sort=False):
         runs_of = best_setting_runs(group, metric)
         values = runs_of[metric].astype(float)
         first = runs_of.iloc[0]
+        mean, std = values.mean(), values.std(ddof=1) if len(values) > 1 else 0.0
+        baseline = _max(runs_of, "trivial_score")
+        improving = int(runs_of["still_improving"].fillna(False).astype(bool).sum()) if "still_improving" in runs_of \
+            else 0
         out.append({
             "suite": suite, "model": model, "task": task, "method": first["method"], "method_label": label,
-            "mean": values.mean(), "std": values.std(ddof=1) if len(values) > 1 else 0.0, "n_seeds": len(values),
+            "mean": mean, "std": std, "n_seeds": len(values),
             "learning_rate": first["learning_rate"], "budget": first["budget"],
             "trainable_params": first["trainable_params"], "total_params": first["total_params"],
             "added_params": first["added_params"],
@@ -96,8 +110,62 @@ def best_table(runs: pd.DataFrame, metric: str = "score") -> pd.DataFrame:
             "regime": first["regime"],
             # span extraction: exact match beside the main score (F1)
             "em_mean": _mean(runs_of, "metric_exact"), "em_std": _std(runs_of, "metric_exact"),
+            "trivial_baseline": baseline, "trivial": is_trivial(mean, std, baseline),
+            "improving_seeds": improving, "still_improving": improving > 0,
         })
-    return pd.DataFrame(out)
+        dirs.append(list(runs_of["output_dir"]) if "output_dir" in runs_of else [None] * len(runs_of))
+    best = pd.DataFrame(out)
+    best["flags"] = [flag_text(r) for _, r in best.iterrows()]
+    return _add_tests(best, dirs, resamples)
+
+
+def flag_text(row) -> str:
+    """`trivial`, `still_improving (k/n seeds)`, comma-separated; empty without flags."""
+    flags = ["trivial"] if row["trivial"] else []
+    if row["still_improving"]:
+        flags.append(f"still_improving ({row['improving_seeds']}/{row['n_seeds']} seeds)")
+    return ", ".join(flags)
+
+
+def _add_tests(best: pd.DataFrame, dirs: list, resamples: int) -> pd.DataFrame:
+    """Per (suite, model, task) column: the best variant by mean, every other one tested against it. Adds
+    is_best, tested, p_raw, p_vs_best (Holm), tied_with_best (None: not tested), seeds_needed."""
+    from harness.spec.tasks import TASKS
+
+    cols = {c: [None] * len(best) for c in ("is_best", "tested", "p_raw", "p_vs_best", "tied_with_best",
+                                            "seeds_needed", "score_on_common")}
+    tests = {}
+    for key, group in best.groupby(["suite", "model", "task"], sort=False):
+        top = group["mean"].idxmax()
+        task = TASKS.get(key[2]) if key[2] in TASKS else None   # a task this version does not know: not tested
+        variants = {best.at[i, "method_label"]: dirs[i] for i in group.index}
+        test = significance.column_test(task, variants, best.at[top, "method_label"], resamples) if task else None
+        tests[key] = test
+        for i in group.index:
+            label = best.at[i, "method_label"]
+            cols["is_best"][i] = bool(i == top)
+            cols["seeds_needed"][i] = None if i == top else significance.seeds_needed(
+                best.at[top, "mean"], best.at[top, "std"], best.at[i, "mean"], best.at[i, "std"]) \
+                if min(best.at[top, "n_seeds"], best.at[i, "n_seeds"]) > 1 else None
+            tested = test is not None and (label in test.p_holm or (i == top and bool(test.reps)))
+            cols["tested"][i] = tested
+            if test is not None and label in test.observed:
+                cols["score_on_common"][i] = test.observed[label]
+            if i == top:
+                cols["tied_with_best"][i] = True
+            elif tested:
+                cols["p_raw"][i], cols["p_vs_best"][i] = test.p_raw[label], test.p_holm[label]
+                cols["tied_with_best"][i] = test.tied[label]
+    for c, values in cols.items():
+        best[c] = pd.Series(values, index=best.index, dtype=object if c in ("tied_with_best", "seeds_needed") else None)
+    best.attrs["tests"] = tests
+    best.attrs["resamples"] = resamples
+    return best
+
+
+def _max(frame: pd.DataFrame, column: str):
+    values = pd.to_numeric(frame[column], errors="coerce").dropna() if column in frame else pd.Series(dtype=float)
+    return float(values.max()) if len(values) else None
 
 
 def _mean(frame: pd.DataFrame, column: str):
@@ -142,12 +210,16 @@ def leaderboard_table(best: pd.DataFrame) -> pd.DataFrame:
                 row[f"{t}_n"] = int(by_task.loc[t, "n_seeds"])
             else:
                 row[f"{t}_mean"] = row[f"{t}_std"] = row[f"{t}_n"] = None
+            for c in CELL_COLUMNS:   # the test against the column's best, seeds needed, flags
+                row[f"{t}_{c}"] = by_task.loc[t, c] if t in by_task.index and c in by_task else None
         for t in em_tasks:
             has = t in by_task.index
             row[f"{t}_em_mean"] = by_task.loc[t, "em_mean"] if has else None
             row[f"{t}_em_std"] = by_task.loc[t, "em_std"] if has else None
         complete = glue and all(row[f"{t}_mean"] is not None for t in glue)
         row["avg"] = sum(row[f"{t}_mean"] for t in glue) / len(glue) if complete else None
+        row["avg_tied_with_best"] = row["avg_p_vs_best"] = None
+        row["avg_tested"] = False
         row["trainable_pct"] = group["trainable_pct"].mean()
         # one frozen base shared by every task + what each task trains (full fine-tuning: a model per task)
         frozen = (group["total_params"] - group["trainable_params"]).max()
@@ -158,6 +230,13 @@ def leaderboard_table(best: pd.DataFrame) -> pd.DataFrame:
         row["params_all_tasks_x"] = row["params_all_tasks"] / base_model
         rows.append(row)
     table = pd.DataFrame(rows)
+    _test_average(table, best, glue)
+    trivial = best.groupby("task")["trivial_baseline"].max() if "trivial_baseline" in best else pd.Series()
+    table.attrs["trivial"] = {t: float(v) for t, v in trivial.items() if pd.notna(v)}
+    seeds = best["n_seeds"].astype(int)
+    table.attrs["significance"] = {"resamples": best.attrs.get("resamples", significance.RESAMPLES),
+                                   "alpha": significance.ALPHA, "seeds": (int(seeds.min()), int(seeds.max())),
+                                   "tested": bool(best.get("p_vs_best", pd.Series()).notna().any())}
     table.attrs["tasks"] = tasks
     table.attrs["is_glue"] = glue == tasks
     table.attrs["avg_tasks"] = glue
@@ -165,6 +244,34 @@ def leaderboard_table(best: pd.DataFrame) -> pd.DataFrame:
     table.attrs["avg_name"] = ("GLUE avg" if glue == tasks else f"GLUE avg ({', '.join(glue)})" if glue
                                else "GLUE avg (no GLUE task)")
     return table
+
+
+CELL_COLUMNS = ["is_best", "tied_with_best", "p_vs_best", "tested", "seeds_needed", "flags", "trivial",
+                "improving_seeds"]
+
+
+def _test_average(table: pd.DataFrame, best: pd.DataFrame, glue: list) -> None:
+    """avg_tied_with_best / avg_p_vs_best: the variants with an average against the best average, every GLUE
+    task's examples resampled once per replicate (one model at a time: each its own column of tests)."""
+    tests = best.attrs.get("tests", {})
+    for model, rows in table.groupby("model", sort=False):
+        rows = rows[rows["avg"].notna()]
+        if rows.empty or not glue:
+            continue
+        suites = best.loc[best["model"] == model, "suite"].unique()
+        columns = {t: tests.get((suites[0], model, t)) for t in glue} if len(suites) == 1 else {}
+        top = rows["avg"].idxmax()
+        result = None
+        if columns and all(c is not None for c in columns.values()):
+            result = significance.average_test(columns, table.at[top, "method"], list(rows["method"]))
+        for i in rows.index:
+            label = table.at[i, "method"]
+            table.at[i, "avg_tested"] = result is not None and (i == top or label in result.p_holm)
+            if i == top:
+                table.at[i, "avg_tied_with_best"] = True
+            elif result is not None and label in result.p_holm:
+                table.at[i, "avg_p_vs_best"] = result.p_holm[label]
+                table.at[i, "avg_tied_with_best"] = result.tied[label]
 
 
 def fmt_mean_std(mean, std, n=None, digits: int = 1) -> str:

@@ -30,11 +30,14 @@ def test_leaderboard_shows_houlsby_protocol_numbers(store_url, monkeypatch):
     table = at.dataframe[0].value
     rows = {r["method"]: r for _, r in table.iterrows()}
     assert list(table.columns[:3]) == ["method", "mrpc", "rte"]  # GLUE order
-    assert rows["full"]["rte"] == "72.0 ± 2.0"           # best lr on dev, mean ± std over 3 seeds
-    assert rows["houlsby(size=8,non_linearity=swish)"]["rte"] == "71.5 ± 0.5"
-    assert rows["full"]["mrpc"] == "86.0 ± 1.0"
-    assert rows["houlsby(size=8,non_linearity=swish)"]["mrpc"] == "86.0 ± 2.0"
-    assert rows["full"]["GLUE avg"] == "79.0" and rows["houlsby(size=8,non_linearity=swish)"]["GLUE avg"] == "78.8"
+    # best lr on dev, mean ± std over 3 seeds; ‡: the fixture's dev curves rise by 5 at the last evaluation
+    assert rows["full"]["rte"] == "72.0 ± 2.0 ‡"
+    assert rows["houlsby(size=8,non_linearity=swish)"]["rte"] == "71.5 ± 0.5 ‡"
+    assert rows["full"]["mrpc"] == "86.0 ± 1.0 ‡"
+    # the fixture saves predictions for rte only: mrpc cannot be tested against its best
+    assert rows["houlsby(size=8,non_linearity=swish)"]["mrpc"] == "86.0 ± 2.0 ‡ (not tested)"
+    assert rows["full"]["GLUE avg"] == "79.0"
+    assert rows["houlsby(size=8,non_linearity=swish)"]["GLUE avg"] == "78.8 (not tested)"
     assert rows["full"]["% trained"] == "100.000"
     assert rows["full"]["params (all tasks)"].endswith("(2.00x)")       # a full model per task
     assert rows["houlsby(size=8,non_linearity=swish)"]["params (all tasks)"].endswith("(1.01x)")
@@ -42,7 +45,7 @@ def test_leaderboard_shows_houlsby_protocol_numbers(store_url, monkeypatch):
     # the 'final' vs 'best' evaluation switch changes the numbers
     at.sidebar.radio[0].set_value("best_score").run()
     rows = {r["method"]: r for _, r in at.dataframe[0].value.iterrows()}
-    assert rows["full"]["rte"] == "73.0 ± 2.0"
+    assert rows["full"]["rte"] == "73.0 ± 2.0 ‡"
 
 
 def test_leaderboard_reads_a_postgresql_store_read_only(pg_server, tmp_path, monkeypatch):
@@ -50,7 +53,7 @@ def test_leaderboard_reads_a_postgresql_store_read_only(pg_server, tmp_path, mon
     url = fixture_store.build(None, predictions_dir=str(tmp_path / "out"), url=pg_server.create_database("board"))
     at = app(url, monkeypatch)
     rows = {r["method"]: r for _, r in at.dataframe[0].value.iterrows()}
-    assert rows["full"]["rte"] == "72.0 ± 2.0" and rows["houlsby(size=8,non_linearity=swish)"]["rte"] == "71.5 ± 0.5"
+    assert rows["full"]["rte"] == "72.0 ± 2.0 ‡" and rows["houlsby(size=8,non_linearity=swish)"]["rte"] == "71.5 ± 0.5 ‡"
     from harness.store.db import Store
 
     with pytest.raises(Exception, match="read-only"):
