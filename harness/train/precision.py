@@ -1,8 +1,13 @@
-"""Which mixed precision a cell runs in: `auto` picks bf16 where the hardware computes it natively.
+"""Which mixed precision a cell runs in: `auto` picks bf16 where it is really faster.
 
-On CPU that is read from the CPU's own feature flags, not guessed from the vendor or the torch build: oneDNN
-also runs bf16 on plain AVX-512 by emulation (torch.ops.mkldnn._is_mkldnn_bf16_supported() says yes there),
-which is slower than fp32. Master weights stay fp32 in every case (Accelerate autocasts the forward pass).
+GPUs: bf16 where supported, else fp16. CPUs: bf16 only when the CPU has bf16 dot-product instructions in its
+own feature flags (oneDNN also runs bf16 on plain AVX-512 by emulation -- torch.ops.mkldnn._is_mkldnn_bf16_supported()
+says yes there -- which is slower than fp32) AND a timed bf16 matmul at the model's own shape runs at least
+BF16_MARGIN times the fp32 one. The flag says the instruction exists, not that the kernels use it well: on a
+2-core Xeon with AVX512-BF16, bf16 matmuls ran at half the fp32 rate and a training step 1.2-1.8x slower
+(issue 20). The rates come from harness/train/peaks.py (cached per host, thread count and shape in the cache
+folder, so a host measures once) and go into the record (`extra.precision_choice`). Master weights stay fp32 in
+every case (Accelerate autocasts the forward pass).
 """
 
 from __future__ import annotations
@@ -39,16 +44,60 @@ def cpu_has_native_bf16() -> bool:
         return False
 
 
-def resolve_precision(requested: str, cuda: bool | None = None) -> str:
-    """`auto`: bf16 on GPUs that support it, else fp16 on GPUs; bf16 on CPUs with native bf16, else no."""
+BF16_MARGIN = 1.10   # bf16 must be this much faster than fp32: within the timing noise, fp32 (exact) wins
+
+
+def choose_precision(requested: str, cuda: bool | None = None, cache_dir: str | None = None,
+                     shape: tuple[int, int, int] | None = None) -> dict:
+    """{"requested", "chosen", "reason"} and, where `auto` measured on a CPU, "rates" (FLOP/s of the fp32 and
+    bf16 matmul at `shape`, (rows x hidden x 4*hidden), default 2048^3) and "shape". `cache_dir`: where the rates
+    are cached (harness/train/peaks.py); without one they are measured once per process."""
     if requested != "auto":
-        return requested
+        return {"requested": requested, "chosen": requested, "reason": "requested"}
     import torch
 
     cuda = torch.cuda.is_available() if cuda is None else cuda
     if cuda:
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "bf16" if cpu_has_native_bf16() else "no"
+        chosen = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return {"requested": "auto", "chosen": chosen, "reason": "gpu"}
+    if not cpu_has_native_bf16():
+        return {"requested": "auto", "chosen": "no", "reason": "no bf16 instructions in the CPU flags"}
+    from harness.train import peaks
+
+    shape = tuple(shape) if shape else peaks.REFERENCE_SHAPE
+    rates = {dtype: peaks.matmul_rate(dtype, shape, cache_dir) for dtype in ("fp32", "bf16")}
+    ratio = rates["bf16"]["flops_per_s"] / rates["fp32"]["flops_per_s"]
+    chosen = "bf16" if ratio >= BF16_MARGIN else "no"
+    return {"requested": "auto", "chosen": chosen, "shape": list(shape),
+            "reason": f"bf16 matmul {ratio:.2f}x fp32 (bf16 needs >= {BF16_MARGIN:.2f}x)",
+            "rates": {dtype: r["flops_per_s"] for dtype, r in rates.items()},
+            "cached": all(r["cached"] for r in rates.values())}
+
+
+def resolve_precision(requested: str, cuda: bool | None = None, cache_dir: str | None = None,
+                      shape: tuple[int, int, int] | None = None) -> str:
+    """`auto`: bf16 on GPUs that support it, else fp16 on GPUs; on CPUs bf16 only where measured faster
+    (choose_precision), else no."""
+    return choose_precision(requested, cuda, cache_dir, shape)["chosen"]
+
+
+def cell_shape(cell, model_base_dir: str = ".") -> tuple[int, int, int] | None:
+    """The model's own matmul shape for a cell: (batch_size x max_length) x hidden x 4*hidden, from the model's
+    config (no weights loaded); None when the config cannot be read or names no hidden size."""
+    try:
+        from transformers import AutoConfig
+
+        from harness.spec.models import ModelSpec
+        from harness.train.peaks import model_shape
+
+        spec = ModelSpec(cell.model, cell.trust_remote_code, model_base_dir)
+        cfg = AutoConfig.from_pretrained(spec.source(), trust_remote_code=spec.trust_remote_code)
+        hidden = next((getattr(cfg, a) for a in ("hidden_size", "dim", "d_model") if getattr(cfg, a, None)), None)
+        if not hidden:
+            return None
+        return model_shape(int(cell.hparams["batch_size"]), int(cell.hparams["max_length"]), int(hidden))
+    except Exception:   # the shape only tunes a measurement: loading the model reports the real error
+        return None
 
 
 def head_outside_autocast(model) -> list[str]:
