@@ -208,3 +208,31 @@ def test_a_bad_peak_override_fails_the_cell_at_once(tiny_bert, small_glue, monke
     monkeypatch.setenv("HARNESS_PEAK_FLOPS", "fast")
     with pytest.raises(ValueError, match="HARNESS_PEAK_FLOPS='fast'"):
         train_and_evaluate(_cell(tiny_bert), RunContext(str(small_glue), None, show_progress=False))
+
+
+def test_flops_reach_the_store_and_the_runs_export(tiny_bert, small_glue, tmp_path):
+    """`harness run` (a real process) stores the FLOP columns; `harness export --table runs` shows them."""
+    import csv
+    import io
+
+    from tests.helpers import run_cli, write_suite
+
+    suite = write_suite(tmp_path / "s.yaml", f"""
+name: fl
+models: ["{tiny_bert}"]
+tasks: [rte]
+methods: [{{name: houlsby, size: 4}}]
+budgets: [{{max_steps: 2}}]
+hparams: {{batch_size: 8, learning_rate: 1e-3, mixed_precision: "no"}}
+""")
+    db = f"sqlite:///{tmp_path / 'h.db'}"
+    env = {"HARNESS_PEAK_FLOPS": "5e9"}
+    proc = run_cli("run", suite, "--db", db, "--output-dir", tmp_path / "out", "--data-dir", small_glue,
+                   "--no-progress", cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = run_cli("export", "--db", db, "--table", "runs", "--format", "csv", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    (row,) = list(csv.DictReader(io.StringIO(out.stdout)))
+    assert float(row["train_flops"]) > 0 and float(row["eval_flops"]) > 0
+    assert float(row["mfu"]) == pytest.approx(float(row["flops_per_s"]) / 5e9)
+    assert float(row["flops_per_s"]) == pytest.approx(float(row["train_flops"]) / float(row["train_time_s"]))
