@@ -111,7 +111,7 @@ def _store(path: str | None, host: str, key: str, entry: dict) -> None:
         pass   # a read-only cache folder: measure again next time, never fail a run for it
 
 
-_memo: dict[tuple, dict] = {}   # per process, for callers without a cache folder
+_memo: dict[tuple, dict] = {}   # per process and cache file (None: callers without a cache folder)
 
 
 def time_matmul(dtype: str, shape: tuple[int, int, int], device: str = "cpu", repeats: int = REPEATS) -> float:
@@ -147,12 +147,29 @@ def matmul_rate(dtype: str, shape: tuple[int, int, int], cache_dir: str | None =
     it, else measured now (and cached)."""
     host, key = host_key(device), shape_key(dtype, tuple(shape))
     path = cache_path(cache_dir)
-    entry = _load(path).get("hosts", {}).get(host, {}).get(key) or _memo.get((host, key))
+    entry = _load(path).get("hosts", {}).get(host, {}).get(key) or _memo.get((path, host, key))
     if entry and entry.get("flops_per_s"):
         return {**entry, "cached": True}
     entry = {"flops_per_s": time_matmul(dtype, tuple(shape), device),
              "measured_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
-    _memo[(host, key)] = entry
+    _memo[(path, host, key)] = entry
+    _store(path, host, key, entry)
+    return {**entry, "cached": False}
+
+
+def cached_value(key: str, measure, cache_dir: str | None = None, device: str = "cpu") -> dict:
+    """{"value", "measured_at", "cached"} for any measurement of this host under `key`: from the cache when it has
+    it, else `measure()` now (and cached)."""
+    host = host_key(device)
+    path = cache_path(cache_dir)
+    entry = _load(path).get("hosts", {}).get(host, {}).get(key) or _memo.get((path, host, key))
+    if entry and entry.get("value") is not None:
+        return {**entry, "cached": True}
+    global measurements
+    measurements += 1
+    entry = {"value": measure(),
+             "measured_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    _memo[(path, host, key)] = entry
     _store(path, host, key, entry)
     return {**entry, "cached": False}
 

@@ -47,7 +47,7 @@ from harness.train.measure import PeakMemory, batch_counts, cost_fields
 from harness.train.model_setup import build_model, save_adapter
 from harness.train.optim import make_optimizer, make_scheduler, optimizer_steps
 from harness.train.peaks import device_peak, override
-from harness.train.precision import cell_shape, choose_precision, heads_in_full_precision
+from harness.train.precision import cell_shape, choose_precision, heads_in_full_precision, model_step
 from harness.train.progress import Progress
 from harness.train.result import RunResult
 from harness.train.schedules import TaskMixture, encoder_checksum, handover_state
@@ -124,7 +124,7 @@ class CellRun:
         # the model's own matmul shape: what `auto` measures bf16 against fp32 at, and where MFU's peak is timed
         self.shape = cell_shape(self.cell, self.ctx.model_base_dir)
         self.precision_choice = choose_precision(self.cell.hparams["mixed_precision"], cache_dir=self.ctx.cache_dir,
-                                                 shape=self.shape)
+                                                 shape=self.shape, step=model_step(self.cell, self.ctx.model_base_dir))
         self.acc = make_accelerator(self.cell, find_unused_parameters=self.multi,
                                     mixed_precision=self.precision_choice["chosen"])
         self.flops = FlopMeter()

@@ -16,13 +16,19 @@ from harness.train import peaks, precision
 SHAPE = (256, 32, 128)
 
 
-def write_rates(cache_dir, fp32: float, bf16: float, shape=SHAPE) -> str:
-    """A cache file as a previous measurement on this host would have left it."""
+def write_rates(cache_dir, fp32: float, bf16: float, shape=SHAPE, step: tuple[str, float, float] | None = None) -> str:
+    """A cache file as a previous measurement on this host would have left it: matmul rates at `shape` and, with
+    `step` = (key, fp32 s, bf16 s), a timed training step."""
     path = peaks.cache_path(str(cache_dir))
     os.makedirs(cache_dir, exist_ok=True)
     host = peaks.host_key()
-    entries = {peaks.shape_key("fp32", shape): {"flops_per_s": fp32, "measured_at": "2026-01-01T00:00:00+00:00"},
-               peaks.shape_key("bf16", shape): {"flops_per_s": bf16, "measured_at": "2026-01-01T00:00:00+00:00"}}
+    at = "2026-01-01T00:00:00+00:00"
+    entries = {peaks.shape_key("fp32", shape): {"flops_per_s": fp32, "measured_at": at},
+               peaks.shape_key("bf16", shape): {"flops_per_s": bf16, "measured_at": at}}
+    if step:
+        key, fp32_s, bf16_s = step
+        entries[f"step {key} fp32"] = {"value": fp32_s, "measured_at": at}
+        entries[f"step {key} bf16"] = {"value": bf16_s, "measured_at": at}
     with open(path, "w") as f:
         json.dump({"version": peaks.CACHE_VERSION, "hosts": {host: entries}}, f)
     return path
@@ -120,9 +126,35 @@ def test_a_cell_records_what_auto_measured_and_chose(tiny_bert, small_glue, tmp_
                 method_params=get_method("full").resolve({}), budget={"max_steps": 2}, seed=1, hparams=hp)
     shape = peaks.model_shape(8, 32, 32)          # batch 8 x max_length 32 rows, hidden 32 (the tiny BERT)
     assert precision.cell_shape(cell) == shape
-    write_rates(tmp_path / "cache", fp32=100e9, bf16=50e9, shape=shape)
+    step = precision.model_step(cell)
+    assert step["key"].endswith(" 8x32")
+    # the matmul says bf16 is 2x faster, a step of the model says it is slower: the step decides
+    write_rates(tmp_path / "cache", fp32=50e9, bf16=100e9, shape=shape, step=(step["key"], 0.010, 0.013))
+    before = peaks.measurements
     result = train_and_evaluate(cell, RunContext(str(small_glue), str(tmp_path / "cache"), show_progress=False))
     assert result.mixed_precision == "no"
-    assert result.precision_choice["chosen"] == "no" and result.precision_choice["rates"] == {"fp32": 100e9,
-                                                                                              "bf16": 50e9}
+    choice = result.precision_choice
+    assert choice["chosen"] == "no" and choice["rates"] == {"fp32": 50e9, "bf16": 100e9}
+    assert choice["step_s"] == {"fp32": 0.010, "bf16": 0.013} and "training step" in choice["reason"]
     assert result.device_peak["source"] == "measured" and result.mfu > 0
+    assert peaks.measurements == before + 1    # only MFU's 2048^3 fp32 peak was not in the cache
+
+
+def test_a_timed_step_of_the_model(tiny_bert, native_bf16, tmp_path):
+    """The step is really timed (both precisions, cached like the rates), and runs without touching the
+    global RNG (the cell's seeded draws come after it)."""
+    from harness.spec.cell import Cell
+
+    cell = Cell(suite="t", model=str(tiny_bert), task="rte", task_version=1, method="full", method_params={},
+                budget={"max_steps": 1}, seed=1, hparams={"batch_size": 4, "max_length": 16})
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    before = peaks.measurements
+    choice = precision.choose_precision("auto", cuda=False, cache_dir=str(tmp_path), shape=SHAPE,
+                                        step=precision.model_step(cell))
+    assert torch.equal(torch.rand(3), expected)
+    assert choice["step_s"]["fp32"] > 0 and choice["step_s"]["bf16"] > 0 and peaks.measurements == before + 4
+    precision.choose_precision("auto", cuda=False, cache_dir=str(tmp_path), shape=SHAPE,
+                               step=precision.model_step(cell))
+    assert peaks.measurements == before + 4
