@@ -163,7 +163,7 @@ def cached_value(key: str, measure, cache_dir: str | None = None, device: str = 
     host = host_key(device)
     path = cache_path(cache_dir)
     entry = _load(path).get("hosts", {}).get(host, {}).get(key) or _memo.get((path, host, key))
-    if entry and entry.get("value") is not None:
+    if entry and "value" in entry:   # None too: "could not be measured" is an answer worth keeping
         return {**entry, "cached": True}
     global measurements
     measurements += 1

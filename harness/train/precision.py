@@ -76,9 +76,13 @@ def choose_precision(requested: str, cuda: bool | None = None, cache_dir: str | 
            "cached": all(r["cached"] for r in rates.values())}
     decided_by = f"bf16 matmul {ratio:.2f}x fp32"
     if step is not None:   # a training step of the model decides where it was timed: it is what a cell runs
-        times = {dtype: peaks.cached_value(f"step {step['key']} {dtype}", lambda d=dtype: step["time"](d),
-                                           cache_dir) for dtype in ("fp32", "bf16")}
-        if all(t["value"] for t in times.values()):
+        times = {}
+        for dtype in ("fp32", "bf16"):   # fp32 first: a step too slow to time there is not timed in bf16
+            times[dtype] = peaks.cached_value(f"step {step['key']} {dtype}", lambda d=dtype: step["time"](d),
+                                              cache_dir)
+            if not times[dtype]["value"]:
+                break
+        if len(times) == 2 and all(t["value"] for t in times.values()):
             ratio = times["fp32"]["value"] / times["bf16"]["value"]
             decided_by = f"bf16 training step {ratio:.2f}x as fast as fp32 ({decided_by})"
             out["step_s"] = {dtype: t["value"] for dtype, t in times.items()}

@@ -158,3 +158,18 @@ def test_a_timed_step_of_the_model(tiny_bert, native_bf16, tmp_path):
     precision.choose_precision("auto", cuda=False, cache_dir=str(tmp_path), shape=SHAPE,
                                step=precision.model_step(cell))
     assert peaks.measurements == before + 4
+
+
+def test_a_step_too_slow_to_time_leaves_the_matmul_to_decide(tmp_path, native_bf16, monkeypatch):
+    calls = []
+
+    def slow(dtype):
+        calls.append(dtype)
+        return None            # the warm-up step took longer than STEP_TIME_CAP_S
+
+    write_rates(tmp_path, fp32=100e9, bf16=300e9)
+    step = {"key": "bert:0 8x128", "time": slow}
+    first = precision.choose_precision("auto", cuda=False, cache_dir=str(tmp_path), shape=SHAPE, step=step)
+    assert first["chosen"] == "bf16" and "step_s" not in first and calls == ["fp32"]
+    again = precision.choose_precision("auto", cuda=False, cache_dir=str(tmp_path), shape=SHAPE, step=step)
+    assert again["chosen"] == "bf16" and calls == ["fp32"]     # the "too slow" answer is cached too
