@@ -123,8 +123,7 @@ class CellRun:
         override("bf16")   # a malformed HARNESS_PEAK_FLOPS fails the cell now, not after training
         # the model's own matmul shape: what `auto` measures bf16 against fp32 at, and where MFU's peak is timed
         self.shape = cell_shape(self.cell, self.ctx.model_base_dir)
-        self.precision_choice = choose_precision(self.cell.hparams["mixed_precision"], cache_dir=self.ctx.cache_dir,
-                                                 shape=self.shape, step=model_step(self.cell, self.ctx.model_base_dir))
+        self.precision_choice = self._choose_precision()
         self.acc = make_accelerator(self.cell, find_unused_parameters=self.multi,
                                     mixed_precision=self.precision_choice["chosen"])
         self.flops = FlopMeter()
@@ -138,6 +137,23 @@ class CellRun:
             return self.record()
         finally:
             self._release()
+
+    def _choose_precision(self) -> dict:
+        """`auto` resolved by measurement on rank 0 and broadcast: ranks timing at once would share the cores, and
+        ranks that chose differently would train different numerics."""
+        from accelerate import PartialState
+        from accelerate.utils import broadcast_object_list
+
+        state = PartialState()
+        choice = None
+        if state.is_main_process:
+            choice = choose_precision(self.cell.hparams["mixed_precision"], cache_dir=self.ctx.cache_dir,
+                                      shape=self.shape, step=model_step(self.cell, self.ctx.model_base_dir))
+        if state.num_processes > 1:
+            holder = [choice]
+            broadcast_object_list(holder, from_process=0)
+            choice = holder[0]
+        return choice
 
     # --- steps ------------------------------------------------------------------------------------------------
 
