@@ -56,19 +56,22 @@ def run_harness(cell: Cell, ctx: RunContext) -> dict:
     r = train_and_evaluate(cell, ctx)
     return {"examples_per_s": r.train_examples_per_s, "tokens_per_s": r.train_tokens_per_s,
             "train_s": r.train_time_s, "score": r.score, "metrics": r.metrics,
-            "precision": r.mixed_precision, "frozen_features": r.frozen_features}
+            "precision": r.mixed_precision, "frozen_features": r.frozen_features, "mfu_counted": r.mfu}
 
 
-def matmul_peak_gflops(dtype, n: int = 2048, repeats: int = 10) -> float:
-    """The machine's dense matmul rate right now (n x n x n, best of `repeats`): the MFU denominator's context."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    a @ b
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n ** 3 / best / 1e9
+def measured_peaks(cell: Cell, cache_dir: str) -> dict:
+    """{precision: {"gflops", "rates"}}: this machine's matmul peak in this process (harness/train/peaks.py, the
+    function the records' MFU uses): the best of the model's own FFN shape and 2048^3, for fp32 and bf16."""
+    from harness.train.peaks import device_peak
+    from harness.train.precision import cell_shape
+
+    shape = cell_shape(cell)
+    out = {}
+    for precision in ("no", "bf16"):
+        peak = device_peak(precision, "cpu", cache_dir, shape)
+        out[precision] = {"gflops": peak["flops_per_s"] / 1e9, "source": peak["source"],
+                          "rates": {k: v / 1e9 for k, v in peak.get("rates", {}).items()}}
+    return out
 
 
 def non_embedding_params(model_name: str, task) -> int:
@@ -147,20 +150,24 @@ def main() -> int:
                    help="only the bf16 against fp32 seed check of the full fine-tuning cell (with --seeds)")
     p.add_argument("--no-trainer", action="store_true", help="harness rows only (the Trainer's are the slow ones)")
     p.add_argument("--trainer-group-by-length", action="store_true", help="add the Trainer's own length grouping")
-    p.add_argument("--peak-fp32", type=float, default=213.0, help="GFLOP/s, 2048^2 matmul, quiet machine")
-    p.add_argument("--peak-bf16", type=float, default=917.0, help="GFLOP/s, 2048^2 matmul, quiet machine")
+    p.add_argument("--peak-fp32", type=float, default=None, help="GFLOP/s; default: measured in this run")
+    p.add_argument("--peak-bf16", type=float, default=None, help="GFLOP/s; default: measured in this run")
     p.add_argument("--data-dir", default=os.environ.get("HARNESS_DATA_DIR"))
     p.add_argument("--write", action="store_true", help="append the results to bench/RESULTS.md")
     args = p.parse_args()
     torch.set_num_threads(torch.get_num_threads())
     ctx = RunContext(data_dir=args.data_dir, cache_dir=tempfile.mkdtemp(prefix="bench-cache-"), show_progress=False)
     n_params = non_embedding_params(args.model, get_task(args.task))
-    peaks = {"no": args.peak_fp32, "bf16": args.peak_bf16}
-    now = {"no": matmul_peak_gflops(torch.float32), "bf16": matmul_peak_gflops(torch.bfloat16)}
-    lines = [f"\nNon-embedding parameters N = {n_params:,}; MFU = flops/token x N x tokens/s over the matmul peak of "
-             f"this machine measured quiet (fp32 {peaks['no']:.0f}, bf16 {peaks['bf16']:.0f} GFLOP/s; at the start of "
-             f"this run: fp32 {now['no']:.0f}, bf16 {now['bf16']:.0f} GFLOP/s). flops/token: full 6N; frozen base "
-             f"weights (adapters) 4N; the probe's one forward pass is not a training rate (n/a)."]
+    # the peaks are measured in this process (a fresh cache folder: nothing from another run or machine), at the
+    # model's own shape and at 2048^3, unless given; HARNESS_PEAK_FLOPS overrides as it does for the records
+    measured = measured_peaks(make_cell(args, "full", args.lr_full), ctx.cache_dir)
+    peaks = {"no": args.peak_fp32 or measured["no"]["gflops"], "bf16": args.peak_bf16 or measured["bf16"]["gflops"]}
+    rates = "; ".join(f"{k} {v:.0f}" for m in measured.values() for k, v in m["rates"].items())
+    lines = [f"\nNon-embedding parameters N = {n_params:,}; MFU = flops/token x N x tokens/s over the matmul peak "
+             f"(fp32 {peaks['no']:.0f}, bf16 {peaks['bf16']:.0f} GFLOP/s{'' if not (args.peak_fp32 or args.peak_bf16) else ', given'}; "
+             f"measured in this run, GFLOP/s: {rates}). flops/token: full 6N; frozen base weights (adapters) 4N; the "
+             f"probe's one forward pass is not a training rate (n/a). Counted MFU: the record's own (FLOPs counted "
+             f"with FlopCounterMode over the same peak source, harness/train/flops.py)."]
     print(lines[-1], flush=True)
 
     def lr_of(method):
@@ -168,17 +175,18 @@ def main() -> int:
 
     def table(title, runs, refs):
         out = [f"\n### {title}\n",
-               "| run | precision | train examples/s | tokens/s | model GFLOP/s | MFU | "
+               "| run | precision | train examples/s | tokens/s | model GFLOP/s | MFU | counted MFU | "
                + " | ".join(f"vs {r}" for r in refs) + " | train s | dev score | dev metrics |",
-               "|---|---|---:|---:|---:|---:|" + "---:|" * len(refs) + "---:|---:|---|"]
+               "|---|---|---:|---:|---:|---:|---:|" + "---:|" * len(refs) + "---:|---:|---|"]
         for name, (method, r) in runs.items():
             per_token = None if method == "linear_probe" else FLOPS_PER_TOKEN.get(method, FROZEN_BASE_FLOPS_PER_TOKEN)
             gflops = per_token * n_params * r["tokens_per_s"] / 1e9 if per_token else None
             mfu = f"{100 * gflops / peaks[r['precision']]:.0f}%" if gflops else "n/a"
+            counted = f"{100 * r['mfu_counted']:.0f}%" if r.get("mfu_counted") else "n/a"
             ratios = " | ".join(f"{r['examples_per_s'] / all_runs[ref][1]['examples_per_s']:.2f}x" for ref in refs)
             metrics = ", ".join(f"{k} {v:.2f}" for k, v in r["metrics"].items())
             out.append(f"| {name} | {r['precision']} | {r['examples_per_s']:.1f} | {r['tokens_per_s']:.0f} | "
-                       f"{f'{gflops:.0f}' if gflops else 'n/a'} | {mfu} | {ratios} | {r['train_s']:.1f} | "
+                       f"{f'{gflops:.0f}' if gflops else 'n/a'} | {mfu} | {counted} | {ratios} | {r['train_s']:.1f} | "
                        f"{r['score']:.2f} | {metrics} |")
         return out
 

@@ -25,7 +25,8 @@ RUN_COLUMNS = ["id", "suite", "cell_key", "model", "task", "method", "method_lab
 ENV_COLUMNS = ["torch", "transformers", "adapters", "git_commit", "git_dirty", "device", "host"]
 COST_COLUMNS = ["trainable_params", "added_params", "total_params", "head_params", "trainable_pct", "train_time_s",
                 "eval_time_s", "peak_memory_mb", "train_examples_per_s", "train_tokens_per_s", "steps",
-                "epochs_done", "num_processes", "stopped_by", "error", "started_at", "finished_at"]
+                "epochs_done", "train_flops", "eval_flops", "flops_per_s", "mfu", "num_threads", "num_processes",
+                "stopped_by", "error", "started_at", "finished_at"]
 
 
 def _budget_text(budget: dict) -> str:

@@ -52,9 +52,10 @@ def process_state():
     return PartialState(cpu=not torch.cuda.is_available())
 
 
-def make_accelerator(cell: Cell, find_unused_parameters: bool = False):
+def make_accelerator(cell: Cell, find_unused_parameters: bool = False, mixed_precision: str | None = None):
     """A fresh Accelerator per cell: precision and accumulation may differ between cells; the process group
-    (PartialState) is kept. A multi-task step uses one task's head only: DDP must be told."""
+    (PartialState) is kept. A multi-task step uses one task's head only: DDP must be told. `mixed_precision`:
+    already resolved (the loop resolves `auto` with the model's shape), else resolved here."""
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, GradientState
     from accelerate.utils import DistributedDataParallelKwargs
@@ -63,7 +64,7 @@ def make_accelerator(cell: Cell, find_unused_parameters: bool = False):
     GradientState._reset_state()
     handlers = [DistributedDataParallelKwargs(find_unused_parameters=True)] if find_unused_parameters else []
     return Accelerator(cpu=not torch.cuda.is_available(),
-                       mixed_precision=resolve_precision(cell.hparams["mixed_precision"]),
+                       mixed_precision=mixed_precision or resolve_precision(cell.hparams["mixed_precision"]),
                        gradient_accumulation_steps=cell.hparams["gradient_accumulation_steps"],
                        kwargs_handlers=handlers)
 

@@ -127,6 +127,7 @@ class FrozenFeatures:
     eval_extract_s: float = 0.0  # ... and on dev features (counted as evaluation)
     loaded: int = 0             # splits found cached (memory or disk), so not computed by this cell
     computed: int = 0
+    computed_train: int = 0     # ... of which training splits
 
     def record(self) -> dict:
         return {"pooling": self.pooling, "extract_s": round(self.extract_s, 3),
@@ -182,6 +183,7 @@ class FrozenFeatures:
 
         t0 = time.perf_counter()
         train_sets = [as_features(ds, True) for ds in train_sets]
+        self.computed_train = self.computed   # the loop's FLOP count adds the encoder passes that ran
         t1 = time.perf_counter()
         eval_sets = [[dataclasses.replace(es, dataset=as_features(es.dataset, False)) for es in sets] for sets in eval_sets]
         self.extract_s, self.eval_extract_s = t1 - t0, time.perf_counter() - t1

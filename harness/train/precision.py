@@ -1,13 +1,20 @@
-"""Which mixed precision a cell runs in: `auto` picks bf16 where the hardware computes it natively.
+"""Which mixed precision a cell runs in: `auto` picks bf16 where it is really faster.
 
-On CPU that is read from the CPU's own feature flags, not guessed from the vendor or the torch build: oneDNN
-also runs bf16 on plain AVX-512 by emulation (torch.ops.mkldnn._is_mkldnn_bf16_supported() says yes there),
-which is slower than fp32. Master weights stay fp32 in every case (Accelerate autocasts the forward pass).
+GPUs: bf16 where supported, else fp16. CPUs: bf16 only when the CPU has bf16 dot-product instructions in its
+own feature flags (oneDNN also runs bf16 on plain AVX-512 by emulation -- torch.ops.mkldnn._is_mkldnn_bf16_supported()
+says yes there -- which is slower than fp32) AND bf16 is measured at least BF16_MARGIN times as fast: a training
+step of the cell's model architecture timed in both (model_step), else a matmul at the model's own shape. The flag says the instruction exists, not that the kernels use it well: on a
+2-core Xeon with AVX512-BF16, bf16 matmuls ran at half the fp32 rate and a training step 1.2-1.8x slower
+(issue 20). The rates come from harness/train/peaks.py (cached per host, thread count and shape in the cache
+folder, so a host measures once) and go into the record (`extra.precision_choice`). Master weights stay fp32 in
+every case (Accelerate autocasts the forward pass).
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 
 # x86: AVX512-BF16 (Cooper Lake, Zen 4 and later) or AMX-BF16 (Sapphire Rapids and later) dot products;
 # Arm: the BF16 extension (BFDOT / BFMMLA), listed as "bf16" in /proc/cpuinfo's Features line.
@@ -39,16 +46,128 @@ def cpu_has_native_bf16() -> bool:
         return False
 
 
-def resolve_precision(requested: str, cuda: bool | None = None) -> str:
-    """`auto`: bf16 on GPUs that support it, else fp16 on GPUs; bf16 on CPUs with native bf16, else no."""
+BF16_MARGIN = 1.10   # bf16 must be this much faster than fp32: within the timing noise, fp32 (exact) wins
+
+
+def choose_precision(requested: str, cuda: bool | None = None, cache_dir: str | None = None,
+                     shape: tuple[int, int, int] | None = None, step: dict | None = None) -> dict:
+    """{"requested", "chosen", "reason"} and, where `auto` measured on a CPU, "rates" (FLOP/s of the fp32 and
+    bf16 matmul at `shape`, (rows x hidden x 4*hidden), default 2048^3) and "shape". `step` (model_step()):
+    a training step of the cell's model, timed in fp32 and under bf16 autocast; where it gives times, they
+    decide ("step_s"), else the matmul does. `cache_dir`: where the measurements are cached
+    (harness/train/peaks.py); without one they are measured once per process."""
     if requested != "auto":
-        return requested
+        return {"requested": requested, "chosen": requested, "reason": "requested"}
     import torch
 
     cuda = torch.cuda.is_available() if cuda is None else cuda
     if cuda:
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "bf16" if cpu_has_native_bf16() else "no"
+        chosen = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return {"requested": "auto", "chosen": chosen, "reason": "gpu"}
+    if not cpu_has_native_bf16():
+        return {"requested": "auto", "chosen": "no", "reason": "no bf16 instructions in the CPU flags"}
+    from harness.train import peaks
+
+    shape = tuple(shape) if shape else peaks.REFERENCE_SHAPE
+    rates = {dtype: peaks.matmul_rate(dtype, shape, cache_dir) for dtype in ("fp32", "bf16")}
+    ratio = rates["bf16"]["flops_per_s"] / rates["fp32"]["flops_per_s"]
+    out = {"requested": "auto", "shape": list(shape),
+           "rates": {dtype: r["flops_per_s"] for dtype, r in rates.items()},
+           "cached": all(r["cached"] for r in rates.values())}
+    decided_by = f"bf16 matmul {ratio:.2f}x fp32"
+    if step is not None:   # a training step of the model decides where it was timed: it is what a cell runs
+        times = {}
+        for dtype in ("fp32", "bf16"):   # fp32 first: a step too slow to time there is not timed in bf16
+            times[dtype] = peaks.cached_value(f"step {step['key']} {dtype}", lambda d=dtype: step["time"](d),
+                                              cache_dir)
+            if not times[dtype]["value"]:
+                break
+        if len(times) == 2 and all(t["value"] for t in times.values()):
+            ratio = times["fp32"]["value"] / times["bf16"]["value"]
+            decided_by = f"bf16 training step {ratio:.2f}x as fast as fp32 ({decided_by})"
+            out["step_s"] = {dtype: t["value"] for dtype, t in times.items()}
+            out["step"] = step["key"]
+            out["cached"] = out["cached"] and all(t["cached"] for t in times.values())
+    out["chosen"] = "bf16" if ratio >= BF16_MARGIN else "no"
+    out["reason"] = f"{decided_by} (bf16 needs >= {BF16_MARGIN:.2f}x)"
+    return out
+
+
+def resolve_precision(requested: str, cuda: bool | None = None, cache_dir: str | None = None,
+                      shape: tuple[int, int, int] | None = None) -> str:
+    """`auto`: bf16 on GPUs that support it, else fp16 on GPUs; on CPUs bf16 only where measured faster
+    (choose_precision), else no."""
+    return choose_precision(requested, cuda, cache_dir, shape)["chosen"]
+
+
+STEP_TIME_CAP_S = 5.0   # a model whose warm-up step takes longer is not timed: the matmul decides
+
+
+def model_step(cell, model_base_dir: str = ".") -> dict | None:
+    """A training step of the cell's model architecture for choose_precision: {"key", "time": f(dtype) ->
+    seconds or None}. The encoder is built from its config (random weights, under a forked RNG, so the cell's
+    own seeded draws are untouched) and times forward + backward of batch_size x max_length random tokens, in
+    eval mode (no dropout: no RNG), best of 3 after a warm-up. None where the config cannot be read."""
+    try:
+        from transformers import AutoConfig
+
+        from harness.spec.models import ModelSpec
+
+        spec = ModelSpec(cell.model, cell.trust_remote_code, model_base_dir)
+        source = spec.source()
+        cfg = AutoConfig.from_pretrained(source, trust_remote_code=spec.trust_remote_code)
+    except Exception:
+        return None
+    batch, tokens = int(cell.hparams["batch_size"]), int(cell.hparams["max_length"])
+    tokens = min(tokens, getattr(cfg, "max_position_embeddings", tokens) or tokens)
+
+    def time_step(dtype: str) -> float | None:
+        import time
+
+        import torch
+        from transformers import AutoModel
+
+        with torch.random.fork_rng(devices=[]):
+            model = AutoModel.from_config(cfg, trust_remote_code=spec.trust_remote_code)
+        model.eval()
+        gen = torch.Generator().manual_seed(0)
+        ids = torch.randint(0, getattr(cfg, "vocab_size", 1000), (batch, tokens), generator=gen)
+
+        def once() -> float:
+            t0 = time.perf_counter()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bf16"):
+                out = model(input_ids=ids).last_hidden_state
+            out.float().mean().backward()
+            model.zero_grad(set_to_none=True)
+            return time.perf_counter() - t0
+
+        if once() > STEP_TIME_CAP_S:
+            return None
+        return min(once() for _ in range(3))
+
+    # the architecture decides a step's time, not the weights or where they came from
+    arch = {k: v for k, v in sorted(cfg.to_dict().items()) if not k.startswith("_") and k != "transformers_version"}
+    digest = hashlib.sha256(json.dumps(arch, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    return {"key": f"{cfg.model_type}:{digest} {batch}x{tokens}", "time": time_step}
+
+
+def cell_shape(cell, model_base_dir: str = ".") -> tuple[int, int, int] | None:
+    """The model's own matmul shape for a cell: (batch_size x max_length) x hidden x 4*hidden, from the model's
+    config (no weights loaded); None when the config cannot be read or names no hidden size."""
+    try:
+        from transformers import AutoConfig
+
+        from harness.spec.models import ModelSpec
+        from harness.train.peaks import model_shape
+
+        spec = ModelSpec(cell.model, cell.trust_remote_code, model_base_dir)
+        cfg = AutoConfig.from_pretrained(spec.source(), trust_remote_code=spec.trust_remote_code)
+        hidden = next((getattr(cfg, a) for a in ("hidden_size", "dim", "d_model") if getattr(cfg, a, None)), None)
+        if not hidden:
+            return None
+        return model_shape(int(cell.hparams["batch_size"]), int(cell.hparams["max_length"]), int(hidden))
+    except Exception:   # the shape only tunes a measurement: loading the model reports the real error
+        return None
 
 
 def head_outside_autocast(model) -> list[str]:

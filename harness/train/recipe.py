@@ -41,11 +41,13 @@ from harness.train import features, preempt
 from harness.train.checkpoint import CellCheckpoint
 from harness.train.context import RunContext, make_accelerator, quiet_libraries
 from harness.train.evaluation import evaluate_task, predict
+from harness.train.flops import FlopMeter, encoder_pass_flops, flops_fields
 from harness.train.loaders import eval_loader, eval_sets_for, train_loader
 from harness.train.measure import PeakMemory, batch_counts, cost_fields
 from harness.train.model_setup import build_model, save_adapter
 from harness.train.optim import make_optimizer, make_scheduler, optimizer_steps
-from harness.train.precision import heads_in_full_precision
+from harness.train.peaks import device_peak, override
+from harness.train.precision import cell_shape, choose_precision, heads_in_full_precision, model_step
 from harness.train.progress import Progress
 from harness.train.result import RunResult
 from harness.train.schedules import TaskMixture, encoder_checksum, handover_state
@@ -82,6 +84,13 @@ def train_and_evaluate(cell: Cell, ctx: RunContext, output_dir: str | None = Non
     result.stages = stages
     result.stage_train_time_s = result.train_time_s
     result.train_time_s = total_train  # the cost of the whole sequence
+    for name in ("train_flops", "eval_flops"):   # ... in FLOPs too (stage rows keep their own)
+        parts = [getattr(r, name) for r in stages + [result]]
+        setattr(result, name, sum(parts) if all(p is not None for p in parts) else None)
+    if result.train_flops and total_train > 0:
+        result.flops_per_s = result.train_flops / total_train
+        peak = (result.device_peak or {}).get("flops_per_s")
+        result.mfu = result.flops_per_s / (peak * ctx_processes()) if peak else None
     return result
 
 
@@ -118,7 +127,13 @@ class CellRun:
         from accelerate.utils import set_seed
 
         quiet_libraries()
-        self.acc = make_accelerator(self.cell, find_unused_parameters=self.multi)
+        override("bf16")   # a malformed HARNESS_PEAK_FLOPS fails the cell now, not after training
+        # the model's own matmul shape: what `auto` measures bf16 against fp32 at, and where MFU's peak is timed
+        self.shape = cell_shape(self.cell, self.ctx.model_base_dir)
+        self.precision_choice = self._choose_precision()
+        self.acc = make_accelerator(self.cell, find_unused_parameters=self.multi,
+                                    mixed_precision=self.precision_choice["chosen"])
+        self.flops = FlopMeter()
         self.main = self.acc.is_main_process
         set_seed(self.cell.seed)
         self.memory = PeakMemory(self.acc.device)
@@ -129,6 +144,23 @@ class CellRun:
             return self.record()
         finally:
             self._release()
+
+    def _choose_precision(self) -> dict:
+        """`auto` resolved by measurement on rank 0 and broadcast: ranks timing at once would share the cores, and
+        ranks that chose differently would train different numerics."""
+        from accelerate import PartialState
+        from accelerate.utils import broadcast_object_list
+
+        state = PartialState()
+        choice = None
+        if state.is_main_process:
+            choice = choose_precision(self.cell.hparams["mixed_precision"], cache_dir=self.ctx.cache_dir,
+                                      shape=self.shape, step=model_step(self.cell, self.ctx.model_base_dir))
+        if state.num_processes > 1:
+            holder = [choice]
+            broadcast_object_list(holder, from_process=0)
+            choice = holder[0]
+        return choice
 
     # --- steps ------------------------------------------------------------------------------------------------
 
@@ -161,9 +193,11 @@ class CellRun:
         self.frozen = features.plan(cell, self.method, self.kinds, self.model,
                                     not self.multi and not self.sequential, ctx.cache_dir)
         if self.frozen:
+            encoder, tokenized = getattr(self.model, self.model.base_model_prefix), (self.train_sets, self.eval_sets)
             self.train_sets, self.eval_sets, collator = self.frozen.swap_in(
                 self.model, self.train_sets, self.eval_sets, collator, hp["eval_batch_size"], acc.mixed_precision,
                 acc.autocast, acc.device)
+            self._count_encoder_pass(encoder, *tokenized, collator=DataCollatorWithPadding(self.tokenizer))
         train_loaders = [train_loader(ds, hp, collator, cell.seed) for ds in self.train_sets]
         self.flat_eval = [es for sets in self.eval_sets for es in sets]
         for es in self.flat_eval:
@@ -185,6 +219,19 @@ class CellRun:
         self.mixture = TaskMixture.for_cell(cell, train_loaders)
         self.total_steps = optimizer_steps(len(self.mixture), hp, budget) if self.trains else 0
         self.scheduler = make_scheduler(optimizer, hp, self.total_steps) if self.trains else None
+
+    def _count_encoder_pass(self, encoder, train_sets, eval_sets, collator) -> None:
+        """The linear probe's encoder pass, where this cell ran it (not where the features came from the cache):
+        training splits count as training FLOPs, dev splits as evaluation, as their time does."""
+        bs, device, frozen = self.hp["eval_batch_size"], self.acc.device, self.frozen
+        if frozen.computed_train:
+            self.flops.extra_train += sum(encoder_pass_flops(encoder, ds, collator, bs, device) for ds in train_sets)
+        n_eval = sum(len(sets) for sets in eval_sets)
+        computed_eval = frozen.computed - frozen.computed_train
+        if computed_eval and n_eval:   # (all dev splits or none in practice: they are cached together)
+            total = sum(encoder_pass_flops(encoder, es.dataset, collator, bs, device) for sets in eval_sets
+                        for es in sets)
+            self.flops.extra_eval += total * computed_eval / n_eval
 
     def forward(self, t: int, batch: dict):
         return self.model(task_index=t, **batch) if self.multi else self.model(**batch)
@@ -216,6 +263,7 @@ class CellRun:
                 saved[k] for k in ("step", "epoch_idx", "micro", "examples", "tokens", "loss_sum", "loss_n",
                                    "eval_time"))
             self.history, self.per_task = saved["history"], saved["per_task"]
+            self.flops.load(saved.get("flops"))
             t_start -= saved["elapsed"]   # a time budget counts the time trained before the stop
             self.bar.update(step)
         # ---
@@ -223,7 +271,8 @@ class CellRun:
             for t, batch in mixture:
                 batch.pop("idx")
                 read = batch.pop("num_tokens", None)   # cached features: the tokens the encoder read for them
-                with acc.accumulate(self.model):
+                # the first micro-batch(es) run under FlopCounterMode (harness/train/flops.py): same ops, counted
+                with acc.accumulate(self.model), self.flops.train.batch(batch):
                     loss = self.forward(t, batch).loss
                     acc.backward(loss)
                     if acc.sync_gradients and hp["max_grad_norm"]:
@@ -269,7 +318,7 @@ class CellRun:
                     ckpt.save({"step": step, "epoch_idx": epoch_idx, "micro": micro, "examples": examples,
                                "tokens": tokens, "loss_sum": loss_sum, "loss_n": loss_n, "eval_time": self.eval_time,
                                "elapsed": time.perf_counter() - t_start, "history": self.history,
-                               "per_task": self.per_task})
+                               "per_task": self.per_task, "flops": self.flops.state()})
                     raise Preempted(f"{preempt.signal_name() or 'a stop signal'} at step {step}/{total_steps}: "
                                     f"checkpointed in {ckpt.path}")
             else:  # a whole epoch went by
@@ -297,8 +346,9 @@ class CellRun:
         scores, merged = [], {}
         for t, (task, kind, sets) in enumerate(zip(self.tasks, self.kinds, self.eval_sets)):
             metrics, score, preds = evaluate_task(
-                task, sets, lambda es, t=t, kind=kind: predict(self.model, es.loader, self.acc,
-                                                               lambda b: self.forward(t, b), kind, self.hp))
+                task, sets, lambda es, t=t, kind=kind: predict(
+                    self.model, es.loader, self.acc, self.flops.eval_forward(lambda b: self.forward(t, b)), kind,
+                    self.hp))
             entry = {"step": step, "epoch": round(epoch, 4), "metrics": metrics, "score": score,
                      "train_loss": train_loss}
             rec = self.per_task[t]
@@ -322,6 +372,11 @@ class CellRun:
         and the trained adapter into the output directory."""
         acc, history = self.acc, self.history
         cost = cost_fields(acc, self.memory, self.examples, self.tokens, self.train_time)
+        # the peak of the precision used (measured once per host on CPUs, on rank 0 only: ranks timing at once
+        # would share the cores); every rank takes part in the FLOP reduction
+        peak = device_peak(acc.mixed_precision, _peak_device(acc.device), self.ctx.cache_dir, self.shape) \
+            if self.main else None
+        cost.update(flops_fields(acc, self.flops, self.train_time, peak))
         final, best = history[-1], max(history, key=lambda e: e["score"])
         result = RunResult(
             **self.counts, **cost,
@@ -332,6 +387,7 @@ class CellRun:
             score=final["score"], metrics=final["metrics"],
             best_score=best["score"], best_metrics=best["metrics"], history=history,
             mixed_precision=acc.mixed_precision, distributed_type=str(acc.distributed_type),
+            flop_count=self.flops.record(), device_peak=peak, precision_choice=self.precision_choice,
         )
         result.trivial_scores = self.trivial[0] if not self.multi else multitask_trivial(self.trivial)
         unwrapped = acc.unwrap_model(self.model)
@@ -376,3 +432,16 @@ class CellRun:
             self.__dict__.pop(name, None)
         self.acc.free_memory()
         gc.collect()
+
+
+def ctx_processes() -> int:
+    from accelerate import PartialState
+
+    return PartialState().num_processes
+
+
+def _peak_device(device) -> str:
+    """"cuda:N" for a GPU (its name picks the table row), "cpu" otherwise."""
+    if device.type == "cuda":
+        return f"cuda:{device.index or 0}"
+    return "cpu"

@@ -72,6 +72,9 @@ class RunResult:
     frozen_features: dict | None = _f(EXTRA)        # linear probe: the encoder's one pass (harness/train/features.py)
     head_outside_autocast: list | None = _f(EXTRA)  # mixed precision: head modules run in fp32 (train/precision.py)
     checkpoint_refused: str | None = _f(EXTRA)      # a checkpoint was there but from another setup: started over
+    flop_count: dict | None = _f(EXTRA)             # what the FLOP count saw (harness/train/flops.py)
+    device_peak: dict | None = _f(EXTRA)            # MFU's denominator: FLOP/s, source, rates (train/peaks.py)
+    precision_choice: dict | None = _f(EXTRA)       # mixed_precision asked, chosen, why, rates (train/precision.py)
     # into the environment record
     mixed_precision: str | None = _f(ENV)
     distributed_type: str | None = _f(ENV)

@@ -109,6 +109,12 @@ hparams: {{batch_size: 4, eval_batch_size: 4}}
     (first,) = store.children(last.id)
     assert last.extra["encoder_checksum"]["start"] == first.extra["encoder_checksum"]["end"]
     check_two_rank_world(last, n_train=48, batch=4, dev=21)
+    # FLOPs summed over both ranks, a sequence's over its stages; MFU over 2 processes' peak
+    assert joint.train_flops > 0 and joint.eval_flops > 0 and joint.mfu > 0
+    assert last.train_flops > first.train_flops > 0 and last.eval_flops > first.eval_flops > 0
+    assert last.flops_per_s == pytest.approx(last.train_flops / last.train_time_s)
+    peak = last.extra["device_peak"]["flops_per_s"]
+    assert last.mfu == pytest.approx(last.flops_per_s / (2 * peak))
 
 
 def test_two_processes_score_every_squad_question_once(tmp_path, tiny_bert):

@@ -99,6 +99,9 @@ def test_resumed_cell_equals_uninterrupted(tmp_path, tiny_bert, small_glue, monk
     assert f"resumed from its checkpoint at step {stop_step}/" in capfd.readouterr().err
     assert resumed["steps"] == reference["steps"]
     assert resumed["score"] == reference["score"] and resumed["metrics"] == reference["metrics"]
+    # the FLOP tallies come with the checkpoint: the resumed cell counts the steps trained before the stop
+    assert resumed["train_flops"] == pytest.approx(reference["train_flops"], rel=1e-9)
+    assert resumed["eval_flops"] == pytest.approx(reference["eval_flops"], rel=1e-9)
     strip = lambda h: [{k: v for k, v in e.items()} for e in h]   # noqa: E731
     assert strip(resumed["history"]) == strip(reference["history"])
     a, b = np.load(out / "predictions.npz"), np.load(tmp_path / "ref" / "predictions.npz")

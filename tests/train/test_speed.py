@@ -110,11 +110,11 @@ def test_the_machine_is_detected_from_proc_cpuinfo(monkeypatch, tmp_path, text, 
 
 
 def test_auto_resolves_per_the_detected_capability(monkeypatch):
-    for has, expected in ((True, "bf16"), (False, "no")):
-        monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda has=has: has)
-        assert precision.resolve_precision("auto", cuda=False) == expected
-        for explicit in ("no", "bf16", "fp16"):
-            assert precision.resolve_precision(explicit, cuda=False) == explicit
+    # without the instructions: fp32, nothing measured; with them `auto` measures (tests/train/test_precision_measured.py)
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
+    assert precision.resolve_precision("auto", cuda=False) == "no"
+    for explicit in ("no", "bf16", "fp16"):
+        assert precision.resolve_precision(explicit, cuda=False) == explicit
 
 
 def _cell(model, task="rte", method="full", hparams=None, budget=None, seed=1, method_params=None):
@@ -147,8 +147,9 @@ def test_bf16_autocasts_the_forward_and_keeps_fp32_master_weights(tiny_bert, sma
     assert seen and all(dtype == torch.bfloat16 for dtype, _ in seen)      # every forward ran under bf16 autocast
     assert all(dtypes == {torch.float32} for _, dtypes in seen)            # the weights stayed fp32
     seen.clear()
-    result = train_and_evaluate(_cell(tiny_bert, hparams={"mixed_precision": "auto"}), ctx)
-    expected = precision.resolve_precision("auto")
+    cell = _cell(tiny_bert, hparams={"mixed_precision": "auto"})
+    result = train_and_evaluate(cell, ctx)
+    expected = precision.resolve_precision("auto", shape=precision.cell_shape(cell))   # the rate this process measured
     assert result.mixed_precision == expected
     assert all(dtype == (torch.bfloat16 if expected == "bf16" else None) for dtype, _ in seen)
 

@@ -1,0 +1,225 @@
+"""The device's matmul peak: the denominator of MFU, and on CPUs the measurement `mixed_precision: auto` decides by.
+
+Where a peak comes from, first match wins (the record names the source):
+
+1. `HARNESS_PEAK_FLOPS` (FLOP/s of one process): one number for every precision ("3.1e11"), or per precision
+   ("no=2.1e11,bf16=9.2e11"; a precision it does not name falls through to the next rule). For a machine whose
+   peak you know better than the harness measures it (a shared machine, a GPU not in the table).
+2. GPUs in GPU_PEAKS (the vendors' dense figures, no sparsity; fp32 = without TF32, torch's default for matmul).
+3. Measured: the best of a few timed square-ish matmuls in this process, at the model's own shape
+   ((batch x tokens) x hidden x 4*hidden, the FFN's) and at 2048 x 2048 x 2048, in fp32 and bf16. The peak is the
+   higher of the two; both rates are recorded.
+
+Measurements are cached per host in the harness cache folder (`OUTPUT_DIR/cache/device_peaks.json`), keyed by
+host name, CPU (or GPU) model, torch version and thread count (a 1-thread worker has another peak than a
+2-thread one), then by dtype and shape: a host measures each once. Delete the file to measure again (on a quiet
+machine: the rates are only as good as the machine was idle while timing).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import socket
+import time
+
+CACHE_FILE = "device_peaks.json"
+CACHE_VERSION = 1
+ENV_OVERRIDE = "HARNESS_PEAK_FLOPS"
+REFERENCE_SHAPE = (2048, 2048, 2048)
+REPEATS = 5              # best of REPEATS timings (after one warm-up call)
+MIN_TIMED_S = 0.02       # a timing of a small shape loops the matmul until it lasts this long (timer resolution)
+MAX_ROWS = 8192          # the model's shape: batch x tokens rows, capped (the rate has saturated long before)
+
+# dense peaks in FLOP/s per device: (name fragment, {precision: peak}); the first fragment found in
+# torch.cuda.get_device_name() wins, so the more specific names come first
+GPU_PEAKS: list[tuple[str, dict[str, float]]] = [
+    ("H200", {"bf16": 989e12, "fp16": 989e12, "no": 67e12}),
+    ("H100 PCIe", {"bf16": 756e12, "fp16": 756e12, "no": 51e12}),
+    ("H100", {"bf16": 989e12, "fp16": 989e12, "no": 67e12}),   # SXM
+    ("A100", {"bf16": 312e12, "fp16": 312e12, "no": 19.5e12}),
+]
+
+# precision (Accelerate's name) -> the dtype whose matmul rate is its peak
+DTYPE_OF = {"no": "fp32", "bf16": "bf16", "fp16": "fp16"}
+
+measurements = 0   # timings actually run in this process (tests check that a cached rate is not measured again)
+
+
+def cache_path(cache_dir: str | None) -> str | None:
+    return os.path.join(cache_dir, CACHE_FILE) if cache_dir else None
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def host_key(device: str = "cpu") -> str:
+    """What a measured rate depends on: host, processor, torch version and (CPU) thread count."""
+    import torch
+
+    if device.startswith("cuda"):
+        proc = torch.cuda.get_device_name(torch.device(device))
+        threads = ""
+    else:
+        proc = cpu_model()
+        threads = f"|threads={torch.get_num_threads()}"
+    return f"{socket.gethostname()}|{proc}|torch={torch.__version__}{threads}"
+
+
+def shape_key(dtype: str, shape: tuple[int, int, int]) -> str:
+    return f"{dtype} {shape[0]}x{shape[1]}x{shape[2]}"
+
+
+def model_shape(batch_size: int, tokens: int, hidden: int) -> tuple[int, int, int]:
+    """The FFN's first matmul of one training batch: (batch x tokens) x hidden x 4*hidden."""
+    return (max(1, min(MAX_ROWS, batch_size * tokens)), hidden, 4 * hidden)
+
+
+def _load(path: str | None) -> dict:
+    if not path:
+        return {}
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) and data.get("version") == CACHE_VERSION else {}
+
+
+def _store(path: str | None, host: str, key: str, entry: dict) -> None:
+    """Read-modify-write under an atomic rename: two workers writing at once lose at most one entry, which is
+    measured again next time."""
+    if not path:
+        return
+    from harness import atomic
+
+    data = _load(path) or {"version": CACHE_VERSION, "hosts": {}}
+    data.setdefault("hosts", {}).setdefault(host, {})[key] = entry
+    try:
+        atomic.write_json(path, data)
+    except OSError:
+        pass   # a read-only cache folder: measure again next time, never fail a run for it
+
+
+_memo: dict[tuple, dict] = {}   # per process and cache file (None: callers without a cache folder)
+
+
+def time_matmul(dtype: str, shape: tuple[int, int, int], device: str = "cpu", repeats: int = REPEATS) -> float:
+    """FLOP/s of the best of `repeats` timings of an (m x k) @ (k x n) matmul in `dtype` on `device`."""
+    import torch
+
+    global measurements
+    measurements += 1
+    m, k, n = shape
+    dt = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
+    gen = torch.Generator(device="cpu").manual_seed(0)   # never the global RNG: training's seed stays untouched
+    a = torch.randn(m, k, generator=gen).to(device=device, dtype=dt)
+    b = torch.randn(k, n, generator=gen).to(device=device, dtype=dt)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    torch.mm(a, b)
+    sync()
+    t0 = time.perf_counter()
+    torch.mm(a, b)
+    sync()
+    loops = max(1, int(MIN_TIMED_S / max(time.perf_counter() - t0, 1e-9)))
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(loops):
+            torch.mm(a, b)
+        sync()
+        best = min(best, (time.perf_counter() - t0) / loops)
+    return 2.0 * m * k * n / best
+
+
+def matmul_rate(dtype: str, shape: tuple[int, int, int], cache_dir: str | None = None, device: str = "cpu") -> dict:
+    """{"flops_per_s", "measured_at", "cached"} for one dtype and shape on this host: from the cache when it has
+    it, else measured now (and cached)."""
+    host, key = host_key(device), shape_key(dtype, tuple(shape))
+    path = cache_path(cache_dir)
+    entry = _load(path).get("hosts", {}).get(host, {}).get(key) or _memo.get((path, host, key))
+    if entry and entry.get("flops_per_s"):
+        return {**entry, "cached": True}
+    entry = {"flops_per_s": time_matmul(dtype, tuple(shape), device),
+             "measured_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    _memo[(path, host, key)] = entry
+    _store(path, host, key, entry)
+    return {**entry, "cached": False}
+
+
+def cached_value(key: str, measure, cache_dir: str | None = None, device: str = "cpu") -> dict:
+    """{"value", "measured_at", "cached"} for any measurement of this host under `key`: from the cache when it has
+    it, else `measure()` now (and cached)."""
+    host = host_key(device)
+    path = cache_path(cache_dir)
+    entry = _load(path).get("hosts", {}).get(host, {}).get(key) or _memo.get((path, host, key))
+    if entry and "value" in entry:   # None too: "could not be measured" is an answer worth keeping
+        return {**entry, "cached": True}
+    global measurements
+    measurements += 1
+    entry = {"value": measure(),
+             "measured_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    _memo[(path, host, key)] = entry
+    _store(path, host, key, entry)
+    return {**entry, "cached": False}
+
+
+def override(precision: str) -> float | None:
+    """HARNESS_PEAK_FLOPS for this precision, or None. Raises ValueError on a value that is not a positive
+    number (one line naming the variable)."""
+    text = os.environ.get(ENV_OVERRIDE, "").strip()
+    if not text:
+        return None
+    try:
+        if "=" not in text:
+            value = float(text)
+        else:
+            parts = dict(p.split("=", 1) for p in text.replace(" ", "").split(",") if p)
+            if precision not in parts:
+                return None
+            value = float(parts[precision])
+    except ValueError:
+        raise ValueError(f"{ENV_OVERRIDE}={text!r}: give FLOP/s as a number (3.1e11) or per precision "
+                         f"(no=2.1e11,bf16=9.2e11)") from None
+    if not value > 0:
+        raise ValueError(f"{ENV_OVERRIDE}={text!r}: the peak must be a positive number of FLOP/s")
+    return value
+
+
+def gpu_table_peak(name: str, precision: str) -> float | None:
+    for fragment, peaks in GPU_PEAKS:
+        if fragment.lower() in name.lower():
+            return peaks.get(precision)
+    return None
+
+
+def device_peak(precision: str, device: str = "cpu", cache_dir: str | None = None,
+                shape: tuple[int, int, int] | None = None) -> dict:
+    """The peak FLOP/s of one process of this device for `precision` ("no", "bf16", "fp16"):
+    {"flops_per_s", "source" ("env" | "gpu_table" | "measured"), "precision", ...}; a measured peak carries the
+    rates at each shape timed."""
+    value = override(precision)
+    if value is not None:
+        return {"flops_per_s": value, "source": "env", "precision": precision}
+    if device.startswith("cuda"):
+        import torch
+
+        name = torch.cuda.get_device_name(torch.device(device))
+        value = gpu_table_peak(name, precision)
+        if value is not None:
+            return {"flops_per_s": value, "source": "gpu_table", "precision": precision, "device": name}
+    dtype = DTYPE_OF.get(precision, "fp32")
+    shapes = [REFERENCE_SHAPE] + ([tuple(shape)] if shape and tuple(shape) != REFERENCE_SHAPE else [])
+    rates = {shape_key(dtype, s): matmul_rate(dtype, s, cache_dir, device)["flops_per_s"] for s in shapes}
+    return {"flops_per_s": max(rates.values()), "source": "measured", "precision": precision,
+            "host": host_key(device), "rates": rates}

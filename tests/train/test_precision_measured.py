@@ -1,0 +1,175 @@
+"""`mixed_precision: auto` on CPUs by measurement (harness/train/precision.py) and the device peaks it shares with
+MFU (harness/train/peaks.py): the cached rates decide, a cached rate is not measured again, the record says what
+was measured and chosen."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+
+import pytest
+import torch
+
+from harness.train import peaks, precision
+
+SHAPE = (256, 32, 128)
+
+
+def write_rates(cache_dir, fp32: float, bf16: float, shape=SHAPE, step: tuple[str, float, float] | None = None) -> str:
+    """A cache file as a previous measurement on this host would have left it: matmul rates at `shape` and, with
+    `step` = (key, fp32 s, bf16 s), a timed training step."""
+    path = peaks.cache_path(str(cache_dir))
+    os.makedirs(cache_dir, exist_ok=True)
+    host = peaks.host_key()
+    at = "2026-01-01T00:00:00+00:00"
+    entries = {peaks.shape_key("fp32", shape): {"flops_per_s": fp32, "measured_at": at},
+               peaks.shape_key("bf16", shape): {"flops_per_s": bf16, "measured_at": at}}
+    if step:
+        key, fp32_s, bf16_s = step
+        entries[f"step {key} fp32"] = {"value": fp32_s, "measured_at": at}
+        entries[f"step {key} bf16"] = {"value": bf16_s, "measured_at": at}
+    with open(path, "w") as f:
+        json.dump({"version": peaks.CACHE_VERSION, "hosts": {host: entries}}, f)
+    return path
+
+
+@pytest.fixture()
+def native_bf16(monkeypatch):
+    """A CPU whose flags list bf16 dot products: the case where `auto` measures (without them it is fp32)."""
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+
+
+def test_auto_picks_fp32_where_bf16_measured_slower(tmp_path, native_bf16):
+    write_rates(tmp_path, fp32=260e9, bf16=140e9)    # the Xeon of issue 20: bf16 at half the fp32 rate
+    choice = precision.choose_precision("auto", cuda=False, cache_dir=str(tmp_path), shape=SHAPE)
+    assert choice["chosen"] == "no" and choice["rates"] == {"fp32": 260e9, "bf16": 140e9} and choice["cached"]
+    assert precision.resolve_precision("auto", cuda=False, cache_dir=str(tmp_path), shape=SHAPE) == "no"
+
+
+def test_auto_picks_bf16_where_measured_faster_by_the_margin(tmp_path, native_bf16):
+    write_rates(tmp_path, fp32=213e9, bf16=917e9)    # the EPYC
+    assert precision.choose_precision("auto", cuda=False, cache_dir=str(tmp_path), shape=SHAPE)["chosen"] == "bf16"
+    write_rates(tmp_path, fp32=213e9, bf16=1.05 * 213e9)   # within the margin: fp32 (exact) wins
+    assert precision.choose_precision("auto", cuda=False, cache_dir=str(tmp_path), shape=SHAPE)["chosen"] == "no"
+
+
+def test_no_bf16_instructions_means_fp32_without_measuring(tmp_path, monkeypatch):
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
+    before = peaks.measurements
+    choice = precision.choose_precision("auto", cuda=False, cache_dir=str(tmp_path), shape=SHAPE)
+    assert choice["chosen"] == "no" and "rates" not in choice and peaks.measurements == before
+    for explicit in ("no", "bf16", "fp16"):
+        assert precision.resolve_precision(explicit, cuda=False, cache_dir=str(tmp_path)) == explicit
+
+
+def test_a_measurement_is_cached_and_reused(tmp_path, native_bf16):
+    before = peaks.measurements
+    first = precision.choose_precision("auto", cuda=False, cache_dir=str(tmp_path), shape=SHAPE)
+    assert peaks.measurements == before + 2 and not first["cached"]       # fp32 and bf16, timed once each
+    path = peaks.cache_path(str(tmp_path))
+    data = json.loads(open(path).read())
+    host = data["hosts"][peaks.host_key()]
+    assert host[peaks.shape_key("fp32", SHAPE)]["flops_per_s"] == first["rates"]["fp32"] > 0
+    assert socket.gethostname() in peaks.host_key() and f"threads={torch.get_num_threads()}" in peaks.host_key()
+    mtime = os.stat(path).st_mtime_ns
+    again = precision.choose_precision("auto", cuda=False, cache_dir=str(tmp_path), shape=SHAPE)
+    assert peaks.measurements == before + 2 and again["cached"] and again["rates"] == first["rates"]
+    assert again["chosen"] == first["chosen"] and os.stat(path).st_mtime_ns == mtime
+    # another thread count is another process type: measured anew, beside the first
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1 if threads > 1 else 2)
+    try:
+        precision.choose_precision("auto", cuda=False, cache_dir=str(tmp_path), shape=SHAPE)
+    finally:
+        torch.set_num_threads(threads)
+    assert peaks.measurements == before + 4 and len(json.loads(open(path).read())["hosts"]) == 2
+
+
+def test_peak_sources_in_order(tmp_path, monkeypatch):
+    write_rates(tmp_path, fp32=200e9, bf16=900e9, shape=peaks.REFERENCE_SHAPE)
+    before = peaks.measurements
+    measured = peaks.device_peak("bf16", "cpu", str(tmp_path))
+    assert measured["source"] == "measured" and measured["flops_per_s"] == 900e9 and peaks.measurements == before
+    monkeypatch.setenv("HARNESS_PEAK_FLOPS", "3.5e11")
+    assert peaks.device_peak("no", "cpu", str(tmp_path)) == {"flops_per_s": 3.5e11, "source": "env", "precision": "no"}
+    monkeypatch.setenv("HARNESS_PEAK_FLOPS", "bf16=1e12")     # names bf16 only: fp32 falls through to measured
+    assert peaks.device_peak("bf16", "cpu", str(tmp_path))["flops_per_s"] == 1e12
+    assert peaks.device_peak("no", "cpu", str(tmp_path))["source"] == "measured"
+    for bad in ("fast", "-1", "bf16=x"):
+        monkeypatch.setenv("HARNESS_PEAK_FLOPS", bad)
+        with pytest.raises(ValueError, match="HARNESS_PEAK_FLOPS"):
+            peaks.device_peak("bf16", "cpu", str(tmp_path))
+
+
+def test_gpu_table():
+    assert peaks.gpu_table_peak("NVIDIA H100 80GB HBM3", "bf16") == 989e12
+    assert peaks.gpu_table_peak("NVIDIA H100 PCIe", "bf16") == 756e12
+    assert peaks.gpu_table_peak("NVIDIA H200", "bf16") == 989e12
+    assert peaks.gpu_table_peak("NVIDIA A100-SXM4-80GB", "bf16") == 312e12
+    assert peaks.gpu_table_peak("NVIDIA A100-SXM4-80GB", "no") == 19.5e12
+    assert peaks.gpu_table_peak("Tesla T4", "bf16") is None     # not in the table: measured
+
+
+def test_a_cell_records_what_auto_measured_and_chose(tiny_bert, small_glue, tmp_path, native_bf16):
+    """Through the loop: the cache file decides (bf16 slower here), and the record says so."""
+    from harness.spec.cell import Cell
+    from harness.spec.methods import get_method
+    from harness.spec.tasks import get_task
+    from harness.train.context import RunContext
+    from harness.train.recipe import train_and_evaluate
+
+    hp = dict(learning_rate=1e-3, batch_size=8, eval_batch_size=16, max_length=32, warmup_ratio=0.0,
+              weight_decay=0.0, gradient_accumulation_steps=1, max_grad_norm=1.0, mixed_precision="auto",
+              padding="dynamic", group_by_length=True, eval_steps=None)
+    cell = Cell(suite="t", model=str(tiny_bert), task="rte", task_version=get_task("rte").version, method="full",
+                method_params=get_method("full").resolve({}), budget={"max_steps": 2}, seed=1, hparams=hp)
+    shape = peaks.model_shape(8, 32, 32)          # batch 8 x max_length 32 rows, hidden 32 (the tiny BERT)
+    assert precision.cell_shape(cell) == shape
+    step = precision.model_step(cell)
+    assert step["key"].endswith(" 8x32")
+    # the matmul says bf16 is 2x faster, a step of the model says it is slower: the step decides
+    write_rates(tmp_path / "cache", fp32=50e9, bf16=100e9, shape=shape, step=(step["key"], 0.010, 0.013))
+    before = peaks.measurements
+    result = train_and_evaluate(cell, RunContext(str(small_glue), str(tmp_path / "cache"), show_progress=False))
+    assert result.mixed_precision == "no"
+    choice = result.precision_choice
+    assert choice["chosen"] == "no" and choice["rates"] == {"fp32": 50e9, "bf16": 100e9}
+    assert choice["step_s"] == {"fp32": 0.010, "bf16": 0.013} and "training step" in choice["reason"]
+    assert result.device_peak["source"] == "measured" and result.mfu > 0
+    assert peaks.measurements == before + 1    # only MFU's 2048^3 fp32 peak was not in the cache
+
+
+def test_a_timed_step_of_the_model(tiny_bert, native_bf16, tmp_path):
+    """The step is really timed (both precisions, cached like the rates), and runs without touching the
+    global RNG (the cell's seeded draws come after it)."""
+    from harness.spec.cell import Cell
+
+    cell = Cell(suite="t", model=str(tiny_bert), task="rte", task_version=1, method="full", method_params={},
+                budget={"max_steps": 1}, seed=1, hparams={"batch_size": 4, "max_length": 16})
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    before = peaks.measurements
+    choice = precision.choose_precision("auto", cuda=False, cache_dir=str(tmp_path), shape=SHAPE,
+                                        step=precision.model_step(cell))
+    assert torch.equal(torch.rand(3), expected)
+    assert choice["step_s"]["fp32"] > 0 and choice["step_s"]["bf16"] > 0 and peaks.measurements == before + 4
+    precision.choose_precision("auto", cuda=False, cache_dir=str(tmp_path), shape=SHAPE,
+                               step=precision.model_step(cell))
+    assert peaks.measurements == before + 4
+
+
+def test_a_step_too_slow_to_time_leaves_the_matmul_to_decide(tmp_path, native_bf16, monkeypatch):
+    calls = []
+
+    def slow(dtype):
+        calls.append(dtype)
+        return None            # the warm-up step took longer than STEP_TIME_CAP_S
+
+    write_rates(tmp_path, fp32=100e9, bf16=300e9)
+    step = {"key": "bert:0 8x128", "time": slow}
+    first = precision.choose_precision("auto", cuda=False, cache_dir=str(tmp_path), shape=SHAPE, step=step)
+    assert first["chosen"] == "bf16" and "step_s" not in first and calls == ["fp32"]
+    again = precision.choose_precision("auto", cuda=False, cache_dir=str(tmp_path), shape=SHAPE, step=step)
+    assert again["chosen"] == "bf16" and calls == ["fp32"]     # the "too slow" answer is cached too
