@@ -21,7 +21,7 @@ from harness.board.grid_page import REFRESH_S, page_grid
 from harness.board.task_page import page_task
 from harness.board.tradeoff_page import page_tradeoff
 from harness.report.export import display_table, to_csv, to_latex, to_markdown
-from harness.report.progress import suites_models, with_flops
+from harness.report.grid import suites_models, with_flops
 from harness.report.tables import (NOT_RESULTS, ablation_matrix, best_table, composite_vs_single, leaderboard_table,
                                    runs_frame)
 from harness.spec.errors import InputError

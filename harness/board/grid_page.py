@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from harness.board import urlstate
-from harness.report.progress import cells_frame
+from harness.report.grid import cells_frame
 from harness.spec.status import CellState
 
 REFRESH_S = 5   # a heartbeat comes every 30 s by default: 5 s shows a claim or a finish promptly, at 1 query/5 s
@@ -132,19 +132,32 @@ def _grid(store, suite: str, timeout: float, was_live: bool) -> None:
                      hide_index=True, width="stretch")
 
 
-def _time_left(store, suite: str, left: int) -> None:
+def estimate(store, suite: str) -> dict:
+    """harness.report.progress.time_left for this suite, its keys read under either spelling (seconds_left or
+    left_s, per_group or groups); {"error": ...} when this build's time_left cannot estimate from a suite name."""
     from harness.report.progress import time_left
 
-    est = time_left(store, suite)
-    secs = est.get("seconds_left")
-    workers = est.get("live_workers", 0)
-    shown = "nothing left" if not left else "unknown yet" if secs is None else f"~{duration(secs)}"
+    try:
+        est = time_left(store, suite)
+    except (AttributeError, TypeError) as e:   # a time_left that needs the suite's YAML, not only its name
+        return {"error": f"{type(e).__name__}: {e}"}
+    return {"seconds_left": est.get("seconds_left", est.get("left_s")), "live_workers": est.get("live_workers", 0),
+            "plus_minus_s": est.get("plus_minus_s"), "per_group": est.get("per_group", est.get("groups")) or []}
+
+
+def _time_left(store, suite: str, left: int) -> None:
+    est = estimate(store, suite)
+    if "error" in est:
+        st.caption(f"No time-left estimate ({est['error']}): `harness status SUITE.yaml` prints one.")
+        return
+    secs, workers, pm = est["seconds_left"], est["live_workers"], est["plus_minus_s"]
+    shown = ("nothing left" if not left else "unknown yet" if secs is None
+             else f"~{duration(secs)}" + (f" ± {duration(pm)}" if pm else ""))
     st.metric("Time left (estimate)", shown,
               help="From the measured time of this suite's completed cells, per task and method, times the cells "
                    "not done yet, divided by the live workers.")
-    st.caption(f"{workers} live worker(s)" + ("" if secs is not None else
+    st.caption(f"{workers} live worker(s)" + ("" if secs is not None or not left else
                                                " · no completed cell to measure a throughput from yet"))
-    groups = est.get("per_group") or []
-    if groups:
+    if est["per_group"]:
         with st.expander("Time left per task and method"):
-            st.dataframe(pd.DataFrame(groups), hide_index=True, width="stretch")
+            st.dataframe(pd.DataFrame(est["per_group"]), hide_index=True, width="stretch")

@@ -1,40 +1,14 @@
-"""How far a suite in progress is, from its rows in the store: the cells by state and the time left.
+"""Time left for a suite in progress.
 
 Minimal version written for the board's Grid page (helper E); `harness status` (helper D) owns this module and
-its fuller estimate replaces this one at merge. The board relies only on `time_left(store, suite)` returning
-seconds_left (None when nothing measured yet), live_workers and per_group (a list of dicts).
+its fuller estimate replaces this one at merge. The board reads seconds_left (or left_s), live_workers and
+per_group (or groups) from the dict `time_left(store, suite)` returns.
 """
 
 from __future__ import annotations
 
-import pandas as pd
-from sqlalchemy import case, select
-
+from harness.report.grid import cells_frame
 from harness.spec.status import CellState, Status
-from harness.store.queue import db_now, stale_lease
-from harness.store.schema import RunRecord as R
-
-GRID_COLUMNS = ["id", "cell_key", "model", "task", "method_label", "seed", "learning_rate", "status", "error",
-                "attempts", "worker_id", "host", "pid", "slurm_job_id", "slurm_array_task_id", "started_at",
-                "heartbeat_at", "train_time_s", "eval_time_s"]
-
-
-def cells_frame(store, suite: str, lease_timeout_s: float) -> tuple[pd.DataFrame, object]:
-    """The suite's cells (top-level rows only: stages and member tasks are parts of a cell), each with its
-    CellState in `state` (stale by the queue's own SQL rule), and the database's clock, which heartbeat ages are
-    measured on (the rule's clock: never this machine's)."""
-    have = store.columns()
-    cols = [getattr(R, c) for c in GRID_COLUMNS if c in have]
-    stale = case((stale_lease(lease_timeout_s), 1), else_=0).label("stale")
-    with store.engine.connect() as conn:
-        now = conn.execute(select(db_now())).scalar_one()
-        result = conn.execute(select(*cols, stale).where(R.suite == suite, R.parent_id.is_(None)).order_by(R.id))
-        frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
-    for c in GRID_COLUMNS:
-        if c not in frame.columns:
-            frame[c] = None
-    frame["state"] = [CellState.STALE.value if s else str(st) for s, st in zip(frame["stale"], frame["status"])]
-    return frame.drop(columns="stale"), now
 
 
 def time_left(store, suite: str, lease_timeout_s: float | None = None) -> dict:
@@ -61,29 +35,3 @@ def time_left(store, suite: str, lease_timeout_s: float | None = None) -> dict:
                        "mean_s": mean, "seconds": seconds})
     workers = max(live, 1)
     return {"seconds_left": None if unknown else total / workers, "live_workers": int(live), "per_group": groups}
-
-
-def suites_models(store) -> pd.DataFrame:
-    """Every suite and model in the store, queued cells included (a suite in progress is listed before its first
-    result), in the order they were first queued, with how many of their cells are completed."""
-    from sqlalchemy import func
-
-    if not store.columns():
-        return pd.DataFrame(columns=["suite", "model", "cells", "completed"])
-    done = func.sum(case((R.status == Status.COMPLETED.value, 1), else_=0))
-    with store.engine.connect() as conn:
-        rows = conn.execute(select(R.suite, R.model, func.count(), done).where(R.parent_id.is_(None))
-                            .group_by(R.suite, R.model).order_by(func.min(R.id))).all()
-    return pd.DataFrame([tuple(r) for r in rows], columns=["suite", "model", "cells", "completed"])
-
-
-def with_flops(store, runs: pd.DataFrame) -> pd.DataFrame:
-    """`runs` (runs_frame) with each run's train_flops, read by id where the frame does not carry the column yet
-    (None for runs that counted none, and for stores from before the column)."""
-    if "train_flops" in runs.columns:
-        return runs
-    if runs.empty or "train_flops" not in store.columns():
-        return runs.assign(train_flops=None)
-    with store.engine.connect() as conn:
-        flops = dict(conn.execute(select(R.id, R.train_flops).where(R.train_flops.is_not(None))).all())
-    return runs.assign(train_flops=[flops.get(int(i)) for i in runs["id"]])
