@@ -204,13 +204,13 @@ def page_analyses(url, suite, model):
         st.info("No completed runs.")
         return
     c1, c2, c3 = st.columns(3)
-    task = c1.selectbox("Task", sorted(runs["task"].unique()))
+    task = urlstate.choose(c1.selectbox, "Task", sorted(runs["task"].unique()), "task")
     variants = sorted(runs[runs["task"] == task]["method_label"].unique())
     if len(variants) < 2:
         st.info("Needs two method variants on this task.")
         return
-    a = c2.selectbox("Method A", variants, index=0)
-    b = c3.selectbox("Method B", variants, index=1)
+    a = urlstate.choose(c2.selectbox, "Method A", variants, "a", default=variants[0])
+    b = urlstate.choose(c3.selectbox, "Method B", variants, "b", default=variants[1])
     ra = runs[(runs["task"] == task) & (runs["method_label"] == a)].sort_values("score", ascending=False)
     rb = runs[(runs["task"] == task) & (runs["method_label"] == b)].sort_values("score", ascending=False)
     store = open_store(url)

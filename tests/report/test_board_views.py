@@ -51,9 +51,12 @@ def store_url(tmp_path_factory):
 
 @pytest.fixture
 def grid_url(tmp_path):
+    return grid_store(f"sqlite:///{tmp_path / 'g.db'}")
+
+
+def grid_store(url):
     """8 cells through the real queue: 3 completed, 1 failed, 1 running (fresh heartbeat), 1 stale (its last
     heartbeat an hour ago, on a Slurm array task), 2 pending."""
-    url = f"sqlite:///{tmp_path / 'g.db'}"
     store = Store(url)
     cells = parse_suite(GRID, "grid.yaml").cells()
     store.enqueue(cells, "harness run grid.yaml")
@@ -107,6 +110,16 @@ def test_grid_page_shows_states_workers_failures_and_time_left(grid_url, monkeyp
     assert "CUDA out of memory" in run_page.error[0].value
 
 
+def test_grid_page_reads_a_postgresql_store(pg_server, monkeypatch):
+    """The staleness rule and heartbeat ages on the server's clock, through a read-only transaction."""
+    url, ids = grid_store(pg_server.create_database("grid"))
+    at = app(url, monkeypatch, page="Grid", suite="grid")
+    counts = {m.label: m.value for m in at.metric}
+    assert [counts[k] for k in ("completed", "running", "stale", "pending", "failed")] == ["3", "1", "1", "2", "1"]
+    ages = dict(zip(table(at, "state")["worker"], table(at, "state")["heartbeat age (s)"]))
+    assert ages["w-live"] < 60 and 3500 < ages["w-stale"] < 3700
+
+
 def test_grid_page_lists_cells_of_the_states_in_the_url(grid_url, monkeypatch):
     url, ids = grid_url
     at = app(url, monkeypatch, page="Grid", suite="grid", state=["stale", "pending"])
@@ -138,6 +151,12 @@ def test_url_opens_the_chosen_view_and_follows_the_choices(store_url, monkeypatc
     # an unknown value in the URL falls back to the default view, no traceback
     at = app(store_url, monkeypatch, page="nope", suite="missing")
     assert at.title[0].value == "Leaderboard" and at.query_params["suite"] == "fx"
+
+
+def test_analyses_comparison_opens_from_the_url(store_url, monkeypatch):
+    at = app(store_url, monkeypatch, page="Analyses", task="rte", a="houlsby(size=8,non_linearity=swish)", b="full")
+    assert at.metric[0].label == "A − B (rte)"
+    assert float(at.metric[0].value) < -10        # houlsby (A) is right less often than full (B) on these examples
 
 
 def test_task_drilldown_overlays_one_dev_curve_per_run(store_url, monkeypatch):
@@ -248,6 +267,21 @@ def test_real_browser_photographs_the_grid_while_a_worker_runs(tmp_path, tiny_be
             import shutil
 
             shutil.copy(shot, os.environ["HARNESS_SAVE_GRID_PNG"])
+        # the page re-reads the store on its own while the cell runs: no reload, a newer reading
+        from playwright.sync_api import sync_playwright
+
+        from harness.board.screenshot import CHROMIUM_FLAGS, served
+
+        with served(url) as base, sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+            page = browser.new_page()
+            page.goto(base + "?page=Grid&suite=live", wait_until="domcontentloaded")
+            reading = page.get_by_text("Read at ").first
+            reading.wait_for(timeout=60_000)
+            first = reading.inner_text()
+            page.wait_for_function(f"() => [...document.querySelectorAll('p')].some(e => e.innerText.startsWith("
+                                   f"'Read at ') && e.innerText !== {json.dumps(first)})", timeout=30_000)
+            browser.close()
     finally:
         proc.terminate()
         proc.wait(timeout=120)
