@@ -48,11 +48,11 @@ def _age(now, then):
     return round((pd.Timestamp(now) - pd.Timestamp(then)).total_seconds(), 1)
 
 
-def failures_table(cells: pd.DataFrame, suite: str, model_of) -> pd.DataFrame:
+def failures_table(cells: pd.DataFrame, suite: str) -> pd.DataFrame:
     failed = cells[cells["state"] == CellState.FAILED.value]
     rows = [{"cell": r.cell_key, "task": r.task, "method": r.method_label, "seed": r.seed, "attempts": r.attempts,
              "reason": first_line(r.error),
-             "run page": urlstate.link(page="Runs", suite=suite, model=model_of(r), run=int(r.id))}
+             "run page": urlstate.link(page="Runs", suite=suite, model=r.model, run=int(r.id))}
             for r in failed.itertuples()]
     return pd.DataFrame(rows, columns=["cell", "task", "method", "seed", "attempts", "reason", "run page"])
 
@@ -61,7 +61,7 @@ def first_line(text) -> str:
     from harness.store.redact import redact_text
 
     lines = [ln for ln in redact_text(text or "").splitlines() if ln.strip()]
-    return lines[-1][:200] if lines else ""   # a traceback's last line names the error
+    return lines[0][:200] if lines else ""   # the runner stores the reason first, then the traceback
 
 
 def by_state(cells: pd.DataFrame) -> pd.DataFrame:
@@ -114,8 +114,7 @@ def _grid(store, suite: str, timeout: float, was_live: bool) -> None:
         st.dataframe(style, hide_index=True, width="stretch")
 
     st.markdown("**Failures**")
-    models = dict(zip(cells["id"], cells["model"]))
-    failures = failures_table(cells, suite, lambda r: models.get(r.id))
+    failures = failures_table(cells, suite)
     if failures.empty:
         st.caption("No failed cell.")
     else:

@@ -66,8 +66,10 @@ def grid_store(url):
         claim = store.claim_next("grid", keys, done)
         store.finish(claim, Status.COMPLETED, {"score": 70.0, "train_time_s": seconds, "eval_time_s": 0.0})
     claim = store.claim_next("grid", keys, done)
-    store.finish(claim, Status.FAILED, {"error": "Traceback (most recent call last):\n  File x\n"
-                                                 "torch.OutOfMemoryError: CUDA out of memory"})
+    # as the runner stores it: the reason's line, then the traceback
+    store.finish(claim, Status.FAILED, {"error": "torch.OutOfMemoryError: CUDA out of memory\nTraceback (most "
+                                                 "recent call last):\n  File x\ntorch.OutOfMemoryError: CUDA out "
+                                                 "of memory. Tried to allocate 2.00 GiB"})
     live = store.claim_next("grid", keys, Worker("w-live", "node-b", 22))
     stale = store.claim_next("grid", keys, Worker("w-stale", "node-c", 33, slurm_job_id="4242",
                                                   slurm_array_task_id=3))
@@ -96,7 +98,7 @@ def test_grid_page_shows_states_workers_failures_and_time_left(grid_url, monkeyp
     stale_row = list(workers["worker"]).index("w-stale")
     assert "rgba(248, 81, 73, 0.22)" in styler and f"row{stale_row}_col0" in styler   # the stale row only
     assert f"row{1 - stale_row}_col" not in styler
-    # failures: the traceback's last line, and a link to the failed run's page
+    # failures: the reason's line (not the traceback), and a link to the failed run's page
     failures = table(at, "cell")
     assert list(failures["reason"]) == ["torch.OutOfMemoryError: CUDA out of memory"]
     assert failures["run page"][0] == f"?page=Runs&suite=grid&model=minilm&run={ids['failed']}"
@@ -285,3 +287,17 @@ def test_real_browser_photographs_the_grid_while_a_worker_runs(tmp_path, tiny_be
     finally:
         proc.terminate()
         proc.wait(timeout=120)
+
+
+def test_pareto_front_on_any_two_axes():
+    import pandas as pd
+
+    from harness.report.pareto import pareto_front_axes
+
+    points = pd.DataFrame({"name": ["a", "b", "c", "d"], "score": [80.0, 70.0, 60.0, 75.0],
+                           "train_time_s": [100.0, 50.0, 80.0, 120.0], "peak_memory_mb": [9.0, 5.0, 1.0, 9.0]})
+    # higher score and lower time: c (slower and worse than b) and d (slower and worse than a) are dominated
+    assert list(pareto_front_axes(points, "train_time_s", "score")["name"]) == ["b", "a"]
+    assert list(pareto_front_axes(points, "score", "train_time_s")["name"]) == ["b", "a"]
+    # two costs, both lower is better: c has the least memory, b the least time; a and d lose to b on both
+    assert list(pareto_front_axes(points, "train_time_s", "peak_memory_mb")["name"]) == ["b", "c"]
