@@ -132,23 +132,22 @@ def _grid(store, suite: str, timeout: float, was_live: bool) -> None:
 
 
 def estimate(store, suite: str) -> dict:
-    """harness.report.progress.time_left for this suite, its keys read under either spelling (seconds_left or
-    left_s, per_group or groups); {"error": ...} when this build's time_left cannot estimate from a suite name."""
+    """harness.report.progress.time_left for this suite (the estimate `harness status` prints), its keys read
+    under either spelling (seconds_left or left_s, per_group or groups); where that function needs the suite's
+    YAML rather than its name, the same estimate from the store's rows alone (harness.report.grid)."""
+    from harness.report.grid import time_left_from_rows
     from harness.report.progress import time_left
 
     try:
         est = time_left(store, suite)
-    except (AttributeError, TypeError) as e:   # a time_left that needs the suite's YAML, not only its name
-        return {"error": f"{type(e).__name__}: {e}"}
+    except (AttributeError, TypeError):   # a time_left that needs the suite's YAML: the board has only its name
+        est = time_left_from_rows(store, suite)
     return {"seconds_left": est.get("seconds_left", est.get("left_s")), "live_workers": est.get("live_workers", 0),
             "plus_minus_s": est.get("plus_minus_s"), "per_group": est.get("per_group", est.get("groups")) or []}
 
 
 def _time_left(store, suite: str, left: int) -> None:
     est = estimate(store, suite)
-    if "error" in est:
-        st.caption(f"No time-left estimate ({est['error']}): `harness status SUITE.yaml` prints one.")
-        return
     secs, workers, pm = est["seconds_left"], est["live_workers"], est["plus_minus_s"]
     shown = ("nothing left" if not left else "unknown yet" if secs is None
              else f"~{duration(secs)}" + (f" ± {duration(pm)}" if pm else ""))
