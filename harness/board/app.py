@@ -13,13 +13,16 @@ import sys
 
 import pandas as pd
 import plotly.express as px
-import plotly.graph_objects as go
 import streamlit as st
 
 from harness.analysis.compare import compare_runs
+from harness.board import urlstate
 from harness.board.evp_page import page_evp
+from harness.board.grid_page import REFRESH_S, page_grid
+from harness.board.task_page import page_task
+from harness.board.tradeoff_page import page_tradeoff
 from harness.report.export import display_table, footnote, to_csv, to_latex, to_markdown
-from harness.report.pareto import COSTS, pareto_front, tradeoff_points
+from harness.report.grid import suites_models, with_flops
 from harness.report.tables import (NOT_RESULTS, ablation_matrix, best_table, composite_vs_single, leaderboard_table,
                                    runs_frame)
 from harness.spec.errors import InputError
@@ -71,7 +74,12 @@ def open_store(url: str) -> Store:
 
 @st.cache_data(ttl=120, show_spinner="Loading runs…")
 def load_runs(url: str) -> pd.DataFrame:
-    return runs_frame(open_store(url))
+    return with_flops(open_store(url), runs_frame(open_store(url)))
+
+
+@st.cache_data(ttl=REFRESH_S, show_spinner=False)
+def load_suites(url: str) -> pd.DataFrame:
+    return suites_models(open_store(url))
 
 
 @st.cache_data(ttl=120, show_spinner=False)
@@ -158,47 +166,13 @@ def page_leaderboard(url, suite, model, metric):
     downloads("leaderboard", view, f"leaderboard-{suite}")
 
 
-def page_tradeoff(url, suite, model, metric):
-    best, board = load_tables(url, suite, model, metric)
-    if best.empty:
-        st.info("No completed runs for this suite and model yet.")
-        return
-    tasks = [t for t in board.attrs["tasks"]]
-    c1, c2 = st.columns(2)
-    averaged = board.attrs.get("avg_tasks") or tasks   # the GLUE average: GLUE tasks only, as the leaderboard
-    which = c1.selectbox("Task", ["average over tasks"] + tasks,
-                         format_func=lambda t: board.attrs.get("avg_name", t) if t == "average over tasks" else t)
-    axis = c2.selectbox("Cost", list(COSTS))
-    x = COSTS[axis]
-    points = tradeoff_points(best, None if which == "average over tasks" else which, averaged)
-    if points.empty:
-        st.info("No method has results on every task yet.")
-        return
-    fig = px.scatter(points, x=x, y="score", color="curve", hover_name="method_label", log_x=x == "trainable_params",
-                     labels={x: axis, "score": "dev score (GLUE points)", "curve": "method"}, height=480)
-    colors = {t.name: t.marker.color for t in fig.data}
-    for curve, group in points.groupby("curve"):
-        if len(group) > 1:
-            group = group.sort_values(x)
-            fig.add_trace(go.Scatter(x=group[x], y=group["score"], mode="lines", showlegend=False,
-                                     line={"color": colors.get(curve)}, hoverinfo="skip"))
-    front = pareto_front(points, x, "score")
-    fig.add_trace(go.Scatter(x=front[x], y=front["score"], mode="lines", name="Pareto frontier",
-                             line={"dash": "dash", "color": "grey"}))
-    fig.update_traces(marker={"size": 12})
-    st.plotly_chart(fig, width="stretch")
-    st.caption("Each point is a method variant (best setting on dev); a method's variants (adapter sizes, top-k's "
-               "k) are joined into a curve. Pareto frontier: no other variant scores higher at the same or lower "
-               "cost.")
-
-
 def page_runs(url, suite, model):
     runs = load_runs(url)
     runs = runs[(runs["suite"] == suite) & (runs["model"] == model)]
     c1, c2, c3 = st.columns(3)
-    tasks = c1.multiselect("Task", sorted(runs["task"].unique()))
-    methods = c2.multiselect("Method", sorted(runs["method_label"].unique()))
-    statuses = c3.multiselect("Status", sorted(runs["status"].unique()))
+    tasks = urlstate.choose_many(c1.multiselect, "Task", sorted(runs["task"].unique()), "tasks")
+    methods = urlstate.choose_many(c2.multiselect, "Method", sorted(runs["method_label"].unique()), "methods")
+    statuses = urlstate.choose_many(c3.multiselect, "Status", sorted(runs["status"].unique()), "statuses")
     view = runs
     if tasks:
         view = view[view["task"].isin(tasks)]
@@ -220,7 +194,7 @@ def page_runs(url, suite, model):
         return
     labels = {int(r.id): f"#{r.id} {r.task} {r.method_label} lr={r.learning_rate:g} seed={r.seed} ({r.status})"
               for r in view.itertuples()}
-    run_id = st.selectbox("Run details", list(labels), format_func=labels.get)
+    run_id = urlstate.choose(st.selectbox, "Run details", list(labels), "run", format_func=labels.get)
     rec = open_store(url).get(run_id)
     if rec is None:
         return
@@ -256,13 +230,13 @@ def page_analyses(url, suite, model):
         st.info("No completed runs.")
         return
     c1, c2, c3 = st.columns(3)
-    task = c1.selectbox("Task", sorted(runs["task"].unique()))
+    task = urlstate.choose(c1.selectbox, "Task", sorted(runs["task"].unique()), "task")
     variants = sorted(runs[runs["task"] == task]["method_label"].unique())
     if len(variants) < 2:
         st.info("Needs two method variants on this task.")
         return
-    a = c2.selectbox("Method A", variants, index=0)
-    b = c3.selectbox("Method B", variants, index=1)
+    a = urlstate.choose(c2.selectbox, "Method A", variants, "a", default=variants[0])
+    b = urlstate.choose(c3.selectbox, "Method B", variants, "b", default=variants[1])
     ra = runs[(runs["task"] == task) & (runs["method_label"] == a)].sort_values("score", ascending=False)
     rb = runs[(runs["task"] == task) & (runs["method_label"] == b)].sort_values("score", ascending=False)
     store = open_store(url)
@@ -317,41 +291,45 @@ def page_ablations(url, suite, runs):
                f"(score with every adapter: {payload['baseline']:.2f}).")
 
 
+PAGES = ["Leaderboard", "Grid", "Trade-off", "Tuning budget", "Runs", "Task", "Analyses"]
+
+
 def main() -> None:
     st.set_page_config(page_title="PEFT leaderboard", page_icon="📊", layout="wide")
     url = db_url()
     st.sidebar.title("PEFT leaderboard")
     try:
-        open_store(url)
+        store = open_store(url)
         runs = load_runs(url)
+        suites = load_suites(url)
     except FileNotFoundError:
         st.title("PEFT leaderboard")
         st.info(f"No results store at `{redact_url(url)}`.\n\n" + HOW_TO_RUN)
         return
-    if runs.empty:
+    if suites.empty:
         st.title("PEFT leaderboard")
         st.info(f"The store `{redact_url(url)}` holds no runs.\n\n" + HOW_TO_RUN)
         return
-    suites = list(dict.fromkeys(runs["suite"]))
-    suite = st.sidebar.selectbox("Suite", suites)
-    models = list(dict.fromkeys(runs[runs["suite"] == suite]["model"]))
-    model = st.sidebar.selectbox("Model", models)
-    metric = st.sidebar.radio("Dev score", ["score", "best_score"],
-                              format_func={"score": "final evaluation", "best_score": "best evaluation"}.get)
-    page = st.sidebar.radio("Page", ["Leaderboard", "Trade-off", "Tuning budget", "Runs", "Analyses"])
+    urlstate.begin()   # suite, model, score and page (and each page's filters) live in the URL: a link to this view
+    suite = urlstate.choose(st.sidebar.selectbox, "Suite", list(dict.fromkeys(suites["suite"])), "suite")
+    mine = suites[suites["suite"] == suite]
+    model = urlstate.choose(st.sidebar.selectbox, "Model", list(mine["model"]), "model")
+    metric = urlstate.choose(st.sidebar.radio, "Dev score", ["score", "best_score"], "metric",
+                             format_func={"score": "final evaluation", "best_score": "best evaluation"}.get)
+    started = bool(mine["completed"].sum())   # a suite without results yet opens on its Grid
+    page = urlstate.choose(st.sidebar.radio, "Page", PAGES, "page", default="Leaderboard" if started else "Grid")
     n_done = int((runs["status"] == Status.COMPLETED).sum())
     st.sidebar.caption(f"{len(runs):,} runs in the store ({n_done:,} completed) · read-only")
     st.title(page)
-    if page == "Leaderboard":
-        page_leaderboard(url, suite, model, metric)
-    elif page == "Trade-off":
-        page_tradeoff(url, suite, model, metric)
-    elif page == "Tuning budget":   # expected validation performance (harness/board/evp_page.py)
-        page_evp(runs[(runs["suite"] == suite) & (runs["model"] == model)], metric)
-    elif page == "Runs":
-        page_runs(url, suite, model)
-    else:
-        page_analyses(url, suite, model)
+    draw = {"Leaderboard": lambda: page_leaderboard(url, suite, model, metric),
+            "Grid": lambda: page_grid(store, suite),
+            "Trade-off": lambda: page_tradeoff(*load_tables(url, suite, model, metric)),
+            "Tuning budget": lambda: page_evp(runs[(runs["suite"] == suite) & (runs["model"] == model)], metric),
+            "Runs": lambda: page_runs(url, suite, model),
+            "Task": lambda: page_task(store, runs, suite, model),
+            "Analyses": lambda: page_analyses(url, suite, model)}
+    draw[page]()
+    urlstate.prune()
 
 
 main()

@@ -9,6 +9,11 @@ from harness.spec.cell import base_label
 
 COSTS = {"trainable parameters": "trainable_params", "train time (s)": "train_time_s",
          "peak memory (MB)": "peak_memory_mb"}
+# the axes the trade-off page offers (column: label); higher is better only for the score, lower for every cost
+AXES = {"score": "dev score (GLUE points)", "trainable_params": "trainable parameters",
+        "train_time_s": "train time (s)", "peak_memory_mb": "peak memory (MB)", "train_flops": "train FLOPs"}
+MAXIMISED = {"score"}
+LOG_AXES = {"trainable_params", "train_flops"}   # they span orders of magnitude (bitfit vs full)
 
 
 def pareto_front(points: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
@@ -21,17 +26,33 @@ def pareto_front(points: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
     return pd.DataFrame(front)
 
 
+def pareto_front_axes(points: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
+    """The Pareto frontier on any two of AXES: points no other point matches or beats on both (higher score,
+    lower costs), in increasing x."""
+    sx, sy = [(-1.0 if a in MAXIMISED else 1.0) for a in (x, y)]
+    ranked = points.assign(_x=sx * points[x].astype(float), _y=sy * points[y].astype(float)).dropna(subset=["_x", "_y"])
+    front, best = [], float("inf")
+    for _, p in ranked.sort_values(["_x", "_y"]).iterrows():
+        if p["_y"] < best:
+            front.append(p)
+            best = p["_y"]
+    out = pd.DataFrame(front, columns=ranked.columns)
+    return out.drop(columns=["_x", "_y"]).sort_values(x)
+
+
 def tradeoff_points(best: pd.DataFrame, task: str | None, averaged: list[str]) -> pd.DataFrame:
     """One row per method variant from `best_table`: its dev score as `score` on one task, or (task None) the
     mean over the `averaged` tasks for the variants that have all of them (costs: mean, peak memory: max). A
     `curve` column names the sweep a variant belongs to (the method plus the schedule of composite variants), so
     adapter sizes or top-k's k are drawn as one curve."""
+    flops = best["train_flops"] if "train_flops" in best else pd.Series(float("nan"), index=best.index)
+    best = best.assign(train_flops=pd.to_numeric(flops, errors="coerce"))   # None where no FLOPs were counted
     if task is None:
         complete = best[best["task"].isin(averaged)].groupby("method_label").filter(lambda g: len(g) == len(averaged))
         points = complete.groupby("method_label", as_index=False).agg(
             score=("mean", "mean"), trainable_params=("trainable_params", "mean"),
             train_time_s=("train_time_s", "mean"), peak_memory_mb=("peak_memory_mb", "max"),
-            method=("method", "first"))
+            train_flops=("train_flops", "mean"), method=("method", "first"))
     else:
         points = best[best["task"] == task].rename(columns={"mean": "score"})
     if points.empty:

@@ -108,6 +108,7 @@ def best_table(runs: pd.DataFrame, metric: str = "score", resamples: int = signi
             "added_params": first["added_params"],
             "trainable_pct": first["trainable_pct"], "train_time_s": runs_of["train_time_s"].mean(),
             "peak_memory_mb": runs_of["peak_memory_mb"].max(), "settings_tried": group["setting_key"].nunique(),
+            "train_flops": _mean(runs_of, "train_flops"),   # None where no FLOPs were counted
             "regime": first["regime"],
             # span extraction: exact match beside the main score (F1)
             "em_mean": _mean(runs_of, "metric_exact"), "em_std": _std(runs_of, "metric_exact"),

@@ -1,0 +1,161 @@
+"""The Grid page: a suite in progress -- how much is done, what runs where, what is stuck, what failed, and when
+it will be done. Refreshes on its own while cells run (a fragment rerun every REFRESH_S seconds; it stops once
+nothing runs). Reads the store like every page: read-only, nothing cached (a live view), queries per suite.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from harness.board import urlstate
+from harness.report.grid import cells_frame
+from harness.spec.status import CellState
+
+REFRESH_S = 5   # a heartbeat comes every 30 s by default: 5 s shows a claim or a finish promptly, at 1 query/5 s
+STATES = [s.value for s in CellState]
+STALE_STYLE = "background-color: rgba(248, 81, 73, 0.22)"
+
+
+def duration(seconds) -> str:
+    if seconds is None or pd.isna(seconds):
+        return "–"
+    s = max(0, int(seconds))
+    return f"{s}s" if s < 120 else f"{s // 60}m {s % 60:02d}s" if s < 3600 else f"{s // 3600}h {s % 3600 // 60:02d}m"
+
+
+def slurm_text(row) -> str:
+    if not row.slurm_job_id:
+        return ""
+    task = row.slurm_array_task_id
+    return f"{row.slurm_job_id}" + ("" if task is None or pd.isna(task) else f"_{int(task)}")
+
+
+def workers_table(cells: pd.DataFrame, now) -> pd.DataFrame:
+    """One row per held lease (running or stale cell): who holds it, where, and how old its heartbeat is."""
+    held = cells[cells["state"].isin([CellState.RUNNING.value, CellState.STALE.value])]
+    rows = [{"state": r.state, "heartbeat age (s)": _age(now, r.heartbeat_at), "worker": r.worker_id,
+             "host": r.host, "slurm job/task": slurm_text(r), "cell": r.cell_key, "task": r.task,
+             "method": r.method_label, "seed": r.seed, "running for": duration(_age(now, r.started_at)),
+             "pid": "" if pd.isna(r.pid) else str(int(r.pid))} for r in held.itertuples()]
+    return pd.DataFrame(rows, columns=["state", "heartbeat age (s)", "worker", "host", "slurm job/task", "cell",
+                                       "task", "method", "seed", "running for", "pid"])
+
+
+def _age(now, then):
+    if then is None or pd.isna(then):
+        return None
+    return round((pd.Timestamp(now) - pd.Timestamp(then)).total_seconds(), 1)
+
+
+def failures_table(cells: pd.DataFrame, suite: str) -> pd.DataFrame:
+    failed = cells[cells["state"] == CellState.FAILED.value]
+    rows = [{"cell": r.cell_key, "task": r.task, "method": r.method_label, "seed": r.seed, "attempts": r.attempts,
+             "reason": first_line(r.error),
+             "run page": urlstate.link(page="Runs", suite=suite, model=r.model, run=int(r.id))}
+            for r in failed.itertuples()]
+    return pd.DataFrame(rows, columns=["cell", "task", "method", "seed", "attempts", "reason", "run page"])
+
+
+def first_line(text) -> str:
+    from harness.store.redact import redact_text
+
+    lines = [ln for ln in redact_text(text or "").splitlines() if ln.strip()]
+    return lines[0][:200] if lines else ""   # the runner stores the reason first, then the traceback
+
+
+def by_state(cells: pd.DataFrame) -> pd.DataFrame:
+    """Cells per (model, task, method variant) and state, in the suite's order."""
+    table = pd.crosstab([cells["model"], cells["task"], cells["method_label"]], cells["state"])
+    table = table.reindex(columns=STATES, fill_value=0)
+    order = cells.drop_duplicates(["model", "task", "method_label"])[["model", "task", "method_label"]]
+    table = table.reindex(pd.MultiIndex.from_frame(order)).reset_index()
+    return table.rename(columns={"method_label": "method"})
+
+
+def page_grid(store, suite: str) -> None:
+    from harness.launch.worker import lease_timeout
+
+    timeout = lease_timeout(None)
+    cells, _ = cells_frame(store, suite, timeout)
+    if cells.empty:
+        st.info(f"No cells of suite {suite} in the store yet: a worker queues them when it starts "
+                f"(`harness run SUITE.yaml`).")
+        return
+    live = bool((cells["state"] == CellState.RUNNING.value).any())
+    st.fragment(run_every=REFRESH_S if live else None)(_grid)(store, suite, timeout, live)
+
+
+def _grid(store, suite: str, timeout: float, was_live: bool) -> None:
+    cells, now = cells_frame(store, suite, timeout)
+    running = bool((cells["state"] == CellState.RUNNING.value).any())
+    if was_live and not running:
+        st.rerun(scope="app")   # nothing runs any more: redraw once without the refresh timer
+    counts = cells["state"].value_counts().reindex(STATES, fill_value=0)
+    n = len(cells)
+    done = int(counts[CellState.COMPLETED.value])
+    st.subheader(f"{suite}: {done} of {n} cells completed")
+    st.progress(done / n, text=f"{100 * done / n:.0f}% completed")
+    for col, state in zip(st.columns(len(STATES)), STATES):
+        col.metric(state, f"{counts[state]:,}", f"{100 * counts[state] / n:.0f}% of the cells",
+                   delta_color="off", delta_arrow="off")
+    _time_left(store, suite, left=n - done - int(counts[CellState.FAILED.value]))
+    st.caption(f"Read at {pd.Timestamp(now):%H:%M:%S} UTC (the store's clock)"
+               + (f"; refreshes every {REFRESH_S} s while cells run." if running else "; nothing runs now.")
+               + f" A lease is stale after {timeout:g} s without a heartbeat: the next worker takes its cell over.")
+
+    st.markdown("**Workers**")
+    workers = workers_table(cells, now)
+    if workers.empty:
+        st.caption("No worker holds a cell now.")
+    else:
+        style = workers.style.apply(lambda r: [STALE_STYLE if r["state"] == CellState.STALE.value else ""] * len(r),
+                                    axis=1).format({"heartbeat age (s)": "{:.0f}"}, na_rep="never")
+        st.dataframe(style, hide_index=True, width="stretch")
+
+    st.markdown("**Failures**")
+    failures = failures_table(cells, suite)
+    if failures.empty:
+        st.caption("No failed cell.")
+    else:
+        st.dataframe(failures, hide_index=True, width="stretch",
+                     column_config={"run page": st.column_config.LinkColumn("run page", display_text="open run")})
+
+    st.markdown("**Cells by state**")
+    st.dataframe(by_state(cells), hide_index=True, width="stretch")
+    shown = urlstate.choose_many(st.multiselect, "List the cells that are", STATES, "state")
+    if shown:
+        view = cells[cells["state"].isin(shown)]
+        st.dataframe(view[["cell_key", "model", "task", "method_label", "seed", "learning_rate", "state", "attempts",
+                           "host", "worker_id"]].rename(columns={"method_label": "method"}),
+                     hide_index=True, width="stretch")
+
+
+def estimate(store, suite: str) -> dict:
+    """harness.report.progress.time_left for this suite (the estimate `harness status` prints), its keys read
+    under either spelling (seconds_left or left_s, per_group or groups); where that function needs the suite's
+    YAML rather than its name, the same estimate from the store's rows alone (harness.report.grid)."""
+    from harness.report.grid import time_left_from_rows
+    from harness.report.progress import time_left
+
+    try:
+        est = time_left(store, suite)
+    except (AttributeError, TypeError):   # a time_left that needs the suite's YAML: the board has only its name
+        est = time_left_from_rows(store, suite)
+    return {"seconds_left": est.get("seconds_left", est.get("left_s")), "live_workers": est.get("live_workers", 0),
+            "plus_minus_s": est.get("plus_minus_s"), "per_group": est.get("per_group", est.get("groups")) or []}
+
+
+def _time_left(store, suite: str, left: int) -> None:
+    est = estimate(store, suite)
+    secs, workers, pm = est["seconds_left"], est["live_workers"], est["plus_minus_s"]
+    shown = ("nothing left" if not left else "unknown yet" if secs is None
+             else f"~{duration(secs)}" + (f" ± {duration(pm)}" if pm else ""))
+    st.metric("Time left (estimate)", shown,
+              help="From the measured time of this suite's completed cells, per task and method, times the cells "
+                   "not done yet, divided by the live workers.")
+    st.caption(f"{workers} live worker(s)" + ("" if secs is not None or not left else
+                                               " · no completed cell to measure a throughput from yet"))
+    if est["per_group"]:
+        with st.expander("Time left per task and method"):
+            st.dataframe(pd.DataFrame(est["per_group"]), hide_index=True, width="stretch")

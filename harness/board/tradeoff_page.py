@@ -1,0 +1,57 @@
+"""The trade-off page: one point per method variant (best setting on dev), coloured by method, on any two of
+score, trainable parameters, train time, peak memory and train FLOPs, with the Pareto frontier."""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+import streamlit as st
+
+from harness.board import urlstate
+from harness.report.pareto import AXES, LOG_AXES, pareto_front_axes, tradeoff_points
+
+AVERAGE = "average over tasks"
+
+
+def axes_offered(points: pd.DataFrame) -> list[str]:
+    """The axes with a value for at least one point: FLOPs only once some run counted them."""
+    return [a for a in AXES if a in points and pd.to_numeric(points[a], errors="coerce").notna().any()]
+
+
+def page_tradeoff(best: pd.DataFrame, board: pd.DataFrame) -> None:
+    if best.empty:
+        st.info("No completed runs for this suite and model yet.")
+        return
+    tasks = list(board.attrs["tasks"])
+    averaged = board.attrs.get("avg_tasks") or tasks   # the GLUE average: GLUE tasks only, as the leaderboard
+    c1, c2, c3 = st.columns(3)
+    which = urlstate.choose(c1.selectbox, "Task", [AVERAGE] + tasks, "task",
+                            format_func=lambda t: board.attrs.get("avg_name", t) if t == AVERAGE else t)
+    points = tradeoff_points(best, None if which == AVERAGE else which, averaged)
+    if points.empty:
+        st.info("No method has results on every task yet.")
+        return
+    offered = axes_offered(points)
+    x = urlstate.choose(c2.selectbox, "x axis", [a for a in offered if a != "score"] + ["score"], "x",
+                        format_func=AXES.get)
+    y = urlstate.choose(c3.selectbox, "y axis", [a for a in offered if a != x], "y", format_func=AXES.get)
+    if "train_flops" not in offered:
+        st.caption("No FLOPs recorded for these runs: the FLOPs axis appears once runs count them.")
+    points = points.dropna(subset=[x, y])
+    fig = px.scatter(points, x=x, y=y, color="curve", hover_name="method_label", log_x=x in LOG_AXES,
+                     log_y=y in LOG_AXES, labels={x: AXES[x], y: AXES[y], "curve": "method"}, height=480)
+    colors = {t.name: t.marker.color for t in fig.data}
+    for curve, group in points.groupby("curve"):
+        if len(group) > 1:
+            group = group.sort_values(x)
+            fig.add_trace(go.Scatter(x=group[x], y=group[y], mode="lines", showlegend=False,
+                                     line={"color": colors.get(curve)}, hoverinfo="skip"))
+    front = pareto_front_axes(points, x, y)
+    fig.add_trace(go.Scatter(x=front[x], y=front[y], mode="lines", name="Pareto frontier",
+                             line={"dash": "dash", "color": "grey"}))
+    fig.update_traces(marker={"size": 12})
+    st.plotly_chart(fig, width="stretch")
+    st.caption("Each point is a method variant (best setting on dev), one colour per method; a method's variants "
+               "(adapter sizes, top-k's k) are joined into a curve. Pareto frontier: no other variant is at least "
+               "as good on both axes (higher score, lower cost).")

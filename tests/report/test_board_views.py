@@ -1,0 +1,303 @@
+"""The board's shareable views: the Grid page of a suite in progress, views opened from URL query parameters, the
+per-task drill-down, the trade-off page's axes, and the Grid page photographed while a real worker runs."""
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+from sqlalchemy import update
+from streamlit.testing.v1 import AppTest
+
+from harness.board import APP
+from harness.plan.suite import parse_suite
+from harness.spec.status import Status
+from harness.store.db import Store
+from harness.store.lease import Worker, utcnow
+from harness.store.schema import RunRecord as R
+from tests.helpers import ROOT, fixture_store
+
+APP = str(APP)
+GRID = """
+name: grid
+models: [minilm]
+tasks: [rte, mrpc]
+methods: [full, bitfit]
+seeds: [1, 2]
+"""
+
+
+def app(url, monkeypatch, **params):
+    monkeypatch.setenv("HARNESS_DB", url)
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params.update(params)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def table(at, first_column):
+    return next(d.value for d in at.dataframe if list(d.value.columns)[:1] == [first_column])
+
+
+@pytest.fixture(scope="module")
+def store_url(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("views")
+    return fixture_store.build(tmp / "h.db", predictions_dir=str(tmp / "out"))
+
+
+@pytest.fixture
+def grid_url(tmp_path):
+    return grid_store(f"sqlite:///{tmp_path / 'g.db'}")
+
+
+def grid_store(url):
+    """8 cells through the real queue: 3 completed, 1 failed, 1 running (fresh heartbeat), 1 stale (its last
+    heartbeat an hour ago, on a Slurm array task), 2 pending."""
+    store = Store(url)
+    cells = parse_suite(GRID, "grid.yaml").cells()
+    store.enqueue(cells, "harness run grid.yaml")
+    keys = [c.key for c in cells]
+    done = Worker("w-done", "node-a", 11)
+    for seconds in (100.0, 120.0, 140.0):
+        claim = store.claim_next("grid", keys, done)
+        store.finish(claim, Status.COMPLETED, {"score": 70.0, "train_time_s": seconds, "eval_time_s": 0.0})
+    claim = store.claim_next("grid", keys, done)
+    # as the runner stores it: the reason's line, then the traceback
+    store.finish(claim, Status.FAILED, {"error": "torch.OutOfMemoryError: CUDA out of memory\nTraceback (most "
+                                                 "recent call last):\n  File x\ntorch.OutOfMemoryError: CUDA out "
+                                                 "of memory. Tried to allocate 2.00 GiB"})
+    live = store.claim_next("grid", keys, Worker("w-live", "node-b", 22))
+    stale = store.claim_next("grid", keys, Worker("w-stale", "node-c", 33, slurm_job_id="4242",
+                                                  slurm_array_task_id=3))
+    with store.engine.begin() as conn:   # its worker died an hour ago: no heartbeat since
+        conn.execute(update(R).where(R.id == stale.id).values(heartbeat_at=utcnow() - dt.timedelta(hours=1)))
+    return url, {"failed": claim.id, "live": live.cell_key, "stale": stale.cell_key}
+
+
+def test_grid_page_shows_states_workers_failures_and_time_left(grid_url, monkeypatch):
+    url, ids = grid_url
+    at = app(url, monkeypatch, page="Grid", suite="grid")
+    assert at.title[0].value == "Grid"
+    counts = {m.label: m.value for m in at.metric}
+    assert {k: counts[k] for k in ("completed", "running", "stale", "pending", "failed")} == \
+        {"completed": "3", "running": "1", "stale": "1", "pending": "2", "failed": "1"}
+    assert "3 of 8 cells completed" in at.subheader[0].value
+    assert at.get("progress")[0].proto.value == 37   # 3/8
+    # workers: the live one and the stale one, its Slurm job/task shown, its heartbeat an hour old, highlighted
+    workers = table(at, "state")
+    rows = {r["worker"]: r for _, r in workers.iterrows()}
+    assert set(rows) == {"w-live", "w-stale"}
+    assert rows["w-live"]["cell"] == ids["live"] and rows["w-live"]["heartbeat age (s)"] < 60
+    assert rows["w-stale"]["state"] == "stale" and rows["w-stale"]["slurm job/task"] == "4242_3"
+    assert 3500 < rows["w-stale"]["heartbeat age (s)"] < 3700
+    styler = next(d.proto.arrow_data.styler.styles for d in at.dataframe if "w-stale" in d.value.to_string())
+    stale_row = list(workers["worker"]).index("w-stale")
+    assert "rgba(248, 81, 73, 0.22)" in styler and f"row{stale_row}_col0" in styler   # the stale row only
+    assert f"row{1 - stale_row}_col" not in styler
+    # failures: the reason's line (not the traceback), and a link to the failed run's page
+    failures = table(at, "cell")
+    assert list(failures["reason"]) == ["torch.OutOfMemoryError: CUDA out of memory"]
+    assert failures["run page"][0] == f"?page=Runs&suite=grid&model=minilm&run={ids['failed']}"
+    # time left: measured cells exist, one live worker (the stale one does not count)
+    assert counts["Time left (estimate)"].startswith("~")
+    assert any("1 live worker(s)" in c.value for c in at.caption)
+    # the link opens the failed run's page
+    link = dict(p.split("=") for p in failures["run page"][0][1:].split("&"))
+    run_page = app(url, monkeypatch, **link)
+    assert run_page.title[0].value == "Runs"
+    assert "CUDA out of memory" in run_page.error[0].value
+
+
+def test_grid_page_reads_a_postgresql_store(pg_server, monkeypatch):
+    """The staleness rule and heartbeat ages on the server's clock, through a read-only transaction."""
+    url, ids = grid_store(pg_server.create_database("grid"))
+    at = app(url, monkeypatch, page="Grid", suite="grid")
+    counts = {m.label: m.value for m in at.metric}
+    assert [counts[k] for k in ("completed", "running", "stale", "pending", "failed")] == ["3", "1", "1", "2", "1"]
+    ages = dict(zip(table(at, "state")["worker"], table(at, "state")["heartbeat age (s)"]))
+    assert ages["w-live"] < 60 and 3500 < ages["w-stale"] < 3700
+
+
+def test_grid_page_lists_cells_of_the_states_in_the_url(grid_url, monkeypatch):
+    url, ids = grid_url
+    at = app(url, monkeypatch, page="Grid", suite="grid", state=["stale", "pending"])
+    listed = table(at, "cell_key")
+    assert sorted(listed["state"]) == ["pending", "pending", "stale"]
+    assert at.query_params["state"] == ["stale", "pending"]
+
+
+def test_a_suite_with_only_queued_cells_opens_on_its_grid(tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    Store(url).enqueue(parse_suite(GRID, "grid.yaml").cells())
+    at = app(url, monkeypatch)
+    assert at.title[0].value == "Grid" and at.metric[3].label == "pending" and at.metric[3].value == "8"
+    assert at.metric[5].value == "unknown yet"
+
+
+def test_url_opens_the_chosen_view_and_follows_the_choices(store_url, monkeypatch):
+    at = app(store_url, monkeypatch, page="Runs", suite="fx", model="minilm", metric="best_score",
+             tasks="mrpc", statuses="failed")
+    assert at.title[0].value == "Runs"
+    assert at.sidebar.radio[0].value == "best_score"
+    runs = at.dataframe[0].value
+    assert list(runs["task"]) == ["mrpc"] and list(runs["status"]) == ["failed"]
+    assert "FloatingPointError" in at.error[0].value
+    # choices are written back into the URL; the parameters of the page left behind are dropped
+    at.sidebar.radio[1].set_value("Leaderboard").run()
+    assert dict(at.query_params) == {"suite": "fx", "model": "minilm", "metric": "best_score",
+                                     "page": "Leaderboard"}
+    # an unknown value in the URL falls back to the default view, no traceback
+    at = app(store_url, monkeypatch, page="nope", suite="missing")
+    assert at.title[0].value == "Leaderboard" and at.query_params["suite"] == "fx"
+
+
+def test_analyses_comparison_opens_from_the_url(store_url, monkeypatch):
+    at = app(store_url, monkeypatch, page="Analyses", task="rte", a="houlsby(size=8,non_linearity=swish)", b="full")
+    assert at.metric[0].label == "A − B (rte)"
+    assert float(at.metric[0].value) < -10        # houlsby (A) is right less often than full (B) on these examples
+
+
+def test_task_drilldown_overlays_one_dev_curve_per_run(store_url, monkeypatch):
+    at = app(store_url, monkeypatch, page="Task", task="rte", method="full")
+    assert at.title[0].value == "Task"
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    names = [t["name"] for t in spec["data"]]
+    assert len(names) == 6                              # 2 learning rates x 3 seeds
+    assert "learning_rate=2e-05 seed=3" in " ".join(names) and "learning_rate=0.0001 seed=1" in " ".join(names)
+    runs = table(at, "id")
+    assert len(runs) == 6 and runs["run_page"].str.startswith("?page=Runs&suite=fx&model=minilm&run=").all()
+    # the method chosen in the page goes into the URL
+    next(s for s in at.selectbox if s.label == "Method").set_value("houlsby(size=8,non_linearity=swish)").run()
+    assert at.query_params["method"] == "houlsby(size=8,non_linearity=swish)"
+
+
+def values(v):   # plotly sends arrays as base64 typed arrays
+    import base64
+
+    import numpy as np
+
+    return np.frombuffer(base64.b64decode(v["bdata"]), dtype=v["dtype"]).tolist() if isinstance(v, dict) else v
+
+
+def _tradeoff_spec(at):
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    return spec, {t["name"]: t for t in spec["data"] if t.get("mode") == "markers"}
+
+
+def test_tradeoff_any_two_axes_coloured_by_method(store_url, monkeypatch):
+    at = app(store_url, monkeypatch, page="Trade-off", task="rte", x="peak_memory_mb", y="train_time_s")
+    x_axis = next(s for s in at.selectbox if s.label == "x axis")
+    assert x_axis.options == ["trainable parameters", "train time (s)", "peak memory (MB)", "dev score (GLUE points)"]
+    assert any("No FLOPs recorded" in c.value for c in at.caption)
+    spec, points = _tradeoff_spec(at)
+    assert set(points) == {"full", "houlsby"}   # one colour per method (its variants: one curve)
+    assert spec["layout"]["xaxis"]["title"]["text"] == "peak memory (MB)"
+    assert spec["layout"]["yaxis"]["title"]["text"] == "train time (s)"
+
+
+def test_tradeoff_offers_flops_once_recorded(tmp_path, monkeypatch):
+    suite = parse_suite("name: fl\nmodels: [minilm]\ntasks: [rte]\nmethods: [full, bitfit]\n")
+    url = f"sqlite:///{tmp_path / 'f.db'}"
+    store = Store(url)
+    for cell, (score, flops) in zip(suite.cells(), [(70.0, 4e15), (65.0, 1e15)]):
+        claim = store.start(cell, cell.config(), "", str(tmp_path))
+        store.finish(claim, "completed", {"score": score, "train_flops": flops, "trainable_params": 1e6,
+                                           "total_params": 1e6, "added_params": 0, "trainable_pct": 1.0,
+                                           "train_time_s": 10.0, "peak_memory_mb": 100.0})
+    at = app(url, monkeypatch, page="Trade-off", x="train_flops", y="score")
+    assert not any("No FLOPs recorded" in c.value for c in at.caption)
+    spec, points = _tradeoff_spec(at)
+    assert spec["layout"]["xaxis"]["title"]["text"] == "train FLOPs" and spec["layout"]["xaxis"]["type"] == "log"
+    xs = {name: values(t["x"]) for name, t in points.items()}
+    assert xs == {"full": [4e15], "bitfit": [1e15]}
+
+
+LIVE = """
+name: live
+models: ["{model}"]
+tasks: [rte]
+methods: [full, bitfit]
+budgets: [{{max_steps: 2}}, {{max_steps: 1000000}}]
+hparams: {{batch_size: 8, learning_rate: 1e-4}}
+"""
+
+
+def _wait_for(predicate, what, proc, timeout=300):
+    deadline = time.time() + timeout
+    while not predicate():
+        assert proc.poll() is None, f"the worker exited before {what}: " + proc.communicate()[1][-3000:]
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def test_real_browser_photographs_the_grid_while_a_worker_runs(tmp_path, tiny_bert, small_glue):
+    """A real `harness run` worker on a tiny suite in the background; while it holds a cell (fresh heartbeat),
+    `streamlit run` serves the board and headless Chromium photographs its Grid page."""
+    from harness.board.screenshot import CHROMIUM, screenshot
+    from tests.helpers.files import write_suite
+
+    assert os.path.exists(CHROMIUM), "install Debian's chromium (see .ci/run)"
+    # per method: a 2-step cell that completes, then one with enough steps to be still running while the browser
+    # looks (the worker is stopped afterwards)
+    suite = write_suite(tmp_path / "live.yaml", LIVE.format(model=tiny_bert))
+    url = f"sqlite:///{tmp_path / 'live.db'}"
+    Store(url)   # the schema, so the test can read the store while the worker starts
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HARNESS_HEARTBEAT_S": "1", "HARNESS_LEASE_TIMEOUT_S": "60"}
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "run", str(suite), "--db", url, "--output-dir",
+                             str(tmp_path / "out"), "--data-dir", str(small_glue), "--no-progress"],
+                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        def beating():
+            rows = Store(url, read_only=True).records("live")
+            done = [r for r in rows if r.status == Status.COMPLETED]
+            live = [r for r in rows if r.status == Status.RUNNING and r.heartbeat_at and r.heartbeat_at > r.claimed_at]
+            return bool(done) and bool(live)
+        _wait_for(beating, "a completed cell and a heartbeat on the next", proc)
+        (rec,) = Store(url, read_only=True).records("live", Status.RUNNING)
+        # the worker's id is in the page's workers table (the grid's cells are hidden accessibility nodes)
+        shot = screenshot(url, str(tmp_path / "grid.png"), query="?page=Grid&suite=live", wait_for_text=rec.worker_id,
+                          height=1300)
+        assert proc.poll() is None, "the worker was still running when photographed"
+        (now,) = Store(url, read_only=True).records("live", Status.RUNNING)
+        assert now.worker_id == rec.worker_id and now.heartbeat_at > rec.heartbeat_at   # it kept beating
+        assert os.path.getsize(shot) > 10_000
+        if os.environ.get("HARNESS_SAVE_GRID_PNG"):   # refreshes docs/grid.png
+            import shutil
+
+            shutil.copy(shot, os.environ["HARNESS_SAVE_GRID_PNG"])
+        # the page re-reads the store on its own while the cell runs: no reload, a newer reading
+        from playwright.sync_api import sync_playwright
+
+        from harness.board.screenshot import CHROMIUM_FLAGS, served
+
+        with served(url) as base, sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+            page = browser.new_page()
+            page.goto(base + "?page=Grid&suite=live", wait_until="domcontentloaded")
+            reading = page.get_by_text("Read at ").first
+            reading.wait_for(timeout=60_000)
+            first = reading.inner_text()
+            page.wait_for_function(f"() => [...document.querySelectorAll('p')].some(e => e.innerText.startsWith("
+                                   f"'Read at ') && e.innerText !== {json.dumps(first)})", timeout=30_000)
+            browser.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=120)
+
+
+def test_pareto_front_on_any_two_axes():
+    import pandas as pd
+
+    from harness.report.pareto import pareto_front_axes
+
+    points = pd.DataFrame({"name": ["a", "b", "c", "d"], "score": [80.0, 70.0, 60.0, 75.0],
+                           "train_time_s": [100.0, 50.0, 80.0, 120.0], "peak_memory_mb": [9.0, 5.0, 1.0, 9.0]})
+    # higher score and lower time: c (slower and worse than b) and d (slower and worse than a) are dominated
+    assert list(pareto_front_axes(points, "train_time_s", "score")["name"]) == ["b", "a"]
+    assert list(pareto_front_axes(points, "score", "train_time_s")["name"]) == ["b", "a"]
+    # two costs, both lower is better: c has the least memory, b the least time; a and d lose to b on both
+    assert list(pareto_front_axes(points, "train_time_s", "peak_memory_mb")["name"]) == ["b", "c"]
