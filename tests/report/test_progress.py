@@ -294,6 +294,28 @@ hparams: {{batch_size: 8}}
     assert status["done"] is True
 
 
+def test_pilot_measures_each_method_and_task_here_and_records_nothing(tmp_path, tiny_bert, small_glue):
+    suite = write_suite(tmp_path / "s.yaml", f"""
+name: tiny
+models: ["{tiny_bert}"]
+tasks: [rte]
+methods: [full, {{name: houlsby, size: 4, learning_rate: 1e-3}}]
+seeds: [1, 2]
+budgets: [{{epochs: 2}}]
+hparams: {{batch_size: 8}}
+""")
+    r = run_cli("estimate", suite, "--pilot", "--pilot-steps", "2", "--json", "--data-dir", small_glue, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    e = json.loads(r.stdout)
+    assert e["source"] == "pilot" and e["observations"] == 2 and e["missing"] == 0   # one pilot per method
+    assert e["levels"] == {"exact": 4} and all(c["seconds"] > 0 for c in e["cells"])
+    by_method = {}
+    for c in e["cells"]:
+        by_method.setdefault(c["label"].split()[2], set()).add(round(c["seconds"], 9))
+    assert all(len(v) == 1 for v in by_method.values())   # the seeds of a method: the same prediction
+    assert sorted(os.listdir(tmp_path)) == ["s.yaml"], "a pilot writes no store and no output folder"
+
+
 @pytest.mark.slow
 def test_estimate_within_25_percent_of_a_real_suite(tmp_path, glue_dir):
     """8 short cells of the embedded model: the 4 of seeds 1 and 2 are trained first; from their records the
