@@ -74,9 +74,12 @@ def estimate(cells, store=None, *, device: str | None = None, data_dir: str | No
     obs = [o for o in obs if o.device == dev]
     sizes = sizes or DataSizes(store, data_dir)
     out = Estimate([], dev, len(obs))
+    rates: dict[tuple, Rate | None] = {}   # one lookup per (model, method, kind, precision): grids are large
     for cell in cells:
-        rate = rate_for(obs, cell.model, cell.method, task_kind(cell.task),
-                        str(cell.hparams.get("mixed_precision", "auto")), dev)
+        match = (cell.model, cell.method, task_kind(cell.task), str(cell.hparams.get("mixed_precision", "auto")))
+        if match not in rates:
+            rates[match] = rate_for(obs, *match, dev)
+        rate = rates[match]
         est = predict(cell, plan_cell(cell, sizes), rate)
         out.cells.append(est)
         if est.seconds is None:

@@ -11,6 +11,7 @@ method or task).
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import statistics
@@ -39,6 +40,7 @@ class Observation:
     eval_s_per_example: float | None
 
 
+@functools.lru_cache(maxsize=None)
 def task_kind(task: str) -> str:
     """The kind of a task name as stored (a multi-task cell's 'a+b': its first member's); 'unknown' for a name
     the registry no longer has."""
