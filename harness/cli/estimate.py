@@ -119,7 +119,8 @@ def pilot(suite, cells, data_dir: str | None, steps: int) -> list:
             try:
                 r = train_and_evaluate(small, ctx, output_dir=os.path.join(tmp, f"cell{i}"))
             except Exception as exc:   # one pilot failing leaves its cells without an estimate
-                print(f"pilot {i + 1}: failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})",
+                reason = str(exc).splitlines()[0][:200] if str(exc).strip() else ""
+                print(f"pilot {i + 1}: failed ({type(exc).__name__}: {reason}); its cells get no estimate",
                       file=sys.stderr, flush=True)
                 continue
             if not r.train_examples_per_s:

@@ -60,7 +60,10 @@ def predict(cell, plan: CellPlan | None, rate: Rate | None) -> CellEstimate:
                                                                        "no stored run, no max_train_samples)")
     if rate is None:
         return CellEstimate(cell.key, cell.label, None, None, None, 0, f"no stored run of {cell.model}")
-    seconds = plan.train_examples * rate.train_s + plan.eval_examples * (rate.eval_s or 0.0)
+    train = plan.train_examples * rate.train_s
+    if cell.budget.get("time_limit_min"):   # training stops at the time limit (which counts evaluations too: a bound)
+        train = min(train, 60.0 * cell.budget["time_limit_min"])
+    seconds = train + plan.eval_examples * (rate.eval_s or 0.0)
     return CellEstimate(cell.key, cell.label, seconds, seconds * rate.rel, rate.level, rate.n)
 
 
@@ -171,7 +174,7 @@ def time_left(store, suite, *, num_processes: int = 1, lease_timeout: float | No
 
     Returns {"counts": {state: n, "total": n}, "live_workers": n, "groups": [{method, task, completed, left,
     mean_s, work_s, source: "suite" | "stored" | None}], "work_s": seconds of work left, "left_s": wall seconds
-    left (work / workers), "plus_minus_s", "unestimated": cells left without an estimate, "actual_s": train +
+    left (work / workers; None when no cell left has an estimate), "plus_minus_s", "unestimated": cells left without an estimate, "actual_s": train +
     eval of the completed cells, "predicted_s" / "predicted_actual_s" / "ratio": the completed cells that have a
     predicted_time_s, their predicted sum, actual sum and actual / predicted}. `states`: cell_states(...) when the
     caller has them."""
@@ -231,13 +234,16 @@ def time_left(store, suite, *, num_processes: int = 1, lease_timeout: float | No
         out_groups.append(entry)
 
     workers = max(1, len(live))
+    todo = sum(len(g["todo"]) for g in groups.values())
     done = [rec for _, state, rec in states if state == CellState.COMPLETED]
     both = [r for r in done if r.predicted_time_s and cell_time_s(r) is not None]
     predicted = sum(r.predicted_time_s for r in both)
     actual_of_predicted = sum(cell_time_s(r) for r in both)
     return {
         "suite": suite.name, "counts": counts, "live_workers": len(live), "groups": out_groups,
-        "work_s": work, "left_s": work / workers, "plus_minus_s": plus_minus / workers,
+        # None: cells are left and none of them has an estimate
+        "work_s": work, "left_s": None if todo and unestimated == todo else work / workers,
+        "plus_minus_s": plus_minus / workers,
         "unestimated": unestimated,
         "actual_s": sum(cell_time_s(r) or 0.0 for r in done),
         "predicted_cells": len(both), "predicted_s": predicted, "predicted_actual_s": actual_of_predicted,

@@ -128,9 +128,13 @@ def status_report(p: dict) -> str:
         workers = (f"{e['live_workers']} live worker(s)" if e["live_workers"]
                    else "no live worker (as if one started now)")
         unknown = f"; {e['unestimated']} cell(s) without an estimate" if e["unestimated"] else ""
-        lines.append(f"time left: {duration(e['left_s'])} ± {duration(e['plus_minus_s'])} with {workers} "
-                     f"({hours(e['work_s'])} device-hours of work for {todo} cell(s), from this suite's completed "
-                     f"cells per method and task, else stored throughput{unknown})")
+        if e["left_s"] is None:
+            lines.append(f"time left: unknown (no completed cell of this suite and no stored throughput for its "
+                         f"{todo} cell(s) left; `harness estimate --pilot` measures one)")
+        else:
+            lines.append(f"time left: {duration(e['left_s'])} ± {duration(e['plus_minus_s'])} with {workers} "
+                         f"({hours(e['work_s'])} device-hours of work for {todo} cell(s), from this suite's "
+                         f"completed cells per method and task, else stored throughput{unknown})")
     else:
         lines.append("all cells done" + (f" ({c[CellState.FAILED]} failed)" if c[CellState.FAILED] else ""))
     if e["predicted_cells"]:

@@ -214,7 +214,8 @@ def test_estimate_from_stored_runs_matches_the_hand_computed_numbers(past, monke
     assert cells["full"]["seconds"] == pytest.approx(38.0)
     assert cells["full"]["plus_minus"] == pytest.approx(38.0 * 0.0141421 / 0.09, rel=1e-4)
     assert cells["full"]["level"] == "exact" and cells["full"]["runs"] == 2
-    # houlsby (its one run asked for bf16, the cell for auto: model+method, that run): 200 x 0.05 + 100 x 0.1 = 20 s, ± the 30% floor
+    # houlsby (its one run asked for bf16, the cell for auto: model+method, that run): 200 x 0.05 + 100 x 0.1
+    # = 20 s, ± the 30% floor
     assert cells["houlsby"]["level"] == "model+method"
     assert cells["houlsby"]["seconds"] == pytest.approx(20.0) and cells["houlsby"]["plus_minus"] == pytest.approx(6)
     # lora (never run: model level, all 3 CPU runs): 200 x 0.07667 + 100 x 0.16667 = 32 s, ± the 60% floor
@@ -265,6 +266,9 @@ def test_estimate_of_an_empty_store_points_at_the_pilot(tmp_path):
     Store(f"sqlite:///{tmp_path / 'empty.db'}")
     assert_refused(call_cli("estimate", suite, "--from-store", f"sqlite:///{tmp_path / 'empty.db'}"),
                    "run `harness estimate --pilot`")
+    status = json.loads(call_cli("status", suite, "--db", f"sqlite:///{tmp_path / 'empty.db'}", "--json").stdout)
+    assert status["counts"]["pending"] == 3 and status["estimate"]["left_s"] is None   # unknown, not 0
+    assert status["estimate"]["unestimated"] == 3 and status["done"] is False
 
 
 def test_a_worker_writes_its_prediction_and_status_compares_it(tmp_path, tiny_bert, small_glue):
