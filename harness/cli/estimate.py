@@ -7,6 +7,7 @@ import json
 
 from harness.cli.common import add_data_dir, add_max_cells, add_suite, positive_int
 from harness.spec.errors import InputError
+from harness.spec.layout import DEFAULT_DB_URL
 
 HELP = "predict each cell's and the grid's train + eval time (device-hours) before launching"
 EXAMPLES = """
@@ -21,8 +22,8 @@ PILOT_EVAL_EXAMPLES = 64  # dev examples it scores
 def add_arguments(p) -> None:
     add_suite(p)
     p.add_argument("--from-store", "--db", dest="db", default=None, metavar="DB",
-                   help="SQLAlchemy URL of the store whose completed runs give the throughput (default: $HARNESS_DB, "
-                        "else the default store)")
+                   help=f"SQLAlchemy URL of the store whose completed runs give the throughput (default: $HARNESS_DB, "
+                        f"else {DEFAULT_DB_URL}, the store `harness run` writes)")
     p.add_argument("--device", default=None,
                    help="the stored device whose throughput to use: its name as recorded, or a part of it "
                         "(default: the device with the most stored runs)")
