@@ -322,7 +322,8 @@ hparams: {{batch_size: 8}}
 
 @pytest.mark.slow
 def test_estimate_within_25_percent_of_a_real_suite(tmp_path, glue_dir):
-    """8 short cells of the embedded model: the 4 of seeds 1 and 2 are trained first; from their records the
+    """8 short cells of the embedded model (10 steps of 8 SST-2 sentences, 100 scored): the 4 of seeds 1 and 2 are
+    trained first; from their records the
     estimate predicts the 4 of seeds 3 and 4, which are then trained: predicted within 25% of measured."""
     def suite(name, seeds):
         return write_suite(tmp_path / f"{name}.yaml", f"""
@@ -331,7 +332,7 @@ models: [minilm]
 tasks: [sst2]
 methods: [full, {{name: houlsby, size: 16, learning_rate: 1e-3}}]
 seeds: {seeds}
-budgets: [{{epochs: 1, max_train_samples: 240, max_eval_samples: 200}}]
+budgets: [{{epochs: 1, max_train_samples: 80, max_eval_samples: 100}}]
 hparams: {{batch_size: 8, learning_rate: 1e-4}}
 """)
     db = f"sqlite:///{tmp_path / 'h.db'}"
@@ -339,7 +340,7 @@ hparams: {{batch_size: 8, learning_rate: 1e-4}}
 
     def train(s):
         proc = run_cli("run", s, "--db", db, "--output-dir", tmp_path / "out", "--data-dir", glue_dir,
-                       "--no-progress", cwd=tmp_path, timeout=1800)
+                       "--no-progress", cwd=tmp_path, timeout=3000)
         assert proc.returncode == 0, proc.stderr[-3000:]
 
     train(first)
