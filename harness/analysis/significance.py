@@ -176,7 +176,7 @@ def _corr(w, x, y, n) -> np.ndarray:
 def _metric_plan(name: str, preds: np.ndarray, labels: np.ndarray):
     """(features, finish) of one metric: per-example columns whose sums over a resample (w @ features) give the
     metric, and finish(sums, w) -> the metric (0-1) on each resample, averaged over the seeds."""
-    n, seeds = len(labels), len(preds)
+    n = len(labels)
     if name == "accuracy":
         return [(preds == labels).mean(0)], lambda c, w: c[:, 0] / n
     if name in ("f1", "mcc"):

@@ -74,7 +74,7 @@ def by_state(cells: pd.DataFrame) -> pd.DataFrame:
 
 
 def page_grid(store, suite: str) -> None:
-    from harness.launch.worker import lease_timeout
+    from harness.spec.status import lease_timeout
 
     timeout = lease_timeout(None)
     cells, _ = cells_frame(store, suite, timeout)
@@ -132,18 +132,13 @@ def _grid(store, suite: str, timeout: float, was_live: bool) -> None:
 
 
 def estimate(store, suite: str) -> dict:
-    """harness.report.progress.time_left for this suite (the estimate `harness status` prints), its keys read
-    under either spelling (seconds_left or left_s, per_group or groups); where that function needs the suite's
-    YAML rather than its name, the same estimate from the store's rows alone (harness.report.grid)."""
+    """The time left from the store's rows alone (harness.report.grid): the board knows a suite by its name, not
+    its YAML, so cells not yet queued are not counted (`harness status SUITE.yaml` counts them too)."""
     from harness.report.grid import time_left_from_rows
-    from harness.report.progress import time_left
 
-    try:
-        est = time_left(store, suite)
-    except (AttributeError, TypeError):   # a time_left that needs the suite's YAML: the board has only its name
-        est = time_left_from_rows(store, suite)
-    return {"seconds_left": est.get("seconds_left", est.get("left_s")), "live_workers": est.get("live_workers", 0),
-            "plus_minus_s": est.get("plus_minus_s"), "per_group": est.get("per_group", est.get("groups")) or []}
+    est = time_left_from_rows(store, suite)
+    return {"seconds_left": est["seconds_left"], "live_workers": est["live_workers"],
+            "plus_minus_s": est.get("plus_minus_s"), "per_group": est["per_group"]}
 
 
 def _time_left(store, suite: str, left: int) -> None:

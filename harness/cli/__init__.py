@@ -7,13 +7,13 @@ import argparse
 import logging
 import sys
 
-from harness.cli import (ablate, board, compare, export, ingest, ls, params, prefetch, run, slurm, status,
-                         validate)
+from harness.cli import (ablate, board, compare, estimate, export, ingest, ls, params, prefetch, run, slurm,
+                         status, validate)
 from harness.cli.common import resolve_user_paths, subparser
 from harness.spec.errors import InputError
 
 # in the order `harness --help` lists them
-SUBCOMMANDS = {"run": run, "validate": validate, "status": status, "slurm": slurm, "prefetch": prefetch, "ls": ls,
+SUBCOMMANDS = {"run": run, "validate": validate, "estimate": estimate, "status": status, "slurm": slurm, "prefetch": prefetch, "ls": ls,
                "export": export, "params": params, "ablate": ablate, "compare": compare, "ingest": ingest,
                "board": board}
 

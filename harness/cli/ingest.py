@@ -31,7 +31,7 @@ def run(args) -> int:
     cell), a conflict (a different completed result is stored: never replaced silently), or refused (not a
     valid record: one line naming the file and the field; nothing of it is written).
     Exit 2 when a record was refused, else 1 when one was left alone or conflicted, else 0."""
-    from harness.launch.worker import lease_timeout
+    from harness.spec.status import lease_timeout
     from harness.store.db import Store
     from harness.store.engine import default_db_url
     from harness.store.ingest import CONFLICT, LEASED, OUTCOMES, parse_record, record_paths

@@ -1,15 +1,32 @@
-"""`harness status SUITE`: done / failed / running / pending per cell of a suite."""
+"""`harness status SUITE`: a grid at a glance: the summary, the time left, who runs what, what failed."""
 
 from __future__ import annotations
 
-from harness.cli.common import add_db, add_lease_timeout, add_max_cells, add_suite, positive_int
-from harness.spec.status import CellState
+import json
+import sys
+import time
 
-HELP = "done / failed / running / pending per cell of a suite"
+from harness.cli.common import add_db, add_lease_timeout, add_max_cells, add_suite, positive_int
+
+HELP = "a suite's progress: counts, time left, running / stale cells, failures (--all: every cell)"
 EXAMPLES = """
   harness status suites/demo.yaml
-  harness status suites/glue.yaml --db postgresql://user@host/harness --num-processes 4
+  harness status suites/demo.yaml --watch 30
+  harness status suites/glue.yaml --db postgresql://user@host/harness --json
+  harness status suites/demo.yaml --all
 """
+
+
+def positive_seconds(text: str) -> float:
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds (got {text})")
+    return value
 
 
 def add_arguments(p) -> None:
@@ -20,30 +37,63 @@ def add_arguments(p) -> None:
                    help="process count the suite runs with (part of the cell key; default: any count seen "
                         "in the store, else 1)")
     add_lease_timeout(p, "a running cell whose last heartbeat is older than this is shown stale")
+    p.add_argument("--all", action="store_true", help="also list every cell with its state")
+    p.add_argument("--json", action="store_true",
+                   help="print JSON for scripts: counts, estimate, running, stale, failures (with --watch: one "
+                        "line per refresh)")
+    p.add_argument("--watch", type=positive_seconds, default=None, metavar="N",
+                   help="refresh every N seconds until every cell is done (completed or failed) or Ctrl-C")
 
 
 def run(args) -> int:
-    from harness.launch.runner import status_rows
     from harness.plan.suite import load_suite
-    from harness.report.text import status_line
     from harness.store.db import Store
-    from harness.store.engine import default_db_url
 
     suite = load_suite(args.suite, args.max_cells)
-    url = args.db or default_db_url()
+    if args.lease_timeout_s is not None and not args.lease_timeout_s > 0:
+        from harness.spec.errors import InputError
+
+        raise InputError(f"--lease-timeout-s: must be a positive number of seconds (got {args.lease_timeout_s:g})")
+    store = None
     try:
-        store = Store(url, read_only=True)  # status only reads: it never creates or changes a store
-    except FileNotFoundError:
-        store = None
+        while True:
+            if store is None:
+                try:
+                    store = Store(args.db, read_only=True)   # status only reads: it never creates or changes a store
+                except FileNotFoundError:   # no worker has started yet (--watch: look again next time)
+                    store = None
+            payload, text = snapshot(suite, store, args)
+            if args.json:
+                print(json.dumps(payload, indent=None if args.watch else 1), flush=True)
+            else:
+                if args.watch and sys.stdout.isatty():
+                    print("\033[H\033[2J", end="")   # a refreshed screen, as watch(1)
+                elif args.watch:
+                    print(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')}", flush=True)
+                print(text, flush=True)
+            if not args.watch or payload["done"]:
+                return 0
+            time.sleep(args.watch)
+    except KeyboardInterrupt:
+        return 0
+
+
+def snapshot(suite, store, args) -> tuple[dict, str]:
+    from harness.report.progress import cell_states, time_left
+    from harness.report.text import status_line, status_payload, status_report
+
     nprocs = args.num_processes
     if nprocs is None:  # the process count is part of the key: use the one the store has results for
-        seen = {r.num_processes for r in store.records(suite.name)} if store else set()
+        seen = set()
+        if store is not None and store.columns():
+            seen = {r.num_processes for r in store.records(suite.name)}
         nprocs = seen.pop() if len(seen) == 1 else 1
-    rows = status_rows(suite, store, nprocs, args.lease_timeout_s)
-    counts: dict[str, int] = {}
-    for row in rows:
-        counts[row["status"]] = counts.get(row["status"], 0) + 1
-        print(status_line(row["status"], row["cell"], row["record"]))
-    summary = ", ".join(f"{counts[s]} {s}" for s in CellState if counts.get(s))
-    print(f"suite {suite.name} ({nprocs} process(es)): {len(rows)} cells: {summary}")
-    return 0
+    states = cell_states(suite, store, nprocs, args.lease_timeout_s)
+    left = time_left(store, suite, num_processes=nprocs, lease_timeout=args.lease_timeout_s, states=states)
+    payload = status_payload(suite, states, left, nprocs)
+    text = status_report(payload)
+    if args.all:
+        text += "\nevery cell:\n" + "\n".join(status_line(state, cell, rec) for cell, state, rec in states)
+        if args.json:
+            payload["cells"] = [{"key": c.key, "label": c.label, "state": str(s)} for c, s, _ in states]
+    return payload, text

@@ -35,7 +35,25 @@ def run(args) -> int:
           f"({len(suite.method_variants)} method variant(s)) x {len(m.budgets)} budget(s) x {len(m.seeds)} seed(s)")
     for note in notes:
         print(note)
+    print(_estimate_line(cells, suite.data_dir(args.data_dir)))
     if args.list:
         for c in cells:
             print(f"  {c.key}  {c.label}")
     return 0
+
+
+def _estimate_line(cells, data_dir: str | None) -> str:
+    """"estimated N device-hours from M stored runs" from the default store ($HARNESS_DB), read only (validate
+    writes nothing); a store that is missing or cannot be read gives the "no stored throughput" line (the
+    estimate is advice: it never fails a validation)."""
+    from harness.report.progress import validate_line
+    from harness.store.db import Store
+
+    try:
+        store = Store(None, read_only=True)
+    except Exception:   # noqa: BLE001 (missing file, unreachable server: no stored throughput here)
+        store = None
+    try:
+        return validate_line(cells, store, data_dir)
+    except Exception:   # noqa: BLE001
+        return validate_line(cells, None, data_dir)

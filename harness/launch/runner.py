@@ -22,12 +22,14 @@ from harness.spec import layout
 from harness.spec.errors import EXIT_PREEMPTED, EXIT_STORE_UNREACHABLE, LeaseLostStop, Preempted
 from harness.launch import attempt
 from harness.launch.slurm import requeue_slurm_task
-from harness.launch.worker import Heartbeat, lease_timeout, lease_timing
+from harness.launch.worker import Heartbeat
+from harness.spec.status import lease_timeout, lease_timing
 from harness.plan.grid import Suite
-from harness.spec.status import CellState, Status
+from harness.report.progress import cell_states, predict_claimed
+from harness.spec.status import Status
 from harness.store.db import Store
 from harness.store.engine import sqlite_location_warning
-from harness.store.env import cpu_threads_warning, environment
+from harness.store.env import cpu_threads_warning, device_name, environment
 from harness.store.lease import Claim, current_worker
 from harness.store.queue import LeaseLost
 from harness.store.schema import RUN_COLUMNS
@@ -195,6 +197,8 @@ def run_suite(suite: Suite, db_url: str | None, data_dir: str | None, output_dir
         how = {Status.RUNNING: ", taking over a stale lease", Status.FAILED: ", retrying a failure"}.get(
             claim.previous_status, "")
         suite_bar.write(f"cell {cell.key}: {cell.label} (attempt {claim.attempt}{how})")
+        if main:   # predicted from the store's runs on this device so far: `harness status` shows it beside the actual
+            predict_claimed(store, claim, cell, device_name(), ctx.data_dir)
         t0 = time.perf_counter()
         try:
             with (Heartbeat(store, claim, beat_s) if main else contextlib.nullcontext()) as beat:
@@ -385,13 +389,7 @@ def _release_memory() -> None:
 def status_rows(suite: Suite, store: Store | None, num_processes: int = 1,
                 lease_timeout_s: float | None = None) -> list[dict]:
     """Per cell, its CellState: pending (queued, or not yet seen by any worker), running (a live lease), stale (a
-    lease whose heartbeat is older than the lease timeout: the next worker takes it over), completed, failed."""
-    timeout = lease_timeout(lease_timeout_s)
-    records = store.by_key(suite.name) if store is not None and store.columns() else {}
-    stale = store.stale_keys(suite.name, timeout) if records else set()
-    rows = []
-    for cell in suite.cells(num_processes=num_processes):
-        rec = records.get(cell.key)
-        state = CellState.PENDING if rec is None else CellState.STALE if cell.key in stale else CellState(rec.status)
-        rows.append({"cell": cell, "status": state, "record": rec})
-    return rows
+    lease whose heartbeat is older than the lease timeout: the next worker takes it over), completed, failed
+    (harness.report.progress.cell_states, as dicts)."""
+    return [{"cell": cell, "status": state, "record": rec}
+            for cell, state, rec in cell_states(suite, store, num_processes, lease_timeout(lease_timeout_s))]

@@ -6,42 +6,11 @@ so every worker of a Slurm array gets the same without repeating flags.
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 
-from harness.spec.errors import InputError
 from harness.store.db import Store
 from harness.store.lease import Claim
-from harness.spec.status import DEFAULT_HEARTBEAT_S, DEFAULT_LEASE_TIMEOUT_S
-
-
-def _seconds(value, env: str, default: float, flag: str) -> float:
-    """A positive number of seconds: the flag's value, else the environment variable's, else the default."""
-    if value is None:
-        raw = os.environ.get(env)
-        try:
-            value = float(raw) if raw else default
-        except ValueError:
-            raise InputError(f"{env}: not a number of seconds: {raw!r}") from None
-    if not value > 0:
-        raise InputError(f"{flag}: must be a positive number of seconds, not {value}")
-    return float(value)
-
-
-def lease_timeout(value: float | None) -> float:
-    """The lease timeout alone (readers of leases: status, ingest)."""
-    return _seconds(value, "HARNESS_LEASE_TIMEOUT_S", DEFAULT_LEASE_TIMEOUT_S, "--lease-timeout-s")
-
-
-def lease_timing(heartbeat_s: float | None, lease_timeout_s: float | None) -> tuple[float, float]:
-    """(heartbeat, lease timeout) of a worker: the timeout must leave room for a late heartbeat."""
-    beat = _seconds(heartbeat_s, "HARNESS_HEARTBEAT_S", DEFAULT_HEARTBEAT_S, "--heartbeat-s")
-    timeout = lease_timeout(lease_timeout_s)
-    if timeout < 2 * beat:
-        raise InputError(f"--lease-timeout-s ({timeout:g}) must be at least twice --heartbeat-s ({beat:g}): "
-                         f"one late heartbeat would otherwise hand a live worker's cell to another")
-    return beat, timeout
 
 
 class Heartbeat:

@@ -62,7 +62,7 @@ def time_left_from_rows(store, suite: str, lease_timeout_s: float | None = None)
     variant), the mean train + eval time of its completed cells (else of all completed cells) times the cells
     left, summed and divided by the live workers (distinct workers holding a fresh lease; at least one). From the
     store's rows alone (the board knows a suite by its name, not its YAML)."""
-    from harness.launch.worker import lease_timeout
+    from harness.spec.status import lease_timeout
 
     frame, _ = cells_frame(store, suite, lease_timeout(lease_timeout_s))
     done = frame[frame["state"] == Status.COMPLETED.value]

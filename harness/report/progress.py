@@ -1,15 +1,247 @@
-"""Time left for a suite in progress.
+"""How long a grid takes: the predicted time of planned cells (`harness estimate`, the line in `validate`,
+`predicted_time_s` at each claim) and the time left of a suite in progress (`harness status`, the board's Grid
+page). Pure functions over the store and the suite: no torch.
 
-Minimal version written for the board's Grid page (helper E); `harness status` (helper D) owns this module and
-its fuller estimate replaces this one at merge. The board reads seconds_left (or left_s), live_workers and
-per_group (or groups) from the dict `time_left(store, suite)` returns.
+A cell's prediction is its rate (harness.report.throughput: seconds per training and per dev example, from the
+stored runs that match it best: same model, method, task kind, precision and device, else same model and method,
+else same model) times what it will process (its planned examples and evaluations, from its budget, hparams and
+the task's size), ± the rate's relative uncertainty. The grid's uncertainty is the cells' summed: cells predicted
+from the same runs err together, so they do not average out.
 """
 
 from __future__ import annotations
 
-from harness.report.grid import time_left_from_rows
+import statistics
+from dataclasses import asdict, dataclass, field
+
+from harness.report.throughput import (MATCH_LEVELS, UNCERTAINTY_FLOOR, CellPlan, DataSizes, Observation, Rate,
+                                       spread, devices, observation, pick_device, plan_cell, rate_for,
+                                       stored_observations, task_kind)
+from harness.spec.status import CellState
+
+__all__ = ["MATCH_LEVELS", "UNCERTAINTY_FLOOR", "CellEstimate", "CellPlan", "DataSizes", "Estimate", "Observation",
+           "Rate", "cell_states", "devices", "estimate", "hours", "observation", "pick_device", "plan_cell",
+           "predict", "predict_claimed", "rate_for", "stored_observations", "task_kind", "time_left",
+           "validate_line"]
+
+# --- estimate ---------------------------------------------------------------------------------------------------
+
+@dataclass
+class CellEstimate:
+    key: str
+    label: str
+    seconds: float | None          # predicted train + eval time
+    plus_minus: float | None
+    level: str | None              # the match level used (MATCH_LEVELS), None: no prediction
+    runs: int                      # stored runs it comes from
+    why: str | None = None         # why there is no prediction
 
 
-def time_left(store, suite: str, lease_timeout_s: float | None = None) -> dict:
-    """{seconds_left, live_workers, per_group} of a suite in progress: see time_left_from_rows."""
-    return time_left_from_rows(store, suite, lease_timeout_s)
+@dataclass
+class Estimate:
+    cells: list[CellEstimate]
+    device: str | None
+    observations: int              # stored runs the rates come from (on `device`)
+    seconds: float = 0.0           # total over the predicted cells
+    plus_minus: float = 0.0
+    missing: int = 0               # cells without a prediction
+    levels: dict = field(default_factory=dict)   # match level -> cells
+
+    def as_dict(self) -> dict:
+        out = asdict(self)
+        out["device_hours"], out["plus_minus_hours"] = self.seconds / 3600, self.plus_minus / 3600
+        return out
+
+
+def predict(cell, plan: CellPlan | None, rate: Rate | None) -> CellEstimate:
+    if plan is None:
+        return CellEstimate(cell.key, cell.label, None, None, None, 0, "the task's size is unknown (no local file, "
+                                                                       "no stored run, no max_train_samples)")
+    if rate is None:
+        return CellEstimate(cell.key, cell.label, None, None, None, 0, f"no stored run of {cell.model}")
+    train = plan.train_examples * rate.train_s
+    if cell.budget.get("time_limit_min"):   # training stops at the time limit (which counts evaluations too: a bound)
+        train = min(train, 60.0 * cell.budget["time_limit_min"])
+    seconds = train + plan.eval_examples * (rate.eval_s or 0.0)
+    return CellEstimate(cell.key, cell.label, seconds, seconds * rate.rel, rate.level, rate.n)
+
+
+def estimate(cells, store=None, *, device: str | None = None, data_dir: str | None = None,
+             observations: list[Observation] | None = None, sizes: DataSizes | None = None) -> Estimate:
+    """Each cell's predicted train + eval seconds ± uncertainty from stored throughput on `device` (a stored
+    device's name or a part of it; None: the device with most stored runs), and the total. `observations`
+    (default: every completed run of `store`) lets a caller pass its own (a pilot's)."""
+    obs = stored_observations(store) if observations is None else observations
+    dev = pick_device(obs, device)
+    obs = [o for o in obs if o.device == dev]
+    sizes = sizes or DataSizes(store, data_dir)
+    out = Estimate([], dev, len(obs))
+    rates: dict[tuple, Rate | None] = {}   # one lookup per (model, method, kind, precision): grids are large
+    for cell in cells:
+        match = (cell.model, cell.method, task_kind(cell.task), str(cell.hparams.get("mixed_precision", "auto")))
+        if match not in rates:
+            rates[match] = rate_for(obs, *match, dev)
+        rate = rates[match]
+        est = predict(cell, plan_cell(cell, sizes), rate)
+        out.cells.append(est)
+        if est.seconds is None:
+            out.missing += 1
+            continue
+        out.seconds += est.seconds
+        out.plus_minus += est.plus_minus
+        out.levels[est.level] = out.levels.get(est.level, 0) + 1
+    return out
+
+
+def predict_claimed(store, claim, cell, device: str, data_dir: str | None) -> float | None:
+    """At a claim: the cell's predicted train + eval seconds from the store's completed runs on this very device
+    (none there: no prediction), written into its row (Store.predict). Advice only: any failure to predict is
+    logged and the cell trains anyway."""
+    import logging
+
+    try:
+        obs = [o for o in stored_observations(store) if o.device == device]
+        if not obs:
+            return None
+        (est,) = estimate([cell], store, device=device, data_dir=data_dir, observations=obs).cells
+        if est.seconds is not None:
+            store.predict(claim, est.seconds)
+        return est.seconds
+    except Exception as exc:   # noqa: BLE001
+        logging.getLogger(__name__).warning("no predicted time for cell %s: %s", cell.key, exc)
+        return None
+
+
+def hours(seconds: float | None, plus_minus: float | None = None) -> str:
+    if seconds is None:
+        return "?"
+    text = f"{seconds / 3600:.3g}" if seconds >= 36 else f"{seconds / 3600:.2g}"
+    return text + (f" ± {plus_minus / 3600:.2g}" if plus_minus is not None else "")
+
+
+def validate_line(cells, store, data_dir: str | None = None) -> str:
+    """The line `harness validate` prints."""
+    try:
+        est = estimate(cells, store, data_dir=data_dir) if store is not None else None
+    except ValueError:
+        est = None
+    if est is None or not est.observations or est.missing == len(est.cells):
+        return "no stored throughput: run `harness estimate --pilot SUITE` for an estimate"
+    missing = f"; {est.missing} cell(s) without one" if est.missing else ""
+    return (f"estimated {hours(est.seconds, est.plus_minus)} device-hours from {est.observations} stored runs on "
+            f"{est.device}{missing} (`harness estimate` per cell)")
+
+
+# --- a suite in progress ----------------------------------------------------------------------------------------
+
+def lease_timeout_s(value: float | None = None) -> float:
+    """--lease-timeout-s, else $HARNESS_LEASE_TIMEOUT_S, else the default (the workers' own rule)."""
+    from harness.spec.status import lease_timeout
+
+    return lease_timeout(value)
+
+
+def cell_states(suite, store, num_processes: int = 1, lease_timeout: float | None = None) -> list[tuple]:
+    """(cell, CellState, record or None) per cell of the suite, in grid order: as harness.launch.runner's
+    status_rows, without importing the launch layer."""
+    records = store.by_key(suite.name) if store is not None and store.columns() else {}
+    stale = store.stale_keys(suite.name, lease_timeout_s(lease_timeout)) if records else set()
+    out = []
+    for cell in suite.cells(num_processes=num_processes):
+        rec = records.get(cell.key)
+        state = (CellState.PENDING if rec is None else CellState.STALE if cell.key in stale
+                 else CellState(rec.status))
+        out.append((cell, state, rec))
+    return out
+
+
+def cell_time_s(rec) -> float | None:
+    """A completed cell's time: train + eval (what `predicted_time_s` predicts)."""
+    if rec.train_time_s is None:
+        return None
+    return rec.train_time_s + (rec.eval_time_s or 0.0)
+
+
+def time_left(store, suite, *, num_processes: int = 1, lease_timeout: float | None = None, states=None) -> dict:
+    """The time left of a suite in progress. Per (method, task): the mean time of this suite's completed cells of
+    it x its cells still to run (pending, stale, running: a running one less the time it has run); a (method,
+    task) with no completed cell yet is predicted from stored throughput (`estimate`). The work left is divided by
+    the live workers (distinct workers holding a lease with a fresh heartbeat; none: as if one).
+
+    Returns {"counts": {state: n, "total": n}, "live_workers": n, "groups": [{method, task, completed, left,
+    mean_s, work_s, source: "suite" | "stored" | None}], "work_s": seconds of work left, "left_s": wall seconds
+    left (work / workers; None when no cell left has an estimate), "plus_minus_s", "unestimated": cells left without an estimate, "actual_s": train +
+    eval of the completed cells, "predicted_s" / "predicted_actual_s" / "ratio": the completed cells that have a
+    predicted_time_s, their predicted sum, actual sum and actual / predicted}. `states`: cell_states(...) when the
+    caller has them."""
+    from harness.store.lease import utcnow
+
+    states = states if states is not None else cell_states(suite, store, num_processes, lease_timeout)
+    counts = {str(s): 0 for s in CellState}
+    for _, state, _ in states:
+        counts[str(state)] += 1
+    counts["total"] = len(states)
+    live = {rec.worker_id for _, state, rec in states if state == CellState.RUNNING and rec.worker_id}
+
+    groups: dict[tuple, dict] = {}
+    for cell, state, rec in states:
+        g = groups.setdefault((cell.method, cell.task), {"method": cell.method, "task": cell.task, "times": [],
+                                                         "todo": []})
+        if state == CellState.COMPLETED and cell_time_s(rec) is not None:
+            g["times"].append(cell_time_s(rec))
+        elif state in (CellState.PENDING, CellState.STALE, CellState.RUNNING):
+            ran = 0.0
+            if state == CellState.RUNNING and rec.started_at is not None:
+                ran = max(0.0, (utcnow() - rec.started_at).total_seconds())
+            g["todo"].append((cell, ran))
+
+    need_stored = [c for g in groups.values() if not g["times"] for c, _ in g["todo"]]
+    stored = {}
+    if need_stored and store is not None:
+        try:
+            stored = {e.key: e for e in estimate(need_stored, store, data_dir=suite.data_dir()).cells}
+        except (ValueError, OSError):
+            stored = {}
+
+    out_groups, work = [], 0.0
+    plus_minus, unestimated = 0.0, 0
+    for g in groups.values():
+        entry = {"method": g["method"], "task": g["task"], "completed": len(g["times"]), "left": len(g["todo"]),
+                 "mean_s": None, "work_s": None, "source": None}
+        if g["todo"]:
+            if g["times"]:
+                mean = statistics.fmean(g["times"])
+                rel = max(spread(g["times"]), UNCERTAINTY_FLOOR["suite"])
+                w = sum(max(0.0, mean - ran) for _, ran in g["todo"])
+                entry.update(mean_s=mean, work_s=w, source="suite")
+                plus_minus += w * rel
+                work += w
+            else:
+                ests = [stored.get(c.key) for c, _ in g["todo"]]
+                known = [(e, ran) for e, (_, ran) in zip(ests, g["todo"]) if e is not None and e.seconds is not None]
+                unestimated += len(g["todo"]) - len(known)
+                if known:
+                    w = sum(max(0.0, e.seconds - ran) for e, ran in known)
+                    entry.update(mean_s=statistics.fmean(e.seconds for e, _ in known), work_s=w, source="stored")
+                    plus_minus += sum(e.plus_minus for e, _ in known)
+                    work += w
+        elif g["times"]:
+            entry["mean_s"] = statistics.fmean(g["times"])
+        out_groups.append(entry)
+
+    workers = max(1, len(live))
+    todo = sum(len(g["todo"]) for g in groups.values())
+    done = [rec for _, state, rec in states if state == CellState.COMPLETED]
+    both = [r for r in done if r.predicted_time_s and cell_time_s(r) is not None]
+    predicted = sum(r.predicted_time_s for r in both)
+    actual_of_predicted = sum(cell_time_s(r) for r in both)
+    return {
+        "suite": suite.name, "counts": counts, "live_workers": len(live), "groups": out_groups,
+        # None: cells are left and none of them has an estimate
+        "work_s": work, "left_s": None if todo and unestimated == todo else work / workers,
+        "plus_minus_s": plus_minus / workers,
+        "unestimated": unestimated,
+        "actual_s": sum(cell_time_s(r) or 0.0 for r in done),
+        "predicted_cells": len(both), "predicted_s": predicted, "predicted_actual_s": actual_of_predicted,
+        "ratio": actual_of_predicted / predicted if predicted else None,
+    }

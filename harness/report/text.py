@@ -59,3 +59,93 @@ def format_comparison(what: str, result) -> str:
             f"score A {result.score_a:.2f}  score B {result.score_b:.2f}  A-B {result.diff:+.2f}  "
             f"95% CI [{result.ci_low:+.2f}, {result.ci_high:+.2f}]  p = {result.p_value:.4f} "
             f"(paired bootstrap, {result.resamples} resamples)")
+
+
+# --- `harness status`: the summary, the time left, who runs what, what failed ---------------------------------
+
+def _age_s(when) -> float | None:
+    from harness.store.lease import utcnow
+
+    return None if when is None else max(0.0, (utcnow() - when).total_seconds())
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    return f"{s // 60}m{s % 60:02d}s" if s < 3600 else f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def status_payload(suite, states, left: dict, num_processes: int) -> dict:
+    """What `harness status --json` prints: counts (with percentages), the time-left estimate
+    (harness.report.progress.time_left), the running and stale cells with their workers, the failures with their
+    one-line reasons."""
+    counts = left["counts"]
+    total = counts["total"] or 1
+    held, failures = [], []
+    for cell, state, rec in states:
+        if state in (CellState.RUNNING, CellState.STALE):
+            held.append({"key": cell.key, "label": cell.label, "state": str(state), "worker": rec.worker_id,
+                         "host": rec.host, "pid": rec.pid, "slurm_job_id": rec.slurm_job_id,
+                         "slurm_array_task_id": rec.slurm_array_task_id, "attempt": rec.attempts,
+                         "started_at": rec.started_at.isoformat() if rec.started_at else None,
+                         "running_s": _age_s(rec.started_at), "heartbeat_age_s": _age_s(rec.heartbeat_at)})
+        elif state == CellState.FAILED:
+            failures.append({"key": cell.key, "label": cell.label, "reason": failure_reason(rec)})
+    estimate = {k: v for k, v in left.items() if k not in ("counts", "suite")}
+    return {"suite": suite.name, "num_processes": num_processes, "counts": counts,
+            "percent": {str(s): 100.0 * counts[str(s)] / total for s in CellState},
+            "done": counts[CellState.PENDING] + counts[CellState.RUNNING] + counts[CellState.STALE] == 0,
+            "estimate": estimate, "running": [h for h in held if h["state"] == CellState.RUNNING],
+            "stale": [h for h in held if h["state"] == CellState.STALE], "failures": failures}
+
+
+def failure_reason(rec) -> str:
+    return (rec.error or "").strip().splitlines()[0][:200] if rec is not None and (rec.error or "").strip() else \
+        "(no reason recorded)"
+
+
+def _holder(h: dict) -> str:
+    slurm = ""
+    if h["slurm_job_id"]:
+        slurm = f", Slurm job {h['slurm_job_id']}" + (f"_{h['slurm_array_task_id']}"
+                                                       if h["slurm_array_task_id"] is not None else "")
+    return (f"worker {h['worker'] or '?'} on {h['host'] or '?'}{slurm}, since {duration(h['running_s'])} ago, "
+            f"heartbeat {duration(h['heartbeat_age_s'])} ago")
+
+
+def status_report(p: dict) -> str:
+    """The text of `harness status`: summary, time left, predicted vs actual, running, stale, failures."""
+    from harness.report.progress import hours
+
+    c, pct, e = p["counts"], p["percent"], p["estimate"]
+    parts = ", ".join(f"{c[s]} {s} ({pct[s]:.0f}%)" for s in CellState if c[s])
+    lines = [f"suite {p['suite']} ({p['num_processes']} process(es)): {c['total']} cells: {parts}"]
+    todo = c[CellState.PENDING] + c[CellState.RUNNING] + c[CellState.STALE]
+    if todo:
+        workers = (f"{e['live_workers']} live worker(s)" if e["live_workers"]
+                   else "no live worker (as if one started now)")
+        unknown = f"; {e['unestimated']} cell(s) without an estimate" if e["unestimated"] else ""
+        if e["left_s"] is None:
+            lines.append(f"time left: unknown (no completed cell of this suite and no stored throughput for its "
+                         f"{todo} cell(s) left; `harness estimate --pilot` measures one)")
+        else:
+            lines.append(f"time left: {duration(e['left_s'])} ± {duration(e['plus_minus_s'])} with {workers} "
+                         f"({hours(e['work_s'])} device-hours of work for {todo} cell(s), from this suite's "
+                         f"completed cells per method and task, else stored throughput{unknown})")
+    else:
+        lines.append("all cells done" + (f" ({c[CellState.FAILED]} failed)" if c[CellState.FAILED] else ""))
+    if e["predicted_cells"]:
+        lines.append(f"predicted vs actual ({e['predicted_cells']} completed cell(s) with a prediction): predicted "
+                     f"{duration(e['predicted_s'])}, actual {duration(e['predicted_actual_s'])} (ratio "
+                     f"{e['ratio']:.2f})")
+    for name, rows in (("running", p["running"]), ("stale (taken over by the next worker)", p["stale"])):
+        if rows:
+            lines.append(f"{name}:")
+            lines += [f"  {h['key']}  {h['label']}  {_holder(h)}" for h in rows]
+    if p["failures"]:
+        lines.append("failed (`harness run --retry-failed` runs them again):")
+        lines += [f"  {f['key']}  {f['label']}: {f['reason']}" for f in p["failures"]]
+    return "\n".join(lines)

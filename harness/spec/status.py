@@ -6,7 +6,10 @@ these enums hold, so old stores stay readable and SQL filters on the plain strin
 
 from __future__ import annotations
 
+import os
 from enum import Enum
+
+from harness.spec.errors import InputError
 
 try:
     from enum import StrEnum
@@ -60,3 +63,33 @@ class Regime(StrEnum):
 # rows that are not a task result of their own: the joint row of a multi-task run (its member rows are) and
 # the earlier stages of a sequential run (its last stage is)
 NOT_RESULTS = (Regime.MULTITASK.value, Regime.SEQUENTIAL_STAGE.value)
+
+
+# Lease timing comes from the command line or the environment (HARNESS_HEARTBEAT_S, HARNESS_LEASE_TIMEOUT_S), so
+# every worker of a Slurm array, and every reader of leases (status, the board, ingest), gets the same.
+def _seconds(value, env: str, default: float, flag: str) -> float:
+    """A positive number of seconds: the flag's value, else the environment variable's, else the default."""
+    if value is None:
+        raw = os.environ.get(env)
+        try:
+            value = float(raw) if raw else default
+        except ValueError:
+            raise InputError(f"{env}: not a number of seconds: {raw!r}") from None
+    if not value > 0:
+        raise InputError(f"{flag}: must be a positive number of seconds, not {value}")
+    return float(value)
+
+
+def lease_timeout(value: float | None) -> float:
+    """The lease timeout alone (readers of leases: status, ingest)."""
+    return _seconds(value, "HARNESS_LEASE_TIMEOUT_S", DEFAULT_LEASE_TIMEOUT_S, "--lease-timeout-s")
+
+
+def lease_timing(heartbeat_s: float | None, lease_timeout_s: float | None) -> tuple[float, float]:
+    """(heartbeat, lease timeout) of a worker: the timeout must leave room for a late heartbeat."""
+    beat = _seconds(heartbeat_s, "HARNESS_HEARTBEAT_S", DEFAULT_HEARTBEAT_S, "--heartbeat-s")
+    timeout = lease_timeout(lease_timeout_s)
+    if timeout < 2 * beat:
+        raise InputError(f"--lease-timeout-s ({timeout:g}) must be at least twice --heartbeat-s ({beat:g}): "
+                         f"one late heartbeat would otherwise hand a live worker's cell to another")
+    return beat, timeout

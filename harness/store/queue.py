@@ -239,6 +239,11 @@ class WorkQueue:
         """Refresh the lease; False when it is no longer this worker's."""
         return self._update_lease(claim, heartbeat_at=db_now())
 
+    def predict(self, claim: Claim, seconds: float) -> bool:
+        """Write the cell's predicted train + eval time (harness.report.progress) into the row this worker holds:
+        after the claim, which empties every result column, and kept by finish, which sets only what it has."""
+        return self._update_lease(claim, predicted_time_s=float(seconds))
+
     def release(self, claim: Claim) -> bool:
         """Give the cell back (preempted, interrupted): pending again, its attempt counted; the next worker to
         claim it resumes from the checkpoint in its output directory, if one was written."""

@@ -8,11 +8,11 @@ Each command is judged by what it is, the rule being here and not in the docs:
 
 - **run for real** (cheap, offline), in a scratch folder that mirrors the checkout's suites/, tests/bad_suites/
   and slurm/, with $HARNESS_DATA_DIR made absolute, the hub offline and a small store made by `harness ingest`:
-  `harness --help`, `harness SUB --help`, validate, ls, params, status, export, ingest, `slurm --dry-run`,
-  `prefetch --check`; `export VAR=...` (kept for the rest of the block) and `cat > FILE <<'EOF'` (a suite the docs
-  write is validated). Exit 0, or 2 where the shown output is an `error:` line; every shown output line must
-  appear in what the command printed. /path/to/glue, /path/to/checkout and $VENV/bin/python stand for the data
-  directory, the checkout and this Python.
+  `harness --help`, `harness SUB --help`, validate, ls, params, status (not `--watch`: it waits for a grid to
+  finish), export, ingest, `slurm --dry-run`, `prefetch --check`; `export VAR=...` (kept for the rest of the
+  block) and `cat > FILE <<'EOF'` (a suite the docs write is validated). Exit 0, or 2 where the shown output is
+  an `error:` line; every shown output line must appear in what the command printed. /path/to/glue,
+  /path/to/checkout and $VENV/bin/python stand for the data directory, the checkout and this Python.
 - **checked to parse** (they train, serve, submit, download or need a cluster): harness run / board / ablate /
   compare, slurm without --dry-run, prefetch without --check, store commands on a store other than SQLite, and
   synopsis lines (SUITE, [--opt X], a|b): the subcommand exists and every option is in `harness SUB --help`, and a
@@ -241,7 +241,8 @@ class Session:
             (args[args.index("--db") + 1] if "--db" in args else None) or env.get("HARNESS_DB", self.store)
         runs = sub is None or args[1:] == ["--help"] or (
             (sub in RUNS or (sub == "slurm" and "--dry-run" in args) or (sub == "prefetch" and "--check" in args))
-            and not is_synopsis(args) and not (sub in READS_STORE and not store.startswith("sqlite")))
+            and not is_synopsis(args) and not (sub in READS_STORE and not store.startswith("sqlite"))
+            and "--watch" not in args)   # `status --watch` refreshes until the grid is done: parsed only
         if not runs and not force_run:
             for suite in (a for a in args[1:2] if a.endswith((".yaml", ".yml")) and not is_synopsis([a])):
                 assert (self.work / suite).is_file(), f"{cmd.where}: no suite file {suite}"

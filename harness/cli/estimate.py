@@ -1,0 +1,133 @@
+"""`harness estimate SUITE`: each cell's and the grid's train + eval time, in device-hours with an uncertainty,
+from stored throughput of matching runs (harness/report/progress.py) or from a pilot of a few measured steps."""
+
+from __future__ import annotations
+
+import json
+
+from harness.cli.common import add_data_dir, add_max_cells, add_suite, positive_int
+from harness.spec.errors import InputError
+from harness.spec.layout import DEFAULT_DB_URL
+
+HELP = "predict each cell's and the grid's train + eval time (device-hours) before launching"
+EXAMPLES = """
+  harness estimate suites/glue.yaml
+  harness estimate suites/glue.yaml --from-store sqlite:///results/harness.db --device H100 --json
+  harness estimate suites/demo.yaml --pilot --pilot-steps 10
+"""
+PILOT_STEPS = 10          # optimizer steps a pilot measures per distinct (model, method, task)
+PILOT_EVAL_EXAMPLES = 64  # dev examples it scores
+
+
+def add_arguments(p) -> None:
+    add_suite(p)
+    p.add_argument("--from-store", "--db", dest="db", default=None, metavar="DB",
+                   help=f"SQLAlchemy URL of the store whose completed runs give the throughput (default: $HARNESS_DB, "
+                        f"else {DEFAULT_DB_URL}, the store `harness run` writes)")
+    p.add_argument("--device", default=None,
+                   help="the stored device whose throughput to use: its name as recorded, or a part of it "
+                        "(default: the device with the most stored runs)")
+    p.add_argument("--pilot", action="store_true",
+                   help="measure instead: train a few steps of one cell per distinct (model, method, task) on this "
+                        "machine, in a temporary folder (nothing recorded), and extrapolate")
+    p.add_argument("--pilot-steps", type=positive_int, default=PILOT_STEPS,
+                   help="optimizer steps per pilot (default: %(default)s)")
+    p.add_argument("--num-processes", type=positive_int, default=1,
+                   help="process count the suite will run with (part of the cell key; default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="print JSON (per cell, total) instead of text")
+    add_data_dir(p)
+    add_max_cells(p)
+
+
+def run(args) -> int:
+    from harness.plan.suite import load_suite
+    from harness.report import progress
+    from harness.store.db import Store
+    from harness.store.engine import default_db_url
+
+    suite = load_suite(args.suite, args.max_cells)
+    cells = suite.cells(num_processes=args.num_processes)
+    data_dir = suite.data_dir(args.data_dir)
+    url = args.db or default_db_url()
+    try:
+        store = Store(url, read_only=True)
+    except FileNotFoundError:
+        if not args.pilot:
+            raise InputError(f"--from-store: no store at {url}; run `harness estimate --pilot` to measure "
+                             f"instead") from None
+        store = None
+    if args.pilot:
+        observations, source = pilot(suite, cells, data_dir, args.pilot_steps), "pilot"
+    else:
+        observations, source = progress.stored_observations(store), "store"
+        if not observations:
+            raise InputError(f"--from-store: no completed run with a measured time in {url}; run `harness "
+                             f"estimate --pilot` to measure instead")
+    try:
+        est = progress.estimate(cells, store, device=args.device, observations=observations,
+                                sizes=progress.DataSizes(store, data_dir))
+    except ValueError as e:
+        raise InputError(f"--device: {e}") from None
+    if args.json:
+        print(json.dumps({"suite": suite.name, "source": source, **est.as_dict()}, indent=1))
+        return 0
+    what = (f"{est.observations} stored runs" if source == "store"
+            else f"pilots of {args.pilot_steps} steps on this machine")
+    print(f"suite {suite.name}: {len(cells)} cells on {est.device}, from {what}")
+    for c in est.cells:
+        if c.seconds is None:
+            print(f"  {c.key}  {c.label}  ?  ({c.why})")
+        else:
+            print(f"  {c.key}  {c.label}  {progress.hours(c.seconds, c.plus_minus)} h  ({c.level} match, "
+                  f"{c.runs} run(s))")
+    levels = ", ".join(f"{n} by {level}" for level, n in est.levels.items())
+    print(f"total: {progress.hours(est.seconds, est.plus_minus)} device-hours of training and evaluation "
+          f"({levels or 'no cell matched'}); {est.missing} cell(s) without an estimate")
+    return 0
+
+
+def pilot(suite, cells, data_dir: str | None, steps: int) -> list:
+    """One short run per distinct (model, method, task): the first cell of each, with a budget of `steps`
+    optimizer steps over exactly the examples they take and PILOT_EVAL_EXAMPLES dev examples, trained through the
+    real loop in a temporary folder and recorded nowhere. Its rates include the first steps' warm-up, so a pilot
+    errs high for long cells. Returns their observations (harness.report.progress.Observation)."""
+    import dataclasses
+    import os
+    import sys
+    import tempfile
+
+    from harness.report.progress import Observation, task_kind
+    from harness.store.env import device_name
+    from harness.train.context import RunContext
+    from harness.train.recipe import train_and_evaluate
+
+    firsts = {}
+    for cell in cells:
+        firsts.setdefault((cell.model, cell.method, cell.task), cell)
+    device, out = device_name(), []
+    with tempfile.TemporaryDirectory(prefix="harness-pilot-") as tmp:
+        ctx = RunContext(data_dir=data_dir, cache_dir=os.path.join(tmp, "cache"),
+                         model_base_dir=os.path.dirname(os.path.abspath(suite.path)), show_progress=False)
+        for i, cell in enumerate(firsts.values()):
+            hp = cell.hparams
+            per_step = hp["batch_size"] * hp["gradient_accumulation_steps"] * cell.num_processes
+            budget = {"epochs": 1, "max_train_samples": steps * per_step,
+                      "max_eval_samples": min(cell.budget.get("max_eval_samples") or PILOT_EVAL_EXAMPLES,
+                                              PILOT_EVAL_EXAMPLES)}
+            small = dataclasses.replace(cell, budget=budget, hparams={**hp, "eval_steps": None})
+            print(f"pilot {i + 1}/{len(firsts)}: {cell.model} {cell.task} {cell.method_label}", file=sys.stderr,
+                  flush=True)
+            try:
+                r = train_and_evaluate(small, ctx, output_dir=os.path.join(tmp, f"cell{i}"))
+            except Exception as exc:   # one pilot failing leaves its cells without an estimate
+                reason = str(exc).splitlines()[0][:200] if str(exc).strip() else ""
+                print(f"pilot {i + 1}: failed ({type(exc).__name__}: {reason}); its cells get no estimate",
+                      file=sys.stderr, flush=True)
+                continue
+            if not r.train_examples_per_s:
+                continue
+            evals = r.eval_time_s / r.eval_examples if r.eval_time_s and r.eval_examples else None
+            out.append(Observation(cell.model, cell.method, task_kind(cell.task),
+                                   str(hp.get("mixed_precision", "auto")), device, 1.0 / r.train_examples_per_s,
+                                   evals))
+    return out
