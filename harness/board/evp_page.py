@@ -1,6 +1,6 @@
-"""The board's "Tuning budget" page: expected validation performance (harness/analysis/evp.py) per method variant
+"""The board's "Tuning budget" page: expected validation performance (harness/stats/evp.py) per method variant
 on one task, against the number of hyperparameter settings tried and against their expected cumulative cost
-(train time; train FLOPs where recorded). Draws only; the numbers come from harness.analysis.evp."""
+(train time; train FLOPs where recorded). Draws only; the numbers come from harness.stats.evp."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from harness.analysis.evp import evp_table
+from harness.stats.evp import evp_table
 
 AXES = {"settings tried (n)": "n", "expected train time (s)": "expected_time_s",
         "expected train FLOPs": "expected_flops"}

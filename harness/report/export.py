@@ -331,7 +331,7 @@ def build_table(store: Store, table: str, suite: str | None, model: str | None) 
         return runs
     best = best_table(runs)
     if table == "best":
-        from harness.analysis.evp import add_evp   # settings_tried, evp_1, evp_k, evp_k_n (equal tuning budgets)
+        from harness.stats.evp import add_evp   # settings_tried, evp_1, evp_k, evp_k_n (equal tuning budgets)
 
         return add_evp(best, runs)
     return leaderboard_table(best)

@@ -14,8 +14,8 @@ import math
 
 import pandas as pd
 
-from harness.analysis import significance
-from harness.analysis.flags import is_trivial, still_improving, trivial_score
+from harness.stats import significance
+from harness.stats.flags import is_trivial, still_improving, trivial_score
 from harness.spec.cell import base_label
 from harness.spec.status import NOT_RESULTS, Regime, Status
 from harness.spec.tasks import TASKS
@@ -37,7 +37,7 @@ FLAT = RUN_COLUMNS + COST_COLUMNS + ["regime", "parent_id", "stage", "embedding_
                                      "adapter_bytes", "setting_key", "task_version", "output_dir"]
 
 
-DERIVED = ["trivial_score", "still_improving"]   # from the trivial_scores and history columns (harness.analysis.flags)
+DERIVED = ["trivial_score", "still_improving"]   # from the trivial_scores and history columns (harness.stats.flags)
 
 
 def runs_frame(store, suite: str | None = None, with_env: bool = False) -> pd.DataFrame:
@@ -85,7 +85,7 @@ def runs_frame(store, suite: str | None = None, with_env: bool = False) -> pd.Da
 
 def best_table(runs: pd.DataFrame, metric: str = "score", resamples: int = significance.RESAMPLES) -> pd.DataFrame:
     """Houlsby selection on completed runs. One row per (suite, model, task, method variant), with the flags and
-    the test against the best of its (suite, model, task) column (harness.analysis.significance); the column
+    the test against the best of its (suite, model, task) column (harness.stats.significance); the column
     tests themselves in attrs["tests"] {(suite, model, task): ColumnTest}, for the average over tasks."""
     done = runs[(runs["status"] == Status.COMPLETED) & ~runs["regime"].isin(NOT_RESULTS)] if not runs.empty else runs
     if done.empty:

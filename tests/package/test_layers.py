@@ -48,3 +48,12 @@ def test_tasks_and_store_import_no_plan_train_or_launch():
     for folder in ("tasks", "store"):
         bad = {m for m in _folder_imports(folder) if m.split(".")[:2][-1] in ("plan", "train", "launch", "cli")}
         assert not bad, (folder, bad)
+
+
+def test_the_statistics_sit_below_the_tables_and_the_tables_below_their_users():
+    # stats is numpy / pandas over frames; report formats it; analysis, launch and the board use report: a cycle
+    # here (report importing analysis, which imports report) is how two tables end up computing different numbers
+    layers = {"stats": {"spec", "tasks"}, "report": {"spec", "store", "tasks", "stats"}}
+    for folder, allowed in layers.items():
+        used = {m.split(".")[1] for m in _folder_imports(folder) if m.startswith("harness.") and m.count(".")}
+        assert used - {folder} <= allowed, (folder, used - {folder} - allowed)

@@ -11,7 +11,7 @@ import random
 import pandas as pd
 import pytest
 
-from harness.analysis.evp import add_evp, evp_curve, evp_table
+from harness.stats.evp import add_evp, evp_curve, evp_table
 from tests.helpers import fixture_store
 
 

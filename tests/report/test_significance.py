@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 from tests.helpers import run_cli
-from harness.analysis import significance
-from harness.analysis.significance import holm, seeds_needed
+from harness.stats import significance
+from harness.stats.significance import holm, seeds_needed
 from harness.plan.suite import parse_suite
 from harness.report.export import to_csv, to_latex, to_markdown, with_trivial_row
 from harness.report.tables import best_table, leaderboard_table, runs_frame
