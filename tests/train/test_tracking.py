@@ -212,3 +212,27 @@ def test_run_refuses_a_bad_log_with_option_before_anything_is_written(tmp_path, 
                        "--data-dir", small_glue, "--log-with", option)
         assert_refused(proc, expect)
     assert not (tmp_path / "h.db").exists() and not (tmp_path / "out").exists()
+
+
+def test_two_processes_log_one_run_from_the_main_process_only(tmp_path, tiny_bert, small_glue):
+    """A DDP cell (2 ranks over gloo): one MLflow run and one TensorBoard event file, not one per rank."""
+    from tests.train.test_distributed import LAUNCH, free_port
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    suite = write_suite(tmp_path / "d.yaml", tracked_suite(
+        tiny_bert, "dd", f'{{tensorboard: null, mlflow: {{tracking_uri: "{uri}"}}}}', budget="{max_steps: 4}",
+        seeds="[1]", hparams="batch_size: 4, learning_rate: 1e-4"))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    cmd = LAUNCH + [free_port(), str(ROOT / "harness" / "run.py"), str(suite), "--db", f"sqlite:///{tmp_path / 'h.db'}",
+                    "--output-dir", str(tmp_path / "out"), "--data-dir", str(small_glue), "--no-progress"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "with 2 process(es)" in proc.stderr and "warning: cell" not in proc.stderr
+    (rec,) = Store(f"sqlite:///{tmp_path / 'h.db'}").records("dd")
+    client, runs = mlflow_runs(uri, "dd")
+    (run,) = runs
+    assert steps_of(client, run.info.run_id, "train/loss") == [2, 4]
+    assert run.data.metrics["final/score"] == pytest.approx(rec.score)
+    folder = tmp_path / "out" / "tensorboard" / rec.cell_key / "dd"
+    assert len([f for f in os.listdir(folder) if f.startswith("events.out.tfevents")]) == 1
+    assert [s for s, _ in scalars(folder)["train/loss"]] == [2, 4]
