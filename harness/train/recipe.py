@@ -123,6 +123,7 @@ class CellRun:
         self.main = self.acc.is_main_process
         set_seed(self.cell.seed)
         self.memory = PeakMemory(self.acc.device)
+        outcome = "failed"
         try:
             self.set_up_model()
             self.set_up_data()
@@ -130,9 +131,13 @@ class CellRun:
             result = self.record()
             if not self.keep_state:   # the cell's last stage: its summary closes the run
                 self.tracked.log_summary(self.acc, result, self.step)
+            outcome = "completed"
             return result
+        except (Preempted, LeaseLostStop, KeyboardInterrupt):
+            outcome = "stopped"
+            raise
         finally:   # a failure or a stop signal ends the tracker run too (a preempted one is continued on resume)
-            self.tracked.finish(self.acc)
+            self.tracked.finish(self.acc, outcome)
             self._release()
 
     # --- steps ------------------------------------------------------------------------------------------------

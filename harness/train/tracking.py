@@ -129,10 +129,8 @@ class CellTracking:
         ids = {**self.ids, **(resume_ids or {})}
         mlflow_uri = (self.trackers.settings.get("mlflow") or {}).get("tracking_uri")
         try:
-            if "mlflow" in self.trackers.names and mlflow_uri:
-                import mlflow
-
-                mlflow.set_tracking_uri(mlflow_uri)
+            if "mlflow" in self.trackers.names:
+                self._mlflow_experiment(mlflow_uri)
             # params only once per run: MLflow refuses a param logged again (a stage, a resume)
             config = None if ids else cell_params(self.cell)
             acc.init_trackers(self.trackers.suite, config=config, init_kwargs=self.init_kwargs(ids))
@@ -140,6 +138,21 @@ class CellTracking:
             self.active = True
         except Exception as exc:
             self._drop(acc, f"could not start ({type(exc).__name__}: {exc})")
+
+    def _mlflow_experiment(self, uri: str | None) -> None:
+        """The tracking URI, and the suite's experiment created if it is not there yet: accelerate searches and
+        then creates, so two workers starting their first cells at once would both create, and one would fail."""
+        import mlflow
+        from mlflow.exceptions import MlflowException
+
+        if uri:
+            mlflow.set_tracking_uri(uri)
+        settings = self.trackers.settings.get("mlflow") or {}
+        try:
+            if mlflow.get_experiment_by_name(self.trackers.suite) is None:
+                mlflow.create_experiment(self.trackers.suite, artifact_location=settings.get("logging_dir"))
+        except MlflowException:   # another worker created it in between: accelerate finds it
+            pass
 
     def _ids(self, acc) -> dict:
         ids = {}
@@ -184,15 +197,20 @@ class CellTracking:
                    "steps": self.step_offset + (result.steps or 0)}
         self.log(acc, {f"final/{k}": v for k, v in summary.items() if v is not None}, step)
 
-    def finish(self, acc) -> None:
+    def finish(self, acc, outcome: str = "completed") -> None:
         """Ends the run on this Accelerator, as `end_training` does, without its other half: end_training also
-        destroys the process group, which a worker keeps for its next cell (DDP)."""
+        destroys the process group, which a worker keeps for its next cell (DDP). `outcome`: completed, failed
+        or stopped (a signal: the run is continued on resume); MLflow keeps it as the run's status."""
         if not acc.is_main_process:
             return
         trackers, acc.trackers = list(acc.trackers), []
         self.active = False
         for tracker in trackers:
             try:
+                if tracker.name == "mlflow" and outcome != "completed":   # accelerate's finish says FINISHED
+                    import mlflow
+
+                    mlflow.end_run(status="KILLED" if outcome == "stopped" else "FAILED")
                 tracker.finish()
             except Exception as exc:
                 print(f"warning: tracker {tracker.name}: could not finish ({type(exc).__name__}: {exc})",

@@ -18,13 +18,13 @@ from harness.store.db import Store
 from harness.train import checkpoint
 
 
-def tracked_suite(model, name: str, log_with: str, budget="{max_steps: 6}", log_every=2,
+def tracked_suite(model, name: str, log_with: str, budget="{max_steps: 6}", log_every=2, tasks="[rte]",
                   methods="[{name: houlsby, size: 4, learning_rate: 1e-3}]", seeds="[1, 2]",
                   hparams="batch_size: 8, learning_rate: 1e-4, eval_steps: 3") -> str:
     return f"""
 name: {name}
 models: ["{model}"]
-tasks: [rte]
+tasks: {tasks}
 methods: {methods}
 budgets: [{budget}]
 seeds: {seeds}
@@ -139,6 +139,7 @@ def test_a_cell_stopped_by_usr1_continues_its_mlflow_run_and_tensorboard_folder(
     assert 10 <= stop < 120
     client, runs = mlflow_runs(uri, "k")
     (first,) = runs
+    assert first.info.status == "KILLED"   # stopped, not finished
     assert kept == {"mlflow": first.info.run_id}   # the run id travels with the checkpoint
     assert steps_of(client, first.info.run_id, "train/loss") == list(range(5, stop + 1, 5))
 
@@ -236,3 +237,32 @@ def test_two_processes_log_one_run_from_the_main_process_only(tmp_path, tiny_ber
     folder = tmp_path / "out" / "tensorboard" / rec.cell_key / "dd"
     assert len([f for f in os.listdir(folder) if f.startswith("events.out.tfevents")]) == 1
     assert [s for s, _ in scalars(folder)["train/loss"]] == [2, 4]
+
+
+def test_a_sequential_cell_is_one_run_its_stages_numbered_on(tmp_path, tiny_bert, small_glue):
+    """Each stage has its own Accelerator; the cell still has one tracker run, the second stage's steps after
+    the first's, each stage's dev metrics under its task."""
+    from harness.plan.suite import load_suite
+    from harness.train.context import RunContext
+    from harness.train.recipe import train_and_evaluate
+    from harness.train.tracking import Trackers
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    suite = load_suite(str(write_suite(tmp_path / "s.yaml", tracked_suite(
+        tiny_bert, "sq", "[tensorboard]", tasks="[{sequence: [rte, stsb]}]", budget="{max_steps: 4}",
+        seeds="[1]", hparams="batch_size: 8, learning_rate: 1e-4"))))
+    (cell,) = suite.cells()
+    trackers = Trackers("sq", {"tensorboard": {}, "mlflow": {"tracking_uri": uri}}, str(tmp_path / "out"), 2)
+    ctx = RunContext(data_dir=str(small_glue), cache_dir=None, show_progress=False, trackers=trackers)
+    result = train_and_evaluate(cell, ctx, output_dir=str(tmp_path / "cell"))
+    client, runs = mlflow_runs(uri, "sq")
+    (run,) = runs
+    assert steps_of(client, run.info.run_id, "train/loss") == [2, 4, 6, 8]
+    assert steps_of(client, run.info.run_id, "dev/rte/score") == [4]
+    assert steps_of(client, run.info.run_id, "dev/stsb/score") == [8]
+    assert run.data.metrics["final/score"] == pytest.approx(result.score)
+    assert run.data.metrics["final/train_time_s"] == pytest.approx(result.train_time_s)   # both stages
+    # params logged once (by the first stage: MLflow would refuse them again), the schedule among them
+    assert [k for k in run.data.params if k.startswith("schedule")] and run.data.params["cell_key"] == cell.key
+    found = scalars(tmp_path / "out" / "tensorboard" / cell.key / "sq")
+    assert [s for s, _ in found["train/loss"]] == [2, 4, 6, 8]
