@@ -190,6 +190,7 @@ def test_validate_refuses_a_tracker_that_is_not_installed_with_the_install_line(
     ok = write_suite(tmp_path / "b.yaml", tracked_suite(tiny_bert, "b", "[tensorboard, mlflow, wandb]"))
     proc = run_cli("validate", ok)
     assert proc.returncode == 0, proc.stderr
+    assert "trackers: tensorboard, mlflow, wandb (one run per cell, log_every 2 steps" in proc.stdout
 
 
 @pytest.mark.parametrize("log_with, expect", [
