@@ -212,18 +212,19 @@ def tracker_settings(model: SuiteModel, loc: Located | None = None) -> dict[str,
     items = [(("log_with", i), n, None) for i, n in enumerate(given)] if isinstance(given, list) else \
         [(("log_with", n), n, v) for n, v in given.items()]
     out: dict[str, dict] = {}
-    for path, name, settings in items:
-        def error(p, msg):
-            return loc.error(p, msg) if loc is not None else InputError(f"{format_path(p)}: {msg}")
 
+    def error(p, msg):
+        return loc.error(p, msg) if loc is not None else InputError(f"{format_path(p)}: {msg}")
+
+    for path, name, settings in items:
         if name not in TRACKERS:
             raise error(path, f'unknown tracker "{name}"{did_you_mean(name, TRACKERS)}; one of: {", ".join(TRACKERS)}')
         if name in out:
             raise error(path, f'tracker "{name}" is named twice')
         for key in settings or {}:
             if key in RESERVED.get(name, ()):
-                raise error(path + (key,), f"set by the harness for each cell (one run per cell, named by suite "
-                                           f"and cell key); leave it out")
+                raise error(path + (key,), "set by the harness for each cell (one run per cell, named by suite "
+                                           "and cell key); leave it out")
         if name == "tensorboard" and (settings or {}).get("logging_dir") is not None:
             value = settings["logging_dir"]
             if not isinstance(value, str) or not value:
