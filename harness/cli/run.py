@@ -23,6 +23,10 @@ def add_arguments(p) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars or lines")
     p.add_argument("--verbose", action="store_true", help="also print the full traceback of a failing cell (it is "
                                                           "always in the cell's error.log and the store)")
+    p.add_argument("--log-with", metavar="TRACKERS", default=None,
+                   help="experiment trackers for every cell, comma-separated (tensorboard, mlflow, wandb, ...; "
+                        "none: no tracker); replaces the suite's log_with (its settings kept for the trackers it "
+                        "names); see docs/tracking.md")
     add_max_cells(p)
     p.add_argument("--heartbeat-s", type=float, default=None,
                    help="how often a worker refreshes the lease of the cell it trains (default: "
@@ -39,13 +43,17 @@ def run(args) -> int:
     preempt.install()   # SIGUSR1/SIGUSR2/SIGTERM: checkpoint the cell in progress, give it back, exit 3
 
     suite = load_suite(args.suite, args.max_cells)  # invalid input: exit 2 before anything is written
-    preflight(suite, args.data_dir)   # models, data, adapters: before the first cell, still writing nothing
+    # models, data, adapters, trackers installed: before the first cell, still writing nothing
+    preflight(suite, args.data_dir, args.log_with)
     from harness.store.engine import default_db_url, make_engine
 
     make_engine(args.db or default_db_url()).dispose()  # a bad --db fails here, before any training
     from harness.launch.runner import leave_process_group, run_suite   # torch: only once the input is good
+    from harness.plan.preflight import tracker_settings
+
     code = run_suite(suite, args.db, args.data_dir, args.output_dir, args.retry_failed, cache_dir=args.cache_dir,
                      show_progress=not args.no_progress, heartbeat_s=args.heartbeat_s,
-                     lease_timeout_s=args.lease_timeout_s, verbose=args.verbose)
+                     lease_timeout_s=args.lease_timeout_s, verbose=args.verbose,
+                     trackers=tracker_settings(suite, args.log_with))
     leave_process_group()
     return code

@@ -33,6 +33,11 @@ def run(args) -> int:
     print(f"{args.suite}: suite {suite.name} is valid: {len(cells)} cells = {len(m.models)} model(s) x "
           f"{len(m.tasks)} task(s) x {len(cells) // outer} method/hparam setting(s) "
           f"({len(suite.method_variants)} method variant(s)) x {len(m.budgets)} budget(s) x {len(m.seeds)} seed(s)")
+    if m.log_with:
+        from harness.plan.checks import tracker_settings
+
+        print(f"trackers: {', '.join(tracker_settings(m))} (one run per cell, log_every {m.log_every} steps; "
+              f"docs/tracking.md)")
     for note in notes:
         print(note)
     print(_estimate_line(cells, suite.data_dir(args.data_dir)))

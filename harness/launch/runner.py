@@ -37,6 +37,7 @@ from harness.train import checkpoint, preempt
 from harness.train.context import RunContext, process_state
 from harness.train.recipe import train_and_evaluate
 from harness.train.progress import Progress
+from harness.train.tracking import Trackers
 from harness.train.result import RunResult
 
 
@@ -116,9 +117,10 @@ def _queue_summary(store: Store, suite: Suite, keys: set[str], output_dir: str) 
 
 def run_suite(suite: Suite, db_url: str | None, data_dir: str | None, output_dir: str, retry_failed: bool,
               cache_dir: str | None = None, show_progress: bool = True, heartbeat_s: float | None = None,
-              lease_timeout_s: float | None = None, verbose: bool = False) -> int:
+              lease_timeout_s: float | None = None, verbose: bool = False, trackers: dict | None = None) -> int:
     """Returns the exit code: 1 if a cell failed in this worker, EXIT_PREEMPTED if a stop signal came (the cell
-    in progress was checkpointed and given back), else 0."""
+    in progress was checkpointed and given back), else 0. `trackers`: tracker name -> settings (one tracker run
+    per cell, harness/train/tracking.py)."""
     from accelerate.utils import broadcast_object_list
 
     beat_s, timeout_s = lease_timing(heartbeat_s, lease_timeout_s)
@@ -149,7 +151,8 @@ def run_suite(suite: Suite, db_url: str | None, data_dir: str | None, output_dir
             f"{n[Status.RUNNING]} running elsewhere, {n[Status.PENDING]} to run; worker {worker.worker_id} with "
             f"{state.num_processes} process(es){slurm}")
     ctx = RunContext(data_dir=suite.data_dir(data_dir), cache_dir=cache_dir or layout.RunLayout(output_dir).cache_dir,
-                     model_base_dir=os.path.dirname(os.path.abspath(suite.path)), show_progress=show_progress)
+                     model_base_dir=os.path.dirname(os.path.abspath(suite.path)), show_progress=show_progress,
+                     trackers=Trackers(suite.name, trackers, output_dir, suite.model.log_every) if trackers else None)
     total = n[Status.PENDING] + (n[Status.FAILED] if retry_failed else 0) if main else 0
     suite_bar = Progress(total, f"suite {suite.name}", enabled=main, unit="cell", bars=show_progress)
     done = failures = 0

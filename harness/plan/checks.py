@@ -5,6 +5,7 @@ windows that leave room for context, ablate entries that name an ablatable metho
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 from pydantic import BaseModel
@@ -18,6 +19,7 @@ from harness.spec.hparams import HPARAM_NAMES
 from harness.spec.methods import METHODS, methods_with, variant_problem
 from harness.spec.models import ModelSpec
 from harness.spec.tasks import get_task
+from harness.spec.trackers import RESERVED, TRACKERS
 
 
 def canonical(value) -> str:
@@ -199,3 +201,38 @@ def check_windows(suite: Suite, loc: Located) -> None:
                                                                  for t in cell.tasks):
             raise loc.error(("hparams", "doc_stride"), f"doc_stride {stride} must be below half of max_length "
                                                        f"{length} (SQuAD windows)")
+
+
+def tracker_settings(model: SuiteModel, loc: Located | None = None) -> dict[str, dict]:
+    """The suite's `log_with` as tracker name -> settings: a known tracker of accelerate, no name twice, no
+    setting the harness sets itself for each cell (harness/train/tracking.py)."""
+    given = model.log_with
+    if given is None:
+        return {}
+    items = [(("log_with", i), n, None) for i, n in enumerate(given)] if isinstance(given, list) else \
+        [(("log_with", n), n, v) for n, v in given.items()]
+    out: dict[str, dict] = {}
+
+    def error(p, msg):
+        return loc.error(p, msg) if loc is not None else InputError(f"{format_path(p)}: {msg}")
+
+    for path, name, settings in items:
+        if name not in TRACKERS:
+            raise error(path, f'unknown tracker "{name}"{did_you_mean(name, TRACKERS)}; one of: {", ".join(TRACKERS)}')
+        if name in out:
+            raise error(path, f'tracker "{name}" is named twice')
+        for key in settings or {}:
+            if key in RESERVED.get(name, ()):
+                raise error(path + (key,), "set by the harness for each cell (one run per cell, named by suite "
+                                           "and cell key); leave it out")
+        if name == "tensorboard" and (settings or {}).get("logging_dir") is not None:
+            value = settings["logging_dir"]
+            if not isinstance(value, str) or not value:
+                raise error(path + ("logging_dir",), "a folder path (text)")
+            with (loc.at(path + ("logging_dir",)) if loc is not None else contextlib.nullcontext()):
+                check_suite_path(value, "logging_dir")
+        if name == "mlflow" and (settings or {}).get("tracking_uri") is not None \
+                and not isinstance(settings["tracking_uri"], str):
+            raise error(path + ("tracking_uri",), "a tracking URI (text), e.g. sqlite:///results/mlflow.db")
+        out[name] = dict(settings or {})
+    return out

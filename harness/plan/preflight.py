@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import os
 
-from harness.spec.errors import InputError
+from harness.spec.errors import InputError, did_you_mean
 from harness.plan.checks import check_suite_path
 from harness.plan.grid import Suite
 from harness.spec.tasks import get_task
 from harness.spec.methods import METHODS, variant_problem
 from harness.spec.models import ALIASES, ModelSpec
+from harness.spec.trackers import TRACKERS, install_line, missing, parse_option
 
 
 def _truthy(name: str) -> bool:
@@ -157,10 +158,43 @@ def check_adapters(suite: Suite, loc) -> None:
                                        f"adapter/ folder of an adapter run")
 
 
-def preflight(suite: Suite, cli_data_dir: str | None = None) -> list[str]:
-    """Raise InputError for the first thing this machine lacks; return notes on what could not be checked."""
+def tracker_settings(suite: Suite, option: str | None = None) -> dict[str, dict]:
+    """The trackers a run logs to, name -> settings: --log-with's names (with the suite's settings for those it
+    also names), else the suite's log_with. A relative tensorboard logging_dir is relative to the suite file."""
+    from harness.plan.checks import tracker_settings as suite_trackers
+
+    settings = suite_trackers(suite.model, suite.locate())
+    if option is not None:
+        names = parse_option(option)
+        for name in names:
+            if name not in TRACKERS:
+                raise InputError(f'--log-with: unknown tracker "{name}"{did_you_mean(name, TRACKERS)}; one of: '
+                                 f'{", ".join(TRACKERS)} (or none)')
+        settings = {n: settings.get(n, {}) for n in dict.fromkeys(names)}
+    tb = settings.get("tensorboard") or {}
+    if tb.get("logging_dir"):
+        tb["logging_dir"] = os.path.join(os.path.dirname(os.path.abspath(suite.path)),
+                                         os.path.expanduser(tb["logging_dir"]))
+    return settings
+
+
+def check_trackers(suite: Suite, settings: dict, option: str | None, loc) -> None:
+    """Every tracker's package is installed: accelerate would leave a missing one out without a word."""
+    for name in missing(settings):
+        fix = f"not installed; {install_line(name)}"
+        if option is not None:
+            raise InputError(f'--log-with: tracker "{name}" is {fix}')
+        model_value = suite.model.log_with
+        path = ("log_with", model_value.index(name)) if isinstance(model_value, list) else ("log_with", name)
+        raise loc.error(path, f'tracker "{name}" is {fix}')
+
+
+def preflight(suite: Suite, cli_data_dir: str | None = None, log_with: str | None = None) -> list[str]:
+    """Raise InputError for the first thing this machine lacks; return notes on what could not be checked.
+    `log_with`: the --log-with option, where given."""
     loc = suite.locate()
     notes = check_models(suite, loc)
     notes += check_data(suite, cli_data_dir, loc)
     check_adapters(suite, loc)
+    check_trackers(suite, tracker_settings(suite, log_with), log_with, loc)
     return notes

@@ -16,10 +16,22 @@ from harness.spec.hparams import HPARAM_NAMES, STRICT, Budget, Hparams, Range, S
 from harness.spec.layout import SUITE_NAME_MAX, SUITE_NAME_PATTERN
 from harness.spec.methods import METHODS
 from harness.spec.tasks import get_task
+from harness.spec.trackers import DEFAULT_LOG_EVERY
 
 
 def _name_mapping(v):
     return {"name": v} if isinstance(v, str) else v
+
+
+def _tracker_entries(v):
+    """`log_with`: one name, a list of names, or a mapping name -> settings (a mapping, or nothing)."""
+    if v is None or isinstance(v, list) and all(isinstance(n, str) for n in v):
+        return v
+    if isinstance(v, str):
+        return [v]
+    if isinstance(v, dict) and all(isinstance(k, str) and (s is None or isinstance(s, dict)) for k, s in v.items()):
+        return v
+    raise ValueError(f"a tracker name, a list of names or a mapping name -> settings (got {v!r})")
 
 
 class ModelEntry(BaseModel):
@@ -86,6 +98,10 @@ class SuiteModel(BaseModel):
     seeds: list[Seed] = Field(default_factory=lambda: [1], min_length=1)
     hparams: Hparams = Field(default_factory=Hparams)
     ablate: list[AblateEntry] = Field(default_factory=list)
+    # experiment trackers (harness/train/tracking.py): names, or name -> that tracker's settings; checked in
+    # plan/checks.py (names, settings), installed packages by plan/preflight.py
+    log_with: Annotated[Any, BeforeValidator(_tracker_entries)] = None
+    log_every: Annotated[int, Range(1, 10 ** 9, why="optimizer steps between train-loss points")] = DEFAULT_LOG_EVERY
 
 
 def _fields_of(path: tuple):

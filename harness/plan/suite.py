@@ -46,6 +46,7 @@ def parse_suite(text: str, path: str = "<suite>", max_cells: int = DEFAULT_MAX_C
         (expand_method(entry.model_dump(), i, loc) for i, entry in enumerate(model.methods)), loc)
     checks.check_schedules(model, variants, loc)
     checks.check_ablate(model, variants, loc)
+    checks.tracker_settings(model, loc)
 
     suite = Suite(model=model, path=path, method_variants=variants, variant_sources=sources, lines=lines)
     suite.check_size(max_cells)

@@ -4,8 +4,9 @@ claims the cell next, so a preempted or time-limited Slurm task loses at most on
 It lives in the cell's output directory (`checkpoint.pt`; a sequential cell's earlier stages have their own stage
 folders) and holds the trainable weights (frozen ones are rebuilt identically from the model and the seed), the
 optimizer, the scheduler, every rank's RNG states, the loop's counters (step, epoch, position in the epoch,
-examples, losses, time already spent) and the evaluation history. It is written whole or not at all (temporary
-name, fsync, rename) and deleted once the cell is recorded completed (runner).
+examples, losses, time already spent), the evaluation history and the cell's experiment-tracker run ids (a
+resumed cell continues the same MLflow / W&B run: harness/train/tracking.py). It is written whole or not at all
+(temporary name, fsync, rename) and deleted once the cell is recorded completed (runner).
 
 Data position: the loaders' samplers and the task mixture are replayed from the cell's seed up to the batch the
 run stopped after (batches are collated and dropped, no forward pass), then the RNG states are restored. This is

@@ -24,6 +24,7 @@ class RunContext:
     cache_dir: str | None
     model_base_dir: str = "."
     show_progress: bool = True
+    trackers: object = None   # harness.train.tracking.Trackers: what every cell of this process logs to
     _raw: dict = field(default_factory=dict)
     tokenized: TokenizedCache = None
 
@@ -52,10 +53,12 @@ def process_state():
     return PartialState(cpu=not torch.cuda.is_available())
 
 
-def make_accelerator(cell: Cell, find_unused_parameters: bool = False, mixed_precision: str | None = None):
+def make_accelerator(cell: Cell, find_unused_parameters: bool = False, mixed_precision: str | None = None,
+                     tracking=None):
     """A fresh Accelerator per cell: precision and accumulation may differ between cells; the process group
     (PartialState) is kept. A multi-task step uses one task's head only: DDP must be told. `mixed_precision`:
-    already resolved (the loop resolves `auto` with the model's shape), else resolved here."""
+    already resolved (the loop resolves `auto` with the model's shape), else resolved here. `tracking`
+    (harness.train.tracking) gives log_with and, for TensorBoard, the cell's logging folder."""
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, GradientState
     from accelerate.utils import DistributedDataParallelKwargs
@@ -66,7 +69,7 @@ def make_accelerator(cell: Cell, find_unused_parameters: bool = False, mixed_pre
     return Accelerator(cpu=not torch.cuda.is_available(),
                        mixed_precision=mixed_precision or resolve_precision(cell.hparams["mixed_precision"]),
                        gradient_accumulation_steps=cell.hparams["gradient_accumulation_steps"],
-                       kwargs_handlers=handlers)
+                       kwargs_handlers=handlers, **(tracking.accelerator_kwargs() if tracking else {}))
 
 
 def quiet_libraries() -> None:

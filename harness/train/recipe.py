@@ -37,7 +37,7 @@ from harness.spec.schedule import Sequence
 from harness.spec.status import Regime
 from harness.spec.tasks import get_task
 from harness.tasks.kinds import kind_of
-from harness.train import features, preempt
+from harness.train import features, preempt, tracking
 from harness.train.checkpoint import CellCheckpoint
 from harness.train.context import RunContext, make_accelerator, quiet_libraries
 from harness.train.evaluation import evaluate_task, predict
@@ -64,17 +64,21 @@ def train_and_evaluate(cell: Cell, ctx: RunContext, output_dir: str | None = Non
     runner passes the cell folder, which outlives attempts). `lease_lost` (rank 0 only) is asked at every
     optimizer step: when it says True, every rank stops and LeaseLostStop is raised."""
     checkpoint_dir = checkpoint_dir or output_dir
+    tracked = tracking.for_cell(ctx.trackers, cell)   # one tracker run for the whole cell, stages included
     if not isinstance(cell.schedule, Sequence):
         return CellRun(cell, ctx, [get_task(t) for t in cell.tasks], output_dir, checkpoint_dir=checkpoint_dir,
-                       lease_lost=lease_lost).run()
+                       lease_lost=lease_lost, tracked=tracked).run()
     stages, handover, total_train = [], None, 0.0
     for i, task_name in enumerate(cell.tasks):
         last = i == len(cell.tasks) - 1
         within = lambda d: d if last or d is None else layout.stage_dir(d, i, task_name)   # noqa: E731
         stage_dir = within(output_dir)
         result = CellRun(cell, ctx, [get_task(task_name)], stage_dir, handover=handover, keep_state=not last,
-                         checkpoint_dir=within(checkpoint_dir), lease_lost=lease_lost).run()
+                         checkpoint_dir=within(checkpoint_dir), lease_lost=lease_lost, tracked=tracked,
+                         metric_prefix=f"{task_name}/").run()
         total_train += result.train_time_s
+        tracked.step_offset += result.steps   # the next stage's steps follow on in the same tracker run
+        tracked.prior_train_time_s += result.train_time_s
         if not last:
             handover = {"state": result.state, "mode": cell.schedule.adapter}
             result.state = None
@@ -112,8 +116,12 @@ class CellRun:
 
     def __init__(self, cell: Cell, ctx: RunContext, tasks: list, output_dir: str | None,
                  handover: dict | None = None, keep_state: bool = False, checkpoint_dir: str | None = None,
-                 lease_lost: Callable[[], bool] | None = None):
+                 lease_lost: Callable[[], bool] | None = None, tracked=None, metric_prefix: str = ""):
         self.cell, self.ctx, self.tasks, self.output_dir = cell, ctx, tasks, output_dir
+        # the cell's tracker run (harness.train.tracking); a sequential cell's stages share one, each stage's dev
+        # metrics under its task's name
+        self.tracked = tracked if tracked is not None else tracking.for_cell(ctx.trackers, cell)
+        self.metric_prefix = metric_prefix
         self.checkpoint_dir = checkpoint_dir or output_dir
         self.lease_lost = lease_lost
         self.handover, self.keep_state = handover, keep_state
@@ -132,17 +140,26 @@ class CellRun:
         self.shape = cell_shape(self.cell, self.ctx.model_base_dir)
         self.precision_choice = self._choose_precision()
         self.acc = make_accelerator(self.cell, find_unused_parameters=self.multi,
-                                    mixed_precision=self.precision_choice["chosen"])
+                                    mixed_precision=self.precision_choice["chosen"], tracking=self.tracked)
         self.flops = FlopMeter()
         self.main = self.acc.is_main_process
         set_seed(self.cell.seed)
         self.memory = PeakMemory(self.acc.device)
+        outcome = "failed"
         try:
             self.set_up_model()
             self.set_up_data()
             self.fit()
-            return self.record()
-        finally:
+            result = self.record()
+            if not self.keep_state:   # the cell's last stage: its summary closes the run
+                self.tracked.log_summary(self.acc, result, self.step)
+            outcome = "completed"
+            return result
+        except (Preempted, LeaseLostStop, KeyboardInterrupt):
+            outcome = "stopped"
+            raise
+        finally:   # a failure or a stop signal ends the tracker run too (a preempted one is continued on resume)
+            self.tracked.finish(self.acc, outcome)
             self._release()
 
     def _choose_precision(self) -> dict:
@@ -266,6 +283,9 @@ class CellRun:
             self.flops.load(saved.get("flops"))
             t_start -= saved["elapsed"]   # a time budget counts the time trained before the stop
             self.bar.update(step)
+        # the tracker run starts here: a resumed cell continues the run its checkpoint names, from its step
+        self.tracked.start(acc, saved.get("trackers") if saved else None)
+        log_every, log_sum, log_n = self.tracked.log_every, 0.0, 0
         # ---
         while stopped_by is None:
             for t, batch in mixture:
@@ -284,6 +304,7 @@ class CellRun:
                 examples, tokens = examples + batch_examples, tokens + batch_tokens
                 loss_value = loss.detach().float()
                 loss_sum, loss_n = loss_sum + float(loss_value), loss_n + 1
+                log_sum, log_n = log_sum + float(loss_value), log_n + 1
                 if not acc.sync_gradients:
                     continue
                 self.scheduler.step()
@@ -303,6 +324,9 @@ class CellRun:
                 if flags[0] > 0:
                     raise FloatingPointError(f"loss is not finite at step {step} (lr {hp['learning_rate']:g})")
                 self.bar.update(1, loss=f"{float(loss_value):.4f}")
+                if log_every and step % log_every == 0:   # the mean loss over the micro-batches since the last point
+                    self.tracked.log_train(acc, step, log_sum / max(log_n, 1), self.scheduler.get_last_lr()[0])
+                    log_sum, log_n = 0.0, 0
                 epoch_now = epoch_idx + min(1.0, micro / len(mixture))
                 if hp.get("eval_steps") and step % hp["eval_steps"] == 0 and step < total_steps:
                     self.evaluate(step, epoch_now, loss_sum / max(loss_n, 1))
@@ -318,7 +342,8 @@ class CellRun:
                     ckpt.save({"step": step, "epoch_idx": epoch_idx, "micro": micro, "examples": examples,
                                "tokens": tokens, "loss_sum": loss_sum, "loss_n": loss_n, "eval_time": self.eval_time,
                                "elapsed": time.perf_counter() - t_start, "history": self.history,
-                               "per_task": self.per_task, "flops": self.flops.state()})
+                               "per_task": self.per_task, "flops": self.flops.state(),
+                               "trackers": self.tracked.run_ids()})
                     raise Preempted(f"{preempt.signal_name() or 'a stop signal'} at step {step}/{total_steps}: "
                                     f"checkpointed in {ckpt.path}")
             else:  # a whole epoch went by
@@ -363,6 +388,7 @@ class CellRun:
                  "train_loss": train_loss}
         self.history.append(entry)
         self.eval_time += time.perf_counter() - t0
+        self.tracked.log_eval(self.acc, step, entry, self.metric_prefix)
         self.bar.write(f"  eval step {step} epoch {epoch:.2f}: score {entry['score']:.2f} "
                        + " ".join(f"{k}={v:.2f}" for k, v in merged.items()))
 

@@ -1,0 +1,248 @@
+"""Experiment trackers (TensorBoard, MLflow, W&B and the others accelerate knows) through accelerate's own API:
+`Accelerator(log_with=...)`, `init_trackers`, `log`, and each tracker's `finish`. The harness only builds the
+arguments: one tracker run per cell, named by suite and cell key, tagged with model / task / method / seed.
+
+    suite key           log_with: [tensorboard, mlflow]            (or a mapping: name -> settings)
+                        log_every: 10                              (optimizer steps between train-loss points)
+    command line        harness run SUITE --log-with tensorboard,mlflow     (replaces the suite's list)
+
+What a run holds: the cell's resolved configuration as params (on a fresh start only: MLflow refuses a param
+logged twice with another value), `train/loss` (mean over the micro-batches since the last point) and
+`train/learning_rate` every `log_every` optimizer steps, every evaluation's metrics (`dev/score`, `dev/<metric>`)
+and, at the end, the record's summary (`final/...`).
+
+Settings the harness reads itself (everything else goes to the tracker's own constructor: SummaryWriter,
+mlflow.start_run's tracker, wandb.init):
+    tensorboard   logging_dir    events go to LOGGING_DIR/KEY/SUITE (default OUTPUT_DIR/tensorboard)
+    mlflow        tracking_uri   e.g. sqlite:///results/mlflow.db (default: MLflow's own, MLFLOW_TRACKING_URI)
+    wandb         dir            W&B's run folders (default OUTPUT_DIR); `mode: offline` is wandb.init's own
+
+Resuming: the loop keeps `run_ids()` in the cell's checkpoint (harness/train/checkpoint.py); a resumed cell passes
+them back (MLflow run_id, W&B id + resume="allow"; TensorBoard appends to the same folder) and its steps continue
+from the checkpoint's step. Only the main process logs: accelerate's init_trackers and log run on it alone.
+A tracker that fails (a server down, a full disk) is reported on stderr and dropped for the rest of the cell; the
+cell itself goes on: its record in the store is what counts.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from dataclasses import dataclass, field
+
+from harness.spec.trackers import DEFAULT_LOG_EVERY, TENSORBOARD_DIR
+
+
+@dataclass(frozen=True)
+class Trackers:
+    """What a worker logs to, for every cell it runs: tracker name -> settings."""
+    suite: str
+    settings: dict
+    output_dir: str
+    log_every: int = DEFAULT_LOG_EVERY
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.settings)
+
+    def tensorboard_root(self) -> str:
+        given = (self.settings.get("tensorboard") or {}).get("logging_dir")
+        return os.path.abspath(os.path.expanduser(given)) if given else os.path.join(self.output_dir, TENSORBOARD_DIR)
+
+
+def _flat(prefix: str, value, out: dict) -> None:
+    """Nested configuration -> flat scalar params (what TensorBoard's hparams and MLflow's params accept)."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _flat(f"{prefix}.{k}" if prefix else str(k), v, out)
+    elif value is None or isinstance(value, (bool, int, float, str)):
+        out[prefix] = value
+    else:
+        out[prefix] = str(list(value) if isinstance(value, tuple) else value)
+
+
+def cell_params(cell) -> dict:
+    params: dict = {}
+    _flat("", cell.config(), params)
+    params.update({"suite": cell.suite, "cell_key": cell.key, "method_label": cell.method_label})
+    return {k: v for k, v in params.items() if v is not None}
+
+
+class CellTracking:
+    """One tracker run per cell, across the Accelerators of its stages (a sequential cell has one per stage; its
+    steps are numbered on from stage to stage)."""
+
+    def __init__(self, trackers: Trackers, cell):
+        self.trackers, self.cell = trackers, cell
+        self.ids: dict[str, str] = {}
+        self.step_offset = 0
+        self.prior_train_time_s = 0.0   # earlier stages' training time (the summary is the whole cell's)
+        self.active = False
+        self.run_name = f"{trackers.suite}/{cell.key}"
+        self.log_every = trackers.log_every
+
+    # --- the Accelerator's arguments ----------------------------------------------------------------------------
+
+    def accelerator_kwargs(self) -> dict:
+        from accelerate.utils import ProjectConfiguration
+
+        kwargs = {"log_with": self.trackers.names}
+        if "tensorboard" in self.trackers.names:   # accelerate writes LOGGING_DIR/PROJECT: here .../KEY/SUITE
+            root = self.trackers.tensorboard_root()
+            kwargs["project_config"] = ProjectConfiguration(project_dir=root,
+                                                            logging_dir=os.path.join(root, self.cell.key))
+        return kwargs
+
+    def init_kwargs(self, ids: dict) -> dict:
+        cell = self.cell
+        tags = {"suite": cell.suite, "cell_key": cell.key, "model": cell.model, "task": "+".join(cell.tasks),
+                "method": cell.method_label, "seed": str(cell.seed)}
+        out = {}
+        for name, given in self.trackers.settings.items():
+            given = dict(given or {})
+            if name == "tensorboard":
+                given.pop("logging_dir", None)
+            elif name == "mlflow":
+                given.pop("tracking_uri", None)
+                given["tags"] = {**tags, **(given.get("tags") or {})}
+                given["run_name"] = self.run_name
+                if ids.get("mlflow"):
+                    given["run_id"] = ids["mlflow"]
+            elif name == "wandb":
+                given["tags"] = [f"{k}:{v}"[:64] for k, v in tags.items()] + list(given.get("tags") or [])
+                given["name"] = self.run_name
+                given.setdefault("group", cell.suite)
+                given.setdefault("dir", self.trackers.output_dir)
+                os.makedirs(given["dir"], exist_ok=True)
+                if ids.get("wandb"):
+                    given["id"], given["resume"] = ids["wandb"], "allow"
+            out[name] = given
+        return out
+
+    # --- the run ------------------------------------------------------------------------------------------------
+
+    def start(self, acc, resume_ids: dict | None = None) -> None:
+        """Starts (or continues) this cell's tracker run on `acc`. `resume_ids`: the ids a checkpoint kept."""
+        if not acc.is_main_process:   # init_trackers runs on the main process only (accelerate); so do we
+            return
+        ids = {**self.ids, **(resume_ids or {})}
+        mlflow_uri = (self.trackers.settings.get("mlflow") or {}).get("tracking_uri")
+        try:
+            if "mlflow" in self.trackers.names:
+                self._mlflow_experiment(mlflow_uri)
+            # params only once per run: MLflow refuses a param logged again (a stage, a resume)
+            config = None if ids else cell_params(self.cell)
+            acc.init_trackers(self.trackers.suite, config=config, init_kwargs=self.init_kwargs(ids))
+            self.ids = {**ids, **self._ids(acc)}
+            self.active = True
+        except Exception as exc:
+            self._drop(acc, f"could not start ({type(exc).__name__}: {exc})")
+
+    def _mlflow_experiment(self, uri: str | None) -> None:
+        """The tracking URI, and the suite's experiment created if it is not there yet: accelerate searches and
+        then creates, so two workers starting their first cells at once would both create, and one would fail."""
+        import mlflow
+        from mlflow.exceptions import MlflowException
+
+        if uri:
+            mlflow.set_tracking_uri(uri)
+        settings = self.trackers.settings.get("mlflow") or {}
+        try:
+            if mlflow.get_experiment_by_name(self.trackers.suite) is None:
+                mlflow.create_experiment(self.trackers.suite, artifact_location=settings.get("logging_dir"))
+        except MlflowException:   # another worker created it in between: accelerate finds it
+            pass
+
+    def _ids(self, acc) -> dict:
+        ids = {}
+        for tracker in acc.trackers:
+            if tracker.name == "mlflow":
+                ids["mlflow"] = tracker.tracker.info.run_id
+            elif tracker.name == "wandb":
+                ids["wandb"] = tracker.tracker.id
+        return ids
+
+    def run_ids(self) -> dict:
+        """What the checkpoint keeps (plain strings: it is read with weights_only)."""
+        return dict(self.ids)
+
+    def log(self, acc, values: dict, step: int) -> None:
+        if not self.active or not acc.is_main_process:
+            return
+        values = {k: float(v) for k, v in values.items()
+                  if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))}
+        try:
+            acc.log(values, step=self.step_offset + step)
+        except Exception as exc:
+            self._drop(acc, f"could not log ({type(exc).__name__}: {exc})")
+
+    def log_train(self, acc, step: int, loss: float, learning_rate: float) -> None:
+        self.log(acc, {"train/loss": loss, "train/learning_rate": learning_rate}, step)
+
+    def log_eval(self, acc, step: int, entry: dict, prefix: str = "") -> None:
+        values = {f"dev/{prefix}{k}": v for k, v in entry["metrics"].items()}
+        values[f"dev/{prefix}score"] = entry["score"]
+        values["train/epoch"] = entry["epoch"]
+        self.log(acc, values, step)
+
+    def log_summary(self, acc, result, step: int) -> None:
+        """The record's summary: score, parameters, time, memory, FLOPs (those the result has)."""
+        summary = {"score": result.score, "best_score": result.best_score,
+                   "trainable_params": result.trainable_params, "total_params": result.total_params,
+                   "trainable_pct": result.trainable_pct,
+                   "train_time_s": self.prior_train_time_s + (result.train_time_s or 0.0),
+                   "eval_time_s": result.eval_time_s, "peak_memory_mb": result.peak_memory_mb,
+                   "train_flops": getattr(result, "train_flops", None), "mfu": getattr(result, "mfu", None),
+                   "steps": self.step_offset + (result.steps or 0)}
+        self.log(acc, {f"final/{k}": v for k, v in summary.items() if v is not None}, step)
+
+    def finish(self, acc, outcome: str = "completed") -> None:
+        """Ends the run on this Accelerator, as `end_training` does, without its other half: end_training also
+        destroys the process group, which a worker keeps for its next cell (DDP). `outcome`: completed, failed
+        or stopped (a signal: the run is continued on resume); MLflow keeps it as the run's status."""
+        if not acc.is_main_process:
+            return
+        trackers, acc.trackers = list(acc.trackers), []
+        self.active = False
+        for tracker in trackers:
+            try:
+                if tracker.name == "mlflow" and outcome != "completed":   # accelerate's finish says FINISHED
+                    import mlflow
+
+                    mlflow.end_run(status="KILLED" if outcome == "stopped" else "FAILED")
+                tracker.finish()
+            except Exception as exc:
+                print(f"warning: tracker {tracker.name}: could not finish ({type(exc).__name__}: {exc})",
+                      file=sys.stderr, flush=True)
+
+    def _drop(self, acc, why: str) -> None:
+        names = ", ".join(t.name for t in acc.trackers) or ", ".join(self.trackers.names)
+        print(f"warning: cell {self.cell.key}: tracker(s) {names}: {why}; this cell goes on without them",
+              file=sys.stderr, flush=True)
+        self.finish(acc)
+
+
+@dataclass
+class _NoTracking:
+    """What a cell without trackers gets: every call does nothing."""
+    ids: dict = field(default_factory=dict)
+    step_offset: int = 0
+    prior_train_time_s: float = 0.0
+    log_every: int = 0
+
+    def accelerator_kwargs(self) -> dict:
+        return {}
+
+    def start(self, *a, **k) -> None: ...
+    def log_train(self, *a, **k) -> None: ...
+    def log_eval(self, *a, **k) -> None: ...
+    def log_summary(self, *a, **k) -> None: ...
+    def finish(self, *a, **k) -> None: ...
+
+    def run_ids(self) -> dict:
+        return {}
+
+
+def for_cell(trackers: Trackers | None, cell):
+    return CellTracking(trackers, cell) if trackers and trackers.names else _NoTracking()

@@ -1,0 +1,269 @@
+"""Experiment trackers through accelerate (`log_with`, `--log-with`): real TensorBoard event files, a real MLflow
+store (SQLite), a real W&B offline run folder; one tracker run per cell, continued after a stop signal; a
+tracker whose package is missing refused by `validate`. No mocks: every check reads what the tracker wrote."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers import ROOT, write_suite
+from tests.helpers.cli import assert_refused, run_cli
+from harness.spec.errors import EXIT_PREEMPTED
+from harness.store.db import Store
+from harness.train import checkpoint
+
+
+def tracked_suite(model, name: str, log_with: str, budget="{max_steps: 6}", log_every=2, tasks="[rte]",
+                  methods="[{name: houlsby, size: 4, learning_rate: 1e-3}]", seeds="[1, 2]",
+                  hparams="batch_size: 8, learning_rate: 1e-4, eval_steps: 3") -> str:
+    return f"""
+name: {name}
+models: ["{model}"]
+tasks: {tasks}
+methods: {methods}
+budgets: [{budget}]
+seeds: {seeds}
+hparams: {{{hparams}}}
+log_with: {log_with}
+log_every: {log_every}
+"""
+
+
+def worker(tmp_path, suite, glue, *extra, env=None, wait=True):
+    cmd = [sys.executable, "-m", "harness", "run", str(suite), "--db", f"sqlite:///{tmp_path / 'h.db'}",
+           "--output-dir", str(tmp_path / "out"), "--data-dir", str(glue), "--no-progress", *extra]
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "WANDB_SILENT": "true",
+                **(env or {})}
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    if not wait:
+        return proc
+    out, err = proc.communicate(timeout=600)
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def scalars(folder) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar TensorBoard's own reader finds in a run folder (all its event files): tag -> (step, value)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(folder), size_guidance={"scalars": 0})
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def mlflow_runs(uri: str, experiment: str):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(experiment)
+    assert exp is not None, f"no MLflow experiment {experiment} in {uri}"
+    return client, client.search_runs([exp.experiment_id])
+
+
+def steps_of(client, run_id: str, key: str) -> list[int]:
+    return [m.step for m in sorted(client.get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp))]
+
+
+def test_two_cells_write_tensorboard_events_and_one_mlflow_run_each(tmp_path, tiny_bert, small_glue):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    suite = write_suite(tmp_path / "t.yaml", tracked_suite(
+        tiny_bert, "tr", f'{{tensorboard: {{logging_dir: tb}}, mlflow: {{tracking_uri: "{uri}"}}}}'))
+    proc = worker(tmp_path, suite, small_glue)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "warning: cell" not in proc.stderr, proc.stderr[-3000:]
+    recs = {r.cell_key: r for r in Store(f"sqlite:///{tmp_path / 'h.db'}").records("tr")}
+    assert len(recs) == 2 and all(r.status == "completed" for r in recs.values())
+
+    # TensorBoard: the suite's logging_dir (relative to the suite file), one folder per cell
+    for key, rec in recs.items():
+        found = scalars(tmp_path / "tb" / key / "tr")
+        assert [s for s, _ in found["train/loss"]] == [2, 4, 6]   # every log_every steps, each once
+        assert all(v > 0 for _, v in found["train/loss"])
+        assert [s for s, _ in found["train/learning_rate"]] == [2, 4, 6]
+        assert [s for s, _ in found["dev/score"]] == [3, 6]        # every evaluation (eval_steps 3, and the end)
+        assert found["dev/score"][-1][1] == pytest.approx(rec.score)
+        assert found["final/score"] == [(6, pytest.approx(rec.score))]
+        assert found["final/trainable_params"][0][1] == rec.trainable_params
+
+    # MLflow: one run per cell in the suite's experiment, its params, tags and metrics
+    client, runs = mlflow_runs(uri, "tr")
+    assert sorted(r.info.run_name for r in runs) == sorted(f"tr/{k}" for k in recs)
+    for run in runs:
+        key = run.data.tags["cell_key"]
+        rec = recs[key]
+        assert run.info.status == "FINISHED"
+        assert {k: run.data.tags[k] for k in ("model", "task", "method", "seed")} == {
+            "model": rec.model, "task": "rte", "method": rec.method_label, "seed": str(rec.seed)}
+        assert run.data.params["hparams.learning_rate"] == "0.001"   # the method's override, resolved
+        assert run.data.params["method_params.size"] == "4" and run.data.params["seed"] == str(rec.seed)
+        assert run.data.params["budget.max_steps"] == "6"
+        assert steps_of(client, run.info.run_id, "train/loss") == [2, 4, 6]
+        assert steps_of(client, run.info.run_id, "dev/score") == [3, 6]
+        assert run.data.metrics["final/score"] == pytest.approx(rec.score)
+        assert run.data.metrics["final/train_time_s"] == pytest.approx(rec.train_time_s)
+        assert run.data.metrics["final/trainable_params"] == rec.trainable_params
+
+
+def _wait_for(proc, pattern: str, timeout=300) -> str:
+    import time
+
+    seen, deadline = "", time.time() + timeout
+    while time.time() < deadline:
+        line = proc.stderr.readline()
+        if not line and proc.poll() is not None:
+            break
+        seen += line
+        if pattern in line:
+            return seen
+    raise AssertionError(f"{pattern!r} not seen: {seen[-2000:]}")
+
+
+def test_a_cell_stopped_by_usr1_continues_its_mlflow_run_and_tensorboard_folder(tmp_path, tiny_bert, small_glue):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    suite = write_suite(tmp_path / "k.yaml", tracked_suite(
+        tiny_bert, "k", f'{{tensorboard: null, mlflow: {{tracking_uri: "{uri}"}}}}', budget="{max_steps: 120}",
+        log_every=5, seeds="[1]", hparams="batch_size: 8, learning_rate: 1e-4, eval_steps: 10"))
+    w = worker(tmp_path, suite, small_glue, wait=False)
+    _wait_for(w, "eval step 10 ")   # training is under way
+    w.send_signal(signal.SIGUSR1)
+    _, err = w.communicate(timeout=300)
+    assert w.returncode == EXIT_PREEMPTED, err[-3000:]
+    (ckpt,) = checkpoint.paths_under(str(tmp_path / "out" / "k"))
+    counters = checkpoint.torch.load(ckpt, weights_only=True)["counters"]
+    stop, kept = counters["step"], counters["trackers"]
+    assert 10 <= stop < 120
+    client, runs = mlflow_runs(uri, "k")
+    (first,) = runs
+    assert first.info.status == "KILLED"   # stopped, not finished
+    assert kept == {"mlflow": first.info.run_id}   # the run id travels with the checkpoint
+    assert steps_of(client, first.info.run_id, "train/loss") == list(range(5, stop + 1, 5))
+
+    again = worker(tmp_path, suite, small_glue)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"resumed from its checkpoint at step {stop}/" in again.stderr
+    client, runs = mlflow_runs(uri, "k")
+    (run,) = runs   # the same run, not a second one
+    assert run.info.run_id == first.info.run_id and run.info.status == "FINISHED"
+    # the steps continue where the stop left them: each logged once, in one series
+    assert steps_of(client, run.info.run_id, "train/loss") == list(range(5, 121, 5))
+    assert steps_of(client, run.info.run_id, "dev/score") == list(range(10, 121, 10))
+    (rec,) = Store(f"sqlite:///{tmp_path / 'h.db'}").records("k")
+    assert run.data.metrics["final/score"] == pytest.approx(rec.score)
+    assert run.data.params["cell_key"] == rec.cell_key
+
+    # TensorBoard (default folder: the output directory's tensorboard/): both attempts' events in one folder
+    found = scalars(tmp_path / "out" / "tensorboard" / rec.cell_key / "k")
+    assert [s for s, _ in found["train/loss"]] == list(range(5, 121, 5))
+    assert len([f for f in os.listdir(tmp_path / "out" / "tensorboard" / rec.cell_key / "k")
+                if f.startswith("events.out.tfevents")]) == 2
+
+
+def test_wandb_offline_writes_its_run_folder(tmp_path, tiny_bert, small_glue):
+    suite = write_suite(tmp_path / "w.yaml", tracked_suite(tiny_bert, "wb", "[wandb]", seeds="[1]"))
+    proc = worker(tmp_path, suite, small_glue, "--log-with", "wandb",
+                  env={"WANDB_MODE": "offline", "WANDB_API_KEY": "", "WANDB_DIR": ""})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "warning: cell" not in proc.stderr, proc.stderr[-3000:]
+    (rec,) = Store(f"sqlite:///{tmp_path / 'h.db'}").records("wb")
+    root = tmp_path / "out" / "wandb"
+    runs = [d for d in os.listdir(root) if d.startswith("offline-run-")]
+    assert len(runs) == 1, os.listdir(root)
+    run_dir = root / runs[0]
+    (data,) = [f for f in os.listdir(run_dir) if f.endswith(".wandb")]   # run-ID.wandb: what `wandb sync` uploads
+    assert data == f"run-{runs[0].rsplit('-', 1)[1]}.wandb"
+    # its records (protobuf; wandb ships no Python reader any more): the run's name, params, tags and metrics
+    records = (run_dir / data).read_bytes()
+    for text in (f"wb/{rec.cell_key}", "hparams.learning_rate", "seed:1", "train/loss", "dev/score",
+                 "final/score", "final/trainable_params"):
+        assert text.encode() in records, text
+
+
+def test_validate_refuses_a_tracker_that_is_not_installed_with_the_install_line(tmp_path, tiny_bert):
+    suite = write_suite(tmp_path / "a.yaml", tracked_suite(tiny_bert, "a", "[tensorboard, aim]"))
+    assert_refused(run_cli("validate", suite), 'log_with[1]: tracker "aim" is not installed; pip install aim',
+                   where=suite)
+    ok = write_suite(tmp_path / "b.yaml", tracked_suite(tiny_bert, "b", "[tensorboard, mlflow, wandb]"))
+    proc = run_cli("validate", ok)
+    assert proc.returncode == 0, proc.stderr
+    assert "trackers: tensorboard, mlflow, wandb (one run per cell, log_every 2 steps" in proc.stdout
+
+
+@pytest.mark.parametrize("log_with, expect", [
+    ("[tensorbord]", 'log_with[0]: unknown tracker "tensorbord" (did you mean "tensorboard"?)'),
+    ("[mlflow, mlflow]", 'log_with[1]: tracker "mlflow" is named twice'),
+    ("{wandb: {id: abc}}", "log_with.wandb.id: set by the harness for each cell"),
+    ("{tensorboard: {logging_dir: ../../elsewhere}}", "leaves the suite's folder"),
+    ("7", "log_with: a tracker name, a list of names or a mapping name -> settings (got 7)"),
+    ("{mlflow: [1]}", "log_with: a tracker name, a list of names or a mapping"),
+])
+def test_bad_log_with_is_refused_naming_the_field(tmp_path, tiny_bert, log_with, expect):
+    suite = write_suite(tmp_path / "bad.yaml", tracked_suite(tiny_bert, "bad", log_with))
+    assert_refused(run_cli("validate", suite), expect, where=suite)
+
+
+def test_run_refuses_a_bad_log_with_option_before_anything_is_written(tmp_path, tiny_bert, small_glue):
+    suite = write_suite(tmp_path / "o.yaml", tracked_suite(tiny_bert, "o", "[tensorboard]"))
+    for option, expect in (("tensorboard,mlfow", '--log-with: unknown tracker "mlfow"'),
+                           ("comet_ml", '--log-with: tracker "comet_ml" is not installed; pip install comet-ml')):
+        proc = run_cli("run", suite, "--db", f"sqlite:///{tmp_path / 'h.db'}", "--output-dir", tmp_path / "out",
+                       "--data-dir", small_glue, "--log-with", option)
+        assert_refused(proc, expect)
+    assert not (tmp_path / "h.db").exists() and not (tmp_path / "out").exists()
+
+
+def test_two_processes_log_one_run_from_the_main_process_only(tmp_path, tiny_bert, small_glue):
+    """A DDP cell (2 ranks over gloo): one MLflow run and one TensorBoard event file, not one per rank."""
+    from tests.train.test_distributed import LAUNCH, free_port
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    suite = write_suite(tmp_path / "d.yaml", tracked_suite(
+        tiny_bert, "dd", f'{{tensorboard: null, mlflow: {{tracking_uri: "{uri}"}}}}', budget="{max_steps: 4}",
+        seeds="[1]", hparams="batch_size: 4, learning_rate: 1e-4"))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    cmd = LAUNCH + [free_port(), str(ROOT / "harness" / "run.py"), str(suite), "--db", f"sqlite:///{tmp_path / 'h.db'}",
+                    "--output-dir", str(tmp_path / "out"), "--data-dir", str(small_glue), "--no-progress"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "with 2 process(es)" in proc.stderr and "warning: cell" not in proc.stderr
+    (rec,) = Store(f"sqlite:///{tmp_path / 'h.db'}").records("dd")
+    client, runs = mlflow_runs(uri, "dd")
+    (run,) = runs
+    assert steps_of(client, run.info.run_id, "train/loss") == [2, 4]
+    assert run.data.metrics["final/score"] == pytest.approx(rec.score)
+    folder = tmp_path / "out" / "tensorboard" / rec.cell_key / "dd"
+    assert len([f for f in os.listdir(folder) if f.startswith("events.out.tfevents")]) == 1
+    assert [s for s, _ in scalars(folder)["train/loss"]] == [2, 4]
+
+
+def test_a_sequential_cell_is_one_run_its_stages_numbered_on(tmp_path, tiny_bert, small_glue):
+    """Each stage has its own Accelerator; the cell still has one tracker run, the second stage's steps after
+    the first's, each stage's dev metrics under its task."""
+    from harness.plan.suite import load_suite
+    from harness.train.context import RunContext
+    from harness.train.recipe import train_and_evaluate
+    from harness.train.tracking import Trackers
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    suite = load_suite(str(write_suite(tmp_path / "s.yaml", tracked_suite(
+        tiny_bert, "sq", "[tensorboard]", tasks="[{sequence: [rte, stsb]}]", budget="{max_steps: 4}",
+        seeds="[1]", hparams="batch_size: 8, learning_rate: 1e-4"))))
+    (cell,) = suite.cells()
+    trackers = Trackers("sq", {"tensorboard": {}, "mlflow": {"tracking_uri": uri}}, str(tmp_path / "out"), 2)
+    ctx = RunContext(data_dir=str(small_glue), cache_dir=None, show_progress=False, trackers=trackers)
+    result = train_and_evaluate(cell, ctx, output_dir=str(tmp_path / "cell"))
+    client, runs = mlflow_runs(uri, "sq")
+    (run,) = runs
+    assert steps_of(client, run.info.run_id, "train/loss") == [2, 4, 6, 8]
+    assert steps_of(client, run.info.run_id, "dev/rte/score") == [4]
+    assert steps_of(client, run.info.run_id, "dev/stsb/score") == [8]
+    assert run.data.metrics["final/score"] == pytest.approx(result.score)
+    assert run.data.metrics["final/train_time_s"] == pytest.approx(result.train_time_s)   # both stages
+    # params logged once (by the first stage: MLflow would refuse them again), the schedule among them
+    assert [k for k in run.data.params if k.startswith("schedule")] and run.data.params["cell_key"] == cell.key
+    found = scalars(tmp_path / "out" / "tensorboard" / cell.key / "sq")
+    assert [s for s, _ in found["train/loss"]] == [2, 4, 6, 8]
