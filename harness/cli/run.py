@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from harness.cli.common import (add_cache_dir, add_data_dir, add_db, add_lease_timeout, add_max_cells, add_output_dir,
-                                add_suite)
+                                add_suite, positive_int)
+from harness.spec.errors import InputError
 
 HELP = "train and evaluate every cell of a suite that is not done yet"
 EXAMPLES = """
   harness run suites/demo.yaml
   HARNESS_DATA_DIR=/path/to/glue harness run suites/demo.yaml --db sqlite:///out/h.db --output-dir out
+  harness run suites/demo.yaml --workers 2 --threads-per-worker 1   (two one-thread workers on one store)
   accelerate launch -m harness.run suites/demo.yaml          (the same, as one worker of several processes)
 """
 
@@ -27,6 +29,12 @@ def add_arguments(p) -> None:
                    help="experiment trackers for every cell, comma-separated (tensorboard, mlflow, wandb, ...; "
                         "none: no tracker); replaces the suite's log_with (its settings kept for the trackers it "
                         "names); see docs/tracking.md")
+    p.add_argument("--workers", type=positive_int, default=None,
+                   help="workers on this machine, each a process claiming cells from the store (default: "
+                        "$HARNESS_WORKERS, else 1; not under `accelerate launch`)")
+    p.add_argument("--threads-per-worker", type=positive_int, default=None,
+                   help="torch threads of each worker (default: the physical cores shared out among the workers; "
+                        "one worker: torch's default); recorded with every result")
     add_max_cells(p)
     p.add_argument("--heartbeat-s", type=float, default=None,
                    help="how often a worker refreshes the lease of the cell it trains (default: "
@@ -43,17 +51,47 @@ def run(args) -> int:
     preempt.install()   # SIGUSR1/SIGUSR2/SIGTERM: checkpoint the cell in progress, give it back, exit 3
 
     suite = load_suite(args.suite, args.max_cells)  # invalid input: exit 2 before anything is written
+    workers = _workers(args)
     # models, data, adapters, trackers installed: before the first cell, still writing nothing
     preflight(suite, args.data_dir, args.log_with)
     from harness.store.engine import default_db_url, make_engine
 
     make_engine(args.db or default_db_url()).dispose()  # a bad --db fails here, before any training
-    from harness.launch.runner import leave_process_group, run_suite   # torch: only once the input is good
+    from harness.launch import workers as local_workers
     from harness.plan.preflight import tracker_settings
 
-    code = run_suite(suite, args.db, args.data_dir, args.output_dir, args.retry_failed, cache_dir=args.cache_dir,
-                     show_progress=not args.no_progress, heartbeat_s=args.heartbeat_s,
-                     lease_timeout_s=args.lease_timeout_s, verbose=args.verbose,
-                     trackers=tracker_settings(suite, args.log_with))
+    run_kwargs = dict(db_url=args.db, data_dir=args.data_dir, output_dir=args.output_dir,
+                      retry_failed=args.retry_failed, cache_dir=args.cache_dir, heartbeat_s=args.heartbeat_s,
+                      lease_timeout_s=args.lease_timeout_s, verbose=args.verbose,
+                      trackers=tracker_settings(suite, args.log_with))
+    threads = local_workers.threads_for(workers, args.threads_per_worker)
+    if workers > 1:
+        from harness.store.db import Store
+
+        Store(args.db or default_db_url()).engine.dispose()   # the schema, once, before the workers start
+        # several workers' step bars would overwrite each other: each prints its cells and evaluations as lines
+        return local_workers.run_workers(workers, threads, args.suite, args.max_cells,
+                                         {**run_kwargs, "show_progress": False})
+    local_workers.set_threads(threads)
+    from harness.launch.runner import leave_process_group, run_suite   # torch: only once the input is good
+
+    code = run_suite(suite, show_progress=not args.no_progress, **run_kwargs)
     leave_process_group()
     return code
+
+
+def _workers(args) -> int:
+    """--workers, checked: several local workers are plain processes, not ranks of a launcher."""
+    import os
+
+    ranks = int(os.environ.get("WORLD_SIZE") or 1)
+    if args.workers and args.workers > 1 and ranks > 1:
+        raise InputError(f"--workers {args.workers}: this process is one of {ranks} ranks of a launcher "
+                         f"(accelerate launch); start several launchers instead, or drop --workers")
+    if args.workers:
+        return args.workers
+    if ranks > 1:
+        return 1
+    from harness.launch.workers import default_workers
+
+    return default_workers()

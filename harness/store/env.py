@@ -75,7 +75,9 @@ def cpu_threads_warning(num_processes: int) -> str | None:
     cores = min(cores, psutil.cpu_count(logical=False) or cores)
     if os.environ.get("SLURM_CPUS_PER_TASK", "").isdigit():   # a job's share, where Slurm does not bind CPUs
         cores = min(cores, int(os.environ["SLURM_CPUS_PER_TASK"]))
-    local = int(os.environ.get("LOCAL_WORLD_SIZE") or num_processes or 1)
+    # ranks of a launcher on this machine, times the workers `harness run --workers N` started here
+    local = int(os.environ.get("LOCAL_WORLD_SIZE") or num_processes or 1) * int(
+        os.environ.get("HARNESS_LOCAL_WORKERS") or 1)
     share = max(1, cores // max(1, local))
     threads = _torch_threads()
     if threads >= share:

@@ -1,0 +1,109 @@
+"""`harness run SUITE --workers N --threads-per-worker M`: N workers on this machine, each a process with M
+threads, all claiming cells from the one store (the same coordination as N `harness run` in N terminals).
+
+Why: at the small shapes PEFT cells train on (the demo: 8 x 16 tokens), a CPU step is partly fixed cost that a
+second thread does not shorten, so two one-thread workers can train more cells per minute than one two-thread
+worker (issue 20; measured by `python bench/bench_step.py --modes workers`, bench/RESULTS.md). Scores depend on
+the thread count in their last bits, so every record says the threads it trained with (`num_threads`).
+
+The workers are started with multiprocessing's "spawn" (fresh interpreters: no forked torch thread pools); the
+store is created before they start (two workers creating one SQLite file at once race). A stop signal sent to
+this process is passed to every worker (each checkpoints its cell and gives it back); Ctrl-C reaches them as
+members of the terminal's process group.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import sys
+
+from harness.spec.errors import EXIT_PREEMPTED, InputError
+
+# The default number of workers of a CPU `harness run` (GPUs: 1). HARNESS_WORKERS overrides it.
+DEFAULT_CPU_WORKERS = 1
+ENV_WORKERS = "HARNESS_WORKERS"
+ENV_LOCAL_WORKERS = "HARNESS_LOCAL_WORKERS"   # how many workers share this machine: the thread warning divides by it
+
+
+def physical_cores() -> int:
+    """The cores this process may run on, hyperthreads not counted (torch's own default for its threads)."""
+    import psutil
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cores, psutil.cpu_count(logical=False) or cores))
+
+
+def default_workers() -> int:
+    value = os.environ.get(ENV_WORKERS, "")
+    if value:
+        if not value.isdigit() or int(value) < 1:
+            raise InputError(f"{ENV_WORKERS}={value!r}: the number of workers is a whole number >= 1")
+        return int(value)
+    import torch
+
+    return 1 if torch.cuda.is_available() else min(DEFAULT_CPU_WORKERS, physical_cores())
+
+
+def threads_for(workers: int, threads_per_worker: int | None) -> int | None:
+    """Threads each worker uses: as asked, else the cores shared out (None: one worker, torch's own default)."""
+    if threads_per_worker:
+        return threads_per_worker
+    return max(1, physical_cores() // workers) if workers > 1 else None
+
+
+def set_threads(threads: int | None) -> None:
+    if threads:
+        import torch
+
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
+
+
+def _worker(index: int, count: int, threads: int | None, run_kwargs: dict, suite_path: str, max_cells) -> None:
+    """One worker process: its threads, its stop-signal handlers, then the same loop as `harness run`."""
+    os.environ[ENV_LOCAL_WORKERS] = str(count)
+    set_threads(threads)
+    from harness.plan.suite import load_suite
+    from harness.train import preempt
+
+    preempt.install()
+    from harness.launch.runner import leave_process_group, run_suite
+
+    code = run_suite(load_suite(suite_path, max_cells), **run_kwargs)
+    leave_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)   # the exit code reaches the parent as the process's exitcode
+
+
+def run_workers(count: int, threads: int | None, suite_path: str, max_cells, run_kwargs: dict) -> int:
+    """Starts `count` workers and waits for all of them. Exit code: EXIT_PREEMPTED if any worker was stopped
+    by a stop signal, else the first failing worker's code, else 0."""
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_worker, args=(i, count, threads, run_kwargs, suite_path, max_cells),
+                         name=f"harness-worker-{i}") for i in range(count)]
+    print(f"harness run: {count} workers x {threads or 'default'} thread(s) on this machine, one store",
+          file=sys.stderr, flush=True)
+
+    def forward(signum, frame):
+        for p in procs:
+            if p.pid and p.is_alive():
+                os.kill(p.pid, signum)
+
+    old = {sig: signal.signal(sig, forward) for sig in (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM)}
+    try:
+        for p in procs:
+            p.start()
+        codes = []
+        for p in procs:
+            p.join()
+            codes.append(p.exitcode)
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+    if EXIT_PREEMPTED in codes:
+        return EXIT_PREEMPTED
+    failed = [c for c in codes if c]   # a worker's own code (1: a cell failed; store unreachable; a signal: -N)
+    return (failed[0] if failed[0] > 0 else 1) if failed else 0

@@ -1,0 +1,76 @@
+"""`harness run --workers N --threads-per-worker M`: N processes on one store, each cell trained exactly once, the
+threads each worker trained with in its records, a stop signal to the parent reaching every worker."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from harness.spec.errors import EXIT_PREEMPTED
+from harness.store.db import Store
+from tests.helpers.cli import assert_refused, run_cli
+from tests.helpers.files import suite_yaml, write_suite
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _suite(tmp_path, tiny_bert, name, budget="{max_steps: 6}"):
+    return write_suite(tmp_path / f"{name}.yaml", suite_yaml(
+        tiny_bert, name, "[full, bitfit]", "[rte, cola]", budget, "batch_size: 8, learning_rate: 1e-4"))
+
+
+def test_two_one_thread_workers_train_every_cell_once(tmp_path, tiny_bert, small_glue):
+    suite = _suite(tmp_path, tiny_bert, "w")
+    db = f"sqlite:///{tmp_path / 'fresh' / 'h.db'}"   # a store that does not exist yet: created once, before both
+    (tmp_path / "fresh").mkdir()
+    proc = run_cli("run", suite, "--db", db, "--output-dir", tmp_path / "out", "--data-dir", small_glue,
+                   "--workers", "2", "--threads-per-worker", "1", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2 workers x 1 thread(s)" in proc.stderr
+    rows = [r for r in Store(db).records("w") if r.parent_id is None]
+    assert len(rows) == 4 and all(str(r.status) == "completed" and r.attempts == 1 for r in rows)
+    assert len({r.worker_id for r in rows}) == 2, "both workers claimed cells"
+    for r in rows:
+        rec = json.loads((tmp_path / "out" / "w" / r.cell_key / "record.json").read_text())
+        assert rec["num_threads"] == 1 and r.num_threads == 1
+    # the thread warning counts the workers sharing the machine: one thread each of two is their share
+    assert "thread(s) per process but" not in proc.stderr
+
+
+def test_bad_worker_counts_are_refused(tmp_path, tiny_bert, small_glue):
+    suite = _suite(tmp_path, tiny_bert, "b")
+    db = tmp_path / "h.db"
+    args = ("--db", f"sqlite:///{db}", "--output-dir", tmp_path / "out", "--data-dir", small_glue)
+    assert_refused(run_cli("run", suite, *args, "--workers", "0", cwd=tmp_path), "--workers")
+    assert_refused(run_cli("run", suite, *args, "--threads-per-worker", "two", cwd=tmp_path), "--threads-per-worker")
+    assert_refused(run_cli("run", suite, *args, cwd=tmp_path, env={"HARNESS_WORKERS": "many"}), "HARNESS_WORKERS")
+    assert not db.exists() and not (tmp_path / "out").exists()
+
+
+def test_a_stop_signal_to_the_parent_stops_every_worker(tmp_path, tiny_bert, small_glue):
+    suite = _suite(tmp_path, tiny_bert, "s", budget="{max_steps: 3000}")
+    db = f"sqlite:///{tmp_path / 'h.db'}"
+    hp = {"HARNESS_HEARTBEAT_S": "1"}
+    cmd = [sys.executable, "-m", "harness", "run", str(suite), "--db", db, "--output-dir", str(tmp_path / "out"),
+           "--data-dir", str(small_glue), "--workers", "2", "--threads-per-worker", "1"]
+    w = subprocess.Popen(cmd, cwd=tmp_path, env={**os.environ, "PYTHONPATH": ROOT, **hp},
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline:   # both workers hold a cell
+        time.sleep(1)
+        running = [r for r in Store(db, create=False).records("s") if str(r.status) == "running"] \
+            if (tmp_path / "h.db").exists() else []
+        if len(running) == 2:
+            break
+    assert len(running) == 2, w.stderr.read()[-3000:] if w.poll() is not None else "workers never both ran"
+    time.sleep(3)   # under way
+    w.send_signal(signal.SIGUSR1)
+    _, err = w.communicate(timeout=300)
+    assert w.returncode == EXIT_PREEMPTED, err[-3000:]
+    assert err.count("checkpointed") >= 2, err[-3000:]
+    rows = [r for r in Store(db).records("s") if r.parent_id is None]
+    assert sorted(str(r.status) for r in rows) == ["pending"] * 4   # given back, none left running
