@@ -1,0 +1,224 @@
+"""Where a training step's time goes, per method, in the harness's own loop (issue 20), on the machine at hand.
+
+Modes (one process, side by side; the CPU model is printed with every table):
+- `step`: ms per optimizer step, examples/s, achieved FLOP/s and MFU per method at the demo's shape (SST-2,
+  batch 8, ~16 tokens) and at the bench's MRPC shape (batch 16, ~56 tokens), in fp32 and bf16, against the
+  matmul peak of the same precision measured in this process at the model's own FFN shape
+  (harness/train/peaks.py). The cells are real (`train_and_evaluate`, the embedded model, real data), so the
+  numbers are the loop's: FLOPs as the records count them (FlopCounterMode), time as they measure it.
+- `profile`: torch.profiler over one cell's training per method: the ops that take the time.
+- `workers`: the same small suite (8 cells) run by `harness run` as 1 worker x 2 threads and as 2 workers x 1
+  thread, each into a fresh store: wall time and cells per minute.
+- `demo`: `harness estimate` of suites/demo.yaml, then the README's command on a fresh store, timed: the
+  predicted and the measured wall time (the store is kept with --keep for the README's table).
+
+  HARNESS_DATA_DIR=/path/to/glue python bench/bench_step.py --modes step workers [--steps 80] [--write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+METHODS = {"full": {}, "houlsby": {"size": 64}, "pfeiffer": {"size": 64}, "lora": {"rank": 8, "alpha": 16},
+           "bitfit": {}}
+LR = {"full": 1e-4}   # the rest: 1e-3 (the demo's adapter rates); the rate does not change a step's cost
+SHAPES = {"demo (SST-2, batch 8)": ("sst2", 8), "MRPC bench cell (batch 16)": ("mrpc", 16)}
+
+
+def cell(task: str, method: str, batch: int, precision: str, steps: int, seed: int = 1):
+    from harness.spec.cell import Cell
+    from harness.spec.hparams import Hparams
+    from harness.spec.methods import get_method
+    from harness.spec.tasks import get_task
+
+    hp = {k: v[0] if isinstance(v, list) else v for k, v in Hparams().model_dump().items()}
+    hp.update(learning_rate=LR.get(method, 1e-3), batch_size=batch, max_length=128, warmup_ratio=0.1,
+              mixed_precision=precision)
+    return Cell(suite="bench_step", model="minilm", task=task, task_version=get_task(task).version, method=method,
+                method_params=get_method(method).resolve(METHODS[method]),
+                budget={"max_steps": steps, "max_train_samples": steps * batch, "max_eval_samples": 32},
+                seed=seed, hparams=hp)
+
+
+def cpu_line() -> str:
+    import torch
+
+    from harness.train.peaks import cpu_model
+
+    return f"{cpu_model()} x{os.cpu_count()}, torch {torch.__version__}, {torch.get_num_threads()} threads"
+
+
+def mode_step(args, ctx) -> str:
+    from harness.train import peaks
+    from harness.train.recipe import train_and_evaluate
+
+    rows = ["| shape | method | precision | ms/step | examples/s | tokens/step | GFLOP/s | matmul peak at the model's "
+            "shape (GFLOP/s) | MFU |", "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    for label, (task, batch) in SHAPES.items():
+        for precision in ("no", "bf16"):
+            for method in args.methods:
+                r = train_and_evaluate(cell(task, method, batch, precision, args.steps), ctx)
+                tokens = r.train_tokens_per_s * r.train_time_s / max(r.steps, 1)
+                shape = peaks.model_shape(batch, round(tokens / batch), 384)
+                peak = peaks.matmul_rate(peaks.DTYPE_OF[precision], shape)["flops_per_s"]
+                achieved = (r.flops_per_s or 0.0)
+                rows.append(f"| {label}, {tokens / batch:.0f} tokens | {method} | {precision} | "
+                            f"{1000 * r.train_time_s / max(r.steps, 1):.0f} | {r.train_examples_per_s:.1f} | "
+                            f"{tokens:.0f} | {achieved / 1e9:.1f} | {peak / 1e9:.0f} (at {shape[0]}x{shape[1]}x"
+                            f"{shape[2]}) | {100 * achieved / peak:.0f}% |")
+                print(rows[-1], flush=True)
+    return "\n".join(rows)
+
+
+def mode_profile(args, ctx) -> str:
+    import torch.profiler
+
+    from harness.train import recipe
+
+    out = []
+    fit = recipe.CellRun.fit
+
+    def profiled_fit(self):   # only the training loop, not model loading or tokenization
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            fit(self)
+        self._profile = prof
+
+    recipe.CellRun.fit = profiled_fit
+    captured = {}
+    run_record = recipe.CellRun.record
+
+    def keep(self):
+        captured["prof"] = self._profile
+        return run_record(self)
+
+    recipe.CellRun.record = keep
+    try:
+        for method in args.methods:
+            recipe.train_and_evaluate(cell("sst2", method, 8, args.precision, args.profile_steps), ctx)
+            table = captured["prof"].key_averages().table(sort_by="self_cpu_time_total", row_limit=args.rows)
+            out.append(f"### {method} ({args.precision}, SST-2 batch 8, {args.profile_steps} steps incl. the final "
+                       f"evaluation)\n\n```\n{table}\n```")
+            print(out[-1], flush=True)
+    finally:
+        recipe.CellRun.fit, recipe.CellRun.record = fit, run_record
+    return "\n\n".join(out)
+
+
+WORKERS_SUITE = """
+name: {name}
+models: [minilm]
+tasks: [sst2]
+methods:
+  - {{name: full, learning_rate: 1e-4}}
+  - {{name: houlsby, size: 64, learning_rate: 1e-3}}
+  - {{name: lora, rank: 8, alpha: 16, learning_rate: 1e-3}}
+  - {{name: layernorm, learning_rate: 1e-3}}
+budgets:
+  - {{max_steps: {steps}, max_train_samples: {samples}, max_eval_samples: 200}}
+seeds: [1, 2]
+hparams: {{batch_size: 8, max_length: 128, warmup_ratio: 0.1}}
+"""
+
+
+def harness_run(suite: str, work: str, *extra: str) -> float:
+    cmd = [sys.executable, "-m", "harness", "run", suite, "--db", f"sqlite:///{work}/h.db", "--output-dir",
+           f"{work}/out", "--no-progress", *extra]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+    return time.perf_counter() - t0
+
+
+def mode_workers(args, ctx) -> str:
+    rows = ["| setting | wall time (s) | cells/min | vs 1 x 2 |", "|---|---:|---:|---:|"]
+    base = None
+    for workers, threads in ((1, 2), (2, 1)):
+        with tempfile.TemporaryDirectory() as work:
+            suite = os.path.join(work, "w.yaml")
+            with open(suite, "w") as f:
+                f.write(WORKERS_SUITE.format(name="workers", steps=args.steps, samples=args.steps * 8))
+            wall = harness_run(suite, work, "--workers", str(workers), "--threads-per-worker", str(threads))
+        base = base or wall
+        rows.append(f"| {workers} worker(s) x {threads} thread(s) | {wall:.0f} | {8 * 60 / wall:.2f} | "
+                    f"{base / wall:.2f}x |")
+        print(rows[-1], flush=True)
+    return (f"8 cells (SST-2; full, Houlsby, LoRA, LayerNorm x 2 seeds; {args.steps} steps each, batch 8, "
+            f"200 dev examples), `harness run --workers W --threads-per-worker T`:\n\n" + "\n".join(rows))
+
+
+def mode_demo(args, ctx) -> str:
+    """`harness estimate --pilot` (or from --estimate-db), then the README's command on a fresh store: the
+    predicted device-seconds against the recorded train + eval seconds of the cells, and the wall time."""
+    from harness.store.db import Store
+
+    work = args.keep or tempfile.mkdtemp(prefix="demo-")
+    os.makedirs(work, exist_ok=True)
+    db = f"sqlite:///{work}/h.db"
+    source = ["--from-store", args.estimate_db] if args.estimate_db else ["--pilot"]
+    est = subprocess.run([sys.executable, "-m", "harness", "estimate", "suites/demo.yaml", *source, "--json"],
+                         cwd=ROOT, capture_output=True, text=True)
+    if est.returncode != 0:
+        raise SystemExit(f"harness estimate failed:\n{est.stderr[-2000:]}")
+    predicted = json.loads(est.stdout)
+    extra = ["--workers", str(args.demo_workers)] if args.demo_workers else []
+    wall = harness_run("suites/demo.yaml", work, *extra)
+    rows = [r for r in Store(db).records("demo") if r.parent_id is None]
+    actual = sum((r.train_time_s or 0) + (r.eval_time_s or 0) for r in rows)
+    line = (f"`harness run suites/demo.yaml {' '.join(extra)}` on a fresh store: {wall / 60:.1f} min wall, "
+            f"{len(rows)} cells, {sum(str(r.status) == 'completed' for r in rows)} completed (store: {work}/h.db). "
+            f"`harness estimate {' '.join(source)}` beforehand: {predicted['seconds'] / 60:.1f} ± "
+            f"{(predicted.get('plus_minus') or 0) / 60:.1f} min of training and evaluation; the cells recorded "
+            f"{actual / 60:.1f} min ({predicted['seconds'] / actual - 1:+.0%}).")
+    print(line, flush=True)
+    return line
+
+
+MODES = {"step": mode_step, "profile": mode_profile, "workers": mode_workers, "demo": mode_demo}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--modes", nargs="+", choices=list(MODES), default=["step"])
+    p.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
+    p.add_argument("--steps", type=int, default=80, help="optimizer steps per measured cell")
+    p.add_argument("--profile-steps", type=int, default=30)
+    p.add_argument("--precision", default="no", choices=["no", "bf16"], help="profile mode's precision")
+    p.add_argument("--rows", type=int, default=12, help="profile mode: ops per table")
+    p.add_argument("--demo-workers", type=int, default=None, help="demo mode: --workers for harness run")
+    p.add_argument("--keep", default=None, help="demo mode: the folder to keep its store and outputs in")
+    p.add_argument("--estimate-db", default=None, help="demo mode: the store `harness estimate` reads throughput "
+                                                       "from (default: the fresh one: no history)")
+    p.add_argument("--write", action="store_true", help="append the tables to bench/RESULTS.md")
+    args = p.parse_args()
+    from harness.store.env import git_state
+    from harness.train.context import RunContext
+
+    if not os.environ.get("HARNESS_DATA_DIR"):
+        raise SystemExit("HARNESS_DATA_DIR: set it to the GLUE folder (the data are read offline)")
+    cache = tempfile.mkdtemp(prefix="bench-step-")
+    ctx = RunContext(os.environ["HARNESS_DATA_DIR"], cache, show_progress=False)
+    header = (f"## {dt.date.today()} — bench_step.py --modes {' '.join(args.modes)} — {cpu_line()}, "
+              f"commit {(git_state().get('git_commit') or '?')[:10]}")
+    print(header, flush=True)
+    parts = [header, f"`{' '.join(['python', 'bench/bench_step.py', *sys.argv[1:]])}`"]
+    for mode in args.modes:
+        parts.append(f"### {mode}\n\n" + MODES[mode](args, ctx))
+    if args.write:
+        with open(os.path.join(ROOT, "bench", "RESULTS.md"), "a") as f:
+            f.write("\n\n" + "\n\n".join(parts) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
