@@ -57,6 +57,10 @@ def _params(v) -> str:
     return f"{v / 1e6:.1f}M"
 
 
+def _count(v) -> str:
+    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else str(int(v))
+
+
 def display_table(kind: str, frame: pd.DataFrame) -> tuple[list[str], list[list], list[str], set]:
     """(header, rows of cell texts, alignments 'l'/'r', {(row, col) to emphasise as best})."""
     bold: set = set()
@@ -77,19 +81,26 @@ def display_table(kind: str, frame: pd.DataFrame) -> tuple[list[str], list[list]
                 for _, r in frame.iterrows()]
         return header, rows, ["r", "l", "l", "l", "l", "r", "r"], bold
     if kind == "best":
+        # expected validation performance (stats/evp.py): the mean over the settings tried and the expected best
+        # of k of them, k the fewest settings any compared variant tried: equal tuning budgets side by side
+        k = frame["evp_k_n"].dropna() if "evp_k_n" in frame else pd.Series(dtype=float)
+        evp_k_name = f"EVP({int(k.iloc[0])})" if len(k) and k.nunique() == 1 else "EVP(k)"
         header = ["model", "task", "method", "score", "seeds", "lr", "budget", "% trained", "p vs best",
-                  "seeds needed"]
+                  "seeds needed", "settings", "EVP(1)", evp_k_name]
         frame = frame.reset_index(drop=True)
         rows = [[r["model"], r["task"], r["method_label"],
                  score_text(r["mean"], r["std"], r["n_seeds"], r.get("trivial"), r.get("improving_seeds"),
                             untested=flag_value(r.get("tested")) is False and not flag_value(r.get("is_best"))),
                  r["n_seeds"], f"{r['learning_rate']:g}", r["budget"], _num(r["trainable_pct"], 3),
-                 "best" if r.get("is_best") else _p(r.get("p_vs_best")), seeds_text(r.get("seeds_needed"))]
+                 "best" if r.get("is_best") else _p(r.get("p_vs_best")), seeds_text(r.get("seeds_needed")),
+                 _count(r.get("settings_tried")), _num(r.get("evp_1")),
+                 _num(r.get("evp_k")) + ("" if evp_k_name != "EVP(k)" or pd.isna(r.get("evp_k_n"))
+                                         else f" (k={int(r['evp_k_n'])})")]
                 for _, r in frame.iterrows()]
         for i, r in frame.iterrows():
             if _tied(frame, i, "tied_with_best", "mean", (frame["model"] == r["model"]) & (frame["task"] == r["task"])):
                 bold.add((int(i), 3))
-        return header, rows, ["l", "l", "l", "r", "r", "r", "l", "r", "r", "r"], bold
+        return header, rows, ["l", "l", "l", "r", "r", "r", "l", "r", "r", "r", "r", "r", "r"], bold
     # leaderboard
     tasks = frame.attrs.get("tasks", [])
     em_tasks = frame.attrs.get("em_tasks", [])
