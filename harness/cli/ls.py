@@ -18,11 +18,14 @@ def run(args) -> int:
     from harness.spec.tasks import TASKS
 
     print("tasks:")
+    width = max(len(name) for name in TASKS)
     for benchmark in dict.fromkeys(t.benchmark for t in TASKS.values()):
         print(f"  {benchmark.upper()}:")
         for t in (t for t in TASKS.values() if t.benchmark == benchmark):
-            print(f"    {t.name:<9} v{t.version}  {t.kind:<15} main: {'+'.join(t.main):<16} "
+            print(f"    {t.name:<{width}} v{t.version}  {t.kind:<15} main: {'+'.join(t.main):<16} "
                   f"metrics: {', '.join(t.metric_names()):<40} {t.description}")
+            if t.note:   # under its task: what to know before trusting its scores
+                print(f"    {'':<{width}} note: {t.note}")
     print("methods:")
     for m in METHODS.values():
         params = ", ".join(f"{k}={'(unset)' if p.default is None else '(required)' if p.default == '' else p.default}"

@@ -1,7 +1,8 @@
 """SQuAD data, features and post-processing for extractive question answering (the span-extraction kind).
 
 Data: local files in the official JSON format (`<data_dir>/SQuAD/train-v1.1.json`, `dev-v1.1.json`,
-`train-v2.0.json`, `dev-v2.0.json`) or the hub (`rajpurkar/squad`, `rajpurkar/squad_v2`).
+`train-v2.0.json`, `dev-v2.0.json`) or the hub (`rajpurkar/squad`, `rajpurkar/squad_v2`); squad_v2_synth builds
+v2.0-style splits from the v1.1 ones at load time (harness/tasks/squad_synth.py).
 
 Features follow the reference `run_qa` recipe: question and context through a fast tokenizer, the context
 truncated into overlapping windows (max_length, doc_stride) with offset mappings; a training window whose
@@ -56,12 +57,28 @@ class QASplit:
         return dict(zip(self.ids, self.answer_texts))
 
 
-def read_squad_json(task_name: str, path: str) -> QASplit:
+def read_squad_json(task, path: str) -> QASplit:
+    """One split from a file in the official JSON format; a synthetic task's split is built from it first."""
     if not os.path.isfile(path):
-        raise DataNotFoundError(f"task {task_name}: {path} not found; {HOW_TO_POINT}")
+        raise DataNotFoundError(f"task {task.name}: {path} not found; {HOW_TO_POINT}")
     with open(path, encoding="utf-8") as f:
         data = json.load(f)
-    out = QASplit([], [], [], [], [], "")
+    st = os.stat(path)
+    return _questions(task, data, f"file:{os.path.abspath(path)}:{st.st_size}:{int(st.st_mtime)}", path)
+
+
+def _questions(task, data: dict, source: str, where: str) -> QASplit:
+    """The questions of one split's JSON (`where`: its file or hub split, for messages)."""
+    if task.synthetic:
+        from harness.tasks.squad_synth import synthesize_v2
+
+        try:
+            data = synthesize_v2(data, task.synthetic_unanswerable, task.synthetic_seed)
+        except ValueError as e:
+            raise DataNotFoundError(f"task {task.name}: {where}: {e}") from None
+        # the cache key: another seed or share is other data from the same file
+        source = f"synthetic-v2:{task.synthetic_unanswerable}:{task.synthetic_seed}:{source}"
+    out = QASplit([], [], [], [], [], source)
     for article in data.get("data", []):
         for paragraph in article["paragraphs"]:
             for qa in paragraph["qas"]:
@@ -72,9 +89,7 @@ def read_squad_json(task_name: str, path: str) -> QASplit:
                 out.answer_texts.append([a["text"] for a in answers])
                 out.answer_starts.append([a["answer_start"] for a in answers])
     if not out.ids:
-        raise DataNotFoundError(f"task {task_name}: {path} holds no questions; expected the official SQuAD format")
-    st = os.stat(path)
-    out.source = f"file:{os.path.abspath(path)}:{st.st_size}:{int(st.st_mtime)}"
+        raise DataNotFoundError(f"task {task.name}: {where} holds no questions; expected the official SQuAD format")
     return out
 
 
@@ -83,9 +98,9 @@ def load_squad(task, data_dir: str | None) -> dict[str, QASplit]:
         if not os.path.isdir(data_dir):
             raise DataNotFoundError(f"data directory {data_dir} does not exist; {HOW_TO_POINT}")
         folder = os.path.join(data_dir, task.local_dir)
-        out = {"train": read_squad_json(task.name, os.path.join(folder, task.local_train))}
+        out = {"train": read_squad_json(task, os.path.join(folder, task.local_train))}
         for split in task.eval_splits:
-            out[split.hub_split] = read_squad_json(task.name, os.path.join(folder, split.local_file))
+            out[split.hub_split] = read_squad_json(task, os.path.join(folder, split.local_file))
         return out
     from harness.tasks.data import load_hub_dataset
 
@@ -93,10 +108,16 @@ def load_squad(task, data_dir: str | None) -> dict[str, QASplit]:
     out = {}
     for split in ["train"] + [s.hub_split for s in task.eval_splits]:
         ds = dd[split]
+        source = f"hub:{task.hub_id}/{split}:{ds._fingerprint}"
+        if task.synthetic:   # built from the split's articles, as from a file
+            from harness.tasks.squad_synth import hub_to_json
+
+            out[split] = _questions(task, hub_to_json(ds), source, f"{task.hub_id}/{split}")
+            continue
         answers = list(ds["answers"])
         out[split] = QASplit(list(ds["id"]), list(ds["question"]), list(ds["context"]),
                              [list(a["text"]) for a in answers], [list(a["answer_start"]) for a in answers],
-                             f"hub:{task.hub_id}/{split}:{ds._fingerprint}")
+                             source)
     return out
 
 

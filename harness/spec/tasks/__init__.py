@@ -1,5 +1,5 @@
 """Tasks as declarative entries, one short YAML file each (as lm-evaluation-harness keeps its task configs):
-the nine GLUE tasks and SQuAD v1.1 / v2.0.
+the nine GLUE tasks, SQuAD v1.1 / v2.0, and a synthetic v2.0 built from the v1.1 files (squad_v2_synth).
 
 An entry says where the data lives (hub config, local file layout), which columns hold text and label, which
 metrics are official and which make up the task's main (leaderboard) score, and its kind (how data, head,
@@ -49,7 +49,16 @@ class Task:
     benchmark: str = "glue"             # which average a task belongs to (the GLUE average is GLUE tasks only)
     local_train: str = "train.tsv"      # the training file in local_dir
     unanswerable: bool = False          # span extraction: some questions have no answer (SQuAD v2.0)
+    # span extraction: > 0 builds v2.0-style data from the v1.1 files at load time, this share of each split's
+    # questions made unanswerable (harness/tasks/squad_synth.py), drawn with synthetic_seed; 0: the files as read
+    synthetic_unanswerable: float = 0.0
+    synthetic_seed: int = 0
+    note: str = ""                      # what a reader must know before trusting a score (`harness ls` prints it)
     aliases: tuple[str, ...] = field(default=(), compare=False)   # other spellings people write
+
+    @property
+    def synthetic(self) -> bool:
+        return self.synthetic_unanswerable > 0
 
     @property
     def is_regression(self) -> bool:
@@ -91,7 +100,11 @@ def _entry(path: str, benchmark: str) -> Task:
         raise ValueError(f"{path}: benchmark {data['benchmark']!r} but listed under {benchmark!r}")
     data["eval_splits"] = tuple(EvalSplit(**s) for s in data.get("eval_splits", [{"hub_split": "validation",
                                                                                   "local_file": "dev.tsv"}]))
-    return Task(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+    task = Task(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+    if task.synthetic and not (task.kind == "span_extraction" and task.unanswerable and task.synthetic_unanswerable < 1):
+        raise ValueError(f"{path}: synthetic_unanswerable is a share below 1 of a span_extraction task's questions, "
+                         f"and the task needs unanswerable: true")
+    return task
 
 
 def _load() -> Registry[Task]:
