@@ -230,11 +230,35 @@ def footnote(kind: str, frame: pd.DataFrame) -> list[str]:
     if kind == "leaderboard" and frame.attrs.get("trivial"):
         lines.append(f"{TRIVIAL_ROW}: the strongest trivial baseline per task (majority class, constant "
                      f"prediction, empty answer) on the same dev examples.")
+    lines += task_notes(kind, frame)
     if kind == "best":
+        lines.append("Settings: the hyperparameter settings tried (seed means); EVP(n): expected validation "
+                     "performance, the expected best dev score of n settings drawn without replacement (Dodge et "
+                     "al. 2019), EVP(1) their mean; k the fewest settings any variant tried (equal tuning budgets).")
         lines.append("p vs best: Holm-adjusted. Seeds needed: per variant, for a two-sided two-sample z-test "
                      "(normal approximation) at α = 0.05 with 80% power to resolve its gap δ to the best: "
                      "n = 2 (z_0.975 + z_0.8)² σ² / δ², σ² the mean of the two variants' seed variances; "
                      "∞: equal means; –: one seed or no variance.")
+    return lines
+
+
+def task_notes(kind: str, frame: pd.DataFrame) -> list[str]:
+    """The task entries' notes (what a reader must know before trusting a score, e.g. a synthetic or non-official
+    split), for the tasks this table shows."""
+    from harness.spec.tasks import get_task
+
+    if kind == "best":
+        tasks = list(dict.fromkeys(frame["task"])) if "task" in frame else []
+    else:
+        tasks = list(frame.attrs.get("tasks", []))
+    lines = []
+    for name in tasks:
+        try:
+            note = get_task(name).note
+        except Exception:   # a task this install does not declare (a store from elsewhere): nothing to add
+            continue
+        if note:
+            lines.append(f"{name}: {note}.")
     return lines
 
 

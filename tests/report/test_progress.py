@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import os
 import subprocess
 import sys
@@ -48,6 +49,9 @@ def done(store, claim, train_s, eval_s, **more) -> None:
                                            "train_examples_per_s": 10.0, "steps": 10, "epochs_done": 1.0,
                                            "train_examples": 100, "eval_examples": 50,
                                            "env": {"device": "CPU: Test x2"}, **more})
+
+
+SLACK_S = 15   # seconds a `harness status` may take to start and answer on a loaded machine
 
 
 @pytest.fixture()
@@ -97,11 +101,13 @@ def test_status_json_counts_every_state_and_estimates_the_time_left(grid):
     # work left: full (mean 140 s): running seed 3 has 140 - 40 = 100 s left, pending seed 4 140 s -> 240 s;
     # houlsby (mean 60 s): stale seed 3 starts over, 60 s, running seed 4 has 60 - 40 = 20 s -> 80 s. 320 s of
     # work over 2 live workers: 160 s.
-    assert e["work_s"] == pytest.approx(320, abs=3)
-    assert e["left_s"] == pytest.approx(160, abs=1.5)
+    # (the running cells' elapsed time grows while the command starts: on a loaded machine by seconds, so the
+    # work left can only be below these figures, by twice that for two running cells)
+    assert 320 - SLACK_S * 2 <= e["work_s"] <= 320 + 0.5
+    assert 160 - SLACK_S <= e["left_s"] <= 160 + 0.5
     # uncertainty: full's spread stdev(120, 160) / 140 = 0.2020 x 240 s = 48.5 s; houlsby one run: the 10% floor
     # x 80 s = 8 s; (48.5 + 8) / 2 workers = 28.2 s
-    assert e["plus_minus_s"] == pytest.approx(28.2, abs=0.5)
+    assert 28.2 - 0.1 * SLACK_S <= e["plus_minus_s"] <= 28.2 + 0.5   # (full's 0.2 x its work left, shrinking too)
     groups = {(g["method"], g["task"]): g for g in e["groups"]}
     assert groups[("full", "rte")]["mean_s"] == pytest.approx(140) and groups[("full", "rte")]["left"] == 2
     assert groups[("houlsby", "rte")]["source"] == "suite" and groups[("houlsby", "rte")]["completed"] == 1
@@ -127,7 +133,8 @@ def test_status_text_puts_the_summary_first_and_lists_cells_only_with_all(grid):
     lines = text.splitlines()
     assert lines[0] == ("suite grid (1 process(es)): 8 cells: 3 completed (38%), 2 running (25%), 1 stale (12%), "
                         "1 pending (12%), 1 failed (12%)")
-    assert lines[1].startswith("time left: 2m40s ± 28s with 2 live worker(s)"), lines[1]
+    left = re.match(r"time left: (\d+)m(\d+)s ± 2[6-8]s with 2 live worker\(s\)", lines[1])
+    assert left and 160 - SLACK_S <= 60 * int(left[1]) + int(left[2]) <= 160, lines[1]
     assert lines[2].startswith("predicted vs actual (2 completed cell(s) with a prediction): predicted 5m00s, "
                                "actual 4m40s (ratio 0.93)")
     assert "worker hostC/15/-/hostC on hostC, Slurm job 77_3" in text

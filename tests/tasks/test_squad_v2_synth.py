@@ -42,7 +42,8 @@ def test_the_task_entry_says_it_is_synthetic():
     assert TASK.unanswerable and TASK.synthetic and 0.33 <= TASK.synthetic_unanswerable < 0.34
     assert "synthetic" in TASK.note and "another article's paragraph" in TASK.note
     assert (TASK.local_train, TASK.eval_splits[0].local_file) == ("train-v1.1.json", "dev-v1.1.json")
-    assert get_task("squad").note == ""   # the real tasks carry none
+    assert "not the official split" in get_task("squad").note   # the offline v1.1 split says what it is
+    assert get_task("sst2").note == ""
 
 
 def test_a_third_unanswerable_each_paired_with_another_article(glue_dir, synth):
