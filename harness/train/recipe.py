@@ -32,12 +32,13 @@ import torch
 from harness.spec import layout
 from harness.spec.cell import Cell
 from harness.spec.errors import LeaseLostStop, Preempted
+from harness.spec.hparams import COMPILE_DEFAULT
 from harness.spec.methods import get_method
 from harness.spec.schedule import Sequence
 from harness.spec.status import Regime
 from harness.spec.tasks import get_task
 from harness.tasks.kinds import kind_of
-from harness.train import features, preempt, sync, tracking
+from harness.train import compiling, features, preempt, sync, tracking
 from harness.train.checkpoint import CellCheckpoint
 from harness.train.context import RunContext, make_accelerator, quiet_libraries
 from harness.train.evaluation import evaluate_task, predict
@@ -45,6 +46,7 @@ from harness.train.flops import FlopMeter, encoder_pass_flops, flops_fields
 from harness.train.loaders import eval_loader, eval_sets_for, train_loader
 from harness.train.measure import PeakMemory, batch_counts, cost_fields
 from harness.train.model_setup import build_model, save_adapter
+from harness.train.models import attention_of
 from harness.train.optim import make_optimizer, make_scheduler, optimizer_steps
 from harness.train.peaks import device_peak, override
 from harness.train.precision import cell_shape, choose_precision, heads_in_full_precision, model_step
@@ -182,10 +184,14 @@ class CellRun:
     # --- steps ------------------------------------------------------------------------------------------------
 
     def set_up_model(self) -> None:
-        """The model with the method applied (adapters added, what trains chosen), optimizer and scheduler come
-        with the data (they need the number of steps)."""
+        """The model with the method applied (adapters added, what trains chosen), a regression head starting
+        at the mean of the training targets; optimizer and scheduler come with the data (they need the number
+        of steps)."""
+        with self.acc.main_process_first():   # the examples the cell trains on (rank 0 fills the caches first)
+            self.train_raw = [self.ctx.raw_data(t)["train"].head(self.budget.get("max_train_samples"))
+                              for t in self.tasks]
         self.tokenizer, self.model, self.members, self.heads, self.counts = build_model(
-            self.cell, self.ctx, self.tasks, self.handover)
+            self.cell, self.ctx, self.tasks, self.handover, self.train_raw)
         if self.trains and self.counts["trainable_params"] == 0:
             raise RuntimeError("the method left no trainable parameter")
         self.checksum_start = encoder_checksum(self.members[0]) if self.sequential else None
@@ -197,7 +203,6 @@ class CellRun:
 
         cell, ctx, hp, budget, acc = self.cell, self.ctx, self.hp, self.budget, self.acc
         with acc.main_process_first():
-            self.train_raw = [ctx.raw_data(t)["train"].head(budget.get("max_train_samples")) for t in self.tasks]
             self.train_sets = [k.features(t, raw, self.tokenizer, hp, ctx.tokenized, training=True)
                                for t, k, raw in zip(self.tasks, self.kinds, self.train_raw)]
             self.eval_sets = [eval_sets_for(t, ctx, self.tokenizer, hp, budget) for t in self.tasks]
@@ -209,12 +214,19 @@ class CellRun:
         # nothing below the head trains: the encoder runs once, the head trains on its cached output
         self.frozen = features.plan(cell, self.method, self.kinds, self.model,
                                     not self.multi and not self.sequential, ctx.cache_dir)
+        # torch.compile where the cell asks for it (harness/train/compiling.py); never the cached-feature path,
+        # whose model is just a head on cached vectors
+        self.compiled = not self.frozen and compiling.chosen(
+            hp.get("compile", COMPILE_DEFAULT), acc.device.type, str(acc.distributed_type).endswith("DEEPSPEED"))
         if self.frozen:
             encoder, tokenized = getattr(self.model, self.model.base_model_prefix), (self.train_sets, self.eval_sets)
             self.train_sets, self.eval_sets, collator = self.frozen.swap_in(
                 self.model, self.train_sets, self.eval_sets, collator, hp["eval_batch_size"], acc.mixed_precision,
                 acc.autocast, acc.device)
             self._count_encoder_pass(encoder, *tokenized, collator=DataCollatorWithPadding(self.tokenizer))
+        elif self.compiled:   # compiled when it first runs: in the first step's time (train_time_s)
+            collator = DataCollatorWithPadding(self.tokenizer, pad_to_multiple_of=compiling.pad_multiple(hp))
+            compiling.compile_models(self.members)
         train_loaders = [train_loader(ds, hp, collator, cell.seed) for ds in self.train_sets]
         self.flat_eval = [es for sets in self.eval_sets for es in sets]
         for es in self.flat_eval:
@@ -440,6 +452,7 @@ class CellRun:
             flop_count=self.flops.record(), device_peak=peak, precision_choice=self.precision_choice,
             # CPU kernels split their sums over the threads: a score is reproducible only at the same count
             num_threads=torch.get_num_threads(),
+            attn_implementation=attention_of(self.members[0]), compiled=self.compiled,
         )
         result.trivial_scores = self.trivial[0] if not self.multi else multitask_trivial(self.trivial)
         unwrapped = acc.unwrap_model(self.model)
