@@ -11,6 +11,7 @@ from harness.spec.cell import Cell
 from harness.spec.methods import get_method
 from harness.spec.models import ModelSpec
 from harness.spec.schedule import Multitask
+from harness.tasks.kinds import kind_of
 from harness.train.heads import start_at_mean
 from harness.train.methods import ADAPTER_NAME, set_up
 from harness.train.models import load_for_task
@@ -42,8 +43,9 @@ def build_model(cell: Cell, ctx, tasks: list, handover: dict | None = None, trai
     heads = [head_parameter_names(m, missing) for _, m, missing in loaded]
     # before the method's setup: a head it loads (pretrained_adapter) replaces this starting point
     for m, head, task, split in zip(models, heads, tasks, train or [None] * len(tasks)):
-        if task.is_regression and split is not None:
-            start_at_mean(m, head, split.labels)
+        targets = kind_of(task).regression_targets(task, split) if split is not None else None
+        if targets is not None:
+            start_at_mean(m, head, targets)
     if len(models) > 1:
         share_encoder(models)
     first = models[0]
