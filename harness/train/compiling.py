@@ -3,12 +3,12 @@
 Compiled, each task's model has its forward (and so its backward) run by inductor's generated kernels, fused,
 without the Python overhead of each module and op: what a step at a small shape mostly is. It is compiled in
 place (nn.Module.compile), so the module, its parameter names, the checkpoint and the saved adapter stay as
-they are. `dynamic=True`: one graph serves every padded length and batch size (static graphs would be compiled again for
-each new length, each a compile as long as the first, up to torch's recompile limit, after which torch silently
-runs eager); padded lengths are rounded up to a multiple of PAD_MULTIPLE, which keeps the shapes few and
-aligned for GPU tensor cores. Compiling happens
-in the first training step (in train_time_s, as it should: it is part of what training cost) and in the first
-evaluation (eval_time_s). The FLOP count's batches run eager (harness/train/flops.py).
+they are. `dynamic=True`: one graph serves every padded length and batch size (static graphs would be compiled
+again for each new length, each compile as long as the first, up to torch's recompile limit, past which torch
+silently runs eager); padded lengths are rounded up to a multiple of PAD_MULTIPLE, which keeps the shapes few
+and aligned for GPU tensor cores. Compiling happens in the first training step (in train_time_s, as it should:
+it is part of what training costs) and in the first evaluation (eval_time_s), in every cell anew (release()).
+The FLOP count's batches run eager (harness/train/flops.py).
 
 The record says whether it ran: extra.compiled.
 """
@@ -44,3 +44,12 @@ def compile_models(models: list) -> None:
     one by one, each with its own head)."""
     for model in models:
         model.compile(dynamic=True)
+
+
+def release() -> None:
+    """After a compiled cell: forget its compiled code. Every cell then pays its own compile, whatever ran
+    before it in the process, so train times compare between methods; and a long worker never reaches torch's
+    recompile limit (8 variants of a function), past which it would silently run eager."""
+    import torch
+
+    torch._dynamo.reset()

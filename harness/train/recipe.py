@@ -493,6 +493,8 @@ class CellRun:
         return result
 
     def _release(self) -> None:
+        if getattr(self, "compiled", False):
+            compiling.release()
         for name in ("model", "optimizer", "mixture", "flat_eval", "members", "eval_sets"):
             self.__dict__.pop(name, None)
         self.acc.free_memory()

@@ -231,9 +231,10 @@ def _inductor_missing() -> str | None:
     return None
 
 
-def test_compile_true_trains_a_tiny_model_end_to_end(tmp_path, small_glue):
+def test_compile_true_trains_a_tiny_model_end_to_end(tmp_path, small_glue, monkeypatch):
     """One layer (compiling is most of this test's time: about a minute on a 2-core CPU without torch's on-disk
-    cache). One graph serves every padded length; training and evaluation each compile once."""
+    cache). One graph serves every padded length; training and evaluation each compile once; the cell forgets
+    its compiled code when it ends."""
     why = _inductor_missing()
     if why:
         pytest.skip(why)
@@ -242,12 +243,15 @@ def test_compile_true_trains_a_tiny_model_end_to_end(tmp_path, small_glue):
     model = make_tiny_model(tmp_path / "one-layer", num_hidden_layers=1)
     torch._dynamo.reset()
     counters.clear()
+    released = []
+    real_release = compiling.release
+    monkeypatch.setattr(compiling, "release", lambda: released.append(1) or real_release())
     result = _run(_cell(model, hparams={"compile": True, "max_length": 16},
                         budget={"max_steps": 6, "max_eval_samples": 16}), small_glue)
     assert result.compiled is True and result.steps == 6 and math.isfinite(result.score)
     assert result.train_flops and result.flop_count["train_counted_batches"] == 1   # counted eager
     assert 1 <= counters["stats"]["unique_graphs"] <= 4, dict(counters["stats"])
-    torch._dynamo.reset()
+    assert released == [1]
 
 
 # --- the regression head ----------------------------------------------------------------------------------------
