@@ -298,10 +298,10 @@ class CellRun:
             self.bar.update(step)
             read_at = step
         # on the device until a sync reads them: the loss since the last evaluation, the loss since the last
-        # tracker point, the tokens trained on
-        sums = sync.DeviceSums(("loss", "log_loss", "tokens"), acc.device,
-                               {"loss": saved["loss_sum"], "tokens": saved["tokens"]} if saved else None)
-        seen = {"loss": saved["loss_sum"] if saved else 0.0, "log_loss": 0.0, "tokens": saved["tokens"] if saved else 0}
+        # tracker point, the tokens trained on; `seen`: their values at the last read
+        start = {"loss": saved["loss_sum"], "tokens": saved["tokens"]} if saved else {}
+        sums = sync.DeviceSums(("loss", "log_loss", "tokens"), acc.device, start)
+        seen = {"loss": 0.0, "log_loss": 0.0, "tokens": 0.0, **start}
         # the tracker run starts here: a resumed cell continues the run its checkpoint names, from its step
         self.tracked.start(acc, saved.get("trackers") if saved else None)
         log_every, log_n = self.tracked.log_every, 0

@@ -144,8 +144,8 @@ def test_predict_copies_each_output_to_the_host_once(monkeypatch):
         def __init__(self, x):
             self.logits = x @ torch.ones(3, 2)
 
-    loader = [{"idx": torch.arange(i * 4, i * 4 + 4), "x": torch.randn(4, 3), "labels": torch.zeros(4, dtype=torch.long)}
-              for i in range(5)]
+    loader = [{"idx": torch.arange(i * 4, i * 4 + 4), "x": torch.randn(4, 3),
+               "labels": torch.zeros(4, dtype=torch.long)} for i in range(5)]
     copies = []
     real_cpu = torch.Tensor.cpu
     monkeypatch.setattr(torch.Tensor, "cpu", lambda self, *a, **k: copies.append(1) or real_cpu(self, *a, **k))
