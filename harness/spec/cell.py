@@ -11,6 +11,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 
+from harness.spec.hparams import COMPILE_DEFAULT
 from harness.spec.schedule import Schedule
 from harness.spec.status import Regime
 
@@ -19,7 +20,7 @@ KEY_LENGTH = 16
 NOT_IN_KEY = {"eval_batch_size"}
 # Options added after keys were first handed out: hashed only when set away from their default, so adding
 # an option never changes the key of a run that did not use it.
-HASHED_ONLY_WHEN_SET = {"group_by_length": True}
+HASHED_ONLY_WHEN_SET = {"group_by_length": True, "compile": COMPILE_DEFAULT}
 
 
 def _drop_none(obj):

@@ -50,11 +50,20 @@ def Choice(choices: tuple):
     return AfterValidator(check)
 
 
+def _auto_or_bool(v):
+    """A switch that can also be left to the harness (`compile`)."""
+    if v != "auto" and not isinstance(v, bool):
+        raise ValueError(f"must be auto, true or false (got {v!r})")
+    return v
+
+
 def Grid(item_type, *checks):
     """A hyperparameter that may be one value or a list of values (a list expands into the grid)."""
     item = Annotated[(item_type, *checks)] if checks else item_type
     return Annotated[list[item], BeforeValidator(as_list), Field(min_length=1)]
 
+
+COMPILE_DEFAULT = "auto"   # also what the cell key leaves out (harness/spec/cell.py): keys from before it stay
 
 # no text->number, number->text or bool->int coercion; finite numbers only
 STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
@@ -81,6 +90,8 @@ class Hparams(BaseModel):
     eval_steps: Grid(int, Range(1, 10 ** 9, why="optimizer steps between evaluations")) | None = None   # None: each epoch
     # span extraction (SQuAD): the stride between context windows; None: 128 for cells with a QA task
     doc_stride: Grid(int, Range(1, 10 ** 6, why="tokens shared by consecutive SQuAD context windows")) | None = None
+    # torch.compile (harness/train/compiling.py): auto compiles on GPUs only, true / false force it either way
+    compile: Grid(str | bool, AfterValidator(_auto_or_bool)) = [COMPILE_DEFAULT]
 
 
 HPARAM_NAMES = tuple(Hparams.model_fields)

@@ -42,6 +42,11 @@ class TaskKind:
         """{'train': split, <eval split name>: split}; a split has len() and head(n) (n examples)."""
         raise NotImplementedError
 
+    def regression_targets(self, task: Task, train) -> list | None:
+        """The targets of the `train` split where the task's head outputs one score (its bias starts at their
+        mean: harness/train/heads.py); None for a head of any other kind."""
+        return None
+
     def features(self, task: Task, split, tokenizer, hp: dict, cache, training: bool):
         """The split as a tokenized datasets.Dataset with an "idx" column (the feature's index, unique in the
         split) and "length"; for training also what the model's loss needs."""
@@ -90,6 +95,9 @@ class Classification(TaskKind):
         from harness.tasks.data import load_task_data
 
         return load_task_data(task, data_dir)
+
+    def regression_targets(self, task: Task, train) -> list | None:
+        return list(train.labels) if task.is_regression else None
 
     def features(self, task: Task, split, tokenizer, hp: dict, cache, training: bool):
         return cache.get(task, split, tokenizer, hp["max_length"], hp["padding"])

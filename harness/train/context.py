@@ -61,7 +61,9 @@ def make_accelerator(cell: Cell, find_unused_parameters: bool = False, mixed_pre
     (harness.train.tracking) gives log_with and, for TensorBoard, the cell's logging folder."""
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, GradientState
-    from accelerate.utils import DistributedDataParallelKwargs
+    from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs
+
+    from harness.train.loaders import pinned
 
     AcceleratorState._reset_state()
     GradientState._reset_state()
@@ -69,7 +71,10 @@ def make_accelerator(cell: Cell, find_unused_parameters: bool = False, mixed_pre
     return Accelerator(cpu=not torch.cuda.is_available(),
                        mixed_precision=mixed_precision or resolve_precision(cell.hparams["mixed_precision"]),
                        gradient_accumulation_steps=cell.hparams["gradient_accumulation_steps"],
-                       kwargs_handlers=handlers, **(tracking.accelerator_kwargs() if tracking else {}))
+                       kwargs_handlers=handlers,
+                       # batches go to the GPU without waiting for it (from pinned memory: loaders.pinned)
+                       dataloader_config=DataLoaderConfiguration(non_blocking=pinned()),
+                       **(tracking.accelerator_kwargs() if tracking else {}))
 
 
 def quiet_libraries() -> None:

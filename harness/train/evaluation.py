@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from harness.tasks.kinds import KINDS, kind_of
@@ -11,7 +10,8 @@ from harness.tasks.kinds import KINDS, kind_of
 def predict(model, loader, acc=None, forward=None, kind=None, hp=None):
     """The gathered outputs of one dev split as numpy arrays: "idx" (the feature index) and what the task kind
     takes from each batch (classification: logits and labels). Under DDP every feature is gathered exactly
-    once (gather_for_metrics drops the padding of the last batch)."""
+    once (gather_for_metrics drops the padding of the last batch). The outputs stay on the device until the
+    split is done and come to the host in one copy each: a copy per batch waits for the device every batch."""
     forward = forward or (lambda b: model(**b))
     kind = kind or KINDS["classification"]
     parts: dict[str, list] = {}
@@ -23,8 +23,8 @@ def predict(model, loader, acc=None, forward=None, kind=None, hp=None):
         if acc is not None:
             outputs = acc.gather_for_metrics(outputs)
         for name, value in outputs.items():
-            parts.setdefault(name, []).append(value.cpu().numpy())
-    return {name: np.concatenate(values) for name, values in parts.items()}
+            parts.setdefault(name, []).append(value)
+    return {name: torch.cat(values).cpu().numpy() for name, values in parts.items()}
 
 
 def evaluate_task(task, sets, predict_fn) -> tuple[dict, float, dict]:

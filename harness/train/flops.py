@@ -15,8 +15,9 @@ have no token axis: the head's FLOPs per example x examples, plus the encoder pa
 the same shape when this cell extracted the features).
 
 FlopCounterMode is a TorchDispatchMode: it sees every op and, as used here (counter()), runs it unchanged (tests
-check the weights after a counted step are bit-identical). It costs Python time per op on the counted batches only; that time stays in
-train_time_s (one batch; the record gives it as extra.flop_count.count_s).
+check the weights after a counted step are bit-identical); a compiled model runs its counted batches eager
+(eager()). It costs Python time per op on the counted batches only; that time stays in train_time_s (one
+batch; the record gives it as extra.flop_count.count_s).
 """
 
 from __future__ import annotations
@@ -85,6 +86,14 @@ def counter():
     return Counter(display=False, custom_mapping=_custom_mapping())
 
 
+def eager():
+    """Where the model is compiled (harness/train/compiling.py), the counted batches run eager: the mode sees
+    no op inside compiled code, and a compiled forward first called under the mode is never compiled at all
+    (measured, torch 2.13: dynamo gives up on its frame for good)."""
+    set_stance = getattr(torch.compiler, "set_stance", None)   # torch >= 2.6
+    return set_stance("force_eager") if set_stance is not None else contextlib.nullcontext()
+
+
 def split_counts(mode) -> tuple[int, int]:
     """(linear, attention) FLOPs of a finished FlopCounterMode: attention = batched matmuls and attention
     kernels (they scale with B x L^2), linear = the rest (mm, addmm, convolutions: B x L)."""
@@ -132,7 +141,7 @@ class Tally:
             yield
             return
         t0 = time.perf_counter()
-        with counter() as mode:
+        with eager(), counter() as mode:
             yield
         linear, attention = split_counts(mode)
         b, l = shape

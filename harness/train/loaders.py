@@ -31,6 +31,12 @@ class LengthGroupedSampler(torch.utils.data.Sampler):
                                                generator=self.generator))
 
 
+def pinned() -> bool:
+    """Batches in page-locked memory where they go to a GPU: only from there is the copy asynchronous (the
+    Accelerator copies non_blocking, harness/train/context.py); a plain copy waits for the GPU every batch."""
+    return torch.cuda.is_available()
+
+
 def train_loader(ds, hp, collator, seed):
     from torch.utils.data import DataLoader, RandomSampler
 
@@ -39,7 +45,7 @@ def train_loader(ds, hp, collator, seed):
         sampler = LengthGroupedSampler(lengths(ds), hp["batch_size"], generator)
     else:
         sampler = RandomSampler(ds, generator=generator)
-    return DataLoader(ds, batch_size=hp["batch_size"], sampler=sampler, collate_fn=collator)
+    return DataLoader(ds, batch_size=hp["batch_size"], sampler=sampler, collate_fn=collator, pin_memory=pinned())
 
 
 def eval_loader(ds, batch_size, collator):
@@ -48,7 +54,7 @@ def eval_loader(ds, batch_size, collator):
     from torch.utils.data import DataLoader
 
     order = sorted(range(len(ds)), key=lengths(ds).__getitem__, reverse=True)
-    return DataLoader(ds, batch_size=batch_size, sampler=order, collate_fn=collator)
+    return DataLoader(ds, batch_size=batch_size, sampler=order, collate_fn=collator, pin_memory=pinned())
 
 
 @dataclass

@@ -38,12 +38,13 @@ class PeakMemory:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def batch_counts(batch: dict, n_tokens) -> tuple[int, int]:
+def batch_counts(batch: dict, n_tokens) -> tuple[int, object]:
     """(examples, tokens) of one training batch. `n_tokens`: for cached features, the tokens the encoder read
-    for them; otherwise the non-padding tokens of the batch."""
+    for them; otherwise the non-padding tokens of the batch. The token count is a 0-dim tensor where it is a sum
+    on the device: the loop adds it there and reads it at its next host sync (harness/train/sync.py)."""
     examples = batch["labels"].shape[0] if n_tokens is not None else batch["input_ids"].shape[0]
-    tokens = (int(n_tokens.sum()) if n_tokens is not None
-              else int(batch["attention_mask"].sum()) if "attention_mask" in batch
+    tokens = (n_tokens.sum() if n_tokens is not None
+              else batch["attention_mask"].sum() if "attention_mask" in batch
               else batch["input_ids"].numel())
     return examples, tokens
 

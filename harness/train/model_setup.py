@@ -11,6 +11,8 @@ from harness.spec.cell import Cell
 from harness.spec.methods import get_method
 from harness.spec.models import ModelSpec
 from harness.spec.schedule import Multitask
+from harness.tasks.kinds import kind_of
+from harness.train.heads import start_at_mean
 from harness.train.methods import ADAPTER_NAME, set_up
 from harness.train.models import load_for_task
 from harness.train.params import breakdown, count_total, count_trainable, head_parameter_names
@@ -27,17 +29,23 @@ def _resolved_method_params(cell: Cell, model_base_dir: str) -> dict:
     return params
 
 
-def build_model(cell: Cell, ctx, tasks: list, handover: dict | None = None):
+def build_model(cell: Cell, ctx, tasks: list, handover: dict | None = None, train: list | None = None):
     """Tokenizer, model (a MultiTaskModel for several tasks), head parameter names and parameter counts.
     The method adds modules and picks what trains; every head trains. `handover` (sequential adaptation) is the
     previous stage's encoder state, loaded after the method set the model up. `ctx`: the RunContext
-    (harness/train/context.py), for the folder model and method paths are relative to."""
+    (harness/train/context.py), for the folder model and method paths are relative to. `train`: each task's
+    training examples (RawSplit), where a regression head starts from their mean (harness/train/heads.py)."""
     method = get_method(cell.method)
     spec = ModelSpec(cell.model, cell.trust_remote_code, ctx.model_base_dir)
     loaded = [load_for_task(spec, task) for task in tasks]
     tokenizer = loaded[0][0]
     models = [m for _, m, _ in loaded]
     heads = [head_parameter_names(m, missing) for _, m, missing in loaded]
+    # before the method's setup: a head it loads (pretrained_adapter) replaces this starting point
+    for m, head, task, split in zip(models, heads, tasks, train or [None] * len(tasks)):
+        targets = kind_of(task).regression_targets(task, split) if split is not None else None
+        if targets is not None:
+            start_at_mean(m, head, targets)
     if len(models) > 1:
         share_encoder(models)
     first = models[0]

@@ -127,8 +127,11 @@ def model_step(cell, model_base_dir: str = ".") -> dict | None:
         import torch
         from transformers import AutoModel
 
-        with torch.random.fork_rng(devices=[]):
-            model = AutoModel.from_config(cfg, trust_remote_code=spec.trust_remote_code)
+        from harness.train.models import with_attention
+
+        with torch.random.fork_rng(devices=[]):   # the attention the cell's model will run
+            model = with_attention(lambda attention: AutoModel.from_config(
+                cfg, trust_remote_code=spec.trust_remote_code, attn_implementation=attention))
         model.eval()
         gen = torch.Generator().manual_seed(0)
         ids = torch.randint(0, getattr(cfg, "vocab_size", 1000), (batch, tokens), generator=gen)

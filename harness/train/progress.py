@@ -15,6 +15,7 @@ class Progress:
         self.total, self.desc, self.enabled, self.unit, self.bars = total, desc, enabled, unit, bars
         self.n, self._last_pct, self._t0 = 0, -1, time.perf_counter()
         self._bar = None
+        self._postfix: dict = {}   # the latest given (the loop gives its loss only where it reads it)
         if enabled and bars and sys.stderr.isatty():
             from tqdm.auto import tqdm
 
@@ -25,6 +26,7 @@ class Progress:
         if not (self.enabled and self.bars):
             return
         self.n += n
+        self._postfix = postfix or self._postfix
         if self._bar is not None:
             self._bar.update(n)
             if postfix:
@@ -33,7 +35,7 @@ class Progress:
         pct = int(100 * self.n / max(self.total, 1)) // 10 * 10  # a line every 10%
         if pct != self._last_pct:
             self._last_pct = pct
-            extra = " ".join(f"{k}={v}" for k, v in postfix.items())
+            extra = " ".join(f"{k}={v}" for k, v in self._postfix.items())
             self.write(f"{self.desc}: {self.n}/{self.total} {self.unit}s ({pct}%, "
                        f"{time.perf_counter() - self._t0:.0f}s) {extra}".rstrip())
 

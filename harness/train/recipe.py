@@ -32,12 +32,13 @@ import torch
 from harness.spec import layout
 from harness.spec.cell import Cell
 from harness.spec.errors import LeaseLostStop, Preempted
+from harness.spec.hparams import COMPILE_DEFAULT
 from harness.spec.methods import get_method
 from harness.spec.schedule import Sequence
 from harness.spec.status import Regime
 from harness.spec.tasks import get_task
 from harness.tasks.kinds import kind_of
-from harness.train import features, preempt, tracking
+from harness.train import compiling, features, preempt, sync, tracking
 from harness.train.checkpoint import CellCheckpoint
 from harness.train.context import RunContext, make_accelerator, quiet_libraries
 from harness.train.evaluation import evaluate_task, predict
@@ -45,6 +46,7 @@ from harness.train.flops import FlopMeter, encoder_pass_flops, flops_fields
 from harness.train.loaders import eval_loader, eval_sets_for, train_loader
 from harness.train.measure import PeakMemory, batch_counts, cost_fields
 from harness.train.model_setup import build_model, save_adapter
+from harness.train.models import attention_of
 from harness.train.optim import make_optimizer, make_scheduler, optimizer_steps
 from harness.train.peaks import device_peak, override
 from harness.train.precision import cell_shape, choose_precision, heads_in_full_precision, model_step
@@ -182,10 +184,14 @@ class CellRun:
     # --- steps ------------------------------------------------------------------------------------------------
 
     def set_up_model(self) -> None:
-        """The model with the method applied (adapters added, what trains chosen), optimizer and scheduler come
-        with the data (they need the number of steps)."""
+        """The model with the method applied (adapters added, what trains chosen), a regression head starting
+        at the mean of the training targets; optimizer and scheduler come with the data (they need the number
+        of steps)."""
+        with self.acc.main_process_first():   # the examples the cell trains on (rank 0 fills the caches first)
+            self.train_raw = [self.ctx.raw_data(t)["train"].head(self.budget.get("max_train_samples"))
+                              for t in self.tasks]
         self.tokenizer, self.model, self.members, self.heads, self.counts = build_model(
-            self.cell, self.ctx, self.tasks, self.handover)
+            self.cell, self.ctx, self.tasks, self.handover, self.train_raw)
         if self.trains and self.counts["trainable_params"] == 0:
             raise RuntimeError("the method left no trainable parameter")
         self.checksum_start = encoder_checksum(self.members[0]) if self.sequential else None
@@ -197,7 +203,6 @@ class CellRun:
 
         cell, ctx, hp, budget, acc = self.cell, self.ctx, self.hp, self.budget, self.acc
         with acc.main_process_first():
-            self.train_raw = [ctx.raw_data(t)["train"].head(budget.get("max_train_samples")) for t in self.tasks]
             self.train_sets = [k.features(t, raw, self.tokenizer, hp, ctx.tokenized, training=True)
                                for t, k, raw in zip(self.tasks, self.kinds, self.train_raw)]
             self.eval_sets = [eval_sets_for(t, ctx, self.tokenizer, hp, budget) for t in self.tasks]
@@ -209,12 +214,19 @@ class CellRun:
         # nothing below the head trains: the encoder runs once, the head trains on its cached output
         self.frozen = features.plan(cell, self.method, self.kinds, self.model,
                                     not self.multi and not self.sequential, ctx.cache_dir)
+        # torch.compile where the cell asks for it (harness/train/compiling.py); never the cached-feature path,
+        # whose model is just a head on cached vectors
+        self.compiled = not self.frozen and compiling.chosen(
+            hp.get("compile", COMPILE_DEFAULT), acc.device.type, str(acc.distributed_type).endswith("DEEPSPEED"))
         if self.frozen:
             encoder, tokenized = getattr(self.model, self.model.base_model_prefix), (self.train_sets, self.eval_sets)
             self.train_sets, self.eval_sets, collator = self.frozen.swap_in(
                 self.model, self.train_sets, self.eval_sets, collator, hp["eval_batch_size"], acc.mixed_precision,
                 acc.autocast, acc.device)
             self._count_encoder_pass(encoder, *tokenized, collator=DataCollatorWithPadding(self.tokenizer))
+        elif self.compiled:   # compiled when it first runs: in the first step's time (train_time_s)
+            collator = DataCollatorWithPadding(self.tokenizer, pad_to_multiple_of=compiling.pad_multiple(hp))
+            compiling.compile_models(self.members)
         train_loaders = [train_loader(ds, hp, collator, cell.seed) for ds in self.train_sets]
         self.flat_eval = [es for sets in self.eval_sets for es in sets]
         for es in self.flat_eval:
@@ -255,7 +267,9 @@ class CellRun:
 
     def fit(self) -> None:
         """The optimizer steps the budget allows, evaluating after every epoch (or every eval_steps steps) and
-        once at the end; stops early on the time limit, raises on a non-finite loss."""
+        once at the end; stops early on the time limit, raises on a non-finite loss. The loss and token counts
+        add up on the device; the host reads them, and the ranks agree on stopping, at the steps
+        harness/train/sync.py names (every SYNC_EVERY steps and wherever something is decided)."""
         hp, budget, acc, mixture = self.hp, self.budget, self.acc, self.mixture
         total_steps, time_limit = self.total_steps, self.budget.get("time_limit_min")
         trainable = [p for p in self.model.parameters() if p.requires_grad]
@@ -264,7 +278,7 @@ class CellRun:
         label = f"{'+'.join(t.name for t in self.tasks)}/{self.cell.method_label}"
         self.bar = Progress(total_steps, label, enabled=self.main, position=1, bars=self.ctx.show_progress)
 
-        step, examples, tokens, loss_sum, loss_n = 0, 0, 0, 0.0, 0
+        step, examples, loss_n, read_at = 0, 0, 0, 0
         stopped_by, micro = (None, 0) if self.trains else ("evaluation_only", 0)
         self.model.train()
         t_start = time.perf_counter()
@@ -276,16 +290,34 @@ class CellRun:
         saved = ckpt.resume() if self.trains else None
         self.checkpoint_refused = ckpt.refused
         if saved:
-            step, epoch_idx, micro, examples, tokens, loss_sum, loss_n, self.eval_time = (
-                saved[k] for k in ("step", "epoch_idx", "micro", "examples", "tokens", "loss_sum", "loss_n",
-                                   "eval_time"))
+            step, epoch_idx, micro, examples, loss_n, self.eval_time = (
+                saved[k] for k in ("step", "epoch_idx", "micro", "examples", "loss_n", "eval_time"))
             self.history, self.per_task = saved["history"], saved["per_task"]
             self.flops.load(saved.get("flops"))
             t_start -= saved["elapsed"]   # a time budget counts the time trained before the stop
             self.bar.update(step)
+            read_at = step
+        # on the device until a sync reads them: the loss since the last evaluation, the loss since the last
+        # tracker point, the tokens trained on; `seen`: their values at the last read
+        start = {"loss": saved["loss_sum"], "tokens": saved["tokens"]} if saved else {}
+        sums = sync.DeviceSums(("loss", "log_loss", "tokens"), acc.device, start)
+        seen = {"loss": 0.0, "log_loss": 0.0, "tokens": 0.0, **start}
         # the tracker run starts here: a resumed cell continues the run its checkpoint names, from its step
         self.tracked.start(acc, saved.get("trackers") if saved else None)
-        log_every, log_sum, log_n = self.tracked.log_every, 0.0, 0
+        log_every, log_n = self.tracked.log_every, 0
+
+        def check(flags) -> None:
+            """What stops every rank at once, whatever else this sync decides."""
+            nonfinite, lost = flags[0], flags[3]
+            if lost:   # another worker holds the cell now: stop, write nothing, record nothing
+                self.bar.close()
+                raise LeaseLostStop(f"lease lost at step {step}/{total_steps}: another worker took the cell "
+                                    f"over; this attempt stopped, nothing recorded")
+            if nonfinite:   # seen at this sync; the loss is read every SYNC_EVERY steps, so it may be older
+                raise FloatingPointError(
+                    f"loss is not finite at step {step} (lr {hp['learning_rate']:g}; the loss is checked every "
+                    f"{sync.SYNC_EVERY} optimizer steps: it went non-finite after step {read_at})")
+
         # ---
         while stopped_by is None:
             for t, batch in mixture:
@@ -301,48 +333,47 @@ class CellRun:
                     self.optimizer.zero_grad(set_to_none=True)
                 micro += 1
                 batch_examples, batch_tokens = batch_counts(batch, read)
-                examples, tokens = examples + batch_examples, tokens + batch_tokens
-                loss_value = loss.detach().float()
-                loss_sum, loss_n = loss_sum + float(loss_value), loss_n + 1
-                log_sum, log_n = log_sum + float(loss_value), log_n + 1
+                examples, loss_n, log_n = examples + batch_examples, loss_n + 1, log_n + 1
+                sums.add(loss, loss, batch_tokens)   # on the device: nothing waits here
                 if not acc.sync_gradients:
                     continue
                 self.scheduler.step()
                 step += 1
-                # every rank must take the same decision, or DDP hangs: reduce the flags
+                # host-side flags, cheap to read; acted on at a sync, where every rank takes the same decision
                 out_of_time = time_limit is not None and time.perf_counter() - t_start >= 60 * time_limit
-                # (only rank 0 keeps the lease's heartbeat: its "lease lost" reaches the others through the sum)
+                # (only rank 0 keeps the lease's heartbeat: its "lost lease" reaches the others through the sum)
                 lost = self.lease_lost is not None and self.lease_lost()
-                flags = torch.tensor([float(not torch.isfinite(loss_value)), float(out_of_time),
-                                      float(preempt.requested()), float(lost)], device=acc.device)
-                if acc.num_processes > 1:
-                    flags = acc.reduce(flags, reduction="sum")
-                if flags[3] > 0:   # another worker holds the cell now: stop, write nothing, record nothing
-                    self.bar.close()
-                    raise LeaseLostStop(f"lease lost at step {step}/{total_steps}: another worker took the cell "
-                                        f"over; this attempt stopped, nothing recorded")
-                if flags[0] > 0:
-                    raise FloatingPointError(f"loss is not finite at step {step} (lr {hp['learning_rate']:g})")
-                self.bar.update(1, loss=f"{float(loss_value):.4f}")
+                local = [out_of_time, preempt.requested(), lost]
+                if not (sync.due(step, total_steps, hp.get("eval_steps"), log_every)
+                        or (acc.num_processes == 1 and any(local))):   # alone, a stop needs no agreement
+                    self.bar.update(1)
+                    continue
+                flags, seen = sync.read(acc, sums, local)
+                check(flags)
+                read_at = step
+                self.bar.update(1, loss=f"{seen['loss'] / max(loss_n, 1):.4f}")   # the mean since the last eval
                 if log_every and step % log_every == 0:   # the mean loss over the micro-batches since the last point
-                    self.tracked.log_train(acc, step, log_sum / max(log_n, 1), self.scheduler.get_last_lr()[0])
-                    log_sum, log_n = 0.0, 0
+                    self.tracked.log_train(acc, step, seen["log_loss"] / max(log_n, 1),
+                                           self.scheduler.get_last_lr()[0])
+                    sums.zero("log_loss")
+                    log_n = 0
                 epoch_now = epoch_idx + min(1.0, micro / len(mixture))
                 if hp.get("eval_steps") and step % hp["eval_steps"] == 0 and step < total_steps:
-                    self.evaluate(step, epoch_now, loss_sum / max(loss_n, 1))
-                    loss_sum, loss_n = 0.0, 0
+                    self.evaluate(step, epoch_now, seen["loss"] / max(loss_n, 1))
+                    sums.zero("loss")
+                    loss_n = 0
                 if step >= total_steps:
                     stopped_by = ("max_steps" if "max_steps" in budget and total_steps == budget["max_steps"]
                                   else "epochs")
                     break
-                if flags[1] > 0:
+                if flags[1]:
                     stopped_by = "time_limit"
                     break
-                if flags[2] > 0:   # a stop signal on some rank: all checkpoint this step, the cell is given back
+                if flags[2]:   # a stop signal on some rank: all checkpoint this step, the cell is given back
                     ckpt.save({"step": step, "epoch_idx": epoch_idx, "micro": micro, "examples": examples,
-                               "tokens": tokens, "loss_sum": loss_sum, "loss_n": loss_n, "eval_time": self.eval_time,
-                               "elapsed": time.perf_counter() - t_start, "history": self.history,
-                               "per_task": self.per_task, "flops": self.flops.state(),
+                               "tokens": seen["tokens"], "loss_sum": seen["loss"], "loss_n": loss_n,
+                               "eval_time": self.eval_time, "elapsed": time.perf_counter() - t_start,
+                               "history": self.history, "per_task": self.per_task, "flops": self.flops.state(),
                                "trackers": self.tracked.run_ids()})
                     raise Preempted(f"{preempt.signal_name() or 'a stop signal'} at step {step}/{total_steps}: "
                                     f"checkpointed in {ckpt.path}")
@@ -350,18 +381,23 @@ class CellRun:
                 epoch_idx += 1
                 micro = 0
                 if not hp.get("eval_steps") and step < total_steps:
-                    self.evaluate(step, float(epoch_idx), loss_sum / max(loss_n, 1))
-                    loss_sum, loss_n = 0.0, 0
+                    if sums.pending:   # its last steps were not read yet (every rank has the same count)
+                        flags, seen = sync.read(acc, sums, [False, False, False])
+                        check(flags)
+                        read_at = step
+                    self.evaluate(step, float(epoch_idx), seen["loss"] / max(loss_n, 1))
+                    sums.zero("loss")
+                    loss_n = 0
                 continue
         self.epochs_done = epoch_idx + micro / len(mixture)
         if not self.history or self.history[-1]["step"] != step:
-            self.evaluate(step, self.epochs_done, loss_sum / max(loss_n, 1) if loss_n else None)
+            self.evaluate(step, self.epochs_done, seen["loss"] / max(loss_n, 1) if loss_n else None)
         self.train_time = time.perf_counter() - t_start - self.eval_time
         if self.frozen:   # the encoder's one pass: training features count as training, dev ones as evaluation
             self.train_time += self.frozen.extract_s
             self.eval_time += self.frozen.eval_extract_s
         self.bar.close()
-        self.step, self.examples, self.tokens, self.stopped_by = step, examples, tokens, stopped_by
+        self.step, self.examples, self.tokens, self.stopped_by = step, examples, int(seen["tokens"]), stopped_by
 
     def evaluate(self, step: int, epoch: float, train_loss: float | None) -> None:
         """Every dev split of every task: metrics, main score (the mean over tasks for a multi-task cell), the
@@ -414,6 +450,9 @@ class CellRun:
             best_score=best["score"], best_metrics=best["metrics"], history=history,
             mixed_precision=acc.mixed_precision, distributed_type=str(acc.distributed_type),
             flop_count=self.flops.record(), device_peak=peak, precision_choice=self.precision_choice,
+            # CPU kernels split their sums over the threads: a score is reproducible only at the same count
+            num_threads=torch.get_num_threads(),
+            attn_implementation=attention_of(self.members[0]), compiled=self.compiled,
         )
         result.trivial_scores = self.trivial[0] if not self.multi else multitask_trivial(self.trivial)
         unwrapped = acc.unwrap_model(self.model)
@@ -454,6 +493,8 @@ class CellRun:
         return result
 
     def _release(self) -> None:
+        if getattr(self, "compiled", False):
+            compiling.release()
         for name in ("model", "optimizer", "mixture", "flat_eval", "members", "eval_sets"):
             self.__dict__.pop(name, None)
         self.acc.free_memory()

@@ -75,6 +75,8 @@ class RunResult:
     flop_count: dict | None = _f(EXTRA)             # what the FLOP count saw (harness/train/flops.py)
     device_peak: dict | None = _f(EXTRA)            # MFU's denominator: FLOP/s, source, rates (train/peaks.py)
     precision_choice: dict | None = _f(EXTRA)       # mixed_precision asked, chosen, why, rates (train/precision.py)
+    attn_implementation: str | None = _f(EXTRA)     # the attention that ran: sdpa, or eager (train/models.py)
+    compiled: bool | None = _f(EXTRA)               # torch.compile ran the model (hparam compile, train/compiling.py)
     # into the environment record
     mixed_precision: str | None = _f(ENV)
     distributed_type: str | None = _f(ENV)

@@ -1,0 +1,55 @@
+"""torch.compile behind the `compile` hparam: auto (the default), true or false.
+
+Compiled, each task's model has its forward (and so its backward) run by inductor's generated kernels, fused,
+without the Python overhead of each module and op: what a step at a small shape mostly is. It is compiled in
+place (nn.Module.compile), so the module, its parameter names, the checkpoint and the saved adapter stay as
+they are. `dynamic=True`: one graph serves every padded length and batch size (static graphs would be compiled
+again for each new length, each compile as long as the first, up to torch's recompile limit, past which torch
+silently runs eager); padded lengths are rounded up to a multiple of PAD_MULTIPLE, which keeps the shapes few
+and aligned for GPU tensor cores. Compiling happens in the first training step (in train_time_s, as it should:
+it is part of what training costs) and in the first evaluation (eval_time_s), in every cell anew (release()).
+The FLOP count's batches run eager (harness/train/flops.py).
+
+The record says whether it ran: extra.compiled.
+"""
+
+from __future__ import annotations
+
+# Device types `auto` compiles on. Not CPUs: on this project's 2-core CPU, compiling a 2-layer BERT took 73 s
+# (its evaluation graph 23 s more; torch's on-disk cache shortens later compiles, not the first), longer than a
+# demo cell trains (about 25 s), so compiling there would cost more than it could save.
+AUTO_DEVICES = ("cuda",)
+# Padded lengths are rounded up to a multiple of this (when max_length is one, so no batch outgrows max_length):
+# the Tensor Core tile of fp16/bf16 matmuls, and at most 7 padding tokens more per example.
+PAD_MULTIPLE = 8
+
+
+def chosen(setting, device_type: str, deepspeed: bool = False) -> bool:
+    """Whether a cell compiles: `true` / `false` as set; `auto` on AUTO_DEVICES, not under DeepSpeed (ZeRO's
+    parameter hooks break the graph into pieces)."""
+    if setting == "auto":
+        return device_type in AUTO_DEVICES and not deepspeed
+    return bool(setting)
+
+
+def pad_multiple(hp: dict) -> int | None:
+    """What the collator pads a compiled cell's batches to a multiple of (None: the batch's longest example)."""
+    if hp["padding"] == "dynamic" and hp["max_length"] % PAD_MULTIPLE == 0:
+        return PAD_MULTIPLE
+    return None
+
+
+def compile_models(models: list) -> None:
+    """Each task's model compiled in place (a multi-task cell's members share the encoder: they are compiled
+    one by one, each with its own head)."""
+    for model in models:
+        model.compile(dynamic=True)
+
+
+def release() -> None:
+    """After a compiled cell: forget its compiled code. Every cell then pays its own compile, whatever ran
+    before it in the process, so train times compare between methods; and a long worker never reaches torch's
+    recompile limit (8 variants of a function), past which it would silently run eager."""
+    import torch
+
+    torch._dynamo.reset()
