@@ -57,7 +57,7 @@ def _params(v) -> str:
     return f"{v / 1e6:.1f}M"
 
 
-def _count(v) -> str:
+def _count_text(v) -> str:
     return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else str(int(v))
 
 
@@ -93,7 +93,7 @@ def display_table(kind: str, frame: pd.DataFrame) -> tuple[list[str], list[list]
                             untested=flag_value(r.get("tested")) is False and not flag_value(r.get("is_best"))),
                  r["n_seeds"], f"{r['learning_rate']:g}", r["budget"], _num(r["trainable_pct"], 3),
                  "best" if r.get("is_best") else _p(r.get("p_vs_best")), seeds_text(r.get("seeds_needed")),
-                 _count(r.get("settings_tried")), _num(r.get("evp_1")),
+                 _count_text(r.get("settings_tried")), _num(r.get("evp_1")),
                  _num(r.get("evp_k")) + ("" if evp_k_name != "EVP(k)" or pd.isna(r.get("evp_k_n"))
                                          else f" (k={int(r['evp_k_n'])})")]
                 for _, r in frame.iterrows()]
