@@ -300,7 +300,7 @@ class CellRun:
         # on the device until a sync reads them: the loss since the last evaluation, the loss since the last
         # tracker point, the tokens trained on; `seen`: their values at the last read
         start = {"loss": saved["loss_sum"], "tokens": saved["tokens"]} if saved else {}
-        sums = sync.DeviceSums(("loss", "log_loss", "tokens"), acc.device, start)
+        sums = sync.DeviceSums(acc.device, start)
         seen = {"loss": 0.0, "log_loss": 0.0, "tokens": 0.0, **start}
         # the tracker run starts here: a resumed cell continues the run its checkpoint names, from its step
         self.tracked.start(acc, saved.get("trackers") if saved else None)
@@ -334,7 +334,7 @@ class CellRun:
                 micro += 1
                 batch_examples, batch_tokens = batch_counts(batch, read)
                 examples, loss_n, log_n = examples + batch_examples, loss_n + 1, log_n + 1
-                sums.add(loss, loss, batch_tokens)   # on the device: nothing waits here
+                sums.add(loss, batch_tokens)   # on the device: nothing waits here
                 if not acc.sync_gradients:
                     continue
                 self.scheduler.step()

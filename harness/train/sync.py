@@ -29,33 +29,43 @@ def due(step: int, total_steps: int, eval_steps: int | None = None, log_every: i
 
 
 class DeviceSums:
-    """Named running sums on the device, added to without waiting for it (float64: a loss sum adds exactly as the
-    Python floats it replaces, and a token count stays an exact integer)."""
+    """The loop's running sums on the device, added to without waiting for it: the loss since the last evaluation
+    and since the last tracker point (one add for both), and the tokens trained on. float64: a loss sum adds
+    exactly as the Python floats it replaces did, and a token count stays an exact integer."""
 
-    def __init__(self, names: tuple[str, ...], device, start: dict | None = None):
-        self.names = names
-        self.values = torch.tensor([float((start or {}).get(n, 0.0)) for n in names], dtype=torch.float64,
-                                   device=device)
+    names = ("loss", "log_loss", "tokens")
+
+    def __init__(self, device, start: dict | None = None):
+        start = start or {}
+        self.losses = torch.tensor([float(start.get("loss", 0.0)), float(start.get("log_loss", 0.0))],
+                                   dtype=torch.float64, device=device)
+        self.tokens = torch.tensor(float(start.get("tokens", 0.0)), dtype=torch.float64, device=device)
         self.pending = 0   # add() calls since the last read: something unchecked (the same count on every rank)
 
-    def add(self, *values) -> None:
-        """One value per name, in order: 0-dim tensors (on the device) or numbers."""
-        self.values += torch.stack([torch.as_tensor(v, device=self.values.device).detach().to(torch.float64)
-                                    for v in values])
+    def add(self, loss, tokens) -> None:
+        """One micro-batch: its loss (a 0-dim tensor) and its tokens (a 0-dim tensor on the device, or a number);
+        three small kernels, nothing read."""
+        self.losses += loss.detach()
+        self.tokens += tokens
         self.pending += 1
 
     def zero(self, name: str) -> None:
-        self.values[self.names.index(name)] = 0.0
+        self.losses[self.names.index(name)] = 0.0
+
+    def vector(self):
+        """Every sum, in the order of `names` (one tensor: one copy to the host)."""
+        return torch.cat([self.losses, self.tokens.view(1)])
 
 
 def read(acc, sums: DeviceSums, local_flags: list[bool]) -> tuple[list[bool], dict]:
     """The loop's one host sync: ([any sum non-finite, *local_flags], each summed over ranks: True where any rank
     raised it; {name: this rank's value}). Every rank must call it at the same step: it reduces. A non-finite
     sum means a non-finite loss since that sum was last zeroed (NaN and inf stay in a sum)."""
-    flags = torch.tensor([0.0] + [float(f) for f in local_flags], dtype=torch.float64, device=sums.values.device)
-    flags[0] = (~torch.isfinite(sums.values)).any()
+    values = sums.vector()
+    flags = torch.tensor([0.0] + [float(f) for f in local_flags], dtype=torch.float64, device=values.device)
+    flags[0] = (~torch.isfinite(values)).any()
     if acc.num_processes > 1:
         flags = acc.reduce(flags, reduction="sum")
-    host = torch.cat([flags, sums.values]).tolist()   # the one transfer
+    host = torch.cat([flags, values]).tolist()   # the one transfer
     sums.pending = 0
     return [f > 0 for f in host[:len(flags)]], dict(zip(sums.names, host[len(flags):]))

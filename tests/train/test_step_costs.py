@@ -51,6 +51,28 @@ def test_sync_steps_are_a_function_of_the_step_alone():
     assert sync.due(4, 1000, log_every=2) and not sync.due(5, 1000, log_every=2)
 
 
+def test_a_sync_reduces_the_flags_so_every_rank_decides_alike():
+    """Under DDP a flag raised on one rank (a stop signal, a NaN there) reaches every rank at the same sync;
+    the sums stay this rank's own."""
+    class TwoRanks:   # the other rank got a stop signal and a NaN loss
+        num_processes = 2
+
+        def reduce(self, tensor, reduction):
+            assert reduction == "sum"
+            return tensor + torch.tensor([1.0, 0.0, 1.0, 0.0], dtype=tensor.dtype)
+
+    sums = sync.DeviceSums(torch.device("cpu"))
+    sums.add(torch.tensor(0.5), torch.tensor(7))
+    sums.add(torch.tensor(0.25), 3)
+    flags, seen = sync.read(TwoRanks(), sums, [False, False, False])
+    assert flags == [True, False, True, False]
+    assert seen == {"loss": 0.75, "log_loss": 0.75, "tokens": 10.0} and sums.pending == 0
+    sums.zero("log_loss")
+    sums.add(torch.tensor(float("inf")), 1)
+    flags, seen = sync.read(TwoRanks(), sums, [True, False, False])   # this rank ran out of time
+    assert flags == [True, True, True, False] and seen["log_loss"] == float("inf")
+
+
 def test_fit_syncs_with_the_host_every_sync_every_steps_not_every_step(tiny_bert, small_glue, monkeypatch):
     """100 optimizer steps (batch 1 over 48 examples; evaluations only at the end): the loop reads the device
     at steps 25, 50, 75 and 100, nowhere else."""
