@@ -2,8 +2,8 @@
 threads, all claiming cells from the one store (the same coordination as N `harness run` in N terminals).
 
 Why: at the small shapes PEFT cells train on (the demo: 8 x 16 tokens), a CPU step is partly fixed cost that a
-second thread does not shorten, so two one-thread workers can train more cells per minute than one two-thread
-worker (issue 20; measured by `python bench/bench_step.py --modes workers`, bench/RESULTS.md). Scores depend on
+second thread does not shorten, so two one-thread workers may train more cells per minute than one two-thread
+worker (issue 20: measure it with `python bench/bench_step.py --modes workers`, bench/RESULTS.md). Scores depend on
 the thread count in their last bits, so every record says the threads it trained with (`num_threads`).
 
 The workers are started with multiprocessing's "spawn" (fresh interpreters: no forked torch thread pools); the
@@ -21,7 +21,9 @@ import sys
 
 from harness.spec.errors import EXIT_PREEMPTED, InputError
 
-# The default number of workers of a CPU `harness run` (GPUs: 1). HARNESS_WORKERS overrides it.
+# The default number of workers of a CPU `harness run` (GPUs: 1). HARNESS_WORKERS overrides it. Measured
+# (bench/RESULTS.md 2026-12-03, 2-core AMD EPYC, after the loop's per-step syncs were removed): 2 workers x 1
+# thread finished 0.81x the cells per minute of 1 worker x 2 threads on the demo's shapes, so one worker.
 DEFAULT_CPU_WORKERS = 1
 ENV_WORKERS = "HARNESS_WORKERS"
 ENV_LOCAL_WORKERS = "HARNESS_LOCAL_WORKERS"   # how many workers share this machine: the thread warning divides by it
