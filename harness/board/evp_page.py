@@ -34,6 +34,7 @@ def page_evp(runs: pd.DataFrame, metric: str = "score") -> None:
                   labels={"evp": "expected best dev score", "method_label": "method", x: axis})
     if x == "n":
         fig.add_vline(x=k, line_dash="dot", line_color="grey")
+        fig.update_xaxes(dtick=1)   # n counts settings: whole numbers only
     st.plotly_chart(fig, width="stretch")
     table = (view[view["n"].isin([1, k])].pivot_table(index="method_label", columns="n", values="evp")
              .rename(columns={1: "EVP(1): mean setting", k: f"EVP({k}): equal budget"}))
