@@ -85,22 +85,23 @@ def display_table(kind: str, frame: pd.DataFrame) -> tuple[list[str], list[list]
         # of k of them, k the fewest settings any compared variant tried: equal tuning budgets side by side
         k = frame["evp_k_n"].dropna() if "evp_k_n" in frame else pd.Series(dtype=float)
         evp_k_name = f"EVP({int(k.iloc[0])})" if len(k) and k.nunique() == 1 else "EVP(k)"
+        with_k = evp_k_name != "EVP(1)"   # every variant tried one setting: EVP(k) is EVP(1), shown once
         header = ["model", "task", "method", "score", "seeds", "lr", "budget", "% trained", "p vs best",
-                  "seeds needed", "settings", "EVP(1)", evp_k_name]
+                  "seeds needed", "settings", "EVP(1)"] + ([evp_k_name] if with_k else [])
         frame = frame.reset_index(drop=True)
         rows = [[r["model"], r["task"], r["method_label"],
                  score_text(r["mean"], r["std"], r["n_seeds"], r.get("trivial"), r.get("improving_seeds"),
                             untested=flag_value(r.get("tested")) is False and not flag_value(r.get("is_best"))),
                  r["n_seeds"], f"{r['learning_rate']:g}", r["budget"], _num(r["trainable_pct"], 3),
                  "best" if r.get("is_best") else _p(r.get("p_vs_best")), seeds_text(r.get("seeds_needed")),
-                 _count_text(r.get("settings_tried")), _num(r.get("evp_1")),
-                 _num(r.get("evp_k")) + ("" if evp_k_name != "EVP(k)" or pd.isna(r.get("evp_k_n"))
-                                         else f" (k={int(r['evp_k_n'])})")]
+                 _count_text(r.get("settings_tried")), _num(r.get("evp_1"))]
+                + ([_num(r.get("evp_k")) + ("" if evp_k_name != "EVP(k)" or pd.isna(r.get("evp_k_n"))
+                                            else f" (k={int(r['evp_k_n'])})")] if with_k else [])
                 for _, r in frame.iterrows()]
         for i, r in frame.iterrows():
             if _tied(frame, i, "tied_with_best", "mean", (frame["model"] == r["model"]) & (frame["task"] == r["task"])):
                 bold.add((int(i), 3))
-        return header, rows, ["l", "l", "l", "r", "r", "r", "l", "r", "r", "r", "r", "r", "r"], bold
+        return header, rows, ["l", "l", "l", "r", "r", "r", "l", "r", "r", "r", "r", "r"] + ["r"] * with_k, bold
     # leaderboard
     tasks = frame.attrs.get("tasks", [])
     em_tasks = frame.attrs.get("em_tasks", [])
