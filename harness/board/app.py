@@ -138,8 +138,8 @@ def page_leaderboard(url, suite, model, metric):
                "multiple of one model.")
     if board.attrs.get("em_tasks"):
         st.caption(f"SQuAD tasks ({', '.join(board.attrs['em_tasks'])}): exact match and F1 (the main score), in "
-                   f"points; {board.attrs['avg_name']} averages GLUE tasks only. Runs trained on the offline split of "
-                   "the SQuAD dev set ($HARNESS_DATA_DIR/SQuAD) are not comparable with published SQuAD scores.")
+                   f"points; {board.attrs['avg_name']} averages GLUE tasks only (what the offline SQuAD files "
+                   f"are: the task's note, under the table).")
     methods = list(board["method"])
     keep = st.multiselect("Methods", methods, default=methods)
     sort_options = ["as run"] + [c for c in ["avg"] + board.attrs["tasks"] + ["trainable_pct"]]

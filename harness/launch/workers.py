@@ -20,21 +20,13 @@ import signal
 import sys
 
 from harness.spec.errors import EXIT_PREEMPTED, InputError
+from harness.store.env import ENV_LOCAL_WORKERS, physical_cores
 
 # The default number of workers of a CPU `harness run` (GPUs: 1). HARNESS_WORKERS overrides it. Measured
 # (bench/RESULTS.md 2026-12-03, 2-core AMD EPYC, after the loop's per-step syncs were removed): 2 workers x 1
 # thread finished 0.81x the cells per minute of 1 worker x 2 threads on the demo's shapes, so one worker.
 DEFAULT_CPU_WORKERS = 1
 ENV_WORKERS = "HARNESS_WORKERS"
-ENV_LOCAL_WORKERS = "HARNESS_LOCAL_WORKERS"   # how many workers share this machine: the thread warning divides by it
-
-
-def physical_cores() -> int:
-    """The cores this process may run on, hyperthreads not counted (torch's own default for its threads)."""
-    import psutil
-
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(cores, psutil.cpu_count(logical=False) or cores))
 
 
 def default_workers() -> int:

@@ -246,6 +246,7 @@ def footnote(kind: str, frame: pd.DataFrame) -> list[str]:
 def task_notes(kind: str, frame: pd.DataFrame) -> list[str]:
     """The task entries' notes (what a reader must know before trusting a score, e.g. a synthetic or non-official
     split), for the tasks this table shows."""
+    from harness.spec.errors import InputError
     from harness.spec.tasks import get_task
 
     if kind == "best":
@@ -256,7 +257,7 @@ def task_notes(kind: str, frame: pd.DataFrame) -> list[str]:
     for name in tasks:
         try:
             note = get_task(name).note
-        except Exception:   # a task this install does not declare (a store from elsewhere): nothing to add
+        except InputError:   # a task this install does not declare (a store from elsewhere): nothing to add
             continue
         if note:
             lines.append(f"{name}: {note}.")

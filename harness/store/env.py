@@ -61,23 +61,34 @@ def _torch_threads() -> int:
     return torch.get_num_threads()
 
 
+# set in each worker `harness run --workers N` starts: how many workers share this machine (the warning below
+# divides the cores by it)
+ENV_LOCAL_WORKERS = "HARNESS_LOCAL_WORKERS"
+
+
+def physical_cores() -> int:
+    """The cores this process may run on, hyperthreads not counted (torch's default: one thread per physical
+    core)."""
+    import psutil
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cores, psutil.cpu_count(logical=False) or cores))
+
+
 def cpu_threads_warning(num_processes: int) -> str | None:
     """One line when a CPU run uses fewer threads than the cores its share of the machine has: `accelerate
     launch` sets OMP_NUM_THREADS=1 unless told --num_cpu_threads_per_process N (or --cpu), which on a 2-core
     machine leaves half of it idle. None on GPUs and when the threads match."""
-    import psutil
     import torch
 
     if torch.cuda.is_available():
         return None
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    # torch's default is one thread per physical core: hyperthreads are not cores to fill
-    cores = min(cores, psutil.cpu_count(logical=False) or cores)
+    cores = physical_cores()   # hyperthreads are not cores to fill
     if os.environ.get("SLURM_CPUS_PER_TASK", "").isdigit():   # a job's share, where Slurm does not bind CPUs
         cores = min(cores, int(os.environ["SLURM_CPUS_PER_TASK"]))
     # ranks of a launcher on this machine, times the workers `harness run --workers N` started here
     local = int(os.environ.get("LOCAL_WORLD_SIZE") or num_processes or 1) * int(
-        os.environ.get("HARNESS_LOCAL_WORKERS") or 1)
+        os.environ.get(ENV_LOCAL_WORKERS) or 1)
     share = max(1, cores // max(1, local))
     threads = _torch_threads()
     if threads >= share:

@@ -131,3 +131,18 @@ def test_squad_shows_em_and_f1_beside_glue_and_the_glue_average_stays_glue_only(
     assert set(runs.loc[runs["task"] == "squad", "metric_exact"]) == {60.0, 50.0}
     proc = run_cli("export", "--db", url, "--table", "leaderboard", "--format", "markdown")
     assert proc.returncode == 0 and "squad F1" in proc.stdout and "GLUE avg (rte)" in proc.stdout
+
+
+def test_tables_carry_the_notes_of_the_tasks_they_show():
+    """A task entry's note (squad: the offline split is not the official one) goes under every table showing it,
+    once per task; tasks without a note, and tasks this install does not declare (a store from elsewhere), add
+    nothing."""
+    from harness.report.export import task_notes
+    from harness.spec.tasks import get_task
+
+    best = pd.DataFrame({"task": ["squad", "sst2", "squad", "no_such_task"]})
+    assert task_notes("best", best) == [f"squad: {get_task('squad').note}."]
+    board = pd.DataFrame({"method": ["full"]})
+    board.attrs["tasks"] = ["sst2", "squad_v2_synth"]
+    (line,) = task_notes("leaderboard", board)
+    assert line.startswith("squad_v2_synth: synthetic v2")
