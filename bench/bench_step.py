@@ -6,6 +6,8 @@ Modes (one process, side by side; the CPU model is printed with every table):
   matmul peak of the same precision measured in this process at the model's own FFN shape
   (harness/train/peaks.py). The cells are real (`train_and_evaluate`, the embedded model, real data), so the
   numbers are the loop's: FLOPs as the records count them (FlopCounterMode), time as they measure it.
+- `ab`: the step mode's cells under two settings, alternated in child processes (median of --repeats):
+  another checkout (an earlier commit) against this one, or this tree with an environment variable against it.
 - `profile`: torch.profiler over one cell's training per method: the ops that take the time.
 - `workers`: the same small suite (8 cells) run by `harness run` as 1 worker x 2 threads and as 2 workers x 1
   thread, each into a fresh store: wall time and cells per minute.
@@ -27,7 +29,9 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+# ab mode runs its children on another checkout's harness package (the cells are built here in both)
+_TREE = sys.argv[sys.argv.index("--harness-tree") + 1] if "--harness-tree" in sys.argv else ROOT
+sys.path.insert(0, _TREE)
 
 METHODS = {"full": {}, "houlsby": {"size": 64}, "pfeiffer": {"size": 64}, "lora": {"rank": 8, "alpha": 16},
            "bitfit": {}}
@@ -65,9 +69,15 @@ def mode_step(args, ctx) -> str:
     rows = ["| shape | method | precision | ms/step | examples/s | tokens/step | GFLOP/s | matmul peak at the model's "
             "shape (GFLOP/s) | MFU |", "|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for label, (task, batch) in SHAPES.items():
-        for precision in ("no", "bf16"):
+        if task not in args.shapes:
+            continue
+        for precision in args.precisions:
             for method in args.methods:
                 r = train_and_evaluate(cell(task, method, batch, precision, args.steps), ctx)
+                if args.json:   # for mode_allocator, which runs this mode in child processes
+                    print("ROW " + json.dumps({"task": task, "method": method, "precision": precision,
+                                               "ms": 1000 * r.train_time_s / max(r.steps, 1),
+                                               "rss_mb": r.peak_memory_mb}), flush=True)
                 tokens = r.train_tokens_per_s * r.train_time_s / max(r.steps, 1)
                 shape = peaks.model_shape(batch, round(tokens / batch), 384)
                 peak = peaks.matmul_rate(peaks.DTYPE_OF[precision], shape)["flops_per_s"]
@@ -184,7 +194,47 @@ def mode_demo(args, ctx) -> str:
     return line
 
 
-MODES = {"step": mode_step, "profile": mode_profile, "workers": mode_workers, "demo": mode_demo}
+def mode_ab(args, ctx) -> str:
+    """ms per step of the step mode's cells under two settings, each in its own child process, alternated
+    --repeats times so that both see the same drift of a shared machine; the median per setting.
+    `--against DIR`: the harness package of another checkout (a worktree of an earlier commit) against this one,
+    the cells built by this script in both. `--against VAR=VALUE`: this tree with that environment variable set
+    (e.g. THP_MEM_ALLOC_ENABLE=1, torch's transparent huge pages for large CPU tensors) against this tree
+    without it."""
+    import statistics
+
+    if "=" in args.against and not os.path.isdir(args.against):
+        var, value = args.against.split("=", 1)
+        settings = [(args.against, [], {var: value}), ("this tree", [], {})]
+    else:
+        settings = [(f"tree {os.path.abspath(args.against)}", ["--harness-tree", os.path.abspath(args.against)], {}),
+                    ("this tree", [], {})]
+    runs: dict[tuple, dict[str, list]] = {}
+    for _ in range(args.repeats):
+        for label, flags, env in settings:
+            cmd = [sys.executable, os.path.abspath(__file__), "--modes", "step", "--json", "--steps", str(args.steps),
+                   "--methods", *args.methods, "--shapes", *args.shapes, "--precisions", *args.precisions, *flags]
+            proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, **env})
+            if proc.returncode != 0:
+                raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+            for line in proc.stdout.splitlines():
+                if line.startswith("ROW "):
+                    row = json.loads(line[4:])
+                    runs.setdefault((row["task"], row["method"], row["precision"]), {}).setdefault(label, []).append(row)
+    (a, *_), (b, *_) = settings
+    rows = [f"| shape | method | precision | ms/step: {a} | ms/step: {b} | speed-up | peak RSS (MB) |",
+            "|---|---|---|---:|---:|---:|---:|"]
+    for (task, method, precision), by in runs.items():
+        med = {k: statistics.median(r["ms"] for r in v) for k, v in by.items()}
+        rss = {k: max(r["rss_mb"] or 0 for r in v) for k, v in by.items()}
+        rows.append(f"| {task}, batch {dict(SHAPES.values())[task]} | {method} | {precision} | {med[a]:.0f} | "
+                    f"{med[b]:.0f} | {med[a] / med[b]:.2f}x | {rss[a]:.0f} / {rss[b]:.0f} |")
+        print(rows[-1], flush=True)
+    return (f"{args.repeats} alternating child processes per setting, {args.steps} steps per cell; median:\n\n"
+            + "\n".join(rows))
+
+
+MODES = {"step": mode_step, "ab": mode_ab, "profile": mode_profile, "workers": mode_workers, "demo": mode_demo}
 
 
 def main() -> int:
@@ -192,6 +242,15 @@ def main() -> int:
     p.add_argument("--modes", nargs="+", choices=list(MODES), default=["step"])
     p.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
     p.add_argument("--steps", type=int, default=80, help="optimizer steps per measured cell")
+    p.add_argument("--shapes", nargs="+", choices=[t for t, _ in SHAPES.values()],
+                   default=[t for t, _ in SHAPES.values()], help="step and allocator modes: which shapes")
+    p.add_argument("--precisions", nargs="+", choices=["no", "bf16"], default=["no", "bf16"],
+                   help="step and allocator modes: which precisions")
+    p.add_argument("--repeats", type=int, default=3, help="ab mode: child processes per setting")
+    p.add_argument("--against", default=None, help="ab mode: the folder of another checkout to compare this one "
+                                                   "with, or VAR=VALUE: this tree with that environment variable")
+    p.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--harness-tree", default=None, help=argparse.SUPPRESS)   # ab mode's children
     p.add_argument("--profile-steps", type=int, default=30)
     p.add_argument("--precision", default="no", choices=["no", "bf16"], help="profile mode's precision")
     p.add_argument("--rows", type=int, default=12, help="profile mode: ops per table")

@@ -16,7 +16,7 @@ from harness.train.heads import start_at_mean
 from harness.train.methods import ADAPTER_NAME, set_up
 from harness.train.models import load_for_task
 from harness.train.params import breakdown, count_total, count_trainable, head_parameter_names
-from harness.train.precision import head_outside_autocast
+from harness.train.precision import head_outside_autocast, remember_pretrained
 from harness.train.schedules import MultiTaskModel, add_task_adapters, apply_handover, share_encoder
 from harness.train.zero import numel
 
@@ -49,6 +49,8 @@ def build_model(cell: Cell, ctx, tasks: list, handover: dict | None = None, trai
     if len(models) > 1:
         share_encoder(models)
     first = models[0]
+    for m in models:   # the pretrained parameters, before the method adds its own (precision.cast_frozen_linears)
+        remember_pretrained(m)
     total_before = count_total(MultiTaskModel(models)) if len(models) > 1 else count_total(first)
     set_up(first, cell.method, _resolved_method_params(cell, ctx.model_base_dir))
     task_adapters = None

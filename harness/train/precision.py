@@ -224,3 +224,43 @@ def _forward_outside_autocast(self, *args, **kwargs):
 
     with torch.autocast(weight.device.type, enabled=False):
         return type(self).forward(self, *tree_map(cast, args), **tree_map(cast, kwargs))
+
+
+PRETRAINED_NAMES = "_harness_pretrained_names"   # set by build_model before the method changes the model
+
+
+def remember_pretrained(model) -> None:
+    """Mark the model's own parameters (before a method adds adapters): only these may be stored in bf16 by
+    cast_frozen_linears, never an adapter's weights (a saved adapter keeps its precision)."""
+    setattr(model, PRETRAINED_NAMES, frozenset(n for n, _ in model.named_parameters()))
+
+
+def cast_frozen_linears(model, dtype) -> int:
+    """Store the frozen pretrained weights and biases of the encoder's Linear layers in the autocast dtype;
+    returns how many numbers now take half the memory.
+
+    Autocast keeps the bf16 copy of a weight for the rest of the forward only when the weight trains (its cache
+    takes leaves that require grad): a frozen weight is cast again at every call, in training and in every
+    evaluation batch -- a pass over 21 M fp32 numbers per forward for an adapter on MiniLM. Stored in bf16
+    they are what autocast would have made of them (fp32 -> bf16 rounds the same way), so every output is
+    bit-for-bit the same (tests/train/test_frozen_cast.py). Only Linear layers, which run under autocast:
+    embeddings and LayerNorm compute in fp32 under autocast and keep their weights; the head runs outside
+    autocast (head_outside_autocast) and is not in the encoder."""
+    import torch
+    from torch import nn
+
+    names = getattr(model, PRETRAINED_NAMES, None)
+    prefix = getattr(model, "base_model_prefix", None)
+    encoder = getattr(model, prefix, None) if prefix else None
+    if names is None or not isinstance(encoder, nn.Module):
+        return 0
+    cast = 0
+    for mod_name, module in encoder.named_modules(prefix=prefix):
+        if not isinstance(module, nn.Linear):
+            continue
+        for p_name, p in module.named_parameters(recurse=False):
+            if (f"{mod_name}.{p_name}" in names and not p.requires_grad and p.dtype == torch.float32
+                    and p.is_floating_point()):
+                p.data = p.data.to(dtype)
+                cast += p.numel()
+    return cast

@@ -49,7 +49,8 @@ from harness.train.model_setup import build_model, save_adapter
 from harness.train.models import attention_of
 from harness.train.optim import make_optimizer, make_scheduler, optimizer_steps
 from harness.train.peaks import device_peak, override
-from harness.train.precision import cell_shape, choose_precision, heads_in_full_precision, model_step
+from harness.train.precision import (cast_frozen_linears, cell_shape, choose_precision, heads_in_full_precision,
+                                     model_step)
 from harness.train.progress import Progress
 from harness.train.result import RunResult
 from harness.train.schedules import TaskMixture, encoder_checksum, handover_state
@@ -132,6 +133,7 @@ class CellRun:
         self.multi = len(tasks) > 1
         self.kinds = [kind_of(t) for t in tasks]
         self.trains = self.method.trains(cell.method_params)
+        self.frozen_cast = None
 
     def run(self) -> RunResult:
         from accelerate.utils import set_seed
@@ -224,7 +226,9 @@ class CellRun:
                 self.model, self.train_sets, self.eval_sets, collator, hp["eval_batch_size"], acc.mixed_precision,
                 acc.autocast, acc.device)
             self._count_encoder_pass(encoder, *tokenized, collator=DataCollatorWithPadding(self.tokenizer))
-        elif self.compiled:   # compiled when it first runs: in the first step's time (train_time_s)
+        else:
+            self.frozen_cast = self._cast_frozen()
+        if self.compiled:   # compiled when it first runs: in the first step's time (train_time_s)
             collator = DataCollatorWithPadding(self.tokenizer, pad_to_multiple_of=compiling.pad_multiple(hp))
             compiling.compile_models(self.members)
         train_loaders = [train_loader(ds, hp, collator, cell.seed) for ds in self.train_sets]
@@ -248,6 +252,21 @@ class CellRun:
         self.mixture = TaskMixture.for_cell(cell, train_loaders)
         self.total_steps = optimizer_steps(len(self.mixture), hp, budget) if self.trains else 0
         self.scheduler = make_scheduler(optimizer, hp, self.total_steps) if self.trains else None
+
+    def _cast_frozen(self) -> dict | None:
+        """Under bf16/fp16 autocast the encoder's frozen Linear weights are stored in that dtype once, instead
+        of autocast casting them at every forward (precision.cast_frozen_linears: the same outputs, bit for bit).
+        Not under DeepSpeed (it owns the weights' dtype) nor where the encoder's weights leave the cell
+        (a sequential stage hands them over, and its checksum reads them)."""
+        import torch
+
+        acc = self.acc
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(acc.mixed_precision)
+        if (dtype is None or str(acc.distributed_type).endswith("DEEPSPEED") or self.sequential
+                or self.keep_state or self.handover is not None):
+            return None
+        cast = sum(cast_frozen_linears(m, dtype) for m in self.members)
+        return {"dtype": acc.mixed_precision, "params": cast} if cast else None
 
     def _count_encoder_pass(self, encoder, train_sets, eval_sets, collator) -> None:
         """The linear probe's encoder pass, where this cell ran it (not where the features came from the cache):
@@ -453,6 +472,7 @@ class CellRun:
             # CPU kernels split their sums over the threads: a score is reproducible only at the same count
             num_threads=torch.get_num_threads(),
             attn_implementation=attention_of(self.members[0]), compiled=self.compiled,
+            frozen_cast=self.frozen_cast,
         )
         result.trivial_scores = self.trivial[0] if not self.multi else multitask_trivial(self.trivial)
         unwrapped = acc.unwrap_model(self.model)

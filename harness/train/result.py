@@ -77,6 +77,7 @@ class RunResult:
     precision_choice: dict | None = _f(EXTRA)       # mixed_precision asked, chosen, why, rates (train/precision.py)
     attn_implementation: str | None = _f(EXTRA)     # the attention that ran: sdpa, or eager (train/models.py)
     compiled: bool | None = _f(EXTRA)               # torch.compile ran the model (hparam compile, train/compiling.py)
+    frozen_cast: dict | None = _f(EXTRA)            # frozen Linear weights stored in bf16/fp16 (train/precision.py)
     # into the environment record
     mixed_precision: str | None = _f(ENV)
     distributed_type: str | None = _f(ENV)
