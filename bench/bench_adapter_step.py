@@ -1,7 +1,10 @@
 """Where an adapter cell's training step goes, next to full fine-tuning's (issue 10: adapters >= 1.4x).
 
 One fixed batch (MRPC-like: batch 16 x 56 tokens) of the embedded model, bf16 autocast as the loop runs it
-(fp32 master weights, head outside autocast), fused AdamW over the trainable parameters, clipping at 1.0.
+(fp32 master weights, head outside autocast, the encoder's frozen Linear weights stored in bf16 as the loop does:
+harness/train/precision.py cast_frozen_linears), fused AdamW over the trainable parameters, clipping at 1.0.
+Each method is timed both ways, with and without that cast, next to full fine-tuning, the three models' steps
+alternated one by one (the "vs full" column compares steps taken at the same moments).
 Times each phase of a step (median of --steps after --warmup): forward (with the loss), backward, clipping,
 optimizer step + zero_grad. Also the plain model's forward with the `adapters` library initialised but no
 adapter added, to separate the library's own per-layer cost from the adapter's.
@@ -27,12 +30,13 @@ from harness.train.methods import set_up  # noqa: E402
 from harness.spec.models import ModelSpec  # noqa: E402
 from harness.train.models import load_for_task
 from harness.train.params import head_parameter_names  # noqa: E402
-from harness.train.precision import head_outside_autocast  # noqa: E402
+from harness.train.precision import cast_frozen_linears, head_outside_autocast, remember_pretrained  # noqa: E402
 
 
-def build(method: str, params: dict):
+def build(method: str, params: dict, cast_to=None):
     task = get_task("mrpc")
     _, model, missing = load_for_task(ModelSpec("minilm"), task)
+    remember_pretrained(model)
     head = head_parameter_names(model, missing)
     m = get_method(method)
     set_up(model, method, m.resolve(params))
@@ -40,30 +44,40 @@ def build(method: str, params: dict):
         if name in head:
             p.requires_grad = True
     head_outside_autocast(model)
+    if cast_to is not None:
+        cast_frozen_linears(model, cast_to)
     return model.train()
 
 
-def step_times(model, batch, steps: int, warmup: int, dtype) -> dict:
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(trainable, lr=1e-5, fused=True)
-    phases = {"forward": [], "backward": [], "clip": [], "optimizer": []}
+def step_times(models: list, batch, steps: int, warmup: int, dtype) -> list[dict]:
+    """Median ms per phase of each model's steps, the models' steps alternated one by one so that all of them
+    see the same moments of a shared machine (its speed drifts by 10-20% over a minute here)."""
+    runs = []
+    for model in models:
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        runs.append((model, trainable, torch.optim.AdamW(trainable, lr=1e-5, fused=True),
+                     {"forward": [], "backward": [], "clip": [], "optimizer": []}))
     for i in range(warmup + steps):
-        t0 = time.perf_counter()
-        with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
-            loss = model(**batch).loss
-        t1 = time.perf_counter()
-        loss.backward()
-        t2 = time.perf_counter()
-        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-        t3 = time.perf_counter()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        t4 = time.perf_counter()
-        if i >= warmup:
-            for k, (a, b) in zip(phases, ((t0, t1), (t1, t2), (t2, t3), (t3, t4))):
-                phases[k].append(1000 * (b - a))
-    out = {k: statistics.median(v) for k, v in phases.items()}
-    out["step"] = sum(out.values())
+        for model, trainable, opt, phases in runs:
+            t0 = time.perf_counter()
+            with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
+                loss = model(**batch).loss
+            t1 = time.perf_counter()
+            loss.backward()
+            t2 = time.perf_counter()
+            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+            t3 = time.perf_counter()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            t4 = time.perf_counter()
+            if i >= warmup:
+                for k, (a, b) in zip(phases, ((t0, t1), (t1, t2), (t2, t3), (t3, t4))):
+                    phases[k].append(1000 * (b - a))
+    out = []
+    for *_, phases in runs:
+        med = {k: statistics.median(v) for k, v in phases.items()}
+        med["step"] = sum(med.values())
+        out.append(med)
     return out
 
 
@@ -96,14 +110,16 @@ def main() -> int:
             ("lora r8", "lora", {"rank": 8}), ("layernorm", "layernorm", {})]
     print(f"batch {args.batch} x {args.tokens} tokens, {args.precision}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; median ms of {args.steps} steps after {args.warmup}")
-    print("| method | forward | backward | clip | optimizer | step | vs full |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    full_step = None
-    for label, method, params in rows:
-        t = step_times(build(method, params), batch, args.steps, args.warmup, dtype)
-        full_step = full_step or t["step"]
-        print(f"| {label} | {t['forward']:.0f} | {t['backward']:.0f} | {t['clip']:.1f} | {t['optimizer']:.1f} | "
-              f"{t['step']:.0f} | {full_step / t['step']:.2f}x |", flush=True)
+    print("| method | frozen weights | forward | backward | clip | optimizer | step | vs full |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    full = build("full", {})
+    for label, method, params in rows[1:]:   # each method with and without the cast, next to full fine-tuning
+        casts = (None, dtype) if dtype is not None else (None,)
+        times = step_times([full, *(build(method, params, c) for c in casts)], batch, args.steps, args.warmup, dtype)
+        for name, kept, t in zip(("full", label, label), ("none", "fp32, cast every forward", "bf16 (as the loop)"),
+                                 times):
+            print(f"| {name} | {kept} | {t['forward']:.0f} | {t['backward']:.0f} | {t['clip']:.1f} | "
+                  f"{t['optimizer']:.1f} | {t['step']:.0f} | {times[0]['step'] / t['step']:.2f}x |", flush=True)
     plain = build("full", {}).eval()
     lib = build("layernorm", {}).eval()     # layernorm's setup does not touch the model's modules
     import adapters

@@ -34,7 +34,7 @@ _TREE = sys.argv[sys.argv.index("--harness-tree") + 1] if "--harness-tree" in sy
 sys.path.insert(0, _TREE)
 
 METHODS = {"full": {}, "houlsby": {"size": 64}, "pfeiffer": {"size": 64}, "lora": {"rank": 8, "alpha": 16},
-           "bitfit": {}}
+           "bitfit": {}, "layernorm": {}}
 LR = {"full": 1e-4}   # the rest: 1e-3 (the demo's adapter rates); the rate does not change a step's cost
 SHAPES = {"demo (SST-2, batch 8)": ("sst2", 8), "MRPC bench cell (batch 16)": ("mrpc", 16)}
 
