@@ -36,7 +36,9 @@ sys.path.insert(0, _TREE)
 METHODS = {"full": {}, "houlsby": {"size": 64}, "pfeiffer": {"size": 64}, "lora": {"rank": 8, "alpha": 16},
            "bitfit": {}, "layernorm": {}}
 LR = {"full": 1e-4}   # the rest: 1e-3 (the demo's adapter rates); the rate does not change a step's cost
-SHAPES = {"demo (SST-2, batch 8)": ("sst2", 8), "MRPC bench cell (batch 16)": ("mrpc", 16)}
+SHAPES = {"demo (SST-2, batch 8)": ("sst2", 8), "MRPC bench cell (batch 16)": ("mrpc", 16),
+          "SQuAD (offline split, batch 8 x 384-token windows)": ("squad", 8)}
+DEFAULT_SHAPES = ["sst2", "mrpc"]   # SQuAD on request (--shapes squad): seconds per step on a 2-core CPU
 
 
 def cell(task: str, method: str, batch: int, precision: str, steps: int, seed: int = 1):
@@ -48,6 +50,7 @@ def cell(task: str, method: str, batch: int, precision: str, steps: int, seed: i
     hp = {k: v[0] if isinstance(v, list) else v for k, v in Hparams().model_dump().items()}
     hp.update(learning_rate=LR.get(method, 1e-3), batch_size=batch, max_length=128, warmup_ratio=0.1,
               mixed_precision=precision)
+    hp.update(get_task(task).hparam_defaults)   # SQuAD: 384-token windows, stride 128
     return Cell(suite="bench_step", model="minilm", task=task, task_version=get_task(task).version, method=method,
                 method_params=get_method(method).resolve(METHODS[method]),
                 budget={"max_steps": steps, "max_train_samples": steps * batch, "max_eval_samples": 32},
@@ -74,7 +77,7 @@ def mode_step(args, ctx) -> str:
         for precision in args.precisions:
             for method in args.methods:
                 r = train_and_evaluate(cell(task, method, batch, precision, args.steps), ctx)
-                if args.json:   # for mode_allocator, which runs this mode in child processes
+                if args.json:   # for mode_ab, which runs this mode in child processes
                     print("ROW " + json.dumps({"task": task, "method": method, "precision": precision,
                                                "ms": 1000 * r.train_time_s / max(r.steps, 1),
                                                "rss_mb": r.peak_memory_mb}), flush=True)
@@ -220,7 +223,8 @@ def mode_ab(args, ctx) -> str:
             for line in proc.stdout.splitlines():
                 if line.startswith("ROW "):
                     row = json.loads(line[4:])
-                    runs.setdefault((row["task"], row["method"], row["precision"]), {}).setdefault(label, []).append(row)
+                    key = (row["task"], row["method"], row["precision"])
+                    runs.setdefault(key, {}).setdefault(label, []).append(row)
     (a, *_), (b, *_) = settings
     rows = [f"| shape | method | precision | ms/step: {a} | ms/step: {b} | speed-up | peak RSS (MB) |",
             "|---|---|---|---:|---:|---:|---:|"]
@@ -243,9 +247,9 @@ def main() -> int:
     p.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
     p.add_argument("--steps", type=int, default=80, help="optimizer steps per measured cell")
     p.add_argument("--shapes", nargs="+", choices=[t for t, _ in SHAPES.values()],
-                   default=[t for t, _ in SHAPES.values()], help="step and allocator modes: which shapes")
+                   default=DEFAULT_SHAPES, help="step and ab modes: which shapes")
     p.add_argument("--precisions", nargs="+", choices=["no", "bf16"], default=["no", "bf16"],
-                   help="step and allocator modes: which precisions")
+                   help="step and ab modes: which precisions")
     p.add_argument("--repeats", type=int, default=3, help="ab mode: child processes per setting")
     p.add_argument("--against", default=None, help="ab mode: the folder of another checkout to compare this one "
                                                    "with, or VAR=VALUE: this tree with that environment variable")

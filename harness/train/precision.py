@@ -254,13 +254,31 @@ def cast_frozen_linears(model, dtype) -> int:
     encoder = getattr(model, prefix, None) if prefix else None
     if names is None or not isinstance(encoder, nn.Module):
         return 0
+    # a weight tied to an embedding or a norm (one Parameter, two modules) is read outside autocast there too
+    elsewhere = {id(p) for m in model.modules() if not isinstance(m, nn.Linear) for p in m.parameters(recurse=False)}
     cast = 0
     for mod_name, module in encoder.named_modules(prefix=prefix):
         if not isinstance(module, nn.Linear):
             continue
         for p_name, p in module.named_parameters(recurse=False):
             if (f"{mod_name}.{p_name}" in names and not p.requires_grad and p.dtype == torch.float32
-                    and p.is_floating_point()):
+                    and id(p) not in elsewhere):
                 p.data = p.data.to(dtype)
                 cast += p.numel()
     return cast
+
+
+def cast_frozen_weights(members: list, mixed_precision: str, autocast: bool, deepspeed: bool,
+                        weights_leave_cell: bool) -> dict | None:
+    """A cell's models under bf16/fp16 autocast: their frozen Linear weights stored in that dtype
+    (cast_frozen_linears); {"dtype", "params"} for the record, None where nothing was cast. Only where autocast
+    really runs (`autocast`: Accelerate's native_amp; fp16 on a CPU runs in fp32 without it), not under DeepSpeed
+    (it owns the weights' dtype), and not where the encoder's weights leave the cell (a sequential stage hands
+    them over and its checksum reads them)."""
+    import torch
+
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mixed_precision)
+    if dtype is None or not autocast or deepspeed or weights_leave_cell:
+        return None
+    cast = sum(cast_frozen_linears(m, dtype) for m in members)
+    return {"dtype": mixed_precision, "params": cast} if cast else None

@@ -49,7 +49,7 @@ from harness.train.model_setup import build_model, save_adapter
 from harness.train.models import attention_of
 from harness.train.optim import make_optimizer, make_scheduler, optimizer_steps
 from harness.train.peaks import device_peak, override
-from harness.train.precision import (cast_frozen_linears, cell_shape, choose_precision, heads_in_full_precision,
+from harness.train.precision import (cast_frozen_weights, cell_shape, choose_precision, heads_in_full_precision,
                                      model_step)
 from harness.train.progress import Progress
 from harness.train.result import RunResult
@@ -226,8 +226,11 @@ class CellRun:
                 self.model, self.train_sets, self.eval_sets, collator, hp["eval_batch_size"], acc.mixed_precision,
                 acc.autocast, acc.device)
             self._count_encoder_pass(encoder, *tokenized, collator=DataCollatorWithPadding(self.tokenizer))
-        else:
-            self.frozen_cast = self._cast_frozen()
+        else:   # frozen Linear weights in bf16 once, not cast at every forward (harness/train/precision.py)
+            self.frozen_cast = cast_frozen_weights(
+                self.members, acc.mixed_precision, bool(acc.native_amp),
+                str(acc.distributed_type).endswith("DEEPSPEED"),
+                self.sequential or self.keep_state or self.handover is not None)
         if self.compiled:   # compiled when it first runs: in the first step's time (train_time_s)
             collator = DataCollatorWithPadding(self.tokenizer, pad_to_multiple_of=compiling.pad_multiple(hp))
             compiling.compile_models(self.members)
@@ -252,21 +255,6 @@ class CellRun:
         self.mixture = TaskMixture.for_cell(cell, train_loaders)
         self.total_steps = optimizer_steps(len(self.mixture), hp, budget) if self.trains else 0
         self.scheduler = make_scheduler(optimizer, hp, self.total_steps) if self.trains else None
-
-    def _cast_frozen(self) -> dict | None:
-        """Under bf16/fp16 autocast the encoder's frozen Linear weights are stored in that dtype once, instead
-        of autocast casting them at every forward (precision.cast_frozen_linears: the same outputs, bit for bit).
-        Not under DeepSpeed (it owns the weights' dtype) nor where the encoder's weights leave the cell
-        (a sequential stage hands them over, and its checksum reads them)."""
-        import torch
-
-        acc = self.acc
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(acc.mixed_precision)
-        if (dtype is None or str(acc.distributed_type).endswith("DEEPSPEED") or self.sequential
-                or self.keep_state or self.handover is not None):
-            return None
-        cast = sum(cast_frozen_linears(m, dtype) for m in self.members)
-        return {"dtype": acc.mixed_precision, "params": cast} if cast else None
 
     def _count_encoder_pass(self, encoder, train_sets, eval_sets, collator) -> None:
         """The linear probe's encoder pass, where this cell ran it (not where the features came from the cache):

@@ -74,21 +74,47 @@ def test_a_frozen_adapter_keeps_its_precision(tiny_bert):
     assert model.bert.encoder.layer[0].intermediate.dense.weight.dtype == torch.bfloat16
 
 
+def test_a_weight_tied_to_an_embedding_is_left_in_fp32():
+    """The embedding reads it outside autocast: in bf16 it would look up rounded vectors."""
+    class Encoder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            # the Linear first: the shared Parameter is named after it (enc.tied.weight)
+            self.tied, self.emb, self.own = torch.nn.Linear(8, 8), torch.nn.Embedding(8, 8), torch.nn.Linear(8, 8)
+            self.emb.weight = self.tied.weight
+
+    class Model(torch.nn.Module):
+        base_model_prefix = "enc"
+
+        def __init__(self):
+            super().__init__()
+            self.enc = Encoder()
+
+    model = Model().requires_grad_(False)
+    remember_pretrained(model)
+    assert cast_frozen_linears(model, torch.bfloat16) == 8 * 8 + 8 + 8   # own: weight, bias; tied: its bias
+    assert model.enc.emb.weight.dtype == model.enc.tied.weight.dtype == torch.float32
+    assert model.enc.own.weight.dtype == model.enc.tied.bias.dtype == torch.bfloat16
+
+
 @pytest.mark.parametrize("method,params", [("lora", {"rank": 4, "alpha": 8}), ("houlsby", {"size": 8})])
 def test_a_bf16_cell_trains_the_same_with_and_without_the_cast(tiny_bert, small_glue, monkeypatch, method, params):
-    """The whole loop, twice on the same data and seed: scores, history and predictions identical; the record
-    says how many weights were stored in bf16."""
+    """The whole loop, twice on the same data and seed: every evaluation's metrics identical; the record says how
+    many weights were stored in bf16."""
     cell = _cell(tiny_bert, method=method, method_params=params, hparams={"mixed_precision": "bf16"})
     with_cast = _run(cell, small_glue)
-    monkeypatch.setattr(recipe, "cast_frozen_linears", lambda model, dtype: 0)
+    monkeypatch.setattr(recipe, "cast_frozen_weights", lambda *args: None)
     without = _run(cell, small_glue)
     assert with_cast.frozen_cast["dtype"] == "bf16" and with_cast.frozen_cast["params"] > 0
-    assert without.frozen_cast is None
     assert with_cast.history == without.history and with_cast.metrics == without.metrics
     assert with_cast.score == without.score
 
 
-def test_no_cast_in_fp32_nor_for_full_fine_tuning(tiny_bert, small_glue):
+def test_no_cast_without_autocast_nor_for_full_fine_tuning(tiny_bert, small_glue):
     assert _run(_cell(tiny_bert, method="lora", method_params={"rank": 4}), small_glue).frozen_cast is None
+    # fp16 asked on a CPU: Accelerate runs it in fp32 without autocast; fp16 weights would meet fp32 inputs
+    fp16 = _run(_cell(tiny_bert, method="lora", method_params={"rank": 4}, hparams={"mixed_precision": "fp16"}),
+                small_glue)
+    assert fp16.frozen_cast is None and fp16.score is not None
     full = _run(_cell(tiny_bert, method="full", hparams={"mixed_precision": "bf16"}), small_glue)
     assert full.frozen_cast is None   # everything trains: nothing frozen to store
