@@ -72,4 +72,7 @@ def build(path, predictions_dir=None, url=None) -> str:
             preds = np.where(correct, labels, 1 - labels)
             np.savez(os.path.join(out, "predictions.npz"), validation_idx=np.arange(200),
                      validation_pred=preds, validation_label=labels)
+    # closed, so that SQLite checkpoints its write-ahead log into the file now: a store at rest, whose bytes
+    # change only when something writes to it (not when this Store is garbage-collected during a later test)
+    store.engine.dispose()
     return url
