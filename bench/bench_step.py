@@ -77,16 +77,16 @@ def mode_step(args, ctx) -> str:
         for precision in args.precisions:
             for method in args.methods:
                 r = train_and_evaluate(cell(task, method, batch, precision, args.steps), ctx)
+                ms = 1000 * r.train_time_s / max(r.steps, 1)
                 if args.json:   # for mode_ab, which runs this mode in child processes
-                    print("ROW " + json.dumps({"task": task, "method": method, "precision": precision,
-                                               "ms": 1000 * r.train_time_s / max(r.steps, 1),
+                    print("ROW " + json.dumps({"task": task, "method": method, "precision": precision, "ms": ms,
                                                "rss_mb": r.peak_memory_mb}), flush=True)
                 tokens = r.train_tokens_per_s * r.train_time_s / max(r.steps, 1)
                 shape = peaks.model_shape(batch, round(tokens / batch), 384)
                 peak = peaks.matmul_rate(peaks.DTYPE_OF[precision], shape)["flops_per_s"]
                 achieved = (r.flops_per_s or 0.0)
                 rows.append(f"| {label}, {tokens / batch:.0f} tokens | {method} | {precision} | "
-                            f"{1000 * r.train_time_s / max(r.steps, 1):.0f} | {r.train_examples_per_s:.1f} | "
+                            f"{ms:.0f} | {r.train_examples_per_s:.1f} | "
                             f"{tokens:.0f} | {achieved / 1e9:.1f} | {peak / 1e9:.0f} (at {shape[0]}x{shape[1]}x"
                             f"{shape[2]}) | {100 * achieved / peak:.0f}% |")
                 print(rows[-1], flush=True)
@@ -210,8 +210,8 @@ def mode_ab(args, ctx) -> str:
         var, value = args.against.split("=", 1)
         settings = [(args.against, [], {var: value}), ("this tree", [], {})]
     else:
-        settings = [(f"tree {os.path.abspath(args.against)}", ["--harness-tree", os.path.abspath(args.against)], {}),
-                    ("this tree", [], {})]
+        tree = os.path.abspath(args.against)
+        settings = [(f"tree {tree}", ["--harness-tree", tree], {}), ("this tree", [], {})]
     runs: dict[tuple, dict[str, list]] = {}
     for _ in range(args.repeats):
         for label, flags, env in settings:
@@ -264,6 +264,8 @@ def main() -> int:
                                                        "from (default: the fresh one: no history)")
     p.add_argument("--write", action="store_true", help="append the tables to bench/RESULTS.md")
     args = p.parse_args()
+    if "ab" in args.modes and not args.against:
+        p.error("--against: the ab mode compares this tree with another checkout's folder or with VAR=VALUE")
     from harness.store.env import git_state
     from harness.train.context import RunContext
 

@@ -40,6 +40,7 @@ import torch
 
 from harness import atomic
 from harness.spec import layout
+from harness.train.zero import under_deepspeed
 
 FILE = layout.CHECKPOINT
 DEEPSPEED_DIR = layout.CHECKPOINT_DIR
@@ -135,7 +136,7 @@ class CellCheckpoint:
     def __init__(self, output_dir: str | None, key: str, acc, model, optimizer, scheduler, total_steps: int):
         self.output_dir, self.key, self.acc = output_dir, key, acc
         self.model, self.optimizer, self.scheduler, self.total_steps = model, optimizer, scheduler, total_steps
-        self.deepspeed = str(acc.distributed_type).endswith("DEEPSPEED")
+        self.deepspeed = under_deepspeed(acc)
         self.path = os.path.join(output_dir, FILE) if output_dir else None
         self.mixture = None
         self.resumed_from = None

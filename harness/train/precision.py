@@ -241,7 +241,7 @@ def cast_frozen_linears(model, dtype) -> int:
 
     Autocast keeps the bf16 copy of a weight for the rest of the forward only when the weight trains (its cache
     takes leaves that require grad): a frozen weight is cast again at every call, in training and in every
-    evaluation batch -- a pass over 21 M fp32 numbers per forward for an adapter on MiniLM. Stored in bf16
+    evaluation batch -- a pass over 10.8 M fp32 numbers per forward for an adapter on MiniLM. Stored in bf16
     they are what autocast would have made of them (fp32 -> bf16 rounds the same way), so every output is
     bit-for-bit the same (tests/train/test_frozen_cast.py). Only Linear layers, which run under autocast:
     embeddings and LayerNorm compute in fp32 under autocast and keep their weights; the head runs outside

@@ -54,7 +54,7 @@ from harness.train.precision import (cast_frozen_weights, cell_shape, choose_pre
 from harness.train.progress import Progress
 from harness.train.result import RunResult
 from harness.train.schedules import TaskMixture, encoder_checksum, handover_state
-from harness.train.zero import gathered, numel
+from harness.train.zero import gathered, numel, under_deepspeed
 
 
 def train_and_evaluate(cell: Cell, ctx: RunContext, output_dir: str | None = None, checkpoint_dir: str | None = None,
@@ -219,7 +219,7 @@ class CellRun:
         # torch.compile where the cell asks for it (harness/train/compiling.py); never the cached-feature path,
         # whose model is just a head on cached vectors
         self.compiled = not self.frozen and compiling.chosen(
-            hp.get("compile", COMPILE_DEFAULT), acc.device.type, str(acc.distributed_type).endswith("DEEPSPEED"))
+            hp.get("compile", COMPILE_DEFAULT), acc.device.type, under_deepspeed(acc))
         if self.frozen:
             encoder, tokenized = getattr(self.model, self.model.base_model_prefix), (self.train_sets, self.eval_sets)
             self.train_sets, self.eval_sets, collator = self.frozen.swap_in(
@@ -228,8 +228,7 @@ class CellRun:
             self._count_encoder_pass(encoder, *tokenized, collator=DataCollatorWithPadding(self.tokenizer))
         else:   # frozen Linear weights in bf16 once, not cast at every forward (harness/train/precision.py)
             self.frozen_cast = cast_frozen_weights(
-                self.members, acc.mixed_precision, bool(acc.native_amp),
-                str(acc.distributed_type).endswith("DEEPSPEED"),
+                self.members, acc.mixed_precision, bool(acc.native_amp), under_deepspeed(acc),
                 self.sequential or self.keep_state or self.handover is not None)
         if self.compiled:   # compiled when it first runs: in the first step's time (train_time_s)
             collator = DataCollatorWithPadding(self.tokenizer, pad_to_multiple_of=compiling.pad_multiple(hp))

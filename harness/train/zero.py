@@ -7,6 +7,11 @@ from __future__ import annotations
 import contextlib
 
 
+def under_deepspeed(acc) -> bool:
+    """The Accelerator runs DeepSpeed (it then owns the weights' dtype, their partitioning and the checkpoints)."""
+    return str(acc.distributed_type).endswith("DEEPSPEED")
+
+
 def numel(p) -> int:
     """The full number of elements, also for a ZeRO-3 partitioned parameter."""
     return int(getattr(p, "ds_numel", 0) or p.numel())
