@@ -141,8 +141,9 @@ def test_status_text_puts_the_summary_first_and_lists_cells_only_with_all(grid):
     assert "loss is not finite at step 3" in text and "Traceback" not in text
     assert cells[("houlsby", 1)].key not in text   # a completed cell: only in --all
     every = call_cli("status", suite, "--db", url, "--all").stdout
-    # the same report first (its ages may have moved on by a second), then every cell
-    assert every.splitlines()[:3] == lines[:3] or every.splitlines()[0] == lines[0]
+    # the same summary line first (the lines below it show ages, which may have moved on by a second), then
+    # every cell
+    assert every.splitlines()[0] == lines[0]
     assert len(every.splitlines()) > len(lines) and all(c.key in every for c in cells.values())
 
 
