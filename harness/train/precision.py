@@ -76,18 +76,14 @@ def choose_precision(requested: str, cuda: bool | None = None, cache_dir: str | 
            "cached": all(r["cached"] for r in rates.values())}
     decided_by = f"bf16 matmul {ratio:.2f}x fp32"
     if step is not None:   # a training step of the model decides where it was timed: it is what a cell runs
-        times = {}
-        for dtype in ("fp32", "bf16"):   # fp32 first: a step too slow to time there is not timed in bf16
-            times[dtype] = peaks.cached_value(f"step {step['key']} {dtype}", lambda d=dtype: step["time"](d),
-                                              cache_dir)
-            if not times[dtype]["value"]:
-                break
-        if len(times) == 2 and all(t["value"] for t in times.values()):
-            ratio = times["fp32"]["value"] / times["bf16"]["value"]
+        timed = peaks.cached_value(f"step {step['key']} alternated", step["time"], cache_dir)
+        if timed["value"]:   # None: a step too slow to time (the answer is cached too)
+            times = timed["value"]
+            ratio = times["fp32"] / times["bf16"]
             decided_by = f"bf16 training step {ratio:.2f}x as fast as fp32 ({decided_by})"
-            out["step_s"] = {dtype: t["value"] for dtype, t in times.items()}
+            out["step_s"] = dict(times)
             out["step"] = step["key"]
-            out["cached"] = out["cached"] and all(t["cached"] for t in times.values())
+            out["cached"] = out["cached"] and timed["cached"]
     out["chosen"] = "bf16" if ratio >= BF16_MARGIN else "no"
     out["reason"] = f"{decided_by} (bf16 needs >= {BF16_MARGIN:.2f}x)"
     return out
@@ -101,13 +97,29 @@ def resolve_precision(requested: str, cuda: bool | None = None, cache_dir: str |
 
 
 STEP_TIME_CAP_S = 5.0   # a model whose warm-up step takes longer is not timed: the matmul decides
+STEP_ROUNDS = 3         # timed steps per precision, after one warm-up step each
+PRECISIONS = ("fp32", "bf16")
+
+
+def alternated(timers: dict, rounds: int) -> dict:
+    """The best of `rounds` timings of each timer, the timers run in turn (fp32, bf16, fp32, bf16, ...): a shared
+    machine's speed drifts by 10-20% within a minute, and timing one precision after the other let a slow spell
+    fall on one of them only (a 2-core EPYC chose fp32 once, its bf16 steps timed 0.93x fp32's, and bf16 the
+    next time at 1.19x). In turn, both see the same spells."""
+    best = {name: float("inf") for name in timers}
+    for _ in range(rounds):
+        for name, timer in timers.items():
+            best[name] = min(best[name], timer())
+    return best
 
 
 def model_step(cell, model_base_dir: str = ".") -> dict | None:
-    """A training step of the cell's model architecture for choose_precision: {"key", "time": f(dtype) ->
-    seconds or None}. The encoder is built from its config (random weights, under a forked RNG, so the cell's
+    """A training step of the cell's model architecture for choose_precision: {"key", "time": f() ->
+    {"fp32": s, "bf16": s} or None}. The encoder is built from its config (random weights, under a forked RNG, so the cell's
     own seeded draws are untouched) and times forward + backward of batch_size x max_length random tokens, in
-    eval mode (no dropout: no RNG), best of 3 after a warm-up. None where the config cannot be read."""
+    eval mode (no dropout: no RNG): one warm-up step per precision, then the best of STEP_ROUNDS steps each, the
+    precisions in turn (alternated); None (not timed) where a warm-up step took longer than STEP_TIME_CAP_S.
+    model_step itself is None where the config cannot be read."""
     try:
         from transformers import AutoConfig
 
@@ -121,7 +133,7 @@ def model_step(cell, model_base_dir: str = ".") -> dict | None:
     batch, tokens = int(cell.hparams["batch_size"]), int(cell.hparams["max_length"])
     tokens = min(tokens, getattr(cfg, "max_position_embeddings", tokens) or tokens)
 
-    def time_step(dtype: str) -> float | None:
+    def time_step() -> dict | None:
         import time
 
         import torch
@@ -136,7 +148,7 @@ def model_step(cell, model_base_dir: str = ".") -> dict | None:
         gen = torch.Generator().manual_seed(0)
         ids = torch.randint(0, getattr(cfg, "vocab_size", 1000), (batch, tokens), generator=gen)
 
-        def once() -> float:
+        def once(dtype: str) -> float:
             t0 = time.perf_counter()
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bf16"):
                 out = model(input_ids=ids).last_hidden_state
@@ -144,9 +156,10 @@ def model_step(cell, model_base_dir: str = ".") -> dict | None:
             model.zero_grad(set_to_none=True)
             return time.perf_counter() - t0
 
-        if once() > STEP_TIME_CAP_S:
-            return None
-        return min(once() for _ in range(3))
+        for dtype in PRECISIONS:   # warm-up; fp32 first: a step too slow to time there is not timed in bf16
+            if once(dtype) > STEP_TIME_CAP_S:
+                return None
+        return alternated({dtype: functools.partial(once, dtype) for dtype in PRECISIONS}, STEP_ROUNDS)
 
     # the architecture decides a step's time, not the weights or where they came from
     arch = {k: v for k, v in sorted(cfg.to_dict().items()) if not k.startswith("_") and k != "transformers_version"}
