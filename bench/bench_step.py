@@ -8,6 +8,8 @@ Modes (one process, side by side; the CPU model is printed with every table):
   numbers are the loop's: FLOPs as the records count them (FlopCounterMode), time as they measure it.
 - `ab`: the step mode's cells under two settings, alternated in child processes (median of --repeats):
   another checkout (an earlier commit) against this one, or this tree with an environment variable against it.
+- `batch`: the demo's cells (SST-2) at several batch sizes (--batches), one cell of each size after the other,
+  --repeats rounds, median ms per step: what an epoch costs per batch size where a step's fixed costs dominate.
 - `profile`: torch.profiler over one cell's training per method: the ops that take the time.
 - `workers`: the same small suite (8 cells) run by `harness run` as 1 worker x 2 threads and as 2 workers x 1
   thread, each into a fresh store: wall time and cells per minute.
@@ -91,6 +93,32 @@ def mode_step(args, ctx) -> str:
                             f"{shape[2]}) | {100 * achieved / peak:.0f}% |")
                 print(rows[-1], flush=True)
     return "\n".join(rows)
+
+
+def mode_batch(args, ctx) -> str:
+    """ms per step and per training example of the demo's SST-2 cells at each of --batches, the sizes' cells run
+    one after the other in each of --repeats rounds (so that every size sees the same drift); the median."""
+    import statistics
+
+    from harness.train.recipe import train_and_evaluate
+
+    ms: dict[tuple, list] = {}
+    for _ in range(args.repeats):
+        for precision in args.precisions:
+            for method in args.methods:
+                for batch in args.batches:
+                    r = train_and_evaluate(cell("sst2", method, batch, precision, args.steps), ctx)
+                    ms.setdefault((method, precision, batch), []).append(1000 * r.train_time_s / max(r.steps, 1))
+    first = args.batches[0]
+    rows = ["| method | precision | batch | ms/step | ms per example | an epoch's time vs batch "
+            f"{first} |", "|---|---|---:|---:|---:|---:|"]
+    for (method, precision, batch), v in ms.items():
+        step = statistics.median(v)
+        base = statistics.median(ms[(method, precision, first)]) / first
+        rows.append(f"| {method} | {precision} | {batch} | {step:.0f} | {step / batch:.1f} | "
+                    f"{step / batch / base:.2f}x |")
+        print(rows[-1], flush=True)
+    return (f"SST-2 cells of {args.steps} steps, {args.repeats} rounds, median:\n\n" + "\n".join(rows))
 
 
 def mode_profile(args, ctx) -> str:
@@ -238,7 +266,7 @@ def mode_ab(args, ctx) -> str:
             + "\n".join(rows))
 
 
-MODES = {"step": mode_step, "ab": mode_ab, "profile": mode_profile, "workers": mode_workers, "demo": mode_demo}
+MODES = {"step": mode_step, "ab": mode_ab, "batch": mode_batch, "profile": mode_profile, "workers": mode_workers, "demo": mode_demo}
 
 
 def main() -> int:
@@ -250,7 +278,8 @@ def main() -> int:
                    default=DEFAULT_SHAPES, help="step and ab modes: which shapes")
     p.add_argument("--precisions", nargs="+", choices=["no", "bf16"], default=["no", "bf16"],
                    help="step and ab modes: which precisions")
-    p.add_argument("--repeats", type=int, default=3, help="ab mode: child processes per setting")
+    p.add_argument("--repeats", type=int, default=3, help="ab mode: child processes per setting; batch mode: rounds")
+    p.add_argument("--batches", nargs="+", type=int, default=[8, 16], help="batch mode: the batch sizes")
     p.add_argument("--against", default=None, help="ab mode: the folder of another checkout to compare this one "
                                                    "with, or VAR=VALUE: this tree with that environment variable")
     p.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
@@ -266,6 +295,8 @@ def main() -> int:
     args = p.parse_args()
     if "ab" in args.modes and not args.against:
         p.error("--against: the ab mode compares this tree with another checkout's folder or with VAR=VALUE")
+    if min(args.batches) < 1:
+        p.error("--batches: batch sizes are positive integers")
     from harness.store.env import git_state
     from harness.train.context import RunContext
 
