@@ -77,11 +77,12 @@ def choose_precision(requested: str, cuda: bool | None = None, cache_dir: str | 
     decided_by = f"bf16 matmul {ratio:.2f}x fp32"
     if step is not None:   # a training step of the model decides where it was timed: it is what a cell runs
         timed = peaks.cached_value(f"step {step['key']} alternated", step["time"], cache_dir)
-        if timed["value"]:   # None: a step too slow to time (the answer is cached too)
-            times = timed["value"]
+        times = timed["value"]   # None: a step too slow to time (that answer is cached too)
+        if isinstance(times, dict) and all(isinstance(times.get(p), (int, float)) and times[p] > 0
+                                           for p in PRECISIONS):   # else (a damaged cache file) the matmul decides
             ratio = times["fp32"] / times["bf16"]
             decided_by = f"bf16 training step {ratio:.2f}x as fast as fp32 ({decided_by})"
-            out["step_s"] = dict(times)
+            out["step_s"] = {p: times[p] for p in PRECISIONS}
             out["step"] = step["key"]
             out["cached"] = out["cached"] and timed["cached"]
     out["chosen"] = "bf16" if ratio >= BF16_MARGIN else "no"
@@ -106,6 +107,8 @@ def alternated(timers: dict, rounds: int) -> dict:
     machine's speed drifts by 10-20% within a minute, and timing one precision after the other let a slow spell
     fall on one of them only (a 2-core EPYC chose fp32 once, its bf16 steps timed 0.93x fp32's, and bf16 the
     next time at 1.19x). In turn, both see the same spells."""
+    if rounds < 1:
+        raise ValueError(f"rounds: at least 1, got {rounds}")
     best = {name: float("inf") for name in timers}
     for _ in range(rounds):
         for name, timer in timers.items():

@@ -139,8 +139,8 @@ def test_a_cell_records_what_auto_measured_and_chose(tiny_bert, small_glue, tmp_
     assert peaks.measurements == before + 1    # only MFU's 2048^3 fp32 peak was not in the cache
 
 
-def test_a_timed_step_of_the_model(tiny_bert, native_bf16, tmp_path):
-    """The step is really timed (both precisions, cached like the rates), and runs without touching the
+def test_a_timed_step_of_the_model(tiny_bert, native_bf16, tmp_path, monkeypatch):
+    """The step is really timed (both precisions in turn, cached like the rates), and runs without touching the
     global RNG (the cell's seeded draws come after it)."""
     from harness.spec.cell import Cell
 
@@ -150,14 +150,46 @@ def test_a_timed_step_of_the_model(tiny_bert, native_bf16, tmp_path):
     expected = torch.rand(3)
     torch.manual_seed(123)
     before = peaks.measurements
+    calls = []
+    alternated = precision.alternated
+    monkeypatch.setattr(precision, "alternated",
+                        lambda timers, rounds: calls.append((tuple(timers), rounds)) or alternated(timers, rounds))
     choice = precision.choose_precision("auto", cuda=False, cache_dir=str(tmp_path), shape=SHAPE,
                                         step=precision.model_step(cell))
     assert torch.equal(torch.rand(3), expected)
+    assert calls == [(("fp32", "bf16"), precision.STEP_ROUNDS)]   # the steps were timed in turn
     # the two matmul rates and one alternated timing of the step
     assert choice["step_s"]["fp32"] > 0 and choice["step_s"]["bf16"] > 0 and peaks.measurements == before + 3
-    precision.choose_precision("auto", cuda=False, cache_dir=str(tmp_path), shape=SHAPE,
-                               step=precision.model_step(cell))
-    assert peaks.measurements == before + 3
+    assert not choice["cached"]
+    again = precision.choose_precision("auto", cuda=False, cache_dir=str(tmp_path), shape=SHAPE,
+                                       step=precision.model_step(cell))
+    assert peaks.measurements == before + 3 and len(calls) == 1
+    assert again["cached"] and again["step_s"] == choice["step_s"]   # the pair read back from the cache file
+
+
+def test_a_warm_up_step_over_the_cap_is_not_timed(tiny_bert, monkeypatch):
+    from harness.spec.cell import Cell
+
+    cell = Cell(suite="t", model=str(tiny_bert), task="rte", task_version=1, method="full", method_params={},
+                budget={"max_steps": 1}, seed=1, hparams={"batch_size": 4, "max_length": 16})
+    step = precision.model_step(cell)
+    monkeypatch.setattr(precision, "alternated", lambda timers, rounds: pytest.fail("timed after a slow warm-up"))
+    monkeypatch.setattr(precision, "STEP_TIME_CAP_S", 0.0)
+    assert step["time"]() is None
+
+
+def test_a_damaged_step_entry_leaves_the_matmul_to_decide(tmp_path, native_bf16):
+    """A cache file edited by hand (a precision missing, a zero time) is not divided by: the matmul decides."""
+    for damaged in ({"fp32": 0.01}, {"fp32": 0.0, "bf16": 0.01}, [0.01, 0.02]):
+        path = write_rates(tmp_path, fp32=100e9, bf16=300e9)
+        with open(path) as f:
+            data = json.load(f)
+        data["hosts"][peaks.host_key()]["step bert:0 8x128 alternated"] = {"value": damaged, "measured_at": "x"}
+        with open(path, "w") as f:
+            json.dump(data, f)
+        step = {"key": "bert:0 8x128", "time": lambda: pytest.fail("measured although cached")}
+        choice = precision.choose_precision("auto", cuda=False, cache_dir=str(tmp_path), shape=SHAPE, step=step)
+        assert choice["chosen"] == "bf16" and "step_s" not in choice and "matmul" in choice["reason"]
 
 
 def test_a_step_too_slow_to_time_leaves_the_matmul_to_decide(tmp_path, native_bf16, monkeypatch):
@@ -191,3 +223,5 @@ def test_the_precisions_are_timed_in_turn_so_a_slow_spell_falls_on_both():
     best = precision.alternated({"fp32": timer(1.2), "bf16": timer(1.0)}, rounds=3)
     assert clock["tick"] == 6
     assert best == {"fp32": 1.2, "bf16": 1.0}     # fp32 / bf16 = 1.2: bf16 (>= BF16_MARGIN)
+    with pytest.raises(ValueError, match="rounds"):
+        precision.alternated({"fp32": timer(1.0)}, rounds=0)
