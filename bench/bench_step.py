@@ -37,7 +37,8 @@ sys.path.insert(0, _TREE)
 
 METHODS = {"full": {}, "houlsby": {"size": 64}, "pfeiffer": {"size": 64}, "lora": {"rank": 8, "alpha": 16},
            "bitfit": {}, "layernorm": {}}
-LR = {"full": 1e-4}   # the rest: 1e-3 (the demo's adapter rates); the rate does not change a step's cost
+LR = {"full": 1e-4}   # the rest: 1e-3 (one of the demo's adapter rates); the rate does not change a step's cost
+# the demo trained in batches of 8 until 2026-12-03 (now 16: --modes batch compares the two)
 SHAPES = {"demo (SST-2, batch 8)": ("sst2", 8), "MRPC bench cell (batch 16)": ("mrpc", 16),
           "SQuAD (offline split, batch 8 x 384-token windows)": ("squad", 8)}
 DEFAULT_SHAPES = ["sst2", "mrpc"]   # SQuAD on request (--shapes squad): seconds per step on a 2-core CPU
@@ -277,7 +278,7 @@ def main() -> int:
     p.add_argument("--shapes", nargs="+", choices=[t for t, _ in SHAPES.values()],
                    default=DEFAULT_SHAPES, help="step and ab modes: which shapes")
     p.add_argument("--precisions", nargs="+", choices=["no", "bf16"], default=["no", "bf16"],
-                   help="step and ab modes: which precisions")
+                   help="step, ab and batch modes: which precisions")
     p.add_argument("--repeats", type=int, default=3, help="ab mode: child processes per setting; batch mode: rounds")
     p.add_argument("--batches", nargs="+", type=int, default=[8, 16], help="batch mode: the batch sizes")
     p.add_argument("--against", default=None, help="ab mode: the folder of another checkout to compare this one "

@@ -3,7 +3,7 @@ reads them and reduces the stop flags across ranks.
 
 Reading a device value (`float(loss)`, `int(mask.sum())`) waits for the device to finish everything queued, and
 the stop flags' all-reduce is a collective: done at every optimizer step, these fixed costs were most of a step
-at the demo's shape (batch 8 x 16 tokens, MiniLM on a 2-core CPU) and stall a GPU's queue of kernels. So the
+at the batch-8 demo's shape (8 x 16 tokens, MiniLM on a 2-core CPU) and stall a GPU's queue of kernels. So the
 loop adds its loss and token counts on the device (`DeviceSums`) and syncs (`read`) only at the steps where
 something must be decided (`due`): every SYNC_EVERY optimizer steps, the last step, an evaluation, a tracker's
 log point. Those steps are a function of the step number alone, so every DDP rank reduces at the same steps;
