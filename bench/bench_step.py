@@ -2,7 +2,7 @@
 
 Modes (one process, side by side; the CPU model is printed with every table):
 - `step`: ms per optimizer step, examples/s, achieved FLOP/s and MFU per method at the demo's shape (SST-2,
-  batch 8, ~16 tokens) and at the bench's MRPC shape (batch 16, ~56 tokens), in fp32 and bf16, against the
+  its batch size from suites/demo.yaml, ~14 tokens) and at the bench's MRPC shape (batch 16, ~56 tokens), in fp32 and bf16, against the
   matmul peak of the same precision measured in this process at the model's own FFN shape
   (harness/train/peaks.py). The cells are real (`train_and_evaluate`, the embedded model, real data), so the
   numbers are the loop's: FLOPs as the records count them (FlopCounterMode), time as they measure it.
@@ -38,8 +38,20 @@ sys.path.insert(0, _TREE)
 METHODS = {"full": {}, "houlsby": {"size": 64}, "pfeiffer": {"size": 64}, "lora": {"rank": 8, "alpha": 16},
            "bitfit": {}, "layernorm": {}}
 LR = {"full": 1e-4}   # the rest: 1e-3 (one of the demo's adapter rates); the rate does not change a step's cost
-# the demo trained in batches of 8 until 2026-12-03 (now 16: --modes batch compares the two)
-SHAPES = {"demo (SST-2, batch 8)": ("sst2", 8), "MRPC bench cell (batch 16)": ("mrpc", 16),
+
+
+def demo_batch() -> int:
+    """The demo suite's batch size, read from suites/demo.yaml: the step, profile and workers modes measure the
+    demo's own shape (batches of 8 until 2026-12-03, 16 since; --modes batch compares sizes)."""
+    import yaml
+
+    with open(os.path.join(ROOT, "suites", "demo.yaml")) as f:
+        batch = yaml.safe_load(f)["hparams"]["batch_size"]
+    return int(batch[0] if isinstance(batch, list) else batch)
+
+
+DEMO_BATCH = demo_batch()
+SHAPES = {f"demo (SST-2, batch {DEMO_BATCH})": ("sst2", DEMO_BATCH), "MRPC bench cell (batch 16)": ("mrpc", 16),
           "SQuAD (offline split, batch 8 x 384-token windows)": ("squad", 8)}
 DEFAULT_SHAPES = ["sst2", "mrpc"]   # SQuAD on request (--shapes squad): seconds per step on a 2-core CPU
 
@@ -146,9 +158,9 @@ def mode_profile(args, ctx) -> str:
     recipe.CellRun.record = keep
     try:
         for method in args.methods:
-            recipe.train_and_evaluate(cell("sst2", method, 8, args.precision, args.profile_steps), ctx)
+            recipe.train_and_evaluate(cell("sst2", method, DEMO_BATCH, args.precision, args.profile_steps), ctx)
             table = captured["prof"].key_averages().table(sort_by="self_cpu_time_total", row_limit=args.rows)
-            out.append(f"### {method} ({args.precision}, SST-2 batch 8, {args.profile_steps} steps incl. the final "
+            out.append(f"### {method} ({args.precision}, SST-2 batch {DEMO_BATCH}, {args.profile_steps} steps incl. the final "
                        f"evaluation)\n\n```\n{table}\n```")
             print(out[-1], flush=True)
     finally:
@@ -168,7 +180,7 @@ methods:
 budgets:
   - {{max_steps: {steps}, max_train_samples: {samples}, max_eval_samples: 200}}
 seeds: [1, 2]
-hparams: {{batch_size: 8, max_length: 128, warmup_ratio: 0.1}}
+hparams: {{batch_size: {batch}, max_length: 128, warmup_ratio: 0.1}}
 """
 
 
@@ -189,13 +201,14 @@ def mode_workers(args, ctx) -> str:
         with tempfile.TemporaryDirectory() as work:
             suite = os.path.join(work, "w.yaml")
             with open(suite, "w") as f:
-                f.write(WORKERS_SUITE.format(name="workers", steps=args.steps, samples=args.steps * 8))
+                f.write(WORKERS_SUITE.format(name="workers", steps=args.steps, samples=args.steps * DEMO_BATCH,
+                                            batch=DEMO_BATCH))
             wall = harness_run(suite, work, "--workers", str(workers), "--threads-per-worker", str(threads))
         base = base or wall
         rows.append(f"| {workers} worker(s) x {threads} thread(s) | {wall:.0f} | {8 * 60 / wall:.2f} | "
                     f"{base / wall:.2f}x |")
         print(rows[-1], flush=True)
-    return (f"8 cells (SST-2; full, Houlsby, LoRA, LayerNorm x 2 seeds; {args.steps} steps each, batch 8, "
+    return (f"8 cells (SST-2; full, Houlsby, LoRA, LayerNorm x 2 seeds; {args.steps} steps each, batch {DEMO_BATCH}, "
             f"200 dev examples), `harness run --workers W --threads-per-worker T`:\n\n" + "\n".join(rows))
 
 
