@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from harness.cli import (ablate, board, compare, estimate, export, ingest, ls, params, prefetch, run, slurm,
                          status, validate)
 from harness.cli.common import resolve_user_paths, subparser
 from harness.spec.errors import InputError
+
+EXIT_BROKEN_PIPE = 141   # what a shell reports for a command killed by SIGPIPE (128 + 13), as `yes | head -1` gives
 
 # in the order `harness --help` lists them
 SUBCOMMANDS = {"run": run, "validate": validate, "estimate": estimate, "status": status, "slurm": slurm, "prefetch": prefetch, "ls": ls,
@@ -40,10 +43,17 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         resolve_user_paths(args)
-        return SUBCOMMANDS[args.command].run(args)
+        code = SUBCOMMANDS[args.command].run(args)
+        sys.stdout.flush()   # here, where a closed pipe is caught, not at the interpreter's exit
+        return code
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # the reader went away (`harness ls | head -1`): stop quietly, as `ls | head -1` does; what is still
+        # buffered goes to /dev/null so that the interpreter's last flush does not fail again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
 
 
 __all__ = ["build_parser", "main", "resolve_user_paths"]

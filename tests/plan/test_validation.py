@@ -6,11 +6,11 @@ and relative paths resolved once."""
 from __future__ import annotations
 
 import io
-import json
 import os
 import shutil
-import sqlite3
-from contextlib import redirect_stderr, redirect_stdout
+import subprocess
+import sys
+from contextlib import redirect_stderr
 
 import pytest
 
@@ -315,3 +315,17 @@ def test_ablate_trusts_remote_code_only_for_a_model_named_on_the_command_line(mo
 
     text = build_parser()._subparsers._group_actions[0].choices["ablate"].format_help()
     assert "--trust-remote-code MODEL" in text and "never trusted" in " ".join(text.split())
+
+
+def test_a_reader_that_goes_away_ends_a_command_quietly():
+    """`harness validate suites/demo.yaml | head -1`: the reader closed the pipe; the command stops without a
+    traceback, with the shell's exit status for a closed pipe (141), as `ls | head -1` does."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)   # gone before the first byte: every write to the pipe fails (EPIPE)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "harness", "validate", str(ROOT / "suites" / "demo.yaml")],
+                              stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=300,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+    finally:
+        os.close(write_end)
+    assert proc.stderr == "" and proc.returncode == 141
