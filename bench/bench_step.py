@@ -41,13 +41,12 @@ LR = {"full": 1e-4}   # the rest: 1e-3 (one of the demo's adapter rates); the ra
 
 
 def demo_batch() -> int:
-    """The demo suite's batch size, read from suites/demo.yaml: the step, profile and workers modes measure the
-    demo's own shape (batches of 8 until 2026-12-03, 16 since; --modes batch compares sizes)."""
-    import yaml
+    """The demo suite's batch size, as the suite loader resolves it for its cells (suites/demo.yaml, else the
+    hparam default): the step, profile and workers modes measure the demo's own shape (batches of 8 until
+    2026-12-03, 16 since; --modes batch compares sizes)."""
+    from harness.plan.suite import load_suite
 
-    with open(os.path.join(ROOT, "suites", "demo.yaml")) as f:
-        batch = yaml.safe_load(f)["hparams"]["batch_size"]
-    return int(batch[0] if isinstance(batch, list) else batch)
+    return int(load_suite(os.path.join(ROOT, "suites", "demo.yaml")).cells()[0].hparams["batch_size"])
 
 
 DEMO_BATCH = demo_batch()
@@ -72,6 +71,12 @@ def cell(task: str, method: str, batch: int, precision: str, steps: int, seed: i
                 seed=seed, hparams=hp)
 
 
+def ms_per_step(r) -> float:
+    """A measured cell's training time per optimizer step, in ms (its first steps' warm-up and FLOP count
+    included, as the records count them)."""
+    return 1000 * r.train_time_s / max(r.steps, 1)
+
+
 def cpu_line() -> str:
     import torch
 
@@ -92,7 +97,7 @@ def mode_step(args, ctx) -> str:
         for precision in args.precisions:
             for method in args.methods:
                 r = train_and_evaluate(cell(task, method, batch, precision, args.steps), ctx)
-                ms = 1000 * r.train_time_s / max(r.steps, 1)
+                ms = ms_per_step(r)
                 if args.json:   # for mode_ab, which runs this mode in child processes
                     print("ROW " + json.dumps({"task": task, "method": method, "precision": precision, "ms": ms,
                                                "rss_mb": r.peak_memory_mb}), flush=True)
@@ -121,7 +126,7 @@ def mode_batch(args, ctx) -> str:
             for method in args.methods:
                 for batch in args.batches:
                     r = train_and_evaluate(cell("sst2", method, batch, precision, args.steps), ctx)
-                    ms.setdefault((method, precision, batch), []).append(1000 * r.train_time_s / max(r.steps, 1))
+                    ms.setdefault((method, precision, batch), []).append(ms_per_step(r))
     first = args.batches[0]
     rows = ["| method | precision | batch | ms/step | ms per example | an epoch's time vs batch "
             f"{first} |", "|---|---|---:|---:|---:|---:|"]

@@ -47,6 +47,7 @@ def cpu_has_native_bf16() -> bool:
 
 
 BF16_MARGIN = 1.10   # bf16 must be this much faster than fp32: within the timing noise, fp32 (exact) wins
+PRECISIONS = ("fp32", "bf16")   # what `auto` on a CPU measures, fp32 first
 
 
 def choose_precision(requested: str, cuda: bool | None = None, cache_dir: str | None = None,
@@ -69,7 +70,7 @@ def choose_precision(requested: str, cuda: bool | None = None, cache_dir: str | 
     from harness.train import peaks
 
     shape = tuple(shape) if shape else peaks.REFERENCE_SHAPE
-    rates = {dtype: peaks.matmul_rate(dtype, shape, cache_dir) for dtype in ("fp32", "bf16")}
+    rates = {dtype: peaks.matmul_rate(dtype, shape, cache_dir) for dtype in PRECISIONS}
     ratio = rates["bf16"]["flops_per_s"] / rates["fp32"]["flops_per_s"]
     out = {"requested": "auto", "shape": list(shape),
            "rates": {dtype: r["flops_per_s"] for dtype, r in rates.items()},
@@ -99,7 +100,6 @@ def resolve_precision(requested: str, cuda: bool | None = None, cache_dir: str |
 
 STEP_TIME_CAP_S = 5.0   # a model whose warm-up step takes longer is not timed: the matmul decides
 STEP_ROUNDS = 3         # timed steps per precision, after one warm-up step each
-PRECISIONS = ("fp32", "bf16")
 
 
 def alternated(timers: dict, rounds: int) -> dict:
