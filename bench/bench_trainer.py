@@ -59,18 +59,24 @@ def run_harness(cell: Cell, ctx: RunContext) -> dict:
             "precision": r.mixed_precision, "frozen_features": r.frozen_features, "mfu_counted": r.mfu}
 
 
-def measured_peaks(cell: Cell, cache_dir: str) -> dict:
-    """{precision: {"gflops", "rates"}}: this machine's matmul peak in this process (harness/train/peaks.py, the
-    function the records' MFU uses): the best of the model's own FFN shape and 2048^3, for fp32 and bf16."""
-    from harness.train.peaks import device_peak
+def measured_peaks(cell: Cell, cache_dir: str, fresh: bool = False) -> dict:
+    """{precision: {"gflops", "rates", "samples"}}: this machine's matmul peak in this process
+    (harness/train/peaks.py, the function the records' MFU uses): the best of the model's own FFN shape and
+    2048^3, for fp32 and bf16, each the best of its timings so far. `fresh`: time every rate once more now (next
+    to the runs it divides) and keep the best: a slow spell of the machine never lowers a peak."""
+    from harness.train import peaks
     from harness.train.precision import cell_shape
 
     shape = cell_shape(cell)
     out = {}
     for precision in ("no", "bf16"):
-        peak = device_peak(precision, "cpu", cache_dir, shape)
+        if fresh:
+            for s in (peaks.REFERENCE_SHAPE, shape):
+                peaks.matmul_rate(peaks.DTYPE_OF[precision], s, cache_dir, fresh=True)
+        peak = peaks.device_peak(precision, "cpu", cache_dir, shape)
         out[precision] = {"gflops": peak["flops_per_s"] / 1e9, "source": peak["source"],
-                          "rates": {k: v / 1e9 for k, v in peak.get("rates", {}).items()}}
+                          "rates": {k: v / 1e9 for k, v in peak.get("rates", {}).items()},
+                          "samples": peak.get("samples", {})}
     return out
 
 
@@ -160,21 +166,31 @@ def main() -> int:
     n_params = non_embedding_params(args.model, get_task(args.task))
     # the peaks are measured in this process (a fresh cache folder: nothing from another run or machine), at the
     # model's own shape and at 2048^3, unless given; HARNESS_PEAK_FLOPS overrides as it does for the records
-    measured = measured_peaks(make_cell(args, "full", args.lr_full), ctx.cache_dir)
-    peaks = {"no": args.peak_fp32 or measured["no"]["gflops"], "bf16": args.peak_bf16 or measured["bf16"]["gflops"]}
-    rates = "; ".join(f"{k} {v:.0f}" for m in measured.values() for k, v in m["rates"].items())
-    lines = [f"\nNon-embedding parameters N = {n_params:,}; MFU = flops/token x N x tokens/s over the matmul peak "
-             f"(fp32 {peaks['no']:.0f}, bf16 {peaks['bf16']:.0f} GFLOP/s{'' if not (args.peak_fp32 or args.peak_bf16) else ', given'}; "
-             f"measured in this run, GFLOP/s: {rates}). flops/token: full 6N; frozen base weights (adapters) 4N; the "
-             f"probe's one forward pass is not a training rate (n/a). Counted MFU: the record's own (FLOPs counted "
-             f"with FlopCounterMode over the same peak source, harness/train/flops.py)."]
+    peak_cell = make_cell(args, "full", args.lr_full)
+    peaks = {}
+
+    def peak_line(fresh: bool) -> str:
+        """Times the peaks (again: `fresh`) and says what each table divides by: the best timing so far."""
+        measured = measured_peaks(peak_cell, ctx.cache_dir, fresh)
+        peaks.update({"no": args.peak_fp32 or measured["no"]["gflops"],
+                      "bf16": args.peak_bf16 or measured["bf16"]["gflops"]})
+        rates = "; ".join(f"{k} {v:.0f} (best of {m['samples'].get(k, 1)})"
+                          for m in measured.values() for k, v in m["rates"].items())
+        given = ", given" if args.peak_fp32 or args.peak_bf16 else ""
+        return (f"matmul peak fp32 {peaks['no']:.0f}, bf16 {peaks['bf16']:.0f} GFLOP/s{given} (measured in this "
+                f"run, timed before the runs and again before each table, the best kept; GFLOP/s: {rates})")
+
+    lines = [f"\nNon-embedding parameters N = {n_params:,}; MFU = flops/token x N x tokens/s over the "
+             f"{peak_line(False)}. flops/token: full 6N; frozen base weights (adapters) 4N; the probe's one forward "
+             f"pass is not a training rate (n/a). Counted MFU: the record's own (FLOPs counted with FlopCounterMode "
+             f"over the same peak source when the cell ran, harness/train/flops.py)."]
     print(lines[-1], flush=True)
 
     def lr_of(method):
         return args.lr_full if method == "full" else args.lr_probe if method == "linear_probe" else args.lr_adapter
 
     def table(title, runs, refs):
-        out = [f"\n### {title}\n",
+        out = [f"\n### {title}\n", f"MFU over the {peak_line(True)}.\n",
                "| run | precision | train examples/s | tokens/s | model GFLOP/s | MFU | counted MFU | "
                + " | ".join(f"vs {r}" for r in refs) + " | train s | dev score | dev metrics |",
                "|---|---|---:|---:|---:|---:|---:|" + "---:|" * len(refs) + "---:|---:|---|"]

@@ -12,8 +12,16 @@ Where a peak comes from, first match wins (the record names the source):
 
 Measurements are cached per host in the harness cache folder (`OUTPUT_DIR/cache/device_peaks.json`), keyed by
 host name, CPU (or GPU) model, torch version and thread count (a 1-thread worker has another peak than a
-2-thread one), then by dtype and shape: a host measures each once. Delete the file to measure again (on a quiet
-machine: the rates are only as good as the machine was idle while timing).
+2-thread one), then by dtype and shape.
+
+A peak is the best rate this host has shown, timed more than once and minutes apart: a shared machine has slow
+spells lasting minutes (bench/RESULTS.md, 2026-12-03: the bf16 peak at one shape timed 201 GFLOP/s in one spell,
+360 an hour before), and a peak timed in one would be too low for every MFU divided by it afterwards, so every
+cell's MFU too high. A slow spell can only lower a timing, never raise it, so the cache keeps the highest rate and
+how many timings it is the best of; a rate timed fewer than SAMPLES times is timed again when it is looked up at
+least RESAMPLE_S after its last timing (a cell's end, the next cell's precision choice), a fraction of a second
+each time. An MFU recorded before the rate settled may be higher than a later cell's peak would make it; the
+record carries the number of timings behind its peak (`device_peak.samples`). Delete the file to measure anew.
 """
 
 from __future__ import annotations
@@ -32,6 +40,8 @@ REFERENCE_SHAPE = (2048, 2048, 2048)
 REPEATS = 5              # best of REPEATS timings (after one warm-up call)
 MIN_TIMED_S = 0.02       # a timing of a small shape loops the matmul until it lasts this long (timer resolution)
 MAX_ROWS = 8192          # the model's shape: batch x tokens rows, capped (the rate has saturated long before)
+SAMPLES = 4              # a rate is settled once it is the best of this many timings ...
+RESAMPLE_S = 180.0       # ... taken at least this many seconds apart (the demo's 15 minutes see all four)
 
 # dense peaks in FLOP/s per device: (name fragment, {precision: peak}); the first fragment found in
 # torch.cuda.get_device_name() wins, so the more specific names come first
@@ -142,16 +152,43 @@ def time_matmul(dtype: str, shape: tuple[int, int, int], device: str = "cpu", re
     return 2.0 * m * k * n / best
 
 
-def matmul_rate(dtype: str, shape: tuple[int, int, int], cache_dir: str | None = None, device: str = "cpu") -> dict:
-    """{"flops_per_s", "measured_at", "cached"} for one dtype and shape on this host: from the cache when it has
-    it, else measured now (and cached)."""
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def _due(entry: dict) -> bool:
+    """Whether a cached rate is to be timed once more: fewer than SAMPLES timings behind it, the last one at
+    least RESAMPLE_S ago (an entry of an earlier cache without the count is one timing)."""
+    if int(entry.get("samples", 1)) >= SAMPLES:
+        return False
+    try:
+        last = datetime.datetime.fromisoformat(entry["measured_at"])
+    except (KeyError, TypeError, ValueError):
+        return True
+    if last.tzinfo is None:
+        last = last.replace(tzinfo=datetime.timezone.utc)
+    return (_now() - last).total_seconds() >= RESAMPLE_S
+
+
+def matmul_rate(dtype: str, shape: tuple[int, int, int], cache_dir: str | None = None, device: str = "cpu",
+                fresh: bool = False) -> dict:
+    """{"flops_per_s", "samples", "lowest", "measured_at", "cached"} for one dtype and shape on this host: the
+    best of its timings so far ("samples" of them, the slowest "lowest"). From the cache when it holds a settled
+    rate (or one timed less than RESAMPLE_S ago), else timed now and merged: the best stays. `fresh`: time it now
+    whatever the cache holds (bench/: a peak measured next to the work it divides)."""
     host, key = host_key(device), shape_key(dtype, tuple(shape))
     path = cache_path(cache_dir)
     entry = _load(path).get("hosts", {}).get(host, {}).get(key) or _memo.get((path, host, key))
-    if entry and entry.get("flops_per_s"):
-        return {**entry, "cached": True}
-    entry = {"flops_per_s": time_matmul(dtype, tuple(shape), device),
-             "measured_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    known = bool(entry and entry.get("flops_per_s"))
+    if known and not fresh and not _due(entry):
+        return {"samples": 1, **entry, "cached": True}
+    rate = time_matmul(dtype, tuple(shape), device)
+    if known:
+        entry = {"flops_per_s": max(entry["flops_per_s"], rate), "samples": int(entry.get("samples", 1)) + 1,
+                 "lowest": min(entry.get("lowest", entry["flops_per_s"]), rate)}
+    else:
+        entry = {"flops_per_s": rate, "samples": 1, "lowest": rate}
+    entry["measured_at"] = _now().isoformat(timespec="seconds")
     _memo[(path, host, key)] = entry
     _store(path, host, key, entry)
     return {**entry, "cached": False}
@@ -167,8 +204,7 @@ def cached_value(key: str, measure, cache_dir: str | None = None, device: str = 
         return {**entry, "cached": True}
     global measurements
     measurements += 1
-    entry = {"value": measure(),
-             "measured_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    entry = {"value": measure(), "measured_at": _now().isoformat(timespec="seconds")}
     _memo[(path, host, key)] = entry
     _store(path, host, key, entry)
     return {**entry, "cached": False}
@@ -220,6 +256,7 @@ def device_peak(precision: str, device: str = "cpu", cache_dir: str | None = Non
             return {"flops_per_s": value, "source": "gpu_table", "precision": precision, "device": name}
     dtype = DTYPE_OF.get(precision, "fp32")
     shapes = [REFERENCE_SHAPE] + ([tuple(shape)] if shape and tuple(shape) != REFERENCE_SHAPE else [])
-    rates = {shape_key(dtype, s): matmul_rate(dtype, s, cache_dir, device)["flops_per_s"] for s in shapes}
+    timed = {shape_key(dtype, s): matmul_rate(dtype, s, cache_dir, device) for s in shapes}
+    rates = {k: t["flops_per_s"] for k, t in timed.items()}
     return {"flops_per_s": max(rates.values()), "source": "measured", "precision": precision,
-            "host": host_key(device), "rates": rates}
+            "host": host_key(device), "rates": rates, "samples": {k: t["samples"] for k, t in timed.items()}}

@@ -56,12 +56,17 @@ def choose_precision(requested: str, cuda: bool | None = None, cache_dir: str | 
     bf16 matmul at `shape`, (rows x hidden x 4*hidden), default 2048^3) and "shape". `step` (model_step()):
     a training step of the cell's model, timed in fp32 and under bf16 autocast; where it gives times, they
     decide ("step_s"), else the matmul does. `cache_dir`: where the measurements are cached
-    (harness/train/peaks.py); without one they are measured once per process."""
-    if requested != "auto":
-        return {"requested": requested, "chosen": requested, "reason": "requested"}
+    (harness/train/peaks.py); without one they are kept for this process only."""
     import torch
 
     cuda = torch.cuda.is_available() if cuda is None else cuda
+    if requested == "fp16" and not cuda:
+        # Accelerate autocasts fp16 on GPUs only: asked on a CPU, the cell trains in fp32, and its record says so
+        # (mixed_precision "no"; the request stays in the cell's hparams and in this choice)
+        return {"requested": "fp16", "chosen": "no", "reason": "fp16 autocast runs on GPUs only (Accelerate): "
+                                                                 "on a CPU the cell trains in fp32"}
+    if requested != "auto":
+        return {"requested": requested, "chosen": requested, "reason": "requested"}
     if cuda:
         chosen = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
         return {"requested": "auto", "chosen": chosen, "reason": "gpu"}

@@ -440,11 +440,11 @@ class CellRun:
         and the trained adapter into the output directory."""
         acc, history = self.acc, self.history
         cost = cost_fields(acc, self.memory, self.examples, self.tokens, self.train_time)
-        # the peak of the precision used (measured once per host on CPUs, on rank 0 only: ranks timing at once
-        # would share the cores); every rank takes part in the FLOP reduction. fp16 asked on a CPU ran in fp32
-        # (Accelerate autocasts fp16 on GPUs only): its peak is fp32's, not a CPU's emulated fp16 matmul
-        ran = "no" if acc.mixed_precision == "fp16" and acc.device.type == "cpu" else acc.mixed_precision
-        peak = device_peak(ran, _peak_device(acc.device), self.ctx.cache_dir, self.shape) if self.main else None
+        # the peak of the precision used (cached per host on CPUs, timed on rank 0 only: ranks timing at once
+        # would share the cores); every rank takes part in the FLOP reduction. fp16 asked on a CPU is chosen as
+        # "no" (choose_precision): Accelerate runs it in fp32, so its peak is fp32's
+        peak = (device_peak(acc.mixed_precision, _peak_device(acc.device), self.ctx.cache_dir, self.shape)
+                if self.main else None)
         cost.update(flops_fields(acc, self.flops, self.train_time, peak))
         final, best = history[-1], max(history, key=lambda e: e["score"])
         result = RunResult(

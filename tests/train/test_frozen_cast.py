@@ -113,13 +113,16 @@ def test_a_bf16_cell_trains_the_same_with_and_without_the_cast(tiny_bert, small_
 
 def test_no_cast_without_autocast_nor_for_full_fine_tuning(tiny_bert, small_glue):
     assert _run(_cell(tiny_bert, method="lora", method_params={"rank": 4}), small_glue).frozen_cast is None
-    # fp16 asked on a CPU: Accelerate runs it in fp32 without autocast; fp16 weights would meet fp32 inputs.
+    # fp16 asked on a CPU: Accelerate would run it in fp32 without autocast (fp16 weights would meet fp32 inputs),
+    # so the harness chooses fp32 for it and says so.
     # Its MFU divides by the fp32 peak (timing a CPU's emulated fp16 matmul took minutes)
     t0 = time.perf_counter()
     fp16 = _run(_cell(tiny_bert, method="lora", method_params={"rank": 4}, hparams={"mixed_precision": "fp16"}),
                 small_glue)
     assert fp16.frozen_cast is None and fp16.score is not None
     assert fp16.device_peak["precision"] == "no", fp16.device_peak
+    # the record says what ran (fp32), the choice what was asked and why
+    assert fp16.mixed_precision == "no" and fp16.precision_choice["requested"] == "fp16"
     assert time.perf_counter() - t0 < 60
     full = _run(_cell(tiny_bert, method="full", hparams={"mixed_precision": "bf16"}), small_glue)
     assert full.frozen_cast is None   # everything trains: nothing frozen to store

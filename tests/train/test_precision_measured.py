@@ -17,14 +17,14 @@ SHAPE = (256, 32, 128)
 
 
 def write_rates(cache_dir, fp32: float, bf16: float, shape=SHAPE, step: tuple[str, float, float] | None = None) -> str:
-    """A cache file as a previous measurement on this host would have left it: matmul rates at `shape` and, with
-    `step` = (key, fp32 s, bf16 s), a timed training step."""
+    """A cache file as previous measurements on this host would have left it: settled matmul rates at `shape`
+    (the best of peaks.SAMPLES timings) and, with `step` = (key, fp32 s, bf16 s), a timed training step."""
     path = peaks.cache_path(str(cache_dir))
     os.makedirs(cache_dir, exist_ok=True)
     host = peaks.host_key()
     at = "2026-01-01T00:00:00+00:00"
-    entries = {peaks.shape_key("fp32", shape): {"flops_per_s": fp32, "measured_at": at},
-               peaks.shape_key("bf16", shape): {"flops_per_s": bf16, "measured_at": at}}
+    entries = {peaks.shape_key("fp32", shape): {"flops_per_s": fp32, "measured_at": at, "samples": peaks.SAMPLES},
+               peaks.shape_key("bf16", shape): {"flops_per_s": bf16, "measured_at": at, "samples": peaks.SAMPLES}}
     if step:
         key, fp32_s, bf16_s = step
         entries[f"step {key} alternated"] = {"value": {"fp32": fp32_s, "bf16": bf16_s}, "measured_at": at}
@@ -58,8 +58,12 @@ def test_no_bf16_instructions_means_fp32_without_measuring(tmp_path, monkeypatch
     before = peaks.measurements
     choice = precision.choose_precision("auto", cuda=False, cache_dir=str(tmp_path), shape=SHAPE)
     assert choice["chosen"] == "no" and "rates" not in choice and peaks.measurements == before
-    for explicit in ("no", "bf16", "fp16"):
+    for explicit in ("no", "bf16"):
         assert precision.resolve_precision(explicit, cuda=False, cache_dir=str(tmp_path)) == explicit
+    # fp16 asked on a CPU trains in fp32 (Accelerate autocasts fp16 on GPUs only): chosen "no", said why
+    fp16 = precision.choose_precision("fp16", cuda=False)
+    assert fp16["requested"] == "fp16" and fp16["chosen"] == "no" and "GPUs only" in fp16["reason"]
+    assert precision.resolve_precision("fp16", cuda=True) == "fp16"
 
 
 def test_a_measurement_is_cached_and_reused(tmp_path, native_bf16):
@@ -99,6 +103,57 @@ def test_peak_sources_in_order(tmp_path, monkeypatch):
         monkeypatch.setenv("HARNESS_PEAK_FLOPS", bad)
         with pytest.raises(ValueError, match="HARNESS_PEAK_FLOPS"):
             peaks.device_peak("bf16", "cpu", str(tmp_path))
+
+
+def _entry(path, dtype="bf16", shape=SHAPE) -> dict:
+    return json.loads(open(path).read())["hosts"][peaks.host_key()][peaks.shape_key(dtype, shape)]
+
+
+def test_a_peak_is_the_best_of_timings_minutes_apart(tmp_path):
+    """A rate timed once is timed again when looked up RESAMPLE_S later, until SAMPLES timings are behind it; the
+    best stays, a slower timing (a slow spell of the machine) never lowers it, and a fast one raises a rate that
+    was timed in a slow spell."""
+    long_ago = "2026-01-01T00:00:00+00:00"
+    path = write_rates(tmp_path, fp32=1.0, bf16=1e18)
+    data = json.loads(open(path).read())
+    for entry in data["hosts"][peaks.host_key()].values():
+        entry["samples"] = 1                      # a cache of a single timing each (as earlier versions wrote)
+    with open(path, "w") as f:
+        json.dump(data, f)
+    before = peaks.measurements
+    high = peaks.matmul_rate("bf16", SHAPE, str(tmp_path))
+    assert peaks.measurements == before + 1 and not high["cached"]
+    assert high["flops_per_s"] == 1e18 and high["samples"] == 2 and high["lowest"] < 1e18   # the best stays
+    again = peaks.matmul_rate("bf16", SHAPE, str(tmp_path))      # timed a moment ago: not again yet
+    assert peaks.measurements == before + 1 and again["cached"] and _entry(path)["samples"] == 2
+    low = peaks.matmul_rate("fp32", SHAPE, str(tmp_path))        # 1 FLOP/s: a slow spell's timing, raised
+    assert low["flops_per_s"] > 1e6 and low["lowest"] == 1.0 and _entry(path, "fp32")["flops_per_s"] > 1e6
+    # the count reaches SAMPLES, RESAMPLE_S apart each: then the rate is settled and never timed again
+    for n in range(3, peaks.SAMPLES + 1):
+        entry = _entry(path)
+        entry["measured_at"] = long_ago
+        data = json.loads(open(path).read())
+        data["hosts"][peaks.host_key()][peaks.shape_key("bf16", SHAPE)] = entry
+        with open(path, "w") as f:
+            json.dump(data, f)
+        assert peaks.matmul_rate("bf16", SHAPE, str(tmp_path))["samples"] == n
+    settled = peaks.measurements
+    data = json.loads(open(path).read())
+    data["hosts"][peaks.host_key()][peaks.shape_key("bf16", SHAPE)]["measured_at"] = long_ago
+    with open(path, "w") as f:
+        json.dump(data, f)
+    assert peaks.matmul_rate("bf16", SHAPE, str(tmp_path))["cached"] and peaks.measurements == settled
+    # fresh: timed now whatever the cache holds (the bench's peak next to its work), merged the same way
+    fresh = peaks.matmul_rate("bf16", SHAPE, str(tmp_path), fresh=True)
+    assert not fresh["cached"] and fresh["samples"] == peaks.SAMPLES + 1 and fresh["flops_per_s"] == 1e18
+
+
+def test_a_measured_peak_says_how_many_timings_it_is_the_best_of(tmp_path):
+    write_rates(tmp_path, fp32=200e9, bf16=900e9, shape=peaks.REFERENCE_SHAPE)
+    peak = peaks.device_peak("bf16", "cpu", str(tmp_path))
+    assert peak["samples"] == {peaks.shape_key("bf16", peaks.REFERENCE_SHAPE): peaks.SAMPLES}
+    first = peaks.device_peak("bf16", "cpu", str(tmp_path), shape=SHAPE)     # a shape not in the cache
+    assert first["samples"][peaks.shape_key("bf16", SHAPE)] == 1 and first["flops_per_s"] == 900e9
 
 
 def test_gpu_table():
