@@ -63,17 +63,15 @@ def measured_peaks(cell: Cell, cache_dir: str, fresh: bool = False) -> dict:
     """{precision: {"gflops", "rates", "samples"}}: this machine's matmul peak in this process
     (harness/train/peaks.py, the function the records' MFU uses): the best of the model's own FFN shape and
     2048^3, for fp32 and bf16, each the best of its timings so far. `fresh`: time every rate once more now (next
-    to the runs it divides) and keep the best: a slow spell of the machine never lowers a peak."""
-    from harness.train import peaks
+    to the runs it divides) and keep the best: a slow spell of the machine never lowers a peak. The cache folder
+    is the cells' own, so these timings, seconds apart, also count towards the records' peaks settling."""
+    from harness.train.peaks import device_peak
     from harness.train.precision import cell_shape
 
     shape = cell_shape(cell)
     out = {}
     for precision in ("no", "bf16"):
-        if fresh:
-            for s in (peaks.REFERENCE_SHAPE, shape):
-                peaks.matmul_rate(peaks.DTYPE_OF[precision], s, cache_dir, fresh=True)
-        peak = peaks.device_peak(precision, "cpu", cache_dir, shape)
+        peak = device_peak(precision, "cpu", cache_dir, shape, fresh=fresh)
         out[precision] = {"gflops": peak["flops_per_s"] / 1e9, "source": peak["source"],
                           "rates": {k: v / 1e9 for k, v in peak.get("rates", {}).items()},
                           "samples": peak.get("samples", {})}

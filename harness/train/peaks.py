@@ -19,9 +19,11 @@ spells lasting minutes (bench/RESULTS.md, 2026-12-03: the bf16 peak at one shape
 360 an hour before), and a peak timed in one would be too low for every MFU divided by it afterwards, so every
 cell's MFU too high. A slow spell can only lower a timing, never raise it, so the cache keeps the highest rate and
 how many timings it is the best of; a rate timed fewer than SAMPLES times is timed again when it is looked up at
-least RESAMPLE_S after its last timing (a cell's end, the next cell's precision choice), a fraction of a second
-each time. An MFU recorded before the rate settled may be higher than a later cell's peak would make it; the
-record carries the number of timings behind its peak (`device_peak.samples`). Delete the file to measure anew.
+least RESAMPLE_S after its last timing (at a cell's end, for its MFU), a fraction of a second each time. Two
+workers writing a rate at once keep the better of theirs (the cache file's entry is merged, not replaced).
+`auto`'s choice reads its matmul rates as cached, without timing them again: it stays for the host. An MFU
+recorded before the rate settled may be higher than a later cell's peak would make it; the record carries the
+number of timings behind its peak (`device_peak.samples`). Delete the file to measure anew.
 """
 
 from __future__ import annotations
@@ -106,19 +108,21 @@ def _load(path: str | None) -> dict:
     return data if isinstance(data, dict) and data.get("version") == CACHE_VERSION else {}
 
 
-def _store(path: str | None, host: str, key: str, entry: dict) -> None:
-    """Read-modify-write under an atomic rename: two workers writing at once lose at most one entry, which is
-    measured again next time."""
+def _store(path: str | None, host: str, key: str, entry: dict, merge=None) -> None:
+    """Read-modify-write under an atomic rename. `merge(on_disk, entry)`: what to write where the file already
+    holds the key (a rate: the best of both, so two workers timing at once cannot lower it); without it, two
+    workers writing at once lose at most one entry, which is measured again next time."""
     if not path:
         return
     from harness import atomic
 
     data = _load(path) or {"version": CACHE_VERSION, "hosts": {}}
-    data.setdefault("hosts", {}).setdefault(host, {})[key] = entry
+    entries = data.setdefault("hosts", {}).setdefault(host, {})
+    entries[key] = merge(entries.get(key), entry) if merge else entry
     try:
         atomic.write_json(path, data)
     except OSError:
-        pass   # a read-only cache folder: measure again next time, never fail a run for it
+        pass   # a read-only cache folder: this process keeps its own (_memo), never fail a run for it
 
 
 _memo: dict[tuple, dict] = {}   # per process and cache file (None: callers without a cache folder)
@@ -156,41 +160,65 @@ def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.timezone.utc)
 
 
+def _when(entry: dict) -> datetime.datetime | None:
+    try:
+        at = datetime.datetime.fromisoformat(entry["measured_at"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return at if at.tzinfo else at.replace(tzinfo=datetime.timezone.utc)
+
+
+def _rate(entry) -> dict | None:
+    """A cached rate in today's form ({"flops_per_s", "samples", "lowest", "measured_at"}), or None where there
+    is none or it is damaged (then it is timed anew). An entry of an earlier cache, without the count, is one
+    timing."""
+    try:
+        best = float(entry["flops_per_s"])
+        samples = max(1, int(entry.get("samples", 1)))
+        lowest = min(float(entry.get("lowest", best)), best)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+    return {"flops_per_s": best, "samples": samples, "lowest": lowest,
+            "measured_at": entry.get("measured_at")} if best > 0 else None
+
+
+def _merged(a, b) -> dict | None:
+    """Two versions of one rate (the cache file's and this process's; the file's now and the one about to be
+    written by this worker): the best rate of both, the slowest timing, the larger count, the later time."""
+    a, b = _rate(a), _rate(b)
+    if a is None or b is None:
+        return a or b
+    later = max((a, b), key=lambda e: _when(e) or datetime.datetime.min.replace(tzinfo=datetime.timezone.utc))
+    return {"flops_per_s": max(a["flops_per_s"], b["flops_per_s"]), "samples": max(a["samples"], b["samples"]),
+            "lowest": min(a["lowest"], b["lowest"]), "measured_at": later["measured_at"]}
+
+
 def _due(entry: dict) -> bool:
     """Whether a cached rate is to be timed once more: fewer than SAMPLES timings behind it, the last one at
-    least RESAMPLE_S ago (an entry of an earlier cache without the count is one timing)."""
-    if int(entry.get("samples", 1)) >= SAMPLES:
+    least RESAMPLE_S ago (or at an unreadable time)."""
+    if entry["samples"] >= SAMPLES:
         return False
-    try:
-        last = datetime.datetime.fromisoformat(entry["measured_at"])
-    except (KeyError, TypeError, ValueError):
-        return True
-    if last.tzinfo is None:
-        last = last.replace(tzinfo=datetime.timezone.utc)
-    return (_now() - last).total_seconds() >= RESAMPLE_S
+    last = _when(entry)
+    return last is None or (_now() - last).total_seconds() >= RESAMPLE_S
 
 
 def matmul_rate(dtype: str, shape: tuple[int, int, int], cache_dir: str | None = None, device: str = "cpu",
-                fresh: bool = False) -> dict:
+                fresh: bool = False, resample: bool = True) -> dict:
     """{"flops_per_s", "samples", "lowest", "measured_at", "cached"} for one dtype and shape on this host: the
     best of its timings so far ("samples" of them, the slowest "lowest"). From the cache when it holds a settled
     rate (or one timed less than RESAMPLE_S ago), else timed now and merged: the best stays. `fresh`: time it now
-    whatever the cache holds (bench/: a peak measured next to the work it divides)."""
+    whatever the cache holds (bench/: a peak measured next to the work it divides). `resample=False`: any cached
+    rate as it is (`auto`'s choice: made once, it stays for the host)."""
     host, key = host_key(device), shape_key(dtype, tuple(shape))
     path = cache_path(cache_dir)
-    entry = _load(path).get("hosts", {}).get(host, {}).get(key) or _memo.get((path, host, key))
-    known = bool(entry and entry.get("flops_per_s"))
-    if known and not fresh and not _due(entry):
-        return {"samples": 1, **entry, "cached": True}
+    entry = _merged(_load(path).get("hosts", {}).get(host, {}).get(key), _memo.get((path, host, key)))
+    if entry and not fresh and not (resample and _due(entry)):
+        return {**entry, "cached": True}
     rate = time_matmul(dtype, tuple(shape), device)
-    if known:
-        entry = {"flops_per_s": max(entry["flops_per_s"], rate), "samples": int(entry.get("samples", 1)) + 1,
-                 "lowest": min(entry.get("lowest", entry["flops_per_s"]), rate)}
-    else:
-        entry = {"flops_per_s": rate, "samples": 1, "lowest": rate}
-    entry["measured_at"] = _now().isoformat(timespec="seconds")
+    entry = _merged(entry, {"flops_per_s": rate, "samples": (entry or {}).get("samples", 0) + 1, "lowest": rate,
+                            "measured_at": _now().isoformat(timespec="seconds")})
     _memo[(path, host, key)] = entry
-    _store(path, host, key, entry)
+    _store(path, host, key, entry, merge=_merged)
     return {**entry, "cached": False}
 
 
@@ -240,10 +268,11 @@ def gpu_table_peak(name: str, precision: str) -> float | None:
 
 
 def device_peak(precision: str, device: str = "cpu", cache_dir: str | None = None,
-                shape: tuple[int, int, int] | None = None) -> dict:
+                shape: tuple[int, int, int] | None = None, fresh: bool = False) -> dict:
     """The peak FLOP/s of one process of this device for `precision` ("no", "bf16", "fp16"):
     {"flops_per_s", "source" ("env" | "gpu_table" | "measured"), "precision", ...}; a measured peak carries the
-    rates at each shape timed."""
+    rate at each shape timed ("rates") and how many timings each is the best of ("samples"). `fresh`: every
+    rate timed once more now (matmul_rate)."""
     value = override(precision)
     if value is not None:
         return {"flops_per_s": value, "source": "env", "precision": precision}
@@ -256,7 +285,7 @@ def device_peak(precision: str, device: str = "cpu", cache_dir: str | None = Non
             return {"flops_per_s": value, "source": "gpu_table", "precision": precision, "device": name}
     dtype = DTYPE_OF.get(precision, "fp32")
     shapes = [REFERENCE_SHAPE] + ([tuple(shape)] if shape and tuple(shape) != REFERENCE_SHAPE else [])
-    timed = {shape_key(dtype, s): matmul_rate(dtype, s, cache_dir, device) for s in shapes}
+    timed = {shape_key(dtype, s): matmul_rate(dtype, s, cache_dir, device, fresh=fresh) for s in shapes}
     rates = {k: t["flops_per_s"] for k, t in timed.items()}
     return {"flops_per_s": max(rates.values()), "source": "measured", "precision": precision,
             "host": host_key(device), "rates": rates, "samples": {k: t["samples"] for k, t in timed.items()}}

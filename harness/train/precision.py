@@ -5,8 +5,10 @@ own feature flags (oneDNN also runs bf16 on plain AVX-512 by emulation -- torch.
 says yes there -- which is slower than fp32) AND bf16 is measured at least BF16_MARGIN times as fast: a training
 step of the cell's model architecture timed in both (model_step), else a matmul at the model's own shape. The flag says the instruction exists, not that the kernels use it well: on a
 2-core Xeon with AVX512-BF16, bf16 matmuls ran at half the fp32 rate and a training step 1.2-1.8x slower
-(issue 20). The rates come from harness/train/peaks.py (cached per host, thread count and shape in the cache
-folder, so a host measures once) and go into the record (`extra.precision_choice`). Master weights stay fp32 in
+(issue 20). The timings come from harness/train/peaks.py (cached per host, thread count and shape in the
+cache folder: the step and the matmul rates this choice reads are timed once per host, so the choice stays) and
+go into the record (`extra.precision_choice`). fp16 asked on a CPU is chosen as fp32: Accelerate autocasts fp16
+on GPUs only. Master weights stay fp32 in
 every case (Accelerate autocasts the forward pass).
 """
 
@@ -75,7 +77,9 @@ def choose_precision(requested: str, cuda: bool | None = None, cache_dir: str | 
     from harness.train import peaks
 
     shape = tuple(shape) if shape else peaks.REFERENCE_SHAPE
-    rates = {dtype: peaks.matmul_rate(dtype, shape, cache_dir) for dtype in PRECISIONS}
+    # read as cached, not timed again (resample=False): MFU's peaks settle over a host's first minutes, and a
+    # choice that followed them could change between the cells of one suite
+    rates = {dtype: peaks.matmul_rate(dtype, shape, cache_dir, resample=False) for dtype in PRECISIONS}
     ratio = rates["bf16"]["flops_per_s"] / rates["fp32"]["flops_per_s"]
     out = {"requested": "auto", "shape": list(shape),
            "rates": {dtype: r["flops_per_s"] for dtype, r in rates.items()},

@@ -73,7 +73,7 @@ class RunResult:
     head_outside_autocast: list | None = _f(EXTRA)  # mixed precision: head modules run in fp32 (train/precision.py)
     checkpoint_refused: str | None = _f(EXTRA)      # a checkpoint was there but from another setup: started over
     flop_count: dict | None = _f(EXTRA)             # what the FLOP count saw (harness/train/flops.py)
-    device_peak: dict | None = _f(EXTRA)            # MFU's denominator: FLOP/s, source, rates (train/peaks.py)
+    device_peak: dict | None = _f(EXTRA)            # MFU's denominator: FLOP/s, source, rates, timings (train/peaks.py)
     precision_choice: dict | None = _f(EXTRA)       # mixed_precision asked, chosen, why, rates (train/precision.py)
     attn_implementation: str | None = _f(EXTRA)     # the attention that ran: sdpa, or eager (train/models.py)
     compiled: bool | None = _f(EXTRA)               # torch.compile ran the model (hparam compile, train/compiling.py)

@@ -4,6 +4,7 @@ was measured and chosen."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import socket
@@ -109,11 +110,12 @@ def _entry(path, dtype="bf16", shape=SHAPE) -> dict:
     return json.loads(open(path).read())["hosts"][peaks.host_key()][peaks.shape_key(dtype, shape)]
 
 
-def test_a_peak_is_the_best_of_timings_minutes_apart(tmp_path):
+def test_a_peak_is_the_best_of_timings_minutes_apart(tmp_path, monkeypatch):
     """A rate timed once is timed again when looked up RESAMPLE_S later, until SAMPLES timings are behind it; the
     best stays, a slower timing (a slow spell of the machine) never lowers it, and a fast one raises a rate that
     was timed in a slow spell."""
-    long_ago = "2026-01-01T00:00:00+00:00"
+    clock = [peaks._now()]
+    monkeypatch.setattr(peaks, "_now", lambda: clock[0])
     path = write_rates(tmp_path, fp32=1.0, bf16=1e18)
     data = json.loads(open(path).read())
     for entry in data["hosts"][peaks.host_key()].values():
@@ -124,28 +126,101 @@ def test_a_peak_is_the_best_of_timings_minutes_apart(tmp_path):
     high = peaks.matmul_rate("bf16", SHAPE, str(tmp_path))
     assert peaks.measurements == before + 1 and not high["cached"]
     assert high["flops_per_s"] == 1e18 and high["samples"] == 2 and high["lowest"] < 1e18   # the best stays
-    again = peaks.matmul_rate("bf16", SHAPE, str(tmp_path))      # timed a moment ago: not again yet
+    clock[0] += datetime.timedelta(seconds=peaks.RESAMPLE_S - 1)
+    again = peaks.matmul_rate("bf16", SHAPE, str(tmp_path))      # timed less than RESAMPLE_S ago: not yet
     assert peaks.measurements == before + 1 and again["cached"] and _entry(path)["samples"] == 2
     low = peaks.matmul_rate("fp32", SHAPE, str(tmp_path))        # 1 FLOP/s: a slow spell's timing, raised
     assert low["flops_per_s"] > 1e6 and low["lowest"] == 1.0 and _entry(path, "fp32")["flops_per_s"] > 1e6
     # the count reaches SAMPLES, RESAMPLE_S apart each: then the rate is settled and never timed again
     for n in range(3, peaks.SAMPLES + 1):
-        entry = _entry(path)
-        entry["measured_at"] = long_ago
-        data = json.loads(open(path).read())
-        data["hosts"][peaks.host_key()][peaks.shape_key("bf16", SHAPE)] = entry
-        with open(path, "w") as f:
-            json.dump(data, f)
-        assert peaks.matmul_rate("bf16", SHAPE, str(tmp_path))["samples"] == n
+        clock[0] += datetime.timedelta(seconds=peaks.RESAMPLE_S)
+        assert peaks.matmul_rate("bf16", SHAPE, str(tmp_path))["samples"] == n == _entry(path)["samples"]
     settled = peaks.measurements
-    data = json.loads(open(path).read())
-    data["hosts"][peaks.host_key()][peaks.shape_key("bf16", SHAPE)]["measured_at"] = long_ago
-    with open(path, "w") as f:
-        json.dump(data, f)
+    clock[0] += datetime.timedelta(days=30)
     assert peaks.matmul_rate("bf16", SHAPE, str(tmp_path))["cached"] and peaks.measurements == settled
     # fresh: timed now whatever the cache holds (the bench's peak next to its work), merged the same way
     fresh = peaks.matmul_rate("bf16", SHAPE, str(tmp_path), fresh=True)
     assert not fresh["cached"] and fresh["samples"] == peaks.SAMPLES + 1 and fresh["flops_per_s"] == 1e18
+
+
+def _put(path, key: str, entry: dict | None) -> None:
+    """One entry of this host in the cache file, as another worker (or an earlier version) would write it."""
+    data = json.loads(open(path).read()) if os.path.exists(path) else {"version": peaks.CACHE_VERSION, "hosts": {}}
+    data["hosts"].setdefault(peaks.host_key(), {})[key] = entry
+    with open(path, "w") as f:
+        json.dump(data, f)
+
+
+def test_two_workers_timing_a_rate_at_once_keep_the_better(tmp_path, monkeypatch):
+    """This worker reads the rate, times it (in a slow spell), and meanwhile another worker writes a better
+    timing: the file keeps the better one, not the last writer's."""
+    path = peaks.cache_path(str(tmp_path))
+    key = peaks.shape_key("bf16", SHAPE)
+    _put(path, key, {"flops_per_s": 300e9, "samples": 1, "lowest": 300e9, "measured_at": "2026-01-01T00:00:00+00:00"})
+
+    def slow_spell_while_another_worker_writes(*args, **kwargs):
+        _put(path, key, {"flops_per_s": 400e9, "samples": 2, "lowest": 300e9, "measured_at": peaks._now().isoformat()})
+        return 150e9
+
+    monkeypatch.setattr(peaks, "time_matmul", slow_spell_while_another_worker_writes)
+    mine = peaks.matmul_rate("bf16", SHAPE, str(tmp_path))
+    assert mine["flops_per_s"] == 300e9 and mine["lowest"] == 150e9 and mine["samples"] == 2
+    on_disk = _entry(path)
+    assert on_disk["flops_per_s"] == 400e9 and on_disk["lowest"] == 150e9 and on_disk["samples"] == 2
+
+
+def test_old_damaged_and_unwritable_cache_entries(tmp_path, monkeypatch):
+    timings = []
+    monkeypatch.setattr(peaks, "time_matmul", lambda *a, **k: timings.append(1) or 250e9)
+    path = peaks.cache_path(str(tmp_path))
+    key = peaks.shape_key("fp32", SHAPE)
+    # an entry of an earlier cache version (no count, no slowest), timed a moment ago: served as one timing
+    _put(path, key, {"flops_per_s": 200e9, "measured_at": peaks._now().isoformat()})
+    old = peaks.matmul_rate("fp32", SHAPE, str(tmp_path))
+    assert old["cached"] and old["samples"] == 1 and old["lowest"] == 200e9 and not timings
+    # damaged entries are timed anew (each in a new process: nothing of this one's in memory), never fail a cell
+    for damaged in ({"flops_per_s": 200e9, "samples": "many"}, {"flops_per_s": "fast"}, {"flops_per_s": -1.0},
+                    ["not", "an", "entry"]):
+        _put(path, key, damaged)
+        monkeypatch.setattr(peaks, "_memo", {})
+        assert peaks.matmul_rate("fp32", SHAPE, str(tmp_path))["flops_per_s"] == 250e9
+    assert len(timings) == 4
+    _put(path, key, {"flops_per_s": 200e9, "samples": 1, "measured_at": "last Tuesday"})   # an unreadable time
+    monkeypatch.setattr(peaks, "_memo", {})
+    assert peaks.matmul_rate("fp32", SHAPE, str(tmp_path))["samples"] == 2 and len(timings) == 5
+    # a cache folder that cannot be written: this process's newer answer counts, not the file's old one, so the
+    # rate is not timed again at every lookup
+    _put(path, key, {"flops_per_s": 200e9, "samples": 1, "measured_at": "2026-01-01T00:00:00+00:00"})
+    monkeypatch.setattr(peaks, "_memo", {})
+    from harness import atomic
+
+    def read_only(*args, **kwargs):
+        raise OSError("read-only file system")
+
+    monkeypatch.setattr(atomic, "write_json", read_only)
+    assert peaks.matmul_rate("fp32", SHAPE, str(tmp_path))["samples"] == 2 and len(timings) == 6
+    again = peaks.matmul_rate("fp32", SHAPE, str(tmp_path))
+    assert again["cached"] and again["samples"] == 2 and len(timings) == 6
+    # without a cache folder (this process only) a rate becomes due the same way
+    peaks.matmul_rate("bf16", SHAPE)
+    memo_key = (None, peaks.host_key(), peaks.shape_key("bf16", SHAPE))
+    before = len(timings)
+    assert peaks.matmul_rate("bf16", SHAPE)["cached"] and len(timings) == before
+    peaks._memo[memo_key] = {**peaks._memo[memo_key], "measured_at": "2026-01-01T00:00:00+00:00", "samples": 1}
+    assert not peaks.matmul_rate("bf16", SHAPE)["cached"] and len(timings) == before + 1
+
+
+def test_auto_reads_its_rates_without_timing_them_again(tmp_path, native_bf16):
+    """The choice is made once per host: rates of one timing, due again for MFU, are read as they are."""
+    path = write_rates(tmp_path, fp32=213e9, bf16=917e9)
+    data = json.loads(open(path).read())
+    for entry in data["hosts"][peaks.host_key()].values():
+        entry["samples"] = 1
+    with open(path, "w") as f:
+        json.dump(data, f)
+    before = peaks.measurements
+    choice = precision.choose_precision("auto", cuda=False, cache_dir=str(tmp_path), shape=SHAPE)
+    assert choice["chosen"] == "bf16" and choice["cached"] and peaks.measurements == before
 
 
 def test_a_measured_peak_says_how_many_timings_it_is_the_best_of(tmp_path):

@@ -113,8 +113,9 @@ def test_auto_resolves_per_the_detected_capability(monkeypatch):
     # without the instructions: fp32, nothing measured; with them `auto` measures (tests/train/test_precision_measured.py)
     monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
     assert precision.resolve_precision("auto", cuda=False) == "no"
-    for explicit in ("no", "bf16", "fp16"):
+    for explicit in ("no", "bf16"):
         assert precision.resolve_precision(explicit, cuda=False) == explicit
+    assert precision.resolve_precision("fp16", cuda=False) == "no"   # Accelerate autocasts fp16 on GPUs only
 
 
 def _cell(model, task="rte", method="full", hparams=None, budget=None, seed=1, method_params=None):
