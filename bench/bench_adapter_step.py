@@ -9,12 +9,18 @@ Times each phase of a step (median of --steps after --warmup): forward (with the
 optimizer step + zero_grad. Also the plain model's forward with the `adapters` library initialised but no
 adapter added, to separate the library's own per-layer cost from the adapter's.
 
-  python bench/bench_adapter_step.py [--batch 16 --tokens 56 --steps 20 --precision bf16]
+With --dropout: instead, each method with the model's dropout (as the loop trains) against the same model with
+every dropout at 0, alternated: what drawing dropout's random masks costs a step (torch's CPU generator is
+sequential; with dropout off, training attention also takes SDPA's fused kernel instead of its math path).
+
+  python bench/bench_adapter_step.py [--batch 16 --tokens 56 --steps 20 --precision bf16] [--dropout]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import os
 import statistics
 import sys
@@ -28,7 +34,7 @@ from harness.spec.tasks import get_task  # noqa: E402
 from harness.spec.methods import get_method  # noqa: E402
 from harness.train.methods import set_up  # noqa: E402
 from harness.spec.models import ModelSpec  # noqa: E402
-from harness.train.models import load_for_task
+from harness.train.models import load_for_task, training_attention  # noqa: E402
 from harness.train.params import head_parameter_names  # noqa: E402
 from harness.train.precision import cast_frozen_linears, head_outside_autocast, remember_pretrained  # noqa: E402
 
@@ -49,18 +55,48 @@ def build(method: str, params: dict, cast_to=None):
     return model.train()
 
 
-def step_times(models: list, batch, steps: int, warmup: int, dtype) -> list[dict]:
+def without_dropout(model):
+    """The model with every dropout at 0: nn.Dropout modules, and the `dropout_prob` BERT's SDPA attention passes
+    to the kernel."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        if isinstance(getattr(module, "dropout_prob", None), float):
+            module.dropout_prob = 0.0
+    return model
+
+
+def dropout_table(rows, batch, args, dtype) -> None:
+    print("| method | dropout | forward | backward | clip | optimizer | step | vs full with dropout |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for label, method, params in rows:
+        models = [build("full", {}, dtype)] if method != "full" else []
+        models += [build(method, params, dtype), without_dropout(build(method, params, dtype)),
+                   without_dropout(build(method, params, dtype))]
+        loop = functools.partial(training_attention, "cpu", args.precision)   # the math kernel in bf16
+        contexts = [None] * (len(models) - 1) + [loop]
+        times = step_times(models, batch, args.steps, args.warmup, dtype, contexts)
+        names = (["full"] if method != "full" else []) + [label] * 3
+        kinds = (["0.1 (the model's)"] if method != "full" else []) + [
+            "0.1 (the model's)", "off, torch's SDPA choice (flash)", "off, the loop's attention (training_attention)"]
+        for name, kind, t in zip(names, kinds, times):
+            print(f"| {name} | {kind} | {t['forward']:.0f} | {t['backward']:.0f} | {t['clip']:.1f} | "
+                  f"{t['optimizer']:.1f} | {t['step']:.0f} | {times[0]['step'] / t['step']:.2f}x |", flush=True)
+
+
+def step_times(models: list, batch, steps: int, warmup: int, dtype, contexts: list | None = None) -> list[dict]:
     """Median ms per phase of each model's steps, the models' steps alternated one by one so that all of them
-    see the same moments of a shared machine (its speed drifts by 10-20% over a minute here)."""
+    see the same moments of a shared machine (its speed drifts by 10-20% over a minute here). `contexts`: per
+    model, a callable giving the context its forward pass runs in (None: none)."""
     runs = []
-    for model in models:
+    for model, context in zip(models, contexts or [None] * len(models)):
         trainable = [p for p in model.parameters() if p.requires_grad]
         runs.append((model, trainable, torch.optim.AdamW(trainable, lr=1e-5, fused=True),
-                     {"forward": [], "backward": [], "clip": [], "optimizer": []}))
+                     {"forward": [], "backward": [], "clip": [], "optimizer": []}, context or contextlib.nullcontext))
     for i in range(warmup + steps):
-        for model, trainable, opt, phases in runs:
+        for model, trainable, opt, phases, context in runs:
             t0 = time.perf_counter()
-            with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
+            with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None), context():
                 loss = model(**batch).loss
             t1 = time.perf_counter()
             loss.backward()
@@ -74,7 +110,7 @@ def step_times(models: list, batch, steps: int, warmup: int, dtype) -> list[dict
                 for k, (a, b) in zip(phases, ((t0, t1), (t1, t2), (t2, t3), (t3, t4))):
                     phases[k].append(1000 * (b - a))
     out = []
-    for *_, phases in runs:
+    for *_, phases, _ in runs:
         med = {k: statistics.median(v) for k, v in phases.items()}
         med["step"] = sum(med.values())
         out.append(med)
@@ -99,6 +135,7 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--precision", choices=("bf16", "no"), default="bf16")
+    ap.add_argument("--dropout", action="store_true", help="each method with its dropout against dropout off")
     args = ap.parse_args()
     dtype = torch.bfloat16 if args.precision == "bf16" else None
     torch.manual_seed(0)
@@ -110,6 +147,9 @@ def main() -> int:
             ("lora r8", "lora", {"rank": 8}), ("layernorm", "layernorm", {})]
     print(f"batch {args.batch} x {args.tokens} tokens, {args.precision}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; median ms of {args.steps} steps after {args.warmup}")
+    if args.dropout:
+        dropout_table(rows, batch, args, dtype)
+        return 0
     print("| method | frozen weights | forward | backward | clip | optimizer | step | vs full |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     full = build("full", {})

@@ -14,6 +14,23 @@ ATTENTION = "sdpa"
 FALLBACK_ATTENTION = "eager"
 
 
+def training_attention(device_type: str, mixed_precision: str):
+    """The context a training step's forward pass runs in: on a CPU under bf16 autocast, SDPA restricted to its
+    math kernel (matmul, softmax, matmul). torch's CPU flash kernel is fast forward but slow backward in bf16
+    (bench/RESULTS.md, 2026-12-03 night: forward + backward of one attention at 16 x 56 tokens 19-21 ms against
+    6-7 ms for the math kernel, about 80 ms of a full fine-tuning step over 6 layers); in fp32 and on GPUs the
+    fused kernels are the faster ones, and evaluation (forward only) keeps them everywhere. A model whose
+    attention dropout is above 0 already runs the math kernel in training on a CPU (the flash kernel there has no
+    dropout), so BERT-like models with their default 0.1 train exactly as before."""
+    import contextlib
+
+    if device_type == "cpu" and mixed_precision == "bf16":
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        return sdpa_kernel([SDPBackend.MATH])
+    return contextlib.nullcontext()
+
+
 def with_attention(make):
     """make(attn_implementation) -> model: SDPA, or the plain implementation where transformers refuses SDPA for
     the architecture (a ValueError naming it)."""

@@ -86,7 +86,7 @@ def choose_precision(requested: str, cuda: bool | None = None, cache_dir: str | 
            "cached": all(r["cached"] for r in rates.values())}
     decided_by = f"bf16 matmul {ratio:.2f}x fp32"
     if step is not None:   # a training step of the model decides where it was timed: it is what a cell runs
-        timed = peaks.cached_value(f"step {step['key']} alternated", step["time"], cache_dir)
+        timed = peaks.cached_value(step_cache_key(step["key"]), step["time"], cache_dir)
         times = timed["value"]   # None: a step too slow to time (that answer is cached too)
         if isinstance(times, dict) and all(isinstance(times.get(p), (int, float)) and times[p] > 0
                                            for p in PRECISIONS):   # else (a damaged cache file) the matmul decides
@@ -125,11 +125,19 @@ def alternated(timers: dict, rounds: int) -> dict:
     return best
 
 
+def step_cache_key(key: str) -> str:
+    """Where a timed step is cached: the precisions timed in turn, the bf16 step's attention as the loop trains it
+    (models.training_attention; timings cached before either are not read: measured again)."""
+    return f"step {key} alternated, training attention"
+
+
 def model_step(cell, model_base_dir: str = ".") -> dict | None:
     """A training step of the cell's model architecture for choose_precision: {"key", "time": f() ->
     {"fp32": s, "bf16": s} or None}. The encoder is built from its config (random weights, under a forked RNG, so the cell's
     own seeded draws are untouched) and times forward + backward of batch_size x max_length random tokens, in
-    eval mode (no dropout: no RNG): one warm-up step per precision, then the best of STEP_ROUNDS steps each, the
+    eval mode (no dropout: no RNG) with the attention kernels the loop trains with (models.training_attention:
+    on a CPU in bf16, SDPA's math kernel; timed with the flash kernel's slow backward, bf16 would look slower
+    than it trains): one warm-up step per precision, then the best of STEP_ROUNDS steps each, the
     precisions in turn (alternated); None (not timed) where a warm-up step took longer than STEP_TIME_CAP_S.
     model_step itself is None where the config cannot be read."""
     try:
@@ -151,7 +159,7 @@ def model_step(cell, model_base_dir: str = ".") -> dict | None:
         import torch
         from transformers import AutoModel
 
-        from harness.train.models import with_attention
+        from harness.train.models import training_attention, with_attention
 
         with torch.random.fork_rng(devices=[]):   # the attention the cell's model will run
             model = with_attention(lambda attention: AutoModel.from_config(
@@ -162,7 +170,8 @@ def model_step(cell, model_base_dir: str = ".") -> dict | None:
 
         def once(dtype: str) -> float:
             t0 = time.perf_counter()
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bf16"):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bf16"), \
+                    training_attention("cpu", "bf16" if dtype == "bf16" else "no"):
                 out = model(input_ids=ids).last_hidden_state
             out.float().mean().backward()
             model.zero_grad(set_to_none=True)

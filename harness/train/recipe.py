@@ -46,7 +46,7 @@ from harness.train.flops import FlopMeter, encoder_pass_flops, flops_fields
 from harness.train.loaders import eval_loader, eval_sets_for, train_loader
 from harness.train.measure import PeakMemory, batch_counts, cost_fields
 from harness.train.model_setup import build_model, save_adapter
-from harness.train.models import attention_of
+from harness.train.models import attention_of, training_attention
 from harness.train.optim import make_optimizer, make_scheduler, optimizer_steps
 from harness.train.peaks import device_peak, override
 from harness.train.precision import (cast_frozen_weights, cell_shape, choose_precision, heads_in_full_precision,
@@ -331,7 +331,8 @@ class CellRun:
                 read = batch.pop("num_tokens", None)   # cached features: the tokens the encoder read for them
                 # the first micro-batch(es) run under FlopCounterMode (harness/train/flops.py): same ops, counted
                 with acc.accumulate(self.model), self.flops.train.batch(batch):
-                    loss = self.forward(t, batch).loss
+                    with training_attention(acc.device.type, acc.mixed_precision):
+                        loss = self.forward(t, batch).loss
                     acc.backward(loss)
                     if acc.sync_gradients and hp["max_grad_norm"]:
                         acc.clip_grad_norm_(trainable, hp["max_grad_norm"])

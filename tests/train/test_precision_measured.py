@@ -28,7 +28,7 @@ def write_rates(cache_dir, fp32: float, bf16: float, shape=SHAPE, step: tuple[st
                peaks.shape_key("bf16", shape): {"flops_per_s": bf16, "measured_at": at, "samples": peaks.SAMPLES}}
     if step:
         key, fp32_s, bf16_s = step
-        entries[f"step {key} alternated"] = {"value": {"fp32": fp32_s, "bf16": bf16_s}, "measured_at": at}
+        entries[precision.step_cache_key(key)] = {"value": {"fp32": fp32_s, "bf16": bf16_s}, "measured_at": at}
     with open(path, "w") as f:
         json.dump({"version": peaks.CACHE_VERSION, "hosts": {host: entries}}, f)
     return path
@@ -314,7 +314,8 @@ def test_a_damaged_step_entry_leaves_the_matmul_to_decide(tmp_path, native_bf16)
         path = write_rates(tmp_path, fp32=100e9, bf16=300e9)
         with open(path) as f:
             data = json.load(f)
-        data["hosts"][peaks.host_key()]["step bert:0 8x128 alternated"] = {"value": damaged, "measured_at": "x"}
+        key = precision.step_cache_key("bert:0 8x128")
+        data["hosts"][peaks.host_key()][key] = {"value": damaged, "measured_at": "x"}
         with open(path, "w") as f:
             json.dump(data, f)
         step = {"key": "bert:0 8x128", "time": lambda: pytest.fail("measured although cached")}

@@ -386,3 +386,55 @@ def test_a_cpu_run_with_fewer_threads_than_cores_is_warned_about(monkeypatch):
         assert env.cpu_threads_warning(1) is None                  # the job's share is one CPU
     finally:
         torch.set_num_threads(before)
+
+
+def _ops(step) -> set[str]:
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        step()
+    return {e.key for e in prof.key_averages()}
+
+
+def test_cpu_bf16_training_attention_takes_the_math_kernel():
+    """torch's CPU flash kernel is slow backward in bf16 (bench/RESULTS.md, 2026-12-03 night): a training step's
+    attention on a CPU in bf16 runs SDPA's math kernel; in fp32 torch's own choice (the flash kernel) stays."""
+    from harness.train.models import training_attention
+
+    q, k, v = (torch.randn(2, 2, 8, 4, requires_grad=True) for _ in range(3))
+
+    def step():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            torch.nn.functional.scaled_dot_product_attention(q, k, v).float().sum().backward()
+
+    def flash(ops):
+        return any("flash_attention" in op for op in ops)
+
+    assert flash(_ops(step))                       # torch's default on a CPU
+    with training_attention("cpu", "bf16"):
+        ops = _ops(step)
+    assert not flash(ops) and {"aten::bmm", "aten::_softmax"} <= ops
+    with training_attention("cpu", "no"):
+        assert flash(_ops(step))
+    assert flash(_ops(step))                       # nothing left switched off after the step
+
+
+@pytest.mark.parametrize("mixed_precision,flash_in_training", [("bf16", False), ("no", True)])
+def test_the_loop_trains_cpu_bf16_attention_on_the_math_kernel(tiny_bert, small_glue, monkeypatch, mixed_precision,
+                                                              flash_in_training):
+    """Through the loop: every training forward's attention sees the flash kernel switched off in bf16 (on in
+    fp32); evaluation keeps it either way."""
+    real = torch.nn.functional.scaled_dot_product_attention
+    calls = []
+
+    def spy(*args, **kwargs):
+        calls.append((torch.is_grad_enabled(), torch.backends.cuda.flash_sdp_enabled()))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    ctx = RunContext(str(small_glue), None, show_progress=False)
+    result = train_and_evaluate(_cell(tiny_bert, hparams={"mixed_precision": mixed_precision},
+                                      budget={"max_steps": 3}), ctx)
+    assert result.mixed_precision == mixed_precision and result.attn_implementation == "sdpa"
+    training = [flash for grad, flash in calls if grad]
+    evaluation = [flash for grad, flash in calls if not grad]
+    assert training and evaluation
+    assert set(training) == {flash_in_training} and set(evaluation) == {True}
