@@ -3,10 +3,13 @@ where its architecture has it."""
 
 from __future__ import annotations
 
+import contextlib
+
 from harness.spec.models import ModelSpec
 
 # SDPA: attention as one fused kernel (torch's scaled_dot_product_attention: flash or memory-efficient kernels on
-# GPUs, a flash kernel on CPUs) instead of matmul, softmax, dropout and matmul with their intermediates. The
+# GPUs, a flash kernel on CPUs; in training on a CPU, its math kernel where the attention has dropout or under
+# bf16: training_attention) instead of matmul, softmax, dropout and matmul with their intermediates. The
 # default of transformers for BERT-like models already; asked for by name so that a model whose architecture
 # lacks it is seen to fall back, and the record says which ran (extra.attn_implementation). The adapters
 # library has SDPA versions of its attention classes (prefix tuning and LoRA included).
@@ -22,8 +25,6 @@ def training_attention(device_type: str, mixed_precision: str):
     fused kernels are the faster ones, and evaluation (forward only) keeps them everywhere. A model whose
     attention dropout is above 0 already runs the math kernel in training on a CPU (the flash kernel there has no
     dropout), so BERT-like models with their default 0.1 train exactly as before."""
-    import contextlib
-
     if device_type == "cpu" and mixed_precision == "bf16":
         from torch.nn.attention import SDPBackend, sdpa_kernel
 

@@ -133,13 +133,15 @@ def step_cache_key(key: str) -> str:
 
 def model_step(cell, model_base_dir: str = ".") -> dict | None:
     """A training step of the cell's model architecture for choose_precision: {"key", "time": f() ->
-    {"fp32": s, "bf16": s} or None}. The encoder is built from its config (random weights, under a forked RNG, so the cell's
-    own seeded draws are untouched) and times forward + backward of batch_size x max_length random tokens, in
-    eval mode (no dropout: no RNG) with the attention kernels the loop trains with (models.training_attention:
-    on a CPU in bf16, SDPA's math kernel; timed with the flash kernel's slow backward, bf16 would look slower
-    than it trains): one warm-up step per precision, then the best of STEP_ROUNDS steps each, the
-    precisions in turn (alternated); None (not timed) where a warm-up step took longer than STEP_TIME_CAP_S.
-    model_step itself is None where the config cannot be read."""
+    {"fp32": s, "bf16": s} or None}. The encoder is built from its config (random weights, under a forked RNG,
+    so the cell's own seeded draws are untouched) and times forward + backward of batch_size x max_length random
+    tokens, in eval mode (no dropout: no RNG), with the attention kernels the loop trains with
+    (models.training_attention: on a CPU in bf16, SDPA's math kernel; timed with the flash kernel's slow
+    backward, bf16 would look slower than it trains). fp32 keeps torch's choice, the flash kernel, where a model
+    with attention dropout trains on the math kernel: in fp32 the two are about as fast (RESULTS, 2026-12-03
+    night). One warm-up step per precision, then the best of STEP_ROUNDS steps each, the precisions in turn
+    (alternated); None (not timed) where a warm-up step took longer than STEP_TIME_CAP_S. model_step itself is
+    None where the config cannot be read."""
     try:
         from transformers import AutoConfig
 

@@ -331,7 +331,7 @@ class CellRun:
                 read = batch.pop("num_tokens", None)   # cached features: the tokens the encoder read for them
                 # the first micro-batch(es) run under FlopCounterMode (harness/train/flops.py): same ops, counted
                 with acc.accumulate(self.model), self.flops.train.batch(batch):
-                    with training_attention(acc.device.type, acc.mixed_precision):
+                    with training_attention(acc.device.type, acc.mixed_precision if acc.native_amp else "no"):
                         loss = self.forward(t, batch).loss
                     acc.backward(loss)
                     if acc.sync_gradients and hp["max_grad_norm"]:

@@ -415,6 +415,9 @@ def test_cpu_bf16_training_attention_takes_the_math_kernel():
     with training_attention("cpu", "no"):
         assert flash(_ops(step))
     assert flash(_ops(step))                       # nothing left switched off after the step
+    with pytest.raises(RuntimeError), training_attention("cpu", "bf16"):
+        raise RuntimeError("a step that fails")
+    assert torch.backends.cuda.flash_sdp_enabled() and flash(_ops(step))   # nor after a failed one
 
 
 @pytest.mark.parametrize("mixed_precision,flash_in_training", [("bf16", False), ("no", True)])
