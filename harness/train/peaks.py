@@ -128,6 +128,11 @@ def _store(path: str | None, host: str, key: str, entry: dict, merge=None) -> No
 _memo: dict[tuple, dict] = {}   # per process and cache file (None: callers without a cache folder)
 
 
+def _on_disk(path: str | None, host: str, key: str):
+    """This host's entry under `key` in the cache file, or None."""
+    return _load(path).get("hosts", {}).get(host, {}).get(key)
+
+
 def time_matmul(dtype: str, shape: tuple[int, int, int], device: str = "cpu", repeats: int = REPEATS) -> float:
     """FLOP/s of the best of `repeats` timings of an (m x k) @ (k x n) matmul in `dtype` on `device`."""
     import torch
@@ -211,7 +216,7 @@ def matmul_rate(dtype: str, shape: tuple[int, int, int], cache_dir: str | None =
     rate as it is (`auto`'s choice: made once, it stays for the host)."""
     host, key = host_key(device), shape_key(dtype, tuple(shape))
     path = cache_path(cache_dir)
-    entry = _merged(_load(path).get("hosts", {}).get(host, {}).get(key), _memo.get((path, host, key)))
+    entry = _merged(_on_disk(path, host, key), _memo.get((path, host, key)))
     if entry and not fresh and not (resample and _due(entry)):
         return {**entry, "cached": True}
     rate = time_matmul(dtype, tuple(shape), device)
@@ -227,7 +232,7 @@ def cached_value(key: str, measure, cache_dir: str | None = None, device: str = 
     it, else `measure()` now (and cached)."""
     host = host_key(device)
     path = cache_path(cache_dir)
-    entry = _load(path).get("hosts", {}).get(host, {}).get(key) or _memo.get((path, host, key))
+    entry = _on_disk(path, host, key) or _memo.get((path, host, key))
     if entry and "value" in entry:   # None too: "could not be measured" is an answer worth keeping
         return {**entry, "cached": True}
     global measurements

@@ -8,8 +8,7 @@ step of the cell's model architecture timed in both (model_step), else a matmul 
 (issue 20). The timings come from harness/train/peaks.py (cached per host, thread count and shape in the
 cache folder: the step and the matmul rates this choice reads are timed once per host, so the choice stays) and
 go into the record (`extra.precision_choice`). fp16 asked on a CPU is chosen as fp32: Accelerate autocasts fp16
-on GPUs only. Master weights stay fp32 in
-every case (Accelerate autocasts the forward pass).
+on GPUs only. Master weights stay fp32 in every case (Accelerate autocasts the forward pass).
 """
 
 from __future__ import annotations
