@@ -7,17 +7,24 @@ import resource
 
 import torch
 
+from harness.train.host_memory import give_back_freed_blocks, keep_freed_blocks
+
 
 class PeakMemory:
     """CUDA max allocated on GPUs; on CPU the process's peak RSS since the cell started (VmHWM, reset through
-    /proc/self/clear_refs where the kernel allows it, else the process-lifetime ru_maxrss)."""
+    /proc/self/clear_refs where the kernel allows it, else the process-lifetime ru_maxrss). On CPU the heap's free
+    blocks are given back first, so an earlier cell's freed memory does not count as this cell's, and malloc is
+    set to keep what a step frees for the next (harness/train/host_memory.py; `host_allocator` says what was set)."""
 
     def __init__(self, device: torch.device):
         self.cuda = device.type == "cuda"
         self.kind = "cuda_max_allocated" if self.cuda else "peak_rss"
+        self.host_allocator = None
         if self.cuda:
             torch.cuda.reset_peak_memory_stats(device)
         else:
+            give_back_freed_blocks()
+            self.host_allocator = keep_freed_blocks()
             try:
                 with open("/proc/self/clear_refs", "w") as f:
                     f.write("5")

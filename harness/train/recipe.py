@@ -461,7 +461,7 @@ class CellRun:
             # CPU kernels split their sums over the threads: a score is reproducible only at the same count
             num_threads=torch.get_num_threads(),
             attn_implementation=attention_of(self.members[0]), compiled=self.compiled,
-            frozen_cast=self.frozen_cast,
+            frozen_cast=self.frozen_cast, host_allocator=self.memory.host_allocator,
         )
         result.trivial_scores = self.trivial[0] if not self.multi else multitask_trivial(self.trivial)
         unwrapped = acc.unwrap_model(self.model)

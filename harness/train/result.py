@@ -78,6 +78,7 @@ class RunResult:
     attn_implementation: str | None = _f(EXTRA)     # the attention that ran: sdpa, or eager (train/models.py)
     compiled: bool | None = _f(EXTRA)               # torch.compile ran the model (hparam compile, train/compiling.py)
     frozen_cast: dict | None = _f(EXTRA)            # frozen Linear weights stored in bf16/fp16 (train/precision.py)
+    host_allocator: dict | None = _f(EXTRA)         # CPU: malloc's settings while training (train/host_memory.py)
     # into the environment record
     mixed_precision: str | None = _f(ENV)
     distributed_type: str | None = _f(ENV)
