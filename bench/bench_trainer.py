@@ -159,6 +159,9 @@ def main() -> int:
     p.add_argument("--data-dir", default=os.environ.get("HARNESS_DATA_DIR"))
     p.add_argument("--write", action="store_true", help="append the results to bench/RESULTS.md")
     args = p.parse_args()
+    from harness.train.host_memory import keep_freed_blocks
+
+    keep_freed_blocks()   # the harness's cells set it; the Trainer's rows run in the same process, so theirs too
     torch.set_num_threads(torch.get_num_threads())
     ctx = RunContext(data_dir=args.data_dir, cache_dir=tempfile.mkdtemp(prefix="bench-cache-"), show_progress=False)
     n_params = non_embedding_params(args.model, get_task(args.task))

@@ -14,7 +14,8 @@ its start; free blocks an earlier cell left in the heap would count as this cell
 full fine-tuning cell recorded 1,367 MB against 982 MB alone; 1,223 MB with the heap trimmed first; the rest
 is the earlier cell's data and caches, which are the process's). malloc_trim(0) returns the heap's free pages.
 
-Elsewhere than glibc (macOS, musl) both are skipped and the record says so (extra.host_allocator is None).
+Elsewhere than glibc (macOS, musl, a preloaded jemalloc or tcmalloc) both are skipped: the record's
+extra.host_allocator is None (also on GPUs, where a cell's host memory is not the hot path).
 """
 
 from __future__ import annotations
@@ -30,28 +31,39 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3   # glibc's malloc.h
 
 @functools.lru_cache(maxsize=1)
 def _glibc():
-    """The C library if it is glibc (it has mallopt and malloc_trim), else None."""
+    """The C library if it is glibc (it has mallopt and malloc_trim) and its malloc is the one in use, else None
+    (a preloaded jemalloc or tcmalloc would ignore glibc's switches)."""
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
     except OSError:
         return None
     if not all(hasattr(libc, name) for name in ("mallopt", "malloc_trim", "gnu_get_libc_version")):
         return None
+    in_use = ctypes.cast(ctypes.CDLL(None).malloc, ctypes.c_void_p).value
+    if in_use != ctypes.cast(libc.malloc, ctypes.c_void_p).value:
+        return None
+    libc.mallopt.argtypes, libc.mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    libc.malloc_trim.argtypes, libc.malloc_trim.restype = [ctypes.c_size_t], ctypes.c_int
+    libc.gnu_get_libc_version.restype = ctypes.c_char_p
     return libc
 
 
 @functools.lru_cache(maxsize=1)
 def keep_freed_blocks() -> dict | None:
     """Sets the process's malloc to keep freed blocks (once per process; later calls return the same answer):
-    what was set, for the record, or None where it could not be."""
+    what was set, for the record (a threshold glibc refused is None: releases before 2.36 may cap the mmap
+    threshold at 32 MiB), or None where malloc is not glibc's."""
     libc = _glibc()
     if libc is None:
         return None
-    if not (libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) and libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)):
-        return None
-    libc.gnu_get_libc_version.restype = ctypes.c_char_p
-    return {"malloc": f"glibc {libc.gnu_get_libc_version().decode()}", "mmap_threshold": MMAP_THRESHOLD,
-            "trim_threshold": TRIM_THRESHOLD}
+    return {"malloc": f"glibc {libc.gnu_get_libc_version().decode()}",
+            "mmap_threshold": MMAP_THRESHOLD if libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) else None,
+            "trim_threshold": TRIM_THRESHOLD if libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) else None}
+
+
+def glibc_malloc() -> bool:
+    """Whether this process's malloc is glibc's (the switches above act on it)."""
+    return _glibc() is not None
 
 
 def give_back_freed_blocks() -> None:

@@ -24,7 +24,8 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats(device)
         else:
             give_back_freed_blocks()
-            self.host_allocator = keep_freed_blocks()
+            kept = keep_freed_blocks()   # also set at the cell's start (recipe.py), before `auto` times its steps
+            self.host_allocator = dict(kept) if kept else None
             try:
                 with open("/proc/self/clear_refs", "w") as f:
                     f.write("5")

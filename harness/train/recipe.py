@@ -43,6 +43,7 @@ from harness.train.checkpoint import CellCheckpoint
 from harness.train.context import RunContext, make_accelerator, quiet_libraries
 from harness.train.evaluation import evaluate_task, predict
 from harness.train.flops import FlopMeter, encoder_pass_flops, flops_fields
+from harness.train.host_memory import keep_freed_blocks
 from harness.train.loaders import eval_loader, eval_sets_for, train_loader
 from harness.train.measure import PeakMemory, batch_counts, cost_fields
 from harness.train.model_setup import build_model, save_adapter
@@ -139,6 +140,8 @@ class CellRun:
         from accelerate.utils import set_seed
 
         quiet_libraries()
+        if not torch.cuda.is_available():   # before `auto` times its steps: they free what a cell's steps free
+            keep_freed_blocks()
         override("bf16")   # a malformed HARNESS_PEAK_FLOPS fails the cell now, not after training
         # the model's own matmul shape: what `auto` measures bf16 against fp32 at, and where MFU's peak is timed
         self.shape = cell_shape(self.cell, self.ctx.model_base_dir)

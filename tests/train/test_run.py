@@ -61,7 +61,7 @@ def test_run_records_everything_then_skips(workdir, tiny_bert, small_glue):
         assert r.train_time_s > 0 and r.train_examples_per_s > 0 and r.train_tokens_per_s > 0
         assert r.peak_memory_mb > 0 and r.num_processes == 1
         # a CPU cell says how malloc was set while it trained (harness/train/host_memory.py)
-        assert host_memory._glibc() is None or r.extra["host_allocator"]["malloc"].startswith("glibc")
+        assert not host_memory.glibc_malloc() or r.extra["host_allocator"]["malloc"].startswith("glibc")
         assert r.env["torch"] and r.env["transformers"] and r.env["adapters"] and r.env["python"]
         assert "git_commit" in r.env and "git_dirty" in r.env and r.env["host"]
         assert r.train_examples == 48 and r.eval_examples == 21
