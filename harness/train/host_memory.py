@@ -3,9 +3,9 @@ given back to the system when a cell starts.
 
 Why keep them: glibc serves a block larger than its mmap threshold (at most 32 MiB by default) with a fresh
 mmap and unmaps it on free, so every step faults its pages in again. Full fine-tuning's embedding gradient is
-such a block (30,522 x 384 fp32, 47 MB, allocated and zero-filled by every backward): its zero fill took 10 ms
-standalone and up to 42 ms inside the loop (torch.profiler, MRPC cell, 2-core AMD EPYC), 3-10% of a step. Kept
-on the heap, the same fill takes 1-2 ms. glibc's documented switches (mallopt, as the MALLOC_*_ environment
+such a block (30,522 x 384 fp32, 47 MB, allocated and zero-filled by every backward): inside the loop the
+embedding's backward took 11.5-15.1 ms with 11,446 page faults in every step (hooks on it, MRPC bench cell,
+2-core AMD EPYC; bench/RESULTS.md 2026-12-03 late). Kept on the heap: 1.2-2.2 ms, no faults. glibc's documented switches (mallopt, as the MALLOC_*_ environment
 variables would set them at start): no mmap below MMAP_THRESHOLD, no trim of the heap's top below
 TRIM_THRESHOLD. The arithmetic is untouched (same kernels, same order): only where the memory comes from.
 

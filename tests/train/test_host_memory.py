@@ -12,9 +12,9 @@ import sys
 
 import pytest
 
+from tests.helpers import ROOT
 from harness.train import host_memory
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 pytestmark = pytest.mark.skipif(not host_memory.glibc_malloc(), reason="malloc is not glibc's")
 
 
@@ -25,6 +25,7 @@ def _thp_always() -> bool:
             return "[always]" in f.read()
     except OSError:
         return False
+
 
 _RSS = """
 def rss_mb():
