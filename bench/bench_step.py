@@ -10,7 +10,7 @@ Modes (one process, side by side; the CPU model is printed with every table):
   another checkout (an earlier commit) against this one, or this tree with an environment variable against it.
 - `batch`: the demo's cells (SST-2) at several batch sizes (--batches), one cell of each size after the other,
   --repeats rounds, median ms per step: what an epoch costs per batch size where a step's fixed costs dominate.
-- `profile`: torch.profiler over one cell's training per method: the ops that take the time.
+- `profile`: torch.profiler over one cell's training per method at each of --shapes: the ops that take the time.
 - `workers`: the same small suite (8 cells) run by `harness run` as 1 worker x 2 threads and as 2 workers x 1
   thread, each into a fresh store: wall time and cells per minute.
 - `demo`: `harness estimate` of suites/demo.yaml, then the README's command on a fresh store, timed: the
@@ -171,12 +171,15 @@ def mode_profile(args, ctx) -> str:
 
     recipe.CellRun.record = keep
     try:
-        for method in args.methods:
-            recipe.train_and_evaluate(cell("sst2", method, DEMO_BATCH, args.precision, args.profile_steps), ctx)
-            table = captured["prof"].key_averages().table(sort_by="self_cpu_time_total", row_limit=args.rows)
-            out.append(f"### {method} ({args.precision}, SST-2 batch {DEMO_BATCH}, {args.profile_steps} steps incl. the final "
-                       f"evaluation)\n\n```\n{table}\n```")
-            print(out[-1], flush=True)
+        for label, (task, batch) in SHAPES.items():
+            if task not in args.shapes:
+                continue
+            for method in args.methods:
+                recipe.train_and_evaluate(cell(task, method, batch, args.precision, args.profile_steps), ctx)
+                table = captured["prof"].key_averages().table(sort_by="self_cpu_time_total", row_limit=args.rows)
+                out.append(f"### {method} ({args.precision}, {label}, {args.profile_steps} steps incl. the final "
+                           f"evaluation)\n\n```\n{table}\n```")
+                print(out[-1], flush=True)
     finally:
         recipe.CellRun.fit, recipe.CellRun.record = fit, run_record
     return "\n\n".join(out)
