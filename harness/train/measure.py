@@ -14,12 +14,15 @@ class PeakMemory:
     """CUDA max allocated on GPUs; on CPU the process's peak RSS since the cell started (VmHWM, reset through
     /proc/self/clear_refs where the kernel allows it, else the process-lifetime ru_maxrss). On CPU the heap's free
     blocks are given back first, so an earlier cell's freed memory does not count as this cell's, and malloc is
-    set to keep what a step frees for the next (harness/train/host_memory.py; `host_allocator` says what was set)."""
+    set to keep what a step frees for the next (harness/train/host_memory.py; `host_allocator` says what was set).
+    What the process already held when the count started (an earlier cell's datasets and caches in the same
+    worker, the libraries) is in the peak too: `start_mb` gives it, so a reader can tell a cell's own share."""
 
     def __init__(self, device: torch.device):
         self.cuda = device.type == "cuda"
         self.kind = "cuda_max_allocated" if self.cuda else "peak_rss"
         self.host_allocator = None
+        self.start_mb = None   # RSS when the count started (CPU, VmHWM reset: the peak counts from there)
         if self.cuda:
             torch.cuda.reset_peak_memory_stats(device)
         else:
@@ -30,20 +33,27 @@ class PeakMemory:
                 with open("/proc/self/clear_refs", "w") as f:
                     f.write("5")
                 self.kind = "peak_rss_cell"
+                self.start_mb = self._status_mb("VmRSS:")
             except OSError:
                 self.kind = "peak_rss_process"
 
     def read_mb(self, device) -> float:
         if self.cuda:
             return torch.cuda.max_memory_allocated(device) / 2**20
+        hwm = self._status_mb("VmHWM:")
+        return hwm if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    @staticmethod
+    def _status_mb(key: str) -> float | None:
+        """A memory line of /proc/self/status (kB) in MB; None where there is none."""
         try:
             with open("/proc/self/status") as f:
                 for line in f:
-                    if line.startswith("VmHWM:"):
+                    if line.startswith(key):
                         return int(line.split()[1]) / 1024
         except OSError:
             pass
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return None
 
 
 def batch_counts(batch: dict, n_tokens) -> tuple[int, object]:
@@ -61,11 +71,15 @@ def cost_fields(acc, memory: PeakMemory, examples: int, tokens: int, train_time:
     """The run record's cost fields: throughput summed over ranks, memory the maximum over ranks (every rank
     must call this: it reduces and gathers)."""
     totals = torch.tensor([examples, tokens], dtype=torch.float64, device=acc.device)
-    peak = torch.tensor([memory.read_mb(acc.device)], dtype=torch.float64, device=acc.device)
+    # the peak and the RSS it counted from, of the rank with the highest peak
+    peak = torch.tensor([[memory.read_mb(acc.device), memory.start_mb if memory.start_mb is not None else -1.0]],
+                        dtype=torch.float64, device=acc.device)
     if acc.num_processes > 1:
         totals = acc.reduce(totals, reduction="sum")
-        peak = acc.gather(peak).max()
+        peak = acc.gather(peak)
+    top = peak[int(peak[:, 0].argmax())]
     measured = train_time > 0 and examples
-    return {"peak_memory_mb": float(peak.max()), "peak_memory_kind": memory.kind,
+    return {"peak_memory_mb": float(top[0]), "peak_memory_kind": memory.kind,
+            "rss_at_start_mb": round(float(top[1]), 1) if top[1] >= 0 else None,
             "train_examples_per_s": float(totals[0]) / train_time if measured else None,
             "train_tokens_per_s": float(totals[1]) / train_time if measured else None}

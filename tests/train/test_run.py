@@ -62,6 +62,8 @@ def test_run_records_everything_then_skips(workdir, tiny_bert, small_glue):
         assert r.peak_memory_mb > 0 and r.num_processes == 1
         # a CPU cell says how malloc was set while it trained (harness/train/host_memory.py)
         assert not host_memory.glibc_malloc() or r.extra["host_allocator"]["malloc"].startswith("glibc")
+        if r.peak_memory_kind == "peak_rss_cell":   # and the RSS its peak counted from (train/measure.py)
+            assert 0 < r.extra["rss_at_start_mb"] <= r.peak_memory_mb
         assert r.env["torch"] and r.env["transformers"] and r.env["adapters"] and r.env["python"]
         assert "git_commit" in r.env and "git_dirty" in r.env and r.env["host"]
         assert r.train_examples == 48 and r.eval_examples == 21
