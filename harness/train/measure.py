@@ -80,6 +80,6 @@ def cost_fields(acc, memory: PeakMemory, examples: int, tokens: int, train_time:
     top = peak[int(peak[:, 0].argmax())]
     measured = train_time > 0 and examples
     return {"peak_memory_mb": float(top[0]), "peak_memory_kind": memory.kind,
-            "rss_at_start_mb": round(float(top[1]), 1) if top[1] >= 0 else None,
+            "rss_at_start_mb": float(top[1]) if top[1] >= 0 else None,
             "train_examples_per_s": float(totals[0]) / train_time if measured else None,
             "train_tokens_per_s": float(totals[1]) / train_time if measured else None}

@@ -39,6 +39,8 @@ def check_two_rank_world(rec, n_train, batch, dev):
     assert rec.steps == -(-n_train // (2 * batch)) and rec.epochs_done == 1.0
     # the dev set was scored exactly once, whatever the last batch looked like
     assert rec.eval_examples == dev
+    if rec.peak_memory_kind == "peak_rss_cell":   # the highest rank's peak, with the RSS it counted from
+        assert 0 < rec.extra["rss_at_start_mb"] <= rec.peak_memory_mb
     data = np.load(os.path.join(rec.output_dir, "predictions.npz"))
     assert sorted(data["validation_idx"].tolist()) == list(range(dev))
 
