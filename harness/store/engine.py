@@ -51,6 +51,30 @@ def absolute_db_url(url: str | None) -> str | None:
         hide_password=False)
 
 
+BUSY_TIMEOUT_S = 30   # how long a connection waits for another's lock (and for another's switch to WAL)
+
+
+def _to_wal(cur) -> None:
+    """Put the file in WAL mode. Switching a new file needs an exclusive lock, and when two connections race for
+    it SQLite answers "database is locked" at once instead of waiting out busy_timeout (it would deadlock
+    otherwise) - as happens when the ranks of a DDP cell or the workers of one machine open a fresh store
+    together. WAL is a property of the file, so once one connection has switched it the others find it set:
+    they wait for that, briefly and with jitter, up to BUSY_TIMEOUT_S."""
+    import random
+    import sqlite3
+    import time
+
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+        time.sleep(random.uniform(0.005, 0.05))
+
+
 def _sqlite_pragmas(engine: Engine, read_only: bool) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record):
@@ -58,9 +82,9 @@ def _sqlite_pragmas(engine: Engine, read_only: bool) -> None:
         # must hold the write lock from its first read. So BEGIN is ours (below).
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_S * 1000}")
         if not read_only:
-            cur.execute("PRAGMA journal_mode=WAL")
+            _to_wal(cur)
             cur.execute("PRAGMA synchronous=NORMAL")
         cur.close()
 

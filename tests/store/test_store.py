@@ -1,6 +1,7 @@
 """The store: records, uniqueness per (suite, cell), SQLite WAL, read-only access."""
 
 import sqlite3
+import time
 
 import pytest
 from sqlalchemy.exc import OperationalError
@@ -110,3 +111,42 @@ def test_a_store_from_before_migrations_is_upgraded_in_place(tmp_path):
     assert old.status == Status.FAILED and old.error == "old"
     claim = store.claim_next("s", [cell.key], current_worker(), retry_failed=True)
     assert claim is not None and claim.attempt == 2
+
+
+
+def _open_fresh_stores(folder, t0, period, rounds, errors):
+    """One of several processes: round r, all of them open the same new store file at the same instant, t0 + r
+    * period (sleeping until then wakes them together, closer than a barrier does)."""
+    for r in range(rounds):
+        time.sleep(max(0.0, t0 + r * period - time.time()))
+        try:
+            Store(f"sqlite:///{folder}/s{r}.db").engine.dispose()
+        except Exception as e:   # InputError: "--db: cannot open the store ...: database is locked"
+            errors.put(f"round {r}: {e}")
+
+
+def test_processes_that_open_a_new_store_together_all_get_it(tmp_path):
+    """The ranks of a DDP cell, or the workers of one machine, open a fresh SQLite store at the same moment. Each
+    connection switches the file to WAL; SQLite refused the racing switches at once ("database is locked", without
+    waiting out busy_timeout) and a rank died with exit 2 (here 4-15 of the 120 opens failed before the fix)."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    procs, rounds, period = 4, 30, 0.15
+    errors = ctx.Queue()
+    t0 = time.time() + 0.5
+    workers = [ctx.Process(target=_open_fresh_stores, args=(tmp_path, t0, period, rounds, errors))
+               for _ in range(procs)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=300)
+    failed = []
+    while not errors.empty():
+        failed.append(errors.get())
+    assert [w.exitcode for w in workers] == [0] * procs
+    assert failed == [], f"{len(failed)} of {procs * rounds} opens failed: {failed[:3]}"
+    for r in range(rounds):
+        with sqlite3.connect(tmp_path / f"s{r}.db") as conn:
+            assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+            assert conn.execute("SELECT count(*) FROM runs").fetchone()[0] == 0
