@@ -22,6 +22,7 @@ from harness.spec.layout import DEFAULT_DB_URL
 NETWORK_FILESYSTEMS = ("nfs", "nfs4", "lustre", "gpfs", "cifs", "smb3", "smbfs", "beegfs", "cephfs", "ceph",
                        "glusterfs", "fuse.sshfs", "9p", "panfs", "wekafs")
 READ_ONLY_BACKENDS = ("sqlite", "postgresql", "mysql", "mariadb")   # where read-only is enforced by the server
+BUSY_TIMEOUT_S = 30   # how long a connection waits for another's lock (and for another's switch to WAL)
 
 
 def default_db_url() -> str:
@@ -49,9 +50,6 @@ def absolute_db_url(url: str | None) -> str | None:
         return url
     return make_url(url).set(database=os.path.abspath(os.path.expanduser(path))).render_as_string(
         hide_password=False)
-
-
-BUSY_TIMEOUT_S = 30   # how long a connection waits for another's lock (and for another's switch to WAL)
 
 
 def _to_wal(cur) -> None:
