@@ -113,7 +113,6 @@ def test_a_store_from_before_migrations_is_upgraded_in_place(tmp_path):
     assert claim is not None and claim.attempt == 2
 
 
-
 def _open_fresh_stores(folder, t0, period, rounds, errors):
     """One of several processes: round r, all of them open the same new store file at the same instant, t0 + r
     * period (sleeping until then wakes them together, closer than a barrier does)."""
