@@ -11,6 +11,10 @@ Modes (one process, side by side; the CPU model is printed with every table):
 - `batch`: the demo's cells (SST-2) at several batch sizes (--batches), one cell of each size after the other,
   --repeats rounds, median ms per step: what an epoch costs per batch size where a step's fixed costs dominate.
 - `profile`: torch.profiler over one cell's training per method at each of --shapes: the ops that take the time.
+- `compile`: each method's cell eager and then with `compile: true` (inductor, harness/train/compiling.py), at each
+  of --shapes and --precisions: the median step after the first ones (timed at each optimizer step), the
+  compile's cost in the cell's training time, and after how many steps compiling pays. The run starts on an empty
+  inductor cache (a new user's first compile); a later cell whose graph the run has compiled already reuses it.
 - `workers`: the same small suite (8 cells) run by `harness run` as 1 worker x 2 threads and as 2 workers x 1
   thread, each into a fresh store: wall time and cells per minute.
 - `demo`: `harness estimate` of suites/demo.yaml, then the README's command on a fresh store, timed: the
@@ -185,6 +189,82 @@ def mode_profile(args, ctx) -> str:
     return "\n\n".join(out)
 
 
+class StepClock:
+    """The time of every optimizer step in the process (torch's global step hook; accelerate's wrapper calls the
+    torch optimizer's own step), for the median step of a cell whose first steps are not like the rest."""
+
+    def __enter__(self):
+        from torch.optim.optimizer import register_optimizer_step_post_hook
+
+        self.stamps: list[float] = []
+        self._hook = register_optimizer_step_post_hook(lambda *_: self.stamps.append(time.perf_counter()))
+        return self
+
+    def __exit__(self, *exc):
+        self._hook.remove()
+
+    def median_ms(self, skip: int) -> float:
+        import statistics
+
+        gaps = [b - a for a, b in zip(self.stamps, self.stamps[1:])][skip:]
+        return 1000 * statistics.median(gaps)
+
+
+def mode_compile(args, ctx) -> str:
+    """Eager against compiled, cell by cell. `fixed` is the cell's training time less its steps at the median
+    step: for a compiled cell mostly compiling (dynamo's trace, inductor's code generation and C++ builds), for an
+    eager one the first steps' warm-up and FLOP count. Compiling pays after (compiled fixed - eager fixed) /
+    (eager step - compiled step) steps, where the compiled step is the shorter."""
+    from torch._dynamo.utils import counters
+
+    from harness.train import compiling
+    from harness.train.recipe import train_and_evaluate
+
+    skip = 5   # the first steps: the FLOP-counted batch (eager), the compile, the allocator's first growth
+    if args.steps < 2 * skip:
+        raise SystemExit(f"--steps: the compile mode needs at least {2 * skip} steps per cell")
+    graphs = {}
+    release = compiling.release
+
+    def counted_release():   # the graphs a compiled cell made, read before the cell forgets them
+        graphs["n"] = counters["stats"]["unique_graphs"]
+        release()
+
+    compiling.release = counted_release
+    rows = ["| shape | method | precision | eager: ms/step | compiled: ms/step | step speed-up | eager: fixed s | "
+            "compiled: fixed s (graphs) | compiling pays after |", "|---|---|---|---:|---:|---:|---:|---:|---|"]
+    try:
+        for label, (task, batch) in SHAPES.items():
+            if task not in args.shapes:
+                continue
+            for precision in args.precisions:
+                for method in args.methods:
+                    got = {}
+                    for compiled in (False, True):
+                        c = cell(task, method, batch, precision, args.steps)
+                        c.hparams["compile"] = compiled
+                        counters.clear()
+                        graphs.pop("n", None)
+                        with StepClock() as clock:
+                            r = train_and_evaluate(c, ctx)
+                        if r.compiled is not compiled:
+                            raise SystemExit(f"{method} {task}: asked compile={compiled}, the record says {r.compiled}")
+                        step = clock.median_ms(skip)
+                        got[compiled] = (step, r.train_time_s - r.steps * step / 1000)
+                        print(f"  {label} {method} {precision} compile={compiled}: {step:.0f} ms/step, "
+                              f"train {r.train_time_s:.1f} s", flush=True)
+                    (eager, eager_fixed), (comp, comp_fixed) = got[False], got[True]
+                    pays = (f"{(comp_fixed - eager_fixed) / (eager - comp) * 1000:,.0f} steps" if comp < eager
+                            else "never (slower steps)")
+                    rows.append(f"| {label} | {method} | {precision} | {eager:.0f} | {comp:.0f} | {eager / comp:.2f}x | "
+                                f"{eager_fixed:.1f} | {comp_fixed:.1f} ({graphs.get('n', '?')}) | {pays} |")
+                    print(rows[-1], flush=True)
+    finally:
+        compiling.release = release
+    return (f"Cells of {args.steps} steps; median step after the first {skip}; inductor's cache empty at the run's "
+            f"start:\n\n" + "\n".join(rows))
+
+
 WORKERS_SUITE = """
 name: {name}
 models: [minilm]
@@ -297,7 +377,8 @@ def mode_ab(args, ctx) -> str:
             + "\n".join(rows))
 
 
-MODES = {"step": mode_step, "ab": mode_ab, "batch": mode_batch, "profile": mode_profile, "workers": mode_workers, "demo": mode_demo}
+MODES = {"step": mode_step, "ab": mode_ab, "batch": mode_batch, "profile": mode_profile, "compile": mode_compile,
+         "workers": mode_workers, "demo": mode_demo}
 
 
 def main() -> int:
@@ -306,9 +387,9 @@ def main() -> int:
     p.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
     p.add_argument("--steps", type=int, default=80, help="optimizer steps per measured cell")
     p.add_argument("--shapes", nargs="+", choices=[t for t, _ in SHAPES.values()],
-                   default=DEFAULT_SHAPES, help="step and ab modes: which shapes")
+                   default=DEFAULT_SHAPES, help="step, ab, profile and compile modes: which shapes")
     p.add_argument("--precisions", nargs="+", choices=["no", "bf16"], default=["no", "bf16"],
-                   help="step, ab and batch modes: which precisions")
+                   help="step, ab, batch and compile modes: which precisions")
     p.add_argument("--repeats", type=int, default=3, help="ab mode: child processes per setting; batch mode: rounds")
     p.add_argument("--batches", nargs="+", type=int, default=[8, 16], help="batch mode: the batch sizes")
     p.add_argument("--against", default=None, help="ab mode: the folder of another checkout to compare this one "
@@ -334,6 +415,8 @@ def main() -> int:
     if not os.environ.get("HARNESS_DATA_DIR"):
         raise SystemExit("HARNESS_DATA_DIR: set it to the GLUE folder (the data are read offline)")
     cache = tempfile.mkdtemp(prefix="bench-step-")
+    if "compile" in args.modes:   # a new user's first compile, not this machine's earlier ones
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(cache, "inductor")
     ctx = RunContext(os.environ["HARNESS_DATA_DIR"], cache, show_progress=False)
     header = (f"## {dt.date.today()} — bench_step.py --modes {' '.join(args.modes)} — {cpu_line()}, "
               f"commit {(git_state().get('git_commit') or '?')[:10]}")
