@@ -15,9 +15,9 @@ The record says whether it ran: extra.compiled.
 
 from __future__ import annotations
 
-# Device types `auto` compiles on. Not CPUs: on this project's 2-core CPU, compiling a 2-layer BERT took 73 s
-# (its evaluation graph 23 s more; torch's on-disk cache shortens later compiles, not the first), longer than a
-# demo cell trains (about 25 s), so compiling there would cost more than it could save.
+# Device types `auto` compiles on. Not CPUs: on this project's 2-core CPU, compiling the embedded model took 24-82 s
+# per cell (torch's on-disk cache shortens later compiles, not the first), longer than a demo cell trains, and
+# the compiled step was no faster: 0.84-0.96x eager in bf16, 0.85-1.21x in fp32 (bench_step.py --modes compile).
 AUTO_DEVICES = ("cuda",)
 # Padded lengths are rounded up to a multiple of this (when max_length is one, so no batch outgrows max_length):
 # the Tensor Core tile of fp16/bf16 matmuls, and at most 7 padding tokens more per example.

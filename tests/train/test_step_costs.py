@@ -256,7 +256,8 @@ def _inductor_missing() -> str | None:
 def test_compile_true_trains_a_tiny_model_end_to_end(tmp_path, small_glue, monkeypatch):
     """One layer (compiling is most of this test's time: about a minute on a 2-core CPU without torch's on-disk
     cache). One graph serves every padded length; training and evaluation each compile once; the cell forgets
-    its compiled code when it ends."""
+    its compiled code when it ends. In bf16, the precision `auto` picks on most CPUs here: autocast, the head
+    outside it and the training attention's kernel choice all inside the compiled step."""
     why = _inductor_missing()
     if why:
         pytest.skip(why)
@@ -268,11 +269,13 @@ def test_compile_true_trains_a_tiny_model_end_to_end(tmp_path, small_glue, monke
     released = []
     real_release = compiling.release
     monkeypatch.setattr(compiling, "release", lambda: released.append(1) or real_release())
-    result = _run(_cell(model, hparams={"compile": True, "max_length": 16},
+    result = _run(_cell(model, hparams={"compile": True, "max_length": 16, "mixed_precision": "bf16"},
                         budget={"max_steps": 6, "max_eval_samples": 16}), small_glue)
     assert result.compiled is True and result.steps == 6 and math.isfinite(result.score)
+    assert result.mixed_precision == "bf16" and math.isfinite(result.history[-1]["train_loss"])
     assert result.train_flops and result.flop_count["train_counted_batches"] == 1   # counted eager
     assert 1 <= counters["stats"]["unique_graphs"] <= 4, dict(counters["stats"])
+    assert not counters["graph_break"], dict(counters["graph_break"])   # the whole step in one graph
     assert released == [1]
 
 
