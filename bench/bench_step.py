@@ -11,6 +11,9 @@ Modes (one process, side by side; the CPU model is printed with every table):
 - `batch`: the demo's cells (SST-2) at several batch sizes (--batches), one cell of each size after the other,
   --repeats rounds, median ms per step: what an epoch costs per batch size where a step's fixed costs dominate.
 - `profile`: torch.profiler over one cell's training per method at each of --shapes: the ops that take the time.
+- `lengths`: a step's time against its batch's padded length (SST-2's sentences span 4-54 tokens): per method
+  a line through the median step at each length, its fixed part (what does not grow with the tokens: the
+  optimizer, clipping, per-op overhead) and its part per token; and whether a length's first batch costs more.
 - `compile`: each method's cell eager and then with `compile: true` (inductor, harness/train/compiling.py), at each
   of --shapes and --precisions: the median step after the first ones (timed at each optimizer step), the
   compile's cost in the cell's training time, and after how many steps compiling pays. The run starts on an empty
@@ -210,6 +213,52 @@ class StepClock:
         return 1000 * statistics.median(gaps)
 
 
+def mode_lengths(args, ctx) -> str:
+    """The demo's cells (SST-2, its batch size) per method and precision, each step timed and matched with its
+    batch's padded length (the loop's length-grouped batches cover every length the data has); a least-squares
+    line through the median step time at each length. The first step (FLOP-counted, eager) is left out."""
+    import statistics
+
+    import numpy as np
+
+    from harness.train import recipe
+
+    lengths: list[int] = []
+    forward = recipe.CellRun.forward
+
+    def recording(self, t, batch):   # training batches only (evaluation runs the model in eval mode)
+        if self.model.training:
+            lengths.append(int(batch["input_ids"].shape[1]))
+        return forward(self, t, batch)
+
+    recipe.CellRun.forward = recording
+    rows = [f"| method | precision | fixed ms | ms per token (batch of {DEMO_BATCH}) | step at 13 tokens (fixed share) | "
+            "step at 53 tokens (fixed share) | lengths (steps) | a length's first batch vs its later ones (ms) |",
+            "|---|---|---:|---:|---:|---:|---:|---:|"]
+    try:
+        for precision in args.precisions:
+            for method in args.methods:
+                lengths.clear()
+                with StepClock() as clock:
+                    recipe.train_and_evaluate(cell("sst2", method, DEMO_BATCH, precision, args.steps), ctx)
+                gaps = [1000 * (b - a) for a, b in zip(clock.stamps, clock.stamps[1:])]   # steps 2, 3, ...
+                by_length: dict[int, list[float]] = {}
+                for length, gap in zip(lengths[1:], gaps):
+                    by_length.setdefault(length, []).append(gap)
+                xs = sorted(by_length)
+                per_token, fixed = np.polyfit(xs, [statistics.median(by_length[x]) for x in xs], 1)
+                first = [by_length[x][0] - statistics.median(by_length[x][1:]) for x in xs if len(by_length[x]) > 1]
+                at = {n: fixed + n * per_token for n in (13, 53)}
+                rows.append(f"| {method} | {precision} | {fixed:.0f} | {per_token:.2f} | {at[13]:.0f} "
+                            f"({fixed / at[13]:.0%}) | {at[53]:.0f} ({fixed / at[53]:.0%}) | {len(xs)} ({len(gaps)}) | "
+                            f"{statistics.mean(first):+.0f} (over {len(first)} lengths) |")
+                print(rows[-1], flush=True)
+    finally:
+        recipe.CellRun.forward = forward
+    return (f"SST-2 cells of {args.steps} steps in batches of {DEMO_BATCH}; a line through the median step at each "
+            "padded length:\n\n" + "\n".join(rows))
+
+
 def mode_compile(args, ctx) -> str:
     """Eager against compiled, cell by cell. `fixed` is the cell's training time less its steps at the median
     step: for a compiled cell mostly compiling (dynamo's trace, inductor's code generation and C++ builds), for an
@@ -377,8 +426,8 @@ def mode_ab(args, ctx) -> str:
             + "\n".join(rows))
 
 
-MODES = {"step": mode_step, "ab": mode_ab, "batch": mode_batch, "profile": mode_profile, "compile": mode_compile,
-         "workers": mode_workers, "demo": mode_demo}
+MODES = {"step": mode_step, "ab": mode_ab, "batch": mode_batch, "profile": mode_profile, "lengths": mode_lengths,
+         "compile": mode_compile, "workers": mode_workers, "demo": mode_demo}
 
 
 def main() -> int:
@@ -389,7 +438,7 @@ def main() -> int:
     p.add_argument("--shapes", nargs="+", choices=[t for t, _ in SHAPES.values()],
                    default=DEFAULT_SHAPES, help="step, ab, profile and compile modes: which shapes")
     p.add_argument("--precisions", nargs="+", choices=["no", "bf16"], default=["no", "bf16"],
-                   help="step, ab, batch and compile modes: which precisions")
+                   help="step, ab, batch, lengths and compile modes: which precisions")
     p.add_argument("--repeats", type=int, default=3, help="ab mode: child processes per setting; batch mode: rounds")
     p.add_argument("--batches", nargs="+", type=int, default=[8, 16], help="batch mode: the batch sizes")
     p.add_argument("--against", default=None, help="ab mode: the folder of another checkout to compare this one "
