@@ -78,6 +78,9 @@ def cell(task: str, method: str, batch: int, precision: str, steps: int, seed: i
                 seed=seed, hparams=hp)
 
 
+STEADY_AFTER = 5   # steps the step mode's steady columns leave out: the FLOP-counted first, the first allocations
+
+
 def ms_per_step(r) -> float:
     """A measured cell's training time per optimizer step, in ms (its first steps' warm-up and FLOP count
     included, as the records count them)."""
@@ -95,19 +98,24 @@ def cpu_line() -> str:
 def mode_step(args, ctx) -> str:
     """The table is written once every cell has run: each cell's peak is timed right after it (next to the work
     it divides) and every row divides by the best timing of its shape in the run, so a slow spell during one
-    timing does not lower a peak (and raise an MFU); the slowest timing is shown beside it."""
+    timing does not lower a peak (and raise an MFU); the slowest timing is shown beside it. ms/step and MFU are
+    the cell's as its record has them (training time over steps: the first steps' FLOP count and first
+    allocations included, which weigh more the shorter the cell); the steady columns are the mean step after
+    the first STEADY_AFTER steps (timed at each optimizer step) and the cell's FLOPs per step over it."""
     from harness.train import peaks
     from harness.train.recipe import train_and_evaluate
 
     rows = ["| shape | method | precision | ms/step | examples/s | tokens/step | GFLOP/s | matmul peak at the model's "
-            "shape (GFLOP/s; best of n timings, slowest) | MFU |", "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+            "shape (GFLOP/s; best of n timings, slowest) | MFU | steady ms/step | steady MFU |",
+            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     measured, peak_at = [], {}
     for label, (task, batch) in SHAPES.items():
         if task not in args.shapes:
             continue
         for precision in args.precisions:
             for method in args.methods:
-                r = train_and_evaluate(cell(task, method, batch, precision, args.steps), ctx)
+                with StepClock() as clock:
+                    r = train_and_evaluate(cell(task, method, batch, precision, args.steps), ctx)
                 ms = ms_per_step(r)
                 if args.json:   # for mode_ab, which runs this mode in child processes
                     print("ROW " + json.dumps({"task": task, "method": method, "precision": precision, "ms": ms,
@@ -116,15 +124,16 @@ def mode_step(args, ctx) -> str:
                 shape = peaks.model_shape(batch, round(tokens / batch), 384)
                 # the latest answer holds the best of all the run's timings at this shape (kept in memory)
                 peak_at[(precision, shape)] = peaks.matmul_rate(peaks.DTYPE_OF[precision], shape, fresh=True)
-                measured.append((label, method, precision, batch, ms, r, tokens, shape))
+                measured.append((label, method, precision, batch, ms, r, tokens, shape, clock.mean_ms(STEADY_AFTER)))
                 print(f"  {label} {method} {precision}: {ms:.0f} ms/step", flush=True)
-    for label, method, precision, batch, ms, r, tokens, shape in measured:
+    for label, method, precision, batch, ms, r, tokens, shape, steady in measured:
         peak = peak_at[(precision, shape)]
         best, achieved = peak["flops_per_s"], (r.flops_per_s or 0.0)
+        steady_rate = (r.train_flops or 0.0) / max(r.steps, 1) / (steady / 1000)
         rows.append(f"| {label}, {tokens / batch:.0f} tokens | {method} | {precision} | {ms:.0f} | "
                     f"{r.train_examples_per_s:.1f} | {tokens:.0f} | {achieved / 1e9:.1f} | {best / 1e9:.0f} (at "
                     f"{shape[0]}x{shape[1]}x{shape[2]}; {peak['samples']}, {peak['lowest'] / 1e9:.0f}) | "
-                    f"{100 * achieved / best:.0f}% |")
+                    f"{100 * achieved / best:.0f}% | {steady:.0f} | {100 * steady_rate / best:.0f}% |")
     print("\n".join(rows), flush=True)
     return "\n".join(rows)
 
@@ -206,6 +215,10 @@ class StepClock:
     def __exit__(self, *exc):
         self._hook.remove()
 
+    def mean_ms(self, skip: int) -> float:
+        """The mean step after the first `skip` (over batches of every length the cell drew)."""
+        return 1000 * (self.stamps[-1] - self.stamps[skip]) / (len(self.stamps) - 1 - skip)
+
     def median_ms(self, skip: int) -> float:
         import statistics
 
@@ -269,7 +282,7 @@ def mode_compile(args, ctx) -> str:
     from harness.train import compiling
     from harness.train.recipe import train_and_evaluate
 
-    skip = 5   # the first steps: the FLOP-counted batch (eager), the compile, the allocator's first growth
+    skip = STEADY_AFTER   # the FLOP-counted batch (eager), the compile, the allocator's first growth
     if args.steps < 2 * skip:
         raise SystemExit(f"--steps: the compile mode needs at least {2 * skip} steps per cell")
     graphs = {}
