@@ -5,7 +5,8 @@ Modes (one process, side by side; the CPU model is printed with every table):
   its batch size from suites/demo.yaml, ~14 tokens) and at the bench's MRPC shape (batch 16, ~56 tokens), in fp32 and bf16, against the
   matmul peak of the same precision measured in this process at the model's own FFN shape
   (harness/train/peaks.py). The cells are real (`train_and_evaluate`, the embedded model, real data), so the
-  numbers are the loop's: FLOPs as the records count them (FlopCounterMode), time as they measure it.
+  numbers are the loop's: FLOPs as the records count them (FlopCounterMode), time as they measure it; and
+  the steady step beside them (the mean after the first few steps, which weigh more the shorter the cell).
 - `ab`: the step mode's cells under two settings, alternated in child processes (median of --repeats):
   another checkout (an earlier commit) against this one, or this tree with an environment variable against it.
 - `batch`: the demo's cells (SST-2) at several batch sizes (--batches), one cell of each size after the other,
