@@ -204,7 +204,7 @@ def mode_profile(args, ctx) -> str:
 
 class StepClock:
     """The time of every optimizer step in the process (torch's global step hook; accelerate's wrapper calls the
-    torch optimizer's own step), for the median step of a cell whose first steps are not like the rest."""
+    torch optimizer's own step), for the steady step of a cell whose first steps are not like the rest."""
 
     def __enter__(self):
         from torch.optim.optimizer import register_optimizer_step_post_hook
@@ -284,8 +284,6 @@ def mode_compile(args, ctx) -> str:
     from harness.train.recipe import train_and_evaluate
 
     skip = STEADY_AFTER   # the FLOP-counted batch (eager), the compile, the allocator's first growth
-    if args.steps < 2 * skip:
-        raise SystemExit(f"--steps: the compile mode needs at least {2 * skip} steps per cell")
     graphs = {}
     release = compiling.release
 
@@ -472,6 +470,8 @@ def main() -> int:
         p.error("--against: the ab mode compares this tree with another checkout's folder or with VAR=VALUE")
     if min(args.batches) < 1:
         p.error("--batches: batch sizes are positive integers")
+    if args.steps < 2 * STEADY_AFTER and {"step", "ab", "lengths", "compile"} & set(args.modes):
+        p.error(f"--steps: at least {2 * STEADY_AFTER} (the steady step leaves out the first {STEADY_AFTER})")
     from harness.store.env import git_state
     from harness.train.context import RunContext
 
