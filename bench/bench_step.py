@@ -63,7 +63,7 @@ SHAPES = {f"demo (SST-2, batch {DEMO_BATCH})": ("sst2", DEMO_BATCH), "MRPC bench
 DEFAULT_SHAPES = ["sst2", "mrpc"]   # SQuAD on request (--shapes squad): seconds per step on a 2-core CPU
 
 
-def cell(task: str, method: str, batch: int, precision: str, steps: int, seed: int = 1):
+def cell(task: str, method: str, batch: int, precision: str, steps: int, seed: int = 1, **hparams):
     from harness.spec.cell import Cell
     from harness.spec.hparams import Hparams
     from harness.spec.methods import get_method
@@ -73,6 +73,7 @@ def cell(task: str, method: str, batch: int, precision: str, steps: int, seed: i
     hp.update(learning_rate=LR.get(method, 1e-3), batch_size=batch, max_length=128, warmup_ratio=0.1,
               mixed_precision=precision)
     hp.update(get_task(task).hparam_defaults)   # SQuAD: 384-token windows, stride 128
+    hp.update(hparams)   # a mode's own setting (the compile mode's `compile`)
     return Cell(suite="bench_step", model="minilm", task=task, task_version=get_task(task).version, method=method,
                 method_params=get_method(method).resolve(METHODS[method]),
                 budget={"max_steps": steps, "max_train_samples": steps * batch, "max_eval_samples": 32},
@@ -216,6 +217,10 @@ class StepClock:
     def __exit__(self, *exc):
         self._hook.remove()
 
+    def gaps_ms(self) -> list[float]:
+        """Each step's time from the end of the one before: steps 2, 3, ..."""
+        return [1000 * (b - a) for a, b in zip(self.stamps, self.stamps[1:])]
+
     def mean_ms(self, skip: int) -> float:
         """The mean step after the first `skip` (over batches of every length the cell drew)."""
         return 1000 * (self.stamps[-1] - self.stamps[skip]) / (len(self.stamps) - 1 - skip)
@@ -223,8 +228,7 @@ class StepClock:
     def median_ms(self, skip: int) -> float:
         import statistics
 
-        gaps = [b - a for a, b in zip(self.stamps, self.stamps[1:])][skip:]
-        return 1000 * statistics.median(gaps)
+        return statistics.median(self.gaps_ms()[skip:])
 
 
 def mode_lengths(args, ctx) -> str:
@@ -255,7 +259,7 @@ def mode_lengths(args, ctx) -> str:
                 lengths.clear()
                 with StepClock() as clock:
                     recipe.train_and_evaluate(cell("sst2", method, DEMO_BATCH, precision, args.steps), ctx)
-                gaps = [1000 * (b - a) for a, b in zip(clock.stamps, clock.stamps[1:])]   # steps 2, 3, ...
+                gaps = clock.gaps_ms()
                 by_length: dict[int, list[float]] = {}
                 for length, gap in zip(lengths[1:], gaps):
                     by_length.setdefault(length, []).append(gap)
@@ -302,8 +306,7 @@ def mode_compile(args, ctx) -> str:
                 for method in args.methods:
                     got = {}
                     for compiled in (False, True):
-                        c = cell(task, method, batch, precision, args.steps)
-                        c.hparams["compile"] = compiled
+                        c = cell(task, method, batch, precision, args.steps, compile=compiled)
                         counters.clear()
                         graphs.pop("n", None)
                         with StepClock() as clock:
