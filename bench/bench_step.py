@@ -63,7 +63,8 @@ SHAPES = {f"demo (SST-2, batch {DEMO_BATCH})": ("sst2", DEMO_BATCH), "MRPC bench
 DEFAULT_SHAPES = ["sst2", "mrpc"]   # SQuAD on request (--shapes squad): seconds per step on a 2-core CPU
 
 
-def cell(task: str, method: str, batch: int, precision: str, steps: int, seed: int = 1, **hparams):
+def cell(task: str, method: str, batch: int, precision: str, steps: int, seed: int = 1, model: str = "minilm",
+         **hparams):
     from harness.spec.cell import Cell
     from harness.spec.hparams import Hparams
     from harness.spec.methods import get_method
@@ -74,7 +75,7 @@ def cell(task: str, method: str, batch: int, precision: str, steps: int, seed: i
               mixed_precision=precision)
     hp.update(get_task(task).hparam_defaults)   # SQuAD: 384-token windows, stride 128
     hp.update(hparams)   # a mode's own setting (the compile mode's `compile`)
-    return Cell(suite="bench_step", model="minilm", task=task, task_version=get_task(task).version, method=method,
+    return Cell(suite="bench_step", model=model, task=task, task_version=get_task(task).version, method=method,
                 method_params=get_method(method).resolve(METHODS[method]),
                 budget={"max_steps": steps, "max_train_samples": steps * batch, "max_eval_samples": 32},
                 seed=seed, hparams=hp)

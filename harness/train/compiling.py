@@ -19,16 +19,25 @@ from __future__ import annotations
 # per cell (torch's on-disk cache shortens later compiles, not the first), longer than a demo cell trains, and
 # the compiled step was no faster: 0.84-0.96x eager in bf16, 0.85-1.21x in fp32 (bench_step.py --modes compile).
 AUTO_DEVICES = ("cuda",)
+# ... and there only for a cell that plans at least this many optimizer steps: compiling costs a minute or two per
+# cell and pays back a little per step. On an H200 (bench/bench_gpu.py, 2026-12-04: BERT-base on MRPC, batch 32 x
+# 128 tokens, bf16) compiling took 64 s (full fine-tuning) and 118 s (Houlsby) of the cell's training time, and
+# the steady step went from 44.4 to 41.0 ms and from 58.9 to 39.2 ms: it paid after ~17,900 and ~5,900 steps.
+# The host, not the GPU, set those steps' pace (GPU kernels ~11 ms of them), which compiling barely changes. A
+# GLUE cell of a few epochs plans hundreds to a few thousand steps (the demo's: 126), a large task's tens of
+# thousands.
+AUTO_MIN_STEPS = 6000
 # Padded lengths are rounded up to a multiple of this (when max_length is one, so no batch outgrows max_length):
 # the Tensor Core tile of fp16/bf16 matmuls, and at most 7 padding tokens more per example.
 PAD_MULTIPLE = 8
 
 
-def chosen(setting, device_type: str, deepspeed: bool = False) -> bool:
-    """Whether a cell compiles: `true` / `false` as set; `auto` on AUTO_DEVICES, not under DeepSpeed (ZeRO's
-    parameter hooks break the graph into pieces)."""
+def chosen(setting, device_type: str, planned_steps: int, deepspeed: bool = False) -> bool:
+    """Whether a cell compiles: `true` / `false` as set; `auto` on AUTO_DEVICES for a cell of at least
+    AUTO_MIN_STEPS planned optimizer steps, not under DeepSpeed (ZeRO's parameter hooks break the graph into
+    pieces)."""
     if setting == "auto":
-        return device_type in AUTO_DEVICES and not deepspeed
+        return device_type in AUTO_DEVICES and planned_steps >= AUTO_MIN_STEPS and not deepspeed
     return bool(setting)
 
 

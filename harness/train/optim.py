@@ -35,6 +35,13 @@ def optimizer_steps(batches_per_epoch: int, hp, budget) -> int:
     return max(1, min(limits))
 
 
+def planned_steps(train_sets: list, hp, budget, processes: int) -> int:
+    """The optimizer steps a cell's budget allows over its training sets, before their loaders exist: each process
+    takes batch_size examples of each task per batch (the loaders' lengths: TaskMixture's epoch is their sum)."""
+    batches = sum(math.ceil(len(ds) / (hp["batch_size"] * processes)) for ds in train_sets)
+    return optimizer_steps(batches, hp, budget)
+
+
 def make_scheduler(optimizer, hp, total_steps: int):
     """Linear warmup over warmup_ratio of the steps, then linear decay to zero."""
     from transformers import get_linear_schedule_with_warmup

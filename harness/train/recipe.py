@@ -48,7 +48,7 @@ from harness.train.loaders import eval_loader, eval_sets_for, train_loader
 from harness.train.measure import PeakMemory, batch_counts, cost_fields
 from harness.train.model_setup import build_model, save_adapter
 from harness.train.models import attention_of, training_attention
-from harness.train.optim import make_optimizer, make_scheduler, optimizer_steps
+from harness.train.optim import make_optimizer, make_scheduler, optimizer_steps, planned_steps
 from harness.train.peaks import device_peak, override
 from harness.train.precision import (cast_frozen_weights, cell_shape, choose_precision, heads_in_full_precision,
                                      model_step)
@@ -219,10 +219,11 @@ class CellRun:
         # nothing below the head trains: the encoder runs once, the head trains on its cached output
         self.frozen = features.plan(cell, self.method, self.kinds, self.model,
                                     not self.multi and not self.sequential, ctx.cache_dir)
-        # torch.compile where the cell asks for it (harness/train/compiling.py); never the cached-feature path,
-        # whose model is just a head on cached vectors
+        # torch.compile where the cell asks for it (harness/train/compiling.py; `auto`: on a GPU, for a cell long
+        # enough to pay for its compile); never the cached-feature path, whose model is just a head on cached vectors
         self.compiled = not self.frozen and compiling.chosen(
-            hp.get("compile", COMPILE_DEFAULT), acc.device.type, under_deepspeed(acc))
+            hp.get("compile", COMPILE_DEFAULT), acc.device.type,
+            planned_steps(self.train_sets, hp, budget, acc.num_processes), under_deepspeed(acc))
         if self.frozen:
             encoder, tokenized = getattr(self.model, self.model.base_model_prefix), (self.train_sets, self.eval_sets)
             self.train_sets, self.eval_sets, collator = self.frozen.swap_in(

@@ -18,6 +18,7 @@ from tests.helpers import make_tiny_model
 from harness.spec.cell import Cell
 from harness.spec.methods import get_method
 from harness.spec.models import ModelSpec
+from harness.spec.schedule import Multitask
 from harness.spec.tasks import get_task
 from harness.train import compiling, sync
 from harness.train.context import RunContext
@@ -228,10 +229,12 @@ def test_adapters_under_sdpa_compute_what_they_compute_eager(tiny_bert, method, 
 
 # --- torch.compile ----------------------------------------------------------------------------------------------
 
-def test_compile_auto_is_for_gpus_and_keeps_the_keys():
-    assert compiling.chosen("auto", "cuda") and not compiling.chosen("auto", "cpu")
-    assert not compiling.chosen("auto", "cuda", deepspeed=True)
-    assert compiling.chosen(True, "cpu") and not compiling.chosen(False, "cuda")
+def test_compile_auto_is_for_gpu_cells_long_enough_to_pay_and_keeps_the_keys():
+    long, short = compiling.AUTO_MIN_STEPS, compiling.AUTO_MIN_STEPS - 1
+    assert compiling.chosen("auto", "cuda", long) and not compiling.chosen("auto", "cuda", short)
+    assert not compiling.chosen("auto", "cpu", 10 * long)
+    assert not compiling.chosen("auto", "cuda", long, deepspeed=True)
+    assert compiling.chosen(True, "cpu", 1) and not compiling.chosen(False, "cuda", long)
     from harness.plan.suite import parse_suite
 
     plain = "name: s\nmodels: [minilm]\ntasks: [rte]\nmethods: [full]\n"
@@ -241,6 +244,23 @@ def test_compile_auto_is_for_gpus_and_keeps_the_keys():
     assert compiling.pad_multiple({"padding": "dynamic", "max_length": 128}) == compiling.PAD_MULTIPLE
     assert compiling.pad_multiple({"padding": "dynamic", "max_length": 100}) is None   # 104 > max_length
     assert compiling.pad_multiple({"padding": "max_length", "max_length": 128}) is None
+
+
+def test_auto_decides_on_the_steps_the_loop_then_trains(tmp_path, small_glue, monkeypatch):
+    """`auto` weighs the cell's planned steps before its loaders exist (optim.planned_steps): the count must be
+    the one the loop trains, for an epoch budget whose last batch is short and for two tasks in one cell."""
+    model = make_tiny_model(tmp_path / "m", num_hidden_layers=1)
+    planned = []
+    real = compiling.chosen
+    monkeypatch.setattr(compiling, "chosen", lambda setting, device, steps, *a, **k:
+                        planned.append(steps) or real(setting, device, steps, *a, **k))
+    one = _run(_cell(model, budget={"epochs": 1.5, "max_train_samples": 37, "max_eval_samples": 8}), small_glue)
+    assert one.compiled is False and planned == [one.steps] == [8]   # ceil(37 / 8) = 5 batches, 1.5 epochs
+    planned.clear()
+    both = Multitask(("rte", "stsb"), (get_task("rte").version, get_task("stsb").version), "proportional", None, False)
+    two = _run(_cell(model, budget={"epochs": 1.0, "max_train_samples": 20, "max_eval_samples": 8},
+                     schedule=both), small_glue)
+    assert planned == [two.steps] == [6]   # 3 batches of each task
 
 
 def _inductor_missing() -> str | None:
