@@ -37,7 +37,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_step import ROOT, STEADY_AFTER, StepClock, cell  # noqa: E402
+from bench_step import ROOT, STEADY_AFTER, cell, timed_cell  # noqa: E402
 
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 METHODS = ("full", "houlsby", "lora")
@@ -104,25 +104,7 @@ def measured_peaks(device: str, shapes: list[tuple[int, int, int]]) -> dict:
 def measure_cell(c, ctx, peak: float) -> dict:
     """Train one cell; its record's figures and the steady step (timed at each optimizer step after the first
     STEADY_AFTER) against `peak`."""
-    from torch._dynamo.utils import counters
-
-    from harness.train import compiling
-    from harness.train.recipe import train_and_evaluate
-
-    graphs = {}
-    release = compiling.release
-
-    def counted_release():   # the graphs a compiled cell made, read before the cell forgets them
-        graphs["n"] = counters["stats"]["unique_graphs"]
-        release()
-
-    compiling.release = counted_release
-    counters.clear()
-    try:
-        with StepClock() as clock:
-            r = train_and_evaluate(c, ctx)
-    finally:
-        compiling.release = release
+    r, clock, graphs = timed_cell(c, ctx)
     if r.steps is None or r.train_time_s is None:
         raise RuntimeError(f"{c.method}: the cell did not train")
     steady_ms = clock.mean_ms(STEADY_AFTER)
@@ -137,7 +119,7 @@ def measure_cell(c, ctx, peak: float) -> dict:
         "tflops_record": (r.flops_per_s or 0) / 1e12, "tflops_steady": flops_per_step / (steady_ms / 1000) / 1e12,
         "mfu_measured_peak": flops_per_step / (steady_ms / 1000) / peak, "mfu_record": r.mfu,
         "record_peak": (r.device_peak or {}).get("flops_per_s"), "peak_memory_mb": r.peak_memory_mb,
-        "fixed_s": r.train_time_s - r.steps * median_ms / 1000, "graphs": graphs.get("n"),
+        "fixed_s": r.train_time_s - r.steps * median_ms / 1000, "graphs": graphs,
         "train_time_s": r.train_time_s, "eval_time_s": r.eval_time_s, "score": r.score, "trainable_pct": r.trainable_pct,
         "attention": r.attn_implementation,
     }

@@ -232,6 +232,32 @@ class StepClock:
         return statistics.median(self.gaps_ms()[skip:])
 
 
+def timed_cell(c, ctx):
+    """Train one cell, timing each optimizer step (StepClock) and counting the graphs torch.compile made for it
+    (dynamo's count, read as the cell forgets its compiled code: compiling.release). Returns (result, clock,
+    graphs: None for an eager cell)."""
+    from torch._dynamo.utils import counters
+
+    from harness.train import compiling
+    from harness.train.recipe import train_and_evaluate
+
+    graphs = {}
+    release = compiling.release
+
+    def counted_release():
+        graphs["n"] = counters["stats"]["unique_graphs"]
+        release()
+
+    compiling.release = counted_release
+    counters.clear()
+    try:
+        with StepClock() as clock:
+            r = train_and_evaluate(c, ctx)
+    finally:
+        compiling.release = release
+    return r, clock, graphs.get("n")
+
+
 def mode_lengths(args, ctx) -> str:
     """The demo's cells (SST-2, its batch size) per method and precision, each step timed and matched with its
     batch's padded length (the loop's length-grouped batches cover every length the data has); a least-squares
@@ -283,49 +309,30 @@ def mode_compile(args, ctx) -> str:
     step: for a compiled cell mostly compiling (dynamo's trace, inductor's code generation and C++ builds), for an
     eager one the first steps' warm-up and FLOP count. Compiling pays after (compiled fixed - eager fixed) /
     (eager step - compiled step) steps, where the compiled step is the shorter."""
-    from torch._dynamo.utils import counters
-
-    from harness.train import compiling
-    from harness.train.recipe import train_and_evaluate
-
     skip = STEADY_AFTER   # the FLOP-counted batch (eager), the compile, the allocator's first growth
-    graphs = {}
-    release = compiling.release
-
-    def counted_release():   # the graphs a compiled cell made, read before the cell forgets them
-        graphs["n"] = counters["stats"]["unique_graphs"]
-        release()
-
-    compiling.release = counted_release
     rows = ["| shape | method | precision | eager: ms/step | compiled: ms/step | step speed-up | eager: fixed s | "
             "compiled: fixed s (graphs) | compiling pays after |", "|---|---|---|---:|---:|---:|---:|---:|---|"]
-    try:
-        for label, (task, batch) in SHAPES.items():
-            if task not in args.shapes:
-                continue
-            for precision in args.precisions:
-                for method in args.methods:
-                    got = {}
-                    for compiled in (False, True):
-                        c = cell(task, method, batch, precision, args.steps, compile=compiled)
-                        counters.clear()
-                        graphs.pop("n", None)
-                        with StepClock() as clock:
-                            r = train_and_evaluate(c, ctx)
-                        if r.compiled is not compiled:
-                            raise SystemExit(f"{method} {task}: asked compile={compiled}, the record says {r.compiled}")
-                        step = clock.median_ms(skip)
-                        got[compiled] = (step, r.train_time_s - r.steps * step / 1000)
-                        print(f"  {label} {method} {precision} compile={compiled}: {step:.0f} ms/step, "
-                              f"train {r.train_time_s:.1f} s", flush=True)
-                    (eager, eager_fixed), (comp, comp_fixed) = got[False], got[True]
-                    pays = (f"{(comp_fixed - eager_fixed) / (eager - comp) * 1000:,.0f} steps" if comp < eager
-                            else "never (slower steps)")
-                    rows.append(f"| {label} | {method} | {precision} | {eager:.0f} | {comp:.0f} | {eager / comp:.2f}x | "
-                                f"{eager_fixed:.1f} | {comp_fixed:.1f} ({graphs.get('n', '?')}) | {pays} |")
-                    print(rows[-1], flush=True)
-    finally:
-        compiling.release = release
+    for label, (task, batch) in SHAPES.items():
+        if task not in args.shapes:
+            continue
+        for precision in args.precisions:
+            for method in args.methods:
+                got = {}
+                for compiled in (False, True):
+                    r, clock, graphs = timed_cell(cell(task, method, batch, precision, args.steps, compile=compiled),
+                                                  ctx)
+                    if r.compiled is not compiled:
+                        raise SystemExit(f"{method} {task}: asked compile={compiled}, the record says {r.compiled}")
+                    step = clock.median_ms(skip)
+                    got[compiled] = (step, r.train_time_s - r.steps * step / 1000)
+                    print(f"  {label} {method} {precision} compile={compiled}: {step:.0f} ms/step, "
+                          f"train {r.train_time_s:.1f} s", flush=True)
+                (eager, eager_fixed), (comp, comp_fixed) = got[False], got[True]
+                pays = (f"{(comp_fixed - eager_fixed) / (eager - comp) * 1000:,.0f} steps" if comp < eager
+                        else "never (slower steps)")
+                rows.append(f"| {label} | {method} | {precision} | {eager:.0f} | {comp:.0f} | {eager / comp:.2f}x | "
+                            f"{eager_fixed:.1f} | {comp_fixed:.1f} ({graphs if graphs is not None else '?'}) | {pays} |")
+                print(rows[-1], flush=True)
     return (f"Cells of {args.steps} steps; median step after the first {skip}; inductor's cache empty at the run's "
             f"start:\n\n" + "\n".join(rows))
 
