@@ -41,6 +41,7 @@ from bench_step import ROOT, STEADY_AFTER, cell, timed_cell  # noqa: E402
 
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 METHODS = ("full", "houlsby", "lora")
+MRPC_TRAIN = 3668   # MRPC's training pairs
 DEMO_SLICE = """# two cells of suites/demo.yaml (its budget and hparams), on a random model of the embedded model's shape
 name: gpu_demo_slice
 models: [{model}]
@@ -119,7 +120,8 @@ def measure_cell(c, ctx, peak: float) -> dict:
         "tflops_record": (r.flops_per_s or 0) / 1e12, "tflops_steady": flops_per_step / (steady_ms / 1000) / 1e12,
         "mfu_measured_peak": flops_per_step / (steady_ms / 1000) / peak, "mfu_record": r.mfu,
         "record_peak": (r.device_peak or {}).get("flops_per_s"), "peak_memory_mb": r.peak_memory_mb,
-        "fixed_s": r.train_time_s - r.steps * median_ms / 1000, "graphs": graphs,
+        # what training took beyond its steps at the mean step (the mean: what the training time is made of)
+        "fixed_s": r.train_time_s - r.steps * steady_ms / 1000, "graphs": graphs,
         "train_time_s": r.train_time_s, "eval_time_s": r.eval_time_s, "score": r.score, "trainable_pct": r.trainable_pct,
         "attention": r.attn_implementation,
     }
@@ -135,10 +137,11 @@ PLAN = ([("cell", "max_length", False, m) for m in METHODS] + [("cell", "max_len
 
 
 def cell_row(args, ctx, model: str, peak: float, report: Report, padding: str, compiled: bool, method: str) -> None:
-    c = cell("mrpc", method, args.batch, "bf16", args.steps, model=model, padding=padding, max_length=args.tokens,
-             compile=compiled)
     try:
-        row = measure_cell(c, ctx, peak)
+        row = measure_cell(cell("mrpc", method, args.batch, "bf16", args.steps, model=model, padding=padding,
+                                max_length=args.tokens, compile=compiled), ctx, peak)
+        if row["compile"] is not compiled:
+            raise RuntimeError(f"asked compile={compiled}, the record says {row['compile']}")
     except Exception as e:   # one cell's failure must not cost the rest of the lease
         report.line(f"| {padding} | {compiled} | {method} | failed: {type(e).__name__}: {str(e)[:300]} |")
         return
@@ -161,7 +164,8 @@ def demo_part(model: str, report: Report, work: str, timeout_s: float) -> None:
                               os.path.join(work, "demo_out"), "--no-progress"], cwd=ROOT, capture_output=True,
                              text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired as e:   # what it had done still shows below, from the store
-        run = subprocess.CompletedProcess(e.cmd, f"timed out after {timeout_s:.0f} s", str(e.stdout or ""), "")
+        text = [b.decode(errors="replace") if isinstance(b, bytes) else (b or "") for b in (e.stdout, e.stderr)]
+        run = subprocess.CompletedProcess(e.cmd, f"timed out after {timeout_s:.0f} s", *text)
     wall = time.perf_counter() - t0
     report.line(f"`harness run` of the 2-cell slice: exit {run.returncode}, {wall:.0f} s wall")
     if run.returncode:
@@ -238,17 +242,19 @@ def profile_cell(args, ctx, model: str, method: str, compiled: bool, report: Rep
     prof = profile(activities=acts, schedule=schedule(wait=10, warmup=5, active=active, repeat=1))
     stamps = []
     prof.start()
-    hook = register_optimizer_step_post_hook(lambda *_: (prof.step(), stamps.append(time.perf_counter())))
+    # the time first: prof.step() at the last active step stops the trace (a synchronize and the events' collection)
+    hook = register_optimizer_step_post_hook(lambda *_: (stamps.append(time.perf_counter()), prof.step()))
     try:
         train_and_evaluate(c, ctx)
     finally:
         hook.remove()
         prof.stop()
-    wall = 1000 * (stamps[15 + active] - stamps[15]) / active if len(stamps) > 15 + active else float("nan")
+    # steps 16-35 are the active ones: from the end of step 15 to the end of step 35
+    wall = 1000 * (stamps[14 + active] - stamps[14]) / active if len(stamps) > 14 + active else float("nan")
     events = prof.key_averages()
     # the kernels' own time; the profiler's step annotation spans the whole step on the GPU's timeline too
-    gpu_us = sum(getattr(e, "self_device_time_total", 0) or 0 for e in events
-                 if "CUDA" in str(getattr(e, "device_type", "")) and not e.key.startswith("ProfilerStep"))
+    gpu_us = sum(getattr(e, "self_device_time_total", 0) or 0 for e in events   # as the table's footer counts
+                 if "CUDA" in str(getattr(e, "device_type", "")) and not getattr(e, "is_user_annotation", False))
     report.line(f"\n#### profile: {method}, compile {compiled}: {wall:.1f} ms per step (wall, steps 16-35); GPU "
                 f"kernels {gpu_us / 1000 / active:.1f} ms per step\n")
     for key in ("self_cpu_time_total", "self_device_time_total" if acts[-1] != ProfilerActivity.CPU else None):
@@ -296,6 +302,17 @@ def main() -> int:
     args = p.parse_args()
     if not os.path.isfile(os.path.join(args.tokenizer, "config.json")):
         p.error(f"--tokenizer: {args.tokenizer} has no config.json")
+    if not any(os.path.isfile(os.path.join(args.tokenizer, f)) for f in ("vocab.txt", "tokenizer.json")):
+        p.error(f"--tokenizer: {args.tokenizer} has no vocab.txt or tokenizer.json")
+    if args.batch < 1:
+        p.error("--batch: at least 1")
+    if not 2 <= args.tokens <= 512:
+        p.error("--tokens: 2 to 512 (BERT's positions)")
+    if not args.budget_s > 0:
+        p.error("--budget-s: a positive number of seconds")
+    if args.steps * args.batch > MRPC_TRAIN:
+        p.error(f"--steps x --batch: at most {MRPC_TRAIN} (MRPC's training pairs): a cell's steps stay within one "
+                f"epoch, so no evaluation falls among the timed steps")
     if args.steps < 2 * STEADY_AFTER:
         p.error(f"--steps: at least {2 * STEADY_AFTER} (the steady step leaves out the first {STEADY_AFTER})")
     if not os.environ.get("HARNESS_DATA_DIR"):

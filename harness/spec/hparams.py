@@ -90,8 +90,8 @@ class Hparams(BaseModel):
     eval_steps: Grid(int, Range(1, 10 ** 9, why="optimizer steps between evaluations")) | None = None   # None: each epoch
     # span extraction (SQuAD): the stride between context windows; None: 128 for cells with a QA task
     doc_stride: Grid(int, Range(1, 10 ** 6, why="tokens shared by consecutive SQuAD context windows")) | None = None
-    # torch.compile (harness/train/compiling.py): auto compiles on GPUs only, for cells of 6,000 planned optimizer
-    # steps or more (shorter ones do not earn their compile back); true / false force it either way
+    # torch.compile (harness/train/compiling.py): auto compiles on GPUs only, for cells of 18,000 planned optimizer
+    # steps or more (shorter ones did not earn their compile back); true / false force it either way
     compile: Grid(str | bool, AfterValidator(_auto_or_bool)) = [COMPILE_DEFAULT]
 
 

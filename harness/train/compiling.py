@@ -21,12 +21,12 @@ from __future__ import annotations
 AUTO_DEVICES = ("cuda",)
 # ... and there only for a cell that plans at least this many optimizer steps: compiling costs a minute or two per
 # cell and pays back a little per step. On an H200 (bench/bench_gpu.py, 2026-12-04: BERT-base on MRPC, batch 32 x
-# 128 tokens, bf16) compiling took 64 s (full fine-tuning) and 118 s (Houlsby) of the cell's training time, and
-# the steady step went from 44.4 to 41.0 ms and from 58.9 to 39.2 ms: it paid after ~17,900 and ~5,900 steps.
-# The host, not the GPU, set those steps' pace (GPU kernels ~11 ms of them), which compiling barely changes. A
-# GLUE cell of a few epochs plans hundreds to a few thousand steps (the demo's: 126), a large task's tens of
-# thousands.
-AUTO_MIN_STEPS = 6000
+# 128 tokens, bf16) compiling added 61 s (full fine-tuning) and 117 s (Houlsby) to a cell's training time, and the
+# mean step went from 44.4 to 41.0 ms and from 58.9 to 39.2 ms: it paid after ~17,700 and ~5,900 steps. The
+# host, not the GPU, set those steps' pace (GPU kernels ~11 ms of them). The threshold is where it paid for both:
+# below it full fine-tuning loses time compiled. At 3 epochs in batches of 32: RTE, MRPC, STS-B, CoLA plan
+# hundreds of steps, SST-2 6,315, QNLI 9,822 (eager), QQP 34,113, MNLI 36,816 (compiled); the demo's cells 126.
+AUTO_MIN_STEPS = 18_000
 # Padded lengths are rounded up to a multiple of this (when max_length is one, so no batch outgrows max_length):
 # the Tensor Core tile of fp16/bf16 matmuls, and at most 7 padding tokens more per example.
 PAD_MULTIPLE = 8

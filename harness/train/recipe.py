@@ -223,7 +223,8 @@ class CellRun:
         # enough to pay for its compile); never the cached-feature path, whose model is just a head on cached vectors
         self.compiled = not self.frozen and compiling.chosen(
             hp.get("compile", COMPILE_DEFAULT), acc.device.type,
-            planned_steps(self.train_sets, hp, budget, acc.num_processes), under_deepspeed(acc))
+            planned_steps(self.train_sets, hp, budget, acc.num_processes) if self.trains else 0,
+            under_deepspeed(acc))
         if self.frozen:
             encoder, tokenized = getattr(self.model, self.model.base_model_prefix), (self.train_sets, self.eval_sets)
             self.train_sets, self.eval_sets, collator = self.frozen.swap_in(

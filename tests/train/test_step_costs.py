@@ -263,6 +263,26 @@ def test_auto_decides_on_the_steps_the_loop_then_trains(tmp_path, small_glue, mo
     assert planned == [two.steps] == [6]   # 3 batches of each task
 
 
+def test_planned_steps_are_the_batches_each_process_gets_from_accelerate():
+    """Several processes: accelerate shards each task's batches over the ranks (BatchSamplerShard, even batches);
+    planned_steps must count the batches one rank steps through, for tasks of different sizes."""
+    from accelerate.data_loader import BatchSamplerShard
+    from torch.utils.data import BatchSampler, SequentialSampler
+
+    from harness.train.optim import planned_steps
+
+    sizes, batch = [37, 100, 9], 8
+    for processes in (1, 2, 3):
+        per_rank = {sum(len(BatchSamplerShard(BatchSampler(SequentialSampler(range(n)), batch, False), processes, rank))
+                        for n in sizes) for rank in range(processes)}
+        assert len(per_rank) == 1   # every rank the same number of batches
+        hp = {"batch_size": batch, "gradient_accumulation_steps": 1}
+        assert planned_steps([range(n) for n in sizes], hp, {"epochs": 1.0}, processes) == per_rank.pop()
+    hp = {"batch_size": batch, "gradient_accumulation_steps": 2}   # 5 + 13 + 2 batches, 2 per step
+    assert planned_steps([range(n) for n in sizes], hp, {"epochs": 3.0}, 1) == 30
+    assert planned_steps([range(n) for n in sizes], hp, {"epochs": 3.0, "max_steps": 12}, 1) == 12
+
+
 def _inductor_missing() -> str | None:
     try:
         importlib.import_module("torch._inductor")
