@@ -37,7 +37,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_step import ROOT, STEADY_AFTER, cell, timed_cell  # noqa: E402
+from bench_step import ROOT, STEADY_AFTER, cell, ms_per_step, timed_cell, tokens_per_step  # noqa: E402
 
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 METHODS = ("full", "houlsby", "lora")
@@ -111,11 +111,10 @@ def measure_cell(c, ctx, peak: float) -> dict:
     steady_ms = clock.mean_ms(STEADY_AFTER)
     median_ms = clock.median_ms(STEADY_AFTER)
     flops_per_step = (r.train_flops or 0.0) / max(r.steps, 1)
-    tokens_per_step = r.train_tokens_per_s * r.train_time_s / max(r.steps, 1)
     return {
         "method": c.method, "padding": c.hparams["padding"], "compile": r.compiled,
-        "precision": r.mixed_precision, "steps": r.steps, "ms_per_step": 1000 * r.train_time_s / r.steps,
-        "steady_ms": steady_ms, "median_ms": median_ms, "tokens_per_step": tokens_per_step,
+        "precision": r.mixed_precision, "steps": r.steps, "ms_per_step": ms_per_step(r),
+        "steady_ms": steady_ms, "median_ms": median_ms, "tokens_per_step": tokens_per_step(r),
         "tokens_per_s": r.train_tokens_per_s, "examples_per_s": r.train_examples_per_s,
         "tflops_record": (r.flops_per_s or 0) / 1e12, "tflops_steady": flops_per_step / (steady_ms / 1000) / 1e12,
         "mfu_measured_peak": flops_per_step / (steady_ms / 1000) / peak, "mfu_record": r.mfu,

@@ -90,6 +90,11 @@ def ms_per_step(r) -> float:
     return 1000 * r.train_time_s / max(r.steps, 1)
 
 
+def tokens_per_step(r) -> float:
+    """A measured cell's real (non-padding) tokens per optimizer step, from its record's throughput."""
+    return r.train_tokens_per_s * r.train_time_s / max(r.steps, 1)
+
+
 def cpu_line() -> str:
     import torch
 
@@ -123,7 +128,7 @@ def mode_step(args, ctx) -> str:
                 if args.json:   # for mode_ab, which runs this mode in child processes
                     print("ROW " + json.dumps({"task": task, "method": method, "precision": precision, "ms": ms,
                                                "rss_mb": r.peak_memory_mb}), flush=True)
-                tokens = r.train_tokens_per_s * r.train_time_s / max(r.steps, 1)
+                tokens = tokens_per_step(r)
                 shape = peaks.model_shape(batch, round(tokens / batch), 384)
                 # the latest answer holds the best of all the run's timings at this shape (kept in memory)
                 peak_at[(precision, shape)] = peaks.matmul_rate(peaks.DTYPE_OF[precision], shape, fresh=True)
