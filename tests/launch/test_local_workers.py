@@ -10,6 +10,8 @@ import subprocess
 import sys
 import time
 
+from sqlalchemy.exc import OperationalError
+
 from harness.spec.errors import EXIT_PREEMPTED
 from harness.store.db import Store
 from tests.helpers.cli import assert_refused, run_cli
@@ -51,6 +53,17 @@ def test_bad_worker_counts_are_refused(tmp_path, tiny_bert, small_glue):
     assert not db.exists() and not (tmp_path / "out").exists()
 
 
+def _running(db: str, path) -> list:
+    """The cells running now; none while the store is not there yet (not opened before the parent creates it).
+    The SQLite file exists a moment before its tables do: a slow machine's first poll can fall in between."""
+    if not path.exists():
+        return []
+    try:
+        return [r for r in Store(db, create=False).records("s") if str(r.status) == "running"]
+    except OperationalError:
+        return []
+
+
 def test_a_stop_signal_to_the_parent_stops_every_worker(tmp_path, tiny_bert, small_glue):
     suite = _suite(tmp_path, tiny_bert, "s", budget="{max_steps: 3000}")
     db = f"sqlite:///{tmp_path / 'h.db'}"
@@ -62,8 +75,7 @@ def test_a_stop_signal_to_the_parent_stops_every_worker(tmp_path, tiny_bert, sma
     deadline = time.time() + 300
     while time.time() < deadline:   # both workers hold a cell
         time.sleep(1)
-        running = [r for r in Store(db, create=False).records("s") if str(r.status) == "running"] \
-            if (tmp_path / "h.db").exists() else []
+        running = _running(db, tmp_path / "h.db")
         if len(running) == 2:
             break
     assert len(running) == 2, w.stderr.read()[-3000:] if w.poll() is not None else "workers never both ran"

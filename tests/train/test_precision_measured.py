@@ -231,6 +231,38 @@ def test_a_measured_peak_says_how_many_timings_it_is_the_best_of(tmp_path):
     assert first["samples"][peaks.shape_key("bf16", SHAPE)] == 1 and first["flops_per_s"] == 900e9
 
 
+def test_a_slow_matmul_is_timed_in_bounded_time(monkeypatch):
+    """A dtype the CPU only emulates (bf16 without bf16 instructions: 12 s per 2048^3 call on a 2-core AVX2 EPYC)
+    is timed by as few calls as fill MAX_TIMED_S (one, where the warm-up call alone takes that long), not by a warm-up, a sizing call and five timings (seven calls,
+    which took minutes at every bf16 cell's end there); a fast one still gets all its timings."""
+    calls, real_mm = [], torch.mm
+
+    def mm_taking(seconds):
+        def mm(a, b):
+            if len(a) == 1:   # the one-row setup call
+                return real_mm(a, b)
+            calls.append(1)
+            clock[0] += seconds
+            return real_mm(a, b)
+        return mm
+
+    clock = [0.0]
+    monkeypatch.setattr(peaks.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(torch, "mm", mm_taking(0.4 * peaks.MAX_TIMED_S))
+    rate = peaks.time_matmul("fp32", (8, 8, 8))
+    assert rate == pytest.approx(2 * 8 ** 3 / (0.4 * peaks.MAX_TIMED_S))
+    assert len(calls) == 4   # warm-up, sizing call (0.4), two timings (0.8, 1.2): past MAX_TIMED_S
+    calls.clear()
+    monkeypatch.setattr(torch, "mm", mm_taking(2 * peaks.MAX_TIMED_S))   # slower still: the warm-up call alone
+    assert peaks.time_matmul("fp32", (8, 8, 8)) == pytest.approx(2 * 8 ** 3 / (2 * peaks.MAX_TIMED_S))
+    assert len(calls) == 1
+    calls.clear()
+    monkeypatch.setattr(peaks, "MIN_TIMED_S", 1 / 64)
+    monkeypatch.setattr(torch, "mm", mm_taking(1 / 256))   # fast: each timing loops 4 calls
+    peaks.time_matmul("fp32", (8, 8, 8))
+    assert len(calls) == 2 + 4 * peaks.REPEATS
+
+
 def test_gpu_table():
     assert peaks.gpu_table_peak("NVIDIA H100 80GB HBM3", "bf16") == 989e12
     assert peaks.gpu_table_peak("NVIDIA H100 PCIe", "bf16") == 756e12
