@@ -19,7 +19,7 @@ spells lasting minutes (bench/RESULTS.md, 2026-12-03: the bf16 peak at one shape
 360 an hour before), and a peak timed in one would be too low for every MFU divided by it afterwards, so every
 cell's MFU too high. A slow spell can only lower a timing, never raise it, so the cache keeps the highest rate and
 how many timings it is the best of; a rate timed fewer than SAMPLES times is timed again when it is looked up at
-least RESAMPLE_S after its last timing (at a cell's end, for its MFU), a fraction of a second each time. Two
+least RESAMPLE_S after its last timing (at a cell's end, for its MFU), its timings MAX_TIMED_S at most each time. Two
 workers writing a rate at once keep the better of theirs (the cache file's entry is merged, not replaced).
 `auto`'s choice reads its matmul rates as cached, without timing them again: it stays for the host. An MFU
 recorded before the rate settled may be higher than a later cell's peak would make it; the record carries the
