@@ -43,7 +43,7 @@ REPEATS = 5              # timings of a rate, each looped to MIN_TIMED_S, after 
 MIN_TIMED_S = 0.02       # a timing of a small shape loops the matmul until it lasts this long (timer resolution)
 MAX_TIMED_S = 1.0        # a rate's timings stop once they have taken this long: a slow dtype is timed by fewer
                          # calls, not for minutes (bf16 on a CPU without bf16 instructions, emulated: 1.4 GFLOP/s
-                         # on a 2-core AVX2 AMD EPYC, 12 s per 2048^3 call; five of them at each cell's end)
+                         # on a 2-core AVX2 AMD EPYC, 12 s per 2048^3 call; seven of them at a bf16 cell's end)
 MAX_ROWS = 8192          # the model's shape: batch x tokens rows, capped (the rate has saturated long before)
 SAMPLES = 4              # a rate is settled once it is the best of this many timings ...
 RESAMPLE_S = 180.0       # ... taken at least this many seconds apart (the demo's 15 minutes see all four)
