@@ -66,8 +66,6 @@ class Analyses:
         now = utcnow()
         lease = {"status": Status.RUNNING.value, "worker_id": worker.worker_id, "heartbeat_at": db_now(),
                  "error": None}
-        # a failure counts as "before this worker started" by the worker's age (its own clock) on the database's
-        age_s = max((now - worker.started_at).total_seconds(), 0.0) if worker.started_at else 0.0
         try:
             with self._write() as conn:
                 stmt = select(A.id).where(A.run_id == run_id, A.kind == kind, A.work_item == SUITE_WORK)
@@ -80,10 +78,14 @@ class Analyses:
                         run_id=run_id, suite=suite, kind=kind, work_item=SUITE_WORK, payload={}, created_at=now,
                         **lease)).inserted_primary_key[0]
                 else:
-                    taken = conn.execute(update(A).where(A.id == row_id, or_(
-                        stale_lease(lease_timeout_s, A),
-                        (A.status == Status.FAILED.value) & (A.heartbeat_at < db_now(-age_s))))
-                        .values(**lease)).rowcount
+                    # a failure is tried again by a worker started after it: never by the worker that failed it;
+                    # by another one where it failed longer ago than that worker's age (its own clock, read here
+                    # under the write lock so that the wait for it does not count) on the database's clock
+                    age_s = max((utcnow() - worker.started_at).total_seconds(), 0.0) if worker.started_at else 0.0
+                    retry = ((A.status == Status.FAILED.value) & (A.heartbeat_at < db_now(-age_s))
+                             & or_(A.worker_id.is_(None), A.worker_id != worker.worker_id))
+                    taken = conn.execute(update(A).where(A.id == row_id, or_(stale_lease(lease_timeout_s, A), retry))
+                                         .values(**lease)).rowcount
                     if not taken:
                         return None
         except IntegrityError:   # another worker's insert won (PostgreSQL: it committed while we waited)

@@ -10,9 +10,10 @@ Where a peak comes from, first match wins (the record names the source):
    ((batch x tokens) x hidden x 4*hidden, the FFN's) and at 2048 x 2048 x 2048, in fp32 and bf16. The peak is the
    higher of the two; both rates are recorded.
 
-Measurements are cached per host in the harness cache folder (`OUTPUT_DIR/cache/device_peaks.json`), keyed by
-host name, CPU (or GPU) model, torch version and thread count (a 1-thread worker has another peak than a
-2-thread one), then by dtype and shape.
+Measurements are cached per host in the harness cache folder (`OUTPUT_DIR/cache/device_peaks.json`), or in the
+one file `HARNESS_PEAKS_FILE` names (the rates are the host's, not an output folder's: one file serves every
+suite's outputs, and a new output folder does not time them anew), keyed by host name, CPU (or GPU) model, torch
+version and thread count (a 1-thread worker has another peak than a 2-thread one), then by dtype and shape.
 
 A peak is the best rate this host has shown, timed more than once and minutes apart: a shared machine has slow
 spells lasting minutes (bench/RESULTS.md, 2026-12-03: the bf16 peak at one shape timed 201 GFLOP/s in one spell,
@@ -38,12 +39,14 @@ import time
 CACHE_FILE = "device_peaks.json"
 CACHE_VERSION = 1
 ENV_OVERRIDE = "HARNESS_PEAK_FLOPS"
+FILE_ENV = "HARNESS_PEAKS_FILE"   # the cache file for every output folder (else each folder's cache has its own)
 REFERENCE_SHAPE = (2048, 2048, 2048)
 REPEATS = 5              # timings of a rate, each looped to MIN_TIMED_S, after a warm-up call and a sizing one
 MIN_TIMED_S = 0.02       # a timing of a small shape loops the matmul until it lasts this long (timer resolution)
-MAX_TIMED_S = 1.0        # a rate's timings stop once they have taken this long: a slow dtype is timed by fewer
-                         # calls, not for minutes (bf16 on a CPU without bf16 instructions, emulated: 1.4 GFLOP/s
-                         # on a 2-core AVX2 AMD EPYC, 12 s per 2048^3 call; seven of them at a bf16 cell's end)
+MAX_TIMED_S = 1.0        # a rate's timings stop once they have taken this long, and a shape whose call takes longer
+                         # is timed on fewer rows: a slow dtype costs about a second, not minutes (bf16 on a CPU
+                         # without bf16 instructions, emulated: on a 2-core AVX2 AMD EPYC 1.2 GFLOP/s at the FFN's
+                         # shapes, 0.14 at 2048^3, 123 s a call, at every bf16 cell's end until four timings)
 MAX_ROWS = 8192          # the model's shape: batch x tokens rows, capped (the rate has saturated long before)
 SAMPLES = 4              # a rate is settled once it is the best of this many timings ...
 RESAMPLE_S = 180.0       # ... taken at least this many seconds apart (the demo's 15 minutes see all four)
@@ -64,6 +67,11 @@ measurements = 0   # timings actually run in this process (tests check that a ca
 
 
 def cache_path(cache_dir: str | None) -> str | None:
+    """The cache file: HARNESS_PEAKS_FILE where set, else the cache folder's; None: no file (this process's
+    memo only)."""
+    shared = os.environ.get(FILE_ENV, "").strip()
+    if shared:
+        return os.path.abspath(os.path.expanduser(shared))
     return os.path.join(cache_dir, CACHE_FILE) if cache_dir else None
 
 
@@ -138,7 +146,8 @@ def _on_disk(path: str | None, host: str, key: str):
 
 def time_matmul(dtype: str, shape: tuple[int, int, int], device: str = "cpu", repeats: int = REPEATS) -> float:
     """FLOP/s of the best of up to `repeats` timings of an (m x k) @ (k x n) matmul in `dtype` on `device`, after
-    a warm-up call; the timings stop once they have taken MAX_TIMED_S (at least one is taken). A warm-up call that
+    warm-up calls; the timings stop once they have taken MAX_TIMED_S (at least one is taken). A shape whose call
+    would take longer is timed on the first rows whose call does not (at least one row), and a warm-up call that
     alone takes MAX_TIMED_S is the one timing."""
     import torch
 
@@ -152,12 +161,22 @@ def time_matmul(dtype: str, shape: tuple[int, int, int], device: str = "cpu", re
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     torch.mm(a[:1], b)   # the libraries' one-time setup (a GPU's handles, a CPU's thread pool), on one row
     sync()
-    t0 = time.perf_counter()
-    torch.mm(a, b)   # warm-up at the shape
-    sync()
-    first = time.perf_counter() - t0
+    # warm-up: one row, then four times as many rows up to the whole shape while the next call is predicted (by
+    # the last one) to take under MAX_TIMED_S. A dtype the device only emulates is timed on the rows that fit
+    # (the same kernel, the same inner dimensions): bf16 on a 2-core AVX2 EPYC ran 2048^3 at 0.14 GFLOP/s, two
+    # minutes a call
+    rows, first = 0, 0.0
+    while rows < m:
+        more = min(m, max(1, 4 * rows))
+        if rows and first * more / rows >= MAX_TIMED_S:
+            break
+        t0 = time.perf_counter()
+        torch.mm(a[:more], b)
+        sync()
+        rows, first = more, time.perf_counter() - t0
+    a = a[:rows]
     if first >= MAX_TIMED_S:   # a call this slow is its own timing: the shape's setup is noise next to it
-        return 2.0 * m * k * n / first
+        return 2.0 * rows * k * n / first
     t0 = time.perf_counter()
     torch.mm(a, b)
     sync()
@@ -172,7 +191,7 @@ def time_matmul(dtype: str, shape: tuple[int, int, int], device: str = "cpu", re
         sync()
         took = time.perf_counter() - t0
         best, spent = min(best, took / loops), spent + took
-    return 2.0 * m * k * n / best
+    return 2.0 * rows * k * n / best
 
 
 def _now() -> datetime.datetime:

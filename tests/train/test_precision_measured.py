@@ -17,6 +17,12 @@ from harness.train import peaks, precision
 SHAPE = (256, 32, 128)
 
 
+@pytest.fixture(autouse=True)
+def cache_per_test(monkeypatch):
+    """These tests write and read the cache folder they are given: not the session's one file (conftest.py)."""
+    monkeypatch.delenv(peaks.FILE_ENV, raising=False)
+
+
 def write_rates(cache_dir, fp32: float, bf16: float, shape=SHAPE, step: tuple[str, float, float] | None = None) -> str:
     """A cache file as previous measurements on this host would have left it: settled matmul rates at `shape`
     (the best of peaks.SAMPLES timings) and, with `step` = (key, fp32 s, bf16 s), a timed training step."""
@@ -231,36 +237,58 @@ def test_a_measured_peak_says_how_many_timings_it_is_the_best_of(tmp_path):
     assert first["samples"][peaks.shape_key("bf16", SHAPE)] == 1 and first["flops_per_s"] == 900e9
 
 
-def test_a_slow_matmul_is_timed_in_bounded_time(monkeypatch):
-    """A dtype the CPU only emulates (bf16 without bf16 instructions: 12 s per 2048^3 call on a 2-core AVX2 EPYC)
-    is timed by as few calls as fill MAX_TIMED_S (one, where the warm-up call alone takes that long), not by a
-    warm-up, a sizing call and five timings (seven calls, which took minutes at every bf16 cell's end there); a
-    fast one still gets all its timings."""
-    calls, real_mm = [], torch.mm
+def test_one_peaks_file_serves_every_output_folder(tmp_path, monkeypatch):
+    """HARNESS_PEAKS_FILE: a rate timed for one output folder's cells is read, not timed again, for another's and
+    in another process (the rates are the host's); without it each cache folder has its own file."""
+    shared = tmp_path / "host" / "peaks.json"
+    monkeypatch.setenv(peaks.FILE_ENV, str(shared))
+    before = peaks.measurements
+    first = peaks.matmul_rate("fp32", SHAPE, str(tmp_path / "a"))
+    peaks._memo.clear()   # what another process starts with: only the file
+    second = peaks.matmul_rate("fp32", SHAPE, str(tmp_path / "b"))
+    assert not first["cached"] and second["cached"] and peaks.measurements == before + 1
+    assert second["flops_per_s"] == first["flops_per_s"] and shared.exists()
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    monkeypatch.delenv(peaks.FILE_ENV)
+    for folder in ("c", "d"):
+        assert not peaks.matmul_rate("fp32", SHAPE, str(tmp_path / folder))["cached"]
+    assert peaks.measurements == before + 3 and (tmp_path / "d" / peaks.CACHE_FILE).exists()
 
-    def mm_taking(seconds):
+
+def test_a_slow_matmul_is_timed_in_bounded_time(monkeypatch):
+    """A dtype the CPU only emulates (bf16 without bf16 instructions: two minutes per 2048^3 call on a 2-core AVX2
+    EPYC) is timed in about MAX_TIMED_S: on the first rows whose call fits in it (the rate per FLOP of the whole
+    shape where time grows with the rows), by one call where a single row takes that long, by fewer timings where
+    each is long; a fast one still gets all its timings at the whole shape."""
+    calls, real_mm, clock = [], torch.mm, [0.0]
+
+    def mm_taking(seconds_per_row):
         def mm(a, b):
-            if len(a) > 1:   # not the one-row setup call
-                calls.append(1)
-                clock[0] += seconds
+            calls.append(len(a))
+            clock[0] += seconds_per_row * len(a)
             return real_mm(a, b)
         return mm
 
-    clock = [0.0]
     monkeypatch.setattr(peaks.time, "perf_counter", lambda: clock[0])
-    monkeypatch.setattr(torch, "mm", mm_taking(0.4 * peaks.MAX_TIMED_S))
-    rate = peaks.time_matmul("fp32", (8, 8, 8))
-    assert rate == pytest.approx(2 * 8 ** 3 / (0.4 * peaks.MAX_TIMED_S))
-    assert len(calls) == 4   # warm-up, sizing call (0.4), two timings (0.8, 1.2): past MAX_TIMED_S
+    budget = peaks.MAX_TIMED_S
+    monkeypatch.setattr(torch, "mm", mm_taking(0.05 * budget))   # the whole 8 rows: 0.4 of the budget
+    assert peaks.time_matmul("fp32", (8, 8, 8)) == pytest.approx(2 * 8 ** 3 / (0.4 * budget))
+    # setup, warm-ups on 1, 4 and 8 rows, the sizing call (0.4), two timings (0.8, 1.2): past MAX_TIMED_S
+    assert calls == [1, 1, 4, 8, 8, 8, 8]
     calls.clear()
-    monkeypatch.setattr(torch, "mm", mm_taking(2 * peaks.MAX_TIMED_S))   # slower still: the warm-up call alone
-    assert peaks.time_matmul("fp32", (8, 8, 8)) == pytest.approx(2 * 8 ** 3 / (2 * peaks.MAX_TIMED_S))
-    assert len(calls) == 1
+    clock[0] = 0.0
+    monkeypatch.setattr(torch, "mm", mm_taking(0.1 * budget))    # 64 rows would take 6.4 budgets: 4 rows timed
+    assert peaks.time_matmul("fp32", (64, 8, 8)) == pytest.approx(2 * 64 * 8 * 8 / (6.4 * budget))
+    assert calls == [1, 1, 4, 4, 4, 4] and clock[0] == pytest.approx(1.8 * budget)   # 0.2 of it untimed setup
+    calls.clear()
+    monkeypatch.setattr(torch, "mm", mm_taking(2 * budget))      # one row alone is past the budget: one timing
+    assert peaks.time_matmul("fp32", (8, 8, 8)) == pytest.approx(2 * 8 * 8 / (2 * budget))
+    assert calls == [1, 1]
     calls.clear()
     monkeypatch.setattr(peaks, "MIN_TIMED_S", 1 / 64)
-    monkeypatch.setattr(torch, "mm", mm_taking(1 / 256))   # fast: each timing loops 4 calls
+    monkeypatch.setattr(torch, "mm", mm_taking(1 / 1024))        # fast: each timing loops 2 calls of 8 rows
     peaks.time_matmul("fp32", (8, 8, 8))
-    assert len(calls) == 2 + 4 * peaks.REPEATS
+    assert calls == [1, 1, 4, 8, 8] + [8, 8] * peaks.REPEATS
 
 
 def test_gpu_table():
