@@ -7,8 +7,9 @@ Where a peak comes from, first match wins (the record names the source):
    peak you know better than the harness measures it (a shared machine, a GPU not in the table).
 2. GPUs in GPU_PEAKS (the vendors' dense figures, no sparsity; fp32 = without TF32, torch's default for matmul).
 3. Measured: the best of a few timed square-ish matmuls in this process, at the model's own shape
-   ((batch x tokens) x hidden x 4*hidden, the FFN's) and at 2048 x 2048 x 2048, in fp32 and bf16. The peak is the
-   higher of the two; both rates are recorded.
+   ((batch x tokens) x hidden x 4*hidden, the FFN's) and at 2048 x 2048 x 2048, in fp32 and bf16 (a shape whose
+   call would take over MAX_TIMED_S, as a dtype the device only emulates, on as many of its rows as fit). The
+   peak is the higher of the two; both rates are recorded.
 
 Measurements are cached per host in the harness cache folder (`OUTPUT_DIR/cache/device_peaks.json`), or in the
 one file `HARNESS_PEAKS_FILE` names (the rates are the host's, not an output folder's: one file serves every
