@@ -163,9 +163,8 @@ def time_matmul(dtype: str, shape: tuple[int, int, int], device: str = "cpu", re
     torch.mm(a[:1], b)   # the libraries' one-time setup (a GPU's handles, a CPU's thread pool), on one row
     sync()
     # warm-up: one row, then four times as many rows up to the whole shape while the next call is predicted (by
-    # the last one) to take under MAX_TIMED_S. A dtype the device only emulates is timed on the rows that fit
-    # (the same kernel, the same inner dimensions): bf16 on a 2-core AVX2 EPYC ran 2048^3 at 0.14 GFLOP/s, two
-    # minutes a call
+    # the last one) to take under MAX_TIMED_S; a slower shape (an emulated dtype: MAX_TIMED_S's comment) is timed
+    # on the rows that fit, with the same kernel and inner dimensions
     rows, first = 0, 0.0
     while rows < m:
         more = min(m, max(1, 4 * rows))
