@@ -3,7 +3,9 @@ stores. Plain functions and classes the tests import live in tests/helpers/."""
 
 from __future__ import annotations
 
+import fcntl
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,20 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # starts; made absolute once, here, so every harness subprocess (some run in other directories) finds the data.
 if os.environ.get("HARNESS_DATA_DIR"):
     os.environ["HARNESS_DATA_DIR"] = os.path.abspath(os.path.expanduser(os.environ["HARNESS_DATA_DIR"]))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """The README runs the tests two files at a time (pytest-xdist's `-n 2 --dist loadfile`: the suite is mostly
+    interpreter starts and waits, one core busy). A test whose assertion depends on wall time is marked `alone`:
+    it holds an exclusive lock, from its fixtures' set-up to their teardown, that every other test holds shared,
+    so it never runs beside another. In one process (no xdist) there is no lock."""
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    if not run:
+        return (yield)
+    with open(os.path.join(tempfile.gettempdir(), f"harness-tests-{run}.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX if item.get_closest_marker("alone") else fcntl.LOCK_SH)
+        return (yield)   # closing the file releases the lock
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -260,7 +260,7 @@ def test_ci_runs_the_readme_test_command_verbatim():
     readme = (ROOT / "README.md").read_text()
     command = readme.split("## Run the tests", 1)[1].split("```bash\n", 1)[1].splitlines()[0]
     env_part, _, rest = command.partition(" ")
-    assert env_part.startswith("HARNESS_DATA_DIR=") and rest == "python -m pytest -q"
+    assert env_part.startswith("HARNESS_DATA_DIR=") and rest.split()[:3] == ["python", "-m", "pytest"]
     assert not os.path.isabs(env_part.removeprefix("HARNESS_DATA_DIR="))
     ci = (ROOT / ".ci" / "run").read_text()
     extract = next(line for line in ci.splitlines() if line.startswith("test_command=$("))

@@ -331,6 +331,7 @@ hparams: {{batch_size: 8}}
 
 
 @pytest.mark.slow
+@pytest.mark.alone
 def test_estimate_within_25_percent_of_a_real_suite(tmp_path, glue_dir):
     """8 short cells of the embedded model (10 steps of 8 SST-2 sentences, 100 scored): the 4 of seeds 1 and 2 are
     trained first; from their records the estimate predicts the 4 of seeds 3 and 4, which are then trained:
