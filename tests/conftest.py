@@ -39,11 +39,14 @@ def pytest_runtest_protocol(item, nextitem):
 def one_peaks_file(tmp_path_factory):
     """Matmul peaks cached in one file for the whole session, every subprocess included, as a machine keeps them
     across its suites (HARNESS_PEAKS_FILE): each test's fresh output folder would otherwise time them again at
-    its cells' ends (1-3 s per cell end on a 2-core CPU). Never a developer's own file. Tests of the cache itself
-    unset it (tests/train/test_precision_measured.py)."""
+    its cells' ends (1-3 s per cell end on a 2-core CPU). Under xdist, one file for both workers: in the folder
+    above theirs. Never a developer's own file. Tests of the cache itself unset it
+    (tests/train/test_precision_measured.py)."""
     from harness.train.peaks import FILE_ENV
 
-    os.environ[FILE_ENV] = str(tmp_path_factory.mktemp("peaks") / "device_peaks.json")
+    base = tmp_path_factory.getbasetemp()
+    folder = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else tmp_path_factory.mktemp("peaks")
+    os.environ[FILE_ENV] = str(folder / "device_peaks.json")
 
 
 @pytest.fixture(scope="session")
