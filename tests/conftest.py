@@ -44,8 +44,8 @@ def one_peaks_file(tmp_path_factory):
     (tests/train/test_precision_measured.py)."""
     from harness.train.peaks import FILE_ENV
 
-    base = tmp_path_factory.getbasetemp()
-    folder = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else tmp_path_factory.mktemp("peaks")
+    xdist = os.environ.get("PYTEST_XDIST_WORKER")
+    folder = tmp_path_factory.getbasetemp().parent if xdist else tmp_path_factory.mktemp("peaks")
     os.environ[FILE_ENV] = str(folder / "device_peaks.json")
 
 
