@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from harness.cli.common import (add_cache_dir, add_data_dir, add_db, add_lease_timeout, add_max_cells, add_output_dir,
                                 add_suite, positive_int)
 from harness.spec.errors import InputError
@@ -51,14 +53,20 @@ def run(args) -> int:
     preempt.install()   # SIGUSR1/SIGUSR2/SIGTERM: checkpoint the cell in progress, give it back, exit 3
 
     suite = load_suite(args.suite, args.max_cells)  # invalid input: exit 2 before anything is written
-    workers = _workers(args)
+    workers = _workers(args)   # None: the default, which asks torch for a GPU, so only once there is work
     # models, data, adapters, trackers installed: before the first cell, still writing nothing
     preflight(suite, args.data_dir, args.log_with)
     from harness.store.engine import default_db_url, make_engine
 
     make_engine(args.db or default_db_url()).dispose()  # a bad --db fails here, before any training
+    idle = _nothing_to_do(suite, args)
+    if idle:   # said from the store alone: an idle worker does not import torch, transformers and adapters
+        print("\n".join(idle), file=sys.stderr, flush=True)
+        return 0
     from harness.launch import workers as local_workers
     from harness.plan.preflight import tracker_settings
+
+    workers = workers or local_workers.default_workers()
 
     run_kwargs = dict(db_url=args.db, data_dir=args.data_dir, output_dir=args.output_dir,
                       retry_failed=args.retry_failed, cache_dir=args.cache_dir, heartbeat_s=args.heartbeat_s,
@@ -80,11 +88,30 @@ def run(args) -> int:
     return code
 
 
-def _workers(args) -> int:
-    """--workers, checked: several local workers are plain processes, not ranks of a launcher."""
-    import os
+def _nothing_to_do(suite, args) -> list[str] | None:
+    """harness.launch.summary.nothing_to_do for this process, where it is the only rank (the ranks of a launcher
+    learn what to do from rank 0, after their imports; their cells' keys count the ranks)."""
+    from harness.launch.workers import launcher_ranks
 
-    ranks = int(os.environ.get("WORLD_SIZE") or 1)
+    if launcher_ranks() > 1:
+        return None
+    from harness.launch.summary import nothing_to_do
+    from harness.store.db import Store
+    from harness.store.engine import default_db_url
+
+    store = Store(args.db or default_db_url())
+    try:
+        return nothing_to_do(suite, store, args.output_dir, args.retry_failed)
+    finally:
+        store.engine.dispose()
+
+
+def _workers(args) -> int | None:
+    """--workers (or HARNESS_WORKERS), checked: several local workers are plain processes, not ranks of a
+    launcher. None where neither is given and this process is a launcher's only rank: the default."""
+    from harness.launch.workers import launcher_ranks, workers_asked
+
+    ranks = launcher_ranks()
     if args.workers and args.workers > 1 and ranks > 1:
         raise InputError(f"--workers {args.workers}: this process is one of {ranks} ranks of a launcher "
                          f"(accelerate launch); start several launchers instead, or drop --workers")
@@ -92,6 +119,4 @@ def _workers(args) -> int:
         return args.workers
     if ranks > 1:
         return 1
-    from harness.launch.workers import default_workers
-
-    return default_workers()
+    return workers_asked()

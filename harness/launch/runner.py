@@ -22,6 +22,7 @@ from harness.spec import layout
 from harness.spec.errors import EXIT_PREEMPTED, EXIT_STORE_UNREACHABLE, LeaseLostStop, Preempted
 from harness.launch import attempt
 from harness.launch.slurm import requeue_slurm_task
+from harness.launch.summary import end_line, queue_summary, start_line
 from harness.launch.worker import Heartbeat
 from harness.spec.status import lease_timeout, lease_timing
 from harness.plan.grid import Suite
@@ -103,18 +104,6 @@ def report_failure(exc: BaseException, cell, cell_dir: str, took: float, bar: Pr
     return f"{reason}\n{trace}"
 
 
-def _queue_summary(store: Store, suite: Suite, keys: set[str], output_dir: str) -> dict[str, int]:
-    """Counts per status; a completed cell whose accepted files were left in its attempt folder (a kill between
-    the commit and the moves) gets them moved into place."""
-    counts = {s: 0 for s in Status}
-    for key, rec in store.by_key(suite.name).items():
-        if key in keys:
-            counts[rec.status] = counts.get(rec.status, 0) + 1
-            if rec.status == Status.COMPLETED:
-                attempt.settle(layout.RunLayout(output_dir).cell_dir(suite.name, key), rec.attempts, rec.worker_id)
-    return counts
-
-
 def run_suite(suite: Suite, db_url: str | None, data_dir: str | None, output_dir: str, retry_failed: bool,
               cache_dir: str | None = None, show_progress: bool = True, heartbeat_s: float | None = None,
               lease_timeout_s: float | None = None, verbose: bool = False, trackers: dict | None = None) -> int:
@@ -143,13 +132,8 @@ def run_suite(suite: Suite, db_url: str | None, data_dir: str | None, output_dir
             if warning:
                 say(f"warning: {warning}")
         store.enqueue(cells, command, output_dir)
-        n = _queue_summary(store, suite, set(keys), output_dir)
-        slurm = (f", Slurm job {worker.slurm_job_id}" + (f" task {worker.slurm_array_task_id}"
-                 if worker.slurm_array_task_id is not None else "") if worker.slurm_job_id else "")
-        say(f"suite {suite.name}: {len(cells)} cells, {n[Status.COMPLETED]} already completed (skipped), "
-            f"{n[Status.FAILED]} failed before ({'retried' if retry_failed else 'skipped; --retry-failed runs them'}), "
-            f"{n[Status.RUNNING]} running elsewhere, {n[Status.PENDING]} to run; worker {worker.worker_id} with "
-            f"{state.num_processes} process(es){slurm}")
+        n = queue_summary(store, suite, set(keys), output_dir)
+        say(start_line(suite, len(cells), n, retry_failed, worker, state.num_processes))
     ctx = RunContext(data_dir=suite.data_dir(data_dir), cache_dir=cache_dir or layout.RunLayout(output_dir).cache_dir,
                      model_base_dir=os.path.dirname(os.path.abspath(suite.path)), show_progress=show_progress,
                      trackers=Trackers(suite.name, trackers, output_dir, suite.model.log_every) if trackers else None)
@@ -257,8 +241,7 @@ def run_suite(suite: Suite, db_url: str | None, data_dir: str | None, output_dir
         del result
         _release_memory()
     suite_bar.close()
-    say(f"suite {suite.name}: this worker ran {done} cell(s): {done - failures} completed, {failures} failed; "
-        f"no claimable cell left")
+    say(end_line(suite, done, failures))
     if main and suite.model.ablate:
         failures += run_ablations(suite, store, ctx, say, worker, beat_s, timeout_s)
     return 1 if failures else 0

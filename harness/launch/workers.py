@@ -30,12 +30,34 @@ DEFAULT_CPU_WORKERS = 1
 ENV_WORKERS = "HARNESS_WORKERS"
 
 
-def default_workers() -> int:
+# The processes of the launch this process is one rank of, as accelerate counts them
+# (accelerate.utils.environment.get_cpu_distributed_information: the first of these that is set): WORLD_SIZE from
+# `accelerate launch` and torchrun, the others from MPI launchers (accelerate's multi-CPU `--mpirun`).
+RANK_VARIABLES = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
+
+
+def launcher_ranks() -> int:
+    for name in RANK_VARIABLES:
+        value = os.environ.get(name, "").strip()
+        if value.isdigit():
+            return int(value)
+    return 1
+
+
+def workers_asked() -> int | None:
+    """HARNESS_WORKERS, checked (bad input: an InputError); None where it is unset."""
     value = os.environ.get(ENV_WORKERS, "")
     if value:
         if not value.isdigit() or int(value) < 1:
             raise InputError(f"{ENV_WORKERS}={value!r}: the number of workers is a whole number >= 1")
         return int(value)
+    return None
+
+
+def default_workers() -> int:
+    asked = workers_asked()
+    if asked:
+        return asked
     import torch
 
     return 1 if torch.cuda.is_available() else min(DEFAULT_CPU_WORKERS, physical_cores())

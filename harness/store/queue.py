@@ -170,7 +170,9 @@ class WorkQueue:
                    output_root: str | None = None) -> Claim | None:
         """Claim the first claimable cell among `keys` (in the order the rows were queued), or None when none is
         left. One transaction: the row is read and leased under a lock no other worker can hold meanwhile, and
-        the lease is written only where the row still matches what made it claimable."""
+        the lease is written only where the row still matches what made it claimable. Every claimable row is
+        pending, running or failed: harness.launch.summary.nothing_to_do relies on it (a worker without such a
+        row exits before importing torch)."""
         claimable = [R.status == Status.PENDING.value, stale_lease(lease_timeout_s)]
         gone = self._gone_leases(suite, worker)
         if gone is not None:

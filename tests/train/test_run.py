@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -39,10 +40,15 @@ def workdir(tmp_path, small_glue):
     return tmp_path
 
 
-def run(workdir, suite, *extra, data=None):
+def run(workdir, suite, *extra, data=None, env=None):
     db = f"sqlite:///{workdir / 'h.db'}"
     return run_cli("run", suite, "--db", db, "--output-dir", workdir / "out", "--data-dir", data, *extra,
-                   cwd=workdir)
+                   cwd=workdir, env=env)
+
+
+# python's own import report (PYTHONPROFILEIMPORTTIME): "import time: SELF | CUMULATIVE | NAME", NAME indented by
+# how deep the import nested; a top-level package's name has no dot
+IMPORT_LINE = re.compile(r"^import time:\s+\d+ \|\s+\d+ \| *([A-Za-z_]\w*)$", re.M)
 
 
 def rows(workdir):
@@ -77,9 +83,13 @@ def test_run_records_everything_then_skips(workdir, tiny_bert, small_glue):
     houlsby = next(r for r in recs.values() if r.method == "houlsby")
     assert houlsby.added_params == 2 * 2 * (2 * 4 * 32 + 32 + 4) and houlsby.trainable_pct < 10
 
-    again = run(workdir, suite, data=small_glue)
+    # launched again: nothing trained, and nothing of the training libraries imported (~10 s a process on 2 cores)
+    again = run(workdir, suite, data=small_glue, env={"PYTHONPROFILEIMPORTTIME": "1"})
     assert again.returncode == 0
     assert "4 already completed (skipped)" in again.stderr and "0 to run" in again.stderr
+    assert "this worker ran 0 cell(s)" in again.stderr
+    imported = {m.group(1) for m in IMPORT_LINE.finditer(again.stderr)}
+    assert "sqlalchemy" in imported and not imported & {"torch", "transformers", "adapters", "accelerate"}
     assert {k: r.finished_at for k, r in rows(workdir).items()} == {k: r.finished_at for k, r in recs.items()}
 
     status = run_cli("status", suite, "--db", f"sqlite:///{workdir / 'h.db'}", cwd=workdir)
