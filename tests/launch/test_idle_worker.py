@@ -43,7 +43,7 @@ def test_idle_only_once_every_cell_is_finished(tmp_path, db_url, monkeypatch):
     store.finish(second, Status.FAILED, {"error": "boom"})
 
     lines = nothing_to_do(s, store, out, retry_failed=False)
-    assert lines is not None and len(lines) == 2, lines                   # SQLite in a local folder: no warning
+    assert lines is not None and len(lines) == 2, lines                   # no SQLite on a network share: no warning
     assert lines[0].startswith("suite idle: 2 cells, 1 already completed (skipped), 1 failed before (skipped; ")
     assert "0 running elsewhere, 0 to run; worker " in lines[0]
     assert lines[1] == "suite idle: this worker ran 0 cell(s): 0 completed, 0 failed; no claimable cell left"

@@ -83,7 +83,8 @@ def test_run_records_everything_then_skips(workdir, tiny_bert, small_glue):
     houlsby = next(r for r in recs.values() if r.method == "houlsby")
     assert houlsby.added_params == 2 * 2 * (2 * 4 * 32 + 32 + 4) and houlsby.trainable_pct < 10
 
-    # launched again: nothing trained, and nothing of the training libraries imported (~10 s a process on 2 cores)
+    # launched again: nothing trained, and nothing of the training libraries imported (their import was most of
+    # such a launch: 4.6-6.6 s against 1.6-1.8 s on a 2-core CPU, bench/RESULTS.md)
     again = run(workdir, suite, data=small_glue, env={"PYTHONPROFILEIMPORTTIME": "1"})
     assert again.returncode == 0
     assert "4 already completed (skipped)" in again.stderr and "0 to run" in again.stderr
