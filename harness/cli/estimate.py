@@ -78,8 +78,9 @@ def run(args) -> int:
         if c.seconds is None:
             print(f"  {c.key}  {c.label}  ?  ({c.why})")
         else:
+            once = f"; its frozen encoder's one pass {c.encoder_pass_s:.3g} s" if c.encoder_pass_s else ""
             print(f"  {c.key}  {c.label}  {progress.hours(c.seconds, c.plus_minus)} h  ({c.level} match, "
-                  f"{c.runs} run(s))")
+                  f"{c.runs} run(s){once})")
     levels = ", ".join(f"{n} by {level}" for level, n in est.levels.items())
     print(f"total: {progress.hours(est.seconds, est.plus_minus)} device-hours of training and evaluation "
           f"({levels or 'no cell matched'}); {est.missing} cell(s) without an estimate")
@@ -90,13 +91,15 @@ def pilot(suite, cells, data_dir: str | None, steps: int) -> list:
     """One short run per distinct (model, method, task): the first cell of each, with a budget of `steps`
     optimizer steps over exactly the examples they take and PILOT_EVAL_EXAMPLES dev examples, trained through the
     real loop in a temporary folder and recorded nowhere. Its rates include the first steps' warm-up, so a pilot
-    errs high for long cells. Returns their observations (harness.report.progress.Observation)."""
+    errs high for long cells. Returns their observations (harness.report.throughput.Observation)."""
     import dataclasses
     import os
     import sys
     import tempfile
 
-    from harness.report.progress import Observation, task_kind
+    from types import SimpleNamespace
+
+    from harness.report.throughput import RATE_FIELDS, observation
     from harness.store.env import device_name
     from harness.train.context import RunContext
     from harness.train.recipe import train_and_evaluate
@@ -124,10 +127,10 @@ def pilot(suite, cells, data_dir: str | None, steps: int) -> list:
                 print(f"pilot {i + 1}: failed ({type(exc).__name__}: {reason}); its cells get no estimate",
                       file=sys.stderr, flush=True)
                 continue
-            if not r.train_examples_per_s:
-                continue
-            evals = r.eval_time_s / r.eval_examples if r.eval_time_s and r.eval_examples else None
-            out.append(Observation(cell.model, cell.method, task_kind(cell.task),
-                                   str(hp.get("mixed_precision", "auto")), device, 1.0 / r.train_examples_per_s,
-                                   evals))
+            # read as a stored run is (a linear probe's encoder pass apart from its head's epochs)
+            obs = observation(SimpleNamespace(**{f: getattr(r, f) for f in RATE_FIELDS}, model=cell.model,
+                                              method=cell.method, task=cell.task, hparams=small.hparams,
+                                              env={"device": device}, num_processes=cell.num_processes))
+            if obs is not None:
+                out.append(obs)
     return out

@@ -57,16 +57,33 @@ def with_flops(store, runs: pd.DataFrame) -> pd.DataFrame:
     return runs.assign(train_flops=[flops.get(int(i)) for i in runs["id"]])
 
 
+def encoder_passes(store, suite: str) -> dict[int, float]:
+    """{run id: seconds of the frozen encoder's one pass, counted in its train + eval time} of the suite's completed
+    cells that read cached frozen features."""
+    from harness.spec.methods import methods_with
+
+    frozen = methods_with("frozen_encoder")
+    with store.engine.connect() as conn:
+        rows = conn.execute(select(R.id, R.extra["frozen_features"]).where(
+            R.suite == suite, R.parent_id.is_(None), R.status == Status.COMPLETED.value, R.method.in_(frozen))).all()
+    return {i: (ff.get("extract_s") or 0.0) + (ff.get("eval_extract_s") or 0.0) for i, ff in rows if ff}
+
+
 def time_left_from_rows(store, suite: str, lease_timeout_s: float | None = None) -> dict:
     """Seconds until the suite's cells that are not done (pending, running, stale) are: per (task, method
-    variant), the mean train + eval time of its completed cells (else of all completed cells) times the cells
-    left, summed and divided by the live workers (distinct workers holding a fresh lease; at least one). From the
-    store's rows alone (the board knows a suite by its name, not its YAML)."""
+    variant), the mean train + eval time of its completed cells (else of all completed cells; a linear probe's
+    without its encoder pass, which the cells left reuse) times the cells left, summed and divided by the live
+    workers (distinct workers holding a fresh lease; at least one). From the store's rows alone (the board knows a
+    suite by its name, not its YAML)."""
     from harness.spec.status import lease_timeout
 
     frame, _ = cells_frame(store, suite, lease_timeout(lease_timeout_s))
     done = frame[frame["state"] == Status.COMPLETED.value]
     took = (done["train_time_s"].fillna(0) + done["eval_time_s"].fillna(0)).astype(float)
+    # a linear probe's encoder ran once for the cells that share its features: its later cells take the time
+    # of the head alone (harness/train/features.py)
+    passes = encoder_passes(store, suite) if len(done) else {}
+    took = took - [passes.get(int(i), 0.0) for i in done["id"]]
     overall = float(took.mean()) if len(took) else None
     live = frame[frame["state"] == CellState.RUNNING.value]["worker_id"].dropna().nunique()
     groups, total, unknown = [], 0.0, False

@@ -6,7 +6,9 @@ A cell's prediction is its rate (harness.report.throughput: seconds per training
 stored runs that match it best: same model, method, task kind, precision and device, else same model and method,
 else same model) times what it will process (its planned examples and evaluations, from its budget, hparams and
 the task's size), ± the rate's relative uncertainty. The grid's uncertainty is the cells' summed: cells predicted
-from the same runs err together, so they do not average out.
+from the same runs err together, so they do not average out. A linear probe's encoder runs once per feature set
+(harness.report.throughput.feature_set): its pass is charged to the first cell of each set that no completed run
+in the store computed, and every cell gets its head's epochs.
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ import statistics
 from dataclasses import asdict, dataclass, field
 
 from harness.report.throughput import (MATCH_LEVELS, UNCERTAINTY_FLOOR, CellPlan, DataSizes, Observation, Rate,
-                                       spread, devices, observation, pick_device, plan_cell, rate_for,
-                                       stored_observations, task_kind)
+                                       cell_feature_set, spread, devices, observation, pick_device, plan_cell,
+                                       rate_for, stored_feature_sets, stored_observations, task_kind)
 from harness.spec.status import CellState
 
 __all__ = ["MATCH_LEVELS", "UNCERTAINTY_FLOOR", "CellEstimate", "CellPlan", "DataSizes", "Estimate", "Observation",
@@ -35,6 +37,8 @@ class CellEstimate:
     level: str | None              # the match level used (MATCH_LEVELS), None: no prediction
     runs: int                      # stored runs it comes from
     why: str | None = None         # why there is no prediction
+    encoder_pass_s: float | None = None   # of `seconds`: the frozen encoder's one pass over its data (the first
+                                          # cell of a feature set), else None
 
 
 @dataclass
@@ -53,37 +57,51 @@ class Estimate:
         return out
 
 
-def predict(cell, plan: CellPlan | None, rate: Rate | None) -> CellEstimate:
+def predict(cell, plan: CellPlan | None, rate: Rate | None, encoder_pass: bool = False) -> CellEstimate:
+    """`encoder_pass`: the cell reads cached frozen features that are not computed yet, so it runs that pass."""
     if plan is None:
         return CellEstimate(cell.key, cell.label, None, None, None, 0, "the task's size is unknown (no local file, "
                                                                        "no stored run, no max_train_samples)")
     if rate is None:
         return CellEstimate(cell.key, cell.label, None, None, None, 0, f"no stored run of {cell.model}")
-    train = plan.train_examples * rate.train_s
+    train_s, eval_s, once = rate.train_s, rate.eval_s or 0.0, None
+    if rate.features and cell_feature_set(cell) is None:
+        # a cell that runs its encoder every step, from runs that ran it once: their pass per example, each epoch
+        train_s += rate.extract_s or 0.0
+        eval_s += rate.eval_extract_s or 0.0
+    elif rate.features and encoder_pass:
+        once = plan.train_set * (rate.extract_s or 0.0) + plan.eval_set * (rate.eval_extract_s or 0.0)
+    train = plan.train_examples * train_s
     if cell.budget.get("time_limit_min"):   # training stops at the time limit (which counts evaluations too: a bound)
         train = min(train, 60.0 * cell.budget["time_limit_min"])
-    seconds = train + plan.eval_examples * (rate.eval_s or 0.0)
-    return CellEstimate(cell.key, cell.label, seconds, seconds * rate.rel, rate.level, rate.n)
+    seconds = train + plan.eval_examples * eval_s + (once or 0.0)
+    return CellEstimate(cell.key, cell.label, seconds, seconds * rate.rel, rate.level, rate.n, encoder_pass_s=once)
 
 
 def estimate(cells, store=None, *, device: str | None = None, data_dir: str | None = None,
              observations: list[Observation] | None = None, sizes: DataSizes | None = None) -> Estimate:
     """Each cell's predicted train + eval seconds ± uncertainty from stored throughput on `device` (a stored
     device's name or a part of it; None: the device with most stored runs), and the total. `observations`
-    (default: every completed run of `store`) lets a caller pass its own (a pilot's)."""
+    (default: every completed run of `store`) lets a caller pass its own (a pilot's). Frozen features that a
+    completed run of `store` computed count as cached (its workers share the cache), whatever the observations."""
     obs = stored_observations(store) if observations is None else observations
     dev = pick_device(obs, device)
     obs = [o for o in obs if o.device == dev]
     sizes = sizes or DataSizes(store, data_dir)
+    cached = stored_feature_sets(store) if store is not None else set()
     out = Estimate([], dev, len(obs))
-    rates: dict[tuple, Rate | None] = {}   # one lookup per (model, method, kind, precision): grids are large
+    rates: dict[tuple, Rate | None] = {}   # one lookup per (model, method, kind, precision, path): grids are large
     for cell in cells:
-        match = (cell.model, cell.method, task_kind(cell.task), str(cell.hparams.get("mixed_precision", "auto")))
+        features = cell_feature_set(cell)
+        match = (cell.model, cell.method, task_kind(cell.task), str(cell.hparams.get("mixed_precision", "auto")),
+                 features is not None)
         if match not in rates:
-            rates[match] = rate_for(obs, *match, dev)
-        rate = rates[match]
-        est = predict(cell, plan_cell(cell, sizes), rate)
+            rates[match] = rate_for(obs, *match[:4], dev, features=match[4])
+        est = predict(cell, plan_cell(cell, sizes), rates[match], encoder_pass=features is not None
+                      and features not in cached)
         out.cells.append(est)
+        if features is not None:
+            cached.add(features)   # the grid's later cells of this set read it
         if est.seconds is None:
             out.missing += 1
             continue
@@ -165,8 +183,10 @@ def cell_time_s(rec) -> float | None:
 def time_left(store, suite, *, num_processes: int = 1, lease_timeout: float | None = None, states=None) -> dict:
     """The time left of a suite in progress. Per (method, task): the mean time of this suite's completed cells of
     it x its cells still to run (pending, stale, running: a running one less the time it has run); a (method,
-    task) with no completed cell yet is predicted from stored throughput (`estimate`). The work left is divided by
-    the live workers (distinct workers holding a lease with a fresh heartbeat; none: as if one).
+    task) with no completed cell yet is predicted from stored throughput (`estimate`), and so are cells that read
+    cached frozen features (a mean would spread the one cell that ran the encoder over the others, which do not).
+    The work left is divided by the live workers (distinct workers holding a lease with a fresh heartbeat; none:
+    as if one).
 
     Returns {"counts": {state: n, "total": n}, "live_workers": n, "groups": [{method, task, completed, left,
     mean_s, work_s, source: "suite" | "stored" | None}], "work_s": seconds of work left, "left_s": wall seconds
@@ -195,7 +215,9 @@ def time_left(store, suite, *, num_processes: int = 1, lease_timeout: float | No
                 ran = max(0.0, (utcnow() - rec.started_at).total_seconds())
             g["todo"].append((cell, ran))
 
-    need_stored = [c for g in groups.values() if not g["times"] for c, _ in g["todo"]]
+    for g in groups.values():
+        g["stored"] = not g["times"] or any(cell_feature_set(c) is not None for c, _ in g["todo"])
+    need_stored = [c for g in groups.values() if g["stored"] for c, _ in g["todo"]]
     stored = {}
     if need_stored and store is not None:
         try:
@@ -209,7 +231,11 @@ def time_left(store, suite, *, num_processes: int = 1, lease_timeout: float | No
         entry = {"method": g["method"], "task": g["task"], "completed": len(g["times"]), "left": len(g["todo"]),
                  "mean_s": None, "work_s": None, "source": None}
         if g["todo"]:
-            if g["times"]:
+            known = []
+            if g["stored"]:
+                ests = [stored.get(c.key) for c, _ in g["todo"]]
+                known = [(e, ran) for e, (_, ran) in zip(ests, g["todo"]) if e is not None and e.seconds is not None]
+            if g["times"] and not known:   # (cells with cached features: when the store predicts none of them)
                 mean = statistics.fmean(g["times"])
                 rel = max(spread(g["times"]), UNCERTAINTY_FLOOR["suite"])
                 w = sum(max(0.0, mean - ran) for _, ran in g["todo"])
@@ -217,8 +243,6 @@ def time_left(store, suite, *, num_processes: int = 1, lease_timeout: float | No
                 plus_minus += w * rel
                 work += w
             else:
-                ests = [stored.get(c.key) for c, _ in g["todo"]]
-                known = [(e, ran) for e, (_, ran) in zip(ests, g["todo"]) if e is not None and e.seconds is not None]
                 unestimated += len(g["todo"]) - len(known)
                 if known:
                     w = sum(max(0.0, e.seconds - ran) for e, ran in known)

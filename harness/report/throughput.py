@@ -7,6 +7,12 @@ over ranks; else train_time_s / (steps x batch x accumulation x processes)) and 
 of MATCH_LEVELS with any run, with the spread of their rates as its relative uncertainty, never below the level's
 floor (UNCERTAINTY_FLOOR: one or two runs understate the spread, and a coarser match is a guess about another
 method or task).
+
+A cell whose encoder is frozen below a pooled head (a linear probe: harness/train/features.py) runs its encoder
+once over its data and every later cell with the same `feature_set` reuses that output. Its run's times are
+split: the head's epochs give the per-example rates as above, and the encoder's pass (the record's
+`frozen_features`) a once-per-example rate, which an estimate charges only to the first cell of each feature set
+not computed yet.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import os
 import statistics
 from dataclasses import dataclass
 
+from harness.spec.methods import POOLED_HEAD_KINDS, get_method, methods_with
 from harness.spec.status import Status
 
 MATCH_LEVELS = ("exact", "model+method", "model")
@@ -38,6 +45,11 @@ class Observation:
     device: str
     train_s_per_example: float
     eval_s_per_example: float | None
+    # a run that read cached frozen features: the two rates above are its head's alone, and these its encoder's
+    # one pass per training / dev example (None where the run found that split cached, so did not time it)
+    features: bool = False
+    extract_s_per_example: float | None = None
+    eval_extract_s_per_example: float | None = None
 
 
 @functools.lru_cache(maxsize=None)
@@ -60,8 +72,51 @@ def _evaluations(steps: int, epochs_done: float | None, eval_steps: int | None) 
     return max(1, math.ceil(epochs_done or 1))
 
 
+def feature_set(model: str, task: str, task_version, method: str, method_params: dict, hparams: dict,
+                budget: dict, single_task: bool = True) -> tuple | None:
+    """What a cell's cached frozen features are computed from, as far as its plan says (harness/train/features.py
+    keys them by the encoder, the tokenized data, pooling and precision), for a cell that takes that path: its
+    method freezes everything below the head, its one task's head reads one vector per example. None for any
+    other cell (its encoder runs at every step). Cells with equal tuples share one encoder pass."""
+    try:
+        spec = get_method(method)
+    except Exception:   # an old store's method
+        return None
+    if not (spec.frozen_encoder and spec.trains(spec.resolve(method_params or {})) and single_task
+            and task_kind(task) in POOLED_HEAD_KINDS):
+        return None
+    hp, budget = hparams or {}, budget or {}
+    return (model, task, task_version, (method_params or {}).get("pooling") or "cls", hp.get("max_length"),
+            hp.get("padding"), budget.get("max_train_samples"), budget.get("max_eval_samples"),
+            str(hp.get("mixed_precision", "auto")))
+
+
+def cell_feature_set(cell) -> tuple | None:
+    return feature_set(cell.model, cell.task, cell.task_version, cell.method, cell.method_params, cell.hparams,
+                       cell.budget, single_task=cell.schedule is None)
+
+
+def _encoder_pass(ff: dict) -> tuple[bool, bool]:
+    """(timed the whole training set, timed the whole dev set): the record's extract_s / eval_extract_s are an
+    encoder pass over that data only where the run computed every split of it (a split found cached takes
+    milliseconds). Records from before the per-role counts: only where nothing was cached."""
+    computed, cached = ff.get("splits_computed") or 0, ff.get("splits_cached") or 0
+    if "train_splits_computed" not in ff:
+        whole = computed > 0 and cached == 0
+        return whole, whole
+    train_computed, train_cached = ff["train_splits_computed"], ff.get("train_splits_cached") or 0
+    return (train_computed > 0 and train_cached == 0,
+            computed - train_computed > 0 and cached - train_cached == 0)
+
+
+# what `observation` reads of a run's result besides its identity (model, method, task, hparams, env, processes)
+RATE_FIELDS = ("train_time_s", "eval_time_s", "train_examples_per_s", "steps", "epochs_done", "train_examples",
+               "eval_examples", "frozen_features")
+
+
 def observation(row) -> Observation | None:
-    """The rates of a completed run (a RunRecord or a row with its columns); None when it has no usable time."""
+    """The rates of a completed run (a RunRecord, or a row with its columns and `frozen_features`); None when it
+    has no usable time."""
     hp = row.hparams or {}
     env = row.env or {}
     if row.train_examples_per_s:
@@ -71,12 +126,28 @@ def observation(row) -> Observation | None:
         train = row.train_time_s / seen
     else:
         return None
+    evaluations = _evaluations(row.steps or 0, row.epochs_done, hp.get("eval_steps"))
     evals = None
     if row.eval_time_s and row.eval_examples:
-        evals = row.eval_time_s / (row.eval_examples * _evaluations(row.steps or 0, row.epochs_done,
-                                                                     hp.get("eval_steps")))
+        evals = row.eval_time_s / (row.eval_examples * evaluations)
+    ff = (row.frozen_features if hasattr(row, "frozen_features")
+          else (getattr(row, "extra", None) or {}).get("frozen_features"))
+    if not ff or not row.train_time_s:
+        return Observation(row.model, row.method, task_kind(row.task), str(hp.get("mixed_precision", "auto")),
+                           str(env.get("device") or "unknown device"), train, evals)
+    # the encoder's one pass counts as training / evaluation time in the record (harness/train/recipe.py): take it
+    # out of the per-epoch rates, and keep it as a rate per example of the data it went over
+    examples = row.train_time_s / train
+    train = max(row.train_time_s - ff.get("extract_s", 0.0), 0.0) / examples
+    if evals is not None:
+        evals = max(row.eval_time_s - ff.get("eval_extract_s", 0.0), 0.0) / (row.eval_examples * evaluations)
+    whole_train, whole_eval = _encoder_pass(ff)
     return Observation(row.model, row.method, task_kind(row.task), str(hp.get("mixed_precision", "auto")),
-                       str(env.get("device") or "unknown device"), train, evals)
+                       str(env.get("device") or "unknown device"), train, evals, features=True,
+                       extract_s_per_example=(ff.get("extract_s", 0.0) / row.train_examples
+                                              if whole_train and row.train_examples else None),
+                       eval_extract_s_per_example=(ff.get("eval_extract_s", 0.0) / row.eval_examples
+                                                   if whole_eval and row.eval_examples else None))
 
 
 def stored_observations(store, suite: str | None = None) -> list[Observation]:
@@ -88,14 +159,38 @@ def stored_observations(store, suite: str | None = None) -> list[Observation]:
 
     if not store.columns():
         return []
-    cols = (R.model, R.method, R.task, R.hparams, R.env, R.train_time_s, R.eval_time_s, R.train_examples_per_s,
-            R.steps, R.epochs_done, R.eval_examples, R.num_processes)
+    results = [getattr(R, f) for f in RATE_FIELDS if f != "frozen_features"]   # that one lives in `extra`
+    cols = (R.model, R.method, R.task, R.hparams, R.env, R.num_processes, *results,
+            R.extra["frozen_features"].label("frozen_features"))
     stmt = select(*cols).where(R.status == Status.COMPLETED.value, R.parent_id.is_(None))
     if suite:
         stmt = stmt.where(R.suite == suite)
     with store.engine.connect() as conn:
         rows = conn.execute(stmt).all()
     return [o for o in map(observation, rows) if o is not None]
+
+
+def stored_feature_sets(store) -> set[tuple]:
+    """The feature sets (feature_set) a completed run in `store` computed or read: their encoder output is in the
+    cache the store's workers share, so no later cell runs that pass again."""
+    from sqlalchemy import select
+
+    from harness.store.schema import RunRecord as R
+
+    frozen = methods_with("frozen_encoder")
+    if store is None or not frozen or not store.columns():
+        return set()
+    stmt = select(R.model, R.task, R.task_version, R.method, R.method_params, R.hparams, R.budget, R.regime,
+                  R.extra["frozen_features"].label("frozen_features")).where(
+        R.status == Status.COMPLETED.value, R.parent_id.is_(None), R.method.in_(frozen))
+    with store.engine.connect() as conn:
+        rows = conn.execute(stmt).all()
+    out = set()
+    for r in rows:
+        if r.frozen_features:   # the run took the cached path (it may not: e.g. a checkpoint whose pooler trains)
+            out.add(feature_set(r.model, r.task, r.task_version, r.method, r.method_params, r.hparams, r.budget,
+                                single_task=r.regime is None))
+    return out - {None}
 
 
 def devices(observations: list[Observation]) -> dict[str, int]:
@@ -132,6 +227,11 @@ class Rate:
     rel: float        # relative uncertainty (>= the level's floor)
     n: int
     level: str
+    # from runs that read cached frozen features: train_s / eval_s are the head's, these the encoder's one pass
+    # per training / dev example (None: none of the runs timed it)
+    features: bool = False
+    extract_s: float | None = None
+    eval_extract_s: float | None = None
 
 
 def spread(values: list[float]) -> float:
@@ -142,9 +242,16 @@ def spread(values: list[float]) -> float:
     return statistics.stdev(values) / mean if mean > 0 else 0.0
 
 
+def _mean(values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.fmean(values) if values else None
+
+
 def rate_for(observations: list[Observation], model: str, method: str, kind: str, precision: str,
-             device: str | None) -> Rate | None:
-    """The rate of the best match level with any run (MATCH_LEVELS), on `device` (None: any device)."""
+             device: str | None, features: bool = False) -> Rate | None:
+    """The rate of the best match level with any run (MATCH_LEVELS), on `device` (None: any device). Within a
+    level, runs that took the same path as the cell (`features`: it reads cached frozen features) are preferred:
+    a head's rate alone says little about a cell that runs its encoder every step, and the reverse."""
     pool = [o for o in observations if device is None or o.device == device]
     tests = {"exact": lambda o: (o.model, o.method, o.kind, o.precision) == (model, method, kind, precision),
              "model+method": lambda o: (o.model, o.method) == (model, method),
@@ -152,10 +259,14 @@ def rate_for(observations: list[Observation], model: str, method: str, kind: str
     for level in MATCH_LEVELS:
         hits = [o for o in pool if tests[level](o)]
         if hits:
+            hits = [o for o in hits if o.features == features] or hits   # one path only, either way
             train = [o.train_s_per_example for o in hits]
             evals = [o.eval_s_per_example for o in hits if o.eval_s_per_example is not None]
-            rel = max(spread(train), spread(evals), UNCERTAINTY_FLOOR[level])
-            return Rate(statistics.fmean(train), statistics.fmean(evals) if evals else None, rel, len(hits), level)
+            passes = [[o.extract_s_per_example for o in hits if o.extract_s_per_example is not None],
+                      [o.eval_extract_s_per_example for o in hits if o.eval_extract_s_per_example is not None]]
+            rel = max(spread(train), spread(evals), *map(spread, passes), UNCERTAINTY_FLOOR[level])
+            return Rate(statistics.fmean(train), _mean(evals), rel, len(hits), level, features=hits[0].features,
+                        extract_s=_mean(passes[0]), eval_extract_s=_mean(passes[1]))
     return None
 
 
@@ -170,6 +281,8 @@ class CellPlan:
     eval_examples: float
     steps: int
     evaluations: int
+    train_set: int = 0        # examples in its training data and dev data, each counted once (an encoder pass
+    eval_set: int = 0         # over cached frozen features goes over them once)
 
 
 def _count_rows(path: str, header: bool) -> int | None:
@@ -236,7 +349,7 @@ def plan_cell(cell, sizes: DataSizes) -> CellPlan | None:
     hp, budget = cell.hparams, cell.budget
     per_batch = hp["batch_size"] * cell.num_processes
     train = evals_n = 0.0
-    total_steps = n_evals = 0
+    total_steps = n_evals = train_set = eval_set = 0
     for task in cell.tasks:
         n_train = sizes.size("train", task, budget.get("max_train_samples"))
         n_eval = sizes.size("eval", task, budget.get("max_eval_samples"))
@@ -252,4 +365,6 @@ def plan_cell(cell, sizes: DataSizes) -> CellPlan | None:
         evals_n += n_eval * evaluations
         total_steps += steps
         n_evals += evaluations
-    return CellPlan(train, evals_n, total_steps, n_evals)
+        train_set += n_train
+        eval_set += n_eval
+    return CellPlan(train, evals_n, total_steps, n_evals, train_set, eval_set)

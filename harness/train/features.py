@@ -128,11 +128,15 @@ class FrozenFeatures:
     loaded: int = 0             # splits found cached (memory or disk), so not computed by this cell
     computed: int = 0
     computed_train: int = 0     # ... of which training splits
+    loaded_train: int = 0
 
     def record(self) -> dict:
+        # per role too: a time estimate reads extract_s as the encoder's pass over the training set only where
+        # this cell computed all of it (harness/report/throughput.py), and eval_extract_s likewise for dev
         return {"pooling": self.pooling, "extract_s": round(self.extract_s, 3),
                 "eval_extract_s": round(self.eval_extract_s, 3), "splits_cached": self.loaded,
-                "splits_computed": self.computed}
+                "splits_computed": self.computed, "train_splits_computed": self.computed_train,
+                "train_splits_cached": self.loaded_train}
 
     def _features(self, encoder, encoder_key: bytes, ds, collator, batch_size, precision, autocast, device):
         columns = [c for c in ("input_ids", "token_type_ids", "attention_mask") if c in ds.column_names]
@@ -183,7 +187,8 @@ class FrozenFeatures:
 
         t0 = time.perf_counter()
         train_sets = [as_features(ds, True) for ds in train_sets]
-        self.computed_train = self.computed   # the loop's FLOP count adds the encoder passes that ran
+        # the loop's FLOP count adds the encoder passes that ran; the record says which role they served
+        self.computed_train, self.loaded_train = self.computed, self.loaded
         t1 = time.perf_counter()
         eval_sets = [[dataclasses.replace(es, dataset=as_features(es.dataset, False)) for es in sets] for sets in eval_sets]
         self.extract_s, self.eval_extract_s = t1 - t0, time.perf_counter() - t1

@@ -1,0 +1,105 @@
+"""How close `harness estimate` comes to what a suite's cells measured, on a store where the suite has finished.
+
+Held-out seeds (the default): a copy of the store without one seed's runs predicts that seed's cells, as
+`harness estimate --from-store` would have before they ran (its throughput from the other seeds' runs, its
+frozen features from theirs), and each prediction is set against the cell's measured train + eval time. With
+`--pilot FILE` (the JSON of `harness estimate SUITE --pilot --json`, run on the same machine type before or after)
+the pilot's predictions are compared instead. Per method variant and in total: predicted, measured, ratio.
+
+  harness run suites/demo.yaml                       # the store: results/harness.db
+  python bench/bench_estimate.py suites/demo.yaml --db results/harness.db --seed 2 [--write]
+  harness estimate suites/demo.yaml --pilot --json > pilot.json
+  python bench/bench_estimate.py suites/demo.yaml --db results/harness.db --pilot pilot.json [--write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import sqlite3
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from sqlalchemy import delete  # noqa: E402
+
+from harness.plan.suite import load_suite  # noqa: E402
+from harness.report import progress  # noqa: E402
+from harness.spec.status import Status  # noqa: E402
+from harness.store.db import Store  # noqa: E402
+from harness.store.schema import RunRecord as R  # noqa: E402
+from results_md import append_section  # noqa: E402
+
+
+def measured(store, suite: str) -> dict[str, float]:
+    """{cell key: train + eval seconds} of the suite's completed cells."""
+    return {r.cell_key: progress.cell_time_s(r) for r in store.records(suite)
+            if r.status == Status.COMPLETED.value and r.parent_id is None and progress.cell_time_s(r) is not None}
+
+
+def held_out(db: str, cells, seed: int, data_dir: str | None) -> dict[str, float]:
+    """Predictions of the cells of `seed` from a copy of the SQLite store `db` without that seed's runs."""
+    path = db.removeprefix("sqlite:///")
+    with tempfile.TemporaryDirectory(prefix="bench-estimate-") as tmp:
+        copy = os.path.join(tmp, "h.db")
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as src, sqlite3.connect(copy) as dst:
+            src.backup(dst)   # the WAL's pages too: a plain file copy would miss them
+        store = Store(f"sqlite:///{copy}")
+        with store.engine.begin() as conn:
+            conn.execute(delete(R).where(R.seed == seed))
+        est = progress.estimate([c for c in cells if c.seed == seed], store, data_dir=data_dir)
+        store.engine.dispose()
+    return {e.key: e.seconds for e in est.cells if e.seconds is not None}
+
+
+def table(cells, predicted: dict, actual: dict) -> list[str]:
+    by = collections.defaultdict(lambda: [0.0, 0.0, 0])
+    for c in cells:
+        if c.key in predicted and c.key in actual:
+            row = by[(c.task, c.method_label)]
+            row[0] += predicted[c.key]
+            row[1] += actual[c.key]
+            row[2] += 1
+    lines = [f"| {task} {label} | {n} | {p:.1f} | {a:.1f} | {p / a:.2f} |" for (task, label), (p, a, n) in by.items()]
+    p, a = sum(v[0] for v in by.values()), sum(v[1] for v in by.values())
+    lines.append(f"| **total** | {sum(v[2] for v in by.values())} | {p:.0f} | {a:.0f} | **{p / a:.2f}** |")
+    return lines
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("suite")
+    ap.add_argument("--db", default="sqlite:///results/harness.db", help="the finished store (SQLite)")
+    ap.add_argument("--seed", type=int, default=None, help="the seed held out (default: the suite's last)")
+    ap.add_argument("--pilot", default=None, help="compare this `harness estimate --pilot --json` output instead")
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--write", action="store_true", help="append the table to bench/RESULTS.md")
+    args = ap.parse_args()
+    db = args.db if "://" in args.db else f"sqlite:///{args.db}"
+    suite = load_suite(args.suite)
+    cells = suite.cells()
+    actual = measured(Store(db, read_only=True), suite.name)
+    if args.pilot:
+        with open(args.pilot) as f:
+            predicted = {c["key"]: c["seconds"] for c in json.load(f)["cells"] if c["seconds"] is not None}
+        what, command = "the pilot's estimate", f"python bench/bench_estimate.py {args.suite} --pilot {args.pilot}"
+    else:
+        seed = args.seed if args.seed is not None else max(c.seed for c in cells)
+        predicted = held_out(db, cells, seed, suite.data_dir(args.data_dir))
+        what, command = (f"seed {seed} from the other seeds' runs",
+                         f"python bench/bench_estimate.py {args.suite} --seed {seed}")
+    lines = table(cells, predicted, actual)
+    print(f"{suite.name}: {what}, against the measured train + eval time")
+    print("\n".join(lines))
+    if args.write:
+        append_section(f"harness estimate against the measured {suite.name}: {what}", command,
+                       ["task, method", "cells", "predicted s", "measured s", "ratio"], lines)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,152 @@
+"""Time estimates of linear probes, whose frozen encoder runs once per feature set and is cached for every later
+cell (harness/train/features.py): `harness estimate`, `harness status`, the board's time left and the prediction a
+worker writes at its claim charge that pass once, not to every epoch of every cell. Hand-computed figures on real
+stores (SQLite and PostgreSQL), and a real run of a tiny model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from harness.plan.suite import parse_suite
+from harness.report.grid import time_left_from_rows
+from harness.spec.status import Status
+from harness.store.db import Store
+from harness.store.lease import Worker, utcnow
+from tests.helpers import call_cli, run_cli, write_suite
+
+PAST = """
+name: past
+models: [minilm]
+tasks: [rte]
+methods: [linear_probe]
+seeds: [1, 2, 3]
+budgets: [{epochs: 1, max_train_samples: 100, max_eval_samples: 50}]
+hparams: {batch_size: 10}
+"""
+NEXT = """
+name: next
+models: [minilm]
+tasks: [rte]
+methods: [{name: linear_probe, pooling: [cls, mean]}, full]
+seeds: [3, 4]
+budgets: [{epochs: 2, max_train_samples: 100, max_eval_samples: 50}]
+hparams: {batch_size: 10}
+"""
+
+
+def _worker() -> Worker:
+    return Worker(worker_id="w/1/-/w", host="w", pid=1, slurm_job_id=None, slurm_array_task_id=None,
+                  started_at=utcnow())
+
+
+@pytest.fixture()
+def probes(db_url, tmp_path, monkeypatch):
+    """Two completed probe cells of PAST (seed 3 queued, pending) on "CPU: Test x2", each 100 RTE examples for one
+    epoch and 50 scored once. Seed 1 computed the features: its encoder took 5.0 s over the 100 training examples
+    and 2.5 s over the 50 dev ones (0.05 s per example each), its head 1.0 s and 1.0 s (0.01 s per training
+    example, 0.02 s per dev example). Seed 2 found them cached (10 ms each) and its head took the same."""
+    monkeypatch.delenv("HARNESS_DATA_DIR", raising=False)   # sizes from the stored runs, not the files
+    store = Store(db_url)
+    cells = {c.seed: c for c in parse_suite(PAST, "past.yaml").cells()}
+    for seed, extract, eval_extract, computed in [(1, 5.0, 2.5, 1), (2, 0.01, 0.01, 0)]:
+        claim = store.start(cells[seed], cells[seed].config(), "test", None, worker=_worker())
+        train_s = 1.0 + extract
+        store.finish(claim, Status.COMPLETED, {
+            "train_time_s": train_s, "train_examples_per_s": 100 / train_s, "eval_time_s": 1.0 + eval_extract,
+            "steps": 10, "epochs_done": 1.0, "train_examples": 100, "eval_examples": 50,
+            "env": {"device": "CPU: Test x2"},
+            "extra": {"frozen_features": {"pooling": "cls", "extract_s": extract, "eval_extract_s": eval_extract,
+                                          "splits_cached": 2 - 2 * computed, "splits_computed": 2 * computed,
+                                          "train_splits_computed": computed, "train_splits_cached": 1 - computed}}})
+    store.enqueue([cells[3]])
+    return write_suite(tmp_path / "past.yaml", PAST), write_suite(tmp_path / "next.yaml", NEXT), db_url, store
+
+
+def test_estimate_charges_the_encoder_pass_to_the_first_cell_of_each_feature_set(probes):
+    _, next_suite, url, _ = probes
+    r = call_cli("estimate", next_suite, "--from-store", url, "--json")
+    assert r.returncode == 0, r.stderr
+    e = json.loads(r.stdout)
+    cells = {(c["label"].split()[2], c["label"].split()[-1]): c for c in e["cells"]}
+    # each cell: 2 epochs of 100 = 200 training examples, 2 evaluations of 50 = 100 scored. The head: 200 x 0.01 +
+    # 100 x 0.02 = 4 s. cls features: computed by the stored seed 1 (same model, task, caps, max_length): 4 s each
+    for seed in ("seed=3", "seed=4"):
+        assert cells[("linear_probe(pooling=cls)", seed)]["seconds"] == pytest.approx(4.0)
+        assert cells[("linear_probe(pooling=cls)", seed)]["encoder_pass_s"] is None
+    # mean pooling: never computed. Its first cell runs the encoder once: 100 x 0.05 + 50 x 0.05 = 7.5 s more
+    first, second = cells[("linear_probe(pooling=mean)", "seed=3")], cells[("linear_probe(pooling=mean)", "seed=4")]
+    assert first["seconds"] == pytest.approx(11.5) and first["encoder_pass_s"] == pytest.approx(7.5)
+    assert second["seconds"] == pytest.approx(4.0) and second["encoder_pass_s"] is None
+    assert first["level"] == "exact" and first["runs"] == 2   # the head's rate from both runs
+    # full fine-tuning (model level: only probes stored) runs its encoder at every step: the probes' pass per
+    # example joins each epoch's: 200 x (0.01 + 0.05) + 100 x (0.02 + 0.05) = 19 s, ± the 60% floor
+    full = cells[("full", "seed=3")]
+    assert full["level"] == "model" and full["seconds"] == pytest.approx(19.0)
+    assert full["plus_minus"] == pytest.approx(0.6 * 19.0)
+    assert e["seconds"] == pytest.approx(4 + 4 + 11.5 + 4 + 19 + 19)
+    text = call_cli("estimate", next_suite, "--from-store", url).stdout
+    assert text.count("its frozen encoder's one pass 7.5 s") == 1, text
+
+
+def test_status_and_the_board_count_the_probes_left_without_the_pass_already_made(probes):
+    past_suite, _, url, store = probes
+    status = json.loads(call_cli("status", past_suite, "--db", url, "--json").stdout)["estimate"]
+    (group,) = status["groups"]
+    # seed 3 reads the features seed 1 cached: its head alone, 100 x 0.01 + 50 x 0.02 = 2 s (the completed cells'
+    # mean, 9.5 and 2.02 s, would say 5.76 s)
+    assert group["left"] == 1 and group["source"] == "stored" and group["work_s"] == pytest.approx(2.0)
+    assert status["left_s"] == pytest.approx(2.0)
+    # the board, from the rows alone: each completed cell less its encoder pass, 2.0 and 2.0 s, for the one left
+    board = time_left_from_rows(store, "past")
+    assert board["seconds_left"] == pytest.approx(2.0)
+
+
+def test_a_worker_predicts_a_probe_on_cached_features_from_the_head_alone(tmp_path, tiny_bert, small_glue):
+    """Three probe cells of a tiny model on one worker, one feature set: the first computes the features, the
+    second and third read them. At its claim each later cell is predicted from the records before it, its
+    encoder pass taken out: the record's numbers, worked through by hand."""
+    suite = write_suite(tmp_path / "s.yaml", f"""
+name: tiny
+models: ["{tiny_bert}"]
+tasks: [rte]
+methods: [linear_probe]
+seeds: [1, 2, 3]
+budgets: [{{epochs: 2}}]
+hparams: {{batch_size: 8, learning_rate: 1e-2}}
+""")
+    db = f"sqlite:///{tmp_path / 'h.db'}"
+    proc = run_cli("run", suite, "--db", db, "--output-dir", tmp_path / "out", "--data-dir", small_glue,
+                   "--no-progress", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    first, second, third = sorted(Store(db).records("tiny"), key=lambda r: r.finished_at)
+    ff = first.extra["frozen_features"]
+    assert ff["train_splits_computed"] == 1 and ff["splits_computed"] == 2
+    assert second.extra["frozen_features"]["splits_computed"] == 0
+    # 48 training examples x 2 epochs, 21 dev examples x 2 evaluations, at the first cell's head rates
+    head_train = (first.train_time_s - ff["extract_s"]) / (2 * first.train_examples)
+    head_eval = (first.eval_time_s - ff["eval_extract_s"]) / (2 * first.eval_examples)
+    assert first.train_examples == 48 and first.eval_examples == 21
+    assert second.predicted_time_s == pytest.approx(96 * head_train + 42 * head_eval, rel=1e-6)
+    # the uncached rate (encoder included) would have charged the pass to every epoch
+    assert second.predicted_time_s < 96 / first.train_examples_per_s + first.eval_time_s
+
+
+def test_a_pilot_of_a_probe_measures_its_pass_apart(tmp_path, tiny_bert, small_glue):
+    suite = write_suite(tmp_path / "s.yaml", f"""
+name: tiny
+models: ["{tiny_bert}"]
+tasks: [rte]
+methods: [{{name: linear_probe, pooling: [cls, mean]}}]
+seeds: [1, 2]
+budgets: [{{epochs: 2}}]
+hparams: {{batch_size: 8, learning_rate: 1e-2}}
+""")
+    r = run_cli("estimate", suite, "--pilot", "--pilot-steps", "2", "--json", "--data-dir", small_glue, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    cells = {(c["label"].split()[2], c["label"].split()[-1]): c for c in json.loads(r.stdout)["cells"]}
+    for pooling in ("linear_probe(pooling=cls)", "linear_probe(pooling=mean)"):   # one pilot, two feature sets
+        first, second = cells[(pooling, "seed=1")], cells[(pooling, "seed=2")]
+        assert first["encoder_pass_s"] > 0 and second["encoder_pass_s"] is None
+        assert first["seconds"] == pytest.approx(second["seconds"] + first["encoder_pass_s"])
