@@ -41,8 +41,9 @@ def measured(store, suite: str) -> dict[str, float]:
             if r.status == Status.COMPLETED.value and r.parent_id is None and progress.cell_time_s(r) is not None}
 
 
-def held_out(db: str, cells, seed: int, data_dir: str | None) -> dict[str, float]:
-    """Predictions of the cells of `seed` from a copy of the SQLite store `db` without that seed's runs."""
+def held_out(db: str, suite: str, cells, seed: int, data_dir: str | None) -> dict[str, float]:
+    """Predictions of the cells of `seed` from a copy of the SQLite store `db` without the suite's runs of that
+    seed."""
     path = db.removeprefix("sqlite:///")
     with tempfile.TemporaryDirectory(prefix="bench-estimate-") as tmp:
         copy = os.path.join(tmp, "h.db")
@@ -50,7 +51,7 @@ def held_out(db: str, cells, seed: int, data_dir: str | None) -> dict[str, float
             src.backup(dst)   # the WAL's pages too: a plain file copy would miss them
         store = Store(f"sqlite:///{copy}")
         with store.engine.begin() as conn:
-            conn.execute(delete(R).where(R.seed == seed))
+            conn.execute(delete(R).where(R.suite == suite, R.seed == seed))
         est = progress.estimate([c for c in cells if c.seed == seed], store, data_dir=data_dir)
         store.engine.dispose()
     return {e.key: e.seconds for e in est.cells if e.seconds is not None}
@@ -66,6 +67,8 @@ def table(cells, predicted: dict, actual: dict) -> list[str]:
             row[2] += 1
     lines = [f"| {task} {label} | {n} | {p:.1f} | {a:.1f} | {p / a:.2f} |" for (task, label), (p, a, n) in by.items()]
     p, a = sum(v[0] for v in by.values()), sum(v[1] for v in by.values())
+    if not a:
+        raise SystemExit("no cell has both a prediction and a measured time")
     lines.append(f"| **total** | {sum(v[2] for v in by.values())} | {p:.0f} | {a:.0f} | **{p / a:.2f}** |")
     return lines
 
@@ -89,7 +92,7 @@ def main() -> int:
         what, command = "the pilot's estimate", f"python bench/bench_estimate.py {args.suite} --pilot {args.pilot}"
     else:
         seed = args.seed if args.seed is not None else max(c.seed for c in cells)
-        predicted = held_out(db, cells, seed, suite.data_dir(args.data_dir))
+        predicted = held_out(db, suite.name, cells, seed, suite.data_dir(args.data_dir))
         what, command = (f"seed {seed} from the other seeds' runs",
                          f"python bench/bench_estimate.py {args.suite} --seed {seed}")
     lines = table(cells, predicted, actual)

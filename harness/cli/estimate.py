@@ -130,7 +130,7 @@ def pilot(suite, cells, data_dir: str | None, steps: int) -> list:
             # read as a stored run is (a linear probe's encoder pass apart from its head's epochs)
             obs = observation(SimpleNamespace(**{f: getattr(r, f) for f in RATE_FIELDS}, model=cell.model,
                                               method=cell.method, task=cell.task, hparams=small.hparams,
-                                              env={"device": device}, num_processes=cell.num_processes))
+                                              env={"device": device}, num_processes=1))   # the pilot's own
             if obs is not None:
                 out.append(obs)
     return out

@@ -58,23 +58,25 @@ def with_flops(store, runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def encoder_passes(store, suite: str) -> dict[int, float]:
-    """{run id: seconds of the frozen encoder's one pass, counted in its train + eval time} of the suite's completed
+    """{run id: seconds of its frozen encoder's one pass, inside its train + eval time} of the suite's completed
     cells that read cached frozen features."""
+    from harness.report.throughput import encoder_pass_s
     from harness.spec.methods import methods_with
 
-    frozen = methods_with("frozen_encoder")
     with store.engine.connect() as conn:
         rows = conn.execute(select(R.id, R.extra["frozen_features"]).where(
-            R.suite == suite, R.parent_id.is_(None), R.status == Status.COMPLETED.value, R.method.in_(frozen))).all()
-    return {i: (ff.get("extract_s") or 0.0) + (ff.get("eval_extract_s") or 0.0) for i, ff in rows if ff}
+            R.suite == suite, R.parent_id.is_(None), R.status == Status.COMPLETED.value,
+            R.method.in_(methods_with("frozen_encoder")))).all()
+    return {i: encoder_pass_s(ff) for i, ff in rows if ff}
 
 
 def time_left_from_rows(store, suite: str, lease_timeout_s: float | None = None) -> dict:
     """Seconds until the suite's cells that are not done (pending, running, stale) are: per (task, method
-    variant), the mean train + eval time of its completed cells (else of all completed cells; a linear probe's
-    without its encoder pass, which the cells left reuse) times the cells left, summed and divided by the live
-    workers (distinct workers holding a fresh lease; at least one). From the store's rows alone (the board knows a
-    suite by its name, not its YAML)."""
+    variant), the mean train + eval time of its completed cells (else of all completed cells) times the cells
+    left, summed and divided by the live workers (distinct workers holding a fresh lease; at least one). A linear
+    probe's completed cells count without their encoder pass: this assumes the cells left of its group read the
+    features those computed (the same model and data; `harness status SUITE.yaml` tells feature sets apart). From
+    the store's rows alone (the board knows a suite by its name, not its YAML)."""
     from harness.spec.status import lease_timeout
 
     frame, _ = cells_frame(store, suite, lease_timeout(lease_timeout_s))

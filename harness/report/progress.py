@@ -7,8 +7,8 @@ stored runs that match it best: same model, method, task kind, precision and dev
 else same model) times what it will process (its planned examples and evaluations, from its budget, hparams and
 the task's size), ± the rate's relative uncertainty. The grid's uncertainty is the cells' summed: cells predicted
 from the same runs err together, so they do not average out. A linear probe's encoder runs once per feature set
-(harness.report.throughput.feature_set): its pass is charged to the first cell of each set that no completed run
-in the store computed, and every cell gets its head's epochs.
+(harness.report.throughput.feature_sets, training and dev data apart): each pass is charged to the first cell of
+its set that no completed run in the store (on the device) computed, and every cell gets its head's epochs.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ import statistics
 from dataclasses import asdict, dataclass, field
 
 from harness.report.throughput import (MATCH_LEVELS, UNCERTAINTY_FLOOR, CellPlan, DataSizes, Observation, Rate,
-                                       cell_feature_set, spread, devices, observation, pick_device, plan_cell,
-                                       rate_for, stored_feature_sets, stored_observations, task_kind)
+                                       ROLES, cell_feature_sets, encoder_pass_s, spread, devices, observation,
+                                       pick_device, plan_cell, rate_for, stored_feature_sets, stored_observations,
+                                       task_kind)
 from harness.spec.status import CellState
 
 __all__ = ["MATCH_LEVELS", "UNCERTAINTY_FLOOR", "CellEstimate", "CellPlan", "DataSizes", "Estimate", "Observation",
@@ -57,20 +58,28 @@ class Estimate:
         return out
 
 
-def predict(cell, plan: CellPlan | None, rate: Rate | None, encoder_pass: bool = False) -> CellEstimate:
-    """`encoder_pass`: the cell reads cached frozen features that are not computed yet, so it runs that pass."""
+def predict(cell, plan: CellPlan | None, rate: Rate | None, features: bool = False,
+            passes: tuple[str, ...] = ()) -> CellEstimate:
+    """`features`: the cell reads cached frozen features; `passes`: the roles ("train", "eval") whose features
+    are not computed yet, so this cell runs that encoder pass."""
+    def unknown(why: str) -> CellEstimate:
+        return CellEstimate(cell.key, cell.label, None, None, None, 0, why)
+
     if plan is None:
-        return CellEstimate(cell.key, cell.label, None, None, None, 0, "the task's size is unknown (no local file, "
-                                                                       "no stored run, no max_train_samples)")
+        return unknown("the task's size is unknown (no local file, no stored run, no max_train_samples)")
     if rate is None:
-        return CellEstimate(cell.key, cell.label, None, None, None, 0, f"no stored run of {cell.model}")
+        return unknown(f"no stored run of {cell.model}")
     train_s, eval_s, once = rate.train_s, rate.eval_s or 0.0, None
-    if rate.features and cell_feature_set(cell) is None:
+    needs_pass = (rate.features and not features) or (rate.features and passes)
+    if needs_pass and rate.extract_s is None:
+        return unknown(f"no stored run of {cell.model} timed its encoder's pass")
+    if rate.features and not features:
         # a cell that runs its encoder every step, from runs that ran it once: their pass per example, each epoch
-        train_s += rate.extract_s or 0.0
-        eval_s += rate.eval_extract_s or 0.0
-    elif rate.features and encoder_pass:
-        once = plan.train_set * (rate.extract_s or 0.0) + plan.eval_set * (rate.eval_extract_s or 0.0)
+        train_s += rate.extract_s
+        eval_s += rate.eval_extract_s
+    elif rate.features and passes:
+        once = (("train" in passes) * plan.train_set * rate.extract_s
+                + ("eval" in passes) * plan.eval_set * rate.eval_extract_s)
     train = plan.train_examples * train_s
     if cell.budget.get("time_limit_min"):   # training stops at the time limit (which counts evaluations too: a bound)
         train = min(train, 60.0 * cell.budget["time_limit_min"])
@@ -81,27 +90,27 @@ def predict(cell, plan: CellPlan | None, rate: Rate | None, encoder_pass: bool =
 def estimate(cells, store=None, *, device: str | None = None, data_dir: str | None = None,
              observations: list[Observation] | None = None, sizes: DataSizes | None = None) -> Estimate:
     """Each cell's predicted train + eval seconds ± uncertainty from stored throughput on `device` (a stored
-    device's name or a part of it; None: the device with most stored runs), and the total. `observations`
-    (default: every completed run of `store`) lets a caller pass its own (a pilot's). Frozen features that a
-    completed run of `store` computed count as cached (its workers share the cache), whatever the observations."""
+    device's name or a part of it; None: the device with most stored runs), and the total, in the order given
+    (the first cell of a feature set runs its encoder pass). `observations` (default: every completed run of
+    `store`) lets a caller pass its own (a pilot's). Frozen features that a completed run of `store` on the
+    device computed count as cached, whatever the observations."""
     obs = stored_observations(store) if observations is None else observations
     dev = pick_device(obs, device)
     obs = [o for o in obs if o.device == dev]
     sizes = sizes or DataSizes(store, data_dir)
-    cached = stored_feature_sets(store) if store is not None else set()
+    cached = stored_feature_sets(store, dev) if store is not None else set()
     out = Estimate([], dev, len(obs))
     rates: dict[tuple, Rate | None] = {}   # one lookup per (model, method, kind, precision, path): grids are large
     for cell in cells:
-        features = cell_feature_set(cell)
+        keys = cell_feature_sets(cell)
         match = (cell.model, cell.method, task_kind(cell.task), str(cell.hparams.get("mixed_precision", "auto")),
-                 features is not None)
+                 keys is not None)
         if match not in rates:
             rates[match] = rate_for(obs, *match[:4], dev, features=match[4])
-        est = predict(cell, plan_cell(cell, sizes), rates[match], encoder_pass=features is not None
-                      and features not in cached)
+        passes = tuple(role for role, key in zip(ROLES, keys or ()) if key not in cached)
+        est = predict(cell, plan_cell(cell, sizes), rates[match], features=keys is not None, passes=passes)
         out.cells.append(est)
-        if features is not None:
-            cached.add(features)   # the grid's later cells of this set read it
+        cached.update(keys or ())   # the grid's later cells of these sets read them
         if est.seconds is None:
             out.missing += 1
             continue
@@ -183,15 +192,16 @@ def cell_time_s(rec) -> float | None:
 def time_left(store, suite, *, num_processes: int = 1, lease_timeout: float | None = None, states=None) -> dict:
     """The time left of a suite in progress. Per (method, task): the mean time of this suite's completed cells of
     it x its cells still to run (pending, stale, running: a running one less the time it has run); a (method,
-    task) with no completed cell yet is predicted from stored throughput (`estimate`), and so are cells that read
-    cached frozen features (a mean would spread the one cell that ran the encoder over the others, which do not).
-    The work left is divided by the live workers (distinct workers holding a lease with a fresh heartbeat; none:
-    as if one).
+    task) with no completed cell yet is predicted from stored throughput (`estimate`, on the device of this suite's
+    completed cells), and so are cells that read cached frozen features (a mean would spread the one cell that ran
+    the encoder over the others, which do not; where the store predicts none, their completed cells' mean without
+    the pass). The work left is divided by the live workers (distinct workers holding a lease with a fresh
+    heartbeat; none: as if one).
 
     Returns {"counts": {state: n, "total": n}, "live_workers": n, "groups": [{method, task, completed, left,
-    mean_s, work_s, source: "suite" | "stored" | None}], "work_s": seconds of work left, "left_s": wall seconds
-    left (work / workers; None when no cell left has an estimate), "plus_minus_s", "unestimated": cells left without an estimate, "actual_s": train +
-    eval of the completed cells, "predicted_s" / "predicted_actual_s" / "ratio": the completed cells that have a
+    mean_s, work_s, source: "suite" | "stored" | "stored+suite" | None}], "work_s": seconds of work left,
+    "left_s": wall seconds left (work / workers; None when no cell left has an estimate), "plus_minus_s",
+    "unestimated": cells left without an estimate, "actual_s": train + eval of the completed cells, "predicted_s" / "predicted_actual_s" / "ratio": the completed cells that have a
     predicted_time_s, their predicted sum, actual sum and actual / predicted}. `states`: cell_states(...) when the
     caller has them."""
     from harness.store.lease import utcnow
@@ -206,23 +216,33 @@ def time_left(store, suite, *, num_processes: int = 1, lease_timeout: float | No
     groups: dict[tuple, dict] = {}
     for cell, state, rec in states:
         g = groups.setdefault((cell.method, cell.task), {"method": cell.method, "task": cell.task, "times": [],
-                                                         "todo": []})
+                                                         "heads": [], "todo": []})
         if state == CellState.COMPLETED and cell_time_s(rec) is not None:
             g["times"].append(cell_time_s(rec))
+            # without a linear probe's encoder pass: what a later cell of its feature set takes
+            g["heads"].append(cell_time_s(rec) - encoder_pass_s((rec.extra or {}).get("frozen_features")))
         elif state in (CellState.PENDING, CellState.STALE, CellState.RUNNING):
             ran = 0.0
             if state == CellState.RUNNING and rec.started_at is not None:
                 ran = max(0.0, (utcnow() - rec.started_at).total_seconds())
-            g["todo"].append((cell, ran))
+            g["todo"].append((cell, ran, state))
 
     for g in groups.values():
-        g["stored"] = not g["times"] or any(cell_feature_set(c) is not None for c, _ in g["todo"])
-    need_stored = [c for g in groups.values() if g["stored"] for c, _ in g["todo"]]
+        g["stored"] = not g["times"] or any(cell_feature_sets(c) is not None for c, _, _ in g["todo"])
+    # running cells first: the one computing a feature set's pass now is the one charged for it
+    need = [(c, state == CellState.RUNNING) for g in groups.values() if g["stored"] for c, _, state in g["todo"]]
+    need_stored = [c for c, running in need if running] + [c for c, running in need if not running]
     stored = {}
     if need_stored and store is not None:
+        done_devices = [(rec.env or {}).get("device") for _, state, rec in states if state == CellState.COMPLETED]
+        device = max(set(done_devices) - {None}, key=done_devices.count, default=None)   # this suite's, if any
         try:
-            stored = {e.key: e for e in estimate(need_stored, store, data_dir=suite.data_dir()).cells}
-        except (ValueError, OSError):
+            try:
+                est = estimate(need_stored, store, device=device, data_dir=suite.data_dir())
+            except ValueError:   # that device has no usable stored time: the store's main one
+                est = estimate(need_stored, store, data_dir=suite.data_dir())
+            stored = {e.key: e for e in est.cells}
+        except Exception:   # noqa: BLE001 -- advice only: the suite's own means below
             stored = {}
 
     out_groups, work = [], 0.0
@@ -231,24 +251,30 @@ def time_left(store, suite, *, num_processes: int = 1, lease_timeout: float | No
         entry = {"method": g["method"], "task": g["task"], "completed": len(g["times"]), "left": len(g["todo"]),
                  "mean_s": None, "work_s": None, "source": None}
         if g["todo"]:
-            known = []
-            if g["stored"]:
-                ests = [stored.get(c.key) for c, _ in g["todo"]]
-                known = [(e, ran) for e, (_, ran) in zip(ests, g["todo"]) if e is not None and e.seconds is not None]
-            if g["times"] and not known:   # (cells with cached features: when the store predicts none of them)
-                mean = statistics.fmean(g["times"])
-                rel = max(spread(g["times"]), UNCERTAINTY_FLOOR["suite"])
-                w = sum(max(0.0, mean - ran) for _, ran in g["todo"])
-                entry.update(mean_s=mean, work_s=w, source="suite")
-                plus_minus += w * rel
+            # a probe's later cells take its head's time (g["heads"]); any other cell its group's mean
+            times = g["heads"] if g["stored"] else g["times"]
+            mean = statistics.fmean(times) if times else None
+            rel = max(spread(times), UNCERTAINTY_FLOOR["suite"]) if times else None
+            ests = [stored.get(c.key) if g["stored"] else None for c, _, _ in g["todo"]]
+            w = pm = 0.0
+            sources, predicted = set(), []
+            for e, (_, ran, _) in zip(ests, g["todo"]):
+                if e is not None and e.seconds is not None:
+                    w, pm = w + max(0.0, e.seconds - ran), pm + e.plus_minus
+                    sources.add("stored")
+                    predicted.append(e.seconds)
+                elif mean is not None:
+                    w, pm = w + max(0.0, mean - ran), pm + max(0.0, mean - ran) * rel
+                    sources.add("suite")
+                    predicted.append(mean)
+                else:
+                    unestimated += 1
+            if predicted:
+                entry.update(mean_s=statistics.fmean(predicted), work_s=w,
+                             source="stored" if sources == {"stored"} else "suite" if sources == {"suite"}
+                             else "stored+suite")
                 work += w
-            else:
-                unestimated += len(g["todo"]) - len(known)
-                if known:
-                    w = sum(max(0.0, e.seconds - ran) for e, ran in known)
-                    entry.update(mean_s=statistics.fmean(e.seconds for e, _ in known), work_s=w, source="stored")
-                    plus_minus += sum(e.plus_minus for e, _ in known)
-                    work += w
+                plus_minus += pm
         elif g["times"]:
             entry["mean_s"] = statistics.fmean(g["times"])
         out_groups.append(entry)

@@ -9,7 +9,7 @@ floor (UNCERTAINTY_FLOOR: one or two runs understate the spread, and a coarser m
 method or task).
 
 A cell whose encoder is frozen below a pooled head (a linear probe: harness/train/features.py) runs its encoder
-once over its data and every later cell with the same `feature_set` reuses that output. Its run's times are
+once over its data and every later cell with the same `feature_sets` reuses that output. Its run's times are
 split: the head's epochs give the per-example rates as above, and the encoder's pass (the record's
 `frozen_features`) a once-per-example rate, which an estimate charges only to the first cell of each feature set
 not computed yet.
@@ -23,7 +23,7 @@ import os
 import statistics
 from dataclasses import dataclass
 
-from harness.spec.methods import POOLED_HEAD_KINDS, get_method, methods_with
+from harness.spec.methods import get_method, methods_with, reads_cached_features
 from harness.spec.status import Status
 
 MATCH_LEVELS = ("exact", "model+method", "model")
@@ -72,41 +72,56 @@ def _evaluations(steps: int, epochs_done: float | None, eval_steps: int | None) 
     return max(1, math.ceil(epochs_done or 1))
 
 
-def feature_set(model: str, task: str, task_version, method: str, method_params: dict, hparams: dict,
-                budget: dict, single_task: bool = True) -> tuple | None:
-    """What a cell's cached frozen features are computed from, as far as its plan says (harness/train/features.py
-    keys them by the encoder, the tokenized data, pooling and precision), for a cell that takes that path: its
-    method freezes everything below the head, its one task's head reads one vector per example. None for any
-    other cell (its encoder runs at every step). Cells with equal tuples share one encoder pass."""
+ROLES = ("train", "eval")   # a cell's training data and its dev data: each split's features are cached apart
+
+
+def feature_sets(model: str, task: str, task_version, method: str, method_params: dict, hparams: dict,
+                 budget: dict, single_task: bool = True) -> tuple[tuple, tuple] | None:
+    """What a cell's cached frozen features are computed from, as far as its plan says, for its training data
+    and for its dev data: harness/train/features.py caches each split's encoder output by the encoder, the split's
+    token ids (model, task, max_length, padding, the data cap), pooling and precision. None for a cell that does
+    not read cached features (its encoder runs at every step). Cells with an equal tuple share that pass.
+    Precision is the one asked for (`auto` and what it resolves to count as different: an estimate errs high)."""
     try:
         spec = get_method(method)
+        kind = task_kind(task)
     except Exception:   # an old store's method
         return None
-    if not (spec.frozen_encoder and spec.trains(spec.resolve(method_params or {})) and single_task
-            and task_kind(task) in POOLED_HEAD_KINDS):
+    params = spec.resolve(method_params or {})
+    if not reads_cached_features(spec, params, (kind,), single_task):
         return None
     hp, budget = hparams or {}, budget or {}
-    return (model, task, task_version, (method_params or {}).get("pooling") or "cls", hp.get("max_length"),
-            hp.get("padding"), budget.get("max_train_samples"), budget.get("max_eval_samples"),
-            str(hp.get("mixed_precision", "auto")))
+    common = (model, task, task_version, params.get("pooling") or "cls", hp.get("max_length"), hp.get("padding"),
+              str(hp.get("mixed_precision", "auto")))
+    return (*common, "train", budget.get("max_train_samples")), (*common, "eval", budget.get("max_eval_samples"))
 
 
-def cell_feature_set(cell) -> tuple | None:
-    return feature_set(cell.model, cell.task, cell.task_version, cell.method, cell.method_params, cell.hparams,
-                       cell.budget, single_task=cell.schedule is None)
+def cell_feature_sets(cell) -> tuple[tuple, tuple] | None:
+    return feature_sets(cell.model, cell.task, cell.task_version, cell.method, cell.method_params, cell.hparams,
+                        cell.budget, single_task=cell.schedule is None)
 
 
-def _encoder_pass(ff: dict) -> tuple[bool, bool]:
-    """(timed the whole training set, timed the whole dev set): the record's extract_s / eval_extract_s are an
-    encoder pass over that data only where the run computed every split of it (a split found cached takes
-    milliseconds). Records from before the per-role counts: only where nothing was cached."""
+def encoder_pass_s(ff: dict | None) -> float:
+    """Seconds of a probe run's frozen encoder pass (its record's `frozen_features`), which its train + eval time
+    includes (harness/train/recipe.py); 0 for any other run."""
+    return (ff.get("extract_s") or 0.0) + (ff.get("eval_extract_s") or 0.0) if ff else 0.0
+
+
+def _timed_passes(ff: dict) -> dict[str, bool]:
+    """{role: the record's time for it is an encoder pass over all of that data}: only where the run computed
+    every split of it (a split found cached takes milliseconds). Older records: the role counts from the totals
+    (training counts only: dev = total - training; none: only where nothing was cached)."""
     computed, cached = ff.get("splits_computed") or 0, ff.get("splits_cached") or 0
     if "train_splits_computed" not in ff:
-        whole = computed > 0 and cached == 0
-        return whole, whole
-    train_computed, train_cached = ff["train_splits_computed"], ff.get("train_splits_cached") or 0
-    return (train_computed > 0 and train_cached == 0,
-            computed - train_computed > 0 and cached - train_cached == 0)
+        return dict.fromkeys(ROLES, computed > 0 and cached == 0)
+    out = {}
+    for role in ROLES:
+        done = ff.get(f"{role}_splits_computed")
+        found = ff.get(f"{role}_splits_cached")
+        if done is None:   # training counts only
+            done, found = computed - ff["train_splits_computed"], cached - (ff.get("train_splits_cached") or 0)
+        out[role] = done > 0 and not found
+    return out
 
 
 # what `observation` reads of a run's result besides its identity (model, method, task, hparams, env, processes)
@@ -138,16 +153,16 @@ def observation(row) -> Observation | None:
     # the encoder's one pass counts as training / evaluation time in the record (harness/train/recipe.py): take it
     # out of the per-epoch rates, and keep it as a rate per example of the data it went over
     examples = row.train_time_s / train
-    train = max(row.train_time_s - ff.get("extract_s", 0.0), 0.0) / examples
+    train = max(row.train_time_s - (ff.get("extract_s") or 0.0), 0.0) / examples
     if evals is not None:
-        evals = max(row.eval_time_s - ff.get("eval_extract_s", 0.0), 0.0) / (row.eval_examples * evaluations)
-    whole_train, whole_eval = _encoder_pass(ff)
+        evals = max(row.eval_time_s - (ff.get("eval_extract_s") or 0.0), 0.0) / (row.eval_examples * evaluations)
+    timed = _timed_passes(ff)
     return Observation(row.model, row.method, task_kind(row.task), str(hp.get("mixed_precision", "auto")),
                        str(env.get("device") or "unknown device"), train, evals, features=True,
-                       extract_s_per_example=(ff.get("extract_s", 0.0) / row.train_examples
-                                              if whole_train and row.train_examples else None),
-                       eval_extract_s_per_example=(ff.get("eval_extract_s", 0.0) / row.eval_examples
-                                                   if whole_eval and row.eval_examples else None))
+                       extract_s_per_example=((ff.get("extract_s") or 0.0) / row.train_examples
+                                              if timed["train"] and row.train_examples else None),
+                       eval_extract_s_per_example=((ff.get("eval_extract_s") or 0.0) / row.eval_examples
+                                                   if timed["eval"] and row.eval_examples else None))
 
 
 def stored_observations(store, suite: str | None = None) -> list[Observation]:
@@ -170,9 +185,10 @@ def stored_observations(store, suite: str | None = None) -> list[Observation]:
     return [o for o in map(observation, rows) if o is not None]
 
 
-def stored_feature_sets(store) -> set[tuple]:
-    """The feature sets (feature_set) a completed run in `store` computed or read: their encoder output is in the
-    cache the store's workers share, so no later cell runs that pass again."""
+def stored_feature_sets(store, device: str | None = None) -> set[tuple]:
+    """The feature sets (feature_sets, each role apart) that a completed run in `store` on `device` (None: any)
+    computed or read: their encoder output is in the cache, so no later cell runs that pass again. This assumes the
+    workers of a store share one cache folder (`<output dir>/cache`, the default layout)."""
     from sqlalchemy import select
 
     from harness.store.schema import RunRecord as R
@@ -180,17 +196,18 @@ def stored_feature_sets(store) -> set[tuple]:
     frozen = methods_with("frozen_encoder")
     if store is None or not frozen or not store.columns():
         return set()
-    stmt = select(R.model, R.task, R.task_version, R.method, R.method_params, R.hparams, R.budget, R.regime,
+    stmt = select(R.model, R.task, R.task_version, R.method, R.method_params, R.hparams, R.budget, R.regime, R.env,
                   R.extra["frozen_features"].label("frozen_features")).where(
         R.status == Status.COMPLETED.value, R.parent_id.is_(None), R.method.in_(frozen))
     with store.engine.connect() as conn:
         rows = conn.execute(stmt).all()
     out = set()
     for r in rows:
-        if r.frozen_features:   # the run took the cached path (it may not: e.g. a checkpoint whose pooler trains)
-            out.add(feature_set(r.model, r.task, r.task_version, r.method, r.method_params, r.hparams, r.budget,
-                                single_task=r.regime is None))
-    return out - {None}
+        # the run took the cached path (it may not: e.g. a checkpoint whose pooler trains), on this device
+        if r.frozen_features and (device is None or (r.env or {}).get("device") == device):
+            out.update(feature_sets(r.model, r.task, r.task_version, r.method, r.method_params, r.hparams, r.budget,
+                                    single_task=r.regime is None) or ())
+    return out
 
 
 def devices(observations: list[Observation]) -> dict[str, int]:
@@ -227,11 +244,16 @@ class Rate:
     rel: float        # relative uncertainty (>= the level's floor)
     n: int
     level: str
-    # from runs that read cached frozen features: train_s / eval_s are the head's, these the encoder's one pass
-    # per training / dev example (None: none of the runs timed it)
+    # from runs that read cached frozen features: train_s / eval_s are the head's. The encoder's one pass per
+    # training / dev example (_pass_rates; None: no run says)
     features: bool = False
     extract_s: float | None = None
     eval_extract_s: float | None = None
+
+
+def _mean(values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.fmean(values) if values else None
 
 
 def spread(values: list[float]) -> float:
@@ -242,31 +264,42 @@ def spread(values: list[float]) -> float:
     return statistics.stdev(values) / mean if mean > 0 else 0.0
 
 
-def _mean(values: list) -> float | None:
-    values = [v for v in values if v is not None]
-    return statistics.fmean(values) if values else None
+def _pass_rates(levels: list[list[Observation]]) -> tuple[float | None, float | None]:
+    """A frozen encoder's pass per training and per dev example: from the best-matching runs that timed one (a
+    role none of them timed: the other role's), else the best-matching runs' forward pass per dev example where
+    they ran their encoder at every step (what one example's pass costs); (None, None) when no run says."""
+    for hits in levels:
+        train = _mean([o.extract_s_per_example for o in hits])
+        dev = _mean([o.eval_extract_s_per_example for o in hits])
+        if train is not None or dev is not None:
+            return (train if train is not None else dev), (dev if dev is not None else train)
+    for hits in levels:
+        forward = _mean([o.eval_s_per_example for o in hits if not o.features])
+        if forward is not None:
+            return forward, forward
+    return None, None
 
 
 def rate_for(observations: list[Observation], model: str, method: str, kind: str, precision: str,
              device: str | None, features: bool = False) -> Rate | None:
     """The rate of the best match level with any run (MATCH_LEVELS), on `device` (None: any device). Within a
     level, runs that took the same path as the cell (`features`: it reads cached frozen features) are preferred:
-    a head's rate alone says little about a cell that runs its encoder every step, and the reverse."""
+    a head's rate alone says little about a cell that runs its encoder every step, and the reverse. The encoder
+    pass's rates (for a cell that reads features, or one predicted from runs that did) come from _pass_rates."""
     pool = [o for o in observations if device is None or o.device == device]
     tests = {"exact": lambda o: (o.model, o.method, o.kind, o.precision) == (model, method, kind, precision),
              "model+method": lambda o: (o.model, o.method) == (model, method),
              "model": lambda o: o.model == model}
-    for level in MATCH_LEVELS:
-        hits = [o for o in pool if tests[level](o)]
+    levels = {level: [o for o in pool if tests[level](o)] for level in MATCH_LEVELS}
+    for level, hits in levels.items():
         if hits:
             hits = [o for o in hits if o.features == features] or hits   # one path only, either way
             train = [o.train_s_per_example for o in hits]
             evals = [o.eval_s_per_example for o in hits if o.eval_s_per_example is not None]
-            passes = [[o.extract_s_per_example for o in hits if o.extract_s_per_example is not None],
-                      [o.eval_extract_s_per_example for o in hits if o.eval_extract_s_per_example is not None]]
-            rel = max(spread(train), spread(evals), *map(spread, passes), UNCERTAINTY_FLOOR[level])
+            rel = max(spread(train), spread(evals), UNCERTAINTY_FLOOR[level])
+            passes = (_pass_rates(list(levels.values())) if features or hits[0].features else (None, None))
             return Rate(statistics.fmean(train), _mean(evals), rel, len(hits), level, features=hits[0].features,
-                        extract_s=_mean(passes[0]), eval_extract_s=_mean(passes[1]))
+                        extract_s=passes[0], eval_extract_s=passes[1])
     return None
 
 
@@ -304,6 +337,7 @@ class DataSizes:
     def __init__(self, store=None, data_dir: str | None = None):
         self.data_dir = data_dir
         self.known: dict[tuple, int] = {}
+        self.parts: dict[tuple, list[int] | None] = {}
         if store is not None and store.columns():
             from sqlalchemy import select
 
@@ -318,7 +352,8 @@ class DataSizes:
                     if ev:
                         self.known[("eval", task, budget.get("max_eval_samples"))] = ev
 
-    def _local(self, task_name: str, split: str) -> int | None:
+    def _local(self, task_name: str, split: str) -> list[int] | None:
+        """Examples per file of the split (dev: one per dev split) in the local TSV files."""
         from harness.spec.tasks import get_task
 
         if not self.data_dir:
@@ -327,16 +362,19 @@ class DataSizes:
         files = [task.local_train] if split == "train" else [s.local_file for s in task.eval_splits]
         counts = [_count_rows(os.path.join(self.data_dir, task.local_dir, f), task.local_header) for f in files
                   if f.endswith(".tsv")]
-        return sum(counts) if counts and None not in counts else None
+        return counts if counts and None not in counts else None
 
     def size(self, split: str, task: str, cap: int | None) -> int | None:
+        """Examples of the split under the cap, which applies to each dev split apart (harness/train/loaders.py)."""
         if (split, task, cap) in self.known:
             return self.known[(split, task, cap)]
+        if (split, task) not in self.parts:   # a grid asks once per cell: read the files once
+            self.parts[(split, task)] = self._local(task, split)
+        parts = self.parts[(split, task)]
+        if parts is not None:
+            self.known[(split, task, None)] = sum(parts)
+            return sum(min(n, cap) for n in parts) if cap else sum(parts)
         full = self.known.get((split, task, None))
-        if full is None:
-            full = self._local(task, split)
-            if full is not None:
-                self.known[(split, task, None)] = full
         if full is None:
             return cap
         return min(full, cap) if cap else full

@@ -146,6 +146,15 @@ def get_method(name: str) -> MethodSpec:
 POOLED_HEAD_KINDS = ("classification",)
 
 
+def reads_cached_features(method: MethodSpec, params: dict, kinds: tuple[str, ...], single_task: bool) -> bool:
+    """Whether a cell of this method variant trains its head on frozen features computed once and cached
+    (harness/train/features.py), as far as its plan says: the method freezes everything below the head, every
+    task's head reads one vector per example, and the cell trains one task (sequential and multi-task cells hand
+    on or share a live encoder). The model itself can still refuse it (a checkpoint whose pooler must train)."""
+    return (method.frozen_encoder and method.trains(params) and single_task and bool(kinds)
+            and all(k in POOLED_HEAD_KINDS for k in kinds))
+
+
 def variant_problem(method: str, params: dict, kinds: tuple[str, ...] = (), single_task: bool = True,
                     sizes: dict | None = None) -> tuple[str, str] | None:
     """(parameter, why) when this method variant cannot run on cells of these task kinds (or on a model of these

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from harness.spec import layout
-from harness.spec.methods import variant_problem
+from harness.spec.methods import reads_cached_features, variant_problem
 from harness.tasks.data import lengths
 
 POOLINGS = ("cls", "mean")
@@ -125,34 +125,35 @@ class FrozenFeatures:
     cache_dir: str | None
     extract_s: float = 0.0      # encoder time spent by this cell on training features (counted as training)
     eval_extract_s: float = 0.0  # ... and on dev features (counted as evaluation)
-    loaded: int = 0             # splits found cached (memory or disk), so not computed by this cell
-    computed: int = 0
-    computed_train: int = 0     # ... of which training splits
-    loaded_train: int = 0
+    # splits per role ("train", "eval"): found cached (memory or disk), or computed by this cell's encoder
+    loaded: dict = dataclasses.field(default_factory=lambda: {"train": 0, "eval": 0})
+    computed: dict = dataclasses.field(default_factory=lambda: {"train": 0, "eval": 0})
 
     def record(self) -> dict:
-        # per role too: a time estimate reads extract_s as the encoder's pass over the training set only where
-        # this cell computed all of it (harness/report/throughput.py), and eval_extract_s likewise for dev
+        # per role: a time estimate reads extract_s as the encoder's pass over the training data only where this
+        # cell computed all of it, and eval_extract_s likewise for dev (harness/report/throughput.py)
         return {"pooling": self.pooling, "extract_s": round(self.extract_s, 3),
-                "eval_extract_s": round(self.eval_extract_s, 3), "splits_cached": self.loaded,
-                "splits_computed": self.computed, "train_splits_computed": self.computed_train,
-                "train_splits_cached": self.loaded_train}
+                "eval_extract_s": round(self.eval_extract_s, 3), "splits_cached": sum(self.loaded.values()),
+                "splits_computed": sum(self.computed.values()),
+                **{f"{role}_splits_{what}": counts[role] for role in ("train", "eval")
+                   for what, counts in (("computed", self.computed), ("cached", self.loaded))}}
 
-    def _features(self, encoder, encoder_key: bytes, ds, collator, batch_size, precision, autocast, device):
+    def _features(self, role: str, encoder, encoder_key: bytes, ds, collator, batch_size, precision, autocast,
+                  device):
         columns = [c for c in ("input_ids", "token_type_ids", "attention_mask") if c in ds.column_names]
         key = hashlib.sha256(encoder_key + _table_digest(ds, columns)
                              + f"|{self.pooling}|{precision}".encode()).hexdigest()[:24]
         if key in _MEMORY:
             _MEMORY.move_to_end(key)
-            self.loaded += 1
+            self.loaded[role] += 1
             return _MEMORY[key]
         path = os.path.join(layout.features_dir(self.cache_dir), f"{key}.npy") if self.cache_dir else None
         if path and os.path.isfile(path):
             values = np.load(path)
-            self.loaded += 1
+            self.loaded[role] += 1
         else:
             values = encode(encoder, ds, collator, batch_size, self.pooling, autocast, device)
-            self.computed += 1
+            self.computed[role] += 1
             if path:
                 os.makedirs(os.path.dirname(path), exist_ok=True)
                 tmp = f"{path}.tmp{os.getpid()}.npy"
@@ -176,7 +177,8 @@ class FrozenFeatures:
         encoder_key = _encoder_digest(encoder)
 
         def as_features(ds, train: bool):
-            values = self._features(encoder, encoder_key, ds, collator, batch_size, precision, autocast, device)
+            values = self._features("train" if train else "eval", encoder, encoder_key, ds, collator, batch_size,
+                                    precision, autocast, device)
             lengths_ = lengths(ds)
             out = datasets.Dataset.from_dict({
                 "inputs_embeds": values, "labels": ds.data.column("labels").to_pylist(),
@@ -187,8 +189,6 @@ class FrozenFeatures:
 
         t0 = time.perf_counter()
         train_sets = [as_features(ds, True) for ds in train_sets]
-        # the loop's FLOP count adds the encoder passes that ran; the record says which role they served
-        self.computed_train, self.loaded_train = self.computed, self.loaded
         t1 = time.perf_counter()
         eval_sets = [[dataclasses.replace(es, dataset=as_features(es.dataset, False)) for es in sets] for sets in eval_sets]
         self.extract_s, self.eval_extract_s = t1 - t0, time.perf_counter() - t1
@@ -204,8 +204,8 @@ def plan(cell, method, kinds: list, model: nn.Module, single_task: bool,
     this model (a checkpoint lacking e.g. its pooler makes that pooler train: plain path). `pooling: mean`
     exists only on this path, so it is refused where the path does not apply."""
     pooling = pooling_of(cell.method_params)
-    if (method.frozen_encoder and all(k.pooled_head for k in kinds) and single_task
-            and method.trains(cell.method_params) and frozen_below_head(model)):
+    if (reads_cached_features(method, cell.method_params, tuple(k.name for k in kinds), single_task)
+            and frozen_below_head(model)):
         return FrozenFeatures(pooling, cache_dir)
     problem = variant_problem(cell.method, {**cell.method_params, "pooling": pooling},
                               tuple(k.name for k in kinds), single_task)

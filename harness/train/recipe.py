@@ -264,10 +264,10 @@ class CellRun:
         """The linear probe's encoder pass, where this cell ran it (not where the features came from the cache):
         training splits count as training FLOPs, dev splits as evaluation, as their time does."""
         bs, device, frozen = self.hp["eval_batch_size"], self.acc.device, self.frozen
-        if frozen.computed_train:
+        if frozen.computed["train"]:
             self.flops.extra_train += sum(encoder_pass_flops(encoder, ds, collator, bs, device) for ds in train_sets)
         n_eval = sum(len(sets) for sets in eval_sets)
-        computed_eval = frozen.computed - frozen.computed_train
+        computed_eval = frozen.computed["eval"]
         if computed_eval and n_eval:   # (all dev splits or none in practice: they are cached together)
             total = sum(encoder_pass_flops(encoder, es.dataset, collator, bs, device) for sets in eval_sets
                         for es in sets)

@@ -41,32 +41,44 @@ def _worker() -> Worker:
                   started_at=utcnow())
 
 
+def _finish(store, cell, train_s: float, eval_s: float, device: str = "CPU: Test x2", extra: dict | None = None):
+    """A completed run of one epoch over 100 training examples, 50 dev examples scored once."""
+    claim = store.start(cell, cell.config(), "test", None, worker=_worker())
+    store.finish(claim, Status.COMPLETED, {
+        "train_time_s": train_s, "train_examples_per_s": 100 / train_s, "eval_time_s": eval_s, "steps": 10,
+        "epochs_done": 1.0, "train_examples": 100, "eval_examples": 50, "env": {"device": device}, "extra": extra})
+
+
+def _ff(extract: float, eval_extract: float, computed: bool) -> dict:
+    return {"frozen_features": {
+        "pooling": "cls", "extract_s": extract, "eval_extract_s": eval_extract, "splits_cached": 0 if computed else 2,
+        "splits_computed": 2 if computed else 0, "train_splits_computed": int(computed),
+        "train_splits_cached": int(not computed), "eval_splits_computed": int(computed),
+        "eval_splits_cached": int(not computed)}}
+
+
 @pytest.fixture()
 def probes(db_url, tmp_path, monkeypatch):
     """Two completed probe cells of PAST (seed 3 queued, pending) on "CPU: Test x2", each 100 RTE examples for one
     epoch and 50 scored once. Seed 1 computed the features: its encoder took 5.0 s over the 100 training examples
     and 2.5 s over the 50 dev ones (0.05 s per example each), its head 1.0 s and 1.0 s (0.01 s per training
-    example, 0.02 s per dev example). Seed 2 found them cached (10 ms each) and its head took the same."""
+    example, 0.02 s per dev example). Seed 2 found them cached (10 ms each) and its head took the same. Three
+    full fine-tuning runs of another suite on "GPU: Fake" make that the store's main device."""
     monkeypatch.delenv("HARNESS_DATA_DIR", raising=False)   # sizes from the stored runs, not the files
     store = Store(db_url)
     cells = {c.seed: c for c in parse_suite(PAST, "past.yaml").cells()}
-    for seed, extract, eval_extract, computed in [(1, 5.0, 2.5, 1), (2, 0.01, 0.01, 0)]:
-        claim = store.start(cells[seed], cells[seed].config(), "test", None, worker=_worker())
-        train_s = 1.0 + extract
-        store.finish(claim, Status.COMPLETED, {
-            "train_time_s": train_s, "train_examples_per_s": 100 / train_s, "eval_time_s": 1.0 + eval_extract,
-            "steps": 10, "epochs_done": 1.0, "train_examples": 100, "eval_examples": 50,
-            "env": {"device": "CPU: Test x2"},
-            "extra": {"frozen_features": {"pooling": "cls", "extract_s": extract, "eval_extract_s": eval_extract,
-                                          "splits_cached": 2 - 2 * computed, "splits_computed": 2 * computed,
-                                          "train_splits_computed": computed, "train_splits_cached": 1 - computed}}})
+    _finish(store, cells[1], 1.0 + 5.0, 1.0 + 2.5, extra=_ff(5.0, 2.5, computed=True))
+    _finish(store, cells[2], 1.0 + 0.01, 1.0 + 0.01, extra=_ff(0.01, 0.01, computed=False))
+    # more runs on another device, in another suite: the store's main device is not this suite's
+    for cell in parse_suite(PAST.replace("past", "gpu").replace("linear_probe", "full"), "gpu.yaml").cells():
+        _finish(store, cell, 0.5, 0.25, device="GPU: Fake")
     store.enqueue([cells[3]])
     return write_suite(tmp_path / "past.yaml", PAST), write_suite(tmp_path / "next.yaml", NEXT), db_url, store
 
 
 def test_estimate_charges_the_encoder_pass_to_the_first_cell_of_each_feature_set(probes):
     _, next_suite, url, _ = probes
-    r = call_cli("estimate", next_suite, "--from-store", url, "--json")
+    r = call_cli("estimate", next_suite, "--from-store", url, "--json", "--device", "CPU")
     assert r.returncode == 0, r.stderr
     e = json.loads(r.stdout)
     cells = {(c["label"].split()[2], c["label"].split()[-1]): c for c in e["cells"]}
@@ -86,7 +98,7 @@ def test_estimate_charges_the_encoder_pass_to_the_first_cell_of_each_feature_set
     assert full["level"] == "model" and full["seconds"] == pytest.approx(19.0)
     assert full["plus_minus"] == pytest.approx(0.6 * 19.0)
     assert e["seconds"] == pytest.approx(4 + 4 + 11.5 + 4 + 19 + 19)
-    text = call_cli("estimate", next_suite, "--from-store", url).stdout
+    text = call_cli("estimate", next_suite, "--from-store", url, "--device", "CPU").stdout
     assert text.count("its frozen encoder's one pass 7.5 s") == 1, text
 
 
@@ -95,12 +107,78 @@ def test_status_and_the_board_count_the_probes_left_without_the_pass_already_mad
     status = json.loads(call_cli("status", past_suite, "--db", url, "--json").stdout)["estimate"]
     (group,) = status["groups"]
     # seed 3 reads the features seed 1 cached: its head alone, 100 x 0.01 + 50 x 0.02 = 2 s (the completed cells'
-    # mean, 9.5 and 2.02 s, would say 5.76 s)
+    # mean, 9.5 and 2.02 s, would say 5.76 s), on this suite's device (the store's main one, the GPU, not)
     assert group["left"] == 1 and group["source"] == "stored" and group["work_s"] == pytest.approx(2.0)
     assert status["left_s"] == pytest.approx(2.0)
     # the board, from the rows alone: each completed cell less its encoder pass, 2.0 and 2.0 s, for the one left
     board = time_left_from_rows(store, "past")
     assert board["seconds_left"] == pytest.approx(2.0)
+
+
+def test_a_pass_no_run_timed_is_never_charged_as_zero_and_each_data_split_is_charged_apart(db_url, tmp_path,
+                                                                                           monkeypatch):
+    monkeypatch.delenv("HARNESS_DATA_DIR", raising=False)
+    store = Store(db_url)
+    past = {c.seed: c for c in parse_suite(PAST, "past.yaml").cells()}
+    # one probe run, which found its features cached (its cache came from elsewhere): head rates 0.01 / 0.02 s
+    # per example, no pass timed
+    _finish(store, past[2], 1.0 + 0.01, 1.0 + 0.01, extra=_ff(0.01, 0.01, computed=False))
+    suite = write_suite(tmp_path / "next.yaml", NEXT.replace("[3, 4]", "[3]").replace(
+        "{epochs: 2, max_train_samples: 100, max_eval_samples: 50}",
+        "{epochs: 2, max_train_samples: 100, max_eval_samples: 50}, {epochs: 2, max_train_samples: 100, "
+        "max_eval_samples: 40}"))
+
+    def cells():
+        r = call_cli("estimate", suite, "--from-store", db_url, "--json")
+        assert r.returncode == 0, r.stderr
+        return {(c["label"].split()[2], c["label"].split()[-2]): c for c in json.loads(r.stdout)["cells"]}
+
+    e = cells()
+    cls = ("linear_probe(pooling=cls)", "[epochs=2,max_train_samples=100,max_eval_samples=50]")
+    assert e[cls]["seconds"] == pytest.approx(4.0)   # the stored run read these features: cached
+    # a new feature set (mean pooling), and full fine-tuning from a probe's head: no run says what the pass costs
+    for method in ("linear_probe(pooling=mean)", "full"):
+        c = e[(method, cls[1])]
+        assert c["seconds"] is None and c["why"] == "no stored run of minilm timed its encoder's pass", c
+    # a full fine-tuning run (its forward pass: 0.03 s per dev example scored) stands in for the pass
+    full = parse_suite(PAST.replace("linear_probe", "full"), "past.yaml").cells()[0]
+    _finish(store, full, 10.0, 1.5)
+    e = cells()
+    mean = e[("linear_probe(pooling=mean)", cls[1])]
+    # 4 s of head + the pass over 100 training and 50 dev examples at 0.03 s each = 4 + 4.5 s
+    assert mean["seconds"] == pytest.approx(8.5) and mean["encoder_pass_s"] == pytest.approx(4.5)
+    # 40 dev examples instead of 50: the training features are the cached ones, the dev features are new:
+    # 200 x 0.01 + 80 x 0.02 of head + 40 x 0.03 of the dev pass only
+    capped = e[("linear_probe(pooling=cls)", "[epochs=2,max_train_samples=100,max_eval_samples=40]")]
+    assert capped["seconds"] == pytest.approx(2.0 + 1.6 + 1.2) and capped["encoder_pass_s"] == pytest.approx(1.2)
+
+
+def test_a_record_says_which_passes_it_timed_old_records_included():
+    """The rates a probe's record gives: the head's, and the encoder's pass per example only for the data this run
+    computed (records from before the per-role counts: only where nothing was cached)."""
+    from types import SimpleNamespace
+
+    from harness.report.throughput import observation
+
+    def obs(ff):
+        return observation(SimpleNamespace(
+            model="m", method="linear_probe", task="rte", hparams={}, env={"device": "d"}, num_processes=1,
+            train_time_s=6.0, train_examples_per_s=100 / 6.0, eval_time_s=3.5, steps=10, epochs_done=1.0,
+            train_examples=100, eval_examples=50, frozen_features=ff))
+
+    both = {"extract_s": 5.0, "eval_extract_s": 2.5}
+    new = obs({**both, "splits_computed": 1, "splits_cached": 1, "train_splits_computed": 1,
+               "train_splits_cached": 0, "eval_splits_computed": 0, "eval_splits_cached": 1})
+    assert (new.train_s_per_example, new.eval_s_per_example) == pytest.approx((0.01, 0.02))
+    assert new.extract_s_per_example == pytest.approx(0.05) and new.eval_extract_s_per_example is None
+    middle = obs({**both, "splits_computed": 1, "splits_cached": 1, "train_splits_computed": 0,
+                  "train_splits_cached": 1})   # the training counts only: dev = total - training
+    assert middle.extract_s_per_example is None and middle.eval_extract_s_per_example == pytest.approx(0.05)
+    oldest = obs({**both, "splits_computed": 2, "splits_cached": 0})
+    assert (oldest.extract_s_per_example, oldest.eval_extract_s_per_example) == pytest.approx((0.05, 0.05))
+    mixed = obs({**both, "splits_computed": 1, "splits_cached": 1})   # which split was which: unknown
+    assert (mixed.extract_s_per_example, mixed.eval_extract_s_per_example) == (None, None)
+    assert mixed.features and mixed.train_s_per_example == pytest.approx(0.01)
 
 
 def test_a_worker_predicts_a_probe_on_cached_features_from_the_head_alone(tmp_path, tiny_bert, small_glue):
@@ -122,15 +200,22 @@ hparams: {{batch_size: 8, learning_rate: 1e-2}}
     assert proc.returncode == 0, proc.stderr[-3000:]
     first, second, third = sorted(Store(db).records("tiny"), key=lambda r: r.finished_at)
     ff = first.extra["frozen_features"]
-    assert ff["train_splits_computed"] == 1 and ff["splits_computed"] == 2
-    assert second.extra["frozen_features"]["splits_computed"] == 0
+    assert (ff["train_splits_computed"], ff["eval_splits_computed"], ff["splits_computed"]) == (1, 1, 2)
+    for later in (second, third):
+        assert later.extra["frozen_features"]["splits_computed"] == 0
+        assert (later.extra["frozen_features"]["train_splits_cached"],
+                later.extra["frozen_features"]["eval_splits_cached"]) == (1, 1)
     # 48 training examples x 2 epochs, 21 dev examples x 2 evaluations, at the first cell's head rates
     head_train = (first.train_time_s - ff["extract_s"]) / (2 * first.train_examples)
     head_eval = (first.eval_time_s - ff["eval_extract_s"]) / (2 * first.eval_examples)
     assert first.train_examples == 48 and first.eval_examples == 21
     assert second.predicted_time_s == pytest.approx(96 * head_train + 42 * head_eval, rel=1e-6)
-    # the uncached rate (encoder included) would have charged the pass to every epoch
-    assert second.predicted_time_s < 96 / first.train_examples_per_s + first.eval_time_s
+    # the third: the mean of the two head rates before it (the second's pass took milliseconds: out too)
+    ff2 = second.extra["frozen_features"]
+    head_train2 = (second.train_time_s - ff2["extract_s"]) / (2 * second.train_examples)
+    head_eval2 = (second.eval_time_s - ff2["eval_extract_s"]) / (2 * second.eval_examples)
+    assert third.predicted_time_s == pytest.approx(96 * (head_train + head_train2) / 2
+                                                   + 42 * (head_eval + head_eval2) / 2, rel=1e-6)
 
 
 def test_a_pilot_of_a_probe_measures_its_pass_apart(tmp_path, tiny_bert, small_glue):
