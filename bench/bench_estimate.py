@@ -65,7 +65,8 @@ def table(cells, predicted: dict, actual: dict) -> list[str]:
             row[0] += predicted[c.key]
             row[1] += actual[c.key]
             row[2] += 1
-    lines = [f"| {task} {label} | {n} | {p:.1f} | {a:.1f} | {p / a:.2f} |" for (task, label), (p, a, n) in by.items()]
+    lines = [f"| {task} {label} | {n} | {p:.1f} | {a:.1f} | {p / a if a else float('nan'):.2f} |"
+             for (task, label), (p, a, n) in by.items()]
     p, a = sum(v[0] for v in by.values()), sum(v[1] for v in by.values())
     if not a:
         raise SystemExit("no cell has both a prediction and a measured time")

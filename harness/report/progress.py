@@ -13,13 +13,15 @@ its set that no completed run in the store (on the device) computed, and every c
 
 from __future__ import annotations
 
+import logging
 import statistics
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 
 from harness.report.throughput import (MATCH_LEVELS, UNCERTAINTY_FLOOR, CellPlan, DataSizes, Observation, Rate,
-                                       ROLES, cell_feature_sets, encoder_pass_s, spread, devices, observation,
-                                       pick_device, plan_cell, rate_for, stored_feature_sets, stored_observations,
-                                       task_kind)
+                                       ROLES, cell_feature_sets, device_of, encoder_pass_s, spread, devices,
+                                       observation, pick_device, plan_cell, rate_for, stored_feature_sets,
+                                       stored_observations, task_kind, timed_passes)
 from harness.spec.status import CellState
 
 __all__ = ["MATCH_LEVELS", "UNCERTAINTY_FLOOR", "CellEstimate", "CellPlan", "DataSizes", "Estimate", "Observation",
@@ -70,7 +72,7 @@ def predict(cell, plan: CellPlan | None, rate: Rate | None, features: bool = Fal
     if rate is None:
         return unknown(f"no stored run of {cell.model}")
     train_s, eval_s, once = rate.train_s, rate.eval_s or 0.0, None
-    needs_pass = (rate.features and not features) or (rate.features and passes)
+    needs_pass = rate.features and (not features or bool(passes))
     if needs_pass and rate.extract_s is None:
         return unknown(f"no stored run of {cell.model} timed its encoder's pass")
     if rate.features and not features:
@@ -84,7 +86,8 @@ def predict(cell, plan: CellPlan | None, rate: Rate | None, features: bool = Fal
     if cell.budget.get("time_limit_min"):   # training stops at the time limit (which counts evaluations too: a bound)
         train = min(train, 60.0 * cell.budget["time_limit_min"])
     seconds = train + plan.eval_examples * eval_s + (once or 0.0)
-    return CellEstimate(cell.key, cell.label, seconds, seconds * rate.rel, rate.level, rate.n, encoder_pass_s=once)
+    rel = max(rate.rel, rate.pass_rel) if needs_pass else rate.rel
+    return CellEstimate(cell.key, cell.label, seconds, seconds * rel, rate.level, rate.n, encoder_pass_s=once)
 
 
 def estimate(cells, store=None, *, device: str | None = None, data_dir: str | None = None,
@@ -110,7 +113,8 @@ def estimate(cells, store=None, *, device: str | None = None, data_dir: str | No
         passes = tuple(role for role, key in zip(ROLES, keys or ()) if key not in cached)
         est = predict(cell, plan_cell(cell, sizes), rates[match], features=keys is not None, passes=passes)
         out.cells.append(est)
-        cached.update(keys or ())   # the grid's later cells of these sets read them
+        if est.seconds is not None:   # the grid's later cells of these sets read them (a first cell without an
+            cached.update(keys or ())   # estimate leaves its pass to the next: never dropped)
         if est.seconds is None:
             out.missing += 1
             continue
@@ -124,8 +128,6 @@ def predict_claimed(store, claim, cell, device: str, data_dir: str | None) -> fl
     """At a claim: the cell's predicted train + eval seconds from the store's completed runs on this very device
     (none there: no prediction), written into its row (Store.predict). Advice only: any failure to predict is
     logged and the cell trains anyway."""
-    import logging
-
     try:
         obs = [o for o in stored_observations(store) if o.device == device]
         if not obs:
@@ -189,19 +191,53 @@ def cell_time_s(rec) -> float | None:
     return rec.train_time_s + (rec.eval_time_s or 0.0)
 
 
+def _suite_fallback(g: dict, made: set):
+    """A (method, task) group's prediction for a cell left that the store does not predict: the mean time of its
+    completed cells, and its relative uncertainty. A linear probe's cells: the mean without their encoder pass
+    (what a later cell of a feature set takes), plus the group's measured pass for each feature set not made yet
+    (by a completed cell of the suite, a stored run, or an earlier cell left, which is charged it); a set whose
+    pass no completed cell timed leaves its cells without a prediction (None, 0)."""
+    heads, passes = [], {role: [] for role in ROLES}
+    for cell, rec in g["done"]:
+        ff = (rec.extra or {}).get("frozen_features")
+        heads.append(cell_time_s(rec) - encoder_pass_s(ff))
+        if ff:
+            made.update(cell_feature_sets(cell) or ())
+            timed = timed_passes(ff)
+            passes["train"] += [ff["extract_s"]] if timed["train"] else []
+            passes["eval"] += [ff["eval_extract_s"]] if timed["eval"] else []
+    times = heads if g["probe"] else g["times"]
+    mean = statistics.fmean(times) if times else None
+    rel = max(spread(times), UNCERTAINTY_FLOOR["suite"]) if times else 0.0
+
+    def predict_left(cell) -> tuple[float | None, float]:
+        keys = cell_feature_sets(cell)
+        if mean is None or keys is None:
+            return mean, rel
+        new = [role for role, key in zip(ROLES, keys) if key not in made]
+        if any(not passes[role] for role in new):
+            return None, 0.0
+        made.update(keys)
+        return mean + sum(statistics.fmean(passes[role]) for role in new), rel
+
+    return predict_left
+
+
 def time_left(store, suite, *, num_processes: int = 1, lease_timeout: float | None = None, states=None) -> dict:
     """The time left of a suite in progress. Per (method, task): the mean time of this suite's completed cells of
     it x its cells still to run (pending, stale, running: a running one less the time it has run); a (method,
-    task) with no completed cell yet is predicted from stored throughput (`estimate`, on the device of this suite's
-    completed cells), and so are cells that read cached frozen features (a mean would spread the one cell that ran
-    the encoder over the others, which do not; where the store predicts none, their completed cells' mean without
-    the pass). The work left is divided by the live workers (distinct workers holding a lease with a fresh
-    heartbeat; none: as if one).
+    task) with no completed cell yet is predicted from stored throughput (`estimate`, on the device of this
+    suite's completed cells), and so are the cells that read cached frozen features (a mean would spread the one
+    cell that ran the encoder over the others, which do not). A cell the store does not predict takes its group's
+    mean (_suite_fallback: a probe's without the pass, plus the group's measured pass where its set is new). The
+    work left is divided by the live workers (distinct workers holding a lease with a fresh heartbeat; none: as
+    if one).
 
     Returns {"counts": {state: n, "total": n}, "live_workers": n, "groups": [{method, task, completed, left,
-    mean_s, work_s, source: "suite" | "stored" | "stored+suite" | None}], "work_s": seconds of work left,
-    "left_s": wall seconds left (work / workers; None when no cell left has an estimate), "plus_minus_s",
-    "unestimated": cells left without an estimate, "actual_s": train + eval of the completed cells, "predicted_s" / "predicted_actual_s" / "ratio": the completed cells that have a
+    mean_s, work_s, source: "suite" | "stored" | "stored+suite" (cell by cell) | None}], "stored_device",
+    "work_s": seconds of work left, "left_s": wall seconds left (work / workers; None when no cell left has an
+    estimate), "plus_minus_s", "unestimated": cells left without an estimate, "actual_s": train + eval of the
+    completed cells, "predicted_s" / "predicted_actual_s" / "ratio": the completed cells that have a
     predicted_time_s, their predicted sum, actual sum and actual / predicted}. `states`: cell_states(...) when the
     caller has them."""
     from harness.store.lease import utcnow
@@ -216,34 +252,33 @@ def time_left(store, suite, *, num_processes: int = 1, lease_timeout: float | No
     groups: dict[tuple, dict] = {}
     for cell, state, rec in states:
         g = groups.setdefault((cell.method, cell.task), {"method": cell.method, "task": cell.task, "times": [],
-                                                         "heads": [], "todo": []})
+                                                         "todo": [], "done": []})
         if state == CellState.COMPLETED and cell_time_s(rec) is not None:
             g["times"].append(cell_time_s(rec))
-            # without a linear probe's encoder pass: what a later cell of its feature set takes
-            g["heads"].append(cell_time_s(rec) - encoder_pass_s((rec.extra or {}).get("frozen_features")))
+            g["done"].append((cell, rec))
         elif state in (CellState.PENDING, CellState.STALE, CellState.RUNNING):
             ran = 0.0
             if state == CellState.RUNNING and rec.started_at is not None:
                 ran = max(0.0, (utcnow() - rec.started_at).total_seconds())
             g["todo"].append((cell, ran, state))
-
     for g in groups.values():
-        g["stored"] = not g["times"] or any(cell_feature_sets(c) is not None for c, _, _ in g["todo"])
-    # running cells first: the one computing a feature set's pass now is the one charged for it
-    need = [(c, state == CellState.RUNNING) for g in groups.values() if g["stored"] for c, _, state in g["todo"]]
-    need_stored = [c for c, running in need if running] + [c for c, running in need if not running]
-    stored = {}
+        g["todo"].sort(key=lambda t: t[2] != CellState.RUNNING)   # the cell computing a pass now is charged it
+        g["probe"] = any(cell_feature_sets(c) is not None for c, _, _ in g["todo"])
+        g["stored"] = not g["times"] or g["probe"]
+
+    need_stored = [c for g in groups.values() if g["stored"] for c, _, _ in g["todo"]]
+    stored, stored_device, made = {}, None, set()
     if need_stored and store is not None:
-        done_devices = [(rec.env or {}).get("device") for _, state, rec in states if state == CellState.COMPLETED]
-        device = max(set(done_devices) - {None}, key=done_devices.count, default=None)   # this suite's, if any
         try:
-            try:
-                est = estimate(need_stored, store, device=device, data_dir=suite.data_dir())
-            except ValueError:   # that device has no usable stored time: the store's main one
-                est = estimate(need_stored, store, data_dir=suite.data_dir())
-            stored = {e.key: e for e in est.cells}
-        except Exception:   # noqa: BLE001 -- advice only: the suite's own means below
-            stored = {}
+            obs = stored_observations(store)
+            # on the device of this suite's completed cells where the store has times of it, else its main one
+            mine = Counter(device_of(rec.env) for _, state, rec in states if state == CellState.COMPLETED)
+            device = next((d for d, _ in mine.most_common() if d in {o.device for o in obs}), None)
+            est = estimate(need_stored, store, device=device, data_dir=suite.data_dir(), observations=obs)
+            stored, stored_device = {e.key: e for e in est.cells}, est.device
+            made = stored_feature_sets(store, stored_device)
+        except Exception as exc:   # noqa: BLE001 -- advice only: the suite's own means below
+            logging.getLogger(__name__).warning("time left: no estimate from stored throughput: %s", exc)
 
     out_groups, work = [], 0.0
     plus_minus, unestimated = 0.0, 0
@@ -251,28 +286,25 @@ def time_left(store, suite, *, num_processes: int = 1, lease_timeout: float | No
         entry = {"method": g["method"], "task": g["task"], "completed": len(g["times"]), "left": len(g["todo"]),
                  "mean_s": None, "work_s": None, "source": None}
         if g["todo"]:
-            # a probe's later cells take its head's time (g["heads"]); any other cell its group's mean
-            times = g["heads"] if g["stored"] else g["times"]
-            mean = statistics.fmean(times) if times else None
-            rel = max(spread(times), UNCERTAINTY_FLOOR["suite"]) if times else None
-            ests = [stored.get(c.key) if g["stored"] else None for c, _, _ in g["todo"]]
-            w = pm = 0.0
-            sources, predicted = set(), []
-            for e, (_, ran, _) in zip(ests, g["todo"]):
+            w, pm, sources, predicted = 0.0, 0.0, set(), []
+            fallback = _suite_fallback(g, made)
+            for cell, ran, _ in g["todo"]:
+                e = stored.get(cell.key) if g["stored"] else None
                 if e is not None and e.seconds is not None:
-                    w, pm = w + max(0.0, e.seconds - ran), pm + e.plus_minus
+                    seconds, err = e.seconds, e.plus_minus
                     sources.add("stored")
-                    predicted.append(e.seconds)
-                elif mean is not None:
-                    w, pm = w + max(0.0, mean - ran), pm + max(0.0, mean - ran) * rel
-                    sources.add("suite")
-                    predicted.append(mean)
+                    made.update(cell_feature_sets(cell) or ())   # its pass, if any, is in its estimate
                 else:
-                    unestimated += 1
+                    seconds, rel = fallback(cell)
+                    if seconds is None:
+                        unestimated += 1
+                        continue
+                    err = max(0.0, seconds - ran) * rel
+                    sources.add("suite")
+                w, pm = w + max(0.0, seconds - ran), pm + err
+                predicted.append(seconds)
             if predicted:
-                entry.update(mean_s=statistics.fmean(predicted), work_s=w,
-                             source="stored" if sources == {"stored"} else "suite" if sources == {"suite"}
-                             else "stored+suite")
+                entry.update(mean_s=statistics.fmean(predicted), work_s=w, source="+".join(sorted(sources)))
                 work += w
                 plus_minus += pm
         elif g["times"]:
@@ -287,6 +319,7 @@ def time_left(store, suite, *, num_processes: int = 1, lease_timeout: float | No
     actual_of_predicted = sum(cell_time_s(r) for r in both)
     return {
         "suite": suite.name, "counts": counts, "live_workers": len(live), "groups": out_groups,
+        "stored_device": stored_device,   # the device whose stored throughput predicted cells (None: none did)
         # None: cells are left and none of them has an estimate
         "work_s": work, "left_s": None if todo and unestimated == todo else work / workers,
         "plus_minus_s": plus_minus / workers,

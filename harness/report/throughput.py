@@ -107,7 +107,7 @@ def encoder_pass_s(ff: dict | None) -> float:
     return (ff.get("extract_s") or 0.0) + (ff.get("eval_extract_s") or 0.0) if ff else 0.0
 
 
-def _timed_passes(ff: dict) -> dict[str, bool]:
+def timed_passes(ff: dict) -> dict[str, bool]:
     """{role: the record's time for it is an encoder pass over all of that data}: only where the run computed
     every split of it (a split found cached takes milliseconds). Older records: the role counts from the totals
     (training counts only: dev = total - training; none: only where nothing was cached)."""
@@ -127,6 +127,11 @@ def _timed_passes(ff: dict) -> dict[str, bool]:
 # what `observation` reads of a run's result besides its identity (model, method, task, hparams, env, processes)
 RATE_FIELDS = ("train_time_s", "eval_time_s", "train_examples_per_s", "steps", "epochs_done", "train_examples",
                "eval_examples", "frozen_features")
+
+
+def device_of(env: dict | None) -> str:
+    """The device a run's `env` names, as estimates match it."""
+    return str((env or {}).get("device") or "unknown device")
 
 
 def observation(row) -> Observation | None:
@@ -149,16 +154,16 @@ def observation(row) -> Observation | None:
           else (getattr(row, "extra", None) or {}).get("frozen_features"))
     if not ff or not row.train_time_s:
         return Observation(row.model, row.method, task_kind(row.task), str(hp.get("mixed_precision", "auto")),
-                           str(env.get("device") or "unknown device"), train, evals)
+                           device_of(env), train, evals)
     # the encoder's one pass counts as training / evaluation time in the record (harness/train/recipe.py): take it
     # out of the per-epoch rates, and keep it as a rate per example of the data it went over
     examples = row.train_time_s / train
     train = max(row.train_time_s - (ff.get("extract_s") or 0.0), 0.0) / examples
     if evals is not None:
         evals = max(row.eval_time_s - (ff.get("eval_extract_s") or 0.0), 0.0) / (row.eval_examples * evaluations)
-    timed = _timed_passes(ff)
+    timed = timed_passes(ff)
     return Observation(row.model, row.method, task_kind(row.task), str(hp.get("mixed_precision", "auto")),
-                       str(env.get("device") or "unknown device"), train, evals, features=True,
+                       device_of(env), train, evals, features=True,
                        extract_s_per_example=((ff.get("extract_s") or 0.0) / row.train_examples
                                               if timed["train"] and row.train_examples else None),
                        eval_extract_s_per_example=((ff.get("eval_extract_s") or 0.0) / row.eval_examples
@@ -204,7 +209,7 @@ def stored_feature_sets(store, device: str | None = None) -> set[tuple]:
     out = set()
     for r in rows:
         # the run took the cached path (it may not: e.g. a checkpoint whose pooler trains), on this device
-        if r.frozen_features and (device is None or (r.env or {}).get("device") == device):
+        if r.frozen_features and (device is None or device_of(r.env) == device):
             out.update(feature_sets(r.model, r.task, r.task_version, r.method, r.method_params, r.hparams, r.budget,
                                     single_task=r.regime is None) or ())
     return out
@@ -249,6 +254,7 @@ class Rate:
     features: bool = False
     extract_s: float | None = None
     eval_extract_s: float | None = None
+    pass_rel: float = 0.0     # ... their relative uncertainty (a prediction that charges a pass takes the larger)
 
 
 def _mean(values: list) -> float | None:
@@ -264,20 +270,23 @@ def spread(values: list[float]) -> float:
     return statistics.stdev(values) / mean if mean > 0 else 0.0
 
 
-def _pass_rates(levels: list[list[Observation]]) -> tuple[float | None, float | None]:
-    """A frozen encoder's pass per training and per dev example: from the best-matching runs that timed one (a
-    role none of them timed: the other role's), else the best-matching runs' forward pass per dev example where
-    they ran their encoder at every step (what one example's pass costs); (None, None) when no run says."""
-    for hits in levels:
-        train = _mean([o.extract_s_per_example for o in hits])
-        dev = _mean([o.eval_extract_s_per_example for o in hits])
-        if train is not None or dev is not None:
-            return (train if train is not None else dev), (dev if dev is not None else train)
-    for hits in levels:
-        forward = _mean([o.eval_s_per_example for o in hits if not o.features])
-        if forward is not None:
-            return forward, forward
-    return None, None
+def _pass_rates(levels: dict[str, list[Observation]]) -> tuple[float | None, float | None, float]:
+    """A frozen encoder's pass per training and per dev example, and their relative uncertainty: from the
+    best-matching runs that timed one (a role none of them timed: the other role's), else the best-matching runs'
+    forward pass per dev example where they ran their encoder at every step (what one example's pass costs: a
+    guess, at least the coarsest level's floor); (None, None, 0) when no run says."""
+    for level, hits in levels.items():
+        train = [o.extract_s_per_example for o in hits if o.extract_s_per_example is not None]
+        dev = [o.eval_extract_s_per_example for o in hits if o.eval_extract_s_per_example is not None]
+        if train or dev:
+            rel = max(spread(train), spread(dev), UNCERTAINTY_FLOOR[level])
+            t, d = _mean(train), _mean(dev)
+            return (t if t is not None else d), (d if d is not None else t), rel
+    for level, hits in levels.items():
+        forward = [o.eval_s_per_example for o in hits if not o.features and o.eval_s_per_example is not None]
+        if forward:
+            return _mean(forward), _mean(forward), max(spread(forward), UNCERTAINTY_FLOOR[MATCH_LEVELS[-1]])
+    return None, None, 0.0
 
 
 def rate_for(observations: list[Observation], model: str, method: str, kind: str, precision: str,
@@ -297,9 +306,9 @@ def rate_for(observations: list[Observation], model: str, method: str, kind: str
             train = [o.train_s_per_example for o in hits]
             evals = [o.eval_s_per_example for o in hits if o.eval_s_per_example is not None]
             rel = max(spread(train), spread(evals), UNCERTAINTY_FLOOR[level])
-            passes = (_pass_rates(list(levels.values())) if features or hits[0].features else (None, None))
+            passes = _pass_rates(levels) if features or hits[0].features else (None, None, 0.0)
             return Rate(statistics.fmean(train), _mean(evals), rel, len(hits), level, features=hits[0].features,
-                        extract_s=passes[0], eval_extract_s=passes[1])
+                        extract_s=passes[0], eval_extract_s=passes[1], pass_rel=passes[2])
     return None
 
 
@@ -331,8 +340,8 @@ def _count_rows(path: str, header: bool) -> int | None:
 
 class DataSizes:
     """Sizes of tasks' training and dev sets, found cheaply: from the store (a completed run of the task with the
-    same sample caps recorded them), else by counting the lines of the local TSV files, else the budget's caps.
-    None when nothing says (a hub data set never loaded here)."""
+    same sample caps recorded them), else by counting the lines of the local TSV files, else the budget's caps
+    (a dev cap once per dev split). None when nothing says (a hub data set never loaded here)."""
 
     def __init__(self, store=None, data_dir: str | None = None):
         self.data_dir = data_dir
@@ -365,19 +374,32 @@ class DataSizes:
         return counts if counts and None not in counts else None
 
     def size(self, split: str, task: str, cap: int | None) -> int | None:
-        """Examples of the split under the cap, which applies to each dev split apart (harness/train/loaders.py)."""
+        """Examples of the split under the cap, which applies to each dev split apart (harness/train/loaders.py).
+        The store's counts first (what a run really read), the files' line counts where the store has none or the
+        cap falls on several dev splits; the local files are read once per split and task."""
         if (split, task, cap) in self.known:
             return self.known[(split, task, cap)]
-        if (split, task) not in self.parts:   # a grid asks once per cell: read the files once
-            self.parts[(split, task)] = self._local(task, split)
-        parts = self.parts[(split, task)]
-        if parts is not None:
-            self.known[(split, task, None)] = sum(parts)
-            return sum(min(n, cap) for n in parts) if cap else sum(parts)
         full = self.known.get((split, task, None))
+        n_splits = self._dev_splits(task) if split == "eval" else 1
+        if full is None or (cap and n_splits > 1):
+            if (split, task) not in self.parts:
+                self.parts[(split, task)] = self._local(task, split)
+            parts = self.parts[(split, task)]
+            if parts is not None:
+                full = sum(parts) if full is None else full
+                return min(full, sum(min(n, cap) for n in parts)) if cap else full
         if full is None:
-            return cap
-        return min(full, cap) if cap else full
+            return n_splits * cap if cap else None
+        return min(full, n_splits * cap) if cap else full
+
+    @staticmethod
+    def _dev_splits(task_name: str) -> int:
+        from harness.spec.tasks import get_task
+
+        try:
+            return len(get_task(task_name).eval_splits)
+        except Exception:   # an old store's task
+            return 1
 
 
 def plan_cell(cell, sizes: DataSizes) -> CellPlan | None:

@@ -121,36 +121,86 @@ def test_a_pass_no_run_timed_is_never_charged_as_zero_and_each_data_split_is_cha
     store = Store(db_url)
     past = {c.seed: c for c in parse_suite(PAST, "past.yaml").cells()}
     # one probe run, which found its features cached (its cache came from elsewhere): head rates 0.01 / 0.02 s
-    # per example, no pass timed
+    # per example, no pass timed; and a mean-pooling probe on another device, which timed its pass there
     _finish(store, past[2], 1.0 + 0.01, 1.0 + 0.01, extra=_ff(0.01, 0.01, computed=False))
-    suite = write_suite(tmp_path / "next.yaml", NEXT.replace("[3, 4]", "[3]").replace(
+    mean_past = parse_suite(PAST.replace("linear_probe", "{name: linear_probe, pooling: mean}"), "p.yaml").cells()
+    _finish(store, mean_past[0], 0.1 + 0.5, 0.1 + 0.25, device="GPU: Fake", extra=_ff(0.5, 0.25, computed=True))
+    suite = write_suite(tmp_path / "next.yaml", NEXT.replace(
         "{epochs: 2, max_train_samples: 100, max_eval_samples: 50}",
         "{epochs: 2, max_train_samples: 100, max_eval_samples: 50}, {epochs: 2, max_train_samples: 100, "
         "max_eval_samples: 40}"))
+    b50, b40 = ("[epochs=2,max_train_samples=100,max_eval_samples=50]",
+                "[epochs=2,max_train_samples=100,max_eval_samples=40]")
 
     def cells():
-        r = call_cli("estimate", suite, "--from-store", db_url, "--json")
+        r = call_cli("estimate", suite, "--from-store", db_url, "--json", "--device", "CPU")
         assert r.returncode == 0, r.stderr
-        return {(c["label"].split()[2], c["label"].split()[-2]): c for c in json.loads(r.stdout)["cells"]}
+        return {(c["label"].split()[2], c["label"].split()[-2], c["label"].split()[-1]): c
+                for c in json.loads(r.stdout)["cells"]}
 
     e = cells()
-    cls = ("linear_probe(pooling=cls)", "[epochs=2,max_train_samples=100,max_eval_samples=50]")
-    assert e[cls]["seconds"] == pytest.approx(4.0)   # the stored run read these features: cached
-    # a new feature set (mean pooling), and full fine-tuning from a probe's head: no run says what the pass costs
-    for method in ("linear_probe(pooling=mean)", "full"):
-        c = e[(method, cls[1])]
-        assert c["seconds"] is None and c["why"] == "no stored run of minilm timed its encoder's pass", c
+    for seed in ("seed=3", "seed=4"):
+        assert e[("linear_probe(pooling=cls)", b50, seed)]["seconds"] == pytest.approx(4.0)   # read: cached
+        # a new feature set here (the GPU's cache is not this device's), and full fine-tuning from a probe's head:
+        # no run on this device says what the pass costs. Not the first cell, nor the next as if it were cached
+        for method in ("linear_probe(pooling=mean)", "full"):
+            c = e[(method, b50, seed)]
+            assert c["seconds"] is None and c["why"] == "no stored run of minilm timed its encoder's pass", c
     # a full fine-tuning run (its forward pass: 0.03 s per dev example scored) stands in for the pass
     full = parse_suite(PAST.replace("linear_probe", "full"), "past.yaml").cells()[0]
     _finish(store, full, 10.0, 1.5)
     e = cells()
-    mean = e[("linear_probe(pooling=mean)", cls[1])]
-    # 4 s of head + the pass over 100 training and 50 dev examples at 0.03 s each = 4 + 4.5 s
-    assert mean["seconds"] == pytest.approx(8.5) and mean["encoder_pass_s"] == pytest.approx(4.5)
+    first, second = e[("linear_probe(pooling=mean)", b50, "seed=3")], e[("linear_probe(pooling=mean)", b50, "seed=4")]
+    # 4 s of head + the pass over 100 training and 50 dev examples at 0.03 s each = 4 + 4.5 s; a guess: the
+    # coarsest level's 60% floor
+    assert first["seconds"] == pytest.approx(8.5) and first["encoder_pass_s"] == pytest.approx(4.5)
+    assert first["plus_minus"] == pytest.approx(0.6 * 8.5)
+    assert second["seconds"] == pytest.approx(4.0) and second["encoder_pass_s"] is None
     # 40 dev examples instead of 50: the training features are the cached ones, the dev features are new:
     # 200 x 0.01 + 80 x 0.02 of head + 40 x 0.03 of the dev pass only
-    capped = e[("linear_probe(pooling=cls)", "[epochs=2,max_train_samples=100,max_eval_samples=40]")]
+    capped = e[("linear_probe(pooling=cls)", b40, "seed=3")]
     assert capped["seconds"] == pytest.approx(2.0 + 1.6 + 1.2) and capped["encoder_pass_s"] == pytest.approx(1.2)
+    assert e[("linear_probe(pooling=cls)", b40, "seed=4")]["seconds"] == pytest.approx(3.6)
+
+
+def test_status_leaves_a_probe_without_a_timed_pass_unestimated(db_url, tmp_path, monkeypatch):
+    """A suite's probe cell that read cached features (no pass timed anywhere): its seed's next cell is predicted
+    from its head; the mean-pooling cells, a new feature set, are counted without an estimate, not as free."""
+    monkeypatch.delenv("HARNESS_DATA_DIR", raising=False)
+    text = PAST.replace("seeds: [1, 2, 3]", "seeds: [1, 2]").replace(
+        "methods: [linear_probe]", "methods: [{name: linear_probe, pooling: [cls, mean]}]")
+    path = write_suite(tmp_path / "past.yaml", text)
+    store = Store(db_url)
+    cells = {(c.method_params["pooling"], c.seed): c for c in parse_suite(text, str(path)).cells()}
+    _finish(store, cells[("cls", 1)], 1.0 + 0.01, 1.0 + 0.01, extra=_ff(0.01, 0.01, computed=False))
+    status = json.loads(call_cli("status", path, "--db", db_url, "--json").stdout)["estimate"]
+    assert status["unestimated"] == 2 and status["stored_device"] == "CPU: Test x2"
+    (group,) = status["groups"]
+    # the cls seed 2: 100 x 0.01 + 50 x 0.02 = 2 s
+    assert group["left"] == 3 and group["work_s"] == pytest.approx(2.0) and group["source"] == "stored"
+
+
+def test_dev_caps_apply_to_each_dev_split_and_the_store_counts_first(tmp_path):
+    """MNLI has two dev splits: a cap applies to each. Sizes from the local files (line counts) unless a stored
+    run read the data (what it really read), in whatever order they are asked."""
+    from harness.report.throughput import DataSizes
+
+    mnli = tmp_path / "MNLI"
+    mnli.mkdir()
+    for name, n in (("train.tsv", 120), ("dev_matched.tsv", 30), ("dev_mismatched.tsv", 20)):
+        (mnli / name).write_text("header\n" + "row\n" * n)
+    files = DataSizes(None, str(tmp_path))
+    assert files.size("eval", "mnli", 25) == 25 + 20 and files.size("eval", "mnli", None) == 50
+    assert files.size("train", "mnli", 100) == 100 and files.size("train", "mnli", None) == 120
+    assert DataSizes(None, None).size("eval", "mnli", 25) == 2 * 25   # no files: the cap, per dev split
+    store = Store(f"sqlite:///{tmp_path / 'h.db'}")
+    (cell,) = parse_suite("name: m\nmodels: [minilm]\ntasks: [mnli]\nmethods: [full]\n", "m.yaml").cells()
+    claim = store.start(cell, cell.config(), "test", None, worker=_worker())
+    store.finish(claim, Status.COMPLETED, {"train_examples": 100, "eval_examples": 48, "train_time_s": 1.0})
+    for order in ((50, None), (None, 50)):   # 100 examples read (some lines are not examples), whatever asks first
+        sizes = DataSizes(store, str(tmp_path))
+        assert [sizes.size("train", "mnli", cap) for cap in order] == [{None: 100, 50: 50}[c] for c in order]
+    assert DataSizes(store, str(tmp_path)).size("eval", "mnli", 25) == 45   # the files split the stored 48
 
 
 def test_a_record_says_which_passes_it_timed_old_records_included():
