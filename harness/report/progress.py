@@ -19,9 +19,10 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 
 from harness.report.throughput import (MATCH_LEVELS, UNCERTAINTY_FLOOR, CellPlan, DataSizes, Observation, Rate,
-                                       ROLES, cell_feature_sets, device_of, encoder_pass_s, spread, devices,
-                                       observation, pick_device, plan_cell, rate_for, stored_feature_sets,
+                                       PASS_SECONDS, cell_feature_sets, device_of, encoder_pass_s, spread,
+                                       devices, observation, pick_device, plan_cell, rate_for, stored_feature_sets,
                                        stored_observations, task_kind, timed_passes)
+from harness.spec.methods import FEATURE_ROLES
 from harness.spec.status import CellState
 
 __all__ = ["MATCH_LEVELS", "UNCERTAINTY_FLOOR", "CellEstimate", "CellPlan", "DataSizes", "Estimate", "Observation",
@@ -110,14 +111,13 @@ def estimate(cells, store=None, *, device: str | None = None, data_dir: str | No
                  keys is not None)
         if match not in rates:
             rates[match] = rate_for(obs, *match[:4], dev, features=match[4])
-        passes = tuple(role for role, key in zip(ROLES, keys or ()) if key not in cached)
+        passes = tuple(role for role, key in zip(FEATURE_ROLES, keys or ()) if key not in cached)
         est = predict(cell, plan_cell(cell, sizes), rates[match], features=keys is not None, passes=passes)
         out.cells.append(est)
-        if est.seconds is not None:   # the grid's later cells of these sets read them (a first cell without an
-            cached.update(keys or ())   # estimate leaves its pass to the next: never dropped)
-        if est.seconds is None:
+        if est.seconds is None:   # (a first cell of a feature set without an estimate leaves its pass to the next)
             out.missing += 1
             continue
+        cached.update(keys or ())   # the grid's later cells of these sets read them
         out.seconds += est.seconds
         out.plus_minus += est.plus_minus
         out.levels[est.level] = out.levels.get(est.level, 0) + 1
@@ -197,15 +197,16 @@ def _suite_fallback(g: dict, made: set):
     (what a later cell of a feature set takes), plus the group's measured pass for each feature set not made yet
     (by a completed cell of the suite, a stored run, or an earlier cell left, which is charged it); a set whose
     pass no completed cell timed leaves its cells without a prediction (None, 0)."""
-    heads, passes = [], {role: [] for role in ROLES}
+    heads, passes = [], {role: [] for role in FEATURE_ROLES}
     for cell, rec in g["done"]:
         ff = (rec.extra or {}).get("frozen_features")
         heads.append(cell_time_s(rec) - encoder_pass_s(ff))
         if ff:
             made.update(cell_feature_sets(cell) or ())
             timed = timed_passes(ff)
-            passes["train"] += [ff["extract_s"]] if timed["train"] else []
-            passes["eval"] += [ff["eval_extract_s"]] if timed["eval"] else []
+            for role in FEATURE_ROLES:
+                if timed[role]:
+                    passes[role].append(ff[PASS_SECONDS[role]])
     times = heads if g["probe"] else g["times"]
     mean = statistics.fmean(times) if times else None
     rel = max(spread(times), UNCERTAINTY_FLOOR["suite"]) if times else 0.0
@@ -214,7 +215,7 @@ def _suite_fallback(g: dict, made: set):
         keys = cell_feature_sets(cell)
         if mean is None or keys is None:
             return mean, rel
-        new = [role for role, key in zip(ROLES, keys) if key not in made]
+        new = [role for role, key in zip(FEATURE_ROLES, keys) if key not in made]
         if any(not passes[role] for role in new):
             return None, 0.0
         made.update(keys)

@@ -23,7 +23,7 @@ import os
 import statistics
 from dataclasses import dataclass
 
-from harness.spec.methods import get_method, methods_with, reads_cached_features
+from harness.spec.methods import FEATURE_ROLES, get_method, methods_with, reads_cached_features
 from harness.spec.status import Status
 
 MATCH_LEVELS = ("exact", "model+method", "model")
@@ -72,7 +72,10 @@ def _evaluations(steps: int, epochs_done: float | None, eval_steps: int | None) 
     return max(1, math.ceil(epochs_done or 1))
 
 
-ROLES = ("train", "eval")   # a cell's training data and its dev data: each split's features are cached apart
+# per role (FEATURE_ROLES: training data, dev data): the budget's cap on that data, and the seconds of the encoder's
+# pass over it in a probe run's record (`frozen_features`, harness/train/features.py)
+ROLE_CAP = {"train": "max_train_samples", "eval": "max_eval_samples"}
+PASS_SECONDS = {"train": "extract_s", "eval": "eval_extract_s"}
 
 
 def feature_sets(model: str, task: str, task_version, method: str, method_params: dict, hparams: dict,
@@ -93,7 +96,7 @@ def feature_sets(model: str, task: str, task_version, method: str, method_params
     hp, budget = hparams or {}, budget or {}
     common = (model, task, task_version, params.get("pooling") or "cls", hp.get("max_length"), hp.get("padding"),
               str(hp.get("mixed_precision", "auto")))
-    return (*common, "train", budget.get("max_train_samples")), (*common, "eval", budget.get("max_eval_samples"))
+    return tuple((*common, role, budget.get(ROLE_CAP[role])) for role in FEATURE_ROLES)
 
 
 def cell_feature_sets(cell) -> tuple[tuple, tuple] | None:
@@ -104,7 +107,7 @@ def cell_feature_sets(cell) -> tuple[tuple, tuple] | None:
 def encoder_pass_s(ff: dict | None) -> float:
     """Seconds of a probe run's frozen encoder pass (its record's `frozen_features`), which its train + eval time
     includes (harness/train/recipe.py); 0 for any other run."""
-    return (ff.get("extract_s") or 0.0) + (ff.get("eval_extract_s") or 0.0) if ff else 0.0
+    return sum(ff.get(PASS_SECONDS[role]) or 0.0 for role in FEATURE_ROLES) if ff else 0.0
 
 
 def timed_passes(ff: dict) -> dict[str, bool]:
@@ -113,9 +116,9 @@ def timed_passes(ff: dict) -> dict[str, bool]:
     (training counts only: dev = total - training; none: only where nothing was cached)."""
     computed, cached = ff.get("splits_computed") or 0, ff.get("splits_cached") or 0
     if "train_splits_computed" not in ff:
-        return dict.fromkeys(ROLES, computed > 0 and cached == 0)
+        return dict.fromkeys(FEATURE_ROLES, computed > 0 and cached == 0)
     out = {}
-    for role in ROLES:
+    for role in FEATURE_ROLES:
         done = ff.get(f"{role}_splits_computed")
         found = ff.get(f"{role}_splits_cached")
         if done is None:   # training counts only
@@ -152,22 +155,21 @@ def observation(row) -> Observation | None:
         evals = row.eval_time_s / (row.eval_examples * evaluations)
     ff = (row.frozen_features if hasattr(row, "frozen_features")
           else (getattr(row, "extra", None) or {}).get("frozen_features"))
+    what = (row.model, row.method, task_kind(row.task), str(hp.get("mixed_precision", "auto")), device_of(env))
     if not ff or not row.train_time_s:
-        return Observation(row.model, row.method, task_kind(row.task), str(hp.get("mixed_precision", "auto")),
-                           device_of(env), train, evals)
+        return Observation(*what, train, evals)
     # the encoder's one pass counts as training / evaluation time in the record (harness/train/recipe.py): take it
     # out of the per-epoch rates, and keep it as a rate per example of the data it went over
+    passed = {role: ff.get(PASS_SECONDS[role]) or 0.0 for role in FEATURE_ROLES}
     examples = row.train_time_s / train
-    train = max(row.train_time_s - (ff.get("extract_s") or 0.0), 0.0) / examples
+    train = max(row.train_time_s - passed["train"], 0.0) / examples
     if evals is not None:
-        evals = max(row.eval_time_s - (ff.get("eval_extract_s") or 0.0), 0.0) / (row.eval_examples * evaluations)
-    timed = timed_passes(ff)
-    return Observation(row.model, row.method, task_kind(row.task), str(hp.get("mixed_precision", "auto")),
-                       device_of(env), train, evals, features=True,
-                       extract_s_per_example=((ff.get("extract_s") or 0.0) / row.train_examples
-                                              if timed["train"] and row.train_examples else None),
-                       eval_extract_s_per_example=((ff.get("eval_extract_s") or 0.0) / row.eval_examples
-                                                   if timed["eval"] and row.eval_examples else None))
+        evals = max(row.eval_time_s - passed["eval"], 0.0) / (row.eval_examples * evaluations)
+    timed, sizes = timed_passes(ff), {"train": row.train_examples, "eval": row.eval_examples}
+    per_example = {role: passed[role] / sizes[role] if timed[role] and sizes[role] else None
+                   for role in FEATURE_ROLES}
+    return Observation(*what, train, evals, features=True, extract_s_per_example=per_example["train"],
+                       eval_extract_s_per_example=per_example["eval"])
 
 
 def stored_observations(store, suite: str | None = None) -> list[Observation]:

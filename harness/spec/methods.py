@@ -146,6 +146,11 @@ def get_method(name: str) -> MethodSpec:
 POOLED_HEAD_KINDS = ("classification",)
 
 
+# what a cell's cached frozen features are kept apart for: its training data and its dev data (each split cached on
+# its own, harness/train/features.py; its record counts them per role, time estimates charge them per role)
+FEATURE_ROLES = ("train", "eval")
+
+
 def reads_cached_features(method: MethodSpec, params: dict, kinds: tuple[str, ...], single_task: bool) -> bool:
     """Whether a cell of this method variant trains its head on frozen features computed once and cached
     (harness/train/features.py), as far as its plan says: the method freezes everything below the head, every

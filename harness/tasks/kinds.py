@@ -18,7 +18,6 @@ import numpy as np
 
 from harness import atomic
 from harness.spec import layout
-from harness.spec.methods import POOLED_HEAD_KINDS
 from harness.spec.registry import Registry
 from harness.spec.tasks import Task
 
@@ -27,12 +26,6 @@ class TaskKind:
     name: str = ""
     auto_model: str = ""            # the transformers Auto class that puts this kind's head on an encoder
     hidden_columns: tuple = ()      # feature columns kept on the host (never fed to the model)
-    # the head reads one vector per example (the first token's, or a pooled one): a frozen encoder's output can
-    # be cached as that vector (harness/train/features.py)
-
-    @property
-    def pooled_head(self) -> bool:
-        return self.name in POOLED_HEAD_KINDS
 
     def config_kwargs(self, task: Task) -> dict:
         """Keyword arguments for the model config (number of labels, problem type...)."""

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from harness.spec import layout
-from harness.spec.methods import reads_cached_features, variant_problem
+from harness.spec.methods import FEATURE_ROLES, reads_cached_features, variant_problem
 from harness.tasks.data import lengths
 
 POOLINGS = ("cls", "mean")
@@ -125,9 +125,9 @@ class FrozenFeatures:
     cache_dir: str | None
     extract_s: float = 0.0      # encoder time spent by this cell on training features (counted as training)
     eval_extract_s: float = 0.0  # ... and on dev features (counted as evaluation)
-    # splits per role ("train", "eval"): found cached (memory or disk), or computed by this cell's encoder
-    loaded: dict = dataclasses.field(default_factory=lambda: {"train": 0, "eval": 0})
-    computed: dict = dataclasses.field(default_factory=lambda: {"train": 0, "eval": 0})
+    # splits per role (FEATURE_ROLES): found cached (memory or disk), or computed by this cell's encoder
+    loaded: dict = dataclasses.field(default_factory=lambda: dict.fromkeys(FEATURE_ROLES, 0))
+    computed: dict = dataclasses.field(default_factory=lambda: dict.fromkeys(FEATURE_ROLES, 0))
 
     def record(self) -> dict:
         # per role: a time estimate reads extract_s as the encoder's pass over the training data only where this
@@ -135,7 +135,7 @@ class FrozenFeatures:
         return {"pooling": self.pooling, "extract_s": round(self.extract_s, 3),
                 "eval_extract_s": round(self.eval_extract_s, 3), "splits_cached": sum(self.loaded.values()),
                 "splits_computed": sum(self.computed.values()),
-                **{f"{role}_splits_{what}": counts[role] for role in ("train", "eval")
+                **{f"{role}_splits_{what}": counts[role] for role in FEATURE_ROLES
                    for what, counts in (("computed", self.computed), ("cached", self.loaded))}}
 
     def _features(self, role: str, encoder, encoder_key: bytes, ds, collator, batch_size, precision, autocast,
