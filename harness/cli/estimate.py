@@ -90,8 +90,10 @@ def run(args) -> int:
 def pilot(suite, cells, data_dir: str | None, steps: int) -> list:
     """One short run per distinct (model, method, task): the first cell of each, with a budget of `steps`
     optimizer steps over exactly the examples they take and PILOT_EVAL_EXAMPLES dev examples, trained through the
-    real loop in a temporary folder and recorded nowhere. Its rates include the first steps' warm-up, so a pilot
-    errs high for long cells. Returns their observations (harness.report.throughput.Observation)."""
+    real loop in a temporary folder and recorded nowhere. Its rates per row are then scaled by the padded tokens
+    per row of the cell's own batches against the pilot's (harness/train/padding.py): a few batches pad more
+    than a cell's many. They still include the first step's warm-up, so a pilot errs a little high for long
+    cells. Returns their observations (harness.report.throughput.Observation)."""
     import dataclasses
     import os
     import sys
@@ -132,5 +134,42 @@ def pilot(suite, cells, data_dir: str | None, steps: int) -> list:
                                               method=cell.method, task=cell.task, hparams=small.hparams,
                                               env={"device": device}, num_processes=1))   # the pilot's own
             if obs is not None:
-                out.append(obs)
+                out.append(to_cell_padding(obs, small, cell, ctx, i))
     return out
+
+
+def to_cell_padding(obs, small, cell, ctx, i: int):
+    """The pilot's rates per row scaled by the cell's padded tokens per row over the pilot's, per role
+    (harness/train/padding.py); a linear probe's head reads one vector per row, so only its encoder pass
+    scales. Unscaled, with a line saying so, where the padding cannot be worked out."""
+    import dataclasses
+    import sys
+
+    import torch
+
+    from harness.train import padding
+
+    def scaled(value, role):
+        return None if value is None else value * ratio[role]
+
+    device_type = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        mine, theirs = padding.per_row(small, ctx, device_type), padding.per_row(cell, ctx, device_type)
+    except Exception as exc:   # the pilot ran, so this is unexpected: keep its own rates
+        print(f"pilot {i + 1}: padding not worked out ({type(exc).__name__}: {str(exc)[:200]}); rates unscaled",
+              file=sys.stderr, flush=True)
+        return obs
+    if mine is None or theirs is None:
+        return obs
+    ratio = {role: theirs[role] / mine[role] if mine[role] else 1.0 for role in padding.ROLES}
+    if obs.features:
+        parts = {"extract_s_per_example": scaled(obs.extract_s_per_example, "pass"),
+                 "eval_extract_s_per_example": scaled(obs.eval_extract_s_per_example, "eval")}
+        said = f"encoder pass over training data {ratio['pass']:.2f}x, over dev data {ratio['eval']:.2f}x"
+    else:
+        parts = {"train_s_per_example": scaled(obs.train_s_per_example, "train"),
+                 "eval_s_per_example": scaled(obs.eval_s_per_example, "eval")}
+        said = f"training {ratio['train']:.2f}x, dev {ratio['eval']:.2f}x"
+    print(f"pilot {i + 1}: the cell's padded tokens per row against the pilot's: {said} (its rates scaled)",
+          file=sys.stderr, flush=True)
+    return dataclasses.replace(obs, **parts)

@@ -26,11 +26,12 @@ from dataclasses import dataclass
 from harness.spec.methods import FEATURE_ROLES, get_method, methods_with, reads_cached_features
 from harness.spec.status import Status
 
-MATCH_LEVELS = ("exact", "model+method", "model")
-# what each level matches, on the chosen device: exact = model, method, task kind, requested precision
-# (hparams.mixed_precision); model+method; model
+MATCH_LEVELS = ("exact", "task kind", "model+method", "model")
+# what each level matches, on the chosen device: exact = model, method, task, requested precision
+# (hparams.mixed_precision); task kind = the same with another task of the cell's kind (its inputs may be several
+# times as long: MRPC pairs run 53 tokens, SST-2 sentences 13, with MiniLM's tokenizer); model+method; model
 # relative uncertainty at least this, per match level ("suite": a suite's own completed cells, in time_left)
-UNCERTAINTY_FLOOR = {"exact": 0.10, "model+method": 0.30, "model": 0.60, "suite": 0.10}
+UNCERTAINTY_FLOOR = {"exact": 0.10, "task kind": 0.30, "model+method": 0.30, "model": 0.60, "suite": 0.10}
 
 # --- throughput from stored runs --------------------------------------------------------------------------------
 
@@ -50,6 +51,7 @@ class Observation:
     features: bool = False
     extract_s_per_example: float | None = None
     eval_extract_s_per_example: float | None = None
+    task: str | None = None   # the task as stored (a multi-task cell: "a+b"), for the exact match
 
 
 @functools.lru_cache(maxsize=None)
@@ -157,7 +159,7 @@ def observation(row) -> Observation | None:
           else (getattr(row, "extra", None) or {}).get("frozen_features"))
     what = (row.model, row.method, task_kind(row.task), str(hp.get("mixed_precision", "auto")), device_of(env))
     if not ff or not row.train_time_s:
-        return Observation(*what, train, evals)
+        return Observation(*what, train, evals, task=row.task)
     # the encoder's one pass counts as training / evaluation time in the record (harness/train/recipe.py): take it
     # out of the per-epoch rates, and keep it as a rate per example of the data it went over
     passed = {role: ff.get(PASS_SECONDS[role]) or 0.0 for role in FEATURE_ROLES}
@@ -169,7 +171,7 @@ def observation(row) -> Observation | None:
     per_example = {role: passed[role] / sizes[role] if timed[role] and sizes[role] else None
                    for role in FEATURE_ROLES}
     return Observation(*what, train, evals, features=True, extract_s_per_example=per_example["train"],
-                       eval_extract_s_per_example=per_example["eval"])
+                       eval_extract_s_per_example=per_example["eval"], task=row.task)
 
 
 def stored_observations(store, suite: str | None = None) -> list[Observation]:
@@ -291,14 +293,15 @@ def _pass_rates(levels: dict[str, list[Observation]]) -> tuple[float | None, flo
     return None, None, 0.0
 
 
-def rate_for(observations: list[Observation], model: str, method: str, kind: str, precision: str,
+def rate_for(observations: list[Observation], model: str, method: str, task: str, kind: str, precision: str,
              device: str | None, features: bool = False) -> Rate | None:
     """The rate of the best match level with any run (MATCH_LEVELS), on `device` (None: any device). Within a
     level, runs that took the same path as the cell (`features`: it reads cached frozen features) are preferred:
     a head's rate alone says little about a cell that runs its encoder every step, and the reverse. The encoder
     pass's rates (for a cell that reads features, or one predicted from runs that did) come from _pass_rates."""
     pool = [o for o in observations if device is None or o.device == device]
-    tests = {"exact": lambda o: (o.model, o.method, o.kind, o.precision) == (model, method, kind, precision),
+    tests = {"exact": lambda o: (o.model, o.method, o.task, o.precision) == (model, method, task, precision),
+             "task kind": lambda o: (o.model, o.method, o.kind, o.precision) == (model, method, kind, precision),
              "model+method": lambda o: (o.model, o.method) == (model, method),
              "model": lambda o: o.model == model}
     levels = {level: [o for o in pool if tests[level](o)] for level in MATCH_LEVELS}

@@ -46,18 +46,24 @@ def attention_of(model) -> str | None:
     return getattr(getattr(model, "config", None), "_attn_implementation", None)
 
 
+def load_tokenizer(spec: ModelSpec):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(spec.source(), trust_remote_code=spec.trust_remote_code)
+
+
 def load_for_task(spec: ModelSpec, task):
     """Tokenizer and the model with the head of the task's kind (sequence classification, question answering),
     plus the names of weights the checkpoint did not provide (they are newly initialised, so they must train:
     they count as the head)."""
     import transformers
-    from transformers import AutoConfig, AutoTokenizer
+    from transformers import AutoConfig
 
     from harness.tasks.kinds import kind_of
 
     kind = kind_of(task)
     src = spec.source()
-    tokenizer = AutoTokenizer.from_pretrained(src, trust_remote_code=spec.trust_remote_code)
+    tokenizer = load_tokenizer(spec)
     config = AutoConfig.from_pretrained(src, trust_remote_code=spec.trust_remote_code, **kind.config_kwargs(task))
     model, info = with_attention(lambda attention: getattr(transformers, kind.auto_model).from_pretrained(
         src, config=config, trust_remote_code=spec.trust_remote_code, output_loading_info=True,

@@ -243,6 +243,35 @@ def test_estimate_from_stored_runs_matches_the_hand_computed_numbers(past, monke
     assert text.splitlines()[-1].startswith("total: 0.025 ± 0.0087 device-hours"), text
 
 
+def test_a_task_is_priced_by_its_own_runs_before_another_task_of_its_kind(past, tmp_path, monkeypatch):
+    """RTE pairs and STS-B pairs are both sentence-pair classification (STS-B: regression), but their inputs
+    differ in length, so their rates do: a task's own stored runs come first ("exact"), another task of the same
+    kind only where it has none ("task kind", at least 30%)."""
+    monkeypatch.delenv("HARNESS_DATA_DIR", raising=False)
+    _, url = past
+    both = write_suite(tmp_path / "both.yaml", NEXT.replace("tasks: [rte]", "tasks: [rte, stsb]")
+                       .replace("methods: [full, lora, {name: houlsby, size: 8}]", "methods: [full]"))
+
+    def estimate():
+        e = json.loads(call_cli("estimate", both, "--from-store", url, "--json").stdout)
+        return {c["label"].split()[1]: c for c in e["cells"]}
+
+    cells = estimate()   # STS-B has no full fine-tuning run: RTE's two, as a guess
+    assert cells["rte"]["level"] == "exact" and cells["rte"]["seconds"] == pytest.approx(38.0)
+    assert cells["stsb"]["level"] == "task kind" and cells["stsb"]["runs"] == 2
+    assert cells["stsb"]["seconds"] == pytest.approx(38.0) and cells["stsb"]["plus_minus"] == pytest.approx(11.4)
+    store = Store(url)   # now one on STS-B, five times as fast: 0.02 s per training example, 0.02 per dev example
+    cell = next(c for c in parse_suite(both.read_text(), "both.yaml").cells() if c.task == "stsb")
+    claim = store.start(cell, cell.config(), "test", None, worker=worker("w"))
+    store.finish(claim, Status.COMPLETED, {
+        "train_time_s": 2.0, "train_examples_per_s": 50.0, "eval_time_s": 1.0, "steps": 10, "epochs_done": 1.0,
+        "train_examples": 100, "eval_examples": 50, "env": {"device": "CPU: Test x2"}})
+    cells = estimate()   # 200 x 0.02 + 100 x 0.02 = 6 s; RTE's own runs alone still price RTE
+    assert cells["stsb"]["level"] == "exact" and cells["stsb"]["runs"] == 1
+    assert cells["stsb"]["seconds"] == pytest.approx(6.0)
+    assert cells["rte"]["level"] == "exact" and cells["rte"]["seconds"] == pytest.approx(38.0)
+
+
 def test_validate_says_what_the_stored_runs_estimate(past, monkeypatch, tmp_path, glue_dir):
     suite, url = past
     monkeypatch.setenv("HARNESS_DB", f"sqlite:///{tmp_path / 'none.db'}")
@@ -322,6 +351,10 @@ hparams: {{batch_size: 8}}
     assert r.returncode == 0, r.stderr[-3000:]
     e = json.loads(r.stdout)
     assert e["source"] == "pilot" and e["observations"] == 2 and e["missing"] == 0   # one pilot per method
+    # each pilot's rates go to its cell's padding (harness/train/padding.py: tests/train/test_padding.py): the
+    # pilot's 16 training rows pad differently from the cell's 48
+    scaled = re.findall(r"pilot \d: the cell's padded tokens per row against the pilot's: training ([\d.]+)x", r.stderr)
+    assert len(scaled) == 2 and all(float(x) != 1.0 for x in scaled), r.stderr[-2000:]
     assert e["levels"] == {"exact": 4} and all(c["seconds"] > 0 for c in e["cells"])
     by_method = {}
     for c in e["cells"]:

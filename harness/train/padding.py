@@ -1,0 +1,95 @@
+"""Padded tokens per row: what a cell's batches run, worked out from its own data and tokenizer, no model.
+
+A step's time follows the padded tokens it runs (bench/RESULTS.md, eleventh session: a full fine-tuning step of
+MiniLM at the demo's shapes took 77 ms plus 1.29 ms per padded token), and how much a batch pads depends on how
+many rows are batched together. A pilot (`harness estimate --pilot`) trains 10 steps over the first 160
+examples and scores one dev batch of 64: on SST-2 its training batches ran 19.6 tokens per row against the
+demo cell's 16.8, and its dev batch 44.0 against 28.1 (600 dev sentences, longest first, in batches of 64). Its
+rates per row are scaled by these ratios before they price the cell.
+
+What is counted per role, as the loop batches it (harness/train/loaders.py, harness/train/features.py):
+  train  one epoch of training batches: length-grouped (or random) with the cell's seed, batch_size rows each
+  eval   the dev splits, longest first, eval_batch_size rows per batch
+  pass   the training set longest first in eval_batch_size batches: a linear probe's frozen encoder pass
+A batch runs its longest row's length (max_length when `padding: max_length`), rounded up to the collator's
+multiple where the cell compiles.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from harness.spec.hparams import COMPILE_DEFAULT
+from harness.spec.models import ModelSpec
+from harness.spec.tasks import get_task
+from harness.tasks.data import lengths
+from harness.tasks.kinds import kind_of
+from harness.train import compiling
+from harness.train.loaders import LengthGroupedSampler
+from harness.train.models import load_tokenizer
+from harness.train.optim import planned_steps
+
+# rows read per split: the padding per row of a length-grouped or sorted batch depends on the lengths'
+# distribution, which a few thousand rows give; a whole MNLI would cost the pilot minutes of tokenizing
+SAMPLE_ROWS = 5000
+ROLES = ("train", "eval", "pass")
+
+
+def batch_tokens(lengths_: list[int], order, batch_size: int, fixed: int | None = None,
+                 multiple: int | None = None) -> int:
+    """Padded tokens of the batches `order` makes, `batch_size` rows each: each batch as long as its longest row
+    (or `fixed`), rounded up to `multiple`."""
+    order = list(order)
+    total = 0
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        longest = fixed or max(lengths_[i] for i in rows)
+        if multiple:
+            longest = -(-longest // multiple) * multiple
+        total += len(rows) * longest
+    return total
+
+
+def longest_first(lengths_: list[int]) -> list[int]:
+    return sorted(range(len(lengths_)), key=lengths_.__getitem__, reverse=True)
+
+
+def training_order(lengths_: list[int], hp: dict, seed: int) -> list[int]:
+    """One epoch's rows in the order the cell's training loader draws them (harness.train.loaders.train_loader)."""
+    generator = torch.Generator().manual_seed(seed)
+    if hp["group_by_length"]:
+        return list(LengthGroupedSampler(lengths_, hp["batch_size"], generator))
+    return torch.randperm(len(lengths_), generator=generator).tolist()
+
+
+def per_row(cell, ctx, device_type: str) -> dict[str, float] | None:
+    """{role: padded tokens per row} of a one-task cell (ROLES); None for a cell of several tasks (its batches
+    alternate between tasks). `ctx`: a RunContext (harness/train/context.py), for the data and the tokenized
+    cache."""
+    if len(cell.tasks) != 1:
+        return None
+    task = get_task(cell.tasks[0])
+    kind, hp, budget = kind_of(task), cell.hparams, cell.budget
+    tokenizer = load_tokenizer(ModelSpec(cell.model, cell.trust_remote_code, ctx.model_base_dir))
+    raw = ctx.raw_data(task)
+
+    def split_lengths(split, cap, training):
+        rows = raw[split].head(cap)
+        sample = rows.head(SAMPLE_ROWS) if len(rows) > SAMPLE_ROWS else rows
+        return lengths(kind.features(task, sample, tokenizer, hp, ctx.tokenized, training=training)), len(rows)
+
+    train, n_train = split_lengths("train", budget.get("max_train_samples"), True)
+    fixed = hp["max_length"] if hp["padding"] != "dynamic" else None
+    compiled = compiling.chosen(hp.get("compile", COMPILE_DEFAULT), device_type,
+                                planned_steps([range(n_train)], hp, budget, cell.num_processes))
+    multiple = compiling.pad_multiple(hp) if compiled else None
+    out = {"train": batch_tokens(train, training_order(train, hp, cell.seed), hp["batch_size"], fixed, multiple),
+           "pass": batch_tokens(train, longest_first(train), hp["eval_batch_size"], fixed)}
+    out = {role: tokens / max(len(train), 1) for role, tokens in out.items()}
+    dev_tokens = dev_rows = 0
+    for s in task.eval_splits:   # longest first per split, as each split's loader runs it
+        dev, _ = split_lengths(s.hub_split, budget.get("max_eval_samples"), False)
+        dev_tokens += batch_tokens(dev, longest_first(dev), hp["eval_batch_size"], fixed, multiple)
+        dev_rows += len(dev)
+    out["eval"] = dev_tokens / max(dev_rows, 1)
+    return out
