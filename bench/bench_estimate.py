@@ -6,10 +6,17 @@ frozen features from theirs), and each prediction is set against the cell's meas
 `--pilot FILE` (the JSON of `harness estimate SUITE --pilot --json`, run on the same machine type before or after)
 the pilot's predictions are compared instead. Per method variant and in total: predicted, measured, ratio.
 
+A machine's speed moves between a pilot and a store measured minutes or days apart (a 2-core VM: 1.02-1.76x for
+the same pilot within an hour), which hides the pilot's own error. `--interleaved` needs no store: for each cell
+of `--seed` (default: the suite's first) it runs the cell's pilot and then the cell itself, in this process, in
+temporary folders, so both see the machine at the same minutes; it prints the pilot's prediction scaled to the
+cell's padding (what `harness estimate --pilot` does) and unscaled, against the cell's train + eval time.
+
   harness run suites/demo.yaml                       # the store: results/harness.db
   python bench/bench_estimate.py suites/demo.yaml --db results/harness.db --seed 2 [--write]
   harness estimate suites/demo.yaml --pilot --json > pilot.json
   python bench/bench_estimate.py suites/demo.yaml --db results/harness.db --pilot pilot.json [--write]
+  python bench/bench_estimate.py suites/demo.yaml --interleaved [--seed 1] [--write]
 """
 
 from __future__ import annotations
@@ -57,6 +64,40 @@ def held_out(db: str, suite: str, cells, seed: int, data_dir: str | None) -> dic
     return {e.key: e.seconds for e in est.cells if e.seconds is not None}
 
 
+def interleaved(suite, cells, data_dir: str | None) -> tuple[dict, dict, dict]:
+    """({cell key: predicted s}, the same unscaled, {cell key: measured s}): each cell's pilot, then the cell."""
+    from harness.cli import estimate as cli
+    from harness.train.context import RunContext
+    from harness.train.recipe import train_and_evaluate
+
+    scaled, unscaled, actual = {}, {}, {}
+    to_cell_padding = cli.to_cell_padding
+
+    def keep_both(obs, *args):
+        unscaled_obs.append(obs)
+        return to_cell_padding(obs, *args)
+
+    cli.to_cell_padding = keep_both
+    sizes = progress.DataSizes(None, data_dir)
+    try:
+        for n, cell in enumerate(cells):
+            unscaled_obs = []
+            print(f"cell {n + 1}/{len(cells)}: {cell.task} {cell.method_label}", file=sys.stderr, flush=True)
+            observations = cli.pilot(suite, [cell], data_dir, cli.PILOT_STEPS)
+            for out, obs in ((scaled, observations), (unscaled, unscaled_obs)):
+                (est,) = progress.estimate([cell], None, observations=obs, sizes=sizes).cells
+                if est.seconds is not None:
+                    out[cell.key] = est.seconds
+            with tempfile.TemporaryDirectory(prefix="bench-estimate-") as tmp:
+                ctx = RunContext(data_dir=data_dir, cache_dir=os.path.join(tmp, "cache"), show_progress=False,
+                                 model_base_dir=os.path.dirname(os.path.abspath(suite.path)))
+                r = train_and_evaluate(cell, ctx, output_dir=os.path.join(tmp, "out"))
+            actual[cell.key] = progress.cell_time_s(r)
+    finally:
+        cli.to_cell_padding = to_cell_padding
+    return scaled, unscaled, actual
+
+
 def table(cells, predicted: dict, actual: dict) -> list[str]:
     by = collections.defaultdict(lambda: [0.0, 0.0, 0])
     for c in cells:
@@ -80,28 +121,40 @@ def main() -> int:
     ap.add_argument("--db", default="sqlite:///results/harness.db", help="the finished store (SQLite)")
     ap.add_argument("--seed", type=int, default=None, help="the seed held out (default: the suite's last)")
     ap.add_argument("--pilot", default=None, help="compare this `harness estimate --pilot --json` output instead")
+    ap.add_argument("--interleaved", action="store_true",
+                    help="no store: each cell's pilot, then the cell, side by side (the cells of --seed)")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--write", action="store_true", help="append the table to bench/RESULTS.md")
     args = ap.parse_args()
     db = args.db if "://" in args.db else f"sqlite:///{args.db}"
     suite = load_suite(args.suite)
     cells = suite.cells()
-    actual = measured(Store(db, read_only=True), suite.name)
-    if args.pilot:
-        with open(args.pilot) as f:
-            predicted = {c["key"]: c["seconds"] for c in json.load(f)["cells"] if c["seconds"] is not None}
-        what, command = "the pilot's estimate", f"python bench/bench_estimate.py {args.suite} --pilot {args.pilot}"
+    if args.interleaved:
+        seed = args.seed if args.seed is not None else min(c.seed for c in cells)
+        cells = [c for c in cells if c.seed == seed]
+        scaled, unscaled, actual = interleaved(suite, cells, suite.data_dir(args.data_dir))
+        command = f"python bench/bench_estimate.py {args.suite} --interleaved --seed {seed}"
+        comparisons = [("each cell's pilot, scaled to the cell's padding, then the cell", scaled, command),
+                       ("each cell's pilot, unscaled, then the cell", unscaled, command)]
     else:
-        seed = args.seed if args.seed is not None else max(c.seed for c in cells)
-        predicted = held_out(db, suite.name, cells, seed, suite.data_dir(args.data_dir))
-        what, command = (f"seed {seed} from the other seeds' runs",
-                         f"python bench/bench_estimate.py {args.suite} --seed {seed}")
-    lines = table(cells, predicted, actual)
-    print(f"{suite.name}: {what}, against the measured train + eval time")
-    print("\n".join(lines))
-    if args.write:
-        append_section(f"harness estimate against the measured {suite.name}: {what}", command,
-                       ["task, method", "cells", "predicted s", "measured s", "ratio"], lines)
+        actual = measured(Store(db, read_only=True), suite.name)
+        if args.pilot:
+            with open(args.pilot) as f:
+                predicted = {c["key"]: c["seconds"] for c in json.load(f)["cells"] if c["seconds"] is not None}
+            comparisons = [("the pilot's estimate", predicted,
+                            f"python bench/bench_estimate.py {args.suite} --pilot {args.pilot}")]
+        else:
+            seed = args.seed if args.seed is not None else max(c.seed for c in cells)
+            comparisons = [(f"seed {seed} from the other seeds' runs",
+                            held_out(db, suite.name, cells, seed, suite.data_dir(args.data_dir)),
+                            f"python bench/bench_estimate.py {args.suite} --seed {seed}")]
+    for what, predicted, command in comparisons:
+        lines = table(cells, predicted, actual)
+        print(f"{suite.name}: {what}, against the measured train + eval time")
+        print("\n".join(lines))
+        if args.write:
+            append_section(f"harness estimate against the measured {suite.name}: {what}", command,
+                           ["task, method", "cells", "predicted s", "measured s", "ratio"], lines)
     return 0
 
 

@@ -17,6 +17,11 @@ EXAMPLES = """
 """
 PILOT_STEPS = 10          # optimizer steps a pilot measures per distinct (model, method, task)
 PILOT_EVAL_EXAMPLES = 64  # dev examples it scores
+# a pilot's prediction is uncertain by at least this: one short run per rate, on a machine whose speed moves.
+# Each of the demo's 14 cells of one seed after its own pilot, side by side on a 2-core VM: 0.64-1.66x per cell,
+# a spread of 26% (the same 10 steps took 5.5-9.1 s in one process within minutes); bench/RESULTS.md, eleventh
+# session
+PILOT_UNCERTAINTY = 0.30
 
 
 def add_arguments(p) -> None:
@@ -65,7 +70,8 @@ def run(args) -> int:
                              f"estimate --pilot` to measure instead")
     try:
         est = progress.estimate(cells, store, device=args.device, observations=observations,
-                                sizes=progress.DataSizes(store, data_dir))
+                                sizes=progress.DataSizes(store, data_dir),
+                                floor=PILOT_UNCERTAINTY if source == "pilot" else 0.0)
     except ValueError as e:
         raise InputError(f"--device: {e}") from None
     if args.json:

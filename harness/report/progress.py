@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import statistics
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from harness.report.throughput import (MATCH_LEVELS, UNCERTAINTY_FLOOR, CellPlan, DataSizes, Observation, Rate,
                                        PASS_SECONDS, cell_feature_sets, device_of, encoder_pass_s, spread,
@@ -92,12 +92,14 @@ def predict(cell, plan: CellPlan | None, rate: Rate | None, features: bool = Fal
 
 
 def estimate(cells, store=None, *, device: str | None = None, data_dir: str | None = None,
-             observations: list[Observation] | None = None, sizes: DataSizes | None = None) -> Estimate:
+             observations: list[Observation] | None = None, sizes: DataSizes | None = None,
+             floor: float = 0.0) -> Estimate:
     """Each cell's predicted train + eval seconds ± uncertainty from stored throughput on `device` (a stored
     device's name or a part of it; None: the device with most stored runs), and the total, in the order given
     (the first cell of a feature set runs its encoder pass). `observations` (default: every completed run of
-    `store`) lets a caller pass its own (a pilot's). Frozen features that a completed run of `store` on the
-    device computed count as cached, whatever the observations."""
+    `store`) lets a caller pass its own (a pilot's), and `floor` raise every rate's relative uncertainty to at
+    least that (one pilot per rate has no spread of its own). Frozen features that a completed run of `store` on
+    the device computed count as cached, whatever the observations."""
     obs = stored_observations(store) if observations is None else observations
     dev = pick_device(obs, device)
     obs = [o for o in obs if o.device == dev]
@@ -110,7 +112,9 @@ def estimate(cells, store=None, *, device: str | None = None, data_dir: str | No
         match = (cell.model, cell.method, cell.task, task_kind(cell.task),
                  str(cell.hparams.get("mixed_precision", "auto")), keys is not None)
         if match not in rates:
-            rates[match] = rate_for(obs, *match[:5], dev, features=match[5])
+            rate = rate_for(obs, *match[:5], dev, features=match[5])
+            rates[match] = (replace(rate, rel=max(rate.rel, floor), pass_rel=max(rate.pass_rel, floor))
+                            if rate is not None and floor else rate)
         passes = tuple(role for role, key in zip(FEATURE_ROLES, keys or ()) if key not in cached)
         est = predict(cell, plan_cell(cell, sizes), rates[match], features=keys is not None, passes=passes)
         out.cells.append(est)

@@ -14,6 +14,7 @@ import time
 import pytest
 from sqlalchemy import update
 
+from harness.cli.estimate import PILOT_UNCERTAINTY
 from harness.plan.suite import parse_suite
 from harness.spec.status import Status
 from harness.store.db import Store
@@ -356,6 +357,8 @@ hparams: {{batch_size: 8}}
     scaled = re.findall(r"pilot \d: the cell's padded tokens per row against the pilot's: training ([\d.]+)x", r.stderr)
     assert len(scaled) == 2 and all(float(x) != 1.0 for x in scaled), r.stderr[-2000:]
     assert e["levels"] == {"exact": 4} and all(c["seconds"] > 0 for c in e["cells"])
+    # one pilot per rate has no spread of its own: the pilot's floor, not the stored runs' 10%
+    assert all(c["plus_minus"] == pytest.approx(c["seconds"] * PILOT_UNCERTAINTY) for c in e["cells"])
     by_method = {}
     for c in e["cells"]:
         by_method.setdefault(c["label"].split()[2], set()).add(round(c["seconds"], 9))
