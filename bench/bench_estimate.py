@@ -119,7 +119,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("suite")
     ap.add_argument("--db", default="sqlite:///results/harness.db", help="the finished store (SQLite)")
-    ap.add_argument("--seed", type=int, default=None, help="the seed held out (default: the suite's last)")
+    ap.add_argument("--seed", type=int, default=None,
+                    help="the seed held out (default: the suite's last); with --interleaved, the seed run "
+                         "(default: the first)")
     ap.add_argument("--pilot", default=None, help="compare this `harness estimate --pilot --json` output instead")
     ap.add_argument("--interleaved", action="store_true",
                     help="no store: each cell's pilot, then the cell, side by side (the cells of --seed)")

@@ -18,9 +18,9 @@ EXAMPLES = """
 PILOT_STEPS = 10          # optimizer steps a pilot measures per distinct (model, method, task)
 PILOT_EVAL_EXAMPLES = 64  # dev examples it scores
 # a pilot's prediction is uncertain by at least this: one short run per rate, on a machine whose speed moves.
-# Each of the demo's 14 cells of one seed after its own pilot, side by side on a 2-core VM: 0.64-1.66x per cell,
-# a spread of 26% (the same 10 steps took 5.5-9.1 s in one process within minutes); bench/RESULTS.md, eleventh
-# session
+# Each of the demo's 14 cells of one seed after its own pilot, side by side on a 2-core VM: 0.80-1.87x per cell
+# (the short probe cells the widest), a spread of 23% around a mean of 1.15x (the same 10 steps took 5.5-9.1 s in
+# one process within minutes); bench/RESULTS.md, eleventh session. A typical error, not a bound.
 PILOT_UNCERTAINTY = 0.30
 
 
@@ -96,10 +96,11 @@ def run(args) -> int:
 def pilot(suite, cells, data_dir: str | None, steps: int) -> list:
     """One short run per distinct (model, method, task): the first cell of each, with a budget of `steps`
     optimizer steps over exactly the examples they take and PILOT_EVAL_EXAMPLES dev examples, trained through the
-    real loop in a temporary folder and recorded nowhere. Its rates per row are then scaled by the padded tokens
-    per row of the cell's own batches against the pilot's (harness/train/padding.py): a few batches pad more
-    than a cell's many. They still include the first step's warm-up, so a pilot errs a little high for long
-    cells. Returns their observations (harness.report.throughput.Observation)."""
+    real loop in a temporary folder and recorded nowhere. Its rates per example are then scaled by the padded
+    tokens per example of that first cell's batches against the pilot's (to_cell_padding): a few batches pad more
+    than a cell's many. The group's other cells get the same rates, whatever their own batch size, lengths or
+    data caps. The rates still include the first step's warm-up, so a pilot errs a little high for long cells.
+    Returns their observations (harness.report.throughput.Observation)."""
     import dataclasses
     import os
     import sys
@@ -114,7 +115,7 @@ def pilot(suite, cells, data_dir: str | None, steps: int) -> list:
 
     firsts = {}
     for cell in cells:
-        firsts.setdefault((cell.model, cell.method, cell.task), cell)
+        firsts.setdefault((cell.model, cell.method, cell.task, cell.regime), cell)
     device, out = device_name(), []
     with tempfile.TemporaryDirectory(prefix="harness-pilot-") as tmp:
         ctx = RunContext(data_dir=data_dir, cache_dir=os.path.join(tmp, "cache"),
@@ -137,7 +138,8 @@ def pilot(suite, cells, data_dir: str | None, steps: int) -> list:
                 continue
             # read as a stored run is (a linear probe's encoder pass apart from its head's epochs)
             obs = observation(SimpleNamespace(**{f: getattr(r, f) for f in RATE_FIELDS}, model=cell.model,
-                                              method=cell.method, task=cell.task, hparams=small.hparams,
+                                              method=cell.method, task=cell.task, regime=cell.regime,
+                                              hparams=small.hparams,
                                               env={"device": device}, num_processes=1))   # the pilot's own
             if obs is not None:
                 out.append(to_cell_padding(obs, small, cell, ctx, i))
@@ -145,9 +147,11 @@ def pilot(suite, cells, data_dir: str | None, steps: int) -> list:
 
 
 def to_cell_padding(obs, small, cell, ctx, i: int):
-    """The pilot's rates per row scaled by the cell's padded tokens per row over the pilot's, per role
-    (harness/train/padding.py); a linear probe's head reads one vector per row, so only its encoder pass
-    scales. Unscaled, with a line saying so, where the padding cannot be worked out."""
+    """The pilot's rates per example scaled by the cell's padded tokens per example over the pilot's, per role
+    (harness/train/padding.py). Unscaled, with a line saying so: a linear probe (its head reads one vector per
+    example; its encoder pass also builds the cached data set, work per example that the pass's tokens do not
+    measure: scaled by them, SST-2's probe cells came out 0.64-0.76x, unscaled 1.08-1.28x, bench/RESULTS.md
+    eleventh session), a cell of several tasks, and a cell whose padding cannot be worked out."""
     import dataclasses
     import sys
 
@@ -155,27 +159,24 @@ def to_cell_padding(obs, small, cell, ctx, i: int):
 
     from harness.train import padding
 
-    def scaled(value, role):
-        return None if value is None else value * ratio[role]
+    def say(text: str) -> None:
+        print(f"pilot {i + 1}: {text}", file=sys.stderr, flush=True)
 
+    if obs.features:
+        say("a linear probe: its rates unscaled")
+        return obs
     device_type = "cuda" if torch.cuda.is_available() else "cpu"
     try:
-        mine, theirs = padding.per_row(small, ctx, device_type), padding.per_row(cell, ctx, device_type)
+        mine, theirs = padding.per_example(small, ctx, device_type), padding.per_example(cell, ctx, device_type)
     except Exception as exc:   # the pilot ran, so this is unexpected: keep its own rates
-        print(f"pilot {i + 1}: padding not worked out ({type(exc).__name__}: {str(exc)[:200]}); rates unscaled",
-              file=sys.stderr, flush=True)
+        say(f"padding not worked out ({type(exc).__name__}: {str(exc)[:200]}); its rates unscaled")
         return obs
     if mine is None or theirs is None:
+        say("a cell of several tasks: its rates unscaled")
         return obs
     ratio = {role: theirs[role] / mine[role] if mine[role] else 1.0 for role in padding.ROLES}
-    if obs.features:
-        parts = {"extract_s_per_example": scaled(obs.extract_s_per_example, "pass"),
-                 "eval_extract_s_per_example": scaled(obs.eval_extract_s_per_example, "eval")}
-        said = f"encoder pass over training data {ratio['pass']:.2f}x, over dev data {ratio['eval']:.2f}x"
-    else:
-        parts = {"train_s_per_example": scaled(obs.train_s_per_example, "train"),
-                 "eval_s_per_example": scaled(obs.eval_s_per_example, "eval")}
-        said = f"training {ratio['train']:.2f}x, dev {ratio['eval']:.2f}x"
-    print(f"pilot {i + 1}: the cell's padded tokens per row against the pilot's: {said} (its rates scaled)",
-          file=sys.stderr, flush=True)
-    return dataclasses.replace(obs, **parts)
+    say(f"the cell's padded tokens per example against the pilot's: training {ratio['train']:.2f}x, dev "
+        f"{ratio['eval']:.2f}x (its rates scaled)")
+    evals = obs.eval_s_per_example
+    return dataclasses.replace(obs, train_s_per_example=obs.train_s_per_example * ratio["train"],
+                               eval_s_per_example=None if evals is None else evals * ratio["eval"])

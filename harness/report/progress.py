@@ -3,9 +3,9 @@
 page). Pure functions over the store and the suite: no torch.
 
 A cell's prediction is its rate (harness.report.throughput: seconds per training and per dev example, from the
-stored runs that match it best: same model, method, task, precision and device, else another task of its kind,
-else same model and method, else same model) times what it will process (its planned examples and evaluations, from its budget, hparams and
-the task's size), ± the rate's relative uncertainty. The grid's uncertainty is the cells' summed: cells predicted
+stored runs that match it best: same model, method, task (and regime), precision and device, else another task
+of its kind, else same model and method, else same model) times what it will process (its planned examples and
+evaluations, from its budget, hparams and the task's size), ± the rate's relative uncertainty. The grid's uncertainty is the cells' summed: cells predicted
 from the same runs err together, so they do not average out. A linear probe's encoder runs once per feature set
 (harness.report.throughput.feature_sets, training and dev data apart): each pass is charged to the first cell of
 its set that no completed run in the store (on the device) computed, and every cell gets its head's epochs.
@@ -106,13 +106,13 @@ def estimate(cells, store=None, *, device: str | None = None, data_dir: str | No
     sizes = sizes or DataSizes(store, data_dir)
     cached = stored_feature_sets(store, dev) if store is not None else set()
     out = Estimate([], dev, len(obs))
-    rates: dict[tuple, Rate | None] = {}   # one lookup per (model, method, task, precision, path): grids are large
+    rates: dict[tuple, Rate | None] = {}   # one lookup per (model, method, task, regime, precision, path)
     for cell in cells:
         keys = cell_feature_sets(cell)
-        match = (cell.model, cell.method, cell.task, task_kind(cell.task),
-                 str(cell.hparams.get("mixed_precision", "auto")), keys is not None)
+        match = (cell.model, cell.method, cell.task, str(cell.regime) if cell.regime else None,
+                 task_kind(cell.task), str(cell.hparams.get("mixed_precision", "auto")), keys is not None)
         if match not in rates:
-            rate = rate_for(obs, *match[:5], dev, features=match[5])
+            rate = rate_for(obs, *match[:6], dev, features=match[6])
             rates[match] = (replace(rate, rel=max(rate.rel, floor), pass_rel=max(rate.pass_rel, floor))
                             if rate is not None and floor else rate)
         passes = tuple(role for role, key in zip(FEATURE_ROLES, keys or ()) if key not in cached)

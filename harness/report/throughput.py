@@ -27,9 +27,10 @@ from harness.spec.methods import FEATURE_ROLES, get_method, methods_with, reads_
 from harness.spec.status import Status
 
 MATCH_LEVELS = ("exact", "task kind", "model+method", "model")
-# what each level matches, on the chosen device: exact = model, method, task, requested precision
-# (hparams.mixed_precision); task kind = the same with another task of the cell's kind (its inputs may be several
-# times as long: MRPC pairs run 53 tokens, SST-2 sentences 13, with MiniLM's tokenizer); model+method; model
+# what each level matches, on the chosen device: exact = model, method, task, regime (a sequence ending on a task
+# is stored under that task: harness/spec/schedule.py), requested precision (hparams.mixed_precision); task kind =
+# model, method, the task's kind, precision (another task's inputs may be several times as long: MRPC pairs run 53
+# tokens, SST-2 sentences 13, with MiniLM's tokenizer); model+method; model
 # relative uncertainty at least this, per match level ("suite": a suite's own completed cells, in time_left)
 UNCERTAINTY_FLOOR = {"exact": 0.10, "task kind": 0.30, "model+method": 0.30, "model": 0.60, "suite": 0.10}
 
@@ -51,7 +52,8 @@ class Observation:
     features: bool = False
     extract_s_per_example: float | None = None
     eval_extract_s_per_example: float | None = None
-    task: str | None = None   # the task as stored (a multi-task cell: "a+b"), for the exact match
+    task: str | None = None     # the task as stored (a multi-task cell: "a+b") and the row's regime (None: a
+    regime: str | None = None   # single task), for the exact match
 
 
 @functools.lru_cache(maxsize=None)
@@ -158,8 +160,10 @@ def observation(row) -> Observation | None:
     ff = (row.frozen_features if hasattr(row, "frozen_features")
           else (getattr(row, "extra", None) or {}).get("frozen_features"))
     what = (row.model, row.method, task_kind(row.task), str(hp.get("mixed_precision", "auto")), device_of(env))
+    regime = getattr(row, "regime", None)
+    named = {"task": row.task, "regime": str(regime) if regime else None}
     if not ff or not row.train_time_s:
-        return Observation(*what, train, evals, task=row.task)
+        return Observation(*what, train, evals, **named)
     # the encoder's one pass counts as training / evaluation time in the record (harness/train/recipe.py): take it
     # out of the per-epoch rates, and keep it as a rate per example of the data it went over
     passed = {role: ff.get(PASS_SECONDS[role]) or 0.0 for role in FEATURE_ROLES}
@@ -171,7 +175,7 @@ def observation(row) -> Observation | None:
     per_example = {role: passed[role] / sizes[role] if timed[role] and sizes[role] else None
                    for role in FEATURE_ROLES}
     return Observation(*what, train, evals, features=True, extract_s_per_example=per_example["train"],
-                       eval_extract_s_per_example=per_example["eval"], task=row.task)
+                       eval_extract_s_per_example=per_example["eval"], **named)
 
 
 def stored_observations(store, suite: str | None = None) -> list[Observation]:
@@ -184,7 +188,7 @@ def stored_observations(store, suite: str | None = None) -> list[Observation]:
     if not store.columns():
         return []
     results = [getattr(R, f) for f in RATE_FIELDS if f != "frozen_features"]   # that one lives in `extra`
-    cols = (R.model, R.method, R.task, R.hparams, R.env, R.num_processes, *results,
+    cols = (R.model, R.method, R.task, R.regime, R.hparams, R.env, R.num_processes, *results,
             R.extra["frozen_features"].label("frozen_features"))
     stmt = select(*cols).where(R.status == Status.COMPLETED.value, R.parent_id.is_(None))
     if suite:
@@ -293,14 +297,15 @@ def _pass_rates(levels: dict[str, list[Observation]]) -> tuple[float | None, flo
     return None, None, 0.0
 
 
-def rate_for(observations: list[Observation], model: str, method: str, task: str, kind: str, precision: str,
-             device: str | None, features: bool = False) -> Rate | None:
+def rate_for(observations: list[Observation], model: str, method: str, task: str, regime: str | None, kind: str,
+             precision: str, device: str | None, features: bool = False) -> Rate | None:
     """The rate of the best match level with any run (MATCH_LEVELS), on `device` (None: any device). Within a
     level, runs that took the same path as the cell (`features`: it reads cached frozen features) are preferred:
     a head's rate alone says little about a cell that runs its encoder every step, and the reverse. The encoder
     pass's rates (for a cell that reads features, or one predicted from runs that did) come from _pass_rates."""
     pool = [o for o in observations if device is None or o.device == device]
-    tests = {"exact": lambda o: (o.model, o.method, o.task, o.precision) == (model, method, task, precision),
+    tests = {"exact": lambda o: ((o.model, o.method, o.task, o.regime, o.precision)
+                                 == (model, method, task, regime, precision)),
              "task kind": lambda o: (o.model, o.method, o.kind, o.precision) == (model, method, kind, precision),
              "model+method": lambda o: (o.model, o.method) == (model, method),
              "model": lambda o: o.model == model}

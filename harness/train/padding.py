@@ -1,18 +1,20 @@
-"""Padded tokens per row: what a cell's batches run, worked out from its own data and tokenizer, no model.
+"""Padded tokens per example: what a cell's batches run, worked out from its own data and tokenizer, no model.
 
 A step's time follows the padded tokens it runs (bench/RESULTS.md, eleventh session: a full fine-tuning step of
 MiniLM at the demo's shapes took 77 ms plus 1.29 ms per padded token), and how much a batch pads depends on how
 many rows are batched together. A pilot (`harness estimate --pilot`) trains 10 steps over the first 160
 examples and scores one dev batch of 64: on SST-2 its training batches ran 19.6 tokens per row against the
 demo cell's 16.8, and its dev batch 44.0 against 28.1 (600 dev sentences, longest first, in batches of 64). Its
-rates per row are scaled by these ratios before they price the cell.
+rates are scaled by these ratios before they price the cell.
 
-What is counted per role, as the loop batches it (harness/train/loaders.py, harness/train/features.py):
-  train  one epoch of training batches: length-grouped (or random) with the cell's seed, batch_size rows each
-  eval   the dev splits, longest first, eval_batch_size rows per batch
-  pass   the training set longest first in eval_batch_size batches: a linear probe's frozen encoder pass
+What is counted per role, as the loop batches it (harness/train/loaders.py), for a cell whose encoder runs at
+every step (a linear probe's head reads cached vectors, harness/train/features.py):
+  train  one epoch of training batches: length-grouped (or random) with the cell's seed, batch_size rows each,
+         per row (a SQuAD question's context windows are rows apart, as the loop's training examples count them)
+  eval   one evaluation: each dev split longest first, eval_batch_size rows per batch, per dev example (a
+         question with all its windows, as the loop's dev examples count them)
 A batch runs its longest row's length (max_length when `padding: max_length`), rounded up to the collator's
-multiple where the cell compiles.
+multiple where the cell compiles (the speed of compiled code itself is not modelled here).
 """
 
 from __future__ import annotations
@@ -29,10 +31,11 @@ from harness.train.loaders import LengthGroupedSampler
 from harness.train.models import load_tokenizer
 from harness.train.optim import planned_steps
 
-# rows read per split: the padding per row of a length-grouped or sorted batch depends on the lengths'
-# distribution, which a few thousand rows give; a whole MNLI would cost the pilot minutes of tokenizing
+# examples read per split: the padding per row of a length-grouped or sorted batch depends on the lengths'
+# distribution, which a few thousand examples give (the first ones: a split ordered by length or topic would bias
+# it); a whole MNLI would cost the pilot minutes of tokenizing
 SAMPLE_ROWS = 5000
-ROLES = ("train", "eval", "pass")
+ROLES = ("train", "eval")
 
 
 def batch_tokens(lengths_: list[int], order, batch_size: int, fixed: int | None = None,
@@ -62,10 +65,10 @@ def training_order(lengths_: list[int], hp: dict, seed: int) -> list[int]:
     return torch.randperm(len(lengths_), generator=generator).tolist()
 
 
-def per_row(cell, ctx, device_type: str) -> dict[str, float] | None:
-    """{role: padded tokens per row} of a one-task cell (ROLES); None for a cell of several tasks (its batches
-    alternate between tasks). `ctx`: a RunContext (harness/train/context.py), for the data and the tokenized
-    cache."""
+def per_example(cell, ctx, device_type: str) -> dict[str, float] | None:
+    """{role: padded tokens per example} of a one-task cell (ROLES); None for a cell of several tasks (its
+    batches alternate between tasks). `ctx`: a RunContext (harness/train/context.py), for the data and the
+    tokenized cache. Not DeepSpeed-aware: a cell under DeepSpeed never compiles, which this cannot see."""
     if len(cell.tasks) != 1:
         return None
     task = get_task(cell.tasks[0])
@@ -74,22 +77,24 @@ def per_row(cell, ctx, device_type: str) -> dict[str, float] | None:
     raw = ctx.raw_data(task)
 
     def split_lengths(split, cap, training):
-        rows = raw[split].head(cap)
-        sample = rows.head(SAMPLE_ROWS) if len(rows) > SAMPLE_ROWS else rows
-        return lengths(kind.features(task, sample, tokenizer, hp, ctx.tokenized, training=training)), len(rows)
+        """(the rows' lengths, examples read, examples the cell has) of the split's first SAMPLE_ROWS examples"""
+        examples = raw[split].head(cap)
+        sample = examples.head(SAMPLE_ROWS)
+        rows = lengths(kind.features(task, sample, tokenizer, hp, ctx.tokenized, training=training))
+        return rows, len(sample), len(examples)
 
-    train, n_train = split_lengths("train", budget.get("max_train_samples"), True)
+    train, n_read, n_train = split_lengths("train", budget.get("max_train_samples"), True)
     fixed = hp["max_length"] if hp["padding"] != "dynamic" else None
+    train_rows = round(len(train) * n_train / max(n_read, 1))   # the loop's steps count rows (SQuAD: windows)
     compiled = compiling.chosen(hp.get("compile", COMPILE_DEFAULT), device_type,
-                                planned_steps([range(n_train)], hp, budget, cell.num_processes))
+                                planned_steps([range(train_rows)], hp, budget, cell.num_processes))
     multiple = compiling.pad_multiple(hp) if compiled else None
-    out = {"train": batch_tokens(train, training_order(train, hp, cell.seed), hp["batch_size"], fixed, multiple),
-           "pass": batch_tokens(train, longest_first(train), hp["eval_batch_size"], fixed)}
-    out = {role: tokens / max(len(train), 1) for role, tokens in out.items()}
-    dev_tokens = dev_rows = 0
+    out = {"train": batch_tokens(train, training_order(train, hp, cell.seed), hp["batch_size"], fixed, multiple)
+           / max(len(train), 1)}
+    dev_tokens = dev_examples = 0
     for s in task.eval_splits:   # longest first per split, as each split's loader runs it
-        dev, _ = split_lengths(s.hub_split, budget.get("max_eval_samples"), False)
+        dev, n_read, _ = split_lengths(s.hub_split, budget.get("max_eval_samples"), False)
         dev_tokens += batch_tokens(dev, longest_first(dev), hp["eval_batch_size"], fixed, multiple)
-        dev_rows += len(dev)
-    out["eval"] = dev_tokens / max(dev_rows, 1)
+        dev_examples += n_read
+    out["eval"] = dev_tokens / max(dev_examples, 1)
     return out

@@ -273,6 +273,21 @@ def test_a_task_is_priced_by_its_own_runs_before_another_task_of_its_kind(past, 
     assert cells["rte"]["level"] == "exact" and cells["rte"]["seconds"] == pytest.approx(38.0)
 
 
+def test_a_sequence_ending_on_a_task_is_not_that_task_alone():
+    """A sequence (MRPC then RTE) is stored under its last task, RTE, but trains on both: its runs price the
+    same sequence, plain RTE runs price plain RTE cells, each at the exact level."""
+    from harness.report.throughput import Observation, rate_for
+
+    def run(regime, train_s):
+        return Observation("m", "full", "classification", "auto", "cpu", train_s, 0.01, task="rte", regime=regime)
+
+    runs = [run(None, 0.1), run(None, 0.12), run("sequential", 0.5)]
+    plain = rate_for(runs, "m", "full", "rte", None, "classification", "auto", "cpu")
+    sequence = rate_for(runs, "m", "full", "rte", "sequential", "classification", "auto", "cpu")
+    assert (plain.level, plain.n, plain.train_s) == ("exact", 2, pytest.approx(0.11))
+    assert (sequence.level, sequence.n, sequence.train_s) == ("exact", 1, pytest.approx(0.5))
+
+
 def test_validate_says_what_the_stored_runs_estimate(past, monkeypatch, tmp_path, glue_dir):
     suite, url = past
     monkeypatch.setenv("HARNESS_DB", f"sqlite:///{tmp_path / 'none.db'}")
@@ -354,7 +369,8 @@ hparams: {{batch_size: 8}}
     assert e["source"] == "pilot" and e["observations"] == 2 and e["missing"] == 0   # one pilot per method
     # each pilot's rates go to its cell's padding (harness/train/padding.py: tests/train/test_padding.py): the
     # pilot's 16 training rows pad differently from the cell's 48
-    scaled = re.findall(r"pilot \d: the cell's padded tokens per row against the pilot's: training ([\d.]+)x", r.stderr)
+    scaled = re.findall(r"pilot \d: the cell's padded tokens per example against the pilot's: training ([\d.]+)x",
+                        r.stderr)
     assert len(scaled) == 2 and all(float(x) != 1.0 for x in scaled), r.stderr[-2000:]
     assert e["levels"] == {"exact": 4} and all(c["seconds"] > 0 for c in e["cells"])
     # one pilot per rate has no spread of its own: the pilot's floor, not the stored runs' 10%

@@ -1,5 +1,5 @@
 """The padded tokens a pilot scales its rates by (harness/train/padding.py) are those of the batches the loop
-really runs: training batches of one epoch, dev batches of one evaluation, a linear probe's encoder pass."""
+really runs: training batches of one epoch per row, dev batches of one evaluation per dev example."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from harness.spec.cell import Cell
 from harness.spec.methods import get_method
 from harness.spec.tasks import get_task
-from harness.train import features, padding, recipe
+from harness.train import padding, recipe
 from harness.train.context import RunContext
 from harness.train.recipe import train_and_evaluate
 from tests.helpers import write_small_squad
@@ -24,38 +24,21 @@ def _cell(model, task="rte", method="full", **hparams):
 
 
 def _batches_run(cell, data, monkeypatch):
-    """(training batches of the first epoch, dev batches of the first evaluation, encoder-pass batches) as
-    (rows, padded length), seen by the loop's own forward and the probe's encoder."""
-    seen = {"train": [], "eval": [], "pass": []}
+    """(the padded tokens per row of the first epoch's training batches, those of the first evaluation per dev
+    example), as the loop's own forward saw the batches."""
+    seen = {True: [], False: []}
     forward = recipe.CellRun.forward
 
     def spy(self, t, batch):
-        ids = batch.get("input_ids")
-        if ids is not None:
-            seen["train" if self.model.training else "eval"].append(tuple(ids.shape))
+        seen[self.model.training].append(tuple(batch["input_ids"].shape))
         return forward(self, t, batch)
 
-    encode = features.encode
-
-    def spy_encode(encoder, ds, *args, **kwargs):
-        hook = encoder.register_forward_pre_hook(
-            lambda m, a, kw: seen["pass"].append(tuple(kw["input_ids"].shape)), with_kwargs=True)
-        try:
-            return encode(encoder, ds, *args, **kwargs)
-        finally:
-            hook.remove()
-
     monkeypatch.setattr(recipe.CellRun, "forward", spy)
-    monkeypatch.setattr(features, "encode", spy_encode)
     r = train_and_evaluate(cell, RunContext(data_dir=str(data), cache_dir=None, show_progress=False))
-    per_epoch = r.steps // 2
-    evaluations = 2   # one per epoch
-    assert len(seen["eval"]) % evaluations == 0
-    return seen["train"][:per_epoch], seen["eval"][:len(seen["eval"]) // evaluations], seen["pass"]
-
-
-def _per_row(batches):
-    return sum(b * length for b, length in batches) / sum(b for b, _ in batches)
+    train = seen[True][:r.steps // 2]   # the first of two epochs
+    dev = seen[False][:len(seen[False]) // 2]   # the first of two evaluations (one per epoch)
+    return (sum(b * n for b, n in train) / sum(b for b, _ in train),
+            sum(b * n for b, n in dev) / r.eval_examples)
 
 
 def test_batch_tokens_pads_each_batch_to_its_longest_row():
@@ -69,29 +52,20 @@ def test_batch_tokens_pads_each_batch_to_its_longest_row():
 
 @pytest.mark.parametrize("hparams", [{}, {"group_by_length": False}, {"padding": "max_length"}],
                          ids=["grouped", "random", "max_length"])
-def test_padding_per_row_is_what_the_loop_ran(tmp_path, tiny_bert, small_glue, monkeypatch, hparams):
+def test_padding_per_example_is_what_the_loop_ran(tmp_path, tiny_bert, small_glue, monkeypatch, hparams):
     cell = _cell(tiny_bert, **hparams)
-    train, dev, _ = _batches_run(cell, small_glue, monkeypatch)
-    predicted = padding.per_row(cell, RunContext(data_dir=str(small_glue), cache_dir=str(tmp_path)), "cpu")
-    assert predicted["train"] == pytest.approx(_per_row(train))
-    assert predicted["eval"] == pytest.approx(_per_row(dev))
+    train, dev = _batches_run(cell, small_glue, monkeypatch)
+    predicted = padding.per_example(cell, RunContext(data_dir=str(small_glue), cache_dir=str(tmp_path)), "cpu")
+    assert predicted == {"train": pytest.approx(train), "eval": pytest.approx(dev)}
 
 
-def test_a_probe_pass_and_a_question_answering_cell(tmp_path, tiny_bert, small_glue, monkeypatch):
-    probe = _cell(tiny_bert, method="linear_probe", learning_rate=1e-2)
-    _, _, passes = _batches_run(probe, small_glue, monkeypatch)
-    ctx = RunContext(data_dir=str(small_glue), cache_dir=str(tmp_path / "c1"))
-    predicted = padding.per_row(probe, ctx, "cpu")
-    n_train = 48   # write_small_glue's training rows: the pass goes over them, then over the 21 dev rows
-    rows = [b for b, _ in passes]
-    assert sum(rows) == n_train + 21
-    split = next(i for i in range(len(passes) + 1) if sum(rows[:i]) == n_train)
-    assert predicted["pass"] == pytest.approx(_per_row(passes[:split]))
-    assert predicted["eval"] == pytest.approx(_per_row(passes[split:]))
-
+def test_question_answering_counts_windows_in_training_and_questions_in_evaluation(tmp_path, tiny_bert,
+                                                                                    monkeypatch):
+    """Long SQuAD contexts are cut into several windows: the loop's training examples are windows, its dev
+    examples questions (each scored from all its windows)."""
     squad = write_small_squad(tmp_path / "squad")
-    qa = _cell(tiny_bert, task="squad", max_length=48, doc_stride=16)
-    train, dev, _ = _batches_run(qa, squad, monkeypatch)
-    predicted = padding.per_row(qa, RunContext(data_dir=str(squad), cache_dir=str(tmp_path / "c2")), "cpu")
-    assert predicted["train"] == pytest.approx(_per_row(train))   # per window, as the loop counts rows
-    assert predicted["eval"] == pytest.approx(_per_row(dev))
+    cell = _cell(tiny_bert, task="squad", max_length=48, doc_stride=16)
+    train, dev = _batches_run(cell, squad, monkeypatch)
+    predicted = padding.per_example(cell, RunContext(data_dir=str(squad), cache_dir=str(tmp_path / "c")), "cpu")
+    assert predicted == {"train": pytest.approx(train), "eval": pytest.approx(dev)}
+    assert dev > 48   # more than one window per question: per window, the test above would not see it
