@@ -18,9 +18,9 @@ EXAMPLES = """
 PILOT_STEPS = 10          # optimizer steps a pilot measures per distinct (model, method, task)
 PILOT_EVAL_EXAMPLES = 64  # dev examples it scores
 # a pilot's prediction is uncertain by at least this: one short run per rate, on a machine whose speed moves.
-# Each of the demo's 14 cells of one seed after its own pilot, side by side on a 2-core VM: 0.80-1.87x per cell
-# (the short probe cells the widest), a spread of 23% around a mean of 1.15x (the same 10 steps took 5.5-9.1 s in
-# one process within minutes); bench/RESULTS.md, eleventh session. A typical error, not a bound.
+# Each of the demo's 14 cells of one seed after its own pilot, side by side on a 2-core VM, twice: the ten cells
+# that run their encoder 0.80-1.34x, a spread of 14-16%; the short probe cells 0.80-2.44x (the same 10 steps took
+# 5.5-9.1 s in one process within minutes); bench/RESULTS.md, eleventh session. A typical error, not a bound.
 PILOT_UNCERTAINTY = 0.30
 
 
