@@ -157,7 +157,9 @@ def to_cell_padding(obs, small, cell, ctx, i: int):
 
     import torch
 
+    from harness.spec.models import ModelSpec
     from harness.train import padding
+    from harness.train.models import load_tokenizer
 
     def say(text: str) -> None:
         print(f"pilot {i + 1}: {text}", file=sys.stderr, flush=True)
@@ -166,15 +168,16 @@ def to_cell_padding(obs, small, cell, ctx, i: int):
         say("a linear probe: its rates unscaled")
         return obs
     device_type = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        mine, theirs = padding.per_example(small, ctx, device_type), padding.per_example(cell, ctx, device_type)
+    try:   # the pilot and its cell share model and task: one tokenizer
+        tokenizer = load_tokenizer(ModelSpec(cell.model, cell.trust_remote_code, ctx.model_base_dir))
+        mine, theirs = (padding.per_example(c, ctx, device_type, tokenizer) for c in (small, cell))
     except Exception as exc:   # the pilot ran, so this is unexpected: keep its own rates
         say(f"padding not worked out ({type(exc).__name__}: {str(exc)[:200]}); its rates unscaled")
         return obs
     if mine is None or theirs is None:
         say("a cell of several tasks: its rates unscaled")
         return obs
-    ratio = {role: theirs[role] / mine[role] if mine[role] else 1.0 for role in padding.ROLES}
+    ratio = {role: theirs[role] / mine[role] if mine[role] else 1.0 for role in theirs}
     say(f"the cell's padded tokens per example against the pilot's: training {ratio['train']:.2f}x, dev "
         f"{ratio['eval']:.2f}x (its rates scaled)")
     evals = obs.eval_s_per_example

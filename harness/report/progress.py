@@ -256,10 +256,9 @@ def time_left(store, suite, *, num_processes: int = 1, lease_timeout: float | No
 
     groups: dict[tuple, dict] = {}
     for cell, state, rec in states:
-        g = groups.setdefault((cell.method, cell.task), {"method": cell.method, "task": cell.task, "times": [],
-                                                         "todo": [], "done": []})
+        g = groups.setdefault((cell.method, cell.task), {"method": cell.method, "task": cell.task, "todo": [],
+                                                         "done": []})
         if state == CellState.COMPLETED and cell_time_s(rec) is not None:
-            g["times"].append(cell_time_s(rec))
             g["done"].append((cell, rec))
         elif state in (CellState.PENDING, CellState.STALE, CellState.RUNNING):
             ran = 0.0
@@ -267,6 +266,7 @@ def time_left(store, suite, *, num_processes: int = 1, lease_timeout: float | No
                 ran = max(0.0, (utcnow() - rec.started_at).total_seconds())
             g["todo"].append((cell, ran, state))
     for g in groups.values():
+        g["times"] = [cell_time_s(rec) for _, rec in g["done"]]
         g["todo"].sort(key=lambda t: t[2] != CellState.RUNNING)   # the cell computing a pass now is charged it
         g["probe"] = any(cell_feature_sets(c) is not None for c, _, _ in g["todo"])
         g["stored"] = not g["times"] or g["probe"]

@@ -29,6 +29,7 @@ from torch import nn
 from harness.spec import layout
 from harness.spec.methods import FEATURE_ROLES, reads_cached_features, variant_problem
 from harness.tasks.data import lengths
+from harness.train.loaders import longest_first
 
 POOLINGS = ("cls", "mean")
 _MEMORY: "OrderedDict[str, np.ndarray]" = OrderedDict()   # per process: key -> (N, hidden) float32
@@ -93,10 +94,8 @@ def encode(encoder: nn.Module, ds, collator, batch_size: int, pooling: str, auto
     from torch.utils.data import DataLoader
 
     columns = [c for c in ("input_ids", "token_type_ids", "attention_mask") if c in ds.column_names]
-    lengths_ = lengths(ds)
-    order = sorted(range(len(ds)), key=lengths_.__getitem__, reverse=True)
-    loader = DataLoader(ds.with_format(columns=columns + ["idx"]), batch_size=batch_size, sampler=order,
-                        collate_fn=collator)
+    loader = DataLoader(ds.with_format(columns=columns + ["idx"]), batch_size=batch_size,
+                        sampler=longest_first(lengths(ds)), collate_fn=collator)
     out = np.zeros((len(ds), encoder.config.hidden_size), dtype=np.float32)
     was_training = encoder.training
     encoder.eval()

@@ -37,15 +37,27 @@ def pinned() -> bool:
     return torch.cuda.is_available()
 
 
-def train_loader(ds, hp, collator, seed):
-    from torch.utils.data import DataLoader, RandomSampler
+def train_sampler(lengths_: list[int], hp, seed: int):
+    """The order a cell's training rows are drawn in, epoch after epoch: length-grouped mega-batches, or plain
+    random, from the cell's seed (harness/train/padding.py reads one epoch of it)."""
+    from torch.utils.data import RandomSampler
 
     generator = torch.Generator().manual_seed(seed)
     if hp["group_by_length"]:
-        sampler = LengthGroupedSampler(lengths(ds), hp["batch_size"], generator)
-    else:
-        sampler = RandomSampler(ds, generator=generator)
-    return DataLoader(ds, batch_size=hp["batch_size"], sampler=sampler, collate_fn=collator, pin_memory=pinned())
+        return LengthGroupedSampler(lengths_, hp["batch_size"], generator)
+    return RandomSampler(range(len(lengths_)), generator=generator)
+
+
+def longest_first(lengths_: list[int]) -> list[int]:
+    """Row indices, longest first: dev batches and a frozen encoder's pass pad least in this order."""
+    return sorted(range(len(lengths_)), key=lengths_.__getitem__, reverse=True)
+
+
+def train_loader(ds, hp, collator, seed):
+    from torch.utils.data import DataLoader
+
+    return DataLoader(ds, batch_size=hp["batch_size"], sampler=train_sampler(lengths(ds), hp, seed),
+                      collate_fn=collator, pin_memory=pinned())
 
 
 def eval_loader(ds, batch_size, collator):
@@ -53,8 +65,8 @@ def eval_loader(ds, batch_size, collator):
     (predictions carry their example index)."""
     from torch.utils.data import DataLoader
 
-    order = sorted(range(len(ds)), key=lengths(ds).__getitem__, reverse=True)
-    return DataLoader(ds, batch_size=batch_size, sampler=order, collate_fn=collator, pin_memory=pinned())
+    return DataLoader(ds, batch_size=batch_size, sampler=longest_first(lengths(ds)), collate_fn=collator,
+                      pin_memory=pinned())
 
 
 @dataclass

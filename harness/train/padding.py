@@ -19,15 +19,13 @@ multiple where the cell compiles (the speed of compiled code itself is not model
 
 from __future__ import annotations
 
-import torch
-
 from harness.spec.hparams import COMPILE_DEFAULT
 from harness.spec.models import ModelSpec
 from harness.spec.tasks import get_task
 from harness.tasks.data import lengths
 from harness.tasks.kinds import kind_of
 from harness.train import compiling
-from harness.train.loaders import LengthGroupedSampler
+from harness.train.loaders import longest_first, train_sampler
 from harness.train.models import load_tokenizer
 from harness.train.optim import planned_steps
 
@@ -35,7 +33,6 @@ from harness.train.optim import planned_steps
 # distribution, which a few thousand examples give (the first ones: a split ordered by length or topic would bias
 # it); a whole MNLI would cost the pilot minutes of tokenizing
 SAMPLE_ROWS = 5000
-ROLES = ("train", "eval")
 
 
 def batch_tokens(lengths_: list[int], order, batch_size: int, fixed: int | None = None,
@@ -53,27 +50,17 @@ def batch_tokens(lengths_: list[int], order, batch_size: int, fixed: int | None 
     return total
 
 
-def longest_first(lengths_: list[int]) -> list[int]:
-    return sorted(range(len(lengths_)), key=lengths_.__getitem__, reverse=True)
-
-
-def training_order(lengths_: list[int], hp: dict, seed: int) -> list[int]:
-    """One epoch's rows in the order the cell's training loader draws them (harness.train.loaders.train_loader)."""
-    generator = torch.Generator().manual_seed(seed)
-    if hp["group_by_length"]:
-        return list(LengthGroupedSampler(lengths_, hp["batch_size"], generator))
-    return torch.randperm(len(lengths_), generator=generator).tolist()
-
-
-def per_example(cell, ctx, device_type: str) -> dict[str, float] | None:
-    """{role: padded tokens per example} of a one-task cell (ROLES); None for a cell of several tasks (its
-    batches alternate between tasks). `ctx`: a RunContext (harness/train/context.py), for the data and the
-    tokenized cache. Not DeepSpeed-aware: a cell under DeepSpeed never compiles, which this cannot see."""
+def per_example(cell, ctx, device_type: str, tokenizer=None) -> dict[str, float] | None:
+    """{"train": ..., "eval": ...}: padded tokens per example of a one-task cell (the roles above); None for a
+    cell of several tasks (its batches alternate between tasks). `ctx`: a RunContext (harness/train/context.py),
+    for the data and the tokenized cache; `tokenizer`: the cell model's (default: loaded here). Not
+    DeepSpeed-aware: a cell under DeepSpeed never compiles, which this cannot see."""
     if len(cell.tasks) != 1:
         return None
     task = get_task(cell.tasks[0])
     kind, hp, budget = kind_of(task), cell.hparams, cell.budget
-    tokenizer = load_tokenizer(ModelSpec(cell.model, cell.trust_remote_code, ctx.model_base_dir))
+    if tokenizer is None:
+        tokenizer = load_tokenizer(ModelSpec(cell.model, cell.trust_remote_code, ctx.model_base_dir))
     raw = ctx.raw_data(task)
 
     def split_lengths(split, cap, training):
@@ -89,8 +76,8 @@ def per_example(cell, ctx, device_type: str) -> dict[str, float] | None:
     compiled = compiling.chosen(hp.get("compile", COMPILE_DEFAULT), device_type,
                                 planned_steps([range(train_rows)], hp, budget, cell.num_processes))
     multiple = compiling.pad_multiple(hp) if compiled else None
-    out = {"train": batch_tokens(train, training_order(train, hp, cell.seed), hp["batch_size"], fixed, multiple)
-           / max(len(train), 1)}
+    one_epoch = train_sampler(train, hp, cell.seed)
+    out = {"train": batch_tokens(train, one_epoch, hp["batch_size"], fixed, multiple) / max(len(train), 1)}
     dev_tokens = dev_examples = 0
     for s in task.eval_splits:   # longest first per split, as each split's loader runs it
         dev, n_read, _ = split_lengths(s.hub_split, budget.get("max_eval_samples"), False)
