@@ -93,12 +93,13 @@ def predict(cell, plan: CellPlan | None, rate: Rate | None, features: bool = Fal
 
 def estimate(cells, store=None, *, device: str | None = None, data_dir: str | None = None,
              observations: list[Observation] | None = None, sizes: DataSizes | None = None,
-             floor: float = 0.0) -> Estimate:
+             floor: float = 0.0, probe_floor: float | None = None) -> Estimate:
     """Each cell's predicted train + eval seconds ± uncertainty from stored throughput on `device` (a stored
     device's name or a part of it; None: the device with most stored runs), and the total, in the order given
     (the first cell of a feature set runs its encoder pass). `observations` (default: every completed run of
     `store`) lets a caller pass its own (a pilot's), and `floor` raise every rate's relative uncertainty to at
-    least that (one pilot per rate has no spread of its own). Frozen features that a completed run of `store` on
+    least that (one pilot per rate has no spread of its own); `probe_floor` (default: `floor`) that of a cell
+    reading cached frozen features. Frozen features that a completed run of `store` on
     the device computed count as cached, whatever the observations."""
     obs = stored_observations(store) if observations is None else observations
     dev = pick_device(obs, device)
@@ -113,8 +114,9 @@ def estimate(cells, store=None, *, device: str | None = None, data_dir: str | No
                  task_kind(cell.task), str(cell.hparams.get("mixed_precision", "auto")), keys is not None)
         if match not in rates:
             rate = rate_for(obs, *match[:6], dev, features=match[6])
-            rates[match] = (replace(rate, rel=max(rate.rel, floor), pass_rel=max(rate.pass_rel, floor))
-                            if rate is not None and floor else rate)
+            least = probe_floor if match[6] and probe_floor is not None else floor
+            rates[match] = (replace(rate, rel=max(rate.rel, least), pass_rel=max(rate.pass_rel, least))
+                            if rate is not None and least else rate)
         passes = tuple(role for role, key in zip(FEATURE_ROLES, keys or ()) if key not in cached)
         est = predict(cell, plan_cell(cell, sizes), rates[match], features=keys is not None, passes=passes)
         out.cells.append(est)

@@ -14,7 +14,7 @@ import time
 import pytest
 from sqlalchemy import update
 
-from harness.cli.estimate import PILOT_UNCERTAINTY
+from harness.cli.estimate import PILOT_PROBE_UNCERTAINTY, PILOT_UNCERTAINTY
 from harness.plan.suite import parse_suite
 from harness.spec.status import Status
 from harness.store.db import Store
@@ -358,7 +358,7 @@ def test_pilot_measures_each_method_and_task_here_and_records_nothing(tmp_path, 
 name: tiny
 models: ["{tiny_bert}"]
 tasks: [rte]
-methods: [full, {{name: houlsby, size: 4, learning_rate: 1e-3}}]
+methods: [full, {{name: houlsby, size: 4, learning_rate: 1e-3}}, linear_probe]
 seeds: [1, 2]
 budgets: [{{epochs: 2}}]
 hparams: {{batch_size: 8}}
@@ -366,19 +366,26 @@ hparams: {{batch_size: 8}}
     r = run_cli("estimate", suite, "--pilot", "--pilot-steps", "2", "--json", "--data-dir", small_glue, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     e = json.loads(r.stdout)
-    assert e["source"] == "pilot" and e["observations"] == 2 and e["missing"] == 0   # one pilot per method
+    assert e["source"] == "pilot" and e["observations"] == 3 and e["missing"] == 0   # one pilot per method
     # each pilot's rates go to its cell's padding (harness/train/padding.py: tests/train/test_padding.py): the
-    # pilot's 16 training rows pad differently from the cell's 48
+    # pilot's 16 training rows pad differently from the cell's 48; a probe's rates stay as measured
     scaled = re.findall(r"pilot \d: the cell's padded tokens per example against the pilot's: training ([\d.]+)x",
                         r.stderr)
     assert len(scaled) == 2 and all(float(x) != 1.0 for x in scaled), r.stderr[-2000:]
-    assert e["levels"] == {"exact": 4} and all(c["seconds"] > 0 for c in e["cells"])
-    # one pilot per rate has no spread of its own: the pilot's floor, not the stored runs' 10%
-    assert all(c["plus_minus"] == pytest.approx(c["seconds"] * PILOT_UNCERTAINTY) for c in e["cells"])
+    assert "pilot 3: a linear probe: its rates unscaled" in r.stderr, r.stderr[-2000:]
+    assert e["levels"] == {"exact": 6} and all(c["seconds"] > 0 for c in e["cells"])
+    # one pilot per rate has no spread of its own: the pilot's floors, not the stored runs' 10%; a probe's larger
+    for c in e["cells"]:
+        floor = PILOT_PROBE_UNCERTAINTY if "linear_probe" in c["label"] else PILOT_UNCERTAINTY
+        assert c["plus_minus"] == pytest.approx(c["seconds"] * floor), c
     by_method = {}
     for c in e["cells"]:
-        by_method.setdefault(c["label"].split()[2], set()).add(round(c["seconds"], 9))
-    assert all(len(v) == 1 for v in by_method.values())   # the seeds of a method: the same prediction
+        by_method.setdefault(c["label"].split()[2], []).append(c)
+    probe = by_method.pop("linear_probe")
+    # the seeds of a method: the same prediction; a probe's first seed also runs the encoder pass both share
+    assert all(len({round(c["seconds"], 9) for c in v}) == 1 for v in by_method.values())
+    assert probe[0]["encoder_pass_s"] > 0 and not probe[1]["encoder_pass_s"]
+    assert probe[1]["seconds"] == pytest.approx(probe[0]["seconds"] - probe[0]["encoder_pass_s"])
     assert sorted(os.listdir(tmp_path)) == ["s.yaml"], "a pilot writes no store and no output folder"
 
 
