@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field, replace
 from harness.report.throughput import (MATCH_LEVELS, UNCERTAINTY_FLOOR, CellPlan, DataSizes, Observation, Rate,
                                        PASS_SECONDS, cell_feature_sets, device_of, encoder_pass_s, spread,
                                        devices, observation, pick_device, plan_cell, rate_for, stored_feature_sets,
-                                       stored_observations, task_kind, timed_passes)
+                                       precision_key, regime_key, stored_observations, task_kind, timed_passes)
 from harness.spec.methods import FEATURE_ROLES
 from harness.spec.status import CellState
 
@@ -110,8 +110,8 @@ def estimate(cells, store=None, *, device: str | None = None, data_dir: str | No
     rates: dict[tuple, Rate | None] = {}   # one lookup per (model, method, task, regime, precision, path)
     for cell in cells:
         keys = cell_feature_sets(cell)
-        match = (cell.model, cell.method, cell.task, str(cell.regime) if cell.regime else None,
-                 task_kind(cell.task), str(cell.hparams.get("mixed_precision", "auto")), keys is not None)
+        match = (cell.model, cell.method, cell.task, regime_key(cell.regime), task_kind(cell.task),
+                 precision_key(cell.hparams), keys is not None)
         if match not in rates:
             rate = rate_for(obs, *match[:6], dev, features=match[6])
             least = probe_floor if match[6] and probe_floor is not None else floor

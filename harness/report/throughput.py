@@ -57,15 +57,31 @@ class Observation:
 
 
 @functools.lru_cache(maxsize=None)
-def task_kind(task: str) -> str:
-    """The kind of a task name as stored (a multi-task cell's 'a+b': its first member's); 'unknown' for a name
-    the registry no longer has."""
+def registered_task(task: str):
+    """The registry's task of a name as stored (a multi-task cell's 'a+b': its first member); None for a name the
+    registry no longer has (an old store's task: still usable at the coarser match levels)."""
     from harness.spec.tasks import get_task
 
     try:
-        return get_task(task.split("+")[0]).kind
-    except Exception:   # an old store's task: still usable at the coarser levels
-        return "unknown"
+        return get_task(task.split("+")[0])
+    except Exception:
+        return None
+
+
+def task_kind(task: str) -> str:
+    """The kind of a task name as stored; 'unknown' for a name the registry no longer has."""
+    spec = registered_task(task)
+    return spec.kind if spec is not None else "unknown"
+
+
+def regime_key(regime) -> str | None:
+    """A cell's or a stored row's regime as estimates match it (None: a single task)."""
+    return str(regime) if regime else None
+
+
+def precision_key(hparams: dict | None) -> str:
+    """The precision a cell or run asked for, as estimates match it (`auto` and what it resolves to differ)."""
+    return str((hparams or {}).get("mixed_precision", "auto"))
 
 
 def _evaluations(steps: int, epochs_done: float | None, eval_steps: int | None) -> int:
@@ -99,7 +115,7 @@ def feature_sets(model: str, task: str, task_version, method: str, method_params
         return None
     hp, budget = hparams or {}, budget or {}
     common = (model, task, task_version, params.get("pooling") or "cls", hp.get("max_length"), hp.get("padding"),
-              str(hp.get("mixed_precision", "auto")))
+              precision_key(hp))
     return tuple((*common, role, budget.get(ROLE_CAP[role])) for role in FEATURE_ROLES)
 
 
@@ -159,9 +175,8 @@ def observation(row) -> Observation | None:
         evals = row.eval_time_s / (row.eval_examples * evaluations)
     ff = (row.frozen_features if hasattr(row, "frozen_features")
           else (getattr(row, "extra", None) or {}).get("frozen_features"))
-    what = (row.model, row.method, task_kind(row.task), str(hp.get("mixed_precision", "auto")), device_of(env))
-    regime = getattr(row, "regime", None)
-    named = {"task": row.task, "regime": str(regime) if regime else None}
+    what = (row.model, row.method, task_kind(row.task), precision_key(hp), device_of(env))
+    named = {"task": row.task, "regime": regime_key(getattr(row, "regime", None))}
     if not ff or not row.train_time_s:
         return Observation(*what, train, evals, **named)
     # the encoder's one pass counts as training / evaluation time in the record (harness/train/recipe.py): take it
@@ -390,7 +405,8 @@ class DataSizes:
         if (split, task, cap) in self.known:
             return self.known[(split, task, cap)]
         full = self.known.get((split, task, None))
-        n_splits = self._dev_splits(task) if split == "eval" else 1
+        spec = registered_task(task) if split == "eval" else None
+        n_splits = len(spec.eval_splits) if spec is not None else 1
         if full is None or (cap and n_splits > 1):
             if (split, task) not in self.parts:
                 self.parts[(split, task)] = self._local(task, split)
@@ -401,15 +417,6 @@ class DataSizes:
         if full is None:
             return n_splits * cap if cap else None
         return min(full, n_splits * cap) if cap else full
-
-    @staticmethod
-    def _dev_splits(task_name: str) -> int:
-        from harness.spec.tasks import get_task
-
-        try:
-            return len(get_task(task_name).eval_splits)
-        except Exception:   # an old store's task
-            return 1
 
 
 def plan_cell(cell, sizes: DataSizes) -> CellPlan | None:
