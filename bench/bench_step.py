@@ -194,19 +194,44 @@ def mode_profile(args, ctx) -> str:
         return run_record(self)
 
     recipe.CellRun.record = keep
+    shares = ["| shape | method | profiled s | " + " | ".join(SHARES) + " |", "|---|---|---:|" + "---:|" * len(SHARES)]
     try:
         for label, (task, batch) in SHAPES.items():
             if task not in args.shapes:
                 continue
             for method in args.methods:
                 recipe.train_and_evaluate(cell(task, method, batch, args.precision, args.profile_steps), ctx)
-                table = captured["prof"].key_averages().table(sort_by="self_cpu_time_total", row_limit=args.rows)
+                events = captured["prof"].key_averages()
+                table = events.table(sort_by="self_cpu_time_total", row_limit=args.rows)
                 out.append(f"### {method} ({args.precision}, {label}, {args.profile_steps} steps incl. the final "
                            f"evaluation)\n\n```\n{table}\n```")
                 print(out[-1], flush=True)
+                total, parts = time_shares(events)
+                shares.append(f"| {label} | {method} | {total:.1f} | "
+                              + " | ".join(f"{100 * parts[k] / total:.1f}%" for k in SHARES) + " |")
     finally:
         recipe.CellRun.fit, recipe.CellRun.record = fit, run_record
-    return "\n\n".join(out)
+    print("\n".join(shares), flush=True)
+    return (f"Self CPU time per kind of op, {args.precision}, {args.profile_steps} steps and the final evaluation "
+            f"per cell:\n\n" + "\n".join(shares) + "\n\n" + "\n\n".join(out))
+
+
+# what a profiled cell's self CPU time is spent on (time_shares): the first kind whose test an op name passes
+SHARES = {
+    "matmul": lambda n: n in ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm") or "attention" in n,
+    "dropout masks": lambda n: n == "aten::bernoulli_",   # serial on non-Intel CPUs (no MKL there)
+    "optimizer + clipping": lambda n: "adam" in n or "_foreach_" in n or n == "aten::linalg_vector_norm",
+    "FLOP count": lambda n: n == "PythonDispatchMode",   # its own Python time, on the counted batches
+    "other": lambda n: True,
+}
+
+
+def time_shares(events) -> tuple[float, dict[str, float]]:
+    """(seconds of self CPU time in all, {kind: seconds}) of a profiler's key_averages()."""
+    parts = dict.fromkeys(SHARES, 0.0)
+    for e in events:
+        parts[next(k for k, test in SHARES.items() if test(e.key))] += e.self_cpu_time_total / 1e6
+    return sum(parts.values()), parts
 
 
 class StepClock:
