@@ -219,7 +219,7 @@ def mode_profile(args, ctx) -> str:
 # what a profiled cell's self CPU time is spent on (time_shares): the first kind whose test an op name passes
 SHARES = {
     "matmul": lambda n: n in ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm") or "attention" in n,
-    "dropout masks": lambda n: n == "aten::bernoulli_",   # serial on non-Intel CPUs (no MKL there)
+    "dropout masks": lambda n: n == "aten::bernoulli_",   # drawn serially from one generator (public wheels)
     "optimizer + clipping": lambda n: "adam" in n or "_foreach_" in n or n == "aten::linalg_vector_norm",
     "FLOP count": lambda n: n == "PythonDispatchMode",   # its own Python time, on the counted batches
     "other": lambda n: True,
