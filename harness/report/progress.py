@@ -232,11 +232,11 @@ def _suite_fallback(g: dict, made: set):
 
 def time_left(store, suite, *, num_processes: int = 1, lease_timeout: float | None = None, states=None) -> dict:
     """The time left of a suite in progress. Per (method, task): the mean time of this suite's completed cells of
-    it x its cells still to run (pending, stale, running: a running one less the time it has run); a (method,
-    task) with no completed cell yet is predicted from stored throughput (`estimate`, on the device of this
-    suite's completed cells), and so are the cells that read cached frozen features (a mean would spread the one
-    cell that ran the encoder over the others, which do not). A cell the store does not predict takes its group's
-    mean (_suite_fallback: a probe's without the pass, plus the group's measured pass where its set is new). The
+    it x its cells still to run (pending, stale, running: a running one less the time it has run, its ± the same
+    share of the cell's); a (method, task) with no completed cell yet is predicted from stored throughput
+    (`estimate`, on the device of this suite's completed cells), and so are the cells that read cached frozen
+    features (a mean would spread the one cell that ran the encoder over the others, which do not). A cell the
+    store does not predict takes its group's mean (_suite_fallback: a probe's without the pass, plus the group's measured pass where its set is new). The
     work left is divided by the live workers (distinct workers holding a lease with a fresh heartbeat; none: as
     if one).
 
@@ -298,7 +298,7 @@ def time_left(store, suite, *, num_processes: int = 1, lease_timeout: float | No
             for cell, ran, _ in g["todo"]:
                 e = stored.get(cell.key) if g["stored"] else None
                 if e is not None and e.seconds is not None:
-                    seconds, err = e.seconds, e.plus_minus
+                    seconds, rel = e.seconds, (e.plus_minus / e.seconds if e.seconds else 0.0)
                     sources.add("stored")
                     made.update(cell_feature_sets(cell) or ())   # its pass, if any, is in its estimate
                 else:
@@ -306,9 +306,9 @@ def time_left(store, suite, *, num_processes: int = 1, lease_timeout: float | No
                     if seconds is None:
                         unestimated += 1
                         continue
-                    err = max(0.0, seconds - ran) * rel
                     sources.add("suite")
-                w, pm = w + max(0.0, seconds - ran), pm + err
+                left = max(0.0, seconds - ran)   # a running cell: what it has not run yet, and that work's ±
+                w, pm = w + left, pm + left * rel
                 predicted.append(seconds)
             if predicted:
                 entry.update(mean_s=statistics.fmean(predicted), work_s=w, source="+".join(sorted(sources)))

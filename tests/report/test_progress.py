@@ -244,6 +244,30 @@ def test_estimate_from_stored_runs_matches_the_hand_computed_numbers(past, monke
     assert text.splitlines()[-1].startswith("total: 0.025 ± 0.0087 device-hours"), text
 
 
+def test_a_running_cell_predicted_from_stored_runs_keeps_the_share_of_its_uncertainty_it_has_left(past,
+                                                                                                  monkeypatch):
+    """A running cell of a (method, task) that its suite has not completed yet is predicted from stored runs: what
+    is left of it is the prediction less the time it has run, and its ± the same share of the prediction's, as for
+    a cell predicted from its suite's own completed cells (the grid test above)."""
+    monkeypatch.delenv("HARNESS_DATA_DIR", raising=False)   # sizes from the stored runs, not the files
+    suite, url = past
+    store = Store(url)
+    cell = next(c for c in parse_suite(NEXT, str(suite)).cells() if c.method == "full")
+    claim = store.start(cell, cell.config(), "test", None, worker=worker("hostA"))
+    set_times(store, claim, started_at=utcnow() - dt.timedelta(seconds=10))
+    r = call_cli("status", suite, "--db", url, "--json")
+    assert r.returncode == 0, r.stderr
+    e = json.loads(r.stdout)["estimate"]
+    groups = {g["method"]: g for g in e["groups"]}
+    assert {g["source"] for g in groups.values()} == {"stored"} and e["live_workers"] == 1
+    # full: 38 s ± 15.7% predicted (the test above), 10 s run: 28 s left (less while the command starts), ± 15.7% of
+    # that; houlsby 20 ± 6 s and lora 32 ± 19.2 s, not started
+    full = groups["full"]["work_s"]
+    assert 28 - SLACK_S <= full <= 28 + 0.5
+    assert e["work_s"] == pytest.approx(full + 20 + 32)
+    assert e["plus_minus_s"] == pytest.approx(full * 0.0141421 / 0.09 + 6 + 19.2, rel=1e-4)
+
+
 def test_a_task_is_priced_by_its_own_runs_before_another_task_of_its_kind(past, tmp_path, monkeypatch):
     """RTE pairs and STS-B pairs are both sentence-pair classification (STS-B: regression), but their inputs
     differ in length, so their rates do: a task's own stored runs come first ("exact"), another task of the same
