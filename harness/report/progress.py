@@ -3,12 +3,13 @@
 page). Pure functions over the store and the suite: no torch.
 
 A cell's prediction is its rate (harness.report.throughput: seconds per training and per dev example, from the
-stored runs that match it best: same model, method, task (and regime), precision and device, else another task
-of its kind, else same model and method, else same model) times what it will process (its planned examples and
-evaluations, from its budget, hparams and the task's size), ± the rate's relative uncertainty. The grid's uncertainty is the cells' summed: cells predicted
-from the same runs err together, so they do not average out. A linear probe's encoder runs once per feature set
-(harness.report.throughput.feature_sets, training and dev data apart): each pass is charged to the first cell of
-its set that no completed run in the store (on the device) computed, and every cell gets its head's epochs.
+stored runs that match it best: same model, method, task (and regime), precision and device, else another task of
+its kind, else same model and method, else same model) times what it will process (its planned examples and
+evaluations, from its budget, hparams and the task's size), ± the rate's relative uncertainty. The grid's
+uncertainty is the cells' summed: cells predicted from the same runs err together, so they do not average out. A
+linear probe's encoder runs once per feature set (harness.report.throughput.feature_sets, training and dev data
+apart): each pass is charged to the first cell of its set that no completed run in the store (on the device)
+computed, and every cell gets its head's epochs.
 """
 
 from __future__ import annotations
@@ -230,23 +231,32 @@ def _suite_fallback(g: dict, made: set):
     return predict_left
 
 
-def time_left(store, suite, *, num_processes: int = 1, lease_timeout: float | None = None, states=None) -> dict:
-    """The time left of a suite in progress. Per (method, task): the mean time of this suite's completed cells of
-    it x its cells still to run (pending, stale, running: a running one less the time it has run, its ± the same
-    share of the cell's); a (method, task) with no completed cell yet is predicted from stored throughput
-    (`estimate`, on the device of this suite's completed cells), and so are the cells that read cached frozen
-    features (a mean would spread the one cell that ran the encoder over the others, which do not). A cell the
-    store does not predict takes its group's mean (_suite_fallback: a probe's without the pass, plus the group's measured pass where its set is new). The
-    work left is divided by the live workers (distinct workers holding a lease with a fresh heartbeat; none: as
-    if one).
+def _no_estimate_why(group_done: bool, stored: CellEstimate | None) -> str:
+    """Why a cell left has no estimate in time_left: its (method, task) has completed cells only where it is a
+    linear probe whose feature set's encoder pass none of them timed (else their mean predicts it)."""
+    if group_done:
+        return "neither a completed cell of its (method, task) nor a stored run timed its feature set's encoder pass"
+    stored_why = stored.why if stored is not None and stored.why else "no stored throughput"
+    return f"no completed cell of its (method, task) in this suite and {stored_why}"
 
-    Returns {"counts": {state: n, "total": n}, "live_workers": n, "groups": [{method, task, completed, left,
-    mean_s, work_s, source: "suite" | "stored" | "stored+suite" (cell by cell) | None}], "stored_device",
-    "work_s": seconds of work left, "left_s": wall seconds left (work / workers; None when no cell left has an
-    estimate), "plus_minus_s", "unestimated": cells left without an estimate, "actual_s": train + eval of the
-    completed cells, "predicted_s" / "predicted_actual_s" / "ratio": the completed cells that have a
-    predicted_time_s, their predicted sum, actual sum and actual / predicted}. `states`: cell_states(...) when the
-    caller has them."""
+
+def time_left(store, suite, *, num_processes: int = 1, lease_timeout: float | None = None, states=None) -> dict:
+    """The time left of a suite in progress. Per (method, task): the mean time of this suite's completed cells of it x
+    its cells still to run (pending, stale, running: a running one less the time it has run, its ± the same share of
+    the cell's); a (method, task) with no completed cell yet is predicted from stored throughput (`estimate`, on the
+    device of this suite's completed cells), and so are the cells that read cached frozen features (a mean would
+    spread the one cell that ran the encoder over the others, which do not). A cell the store does not predict takes
+    its group's mean (_suite_fallback: a probe's without the pass, plus the group's measured pass where its set is
+    new). The work left is divided by the live workers (distinct workers holding a lease with a fresh heartbeat;
+    none: as if one).
+
+    Returns {"counts": {state: n, "total": n}, "live_workers": n, "groups": [{method, task, completed, left, mean_s,
+    work_s, source: "suite" | "stored" | "stored+suite" (cell by cell) | None}], "stored_device", "work_s": seconds
+    of work left, "left_s": wall seconds left (work / workers; None when no cell left has an estimate),
+    "plus_minus_s", "unestimated": cells left without an estimate, "unestimated_why": why (sorted), "actual_s":
+    train + eval of the completed cells, "predicted_s" / "predicted_actual_s" / "ratio": the completed cells that
+    have a predicted_time_s, their predicted sum, actual sum and actual / predicted}. `states`: cell_states(...)
+    when the caller has them."""
     from harness.store.lease import utcnow
 
     states = states if states is not None else cell_states(suite, store, num_processes, lease_timeout)
@@ -287,7 +297,7 @@ def time_left(store, suite, *, num_processes: int = 1, lease_timeout: float | No
         except Exception as exc:   # noqa: BLE001 -- advice only: the suite's own means below
             logging.getLogger(__name__).warning("time left: no estimate from stored throughput: %s", exc)
 
-    out_groups, work = [], 0.0
+    out_groups, work, why = [], 0.0, set()
     plus_minus, unestimated = 0.0, 0
     for g in groups.values():
         entry = {"method": g["method"], "task": g["task"], "completed": len(g["times"]), "left": len(g["todo"]),
@@ -305,6 +315,7 @@ def time_left(store, suite, *, num_processes: int = 1, lease_timeout: float | No
                     seconds, rel = fallback(cell)
                     if seconds is None:
                         unestimated += 1
+                        why.add(_no_estimate_why(bool(g["done"]), e))
                         continue
                     sources.add("suite")
                 left = max(0.0, seconds - ran)   # a running cell: what it has not run yet, and that work's ±
@@ -330,7 +341,7 @@ def time_left(store, suite, *, num_processes: int = 1, lease_timeout: float | No
         # None: cells are left and none of them has an estimate
         "work_s": work, "left_s": None if todo and unestimated == todo else work / workers,
         "plus_minus_s": plus_minus / workers,
-        "unestimated": unestimated,
+        "unestimated": unestimated, "unestimated_why": sorted(why),   # why those cells have none
         "actual_s": sum(cell_time_s(r) or 0.0 for r in done),
         "predicted_cells": len(both), "predicted_s": predicted, "predicted_actual_s": actual_of_predicted,
         "ratio": actual_of_predicted / predicted if predicted else None,

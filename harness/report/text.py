@@ -127,10 +127,11 @@ def status_report(p: dict) -> str:
     if todo:
         workers = (f"{e['live_workers']} live worker(s)" if e["live_workers"]
                    else "no live worker (as if one started now)")
-        unknown = f"; {e['unestimated']} cell(s) without an estimate" if e["unestimated"] else ""
+        why = "; ".join(e.get("unestimated_why") or ())
+        unknown = f"; {e['unestimated']} cell(s) without an estimate: {why}" if e["unestimated"] else ""
         if e["left_s"] is None:
-            lines.append(f"time left: unknown (no completed cell of this suite and no stored throughput for its "
-                         f"{todo} cell(s) left; `harness estimate --pilot` measures one)")
+            lines.append(f"time left: unknown (none of its {todo} cell(s) left has an estimate: {why}; `harness "
+                         f"estimate --pilot` measures one)")
         else:
             lines.append(f"time left: {duration(e['left_s'])} ± {duration(e['plus_minus_s'])} with {workers} "
                          f"({hours(e['work_s'])} device-hours of work for {todo} cell(s), from this suite's "

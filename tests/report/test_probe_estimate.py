@@ -175,6 +175,11 @@ def test_status_leaves_a_probe_without_a_timed_pass_unestimated(db_url, tmp_path
     _finish(store, cells[("cls", 1)], 1.0 + 0.01, 1.0 + 0.01, extra=_ff(0.01, 0.01, computed=False))
     status = json.loads(call_cli("status", path, "--db", db_url, "--json").stdout)["estimate"]
     assert status["unestimated"] == 2 and status["stored_device"] == "CPU: Test x2"
+    # the suite has completed cells: the reason is the untimed pass, not a missing cell
+    assert status["unestimated_why"] == ["neither a completed cell of its (method, task) nor a stored run timed its "
+                                         "feature set's encoder pass"]
+    text = call_cli("status", path, "--db", db_url).stdout
+    assert "2 cell(s) without an estimate: neither a completed cell" in text, text
     (group,) = status["groups"]
     # the cls seed 2: 100 x 0.01 + 50 x 0.02 = 2 s
     assert group["left"] == 3 and group["work_s"] == pytest.approx(2.0) and group["source"] == "stored"

@@ -348,6 +348,11 @@ def test_estimate_of_an_empty_store_points_at_the_pilot(tmp_path):
     status = json.loads(call_cli("status", suite, "--db", f"sqlite:///{tmp_path / 'empty.db'}", "--json").stdout)
     assert status["counts"]["pending"] == 3 and status["estimate"]["left_s"] is None   # unknown, not 0
     assert status["estimate"]["unestimated"] == 3 and status["done"] is False
+    why = "no completed cell of its (method, task) in this suite and no stored run of minilm"
+    assert status["estimate"]["unestimated_why"] == [why]
+    text = call_cli("status", suite, "--db", f"sqlite:///{tmp_path / 'empty.db'}").stdout
+    assert f"time left: unknown (none of its 3 cell(s) left has an estimate: {why}; `harness estimate --pilot`" \
+           in text, text
 
 
 def test_a_worker_writes_its_prediction_and_status_compares_it(tmp_path, tiny_bert, small_glue):
