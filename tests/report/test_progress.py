@@ -7,12 +7,13 @@ import datetime as dt
 import json
 import re
 import os
+import sqlite3
 import subprocess
 import sys
 import time
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import delete, update
 
 from harness.cli.estimate import PILOT_PROBE_UNCERTAINTY, PILOT_UNCERTAINTY
 from harness.plan.suite import parse_suite
@@ -421,9 +422,12 @@ hparams: {{batch_size: 8}}
 @pytest.mark.slow
 @pytest.mark.alone
 def test_estimate_within_25_percent_of_a_real_suite(tmp_path, glue_dir):
-    """8 short cells of the embedded model (10 steps of 8 SST-2 sentences, 100 scored): the 4 of seeds 1 and 2 are
-    trained first; from their records the estimate predicts the 4 of seeds 3 and 4, which are then trained:
-    predicted within 25% of measured."""
+    """8 short cells of the embedded model (10 steps of 8 SST-2 sentences, 100 scored), trained in one run with the
+    seeds in the order 1, 3, 2, 4, so that each cell predicted (seeds 3 and 4) trains between the cells it is
+    predicted from (seeds 1 and 2): this VM's speed moves within minutes (bench/RESULTS.md), and cells trained
+    far apart would measure that instead of the estimate. From a copy of the store without seeds 3 and 4, the
+    estimate of those four cells is within 25% of their measured time; so are the predictions each worker wrote
+    at its claims (from the cells completed before it)."""
     def suite(name, seeds):
         return write_suite(tmp_path / f"{name}.yaml", f"""
 name: {name}
@@ -434,20 +438,35 @@ seeds: {seeds}
 budgets: [{{epochs: 1, max_train_samples: 80, max_eval_samples: 100}}]
 hparams: {{batch_size: 8, learning_rate: 1e-4}}
 """)
-    db = f"sqlite:///{tmp_path / 'h.db'}"
-    first, second = suite("first", [1, 2]), suite("second", [3, 4])
-
-    def train(s):
-        proc = run_cli("run", s, "--db", db, "--output-dir", tmp_path / "out", "--data-dir", glue_dir,
-                       "--no-progress", cwd=tmp_path, timeout=3000)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-
-    train(first)
-    est = json.loads(run_cli("estimate", second, "--from-store", db, "--json", "--data-dir", glue_dir).stdout)
-    assert est["missing"] == 0 and set(est["levels"]) == {"exact"}
-    train(second)
-    actual = sum(r.train_time_s + r.eval_time_s for r in Store(db).records("second"))
+    db = tmp_path / "h.db"
+    both, second = suite("both", [1, 3, 2, 4]), suite("second", [3, 4])
+    proc = run_cli("run", both, "--db", f"sqlite:///{db}", "--output-dir", tmp_path / "out", "--data-dir", glue_dir,
+                   "--no-progress", cwd=tmp_path, timeout=3000)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = Store(f"sqlite:///{db}").records("both")
+    assert [(r.method, r.seed) for r in sorted(records, key=lambda r: r.started_at)] == [
+        (m, s) for m in ("full", "houlsby") for s in (1, 3, 2, 4)], "trained in the grid's order"
+    predicted = [r for r in records if r.seed in (3, 4)]
+    actual = sum(r.train_time_s + r.eval_time_s for r in predicted)
+    # the store as it would be with seeds 1 and 2 alone (a copy, by SQLite's backup: the measured rows stay)
+    first_only = tmp_path / "first.db"
+    with sqlite3.connect(db) as src, sqlite3.connect(first_only) as dst:
+        src.backup(dst)
+    with Store(f"sqlite:///{first_only}").engine.begin() as conn:
+        conn.execute(delete(R).where(R.seed.in_([3, 4])))
+    r = run_cli("estimate", second, "--from-store", f"sqlite:///{first_only}", "--json", "--data-dir", glue_dir)
+    assert r.returncode == 0, r.stderr[-3000:]
+    est = json.loads(r.stdout)
+    assert est["missing"] == 0 and set(est["levels"]) == {"exact"} and est["observations"] == 4
     print(f"predicted {est['seconds']:.1f} s ± {est['plus_minus']:.1f}, measured {actual:.1f} s")
     assert abs(est["seconds"] - actual) <= 0.25 * actual
-    status = json.loads(run_cli("status", second, "--db", db, "--json").stdout)["estimate"]
-    assert status["predicted_cells"] == 4 and 0.75 <= status["ratio"] <= 1.25
+    # at its claim each worker predicted a cell from the cells completed before it, and status compares them: the
+    # first cell had nothing to go by; houlsby's seed 1 only full fine-tuning's runs (another method), so the
+    # comparison here is of seeds 3, 2 and 4, each predicted from its own method's earlier seeds
+    assert [r.predicted_time_s is None for r in sorted(records, key=lambda r: r.started_at)][:1] == [True]
+    own = [r for r in records if r.seed != 1]
+    ratio = sum(r.train_time_s + r.eval_time_s for r in own) / sum(r.predicted_time_s for r in own)
+    assert 0.75 <= ratio <= 1.25, ratio
+    status = json.loads(run_cli("status", both, "--db", f"sqlite:///{db}", "--json").stdout)["estimate"]
+    assert status["predicted_cells"] == 7
+    assert status["predicted_s"] == pytest.approx(sum(r.predicted_time_s or 0.0 for r in records))
