@@ -76,8 +76,8 @@ def run(args) -> int:
     try:
         est = progress.estimate(cells, store, device=args.device, observations=observations,
                                 sizes=progress.DataSizes(store, data_dir),
-                                **({"floor": PILOT_UNCERTAINTY, "probe_floor": PILOT_PROBE_UNCERTAINTY}
-                                   if source == "pilot" else {}))
+                                floor=PILOT_UNCERTAINTY if source == "pilot" else 0.0,
+                                probe_floor=PILOT_PROBE_UNCERTAINTY if source == "pilot" else None)
     except ValueError as e:
         raise InputError(f"--device: {e}") from None
     if args.json:

@@ -127,7 +127,7 @@ def status_report(p: dict) -> str:
     if todo:
         workers = (f"{e['live_workers']} live worker(s)" if e["live_workers"]
                    else "no live worker (as if one started now)")
-        why = "; ".join(e.get("unestimated_why") or ())
+        why = "; ".join(e["unestimated_why"])
         unknown = f"; {e['unestimated']} cell(s) without an estimate: {why}" if e["unestimated"] else ""
         if e["left_s"] is None:
             lines.append(f"time left: unknown (none of its {todo} cell(s) left has an estimate: {why}; `harness "
