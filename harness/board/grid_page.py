@@ -99,7 +99,7 @@ def _grid(store, suite: str, timeout: float, was_live: bool) -> None:
     for col, state in zip(st.columns(len(STATES)), STATES):
         col.metric(state, f"{counts[state]:,}", f"{100 * counts[state] / n:.0f}% of the cells",
                    delta_color="off", delta_arrow="off")
-    _time_left(store, suite, left=n - done - int(counts[CellState.FAILED.value]))
+    _time_left(store, suite, timeout, left=n - done - int(counts[CellState.FAILED.value]))
     st.caption(f"Read at {pd.Timestamp(now):%H:%M:%S} UTC (the store's clock)"
                + (f"; refreshes every {REFRESH_S} s while cells run." if running else "; nothing runs now.")
                + f" A lease is stale after {timeout:g} s without a heartbeat: the next worker takes its cell over.")
@@ -131,26 +131,37 @@ def _grid(store, suite: str, timeout: float, was_live: bool) -> None:
                      hide_index=True, width="stretch")
 
 
-def estimate(store, suite: str) -> dict:
-    """The time left from the store's rows alone (harness.report.grid): the board knows a suite by its name, not
-    its YAML, so cells not yet queued are not counted (`harness status SUITE.yaml` counts them too)."""
-    from harness.report.grid import time_left_from_rows
+def estimate(store, suite: str, lease_timeout_s: float) -> dict:
+    """The time left as `harness status` computes it (harness.report.progress.time_left), over the cells the store
+    has a row of: the board knows a suite by its name, not its YAML, so cells not queued yet are not counted
+    (`harness status SUITE.yaml` counts them). Task sizes from $HARNESS_DATA_DIR where the board has it, else
+    from the stored runs."""
+    from harness.plan.grid import locate_data
+    from harness.report.progress import row_states, time_left
 
-    est = time_left_from_rows(store, suite)
-    return {"seconds_left": est["seconds_left"], "live_workers": est["live_workers"],
-            "plus_minus_s": est.get("plus_minus_s"), "per_group": est["per_group"]}
+    return time_left(store, row_states(store, suite, lease_timeout_s), data_dir=locate_data(None).path)
 
 
-def _time_left(store, suite: str, left: int) -> None:
-    est = estimate(store, suite)
-    secs, workers, pm = est["seconds_left"], est["live_workers"], est["plus_minus_s"]
+def _time_left(store, suite: str, timeout: float, left: int) -> None:
+    try:
+        est = estimate(store, suite, timeout)
+    except Exception as exc:   # noqa: BLE001 -- advice only: the rest of the page does not need it
+        st.metric("Time left (estimate)", "unknown" if left else "nothing left")
+        st.caption(f"No estimate: the suite's rows could not be read as cells ({type(exc).__name__}: {exc})")
+        return
+    secs, pm = est["left_s"], est["plus_minus_s"]
     shown = ("nothing left" if not left else "unknown yet" if secs is None
              else f"~{duration(secs)}" + (f" ± {duration(pm)}" if pm else ""))
     st.metric("Time left (estimate)", shown,
-              help="From the measured time of this suite's completed cells, per task and method, times the cells "
-                   "not done yet, divided by the live workers.")
-    st.caption(f"{workers} live worker(s)" + ("" if secs is not None or not left else
-                                               " · no completed cell to measure a throughput from yet"))
-    if est["per_group"]:
-        with st.expander("Time left per task and method"):
-            st.dataframe(pd.DataFrame(est["per_group"]), hide_index=True, width="stretch")
+              help="As `harness status` computes it: per method and task, the mean time of this suite's completed "
+                   "cells, else the stored runs' throughput on its device, times the cells not done yet (a "
+                   "running cell less the time it has run), divided by the live workers; ± the rates' spread. "
+                   "Cells not queued yet are not counted.")
+    unknown = (f" · {est['unestimated']} cell(s) without an estimate: {'; '.join(est['unestimated_why'])}"
+               if left and est["unestimated"] else "")
+    st.caption(f"{est['live_workers']} live worker(s){unknown}")
+    groups = [g for g in est["groups"] if g["left"]]
+    if groups:
+        with st.expander("Time left per method and task"):
+            st.dataframe(pd.DataFrame(groups).rename(columns={"mean_s": "mean s per cell", "work_s": "work s left"}),
+                         hide_index=True, width="stretch")

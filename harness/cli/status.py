@@ -89,7 +89,7 @@ def snapshot(suite, store, args) -> tuple[dict, str]:
             seen = {r.num_processes for r in store.records(suite.name)}
         nprocs = seen.pop() if len(seen) == 1 else 1
     states = cell_states(suite, store, nprocs, args.lease_timeout_s)
-    left = time_left(store, suite, num_processes=nprocs, lease_timeout=args.lease_timeout_s, states=states)
+    left = time_left(store, states, data_dir=suite.data_dir())
     payload = status_payload(suite, states, left, nprocs)
     text = status_report(payload)
     if args.all:

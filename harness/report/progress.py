@@ -28,7 +28,7 @@ from harness.spec.status import CellState
 
 __all__ = ["MATCH_LEVELS", "UNCERTAINTY_FLOOR", "CellEstimate", "CellPlan", "DataSizes", "Estimate", "Observation",
            "Rate", "cell_states", "devices", "estimate", "hours", "observation", "pick_device", "plan_cell",
-           "predict", "predict_claimed", "rate_for", "stored_observations", "task_kind", "time_left",
+           "predict", "predict_claimed", "rate_for", "row_states", "stored_observations", "task_kind", "time_left",
            "validate_line"]
 
 # --- estimate ---------------------------------------------------------------------------------------------------
@@ -185,10 +185,23 @@ def cell_states(suite, store, num_processes: int = 1, lease_timeout: float | Non
     out = []
     for cell in suite.cells(num_processes=num_processes):
         rec = records.get(cell.key)
-        state = (CellState.PENDING if rec is None else CellState.STALE if cell.key in stale
-                 else CellState(rec.status))
-        out.append((cell, state, rec))
+        out.append((cell, _state(rec, cell.key in stale), rec))
     return out
+
+
+def row_states(store, suite: str, lease_timeout: float | None = None) -> list[tuple]:
+    """(cell, CellState, record) per cell of the suite that the store has a row of (queued or run), in id order,
+    each cell rebuilt from its row's configuration: cell_states for a reader that knows the suite by its name, not
+    its YAML (the board), so the cells not queued yet are missing."""
+    from harness.spec.cell import Cell
+
+    rows = [r for r in store.records(suite) if r.parent_id is None] if store.columns() else []
+    stale = store.stale_keys(suite, lease_timeout_s(lease_timeout)) if rows else set()
+    return [(Cell.from_config(suite, r.config), _state(r, r.cell_key in stale), r) for r in rows]
+
+
+def _state(rec, stale: bool) -> CellState:
+    return CellState.PENDING if rec is None else CellState.STALE if stale else CellState(rec.status)
 
 
 def cell_time_s(rec) -> float | None:
@@ -240,7 +253,7 @@ def _no_estimate_why(group_done: bool, stored: CellEstimate | None) -> str:
     return f"no completed cell of its (method, task) in this suite and {stored_why}"
 
 
-def time_left(store, suite, *, num_processes: int = 1, lease_timeout: float | None = None, states=None) -> dict:
+def time_left(store, states: list[tuple], *, data_dir: str | None = None) -> dict:
     """The time left of a suite in progress. Per (method, task): the mean time of this suite's completed cells of it x
     its cells still to run (pending, stale, running: a running one less the time it has run, its ± the same share of
     the cell's); a (method, task) with no completed cell yet is predicted from stored throughput (`estimate`, on the
@@ -255,11 +268,11 @@ def time_left(store, suite, *, num_processes: int = 1, lease_timeout: float | No
     of work left, "left_s": wall seconds left (work / workers; None when no cell left has an estimate),
     "plus_minus_s", "unestimated": cells left without an estimate, "unestimated_why": why (sorted), "actual_s":
     train + eval of the completed cells, "predicted_s" / "predicted_actual_s" / "ratio": the completed cells that
-    have a predicted_time_s, their predicted sum, actual sum and actual / predicted}. `states`: cell_states(...)
-    when the caller has them."""
+    have a predicted_time_s, their predicted sum, actual sum and actual / predicted}. `states`: cell_states (a
+    suite's YAML and the store) or row_states (the store alone); `data_dir`: where the tasks' files are, for their
+    sizes (None: the stored runs' and the caps)."""
     from harness.store.lease import utcnow
 
-    states = states if states is not None else cell_states(suite, store, num_processes, lease_timeout)
     counts = {str(s): 0 for s in CellState}
     for _, state, _ in states:
         counts[str(state)] += 1
@@ -291,7 +304,7 @@ def time_left(store, suite, *, num_processes: int = 1, lease_timeout: float | No
             # on the device of this suite's completed cells where the store has times of it, else its main one
             mine = Counter(device_of(rec.env) for _, state, rec in states if state == CellState.COMPLETED)
             device = next((d for d, _ in mine.most_common() if d in {o.device for o in obs}), None)
-            est = estimate(need_stored, store, device=device, data_dir=suite.data_dir(), observations=obs)
+            est = estimate(need_stored, store, device=device, data_dir=data_dir, observations=obs)
             stored, stored_device = {e.key: e for e in est.cells}, est.device
             made = stored_feature_sets(store, stored_device)
         except Exception as exc:   # noqa: BLE001 -- advice only: the suite's own means below
@@ -336,7 +349,7 @@ def time_left(store, suite, *, num_processes: int = 1, lease_timeout: float | No
     predicted = sum(r.predicted_time_s for r in both)
     actual_of_predicted = sum(cell_time_s(r) for r in both)
     return {
-        "suite": suite.name, "counts": counts, "live_workers": len(live), "groups": out_groups,
+        "counts": counts, "live_workers": len(live), "groups": out_groups,
         "stored_device": stored_device,   # the device whose stored throughput predicted cells (None: none did)
         # None: cells are left and none of them has an estimate
         "work_s": work, "left_s": None if todo and unestimated == todo else work / workers,

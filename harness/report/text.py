@@ -94,7 +94,7 @@ def status_payload(suite, states, left: dict, num_processes: int) -> dict:
                          "running_s": _age_s(rec.started_at), "heartbeat_age_s": _age_s(rec.heartbeat_at)})
         elif state == CellState.FAILED:
             failures.append({"key": cell.key, "label": cell.label, "reason": failure_reason(rec)})
-    estimate = {k: v for k, v in left.items() if k not in ("counts", "suite")}
+    estimate = {k: v for k, v in left.items() if k != "counts"}
     return {"suite": suite.name, "num_processes": num_processes, "counts": counts,
             "percent": {str(s): 100.0 * counts[str(s)] / total for s in CellState},
             "done": counts[CellState.PENDING] + counts[CellState.RUNNING] + counts[CellState.STALE] == 0,

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 
 from harness.spec.hparams import COMPILE_DEFAULT
-from harness.spec.schedule import Schedule
+from harness.spec.schedule import Schedule, from_key
 from harness.spec.status import Regime
 
 KEY_LENGTH = 16
@@ -73,6 +73,16 @@ class Cell:
     # several tasks in one cell (harness/spec/schedule.py); None for a single-task cell (and then not in the key:
     # single-task keys are unchanged)
     schedule: Schedule | None = None
+
+    @classmethod
+    def from_config(cls, suite: str, config: dict) -> Cell:
+        """The cell whose resolved configuration (`config()`) a store row or record.json keeps: its key is the
+        row's cell_key. For what reads a store without the suite's YAML (the board)."""
+        return cls(suite=suite, model=config["model"], trust_remote_code=bool(config.get("trust_remote_code")),
+                   task=config["task"], task_version=config["task_version"], method=config["method"],
+                   method_params=dict(config.get("method_params") or {}), budget=dict(config.get("budget") or {}),
+                   seed=config["seed"], hparams=dict(config.get("hparams") or {}),
+                   num_processes=config.get("num_processes") or 1, schedule=from_key(config.get("schedule")))
 
     @property
     def tasks(self) -> tuple[str, ...]:

@@ -162,6 +162,23 @@ def test_shipped_suites_validate():
         assert suite.cells(), path
 
 
+def test_a_cell_rebuilds_from_the_configuration_its_row_keeps():
+    """What reads a store without the suite's YAML (the board's time left) rebuilds each cell from its row's
+    `config`: the same cell, key and all, for every cell of the shipped suites (sequential and multi-task ones
+    included) on one process and on two."""
+    import json
+
+    from harness.spec.cell import Cell
+    from tests.helpers import ROOT
+
+    for path in sorted((ROOT / "suites").glob("*.yaml")):
+        for processes in (1, 2):
+            for cell in load_suite(str(path)).cells(num_processes=processes):
+                stored = json.loads(json.dumps(cell.config()))   # as the JSON column gives it back
+                rebuilt = Cell.from_config(cell.suite, stored)
+                assert rebuilt == cell and rebuilt.key == cell.key, (path, cell.label)
+
+
 def test_ls_lists_every_task_method_and_alias():
     from harness.spec.methods import METHODS
     from harness.spec.tasks import TASKS

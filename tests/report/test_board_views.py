@@ -13,12 +13,13 @@ from sqlalchemy import update
 from streamlit.testing.v1 import AppTest
 
 from harness.board import APP
+from harness.board.grid_page import duration
 from harness.plan.suite import parse_suite
 from harness.spec.status import Status
 from harness.store.db import Store
 from harness.store.lease import Worker, utcnow
 from harness.store.schema import RunRecord as R
-from tests.helpers import ROOT, fixture_store
+from tests.helpers import ROOT, call_cli, fixture_store
 
 APP = str(APP)
 GRID = """
@@ -102,9 +103,12 @@ def test_grid_page_shows_states_workers_failures_and_time_left(grid_url, monkeyp
     failures = table(at, "cell")
     assert list(failures["reason"]) == ["torch.OutOfMemoryError: CUDA out of memory"]
     assert failures["run page"][0] == f"?page=Runs&suite=grid&model=minilm&run={ids['failed']}"
-    # time left: measured cells exist, one live worker (the stale one does not count)
-    assert counts["Time left (estimate)"].startswith("~")
-    assert any("1 live worker(s)" in c.value for c in at.caption)
+    # time left: no (method, task) left has a completed cell and no stored run has a throughput (no examples
+    # counted), so no estimate, and the reason, not the completed groups' mean; one live worker (the stale one
+    # does not count)
+    assert counts["Time left (estimate)"] == "unknown yet"
+    assert any(c.value == "1 live worker(s) · 4 cell(s) without an estimate: no completed cell of its (method, "
+               "task) in this suite and no stored run of minilm" for c in at.caption), [c.value for c in at.caption]
     # the link opens the failed run's page
     link = dict(p.split("=") for p in failures["run page"][0][1:].split("&"))
     run_page = app(url, monkeypatch, **link)
@@ -112,6 +116,55 @@ def test_grid_page_shows_states_workers_failures_and_time_left(grid_url, monkeyp
     assert "CUDA out of memory" in run_page.error[0].value
 
 
+def _complete(store, cell, worker, train_s: float, eval_s: float, examples: int, dev: int):
+    """A completed cell as a worker records it: one epoch over `examples`, `dev` examples scored once."""
+    claim = store.claim_next(cell.suite, [cell.key], worker)
+    store.finish(claim, Status.COMPLETED, {
+        "score": 70.0, "train_time_s": train_s, "eval_time_s": eval_s, "train_examples_per_s": examples / train_s,
+        "train_examples": examples, "eval_examples": dev, "steps": examples // 8, "epochs_done": 1.0,
+        "env": {"device": "CPU: Test x2"}})
+
+
+def test_grid_page_time_left_is_harness_status_s(tmp_path, monkeypatch):
+    """The board's time left is `harness status`'s over the same cells (the board rebuilds them from the store's
+    rows): a (method, task) with completed cells from their mean, one without from the store's other runs on the
+    suite's device, with the ±; the cells nothing predicts are counted apart, with the reason. Before, the board
+    gave a group it had no cell of the mean of every other group, and no ±."""
+    url = f"sqlite:///{tmp_path / 'g.db'}"
+    store = Store(url)
+    worker = Worker("w-done", "node-a", 11)
+    # another suite: full fine-tuning of the same model on MRPC, on the same device, 50 and 55 s for 400 examples
+    other = [c for c in parse_suite(GRID.replace("name: grid", "name: other"), "o.yaml").cells()
+             if c.task == "mrpc" and c.method == "full"]
+    store.enqueue(other)
+    for cell, seconds in zip(other, (50.0, 55.0)):
+        _complete(store, cell, worker, seconds, 5.0, 400, 400)
+    cells = {(c.task, c.method, c.seed): c for c in parse_suite(GRID, "grid.yaml").cells()}
+    store.enqueue(list(cells.values()))
+    for (task, method, seed), seconds in {("rte", "full", 1): 100.0, ("rte", "full", 2): 140.0,
+                                          ("rte", "bitfit", 1): 60.0}.items():
+        _complete(store, cells[(task, method, seed)], worker, seconds, 2.0, 2490, 277)
+    # left: rte bitfit seed 2 (its group's mean), the MRPC cells (stored runs: full's own on MRPC, bitfit's on RTE)
+    suite = tmp_path / "grid.yaml"
+    suite.write_text(GRID)
+    r = call_cli("status", suite, "--db", url, "--json")
+    assert r.returncode == 0, r.stderr
+    status = json.loads(r.stdout)["estimate"]
+    # rte bitfit: its one completed cell (60 + 2 s); MRPC full: the other suite's two runs (57.5 s on average);
+    # MRPC bitfit: bitfit's rate on RTE, a task of the same kind
+    groups = {(g["method"], g["task"]): (g["source"], g["left"]) for g in status["groups"]}
+    assert groups == {("full", "rte"): (None, 0), ("bitfit", "rte"): ("suite", 1), ("full", "mrpc"): ("stored", 2),
+                      ("bitfit", "mrpc"): ("stored", 2)}
+    assert status["left_s"] == pytest.approx(62.0 + 2 * 57.5 + sum(g["work_s"] for g in status["groups"]
+                                                                    if g["method"] == "bitfit" and g["task"] == "mrpc"))
+    assert status["plus_minus_s"] > 0 and status["unestimated"] == 0
+    at = app(url, monkeypatch, page="Grid", suite="grid")
+    shown = {m.label: m.value for m in at.metric}["Time left (estimate)"]
+    assert shown == f"~{duration(status['left_s'])} ± {duration(status['plus_minus_s'])}"
+    assert any(c.value == "0 live worker(s)" for c in at.caption), [c.value for c in at.caption]
+    listed = table(at, "method")
+    assert {(r["method"], r["task"], r["source"]) for _, r in listed.iterrows()} == \
+        {("bitfit", "rte", "suite"), ("full", "mrpc", "stored"), ("bitfit", "mrpc", "stored")}
 def test_grid_page_reads_a_postgresql_store(pg_server, monkeypatch):
     """The staleness rule and heartbeat ages on the server's clock, through a read-only transaction."""
     url, ids = grid_store(pg_server.create_database("grid"))
@@ -136,6 +189,19 @@ def test_a_suite_with_only_queued_cells_opens_on_its_grid(tmp_path, monkeypatch)
     at = app(url, monkeypatch)
     assert at.title[0].value == "Grid" and at.metric[3].label == "pending" and at.metric[3].value == "8"
     assert at.metric[5].value == "unknown yet"
+
+
+def test_a_row_that_is_not_a_cell_leaves_the_time_left_unknown_and_the_page_up(grid_url, monkeypatch):
+    """A row whose stored configuration does not rebuild into a cell (written by hand, say): the time left says
+    why it has no estimate; the rest of the Grid page is drawn as before."""
+    url, _ = grid_url
+    with Store(url).engine.begin() as conn:
+        conn.execute(update(R).where(R.status == Status.PENDING.value).values(config={"seed": 1}))
+    at = app(url, monkeypatch, page="Grid", suite="grid")
+    assert {m.label: m.value for m in at.metric}["Time left (estimate)"] == "unknown"
+    assert any(c.value == "No estimate: the suite's rows could not be read as cells (KeyError: 'model')"
+               for c in at.caption), [c.value for c in at.caption]
+    assert "3 of 8 cells completed" in at.subheader[0].value and len(table(at, "state")) == 2   # the workers
 
 
 def test_url_opens_the_chosen_view_and_follows_the_choices(store_url, monkeypatch):

@@ -9,8 +9,8 @@ import json
 
 import pytest
 
+from harness.board.grid_page import estimate as board_estimate
 from harness.plan.suite import parse_suite
-from harness.report.grid import time_left_from_rows
 from harness.spec.status import Status
 from harness.store.db import Store
 from harness.store.lease import Worker, utcnow
@@ -110,9 +110,9 @@ def test_status_and_the_board_count_the_probes_left_without_the_pass_already_mad
     # mean, 9.5 and 2.02 s, would say 5.76 s), on this suite's device (the store's main one, the GPU, not)
     assert group["left"] == 1 and group["source"] == "stored" and group["work_s"] == pytest.approx(2.0)
     assert status["left_s"] == pytest.approx(2.0)
-    # the board, from the rows alone: each completed cell less its encoder pass, 2.0 and 2.0 s, for the one left
-    board = time_left_from_rows(store, "past")
-    assert board["seconds_left"] == pytest.approx(2.0)
+    # the board, from the store's rows alone (every cell of the suite is queued here): the same
+    board = board_estimate(store, "past", 300.0)
+    assert board["left_s"] == pytest.approx(2.0) and board["groups"] == status["groups"]
 
 
 def test_a_pass_no_run_timed_is_never_charged_as_zero_and_each_data_split_is_charged_apart(db_url, tmp_path,
