@@ -15,9 +15,10 @@ The record says whether it ran: extra.compiled.
 
 from __future__ import annotations
 
-# Device types `auto` compiles on. Not CPUs: on this project's 2-core CPU, compiling the embedded model took 24-82 s
-# per cell (torch's on-disk cache shortens later compiles, not the first), longer than a demo cell trains, and
-# the compiled step was no faster: 0.84-0.96x eager in bf16, 0.85-1.21x in fp32 (bench_step.py --modes compile).
+# Device types `auto` compiles on. Not CPUs: on this project's 2-core AVX512-BF16 CPU, compiling the embedded model
+# took 24-82 s per cell (torch's on-disk cache shortens later compiles, not the first), longer than a demo cell
+# trains, and the compiled step was no faster: 0.84-0.96x eager in bf16, 0.85-1.21x in fp32; on the 2-core
+# AVX2-only one (fp32), 63-128 s and 0.76-1.03x (bench_step.py --modes compile; bench/RESULTS.md).
 AUTO_DEVICES = ("cuda",)
 # ... and there only for a cell that plans at least this many optimizer steps: compiling costs a minute or two per
 # cell and pays back a little per step. On an H200 (bench/bench_gpu.py, 2026-12-04: BERT-base on MRPC, batch 32 x
