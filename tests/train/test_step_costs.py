@@ -42,6 +42,12 @@ def _run(cell, glue):
     return train_and_evaluate(cell, RunContext(data_dir=str(glue), cache_dir=None, show_progress=False))
 
 
+def _run_saving(cell, glue, output_dir):
+    """_run, writing the cell's files (an adapter method's adapter/) into output_dir."""
+    return train_and_evaluate(cell, RunContext(data_dir=str(glue), cache_dir=None, show_progress=False),
+                              output_dir=str(output_dir))
+
+
 # --- host syncs -------------------------------------------------------------------------------------------------
 
 def test_sync_steps_are_a_function_of_the_step_alone():
@@ -261,6 +267,18 @@ def test_auto_decides_on_the_steps_the_loop_then_trains(tmp_path, small_glue, mo
     two = _run(_cell(model, budget={"epochs": 1.0, "max_train_samples": 20, "max_eval_samples": 8},
                      schedule=both), small_glue)
     assert planned == [two.steps] == [6]   # 3 batches of each task
+    # an evaluation-only cell (a saved adapter scored as it is) plans no step, whatever its epochs: with the
+    # threshold at one step on this device, `auto` would otherwise compile a model it only evaluates
+    adapter = _run_saving(_cell(model, method="houlsby", method_params={"size": 4},
+                                budget={"epochs": 1.0, "max_train_samples": 16, "max_eval_samples": 8}),
+                          small_glue, tmp_path / "houlsby").adapter_path
+    monkeypatch.setattr(compiling, "AUTO_DEVICES", ("cpu",))
+    monkeypatch.setattr(compiling, "AUTO_MIN_STEPS", 1)
+    planned.clear()
+    scored = _run(_cell(model, method="pretrained_adapter", method_params={"path": adapter},
+                        budget={"epochs": 3.0, "max_train_samples": 16, "max_eval_samples": 8}), small_glue)
+    assert scored.stopped_by == "evaluation_only" and scored.steps == 0
+    assert planned == [0] and scored.compiled is False
 
 
 def test_planned_steps_are_the_batches_each_process_gets_from_accelerate():
