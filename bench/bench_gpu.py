@@ -89,10 +89,10 @@ class Report:
 def env_line() -> str:
     import torch
 
-    from harness.train.peaks import cpu_model
+    from harness import cpuinfo
 
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
-    return f"{gpu}; {cpu_model()} x{os.cpu_count()}; torch {torch.__version__}"
+    return f"{gpu}; {cpuinfo.describe()}; torch {torch.__version__}"
 
 
 def measured_peaks(device: str, shapes: list[tuple[int, int, int]]) -> dict:

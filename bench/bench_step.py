@@ -98,9 +98,9 @@ def tokens_per_step(r) -> float:
 def cpu_line() -> str:
     import torch
 
-    from harness.train.peaks import cpu_model
+    from harness import cpuinfo
 
-    return f"{cpu_model()} x{os.cpu_count()}, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    return f"{cpuinfo.describe()}, torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
 def mode_step(args, ctx) -> str:

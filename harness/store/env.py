@@ -41,18 +41,15 @@ def git_state() -> dict:
 
 
 def device_name() -> str:
+    """The GPU's name, else the CPU's model, instruction-set level and cores ("CPU: AMD EPYC (AVX2) x2"): what
+    estimates match stored runs on, so two CPUs a VM names alike are two devices (harness/cpuinfo.py)."""
     import torch
+
+    from harness import cpuinfo
 
     if torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return f"CPU: {line.split(':', 1)[1].strip()} x{os.cpu_count()}"
-    except OSError:
-        pass
-    return f"CPU: {platform.processor() or platform.machine()} x{os.cpu_count()}"
+    return f"CPU: {cpuinfo.describe()}"
 
 
 def _torch_threads() -> int:

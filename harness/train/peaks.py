@@ -33,9 +33,10 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import platform
 import socket
 import time
+
+from harness import cpuinfo
 
 CACHE_FILE = "device_peaks.json"
 CACHE_VERSION = 1
@@ -76,17 +77,6 @@ def cache_path(cache_dir: str | None) -> str | None:
     return os.path.join(cache_dir, CACHE_FILE) if cache_dir else None
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def host_key(device: str = "cpu") -> str:
     """What a measured rate depends on: host, processor, torch version and (CPU) thread count."""
     import torch
@@ -95,7 +85,7 @@ def host_key(device: str = "cpu") -> str:
         proc = torch.cuda.get_device_name(torch.device(device))
         threads = ""
     else:
-        proc = cpu_model()
+        proc = cpuinfo.model_name(cpuinfo.text())
         threads = f"|threads={torch.get_num_threads()}"
     return f"{socket.gethostname()}|{proc}|torch={torch.__version__}{threads}"
 

@@ -23,28 +23,15 @@ X86_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 ARM_BF16_FLAGS = ("bf16",)
 
 
-def cpu_flags(cpuinfo: str) -> set[str]:
-    """The feature flags of /proc/cpuinfo's text ("flags" on x86, "Features" on Arm)."""
-    flags: set[str] = set()
-    for line in cpuinfo.splitlines():
-        name, _, value = line.partition(":")
-        if name.strip().lower() in ("flags", "features"):
-            flags.update(value.split())
-    return flags
-
-
 def bf16_in_flags(flags: set[str]) -> bool:
     return any(f in flags for f in X86_BF16_FLAGS + ARM_BF16_FLAGS)
 
 
-@functools.lru_cache(maxsize=1)
 def cpu_has_native_bf16() -> bool:
     """True when this machine's CPU has bf16 dot-product instructions (Linux; elsewhere False: fp32)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return bf16_in_flags(cpu_flags(f.read()))
-    except OSError:
-        return False
+    from harness import cpuinfo
+
+    return bf16_in_flags(cpuinfo.flags(cpuinfo.text()))
 
 
 BF16_MARGIN = 1.10   # bf16 must be this much faster than fp32: within the timing noise, fp32 (exact) wins

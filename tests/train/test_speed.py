@@ -12,6 +12,7 @@ from tests.helpers import assert_refused, make_tiny_model, run_cli, write_suite
 from harness.spec.cell import Cell
 from harness.store.db import Store
 from harness.spec.tasks import get_task
+from harness import cpuinfo
 from harness.train import features, precision
 from harness.train.context import RunContext
 from harness.train.recipe import train_and_evaluate
@@ -77,19 +78,36 @@ IN_MODEL_NAME = "model name\t: Imaginary avx512_bf16 bf16 CPU\nflags\t\t: fpu ss
 ], ids=["x86-bf16", "x86-avx512-only", "x86-amx", "arm-bf16", "arm-old", "empty", "amd-epyc-zen4",
         "amd-without-bf16", "neoverse-v1", "neoverse-n1", "sve-bf16-only", "vmx-flags-only", "in-model-name"])
 def test_native_bf16_is_read_from_the_cpu_flags(text, native):
-    assert precision.bf16_in_flags(precision.cpu_flags(text)) is native
+    assert precision.bf16_in_flags(cpuinfo.flags(text)) is native
 
 
 def test_cpu_flags_are_the_words_of_the_flags_and_features_lines():
     text = "processor\t: 0\nflags\t\t: fpu  sse2\nvmx flags\t: vnmi\nFeatures\t: asimd\nmodel name\t: x y\n"
-    assert precision.cpu_flags(text) == {"fpu", "sse2", "asimd"}
-    assert precision.cpu_flags("flags\t\t:\n") == set()
+    assert cpuinfo.flags(text) == {"fpu", "sse2", "asimd"}
+    assert cpuinfo.flags("flags\t\t:\n") == set()
 
 
-@pytest.mark.parametrize("text,native", [(AMD_EPYC_ZEN4, True), (ARM_NEOVERSE_N1, False), (None, False)],
+@pytest.mark.parametrize("text,named", [
+    (AMD_EPYC_ZEN4, "AMD EPYC (AVX512-BF16) x2"), (AMD_WITHOUT_BF16, "AMD EPYC (AVX512) x2"),
+    (AMD_EPYC_ZEN4.replace(" avx512f", "").replace(" avx512_bf16", ""), "AMD EPYC (AVX2) x2"),
+    (X86_AMX.replace("flags", "model name\t: Xeon\nflags"), "Xeon (AMX-BF16) x2"),
+], ids=["zen4", "avx512", "avx2", "amx"])
+def test_a_cpu_is_named_with_its_instruction_set_level(text, named):
+    """Two machines a VM names alike ("AMD EPYC": a Zen 4 and a Zen 1, 3.9x apart) are two devices to the
+    estimates: the name every result carries says the highest instruction set that decides torch's kernels."""
+    assert cpuinfo.describe(text, cores=2) == named
+
+
+@pytest.mark.parametrize("text,native,named", [(AMD_EPYC_ZEN4, True, "AMD EPYC (AVX512-BF16)"),
+                                               (ARM_NEOVERSE_N1, False, None), (None, False, None)],
                          ids=["amd-epyc-zen4", "neoverse-n1", "unreadable"])
-def test_the_machine_is_detected_from_proc_cpuinfo(monkeypatch, tmp_path, text, native):
-    """cpu_has_native_bf16 reads /proc/cpuinfo (here: a file put in its place); where it cannot be read, fp32."""
+def test_the_machine_is_detected_from_proc_cpuinfo(monkeypatch, tmp_path, text, native, named):
+    """cpu_has_native_bf16 and the device name a result carries read /proc/cpuinfo (here: a file put in its
+    place); where it cannot be read, fp32 and platform's name. (Neoverse N1's file has no model name either.)"""
+    import platform
+
+    from harness.store.env import device_name
+
     real_open, fake = open, tmp_path / "cpuinfo"
     if text is not None:
         fake.write_text(text)
@@ -101,12 +119,15 @@ def test_the_machine_is_detected_from_proc_cpuinfo(monkeypatch, tmp_path, text, 
             raise PermissionError(13, "Permission denied", path)
         return real_open(fake, *args, **kwargs)
 
-    monkeypatch.setattr(precision, "open", fake_open, raising=False)
-    precision.cpu_has_native_bf16.cache_clear()
+    monkeypatch.setattr(cpuinfo, "open", fake_open, raising=False)
+    cpuinfo.text.cache_clear()
     try:
         assert precision.cpu_has_native_bf16() is native
+        if not torch.cuda.is_available():
+            named = named or platform.processor() or platform.machine()
+            assert device_name() == f"CPU: {named} x{os.cpu_count()}"
     finally:
-        precision.cpu_has_native_bf16.cache_clear()   # the next caller reads this machine again
+        cpuinfo.text.cache_clear()   # the next caller reads this machine again
 
 
 def test_auto_resolves_per_the_detected_capability(monkeypatch):
