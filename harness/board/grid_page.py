@@ -159,7 +159,10 @@ def _time_left(store, suite: str, timeout: float, left: int) -> None:
                    "Cells not queued yet are not counted.")
     unknown = (f" · {est['unestimated']} cell(s) without an estimate: {'; '.join(est['unestimated_why'])}"
                if left and est["unestimated"] else "")
-    st.caption(f"{est['live_workers']} live worker(s){unknown}")
+    checked = (f" · the workers' predictions at claim, for {est['predicted_cells']} completed cell(s): "
+               f"{duration(est['predicted_s'])} predicted, {duration(est['predicted_actual_s'])} taken (ratio "
+               f"{est['ratio']:.2f})" if est["predicted_cells"] else "")
+    st.caption(f"{est['live_workers']} live worker(s){unknown}{checked}")
     groups = [g for g in est["groups"] if g["left"]]
     if groups:
         with st.expander("Time left per method and task"):

@@ -116,9 +116,13 @@ def test_grid_page_shows_states_workers_failures_and_time_left(grid_url, monkeyp
     assert "CUDA out of memory" in run_page.error[0].value
 
 
-def _complete(store, cell, worker, train_s: float, eval_s: float, examples: int, dev: int):
-    """A completed cell as a worker records it: one epoch over `examples`, `dev` examples scored once."""
+def _complete(store, cell, worker, train_s: float, eval_s: float, examples: int, dev: int,
+              predicted_s: float | None = None):
+    """A completed cell as a worker records it: one epoch over `examples`, `dev` examples scored once; the time
+    predicted at its claim, if any."""
     claim = store.claim_next(cell.suite, [cell.key], worker)
+    if predicted_s is not None:
+        store.predict(claim, predicted_s)
     store.finish(claim, Status.COMPLETED, {
         "score": 70.0, "train_time_s": train_s, "eval_time_s": eval_s, "train_examples_per_s": examples / train_s,
         "train_examples": examples, "eval_examples": dev, "steps": examples // 8, "epochs_done": 1.0,
@@ -142,8 +146,9 @@ def test_grid_page_time_left_is_harness_status_s(tmp_path, monkeypatch):
     cells = {(c.task, c.method, c.seed): c for c in parse_suite(GRID, "grid.yaml").cells()}
     store.enqueue(list(cells.values()))
     for (task, method, seed), seconds in {("rte", "full", 1): 100.0, ("rte", "full", 2): 140.0,
-                                          ("rte", "bitfit", 1): 60.0}.items():
-        _complete(store, cells[(task, method, seed)], worker, seconds, 2.0, 2490, 277)
+                                          ("rte", "bitfit", 1): 60.0}.items():   # the last two predicted at claim
+        _complete(store, cells[(task, method, seed)], worker, seconds, 2.0, 2490, 277,
+                  predicted_s=None if seed == 1 and method == "full" else 80.0)
     # left: rte bitfit seed 2 (its group's mean), the MRPC cells (stored runs: full's own on MRPC, bitfit's on RTE)
     suite = tmp_path / "grid.yaml"
     suite.write_text(GRID)
@@ -161,7 +166,10 @@ def test_grid_page_time_left_is_harness_status_s(tmp_path, monkeypatch):
     at = app(url, monkeypatch, page="Grid", suite="grid")
     shown = {m.label: m.value for m in at.metric}["Time left (estimate)"]
     assert shown == f"~{duration(status['left_s'])} ± {duration(status['plus_minus_s'])}"
-    assert any(c.value == "0 live worker(s)" for c in at.caption), [c.value for c in at.caption]
+    # and how the workers' predictions at claim came out, as status says it: 160 s predicted, 142 + 62 s taken
+    assert (status["predicted_cells"], status["predicted_s"], status["predicted_actual_s"]) == (2, 160.0, 204.0)
+    assert any(c.value == "0 live worker(s) · the workers' predictions at claim, for 2 completed cell(s): 2m 40s "
+               "predicted, 3m 24s taken (ratio 1.27)" for c in at.caption), [c.value for c in at.caption]
     listed = table(at, "method")
     assert {(r["method"], r["task"], r["source"]) for _, r in listed.iterrows()} == \
         {("bitfit", "rte", "suite"), ("full", "mrpc", "stored"), ("bitfit", "mrpc", "stored")}
