@@ -153,10 +153,10 @@ def _time_left(store, suite: str, timeout: float, left: int) -> None:
     shown = ("nothing left" if not left else "unknown yet" if secs is None
              else f"~{duration(secs)}" + (f" ± {duration(pm)}" if pm else ""))
     st.metric("Time left (estimate)", shown,
-              help="As `harness status` computes it: per method and task, the mean time of this suite's completed "
-                   "cells, else the stored runs' throughput on its device, times the cells not done yet (a "
-                   "running cell less the time it has run), divided by the live workers; ± the rates' spread. "
-                   "Cells not queued yet are not counted.")
+              help="As `harness status` computes it: per setting (seeds and learning rates pooled), the mean time "
+                   "of this suite's completed cells, else the stored runs' throughput on its device, times the cells "
+                   "not done yet (a running cell less the time it has run), divided by the live workers; ± the "
+                   "rates' spread. Cells not queued yet are not counted.")
     unknown = (f" · {est['unestimated']} cell(s) without an estimate: {'; '.join(est['unestimated_why'])}"
                if left and est["unestimated"] else "")
     checked = (f" · the workers' predictions at claim, for {est['predicted_cells']} completed cell(s): "

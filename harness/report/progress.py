@@ -244,24 +244,36 @@ def _suite_fallback(g: dict, made: set):
     return predict_left
 
 
+def work_key(cell) -> str:
+    """What a cell's time depends on: its setting less the seed and the learning rate (a sweep's usual axes, which
+    do not change the work). time_left averages the completed cells of one work key, so a (method, task)'s cells
+    of other budgets, batch sizes or method parameters are predicted apart (houlsby.yaml: 3 and 20 epochs)."""
+    from harness.spec.cell import config_key
+
+    config = cell.config()
+    config["hparams"] = {k: v for k, v in config["hparams"].items() if k != "learning_rate"}
+    return config_key(config, without=("seed",))
+
+
 def _no_estimate_why(group_done: bool, stored: CellEstimate | None) -> str:
-    """Why a cell left has no estimate in time_left: its (method, task) has completed cells only where it is a
-    linear probe whose feature set's encoder pass none of them timed (else their mean predicts it)."""
+    """Why a cell left has no estimate in time_left: its setting has completed cells only where it is a linear
+    probe whose feature set's encoder pass none of them timed (else their mean predicts it)."""
     if group_done:
-        return "neither a completed cell of its (method, task) nor a stored run timed its feature set's encoder pass"
+        return ("neither a completed cell of its setting nor a stored run timed its feature set's encoder pass")
     stored_why = stored.why if stored is not None and stored.why else "no stored throughput"
-    return f"no completed cell of its (method, task) in this suite and {stored_why}"
+    return f"no completed cell of its setting in this suite and {stored_why}"
 
 
 def time_left(store, states: list[tuple], *, data_dir: str | None = None) -> dict:
-    """The time left of a suite in progress. Per (method, task): the mean time of this suite's completed cells of it x
-    its cells still to run (pending, stale, running: a running one less the time it has run, its ± the same share of
-    the cell's); a (method, task) with no completed cell yet is predicted from stored throughput (`estimate`, on the
-    device of this suite's completed cells), and so are the cells that read cached frozen features (a mean would
-    spread the one cell that ran the encoder over the others, which do not). A cell the store does not predict takes
-    its group's mean (_suite_fallback: a probe's without the pass, plus the group's measured pass where its set is
-    new). The work left is divided by the live workers (distinct workers holding a lease with a fresh heartbeat;
-    none: as if one).
+    """The time left of a suite in progress. Per setting (work_key: method and its parameters, task, budget, hparams;
+    seeds and learning rates pooled): the mean time of this suite's completed cells of it x its cells still to run
+    (pending, stale, running: a running one less the time it has run, its ± the same share of the cell's); a
+    setting with no completed cell yet is predicted from stored throughput (`estimate`, on the device of this
+    suite's completed cells, scaled to the cell's planned examples), and so are the cells that read cached frozen
+    features (a mean would spread the one cell that ran the encoder over the others, which do not). A cell the
+    store does not predict takes its group's mean (_suite_fallback: a probe's without the pass, plus the group's
+    measured pass where its set is new). The work left is divided by the live workers (distinct workers holding a
+    lease with a fresh heartbeat; none: as if one). Groups are reported per (method, task).
 
     Returns {"counts": {state: n, "total": n}, "live_workers": n, "groups": [{method, task, completed, left, mean_s,
     work_s, source: "suite" | "stored" | "stored+suite" (cell by cell) | None}], "stored_device", "work_s": seconds
@@ -279,10 +291,10 @@ def time_left(store, states: list[tuple], *, data_dir: str | None = None) -> dic
     counts["total"] = len(states)
     live = {rec.worker_id for _, state, rec in states if state == CellState.RUNNING and rec.worker_id}
 
-    groups: dict[tuple, dict] = {}
+    groups: dict[tuple, dict] = {}   # per (method, task, work key): cells of equal work
     for cell, state, rec in states:
-        g = groups.setdefault((cell.method, cell.task), {"method": cell.method, "task": cell.task, "todo": [],
-                                                         "done": []})
+        g = groups.setdefault((cell.method, cell.task, work_key(cell)),
+                              {"method": cell.method, "task": cell.task, "todo": [], "done": []})
         if state == CellState.COMPLETED and cell_time_s(rec) is not None:
             g["done"].append((cell, rec))
         elif state in (CellState.PENDING, CellState.STALE, CellState.RUNNING):
@@ -310,37 +322,51 @@ def time_left(store, states: list[tuple], *, data_dir: str | None = None) -> dic
         except Exception as exc:   # noqa: BLE001 -- advice only: the suite's own means below
             logging.getLogger(__name__).warning("time left: no estimate from stored throughput: %s", exc)
 
-    out_groups, work, why = [], 0.0, set()
+    shown: dict[tuple, dict] = {}   # what the caller sees: per (method, task)
+    work, why = 0.0, set()
     plus_minus, unestimated = 0.0, 0
     for g in groups.values():
-        entry = {"method": g["method"], "task": g["task"], "completed": len(g["times"]), "left": len(g["todo"]),
-                 "mean_s": None, "work_s": None, "source": None}
-        if g["todo"]:
-            w, pm, sources, predicted = 0.0, 0.0, set(), []
-            fallback = _suite_fallback(g, made)
-            for cell, ran, _ in g["todo"]:
-                e = stored.get(cell.key) if g["stored"] else None
-                if e is not None and e.seconds is not None:
-                    seconds, rel = e.seconds, (e.plus_minus / e.seconds if e.seconds else 0.0)
-                    sources.add("stored")
-                    made.update(cell_feature_sets(cell) or ())   # its pass, if any, is in its estimate
-                else:
-                    seconds, rel = fallback(cell)
-                    if seconds is None:
-                        unestimated += 1
-                        why.add(_no_estimate_why(bool(g["done"]), e))
-                        continue
-                    sources.add("suite")
-                left = max(0.0, seconds - ran)   # a running cell: what it has not run yet, and that work's ±
-                w, pm = w + left, pm + left * rel
-                predicted.append(seconds)
-            if predicted:
-                entry.update(mean_s=statistics.fmean(predicted), work_s=w, source="+".join(sorted(sources)))
-                work += w
-                plus_minus += pm
-        elif g["times"]:
-            entry["mean_s"] = statistics.fmean(g["times"])
-        out_groups.append(entry)
+        entry = shown.setdefault((g["method"], g["task"]), {"method": g["method"], "task": g["task"], "completed": 0,
+                                                            "left": 0, "times": [], "predicted": [], "work_s": None,
+                                                            "sources": set()})
+        entry["completed"] += len(g["times"])
+        entry["left"] += len(g["todo"])
+        entry["times"] += g["times"]
+        if not g["todo"]:
+            continue
+        w, pm, sources, predicted = 0.0, 0.0, set(), []
+        fallback = _suite_fallback(g, made)
+        for cell, ran, _ in g["todo"]:
+            e = stored.get(cell.key) if g["stored"] else None
+            if e is not None and e.seconds is not None:
+                seconds, rel = e.seconds, (e.plus_minus / e.seconds if e.seconds else 0.0)
+                sources.add("stored")
+                made.update(cell_feature_sets(cell) or ())   # its pass, if any, is in its estimate
+            else:
+                seconds, rel = fallback(cell)
+                if seconds is None:
+                    unestimated += 1
+                    why.add(_no_estimate_why(bool(g["done"]), e))
+                    continue
+                sources.add("suite")
+            left = max(0.0, seconds - ran)   # a running cell: what it has not run yet, and that work's ±
+            w, pm = w + left, pm + left * rel
+            predicted.append(seconds)
+        if predicted:
+            entry["predicted"] += predicted
+            entry["work_s"] = (entry["work_s"] or 0.0) + w
+            entry["sources"] |= sources
+            work += w
+            plus_minus += pm
+    out_groups = []
+    for entry in shown.values():
+        times, predicted, sources = entry["times"], entry["predicted"], entry["sources"]
+        # the cells left's mean prediction; with none left, the completed cells' mean time
+        mean = (statistics.fmean(predicted) if predicted
+                else statistics.fmean(times) if times and not entry["left"] else None)
+        out_groups.append({"method": entry["method"], "task": entry["task"], "completed": entry["completed"],
+                           "left": entry["left"], "mean_s": mean, "work_s": entry["work_s"],
+                           "source": "+".join(sorted(sources)) or None})
 
     workers = max(1, len(live))
     todo = sum(len(g["todo"]) for g in groups.values())

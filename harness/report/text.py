@@ -135,7 +135,7 @@ def status_report(p: dict) -> str:
         else:
             lines.append(f"time left: {duration(e['left_s'])} ± {duration(e['plus_minus_s'])} with {workers} "
                          f"({hours(e['work_s'])} device-hours of work for {todo} cell(s), from this suite's "
-                         f"completed cells per method and task, else stored throughput{unknown})")
+                         f"completed cells per setting, else stored throughput{unknown})")
     else:
         lines.append("all cells done" + (f" ({c[CellState.FAILED]} failed)" if c[CellState.FAILED] else ""))
     if e["predicted_cells"]:

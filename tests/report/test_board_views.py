@@ -103,12 +103,12 @@ def test_grid_page_shows_states_workers_failures_and_time_left(grid_url, monkeyp
     failures = table(at, "cell")
     assert list(failures["reason"]) == ["torch.OutOfMemoryError: CUDA out of memory"]
     assert failures["run page"][0] == f"?page=Runs&suite=grid&model=minilm&run={ids['failed']}"
-    # time left: no (method, task) left has a completed cell and no stored run has a throughput (no examples
+    # time left: no setting left has a completed cell and no stored run has a throughput (no examples
     # counted), so no estimate, and the reason, not the completed groups' mean; one live worker (the stale one
     # does not count)
     assert counts["Time left (estimate)"] == "unknown yet"
-    assert any(c.value == "1 live worker(s) · 4 cell(s) without an estimate: no completed cell of its (method, "
-               "task) in this suite and no stored run of minilm" for c in at.caption), [c.value for c in at.caption]
+    assert any(c.value == "1 live worker(s) · 4 cell(s) without an estimate: no completed cell of its setting in "
+               "this suite and no stored run of minilm" for c in at.caption), [c.value for c in at.caption]
     # the link opens the failed run's page
     link = dict(p.split("=") for p in failures["run page"][0][1:].split("&"))
     run_page = app(url, monkeypatch, **link)

@@ -269,6 +269,45 @@ def test_a_running_cell_predicted_from_stored_runs_keeps_the_share_of_its_uncert
     assert e["plus_minus_s"] == pytest.approx(full * 0.0141421 / 0.09 + 6 + 19.2, rel=1e-4)
 
 
+BUDGETS = """
+name: budgets
+models: [minilm]
+tasks: [rte]
+methods: [full]
+seeds: [1, 2]
+budgets: [{epochs: 1, max_train_samples: 100, max_eval_samples: 50}, {epochs: 3, max_train_samples: 100,
+          max_eval_samples: 50}, {epochs: 2, max_train_samples: 100, max_eval_samples: 50}]
+hparams: {batch_size: 10}
+"""
+
+
+def test_a_budget_s_cells_are_not_predicted_from_another_budget_s(tmp_path, monkeypatch):
+    """One (method, task) at 1, 3 and 2 epochs (houlsby.yaml sweeps 3 and 20): a cell left is predicted from the
+    completed cells of its own setting, else from stored throughput scaled to its planned examples, never from
+    the mean over every budget (which said 55 s here for 77 s of work)."""
+    monkeypatch.delenv("HARNESS_DATA_DIR", raising=False)   # sizes from the stored runs and the caps
+    path = write_suite(tmp_path / "budgets.yaml", BUDGETS)
+    url = f"sqlite:///{tmp_path / 'b.db'}"
+    store = Store(url)
+    cells = {(c.budget["epochs"], c.seed): c for c in parse_suite(BUDGETS, str(path)).cells()}
+    store.enqueue(list(cells.values()))
+    # every run at 10 training examples per second and 0.02 s per dev example scored: 1 epoch of 100 examples
+    # and one evaluation of 50 take 10 + 1 s; 3 epochs and three evaluations 30 + 3 s
+    for epochs, seed in ((1, 1), (1, 2), (3, 1)):
+        claim = store.claim_next("budgets", [cells[(epochs, seed)].key], worker("done"))
+        done(store, claim, 10.0 * epochs, 1.0 * epochs, steps=10 * epochs, epochs_done=float(epochs))
+    r = call_cli("status", path, "--db", url, "--json")
+    assert r.returncode == 0, r.stderr
+    e = json.loads(r.stdout)["estimate"]
+    # 3 epochs, seed 2: its setting's completed cell, 33 s (± the 10% floor); 2 epochs, seeds 1 and 2: no
+    # completed cell of theirs, so the stored rates: 200 x 0.1 + 100 x 0.02 = 22 s each (± the exact level's 10%)
+    assert e["work_s"] == pytest.approx(33 + 2 * 22) and e["left_s"] == pytest.approx(77)
+    assert e["plus_minus_s"] == pytest.approx(0.1 * 77)
+    (group,) = e["groups"]
+    assert (group["completed"], group["left"], group["source"]) == (3, 3, "stored+suite")
+    assert group["mean_s"] == pytest.approx(77 / 3) and group["work_s"] == pytest.approx(77)
+
+
 def test_a_task_is_priced_by_its_own_runs_before_another_task_of_its_kind(past, tmp_path, monkeypatch):
     """RTE pairs and STS-B pairs are both sentence-pair classification (STS-B: regression), but their inputs
     differ in length, so their rates do: a task's own stored runs come first ("exact"), another task of the same
@@ -349,7 +388,7 @@ def test_estimate_of_an_empty_store_points_at_the_pilot(tmp_path):
     status = json.loads(call_cli("status", suite, "--db", f"sqlite:///{tmp_path / 'empty.db'}", "--json").stdout)
     assert status["counts"]["pending"] == 3 and status["estimate"]["left_s"] is None   # unknown, not 0
     assert status["estimate"]["unestimated"] == 3 and status["done"] is False
-    why = "no completed cell of its (method, task) in this suite and no stored run of minilm"
+    why = "no completed cell of its setting in this suite and no stored run of minilm"
     assert status["estimate"]["unestimated_why"] == [why]
     text = call_cli("status", suite, "--db", f"sqlite:///{tmp_path / 'empty.db'}").stdout
     assert f"time left: unknown (none of its 3 cell(s) left has an estimate: {why}; `harness estimate --pilot`" \
