@@ -84,10 +84,12 @@ def predict(cell, plan: CellPlan | None, rate: Rate | None, features: bool = Fal
     elif rate.features and passes:
         once = (("train" in passes) * plan.train_set * rate.extract_s
                 + ("eval" in passes) * plan.eval_set * rate.eval_extract_s)
-    train = plan.train_examples * train_s
-    if cell.budget.get("time_limit_min"):   # training stops at the time limit (which counts evaluations too: a bound)
-        train = min(train, 60.0 * cell.budget["time_limit_min"])
-    seconds = train + plan.eval_examples * eval_s + (once or 0.0)
+    seconds = plan.train_examples * train_s + plan.eval_examples * eval_s
+    if cell.budget.get("time_limit_min"):
+        # training stops at the first step past the limit, its evaluations so far counted in, then evaluates once
+        # more (harness/train/recipe.py): a bound, however many steps and evaluations the budget plans
+        seconds = min(seconds, 60.0 * cell.budget["time_limit_min"] + plan.eval_set * eval_s)
+    seconds += once or 0.0
     rel = max(rate.rel, rate.pass_rel) if needs_pass else rate.rel
     return CellEstimate(cell.key, cell.label, seconds, seconds * rel, rate.level, rate.n, encoder_pass_s=once)
 

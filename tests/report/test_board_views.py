@@ -295,7 +295,7 @@ name: live
 models: ["{model}"]
 tasks: [rte]
 methods: [full, bitfit]
-budgets: [{{max_steps: 2}}, {{max_steps: 1000000}}]
+budgets: [{{max_steps: 2}}, {{max_steps: 1000000, time_limit_min: 5}}]
 hparams: {{batch_size: 8, learning_rate: 1e-4}}
 """
 
@@ -316,7 +316,7 @@ def test_real_browser_photographs_the_grid_while_a_worker_runs(tmp_path, tiny_be
 
     assert os.path.exists(CHROMIUM), "install Debian's chromium (see .ci/run)"
     # per method: a 2-step cell that completes, then one with enough steps to be still running while the browser
-    # looks (the worker is stopped afterwards)
+    # looks (the worker is stopped afterwards; its time limit keeps the page's time left to minutes)
     suite = write_suite(tmp_path / "live.yaml", LIVE.format(model=tiny_bert))
     url = f"sqlite:///{tmp_path / 'live.db'}"
     Store(url)   # the schema, so the test can read the store while the worker starts

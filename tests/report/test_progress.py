@@ -308,6 +308,30 @@ def test_a_budget_s_cells_are_not_predicted_from_another_budget_s(tmp_path, monk
     assert group["mean_s"] == pytest.approx(77 / 3) and group["work_s"] == pytest.approx(77)
 
 
+def test_a_time_limit_bounds_a_cell_s_training_and_its_evaluations(tmp_path, monkeypatch):
+    """`time_limit_min` stops training at the first step past it, evaluations so far included, and one
+    evaluation follows: a cell whose budget plans 100,000 steps (and an evaluation per epoch) under a one-minute
+    limit is predicted at most 60 s + one evaluation, not 60 s + every evaluation planned (10,060 s here)."""
+    monkeypatch.delenv("HARNESS_DATA_DIR", raising=False)
+    text = BUDGETS.replace("{epochs: 3, max_train_samples: 100,\n          max_eval_samples: 50}, {epochs: 2, "
+                           "max_train_samples: 100, max_eval_samples: 50}",
+                           "{max_steps: 100000, time_limit_min: 1, max_train_samples: 100, max_eval_samples: 50}")
+    text = text.replace("seeds: [1, 2]", "seeds: [1]")
+    path = write_suite(tmp_path / "limit.yaml", text)
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    store = Store(url)
+    cells = {c.budget.get("epochs"): c for c in parse_suite(text, str(path)).cells()}
+    assert len(cells) == 2 and cells[None].budget["time_limit_min"] == 1
+    store.enqueue(list(cells.values()))
+    claim = store.claim_next("budgets", [cells[1].key], worker("done"))
+    done(store, claim, 10.0, 1.0)   # 0.1 s per training example, 0.02 s per dev example scored
+    e = json.loads(call_cli("status", path, "--db", url, "--json").stdout)["estimate"]
+    # 60 s of training and evaluations, then one evaluation of the 50 dev examples: 61 s
+    assert e["work_s"] == pytest.approx(61.0)
+    cell = json.loads(call_cli("estimate", path, "--from-store", url, "--json").stdout)["cells"][1]
+    assert "time_limit_min=1" in cell["label"] and cell["seconds"] == pytest.approx(61.0)
+
+
 def test_a_task_is_priced_by_its_own_runs_before_another_task_of_its_kind(past, tmp_path, monkeypatch):
     """RTE pairs and STS-B pairs are both sentence-pair classification (STS-B: regression), but their inputs
     differ in length, so their rates do: a task's own stored runs come first ("exact"), another task of the same
