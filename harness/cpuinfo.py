@@ -15,6 +15,10 @@ import platform
 # estimates keep them apart by this level. x86 flags, then Arm's bf16 extension ("Features" line).
 ISA_LEVELS = (("amx_bf16", "AMX-BF16"), ("avx512_bf16", "AVX512-BF16"), ("avx512f", "AVX512"), ("avx2", "AVX2"),
               ("bf16", "BF16"))
+# The levels with bf16 dot-product instructions: x86 AMX-BF16 (Sapphire Rapids and later) or AVX512-BF16 (Cooper
+# Lake, Zen 4 and later); Arm's BF16 extension (BFDOT / BFMMLA). Without them oneDNN emulates bf16, slower than
+# fp32 (harness/train/precision.py)
+BF16_LEVELS = ("AMX-BF16", "AVX512-BF16", "BF16")
 
 
 @functools.lru_cache(maxsize=1)
@@ -49,6 +53,11 @@ def model_name(cpuinfo: str) -> str:
 def isa(found: set[str]) -> str | None:
     """The highest of ISA_LEVELS these flags have (None: none of them)."""
     return next((label for flag, label in ISA_LEVELS if flag in found), None)
+
+
+def has_bf16(found: set[str]) -> bool:
+    """Whether these flags include bf16 dot-product instructions (BF16_LEVELS)."""
+    return isa(found) in BF16_LEVELS
 
 
 def describe(cpuinfo: str | None = None, cores: int | None = None) -> str:

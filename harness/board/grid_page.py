@@ -1,9 +1,12 @@
 """The Grid page: a suite in progress -- how much is done, what runs where, what is stuck, what failed, and when
 it will be done. Refreshes on its own while cells run (a fragment rerun every REFRESH_S seconds; it stops once
-nothing runs). Reads the store like every page: read-only, nothing cached (a live view), queries per suite.
+nothing runs). Reads the store like every page: read-only, queries per suite, nothing cached (a live view) but the
+time left, which is computed again whenever a cell changes state and else every ESTIMATE_TTL_S.
 """
 
 from __future__ import annotations
+
+import datetime as dt
 
 import pandas as pd
 import streamlit as st
@@ -13,6 +16,7 @@ from harness.report.grid import cells_frame
 from harness.spec.status import CellState
 
 REFRESH_S = 5   # a heartbeat comes every 30 s by default: 5 s shows a claim or a finish promptly, at 1 query/5 s
+ESTIMATE_TTL_S = 30   # the time left, which reads much more (_cached_estimate), at most this often between changes
 STATES = [s.value for s in CellState]
 STALE_STYLE = "background-color: rgba(248, 81, 73, 0.22)"
 
@@ -99,7 +103,7 @@ def _grid(store, suite: str, timeout: float, was_live: bool) -> None:
     for col, state in zip(st.columns(len(STATES)), STATES):
         col.metric(state, f"{counts[state]:,}", f"{100 * counts[state] / n:.0f}% of the cells",
                    delta_color="off", delta_arrow="off")
-    _time_left(store, suite, timeout, left=n - done - int(counts[CellState.FAILED.value]))
+    _time_left(store, suite, timeout, n - done - int(counts[CellState.FAILED.value]), cells, now)
     st.caption(f"Read at {pd.Timestamp(now):%H:%M:%S} UTC (the store's clock)"
                + (f"; refreshes every {REFRESH_S} s while cells run." if running else "; nothing runs now.")
                + f" A lease is stale after {timeout:g} s without a heartbeat: the next worker takes its cell over.")
@@ -131,23 +135,39 @@ def _grid(store, suite: str, timeout: float, was_live: bool) -> None:
                      hide_index=True, width="stretch")
 
 
-def estimate(store, suite: str, lease_timeout_s: float) -> dict:
+def estimate(store, suite: str, lease_timeout_s: float, now=None) -> dict:
     """The time left as `harness status` computes it (harness.report.progress.time_left), over the cells the store
     has a row of: the board knows a suite by its name, not its YAML, so cells not queued yet are not counted
-    (`harness status SUITE.yaml` counts them). Task sizes from $HARNESS_DATA_DIR where the board has it, else
-    from the stored runs."""
+    (`harness status SUITE.yaml` counts them). Task sizes from the stored runs, else the files at
+    $HARNESS_DATA_DIR where the board has it (a suite's own `data_dir:` is in its YAML, which the board does not
+    read), else the caps. `now`: the database's clock, which stamped the running cells' start."""
     from harness.plan.grid import locate_data
     from harness.report.progress import row_states, time_left
 
-    return time_left(store, row_states(store, suite, lease_timeout_s), data_dir=locate_data(None).path)
+    return time_left(store, row_states(store, suite, lease_timeout_s), data_dir=locate_data(None).path,
+                     now=None if now is None else _naive_utc(now))
 
 
-def _time_left(store, suite: str, timeout: float, left: int) -> None:
+@st.cache_data(ttl=ESTIMATE_TTL_S, show_spinner=False)
+def _cached_estimate(_store, url: str, suite: str, lease_timeout_s: float, states: tuple, _now) -> dict:
+    """estimate(), computed again when a cell changes state (`states`, the cells' (id, state) pairs, is part of
+    the key) and else at most every ESTIMATE_TTL_S: it reads every row of the suite, and where a setting has no
+    completed cell every completed run of the store (arguments named with _ are not part of the key)."""
+    return estimate(_store, suite, lease_timeout_s, _now)
+
+
+def _naive_utc(value) -> dt.datetime:
+    stamp = pd.Timestamp(value)
+    return (stamp.tz_convert("UTC").tz_localize(None) if stamp.tzinfo else stamp).to_pydatetime()
+
+
+def _time_left(store, suite: str, timeout: float, left: int, cells: pd.DataFrame, now) -> None:
+    key = tuple(zip(cells["id"].tolist(), cells["state"].tolist()))
     try:
-        est = estimate(store, suite, timeout)
+        est = _cached_estimate(store, store.url, suite, timeout, key, now)
     except Exception as exc:   # noqa: BLE001 -- advice only: the rest of the page does not need it
         st.metric("Time left (estimate)", "unknown" if left else "nothing left")
-        st.caption(f"No estimate: the suite's rows could not be read as cells ({type(exc).__name__}: {exc})")
+        st.caption(f"No estimate ({type(exc).__name__}: {exc})")
         return
     secs, pm = est["left_s"], est["plus_minus_s"]
     shown = ("nothing left" if not left else "unknown yet" if secs is None
@@ -163,8 +183,9 @@ def _time_left(store, suite: str, timeout: float, left: int) -> None:
                f"{duration(est['predicted_s'])} predicted, {duration(est['predicted_actual_s'])} taken (ratio "
                f"{est['ratio']:.2f})" if est["predicted_cells"] else "")
     st.caption(f"{est['live_workers']} live worker(s){unknown}{checked}")
-    groups = [g for g in est["groups"] if g["left"]]
+    groups = [{k: v for k, v in g.items() if k != "method"} for g in est["groups"] if g["left"]]
     if groups:
-        with st.expander("Time left per method and task"):
-            st.dataframe(pd.DataFrame(groups).rename(columns={"mean_s": "mean s per cell", "work_s": "work s left"}),
+        with st.expander("Time left per method variant and task"):
+            st.dataframe(pd.DataFrame(groups).rename(columns={"variant": "method", "mean_s": "mean s per cell",
+                                                              "work_s": "work s left"}),
                          hide_index=True, width="stretch")

@@ -24,7 +24,7 @@ from harness.report.throughput import (MATCH_LEVELS, UNCERTAINTY_FLOOR, CellPlan
                                        devices, observation, pick_device, plan_cell, rate_for, stored_feature_sets,
                                        precision_key, regime_key, stored_observations, task_kind, timed_passes)
 from harness.spec.methods import FEATURE_ROLES
-from harness.spec.status import CellState
+from harness.spec.status import CellState, Regime
 
 __all__ = ["MATCH_LEVELS", "UNCERTAINTY_FLOOR", "CellEstimate", "CellPlan", "DataSizes", "Estimate", "Observation",
            "Rate", "cell_states", "devices", "estimate", "hours", "observation", "pick_device", "plan_cell",
@@ -87,8 +87,10 @@ def predict(cell, plan: CellPlan | None, rate: Rate | None, features: bool = Fal
     seconds = plan.train_examples * train_s + plan.eval_examples * eval_s
     if cell.budget.get("time_limit_min"):
         # training stops at the first step past the limit, its evaluations so far counted in, then evaluates once
-        # more (harness/train/recipe.py): a bound, however many steps and evaluations the budget plans
-        seconds = min(seconds, 60.0 * cell.budget["time_limit_min"] + plan.eval_set * eval_s)
+        # more (harness/train/recipe.py): a bound, however many steps and evaluations the budget plans. Each stage
+        # of a sequence is a loop of its own, with its own limit (a multi-task cell is one loop)
+        loops = len(cell.tasks) if cell.regime == Regime.SEQUENTIAL else 1
+        seconds = min(seconds, loops * 60.0 * cell.budget["time_limit_min"] + plan.eval_set * eval_s)
     seconds += once or 0.0
     rel = max(rate.rel, rate.pass_rel) if needs_pass else rate.rel
     return CellEstimate(cell.key, cell.label, seconds, seconds * rel, rate.level, rate.n, encoder_pass_s=once)
@@ -194,12 +196,19 @@ def cell_states(suite, store, num_processes: int = 1, lease_timeout: float | Non
 def row_states(store, suite: str, lease_timeout: float | None = None) -> list[tuple]:
     """(cell, CellState, record) per cell of the suite that the store has a row of (queued or run), in id order,
     each cell rebuilt from its row's configuration: cell_states for a reader that knows the suite by its name, not
-    its YAML (the board), so the cells not queued yet are missing."""
+    its YAML (the board), so the cells not queued yet are missing. A row whose configuration does not rebuild
+    into a cell (written by another tool, say) comes with None for its cell."""
     from harness.spec.cell import Cell
+
+    def cell_of(row):
+        try:
+            return Cell.from_config(suite, row.config)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return None
 
     rows = [r for r in store.records(suite) if r.parent_id is None] if store.columns() else []
     stale = store.stale_keys(suite, lease_timeout_s(lease_timeout)) if rows else set()
-    return [(Cell.from_config(suite, r.config), _state(r, r.cell_key in stale), r) for r in rows]
+    return [(cell_of(r), _state(r, r.cell_key in stale), r) for r in rows]
 
 
 def _state(rec, stale: bool) -> CellState:
@@ -214,7 +223,7 @@ def cell_time_s(rec) -> float | None:
 
 
 def _suite_fallback(g: dict, made: set):
-    """A (method, task) group's prediction for a cell left that the store does not predict: the mean time of its
+    """A setting's (work_key) prediction for a cell left that the store does not predict: the mean time of its
     completed cells, and its relative uncertainty. A linear probe's cells: the mean without their encoder pass
     (what a later cell of a feature set takes), plus the group's measured pass for each feature set not made yet
     (by a completed cell of the suite, a stored run, or an earlier cell left, which is charged it); a set whose
@@ -266,7 +275,7 @@ def _no_estimate_why(group_done: bool, stored: CellEstimate | None) -> str:
     return f"no completed cell of its setting in this suite and {stored_why}"
 
 
-def time_left(store, states: list[tuple], *, data_dir: str | None = None) -> dict:
+def time_left(store, states: list[tuple], *, data_dir: str | None = None, now=None) -> dict:
     """The time left of a suite in progress. Per setting (work_key: method and its parameters, task, budget, hparams;
     seeds and learning rates pooled): the mean time of this suite's completed cells of it x its cells still to run
     (pending, stale, running: a running one less the time it has run, its ± the same share of the cell's); a
@@ -275,7 +284,7 @@ def time_left(store, states: list[tuple], *, data_dir: str | None = None) -> dic
     features (a mean would spread the one cell that ran the encoder over the others, which do not). A cell the
     store does not predict takes its group's mean (_suite_fallback: a probe's without the pass, plus the group's
     measured pass where its set is new). The work left is divided by the live workers (distinct workers holding a
-    lease with a fresh heartbeat; none: as if one). Groups are reported per (method, task).
+    lease with a fresh heartbeat; none: as if one). Groups are reported per method variant (its row label) and task.
 
     Returns {"counts": {state: n, "total": n}, "live_workers": n, "groups": [{method, task, completed, left, mean_s,
     work_s, source: "suite" | "stored" | "stored+suite" (cell by cell) | None}], "stored_device", "work_s": seconds
@@ -283,26 +292,33 @@ def time_left(store, states: list[tuple], *, data_dir: str | None = None) -> dic
     "plus_minus_s", "unestimated": cells left without an estimate, "unestimated_why": why (sorted), "actual_s":
     train + eval of the completed cells, "predicted_s" / "predicted_actual_s" / "ratio": the completed cells that
     have a predicted_time_s, their predicted sum, actual sum and actual / predicted}. `states`: cell_states (a
-    suite's YAML and the store) or row_states (the store alone); `data_dir`: where the tasks' files are, for their
-    sizes (None: the stored runs' and the caps)."""
+    suite's YAML and the store) or row_states (the store alone; a row that is not a cell comes as None and is
+    counted without an estimate); `data_dir`: where the tasks' files are, for their sizes (None: the stored
+    runs' and the caps); `now`: the clock running cells' elapsed time is read on (default: this machine's; the
+    board passes the database's, which stamped started_at)."""
     from harness.store.lease import utcnow
 
+    now = now or utcnow()
     counts = {str(s): 0 for s in CellState}
     for _, state, _ in states:
         counts[str(state)] += 1
     counts["total"] = len(states)
     live = {rec.worker_id for _, state, rec in states if state == CellState.RUNNING and rec.worker_id}
+    todo_states = (CellState.PENDING, CellState.STALE, CellState.RUNNING)
+    not_cells = sum(1 for cell, state, _ in states if cell is None and state in todo_states)
+    states = [(cell, state, rec) for cell, state, rec in states if cell is not None]
 
-    groups: dict[tuple, dict] = {}   # per (method, task, work key): cells of equal work
+    groups: dict[tuple, dict] = {}   # per (method variant, task, work key): cells of equal work
     for cell, state, rec in states:
-        g = groups.setdefault((cell.method, cell.task, work_key(cell)),
-                              {"method": cell.method, "task": cell.task, "todo": [], "done": []})
+        g = groups.setdefault((cell.row_label, cell.task, work_key(cell)),
+                              {"method": cell.method, "variant": cell.row_label, "task": cell.task, "todo": [],
+                               "done": []})
         if state == CellState.COMPLETED and cell_time_s(rec) is not None:
             g["done"].append((cell, rec))
-        elif state in (CellState.PENDING, CellState.STALE, CellState.RUNNING):
+        elif state in todo_states:
             ran = 0.0
             if state == CellState.RUNNING and rec.started_at is not None:
-                ran = max(0.0, (utcnow() - rec.started_at).total_seconds())
+                ran = max(0.0, (now - rec.started_at).total_seconds())
             g["todo"].append((cell, ran, state))
     for g in groups.values():
         g["times"] = [cell_time_s(rec) for _, rec in g["done"]]
@@ -324,13 +340,15 @@ def time_left(store, states: list[tuple], *, data_dir: str | None = None) -> dic
         except Exception as exc:   # noqa: BLE001 -- advice only: the suite's own means below
             logging.getLogger(__name__).warning("time left: no estimate from stored throughput: %s", exc)
 
-    shown: dict[tuple, dict] = {}   # what the caller sees: per (method, task)
+    shown: dict[tuple, dict] = {}   # what the caller sees: per (method variant, task)
     work, why = 0.0, set()
-    plus_minus, unestimated = 0.0, 0
+    plus_minus, unestimated = 0.0, not_cells
+    if not_cells:
+        why.add("its row's stored configuration is not a cell's")
     for g in groups.values():
-        entry = shown.setdefault((g["method"], g["task"]), {"method": g["method"], "task": g["task"], "completed": 0,
-                                                            "left": 0, "times": [], "predicted": [], "work_s": None,
-                                                            "sources": set()})
+        entry = shown.setdefault((g["variant"], g["task"]), {
+            "method": g["method"], "variant": g["variant"], "task": g["task"], "completed": 0, "left": 0, "times": [],
+            "predicted": [], "work_s": None, "sources": set()})
         entry["completed"] += len(g["times"])
         entry["left"] += len(g["todo"])
         entry["times"] += g["times"]
@@ -366,12 +384,12 @@ def time_left(store, states: list[tuple], *, data_dir: str | None = None) -> dic
         # the cells left's mean prediction; with none left, the completed cells' mean time
         mean = (statistics.fmean(predicted) if predicted
                 else statistics.fmean(times) if times and not entry["left"] else None)
-        out_groups.append({"method": entry["method"], "task": entry["task"], "completed": entry["completed"],
-                           "left": entry["left"], "mean_s": mean, "work_s": entry["work_s"],
-                           "source": "+".join(sorted(sources)) or None})
+        out_groups.append({"method": entry["method"], "variant": entry["variant"], "task": entry["task"],
+                           "completed": entry["completed"], "left": entry["left"], "mean_s": mean,
+                           "work_s": entry["work_s"], "source": "+".join(sorted(sources)) or None})
 
     workers = max(1, len(live))
-    todo = sum(len(g["todo"]) for g in groups.values())
+    todo = sum(len(g["todo"]) for g in groups.values()) + not_cells
     done = [rec for _, state, rec in states if state == CellState.COMPLETED]
     both = [r for r in done if r.predicted_time_s and cell_time_s(r) is not None]
     predicted = sum(r.predicted_time_s for r in both)

@@ -17,21 +17,11 @@ import functools
 import hashlib
 import json
 
-# x86: AVX512-BF16 (Cooper Lake, Zen 4 and later) or AMX-BF16 (Sapphire Rapids and later) dot products;
-# Arm: the BF16 extension (BFDOT / BFMMLA), listed as "bf16" in /proc/cpuinfo's Features line.
-X86_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
-ARM_BF16_FLAGS = ("bf16",)
-
-
-def bf16_in_flags(flags: set[str]) -> bool:
-    return any(f in flags for f in X86_BF16_FLAGS + ARM_BF16_FLAGS)
-
-
 def cpu_has_native_bf16() -> bool:
     """True when this machine's CPU has bf16 dot-product instructions (Linux; elsewhere False: fp32)."""
     from harness import cpuinfo
 
-    return bf16_in_flags(cpuinfo.flags(cpuinfo.text()))
+    return cpuinfo.has_bf16(cpuinfo.flags(cpuinfo.text()))
 
 
 BF16_MARGIN = 1.10   # bf16 must be this much faster than fp32: within the timing noise, fp32 (exact) wins

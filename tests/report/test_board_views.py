@@ -199,15 +199,16 @@ def test_a_suite_with_only_queued_cells_opens_on_its_grid(tmp_path, monkeypatch)
     assert at.metric[5].value == "unknown yet"
 
 
-def test_a_row_that_is_not_a_cell_leaves_the_time_left_unknown_and_the_page_up(grid_url, monkeypatch):
-    """A row whose stored configuration does not rebuild into a cell (written by hand, say): the time left says
-    why it has no estimate; the rest of the Grid page is drawn as before."""
+def test_a_row_that_is_not_a_cell_is_counted_without_an_estimate_and_the_page_stays_up(grid_url, monkeypatch):
+    """Rows whose stored configuration does not rebuild into a cell (written by hand, say): counted among the
+    cells without an estimate, with that reason; the rest of the Grid page is drawn as before."""
     url, _ = grid_url
     with Store(url).engine.begin() as conn:
         conn.execute(update(R).where(R.status == Status.PENDING.value).values(config={"seed": 1}))
     at = app(url, monkeypatch, page="Grid", suite="grid")
-    assert {m.label: m.value for m in at.metric}["Time left (estimate)"] == "unknown"
-    assert any(c.value == "No estimate: the suite's rows could not be read as cells (KeyError: 'model')"
+    assert {m.label: m.value for m in at.metric}["Time left (estimate)"] == "unknown yet"
+    assert any(c.value == "1 live worker(s) · 4 cell(s) without an estimate: its row's stored configuration is not "
+               "a cell's; no completed cell of its setting in this suite and no stored run of minilm"
                for c in at.caption), [c.value for c in at.caption]
     assert "3 of 8 cells completed" in at.subheader[0].value and len(table(at, "state")) == 2   # the workers
 

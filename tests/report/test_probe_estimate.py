@@ -181,9 +181,11 @@ def test_status_leaves_a_probe_without_a_timed_pass_unestimated(db_url, tmp_path
     assert status["unestimated_why"] == [why]
     text = call_cli("status", path, "--db", db_url).stdout
     assert f"2 cell(s) without an estimate: {why}" in text, text
-    (group,) = status["groups"]
-    # the cls seed 2: 100 x 0.01 + 50 x 0.02 = 2 s
-    assert group["left"] == 3 and group["work_s"] == pytest.approx(2.0) and group["source"] == "stored"
+    groups = {g["variant"]: g for g in status["groups"]}
+    # the cls seed 2: 100 x 0.01 + 50 x 0.02 = 2 s; the two mean-pooling cells: none
+    cls, mean = groups["linear_probe(pooling=cls)"], groups["linear_probe(pooling=mean)"]
+    assert cls["left"] == 1 and cls["work_s"] == pytest.approx(2.0) and cls["source"] == "stored"
+    assert mean["left"] == 2 and mean["work_s"] is None and mean["source"] is None
 
 
 def test_dev_caps_apply_to_each_dev_split_and_the_store_counts_first(tmp_path):

@@ -330,6 +330,14 @@ def test_a_time_limit_bounds_a_cell_s_training_and_its_evaluations(tmp_path, mon
     assert e["work_s"] == pytest.approx(61.0)
     cell = json.loads(call_cli("estimate", path, "--from-store", url, "--json").stdout)["cells"][1]
     assert "time_limit_min=1" in cell["label"] and cell["seconds"] == pytest.approx(61.0)
+    # each stage of a sequence is a loop with its own limit; a multi-task cell is one loop
+    from harness.report.progress import CellPlan, Rate, predict
+
+    plan, rate = CellPlan(1e6, 5e5, 100_000, 10_000, 100, 100), Rate(0.1, 0.02, 0.1, 1, "exact")
+    for schedule, bound in (("{sequence: [rte, mrpc]}", 2 * 60 + 2), ("{multitask: [rte, mrpc]}", 60 + 2)):
+        (multi,) = parse_suite(text.replace("tasks: [rte]", f"tasks: [{schedule}]").replace(
+            "{epochs: 1, max_train_samples: 100, max_eval_samples: 50}, ", ""), str(path)).cells()
+        assert predict(multi, plan, rate).seconds == pytest.approx(bound), schedule
 
 
 def test_a_task_is_priced_by_its_own_runs_before_another_task_of_its_kind(past, tmp_path, monkeypatch):

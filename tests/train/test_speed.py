@@ -78,7 +78,7 @@ IN_MODEL_NAME = "model name\t: Imaginary avx512_bf16 bf16 CPU\nflags\t\t: fpu ss
 ], ids=["x86-bf16", "x86-avx512-only", "x86-amx", "arm-bf16", "arm-old", "empty", "amd-epyc-zen4",
         "amd-without-bf16", "neoverse-v1", "neoverse-n1", "sve-bf16-only", "vmx-flags-only", "in-model-name"])
 def test_native_bf16_is_read_from_the_cpu_flags(text, native):
-    assert precision.bf16_in_flags(cpuinfo.flags(text)) is native
+    assert cpuinfo.has_bf16(cpuinfo.flags(text)) is native
 
 
 def test_cpu_flags_are_the_words_of_the_flags_and_features_lines():
@@ -93,8 +93,8 @@ def test_cpu_flags_are_the_words_of_the_flags_and_features_lines():
     (X86_AMX.replace("flags", "model name\t: Xeon\nflags"), "Xeon (AMX-BF16) x2"),
 ], ids=["zen4", "avx512", "avx2", "amx"])
 def test_a_cpu_is_named_with_its_instruction_set_level(text, named):
-    """Two machines a VM names alike ("AMD EPYC": a Zen 4 and a Zen 1, 3.9x apart) are two devices to the
-    estimates: the name every result carries says the highest instruction set that decides torch's kernels."""
+    """Two machines a VM names alike ("AMD EPYC": a Zen 4 and a Zen 1) are two devices to the estimates: the
+    name every result carries says the highest instruction set that decides torch's kernels."""
     assert cpuinfo.describe(text, cores=2) == named
 
 
