@@ -173,7 +173,7 @@ def _time_left(store, suite: str, timeout: float, left: int, cells: pd.DataFrame
     shown = ("nothing left" if not left else "unknown yet" if secs is None
              else f"~{duration(secs)}" + (f" ± {duration(pm)}" if pm else ""))
     st.metric("Time left (estimate)", shown,
-              help="As `harness status` computes it: per setting (seeds and learning rates pooled), the mean time "
+              help="As `harness status` computes it: per setting (seeds and optimizer scalars pooled), the mean time "
                    "of this suite's completed cells, else the stored runs' throughput on its device, times the cells "
                    "not done yet (a running cell less the time it has run), divided by the live workers; ± the "
                    "rates' spread. Cells not queued yet are not counted.")

@@ -255,14 +255,19 @@ def _suite_fallback(g: dict, made: set):
     return predict_left
 
 
+# hparams that change how a step updates the weights, not how many steps and examples a cell computes (clipping
+# is always on: max_grad_norm > 0)
+WORK_NEUTRAL = ("learning_rate", "warmup_ratio", "weight_decay", "max_grad_norm")
+
+
 def work_key(cell) -> str:
-    """What a cell's time depends on: its setting less the seed and the learning rate (a sweep's usual axes, which
-    do not change the work). time_left averages the completed cells of one work key, so a (method, task)'s cells
-    of other budgets, batch sizes or method parameters are predicted apart (houlsby.yaml: 3 and 20 epochs)."""
+    """What a cell's time depends on: its setting less the seed and the WORK_NEUTRAL hparams (a sweep's usual axes).
+    time_left averages the completed cells of one work key, so a (method, task)'s cells of other budgets, batch
+    sizes or method parameters are predicted apart (houlsby.yaml: 3 and 20 epochs)."""
     from harness.spec.cell import config_key
 
     config = cell.config()
-    config["hparams"] = {k: v for k, v in config["hparams"].items() if k != "learning_rate"}
+    config["hparams"] = {k: v for k, v in config["hparams"].items() if k not in WORK_NEUTRAL}
     return config_key(config, without=("seed",))
 
 
@@ -277,7 +282,7 @@ def _no_estimate_why(group_done: bool, stored: CellEstimate | None) -> str:
 
 def time_left(store, states: list[tuple], *, data_dir: str | None = None, now=None) -> dict:
     """The time left of a suite in progress. Per setting (work_key: method and its parameters, task, budget, hparams;
-    seeds and learning rates pooled): the mean time of this suite's completed cells of it x its cells still to run
+    seeds, learning rates and the other WORK_NEUTRAL hparams pooled): the mean time of this suite's completed cells of it x its cells still to run
     (pending, stale, running: a running one less the time it has run, its ± the same share of the cell's); a
     setting with no completed cell yet is predicted from stored throughput (`estimate`, on the device of this
     suite's completed cells, scaled to the cell's planned examples), and so are the cells that read cached frozen

@@ -306,6 +306,17 @@ def test_a_budget_s_cells_are_not_predicted_from_another_budget_s(tmp_path, monk
     (group,) = e["groups"]
     assert (group["completed"], group["left"], group["source"]) == (3, 3, "stored+suite")
     assert group["mean_s"] == pytest.approx(77 / 3) and group["work_s"] == pytest.approx(77)
+    # what pools: seeds and the optimizer's scalars; what does not: anything that changes the steps or examples
+    from harness.report.progress import work_key
+
+    def key(hparams):
+        return work_key(parse_suite(BUDGETS.replace("{batch_size: 10}", hparams), "b.yaml").cells()[0])
+
+    pooled = {"{batch_size: 10}", "{batch_size: 10, learning_rate: 1e-3, weight_decay: 0.1, warmup_ratio: 0.2, "
+              "max_grad_norm: 5.0}"}
+    assert len({key(h) for h in pooled}) == 1
+    assert len({key(h) for h in ("{batch_size: 10}", "{batch_size: 20}", "{batch_size: 10, max_length: 64}",
+                                 "{batch_size: 10, eval_steps: 5}")}) == 4
 
 
 def test_a_time_limit_bounds_a_cell_s_training_and_its_evaluations(tmp_path, monkeypatch):
