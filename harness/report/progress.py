@@ -275,32 +275,33 @@ def _no_estimate_why(group_done: bool, stored: CellEstimate | None) -> str:
     """Why a cell left has no estimate in time_left: its setting has completed cells only where it is a linear
     probe whose feature set's encoder pass none of them timed (else their mean predicts it)."""
     if group_done:
-        return ("neither a completed cell of its setting nor a stored run timed its feature set's encoder pass")
+        return "neither a completed cell of its setting nor a stored run timed its feature set's encoder pass"
     stored_why = stored.why if stored is not None and stored.why else "no stored throughput"
     return f"no completed cell of its setting in this suite and {stored_why}"
 
 
 def time_left(store, states: list[tuple], *, data_dir: str | None = None, now=None) -> dict:
-    """The time left of a suite in progress. Per setting (work_key: method and its parameters, task, budget, hparams;
-    seeds, learning rates and the other WORK_NEUTRAL hparams pooled): the mean time of this suite's completed cells of it x its cells still to run
-    (pending, stale, running: a running one less the time it has run, its ± the same share of the cell's); a
-    setting with no completed cell yet is predicted from stored throughput (`estimate`, on the device of this
-    suite's completed cells, scaled to the cell's planned examples), and so are the cells that read cached frozen
-    features (a mean would spread the one cell that ran the encoder over the others, which do not). A cell the
-    store does not predict takes its group's mean (_suite_fallback: a probe's without the pass, plus the group's
-    measured pass where its set is new). The work left is divided by the live workers (distinct workers holding a
-    lease with a fresh heartbeat; none: as if one). Groups are reported per method variant (its row label) and task.
+    """The time left of a suite in progress. Per setting (work_key: method and its parameters, task, budget,
+    hparams; seeds, learning rates and the other WORK_NEUTRAL hparams pooled): the mean time of this suite's
+    completed cells of it x its cells still to run (pending, stale, running: a running one less the time it has run,
+    its ± the same share of the cell's); a setting with no completed cell yet is predicted from stored throughput
+    (`estimate`, on the device of this suite's completed cells, scaled to the cell's planned examples), and so are
+    the cells that read cached frozen features (a mean would spread the one cell that ran the encoder over the
+    others, which do not). A cell the store does not predict takes its group's mean (_suite_fallback: a probe's
+    without the pass, plus the group's measured pass where its set is new). The work left is divided by the live
+    workers (distinct workers holding a lease with a fresh heartbeat; none: as if one). Groups are reported per
+    method variant (its row label) and task.
 
-    Returns {"counts": {state: n, "total": n}, "live_workers": n, "groups": [{method, task, completed, left, mean_s,
-    work_s, source: "suite" | "stored" | "stored+suite" (cell by cell) | None}], "stored_device", "work_s": seconds
-    of work left, "left_s": wall seconds left (work / workers; None when no cell left has an estimate),
-    "plus_minus_s", "unestimated": cells left without an estimate, "unestimated_why": why (sorted), "actual_s":
-    train + eval of the completed cells, "predicted_s" / "predicted_actual_s" / "ratio": the completed cells that
-    have a predicted_time_s, their predicted sum, actual sum and actual / predicted}. `states`: cell_states (a
-    suite's YAML and the store) or row_states (the store alone; a row that is not a cell comes as None and is
-    counted without an estimate); `data_dir`: where the tasks' files are, for their sizes (None: the stored
-    runs' and the caps); `now`: the clock running cells' elapsed time is read on (default: this machine's; the
-    board passes the database's, which stamped started_at)."""
+    Returns {"counts": {state: n, "total": n}, "live_workers": n, "groups": [{method, variant (its row label), task,
+    completed, left, mean_s, work_s, source: "suite" | "stored" | "stored+suite" (cell by cell) | None}],
+    "stored_device", "work_s": seconds of work left, "left_s": wall seconds left (work / workers; None when no cell
+    left has an estimate), "plus_minus_s", "unestimated": cells left without an estimate, "unestimated_why": why
+    (sorted), "actual_s": train + eval of the completed cells, "predicted_s" / "predicted_actual_s" / "ratio": the
+    completed cells that have a predicted_time_s, their predicted sum, actual sum and actual / predicted}. `states`:
+    cell_states (a suite's YAML and the store) or row_states (the store alone; a row that is not a cell comes as
+    None and is counted without an estimate); `data_dir`: where the tasks' files are, for their sizes (None: the
+    stored runs' and the caps); `now`: the clock running cells' elapsed time is read on (default: this machine's;
+    the board passes the database's, which stamped started_at)."""
     from harness.store.lease import utcnow
 
     now = now or utcnow()
