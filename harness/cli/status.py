@@ -84,9 +84,7 @@ def snapshot(suite, store, args) -> tuple[dict, str]:
 
     nprocs = args.num_processes
     if nprocs is None:  # the process count is part of the key: use the one the store has results for
-        seen = set()
-        if store is not None and store.columns():
-            seen = {r.num_processes for r in store.records(suite.name)}
+        seen = store.process_counts(suite.name) if store is not None and store.columns() else set()
         nprocs = seen.pop() if len(seen) == 1 else 1
     states = cell_states(suite, store, nprocs, args.lease_timeout_s)
     left = time_left(store, states, data_dir=suite.data_dir())

@@ -8,7 +8,7 @@ store and reading it. The store knows no folder layout: cell folders come from h
 
 from __future__ import annotations
 
-from sqlalchemy import inspect, select
+from sqlalchemy import distinct, inspect, select
 from sqlalchemy.orm import Session
 
 from harness.store import schema
@@ -62,6 +62,13 @@ class Store(WorkQueue, Ingest, Analyses):
 
     def records(self, suite: str | None = None, status: str | None = None) -> list[RunRecord]:
         return self._rows(RunRecord, suite=suite, status=status)
+
+    def process_counts(self, suite: str) -> set[int]:
+        """The process counts the suite's rows were queued or run with (one column, not whole rows: the count
+        is part of a cell's key, so `harness status` reads it before it loads the rows of that count)."""
+        stmt = select(distinct(RunRecord.num_processes)).where(RunRecord.suite == suite)
+        with self.session() as s:
+            return set(s.scalars(stmt))
 
     def by_key(self, suite: str) -> dict[str, RunRecord]:
         return {r.cell_key: r for r in self.records(suite)}

@@ -423,6 +423,33 @@ def test_bad_input_is_refused_in_one_line(past, tmp_path, args, expect):
     assert not (tmp_path / "missing.db").exists()
 
 
+def test_status_reads_the_process_count_the_store_ran_the_suite_with(tmp_path):
+    """The process count is part of a cell's key: without --num-processes, status counts the cells of the one
+    count the suite's rows have, and of 1 when they have several."""
+    suite_path = write_suite(tmp_path / "grid.yaml", GRID)
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    store = Store(url)
+
+    def complete(num_processes: int, seeds: tuple) -> None:
+        for cell in parse_suite(GRID, str(suite_path)).cells(num_processes=num_processes):
+            if cell.method == "full" and cell.seed in seeds:
+                done(store, store.start(cell, cell.config(), "test", None, worker=worker("w")), 10.0, 1.0)
+
+    def status(*more) -> dict:
+        r = call_cli("status", suite_path, "--db", url, "--json", *more)
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)
+
+    complete(2, (1, 2))
+    p = status()
+    assert (p["num_processes"], p["counts"]["completed"], p["counts"]["total"]) == (2, 2, 8)
+    complete(1, (3,))   # the suite also ran on one process: ambiguous, so 1 unless asked
+    p = status()
+    assert (p["num_processes"], p["counts"]["completed"]) == (1, 1)
+    p = status("--num-processes", "2")
+    assert (p["num_processes"], p["counts"]["completed"]) == (2, 2)
+
+
 def test_estimate_of_an_empty_store_points_at_the_pilot(tmp_path):
     suite = write_suite(tmp_path / "next.yaml", NEXT)
     Store(f"sqlite:///{tmp_path / 'empty.db'}")
