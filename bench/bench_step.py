@@ -181,20 +181,22 @@ def mode_profile(args, ctx) -> str:
     fit = recipe.CellRun.fit
 
     def profiled_fit(self):   # only the training loop, not model loading or tokenization
+        faults = minor_faults()
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
             fit(self)
-        self._profile = prof
+        self._profile, self._faults = prof, minor_faults() - faults
 
     recipe.CellRun.fit = profiled_fit
     captured = {}
     run_record = recipe.CellRun.record
 
     def keep(self):
-        captured["prof"] = self._profile
+        captured["prof"], captured["faults"] = self._profile, self._faults
         return run_record(self)
 
     recipe.CellRun.record = keep
-    shares = ["| shape | method | profiled s | " + " | ".join(SHARES) + " |", "|---|---|---:|" + "---:|" * len(SHARES)]
+    shares = ["| shape | method | profiled s | " + " | ".join(SHARES) + " | page faults per step |",
+              "|---|---|---:|" + "---:|" * (len(SHARES) + 1)]
     try:
         for label, (task, batch) in SHAPES.items():
             if task not in args.shapes:
@@ -208,12 +210,20 @@ def mode_profile(args, ctx) -> str:
                 print(out[-1], flush=True)
                 total, parts = time_shares(events)
                 shares.append(f"| {label} | {method} | {total:.1f} | "
-                              + " | ".join(f"{100 * parts[k] / total:.1f}%" for k in SHARES) + " |")
+                              + " | ".join(f"{100 * parts[k] / total:.1f}%" for k in SHARES)
+                              + f" | {captured['faults'] / args.profile_steps:,.0f} |")
     finally:
         recipe.CellRun.fit, recipe.CellRun.record = fit, run_record
-    print("\n".join(shares), flush=True)
+    print("\n".join(shares) + "\n\n" + PROFILED_FILL, flush=True)
     return (f"Self CPU time per kind of op, {args.precision}, {args.profile_steps} steps and the final evaluation "
-            f"per cell:\n\n" + "\n".join(shares) + "\n\n" + "\n\n".join(out))
+            f"per cell:\n\n" + "\n".join(shares) + "\n\n" + PROFILED_FILL + "\n\n" + "\n\n".join(out))
+
+
+def minor_faults() -> int:
+    """The process's minor page faults so far (pages the kernel mapped in on first touch)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 # what a profiled cell's self CPU time is spent on (time_shares): the first kind whose test an op name passes
@@ -222,8 +232,16 @@ SHARES = {
     "dropout masks": lambda n: n == "aten::bernoulli_",   # drawn serially from one generator (public wheels)
     "optimizer + clipping": lambda n: "adam" in n or "_foreach_" in n or n == "aten::linalg_vector_norm",
     "FLOP count": lambda n: n == "PythonDispatchMode",   # its own Python time, on the counted batches
+    # mostly the word embeddings' gradient (30,522 x 384 for minilm), allocated and zero-filled by every full
+    # fine-tuning backward: a kind apart because the profiler inflates it (PROFILED_FILL)
+    "zero fills": lambda n: n in ("aten::fill_", "aten::zero_"),
     "other": lambda n: True,
 }
+PROFILED_FILL = ("zero fills: under torch.profiler, full fine-tuning's embedding gradient is not a loop's cost. The "
+                 "profiler's own allocations split the freed block that harness/train/host_memory.py keeps for the "
+                 "next step, so the gradient's pages fault in again (the faults per step column), and the profiler "
+                 "counts more still: 43 ms per fill against 1.0-1.8 ms in the loop without it (backward hooks, "
+                 "AVX512 EPYC, bench/RESULTS.md 2026-12-05). Read that column as an upper bound.")
 
 
 def time_shares(events) -> tuple[float, dict[str, float]]:
