@@ -237,11 +237,12 @@ SHARES = {
     "zero fills": lambda n: n in ("aten::fill_", "aten::zero_"),
     "other": lambda n: True,
 }
-PROFILED_FILL = ("zero fills: under torch.profiler, full fine-tuning's embedding gradient is not a loop's cost. The "
-                 "profiler's own allocations split the freed block that harness/train/host_memory.py keeps for the "
-                 "next step, so the gradient's pages fault in again (the faults per step column), and the profiler "
-                 "counts more still: 43 ms per fill against 1.0-1.8 ms in the loop without it (backward hooks, "
-                 "AVX512 EPYC, bench/RESULTS.md 2026-12-05). Read that column as an upper bound.")
+PROFILED_FILL = ("Read the zero fills column of full fine-tuning as an upper bound: under torch.profiler its word "
+                 "embeddings' gradient costs more than in the loop. The profiler's own allocations split the freed "
+                 "block that harness/train/host_memory.py keeps for the next step, so the gradient's pages fault in "
+                 "again, and the profiler counts more still: 43 ms per fill against 1.0-1.8 ms in the loop without "
+                 "it (backward hooks, AVX512 EPYC, bench/RESULTS.md 2026-12-05). Page faults per step: the whole "
+                 "profiled fit's (its first step's allocations and final evaluation included) over its steps.")
 
 
 def time_shares(events) -> tuple[float, dict[str, float]]:

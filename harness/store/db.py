@@ -8,7 +8,7 @@ store and reading it. The store knows no folder layout: cell folders come from h
 
 from __future__ import annotations
 
-from sqlalchemy import distinct, inspect, select
+from sqlalchemy import inspect, select
 from sqlalchemy.orm import Session
 
 from harness.store import schema
@@ -64,9 +64,9 @@ class Store(WorkQueue, Ingest, Analyses):
         return self._rows(RunRecord, suite=suite, status=status)
 
     def process_counts(self, suite: str) -> set[int]:
-        """The process counts the suite's rows were queued or run with (one column, not whole rows: the count
-        is part of a cell's key, so `harness status` reads it before it loads the rows of that count)."""
-        stmt = select(distinct(RunRecord.num_processes)).where(RunRecord.suite == suite)
+        """The process counts the suite's rows were queued or run with, read as one column, not whole rows
+        (`harness status` infers a suite's count from it: the count is part of every cell's key)."""
+        stmt = select(RunRecord.num_processes).where(RunRecord.suite == suite).distinct()
         with self.session() as s:
             return set(s.scalars(stmt))
 

@@ -425,29 +425,31 @@ def test_bad_input_is_refused_in_one_line(past, tmp_path, args, expect):
 
 def test_status_reads_the_process_count_the_store_ran_the_suite_with(tmp_path):
     """The process count is part of a cell's key: without --num-processes, status counts the cells of the one
-    count the suite's rows have, and of 1 when they have several."""
-    suite_path = write_suite(tmp_path / "grid.yaml", GRID)
+    count the suite's rows have (another suite's rows aside), and of 1 when they have several."""
     url = f"sqlite:///{tmp_path / 'h.db'}"
     store = Store(url)
+    other = GRID.replace("name: grid", "name: other")
+    paths = {GRID: write_suite(tmp_path / "grid.yaml", GRID), other: write_suite(tmp_path / "other.yaml", other)}
 
-    def complete(num_processes: int, seeds: tuple) -> None:
-        for cell in parse_suite(GRID, str(suite_path)).cells(num_processes=num_processes):
+    def complete(text: str, num_processes: int, seeds: tuple) -> None:
+        for cell in parse_suite(text, str(paths[text])).cells(num_processes=num_processes):
             if cell.method == "full" and cell.seed in seeds:
                 done(store, store.start(cell, cell.config(), "test", None, worker=worker("w")), 10.0, 1.0)
 
     def status(*more) -> dict:
-        r = call_cli("status", suite_path, "--db", url, "--json", *more)
+        r = call_cli("status", paths[GRID], "--db", url, "--json", *more)
         assert r.returncode == 0, r.stderr
         return json.loads(r.stdout)
 
-    complete(2, (1, 2))
+    complete(other, 4, (1,))   # another suite on 4 processes: not this suite's count
+    complete(GRID, 2, (1, 2))
     p = status()
     assert (p["num_processes"], p["counts"]["completed"], p["counts"]["total"]) == (2, 2, 8)
-    complete(1, (3,))   # the suite also ran on one process: ambiguous, so 1 unless asked
+    complete(GRID, 3, (3,))   # the suite also ran on 3 processes: ambiguous, so 1 unless asked
     p = status()
-    assert (p["num_processes"], p["counts"]["completed"]) == (1, 1)
-    p = status("--num-processes", "2")
-    assert (p["num_processes"], p["counts"]["completed"]) == (2, 2)
+    assert (p["num_processes"], p["counts"]["completed"]) == (1, 0)
+    assert [(q["num_processes"], q["counts"]["completed"]) for q in (status("--num-processes", "2"),
+                                                                     status("--num-processes", "3"))] == [(2, 2), (3, 1)]
 
 
 def test_estimate_of_an_empty_store_points_at_the_pilot(tmp_path):
