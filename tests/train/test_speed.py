@@ -171,8 +171,12 @@ def test_bf16_autocasts_the_forward_and_keeps_fp32_master_weights(tiny_bert, sma
     seen.clear()
     cell = _cell(tiny_bert, hparams={"mixed_precision": "auto"})
     result = train_and_evaluate(cell, ctx)
-    expected = precision.resolve_precision("auto", shape=precision.cell_shape(cell))   # the rate this process measured
-    assert result.mixed_precision == expected
+    # what this process measured for the cell (cached in-process: read again, not re-timed): a training step of
+    # its model decides where it could be timed, else the matmul, so the matmul alone can disagree (it did on an
+    # AVX512-BF16 CPU: bf16 matmuls 2.4x fp32's, the tiny model's bf16 step not faster)
+    choice = precision.choose_precision("auto", shape=precision.cell_shape(cell), step=precision.model_step(cell))
+    expected = choice["chosen"]
+    assert result.mixed_precision == expected and result.precision_choice["chosen"] == expected
     assert all(dtype == (torch.bfloat16 if expected == "bf16" else None) for dtype, _ in seen)
 
 
