@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import logging
 import os
 from dataclasses import dataclass
@@ -126,8 +127,6 @@ _FINGERPRINTS: dict[str, str] = {}
 
 def tokenizer_fingerprint(tokenizer) -> str:
     """Identifies a tokenizer by what it does, not by where it was loaded from."""
-    import json
-
     name = type(tokenizer).__name__
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from types import SimpleNamespace
 
 import pytest
 from transformers import AutoTokenizer
@@ -15,16 +16,15 @@ from harness.tasks import data
 
 @pytest.fixture()
 def cold(monkeypatch):
-    """A process that has fingerprinted nothing yet; counts the serializations in key order it makes."""
+    """A process that has fingerprinted nothing yet; counts the serializations the fingerprint makes."""
     monkeypatch.setattr(data, "_FINGERPRINTS", {})
     calls = []
-    dumps = json.dumps
 
     def counting(obj, *args, **kwargs):
         calls.append(kwargs.get("sort_keys"))
-        return dumps(obj, *args, **kwargs)
+        return json.dumps(obj, *args, **kwargs)
 
-    monkeypatch.setattr(json, "dumps", counting)
+    monkeypatch.setattr(data, "json", SimpleNamespace(loads=json.loads, dumps=counting))
     return calls
 
 
@@ -37,7 +37,7 @@ def test_one_tokenizer_one_fingerprint_whatever_its_call_state_or_folder(tiny_be
     again = [data.tokenizer_fingerprint(first), data.tokenizer_fingerprint(AutoTokenizer.from_pretrained(copy))]
     assert again == [before, before]
     # two serialized forms (without and with call state), each put in key order once: later calls reuse it
-    assert cold.count(True) == 2
+    assert cold == [True, True]
     # a cold process computes the same from scratch as the memo returned
     data._FINGERPRINTS.clear()
     assert data.tokenizer_fingerprint(first) == before

@@ -172,8 +172,8 @@ def test_bf16_autocasts_the_forward_and_keeps_fp32_master_weights(tiny_bert, sma
     cell = _cell(tiny_bert, hparams={"mixed_precision": "auto"})
     result = train_and_evaluate(cell, ctx)
     # what this process measured for the cell (cached in-process: read again, not re-timed): a training step of
-    # its model decides where it could be timed, else the matmul, so the matmul alone can disagree (it did on an
-    # AVX512-BF16 CPU: bf16 matmuls 2.4x fp32's, the tiny model's bf16 step not faster)
+    # its model decides where it could be timed, else the matmul, so the matmul alone can disagree (it did once on
+    # an AVX512-BF16 CPU beside another test process: bf16 matmuls faster at the tiny model's shape, its step not)
     choice = precision.choose_precision("auto", shape=precision.cell_shape(cell), step=precision.model_step(cell))
     expected = choice["chosen"]
     assert result.mixed_precision == expected and result.precision_choice["chosen"] == expected
