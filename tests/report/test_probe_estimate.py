@@ -188,6 +188,26 @@ def test_status_leaves_a_probe_without_a_timed_pass_unestimated(db_url, tmp_path
     assert mean["left"] == 2 and mean["work_s"] is None and mean["source"] is None
 
 
+def test_an_older_probe_row_without_its_pass_or_rates_leaves_the_next_cell_unestimated(db_url, tmp_path,
+                                                                                        monkeypatch):
+    """A completed probe cell recorded before runs kept `frozen_features` and their rates (its time mixes the
+    encoder's pass with its head's epochs, and no stored run gives a rate): the next cell of its setting is not
+    priced at that time, and status says that neither source timed the pass."""
+    monkeypatch.delenv("HARNESS_DATA_DIR", raising=False)
+    text = PAST.replace("seeds: [1, 2, 3]", "seeds: [1, 2]")
+    path = write_suite(tmp_path / "past.yaml", text)
+    store = Store(db_url)
+    cells = {c.seed: c for c in parse_suite(text, str(path)).cells()}
+    claim = store.start(cells[1], cells[1].config(), "test", None, worker=_worker())
+    store.finish(claim, Status.COMPLETED, {"train_time_s": 6.0, "eval_time_s": 3.5, "env": {"device": "CPU: Test x2"}})
+    status = json.loads(call_cli("status", path, "--db", db_url, "--json").stdout)["estimate"]
+    assert status["unestimated"] == 1 and status["left_s"] is None and status["actual_s"] == pytest.approx(9.5)
+    assert status["unestimated_why"] == [
+        "neither a completed cell of its setting nor a stored run timed its feature set's encoder pass"]
+    (group,) = status["groups"]
+    assert (group["completed"], group["left"], group["work_s"], group["source"]) == (1, 1, None, None)
+
+
 def test_dev_caps_apply_to_each_dev_split_and_the_store_counts_first(tmp_path):
     """MNLI has two dev splits: a cap applies to each. Sizes from the local files (line counts) unless a stored
     run read the data (what it really read), in whatever order they are asked."""
