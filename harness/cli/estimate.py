@@ -146,7 +146,8 @@ def pilot(suite, cells, data_dir: str | None, steps: int) -> list:
             obs = observation(SimpleNamespace(**{f: getattr(r, f) for f in RATE_FIELDS}, model=cell.model,
                                               method=cell.method, task=cell.task, regime=cell.regime,
                                               hparams=small.hparams,
-                                              env={"device": device}, num_processes=1))   # the pilot's own
+                                              env={"device": device, "mixed_precision": r.mixed_precision},
+                                              num_processes=1))   # the pilot's own
             if obs is not None:
                 out.append(to_cell_padding(obs, small, cell, ctx, i))
     return out

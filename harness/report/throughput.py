@@ -28,9 +28,10 @@ from harness.spec.status import Status
 
 MATCH_LEVELS = ("exact", "task kind", "model+method", "model")
 # what each level matches, on the chosen device: exact = model, method, task, regime (a sequence ending on a task
-# is stored under that task: harness/spec/schedule.py), requested precision (hparams.mixed_precision); task kind =
-# model, method, the task's kind, precision (another task's inputs may be several times as long: MRPC pairs run 53
-# tokens, SST-2 sentences 13, with MiniLM's tokenizer); model+method; model
+# is stored under that task: harness/spec/schedule.py), precision (same_precision); task kind = model, method, the
+# task's kind, precision (another task's inputs may be several times as long: MRPC pairs run 53 tokens, SST-2
+# sentences 13, with MiniLM's tokenizer); model+method; model (these two prefer runs of the cell's precision: bf16
+# and fp32 steps differ by 1.6x on an AVX512-BF16 CPU, bench/RESULTS.md)
 # relative uncertainty at least this, per match level ("suite": a suite's own completed cells, in time_left)
 UNCERTAINTY_FLOOR = {"exact": 0.10, "task kind": 0.30, "model+method": 0.30, "model": 0.60, "suite": 0.10}
 
@@ -54,6 +55,8 @@ class Observation:
     eval_extract_s_per_example: float | None = None
     task: str | None = None     # the task as stored (a multi-task cell: "a+b") and the row's regime (None: a
     regime: str | None = None   # single task), for the exact match
+    ran: str | None = None      # the precision it ran in (its env's mixed_precision: what `auto` resolved to;
+                                # None for a record without it)
 
 
 @functools.lru_cache(maxsize=None)
@@ -80,8 +83,22 @@ def regime_key(regime) -> str | None:
 
 
 def precision_key(hparams: dict | None) -> str:
-    """The precision a cell or run asked for, as estimates match it (`auto` and what it resolves to differ)."""
+    """The precision a cell or run asked for (hparams.mixed_precision)."""
     return str((hparams or {}).get("mixed_precision", "auto"))
+
+
+def same_precision(pool: list[Observation], asked: str):
+    """Which runs ran in the precision a cell asks for: a cell asking bf16 or no is priced by the runs that ran in
+    it, whether they asked for it or `auto` chose it (their env says); a cell asking `auto` by the runs that asked
+    `auto`, and by those that ran in what `auto` chose in this pool's runs where it always chose the same (it
+    times both precisions on the machine itself: harness/train/precision.py)."""
+    if asked != "auto":
+        return lambda o: (o.ran or o.precision) == asked
+    chosen = {o.ran for o in pool if o.precision == "auto" and o.ran}
+    if len(chosen) == 1:
+        (choice,) = chosen
+        return lambda o: o.precision == "auto" or o.ran == choice
+    return lambda o: o.precision == "auto"
 
 
 def _evaluations(steps: int, epochs_done: float | None, eval_steps: int | None) -> int:
@@ -176,7 +193,7 @@ def observation(row) -> Observation | None:
     ff = (row.frozen_features if hasattr(row, "frozen_features")
           else (getattr(row, "extra", None) or {}).get("frozen_features"))
     what = (row.model, row.method, task_kind(row.task), precision_key(hp), device_of(env))
-    named = {"task": row.task, "regime": regime_key(getattr(row, "regime", None))}
+    named = {"task": row.task, "regime": regime_key(getattr(row, "regime", None)), "ran": env.get("mixed_precision")}
     if not ff or not row.train_time_s:
         return Observation(*what, train, evals, **named)
     # the encoder's one pass counts as training / evaluation time in the record (harness/train/recipe.py): take it
@@ -319,12 +336,14 @@ def rate_for(observations: list[Observation], model: str, method: str, task: str
     a head's rate alone says little about a cell that runs its encoder every step, and the reverse. The encoder
     pass's rates (for a cell that reads features, or one predicted from runs that did) come from _pass_rates."""
     pool = [o for o in observations if device is None or o.device == device]
-    tests = {"exact": lambda o: ((o.model, o.method, o.task, o.regime, o.precision)
-                                 == (model, method, task, regime, precision)),
-             "task kind": lambda o: (o.model, o.method, o.kind, o.precision) == (model, method, kind, precision),
+    same = same_precision(pool, precision)
+    tests = {"exact": lambda o: (o.model, o.method, o.task, o.regime) == (model, method, task, regime) and same(o),
+             "task kind": lambda o: (o.model, o.method, o.kind) == (model, method, kind) and same(o),
              "model+method": lambda o: (o.model, o.method) == (model, method),
              "model": lambda o: o.model == model}
     levels = {level: [o for o in pool if tests[level](o)] for level in MATCH_LEVELS}
+    # the coarse levels: the runs in the cell's precision where any ran in it
+    levels = {level: [o for o in hits if same(o)] or hits for level, hits in levels.items()}
     for level, hits in levels.items():
         if hits:
             hits = [o for o in hits if o.features == features] or hits   # one path only, either way
