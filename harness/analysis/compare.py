@@ -9,7 +9,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from harness.spec import layout
-from harness.spec.status import Status
 from harness.tasks.kinds import kind_of
 from harness.spec.tasks import Task
 
@@ -92,17 +91,26 @@ def compare_runs(a, b, resamples: int = 1000) -> Comparison:
 
 
 def compare_variants(store, suite: str | None, task_name: str, label_a: str, label_b: str,
-                     resamples: int = 1000) -> tuple[Comparison, int]:
-    """Two method variants across seeds: runs paired by seed (same hyperparameters otherwise: the variant's
-    best setting on dev, as the leaderboard picks it), their aligned predictions pooled into one paired sample."""
+                     resamples: int = 1000, model: str | None = None) -> tuple[Comparison, int]:
+    """Two method variants of one suite and model across seeds: runs paired by seed (same hyperparameters
+    otherwise: the variant's best setting on dev, as the leaderboard picks it, from the same runs), their aligned
+    predictions pooled into one paired sample."""
     from harness.spec.errors import InputError, did_you_mean
     from harness.report.tables import best_setting_runs, runs_frame
+    from harness.stats.selection import selectable_runs
     from harness.spec.tasks import get_task
 
     task = get_task(task_name)
-    runs = runs_frame(store, suite)
-    runs = runs[(runs["task"] == task.name) & (runs["status"] == Status.COMPLETED)]
-    labels = sorted(set(runs["method_label"]))
+    runs, _ = selectable_runs(runs_frame(store, suite))   # what the leaderboard selects from
+    runs = runs[runs["task"] == task.name] if not runs.empty else runs
+    if model:
+        runs = runs[runs["model"] == model]
+    for what, option in (("suite", "--suite"), ("model", "--model")):   # a pair of one column, as the tables
+        values = sorted(set(runs[what])) if not runs.empty else []
+        if len(values) > 1:
+            raise InputError(f"{option}: runs of {task.name} come from several {what}s ({', '.join(values)}); "
+                             "choose one")
+    labels = sorted(set(runs["method_label"])) if not runs.empty else []
     chosen = []
     for label in (label_a, label_b):
         if label not in labels:

@@ -19,7 +19,7 @@ def add_arguments(p) -> None:
     p.add_argument("b", nargs="?")
     add_db(p)
     p.add_argument("--suite", default=None, help="with --task: the suite of the method variants")
-    p.add_argument("--model", default=None, help="with --task and no A B: the model (when the store has several)")
+    p.add_argument("--model", default=None, help="with --task: the model (when the store has several)")
     p.add_argument("--task", default=None, help="compare method variants on this task (A and B, runs paired by "
                                                 "seed; or, without A and B, every variant against the best)")
     p.add_argument("--resamples", type=positive_int, default=1000, help="bootstrap resamples (default: %(default)s)")
@@ -38,7 +38,7 @@ def run(args) -> int:
         print(format_column(args.task, args.resamples, store, args.suite, args.model))
         return 0
     if args.task:
-        result, pairs = compare_variants(store, args.suite, args.task, args.a, args.b, args.resamples)
+        result, pairs = compare_variants(store, args.suite, args.task, args.a, args.b, args.resamples, args.model)
         what = f"{args.a} vs {args.b} on {args.task}, {pairs} seed pair(s)"
     else:
         a, b = find_run(store, args.a), find_run(store, args.b)
@@ -52,7 +52,7 @@ def format_column(task: str, resamples: int, store, suite, model) -> str:
     """One line per variant, best first: score, p (raw and Holm), tied or below, seeds needed, flags; then the
     footnote of the tables."""
     from harness.analysis.compare import column
-    from harness.report.export import NOT_TESTED, flag_value, fmt_mean_std, footnote, seeds_text
+    from harness.report.export import NOT_TESTED, flag_value, fmt_mean_std, footnote, seeds_of, seeds_text
 
     best = column(store, suite, task, model, resamples)
     rows = [("method", "score", "seeds", "p", "p (Holm)", "vs best", "seeds needed", "flags")]
@@ -64,12 +64,13 @@ def format_column(task: str, resamples: int, store, suite, model) -> str:
         else:
             verdict = "tied" if flag_value(r["tied_with_best"]) else "below"
             p, p_holm = f"{r['p_raw']:.4f}", f"{r['p_vs_best']:.4f}"
-        rows.append((r["method_label"], fmt_mean_std(r["mean"], r["std"], r["n_seeds"]), str(r["n_seeds"]), p,
+        rows.append((r["method_label"], fmt_mean_std(r["mean"], r["std"], r["n_seeds"]),
+                     seeds_of(r["n_seeds"], r.get("seeds_planned")), p,
                      p_holm, verdict, "" if flag_value(r["is_best"]) else seeds_text(r["seeds_needed"]), r["flags"]))
     widths = [max(len(row[k]) for row in rows) for k in range(len(rows[0]))]
     first = best.iloc[0]
     lines = [f"{first['suite']} · {first['model']} · {task}"]
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
-    notes = footnote("best", best)
-    notes[0] = notes[0].replace("Bold: the best mean in its column and every variant", "tied: a variant", 1)
+    notes = [n.replace("Bold: the best mean in its column and every variant", "tied: a variant", 1)
+             for n in footnote("best", best)]
     return "\n".join(lines + [""] + notes)

@@ -22,7 +22,8 @@ def add_arguments(p) -> None:
     p.add_argument("--table", choices=("runs", "leaderboard", "best", "ablation"), default="runs",
                    help="runs: one row per run; best: Houlsby protocol; leaderboard: variants x tasks; "
                         "ablation: every stored adapter-ablation span (default: %(default)s)")
-    p.add_argument("--suite", default=None)
+    p.add_argument("--suite", default=None, help="one suite's runs (leaderboard/best: required where the store "
+                                                "holds several suites)")
     p.add_argument("--model", default=None, help="leaderboard/best: one model (default: every model)")
     p.add_argument("-o", "--output", default=None, help="file to write (default: standard output)")
 

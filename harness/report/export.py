@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import re
 
 import pandas as pd
 
@@ -92,7 +93,8 @@ def display_table(kind: str, frame: pd.DataFrame) -> tuple[list[str], list[list]
         rows = [[r["model"], r["task"], r["method_label"],
                  score_text(r["mean"], r["std"], r["n_seeds"], r.get("trivial"), r.get("improving_seeds"),
                             untested=flag_value(r.get("tested")) is False and not flag_value(r.get("is_best"))),
-                 r["n_seeds"], f"{r['learning_rate']:g}", r["budget"], _num(r["trainable_pct"], 3),
+                 seeds_of(r["n_seeds"], r.get("seeds_planned")), f"{r['learning_rate']:g}", r["budget"],
+                 _num(r["trainable_pct"], 3),
                  "best" if r.get("is_best") else _p(r.get("p_vs_best")), seeds_text(r.get("seeds_needed")),
                  _count_text(r.get("settings_tried")), _num(r.get("evp_1"))]
                 + ([_num(r.get("evp_k")) + ("" if evp_k_name != "EVP(k)" or pd.isna(r.get("evp_k_n"))
@@ -115,20 +117,26 @@ def display_table(kind: str, frame: pd.DataFrame) -> tuple[list[str], list[list]
             score_cols.append((f"{t} F1", f"{t}_mean", f"{t}_std", f"{t}_n", t))
         else:
             score_cols.append((t, f"{t}_mean", f"{t}_std", f"{t}_n", t))
+    # EM is shown beside F1, SQuAD's main score: the selection, the test and the marks are F1's, so EM gets none
+    is_em = [m.endswith("_em_mean") for _, m, *_ in score_cols]
     header = ((["model"] if multi_model else []) + ["method"] + [c[0] for c in score_cols]
               + [avg_name, "% trained", "params (all tasks)"])
     rows = []
     frame = frame.reset_index(drop=True)
     for i, r in frame.iterrows():
         cells = ([r["model"]] if multi_model else []) + [r["method"]]
-        cells += [score_text(r[m], r[s], r[n], r.get(f"{t}_trivial"), r.get(f"{t}_improving_seeds"),
-                             untested=_untested(r, t)) for _, m, s, n, t in score_cols]
+        cells += [score_text(r[m], r[s], r[n]) if em else
+                  score_text(r[m], r[s], r[n], r.get(f"{t}_trivial"), r.get(f"{t}_improving_seeds"),
+                             untested=_untested(r, t), planned=r.get(f"{t}_seeds_planned"))
+                  for (_, m, s, n, t), em in zip(score_cols, is_em)]
         avg_untested = _untested(r, "avg", "avg")
         cells += [_num(r["avg"]) + (f" {NOT_TESTED}" if avg_untested else ""), _num(r["trainable_pct"], 3),
                   f"{_params(r['params_all_tasks'])} ({r['params_all_tasks_x']:.2f}x)"]
         rows.append(cells)
     offset = 2 if multi_model else 1
     for j, (_, m, _, _, t) in enumerate(score_cols + [(None, "avg", None, None, "avg")]):
+        if j < len(is_em) and is_em[j]:
+            continue
         for i, r in frame.iterrows():
             if pd.notna(r[m]) and _tied(frame, i, f"{t}_tied_with_best", m, frame["model"] == r["model"]):
                 bold.add((int(i), offset + j))
@@ -145,15 +153,44 @@ def display_table(kind: str, frame: pd.DataFrame) -> tuple[list[str], list[list]
 TRIVIAL_ROW = "trivial baseline"
 TRIVIAL_MARK, IMPROVING_MARK = "†", "‡"
 NOT_TESTED = "(not tested)"
+SHORT_SEEDS = re.compile(r"\(\d+/\d+ seeds\)")
+SELECTED_ON_DEV = ("Scores on the dev set; each variant's hyperparameter setting (all but the seed) is the one with "
+                   "the best mean dev score (the Houlsby et al. protocol), so the more settings a variant tried, the "
+                   "more optimistic its score; no test set is used.")
 
 
-def score_text(mean, std, n, trivial=None, improving_seeds=None, untested=False) -> str:
-    """mean ± std, then † (trivial), ‡ (still improving on some seed) and (not tested) where they apply."""
+def budget_notes(frame: pd.DataFrame) -> list[str]:
+    """A line per task whose variants tried different numbers of settings (unequal tuning budgets)."""
+    lines = []
+    models = frame.groupby("model", sort=False) if not frame.empty else []
+    for model, rows in models:
+        where = f" ({model})" if frame["model"].nunique() > 1 else ""
+        for t in frame.attrs.get("tasks", []):
+            tried = {r["method"]: _count(r.get(f"{t}_settings")) for _, r in rows.iterrows()
+                     if _count(r.get(f"{t}_settings"))}
+            if len(set(tried.values())) > 1:
+                each = ", ".join(f"{m} {k}" for m, k in tried.items())
+                lines.append(f"Tuning budgets differ on {t}{where} (settings tried: {each}): the best of more "
+                             f"settings is biased upward; `harness export --table best` compares them at an equal "
+                             f"budget (EVP).")
+    return lines
+
+
+def score_text(mean, std, n, trivial=None, improving_seeds=None, untested=False, planned=None) -> str:
+    """mean ± std, then † (trivial), ‡ (still improving on some seed), (k/n seeds) (some of the setting's seeds
+    did not complete) and (not tested) where they apply."""
     text = fmt_mean_std(mean, std, n)
     if text == "–":
         return text
     marks = (TRIVIAL_MARK if flag_value(trivial) else "") + (IMPROVING_MARK if _count(improving_seeds) else "")
-    return text + (f" {marks}" if marks else "") + (f" {NOT_TESTED}" if untested else "")
+    short = _count(planned) > _count(n)
+    return (text + (f" {marks}" if marks else "") + (f" ({_count(n)}/{_count(planned)} seeds)" if short else "")
+            + (f" {NOT_TESTED}" if untested else ""))
+
+
+def seeds_of(n, planned) -> str:
+    """A setting's completed seeds, as k/n where the store holds more of its seeds (failed or not finished)."""
+    return f"{_count(n)}/{_count(planned)}" if _count(planned) > _count(n) else str(_count(n))
 
 
 def _count(v) -> int:
@@ -200,7 +237,7 @@ def seeds_text(v) -> str:
 
 def footnote(kind: str, frame: pd.DataFrame) -> list[str]:
     """What bold, the marks and the extra row mean: one sentence per line, the numbers of this table."""
-    lines = []
+    lines = [SELECTED_ON_DEV]
     sig = frame.attrs.get("significance") or {}
     resamples = sig.get("resamples", frame.attrs.get("resamples", 1000))
     if "n_seeds" in frame:
@@ -228,6 +265,19 @@ def footnote(kind: str, frame: pd.DataFrame) -> list[str]:
     if any(IMPROVING_MARK in c for c in texts):
         lines.append(f"{IMPROVING_MARK} still improving: on at least one seed the last dev evaluation was the best "
                      f"and more than 0.5 points above the previous one.")
+    short = kind == "best" and "seeds_planned" in frame and bool((frame["seeds_planned"] > frame["n_seeds"]).any())
+    if short or any(SHORT_SEEDS.search(c) for c in texts):
+        lines.append("k/n seeds: only k of the n seeds of the chosen setting completed (the others failed or have not "
+                     "finished); its mean, std and test are over those k, and it was chosen on their mean.")
+    if kind == "leaderboard":
+        lines += budget_notes(frame)
+    if kind == "leaderboard" and frame.attrs.get("em_tasks"):
+        lines.append("EM (exact match) is shown beside F1, the main score: the setting chosen, bold, the marks and "
+                     "the tests are F1's.")
+    for task, versions in (frame.attrs.get("older_versions") or {}).items():
+        old = ", ".join(f"{n} of version {v}" for v, n in sorted(versions.items()))
+        lines.append(f"{task}: runs of an earlier task version left out ({old}): a version's data, metric or head "
+                     f"differ, so only the newest is compared.")
     if kind == "leaderboard" and frame.attrs.get("trivial"):
         lines.append(f"{TRIVIAL_ROW}: the strongest trivial baseline per task (majority class, constant "
                      f"prediction, empty answer) on the same dev examples.")
@@ -366,6 +416,11 @@ def build_table(store: Store, table: str, suite: str | None, model: str | None) 
         runs = runs[runs["model"] == model]
     if table == "runs":
         return runs
+    suites = sorted(set(runs["suite"])) if not runs.empty else []
+    if len(suites) > 1:   # one table compares the variants of one suite: rows of two would collide or mix
+        from harness.spec.errors import InputError
+
+        raise InputError(f"--suite: the store holds runs of several suites ({', '.join(suites)}); choose one")
     best = best_table(runs)
     if table == "best":
         from harness.stats.evp import add_evp   # settings_tried, evp_1, evp_k, evp_k_n (equal tuning budgets)

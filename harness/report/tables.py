@@ -16,6 +16,7 @@ import pandas as pd
 
 from harness.stats import significance
 from harness.stats.flags import is_trivial, still_improving, trivial_score
+from harness.stats.selection import planned_seeds, selectable_runs
 from harness.spec.cell import base_label
 from harness.spec.status import NOT_RESULTS, Regime, Status
 from harness.spec.tasks import TASKS
@@ -84,13 +85,18 @@ def runs_frame(store, suite: str | None = None, with_env: bool = False) -> pd.Da
 
 
 def best_table(runs: pd.DataFrame, metric: str = "score", resamples: int = significance.RESAMPLES) -> pd.DataFrame:
-    """Houlsby selection on completed runs. One row per (suite, model, task, method variant), with the flags and
-    the test against the best of its (suite, model, task) column (harness.stats.significance); the column
-    tests themselves in attrs["tests"] {(suite, model, task): ColumnTest}, for the average over tasks."""
-    done = runs[(runs["status"] == Status.COMPLETED) & ~runs["regime"].isin(NOT_RESULTS)] if not runs.empty else runs
+    """Houlsby selection on completed runs of each task's newest version (harness/stats/selection.py). One row
+    per (suite, model, task, method variant), with the flags and the test against the best of its (suite, model,
+    task) column (harness.stats.significance); the column tests themselves in attrs["tests"] {(suite, model,
+    task): ColumnTest}, for the average over tasks; the runs of older task versions left out in
+    attrs["older_versions"] {task: {version: runs}}. A setting is chosen on the mean of the seeds that completed:
+    `seeds_planned` says how many of its seeds the store holds in any state."""
+    done, older = selectable_runs(runs)
     if done.empty:
-        return pd.DataFrame(columns=["suite", "model", "task", "method_label", "mean", "std", "n_seeds"])
-    done = done.assign(setting_key=done["setting_key"].fillna(done["cell_key"]))  # rows from before the column
+        empty = pd.DataFrame(columns=["suite", "model", "task", "method_label", "mean", "std", "n_seeds"])
+        empty.attrs["older_versions"] = older
+        return empty
+    planned = planned_seeds(runs)
     out, dirs = [], []
     for (suite, model, task, label), group in done.groupby(["suite", "model", "task", "method_label"], sort=False):
         runs_of = best_setting_runs(group, metric)
@@ -103,6 +109,8 @@ def best_table(runs: pd.DataFrame, metric: str = "score", resamples: int = signi
         out.append({
             "suite": suite, "model": model, "task": task, "method": first["method"], "method_label": label,
             "mean": mean, "std": std, "n_seeds": len(values),
+            # the chosen setting's seeds in the store in any state: more than n_seeds where some failed or run
+            "seeds_planned": max(int(planned.get(first["setting_key"], 0)), len(values)),
             "learning_rate": first["learning_rate"], "budget": first["budget"],
             "trainable_params": first["trainable_params"], "total_params": first["total_params"],
             "added_params": first["added_params"],
@@ -118,14 +126,19 @@ def best_table(runs: pd.DataFrame, metric: str = "score", resamples: int = signi
         dirs.append(list(runs_of["output_dir"]) if "output_dir" in runs_of else [None] * len(runs_of))
     best = pd.DataFrame(out)
     best["flags"] = [flag_text(r) for _, r in best.iterrows()]
-    return _add_tests(best, dirs, resamples)
+    best = _add_tests(best, dirs, resamples)
+    best.attrs["older_versions"] = older
+    return best
 
 
 def flag_text(row) -> str:
-    """`trivial`, `still_improving (k/n seeds)`, comma-separated; empty without flags."""
+    """`trivial`, `still_improving (k/n seeds)`, `seeds_missing (k/n completed)`, comma-separated; empty without
+    flags."""
     flags = ["trivial"] if row["trivial"] else []
     if row["still_improving"]:
         flags.append(f"still_improving ({row['improving_seeds']}/{row['n_seeds']} seeds)")
+    if row["seeds_planned"] > row["n_seeds"]:
+        flags.append(f"seeds_missing ({row['n_seeds']}/{row['seeds_planned']} completed)")
     return ", ".join(flags)
 
 
@@ -210,8 +223,11 @@ def leaderboard_table(best: pd.DataFrame) -> pd.DataFrame:
                 row[f"{t}_mean"] = by_task.loc[t, "mean"]
                 row[f"{t}_std"] = by_task.loc[t, "std"]
                 row[f"{t}_n"] = int(by_task.loc[t, "n_seeds"])
+                row[f"{t}_seeds_planned"] = int(by_task.loc[t, "seeds_planned"])
+                row[f"{t}_settings"] = int(by_task.loc[t, "settings_tried"])
             else:
                 row[f"{t}_mean"] = row[f"{t}_std"] = row[f"{t}_n"] = None
+                row[f"{t}_seeds_planned"] = row[f"{t}_settings"] = None
             for c in CELL_COLUMNS:   # the test against the column's best, seeds needed, flags
                 row[f"{t}_{c}"] = by_task.loc[t, c] if t in by_task.index and c in by_task else None
         for t in em_tasks:
@@ -240,6 +256,7 @@ def leaderboard_table(best: pd.DataFrame) -> pd.DataFrame:
                                    "alpha": significance.ALPHA, "seeds": (int(seeds.min()), int(seeds.max())),
                                    "tested": bool(best.get("p_vs_best", pd.Series()).notna().any())}
     table.attrs["tasks"] = tasks
+    table.attrs["older_versions"] = best.attrs.get("older_versions", {})
     table.attrs["is_glue"] = glue == tasks
     table.attrs["avg_tasks"] = glue
     table.attrs["em_tasks"] = em_tasks

@@ -27,6 +27,8 @@ import math
 import numpy as np
 import pandas as pd
 
+from harness.stats.selection import selectable_runs
+
 GROUP = ["suite", "model", "task", "method_label"]
 
 
@@ -54,16 +56,6 @@ def evp_curve(scores) -> list[float]:
     return out
 
 
-def _completed(runs: pd.DataFrame) -> pd.DataFrame:
-    """The rows the best table selects from (harness/report/tables.best_table): completed results only."""
-    from harness.spec.status import NOT_RESULTS, Status
-
-    if runs.empty:
-        return runs
-    done = runs[(runs["status"] == Status.COMPLETED) & ~runs["regime"].isin(NOT_RESULTS)]
-    return done.assign(setting_key=done["setting_key"].fillna(done["cell_key"]))
-
-
 def _summed(values: pd.Series):
     values = pd.to_numeric(values, errors="coerce")
     return float(values.sum()) if values.notna().all() and len(values) else None
@@ -73,7 +65,7 @@ def setting_scores(runs: pd.DataFrame, metric: str = "score") -> pd.DataFrame:
     """One row per (suite, model, task, method variant, setting): the seed-mean `metric`, the seeds, and the
     setting's cost (train_time_s and train_flops summed over its seeds; None where a seed lacks the value)."""
     columns = GROUP + ["setting_key", "value", "n_seeds", "cost_time_s", "cost_flops"]
-    done = _completed(runs)
+    done, _ = selectable_runs(runs)
     if done.empty:
         return pd.DataFrame(columns=columns)
     rows = []

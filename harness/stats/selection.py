@@ -1,0 +1,39 @@
+"""The runs a result table selects from, in one place: the best table (harness/report/tables.py) and the tuning
+budget's curves (harness/stats/evp.py) read the same rows."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from harness.spec.status import NOT_RESULTS, Status
+
+COLUMN = ["suite", "model", "task"]   # one column of a result table: its variants are compared with each other
+
+
+def selectable_runs(runs: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """Completed results (not a jointly trained task's member row or a sequence's earlier stage), `setting_key`
+    filled for rows from before that column, and per (suite, model, task) only the runs of the newest task
+    version among them: a task's version changes with its data, metric or head (STS-B version 2), so scores of
+    two versions do not compare, nor do settings tried under either count as one tuning budget. Returns (those
+    runs, {task: {version: runs left out}})."""
+    if runs.empty:
+        return runs, {}
+    done = runs[(runs["status"] == Status.COMPLETED) & ~runs["regime"].isin(NOT_RESULTS)]
+    done = done.assign(setting_key=done["setting_key"].fillna(done["cell_key"]))
+    if done.empty or "task_version" not in done:   # (a frame built by hand may not have the column)
+        return done, {}
+    version = pd.to_numeric(done["task_version"], errors="coerce").fillna(-1)   # a store without the column: one
+    older = version < version.groupby([done[c] for c in COLUMN]).transform("max")
+    left_out: dict = {}
+    for (task, v), group in done[older].groupby(["task", version[older]], sort=False):
+        left_out.setdefault(task, {})[int(v)] = len(group)
+    return done[~older], left_out
+
+
+def planned_seeds(runs: pd.DataFrame) -> pd.Series:
+    """Per setting_key: the seeds of that setting the store holds in any state (completed, failed, running,
+    stale), against which a table says how many completed."""
+    if runs.empty:
+        return pd.Series(dtype=int)
+    rows = runs[~runs["regime"].isin(NOT_RESULTS)]
+    return rows.assign(setting_key=rows["setting_key"].fillna(rows["cell_key"])).groupby("setting_key")["seed"].nunique()

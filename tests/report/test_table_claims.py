@@ -1,0 +1,144 @@
+"""What a result table may claim from the runs it has: one suite per table, one task version per column, the seeds
+a setting lost, unequal tuning budgets, SQuAD's EM beside F1, and the dev selection under every table. Real
+SQLite stores written through the store API; `harness export` and `harness compare` as a user runs them."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import numpy as np
+import pytest
+
+from harness.plan.suite import parse_suite
+from harness.spec.status import Status
+from harness.store.db import Store
+from tests.helpers import assert_refused, call_cli
+
+
+def store_of(tmp_path, suites: list[str], score, older: dict | None = None, predictions: bool = False) -> str:
+    """A store with one run per cell of each suite's text: `score(cell)` its score (None: the run failed);
+    `older` {task: version}: that task's cells also stored under an earlier version, scored score(cell) + 5;
+    `predictions`: each run saves dev predictions whose accuracy is its score."""
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    store = Store(url)
+    labels = np.random.default_rng(0).integers(0, 2, 200)
+    for text in suites:
+        for cell in parse_suite(text, "s.yaml").cells():
+            versions = [(cell, 0.0)]
+            if older and cell.task in older:
+                versions.append((dataclasses.replace(cell, task_version=older[cell.task]), 5.0))
+            for c, bonus in versions:
+                out = str(tmp_path / "out" / c.key)
+                claim = store.start(c, c.config(), "cmd", out)
+                s = score(c)
+                if s is None:
+                    store.finish(claim, Status.FAILED, {"error": "FloatingPointError: loss is not finite"})
+                    continue
+                s += bonus
+                store.finish(claim, Status.COMPLETED, {
+                    "score": s, "best_score": s, "metrics": {"accuracy": s}, "trainable_params": 100,
+                    "total_params": 1000, "added_params": 0, "trainable_pct": 10.0, "train_time_s": 1.0})
+                if predictions:
+                    os.makedirs(out, exist_ok=True)
+                    right = np.arange(200) < round(2 * s)
+                    np.savez(os.path.join(out, "predictions.npz"), validation_idx=np.arange(200),
+                             validation_pred=np.where(right, labels, 1 - labels), validation_label=labels)
+    store.engine.dispose()
+    return url
+
+
+def export(url, table="leaderboard", fmt="markdown", *more):
+    r = call_cli("export", "--db", url, "--table", table, "--format", fmt, *more)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def row(text: str, label: str) -> list[str]:
+    line = next(line for line in text.splitlines() if line.startswith(f"| {label} "))
+    return [c.strip() for c in line.strip("|").split("|")]
+
+
+def test_a_table_of_a_store_with_several_suites_asks_for_one(tmp_path):
+    """The README's flow runs the quick suite, then the demo: both train SST-2 with `full`. The leaderboard
+    grouped rows by (model, method) only: two suites' rows collided (a TypeError) or, on other tasks, merged
+    into one row averaging two suites."""
+    url = store_of(tmp_path, [f"name: {name}\nmodels: [minilm]\ntasks: [rte]\nmethods: [full]\n"
+                              for name in ("quick", "demo")], lambda c: 60.0 if c.suite == "quick" else 70.0)
+    for table in ("leaderboard", "best"):
+        assert_refused(call_cli("export", "--db", url, "--table", table, "-o", str(tmp_path / "t.md")),
+                       "--suite: the store holds runs of several suites (demo, quick); choose one")
+    assert not (tmp_path / "t.md").exists()
+    assert row(export(url, "leaderboard", "markdown", "--suite", "demo"), "full")[1] == "**70.0**"
+    assert len(export(url, "runs", "csv").splitlines()) == 3   # the runs table lists every suite's runs
+
+
+def test_runs_of_an_older_task_version_are_left_out_and_the_table_says_so(tmp_path):
+    """STS-B's version changed (its head's start): a store that holds a suite's runs from before and after has
+    both under one suite. The best setting came from either version (here the older one, 5 points higher) and
+    both counted as settings tried."""
+    url = store_of(tmp_path, ["name: s\nmodels: [minilm]\ntasks: [stsb]\nmethods: [full]\nseeds: [1, 2]\n"],
+                   lambda c: 80.0 + c.seed, older={"stsb": 1})
+    md = export(url)
+    assert row(md, "full")[1] == "**81.5 ± 0.7**"   # version 2's seeds (81, 82), not version 1's (86, 87)
+    assert "stsb: runs of an earlier task version left out (2 of version 1)" in md
+    (only,) = json.loads(export(url, "best", "json"))["rows"]
+    assert only["settings_tried"] == 1 and only["mean"] == pytest.approx(81.5)
+
+
+def test_a_setting_that_lost_seeds_shows_how_many_completed(tmp_path):
+    """bitfit at 1e-2 diverged on two of three seeds; its one survivor (74) beats every complete setting. The
+    tables chose it and printed 74.0 with nothing beside it."""
+    scores = {(1e-2, 1): 74.0, (1e-2, 2): None, (1e-2, 3): None, (1e-3, 1): 70.0, (1e-3, 2): 71.0, (1e-3, 3): 72.0}
+    url = store_of(tmp_path, ["name: s\nmodels: [minilm]\ntasks: [rte]\nmethods: [full, bitfit]\nseeds: [1, 2, 3]\n"
+                              "hparams: {learning_rate: [1e-2, 1e-3]}\n"],
+                   lambda c: scores[(c.hparams["learning_rate"], c.seed)] if c.method == "bitfit"
+                   else 65.0 + c.seed * (c.hparams["learning_rate"] == 1e-3))
+    md = export(url)
+    assert row(md, "bitfit")[1] == "**74.0 (1/3 seeds)**"
+    assert "(3/3" not in md and "seeds)" not in row(md, "full")[1]
+    assert "k/n seeds: only k of the n seeds of the chosen setting completed" in md
+    best = export(url, "best")
+    bitfit = next(r for r in (row(line, "minilm") for line in best.splitlines() if "bitfit" in line))
+    assert bitfit[4] == "1/3" and "k/n seeds" in best
+    flags = {r["method_label"]: r["flags"] for r in json.loads(export(url, "best", "json"))["rows"]}
+    assert flags["bitfit"] == "seeds_missing (1/3 completed)" and "seeds_missing" not in flags["full"]
+
+
+def test_unequal_tuning_budgets_are_said_under_the_leaderboard(tmp_path):
+    """full tried one rate, bitfit six: the best of six is biased upward, and the leaderboard (which only the best
+    table's EVP columns qualified) said nothing."""
+    rates = "[1e-2, 5e-3, 2e-3, 1e-3, 5e-4, 2e-4]"
+    text = ("name: s\nmodels: [minilm]\ntasks: [rte]\nmethods: [{name: full, learning_rate: 1e-4}, "
+            f"{{name: bitfit, learning_rate: {rates}}}]\n")
+    url = store_of(tmp_path, [text], lambda c: 70.0 if c.method == "full" else 60.0 + 1000 * c.hparams["learning_rate"])
+    md = export(url)
+    assert "Tuning budgets differ on rte (settings tried: full 1, bitfit 6)" in md
+    assert "Tuning budgets differ" in export(url, "leaderboard", "latex")
+    (tmp_path / "equal").mkdir()
+    equal = store_of(tmp_path / "equal", [text.replace(rates, "1e-3")], lambda c: 70.0)
+    assert "Tuning budgets differ" not in export(equal)
+
+
+def test_every_table_says_its_scores_are_dev_scores_selected_on_dev(tmp_path):
+    url = store_of(tmp_path, ["name: s\nmodels: [minilm]\ntasks: [rte]\nmethods: [full, bitfit]\n"], lambda c: 70.0)
+    for table in ("leaderboard", "best"):
+        md = export(url, table)
+        assert md.split("\n\n")[1].startswith("Scores on the dev set; each variant's hyperparameter setting (all "
+                                               "but the seed) is the one with the best mean dev score"), md
+        assert "Scores on the dev set; each variant" in export(url, table, "latex")
+
+
+def test_compare_pairs_variants_of_one_model(tmp_path):
+    """`compare A B --task T` chose each label's best setting over every model in the store: minilm's full
+    against bert-base's bitfit, with a p-value."""
+    text = "name: mm\nmodels: [minilm, bert-base-uncased]\ntasks: [rte]\nmethods: [full, bitfit]\nseeds: [1]\n"
+    scores = {("minilm", "full"): 72.0, ("minilm", "bitfit"): 58.0, ("bert-base-uncased", "full"): 70.0,
+              ("bert-base-uncased", "bitfit"): 68.0}
+    url = store_of(tmp_path, [text], lambda c: scores[(c.model, c.method)], predictions=True)
+    assert_refused(call_cli("compare", "full", "bitfit", "--task", "rte", "--db", url),
+                   "--model: runs of rte come from several models (bert-base-uncased, minilm); choose one")
+    r = call_cli("compare", "full", "bitfit", "--task", "rte", "--db", url, "--model", "minilm")
+    assert r.returncode == 0, r.stderr
+    assert "+14.00" in r.stdout, r.stdout   # 72 - 58 on the same 200 examples
