@@ -83,3 +83,31 @@ def write_dir(path: str, write: Callable[[str], None]) -> None:
         if os.path.isdir(tmp):
             shutil.rmtree(tmp)
     _fsync_dir(parent)
+
+
+# --- folders a command creates: refused where a file is in the way, removed again when the command fails --------
+
+def file_in_the_way(folder: str) -> str | None:
+    """What keeps `folder` from being (or becoming) a folder: itself or its nearest existing ancestor, where that
+    is not a folder (a store's folder, --output-dir, --cache-dir could never be created there)."""
+    while folder and not os.path.lexists(folder):
+        folder = os.path.dirname(folder)
+    return folder if folder and not os.path.isdir(folder) else None
+
+
+def missing_folders(folder: str) -> list[str]:
+    """`folder` and its ancestors that do not exist yet, innermost first: what creating it creates."""
+    missing, folder = [], os.path.abspath(folder)
+    while not os.path.lexists(folder) and os.path.dirname(folder) != folder:
+        missing.append(folder)
+        folder = os.path.dirname(folder)
+    return missing
+
+
+def remove_empty(folders: list[str]) -> None:
+    """The folders a failed command created (missing_folders, innermost first), while they are empty."""
+    for folder in folders:
+        try:
+            os.rmdir(folder)
+        except OSError:
+            return

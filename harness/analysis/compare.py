@@ -113,8 +113,10 @@ def compare_variants(store, suite: str | None, task_name: str, label_a: str, lab
     labels = sorted(set(runs["method_label"])) if not runs.empty else []
     chosen = []
     for label in (label_a, label_b):
-        if label not in labels:
-            raise InputError(f'no completed {task.name} runs of "{label}"{did_you_mean(label, labels)}')
+        if label not in labels:   # a bare method name: the variants of it there are (labels carry their params)
+            variants = [known for known in labels if known.split("(")[0] == label]
+            hint = (f" (its variants here: {', '.join(variants)})" if variants else did_you_mean(label, labels))
+            raise InputError(f'no completed {task.name} runs of "{label}"{hint}')
         chosen.append(best_setting_runs(runs[runs["method_label"] == label]).set_index("seed"))
     seeds = sorted(set(chosen[0].index) & set(chosen[1].index))
     if not seeds:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
+import errno
 import os
 import subprocess
 import sys
 
 from harness.cli.common import add_db
+from harness.spec.errors import InputError
 
 HELP = "start the Streamlit leaderboard"
 EXAMPLES = """
@@ -18,10 +21,42 @@ LOCAL = ("127.0.0.1", "localhost", "::1")
 
 def add_arguments(p) -> None:
     add_db(p)
-    p.add_argument("--port", type=int, default=8501, help="port to serve on (default: %(default)s)")
+    p.add_argument("--port", type=port_number, default=8501, help="port to serve on (default: %(default)s)")
     p.add_argument("--address", default="127.0.0.1",
                    help="interface to serve on (default: %(default)s: this machine only; the board has no login "
                         "and shows hosts, paths, commands and errors of the store)")
+
+
+def port_number(text: str) -> int:
+    """A TCP port, 0-65535 (0: one the system picks; argparse's type: a bad one is refused as the option's error)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0-65535, not {port}")
+    return port
+
+
+def check_bind(address: str, port: int) -> None:
+    """Refuse an --address this machine has no interface for, or a --port already served, before Streamlit starts
+    (it would fail after its banner with a long traceback). An empty address would serve every interface."""
+    import socket
+
+    if not address.strip():
+        raise InputError("--address: empty (give 127.0.0.1 for this machine only, 0.0.0.0 for every interface)")
+    try:
+        family, kind, proto, _, where = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM,
+                                                           flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as e:
+        raise InputError(f"--address: {address!r} is not an address of this machine ({e.strerror})") from None
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(where)
+        except OSError as e:
+            option = "--port" if e.errno == errno.EADDRINUSE else "--address"
+            raise InputError(f"{option}: cannot serve on {address}:{port}: {e.strerror}") from None
 
 
 def run(args) -> int:
@@ -32,6 +67,7 @@ def run(args) -> int:
         make_engine(args.db, read_only=True).dispose()
     except FileNotFoundError:
         pass   # no store yet: the board says so
+    check_bind(args.address, args.port)
 
     cmd = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.port", str(args.port),
            "--server.address", args.address, "--server.headless", "true", "--browser.gatherUsageStats", "false",

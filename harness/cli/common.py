@@ -81,12 +81,18 @@ def default_cache_dir() -> str:
 def resolve_user_paths(args) -> None:
     """Relative paths the user gave, made absolute where they are read: the flags and HARNESS_DATA_DIR /
     HARNESS_DB (written back, so subprocesses and accelerate ranks inherit the same place)."""
+    from harness.atomic import file_in_the_way
     from harness.store.engine import absolute_db_url, check_db_url, default_db_url
 
     for name in ("data_dir", "output_dir", "cache_dir"):
         value = getattr(args, name, None)
         if value:
             setattr(args, name, os.path.abspath(os.path.expanduser(value)))
+    for name in ("output_dir", "cache_dir"):   # folders a command creates: refused before it writes anything
+        value = getattr(args, name, None)
+        blocking = value and file_in_the_way(value)
+        if blocking:
+            raise InputError(f"--{name.replace('_', '-')}: {blocking} is a file, not a folder")
     if hasattr(args, "db"):
         args.db = absolute_db_url(args.db or default_db_url())
         check_db_url(args.db)   # not a URL, or in memory: refused by every command with --db, before any work
@@ -97,14 +103,20 @@ def resolve_user_paths(args) -> None:
 
 
 def existing_store(url: str | None, read_only: bool = True):
-    """A store that must already exist (ablate and compare read runs from it): never creates one."""
+    """A store that must already exist (ablate and compare read runs from it): never creates one, nor writes the
+    harness's tables into a database that is not a store (an empty file, another program's)."""
     from harness.store.db import Store
     from harness.store.engine import default_db_url
 
     try:
-        Store(url, read_only=True).engine.dispose()
+        probe = Store(url, read_only=True)
     except FileNotFoundError:
         raise InputError(f"--db: no store at {url or default_db_url()}") from None
+    try:
+        if not probe.columns():
+            raise InputError(f"--db: {url or default_db_url()} is not a harness store (it has no runs table)")
+    finally:
+        probe.engine.dispose()
     return Store(url, read_only=read_only)
 
 

@@ -33,6 +33,9 @@ def run(args) -> int:
     if args.b is None and not (args.a is None and args.task):
         raise InputError("compare: give two runs (A B), two method labels with --task, or --task alone for the "
                          "whole column")
+    for option, value in (("--suite", args.suite), ("--model", args.model)):
+        if value and not args.task:   # two runs are named by id or key: nothing to restrict
+            raise InputError(f"{option}: only with --task (two runs A B are compared as they are)")
     store = existing_store(args.db)
     if args.a is None:
         print(format_column(args.task, args.resamples, store, args.suite, args.model))

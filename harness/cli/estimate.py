@@ -50,6 +50,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
+    from harness.plan.preflight import check_data_dir
     from harness.plan.suite import load_suite
     from harness.report import progress
     from harness.store.db import Store
@@ -57,7 +58,7 @@ def run(args) -> int:
 
     suite = load_suite(args.suite, args.max_cells)
     cells = suite.cells(num_processes=args.num_processes)
-    data_dir = suite.data_dir(args.data_dir)
+    data_dir, _ = check_data_dir(suite, args.data_dir)   # a folder that is not there: refused, not "size unknown"
     url = args.db or default_db_url()
     try:
         store = Store(url, read_only=True)

@@ -33,21 +33,27 @@ def run(args) -> int:
     Exit 2 when a record was refused, else 1 when one was left alone or conflicted, else 0."""
     from harness.spec.status import lease_timeout
     from harness.store.db import Store
-    from harness.store.engine import default_db_url
+    from harness.store.engine import default_db_url, new_sqlite_file
     from harness.store.ingest import CONFLICT, LEASED, OUTCOMES, parse_record, record_paths
 
     lease_timeout_s = lease_timeout(args.lease_timeout_s)
     paths = record_paths(args.dirs)
-    store = Store(args.db or default_db_url())
+    url = args.db or default_db_url()
+    # a store that is there (or a server) is opened now, so a bad --db is refused first; a new SQLite file is
+    # created only for a valid record (make_engine refuses a folder that could never hold it either way)
+    store = None if new_sqlite_file(url) else Store(url)
     counts = {outcome: 0 for outcome in (*OUTCOMES, REFUSED)}
-    for path in paths:
+    valid = []
+    for path in paths:   # every record read first: where none is valid, no store is created or written
         try:
             with open(path, "rb") as f:
-                record = parse_record(f.read())
+                valid.append((path, parse_record(f.read())))
         except (OSError, InputError) as exc:
             counts[REFUSED] += 1
             print(f"{path}: refused: {getattr(exc, 'strerror', None) or exc}", file=sys.stderr)
-            continue
+    if valid and store is None:
+        store = Store(url)
+    for path, record in valid:
         outcome = store.ingest(record, replace=args.replace, lease_timeout_s=lease_timeout_s)
         counts[outcome] += 1
         if outcome == CONFLICT:

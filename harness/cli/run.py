@@ -48,11 +48,13 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from harness.plan.preflight import preflight
     from harness.plan.suite import load_suite
+    from harness.spec.status import lease_timing
     from harness.train import preempt
 
     preempt.install()   # SIGUSR1/SIGUSR2/SIGTERM: checkpoint the cell in progress, give it back, exit 3
 
     suite = load_suite(args.suite, args.max_cells)  # invalid input: exit 2 before anything is written
+    lease_timing(args.heartbeat_s, args.lease_timeout_s)   # (the workers read them again: checked here, once)
     workers = _workers(args)   # None: the default, which asks torch for a GPU, so only once there is work
     # models, data, adapters, trackers installed: before the first cell, still writing nothing
     preflight(suite, args.data_dir, args.log_with)

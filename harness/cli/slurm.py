@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from harness.cli.common import add_db, add_output_dir, add_suite, non_negative_int, positive_int
+from harness.spec.errors import InputError
 
 HELP = "submit a suite as a Slurm array of workers on one store (or print the script)"
 EXAMPLES = """
@@ -48,6 +49,8 @@ def run(args) -> int:
     from harness.spec.layout import RunLayout
 
     suite = load_suite(args.suite)
+    if args.wait and args.dry_run:
+        raise InputError("--wait: nothing is submitted with --dry-run, so there is nothing to wait for")
     req = slurm.SlurmRequest(
         suite_path=args.suite, suite_name=suite.name, workers=args.workers, gpus_per_worker=args.gpus_per_worker,
         nodes_per_worker=args.nodes_per_worker, partition=args.partition, time=args.time, db=args.db,
@@ -60,10 +63,17 @@ def run(args) -> int:
     from harness import atomic
 
     path = slurm.script_path(args.output_dir, suite.name)
-    atomic.write_file(path, lambda tmp: open(tmp, "w").write(script))
     log_dir = RunLayout(args.output_dir).slurm_logs
+    created = [atomic.missing_folders(d) for d in (os.path.dirname(path), log_dir)]
+    atomic.write_file(path, lambda tmp: open(tmp, "w").write(script))
     os.makedirs(log_dir, exist_ok=True)   # Slurm does not create the folder of --output
-    job = slurm.submit(path, req.db_url)
+    try:
+        job = slurm.submit(path, req.db_url)
+    except BaseException:   # nothing submitted: nothing left behind
+        os.remove(path)
+        for folders in created:
+            atomic.remove_empty(folders)
+        raise
     print(f"submitted job {job}: {args.workers} worker(s) for suite {suite.name} ({req.template}); script {path}; "
           f"logs {log_dir}/harness-{suite.name}-{job}_<task>.out", flush=True)
     if not args.wait:

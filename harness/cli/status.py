@@ -50,10 +50,9 @@ def run(args) -> int:
     from harness.store.db import Store
 
     suite = load_suite(args.suite, args.max_cells)
-    if args.lease_timeout_s is not None and not args.lease_timeout_s > 0:
-        from harness.spec.errors import InputError
+    from harness.spec.status import lease_timeout
 
-        raise InputError(f"--lease-timeout-s: must be a positive number of seconds (got {args.lease_timeout_s:g})")
+    args.lease_timeout_s = lease_timeout(args.lease_timeout_s)   # the flag's or $HARNESS_LEASE_TIMEOUT_S, checked
     store = None
     try:
         while True:

@@ -271,10 +271,12 @@ def submit(script_file: str, db_url: str | None = None) -> str:
                               env=env)
     except FileNotFoundError:
         raise InputError("sbatch: not found; run this on a Slurm login node (or print the script with --dry-run)")
-    if done.returncode != 0:
+    if done.returncode != 0:   # what sbatch refused (a partition, an --sbatch-arg, the cluster): its first line
         from harness.store.redact import redact_text
 
-        raise RuntimeError(f"sbatch failed: {redact_text(done.stderr.strip() or done.stdout.strip())}")
+        said = (done.stderr.strip() or done.stdout.strip() or f"exit {done.returncode}").splitlines()[0]
+        said = said.removeprefix("sbatch: ").removeprefix("error: ")
+        raise InputError(f"sbatch: refused the job: {redact_text(said)}")
     return done.stdout.strip().split(";")[0]
 
 

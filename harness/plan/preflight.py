@@ -106,13 +106,20 @@ def _datasets_cache() -> str:
     return os.path.join(home, "datasets")
 
 
-def check_data(suite: Suite, cli_data_dir: str | None, loc) -> list[str]:
+def check_data_dir(suite: Suite, cli_data_dir: str | None, loc=None) -> tuple[str | None, str]:
+    """The suite's data folder (the option's, its data_dir, $HARNESS_DATA_DIR) and where it came from; refused
+    where that folder is not one (a command that only reads the data's sizes checks this much)."""
     data_dir, source = suite.data(cli_data_dir)
     if data_dir is not None and not os.path.isdir(data_dir):
-        msg = f"data directory {data_dir} does not exist"
+        msg = f"data directory {data_dir} {'is not a folder' if os.path.exists(data_dir) else 'does not exist'}"
         if source == "data_dir":
-            raise loc.error(("data_dir",), msg)
+            raise (loc or suite.locate()).error(("data_dir",), msg)
         raise InputError(f"{source}: {msg}")
+    return data_dir, source
+
+
+def check_data(suite: Suite, cli_data_dir: str | None, loc) -> list[str]:
+    data_dir, source = check_data_dir(suite, cli_data_dir, loc)
     for i, slot in enumerate(suite.task_slots):
         for name in slot.tasks:
             task = get_task(name)

@@ -408,7 +408,24 @@ def ablation_frame(store: Store, suite: str | None, model: str | None) -> pd.Dat
                                        "last_layer", "score", "change", "baseline"])
 
 
+def check_names(store: Store, suite: str | None, model: str | None) -> None:
+    """A --suite or --model the store has no runs of is refused (with the names it has), not answered with an
+    empty table that reads as "nothing completed"."""
+    from harness.report.grid import suites_models
+    from harness.spec.errors import InputError, did_you_mean
+
+    if not suite and not model:
+        return
+    known = suites_models(store)
+    for option, name, column in (("--suite", suite, "suite"), ("--model", model, "model")):
+        names = sorted(set(known[column]))
+        if name and name not in names:
+            raise InputError(f"{option}: the store has no runs of {column} {name!r}"
+                             + (did_you_mean(name, names) or (f" (it has: {', '.join(names)})" if names else "")))
+
+
 def build_table(store: Store, table: str, suite: str | None, model: str | None) -> pd.DataFrame:
+    check_names(store, suite, model)
     if table == "ablation":
         return ablation_frame(store, suite, model)
     runs = runs_frame(store, suite, with_env=table == "runs")

@@ -6,6 +6,7 @@ these enums hold, so old stores stay readable and SQL filters on the plain strin
 
 from __future__ import annotations
 
+import math
 import os
 from enum import Enum
 
@@ -75,7 +76,7 @@ def _seconds(value, env: str, default: float, flag: str) -> float:
             value = float(raw) if raw else default
         except ValueError:
             raise InputError(f"{env}: not a number of seconds: {raw!r}") from None
-    if not value > 0:
+    if not (value > 0 and math.isfinite(value)):   # nan and inf too: a lease that never goes stale is no lease
         raise InputError(f"{flag}: must be a positive number of seconds, not {value}")
     return float(value)
 

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine, make_url
 
+from harness.atomic import file_in_the_way, missing_folders, remove_empty
 from harness.spec.errors import InputError
 from harness.spec.layout import DEFAULT_DB_URL
 
@@ -132,14 +133,6 @@ def check_db_url(url: str):
     return parsed
 
 
-def _not_a_folder(path: str) -> str | None:
-    """The nearest existing ancestor of `path` when it is not a folder (the store could never be created there)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    while folder and not os.path.lexists(folder):
-        folder = os.path.dirname(folder)
-    return folder if folder and not os.path.isdir(folder) else None
-
-
 def _reason(exc: BaseException) -> str:
     """One line on why a store could not be opened, from an OS, DB-API or SQLAlchemy error."""
     from sqlalchemy.exc import DBAPIError
@@ -160,21 +153,44 @@ def _probe(engine: Engine, backend: str) -> None:
         conn.exec_driver_sql("SELECT count(*) FROM sqlite_master" if backend == "sqlite" else "SELECT 1")
 
 
+def new_sqlite_file(url: str) -> bool:
+    """Whether `url` names an SQLite file that does not exist yet (opening it would create it); refused in one
+    line where a file stands where its folder would be."""
+    parsed = check_db_url(url)
+    path = sqlite_file(parsed) if parsed.get_backend_name() == "sqlite" else None
+    if not path or os.path.exists(path):
+        return False
+    _refuse_file_in_the_way(path)
+    return True
+
+
+def _refuse_file_in_the_way(path: str) -> None:
+    """One line where a file stands where the folder of an SQLite store's file would be."""
+    blocking = file_in_the_way(os.path.dirname(os.path.abspath(path)))
+    if blocking:
+        raise InputError(f"--db: cannot open the store {path}: {blocking} is a file, not a folder")
+
+
 def make_engine(url: str, read_only: bool = False) -> Engine:
     """The engine of a store, connected once. Every reason a store cannot be opened (not a URL, in memory, not a
     database, no server, a folder that cannot hold it) becomes one InputError naming --db; a read-only SQLite
     store that does not exist is FileNotFoundError (the caller decides whether that is an error)."""
     parsed = check_db_url(url)
     shown = parsed.render_as_string(hide_password=True)
+    path = sqlite_file(parsed) if parsed.get_backend_name() == "sqlite" and not read_only else None
+    # the folders opening it creates: removed again where it cannot be opened (a store that fails leaves nothing)
+    created = missing_folders(os.path.dirname(os.path.abspath(path))) if path else []
     engine = None
     try:
         engine = _make_engine(parsed, read_only)
         _probe(engine, parsed.get_backend_name())
     except (InputError, FileNotFoundError):
+        remove_empty(created)
         raise
     except Exception as e:   # OSError, the driver's errors, SQLAlchemy's: the store cannot be opened
         if engine is not None:
             engine.dispose()
+        remove_empty(created)
         what = "cannot use" if isinstance(e, ImportError) else "cannot open the store"
         raise InputError(f"--db: {what} {shown}: {_reason(e)}") from None
     return engine
@@ -188,14 +204,15 @@ def _make_engine(parsed, read_only: bool) -> Engine:
     if backend == "sqlite":
         path = sqlite_file(parsed)
         if path:
-            blocking = _not_a_folder(path)
-            if blocking:
-                raise InputError(f"--db: cannot open the store {path}: {blocking} is a file, not a folder")
+            _refuse_file_in_the_way(path)
             if read_only:
                 if not os.path.exists(path):
                     raise FileNotFoundError(path)
                 return _sqlite_read_only_engine(path)   # the leaderboard can never write to a shared store
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            try:
+                os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            except OSError as e:   # /proc, a read-only mount, no permission
+                raise InputError(f"--db: cannot create the folder of the store {path}: {_reason(e)}") from None
         engine = create_engine(parsed)
         _sqlite_pragmas(engine, read_only)
         return engine

@@ -135,3 +135,13 @@ def write_small_squad(root: Path, n_train: int = 24, n_dev: int = 10) -> Path:
             data = {"version": version, "data": [{"title": "t", "paragraphs": paragraphs}]}
             (root / "SQuAD" / f"{split}-v{version}.json").write_text(json.dumps(data))
     return root
+
+
+def listing(root) -> dict:
+    """Every file and folder under root with its size and content: what 'nothing written' compares."""
+    seen = {}
+    for folder, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = os.path.join(folder, name)
+            seen[os.path.relpath(path, root)] = open(path, "rb").read() if os.path.isfile(path) else None
+    return seen

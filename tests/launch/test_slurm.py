@@ -5,7 +5,9 @@ of workers on one store trains every cell exactly once; a worker preempted mid-c
 from __future__ import annotations
 
 import json
+import os
 import re
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -160,6 +162,28 @@ def test_bad_script_values_are_refused_and_nothing_is_written(tmp_path, tiny_ber
         r = call_cli("slurm", suite, "--workers", "2", f"{flag}={value}", *args, *dry)
         assert_refused(r, option)
     assert not out.exists() and not (tmp_path / value.split("\n")[0]).exists(), "nothing written"
+
+
+def test_without_sbatch_no_script_is_left_behind(tmp_path, tiny_bert):
+    """`sbatch: not found` came after the script and the log folder were written."""
+    suite = write_suite(tmp_path / "s.yaml", suite_text(tiny_bert, "s"))
+    r = run_cli("slurm", suite, "--workers", "1", "--output-dir", tmp_path / "results",
+                env={"PATH": os.path.dirname(sys.executable)})
+    assert_refused(r, "sbatch: not found")
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_job_sbatch_refuses_is_one_line_and_leaves_no_script_behind(tmp_path, tiny_bert, slurm):
+    """A real sbatch refusing the job (a partition the cluster does not have) was a 16-line traceback (exit 1),
+    with the script and the log folder left in the output folder."""
+    suite = write_suite(tmp_path / "s.yaml", suite_text(tiny_bert, "s"))
+    (tmp_path / "results").mkdir()   # the user's folder stays; what the command made in it goes
+    r = _slurm_cli(slurm, suite, "--workers", "1", "--gpus-per-worker", "0", "--partition", "nosuch",
+                   "--output-dir", tmp_path / "results",
+                   "--db", f"sqlite:///{tmp_path / 'h.db'}")
+    line = assert_refused(r, "sbatch: refused the job: ")
+    assert "partition" in line.lower(), line
+    assert list((tmp_path / "results").iterdir()) == []
 
 
 @pytest.mark.parametrize("value", ["90", "10:30", "04:00:00", "1-12", "1-12:30", "2-00:00:00", "UNLIMITED"])

@@ -309,7 +309,8 @@ class Session:
 
 @pytest.fixture(scope="module")
 def scratch(tmp_path_factory) -> Path:
-    """The checkout's suites (and the malformed ones, and slurm/) plus a small store of two runs."""
+    """The checkout's suites (and the malformed ones, and slurm/) plus a small store of two runs, under the demo
+    suite's name (the README's export asks for it by name)."""
     base = tmp_path_factory.mktemp("docs")
     for folder in ("suites", "tests/bad_suites", "slurm"):
         if (ROOT / folder).is_dir():
@@ -317,11 +318,11 @@ def scratch(tmp_path_factory) -> Path:
     records = base / "records"
     from harness.plan.suite import parse_suite
 
-    cells = parse_suite("name: docs\nmodels: [minilm]\ntasks: [sst2]\nmethods: [full, {name: houlsby, size: 64}]\n",
-                        str(base / "docs.yaml")).cells()
+    cells = parse_suite("name: demo\nmodels: [minilm]\ntasks: [sst2]\nmethods: [full, {name: houlsby, size: 64}]\n",
+                        str(base / "demo.yaml")).cells()
     for cell, score, pct in zip(cells, (80.0, 79.5), (100.0, 2.5)):   # records as a worker writes them
         (records / cell.key).mkdir(parents=True)
-        record = dict(suite="docs", cell_key=cell.key, setting_key=cell.setting_key, status="completed",
+        record = dict(suite="demo", cell_key=cell.key, setting_key=cell.setting_key, status="completed",
                       config=cell.config(), model=cell.model, task=cell.task, task_version=cell.task_version,
                       method=cell.method, method_params=cell.method_params, method_label=cell.method_label,
                       budget=cell.budget, seed=cell.seed, hparams=cell.hparams,

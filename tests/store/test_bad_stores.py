@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from tests.helpers import ROOT, assert_refused, call_cli, run_cli
+from tests.helpers import ROOT, assert_refused, call_cli, listing, run_cli
 from tests.helpers import fixture_store
 
 SUITE = ROOT / "suites" / "demo.yaml"
@@ -43,16 +43,6 @@ COMMANDS = {
     "ablate": ["ablate", "1"],
     "board": ["board", "--port", "0"],
 }
-
-
-def listing(root) -> dict:
-    """Every file and folder under root with its size and content: what 'nothing written' compares."""
-    seen = {}
-    for folder, dirs, files in os.walk(root):
-        for name in dirs + files:
-            path = os.path.join(folder, name)
-            seen[os.path.relpath(path, root)] = open(path, "rb").read() if os.path.isfile(path) else None
-    return seen
 
 
 def cli(tmp_path, args) -> subprocess.CompletedProcess:

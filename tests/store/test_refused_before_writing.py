@@ -1,0 +1,140 @@
+"""Bad input found by an audit of every command (one line `error: OPTION: ...`, exit 2, nothing written): options
+checked only after the store or the output folders were created, errors that surfaced as tracebacks, and options
+accepted that could never work. Each case runs the CLI as a user does and compares the folder before and after."""
+
+from __future__ import annotations
+
+import socket
+import sqlite3
+
+import pytest
+
+from tests.helpers import assert_refused, call_cli, listing, run_cli, suite_yaml, write_suite
+
+
+@pytest.fixture()
+def suite(tmp_path, tiny_bert):
+    return write_suite(tmp_path / "s.yaml", suite_yaml(tiny_bert, "s", "[full]", "[rte]", "{epochs: 1}"))
+
+
+@pytest.mark.parametrize("flags, option", [
+    (["--heartbeat-s", "-1"], "--heartbeat-s"), (["--heartbeat-s", "nan"], "--heartbeat-s"),
+    (["--lease-timeout-s", "inf"], "--lease-timeout-s"),
+    (["--lease-timeout-s", "10", "--heartbeat-s", "30"], "--lease-timeout-s (10) must be at least twice"),
+])
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_run_checks_the_lease_timing_before_it_creates_the_store(tmp_path, suite, flags, option, workers):
+    """The lease timing was checked by each worker: after the store was created, and with two workers as a
+    traceback per worker (exit 1)."""
+    before = listing(tmp_path)
+    r = call_cli("run", suite, "--workers", workers, "--db", f"sqlite:///{tmp_path / 'db' / 'h.db'}",
+                 "--output-dir", tmp_path / "out", *flags)
+    assert_refused(r, option)
+    assert listing(tmp_path) == before
+
+
+def test_a_store_s_folder_that_cannot_be_created_is_refused_in_one_line(tmp_path, suite, small_glue):
+    """/proc does not take new folders: makedirs' FileNotFoundError went up as a traceback (exit 1)."""
+    r = call_cli("run", suite, "--data-dir", small_glue, "--output-dir", tmp_path / "out",
+                 "--db", "sqlite:////proc/harness-test/h.db")
+    assert_refused(r, "--db: cannot create the folder of the store /proc/harness-test/h.db")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_store_that_fails_to_open_leaves_no_folder_behind(tmp_path, suite, small_glue):
+    """Its folders were created before the URL's arguments failed the driver: an empty folder stayed."""
+    before = listing(tmp_path)
+    r = call_cli("run", suite, "--data-dir", small_glue, "--output-dir", tmp_path / "out",
+                 "--db", f"sqlite:///{tmp_path / 'new' / 'a' / 'h.db'}?timeout=abc")
+    assert_refused(r, "--db: cannot open the store")
+    assert listing(tmp_path) == before, "the folders made for the store were removed"
+
+
+def test_ingest_of_records_that_are_all_refused_creates_no_store(tmp_path):
+    records = tmp_path / "records"
+    records.mkdir()
+    (records / "record.json").write_text('{"suite": "s"}')
+    r = call_cli("ingest", records, "--db", f"sqlite:///{tmp_path / 'new' / 'h.db'}")
+    assert r.returncode == 2 and "refused" in r.stderr and "1 refused" in r.stdout
+    assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize("what", ["empty file", "another program's database"])
+@pytest.mark.parametrize("command", [["compare", "1", "2"], ["ablate", "1"]])
+def test_a_database_that_is_not_a_store_is_refused_and_left_as_it_was(tmp_path, what, command):
+    """ablate opened it for writing and put the harness's tables into it; compare failed with a traceback."""
+    path = tmp_path / "other.db"
+    if what == "empty file":
+        path.write_bytes(b"")
+    else:
+        with sqlite3.connect(path) as conn:
+            conn.execute("CREATE TABLE notes (body TEXT)")
+        conn.close()
+    before = listing(tmp_path)
+    assert_refused(call_cli(*command, "--db", f"sqlite:///{path}"), "is not a harness store (it has no runs table)")
+    assert listing(tmp_path) == before
+
+
+@pytest.mark.parametrize("command", ["run", "slurm", "estimate"])
+def test_an_output_folder_where_a_file_stands_is_refused(tmp_path, suite, command):
+    (tmp_path / "notes.txt").write_text("x")
+    before = listing(tmp_path)
+    extra = {"run": [], "slurm": ["--workers", "1", "--dry-run"], "estimate": []}[command]
+    flag = "--cache-dir" if command == "estimate" else "--output-dir"
+    if command == "estimate":
+        r = call_cli("estimate", suite, "--data-dir", tmp_path / "notes.txt")
+        assert_refused(r, f"--data-dir: data directory {tmp_path / 'notes.txt'} is not a folder")
+        r = call_cli("estimate", suite, "--data-dir", tmp_path / "nothing")
+        assert_refused(r, "does not exist")
+    else:
+        assert_refused(call_cli(command, suite, *extra, flag, tmp_path / "notes.txt" / "out"),
+                       f"{flag}: {tmp_path / 'notes.txt'} is a file, not a folder")
+    assert listing(tmp_path) == before
+
+
+def test_board_refuses_a_port_or_address_it_cannot_serve(tmp_path):
+    """Streamlit printed its banner, then a 53-line traceback (exit 1); an empty address served every interface."""
+    db = ["--db", f"sqlite:///{tmp_path / 'none.db'}"]
+    assert_refused(run_cli("board", "--port", "70000", *db), "--port: a port is 0-65535, not 70000")
+    assert_refused(call_cli("board", "--address", "", *db), "--address: empty")
+    assert_refused(call_cli("board", "--address", "not an address", *db), "is not an address of this machine")
+    assert_refused(call_cli("board", "--address", "192.0.2.1", *db), "--address: cannot serve on 192.0.2.1")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert_refused(call_cli("board", "--port", str(port), *db), f"--port: cannot serve on 127.0.0.1:{port}")
+    assert not (tmp_path / "none.db").exists()
+
+
+def test_export_names_a_suite_or_model_the_store_does_not_have(tmp_path):
+    """An unknown --suite or --model printed an empty table with exit 0: a typo read as "nothing completed"."""
+    from tests.helpers import fixture_store
+
+    url = fixture_store.build(tmp_path / "fx.db")
+    assert_refused(call_cli("export", "--db", url, "--suite", "f"), '--suite: the store has no runs of suite '
+                                                                     '\'f\' (did you mean "fx"?)')
+    assert_refused(call_cli("export", "--db", url, "--model", "bert-base"), "(it has: minilm)")
+    assert call_cli("export", "--db", url, "--suite", "fx", "--model", "minilm").returncode == 0
+
+
+def test_a_lease_timeout_that_never_expires_is_refused_by_status(tmp_path, suite):
+    db = ["--db", f"sqlite:///{tmp_path / 'h.db'}"]
+    assert_refused(call_cli("status", suite, *db, "--lease-timeout-s", "inf"), "--lease-timeout-s")
+    r = run_cli("status", suite, *db, env={"HARNESS_LEASE_TIMEOUT_S": "abc"})
+    assert_refused(r, "HARNESS_LEASE_TIMEOUT_S: not a number of seconds")
+    assert not (tmp_path / "h.db").exists()
+
+
+def test_compare_names_the_variants_of_a_bare_method_and_refuses_options_it_would_ignore(tmp_path):
+    from tests.helpers import fixture_store
+
+    url = fixture_store.build(tmp_path / "fx.db")
+    assert_refused(call_cli("compare", "full", "houlsby", "--task", "rte", "--db", url),
+                   'no completed rte runs of "houlsby" (its variants here: houlsby(size=8,non_linearity=swish))')
+    assert_refused(call_cli("compare", "1", "2", "--db", url, "--model", "minilm"), "--model: only with --task")
+    assert_refused(call_cli("compare", "1", "2", "--db", url, "--suite", "nosuch"), "--suite: only with --task")
+
+
+def test_slurm_refuses_to_wait_for_a_dry_run(tmp_path, suite):
+    assert_refused(call_cli("slurm", suite, "--workers", "1", "--dry-run", "--wait"), "--wait: nothing is submitted")
