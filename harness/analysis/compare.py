@@ -105,18 +105,20 @@ def compare_variants(store, suite: str | None, task_name: str, label_a: str, lab
     runs = runs[runs["task"] == task.name] if not runs.empty else runs
     if model:
         runs = runs[runs["model"] == model]
-    for what, option in (("suite", "--suite"), ("model", "--model")):   # a pair of one column, as the tables
-        values = sorted(set(runs[what])) if not runs.empty else []
-        if len(values) > 1:
-            raise InputError(f"{option}: runs of {task.name} come from several {what}s ({', '.join(values)}); "
-                             "choose one")
     labels = sorted(set(runs["method_label"])) if not runs.empty else []
-    chosen = []
     for label in (label_a, label_b):
         if label not in labels:   # a bare method name: the variants of it there are (labels carry their params)
             variants = [known for known in labels if known.split("(")[0] == label]
             hint = (f" (its variants here: {', '.join(variants)})" if variants else did_you_mean(label, labels))
             raise InputError(f'no completed {task.name} runs of "{label}"{hint}')
+    pair = runs[runs["method_label"].isin([label_a, label_b])]
+    for what, option in (("suite", "--suite"), ("model", "--model")):   # a pair of one column, as the tables
+        values = sorted(set(pair[what]))
+        if len(values) > 1:
+            raise InputError(f"{option}: runs of {task.name} come from several {what}s ({', '.join(values)}); "
+                             "choose one")
+    chosen = []
+    for label in (label_a, label_b):
         chosen.append(best_setting_runs(runs[runs["method_label"] == label]).set_index("seed"))
     seeds = sorted(set(chosen[0].index) & set(chosen[1].index))
     if not seeds:

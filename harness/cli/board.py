@@ -46,17 +46,21 @@ def check_bind(address: str, port: int) -> None:
     if not address.strip():
         raise InputError("--address: empty (give 127.0.0.1 for this machine only, 0.0.0.0 for every interface)")
     try:
-        family, kind, proto, _, where = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM,
-                                                           flags=socket.AI_PASSIVE)[0]
+        found = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as e:
         raise InputError(f"--address: {address!r} is not an address of this machine ({e.strerror})") from None
-    with socket.socket(family, kind, proto) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(where)
-        except OSError as e:
-            option = "--port" if e.errno == errno.EADDRINUSE else "--address"
-            raise InputError(f"{option}: cannot serve on {address}:{port}: {e.strerror}") from None
+    errors = []
+    for family, kind, proto, _, where in found:   # (localhost: 127.0.0.1 and ::1; one is enough to serve)
+        with socket.socket(family, kind, proto) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(where)
+            except OSError as e:
+                errors.append(e)
+    taken = [e for e in errors if e.errno == errno.EADDRINUSE]
+    if taken or len(errors) == len(found):
+        e = (taken or errors)[0]
+        raise InputError(f"{'--port' if taken else '--address'}: cannot serve on {address}:{port}: {e.strerror}")
 
 
 def run(args) -> int:

@@ -58,7 +58,9 @@ def run(args) -> int:
 
     suite = load_suite(args.suite, args.max_cells)
     cells = suite.cells(num_processes=args.num_processes)
-    data_dir, _ = check_data_dir(suite, args.data_dir)   # a folder that is not there: refused, not "size unknown"
+    # a --data-dir that is not there is refused, not read as "size unknown"; the suite's own data_dir or
+    # $HARNESS_DATA_DIR may be another machine's (an estimate from a copied store): the stored sizes serve then
+    data_dir = check_data_dir(suite, args.data_dir)[0] if args.data_dir else suite.data_dir(None)
     url = args.db or default_db_url()
     try:
         store = Store(url, read_only=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 
 from harness.cli.common import add_db, add_output_dir, add_suite, non_negative_int, positive_int
 from harness.spec.errors import InputError
@@ -69,11 +70,14 @@ def run(args) -> int:
     os.makedirs(log_dir, exist_ok=True)   # Slurm does not create the folder of --output
     try:
         job = slurm.submit(path, req.db_url)
-    except BaseException:   # nothing submitted: nothing left behind
+    except InputError:   # sbatch refused it (or is not there): nothing submitted, nothing left behind
         os.remove(path)
         for folders in created:
             atomic.remove_empty(folders)
         raise
+    except subprocess.TimeoutExpired:   # it may be queued all the same: the script stays, for the record
+        raise InputError(f"sbatch: no answer in {slurm.SBATCH_TIMEOUT_S} s; the job may be queued (see squeue); "
+                         f"script {path}") from None
     print(f"submitted job {job}: {args.workers} worker(s) for suite {suite.name} ({req.template}); script {path}; "
           f"logs {log_dir}/harness-{suite.name}-{job}_<task>.out", flush=True)
     if not args.wait:

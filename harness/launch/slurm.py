@@ -260,6 +260,9 @@ def script_path(output_dir: str, suite_name: str) -> str:
     return os.path.join(RunLayout(output_dir).slurm_scripts, f"{suite_name}-{stamp}.sbatch")
 
 
+SBATCH_TIMEOUT_S = 120   # a controller that does not answer sbatch in this long is down or overloaded
+
+
 def submit(script_file: str, db_url: str | None = None) -> str:
     """sbatch the script; returns the job id. The store's URL goes to sbatch in its environment (HARNESS_DB), which
     sbatch passes on to the job (--export=ALL): a URL with a password is never written into the script."""
@@ -267,14 +270,15 @@ def submit(script_file: str, db_url: str | None = None) -> str:
     if db_url:
         env["HARNESS_DB"] = db_url
     try:
-        done = subprocess.run(["sbatch", "--parsable", script_file], capture_output=True, text=True, timeout=120,
-                              env=env)
+        done = subprocess.run(["sbatch", "--parsable", script_file], capture_output=True, text=True,
+                              timeout=SBATCH_TIMEOUT_S, env=env)
     except FileNotFoundError:
         raise InputError("sbatch: not found; run this on a Slurm login node (or print the script with --dry-run)")
     if done.returncode != 0:   # what sbatch refused (a partition, an --sbatch-arg, the cluster): its first line
         from harness.store.redact import redact_text
 
-        said = (done.stderr.strip() or done.stdout.strip() or f"exit {done.returncode}").splitlines()[0]
+        lines = (done.stderr.strip() or done.stdout.strip() or f"exit {done.returncode}").splitlines()
+        said = next((line for line in lines if "error" in line.lower()), lines[0])   # not a warning before it
         said = said.removeprefix("sbatch: ").removeprefix("error: ")
         raise InputError(f"sbatch: refused the job: {redact_text(said)}")
     return done.stdout.strip().split(";")[0]

@@ -88,12 +88,12 @@ def precision_key(hparams: dict | None) -> str:
 
 
 def same_precision(pool: list[Observation], asked: str):
-    """Which runs ran in the precision a cell asks for: a cell asking bf16 or no is priced by the runs that ran in
-    it, whether they asked for it or `auto` chose it (their env says); a cell asking `auto` by the runs that asked
+    """Which runs ran in the precision a cell asks for: a cell asking bf16 or no is priced by the runs that asked
+    for it or ran in it because `auto` chose it (their env says); a cell asking `auto` by the runs that asked
     `auto`, and by those that ran in what `auto` chose in this pool's runs where it always chose the same (it
     times both precisions on the machine itself: harness/train/precision.py)."""
-    if asked != "auto":
-        return lambda o: (o.ran or o.precision) == asked
+    if asked != "auto":   # (fp16 asked on a CPU runs in fp32 there: its runs say "no", and match it by the ask)
+        return lambda o: o.precision == asked or (o.ran or o.precision) == asked
     chosen = {o.ran for o in pool if o.precision == "auto" and o.ran}
     if len(chosen) == 1:
         (choice,) = chosen

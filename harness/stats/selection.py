@@ -5,17 +5,18 @@ from __future__ import annotations
 
 import pandas as pd
 
-from harness.spec.status import NOT_RESULTS, Status
+from harness.spec.status import NOT_RESULTS, Regime, Status
 
-COLUMN = ["suite", "model", "task"]   # one column of a result table: its variants are compared with each other
+COLUMN = ["suite", "task"]   # one task column of a suite's tables: one version in it, whatever the model
 
 
 def selectable_runs(runs: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     """Completed results (not a jointly trained task's member row or a sequence's earlier stage), `setting_key`
-    filled for rows from before that column, and per (suite, model, task) only the runs of the newest task
-    version among them: a task's version changes with its data, metric or head (STS-B version 2), so scores of
-    two versions do not compare, nor do settings tried under either count as one tuning budget. Returns (those
-    runs, {task: {version: runs left out}})."""
+    filled for rows from before that column, and per (suite, task) only the runs of the newest task version among
+    them: a task's version changes with its data, metric or head (STS-B version 2), so scores of two versions do
+    not compare, nor do settings tried under either count as one tuning budget. A multi-task cell's member rows
+    are kept whatever version they say: stores before 2026-12-06 gave them the joint row's version, not their
+    task's (harness/store/queue.py `_child`). Returns (those runs, {task: {version: runs left out}})."""
     if runs.empty:
         return runs, {}
     done = runs[(runs["status"] == Status.COMPLETED) & ~runs["regime"].isin(NOT_RESULTS)]
@@ -23,7 +24,9 @@ def selectable_runs(runs: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     if done.empty or "task_version" not in done:   # (a frame built by hand may not have the column)
         return done, {}
     version = pd.to_numeric(done["task_version"], errors="coerce").fillna(-1)   # a store without the column: one
-    older = version < version.groupby([done[c] for c in COLUMN]).transform("max")
+    member = done["regime"] == Regime.MULTITASK_MEMBER.value
+    newest = version.where(~member).groupby([done[c] for c in COLUMN]).transform("max")
+    older = ~member & (version < newest)
     left_out: dict = {}
     for (task, v), group in done[older].groupby(["task", version[older]], sort=False):
         left_out.setdefault(task, {})[int(v)] = len(group)

@@ -312,5 +312,14 @@ def _child(parent: R, suffix: str, fields: dict, now) -> R:
         if name not in CHILD_KEPT:
             setattr(rec, name, fields[name] if name in fields else getattr(parent, name))
     rec.setting_key = f"{parent.setting_key}.{suffix}"
+    rec.task_version = _own_version(parent, rec.task, rec.task_version)
     rec.finished_at, rec.created_at = now, now
     return rec
+
+
+def _own_version(parent: R, task: str, default: int) -> int:
+    """A member's or stage's task version, from its cell's schedule (the joint row of a multi-task cell is stored
+    under version 1 of its "a+b" task, which is not its members' versions)."""
+    schedule = (parent.config or {}).get("schedule") or {}
+    tasks, versions = schedule.get("multitask") or schedule.get("sequence") or [], schedule.get("versions") or []
+    return versions[tasks.index(task)] if task in tasks and len(versions) == len(tasks) else default

@@ -8,7 +8,7 @@ import subprocess
 import pandas as pd
 import pytest
 
-from tests.helpers import fixture_store, run_cli
+from tests.helpers import assert_refused, fixture_store, run_cli
 from harness.report.export import latex_escape, neutralise_formula, to_csv, to_latex, to_markdown
 from harness.report.tables import best_table, leaderboard_table, runs_frame
 from harness.store.db import Store
@@ -89,7 +89,7 @@ def test_cli_exports_every_table_and_format(url, tmp_path):
     runs = list(csv.DictReader(open(tmp_path / "runs.csv")))
     assert len(runs) == 24 and {r["env_torch"] for r in runs if r["status"] == "completed"} == {"2.13.0"}
     proc = run_cli("export", "--db", url, "--suite", "nope", "--table", "leaderboard", "--format", "markdown")
-    assert proc.returncode == 0 and "no completed runs" in proc.stdout
+    assert_refused(proc, "--suite: the store has no runs of suite 'nope' (it has: fx)")   # not an empty table
 
 
 def test_squad_shows_em_and_f1_beside_glue_and_the_glue_average_stays_glue_only(tmp_path):

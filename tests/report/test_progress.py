@@ -369,6 +369,13 @@ def test_a_cell_is_priced_by_the_runs_that_ran_in_its_precision(tmp_path, monkey
     assert got[("lora", "bf16")] == (pytest.approx(400 * 0.045), "model", 2)
     assert got[("lora", "auto")] == (pytest.approx(400 * 0.045), "model", 2)
     assert got[("lora", "no")] == (pytest.approx(400 * 0.15), "model", 2)
+    # fp16 asked on a CPU runs in fp32 there (its env says "no"): a cell asking fp16 still matches it exactly
+    from harness.report.throughput import Observation, rate_for
+
+    obs = [Observation("minilm", "full", "classification", "fp16", "CPU", 0.2, None, task="rte", ran="no"),
+           Observation("minilm", "full", "classification", "auto", "CPU", 0.05, None, task="rte", ran="bf16")]
+    fp16 = rate_for(obs, "minilm", "full", "rte", None, "classification", "fp16", "CPU")
+    assert (fp16.level, fp16.n, fp16.train_s) == ("exact", 1, 0.2)
 
 
 def test_a_time_limit_bounds_a_cell_s_training_and_its_evaluations(tmp_path, monkeypatch):

@@ -87,6 +87,44 @@ def test_runs_of_an_older_task_version_are_left_out_and_the_table_says_so(tmp_pa
     assert only["settings_tried"] == 1 and only["mean"] == pytest.approx(81.5)
 
 
+def test_a_multitask_cell_s_member_rows_are_compared_under_their_task_s_version(tmp_path):
+    """A member row took the joint row's version (1, that of the "sst2+stsb" task), so STS-B's member row read as
+    an older version than the direct STS-B runs (2) and left the table, with a footnote blaming the version."""
+    from harness.spec.tasks import get_task
+
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    store = Store(url)
+    text = "name: s\nmodels: [minilm]\ntasks: [stsb, {multitask: [sst2, stsb]}]\nmethods: [full]\n"
+    for cell in parse_suite(text, "s.yaml").cells():
+        claim = store.start(cell, cell.config(), "cmd", None)
+        done = {"score": 80.0, "trainable_params": 100, "total_params": 1000, "added_params": 0,
+                "trainable_pct": 10.0, "train_time_s": 1.0}
+        members = []
+        if cell.schedule is not None:
+            done["score"] = 86.0
+            members = [(t, {"task": t, "regime": "multitask_member", "score": score, "trainable_params": 100,
+                            "total_params": 1000, "added_params": 0, "trainable_pct": 10.0})
+                       for t, score in (("sst2", 90.0), ("stsb", 82.0))]
+        store.finish(claim, Status.COMPLETED, done, members)
+    member = next(r for r in store.records("s") if r.regime == "multitask_member" and r.task == "stsb")
+    assert member.task_version == get_task("stsb").version == 2
+    md = export(url)
+    assert "earlier task version" not in md
+    header = [c.strip() for c in md.splitlines()[0].strip("|").split("|")]
+    joint = row(md, next(line.split("|")[1].strip() for line in md.splitlines() if "multitask" in line))
+    assert joint[header.index("stsb")] == "**82.0**"
+    # a store written before the fix: its member rows say version 1, and are kept all the same
+    from sqlalchemy import update
+
+    from harness.store.schema import RunRecord as R
+
+    with store.engine.begin() as conn:
+        conn.execute(update(R).where(R.regime == "multitask_member").values(task_version=1))
+    store.engine.dispose()
+    old = export(url)
+    assert "earlier task version" not in old and row(old, joint[0])[header.index("stsb")] == "**82.0**"
+
+
 def test_a_setting_that_lost_seeds_shows_how_many_completed(tmp_path):
     """bitfit at 1e-2 diverged on two of three seeds; its one survivor (74) beats every complete setting. The
     tables chose it and printed 74.0 with nothing beside it."""
