@@ -84,6 +84,11 @@ def resolve_user_paths(args) -> None:
     from harness.atomic import file_in_the_way
     from harness.store.engine import absolute_db_url, check_db_url, default_db_url
 
+    for name in ("db", "data_dir", "output_dir", "cache_dir", "output"):
+        value = getattr(args, name, None)
+        if isinstance(value, str) and not value.strip():   # `--db "$URL"` with $URL unset: not the default store
+            flag = "-o" if name == "output" else f"--{name.replace('_', '-')}"
+            raise InputError(f"{flag}: empty (leave the option out for its default)")
     for name in ("data_dir", "output_dir", "cache_dir"):
         value = getattr(args, name, None)
         if value:

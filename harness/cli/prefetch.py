@@ -21,6 +21,10 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from harness.launch.prefetch import prefetch
+    from harness.plan.preflight import check_data_dir
     from harness.plan.suite import load_suite
 
-    return prefetch(load_suite(args.suite), data_dir=args.data_dir, check_only=args.check)
+    suite = load_suite(args.suite)
+    if args.data_dir:   # a folder that is not there: refused, not listed as every task's missing data
+        check_data_dir(suite, args.data_dir)
+    return prefetch(suite, data_dir=args.data_dir, check_only=args.check)

@@ -142,3 +142,23 @@ def test_compare_names_the_variants_of_a_bare_method_and_refuses_options_it_woul
 
 def test_slurm_refuses_to_wait_for_a_dry_run(tmp_path, suite):
     assert_refused(call_cli("slurm", suite, "--workers", "1", "--dry-run", "--wait"), "--wait: nothing is submitted")
+
+
+@pytest.mark.parametrize("args, flag", [
+    (["export", "--db", ""], "--db"), (["export", "-o", ""], "-o"),
+    (["run", "SUITE", "--output-dir", " "], "--output-dir"), (["run", "SUITE", "--cache-dir", ""], "--cache-dir"),
+    (["validate", "SUITE", "--data-dir", ""], "--data-dir"), (["estimate", "SUITE", "--from-store", ""], "--db"),
+])
+def test_an_empty_option_is_refused_not_read_as_its_default(tmp_path, suite, args, flag, monkeypatch):
+    """`--db "$URL"` with $URL unset wrote into the default store (results/harness.db in the current folder)."""
+    monkeypatch.chdir(tmp_path)
+    before = listing(tmp_path)
+    assert_refused(call_cli(*[suite if a == "SUITE" else a for a in args]),
+                   f"{flag}: empty (leave the option out for its default)")
+    assert listing(tmp_path) == before
+
+
+def test_prefetch_refuses_a_data_dir_that_is_not_there(tmp_path, suite):
+    """It listed every task's data as missing (exit 1) instead of naming the option."""
+    assert_refused(call_cli("prefetch", suite, "--check", "--data-dir", tmp_path / "nothing"),
+                   f"--data-dir: data directory {tmp_path / 'nothing'} does not exist")
