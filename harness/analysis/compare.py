@@ -102,10 +102,10 @@ def compare_variants(store, suite: str | None, task_name: str, label_a: str, lab
 
     task = get_task(task_name)
     runs, _ = selectable_runs(runs_frame(store, suite))   # what the leaderboard selects from
-    runs = runs[runs["task"] == task.name] if not runs.empty else runs
+    runs = runs[runs["task"] == task.name]
     if model:
         runs = runs[runs["model"] == model]
-    labels = sorted(set(runs["method_label"])) if not runs.empty else []
+    labels = sorted(set(runs["method_label"]))
     for label in (label_a, label_b):
         if label not in labels:   # a bare method name: the variants of it there are (labels carry their params)
             variants = [known for known in labels if known.split("(")[0] == label]

@@ -291,13 +291,13 @@ def run_ablations(suite: Suite, store: Store, ctx: RunContext, say, worker=None,
 
     from harness.report.tables import best_setting_runs, runs_frame
     from harness.spec.methods import methods_with
+    from harness.stats.selection import selectable_runs
 
     beat_s, timeout_s = lease_timing(heartbeat_s, lease_timeout_s)
     worker = worker or current_worker()
     done = {a.run_id for a in store.analyses(suite.name, ABLATION)}
-    runs = runs_frame(store, suite.name)
-    runs = runs[(runs["status"] == Status.COMPLETED) & runs["regime"].isna()
-                & runs["method"].isin(methods_with("ablatable"))]
+    runs, _ = selectable_runs(runs_frame(store, suite.name))   # the runs the tables choose from
+    runs = runs[runs["regime"].isna() & runs["method"].isin(methods_with("ablatable"))]
     wanted: set[int] = set()
     for e in suite.model.ablate:
         match = runs[(runs["task"] == e.task if e.task else True) & (runs["method"] == e.method if e.method else True)]

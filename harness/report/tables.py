@@ -16,7 +16,7 @@ import pandas as pd
 
 from harness.stats import significance
 from harness.stats.flags import is_trivial, still_improving, trivial_score
-from harness.stats.selection import planned_seeds, selectable_runs
+from harness.stats.selection import planned_seeds, selectable_runs, with_setting_key
 from harness.spec.cell import base_label
 from harness.spec.status import NOT_RESULTS, Regime, Status
 from harness.spec.tasks import TASKS
@@ -195,7 +195,7 @@ def _std(frame: pd.DataFrame, column: str):
 
 def best_setting_runs(group: pd.DataFrame, metric: str = "score") -> pd.DataFrame:
     """The runs (one per seed) of the hyperparameter setting with the best mean dev score."""
-    group = group.assign(setting_key=group["setting_key"].fillna(group["cell_key"]))
+    group = with_setting_key(group)
     chosen = group.groupby("setting_key")[metric].mean().idxmax()
     return group[group["setting_key"] == chosen]
 

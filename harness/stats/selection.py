@@ -10,6 +10,11 @@ from harness.spec.status import NOT_RESULTS, Regime, Status
 COLUMN = ["suite", "task"]   # one task column of a suite's tables: one version in it, whatever the model
 
 
+def with_setting_key(runs: pd.DataFrame) -> pd.DataFrame:
+    """`setting_key` filled for rows from before that column: their cell key (one setting per cell then)."""
+    return runs.assign(setting_key=runs["setting_key"].fillna(runs["cell_key"]))
+
+
 def selectable_runs(runs: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     """Completed results (not a jointly trained task's member row or a sequence's earlier stage), `setting_key`
     filled for rows from before that column, and per (suite, task) only the runs of the newest task version among
@@ -19,8 +24,7 @@ def selectable_runs(runs: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     task's (harness/store/queue.py `_child`). Returns (those runs, {task: {version: runs left out}})."""
     if runs.empty:
         return runs, {}
-    done = runs[(runs["status"] == Status.COMPLETED) & ~runs["regime"].isin(NOT_RESULTS)]
-    done = done.assign(setting_key=done["setting_key"].fillna(done["cell_key"]))
+    done = with_setting_key(runs[(runs["status"] == Status.COMPLETED) & ~runs["regime"].isin(NOT_RESULTS)])
     if done.empty or "task_version" not in done:   # (a frame built by hand may not have the column)
         return done, {}
     version = pd.to_numeric(done["task_version"], errors="coerce").fillna(-1)   # a store without the column: one
@@ -38,5 +42,4 @@ def planned_seeds(runs: pd.DataFrame) -> pd.Series:
     stale), against which a table says how many completed."""
     if runs.empty:
         return pd.Series(dtype=int)
-    rows = runs[~runs["regime"].isin(NOT_RESULTS)]
-    return rows.assign(setting_key=rows["setting_key"].fillna(rows["cell_key"])).groupby("setting_key")["seed"].nunique()
+    return with_setting_key(runs[~runs["regime"].isin(NOT_RESULTS)]).groupby("setting_key")["seed"].nunique()
