@@ -29,6 +29,21 @@ class Parser(argparse.ArgumentParser):
         message = message.removeprefix("argument ")
         self.exit(2, f"error: {message}; see {self.prog} --help\n")
 
+    def parse_known_args(self, args=None, namespace=None):
+        """What argparse leaves to the caller, refused by the parser that owns the option: an unknown option after
+        a subcommand (argparse names the top-level parser: `see harness --help`), and an empty value (`--db
+        "$URL"` with $URL unset) - read as "the default", it wrote into results/harness.db."""
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras and self._subparsers is None:   # a subcommand's parser: every option it takes is declared
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        for action in self._actions:
+            value = getattr(namespace, action.dest, None)
+            if any(isinstance(v, str) and not v.strip() for v in (value if isinstance(value, list) else [value])):
+                name = action.option_strings[0] if action.option_strings else action.metavar or action.dest
+                self.error(f"{name}: empty (leave the option out for its default)" if action.option_strings
+                           else f"{name}: empty")
+        return namespace, extras
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="harness", description="Benchmark harness for parameter-efficient transfer learning.")
@@ -47,7 +62,10 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()   # here, where a closed pipe is caught, not at the interpreter's exit
         return code
     except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
+        text = str(e)
+        if getattr(args, "db_source", "--db") != "--db" and text.startswith("--db:"):   # no --db given: the
+            text = args.db_source + text.removeprefix("--db")                          # store came from $HARNESS_DB
+        print(f"error: {text}", file=sys.stderr)
         return 2
     except BrokenPipeError:
         # the reader went away (`harness ls | head -1`): stop quietly, as `ls | head -1` does; what is still

@@ -40,11 +40,10 @@ def port_number(text: str) -> int:
 
 def check_bind(address: str, port: int) -> None:
     """Refuse an --address this machine has no interface for, or a --port already served, before Streamlit starts
-    (it would fail after its banner with a long traceback). An empty address would serve every interface."""
+    (it would fail after its banner with a long traceback). An empty address, which would serve every interface,
+    is refused by the parser."""
     import socket
 
-    if not address.strip():
-        raise InputError("--address: empty (give 127.0.0.1 for this machine only, 0.0.0.0 for every interface)")
     try:
         found = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as e:

@@ -84,11 +84,9 @@ def resolve_user_paths(args) -> None:
     from harness.atomic import file_in_the_way
     from harness.store.engine import absolute_db_url, check_db_url, default_db_url
 
-    for name in ("db", "data_dir", "output_dir", "cache_dir", "output"):
-        value = getattr(args, name, None)
-        if isinstance(value, str) and not value.strip():   # `--db "$URL"` with $URL unset: not the default store
-            flag = "-o" if name == "output" else f"--{name.replace('_', '-')}"
-            raise InputError(f"{flag}: empty (leave the option out for its default)")
+    for name in ("HARNESS_DB", "HARNESS_DATA_DIR"):   # `export HARNESS_DB=$PG_URL` with $PG_URL unset, in a job
+        if name in os.environ and not os.environ[name].strip():   # script: not the local default store
+            raise InputError(f"${name}: empty (unset it for the default)")
     for name in ("data_dir", "output_dir", "cache_dir"):
         value = getattr(args, name, None)
         if value:
@@ -99,6 +97,8 @@ def resolve_user_paths(args) -> None:
         if blocking:
             raise InputError(f"--{name.replace('_', '-')}: {blocking} is a file, not a folder")
     if hasattr(args, "db"):
+        # where the store's URL came from, for the error that refuses it (engine.py names --db)
+        args.db_source = "--db" if args.db or not os.environ.get("HARNESS_DB") else "$HARNESS_DB"
         args.db = absolute_db_url(args.db or default_db_url())
         check_db_url(args.db)   # not a URL, or in memory: refused by every command with --db, before any work
     if os.environ.get("HARNESS_DATA_DIR"):

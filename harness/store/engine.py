@@ -130,6 +130,10 @@ def check_db_url(url: str):
     if parsed.get_backend_name() == "sqlite" and _in_memory(parsed):
         raise InputError(f'--db: "{url}" is an in-memory database: what a command writes there is lost when it '
                          f'ends; give a file (e.g. {DEFAULT_DB_URL})')
+    path = sqlite_file(parsed)
+    if path and (path.endswith(os.sep) or os.path.isdir(path)):   # SQLite said "disk I/O error" for a folder
+        raise InputError(f"--db: {path} is a folder, not a database file (e.g. sqlite:///"
+                         f"{os.path.join(path, 'harness.db')})")
     return parsed
 
 

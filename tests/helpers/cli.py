@@ -28,7 +28,10 @@ def call_cli(*args) -> subprocess.CompletedProcess:
     argv = [str(a) for a in args]
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(argv)
+        try:
+            code = main(argv)
+        except SystemExit as e:   # the parser refused an option
+            code = e.code
     return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
 
 

@@ -147,14 +147,65 @@ def test_slurm_refuses_to_wait_for_a_dry_run(tmp_path, suite):
 @pytest.mark.parametrize("args, flag", [
     (["export", "--db", ""], "--db"), (["export", "-o", ""], "-o"),
     (["run", "SUITE", "--output-dir", " "], "--output-dir"), (["run", "SUITE", "--cache-dir", ""], "--cache-dir"),
-    (["validate", "SUITE", "--data-dir", ""], "--data-dir"), (["estimate", "SUITE", "--from-store", ""], "--db"),
+    (["validate", "SUITE", "--data-dir", ""], "--data-dir"), (["estimate", "SUITE", "--db", ""], "--from-store"),
+    (["estimate", "SUITE", "--device", ""], "--device"), (["export", "--suite", ""], "--suite"),
+    (["compare", "1", "2", "--task", " "], "--task"), (["run", "SUITE", "--log-with", ""], "--log-with"),
+    (["slurm", "SUITE", "--workers", "1", "--dry-run", "--partition", ""], "--partition"),
+    (["slurm", "SUITE", "--workers", "1", "--dry-run", "--sbatch-arg", ""], "--sbatch-arg"),
 ])
 def test_an_empty_option_is_refused_not_read_as_its_default(tmp_path, suite, args, flag, monkeypatch):
-    """`--db "$URL"` with $URL unset wrote into the default store (results/harness.db in the current folder)."""
+    """`--db "$URL"` with $URL unset wrote into the default store (results/harness.db in the current folder);
+    `--device "$GPU"` priced the cells on the device with the most runs, `--suite ''` exported every suite."""
     monkeypatch.chdir(tmp_path)
     before = listing(tmp_path)
     assert_refused(call_cli(*[suite if a == "SUITE" else a for a in args]),
                    f"{flag}: empty (leave the option out for its default)")
+    assert listing(tmp_path) == before
+
+
+def test_an_empty_suite_argument_and_an_unknown_option_are_named_by_their_subcommand(tmp_path, monkeypatch):
+    """`harness validate ''` said "error: : cannot read suite file"; an unknown option after a subcommand pointed
+    at `harness --help`, which does not list it."""
+    monkeypatch.chdir(tmp_path)
+    assert_refused(call_cli("validate", ""), "error: suite: empty; see harness validate --help")
+    assert_refused(call_cli("validate", "s.yaml", "--bogus"),
+                   "unrecognized arguments: --bogus; see harness validate --help")
+    assert listing(tmp_path) == {}
+
+
+@pytest.mark.parametrize("name", ["HARNESS_DB", "HARNESS_DATA_DIR"])
+def test_an_empty_environment_variable_is_refused_not_read_as_its_default(tmp_path, suite, name, monkeypatch):
+    """`export HARNESS_DB=$PG_URL` with $PG_URL unset, in a job script, sent the workers to the local SQLite
+    default instead of the cluster's store."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(name, "")
+    before = listing(tmp_path)
+    assert_refused(call_cli("run", suite, "--output-dir", tmp_path / "out"), f"${name}: empty (unset it for the "
+                                                                               f"default)")
+    assert listing(tmp_path) == before
+
+
+def test_a_store_url_from_harness_db_is_named_so_when_refused(tmp_path, monkeypatch):
+    """The error named --db, which the user had not given."""
+    monkeypatch.setenv("HARNESS_DB", "not a url")
+    assert_refused(call_cli("export"), '$HARNESS_DB: not a database URL: "not a url"', where="$HARNESS_DB")
+    monkeypatch.setenv("HARNESS_DB", f"sqlite:///{tmp_path / 'none.db'}")
+    assert_refused(call_cli("compare", "1", "2"), f"$HARNESS_DB: no store at sqlite:///{tmp_path / 'none.db'}")
+    assert_refused(call_cli("compare", "1", "2", "--db", "sqlite://"), "--db: ", where="--db")
+
+
+@pytest.mark.parametrize("command", [["export"], ["ingest", "RECORDS"], ["run", "SUITE"]])
+@pytest.mark.parametrize("form", ["folder", "trailing slash"])
+def test_a_store_url_naming_a_folder_is_refused(tmp_path, suite, command, form):
+    """A folder gave "disk I/O error"; `sqlite:///new/` (a trailing slash) made the folder `new` and failed."""
+    (tmp_path / "records").mkdir()
+    (tmp_path / "folder").mkdir()
+    path = tmp_path / "folder" if form == "folder" else f"{tmp_path / 'new'}/"
+    before = listing(tmp_path)
+    args = [{"SUITE": suite, "RECORDS": tmp_path / "records"}.get(a, a) for a in command]
+    r = call_cli(*args, "--db", f"sqlite:///{path}", "--output-dir", tmp_path / "out") if command[0] == "run" \
+        else call_cli(*args, "--db", f"sqlite:///{path}")
+    assert_refused(r, f"--db: {path} is a folder, not a database file")
     assert listing(tmp_path) == before
 
 
