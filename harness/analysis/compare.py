@@ -144,10 +144,8 @@ def column(store, suite: str | None, task_name: str, model: str | None = None, r
 
     task = get_task(task_name)
     runs = runs_frame(store, suite)
-    if model:
-        runs = runs[runs["model"] == model]
     runs = runs[runs["task"] == task.name]
-    best = best_table(runs, resamples=resamples)
+    best = best_table(runs, resamples=resamples, model=model)
     if best.empty:
         where = f" in suite {suite}" if suite else ""
         raise InputError(f"--task {task.name}: no completed runs{where}" + (f" of model {model}" if model else ""))

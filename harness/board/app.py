@@ -15,18 +15,18 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from harness.analysis.compare import compare_runs
+from harness.analysis.compare import compare_variants
 from harness.board import urlstate
 from harness.board.evp_page import page_evp
 from harness.board.grid_page import REFRESH_S, page_grid
 from harness.board.task_page import page_task
 from harness.board.tradeoff_page import page_tradeoff
-from harness.report.export import display_table, footnote, to_csv, to_latex, to_markdown
+from harness.report.export import display_table, footnote, nothing_completed, to_csv, to_latex, to_markdown
 from harness.report.grid import suites_models, with_flops
-from harness.report.tables import (NOT_RESULTS, ablation_matrix, best_table, composite_vs_single, leaderboard_table,
-                                   runs_frame)
+from harness.report.tables import ablation_matrix, best_table, composite_vs_single, leaderboard_table, runs_frame
 from harness.spec.errors import InputError
 from harness.spec.status import Status
+from harness.stats.selection import selectable_runs
 from harness.store.db import Store
 from harness.store.engine import default_db_url
 from harness.store.redact import redact_env, redact_text, redact_url
@@ -85,8 +85,8 @@ def load_suites(url: str) -> pd.DataFrame:
 @st.cache_data(ttl=120, show_spinner=False)
 def load_tables(url: str, suite: str, model: str, metric: str):
     runs = load_runs(url)
-    runs = runs[(runs["suite"] == suite) & (runs["model"] == model)]
-    best = best_table(runs, metric=metric)
+    runs = runs[runs["suite"] == suite]   # the model's rows are selected among every model's, as export does
+    best = best_table(runs, metric=metric, model=model)
     return best, leaderboard_table(best)
 
 
@@ -129,7 +129,8 @@ def downloads(kind: str, frame: pd.DataFrame, stem: str) -> None:
 def page_leaderboard(url, suite, model, metric):
     best, board = load_tables(url, suite, model, metric)
     if board.empty:
-        st.info("No completed runs for this suite and model yet.")
+        said = nothing_completed(best)   # or none of the newest task versions: what was left out
+        st.info(f"{said[:1].upper()}{said[1:]} for this suite and model.")
         return
     st.subheader(f"{suite} · {model}")
     st.caption("Each cell: mean ± std over seeds of the hyperparameter setting that is best on dev (the Houlsby "
@@ -221,10 +222,10 @@ def page_runs(url, suite, model):
 
 
 def page_analyses(url, suite, model):
-    runs = load_runs(url)
-    runs = runs[(runs["suite"] == suite) & (runs["model"] == model) & (runs["status"] == Status.COMPLETED)
-                & ~runs["regime"].isin(NOT_RESULTS)]
-    page_schedules(runs)
+    suite_runs = load_runs(url)
+    suite_runs = suite_runs[suite_runs["suite"] == suite]
+    page_schedules(suite_runs, model)
+    runs, _ = selectable_runs(suite_runs, model)   # the runs the tables choose from
     st.subheader("Paired comparison on the same dev examples")
     if runs.empty:
         st.info("No completed runs.")
@@ -237,27 +238,24 @@ def page_analyses(url, suite, model):
         return
     a = urlstate.choose(c2.selectbox, "Method A", variants, "a", default=variants[0])
     b = urlstate.choose(c3.selectbox, "Method B", variants, "b", default=variants[1])
-    ra = runs[(runs["task"] == task) & (runs["method_label"] == a)].sort_values("score", ascending=False)
-    rb = runs[(runs["task"] == task) & (runs["method_label"] == b)].sort_values("score", ascending=False)
-    store = open_store(url)
-    try:
-        res = compare_runs(store.get(int(ra.iloc[0]["id"])), store.get(int(rb.iloc[0]["id"])))
-    except InputError:
-        st.info("Predictions are not on this machine for one of the two runs (they live in each run's output "
-                "directory).")
+    try:   # as `harness compare A B --task T`: each variant's best setting, its runs paired by seed
+        res, n_seeds = compare_variants(open_store(url), suite, task, a, b, model=model)
+    except InputError as e:   # no shared seed, or predictions not on this machine (each run's output folder)
+        st.info(f"Cannot compare: {e}.")
     else:
         m1, m2, m3 = st.columns(3)
         m1.metric(f"A − B ({task})", f"{res.diff:+.2f}")
         m2.metric("95% CI", f"[{res.ci_low:+.2f}, {res.ci_high:+.2f}]")
         m3.metric("p-value", f"{res.p_value:.3f}")
-        st.caption(f"Best run of each variant; {res.n_examples} common dev examples, {res.resamples} paired "
-                   f"bootstrap resamples.")
+        st.caption(f"Each variant's best setting on dev (the leaderboard's), its runs paired by seed ({n_seeds} "
+                   f"seed(s)); {res.n_examples} dev predictions pooled, {res.resamples} paired bootstrap "
+                   f"resamples. The same as `harness compare \"{a}\" \"{b}\" --task {task}`.")
     page_ablations(url, suite, runs)
 
 
-def page_schedules(runs):
+def page_schedules(runs, model):
     """Sequential and multi-task rows against the direct single-task runs of the same method and task."""
-    rows = composite_vs_single(runs)
+    rows = composite_vs_single(runs, model)
     if rows.empty:
         return
     st.subheader("Multi-task and sequential vs single-task")
@@ -324,7 +322,7 @@ def main() -> None:
     draw = {"Leaderboard": lambda: page_leaderboard(url, suite, model, metric),
             "Grid": lambda: page_grid(store, suite),
             "Trade-off": lambda: page_tradeoff(*load_tables(url, suite, model, metric)),
-            "Tuning budget": lambda: page_evp(runs[(runs["suite"] == suite) & (runs["model"] == model)], metric),
+            "Tuning budget": lambda: page_evp(runs[runs["suite"] == suite], model, metric),
             "Runs": lambda: page_runs(url, suite, model),
             "Task": lambda: page_task(store, runs, suite, model),
             "Analyses": lambda: page_analyses(url, suite, model)}

@@ -14,9 +14,10 @@ AXES = {"settings tried (n)": "n", "expected train time (s)": "expected_time_s",
         "expected train FLOPs": "expected_flops"}
 
 
-def page_evp(runs: pd.DataFrame, metric: str = "score") -> None:
-    """`runs`: the runs frame (harness/report/tables.runs_frame) of one suite and model."""
-    curves = evp_table(runs, metric)
+def page_evp(runs: pd.DataFrame, model: str, metric: str = "score") -> None:
+    """`runs`: the runs frame (harness/report/tables.runs_frame) of one suite, every model's (the task versions
+    are chosen among them all, as in `harness export`); the curves of `model`."""
+    curves = evp_table(runs, metric, model)
     if curves.empty:
         st.info("No completed runs for this suite and model yet.")
         return

@@ -235,6 +235,17 @@ def seeds_text(v) -> str:
     return "∞" if v == math.inf else f"{int(v)}"
 
 
+def nothing_completed(frame: pd.DataFrame) -> str:
+    """What an empty table says: no completed runs, or none of the newest task versions (and what was left out:
+    a model whose cells of a task's new version failed shows nothing, not its old version's score)."""
+    older = frame.attrs.get("older_versions") or {}
+    if not older:
+        return "no completed runs"
+    left = "; ".join(f"{task}: " + ", ".join(f"{n} of version {v}" for v, n in sorted(versions.items()))
+                     for task, versions in older.items())
+    return f"no completed runs of the tasks' newest versions; runs of an earlier version left out ({left})"
+
+
 def footnote(kind: str, frame: pd.DataFrame) -> list[str]:
     """What bold, the marks and the extra row mean: one sentence per line, the numbers of this table."""
     lines = [SELECTED_ON_DEV]
@@ -245,18 +256,24 @@ def footnote(kind: str, frame: pd.DataFrame) -> list[str]:
     else:
         seeds = sig.get("seeds", (0, 0))
     seeds_text = f"{seeds[0]}" if seeds[0] == seeds[1] else f"{seeds[0]}-{seeds[1]}"
-    lines.append(
-        f"Bold: the best mean in its column and every variant not significantly below it: one-sided paired "
-        f"bootstrap over the dev examples (the predictions of each run's final evaluation), B = {resamples} "
-        f"resamples (fixed seed), seeds pooled (per-example "
-        f"scores averaged over a variant's seeds; F1, MCC and correlations recomputed per seed), p-values "
-        f"Holm-corrected across the column, α = 0.05"
-        + ("; the average column resamples every task's examples jointly" if kind == "leaderboard" else "")
-        + f". Seeds per cell: {seeds_text}.")
-    if seeds[0] == 1:
+    if frame.attrs.get("untested"):
+        lines.append(f"Bold: the best mean in its column (no variant is tested against it, see {NOT_TESTED}). "
+                     f"Seeds per cell: {seeds_text}.")
+    else:
+        lines.append(
+            f"Bold: the best mean in its column and every variant not significantly below it: one-sided paired "
+            f"bootstrap over the dev examples (the predictions of each run's final evaluation), B = {resamples} "
+            f"resamples (fixed seed), seeds pooled (per-example "
+            f"scores averaged over a variant's seeds; F1, MCC and correlations recomputed per seed), p-values "
+            f"Holm-corrected across the column, α = 0.05"
+            + ("; the average column resamples every task's examples jointly" if kind == "leaderboard" else "")
+            + f". Seeds per cell: {seeds_text}.")
+    if seeds[0] == 1 and not frame.attrs.get("untested"):
         lines.append("With one seed the test resamples examples only: the variance between seeds is not in it.")
     texts = [c for row in display_table(kind, frame)[1] for c in row if isinstance(c, str)]
-    if any(NOT_TESTED in c for c in texts):
+    if frame.attrs.get("untested"):
+        lines.append(f"{NOT_TESTED}: no test against the best: {frame.attrs['untested']}.")
+    elif any(NOT_TESTED in c for c in texts):
         lines.append(f"{NOT_TESTED}: a run's saved predictions (predictions.npz) are missing, so no test against "
                      f"the best.")
     if any(TRIVIAL_MARK in c for c in texts):
@@ -429,16 +446,15 @@ def build_table(store: Store, table: str, suite: str | None, model: str | None) 
     if table == "ablation":
         return ablation_frame(store, suite, model)
     runs = runs_frame(store, suite, with_env=table == "runs")
-    if model and not runs.empty:
-        runs = runs[runs["model"] == model]
     if table == "runs":
-        return runs
-    suites = sorted(set(runs["suite"])) if not runs.empty else []
+        return runs[runs["model"] == model] if model and not runs.empty else runs
+    shown = runs[runs["model"] == model] if model and not runs.empty else runs
+    suites = sorted(set(shown["suite"])) if not shown.empty else []
     if len(suites) > 1:   # one table compares the variants of one suite: rows of two would collide or mix
         from harness.spec.errors import InputError
 
         raise InputError(f"--suite: the store holds runs of several suites ({', '.join(suites)}); choose one")
-    best = best_table(runs)
+    best = best_table(runs, model=model)   # selected among every model's runs, as the table of all models
     if table == "best":
         from harness.stats.evp import add_evp   # settings_tried, evp_1, evp_k, evp_k_n (equal tuning budgets)
 
@@ -495,7 +511,7 @@ def export(db: str | None, fmt: str, table: str = "runs", suite: str | None = No
     if fmt == "csv":
         return to_csv(with_trivial_row(frame) if table == "leaderboard" else frame)
     if frame.empty:
-        return "(no completed runs)\n" if table != "ablation" else "(no adapter ablations stored)\n"
+        return "(no adapter ablations stored)\n" if table == "ablation" else f"({nothing_completed(frame)})\n"
     if fmt == "latex":
         caption = f"{table} of suite {suite}" if suite else None
         return to_latex(table, frame, caption)

@@ -43,7 +43,8 @@ DERIVED = ["trivial_score", "still_improving"]   # from the trivial_scores and h
 
 def runs_frame(store, suite: str | None = None, with_env: bool = False) -> pd.DataFrame:
     """One row per run, straight from SQL columns (no ORM objects: a 100k-run store loads in seconds);
-    metric_<name> for every dev metric; env_* provenance columns with with_env."""
+    metric_<name> for every dev metric of the final evaluation, best_metric_<name> of the best one; env_*
+    provenance columns with with_env."""
     from sqlalchemy import select
 
     from harness.store.schema import RunRecord
@@ -52,7 +53,8 @@ def runs_frame(store, suite: str | None = None, with_env: bool = False) -> pd.Da
     if not have:
         return pd.DataFrame(columns=FLAT + DERIVED)
     wanted = [c for c in FLAT if c not in ("method_params", "budget")]
-    wanted += ["method_params", "budget", "metrics", "history", "trivial_scores"] + (["env"] if with_env else [])
+    wanted += ["method_params", "budget", "metrics", "best_metrics", "history", "trivial_scores"] + (
+        ["env"] if with_env else [])
     stmt = select(*[getattr(RunRecord, c) for c in wanted if c in have]).order_by(RunRecord.id)
     if suite:
         stmt = stmt.where(RunRecord.suite == suite)  # bound parameter: user input never builds SQL text
@@ -72,31 +74,39 @@ def runs_frame(store, suite: str | None = None, with_env: bool = False) -> pd.Da
     frame["budget"] = [_budget_text(b) for b in frame["budget"]]
     metrics = pd.DataFrame([m or {} for m in frame.pop("metrics")], index=frame.index)
     metrics.columns = [f"metric_{c}" for c in metrics.columns]
-    parts = [frame, metrics[sorted(metrics.columns)]]
+    best = pd.DataFrame([m or {} for m in frame.pop("best_metrics")], index=frame.index)
+    best.columns = [f"best_metric_{c}" for c in best.columns]
+    parts = [frame, metrics[sorted(metrics.columns)], best[sorted(best.columns)]]
     if with_env:
         env = frame.pop("env")
         parts.append(pd.DataFrame([{f"env_{k}": (e or {}).get(k) for k in ENV_COLUMNS} for e in env],
                                   index=frame.index))
     frame = pd.concat(parts, axis=1)
     first = [c for c in RUN_COLUMNS if c in frame.columns]
-    metric_cols = sorted(c for c in frame.columns if c.startswith("metric_"))
+    metric_cols = sorted(c for c in frame.columns if c.startswith(("metric_", "best_metric_")))
     rest = [c for c in frame.columns if c not in first and c not in metric_cols]
     return frame[first + metric_cols + rest]
 
 
-def best_table(runs: pd.DataFrame, metric: str = "score", resamples: int = significance.RESAMPLES) -> pd.DataFrame:
+def best_table(runs: pd.DataFrame, metric: str = "score", resamples: int = significance.RESAMPLES,
+               model: str | None = None) -> pd.DataFrame:
     """Houlsby selection on completed runs of each task's newest version (harness/stats/selection.py). One row
     per (suite, model, task, method variant), with the flags and the test against the best of its (suite, model,
     task) column (harness.stats.significance); the column tests themselves in attrs["tests"] {(suite, model,
     task): ColumnTest}, for the average over tasks; the runs of older task versions left out in
     attrs["older_versions"] {task: {version: runs}}. A setting is chosen on the mean of the seeds that completed:
-    `seeds_planned` says how many of its seeds the store holds in any state."""
-    done, older = selectable_runs(runs)
+    `seeds_planned` says how many of its seeds the store holds in any state. `model`: that model's rows only,
+    selected among every model's `runs` (harness/stats/selection.py). `metric` "best_score" (each run's best dev
+    evaluation): EM is that evaluation's too, and nothing is tested, since a run saves the predictions of its
+    final evaluation only (attrs["untested"] says why)."""
+    done, older = selectable_runs(runs, model)
     if done.empty:
         empty = pd.DataFrame(columns=["suite", "model", "task", "method_label", "mean", "std", "n_seeds"])
         empty.attrs["older_versions"] = older
         return empty
     planned = planned_seeds(runs)
+    final = metric == "score"
+    em = "metric_exact" if final else "best_metric_exact"   # the evaluation the score comes from
     out, dirs = [], []
     for (suite, model, task, label), group in done.groupby(["suite", "model", "task", "method_label"], sort=False):
         runs_of = best_setting_runs(group, metric)
@@ -119,14 +129,17 @@ def best_table(runs: pd.DataFrame, metric: str = "score", resamples: int = signi
             "train_flops": _mean(runs_of, "train_flops"),   # None where no FLOPs were counted
             "regime": first["regime"],
             # span extraction: exact match beside the main score (F1)
-            "em_mean": _mean(runs_of, "metric_exact"), "em_std": _std(runs_of, "metric_exact"),
+            "em_mean": _mean(runs_of, em), "em_std": _std(runs_of, em),
             "trivial_baseline": baseline, "trivial": is_trivial(mean, std, baseline),
             "improving_seeds": improving, "still_improving": improving > 0,
         })
-        dirs.append(list(runs_of["output_dir"]) if "output_dir" in runs_of else [None] * len(runs_of))
+        dirs.append(list(runs_of["output_dir"]) if final and "output_dir" in runs_of else [None] * len(runs_of))
     best = pd.DataFrame(out)
     best["flags"] = [flag_text(r) for _, r in best.iterrows()]
-    best = _add_tests(best, dirs, resamples)
+    best = _add_tests(best, dirs if final else None, resamples)
+    if not final:
+        best.attrs["untested"] = ("the scores are each run's best dev evaluation, and a run saves the "
+                                  "predictions of its final evaluation only")
     best.attrs["older_versions"] = older
     return best
 
@@ -152,8 +165,9 @@ def _add_tests(best: pd.DataFrame, dirs: list, resamples: int) -> pd.DataFrame:
     tests = {}
     for key, group in best.groupby(["suite", "model", "task"], sort=False):
         top = group["mean"].idxmax()
-        task = TASKS.get(key[2]) if key[2] in TASKS else None   # a task this version does not know: not tested
-        variants = {best.at[i, "method_label"]: dirs[i] for i in group.index}
+        # a task this version does not know, or no predictions of the scores shown (dirs None): not tested
+        task = TASKS.get(key[2]) if key[2] in TASKS and dirs is not None else None
+        variants = {best.at[i, "method_label"]: dirs[i] for i in group.index} if task else {}
         test = significance.column_test(task, variants, best.at[top, "method_label"], resamples) if task else None
         tests[key] = test
         for i in group.index:
@@ -209,7 +223,9 @@ def leaderboard_table(best: pd.DataFrame) -> pd.DataFrame:
     """Rows: method variants. Per task: mean, std, n (SQuAD: F1, and EM beside it). Plus the GLUE average (GLUE
     tasks only; attrs["avg_tasks"] says which), trainable % and params for all tasks."""
     if best.empty:
-        return pd.DataFrame()
+        empty = pd.DataFrame()
+        empty.attrs["older_versions"] = best.attrs.get("older_versions", {})
+        return empty
     tasks = _task_order(best["task"].unique())
     # the average is GLUE's: over the GLUE tasks only (SQuAD and other benchmarks are shown beside it)
     glue = [t for t in tasks if t in TASKS and TASKS[t].benchmark == "glue"]
@@ -257,6 +273,7 @@ def leaderboard_table(best: pd.DataFrame) -> pd.DataFrame:
                                    "tested": bool(best.get("p_vs_best", pd.Series()).notna().any())}
     table.attrs["tasks"] = tasks
     table.attrs["older_versions"] = best.attrs.get("older_versions", {})
+    table.attrs["untested"] = best.attrs.get("untested")
     table.attrs["is_glue"] = glue == tasks
     table.attrs["avg_tasks"] = glue
     table.attrs["em_tasks"] = em_tasks
@@ -312,13 +329,13 @@ def ablation_matrix(payload: dict) -> pd.DataFrame:
     return matrix
 
 
-def composite_vs_single(runs: pd.DataFrame) -> pd.DataFrame:
+def composite_vs_single(runs: pd.DataFrame, model: str | None = None) -> pd.DataFrame:
     """Sequential and multi-task rows against the direct single-task runs of the same method and task (best
     setting on dev of each): task, variant, score, single-task, difference. Empty without composite rows."""
     composite = (Regime.SEQUENTIAL, Regime.MULTITASK_MEMBER)
     if runs.empty or not runs["regime"].isin(composite).any():
         return pd.DataFrame()
-    best = best_table(runs)
+    best = best_table(runs, model=model)
     direct = best[best["regime"].isna()].set_index(["task", "method_label"])["mean"]
     rows = []
     for _, r in best[best["regime"].isin(composite)].iterrows():

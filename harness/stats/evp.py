@@ -61,11 +61,12 @@ def _summed(values: pd.Series):
     return float(values.sum()) if values.notna().all() and len(values) else None
 
 
-def setting_scores(runs: pd.DataFrame, metric: str = "score") -> pd.DataFrame:
+def setting_scores(runs: pd.DataFrame, metric: str = "score", model: str | None = None) -> pd.DataFrame:
     """One row per (suite, model, task, method variant, setting): the seed-mean `metric`, the seeds, and the
-    setting's cost (train_time_s and train_flops summed over its seeds; None where a seed lacks the value)."""
+    setting's cost (train_time_s and train_flops summed over its seeds; None where a seed lacks the value).
+    `model`: that model's rows, selected among every model's runs (harness/stats/selection.py)."""
     columns = GROUP + ["setting_key", "value", "n_seeds", "cost_time_s", "cost_flops"]
-    done, _ = selectable_runs(runs)
+    done, _ = selectable_runs(runs, model)
     if done.empty:
         return pd.DataFrame(columns=columns)
     rows = []
@@ -79,11 +80,11 @@ def setting_scores(runs: pd.DataFrame, metric: str = "score") -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
-def evp_table(runs: pd.DataFrame, metric: str = "score") -> pd.DataFrame:
+def evp_table(runs: pd.DataFrame, metric: str = "score", model: str | None = None) -> pd.DataFrame:
     """The curves, long: one row per (suite, model, task, method variant, n) with `evp` and the expected
     cumulative cost of n settings, `expected_time_s` and `expected_flops` (None where not recorded)."""
     columns = GROUP + ["n", "settings_tried", "evp", "expected_time_s", "expected_flops"]
-    settings = setting_scores(runs, metric)
+    settings = setting_scores(runs, metric, model)
     rows = []
     for key, group in settings.groupby(GROUP, sort=False):
         curve = evp_curve(group["value"])

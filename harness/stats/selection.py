@@ -15,13 +15,17 @@ def with_setting_key(runs: pd.DataFrame) -> pd.DataFrame:
     return runs.assign(setting_key=runs["setting_key"].fillna(runs["cell_key"]))
 
 
-def selectable_runs(runs: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+def selectable_runs(runs: pd.DataFrame, model: str | None = None) -> tuple[pd.DataFrame, dict]:
     """Completed results (not a jointly trained task's member row or a sequence's earlier stage), `setting_key`
     filled for rows from before that column, and per (suite, task) only the runs of the newest task version among
     them: a task's version changes with its data, metric or head (STS-B version 2), so scores of two versions do
     not compare, nor do settings tried under either count as one tuning budget. A multi-task cell's member rows
     are kept whatever version they say: stores before 2026-12-06 gave them the joint row's version, not their
-    task's (harness/store/queue.py `_child`). Returns (those runs, {task: {version: runs left out}})."""
+    task's (harness/store/queue.py `_child`). Returns (those runs, {task: {version: runs left out}}).
+
+    `model`: one model's part of that selection. The newest version is still the suite's, so `runs` must hold
+    every model's: a model whose cells of the new version have not finished shows no score for the task (as in
+    the suite's table), not its old version's score as if it were comparable."""
     if runs.empty:
         return runs, {}
     done = with_setting_key(runs[(runs["status"] == Status.COMPLETED) & ~runs["regime"].isin(NOT_RESULTS)])
@@ -31,6 +35,9 @@ def selectable_runs(runs: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     member = done["regime"] == Regime.MULTITASK_MEMBER.value
     newest = version.where(~member).groupby([done[c] for c in COLUMN]).transform("max")
     older = ~member & (version < newest)
+    if model is not None:
+        mine = done["model"] == model
+        done, version, older = done[mine], version[mine], older[mine]
     left_out: dict = {}
     for (task, v), group in done[older].groupby(["task", version[older]], sort=False):
         left_out.setdefault(task, {})[int(v)] = len(group)

@@ -5,7 +5,7 @@ import os
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.helpers import ROOT, fixture_store
+from tests.helpers import ROOT, call_cli, fixture_store
 from harness.board import APP
 
 APP = str(APP)
@@ -46,6 +46,10 @@ def test_leaderboard_shows_houlsby_protocol_numbers(store_url, monkeypatch):
     at.sidebar.radio[0].set_value("best_score").run()
     rows = {r["method"]: r for _, r in at.dataframe[0].value.iterrows()}
     assert rows["full"]["rte"] == "73.0 ± 2.0 ‡"
+    # a run saves its final evaluation's predictions only: the best evaluations' scores are not tested
+    assert rows["houlsby(size=8,non_linearity=swish)"]["rte"] == "72.5 ± 0.5 ‡ (not tested)"
+    assert any("no test against the best: the scores are each run's best dev evaluation" in c.value
+               for c in at.main.caption), [c.value for c in at.main.caption]
 
 
 def test_leaderboard_reads_a_postgresql_store_read_only(pg_server, tmp_path, monkeypatch):
@@ -91,6 +95,11 @@ def test_tradeoff_runs_and_analyses_pages(store_url, monkeypatch):
     assert labels == ["A − B (rte)", "95% CI", "p-value"]
     # fixture predictions: full is right on ~75% of examples, houlsby on ~55%: A (full) is clearly better
     assert float(at.metric[0].value) > 10 and float(at.metric[2].value) < 0.01
+    # the same pairs as `harness compare` (each variant's best setting, runs paired by seed), not the single
+    # best-scoring run of each variant (a seed picked on dev)
+    cli = call_cli("compare", "full", "houlsby(size=8,non_linearity=swish)", "--task", "rte", "--db", store_url)
+    assert cli.returncode == 0, cli.stderr
+    assert at.metric[0].value in cli.stdout and at.metric[1].value in cli.stdout, (at.metric, cli.stdout)
     # the stored ablation of one houlsby run is drawn as a heatmap
     assert len(at.get("plotly_chart")) == 1
     assert any("score with every adapter: 71.00" in c.value for c in at.main.caption)

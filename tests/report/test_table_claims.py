@@ -180,3 +180,68 @@ def test_compare_pairs_variants_of_one_model(tmp_path):
     r = call_cli("compare", "full", "bitfit", "--task", "rte", "--db", url, "--model", "minilm")
     assert r.returncode == 0, r.stderr
     assert "+14.00" in r.stdout, r.stdout   # 72 - 58 on the same 200 examples
+
+
+def test_one_model_s_table_compares_the_task_version_its_suite_compares(tmp_path, monkeypatch):
+    """STS-B moved to version 2; bert-base's version-2 cells failed, its version-1 runs completed. The suite's
+    table leaves those out, but `export --model` and the board filtered the model's rows before the selection:
+    its version-1 score (85) was the newest it saw, shown bold as if it compared with minilm's version-2 80."""
+    from streamlit.testing.v1 import AppTest
+
+    from harness.board import APP
+
+    text = "name: s\nmodels: [minilm, bert-base-uncased]\ntasks: [rte, stsb]\nmethods: [full, bitfit]\n"
+    url = store_of(tmp_path, [text], lambda c: None if (c.model, c.task, c.task_version) == ("bert-base-uncased",
+                                                                                               "stsb", 2)
+                   else 80.0 - 10 * (c.method == "bitfit"), older={"stsb": 1})
+    suite = json.loads(export(url, "best", "json"))["rows"]
+    assert {(r["model"], r["task"]) for r in suite} == {("minilm", "rte"), ("minilm", "stsb"),
+                                                        ("bert-base-uncased", "rte")}
+    mine = export(url, "leaderboard", "markdown", "--model", "bert-base-uncased")
+    assert "85.0" not in mine and "| stsb" not in mine.splitlines()[0], mine   # no version-1 column
+    assert "stsb: runs of an earlier task version left out (2 of version 1)" in mine
+    assert row(export(url, "leaderboard", "markdown", "--model", "minilm"), "full")[1:3] == ["**80.0**"] * 2
+    monkeypatch.setenv("HARNESS_DB", url)
+    for page in ("Leaderboard", "Trade-off", "Tuning budget", "Analyses"):
+        at = AppTest.from_file(str(APP), default_timeout=60)
+        at.query_params.update(suite="s", model="bert-base-uncased", page=page, task="stsb")
+        at.run()
+        assert not at.exception, (page, at.exception)
+        shown = [d.value.to_string() for d in at.dataframe] + [str(c.proto) for c in at.get("plotly_chart")]
+        assert shown or page == "Analyses", page
+        assert not any("85" in s for s in shown), (page, shown)
+
+
+def test_a_table_of_best_evaluations_takes_em_from_them_and_tests_nothing(tmp_path):
+    """The board's "best evaluation" switch showed each run's best F1 beside the final evaluation's EM, and bold
+    and the p-values came from the final evaluation's predictions (the only ones a run saves)."""
+    from harness.report.export import footnote
+    from harness.report.tables import best_table, leaderboard_table, runs_frame
+
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    store = Store(url)
+    labels = np.random.default_rng(0).integers(0, 2, 200)
+    text = "name: s\nmodels: [minilm]\ntasks: [rte, squad]\nmethods: [full, bitfit]\nseeds: [1, 2]\n"
+    for cell in parse_suite(text, "s.yaml").cells():
+        out = str(tmp_path / "out" / cell.key)
+        final, best = (70.0, 72.0) if cell.method == "full" else (60.0, 61.0)
+        metrics = {"f1": final, "exact": final - 30} if cell.task == "squad" else {"accuracy": final}
+        best_metrics = {"f1": best, "exact": best - 6} if cell.task == "squad" else {"accuracy": best}
+        store.finish(store.start(cell, cell.config(), "cmd", out), Status.COMPLETED, {
+            "score": final, "best_score": best, "metrics": metrics, "best_metrics": best_metrics,
+            "trainable_params": 100, "total_params": 1000, "added_params": 0, "trainable_pct": 10.0,
+            "train_time_s": 1.0})
+        os.makedirs(out, exist_ok=True)
+        right = np.arange(200) < round(2 * final)
+        np.savez(os.path.join(out, "predictions.npz"), validation_idx=np.arange(200),
+                 validation_pred=np.where(right, labels, 1 - labels), validation_label=labels)
+    runs = runs_frame(Store(url, read_only=True))
+    final = best_table(runs).set_index(["task", "method_label"])
+    assert final.loc[("squad", "full"), "em_mean"] == 40.0 and final.loc[("rte", "bitfit"), "tested"]
+    best = best_table(runs, metric="best_score").set_index(["task", "method_label"])
+    assert best.loc[("squad", "full"), "mean"] == 72.0 and best.loc[("squad", "full"), "em_mean"] == 66.0
+    assert not best["tested"].any() and best["p_vs_best"].isna().all()
+    lines = footnote("leaderboard", leaderboard_table(best_table(runs, metric="best_score")))
+    assert any(line.startswith("(not tested): no test against the best: the scores are each run's best dev "
+                               "evaluation") for line in lines), lines
+    assert not any("one-sided paired bootstrap" in line for line in lines), lines
