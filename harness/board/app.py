@@ -21,7 +21,8 @@ from harness.board.evp_page import page_evp
 from harness.board.grid_page import REFRESH_S, page_grid
 from harness.board.task_page import page_task
 from harness.board.tradeoff_page import page_tradeoff
-from harness.report.export import display_table, footnote, nothing_completed, to_csv, to_latex, to_markdown
+from harness.report.export import (display_table, footnote, nothing_completed, task_notes, to_csv, to_latex,
+                                   to_markdown, with_task_notes)
 from harness.report.grid import suites_models, with_flops
 from harness.report.tables import ablation_matrix, best_table, composite_vs_single, leaderboard_table, runs_frame
 from harness.spec.errors import InputError
@@ -121,7 +122,8 @@ def seeds_needed_table(board: pd.DataFrame) -> pd.DataFrame:
 
 def downloads(kind: str, frame: pd.DataFrame, stem: str) -> None:
     c1, c2, c3 = st.columns(3)
-    c1.download_button("Download CSV", to_csv(frame), f"{stem}.csv", "text/csv", width="stretch")
+    c1.download_button("Download CSV", to_csv(with_task_notes(kind, frame)), f"{stem}.csv", "text/csv",
+                       width="stretch")
     c2.download_button("Download LaTeX", to_latex(kind, frame), f"{stem}.tex", "text/x-tex", width="stretch")
     c3.download_button("Download Markdown", to_markdown(kind, frame), f"{stem}.md", "text/markdown", width="stretch")
 
@@ -182,7 +184,7 @@ def page_runs(url, suite, model):
     if statuses:
         view = view[view["status"].isin(statuses)]
     cols = ["id", "task", "method_label", "budget", "learning_rate", "seed", "status", "score", "trainable_pct",
-            "trainable_params", "train_time_s", "peak_memory_mb", "train_examples_per_s"]
+            "trainable_params", "train_time_s", "peak_memory_mb", "train_examples_per_s", "hparams"]
     st.dataframe(view[cols].rename(columns={"method_label": "method", "trainable_pct": "% trained"}),
                  hide_index=True, width="stretch",
                  column_config={"score": st.column_config.NumberColumn(format="%.2f"),
@@ -190,6 +192,8 @@ def page_runs(url, suite, model):
                                 "train_time_s": st.column_config.NumberColumn("train time (s)", format="%.0f"),
                                 "peak_memory_mb": st.column_config.NumberColumn("memory (MB)", format="%.0f"),
                                 "train_examples_per_s": st.column_config.NumberColumn("examples/s", format="%.1f")})
+    for line in task_notes("runs", view):   # e.g. SQuAD's split: wherever its scores show
+        st.caption(line)
     downloads("runs", view, f"runs-{suite}")
     if view.empty:
         return

@@ -247,7 +247,10 @@ def nothing_completed(frame: pd.DataFrame) -> str:
 
 
 def footnote(kind: str, frame: pd.DataFrame) -> list[str]:
-    """What bold, the marks and the extra row mean: one sentence per line, the numbers of this table."""
+    """What bold, the marks and the extra row mean: one sentence per line, the numbers of this table. A table of
+    runs (or ablations) selects and marks nothing: its footnote is the notes of the tasks it shows."""
+    if kind not in ("leaderboard", "best"):
+        return task_notes(kind, frame)
     lines = [SELECTED_ON_DEV]
     sig = frame.attrs.get("significance") or {}
     resamples = sig.get("resamples", frame.attrs.get("resamples", 1000))
@@ -313,22 +316,43 @@ def footnote(kind: str, frame: pd.DataFrame) -> list[str]:
 def task_notes(kind: str, frame: pd.DataFrame) -> list[str]:
     """The task entries' notes (what a reader must know before trusting a score, e.g. a synthetic or non-official
     split), for the tasks this table shows."""
+    if kind == "leaderboard":
+        tasks = list(frame.attrs.get("tasks", []))
+    else:   # one row per run, per (task, variant) or per ablated span
+        tasks = list(dict.fromkeys(frame["task"].dropna())) if "task" in frame else []
+    return [f"{name}: {note}." for name, note in notes_of(tasks).items()]
+
+
+def notes_of(tasks) -> dict[str, str]:
+    """{task: its entry's note} for those of `tasks` that have one."""
     from harness.spec.errors import InputError
     from harness.spec.tasks import get_task
 
-    if kind == "best":
-        tasks = list(dict.fromkeys(frame["task"])) if "task" in frame else []
-    else:
-        tasks = list(frame.attrs.get("tasks", []))
-    lines = []
+    notes = {}
     for name in tasks:
         try:
             note = get_task(name).note
         except InputError:   # a task this install does not declare (a store from elsewhere): nothing to add
             continue
         if note:
-            lines.append(f"{name}: {note}.")
-    return lines
+            notes[name] = note
+    return notes
+
+
+def with_task_notes(kind: str, frame: pd.DataFrame) -> pd.DataFrame:
+    """A CSV has no footnote: a task's note travels in a column beside its scores (`task_note` on a row of that
+    task; the leaderboard's `<task>_note` beside that task's columns)."""
+    if frame.empty:
+        return frame
+    if kind == "leaderboard":
+        out = frame.copy()
+        for task, note in notes_of(frame.attrs.get("tasks", [])).items():
+            out[f"{task}_note"] = note
+        return out
+    if "task" not in frame:
+        return frame
+    notes = notes_of(set(frame["task"].dropna()))
+    return frame.assign(task_note=[notes.get(t, "") for t in frame["task"]]) if notes else frame
 
 
 def _display_frame(kind: str, frame: pd.DataFrame):
@@ -350,8 +374,8 @@ def to_latex(kind: str, frame: pd.DataFrame, caption: str | None = None) -> str:
               .apply(lambda _: mask.replace({True: "textbf: --rwrap;", False: ""}), axis=None))
     tex = styler.to_latex(column_format="".join(align), hrules=True, environment="table", position="t",
                           position_float="centering", caption=latex_escape(caption) if caption else None)
-    if kind in ("leaderboard", "best"):
-        note = " ".join(latex_symbols(latex_escape(line)) for line in footnote(kind, frame))
+    note = " ".join(latex_symbols(latex_escape(line)) for line in footnote(kind, frame))
+    if note:
         tex = tex.replace("\\end{table}", "\\par\\smallskip\\footnotesize " + note + "\n\\end{table}")
     return r"% requires \usepackage{booktabs}" + "\n" + tex
 
@@ -377,8 +401,9 @@ def to_markdown(kind: str, frame: pd.DataFrame) -> str:
     texts.columns = [_md_escape(h) for h in header]
     table = texts.to_markdown(index=False, tablefmt="pipe", disable_numparse=True,
                               colalign=["right" if a == "r" else "left" for a in align]) + "\n"
-    if kind in ("leaderboard", "best"):
-        table += "\n" + "\n".join(_md_escape(line) for line in footnote(kind, frame)) + "\n"
+    notes = footnote(kind, frame)
+    if notes:
+        table += "\n" + "\n".join(_md_escape(line) for line in notes) + "\n"
     return table
 
 
@@ -405,7 +430,7 @@ def to_json(kind: str, frame: pd.DataFrame) -> str:
     if kind == "leaderboard":
         frame = with_trivial_row(frame)
     rows = json.loads(frame.to_json(orient="records", date_format="iso")) if not frame.empty else []
-    notes = footnote(kind, frame) if kind in ("leaderboard", "best") and not frame.empty else []
+    notes = footnote(kind, frame) if not frame.empty else []
     return json.dumps({"table": kind, "rows": rows, "footnote": notes}, indent=1, ensure_ascii=False) + "\n"
 
 
@@ -509,7 +534,7 @@ def export(db: str | None, fmt: str, table: str = "runs", suite: str | None = No
     if fmt == "json":
         return to_json(table, frame)
     if fmt == "csv":
-        return to_csv(with_trivial_row(frame) if table == "leaderboard" else frame)
+        return to_csv(with_task_notes(table, with_trivial_row(frame) if table == "leaderboard" else frame))
     if frame.empty:
         return "(no adapter ablations stored)\n" if table == "ablation" else f"({nothing_completed(frame)})\n"
     if fmt == "latex":

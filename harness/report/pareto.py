@@ -10,7 +10,7 @@ from harness.spec.cell import base_label
 COSTS = {"trainable parameters": "trainable_params", "train time (s)": "train_time_s",
          "peak memory (MB)": "peak_memory_mb"}
 # the axes the trade-off page offers (column: label); higher is better only for the score, lower for every cost
-AXES = {"score": "dev score (GLUE points)", "trainable_params": "trainable parameters",
+AXES = {"score": "dev score (points, x100)", "trainable_params": "trainable parameters",
         "train_time_s": "train time (s)", "peak_memory_mb": "peak memory (MB)", "train_flops": "train FLOPs"}
 MAXIMISED = {"score"}
 LOG_AXES = {"trainable_params", "train_flops"}   # they span orders of magnitude (bitfit vs full)

@@ -25,7 +25,7 @@ RUN_COLUMNS = ["id", "suite", "cell_key", "model", "task", "method", "method_lab
                "seed", "learning_rate", "status", "score", "best_score"]
 ENV_COLUMNS = ["torch", "transformers", "adapters", "git_commit", "git_dirty", "device", "host"]
 COST_COLUMNS = ["trainable_params", "added_params", "total_params", "head_params", "trainable_pct", "train_time_s",
-                "eval_time_s", "peak_memory_mb", "train_examples_per_s", "train_tokens_per_s", "steps",
+                "eval_time_s", "peak_memory_mb", "peak_memory_kind", "train_examples_per_s", "train_tokens_per_s", "steps",
                 "epochs_done", "train_flops", "eval_flops", "flops_per_s", "mfu", "num_threads", "num_processes",
                 "stopped_by", "error", "started_at", "finished_at"]
 
@@ -34,7 +34,7 @@ def _budget_text(budget: dict) -> str:
     return ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted((budget or {}).items()))
 
 
-FLAT = RUN_COLUMNS + COST_COLUMNS + ["regime", "parent_id", "stage", "embedding_params", "encoder_params",
+FLAT = RUN_COLUMNS + COST_COLUMNS + ["hparams", "regime", "parent_id", "stage", "embedding_params", "encoder_params",
                                      "adapter_bytes", "setting_key", "task_version", "output_dir"]
 
 
@@ -52,8 +52,8 @@ def runs_frame(store, suite: str | None = None, with_env: bool = False) -> pd.Da
     have = store.columns()
     if not have:
         return pd.DataFrame(columns=FLAT + DERIVED)
-    wanted = [c for c in FLAT if c not in ("method_params", "budget")]
-    wanted += ["method_params", "budget", "metrics", "best_metrics", "history", "trivial_scores"] + (
+    wanted = [c for c in FLAT if c not in ("method_params", "budget", "hparams")]
+    wanted += ["method_params", "budget", "hparams", "metrics", "best_metrics", "history", "trivial_scores"] + (
         ["env"] if with_env else [])
     stmt = select(*[getattr(RunRecord, c) for c in wanted if c in have]).order_by(RunRecord.id)
     if suite:
@@ -71,6 +71,8 @@ def runs_frame(store, suite: str | None = None, with_env: bool = False) -> pd.Da
     frame["trivial_score"] = [trivial_score(t) for t in frame.pop("trivial_scores")]
     frame["still_improving"] = [still_improving(h) for h in frame.pop("history")]
     frame["method_params"] = [json.dumps(p or {}, sort_keys=True) for p in frame["method_params"]]
+    # the whole setting: a sweep over batch size or warmup tells its runs apart only here (not by learning_rate)
+    frame["hparams"] = [json.dumps(h or {}, sort_keys=True) for h in frame["hparams"]]
     frame["budget"] = [_budget_text(b) for b in frame["budget"]]
     metrics = pd.DataFrame([m or {} for m in frame.pop("metrics")], index=frame.index)
     metrics.columns = [f"metric_{c}" for c in metrics.columns]
@@ -121,7 +123,7 @@ def best_table(runs: pd.DataFrame, metric: str = "score", resamples: int = signi
             "mean": mean, "std": std, "n_seeds": len(values),
             # the chosen setting's seeds in the store in any state: more than n_seeds where some failed or run
             "seeds_planned": max(int(planned.get(first["setting_key"], 0)), len(values)),
-            "learning_rate": first["learning_rate"], "budget": first["budget"],
+            "learning_rate": first["learning_rate"], "hparams": first.get("hparams"), "budget": first["budget"],
             "trainable_params": first["trainable_params"], "total_params": first["total_params"],
             "added_params": first["added_params"],
             "trainable_pct": first["trainable_pct"], "train_time_s": runs_of["train_time_s"].mean(),

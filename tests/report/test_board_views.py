@@ -266,7 +266,7 @@ def _tradeoff_spec(at):
 def test_tradeoff_any_two_axes_coloured_by_method(store_url, monkeypatch):
     at = app(store_url, monkeypatch, page="Trade-off", task="rte", x="peak_memory_mb", y="train_time_s")
     x_axis = next(s for s in at.selectbox if s.label == "x axis")
-    assert x_axis.options == ["trainable parameters", "train time (s)", "peak memory (MB)", "dev score (GLUE points)"]
+    assert x_axis.options == ["trainable parameters", "train time (s)", "peak memory (MB)", "dev score (points, x100)"]
     assert any("No FLOPs recorded" in c.value for c in at.caption)
     spec, points = _tradeoff_spec(at)
     assert set(points) == {"full", "houlsby"}   # one colour per method (its variants: one curve)

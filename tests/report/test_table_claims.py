@@ -245,3 +245,48 @@ def test_a_table_of_best_evaluations_takes_em_from_them_and_tests_nothing(tmp_pa
     assert any(line.startswith("(not tested): no test against the best: the scores are each run's best dev "
                                "evaluation") for line in lines), lines
     assert not any("one-sided paired bootstrap" in line for line in lines), lines
+
+
+def test_squad_s_note_goes_wherever_its_scores_show(tmp_path, monkeypatch):
+    """Offline, SQuAD trains on part of the v1.1 dev set: its note was under the leaderboard and best tables only.
+    The runs table (every format), every CSV, and the board's Runs, Task, Trade-off and Tuning budget pages
+    showed its scores without it (the trade-off page called its F1 "GLUE points")."""
+    from streamlit.testing.v1 import AppTest
+
+    from harness.board import APP
+    from harness.spec.tasks import get_task
+
+    note = get_task("squad").note
+    url = store_of(tmp_path, ["name: s\nmodels: [minilm]\ntasks: [squad]\nmethods: [full, bitfit]\n"], lambda c: 70.0)
+    for table in ("runs", "best", "leaderboard"):
+        for fmt in ("markdown", "latex"):
+            assert "not comparable with published SQuAD dev scores" in export(url, table, fmt), (table, fmt)
+        assert f"squad: {note}." in json.loads(export(url, table, "json"))["footnote"], table
+    rows = list(__import__("csv").DictReader(export(url, "runs", "csv").splitlines()))
+    assert [r["task_note"] for r in rows] == [note, note]
+    assert all(r["task_note"] == note for r in __import__("csv").DictReader(export(url, "best", "csv").splitlines()))
+    board_csv = list(__import__("csv").DictReader(export(url, "leaderboard", "csv").splitlines()))
+    assert board_csv and all(r["squad_note"] == note for r in board_csv)
+    monkeypatch.setenv("HARNESS_DB", url)
+    for page in ("Runs", "Task", "Trade-off", "Tuning budget"):
+        at = AppTest.from_file(str(APP), default_timeout=60)
+        at.query_params.update(suite="s", model="minilm", page=page, task="squad")
+        at.run()
+        assert not at.exception, (page, at.exception)
+        assert any(note in c.value for c in at.main.caption), (page, [c.value for c in at.main.caption])
+        assert "GLUE points" not in str([c.proto for c in at.get("plotly_chart")]), page
+
+
+def test_the_exports_name_the_whole_setting_and_what_memory_measured(tmp_path):
+    """A batch-size sweep: the runs table's rows differed only in score (it exported learning_rate, not the other
+    hparams), and the best table said "lr 2e-05" for the setting it chose by batch size; "memory (MB)" did not
+    say whether it was GPU-allocated or a process's resident set."""
+    url = store_of(tmp_path, ["name: s\nmodels: [minilm]\ntasks: [rte]\nmethods: [full]\n"
+                              "hparams: {batch_size: [8, 32]}\n"], lambda c: 60.0 + 10 * (c.hparams["batch_size"] == 32))
+    import csv
+
+    rows = list(csv.DictReader(export(url, "runs", "csv").splitlines()))
+    assert sorted(json.loads(r["hparams"])["batch_size"] for r in rows) == [8, 32]
+    assert "peak_memory_kind" in rows[0]
+    (best,) = json.loads(export(url, "best", "json"))["rows"]
+    assert json.loads(best["hparams"])["batch_size"] == 32 and best["mean"] == 70.0
