@@ -19,13 +19,32 @@ HOW_TO_POINT = ("point the harness at local GLUE files (classic download_glue_da
                 "the suite's data_dir, or HARNESS_DATA_DIR=DIR")
 
 
+_DIGESTS: dict[tuple, str] = {}   # (path, size, mtime) -> sha256, per process: a file is hashed once
+
+
+def file_source(path: str) -> str:
+    """A local data file by its content: `file:PATH:sha256:DIGEST`. The run's record keeps it, so a score says
+    which bytes it came from (the offline SQuAD folder's train-v1.1.json is a split of the dev set, under the
+    official file's name; only its digest tells them apart); the feature cache keys on it too."""
+    path = os.path.abspath(path)
+    st = os.stat(path)
+    key = (path, st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        _DIGESTS[key] = digest.hexdigest()
+    return f"file:{path}:sha256:{_DIGESTS[key]}"
+
+
 @dataclass
 class RawSplit:
     """Texts and labels of one split; `columns` maps the task's text column names to lists of strings."""
 
     columns: dict[str, list[str]]
     labels: list
-    source: str            # what the cache key uses to tell data sources apart
+    source: str            # what was read (file_source, or the hub's fingerprint): the cache key and the record
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -80,8 +99,7 @@ def read_glue_tsv(task: Task, path: str) -> RawSplit:
             columns[name].append(row[i])
     if skipped:
         log.warning("%s: skipped %d malformed row(s) in %s", task.name, skipped, path)
-    st = os.stat(path)
-    return RawSplit(columns, labels, f"file:{os.path.abspath(path)}:{st.st_size}:{int(st.st_mtime)}")
+    return RawSplit(columns, labels, file_source(path))
 
 
 def load_task_data(task: Task, data_dir: str | None) -> dict[str, RawSplit]:

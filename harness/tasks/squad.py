@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from harness.spec.errors import DataNotFoundError
+from harness.tasks.data import file_source
 
 N_BEST = 20              # start and end candidates per window
 MAX_ANSWER_LENGTH = 30   # tokens
@@ -63,8 +64,7 @@ def read_squad_json(task, path: str) -> QASplit:
         raise DataNotFoundError(f"task {task.name}: {path} not found; {HOW_TO_POINT}")
     with open(path, encoding="utf-8") as f:
         data = json.load(f)
-    st = os.stat(path)
-    return _questions(task, data, f"file:{os.path.abspath(path)}:{st.st_size}:{int(st.st_mtime)}", path)
+    return _questions(task, data, file_source(path), path)
 
 
 def _questions(task, data: dict, source: str, where: str) -> QASplit:

@@ -90,6 +90,7 @@ def train_and_evaluate(cell: Cell, ctx: RunContext, output_dir: str | None = Non
             result.regime = Regime.SEQUENTIAL_STAGE
             stages.append(result)
     result.stages = stages
+    result.data_sources = {k: v for r in stages + [result] for k, v in (r.data_sources or {}).items()}
     result.stage_train_time_s = result.train_time_s
     result.train_time_s = total_train  # the cost of the whole sequence
     for name in ("train_flops", "eval_flops"):   # ... in FLOPs too (stage rows keep their own)
@@ -474,6 +475,8 @@ class CellRun:
         if self.frozen:
             result.frozen_features = self.frozen.record()
         result.checkpoint_refused = getattr(self, "checkpoint_refused", None)
+        result.data_sources = {task.name: {"train": raw.source, **{es.split: es.raw.source for es in sets}}
+                               for task, raw, sets in zip(self.tasks, self.train_raw, self.eval_sets)}
         if acc.mixed_precision != "no":
             result.head_outside_autocast = sorted({name for m in self.members
                                                    for name in heads_in_full_precision(m)}) or None

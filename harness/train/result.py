@@ -80,6 +80,8 @@ class RunResult:
     frozen_cast: dict | None = _f(EXTRA)            # frozen Linear weights stored in bf16/fp16 (train/precision.py)
     host_allocator: dict | None = _f(EXTRA)         # CPU: malloc's settings while training (train/host_memory.py)
     rss_at_start_mb: float | None = _f(EXTRA)       # CPU: the RSS peak_memory_mb counted from (train/measure.py)
+    data_sources: dict | None = _f(EXTRA)           # {task: {split: what was read}}: files by sha256, hub by
+                                                    # fingerprint, `[:n]` for a cap (harness/tasks/data.py)
     # into the environment record
     mixed_precision: str | None = _f(ENV)
     distributed_type: str | None = _f(ENV)

@@ -1,5 +1,6 @@
 """End to end on a tiny random BERT and small GLUE-layout files: run, record, skip, resume, fail, budgets."""
 
+import hashlib
 import json
 import os
 import re
@@ -9,10 +10,12 @@ import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from tests.helpers import ROOT, run_cli, write_suite
+from harness.spec.tasks import get_task
 from harness.store.db import Store
 from harness.train import host_memory
 
@@ -76,6 +79,12 @@ def test_run_records_everything_then_skips(workdir, tiny_bert, small_glue):
         assert r.steps == 6 and r.epochs_done == 1.0  # 48 examples / batch 8
         on_disk = json.loads((workdir / "out" / "tiny" / r.cell_key / "record.json").read_text())
         assert on_disk["score"] == r.score and on_disk["cell_key"] == r.cell_key
+        # the bytes each split came from, by content: a score says which data it is a score of
+        folder = Path(small_glue).resolve() / get_task(r.task).local_dir
+        for split, name in (("train", "train.tsv"), ("validation", "dev.tsv")):
+            digest = hashlib.sha256((folder / name).read_bytes()).hexdigest()
+            assert r.extra["data_sources"][r.task][split] == f"file:{folder / name}:sha256:{digest}"
+        assert on_disk["extra"]["data_sources"] == r.extra["data_sources"]
         assert (workdir / "out" / "tiny" / r.cell_key / "predictions.npz").is_file()
     stsb = next(r for r in recs.values() if r.task == "stsb")
     assert set(stsb.metrics) == {"pearson", "spearman"}
