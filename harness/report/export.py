@@ -10,6 +10,7 @@ import re
 import pandas as pd
 
 from harness.report.tables import best_table, fmt_mean_std, leaderboard_table, runs_frame
+from harness.spec.status import Regime
 from harness.store.db import Store
 from harness.store.engine import default_db_url, sqlite_file
 
@@ -62,6 +63,20 @@ def _count_text(v) -> str:
     return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else str(int(v))
 
 
+def run_method_text(r) -> str:
+    """A run's method as the runs table shows it: an earlier stage of a sequence carries the sequence's label
+    ("full [after mrpc]" on its mrpc stage read as mrpc trained after mrpc), and a joint multi-task row is not
+    a score of any one task."""
+    label, regime = r["method_label"], r.get("regime")
+    if regime == Regime.SEQUENTIAL_STAGE.value:
+        stage = r.get("stage")
+        which = f"stage {int(stage) + 1}" if stage is not None and not pd.isna(stage) else "an earlier stage"
+        return f"{label}: {which} of the sequence"
+    if regime == Regime.MULTITASK.value:
+        return f"{label}: the joint run (mean over its tasks)"
+    return label
+
+
 def display_table(kind: str, frame: pd.DataFrame) -> tuple[list[str], list[list], list[str], set]:
     """(header, rows of cell texts, alignments 'l'/'r', {(row, col) to emphasise as best})."""
     bold: set = set()
@@ -70,7 +85,7 @@ def display_table(kind: str, frame: pd.DataFrame) -> tuple[list[str], list[list]
                   "time (s)", "memory (MB)"]
         rows = []
         for _, r in frame.iterrows():
-            rows.append([r["suite"], r["model"], r["task"], r["method_label"], r["seed"], f"{r['learning_rate']:g}",
+            rows.append([r["suite"], r["model"], r["task"], run_method_text(r), r["seed"], f"{r['learning_rate']:g}",
                          r["budget"], r["status"], _num(r["score"], 2), _num(r["trainable_pct"], 3),
                          _num(r["train_time_s"], 0), _num(r["peak_memory_mb"], 0)])
         return header, rows, ["l"] * 8 + ["r"] * 4, bold

@@ -290,3 +290,31 @@ def test_the_exports_name_the_whole_setting_and_what_memory_measured(tmp_path):
     assert "peak_memory_kind" in rows[0]
     (best,) = json.loads(export(url, "best", "json"))["rows"]
     assert json.loads(best["hparams"])["batch_size"] == 32 and best["mean"] == 70.0
+
+
+def test_the_runs_table_tells_a_sequence_s_earlier_stage_and_a_joint_run_from_task_scores(tmp_path):
+    """An mrpc→rte sequence's mrpc stage carried the sequence's label, "full [after mrpc]": in Markdown and LaTeX
+    (no regime column) it read as mrpc trained after mrpc; a multi-task cell's joint row read as a score."""
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    store = Store(url)
+    text = ("name: s\nmodels: [minilm]\ntasks: [{sequence: [mrpc, rte]}, {multitask: [sst2, rte]}]\n"
+            "methods: [full]\n")
+    done = {"trainable_params": 100, "total_params": 1000, "added_params": 0, "trainable_pct": 10.0,
+            "train_time_s": 1.0}
+    for cell in parse_suite(text, "s.yaml").cells():
+        claim = store.start(cell, cell.config(), "cmd", None)
+        if "mrpc" in cell.tasks:
+            children = [("stage0", {**done, "task": "mrpc", "regime": "sequential_stage", "stage": 0, "score": 80.0})]
+        else:
+            children = [(t, {**done, "task": t, "regime": "multitask_member", "stage": i, "score": s})
+                        for i, (t, s) in enumerate((("sst2", 90.0), ("rte", 60.0)))]
+        store.finish(claim, Status.COMPLETED, {**done, "score": 70.0 if "mrpc" in cell.tasks else 75.0}, children)
+    store.engine.dispose()
+    md = export(url, "runs")
+    labels = {(cells[2], cells[8]): cells[3] for cells in (row(line, "s") for line in md.splitlines()
+                                                           if line.startswith("| s "))}   # (task, score): method
+    assert labels[("mrpc", "80.00")].endswith(": stage 1 of the sequence"), labels
+    assert not labels[("rte", "70.00")].endswith("of the sequence"), labels
+    joint = next(label for (task, _), label in labels.items() if "+" in task)
+    assert joint.endswith(": the joint run (mean over its tasks)"), labels
+    assert "stage 1 of the sequence" in export(url, "runs", "latex")
