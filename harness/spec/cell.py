@@ -11,7 +11,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from harness.spec.hparams import COMPILE_DEFAULT
+from harness.spec.hparams import COMPILE_DEFAULT, DEFAULTS
 from harness.spec.schedule import Schedule, from_key
 from harness.spec.status import Regime
 
@@ -139,6 +139,11 @@ class Cell:
 
     @property
     def label(self) -> str:
-        budget = ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.budget.items())
-        return (f"{self.model} {self.task}{self._suffix} {self.method_label} lr={self.hparams['learning_rate']:g} "
-                f"[{budget}] seed={self.seed}")
+        """Model, task, method, learning rate, every other hparam off its default (cells of a batch-size sweep
+        printed the same label), budget and seed."""
+        text = lambda v: f"{v:g}" if isinstance(v, float) else str(v)   # noqa: E731
+        budget = ",".join(f"{k}={text(v)}" for k, v in self.budget.items())
+        others = "".join(f" {k}={text(v)}" for k, v in sorted(self.hparams.items())
+                         if k != "learning_rate" and k in DEFAULTS and v != DEFAULTS[k])
+        return (f"{self.model} {self.task}{self._suffix} {self.method_label} lr={self.hparams['learning_rate']:g}"
+                f"{others} [{budget}] seed={self.seed}")

@@ -96,6 +96,8 @@ class Hparams(BaseModel):
 
 
 HPARAM_NAMES = tuple(Hparams.model_fields)
+# each hparam's default value (a grid's first); a cell's label names the hparams that differ from these
+DEFAULTS = {name: value[0] if isinstance(value, list) else value for name, value in Hparams().model_dump().items()}
 
 
 class Budget(BaseModel):
