@@ -46,7 +46,15 @@ def selectable_runs(runs: pd.DataFrame, model: str | None = None) -> tuple[pd.Da
 
 def planned_seeds(runs: pd.DataFrame) -> pd.Series:
     """Per setting_key: the seeds of that setting the store holds in any state (completed, failed, running,
-    stale), against which a table says how many completed."""
+    stale), against which a table says how many completed. A multi-task cell's member rows exist only once it
+    completed: its joint row stands for them (member key: the joint key + "." + the task, queue.py `_child`)."""
     if runs.empty:
         return pd.Series(dtype=int)
-    return with_setting_key(runs[~runs["regime"].isin(NOT_RESULTS)]).groupby("setting_key")["seed"].nunique()
+    rows = with_setting_key(runs)
+    keys = rows.loc[~rows["regime"].isin(NOT_RESULTS), ["setting_key", "seed"]]
+    joint = rows[rows["regime"] == Regime.MULTITASK.value]
+    members = pd.DataFrame([(f"{key}.{task}", seed) for key, tasks, seed in
+                            zip(joint["setting_key"], joint["task"], joint["seed"])
+                            for task in str(tasks).split("+")],   # its stored task: "+".join(member tasks)
+                           columns=["setting_key", "seed"])
+    return pd.concat([keys, members]).groupby("setting_key")["seed"].nunique()

@@ -318,3 +318,25 @@ def test_the_runs_table_tells_a_sequence_s_earlier_stage_and_a_joint_run_from_ta
     joint = next(label for (task, _), label in labels.items() if "+" in task)
     assert joint.endswith(": the joint run (mean over its tasks)"), labels
     assert "stage 1 of the sequence" in export(url, "runs", "latex")
+
+
+def test_a_multitask_seed_that_failed_counts_as_planned_for_its_members(tmp_path):
+    """A failed multi-task cell has no member rows (they are written when it completes): its seed was not counted,
+    so the member scores of the one surviving seed read as complete."""
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    store = Store(url)
+    text = "name: s\nmodels: [minilm]\ntasks: [{multitask: [sst2, rte]}]\nmethods: [full]\nseeds: [1, 2]\n"
+    done = {"trainable_params": 100, "total_params": 1000, "added_params": 0, "trainable_pct": 10.0,
+            "train_time_s": 1.0}
+    for cell in parse_suite(text, "s.yaml").cells():
+        claim = store.start(cell, cell.config(), "cmd", None)
+        if cell.seed == 2:
+            store.finish(claim, Status.FAILED, {"error": "FloatingPointError: loss is not finite"})
+            continue
+        store.finish(claim, Status.COMPLETED, {**done, "score": 75.0},
+                     [(t, {**done, "task": t, "regime": "multitask_member", "stage": i, "score": s})
+                      for i, (t, s) in enumerate((("sst2", 90.0), ("rte", 60.0)))])
+    store.engine.dispose()
+    rows = json.loads(export(url, "best", "json"))["rows"]
+    assert {r["task"]: (r["n_seeds"], r["seeds_planned"]) for r in rows} == {"sst2": (1, 2), "rte": (1, 2)}
+    assert "(1/2 seeds)" in export(url)
