@@ -58,8 +58,10 @@ def run(args) -> int:
     workers = _workers(args)   # None: the default, which asks torch for a GPU, so only once there is work
     # models, data, adapters, trackers installed: before the first cell, still writing nothing
     preflight(suite, args.data_dir, args.log_with)
+    from harness.launch.output_binding import check_output_dir
     from harness.store.engine import default_db_url, make_engine
 
+    check_output_dir(args.output_dir, args.db or default_db_url())   # another store's folder: before writing
     make_engine(args.db or default_db_url()).dispose()  # a bad --db fails here, before any training
     idle = _nothing_to_do(suite, args)
     if idle:   # said from the store alone: an idle worker does not import torch, transformers and adapters

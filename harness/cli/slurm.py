@@ -62,7 +62,11 @@ def run(args) -> int:
         print(script, end="")
         return 0
     from harness import atomic
+    from harness.launch.output_binding import check_output_dir
+    from harness.store.engine import absolute_db_url, default_db_url
 
+    # another store's folder is refused here, not by every array task (they check again where the store is)
+    check_output_dir(args.output_dir, absolute_db_url(args.db or default_db_url()), unreachable_ok=True)
     path = slurm.script_path(args.output_dir, suite.name)
     log_dir = RunLayout(args.output_dir).slurm_logs
     created = [atomic.missing_folders(d) for d in (os.path.dirname(path), log_dir)]
@@ -86,7 +90,6 @@ def run(args) -> int:
     from harness.launch.runner import status_rows
     from harness.spec.status import CellState
     from harness.store.db import Store
-    from harness.store.engine import absolute_db_url, default_db_url
 
     rows = status_rows(suite, Store(absolute_db_url(args.db or default_db_url())), num_processes=req.world)
     counts: dict[str, int] = {}

@@ -21,6 +21,7 @@ from harness import atomic
 from harness.spec import layout
 from harness.spec.errors import EXIT_PREEMPTED, EXIT_STORE_UNREACHABLE, LeaseLostStop, Preempted
 from harness.launch import attempt
+from harness.launch.output_binding import bind_output_dir
 from harness.launch.slurm import requeue_slurm_task
 from harness.launch.summary import end_line, queue_summary, start_line
 from harness.launch.worker import Heartbeat
@@ -128,6 +129,7 @@ def run_suite(suite: Suite, db_url: str | None, data_dir: str | None, output_dir
             print(line, file=sys.stderr, flush=True)
 
     if main:
+        bind_output_dir(output_dir, store)   # before any cell folder: another store's folder is refused
         for warning in (sqlite_location_warning(store.url), cpu_threads_warning(state.num_processes)):
             if warning:
                 say(f"warning: {warning}")

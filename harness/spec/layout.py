@@ -5,6 +5,7 @@ ingest, compare, ablate, the board, Slurm). Nothing else joins these names.
       harness.db                     the default store (SQLite), sqlite:///results/harness.db
       cache/                         tokenized data; cache/features/ the frozen encoder's outputs (linear probe)
       slurm/  slurm-logs/            generated batch scripts and their logs (`harness slurm`)
+      .harness-store.json            the store whose runs this folder holds (its id): another store is refused
       SUITE/KEY/                     one cell
         record.json                  the run record (the store's row, as a file)
         predictions.npz              every dev prediction, for paired comparisons and re-scoring
@@ -34,6 +35,7 @@ DEFAULT_DB_URL = f"sqlite:///{DEFAULT_OUTPUT_DIR}/{DB_FILE}"
 SUITE_NAME_PATTERN = r"^[A-Za-z0-9_-]+$"
 SUITE_NAME_MAX = 100
 
+STORE_MARK = ".harness-store.json"   # {"store_id", "db"}: OUTPUT_DIR's store (harness/launch/output_binding.py)
 RECORD = "record.json"
 PREDICTIONS = "predictions.npz"
 ADAPTER = "adapter"

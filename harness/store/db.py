@@ -33,6 +33,15 @@ class Store(WorkQueue, Ingest, Analyses):
         """Bring the schema to the newest Alembic revision (once, under a lock: see schema.upgrade)."""
         schema.upgrade(self.engine, self._write)
 
+    def identity(self) -> str | None:
+        """The store's random id (None: a store from before it had one, opened read-only, or no store)."""
+        from harness.store.schema import StoreInfo
+
+        if not inspect(self.engine).has_table(StoreInfo.__tablename__):
+            return None
+        with self.session() as s:
+            return s.scalar(select(StoreInfo.store_id).order_by(StoreInfo.id).limit(1))
+
     def columns(self) -> set[str]:
         """Columns the store has (an older read-only store may lack some)."""
         insp = inspect(self.engine)

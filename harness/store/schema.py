@@ -132,6 +132,15 @@ class RunRecord(Base):
 
 
 
+class StoreInfo(Base):
+    """One row: the store's random id, made by its migration (0005). An output folder records the id of the store
+    whose runs it holds (harness/launch/output_binding.py)."""
+
+    __tablename__ = "store_info"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    store_id: Mapped[str] = mapped_column(String(36))
+
+
 class AnalysisRecord(Base):
     """An analysis of a stored run, e.g. kind "adapter_ablation" with payload
     {"num_layers": L, "baseline": score, "spans": [[first_layer, last_layer, score], ...]}: the dev score with

@@ -213,3 +213,26 @@ def test_prefetch_refuses_a_data_dir_that_is_not_there(tmp_path, suite):
     """It listed every task's data as missing (exit 1) instead of naming the option."""
     assert_refused(call_cli("prefetch", suite, "--check", "--data-dir", tmp_path / "nothing"),
                    f"--data-dir: data directory {tmp_path / 'nothing'} does not exist")
+
+
+def test_an_output_folder_is_bound_to_the_store_whose_runs_it_holds(tmp_path, suite, small_glue):
+    """Cell folders are named by cell, not by store: a second store running the same suite into the same folder
+    moved its predictions, adapter and record.json over the first store's (whose rows still point there), and
+    resumed its checkpoints. Now the folder names its store and another is refused, before anything is written."""
+    import json
+
+    out = tmp_path / "out"
+    first, second = f"sqlite:///{tmp_path / 'a.db'}", f"sqlite:///{tmp_path / 'b.db'}"
+    r = run_cli("run", suite, "--db", first, "--output-dir", out, "--data-dir", small_glue, "--no-progress")
+    assert r.returncode == 0, r.stderr[-3000:]
+    mark = json.loads((out / ".harness-store.json").read_text())
+    from harness.store.db import Store
+
+    assert mark["store_id"] == Store(first, read_only=True).identity() and mark["db"] == first
+    before = listing(tmp_path)
+    for command in (["run", suite], ["slurm", suite, "--workers", "1"]):
+        assert_refused(call_cli(*command, "--db", second, "--output-dir", out, "--data-dir", small_glue),
+                       f"--output-dir: {out} holds the runs of another store ({first})")
+    assert listing(tmp_path) == before, "nothing written: no store b.db, no script, no cell folder"
+    again = run_cli("run", suite, "--db", first, "--output-dir", out, "--data-dir", small_glue, "--no-progress")
+    assert again.returncode == 0 and "1 already completed" in again.stderr, again.stderr[-2000:]
