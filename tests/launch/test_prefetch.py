@@ -11,11 +11,11 @@ def test_check_counts_the_embedded_model_and_local_data_as_present(tmp_path, glu
     assert "MISSING" not in proc.stdout and "minilm" in proc.stdout and "squad" in proc.stdout
 
 
-def test_check_lists_what_the_cache_lacks_and_fails(tmp_path, glue_dir):
+def test_check_lists_what_the_cache_lacks_and_fails(tmp_path, glue_dir, monkeypatch):
     suite = write_suite(tmp_path / "s.yaml", "name: p\nmodels: [minilm, bert-base-uncased]\ntasks: [rte]\n"
                                              "methods: [full]\n")
-    proc = run_cli("prefetch", suite, "--check", cwd=tmp_path, env={"HF_HOME": str(tmp_path / "hf"),
-                                                                    "HARNESS_DATA_DIR": ""})
+    monkeypatch.delenv("HARNESS_DATA_DIR", raising=False)   # the hub's data set, not a local folder
+    proc = run_cli("prefetch", suite, "--check", cwd=tmp_path, env={"HF_HOME": str(tmp_path / "hf")})
     assert proc.returncode == 1, proc.stdout + proc.stderr
     missing = [line for line in proc.stdout.splitlines() if "MISSING" in line]
     assert any("bert-base-uncased" in line for line in missing), proc.stdout
