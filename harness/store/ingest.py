@@ -1,9 +1,10 @@
 """Loading record.json files into a store: what a node that could not reach the store wrote beside a cell's
 files (harness.spec.layout.RECORD), taken in later by `harness ingest`. Idempotent by (suite, cell key).
 
-A record is read against one typed model (harness.store.schema.record_models: the store's own columns) and its
-cell key recomputed from its configuration; a bad record is refused, with the file and the field, before
-anything is written. A row that a live worker holds (a running cell whose lease is not stale, by the queue's
+A record is read against one typed model (harness.store.schema.record_models: the store's own columns), its
+cell key recomputed from its configuration and every column that configuration fixes (Cell.columns: model,
+task, task version, seed, method label, ...; a stage's or member's task and regime) checked against it; a bad
+record is refused, with the file and the field, before anything is written. A row that a live worker holds (a running cell whose lease is not stale, by the queue's
 one staleness rule) is never touched: ingest reads the row under a lock (PostgreSQL: SELECT ... FOR UPDATE;
 SQLite: the write lock) and skips it."""
 
@@ -17,11 +18,12 @@ from pydantic import ValidationError
 from sqlalchemy import delete, func, not_, select
 from sqlalchemy.orm import Session
 
-from harness.spec.cell import config_key
+from harness.spec.cell import Cell, config_key
 from harness.spec.errors import InputError
 from harness.spec.layout import RECORD, SUITE_NAME_MAX, SUITE_NAME_PATTERN, is_attempt_dir
-from harness.spec.status import DEFAULT_LEASE_TIMEOUT_S, Status
-from harness.store.queue import stale_lease
+from harness.spec.schedule import Sequence
+from harness.spec.status import DEFAULT_LEASE_TIMEOUT_S, Regime, Status
+from harness.store.queue import _own_version, stale_lease
 from harness.store.schema import RunRecord, record_models
 
 # what ingesting a record did; LEASED: left alone, a live worker holds the cell (its lease is not stale)
@@ -102,14 +104,52 @@ def parse_record(text: str | bytes):
     key = config_key(rec.config)
     if rec.cell_key != key:
         raise BadRecord("cell_key", f"{rec.cell_key} is not the key of the record's config ({key})")
-    if rec.setting_key is not None and rec.setting_key != config_key(rec.config, without=("seed",)):
-        raise BadRecord("setting_key", "not the setting key of the record's config")
+    # the key covers the config only: every column that follows from it must be the config's, or the tables
+    # would count the run where it does not belong (another task version, seed, method row)
+    try:
+        cell = Cell.from_config(rec.suite, rec.config)
+        own = {**cell.columns(), "setting_key": config_key(rec.config, without=("seed",))}
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise BadRecord("config", f"not a cell's configuration ({type(exc).__name__}: {exc})") from None
+    _agree(rec, own)
+    children = _child_columns(cell, rec.config, own)
     for i, child in enumerate(rec.children):
         _check(child, f"children.{i}.")
-        if child.suite != rec.suite or not child.cell_key.startswith(rec.cell_key + "."):
+        suffix = child.cell_key.removeprefix(rec.cell_key + ".")
+        if child.suite != rec.suite or suffix == child.cell_key or suffix not in children:
             raise BadRecord(f"children.{i}.cell_key", f"{child.cell_key} is not a stage / member of cell "
                                                       f"{rec.cell_key} of suite {rec.suite}")
+        _agree(child, {**children[suffix], "config": rec.config}, f"children.{i}.")
     return rec
+
+
+def _agree(row, implied: dict, at: str = "") -> None:
+    """Every column the configuration fixes is the configuration's: one the file leaves out (or null) is
+    filled in from it; one that differs refuses the record."""
+    for name, want in implied.items():
+        have = getattr(row, name)
+        if have is None:
+            setattr(row, name, want)
+        elif have != want:
+            raise BadRecord(at + name, f"{have!r} differs from its config's {want!r}")
+
+
+def _child_columns(cell: Cell, config: dict, own: dict) -> dict[str, dict]:
+    """{cell key suffix: the columns a stage / member row's configuration fixes}: the cell's own, with the row's
+    task, its version and its regime. The suffixes are the runner's (RunResult.child_rows)."""
+    schedule = cell.schedule
+    if schedule is None:
+        return {}   # a single-task cell has no stage or member rows
+    if isinstance(schedule, Sequence):   # every stage but the last (that one is the cell's own row)
+        rows = {f"stage{i}": task for i, task in enumerate(schedule.tasks[:-1])}
+        regime = Regime.SEQUENTIAL_STAGE
+    else:
+        rows = {task: task for task in schedule.tasks}
+        regime = Regime.MULTITASK_MEMBER
+    parent = RunRecord(config=config)
+    return {suffix: {**own, "setting_key": f"{own['setting_key']}.{suffix}", "task": task,
+                     "task_version": _own_version(parent, task, cell.task_version), "regime": regime.value}
+            for suffix, task in rows.items()}
 
 
 def _values(row) -> dict:

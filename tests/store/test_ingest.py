@@ -36,7 +36,8 @@ def finish_with_record(store, cell, out, status=Status.COMPLETED, score=70.0, wo
     """What the runner does: claim, then finish with record.json written inside the transaction."""
     out.mkdir(parents=True, exist_ok=True)
     claim = store.start(cell, cell.config(), "cmd", str(out), worker=worker)
-    children = [(t, {"task": t, "score": score + i}) for i, t in enumerate(cell.tasks)] if cell.schedule else []
+    children = ([(t, {"task": t, "score": score + i, "stage": i, "regime": "multitask_member"})   # as the runner's
+                 for i, t in enumerate(cell.tasks)] if cell.schedule else [])
 
     def write(record, kids):
         atomic.write_json(str(out / RECORD), {**record, "children": kids})
@@ -143,6 +144,27 @@ BAD = {   # name: (change to the record's JSON text or dict, the field named)
     "child with string score": (lambda r: {**r, "children": [{**r["children"][0], "score": "70"}]},
                                 "children.0.score"),
     "unknown field": (lambda r: {**r, "scroe": 1.0}, "scroe"),
+    # columns the key does not cover but the config fixes: they decide where the run counts in the tables
+    "model not the config's": (lambda r: {**r, "model": "roberta-base"}, "model"),
+    "task not the config's": (lambda r: {**r, "task": "mrpc"}, "task"),
+    "task version not the config's": (lambda r: {**r, "task_version": 99}, "task_version"),
+    "seed not the config's": (lambda r: {**r, "seed": 7}, "seed"),
+    "learning rate not the config's": (lambda r: {**r, "learning_rate": 1.0}, "learning_rate"),
+    "method label not the config's": (lambda r: {**r, "method_label": "lora(rank=8)"}, "method_label"),
+    "hparams not the config's": (lambda r: {**r, "hparams": {**r["hparams"], "batch_size": 64}}, "hparams"),
+    "regime not the config's": (lambda r: {**r, "regime": "sequential"}, "regime"),
+    "setting key not the config's": (lambda r: {**r, "setting_key": "0123456789abcdef"}, "setting_key"),
+    "child regime not the config's": (lambda r: {**r, "children": [{**r["children"][0],
+                                                                      "regime": "sequential_stage"}]},
+                                      "children.0.regime"),
+    "child task not its key's": (lambda r: {**r, "children": [{**r["children"][0], "task": "mrpc"}]},
+                                 "children.0.task"),
+    "child task version": (lambda r: {**r, "children": [{**r["children"][0], "task_version": 99}]},
+                           "children.0.task_version"),
+    "child seed": (lambda r: {**r, "children": [{**r["children"][0], "seed": 7}]}, "children.0.seed"),
+    "child of no member": (lambda r: {**r, "children": [{**r["children"][0],
+                                                          "cell_key": r["cell_key"] + ".mrpc"}]},
+                           "children.0.cell_key"),
 }
 
 
@@ -170,3 +192,27 @@ def test_a_bad_record_is_refused_with_one_line_naming_file_and_field(tmp_path, c
     ok = call_cli("ingest", tmp_path / "out", "--db", url)    # the runner's own record goes in
     assert ok.returncode == 0 and "1 added" in ok.stdout, ok.stdout + ok.stderr
     assert len(Store(url).records()) == 1 + len(multi.tasks)
+
+
+def test_identity_columns_a_record_leaves_out_come_from_its_config(tmp_path, cells):
+    """A record that leaves a column its config fixes empty (null) gets the config's value, as a queued row
+    would: the tables find the run where its config puts it."""
+    _, multi = cells
+    node = Store(f"sqlite:///{tmp_path / 'node.db'}")
+    good = finish_with_record(node, multi, tmp_path / "out" / multi.key)
+    sparse = {**good, "learning_rate": None, "regime": None, "setting_key": None,
+              "children": [{**k, "regime": None, "learning_rate": None} for k in good["children"]]}
+    path = tmp_path / "in" / RECORD
+    path.parent.mkdir()
+    path.write_text(json.dumps(sparse))
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+
+    proc = call_cli("ingest", path, "--db", url)
+    assert proc.returncode == 0 and "1 added" in proc.stdout, proc.stdout + proc.stderr
+    rows = {r.cell_key: r for r in Store(url).records()}
+    want = {r.cell_key: r for r in node.records()}
+    assert sorted(rows) == sorted(want)
+    for key, row in rows.items():
+        assert (row.learning_rate, row.regime, row.setting_key, row.task, row.task_version) == \
+            (want[key].learning_rate, want[key].regime, want[key].setting_key, want[key].task,
+             want[key].task_version), key
