@@ -4,9 +4,14 @@ files (harness.spec.layout.RECORD), taken in later by `harness ingest`. Idempote
 A record is read against one typed model (harness.store.schema.record_models: the store's own columns), its
 cell key recomputed from its configuration and every column that configuration fixes (Cell.columns: model,
 task, task version, seed, method label, ...; a stage's or member's task and regime) checked against it; a bad
-record is refused, with the file and the field, before anything is written. A row that a live worker holds (a running cell whose lease is not stale, by the queue's
-one staleness rule) is never touched: ingest reads the row under a lock (PostgreSQL: SELECT ... FOR UPDATE;
-SQLite: the write lock) and skips it."""
+record is refused, with the file and the field, before anything is written.
+
+A row that a live worker holds (a running cell whose lease is not stale, by the queue's one staleness rule) is
+never touched: ingest reads the row under a lock (PostgreSQL: SELECT ... FOR UPDATE; SQLite: the write lock)
+and skips it. A record never takes a row back to an earlier attempt: one of an attempt before the row's is
+skipped ("older"). A running row, even under a stale lease (its worker may be alive but cut off from the store,
+still training), is taken over only by its own attempt's record: the ingest_only record that attempt kept when
+it could not reach the store (its `claim` names the row's worker and attempt)."""
 
 from __future__ import annotations
 
@@ -26,8 +31,9 @@ from harness.spec.status import DEFAULT_LEASE_TIMEOUT_S, Regime, Status
 from harness.store.queue import _own_version, stale_lease
 from harness.store.schema import RunRecord, record_models
 
-# what ingesting a record did; LEASED: left alone, a live worker holds the cell (its lease is not stale)
-OUTCOMES = ADDED, UPDATED, SAME, CONFLICT, LEASED = "added", "updated", "same", "conflict", "leased"
+# what ingesting a record did; LEASED: left alone, a running attempt holds the cell (its lease is live, or stale
+# and the record is not that attempt's own); OLDER: left alone, the row is at a later attempt than the record
+OUTCOMES = ADDED, UPDATED, SAME, CONFLICT, LEASED, OLDER = "added", "updated", "same", "conflict", "leased", "older"
 COMPARED = ("score", "metrics", "finished_at", "config")   # a stored completed result is the same when these are
 NOT_COPIED = ("id", "parent_id", "children", "ingest_only", "claim")   # ids are its own store's; the rest is
                                                                        # about the file, not a column
@@ -152,6 +158,21 @@ def _child_columns(cell: Cell, config: dict, own: dict) -> dict[str, dict]:
             for suffix, task in rows.items()}
 
 
+def record_attempt(record) -> int:
+    """The attempt that wrote a record (its `attempts`; absent: 1, what a row inserted without it holds)."""
+    return 1 if record.attempts is None else record.attempts
+
+
+def _own_claim(record, row) -> bool:
+    """The record is the one the running row's own attempt kept when it could not reach the store (runner:
+    attempt.keep_for_ingest): ingest_only, under the claim (worker and attempt) that the row's lease still
+    names. Only that record may end the row's attempt: any other would throw away what its worker is training
+    (a worker cut off from the store goes on while its lease looks stale)."""
+    claim = record.claim or {}
+    return bool(record.ingest_only) and claim.get("worker_id") == row.worker_id \
+        and claim.get("attempt") == row.attempts
+
+
 def _values(row) -> dict:
     """A typed record's store columns (not its ids); fields the file does not have are left out."""
     return {k: getattr(row, k) for k in row.model_fields_set if k not in NOT_COPIED}
@@ -162,9 +183,11 @@ class Ingest:
 
     def ingest(self, record, replace: bool = False, lease_timeout_s: float = DEFAULT_LEASE_TIMEOUT_S) -> str:
         """Load a record (parse_record's typed form, or a record.json's dict). Idempotent by (suite, cell key):
-        returns "added", "updated" (the row was pending, failed, or running under a stale lease), "same"
-        (already there), "leased" (a live worker holds the cell: nothing changed) or "conflict" (a different
-        completed result is stored; replaced only with replace=True)."""
+        returns "added", "updated" (the row was pending, failed, or running under a stale lease that this
+        record's own attempt held), "same" (already there), "leased" (a running attempt holds the cell: a live
+        lease, or a stale one the record is not that attempt's own; nothing changed), "older" (the row is at a
+        later attempt than the record: nothing changed) or "conflict" (a different completed result is stored;
+        replaced only with replace=True)."""
         if isinstance(record, dict):
             import json
 
@@ -184,11 +207,16 @@ class Ingest:
                         not_(stale_lease(lease_timeout_s))))
                     if live:
                         return LEASED
-                    if rec.status == Status.COMPLETED.value:
-                        if all(getattr(rec, k) == v for k, v in values.items() if k in COMPARED):
-                            return SAME
-                        if not replace or record.status != Status.COMPLETED.value:
-                            return CONFLICT
+                    if rec.status == Status.COMPLETED.value and \
+                            all(getattr(rec, k) == v for k, v in values.items() if k in COMPARED):
+                        return SAME
+                    if record_attempt(record) < (rec.attempts or 0):
+                        return OLDER   # e.g. attempt 1's failure over the pending row of a preempted attempt 2
+                    if rec.status == Status.RUNNING.value and not _own_claim(record, rec):
+                        return LEASED
+                    if rec.status == Status.COMPLETED.value and \
+                            (not replace or record.status != Status.COMPLETED.value):
+                        return CONFLICT
                     outcome = UPDATED
                     s.execute(delete(RunRecord).where(RunRecord.parent_id == rec.id))
                 else:

@@ -67,7 +67,8 @@ def test_ingest_leaves_a_live_workers_row_alone_until_its_lease_is_stale(tmp_pat
     cell on the shared store. Ingest skips it (and says so) while the lease is live, takes it once stale."""
     single, _ = cells
     node = Store(f"sqlite:///{tmp_path / 'node.db'}")
-    finish_with_record(node, single, tmp_path / "out" / single.key, status=Status.FAILED)
+    for _ in range(2):   # the node's second attempt: as far as the shared row below gets, so the lease decides
+        finish_with_record(node, single, tmp_path / "out" / single.key, status=Status.FAILED)
     shared = Store(db_url)
     claim = shared.start(single, single.config(), "cmd", "out", worker=live_worker("w1"))
     before = shared.get(claim.id).as_dict()
@@ -79,14 +80,78 @@ def test_ingest_leaves_a_live_workers_row_alone_until_its_lease_is_stale(tmp_pat
     shared.finish(claim, Status.COMPLETED, {"score": 80.0})               # the worker's retry is kept
     assert shared.get(claim.id).score == 80.0
 
-    # a second live worker, then its lease goes stale: ingest takes the row
+    # a second worker, then its lease goes stale: it may be alive but cut off from the store, still training,
+    # so the node's record leaves the row alone; the worker's finish is kept
     claim = shared.start(single, single.config(), "cmd", "out", worker=live_worker("w2"))
     make_stale(db_url, claim.id)
+    before = shared.get(claim.id).as_dict()
     proc = call_cli("ingest", tmp_path / "out", "--db", db_url)
+    assert proc.returncode == 1 and "1 leased" in proc.stdout, proc.stdout + proc.stderr
+    assert "skipped" in proc.stderr and "stale" in proc.stderr
+    assert shared.get(claim.id).as_dict() == before
+    assert shared.heartbeat(claim)
+    shared.finish(claim, Status.COMPLETED, {"score": 81.0})
+    assert shared.get(claim.id).score == 81.0
+
+
+def keep_for_ingest(store, claim, out, score):
+    """What the runner does when the store stays unreachable through finish's retries: the record built from the
+    row as leased, marked ingest_only with its claim, in the cell folder (harness.launch.attempt)."""
+    from harness.launch import attempt
+
+    leased = store.get(claim.id).as_dict()
+    out.mkdir(parents=True, exist_ok=True)
+    return attempt.keep_for_ingest(leased, claim, Status.COMPLETED, {"score": score, "metrics": {"accuracy": score}},
+                                   [], attempt.folder(str(out), claim), str(out))
+
+
+def test_a_stale_running_row_is_taken_only_by_its_own_attempts_record(tmp_path, cells, db_url):
+    """A worker cut off from the store keeps its result as an ingest_only record under its claim. Ingest gives
+    that record the row once the lease is stale (not while it is live); the record an earlier claim of the cell
+    kept is older than the running attempt and leaves it alone."""
+    single, _ = cells
+    shared = Store(db_url)
+    first = shared.start(single, single.config(), "cmd", "out", worker=live_worker("w1"))
+    keep_for_ingest(shared, first, tmp_path / "w1" / single.key, 60.0)      # w1 cut off; its lease went stale,
+    make_stale(db_url, first.id)
+    claim = shared.start(single, single.config(), "cmd", "out", worker=live_worker("w2"))   # w2 took it over
+    own = keep_for_ingest(shared, claim, tmp_path / "w2" / single.key, 75.0)
+
+    proc = call_cli("ingest", tmp_path / "w2", "--db", db_url)               # w2's lease is live: left alone
+    assert proc.returncode == 1 and "1 leased" in proc.stdout, proc.stdout + proc.stderr
+    make_stale(db_url, claim.id)
+    proc = call_cli("ingest", tmp_path / "w1", "--db", db_url)               # not the running attempt's own
+    assert proc.returncode == 0 and "1 older" in proc.stdout, proc.stdout + proc.stderr
+    assert shared.get(claim.id).status == Status.RUNNING
+    proc = call_cli("ingest", own, "--db", db_url)
     assert proc.returncode == 0 and "1 updated" in proc.stdout, proc.stdout + proc.stderr
-    assert shared.get(claim.id).status == Status.FAILED
-    with pytest.raises(LeaseLost):
-        shared.finish(claim, Status.COMPLETED, {"score": 1.0})
+    row = shared.get(claim.id)
+    assert (row.status, row.score, row.attempts, row.worker_id) == (Status.COMPLETED, 75.0, 2, claim.worker_id)
+
+
+def test_a_record_never_takes_a_row_back_to_an_earlier_attempt(tmp_path, cells, db_url):
+    """Attempt 1 fails (its record in the cell folder); attempt 2 (--retry-failed) is preempted: the row is
+    pending at attempt 2. Ingesting the folder leaves it so, and says the record is older; a running row of a
+    later attempt whose lease is stale is not taken by attempt 1's record either."""
+    single, _ = cells
+    shared = Store(db_url)
+    finish_with_record(shared, single, tmp_path / "out" / single.key, status=Status.FAILED,
+                       worker=live_worker("w1"))
+    claim = shared.start(single, single.config(), "cmd", "out", worker=live_worker("w2"))
+    shared.release(claim)                                                    # preempted: back to the queue
+    before = shared.get(claim.id).as_dict()
+    assert (before["status"], before["attempts"], before["error"]) == (Status.PENDING, 2, None)
+
+    proc = call_cli("ingest", tmp_path / "out", "--db", db_url)
+    assert proc.returncode == 0 and "1 older" in proc.stdout, proc.stdout + proc.stderr
+    assert "older" in proc.stderr and single.key in proc.stderr
+    assert shared.get(claim.id).as_dict() == before
+
+    claim = shared.start(single, single.config(), "cmd", "out", worker=live_worker("w3"))
+    make_stale(db_url, claim.id)
+    proc = call_cli("ingest", tmp_path / "out", "--db", db_url)
+    assert "1 older" in proc.stdout, proc.stdout + proc.stderr
+    assert shared.heartbeat(claim)                                           # w3 still holds its attempt
 
 
 def test_ingest_reads_the_row_under_a_lock(tmp_path, cells, db_url):
