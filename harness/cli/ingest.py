@@ -20,7 +20,8 @@ def add_arguments(p) -> None:
     p.add_argument("dirs", nargs="+", metavar="DIR", help="folders searched for record.json files (or the files)")
     add_db(p)
     p.add_argument("--replace", action="store_true",
-                   help="let a completed record replace a different completed result of the same cell")
+                   help="let a completed record replace a different completed result of the same cell (the "
+                        "analyses of the result replaced go with it)")
     add_lease_timeout(p, "a running cell whose last heartbeat is younger than this is held by a live worker: "
                          "its record is not ingested")
 

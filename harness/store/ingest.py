@@ -29,7 +29,7 @@ from harness.spec.layout import RECORD, SUITE_NAME_MAX, SUITE_NAME_PATTERN, is_a
 from harness.spec.schedule import Sequence
 from harness.spec.status import DEFAULT_LEASE_TIMEOUT_S, Regime, Status
 from harness.store.queue import _own_version, stale_lease
-from harness.store.schema import RunRecord, record_models
+from harness.store.schema import AnalysisRecord, RunRecord, record_models
 
 # what ingesting a record did; LEASED: left alone, a running attempt holds the cell (its lease is live, or stale
 # and the record is not that attempt's own); OLDER: left alone, the row is at a later attempt than the record
@@ -218,6 +218,10 @@ class Ingest:
                             (not replace or record.status != Status.COMPLETED.value):
                         return CONFLICT
                     outcome = UPDATED
+                    # the analyses of the result replaced (an adapter ablation) were measured on it: they go
+                    # with it, so the new result gets its own (run_ablations skips a run that has one)
+                    runs = [rec.id, *s.scalars(select(RunRecord.id).where(RunRecord.parent_id == rec.id))]
+                    s.execute(delete(AnalysisRecord).where(AnalysisRecord.run_id.in_(runs)))
                     s.execute(delete(RunRecord).where(RunRecord.parent_id == rec.id))
                 else:
                     rec = RunRecord(suite=record.suite, cell_key=record.cell_key)

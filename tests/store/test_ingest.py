@@ -281,3 +281,31 @@ def test_identity_columns_a_record_leaves_out_come_from_its_config(tmp_path, cel
         assert (row.learning_rate, row.regime, row.setting_key, row.task, row.task_version) == \
             (want[key].learning_rate, want[key].regime, want[key].setting_key, want[key].task,
              want[key].task_version), key
+
+
+def test_replacing_a_result_drops_the_analyses_measured_on_it(tmp_path, cells):
+    """`ingest --replace` swaps a stored completed result for the record's: the old result's adapter ablation
+    goes with it (else the tables showed it beside the new score and run_ablations skipped the run); another
+    run's stays."""
+    single, multi = cells
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    shared = Store(url)
+    ids = []
+    for cell in (single, multi):
+        claim = shared.start(cell, cell.config(), "cmd", None)
+        shared.finish(claim, Status.COMPLETED, {"score": 70.0, "metrics": {"accuracy": 70.0}})
+        shared.add_analysis(claim.id, "adapter_ablation", {"num_layers": 1, "baseline": 70.0,
+                                                           "recorded_score": 70.0, "spans": [[0, 0, 60.0]]})
+        ids.append(claim.id)
+    node = Store(f"sqlite:///{tmp_path / 'node.db'}")
+    finish_with_record(node, single, tmp_path / "out" / single.key, score=80.0)
+
+    kept = call_cli("ingest", tmp_path / "out", "--db", url)
+    assert kept.returncode == 1 and "1 conflict" in kept.stdout, kept.stdout + kept.stderr
+    assert sorted(a.run_id for a in Store(url).analyses()) == ids
+    proc = call_cli("ingest", tmp_path / "out", "--db", url, "--replace")
+    assert proc.returncode == 0 and "1 updated" in proc.stdout, proc.stdout + proc.stderr
+    assert Store(url).get(ids[0]).score == 80.0
+    assert [a.run_id for a in Store(url).analyses()] == ids[1:]
+    table = call_cli("export", "--table", "ablation", "--format", "csv", "--db", url)
+    assert table.returncode == 0 and {line.split(",")[1] for line in table.stdout.splitlines()[1:]} == {str(ids[1])}
