@@ -13,8 +13,12 @@ import re
 from collections.abc import Iterable
 
 HIDDEN = "***"
-# scheme://user:password@ (the password ends at the first "@", as SQLAlchemy reads it)
-_URL_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s'\"]*:)(?P<password>[^@\s'\"]*)@")
+# scheme://user:password@ (the password ends at the first "@", as SQLAlchemy reads it). A password may hold
+# spaces and quotes (SQLAlchemy reads any character but "@"), but so may the text after a URL without one, up to
+# an unrelated "@" (a path, a mail address): such a password is taken only where the text after "host:" is not a
+# port (digits, then a "/", a space, a quote or the end), only up to the line's end, never across another "://"
+_URL_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s'\"]*:)"
+                           r"(?P<password>[^@\s'\"]*|(?!\d+(?:[/\s'\"]|$))(?:(?!://)[^@\n])*)@")
 _DB_FLAGS = ("--db",)
 
 

@@ -21,6 +21,25 @@ def test_redact_text_hides_every_url_password(text):
         assert SECRET not in shown and "x%40y" not in shown and "***" in shown, shown
 
 
+@pytest.mark.parametrize("password", ["pa ss", "pa'ss", 'pa"ss', "p 'a\" s"])
+def test_redact_text_hides_a_password_with_spaces_or_quotes(password):
+    """SQLAlchemy reads a URL's password up to its "@", spaces and quotes included: so does the redaction."""
+    from harness.store.redact import redact_text
+
+    text = f"error: cannot reach postgresql://alice:{password}@db.example/harness (timeout)"
+    assert redact_text(text) == "error: cannot reach postgresql://alice:***@db.example/harness (timeout)"
+
+
+@pytest.mark.parametrize("text", ["harness.run s.yaml --db postgresql://h:5432/db --output-dir /home/j@corp/out",
+                                  "API request to http://mlflow.lab:5000/api failed (as alice@corp)",
+                                  "http://h:5000/x\nmail alice@corp"])
+def test_redact_text_keeps_a_url_without_password_before_an_unrelated_at(text):
+    """A port is not a password: the text after it up to a later "@" (a path, a mail address) stays."""
+    from harness.store.redact import redact_text
+
+    assert redact_text(text) == text
+
+
 def test_redact_argv_hides_db_values_in_both_forms():
     from harness.store.redact import redact_argv
 
