@@ -30,14 +30,16 @@ def run(args) -> int:
     """Every record.json under the given folders, by (suite, cell key): added, updated (the store had the cell
     pending, failed, or running under a stale lease of the attempt that kept this record), already there, left
     alone (a running attempt holds the cell), older (the store has the cell at a later attempt: the record
-    would take it back), a conflict (a different completed result is stored: never replaced silently), or
-    refused (not a valid record: one line naming the file and the field; nothing of it is written).
-    Exit 2 when a record was refused, else 1 when one was left alone or conflicted, else 0 (an older record is
-    reported, not an error: the store is ahead of it)."""
+    would take it back), kept (a failed record for a cell the store has completed: a failure never replaces a
+    result, with --replace neither), a conflict (a different completed result is stored: never replaced
+    silently), or refused (not a valid record: one line naming the file and the field; nothing of it is
+    written). Exit 2 when a record was refused, else 1 when one was left alone or conflicted, else 0 (an older
+    or a kept record is reported, not an error: the store is ahead of it)."""
     from harness.spec.status import lease_timeout
     from harness.store.db import Store
     from harness.store.engine import default_db_url, new_sqlite_file
-    from harness.store.ingest import CONFLICT, LEASED, OLDER, OUTCOMES, parse_record, record_attempt, record_paths
+    from harness.store.ingest import (CONFLICT, KEPT, LEASED, OLDER, OUTCOMES, parse_record, record_attempt,
+                                      record_paths)
 
     lease_timeout_s = lease_timeout(args.lease_timeout_s)
     paths = record_paths(args.dirs)
@@ -67,6 +69,9 @@ def run(args) -> int:
                   f"its lease is live, or stale while the worker may still be training, and this record is not "
                   f"that attempt's own): ingest again once the cell finished or went back to the queue",
                   file=sys.stderr)
+        elif outcome == KEPT:
+            print(f"{path}: kept: suite {record.suite} cell {record.cell_key} has a completed result; this "
+                  f"record is a failure, which never replaces one (--replace neither)", file=sys.stderr)
         elif outcome == OLDER:
             print(f"{path}: older: suite {record.suite} cell {record.cell_key} is at a later attempt than this "
                   f"record's ({record_attempt(record)}): kept as it is (a record never takes a cell back)",

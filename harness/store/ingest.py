@@ -32,8 +32,10 @@ from harness.store.queue import _own_version, stale_lease
 from harness.store.schema import AnalysisRecord, RunRecord, record_models
 
 # what ingesting a record did; LEASED: left alone, a running attempt holds the cell (its lease is live, or stale
-# and the record is not that attempt's own); OLDER: left alone, the row is at a later attempt than the record
-OUTCOMES = ADDED, UPDATED, SAME, CONFLICT, LEASED, OLDER = "added", "updated", "same", "conflict", "leased", "older"
+# and the record is not that attempt's own); OLDER: left alone, the row is at a later attempt than the record;
+# KEPT: a failed record for a cell with a completed result, which it never replaces (replace=True neither)
+OUTCOMES = ADDED, UPDATED, SAME, CONFLICT, LEASED, OLDER, KEPT = ("added", "updated", "same", "conflict", "leased",
+                                                                 "older", "kept")
 COMPARED = ("score", "metrics", "finished_at", "config")   # a stored completed result is the same when these are
 NOT_COPIED = ("id", "parent_id", "children", "ingest_only", "claim")   # ids are its own store's; the rest is
                                                                        # about the file, not a column
@@ -186,8 +188,9 @@ class Ingest:
         returns "added", "updated" (the row was pending, failed, or running under a stale lease that this
         record's own attempt held), "same" (already there), "leased" (a running attempt holds the cell: a live
         lease, or a stale one the record is not that attempt's own; nothing changed), "older" (the row is at a
-        later attempt than the record: nothing changed) or "conflict" (a different completed result is stored;
-        replaced only with replace=True)."""
+        later attempt than the record: nothing changed), "kept" (a failed record, a completed result stored:
+        never replaced) or "conflict" (a different completed result is stored; replaced only with
+        replace=True)."""
         if isinstance(record, dict):
             import json
 
@@ -214,9 +217,11 @@ class Ingest:
                         return OLDER   # e.g. attempt 1's failure over the pending row of a preempted attempt 2
                     if rec.status == Status.RUNNING.value and not _own_claim(record, rec):
                         return LEASED
-                    if rec.status == Status.COMPLETED.value and \
-                            (not replace or record.status != Status.COMPLETED.value):
-                        return CONFLICT
+                    if rec.status == Status.COMPLETED.value:
+                        if record.status != Status.COMPLETED.value:
+                            return KEPT   # a failure never replaces a result, whatever the attempt
+                        if not replace:
+                            return CONFLICT
                     outcome = UPDATED
                     # the analyses of the result replaced (an adapter ablation) were measured on it: they go
                     # with it, so the new result gets its own (run_ablations skips a run that has one)

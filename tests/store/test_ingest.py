@@ -156,7 +156,8 @@ def test_a_record_never_takes_a_row_back_to_an_earlier_attempt(tmp_path, cells, 
 
 def test_ingest_reads_the_row_under_a_lock(tmp_path, cells, db_url):
     """A worker whose lease went stale is committing its finish when ingest reads the row: ingest waits for it
-    and then sees the completed result (a conflict, kept) instead of overwriting it with a stale read."""
+    and then sees the completed result (kept: a failed record never replaces one) instead of overwriting it
+    with a stale read."""
     single, _ = cells
     node = Store(f"sqlite:///{tmp_path / 'node.db'}")
     record = finish_with_record(node, single, tmp_path / "out" / single.key, status=Status.FAILED)
@@ -179,7 +180,7 @@ def test_ingest_reads_the_row_under_a_lock(tmp_path, cells, db_url):
     go.set()
     finisher.join(60)
     ingester.join(60)
-    assert outcome == ["conflict"]
+    assert outcome == ["kept"]
     rec = shared.get(claim.id)
     assert (rec.status, rec.score) == (Status.COMPLETED, 90.0)
 
@@ -309,3 +310,23 @@ def test_replacing_a_result_drops_the_analyses_measured_on_it(tmp_path, cells):
     assert [a.run_id for a in Store(url).analyses()] == ids[1:]
     table = call_cli("export", "--table", "ablation", "--format", "csv", "--db", url)
     assert table.returncode == 0 and {line.split(",")[1] for line in table.stdout.splitlines()[1:]} == {str(ids[1])}
+
+
+@pytest.mark.parametrize("replace", [[], ["--replace"]])
+def test_a_failed_record_never_replaces_a_completed_result_and_says_so(tmp_path, cells, replace):
+    """A node's failure of a cell the store has completed: the result is kept, with or without --replace, and
+    the message says that (not "--replace takes this one"); nothing is left to resolve: exit 0."""
+    single, _ = cells
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    shared = Store(url)
+    claim = shared.start(single, single.config(), "cmd", None)
+    shared.finish(claim, Status.COMPLETED, {"score": 70.0, "metrics": {"accuracy": 70.0}})
+    before = shared.get(claim.id).as_dict()
+    node = Store(f"sqlite:///{tmp_path / 'node.db'}")
+    finish_with_record(node, single, tmp_path / "out" / single.key, status=Status.FAILED)
+
+    proc = call_cli("ingest", tmp_path / "out", "--db", url, *replace)
+    assert proc.returncode == 0 and "1 kept" in proc.stdout, proc.stdout + proc.stderr
+    (line,) = proc.stderr.splitlines()
+    assert "kept" in line and "completed result" in line and "takes this one" not in line, line
+    assert Store(url).get(claim.id).as_dict() == before
