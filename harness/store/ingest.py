@@ -15,6 +15,7 @@ it could not reach the store (its `claim` names the row's worker and attempt).""
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import os
 import re
@@ -82,6 +83,10 @@ def _non_finite(value, where: str) -> str | None:
 
 def _check(row, at: str = "") -> None:
     for name, value in row:
+        if isinstance(value, dt.datetime) and value.tzinfo is not None:
+            # every time column is UTC without an offset (lease.utcnow, queue.db_now); a database would drop
+            # the offset and keep the local time (02:00+02:00 stored as 02:00): the same instant, in UTC
+            setattr(row, name, value.astimezone(dt.timezone.utc).replace(tzinfo=None))
         if isinstance(value, (dict, list)) and name != "children":
             bad = _non_finite(value, at + name)
             if bad:

@@ -330,3 +330,22 @@ def test_a_failed_record_never_replaces_a_completed_result_and_says_so(tmp_path,
     (line,) = proc.stderr.splitlines()
     assert "kept" in line and "completed result" in line and "takes this one" not in line, line
     assert Store(url).get(claim.id).as_dict() == before
+
+
+def test_a_time_with_an_offset_is_stored_as_the_same_instant_in_utc(tmp_path, cells, db_url):
+    """Every time column is UTC without an offset: a record's 02:00+02:00 is 00:00 (SQLite kept 02:00)."""
+    _, multi = cells
+    node = Store(f"sqlite:///{tmp_path / 'node.db'}")
+    rec = finish_with_record(node, multi, tmp_path / "out" / multi.key)
+    rec.update(finished_at="2030-01-01T02:00:00+02:00", started_at="2029-12-31T19:30:00-05:00")
+    rec["children"][0]["finished_at"] = "2030-01-01T01:00:00+01:00"
+    (tmp_path / "out" / multi.key / RECORD).write_text(json.dumps(rec))
+
+    proc = call_cli("ingest", tmp_path / "out", "--db", db_url)
+    assert proc.returncode == 0 and "1 added" in proc.stdout, proc.stdout + proc.stderr
+    rows = Store(db_url).by_key("ing")
+    midnight = dt.datetime(2030, 1, 1)
+    assert (rows[multi.key].finished_at, rows[multi.key].started_at) == (midnight, dt.datetime(2030, 1, 1, 0, 30))
+    assert rows[rec["children"][0]["cell_key"]].finished_at == midnight
+    again = call_cli("ingest", tmp_path / "out", "--db", db_url)   # the same result: idempotent
+    assert again.returncode == 0 and "1 same" in again.stdout, again.stdout + again.stderr
