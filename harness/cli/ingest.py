@@ -38,8 +38,7 @@ def run(args) -> int:
     from harness.spec.status import lease_timeout
     from harness.store.db import Store
     from harness.store.engine import default_db_url, new_sqlite_file
-    from harness.store.ingest import (CONFLICT, KEPT, LEASED, OLDER, OUTCOMES, parse_record, record_attempt,
-                                      record_paths)
+    from harness.store.ingest import CONFLICT, KEPT, LEASED, OLDER, OUTCOMES, read_record, record_attempt, record_paths
 
     lease_timeout_s = lease_timeout(args.lease_timeout_s)
     paths = record_paths(args.dirs)
@@ -51,8 +50,7 @@ def run(args) -> int:
     valid = []
     for path in paths:   # every record read first: where none is valid, no store is created or written
         try:
-            with open(path, "rb") as f:
-                valid.append((path, parse_record(f.read())))
+            valid.append((path, read_record(path)))
         except (OSError, InputError) as exc:
             counts[REFUSED] += 1
             print(f"{path}: refused: {getattr(exc, 'strerror', None) or exc}", file=sys.stderr)

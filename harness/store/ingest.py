@@ -16,6 +16,7 @@ it could not reach the store (its `claim` names the row's worker and attempt).""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 import os
 import re
@@ -26,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from harness.spec.cell import Cell, config_key
 from harness.spec.errors import InputError
-from harness.spec.layout import RECORD, SUITE_NAME_MAX, SUITE_NAME_PATTERN, is_attempt_dir
+from harness.spec.layout import INGEST_ONLY, RECORD, SUITE_NAME_MAX, SUITE_NAME_PATTERN, is_attempt_dir
 from harness.spec.schedule import Sequence
 from harness.spec.status import DEFAULT_LEASE_TIMEOUT_S, Regime, Status
 from harness.store.queue import _own_version, stale_lease
@@ -50,6 +51,27 @@ class BadRecord(InputError):
         super().__init__(f"field {field}: {message}" if field else message)
 
 
+# An attempt's own folder (launch/attempt.py) holds files no store accepted: its record.json is not a result,
+# except one marked ingest_only, which the runner leaves there when the cell folder already has an accepted
+# record (and names it for `harness ingest`). Folder walks skip the others; naming one is refused (read_record).
+NOT_A_RESULT = ("in an attempt's own folder and not marked ingest_only: no store accepted it, so it is not a "
+                "result (the cell folder's record.json is)")
+
+
+def _in_attempt_dir(path: str) -> bool:
+    return is_attempt_dir(os.path.dirname(os.path.abspath(path)))
+
+
+def _kept_for_ingest(path: str) -> bool:
+    """A record.json that says it is ingest_only (read only for that; a file that cannot be read is not)."""
+    try:
+        with open(path, "rb") as f:
+            data = json.loads(f.read())
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(data, dict) and data.get(INGEST_ONLY) is True
+
+
 def record_paths(places: list[str]) -> list[str]:
     """The record files given (files) or found below the given folders, each folder's in sorted order."""
     paths = []
@@ -57,14 +79,23 @@ def record_paths(places: list[str]) -> list[str]:
         if os.path.isfile(d):
             paths.append(d)
         elif os.path.isdir(d):
-            # an attempt's own folder holds files no store accepted (launch/attempt.py): never results
-            paths += sorted(os.path.join(root, RECORD) for root, _, files in os.walk(d)
-                            if RECORD in files and not is_attempt_dir(root))
+            found = (os.path.join(root, RECORD) for root, _, files in os.walk(d) if RECORD in files)
+            paths += sorted(p for p in found if not _in_attempt_dir(p) or _kept_for_ingest(p))
         else:
             raise InputError(f"ingest: {d}: no such file or folder")
     if not paths:
         raise InputError(f"ingest: no {RECORD} under {', '.join(places)}")
     return paths
+
+
+def read_record(path: str):
+    """The record file at `path`, parsed (parse_record); one inside an attempt's own folder only when it is
+    ingest_only. Raises BadRecord, or OSError when the file cannot be read."""
+    with open(path, "rb") as f:
+        record = parse_record(f.read())
+    if _in_attempt_dir(path) and not record.ingest_only:
+        raise BadRecord("", NOT_A_RESULT)
+    return record
 
 
 def _non_finite(value, where: str) -> str | None:
@@ -197,8 +228,6 @@ class Ingest:
         never replaced) or "conflict" (a different completed result is stored; replaced only with
         replace=True)."""
         if isinstance(record, dict):
-            import json
-
             record = parse_record(json.dumps(record, default=str))
         values = _values(record)
         with self._write() as conn:
