@@ -230,6 +230,10 @@ class Ingest:
         if isinstance(record, dict):
             record = parse_record(json.dumps(record, default=str))
         values = _values(record)
+        if values.get("predicted_time_s") is None:
+            # the prediction is the claim's, written into the row after the claim (queue.predict): a record
+            # without one (an ingest_only record is built from the row as claimed) keeps the store's
+            values.pop("predicted_time_s", None)
         with self._write() as conn:
             with Session(bind=conn) as s:
                 stmt = select(RunRecord).where(RunRecord.suite == record.suite,

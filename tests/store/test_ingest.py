@@ -383,3 +383,28 @@ def test_a_record_in_an_attempt_folder_counts_only_when_kept_for_ingest(tmp_path
     assert "ingested 2 record(s): 1 updated" in proc.stdout and "1 older" in proc.stdout, proc.stdout
     row = shared.get(claim.id)
     assert (row.status, row.score, row.attempts) == (Status.COMPLETED, 75.0, 2)
+
+
+def test_a_record_without_a_prediction_keeps_the_stored_one(tmp_path, cells):
+    """The runner reads the row it claimed, then writes its prediction (Store.predict); a result kept for ingest
+    is built from the row as read, without it. Ingesting that record keeps the store's prediction (`harness
+    status` compares it with the actual time) instead of emptying it."""
+    from harness.launch import attempt
+
+    single, _ = cells
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    shared = Store(url)
+    claim = shared.start(single, single.config(), "cmd", "out", worker=live_worker("w1"))
+    leased = shared.get(claim.id).as_dict()
+    assert shared.predict(claim, 123.0)
+    cell_dir = tmp_path / "out" / single.key
+    cell_dir.mkdir(parents=True)
+    attempt.keep_for_ingest(leased, claim, Status.COMPLETED, {"score": 70.0, "train_time_s": 100.0}, [],
+                            attempt.folder(str(cell_dir), claim), str(cell_dir))
+    assert json.loads((cell_dir / RECORD).read_text())["predicted_time_s"] is None
+    make_stale(url, claim.id)
+
+    proc = call_cli("ingest", tmp_path / "out", "--db", url)
+    assert proc.returncode == 0 and "1 updated" in proc.stdout, proc.stdout + proc.stderr
+    row = shared.get(claim.id)
+    assert (row.status, row.train_time_s, row.predicted_time_s) == (Status.COMPLETED, 100.0, 123.0)
