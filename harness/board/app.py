@@ -30,7 +30,7 @@ from harness.spec.status import Status
 from harness.stats.selection import selectable_runs
 from harness.store.db import Store
 from harness.store.engine import default_db_url
-from harness.store.redact import redact_env, redact_text, redact_url
+from harness.store.redact import redact_url
 
 HOW_TO_RUN = """No results yet. Run a suite first, for example the embedded default (offline, ~15 min on a laptop CPU):
 
@@ -53,7 +53,8 @@ def reproduce_text(rec, url: str) -> str:
     before commands carried them."""
     import os
 
-    command = redact_text(rec.command or "") or "accelerate launch -m harness.run SUITE.yaml --retry-failed"
+    # the stored command, like every text column, comes out of the store redacted (harness.store.schema)
+    command = rec.command or "accelerate launch -m harness.run SUITE.yaml --retry-failed"
     body, sep, comment = command.partition("   # ")
     if "--db" not in body.split():
         body += f" --db {shlex.quote(redact_url(url))}"
@@ -205,7 +206,7 @@ def page_runs(url, suite, model):
         return
     st.subheader(labels[run_id])
     if rec.error:
-        st.error(redact_text(rec.error))
+        st.error(rec.error)
     c1, c2 = st.columns(2)
     with c1:
         st.markdown("**Dev metrics** (final / best)")
@@ -222,7 +223,7 @@ def page_runs(url, suite, model):
     with st.expander("Resolved configuration"):
         st.json(rec.config)
     with st.expander("Environment"):
-        st.json(redact_env(rec.env) or {})   # rows written before redaction, or by other tools
+        st.json(rec.env or {})
 
 
 def page_analyses(url, suite, model):

@@ -62,9 +62,7 @@ def failures_table(cells: pd.DataFrame, suite: str) -> pd.DataFrame:
 
 
 def first_line(text) -> str:
-    from harness.store.redact import redact_text
-
-    lines = [ln for ln in redact_text(text or "").splitlines() if ln.strip()]
+    lines = [ln for ln in (text or "").splitlines() if ln.strip()]
     return lines[0][:200] if lines else ""   # the runner stores the reason first, then the traceback
 
 

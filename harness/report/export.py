@@ -7,6 +7,7 @@ import math
 import os
 import re
 
+import numpy as np
 import pandas as pd
 
 from harness.report.tables import best_table, fmt_mean_std, leaderboard_table, runs_frame
@@ -445,8 +446,22 @@ def to_json(kind: str, frame: pd.DataFrame) -> str:
     if kind == "leaderboard":
         frame = with_trivial_row(frame)
     rows = json.loads(frame.to_json(orient="records", date_format="iso")) if not frame.empty else []
+    _exact_floats(frame, rows)
     notes = footnote(kind, frame) if not frame.empty else []
     return json.dumps({"table": kind, "rows": rows, "footnote": notes}, indent=1, ensure_ascii=False) + "\n"
+
+
+def _exact_floats(frame: pd.DataFrame, rows: list[dict]) -> None:
+    """Every number in `rows` (to_json's) as the frame holds it: to_json rounds floats to 10 significant digits
+    (at most 15: 1.2345678901234567e18 FLOPs came out as 1.23456789e+18), where JSON and the CSV keep the
+    shortest form that reads back exactly. NaN and infinities stay null."""
+    for j, name in enumerate(frame.columns):
+        column = frame.iloc[:, j]
+        if not (pd.api.types.is_float_dtype(column) or column.dtype == object):
+            continue
+        for row, value in zip(rows, column):
+            if isinstance(value, (float, np.floating)):
+                row[str(name)] = float(value) if math.isfinite(value) else None
 
 
 def ablation_frame(store: Store, suite: str | None, model: str | None) -> pd.DataFrame:

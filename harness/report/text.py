@@ -33,7 +33,10 @@ def status_line(status: str, cell, rec) -> str:
     """One line of `harness status`: status, cell key and label, then what the store says about it."""
     detail = ""
     if status == CellState.COMPLETED:
-        detail = f"score {rec.score:.2f}  {rec.train_time_s:.0f}s  by {lease_owner(rec)}"
+        # a completed row need not have a train time (an ingested record requires only its score)
+        took = "train time ?" if rec.train_time_s is None else f"{rec.train_time_s:.0f}s"
+        score = "?" if rec.score is None else f"{rec.score:.2f}"
+        detail = f"score {score}  {took}  by {lease_owner(rec)}"
     elif status == CellState.FAILED:
         detail = (rec.error or "").splitlines()[0][:120] if rec.error else ""
     elif status in (CellState.RUNNING, CellState.STALE):

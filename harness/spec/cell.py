@@ -110,6 +110,16 @@ class Cell:
             "schedule": self.schedule.as_key() if self.schedule else None,
         }
 
+    def columns(self) -> dict:
+        """The store columns that follow from the configuration (besides it and its keys): what the cell's
+        queued row holds, and what a record of the cell must say (harness.store.ingest refuses one that
+        differs: these columns decide where a run counts in the tables)."""
+        return {"model": self.model, "task": self.task, "task_version": self.task_version, "method": self.method,
+                "method_params": dict(self.method_params), "method_label": self.row_label,
+                "regime": self.regime.value if self.regime else None, "budget": dict(self.budget),
+                "seed": self.seed, "hparams": dict(self.hparams), "learning_rate": self.hparams.get("learning_rate"),
+                "num_processes": self.num_processes}
+
     @property
     def key(self) -> str:
         return config_key(self.config())

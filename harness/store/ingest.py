@@ -1,14 +1,22 @@
 """Loading record.json files into a store: what a node that could not reach the store wrote beside a cell's
 files (harness.spec.layout.RECORD), taken in later by `harness ingest`. Idempotent by (suite, cell key).
 
-A record is read against one typed model (harness.store.schema.record_models: the store's own columns) and its
-cell key recomputed from its configuration; a bad record is refused, with the file and the field, before
-anything is written. A row that a live worker holds (a running cell whose lease is not stale, by the queue's
-one staleness rule) is never touched: ingest reads the row under a lock (PostgreSQL: SELECT ... FOR UPDATE;
-SQLite: the write lock) and skips it."""
+A record is read against one typed model (harness.store.schema.record_models: the store's own columns), its
+cell key recomputed from its configuration and every column that configuration fixes (Cell.columns: model,
+task, task version, seed, method label, ...; a stage's or member's task and regime) checked against it; a bad
+record is refused, with the file and the field, before anything is written.
+
+A row that a live worker holds (a running cell whose lease is not stale, by the queue's one staleness rule) is
+never touched: ingest reads the row under a lock (PostgreSQL: SELECT ... FOR UPDATE; SQLite: the write lock)
+and skips it. A record never takes a row back to an earlier attempt: one of an attempt before the row's is
+skipped ("older"). A running row, even under a stale lease (its worker may be alive but cut off from the store,
+still training), is taken over only by its own attempt's record: the ingest_only record that attempt kept when
+it could not reach the store (its `claim` names the row's worker and attempt)."""
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import math
 import os
 import re
@@ -17,15 +25,19 @@ from pydantic import ValidationError
 from sqlalchemy import delete, func, not_, select
 from sqlalchemy.orm import Session
 
-from harness.spec.cell import config_key
+from harness.spec.cell import Cell, config_key
 from harness.spec.errors import InputError
-from harness.spec.layout import RECORD, SUITE_NAME_MAX, SUITE_NAME_PATTERN, is_attempt_dir
-from harness.spec.status import DEFAULT_LEASE_TIMEOUT_S, Status
-from harness.store.queue import stale_lease
-from harness.store.schema import RunRecord, record_models
+from harness.spec.layout import INGEST_ONLY, RECORD, SUITE_NAME_MAX, SUITE_NAME_PATTERN, is_attempt_dir
+from harness.spec.schedule import Sequence
+from harness.spec.status import DEFAULT_LEASE_TIMEOUT_S, Regime, Status
+from harness.store.queue import _own_version, stale_lease
+from harness.store.schema import AnalysisRecord, RunRecord, record_models
 
-# what ingesting a record did; LEASED: left alone, a live worker holds the cell (its lease is not stale)
-OUTCOMES = ADDED, UPDATED, SAME, CONFLICT, LEASED = "added", "updated", "same", "conflict", "leased"
+# what ingesting a record did; LEASED: left alone, a running attempt holds the cell (its lease is live, or stale
+# and the record is not that attempt's own); OLDER: left alone, the row is at a later attempt than the record;
+# KEPT: a failed record for a cell with a completed result, which it never replaces (replace=True neither)
+OUTCOMES = ADDED, UPDATED, SAME, CONFLICT, LEASED, OLDER, KEPT = ("added", "updated", "same", "conflict", "leased",
+                                                                 "older", "kept")
 COMPARED = ("score", "metrics", "finished_at", "config")   # a stored completed result is the same when these are
 NOT_COPIED = ("id", "parent_id", "children", "ingest_only", "claim")   # ids are its own store's; the rest is
                                                                        # about the file, not a column
@@ -39,6 +51,27 @@ class BadRecord(InputError):
         super().__init__(f"field {field}: {message}" if field else message)
 
 
+# An attempt's own folder (launch/attempt.py) holds files no store accepted: its record.json is not a result,
+# except one marked ingest_only, which the runner leaves there when the cell folder already has an accepted
+# record (and names it for `harness ingest`). Folder walks skip the others; naming one is refused (read_record).
+NOT_A_RESULT = ("in an attempt's own folder and not marked ingest_only: no store accepted it, so it is not a "
+                "result (the cell folder's record.json is)")
+
+
+def _in_attempt_dir(path: str) -> bool:
+    return is_attempt_dir(os.path.dirname(os.path.abspath(path)))
+
+
+def _kept_for_ingest(path: str) -> bool:
+    """A record.json that says it is ingest_only (read only for that; a file that cannot be read is not)."""
+    try:
+        with open(path, "rb") as f:
+            data = json.loads(f.read())
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(data, dict) and data.get(INGEST_ONLY) is True
+
+
 def record_paths(places: list[str]) -> list[str]:
     """The record files given (files) or found below the given folders, each folder's in sorted order."""
     paths = []
@@ -46,14 +79,23 @@ def record_paths(places: list[str]) -> list[str]:
         if os.path.isfile(d):
             paths.append(d)
         elif os.path.isdir(d):
-            # an attempt's own folder holds files no store accepted (launch/attempt.py): never results
-            paths += sorted(os.path.join(root, RECORD) for root, _, files in os.walk(d)
-                            if RECORD in files and not is_attempt_dir(root))
+            found = (os.path.join(root, RECORD) for root, _, files in os.walk(d) if RECORD in files)
+            paths += sorted(p for p in found if not _in_attempt_dir(p) or _kept_for_ingest(p))
         else:
             raise InputError(f"ingest: {d}: no such file or folder")
     if not paths:
         raise InputError(f"ingest: no {RECORD} under {', '.join(places)}")
     return paths
+
+
+def read_record(path: str):
+    """The record file at `path`, parsed (parse_record); one inside an attempt's own folder only when it is
+    ingest_only. Raises BadRecord, or OSError when the file cannot be read."""
+    with open(path, "rb") as f:
+        record = parse_record(f.read())
+    if _in_attempt_dir(path) and not record.ingest_only:
+        raise BadRecord("", NOT_A_RESULT)
+    return record
 
 
 def _non_finite(value, where: str) -> str | None:
@@ -72,6 +114,10 @@ def _non_finite(value, where: str) -> str | None:
 
 def _check(row, at: str = "") -> None:
     for name, value in row:
+        if isinstance(value, dt.datetime) and value.tzinfo is not None:
+            # every time column is UTC without an offset (lease.utcnow, queue.db_now); a database would drop
+            # the offset and keep the local time (02:00+02:00 stored as 02:00): the same instant, in UTC
+            setattr(row, name, value.astimezone(dt.timezone.utc).replace(tzinfo=None))
         if isinstance(value, (dict, list)) and name != "children":
             bad = _non_finite(value, at + name)
             if bad:
@@ -102,14 +148,67 @@ def parse_record(text: str | bytes):
     key = config_key(rec.config)
     if rec.cell_key != key:
         raise BadRecord("cell_key", f"{rec.cell_key} is not the key of the record's config ({key})")
-    if rec.setting_key is not None and rec.setting_key != config_key(rec.config, without=("seed",)):
-        raise BadRecord("setting_key", "not the setting key of the record's config")
+    # the key covers the config only: every column that follows from it must be the config's, or the tables
+    # would count the run where it does not belong (another task version, seed, method row)
+    try:
+        cell = Cell.from_config(rec.suite, rec.config)
+        own = {**cell.columns(), "setting_key": config_key(rec.config, without=("seed",))}
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise BadRecord("config", f"not a cell's configuration ({type(exc).__name__}: {exc})") from None
+    _agree(rec, own)
+    children = _child_columns(cell, rec.config, own)
     for i, child in enumerate(rec.children):
         _check(child, f"children.{i}.")
-        if child.suite != rec.suite or not child.cell_key.startswith(rec.cell_key + "."):
+        suffix = child.cell_key.removeprefix(rec.cell_key + ".")
+        if child.suite != rec.suite or suffix == child.cell_key or suffix not in children:
             raise BadRecord(f"children.{i}.cell_key", f"{child.cell_key} is not a stage / member of cell "
                                                       f"{rec.cell_key} of suite {rec.suite}")
+        _agree(child, {**children[suffix], "config": rec.config}, f"children.{i}.")
     return rec
+
+
+def _agree(row, implied: dict, at: str = "") -> None:
+    """Every column the configuration fixes is the configuration's: one the file leaves out (or null) is
+    filled in from it; one that differs refuses the record."""
+    for name, want in implied.items():
+        have = getattr(row, name)
+        if have is None:
+            setattr(row, name, want)
+        elif have != want:
+            raise BadRecord(at + name, f"{have!r} differs from its config's {want!r}")
+
+
+def _child_columns(cell: Cell, config: dict, own: dict) -> dict[str, dict]:
+    """{cell key suffix: the columns a stage / member row's configuration fixes}: the cell's own, with the row's
+    task, its version and its regime. The suffixes are the runner's (RunResult.child_rows)."""
+    schedule = cell.schedule
+    if schedule is None:
+        return {}   # a single-task cell has no stage or member rows
+    if isinstance(schedule, Sequence):   # every stage but the last (that one is the cell's own row)
+        rows = {f"stage{i}": task for i, task in enumerate(schedule.tasks[:-1])}
+        regime = Regime.SEQUENTIAL_STAGE
+    else:
+        rows = {task: task for task in schedule.tasks}
+        regime = Regime.MULTITASK_MEMBER
+    parent = RunRecord(config=config)
+    return {suffix: {**own, "setting_key": f"{own['setting_key']}.{suffix}", "task": task,
+                     "task_version": _own_version(parent, task, cell.task_version), "regime": regime.value}
+            for suffix, task in rows.items()}
+
+
+def record_attempt(record) -> int:
+    """The attempt that wrote a record (its `attempts`; absent: 1, what a row inserted without it holds)."""
+    return 1 if record.attempts is None else record.attempts
+
+
+def _own_claim(record, row) -> bool:
+    """The record is the one the running row's own attempt kept when it could not reach the store (runner:
+    attempt.keep_for_ingest): ingest_only, under the claim (worker and attempt) that the row's lease still
+    names. Only that record may end the row's attempt: any other would throw away what its worker is training
+    (a worker cut off from the store goes on while its lease looks stale)."""
+    claim = record.claim or {}
+    return bool(record.ingest_only) and claim.get("worker_id") == row.worker_id \
+        and claim.get("attempt") == row.attempts
 
 
 def _values(row) -> dict:
@@ -122,14 +221,19 @@ class Ingest:
 
     def ingest(self, record, replace: bool = False, lease_timeout_s: float = DEFAULT_LEASE_TIMEOUT_S) -> str:
         """Load a record (parse_record's typed form, or a record.json's dict). Idempotent by (suite, cell key):
-        returns "added", "updated" (the row was pending, failed, or running under a stale lease), "same"
-        (already there), "leased" (a live worker holds the cell: nothing changed) or "conflict" (a different
-        completed result is stored; replaced only with replace=True)."""
+        returns "added", "updated" (the row was pending, failed, or running under a stale lease that this
+        record's own attempt held), "same" (already there), "leased" (a running attempt holds the cell: a live
+        lease, or a stale one the record is not that attempt's own; nothing changed), "older" (the row is at a
+        later attempt than the record: nothing changed), "kept" (a failed record, a completed result stored:
+        never replaced) or "conflict" (a different completed result is stored; replaced only with
+        replace=True)."""
         if isinstance(record, dict):
-            import json
-
             record = parse_record(json.dumps(record, default=str))
         values = _values(record)
+        if values.get("predicted_time_s") is None:
+            # the prediction is the claim's, written into the row after the claim (queue.predict): a record
+            # without one (an ingest_only record is built from the row as claimed) keeps the store's
+            values.pop("predicted_time_s", None)
         with self._write() as conn:
             with Session(bind=conn) as s:
                 stmt = select(RunRecord).where(RunRecord.suite == record.suite,
@@ -144,12 +248,23 @@ class Ingest:
                         not_(stale_lease(lease_timeout_s))))
                     if live:
                         return LEASED
+                    if rec.status == Status.COMPLETED.value and \
+                            all(getattr(rec, k) == v for k, v in values.items() if k in COMPARED):
+                        return SAME
+                    if record_attempt(record) < (rec.attempts or 0):
+                        return OLDER   # e.g. attempt 1's failure over the pending row of a preempted attempt 2
+                    if rec.status == Status.RUNNING.value and not _own_claim(record, rec):
+                        return LEASED
                     if rec.status == Status.COMPLETED.value:
-                        if all(getattr(rec, k) == v for k, v in values.items() if k in COMPARED):
-                            return SAME
-                        if not replace or record.status != Status.COMPLETED.value:
+                        if record.status != Status.COMPLETED.value:
+                            return KEPT   # a failure never replaces a result, whatever the attempt
+                        if not replace:
                             return CONFLICT
                     outcome = UPDATED
+                    # the analyses of the result replaced (an adapter ablation) were measured on it: they go
+                    # with it, so the new result gets its own (run_ablations skips a run that has one)
+                    runs = [rec.id, *s.scalars(select(RunRecord.id).where(RunRecord.parent_id == rec.id))]
+                    s.execute(delete(AnalysisRecord).where(AnalysisRecord.run_id.in_(runs)))
                     s.execute(delete(RunRecord).where(RunRecord.parent_id == rec.id))
                 else:
                     rec = RunRecord(suite=record.suite, cell_key=record.cell_key)

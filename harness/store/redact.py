@@ -1,8 +1,10 @@
 """Secrets never stored or shown: the one place that hides the password of a store URL, in a URL, in a command
 line (`--db VALUE`, `--db=VALUE`) and in any text that holds a URL (an error message, a log line, a script).
 
-Every place that keeps or shows a URL or a command goes through here: the environment of every record (argv),
-record.json, the reproduce command, the board, the generated sbatch scripts, error messages. The ways to give a
+Every place that keeps or shows a URL or a command goes through here: the store's text columns that can hold
+one (error, command, env: harness.store.schema redacts them on every write and every read, so record.json, the
+exports, `harness status` and the board show them redacted, rows written before included), the environment of
+every record (argv), the reproduce command, the generated sbatch scripts, error messages. The ways to give a
 store its password without writing it anywhere are in docs/cluster.md (PGPASSFILE, PGPASSWORD, a URL in
 $HARNESS_DB that the batch scripts inherit).
 """
@@ -13,8 +15,12 @@ import re
 from collections.abc import Iterable
 
 HIDDEN = "***"
-# scheme://user:password@ (the password ends at the first "@", as SQLAlchemy reads it)
-_URL_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s'\"]*:)(?P<password>[^@\s'\"]*)@")
+# scheme://user:password@ (the password ends at the first "@", as SQLAlchemy reads it). A password may hold
+# spaces and quotes (SQLAlchemy reads any character but "@"), but so may the text after a URL without one, up to
+# an unrelated "@" (a path, a mail address): such a password is taken only where the text after "host:" is not a
+# port (digits, then a "/", a space, a quote or the end), only up to the line's end, never across another "://"
+_URL_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s'\"]*:)"
+                           r"(?P<password>[^@\s'\"]*|(?!\d+(?:[/\s'\"]|$))(?:(?!://)[^@\n])*)@")
 _DB_FLAGS = ("--db",)
 
 
@@ -69,7 +75,7 @@ def redact_argv(argv: Iterable[str]) -> list[str]:
 
 def redact_env(env: dict | None) -> dict | None:
     """A record's environment with its argv (and any other text value) redacted: also for records written
-    before redaction existed (shown by the board, loaded by ingest)."""
+    before redaction existed (the store's env column redacts every write and read: harness.store.schema)."""
     if not env:
         return env
     out = {}

@@ -8,11 +8,13 @@ import functools
 import os
 import typing
 
-from sqlalchemy import JSON, BigInteger, Float, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Float, Index, Integer, String, Text, UniqueConstraint, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
 
 from harness.store.lease import utcnow
+from harness.store.redact import redact_env, redact_text
 
 MIGRATIONS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "migrations")
 
@@ -32,6 +34,32 @@ def _lease(*args, **kw):
     return mapped_column(*args, info={"group": "lease"}, **kw)
 
 
+class _Redacted(TypeDecorator):
+    """A column whose value can hold a store URL (an error message, a command line, an environment's argv): its
+    passwords are hidden (harness.store.redact) on every way in (Core inserts and updates, ORM flushes) and every
+    way out (rows written before this, or by other tools), so no reader (exports, `harness status`, the board)
+    can show one. ORM objects are redacted when the attribute is set (below): record.json files are written
+    from them."""
+
+    def process_bind_param(self, value, dialect):
+        return self.redact(value)
+
+    def process_result_value(self, value, dialect):
+        return self.redact(value)
+
+
+class RedactedText(_Redacted):
+    impl = Text
+    cache_ok = True   # no state: one cache key for every use (SQLAlchemy asks each class itself)
+    redact = staticmethod(redact_text)
+
+
+class RedactedEnv(_Redacted):
+    impl = JSON
+    cache_ok = True
+    redact = staticmethod(redact_env)
+
+
 class RunRecord(Base):
     __tablename__ = "runs"
     __table_args__ = (UniqueConstraint("suite", "cell_key", name="uq_suite_cell"),
@@ -42,7 +70,7 @@ class RunRecord(Base):
     cell_key: Mapped[str] = _identity(String(64), index=True)
     setting_key: Mapped[str | None] = _identity(Text)       # the cell key without the seed
     status: Mapped[str] = _identity(String(20), index=True)
-    error: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(RedactedText)
     attempts: Mapped[int] = _identity(Integer, default=1)
     created_at: Mapped[dt.datetime] = _identity(default=utcnow)
     started_at: Mapped[dt.datetime | None]
@@ -106,8 +134,8 @@ class RunRecord(Base):
     trivial_scores: Mapped[dict | None] = mapped_column(JSON)    # {baseline name: main score} on the same dev set
 
     # provenance
-    env: Mapped[dict | None] = mapped_column(JSON)
-    command: Mapped[str | None] = _identity(Text)
+    env: Mapped[dict | None] = mapped_column(RedactedEnv)
+    command: Mapped[str | None] = _identity(RedactedText)
     output_dir: Mapped[str | None] = _identity(Text)
     adapter_path: Mapped[str | None] = mapped_column(Text)      # the saved adapter + head (adapter methods)
     adapter_bytes: Mapped[int | None] = mapped_column(BigInteger)  # its size on disk
@@ -160,9 +188,19 @@ class AnalysisRecord(Base):
     payload: Mapped[dict] = mapped_column(JSON)
     work_item: Mapped[str | None] = mapped_column(String(20))
     status: Mapped[str | None] = mapped_column(String(20))   # a Status; NULL: completed (rows from before 0003)
-    error: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(RedactedText)
     worker_id: Mapped[str | None] = mapped_column(String(200))
     heartbeat_at: Mapped[dt.datetime | None] = mapped_column()
+
+
+def _redact_when_set(attribute, redact) -> None:
+    event.listen(attribute, "set", lambda target, value, old, initiator: redact(value), retval=True)
+
+
+for _table in (RunRecord, AnalysisRecord):   # the ORM side of _Redacted: what a finish or an ingest sets
+    for _column in _table.__table__.columns:
+        if isinstance(_column.type, _Redacted):
+            _redact_when_set(getattr(_table, _column.name), _column.type.redact)
 
 
 RUN_COLUMNS: tuple[str, ...] = tuple(c.name for c in RunRecord.__table__.columns)   # in declaration order

@@ -150,3 +150,28 @@ def test_tables_carry_the_notes_of_the_tasks_they_show():
     board.attrs["tasks"] = ["sst2", "squad_v2_synth"]
     (line,) = task_notes("leaderboard", board)
     assert line.startswith("squad_v2_synth: synthetic v2")
+
+
+def test_json_export_keeps_every_number_exactly_as_the_csv_does(tmp_path):
+    """pandas' to_json rounds to 10 significant digits (1.2345678901234567e18 FLOPs became 1.23456789e+18):
+    the JSON export gives every number back exactly, like the CSV; NaN stays null."""
+    import json
+
+    from harness.plan.suite import parse_suite
+    from harness.spec.status import Status
+    from tests.helpers import call_cli
+
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    store = Store(url)
+    cell = parse_suite("name: ex\nmodels: [minilm]\ntasks: [rte]\nmethods: [full]\n", "ex.yaml").cells()[0]
+    claim = store.start(cell, cell.config(), "cmd", None)
+    exact = {"score": 0.1 + 0.2, "train_flops": 1.2345678901234567e18, "trainable_pct": 1.234567890123e-7,
+             "train_time_s": 12345.678901234567}
+    store.finish(claim, Status.COMPLETED, {**exact, "metrics": {"accuracy": 1 / 3}})
+
+    (row,) = json.loads(call_cli("export", "--table", "runs", "--format", "json", "--db", url).stdout)["rows"]
+    (csv_row,) = csv.DictReader(io.StringIO(call_cli("export", "--table", "runs", "--format", "csv",
+                                                     "--db", url).stdout))
+    for name, value in {**exact, "metric_accuracy": 1 / 3}.items():
+        assert row[name] == value and float(csv_row[name]) == value, (name, row[name], csv_row[name])
+    assert row["mfu"] is None and row["learning_rate"] == cell.hparams["learning_rate"]

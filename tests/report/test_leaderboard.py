@@ -178,10 +178,17 @@ def test_runs_page_reproduce_box_and_environment_hide_the_password(tmp_path, mon
     url = f"sqlite:///{tmp_path / 's.db'}"
     store = Store(url)
     cell = suite.cells()[0]
-    claim = store.start(cell, cell.config(), f"accelerate launch -m harness.run /abs/sec.yaml --db {leaked}",
-                        str(tmp_path / "out" / "sec" / cell.key))   # the cell's folder: OUTPUT/suite/cell key
-    store.finish(claim, "failed", {"error": f"OperationalError: cannot reach {leaked}",
-                                   "env": {"argv": ["harness/run.py", "sec.yaml", "--db", leaked], "host": "h"}})
+    claim = store.start(cell, cell.config(), "cmd", str(tmp_path / "out" / "sec" / cell.key))   # OUTPUT/suite/key
+    store.finish(claim, "failed", {"error": "boom"})
+    import json
+
+    import sqlalchemy as sa
+
+    with store.engine.begin() as conn:   # as a harness before redaction wrote it: no column type in between
+        conn.execute(sa.text("update runs set command = :c, error = :e, env = :v"),
+                     {"c": f"accelerate launch -m harness.run /abs/sec.yaml --db {leaked}",
+                      "e": f"OperationalError: cannot reach {leaked}",
+                      "v": json.dumps({"argv": ["harness/run.py", "sec.yaml", "--db", leaked], "host": "h"})})
     at = app(url, monkeypatch)
     at.sidebar.radio[1].set_value("Runs").run()
     assert not at.exception

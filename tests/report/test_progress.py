@@ -641,3 +641,19 @@ hparams: {{batch_size: 8, learning_rate: 1e-4}}
     status = json.loads(run_cli("status", both, "--db", f"sqlite:///{db}", "--json").stdout)["estimate"]
     assert status["predicted_cells"] == 7
     assert status["predicted_s"] == pytest.approx(sum(r.predicted_time_s or 0.0 for r in records))
+
+
+def test_status_shows_a_completed_cell_without_a_train_time(tmp_path):
+    """A completed row need not have a train time (ingest requires only a record's score): `harness status`
+    lists it, --all included, instead of failing on the missing number."""
+    suite = write_suite(tmp_path / "grid.yaml", GRID)
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    store = Store(url)
+    cell = parse_suite(GRID, str(suite)).cells()[0]
+    claim = store.start(cell, cell.config(), "cmd", None, worker=worker("hostA"))
+    store.finish(claim, Status.COMPLETED, {"score": 61.5})
+    for extra in ([], ["--json"], ["--all"]):
+        proc = call_cli("status", suite, "--db", url, *extra)
+        assert proc.returncode == 0 and "Traceback" not in proc.stderr, (extra, proc.stdout, proc.stderr)
+    line = next(ln for ln in proc.stdout.splitlines() if cell.key in ln)
+    assert line.startswith("completed") and "score 61.50  train time ?  by hostA" in line, line

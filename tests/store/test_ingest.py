@@ -36,7 +36,8 @@ def finish_with_record(store, cell, out, status=Status.COMPLETED, score=70.0, wo
     """What the runner does: claim, then finish with record.json written inside the transaction."""
     out.mkdir(parents=True, exist_ok=True)
     claim = store.start(cell, cell.config(), "cmd", str(out), worker=worker)
-    children = [(t, {"task": t, "score": score + i}) for i, t in enumerate(cell.tasks)] if cell.schedule else []
+    children = ([(t, {"task": t, "score": score + i, "stage": i, "regime": "multitask_member"})   # as the runner's
+                 for i, t in enumerate(cell.tasks)] if cell.schedule else [])
 
     def write(record, kids):
         atomic.write_json(str(out / RECORD), {**record, "children": kids})
@@ -66,7 +67,8 @@ def test_ingest_leaves_a_live_workers_row_alone_until_its_lease_is_stale(tmp_pat
     cell on the shared store. Ingest skips it (and says so) while the lease is live, takes it once stale."""
     single, _ = cells
     node = Store(f"sqlite:///{tmp_path / 'node.db'}")
-    finish_with_record(node, single, tmp_path / "out" / single.key, status=Status.FAILED)
+    for _ in range(2):   # the node's second attempt: as far as the shared row below gets, so the lease decides
+        finish_with_record(node, single, tmp_path / "out" / single.key, status=Status.FAILED)
     shared = Store(db_url)
     claim = shared.start(single, single.config(), "cmd", "out", worker=live_worker("w1"))
     before = shared.get(claim.id).as_dict()
@@ -78,19 +80,84 @@ def test_ingest_leaves_a_live_workers_row_alone_until_its_lease_is_stale(tmp_pat
     shared.finish(claim, Status.COMPLETED, {"score": 80.0})               # the worker's retry is kept
     assert shared.get(claim.id).score == 80.0
 
-    # a second live worker, then its lease goes stale: ingest takes the row
+    # a second worker, then its lease goes stale: it may be alive but cut off from the store, still training,
+    # so the node's record leaves the row alone; the worker's finish is kept
     claim = shared.start(single, single.config(), "cmd", "out", worker=live_worker("w2"))
     make_stale(db_url, claim.id)
+    before = shared.get(claim.id).as_dict()
     proc = call_cli("ingest", tmp_path / "out", "--db", db_url)
+    assert proc.returncode == 1 and "1 leased" in proc.stdout, proc.stdout + proc.stderr
+    assert "skipped" in proc.stderr and "stale" in proc.stderr
+    assert shared.get(claim.id).as_dict() == before
+    assert shared.heartbeat(claim)
+    shared.finish(claim, Status.COMPLETED, {"score": 81.0})
+    assert shared.get(claim.id).score == 81.0
+
+
+def keep_for_ingest(store, claim, out, score):
+    """What the runner does when the store stays unreachable through finish's retries: the record built from the
+    row as leased, marked ingest_only with its claim, in the cell folder (harness.launch.attempt)."""
+    from harness.launch import attempt
+
+    leased = store.get(claim.id).as_dict()
+    out.mkdir(parents=True, exist_ok=True)
+    return attempt.keep_for_ingest(leased, claim, Status.COMPLETED, {"score": score, "metrics": {"accuracy": score}},
+                                   [], attempt.folder(str(out), claim), str(out))
+
+
+def test_a_stale_running_row_is_taken_only_by_its_own_attempts_record(tmp_path, cells, db_url):
+    """A worker cut off from the store keeps its result as an ingest_only record under its claim. Ingest gives
+    that record the row once the lease is stale (not while it is live); the record an earlier claim of the cell
+    kept is older than the running attempt and leaves it alone."""
+    single, _ = cells
+    shared = Store(db_url)
+    first = shared.start(single, single.config(), "cmd", "out", worker=live_worker("w1"))
+    keep_for_ingest(shared, first, tmp_path / "w1" / single.key, 60.0)      # w1 cut off; its lease went stale,
+    make_stale(db_url, first.id)
+    claim = shared.start(single, single.config(), "cmd", "out", worker=live_worker("w2"))   # w2 took it over
+    own = keep_for_ingest(shared, claim, tmp_path / "w2" / single.key, 75.0)
+
+    proc = call_cli("ingest", tmp_path / "w2", "--db", db_url)               # w2's lease is live: left alone
+    assert proc.returncode == 1 and "1 leased" in proc.stdout, proc.stdout + proc.stderr
+    make_stale(db_url, claim.id)
+    proc = call_cli("ingest", tmp_path / "w1", "--db", db_url)               # not the running attempt's own
+    assert proc.returncode == 0 and "1 older" in proc.stdout, proc.stdout + proc.stderr
+    assert shared.get(claim.id).status == Status.RUNNING
+    proc = call_cli("ingest", own, "--db", db_url)
     assert proc.returncode == 0 and "1 updated" in proc.stdout, proc.stdout + proc.stderr
-    assert shared.get(claim.id).status == Status.FAILED
-    with pytest.raises(LeaseLost):
-        shared.finish(claim, Status.COMPLETED, {"score": 1.0})
+    row = shared.get(claim.id)
+    assert (row.status, row.score, row.attempts, row.worker_id) == (Status.COMPLETED, 75.0, 2, claim.worker_id)
+
+
+def test_a_record_never_takes_a_row_back_to_an_earlier_attempt(tmp_path, cells, db_url):
+    """Attempt 1 fails (its record in the cell folder); attempt 2 (--retry-failed) is preempted: the row is
+    pending at attempt 2. Ingesting the folder leaves it so, and says the record is older; a running row of a
+    later attempt whose lease is stale is not taken by attempt 1's record either."""
+    single, _ = cells
+    shared = Store(db_url)
+    finish_with_record(shared, single, tmp_path / "out" / single.key, status=Status.FAILED,
+                       worker=live_worker("w1"))
+    claim = shared.start(single, single.config(), "cmd", "out", worker=live_worker("w2"))
+    shared.release(claim)                                                    # preempted: back to the queue
+    before = shared.get(claim.id).as_dict()
+    assert (before["status"], before["attempts"], before["error"]) == (Status.PENDING, 2, None)
+
+    proc = call_cli("ingest", tmp_path / "out", "--db", db_url)
+    assert proc.returncode == 0 and "1 older" in proc.stdout, proc.stdout + proc.stderr
+    assert "older" in proc.stderr and single.key in proc.stderr
+    assert shared.get(claim.id).as_dict() == before
+
+    claim = shared.start(single, single.config(), "cmd", "out", worker=live_worker("w3"))
+    make_stale(db_url, claim.id)
+    proc = call_cli("ingest", tmp_path / "out", "--db", db_url)
+    assert "1 older" in proc.stdout, proc.stdout + proc.stderr
+    assert shared.heartbeat(claim)                                           # w3 still holds its attempt
 
 
 def test_ingest_reads_the_row_under_a_lock(tmp_path, cells, db_url):
     """A worker whose lease went stale is committing its finish when ingest reads the row: ingest waits for it
-    and then sees the completed result (a conflict, kept) instead of overwriting it with a stale read."""
+    and then sees the completed result (kept: a failed record never replaces one) instead of overwriting it
+    with a stale read."""
     single, _ = cells
     node = Store(f"sqlite:///{tmp_path / 'node.db'}")
     record = finish_with_record(node, single, tmp_path / "out" / single.key, status=Status.FAILED)
@@ -113,7 +180,7 @@ def test_ingest_reads_the_row_under_a_lock(tmp_path, cells, db_url):
     go.set()
     finisher.join(60)
     ingester.join(60)
-    assert outcome == ["conflict"]
+    assert outcome == ["kept"]
     rec = shared.get(claim.id)
     assert (rec.status, rec.score) == (Status.COMPLETED, 90.0)
 
@@ -143,6 +210,27 @@ BAD = {   # name: (change to the record's JSON text or dict, the field named)
     "child with string score": (lambda r: {**r, "children": [{**r["children"][0], "score": "70"}]},
                                 "children.0.score"),
     "unknown field": (lambda r: {**r, "scroe": 1.0}, "scroe"),
+    # columns the key does not cover but the config fixes: they decide where the run counts in the tables
+    "model not the config's": (lambda r: {**r, "model": "roberta-base"}, "model"),
+    "task not the config's": (lambda r: {**r, "task": "mrpc"}, "task"),
+    "task version not the config's": (lambda r: {**r, "task_version": 99}, "task_version"),
+    "seed not the config's": (lambda r: {**r, "seed": 7}, "seed"),
+    "learning rate not the config's": (lambda r: {**r, "learning_rate": 1.0}, "learning_rate"),
+    "method label not the config's": (lambda r: {**r, "method_label": "lora(rank=8)"}, "method_label"),
+    "hparams not the config's": (lambda r: {**r, "hparams": {**r["hparams"], "batch_size": 64}}, "hparams"),
+    "regime not the config's": (lambda r: {**r, "regime": "sequential"}, "regime"),
+    "setting key not the config's": (lambda r: {**r, "setting_key": "0123456789abcdef"}, "setting_key"),
+    "child regime not the config's": (lambda r: {**r, "children": [{**r["children"][0],
+                                                                      "regime": "sequential_stage"}]},
+                                      "children.0.regime"),
+    "child task not its key's": (lambda r: {**r, "children": [{**r["children"][0], "task": "mrpc"}]},
+                                 "children.0.task"),
+    "child task version": (lambda r: {**r, "children": [{**r["children"][0], "task_version": 99}]},
+                           "children.0.task_version"),
+    "child seed": (lambda r: {**r, "children": [{**r["children"][0], "seed": 7}]}, "children.0.seed"),
+    "child of no member": (lambda r: {**r, "children": [{**r["children"][0],
+                                                          "cell_key": r["cell_key"] + ".mrpc"}]},
+                           "children.0.cell_key"),
 }
 
 
@@ -170,3 +258,153 @@ def test_a_bad_record_is_refused_with_one_line_naming_file_and_field(tmp_path, c
     ok = call_cli("ingest", tmp_path / "out", "--db", url)    # the runner's own record goes in
     assert ok.returncode == 0 and "1 added" in ok.stdout, ok.stdout + ok.stderr
     assert len(Store(url).records()) == 1 + len(multi.tasks)
+
+
+def test_identity_columns_a_record_leaves_out_come_from_its_config(tmp_path, cells):
+    """A record that leaves a column its config fixes empty (null) gets the config's value, as a queued row
+    would: the tables find the run where its config puts it."""
+    _, multi = cells
+    node = Store(f"sqlite:///{tmp_path / 'node.db'}")
+    good = finish_with_record(node, multi, tmp_path / "out" / multi.key)
+    sparse = {**good, "learning_rate": None, "regime": None, "setting_key": None,
+              "children": [{**k, "regime": None, "learning_rate": None} for k in good["children"]]}
+    path = tmp_path / "in" / RECORD
+    path.parent.mkdir()
+    path.write_text(json.dumps(sparse))
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+
+    proc = call_cli("ingest", path, "--db", url)
+    assert proc.returncode == 0 and "1 added" in proc.stdout, proc.stdout + proc.stderr
+    rows = {r.cell_key: r for r in Store(url).records()}
+    want = {r.cell_key: r for r in node.records()}
+    assert sorted(rows) == sorted(want)
+    for key, row in rows.items():
+        assert (row.learning_rate, row.regime, row.setting_key, row.task, row.task_version) == \
+            (want[key].learning_rate, want[key].regime, want[key].setting_key, want[key].task,
+             want[key].task_version), key
+
+
+def test_replacing_a_result_drops_the_analyses_measured_on_it(tmp_path, cells):
+    """`ingest --replace` swaps a stored completed result for the record's: the old result's adapter ablation
+    goes with it (else the tables showed it beside the new score and run_ablations skipped the run); another
+    run's stays."""
+    single, multi = cells
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    shared = Store(url)
+    ids = []
+    for cell in (single, multi):
+        claim = shared.start(cell, cell.config(), "cmd", None)
+        shared.finish(claim, Status.COMPLETED, {"score": 70.0, "metrics": {"accuracy": 70.0}})
+        shared.add_analysis(claim.id, "adapter_ablation", {"num_layers": 1, "baseline": 70.0,
+                                                           "recorded_score": 70.0, "spans": [[0, 0, 60.0]]})
+        ids.append(claim.id)
+    node = Store(f"sqlite:///{tmp_path / 'node.db'}")
+    finish_with_record(node, single, tmp_path / "out" / single.key, score=80.0)
+
+    kept = call_cli("ingest", tmp_path / "out", "--db", url)
+    assert kept.returncode == 1 and "1 conflict" in kept.stdout, kept.stdout + kept.stderr
+    assert sorted(a.run_id for a in Store(url).analyses()) == ids
+    proc = call_cli("ingest", tmp_path / "out", "--db", url, "--replace")
+    assert proc.returncode == 0 and "1 updated" in proc.stdout, proc.stdout + proc.stderr
+    assert Store(url).get(ids[0]).score == 80.0
+    assert [a.run_id for a in Store(url).analyses()] == ids[1:]
+    table = call_cli("export", "--table", "ablation", "--format", "csv", "--db", url)
+    assert table.returncode == 0 and {line.split(",")[1] for line in table.stdout.splitlines()[1:]} == {str(ids[1])}
+
+
+@pytest.mark.parametrize("replace", [[], ["--replace"]])
+def test_a_failed_record_never_replaces_a_completed_result_and_says_so(tmp_path, cells, replace):
+    """A node's failure of a cell the store has completed: the result is kept, with or without --replace, and
+    the message says that (not "--replace takes this one"); nothing is left to resolve: exit 0."""
+    single, _ = cells
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    shared = Store(url)
+    claim = shared.start(single, single.config(), "cmd", None)
+    shared.finish(claim, Status.COMPLETED, {"score": 70.0, "metrics": {"accuracy": 70.0}})
+    before = shared.get(claim.id).as_dict()
+    node = Store(f"sqlite:///{tmp_path / 'node.db'}")
+    finish_with_record(node, single, tmp_path / "out" / single.key, status=Status.FAILED)
+
+    proc = call_cli("ingest", tmp_path / "out", "--db", url, *replace)
+    assert proc.returncode == 0 and "1 kept" in proc.stdout, proc.stdout + proc.stderr
+    (line,) = proc.stderr.splitlines()
+    assert "kept" in line and "completed result" in line and "takes this one" not in line, line
+    assert Store(url).get(claim.id).as_dict() == before
+
+
+def test_a_time_with_an_offset_is_stored_as_the_same_instant_in_utc(tmp_path, cells, db_url):
+    """Every time column is UTC without an offset: a record's 02:00+02:00 is 00:00 (SQLite kept 02:00)."""
+    _, multi = cells
+    node = Store(f"sqlite:///{tmp_path / 'node.db'}")
+    rec = finish_with_record(node, multi, tmp_path / "out" / multi.key)
+    rec.update(finished_at="2030-01-01T02:00:00+02:00", started_at="2029-12-31T19:30:00-05:00")
+    rec["children"][0]["finished_at"] = "2030-01-01T01:00:00+01:00"
+    (tmp_path / "out" / multi.key / RECORD).write_text(json.dumps(rec))
+
+    proc = call_cli("ingest", tmp_path / "out", "--db", db_url)
+    assert proc.returncode == 0 and "1 added" in proc.stdout, proc.stdout + proc.stderr
+    rows = Store(db_url).by_key("ing")
+    midnight = dt.datetime(2030, 1, 1)
+    assert (rows[multi.key].finished_at, rows[multi.key].started_at) == (midnight, dt.datetime(2030, 1, 1, 0, 30))
+    assert rows[rec["children"][0]["cell_key"]].finished_at == midnight
+    again = call_cli("ingest", tmp_path / "out", "--db", db_url)   # the same result: idempotent
+    assert again.returncode == 0 and "1 same" in again.stdout, again.stdout + again.stderr
+
+
+def test_a_record_in_an_attempt_folder_counts_only_when_kept_for_ingest(tmp_path, cells):
+    """An attempt's own folder holds files no store accepted: its record.json is skipped by a folder walk and
+    refused when named, unless it is the ingest_only record the runner parks there (the cell folder already had
+    an accepted record): that one is found by the walk and taken."""
+    from harness.launch import attempt
+    from harness.spec import layout
+
+    single, _ = cells
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    shared = Store(url)
+    cell_dir = tmp_path / "out" / single.key
+    finish_with_record(shared, single, cell_dir, status=Status.FAILED, worker=live_worker("w1"))
+    unaccepted = cell_dir / f"{layout.ATTEMPT_PREFIX}9-w9" / RECORD   # e.g. a finish killed before its commit
+    unaccepted.parent.mkdir()
+    unaccepted.write_text(json.dumps({**json.loads((cell_dir / RECORD).read_text()), "attempts": 9}))
+    before = shared.by_key("ing")[single.key].as_dict()
+
+    proc = call_cli("ingest", unaccepted, "--db", url)
+    assert proc.returncode == 2 and "1 refused" in proc.stdout, proc.stdout + proc.stderr
+    (line,) = proc.stderr.splitlines()
+    assert line.startswith(f"{unaccepted}: refused: ") and "attempt's own folder" in line, line
+    assert shared.by_key("ing")[single.key].as_dict() == before
+
+    claim = shared.start(single, single.config(), "cmd", "out", worker=live_worker("w2"))
+    parked = keep_for_ingest(shared, claim, cell_dir, 75.0)   # the store unreachable: kept beside the failure
+    assert attempt.folder(str(cell_dir), claim) in parked
+    make_stale(url, claim.id)
+    proc = call_cli("ingest", tmp_path / "out", "--db", url)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "ingested 2 record(s): 1 updated" in proc.stdout and "1 older" in proc.stdout, proc.stdout
+    row = shared.get(claim.id)
+    assert (row.status, row.score, row.attempts) == (Status.COMPLETED, 75.0, 2)
+
+
+def test_a_record_without_a_prediction_keeps_the_stored_one(tmp_path, cells):
+    """The runner reads the row it claimed, then writes its prediction (Store.predict); a result kept for ingest
+    is built from the row as read, without it. Ingesting that record keeps the store's prediction (`harness
+    status` compares it with the actual time) instead of emptying it."""
+    from harness.launch import attempt
+
+    single, _ = cells
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    shared = Store(url)
+    claim = shared.start(single, single.config(), "cmd", "out", worker=live_worker("w1"))
+    leased = shared.get(claim.id).as_dict()
+    assert shared.predict(claim, 123.0)
+    cell_dir = tmp_path / "out" / single.key
+    cell_dir.mkdir(parents=True)
+    attempt.keep_for_ingest(leased, claim, Status.COMPLETED, {"score": 70.0, "train_time_s": 100.0}, [],
+                            attempt.folder(str(cell_dir), claim), str(cell_dir))
+    assert json.loads((cell_dir / RECORD).read_text())["predicted_time_s"] is None
+    make_stale(url, claim.id)
+
+    proc = call_cli("ingest", tmp_path / "out", "--db", url)
+    assert proc.returncode == 0 and "1 updated" in proc.stdout, proc.stdout + proc.stderr
+    row = shared.get(claim.id)
+    assert (row.status, row.train_time_s, row.predicted_time_s) == (Status.COMPLETED, 100.0, 123.0)

@@ -21,6 +21,25 @@ def test_redact_text_hides_every_url_password(text):
         assert SECRET not in shown and "x%40y" not in shown and "***" in shown, shown
 
 
+@pytest.mark.parametrize("password", ["pa ss", "pa'ss", 'pa"ss', "p 'a\" s"])
+def test_redact_text_hides_a_password_with_spaces_or_quotes(password):
+    """SQLAlchemy reads a URL's password up to its "@", spaces and quotes included: so does the redaction."""
+    from harness.store.redact import redact_text
+
+    text = f"error: cannot reach postgresql://alice:{password}@db.example/harness (timeout)"
+    assert redact_text(text) == "error: cannot reach postgresql://alice:***@db.example/harness (timeout)"
+
+
+@pytest.mark.parametrize("text", ["harness.run s.yaml --db postgresql://h:5432/db --output-dir /home/j@corp/out",
+                                  "API request to http://mlflow.lab:5000/api failed (as alice@corp)",
+                                  "http://h:5000/x\nmail alice@corp"])
+def test_redact_text_keeps_a_url_without_password_before_an_unrelated_at(text):
+    """A port is not a password: the text after it up to a later "@" (a path, a mail address) stays."""
+    from harness.store.redact import redact_text
+
+    assert redact_text(text) == text
+
+
 def test_redact_argv_hides_db_values_in_both_forms():
     from harness.store.redact import redact_argv
 
@@ -68,3 +87,84 @@ def test_a_malformed_url_in_an_error_is_redacted():
     with pytest.raises(InputError) as info:
         make_engine(f"postgresql://alice:{SECRET}@host:notaport/db")
     assert SECRET not in str(info.value)
+
+
+SUITE = "name: sec\nmodels: [minilm]\ntasks: [rte, mrpc]\nmethods: [full]\n"
+
+
+def _raw(url: str) -> str:
+    """Every run and analysis row as the database holds it (no column type in between)."""
+    import sqlalchemy as sa
+
+    from harness.store.db import Store
+
+    with Store(url).engine.connect() as conn:
+        rows = [conn.execute(sa.text(f"select * from {t}")).all() for t in ("runs", "analyses")]
+    return repr(rows)
+
+
+def test_the_store_keeps_no_password_in_error_command_or_env(tmp_path, db_url):
+    """What a queue, a finish and an ingest write (the error, the command, the environment's argv) is redacted at
+    the store's boundary, record.json (written from the finished row) included, whoever called it."""
+    from harness import atomic
+    from harness.plan.suite import parse_suite
+    from harness.spec.layout import RECORD
+    from harness.store.db import Store
+    from tests.helpers import call_cli
+
+    first, second = parse_suite(SUITE, "sec.yaml").cells()
+    store = Store(db_url)
+    command = f"harness run sec.yaml --db {URL}"
+    store.enqueue([first, second], command)
+    claim = store.start(first, first.config(), command, None)
+    record = tmp_path / "out" / RECORD
+    record.parent.mkdir()
+    store.finish(claim, "failed", {"error": f"OperationalError: cannot reach {URL}\nTraceback ...",
+                                   "env": {"argv": ["harness/run.py", "--db", URL], "note": f"via {URL}"}},
+                 before_commit=lambda rec, kids: atomic.write_json(str(record), {**rec, "children": kids}))
+    store.add_analysis(claim.id, "adapter_ablation", {"num_layers": 1, "baseline": 1.0, "spans": []})
+    claim = store.start(second, second.config(), command, None)
+    store.release(claim)
+    assert SECRET not in record.read_text() and "alice:***@" in record.read_text()
+    assert SECRET not in _raw(db_url) and "alice:***@" in _raw(db_url)
+
+    # a record from elsewhere (another tool, an older harness) with the password in all three
+    rec = json.loads(record.read_text())
+    rec.update(cell_key=second.key, config=second.config(), task="mrpc", setting_key=second.setting_key,
+               attempts=5, command=command, error=f"failed at {URL}", env={"argv": ["x", f"--db={URL}"]})
+    record.write_text(json.dumps(rec))
+    proc = call_cli("ingest", record, "--db", db_url)
+    assert proc.returncode == 0 and "1 updated" in proc.stdout, proc.stdout + proc.stderr
+    assert Store(db_url).by_key("sec")[second.key].attempts == 5   # the record went in
+    assert SECRET not in _raw(db_url)
+
+
+def test_no_reader_shows_a_password_of_a_row_written_before_redaction(tmp_path):
+    """A store written before redaction (or by another tool) keeps the password in its rows: the exports (CSV,
+    JSON), `harness status` (failures, --all, --json) and the store's own reads still never show it."""
+    import sqlalchemy as sa
+
+    from harness.plan.suite import parse_suite
+    from harness.store.db import Store
+    from tests.helpers import call_cli
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    suite = tmp_path / "sec.yaml"
+    suite.write_text(SUITE)
+    cell = parse_suite(SUITE, str(suite)).cells()[0]
+    store = Store(url)
+    claim = store.start(cell, cell.config(), "cmd", None)
+    store.finish(claim, "failed", {"error": "boom"})
+    with store.engine.begin() as conn:   # as an earlier harness wrote it: no column type in between
+        conn.execute(sa.text("update runs set error = :e, command = :c, env = :v"),
+                     {"e": f"MlflowException: request to {URL} failed", "c": f"harness run --db {URL}",
+                      "v": json.dumps({"argv": ["run.py", "--db", URL], "git_commit": f"x {URL}"})})
+    assert SECRET in _raw(url)
+
+    shown = [call_cli("export", "--table", "runs", "--format", fmt, "--db", url) for fmt in ("csv", "json")]
+    shown += [call_cli("status", suite, "--db", url, *extra) for extra in ([], ["--all"], ["--json"])]
+    for proc in shown:
+        assert proc.returncode in (0, 1) and "request to" in proc.stdout, (proc.args, proc.stdout, proc.stderr)
+        assert SECRET not in proc.stdout + proc.stderr, (proc.args, proc.stdout)
+    (row,) = Store(url).records()
+    assert SECRET not in repr(row.as_dict()) and "alice:***@" in row.error
