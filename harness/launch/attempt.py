@@ -6,6 +6,8 @@ then the attempt's files renamed into the cell folder with record.json last. So
 - a kill or commit error before the commit leaves record.json only inside an attempt folder (never a result);
 - a kill between the commit and the moves leaves the accepted files in their attempt folder: the next worker
   that starts on the suite finishes the moves (`settle`), since the row names the attempt and worker;
+- the moves into a cell folder happen under its lock (`locked`): workers settling one cell at once, or a settle
+  and the finishing worker's own moves, take turns, and whoever comes second finds nothing left to move;
 - a worker that lost its lease writes nothing into the cell folder; its folder is deleted (by itself, or by the
   next accepted finish);
 - a store that stays unreachable through the retries of `finish` leaves the result as the cell folder's
@@ -14,7 +16,9 @@ then the attempt's files renamed into the cell folder with record.json last. So
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
 import os
 import secrets
 import shutil
@@ -53,9 +57,25 @@ def relocate(result, attempt_dir: str, cell_dir: str) -> None:
         r.adapter_path, r.output_dir = moved(r.adapter_path), moved(r.output_dir)
 
 
+@contextlib.contextmanager
+def locked(cell_dir: str):
+    """The cell folder's lock (an exclusive flock on its lock file) while the block runs. Every move of an
+    attempt's files into the cell folder happens under it: two workers that settle one cell at once (a Slurm array
+    starting after a kill between a commit and its moves), or a settle and the finishing worker's own promote,
+    would otherwise move the same files past each other, and the later one's _replace would set the accepted
+    folder aside for a source the other had already moved. flock is released when the process dies."""
+    os.makedirs(cell_dir, exist_ok=True)
+    with open(os.path.join(cell_dir, layout.CELL_LOCK), "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield   # closing the file releases the lock
+
+
 def _replace(src: str, dst: str) -> None:
     if os.path.isdir(dst) and not os.path.islink(dst):
-        trash = os.path.join(os.path.dirname(dst), f".replaced-{secrets.token_hex(4)}")
+        # set aside under a name that says what it was: if a kill comes before its replacement is in, the next
+        # move into this cell folder puts it back (_clear_replaced)
+        trash = os.path.join(os.path.dirname(dst),
+                             f"{layout.REPLACED_PREFIX}{secrets.token_hex(4)}-{os.path.basename(dst)}")
         os.replace(dst, trash)
         os.replace(src, dst)
         shutil.rmtree(trash, ignore_errors=True)
@@ -65,37 +85,62 @@ def _replace(src: str, dst: str) -> None:
         os.replace(src, dst)
 
 
-def promote(attempt_dir: str, cell_dir: str, sweep: bool = True) -> None:
+def _clear_replaced(cell_dir: str) -> None:
+    """What a kill inside _replace left: a folder set aside whose replacement never came in is put back (its
+    record.json, moved last, still names it); one that was replaced is removed. Names of older harness versions
+    (no original name in them) are left alone: what they held cannot be told."""
+    for name in os.listdir(cell_dir):
+        if not name.startswith(layout.REPLACED_PREFIX):
+            continue
+        original = name[len(layout.REPLACED_PREFIX):].partition("-")[2]
+        if not original:
+            continue
+        trash, dst = os.path.join(cell_dir, name), os.path.join(cell_dir, original)
+        if os.path.lexists(dst):
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(trash, dst)
+
+
+def promote(attempt_dir: str, cell_dir: str, sweep: bool = True) -> bool:
     """Move the attempt's files into the cell folder (replacing what is there), record.json last; then the
-    attempt folder goes and, with `sweep`, every other attempt folder of the cell (lost or killed attempts)."""
-    names = sorted(os.listdir(attempt_dir)) if os.path.isdir(attempt_dir) else []
+    attempt folder goes and, with `sweep`, every other attempt folder of the cell (lost or killed attempts).
+    Under the cell folder's lock; False when the attempt folder holds no record.json any more: another worker
+    moved it meanwhile (settle)."""
+    with locked(cell_dir):
+        return _move_in(attempt_dir, cell_dir, sweep)
+
+
+def _move_in(attempt_dir: str, cell_dir: str, sweep: bool) -> bool:
+    """promote's moves, for a caller that holds the cell folder's lock."""
+    _clear_replaced(cell_dir)
+    if not os.path.isfile(os.path.join(attempt_dir, layout.RECORD)):
+        return False
+    names = sorted(os.listdir(attempt_dir))
     for name in names:
         if name != layout.RECORD:
             _replace(os.path.join(attempt_dir, name), os.path.join(cell_dir, name))
     if ERROR_LOG not in names and os.path.isfile(os.path.join(cell_dir, ERROR_LOG)):
         os.remove(os.path.join(cell_dir, ERROR_LOG))   # an earlier failure's log next to a newer outcome
-    if layout.RECORD in names:
-        os.replace(os.path.join(attempt_dir, layout.RECORD), os.path.join(cell_dir, layout.RECORD))
-        atomic._fsync_dir(cell_dir)
+    os.replace(os.path.join(attempt_dir, layout.RECORD), os.path.join(cell_dir, layout.RECORD))
+    atomic._fsync_dir(cell_dir)
     discard(attempt_dir)
     if sweep:
         for other in layout.attempt_dirs(cell_dir):
             discard(other)
+    return True
 
 
 def settle(cell_dir: str, attempts: int | None, worker_id: str | None) -> bool:
     """A completed cell whose accepted attempt's files are still in its attempt folder (a kill between the
-    commit and the moves): finish the moves. True when it did."""
+    commit and the moves): finish the moves. True when it did; False when there was nothing to move, or another
+    worker (settling too, or the finishing worker itself) moved them first."""
     if not attempts or not worker_id:
         return False
     src = layout.attempt_dir(cell_dir, attempts, worker_id)
     if not os.path.isfile(os.path.join(src, layout.RECORD)):
         return False
-    try:
-        promote(src, cell_dir)
-    except OSError:   # another worker is settling it at the same moment
-        return False
-    return True
+    return promote(src, cell_dir)
 
 
 def _committed(store, claim: Claim, status: str):

@@ -1,0 +1,112 @@
+"""Moving an attempt's files into its cell folder (harness.launch.attempt): two real processes settling one cell at
+once, and a kill inside a move, never lose the accepted files. Real folders, real processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.helpers import ROOT
+from harness.launch import attempt
+from harness.spec import layout
+
+WORKER = "w/1/-/x"
+FOLDERS = ("adapter", "stage0-mrpc", "mrpc")
+
+
+def _accepted_attempt(cell: Path, tag: str) -> Path:
+    """An attempt folder as a kill between the commit and the moves leaves it (record.json still inside)."""
+    src = Path(layout.attempt_dir(str(cell), 1, WORKER))
+    for name in FOLDERS:
+        (src / name).mkdir(parents=True)
+        (src / name / "f").write_text(tag)
+    (src / layout.PREDICTIONS).write_text(tag)
+    (src / layout.RECORD).write_text("{}")
+    return src
+
+
+def _assert_moved_in(cell: Path, tag: str) -> None:
+    for name in FOLDERS:
+        assert (cell / name / "f").read_text() == tag, f"{name} lost"
+    assert (cell / layout.PREDICTIONS).read_text() == tag and (cell / layout.RECORD).is_file()
+    assert not layout.attempt_dirs(str(cell))
+    assert not [p.name for p in cell.iterdir() if p.name.startswith(layout.REPLACED_PREFIX)]
+
+
+# One settler of a cell. "late" lists the attempt folder, then waits (up to 3 s) for the other settler to be done
+# before it moves anything: the interleaving in which two unsynchronised settles lose a folder (the late one sets
+# the accepted folder aside for a source already moved). "early" settles as soon as the late one has listed.
+SETTLER = r"""
+import os, sys, time
+from pathlib import Path
+from harness.launch import attempt
+from harness.spec import layout
+
+cell, role, marks = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+
+def wait_for(name, seconds):
+    deadline = time.time() + seconds
+    while not (marks / name).exists() and time.time() < deadline:
+        time.sleep(0.01)
+
+if role == "late":
+    real = os.listdir
+    def listdir(path="."):
+        names = real(path)
+        if layout.is_attempt_dir(str(path)):
+            (marks / "listed").touch()
+            wait_for("early_done", 3)
+        return names
+    os.listdir = listdir
+else:
+    wait_for("listed", 60)
+print(attempt.settle(cell, 1, sys.argv[4]))
+(marks / f"{role}_done").touch()
+"""
+
+
+def test_two_processes_settling_one_cell_at_once_keep_every_accepted_file(tmp_path):
+    cell = tmp_path / "out" / "s" / "k"
+    _accepted_attempt(cell, "accepted")
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs = [subprocess.Popen([sys.executable, "-c", SETTLER, str(cell), role, str(marks), WORKER], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for role in ("late", "early")]
+    outs = [p.communicate(timeout=120) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    assert sorted(out.strip() for out, _ in outs) == ["False", "True"], outs   # one of them moved the files
+    _assert_moved_in(cell, "accepted")
+
+
+KILLED_MID_REPLACE = r"""
+import os, sys
+from harness.launch import attempt
+real = os.replace
+def replace(src, dst):
+    if os.path.basename(src) == "adapter" and os.sep + ".attempt-" in src:
+        os._exit(9)   # the older adapter/ is set aside; its replacement never comes in
+    return real(src, dst)
+os.replace = replace
+attempt.settle(sys.argv[1], 1, sys.argv[2])
+"""
+
+
+def test_a_kill_inside_a_replace_leaves_nothing_set_aside(tmp_path):
+    """A cell folder already holding an older adapter/ (an earlier attempt's); the settle is killed between setting
+    it aside and moving the new one in. The next settle puts every accepted file in place and nothing set aside
+    stays behind."""
+    cell = tmp_path / "out" / "s" / "k"
+    (cell / "adapter").mkdir(parents=True)
+    (cell / "adapter" / "f").write_text("older")
+    _accepted_attempt(cell, "accepted")
+    killed = subprocess.run([sys.executable, "-c", KILLED_MID_REPLACE, str(cell), WORKER], timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True)
+    assert killed.returncode == 9, killed.stderr[-3000:]
+    assert not (cell / "adapter").exists()   # set aside, as the kill left it
+    assert attempt.settle(str(cell), 1, WORKER)
+    _assert_moved_in(cell, "accepted")
