@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
+import json
 import os
 import secrets
 import shutil
@@ -27,6 +28,7 @@ import time
 
 from harness import atomic
 from harness.spec import layout
+from harness.spec.status import Status
 from harness.store.lease import Claim
 
 ERROR_LOG = "error.log"
@@ -143,6 +145,30 @@ def settle(cell_dir: str, attempts: int | None, worker_id: str | None) -> bool:
     return promote(src, cell_dir)
 
 
+# what a record.json in a cell folder is worth keeping (_rank)
+NO_RECORD, FAILURE, KEPT, ACCEPTED = range(4)
+
+
+def _read_record(path: str) -> dict | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _rank(record: dict | None) -> int:
+    """ACCEPTED: a completed result the store accepted; KEPT: a completed result kept for ingest while the store
+    was unreachable (the store never saw it); FAILURE: any other record (a failure, accepted or kept); NO_RECORD:
+    none, or none readable."""
+    if record is None:
+        return NO_RECORD
+    if record.get("status") != Status.COMPLETED:
+        return FAILURE
+    return KEPT if record.get(layout.INGEST_ONLY) else ACCEPTED
+
+
 def _committed(store, claim: Claim, status: str):
     """After an ambiguous failure (the commit may have gone through before the connection broke): the row as
     this attempt recorded it, or None."""
@@ -187,7 +213,8 @@ def keep_for_ingest(leased: dict, claim: Claim, status: str, fields: dict, child
                     cell_dir: str) -> str:
     """The store stayed unreachable: the record the store would have written, built from the row as it was
     leased, marked ingest_only with its claim, as the cell folder's record.json with the attempt's files beside
-    it (unless an accepted record is already there: then everything stays in the attempt folder). Returns the
+    it (unless a completed result the store accepted is already there: then everything stays in the attempt
+    folder; an accepted failure is replaced, or `harness ingest` would never see this result). Returns the
     record's path."""
     from harness.store.queue import _child
     from harness.store.schema import RUN_COLUMNS, RunRecord
@@ -202,18 +229,10 @@ def keep_for_ingest(leased: dict, claim: Claim, status: str, fields: dict, child
     record = {**parent.as_dict(), "children": kids, layout.INGEST_ONLY: True,
               "claim": {"worker_id": claim.worker_id, "attempt": claim.attempt}}
     atomic.write_json(os.path.join(attempt_dir, layout.RECORD), record)
-    target = os.path.join(cell_dir, layout.RECORD)
-    if os.path.isfile(target):
-        try:
-            import json
-
-            with open(target, encoding="utf-8") as f:
-                accepted = not json.load(f).get(layout.INGEST_ONLY)
-        except (OSError, ValueError):
-            accepted = False
-        if accepted:
-            print(f"warning: cell {claim.cell_key}: an accepted record is already in {cell_dir}; this attempt's "
+    with locked(cell_dir):
+        if _rank(_read_record(os.path.join(cell_dir, layout.RECORD))) == ACCEPTED:
+            print(f"warning: cell {claim.cell_key}: an accepted result is already in {cell_dir}; this attempt's "
                   f"files stay in {attempt_dir}", file=sys.stderr, flush=True)
             return os.path.join(attempt_dir, layout.RECORD)
-    promote(attempt_dir, cell_dir, sweep=False)
-    return target
+        _move_in(attempt_dir, cell_dir, sweep=False)
+    return os.path.join(cell_dir, layout.RECORD)

@@ -1,16 +1,24 @@
 """Moving an attempt's files into its cell folder (harness.launch.attempt): two real processes settling one cell at
-once, and a kill inside a move, never lose the accepted files. Real folders, real processes."""
+once, and a kill inside a move, never lose the accepted files; a result kept while the store was unreachable goes
+where `harness ingest` finds it. Real folders, real processes, a real SQLite store."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from tests.helpers import ROOT
+from harness import atomic
 from harness.launch import attempt
 from harness.spec import layout
+from harness.spec.status import Status
+from harness.store.db import Store
+from harness.store.ingest import record_paths
+from harness.store.lease import current_worker
 
 WORKER = "w/1/-/x"
 FOLDERS = ("adapter", "stage0-mrpc", "mrpc")
@@ -110,3 +118,53 @@ def test_a_kill_inside_a_replace_leaves_nothing_set_aside(tmp_path):
     assert not (cell / "adapter").exists()   # set aside, as the kill left it
     assert attempt.settle(str(cell), 1, WORKER)
     _assert_moved_in(cell, "accepted")
+
+
+def _one_cell_store(tmp_path):
+    from harness.plan.suite import parse_suite
+
+    (cell,) = parse_suite("name: m\nmodels: [minilm]\ntasks: [rte]\nmethods: [full]\n",
+                          str(tmp_path / "m.yaml")).cells()
+    out = tmp_path / "out"
+    store = Store(f"sqlite:///{tmp_path / 'h.db'}")
+    store.enqueue([cell], "cmd", str(out))
+    return store, cell, out, Path(layout.RunLayout(str(out)).cell_dir(cell.suite, cell.key))
+
+
+def _finish(store, claim, cell_dir: Path, status: Status, fields: dict, files: dict[str, str]) -> None:
+    """An attempt as the runner finishes it: its files, the accepted finish writing record.json, the moves."""
+    src = Path(attempt.folder(str(cell_dir), claim))
+    src.mkdir(parents=True)
+    for name, text in files.items():
+        (src / name).write_text(text)
+    store.finish(claim, status, fields, [],
+                 before_commit=lambda rec, kids: atomic.write_json(str(src / layout.RECORD), {**rec, "children": kids}))
+    assert attempt.promote(str(src), str(cell_dir))
+
+
+def _keep(store, claim, cell_dir: Path, status: Status, fields: dict, files: dict[str, str]) -> str:
+    """An attempt whose finish found the store unreachable on every try (runner: attempt.keep_for_ingest)."""
+    leased = store.get(claim.id).as_dict()
+    src = Path(attempt.folder(str(cell_dir), claim))
+    src.mkdir(parents=True)
+    for name, text in files.items():
+        (src / name).write_text(text)
+    return attempt.keep_for_ingest(leased, claim, status, fields, [], str(src), str(cell_dir))
+
+
+def test_a_completed_outage_result_replaces_an_earlier_failure_where_ingest_finds_it(tmp_path):
+    store, cell, out, cell_dir = _one_cell_store(tmp_path)
+    first = store.claim_next(cell.suite, [cell.key], current_worker())
+    _finish(store, first, cell_dir, Status.FAILED, {"error": "boom"}, {attempt.ERROR_LOG: "boom"})
+    time.sleep(0.05)   # --retry-failed takes failures from before the worker started
+    retry = store.claim_next(cell.suite, [cell.key], current_worker(), retry_failed=True)
+    path = _keep(store, retry, cell_dir, Status.COMPLETED, {"score": 80.0}, {layout.PREDICTIONS: "retry"})
+    assert path == str(cell_dir / layout.RECORD)
+    assert record_paths([str(out)]) == [path]   # what `harness ingest results/` reads
+    rec = json.loads(Path(path).read_text())
+    assert rec[layout.INGEST_ONLY] and rec["status"] == Status.COMPLETED and rec["score"] == 80.0
+    assert (cell_dir / layout.PREDICTIONS).read_text() == "retry" and not (cell_dir / attempt.ERROR_LOG).exists()
+    time.sleep(0.05)
+    assert store.ingest(rec, lease_timeout_s=0.01) == "updated"   # its lease is stale by then: no worker holds it
+    row = store.get(retry.id)
+    assert row.status == Status.COMPLETED and row.score == 80.0
