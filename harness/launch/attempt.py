@@ -11,7 +11,8 @@ then the attempt's files renamed into the cell folder with record.json last. So
 - a worker that lost its lease writes nothing into the cell folder; its folder is deleted (by itself, or by the
   next accepted finish);
 - a store that stays unreachable through the retries of `finish` leaves the result as the cell folder's
-  record.json marked `"ingest_only": true` (with the claim it was trained under) for `harness ingest`.
+  record.json marked `"ingest_only": true` (with the claim it was trained under) for `harness ingest`; the
+  cell's next claim records it instead of training again (`record_kept`), and no failure replaces it (`_rank`).
 """
 
 from __future__ import annotations
@@ -104,19 +105,53 @@ def _clear_replaced(cell_dir: str) -> None:
             os.replace(trash, dst)
 
 
+# what a record.json in a cell folder is worth keeping (_rank)
+NO_RECORD, FAILURE, KEPT, ACCEPTED = range(4)
+WORTH = {KEPT: "a completed result kept for `harness ingest` (the store never saw it)",
+         ACCEPTED: "a completed result the store accepted"}
+
+
+def _read_record(path: str) -> dict | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _rank(record: dict | None) -> int:
+    """ACCEPTED: a completed result the store accepted; KEPT: a completed result kept for ingest while the store
+    was unreachable (the store never saw it); FAILURE: any other record (a failure, accepted or kept); NO_RECORD:
+    none, or none readable."""
+    if record is None:
+        return NO_RECORD
+    if record.get("status") != Status.COMPLETED:
+        return FAILURE
+    return KEPT if record.get(layout.INGEST_ONLY) else ACCEPTED
+
+
 def promote(attempt_dir: str, cell_dir: str, sweep: bool = True) -> bool:
     """Move the attempt's files into the cell folder (replacing what is there), record.json last; then the
     attempt folder goes and, with `sweep`, every other attempt folder of the cell (lost or killed attempts).
-    Under the cell folder's lock; False when the attempt folder holds no record.json any more: another worker
-    moved it meanwhile (settle)."""
+    Under the cell folder's lock; False when nothing moved: the attempt folder holds no record.json any more
+    (another worker moved it meanwhile: settle), or the cell folder's record outranks it (_move_in)."""
     with locked(cell_dir):
         return _move_in(attempt_dir, cell_dir, sweep)
 
 
 def _move_in(attempt_dir: str, cell_dir: str, sweep: bool) -> bool:
-    """promote's moves, for a caller that holds the cell folder's lock."""
+    """promote's moves, for a caller that holds the cell folder's lock. A record.json in the cell folder is only
+    replaced by one of at least its rank (_rank): a completed result kept for ingest is never replaced by a failure
+    (an attempt that claimed the cell before the result was kept), nor an accepted completed result by a kept one
+    (a worker that lost its lease during the outage); the attempt's files then stay where they are."""
     _clear_replaced(cell_dir)
     if not os.path.isfile(os.path.join(attempt_dir, layout.RECORD)):
+        return False
+    here = _rank(_read_record(os.path.join(cell_dir, layout.RECORD)))
+    if _rank(_read_record(os.path.join(attempt_dir, layout.RECORD))) < here:
+        print(f"warning: {cell_dir} holds {WORTH[here]}; this attempt's files stay in {attempt_dir}",
+              file=sys.stderr, flush=True)
         return False
     names = sorted(os.listdir(attempt_dir))
     for name in names:
@@ -143,30 +178,6 @@ def settle(cell_dir: str, attempts: int | None, worker_id: str | None) -> bool:
     if not os.path.isfile(os.path.join(src, layout.RECORD)):
         return False
     return promote(src, cell_dir)
-
-
-# what a record.json in a cell folder is worth keeping (_rank)
-NO_RECORD, FAILURE, KEPT, ACCEPTED = range(4)
-
-
-def _read_record(path: str) -> dict | None:
-    try:
-        with open(path, encoding="utf-8") as f:
-            record = json.load(f)
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) else None
-
-
-def _rank(record: dict | None) -> int:
-    """ACCEPTED: a completed result the store accepted; KEPT: a completed result kept for ingest while the store
-    was unreachable (the store never saw it); FAILURE: any other record (a failure, accepted or kept); NO_RECORD:
-    none, or none readable."""
-    if record is None:
-        return NO_RECORD
-    if record.get("status") != Status.COMPLETED:
-        return FAILURE
-    return KEPT if record.get(layout.INGEST_ONLY) else ACCEPTED
 
 
 def _committed(store, claim: Claim, status: str):
@@ -213,9 +224,10 @@ def keep_for_ingest(leased: dict, claim: Claim, status: str, fields: dict, child
                     cell_dir: str) -> str:
     """The store stayed unreachable: the record the store would have written, built from the row as it was
     leased, marked ingest_only with its claim, as the cell folder's record.json with the attempt's files beside
-    it (unless a completed result the store accepted is already there: then everything stays in the attempt
-    folder; an accepted failure is replaced, or `harness ingest` would never see this result). Returns the
-    record's path."""
+    it, unless the cell folder's record outranks it (promote): a completed result the store accepted (this
+    worker lost its lease meanwhile), or, for a failure, a completed result kept the same way; then everything
+    stays in the attempt folder. An accepted failure is replaced: `harness ingest` must find this result.
+    Returns the record's path."""
     from harness.store.queue import _child
     from harness.store.schema import RUN_COLUMNS, RunRecord
 
@@ -229,10 +241,68 @@ def keep_for_ingest(leased: dict, claim: Claim, status: str, fields: dict, child
     record = {**parent.as_dict(), "children": kids, layout.INGEST_ONLY: True,
               "claim": {"worker_id": claim.worker_id, "attempt": claim.attempt}}
     atomic.write_json(os.path.join(attempt_dir, layout.RECORD), record)
-    with locked(cell_dir):
-        if _rank(_read_record(os.path.join(cell_dir, layout.RECORD))) == ACCEPTED:
-            print(f"warning: cell {claim.cell_key}: an accepted result is already in {cell_dir}; this attempt's "
-                  f"files stay in {attempt_dir}", file=sys.stderr, flush=True)
-            return os.path.join(attempt_dir, layout.RECORD)
-        _move_in(attempt_dir, cell_dir, sweep=False)
-    return os.path.join(cell_dir, layout.RECORD)
+    if promote(attempt_dir, cell_dir, sweep=False):
+        return os.path.join(cell_dir, layout.RECORD)
+    return os.path.join(attempt_dir, layout.RECORD)
+
+
+def record_kept(store, claim: Claim, attempt_dir: str, cell_dir: str, say):
+    """The completed result an earlier attempt at this cell kept in the cell folder while the store was
+    unreachable (keep_for_ingest: e.g. this Slurm task's own, before its requeue), recorded under this claim as
+    `harness ingest` would record it, so that the cell is not trained again: the row's lease and attempt count are
+    this claim's, every other column is the kept record's (its timings and environment, started_at included;
+    finished_at is when the store took it), and extra["trained_by"] names the attempt that trained it. Its files
+    stay; its record.json is replaced by the accepted one. Returns the stored row, or None when the cell folder
+    holds no such result. Raises LeaseLost and StoreUnreachable as finish_with_retry does."""
+    path = os.path.join(cell_dir, layout.RECORD)
+    if not os.path.isfile(path):
+        return None   # the common case, decided without a lock file
+    with locked(cell_dir):   # no other attempt's files move in between the reading and the moves
+        kept = _kept_result(path, claim)
+        if kept is None:
+            return None
+        fields, children = _kept_columns(kept)
+        os.makedirs(attempt_dir, exist_ok=True)
+        rec = finish_with_retry(store, claim, Status.COMPLETED, fields, children, record_writer(attempt_dir), say)
+        _move_in(attempt_dir, cell_dir, sweep=True)
+    return rec
+
+
+def record_writer(attempt_dir: str):
+    """finish's before_commit: the accepted row and its stage / member rows as the attempt's record.json."""
+    def write(record: dict, child_records: list[dict]) -> None:
+        atomic.write_json(os.path.join(attempt_dir, layout.RECORD), {**record, "children": child_records})
+    return write
+
+
+def _kept_result(path: str, claim: Claim):
+    """The record at `path` (typed and checked as ingest reads it) when it is a completed result of the claimed
+    cell kept for ingest; else None (a failure is trained again)."""
+    from harness.store.ingest import BadRecord, parse_record
+
+    try:
+        with open(path, "rb") as f:
+            kept = parse_record(f.read())   # also: its cell key is its configuration's
+    except (OSError, BadRecord):
+        return None
+    ours = (kept.suite, kept.cell_key) == (claim.suite, claim.cell_key)
+    return kept if ours and kept.ingest_only and kept.status == Status.COMPLETED else None
+
+
+def _kept_columns(kept) -> tuple[dict, list]:
+    """finish's fields and (key suffix, fields) children for a kept record: its columns but its ids and those the
+    recording claim owns (the lease and the attempt count), and in `extra` which claim trained it."""
+    from harness.store.schema import LEASE, RUN_COLUMNS
+
+    claims_own = {"id", "parent_id", "attempts", *LEASE}
+
+    def own(row) -> dict:
+        return {k: getattr(row, k) for k in row.model_fields_set if k in RUN_COLUMNS and k not in claims_own}
+
+    by = kept.claim or {"worker_id": kept.worker_id, "attempt": kept.attempts}
+    fields = own(kept)
+    fields["extra"] = {**(kept.extra or {}), "trained_by": {
+        "worker_id": by.get("worker_id"), "attempt": by.get("attempt"),
+        "finished_at": kept.finished_at.isoformat() if kept.finished_at else None}}   # on that worker's clock
+    children = [(c.cell_key[len(kept.cell_key) + 1:], own(c)) for c in kept.children]
+    return fields, children

@@ -4,6 +4,7 @@ where `harness ingest` finds it. Real folders, real processes, a real SQLite sto
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import subprocess
@@ -12,7 +13,6 @@ import time
 from pathlib import Path
 
 from tests.helpers import ROOT
-from harness import atomic
 from harness.launch import attempt
 from harness.spec import layout
 from harness.spec.status import Status
@@ -131,15 +131,15 @@ def _one_cell_store(tmp_path):
     return store, cell, out, Path(layout.RunLayout(str(out)).cell_dir(cell.suite, cell.key))
 
 
-def _finish(store, claim, cell_dir: Path, status: Status, fields: dict, files: dict[str, str]) -> None:
-    """An attempt as the runner finishes it: its files, the accepted finish writing record.json, the moves."""
+def _finish(store, claim, cell_dir: Path, status: Status, fields: dict, files: dict[str, str]) -> bool:
+    """An attempt as the runner finishes it: its files, the accepted finish writing record.json, the moves.
+    Whether the files moved into the cell folder."""
     src = Path(attempt.folder(str(cell_dir), claim))
     src.mkdir(parents=True)
     for name, text in files.items():
         (src / name).write_text(text)
-    store.finish(claim, status, fields, [],
-                 before_commit=lambda rec, kids: atomic.write_json(str(src / layout.RECORD), {**rec, "children": kids}))
-    assert attempt.promote(str(src), str(cell_dir))
+    store.finish(claim, status, fields, [], before_commit=attempt.record_writer(str(src)))
+    return attempt.promote(str(src), str(cell_dir))
 
 
 def _keep(store, claim, cell_dir: Path, status: Status, fields: dict, files: dict[str, str]) -> str:
@@ -155,7 +155,7 @@ def _keep(store, claim, cell_dir: Path, status: Status, fields: dict, files: dic
 def test_a_completed_outage_result_replaces_an_earlier_failure_where_ingest_finds_it(tmp_path):
     store, cell, out, cell_dir = _one_cell_store(tmp_path)
     first = store.claim_next(cell.suite, [cell.key], current_worker())
-    _finish(store, first, cell_dir, Status.FAILED, {"error": "boom"}, {attempt.ERROR_LOG: "boom"})
+    assert _finish(store, first, cell_dir, Status.FAILED, {"error": "boom"}, {attempt.ERROR_LOG: "boom"})
     time.sleep(0.05)   # --retry-failed takes failures from before the worker started
     retry = store.claim_next(cell.suite, [cell.key], current_worker(), retry_failed=True)
     path = _keep(store, retry, cell_dir, Status.COMPLETED, {"score": 80.0}, {layout.PREDICTIONS: "retry"})
@@ -168,3 +168,42 @@ def test_a_completed_outage_result_replaces_an_earlier_failure_where_ingest_find
     assert store.ingest(rec, lease_timeout_s=0.01) == "updated"   # its lease is stale by then: no worker holds it
     row = store.get(retry.id)
     assert row.status == Status.COMPLETED and row.score == 80.0
+
+
+def _take_over(store, cell) -> object:
+    """Another worker claims the cell once its lease is stale (as after a lease timeout)."""
+    time.sleep(0.05)
+    claim = store.claim_next(cell.suite, [cell.key], current_worker(), lease_timeout_s=0.01)
+    assert claim is not None and claim.previous_status == Status.RUNNING
+    return claim
+
+
+def test_a_failed_attempt_never_replaces_a_kept_result_and_the_next_claim_records_it(tmp_path):
+    """A's finish found the store unreachable: its completed result is kept in the cell folder. B had taken the
+    cell over before that (A's heartbeats failed too) and fails: its failure is accepted, but the kept result
+    stays. C claims the cell (--retry-failed) and records the kept result under its own claim, files untouched."""
+    store, cell, out, cell_dir = _one_cell_store(tmp_path)
+    a = store.claim_next(cell.suite, [cell.key], current_worker())
+    b = _take_over(store, cell)
+    kept = _keep(store, a, cell_dir, Status.COMPLETED, {"score": 71.5, "train_time_s": 12.0},
+                 {layout.PREDICTIONS: "trained by A"})
+    assert kept == str(cell_dir / layout.RECORD)
+    assert not _finish(store, b, cell_dir, Status.FAILED, {"error": "CUDA OOM"}, {attempt.ERROR_LOG: "OOM"})
+    rec = json.loads((cell_dir / layout.RECORD).read_text())
+    assert rec[layout.INGEST_ONLY] and rec["score"] == 71.5 and rec["claim"]["worker_id"] == a.worker_id
+    assert (cell_dir / layout.PREDICTIONS).read_text() == "trained by A" and record_paths([str(out)]) == [kept]
+    assert store.get(a.id).status == Status.FAILED
+
+    time.sleep(0.05)
+    c = store.claim_next(cell.suite, [cell.key], current_worker(), retry_failed=True)
+    row = attempt.record_kept(store, c, attempt.folder(str(cell_dir), c), str(cell_dir), print)
+    assert row is not None and row.status == Status.COMPLETED and row.score == 71.5 and row.train_time_s == 12.0
+    assert (row.worker_id, row.attempts) == (c.worker_id, 3)   # the claim that recorded it
+    assert row.started_at == dt.datetime.fromisoformat(rec["started_at"])   # when A's attempt started
+    assert row.extra["trained_by"] == {"worker_id": a.worker_id, "attempt": 1, "finished_at": rec["finished_at"]}
+    accepted = json.loads((cell_dir / layout.RECORD).read_text())
+    assert not accepted.get(layout.INGEST_ONLY) and accepted["score"] == 71.5
+    assert (accepted["worker_id"], accepted["attempts"]) == (row.worker_id, row.attempts)
+    assert (cell_dir / layout.PREDICTIONS).read_text() == "trained by A"
+    assert not (cell_dir / attempt.ERROR_LOG).exists() and not layout.attempt_dirs(str(cell_dir))
+    assert store.ingest(accepted) == "same"
