@@ -6,15 +6,21 @@ then the attempt's files renamed into the cell folder with record.json last. So
 - a kill or commit error before the commit leaves record.json only inside an attempt folder (never a result);
 - a kill between the commit and the moves leaves the accepted files in their attempt folder: the next worker
   that starts on the suite finishes the moves (`settle`), since the row names the attempt and worker;
+- the moves into a cell folder happen under its lock (`locked`): workers settling one cell at once, or a settle
+  and the finishing worker's own moves, take turns, and whoever comes second finds nothing left to move;
 - a worker that lost its lease writes nothing into the cell folder; its folder is deleted (by itself, or by the
   next accepted finish);
 - a store that stays unreachable through the retries of `finish` leaves the result as the cell folder's
-  record.json marked `"ingest_only": true` (with the claim it was trained under) for `harness ingest`.
+  record.json marked `"ingest_only": true` (with the claim it was trained under) for `harness ingest`; the
+  cell's next claim records it instead of training again (`record_kept`), and no failure replaces it (`_rank`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
+import json
 import os
 import secrets
 import shutil
@@ -23,6 +29,7 @@ import time
 
 from harness import atomic
 from harness.spec import layout
+from harness.spec.status import Status
 from harness.store.lease import Claim
 
 ERROR_LOG = "error.log"
@@ -53,9 +60,25 @@ def relocate(result, attempt_dir: str, cell_dir: str) -> None:
         r.adapter_path, r.output_dir = moved(r.adapter_path), moved(r.output_dir)
 
 
+@contextlib.contextmanager
+def locked(cell_dir: str):
+    """The cell folder's lock (an exclusive flock on its lock file) while the block runs. Every move of an
+    attempt's files into the cell folder happens under it: two workers that settle one cell at once (a Slurm array
+    starting after a kill between a commit and its moves), or a settle and the finishing worker's own promote,
+    would otherwise move the same files past each other, and the later one's _replace would set the accepted
+    folder aside for a source the other had already moved. flock is released when the process dies."""
+    os.makedirs(cell_dir, exist_ok=True)
+    with open(os.path.join(cell_dir, layout.CELL_LOCK), "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield   # closing the file releases the lock
+
+
 def _replace(src: str, dst: str) -> None:
     if os.path.isdir(dst) and not os.path.islink(dst):
-        trash = os.path.join(os.path.dirname(dst), f".replaced-{secrets.token_hex(4)}")
+        # set aside under a name that says what it was: if a kill comes before its replacement is in, the next
+        # move into this cell folder puts it back (_clear_replaced)
+        trash = os.path.join(os.path.dirname(dst),
+                             f"{layout.REPLACED_PREFIX}{secrets.token_hex(4)}-{os.path.basename(dst)}")
         os.replace(dst, trash)
         os.replace(src, dst)
         shutil.rmtree(trash, ignore_errors=True)
@@ -65,37 +88,96 @@ def _replace(src: str, dst: str) -> None:
         os.replace(src, dst)
 
 
-def promote(attempt_dir: str, cell_dir: str, sweep: bool = True) -> None:
+def _clear_replaced(cell_dir: str) -> None:
+    """What a kill inside _replace left: a folder set aside whose replacement never came in is put back (its
+    record.json, moved last, still names it); one that was replaced is removed. Names of older harness versions
+    (no original name in them) are left alone: what they held cannot be told."""
+    for name in os.listdir(cell_dir):
+        if not name.startswith(layout.REPLACED_PREFIX):
+            continue
+        original = name[len(layout.REPLACED_PREFIX):].partition("-")[2]
+        if not original:
+            continue
+        trash, dst = os.path.join(cell_dir, name), os.path.join(cell_dir, original)
+        if os.path.lexists(dst):
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(trash, dst)
+
+
+# what a record.json in a cell folder is worth keeping (_rank)
+NO_RECORD, FAILURE, KEPT, ACCEPTED = range(4)
+WORTH = {KEPT: "a completed result kept for `harness ingest` (the store never saw it)",
+         ACCEPTED: "a completed result the store accepted"}
+
+
+def _read_record(path: str) -> dict | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _rank(record: dict | None) -> int:
+    """ACCEPTED: a completed result the store accepted; KEPT: a completed result kept for ingest while the store
+    was unreachable (the store never saw it); FAILURE: any other record (a failure, accepted or kept); NO_RECORD:
+    none, or none readable."""
+    if record is None:
+        return NO_RECORD
+    if record.get("status") != Status.COMPLETED:
+        return FAILURE
+    return KEPT if record.get(layout.INGEST_ONLY) else ACCEPTED
+
+
+def promote(attempt_dir: str, cell_dir: str, sweep: bool = True) -> bool:
     """Move the attempt's files into the cell folder (replacing what is there), record.json last; then the
-    attempt folder goes and, with `sweep`, every other attempt folder of the cell (lost or killed attempts)."""
-    names = sorted(os.listdir(attempt_dir)) if os.path.isdir(attempt_dir) else []
+    attempt folder goes and, with `sweep`, every other attempt folder of the cell (lost or killed attempts).
+    Under the cell folder's lock; False when nothing moved: the attempt folder holds no record.json any more
+    (another worker moved it meanwhile: settle), or the cell folder's record outranks it (_move_in)."""
+    with locked(cell_dir):
+        return _move_in(attempt_dir, cell_dir, sweep)
+
+
+def _move_in(attempt_dir: str, cell_dir: str, sweep: bool) -> bool:
+    """promote's moves, for a caller that holds the cell folder's lock. A record.json in the cell folder is only
+    replaced by one of at least its rank (_rank): a completed result kept for ingest is never replaced by a failure
+    (an attempt that claimed the cell before the result was kept), nor an accepted completed result by a kept one
+    (a worker that lost its lease during the outage); the attempt's files then stay where they are."""
+    _clear_replaced(cell_dir)
+    if not os.path.isfile(os.path.join(attempt_dir, layout.RECORD)):
+        return False
+    here = _rank(_read_record(os.path.join(cell_dir, layout.RECORD)))
+    if _rank(_read_record(os.path.join(attempt_dir, layout.RECORD))) < here:
+        print(f"warning: {cell_dir} holds {WORTH[here]}; this attempt's files stay in {attempt_dir}",
+              file=sys.stderr, flush=True)
+        return False
+    names = sorted(os.listdir(attempt_dir))
     for name in names:
         if name != layout.RECORD:
             _replace(os.path.join(attempt_dir, name), os.path.join(cell_dir, name))
     if ERROR_LOG not in names and os.path.isfile(os.path.join(cell_dir, ERROR_LOG)):
         os.remove(os.path.join(cell_dir, ERROR_LOG))   # an earlier failure's log next to a newer outcome
-    if layout.RECORD in names:
-        os.replace(os.path.join(attempt_dir, layout.RECORD), os.path.join(cell_dir, layout.RECORD))
-        atomic._fsync_dir(cell_dir)
+    os.replace(os.path.join(attempt_dir, layout.RECORD), os.path.join(cell_dir, layout.RECORD))
+    atomic._fsync_dir(cell_dir)
     discard(attempt_dir)
     if sweep:
         for other in layout.attempt_dirs(cell_dir):
             discard(other)
+    return True
 
 
 def settle(cell_dir: str, attempts: int | None, worker_id: str | None) -> bool:
     """A completed cell whose accepted attempt's files are still in its attempt folder (a kill between the
-    commit and the moves): finish the moves. True when it did."""
+    commit and the moves): finish the moves. True when it did; False when there was nothing to move, or another
+    worker (settling too, or the finishing worker itself) moved them first."""
     if not attempts or not worker_id:
         return False
     src = layout.attempt_dir(cell_dir, attempts, worker_id)
     if not os.path.isfile(os.path.join(src, layout.RECORD)):
         return False
-    try:
-        promote(src, cell_dir)
-    except OSError:   # another worker is settling it at the same moment
-        return False
-    return True
+    return promote(src, cell_dir)
 
 
 def _committed(store, claim: Claim, status: str):
@@ -142,8 +224,10 @@ def keep_for_ingest(leased: dict, claim: Claim, status: str, fields: dict, child
                     cell_dir: str) -> str:
     """The store stayed unreachable: the record the store would have written, built from the row as it was
     leased, marked ingest_only with its claim, as the cell folder's record.json with the attempt's files beside
-    it (unless an accepted record is already there: then everything stays in the attempt folder). Returns the
-    record's path."""
+    it, unless the cell folder's record outranks it (promote): a completed result the store accepted (this
+    worker lost its lease meanwhile), or, for a failure, a completed result kept the same way; then everything
+    stays in the attempt folder. An accepted failure is replaced: `harness ingest` must find this result.
+    Returns the record's path."""
     from harness.store.queue import _child
     from harness.store.schema import RUN_COLUMNS, RunRecord
 
@@ -157,18 +241,68 @@ def keep_for_ingest(leased: dict, claim: Claim, status: str, fields: dict, child
     record = {**parent.as_dict(), "children": kids, layout.INGEST_ONLY: True,
               "claim": {"worker_id": claim.worker_id, "attempt": claim.attempt}}
     atomic.write_json(os.path.join(attempt_dir, layout.RECORD), record)
-    target = os.path.join(cell_dir, layout.RECORD)
-    if os.path.isfile(target):
-        try:
-            import json
+    if promote(attempt_dir, cell_dir, sweep=False):
+        return os.path.join(cell_dir, layout.RECORD)
+    return os.path.join(attempt_dir, layout.RECORD)
 
-            with open(target, encoding="utf-8") as f:
-                accepted = not json.load(f).get(layout.INGEST_ONLY)
-        except (OSError, ValueError):
-            accepted = False
-        if accepted:
-            print(f"warning: cell {claim.cell_key}: an accepted record is already in {cell_dir}; this attempt's "
-                  f"files stay in {attempt_dir}", file=sys.stderr, flush=True)
-            return os.path.join(attempt_dir, layout.RECORD)
-    promote(attempt_dir, cell_dir, sweep=False)
-    return target
+
+def record_kept(store, claim: Claim, attempt_dir: str, cell_dir: str, say):
+    """The completed result an earlier attempt at this cell kept in the cell folder while the store was
+    unreachable (keep_for_ingest: e.g. this Slurm task's own, before its requeue), recorded under this claim as
+    `harness ingest` would record it, so that the cell is not trained again: the row's lease and attempt count are
+    this claim's, every other column is the kept record's (its timings and environment, started_at included;
+    finished_at is when the store took it), and extra["trained_by"] names the attempt that trained it. Its files
+    stay; its record.json is replaced by the accepted one. Returns the stored row, or None when the cell folder
+    holds no such result. Raises LeaseLost and StoreUnreachable as finish_with_retry does."""
+    path = os.path.join(cell_dir, layout.RECORD)
+    if not os.path.isfile(path):
+        return None   # the common case, decided without a lock file
+    with locked(cell_dir):   # no other attempt's files move in between the reading and the moves
+        kept = _kept_result(path, claim)
+        if kept is None:
+            return None
+        fields, children = _kept_columns(kept)
+        os.makedirs(attempt_dir, exist_ok=True)
+        rec = finish_with_retry(store, claim, Status.COMPLETED, fields, children, record_writer(attempt_dir), say)
+        _move_in(attempt_dir, cell_dir, sweep=True)
+    return rec
+
+
+def record_writer(attempt_dir: str):
+    """finish's before_commit: the accepted row and its stage / member rows as the attempt's record.json."""
+    def write(record: dict, child_records: list[dict]) -> None:
+        atomic.write_json(os.path.join(attempt_dir, layout.RECORD), {**record, "children": child_records})
+    return write
+
+
+def _kept_result(path: str, claim: Claim):
+    """The record at `path` (typed and checked as ingest reads it) when it is a completed result of the claimed
+    cell kept for ingest; else None (a failure is trained again)."""
+    from harness.store.ingest import BadRecord, parse_record
+
+    try:
+        with open(path, "rb") as f:
+            kept = parse_record(f.read())   # also: its cell key is its configuration's
+    except (OSError, BadRecord):
+        return None
+    ours = (kept.suite, kept.cell_key) == (claim.suite, claim.cell_key)
+    return kept if ours and kept.ingest_only and kept.status == Status.COMPLETED else None
+
+
+def _kept_columns(kept) -> tuple[dict, list]:
+    """finish's fields and (key suffix, fields) children for a kept record: its columns but its ids and those the
+    recording claim owns (the lease and the attempt count), and in `extra` which claim trained it."""
+    from harness.store.schema import LEASE, RUN_COLUMNS
+
+    claims_own = {"id", "parent_id", "attempts", *LEASE}
+
+    def own(row) -> dict:
+        return {k: getattr(row, k) for k in row.model_fields_set if k in RUN_COLUMNS and k not in claims_own}
+
+    by = kept.claim or {"worker_id": kept.worker_id, "attempt": kept.attempts}
+    fields = own(kept)
+    fields["extra"] = {**(kept.extra or {}), "trained_by": {
+        "worker_id": by.get("worker_id"), "attempt": by.get("attempt"),
+        "finished_at": kept.finished_at.isoformat() if kept.finished_at else None}}   # on that worker's clock
+    children = [(c.cell_key[len(kept.cell_key) + 1:], own(c)) for c in kept.children]
+    return fields, children

@@ -17,7 +17,6 @@ import threading
 import time
 import traceback
 
-from harness import atomic
 from harness.spec import layout
 from harness.spec.errors import EXIT_PREEMPTED, EXIT_STORE_UNREACHABLE, LeaseLostStop, Preempted
 from harness.launch import attempt
@@ -45,6 +44,8 @@ from harness.train.result import RunResult
 
 WAIT = "wait"   # what rank 0 broadcasts while only other workers' cells are left
 STOP = "stop"   # ... and after a stop signal (harness.train.preempt): no further claim
+NEXT = "next"   # ... when it recorded the claimed cell's kept result (_record_kept): the next claim
+GONE = "gone"   # ... when the store stayed unreachable while it recorded that: this worker stops
 ABLATION = "adapter_ablation"   # the analysis kind of the suite's `ablate` entries
 
 
@@ -152,6 +153,8 @@ def run_suite(suite: Suite, db_url: str | None, data_dir: str | None, output_dir
         elif main:
             claim = store.claim_next(suite.name, keys, worker, retry_failed=retry_failed, lease_timeout_s=timeout_s,
                                      command=command, output_root=output_dir)
+            if claim is not None:   # an earlier attempt's result kept in the cell folder is recorded, not trained
+                claim = _record_kept(store, claim, output_dir, suite_bar, say) or claim
             # nothing claimable but cells still running elsewhere: wait, since a worker that dies leaves its
             # cell to whoever is still there once its lease goes stale (a suite finishes while one worker lives)
             holder[0] = claim if claim is not None else (WAIT if store.running_count(suite.name, keys) else None)
@@ -171,6 +174,12 @@ def run_suite(suite: Suite, db_url: str | None, data_dir: str | None, output_dir
             if main:
                 requeue_slurm_task()
             return EXIT_PREEMPTED
+        if claim == GONE:
+            return _store_gone(main)
+        if claim == NEXT:
+            done += 1
+            suite_bar.update(1)
+            continue
         if claim == WAIT:
             if not waiting_said:
                 waiting_said = True
@@ -235,9 +244,7 @@ def run_suite(suite: Suite, db_url: str | None, data_dir: str | None, output_dir
             broadcast_object_list(holder, from_process=0)
             gone = holder[0]
         if gone:
-            if main:   # the lease is kept (not given back): its result is on disk, not to be trained again
-                requeue_slurm_task()
-            return EXIT_STORE_UNREACHABLE
+            return _store_gone(main)
         done += 1
         suite_bar.update(1)
         del result
@@ -266,12 +273,9 @@ def _record(store: Store, claim: Claim, cell_dir: str, attempt_dir: str, status:
     attempt.StoreUnreachable when it persists."""
     attempt.relocate(result, attempt_dir, cell_dir)
     fields, children = result_fields(result, status, error, num_processes)
-
-    def write_files(record: dict, child_records: list[dict]) -> None:
-        atomic.write_json(os.path.join(attempt_dir, layout.RECORD), {**record, "children": child_records})
-
     try:
-        rec = attempt.finish_with_retry(store, claim, status, fields, children, write_files, say)
+        rec = attempt.finish_with_retry(store, claim, status, fields, children, attempt.record_writer(attempt_dir),
+                                        say)
     except LeaseLost as exc:
         attempt.discard(attempt_dir)
         bar.write(f"cell {claim.cell_key}: {exc}")
@@ -281,6 +285,41 @@ def _record(store: Store, claim: Claim, cell_dir: str, attempt_dir: str, status:
         bar.write(f"cell {claim.cell_key}: completed in {took:.0f}s, score {rec.score:.2f} "
                   f"(best {rec.best_score:.2f}), {rec.trainable_pct:.3g}% of {rec.total_params:,} params trainable")
     return True
+
+
+def _record_kept(store: Store, claim: Claim, output_dir: str, bar: Progress, say) -> str | None:
+    """Right after a claim: the cell folder may hold the completed result of an earlier attempt, kept while the
+    store was unreachable (its worker kept the lease and requeued its Slurm task; the requeued task, a worker on
+    the host or any worker after the lease timeout claims the cell next). That result is recorded under this
+    claim (attempt.record_kept) instead of training the cell again. NEXT when recorded, or when another worker
+    took the cell meanwhile; GONE when the store stayed unreachable; None: nothing kept, train it."""
+    cell_dir = layout.RunLayout(output_dir).cell_dir(claim.suite, claim.cell_key)
+    attempt_dir = attempt.folder(cell_dir, claim)
+    try:
+        rec = attempt.record_kept(store, claim, attempt_dir, cell_dir, say)
+    except LeaseLost as exc:
+        attempt.discard(attempt_dir)
+        bar.write(f"cell {claim.cell_key}: {exc}")
+        return NEXT
+    except attempt.StoreUnreachable as exc:   # its record.json stays: settle finds it if the commit went through
+        say(f"cell {claim.cell_key}: {exc}; the store is unreachable: the kept result stays in {cell_dir} "
+            f"(ingest_only); this worker stops")
+        return GONE
+    if rec is None:
+        return None
+    checkpoint.remove_all(cell_dir)
+    by = rec.extra["trained_by"]
+    bar.write(f"cell {claim.cell_key}: recorded the result of attempt {by['attempt']} by {by['worker_id']}, kept in "
+              f"its folder while the store was unreachable: score {rec.score:.2f}; not trained again")
+    return NEXT
+
+
+def _store_gone(main: bool) -> int:
+    """The store stayed unreachable: the lease is kept (not given back), since the cell's result is on disk and
+    must not be trained again; the worker's Slurm task is requeued and its claim takes the result (_record_kept)."""
+    if main:
+        requeue_slurm_task()
+    return EXIT_STORE_UNREACHABLE
 
 
 def run_ablations(suite: Suite, store: Store, ctx: RunContext, say, worker=None, heartbeat_s: float | None = None,

@@ -14,6 +14,7 @@ ingest, compare, ablate, the board, Slurm). Nothing else joins these names.
         checkpoint.pt checkpoint/    a preempted cell's checkpoint (gone once the cell is recorded); it stays in
                                      the cell folder (not an attempt's), so whoever claims the cell next resumes it
         stageI-TASK/                 earlier stages of a sequential cell; TASK/: members of a multi-task cell
+        .cell.lock                   locked while an attempt's files move in (harness.launch.attempt)
         .attempt-N-WORKER/           everything one attempt writes (record.json, predictions, adapter/, error.log,
                                      stage / member folders); moved into the cell folder above only by the
                                      accepted finish, after the store committed it (record.json last). So a
@@ -45,6 +46,8 @@ CHECKPOINT_DIR = "checkpoint"            # DeepSpeed's engine state (accelerate'
 
 
 ATTEMPT_PREFIX = ".attempt-"
+CELL_LOCK = ".cell.lock"      # held (flock) by whoever moves an attempt's files into the cell folder
+REPLACED_PREFIX = ".replaced-"   # an older file set aside while an attempt's one moves into its place
 INGEST_ONLY = "ingest_only"   # a record.json written while the store was unreachable: for `harness ingest` only
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from tests.helpers import ROOT, run_cli, suite_yaml, write_suite
-from tests.store.test_workers import _wait_for_claims, start_worker
+from tests.store.test_workers import _wait_for_claims, start_worker, trainings
 from harness.spec import layout
 from harness.spec.errors import EXIT_STORE_UNREACHABLE
 from harness.spec.status import Status
@@ -223,3 +223,49 @@ def test_store_outage_during_finish(tmp_path, tiny_bert, small_glue, own_pg, las
     assert loaded.returncode == 0, loaded.stdout + loaded.stderr
     (row,) = Store(db).records("a")
     assert row.status == Status.COMPLETED and row.score == rec["score"]
+
+
+UNREACHABLE = """
+import sys
+from harness.launch import attempt
+def finish_with_retry(*args, **kwargs):   # every try of the finish failed with a store error
+    raise attempt.StoreUnreachable("recording failed 5 times (last: OperationalError: injected)")
+attempt.finish_with_retry = finish_with_retry
+from harness.cli import main
+raise SystemExit(main(sys.argv[1:]))
+"""
+
+
+def test_the_next_claim_records_a_result_kept_while_the_store_was_unreachable(tmp_path, tiny_bert, small_glue):
+    """A worker trains the cell, finds the store unreachable on every try of its finish and exits 4, keeping the
+    lease and its result (ingest_only) in the cell folder. The next worker takes the lease over (its process is
+    gone) and records that result under its own claim: not trained again, the files untouched."""
+    db = f"sqlite:///{tmp_path / 'h.db'}"
+    suite = _suite(tmp_path, tiny_bert)
+    cmd = ["run", str(suite), "--db", db, "--output-dir", str(tmp_path / "out"), "--data-dir", str(small_glue),
+           "--no-progress"]
+    first = subprocess.run([sys.executable, "-c", UNREACHABLE, *cmd], cwd=tmp_path, timeout=600, text=True,
+                           env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True)
+    assert first.returncode == EXIT_STORE_UNREACHABLE, first.stderr[-3000:]
+    (row,) = Store(db).records("a")
+    assert row.status == Status.RUNNING
+    cell_dir = _cell_dir(tmp_path, row)
+    kept = json.loads((cell_dir / layout.RECORD).read_text())
+    assert kept[layout.INGEST_ONLY] and kept["status"] == Status.COMPLETED
+    trained = _snapshot(cell_dir)
+
+    again = run_cli(*cmd, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "not trained again" in again.stderr and not trainings([again.stderr]), again.stderr[-3000:]
+    (row,) = Store(db).records("a")
+    assert row.status == Status.COMPLETED and row.score == kept["score"] and row.attempts == 2
+    assert row.worker_id != kept["worker_id"]   # the claim that recorded it
+    assert row.extra["trained_by"]["worker_id"] == kept["claim"]["worker_id"] == kept["worker_id"]
+    assert row.train_time_s == kept["train_time_s"]
+    rec = json.loads((cell_dir / layout.RECORD).read_text())
+    assert not rec.get(layout.INGEST_ONLY) and (rec["worker_id"], rec["score"]) == (row.worker_id, row.score)
+    after = _snapshot(cell_dir)
+    for name in (layout.PREDICTIONS, layout.ADAPTER):
+        assert after[name] == trained[name], f"{name} written again"
+    assert not layout.attempt_dirs(str(cell_dir))
+    assert _rescore(cell_dir, row) == pytest.approx(row.score)

@@ -1,0 +1,209 @@
+"""Moving an attempt's files into its cell folder (harness.launch.attempt): two real processes settling one cell at
+once, and a kill inside a move, never lose the accepted files; a result kept while the store was unreachable goes
+where `harness ingest` finds it. Real folders, real processes, a real SQLite store."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.helpers import ROOT
+from harness.launch import attempt
+from harness.spec import layout
+from harness.spec.status import Status
+from harness.store.db import Store
+from harness.store.ingest import record_paths
+from harness.store.lease import current_worker
+
+WORKER = "w/1/-/x"
+FOLDERS = ("adapter", "stage0-mrpc", "mrpc")
+
+
+def _accepted_attempt(cell: Path, tag: str) -> Path:
+    """An attempt folder as a kill between the commit and the moves leaves it (record.json still inside)."""
+    src = Path(layout.attempt_dir(str(cell), 1, WORKER))
+    for name in FOLDERS:
+        (src / name).mkdir(parents=True)
+        (src / name / "f").write_text(tag)
+    (src / layout.PREDICTIONS).write_text(tag)
+    (src / layout.RECORD).write_text("{}")
+    return src
+
+
+def _assert_moved_in(cell: Path, tag: str) -> None:
+    for name in FOLDERS:
+        assert (cell / name / "f").read_text() == tag, f"{name} lost"
+    assert (cell / layout.PREDICTIONS).read_text() == tag and (cell / layout.RECORD).is_file()
+    assert not layout.attempt_dirs(str(cell))
+    assert not [p.name for p in cell.iterdir() if p.name.startswith(layout.REPLACED_PREFIX)]
+
+
+# One settler of a cell. "late" lists the attempt folder, then waits (up to 3 s) for the other settler to be done
+# before it moves anything: the interleaving in which two unsynchronised settles lose a folder (the late one sets
+# the accepted folder aside for a source already moved). "early" settles as soon as the late one has listed.
+SETTLER = r"""
+import os, sys, time
+from pathlib import Path
+from harness.launch import attempt
+from harness.spec import layout
+
+cell, role, marks = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+
+def wait_for(name, seconds):
+    deadline = time.time() + seconds
+    while not (marks / name).exists() and time.time() < deadline:
+        time.sleep(0.01)
+
+if role == "late":
+    real = os.listdir
+    def listdir(path="."):
+        names = real(path)
+        if layout.is_attempt_dir(str(path)):
+            (marks / "listed").touch()
+            wait_for("early_done", 3)
+        return names
+    os.listdir = listdir
+else:
+    wait_for("listed", 60)
+print(attempt.settle(cell, 1, sys.argv[4]))
+(marks / f"{role}_done").touch()
+"""
+
+
+def test_two_processes_settling_one_cell_at_once_keep_every_accepted_file(tmp_path):
+    cell = tmp_path / "out" / "s" / "k"
+    _accepted_attempt(cell, "accepted")
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs = [subprocess.Popen([sys.executable, "-c", SETTLER, str(cell), role, str(marks), WORKER], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for role in ("late", "early")]
+    outs = [p.communicate(timeout=120) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    assert sorted(out.strip() for out, _ in outs) == ["False", "True"], outs   # one of them moved the files
+    _assert_moved_in(cell, "accepted")
+
+
+KILLED_MID_REPLACE = r"""
+import os, sys
+from harness.launch import attempt
+real = os.replace
+def replace(src, dst):
+    if os.path.basename(src) == "adapter" and os.sep + ".attempt-" in src:
+        os._exit(9)   # the older adapter/ is set aside; its replacement never comes in
+    return real(src, dst)
+os.replace = replace
+attempt.settle(sys.argv[1], 1, sys.argv[2])
+"""
+
+
+def test_a_kill_inside_a_replace_leaves_nothing_set_aside(tmp_path):
+    """A cell folder already holding an older adapter/ (an earlier attempt's); the settle is killed between setting
+    it aside and moving the new one in. The next settle puts every accepted file in place and nothing set aside
+    stays behind."""
+    cell = tmp_path / "out" / "s" / "k"
+    (cell / "adapter").mkdir(parents=True)
+    (cell / "adapter" / "f").write_text("older")
+    _accepted_attempt(cell, "accepted")
+    killed = subprocess.run([sys.executable, "-c", KILLED_MID_REPLACE, str(cell), WORKER], timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True)
+    assert killed.returncode == 9, killed.stderr[-3000:]
+    assert not (cell / "adapter").exists()   # set aside, as the kill left it
+    assert attempt.settle(str(cell), 1, WORKER)
+    _assert_moved_in(cell, "accepted")
+
+
+def _one_cell_store(tmp_path):
+    from harness.plan.suite import parse_suite
+
+    (cell,) = parse_suite("name: m\nmodels: [minilm]\ntasks: [rte]\nmethods: [full]\n",
+                          str(tmp_path / "m.yaml")).cells()
+    out = tmp_path / "out"
+    store = Store(f"sqlite:///{tmp_path / 'h.db'}")
+    store.enqueue([cell], "cmd", str(out))
+    return store, cell, out, Path(layout.RunLayout(str(out)).cell_dir(cell.suite, cell.key))
+
+
+def _finish(store, claim, cell_dir: Path, status: Status, fields: dict, files: dict[str, str]) -> bool:
+    """An attempt as the runner finishes it: its files, the accepted finish writing record.json, the moves.
+    Whether the files moved into the cell folder."""
+    src = Path(attempt.folder(str(cell_dir), claim))
+    src.mkdir(parents=True)
+    for name, text in files.items():
+        (src / name).write_text(text)
+    store.finish(claim, status, fields, [], before_commit=attempt.record_writer(str(src)))
+    return attempt.promote(str(src), str(cell_dir))
+
+
+def _keep(store, claim, cell_dir: Path, status: Status, fields: dict, files: dict[str, str]) -> str:
+    """An attempt whose finish found the store unreachable on every try (runner: attempt.keep_for_ingest)."""
+    leased = store.get(claim.id).as_dict()
+    src = Path(attempt.folder(str(cell_dir), claim))
+    src.mkdir(parents=True)
+    for name, text in files.items():
+        (src / name).write_text(text)
+    return attempt.keep_for_ingest(leased, claim, status, fields, [], str(src), str(cell_dir))
+
+
+def test_a_completed_outage_result_replaces_an_earlier_failure_where_ingest_finds_it(tmp_path):
+    store, cell, out, cell_dir = _one_cell_store(tmp_path)
+    first = store.claim_next(cell.suite, [cell.key], current_worker())
+    assert _finish(store, first, cell_dir, Status.FAILED, {"error": "boom"}, {attempt.ERROR_LOG: "boom"})
+    time.sleep(0.05)   # --retry-failed takes failures from before the worker started
+    retry = store.claim_next(cell.suite, [cell.key], current_worker(), retry_failed=True)
+    path = _keep(store, retry, cell_dir, Status.COMPLETED, {"score": 80.0}, {layout.PREDICTIONS: "retry"})
+    assert path == str(cell_dir / layout.RECORD)
+    assert record_paths([str(out)]) == [path]   # what `harness ingest results/` reads
+    rec = json.loads(Path(path).read_text())
+    assert rec[layout.INGEST_ONLY] and rec["status"] == Status.COMPLETED and rec["score"] == 80.0
+    assert (cell_dir / layout.PREDICTIONS).read_text() == "retry" and not (cell_dir / attempt.ERROR_LOG).exists()
+    time.sleep(0.05)
+    assert store.ingest(rec, lease_timeout_s=0.01) == "updated"   # its lease is stale by then: no worker holds it
+    row = store.get(retry.id)
+    assert row.status == Status.COMPLETED and row.score == 80.0
+
+
+def _take_over(store, cell) -> object:
+    """Another worker claims the cell once its lease is stale (as after a lease timeout)."""
+    time.sleep(0.05)
+    claim = store.claim_next(cell.suite, [cell.key], current_worker(), lease_timeout_s=0.01)
+    assert claim is not None and claim.previous_status == Status.RUNNING
+    return claim
+
+
+def test_a_failed_attempt_never_replaces_a_kept_result_and_the_next_claim_records_it(tmp_path):
+    """A's finish found the store unreachable: its completed result is kept in the cell folder. B had taken the
+    cell over before that (A's heartbeats failed too) and fails: its failure is accepted, but the kept result
+    stays. C claims the cell (--retry-failed) and records the kept result under its own claim, files untouched."""
+    store, cell, out, cell_dir = _one_cell_store(tmp_path)
+    a = store.claim_next(cell.suite, [cell.key], current_worker())
+    b = _take_over(store, cell)
+    kept = _keep(store, a, cell_dir, Status.COMPLETED, {"score": 71.5, "train_time_s": 12.0},
+                 {layout.PREDICTIONS: "trained by A"})
+    assert kept == str(cell_dir / layout.RECORD)
+    assert not _finish(store, b, cell_dir, Status.FAILED, {"error": "CUDA OOM"}, {attempt.ERROR_LOG: "OOM"})
+    rec = json.loads((cell_dir / layout.RECORD).read_text())
+    assert rec[layout.INGEST_ONLY] and rec["score"] == 71.5 and rec["claim"]["worker_id"] == a.worker_id
+    assert (cell_dir / layout.PREDICTIONS).read_text() == "trained by A" and record_paths([str(out)]) == [kept]
+    assert store.get(a.id).status == Status.FAILED
+
+    time.sleep(0.05)
+    c = store.claim_next(cell.suite, [cell.key], current_worker(), retry_failed=True)
+    row = attempt.record_kept(store, c, attempt.folder(str(cell_dir), c), str(cell_dir), print)
+    assert row is not None and row.status == Status.COMPLETED and row.score == 71.5 and row.train_time_s == 12.0
+    assert (row.worker_id, row.attempts) == (c.worker_id, 3)   # the claim that recorded it
+    assert row.started_at == dt.datetime.fromisoformat(rec["started_at"])   # when A's attempt started
+    assert row.extra["trained_by"] == {"worker_id": a.worker_id, "attempt": 1, "finished_at": rec["finished_at"]}
+    accepted = json.loads((cell_dir / layout.RECORD).read_text())
+    assert not accepted.get(layout.INGEST_ONLY) and accepted["score"] == 71.5
+    assert (accepted["worker_id"], accepted["attempts"]) == (row.worker_id, row.attempts)
+    assert (cell_dir / layout.PREDICTIONS).read_text() == "trained by A"
+    assert not (cell_dir / attempt.ERROR_LOG).exists() and not layout.attempt_dirs(str(cell_dir))
+    assert store.ingest(accepted) == "same"
