@@ -354,7 +354,7 @@ def test_a_time_with_an_offset_is_stored_as_the_same_instant_in_utc(tmp_path, ce
 def test_a_record_in_an_attempt_folder_counts_only_when_kept_for_ingest(tmp_path, cells):
     """An attempt's own folder holds files no store accepted: its record.json is skipped by a folder walk and
     refused when named, unless it is the ingest_only record the runner parks there (the cell folder already had
-    an accepted record): that one is found by the walk and taken."""
+    an accepted completed record): that one is found by the walk and taken."""
     from harness.launch import attempt
     from harness.spec import layout
 
@@ -362,7 +362,7 @@ def test_a_record_in_an_attempt_folder_counts_only_when_kept_for_ingest(tmp_path
     url = f"sqlite:///{tmp_path / 'shared.db'}"
     shared = Store(url)
     cell_dir = tmp_path / "out" / single.key
-    finish_with_record(shared, single, cell_dir, status=Status.FAILED, worker=live_worker("w1"))
+    finish_with_record(shared, single, cell_dir, worker=live_worker("w1"))
     unaccepted = cell_dir / f"{layout.ATTEMPT_PREFIX}9-w9" / RECORD   # e.g. a finish killed before its commit
     unaccepted.parent.mkdir()
     unaccepted.write_text(json.dumps({**json.loads((cell_dir / RECORD).read_text()), "attempts": 9}))
@@ -375,7 +375,7 @@ def test_a_record_in_an_attempt_folder_counts_only_when_kept_for_ingest(tmp_path
     assert shared.by_key("ing")[single.key].as_dict() == before
 
     claim = shared.start(single, single.config(), "cmd", "out", worker=live_worker("w2"))
-    parked = keep_for_ingest(shared, claim, cell_dir, 75.0)   # the store unreachable: kept beside the failure
+    parked = keep_for_ingest(shared, claim, cell_dir, 75.0)   # the store unreachable: kept beside the result
     assert attempt.folder(str(cell_dir), claim) in parked
     make_stale(url, claim.id)
     proc = call_cli("ingest", tmp_path / "out", "--db", url)
