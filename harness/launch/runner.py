@@ -90,8 +90,11 @@ def report_failure(exc: BaseException, cell, cell_dir: str, took: float, bar: Pr
     """A failed cell: one line on screen (type, message, the cell's label), the full traceback in the cell's
     error.log (and on screen with --verbose). Returns the store's error text: that line's reason, then the
     traceback (status and the leaderboard show the first line)."""
-    reason = _error_text(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
-    trace = "".join(traceback.format_exception(exc))
+    from harness.store.redact import redact_text
+
+    # a URL's password in an exception (a tracker's, a store's) never reaches the log file or the screen
+    reason = redact_text(_error_text(exc).splitlines()[0]) if str(exc).strip() else type(exc).__name__
+    trace = redact_text("".join(traceback.format_exception(exc)))
     log = os.path.join(cell_dir, attempt.ERROR_LOG)   # written in the attempt's folder, moved here on finish
     if main:
         try:
@@ -191,12 +194,13 @@ def run_suite(suite: Suite, db_url: str | None, data_dir: str | None, output_dir
         cell = by_key[claim.cell_key]
         cell_dir = layout.RunLayout(output_dir).cell_dir(suite.name, cell.key)
         attempt_dir = attempt.folder(cell_dir, claim)   # every file of this attempt; moved into place on finish
-        leased = store.get(claim.id).as_dict() if main else None   # the row as leased (a fallback record's base)
         how = {Status.RUNNING: ", taking over a stale lease", Status.FAILED: ", retrying a failure"}.get(
             claim.previous_status, "")
         suite_bar.write(f"cell {cell.key}: {cell.label} (attempt {claim.attempt}{how})")
         if main:   # predicted from the store's runs on this device so far: `harness status` shows it beside the actual
             predict_claimed(store, claim, cell, device_name(), ctx.data_dir)
+        # the row as leased, its prediction included: the base of a record kept for ingest (store unreachable)
+        leased = store.get(claim.id).as_dict() if main else None
         t0 = time.perf_counter()
         try:
             with (Heartbeat(store, claim, beat_s) if main else contextlib.nullcontext()) as beat:

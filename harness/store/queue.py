@@ -121,10 +121,7 @@ class WorkQueue:
             rows.append({
                 "suite": cell.suite, "cell_key": cell.key, "setting_key": cell.setting_key,
                 "status": Status.PENDING.value, "attempts": 0, "created_at": now, "config": cell.config(),
-                "model": cell.model, "task": cell.task, "task_version": cell.task_version, "method": cell.method,
-                "method_params": cell.method_params, "method_label": cell.row_label, "regime": cell.regime,
-                "budget": cell.budget, "seed": cell.seed, "hparams": cell.hparams,
-                "learning_rate": cell.hparams.get("learning_rate"), "num_processes": cell.num_processes,
+                **cell.columns(),   # what the configuration fixes, as ingest checks a record against it
                 "command": command, "output_dir": _output_dir(output_root, cell.suite, cell.key)})
         return sum(self._insert_new(chunk) for chunk in chunks(rows, 500))
 

@@ -168,3 +168,24 @@ def test_no_reader_shows_a_password_of_a_row_written_before_redaction(tmp_path):
         assert SECRET not in proc.stdout + proc.stderr, (proc.args, proc.stdout)
     (row,) = Store(url).records()
     assert SECRET not in repr(row.as_dict()) and "alice:***@" in row.error
+
+
+def test_a_failed_cell_s_error_log_and_screen_line_hide_a_url_password(tmp_path, capsys):
+    """The store hides a password in a run's error, but the traceback in the cell's error.log and the line on
+    screen were written as the exception said them (a tracker's or a store's URL, password included)."""
+    from harness.launch.attempt import ERROR_LOG
+    from harness.launch.runner import report_failure
+    from harness.plan.suite import parse_suite
+    from harness.train.progress import Progress
+
+    cell = parse_suite("name: s\nmodels: [minilm]\ntasks: [rte]\nmethods: [full]\n", "s.yaml").cells()[0]
+    try:
+        raise ConnectionError("cannot reach postgresql://alice:hunter2@db.example/harness")
+    except ConnectionError as e:
+        text = report_failure(e, cell, str(tmp_path), 1.0, Progress(1, "x", enabled=True, bars=False), verbose=True,
+                              main=True)
+    log = (tmp_path / ERROR_LOG).read_text()
+    shown = capsys.readouterr()
+    assert "ConnectionError" in log and "alice:***@db.example" in log
+    for where in (log, text, shown.out, shown.err):
+        assert "hunter2" not in where
