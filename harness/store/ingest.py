@@ -242,6 +242,7 @@ class Ingest:
                     stmt = stmt.with_for_update()   # a worker's finish cannot commit between our read and write
                 rec = s.scalars(stmt).first()
                 outcome = ADDED
+                counted = (rec.attempts or 0) if rec is not None else 0
                 if rec is not None:
                     live = s.scalar(select(func.count()).select_from(RunRecord).where(
                         RunRecord.id == rec.id, RunRecord.status == Status.RUNNING.value,
@@ -251,7 +252,12 @@ class Ingest:
                     if rec.status == Status.COMPLETED.value and \
                             all(getattr(rec, k) == v for k, v in values.items() if k in COMPARED):
                         return SAME
-                    if record_attempt(record) < (rec.attempts or 0):
+                    older = record_attempt(record) < (rec.attempts or 0)
+                    # a result beats no result, whatever its attempt (as in the cell folder: attempt._rank): a
+                    # kept result of attempt 1 over attempt 2's failure; never a failure or a pending row back
+                    result_over_none = record.status == Status.COMPLETED.value and \
+                        rec.status in (Status.FAILED.value, Status.PENDING.value)
+                    if older and not result_over_none:
                         return OLDER   # e.g. attempt 1's failure over the pending row of a preempted attempt 2
                     if rec.status == Status.RUNNING.value and not _own_claim(record, rec):
                         return LEASED
@@ -271,6 +277,8 @@ class Ingest:
                     s.add(rec)
                 for k, v in values.items():
                     setattr(rec, k, v)
+                if (rec.attempts or 0) < counted:
+                    rec.attempts = counted   # the attempt counter never goes back: no attempt number twice
                 s.flush()
                 for child in record.children:
                     kid = RunRecord(**_values(child))

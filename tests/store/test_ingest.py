@@ -154,6 +154,31 @@ def test_a_record_never_takes_a_row_back_to_an_earlier_attempt(tmp_path, cells, 
     assert shared.heartbeat(claim)                                           # w3 still holds its attempt
 
 
+def test_a_result_of_an_earlier_attempt_replaces_a_later_failure(tmp_path, cells, db_url):
+    """Worker A, cut off from the store, keeps its completed result (attempt 1) in the cell folder; B takes the
+    stale lease over (attempt 2) and fails. The cell folder ranks A's result above the failure; ingest called
+    it "older" and left the failure in the tables. A result beats no result; the attempt counter stays at 2."""
+    from harness.launch.attempt import keep_for_ingest as keep
+
+    single, _ = cells
+    shared = Store(db_url)
+    cell_dir = tmp_path / "out" / single.key
+    claim_a = shared.start(single, single.config(), "cmd", "out", worker=live_worker("wa"))
+    leased = shared.get(claim_a.id).as_dict()
+    make_stale(db_url, claim_a.id)
+    claim_b = shared.start(single, single.config(), "cmd", "out", worker=live_worker("wb"))
+    assert claim_b.attempt == 2
+    shared.finish(claim_b, Status.FAILED, {"error": "CUDA out of memory"})
+    attempt_dir = cell_dir / ".attempt-1-wa"
+    attempt_dir.mkdir(parents=True)
+    keep(leased, claim_a, Status.COMPLETED, {"score": 81.0, "metrics": {"accuracy": 81.0}}, [], str(attempt_dir),
+         str(cell_dir))
+    proc = call_cli("ingest", tmp_path / "out", "--db", db_url)
+    assert proc.returncode == 0 and "1 updated" in proc.stdout, proc.stdout + proc.stderr
+    row = shared.get(claim_b.id)
+    assert (row.status, row.score, row.attempts) == (Status.COMPLETED, 81.0, 2)
+
+
 def test_ingest_reads_the_row_under_a_lock(tmp_path, cells, db_url):
     """A worker whose lease went stale is committing its finish when ingest reads the row: ingest waits for it
     and then sees the completed result (kept: a failed record never replaces one) instead of overwriting it
