@@ -33,15 +33,20 @@ class Parser(argparse.ArgumentParser):
         """What argparse leaves to the caller, refused by the parser that owns the option: an unknown option after
         a subcommand (argparse names the top-level parser: `see harness --help`), and an empty value (`--db
         "$URL"` with $URL unset) - read as "the default", it wrote into results/harness.db."""
+        given = list(sys.argv[1:] if args is None else args)
         namespace, extras = super().parse_known_args(args, namespace)
         if extras and self._subparsers is None:   # a subcommand's parser: every option it takes is declared
             self.error(f"unrecognized arguments: {' '.join(extras)}")
         for action in self._actions:
             value = getattr(namespace, action.dest, None)
+            if getattr(action, "empty_ok", False):   # an option whose empty value means something (--log-with)
+                continue
             if any(isinstance(v, str) and not v.strip() for v in (value if isinstance(value, list) else [value])):
-                name = action.option_strings[0] if action.option_strings else action.metavar or action.dest
-                self.error(f"{name}: empty (leave the option out for its default)" if action.option_strings
-                           else f"{name}: empty")
+                if not action.option_strings:
+                    self.error(f"{action.metavar or action.dest}: empty")
+                typed = [s for s in action.option_strings   # the spelling the user typed (--db or --from-store)
+                         if any(a == s or a.startswith(s + "=") for a in given)]
+                self.error(f"{(typed or action.option_strings)[0]}: empty (leave the option out for its default)")
         return namespace, extras
 
 

@@ -84,8 +84,10 @@ def resolve_user_paths(args) -> None:
     from harness.atomic import file_in_the_way
     from harness.store.engine import absolute_db_url, check_db_url, default_db_url
 
-    for name in ("HARNESS_DB", "HARNESS_DATA_DIR"):   # `export HARNESS_DB=$PG_URL` with $PG_URL unset, in a job
-        if name in os.environ and not os.environ[name].strip():   # script: not the local default store
+    # `export HARNESS_DB=$PG_URL` with $PG_URL unset, in a job script: not the local default store (checked by
+    # the commands that read the variable)
+    for name, option in (("HARNESS_DB", "db"), ("HARNESS_DATA_DIR", "data_dir")):
+        if hasattr(args, option) and name in os.environ and not os.environ[name].strip():
             raise InputError(f"${name}: empty (unset it for the default)")
     for name in ("data_dir", "output_dir", "cache_dir"):
         value = getattr(args, name, None)

@@ -29,8 +29,9 @@ def add_arguments(p) -> None:
                                                           "always in the cell's error.log and the store)")
     p.add_argument("--log-with", metavar="TRACKERS", default=None,
                    help="experiment trackers for every cell, comma-separated (tensorboard, mlflow, wandb, ...; "
-                        "none: no tracker); replaces the suite's log_with (its settings kept for the trackers it "
-                        "names); see docs/tracking.md")
+                        "none or empty: no tracker); replaces the suite's log_with (its settings kept for the "
+                        "trackers it names); see docs/tracking.md"
+                   ).empty_ok = True   # `--log-with "$TRACKERS"` with it empty: tracking off, not the parser's error
     p.add_argument("--workers", type=positive_int, default=None,
                    help="workers on this machine, each a process claiming cells from the store (default: "
                         "$HARNESS_WORKERS, else 1; not under `accelerate launch`)")

@@ -66,10 +66,20 @@ def locked(cell_dir: str):
     attempt's files into the cell folder happens under it: two workers that settle one cell at once (a Slurm array
     starting after a kill between a commit and its moves), or a settle and the finishing worker's own promote,
     would otherwise move the same files past each other, and the later one's _replace would set the accepted
-    folder aside for a source the other had already moved. flock is released when the process dies."""
+    folder aside for a source the other had already moved. flock is released when the process dies. A
+    filesystem without flock (Lustre mounted without it: ENOSYS, EOPNOTSUPP, ENOLCK) moves without the lock, as
+    before it, rather than leave every accepted result in its attempt folder."""
+    import errno
+
     os.makedirs(cell_dir, exist_ok=True)
     with open(os.path.join(cell_dir, layout.CELL_LOCK), "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX)
+        except OSError as e:
+            if e.errno not in (errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOLCK):
+                raise
+            print(f"warning: no file lock in {cell_dir} ({e.strerror}): moving its files without one",
+                  file=sys.stderr, flush=True)
         yield   # closing the file releases the lock
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 
 from harness.spec import layout
 from harness.spec.errors import InputError
@@ -35,8 +36,10 @@ def bound_store(output_dir: str) -> dict | None:
 
 
 def _refusal(output_dir: str, mark: dict) -> InputError:
-    return InputError(f"--output-dir: {output_dir} holds the runs of another store ({mark.get('db')}): this "
-                      f"store's runs would overwrite their files; give another --output-dir, or that store's --db")
+    return InputError(f"--output-dir: {output_dir} holds the runs of another store ({mark.get('db')}, id "
+                      f"{mark['store_id'][:8]}): this store's runs would overwrite their files; give another "
+                      f"--output-dir, or that store's --db (if that store is gone, delete "
+                      f"{_mark_path(output_dir)})")
 
 
 def check_output_dir(output_dir: str, url: str, unreachable_ok: bool = False) -> None:
@@ -45,12 +48,16 @@ def check_output_dir(output_dir: str, url: str, unreachable_ok: bool = False) ->
     store this machine cannot open is left to the workers to check (a Slurm login node may not reach the
     cluster's database)."""
     from harness.store.db import Store
+    from harness.store.engine import READ_ONLY_BACKENDS, check_db_url
 
     mark = bound_store(output_dir)
     if mark is None:
         return
+    # a database this harness cannot open read-only (mssql, oracle) is opened as workers open it, without
+    # migrating it: only its id is read
+    read_only = check_db_url(url).get_backend_name() in READ_ONLY_BACKENDS
     try:
-        store = Store(url, read_only=True)
+        store = Store(url, read_only=read_only, create=False)
     except FileNotFoundError:
         raise _refusal(output_dir, mark) from None
     except InputError:
@@ -76,12 +83,19 @@ def bind_output_dir(output_dir: str, store) -> None:
     if mark is None:
         os.makedirs(output_dir, exist_ok=True)
         path = _mark_path(output_dir)
-        tmp = f"{path}.{os.getpid()}.tmp"
-        write_json(tmp, {"store_id": identity, "db": redact_url(store.url)})
+        content = {"store_id": identity, "db": redact_url(store.url)}
+        tmp = f"{path}.{secrets.token_hex(8)}.tmp"   # (pids repeat across the hosts of a shared folder)
+        write_json(tmp, content)
         try:
             os.link(tmp, path)
         except FileExistsError:
             pass
+        except OSError:   # a filesystem without hard links: an exclusive create, written in place
+            try:
+                with open(path, "x", encoding="utf-8") as f:
+                    json.dump(content, f)
+            except FileExistsError:
+                pass
         finally:
             os.remove(tmp)
         mark = bound_store(output_dir)

@@ -81,8 +81,8 @@ def runs_frame(store, suite: str | None = None, with_env: bool = False) -> pd.Da
     parts = [frame, metrics[sorted(metrics.columns)], best[sorted(best.columns)]]
     if with_env:
         env = frame.pop("env")
-        parts.append(pd.DataFrame([{f"env_{k}": (e or {}).get(k) for k in ENV_COLUMNS} for e in env],
-                                  index=frame.index))
+        parts.append(pd.DataFrame([{f"env_{k}": e.get(k) if isinstance(e, dict) else None for k in ENV_COLUMNS}
+                                   for e in env], index=frame.index))   # (another tool's env: not a dict)
     frame = pd.concat(parts, axis=1)
     first = [c for c in RUN_COLUMNS if c in frame.columns]
     metric_cols = sorted(c for c in frame.columns if c.startswith(("metric_", "best_metric_")))

@@ -171,14 +171,14 @@ RATE_FIELDS = ("train_time_s", "eval_time_s", "train_examples_per_s", "steps", "
 
 def device_of(env: dict | None) -> str:
     """The device a run's `env` names, as estimates match it."""
-    return str((env or {}).get("device") or "unknown device")
+    return str((env if isinstance(env, dict) else {}).get("device") or "unknown device")   # (another tool's)
 
 
 def observation(row) -> Observation | None:
     """The rates of a completed run (a RunRecord, or a row with its columns and `frozen_features`); None when it
     has no usable time."""
     hp = row.hparams or {}
-    env = row.env or {}
+    env = row.env if isinstance(row.env, dict) else {}   # (another tool's env may be of another shape)
     if row.train_examples_per_s:
         train = 1.0 / row.train_examples_per_s
     elif row.train_time_s and row.steps:

@@ -163,7 +163,12 @@ def parse_record(text: str | bytes):
         if child.suite != rec.suite or suffix == child.cell_key or suffix not in children:
             raise BadRecord(f"children.{i}.cell_key", f"{child.cell_key} is not a stage / member of cell "
                                                       f"{rec.cell_key} of suite {rec.suite}")
-        _agree(child, {**children[suffix], "config": rec.config}, f"children.{i}.")
+        implied = {**children[suffix], "config": rec.config}
+        if child.task_version == rec.task_version != implied["task_version"]:
+            # a record from before 2026-12-06 gave its stage / member rows the cell row's version (a multi-task
+            # cell's is 1, its "a+b" task's), not their task's (queue._child): theirs, as the store now writes it
+            child.task_version = implied["task_version"]
+        _agree(child, implied, f"children.{i}.")
     return rec
 
 

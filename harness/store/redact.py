@@ -73,17 +73,13 @@ def redact_argv(argv: Iterable[str]) -> list[str]:
     return out
 
 
-def redact_env(env: dict | None) -> dict | None:
-    """A record's environment with its argv (and any other text value) redacted: also for records written
-    before redaction existed (the store's env column redacts every write and read: harness.store.schema)."""
-    if not env:
-        return env
-    out = {}
-    for k, v in env.items():
-        if k == "argv" and isinstance(v, (list, tuple)):
-            out[k] = redact_argv(v)
-        elif isinstance(v, str):
-            out[k] = redact_text(v)
-        else:
-            out[k] = v
-    return out
+def redact_env(env):
+    """A record's environment with its argv (and any other text, nested ones too) redacted: also for records
+    written before redaction existed (the store's env column redacts every write and read: harness.store.schema),
+    and whatever shape another tool stored there (a list, a text: no reader may fail on one row)."""
+    if isinstance(env, dict):
+        return {k: redact_argv(v) if k == "argv" and isinstance(v, (list, tuple)) else redact_env(v)
+                for k, v in env.items()}
+    if isinstance(env, (list, tuple)):
+        return [redact_env(v) for v in env]
+    return redact_text(env) if isinstance(env, str) else env

@@ -309,6 +309,27 @@ def test_identity_columns_a_record_leaves_out_come_from_its_config(tmp_path, cel
              want[key].task_version), key
 
 
+def test_a_record_whose_members_carry_the_joint_row_s_version_is_ingested_under_their_own(tmp_path, cells):
+    """Records written before 2026-12-06 gave a multi-task cell's member rows the joint row's version (1), not
+    their task's (STS-B: 2). Ingest refused them as differing from the config; they are read as the store now
+    writes them."""
+    from harness.spec.tasks import get_task
+
+    _, multi = cells
+    node = Store(f"sqlite:///{tmp_path / 'node.db'}")
+    good = finish_with_record(node, multi, tmp_path / "out" / multi.key)
+    old = {**good, "children": [{**k, "task_version": good["task_version"]} for k in good["children"]]}
+    assert {k["task"] for k in old["children"]} >= {"stsb"} and good["task_version"] == 1
+    path = tmp_path / "in" / RECORD
+    path.parent.mkdir()
+    path.write_text(json.dumps(old))
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    proc = call_cli("ingest", path, "--db", url)
+    assert proc.returncode == 0 and "1 added" in proc.stdout, proc.stdout + proc.stderr
+    versions = {r.task: r.task_version for r in Store(url).records() if r.parent_id}
+    assert versions["stsb"] == get_task("stsb").version == 2
+
+
 def test_replacing_a_result_drops_the_analyses_measured_on_it(tmp_path, cells):
     """`ingest --replace` swaps a stored completed result for the record's: the old result's adapter ablation
     goes with it (else the tables showed it beside the new score and run_ablations skipped the run); another

@@ -147,9 +147,10 @@ def test_slurm_refuses_to_wait_for_a_dry_run(tmp_path, suite):
 @pytest.mark.parametrize("args, flag", [
     (["export", "--db", ""], "--db"), (["export", "-o", ""], "-o"),
     (["run", "SUITE", "--output-dir", " "], "--output-dir"), (["run", "SUITE", "--cache-dir", ""], "--cache-dir"),
-    (["validate", "SUITE", "--data-dir", ""], "--data-dir"), (["estimate", "SUITE", "--db", ""], "--from-store"),
+    (["validate", "SUITE", "--data-dir", ""], "--data-dir"), (["estimate", "SUITE", "--db", ""], "--db"),
+    (["estimate", "SUITE", "--from-store="], "--from-store"),
     (["estimate", "SUITE", "--device", ""], "--device"), (["export", "--suite", ""], "--suite"),
-    (["compare", "1", "2", "--task", " "], "--task"), (["run", "SUITE", "--log-with", ""], "--log-with"),
+    (["compare", "1", "2", "--task", " "], "--task"),
     (["slurm", "SUITE", "--workers", "1", "--dry-run", "--partition", ""], "--partition"),
     (["slurm", "SUITE", "--workers", "1", "--dry-run", "--sbatch-arg", ""], "--sbatch-arg"),
 ])
@@ -176,13 +177,14 @@ def test_an_empty_suite_argument_and_an_unknown_option_are_named_by_their_subcom
 @pytest.mark.parametrize("name", ["HARNESS_DB", "HARNESS_DATA_DIR"])
 def test_an_empty_environment_variable_is_refused_not_read_as_its_default(tmp_path, suite, name, monkeypatch):
     """`export HARNESS_DB=$PG_URL` with $PG_URL unset, in a job script, sent the workers to the local SQLite
-    default instead of the cluster's store."""
+    default instead of the cluster's store. A command that does not read the variable is not refused."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv(name, "")
     before = listing(tmp_path)
     assert_refused(call_cli("run", suite, "--output-dir", tmp_path / "out"), f"${name}: empty (unset it for the "
                                                                                f"default)")
     assert listing(tmp_path) == before
+    assert call_cli("ls").returncode == 0
 
 
 def test_a_store_url_from_harness_db_is_named_so_when_refused(tmp_path, monkeypatch):
@@ -232,7 +234,7 @@ def test_an_output_folder_is_bound_to_the_store_whose_runs_it_holds(tmp_path, su
     before = listing(tmp_path)
     for command in (["run", suite], ["slurm", suite, "--workers", "1"]):
         assert_refused(call_cli(*command, "--db", second, "--output-dir", out, "--data-dir", small_glue),
-                       f"--output-dir: {out} holds the runs of another store ({first})")
+                       f"--output-dir: {out} holds the runs of another store ({first}, id {mark['store_id'][:8]})")
     assert listing(tmp_path) == before, "nothing written: no store b.db, no script, no cell folder"
     again = run_cli("run", suite, "--db", first, "--output-dir", out, "--data-dir", small_glue, "--no-progress")
     assert again.returncode == 0 and "1 already completed" in again.stderr, again.stderr[-2000:]

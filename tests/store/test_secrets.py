@@ -189,3 +189,26 @@ def test_a_failed_cell_s_error_log_and_screen_line_hide_a_url_password(tmp_path,
     assert "ConnectionError" in log and "alice:***@db.example" in log
     for where in (log, text, shown.out, shown.err):
         assert "hunter2" not in where
+
+
+@pytest.mark.parametrize("env", [[f"--db={URL}"], {"tracker": {"uri": URL}}, f"launched with {URL}"])
+def test_an_env_of_another_shape_is_read_and_redacted(tmp_path, env):
+    """The env column redacts on every read, and redaction took a dict: a row whose env another tool stored as a
+    list or a text made every read of the column fail (the runs export, the board, estimate); a nested value kept
+    its password."""
+    import sqlalchemy as sa
+
+    from harness.plan.suite import parse_suite
+    from harness.store.db import Store
+    from tests.helpers import call_cli
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    cell = parse_suite(SUITE, str(tmp_path / "sec.yaml")).cells()[0]
+    store = Store(url)
+    store.finish(store.start(cell, cell.config(), "cmd", None), "completed", {"score": 70.0})
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("update runs set env = :v"), {"v": json.dumps(env)})
+    proc = call_cli("export", "--table", "runs", "--format", "csv", "--db", url)
+    assert proc.returncode == 0, proc.stderr
+    (row,) = Store(url).records()
+    assert SECRET not in repr(row.env) and "alice:***@" in json.dumps(row.env)
