@@ -25,9 +25,9 @@ RUN_COLUMNS = ["id", "suite", "cell_key", "model", "task", "method", "method_lab
                "seed", "learning_rate", "status", "score", "best_score"]
 ENV_COLUMNS = ["torch", "transformers", "adapters", "git_commit", "git_dirty", "device", "host"]
 COST_COLUMNS = ["trainable_params", "added_params", "total_params", "head_params", "trainable_pct", "train_time_s",
-                "eval_time_s", "peak_memory_mb", "peak_memory_kind", "train_examples_per_s", "train_tokens_per_s", "steps",
-                "epochs_done", "train_flops", "eval_flops", "flops_per_s", "mfu", "num_threads", "num_processes",
-                "stopped_by", "error", "started_at", "finished_at"]
+                "eval_time_s", "peak_memory_mb", "peak_memory_kind", "train_examples_per_s", "train_tokens_per_s",
+                "steps", "epochs_done", "train_flops", "eval_flops", "flops_per_s", "mfu", "num_threads",
+                "num_processes", "stopped_by", "error", "started_at", "finished_at"]
 
 
 def _budget_text(budget: dict) -> str:
@@ -110,7 +110,7 @@ def best_table(runs: pd.DataFrame, metric: str = "score", resamples: int = signi
     final = metric == "score"
     em = "metric_exact" if final else "best_metric_exact"   # the evaluation the score comes from
     out, dirs = [], []
-    for (suite, model, task, label), group in done.groupby(["suite", "model", "task", "method_label"], sort=False):
+    for (suite, of_model, task, label), group in done.groupby(["suite", "model", "task", "method_label"], sort=False):
         runs_of = best_setting_runs(group, metric)
         values = runs_of[metric].astype(float)
         first = runs_of.iloc[0]
@@ -119,7 +119,7 @@ def best_table(runs: pd.DataFrame, metric: str = "score", resamples: int = signi
         improving = int(runs_of["still_improving"].fillna(False).astype(bool).sum()) if "still_improving" in runs_of \
             else 0
         out.append({
-            "suite": suite, "model": model, "task": task, "method": first["method"], "method_label": label,
+            "suite": suite, "model": of_model, "task": task, "method": first["method"], "method_label": label,
             "mean": mean, "std": std, "n_seeds": len(values),
             # the chosen setting's seeds in the store in any state: more than n_seeds where some failed or run
             "seeds_planned": max(int(planned.get(first["setting_key"], 0)), len(values)),

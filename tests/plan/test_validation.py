@@ -60,7 +60,8 @@ def test_grid_cap_and_its_override(tmp_path):
 def test_cells_of_a_sweep_have_distinct_labels(tmp_path, small_glue):
     """A label named the learning rate only: the cells of a batch-size sweep printed the same line in validate,
     estimate, status and the run's log (their keys told them apart)."""
-    text = "name: s\nmodels: [minilm]\ntasks: [rte]\nmethods: [full]\nhparams: {batch_size: [8, 32], warmup_ratio: [0.0, 0.1]}\n"
+    text = ("name: s\nmodels: [minilm]\ntasks: [rte]\nmethods: [full]\n"
+            "hparams: {batch_size: [8, 32], warmup_ratio: [0.0, 0.1]}\n")
     cells = parse_suite(text, "s.yaml").cells()
     assert len({c.label for c in cells}) == len(cells) == 4
     assert {c.label for c in cells} >= {"minilm rte full lr=2e-05 batch_size=8 warmup_ratio=0.1 [epochs=1] seed=1",

@@ -282,7 +282,8 @@ def test_the_exports_name_the_whole_setting_and_what_memory_measured(tmp_path):
     hparams), and the best table said "lr 2e-05" for the setting it chose by batch size; "memory (MB)" did not
     say whether it was GPU-allocated or a process's resident set."""
     url = store_of(tmp_path, ["name: s\nmodels: [minilm]\ntasks: [rte]\nmethods: [full]\n"
-                              "hparams: {batch_size: [8, 32]}\n"], lambda c: 60.0 + 10 * (c.hparams["batch_size"] == 32))
+                              "hparams: {batch_size: [8, 32]}\n"],
+                   lambda c: 60.0 + 10 * (c.hparams["batch_size"] == 32))
     import csv
 
     rows = list(csv.DictReader(export(url, "runs", "csv").splitlines()))
