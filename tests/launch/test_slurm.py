@@ -303,3 +303,21 @@ def test_preempted_worker_requeues_and_resumes_with_the_uninterrupted_metric(tmp
     rec = json.loads((out / "p" / row.cell_key / "record.json").read_text())
     assert rec["score"] == ref_row.score
     assert not checkpoint.paths_under(str(out / "p")), "the checkpoint is deleted once the cell completed"
+
+
+def test_an_sbatch_that_does_not_answer_keeps_the_script_and_says_so(tmp_path, tiny_bert, monkeypatch):
+    """sbatch timing out may still have queued the job: the script stays, for the record, and the one line says
+    where it is and to look at squeue (the path had no test)."""
+    from harness.launch import slurm as slurm_launch
+
+    suite = write_suite(tmp_path / "s.yaml", suite_text(tiny_bert, "s"))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text("#!/bin/bash\nexec sleep 30\n")
+    (bin_dir / "sbatch").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr(slurm_launch, "SBATCH_TIMEOUT_S", 1)
+    r = call_cli("slurm", suite, "--workers", "1", "--db", f"sqlite:///{tmp_path / 'h.db'}", "--output-dir",
+                 tmp_path / "out")
+    (script,) = (tmp_path / "out" / "slurm").glob("s-*.sbatch")
+    assert_refused(r, f"sbatch: no answer in 1 s; the job may be queued (see squeue); script {script}")
