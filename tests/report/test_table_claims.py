@@ -4,6 +4,7 @@ SQLite stores written through the store API; `harness export` and `harness compa
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import os
@@ -53,6 +54,21 @@ def export(url, table="leaderboard", fmt="markdown", *more):
     r = call_cli("export", "--db", url, "--table", table, "--format", fmt, *more)
     assert r.returncode == 0, r.stderr
     return r.stdout
+
+
+def board_pages(url, monkeypatch, model: str, task: str, pages):
+    """(page, the board's AppTest run on it) for each page of suite s, `model` and `task`, as a link opens it."""
+    from streamlit.testing.v1 import AppTest
+
+    from harness.board import APP
+
+    monkeypatch.setenv("HARNESS_DB", url)
+    for page in pages:
+        at = AppTest.from_file(str(APP), default_timeout=60)
+        at.query_params.update(suite="s", model=model, page=page, task=task)
+        at.run()
+        assert not at.exception, (page, at.exception)
+        yield page, at
 
 
 def row(text: str, label: str) -> list[str]:
@@ -186,10 +202,6 @@ def test_one_model_s_table_compares_the_task_version_its_suite_compares(tmp_path
     """STS-B moved to version 2; bert-base's version-2 cells failed, its version-1 runs completed. The suite's
     table leaves those out, but `export --model` and the board filtered the model's rows before the selection:
     its version-1 score (85) was the newest it saw, shown bold as if it compared with minilm's version-2 80."""
-    from streamlit.testing.v1 import AppTest
-
-    from harness.board import APP
-
     text = "name: s\nmodels: [minilm, bert-base-uncased]\ntasks: [rte, stsb]\nmethods: [full, bitfit]\n"
     url = store_of(tmp_path, [text], lambda c: None if (c.model, c.task, c.task_version) == ("bert-base-uncased",
                                                                                                "stsb", 2)
@@ -201,12 +213,8 @@ def test_one_model_s_table_compares_the_task_version_its_suite_compares(tmp_path
     assert "85.0" not in mine and "| stsb" not in mine.splitlines()[0], mine   # no version-1 column
     assert "stsb: runs of an earlier task version left out (2 of version 1)" in mine
     assert row(export(url, "leaderboard", "markdown", "--model", "minilm"), "full")[1:3] == ["**80.0**"] * 2
-    monkeypatch.setenv("HARNESS_DB", url)
-    for page in ("Leaderboard", "Trade-off", "Tuning budget", "Analyses"):
-        at = AppTest.from_file(str(APP), default_timeout=60)
-        at.query_params.update(suite="s", model="bert-base-uncased", page=page, task="stsb")
-        at.run()
-        assert not at.exception, (page, at.exception)
+    for page, at in board_pages(url, monkeypatch, "bert-base-uncased", "stsb",
+                                ("Leaderboard", "Trade-off", "Tuning budget", "Analyses")):
         shown = [d.value.to_string() for d in at.dataframe] + [str(c.proto) for c in at.get("plotly_chart")]
         assert shown or page == "Analyses", page
         assert not any("85" in s for s in shown), (page, shown)
@@ -251,9 +259,6 @@ def test_squad_s_note_goes_wherever_its_scores_show(tmp_path, monkeypatch):
     """Offline, SQuAD trains on part of the v1.1 dev set: its note was under the leaderboard and best tables only.
     The runs table (every format), every CSV, and the board's Runs, Task, Trade-off and Tuning budget pages
     showed its scores without it (the trade-off page called its F1 "GLUE points")."""
-    from streamlit.testing.v1 import AppTest
-
-    from harness.board import APP
     from harness.spec.tasks import get_task
 
     note = get_task("squad").note
@@ -262,17 +267,12 @@ def test_squad_s_note_goes_wherever_its_scores_show(tmp_path, monkeypatch):
         for fmt in ("markdown", "latex"):
             assert "not comparable with published SQuAD dev scores" in export(url, table, fmt), (table, fmt)
         assert f"squad: {note}." in json.loads(export(url, table, "json"))["footnote"], table
-    rows = list(__import__("csv").DictReader(export(url, "runs", "csv").splitlines()))
+    rows = list(csv.DictReader(export(url, "runs", "csv").splitlines()))
     assert [r["task_note"] for r in rows] == [note, note]
-    assert all(r["task_note"] == note for r in __import__("csv").DictReader(export(url, "best", "csv").splitlines()))
-    board_csv = list(__import__("csv").DictReader(export(url, "leaderboard", "csv").splitlines()))
+    assert all(r["task_note"] == note for r in csv.DictReader(export(url, "best", "csv").splitlines()))
+    board_csv = list(csv.DictReader(export(url, "leaderboard", "csv").splitlines()))
     assert board_csv and all(r["squad_note"] == note for r in board_csv)
-    monkeypatch.setenv("HARNESS_DB", url)
-    for page in ("Runs", "Task", "Trade-off", "Tuning budget"):
-        at = AppTest.from_file(str(APP), default_timeout=60)
-        at.query_params.update(suite="s", model="minilm", page=page, task="squad")
-        at.run()
-        assert not at.exception, (page, at.exception)
+    for page, at in board_pages(url, monkeypatch, "minilm", "squad", ("Runs", "Task", "Trade-off", "Tuning budget")):
         assert any(note in c.value for c in at.main.caption), (page, [c.value for c in at.main.caption])
         assert "GLUE points" not in str([c.proto for c in at.get("plotly_chart")]), page
 
@@ -284,8 +284,6 @@ def test_the_exports_name_the_whole_setting_and_what_memory_measured(tmp_path):
     url = store_of(tmp_path, ["name: s\nmodels: [minilm]\ntasks: [rte]\nmethods: [full]\n"
                               "hparams: {batch_size: [8, 32]}\n"],
                    lambda c: 60.0 + 10 * (c.hparams["batch_size"] == 32))
-    import csv
-
     rows = list(csv.DictReader(export(url, "runs", "csv").splitlines()))
     assert sorted(json.loads(r["hparams"])["batch_size"] for r in rows) == [8, 32]
     assert "peak_memory_kind" in rows[0]

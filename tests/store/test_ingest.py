@@ -47,6 +47,19 @@ def finish_with_record(store, cell, out, status=Status.COMPLETED, score=70.0, wo
     return json.loads((out / RECORD).read_text())
 
 
+def ingest_edited(tmp_path, cell, edit) -> tuple[Store, str]:
+    """A node's record of `cell`, edited (`edit(record) -> record`), ingested into a new shared store, which takes
+    it (exit 0, "1 added"). Returns (the node's store, the shared store's URL)."""
+    node = Store(f"sqlite:///{tmp_path / 'node.db'}")
+    path = tmp_path / "in" / RECORD
+    path.parent.mkdir()
+    path.write_text(json.dumps(edit(finish_with_record(node, cell, tmp_path / "out" / cell.key))))
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    proc = call_cli("ingest", path, "--db", url)
+    assert proc.returncode == 0 and "1 added" in proc.stdout, proc.stdout + proc.stderr
+    return node, url
+
+
 def live_worker(name: str) -> Worker:
     import dataclasses
 
@@ -289,17 +302,9 @@ def test_identity_columns_a_record_leaves_out_come_from_its_config(tmp_path, cel
     """A record that leaves a column its config fixes empty (null) gets the config's value, as a queued row
     would: the tables find the run where its config puts it."""
     _, multi = cells
-    node = Store(f"sqlite:///{tmp_path / 'node.db'}")
-    good = finish_with_record(node, multi, tmp_path / "out" / multi.key)
-    sparse = {**good, "learning_rate": None, "regime": None, "setting_key": None,
-              "children": [{**k, "regime": None, "learning_rate": None} for k in good["children"]]}
-    path = tmp_path / "in" / RECORD
-    path.parent.mkdir()
-    path.write_text(json.dumps(sparse))
-    url = f"sqlite:///{tmp_path / 'shared.db'}"
-
-    proc = call_cli("ingest", path, "--db", url)
-    assert proc.returncode == 0 and "1 added" in proc.stdout, proc.stdout + proc.stderr
+    node, url = ingest_edited(tmp_path, multi, lambda good: {
+        **good, "learning_rate": None, "regime": None, "setting_key": None,
+        "children": [{**k, "regime": None, "learning_rate": None} for k in good["children"]]})
     rows = {r.cell_key: r for r in Store(url).records()}
     want = {r.cell_key: r for r in node.records()}
     assert sorted(rows) == sorted(want)
@@ -316,16 +321,8 @@ def test_a_record_whose_members_carry_the_joint_row_s_version_is_ingested_under_
     from harness.spec.tasks import get_task
 
     _, multi = cells
-    node = Store(f"sqlite:///{tmp_path / 'node.db'}")
-    good = finish_with_record(node, multi, tmp_path / "out" / multi.key)
-    old = {**good, "children": [{**k, "task_version": good["task_version"]} for k in good["children"]]}
-    assert {k["task"] for k in old["children"]} >= {"stsb"} and good["task_version"] == 1
-    path = tmp_path / "in" / RECORD
-    path.parent.mkdir()
-    path.write_text(json.dumps(old))
-    url = f"sqlite:///{tmp_path / 'shared.db'}"
-    proc = call_cli("ingest", path, "--db", url)
-    assert proc.returncode == 0 and "1 added" in proc.stdout, proc.stdout + proc.stderr
+    _, url = ingest_edited(tmp_path, multi, lambda good: {
+        **good, "children": [{**k, "task_version": good["task_version"]} for k in good["children"]]})
     versions = {r.task: r.task_version for r in Store(url).records() if r.parent_id}
     assert versions["stsb"] == get_task("stsb").version == 2
 
