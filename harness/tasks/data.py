@@ -19,7 +19,9 @@ HOW_TO_POINT = ("point the harness at local GLUE files (classic download_glue_da
                 "the suite's data_dir, or HARNESS_DATA_DIR=DIR")
 
 
-_DIGESTS: dict[tuple, str] = {}   # (path, size, mtime) -> sha256, per process: a file is hashed once
+# (path, inode, size, mtime, ctime) -> sha256, per process: a file is hashed once. ctime and the inode change
+# when a file is rewritten or replaced even where its mtime is kept (cp -p, rsync -t)
+_DIGESTS: dict[tuple, str] = {}
 
 
 def file_source(path: str) -> str:
@@ -28,7 +30,7 @@ def file_source(path: str) -> str:
     official file's name; only its digest tells them apart); the feature cache keys on it too."""
     path = os.path.abspath(path)
     st = os.stat(path)
-    key = (path, st.st_size, st.st_mtime_ns)
+    key = (path, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
     if key not in _DIGESTS:
         digest = hashlib.sha256()
         with open(path, "rb") as f:

@@ -79,3 +79,23 @@ def test_metrics_against_hand_computed_values():
     assert compute_metrics(stsb, np.zeros(4), np.arange(4.0))["pearson"] == 0.0  # constant: 0, not NaN
     mnli = get_task("mnli")
     assert mnli.main_score({"accuracy_matched": 80.0, "accuracy_mismatched": 78.0}) == 79.0
+
+
+def test_a_data_file_is_named_by_its_content_even_when_swapped_under_the_same_mtime(tmp_path):
+    """A run records each split's source by sha256 (a record says which bytes it trained on). The digest is
+    cached per process: a file of the same size put in place with its mtime kept (cp -p, rsync -t) must not be
+    reported under the old file's digest."""
+    import hashlib
+    import os
+
+    from harness.tasks.data import file_source
+
+    path, other = tmp_path / "train.tsv", tmp_path / "new.tsv"
+    old, new = b"a\t1\n", b"b\t1\n"
+    path.write_bytes(old)
+    assert file_source(str(path)) == f"file:{path}:sha256:{hashlib.sha256(old).hexdigest()}"
+    other.write_bytes(new)
+    st = os.stat(path)
+    os.utime(other, ns=(st.st_atime_ns, st.st_mtime_ns))
+    os.replace(other, path)
+    assert file_source(str(path)) == f"file:{path}:sha256:{hashlib.sha256(new).hexdigest()}"
