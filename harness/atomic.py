@@ -55,6 +55,17 @@ def write_json(path: str, obj, indent: int = 2, ensure_ascii: bool = True) -> No
     write_file(path, write)
 
 
+def read_json_object(path: str) -> dict | None:
+    """The JSON object in a file (a record.json); None where the file is missing or unreadable, or holds no JSON
+    object (a half-written file of a tool that does not write atomically, a list, nesting too deep)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError, RecursionError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def write_npz(path: str, arrays: dict) -> None:
     """Compressed numpy arrays (np.savez_compressed) under `path` exactly (no .npz appended)."""
     import numpy as np

@@ -8,7 +8,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from harness.report.export import task_notes
+from harness.report.export import note_lines
 from harness.stats.evp import evp_table
 
 AXES = {"settings tried (n)": "n", "expected train time (s)": "expected_time_s",
@@ -51,5 +51,5 @@ def page_evp(runs: pd.DataFrame, model: str, metric: str = "score") -> None:
                f"setting (the leaderboard's number). The dotted line is k = {k}, the fewest settings any variant "
                f"on {task} tried: there every variant had the same tuning budget. Expected cost of n settings: "
                f"n × the mean cost of one setting (its seeds' train time or FLOPs summed).")
-    for line in task_notes("runs", view):   # e.g. SQuAD's split: wherever its scores show
+    for line in note_lines([task]):   # e.g. SQuAD's split: wherever its scores show
         st.caption(line)

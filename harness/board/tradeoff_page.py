@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from harness.board import urlstate
-from harness.report.export import task_notes
+from harness.report.export import note_lines
 from harness.report.pareto import AXES, LOG_AXES, pareto_front_axes, tradeoff_points
 
 AVERAGE = "average over tasks"
@@ -56,6 +56,5 @@ def page_tradeoff(best: pd.DataFrame, board: pd.DataFrame) -> None:
     st.caption("Each point is a method variant (best setting on dev), one colour per method; a method's variants "
                "(adapter sizes, top-k's k) are joined into a curve. Pareto frontier: no other variant is at least "
                "as good on both axes (higher score, lower cost).")
-    shown = pd.DataFrame({"task": averaged if which == AVERAGE else [which]})
-    for line in task_notes("runs", shown):   # e.g. SQuAD's split: wherever its scores show
+    for line in note_lines(averaged if which == AVERAGE else [which]):   # e.g. SQuAD's split: wherever its scores show
         st.caption(line)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
-import json
 import os
 import secrets
 import shutil
@@ -121,15 +120,6 @@ WORTH = {KEPT: "a completed result kept for `harness ingest` (the store never sa
          ACCEPTED: "a completed result the store accepted"}
 
 
-def _read_record(path: str) -> dict | None:
-    try:
-        with open(path, encoding="utf-8") as f:
-            record = json.load(f)
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) else None
-
-
 def _rank(record: dict | None) -> int:
     """ACCEPTED: a completed result the store accepted; KEPT: a completed result kept for ingest while the store
     was unreachable (the store never saw it); FAILURE: any other record (a failure, accepted or kept); NO_RECORD:
@@ -158,8 +148,8 @@ def _move_in(attempt_dir: str, cell_dir: str, sweep: bool) -> bool:
     _clear_replaced(cell_dir)
     if not os.path.isfile(os.path.join(attempt_dir, layout.RECORD)):
         return False
-    here = _rank(_read_record(os.path.join(cell_dir, layout.RECORD)))
-    if _rank(_read_record(os.path.join(attempt_dir, layout.RECORD))) < here:
+    here = _rank(atomic.read_json_object(os.path.join(cell_dir, layout.RECORD)))
+    if _rank(atomic.read_json_object(os.path.join(attempt_dir, layout.RECORD))) < here:
         print(f"warning: {cell_dir} holds {WORTH[here]}; this attempt's files stay in {attempt_dir}",
               file=sys.stderr, flush=True)
         return False

@@ -336,6 +336,11 @@ def task_notes(kind: str, frame: pd.DataFrame) -> list[str]:
         tasks = list(frame.attrs.get("tasks", []))
     else:   # one row per run, per (task, variant) or per ablated span
         tasks = list(dict.fromkeys(frame["task"].dropna())) if "task" in frame else []
+    return note_lines(tasks)
+
+
+def note_lines(tasks) -> list[str]:
+    """`task: its note.` for each of `tasks` that has one (a board page showing these tasks' scores)."""
     return [f"{name}: {note}." for name, note in notes_of(tasks).items()]
 
 

@@ -25,6 +25,7 @@ from pydantic import ValidationError
 from sqlalchemy import delete, func, not_, select
 from sqlalchemy.orm import Session
 
+from harness.atomic import read_json_object
 from harness.spec.cell import Cell, config_key
 from harness.spec.errors import InputError
 from harness.spec.layout import INGEST_ONLY, RECORD, SUITE_NAME_MAX, SUITE_NAME_PATTERN, is_attempt_dir
@@ -64,12 +65,7 @@ def _in_attempt_dir(path: str) -> bool:
 
 def _kept_for_ingest(path: str) -> bool:
     """A record.json that says it is ingest_only (read only for that; a file that cannot be read is not)."""
-    try:
-        with open(path, "rb") as f:
-            data = json.loads(f.read())
-    except (OSError, ValueError, RecursionError):
-        return False
-    return isinstance(data, dict) and data.get(INGEST_ONLY) is True
+    return (read_json_object(path) or {}).get(INGEST_ONLY) is True
 
 
 def record_paths(places: list[str]) -> list[str]:
@@ -257,7 +253,7 @@ class Ingest:
                     if rec.status == Status.COMPLETED.value and \
                             all(getattr(rec, k) == v for k, v in values.items() if k in COMPARED):
                         return SAME
-                    older = record_attempt(record) < (rec.attempts or 0)
+                    older = record_attempt(record) < counted
                     # a result beats no result, whatever its attempt (as in the cell folder: attempt._rank): a
                     # kept result of attempt 1 over attempt 2's failure; never a failure or a pending row back
                     result_over_none = record.status == Status.COMPLETED.value and \
