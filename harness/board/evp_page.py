@@ -9,6 +9,7 @@ import plotly.express as px
 import streamlit as st
 
 from harness.report.export import note_lines
+from harness.report.provenance import data_by_task
 from harness.stats.evp import evp_table
 
 AXES = {"settings tried (n)": "n", "expected train time (s)": "expected_time_s",
@@ -51,5 +52,6 @@ def page_evp(runs: pd.DataFrame, model: str, metric: str = "score") -> None:
                f"setting (the leaderboard's number). The dotted line is k = {k}, the fewest settings any variant "
                f"on {task} tried: there every variant had the same tuning budget. Expected cost of n settings: "
                f"n × the mean cost of one setting (its seeds' train time or FLOPs summed).")
-    for line in note_lines([task]):   # e.g. SQuAD's split: wherever its scores show
+    of_task = runs[(runs["model"] == model) & (runs["task"] == task)]
+    for line in note_lines([task], data_by_task(of_task)):   # e.g. SQuAD's split: wherever its scores show
         st.caption(line)

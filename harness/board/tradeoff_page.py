@@ -56,5 +56,5 @@ def page_tradeoff(best: pd.DataFrame, board: pd.DataFrame) -> None:
     st.caption("Each point is a method variant (best setting on dev), one colour per method; a method's variants "
                "(adapter sizes, top-k's k) are joined into a curve. Pareto frontier: no other variant is at least "
                "as good on both axes (higher score, lower cost).")
-    for line in note_lines(averaged if which == AVERAGE else [which]):   # e.g. SQuAD's split: wherever its scores show
+    for line in note_lines(averaged if which == AVERAGE else [which], best.attrs.get("data")):   # e.g. SQuAD's split
         st.caption(line)

@@ -10,6 +10,7 @@ import re
 import numpy as np
 import pandas as pd
 
+from harness.report.provenance import data_by_task, mixed_data_text, note_applies
 from harness.report.tables import best_table, fmt_mean_std, leaderboard_table, runs_frame
 from harness.spec.status import Regime
 from harness.store.db import Store
@@ -331,32 +332,50 @@ def footnote(kind: str, frame: pd.DataFrame) -> list[str]:
 
 def task_notes(kind: str, frame: pd.DataFrame) -> list[str]:
     """The task entries' notes (what a reader must know before trusting a score, e.g. a synthetic or non-official
-    split), for the tasks this table shows."""
+    split), for the tasks this table shows, judged by the data its runs read (harness/report/provenance.py)."""
     if kind == "leaderboard":
         tasks = list(frame.attrs.get("tasks", []))
     else:   # one row per run, per (task, variant) or per ablated span
         tasks = list(dict.fromkeys(frame["task"].dropna())) if "task" in frame else []
-    return note_lines(tasks)
+    return note_lines(tasks, data_of(kind, frame))
 
 
-def note_lines(tasks) -> list[str]:
-    """`task: its note.` for each of `tasks` that has one (a board page showing these tasks' scores)."""
-    return [f"{name}: {note}." for name, note in notes_of(tasks).items()]
+def data_of(kind: str, frame: pd.DataFrame) -> dict | None:
+    """{task: each shown run's data} behind a table: a selection's from its attrs, a runs table's from its rows;
+    None where the table does not say (an ablation): every note then applies."""
+    if kind in ("leaderboard", "best"):
+        return frame.attrs.get("data")
+    return data_by_task(frame) if "data" in frame else None
 
 
-def notes_of(tasks) -> dict[str, str]:
-    """{task: its entry's note} for those of `tasks` that have one."""
+def note_lines(tasks, data: dict | None = None) -> list[str]:
+    """`task: its note.` for each of `tasks` that has one (a board page showing these tasks' scores); `data`
+    ({task: the shown runs' data}) drops a note the runs' data does not call for and adds a line where they
+    read different bytes."""
+    return [f"{name}: {note}." for name, note in notes_of(tasks, data).items()]
+
+
+def notes_of(tasks, data: dict | None = None) -> dict[str, str]:
+    """{task: what a reader must know} for those of `tasks` with something to know: its entry's note (unless
+    every run shown read the official data) and, where its runs read different data, that."""
     from harness.spec.errors import InputError
     from harness.spec.tasks import get_task
 
     notes = {}
     for name in tasks:
+        runs_data = None if data is None else data.get(name, [])
+        parts = []
         try:
-            note = get_task(name).note
-        except InputError:   # a task this install does not declare (a store from elsewhere): nothing to add
-            continue
-        if note:
-            notes[name] = note
+            task = get_task(name)
+            if task.note and note_applies(task, runs_data):
+                parts.append(task.note)
+        except InputError:   # a task this install does not declare (a store from elsewhere): no entry note
+            pass
+        mixed = mixed_data_text(runs_data or [])
+        if mixed:
+            parts.append(mixed)
+        if parts:
+            notes[name] = "; ".join(parts)
     return notes
 
 
@@ -365,14 +384,15 @@ def with_task_notes(kind: str, frame: pd.DataFrame) -> pd.DataFrame:
     task; the leaderboard's `<task>_note` beside that task's columns)."""
     if frame.empty:
         return frame
+    data = data_of(kind, frame)
     if kind == "leaderboard":
         out = frame.copy()
-        for task, note in notes_of(frame.attrs.get("tasks", [])).items():
+        for task, note in notes_of(frame.attrs.get("tasks", []), data).items():
             out[f"{task}_note"] = note
         return out
     if "task" not in frame:
         return frame
-    notes = notes_of(set(frame["task"].dropna()))
+    notes = notes_of(list(dict.fromkeys(frame["task"].dropna())), data)
     return frame.assign(task_note=[notes.get(t, "") for t in frame["task"]]) if notes else frame
 
 

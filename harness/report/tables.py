@@ -14,11 +14,12 @@ import math
 
 import pandas as pd
 
+from harness.report.provenance import data_by_task, run_data
 from harness.stats import significance
 from harness.stats.flags import is_trivial, still_improving, trivial_score
 from harness.stats.selection import planned_seeds, selectable_runs, with_setting_key
 from harness.spec.cell import base_label
-from harness.spec.status import NOT_RESULTS, Regime, Status
+from harness.spec.status import Regime, Status
 from harness.spec.tasks import TASKS
 
 RUN_COLUMNS = ["id", "suite", "cell_key", "model", "task", "method", "method_label", "method_params", "budget",
@@ -35,7 +36,7 @@ def _budget_text(budget: dict) -> str:
 
 
 FLAT = RUN_COLUMNS + COST_COLUMNS + ["hparams", "regime", "parent_id", "stage", "embedding_params", "encoder_params",
-                                     "adapter_bytes", "setting_key", "task_version", "output_dir"]
+                                     "adapter_bytes", "setting_key", "task_version", "output_dir", "data"]
 
 
 DERIVED = ["trivial_score", "still_improving"]   # from the trivial_scores and history columns (harness.stats.flags)
@@ -52,21 +53,24 @@ def runs_frame(store, suite: str | None = None, with_env: bool = False) -> pd.Da
     have = store.columns()
     if not have:
         return pd.DataFrame(columns=FLAT + DERIVED)
-    wanted = [c for c in FLAT if c not in ("method_params", "budget", "hparams")]
+    wanted = [c for c in FLAT if c not in ("method_params", "budget", "hparams", "data")]
     wanted += ["method_params", "budget", "hparams", "metrics", "best_metrics", "history", "trivial_scores"] + (
         ["env"] if with_env else [])
-    stmt = select(*[getattr(RunRecord, c) for c in wanted if c in have]).order_by(RunRecord.id)
+    # the data a run read (its record's data_sources, by content): the one part of `extra` a table needs
+    sources = [RunRecord.extra["data_sources"].label("data_sources")] if "extra" in have else []
+    stmt = select(*[getattr(RunRecord, c) for c in wanted if c in have], *sources).order_by(RunRecord.id)
     if suite:
         stmt = stmt.where(RunRecord.suite == suite)  # bound parameter: user input never builds SQL text
     stmt = stmt.where(RunRecord.status != Status.PENDING.value)  # queued cells are work to do, not runs
     with store.engine.connect() as conn:
         result = conn.execute(stmt)
         frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
-    for c in wanted:
+    for c in wanted + ["data_sources"]:
         if c not in frame.columns:
             frame[c] = None
     if frame.empty:
         return pd.DataFrame(columns=FLAT + DERIVED)
+    frame["data"] = [run_data(d, t) for d, t in zip(frame.pop("data_sources"), frame["task"])]
     # the flags' inputs, reduced to one value per run (a history is a list per run: not a table column)
     frame["trivial_score"] = [trivial_score(t) for t in frame.pop("trivial_scores")]
     frame["still_improving"] = [still_improving(h) for h in frame.pop("history")]
@@ -109,9 +113,10 @@ def best_table(runs: pd.DataFrame, metric: str = "score", resamples: int = signi
     planned = planned_seeds(runs)
     final = metric == "score"
     em = "metric_exact" if final else "best_metric_exact"   # the evaluation the score comes from
-    out, dirs = [], []
+    out, dirs, shown = [], [], []
     for (suite, of_model, task, label), group in done.groupby(["suite", "model", "task", "method_label"], sort=False):
         runs_of = best_setting_runs(group, metric)
+        shown.append(runs_of)
         values = runs_of[metric].astype(float)
         first = runs_of.iloc[0]
         mean, std = values.mean(), values.std(ddof=1) if len(values) > 1 else 0.0
@@ -143,6 +148,7 @@ def best_table(runs: pd.DataFrame, metric: str = "score", resamples: int = signi
         best.attrs["untested"] = ("the scores are each run's best dev evaluation, and a run saves the "
                                   "predictions of its final evaluation only")
     best.attrs["older_versions"] = older
+    best.attrs["data"] = data_by_task(pd.concat(shown))   # what the scores shown were trained and evaluated on
     return best
 
 
@@ -275,6 +281,7 @@ def leaderboard_table(best: pd.DataFrame) -> pd.DataFrame:
                                    "tested": bool(best.get("p_vs_best", pd.Series()).notna().any())}
     table.attrs["tasks"] = tasks
     table.attrs["older_versions"] = best.attrs.get("older_versions", {})
+    table.attrs["data"] = best.attrs.get("data", {})
     table.attrs["untested"] = best.attrs.get("untested")
     table.attrs["is_glue"] = glue == tasks
     table.attrs["avg_tasks"] = glue

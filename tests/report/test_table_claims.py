@@ -18,11 +18,12 @@ from harness.store.db import Store
 from tests.helpers import assert_refused, call_cli
 
 
-def store_of(tmp_path, suites: list[str], score, older: dict | None = None, predictions: bool = False) -> str:
+def store_of(tmp_path, suites: list[str], score, older: dict | None = None, predictions: bool = False,
+             extra=None, url: str | None = None) -> str:
     """A store with one run per cell of each suite's text: `score(cell)` its score (None: the run failed);
     `older` {task: version}: that task's cells also stored under an earlier version, scored score(cell) + 5;
-    `predictions`: each run saves dev predictions whose accuracy is its score."""
-    url = f"sqlite:///{tmp_path / 'h.db'}"
+    `predictions`: each run saves dev predictions whose accuracy is its score; `extra(cell)`: its record's extra."""
+    url = url or f"sqlite:///{tmp_path / 'h.db'}"
     store = Store(url)
     labels = np.random.default_rng(0).integers(0, 2, 200)
     for text in suites:
@@ -40,7 +41,8 @@ def store_of(tmp_path, suites: list[str], score, older: dict | None = None, pred
                 s += bonus
                 store.finish(claim, Status.COMPLETED, {
                     "score": s, "best_score": s, "metrics": {"accuracy": s}, "trainable_params": 100,
-                    "total_params": 1000, "added_params": 0, "trainable_pct": 10.0, "train_time_s": 1.0})
+                    "total_params": 1000, "added_params": 0, "trainable_pct": 10.0, "train_time_s": 1.0,
+                    **({"extra": extra(c)} if extra else {})})
                 if predictions:
                     os.makedirs(out, exist_ok=True)
                     right = np.arange(200) < round(2 * s)
@@ -275,6 +277,81 @@ def test_squad_s_note_goes_wherever_its_scores_show(tmp_path, monkeypatch):
     for page, at in board_pages(url, monkeypatch, "minilm", "squad", ("Runs", "Task", "Trade-off", "Tuning budget")):
         assert any(note in c.value for c in at.main.caption), (page, [c.value for c in at.main.caption])
         assert "GLUE points" not in str([c.proto for c in at.get("plotly_chart")]), page
+
+
+SQUAD_FILES = {   # the official v1.1 files' published sha256, and the offline folder's split of the dev set
+    "official": ("3527663986b8295af4f7fcdff1ba1ff3f72d07d61a20f487cb238a6ef92fd955",
+                 "95aa6a52d5d6a735563366753ca50492a658031da74f301ac5238b03966972c9"),
+    "offline": ("a229f4d76b8be65de2a492c5853dca626d80175b32d8aa37c5b21b62002a97d7",
+                "2c9f5b3535e573db0f473120c74a2e289cf1271a07a29c5ae659bb20006df369")}
+
+
+def squad_read(which: str, folder: str = "/data/SQuAD", cap: str = "") -> dict:
+    """A SQuAD run's extra.data_sources as the loop records it (harness/tasks/data.py file_source)."""
+    train, dev = SQUAD_FILES[which]
+    return {"data_sources": {"squad": {"train": f"file:{folder}/train-v1.1.json:sha256:{train}{cap}",
+                                       "validation": f"file:{folder}/dev-v1.1.json:sha256:{dev}"}}}
+
+
+def test_squad_s_note_goes_only_where_a_run_read_other_files_than_the_official_ones(db_url, tmp_path, monkeypatch):
+    """The offline folder's note ("not the official split") was printed under every SQuAD score, also for runs
+    that read the official files: the table said less of them than the records do. Now it follows the runs'
+    recorded data (by sha256, wherever the files lay and whatever cap the setting put on them), on SQLite and
+    PostgreSQL alike."""
+    from harness.spec.tasks import get_task
+
+    note = get_task("squad").note
+    text = "name: s\nmodels: [minilm]\ntasks: [squad]\nmethods: [full, bitfit]\n"
+    url = store_of(tmp_path, [text], lambda c: 70.0, url=db_url,
+                   extra=lambda c: squad_read("official", f"/{c.method}/SQuAD", "[:500]" * (c.method == "full")))
+    for table in ("runs", "best", "leaderboard"):
+        for fmt in ("markdown", "latex", "csv"):
+            out = export(url, table, fmt)
+            assert "not comparable with published" not in out and "different data" not in out, (table, fmt, out)
+        assert not any("squad" in line for line in json.loads(export(url, table, "json"))["footnote"]), table
+    assert not any(note in c.value for _, at in board_pages(url, monkeypatch, "minilm", "squad",
+                                                            ("Runs", "Task", "Trade-off", "Tuning budget"))
+                   for c in at.main.caption)
+    # one variant on the offline folder: the note is back under every table, and the two data sets are named
+    mixed = store_of(tmp_path / "mixed", [text], lambda c: 70.0,
+                     extra=lambda c: squad_read("official" if c.method == "bitfit" else "offline"))
+    for table in ("runs", "best", "leaderboard"):
+        (line,) = [x for x in json.loads(export(mixed, table, "json"))["footnote"] if x.startswith("squad:")]
+        assert line.startswith(f"squad: {note}; the runs shown read different data under one task version (2 "
+                               f"different train sets: "), line
+        assert "sha256:352766398" in line and "sha256:a229f4d76b8b… (1 run)" in line, line
+        assert "2 different validation sets" in line, line
+    rows = list(csv.DictReader(export(mixed, "leaderboard", "csv").splitlines()))
+    assert rows and all(r["squad_note"].startswith(note) for r in rows)
+
+
+def test_a_task_whose_runs_read_different_files_says_so_under_its_scores(tmp_path):
+    """A data dir edited (or another one pointed at) between runs of one suite: same task version, other bytes,
+    and the tables pooled the runs' scores as one task without a word. Runs from before records kept their data
+    (no data_sources) are not counted as different."""
+    digests = {"full": "41e3a9b063433392343fad9e962cf2f58b681c78d8f71592f4186f0837246c5c", "bitfit": "0" * 64}
+    dev = "80230dfa1347282e7b532b06a1004a76a710087541189bf874223ddf0e3819fb"
+
+    def read(cell):
+        if cell.seed == 2 and cell.method == "bitfit":
+            return {}   # an old record
+        return {"data_sources": {"rte": {"train": f"file:/d{cell.seed}/RTE/train.tsv:sha256:{digests[cell.method]}",
+                                         "validation": f"file:/d{cell.seed}/RTE/dev.tsv:sha256:{dev}"}}}
+
+    text = "name: s\nmodels: [minilm]\ntasks: [rte, mrpc]\nmethods: [full, bitfit]\nseeds: [1, 2]\n"
+    url = store_of(tmp_path, [text], lambda c: 60.0 + (c.method == "full"), extra=read)
+    for table in ("runs", "best", "leaderboard"):
+        footnote = json.loads(export(url, table, "json"))["footnote"]
+        (line,) = [x for x in footnote if x.startswith("rte:")]
+        assert line == ("rte: the runs shown read different data under one task version (2 different train sets: "
+                        "sha256:41e3a9b06343… (2 runs), sha256:000000000000… (1 run)), and their scores are pooled "
+                        "as one task."), line
+        assert not any(x.startswith("mrpc:") for x in footnote), footnote   # its runs recorded nothing
+    runs = list(csv.DictReader(export(url, "runs", "csv").splitlines()))
+    assert {r["task_note"] for r in runs if r["task"] == "rte"} == {line[len("rte: "):-1]}
+    assert {r["task_note"] for r in runs if r["task"] == "mrpc"} == {""}
+    recorded = [json.loads(r["data"]) for r in runs if r["task"] == "rte" and r["data"]]
+    assert len(recorded) == 3 and all(d["validation"] == f"sha256:{dev}" for d in recorded)
 
 
 def test_the_exports_name_the_whole_setting_and_what_memory_measured(tmp_path):

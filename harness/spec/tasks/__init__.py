@@ -54,6 +54,9 @@ class Task:
     synthetic_unanswerable: float = 0.0
     synthetic_seed: int = 0
     note: str = ""                      # what a reader must know before trusting a score (`harness ls` prints it)
+    # sha256 of the official data files: a table shows the note only where some run shown read other files
+    # (harness/report/provenance.py); empty: the note always applies
+    official_sha256: tuple[str, ...] = ()
     aliases: tuple[str, ...] = field(default=(), compare=False)   # other spellings people write
 
     @property

@@ -1,0 +1,90 @@
+"""What data a table's runs read, from each record's `extra.data_sources` (harness/tasks/data.py file_source):
+a file by its sha256, the hub by its fingerprint. Two uses:
+
+- a task's note about unofficial data (the offline SQuAD folder is a split of the v1.1 dev set under the official
+  file names) is shown unless every run shown read the official files (the entry's `official_sha256`) or the
+  hub; a run from before records kept their data's digest counts as unofficial;
+- a task whose runs read different bytes for one split (a data dir changed between runs: same task version,
+  other files) gets a line saying so: the table pools their scores as one task.
+
+Caps (`[:n]`, max_train_samples / max_eval_samples) and paths are left out: a cap is part of a run's setting,
+which the tables show, and the same bytes in another folder are the same data."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+
+import pandas as pd
+
+_FILE = re.compile(r"file:.*:(sha256:[0-9a-f]{64})$")
+_CAP = re.compile(r"\[:\d+\]$")
+_SYNTHETIC = re.compile(r"(synthetic-v2:[^:]*:[^:]*:)(.*)$")
+
+
+def content_key(source: str) -> str:
+    """A split's source without its path and cap: `sha256:DIGEST`, `hub:ID/split:FINGERPRINT`, a synthetic
+    split as its recipe and the content it was built from."""
+    source = _CAP.sub("", str(source))
+    synthetic = _SYNTHETIC.match(source)
+    if synthetic:
+        return synthetic.group(1) + content_key(synthetic.group(2))
+    file = _FILE.match(source)
+    return file.group(1) if file else source
+
+
+def run_data(data_sources, task: str) -> str | None:
+    """One run's data for `task` as a JSON object {split: content key} (a table column), None where the record
+    has none (a run from before data sources were recorded)."""
+    of_task = (data_sources or {}).get(task) if isinstance(data_sources, dict) else None
+    if not isinstance(of_task, dict) or not of_task:
+        return None
+    return json.dumps({split: content_key(s) for split, s in sorted(of_task.items())}, sort_keys=True)
+
+
+def data_by_task(runs: pd.DataFrame) -> dict[str, list]:
+    """{task: [each run's data (None: unknown)]} of the runs a table shows (a `data` column from runs_frame)."""
+    if runs.empty or "task" not in runs:
+        return {}
+    data = runs["data"] if "data" in runs else pd.Series([None] * len(runs), index=runs.index)
+    out: dict[str, list] = {}
+    for task, value in zip(runs["task"], data):
+        if isinstance(task, str):
+            out.setdefault(task, []).append(value if isinstance(value, str) else None)
+    return out
+
+
+def is_official(task, data: str | None) -> bool:
+    """Whether a run read the task's official data: every split from the hub or a file with an official digest."""
+    if data is None or not task.official_sha256:
+        return False
+    keys = json.loads(data).values()
+    return all(k.startswith("hub:") or k.removeprefix("sha256:") in task.official_sha256 for k in keys)
+
+
+def note_applies(task, runs_data: list | None) -> bool:
+    """A task's note is shown unless the entry names its official files and every run shown read them."""
+    if not task.official_sha256 or runs_data is None:
+        return True
+    return not runs_data or not all(is_official(task, d) for d in runs_data)
+
+
+def mixed_data_text(values: list) -> str | None:
+    """What to say of one task whose runs shown read different bytes for one of its splits (known data only);
+    None where they agree."""
+    known = [json.loads(d) for d in values if d is not None]
+    parts = []
+    for split in sorted({s for d in known for s in d}):
+        seen = Counter(d[split] for d in known if split in d)
+        if len(seen) > 1:
+            each = ", ".join(f"{_short(k)} ({n} run{'s' * (n > 1)})" for k, n in seen.most_common())
+            parts.append(f"{len(seen)} different {split} sets: {each}")
+    if not parts:
+        return None
+    return ("the runs shown read different data under one task version (" + "; ".join(parts)
+            + "), and their scores are pooled as one task")
+
+
+def _short(key: str) -> str:
+    return re.sub(r"(sha256:[0-9a-f]{12})[0-9a-f]{52}", r"\1…", key)
