@@ -164,9 +164,9 @@ def page_leaderboard(url, suite, model, metric):
                     "normal approximation n = 2 (z₀.₉₇₅ + z₀.₈)² σ² / δ², σ² the mean of the two seed variances; "
                     "∞: equal means; –: one seed or no variance; best: the column's best)")
         st.dataframe(needed, hide_index=True, width="stretch")
-    seeds = best.groupby("method_label")["n_seeds"].min()
-    st.caption(f"{len(best)} (task, method) cells from {int(best['settings_tried'].sum())} hyperparameter settings; "
-               f"seeds per cell: {seeds.min()}–{seeds.max()}.")
+    seeds = best["n_seeds"].astype(int)   # per (task, method) cell, as the footnote counts them
+    st.caption(f"{len(best)} (task, method) cells from {int(best['settings_tried'].sum())} hyperparameter settings "
+               f"tried; seeds per cell: {seeds.min()}" + (f"–{seeds.max()}." if seeds.max() > seeds.min() else "."))
     downloads("leaderboard", view, f"leaderboard-{suite}")
 
 

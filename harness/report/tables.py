@@ -71,6 +71,8 @@ def runs_frame(store, suite: str | None = None, with_env: bool = False) -> pd.Da
     if frame.empty:
         return pd.DataFrame(columns=FLAT + DERIVED)
     frame["data"] = [run_data(d, t) for d, t in zip(frame.pop("data_sources"), frame["task"])]
+    queued = _queued_seeds(store, suite)
+    frame["seeds_queued"] = [queued.get(k, 0) for k in frame["setting_key"].fillna(frame["cell_key"])]
     # the flags' inputs, reduced to one value per run (a history is a list per run: not a table column)
     frame["trivial_score"] = [trivial_score(t) for t in frame.pop("trivial_scores")]
     frame["still_improving"] = [still_improving(h) for h in frame.pop("history")]
@@ -92,6 +94,27 @@ def runs_frame(store, suite: str | None = None, with_env: bool = False) -> pd.Da
     metric_cols = sorted(c for c in frame.columns if c.startswith(("metric_", "best_metric_")))
     rest = [c for c in frame.columns if c not in first and c not in metric_cols]
     return frame[first + metric_cols + rest]
+
+
+def _queued_seeds(store, suite: str | None) -> dict[str, int]:
+    """{setting_key: its seeds still queued}: a queued cell is no run (runs_frame leaves it out), but the seeds a
+    setting still has to run count where a table says how many of them completed (selection.planned_seeds). A
+    queued multi-task cell counts for each member's setting (member key: the joint key + "." + the task)."""
+    from sqlalchemy import func, select
+
+    from harness.store.schema import RunRecord as R
+
+    key = func.coalesce(R.setting_key, R.cell_key) if "setting_key" in store.columns() else R.cell_key
+    stmt = select(key, R.regime, R.task, func.count()).where(R.status == Status.PENDING.value)
+    if suite:
+        stmt = stmt.where(R.suite == suite)
+    out: dict[str, int] = {}
+    with store.engine.connect() as conn:
+        for setting, regime, task, n in conn.execute(stmt.group_by(key, R.regime, R.task)):
+            for k in ([f"{setting}.{t}" for t in str(task).split("+")] if regime == Regime.MULTITASK.value
+                      else [setting]):
+                out[k] = out.get(k, 0) + n
+    return out
 
 
 def best_table(runs: pd.DataFrame, metric: str = "score", resamples: int = significance.RESAMPLES,
@@ -173,6 +196,8 @@ def _add_tests(best: pd.DataFrame, dirs: list, resamples: int) -> pd.DataFrame:
     tests = {}
     for key, group in best.groupby(["suite", "model", "task"], sort=False):
         top = group["mean"].idxmax()
+        # an exact tie for the best mean is the best too: which of them idxmax names is row order, not evidence
+        level = group.index[group["mean"] >= group.at[top, "mean"]]
         # a task this version does not know, or no predictions of the scores shown (dirs None): not tested
         task = TASKS.get(key[2]) if key[2] in TASKS and dirs is not None else None
         variants = {best.at[i, "method_label"]: dirs[i] for i in group.index} if task else {}
@@ -180,19 +205,19 @@ def _add_tests(best: pd.DataFrame, dirs: list, resamples: int) -> pd.DataFrame:
         tests[key] = test
         for i in group.index:
             label = best.at[i, "method_label"]
-            cols["is_best"][i] = bool(i == top)
-            cols["seeds_needed"][i] = None if i == top else significance.seeds_needed(
+            cols["is_best"][i] = bool(i in level)
+            cols["seeds_needed"][i] = None if i in level else significance.seeds_needed(
                 best.at[top, "mean"], best.at[top, "std"], best.at[i, "mean"], best.at[i, "std"]) \
                 if min(best.at[top, "n_seeds"], best.at[i, "n_seeds"]) > 1 else None
             tested = test is not None and (label in test.p_holm or (i == top and bool(test.reps)))
             cols["tested"][i] = tested
             if test is not None and label in test.observed:
                 cols["score_on_common"][i] = test.observed[label]
-            if i == top:
-                cols["tied_with_best"][i] = True
-            elif tested:
+            if i != top and tested:
                 cols["p_raw"][i], cols["p_vs_best"][i] = test.p_raw[label], test.p_holm[label]
                 cols["tied_with_best"][i] = test.tied[label]
+            if i in level:
+                cols["tied_with_best"][i] = True
     for c, values in cols.items():
         best[c] = pd.Series(values, index=best.index, dtype=object if c in ("tied_with_best", "seeds_needed") else None)
     best.attrs["tests"] = tests
@@ -306,17 +331,18 @@ def _test_average(table: pd.DataFrame, best: pd.DataFrame, glue: list) -> None:
         suites = best.loc[best["model"] == model, "suite"].unique()
         columns = {t: tests.get((suites[0], model, t)) for t in glue} if len(suites) == 1 else {}
         top = rows["avg"].idxmax()
+        level = rows.index[rows["avg"] >= rows.at[top, "avg"]]   # an exact tie for the best average: best too
         result = None
         if columns and all(c is not None for c in columns.values()):
             result = significance.average_test(columns, table.at[top, "method"], list(rows["method"]))
         for i in rows.index:
             label = table.at[i, "method"]
             table.at[i, "avg_tested"] = result is not None and (i == top or label in result.p_holm)
-            if i == top:
-                table.at[i, "avg_tied_with_best"] = True
-            elif result is not None and label in result.p_holm:
+            if i != top and result is not None and label in result.p_holm:
                 table.at[i, "avg_p_vs_best"] = result.p_holm[label]
                 table.at[i, "avg_tied_with_best"] = result.tied[label]
+            if i in level:
+                table.at[i, "avg_tied_with_best"] = True
 
 
 def fmt_mean_std(mean, std, n=None, digits: int = 1) -> str:

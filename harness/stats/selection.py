@@ -46,8 +46,9 @@ def selectable_runs(runs: pd.DataFrame, model: str | None = None) -> tuple[pd.Da
 
 def planned_seeds(runs: pd.DataFrame) -> pd.Series:
     """Per setting_key: the seeds of that setting the store holds in any state (completed, failed, running,
-    stale), against which a table says how many completed. A multi-task cell's member rows exist only once it
-    completed: its joint row stands for them (member key: the joint key + "." + the task, queue.py `_child`)."""
+    stale, and still queued: runs_frame's `seeds_queued`), against which a table says how many completed. A
+    multi-task cell's member rows exist only once it completed: its joint row stands for them (member key: the
+    joint key + "." + the task, queue.py `_child`)."""
     if runs.empty:
         return pd.Series(dtype=int)
     rows = with_setting_key(runs)
@@ -57,4 +58,8 @@ def planned_seeds(runs: pd.DataFrame) -> pd.Series:
                             zip(joint["setting_key"], joint["task"], joint["seed"])
                             for task in str(tasks).split("+")],   # its stored task: "+".join(member tasks)
                            columns=["setting_key", "seed"])
-    return pd.concat([keys, members]).groupby("setting_key")["seed"].nunique()
+    seen = pd.concat([keys, members]).groupby("setting_key")["seed"].nunique()
+    if "seeds_queued" not in rows:   # (a frame built by hand)
+        return seen
+    queued = rows.groupby("setting_key")["seeds_queued"].max().fillna(0).astype(int)
+    return seen.add(queued, fill_value=0).astype(int)

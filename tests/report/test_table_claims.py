@@ -162,6 +162,67 @@ def test_a_setting_that_lost_seeds_shows_how_many_completed(tmp_path):
     assert flags["bitfit"] == "seeds_missing (1/3 completed)" and "seeds_missing" not in flags["full"]
 
 
+def test_a_setting_chosen_while_its_other_seeds_are_still_queued_says_so(tmp_path):
+    """`harness run` queues the whole grid first. Mid-suite, full at 1e-4 had seed 1 done (75) and seeds 2-3
+    queued: the tables chose it and printed "75.0", seeds "1", with no mark, while the board refreshed."""
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    store = Store(url)
+    text = ("name: s\nmodels: [minilm]\ntasks: [rte, {multitask: [rte, mrpc]}]\nmethods: [full, bitfit]\n"
+            "seeds: [1, 2, 3]\nhparams: {learning_rate: [2e-5, 1e-4]}\n")
+    cells = parse_suite(text, "s.yaml").cells()
+    store.enqueue(cells, "cmd", None)
+    for c in cells:
+        lucky = c.method == "full" and c.hparams["learning_rate"] == 1e-4
+        if lucky and c.seed > 1:
+            continue   # still queued
+        score = 75.0 if lucky else 70.0 + c.seed
+        claim = store.start(c, c.config(), "cmd", None)
+        done = {"score": score, "metrics": {"accuracy": score}, "trainable_params": 1, "total_params": 10,
+                "added_params": 0, "trainable_pct": 10.0}
+        members = [(t, {**done, "task": t, "regime": "multitask_member", "stage": i})
+                   for i, t in enumerate(("rte", "mrpc"))] if "+" in c.task else []
+        store.finish(claim, Status.COMPLETED, done, members)
+    store.engine.dispose()
+    rows = {(r["task"], r["method_label"]): r for r in json.loads(export(url, "best", "json"))["rows"]}
+    assert rows[("rte", "full")]["mean"] == 75.0 and rows[("rte", "full")]["seeds_planned"] == 3
+    assert rows[("rte", "full")]["flags"] == "seeds_missing (1/3 completed)"
+    assert rows[("rte", "bitfit")]["flags"] == "" and rows[("rte", "bitfit")]["seeds_planned"] == 3
+    members = {k: r for k, r in rows.items() if "multitask" in k[1]}
+    assert len(members) == 4 and {(r["n_seeds"], r["seeds_planned"]) for r in members.values()} == {(1, 3), (3, 3)}
+    assert {k for k, r in members.items() if r["n_seeds"] == 1} == {k for k in members if k[1].startswith("full")}
+    assert "**75.0 (1/3 seeds)**" in row(export(url), "full")
+
+
+def test_an_exact_tie_for_the_best_mean_is_bold_whichever_row_comes_first(tmp_path):
+    """full and bitfit both averaged 70.0 on rte: bold went to whichever row idxmax met first, and the other was
+    marked "(not tested)" against its equal; the same for the best-evaluation table, which tests nothing."""
+    text = "name: s\nmodels: [minilm]\ntasks: [rte]\nmethods: [full, bitfit, layernorm]\nseeds: [1, 2]\n"
+    url = store_of(tmp_path, [text], lambda c: 68.0 + 4 * (c.seed == 2) if c.method != "layernorm" else 60.0)
+    md = export(url, "leaderboard", "markdown")
+    assert row(md, "full")[1] == "**70.0 ± 2.8**" and row(md, "bitfit")[1] == "**70.0 ± 2.8**", md
+    assert not row(md, "layernorm")[1].startswith("**"), md
+    best = {r["method_label"]: r for r in json.loads(export(url, "best", "json"))["rows"]}
+    assert best["full"]["is_best"] and best["bitfit"]["is_best"] and not best["layernorm"]["is_best"]
+    # the board's best-evaluation view (each run's best dev evaluation; nothing tested)
+    from harness.report.export import to_markdown
+    from harness.report.tables import best_table, leaderboard_table, runs_frame
+
+    md = to_markdown("leaderboard", leaderboard_table(best_table(runs_frame(Store(url)), metric="best_score")))
+    assert row(md, "full")[1].startswith("**70.0 ± 2.8") and row(md, "bitfit")[1].startswith("**70.0 ± 2.8"), md
+
+
+def test_the_board_counts_seeds_per_cell_as_the_footnote_does(tmp_path, monkeypatch):
+    """full had 3 seeds on rte, every other (task, method) cell 2: the footnote said "Seeds per cell: 2-3" and the
+    caption under it "seeds per cell: 2–2" (the minimum per method, then the range of those minima)."""
+    text = "name: s\nmodels: [minilm]\ntasks: [rte, mrpc]\nmethods: [full, bitfit]\nseeds: [1, 2, 3]\n"
+    url = store_of(tmp_path, [text], lambda c: None if c.seed == 3 and (c.method, c.task) != ("full", "rte")
+                   else 60.0 + c.seed)
+    ((_, at),) = board_pages(url, monkeypatch, "minilm", "rte", ("Leaderboard",))
+    captions = [c.value for c in at.main.caption]
+    assert any("Seeds per cell: 2-3." in c for c in captions), captions
+    assert any(c.endswith("seeds per cell: 2–3.") for c in captions), captions
+
+
 def test_unequal_tuning_budgets_are_said_under_the_leaderboard(tmp_path):
     """full tried one rate, bitfit six: the best of six is biased upward, and the leaderboard (which only the best
     table's EVP columns qualified) said nothing."""
