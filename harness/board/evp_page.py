@@ -40,9 +40,9 @@ def page_evp(runs: pd.DataFrame, model: str, metric: str = "score") -> None:
         fig.update_xaxes(dtick=1)   # n counts settings: whole numbers only
     st.plotly_chart(fig, width="stretch")
     table = (view[view["n"].isin([1, k])].pivot_table(index="method_label", columns="n", values="evp")
-             .rename(columns={1: "EVP(1): mean setting", k: f"EVP({k}): equal budget"}))
+             .rename(columns={k: f"EVP({k}): equal budget", 1: "EVP(1): mean setting"}))   # k = 1: the mean
     tried = view.groupby("method_label")["settings_tried"].first()
-    table.insert(0, "settings tried", tried)
+    table.insert(0, "settings with a score", tried)   # a setting whose every seed failed has none
     table = table.reset_index().rename(columns={"method_label": "method"})
     st.dataframe(table, hide_index=True, width="stretch",
                  column_config={c: st.column_config.NumberColumn(format="%.2f") for c in table.columns[2:]})
@@ -50,8 +50,9 @@ def page_evp(runs: pd.DataFrame, model: str, metric: str = "score") -> None:
                f"2020: the expected best seed-mean dev score when n of a variant's hyperparameter settings are "
                f"drawn at random without replacement. n = 1 is the mean over settings, the last point the best "
                f"setting (the leaderboard's number). The dotted line is k = {k}, the fewest settings any variant "
-               f"on {task} tried: there every variant had the same tuning budget. Expected cost of n settings: "
-               f"n × the mean cost of one setting (its seeds' train time or FLOPs summed).")
+               f"on {task} scored (a setting whose every seed failed has no score): there every variant had the "
+               f"same tuning budget. Expected cost of n settings: n × the mean cost of one setting (its seeds' "
+               f"train time or FLOPs summed).")
     of_task = runs[(runs["model"] == model) & (runs["task"] == task)]
     for line in note_lines([task], data_by_task(of_task)):   # e.g. SQuAD's split: wherever its scores show
         st.caption(line)

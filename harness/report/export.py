@@ -113,7 +113,7 @@ def display_table(kind: str, frame: pd.DataFrame) -> tuple[list[str], list[list]
                  seeds_of(r["n_seeds"], r.get("seeds_planned")), f"{r['learning_rate']:g}", r["budget"],
                  _num(r["trainable_pct"], 3),
                  "best" if r.get("is_best") else _p(r.get("p_vs_best")), seeds_text(r.get("seeds_needed")),
-                 _count_text(r.get("settings_tried")), _num(r.get("evp_1"))]
+                 settings_text(r.get("settings_tried"), r.get("settings_failed")), _num(r.get("evp_1"))]
                 + ([_num(r.get("evp_k")) + ("" if evp_k_name != "EVP(k)" or pd.isna(r.get("evp_k_n"))
                                             else f" (k={int(r['evp_k_n'])})")] if with_k else [])
                 for _, r in frame.iterrows()]
@@ -176,6 +176,11 @@ SELECTED_ON_DEV = ("Scores on the dev set; each variant's hyperparameter setting
                    "more optimistic its score; no test set is used.")
 
 
+def settings_text(tried, failed) -> str:
+    """Settings tried, with those whose every seed failed: `4 (2 failed)`."""
+    return _count_text(tried) + (f" ({_count(failed)} failed)" if _count(failed) else "")
+
+
 def budget_notes(frame: pd.DataFrame) -> list[str]:
     """A line per task whose variants tried different numbers of settings (unequal tuning budgets)."""
     lines = []
@@ -185,8 +190,9 @@ def budget_notes(frame: pd.DataFrame) -> list[str]:
         for t in frame.attrs.get("tasks", []):
             tried = {r["method"]: _count(r.get(f"{t}_settings")) for _, r in rows.iterrows()
                      if _count(r.get(f"{t}_settings"))}
+            failed = {r["method"]: r.get(f"{t}_settings_failed") for _, r in rows.iterrows()}
             if len(set(tried.values())) > 1:
-                each = ", ".join(f"{m} {k}" for m, k in tried.items())
+                each = ", ".join(f"{m} {settings_text(k, failed.get(m))}" for m, k in tried.items())
                 lines.append(f"Tuning budgets differ on {t}{where} (settings tried: {each}): the best of more "
                              f"settings is biased upward; `harness export --table best` compares them at an equal "
                              f"budget (EVP).")
@@ -323,6 +329,10 @@ def footnote(kind: str, frame: pd.DataFrame) -> list[str]:
         lines.append("Settings: the hyperparameter settings tried (seed means); EVP(n): expected validation "
                      "performance, the expected best dev score of n settings drawn without replacement (Dodge et "
                      "al. 2019), EVP(1) their mean; k the fewest settings any variant tried (equal tuning budgets).")
+        if "settings_failed" in frame and (pd.to_numeric(frame["settings_failed"], errors="coerce") > 0).any():
+            lines.append("(n failed): every seed of n of the settings tried failed; they count as tried (tuning "
+                         "budget spent), but the score and EVP are over the settings that scored, so EVP(k) "
+                         "leaves them out.")
         lines.append("p vs best: Holm-adjusted. Seeds needed: per variant, for a two-sided two-sample z-test "
                      "(normal approximation) at α = 0.05 with 80% power to resolve its gap δ to the best: "
                      "n = 2 (z_0.975 + z_0.8)² σ² / δ², σ² the mean of the two variants' seed variances; "

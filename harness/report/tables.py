@@ -17,7 +17,7 @@ import pandas as pd
 from harness.report.provenance import data_by_task, run_data
 from harness.stats import significance
 from harness.stats.flags import is_trivial, still_improving, trivial_score
-from harness.stats.selection import planned_seeds, selectable_runs, with_setting_key
+from harness.stats.selection import failed_settings, planned_seeds, selectable_runs, with_setting_key
 from harness.spec.cell import base_label
 from harness.spec.status import Regime, Status
 from harness.spec.tasks import TASKS
@@ -134,12 +134,14 @@ def best_table(runs: pd.DataFrame, metric: str = "score", resamples: int = signi
         empty.attrs["older_versions"] = older
         return empty
     planned = planned_seeds(runs)
+    failed = failed_settings(runs, done)
     final = metric == "score"
     em = "metric_exact" if final else "best_metric_exact"   # the evaluation the score comes from
     out, dirs, shown = [], [], []
     for (suite, of_model, task, label), group in done.groupby(["suite", "model", "task", "method_label"], sort=False):
         runs_of = best_setting_runs(group, metric)
         shown.append(runs_of)
+        lost = failed.get((suite, of_model, task, label), 0)
         values = runs_of[metric].astype(float)
         first = runs_of.iloc[0]
         mean, std = values.mean(), values.std(ddof=1) if len(values) > 1 else 0.0
@@ -155,7 +157,9 @@ def best_table(runs: pd.DataFrame, metric: str = "score", resamples: int = signi
             "trainable_params": first["trainable_params"], "total_params": first["total_params"],
             "added_params": first["added_params"],
             "trainable_pct": first["trainable_pct"], "train_time_s": runs_of["train_time_s"].mean(),
-            "peak_memory_mb": runs_of["peak_memory_mb"].max(), "settings_tried": group["setting_key"].nunique(),
+            "peak_memory_mb": runs_of["peak_memory_mb"].max(),
+            # tuning budget spent: the settings that scored and those whose every seed failed
+            "settings_tried": group["setting_key"].nunique() + lost, "settings_failed": lost,
             "train_flops": _mean(runs_of, "train_flops"),   # None where no FLOPs were counted
             "regime": first["regime"],
             # span extraction: exact match beside the main score (F1)
@@ -274,9 +278,10 @@ def leaderboard_table(best: pd.DataFrame) -> pd.DataFrame:
                 row[f"{t}_n"] = int(by_task.loc[t, "n_seeds"])
                 row[f"{t}_seeds_planned"] = int(by_task.loc[t, "seeds_planned"])
                 row[f"{t}_settings"] = int(by_task.loc[t, "settings_tried"])
+                row[f"{t}_settings_failed"] = int(by_task.loc[t, "settings_failed"])
             else:
                 row[f"{t}_mean"] = row[f"{t}_std"] = row[f"{t}_n"] = None
-                row[f"{t}_seeds_planned"] = row[f"{t}_settings"] = None
+                row[f"{t}_seeds_planned"] = row[f"{t}_settings"] = row[f"{t}_settings_failed"] = None
             for c in CELL_COLUMNS:   # the test against the column's best, seeds needed, flags
                 row[f"{t}_{c}"] = by_task.loc[t, c] if t in by_task.index and c in by_task else None
         for t in em_tasks:

@@ -102,11 +102,12 @@ def _mean_cost(costs: pd.Series):
 
 
 def add_evp(best: pd.DataFrame, runs: pd.DataFrame, metric: str = "score") -> pd.DataFrame:
-    """The best table (harness/report/tables.best_table) with EVP columns: `settings_tried` (N), `evp_1` (the
-    mean over settings), `evp_k` (the expected best of k settings, k = the smallest N among the variants compared
-    on the same suite, model and task: an equal tuning budget) and `evp_k_n` (that k)."""
+    """The best table (harness/report/tables.best_table) with EVP columns: `settings_scored` (N, the settings
+    with a score; the best table's `settings_tried` also counts those whose every seed failed), `evp_1` (the mean
+    over settings), `evp_k` (the expected best of k settings, k = the smallest N among the variants compared on
+    the same suite, model and task: an equal tuning budget) and `evp_k_n` (that k)."""
     out = best.copy()
-    for col in ("settings_tried", "evp_1", "evp_k", "evp_k_n"):
+    for col in ("settings_scored", "evp_1", "evp_k", "evp_k_n"):
         out[col] = pd.Series([None] * len(out), index=out.index, dtype=object)
     if out.empty:
         return out
@@ -121,12 +122,12 @@ def add_evp(best: pd.DataFrame, runs: pd.DataFrame, metric: str = "score") -> pd
         if not curve:
             continue
         k = smallest[key[:3]]
-        out.at[idx, "settings_tried"] = len(curve)
+        out.at[idx, "settings_scored"] = len(curve)
         out.at[idx, "evp_1"] = curve[0]
         out.at[idx, "evp_k"] = curve[k - 1]
         out.at[idx, "evp_k_n"] = k
     for col in ("evp_1", "evp_k"):
         out[col] = pd.to_numeric(out[col], errors="coerce")
-    for col in ("settings_tried", "evp_k_n"):
+    for col in ("settings_scored", "evp_k_n"):
         out[col] = pd.to_numeric(out[col], errors="coerce").astype("Int64")
     return out

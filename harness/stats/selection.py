@@ -63,3 +63,30 @@ def planned_seeds(runs: pd.DataFrame) -> pd.Series:
         return seen
     queued = rows.groupby("setting_key")["seeds_queued"].max().fillna(0).astype(int)
     return seen.add(queued, fill_value=0).astype(int)
+
+
+def failed_settings(runs: pd.DataFrame, done: pd.DataFrame) -> dict[tuple, int]:
+    """Per (suite, model, task, method_label): the settings tried whose every seed failed, at the task version
+    `done` (selectable_runs) compares. A setting that diverged spent tuning budget as much as one that scored, so
+    "settings tried" and the unequal-budget note count it (the best mean and EVP can only use the ones that
+    scored). A failed multi-task cell counts for each member task (member key: the joint key + "." + the task)."""
+    if runs.empty or done.empty:
+        return {}
+    failed = with_setting_key(runs[runs["status"] == Status.FAILED])
+    member = done["regime"] == Regime.MULTITASK_MEMBER.value
+    newest = pd.to_numeric(done.loc[~member, "task_version"], errors="coerce") \
+        .groupby([done.loc[~member, c] for c in COLUMN]).max().to_dict() if "task_version" in done else {}
+    scored = set(zip(done["suite"], done["model"], done["task"], done["method_label"], done["setting_key"]))
+    keys = set()
+    for r in failed.itertuples():
+        if r.regime == Regime.MULTITASK.value:   # no member rows: they are written when a cell completes
+            keys.update((r.suite, r.model, t, r.method_label, f"{r.setting_key}.{t}") for t in str(r.task).split("+"))
+        elif r.regime not in NOT_RESULTS:
+            version = pd.to_numeric(getattr(r, "task_version", None), errors="coerce")
+            if pd.notna(version) and version < newest.get((r.suite, r.task), version):
+                continue   # an older task version: not part of this column's budget
+            keys.add((r.suite, r.model, r.task, r.method_label, r.setting_key))
+    out: dict[tuple, int] = {}
+    for key in keys - scored:
+        out[key[:4]] = out.get(key[:4], 0) + 1
+    return out

@@ -72,7 +72,7 @@ def test_add_evp_compares_variants_at_the_smallest_number_of_settings():
             for seed, delta in ((1, -1.0), (2, 1.0)):
                 rows.append({"method": label, "method_label": label, "setting_key": f"{label}{j}", "seed": seed,
                              "score": mean + delta, "learning_rate": 1e-4, "budget": "", "id": len(rows)})
-    # not settings: a failed run, a multitask joint row
+    # a setting whose every seed failed is tuning budget spent but has no score; a multitask joint row no setting
     rows.append({"method": "wide", "method_label": "wide", "setting_key": "wide9", "seed": 1, "score": None,
                  "status": "failed", "learning_rate": 1e-4, "budget": "", "id": 98})
     rows.append({"method": "wide", "method_label": "wide", "setting_key": "wide8", "seed": 1, "score": 99.0,
@@ -81,8 +81,9 @@ def test_add_evp_compares_variants_at_the_smallest_number_of_settings():
     for col in ("trainable_params", "total_params", "added_params", "trainable_pct", "peak_memory_mb"):
         runs[col] = 0
     best = add_evp(best_table(runs), runs).set_index("method_label")
-    assert best.loc["wide", "settings_tried"] == 4 and best.loc["narrow", "settings_tried"] == 2
-    assert (best["evp_k_n"] == 2).all()
+    assert best.loc["wide", "settings_tried"] == 5 and best.loc["wide", "settings_failed"] == 1
+    assert best.loc["wide", "settings_scored"] == 4 and best.loc["narrow", "settings_tried"] == 2
+    assert (best["evp_k_n"] == 2).all()   # EVP is over the settings with a score
     # wide: EVP(1) = 75; EVP(2) = (70*1 + 80*2 + 90*3) / 6 = 83.33; narrow: 80 and 85
     assert best.loc["wide", "evp_1"] == pytest.approx(75.0) and best.loc["wide", "evp_k"] == pytest.approx(500 / 6)
     assert best.loc["narrow", "evp_1"] == pytest.approx(80.0) and best.loc["narrow", "evp_k"] == pytest.approx(85.0)
@@ -158,7 +159,7 @@ def test_board_tuning_budget_page(tmp_path, monkeypatch):
     assert not at.exception, at.exception
     next(s for s in at.selectbox if s.label == "Task").set_value("rte").run()
     table = at.dataframe[0].value.set_index("method")
-    assert table.loc["full", "settings tried"] == 2
+    assert table.loc["full", "settings with a score"] == 2
     assert table.loc["full", "EVP(1): mean setting"] == pytest.approx(66.5)
     assert table.loc["full", "EVP(2): equal budget"] == pytest.approx(72.0)
     assert table.loc["houlsby(size=8,non_linearity=swish)", "EVP(1): mean setting"] == pytest.approx(68.75)

@@ -22,7 +22,8 @@ def store_of(tmp_path, suites: list[str], score, older: dict | None = None, pred
              extra=None, url: str | None = None) -> str:
     """A store with one run per cell of each suite's text: `score(cell)` its score (None: the run failed);
     `older` {task: version}: that task's cells also stored under an earlier version, scored score(cell) + 5;
-    `predictions`: each run saves dev predictions whose accuracy is its score; `extra(cell)`: its record's extra."""
+    `predictions`: each run saves dev predictions whose accuracy is its score; `extra(cell)`: its record's extra.
+    A multi-task cell that completes gets a member row per task with its score."""
     url = url or f"sqlite:///{tmp_path / 'h.db'}"
     store = Store(url)
     labels = np.random.default_rng(0).integers(0, 2, 200)
@@ -39,10 +40,12 @@ def store_of(tmp_path, suites: list[str], score, older: dict | None = None, pred
                     store.finish(claim, Status.FAILED, {"error": "FloatingPointError: loss is not finite"})
                     continue
                 s += bonus
-                store.finish(claim, Status.COMPLETED, {
-                    "score": s, "best_score": s, "metrics": {"accuracy": s}, "trainable_params": 100,
-                    "total_params": 1000, "added_params": 0, "trainable_pct": 10.0, "train_time_s": 1.0,
-                    **({"extra": extra(c)} if extra else {})})
+                done = {"score": s, "best_score": s, "metrics": {"accuracy": s}, "trainable_params": 100,
+                        "total_params": 1000, "added_params": 0, "trainable_pct": 10.0, "train_time_s": 1.0,
+                        **({"extra": extra(c)} if extra else {})}
+                members = [(t, {**done, "task": t, "regime": "multitask_member", "stage": i})
+                           for i, t in enumerate(c.task.split("+"))] if "+" in c.task else []   # a multi-task cell
+                store.finish(claim, Status.COMPLETED, done, members)
                 if predictions:
                     os.makedirs(out, exist_ok=True)
                     right = np.arange(200) < round(2 * s)
@@ -236,6 +239,27 @@ def test_unequal_tuning_budgets_are_said_under_the_leaderboard(tmp_path):
     (tmp_path / "equal").mkdir()
     equal = store_of(tmp_path / "equal", [text.replace(rates, "1e-3")], lambda c: 70.0)
     assert "Tuning budgets differ" not in export(equal)
+
+
+def test_settings_that_diverged_count_as_tuning_budget_spent(tmp_path):
+    """full tried four learning rates, two of which failed on every seed; bitfit tried two. The tables counted
+    settings that scored only: "settings 2 | 2", EVP(2) called an equal budget, no note under the leaderboard."""
+    text = ("name: s\nmodels: [minilm]\ntasks: [rte, {multitask: [rte, mrpc]}]\n"
+            "methods: [full, {name: bitfit, learning_rate: [1e-4, 1e-3]}]\nseeds: [1, 2]\n"
+            "hparams: {learning_rate: [1e-5, 2e-5, 5e-5, 1e-4]}\n")
+    scores = {1e-5: None, 2e-5: 70.0, 5e-5: 64.0, 1e-4: None}
+    url = store_of(tmp_path, [text], lambda c: scores[c.hparams["learning_rate"]] if c.method == "full"
+                   else 60.0 + 1000 * c.hparams["learning_rate"])
+    assert "Tuning budgets differ on rte (settings tried: full 4 (2 failed), bitfit 2, " in export(url)
+    md = export(url, "best")
+    (full,) = [line for line in md.splitlines() if line.replace(" ", "").startswith("|minilm|rte|full|")]
+    assert "| 4 (2 failed) |" in full, md
+    assert "(n failed): every seed of n of the settings tried failed" in md
+    rows = {(r["task"], r["method_label"]): r for r in json.loads(export(url, "best", "json"))["rows"]}
+    assert rows[("rte", "full")]["evp_k_n"] == 2 and rows[("rte", "full")]["settings_scored"] == 2
+    # a multi-task cell that failed has no member rows: it counts for each member's setting all the same
+    members = [r for (t, label), r in rows.items() if "multitask" in label and label.startswith("full")]
+    assert len(members) == 2 and all(r["settings_tried"] == 4 and r["settings_failed"] == 2 for r in members)
 
 
 def test_every_table_says_its_scores_are_dev_scores_selected_on_dev(tmp_path):
