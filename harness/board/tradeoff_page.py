@@ -31,7 +31,8 @@ def page_tradeoff(best: pd.DataFrame, board: pd.DataFrame) -> None:
                             format_func=lambda t: board.attrs.get("avg_name", t) if t == AVERAGE else t)
     points = tradeoff_points(best, None if which == AVERAGE else which, averaged)
     if points.empty:
-        st.info("No method has results on every task yet.")
+        st.info("No method has results on every task yet." if which == AVERAGE else
+                f"No method has a score on {which} (runs not finished, or all failed).")
         return
     offered = axes_offered(points)
     x = urlstate.choose(c2.selectbox, "x axis", [a for a in offered if a != "score"] + ["score"], "x",

@@ -142,13 +142,15 @@ def display_table(kind: str, frame: pd.DataFrame) -> tuple[list[str], list[list]
     frame = frame.reset_index(drop=True)
     for i, r in frame.iterrows():
         cells = ([r["model"]] if multi_model else []) + [r["method"]]
-        cells += [score_text(r[m], r[s], r[n]) if em else
+        cells += [ALL_FAILED if _count(r.get(f"{t}_failed_settings")) else
+                  score_text(r[m], r[s], r[n]) if em else
                   score_text(r[m], r[s], r[n], r.get(f"{t}_trivial"), r.get(f"{t}_improving_seeds"),
                              untested=_untested(r, t), planned=r.get(f"{t}_seeds_planned"))
                   for (_, m, s, n, t), em in zip(score_cols, is_em)]
         avg_untested = _untested(r, "avg", "avg")
         cells += [_num(r["avg"]) + (f" {NOT_TESTED}" if avg_untested else ""), _num(r["trainable_pct"], 3),
-                  f"{_params(r['params_all_tasks'])} ({r['params_all_tasks_x']:.2f}x)"]
+                  f"{_params(r['params_all_tasks'])} ({r['params_all_tasks_x']:.2f}x)"
+                  if pd.notna(r["params_all_tasks"]) else "–"]
         rows.append(cells)
     offset = 2 if multi_model else 1
     for j, (_, m, _, _, t) in enumerate(score_cols + [(None, "avg", None, None, "avg")]):
@@ -168,6 +170,7 @@ def display_table(kind: str, frame: pd.DataFrame) -> tuple[list[str], list[list]
 
 
 TRIVIAL_ROW = "trivial baseline"
+ALL_FAILED = "– (all failed)"
 TRIVIAL_MARK, IMPROVING_MARK = "†", "‡"
 NOT_TESTED = "(not tested)"
 SHORT_SEEDS = re.compile(r"\(\d+/\d+ seeds\)")
@@ -302,6 +305,12 @@ def footnote(kind: str, frame: pd.DataFrame) -> list[str]:
     elif any(NOT_TESTED in c for c in texts):
         lines.append(f"{NOT_TESTED}: a run's saved predictions (predictions.npz) are missing, so no test against "
                      f"the best.")
+    if any(c == ALL_FAILED for c in texts):
+        lines.append(f"{ALL_FAILED}: every run of the variant on the task failed, so it has no score (`harness "
+                     f"status --all` lists the errors); \"–\" alone: no run of it.")
+    if kind == "leaderboard" and "params_all_tasks" in frame and frame["params_all_tasks"].isna().any():
+        lines.append("params (all tasks): – where a variant has no score on some task, so what it needs for them "
+                     "all is not known.")
     if any(TRIVIAL_MARK in c for c in texts):
         lines.append(f"{TRIVIAL_MARK} trivial: not above the trivial baseline by more than max(std over seeds, "
                      f"1 point).")

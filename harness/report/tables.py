@@ -176,6 +176,10 @@ def best_table(runs: pd.DataFrame, metric: str = "score", resamples: int = signi
                                   "predictions of its final evaluation only")
     best.attrs["older_versions"] = older
     best.attrs["data"] = data_by_task(pd.concat(shown))   # what the scores shown were trained and evaluated on
+    # variants with runs of a task, all failed: no row here, but the leaderboard shows them as failed, not absent
+    scored = set(zip(best["suite"], best["model"], best["task"], best["method_label"]))
+    best.attrs["failed_only"] = {(m, label, task): n for (suite, m, task, label), n in failed.items()
+                                 if (suite, m, task, label) not in scored and (model is None or m == model)}
     return best
 
 
@@ -263,15 +267,19 @@ def leaderboard_table(best: pd.DataFrame) -> pd.DataFrame:
         empty = pd.DataFrame()
         empty.attrs["older_versions"] = best.attrs.get("older_versions", {})
         return empty
-    tasks = _task_order(best["task"].unique())
+    failed_only = best.attrs.get("failed_only") or {}   # {(model, method_label, task): settings}: no score
+    tasks = _task_order(list(best["task"].unique()) + [t for _, _, t in failed_only])
     # the average is GLUE's: over the GLUE tasks only (SQuAD and other benchmarks are shown beside it)
     glue = [t for t in tasks if t in TASKS and TASKS[t].benchmark == "glue"]
     em_tasks = [t for t in tasks if t in TASKS and "exact" in TASKS[t].metrics]
     rows = []
-    for (model, label), group in best.groupby(["model", "method_label"], sort=False):
+    variants = dict.fromkeys(list(zip(best["model"], best["method_label"])) + [k[:2] for k in failed_only])
+    for model, label in variants:
+        group = best[(best["model"] == model) & (best["method_label"] == label)]
         by_task = group.set_index("task")
         row = {"model": model, "method": label}
         for t in tasks:
+            row[f"{t}_failed_settings"] = failed_only.get((model, label, t))   # every run of it failed
             if t in by_task.index:
                 row[f"{t}_mean"] = by_task.loc[t, "mean"]
                 row[f"{t}_std"] = by_task.loc[t, "std"]
@@ -292,14 +300,19 @@ def leaderboard_table(best: pd.DataFrame) -> pd.DataFrame:
         row["avg"] = sum(row[f"{t}_mean"] for t in glue) / len(glue) if complete else None
         row["avg_tied_with_best"] = row["avg_p_vs_best"] = None
         row["avg_tested"] = False
-        row["trainable_pct"] = group["trainable_pct"].mean()
+        row["trainable_pct"] = group["trainable_pct"].mean() if len(group) else None
         # one frozen base shared by every task + what each task trains (full fine-tuning: a model per task)
         frozen = (group["total_params"] - group["trainable_params"]).max()
         row["params_all_tasks"] = float(frozen + group["trainable_params"].sum())
-        if (group["regime"] == Regime.MULTITASK_MEMBER).all():  # one jointly trained model serves every task
+        if len(group) and (group["regime"] == Regime.MULTITASK_MEMBER).all():  # one joint model serves every task
             row["params_all_tasks"] = float(group["total_params"].max())
+        elif group["regime"].isna().all() and not all(t in by_task.index for t in tasks):
+            # a single-task variant without a score on every task: what it needs for all of them is unknown
+            # (summed over the tasks it has, full fine-tuning of two tasks read as cheap as one adapter)
+            row["params_all_tasks"] = None
         base_model = (group["total_params"] - group["added_params"].fillna(0)).max()  # the pretrained model alone
-        row["params_all_tasks_x"] = row["params_all_tasks"] / base_model
+        row["params_all_tasks_x"] = None if row["params_all_tasks"] is None or not len(group) \
+            else row["params_all_tasks"] / base_model
         rows.append(row)
     table = pd.DataFrame(rows)
     _test_average(table, best, glue)
