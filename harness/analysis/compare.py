@@ -1,100 +1,72 @@
-"""Paired comparison of two runs on the same dev examples: score difference with a paired bootstrap
-confidence interval and p-value (resample examples, score both systems on each resample)."""
+"""Paired comparison of two runs, or of two method variants over seeds, on the same dev examples: score
+difference with a paired bootstrap confidence interval and p-value. The resampling is the tables' column test's
+(harness.stats.significance): each replicate draws every dev split's examples once and scores every seed of both
+sides on them, so seeds are never counted as more examples."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
 
-from harness.spec import layout
-from harness.tasks.kinds import kind_of
+from harness.stats.significance import SEED, Split, load_column, replicates
 from harness.spec.tasks import Task
+
+A, B = "A", "B"   # the two sides' keys in a Split's preds: two runs may have the same method label
 
 
 @dataclass
 class Comparison:
-    n_examples: int
-    score_a: float
+    n_examples: int       # distinct dev examples, summed over the task's dev splits
+    score_a: float        # mean over A's seeds of its score (mean over dev splits), as the tables
     score_b: float
     diff: float           # a - b, GLUE points
     ci_low: float
     ci_high: float
-    p_value: float        # two-sided: how often the resampled difference has the other sign
+    p_value: float        # two-sided: twice the share of resamples where the difference has the other sign
     resamples: int
 
 
-def _score(task: Task, preds, labels) -> float:
-    return kind_of(task).sample_score(task, preds, labels)
-
-
-def paired_bootstrap(task: Task, preds_a, preds_b, labels, resamples: int = 1000, confidence: float = 0.95,
-                     seed: int = 0) -> Comparison:
-    preds_a, preds_b, labels = map(np.asarray, (preds_a, preds_b, labels))
-    if not (len(preds_a) == len(preds_b) == len(labels)):
-        raise ValueError("the two runs must be scored on the same examples")
-    rng = np.random.default_rng(seed)
-    n = len(labels)
-    a, b = _score(task, preds_a, labels), _score(task, preds_b, labels)
-    diffs = np.empty(resamples)
-    for i in range(resamples):
-        idx = rng.integers(0, n, n)
-        diffs[i] = _score(task, preds_a[idx], labels[idx]) - _score(task, preds_b[idx], labels[idx])
+def paired_bootstrap(task: Task, splits: list[Split], resamples: int = 1000, confidence: float = 0.95,
+                     seed: int = SEED) -> Comparison:
+    """A against B on splits whose preds are {A: (seeds, n), B: (seeds, n)}, as load_column aligns them."""
+    observed, reps = replicates(task, splits, resamples, seed)
+    a, b = observed[A], observed[B]
+    diffs = reps[A] - reps[B]
     alpha = (1 - confidence) / 2
     p = 2 * min(np.mean(diffs <= 0), np.mean(diffs >= 0)) if a != b else 1.0
-    return Comparison(n, a, b, a - b, float(np.quantile(diffs, alpha)), float(np.quantile(diffs, 1 - alpha)),
-                      float(min(1.0, p)), resamples)
+    return Comparison(sum(len(s.labels) for s in splits), a, b, a - b, float(np.quantile(diffs, alpha)),
+                      float(np.quantile(diffs, 1 - alpha)), float(min(1.0, p)), resamples)
 
 
-def load_predictions(output_dir: str, split: str):
-    """(idx, pred, label) arrays a run saved for one dev split, or None."""
-    path = os.path.join(output_dir or "", layout.PREDICTIONS)
-    if not os.path.isfile(path):
-        return None
-    data = np.load(path)
-    if f"{split}_idx" not in data:
-        return None
-    return data[f"{split}_idx"], data[f"{split}_pred"], data[f"{split}_label"]
-
-
-def align(a, b):
-    """Restrict two (idx, pred, label) triples to their common examples, in the same order."""
-    common = np.intersect1d(a[0], b[0])
-    ia = np.searchsorted(a[0], common, sorter=np.argsort(a[0]))
-    ib = np.searchsorted(b[0], common, sorter=np.argsort(b[0]))
-    oa, ob = np.argsort(a[0])[ia], np.argsort(b[0])[ib]
-    return a[1][oa], b[1][ob], a[2][oa]
-
-
-def _predictions_of(record):
+def _compare(task: Task, dirs_a: list, dirs_b: list, names: dict, resamples: int) -> Comparison:
+    """The runs in dirs_a (one per seed) against those in dirs_b, on every dev split of the task."""
     from harness.spec.errors import InputError
-    from harness.spec.tasks import get_task
 
-    task = get_task(record.task)
-    split = task.eval_splits[0].hub_split
-    preds = load_predictions(record.output_dir, split)
-    if preds is None:
-        raise InputError(f"run {record.id}: no saved predictions in {record.output_dir}")
-    return task, preds
+    splits, untested = load_column(task, {A: dirs_a, B: dirs_b})
+    if untested:
+        raise InputError(f"{' and '.join(names[k] for k in (A, B) if k in untested)}: saved predictions of some "
+                         f"{task.name} dev split not on this machine, or their gold labels differ from the other "
+                         "side's (not the same data)")
+    return paired_bootstrap(task, splits, resamples)
 
 
 def compare_runs(a, b, resamples: int = 1000) -> Comparison:
-    """Two stored runs of one task, on the dev examples both were scored on (the first dev split)."""
+    """Two stored runs of one task, on the dev examples both were scored on."""
     from harness.spec.errors import InputError
+    from harness.spec.tasks import get_task
 
     if a.task != b.task:
         raise InputError(f"runs {a.id} and {b.id} are on different tasks ({a.task}, {b.task})")
-    task, pa = _predictions_of(a)
-    _, pb = _predictions_of(b)
-    return paired_bootstrap(task, *align(pa, pb), resamples=resamples)
+    return _compare(get_task(a.task), [a.output_dir], [b.output_dir],
+                    {A: f"run {a.id} ({a.output_dir})", B: f"run {b.id} ({b.output_dir})"}, resamples)
 
 
 def compare_variants(store, suite: str | None, task_name: str, label_a: str, label_b: str,
                      resamples: int = 1000, model: str | None = None) -> tuple[Comparison, int]:
-    """Two method variants of one suite and model across seeds: runs paired by seed (same hyperparameters
-    otherwise: the variant's best setting on dev, as the leaderboard picks it, from the same runs), their aligned
-    predictions pooled into one paired sample."""
+    """Two method variants of one suite and model across seeds: the runs of the seeds both have (same
+    hyperparameters otherwise: the variant's best setting on dev, as the leaderboard picks it, from the same
+    runs), each variant's score the mean over its seeds, as the tables'."""
     from harness.spec.errors import InputError, did_you_mean
     from harness.report.tables import best_setting_runs, runs_frame
     from harness.stats.selection import selectable_runs
@@ -123,16 +95,8 @@ def compare_variants(store, suite: str | None, task_name: str, label_a: str, lab
     seeds = sorted(set(chosen[0].index) & set(chosen[1].index))
     if not seeds:
         raise InputError(f'"{label_a}" and "{label_b}" share no seed on {task.name}')
-    parts = []
-    split = task.eval_splits[0].hub_split
-    for seed in seeds:
-        pa = load_predictions(chosen[0].loc[seed, "output_dir"], split)
-        pb = load_predictions(chosen[1].loc[seed, "output_dir"], split)
-        if pa is None or pb is None:
-            raise InputError(f"seed {seed}: saved predictions missing")
-        parts.append(align(pa, pb))
-    a, b, y = (np.concatenate([p[i] for p in parts]) for i in range(3))
-    return paired_bootstrap(task, a, b, y, resamples=resamples), len(seeds)
+    dirs = [[c.loc[seed, "output_dir"] for seed in seeds] for c in chosen]
+    return _compare(task, *dirs, {A: f'"{label_a}"', B: f'"{label_b}"'}, resamples), len(seeds)
 
 
 def column(store, suite: str | None, task_name: str, model: str | None = None, resamples: int = 1000):

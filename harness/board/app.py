@@ -253,8 +253,9 @@ def page_analyses(url, suite, model):
         m2.metric("95% CI", f"[{res.ci_low:+.2f}, {res.ci_high:+.2f}]")
         m3.metric("p-value", f"{res.p_value:.3f}")
         st.caption(f"Each variant's best setting on dev (the leaderboard's), its runs paired by seed ({n_seeds} "
-                   f"seed(s)); {res.n_examples} dev predictions pooled, {res.resamples} paired bootstrap "
-                   f"resamples. The same as `harness compare \"{a}\" \"{b}\" --task {task}`.")
+                   f"seed(s)), its score the mean over them; {res.resamples} paired bootstrap resamples of the "
+                   f"{res.n_examples} dev examples, two-sided p. The same as "
+                   f"`harness compare \"{a}\" \"{b}\" --task {task}`.")
     page_ablations(url, suite, runs)
 
 

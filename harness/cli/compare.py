@@ -42,7 +42,7 @@ def run(args) -> int:
         return 0
     if args.task:
         result, pairs = compare_variants(store, args.suite, args.task, args.a, args.b, args.resamples, args.model)
-        what = f"{args.a} vs {args.b} on {args.task}, {pairs} seed pair(s)"
+        what = f"{args.a} vs {args.b} on {args.task}, {pairs} seed pair(s) (scores: mean over the seeds)"
     else:
         a, b = find_run(store, args.a), find_run(store, args.b)
         result = compare_runs(a, b, args.resamples)

@@ -1,22 +1,31 @@
 """Paired bootstrap against known cases."""
 
+import os
+
 import numpy as np
 import pytest
 
-from harness.analysis.compare import align, paired_bootstrap
+from harness.analysis.compare import A, B, paired_bootstrap
 from harness.spec.tasks import get_task
+from harness.stats.significance import Split
+from tests.helpers import call_cli
+
+
+def one_split(preds_a, preds_b, labels) -> list[Split]:
+    """One run of each side on one dev split."""
+    return [Split("validation", np.asarray(labels), {A: np.asarray(preds_a)[None], B: np.asarray(preds_b)[None]})]
 
 
 def test_always_right_vs_always_wrong():
     labels = np.array([0, 1] * 50)
-    res = paired_bootstrap(get_task("rte"), labels, 1 - labels, labels, resamples=200)
+    res = paired_bootstrap(get_task("rte"), one_split(labels, 1 - labels, labels), resamples=200)
     assert res.diff == 100.0 and res.ci_low == 100.0 and res.ci_high == 100.0 and res.p_value == 0.0
 
 
 def test_identical_systems():
     rng = np.random.default_rng(1)
     labels, preds = rng.integers(0, 2, 300), rng.integers(0, 2, 300)
-    res = paired_bootstrap(get_task("rte"), preds, preds, labels, resamples=200)
+    res = paired_bootstrap(get_task("rte"), one_split(preds, preds, labels), resamples=200)
     assert res.diff == 0 and res.ci_low == res.ci_high == 0 and res.p_value == 1.0
 
 
@@ -25,22 +34,113 @@ def test_one_flip_in_a_thousand_is_not_significant_but_a_big_gap_is():
     a = labels.copy()
     b = labels.copy()
     b[0] = 1
-    res = paired_bootstrap(get_task("rte"), a, b, labels, resamples=500)
+    res = paired_bootstrap(get_task("rte"), one_split(a, b, labels), resamples=500)
     assert res.diff == pytest.approx(0.1) and res.ci_low >= 0 and res.p_value > 0.05
     b[:100] = 1
-    res = paired_bootstrap(get_task("rte"), a, b, labels, resamples=500)
+    res = paired_bootstrap(get_task("rte"), one_split(a, b, labels), resamples=500)
     assert res.diff == pytest.approx(10.0) and res.ci_low > 7 and res.p_value < 0.01
 
 
 def test_non_decomposable_metric_is_recomputed_per_resample():
     labels = np.array([1, 0] * 100)
-    res = paired_bootstrap(get_task("mrpc"), labels, np.ones(200, dtype=int), labels, resamples=100)
+    res = paired_bootstrap(get_task("mrpc"), one_split(labels, np.ones(200, dtype=int), labels), resamples=100)
     # perfect: F1 100, acc 100 -> 100; all-positive: F1 66.7, acc 50 -> 58.3
     assert res.score_a == 100.0 and res.score_b == pytest.approx(58.333, abs=0.01)
 
 
-def test_align_matches_examples_by_index():
-    a = (np.array([2, 0, 1]), np.array([20, 0, 10]), np.array([2, 0, 1]))
-    b = (np.array([1, 2, 3]), np.array([11, 21, 31]), np.array([1, 2, 3]))
-    pa, pb, lab = align(a, b)
-    assert list(pa) == [10, 20] and list(pb) == [11, 21] and list(lab) == [1, 2]
+def store_of(tmp_path, task: str, seeds, preds_of) -> str:
+    """A store of full and bitfit on `task` (minilm), one run per seed; preds_of(cell) -> the arrays of its
+    predictions.npz ({split}_idx, {split}_pred, {split}_label for each dev split)."""
+    from harness.plan.suite import parse_suite
+    from harness.spec.status import Status
+    from harness.store.db import Store
+
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    store = Store(url)
+    text = f"name: s\nmodels: [minilm]\ntasks: [{task}]\nmethods: [full, bitfit]\nseeds: {list(seeds)}\n"
+    for cell in parse_suite(text, "s.yaml").cells():
+        out = str(tmp_path / "out" / cell.key)
+        claim = store.start(cell, cell.config(), "cmd", out)
+        store.finish(claim, Status.COMPLETED, {"score": 70.0, "best_score": 70.0, "metrics": {"accuracy": 70.0},
+                                               "trainable_params": 100, "total_params": 1000, "added_params": 0,
+                                               "trainable_pct": 10.0, "train_time_s": 1.0})
+        os.makedirs(out)
+        np.savez(os.path.join(out, "predictions.npz"), **preds_of(cell))
+    store.engine.dispose()
+    return url
+
+
+def run_of(url, method, seed):
+    from harness.store.db import Store
+
+    return next(r for r in Store(url).records() if r.method == method and r.seed == seed)
+
+
+def test_seeds_are_not_pooled_into_more_examples(tmp_path):
+    """Three seeds of the same predictions carry one seed's information: compare A B --task T resampled the 831
+    pooled (seed, example) rows as if independent, a CI √3 too narrow. Each replicate now draws the
+    277 dev examples once and scores every seed on them: the same interval as one run pair."""
+    from harness.analysis.compare import compare_runs, compare_variants
+    from harness.store.db import Store
+
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 2, 277)
+    preds = {m: np.where(rng.random(277) < p, labels, 1 - labels) for m, p in (("full", 0.66), ("bitfit", 0.6))}
+    url = store_of(tmp_path, "rte", [1, 2, 3], lambda c: {"validation_idx": np.arange(277),
+                                                          "validation_pred": preds[c.method],
+                                                          "validation_label": labels})
+    pooled, seeds = compare_variants(Store(url), None, "rte", "full", "bitfit")
+    one = compare_runs(run_of(url, "full", 1), run_of(url, "bitfit", 1))
+    assert seeds == 3 and pooled.n_examples == one.n_examples == 277
+    assert (pooled.ci_low, pooled.ci_high, pooled.p_value) == pytest.approx((one.ci_low, one.ci_high,
+                                                                             one.p_value))
+    r = call_cli("compare", "full", "bitfit", "--task", "rte", "--db", url)
+    assert r.returncode == 0, r.stderr
+    assert "3 seed pair(s) (scores: mean over the seeds): 277 paired dev examples" in r.stdout and "two-sided" in r.stdout, r.stdout
+
+
+def test_a_variant_s_score_is_the_mean_of_its_seeds_scores(tmp_path):
+    """MRPC's F1 of the pooled seeds is not the mean of the seeds' F1: compare reported the former, the tables
+    the latter."""
+    from harness.analysis.compare import compare_variants
+    from harness.store.db import Store
+    from harness.tasks.kinds import kind_of
+
+    task = get_task("mrpc")
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 2, 100)
+    preds = {(m, s): np.where(rng.random(100) < p, labels, 1 - labels) * (rng.random(100) < q)
+             for m, p in (("full", 0.8), ("bitfit", 0.7)) for s, q in ((1, 1.0), (2, 0.3))}
+    url = store_of(tmp_path, "mrpc", [1, 2], lambda c: {"validation_idx": np.arange(100),
+                                                        "validation_pred": preds[(c.method, c.seed)],
+                                                        "validation_label": labels})
+    res, _ = compare_variants(Store(url), None, "mrpc", "full", "bitfit")
+    mean = {m: np.mean([kind_of(task).sample_score(task, preds[(m, s)], labels) for s in (1, 2)])
+            for m in ("full", "bitfit")}
+    assert (res.score_a, res.score_b) == pytest.approx((mean["full"], mean["bitfit"]))
+    assert res.n_examples == 100
+
+
+def test_every_dev_split_is_compared(tmp_path):
+    """MNLI's score is the mean over matched and mismatched: compare read only matched, where the two variants
+    predict alike, and found no difference."""
+    from harness.analysis.compare import compare_runs, compare_variants
+    from harness.store.db import Store
+
+    rng = np.random.default_rng(2)
+    n = 300
+    matched, mismatched = rng.integers(0, 3, n), rng.integers(0, 3, n)
+    same = np.where(rng.random(n) < 0.7, matched, (matched + 1) % 3)
+    right = {"full": rng.random(n) < 0.85, "bitfit": rng.random(n) < 0.55}
+    other = {m: np.where(r, mismatched, (mismatched + 1) % 3) for m, r in right.items()}
+    url = store_of(tmp_path, "mnli", [1], lambda c: {
+        "validation_matched_idx": np.arange(n), "validation_matched_pred": same,
+        "validation_matched_label": matched,
+        "validation_mismatched_idx": np.arange(n), "validation_mismatched_pred": other[c.method],
+        "validation_mismatched_label": mismatched})
+    score = {m: 50 * (np.mean(same == matched) + np.mean(right[m])) for m in right}
+    for res in (compare_variants(Store(url), None, "mnli", "full", "bitfit")[0],
+                compare_runs(run_of(url, "full", 1), run_of(url, "bitfit", 1))):
+        assert res.n_examples == 2 * n
+        assert (res.score_a, res.score_b) == pytest.approx((score["full"], score["bitfit"]))
+        assert res.diff == pytest.approx(score["full"] - score["bitfit"]) and res.ci_low > 0 and res.p_value < 0.01
