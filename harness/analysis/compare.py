@@ -23,7 +23,7 @@ class Comparison:
     diff: float           # a - b, GLUE points
     ci_low: float
     ci_high: float
-    p_value: float        # two-sided: twice the share of resamples where the difference has the other sign
+    p_value: float        # two-sided: twice (1 + resamples where the difference has the other sign) / (1 + B)
     resamples: int
 
 
@@ -34,7 +34,9 @@ def paired_bootstrap(task: Task, splits: list[Split], resamples: int = 1000, con
     a, b = observed[A], observed[B]
     diffs = reps[A] - reps[B]
     alpha = (1 - confidence) / 2
-    p = 2 * min(np.mean(diffs <= 0), np.mean(diffs >= 0)) if a != b else 1.0
+    # (1 + count) / (1 + B) per side, as the tables' test: B resamples cannot show a p below 1 / (1 + B)
+    other = min(np.sum(diffs <= 0), np.sum(diffs >= 0))
+    p = 2 * (1 + other) / (1 + resamples) if a != b else 1.0
     return Comparison(sum(len(s.labels) for s in splits), a, b, a - b, float(np.quantile(diffs, alpha)),
                       float(np.quantile(diffs, 1 - alpha)), float(min(1.0, p)), resamples)
 
