@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pandas as pd
 
@@ -176,11 +177,34 @@ def best_table(runs: pd.DataFrame, metric: str = "score", resamples: int = signi
                                   "predictions of its final evaluation only")
     best.attrs["older_versions"] = older
     best.attrs["data"] = data_by_task(pd.concat(shown))   # what the scores shown were trained and evaluated on
+    best.attrs["dev_sets"] = dev_set_lines(best)
     # variants with runs of a task, all failed: no row here, but the leaderboard shows them as failed, not absent
     scored = set(zip(best["suite"], best["model"], best["task"], best["method_label"]))
     best.attrs["failed_only"] = {(m, label, task): n for (suite, m, task, label), n in failed.items()
                                  if (suite, m, task, label) not in scored and (model is None or m == model)}
     return best
+
+
+_EVAL_CAP = re.compile(r"(?:^|,)max_eval_samples=(\d+)")
+
+
+def dev_set_lines(best: pd.DataFrame) -> list[str]:
+    """A line per (model, task) column whose variants' chosen settings scored different numbers of dev examples
+    (max_eval_samples, a budget field): their means are not over the same examples; only the test pairs the
+    examples they share."""
+    lines = []
+    several = best["model"].nunique() > 1
+    for (of_model, task), rows in best.groupby(["model", "task"], sort=False):
+        caps: dict = {}
+        for label, budget in zip(rows["method_label"], rows["budget"]):
+            cap = _EVAL_CAP.search(str(budget or ""))
+            caps.setdefault(f"the first {cap.group(1)}" if cap else "all", []).append(label)
+        if len(caps) > 1:
+            each = "; ".join(f"{cap}: {', '.join(labels)}" for cap, labels in caps.items())
+            lines.append(f"{task}{f' ({of_model})' if several else ''}: the variants were scored on different dev "
+                         f"examples ({each}), so their means are not over the same examples; the test against "
+                         f"the best pairs the examples both were scored on.")
+    return lines
 
 
 def flag_text(row) -> str:
@@ -325,6 +349,7 @@ def leaderboard_table(best: pd.DataFrame) -> pd.DataFrame:
     table.attrs["tasks"] = tasks
     table.attrs["older_versions"] = best.attrs.get("older_versions", {})
     table.attrs["data"] = best.attrs.get("data", {})
+    table.attrs["dev_sets"] = best.attrs.get("dev_sets", [])
     table.attrs["untested"] = best.attrs.get("untested")
     table.attrs["is_glue"] = glue == tasks
     table.attrs["avg_tasks"] = glue

@@ -283,6 +283,23 @@ def test_a_variant_that_failed_on_a_task_shows_as_failed_and_claims_no_params_fo
     assert board["full"]["mrpc_failed_settings"] == 1 and board["full"]["params_all_tasks"] is None
 
 
+def test_variants_scored_on_different_dev_examples_say_so(tmp_path):
+    """bitfit's cells capped the dev set at 100 examples, full scored all of them: the leaderboard set their means
+    side by side (and bolded by a test that pairs only the shared examples) as if over the same examples."""
+    text = ("name: s\nmodels: [minilm]\ntasks: [rte]\nmethods: [full, bitfit]\n"
+            "budgets: [{epochs: 1}, {epochs: 1, max_eval_samples: 100}]\n")
+    # each variant's best setting: full's on every dev example, bitfit's on the first 100
+    url = store_of(tmp_path, [text],
+                   lambda c: 70.0 + (2 if c.method == "bitfit" else -2) * ("max_eval_samples" in c.budget))
+    line = ("rte: the variants were scored on different dev examples (all: full; the first 100: bitfit), so their "
+            "means are not over the same examples; the test against the best pairs the examples both were scored on.")
+    for table in ("leaderboard", "best"):
+        footnote = json.loads(export(url, table, "json"))["footnote"]
+        assert line in footnote, footnote
+    same = store_of(tmp_path / "same", [text], lambda c: 70.0 + 2 * ("max_eval_samples" in c.budget))
+    assert "different dev examples" not in export(same)
+
+
 def test_every_table_says_its_scores_are_dev_scores_selected_on_dev(tmp_path):
     url = store_of(tmp_path, ["name: s\nmodels: [minilm]\ntasks: [rte]\nmethods: [full, bitfit]\n"], lambda c: 70.0)
     for table in ("leaderboard", "best"):
