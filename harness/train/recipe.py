@@ -330,6 +330,14 @@ class CellRun:
                     f"loss is not finite at step {step} (lr {hp['learning_rate']:g}; the loss is checked every "
                     f"{sync.SYNC_EVERY} optimizer steps: it went non-finite after step {read_at})")
 
+        def evaluate_now(epoch: float) -> None:
+            """Evaluates with the mean loss since the last evaluation, then starts the next one's sum at 0 on the
+            device and in its host copy too: a checkpoint taken at this step saves the copy."""
+            nonlocal loss_n
+            self.evaluate(step, epoch, seen["loss"] / max(loss_n, 1))
+            sums.zero("loss")
+            seen["loss"], loss_n = 0.0, 0
+
         # ---
         while stopped_by is None:
             for t, batch in mixture:
@@ -372,9 +380,7 @@ class CellRun:
                     log_n = 0
                 epoch_now = epoch_idx + min(1.0, micro / len(mixture))
                 if hp.get("eval_steps") and step % hp["eval_steps"] == 0 and step < total_steps:
-                    self.evaluate(step, epoch_now, seen["loss"] / max(loss_n, 1))
-                    sums.zero("loss")
-                    loss_n = 0
+                    evaluate_now(epoch_now)
                 if step >= total_steps:
                     stopped_by = ("max_steps" if "max_steps" in budget and total_steps == budget["max_steps"]
                                   else "epochs")
@@ -398,9 +404,7 @@ class CellRun:
                         flags, seen = sync.read(acc, sums, [False, False, False])
                         check(flags)
                         read_at = step
-                    self.evaluate(step, float(epoch_idx), seen["loss"] / max(loss_n, 1))
-                    sums.zero("loss")
-                    loss_n = 0
+                    evaluate_now(float(epoch_idx))
                 continue
         self.epochs_done = epoch_idx + micro / len(mixture)
         if not self.history or self.history[-1]["step"] != step:
