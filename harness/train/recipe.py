@@ -389,11 +389,12 @@ class CellRun:
                     stopped_by = "time_limit"
                     break
                 if flags[2]:   # a stop signal on some rank: all checkpoint this step, the cell is given back
-                    ckpt.save({"step": step, "epoch_idx": epoch_idx, "micro": micro, "examples": examples,
-                               "tokens": seen["tokens"], "loss_sum": seen["loss"], "loss_n": loss_n,
+                    ckpt.save({"step": step, "epoch_idx": epoch_idx, "micro": micro, "loss_n": loss_n,
                                "eval_time": self.eval_time, "elapsed": time.perf_counter() - t_start,
-                               "history": self.history, "per_task": self.per_task, "flops": self.flops.state(),
-                               "trackers": self.tracked.run_ids()})
+                               "history": self.history, "per_task": self.per_task,
+                               "trackers": self.tracked.run_ids()},
+                              own={"examples": examples, "tokens": seen["tokens"], "loss_sum": seen["loss"],
+                                   "flops": self.flops.state()})
                     raise Preempted(f"{preempt.signal_name() or 'a stop signal'} at step {step}/{total_steps}: "
                                     f"checkpointed in {ckpt.path}")
             else:  # a whole epoch went by

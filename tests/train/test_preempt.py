@@ -134,11 +134,12 @@ def test_checkpoint_from_other_setup_is_ignored(tmp_path, tiny_bert, small_glue,
     assert result["steps"] == 5
 
 
-@pytest.mark.parametrize("field", ["code", "mixed_precision", "device"])
+@pytest.mark.parametrize("field", ["code", "mixed_precision", "device", "version"])
 def test_checkpoint_from_other_code_precision_or_device_is_not_resumed(tmp_path, tiny_bert, small_glue,
                                                                        monkeypatch, signals, capfd, field):
     """`auto` resolves differently on other hosts, and code changes between a stop and a resume: either would mix
-    two setups under one record."""
+    two setups under one record. A checkpoint of another format version (2 held rank 0's tallies alone) is refused
+    the same way."""
     import torch
 
     cell, path = _stopped_checkpoint(tmp_path, tiny_bert, small_glue, monkeypatch)
