@@ -12,8 +12,9 @@ once the cell is recorded completed (runner).
 Data position: the loaders' samplers and the task mixture are replayed from the cell's seed up to the batch the
 run stopped after (batches are collated and dropped, no forward pass), then the RNG states are restored. This is
 exact for every sampler, length grouping, multi-task mixtures and DDP sharding, at the price of reading the
-batches already trained once more (about a second per few thousand batches). So a resumed cell ends with the
-same weights and dev metric as an uninterrupted one (tests/train/test_preempt.py).
+batches already trained once more (about a second per few thousand batches; with the loading, the record's
+extra.resume_s, outside train_time_s). So a resumed cell ends with the same weights and dev metric as an
+uninterrupted one (tests/train/test_preempt.py).
 
 Under DeepSpeed the engine's partitioned weights and optimizer states are written by every rank through
 accelerate's save_state into a folder named after the step (`checkpoint/step-N`), and `checkpoint.pt`, written

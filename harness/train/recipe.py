@@ -93,6 +93,8 @@ def train_and_evaluate(cell: Cell, ctx: RunContext, output_dir: str | None = Non
     result.data_sources = {k: v for r in stages + [result] for k, v in (r.data_sources or {}).items()}
     result.stage_train_time_s = result.train_time_s
     result.train_time_s = total_train  # the cost of the whole sequence
+    resumes = [r.resume_s for r in stages + [result] if r.resume_s is not None]
+    result.resume_s = sum(resumes) if resumes else None   # ... and of its stages' resumes, outside it
     for name in ("train_flops", "eval_flops"):   # ... in FLOPs too (stage rows keep their own)
         parts = [getattr(r, name) for r in stages + [result]]
         setattr(result, name, sum(parts) if all(p is not None for p in parts) else None)
@@ -293,14 +295,18 @@ class CellRun:
         step, examples, loss_n, read_at = 0, 0, 0, 0
         stopped_by, micro = (None, 0) if self.trains else ("evaluation_only", 0)
         self.model.train()
-        t_start = time.perf_counter()
         epoch_idx = 0
         # --- preemption (harness/train/checkpoint.py): continue from this cell's checkpoint if it has one ---
         ckpt = CellCheckpoint(self.checkpoint_dir, self.cell.key, acc, self.model, self.optimizer, self.scheduler,
                               total_steps)
         mixture = ckpt.wrap(mixture)
+        t_resume = time.perf_counter()
         saved = ckpt.resume() if self.trains else None
         self.checkpoint_refused = ckpt.refused
+        # reading the checkpoint and replaying the batches trained before the stop are not training: they are
+        # timed on their own (extra.resume_s), and neither train_time_s nor a time budget counts them
+        t_start = time.perf_counter()
+        self.resume_s = t_start - t_resume if saved or ckpt.refused else None
         if saved:
             step, epoch_idx, micro, examples, loss_n, self.eval_time = (
                 saved[k] for k in ("step", "epoch_idx", "micro", "examples", "loss_n", "eval_time"))
@@ -480,6 +486,7 @@ class CellRun:
         if self.frozen:
             result.frozen_features = self.frozen.record()
         result.checkpoint_refused = getattr(self, "checkpoint_refused", None)
+        result.resume_s = getattr(self, "resume_s", None)
         result.data_sources = {task.name: {"train": raw.source, **{es.split: es.raw.source for es in sets}}
                                for task, raw, sets in zip(self.tasks, self.train_raw, self.eval_sets)}
         if acc.mixed_precision != "no":

@@ -76,8 +76,8 @@ HP = "batch_size: 8, learning_rate: 1e-4"
 
 
 @pytest.mark.parametrize("stop_step, sig, budget, hparams", [
-    (8, signal.SIGUSR1, "{epochs: 2}", HP),            # in the middle of the second epoch
-    (6, signal.SIGUSR2, "{epochs: 2}", HP),            # on the last batch of the first epoch (the epoch's eval follows)
+    (8, signal.SIGUSR1, "{epochs: 2}", HP),        # in the middle of the second epoch
+    (6, signal.SIGUSR2, "{epochs: 2}", HP),        # on the last batch of the first epoch (the epoch's eval follows)
     (3, signal.SIGTERM, "{max_steps: 9}", HP),
     # on an eval_steps evaluation: the checkpoint holds the loss since that evaluation (none), so the next one's
     # train_loss is the mean over the steps after it alone
@@ -149,6 +149,31 @@ def test_checkpoint_from_other_code_precision_or_device_is_not_resumed(tmp_path,
     result = _as_dict(_run(cell, small_glue, tmp_path / "cell"))
     assert f"{field}: 'something else' there" in capfd.readouterr().err
     assert result["steps"] == 12 and f"{field}: 'something else' there" in result["checkpoint_refused"]
+
+
+def test_loading_and_replaying_a_checkpoint_is_not_training_time(tmp_path, tiny_bert, small_glue, monkeypatch,
+                                                                  signals):
+    """The resume (reading the file, replaying the batches trained before the stop) is the record's
+    extra.resume_s, outside train_time_s: the training loop's clock is made to jump 1000 s during the resume."""
+    import dataclasses
+    import types
+
+    from harness.train import recipe
+
+    cell, _ = _stopped_checkpoint(tmp_path, tiny_bert, small_glue, monkeypatch)
+    offset, real_resume = [0.0], checkpoint.CellCheckpoint.resume
+
+    def slow_resume(self):
+        counters = real_resume(self)
+        offset[0] += 1000.0
+        return counters
+
+    monkeypatch.setattr(checkpoint.CellCheckpoint, "resume", slow_resume)
+    monkeypatch.setattr(recipe, "time", types.SimpleNamespace(perf_counter=lambda: time.perf_counter() + offset[0]))
+    result = _run(cell, small_glue, tmp_path / "cell")
+    assert result.steps == 12 and result.resume_s >= 1000 and 0 < result.train_time_s < 1000
+    known = {f.name for f in dataclasses.fields(result)} | {"extra"}
+    assert result.columns(known)["extra"]["resume_s"] == result.resume_s   # stored in the row's extra
 
 
 class _Planted:
