@@ -61,10 +61,11 @@ def suite_digest(suite_path: str) -> str | None:
 
 
 def reproduce_command(suite_path: str, num_processes: int, db_url: str | None = None,
-                      output_dir: str | None = None) -> str:
+                      output_dir: str | None = None, data_dir: str | None = None, cache_dir: str | None = None) -> str:
     """The command that re-runs a cell of this suite into the same store and output folder: the suite's absolute
     path (and its content hash, as a comment), the store's URL with its password hidden (harness.store.redact;
-    docs/cluster.md says how to pass it), the absolute output folder."""
+    docs/cluster.md says how to pass it), the absolute output folder, and the absolute data and cache folders
+    where the command line named them (without them the re-run reads the suite's or $HARNESS_DATA_DIR's data)."""
     from harness.store.engine import absolute_db_url, default_db_url
     from harness.store.redact import redact_url
 
@@ -73,8 +74,9 @@ def reproduce_command(suite_path: str, num_processes: int, db_url: str | None = 
                 f"accelerate launch --multi_gpu --num_processes {num_processes}")
     path = os.path.abspath(suite_path)
     parts = [launcher, "-m harness.run", q(path), "--db", q(redact_url(absolute_db_url(db_url or default_db_url())))]
-    if output_dir:
-        parts += ["--output-dir", q(os.path.abspath(output_dir))]
+    for option, folder in (("--output-dir", output_dir), ("--data-dir", data_dir), ("--cache-dir", cache_dir)):
+        if folder:
+            parts += [option, q(os.path.abspath(folder))]
     parts.append("--retry-failed")
     digest = suite_digest(path)
     return " ".join(parts) + (f"   # suite sha256:{digest}" if digest else "")
@@ -124,7 +126,8 @@ def run_suite(suite: Suite, db_url: str | None, data_dir: str | None, output_dir
     cells = suite.cells(num_processes=state.num_processes)
     by_key = {c.key: c for c in cells}
     keys = [c.key for c in cells]
-    command = reproduce_command(suite.path, state.num_processes, db_url, output_dir)
+    command = reproduce_command(suite.path, state.num_processes, db_url, output_dir,
+                                suite.data_dir(data_dir) if data_dir else None, cache_dir)
     worker = current_worker()
     store = Store(db_url) if main else None
 

@@ -3,16 +3,18 @@ claims the cell next, so a preempted or time-limited Slurm task loses at most on
 
 It lives in the cell's output directory (`checkpoint.pt`; a sequential cell's earlier stages have their own stage
 folders) and holds the trainable weights (frozen ones are rebuilt identically from the model and the seed), the
-optimizer, the scheduler, every rank's RNG states, the loop's counters (step, epoch, position in the epoch,
-examples, losses, time already spent), the evaluation history and the cell's experiment-tracker run ids (a
-resumed cell continues the same MLflow / W&B run: harness/train/tracking.py). It is written whole or not at all
-(temporary name, fsync, rename) and deleted once the cell is recorded completed (runner).
+optimizer, the scheduler, every rank's RNG states, the loop's counters (step, epoch, position in the epoch, time
+already spent), every rank's own tallies (its examples, tokens, loss and FLOPs: the record sums them over ranks),
+the evaluation history and the cell's experiment-tracker run ids (a resumed cell continues the same MLflow / W&B
+run: harness/train/tracking.py). It is written whole or not at all (temporary name, fsync, rename) and deleted
+once the cell is recorded completed (runner).
 
 Data position: the loaders' samplers and the task mixture are replayed from the cell's seed up to the batch the
 run stopped after (batches are collated and dropped, no forward pass), then the RNG states are restored. This is
 exact for every sampler, length grouping, multi-task mixtures and DDP sharding, at the price of reading the
-batches already trained once more (about a second per few thousand batches). So a resumed cell ends with the
-same weights and dev metric as an uninterrupted one (tests/train/test_preempt.py).
+batches already trained once more (about a second per few thousand batches; with the loading, the record's
+extra.resume_s, outside train_time_s). So a resumed cell ends with the same weights and dev metric as an
+uninterrupted one (tests/train/test_preempt.py).
 
 Under DeepSpeed the engine's partitioned weights and optimizer states are written by every rank through
 accelerate's save_state into a folder named after the step (`checkpoint/step-N`), and `checkpoint.pt`, written
@@ -44,7 +46,8 @@ from harness.train.zero import under_deepspeed
 
 FILE = layout.CHECKPOINT
 DEEPSPEED_DIR = layout.CHECKPOINT_DIR
-VERSION = 2   # 2: plain data (weights_only), code fingerprint, precision, device, GradScaler, DeepSpeed manifest
+VERSION = 3   # 2: plain data (weights_only), code fingerprint, precision, device, GradScaler, DeepSpeed manifest;
+# 3: every rank's own tallies (`ranks`; 2 held rank 0's alone, which every rank took as its own)
 
 
 @functools.lru_cache(maxsize=1)
@@ -158,16 +161,19 @@ class CellCheckpoint:
 
     # --- save ---------------------------------------------------------------------------------------------------
 
-    def save(self, counters: dict) -> None:
-        """Every rank calls this at the same optimizer step (the loop reduced the stop flag)."""
+    def save(self, counters: dict, own: dict | None = None) -> None:
+        """Every rank calls this at the same optimizer step (the loop reduced the stop flag). `counters`: the
+        loop's, rank 0's written; `own`: what this rank counted itself, each rank's written and given back to it."""
         from accelerate.utils import gather_object
 
         if self.path is None:
             return
-        rng = gather_object([_rng_state()]) if self.acc.num_processes > 1 else [_rng_state()]
+        gather = gather_object if self.acc.num_processes > 1 else lambda mine: mine
+        rng, ranks = gather([_rng_state()]), gather([own or {}])
         counters = {**counters, "per_task": [{**t, "predictions": {}} for t in counters.get("per_task", [])]}
         scaler = getattr(self.acc, "scaler", None)   # fp16: the loss scale and its growth tracker
-        state = {"meta": self._meta(), "counters": counters, "rng": rng, "acc_step": self.acc.step,
+        state = {"meta": self._meta(), "counters": counters, "ranks": ranks, "rng": rng,
+                 "acc_step": self.acc.step,
                  "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
                  "scaler": scaler.state_dict() if scaler is not None else None}
         if self.deepspeed:
@@ -220,7 +226,7 @@ class CellCheckpoint:
 
     def resume(self) -> dict | None:
         """Loads the checkpoint if this run has one: weights, optimizer, scheduler and RNG states restored, the
-        mixture positioned. Returns the loop's counters, or None to start from step 0."""
+        mixture positioned. Returns the loop's counters with this rank's own, or None to start from step 0."""
         if self.path is None:
             return None
         # rank 0 decides, every rank follows: a file a rank cannot see, or reads differently, must not split them
@@ -235,7 +241,7 @@ class CellCheckpoint:
         if not resume:
             return None
         state = torch.load(self.path, map_location="cpu", weights_only=True)
-        counters = state["counters"]
+        counters = {**state["counters"], **state["ranks"][self.acc.process_index]}
         if self.deepspeed:
             self.acc.load_state(os.path.join(self.output_dir, DEEPSPEED_DIR, state["deepspeed_dir"]))
         else:

@@ -93,6 +93,8 @@ def train_and_evaluate(cell: Cell, ctx: RunContext, output_dir: str | None = Non
     result.data_sources = {k: v for r in stages + [result] for k, v in (r.data_sources or {}).items()}
     result.stage_train_time_s = result.train_time_s
     result.train_time_s = total_train  # the cost of the whole sequence
+    resumes = [r.resume_s for r in stages + [result] if r.resume_s is not None]
+    result.resume_s = sum(resumes) if resumes else None   # ... and of its stages' resumes, outside it
     for name in ("train_flops", "eval_flops"):   # ... in FLOPs too (stage rows keep their own)
         parts = [getattr(r, name) for r in stages + [result]]
         setattr(result, name, sum(parts) if all(p is not None for p in parts) else None)
@@ -293,14 +295,18 @@ class CellRun:
         step, examples, loss_n, read_at = 0, 0, 0, 0
         stopped_by, micro = (None, 0) if self.trains else ("evaluation_only", 0)
         self.model.train()
-        t_start = time.perf_counter()
         epoch_idx = 0
         # --- preemption (harness/train/checkpoint.py): continue from this cell's checkpoint if it has one ---
         ckpt = CellCheckpoint(self.checkpoint_dir, self.cell.key, acc, self.model, self.optimizer, self.scheduler,
                               total_steps)
         mixture = ckpt.wrap(mixture)
+        t_resume = time.perf_counter()
         saved = ckpt.resume() if self.trains else None
         self.checkpoint_refused = ckpt.refused
+        # reading the checkpoint and replaying the batches trained before the stop are not training: they are
+        # timed on their own (extra.resume_s), and neither train_time_s nor a time budget counts them
+        t_start = time.perf_counter()
+        self.resume_s = t_start - t_resume if saved or ckpt.refused else None
         if saved:
             step, epoch_idx, micro, examples, loss_n, self.eval_time = (
                 saved[k] for k in ("step", "epoch_idx", "micro", "examples", "loss_n", "eval_time"))
@@ -329,6 +335,14 @@ class CellRun:
                 raise FloatingPointError(
                     f"loss is not finite at step {step} (lr {hp['learning_rate']:g}; the loss is checked every "
                     f"{sync.SYNC_EVERY} optimizer steps: it went non-finite after step {read_at})")
+
+        def evaluate_now(epoch: float) -> None:
+            """Evaluates with the mean loss since the last evaluation, then starts the next one's sum at 0 on the
+            device and in its host copy too: a checkpoint taken at this step saves the copy."""
+            nonlocal loss_n
+            self.evaluate(step, epoch, seen["loss"] / max(loss_n, 1))
+            sums.zero("loss")
+            seen["loss"], loss_n = 0.0, 0
 
         # ---
         while stopped_by is None:
@@ -372,9 +386,7 @@ class CellRun:
                     log_n = 0
                 epoch_now = epoch_idx + min(1.0, micro / len(mixture))
                 if hp.get("eval_steps") and step % hp["eval_steps"] == 0 and step < total_steps:
-                    self.evaluate(step, epoch_now, seen["loss"] / max(loss_n, 1))
-                    sums.zero("loss")
-                    loss_n = 0
+                    evaluate_now(epoch_now)
                 if step >= total_steps:
                     stopped_by = ("max_steps" if "max_steps" in budget and total_steps == budget["max_steps"]
                                   else "epochs")
@@ -383,11 +395,12 @@ class CellRun:
                     stopped_by = "time_limit"
                     break
                 if flags[2]:   # a stop signal on some rank: all checkpoint this step, the cell is given back
-                    ckpt.save({"step": step, "epoch_idx": epoch_idx, "micro": micro, "examples": examples,
-                               "tokens": seen["tokens"], "loss_sum": seen["loss"], "loss_n": loss_n,
+                    ckpt.save({"step": step, "epoch_idx": epoch_idx, "micro": micro, "loss_n": loss_n,
                                "eval_time": self.eval_time, "elapsed": time.perf_counter() - t_start,
-                               "history": self.history, "per_task": self.per_task, "flops": self.flops.state(),
-                               "trackers": self.tracked.run_ids()})
+                               "history": self.history, "per_task": self.per_task,
+                               "trackers": self.tracked.run_ids()},
+                              own={"examples": examples, "tokens": seen["tokens"], "loss_sum": seen["loss"],
+                                   "flops": self.flops.state()})
                     raise Preempted(f"{preempt.signal_name() or 'a stop signal'} at step {step}/{total_steps}: "
                                     f"checkpointed in {ckpt.path}")
             else:  # a whole epoch went by
@@ -398,9 +411,7 @@ class CellRun:
                         flags, seen = sync.read(acc, sums, [False, False, False])
                         check(flags)
                         read_at = step
-                    self.evaluate(step, float(epoch_idx), seen["loss"] / max(loss_n, 1))
-                    sums.zero("loss")
-                    loss_n = 0
+                    evaluate_now(float(epoch_idx))
                 continue
         self.epochs_done = epoch_idx + micro / len(mixture)
         if not self.history or self.history[-1]["step"] != step:
@@ -475,6 +486,7 @@ class CellRun:
         if self.frozen:
             result.frozen_features = self.frozen.record()
         result.checkpoint_refused = getattr(self, "checkpoint_refused", None)
+        result.resume_s = getattr(self, "resume_s", None)
         result.data_sources = {task.name: {"train": raw.source, **{es.split: es.raw.source for es in sets}}
                                for task, raw, sets in zip(self.tasks, self.train_raw, self.eval_sets)}
         if acc.mixed_precision != "no":

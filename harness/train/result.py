@@ -72,6 +72,8 @@ class RunResult:
     frozen_features: dict | None = _f(EXTRA)        # linear probe: the encoder's one pass (harness/train/features.py)
     head_outside_autocast: list | None = _f(EXTRA)  # mixed precision: head modules run in fp32 (train/precision.py)
     checkpoint_refused: str | None = _f(EXTRA)      # a checkpoint was there but from another setup: started over
+    resume_s: float | None = _f(EXTRA)              # reading a checkpoint (and replaying its batches): outside
+                                                    # train_time_s (harness/train/checkpoint.py)
     flop_count: dict | None = _f(EXTRA)             # what the FLOP count saw (harness/train/flops.py)
     device_peak: dict | None = _f(EXTRA)            # MFU's denominator: FLOP/s, source, rates, timings (train/peaks.py)
     precision_choice: dict | None = _f(EXTRA)       # mixed_precision asked, chosen, why, rates (train/precision.py)

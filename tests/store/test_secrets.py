@@ -75,6 +75,11 @@ def test_reproduce_command_names_store_output_folder_and_suite(tmp_path, monkeyp
     assert words[words.index("--db") + 1] == "postgresql+psycopg://alice:***@db.example:5432/harness"
     assert words[words.index("--output-dir") + 1] == str(tmp_path / "out")
     assert "--num_processes" in words and "--retry-failed" in words
+    assert "--data-dir" not in words and "--cache-dir" not in words   # not given: the suite's or the default
+    command = reproduce_command("my suite.yaml", 1, URL, "out", data_dir="glue", cache_dir="c")
+    words = shlex.split(command, comments=True)
+    assert words[words.index("--data-dir") + 1] == str(tmp_path / "glue")   # the data it read, wherever it runs from
+    assert words[words.index("--cache-dir") + 1] == str(tmp_path / "c")
     assert f"sha256:{hashlib.sha256(suite.read_bytes()).hexdigest()}" in command
     monkeypatch.setenv("HARNESS_DB", URL)   # the default store, from the environment: redacted the same way
     assert SECRET not in reproduce_command("my suite.yaml", 1) and "--db" in reproduce_command("my suite.yaml", 1)

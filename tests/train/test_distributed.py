@@ -23,10 +23,11 @@ def free_port() -> str:
         return str(s.getsockname()[1])
 
 
-def launch(workdir, suite, data_dir, timeout=900):
+def launch(workdir, suite, data_dir, timeout=900, script=None):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    cmd = LAUNCH + [free_port(), str(ROOT / "harness" / "run.py"), str(suite), "--db", f"sqlite:///{workdir / 'h.db'}",
-                    "--output-dir", str(workdir / "out"), "--data-dir", str(data_dir), "--no-progress"]
+    cmd = LAUNCH + [free_port(), str(script or ROOT / "harness" / "run.py"), str(suite), "--db",
+                    f"sqlite:///{workdir / 'h.db'}", "--output-dir", str(workdir / "out"), "--data-dir", str(data_dir),
+                    "--no-progress"]
     return subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -147,3 +148,53 @@ def test_two_processes_score_every_squad_question_once(tmp_path, tiny_bert):
     answers = [json.load(open(os.path.join(r.output_dir, "predictions.json"))) for r in (one, two)]
     assert len(answers[0]) == 11 and answers[0] == answers[1]
     assert two.metrics == pytest.approx(one.metrics)
+
+
+# harness/run.py whose rank 0 sends itself a real SIGTERM at its N-th stop-flag check (the runner's before it
+# claims a cell, then one per optimizer step)
+STOP_ON_RANK_0 = """
+import os, signal, sys
+from harness.cli import main
+from harness.train import preempt
+real, calls = preempt.requested, [0]
+def requested():
+    calls[0] += 1
+    if calls[0] == {n} and os.environ.get("RANK") == "0":
+        os.kill(os.getpid(), signal.SIGTERM)
+    return real()
+preempt.requested = requested
+raise SystemExit(main(["run", *sys.argv[1:]]))
+"""
+
+
+def test_two_processes_resume_each_rank_its_own_counts(tmp_path, tiny_bert, small_glue):
+    """Each rank counts its own tokens, examples, loss and FLOPs (the record sums them over ranks): a 2-process
+    cell stopped and resumed counts what an uninterrupted one does. The stop, raised on rank 0 at step 4, is
+    agreed on at the next sync, step 6: an eval_steps evaluation's step, whose loss since then is none."""
+    from harness.train import checkpoint
+
+    body = f"""
+models: ["{tiny_bert}"]
+tasks: [rte]
+methods: [{{name: lora, learning_rate: 1e-3}}]
+budgets: [{{epochs: 2}}]
+hparams: {{batch_size: 4, eval_batch_size: 8, eval_steps: 3}}
+"""
+    ref, cell = (write_suite(tmp_path / f"{n}.yaml", f"name: {n}" + body) for n in ("ref", "cell"))
+    script = tmp_path / "stop.py"
+    script.write_text(STOP_ON_RANK_0.format(n=5))
+    for suite, run in ((ref, None), (cell, script), (cell, None)):
+        proc = launch(tmp_path, suite, small_glue, script=run)
+        assert ("checkpointed" in proc.stderr) == (run is not None), proc.stderr[-3000:]
+        if run is not None:
+            (path,) = checkpoint.paths_under(str(tmp_path / "out" / "cell"))
+            assert checkpoint.torch.load(path, weights_only=True)["counters"]["step"] == 6
+    assert "resumed from its checkpoint at step 6/12" in proc.stderr
+    store = Store(f"sqlite:///{tmp_path / 'h.db'}")
+    (a,), (b,) = store.records("ref"), store.records("cell")
+    assert b.status == "completed" and b.attempts == 2 and b.num_processes == 2 and b.steps == a.steps == 12
+    assert b.score == a.score and b.history == a.history
+    counted = lambda r: {"tokens": r.train_tokens_per_s * r.train_time_s,   # noqa: E731  (over both ranks)
+                         "examples": r.train_examples_per_s * r.train_time_s,
+                         "train_flops": r.train_flops, "eval_flops": r.eval_flops}
+    assert counted(b) == pytest.approx(counted(a), rel=1e-9)

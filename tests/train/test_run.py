@@ -4,6 +4,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import sqlite3
@@ -86,6 +87,8 @@ def test_run_records_everything_then_skips(workdir, tiny_bert, small_glue):
             assert r.extra["data_sources"][r.task][split] == f"file:{folder / name}:sha256:{digest}"
         assert on_disk["extra"]["data_sources"] == r.extra["data_sources"]
         assert (workdir / "out" / "tiny" / r.cell_key / "predictions.npz").is_file()
+        words = shlex.split(r.command, comments=True)   # the command that re-runs it reads the same data
+        assert words[words.index("--data-dir") + 1] == str(small_glue)
     stsb = next(r for r in recs.values() if r.task == "stsb")
     assert set(stsb.metrics) == {"pearson", "spearman"}
     assert stsb.score == pytest.approx((stsb.metrics["pearson"] + stsb.metrics["spearman"]) / 2)
