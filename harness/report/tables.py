@@ -47,7 +47,7 @@ def runs_frame(store, suite: str | None = None, with_env: bool = False) -> pd.Da
     """One row per run, straight from SQL columns (no ORM objects: a 100k-run store loads in seconds);
     metric_<name> for every dev metric of the final evaluation, best_metric_<name> of the best one; env_*
     provenance columns with with_env."""
-    from sqlalchemy import select
+    from sqlalchemy import case, func, select
 
     from harness.store.schema import RunRecord
 
@@ -57,8 +57,12 @@ def runs_frame(store, suite: str | None = None, with_env: bool = False) -> pd.Da
     wanted = [c for c in FLAT if c not in ("method_params", "budget", "hparams", "data")]
     wanted += ["method_params", "budget", "hparams", "metrics", "best_metrics", "history", "trivial_scores"] + (
         ["env"] if with_env else [])
-    # the data a run read (its record's data_sources, by content): the one part of `extra` a table needs
-    sources = [RunRecord.extra["data_sources"].label("data_sources")] if "extra" in have else []
+    # the data a run read (its record's data_sources, by content): the one part of `extra` a table needs. SQLite's
+    # JSON functions refuse a document holding NaN (Python's JSON writes it): such a row reads as not recorded
+    sources = RunRecord.extra["data_sources"]
+    if store.backend == "sqlite":
+        sources = case((func.json_valid(RunRecord.extra) == 1, sources), else_=None)
+    sources = [sources.label("data_sources")] if "extra" in have else []
     stmt = select(*[getattr(RunRecord, c) for c in wanted if c in have], *sources).order_by(RunRecord.id)
     if suite:
         stmt = stmt.where(RunRecord.suite == suite)  # bound parameter: user input never builds SQL text
@@ -73,7 +77,8 @@ def runs_frame(store, suite: str | None = None, with_env: bool = False) -> pd.Da
         return pd.DataFrame(columns=FLAT + DERIVED)
     frame["data"] = [run_data(d, t) for d, t in zip(frame.pop("data_sources"), frame["task"])]
     queued = _queued_seeds(store, suite)
-    frame["seeds_queued"] = [queued.get(k, 0) for k in frame["setting_key"].fillna(frame["cell_key"])]
+    frame["seeds_queued"] = [queued.get(k, 0) for k in zip(frame["suite"],
+                                                             frame["setting_key"].fillna(frame["cell_key"]))]
     # the flags' inputs, reduced to one value per run (a history is a list per run: not a table column)
     frame["trivial_score"] = [trivial_score(t) for t in frame.pop("trivial_scores")]
     frame["still_improving"] = [still_improving(h) for h in frame.pop("history")]
@@ -97,24 +102,25 @@ def runs_frame(store, suite: str | None = None, with_env: bool = False) -> pd.Da
     return frame[first + metric_cols + rest]
 
 
-def _queued_seeds(store, suite: str | None) -> dict[str, int]:
-    """{setting_key: its seeds still queued}: a queued cell is no run (runs_frame leaves it out), but the seeds a
-    setting still has to run count where a table says how many of them completed (selection.planned_seeds). A
-    queued multi-task cell counts for each member's setting (member key: the joint key + "." + the task)."""
+def _queued_seeds(store, suite: str | None) -> dict[tuple, int]:
+    """{(suite, setting_key): its seeds still queued}: a queued cell is no run (runs_frame leaves it out), but the
+    seeds a setting still has to run count where a table says how many of them completed
+    (selection.planned_seeds). A queued multi-task cell counts for its joint setting and each member's (member key:
+    the joint key + "." + the task). Keyed by suite too: two suites may queue the same grid."""
     from sqlalchemy import func, select
 
     from harness.store.schema import RunRecord as R
 
     key = func.coalesce(R.setting_key, R.cell_key) if "setting_key" in store.columns() else R.cell_key
-    stmt = select(key, R.regime, R.task, func.count()).where(R.status == Status.PENDING.value)
+    stmt = select(R.suite, key, R.regime, R.task, func.count()).where(R.status == Status.PENDING.value)
     if suite:
         stmt = stmt.where(R.suite == suite)
-    out: dict[str, int] = {}
+    out: dict[tuple, int] = {}
     with store.engine.connect() as conn:
-        for setting, regime, task, n in conn.execute(stmt.group_by(key, R.regime, R.task)):
-            for k in ([f"{setting}.{t}" for t in str(task).split("+")] if regime == Regime.MULTITASK.value
+        for of_suite, setting, regime, task, n in conn.execute(stmt.group_by(R.suite, key, R.regime, R.task)):
+            for k in ([setting] + [f"{setting}.{t}" for t in str(task).split("+")] if regime == Regime.MULTITASK.value
                       else [setting]):
-                out[k] = out.get(k, 0) + n
+                out[(of_suite, k)] = out.get((of_suite, k), 0) + n
     return out
 
 
@@ -135,7 +141,7 @@ def best_table(runs: pd.DataFrame, metric: str = "score", resamples: int = signi
         empty.attrs["older_versions"] = older
         return empty
     planned = planned_seeds(runs)
-    failed = failed_settings(runs, done)
+    failed = failed_settings(runs)
     final = metric == "score"
     em = "metric_exact" if final else "best_metric_exact"   # the evaluation the score comes from
     out, dirs, shown = [], [], []
@@ -153,7 +159,7 @@ def best_table(runs: pd.DataFrame, metric: str = "score", resamples: int = signi
             "suite": suite, "model": of_model, "task": task, "method": first["method"], "method_label": label,
             "mean": mean, "std": std, "n_seeds": len(values),
             # the chosen setting's seeds in the store in any state: more than n_seeds where some failed or run
-            "seeds_planned": max(int(planned.get(first["setting_key"], 0)), len(values)),
+            "seeds_planned": max(int(planned.get((suite, first["setting_key"]), 0)), len(values)),
             "learning_rate": first["learning_rate"], "hparams": first.get("hparams"), "budget": first["budget"],
             "trainable_params": first["trainable_params"], "total_params": first["total_params"],
             "added_params": first["added_params"],

@@ -45,48 +45,60 @@ def selectable_runs(runs: pd.DataFrame, model: str | None = None) -> tuple[pd.Da
 
 
 def planned_seeds(runs: pd.DataFrame) -> pd.Series:
-    """Per setting_key: the seeds of that setting the store holds in any state (completed, failed, running,
+    """Per (suite, setting_key): the seeds of that setting the store holds in any state (completed, failed, running,
     stale, and still queued: runs_frame's `seeds_queued`), against which a table says how many completed. A
     multi-task cell's member rows exist only once it completed: its joint row stands for them (member key: the
     joint key + "." + the task, queue.py `_child`)."""
     if runs.empty:
         return pd.Series(dtype=int)
     rows = with_setting_key(runs)
-    keys = rows.loc[~rows["regime"].isin(NOT_RESULTS), ["setting_key", "seed"]]
+    keys = rows.loc[~rows["regime"].isin(NOT_RESULTS), ["suite", "setting_key", "seed"]]
     joint = rows[rows["regime"] == Regime.MULTITASK.value]
-    members = pd.DataFrame([(f"{key}.{task}", seed) for key, tasks, seed in
-                            zip(joint["setting_key"], joint["task"], joint["seed"])
+    members = pd.DataFrame([(of_suite, f"{key}.{task}", seed) for of_suite, key, tasks, seed in
+                            zip(joint["suite"], joint["setting_key"], joint["task"], joint["seed"])
                             for task in str(tasks).split("+")],   # its stored task: "+".join(member tasks)
-                           columns=["setting_key", "seed"])
-    seen = pd.concat([keys, members]).groupby("setting_key")["seed"].nunique()
+                           columns=["suite", "setting_key", "seed"])
+    seen = pd.concat([keys, members]).groupby(["suite", "setting_key"])["seed"].nunique()
     if "seeds_queued" not in rows:   # (a frame built by hand)
         return seen
-    queued = rows.groupby("setting_key")["seeds_queued"].max().fillna(0).astype(int)
+    queued = rows.groupby(["suite", "setting_key"])["seeds_queued"].max().fillna(0).astype(int)
     return seen.add(queued, fill_value=0).astype(int)
 
 
-def failed_settings(runs: pd.DataFrame, done: pd.DataFrame) -> dict[tuple, int]:
-    """Per (suite, model, task, method_label): the settings tried whose every seed failed, at the task version
-    `done` (selectable_runs) compares. A setting that diverged spent tuning budget as much as one that scored, so
+def failed_settings(runs: pd.DataFrame) -> dict[tuple, int]:
+    """Per (suite, model, task, method_label): the settings tried whose every seed failed (none completed, none
+    running or still queued), at the task version the table compares (the newest among completed results, as
+    selectable_runs takes it). A setting that diverged spent tuning budget as much as one that scored, so
     "settings tried" and the unequal-budget note count it (the best mean and EVP can only use the ones that
     scored). A failed multi-task cell counts for each member task (member key: the joint key + "." + the task)."""
-    if runs.empty or done.empty:
+    if runs.empty:
         return {}
-    failed = with_setting_key(runs[runs["status"] == Status.FAILED])
-    member = done["regime"] == Regime.MULTITASK_MEMBER.value
-    newest = pd.to_numeric(done.loc[~member, "task_version"], errors="coerce") \
-        .groupby([done.loc[~member, c] for c in COLUMN]).max().to_dict() if "task_version" in done else {}
-    scored = set(zip(done["suite"], done["model"], done["task"], done["method_label"], done["setting_key"]))
-    keys = set()
-    for r in failed.itertuples():
-        if r.regime == Regime.MULTITASK.value:   # no member rows: they are written when a cell completes
-            keys.update((r.suite, r.model, t, r.method_label, f"{r.setting_key}.{t}") for t in str(r.task).split("+"))
-        elif r.regime not in NOT_RESULTS:
-            version = pd.to_numeric(getattr(r, "task_version", None), errors="coerce")
-            if pd.notna(version) and version < newest.get((r.suite, r.task), version):
-                continue   # an older task version: not part of this column's budget
-            keys.add((r.suite, r.model, r.task, r.method_label, r.setting_key))
+    rows = with_setting_key(runs)
+    if "seeds_queued" not in rows:   # (a frame built by hand)
+        rows = rows.assign(seeds_queued=0)
+    version = pd.to_numeric(rows["task_version"], errors="coerce") if "task_version" in rows \
+        else pd.Series(float("nan"), index=rows.index)
+    direct = ~rows["regime"].isin(NOT_RESULTS) & (rows["regime"] != Regime.MULTITASK_MEMBER.value)
+    ok = rows["status"] == Status.COMPLETED
+    newest = version[direct & ok].groupby([rows.loc[direct & ok, c] for c in COLUMN]).max().to_dict()
+    for key, v in version[direct].groupby([rows.loc[direct, c] for c in COLUMN]).max().items():
+        newest.setdefault(key, v)   # a task with no completed result yet: its newest tried version
+    settings: dict = {}   # (suite, model, task, label, setting) -> every row's status is failed, nothing queued
+    for r, v in zip(rows.itertuples(), version):
+        if r.regime == Regime.MULTITASK.value:   # member rows are written when a cell completes: it stands for them
+            keys = [(r.suite, r.model, t, r.method_label, f"{r.setting_key}.{t}") for t in str(r.task).split("+")]
+        elif r.regime in NOT_RESULTS:
+            continue
+        else:
+            if r.regime != Regime.MULTITASK_MEMBER.value and pd.notna(v) \
+                    and v != newest.get((r.suite, r.task), v):
+                continue   # another task version: not part of this column's budget
+            keys = [(r.suite, r.model, r.task, r.method_label, r.setting_key)]
+        gone = r.status == Status.FAILED and not r.seeds_queued
+        for key in keys:
+            settings[key] = settings.get(key, True) and gone
     out: dict[tuple, int] = {}
-    for key in keys - scored:
-        out[key[:4]] = out.get(key[:4], 0) + 1
+    for key, all_failed in settings.items():
+        if all_failed:
+            out[key[:4]] = out.get(key[:4], 0) + 1
     return out

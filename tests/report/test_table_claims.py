@@ -300,6 +300,84 @@ def test_variants_scored_on_different_dev_examples_say_so(tmp_path):
     assert "different dev examples" not in export(same)
 
 
+def test_no_setting_is_called_failed_while_its_seeds_run_or_wait(tmp_path):
+    """bitfit: seed 1 failed, seed 2 running, seed 3 queued; full at 1e-3: seed 1 failed, seeds 2-3 queued. The
+    leaderboard said "– (all failed)" ("every run of the variant on the task failed") and counted full's 1e-3 as a
+    setting whose every seed failed (review)."""
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    store = Store(url)
+    cells = parse_suite("name: s\nmodels: [minilm]\ntasks: [rte]\nmethods: [full, bitfit]\nseeds: [1, 2, 3]\n"
+                        "hparams: {learning_rate: [1e-4, 1e-3]}\n", "s.yaml").cells()
+    store.enqueue(cells, "cmd", None)
+    ok = {"metrics": {"accuracy": 70.0}, "trainable_params": 1, "total_params": 10, "added_params": 0,
+          "trainable_pct": 10.0}
+    for c in cells:
+        rate = c.hparams["learning_rate"]
+        if c.seed == 3 or (c.method, rate, c.seed) == ("full", 1e-3, 2):
+            continue   # still queued
+        claim = store.start(c, c.config(), "cmd", None)
+        if c.method == "bitfit" and c.seed == 2:
+            continue   # running
+        if c.method == "bitfit" or rate == 1e-3:
+            store.finish(claim, Status.FAILED, {"error": "x"})
+        else:
+            store.finish(claim, Status.COMPLETED, {**ok, "score": 70.0 + c.seed})
+    store.engine.dispose()
+    md = export(url)
+    assert "(all failed)" not in md, md
+    (full,) = json.loads(export(url, "best", "json"))["rows"]
+    assert full["settings_tried"] == 1 and full["settings_failed"] == 0
+
+
+def test_failures_of_another_task_version_are_not_this_column_s_budget(tmp_path):
+    """After a version bump the new version's first cells failed; the table compares the old version (its only
+    completed runs). The new version's failures counted in the old column's settings and showed bitfit, which
+    never ran at the old version, as "– (all failed)" there (review)."""
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    store = Store(url)
+    ok = {"metrics": {"accuracy": 70.0}, "trainable_params": 1, "total_params": 10, "added_params": 0,
+          "trainable_pct": 10.0, "score": 65.0}
+    for c in parse_suite("name: s\nmodels: [minilm]\ntasks: [rte]\nmethods: [full, bitfit]\n", "s.yaml").cells():
+        if c.method == "full":   # scored under the old version only
+            old = dataclasses.replace(c, task_version=c.task_version - 1)
+            store.finish(store.start(old, old.config(), "cmd", None), Status.COMPLETED, ok)
+        store.finish(store.start(c, c.config(), "cmd", None), Status.FAILED, {"error": "x"})
+    store.engine.dispose()
+    (full,) = json.loads(export(url, "best", "json"))["rows"]
+    assert (full["settings_tried"], full["settings_failed"]) == (1, 0)
+    assert "(all failed)" not in export(url)
+
+
+def test_a_queued_grid_of_another_suite_does_not_count_as_this_suite_s_seeds(tmp_path, monkeypatch):
+    """Suite a finished its three seeds; the same grid queued under suite b. The board (which loads every suite's
+    runs) counted b's queued seeds as a's: "seeds_missing (3/6 completed)", while export said 3/3 (review)."""
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    store = Store(url)
+    grid = "models: [minilm]\ntasks: [rte]\nmethods: [full]\nseeds: [1, 2, 3]\n"
+    for name in ("a", "b"):
+        cells = parse_suite(f"name: {name}\n" + grid, "s.yaml").cells()
+        store.enqueue(cells, "cmd", None)
+        for c in cells if name == "a" else []:
+            store.finish(store.start(c, c.config(), "cmd", None), Status.COMPLETED,
+                         {"score": 70.0 + c.seed, "metrics": {"accuracy": 70.0}, "trainable_params": 1,
+                          "total_params": 10, "added_params": 0, "trainable_pct": 10.0})
+    from harness.report.tables import best_table, runs_frame
+
+    every = runs_frame(Store(url, read_only=True))
+    (r,) = best_table(every[every["suite"] == "a"]).to_dict("records")
+    assert (r["n_seeds"], r["seeds_planned"], r["flags"]) == (3, 3, "")
+
+
+def test_a_record_with_nan_in_its_extra_does_not_take_every_table_down(tmp_path):
+    """SQLite's JSON functions refuse a document holding NaN, which Python's JSON writes: one such row made
+    runs_frame fail with "malformed JSON", and with it every table, the board and compare (review)."""
+    url = store_of(tmp_path, ["name: s\nmodels: [minilm]\ntasks: [rte]\nmethods: [full, bitfit]\n"],
+                   lambda c: 70.0, extra=lambda c: {"resume_s": float("nan")} if c.method == "full" else
+                   {"data_sources": {"rte": {"train": "file:/d/RTE/train.tsv:sha256:" + "a" * 64}}})
+    runs = {r["method_label"]: r for r in csv.DictReader(export(url, "runs", "csv").splitlines())}
+    assert runs["full"]["data"] == "" and json.loads(runs["bitfit"]["data"]) == {"train": "sha256:" + "a" * 64}
+
+
 def test_every_table_says_its_scores_are_dev_scores_selected_on_dev(tmp_path):
     url = store_of(tmp_path, ["name: s\nmodels: [minilm]\ntasks: [rte]\nmethods: [full, bitfit]\n"], lambda c: 70.0)
     for table in ("leaderboard", "best"):
