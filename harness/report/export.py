@@ -387,11 +387,16 @@ def notes_of(tasks, data: dict | None = None) -> dict[str, str]:
         parts = []
         try:
             task = get_task(name)
-            if task.note and note_applies(task, runs_data):
-                parts.append(task.note)
         except InputError:   # a task this install does not declare (a store from elsewhere): no entry note
-            pass
-        mixed = mixed_data_text(runs_data or [])
+            task = None
+        applies = note_applies(task, runs_data) if task is not None and task.note else None
+        if applies == "yes":
+            parts.append(task.note)
+        elif applies == "unknown":
+            unknown = sum(d is None for d in runs_data)
+            parts.append(f"{unknown} of the runs shown recorded no data sources (older records), so whether they "
+                         f"read the official files is not known; where they did not: {task.note}")
+        mixed = mixed_data_text(runs_data or [], task)
         if mixed:
             parts.append(mixed)
         if parts:

@@ -44,9 +44,12 @@ def run_data(data_sources, task: str) -> str | None:
 
 
 def data_by_task(runs: pd.DataFrame) -> dict[str, list]:
-    """{task: [each run's data (None: unknown)]} of the runs a table shows (a `data` column from runs_frame)."""
+    """{task: [each run's data (None: unknown)]} of the runs a table shows with a score (a `data` column from
+    runs_frame; a failed run scored nothing, and records no data)."""
     if runs.empty or "task" not in runs:
         return {}
+    if "status" in runs:
+        runs = runs[runs["status"] == "completed"]
     data = runs["data"] if "data" in runs else pd.Series([None] * len(runs), index=runs.index)
     out: dict[str, list] = {}
     for task, value in zip(runs["task"], data):
@@ -55,28 +58,41 @@ def data_by_task(runs: pd.DataFrame) -> dict[str, list]:
     return out
 
 
+OFFICIAL = "the official files"
+
+
+def _official_key(task, key: str) -> bool:
+    """A split read from the hub, or from a file with one of the entry's official digests."""
+    return bool(task is not None and task.official_sha256) and (
+        key.startswith("hub:") or key.removeprefix("sha256:") in task.official_sha256)
+
+
 def is_official(task, data: str | None) -> bool:
     """Whether a run read the task's official data: every split from the hub or a file with an official digest."""
     if data is None or not task.official_sha256:
         return False
-    keys = json.loads(data).values()
-    return all(k.startswith("hub:") or k.removeprefix("sha256:") in task.official_sha256 for k in keys)
+    return all(_official_key(task, k) for k in json.loads(data).values())
 
 
-def note_applies(task, runs_data: list | None) -> bool:
-    """A task's note is shown unless the entry names its official files and every run shown read them."""
-    if not task.official_sha256 or runs_data is None:
-        return True
-    return not runs_data or not all(is_official(task, d) for d in runs_data)
+def note_applies(task, runs_data: list | None) -> str | None:
+    """How a task's note applies to the runs shown: "yes" (some run read other files, or the entry names no
+    official files), "unknown" (every run that recorded its data read the official files, but some recorded
+    none), None (every run read the official files or the hub)."""
+    if not task.official_sha256 or runs_data is None or not runs_data:
+        return "yes"
+    known = [d for d in runs_data if d is not None]
+    if not all(is_official(task, d) for d in known):
+        return "yes"
+    return "unknown" if len(known) < len(runs_data) else None
 
 
-def mixed_data_text(values: list) -> str | None:
-    """What to say of one task whose runs shown read different bytes for one of its splits (known data only);
-    None where they agree."""
+def mixed_data_text(values: list, task=None) -> str | None:
+    """What to say of one task whose runs shown read different bytes for one of its splits (known data only; the
+    official files and the hub count as one); None where they agree."""
     known = [json.loads(d) for d in values if d is not None]
     parts = []
     for split in sorted({s for d in known for s in d}):
-        seen = Counter(d[split] for d in known if split in d)
+        seen = Counter(OFFICIAL if _official_key(task, d[split]) else d[split] for d in known if split in d)
         if len(seen) > 1:
             each = ", ".join(f"{_short(k)} ({n} run{'s' * (n > 1)})" for k, n in seen.most_common())
             parts.append(f"{len(seen)} different {split} sets: {each}")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 
 import pandas as pd
 
@@ -28,7 +27,7 @@ RUN_COLUMNS = ["id", "suite", "cell_key", "model", "task", "method", "method_lab
 ENV_COLUMNS = ["torch", "transformers", "adapters", "git_commit", "git_dirty", "device", "host"]
 COST_COLUMNS = ["trainable_params", "added_params", "total_params", "head_params", "trainable_pct", "train_time_s",
                 "eval_time_s", "peak_memory_mb", "peak_memory_kind", "train_examples_per_s", "train_tokens_per_s",
-                "steps", "epochs_done", "train_flops", "eval_flops", "flops_per_s", "mfu", "num_threads",
+                "steps", "epochs_done", "train_examples", "eval_examples", "train_flops", "eval_flops", "flops_per_s", "mfu", "num_threads",
                 "num_processes", "stopped_by", "error", "started_at", "finished_at"]
 
 
@@ -168,6 +167,7 @@ def best_table(runs: pd.DataFrame, metric: str = "score", resamples: int = signi
             # tuning budget spent: the settings that scored and those whose every seed failed
             "settings_tried": group["setting_key"].nunique() + lost, "settings_failed": lost,
             "train_flops": _mean(runs_of, "train_flops"),   # None where no FLOPs were counted
+            "eval_examples": _max(runs_of, "eval_examples"),   # the dev examples its score is over
             "regime": first["regime"],
             # span extraction: exact match beside the main score (F1)
             "em_mean": _mean(runs_of, em), "em_std": _std(runs_of, em),
@@ -191,25 +191,22 @@ def best_table(runs: pd.DataFrame, metric: str = "score", resamples: int = signi
     return best
 
 
-_EVAL_CAP = re.compile(r"(?:^|,)max_eval_samples=(\d+)")
-
-
 def dev_set_lines(best: pd.DataFrame) -> list[str]:
-    """A line per (model, task) column whose variants' chosen settings scored different numbers of dev examples
-    (max_eval_samples, a budget field): their means are not over the same examples; only the test pairs the
-    examples they share."""
+    """A line per (model, task) column whose variants' scores are over different numbers of dev examples (the
+    runs' eval_examples: a max_eval_samples cap below the dev set's size): their means are not over the same
+    examples; only the test pairs the examples they share. Rows from before the count was stored say nothing."""
     lines = []
     several = best["model"].nunique() > 1
     for (of_model, task), rows in best.groupby(["model", "task"], sort=False):
-        caps: dict = {}
-        for label, budget in zip(rows["method_label"], rows["budget"]):
-            cap = _EVAL_CAP.search(str(budget or ""))
-            caps.setdefault(f"the first {cap.group(1)}" if cap else "all", []).append(label)
-        if len(caps) > 1:
-            each = "; ".join(f"{cap}: {', '.join(labels)}" for cap, labels in caps.items())
-            lines.append(f"{task}{f' ({of_model})' if several else ''}: the variants were scored on different dev "
-                         f"examples ({each}), so their means are not over the same examples; the test against "
-                         f"the best pairs the examples both were scored on.")
+        sizes: dict = {}
+        for label, n in zip(rows["method_label"], pd.to_numeric(rows.get("eval_examples"), errors="coerce")):
+            if pd.notna(n):
+                sizes.setdefault(int(n), []).append(label)
+        if len(sizes) > 1:
+            each = "; ".join(f"{n}: {', '.join(labels)}" for n, labels in sorted(sizes.items(), reverse=True))
+            lines.append(f"{task}{f' ({of_model})' if several else ''}: the variants were scored on different "
+                         f"numbers of dev examples ({each}), so their means are not over the same examples; the "
+                         f"test against the best pairs the examples both were scored on.")
     return lines
 
 

@@ -284,20 +284,34 @@ def test_a_variant_that_failed_on_a_task_shows_as_failed_and_claims_no_params_fo
 
 
 def test_variants_scored_on_different_dev_examples_say_so(tmp_path):
-    """bitfit's cells capped the dev set at 100 examples, full scored all of them: the leaderboard set their means
-    side by side (and bolded by a test that pairs only the shared examples) as if over the same examples."""
+    """bitfit's chosen setting scored the first 100 dev examples, full's all 277: the leaderboard set their means
+    side by side (and bolded by a test that pairs only the shared examples) as if over the same examples. A cap
+    above the dev set's size scores every example: no line then (review)."""
     text = ("name: s\nmodels: [minilm]\ntasks: [rte]\nmethods: [full, bitfit]\n"
-            "budgets: [{epochs: 1}, {epochs: 1, max_eval_samples: 100}]\n")
-    # each variant's best setting: full's on every dev example, bitfit's on the first 100
-    url = store_of(tmp_path, [text],
-                   lambda c: 70.0 + (2 if c.method == "bitfit" else -2) * ("max_eval_samples" in c.budget))
-    line = ("rte: the variants were scored on different dev examples (all: full; the first 100: bitfit), so their "
+            "budgets: [{epochs: 1}, {epochs: 1, max_eval_samples: 100}, {epochs: 2, max_eval_samples: 1000}]\n")
+
+    def extra(c):   # what the loop records: the examples it scored
+        return {"eval_examples": min(c.budget.get("max_eval_samples", 277), 277)}
+
+    def built(folder, chosen):   # each variant's best setting: chosen[method] = its budget's max_eval_samples
+        url = store_of(folder, [text], lambda c: 70.0 + 2 * (c.budget.get("max_eval_samples") == chosen[c.method]))
+        store = Store(url)
+        with store.engine.begin() as conn:   # (store_of writes extra; eval_examples is a column)
+            from sqlalchemy import update
+
+            from harness.store.schema import RunRecord as R
+            for r in store.records("s"):
+                conn.execute(update(R).where(R.id == r.id).values(**extra(r)))
+        return url
+
+    line = ("rte: the variants were scored on different numbers of dev examples (277: full; 100: bitfit), so their "
             "means are not over the same examples; the test against the best pairs the examples both were scored on.")
+    url = built(tmp_path, {"full": None, "bitfit": 100})
     for table in ("leaderboard", "best"):
-        footnote = json.loads(export(url, table, "json"))["footnote"]
-        assert line in footnote, footnote
-    same = store_of(tmp_path / "same", [text], lambda c: 70.0 + 2 * ("max_eval_samples" in c.budget))
-    assert "different dev examples" not in export(same)
+        assert line in json.loads(export(url, table, "json"))["footnote"], table
+    (tmp_path / "same").mkdir()
+    same = built(tmp_path / "same", {"full": None, "bitfit": 1000})   # 1000 > 277: every example
+    assert "different numbers of dev examples" not in export(same)
 
 
 def test_no_setting_is_called_failed_while_its_seeds_run_or_wait(tmp_path):
@@ -467,7 +481,8 @@ def test_squad_s_note_goes_wherever_its_scores_show(tmp_path, monkeypatch):
     from harness.spec.tasks import get_task
 
     note = get_task("squad").note
-    url = store_of(tmp_path, ["name: s\nmodels: [minilm]\ntasks: [squad]\nmethods: [full, bitfit]\n"], lambda c: 70.0)
+    url = store_of(tmp_path, ["name: s\nmodels: [minilm]\ntasks: [squad]\nmethods: [full, bitfit]\n"], lambda c: 70.0,
+                   extra=lambda c: squad_read("offline"))
     for table in ("runs", "best", "leaderboard"):
         for fmt in ("markdown", "latex"):
             assert "not comparable with published SQuAD dev scores" in export(url, table, fmt), (table, fmt)
@@ -522,10 +537,28 @@ def test_squad_s_note_goes_only_where_a_run_read_other_files_than_the_official_o
         (line,) = [x for x in json.loads(export(mixed, table, "json"))["footnote"] if x.startswith("squad:")]
         assert line.startswith(f"squad: {note}; the runs shown read different data under one task version (2 "
                                f"different train sets: "), line
-        assert "sha256:352766398" in line and "sha256:a229f4d76b8b… (1 run)" in line, line
+        # the official files and the hub are one data set (both are the official split)
+        assert "sha256:a229f4d76b8b… (1 run), the official files (1 run)" in line, line
         assert "2 different validation sets" in line, line
     rows = list(csv.DictReader(export(mixed, "leaderboard", "csv").splitlines()))
     assert rows and all(r["squad_note"].startswith(note) for r in rows)
+    # official files and the hub: no note, no "different data"; a run that recorded nothing: "not known"
+    hub = {"data_sources": {"squad": {"train": "hub:rajpurkar/squad/train:f00d",
+                                      "validation": "hub:rajpurkar/squad/validation:beef"}}}
+    (tmp_path / "hub").mkdir()
+    both = store_of(tmp_path / "hub", [text], lambda c: 70.0,
+                    extra=lambda c: hub if c.method == "full" else squad_read("official"))
+    assert not any("squad" in x for x in json.loads(export(both, "best", "json"))["footnote"])
+    (tmp_path / "failed").mkdir()   # a failed run scored nothing and recorded no data: not judged
+    failed = store_of(tmp_path / "failed", [text], lambda c: None if c.method == "bitfit" else 70.0,
+                      extra=lambda c: squad_read("official"))
+    assert not any("squad" in x for x in json.loads(export(failed, "runs", "json"))["footnote"])
+    (tmp_path / "old").mkdir()
+    old = store_of(tmp_path / "old", [text], lambda c: 70.0,
+                   extra=lambda c: {} if c.method == "full" else squad_read("official"))
+    (line,) = [x for x in json.loads(export(old, "leaderboard", "json"))["footnote"] if x.startswith("squad:")]
+    assert line == (f"squad: 1 of the runs shown recorded no data sources (older records), so whether they read the "
+                    f"official files is not known; where they did not: {note}."), line
 
 
 def test_a_task_whose_runs_read_different_files_says_so_under_its_scores(tmp_path):
