@@ -235,7 +235,9 @@ def _add_tests(best: pd.DataFrame, dirs: list, resamples: int) -> pd.DataFrame:
         level = group.index[group["mean"] >= group.at[top, "mean"]]
         # a task this version does not know, or no predictions of the scores shown (dirs None): not tested
         task = TASKS.get(key[2]) if key[2] in TASKS and dirs is not None else None
-        variants = {best.at[i, "method_label"]: dirs[i] for i in group.index} if task else {}
+        # an exact tie for the best is not tested against it (nor counted in the Holm family of the others)
+        variants = {best.at[i, "method_label"]: dirs[i] for i in group.index if i == top or i not in level} \
+            if task else {}
         test = significance.column_test(task, variants, best.at[top, "method_label"], resamples) if task else None
         tests[key] = test
         for i in group.index:
@@ -380,7 +382,8 @@ def _test_average(table: pd.DataFrame, best: pd.DataFrame, glue: list) -> None:
         level = rows.index[rows["avg"] >= rows.at[top, "avg"]]   # an exact tie for the best average: best too
         result = None
         if columns and all(c is not None for c in columns.values()):
-            result = significance.average_test(columns, table.at[top, "method"], list(rows["method"]))
+            result = significance.average_test(columns, table.at[top, "method"],
+                                               [table.at[i, "method"] for i in rows.index if i == top or i not in level])
         for i in rows.index:
             label = table.at[i, "method"]
             table.at[i, "avg_tested"] = result is not None and (i == top or label in result.p_holm)
