@@ -58,7 +58,7 @@ def runs_frame(store, suite: str | None = None, with_env: bool = False) -> pd.Da
         ["env"] if with_env else [])
     # the data a run read (its record's data_sources, by content): the one part of `extra` a table needs. SQLite's
     # JSON functions refuse a document holding NaN (Python's JSON writes it): such a row reads as not recorded
-    sources = RunRecord.extra["data_sources"]
+    sources = RunRecord.extra["data_sources"].as_string()   # as JSON text: identical sources parse once below
     if store.backend == "sqlite":
         sources = case((func.json_valid(RunRecord.extra) == 1, sources), else_=None)
     sources = [sources.label("data_sources")] if "extra" in have else []
@@ -74,7 +74,11 @@ def runs_frame(store, suite: str | None = None, with_env: bool = False) -> pd.Da
             frame[c] = None
     if frame.empty:
         return pd.DataFrame(columns=FLAT + DERIVED)
-    frame["data"] = [run_data(d, t) for d, t in zip(frame.pop("data_sources"), frame["task"])]
+    parsed: dict = {}   # most runs share their sources: one parse per distinct (text, task)
+    for key in zip(frame["data_sources"], frame["task"]):
+        if key not in parsed:
+            parsed[key] = run_data(_json_object(key[0]), key[1])
+    frame["data"] = [parsed[key] for key in zip(frame.pop("data_sources"), frame["task"])]
     queued = _queued_seeds(store, suite)
     frame["seeds_queued"] = [queued.get(k, 0) for k in zip(frame["suite"],
                                                              frame["setting_key"].fillna(frame["cell_key"]))]
@@ -99,6 +103,15 @@ def runs_frame(store, suite: str | None = None, with_env: bool = False) -> pd.Da
     metric_cols = sorted(c for c in frame.columns if c.startswith(("metric_", "best_metric_")))
     rest = [c for c in frame.columns if c not in first and c not in metric_cols]
     return frame[first + metric_cols + rest]
+
+
+def _json_object(text):
+    """A JSON object's text as a dict; anything else (no value, another tool's shape) as None."""
+    try:
+        value = json.loads(text) if isinstance(text, str) else text
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def _queued_seeds(store, suite: str | None) -> dict[tuple, int]:

@@ -83,22 +83,19 @@ def failed_settings(runs: pd.DataFrame) -> dict[tuple, int]:
     newest = version[direct & ok].groupby([rows.loc[direct & ok, c] for c in COLUMN]).max().to_dict()
     for key, v in version[direct].groupby([rows.loc[direct, c] for c in COLUMN]).max().items():
         newest.setdefault(key, v)   # a task with no completed result yet: its newest tried version
-    settings: dict = {}   # (suite, model, task, label, setting) -> every row's status is failed, nothing queued
-    for r, v in zip(rows.itertuples(), version):
-        if r.regime == Regime.MULTITASK.value:   # member rows are written when a cell completes: it stands for them
-            keys = [(r.suite, r.model, t, r.method_label, f"{r.setting_key}.{t}") for t in str(r.task).split("+")]
-        elif r.regime in NOT_RESULTS:
-            continue
-        else:
-            if r.regime != Regime.MULTITASK_MEMBER.value and pd.notna(v) \
-                    and v != newest.get((r.suite, r.task), v):
-                continue   # another task version: not part of this column's budget
-            keys = [(r.suite, r.model, r.task, r.method_label, r.setting_key)]
-        gone = r.status == Status.FAILED and not r.seeds_queued
-        for key in keys:
-            settings[key] = settings.get(key, True) and gone
-    out: dict[tuple, int] = {}
-    for key, all_failed in settings.items():
-        if all_failed:
-            out[key[:4]] = out.get(key[:4], 0) + 1
-    return out
+    gone = (rows["status"] == Status.FAILED) & (pd.to_numeric(rows["seeds_queued"], errors="coerce").fillna(0) == 0)
+    member = rows["regime"] == Regime.MULTITASK_MEMBER.value
+    newest_of = pd.Series([newest.get(k) for k in zip(rows["suite"], rows["task"])], index=rows.index, dtype=float)
+    this_version = member | version.isna() | newest_of.isna() | (version == newest_of)
+    keys = ["suite", "model", "task", "method_label", "setting_key"]
+    single = rows.loc[~rows["regime"].isin(NOT_RESULTS) & this_version, keys].assign(gone=gone)
+    joint = rows[rows["regime"] == Regime.MULTITASK.value]   # member rows are written when a cell completes:
+    members = pd.DataFrame(                                    # a joint row stands for them
+        [(r.suite, r.model, t, r.method_label, f"{r.setting_key}.{t}", g)
+         for r, g in zip(joint.itertuples(), gone[joint.index]) for t in str(r.task).split("+")],
+        columns=keys + ["gone"])
+    every = pd.concat([single, members], ignore_index=True)
+    if every.empty:
+        return {}
+    failed = every.groupby(keys, sort=False)["gone"].all()
+    return {k: int(n) for k, n in failed[failed].groupby(level=[0, 1, 2, 3], sort=False).size().items()}
