@@ -272,15 +272,6 @@ BAD = {   # name: (change to the record's JSON text or dict, the field named)
 }
 
 
-def at_rest(folder) -> dict:
-    """listing(folder), less what reading a store in WAL mode leaves: the shared-memory index and an empty log,
-    which a read-only connection cannot remove (the store's bytes are unchanged)."""
-    from tests.helpers import listing
-
-    return {name: data for name, data in listing(folder).items()
-            if not name.endswith("-shm") and not (name.endswith("-wal") and not data)}
-
-
 @pytest.mark.parametrize("store", ["older revision", "empty file", "another program's database"])
 @pytest.mark.parametrize("record", ["valid", "refused"])
 def test_ingest_writes_nothing_into_a_store_it_does_not_write_a_record_to(tmp_path, cells, store, record):
@@ -290,7 +281,7 @@ def test_ingest_writes_nothing_into_a_store_it_does_not_write_a_record_to(tmp_pa
     refuses it; an older store is migrated only to take a record."""
     import sqlite3
 
-    from tests.helpers import assert_refused, fixture_store
+    from tests.helpers import assert_refused, at_rest, fixture_store
 
     single, _ = cells
     node = Store(f"sqlite:///{tmp_path / 'node' / 'node.db'}")
