@@ -110,10 +110,11 @@ def resolve_user_paths(args) -> None:
 
 
 def existing_store(url: str | None, read_only: bool = True, new_ok: bool = False):
-    """A store that must already exist (ablate and compare read runs from it): never creates one, nor writes the
-    harness's tables into a database that is not a store (an empty file, another program's). new_ok (ingest,
-    which creates the store its first valid record goes into): None where there is no store yet, an SQLite file
-    that does not exist or a server's database without any table (as `createdb` leaves it)."""
+    """A store that must already exist (ablate, compare and export read runs from it): never creates one, nor
+    writes the harness's tables into a database that is not a store (an empty file, another program's). new_ok
+    (ingest, which creates the store its first valid record goes into; status, before any worker has): None where
+    there is no store yet, an SQLite file that does not exist or a server's database without any table (as
+    `createdb` leaves it)."""
     from sqlalchemy import inspect
 
     from harness.store.db import Store

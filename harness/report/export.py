@@ -612,14 +612,7 @@ def write_output(path: str, text: str) -> None:
         raise InputError(f"-o: cannot write {path}: {e.strerror or e}") from None
 
 
-def export(db: str | None, fmt: str, table: str = "runs", suite: str | None = None, model: str | None = None) -> str:
-    from harness.spec.errors import InputError
-
-    url = db or default_db_url()
-    try:
-        store = Store(url, read_only=True)
-    except FileNotFoundError:
-        raise InputError(f"no store at {url}: run a suite first (harness run SUITE) or pass --db") from None
+def export(store: Store, fmt: str, table: str = "runs", suite: str | None = None, model: str | None = None) -> str:
     frame = build_table(store, table, suite, model)
     if fmt == "json":
         return to_json(table, frame)
