@@ -55,16 +55,11 @@ def load_trained_adapter(record, base_dir: str = ".", trust_remote_code: bool = 
     return tokenizer, model
 
 
-def ablate(record, ctx, device: str | None = None, trust_remote_code: bool = False) -> dict:
-    """The payload of an "adapter_ablation" analysis of one completed run."""
-    from transformers import DataCollatorWithPadding
-
-    from harness.spec.status import Status
-    from harness.tasks.kinds import kind_of
-    from harness.spec.tasks import get_task
-    from harness.train.evaluation import evaluate_task, predict
-    from harness.train.loaders import eval_loader, eval_sets_for
+def check_ablatable(record) -> None:
+    """Refuse a stored run that has nothing to ablate: not completed, or not a single-task run of a method with
+    adapters. The CLI checks every run given before it opens the store for writing or reads any data."""
     from harness.spec.methods import METHODS, methods_with
+    from harness.spec.status import Status
 
     if record.status != Status.COMPLETED:
         raise InputError(f"run {record.id} is {record.status}, not completed")
@@ -72,6 +67,18 @@ def ablate(record, ctx, device: str | None = None, trust_remote_code: bool = Fal
     if method is None or not method.ablatable or record.parent_id is not None or record.regime:
         raise InputError(f"run {record.id}: ablation needs a single-task run of "
                          f"{', '.join(methods_with('ablatable'))} (got {record.method_label})")
+
+
+def ablate(record, ctx, device: str | None = None, trust_remote_code: bool = False) -> dict:
+    """The payload of an "adapter_ablation" analysis of one completed run."""
+    from transformers import DataCollatorWithPadding
+
+    from harness.tasks.kinds import kind_of
+    from harness.spec.tasks import get_task
+    from harness.train.evaluation import evaluate_task, predict
+    from harness.train.loaders import eval_loader, eval_sets_for
+
+    check_ablatable(record)
     task = get_task(record.task)
     kind = kind_of(task)
     tokenizer, model = load_trained_adapter(record, ctx.model_base_dir, trust_remote_code)

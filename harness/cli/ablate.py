@@ -26,13 +26,18 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from harness.analysis.ablate import ablate
+    from harness.analysis.ablate import ablate, check_ablatable
     from harness.plan.grid import locate_data
     from harness.report.text import format_ablation
     from harness.train.context import RunContext, quiet_libraries
 
-    store = existing_store(args.db, read_only=False)
-    records = [find_run(store, ref) for ref in args.runs]  # every reference checked before any work
+    # every reference found and checked on the store read-only, before any work: opening it for writing migrates
+    # an older store, which a refused command must leave as it was
+    reader = existing_store(args.db)
+    records = [find_run(reader, ref) for ref in args.runs]
+    reader.engine.dispose()
+    for rec in records:
+        check_ablatable(rec)
     trusted = set(args.trust_remote_code)   # named here, never read from a stored row
     unused = sorted(trusted - {rec.model for rec in records})
     if unused:
@@ -40,8 +45,10 @@ def run(args) -> int:
                          f"{', '.join(sorted({rec.model for rec in records}))})")
     quiet_libraries()
     ctx = RunContext(data_dir=locate_data(args.data_dir).path, cache_dir=args.cache_dir, show_progress=False)
+    store = None
     for rec in records:
         payload = ablate(rec, ctx, trust_remote_code=rec.model in trusted)
+        store = store or existing_store(args.db, read_only=False)   # for writing once there is a result to store
         store.add_analysis(rec.id, "adapter_ablation", payload)
         print(format_ablation(rec, payload))
     return 0

@@ -109,18 +109,27 @@ def resolve_user_paths(args) -> None:
         os.environ["HARNESS_DB"] = absolute_db_url(os.environ["HARNESS_DB"])
 
 
-def existing_store(url: str | None, read_only: bool = True):
-    """A store that must already exist (ablate and compare read runs from it): never creates one, nor writes the
-    harness's tables into a database that is not a store (an empty file, another program's)."""
+def existing_store(url: str | None, read_only: bool = True, new_ok: bool = False):
+    """A store that must already exist (ablate, compare and export read runs from it): never creates one, nor
+    writes the harness's tables into a database that is not a store (an empty file, another program's). new_ok
+    (ingest, which creates the store its first valid record goes into; status, before any worker has): None where
+    there is no store yet, an SQLite file that does not exist or a server's database without any table (as
+    `createdb` leaves it)."""
+    from sqlalchemy import inspect
+
     from harness.store.db import Store
     from harness.store.engine import default_db_url
 
     try:
         probe = Store(url, read_only=True)
     except FileNotFoundError:
+        if new_ok:
+            return None
         raise InputError(f"--db: no store at {url or default_db_url()}") from None
     try:
         if not probe.columns():
+            if new_ok and probe.backend != "sqlite" and not inspect(probe.engine).get_table_names():
+                return None
             raise InputError(f"--db: {url or default_db_url()} is not a harness store (it has no runs table)")
     finally:
         probe.engine.dispose()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from harness.cli.common import add_db
+from harness.cli.common import add_db, existing_store
 
 HELP = "write results as CSV, LaTeX, Markdown or JSON"
 EXAMPLES = """
@@ -33,7 +33,8 @@ def run(args) -> int:
 
     if args.output:
         check_output(args.output, args.db)   # before the store is read: a bad -o writes nothing
-    text = export(args.db, args.format, args.table, args.suite, args.model)
+    # read-only; a database that is not a store is refused, not exported as a store with nothing in it
+    text = export(existing_store(args.db), args.format, args.table, args.suite, args.model)
     if args.output:
         write_output(args.output, text)
         print(f"wrote {args.output}", file=sys.stderr)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from harness.cli.common import add_db, add_lease_timeout
+from harness.cli.common import add_db, add_lease_timeout, existing_store
 from harness.spec.errors import InputError
 
 HELP = ("load record.json files (written by workers that could not reach the store) into the store; "
@@ -37,15 +37,18 @@ def run(args) -> int:
     or a kept record is reported, not an error: the store is ahead of it)."""
     from harness.spec.status import lease_timeout
     from harness.store.db import Store
-    from harness.store.engine import default_db_url, new_sqlite_file
+    from harness.store.engine import default_db_url
     from harness.store.ingest import CONFLICT, KEPT, LEASED, OLDER, OUTCOMES, read_record, record_attempt, record_paths
 
     lease_timeout_s = lease_timeout(args.lease_timeout_s)
     paths = record_paths(args.dirs)
     url = args.db or default_db_url()
-    # a store that is there (or a server) is opened now, so a bad --db is refused first; a new SQLite file is
-    # created only for a valid record (make_engine refuses a folder that could never hold it either way)
-    store = None if new_sqlite_file(url) else Store(url)
+    # a store that is there is checked now, read-only, so a bad --db or a database that is not a store is refused
+    # first; a store is opened for writing (which migrates it, or creates a new one) only for a valid record
+    # (make_engine refuses a folder that could never hold a new SQLite file either way)
+    there = existing_store(url, new_ok=True)
+    if there is not None:
+        there.engine.dispose()
     counts = {outcome: 0 for outcome in (*OUTCOMES, REFUSED)}
     valid = []
     for path in paths:   # every record read first: where none is valid, no store is created or written
@@ -54,8 +57,7 @@ def run(args) -> int:
         except (OSError, InputError) as exc:
             counts[REFUSED] += 1
             print(f"{path}: refused: {getattr(exc, 'strerror', None) or exc}", file=sys.stderr)
-    if valid and store is None:
-        store = Store(url)
+    store = Store(url) if valid else None
     for path, record in valid:
         outcome = store.ingest(record, replace=args.replace, lease_timeout_s=lease_timeout_s)
         counts[outcome] += 1

@@ -6,7 +6,7 @@ import json
 import sys
 import time
 
-from harness.cli.common import add_db, add_lease_timeout, add_max_cells, add_suite, positive_int
+from harness.cli.common import add_db, add_lease_timeout, add_max_cells, add_suite, existing_store, positive_int
 
 HELP = "a suite's progress: counts, time left, running / stale cells, failures (--all: every cell)"
 EXAMPLES = """
@@ -53,14 +53,18 @@ def run(args) -> int:
     from harness.spec.status import lease_timeout
 
     args.lease_timeout_s = lease_timeout(args.lease_timeout_s)   # the flag's or $HARNESS_LEASE_TIMEOUT_S, checked
-    store = None
+    store, looked = None, False
     try:
         while True:
-            if store is None:
+            if store is None:   # status only reads: it never creates or changes a store
                 try:
-                    store = Store(args.db, read_only=True)   # status only reads: it never creates or changes a store
-                except FileNotFoundError:   # no worker has started yet (--watch: look again next time)
+                    # None: no worker has started yet (--watch: look again next time). The first look refuses a
+                    # database that is not a store; one that appears while --watch waits may be a worker's store
+                    # whose tables are being created
+                    store = Store(args.db, read_only=True) if looked else existing_store(args.db, new_ok=True)
+                except FileNotFoundError:
                     store = None
+                looked = True
             payload, text = snapshot(suite, store, args)
             if args.json:
                 print(json.dumps(payload, indent=None if args.watch else 1), flush=True)

@@ -572,7 +572,7 @@ def check_output(path: str, db: str | None) -> None:
     folder that does not exist, or the store's own database file (or its -wal/-shm/-journal file)."""
     from harness.spec.errors import InputError
 
-    real = os.path.realpath(os.path.abspath(os.path.expanduser(path)))
+    real = output_file(path)
     if os.path.isdir(real):
         raise InputError(f"-o: {path} is a folder; give the name of a file to write")
     parent = os.path.dirname(real)
@@ -588,28 +588,36 @@ def check_output(path: str, db: str | None) -> None:
                                  f"there would destroy the store")
 
 
+def output_file(path: str) -> str:
+    """The file -o names: a link's target (what is checked is what is written; the link stays a link)."""
+    return os.path.realpath(os.path.abspath(os.path.expanduser(path)))
+
+
 def write_output(path: str, text: str) -> None:
-    """The export, written whole or not at all (harness.atomic): a failure leaves the old file as it was."""
+    """The export, written whole or not at all (harness.atomic): a failure leaves the old file as it was. A FIFO or
+    a device (-o /dev/stdout) is written as it is: the atomic rename would replace it by a plain file."""
+    import stat
+
     from harness import atomic
     from harness.spec.errors import InputError
 
-    def write(tmp: str) -> None:
-        with open(tmp, "w", encoding="utf-8", newline="") as f:
+    def write(name: str) -> None:
+        with open(name, "w", encoding="utf-8", newline="") as f:
             f.write(text)
     try:
-        atomic.write_file(path, write)
+        try:   # stat, not the resolved name: /dev/stdout's link into /proc resolves to no path for a pipe
+            regular = stat.S_ISREG(os.stat(os.path.expanduser(path)).st_mode)
+        except FileNotFoundError:
+            regular = True   # a new file (or a link's new target)
+        if regular:
+            atomic.write_file(output_file(path), write)
+        else:
+            write(os.path.expanduser(path))
     except OSError as e:
         raise InputError(f"-o: cannot write {path}: {e.strerror or e}") from None
 
 
-def export(db: str | None, fmt: str, table: str = "runs", suite: str | None = None, model: str | None = None) -> str:
-    from harness.spec.errors import InputError
-
-    url = db or default_db_url()
-    try:
-        store = Store(url, read_only=True)
-    except FileNotFoundError:
-        raise InputError(f"no store at {url}: run a suite first (harness run SUITE) or pass --db") from None
+def export(store: Store, fmt: str, table: str = "runs", suite: str | None = None, model: str | None = None) -> str:
     frame = build_table(store, table, suite, model)
     if fmt == "json":
         return to_json(table, frame)

@@ -4,8 +4,8 @@ command line and the refusal check. The servers the store and Slurm tests start 
 (tests.helpers.fixture_store)."""
 
 from tests.helpers.cli import assert_refused, call_cli, run_cli
-from tests.helpers.files import (ROOT, listing, make_tiny_model, real_glue_dir, suite_yaml, write_small_glue,
-                                 write_small_squad, write_suite)
+from tests.helpers.files import (ROOT, at_rest, listing, make_tiny_model, real_glue_dir, suite_yaml,
+                                 write_small_glue, write_small_squad, write_suite)
 
-__all__ = ["ROOT", "assert_refused", "call_cli", "listing", "make_tiny_model", "real_glue_dir", "run_cli",
-           "suite_yaml", "write_small_glue", "write_small_squad", "write_suite"]
+__all__ = ["ROOT", "assert_refused", "at_rest", "call_cli", "listing", "make_tiny_model", "real_glue_dir",
+           "run_cli", "suite_yaml", "write_small_glue", "write_small_squad", "write_suite"]

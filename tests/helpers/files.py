@@ -145,3 +145,10 @@ def listing(root) -> dict:
             path = os.path.join(folder, name)
             seen[os.path.relpath(path, root)] = open(path, "rb").read() if os.path.isfile(path) else None
     return seen
+
+
+def at_rest(root) -> dict:
+    """listing(root), less what reading an SQLite store in WAL mode leaves beside it: the shared-memory index and
+    an empty log, which a read-only connection cannot remove (the store's own bytes are unchanged)."""
+    return {name: data for name, data in listing(root).items()
+            if not name.endswith("-shm") and not (name.endswith("-wal") and not data)}

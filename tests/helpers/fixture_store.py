@@ -76,3 +76,14 @@ def build(path, predictions_dir=None, url=None) -> str:
     # change only when something writes to it (not when this Store is garbage-collected during a later test)
     store.engine.dispose()
     return url
+
+
+def downgrade_to_0004(path) -> None:
+    """The SQLite store at `path` as a harness before revision 0005 (no store identity) left it: what a command
+    that opens it for writing migrates, and one that only reads or refuses must leave byte for byte."""
+    import sqlite3
+
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP TABLE store_info")
+        conn.execute("UPDATE alembic_version SET version_num = '0004'")
+    conn.close()

@@ -126,6 +126,45 @@ def test_export_writes_its_file_whole_with_no_temporary_left(tmp_path, store):
     assert (tmp_path / "runs.csv").read_text() == call_cli("export", "--db", url).stdout
 
 
+@pytest.mark.parametrize("target", ["an existing file", "no file yet"])
+def test_export_through_a_link_writes_the_link_s_target_and_keeps_the_link(tmp_path, store, target):
+    """The file was written under a temporary name beside the link and renamed over the link itself: the link
+    became a plain file and its target kept its old content (and "wrote" was printed)."""
+    _, url = store
+    (tmp_path / "papers").mkdir()
+    real = tmp_path / "papers" / "runs.csv"
+    if target == "an existing file":
+        real.write_text("old\n")
+    (tmp_path / "link.csv").symlink_to(real)
+    r = call_cli("export", "--db", url, "-o", tmp_path / "link.csv")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "link.csv").is_symlink() and os.readlink(tmp_path / "link.csv") == str(real)
+    assert real.read_text() == call_cli("export", "--db", url).stdout
+    assert sorted(os.listdir(tmp_path)) == ["link.csv", "papers"] and os.listdir(tmp_path / "papers") == ["runs.csv"]
+
+
+def test_export_to_a_fifo_writes_into_it_and_never_replaces_it(tmp_path, store):
+    """A FIFO (as /dev/stdout's target, or a device) was replaced by a plain file holding the export: the reader
+    got nothing. It is written as it is. The reader opens its end first (non-blocking: no thread, and a FIFO that
+    got replaced fails the test instead of hanging it); the table fits in the pipe's buffer."""
+    import stat
+
+    _, url = store
+    fifo = tmp_path / "table.md"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        r = call_cli("export", "--db", url, "--table", "leaderboard", "--format", "markdown", "-o", fifo)
+        assert r.returncode == 0, r.stderr
+        got = os.read(reader, 1 << 16).decode()
+    finally:
+        os.close(reader)
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode), "the FIFO is still a FIFO"
+    expected = call_cli("export", "--db", url, "--table", "leaderboard", "--format", "markdown").stdout
+    assert got == expected and 0 < len(expected) < 1 << 16
+    assert os.listdir(tmp_path) == ["table.md"]
+
+
 @pytest.mark.parametrize("args, option", [
     (["status", SUITE, "--num-processes", "0"], "--num-processes"),
     (["compare", "1", "2", "--resamples", "0"], "--resamples"),

@@ -272,6 +272,46 @@ BAD = {   # name: (change to the record's JSON text or dict, the field named)
 }
 
 
+@pytest.mark.parametrize("store", ["older revision", "empty file", "another program's database"])
+@pytest.mark.parametrize("record", ["valid", "refused"])
+def test_ingest_writes_nothing_into_a_store_it_does_not_write_a_record_to(tmp_path, cells, store, record):
+    """The store was opened for writing before any record was read: records that were all refused still migrated
+    an older store (0004 -> 0005); into an empty file or another program's SQLite database (no runs table) ingest
+    wrote the harness's tables and switched the file to WAL. Such a database is refused in one line, as compare
+    refuses it; an older store is migrated only to take a record."""
+    import sqlite3
+
+    from tests.helpers import assert_refused, at_rest, fixture_store
+
+    single, _ = cells
+    node = Store(f"sqlite:///{tmp_path / 'node' / 'node.db'}")
+    good = finish_with_record(node, single, tmp_path / "node" / "out")
+    node.engine.dispose()
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / RECORD).write_text(json.dumps(good if record == "valid" else {**good, "seed": "x"}))
+    db = tmp_path / "db" / "h.db"
+    db.parent.mkdir()
+    if store == "older revision":
+        fixture_store.build(db)
+        fixture_store.downgrade_to_0004(db)
+    elif store == "empty file":
+        db.write_bytes(b"")
+    else:
+        with sqlite3.connect(db) as conn:
+            conn.execute("CREATE TABLE foo (x INTEGER)")
+        conn.close()
+    before = at_rest(tmp_path / "db")
+    proc = call_cli("ingest", tmp_path / "in", "--db", f"sqlite:///{db}")
+    if store != "older revision":
+        assert_refused(proc, f"--db: sqlite:///{db} is not a harness store (it has no runs table)")
+    elif record == "refused":
+        assert proc.returncode == 2 and "1 refused" in proc.stdout, proc.stdout + proc.stderr
+    else:
+        assert proc.returncode == 0 and "1 added" in proc.stdout, proc.stdout + proc.stderr
+        return   # migrated to take it
+    assert at_rest(tmp_path / "db") == before, "nothing written"
+
+
 @pytest.mark.parametrize("name", list(BAD))
 def test_a_bad_record_is_refused_with_one_line_naming_file_and_field(tmp_path, cells, name):
     _, multi = cells

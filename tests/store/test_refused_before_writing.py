@@ -9,7 +9,9 @@ import sqlite3
 
 import pytest
 
-from tests.helpers import assert_refused, call_cli, listing, run_cli, suite_yaml, write_suite
+from tests.helpers import ROOT, assert_refused, at_rest, call_cli, listing, run_cli, suite_yaml, write_suite
+
+SUITE = ROOT / "suites" / "demo.yaml"
 
 
 @pytest.fixture()
@@ -60,9 +62,11 @@ def test_ingest_of_records_that_are_all_refused_creates_no_store(tmp_path):
 
 
 @pytest.mark.parametrize("what", ["empty file", "another program's database"])
-@pytest.mark.parametrize("command", [["compare", "1", "2"], ["ablate", "1"]])
+@pytest.mark.parametrize("command", [["compare", "1", "2"], ["ablate", "1"], ["export"],
+                                     ["export", "--table", "leaderboard"], ["status", SUITE]])
 def test_a_database_that_is_not_a_store_is_refused_and_left_as_it_was(tmp_path, what, command):
-    """ablate opened it for writing and put the harness's tables into it; compare failed with a traceback."""
+    """ablate opened it for writing and put the harness's tables into it; compare failed with a traceback; export
+    printed an empty table and status every cell pending (exit 0), as if it were a store with nothing in it."""
     path = tmp_path / "other.db"
     if what == "empty file":
         path.write_bytes(b"")
@@ -73,6 +77,41 @@ def test_a_database_that_is_not_a_store_is_refused_and_left_as_it_was(tmp_path, 
     before = listing(tmp_path)
     assert_refused(call_cli(*command, "--db", f"sqlite:///{path}"), "is not a harness store (it has no runs table)")
     assert listing(tmp_path) == before
+
+
+@pytest.mark.parametrize("ref", ["no such run", "a full fine-tuning run"])
+def test_ablate_refuses_a_run_before_it_opens_the_store_for_writing(tmp_path, ref):
+    """The store was opened for writing (and migrated: an older store went from 0004 to 0005) before the runs
+    given were found and checked; a full fine-tuning run was refused only after its data had been located."""
+    from harness.store.db import Store
+    from tests.helpers import fixture_store
+
+    url = fixture_store.build(tmp_path / "fx.db")
+    store = Store(url, read_only=True)
+    full = next(r for r in store.records() if r.method == "full" and r.status == "completed")
+    store.engine.dispose()
+    fixture_store.downgrade_to_0004(tmp_path / "fx.db")
+    before = at_rest(tmp_path)
+    if ref == "no such run":
+        assert_refused(call_cli("ablate", "99999", "--db", url), 'run "99999": no run has this id or cell key')
+    else:
+        assert_refused(call_cli("ablate", str(full.id), "--db", url), f"run {full.id}: ablation needs a single-task "
+                                                                     f"run of")
+    assert at_rest(tmp_path) == before, "nothing written: the store is still at 0004"
+
+
+def test_a_store_that_is_not_there_yet_is_named_by_export_and_all_pending_to_status(tmp_path):
+    """export said "error: no store at ..." without naming the option; status before any worker has created the
+    store reports every cell pending (and creates nothing)."""
+    import json
+
+    url = f"sqlite:///{tmp_path / 'nope.db'}"
+    assert_refused(call_cli("export", "--db", url), f"--db: no store at {url}", where="--db")
+    r = call_cli("status", SUITE, "--db", url, "--json")
+    assert r.returncode == 0, r.stderr
+    counts = json.loads(r.stdout)["counts"]
+    assert counts["pending"] == counts["total"] > 0
+    assert listing(tmp_path) == {}
 
 
 @pytest.mark.parametrize("command, flag", [("run", "--output-dir"), ("run", "--cache-dir"),
