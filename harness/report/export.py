@@ -604,7 +604,12 @@ def write_output(path: str, text: str) -> None:
     def write(name: str) -> None:
         with open(name, "w", encoding="utf-8", newline="") as f:
             f.write(text)
+    fd = _open_descriptor(path)
     try:
+        if fd is not None:   # -o /dev/stdout: the descriptor as the shell opened it (`>> log` appends, not replaces)
+            with os.fdopen(os.dup(fd), "w", encoding="utf-8", newline="") as f:
+                f.write(text)
+            return
         try:   # stat, not the resolved name: /dev/stdout's link into /proc resolves to no path for a pipe
             regular = stat.S_ISREG(os.stat(os.path.expanduser(path)).st_mode)
         except FileNotFoundError:
@@ -615,6 +620,18 @@ def write_output(path: str, text: str) -> None:
             write(os.path.expanduser(path))
     except OSError as e:
         raise InputError(f"-o: cannot write {path}: {e.strerror or e}") from None
+
+
+_DESCRIPTOR = re.compile(r"/(?:dev/fd|proc/self/fd)/(\d+)")
+_STANDARD = {"/dev/stdout": 1, "/dev/stderr": 2}
+
+
+def _open_descriptor(path: str) -> int | None:
+    """The file descriptor -o names (/dev/stdout, /dev/stderr, /dev/fd/N, /proc/self/fd/N), or None. Reopened by
+    name, a descriptor redirected to a file (`>> log`) would be truncated, or replaced by the atomic rename."""
+    name = os.path.abspath(os.path.expanduser(path))
+    match = _DESCRIPTOR.fullmatch(name)
+    return _STANDARD.get(name) if match is None else int(match.group(1))
 
 
 def export(store: Store, fmt: str, table: str = "runs", suite: str | None = None, model: str | None = None) -> str:

@@ -165,6 +165,22 @@ def test_export_to_a_fifo_writes_into_it_and_never_replaces_it(tmp_path, store):
     assert os.listdir(tmp_path) == ["table.md"]
 
 
+def test_export_to_dev_stdout_appends_where_the_shell_appends(tmp_path, store):
+    """`harness export -o /dev/stdout >> log`: /dev/stdout resolves to the log file, which the atomic write
+    replaced (its earlier lines gone) and a plain reopen would truncate; the descriptor is written as the shell
+    opened it."""
+    _, url = store
+    log = tmp_path / "log"
+    log.write_text("earlier line\n")
+    with open(log, "a") as out:
+        r = subprocess.run([sys.executable, "-m", "harness", "export", "--db", url, "--table", "leaderboard",
+                            "--format", "markdown", "-o", "/dev/stdout"], stdout=out, stderr=subprocess.PIPE,
+                           text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr
+    expected = call_cli("export", "--db", url, "--table", "leaderboard", "--format", "markdown").stdout
+    assert log.read_text() == "earlier line\n" + expected
+
+
 @pytest.mark.parametrize("args, option", [
     (["status", SUITE, "--num-processes", "0"], "--num-processes"),
     (["compare", "1", "2", "--resamples", "0"], "--resamples"),
