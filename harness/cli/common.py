@@ -129,7 +129,13 @@ def existing_store(url: str | None, read_only: bool = True):
 
 def find_run(store, ref: str):
     """A run by id or by cell key (or a unique prefix of one)."""
-    if ref.isdigit() and store.get(int(ref)) is not None:
+    from sqlalchemy import Integer
+
+    from harness.store.schema import INT_BOUNDS
+
+    # an id is ASCII digits within the id column's INTEGER: "²" is a digit to str.isdigit but not to int, and a
+    # bigger number overflows the driver; neither is any run's id, so they are looked up as cell keys
+    if ref.isascii() and ref.isdigit() and int(ref) <= INT_BOUNDS[Integer] and store.get(int(ref)) is not None:
         return store.get(int(ref))
     records = store.records()
     found = [r for r in records if r.cell_key == ref] or [r for r in records if r.cell_key.startswith(ref)]

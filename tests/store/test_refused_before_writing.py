@@ -140,6 +140,22 @@ def test_compare_names_the_variants_of_a_bare_method_and_refuses_options_it_woul
     assert_refused(call_cli("compare", "1", "2", "--db", url, "--suite", "nosuch"), "--suite: only with --task")
 
 
+@pytest.mark.parametrize("ref", ["\u00b2", "99999999999999999999999"])
+@pytest.mark.parametrize("command", ["compare", "ablate"])
+def test_a_run_reference_that_is_no_id_is_looked_up_as_a_cell_key(tmp_path, command, ref):
+    """A superscript two is a digit to str.isdigit but not to int (ValueError); a number past INTEGER overflowed
+    the driver (OverflowError): both tracebacks. Neither can be an id: no run has it."""
+    from tests.helpers import fixture_store
+
+    url = fixture_store.build(tmp_path / "fx.db")
+    store = (tmp_path / "fx.db").read_bytes()
+    args = [ref, "1"] if command == "compare" else [ref]
+    assert_refused(call_cli(command, *args, "--db", url), f'run "{ref}": no run has this id or cell key')
+    # nothing written: the store as it was, its write-ahead log (where SQLite opens one) empty
+    wal = tmp_path / "fx.db-wal"
+    assert (tmp_path / "fx.db").read_bytes() == store and not (wal.exists() and wal.read_bytes())
+
+
 def test_slurm_refuses_to_wait_for_a_dry_run(tmp_path, suite):
     assert_refused(call_cli("slurm", suite, "--workers", "1", "--dry-run", "--wait"), "--wait: nothing is submitted")
 
