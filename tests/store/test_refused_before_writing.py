@@ -33,6 +33,21 @@ def test_run_checks_the_lease_timing_before_it_creates_the_store(tmp_path, suite
     assert listing(tmp_path) == before
 
 
+@pytest.mark.parametrize("name, value, expect", [
+    ("HARNESS_HEARTBEAT_S", "0", "HARNESS_HEARTBEAT_S: must be a positive number of seconds, not 0.0"),
+    ("HARNESS_LEASE_TIMEOUT_S", "inf", "HARNESS_LEASE_TIMEOUT_S: must be a positive number of seconds, not inf"),
+    ("HARNESS_LEASE_TIMEOUT_S", "10", "HARNESS_LEASE_TIMEOUT_S (10) must be at least twice --heartbeat-s (30)"),
+])
+def test_lease_timing_from_the_environment_is_named_by_its_variable(tmp_path, suite, monkeypatch, name, value,
+                                                                    expect):
+    """The error named --heartbeat-s or --lease-timeout-s, which the user had not given."""
+    monkeypatch.setenv(name, value)
+    before = listing(tmp_path)
+    r = call_cli("run", suite, "--db", f"sqlite:///{tmp_path / 'h.db'}", "--output-dir", tmp_path / "out")
+    assert assert_refused(r, expect).startswith(f"error: {name}")
+    assert listing(tmp_path) == before
+
+
 def test_a_store_s_folder_that_cannot_be_created_is_refused_in_one_line(tmp_path, suite, small_glue):
     """/proc does not take new folders: makedirs' FileNotFoundError went up as a traceback (exit 1)."""
     r = call_cli("run", suite, "--data-dir", small_glue, "--output-dir", tmp_path / "out",
