@@ -127,6 +127,16 @@ def existing_store(url: str | None, read_only: bool = True):
     return Store(url, read_only=read_only)
 
 
+def task_option(name: str) -> str:
+    """--task's registered name; an unknown one refused naming the option."""
+    from harness.spec.tasks import TASKS
+
+    try:
+        return TASKS.canonical(name)
+    except InputError as e:
+        raise InputError(f"--task: {e}") from None
+
+
 def find_run(store, ref: str):
     """A run by id or by cell key (or a unique prefix of one)."""
     from sqlalchemy import Integer

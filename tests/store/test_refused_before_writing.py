@@ -171,6 +171,16 @@ def test_a_run_reference_that_is_no_id_is_looked_up_as_a_cell_key(tmp_path, comm
     assert (tmp_path / "fx.db").read_bytes() == store and not (wal.exists() and wal.read_bytes())
 
 
+def test_an_unknown_task_is_refused_naming_the_task_option(tmp_path, suite):
+    """The error said `unknown task "nosuch"` without naming --task."""
+    from tests.helpers import fixture_store
+
+    url = fixture_store.build(tmp_path / "fx.db")
+    for args in (["compare", "--task", "nosuch", "--db", url], ["compare", "full", "houlsby", "--task", "nosuch",
+                                                                "--db", url], ["params", suite, "--task", "nosuch"]):
+        assert_refused(call_cli(*args), '--task: unknown task "nosuch"', where="--task")
+
+
 def test_slurm_refuses_to_wait_for_a_dry_run(tmp_path, suite):
     assert_refused(call_cli("slurm", suite, "--workers", "1", "--dry-run", "--wait"), "--wait: nothing is submitted")
 
