@@ -99,8 +99,10 @@ def resolve_user_paths(args) -> None:
         if blocking:
             raise InputError(f"--{name.replace('_', '-')}: {blocking} is a file, not a folder")
     if hasattr(args, "db"):
-        # where the store's URL came from, for the error that refuses it (engine.py names --db)
-        args.db_source = "--db" if args.db or not os.environ.get("HARNESS_DB") else "$HARNESS_DB"
+        # where the store's URL came from, for the error that refuses it (engine.py names --db): the option as
+        # typed (estimate's --from-store is --db too), else $HARNESS_DB
+        option = getattr(args, "db_option", "--db")
+        args.db_source = option if args.db or not os.environ.get("HARNESS_DB") else "$HARNESS_DB"
         args.db = absolute_db_url(args.db or default_db_url())
         check_db_url(args.db)   # not a URL, or in memory: refused by every command with --db, before any work
     if os.environ.get("HARNESS_DATA_DIR"):
