@@ -258,6 +258,18 @@ def test_prefetch_refuses_a_data_dir_that_is_not_there(tmp_path, suite):
                    f"--data-dir: data directory {tmp_path / 'nothing'} does not exist")
 
 
+def test_prefetch_refuses_a_data_dir_from_the_environment_or_the_suite_that_is_not_there(tmp_path, suite,
+                                                                                        monkeypatch):
+    """Only --data-dir was checked: the same folder from $HARNESS_DATA_DIR or the suite's data_dir listed every
+    task's data as missing (exit 1)."""
+    monkeypatch.setenv("HARNESS_DATA_DIR", str(tmp_path / "nothing"))
+    assert_refused(call_cli("prefetch", suite, "--check"), f"data directory {tmp_path / 'nothing'} does not exist",
+                   where="$HARNESS_DATA_DIR")
+    own = write_suite(tmp_path / "own.yaml", suite.read_text() + "data_dir: nothing\n")
+    assert_refused(call_cli("prefetch", own, "--check"), f"data_dir: data directory {tmp_path / 'nothing'} does not "
+                                                         f"exist", where=own)
+
+
 def test_an_output_folder_is_bound_to_the_store_whose_runs_it_holds(tmp_path, suite, small_glue):
     """Cell folders are named by cell, not by store: a second store running the same suite into the same folder
     moved its predictions, adapter and record.json over the first store's (whose rows still point there), and
