@@ -20,11 +20,15 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from harness.analysis.accounting import format_rows, param_rows
+    from harness.analysis.accounting import format_rows, known_config, param_rows
+    from harness.plan.preflight import check_configuration
     from harness.plan.suite import load_suite
     from harness.train.context import quiet_libraries
 
     suite = load_suite(args.suite, args.max_cells)
+    # what validate refuses in the models, methods, lengths and adapters (a count of a suite that cannot run is
+    # no count); not its data: params reads none
+    check_configuration(suite, suite.locate(), known=known_config)
     task = task_option(args.task) if args.task else None
     quiet_libraries()
     rows = param_rows(suite, task)
