@@ -39,13 +39,18 @@ KNOWN_CONFIGS = {
 }
 
 
+def known_config(spec) -> dict | None:
+    """The published config of a classic checkpoint (any org's copy of it), or None."""
+    return KNOWN_CONFIGS.get(spec.name.split("/")[-1])
+
+
 def model_config(spec, task):
     from transformers import AutoConfig
 
     from harness.tasks.kinds import kind_of
 
     kwargs = kind_of(task).config_kwargs(task)
-    known = KNOWN_CONFIGS.get(spec.name.split("/")[-1])
+    known = known_config(spec)
     try:  # a classic checkpoint's config is known: never wait on the hub for it
         return AutoConfig.from_pretrained(spec.source(), trust_remote_code=spec.trust_remote_code,
                                           local_files_only=known is not None, **kwargs)

@@ -39,13 +39,15 @@ class Parser(argparse.ArgumentParser):
             self.error(f"unrecognized arguments: {' '.join(extras)}")
         for action in self._actions:
             value = getattr(namespace, action.dest, None)
+            typed = [s for s in action.option_strings   # the spelling the user typed (--db or --from-store)
+                     if any(a == s or a.startswith(s + "=") for a in given)]
+            if action.dest == "db" and action.option_strings:   # what errors about the store name it by
+                namespace.db_option = (typed or action.option_strings)[0]
             if getattr(action, "empty_ok", False):   # an option whose empty value means something (--log-with)
                 continue
             if any(isinstance(v, str) and not v.strip() for v in (value if isinstance(value, list) else [value])):
                 if not action.option_strings:
                     self.error(f"{action.metavar or action.dest}: empty")
-                typed = [s for s in action.option_strings   # the spelling the user typed (--db or --from-store)
-                         if any(a == s or a.startswith(s + "=") for a in given)]
                 self.error(f"{(typed or action.option_strings)[0]}: empty (leave the option out for its default)")
         return namespace, extras
 
@@ -68,8 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         return code
     except InputError as e:
         text = str(e)
-        if getattr(args, "db_source", "--db") != "--db" and text.startswith("--db:"):   # no --db given: the
-            text = args.db_source + text.removeprefix("--db")                          # store came from $HARNESS_DB
+        if getattr(args, "db_source", "--db") != "--db" and text.startswith("--db:"):   # the store came from
+            text = args.db_source + text.removeprefix("--db")   # $HARNESS_DB, or the option is spelled --from-store
         print(f"error: {text}", file=sys.stderr)
         return 2
     except BrokenPipeError:

@@ -99,8 +99,10 @@ def resolve_user_paths(args) -> None:
         if blocking:
             raise InputError(f"--{name.replace('_', '-')}: {blocking} is a file, not a folder")
     if hasattr(args, "db"):
-        # where the store's URL came from, for the error that refuses it (engine.py names --db)
-        args.db_source = "--db" if args.db or not os.environ.get("HARNESS_DB") else "$HARNESS_DB"
+        # where the store's URL came from, for the error that refuses it (engine.py names --db): the option as
+        # typed (estimate's --from-store is --db too), else $HARNESS_DB
+        option = getattr(args, "db_option", "--db")
+        args.db_source = option if args.db or not os.environ.get("HARNESS_DB") else "$HARNESS_DB"
         args.db = absolute_db_url(args.db or default_db_url())
         check_db_url(args.db)   # not a URL, or in memory: refused by every command with --db, before any work
     if os.environ.get("HARNESS_DATA_DIR"):
@@ -136,9 +138,25 @@ def existing_store(url: str | None, read_only: bool = True, new_ok: bool = False
     return Store(url, read_only=read_only)
 
 
+def task_option(name: str) -> str:
+    """--task's registered name; an unknown one refused naming the option."""
+    from harness.spec.tasks import TASKS
+
+    try:
+        return TASKS.canonical(name)
+    except InputError as e:
+        raise InputError(f"--task: {e}") from None
+
+
 def find_run(store, ref: str):
     """A run by id or by cell key (or a unique prefix of one)."""
-    if ref.isdigit() and store.get(int(ref)) is not None:
+    from sqlalchemy import Integer
+
+    from harness.store.schema import INT_BOUNDS
+
+    # an id is ASCII digits within the id column's INTEGER: "²" is a digit to str.isdigit but not to int, and a
+    # bigger number overflows the driver; neither is any run's id, so they are looked up as cell keys
+    if ref.isascii() and ref.isdigit() and int(ref) <= INT_BOUNDS[Integer] and store.get(int(ref)) is not None:
         return store.get(int(ref))
     records = store.records()
     found = [r for r in records if r.cell_key == ref] or [r for r in records if r.cell_key.startswith(ref)]

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from harness.cli.common import add_db, existing_store, find_run, positive_int
+from harness.cli.common import add_db, existing_store, find_run, positive_int, task_option
 
 HELP = ("paired bootstrap of two runs (or two method variants over seeds) on the same dev examples, or every "
         "variant of a task against its best")
@@ -36,6 +36,8 @@ def run(args) -> int:
     for option, value in (("--suite", args.suite), ("--model", args.model)):
         if value and not args.task:   # two runs are named by id or key: nothing to restrict
             raise InputError(f"{option}: only with --task (two runs A B are compared as they are)")
+    if args.task:
+        args.task = task_option(args.task)
     store = existing_store(args.db)
     if args.a is None:
         print(format_column(args.task, args.resamples, store, args.suite, args.model))

@@ -66,7 +66,7 @@ def run(args) -> int:
         store = Store(url, read_only=True)
     except FileNotFoundError:
         if not args.pilot:
-            raise InputError(f"--from-store: no store at {url}; run `harness estimate --pilot` to measure "
+            raise InputError(f"{args.db_source}: no store at {url}; run `harness estimate --pilot` to measure "
                              f"instead") from None
         store = None
     if args.pilot:
@@ -74,7 +74,7 @@ def run(args) -> int:
     else:
         observations, source = progress.stored_observations(store), "store"
         if not observations:
-            raise InputError(f"--from-store: no completed run with a measured time in {url}; run `harness "
+            raise InputError(f"{args.db_source}: no completed run with a measured time in {url}; run `harness "
                              f"estimate --pilot` to measure instead")
     try:
         est = progress.estimate(cells, store, device=args.device, observations=observations,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from harness.cli.common import add_max_cells, add_suite
+from harness.cli.common import add_max_cells, add_suite, task_option
 
 HELP = "total / trainable / added parameters per model x method of a suite, from configs alone (trains nothing)"
 EXAMPLES = """
@@ -20,13 +20,16 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from harness.analysis.accounting import format_rows, param_rows
+    from harness.analysis.accounting import format_rows, known_config, param_rows
+    from harness.plan.preflight import check_configuration
     from harness.plan.suite import load_suite
-    from harness.spec.tasks import get_task
     from harness.train.context import quiet_libraries
 
     suite = load_suite(args.suite, args.max_cells)
-    task = get_task(args.task).name if args.task else None
+    # what validate refuses in the models, methods, lengths and adapters (a count of a suite that cannot run is
+    # no count); not its data: params reads none
+    check_configuration(suite, suite.locate(), known=known_config)
+    task = task_option(args.task) if args.task else None
     quiet_libraries()
     rows = param_rows(suite, task)
     sys.stdout.write(format_rows(rows, task or "the suite's first task"))

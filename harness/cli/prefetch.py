@@ -25,6 +25,7 @@ def run(args) -> int:
     from harness.plan.suite import load_suite
 
     suite = load_suite(args.suite)
-    if args.data_dir:   # a folder that is not there: refused, not listed as every task's missing data
-        check_data_dir(suite, args.data_dir)
+    # a folder that is not there (from --data-dir, the suite's data_dir or $HARNESS_DATA_DIR, as the tasks read
+    # it): refused, not listed as every task's missing data
+    check_data_dir(suite, args.data_dir)
     return prefetch(suite, data_dir=args.data_dir, check_only=args.check)

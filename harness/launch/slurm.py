@@ -70,6 +70,8 @@ class SlurmRequest:
                 raise InputError(f"--accelerate-config: no such file: {self.accelerate_config} (shipped configs: "
                                  f"{', '.join(SHIPPED_CONFIGS)})")
             self.accelerate_config = shipped
+        if self.accelerate_config:
+            check_accelerate_config(self.accelerate_config)
 
     @property
     def db_url(self) -> str:
@@ -163,6 +165,24 @@ def check_worker_db(url: str) -> None:
         raise InputError(f"--db: {parsed.render_as_string(hide_password=True)} is an in-memory SQLite store: "
                          f"each worker would get its own, empty one and every result would be lost; give a file "
                          f"(sqlite:///path/to/harness.db) or a PostgreSQL server")
+
+
+def check_accelerate_config(path: str) -> None:
+    """A config `accelerate launch` can read (it parses it with yaml.safe_load into a mapping of settings): one
+    that does not parse is refused here, not by every array task."""
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            config = yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        raise InputError(f"--accelerate-config: {path}{f':{mark.line + 1}' if mark else ''}: not YAML "
+                         f"({getattr(e, 'problem', None) or str(e).splitlines()[0]})") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"--accelerate-config: cannot read {path} ({getattr(e, 'strerror', None) or e})") from None
+    if not isinstance(config, dict):
+        raise InputError(f"--accelerate-config: {path} is not a mapping of accelerate settings")
 
 
 def shipped_config(name: str) -> str | None:

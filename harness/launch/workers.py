@@ -36,10 +36,18 @@ ENV_WORKERS = "HARNESS_WORKERS"
 RANK_VARIABLES = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
 
 
+def _whole_number(value: str) -> bool:
+    return value.isascii() and value.isdigit()   # "²" is a digit to str.isdigit, not to int
+
+
 def launcher_ranks() -> int:
+    """The processes of this launch; a variable set to something else is bad input (accelerate's int() of it
+    fails too, later and as a traceback)."""
     for name in RANK_VARIABLES:
         value = os.environ.get(name, "").strip()
-        if value.isdigit():
+        if value:
+            if not _whole_number(value):
+                raise InputError(f"{name}={value!r}: a launcher's number of processes is a whole number")
             return int(value)
     return 1
 
@@ -48,7 +56,7 @@ def workers_asked() -> int | None:
     """HARNESS_WORKERS, checked (bad input: an InputError); None where it is unset."""
     value = os.environ.get(ENV_WORKERS, "")
     if value:
-        if not value.isdigit() or int(value) < 1:
+        if not _whole_number(value) or int(value) < 1:
             raise InputError(f"{ENV_WORKERS}={value!r}: the number of workers is a whole number >= 1")
         return int(value)
     return None

@@ -81,11 +81,13 @@ def _check_model_sizes(suite: Suite, i: int, spec: ModelSpec, sizes: dict, loc) 
                                               f"hparams.max_length")
 
 
-def check_models(suite: Suite, loc) -> list[str]:
+def check_models(suite: Suite, loc, known=None) -> list[str]:
+    """`known(spec)`: a config the caller has for a model that is not on this machine (params' published configs
+    of classic checkpoints), or None."""
     notes = []
     offline = _truthy("HF_HUB_OFFLINE")
     for i, spec in enumerate(suite.model_specs()):
-        config = spec.config_dict()
+        config = spec.config_dict() or (known(spec) if known else None)
         if config is None:
             if spec.name in ALIASES or spec.local_path() is not None:
                 raise loc.error(("models", i), f'model "{spec.name}": its config.json cannot be read')
@@ -196,12 +198,20 @@ def check_trackers(suite: Suite, settings: dict, option: str | None, loc) -> Non
         raise loc.error(path, f'tracker "{name}" is {fix}')
 
 
+def check_configuration(suite: Suite, loc, known=None) -> list[str]:
+    """The models, their sizes against the suite's lengths and methods, the pretrained adapters: all a suite asks
+    of this machine but its data and trackers (`harness params`, which counts from configs alone, checks this
+    much). `known`: as check_models'."""
+    notes = check_models(suite, loc, known)
+    check_adapters(suite, loc)
+    return notes
+
+
 def preflight(suite: Suite, cli_data_dir: str | None = None, log_with: str | None = None) -> list[str]:
     """Raise InputError for the first thing this machine lacks; return notes on what could not be checked.
     `log_with`: the --log-with option, where given."""
     loc = suite.locate()
-    notes = check_models(suite, loc)
+    notes = check_configuration(suite, loc)
     notes += check_data(suite, cli_data_dir, loc)
-    check_adapters(suite, loc)
     check_trackers(suite, tracker_settings(suite, log_with), log_with, loc)
     return notes

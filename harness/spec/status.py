@@ -68,29 +68,35 @@ NOT_RESULTS = (Regime.MULTITASK.value, Regime.SEQUENTIAL_STAGE.value)
 
 # Lease timing comes from the command line or the environment (HARNESS_HEARTBEAT_S, HARNESS_LEASE_TIMEOUT_S), so
 # every worker of a Slurm array, and every reader of leases (status, the board, ingest), gets the same.
-def _seconds(value, env: str, default: float, flag: str) -> float:
-    """A positive number of seconds: the flag's value, else the environment variable's, else the default."""
+def _seconds(value, env: str, default: float, flag: str) -> tuple[float, str]:
+    """A positive number of seconds: the flag's value, else the environment variable's, else the default; with
+    the name of where it came from, for the errors that refuse it (the variable, where the flag was not given)."""
+    source = flag
     if value is None:
         raw = os.environ.get(env)
         try:
             value = float(raw) if raw else default
         except ValueError:
             raise InputError(f"{env}: not a number of seconds: {raw!r}") from None
+        source = env if raw else flag
     if not (value > 0 and math.isfinite(value)):   # nan and inf too: a lease that never goes stale is no lease
-        raise InputError(f"{flag}: must be a positive number of seconds, not {value}")
-    return float(value)
+        raise InputError(f"{source}: must be a positive number of seconds, not {value}")
+    return float(value), source
+
+
+_LEASE_TIMEOUT = ("HARNESS_LEASE_TIMEOUT_S", DEFAULT_LEASE_TIMEOUT_S, "--lease-timeout-s")
 
 
 def lease_timeout(value: float | None) -> float:
     """The lease timeout alone (readers of leases: status, ingest)."""
-    return _seconds(value, "HARNESS_LEASE_TIMEOUT_S", DEFAULT_LEASE_TIMEOUT_S, "--lease-timeout-s")
+    return _seconds(value, *_LEASE_TIMEOUT)[0]
 
 
 def lease_timing(heartbeat_s: float | None, lease_timeout_s: float | None) -> tuple[float, float]:
     """(heartbeat, lease timeout) of a worker: the timeout must leave room for a late heartbeat."""
-    beat = _seconds(heartbeat_s, "HARNESS_HEARTBEAT_S", DEFAULT_HEARTBEAT_S, "--heartbeat-s")
-    timeout = lease_timeout(lease_timeout_s)
+    beat, beat_from = _seconds(heartbeat_s, "HARNESS_HEARTBEAT_S", DEFAULT_HEARTBEAT_S, "--heartbeat-s")
+    timeout, timeout_from = _seconds(lease_timeout_s, *_LEASE_TIMEOUT)
     if timeout < 2 * beat:
-        raise InputError(f"--lease-timeout-s ({timeout:g}) must be at least twice --heartbeat-s ({beat:g}): "
+        raise InputError(f"{timeout_from} ({timeout:g}) must be at least twice {beat_from} ({beat:g}): "
                          f"one late heartbeat would otherwise hand a live worker's cell to another")
     return beat, timeout

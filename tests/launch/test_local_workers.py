@@ -50,6 +50,9 @@ def test_bad_worker_counts_are_refused(tmp_path, tiny_bert, small_glue):
     assert_refused(run_cli("run", suite, *args, "--workers", "0", cwd=tmp_path), "--workers")
     assert_refused(run_cli("run", suite, *args, "--threads-per-worker", "two", cwd=tmp_path), "--threads-per-worker")
     assert_refused(run_cli("run", suite, *args, cwd=tmp_path, env={"HARNESS_WORKERS": "many"}), "HARNESS_WORKERS")
+    # a superscript two is a digit to str.isdigit, not to int: both were tracebacks
+    for name in ("HARNESS_WORKERS", "WORLD_SIZE"):
+        assert_refused(run_cli("run", suite, *args, cwd=tmp_path, env={name: "\u00b2"}), f"{name}='\u00b2'")
     assert not db.exists() and not (tmp_path / "out").exists()
 
 

@@ -164,6 +164,38 @@ def test_bad_script_values_are_refused_and_nothing_is_written(tmp_path, tiny_ber
     assert not out.exists() and not (tmp_path / value.split("\n")[0]).exists(), "nothing written"
 
 
+@pytest.mark.parametrize("what", ["--data-dir", "$HARNESS_DATA_DIR", "--db", "--accelerate-config"])
+def test_input_every_array_task_would_fail_on_is_refused_before_the_script(tmp_path, tiny_bert, what, monkeypatch):
+    """A data folder that is not there, an SQLite file that is not a database, an accelerate config that does not
+    parse: the script was printed (exit 0) or submitted, and every array task failed on it. (A server database
+    is still left to the tasks: a login node may not reach it.) sbatch here is a fake that says if it was called."""
+    suite = write_suite(tmp_path / "s.yaml", suite_text(tiny_bert, "s"))
+    (tmp_path / "text.db").write_text("these are my notes, not a database\n")
+    (tmp_path / "bad.yaml").write_text("compute_environment: [LOCAL_MACHINE\n")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text('#!/bin/bash\ntouch "$SUBMITTED"\necho 42\n')
+    (bin_dir / "sbatch").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("SUBMITTED", str(tmp_path / "submitted"))
+    monkeypatch.delenv("HARNESS_DATA_DIR", raising=False)
+    missing = tmp_path / "nothing"
+    flags, expect = {
+        "--data-dir": (["--data-dir", missing], f"--data-dir: data directory {missing} does not exist"),
+        "$HARNESS_DATA_DIR": ([], f"$HARNESS_DATA_DIR: data directory {missing} does not exist"),
+        "--db": (["--db", f"sqlite:///{tmp_path / 'text.db'}"], "file is not a database"),
+        "--accelerate-config": (["--accelerate-config", tmp_path / "bad.yaml"],
+                                f"--accelerate-config: {tmp_path / 'bad.yaml'}:2: not YAML"),
+    }[what]
+    if what == "$HARNESS_DATA_DIR":
+        monkeypatch.setenv("HARNESS_DATA_DIR", str(missing))
+    out = tmp_path / "results"
+    for dry in (["--dry-run"], []):
+        r = call_cli("slurm", suite, "--workers", "1", "--output-dir", out, *flags, *dry)
+        assert_refused(r, expect, where=what)
+    assert not out.exists() and not (tmp_path / "submitted").exists(), "nothing written, nothing submitted"
+
+
 def test_without_sbatch_no_script_is_left_behind(tmp_path, tiny_bert):
     """`sbatch: not found` came after the script and the log folder were written."""
     suite = write_suite(tmp_path / "s.yaml", suite_text(tiny_bert, "s"))

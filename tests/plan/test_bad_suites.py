@@ -58,6 +58,21 @@ def test_bad_suite_is_refused_by_validate_and_run(path, machine):
     assert sorted(os.listdir(CORPUS)) == before
 
 
+# `harness params` counts from configs alone and reads no data (it has no --data-dir): a suite whose only fault is
+# its data folder is not refused by it
+DATA_ONLY = {"data_dir_missing", "data_dir_without_task"}
+
+
+@pytest.mark.parametrize("path", [p for p in FILES if p.stem not in DATA_ONLY],
+                         ids=[p.stem for p in FILES if p.stem not in DATA_ONLY])
+def test_bad_suite_is_refused_by_params(path, machine):
+    """params ran the schema only: a LoRA rank over the model's width, an adapter path that is not there, a
+    max_length over the model's positions printed a table (exit 0); an adapter size over the width failed in the
+    method's set-up, without the file, line and field."""
+    assert_refused(call_cli("params", path), expected(path), where=path)
+    assert list(machine.iterdir()) == [], "a refused suite wrote something"
+
+
 @pytest.mark.timeout(300)   # a hang guard, not a speed check (a quadratic scan hung); speed: bench/bench_validate.py
 def test_a_hundred_thousand_seeds_are_refused(machine):
     """The grid cap applies before any cell is built, and a duplicate among 100,000 seeds is found (the scans

@@ -482,6 +482,21 @@ def test_bad_input_is_refused_in_one_line(past, tmp_path, args, expect):
     assert not (tmp_path / "missing.db").exists()
 
 
+def test_estimate_names_the_store_option_it_was_given(past, tmp_path, monkeypatch):
+    """--from-store and --db are one option: a store that failed to open was named --db, a missing one
+    --from-store, whichever was given (and --from-store when the store came from $HARNESS_DB)."""
+    suite, _ = past
+    (tmp_path / "text.db").write_text("these are my notes, not a database\n")
+    text, missing = f"sqlite:///{tmp_path / 'text.db'}", f"sqlite:///{tmp_path / 'missing.db'}"
+    for option in ("--from-store", "--db"):
+        for url, expect in ((text, "cannot open the store"), (missing, "no store at")):
+            assert_refused(call_cli("estimate", suite, option, url), expect, where=option)
+        assert_refused(call_cli("estimate", suite, f"{option}={missing}"), "no store at", where=option)
+    monkeypatch.setenv("HARNESS_DB", missing)
+    assert_refused(call_cli("estimate", suite), "no store at", where="$HARNESS_DB")
+    assert not (tmp_path / "missing.db").exists()
+
+
 def test_status_reads_the_process_count_the_store_ran_the_suite_with(tmp_path):
     """The process count is part of a cell's key: without --num-processes, status counts the cells of the one
     count the suite's rows have (another suite's rows aside), and of 1 when they have several."""

@@ -35,6 +35,21 @@ def test_run_checks_the_lease_timing_before_it_creates_the_store(tmp_path, suite
     assert listing(tmp_path) == before
 
 
+@pytest.mark.parametrize("name, value, expect", [
+    ("HARNESS_HEARTBEAT_S", "0", "HARNESS_HEARTBEAT_S: must be a positive number of seconds, not 0.0"),
+    ("HARNESS_LEASE_TIMEOUT_S", "inf", "HARNESS_LEASE_TIMEOUT_S: must be a positive number of seconds, not inf"),
+    ("HARNESS_LEASE_TIMEOUT_S", "10", "HARNESS_LEASE_TIMEOUT_S (10) must be at least twice --heartbeat-s (30)"),
+])
+def test_lease_timing_from_the_environment_is_named_by_its_variable(tmp_path, suite, monkeypatch, name, value,
+                                                                    expect):
+    """The error named --heartbeat-s or --lease-timeout-s, which the user had not given."""
+    monkeypatch.setenv(name, value)
+    before = listing(tmp_path)
+    r = call_cli("run", suite, "--db", f"sqlite:///{tmp_path / 'h.db'}", "--output-dir", tmp_path / "out")
+    assert assert_refused(r, expect).startswith(f"error: {name}")
+    assert listing(tmp_path) == before
+
+
 def test_a_store_s_folder_that_cannot_be_created_is_refused_in_one_line(tmp_path, suite, small_glue):
     """/proc does not take new folders: makedirs' FileNotFoundError went up as a traceback (exit 1)."""
     r = call_cli("run", suite, "--data-dir", small_glue, "--output-dir", tmp_path / "out",
@@ -179,6 +194,32 @@ def test_compare_names_the_variants_of_a_bare_method_and_refuses_options_it_woul
     assert_refused(call_cli("compare", "1", "2", "--db", url, "--suite", "nosuch"), "--suite: only with --task")
 
 
+@pytest.mark.parametrize("ref", ["\u00b2", "99999999999999999999999"])
+@pytest.mark.parametrize("command", ["compare", "ablate"])
+def test_a_run_reference_that_is_no_id_is_looked_up_as_a_cell_key(tmp_path, command, ref):
+    """A superscript two is a digit to str.isdigit but not to int (ValueError); a number past INTEGER overflowed
+    the driver (OverflowError): both tracebacks. Neither can be an id: no run has it."""
+    from tests.helpers import fixture_store
+
+    url = fixture_store.build(tmp_path / "fx.db")
+    store = (tmp_path / "fx.db").read_bytes()
+    args = [ref, "1"] if command == "compare" else [ref]
+    assert_refused(call_cli(command, *args, "--db", url), f'run "{ref}": no run has this id or cell key')
+    # nothing written: the store as it was, its write-ahead log (where SQLite opens one) empty
+    wal = tmp_path / "fx.db-wal"
+    assert (tmp_path / "fx.db").read_bytes() == store and not (wal.exists() and wal.read_bytes())
+
+
+def test_an_unknown_task_is_refused_naming_the_task_option(tmp_path, suite):
+    """The error said `unknown task "nosuch"` without naming --task."""
+    from tests.helpers import fixture_store
+
+    url = fixture_store.build(tmp_path / "fx.db")
+    for args in (["compare", "--task", "nosuch", "--db", url], ["compare", "full", "houlsby", "--task", "nosuch",
+                                                                "--db", url], ["params", suite, "--task", "nosuch"]):
+        assert_refused(call_cli(*args), '--task: unknown task "nosuch"', where="--task")
+
+
 def test_slurm_refuses_to_wait_for_a_dry_run(tmp_path, suite):
     assert_refused(call_cli("slurm", suite, "--workers", "1", "--dry-run", "--wait"), "--wait: nothing is submitted")
 
@@ -254,6 +295,18 @@ def test_prefetch_refuses_a_data_dir_that_is_not_there(tmp_path, suite):
     """It listed every task's data as missing (exit 1) instead of naming the option."""
     assert_refused(call_cli("prefetch", suite, "--check", "--data-dir", tmp_path / "nothing"),
                    f"--data-dir: data directory {tmp_path / 'nothing'} does not exist")
+
+
+def test_prefetch_refuses_a_data_dir_from_the_environment_or_the_suite_that_is_not_there(tmp_path, suite,
+                                                                                        monkeypatch):
+    """Only --data-dir was checked: the same folder from $HARNESS_DATA_DIR or the suite's data_dir listed every
+    task's data as missing (exit 1)."""
+    monkeypatch.setenv("HARNESS_DATA_DIR", str(tmp_path / "nothing"))
+    assert_refused(call_cli("prefetch", suite, "--check"), f"data directory {tmp_path / 'nothing'} does not exist",
+                   where="$HARNESS_DATA_DIR")
+    own = write_suite(tmp_path / "own.yaml", suite.read_text() + "data_dir: nothing\n")
+    assert_refused(call_cli("prefetch", own, "--check"), f"data_dir: data directory {tmp_path / 'nothing'} does not "
+                                                         f"exist", where=own)
 
 
 def test_an_output_folder_is_bound_to_the_store_whose_runs_it_holds(tmp_path, suite, small_glue):
