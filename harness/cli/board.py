@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 
-from harness.cli.common import add_db
+from harness.cli.common import add_db, existing_store
 from harness.spec.errors import InputError
 
 HELP = "start the Streamlit leaderboard"
@@ -70,6 +70,10 @@ def run(args) -> int:
         make_engine(args.db, read_only=True).dispose()
     except FileNotFoundError:
         pass   # no store yet: the board says so
+    else:   # ... and so is a database that is not a store (it would show as an empty one)
+        store = existing_store(args.db, new_ok=True)
+        if store is not None:
+            store.engine.dispose()
     check_bind(args.address, args.port)
 
     cmd = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.port", str(args.port),

@@ -78,10 +78,12 @@ def test_ingest_of_records_that_are_all_refused_creates_no_store(tmp_path):
 
 @pytest.mark.parametrize("what", ["empty file", "another program's database"])
 @pytest.mark.parametrize("command", [["compare", "1", "2"], ["ablate", "1"], ["export"],
-                                     ["export", "--table", "leaderboard"], ["status", SUITE]])
+                                     ["export", "--table", "leaderboard"], ["status", SUITE],
+                                     ["board", "--address", "256.0.0.1"]])
 def test_a_database_that_is_not_a_store_is_refused_and_left_as_it_was(tmp_path, what, command):
     """ablate opened it for writing and put the harness's tables into it; compare failed with a traceback; export
-    printed an empty table and status every cell pending (exit 0), as if it were a store with nothing in it."""
+    printed an empty table and status every cell pending (exit 0), as if it were a store with nothing in it; the
+    board served it as an empty store (given a bad --address here, so no server starts whatever the code does)."""
     path = tmp_path / "other.db"
     if what == "empty file":
         path.write_bytes(b"")
