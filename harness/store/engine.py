@@ -157,6 +157,17 @@ def _probe(engine: Engine, backend: str) -> None:
         conn.exec_driver_sql("SELECT count(*) FROM sqlite_master" if backend == "sqlite" else "SELECT 1")
 
 
+def new_sqlite_file(url: str) -> bool:
+    """Whether `url` names an SQLite file that does not exist yet (opening it would create it); refused in one
+    line where a file stands where its folder would be."""
+    parsed = check_db_url(url)
+    path = sqlite_file(parsed) if parsed.get_backend_name() == "sqlite" else None
+    if not path or os.path.exists(path):
+        return False
+    _refuse_file_in_the_way(path)
+    return True
+
+
 def _refuse_file_in_the_way(path: str) -> None:
     """One line where a file stands where the folder of an SQLite store's file would be."""
     blocking = file_in_the_way(os.path.dirname(os.path.abspath(path)))

@@ -93,9 +93,10 @@ def test_add_evp_compares_variants_at_the_smallest_number_of_settings():
 
 def test_export_best_has_evp_columns_from_a_stored_suite(tmp_path):
     from harness.report.export import export
+    from harness.store.db import Store
 
     url = fixture_store.build(tmp_path / "h.db")
-    frame = pd.read_csv(io.StringIO(export(url, "csv", "best")))
+    frame = pd.read_csv(io.StringIO(export(Store(url, read_only=True), "csv", "best")))
     got = {(r.task, r.method): (r.settings_tried, r.evp_1, r.evp_k, r.evp_k_n) for r in frame.itertuples()}
     # fixture (tests/helpers/fixture_store.py): two learning rates per variant, seed-means per setting
     assert got[("rte", "full")] == (2, pytest.approx((72 + 61) / 2), pytest.approx(72.0), 2)
