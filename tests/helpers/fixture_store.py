@@ -87,3 +87,16 @@ def downgrade_to_0004(path) -> None:
         conn.execute("DROP TABLE store_info")
         conn.execute("UPDATE alembic_version SET version_num = '0004'")
     conn.close()
+
+
+def not_a_store(path, what: str) -> None:
+    """A database file at `path` that is not a harness store: an "empty file", or "another program's database"
+    (SQLite with a table of its own, no runs table). Commands must refuse it and leave it byte for byte."""
+    import sqlite3
+
+    if what == "empty file":
+        path.write_bytes(b"")
+        return
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE notes (body TEXT)")
+    conn.close()

@@ -279,8 +279,6 @@ def test_ingest_writes_nothing_into_a_store_it_does_not_write_a_record_to(tmp_pa
     an older store (0004 -> 0005); into an empty file or another program's SQLite database (no runs table) ingest
     wrote the harness's tables and switched the file to WAL. Such a database is refused in one line, as compare
     refuses it; an older store is migrated only to take a record."""
-    import sqlite3
-
     from tests.helpers import assert_refused, at_rest, fixture_store
 
     single, _ = cells
@@ -294,12 +292,8 @@ def test_ingest_writes_nothing_into_a_store_it_does_not_write_a_record_to(tmp_pa
     if store == "older revision":
         fixture_store.build(db)
         fixture_store.downgrade_to_0004(db)
-    elif store == "empty file":
-        db.write_bytes(b"")
     else:
-        with sqlite3.connect(db) as conn:
-            conn.execute("CREATE TABLE foo (x INTEGER)")
-        conn.close()
+        fixture_store.not_a_store(db, store)
     before = at_rest(tmp_path / "db")
     proc = call_cli("ingest", tmp_path / "in", "--db", f"sqlite:///{db}")
     if store != "older revision":

@@ -5,11 +5,11 @@ accepted that could never work. Each case runs the CLI as a user does and compar
 from __future__ import annotations
 
 import socket
-import sqlite3
 
 import pytest
 
-from tests.helpers import ROOT, assert_refused, at_rest, call_cli, listing, run_cli, suite_yaml, write_suite
+from tests.helpers import (ROOT, assert_refused, at_rest, call_cli, fixture_store, listing, run_cli, suite_yaml,
+                           write_suite)
 
 SUITE = ROOT / "suites" / "demo.yaml"
 
@@ -85,12 +85,7 @@ def test_a_database_that_is_not_a_store_is_refused_and_left_as_it_was(tmp_path, 
     printed an empty table and status every cell pending (exit 0), as if it were a store with nothing in it; the
     board served it as an empty store (given a bad --address here, so no server starts whatever the code does)."""
     path = tmp_path / "other.db"
-    if what == "empty file":
-        path.write_bytes(b"")
-    else:
-        with sqlite3.connect(path) as conn:
-            conn.execute("CREATE TABLE notes (body TEXT)")
-        conn.close()
+    fixture_store.not_a_store(path, what)
     before = listing(tmp_path)
     assert_refused(call_cli(*command, "--db", f"sqlite:///{path}"), "is not a harness store (it has no runs table)")
     assert listing(tmp_path) == before
@@ -101,7 +96,6 @@ def test_ablate_refuses_a_run_before_it_opens_the_store_for_writing(tmp_path, re
     """The store was opened for writing (and migrated: an older store went from 0004 to 0005) before the runs
     given were found and checked; a full fine-tuning run was refused only after its data had been located."""
     from harness.store.db import Store
-    from tests.helpers import fixture_store
 
     url = fixture_store.build(tmp_path / "fx.db")
     store = Store(url, read_only=True)
