@@ -9,6 +9,8 @@ PostgreSQL server (postgresql+psycopg://...).
 
 from __future__ import annotations
 
+import json
+import math
 import os
 from contextlib import contextmanager
 
@@ -200,6 +202,24 @@ def make_engine(url: str, read_only: bool = False) -> Engine:
     return engine
 
 
+def _finite(value):
+    """`value` with every NaN / infinity (a correlation of constant predictions, a rate over no time) as None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def store_json(value) -> str:
+    """How a JSON column is written: strict JSON, a non-finite number as null. PostgreSQL's json refuses NaN (the
+    whole result was lost at finish, `invalid input syntax for type json`), and SQLite's JSON functions refuse a
+    document holding one; the run's record.json keeps the value as the loop computed it."""
+    return json.dumps(_finite(value))
+
+
 def _make_engine(parsed, read_only: bool) -> Engine:
     backend = parsed.get_backend_name()
     if read_only and backend not in READ_ONLY_BACKENDS:
@@ -217,11 +237,11 @@ def _make_engine(parsed, read_only: bool) -> Engine:
                 os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
             except OSError as e:   # /proc, a read-only mount, no permission
                 raise InputError(f"--db: cannot create the folder of the store {path}: {_reason(e)}") from None
-        engine = create_engine(parsed)
+        engine = create_engine(parsed, json_serializer=store_json)
         _sqlite_pragmas(engine, read_only)
         return engine
     try:
-        engine = create_engine(parsed)
+        engine = create_engine(parsed, json_serializer=store_json)
     except Exception as e:  # missing driver etc.
         raise InputError(f"--db: cannot use {parsed.render_as_string(hide_password=True)}: {e}") from None
     if read_only:

@@ -235,3 +235,20 @@ def test_every_cell_completed_once_with_its_files_whatever_the_fault(tmp_path, t
             assert SECRET.encode() not in path.read_bytes(), path
     assert SECRET not in json.dumps([r.as_dict() for r in rows], default=str)
     assert not any(SECRET in log for log in logs)
+
+
+def test_a_result_holding_nan_is_stored_on_either_backend(db_url):
+    """A NaN in a result's JSON (a correlation of constant predictions, a rate over no time): PostgreSQL refused
+    the whole row at finish (`invalid input syntax for type json`), so the trained result was lost; SQLite stored
+    `NaN`, which its JSON functions then refuse. Both now store strict JSON: the number as null."""
+    from harness.plan.suite import parse_suite
+
+    store = Store(db_url)
+    (c,) = parse_suite("name: s\nmodels: [minilm]\ntasks: [stsb]\nmethods: [full]\n", "s.yaml").cells()
+    claim = store.start(c, c.config(), "cmd", None)
+    store.finish(claim, Status.COMPLETED, {"score": 0.0, "metrics": {"pearson": float("nan"), "spearmanr": 0.0},
+                                            "extra": {"resume_s": float("inf"), "rates": [1.0, float("-inf")]}})
+    (r,) = store.records("s")
+    assert r.status == Status.COMPLETED and r.metrics == {"pearson": None, "spearmanr": 0.0}
+    assert r.extra == {"resume_s": None, "rates": [1.0, None]}
+    store.engine.dispose()
