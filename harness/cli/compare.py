@@ -47,6 +47,8 @@ def run(args) -> int:
         what = f"{args.a} vs {args.b} on {args.task}, {pairs} seed pair(s) (scores: mean over the seeds)"
     else:
         a, b = find_run(store, args.a), find_run(store, args.b)
+        if a.id == b.id:   # (an id and its cell key, or the same one twice): no comparison, p = 1 says nothing
+            raise InputError(f"B: run {b.id} is run A ({args.a}); give two different runs")
         result = compare_runs(a, b, args.resamples)
         what = f"run {a.id} ({a.task}, {a.method_label}) vs run {b.id} ({b.method_label})"
     print(format_comparison(what, result))

@@ -326,3 +326,13 @@ def test_an_output_folder_is_bound_to_the_store_whose_runs_it_holds(tmp_path, su
     assert listing(tmp_path) == before, "nothing written: no store b.db, no script, no cell folder"
     again = run_cli("run", suite, "--db", first, "--output-dir", out, "--data-dir", small_glue, "--no-progress")
     assert again.returncode == 0 and "1 already completed" in again.stderr, again.stderr[-2000:]
+
+
+def test_compare_refuses_a_run_compared_with_itself(tmp_path):
+    """`compare 1 1` (or a run's id against its own cell key) printed a comparison: A-B +0.00, p = 1."""
+    from harness.store.db import Store
+
+    url = fixture_store.build(tmp_path / "fx.db", predictions_dir=str(tmp_path / "out"))
+    key = Store(url, read_only=True).get(1).cell_key
+    for b in ("1", key):
+        assert_refused(call_cli("compare", "1", b, "--db", url), "B: run 1 is run A (1); give two different runs")
