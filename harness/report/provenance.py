@@ -2,8 +2,8 @@
 a file by its sha256, the hub by its fingerprint. Two uses:
 
 - a task's note about unofficial data (the offline SQuAD folder is a split of the v1.1 dev set under the official
-  file names) is shown unless every run shown read the official files (the entry's `official_sha256`) or the
-  hub; a run from before records kept their data's digest counts as unofficial;
+  file names) is shown unless every run shown with a score read the official files (the entry's
+  `official_sha256`) or the hub; where some recorded no data (records from before), it says that is not known;
 - a task whose runs read different bytes for one split (a data dir changed between runs: same task version,
   other files) gets a line saying so: the table pools their scores as one task.
 
@@ -17,6 +17,8 @@ import re
 from collections import Counter
 
 import pandas as pd
+
+from harness.spec.status import Status
 
 _FILE = re.compile(r"file:.*:(sha256:[0-9a-f]{64})$")
 _CAP = re.compile(r"\[:\d+\]$")
@@ -49,7 +51,7 @@ def data_by_task(runs: pd.DataFrame) -> dict[str, list]:
     if runs.empty or "task" not in runs:
         return {}
     if "status" in runs:
-        runs = runs[runs["status"] == "completed"]
+        runs = runs[runs["status"] == Status.COMPLETED]
     data = runs["data"] if "data" in runs else pd.Series([None] * len(runs), index=runs.index)
     out: dict[str, list] = {}
     for task, value in zip(runs["task"], data):

@@ -17,7 +17,7 @@ import pandas as pd
 from harness.report.provenance import data_by_task, run_data
 from harness.stats import significance
 from harness.stats.flags import is_trivial, still_improving, trivial_score
-from harness.stats.selection import failed_settings, planned_seeds, selectable_runs, with_setting_key
+from harness.stats.selection import failed_settings, member_keys, planned_seeds, selectable_runs, with_setting_key
 from harness.spec.cell import base_label
 from harness.spec.status import Regime, Status
 from harness.spec.tasks import TASKS
@@ -27,8 +27,8 @@ RUN_COLUMNS = ["id", "suite", "cell_key", "model", "task", "method", "method_lab
 ENV_COLUMNS = ["torch", "transformers", "adapters", "git_commit", "git_dirty", "device", "host"]
 COST_COLUMNS = ["trainable_params", "added_params", "total_params", "head_params", "trainable_pct", "train_time_s",
                 "eval_time_s", "peak_memory_mb", "peak_memory_kind", "train_examples_per_s", "train_tokens_per_s",
-                "steps", "epochs_done", "train_examples", "eval_examples", "train_flops", "eval_flops", "flops_per_s", "mfu", "num_threads",
-                "num_processes", "stopped_by", "error", "started_at", "finished_at"]
+                "steps", "epochs_done", "train_examples", "eval_examples", "train_flops", "eval_flops", "flops_per_s",
+                "mfu", "num_threads", "num_processes", "stopped_by", "error", "started_at", "finished_at"]
 
 
 def _budget_text(budget: dict) -> str:
@@ -130,8 +130,7 @@ def _queued_seeds(store, suite: str | None) -> dict[tuple, int]:
     out: dict[tuple, int] = {}
     with store.engine.connect() as conn:
         for of_suite, setting, regime, task, n in conn.execute(stmt.group_by(R.suite, key, R.regime, R.task)):
-            for k in ([setting] + [f"{setting}.{t}" for t in str(task).split("+")] if regime == Regime.MULTITASK.value
-                      else [setting]):
+            for k in [setting] + (member_keys(setting, task) if regime == Regime.MULTITASK.value else []):
                 out[(of_suite, k)] = out.get((of_suite, k), 0) + n
     return out
 
@@ -395,8 +394,8 @@ def _test_average(table: pd.DataFrame, best: pd.DataFrame, glue: list) -> None:
         level = rows.index[rows["avg"] >= rows.at[top, "avg"]]   # an exact tie for the best average: best too
         result = None
         if columns and all(c is not None for c in columns.values()):
-            result = significance.average_test(columns, table.at[top, "method"],
-                                               [table.at[i, "method"] for i in rows.index if i == top or i not in level])
+            compared = [table.at[i, "method"] for i in rows.index if i == top or i not in level]
+            result = significance.average_test(columns, table.at[top, "method"], compared)
         for i in rows.index:
             label = table.at[i, "method"]
             table.at[i, "avg_tested"] = result is not None and (i == top or label in result.p_holm)

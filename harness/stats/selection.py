@@ -44,6 +44,13 @@ def selectable_runs(runs: pd.DataFrame, model: str | None = None) -> tuple[pd.Da
     return done[~older], left_out
 
 
+def member_keys(joint_key: str, task: str) -> list[str]:
+    """The setting keys of a multi-task cell's member rows, from its joint row's key and stored task ("+".join of
+    the member tasks): member rows are written only once the cell completes (queue.py `_child`), so the joint
+    row stands for them before."""
+    return [f"{joint_key}.{t}" for t in str(task).split("+")]
+
+
 def planned_seeds(runs: pd.DataFrame) -> pd.Series:
     """Per (suite, setting_key): the seeds of that setting the store holds in any state (completed, failed, running,
     stale, and still queued: runs_frame's `seeds_queued`), against which a table says how many completed. A
@@ -54,10 +61,9 @@ def planned_seeds(runs: pd.DataFrame) -> pd.Series:
     rows = with_setting_key(runs)
     keys = rows.loc[~rows["regime"].isin(NOT_RESULTS), ["suite", "setting_key", "seed"]]
     joint = rows[rows["regime"] == Regime.MULTITASK.value]
-    members = pd.DataFrame([(of_suite, f"{key}.{task}", seed) for of_suite, key, tasks, seed in
+    members = pd.DataFrame([(of_suite, member, seed) for of_suite, key, task, seed in
                             zip(joint["suite"], joint["setting_key"], joint["task"], joint["seed"])
-                            for task in str(tasks).split("+")],   # its stored task: "+".join(member tasks)
-                           columns=["suite", "setting_key", "seed"])
+                            for member in member_keys(key, task)], columns=["suite", "setting_key", "seed"])
     seen = pd.concat([keys, members]).groupby(["suite", "setting_key"])["seed"].nunique()
     if "seeds_queued" not in rows:   # (a frame built by hand)
         return seen
@@ -89,10 +95,10 @@ def failed_settings(runs: pd.DataFrame) -> dict[tuple, int]:
     this_version = member | version.isna() | newest_of.isna() | (version == newest_of)
     keys = ["suite", "model", "task", "method_label", "setting_key"]
     single = rows.loc[~rows["regime"].isin(NOT_RESULTS) & this_version, keys].assign(gone=gone)
-    joint = rows[rows["regime"] == Regime.MULTITASK.value]   # member rows are written when a cell completes:
-    members = pd.DataFrame(                                    # a joint row stands for them
-        [(r.suite, r.model, t, r.method_label, f"{r.setting_key}.{t}", g)
-         for r, g in zip(joint.itertuples(), gone[joint.index]) for t in str(r.task).split("+")],
+    joint = rows[rows["regime"] == Regime.MULTITASK.value]
+    members = pd.DataFrame(
+        [(r.suite, r.model, member.rsplit(".", 1)[1], r.method_label, member, g)
+         for r, g in zip(joint.itertuples(), gone[joint.index]) for member in member_keys(r.setting_key, r.task)],
         columns=keys + ["gone"])
     every = pd.concat([single, members], ignore_index=True)
     if every.empty:
