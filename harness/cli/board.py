@@ -64,16 +64,12 @@ def check_bind(address: str, port: int) -> None:
 
 def run(args) -> int:
     from harness.board import APP
-    from harness.store.engine import make_engine
 
-    try:   # a --db that cannot be opened is refused here, in one line, not inside the page
-        make_engine(args.db, read_only=True).dispose()
-    except FileNotFoundError:
-        pass   # no store yet: the board says so
-    else:   # ... and so is a database that is not a store (it would show as an empty one)
-        store = existing_store(args.db, new_ok=True)
-        if store is not None:
-            store.engine.dispose()
+    # a --db that cannot be opened, or a database that is not a store (it would show as an empty one), is refused
+    # here, in one line, not inside the page; no store yet (None): the board says so
+    store = existing_store(args.db, new_ok=True)
+    if store is not None:
+        store.engine.dispose()
     check_bind(args.address, args.port)
 
     cmd = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.port", str(args.port),

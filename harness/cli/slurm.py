@@ -44,27 +44,16 @@ def add_arguments(p) -> None:
                    help="block until the array ends; exit 0 only if every cell of the suite completed")
 
 
-def _check_worker_input(suite, args) -> None:
-    """What every array task would fail on, refused before the script is written, as `harness run` refuses it:
-    a data folder that is not one, an SQLite file that is not a database. A server database is left to the tasks
-    (a login node may not reach it), as is an SQLite file not created yet (the first task creates it)."""
-    from harness.plan.preflight import check_data_dir
-    from harness.store.engine import check_db_url, make_engine, new_sqlite_file
-
-    check_data_dir(suite, args.data_dir)
-    if check_db_url(args.db).get_backend_name() == "sqlite" and not new_sqlite_file(args.db):
-        make_engine(args.db, read_only=True).dispose()   # probed read-only: creates and migrates nothing
-
-
 def run(args) -> int:
     from harness.launch import slurm
+    from harness.plan.preflight import check_data_dir
     from harness.plan.suite import load_suite
     from harness.spec.layout import RunLayout
 
     suite = load_suite(args.suite)
     if args.wait and args.dry_run:
         raise InputError("--wait: nothing is submitted with --dry-run, so there is nothing to wait for")
-    _check_worker_input(suite, args)
+    check_data_dir(suite, args.data_dir)   # a data folder every array task would fail on, as `harness run` refuses it
     req = slurm.SlurmRequest(
         suite_path=args.suite, suite_name=suite.name, workers=args.workers, gpus_per_worker=args.gpus_per_worker,
         nodes_per_worker=args.nodes_per_worker, partition=args.partition, time=args.time, db=args.db,

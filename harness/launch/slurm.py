@@ -147,9 +147,13 @@ def sbatch_quote(option: str, value: str) -> str:
 
 
 def check_worker_db(url: str) -> None:
-    """The store must be one that workers on other nodes can open: a URL of a known database, not in memory."""
+    """The store must be one that workers on other nodes can open: a URL of a known database, not in memory, and
+    an SQLite file that is there a database (probed read-only: creates and migrates nothing). A server database is
+    left to the array tasks (a login node may not reach it), as is an SQLite file not created yet (the first task
+    creates it)."""
     from sqlalchemy.engine import make_url
 
+    from harness.store.engine import make_engine, new_sqlite_file
     from harness.store.redact import redact_text
 
     try:
@@ -165,6 +169,8 @@ def check_worker_db(url: str) -> None:
         raise InputError(f"--db: {parsed.render_as_string(hide_password=True)} is an in-memory SQLite store: "
                          f"each worker would get its own, empty one and every result would be lost; give a file "
                          f"(sqlite:///path/to/harness.db) or a PostgreSQL server")
+    if backend == "sqlite" and not new_sqlite_file(url):
+        make_engine(url, read_only=True).dispose()
 
 
 def check_accelerate_config(path: str) -> None:
