@@ -34,7 +34,7 @@ from harness.spec.tasks import get_task  # noqa: E402
 from harness.spec.methods import get_method  # noqa: E402
 from harness.train.methods import set_up  # noqa: E402
 from harness.spec.models import ModelSpec  # noqa: E402
-from harness.train.models import load_for_task, training_attention  # noqa: E402
+from harness.train.models import load_for_task, training_forward  # noqa: E402
 from harness.train.params import head_parameter_names  # noqa: E402
 from harness.train.precision import cast_frozen_linears, head_outside_autocast, remember_pretrained  # noqa: E402
 
@@ -73,12 +73,12 @@ def dropout_table(rows, batch, args, dtype) -> None:
         models = [build("full", {}, dtype)] if method != "full" else []
         models += [build(method, params, dtype), without_dropout(build(method, params, dtype)),
                    without_dropout(build(method, params, dtype))]
-        loop = functools.partial(training_attention, "cpu", args.precision)   # the math kernel in bf16
+        loop = functools.partial(training_forward, "cpu", args.precision)   # the math kernel in bf16
         contexts = [None] * (len(models) - 1) + [loop]
         times = step_times(models, batch, args.steps, args.warmup, dtype, contexts)
         names = (["full"] if method != "full" else []) + [label] * 3
         kinds = (["0.1 (the model's)"] if method != "full" else []) + [
-            "0.1 (the model's)", "off, torch's SDPA choice (flash)", "off, the loop's attention (training_attention)"]
+            "0.1 (the model's)", "off, torch's SDPA choice (flash)", "off, the loop's attention (training_forward)"]
         for name, kind, t in zip(names, kinds, times):
             print(f"| {name} | {kind} | {t['forward']:.0f} | {t['backward']:.0f} | {t['clip']:.1f} | "
                   f"{t['optimizer']:.1f} | {t['step']:.0f} | {times[0]['step'] / t['step']:.2f}x |", flush=True)

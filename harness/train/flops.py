@@ -5,8 +5,9 @@ step, exactly as dispatched. So a frozen weight costs its forward and the gradie
 gradient (autograd never asks for one), and a frozen first layer whose input needs no gradient costs neither.
 Elementwise work (norms, activations, AdamW's update) is not counted, as in the 6N convention. Attention is
 counted as the kernel that ran: a fused kernel's backward recomputes the scores (torch counts 5 products), the
-math kernel's keeps them (4 bmm), so a model trained on the math kernel (on a CPU: with attention dropout, or in
-bf16, harness/train/models.py training_attention) records less attention backward than on a fused one.
+math kernel's keeps them (4 bmm), as does attention written out: a model trained on either (on a CPU: with
+attention dropout, or in bf16, harness/train/models.py training_forward) records less attention backward than on
+a fused one.
 
 How a few counted batches become a run's total: a dense model's matmul FLOPs depend only on the batch's shape,
 B examples x L tokens: linear layers (mm / addmm) cost a fixed amount per token (B x L), attention's score and

@@ -8,8 +8,8 @@ import contextlib
 from harness.spec.models import ModelSpec
 
 # SDPA: attention as one fused kernel (torch's scaled_dot_product_attention: flash or memory-efficient kernels on
-# GPUs, a flash kernel on CPUs; in training on a CPU, its math kernel where the attention has dropout or under
-# bf16: training_attention) instead of matmul, softmax, dropout and matmul with their intermediates. The
+# GPUs, a flash kernel on CPUs; in training on a CPU, written out where it has dropout, its math kernel under
+# bf16: training_forward) instead of matmul, softmax, dropout and matmul with their intermediates. The
 # default of transformers for BERT-like models already; asked for by name so that a model whose architecture
 # lacks it is seen to fall back, and the record says which ran (extra.attn_implementation). The adapters
 # library has SDPA versions of its attention classes (prefix tuning and LoRA included).
@@ -17,19 +17,32 @@ ATTENTION = "sdpa"
 FALLBACK_ATTENTION = "eager"
 
 
-def training_attention(device_type: str, mixed_precision: str):
-    """The context a training step's forward pass runs in: on a CPU under bf16 autocast, SDPA restricted to its
-    math kernel (matmul, softmax, matmul). torch's CPU flash kernel is fast forward but slow backward in bf16
+def training_forward(device_type: str, mixed_precision: str, compiled: bool = False):
+    """The context a training step's forward pass runs in. On a CPU (not compiled): dropout's masks drawn by
+    train/dropout.py, a quarter of torch's generator work, with attention that has dropout written out around
+    them (SDPA's math kernel draws its own); and under bf16 autocast, SDPA without dropout restricted to its
+    math kernel (matmul, softmax, matmul): torch's CPU flash kernel is fast forward but slow backward in bf16
     (bench/RESULTS.md, 2026-12-03 night: forward + backward of one attention at 16 x 56 tokens 19-21 ms against
     6-7 ms for the math kernel, about 80 ms of a full fine-tuning step over 6 layers); in fp32 and on GPUs the
-    fused kernels are the faster ones, and evaluation (forward only) keeps them everywhere. A model whose
-    attention dropout is above 0 already runs the math kernel in training on a CPU (the flash kernel there has no
-    dropout), so BERT-like models with their default 0.1 train exactly as before."""
+    fused kernels are the faster ones, and evaluation (forward only, no dropout) keeps them everywhere."""
+    stack = contextlib.ExitStack()
+    if device_type == "cpu" and not compiled:
+        from harness.train.dropout import CpuDropout
+
+        stack.enter_context(CpuDropout())
     if device_type == "cpu" and mixed_precision == "bf16":
         from torch.nn.attention import SDPBackend, sdpa_kernel
 
-        return sdpa_kernel([SDPBackend.MATH])
-    return contextlib.nullcontext()
+        stack.enter_context(sdpa_kernel([SDPBackend.MATH]))
+    return stack
+
+
+def dropout_masks(device_type: str, compiled: bool) -> str:
+    """Who draws a training run's dropout masks (extra.dropout_masks): the harness under training_forward on a
+    CPU, torch (or inductor) elsewhere."""
+    from harness.train.dropout import DRAWN_BY_TORCH, DRAWN_HERE
+
+    return DRAWN_HERE if device_type == "cpu" and not compiled else DRAWN_BY_TORCH
 
 
 def with_attention(make):

@@ -103,7 +103,7 @@ def alternated(timers: dict, rounds: int) -> dict:
 
 def step_cache_key(key: str) -> str:
     """Where a timed step is cached: the precisions timed in turn, the bf16 step's attention as the loop trains it
-    (models.training_attention; timings cached before either are not read: measured again)."""
+    (models.training_forward; timings cached before either are not read: measured again)."""
     return f"step {key} alternated, training attention"
 
 
@@ -112,11 +112,11 @@ def model_step(cell, model_base_dir: str = ".") -> dict | None:
     {"fp32": s, "bf16": s} or None}. The encoder is built from its config (random weights, under a forked RNG,
     so the cell's own seeded draws are untouched) and times forward + backward of batch_size x max_length random
     tokens, in eval mode (no dropout: no RNG), with the attention kernels the loop trains with
-    (models.training_attention: on a CPU in bf16, SDPA's math kernel; timed with the flash kernel's slow
+    (models.training_forward: on a CPU in bf16, SDPA's math kernel; timed with the flash kernel's slow
     backward, bf16 would look slower than it trains). fp32 keeps torch's choice, the flash kernel, where a model
-    with attention dropout trains on the math kernel: in fp32 the two are about as fast (RESULTS, 2026-12-03
-    night). One warm-up step per precision, then the best of STEP_ROUNDS steps each, the precisions in turn
-    (alternated); None (not timed) where a warm-up step took longer than STEP_TIME_CAP_S. model_step itself is
+    with attention dropout trains with its attention written out (train/dropout.py): in fp32 the math kernel
+    and the flash kernel are about as fast (RESULTS, 2026-12-03 night). One warm-up step per precision, then
+    the best of STEP_ROUNDS steps each, the precisions in turn (alternated); None (not timed) where a warm-up step took longer than STEP_TIME_CAP_S. model_step itself is
     None where the config cannot be read."""
     try:
         from transformers import AutoConfig
@@ -137,7 +137,7 @@ def model_step(cell, model_base_dir: str = ".") -> dict | None:
         import torch
         from transformers import AutoModel
 
-        from harness.train.models import training_attention, with_attention
+        from harness.train.models import training_forward, with_attention
 
         with torch.random.fork_rng(devices=[]):   # the attention the cell's model will run
             model = with_attention(lambda attention: AutoModel.from_config(
@@ -149,7 +149,7 @@ def model_step(cell, model_base_dir: str = ".") -> dict | None:
         def once(dtype: str) -> float:
             t0 = time.perf_counter()
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bf16"), \
-                    training_attention("cpu", "bf16" if dtype == "bf16" else "no"):
+                    training_forward("cpu", "bf16" if dtype == "bf16" else "no"):
                 out = model(input_ids=ids).last_hidden_state
             out.float().mean().backward()
             model.zero_grad(set_to_none=True)

@@ -47,7 +47,7 @@ from harness.train.host_memory import keep_freed_blocks
 from harness.train.loaders import eval_loader, eval_sets_for, train_loader
 from harness.train.measure import PeakMemory, batch_counts, cost_fields
 from harness.train.model_setup import build_model, save_adapter
-from harness.train.models import attention_of, training_attention
+from harness.train.models import attention_of, dropout_masks, training_forward
 from harness.train.optim import make_optimizer, make_scheduler, optimizer_steps, planned_steps
 from harness.train.peaks import device_peak, override
 from harness.train.precision import (cast_frozen_weights, cell_shape, choose_precision, heads_in_full_precision,
@@ -351,7 +351,8 @@ class CellRun:
                 read = batch.pop("num_tokens", None)   # cached features: the tokens the encoder read for them
                 # the first micro-batch(es) run under FlopCounterMode (harness/train/flops.py): same ops, counted
                 with acc.accumulate(self.model), self.flops.train.batch(batch):
-                    with training_attention(acc.device.type, acc.mixed_precision if acc.native_amp else "no"):
+                    with training_forward(acc.device.type, acc.mixed_precision if acc.native_amp else "no",
+                                          self.compiled):
                         loss = self.forward(t, batch).loss
                     acc.backward(loss)
                     if acc.sync_gradients and hp["max_grad_norm"]:
@@ -478,6 +479,7 @@ class CellRun:
             # CPU kernels split their sums over the threads: a score is reproducible only at the same count
             num_threads=torch.get_num_threads(),
             attn_implementation=attention_of(self.members[0]), compiled=self.compiled,
+            dropout_masks=dropout_masks(acc.device.type, self.compiled),
             frozen_cast=self.frozen_cast, host_allocator=self.memory.host_allocator,
         )
         result.trivial_scores = self.trivial[0] if not self.multi else multitask_trivial(self.trivial)

@@ -79,6 +79,7 @@ class RunResult:
     precision_choice: dict | None = _f(EXTRA)       # mixed_precision asked, chosen, why, rates (train/precision.py)
     attn_implementation: str | None = _f(EXTRA)     # the attention that ran: sdpa, or eager (train/models.py)
     compiled: bool | None = _f(EXTRA)               # torch.compile ran the model (hparam compile, train/compiling.py)
+    dropout_masks: str | None = _f(EXTRA)           # who drew them: harness (CPU) or torch (train/dropout.py)
     frozen_cast: dict | None = _f(EXTRA)            # frozen Linear weights stored in bf16/fp16 (train/precision.py)
     host_allocator: dict | None = _f(EXTRA)         # CPU: malloc's settings while training (train/host_memory.py)
     rss_at_start_mb: float | None = _f(EXTRA)       # CPU: the RSS peak_memory_mb counted from (train/measure.py)

@@ -419,10 +419,10 @@ def _ops(step) -> set[str]:
     return {e.key for e in prof.key_averages()}
 
 
-def test_cpu_bf16_training_attention_takes_the_math_kernel():
+def test_cpu_bf16_training_forward_takes_the_math_kernel():
     """torch's CPU flash kernel is slow backward in bf16 (bench/RESULTS.md, 2026-12-03 night): a training step's
     attention on a CPU in bf16 runs SDPA's math kernel; in fp32 torch's own choice (the flash kernel) stays."""
-    from harness.train.models import training_attention
+    from harness.train.models import training_forward
 
     q, k, v = (torch.randn(2, 2, 8, 4, requires_grad=True) for _ in range(3))
 
@@ -434,13 +434,13 @@ def test_cpu_bf16_training_attention_takes_the_math_kernel():
         return any("flash_attention" in op for op in ops)
 
     assert flash(_ops(step))                       # torch's default on a CPU
-    with training_attention("cpu", "bf16"):
+    with training_forward("cpu", "bf16"):
         ops = _ops(step)
     assert not flash(ops) and {"aten::bmm", "aten::_softmax"} <= ops
-    with training_attention("cpu", "no"):
+    with training_forward("cpu", "no"):
         assert flash(_ops(step))
     assert flash(_ops(step))                       # nothing left switched off after the step
-    with pytest.raises(RuntimeError), training_attention("cpu", "bf16"):
+    with pytest.raises(RuntimeError), training_forward("cpu", "bf16"):
         raise RuntimeError("a step that fails")
     assert torch.backends.cuda.flash_sdp_enabled() and flash(_ops(step))   # nor after a failed one
 

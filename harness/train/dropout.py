@@ -1,0 +1,104 @@
+"""Dropout in a CPU training step, with its masks drawn at a quarter of torch's generator work.
+
+torch's CPU dropout draws each element of its mask with `bernoulli_(1 - p)`: a double built from two 32-bit
+outputs of the sequential mt19937 generator, element by element (on Intel CPUs MKL's generator instead, so the
+same seed drew other masks there). On the 2-core AMD EPYC that drawing was 14-15% of a full fine-tuning step at
+16 x 56 tokens (bench/RESULTS.md, 2026-12-03 night). Here a mask element is one half of a 64-bit draw of the
+same default CPU generator, compared with (1 - p) * 2**32: an element is kept with probability 1 - p to within
+2**-32, and the kept ones are scaled by 1 / (1 - p) as torch does. The generator is the one the cell's seed sets
+and its checkpoint saves (train/checkpoint.py), so a resumed cell draws the masks an uninterrupted one draws, and
+the same seed draws the same masks on every CPU maker.
+
+Attention dropout happens inside SDPA's math kernel (a CPU's fused kernels have none), so where a training
+forward asks SDPA for dropout, the attention is written out instead: matmul, softmax, this dropout, matmul, the
+way the model's eager implementation computes it (under bf16 autocast its products in bf16, and the softmax in
+fp32 where an additive padding mask promotes it; SDPA's math kernel computes all of it in fp32). A form this
+does not write out (a boolean mask, grouped-query heads, nested tensors) is left to torch.
+
+Used by models.training_forward on CPUs, not under torch.compile (inductor draws its own masks); the record says
+which drew them: extra.dropout_masks.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
+
+# extra.dropout_masks: who drew a training run's dropout masks
+DRAWN_HERE = "harness"
+DRAWN_BY_TORCH = "torch"
+
+_SDPA_ARGS = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
+_SDPA_DEFAULTS = {"attn_mask": None, "dropout_p": 0.0, "is_causal": False, "scale": None, "enable_gqa": False}
+_DROPOUT_ARGS = ("input", "p", "training", "inplace")
+_DROPOUT_DEFAULTS = {"p": 0.5, "training": True, "inplace": False}
+# the functions themselves, as imported: a spy or patch put on torch.nn.functional later is called through
+_DROPOUT_FN, _SDPA_FN = F.dropout, torch._C._nn.scaled_dot_product_attention
+
+
+def keep_mask(shape, p: float) -> torch.Tensor:
+    """A boolean CPU tensor of `shape`, each element True with probability 1 - p (to within 2**-32), from the
+    default CPU generator: one 64-bit draw per two elements."""
+    n = math.prod(shape)
+    bits = torch.empty((n + 1) // 2, dtype=torch.int64).random_(-2 ** 63, None)   # the full 64-bit range
+    halves = bits.view(torch.int32)[:n].view(shape)                                 # each uniform over int32
+    # kept: the (1 - p) * 2**32 lowest of the 2**32 values (a bound past int32's range would wrap)
+    return halves < min(round((1 - p) * 2 ** 32) - 2 ** 31, 2 ** 31 - 1)
+
+
+def dropout(x: torch.Tensor, p: float, inplace: bool = False) -> torch.Tensor:
+    """Training dropout of x (0 < p < 1): kept elements scaled by 1 / (1 - p), as torch's."""
+    noise = keep_mask(x.shape, p).to(x.dtype).div_(1 - p)
+    return x.mul_(noise) if inplace else x * noise
+
+
+def attention(query, key, value, attn_mask, dropout_p, is_causal, scale) -> torch.Tensor:
+    """SDPA's attention written out, with this module's dropout on the attention weights."""
+    scale = 1 / math.sqrt(query.size(-1)) if scale is None else scale
+    scores = torch.matmul(query * scale, key.transpose(-2, -1))
+    if is_causal:   # SDPA's rule: query i sees keys 0..i (top-left aligned); no row is all masked
+        rows, cols = query.size(-2), key.size(-2)
+        allowed = torch.ones(rows, cols, dtype=torch.bool, device=scores.device).tril()
+        scores = scores.masked_fill(~allowed, float("-inf"))
+    if attn_mask is not None:
+        scores = scores + attn_mask
+    return torch.matmul(dropout(torch.softmax(scores, dim=-1), dropout_p), value)
+
+
+def _bind(names, defaults, args, kwargs) -> dict | None:
+    if len(args) > len(names) or not set(kwargs) <= set(names):
+        return None
+    bound = {**defaults, **dict(zip(names, args)), **kwargs}
+    return bound if set(names) <= set(bound) else None
+
+
+class CpuDropout(TorchFunctionMode):
+    """While active: F.dropout in training and SDPA with dropout_p > 0, on CPU tensors, take this module's
+    masks. Everything else runs as it would."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is _DROPOUT_FN:
+            a = _bind(_DROPOUT_ARGS, _DROPOUT_DEFAULTS, args, kwargs)
+            if a and a["training"] and 0 < a["p"] < 1 and _plain_cpu(a["input"]):
+                return dropout(a["input"], a["p"], a["inplace"])
+        elif func is _SDPA_FN:
+            a = _bind(_SDPA_ARGS, _SDPA_DEFAULTS, args, kwargs)
+            if a and _writes_out(a):
+                return attention(a["query"], a["key"], a["value"], a["attn_mask"], a["dropout_p"],
+                                 a["is_causal"], a["scale"])
+        return func(*args, **kwargs)
+
+
+def _plain_cpu(t) -> bool:
+    return isinstance(t, torch.Tensor) and t.device.type == "cpu" and not t.is_nested and t.layout == torch.strided
+
+
+def _writes_out(a: dict) -> bool:
+    mask = a["attn_mask"]
+    return (0 < a["dropout_p"] < 1 and not a["enable_gqa"]
+            and all(_plain_cpu(a[k]) for k in ("query", "key", "value"))
+            and (mask is None or (_plain_cpu(mask) and mask.is_floating_point() and not a["is_causal"])))
