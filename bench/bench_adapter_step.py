@@ -2,16 +2,18 @@
 
 One fixed batch (MRPC-like: batch 16 x 56 tokens) of the embedded model, bf16 autocast as the loop runs it
 (fp32 master weights, head outside autocast, the encoder's frozen Linear weights stored in bf16 as the loop does:
-harness/train/precision.py cast_frozen_linears), fused AdamW over the trainable parameters, clipping at 1.0.
-Each method is timed both ways, with and without that cast, next to full fine-tuning, the three models' steps
+harness/train/precision.py cast_frozen_linears), each forward in the loop's context (harness/train/models.py
+training_forward: dropout masks drawn by harness/train/dropout.py, attention with dropout written out), fused
+AdamW over the trainable parameters, clipping at 1.0. Each method is timed both ways, with and without that cast, next to full fine-tuning, the three models' steps
 alternated one by one (the "vs full" column compares steps taken at the same moments).
 Times each phase of a step (median of --steps after --warmup): forward (with the loss), backward, clipping,
 optimizer step + zero_grad. Also the plain model's forward with the `adapters` library initialised but no
 adapter added, to separate the library's own per-layer cost from the adapter's.
 
-With --dropout: instead, each method with the model's dropout (as the loop trains) against the same model with
-every dropout at 0, alternated: what drawing dropout's random masks costs a step (torch's CPU generator is
-sequential; with dropout off, training attention also takes SDPA's fused kernel instead of its math path).
+With --dropout: instead, each method with the model's dropout, its masks drawn by torch and as the loop draws
+them, against the same model with every dropout at 0, alternated: what drawing dropout's random masks costs a
+step (torch's CPU generator is sequential; with dropout off, training attention also takes SDPA's fused kernel
+instead of its math path).
 
   python bench/bench_adapter_step.py [--batch 16 --tokens 56 --steps 20 --precision bf16] [--dropout]
 """
@@ -67,21 +69,22 @@ def without_dropout(model):
 
 
 def dropout_table(rows, batch, args, dtype) -> None:
-    print("| method | dropout | forward | backward | clip | optimizer | step | vs full with dropout |")
+    print("| method | dropout | forward | backward | clip | optimizer | step | vs full as the loop |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
+    loop = functools.partial(training_forward, "cpu", args.precision)   # masks drawn by the harness; math kernel
+    kinds = ["0.1, torch's masks (SDPA's math kernel draws them)", "0.1, as the loop (training_forward)",
+             "off, torch's SDPA choice (flash)", "off, as the loop (training_forward)"]
     for label, method, params in rows:
         models = [build("full", {}, dtype)] if method != "full" else []
-        models += [build(method, params, dtype), without_dropout(build(method, params, dtype)),
-                   without_dropout(build(method, params, dtype))]
-        loop = functools.partial(training_forward, "cpu", args.precision)   # the math kernel in bf16
-        contexts = [None] * (len(models) - 1) + [loop]
+        models += [build(method, params, dtype), build(method, params, dtype),
+                   without_dropout(build(method, params, dtype)), without_dropout(build(method, params, dtype))]
+        contexts = ([loop] if method != "full" else []) + [None, loop, None, loop]
         times = step_times(models, batch, args.steps, args.warmup, dtype, contexts)
-        names = (["full"] if method != "full" else []) + [label] * 3
-        kinds = (["0.1 (the model's)"] if method != "full" else []) + [
-            "0.1 (the model's)", "off, torch's SDPA choice (flash)", "off, the loop's attention (training_forward)"]
-        for name, kind, t in zip(names, kinds, times):
+        names = (["full"] if method != "full" else []) + [label] * 4
+        reference = times[0] if method != "full" else times[1]
+        for name, kind, t in zip(names, (["0.1, as the loop"] if method != "full" else []) + kinds, times):
             print(f"| {name} | {kind} | {t['forward']:.0f} | {t['backward']:.0f} | {t['clip']:.1f} | "
-                  f"{t['optimizer']:.1f} | {t['step']:.0f} | {times[0]['step'] / t['step']:.2f}x |", flush=True)
+                  f"{t['optimizer']:.1f} | {t['step']:.0f} | {reference['step'] / t['step']:.2f}x |", flush=True)
 
 
 def step_times(models: list, batch, steps: int, warmup: int, dtype, contexts: list | None = None) -> list[dict]:
@@ -153,9 +156,11 @@ def main() -> int:
     print("| method | frozen weights | forward | backward | clip | optimizer | step | vs full |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     full = build("full", {})
+    loop = functools.partial(training_forward, "cpu", args.precision)   # every step's forward as the loop's
     for label, method, params in rows[1:]:   # each method with and without the cast, next to full fine-tuning
         casts = (None, dtype) if dtype is not None else (None,)
-        times = step_times([full, *(build(method, params, c) for c in casts)], batch, args.steps, args.warmup, dtype)
+        models = [full, *(build(method, params, c) for c in casts)]
+        times = step_times(models, batch, args.steps, args.warmup, dtype, [loop] * len(models))
         for name, kept, t in zip(("full", label, label), ("none", "fp32, cast every forward", "bf16 (as the loop)"),
                                  times):
             print(f"| {name} | {kept} | {t['forward']:.0f} | {t['backward']:.0f} | {t['clip']:.1f} | "

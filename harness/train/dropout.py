@@ -1,13 +1,13 @@
 """Dropout in a CPU training step, with its masks drawn at a quarter of torch's generator work.
 
 torch's CPU dropout draws each element of its mask with `bernoulli_(1 - p)`: a double built from two 32-bit
-outputs of the sequential mt19937 generator, element by element (on Intel CPUs MKL's generator instead, so the
-same seed drew other masks there). On the 2-core AMD EPYC that drawing was 14-15% of a full fine-tuning step at
-16 x 56 tokens (bench/RESULTS.md, 2026-12-03 night). Here a mask element is one half of a 64-bit draw of the
+outputs of the sequential mt19937 generator, one element at a time (public wheels take no parallel path on any CPU
+vendor: bench/RESULTS.md, 2026-12-05). On the 2-core AMD EPYC that drawing was 14-15% of a full fine-tuning step
+at 16 x 56 tokens (bench/RESULTS.md, 2026-12-03 night). Here a mask element is one half of a 64-bit draw of the
 same default CPU generator, compared with (1 - p) * 2**32: an element is kept with probability 1 - p to within
 2**-32, and the kept ones are scaled by 1 / (1 - p) as torch does. The generator is the one the cell's seed sets
-and its checkpoint saves (train/checkpoint.py), so a resumed cell draws the masks an uninterrupted one draws, and
-the same seed draws the same masks on every CPU maker.
+and its checkpoint saves (train/checkpoint.py), so a resumed cell draws the masks an uninterrupted one draws. The
+masks differ from torch's for the same seed: scores trained before this module are not reproduced bit for bit.
 
 Attention dropout happens inside SDPA's math kernel (a CPU's fused kernels have none), so where a training
 forward asks SDPA for dropout, the attention is written out instead: matmul, softmax, this dropout, matmul, the
