@@ -17,32 +17,34 @@ ATTENTION = "sdpa"
 FALLBACK_ATTENTION = "eager"
 
 
-def training_forward(device_type: str, mixed_precision: str, compiled: bool = False):
+@contextlib.contextmanager
+def training_forward(device_type: str, mixed_precision: str, compiled: bool = False, drawn: set | None = None):
     """The context a training step's forward pass runs in. On a CPU (not compiled): dropout's masks drawn by
-    train/dropout.py, a quarter of torch's generator work, with attention that has dropout written out around
-    them (SDPA's math kernel draws its own); and under bf16 autocast, SDPA without dropout restricted to its
-    math kernel (matmul, softmax, matmul): torch's CPU flash kernel is fast forward but slow backward in bf16
-    (bench/RESULTS.md, 2026-12-03 night: forward + backward of one attention at 16 x 56 tokens 19-21 ms against
-    6-7 ms for the math kernel, about 80 ms of a full fine-tuning step over 6 layers); in fp32 and on GPUs the
-    fused kernels are the faster ones, and evaluation (forward only, no dropout) keeps them everywhere."""
-    stack = contextlib.ExitStack()
-    if device_type == "cpu" and not compiled:
-        from harness.train.dropout import CpuDropout
+    train/dropout.py at half of torch's generator work, with attention that has dropout written out around them
+    (SDPA's math kernel draws its own); `drawn` collects who drew them (dropout.CpuDropout). Under bf16 autocast
+    on a CPU, SDPA without dropout restricted to its math kernel (matmul, softmax, matmul): torch's CPU flash
+    kernel is fast forward but slow backward in bf16 (bench/RESULTS.md, 2026-12-03 night: forward + backward of
+    one attention at 16 x 56 tokens 19-21 ms against 6-7 ms for the math kernel, about 80 ms of a full
+    fine-tuning step over 6 layers); in fp32 and on GPUs the fused kernels are the faster ones, and evaluation
+    (forward only, no dropout) keeps them everywhere."""
+    with contextlib.ExitStack() as stack:
+        if device_type == "cpu" and not compiled:
+            from harness.train.dropout import CpuDropout
 
-        stack.enter_context(CpuDropout())
-    if device_type == "cpu" and mixed_precision == "bf16":
-        from torch.nn.attention import SDPBackend, sdpa_kernel
+            stack.enter_context(CpuDropout(drawn))
+        if device_type == "cpu" and mixed_precision == "bf16":
+            from torch.nn.attention import SDPBackend, sdpa_kernel
 
-        stack.enter_context(sdpa_kernel([SDPBackend.MATH]))
-    return stack
+            stack.enter_context(sdpa_kernel([SDPBackend.MATH]))
+        yield
 
 
-def dropout_masks(device_type: str, compiled: bool) -> str:
-    """Who draws a training run's dropout masks (extra.dropout_masks): the harness under training_forward on a
-    CPU, torch (or inductor) elsewhere."""
-    from harness.train.dropout import DRAWN_BY_TORCH, DRAWN_HERE
+def dropout_masks(device_type: str, compiled: bool, drawn: set) -> str:
+    """Who drew a training run's dropout masks (extra.dropout_masks): on a CPU under training_forward, from what
+    its `drawn` collected (dropout.drawn_by); elsewhere torch (or inductor), not tracked."""
+    from harness.train.dropout import DRAWN_BY_TORCH, drawn_by
 
-    return DRAWN_HERE if device_type == "cpu" and not compiled else DRAWN_BY_TORCH
+    return drawn_by(drawn) if device_type == "cpu" and not compiled else DRAWN_BY_TORCH
 
 
 def with_attention(make):

@@ -222,6 +222,7 @@ class CellRun:
         # nothing below the head trains: the encoder runs once, the head trains on its cached output
         self.frozen = features.plan(cell, self.method, self.kinds, self.model,
                                     not self.multi and not self.sequential, ctx.cache_dir)
+        self.masks_drawn: set[str] = set()   # who drew the training forwards' dropout masks (train/dropout.py)
         # torch.compile where the cell asks for it (harness/train/compiling.py; `auto`: on a GPU, for a cell long
         # enough to pay for its compile); never the cached-feature path, whose model is just a head on cached vectors
         self.compiled = not self.frozen and compiling.chosen(
@@ -352,7 +353,7 @@ class CellRun:
                 # the first micro-batch(es) run under FlopCounterMode (harness/train/flops.py): same ops, counted
                 with acc.accumulate(self.model), self.flops.train.batch(batch):
                     with training_forward(acc.device.type, acc.mixed_precision if acc.native_amp else "no",
-                                          self.compiled):
+                                          self.compiled, self.masks_drawn):
                         loss = self.forward(t, batch).loss
                     acc.backward(loss)
                     if acc.sync_gradients and hp["max_grad_norm"]:
@@ -479,7 +480,7 @@ class CellRun:
             # CPU kernels split their sums over the threads: a score is reproducible only at the same count
             num_threads=torch.get_num_threads(),
             attn_implementation=attention_of(self.members[0]), compiled=self.compiled,
-            dropout_masks=dropout_masks(acc.device.type, self.compiled),
+            dropout_masks=dropout_masks(acc.device.type, self.compiled, self.masks_drawn),
             frozen_cast=self.frozen_cast, host_allocator=self.memory.host_allocator,
         )
         result.trivial_scores = self.trivial[0] if not self.multi else multitask_trivial(self.trivial)

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from harness.train.context import RunContext
-from harness.train.dropout import CpuDropout, keep_mask
+from harness.train.dropout import CpuDropout, drawn_by, keep_mask
 from harness.train.recipe import train_and_evaluate
 from tests.train.test_speed import _cell
 
@@ -65,38 +65,80 @@ def test_module_functional_and_inplace_dropout_take_these_masks():
     assert returned is inplace and torch.equal(evaluation, x)
 
 
-@pytest.mark.parametrize("kwargs", [{}, {"mask": True}, {"is_causal": True}, {"scale": 0.3}])
-def test_attention_written_out_is_sdpa(kwargs):
-    """With a rate that keeps every weight the written-out attention and its gradients are SDPA's."""
+FORMS = {"plain": {}, "padding mask": {"mask": "float"}, "boolean mask": {"mask": "bool"},
+         "causal": {"is_causal": True}, "scale": {"scale": 0.3}, "grouped-query heads": {"gqa": True},
+         "a row all masked, -inf": {"mask": "float", "empty_row": True},
+         "a row all masked, boolean": {"mask": "bool", "empty_row": True}}
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_attention_written_out_is_sdpas_with_the_same_mask(form):
+    """Against SDPA's math kernel given the very dropout mask drawn here (fp64): the output and the gradients."""
+    spec = dict(FORMS[form])
     torch.manual_seed(0)
-    q, k, v = (torch.randn(2, 3, 7, 4, dtype=torch.float64, requires_grad=True) for _ in range(3))
-    kw = dict(kwargs)
-    if kw.pop("mask", False):
-        mask = torch.zeros(2, 1, 7, 7, dtype=torch.float64)
-        mask[..., 5:] = torch.finfo(torch.float64).min   # padding: the last two keys
-        kw["attn_mask"] = mask
+    heads_kv = 1 if spec.pop("gqa", False) else 3
+    q = torch.randn(2, 3, 7, 4, dtype=torch.float64, requires_grad=True)
+    k, v = (torch.randn(2, heads_kv, 5 if heads_kv == 3 else 7, 4, dtype=torch.float64, requires_grad=True)
+            for _ in range(2))
+    kw = {"enable_gqa": True} if heads_kv == 1 else {}
+    kw.update({k_: v_ for k_, v_ in spec.items() if k_ in ("is_causal", "scale")})
+    if spec.get("mask"):
+        allowed = torch.ones(2, 1, 7, k.size(-2), dtype=torch.bool)
+        allowed[0, ..., -2:] = False   # padding: the first example's last two keys
+        if spec.get("empty_row"):
+            allowed[1, 0, 3] = False
+        kw["attn_mask"] = allowed if spec["mask"] == "bool" else torch.zeros(allowed.shape, dtype=torch.float64
+                                                                               ).masked_fill(~allowed, -torch.inf)
+    p = 0.3
+    weight = torch.arange(2 * 3 * 7 * 4, dtype=torch.float64).view(2, 3, 7, 4)
 
-    def run(dropout_p):
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, **kw)
-        grads = torch.autograd.grad((out * torch.arange(out.numel()).view_as(out)).sum(), (q, k, v))
-        return out, grads
+    def run(attend):
+        torch.manual_seed(7)
+        out = attend()
+        return out, torch.autograd.grad((out * weight).sum(), (q, k, v))
 
-    expected = run(0.0)
-    with CpuDropout():
-        ops = _ops(lambda: run(1e-12))
-        got = run(1e-12)
-    assert "aten::_scaled_dot_product_attention_math" not in ops and "aten::bernoulli_" not in ops
+    drawn, got = set(), []
+    with CpuDropout(drawn):
+        ops = _ops(lambda: got.extend(run(lambda: F.scaled_dot_product_attention(q, k, v, dropout_p=p, **kw))))
+    torch.manual_seed(7)
+    mask = keep_mask((2, 3, 7, k.size(-2)), p)
+    if kw.get("attn_mask") is not None and kw["attn_mask"].dtype == torch.bool:   # SDPA converts it before the
+        kw["attn_mask"] = torch.zeros(kw["attn_mask"].shape, dtype=torch.float64).masked_fill(   # math kernel
+            ~kw["attn_mask"], -torch.inf)
+    expected = run(lambda: torch.ops.aten._scaled_dot_product_attention_math(q, k, v, dropout_p=p,
+                                                                               dropout_mask=mask, **kw)[0])
+    assert drawn == {"harness"} and not {"aten::bernoulli_", "aten::_scaled_dot_product_attention_math"} & ops
+    assert not got[0].isnan().any()
     torch.testing.assert_close(got[0], expected[0])
     for g, e in zip(got[1], expected[1]):
         torch.testing.assert_close(g, e)
 
 
-def test_forms_it_does_not_write_out_are_torchs():
-    q, k, v = (torch.randn(1, 2, 5, 4) for _ in range(3))
-    allowed = torch.ones(5, 5, dtype=torch.bool).tril()
+def test_attention_in_bf16_with_a_float32_mask_outside_autocast():
+    """SDPA takes a float32 mask with bf16 inputs (added in the inputs' dtype); so does the written-out form."""
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, 2, 6, 8, dtype=torch.bfloat16) for _ in range(3))
+    mask = torch.zeros(1, 1, 6, 6).masked_fill_(torch.arange(6) >= 4, torch.finfo(torch.float32).min)
     with CpuDropout():
-        ops = _ops(lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=0.5))
-    assert "aten::bernoulli_" in ops
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=1e-12)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v, attn_mask=mask), atol=0.02, rtol=0.02)
+
+
+def test_who_drew_the_masks_is_collected():
+    """A form left to torch (here 2-D dropout) is counted as torch's; evaluation draws nothing."""
+    x = torch.ones(2, 3, 4, 4)
+    drawn = set()
+    with CpuDropout(drawn):
+        F.dropout(x, 0.1, training=False)
+        F.dropout2d(x, 0.1, training=False)
+    assert drawn_by(drawn) == "none"
+    with CpuDropout(drawn):
+        F.dropout2d(x, 0.1, training=True)
+    assert drawn_by(drawn) == "torch"
+    with CpuDropout(drawn):
+        F.dropout(x, 0.1, training=True)
+    assert drawn_by(drawn) == "harness+torch"
 
 
 def test_the_loop_draws_no_mask_with_torchs_generator_on_a_cpu(tiny_bert, small_glue):
