@@ -4,8 +4,9 @@ One fixed batch (MRPC-like: batch 16 x 56 tokens) of the embedded model, bf16 au
 (fp32 master weights, head outside autocast, the encoder's frozen Linear weights stored in bf16 as the loop does:
 harness/train/precision.py cast_frozen_linears), each forward in the loop's context (harness/train/models.py
 training_forward: dropout masks drawn by harness/train/dropout.py, attention with dropout written out), fused
-AdamW over the trainable parameters, clipping at 1.0. Each method is timed both ways, with and without that cast, next to full fine-tuning, the three models' steps
-alternated one by one (the "vs full" column compares steps taken at the same moments).
+AdamW over the trainable parameters, clipping at 1.0. Each method is timed both ways, with and without that cast,
+next to full fine-tuning, the three models' steps alternated one by one (the "vs full" column compares steps
+taken at the same moments).
 Times each phase of a step (median of --steps after --warmup): forward (with the loss), backward, clipping,
 optimizer step + zero_grad. Also the plain model's forward with the `adapters` library initialised but no
 adapter added, to separate the library's own per-layer cost from the adapter's.

@@ -116,8 +116,8 @@ def model_step(cell, model_base_dir: str = ".") -> dict | None:
     backward, bf16 would look slower than it trains). fp32 keeps torch's choice, the flash kernel, where a model
     with attention dropout trains with its attention written out (train/dropout.py): in fp32 the math kernel
     and the flash kernel are about as fast (RESULTS, 2026-12-03 night). One warm-up step per precision, then
-    the best of STEP_ROUNDS steps each, the precisions in turn (alternated); None (not timed) where a warm-up step took longer than STEP_TIME_CAP_S. model_step itself is
-    None where the config cannot be read."""
+    the best of STEP_ROUNDS steps each, the precisions in turn (alternated); None (not timed) where a warm-up step
+    took longer than STEP_TIME_CAP_S. model_step itself is None where the config cannot be read."""
     try:
         from transformers import AutoConfig
 
