@@ -134,7 +134,9 @@ def read_task_entry(entry, i: int, loc: Located):
     for j, name in enumerate(members):
         with loc.at(path + (kinds[0], j)):
             members[j] = get_task(name).name
-    if len(set(members)) != len(members) and kinds[0] == "multitask":
+    # one task twice collides in either kind: a multi-task cell's member rows and folders are named by their
+    # task, a sequence's stages log their dev metrics under theirs (dev/<task>/...: two stages, one series)
+    if len(set(members)) != len(members):
         raise loc.error(path + (kinds[0],), "a task appears twice")
     return parsed
 

@@ -244,6 +244,7 @@ methods: [full, {{name: houlsby, size: 4}}]
     ("[{sequence: [rte, stbs]}]", 'tasks[0].sequence[1]: unknown task "stbs"'),
     ("[{multitask: [rte, stsb], sampling: temperature}]", "temperature is needed"),
     ("[{multitask: [rte, rte]}]", "a task appears twice"),
+    ("[{sequence: [rte, rte]}]", "tasks[0].sequence: a task appears twice"),   # its stages: one task's metrics
     ("[{sequnce: [rte, stsb]}]", "a task is a name"),
     ("[{multitask: [rte, stsb], samplng: uniform}]", 'unknown field (did you mean "sampling"'),
 ])
