@@ -202,22 +202,24 @@ def make_engine(url: str, read_only: bool = False) -> Engine:
     return engine
 
 
-def _finite(value):
-    """`value` with every NaN / infinity (a correlation of constant predictions, a rate over no time) as None."""
+def as_stored(value):
+    """A JSON column's value as the store holds it (store_json): every NaN / infinity (a correlation of constant
+    predictions, a rate over no time) as None."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: as_stored(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
+        return [as_stored(v) for v in value]
     return value
 
 
 def store_json(value) -> str:
     """How a JSON column is written: strict JSON, a non-finite number as null. PostgreSQL's json refuses NaN (the
     whole result was lost at finish, `invalid input syntax for type json`), and SQLite's JSON functions refuse a
-    document holding one; the run's record.json keeps the value as the loop computed it."""
-    return json.dumps(_finite(value))
+    document holding one; the run's record.json keeps the value as the loop computed it (`harness ingest` reads it
+    as stored: as_stored)."""
+    return json.dumps(as_stored(value))
 
 
 def _make_engine(parsed, read_only: bool) -> Engine:

@@ -4,7 +4,8 @@ files (harness.spec.layout.RECORD), taken in later by `harness ingest`. Idempote
 A record is read against one typed model (harness.store.schema.record_models: the store's own columns), its
 cell key recomputed from its configuration and every column that configuration fixes (Cell.columns: model,
 task, task version, seed, method label, ...; a stage's or member's task and regime) checked against it; a bad
-record is refused, with the file and the field, before anything is written.
+record is refused, with the file and the field, before anything is written. Its results' JSON (metrics, history,
+extra, ...) is read as the store holds it: a NaN or infinity as null (engine.store_json).
 
 A row that a live worker holds (a running cell whose lease is not stale, by the queue's one staleness rule) is
 never touched: ingest reads the row under a lock (PostgreSQL: SELECT ... FOR UPDATE; SQLite: the write lock)
@@ -31,8 +32,9 @@ from harness.spec.errors import InputError
 from harness.spec.layout import INGEST_ONLY, RECORD, SUITE_NAME_MAX, SUITE_NAME_PATTERN, is_attempt_dir
 from harness.spec.schedule import Sequence
 from harness.spec.status import DEFAULT_LEASE_TIMEOUT_S, Regime, Status
+from harness.store.engine import as_stored
 from harness.store.queue import _own_version, stale_lease
-from harness.store.schema import AnalysisRecord, RunRecord, record_models
+from harness.store.schema import RESULTS, AnalysisRecord, RunRecord, record_models
 
 # what ingesting a record did; LEASED: left alone, a running attempt holds the cell (its lease is live, or stale
 # and the record is not that attempt's own); OLDER: left alone, the row is at a later attempt than the record;
@@ -95,7 +97,7 @@ def read_record(path: str):
 
 
 def _non_finite(value, where: str) -> str | None:
-    """The dotted path of the first NaN / infinity inside a JSON value (a database's JSON cannot hold one)."""
+    """The dotted path of the first NaN / infinity inside a JSON value."""
     todo = [(value, where)]
     while todo:
         v, at = todo.pop()
@@ -114,7 +116,14 @@ def _check(row, at: str = "") -> None:
             # every time column is UTC without an offset (lease.utcnow, queue.db_now); a database would drop
             # the offset and keep the local time (02:00+02:00 stored as 02:00): the same instant, in UTC
             setattr(row, name, value.astimezone(dt.timezone.utc).replace(tzinfo=None))
-        if isinstance(value, (dict, list)) and name != "children":
+        if isinstance(value, (dict, list)) and name in RESULTS:
+            # a result as a live finish stores it: the record.json beside it keeps the NaN / infinity the loop
+            # computed (json's bare NaN), the row holds null; so ingest writes the live row, and the same record
+            # ingested again is "same"
+            setattr(row, name, as_stored(value))
+        elif isinstance(value, (dict, list)) and name != "children":
+            # the configuration, the columns it fixes, the claim: a suite's numbers are finite (spec.hparams), so
+            # a NaN here is no cell's; stored as null, the config would no longer hash to the row's cell key
             bad = _non_finite(value, at + name)
             if bad:
                 raise BadRecord(bad, "not a finite number (NaN or infinity)")

@@ -152,6 +152,21 @@ def _keep(store, claim, cell_dir: Path, status: Status, fields: dict, files: dic
     return attempt.keep_for_ingest(leased, claim, status, fields, [], str(src), str(cell_dir))
 
 
+def test_a_kept_result_holding_nan_is_recorded_by_the_next_claim_not_trained_again(tmp_path):
+    """A result kept while the store was unreachable, with a NaN metric (its record.json keeps Python's bare NaN):
+    the next claim reads it as `harness ingest` does, which refused it, so the cell was trained again. It is
+    recorded, the NaN as null, as a live finish stores it."""
+    store, cell, out, cell_dir = _one_cell_store(tmp_path)
+    a = store.claim_next(cell.suite, [cell.key], current_worker())
+    _keep(store, a, cell_dir, Status.COMPLETED, {"score": 50.0, "metrics": {"accuracy": 50.0, "f1": float("nan")}},
+          {layout.PREDICTIONS: "trained by A"})
+    assert '"f1": NaN' in (cell_dir / layout.RECORD).read_text()
+    b = _take_over(store, cell)
+    row = attempt.record_kept(store, b, attempt.folder(str(cell_dir), b), str(cell_dir), print)
+    assert row is not None and row.status == Status.COMPLETED and row.worker_id == b.worker_id
+    assert (row.score, row.metrics) == (50.0, {"accuracy": 50.0, "f1": None})
+
+
 def test_a_completed_outage_result_replaces_an_earlier_failure_where_ingest_finds_it(tmp_path):
     store, cell, out, cell_dir = _one_cell_store(tmp_path)
     first = store.claim_next(cell.suite, [cell.key], current_worker())

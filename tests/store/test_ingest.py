@@ -18,7 +18,6 @@ from harness.spec.layout import RECORD
 from harness.spec.status import Status
 from harness.store.db import Store
 from harness.store.lease import Worker, current_worker
-from harness.store.queue import LeaseLost
 from harness.store.schema import RunRecord
 
 SUITE = "name: ing\nmodels: [minilm]\ntasks: [rte, {multitask: [rte, stsb]}]\nmethods: [full]\n"
@@ -32,18 +31,19 @@ def cells(tmp_path):
     return single, multi
 
 
-def finish_with_record(store, cell, out, status=Status.COMPLETED, score=70.0, worker=None):
-    """What the runner does: claim, then finish with record.json written inside the transaction."""
+def finish_with_record(store, cell, out, status=Status.COMPLETED, score=70.0, worker=None, more=None):
+    """What the runner does: claim, then finish with record.json written inside the transaction. `more`: further
+    columns of the cell's row and of each stage / member row."""
     out.mkdir(parents=True, exist_ok=True)
     claim = store.start(cell, cell.config(), "cmd", str(out), worker=worker)
-    children = ([(t, {"task": t, "score": score + i, "stage": i, "regime": "multitask_member"})   # as the runner's
-                 for i, t in enumerate(cell.tasks)] if cell.schedule else [])
+    children = ([(t, {"task": t, "score": score + i, "stage": i, "regime": "multitask_member", **(more or {})})
+                 for i, t in enumerate(cell.tasks)] if cell.schedule else [])   # as the runner's
 
     def write(record, kids):
         atomic.write_json(str(out / RECORD), {**record, "children": kids})
 
     fields = {"score": score, "metrics": {"accuracy": score}} if status == Status.COMPLETED else {"error": "boom"}
-    store.finish(claim, status, fields, children, before_commit=write)
+    store.finish(claim, status, {**fields, **(more or {})}, children, before_commit=write)
     return json.loads((out / RECORD).read_text())
 
 
@@ -233,7 +233,14 @@ def _nested(depth: int) -> str:
 BAD = {   # name: (change to the record's JSON text or dict, the field named)
     "string seed": (lambda r: {**r, "seed": str(r["seed"])}, "seed"),
     "nan score": (lambda r: {**r, "score": float("nan")}, "score"),
-    "infinite metric": (lambda r: {**r, "metrics": {"accuracy": float("inf")}}, "metrics.accuracy"),
+    # a NaN in a result's JSON is stored as null (test_a_record_holding_nan_is_stored_as_the_live_finish_stores_it);
+    # in the configuration or a column it fixes it is no cell's
+    "infinite rate in the config": (lambda r: {**r, "config": {**r["config"], "hparams": {
+        **r["config"]["hparams"], "learning_rate": float("inf")}}}, "config.hparams.learning_rate"),
+    "nan in hparams": (lambda r: {**r, "hparams": {**r["hparams"], "weight_decay": float("nan")}},
+                       "hparams.weight_decay"),
+    "nan in a child's budget": (lambda r: {**r, "children": [{**r["children"][0], "budget": {
+        **r["children"][0]["budget"], "epochs": float("nan")}}]}, "children.0.budget.epochs"),
     "key not the config's": (lambda r: {**r, "config": {**r["config"], "seed": 99}}, "cell_key"),
     "made-up key": (lambda r: {**r, "cell_key": "0123456789abcdef"}, "cell_key"),
     "suite escapes": (lambda r: {**r, "suite": "../../etc"}, "suite"),
@@ -330,6 +337,34 @@ def test_a_bad_record_is_refused_with_one_line_naming_file_and_field(tmp_path, c
     ok = call_cli("ingest", tmp_path / "out", "--db", url)    # the runner's own record goes in
     assert ok.returncode == 0 and "1 added" in ok.stdout, ok.stdout + ok.stderr
     assert len(Store(url).records()) == 1 + len(multi.tasks)
+
+
+def test_a_record_holding_nan_is_stored_as_the_live_finish_stores_it(tmp_path, cells, db_url):
+    """A run with a NaN metric (Pearson of constant predictions) or an infinite rate: a live finish stores null
+    (engine.store_json), while the record.json written beside it keeps Python's bare NaN / Infinity. Ingest
+    refused such a record ("not a finite number"), so a node cut off from the store lost a result that a live
+    worker keeps. It is stored as the live finish stored it, row for row, and ingesting it again is "same"."""
+    nan, inf = float("nan"), float("inf")
+    _, multi = cells
+    node = Store(f"sqlite:///{tmp_path / 'node.db'}")
+    finish_with_record(node, multi, tmp_path / "out" / multi.key, more={
+        "metrics": {"pearson": nan, "spearmanr": 0.0}, "history": [{"step": 1, "train_loss": inf}],
+        "extra": {"resume_s": inf, "rates": [1.0, -inf]}})
+    text = (tmp_path / "out" / multi.key / RECORD).read_text()
+    assert '"pearson": NaN' in text and '"resume_s": Infinity' in text, text
+
+    def rows(store):   # every column but the ids, which are each store's own
+        return {r.cell_key: {k: v for k, v in r.as_dict().items() if k not in ("id", "parent_id")}
+                for r in store.records()}
+
+    live = rows(node)
+    assert live[multi.key]["metrics"] == {"pearson": None, "spearmanr": 0.0}
+    assert len(live) == 1 + len(multi.tasks)
+    proc = call_cli("ingest", tmp_path / "out", "--db", db_url)
+    assert proc.returncode == 0 and "1 added" in proc.stdout, proc.stdout + proc.stderr
+    assert rows(Store(db_url)) == live
+    again = call_cli("ingest", tmp_path / "out", "--db", db_url)
+    assert again.returncode == 0 and "1 same" in again.stdout, again.stdout + again.stderr
 
 
 def test_identity_columns_a_record_leaves_out_come_from_its_config(tmp_path, cells):
