@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from harness.report.provenance import data_by_task, mixed_data_text, note_applies
-from harness.report.tables import best_table, fmt_mean_std, leaderboard_table, runs_frame
+from harness.report.tables import best_table, fmt_mean_std, leaderboard_table, runs_frame, with_failed_rows
 from harness.spec.status import Regime
 from harness.store.db import Store
 from harness.store.engine import default_db_url, sqlite_file
@@ -107,7 +107,11 @@ def display_table(kind: str, frame: pd.DataFrame) -> tuple[list[str], list[list]
         header = ["model", "task", "method", "score", "seeds", "lr", "budget", "% trained", "p vs best",
                   "seeds needed", "settings", "EVP(1)"] + ([evp_k_name] if with_k else [])
         frame = frame.reset_index(drop=True)
-        rows = [[r["model"], r["task"], r["method_label"],
+        # a variant whose every run of the task failed (tables.with_failed_rows): the leaderboard's cell, no setting
+        rows = [[r["model"], r["task"], r["method_label"], ALL_FAILED] + ["–"] * 6
+                + [settings_text(r.get("settings_tried"), r.get("settings_failed"))] + ["–"] * (1 + with_k)
+                if _count(r.get("failed_settings")) else
+                [r["model"], r["task"], r["method_label"],
                  score_text(r["mean"], r["std"], r["n_seeds"], r.get("trivial"), r.get("improving_seeds"),
                             untested=flag_value(r.get("tested")) is False and not flag_value(r.get("is_best"))),
                  seeds_of(r["n_seeds"], r.get("seeds_planned")), f"{r['learning_rate']:g}", r["budget"],
@@ -563,7 +567,7 @@ def build_table(store: Store, table: str, suite: str | None, model: str | None) 
     if table == "best":
         from harness.stats.evp import add_evp   # settings_tried, evp_1, evp_k, evp_k_n (equal tuning budgets)
 
-        return add_evp(best, runs)
+        return with_failed_rows(add_evp(best, runs), runs)   # a variant that failed on a task: as the leaderboard
     return leaderboard_table(best)
 
 

@@ -196,11 +196,37 @@ def best_table(runs: pd.DataFrame, metric: str = "score", resamples: int = signi
     best.attrs["older_versions"] = older
     best.attrs["data"] = data_by_task(pd.concat(shown))   # what the scores shown were trained and evaluated on
     best.attrs["dev_sets"] = dev_set_lines(best)
-    # variants with runs of a task, all failed: no row here, but the leaderboard shows them as failed, not absent
+    # variants with runs of a task, all failed: no row here, but the leaderboard (and the exported best table,
+    # with_failed_rows) shows them as failed, not absent
     scored = set(zip(best["suite"], best["model"], best["task"], best["method_label"]))
     best.attrs["failed_only"] = {(m, label, task): n for (suite, m, task, label), n in failed.items()
                                  if (suite, m, task, label) not in scored and (model is None or m == model)}
     return best
+
+
+def with_failed_rows(best: pd.DataFrame, runs: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The best table (one suite's) with a row per variant whose every run of a task failed: the leaderboard's
+    "all failed" cells (attrs["failed_only"]), so a variant tried and failed everywhere is told from one never
+    run. Such a row, after the rows of its task, has no setting and no score; `failed_settings` is the settings
+    it tried, every seed of each failed (as the leaderboard's `{task}_failed_settings`; empty on a row with a
+    score), and they count in `settings_tried` and `settings_failed`. `runs`: where its `method` is read."""
+    if best.empty:   # (nothing completed: no table to set them in, as the leaderboard)
+        return best
+    suites = best["suite"].unique()
+    methods = dict(zip(runs["method_label"], runs["method"])) if runs is not None and not runs.empty else {}
+    failed = [{"suite": suites[0] if len(suites) == 1 else None, "model": of_model, "task": task,
+               "method": methods.get(label), "method_label": label, "settings_tried": n, "settings_failed": n,
+               "failed_settings": n}
+              for (of_model, label, task), n in (best.attrs.get("failed_only") or {}).items()]
+    out = pd.concat([best, pd.DataFrame(failed)], ignore_index=True) if failed else best.assign(failed_settings=None)
+    for c in out.columns:   # counts stay whole numbers where a failed row has none (CSV "3", not "3.0")
+        if c == "failed_settings" or (c in best and pd.api.types.is_integer_dtype(best[c])):
+            out[c] = pd.to_numeric(out[c]).astype("Int64")
+    columns = list(zip(out["model"], out["task"]))
+    order = {key: i for i, key in enumerate(dict.fromkeys(columns))}   # a task's rows together, failed ones last
+    out = out.iloc[sorted(range(len(out)), key=lambda i: order[columns[i]])].reset_index(drop=True)
+    out.attrs.update(best.attrs)
+    return out
 
 
 def dev_set_lines(best: pd.DataFrame) -> list[str]:

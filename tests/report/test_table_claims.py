@@ -283,6 +283,46 @@ def test_a_variant_that_failed_on_a_task_shows_as_failed_and_claims_no_params_fo
     assert board["full"]["mrpc_failed_settings"] == 1 and board["full"]["params_all_tasks"] is None
 
 
+def test_the_best_table_shows_a_variant_that_failed_on_a_task_as_the_leaderboard_does(tmp_path):
+    """full failed on both MRPC seeds, layernorm on every run: the leaderboard said "– (all failed)" and kept
+    layernorm's row, but `export --table best` had no row for either in any format, so a method tried and failed
+    everywhere read as one never run."""
+    text = ("name: s\nmodels: [minilm]\ntasks: [rte, mrpc]\nmethods: [full, bitfit, layernorm]\n"
+            "seeds: [1, 2]\n")
+    url = store_of(tmp_path, [text], lambda c: None if (c.method, c.task) == ("full", "mrpc")
+                   or c.method == "layernorm" else 70.0 + c.seed)
+    md = export(url, "best")
+    header = row(md, "model")
+    cells = [dict(zip(header, [c.strip() for c in line.strip("|").split("|")]))
+             for line in md.splitlines() if line.startswith("| minilm ")]
+    assert [(c["task"], c["method"]) for c in cells] == [   # a task's rows together, the failed ones last
+        ("rte", "full"), ("rte", "bitfit"), ("rte", "layernorm"), ("mrpc", "bitfit"), ("mrpc", "full"),
+        ("mrpc", "layernorm")], md
+    failed = {(c["task"], c["method"]): c for c in cells if c["score"] == "– (all failed)"}
+    assert set(failed) == {("mrpc", "full"), ("rte", "layernorm"), ("mrpc", "layernorm")}, md
+    for c in failed.values():   # no setting, no score: the settings it tried, each failed, and nothing else
+        assert c["settings"] == "1 (1 failed)" and {v for k, v in c.items() if k not in (
+            "model", "task", "method", "score", "settings")} == {"–"}, c
+    assert cells[0]["score"].startswith("**71.5"), md
+    said = next(line for line in export(url).splitlines() if line.startswith("– (all failed): "))
+    assert said in md.splitlines()   # the leaderboard's footnote line, word for word
+    tex = export(url, "best", "latex")
+    assert "minilm & mrpc & full & – (all failed) & – &" in tex and "– (all failed): every run of" in tex, tex
+    got = json.loads(export(url, "best", "json"))
+    rows = {(r["task"], r["method_label"]): r for r in got["rows"]}
+    assert len(rows) == 6 and said in got["footnote"]
+    for key in failed:   # as the leaderboard's {task}_failed_settings: the settings tried, and no score
+        r = rows[key]
+        assert (r["failed_settings"], r["settings_tried"], r["settings_failed"]) == (1, 1, 1), r
+        assert r["mean"] is r["std"] is r["n_seeds"] is r["learning_rate"] is None and r["method"] == key[1], r
+    assert rows[("rte", "full")]["failed_settings"] is None and rows[("rte", "full")]["n_seeds"] == 2
+    board = {r["method"]: r for r in json.loads(export(url, "leaderboard", "json"))["rows"]}
+    assert all(board[m][f"{t}_failed_settings"] == rows[(t, m)]["failed_settings"] for t, m in failed)
+    table = {(r["task"], r["method_label"]): r for r in csv.DictReader(export(url, "best", "csv").splitlines())}
+    assert (table[("rte", "layernorm")]["failed_settings"], table[("rte", "layernorm")]["mean"]) == ("1", "")
+    assert (table[("rte", "full")]["failed_settings"], table[("rte", "full")]["n_seeds"]) == ("", "2")
+
+
 def test_variants_scored_on_different_dev_examples_say_so(tmp_path):
     """bitfit's chosen setting scored the first 100 dev examples, full's all 277: the leaderboard set their means
     side by side (and bolded by a test that pairs only the shared examples) as if over the same examples. A cap
@@ -424,8 +464,11 @@ def test_one_model_s_table_compares_the_task_version_its_suite_compares(tmp_path
                                                                                                "stsb", 2)
                    else 80.0 - 10 * (c.method == "bitfit"), older={"stsb": 1})
     suite = json.loads(export(url, "best", "json"))["rows"]
-    assert {(r["model"], r["task"]) for r in suite} == {("minilm", "rte"), ("minilm", "stsb"),
-                                                        ("bert-base-uncased", "rte")}
+    assert {(r["model"], r["task"]) for r in suite if r["mean"] is not None} == {
+        ("minilm", "rte"), ("minilm", "stsb"), ("bert-base-uncased", "rte")}
+    # its version-2 cells failed: said so (as the leaderboard says it), not shown as never run
+    assert {(r["model"], r["task"], r["failed_settings"]) for r in suite if r["mean"] is None} == {
+        ("bert-base-uncased", "stsb", 1)}
     mine = export(url, "leaderboard", "markdown", "--model", "bert-base-uncased")
     assert "85.0" not in mine and "| stsb" not in mine.splitlines()[0], mine   # no version-1 column
     assert "stsb: runs of an earlier task version left out (2 of version 1)" in mine
