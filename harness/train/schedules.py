@@ -127,19 +127,34 @@ def handover_state(model) -> dict:
     return {k: v.detach().cpu().clone() for k, v in base.state_dict().items()}
 
 
+def stage_adapter(stage: int) -> str:
+    """The name under which hand-over mode "new" keeps stage `stage`'s adapter (0 = the sequence's first),
+    frozen, below the fresh ADAPTER_NAME, which is the one every stage trains and saves."""
+    return f"{ADAPTER_NAME}_stage{stage}"
+
+
 def apply_handover(model, handover: dict) -> None:
-    """Load the previous stage's encoder. mode "continue": everything, adapters included; "new": the previous
-    adapter stays in the model, frozen, and the fresh one is stacked on it (bottleneck adapters only)."""
+    """Load the previous stage's encoder. mode "continue": everything, adapters included; "new": every earlier
+    stage's adapter stays in the model, frozen, stacked in stage order, and the fresh one is stacked on top
+    (bottleneck adapters only)."""
     base = getattr(model, model.base_model_prefix)
     state, mode = handover["state"], handover["mode"]
     if mode == "new" and any(f".{ADAPTER_NAME}." in k for k in state):
         from adapters.composition import Stack
 
-        previous = f"{ADAPTER_NAME}_previous"
-        model.add_adapter(previous, config=model.adapters_config.get(ADAPTER_NAME))
-        state = {k.replace(f".{ADAPTER_NAME}.", f".{previous}."): v for k, v in state.items()}
+        # the previous stage's model holds the stages before it under their stage names and its own trained
+        # adapter as ADAPTER_NAME: that one takes the next stage name, so no two adapters share a name (one
+        # fixed name for "the previous" would map two stages' weights onto one key and silently drop one)
+        earlier = 0
+        while any(f".{stage_adapter(earlier)}." in k for k in state):
+            earlier += 1
+        below = [stage_adapter(i) for i in range(earlier + 1)]
+        config = model.adapters_config.get(ADAPTER_NAME)
+        for name in below:
+            model.add_adapter(name, config=config)
+        state = {k.replace(f".{ADAPTER_NAME}.", f".{below[-1]}."): v for k, v in state.items()}
         model.train_adapter(ADAPTER_NAME)
-        model.set_active_adapters(Stack(previous, ADAPTER_NAME))
+        model.set_active_adapters(Stack(*below, ADAPTER_NAME))
     missing, unexpected = base.load_state_dict(state, strict=False)
     if mode == "new":  # the fresh adapter is meant to start fresh
         missing = [k for k in missing if f".{ADAPTER_NAME}." not in k]

@@ -31,11 +31,12 @@ budgets: [{{epochs: 1}}]
 hparams: {{batch_size: 8, learning_rate: 1e-4}}
 ablate: [{{task: rte, method: houlsby}}]
 """)
-    # a new adapter stacked per stage: only for methods that have one to stack (validate refuses it for full)
+    # a new adapter stacked per stage: only for methods that have one to stack (validate refuses it for full);
+    # three stages, so the last stacks two earlier adapters
     stacked = write_suite(work / "stacked.yaml", f"""
 name: strat
 models: ["{tiny_bert}"]
-tasks: [{{sequence: [rte, stsb], adapter: new}}]
+tasks: [{{sequence: [rte, stsb], adapter: new}}, {{sequence: [rte, stsb, cola], adapter: new}}]
 methods: [{{name: houlsby, size: 4, learning_rate: 1e-3}}]
 budgets: [{{epochs: 1}}]
 hparams: {{batch_size: 8, learning_rate: 1e-4}}
@@ -96,13 +97,64 @@ def test_sequential_hands_the_encoder_over(strat):
     assert c["start"] == c["end"] == store.children(ad.id)[0].extra["encoder_checksum"]["end"]
 
 
+PER_ADAPTER = L * 2 * (2 * 4 * 32 + 32 + 4)   # houlsby size 4: two bottlenecks per layer of the tiny model
+
+
 def test_sequential_new_adapter_stacks_on_the_previous(strat):
     store = strat["store"]
-    (new,) = [r for r in by(store, regime="sequential", method="houlsby") if "new adapter" in r.method_label]
-    (cont,) = [r for r in by(store, regime="sequential", method="houlsby") if "new adapter" not in r.method_label]
-    per_adapter = L * 2 * (2 * 4 * 32 + 32 + 4)
-    assert new.total_params == cont.total_params + per_adapter   # the previous adapter stays in, frozen
+    sequential = by(store, regime="sequential", method="houlsby", task="stsb")
+    (new,) = [r for r in sequential if "new adapter" in r.method_label]
+    (cont,) = [r for r in sequential if "new adapter" not in r.method_label]
+    assert new.total_params == cont.total_params + PER_ADAPTER   # the previous adapter stays in, frozen
     assert new.trainable_params == cont.trainable_params
+
+
+def test_sequential_new_adapter_keeps_every_earlier_stage(strat):
+    """Three stages: the last holds three adapters (two frozen, one training), each stage one more than the
+    one before; one name for "the previous adapter" left the last stage with two."""
+    store = strat["store"]
+    (last,) = by(store, regime="sequential", method="houlsby", task="cola")
+    rows = sorted(store.children(last.id), key=lambda r: r.stage) + [last]
+    assert [r.task for r in rows] == ["rte", "stsb", "cola"]
+    assert [r.added_params for r in rows] == [PER_ADAPTER, 2 * PER_ADAPTER, 3 * PER_ADAPTER]
+    assert all(r.trainable_params - r.head_params == PER_ADAPTER for r in rows)
+
+
+def test_new_adapter_hand_over_stacks_each_stage_with_its_weights(tiny_bert, small_glue):
+    """Hand-over mode "new" through build_model, stage by stage: every earlier stage's adapter is in the
+    model with the weights that stage ended with, frozen, stacked in stage order under the fresh one."""
+    from harness.plan.suite import parse_suite
+    from harness.spec.tasks import get_task
+    from harness.train.context import RunContext
+    from harness.train.methods import ADAPTER_NAME
+    from harness.train.model_setup import build_model
+    from harness.train.schedules import handover_state
+
+    (cell,) = parse_suite(f"""
+name: chain
+models: ["{tiny_bert}"]
+tasks: [{{sequence: [rte, stsb, cola, rte], adapter: new}}]
+methods: [{{name: houlsby, size: 4}}]
+""").cells()
+    ctx, handover, trained = RunContext(str(small_glue), None), None, []
+    for stage, task in enumerate(cell.tasks):
+        _, model, _, _, counts = build_model(cell, ctx, [get_task(task)], handover)
+        base = getattr(model, model.base_model_prefix)
+        assert counts["added_params"] == (stage + 1) * PER_ADAPTER
+        assert {n.split(".adapters.")[1].split(".")[0] for n, p in base.named_parameters()
+                if p.requires_grad and ".adapters." in n} == {ADAPTER_NAME}   # only the fresh one trains
+        stack = list(model.active_adapters)   # the earlier stages' adapters in stage order, the fresh one on top
+        assert len(stack) == stage + 1 and stack[-1] == ADAPTER_NAME and len(set(stack)) == len(stack)
+        state = base.state_dict()
+        for i, weights in enumerate(trained):   # what each earlier stage ended with, in its place in the stack
+            mine = {k.replace(f".{ADAPTER_NAME}.", f".{stack[i]}."): v for k, v in weights.items()}
+            assert mine and all(torch.equal(state[k], v) for k, v in mine.items()), (stage, i)
+        with torch.no_grad():   # "training": this stage's adapter ends with weights of its own
+            for n, p in base.named_parameters():
+                if f".{ADAPTER_NAME}." in n:
+                    p.add_(torch.randn_like(p))
+        handover = {"state": handover_state(model), "mode": "new"}
+        trained.append({k: v for k, v in handover["state"].items() if f".{ADAPTER_NAME}." in k})
 
 
 def test_adapter_runs_save_their_adapter_and_head(strat):
