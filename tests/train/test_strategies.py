@@ -133,7 +133,7 @@ def test_new_adapter_hand_over_stacks_each_stage_with_its_weights(tiny_bert, sma
     (cell,) = parse_suite(f"""
 name: chain
 models: ["{tiny_bert}"]
-tasks: [{{sequence: [rte, stsb, cola, rte], adapter: new}}]
+tasks: [{{sequence: [rte, stsb, cola, mrpc], adapter: new}}]
 methods: [{{name: houlsby, size: 4}}]
 """).cells()
     ctx, handover, trained = RunContext(str(small_glue), None), None, []
