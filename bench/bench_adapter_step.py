@@ -69,10 +69,9 @@ def without_dropout(model):
     return model
 
 
-def dropout_table(rows, batch, args, dtype) -> None:
+def dropout_table(rows, batch, args, dtype, loop) -> None:
     print("| method | dropout | forward | backward | clip | optimizer | step | vs full as the loop |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
-    loop = functools.partial(training_forward, "cpu", args.precision)   # masks drawn by the harness; math kernel
     kinds = ["0.1, torch's masks (SDPA's math kernel draws them)", "0.1, as the loop (training_forward)",
              "off, torch's SDPA choice (flash)", "off, as the loop (training_forward)"]
     for label, method, params in rows:
@@ -151,13 +150,13 @@ def main() -> int:
             ("lora r8", "lora", {"rank": 8}), ("layernorm", "layernorm", {})]
     print(f"batch {args.batch} x {args.tokens} tokens, {args.precision}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; median ms of {args.steps} steps after {args.warmup}")
+    loop = functools.partial(training_forward, "cpu", args.precision)   # every step's forward as the loop's
     if args.dropout:
-        dropout_table(rows, batch, args, dtype)
+        dropout_table(rows, batch, args, dtype, loop)
         return 0
     print("| method | frozen weights | forward | backward | clip | optimizer | step | vs full |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     full = build("full", {})
-    loop = functools.partial(training_forward, "cpu", args.precision)   # every step's forward as the loop's
     for label, method, params in rows[1:]:   # each method with and without the cast, next to full fine-tuning
         casts = (None, dtype) if dtype is not None else (None,)
         models = [full, *(build(method, params, c) for c in casts)]

@@ -130,7 +130,7 @@ def _queued_seeds(store, suite: str | None) -> dict[tuple, int]:
     out: dict[tuple, int] = {}
     with store.engine.connect() as conn:
         for of_suite, setting, regime, task, n in conn.execute(stmt.group_by(R.suite, key, R.regime, R.task)):
-            for k in [setting] + (member_keys(setting, task) if regime == Regime.MULTITASK.value else []):
+            for k in [setting, *(member_keys(setting, task).values() if regime == Regime.MULTITASK.value else ())]:
                 out[(of_suite, k)] = out.get((of_suite, k), 0) + n
     return out
 

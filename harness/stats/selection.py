@@ -44,11 +44,11 @@ def selectable_runs(runs: pd.DataFrame, model: str | None = None) -> tuple[pd.Da
     return done[~older], left_out
 
 
-def member_keys(joint_key: str, task: str) -> list[str]:
-    """The setting keys of a multi-task cell's member rows, from its joint row's key and stored task ("+".join of
-    the member tasks): member rows are written only once the cell completes (queue.py `_child`), so the joint
-    row stands for them before."""
-    return [f"{joint_key}.{t}" for t in str(task).split("+")]
+def member_keys(joint_key: str, task: str) -> dict[str, str]:
+    """{member task: setting key} of a multi-task cell's member rows, from its joint row's key and stored task
+    ("+".join of the member tasks): member rows are written only once the cell completes (queue.py `_child`), so
+    the joint row stands for them before."""
+    return {t: f"{joint_key}.{t}" for t in str(task).split("+")}
 
 
 def planned_seeds(runs: pd.DataFrame) -> pd.Series:
@@ -63,7 +63,7 @@ def planned_seeds(runs: pd.DataFrame) -> pd.Series:
     joint = rows[rows["regime"] == Regime.MULTITASK.value]
     members = pd.DataFrame([(of_suite, member, seed) for of_suite, key, task, seed in
                             zip(joint["suite"], joint["setting_key"], joint["task"], joint["seed"])
-                            for member in member_keys(key, task)], columns=["suite", "setting_key", "seed"])
+                            for member in member_keys(key, task).values()], columns=["suite", "setting_key", "seed"])
     seen = pd.concat([keys, members]).groupby(["suite", "setting_key"])["seed"].nunique()
     if "seeds_queued" not in rows:   # (a frame built by hand)
         return seen
@@ -97,8 +97,8 @@ def failed_settings(runs: pd.DataFrame) -> dict[tuple, int]:
     single = rows.loc[~rows["regime"].isin(NOT_RESULTS) & this_version, keys].assign(gone=gone)
     joint = rows[rows["regime"] == Regime.MULTITASK.value]
     members = pd.DataFrame(
-        [(r.suite, r.model, member.rsplit(".", 1)[1], r.method_label, member, g)
-         for r, g in zip(joint.itertuples(), gone[joint.index]) for member in member_keys(r.setting_key, r.task)],
+        [(r.suite, r.model, task, r.method_label, member, g) for r, g in zip(joint.itertuples(), gone[joint.index])
+         for task, member in member_keys(r.setting_key, r.task).items()],
         columns=keys + ["gone"])
     every = pd.concat([single, members], ignore_index=True)
     if every.empty:

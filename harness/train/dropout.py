@@ -38,7 +38,7 @@ _DROPOUT_ARGS = ("input", "p", "training", "inplace")
 _DROPOUT_DEFAULTS = {"p": 0.5, "training": True, "inplace": False}
 # the functions themselves, as imported: a spy or patch put on torch.nn.functional later is called through
 _DROPOUT_FN, _SDPA_FN = F.dropout, torch._C._nn.scaled_dot_product_attention
-_OTHER_DROPOUTS = (F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout, F.feature_alpha_dropout)
+_DROPOUTS = frozenset({_DROPOUT_FN, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout, F.feature_alpha_dropout})
 
 
 def keep_mask(shape, p: float) -> torch.Tensor:
@@ -97,8 +97,9 @@ class CpuDropout(TorchFunctionMode):
         self.drawn = drawn if drawn is not None else set()
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
+        # every torch call of a training forward passes here: the others go straight through
         kwargs = kwargs or {}
-        if func is _DROPOUT_FN or func in _OTHER_DROPOUTS:
+        if func in _DROPOUTS:
             a = _bind(_DROPOUT_ARGS, _DROPOUT_DEFAULTS, args, kwargs)
             if a and a["training"] and 0 < a["p"] < 1:
                 if func is _DROPOUT_FN and _plain_cpu(a["input"]):

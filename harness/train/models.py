@@ -28,7 +28,7 @@ def training_forward(device_type: str, mixed_precision: str, compiled: bool = Fa
     fine-tuning step over 6 layers); in fp32 and on GPUs the fused kernels are the faster ones, and evaluation
     (forward only, no dropout) keeps them everywhere."""
     with contextlib.ExitStack() as stack:
-        if device_type == "cpu" and not compiled:
+        if harness_draws_masks(device_type, compiled):
             from harness.train.dropout import CpuDropout
 
             stack.enter_context(CpuDropout(drawn))
@@ -39,12 +39,18 @@ def training_forward(device_type: str, mixed_precision: str, compiled: bool = Fa
         yield
 
 
+def harness_draws_masks(device_type: str, compiled: bool) -> bool:
+    """Whether training_forward draws dropout's masks here (train/dropout.py): on a CPU, not compiled (inductor
+    draws its own)."""
+    return device_type == "cpu" and not compiled
+
+
 def dropout_masks(device_type: str, compiled: bool, drawn: set) -> str:
-    """Who drew a training run's dropout masks (extra.dropout_masks): on a CPU under training_forward, from what
-    its `drawn` collected (dropout.drawn_by); elsewhere torch (or inductor), not tracked."""
+    """Who drew a training run's dropout masks (extra.dropout_masks): where the harness draws them, from what
+    training_forward's `drawn` collected (dropout.drawn_by); elsewhere torch (or inductor), not tracked."""
     from harness.train.dropout import DRAWN_BY_TORCH, drawn_by
 
-    return drawn_by(drawn) if device_type == "cpu" and not compiled else DRAWN_BY_TORCH
+    return drawn_by(drawn) if harness_draws_masks(device_type, compiled) else DRAWN_BY_TORCH
 
 
 def with_attention(make):
