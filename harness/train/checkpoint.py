@@ -46,8 +46,9 @@ from harness.train.zero import under_deepspeed
 
 FILE = layout.CHECKPOINT
 DEEPSPEED_DIR = layout.CHECKPOINT_DIR
-VERSION = 3   # 2: plain data (weights_only), code fingerprint, precision, device, GradScaler, DeepSpeed manifest;
-# 3: every rank's own tallies (`ranks`; 2 held rank 0's alone, which every rank took as its own)
+VERSION = 4   # 2: plain data (weights_only), code fingerprint, precision, device, GradScaler, DeepSpeed manifest;
+# 3: every rank's own tallies (`ranks`; 2 held rank 0's alone, which every rank took as its own);
+# 4: the tracker's loss window (its sum and micro-batch count) and both loss sums over all ranks
 
 
 @functools.lru_cache(maxsize=1)

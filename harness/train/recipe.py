@@ -293,7 +293,7 @@ class CellRun:
         label = f"{'+'.join(t.name for t in self.tasks)}/{self.cell.method_label}"
         self.bar = Progress(total_steps, label, enabled=self.main, position=1, bars=self.ctx.show_progress)
 
-        step, examples, loss_n, read_at = 0, 0, 0, 0
+        step, examples, loss_n, log_n, read_at = 0, 0, 0, 0, 0
         stopped_by, micro = (None, 0) if self.trains else ("evaluation_only", 0)
         self.model.train()
         epoch_idx = 0
@@ -309,21 +309,30 @@ class CellRun:
         t_start = time.perf_counter()
         self.resume_s = t_start - t_resume if saved or ckpt.refused else None
         if saved:
-            step, epoch_idx, micro, examples, loss_n, self.eval_time = (
-                saved[k] for k in ("step", "epoch_idx", "micro", "examples", "loss_n", "eval_time"))
+            step, epoch_idx, micro, examples, loss_n, log_n, self.eval_time = (
+                saved[k] for k in ("step", "epoch_idx", "micro", "examples", "loss_n", "log_n", "eval_time"))
             self.history, self.per_task = saved["history"], saved["per_task"]
             self.flops.load(saved.get("flops"))
             t_start -= saved["elapsed"]   # a time budget counts the time trained before the stop
             self.bar.update(step)
             read_at = step
         # on the device until a sync reads them: the loss since the last evaluation, the loss since the last
-        # tracker point, the tokens trained on; `seen`: their values at the last read
-        start = {"loss": saved["loss_sum"], "tokens": saved["tokens"]} if saved else {}
+        # tracker point, the tokens trained on; `seen`: this rank's values at the last read, `over_ranks`: the two
+        # loss sums added over every rank there. A checkpoint keeps both, so that a resumed cell's next train loss
+        # (the record's and the tracker's) is the mean over the same micro-batches as an uninterrupted one's.
+        start = ({"loss": saved["loss_sum"], "log_loss": saved["log_loss_sum"], "tokens": saved["tokens"]}
+                 if saved else {})
         sums = sync.DeviceSums(acc.device, start)
         seen = {"loss": 0.0, "log_loss": 0.0, "tokens": 0.0, **start}
+        over_ranks = dict(saved["loss_over_ranks"]) if saved else {"loss": 0.0, "log_loss": 0.0}
         # the tracker run starts here: a resumed cell continues the run its checkpoint names, from its step
         self.tracked.start(acc, saved.get("trackers") if saved else None)
-        log_every, log_n = self.tracked.log_every, 0
+        log_every = self.tracked.log_every
+
+        def mean_loss(name: str, n: int) -> float:
+            """The mean loss over the micro-batches since `name`'s sum was zeroed: n on every rank (each rank runs
+            as many micro-batches per optimizer step, and every epoch the same number of steps)."""
+            return over_ranks[name] / max(n * acc.num_processes, 1)
 
         def check(flags) -> None:
             """What stops every rank at once, whatever else this sync decides."""
@@ -341,9 +350,9 @@ class CellRun:
             """Evaluates with the mean loss since the last evaluation, then starts the next one's sum at 0 on the
             device and in its host copy too: a checkpoint taken at this step saves the copy."""
             nonlocal loss_n
-            self.evaluate(step, epoch, seen["loss"] / max(loss_n, 1))
+            self.evaluate(step, epoch, mean_loss("loss", loss_n))
             sums.zero("loss")
-            seen["loss"], loss_n = 0.0, 0
+            seen["loss"], over_ranks["loss"], loss_n = 0.0, 0.0, 0
 
         # ---
         while stopped_by is None:
@@ -377,15 +386,14 @@ class CellRun:
                         or (acc.num_processes == 1 and any(local))):   # alone, a stop needs no agreement
                     self.bar.update(1)
                     continue
-                flags, seen = sync.read(acc, sums, local)
+                flags, seen, over_ranks = sync.read(acc, sums, local)
                 check(flags)
                 read_at = step
-                self.bar.update(1, loss=f"{seen['loss'] / max(loss_n, 1):.4f}")   # the mean since the last eval
+                self.bar.update(1, loss=f"{mean_loss('loss', loss_n):.4f}")   # the mean since the last eval
                 if log_every and step % log_every == 0:   # the mean loss over the micro-batches since the last point
-                    self.tracked.log_train(acc, step, seen["log_loss"] / max(log_n, 1),
-                                           self.scheduler.get_last_lr()[0])
+                    self.tracked.log_train(acc, step, mean_loss("log_loss", log_n), self.scheduler.get_last_lr()[0])
                     sums.zero("log_loss")
-                    log_n = 0
+                    seen["log_loss"], over_ranks["log_loss"], log_n = 0.0, 0.0, 0
                 epoch_now = epoch_idx + min(1.0, micro / len(mixture))
                 if hp.get("eval_steps") and step % hp["eval_steps"] == 0 and step < total_steps:
                     evaluate_now(epoch_now)
@@ -398,11 +406,12 @@ class CellRun:
                     break
                 if flags[2]:   # a stop signal on some rank: all checkpoint this step, the cell is given back
                     ckpt.save({"step": step, "epoch_idx": epoch_idx, "micro": micro, "loss_n": loss_n,
+                               "log_n": log_n, "loss_over_ranks": over_ranks,
                                "eval_time": self.eval_time, "elapsed": time.perf_counter() - t_start,
                                "history": self.history, "per_task": self.per_task,
                                "trackers": self.tracked.run_ids()},
                               own={"examples": examples, "tokens": seen["tokens"], "loss_sum": seen["loss"],
-                                   "flops": self.flops.state()})
+                                   "log_loss_sum": seen["log_loss"], "flops": self.flops.state()})
                     raise Preempted(f"{preempt.signal_name() or 'a stop signal'} at step {step}/{total_steps}: "
                                     f"checkpointed in {ckpt.path}")
             else:  # a whole epoch went by
@@ -410,14 +419,14 @@ class CellRun:
                 micro = 0
                 if not hp.get("eval_steps") and step < total_steps:
                     if sums.pending:   # its last steps were not read yet (every rank has the same count)
-                        flags, seen = sync.read(acc, sums, [False, False, False])
+                        flags, seen, over_ranks = sync.read(acc, sums, [False, False, False])
                         check(flags)
                         read_at = step
                     evaluate_now(float(epoch_idx))
                 continue
         self.epochs_done = epoch_idx + micro / len(mixture)
         if not self.history or self.history[-1]["step"] != step:
-            self.evaluate(step, self.epochs_done, seen["loss"] / max(loss_n, 1) if loss_n else None)
+            self.evaluate(step, self.epochs_done, mean_loss("loss", loss_n) if loss_n else None)
         self.train_time = time.perf_counter() - t_start - self.eval_time
         if self.frozen:   # the encoder's one pass: training features count as training, dev ones as evaluation
             self.train_time += self.frozen.extract_s

@@ -57,15 +57,21 @@ class DeviceSums:
         return torch.cat([self.losses, self.tokens.view(1)])
 
 
-def read(acc, sums: DeviceSums, local_flags: list[bool]) -> tuple[list[bool], dict]:
+def read(acc, sums: DeviceSums, local_flags: list[bool]) -> tuple[list[bool], dict, dict]:
     """The loop's one host sync: ([any sum non-finite, *local_flags], each summed over ranks: True where any rank
-    raised it; {name: this rank's value}). Every rank must call it at the same step: it reduces. A non-finite
-    sum means a non-finite loss since that sum was last zeroed (NaN and inf stay in a sum)."""
+    raised it; {name: this rank's value}; {"loss", "log_loss": summed over ranks}). Every rank must call it at
+    the same step: it reduces. A non-finite sum means a non-finite loss since that sum was last zeroed (NaN and
+    inf stay in a sum). The loss sums travel in the flags' all-reduce: a record's and a tracker's train loss are
+    over every rank's micro-batches, not rank 0's alone, at no extra collective; a rank's own sums are what its
+    checkpoint keeps."""
     values = sums.vector()
     flags = torch.tensor([0.0] + [float(f) for f in local_flags], dtype=torch.float64, device=values.device)
     flags[0] = (~torch.isfinite(values)).any()
+    shared = torch.cat([flags, sums.losses])
     if acc.num_processes > 1:
-        flags = acc.reduce(flags, reduction="sum")
-    host = torch.cat([flags, values]).tolist()   # the one transfer
+        shared = acc.reduce(shared, reduction="sum")
+    host = torch.cat([shared, values]).tolist()   # the one transfer
     sums.pending = 0
-    return [f > 0 for f in host[:len(flags)]], dict(zip(sums.names, host[len(flags):]))
+    n = len(flags)
+    over_ranks = dict(zip(sums.names[:2], host[n:n + 2]))
+    return [f > 0 for f in host[:n]], dict(zip(sums.names, host[n + 2:])), over_ranks

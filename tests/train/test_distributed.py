@@ -198,3 +198,50 @@ hparams: {{batch_size: 4, eval_batch_size: 8, eval_steps: 3}}
                          "examples": r.train_examples_per_s * r.train_time_s,
                          "train_flops": r.train_flops, "eval_flops": r.eval_flops}
     assert counted(b) == pytest.approx(counted(a), rel=1e-9)
+
+
+# harness/run.py whose ranks each write the loss of every training micro-batch they run, one file per rank
+LOG_LOSSES = """
+import os, sys
+from harness.cli import main
+from harness.train.recipe import CellRun
+real = CellRun.forward
+def forward(self, t, batch):
+    out = real(self, t, batch)
+    if self.model.training:   # the loop's micro-batches, not an evaluation's
+        with open(os.path.join({folder!r}, "losses-" + os.environ["RANK"] + ".txt"), "a") as f:
+            f.write(repr(float(out.loss)) + "\\n")
+    return out
+CellRun.forward = forward
+raise SystemExit(main(["run", *sys.argv[1:]]))
+"""
+
+
+def test_two_processes_report_the_train_loss_over_both_ranks_micro_batches(tmp_path, tiny_bert, small_glue):
+    """Each rank trains on its own half of every optimizer step's examples: the history's train_loss and the
+    tracker's train/loss are the mean over both ranks' micro-batches (they were rank 0's alone)."""
+    from tests.train.test_tracking import scalars
+
+    suite = write_suite(tmp_path / "s.yaml", f"""
+name: ddp-loss
+models: ["{tiny_bert}"]
+tasks: [rte]
+methods: [{{name: lora, learning_rate: 1e-3}}]
+budgets: [{{epochs: 2}}]
+hparams: {{batch_size: 4, eval_batch_size: 8}}
+log_with: [tensorboard]
+log_every: 3
+""")
+    script = tmp_path / "losses.py"
+    script.write_text(LOG_LOSSES.format(folder=str(tmp_path)))
+    proc = launch(tmp_path, suite, small_glue, script=script)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    ranks = [[float(x) for x in (tmp_path / f"losses-{r}.txt").read_text().split()] for r in (0, 1)]
+    assert len(ranks[0]) == len(ranks[1]) == 12 and ranks[0] != ranks[1]   # 48 examples / (2 ranks x 4), twice
+    mean = lambda a, b: (sum(ranks[0][a:b]) + sum(ranks[1][a:b])) / (2 * (b - a))   # noqa: E731
+    (rec,) = Store(f"sqlite:///{tmp_path / 'h.db'}").records()
+    assert [e["step"] for e in rec.history] == [6, 12]   # an evaluation at each epoch's end
+    assert [e["train_loss"] for e in rec.history] == pytest.approx([mean(0, 6), mean(6, 12)], rel=1e-9)
+    found = scalars(tmp_path / "out" / "tensorboard" / rec.cell_key / "ddp-loss")["train/loss"]
+    assert [s for s, _ in found] == [3, 6, 9, 12]
+    assert [v for _, v in found] == pytest.approx([mean(0, 3), mean(3, 6), mean(6, 9), mean(9, 12)], rel=1e-6)

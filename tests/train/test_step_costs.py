@@ -59,25 +59,42 @@ def test_sync_steps_are_a_function_of_the_step_alone():
 
 
 def test_a_sync_reduces_the_flags_so_every_rank_decides_alike():
-    """Under DDP a flag raised on one rank (a stop signal, a NaN there) reaches every rank at the same sync;
-    the sums stay this rank's own."""
-    class TwoRanks:   # the other rank got a stop signal and a NaN loss
+    """Under DDP a flag raised on one rank (a stop signal, a NaN there) reaches every rank at the same sync, and
+    so do the loss sums (a train loss is the mean over every rank's micro-batches); the sums a rank keeps, and
+    checkpoints, stay its own."""
+    class TwoRanks:   # the other rank got a stop signal and a NaN loss; its losses since the last zeroing: 1.5
         num_processes = 2
 
         def reduce(self, tensor, reduction):
             assert reduction == "sum"
-            return tensor + torch.tensor([1.0, 0.0, 1.0, 0.0], dtype=tensor.dtype)
+            return tensor + torch.tensor([1.0, 0.0, 1.0, 0.0, 1.5, 1.5], dtype=tensor.dtype)
 
     sums = sync.DeviceSums(torch.device("cpu"))
     sums.add(torch.tensor(0.5), torch.tensor(7))
     sums.add(torch.tensor(0.25), 3)
-    flags, seen = sync.read(TwoRanks(), sums, [False, False, False])
+    flags, seen, over_ranks = sync.read(TwoRanks(), sums, [False, False, False])
     assert flags == [True, False, True, False]
     assert seen == {"loss": 0.75, "log_loss": 0.75, "tokens": 10.0} and sums.pending == 0
+    assert over_ranks == {"loss": 2.25, "log_loss": 2.25}
     sums.zero("log_loss")
     sums.add(torch.tensor(float("inf")), 1)
-    flags, seen = sync.read(TwoRanks(), sums, [True, False, False])   # this rank ran out of time
+    flags, seen, over_ranks = sync.read(TwoRanks(), sums, [True, False, False])   # this rank ran out of time
     assert flags == [True, True, True, False] and seen["log_loss"] == float("inf")
+    assert over_ranks["log_loss"] == float("inf") and seen["loss"] == float("inf")
+
+
+def test_one_process_reads_its_sums_as_the_sums_over_ranks():
+    class One:
+        num_processes = 1
+
+        def reduce(self, tensor, reduction):
+            raise AssertionError("a single process has no one to reduce with")
+
+    sums = sync.DeviceSums(torch.device("cpu"), {"loss": 1.0, "log_loss": 0.5, "tokens": 4})
+    sums.add(torch.tensor(0.25), 2)
+    flags, seen, over_ranks = sync.read(One(), sums, [False, False, False])
+    assert flags == [False] * 4 and seen == {"loss": 1.25, "log_loss": 0.75, "tokens": 6.0}
+    assert over_ranks == {"loss": 1.25, "log_loss": 0.75}
 
 
 def test_fit_syncs_with_the_host_every_sync_every_steps_not_every_step(tiny_bert, small_glue, monkeypatch):

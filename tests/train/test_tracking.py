@@ -267,3 +267,55 @@ def test_a_sequential_cell_is_one_run_its_stages_numbered_on(tmp_path, tiny_bert
     assert [k for k in run.data.params if k.startswith("schedule")] and run.data.params["cell_key"] == cell.key
     found = scalars(tmp_path / "out" / "tensorboard" / cell.key / "sq")
     assert [s for s, _ in found["train/loss"]] == [2, 4, 6, 8]
+
+
+def test_a_resumed_cell_logs_the_train_loss_an_uninterrupted_one_logs(tmp_path, tiny_bert, small_glue,
+                                                                       monkeypatch):
+    """A stop between two tracker points (log_every 3, stopped at step 4): the point at step 6 is the mean over
+    steps 4-6's micro-batches, the two before the stop included, as in the run never stopped; the checkpoint
+    keeps the tracker's running loss and its count (before, the resumed point averaged steps 5-6 alone)."""
+    from harness.plan.suite import load_suite
+    from harness.spec.errors import Preempted
+    from harness.train import preempt
+    from harness.train.context import RunContext
+    from harness.train.recipe import train_and_evaluate
+    from harness.train.tracking import Trackers
+
+    suite = load_suite(str(write_suite(tmp_path / "r.yaml", tracked_suite(
+        tiny_bert, "r", "[tensorboard]", budget="{max_steps: 9}", log_every=3, seeds="[1]",
+        hparams="batch_size: 8, learning_rate: 1e-4, eval_steps: 100"))))
+    (cell,) = suite.cells()
+
+    def run(name):
+        trackers = Trackers("r", {"tensorboard": {}}, str(tmp_path / name), 3)
+        ctx = RunContext(data_dir=str(small_glue), cache_dir=None, show_progress=False, trackers=trackers)
+        return train_and_evaluate(cell, ctx, output_dir=str(tmp_path / name / "cell"))
+
+    reference = run("ref")
+    old = {s: signal.getsignal(s) for s in preempt.STOP_SIGNALS}
+    preempt.install()
+    preempt.reset()
+    calls, real = {"n": 0}, preempt.requested
+
+    def requested():   # a real SIGUSR1 at the 4th optimizer step's check
+        calls["n"] += 1
+        if calls["n"] == 4:
+            os.kill(os.getpid(), signal.SIGUSR1)
+        return real()
+
+    try:
+        monkeypatch.setattr(preempt, "requested", requested)
+        with pytest.raises(Preempted, match="at step 4/"):
+            run("cell")
+        monkeypatch.undo()
+        preempt.reset()
+        resumed = run("cell")
+    finally:
+        preempt.reset()
+        for s, h in old.items():
+            signal.signal(s, h)
+    assert resumed.score == reference.score and resumed.history == reference.history
+    want = scalars(tmp_path / "ref" / "tensorboard" / cell.key / "r")["train/loss"]
+    got = scalars(tmp_path / "cell" / "tensorboard" / cell.key / "r")["train/loss"]
+    assert [s for s, _ in want] == [3, 6, 9]
+    assert got == want
