@@ -21,8 +21,8 @@ from harness.board.evp_page import page_evp
 from harness.board.grid_page import REFRESH_S, page_grid
 from harness.board.task_page import page_task
 from harness.board.tradeoff_page import page_tradeoff
-from harness.report.export import (display_table, footnote, nothing_completed, task_notes, to_csv, to_latex,
-                                   to_markdown, with_task_notes)
+from harness.report.export import (display_table, footnote, nothing_completed, table_csv, task_notes, to_latex,
+                                   to_markdown)
 from harness.report.grid import suites_models, with_flops
 from harness.report.tables import ablation_matrix, best_table, composite_vs_single, leaderboard_table, runs_frame
 from harness.spec.errors import InputError
@@ -123,7 +123,7 @@ def seeds_needed_table(board: pd.DataFrame) -> pd.DataFrame:
 
 def downloads(kind: str, frame: pd.DataFrame, stem: str) -> None:
     c1, c2, c3 = st.columns(3)
-    c1.download_button("Download CSV", to_csv(with_task_notes(kind, frame)), f"{stem}.csv", "text/csv",
+    c1.download_button("Download CSV", table_csv(kind, frame), f"{stem}.csv", "text/csv",
                        width="stretch")
     c2.download_button("Download LaTeX", to_latex(kind, frame), f"{stem}.tex", "text/x-tex", width="stretch")
     c3.download_button("Download Markdown", to_markdown(kind, frame), f"{stem}.md", "text/markdown", width="stretch")
