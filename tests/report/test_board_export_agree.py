@@ -52,3 +52,39 @@ def test_the_board_s_leaderboard_csv_has_the_trivial_baseline_row_export_writes(
     assert (exported[0]["rte_n"], exported[0]["rte_settings"]) == ("2", "1")   # counts, not "2.0" beside the row
     assert board == exported
     assert "| trivial baseline |" in files["leaderboard-s.md"]
+
+
+def test_the_board_s_runs_page_tells_a_sequence_s_earlier_stage_and_a_joint_run_as_export_does(tmp_path, monkeypatch):
+    """An mrpc→rte sequence's mrpc stage carries the sequence's label, "full [after mrpc]": `harness export --table
+    runs` says "full [after mrpc]: stage 1 of the sequence", but the board's Runs page (and its run picker) showed
+    the bare label beside task mrpc and score 80, read as mrpc trained after mrpc; the joint multi-task row's mean
+    over its tasks read as a task score."""
+    from harness.plan.suite import parse_suite
+    from harness.spec.status import Status
+    from tests.report.test_table_claims import row
+
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    store = Store(url)
+    text = ("name: s\nmodels: [minilm]\ntasks: [{sequence: [mrpc, rte]}, {multitask: [sst2, rte]}]\n"
+            "methods: [full]\n")
+    done = {"trainable_params": 100, "total_params": 1000, "added_params": 0, "trainable_pct": 10.0,
+            "train_time_s": 1.0}
+    for cell in parse_suite(text, "s.yaml").cells():
+        claim = store.start(cell, cell.config(), "cmd", None)
+        if "mrpc" in cell.tasks:
+            children = [("stage0", {**done, "task": "mrpc", "regime": "sequential_stage", "stage": 0, "score": 80.0})]
+        else:
+            children = [(t, {**done, "task": t, "regime": "multitask_member", "stage": i, "score": s})
+                        for i, (t, s) in enumerate((("sst2", 90.0), ("rte", 60.0)))]
+        store.finish(claim, Status.COMPLETED, {**done, "score": 70.0 if "mrpc" in cell.tasks else 75.0}, children)
+    store.engine.dispose()
+    exported = {(cells[2], cells[8]): cells[3] for cells in (row(line, "s") for line in export(url, "runs").splitlines()
+                                                             if line.startswith("| s "))}   # (task, score): method
+    ((_, at),) = board_pages(url, monkeypatch, "minilm", "rte", ("Runs",))
+    runs = next(d.value for d in at.dataframe if "status" in d.value.columns)
+    board = {(task, f"{score:.2f}"): method for task, score, method in zip(runs["task"], runs["score"], runs["method"])}
+    assert board == exported, (board, exported)
+    assert board[("mrpc", "80.00")] == "full [after mrpc]: stage 1 of the sequence"
+    assert any(label.endswith(": the joint run (mean over its tasks)") for label in board.values())
+    picker = next(s for s in at.selectbox if s.label == "Run details")
+    assert any(": stage 1 of the sequence" in option for option in picker.options), picker.options
