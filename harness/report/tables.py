@@ -273,10 +273,12 @@ def _add_tests(best: pd.DataFrame, dirs: list, resamples: int) -> pd.DataFrame:
         level = group.index[group["mean"] >= group.at[top, "mean"]]
         # a task this version does not know, or no predictions of the scores shown (dirs None): not tested
         task = TASKS.get(key[2]) if key[2] in TASKS and dirs is not None else None
-        # an exact tie for the best is not tested against it (nor counted in the Holm family of the others)
-        variants = {best.at[i, "method_label"]: dirs[i] for i in group.index if i == top or i not in level} \
-            if task else {}
-        test = significance.column_test(task, variants, best.at[top, "method_label"], resamples) if task else None
+        # an exact tie for the best is not tested against it (nor counted in the Holm family of the others), but
+        # resampled with them: the average column tests every variant on every task's replicates
+        variants = {best.at[i, "method_label"]: dirs[i] for i in group.index} if task else {}
+        ties = [best.at[i, "method_label"] for i in level if i != top]
+        test = significance.column_test(task, variants, best.at[top, "method_label"], resamples, level=ties) \
+            if task else None
         tests[key] = test
         for i in group.index:
             label = best.at[i, "method_label"]
