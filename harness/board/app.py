@@ -24,7 +24,8 @@ from harness.board.tradeoff_page import page_tradeoff
 from harness.report.export import (display_table, footnote, nothing_completed, run_method_text, table_csv, task_notes,
                                    to_latex, to_markdown)
 from harness.report.grid import suites_models, with_flops
-from harness.report.tables import ablation_matrix, best_table, composite_vs_single, leaderboard_table, runs_frame
+from harness.report.tables import (ablation_matrix, best_table, composite_vs_single, leaderboard_table, runs_frame,
+                                   with_failed_rows)
 from harness.spec.errors import InputError
 from harness.spec.status import Status
 from harness.stats.selection import selectable_runs
@@ -165,7 +166,9 @@ def page_leaderboard(url, suite, model, metric):
                     "∞: equal means; –: one seed or no variance; best: the column's best)")
         st.dataframe(needed, hide_index=True, width="stretch")
     seeds = best["n_seeds"].astype(int)   # per (task, method) cell, as the footnote counts them
-    st.caption(f"{len(best)} (task, method) cells from {int(best['settings_tried'].sum())} hyperparameter settings "
+    # the cells and settings of export's best table: a variant whose every run of a task failed included
+    cells = with_failed_rows(best)
+    st.caption(f"{len(cells)} (task, method) cells from {int(cells['settings_tried'].sum())} hyperparameter settings "
                f"tried; seeds per cell: {seeds.min()}" + (f"–{seeds.max()}." if seeds.max() > seeds.min() else "."))
     downloads("leaderboard", view, f"leaderboard-{suite}")
 

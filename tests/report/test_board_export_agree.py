@@ -88,3 +88,19 @@ def test_the_board_s_runs_page_tells_a_sequence_s_earlier_stage_and_a_joint_run_
     assert any(label.endswith(": the joint run (mean over its tasks)") for label in board.values())
     picker = next(s for s in at.selectbox if s.label == "Run details")
     assert any(": stage 1 of the sequence" in option for option in picker.options), picker.options
+
+
+def test_the_board_counts_the_settings_of_a_variant_that_failed_everywhere_as_export_does(tmp_path, monkeypatch):
+    """bitfit failed on every mrpc run (two rates): the leaderboard shows "– (all failed)" and export's best table
+    has its row with "2 (2 failed)" settings, but the caption under the board's leaderboard counted the scored
+    cells only: "3 (task, method) cells from 6 hyperparameter settings tried", where export's rows say 4 and 8."""
+    import json
+
+    text = ("name: s\nmodels: [minilm]\ntasks: [rte, mrpc]\nmethods: [full, bitfit]\nseeds: [1, 2]\n"
+            "hparams: {learning_rate: [1e-4, 1e-3]}\n")
+    url = store_of(tmp_path, [text], lambda c: None if (c.method, c.task) == ("bitfit", "mrpc") else 60.0 + c.seed)
+    rows = json.loads(export(url, "best", "json"))["rows"]
+    assert (len(rows), sum(r["settings_tried"] for r in rows)) == (4, 8)
+    ((_, at),) = board_pages(url, monkeypatch, "minilm", "rte", ("Leaderboard",))
+    captions = [c.value for c in at.main.caption]
+    assert any(c.startswith("4 (task, method) cells from 8 hyperparameter settings tried") for c in captions), captions
