@@ -196,6 +196,7 @@ def best_table(runs: pd.DataFrame, metric: str = "score", resamples: int = signi
     best.attrs["older_versions"] = older
     best.attrs["data"] = data_by_task(pd.concat(shown))   # what the scores shown were trained and evaluated on
     best.attrs["dev_sets"] = dev_set_lines(best)
+    best.attrs["budgets"] = budget_lines(best)
     # variants with runs of a task, all failed: no row here, but the leaderboard (and the exported best table,
     # with_failed_rows) shows them as failed, not absent
     scored = set(zip(best["suite"], best["model"], best["task"], best["method_label"]))
@@ -245,6 +246,24 @@ def dev_set_lines(best: pd.DataFrame) -> list[str]:
             lines.append(f"{task}{f' ({of_model})' if several else ''}: the variants were scored on different "
                          f"numbers of dev examples ({each}), so their means are not over the same examples; the "
                          f"test against the best pairs the examples both were scored on.")
+    return lines
+
+
+def budget_lines(best: pd.DataFrame) -> list[str]:
+    """A line per (model, task) column whose variants' chosen settings have different budgets: a suite with
+    several budgets selects the budget on dev as it selects a learning rate, so the column's scores are not at one
+    budget, which only the best table's budget column showed."""
+    lines = []
+    several = best["model"].nunique() > 1
+    for (of_model, task), rows in best.groupby(["model", "task"], sort=False):
+        budgets: dict = {}
+        for label, budget in zip(rows["method_label"], rows["budget"]):
+            budgets.setdefault(budget or "the default budget", []).append(label)
+        if len(budgets) > 1:
+            each = "; ".join(f"{budget}: {', '.join(labels)}" for budget, labels in budgets.items())
+            lines.append(f"{task}{f' ({of_model})' if several else ''}: the variants' chosen settings differ in "
+                         f"budget ({each}): the budget was selected on dev with the other hyperparameters, so these "
+                         f"scores are not at one budget.")
     return lines
 
 
@@ -395,6 +414,7 @@ def leaderboard_table(best: pd.DataFrame) -> pd.DataFrame:
     table.attrs["older_versions"] = best.attrs.get("older_versions", {})
     table.attrs["data"] = best.attrs.get("data", {})
     table.attrs["dev_sets"] = best.attrs.get("dev_sets", [])
+    table.attrs["budgets"] = best.attrs.get("budgets", [])
     table.attrs["untested"] = best.attrs.get("untested")
     table.attrs["is_glue"] = glue == tasks
     table.attrs["avg_tasks"] = glue
