@@ -107,10 +107,10 @@ def column(store, suite: str | None, task_name: str, model: str | None = None, r
     from harness.report.tables import best_table, runs_frame
     from harness.spec.errors import InputError
     from harness.spec.tasks import get_task
+    from harness.stats.selection import column_rows
 
     task = get_task(task_name)
-    runs = runs_frame(store, suite)
-    runs = runs[runs["task"] == task.name]
+    runs = column_rows(runs_frame(store, suite), task.name)   # one column's rows: the tests of one task only
     best = best_table(runs, resamples=resamples, model=model)
     if best.empty:
         where = f" in suite {suite}" if suite else ""

@@ -21,10 +21,11 @@ from harness.board.evp_page import page_evp
 from harness.board.grid_page import REFRESH_S, page_grid
 from harness.board.task_page import page_task
 from harness.board.tradeoff_page import page_tradeoff
-from harness.report.export import (display_table, footnote, nothing_completed, task_notes, to_csv, to_latex,
-                                   to_markdown, with_task_notes)
+from harness.report.export import (display_table, footnote, nothing_completed, run_method_text, table_csv, task_notes,
+                                   to_latex, to_markdown)
 from harness.report.grid import suites_models, with_flops
-from harness.report.tables import ablation_matrix, best_table, composite_vs_single, leaderboard_table, runs_frame
+from harness.report.tables import (ablation_matrix, best_table, composite_vs_single, leaderboard_table, runs_frame,
+                                   with_failed_rows)
 from harness.spec.errors import InputError
 from harness.spec.status import Status
 from harness.stats.selection import selectable_runs
@@ -123,7 +124,7 @@ def seeds_needed_table(board: pd.DataFrame) -> pd.DataFrame:
 
 def downloads(kind: str, frame: pd.DataFrame, stem: str) -> None:
     c1, c2, c3 = st.columns(3)
-    c1.download_button("Download CSV", to_csv(with_task_notes(kind, frame)), f"{stem}.csv", "text/csv",
+    c1.download_button("Download CSV", table_csv(kind, frame), f"{stem}.csv", "text/csv",
                        width="stretch")
     c2.download_button("Download LaTeX", to_latex(kind, frame), f"{stem}.tex", "text/x-tex", width="stretch")
     c3.download_button("Download Markdown", to_markdown(kind, frame), f"{stem}.md", "text/markdown", width="stretch")
@@ -165,7 +166,9 @@ def page_leaderboard(url, suite, model, metric):
                     "∞: equal means; –: one seed or no variance; best: the column's best)")
         st.dataframe(needed, hide_index=True, width="stretch")
     seeds = best["n_seeds"].astype(int)   # per (task, method) cell, as the footnote counts them
-    st.caption(f"{len(best)} (task, method) cells from {int(best['settings_tried'].sum())} hyperparameter settings "
+    # the cells and settings of export's best table: a variant whose every run of a task failed included
+    cells = with_failed_rows(best)
+    st.caption(f"{len(cells)} (task, method) cells from {int(cells['settings_tried'].sum())} hyperparameter settings "
                f"tried; seeds per cell: {seeds.min()}" + (f"–{seeds.max()}." if seeds.max() > seeds.min() else "."))
     downloads("leaderboard", view, f"leaderboard-{suite}")
 
@@ -184,9 +187,12 @@ def page_runs(url, suite, model):
         view = view[view["method_label"].isin(methods)]
     if statuses:
         view = view[view["status"].isin(statuses)]
-    cols = ["id", "task", "method_label", "budget", "learning_rate", "seed", "status", "score", "trainable_pct",
+    cols = ["id", "task", "method", "budget", "learning_rate", "seed", "status", "score", "trainable_pct",
             "trainable_params", "train_time_s", "peak_memory_mb", "train_examples_per_s", "hparams"]
-    st.dataframe(view[cols].rename(columns={"method_label": "method", "trainable_pct": "% trained"}),
+    # the method as the exported runs table says it: a sequence's earlier stage and a joint multi-task row are
+    # told from a task's own score (their label alone, "full [after mrpc]" on mrpc, reads as one)
+    method = [run_method_text(r) for _, r in view.iterrows()]
+    st.dataframe(view.assign(method=method)[cols].rename(columns={"trainable_pct": "% trained"}),
                  hide_index=True, width="stretch",
                  column_config={"score": st.column_config.NumberColumn(format="%.2f"),
                                 "% trained": st.column_config.NumberColumn(format="%.3f"),
@@ -198,8 +204,8 @@ def page_runs(url, suite, model):
     downloads("runs", view, f"runs-{suite}")
     if view.empty:
         return
-    labels = {int(r.id): f"#{r.id} {r.task} {r.method_label} lr={r.learning_rate:g} seed={r.seed} ({r.status})"
-              for r in view.itertuples()}
+    labels = {int(r.id): f"#{r.id} {r.task} {text} lr={r.learning_rate:g} seed={r.seed} ({r.status})"
+              for text, r in zip(method, view.itertuples())}
     run_id = urlstate.choose(st.selectbox, "Run details", list(labels), "run", format_func=labels.get)
     rec = open_store(url).get(run_id)
     if rec is None:

@@ -327,7 +327,7 @@ def footnote(kind: str, frame: pd.DataFrame) -> list[str]:
                      "finished); its mean, std and test are over those k, and it was chosen on their mean.")
     if kind == "leaderboard":
         lines += budget_notes(frame)
-    lines += frame.attrs.get("dev_sets") or []
+    lines += (frame.attrs.get("dev_sets") or []) + (frame.attrs.get("budgets") or [])
     if kind == "leaderboard" and frame.attrs.get("em_tasks"):
         lines.append("EM (exact match) is shown beside F1, the main score: the setting chosen, bold, the marks and "
                      "the tests are F1's.")
@@ -489,8 +489,18 @@ def with_trivial_row(board: pd.DataFrame) -> pd.DataFrame:
     if glue and all(t in trivial for t in glue):
         row["avg"] = sum(trivial[t] for t in glue) / len(glue)
     out = pd.concat([board, pd.DataFrame([row])], ignore_index=True)
+    for c in board.columns:   # counts stay whole numbers beside the row's empty cells (CSV "2", not "2.0")
+        if pd.api.types.is_integer_dtype(board[c]):
+            out[c] = out[c].astype("Int64")
     out.attrs.update(board.attrs)
     return out
+
+
+def table_csv(kind: str, frame: pd.DataFrame) -> str:
+    """A table's CSV, as `harness export` writes it and the board's "Download CSV" hands it out (one function:
+    the two files must not differ): the leaderboard with its trivial baseline row, every table with its tasks'
+    notes in a column."""
+    return to_csv(with_task_notes(kind, with_trivial_row(frame) if kind == "leaderboard" else frame))
 
 
 def to_json(kind: str, frame: pd.DataFrame) -> str:
@@ -643,7 +653,7 @@ def export(store: Store, fmt: str, table: str = "runs", suite: str | None = None
     if fmt == "json":
         return to_json(table, frame)
     if fmt == "csv":
-        return to_csv(with_task_notes(table, with_trivial_row(frame) if table == "leaderboard" else frame))
+        return table_csv(table, frame)
     if frame.empty:
         return "(no adapter ablations stored)\n" if table == "ablation" else f"({nothing_completed(frame)})\n"
     if fmt == "latex":

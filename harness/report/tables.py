@@ -196,6 +196,7 @@ def best_table(runs: pd.DataFrame, metric: str = "score", resamples: int = signi
     best.attrs["older_versions"] = older
     best.attrs["data"] = data_by_task(pd.concat(shown))   # what the scores shown were trained and evaluated on
     best.attrs["dev_sets"] = dev_set_lines(best)
+    best.attrs["budgets"] = budget_lines(best)
     # variants with runs of a task, all failed: no row here, but the leaderboard (and the exported best table,
     # with_failed_rows) shows them as failed, not absent
     scored = set(zip(best["suite"], best["model"], best["task"], best["method_label"]))
@@ -248,6 +249,24 @@ def dev_set_lines(best: pd.DataFrame) -> list[str]:
     return lines
 
 
+def budget_lines(best: pd.DataFrame) -> list[str]:
+    """A line per (model, task) column whose variants' chosen settings have different budgets: a suite with
+    several budgets selects the budget on dev as it selects a learning rate, so the column's scores are not at one
+    budget, which only the best table's budget column showed."""
+    lines = []
+    several = best["model"].nunique() > 1
+    for (of_model, task), rows in best.groupby(["model", "task"], sort=False):
+        budgets: dict = {}
+        for label, budget in zip(rows["method_label"], rows["budget"]):
+            budgets.setdefault(budget or "the default budget", []).append(label)
+        if len(budgets) > 1:
+            each = "; ".join(f"{budget}: {', '.join(labels)}" for budget, labels in budgets.items())
+            lines.append(f"{task}{f' ({of_model})' if several else ''}: the variants' chosen settings differ in "
+                         f"budget ({each}): the budget was selected on dev with the other hyperparameters, so these "
+                         f"scores are not at one budget.")
+    return lines
+
+
 def flag_text(row) -> str:
     """`trivial`, `still_improving (k/n seeds)`, `seeds_missing (k/n completed)`, comma-separated; empty without
     flags."""
@@ -273,10 +292,12 @@ def _add_tests(best: pd.DataFrame, dirs: list, resamples: int) -> pd.DataFrame:
         level = group.index[group["mean"] >= group.at[top, "mean"]]
         # a task this version does not know, or no predictions of the scores shown (dirs None): not tested
         task = TASKS.get(key[2]) if key[2] in TASKS and dirs is not None else None
-        # an exact tie for the best is not tested against it (nor counted in the Holm family of the others)
-        variants = {best.at[i, "method_label"]: dirs[i] for i in group.index if i == top or i not in level} \
-            if task else {}
-        test = significance.column_test(task, variants, best.at[top, "method_label"], resamples) if task else None
+        # an exact tie for the best is not tested against it (nor counted in the Holm family of the others), but
+        # resampled with them: the average column tests every variant on every task's replicates
+        variants = {best.at[i, "method_label"]: dirs[i] for i in group.index} if task else {}
+        ties = [best.at[i, "method_label"] for i in level if i != top]
+        test = significance.column_test(task, variants, best.at[top, "method_label"], resamples, level=ties) \
+            if task else None
         tests[key] = test
         for i in group.index:
             label = best.at[i, "method_label"]
@@ -393,6 +414,7 @@ def leaderboard_table(best: pd.DataFrame) -> pd.DataFrame:
     table.attrs["older_versions"] = best.attrs.get("older_versions", {})
     table.attrs["data"] = best.attrs.get("data", {})
     table.attrs["dev_sets"] = best.attrs.get("dev_sets", [])
+    table.attrs["budgets"] = best.attrs.get("budgets", [])
     table.attrs["untested"] = best.attrs.get("untested")
     table.attrs["is_glue"] = glue == tasks
     table.attrs["avg_tasks"] = glue

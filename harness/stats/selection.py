@@ -51,6 +51,16 @@ def member_keys(joint_key: str, task: str) -> dict[str, str]:
     return {t: f"{joint_key}.{t}" for t in str(task).split("+")}
 
 
+def column_rows(runs: pd.DataFrame, task: str) -> pd.DataFrame:
+    """The rows one task's column is computed from: the runs of `task` and the joint rows of the multi-task cells
+    that train it, which stand for their member rows in the seeds planned and the settings failed (member_keys).
+    Rows of `task` alone lose a failed multi-task seed: its cell has no member rows."""
+    if runs.empty:
+        return runs
+    joint = (runs["regime"] == Regime.MULTITASK.value) & runs["task"].map(lambda t: task in member_keys("", t))
+    return runs[(runs["task"] == task) | joint]
+
+
 def planned_seeds(runs: pd.DataFrame) -> pd.Series:
     """Per (suite, setting_key): the seeds of that setting the store holds in any state (completed, failed, running,
     stale, and still queued: runs_frame's `seeds_queued`), against which a table says how many completed. A

@@ -2,7 +2,7 @@
 pooled, Holm-corrected across the column; the same for the average over tasks; seeds needed to resolve a gap.
 
 A column is one (suite, model, task). Each variant brings the runs (one per seed) of its best setting on dev.
-Their saved predictions are aligned on the dev examples every tested variant was scored on. On each of B
+Their saved predictions are aligned on the dev examples every variant was scored on. On each of B
 resamples of those examples (the same resample for every variant: the test is paired), a variant's score is the
 mean over its seeds of the task's main score on the resample: for accuracy and QA F1 that is the mean of the
 seed-averaged per-example scores; F1, MCC and correlations are recomputed on each seed's predictions. The
@@ -293,28 +293,34 @@ class ColumnTest:
 
 
 def against_best(best: str, reps: dict, observed: dict, untested: list, n_examples: int, resamples: int,
-                      alpha: float = ALPHA) -> ColumnTest:
-    """Holm-corrected one-sided tests of every variant in `reps` against `best`."""
+                      alpha: float = ALPHA, level=()) -> ColumnTest:
+    """Holm-corrected one-sided tests of every variant in `reps` against `best`, but those `level` with it (an
+    exact tie for the best mean: a best too, neither tested nor in the Holm family; their replicates are kept,
+    for the average over tasks)."""
     if best not in reps:
         return ColumnTest(best, observed, {}, {}, {}, sorted((set(reps) | set(untested)) - {best}), n_examples,
                           resamples, reps)
-    others = [label for label in reps if label != best]
+    others = [label for label in reps if label != best and label not in level]
     raw = {label: p_below(reps[best], reps[label]) for label in others}
     adjusted = dict(zip(others, holm([raw[o] for o in others]))) if others else {}
     tied = {label: bool(adjusted[label] > alpha) for label in others}
-    tied[best] = True
+    tied.update({label: True for label in [best, *level] if label in reps})
     return ColumnTest(best, observed, raw, {k: float(v) for k, v in adjusted.items()}, tied, list(untested),
                       n_examples, resamples, reps)
 
 
 def column_test(task, variants: dict, best: str, resamples: int = RESAMPLES, seed: int = SEED,
-                alpha: float = ALPHA) -> ColumnTest:
-    """variants: {label: [output_dir per seed of its best setting]}; best: the label best on dev."""
+                alpha: float = ALPHA, level=()) -> ColumnTest:
+    """variants: {label: [output_dir per seed of its best setting]}; best: the label best on dev; level: the
+    labels whose mean equals the best's exactly. Those are resampled with the others but not tested against it:
+    the average over tasks needs every variant's replicates of every column, and a variant left out of one
+    column's replicates (for a tie there) would leave the average untested for all."""
     splits, untested = load_column(task, variants)
     if best in untested or not splits:
         return ColumnTest(best, {}, {}, {}, {}, sorted(set(variants) - {best}), 0, resamples)
     observed, reps = replicates(task, splits, resamples, seed)
-    return against_best(best, reps, observed, untested, sum(len(s.labels) for s in splits), resamples, alpha)
+    return against_best(best, reps, observed, untested, sum(len(s.labels) for s in splits), resamples, alpha,
+                        level)
 
 
 def average_test(columns: dict, best: str, labels: list, alpha: float = ALPHA):

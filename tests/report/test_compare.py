@@ -145,3 +145,37 @@ def test_every_dev_split_is_compared(tmp_path):
         assert res.n_examples == 2 * n
         assert (res.score_a, res.score_b) == pytest.approx((score["full"], score["bitfit"]))
         assert res.diff == pytest.approx(score["full"] - score["bitfit"]) and res.ci_low > 0 and res.p_value < 0.01
+
+
+def test_the_column_of_compare_counts_a_multitask_seed_that_failed_as_the_tables_do(tmp_path):
+    """A multi-task cell's seed 2 failed (a failed cell has no member rows: its joint row stands for them).
+    `harness export` said the member scores are over 1 of 2 seeds; `harness compare --task rte`, which kept the
+    rows of task rte only before selecting, lost the joint row and printed seeds "1" and no flag."""
+    import json
+
+    from harness.plan.suite import parse_suite
+    from harness.spec.status import Status
+    from harness.store.db import Store
+
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    store = Store(url)
+    text = "name: s\nmodels: [minilm]\ntasks: [rte, {multitask: [sst2, rte]}]\nmethods: [full]\nseeds: [1, 2]\n"
+    done = {"trainable_params": 100, "total_params": 1000, "added_params": 0, "trainable_pct": 10.0,
+            "train_time_s": 1.0}
+    for cell in parse_suite(text, "s.yaml").cells():
+        claim = store.start(cell, cell.config(), "cmd", None)
+        if cell.seed == 2 and "+" in cell.task:
+            store.finish(claim, Status.FAILED, {"error": "FloatingPointError: loss is not finite"})
+            continue
+        members = [(t, {**done, "task": t, "regime": "multitask_member", "stage": i, "score": s})
+                   for i, (t, s) in enumerate((("sst2", 90.0), ("rte", 60.0)))] if "+" in cell.task else []
+        store.finish(claim, Status.COMPLETED, {**done, "score": 75.0}, members)
+    store.engine.dispose()
+    r = call_cli("export", "--db", url, "--table", "best", "--format", "json")
+    exported = {x["method_label"]: x for x in json.loads(r.stdout)["rows"] if x["task"] == "rte"}
+    joint = next(label for label in exported if "multitask" in label)
+    assert (exported[joint]["n_seeds"], exported[joint]["seeds_planned"]) == (1, 2)
+    r = call_cli("compare", "--task", "rte", "--db", url, "--resamples", "10")
+    assert r.returncode == 0, r.stderr
+    line = next(line for line in r.stdout.splitlines() if line.startswith(joint))
+    assert " 1/2 " in line and "seeds_missing (1/2 completed)" in line, r.stdout

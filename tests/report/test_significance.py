@@ -209,6 +209,29 @@ def test_missing_predictions_say_not_tested(tmp_path):
     assert "(not tested): a run's saved predictions" in md
 
 
+
+def test_an_exact_tie_for_a_task_s_best_leaves_the_average_tested(tmp_path):
+    """full and bitfit both scored 70.0 on rte (full's row first, so the column's "top"); bitfit was best on mrpc
+    and on the average. An exact tie was left out of its column's test, so bitfit had no rte replicates, the
+    average test was skipped, and full's and layernorm's averages read "(not tested)" under a footnote blaming
+    missing predictions, which every run had saved."""
+    from tests.report.test_table_claims import export, row, store_of
+
+    scores = {("rte", "full"): 70.0, ("rte", "bitfit"): 70.0, ("rte", "layernorm"): 60.0,
+              ("mrpc", "full"): 60.0, ("mrpc", "bitfit"): 70.0, ("mrpc", "layernorm"): 65.0}
+    url = store_of(tmp_path, ["name: s\nmodels: [minilm]\ntasks: [rte, mrpc]\nmethods: [full, bitfit, layernorm]\n"],
+                   lambda c: scores[(c.task, c.method)], predictions=True)
+    md = export(url)
+    avg = row(md, "method").index("GLUE avg")
+    assert [row(md, m)[avg] for m in ("full", "bitfit", "layernorm")] == ["65.0", "**70.0**", "62.5"], md
+    assert "(not tested)" not in md, md
+    board = {r["method"]: r for _, r in leaderboard_table(best_table(runs_frame(Store(url)))).iterrows()}
+    assert board["full"]["avg_tied_with_best"] is False and board["full"]["avg_p_vs_best"] < 0.01
+    # the exact tie on rte is still a best there, and still not in the rte column's Holm family
+    rte = rows(best_table(runs_frame(Store(url))))
+    assert rte["bitfit"]["is_best"] and rte["full"]["is_best"] and pd.isna(rte["bitfit"]["p_raw"])
+    assert rte["layernorm"]["p_vs_best"] == rte["layernorm"]["p_raw"]   # a family of one: Holm changes nothing
+
 def flagged(cell):
     """bitfit: trivial (75.0 vs a majority baseline of 74.5); houlsby seed 1: still rising at the end; full: no
     trivial_scores at all (an older run: no flag, no crash)."""

@@ -354,6 +354,27 @@ def test_variants_scored_on_different_dev_examples_say_so(tmp_path):
     assert "different numbers of dev examples" not in export(same)
 
 
+
+def test_variants_whose_chosen_settings_differ_in_budget_say_so(tmp_path, monkeypatch):
+    """A suite with two budgets selects the budget on dev like a learning rate: full's best setting trained one
+    epoch, bitfit's three. The best table's budget column said so, but the leaderboard (export and board alike)
+    set 70.0 beside 72.0 as if at one budget."""
+    text = ("name: s\nmodels: [minilm]\ntasks: [rte, mrpc]\nmethods: [full, bitfit]\n"
+            "budgets: [{epochs: 1}, {epochs: 3}]\n")
+    best_epochs = {"full": 1, "bitfit": 3}
+    url = store_of(tmp_path, [text], lambda c: 70.0 + 2 * (c.method == "bitfit")
+                   - 5 * (c.budget["epochs"] != best_epochs[c.method]) - (c.task == "mrpc"))
+    line = ("rte: the variants' chosen settings differ in budget (epochs=1: full; epochs=3: bitfit): the budget was "
+            "selected on dev with the other hyperparameters, so these scores are not at one budget.")
+    for table in ("leaderboard", "best"):
+        assert line in json.loads(export(url, table, "json"))["footnote"], table
+    assert line in export(url) and line.replace("rte:", "mrpc:") in export(url)
+    ((_, at),) = board_pages(url, monkeypatch, "minilm", "rte", ("Leaderboard",))
+    assert line in [c.value for c in at.main.caption]
+    (tmp_path / "one").mkdir()   # every variant chose the same budget: nothing to say
+    same = store_of(tmp_path / "one", [text], lambda c: 70.0 - 5 * (c.budget["epochs"] == 3))
+    assert "differ in budget" not in export(same)
+
 def test_no_setting_is_called_failed_while_its_seeds_run_or_wait(tmp_path):
     """bitfit: seed 1 failed, seed 2 running, seed 3 queued; full at 1e-3: seed 1 failed, seeds 2-3 queued. The
     leaderboard said "– (all failed)" ("every run of the variant on the task failed") and counted full's 1e-3 as a

@@ -1,0 +1,106 @@
+"""The board and `harness export` tell the same story for the same store: what the board shows or lets a user
+download is what `harness export` writes. Real SQLite stores written through the store API; the board through Streamlit's AppTest."""
+
+from __future__ import annotations
+
+import csv
+
+from sqlalchemy import update
+
+from harness.store.db import Store
+from harness.store.schema import RunRecord as R
+from tests.report.test_table_claims import board_pages, export, store_of
+
+
+def with_trivial_scores(url, score) -> None:
+    """Every run's trivial baselines ({name: score}) set to `score(record)`."""
+    store = Store(url)
+    with store.engine.begin() as conn:
+        for r in store.records("s"):
+            conn.execute(update(R).where(R.id == r.id).values(trivial_scores=score(r)))
+    store.engine.dispose()
+
+
+def downloads(at_run, monkeypatch) -> dict[str, str]:
+    """{file name: text} of every download button the board draws in `at_run()`: Streamlit's AppTest keeps a
+    button's URL only, so the files are taken as the board hands them to the media storage."""
+    from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+
+    files: dict[str, str] = {}
+    keep = MemoryMediaFileStorage.load_and_get_id
+
+    def load_and_get_id(self, data, mimetype, kind, filename=None):
+        files[filename] = data.decode() if isinstance(data, bytes) else data
+        return keep(self, data, mimetype, kind, filename)
+
+    monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", load_and_get_id)
+    at_run()
+    return files
+
+
+def test_the_board_s_leaderboard_csv_has_the_trivial_baseline_row_export_writes(tmp_path, monkeypatch):
+    """The board's "Download CSV" of the leaderboard had no "trivial baseline" row, where `harness export
+    --format csv` of the same table ends with it (and the Markdown and LaTeX downloads show it): the baseline a
+    score must beat was in one file and not in the other."""
+    text = "name: s\nmodels: [minilm]\ntasks: [rte, mrpc]\nmethods: [full, bitfit]\nseeds: [1, 2]\n"
+    url = store_of(tmp_path, [text], lambda c: 60.0 + c.seed + 5 * (c.method == "full"))
+    with_trivial_scores(url, lambda r: {"majority": 52.7 if r.task == "rte" else 68.4})
+    files = downloads(lambda: list(board_pages(url, monkeypatch, "minilm", "rte", ("Leaderboard",))), monkeypatch)
+    board = list(csv.DictReader(files["leaderboard-s.csv"].splitlines()))
+    exported = list(csv.DictReader(export(url, "leaderboard", "csv").splitlines()))
+    assert [r["method"] for r in exported] == ["full", "bitfit", "trivial baseline"]
+    assert (exported[0]["rte_n"], exported[0]["rte_settings"]) == ("2", "1")   # counts, not "2.0" beside the row
+    assert board == exported
+    assert "| trivial baseline |" in files["leaderboard-s.md"]
+
+
+def test_the_board_s_runs_page_tells_a_sequence_s_earlier_stage_and_a_joint_run_as_export_does(tmp_path, monkeypatch):
+    """An mrpc→rte sequence's mrpc stage carries the sequence's label, "full [after mrpc]": `harness export --table
+    runs` says "full [after mrpc]: stage 1 of the sequence", but the board's Runs page (and its run picker) showed
+    the bare label beside task mrpc and score 80, read as mrpc trained after mrpc; the joint multi-task row's mean
+    over its tasks read as a task score."""
+    from harness.plan.suite import parse_suite
+    from harness.spec.status import Status
+    from tests.report.test_table_claims import row
+
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    store = Store(url)
+    text = ("name: s\nmodels: [minilm]\ntasks: [{sequence: [mrpc, rte]}, {multitask: [sst2, rte]}]\n"
+            "methods: [full]\n")
+    done = {"trainable_params": 100, "total_params": 1000, "added_params": 0, "trainable_pct": 10.0,
+            "train_time_s": 1.0}
+    for cell in parse_suite(text, "s.yaml").cells():
+        claim = store.start(cell, cell.config(), "cmd", None)
+        if "mrpc" in cell.tasks:
+            children = [("stage0", {**done, "task": "mrpc", "regime": "sequential_stage", "stage": 0, "score": 80.0})]
+        else:
+            children = [(t, {**done, "task": t, "regime": "multitask_member", "stage": i, "score": s})
+                        for i, (t, s) in enumerate((("sst2", 90.0), ("rte", 60.0)))]
+        store.finish(claim, Status.COMPLETED, {**done, "score": 70.0 if "mrpc" in cell.tasks else 75.0}, children)
+    store.engine.dispose()
+    exported = {(cells[2], cells[8]): cells[3] for cells in (row(line, "s") for line in export(url, "runs").splitlines()
+                                                             if line.startswith("| s "))}   # (task, score): method
+    ((_, at),) = board_pages(url, monkeypatch, "minilm", "rte", ("Runs",))
+    runs = next(d.value for d in at.dataframe if "status" in d.value.columns)
+    board = {(task, f"{score:.2f}"): method for task, score, method in zip(runs["task"], runs["score"], runs["method"])}
+    assert board == exported, (board, exported)
+    assert board[("mrpc", "80.00")] == "full [after mrpc]: stage 1 of the sequence"
+    assert any(label.endswith(": the joint run (mean over its tasks)") for label in board.values())
+    picker = next(s for s in at.selectbox if s.label == "Run details")
+    assert any(": stage 1 of the sequence" in option for option in picker.options), picker.options
+
+
+def test_the_board_counts_the_settings_of_a_variant_that_failed_everywhere_as_export_does(tmp_path, monkeypatch):
+    """bitfit failed on every mrpc run (two rates): the leaderboard shows "– (all failed)" and export's best table
+    has its row with "2 (2 failed)" settings, but the caption under the board's leaderboard counted the scored
+    cells only: "3 (task, method) cells from 6 hyperparameter settings tried", where export's rows say 4 and 8."""
+    import json
+
+    text = ("name: s\nmodels: [minilm]\ntasks: [rte, mrpc]\nmethods: [full, bitfit]\nseeds: [1, 2]\n"
+            "hparams: {learning_rate: [1e-4, 1e-3]}\n")
+    url = store_of(tmp_path, [text], lambda c: None if (c.method, c.task) == ("bitfit", "mrpc") else 60.0 + c.seed)
+    rows = json.loads(export(url, "best", "json"))["rows"]
+    assert (len(rows), sum(r["settings_tried"] for r in rows)) == (4, 8)
+    ((_, at),) = board_pages(url, monkeypatch, "minilm", "rte", ("Leaderboard",))
+    captions = [c.value for c in at.main.caption]
+    assert any(c.startswith("4 (task, method) cells from 8 hyperparameter settings tried") for c in captions), captions
