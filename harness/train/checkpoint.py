@@ -24,8 +24,13 @@ previous folder (kept until the new manifest is in place), so engine state and c
 The file holds tensors and plain data only and is read with `torch.load(weights_only=True)`: a checkpoint in a
 shared folder cannot run code. Its identity (format, cell key, processes, total steps, DeepSpeed, the precision
 that actually ran, the device type and a fingerprint of the harness's code) must match the resuming run, else the
-cell starts over from step 0 and the record says why (`extra.checkpoint_refused`). Rank 0 decides and tells the
-other ranks, so all of them resume or none does.
+cell starts over from step 0 and the record says why (`extra.checkpoint_refused`). So must what the run started
+from beyond the model and the seed (`start`): a later stage of a sequential cell is resumed after the stages
+before it trained again, and its checkpoint holds only its own trainable weights, trained on the hand-over of
+the first time (a frozen earlier adapter, the encoder); where the rerun hands over other bits (GPU kernels that
+are not deterministic, `auto` choosing another precision on the node of a requeue), resuming would join two
+trainings in one record, so the stage starts over. Rank 0 decides and tells the other ranks, so all of them
+resume or none does.
 """
 
 from __future__ import annotations
@@ -136,8 +141,9 @@ class _Replayable:
 class CellCheckpoint:
     """Saving and resuming one training run (a cell, or one stage of a sequential cell)."""
 
-    def __init__(self, output_dir: str | None, key: str, acc, model, optimizer, scheduler, total_steps: int):
-        self.output_dir, self.key, self.acc = output_dir, key, acc
+    def __init__(self, output_dir: str | None, key: str, acc, model, optimizer, scheduler, total_steps: int,
+                 start: str | None = None):
+        self.output_dir, self.key, self.acc, self.start = output_dir, key, acc, start
         self.model, self.optimizer, self.scheduler, self.total_steps = model, optimizer, scheduler, total_steps
         self.deepspeed = under_deepspeed(acc)
         self.path = os.path.join(output_dir, FILE) if output_dir else None
@@ -153,7 +159,7 @@ class CellCheckpoint:
         return {"version": VERSION, "key": self.key, "num_processes": self.acc.num_processes,
                 "total_steps": self.total_steps, "deepspeed": self.deepspeed,
                 "mixed_precision": str(self.acc.mixed_precision), "device": device_name(self.acc.device),
-                "code": code_fingerprint()}
+                "code": code_fingerprint(), "start": self.start}
 
     def _trainable(self) -> dict:
         unwrapped = self.acc.unwrap_model(self.model)

@@ -176,6 +176,56 @@ def test_loading_and_replaying_a_checkpoint_is_not_training_time(tmp_path, tiny_
     assert result.columns(known)["extra"]["resume_s"] == result.resume_s   # stored in the row's extra
 
 
+SEQUENCE = "[{sequence: [rte, stsb], adapter: new}]"   # stage 1 trains a fresh adapter on stage 0's, frozen
+
+
+def _nudged_handover(monkeypatch):
+    """Stage 0 hands over other weights than it did before the stop: a rerun that did not end bit for bit where
+    the first one did (GPU kernels that are not deterministic; `auto` choosing another precision for stage 0 on
+    the node a requeued task lands on)."""
+    from harness.train import recipe
+
+    real = recipe.handover_state
+
+    def nudged(model):
+        state = real(model)
+        name = next(k for k in sorted(state) if ".harness." in k and state[k].is_floating_point())
+        state[name] = state[name] + 1e-3
+        return state
+
+    monkeypatch.setattr(recipe, "handover_state", nudged)
+
+
+def test_a_later_stage_resumes_only_on_the_stage_it_was_trained_on(tmp_path, tiny_bert, small_glue, monkeypatch,
+                                                                  signals, capfd):
+    """A sequential cell stopped in stage 1 trains stage 0 again when it resumes (only the stopped stage has a
+    checkpoint). Where stage 0 hands over the same weights, stage 1 continues from its checkpoint and the cell
+    ends as an uninterrupted one. Where it hands over others, stage 1's checkpoint was trained on top of a stage
+    0 that the record no longer holds (its frozen stage-0 adapter is the rerun's): stage 1 starts over, and the
+    record says why."""
+    import shutil
+
+    cell = _one_cell(tmp_path, tiny_bert, tasks=SEQUENCE, budget="{max_steps: 6}")
+    reference = _as_dict(_run(cell, small_glue, tmp_path / "ref"))
+    _signal_at_step(monkeypatch, 9)   # stage 0's 6 steps, then 3 of stage 1's
+    with pytest.raises(Preempted, match="at step 3/6"):
+        _run(cell, small_glue, tmp_path / "cell")
+    shutil.copytree(tmp_path / "cell", tmp_path / "copy")
+    monkeypatch.undo()
+    preempt.reset()
+    capfd.readouterr()
+
+    same = _as_dict(_run(cell, small_glue, tmp_path / "cell"))
+    assert "resumed from its checkpoint at step 3/6" in capfd.readouterr().err
+    assert same["score"] == reference["score"] and same["history"] == reference["history"]
+
+    _nudged_handover(monkeypatch)
+    other = _as_dict(_run(cell, small_glue, tmp_path / "copy"))
+    err = capfd.readouterr().err
+    assert "resumed from its checkpoint" not in err
+    assert "start:" in other["checkpoint_refused"] and other["steps"] == 6
+
+
 class _Planted:
     def __init__(self, marker):
         self.marker = marker
