@@ -221,9 +221,8 @@ def run_suite(suite: Suite, db_url: str | None, data_dir: str | None, output_dir
         except (Preempted, KeyboardInterrupt) as stop:
             if main:
                 attempt.discard(attempt_dir)   # the checkpoint is in the cell folder: the next claim resumes it
-                store.release(claim)
                 say(f"cell {cell.key}: {'stopped by a signal, checkpointed' if isinstance(stop, Preempted) else 'interrupted'}"
-                    f"; given back to the queue (the next worker resumes it)")
+                    f"; {_give_back(store, claim)}")
             if isinstance(stop, Preempted):
                 if main:
                     requeue_slurm_task()   # last: it ends this job's processes
@@ -292,6 +291,26 @@ def _record(store: Store, claim: Claim, cell_dir: str, attempt_dir: str, status:
         bar.write(f"cell {claim.cell_key}: completed in {took:.0f}s, score {rec.score:.2f} "
                   f"(best {rec.best_score:.2f}), {rec.trainable_pct:.3g}% of {rec.total_params:,} params trainable")
     return True
+
+
+def _give_back(store: Store, claim: Claim) -> str:
+    """Release a stopped cell's claim; what became of it, for the worker's line. A store that cannot be reached
+    (the stop signal of a maintenance that takes the database down too) keeps the lease: the worker still stops
+    and requeues its Slurm task, whose next incarnation takes its own lease at once (queue.claim_next), and any
+    worker takes it after the lease timeout; either resumes the checkpoint. Raising here instead would end the
+    worker before its requeue: the cell would wait out the timeout, and with every task of an array stopped at
+    once, for a worker nobody starts."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        released = store.release(claim)
+    except (SQLAlchemyError, OSError) as exc:
+        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        return (f"the store is unreachable ({reason}), so it keeps this worker's lease: a requeued task of this "
+                f"worker, or any worker after the lease timeout, resumes it")
+    if not released:
+        return "its lease was no longer this worker's (another worker holds the cell now)"
+    return "given back to the queue (the next worker resumes it)"
 
 
 def _record_kept(store: Store, claim: Claim, output_dir: str, bar: Progress, say) -> str | None:

@@ -54,7 +54,7 @@ from harness.train.precision import (cast_frozen_weights, cell_shape, choose_pre
                                      model_step)
 from harness.train.progress import Progress
 from harness.train.result import RunResult
-from harness.train.schedules import TaskMixture, encoder_checksum, handover_state
+from harness.train.schedules import TaskMixture, encoder_checksum, handover_checksum, handover_state
 from harness.train.zero import gathered, numel, under_deepspeed
 
 
@@ -298,8 +298,10 @@ class CellRun:
         self.model.train()
         epoch_idx = 0
         # --- preemption (harness/train/checkpoint.py): continue from this cell's checkpoint if it has one ---
+        # a later stage's checkpoint holds on to the hand-over it was trained on (its frozen part)
+        start = handover_checksum(self.handover) if self.handover and self.checkpoint_dir else None
         ckpt = CellCheckpoint(self.checkpoint_dir, self.cell.key, acc, self.model, self.optimizer, self.scheduler,
-                              total_steps)
+                              total_steps, start=start)
         mixture = ckpt.wrap(mixture)
         t_resume = time.perf_counter()
         saved = ckpt.resume() if self.trains else None

@@ -121,6 +121,18 @@ def encoder_checksum(model) -> str:
     return h.hexdigest()[:16]
 
 
+def handover_checksum(handover: dict) -> str:
+    """A fingerprint of everything a hand-over gives the next stage (its mode and every tensor, bit for bit,
+    adapters included): a later stage's checkpoint is resumed only on the hand-over it was trained on
+    (harness.train.checkpoint)."""
+    h = hashlib.sha256(str(handover["mode"]).encode())
+    for name, tensor in sorted(handover["state"].items()):
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        h.update(f"{name}:{flat.dtype}:{tuple(tensor.shape)}".encode())
+        h.update(flat.view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def handover_state(model) -> dict:
     """The encoder state a sequential stage hands to the next one (a CPU copy)."""
     base = getattr(model, model.base_model_prefix)

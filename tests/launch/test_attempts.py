@@ -269,3 +269,66 @@ def test_the_next_claim_records_a_result_kept_while_the_store_was_unreachable(tm
         assert after[name] == trained[name], f"{name} written again"
     assert not layout.attempt_dirs(str(cell_dir))
     assert _rescore(cell_dir, row) == pytest.approx(row.score)
+
+
+PREEMPTED_IN_OUTAGE = """
+import os, sys, time
+from pathlib import Path
+from harness.train import checkpoint
+real = checkpoint.CellCheckpoint.save
+def save(self, *args, **kwargs):   # the stop signal's checkpoint is written; then the store goes down
+    real(self, *args, **kwargs)
+    Path(os.environ["SAVED"]).touch()
+    while not Path(os.environ["SERVER_DOWN"]).exists():
+        time.sleep(0.05)
+checkpoint.CellCheckpoint.save = save
+from harness.cli import main
+raise SystemExit(main(sys.argv[1:]))
+"""
+
+
+def test_a_store_outage_at_a_stop_signal_still_requeues_and_the_requeued_task_resumes(tmp_path, tiny_bert,
+                                                                                        small_glue, own_pg):
+    """Slurm's warning signal comes while the store is unreachable (a maintenance that takes both down): the
+    worker checkpoints its cell but cannot give it back. It must still requeue its task (else the cell waits
+    out the lease timeout, and with every array task stopped at once, nobody is left to take it); the
+    requeued task, its lease's own next incarnation, takes the cell at once and resumes its checkpoint."""
+    from harness.spec.errors import EXIT_PREEMPTED
+
+    db = own_pg.create_database("stop_outage")
+    suite = _suite(tmp_path, tiny_bert, budget="{max_steps: 40}")
+    Store(db)   # the schema
+    saved, down, asked = tmp_path / "saved", tmp_path / "down", tmp_path / "scontrol.args"
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "scontrol").write_text(f'#!/bin/bash\necho "$@" >> {asked}\n')
+    (fake_bin / "scontrol").chmod(0o755)
+    slurm = {"PATH": f"{fake_bin}:{os.environ['PATH']}", "SLURM_JOB_ID": "4242", "HARNESS_SLURM_REQUEUE": "1",
+             "HARNESS_LEASE_TIMEOUT_S": "3600", "SAVED": str(saved), "SERVER_DOWN": str(down)}
+    cmd = [sys.executable, "-c", PREEMPTED_IN_OUTAGE, "run", str(suite), "--db", db, "--output-dir",
+           str(tmp_path / "out"), "--data-dir", str(small_glue), "--no-progress"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT), **slurm},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = _wait_for_claims(proc, 1)
+    proc.send_signal(signal.SIGUSR2)
+    deadline = time.time() + 300
+    while not saved.exists():
+        assert proc.poll() is None and time.time() < deadline, "".join(lines) + proc.communicate()[1][-3000:]
+        time.sleep(0.1)
+    own_pg.pause()
+    down.touch()
+    _, err = proc.communicate(timeout=300)
+    own_pg.resume()
+    assert proc.returncode == EXIT_PREEMPTED, err[-3000:]
+    assert asked.read_text().split() == ["requeue", "4242"], err[-3000:]
+    (row,) = Store(db).records("a")
+    assert row.status == Status.RUNNING and row.slurm_job_id == "4242"   # the lease is kept, not given back
+    assert (_cell_dir(tmp_path, row) / "checkpoint.pt").is_file()
+
+    requeued = start_worker(tmp_path, suite, db, small_glue,
+                            env={**slurm, "SLURM_RESTART_COUNT": "1", "HARNESS_SLURM_REQUEUE": "0"})
+    _, err = requeued.communicate(timeout=600)
+    assert requeued.returncode == 0, err[-3000:]
+    assert "taking over a stale lease" in err and "resumed from its checkpoint at step 1/40" in err, err[-3000:]
+    (row,) = Store(db).records("a")
+    assert row.status == Status.COMPLETED and row.attempts == 2

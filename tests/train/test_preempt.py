@@ -176,6 +176,56 @@ def test_loading_and_replaying_a_checkpoint_is_not_training_time(tmp_path, tiny_
     assert result.columns(known)["extra"]["resume_s"] == result.resume_s   # stored in the row's extra
 
 
+SEQUENCE = "[{sequence: [rte, stsb], adapter: new}]"   # stage 1 trains a fresh adapter on stage 0's, frozen
+
+
+def _nudged_handover(monkeypatch):
+    """Stage 0 hands over other weights than it did before the stop: a rerun that did not end bit for bit where
+    the first one did (GPU kernels that are not deterministic; `auto` choosing another precision for stage 0 on
+    the node a requeued task lands on)."""
+    from harness.train import recipe
+
+    real = recipe.handover_state
+
+    def nudged(model):
+        state = real(model)
+        name = next(k for k in sorted(state) if ".harness." in k and state[k].is_floating_point())
+        state[name] = state[name] + 1e-3
+        return state
+
+    monkeypatch.setattr(recipe, "handover_state", nudged)
+
+
+def test_a_later_stage_resumes_only_on_the_stage_it_was_trained_on(tmp_path, tiny_bert, small_glue, monkeypatch,
+                                                                  signals, capfd):
+    """A sequential cell stopped in stage 1 trains stage 0 again when it resumes (only the stopped stage has a
+    checkpoint). Where stage 0 hands over the same weights, stage 1 continues from its checkpoint and the cell
+    ends as an uninterrupted one. Where it hands over others, stage 1's checkpoint was trained on top of a stage
+    0 that the record no longer holds (its frozen stage-0 adapter is the rerun's): stage 1 starts over, and the
+    record says why."""
+    import shutil
+
+    cell = _one_cell(tmp_path, tiny_bert, tasks=SEQUENCE, budget="{max_steps: 6}")
+    reference = _as_dict(_run(cell, small_glue, tmp_path / "ref"))
+    _signal_at_step(monkeypatch, 9)   # stage 0's 6 steps, then 3 of stage 1's
+    with pytest.raises(Preempted, match="at step 3/6"):
+        _run(cell, small_glue, tmp_path / "cell")
+    shutil.copytree(tmp_path / "cell", tmp_path / "copy")
+    monkeypatch.undo()
+    preempt.reset()
+    capfd.readouterr()
+
+    same = _as_dict(_run(cell, small_glue, tmp_path / "cell"))
+    assert "resumed from its checkpoint at step 3/6" in capfd.readouterr().err
+    assert same["score"] == reference["score"] and same["history"] == reference["history"]
+
+    _nudged_handover(monkeypatch)
+    other = _as_dict(_run(cell, small_glue, tmp_path / "copy"))
+    err = capfd.readouterr().err
+    assert "resumed from its checkpoint" not in err
+    assert "start:" in other["checkpoint_refused"] and other["steps"] == 6
+
+
 class _Planted:
     def __init__(self, marker):
         self.marker = marker
@@ -368,3 +418,32 @@ def test_deepspeed_engine_state_and_counters_come_from_one_step(tmp_path, monkey
     counters = ckpt().resume()
     assert counters["step"] == 3
     assert torch.all(acc.unwrap_model(model).weight == 1.0), "the engine state of the manifest's step"
+
+
+def test_a_checkpoint_from_other_cpu_kernels_is_not_resumed(tmp_path, tiny_bert, small_glue):
+    """A CPU checkpoint resumed where torch runs other kernels: a requeued task that lands on a node of another
+    instruction set (this project's "AMD EPYC" draws were AVX512-BF16 or AVX2 alone), played here by one machine
+    with torch's kernels held at their portable level (ATEN_CPU_CAPABILITY=default), which changes a step's bits
+    as another CPU does. The checkpoint names the CPU and its kernels (as it names a GPU's model): the cell starts
+    over and the record says why, instead of joining two numerics in one record."""
+    import torch
+
+    from harness.store.db import Store
+
+    if torch.backends.cpu.get_cpu_capability() == "DEFAULT":
+        pytest.skip("this CPU runs torch's portable kernels only: no other level to resume on")
+    hp = "batch_size: 8, learning_rate: 1e-4, mixed_precision: 'no'"
+    suite = write_suite(tmp_path / "k.yaml", suite_text(tiny_bert, name="k", budget="{max_steps: 120}", hparams=hp))
+    db = f"sqlite:///{tmp_path / 'h.db'}"
+    w = _worker(tmp_path, suite, db, small_glue)
+    _wait_for(w, "cell ")   # claimed: the stop comes at an early step
+    w.send_signal(signal.SIGUSR1)
+    _, err = w.communicate(timeout=300)
+    assert w.returncode == EXIT_PREEMPTED and "checkpointed" in err, err[-3000:]
+
+    again = _worker(tmp_path, suite, db, small_glue, env={"ATEN_CPU_CAPABILITY": "default"})
+    _, err = again.communicate(timeout=600)
+    assert again.returncode == 0, err[-3000:]
+    assert "resumed from its checkpoint" not in err and "device:" in err, err[-3000:]
+    (row,) = Store(db).records("k")
+    assert row.steps == 120 and "device:" in row.extra["checkpoint_refused"]
