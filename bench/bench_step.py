@@ -7,6 +7,10 @@ Modes (one process, side by side; the CPU model is printed with every table):
   (harness/train/peaks.py). The cells are real (`train_and_evaluate`, the embedded model, real data), so the
   numbers are the loop's: FLOPs as the records count them (FlopCounterMode), time as they measure it; and
   the steady step beside them (the mean after the first few steps, which weigh more the shorter the cell).
+  Against full fine-tuning of the same shape and precision: each method's examples/s ratio, and its FLOP bound,
+  full fine-tuning's FLOPs per example over the method's (the ratio it would reach at full fine-tuning's MFU: a
+  method whose FLOPs are near full fine-tuning's backward-without-weight-gradients cannot pass it by trimming
+  overheads, only by running its own small matrices faster than the model's large ones).
 - `ab`: the step mode's cells under two settings, alternated in child processes (median of --repeats):
   another checkout (an earlier commit) against this one, or this tree with an environment variable against it.
 - `batch`: the demo's cells (SST-2) at several batch sizes (--batches), one cell of each size after the other,
@@ -95,6 +99,12 @@ def tokens_per_step(r) -> float:
     return r.train_tokens_per_s * r.train_time_s / max(r.steps, 1)
 
 
+def flops_per_example(r) -> float:
+    """A measured cell's training FLOPs per example (as its record counts them; 0 where it counted none)."""
+    examples = r.train_examples_per_s * r.train_time_s
+    return (r.train_flops or 0.0) / examples if examples else 0.0
+
+
 def cpu_line() -> str:
     import torch
 
@@ -114,8 +124,9 @@ def mode_step(args, ctx) -> str:
     from harness.train.recipe import train_and_evaluate
 
     rows = ["| shape | method | precision | ms/step | examples/s | tokens/step | GFLOP/s | matmul peak at the model's "
-            "shape (GFLOP/s; best of n timings, slowest) | MFU | steady ms/step | steady MFU |",
-            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            "shape (GFLOP/s; best of n timings, slowest) | MFU | steady ms/step | steady MFU | examples/s vs full | "
+            "FLOP bound vs full |",
+            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     measured, peak_at = [], {}
     for label, (task, batch) in SHAPES.items():
         if task not in args.shapes:
@@ -134,14 +145,18 @@ def mode_step(args, ctx) -> str:
                 peak_at[(precision, shape)] = peaks.matmul_rate(peaks.DTYPE_OF[precision], shape, fresh=True)
                 measured.append((label, method, precision, batch, ms, r, tokens, shape, clock.mean_ms(STEADY_AFTER)))
                 print(f"  {label} {method} {precision}: {ms:.0f} ms/step", flush=True)
+    full = {(m[0], m[2]): m[5] for m in measured if m[1] == "full"}   # (shape, precision) -> full's record
     for label, method, precision, batch, ms, r, tokens, shape, steady in measured:
         peak = peak_at[(precision, shape)]
         best, achieved = peak["flops_per_s"], (r.flops_per_s or 0.0)
         steady_rate = (r.train_flops or 0.0) / max(r.steps, 1) / (steady / 1000)
+        ref = full.get((label, precision))
+        vs = (f"{r.train_examples_per_s / ref.train_examples_per_s:.2f}x | "
+              f"{flops_per_example(ref) / flops_per_example(r):.2f}x" if ref and flops_per_example(r) else "– | –")
         rows.append(f"| {label}, {tokens / batch:.0f} tokens | {method} | {precision} | {ms:.0f} | "
                     f"{r.train_examples_per_s:.1f} | {tokens:.0f} | {achieved / 1e9:.1f} | {best / 1e9:.0f} (at "
                     f"{shape[0]}x{shape[1]}x{shape[2]}; {peak['samples']}, {peak['lowest'] / 1e9:.0f}) | "
-                    f"{100 * achieved / best:.0f}% | {steady:.0f} | {100 * steady_rate / best:.0f}% |")
+                    f"{100 * achieved / best:.0f}% | {steady:.0f} | {100 * steady_rate / best:.0f}% | {vs} |")
     print("\n".join(rows), flush=True)
     return "\n".join(rows)
 
