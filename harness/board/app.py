@@ -232,7 +232,7 @@ def page_runs(url, suite, model):
         st.json(rec.env or {})
 
 
-def page_analyses(url, suite, model):
+def page_analyses(url, suite, model, metric):
     suite_runs = load_runs(url)
     suite_runs = suite_runs[suite_runs["suite"] == suite]
     page_schedules(suite_runs, model)
@@ -258,7 +258,12 @@ def page_analyses(url, suite, model):
         m1.metric(f"A − B ({task})", f"{res.diff:+.2f}")
         m2.metric("95% CI", f"[{res.ci_low:+.2f}, {res.ci_high:+.2f}]")
         m3.metric("p-value", f"{res.p_value:.3f}")
-        st.caption(f"Each variant's best setting on dev (the leaderboard's), its runs paired by seed ({n_seeds} "
+        # a run saves its final evaluation's predictions only: the comparison is of final evaluations, the
+        # settings chosen on them, whichever dev score the sidebar shows the leaderboard on
+        chosen = ("the leaderboard's" if metric == "score" else
+                  "chosen on the final dev evaluation, not the best one the leaderboard shows now: a run saves the "
+                  "predictions of its final evaluation only")
+        st.caption(f"Each variant's best setting on dev ({chosen}), its runs paired by seed ({n_seeds} "
                    f"seed(s)), its score the mean over them; {res.resamples} paired bootstrap resamples of the "
                    f"{res.n_examples} dev examples, two-sided p. The same as "
                    f"`harness compare \"{a}\" \"{b}\" --task {task}`.")
@@ -337,7 +342,7 @@ def main() -> None:
             "Tuning budget": lambda: page_evp(runs[runs["suite"] == suite], model, metric),
             "Runs": lambda: page_runs(url, suite, model),
             "Task": lambda: page_task(store, runs, suite, model),
-            "Analyses": lambda: page_analyses(url, suite, model)}
+            "Analyses": lambda: page_analyses(url, suite, model, metric)}
     draw[page]()
     urlstate.prune()
 

@@ -234,6 +234,19 @@ def test_analyses_comparison_opens_from_the_url(store_url, monkeypatch):
     at = app(store_url, monkeypatch, page="Analyses", task="rte", a="houlsby(size=8,non_linearity=swish)", b="full")
     assert at.metric[0].label == "A − B (rte)"
     assert float(at.metric[0].value) < -10        # houlsby (A) is right less often than full (B) on these examples
+    assert "(the leaderboard's)" in next(c.value for c in at.caption if c.value.startswith("Each variant's best"))
+
+
+def test_analyses_comparison_in_best_evaluation_mode_says_it_compares_final_evaluations(store_url, monkeypatch):
+    """The leaderboard on each run's best dev evaluation is not what the paired comparison can test (a run saves
+    its final evaluation's predictions): the caption says which evaluations and settings it compares."""
+    final = app(store_url, monkeypatch, page="Analyses", task="rte", a="houlsby(size=8,non_linearity=swish)",
+                b="full")
+    best = app(store_url, monkeypatch, page="Analyses", task="rte", a="houlsby(size=8,non_linearity=swish)",
+               b="full", metric="best_score")
+    assert best.metric[0].value == final.metric[0].value   # the same comparison, of final evaluations
+    caption = next(c.value for c in best.caption if c.value.startswith("Each variant's best setting"))
+    assert "the leaderboard's" not in caption and "chosen on the final dev evaluation" in caption
 
 
 def test_task_drilldown_overlays_one_dev_curve_per_run(store_url, monkeypatch):
