@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 
 from harness.report.provenance import data_by_task, mixed_data_text, note_applies
-from harness.report.tables import best_table, fmt_mean_std, leaderboard_table, runs_frame, with_failed_rows
+from harness.report.tables import (ALL_FAILED, best_table, fmt_mean_std, leaderboard_table, runs_frame,
+                                   with_failed_rows)
 from harness.spec.status import Regime
 from harness.store.db import Store
 from harness.store.engine import default_db_url, sqlite_file
@@ -174,7 +175,6 @@ def display_table(kind: str, frame: pd.DataFrame) -> tuple[list[str], list[list]
 
 
 TRIVIAL_ROW = "trivial baseline"
-ALL_FAILED = "– (all failed)"
 TRIVIAL_MARK, IMPROVING_MARK = "†", "‡"
 NOT_TESTED = "(not tested)"
 SHORT_SEEDS = re.compile(r"\(\d+/\d+ seeds\)")

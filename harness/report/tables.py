@@ -473,18 +473,25 @@ def ablation_matrix(payload: dict) -> pd.DataFrame:
     return matrix
 
 
+ALL_FAILED = "– (all failed)"   # a variant whose every run of a task failed, in every table that shows it
+
+
 def composite_vs_single(runs: pd.DataFrame, model: str | None = None) -> pd.DataFrame:
     """Sequential and multi-task rows against the direct single-task runs of the same method and task (best
-    setting on dev of each): task, variant, score, single-task, difference. Empty without composite rows."""
+    setting on dev of each): task, variant, score, single-task, difference. Empty without composite rows. A
+    single-task variant whose every run of the task failed reads ALL_FAILED, as in the leaderboard (empty: never
+    run)."""
     composite = (Regime.SEQUENTIAL, Regime.MULTITASK_MEMBER)
     if runs.empty or not runs["regime"].isin(composite).any():
         return pd.DataFrame()
     best = best_table(runs, model=model)
     direct = best[best["regime"].isna()].set_index(["task", "method_label"])["mean"]
+    failed = {(task, label) for _, label, task in best.attrs.get("failed_only") or {}}
     rows = []
     for _, r in best[best["regime"].isin(composite)].iterrows():
-        base = direct.get((r["task"], base_label(r["method_label"])))
+        single = (r["task"], base_label(r["method_label"]))
+        base = direct.get(single)
         rows.append({"task": r["task"], "variant": r["method_label"], "score": round(r["mean"], 2),
-                     "single-task": None if base is None else round(base, 2),
+                     "single-task": (ALL_FAILED if single in failed else None) if base is None else round(base, 2),
                      "difference": None if base is None else round(r["mean"] - base, 2)})
     return pd.DataFrame(rows)

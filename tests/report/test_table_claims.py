@@ -10,6 +10,7 @@ import json
 import os
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from harness.plan.suite import parse_suite
@@ -716,3 +717,19 @@ def test_a_multitask_seed_that_failed_counts_as_planned_for_its_members(tmp_path
     rows = json.loads(export(url, "best", "json"))["rows"]
     assert {r["task"]: (r["n_seeds"], r["seeds_planned"]) for r in rows} == {"sst2": (1, 2), "rte": (1, 2)}
     assert "(1/2 seeds)" in export(url)
+
+
+def test_a_composite_s_single_task_variant_that_failed_everywhere_says_so(tmp_path):
+    """A multi-task cell's member row beside its single-task variant: full alone failed on every rte run, bitfit
+    was never run alone. The board's "vs single-task" table showed the same empty cell for both."""
+    from harness.report.tables import ALL_FAILED, composite_vs_single, runs_frame
+
+    text = ("name: s\nmodels: [minilm]\ntasks: [rte, {multitask: [sst2, rte]}]\nmethods: [full]\nseeds: [1, 2]\n")
+    only = "name: s\nmodels: [minilm]\ntasks: [{multitask: [sst2, rte]}]\nmethods: [bitfit]\nseeds: [1, 2]\n"
+    url = store_of(tmp_path, [text, only], lambda c: None if c.task == "rte" else 70.0 + c.seed)
+    table = composite_vs_single(runs_frame(Store(url), "s"), "minilm")
+    rows = {(r["task"], r["variant"].split(" ")[0]): r for _, r in table.iterrows()}
+    assert rows[("rte", "full")]["single-task"] == ALL_FAILED and pd.isna(rows[("rte", "full")]["difference"])
+    assert rows[("sst2", "full")]["single-task"] is None or pd.isna(rows[("sst2", "full")]["single-task"])
+    assert pd.isna(rows[("rte", "bitfit")]["single-task"])    # never run alone: empty, not "all failed"
+    assert rows[("rte", "full")]["score"] == 71.5
