@@ -48,8 +48,8 @@ def _compare(task: Task, dirs_a: list, dirs_b: list, names: dict, resamples: int
     splits, untested = load_column(task, {A: dirs_a, B: dirs_b})
     if untested:
         raise InputError(f"{' and '.join(names[k] for k in (A, B) if k in untested)}: saved predictions of some "
-                         f"{task.name} dev split not on this machine, or their gold labels differ from the other "
-                         "side's (not the same data)")
+                         f"{task.name} dev split not on this machine, or their gold labels (SQuAD: question "
+                         "ids) differ from the other side's (not the same data)")
     return paired_bootstrap(task, splits, resamples)
 
 

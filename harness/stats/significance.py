@@ -87,7 +87,10 @@ class Split:
 
 def load_column(task, variants: dict) -> tuple[list[Split], list]:
     """variants: {label: [output_dir per seed]}. Returns the splits aligned on the examples all tested variants
-    share, and the labels not tested (a run's predictions missing, or gold labels that disagree with the others')."""
+    share, and the labels not tested (a run's predictions missing, or gold labels or example ids that disagree with
+    the others')."""
+    from harness.tasks.kinds import kind_of
+
     splits, untested = [], []
     raw: dict = {}
     for label, dirs in variants.items():
@@ -96,7 +99,7 @@ def load_column(task, variants: dict) -> tuple[list[Split], list]:
             runs = [_predictions(d, split.hub_split) for d in dirs]
             if not runs or any(r is None for r in runs):
                 break
-            per_split.append(runs)
+            per_split.append([(*r, kind_of(task).example_ids(task, d, split.hub_split)) for r, d in zip(runs, dirs)])
         if len(per_split) == len(task.eval_splits):
             raw[label] = per_split
         else:
@@ -105,22 +108,27 @@ def load_column(task, variants: dict) -> tuple[list[Split], list]:
     for k, split in enumerate(task.eval_splits):
         common = None
         for runs in raw.values():
-            for idx, _, _ in runs[k]:
+            for idx, _, _, _ in runs[k]:
                 common = idx if common is None else np.intersect1d(common, idx)
         if common is None or len(common) == 0:
             return [], list(variants)
         common = np.unique(common)
-        gold_of = None
+        gold_of = ids_of = None
         for label, runs in raw.items():
             rows = []
-            for idx, pred, gold in runs[k]:
+            for idx, pred, gold, ids in runs[k]:
                 order = np.argsort(idx, kind="stable")
                 pos = order[np.searchsorted(idx, common, sorter=order)]
                 rows.append(pred[pos])
                 gold_of = gold[pos] if gold_of is None else gold_of
                 # the same example must have the same gold label in every run (span extraction stores each
-                # question's EM there instead): else the runs saw different data, and are not compared
-                if task.kind != "span_extraction" and not np.array_equal(gold[pos], gold_of):
+                # question's EM there instead), and the same id where the kind keeps ids (SQuAD: an offline
+                # split's question 0 and the hub's are other questions): else the runs saw different data, and
+                # are not compared
+                here = [ids[i] for i in common] if ids is not None and len(ids) == len(idx) else None
+                ids_of = here if ids_of is None else ids_of
+                if (task.kind != "span_extraction" and not np.array_equal(gold[pos], gold_of)) or (
+                        here is not None and here != ids_of):
                     rows = None
                     break
             aligned[label].append(None if rows is None else np.stack(rows))

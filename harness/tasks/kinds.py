@@ -11,6 +11,7 @@ the runner and the store are the same for every kind: the loop only calls these 
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 
@@ -58,6 +59,12 @@ class TaskKind:
         """Write {split: predictions} into the run's output directory, including predictions.npz with
         {split}_idx / _pred / _label arrays that `harness compare` pairs by example."""
         raise NotImplementedError
+
+    def example_ids(self, task: Task, out_dir: str, split: str) -> list | None:
+        """The ids of a saved run's dev examples of `split`, in the order of its predictions.npz idx, where the
+        kind keeps them (None: not kept, or not on this machine). Paired comparisons check them: a position in
+        the split names the same example in two runs only where both read the same data."""
+        return None
 
     def sample_score(self, task: Task, preds: np.ndarray, labels: np.ndarray) -> float:
         """The main score of a (resampled) set of saved per-example predictions (the paired bootstrap)."""
@@ -191,14 +198,29 @@ class SpanExtraction(TaskKind):
     def sample_score(self, task: Task, preds, labels) -> float:
         return 100.0 * float(np.mean(preds))   # F1 is the mean of the per-question F1
 
+    def example_ids(self, task: Task, out_dir: str, split: str) -> list | None:
+        # predictions.npz's idx is the question's position in the split and its label column holds EM, not a
+        # gold answer: the question ids of predictions.json are what tell two runs' questions apart
+        path = os.path.join(out_dir or "", f"predictions{self.file_suffix(task, split)}.json")
+        if not out_dir or not os.path.isfile(path):
+            return None
+        with open(path, encoding="utf-8") as f:
+            return list(json.load(f))
+
     def trivial_baselines(self, task: Task, train, dev: list[tuple[str, object]]) -> dict[str, float]:
         from harness.tasks.baselines import span_baselines
 
         return span_baselines(task, train, dev)   # always-empty answer; the context's first k words
 
+    @staticmethod
+    def file_suffix(task: Task, split: str) -> str:
+        """predictions.json and null_odds.json are the first dev split's; any other's carry _{split}."""
+        return "" if split == task.eval_splits[0].hub_split else f"_{split}"
+
     def save_predictions(self, task: Task, out_dir: str, predictions: dict) -> None:
-        for n, (split, p) in enumerate(predictions.items()):
-            suffix = "" if n == 0 else f"_{split}"
+        for split, p in predictions.items():
+            suffix = self.file_suffix(task, split)
+            # question id -> answer in the split's question order: also what example_ids reads back
             atomic.write_json(os.path.join(out_dir, f"predictions{suffix}.json"), p.answers,
                               indent=0, ensure_ascii=False)
             if task.unanswerable:

@@ -179,3 +179,41 @@ def test_the_column_of_compare_counts_a_multitask_seed_that_failed_as_the_tables
     assert r.returncode == 0, r.stderr
     line = next(line for line in r.stdout.splitlines() if line.startswith(joint))
     assert " 1/2 " in line and "seeds_missing (1/2 completed)" in line, r.stdout
+
+
+def test_squad_runs_on_other_questions_are_not_paired(tmp_path):
+    """SQuAD's predictions.npz pairs questions by their position in the dev split and keeps EM, not a gold
+    answer, in its label column, so nothing checked that two runs scored the same questions: a run on the offline
+    split's dev (articles 38-47 of the v1.1 dev set) and one on the official dev (the hub) were paired question 0
+    with question 0, and compared as if on the same evidence. The question ids of predictions.json now decide."""
+    from harness.analysis.compare import compare_runs
+    from harness.spec.errors import InputError
+    from harness.stats.significance import load_column
+    from harness.tasks.kinds import SpanPredictions, kind_of
+
+    task = get_task("squad")
+    rng = np.random.default_rng(4)
+
+    def run(name, ids):
+        out = tmp_path / name
+        out.mkdir()
+        f1 = rng.random(len(ids))
+        kind_of(task).save_predictions(task, str(out), {"validation": SpanPredictions(
+            ids, {q: "an answer" for q in ids}, {}, (f1 > 0.9).astype(float), f1)})
+        return str(out)
+
+    offline = [f"offline{i}" for i in range(40)]
+    a, b = run("a", offline), run("b", offline[:30])                  # the same questions (B capped at 30)
+    hub = run("hub", [f"official{i}" for i in range(60)])            # other questions, at the same positions
+    splits, untested = load_column(task, {"A": [a], "B": [b]})
+    assert untested == [] and len(splits[0].labels) == 30
+    splits, untested = load_column(task, {"A": [a], "hub": [hub]})
+    assert untested == ["hub"]
+
+    class Run:
+        def __init__(self, i, out):
+            self.id, self.task, self.output_dir = i, "squad", out
+
+    with pytest.raises(InputError, match="question ids"):
+        compare_runs(Run(1, a), Run(2, hub))
+    assert compare_runs(Run(1, a), Run(2, b)).n_examples == 30
