@@ -509,7 +509,8 @@ def to_json(kind: str, frame: pd.DataFrame) -> str:
 
     if kind == "leaderboard":
         frame = with_trivial_row(frame)
-    rows = json.loads(frame.to_json(orient="records", date_format="iso")) if not frame.empty else []
+    # date_unit "us": the stores keep microseconds (to_json's default "ms" cut 10:00:00.123456 to 10:00:00.123)
+    rows = json.loads(frame.to_json(orient="records", date_format="iso", date_unit="us")) if not frame.empty else []
     _exact_floats(frame, rows)
     notes = footnote(kind, frame) if not frame.empty else []
     return json.dumps({"table": kind, "rows": rows, "footnote": notes}, indent=1, ensure_ascii=False) + "\n"
