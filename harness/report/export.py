@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 
 from harness.report.provenance import data_by_task, mixed_data_text, note_applies
-from harness.report.tables import best_table, fmt_mean_std, leaderboard_table, runs_frame, with_failed_rows
+from harness.report.tables import (STD_NOTE, best_table, fmt_mean_std, leaderboard_table, runs_frame,
+                                   with_failed_rows)
 from harness.spec.status import Regime
 from harness.store.db import Store
 from harness.store.engine import default_db_url, sqlite_file
@@ -304,6 +305,8 @@ def footnote(kind: str, frame: pd.DataFrame) -> list[str]:
     if seeds[0] == 1 and not frame.attrs.get("untested"):
         lines.append("With one seed the test resamples examples only: the variance between seeds is not in it.")
     texts = [c for row in display_table(kind, frame)[1] for c in row if isinstance(c, str)]
+    if any("±" in c for c in texts):
+        lines.append(STD_NOTE)
     if frame.attrs.get("untested"):
         lines.append(f"{NOT_TESTED}: no test against the best: {frame.attrs['untested']}.")
     elif any(NOT_TESTED in c for c in texts):

@@ -716,3 +716,20 @@ def test_a_multitask_seed_that_failed_counts_as_planned_for_its_members(tmp_path
     rows = json.loads(export(url, "best", "json"))["rows"]
     assert {r["task"]: (r["n_seeds"], r["seeds_planned"]) for r in rows} == {"sst2": (1, 2), "rte": (1, 2)}
     assert "(1/2 seeds)" in export(url)
+
+
+def test_the_tables_say_which_std_they_show(tmp_path):
+    """full's seeds scored 70, 72 and 74: the cell shows 72.0 ± 2.0, the sample std (n - 1); numpy's default
+    (n) gives 1.6 from the same runs, and no table said which one it showed. One seed shows no ± and no note."""
+    from harness.report.tables import STD_NOTE
+
+    text = "name: s\nmodels: [minilm]\ntasks: [rte]\nmethods: [full]\nseeds: [1, 2, 3]\n"
+    url = store_of(tmp_path, [text], lambda c: 68.0 + 2 * c.seed)
+    md = export(url, "leaderboard", "markdown")
+    assert row(md, "full")[1] == "**72.0 ± 2.0**" and f"{np.std([70, 72, 74], ddof=1):.1f}" == "2.0", md
+    assert STD_NOTE in md and STD_NOTE in export(url, "best", "markdown")
+    assert "sample standard deviation" in export(url, "leaderboard", "latex")
+    assert STD_NOTE in json.loads(export(url, "leaderboard", "json"))["footnote"]
+    one = store_of(tmp_path / "one", [text.replace("[1, 2, 3]", "[1]")], lambda c: 70.0)
+    assert "standard deviation" not in export(one, "leaderboard", "markdown")
+
