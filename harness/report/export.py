@@ -254,6 +254,34 @@ def _tied(frame: pd.DataFrame, i, tie_col: str, value_col: str, peers) -> bool:
     return bool(pd.notna(value) and value == frame.loc[peers, value_col].max())
 
 
+def rounded_alike(kind: str, header: list[str], rows: list[list], bold: set) -> list[str]:
+    """A line naming the cells that show the same mean as a bold cell of their column without being bold: bold is
+    decided on the unrounded means (and the test against the best), so 85.04 is bold and 85.01 beside it is not,
+    while both show 85.0; the reader is told, not left to find a mark the digits contradict. [] without any."""
+    label_at = header.index("method")
+
+    def peers(r):   # the rows one bold decision compares: a (model, task) of the best table, a model's rows
+        return (r[0], r[1]) if kind == "best" else r[0] if label_at else None
+
+    def shown(text):   # the mean a cell shows ("72.0 ± 2.0 ‡" shows 72.0); None: no score
+        mean = text.split(" ")[0] if isinstance(text, str) else ""
+        return mean if mean not in ("", "–") else None
+
+    cells = {}   # {(row, column): "bitfit on rte (70.0, as full)"}
+    for i, j in sorted(bold):
+        for k, r in enumerate(rows):
+            if (k, j) in bold or (k, j) in cells or r[label_at] == TRIVIAL_ROW or peers(r) != peers(rows[i]):
+                continue
+            if shown(r[j]) is not None and shown(r[j]) == shown(rows[i][j]):
+                column = f"{r[1]} ({r[0]})" if kind == "best" else header[j] + (f" ({r[0]})" if label_at else "")
+                cells[(k, j)] = f"{r[label_at]} on {column} ({shown(r[j])}, as {rows[i][label_at]})"
+    if not cells:
+        return []
+    return [f"Not bold though it shows the bold mean: {'; '.join(cells[c] for c in sorted(cells))}: bold is decided "
+            f"on the unrounded means (and, where tested, the test against the best), which the digits shown do not "
+            f"separate."]
+
+
 def _p(v) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return NOT_TESTED
@@ -304,7 +332,9 @@ def footnote(kind: str, frame: pd.DataFrame) -> list[str]:
             + f". Seeds per cell: {seeds_text}.")
     if seeds[0] == 1 and not frame.attrs.get("untested"):
         lines.append("With one seed the test resamples examples only: the variance between seeds is not in it.")
-    texts = [c for row in display_table(kind, frame)[1] for c in row if isinstance(c, str)]
+    header, rows, _, bold = display_table(kind, frame)
+    texts = [c for row in rows for c in row if isinstance(c, str)]
+    lines += rounded_alike(kind, header, rows, bold)
     if any("±" in c for c in texts):
         lines.append(STD_NOTE)
     if frame.attrs.get("untested"):

@@ -733,3 +733,21 @@ def test_the_tables_say_which_std_they_show(tmp_path):
     one = store_of(tmp_path / "one", [text.replace("[1, 2, 3]", "[1]")], lambda c: 70.0)
     assert "standard deviation" not in export(one, "leaderboard", "markdown")
 
+
+def test_a_cell_that_shows_the_bold_mean_without_bold_says_why(tmp_path):
+    """full scored 70.04 and bitfit 70.01 on rte: both show 70.0, one bold and one not, and nothing said why (bold
+    is decided on the unrounded means). Each such cell gets a line; a cell showing another mean gets none."""
+    from harness.report.export import to_markdown
+    from harness.report.tables import best_table, leaderboard_table, runs_frame
+
+    text = "name: s\nmodels: [minilm]\ntasks: [rte]\nmethods: [full, bitfit, layernorm]\nseeds: [1]\n"
+    url = store_of(tmp_path, [text], lambda c: {"full": 70.04, "bitfit": 70.01, "layernorm": 60.0}[c.method])
+    said = "Not bold though it shows the bold mean: bitfit on rte (70.0, as full); bitfit on GLUE avg (70.0, as full)"
+    why = ": bold is decided on the unrounded means"
+    md = export(url, "leaderboard", "markdown")
+    assert row(md, "full")[1].startswith("**70.0") and row(md, "bitfit")[1].startswith("70.0"), md
+    assert said + why in md and "layernorm on" not in md, md
+    assert "bold mean: bitfit on rte (minilm) (70.0, as full)" + why in export(url, "best", "markdown")
+    # the board's best-evaluation view, which tests nothing
+    board = to_markdown("leaderboard", leaderboard_table(best_table(runs_frame(Store(url)), metric="best_score")))
+    assert said + why in board, board
