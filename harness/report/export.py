@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 
 from harness.report.provenance import data_by_task, mixed_data_text, note_applies
-from harness.report.tables import (ALL_FAILED, best_table, fmt_mean_std, leaderboard_table, runs_frame,
-                                   with_failed_rows)
+from harness.report.tables import (ALL_FAILED, STD_NOTE, best_table, fmt_mean_std, leaderboard_table,
+                                   runs_frame, with_failed_rows)
 from harness.spec.status import Regime
 from harness.store.db import Store
 from harness.store.engine import default_db_url, sqlite_file
@@ -253,6 +253,34 @@ def _tied(frame: pd.DataFrame, i, tie_col: str, value_col: str, peers) -> bool:
     return bool(pd.notna(value) and value == frame.loc[peers, value_col].max())
 
 
+def rounded_alike(kind: str, header: list[str], rows: list[list], bold: set) -> list[str]:
+    """A line naming the cells that show the same mean as a bold cell of their column without being bold: bold is
+    decided on the unrounded means (and the test against the best), so 85.04 is bold and 85.01 beside it is not,
+    while both show 85.0; the reader is told, not left to find a mark the digits contradict. [] without any."""
+    label_at = header.index("method")
+
+    def peers(r):   # the rows one bold decision compares: a (model, task) of the best table, a model's rows
+        return (r[0], r[1]) if kind == "best" else r[0] if label_at else None
+
+    def shown(text):   # the mean a cell shows ("72.0 ± 2.0 ‡" shows 72.0); None: no score
+        mean = text.split(" ")[0] if isinstance(text, str) else ""
+        return mean if mean not in ("", "–") else None
+
+    cells = {}   # {(row, column): "bitfit on rte (70.0, as full)"}
+    for i, j in sorted(bold):
+        for k, r in enumerate(rows):
+            if (k, j) in bold or (k, j) in cells or r[label_at] == TRIVIAL_ROW or peers(r) != peers(rows[i]):
+                continue
+            if shown(r[j]) is not None and shown(r[j]) == shown(rows[i][j]):
+                column = f"{r[1]} ({r[0]})" if kind == "best" else header[j] + (f" ({r[0]})" if label_at else "")
+                cells[(k, j)] = f"{r[label_at]} on {column} ({shown(r[j])}, as {rows[i][label_at]})"
+    if not cells:
+        return []
+    return [f"Not bold though it shows the bold mean: {'; '.join(cells[c] for c in sorted(cells))}: bold is decided "
+            f"on the unrounded means (and, where tested, the test against the best), which the digits shown do not "
+            f"separate."]
+
+
 def _p(v) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return NOT_TESTED
@@ -303,7 +331,11 @@ def footnote(kind: str, frame: pd.DataFrame) -> list[str]:
             + f". Seeds per cell: {seeds_text}.")
     if seeds[0] == 1 and not frame.attrs.get("untested"):
         lines.append("With one seed the test resamples examples only: the variance between seeds is not in it.")
-    texts = [c for row in display_table(kind, frame)[1] for c in row if isinstance(c, str)]
+    header, rows, _, bold = display_table(kind, frame)
+    texts = [c for row in rows for c in row if isinstance(c, str)]
+    lines += rounded_alike(kind, header, rows, bold)
+    if any("±" in c for c in texts):
+        lines.append(STD_NOTE)
     if frame.attrs.get("untested"):
         lines.append(f"{NOT_TESTED}: no test against the best: {frame.attrs['untested']}.")
     elif any(NOT_TESTED in c for c in texts):
@@ -509,7 +541,8 @@ def to_json(kind: str, frame: pd.DataFrame) -> str:
 
     if kind == "leaderboard":
         frame = with_trivial_row(frame)
-    rows = json.loads(frame.to_json(orient="records", date_format="iso")) if not frame.empty else []
+    # date_unit "us": the stores keep microseconds (to_json's default "ms" cut 10:00:00.123456 to 10:00:00.123)
+    rows = json.loads(frame.to_json(orient="records", date_format="iso", date_unit="us")) if not frame.empty else []
     _exact_floats(frame, rows)
     notes = footnote(kind, frame) if not frame.empty else []
     return json.dumps({"table": kind, "rows": rows, "footnote": notes}, indent=1, ensure_ascii=False) + "\n"

@@ -41,6 +41,12 @@ FLAT = RUN_COLUMNS + COST_COLUMNS + ["hparams", "regime", "parent_id", "stage", 
 
 DERIVED = ["trivial_score", "still_improving"]   # from the trivial_scores and history columns (harness.stats.flags)
 
+# the std of a cell's seeds: the sample standard deviation (n - 1 in the denominator); the tables' footnote says so
+# (STD_NOTE), since numpy's default (n) gives another number from the same runs
+SEED_STD_DDOF = 1
+STD_NOTE = ("± std: the sample standard deviation over the chosen setting's seeds (n - 1 in the denominator); "
+            "a cell with one seed shows its score alone.")
+
 
 def runs_frame(store, suite: str | None = None, with_env: bool = False) -> pd.DataFrame:
     """One row per run, straight from SQL columns (no ORM objects: a 100k-run store loads in seconds);
@@ -162,7 +168,7 @@ def best_table(runs: pd.DataFrame, metric: str = "score", resamples: int = signi
         lost = failed.get((suite, of_model, task, label), 0)
         values = runs_of[metric].astype(float)
         first = runs_of.iloc[0]
-        mean, std = values.mean(), values.std(ddof=1) if len(values) > 1 else 0.0
+        mean, std = values.mean(), values.std(ddof=SEED_STD_DDOF) if len(values) > 1 else 0.0
         baseline = _max(runs_of, "trivial_score")
         improving = int(runs_of["still_improving"].fillna(False).astype(bool).sum()) if "still_improving" in runs_of \
             else 0
@@ -333,7 +339,7 @@ def _mean(frame: pd.DataFrame, column: str):
 
 def _std(frame: pd.DataFrame, column: str):
     values = pd.to_numeric(frame[column], errors="coerce").dropna() if column in frame else pd.Series(dtype=float)
-    return float(values.std(ddof=1)) if len(values) > 1 else 0.0 if len(values) else None
+    return float(values.std(ddof=SEED_STD_DDOF)) if len(values) > 1 else 0.0 if len(values) else None
 
 
 def best_setting_runs(group: pd.DataFrame, metric: str = "score") -> pd.DataFrame:

@@ -175,3 +175,29 @@ def test_json_export_keeps_every_number_exactly_as_the_csv_does(tmp_path):
     for name, value in {**exact, "metric_accuracy": 1 / 3}.items():
         assert row[name] == value and float(csv_row[name]) == value, (name, row[name], csv_row[name])
     assert row["mfu"] is None and row["learning_rate"] == cell.hparams["learning_rate"]
+
+
+def test_json_export_keeps_the_stored_times_to_the_microsecond(tmp_path, db_url):
+    """A store keeps its times to the microsecond (PostgreSQL's clock, an ingested record's): the JSON export gives
+    them back as the CSV and record.json do, where pandas' to_json cut them to milliseconds (10:00:00.123456 came
+    out as 10:00:00.123)."""
+    import datetime as dt
+    import json
+
+    from harness.plan.suite import parse_suite
+    from harness.spec.status import Status
+    from tests.helpers import call_cli
+
+    store = Store(db_url)
+    cell = parse_suite("name: ex\nmodels: [minilm]\ntasks: [rte]\nmethods: [full]\n", "ex.yaml").cells()[0]
+    claim = store.start(cell, cell.config(), "cmd", None)
+    started = dt.datetime(2026, 1, 2, 3, 4, 5, 123456)
+    store.finish(claim, Status.COMPLETED, {"score": 70.0, "started_at": started})
+    finished = store.get(claim.id).finished_at
+    store.engine.dispose()
+
+    (row,) = json.loads(call_cli("export", "--table", "runs", "--format", "json", "--db", db_url).stdout)["rows"]
+    (csv_row,) = csv.DictReader(io.StringIO(call_cli("export", "--table", "runs", "--format", "csv",
+                                                     "--db", db_url).stdout))
+    assert dt.datetime.fromisoformat(row["started_at"]) == started == dt.datetime.fromisoformat(csv_row["started_at"])
+    assert dt.datetime.fromisoformat(row["finished_at"]) == finished
