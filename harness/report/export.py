@@ -521,9 +521,6 @@ def with_trivial_row(board: pd.DataFrame) -> pd.DataFrame:
     if glue and all(t in trivial for t in glue):
         row["avg"] = sum(trivial[t] for t in glue) / len(glue)
     out = pd.concat([board, pd.DataFrame([row])], ignore_index=True)
-    for c in board.columns:   # counts stay whole numbers beside the row's empty cells (CSV "2", not "2.0")
-        if pd.api.types.is_integer_dtype(board[c]):
-            out[c] = out[c].astype("Int64")
     out.attrs.update(board.attrs)
     return out
 
@@ -532,7 +529,15 @@ def table_csv(kind: str, frame: pd.DataFrame) -> str:
     """A table's CSV, as `harness export` writes it and the board's "Download CSV" hands it out (one function:
     the two files must not differ): the leaderboard with its trivial baseline row, every table with its tasks'
     notes in a column."""
-    return to_csv(with_task_notes(kind, with_trivial_row(frame) if kind == "leaderboard" else frame))
+    if kind != "leaderboard":
+        return to_csv(with_task_notes(kind, frame))
+    out = with_trivial_row(frame)
+    # counts stay whole numbers beside the row's empty cells (CSV "2", not "2.0"); only in the file: the
+    # footnote and the JSON read these columns as numbers, which pandas' NA is not
+    for c in frame.columns:
+        if pd.api.types.is_integer_dtype(frame[c]) and out[c].dtype != frame[c].dtype:
+            out[c] = out[c].astype("Int64")
+    return to_csv(with_task_notes(kind, out))
 
 
 def to_json(kind: str, frame: pd.DataFrame) -> str:

@@ -54,6 +54,21 @@ def test_the_board_s_leaderboard_csv_has_the_trivial_baseline_row_export_writes(
     assert "| trivial baseline |" in files["leaderboard-s.md"]
 
 
+def test_every_format_of_a_leaderboard_with_trivial_baselines_exports(tmp_path):
+    """The trivial baseline row's empty counts (whole numbers kept whole beside it) must not take the other
+    formats down: the JSON export of a store with trivial scores raised "boolean value of NA is ambiguous"."""
+    import json
+
+    text = "name: s\nmodels: [minilm]\ntasks: [rte, mrpc]\nmethods: [full, bitfit]\nseeds: [1, 2]\n"
+    url = store_of(tmp_path, [text], lambda c: 60.0 + c.seed + 5 * (c.method == "full"))
+    with_trivial_scores(url, lambda r: {"majority": 52.7 if r.task == "rte" else 68.4})
+    rows = {r["method"]: r for r in json.loads(export(url, "leaderboard", "json"))["rows"]}
+    assert rows["trivial baseline"]["rte_mean"] == 52.7 and rows["trivial baseline"]["rte_n"] is None
+    assert rows["full"]["rte_n"] == 2
+    for fmt in ("markdown", "latex", "csv"):
+        assert "trivial baseline" in export(url, "leaderboard", fmt)
+
+
 def test_the_board_s_runs_page_tells_a_sequence_s_earlier_stage_and_a_joint_run_as_export_does(tmp_path, monkeypatch):
     """An mrpc→rte sequence's mrpc stage carries the sequence's label, "full [after mrpc]": `harness export --table
     runs` says "full [after mrpc]: stage 1 of the sequence", but the board's Runs page (and its run picker) showed
