@@ -74,8 +74,9 @@ def code_fingerprint() -> str:
 def device_name(device) -> str:
     """The kind of device a run trained on: resuming on another kind changes the numbers. A GPU's model name; a
     CPU's model, instruction-set level and the level of torch's own kernels (ATEN_CPU_CAPABILITY can hold them
-    lower): the same step differs in its last bits between AVX2 and AVX-512 kernels, and nodes of one cluster, or
-    VMs of one name, differ in them (harness/cpuinfo.py)."""
+    lower), and its thread count: the same step differs in its last bits between AVX2 and AVX-512 kernels, and
+    nodes of one cluster, or VMs of one name, differ in them (harness/cpuinfo.py); CPU kernels split their sums
+    over the threads, so a requeue with another --cpus-per-task differs too."""
     kind = getattr(device, "type", str(device))
     if kind == "cuda" and torch.cuda.is_available():
         return torch.cuda.get_device_name(device)
@@ -85,7 +86,7 @@ def device_name(device) -> str:
         text = cpuinfo.text()
         level = cpuinfo.isa(cpuinfo.flags(text))
         return (f"CPU: {cpuinfo.model_name(text)}{f' ({level})' if level else ''}, torch kernels "
-                f"{torch.backends.cpu.get_cpu_capability()}")
+                f"{torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads")
     return kind
 
 

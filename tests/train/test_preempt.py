@@ -420,28 +420,31 @@ def test_deepspeed_engine_state_and_counters_come_from_one_step(tmp_path, monkey
     assert torch.all(acc.unwrap_model(model).weight == 1.0), "the engine state of the manifest's step"
 
 
-def test_a_checkpoint_from_other_cpu_kernels_is_not_resumed(tmp_path, tiny_bert, small_glue):
+@pytest.mark.parametrize("other", [{"ATEN_CPU_CAPABILITY": "default"}, {"OMP_NUM_THREADS": "2"}],
+                         ids=["kernels", "threads"])
+def test_a_checkpoint_from_other_cpu_kernels_is_not_resumed(tmp_path, tiny_bert, small_glue, other):
     """A CPU checkpoint resumed where torch runs other kernels: a requeued task that lands on a node of another
     instruction set (this project's "AMD EPYC" draws were AVX512-BF16 or AVX2 alone), played here by one machine
     with torch's kernels held at their portable level (ATEN_CPU_CAPABILITY=default), which changes a step's bits
-    as another CPU does. The checkpoint names the CPU and its kernels (as it names a GPU's model): the cell starts
-    over and the record says why, instead of joining two numerics in one record."""
+    as another CPU does; or with another thread count (CPU kernels split their sums over the threads). The
+    checkpoint names the CPU, its kernels and threads (as it names a GPU's model): the cell starts over and the
+    record says why, instead of joining two numerics in one record."""
     import torch
 
     from harness.store.db import Store
 
-    if torch.backends.cpu.get_cpu_capability() == "DEFAULT":
+    if "ATEN_CPU_CAPABILITY" in other and torch.backends.cpu.get_cpu_capability() == "DEFAULT":
         pytest.skip("this CPU runs torch's portable kernels only: no other level to resume on")
     hp = "batch_size: 8, learning_rate: 1e-4, mixed_precision: 'no'"
     suite = write_suite(tmp_path / "k.yaml", suite_text(tiny_bert, name="k", budget="{max_steps: 120}", hparams=hp))
     db = f"sqlite:///{tmp_path / 'h.db'}"
-    w = _worker(tmp_path, suite, db, small_glue)
+    w = _worker(tmp_path, suite, db, small_glue, env={"OMP_NUM_THREADS": "1"})
     _wait_for(w, "cell ")   # claimed: the stop comes at an early step
     w.send_signal(signal.SIGUSR1)
     _, err = w.communicate(timeout=300)
     assert w.returncode == EXIT_PREEMPTED and "checkpointed" in err, err[-3000:]
 
-    again = _worker(tmp_path, suite, db, small_glue, env={"ATEN_CPU_CAPABILITY": "default"})
+    again = _worker(tmp_path, suite, db, small_glue, env={"OMP_NUM_THREADS": "1", **other})
     _, err = again.communicate(timeout=600)
     assert again.returncode == 0, err[-3000:]
     assert "resumed from its checkpoint" not in err and "device:" in err, err[-3000:]
