@@ -13,6 +13,10 @@ Modes (one process, side by side; the CPU model is printed with every table):
   overheads, only by running its own small matrices faster than the model's large ones).
 - `ab`: the step mode's cells under two settings, alternated in child processes (median of --repeats):
   another checkout (an earlier commit) against this one, or this tree with an environment variable against it.
+- `methods`: the step mode's cells, each method's in a child process of its own, the methods alternated --repeats
+  times (median ms per step): each method's examples/s against full fine-tuning's with no cell run after another
+  in one process and the machine's drift shared (a process's cells in sequence read 1.15-1.44x for one method
+  depending on their order and the minute).
 - `batch`: the demo's cells (SST-2) at several batch sizes (--batches), one cell of each size after the other,
   --repeats rounds, median ms per step: what an epoch costs per batch size where a step's fixed costs dominate.
 - `profile`: torch.profiler over one cell's training per method at each of --shapes: the ops that take the time.
@@ -513,7 +517,37 @@ def mode_ab(args, ctx) -> str:
             + "\n".join(rows))
 
 
-MODES = {"step": mode_step, "ab": mode_ab, "batch": mode_batch, "profile": mode_profile, "lengths": mode_lengths,
+def mode_methods(args, ctx) -> str:
+    """Each method's cell (at each of --shapes and --precisions) in a child process of its own, the methods in
+    turn, --repeats rounds; the median ms per step of each, and its ratio to full fine-tuning's (the same
+    examples per step: the inverse of the ratio of times)."""
+    import statistics
+
+    runs: dict[tuple, list[float]] = {}
+    for _ in range(args.repeats):
+        for method in args.methods:
+            cmd = [sys.executable, os.path.abspath(__file__), "--modes", "step", "--json", "--steps", str(args.steps),
+                   "--methods", method, "--shapes", *args.shapes, "--precisions", *args.precisions]
+            proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+            for line in proc.stdout.splitlines():
+                if line.startswith("ROW "):
+                    row = json.loads(line[4:])
+                    runs.setdefault((row["task"], row["precision"], row["method"]), []).append(row["ms"])
+    rows = ["| shape | precision | method | ms/step (median; each child's) | examples/s vs full |",
+            "|---|---|---|---:|---:|"]
+    for (task, precision, method), ms in runs.items():
+        full = runs.get((task, precision, "full"))
+        ratio = f"{statistics.median(full) / statistics.median(ms):.2f}x" if full else "–"
+        rows.append(f"| {task}, batch {dict(SHAPES.values())[task]} | {precision} | {method} | "
+                    f"{statistics.median(ms):.0f} ({', '.join(f'{m:.0f}' for m in ms)}) | {ratio} |")
+        print(rows[-1], flush=True)
+    return (f"{args.repeats} rounds, each method's cell in its own child process, {args.steps} steps per cell:\n\n"
+            + "\n".join(rows))
+
+
+MODES = {"step": mode_step, "ab": mode_ab, "methods": mode_methods, "batch": mode_batch, "profile": mode_profile, "lengths": mode_lengths,
          "compile": mode_compile, "workers": mode_workers, "demo": mode_demo}
 
 
@@ -523,10 +557,11 @@ def main() -> int:
     p.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
     p.add_argument("--steps", type=int, default=80, help="optimizer steps per measured cell")
     p.add_argument("--shapes", nargs="+", choices=[t for t, _ in SHAPES.values()],
-                   default=DEFAULT_SHAPES, help="step, ab, profile and compile modes: which shapes")
+                   default=DEFAULT_SHAPES, help="step, ab, methods, profile and compile modes: which shapes")
     p.add_argument("--precisions", nargs="+", choices=["no", "bf16"], default=["no", "bf16"],
-                   help="step, ab, batch, lengths and compile modes: which precisions")
-    p.add_argument("--repeats", type=int, default=3, help="ab mode: child processes per setting; batch mode: rounds")
+                   help="step, ab, methods, batch, lengths and compile modes: which precisions")
+    p.add_argument("--repeats", type=int, default=3, help="ab mode: child processes per setting; batch and methods "
+                   "modes: rounds")
     p.add_argument("--batches", nargs="+", type=int, default=[8, 16], help="batch mode: the batch sizes")
     p.add_argument("--against", default=None, help="ab mode: the folder of another checkout to compare this one "
                                                    "with, or VAR=VALUE: this tree with that environment variable")
@@ -545,7 +580,7 @@ def main() -> int:
         p.error("--against: the ab mode compares this tree with another checkout's folder or with VAR=VALUE")
     if min(args.batches) < 1:
         p.error("--batches: batch sizes are positive integers")
-    if args.steps < 2 * STEADY_AFTER and {"step", "ab", "lengths", "compile"} & set(args.modes):
+    if args.steps < 2 * STEADY_AFTER and {"step", "ab", "methods", "lengths", "compile"} & set(args.modes):
         p.error(f"--steps: at least {2 * STEADY_AFTER} (the steady step leaves out the first {STEADY_AFTER})")
     from harness.store.env import git_state
     from harness.train.context import RunContext
