@@ -74,25 +74,9 @@ def test_the_board_s_runs_page_tells_a_sequence_s_earlier_stage_and_a_joint_run_
     runs` says "full [after mrpc]: stage 1 of the sequence", but the board's Runs page (and its run picker) showed
     the bare label beside task mrpc and score 80, read as mrpc trained after mrpc; the joint multi-task row's mean
     over its tasks read as a task score."""
-    from harness.plan.suite import parse_suite
-    from harness.spec.status import Status
-    from tests.report.test_table_claims import row
+    from tests.report.test_table_claims import row, staged_store
 
-    url = f"sqlite:///{tmp_path / 'h.db'}"
-    store = Store(url)
-    text = ("name: s\nmodels: [minilm]\ntasks: [{sequence: [mrpc, rte]}, {multitask: [sst2, rte]}]\n"
-            "methods: [full]\n")
-    done = {"trainable_params": 100, "total_params": 1000, "added_params": 0, "trainable_pct": 10.0,
-            "train_time_s": 1.0}
-    for cell in parse_suite(text, "s.yaml").cells():
-        claim = store.start(cell, cell.config(), "cmd", None)
-        if "mrpc" in cell.tasks:
-            children = [("stage0", {**done, "task": "mrpc", "regime": "sequential_stage", "stage": 0, "score": 80.0})]
-        else:
-            children = [(t, {**done, "task": t, "regime": "multitask_member", "stage": i, "score": s})
-                        for i, (t, s) in enumerate((("sst2", 90.0), ("rte", 60.0)))]
-        store.finish(claim, Status.COMPLETED, {**done, "score": 70.0 if "mrpc" in cell.tasks else 75.0}, children)
-    store.engine.dispose()
+    url = staged_store(tmp_path)
     exported = {(cells[2], cells[8]): cells[3] for cells in (row(line, "s") for line in export(url, "runs").splitlines()
                                                              if line.startswith("| s "))}   # (task, score): method
     ((_, at),) = board_pages(url, monkeypatch, "minilm", "rte", ("Runs",))

@@ -672,9 +672,9 @@ def test_the_exports_name_the_whole_setting_and_what_memory_measured(tmp_path):
     assert json.loads(best["hparams"])["batch_size"] == 32 and best["mean"] == 70.0
 
 
-def test_the_runs_table_tells_a_sequence_s_earlier_stage_and_a_joint_run_from_task_scores(tmp_path):
-    """An mrpc→rte sequence's mrpc stage carried the sequence's label, "full [after mrpc]": in Markdown and LaTeX
-    (no regime column) it read as mrpc trained after mrpc; a multi-task cell's joint row read as a score."""
+def staged_store(tmp_path) -> str:
+    """A store of suite s with an mrpc→rte sequence of full fine-tuning (its mrpc stage 80.0, the sequence 70.0 on
+    rte) and a multi-task sst2+rte cell (members 90.0 and 60.0, the joint row 75.0)."""
     url = f"sqlite:///{tmp_path / 'h.db'}"
     store = Store(url)
     text = ("name: s\nmodels: [minilm]\ntasks: [{sequence: [mrpc, rte]}, {multitask: [sst2, rte]}]\n"
@@ -690,6 +690,13 @@ def test_the_runs_table_tells_a_sequence_s_earlier_stage_and_a_joint_run_from_ta
                         for i, (t, s) in enumerate((("sst2", 90.0), ("rte", 60.0)))]
         store.finish(claim, Status.COMPLETED, {**done, "score": 70.0 if "mrpc" in cell.tasks else 75.0}, children)
     store.engine.dispose()
+    return url
+
+
+def test_the_runs_table_tells_a_sequence_s_earlier_stage_and_a_joint_run_from_task_scores(tmp_path):
+    """An mrpc→rte sequence's mrpc stage carried the sequence's label, "full [after mrpc]": in Markdown and LaTeX
+    (no regime column) it read as mrpc trained after mrpc; a multi-task cell's joint row read as a score."""
+    url = staged_store(tmp_path)
     md = export(url, "runs")
     labels = {(cells[2], cells[8]): cells[3] for cells in (row(line, "s") for line in md.splitlines()
                                                            if line.startswith("| s "))}   # (task, score): method
