@@ -323,6 +323,9 @@ def column_test(task, variants: dict, best: str, resamples: int = RESAMPLES, see
     labels whose mean equals the best's exactly. Those are resampled with the others but not tested against it:
     the average over tasks needs every variant's replicates of every column, and a variant left out of one
     column's replicates (for a tie there) would leave the average untested for all."""
+    # the best first: load_column checks every variant's gold labels (and ids) against the first it loads, so a
+    # variant scored on other data is the one left untested, not the best and with it the whole column
+    variants = {best: variants[best], **variants} if best in variants else variants
     splits, untested = load_column(task, variants)
     if best in untested or not splits:
         return ColumnTest(best, {}, {}, {}, {}, sorted(set(variants) - {best}), 0, resamples)
