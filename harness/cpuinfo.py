@@ -60,8 +60,13 @@ def has_bf16(found: set[str]) -> bool:
     return isa(found) in BF16_LEVELS
 
 
-def describe(cpuinfo: str | None = None, cores: int | None = None) -> str:
-    """e.g. "AMD EPYC (AVX2) x2": model name, instruction-set level where known, and the cores (os.cpu_count)."""
+def processor(cpuinfo: str | None = None) -> str:
+    """e.g. "AMD EPYC (AVX2)": model name and instruction-set level where known."""
     cpuinfo = text() if cpuinfo is None else cpuinfo
     level = isa(flags(cpuinfo))
-    return f"{model_name(cpuinfo)}{f' ({level})' if level else ''} x{cores or os.cpu_count()}"
+    return f"{model_name(cpuinfo)}{f' ({level})' if level else ''}"
+
+
+def describe(cpuinfo: str | None = None, cores: int | None = None) -> str:
+    """e.g. "AMD EPYC (AVX2) x2": the processor and the cores (os.cpu_count)."""
+    return f"{processor(cpuinfo)} x{cores or os.cpu_count()}"

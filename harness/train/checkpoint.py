@@ -41,6 +41,7 @@ import os
 import random
 import shutil
 import sys
+from typing import Callable
 
 import numpy as np
 import torch
@@ -83,10 +84,8 @@ def device_name(device) -> str:
     if kind == "cpu":
         from harness import cpuinfo
 
-        text = cpuinfo.text()
-        level = cpuinfo.isa(cpuinfo.flags(text))
-        return (f"CPU: {cpuinfo.model_name(text)}{f' ({level})' if level else ''}, torch kernels "
-                f"{torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads")
+        return (f"CPU: {cpuinfo.processor()}, torch kernels {torch.backends.cpu.get_cpu_capability()}, "
+                f"{torch.get_num_threads()} threads")
     return kind
 
 
@@ -155,8 +154,10 @@ class CellCheckpoint:
     """Saving and resuming one training run (a cell, or one stage of a sequential cell)."""
 
     def __init__(self, output_dir: str | None, key: str, acc, model, optimizer, scheduler, total_steps: int,
-                 start: str | None = None):
-        self.output_dir, self.key, self.acc, self.start = output_dir, key, acc, start
+                 start: Callable[[], str] | None = None):
+        """`start`: gives the fingerprint of what the run started from (None: the model and the seed alone);
+        called only where a checkpoint is saved or read, not at every stage's start (a large encoder's hash)."""
+        self.output_dir, self.key, self.acc, self._start = output_dir, key, acc, start
         self.model, self.optimizer, self.scheduler, self.total_steps = model, optimizer, scheduler, total_steps
         self.deepspeed = under_deepspeed(acc)
         self.path = os.path.join(output_dir, FILE) if output_dir else None
@@ -173,6 +174,10 @@ class CellCheckpoint:
                 "total_steps": self.total_steps, "deepspeed": self.deepspeed,
                 "mixed_precision": str(self.acc.mixed_precision), "device": device_name(self.acc.device),
                 "code": code_fingerprint(), "start": self.start}
+
+    @functools.cached_property
+    def start(self) -> str | None:
+        return self._start() if self._start else None
 
     def _trainable(self) -> dict:
         unwrapped = self.acc.unwrap_model(self.model)

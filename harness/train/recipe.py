@@ -299,9 +299,8 @@ class CellRun:
         epoch_idx = 0
         # --- preemption (harness/train/checkpoint.py): continue from this cell's checkpoint if it has one ---
         # a later stage's checkpoint holds on to the hand-over it was trained on (its frozen part)
-        start = handover_checksum(self.handover) if self.handover and self.checkpoint_dir else None
         ckpt = CellCheckpoint(self.checkpoint_dir, self.cell.key, acc, self.model, self.optimizer, self.scheduler,
-                              total_steps, start=start)
+                              total_steps, start=(lambda: handover_checksum(self.handover)) if self.handover else None)
         mixture = ckpt.wrap(mixture)
         t_resume = time.perf_counter()
         saved = ckpt.resume() if self.trains else None
