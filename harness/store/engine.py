@@ -26,6 +26,11 @@ NETWORK_FILESYSTEMS = ("nfs", "nfs4", "lustre", "gpfs", "cifs", "smb3", "smbfs",
                        "glusterfs", "fuse.sshfs", "9p", "panfs", "wekafs")
 READ_ONLY_BACKENDS = ("sqlite", "postgresql", "mysql", "mariadb")   # where read-only is enforced by the server
 BUSY_TIMEOUT_S = 30   # how long a connection waits for another's lock (and for another's switch to WAL)
+# How long opening a PostgreSQL connection may take, where the URL names no connect_timeout. libpq's own default
+# waits forever: a server host that accepts TCP but never answers (hung, or a firewall that drops the replies) froze
+# every command, and a worker's heartbeat with it, instead of reaching the store-outage path. Well under the
+# default heartbeat (30 s), so a worker still renews its lease on a retry.
+PG_CONNECT_TIMEOUT_S = 10
 
 
 def default_db_url() -> str:
@@ -242,8 +247,11 @@ def _make_engine(parsed, read_only: bool) -> Engine:
         engine = create_engine(parsed, json_serializer=store_json)
         _sqlite_pragmas(engine, read_only)
         return engine
+    connect_args = {}
+    if backend == "postgresql" and "connect_timeout" not in parsed.query:
+        connect_args["connect_timeout"] = PG_CONNECT_TIMEOUT_S
     try:
-        engine = create_engine(parsed, json_serializer=store_json)
+        engine = create_engine(parsed, json_serializer=store_json, connect_args=connect_args)
     except Exception as e:  # missing driver etc.
         raise InputError(f"--db: cannot use {parsed.render_as_string(hide_password=True)}: {e}") from None
     if read_only:

@@ -86,6 +86,25 @@ def test_a_default_store_from_harness_db_in_memory_is_refused(tmp_path, monkeypa
     assert listing(tmp_path) == {}
 
 
+def test_a_postgresql_server_that_never_answers_is_given_up_on(tmp_path):
+    """A host that accepts the TCP connection and then says nothing (a hung server, a firewall dropping its
+    replies): libpq's own default waits forever, which froze every command and a worker's heartbeat; the store
+    gives up after its connect timeout and the command refuses the store in one line."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(4)   # the kernel completes the handshake; nobody ever reads or answers
+        url = f"postgresql+psycopg://harness:s3cret@127.0.0.1:{silent.getsockname()[1]}/harness"
+        try:
+            proc = subprocess.run([sys.executable, "-m", "harness", "status", str(SUITE), "--db", url], cwd=tmp_path,
+                                  env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+                                  timeout=120)
+        except subprocess.TimeoutExpired:
+            pytest.fail("harness status waited 2 minutes on a PostgreSQL server that never answers")
+    line = assert_refused(proc, "timeout")
+    assert "s3cret" not in line, line
+    assert listing(tmp_path) == {}
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     path = tmp_path_factory.mktemp("store") / "h.db"
