@@ -124,11 +124,11 @@ def load_column(task, variants: dict) -> tuple[list[Split], list]:
                 # the same example must have the same gold label in every run (span extraction stores each
                 # question's EM there instead), and the same id where the kind keeps ids (SQuAD: an offline
                 # split's question 0 and the hub's are other questions): else the runs saw different data, and
-                # are not compared
+                # are not compared; nor is a run without its ids where only they tell (SQuAD: no predictions.json)
                 here = [ids[i] for i in common] if ids is not None and len(ids) == len(idx) else None
                 ids_of = here if ids_of is None else ids_of
                 if (task.kind != "span_extraction" and not np.array_equal(gold[pos], gold_of)) or (
-                        here is not None and here != ids_of):
+                        here is not None and here != ids_of) or (here is None and kind_of(task).paired_by_ids):
                     rows = None
                     break
             aligned[label].append(None if rows is None else np.stack(rows))

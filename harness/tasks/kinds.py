@@ -27,6 +27,9 @@ class TaskKind:
     name: str = ""
     auto_model: str = ""            # the transformers Auto class that puts this kind's head on an encoder
     hidden_columns: tuple = ()      # feature columns kept on the host (never fed to the model)
+    # whether only example_ids tell two runs' examples apart (predictions.npz's labels cannot): a run without its
+    # ids is then never paired with another
+    paired_by_ids: bool = False
 
     def config_kwargs(self, task: Task) -> dict:
         """Keyword arguments for the model config (number of labels, problem type...)."""
@@ -152,6 +155,7 @@ class SpanExtraction(TaskKind):
     name = "span_extraction"
     auto_model = "AutoModelForQuestionAnswering"
     hidden_columns = ("example", "offsets")
+    paired_by_ids = True   # predictions.npz holds positions and EM; the question ids are in predictions.json
     NULL_THRESHOLD = 0.0   # v2.0: null odds above it predict "no answer" (run_qa's default)
 
     def load(self, task: Task, data_dir: str | None) -> dict:

@@ -181,6 +181,24 @@ def test_the_column_of_compare_counts_a_multitask_seed_that_failed_as_the_tables
     assert " 1/2 " in line and "seeds_missing (1/2 completed)" in line, r.stdout
 
 
+def squad_run(out, ids, rng) -> str:
+    """A SQuAD run's saved predictions (predictions.npz, predictions.json) on the questions `ids`, random F1."""
+    from harness.tasks.kinds import SpanPredictions, kind_of
+
+    task = get_task("squad")
+    out.mkdir()
+    f1 = rng.random(len(ids))
+    kind_of(task).save_predictions(task, str(out), {"validation": SpanPredictions(
+        ids, {q: "an answer" for q in ids}, {}, (f1 > 0.9).astype(float), f1)})
+    return str(out)
+
+
+class SquadRun:
+    """What compare_runs reads of a stored run."""
+    def __init__(self, i, out):
+        self.id, self.task, self.output_dir = i, "squad", out
+
+
 def test_squad_runs_on_other_questions_are_not_paired(tmp_path):
     """SQuAD's predictions.npz pairs questions by their position in the dev split and keeps EM, not a gold
     answer, in its label column, so nothing checked that two runs scored the same questions: a run on the offline
@@ -189,31 +207,36 @@ def test_squad_runs_on_other_questions_are_not_paired(tmp_path):
     from harness.analysis.compare import compare_runs
     from harness.spec.errors import InputError
     from harness.stats.significance import load_column
-    from harness.tasks.kinds import SpanPredictions, kind_of
 
     task = get_task("squad")
     rng = np.random.default_rng(4)
-
-    def run(name, ids):
-        out = tmp_path / name
-        out.mkdir()
-        f1 = rng.random(len(ids))
-        kind_of(task).save_predictions(task, str(out), {"validation": SpanPredictions(
-            ids, {q: "an answer" for q in ids}, {}, (f1 > 0.9).astype(float), f1)})
-        return str(out)
-
     offline = [f"offline{i}" for i in range(40)]
-    a, b = run("a", offline), run("b", offline[:30])                  # the same questions (B capped at 30)
-    hub = run("hub", [f"official{i}" for i in range(60)])            # other questions, at the same positions
+    a, b = squad_run(tmp_path / "a", offline, rng), squad_run(tmp_path / "b", offline[:30], rng)   # B capped at 30
+    hub = squad_run(tmp_path / "hub", [f"official{i}" for i in range(60)], rng)   # other questions, same positions
     splits, untested = load_column(task, {"A": [a], "B": [b]})
     assert untested == [] and len(splits[0].labels) == 30
     splits, untested = load_column(task, {"A": [a], "hub": [hub]})
     assert untested == ["hub"]
-
-    class Run:
-        def __init__(self, i, out):
-            self.id, self.task, self.output_dir = i, "squad", out
-
     with pytest.raises(InputError, match="question ids"):
-        compare_runs(Run(1, a), Run(2, hub))
-    assert compare_runs(Run(1, a), Run(2, b)).n_examples == 30
+        compare_runs(SquadRun(1, a), SquadRun(2, hub))
+    assert compare_runs(SquadRun(1, a), SquadRun(2, b)).n_examples == 30
+
+
+def test_a_squad_run_without_its_question_ids_is_not_paired(tmp_path):
+    """predictions.npz alone cannot say which questions a SQuAD run scored (it holds positions and EM): a run whose
+    predictions.json was not there (an older run, a partial copy) was paired by position, unchecked."""
+    import os
+
+    from harness.analysis.compare import compare_runs
+    from harness.spec.errors import InputError
+    from harness.stats.significance import load_column
+
+    rng = np.random.default_rng(5)
+    questions = [f"offline{i}" for i in range(40)]
+    a, b = squad_run(tmp_path / "a", questions, rng), squad_run(tmp_path / "b", questions, rng)
+    assert load_column(get_task("squad"), {"A": [a], "B": [b]})[1] == []   # both with their ids: compared
+    os.remove(os.path.join(b, "predictions.json"))
+    assert load_column(get_task("squad"), {"A": [a], "B": [b]})[1] == ["B"]
+    assert load_column(get_task("squad"), {"B": [b], "A": [a]})[1] == ["B"]   # first or not
+    with pytest.raises(InputError, match="question ids"):
+        compare_runs(SquadRun(1, a), SquadRun(2, b))
