@@ -339,8 +339,9 @@ def footnote(kind: str, frame: pd.DataFrame) -> list[str]:
     if frame.attrs.get("untested"):
         lines.append(f"{NOT_TESTED}: no test against the best: {frame.attrs['untested']}.")
     elif any(NOT_TESTED in c for c in texts):
-        lines.append(f"{NOT_TESTED}: a run's saved predictions (predictions.npz) are missing, or are of other "
-                     f"dev examples than the others' (other data), so no test against the best.")
+        lines.append(f"{NOT_TESTED}: a run's saved predictions (predictions.npz; SQuAD: also predictions.json) are "
+                     f"missing, or are of other dev examples than the others' (other data), so no test against the "
+                     f"best.")
     if any(c == ALL_FAILED for c in texts):
         lines.append(f"{ALL_FAILED}: every run of the variant on the task failed, so it has no score (`harness "
                      f"status --all` lists the errors); \"–\" alone: no run of it.")
