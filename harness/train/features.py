@@ -29,6 +29,7 @@ from torch import nn
 from harness.spec import layout
 from harness.spec.methods import FEATURE_ROLES, reads_cached_features, variant_problem
 from harness.tasks.data import lengths
+from harness.train.digest import hash_tensors
 from harness.train.loaders import longest_first
 
 POOLINGS = ("cls", "mean")
@@ -82,9 +83,7 @@ def _table_digest(ds, columns) -> bytes:
 def _encoder_digest(encoder: nn.Module) -> bytes:
     """What the encoder computes, not where it was loaded from: its class and every weight."""
     h = hashlib.sha256(type(encoder).__name__.encode())
-    for name, t in sorted(encoder.state_dict().items()):
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().float().numpy().tobytes())
+    hash_tensors(h, encoder.state_dict())
     return h.digest()
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from harness.spec.schedule import Multitask
+from harness.train.digest import hash_tensors
 from harness.train.methods import ADAPTER_NAME
 
 
@@ -113,11 +114,9 @@ def encoder_checksum(model) -> str:
     at their start and end, so the store shows that stage k+1 started from what stage k ended with."""
     base = getattr(model, model.base_model_prefix)
     h = hashlib.sha256()
-    for name, tensor in sorted(base.state_dict().items()):
-        if ADAPTER_NAME in name or is_pooler(name):   # the pooler belongs to the classification head's path
-            continue
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().float().numpy().tobytes())
+    # the pooler belongs to the classification head's path
+    hash_tensors(h, {name: t for name, t in base.state_dict().items()
+                     if ADAPTER_NAME not in name and not is_pooler(name)})
     return h.hexdigest()[:16]
 
 
@@ -126,10 +125,7 @@ def handover_checksum(handover: dict) -> str:
     adapters included): a later stage's checkpoint is resumed only on the hand-over it was trained on
     (harness.train.checkpoint)."""
     h = hashlib.sha256(str(handover["mode"]).encode())
-    for name, tensor in sorted(handover["state"].items()):
-        flat = tensor.detach().cpu().contiguous().reshape(-1)
-        h.update(f"{name}:{flat.dtype}:{tuple(tensor.shape)}".encode())
-        h.update(flat.view(torch.uint8).numpy().tobytes())
+    hash_tensors(h, handover["state"])
     return h.hexdigest()[:16]
 
 
