@@ -235,7 +235,7 @@ def page_runs(url, suite, model):
 def page_analyses(url, suite, model, metric):
     suite_runs = load_runs(url)
     suite_runs = suite_runs[suite_runs["suite"] == suite]
-    page_schedules(suite_runs, model)
+    page_schedules(suite_runs, model, metric)
     runs, _ = selectable_runs(suite_runs, model)   # the runs the tables choose from
     st.subheader("Paired comparison on the same dev examples")
     if runs.empty:
@@ -270,16 +270,19 @@ def page_analyses(url, suite, model, metric):
     page_ablations(url, suite, runs)
 
 
-def page_schedules(runs, model):
-    """Sequential and multi-task rows against the direct single-task runs of the same method and task."""
-    rows = composite_vs_single(runs, model)
+def page_schedules(runs, model, metric):
+    """Sequential and multi-task rows against the direct single-task runs of the same method and task, on the
+    dev evaluation the leaderboard shows."""
+    rows = composite_vs_single(runs, model, metric)
     if rows.empty:
         return
     st.subheader("Multi-task and sequential vs single-task")
     st.dataframe(rows, hide_index=True, width="stretch")
-    st.caption("Sequential: the last stage's dev score (the encoder handed on from the earlier tasks). "
-               "Multi-task: each member task's score from the one jointly trained model. Single-task: the same "
-               "method variant trained on the task alone (best setting on dev).")
+    which = "final" if metric == "score" else "best"
+    st.caption(f"Sequential: the last stage's dev score (the encoder handed on from the earlier tasks). "
+               f"Multi-task: each member task's score from the one jointly trained model. Single-task: the same "
+               f"method variant trained on the task alone (best setting on dev). Every score on each run's {which} "
+               f"dev evaluation, as the leaderboard.")
 
 
 @st.cache_data(ttl=120, show_spinner=False)

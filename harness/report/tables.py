@@ -482,15 +482,15 @@ def ablation_matrix(payload: dict) -> pd.DataFrame:
 ALL_FAILED = "– (all failed)"   # a variant whose every run of a task failed, in every table that shows it
 
 
-def composite_vs_single(runs: pd.DataFrame, model: str | None = None) -> pd.DataFrame:
+def composite_vs_single(runs: pd.DataFrame, model: str | None = None, metric: str = "score") -> pd.DataFrame:
     """Sequential and multi-task rows against the direct single-task runs of the same method and task (best
-    setting on dev of each): task, variant, score, single-task, difference. Empty without composite rows. A
-    single-task variant whose every run of the task failed reads ALL_FAILED, as in the leaderboard (empty: never
-    run)."""
+    setting on dev of each, on `metric` as best_table): task, variant, score, single-task, difference. Empty
+    without composite rows. A single-task variant whose every run of the task failed reads ALL_FAILED, as in the
+    leaderboard (empty: never run)."""
     composite = (Regime.SEQUENTIAL, Regime.MULTITASK_MEMBER)
     if runs.empty or not runs["regime"].isin(composite).any():
         return pd.DataFrame()
-    best = best_table(runs, model=model)
+    best = best_table(runs, metric=metric, model=model)
     direct = best[best["regime"].isna()].set_index(["task", "method_label"])["mean"]
     failed = {(task, label) for _, label, task in best.attrs.get("failed_only") or {}}
     rows = []

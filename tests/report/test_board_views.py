@@ -249,6 +249,29 @@ def test_analyses_comparison_in_best_evaluation_mode_says_it_compares_final_eval
     assert "the leaderboard's" not in caption and "chosen on the final dev evaluation" in caption
 
 
+def test_the_vs_single_task_table_shows_the_dev_evaluation_the_sidebar_chose(tmp_path, monkeypatch):
+    """In best-evaluation mode the leaderboard beside it shows each run's best dev evaluation; the multi-task vs
+    single-task table still showed the final ones, and its caption did not say so."""
+    import sqlite3
+
+    from tests.report.test_table_claims import store_of
+
+    text = "name: s\nmodels: [minilm]\ntasks: [rte, {multitask: [sst2, rte]}]\nmethods: [full]\n"
+    url = store_of(tmp_path, [text], lambda c: 70.0 if c.task == "rte" else 80.0)
+    with sqlite3.connect(tmp_path / "h.db") as db:   # every run's best evaluation 3 points above its final one
+        db.execute("UPDATE runs SET best_score = score + 3")
+
+    def shown(metric):
+        at = app(url, monkeypatch, page="Analyses", suite="s", metric=metric)
+        rows = table(at, "task").set_index("task")
+        caption = next(c.value for c in at.caption if c.value.startswith("Sequential:"))
+        return rows.loc["rte", "score"], rows.loc["rte", "single-task"], caption
+
+    assert shown("score")[:2] == (80.0, 70.0) and "final dev evaluation" in shown("score")[2]
+    score, single, caption = shown("best_score")
+    assert (score, single) == (83.0, 73.0) and "best dev evaluation" in caption
+
+
 def test_task_drilldown_overlays_one_dev_curve_per_run(store_url, monkeypatch):
     at = app(store_url, monkeypatch, page="Task", task="rte", method="full")
     assert at.title[0].value == "Task"
