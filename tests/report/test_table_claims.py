@@ -264,6 +264,22 @@ def test_settings_that_diverged_count_as_tuning_budget_spent(tmp_path):
     assert len(members) == 2 and all(r["settings_tried"] == 4 and r["settings_failed"] == 2 for r in members)
 
 
+def test_evp_s_k_is_told_as_the_fewest_settings_that_scored(tmp_path):
+    """full tried four rates (two failed on every seed), bitfit three: k = 2, full's settings with a score. The
+    best table's footnote said "k the fewest settings any variant tried (equal tuning budgets)": 3 were."""
+    text = ("name: s\nmodels: [minilm]\ntasks: [rte]\nseeds: [1, 2]\n"
+            "methods: [full, {name: bitfit, learning_rate: [1e-4, 1e-3, 2e-3]}]\n"
+            "hparams: {learning_rate: [1e-5, 2e-5, 5e-5, 1e-4]}\n")
+    scores = {1e-5: None, 2e-5: 70.0, 5e-5: 64.0, 1e-4: None}
+    url = store_of(tmp_path, [text], lambda c: scores[c.hparams["learning_rate"]] if c.method == "full"
+                   else 60.0 + 1000 * c.hparams["learning_rate"])
+    md = export(url, "best")
+    (full,) = [line for line in md.splitlines() if line.replace(" ", "").startswith("|minilm|rte|full|")]
+    assert "| 4 (2 failed) |" in full and "EVP(2)" in md, md
+    assert "fewest settings any variant tried" not in md, md
+    assert "k the fewest settings with a score of any variant compared" in md, md
+
+
 def test_a_variant_that_failed_on_a_task_shows_as_failed_and_claims_no_params_for_all_tasks(tmp_path):
     """full failed on both MRPC seeds: its row read "mrpc –" (as if never run) and "params (all tasks) 0.0M
     (1.00x)", summed over RTE alone, as cheap as an adapter although full fine-tuning needs a model per task. A
