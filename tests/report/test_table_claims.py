@@ -393,6 +393,37 @@ def test_variants_whose_chosen_settings_differ_in_budget_say_so(tmp_path, monkey
     same = store_of(tmp_path / "one", [text], lambda c: 70.0 - 5 * (c.budget["epochs"] == 3))
     assert "differ in budget" not in export(same)
 
+def test_a_chosen_setting_that_stopped_at_the_time_limit_says_so(tmp_path, monkeypatch):
+    """Budget {epochs: 3, time_limit_min: 5}: full's runs stopped at the time limit after 1.2 epochs, bitfit's
+    trained their 3. Both rows read "epochs=3,time_limit_min=5" and nothing said full's score was after fewer
+    epochs than bitfit's. A setting not chosen that stopped early is not the table's business."""
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    store = Store(url)
+    text = ("name: s\nmodels: [minilm]\ntasks: [rte]\nmethods: [full, bitfit]\nseeds: [1, 2]\n"
+            "budgets: [{epochs: 3, time_limit_min: 5}]\nhparams: {learning_rate: [1e-4, 1e-3]}\n")
+    for c in parse_suite(text, "s.yaml").cells():
+        claim = store.start(c, c.config(), "cmd", None)
+        chosen = c.hparams["learning_rate"] == 1e-4
+        stopped = c.method == "full" or not chosen   # bitfit's 1e-3 (not chosen) stopped too
+        store.finish(claim, Status.COMPLETED, {
+            "score": 70.0 + c.seed + chosen, "metrics": {"accuracy": 70.0 + c.seed + chosen},
+            "trainable_params": 100, "total_params": 1000, "added_params": 0, "trainable_pct": 10.0,
+            "epochs_done": 1.2 if stopped else 3.0, "stopped_by": "time_limit" if stopped else "epochs"})
+    store.engine.dispose()
+    line = ("rte: full's chosen setting stopped at the time limit on 2 of 2 seeds, after 1.20 epochs on average "
+            "(budget epochs=3,time_limit_min=5): its score is not at the budget's epochs or steps, nor at those of "
+            "the variants that finished them.")
+    for table in ("leaderboard", "best"):
+        md = export(url, table)
+        assert line in md.splitlines(), md
+        assert "bitfit's chosen setting" not in md, md
+    ((_, at),) = board_pages(url, monkeypatch, "minilm", "rte", ("Leaderboard",))
+    assert line in [c.value for c in at.main.caption]
+    rows = {r["method_label"]: r for r in json.loads(export(url, "best", "json"))["rows"]}
+    assert (rows["full"]["time_limited_seeds"], rows["full"]["epochs_done"]) == (2, pytest.approx(1.2))
+    assert (rows["bitfit"]["time_limited_seeds"], rows["bitfit"]["epochs_done"]) == (0, pytest.approx(3.0))
+
+
 def test_no_setting_is_called_failed_while_its_seeds_run_or_wait(tmp_path):
     """bitfit: seed 1 failed, seed 2 running, seed 3 queued; full at 1e-3: seed 1 failed, seeds 2-3 queued. The
     leaderboard said "– (all failed)" ("every run of the variant on the task failed") and counted full's 1e-3 as a
