@@ -8,9 +8,10 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from harness.report.export import note_lines
+from harness.report.export import note_lines, settings_text
 from harness.report.provenance import data_by_task
 from harness.stats.evp import evp_table
+from harness.stats.selection import failed_settings
 
 AXES = {"settings tried (n)": "n", "expected train time (s)": "expected_time_s",
         "expected train FLOPs": "expected_flops"}
@@ -41,18 +42,33 @@ def page_evp(runs: pd.DataFrame, model: str, metric: str = "score") -> None:
     st.plotly_chart(fig, width="stretch")
     table = (view[view["n"].isin([1, k])].pivot_table(index="method_label", columns="n", values="evp")
              .rename(columns={k: f"EVP({k}): equal budget", 1: "EVP(1): mean setting"}))   # k = 1: the mean
-    tried = view.groupby("method_label")["settings_tried"].first()
-    table.insert(0, "settings with a score", tried)   # a setting whose every seed failed has none
-    table = table.reset_index().rename(columns={"method_label": "method"})
+    scored = view.groupby("method_label", sort=False)["settings_tried"].first()   # a setting with a score
+    # the settings whose every seed failed are tuning budget spent too (as export's best table counts them): a
+    # variant that failed on every setting has no curve, but its row
+    suite = view["suite"].iloc[0]
+    failed = {label: n for (of_suite, of_model, of_task, label), n in failed_settings(runs).items()
+              if (of_suite, of_model, of_task) == (suite, model, task)}
+    labels = list(scored.index) + [label for label in failed if label not in scored.index]
+    table = table.reindex(labels)
+    tried = {label: int(scored.get(label, 0)) + failed.get(label, 0) for label in labels}
+    table.insert(0, "of them failed", [failed.get(label, 0) for label in labels])
+    table.insert(0, "settings tried", [tried[label] for label in labels])
+    table.insert(0, "settings with a score", [int(scored.get(label, 0)) for label in labels])
+    table = table.reset_index(names="method")
     st.dataframe(table, hide_index=True, width="stretch",
-                 column_config={c: st.column_config.NumberColumn(format="%.2f") for c in table.columns[2:]})
+                 column_config={c: st.column_config.NumberColumn(format="%.2f") for c in table.columns[4:]})
+    if any(failed.values()):
+        each = ", ".join(f"{label} {settings_text(tried[label], failed.get(label))}" for label in labels)
+        budget = (f"there every variant had the same number of settings that scored, not the same tuning budget "
+                  f"(settings tried: {each}): a setting whose every seed failed has no score, so EVP leaves it out")
+    else:
+        budget = "there every variant had the same tuning budget"
     st.caption(f"Expected validation performance (Dodge et al. 2019), with the unbiased estimator of Tang et al. "
                f"2020: the expected best seed-mean dev score when n of a variant's hyperparameter settings are "
                f"drawn at random without replacement. n = 1 is the mean over settings, the last point the best "
                f"setting (the leaderboard's number). The dotted line is k = {k}, the fewest settings any variant "
-               f"on {task} scored (a setting whose every seed failed has no score): there every variant had the "
-               f"same tuning budget. Expected cost of n settings: n × the mean cost of one setting (its seeds' "
-               f"train time or FLOPs summed).")
+               f"on {task} scored: {budget}. Expected cost of n settings: n × the mean cost of one setting (its "
+               f"seeds' train time or FLOPs summed).")
     of_task = runs[(runs["model"] == model) & (runs["task"] == task)]
     for line in note_lines([task], data_by_task(of_task)):   # e.g. SQuAD's split: wherever its scores show
         st.caption(line)

@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from harness.board import urlstate
-from harness.report.export import note_lines
+from harness.report.export import SELECTED_ON_DEV, budget_notes, note_lines
 from harness.report.pareto import AXES, LOG_AXES, pareto_front_axes, tradeoff_points
 
 AVERAGE = "average over tasks"
@@ -18,6 +18,16 @@ AVERAGE = "average over tasks"
 def axes_offered(points: pd.DataFrame) -> list[str]:
     """The axes with a value for at least one point: FLOPs only once some run counted them."""
     return [a for a in AXES if a in points and pd.to_numeric(points[a], errors="coerce").notna().any()]
+
+
+def tuning_lines(board: pd.DataFrame, tasks: list[str]) -> list[str]:
+    """The leaderboard's footnote lines on how its scores were tuned (unequal numbers of settings tried, chosen
+    settings at different budgets or stopped at a time limit), for `tasks` only: a point here is the same
+    best-on-dev score, so it carries the same caveats."""
+    view = board.copy()
+    view.attrs = {**board.attrs, "tasks": [t for t in board.attrs.get("tasks", []) if t in tasks]}
+    return budget_notes(view) + [line for line in board.attrs.get("budgets") or []
+                                 if any(line.startswith((f"{t}:", f"{t} (")) for t in tasks)]
 
 
 def page_tradeoff(best: pd.DataFrame, board: pd.DataFrame) -> None:
@@ -57,5 +67,8 @@ def page_tradeoff(best: pd.DataFrame, board: pd.DataFrame) -> None:
     st.caption("Each point is a method variant (best setting on dev), one colour per method; a method's variants "
                "(adapter sizes, top-k's k) are joined into a curve. Pareto frontier: no other variant is at least "
                "as good on both axes (higher score, lower cost).")
+    shown = averaged if which == AVERAGE else [which]
+    for line in [SELECTED_ON_DEV] + tuning_lines(board, shown):   # what the leaderboard says of the same scores
+        st.caption(line)
     for line in note_lines(averaged if which == AVERAGE else [which], best.attrs.get("data")):   # e.g. SQuAD's split
         st.caption(line)

@@ -375,7 +375,8 @@ def footnote(kind: str, frame: pd.DataFrame) -> list[str]:
     if kind == "best":
         lines.append("Settings: the hyperparameter settings tried (seed means); EVP(n): expected validation "
                      "performance, the expected best dev score of n settings drawn without replacement (Dodge et "
-                     "al. 2019), EVP(1) their mean; k the fewest settings any variant tried (equal tuning budgets).")
+                     "al. 2019; Tang et al. 2020's unbiased estimator), EVP(1) their mean; k the fewest settings "
+                     "with a score of any variant compared on the task (an equal tuning budget where none failed).")
         if "settings_failed" in frame and (pd.to_numeric(frame["settings_failed"], errors="coerce") > 0).any():
             lines.append("(n failed): every seed of n of the settings tried failed; they count as tried (tuning "
                          "budget spent), but the score and EVP are over the settings that scored, so EVP(k) "

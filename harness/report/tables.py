@@ -186,6 +186,10 @@ def best_table(runs: pd.DataFrame, metric: str = "score", resamples: int = signi
             "settings_tried": group["setting_key"].nunique() + lost, "settings_failed": lost,
             "train_flops": _mean(runs_of, "train_flops"),   # None where no FLOPs were counted
             "eval_examples": _max(runs_of, "eval_examples"),   # the dev examples its score is over
+            # a budget's time_limit_min can end training before its epochs or steps: what this score trained
+            "epochs_done": _mean(runs_of, "epochs_done"),
+            "time_limited_seeds": int((runs_of["stopped_by"] == "time_limit").sum()) if "stopped_by" in runs_of
+            else 0,
             "regime": first["regime"],
             # span extraction: exact match beside the main score (F1)
             "em_mean": _mean(runs_of, em), "em_std": _std(runs_of, em),
@@ -202,7 +206,7 @@ def best_table(runs: pd.DataFrame, metric: str = "score", resamples: int = signi
     best.attrs["older_versions"] = older
     best.attrs["data"] = data_by_task(pd.concat(shown))   # what the scores shown were trained and evaluated on
     best.attrs["dev_sets"] = dev_set_lines(best)
-    best.attrs["budgets"] = budget_lines(best)
+    best.attrs["budgets"] = budget_lines(best) + time_limit_lines(best)
     # variants with runs of a task, all failed: no row here, but the leaderboard (and the exported best table,
     # with_failed_rows) shows them as failed, not absent
     scored = set(zip(best["suite"], best["model"], best["task"], best["method_label"]))
@@ -270,6 +274,24 @@ def budget_lines(best: pd.DataFrame) -> list[str]:
             lines.append(f"{task}{f' ({of_model})' if several else ''}: the variants' chosen settings differ in "
                          f"budget ({each}): the budget was selected on dev with the other hyperparameters, so these "
                          f"scores are not at one budget.")
+    return lines
+
+
+def time_limit_lines(best: pd.DataFrame) -> list[str]:
+    """A line per variant whose chosen setting stopped at its budget's time limit on some seed: the budget column
+    reads "epochs=3,time_limit_min=5" whatever was trained, so a slow variant's score, after fewer epochs than
+    the others', read as one at the budget's epochs."""
+    lines = []
+    several = best["model"].nunique() > 1
+    for _, r in best.iterrows():
+        stopped = int(r.get("time_limited_seeds") or 0)
+        if stopped:
+            epochs = f", after {r['epochs_done']:.2f} epochs on average" if pd.notna(r.get("epochs_done")) else ""
+            where = f" ({r['model']})" if several else ""
+            lines.append(f"{r['task']}{where}: {r['method_label']}'s chosen setting "
+                         f"stopped at the time limit on {stopped} of {int(r['n_seeds'])} seeds{epochs} (budget "
+                         f"{r['budget'] or 'the default'}): its score is not at the budget's epochs or steps, "
+                         f"nor at those of the variants that finished them.")
     return lines
 
 

@@ -103,3 +103,45 @@ def test_the_board_counts_the_settings_of_a_variant_that_failed_everywhere_as_ex
     ((_, at),) = board_pages(url, monkeypatch, "minilm", "rte", ("Leaderboard",))
     captions = [c.value for c in at.main.caption]
     assert any(c.startswith("4 (task, method) cells from 8 hyperparameter settings tried") for c in captions), captions
+
+
+def test_the_tuning_budget_page_counts_failed_settings_as_export_does(tmp_path, monkeypatch):
+    """full tried four rates, two of which failed on every seed; bitfit two; layernorm one, which failed. Export's
+    best table says "4 (2 failed)", "2" and "1 (1 failed)", but the board's Tuning budget page showed 2 settings
+    each for full and bitfit (those with a score), nothing of layernorm, and called k = 2 a point where "every
+    variant had the same tuning budget"."""
+    import json
+
+    text = ("name: s\nmodels: [minilm]\ntasks: [rte]\nseeds: [1, 2]\n"
+            "methods: [full, {name: bitfit, learning_rate: [1e-4, 1e-3]}, {name: layernorm, learning_rate: 1e-3}]\n"
+            "hparams: {learning_rate: [1e-5, 2e-5, 5e-5, 1e-4]}\n")
+    scores = {1e-5: None, 2e-5: 70.0, 5e-5: 64.0, 1e-4: None}
+    url = store_of(tmp_path, [text], lambda c: scores[c.hparams["learning_rate"]] if c.method == "full"
+                   else None if c.method == "layernorm" else 60.0 + 1000 * c.hparams["learning_rate"])
+    exported = {r["method_label"]: r for r in json.loads(export(url, "best", "json"))["rows"]}
+    ((_, at),) = board_pages(url, monkeypatch, "minilm", "rte", ("Tuning budget",))
+    table = at.dataframe[0].value.set_index("method")
+    assert list(table.index) == list(exported), table
+    for label, r in exported.items():
+        assert table.loc[label, "settings tried"] == r["settings_tried"], (label, table)
+        assert table.loc[label, "of them failed"] == r["settings_failed"], (label, table)
+    assert table.loc["full", "settings with a score"] == 2 and table.loc["layernorm", "settings with a score"] == 0
+    caption = next(c.value for c in at.main.caption if c.value.startswith("Expected validation performance"))
+    assert "every variant had the same tuning budget" not in caption, caption
+    assert "(settings tried: full 4 (2 failed), bitfit 2, layernorm 1 (1 failed))" in caption, caption
+
+
+def test_the_trade_off_page_says_the_tuning_budgets_differ_as_the_leaderboard_does(tmp_path, monkeypatch):
+    """full tried one rate, bitfit six: the leaderboard's footnote says the best of six is biased upward and that
+    its scores are selected on dev, but the Trade-off page, which draws the same best-on-dev scores against their
+    cost, said neither."""
+    rates = "[1e-2, 5e-3, 2e-3, 1e-3, 5e-4, 2e-4]"
+    text = ("name: s\nmodels: [minilm]\ntasks: [rte]\nmethods: [{name: full, learning_rate: 1e-4}, "
+            f"{{name: bitfit, learning_rate: {rates}}}]\n")
+    url = store_of(tmp_path, [text], lambda c: 70.0 if c.method == "full" else 60.0 + 1000 * c.hparams["learning_rate"])
+    budgets = next(line for line in export(url).splitlines() if line.startswith("Tuning budgets differ on rte"))
+    for task in ("rte", "average over tasks"):
+        ((_, at),) = board_pages(url, monkeypatch, "minilm", task, ("Trade-off",))
+        captions = [c.value for c in at.main.caption]
+        assert budgets in captions, captions
+        assert any(c.startswith("Scores on the dev set; each variant's hyperparameter setting") for c in captions)

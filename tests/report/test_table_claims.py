@@ -264,6 +264,22 @@ def test_settings_that_diverged_count_as_tuning_budget_spent(tmp_path):
     assert len(members) == 2 and all(r["settings_tried"] == 4 and r["settings_failed"] == 2 for r in members)
 
 
+def test_evp_s_k_is_told_as_the_fewest_settings_that_scored(tmp_path):
+    """full tried four rates (two failed on every seed), bitfit three: k = 2, full's settings with a score. The
+    best table's footnote said "k the fewest settings any variant tried (equal tuning budgets)": 3 were."""
+    text = ("name: s\nmodels: [minilm]\ntasks: [rte]\nseeds: [1, 2]\n"
+            "methods: [full, {name: bitfit, learning_rate: [1e-4, 1e-3, 2e-3]}]\n"
+            "hparams: {learning_rate: [1e-5, 2e-5, 5e-5, 1e-4]}\n")
+    scores = {1e-5: None, 2e-5: 70.0, 5e-5: 64.0, 1e-4: None}
+    url = store_of(tmp_path, [text], lambda c: scores[c.hparams["learning_rate"]] if c.method == "full"
+                   else 60.0 + 1000 * c.hparams["learning_rate"])
+    md = export(url, "best")
+    (full,) = [line for line in md.splitlines() if line.replace(" ", "").startswith("|minilm|rte|full|")]
+    assert "| 4 (2 failed) |" in full and "EVP(2)" in md, md
+    assert "fewest settings any variant tried" not in md, md
+    assert "k the fewest settings with a score of any variant compared" in md, md
+
+
 def test_a_variant_that_failed_on_a_task_shows_as_failed_and_claims_no_params_for_all_tasks(tmp_path):
     """full failed on both MRPC seeds: its row read "mrpc –" (as if never run) and "params (all tasks) 0.0M
     (1.00x)", summed over RTE alone, as cheap as an adapter although full fine-tuning needs a model per task. A
@@ -376,6 +392,37 @@ def test_variants_whose_chosen_settings_differ_in_budget_say_so(tmp_path, monkey
     (tmp_path / "one").mkdir()   # every variant chose the same budget: nothing to say
     same = store_of(tmp_path / "one", [text], lambda c: 70.0 - 5 * (c.budget["epochs"] == 3))
     assert "differ in budget" not in export(same)
+
+def test_a_chosen_setting_that_stopped_at_the_time_limit_says_so(tmp_path, monkeypatch):
+    """Budget {epochs: 3, time_limit_min: 5}: full's runs stopped at the time limit after 1.2 epochs, bitfit's
+    trained their 3. Both rows read "epochs=3,time_limit_min=5" and nothing said full's score was after fewer
+    epochs than bitfit's. A setting not chosen that stopped early is not the table's business."""
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    store = Store(url)
+    text = ("name: s\nmodels: [minilm]\ntasks: [rte]\nmethods: [full, bitfit]\nseeds: [1, 2]\n"
+            "budgets: [{epochs: 3, time_limit_min: 5}]\nhparams: {learning_rate: [1e-4, 1e-3]}\n")
+    for c in parse_suite(text, "s.yaml").cells():
+        claim = store.start(c, c.config(), "cmd", None)
+        chosen = c.hparams["learning_rate"] == 1e-4
+        stopped = c.method == "full" or not chosen   # bitfit's 1e-3 (not chosen) stopped too
+        store.finish(claim, Status.COMPLETED, {
+            "score": 70.0 + c.seed + chosen, "metrics": {"accuracy": 70.0 + c.seed + chosen},
+            "trainable_params": 100, "total_params": 1000, "added_params": 0, "trainable_pct": 10.0,
+            "epochs_done": 1.2 if stopped else 3.0, "stopped_by": "time_limit" if stopped else "epochs"})
+    store.engine.dispose()
+    line = ("rte: full's chosen setting stopped at the time limit on 2 of 2 seeds, after 1.20 epochs on average "
+            "(budget epochs=3,time_limit_min=5): its score is not at the budget's epochs or steps, nor at those of "
+            "the variants that finished them.")
+    for table in ("leaderboard", "best"):
+        md = export(url, table)
+        assert line in md.splitlines(), md
+        assert "bitfit's chosen setting" not in md, md
+    ((_, at),) = board_pages(url, monkeypatch, "minilm", "rte", ("Leaderboard",))
+    assert line in [c.value for c in at.main.caption]
+    rows = {r["method_label"]: r for r in json.loads(export(url, "best", "json"))["rows"]}
+    assert (rows["full"]["time_limited_seeds"], rows["full"]["epochs_done"]) == (2, pytest.approx(1.2))
+    assert (rows["bitfit"]["time_limited_seeds"], rows["bitfit"]["epochs_done"]) == (0, pytest.approx(3.0))
+
 
 def test_no_setting_is_called_failed_while_its_seeds_run_or_wait(tmp_path):
     """bitfit: seed 1 failed, seed 2 running, seed 3 queued; full at 1e-3: seed 1 failed, seeds 2-3 queued. The
