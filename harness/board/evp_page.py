@@ -64,7 +64,8 @@ def page_evp(runs: pd.DataFrame, model: str, metric: str = "score") -> None:
     else:
         budget = "there every variant had the same tuning budget"
     st.caption(f"Expected validation performance (Dodge et al. 2019), with the unbiased estimator of Tang et al. "
-               f"2020: the expected best seed-mean dev score when n of a variant's hyperparameter settings are "
+               f"2020: the expected best seed-mean dev score (each run's {'final' if metric == 'score' else 'best'} "
+               f"dev evaluation, as the leaderboard) when n of a variant's hyperparameter settings are "
                f"drawn at random without replacement. n = 1 is the mean over settings, the last point the best "
                f"setting (the leaderboard's number). The dotted line is k = {k}, the fewest settings any variant "
                f"on {task} scored: {budget}. Expected cost of n settings: n × the mean cost of one setting (its "

@@ -272,6 +272,13 @@ def test_the_vs_single_task_table_shows_the_dev_evaluation_the_sidebar_chose(tmp
     assert (score, single) == (83.0, 73.0) and "best dev evaluation" in caption
 
 
+def test_the_tuning_budget_page_says_which_dev_evaluation_its_curves_are_on(store_url, monkeypatch):
+    for metric, which in (("score", "final"), ("best_score", "best")):
+        at = app(store_url, monkeypatch, page="Tuning budget", metric=metric)
+        caption = next(c.value for c in at.caption if c.value.startswith("Expected validation performance"))
+        assert f"each run's {which} dev evaluation" in caption, caption
+
+
 def test_task_drilldown_overlays_one_dev_curve_per_run(store_url, monkeypatch):
     at = app(store_url, monkeypatch, page="Task", task="rte", method="full")
     assert at.title[0].value == "Task"
