@@ -95,6 +95,8 @@ def runs_frame(store, suite: str | None = None, with_env: bool = False) -> pd.Da
     # the whole setting: a sweep over batch size or warmup tells its runs apart only here (not by learning_rate)
     frame["hparams"] = [json.dumps(h or {}, sort_keys=True) for h in frame["hparams"]]
     frame["budget"] = [_budget_text(b) for b in frame["budget"]]
+    for c in ("started_at", "finished_at"):   # stored naive, on the database's UTC clock: exported as UTC
+        frame[c] = pd.to_datetime(frame[c]).dt.tz_localize("UTC")
     metrics = pd.DataFrame([m or {} for m in frame.pop("metrics")], index=frame.index)
     metrics.columns = [f"metric_{c}" for c in metrics.columns]
     best = pd.DataFrame([m or {} for m in frame.pop("best_metrics")], index=frame.index)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from harness.spec.status import CellState
 
 
@@ -93,7 +95,9 @@ def status_payload(suite, states, left: dict, num_processes: int) -> dict:
             held.append({"key": cell.key, "label": cell.label, "state": str(state), "worker": rec.worker_id,
                          "host": rec.host, "pid": rec.pid, "slurm_job_id": rec.slurm_job_id,
                          "slurm_array_task_id": rec.slurm_array_task_id, "attempt": rec.attempts,
-                         "started_at": rec.started_at.isoformat() if rec.started_at else None,
+                         # stored naive on the database's UTC clock: said so, for a reader in another zone
+                         "started_at": (rec.started_at.replace(tzinfo=dt.timezone.utc).isoformat()
+                                        if rec.started_at else None),
                          "running_s": _age_s(rec.started_at), "heartbeat_age_s": _age_s(rec.heartbeat_at)})
         elif state == CellState.FAILED:
             failures.append({"key": cell.key, "label": cell.label, "reason": failure_reason(rec)})

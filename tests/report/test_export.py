@@ -177,7 +177,7 @@ def test_json_export_keeps_every_number_exactly_as_the_csv_does(tmp_path):
     assert row["mfu"] is None and row["learning_rate"] == cell.hparams["learning_rate"]
 
 
-def test_json_export_keeps_the_stored_times_to_the_microsecond(tmp_path, db_url):
+def test_exports_keep_the_stored_times_to_the_microsecond_in_utc(tmp_path, db_url):
     """A store keeps its times to the microsecond (PostgreSQL's clock, an ingested record's): the JSON export gives
     them back as the CSV and record.json do, where pandas' to_json cut them to milliseconds (10:00:00.123456 came
     out as 10:00:00.123)."""
@@ -199,5 +199,8 @@ def test_json_export_keeps_the_stored_times_to_the_microsecond(tmp_path, db_url)
     (row,) = json.loads(call_cli("export", "--table", "runs", "--format", "json", "--db", db_url).stdout)["rows"]
     (csv_row,) = csv.DictReader(io.StringIO(call_cli("export", "--table", "runs", "--format", "csv",
                                                      "--db", db_url).stdout))
-    assert dt.datetime.fromisoformat(row["started_at"]) == started == dt.datetime.fromisoformat(csv_row["started_at"])
-    assert dt.datetime.fromisoformat(row["finished_at"]) == finished
+    # and they say they are UTC (the store's clock), for a reader in another time zone: they were naive
+    utc = dt.timezone.utc
+    assert (dt.datetime.fromisoformat(row["started_at"]) == started.replace(tzinfo=utc)
+            == dt.datetime.fromisoformat(csv_row["started_at"]))
+    assert dt.datetime.fromisoformat(row["finished_at"]) == finished.replace(tzinfo=utc)

@@ -122,6 +122,9 @@ def test_status_json_counts_every_state_and_estimates_the_time_left(grid):
     c = running[cells[("houlsby", 4)].key]
     assert c["host"] == "hostC" and c["slurm_job_id"] == "77" and c["slurm_array_task_id"] == 3
     assert c["heartbeat_age_s"] < 60 and c["running_s"] == pytest.approx(40, abs=30)
+    # its start time says it is UTC (the database's clock): a reader in another zone reads it right
+    started = dt.datetime.fromisoformat(c["started_at"])
+    assert (dt.datetime.now(dt.timezone.utc) - started).total_seconds() == pytest.approx(c["running_s"], abs=30)
     (stale,) = p["stale"]
     assert stale["key"] == cells[("houlsby", 3)].key and stale["heartbeat_age_s"] == pytest.approx(3600, abs=60)
     assert p["failures"] == [{"key": cells[("houlsby", 2)].key, "label": cells[("houlsby", 2)].label,
