@@ -527,12 +527,25 @@ def with_trivial_row(board: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def _whole_numbers(kind: str, frame: pd.DataFrame) -> pd.DataFrame:
+    """The runs table with the store's integer columns (parameter and example counts, steps, seeds, threads) as
+    whole numbers: a column with an empty cell came out as floats ("22713216.0" trainable parameters)."""
+    if kind != "runs" or frame.empty:
+        return frame
+    from sqlalchemy import Integer
+
+    from harness.store.schema import RunRecord
+
+    whole = [c.name for c in RunRecord.__table__.columns if isinstance(c.type, Integer) and c.name in frame]
+    return frame.astype({c: "Int64" for c in whole})
+
+
 def table_csv(kind: str, frame: pd.DataFrame) -> str:
     """A table's CSV, as `harness export` writes it and the board's "Download CSV" hands it out (one function:
     the two files must not differ): the leaderboard with its trivial baseline row, every table with its tasks'
     notes in a column."""
     if kind != "leaderboard":
-        return to_csv(with_task_notes(kind, frame))
+        return to_csv(with_task_notes(kind, _whole_numbers(kind, frame)))
     out = with_trivial_row(frame)
     # counts stay whole numbers beside the row's empty cells (CSV "2", not "2.0"); only in the file: the
     # footnote and the JSON read these columns as numbers, which pandas' NA is not
@@ -548,6 +561,7 @@ def to_json(kind: str, frame: pd.DataFrame) -> str:
 
     if kind == "leaderboard":
         frame = with_trivial_row(frame)
+    frame = _whole_numbers(kind, frame)
     # date_unit "us": the stores keep microseconds (to_json's default "ms" cut 10:00:00.123456 to 10:00:00.123)
     rows = json.loads(frame.to_json(orient="records", date_format="iso", date_unit="us")) if not frame.empty else []
     _exact_floats(frame, rows)

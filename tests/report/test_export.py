@@ -204,3 +204,21 @@ def test_exports_keep_the_stored_times_to_the_microsecond_in_utc(tmp_path, db_ur
     assert (dt.datetime.fromisoformat(row["started_at"]) == started.replace(tzinfo=utc)
             == dt.datetime.fromisoformat(csv_row["started_at"]))
     assert dt.datetime.fromisoformat(row["finished_at"]) == finished.replace(tzinfo=utc)
+
+
+def test_the_runs_table_keeps_whole_numbers_whole_beside_a_failed_run(tmp_path):
+    """A failed run has no parameter counts: pandas made the whole column float and the runs CSV read
+    "100.0" trainable parameters, the JSON 100.0; the store's integer columns stay integers in both."""
+    import json
+
+    from tests.report.test_table_claims import store_of
+
+    url = store_of(tmp_path, ["name: s\nmodels: [minilm]\ntasks: [rte]\nmethods: [full, bitfit]\n"],
+                   lambda c: 70.0 if c.method == "full" else None)
+    text = run_cli("export", "--db", url, "--table", "runs", "--format", "csv").stdout
+    rows = {r["method"]: r for r in csv.DictReader(io.StringIO(text))}
+    assert (rows["full"]["trainable_params"], rows["full"]["total_params"], rows["full"]["seed"]) == ("100", "1000", "1")
+    assert rows["bitfit"]["trainable_params"] == "" and rows["full"]["score"] == "70.0"
+    rows = {r["method"]: r for r in json.loads(run_cli("export", "--db", url, "--table", "runs", "--format",
+                                                       "json").stdout)["rows"]}
+    assert type(rows["full"]["trainable_params"]) is int and rows["bitfit"]["trainable_params"] is None
