@@ -24,7 +24,7 @@ import statistics
 from dataclasses import dataclass
 
 from harness.spec.methods import FEATURE_ROLES, get_method, methods_with, reads_cached_features
-from harness.spec.status import Status
+from harness.spec.status import Regime, Status
 
 MATCH_LEVELS = ("exact", "task kind", "model+method", "model")
 # what each level matches, on the chosen device: exact = model, method, task, regime (a sequence ending on a task
@@ -396,11 +396,15 @@ class DataSizes:
 
             from harness.store.schema import RunRecord as R
 
+            member = Regime.MULTITASK_MEMBER.value
             with store.engine.connect() as conn:
-                for task, budget, tr, ev in conn.execute(select(R.task, R.budget, R.train_examples, R.eval_examples)
-                                                         .where(R.status == Status.COMPLETED.value)):
+                for task, budget, tr, ev, regime in conn.execute(
+                        select(R.task, R.budget, R.train_examples, R.eval_examples, R.regime)
+                        .where(R.status == Status.COMPLETED.value)):
                     budget = budget or {}
-                    if tr:
+                    # a multi-task member row carries its joint run's cost, whose training examples are every
+                    # member's (its dev examples are its own task's)
+                    if tr and regime != member:
                         self.known[("train", task, budget.get("max_train_samples"))] = tr
                     if ev:
                         self.known[("eval", task, budget.get("max_eval_samples"))] = ev
