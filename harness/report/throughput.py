@@ -444,27 +444,32 @@ class DataSizes:
 
 def plan_cell(cell, sizes: DataSizes) -> CellPlan | None:
     """What `cell` will process under its budget and hparams (harness/train/optim.optimizer_steps and the
-    recipe's evaluation schedule); several tasks (multi-task, sequential) are summed. None when a task's size is
-    unknown."""
+    recipe's evaluation schedule). A sequence's stages are loops of their own, each under the budget, and are
+    summed; a multi-task cell is one loop, whose epoch is every task's batches (optim.planned_steps) and whose
+    evaluations score every task. None when a task's size is unknown."""
     hp, budget = cell.hparams, cell.budget
     per_batch = hp["batch_size"] * cell.num_processes
-    train = evals_n = 0.0
-    total_steps = n_evals = train_set = eval_set = 0
+    sets = []   # (training examples, dev examples) per task
     for task in cell.tasks:
         n_train = sizes.size("train", task, budget.get("max_train_samples"))
         n_eval = sizes.size("eval", task, budget.get("max_eval_samples"))
         if not n_train or n_eval is None:
             return None
-        steps_per_epoch = max(1, math.ceil(math.ceil(n_train / per_batch) / hp["gradient_accumulation_steps"]))
+        sets.append((n_train, n_eval))
+    loops = [sets] if cell.regime == Regime.MULTITASK else [[s] for s in sets]
+    train = evals_n = 0.0
+    total_steps = n_evals = 0
+    for loop in loops:
+        batches = sum(math.ceil(n_train / per_batch) for n_train, _ in loop)
+        steps_per_epoch = max(1, math.ceil(batches / hp["gradient_accumulation_steps"]))
         limits = ([math.ceil(budget["epochs"] * steps_per_epoch)] if "epochs" in budget else []) + \
                  ([budget["max_steps"]] if "max_steps" in budget else [])
         steps = max(1, min(limits))
         evaluations = (math.ceil(steps / hp["eval_steps"]) if hp.get("eval_steps")
                        else math.ceil(steps / steps_per_epoch))
-        train += n_train * steps / steps_per_epoch
-        evals_n += n_eval * evaluations
+        train += sum(n_train for n_train, _ in loop) * steps / steps_per_epoch
+        evals_n += sum(n_eval for _, n_eval in loop) * evaluations
         total_steps += steps
         n_evals += evaluations
-        train_set += n_train
-        eval_set += n_eval
+    train_set, eval_set = sum(n for n, _ in sets), sum(n for _, n in sets)
     return CellPlan(train, evals_n, total_steps, n_evals, train_set, eval_set)

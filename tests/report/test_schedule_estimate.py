@@ -63,3 +63,14 @@ def test_multi_task_members_do_not_size_their_tasks(ran, tiny_bert, small_glue):
     cells, rates = estimate_later(ran, tiny_bert, small_glue)
     train_s, eval_s = rates[None]
     assert cells["rte"]["seconds"] == pytest.approx(144 * train_s + 3 * 21 * eval_s, rel=1e-9)
+
+
+def test_a_multi_task_cell_is_planned_as_one_loop(ran, tiny_bert, small_glue):
+    """The multi-task cell is one loop whose epoch is both tasks' 12 batches: 30 steps (max_steps binds), 240
+    examples, 3 evaluations of its 42 dev examples; max_steps bounds the joint loop, not each task (per task, 18
+    steps each: 288 examples and 6 evaluations)."""
+    joint = ran[3][Regime.MULTITASK]
+    assert (joint.steps, joint.train_examples, joint.eval_examples) == (12, 96, 42)
+    cells, rates = estimate_later(ran, tiny_bert, small_glue)
+    train_s, eval_s = rates[Regime.MULTITASK]
+    assert cells["rte+stsb"]["seconds"] == pytest.approx(240 * train_s + 3 * 42 * eval_s, rel=1e-9)
