@@ -74,3 +74,22 @@ def test_a_multi_task_cell_is_planned_as_one_loop(ran, tiny_bert, small_glue):
     cells, rates = estimate_later(ran, tiny_bert, small_glue)
     train_s, eval_s = rates[Regime.MULTITASK]
     assert cells["rte+stsb"]["seconds"] == pytest.approx(240 * train_s + 3 * 42 * eval_s, rel=1e-9)
+
+
+def test_a_sequence_s_time_is_every_stage_s(ran):
+    """A sequential cell's row holds the whole sequence's training time but its last stage's evaluation time; its
+    first stage's evaluation is in that stage's row. Status counts a completed sequence's time as all of it, and
+    prices the next seed of each setting at its completed cell's whole time: the same suite with seeds 1 and 2,
+    seed 2 pending in all three settings, has exactly the seed-1 cells' time left."""
+    tmp, _, db, top, rows = ran
+    (stage,) = [r for r in rows if r.regime == Regime.SEQUENTIAL_STAGE]
+    assert stage.eval_time_s > 0 and stage.parent_id == top[Regime.SEQUENTIAL].id
+    took = sum(r.train_time_s + r.eval_time_s for r in top.values()) + stage.eval_time_s
+    both = write_suite(tmp / "both.yaml", SUITE.format(name="ran", model=top[None].model, seed="1, 2",
+                                                       budget="{epochs: 1}"))
+    r = run_cli("status", both, "--db", db, "--json", cwd=tmp)
+    assert r.returncode == 0, r.stderr[-3000:]
+    e = json.loads(r.stdout)
+    assert e["counts"]["completed"] == 3 and e["counts"]["pending"] == 3 and e["counts"]["total"] == 6
+    assert e["estimate"]["actual_s"] == pytest.approx(took, rel=1e-9)
+    assert e["estimate"]["work_s"] == pytest.approx(took, rel=1e-9)
