@@ -43,9 +43,11 @@ from results_md import append_section  # noqa: E402
 
 
 def measured(store, suite: str) -> dict[str, float]:
-    """{cell key: train + eval seconds} of the suite's completed cells."""
-    return {r.cell_key: progress.cell_time_s(r) for r in store.records(suite)
-            if r.status == Status.COMPLETED.value and r.parent_id is None and progress.cell_time_s(r) is not None}
+    """{cell key: train + eval seconds} of the suite's completed cells (a sequence's every stage)."""
+    done = [r for r in store.records(suite) if r.status == Status.COMPLETED.value and r.parent_id is None]
+    earlier = progress.stages_eval_s(store, done)
+    took = {r.cell_key: progress.cell_time_s(r, earlier.get(r.id, 0.0)) for r in done}
+    return {key: seconds for key, seconds in took.items() if seconds is not None}
 
 
 def held_out(db: str, suite: str, cells, seed: int, data_dir: str | None) -> dict[str, float]:
@@ -92,7 +94,7 @@ def interleaved(suite, cells, data_dir: str | None) -> tuple[dict, dict, dict]:
                 ctx = RunContext(data_dir=data_dir, cache_dir=os.path.join(tmp, "cache"), show_progress=False,
                                  model_base_dir=os.path.dirname(os.path.abspath(suite.path)))
                 r = train_and_evaluate(cell, ctx, output_dir=os.path.join(tmp, "out"))
-            actual[cell.key] = progress.cell_time_s(r)
+            actual[cell.key] = progress.cell_time_s(r, sum(st.eval_time_s or 0.0 for st in r.stages or []))
     finally:
         cli.to_cell_padding = to_cell_padding
     return scaled, unscaled, actual

@@ -215,11 +215,33 @@ def _state(rec, stale: bool) -> CellState:
     return CellState.PENDING if rec is None else CellState.STALE if stale else CellState(rec.status)
 
 
-def cell_time_s(rec) -> float | None:
-    """A completed cell's time: train + eval (what `predicted_time_s` predicts)."""
+def cell_time_s(rec, earlier_eval_s: float = 0.0) -> float | None:
+    """A completed cell's time: train + eval (what `predicted_time_s` predicts). A sequence's row holds the whole
+    sequence's training time but its last stage's evaluation time: `earlier_eval_s` is its earlier stages'
+    (stages_eval_s)."""
     if rec.train_time_s is None:
         return None
-    return rec.train_time_s + (rec.eval_time_s or 0.0)
+    return rec.train_time_s + (rec.eval_time_s or 0.0) + earlier_eval_s
+
+
+def stages_eval_s(store, records) -> dict[int, float]:
+    """{row id: its earlier stages' summed evaluation time} for the sequential cells' rows among `records` (each
+    stage's is in its own row, harness/train/recipe.py)."""
+    from sqlalchemy import func, select
+
+    from harness.store.queue import chunks
+    from harness.store.schema import RunRecord as R
+
+    ids = [rec.id for rec in records if rec is not None and rec.regime == Regime.SEQUENTIAL]
+    out: dict[int, float] = {}
+    if store is None or not ids:
+        return out
+    with store.engine.connect() as conn:
+        for part in chunks(ids):
+            out.update(conn.execute(select(R.parent_id, func.coalesce(func.sum(R.eval_time_s), 0.0))
+                                    .where(R.parent_id.in_(part), R.regime == Regime.SEQUENTIAL_STAGE.value)
+                                    .group_by(R.parent_id)).all())
+    return out
 
 
 def _suite_fallback(g: dict, made: set):
@@ -229,9 +251,9 @@ def _suite_fallback(g: dict, made: set):
     (by a completed cell of the suite, a stored run, or an earlier cell left, which is charged it); a set whose
     pass no completed cell timed leaves its cells without a prediction (None, 0)."""
     heads, passes = [], {role: [] for role in FEATURE_ROLES}
-    for cell, rec in g["done"]:
+    for cell, rec, seconds in g["done"]:
         ff = (rec.extra or {}).get("frozen_features")
-        heads.append(cell_time_s(rec) - encoder_pass_s(ff))
+        heads.append(seconds - encoder_pass_s(ff))
         if ff:
             made.update(cell_feature_sets(cell) or ())
             timed = timed_passes(ff)
@@ -313,21 +335,24 @@ def time_left(store, states: list[tuple], *, data_dir: str | None = None, now=No
     todo_states = (CellState.PENDING, CellState.STALE, CellState.RUNNING)
     not_cells = sum(1 for cell, state, _ in states if cell is None and state in todo_states)
     states = [(cell, state, rec) for cell, state, rec in states if cell is not None]
+    done = [rec for _, state, rec in states if state == CellState.COMPLETED]
+    earlier = stages_eval_s(store, done)
+    took = {rec.id: cell_time_s(rec, earlier.get(rec.id, 0.0)) for rec in done}   # None: no train time
 
     groups: dict[tuple, dict] = {}   # per (method variant, task, work key): cells of equal work
     for cell, state, rec in states:
         g = groups.setdefault((cell.row_label, cell.task, work_key(cell)),
                               {"method": cell.method, "variant": cell.row_label, "task": cell.task, "todo": [],
                                "done": []})
-        if state == CellState.COMPLETED and cell_time_s(rec) is not None:
-            g["done"].append((cell, rec))
+        if state == CellState.COMPLETED and took[rec.id] is not None:
+            g["done"].append((cell, rec, took[rec.id]))
         elif state in todo_states:
             ran = 0.0
             if state == CellState.RUNNING and rec.started_at is not None:
                 ran = max(0.0, (now - rec.started_at).total_seconds())
             g["todo"].append((cell, ran, state))
     for g in groups.values():
-        g["times"] = [cell_time_s(rec) for _, rec in g["done"]]
+        g["times"] = [seconds for _, _, seconds in g["done"]]
         g["todo"].sort(key=lambda t: t[2] != CellState.RUNNING)   # the cell computing a pass now is charged it
         g["probe"] = any(cell_feature_sets(c) is not None for c, _, _ in g["todo"])
         g["stored"] = not g["times"] or g["probe"]
@@ -396,10 +421,9 @@ def time_left(store, states: list[tuple], *, data_dir: str | None = None, now=No
 
     workers = max(1, len(live))
     todo = sum(len(g["todo"]) for g in groups.values()) + not_cells
-    done = [rec for _, state, rec in states if state == CellState.COMPLETED]
-    both = [r for r in done if r.predicted_time_s and cell_time_s(r) is not None]
+    both = [r for r in done if r.predicted_time_s and took[r.id] is not None]
     predicted = sum(r.predicted_time_s for r in both)
-    actual_of_predicted = sum(cell_time_s(r) for r in both)
+    actual_of_predicted = sum(took[r.id] for r in both)
     return {
         "counts": counts, "live_workers": len(live), "groups": out_groups,
         "stored_device": stored_device,   # the device whose stored throughput predicted cells (None: none did)
@@ -407,7 +431,7 @@ def time_left(store, states: list[tuple], *, data_dir: str | None = None, now=No
         "work_s": work, "left_s": None if todo and unestimated == todo else work / workers,
         "plus_minus_s": plus_minus / workers,
         "unestimated": unestimated, "unestimated_why": sorted(why),   # why those cells have none
-        "actual_s": sum(cell_time_s(r) or 0.0 for r in done),
+        "actual_s": sum(took[r.id] or 0.0 for r in done),
         "predicted_cells": len(both), "predicted_s": predicted, "predicted_actual_s": actual_of_predicted,
         "ratio": actual_of_predicted / predicted if predicted else None,
     }

@@ -24,7 +24,7 @@ import statistics
 from dataclasses import dataclass
 
 from harness.spec.methods import FEATURE_ROLES, get_method, methods_with, reads_cached_features
-from harness.spec.status import Status
+from harness.spec.status import Regime, Status
 
 MATCH_LEVELS = ("exact", "task kind", "model+method", "model")
 # what each level matches, on the chosen device: exact = model, method, task, regime (a sequence ending on a task
@@ -396,11 +396,15 @@ class DataSizes:
 
             from harness.store.schema import RunRecord as R
 
+            member = Regime.MULTITASK_MEMBER.value
             with store.engine.connect() as conn:
-                for task, budget, tr, ev in conn.execute(select(R.task, R.budget, R.train_examples, R.eval_examples)
-                                                         .where(R.status == Status.COMPLETED.value)):
+                for task, budget, tr, ev, regime in conn.execute(
+                        select(R.task, R.budget, R.train_examples, R.eval_examples, R.regime)
+                        .where(R.status == Status.COMPLETED.value)):
                     budget = budget or {}
-                    if tr:
+                    # a multi-task member row carries its joint run's cost, whose training examples are every
+                    # member's (its dev examples are its own task's)
+                    if tr and regime != member:
                         self.known[("train", task, budget.get("max_train_samples"))] = tr
                     if ev:
                         self.known[("eval", task, budget.get("max_eval_samples"))] = ev
@@ -440,27 +444,32 @@ class DataSizes:
 
 def plan_cell(cell, sizes: DataSizes) -> CellPlan | None:
     """What `cell` will process under its budget and hparams (harness/train/optim.optimizer_steps and the
-    recipe's evaluation schedule); several tasks (multi-task, sequential) are summed. None when a task's size is
-    unknown."""
+    recipe's evaluation schedule). A sequence's stages are loops of their own, each under the budget, and are
+    summed; a multi-task cell is one loop, whose epoch is every task's batches (optim.planned_steps) and whose
+    evaluations score every task. None when a task's size is unknown."""
     hp, budget = cell.hparams, cell.budget
     per_batch = hp["batch_size"] * cell.num_processes
-    train = evals_n = 0.0
-    total_steps = n_evals = train_set = eval_set = 0
+    sets = []   # (training examples, dev examples) per task
     for task in cell.tasks:
         n_train = sizes.size("train", task, budget.get("max_train_samples"))
         n_eval = sizes.size("eval", task, budget.get("max_eval_samples"))
         if not n_train or n_eval is None:
             return None
-        steps_per_epoch = max(1, math.ceil(math.ceil(n_train / per_batch) / hp["gradient_accumulation_steps"]))
+        sets.append((n_train, n_eval))
+    loops = [sets] if cell.regime == Regime.MULTITASK else [[s] for s in sets]
+    train = evals_n = 0.0
+    total_steps = n_evals = 0
+    for loop in loops:
+        batches = sum(math.ceil(n_train / per_batch) for n_train, _ in loop)
+        steps_per_epoch = max(1, math.ceil(batches / hp["gradient_accumulation_steps"]))
         limits = ([math.ceil(budget["epochs"] * steps_per_epoch)] if "epochs" in budget else []) + \
                  ([budget["max_steps"]] if "max_steps" in budget else [])
         steps = max(1, min(limits))
         evaluations = (math.ceil(steps / hp["eval_steps"]) if hp.get("eval_steps")
                        else math.ceil(steps / steps_per_epoch))
-        train += n_train * steps / steps_per_epoch
-        evals_n += n_eval * evaluations
+        train += sum(n_train for n_train, _ in loop) * steps / steps_per_epoch
+        evals_n += sum(n_eval for _, n_eval in loop) * evaluations
         total_steps += steps
         n_evals += evaluations
-        train_set += n_train
-        eval_set += n_eval
+    train_set, eval_set = sum(n for n, _ in sets), sum(n for _, n in sets)
     return CellPlan(train, evals_n, total_steps, n_evals, train_set, eval_set)
