@@ -304,6 +304,11 @@ def nothing_completed(frame: pd.DataFrame) -> str:
     return f"no completed runs of the tasks' newest versions; runs of an earlier version left out ({left})"
 
 
+# how the best table's notes on its settings / EVP columns begin (`harness compare --task` prints no such column)
+SETTINGS_NOTE = "Settings: the hyperparameter settings tried"
+SETTINGS_FAILED_NOTE = "(n failed):"
+
+
 def footnote(kind: str, frame: pd.DataFrame) -> list[str]:
     """What bold, the marks and the extra row mean: one sentence per line, the numbers of this table. A table of
     runs (or ablations) selects and marks nothing: its footnote is the notes of the tasks it shows."""
@@ -373,14 +378,14 @@ def footnote(kind: str, frame: pd.DataFrame) -> list[str]:
                      f"prediction, empty answer) on the same dev examples.")
     lines += task_notes(kind, frame)
     if kind == "best":
-        lines.append("Settings: the hyperparameter settings tried (seed means); EVP(n): expected validation "
+        lines.append(f"{SETTINGS_NOTE} (seed means); EVP(n): expected validation "
                      "performance, the expected best dev score of n settings drawn without replacement (Dodge et "
                      "al. 2019; Tang et al. 2020's unbiased estimator), EVP(1) their mean; k the fewest settings "
                      "with a score of any variant compared on the task (an equal tuning budget where none failed).")
         if "settings_failed" in frame and (pd.to_numeric(frame["settings_failed"], errors="coerce") > 0).any():
-            lines.append("(n failed): every seed of n of the settings tried failed; they count as tried (tuning "
-                         "budget spent), but the score and EVP are over the settings that scored, so EVP(k) "
-                         "leaves them out.")
+            lines.append(f"{SETTINGS_FAILED_NOTE} every seed of n of the settings tried failed; they count as "
+                         "tried (tuning budget spent), but the score and EVP are over the settings that scored, "
+                         "so EVP(k) leaves them out.")
         lines.append("p vs best: Holm-adjusted. Seeds needed: per variant, for a two-sided two-sample z-test "
                      "(normal approximation) at α = 0.05 with 80% power to resolve its gap δ to the best: "
                      "n = 2 (z_0.975 + z_0.8)² σ² / δ², σ² the mean of the two variants' seed variances; "

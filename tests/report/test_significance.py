@@ -331,6 +331,8 @@ def test_cli_export_and_compare_column(url, tmp_path):
     # lora's mean equals full's exactly: a best as much as full is; houlsby is tested and tied
     assert "tied" in verdicts[HOULSBY].split() and "best" in verdicts[LORA].split()
     assert "Holm" in proc.stdout
+    # its notes explain the columns it prints, not the best table's settings and EVP columns it leaves out
+    assert "EVP" not in proc.stdout and "Settings:" not in proc.stdout
     proc = run_cli("compare", "--db", url, "--task", "rte", "--suite", "nope")
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "nope" in proc.stderr
     proc = run_cli("compare", "--db", url, "full")
