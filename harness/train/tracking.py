@@ -77,7 +77,6 @@ class CellTracking:
         self.trackers, self.cell = trackers, cell
         self.ids: dict[str, str] = {}
         self.step_offset = 0
-        self.prior_train_time_s = 0.0   # earlier stages' training time (the summary is the whole cell's)
         self.active = False
         self.run_name = f"{trackers.suite}/{cell.key}"
         self.log_every = trackers.log_every
@@ -191,7 +190,7 @@ class CellTracking:
         summary = {"score": result.score, "best_score": result.best_score,
                    "trainable_params": result.trainable_params, "total_params": result.total_params,
                    "trainable_pct": result.trainable_pct,
-                   "train_time_s": self.prior_train_time_s + (result.train_time_s or 0.0),
+                   "train_time_s": result.train_time_s,
                    "eval_time_s": result.eval_time_s, "peak_memory_mb": result.peak_memory_mb,
                    "train_flops": getattr(result, "train_flops", None), "mfu": getattr(result, "mfu", None),
                    "steps": self.step_offset + (result.steps or 0)}
@@ -228,7 +227,6 @@ class _NoTracking:
     """What a cell without trackers gets: every call does nothing."""
     ids: dict = field(default_factory=dict)
     step_offset: int = 0
-    prior_train_time_s: float = 0.0
     log_every: int = 0
 
     def accelerator_kwargs(self) -> dict:

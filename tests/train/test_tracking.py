@@ -263,6 +263,10 @@ def test_a_sequential_cell_is_one_run_its_stages_numbered_on(tmp_path, tiny_bert
     assert steps_of(client, run.info.run_id, "dev/stsb/score") == [8]
     assert run.data.metrics["final/score"] == pytest.approx(result.score)
     assert run.data.metrics["final/train_time_s"] == pytest.approx(result.train_time_s)   # both stages
+    # ... and so are its FLOPs and MFU, as the record has them (they were the last stage's alone)
+    assert result.stages[0].train_flops > 0
+    assert run.data.metrics["final/train_flops"] == pytest.approx(result.train_flops)
+    assert run.data.metrics["final/mfu"] == pytest.approx(result.mfu)
     # params logged once (by the first stage: MLflow would refuse them again), the schedule among them
     assert [k for k in run.data.params if k.startswith("schedule")] and run.data.params["cell_key"] == cell.key
     found = scalars(tmp_path / "out" / "tensorboard" / cell.key / "sq")
