@@ -38,7 +38,7 @@ from harness.spec.schedule import Sequence
 from harness.spec.status import Regime
 from harness.spec.tasks import get_task
 from harness.tasks.kinds import kind_of
-from harness.train import compiling, features, preempt, sync, tracking
+from harness.train import checkpoint, compiling, features, preempt, sync, tracking
 from harness.train.checkpoint import CellCheckpoint
 from harness.train.context import RunContext, make_accelerator, quiet_libraries
 from harness.train.evaluation import evaluate_task, predict
@@ -73,12 +73,19 @@ def train_and_evaluate(cell: Cell, ctx: RunContext, output_dir: str | None = Non
         return CellRun(cell, ctx, [get_task(t) for t in cell.tasks], output_dir, checkpoint_dir=checkpoint_dir,
                        lease_lost=lease_lost, tracked=tracked).run()
     stages, handover = [], None
+
+    def within(folder, i):   # a stage's own folder: the last stage's is the cell's
+        return folder if i == len(cell.tasks) - 1 or folder is None else layout.stage_dir(folder, i, cell.tasks[i])
+
+    # a later stage's checkpoint: the stages before it are trained again (their hand-over), and the cell's tracker
+    # run, which the checkpoint names, already holds their points
+    resumes_at = max((i for i in range(len(cell.tasks)) if checkpoint.held(within(checkpoint_dir, i))), default=0)
     for i, task_name in enumerate(cell.tasks):
         last = i == len(cell.tasks) - 1
-        within = lambda d: d if last or d is None else layout.stage_dir(d, i, task_name)   # noqa: E731
-        stage_dir = within(output_dir)
+        stage_dir = within(output_dir, i)
+        tracked.replaying = i < resumes_at
         result = CellRun(cell, ctx, [get_task(task_name)], stage_dir, handover=handover, keep_state=not last,
-                         checkpoint_dir=within(checkpoint_dir), lease_lost=lease_lost, tracked=tracked,
+                         checkpoint_dir=within(checkpoint_dir, i), lease_lost=lease_lost, tracked=tracked,
                          metric_prefix=f"{task_name}/", stages_before=stages if last else None).run()
         tracked.step_offset += result.steps   # the next stage's steps follow on in the same tracker run
         if not last:

@@ -19,9 +19,10 @@ mlflow.start_run's tracker, wandb.init):
 
 Resuming: the loop keeps `run_ids()` in the cell's checkpoint (harness/train/checkpoint.py); a resumed cell passes
 them back (MLflow run_id, W&B id + resume="allow"; TensorBoard appends to the same folder) and its steps continue
-from the checkpoint's step. Only the main process logs: accelerate's init_trackers and log run on it alone.
-A tracker that fails (a server down, a full disk) is reported on stderr and dropped for the rest of the cell; the
-cell itself goes on: its record in the store is what counts.
+from the checkpoint's step (a sequential cell's earlier stages, trained again before a later stage's checkpoint,
+log nothing: the run has their points; `replaying`). Only the main process logs: accelerate's init_trackers and
+log run on it alone. A tracker that fails (a server down, a full disk) is reported on stderr and dropped for the
+rest of the cell; the cell itself goes on: its record in the store is what counts.
 """
 
 from __future__ import annotations
@@ -78,6 +79,11 @@ class CellTracking:
         self.ids: dict[str, str] = {}
         self.step_offset = 0
         self.active = False
+        # True while a sequential cell's earlier stages are trained again before a later stage's checkpoint: their
+        # points are held back, dropped if that checkpoint continues the run (which has them), else logged first
+        # into the new run
+        self.replaying = False
+        self.held: list[tuple[dict, int]] = []
         self.run_name = f"{trackers.suite}/{cell.key}"
         self.log_every = trackers.log_every
 
@@ -125,6 +131,10 @@ class CellTracking:
         """Starts (or continues) this cell's tracker run on `acc`. `resume_ids`: the ids a checkpoint kept."""
         if not acc.is_main_process:   # init_trackers runs on the main process only (accelerate); so do we
             return
+        if self.replaying:
+            self.active = True
+            return
+        held, self.held = self.held, []
         ids = {**self.ids, **(resume_ids or {})}
         mlflow_uri = (self.trackers.settings.get("mlflow") or {}).get("tracking_uri")
         try:
@@ -135,6 +145,9 @@ class CellTracking:
             acc.init_trackers(self.trackers.suite, config=config, init_kwargs=self.init_kwargs(ids))
             self.ids = {**ids, **self._ids(acc)}
             self.active = True
+            if resume_ids is None:   # a new run: the stages trained again before it are its first points
+                for values, step in held:
+                    acc.log(values, step=step)
         except Exception as exc:
             self._drop(acc, f"could not start ({type(exc).__name__}: {exc})")
 
@@ -171,6 +184,9 @@ class CellTracking:
             return
         values = {k: float(v) for k, v in values.items()
                   if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))}
+        if self.replaying:
+            self.held.append((values, self.step_offset + step))
+            return
         try:
             acc.log(values, step=self.step_offset + step)
         except Exception as exc:
@@ -228,6 +244,7 @@ class _NoTracking:
     ids: dict = field(default_factory=dict)
     step_offset: int = 0
     log_every: int = 0
+    replaying: bool = False
 
     def accelerator_kwargs(self) -> dict:
         return {}
