@@ -20,9 +20,10 @@ mlflow.start_run's tracker, wandb.init):
 Resuming: the loop keeps `run_ids()` in the cell's checkpoint (harness/train/checkpoint.py); a resumed cell passes
 them back (MLflow run_id, W&B id + resume="allow"; TensorBoard appends to the same folder) and its steps continue
 from the checkpoint's step (a sequential cell's earlier stages, trained again before a later stage's checkpoint,
-log nothing: the run has their points; `replaying`). Only the main process logs: accelerate's init_trackers and
-log run on it alone. A tracker that fails (a server down, a full disk) is reported on stderr and dropped for the
-rest of the cell; the cell itself goes on: its record in the store is what counts.
+log nothing: the run has their points; `replaying`). A new run moves an earlier run's TensorBoard folder aside.
+Only the main process logs: accelerate's init_trackers and log run on it alone. A tracker that fails (a server
+down, a full disk) is reported on stderr and dropped for the rest of the cell; the cell itself goes on: its record
+in the store is what counts.
 """
 
 from __future__ import annotations
@@ -136,6 +137,8 @@ class CellTracking:
             return
         held, self.held = self.held, []
         ids = {**self.ids, **(resume_ids or {})}
+        if not ids:   # a new run (not a later stage's, not a resumed one)
+            self._set_aside_tensorboard()
         mlflow_uri = (self.trackers.settings.get("mlflow") or {}).get("tracking_uri")
         try:
             if "mlflow" in self.trackers.names:
@@ -166,10 +169,28 @@ class CellTracking:
         except MlflowException:   # another worker created it in between: accelerate finds it
             pass
 
+    def tensorboard_dir(self) -> str:
+        """The cell's TensorBoard run folder: LOGGING_DIR/KEY/SUITE (accelerate adds the project name)."""
+        return os.path.join(self.trackers.tensorboard_root(), self.cell.key, self.trackers.suite)
+
+    def _set_aside_tensorboard(self) -> None:
+        """A cell that starts a new run (a failure retried, a stale lease taken over, a checkpoint refused) would
+        append its points to the earlier run's folder, one series with every step twice: that run is renamed
+        SUITE.earlier-N, where TensorBoard shows it beside the new one (as MLflow keeps a FAILED or KILLED run)."""
+        folder = self.tensorboard_dir()
+        if "tensorboard" not in self.trackers.names or not os.path.isdir(folder) or not os.listdir(folder):
+            return
+        n = 1
+        while os.path.exists(f"{folder}.earlier-{n}"):
+            n += 1
+        os.rename(folder, f"{folder}.earlier-{n}")
+
     def _ids(self, acc) -> dict:
         ids = {}
         for tracker in acc.trackers:
-            if tracker.name == "mlflow":
+            if tracker.name == "tensorboard":   # no id of its own: the folder, which a resume appends to
+                ids["tensorboard"] = os.path.relpath(self.tensorboard_dir(), self.trackers.tensorboard_root())
+            elif tracker.name == "mlflow":
                 ids["mlflow"] = tracker.tracker.info.run_id
             elif tracker.name == "wandb":
                 ids["wandb"] = tracker.tracker.id

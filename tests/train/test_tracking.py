@@ -141,7 +141,8 @@ def test_a_cell_stopped_by_usr1_continues_its_mlflow_run_and_tensorboard_folder(
     client, runs = mlflow_runs(uri, "k")
     (first,) = runs
     assert first.info.status == "KILLED"   # stopped, not finished
-    assert kept == {"mlflow": first.info.run_id}   # the run id travels with the checkpoint
+    # the run id travels with the checkpoint (TensorBoard's: its run folder, under the tensorboard root)
+    assert set(kept) == {"mlflow", "tensorboard"} and kept["mlflow"] == first.info.run_id
     assert steps_of(client, first.info.run_id, "train/loss") == list(range(5, stop + 1, 5))
 
     again = worker(tmp_path, suite, small_glue)
@@ -155,7 +156,7 @@ def test_a_cell_stopped_by_usr1_continues_its_mlflow_run_and_tensorboard_folder(
     assert steps_of(client, run.info.run_id, "dev/score") == list(range(10, 121, 10))
     (rec,) = Store(f"sqlite:///{tmp_path / 'h.db'}").records("k")
     assert run.data.metrics["final/score"] == pytest.approx(rec.score)
-    assert run.data.params["cell_key"] == rec.cell_key
+    assert run.data.params["cell_key"] == rec.cell_key and kept["tensorboard"] == f"{rec.cell_key}/k"
 
     # TensorBoard (default folder: the output directory's tensorboard/): both attempts' events in one folder
     found = scalars(tmp_path / "out" / "tensorboard" / rec.cell_key / "k")
@@ -307,7 +308,7 @@ def test_a_sequential_cell_stopped_in_its_second_stage_logs_each_point_once(tmp_
     """Resuming a sequential cell trains its first stage again (its hand-over) before the second stage's
     checkpoint: that rerun's points are in the run already (they started a second MLflow run and went into the
     TensorBoard folder twice). A refused checkpoint (another thread count) starts the cell over in a new run,
-    which gets the first stage's points too."""
+    which gets the first stage's points too, and a TensorBoard folder of its own."""
     import torch
 
     from harness.plan.suite import load_suite
@@ -344,10 +345,15 @@ def test_a_sequential_cell_stopped_in_its_second_stage_logs_each_point_once(tmp_
         assert steps_of(client, run.info.run_id, key) == steps, key
     assert run.data.metrics["final/score"] == pytest.approx(result.score)
     assert run.data.params["cell_key"] == cell.key   # the new run's params too
-    if not refused:   # TensorBoard: one folder, each point once
-        found = scalars(tmp_path / "out" / "tensorboard" / cell.key / "sq")
-        assert [s for s, _ in found["train/loss"]] == [2, 4, 6, 8]
-        assert [s for s, _ in found["dev/rte/score"]] == [4]
+    # TensorBoard: the run's folder, each point once; a new run moves the stopped run's folder aside (its points
+    # and the new run's were one series, every step twice)
+    folder = tmp_path / "out" / "tensorboard" / cell.key / "sq"
+    found = scalars(folder)
+    assert [s for s, _ in found["train/loss"]] == [2, 4, 6, 8]
+    assert [s for s, _ in found["dev/rte/score"]] == [4]
+    assert os.path.isdir(f"{folder}.earlier-1") == refused
+    if refused:
+        assert [s for s, _ in scalars(f"{folder}.earlier-1")["train/loss"]] == [2, 4, 6]
 
 
 def test_a_resumed_cell_logs_the_train_loss_an_uninterrupted_one_logs(tmp_path, tiny_bert, small_glue,
