@@ -101,6 +101,11 @@ def paths_under(folder: str) -> list[str]:
     return found
 
 
+def held(folder: str | None) -> bool:
+    """Whether a cell's (or a stage's) folder holds a checkpoint that a run there would read (its manifest)."""
+    return bool(folder) and os.path.isfile(os.path.join(folder, FILE))
+
+
 def remove_all(folder: str) -> None:
     """Called once the cell is recorded: a completed cell keeps no checkpoint."""
     for path in paths_under(folder):
@@ -160,7 +165,7 @@ class CellCheckpoint:
         self.output_dir, self.key, self.acc, self._start = output_dir, key, acc, start
         self.model, self.optimizer, self.scheduler, self.total_steps = model, optimizer, scheduler, total_steps
         self.deepspeed = under_deepspeed(acc)
-        self.path = os.path.join(output_dir, FILE) if output_dir else None
+        self.path = os.path.join(output_dir, FILE) if output_dir else None   # (held() looks for it)
         self.mixture = None
         self.resumed_from = None
         self.refused: str | None = None   # why a checkpoint found here was not resumed (goes into the record)

@@ -38,7 +38,7 @@ from harness.spec.schedule import Sequence
 from harness.spec.status import Regime
 from harness.spec.tasks import get_task
 from harness.tasks.kinds import kind_of
-from harness.train import compiling, features, preempt, sync, tracking
+from harness.train import checkpoint, compiling, features, preempt, sync, tracking
 from harness.train.checkpoint import CellCheckpoint
 from harness.train.context import RunContext, make_accelerator, quiet_libraries
 from harness.train.evaluation import evaluate_task, predict
@@ -72,37 +72,50 @@ def train_and_evaluate(cell: Cell, ctx: RunContext, output_dir: str | None = Non
     if not isinstance(cell.schedule, Sequence):
         return CellRun(cell, ctx, [get_task(t) for t in cell.tasks], output_dir, checkpoint_dir=checkpoint_dir,
                        lease_lost=lease_lost, tracked=tracked).run()
-    stages, handover, total_train = [], None, 0.0
+    stages, handover = [], None
+
+    def within(folder, i):   # a stage's own folder: the last stage's is the cell's
+        return folder if i == len(cell.tasks) - 1 or folder is None else layout.stage_dir(folder, i, cell.tasks[i])
+
+    # a later stage's checkpoint: the stages before it are trained again (their hand-over), and the cell's tracker
+    # run, which the checkpoint names, already holds their points
+    resumes_at = max((i for i in range(len(cell.tasks)) if checkpoint.held(within(checkpoint_dir, i))), default=0)
     for i, task_name in enumerate(cell.tasks):
         last = i == len(cell.tasks) - 1
-        within = lambda d: d if last or d is None else layout.stage_dir(d, i, task_name)   # noqa: E731
-        stage_dir = within(output_dir)
+        stage_dir = within(output_dir, i)
+        tracked.replaying = i < resumes_at
         result = CellRun(cell, ctx, [get_task(task_name)], stage_dir, handover=handover, keep_state=not last,
-                         checkpoint_dir=within(checkpoint_dir), lease_lost=lease_lost, tracked=tracked,
-                         metric_prefix=f"{task_name}/").run()
-        total_train += result.train_time_s
+                         checkpoint_dir=within(checkpoint_dir, i), lease_lost=lease_lost, tracked=tracked,
+                         metric_prefix=f"{task_name}/", stages_before=stages if last else None).run()
         tracked.step_offset += result.steps   # the next stage's steps follow on in the same tracker run
-        tracked.prior_train_time_s += result.train_time_s
         if not last:
             handover = {"state": result.state, "mode": cell.schedule.adapter}
             result.state = None
             result.task, result.stage, result.output_dir = task_name, i, stage_dir
             result.regime = Regime.SEQUENTIAL_STAGE
             stages.append(result)
-    result.stages = stages
-    result.data_sources = {k: v for r in stages + [result] for k, v in (r.data_sources or {}).items()}
-    result.stage_train_time_s = result.train_time_s
-    result.train_time_s = total_train  # the cost of the whole sequence
-    resumes = [r.resume_s for r in stages + [result] if r.resume_s is not None]
-    result.resume_s = sum(resumes) if resumes else None   # ... and of its stages' resumes, outside it
-    for name in ("train_flops", "eval_flops"):   # ... in FLOPs too (stage rows keep their own)
-        parts = [getattr(r, name) for r in stages + [result]]
-        setattr(result, name, sum(parts) if all(p is not None for p in parts) else None)
-    if result.train_flops and total_train > 0:
-        result.flops_per_s = result.train_flops / total_train
-        peak = (result.device_peak or {}).get("flops_per_s")
-        result.mfu = result.flops_per_s / (peak * ctx_processes()) if peak else None
     return result
+
+
+def whole_sequence(stages: list, result: RunResult, processes: int) -> None:
+    """A sequential cell's record: its last stage's result (`result`, changed in place) with the cost of the whole
+    sequence (training time, resumes, FLOPs, MFU: its stage rows keep their own) and the earlier stages as rows.
+    Done where the last stage records, before its tracker summary, so that the tracker's `final/...` values are
+    the record's."""
+    whole = stages + [result]
+    result.stages = stages
+    result.data_sources = {k: v for r in whole for k, v in (r.data_sources or {}).items()}
+    result.stage_train_time_s = result.train_time_s
+    result.train_time_s = sum(r.train_time_s for r in whole)
+    resumes = [r.resume_s for r in whole if r.resume_s is not None]
+    result.resume_s = sum(resumes) if resumes else None   # ... and of its stages' resumes, outside it
+    for name in ("train_flops", "eval_flops"):
+        parts = [getattr(r, name) for r in whole]
+        setattr(result, name, sum(parts) if all(p is not None for p in parts) else None)
+    if result.train_flops and result.train_time_s > 0:
+        result.flops_per_s = result.train_flops / result.train_time_s
+        peak = (result.device_peak or {}).get("flops_per_s")
+        result.mfu = result.flops_per_s / (peak * processes) if peak else None
 
 
 def multitask_trivial(per_task: list[dict]) -> dict | None:
@@ -123,12 +136,14 @@ class CellRun:
 
     def __init__(self, cell: Cell, ctx: RunContext, tasks: list, output_dir: str | None,
                  handover: dict | None = None, keep_state: bool = False, checkpoint_dir: str | None = None,
-                 lease_lost: Callable[[], bool] | None = None, tracked=None, metric_prefix: str = ""):
+                 lease_lost: Callable[[], bool] | None = None, tracked=None, metric_prefix: str = "",
+                 stages_before: list | None = None):
         self.cell, self.ctx, self.tasks, self.output_dir = cell, ctx, tasks, output_dir
         # the cell's tracker run (harness.train.tracking); a sequential cell's stages share one, each stage's dev
         # metrics under its task's name
         self.tracked = tracked if tracked is not None else tracking.for_cell(ctx.trackers, cell)
         self.metric_prefix = metric_prefix
+        self.stages_before = stages_before   # a sequential cell's last stage: the earlier stages' results
         self.checkpoint_dir = checkpoint_dir or output_dir
         self.lease_lost = lease_lost
         self.handover, self.keep_state = handover, keep_state
@@ -161,6 +176,8 @@ class CellRun:
             self.set_up_data()
             self.fit()
             result = self.record()
+            if self.stages_before is not None:
+                whole_sequence(self.stages_before, result, self.acc.num_processes)
             if not self.keep_state:   # the cell's last stage: its summary closes the run
                 self.tracked.log_summary(self.acc, result, self.step)
             outcome = "completed"
@@ -541,12 +558,6 @@ class CellRun:
             self.__dict__.pop(name, None)
         self.acc.free_memory()
         gc.collect()
-
-
-def ctx_processes() -> int:
-    from accelerate import PartialState
-
-    return PartialState().num_processes
 
 
 def _peak_device(device) -> str:

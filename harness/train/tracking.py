@@ -19,9 +19,11 @@ mlflow.start_run's tracker, wandb.init):
 
 Resuming: the loop keeps `run_ids()` in the cell's checkpoint (harness/train/checkpoint.py); a resumed cell passes
 them back (MLflow run_id, W&B id + resume="allow"; TensorBoard appends to the same folder) and its steps continue
-from the checkpoint's step. Only the main process logs: accelerate's init_trackers and log run on it alone.
-A tracker that fails (a server down, a full disk) is reported on stderr and dropped for the rest of the cell; the
-cell itself goes on: its record in the store is what counts.
+from the checkpoint's step (a sequential cell's earlier stages, trained again before a later stage's checkpoint,
+log nothing: the run has their points; `replaying`). A new run moves an earlier run's TensorBoard folder aside.
+Only the main process logs: accelerate's init_trackers and log run on it alone. A tracker that fails (a server
+down, a full disk) is reported on stderr and dropped for the rest of the cell; the cell itself goes on: its record
+in the store is what counts.
 """
 
 from __future__ import annotations
@@ -77,8 +79,12 @@ class CellTracking:
         self.trackers, self.cell = trackers, cell
         self.ids: dict[str, str] = {}
         self.step_offset = 0
-        self.prior_train_time_s = 0.0   # earlier stages' training time (the summary is the whole cell's)
         self.active = False
+        # True while a sequential cell's earlier stages are trained again before a later stage's checkpoint: their
+        # points are held back, dropped if that checkpoint continues the run (which has them), else logged first
+        # into the new run
+        self.replaying = False
+        self.held: list[tuple[dict, int]] = []
         self.run_name = f"{trackers.suite}/{cell.key}"
         self.log_every = trackers.log_every
 
@@ -126,7 +132,13 @@ class CellTracking:
         """Starts (or continues) this cell's tracker run on `acc`. `resume_ids`: the ids a checkpoint kept."""
         if not acc.is_main_process:   # init_trackers runs on the main process only (accelerate); so do we
             return
+        if self.replaying:
+            self.active = True
+            return
+        held, self.held = self.held, []
         ids = {**self.ids, **(resume_ids or {})}
+        if not ids:   # a new run (not a later stage's, not a resumed one)
+            self._set_aside_tensorboard()
         mlflow_uri = (self.trackers.settings.get("mlflow") or {}).get("tracking_uri")
         try:
             if "mlflow" in self.trackers.names:
@@ -136,6 +148,9 @@ class CellTracking:
             acc.init_trackers(self.trackers.suite, config=config, init_kwargs=self.init_kwargs(ids))
             self.ids = {**ids, **self._ids(acc)}
             self.active = True
+            if resume_ids is None:   # a new run: the stages trained again before it are its first points
+                for values, step in held:
+                    acc.log(values, step=step)
         except Exception as exc:
             self._drop(acc, f"could not start ({type(exc).__name__}: {exc})")
 
@@ -154,10 +169,28 @@ class CellTracking:
         except MlflowException:   # another worker created it in between: accelerate finds it
             pass
 
+    def tensorboard_dir(self) -> str:
+        """The cell's TensorBoard run folder: LOGGING_DIR/KEY/SUITE (accelerate adds the project name)."""
+        return os.path.join(self.trackers.tensorboard_root(), self.cell.key, self.trackers.suite)
+
+    def _set_aside_tensorboard(self) -> None:
+        """A cell that starts a new run (a failure retried, a stale lease taken over, a checkpoint refused) would
+        append its points to the earlier run's folder, one series with every step twice: that run is renamed
+        SUITE.earlier-N, where TensorBoard shows it beside the new one (as MLflow keeps a FAILED or KILLED run)."""
+        folder = self.tensorboard_dir()
+        if "tensorboard" not in self.trackers.names or not os.path.isdir(folder) or not os.listdir(folder):
+            return
+        n = 1
+        while os.path.exists(f"{folder}.earlier-{n}"):
+            n += 1
+        os.rename(folder, f"{folder}.earlier-{n}")
+
     def _ids(self, acc) -> dict:
         ids = {}
         for tracker in acc.trackers:
-            if tracker.name == "mlflow":
+            if tracker.name == "tensorboard":   # no id of its own: the folder, which a resume appends to
+                ids["tensorboard"] = os.path.relpath(self.tensorboard_dir(), self.trackers.tensorboard_root())
+            elif tracker.name == "mlflow":
                 ids["mlflow"] = tracker.tracker.info.run_id
             elif tracker.name == "wandb":
                 ids["wandb"] = tracker.tracker.id
@@ -172,6 +205,9 @@ class CellTracking:
             return
         values = {k: float(v) for k, v in values.items()
                   if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))}
+        if self.replaying:
+            self.held.append((values, self.step_offset + step))
+            return
         try:
             acc.log(values, step=self.step_offset + step)
         except Exception as exc:
@@ -191,7 +227,7 @@ class CellTracking:
         summary = {"score": result.score, "best_score": result.best_score,
                    "trainable_params": result.trainable_params, "total_params": result.total_params,
                    "trainable_pct": result.trainable_pct,
-                   "train_time_s": self.prior_train_time_s + (result.train_time_s or 0.0),
+                   "train_time_s": result.train_time_s,
                    "eval_time_s": result.eval_time_s, "peak_memory_mb": result.peak_memory_mb,
                    "train_flops": getattr(result, "train_flops", None), "mfu": getattr(result, "mfu", None),
                    "steps": self.step_offset + (result.steps or 0)}
@@ -228,8 +264,8 @@ class _NoTracking:
     """What a cell without trackers gets: every call does nothing."""
     ids: dict = field(default_factory=dict)
     step_offset: int = 0
-    prior_train_time_s: float = 0.0
     log_every: int = 0
+    replaying: bool = False
 
     def accelerator_kwargs(self) -> dict:
         return {}

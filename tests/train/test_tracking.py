@@ -4,6 +4,7 @@ tracker whose package is missing refused by `validate`. No mocks: every check re
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -140,7 +141,8 @@ def test_a_cell_stopped_by_usr1_continues_its_mlflow_run_and_tensorboard_folder(
     client, runs = mlflow_runs(uri, "k")
     (first,) = runs
     assert first.info.status == "KILLED"   # stopped, not finished
-    assert kept == {"mlflow": first.info.run_id}   # the run id travels with the checkpoint
+    # the run id travels with the checkpoint (TensorBoard's: its run folder, under the tensorboard root)
+    assert set(kept) == {"mlflow", "tensorboard"} and kept["mlflow"] == first.info.run_id
     assert steps_of(client, first.info.run_id, "train/loss") == list(range(5, stop + 1, 5))
 
     again = worker(tmp_path, suite, small_glue)
@@ -154,7 +156,7 @@ def test_a_cell_stopped_by_usr1_continues_its_mlflow_run_and_tensorboard_folder(
     assert steps_of(client, run.info.run_id, "dev/score") == list(range(10, 121, 10))
     (rec,) = Store(f"sqlite:///{tmp_path / 'h.db'}").records("k")
     assert run.data.metrics["final/score"] == pytest.approx(rec.score)
-    assert run.data.params["cell_key"] == rec.cell_key
+    assert run.data.params["cell_key"] == rec.cell_key and kept["tensorboard"] == f"{rec.cell_key}/k"
 
     # TensorBoard (default folder: the output directory's tensorboard/): both attempts' events in one folder
     found = scalars(tmp_path / "out" / "tensorboard" / rec.cell_key / "k")
@@ -263,10 +265,95 @@ def test_a_sequential_cell_is_one_run_its_stages_numbered_on(tmp_path, tiny_bert
     assert steps_of(client, run.info.run_id, "dev/stsb/score") == [8]
     assert run.data.metrics["final/score"] == pytest.approx(result.score)
     assert run.data.metrics["final/train_time_s"] == pytest.approx(result.train_time_s)   # both stages
+    # ... and so are its FLOPs and MFU, as the record has them (they were the last stage's alone)
+    assert result.stages[0].train_flops > 0
+    assert run.data.metrics["final/train_flops"] == pytest.approx(result.train_flops)
+    assert run.data.metrics["final/mfu"] == pytest.approx(result.mfu)
     # params logged once (by the first stage: MLflow would refuse them again), the schedule among them
     assert [k for k in run.data.params if k.startswith("schedule")] and run.data.params["cell_key"] == cell.key
     found = scalars(tmp_path / "out" / "tensorboard" / cell.key / "sq")
     assert [s for s, _ in found["train/loss"]] == [2, 4, 6, 8]
+
+
+@contextlib.contextmanager
+def usr1_at_check(monkeypatch, n: int):
+    """A real SIGUSR1 at the loop's n-th stop-flag check (one per optimizer step, stages numbered on), the stop
+    handlers installed as a worker has them; restored on leaving."""
+    from harness.train import preempt
+
+    old = {s: signal.getsignal(s) for s in preempt.STOP_SIGNALS}
+    preempt.install()
+    preempt.reset()
+    calls, real = {"n": 0}, preempt.requested
+
+    def requested():
+        calls["n"] += 1
+        if calls["n"] == n:
+            os.kill(os.getpid(), signal.SIGUSR1)
+        return real()
+
+    monkeypatch.setattr(preempt, "requested", requested)
+    try:
+        yield
+    finally:
+        monkeypatch.undo()
+        preempt.reset()
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+@pytest.mark.parametrize("refused", [False, True])
+def test_a_sequential_cell_stopped_in_its_second_stage_logs_each_point_once(tmp_path, tiny_bert, small_glue,
+                                                                            monkeypatch, refused):
+    """Resuming a sequential cell trains its first stage again (its hand-over) before the second stage's
+    checkpoint: that rerun's points are in the run already (they started a second MLflow run and went into the
+    TensorBoard folder twice). A refused checkpoint (another thread count) starts the cell over in a new run,
+    which gets the first stage's points too, and a TensorBoard folder of its own."""
+    import torch
+
+    from harness.plan.suite import load_suite
+    from harness.spec.errors import Preempted
+    from harness.train.context import RunContext
+    from harness.train.recipe import train_and_evaluate
+    from harness.train.tracking import Trackers
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    suite = load_suite(str(write_suite(tmp_path / "s.yaml", tracked_suite(
+        tiny_bert, "sq", "[tensorboard]", tasks="[{sequence: [rte, stsb]}]", budget="{max_steps: 4}",
+        seeds="[1]", hparams="batch_size: 8, learning_rate: 1e-4"))))
+    (cell,) = suite.cells()
+
+    def run():
+        trackers = Trackers("sq", {"tensorboard": {}, "mlflow": {"tracking_uri": uri}}, str(tmp_path / "out"), 2)
+        ctx = RunContext(data_dir=str(small_glue), cache_dir=None, show_progress=False, trackers=trackers)
+        return train_and_evaluate(cell, ctx, output_dir=str(tmp_path / "cell"))
+
+    with usr1_at_check(monkeypatch, 6), pytest.raises(Preempted, match="at step 2/4"):   # the second stage's step 2
+        run()
+    threads = torch.get_num_threads()
+    if refused:
+        torch.set_num_threads(threads + 1)
+    try:
+        result = run()
+    finally:
+        torch.set_num_threads(threads)
+    assert (result.checkpoint_refused is not None) == refused
+    client, runs = mlflow_runs(uri, "sq")
+    (run,) = [r for r in runs if r.info.status == "FINISHED"]
+    assert len(runs) == (2 if refused else 1)   # a refused checkpoint leaves the stopped run KILLED
+    for key, steps in (("train/loss", [2, 4, 6, 8]), ("dev/rte/score", [4]), ("dev/stsb/score", [8])):
+        assert steps_of(client, run.info.run_id, key) == steps, key
+    assert run.data.metrics["final/score"] == pytest.approx(result.score)
+    assert run.data.params["cell_key"] == cell.key   # the new run's params too
+    # TensorBoard: the run's folder, each point once; a new run moves the stopped run's folder aside (its points
+    # and the new run's were one series, every step twice)
+    folder = tmp_path / "out" / "tensorboard" / cell.key / "sq"
+    found = scalars(folder)
+    assert [s for s, _ in found["train/loss"]] == [2, 4, 6, 8]
+    assert [s for s, _ in found["dev/rte/score"]] == [4]
+    assert os.path.isdir(f"{folder}.earlier-1") == refused
+    if refused:
+        assert [s for s, _ in scalars(f"{folder}.earlier-1")["train/loss"]] == [2, 4, 6]
 
 
 def test_a_resumed_cell_logs_the_train_loss_an_uninterrupted_one_logs(tmp_path, tiny_bert, small_glue,
@@ -276,7 +363,6 @@ def test_a_resumed_cell_logs_the_train_loss_an_uninterrupted_one_logs(tmp_path, 
     keeps the tracker's running loss and its count (before, the resumed point averaged steps 5-6 alone)."""
     from harness.plan.suite import load_suite
     from harness.spec.errors import Preempted
-    from harness.train import preempt
     from harness.train.context import RunContext
     from harness.train.recipe import train_and_evaluate
     from harness.train.tracking import Trackers
@@ -292,28 +378,9 @@ def test_a_resumed_cell_logs_the_train_loss_an_uninterrupted_one_logs(tmp_path, 
         return train_and_evaluate(cell, ctx, output_dir=str(tmp_path / name / "cell"))
 
     reference = run("ref")
-    old = {s: signal.getsignal(s) for s in preempt.STOP_SIGNALS}
-    preempt.install()
-    preempt.reset()
-    calls, real = {"n": 0}, preempt.requested
-
-    def requested():   # a real SIGUSR1 at the 4th optimizer step's check
-        calls["n"] += 1
-        if calls["n"] == 4:
-            os.kill(os.getpid(), signal.SIGUSR1)
-        return real()
-
-    try:
-        monkeypatch.setattr(preempt, "requested", requested)
-        with pytest.raises(Preempted, match="at step 4/"):
-            run("cell")
-        monkeypatch.undo()
-        preempt.reset()
-        resumed = run("cell")
-    finally:
-        preempt.reset()
-        for s, h in old.items():
-            signal.signal(s, h)
+    with usr1_at_check(monkeypatch, 4), pytest.raises(Preempted, match="at step 4/"):   # the 4th optimizer step
+        run("cell")
+    resumed = run("cell")
     assert resumed.score == reference.score and resumed.history == reference.history
     want = scalars(tmp_path / "ref" / "tensorboard" / cell.key / "r")["train/loss"]
     got = scalars(tmp_path / "cell" / "tensorboard" / cell.key / "r")["train/loss"]
