@@ -21,8 +21,8 @@ from harness.board.evp_page import page_evp
 from harness.board.grid_page import REFRESH_S, page_grid
 from harness.board.task_page import page_task
 from harness.board.tradeoff_page import page_tradeoff
-from harness.report.export import (display_table, footnote, nothing_completed, run_method_text, table_csv, task_notes,
-                                   to_latex, to_markdown)
+from harness.report.export import (build_table, display_table, footnote, nothing_completed, run_method_text,
+                                   table_caption, table_csv, task_notes, to_latex, to_markdown)
 from harness.report.grid import suites_models, with_flops
 from harness.report.tables import (ablation_matrix, best_table, composite_vs_single, leaderboard_table, runs_frame,
                                    with_failed_rows)
@@ -81,6 +81,11 @@ def load_runs(url: str) -> pd.DataFrame:
 
 
 @st.cache_data(ttl=REFRESH_S, show_spinner=False)
+def load_exported_runs(url: str, suite: str, model: str) -> pd.DataFrame:
+    return build_table(open_store(url), "runs", suite, model)
+
+
+@st.cache_data(ttl=REFRESH_S, show_spinner=False)
 def load_suites(url: str) -> pd.DataFrame:
     return suites_models(open_store(url))
 
@@ -122,11 +127,14 @@ def seeds_needed_table(board: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows) if tasks else pd.DataFrame()
 
 
-def downloads(kind: str, frame: pd.DataFrame, stem: str) -> None:
+def downloads(kind: str, frame: pd.DataFrame, suite: str) -> None:
+    """The table's files, as `harness export --table KIND --suite SUITE` writes them."""
+    stem = f"{kind}-{suite}"
     c1, c2, c3 = st.columns(3)
     c1.download_button("Download CSV", table_csv(kind, frame), f"{stem}.csv", "text/csv",
                        width="stretch")
-    c2.download_button("Download LaTeX", to_latex(kind, frame), f"{stem}.tex", "text/x-tex", width="stretch")
+    c2.download_button("Download LaTeX", to_latex(kind, frame, table_caption(kind, suite)), f"{stem}.tex",
+                       "text/x-tex", width="stretch")
     c3.download_button("Download Markdown", to_markdown(kind, frame), f"{stem}.md", "text/markdown", width="stretch")
 
 
@@ -170,7 +178,7 @@ def page_leaderboard(url, suite, model, metric):
     cells = with_failed_rows(best)
     st.caption(f"{len(cells)} (task, method) cells from {int(cells['settings_tried'].sum())} hyperparameter settings "
                f"tried; seeds per cell: {seeds.min()}" + (f"–{seeds.max()}." if seeds.max() > seeds.min() else "."))
-    downloads("leaderboard", view, f"leaderboard-{suite}")
+    downloads("leaderboard", view, suite)
 
 
 def page_runs(url, suite, model):
@@ -201,7 +209,9 @@ def page_runs(url, suite, model):
                                 "train_examples_per_s": st.column_config.NumberColumn("examples/s", format="%.1f")})
     for line in task_notes("runs", view):   # e.g. SQuAD's split: wherever its scores show
         st.caption(line)
-    downloads("runs", view, f"runs-{suite}")
+    # the file is `harness export --table runs`'s (its provenance columns too), rows as filtered here
+    exported = load_exported_runs(url, suite, model)
+    downloads("runs", exported[exported["id"].isin(view["id"])], suite)
     if view.empty:
         return
     labels = {int(r.id): f"#{r.id} {r.task} {text} lr={r.learning_rate:g} seed={r.seed} ({r.status})"

@@ -707,6 +707,11 @@ def _open_descriptor(path: str) -> int | None:
     return _STANDARD.get(name) if match is None else int(match.group(1))
 
 
+def table_caption(table: str, suite: str | None) -> str | None:
+    """A LaTeX table's caption, as `harness export --suite` writes it and the board's download."""
+    return f"{table} of suite {suite}" if suite else None
+
+
 def export(store: Store, fmt: str, table: str = "runs", suite: str | None = None, model: str | None = None) -> str:
     frame = build_table(store, table, suite, model)
     if fmt == "json":
@@ -716,6 +721,5 @@ def export(store: Store, fmt: str, table: str = "runs", suite: str | None = None
     if frame.empty:
         return "(no adapter ablations stored)\n" if table == "ablation" else f"({nothing_completed(frame)})\n"
     if fmt == "latex":
-        caption = f"{table} of suite {suite}" if suite else None
-        return to_latex(table, frame, caption)
+        return to_latex(table, frame, table_caption(table, suite))
     return to_markdown(table, frame)

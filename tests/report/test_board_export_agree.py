@@ -52,6 +52,8 @@ def test_the_board_s_leaderboard_csv_has_the_trivial_baseline_row_export_writes(
     assert (exported[0]["rte_n"], exported[0]["rte_settings"]) == ("2", "1")   # counts, not "2.0" beside the row
     assert board == exported
     assert "| trivial baseline |" in files["leaderboard-s.md"]
+    # the LaTeX file is export's too, its caption included (the board's had none)
+    assert files["leaderboard-s.tex"] == export(url, "leaderboard", "latex", "--suite", "s", "--model", "minilm")
 
 
 def test_every_format_of_a_leaderboard_with_trivial_baselines_exports(tmp_path):
@@ -145,3 +147,16 @@ def test_the_trade_off_page_says_the_tuning_budgets_differ_as_the_leaderboard_do
         captions = [c.value for c in at.main.caption]
         assert budgets in captions, captions
         assert any(c.startswith("Scores on the dev set; each variant's hyperparameter setting") for c in captions)
+
+
+def test_the_board_s_runs_csv_is_export_s_runs_csv(tmp_path, monkeypatch):
+    """The Runs page's "Download CSV" lacked the provenance columns (torch, transformers, git commit, device,
+    host) that `harness export --table runs --format csv` writes for the same runs; a filter on the page keeps its
+    rows only."""
+    text = "name: s\nmodels: [minilm]\ntasks: [rte, mrpc]\nmethods: [full, bitfit]\n"
+    url = store_of(tmp_path, [text], lambda c: None if (c.task, c.method) == ("mrpc", "bitfit") else 70.0)
+    files = downloads(lambda: list(board_pages(url, monkeypatch, "minilm", "rte", ("Runs",))), monkeypatch)
+    board = list(csv.DictReader(files["runs-s.csv"].splitlines()))
+    exported = list(csv.DictReader(export(url, "runs", "csv").splitlines()))
+    assert "env_git_commit" in exported[0] and len(exported) == 4
+    assert board == exported
