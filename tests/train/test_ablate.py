@@ -42,3 +42,16 @@ def test_no_adapter_removed_is_the_recorded_score_in_the_runs_precision(bf16_run
     assert proc.returncode == 0, proc.stderr[-2000:]
     (analysis,) = bf16_run["store"].analyses("abl", KIND)
     assert analysis.payload["baseline"] == pytest.approx(bf16_run["rec"].score, rel=1e-6)
+
+
+def test_other_dev_data_is_refused_before_anything_is_stored(bf16_run, tmp_path):
+    """Another data folder (other bytes under the same names) gave the matrix of other dev examples, stored as
+    this run's: refused in one line, nothing written."""
+    other = write_small_glue(tmp_path / "glue", n_dev=15)
+    before = len(bf16_run["store"].analyses("abl", KIND))
+    assert_refused(ablate(bf16_run, "--data-dir", other), "is not the data it was scored on")
+    assert len(bf16_run["store"].analyses("abl", KIND)) == before
+    # the same bytes in another folder are the same data
+    same = write_small_glue(tmp_path / "copy")
+    proc = ablate(bf16_run, "--data-dir", same)
+    assert proc.returncode == 0, proc.stderr[-2000:]
