@@ -55,3 +55,24 @@ def test_other_dev_data_is_refused_before_anything_is_stored(bf16_run, tmp_path)
     same = write_small_glue(tmp_path / "copy")
     proc = ablate(bf16_run, "--data-dir", same)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_ablating_again_keeps_one_matrix_per_run(bf16_run):
+    """Each `harness ablate` stores a row; the tables read the newest of each run: the export listed every span
+    of the same run once per time it was ablated (and the board drew the oldest)."""
+    import csv
+    import io
+
+    from sqlalchemy import func, select
+
+    from harness.store.schema import AnalysisRecord
+
+    for _ in range(2):
+        assert ablate(bf16_run, "--data-dir", bf16_run["data"]).returncode == 0
+    (newest,) = bf16_run["store"].analyses("abl", KIND)
+    with bf16_run["store"].engine.connect() as conn:   # every row is kept; the newest is the one read
+        assert newest.id == conn.execute(select(func.max(AnalysisRecord.id))).scalar() > 1
+    proc = run_cli("export", "--db", bf16_run["db"], "--table", "ablation", "--format", "csv")
+    assert proc.returncode == 0, proc.stderr
+    rows = list(csv.DictReader(io.StringIO(proc.stdout)))
+    assert sorted((r["first_layer"], r["last_layer"]) for r in rows) == [("0", "0"), ("0", "1"), ("1", "1")]

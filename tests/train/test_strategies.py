@@ -224,7 +224,9 @@ def test_ablate_and_compare_commands(strat):
     proc = run_cli("ablate", rec.cell_key, "--db", strat["db"], "--data-dir", strat["data"],
                    "--cache-dir", strat["work"] / "cache", cwd=strat["work"])
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "first\\last" in proc.stdout and len(strat["store"].analyses("strat", "adapter_ablation")) == 2
+    # ablated again by hand after the suite's: the newer matrix is the run's, one in every table
+    (again,) = strat["store"].analyses("strat", "adapter_ablation")
+    assert "first\\last" in proc.stdout and again.run_id == rec.id and again.payload["spans"]
     proc = run_cli("compare", str(full.id), rec.cell_key, "--db", strat["db"], "--resamples", "200")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "21 paired dev examples" in proc.stdout and "95% CI" in proc.stdout
@@ -240,8 +242,7 @@ def test_ablate_and_compare_commands(strat):
     import io
 
     rows = list(csv.DictReader(io.StringIO(proc.stdout)))
-    assert len(rows) == 2 * 3 and {(r["first_layer"], r["last_layer"]) for r in rows} == {("0", "0"), ("0", "1"),
-                                                                                          ("1", "1")}
+    assert sorted((r["first_layer"], r["last_layer"]) for r in rows) == [("0", "0"), ("0", "1"), ("1", "1")]
     assert all(float(r["change"]) == pytest.approx(float(r["score"]) - float(r["baseline"])) for r in rows)
     proc = run_cli("export", "--db", strat["db"], "--table", "ablation", "--format", "markdown")
     assert "| layers 0-1 " in proc.stdout and "adapters removed" in proc.stdout
