@@ -3,7 +3,10 @@ layers [i..j] and re-score on dev, without retraining.
 
 "Removing" sets the span's up-projections (LoRA: the B matrices) to zero: the adapter then adds nothing to
 its residual stream, which is exactly the layer without the adapter. The run's saved adapter and head are
-loaded into a fresh copy of its base model, so the span "none" reproduces the run's own final score.
+loaded into a fresh copy of its base model and scored as the run scored them: on the dev examples it was scored
+on (the same bytes as its record's data sources; other data is refused) and in its precision (bf16/fp16
+autocast with the head outside it, as harness/train/precision.py runs it), so the span "none" reproduces the
+run's own final score.
 """
 
 from __future__ import annotations
@@ -69,6 +72,32 @@ def check_ablatable(record) -> None:
                          f"{', '.join(methods_with('ablatable'))} (got {record.method_label})")
 
 
+def check_same_data(record, ctx) -> None:
+    """Refuse to re-score a run on dev examples other than those it was scored on: each dev split read here (the
+    run's cap applied) must be the bytes its record names (`extra.data_sources`, by content: a copy of the same
+    files elsewhere is the same data). A record from before data sources were kept cannot be checked."""
+    from harness.report.provenance import content_key
+    from harness.spec.tasks import get_task
+
+    recorded = ((record.extra or {}).get("data_sources") or {}).get(record.task)
+    if not recorded:
+        return
+    task = get_task(record.task)
+    raw = ctx.raw_data(task)
+    for s in task.eval_splits:
+        here = raw[s.hub_split].head(record.budget.get("max_eval_samples")).source
+        if s.hub_split not in recorded or content_key(here) != content_key(recorded[s.hub_split]):
+            raise InputError(f"run {record.id}: the {task.name} {s.hub_split} split here is not the data it was "
+                             f"scored on (read {here}; the run read {recorded.get(s.hub_split)}): give its data "
+                             f"with --data-dir")
+
+
+def _autocast(record, device):
+    """The autocast the run evaluated under: its precision (the environment's mixed_precision, what it chose)."""
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get((record.env or {}).get("mixed_precision"))
+    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
 def ablate(record, ctx, device: str | None = None, trust_remote_code: bool = False) -> dict:
     """The payload of an "adapter_ablation" analysis of one completed run."""
     from transformers import DataCollatorWithPadding
@@ -77,11 +106,14 @@ def ablate(record, ctx, device: str | None = None, trust_remote_code: bool = Fal
     from harness.spec.tasks import get_task
     from harness.train.evaluation import evaluate_task, predict
     from harness.train.loaders import eval_loader, eval_sets_for
+    from harness.train.precision import head_outside_autocast
 
     check_ablatable(record)
+    check_same_data(record, ctx)
     task = get_task(record.task)
     kind = kind_of(task)
     tokenizer, model = load_trained_adapter(record, ctx.model_base_dir, trust_remote_code)
+    head_outside_autocast(model)   # as in the run: the encoder under autocast, the head at its weights' precision
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model.to(device)
     sets = eval_sets_for(task, ctx, tokenizer, record.hparams, record.budget)
@@ -90,8 +122,9 @@ def ablate(record, ctx, device: str | None = None, trust_remote_code: bool = Fal
         es.loader = eval_loader(es.dataset, record.hparams.get("eval_batch_size") or 64, collator)
 
     def on_device(es):
-        return predict(model, ({k: v.to(device) for k, v in b.items()} for b in es.loader), kind=kind,
-                       hp=record.hparams)
+        with _autocast(record, device):
+            return predict(model, ({k: v.to(device) for k, v in b.items()} for b in es.loader), kind=kind,
+                           hp=record.hparams)
 
     def score() -> float:
         return evaluate_task(task, sets, on_device)[1]

@@ -1,7 +1,10 @@
 """`harness params SUITE`: parameter counts per model x method, from model configs alone (no weights, no data).
 
 Each model is built from its config on the meta device (no memory, no download of weights), the method sets
-it up exactly as in a run, and the counts come from requires_grad as in a run. ALBERT rows also show the
+it up exactly as in a run, and the counts come from requires_grad as in a run. As in a run, the head is every
+weight outside the pretrained encoder plus every weight the checkpoint does not provide (a pooler a checkpoint
+was saved without is newly initialised, so it trains whatever the method freezes): the checkpoint is read from
+its local files on the meta device (nothing downloaded, no weight read into memory). ALBERT rows also show the
 BERT of the same hidden size, depth and vocabulary, to make its factorised embedding and cross-layer sharing
 visible. Hub models need their config from the hub or the local cache; a few classic ones are known offline.
 """
@@ -62,6 +65,31 @@ def model_config(spec, task):
         return AutoConfig.for_model(known.pop("model_type"), **known, **kwargs)
 
 
+# the files from_pretrained reads a checkpoint's weights from (one file, or the index of its shards)
+_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                 "pytorch_model.bin.index.json")
+
+
+def checkpoint_missing(spec, config, task) -> set[str]:
+    """The weights of the task's model that the checkpoint does not provide (newly initialised: they train with
+    the head, harness/train/params.py head_parameter_names), as a run's load_for_task finds them. Loaded on the
+    meta device from local files only; a model whose weights are not on this machine (a classic checkpoint known
+    by its config) is taken to provide every encoder weight, as the published ones do."""
+    import transformers
+    from transformers.utils import cached_file
+
+    from harness.tasks.kinds import kind_of
+
+    src = spec.source()
+    if not any(cached_file(src, name, local_files_only=True, _raise_exceptions_for_missing_entries=False,
+                           _raise_exceptions_for_connection_errors=False) for name in _WEIGHT_FILES):
+        return set()
+    _, info = getattr(transformers, kind_of(task).auto_model).from_pretrained(
+        src, config=config, trust_remote_code=spec.trust_remote_code, local_files_only=True, device_map="meta",
+        output_loading_info=True)
+    return set(info.get("missing_keys", []))
+
+
 def _build(config, task):
     """The model with the head of the task's kind (sequence classification or question answering)."""
     import transformers
@@ -115,12 +143,13 @@ def param_rows(suite, task_name: str | None = None) -> list[ParamRow]:
     for spec in suite.model_specs():
         config = model_config(spec, task)
         bert_eq = bert_equivalent_params(config) if config.model_type == "albert" else None
+        missing = checkpoint_missing(spec, config, task)
         for method_name, params, _ in suite.method_variants:
             if get_method(method_name).loads_saved:
                 continue  # its size is the saved adapter's: see the store's adapter_bytes
             model = _build(config, task)
             before = count_total(model)
-            head = head_parameter_names(model, set())   # built from a config: every head weight is new
+            head = head_parameter_names(model, missing)
             set_up(model, method_name, params)
             for n, p in model.named_parameters():
                 if n in head:

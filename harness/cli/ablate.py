@@ -26,7 +26,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from harness.analysis.ablate import ablate, check_ablatable
+    from harness.analysis.ablate import ablate, check_ablatable, check_same_data
     from harness.plan.grid import locate_data
     from harness.report.text import format_ablation
     from harness.train.context import RunContext, quiet_libraries
@@ -45,6 +45,8 @@ def run(args) -> int:
                          f"{', '.join(sorted({rec.model for rec in records}))})")
     quiet_libraries()
     ctx = RunContext(data_dir=locate_data(args.data_dir).path, cache_dir=args.cache_dir, show_progress=False)
+    for rec in records:   # every run's dev data before any is ablated: a refusal leaves the store as it was
+        check_same_data(rec, ctx)
     store = None
     for rec in records:
         payload = ablate(rec, ctx, trust_remote_code=rec.model in trusted)

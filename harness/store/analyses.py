@@ -39,7 +39,8 @@ class Analyses:
     `session()` and `get()`."""
 
     def add_analysis(self, run_id: int, kind: str, payload: dict) -> int:
-        """A completed analysis asked for by hand (`harness ablate`): a row of its own each time."""
+        """A completed analysis asked for by hand (`harness ablate`): a row of its own each time (kept), which
+        from then on is the run's analysis of that kind (`analyses` reads the newest)."""
         rec = self.get(run_id)
         with self._write() as conn:
             return conn.execute(A.__table__.insert().values(
@@ -47,7 +48,9 @@ class Analyses:
                 status=Status.COMPLETED.value)).inserted_primary_key[0]
 
     def analyses(self, suite: str | None = None, kind: str | None = None) -> list[A]:
-        """Completed analyses (claimed work items still running or failed are not results)."""
+        """Completed analyses (claimed work items still running or failed are not results): the newest of each
+        run and kind, so an analysis run again (by hand, or by hand after the suite's) is one matrix in the tables,
+        not two of the same run side by side."""
         if not inspect(self.engine).has_table(A.__tablename__):
             return []  # a store written before analyses existed
         stmt = select(A).where(_completed()).order_by(A.id)
@@ -56,7 +59,8 @@ class Analyses:
         if kind:
             stmt = stmt.where(A.kind == kind)
         with self.session() as s:
-            return list(s.scalars(stmt))
+            newest = {(a.run_id, a.kind): a for a in s.scalars(stmt)}   # in id order: the last one stays
+        return sorted(newest.values(), key=lambda a: a.id)
 
     def claim_analysis(self, run_id: int, kind: str, worker: Worker,
                        lease_timeout_s: float = DEFAULT_LEASE_TIMEOUT_S) -> AnalysisClaim | None:

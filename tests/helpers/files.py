@@ -30,8 +30,9 @@ def _tokenizer_files(dest: Path) -> None:
         shutil.copy(src / name, dest / name)
 
 
-def make_tiny_model(dest: Path, arch: str = "bert", **overrides) -> Path:
-    """A random encoder of the given architecture with the embedded model's tokenizer (vocab 30522)."""
+def make_tiny_model(dest: Path, arch: str = "bert", pooler: bool = True, **overrides) -> Path:
+    """A random encoder of the given architecture with the embedded model's tokenizer (vocab 30522). pooler=False
+    (BERT): saved without its pooler, as checkpoints from masked-LM training are, so a run initialises it anew."""
     import torch
     from transformers import (AlbertConfig, AlbertModel, BertConfig, BertModel, DistilBertConfig, DistilBertModel,
                               RobertaConfig, RobertaModel)
@@ -41,7 +42,7 @@ def make_tiny_model(dest: Path, arch: str = "bert", **overrides) -> Path:
     common = dict(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                   intermediate_size=64, max_position_embeddings=128)
     if arch == "bert":
-        BertModel(BertConfig(**{**common, **overrides})).save_pretrained(dest)
+        BertModel(BertConfig(**{**common, **overrides}), add_pooling_layer=pooler).save_pretrained(dest)
     elif arch == "albert":
         AlbertModel(AlbertConfig(**{**common, "embedding_size": 16, **overrides})).save_pretrained(dest)
     elif arch == "roberta":  # positions start after the padding index
