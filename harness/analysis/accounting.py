@@ -125,6 +125,7 @@ class ParamRow:
     embedding: int
     encoder: int
     bert_equivalent: int | None
+    tasks: str = ""   # the task whose head is counted, or a multi-task entry's stored name (rte+stsb)
 
     @property
     def trainable_pct(self) -> float:
@@ -132,34 +133,40 @@ class ParamRow:
 
 
 def param_rows(suite, task_name: str | None = None) -> list[ParamRow]:
+    """A row per model x method with the head of `task_name` (default: the suite's first task), then, unless a
+    task is named, a row per model x method x multi-task entry of the suite: its one jointly trained model (a
+    head per task, an adapter per task where it asks), as its cells train it."""
     from harness.spec.cell import method_label
     from harness.spec.methods import get_method
-    from harness.train.methods import set_up
-    from harness.train.params import breakdown, count_total, count_trainable, head_parameter_names
+    from harness.spec.schedule import Multitask
     from harness.spec.tasks import get_task
+    from harness.train.model_setup import compose
+    from harness.train.params import head_parameter_names
 
-    task = get_task(task_name or suite.task_slots[0].tasks[0])
+    first = get_task(task_name or suite.task_slots[0].tasks[0])
+    groups = [(first.name, None, [first])]
+    if task_name is None:
+        groups += [(slot.task, slot.schedule, [get_task(t) for t in slot.tasks]) for slot in suite.task_slots
+                   if isinstance(slot.schedule, Multitask)]
     rows = []
     for spec in suite.model_specs():
-        config = model_config(spec, task)
-        bert_eq = bert_equivalent_params(config) if config.model_type == "albert" else None
-        missing = checkpoint_missing(spec, config, task)
-        for method_name, params, _ in suite.method_variants:
-            if get_method(method_name).loads_saved:
-                continue  # its size is the saved adapter's: see the store's adapter_bytes
-            model = _build(config, task)
-            before = count_total(model)
-            head = head_parameter_names(model, missing)
-            set_up(model, method_name, params)
-            for n, p in model.named_parameters():
-                if n in head:
-                    p.requires_grad = True
-            total = count_total(model)
-            rows.append(ParamRow(spec.name, method_label(method_name, params), total,
-                                 count_trainable(model), total - before,
-                                 sum(p.numel() for n, p in model.named_parameters() if n in head),
-                                 **{k.removesuffix("_params"): v for k, v in breakdown(model).items()},
-                                 bert_equivalent=bert_eq))
+        configs: dict = {}   # task -> (config, the weights its checkpoint lacks): read once per model
+        for label, schedule, tasks in groups:
+            for task in tasks:
+                if task.name not in configs:
+                    config = model_config(spec, task)
+                    configs[task.name] = config, checkpoint_missing(spec, config, task)
+            config = configs[tasks[0].name][0]
+            bert_eq = bert_equivalent_params(config) if config.model_type == "albert" else None
+            for method_name, params, _ in suite.method_variants:
+                if get_method(method_name).loads_saved:
+                    continue  # its size is the saved adapter's: see the store's adapter_bytes
+                models = [_build(configs[t.name][0], t) for t in tasks]
+                heads = [head_parameter_names(m, configs[t.name][1]) for m, t in zip(models, tasks)]
+                _, counts = compose(models, heads, method_name, params, schedule, tasks)
+                rows.append(ParamRow(spec.name, method_label(method_name, params), counts["total_params"],
+                                     counts["trainable_params"], counts["added_params"], counts["head_params"],
+                                     counts["embedding_params"], counts["encoder_params"], bert_eq, label))
     return rows
 
 
@@ -167,16 +174,17 @@ def _m(n: int) -> str:
     return f"{n / 1e6:.2f}M" if n >= 1e5 else f"{n:,}"
 
 
-def format_rows(rows: list[ParamRow], task: str) -> str:
-    header = ["model", "method", "total", "trainable", "%", "added", "head", "embedding", "encoder"]
+def format_rows(rows: list[ParamRow]) -> str:
+    header = ["model", "method", "head for", "total", "trainable", "%", "added", "head", "embedding", "encoder"]
     lines = [header]
     for r in rows:
-        lines.append([r.model, r.method, _m(r.total), _m(r.trainable), f"{r.trainable_pct:.3f}", _m(r.added),
-                      _m(r.head), _m(r.embedding), _m(r.encoder)])
+        lines.append([r.model, r.method, r.tasks, _m(r.total), _m(r.trainable), f"{r.trainable_pct:.3f}",
+                      _m(r.added), _m(r.head), _m(r.embedding), _m(r.encoder)])
     widths = [max(len(str(row[i])) for row in lines) for i in range(len(header))]
-    out = [f"parameters per model x method (head for {task}; counted from requires_grad, shared tensors once)"]
+    out = ["parameters per model x method (counted from requires_grad, shared tensors once); a multi-task entry "
+           "(rte+stsb): its one jointly trained model, a head per task"]
     for k, row in enumerate(lines):
-        out.append("  ".join(str(c).ljust(w) if i < 2 else str(c).rjust(w) for i, (c, w) in
+        out.append("  ".join(str(c).ljust(w) if i < 3 else str(c).rjust(w) for i, (c, w) in
                              enumerate(zip(row, widths))))
         if k == 0:
             out.append("  ".join("-" * w for w in widths))

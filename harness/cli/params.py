@@ -15,7 +15,8 @@ EXAMPLES = """
 
 def add_arguments(p) -> None:
     add_suite(p)
-    p.add_argument("--task", default=None, help="task whose head is counted (default: the suite's first)")
+    p.add_argument("--task", default=None, help="task whose head is counted (default: the suite's first, and "
+                                                "each multi-task entry's joint model)")
     add_max_cells(p)
 
 
@@ -32,5 +33,5 @@ def run(args) -> int:
     task = task_option(args.task) if args.task else None
     quiet_libraries()
     rows = param_rows(suite, task)
-    sys.stdout.write(format_rows(rows, task or "the suite's first task"))
+    sys.stdout.write(format_rows(rows))
     return 0

@@ -35,7 +35,6 @@ def build_model(cell: Cell, ctx, tasks: list, handover: dict | None = None, trai
     previous stage's encoder state, loaded after the method set the model up. `ctx`: the RunContext
     (harness/train/context.py), for the folder model and method paths are relative to. `train`: each task's
     training examples (RawSplit), where a regression head starts from their mean (harness/train/heads.py)."""
-    method = get_method(cell.method)
     spec = ModelSpec(cell.model, cell.trust_remote_code, ctx.model_base_dir)
     loaded = [load_for_task(spec, task) for task in tasks]
     tokenizer = loaded[0][0]
@@ -46,19 +45,31 @@ def build_model(cell: Cell, ctx, tasks: list, handover: dict | None = None, trai
         targets = kind_of(task).regression_targets(task, split) if split is not None else None
         if targets is not None:
             start_at_mean(m, head, targets)
+    model, counts = compose(models, heads, cell.method, _resolved_method_params(cell, ctx.model_base_dir),
+                            cell.schedule, tasks, handover)
+    return tokenizer, model, models, heads, counts
+
+
+def compose(models: list, heads: list, method_name: str, method_params: dict, schedule, tasks: list,
+            handover: dict | None = None):
+    """A cell's model from its task models (one per task, heads in place) and what the method trains, with its
+    parameter counts: the encoder shared by several tasks (a MultiTaskModel, an adapter per task where the
+    schedule asks), the method set up, heads set to train. The one composition `harness params` counts too (on
+    models built from configs), so its numbers are the run's."""
+    method = get_method(method_name)
     if len(models) > 1:
         share_encoder(models)
     first = models[0]
     for m in models:   # the pretrained parameters, before the method adds its own (precision.cast_frozen_linears)
         remember_pretrained(m)
     total_before = count_total(MultiTaskModel(models)) if len(models) > 1 else count_total(first)
-    set_up(first, cell.method, _resolved_method_params(cell, ctx.model_base_dir))
+    set_up(first, method_name, method_params)
     task_adapters = None
-    if isinstance(cell.schedule, Multitask) and cell.schedule.adapter_per_task:
+    if isinstance(schedule, Multitask) and schedule.adapter_per_task:
         task_adapters = add_task_adapters(first, tasks)
     if handover is not None:
         apply_handover(first, handover)
-    if method.trains(cell.method_params):
+    if method.trains(method_params):
         for m, head in zip(models, heads):
             for name, p in m.named_parameters():
                 if name in head:
@@ -72,7 +83,7 @@ def build_model(cell: Cell, ctx, tasks: list, handover: dict | None = None, trai
     counts["added_params"] = counts["total_params"] - total_before
     counts["trainable_pct"] = 100.0 * counts["trainable_params"] / counts["total_params"]
     counts.update(breakdown(first))
-    return tokenizer, model, models, heads, counts
+    return model, counts
 
 
 def save_adapter(model, head: set, out_dir: str) -> int:

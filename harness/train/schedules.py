@@ -49,9 +49,13 @@ def add_task_adapters(model, tasks: list) -> list[str]:
     config = model.adapters_config.get(ADAPTER_NAME)
     model.delete_adapter(ADAPTER_NAME)
     task_adapters = [f"{ADAPTER_NAME}_{t.name}" for t in tasks]
+    from adapters.composition import Stack
+
     for name in task_adapters:
         model.add_adapter(name, config=config)
-    model.train_adapter(task_adapters)
+    # every one trains (the forward activates its task's alone); Stack is what adapters made of a list, which
+    # it warns about as deprecated
+    model.train_adapter(Stack(*task_adapters))
     return task_adapters
 
 

@@ -315,7 +315,8 @@ methods: [full, {name: houlsby, size: 64}]
     houlsby = rows["houlsby(size=64,non_linearity=swish)"]
     assert houlsby.added == 12 * 2 * (2 * 64 * 768 + 768 + 64) and houlsby.trainable == houlsby.added + houlsby.head
     proc = run_cli("params", suite, "--task", "squad")
-    assert proc.returncode == 0 and "head for squad" in proc.stdout
+    assert proc.returncode == 0 and "head for" in proc.stdout.splitlines()[1], proc.stdout
+    assert {line.split()[2] for line in proc.stdout.splitlines()[3:]} == {"squad"}, proc.stdout
 
 
 def test_a_stride_too_long_for_the_window_is_bad_input(tmp_path):

@@ -290,6 +290,43 @@ methods: [full, linear_probe, layernorm, {{name: houlsby, size: 4}}, {{name: lor
         assert row.head == pooler + D * (2 if task == "rte" else 1) + (2 if task == "rte" else 1)
 
 
+def test_params_command_counts_a_multi_task_entry_s_joint_model(tmp_path, small_glue):
+    """A multi-task entry trains one model with a head per task (and an adapter per task where it asks): `harness
+    params` counted a single-task model for it (houlsby with adapter_per_task: half the added parameters, one
+    head)."""
+    from harness.analysis.accounting import param_rows
+    from harness.plan.suite import parse_suite
+    from harness.spec.tasks import get_task
+    from harness.train.context import RunContext
+    from harness.train.model_setup import build_model
+
+    model = make_tiny_model(tmp_path / "m")
+    suite = parse_suite(f"""
+name: p
+models: ["{model}"]
+tasks: [rte, {{multitask: [rte, stsb], adapter_per_task: true}}, {{multitask: [rte, stsb, sst2]}}]
+methods: [{{name: houlsby, size: 4}}, {{name: lora, rank: 2}}]
+""")
+    rows = {(r.method, r.tasks): r for r in param_rows(suite)}
+    assert {tasks for _, tasks in rows} == {"rte", "rte+stsb", "rte+stsb+sst2"}
+    for cell in suite.cells():
+        *_, counts = build_model(cell, RunContext(str(small_glue), None), [get_task(t) for t in cell.tasks])
+        row = rows[(cell.method_label, cell.task)]
+        assert (row.total, row.trainable, row.added, row.head) == (
+            counts["total_params"], counts["trainable_params"], counts["added_params"], counts["head_params"]), cell
+    single, joint = rows[("houlsby(size=4,non_linearity=swish)", "rte")], rows[("houlsby(size=4,non_linearity=swish)",
+                                                                                 "rte+stsb")]
+    assert joint.added == 2 * single.added and joint.head == single.head + D + 1   # stsb's head: one output
+    proc = run_cli("params", write_suite(tmp_path / "p.yaml", suite_text(model)))
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr[-2000:]
+    assert any(line.split()[2] == "rte+stsb" for line in proc.stdout.splitlines()[3:]), proc.stdout
+
+
+def suite_text(model) -> str:
+    return (f'name: p\nmodels: ["{model}"]\ntasks: [rte, {{multitask: [rte, stsb], adapter_per_task: true}}]\n'
+            f"methods: [{{name: houlsby, size: 4}}]\n")
+
+
 def test_params_command_counts_albert_against_bert(tmp_path):
     bert = make_tiny_model(tmp_path / "b", arch="bert")
     albert = make_tiny_model(tmp_path / "a", arch="albert")
