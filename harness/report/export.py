@@ -365,7 +365,8 @@ def footnote(kind: str, frame: pd.DataFrame) -> list[str]:
                      "finished); its mean, std and test are over those k, and it was chosen on their mean.")
     if kind == "leaderboard":
         lines += budget_notes(frame)
-    lines += (frame.attrs.get("dev_sets") or []) + (frame.attrs.get("budgets") or [])
+    lines += ((frame.attrs.get("dev_sets") or []) + (frame.attrs.get("budgets") or [])
+              + (frame.attrs.get("setups") or []))
     if kind == "leaderboard" and frame.attrs.get("em_tasks"):
         lines.append("EM (exact match) is shown beside F1, the main score: the setting chosen, bold, the marks and "
                      "the tests are F1's.")

@@ -36,7 +36,7 @@ def _budget_text(budget: dict) -> str:
 
 
 FLAT = RUN_COLUMNS + COST_COLUMNS + ["hparams", "regime", "parent_id", "stage", "embedding_params", "encoder_params",
-                                     "adapter_bytes", "setting_key", "task_version", "output_dir", "data"]
+                                     "adapter_bytes", "setting_key", "task_version", "output_dir", "data", "ran_on"]
 
 
 DERIVED = ["trivial_score", "still_improving"]   # from the trivial_scores and history columns (harness.stats.flags)
@@ -46,6 +46,17 @@ DERIVED = ["trivial_score", "still_improving"]   # from the trivial_scores and h
 SEED_STD_DDOF = 1
 STD_NOTE = ("± std: the sample standard deviation over the chosen setting's seeds (n - 1 in the denominator); "
             "a cell with one seed shows its score alone.")
+
+
+def ran_on(device, precision, threads) -> str | None:
+    """Where a run trained, as far as its score's last bits go: "CPU: AMD EPYC (AVX512-BF16) x2, bf16, 2
+    threads" (a GPU's name and its precision); None for a run that recorded neither."""
+    if not device and not precision:
+        return None
+    parts = [str(device or "device not recorded"), str(precision or "precision not recorded")]
+    if str(device or "").startswith("CPU") and pd.notna(threads):
+        parts.append(f"{int(threads)} thread{'s' if int(threads) != 1 else ''}")
+    return ", ".join(parts)
 
 
 def runs_frame(store, suite: str | None = None, with_env: bool = False) -> pd.DataFrame:
@@ -59,7 +70,7 @@ def runs_frame(store, suite: str | None = None, with_env: bool = False) -> pd.Da
     have = store.columns()
     if not have:
         return pd.DataFrame(columns=FLAT + DERIVED)
-    wanted = [c for c in FLAT if c not in ("method_params", "budget", "hparams", "data")]
+    wanted = [c for c in FLAT if c not in ("method_params", "budget", "hparams", "data", "ran_on")]
     wanted += ["method_params", "budget", "hparams", "metrics", "best_metrics", "history", "trivial_scores"] + (
         ["env"] if with_env else [])
     # the data a run read (its record's data_sources, by content): the one part of `extra` a table needs. SQLite's
@@ -68,14 +79,20 @@ def runs_frame(store, suite: str | None = None, with_env: bool = False) -> pd.Da
     if store.backend == "sqlite":
         sources = case((func.json_valid(RunRecord.extra) == 1, sources), else_=None)
     sources = [sources.label("data_sources")] if "extra" in have else []
-    stmt = select(*[getattr(RunRecord, c) for c in wanted if c in have], *sources).order_by(RunRecord.id)
+    # where it ran: the device and the precision it trained in (`auto` resolved), which a score's last bits
+    # depend on (with the thread count, a column of its own)
+    ran = [RunRecord.env[k].as_string() for k in ("device", "mixed_precision")]
+    if store.backend == "sqlite":
+        ran = [case((func.json_valid(RunRecord.env) == 1, r), else_=None) for r in ran]
+    ran = [r.label(f"ran_{k}") for r, k in zip(ran, ("device", "precision"))] if "env" in have else []
+    stmt = select(*[getattr(RunRecord, c) for c in wanted if c in have], *sources, *ran).order_by(RunRecord.id)
     if suite:
         stmt = stmt.where(RunRecord.suite == suite)  # bound parameter: user input never builds SQL text
     stmt = stmt.where(RunRecord.status != Status.PENDING.value)  # queued cells are work to do, not runs
     with store.engine.connect() as conn:
         result = conn.execute(stmt)
         frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
-    for c in wanted + ["data_sources"]:
+    for c in wanted + ["data_sources", "ran_device", "ran_precision"]:
         if c not in frame.columns:
             frame[c] = None
     if frame.empty:
@@ -85,6 +102,8 @@ def runs_frame(store, suite: str | None = None, with_env: bool = False) -> pd.Da
         if key not in parsed:
             parsed[key] = run_data(_json_object(key[0]), key[1])
     frame["data"] = [parsed[key] for key in zip(frame.pop("data_sources"), frame["task"])]
+    frame["ran_on"] = [ran_on(d, p, t) for d, p, t in zip(frame.pop("ran_device"), frame.pop("ran_precision"),
+                                                         frame["num_threads"])]
     queued = _queued_seeds(store, suite)
     frame["seeds_queued"] = [queued.get(k, 0) for k in zip(frame["suite"],
                                                              frame["setting_key"].fillna(frame["cell_key"]))]
@@ -208,6 +227,7 @@ def best_table(runs: pd.DataFrame, metric: str = "score", resamples: int = signi
     best.attrs["older_versions"] = older
     best.attrs["data"] = data_by_task(pd.concat(shown))   # what the scores shown were trained and evaluated on
     best.attrs["dev_sets"] = dev_set_lines(best)
+    best.attrs["setups"] = setup_lines(pd.concat(shown))
     best.attrs["budgets"] = budget_lines(best) + time_limit_lines(best)
     # variants with runs of a task, all failed: no row here, but the leaderboard (and the exported best table,
     # with_failed_rows) shows them as failed, not absent
@@ -215,6 +235,22 @@ def best_table(runs: pd.DataFrame, metric: str = "score", resamples: int = signi
     best.attrs["failed_only"] = {(m, label, task): n for (suite, m, task, label), n in failed.items()
                                  if (suite, m, task, label) not in scored and (model is None or m == model)}
     return best
+
+
+def setup_lines(shown: pd.DataFrame) -> list[str]:
+    """A note where the runs whose scores a table shows trained on more than one setup (device, precision, CPU
+    thread count: `ran_on`): each with its runs and variants. One setup (or none recorded): nothing to say."""
+    if "ran_on" not in shown:
+        return []
+    setups = shown.assign(ran_on=shown["ran_on"].fillna("not recorded"))
+    groups = setups.groupby("ran_on", sort=False)
+    if groups.ngroups < 2:
+        return []
+    parts = [f"{setup}: {len(g)} run{'s' if len(g) != 1 else ''} ({', '.join(dict.fromkeys(g['method_label']))})"
+             for setup, g in groups]
+    return [f"Setups: the scores shown were trained on {groups.ngroups} setups (device, precision, CPU threads): "
+            f"{'; '.join(parts)}. A score is reproduced exactly only on its own setup, and variants compared "
+            f"across setups differ by it too."]
 
 
 def with_failed_rows(best: pd.DataFrame, runs: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -444,6 +480,7 @@ def leaderboard_table(best: pd.DataFrame) -> pd.DataFrame:
     table.attrs["older_versions"] = best.attrs.get("older_versions", {})
     table.attrs["data"] = best.attrs.get("data", {})
     table.attrs["dev_sets"] = best.attrs.get("dev_sets", [])
+    table.attrs["setups"] = best.attrs.get("setups", [])
     table.attrs["budgets"] = best.attrs.get("budgets", [])
     table.attrs["untested"] = best.attrs.get("untested")
     table.attrs["is_glue"] = glue == tasks

@@ -825,3 +825,31 @@ def test_a_cell_that_shows_the_bold_mean_without_bold_says_why(tmp_path):
     # the board's best-evaluation view, which tests nothing
     board = to_markdown("leaderboard", leaderboard_table(best_table(runs_frame(Store(url)), metric="best_score")))
     assert said + why in board, board
+
+
+def test_scores_trained_on_several_setups_say_so(tmp_path, monkeypatch):
+    """full trained in bf16 on two threads, bitfit in fp32 (`auto` measured another answer on its worker) on one:
+    the leaderboard compared them without a word, though a score is reproduced exactly only on its own device,
+    precision and thread count. One setup for all: no note."""
+    import sqlite3
+
+    text = "name: s\nmodels: [minilm]\ntasks: [rte]\nmethods: [full, bitfit]\nseeds: [1, 2]\n"
+    url = store_of(tmp_path, [text], lambda c: 70.0 + c.seed + (c.method == "full"))
+    cpu = "CPU: AMD EPYC (AVX512-BF16) x2"
+    with sqlite3.connect(tmp_path / "h.db") as db:
+        db.execute("UPDATE runs SET env = json_object('device', ?, 'mixed_precision', 'bf16'), num_threads = 2",
+                   (cpu,))
+    assert "Setups:" not in export(url)
+    with sqlite3.connect(tmp_path / "h.db") as db:
+        db.execute("UPDATE runs SET env = json_object('device', ?, 'mixed_precision', 'no'), num_threads = 1 "
+                   "WHERE method = 'bitfit'", (cpu,))
+    note = (f"the scores shown were trained on 2 setups (device, precision, CPU threads): {cpu}, bf16, 2 threads: "
+            f"2 runs (full); {cpu}, no, 1 thread: 2 runs (bitfit)")
+    for table in ("leaderboard", "best"):
+        assert note in export(url, table), export(url, table)
+        assert any(note in line for line in json.loads(export(url, table, "json"))["footnote"])
+    (_, at), = board_pages(url, monkeypatch, "minilm", "rte", ("Leaderboard",))
+    assert any(note in c.value for c in at.caption), [c.value for c in at.caption]
+    runs = list(csv.DictReader(export(url, "runs", "csv").splitlines()))
+    assert {r["method"]: r["ran_on"] for r in runs} == {"full": f"{cpu}, bf16, 2 threads",
+                                                         "bitfit": f"{cpu}, no, 1 thread"}
