@@ -176,8 +176,10 @@ def page_leaderboard(url, suite, model, metric):
     seeds = best["n_seeds"].astype(int)   # per (task, method) cell, as the footnote counts them
     # the cells and settings of export's best table: a variant whose every run of a task failed included
     cells = with_failed_rows(best)
+    unfinished = int(pd.to_numeric(cells["settings_unfinished"], errors="coerce").fillna(0).sum())
     st.caption(f"{len(cells)} (task, method) cells from {int(cells['settings_tried'].sum())} hyperparameter settings "
-               f"tried; seeds per cell: {seeds.min()}" + (f"–{seeds.max()}." if seeds.max() > seeds.min() else "."))
+               f"tried" + (f" ({unfinished} more not finished yet)" if unfinished else "")
+               + f"; seeds per cell: {seeds.min()}" + (f"–{seeds.max()}." if seeds.max() > seeds.min() else "."))
     downloads("leaderboard", view, suite)
 
 

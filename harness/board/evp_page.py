@@ -11,7 +11,7 @@ import streamlit as st
 from harness.report.export import note_lines, settings_text
 from harness.report.provenance import data_by_task
 from harness.stats.evp import evp_table
-from harness.stats.selection import failed_settings
+from harness.stats.selection import failed_settings, unfinished_settings
 
 AXES = {"settings tried (n)": "n", "expected train time (s)": "expected_time_s",
         "expected train FLOPs": "expected_flops"}
@@ -49,18 +49,26 @@ def page_evp(runs: pd.DataFrame, model: str, metric: str = "score") -> None:
     failed = {label: n for (of_suite, of_model, of_task, label), n in failed_settings(runs).items()
               if (of_suite, of_model, of_task) == (suite, model, task)}
     labels = list(scored.index) + [label for label in failed if label not in scored.index]
+    # settings with no completed seed yet (queued or running): no point on a curve, not tried yet
+    unfinished = {label: n for (of_suite, of_model, of_task, label), n in unfinished_settings(runs).items()
+                  if (of_suite, of_model, of_task) == (suite, model, task) and label in labels}
     table = table.reindex(labels)
     tried = {label: int(scored.get(label, 0)) + failed.get(label, 0) for label in labels}
+    table.insert(0, "not finished yet", [unfinished.get(label, 0) for label in labels])
     table.insert(0, "of them failed", [failed.get(label, 0) for label in labels])
     table.insert(0, "settings tried", [tried[label] for label in labels])
     table.insert(0, "settings with a score", [int(scored.get(label, 0)) for label in labels])
     table = table.reset_index(names="method")
     st.dataframe(table, hide_index=True, width="stretch",
-                 column_config={c: st.column_config.NumberColumn(format="%.2f") for c in table.columns[4:]})
+                 column_config={c: st.column_config.NumberColumn(format="%.2f") for c in table.columns[5:]})
+    each = ", ".join(f"{label} {settings_text(tried[label], failed.get(label), unfinished.get(label))}"
+                     for label in labels)
     if any(failed.values()):
-        each = ", ".join(f"{label} {settings_text(tried[label], failed.get(label))}" for label in labels)
         budget = (f"there every variant had the same number of settings that scored, not the same tuning budget "
                   f"(settings tried: {each}): a setting whose every seed failed has no score, so EVP leaves it out")
+    elif any(unfinished.values()):
+        budget = (f"there every variant had the same number of finished settings, and some have more to come "
+                  f"(settings tried: {each})")
     else:
         budget = "there every variant had the same tuning budget"
     st.caption(f"Expected validation performance (Dodge et al. 2019), with the unbiased estimator of Tang et al. "
@@ -70,6 +78,10 @@ def page_evp(runs: pd.DataFrame, model: str, metric: str = "score") -> None:
                f"setting (the leaderboard's number). The dotted line is k = {k}, the fewest settings any variant "
                f"on {task} scored: {budget}. Expected cost of n settings: n × the mean cost of one setting (its "
                f"seeds' train time or FLOPs summed).")
+    if any(unfinished.values()):   # as the leaderboard says under its table (export.budget_notes)
+        st.caption(f"Not finished yet: settings with no completed seed yet (queued, running, or stale until a "
+                   f"worker takes them over): not on the curves, nor among the settings tried; the curves and "
+                   f"k may still change as they complete.")
     of_task = runs[(runs["model"] == model) & (runs["task"] == task)]
     for line in note_lines([task], data_by_task(of_task)):   # e.g. SQuAD's split: wherever its scores show
         st.caption(line)

@@ -19,6 +19,10 @@ REFRESH_S = 5   # a heartbeat comes every 30 s by default: 5 s shows a claim or 
 ESTIMATE_TTL_S = 30   # the time left, which reads much more (_cached_estimate), at most this often between changes
 STATES = [s.value for s in CellState]
 STALE_STYLE = "background-color: rgba(248, 81, 73, 0.22)"
+# the board knows a suite by its name, not its YAML: it cannot tell a cell removed from the YAML from one still in it
+ROWS_NOT_YAML = ("The cells counted are the rows the store holds of this suite: a cell removed from the suite's YAML "
+                 "after it was queued stays counted here (pending or stale for good, and in the time left); "
+                 "`harness status SUITE.yaml` counts the YAML's cells and says how many rows are no cell of it.")
 
 
 def duration(seconds) -> str:
@@ -105,6 +109,7 @@ def _grid(store, suite: str, timeout: float, was_live: bool) -> None:
     st.caption(f"Read at {pd.Timestamp(now):%H:%M:%S} UTC (the store's clock)"
                + (f"; refreshes every {REFRESH_S} s while cells run." if running else "; nothing runs now.")
                + f" A lease is stale after {timeout:g} s without a heartbeat: the next worker takes its cell over.")
+    st.caption(ROWS_NOT_YAML)
 
     st.markdown("**Workers**")
     workers = workers_table(cells, now)

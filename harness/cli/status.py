@@ -81,6 +81,29 @@ def run(args) -> int:
         return 0
 
 
+def store_notes(suite, store, keys, nprocs: int, db: str | None) -> list[str]:
+    """What the counts do not show (harness.report.progress.rows_beside): a store without any row of the suite,
+    where every cell counts as pending (right before a worker starts, and what --watch waits through; a wrong
+    --db otherwise), and the suite's rows that are no cell of this YAML, which are not counted."""
+    from harness.report.progress import rows_beside
+    from harness.store.engine import default_db_url
+    from harness.store.redact import redact_url
+
+    if store is None:
+        return [f"no store at {redact_url(db or default_db_url())} yet: every cell counts as pending until a "
+                f"worker creates it and queues them"]
+    beside, suites = rows_beside(store, suite.name, keys)
+    if suite.name not in suites:
+        held = f"it has: {', '.join(suites)}" if suites else "it holds no rows"
+        return [f"the store holds no row of suite {suite.name} ({held}): every cell counts as pending until a "
+                f"worker queues them; if one has, --db names another store"]
+    if beside:
+        return [f"{beside} row(s) of suite {suite.name} in the store are no cell of this YAML at {nprocs} "
+                f"process(es) (cells removed or changed since they were queued, or queued with another "
+                f"--num-processes): not counted here"]
+    return []
+
+
 def snapshot(suite, store, args) -> tuple[dict, str]:
     from harness.report.progress import cell_states, time_left
     from harness.report.text import status_line, status_payload, status_report
@@ -92,6 +115,7 @@ def snapshot(suite, store, args) -> tuple[dict, str]:
     states = cell_states(suite, store, nprocs, args.lease_timeout_s)
     left = time_left(store, states, data_dir=suite.data_dir())
     payload = status_payload(suite, states, left, nprocs)
+    payload["notes"] = store_notes(suite, store, [cell.key for cell, _, _ in states], nprocs, args.db)
     text = status_report(payload)
     if args.all:
         text += "\nevery cell:\n" + "\n".join(status_line(state, cell, rec) for cell, state, rec in states)

@@ -110,7 +110,8 @@ def display_table(kind: str, frame: pd.DataFrame) -> tuple[list[str], list[list]
         frame = frame.reset_index(drop=True)
         # a variant whose every run of the task failed (tables.with_failed_rows): the leaderboard's cell, no setting
         rows = [[r["model"], r["task"], r["method_label"], ALL_FAILED] + ["–"] * 6
-                + [settings_text(r.get("settings_tried"), r.get("settings_failed"))] + ["–"] * (1 + with_k)
+                + [settings_text(r.get("settings_tried"), r.get("settings_failed"), r.get("settings_unfinished"))]
+                + ["–"] * (1 + with_k)
                 if _count(r.get("failed_settings")) else
                 [r["model"], r["task"], r["method_label"],
                  score_text(r["mean"], r["std"], r["n_seeds"], r.get("trivial"), r.get("improving_seeds"),
@@ -118,7 +119,8 @@ def display_table(kind: str, frame: pd.DataFrame) -> tuple[list[str], list[list]
                  seeds_of(r["n_seeds"], r.get("seeds_planned")), f"{r['learning_rate']:g}", r["budget"],
                  _num(r["trainable_pct"], 3),
                  "best" if r.get("is_best") else _p(r.get("p_vs_best")), seeds_text(r.get("seeds_needed")),
-                 settings_text(r.get("settings_tried"), r.get("settings_failed")), _num(r.get("evp_1"))]
+                 settings_text(r.get("settings_tried"), r.get("settings_failed"), r.get("settings_unfinished")),
+                 _num(r.get("evp_1"))]
                 + ([_num(r.get("evp_k")) + ("" if evp_k_name != "EVP(k)" or pd.isna(r.get("evp_k_n"))
                                             else f" (k={int(r['evp_k_n'])})")] if with_k else [])
                 for _, r in frame.iterrows()]
@@ -183,9 +185,25 @@ SELECTED_ON_DEV = ("Scores on the dev set; each variant's hyperparameter setting
                    "more optimistic its score; no test set is used.")
 
 
-def settings_text(tried, failed) -> str:
-    """Settings tried, with those whose every seed failed: `4 (2 failed)`."""
-    return _count_text(tried) + (f" ({_count(failed)} failed)" if _count(failed) else "")
+def settings_text(tried, failed, unfinished=None) -> str:
+    """Settings tried, with those whose every seed failed, and those with no completed seed yet (not among the
+    tried): `4 (2 failed)`, `2 (+2 unfinished)`, `4 (2 failed, +1 unfinished)`."""
+    more = [f"{_count(failed)} failed"] if _count(failed) else []
+    more += [f"+{_count(unfinished)} {UNFINISHED}"] if _count(unfinished) else []
+    return _count_text(tried) + (f" ({', '.join(more)})" if more else "")
+
+
+UNFINISHED = "unfinished"
+# how the notes on settings with no completed seed yet begin (the best table's, and the leaderboard's per task)
+UNFINISHED_NOTE = f"+n {UNFINISHED} (settings), settings_{UNFINISHED} (n more) (flags):"
+UNFINISHED_TASK_NOTE = "Settings not finished on"
+
+
+def unfinished_note() -> str:
+    return (f"{UNFINISHED_NOTE} n more settings of the variant have no completed seed yet (queued, running, or stale "
+            f"until a worker takes them over): they are not among its settings tried, nor in its score, the "
+            f"selection or EVP, which are over its finished settings, so its score and rank may still change; "
+            f"EVP(k) compares the finished settings only.")
 
 
 def budget_notes(frame: pd.DataFrame) -> list[str]:
@@ -198,11 +216,21 @@ def budget_notes(frame: pd.DataFrame) -> list[str]:
             tried = {r["method"]: _count(r.get(f"{t}_settings")) for _, r in rows.iterrows()
                      if _count(r.get(f"{t}_settings"))}
             failed = {r["method"]: r.get(f"{t}_settings_failed") for _, r in rows.iterrows()}
+            unfinished = {r["method"]: _count(r.get(f"{t}_settings_unfinished")) for _, r in rows.iterrows()}
             if len(set(tried.values())) > 1:
-                each = ", ".join(f"{m} {settings_text(k, failed.get(m))}" for m, k in tried.items())
+                each = ", ".join(f"{m} {settings_text(k, failed.get(m), unfinished.get(m))}" for m, k in tried.items())
                 lines.append(f"Tuning budgets differ on {t}{where} (settings tried: {each}): the best of more "
                              f"settings is biased upward; `harness export --table best` compares them at an equal "
                              f"budget (EVP).")
+            # tried so far: a cell whose finished settings all failed has no `{t}_settings`, its failed ones
+            of = {r["method"]: _count(r.get(f"{t}_settings")) or _count(r.get(f"{t}_failed_settings"))
+                  for _, r in rows.iterrows()}
+            open_ = {m: n for m, n in unfinished.items() if n}
+            if open_:
+                each = ", ".join(f"{m} {n} of {of[m] + n}" for m, n in open_.items())
+                lines.append(f"{UNFINISHED_TASK_NOTE} {t}{where} ({each} settings have no completed seed yet: "
+                             f"queued or running): a score there is the best of the finished settings only, and "
+                             f"may still change; they are not counted as tried.")
     return lines
 
 
@@ -387,6 +415,8 @@ def footnote(kind: str, frame: pd.DataFrame) -> list[str]:
             lines.append(f"{SETTINGS_FAILED_NOTE} every seed of n of the settings tried failed; they count as "
                          "tried (tuning budget spent), but the score and EVP are over the settings that scored, "
                          "so EVP(k) leaves them out.")
+        if "settings_unfinished" in frame and (pd.to_numeric(frame["settings_unfinished"], errors="coerce") > 0).any():
+            lines.append(unfinished_note())
         lines.append("p vs best: Holm-adjusted. Seeds needed: per variant, for a two-sided two-sample z-test "
                      "(normal approximation) at α = 0.05 with 80% power to resolve its gap δ to the best: "
                      "n = 2 (z_0.975 + z_0.8)² σ² / δ², σ² the mean of the two variants' seed variances; "

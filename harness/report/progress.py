@@ -193,6 +193,25 @@ def cell_states(suite, store, num_processes: int = 1, lease_timeout: float | Non
     return out
 
 
+def rows_beside(store, suite: str, keys) -> tuple[int, list[str]]:
+    """(how many of the suite's rows in the store are no cell among `keys`, every suite the store holds rows of):
+    `harness status` counts the cells of the suite's YAML, so a store without any row of the suite (another
+    suite's, a mistyped --db) read as every cell pending, and rows of cells removed from the YAML since they were
+    queued (or queued with another process count) went uncounted without a word. Stage and member rows are
+    parts of a cell, not cells."""
+    from sqlalchemy import select
+
+    from harness.store.schema import RunRecord as R
+
+    if store is None or not store.columns():
+        return 0, []
+    keys = set(keys)
+    with store.engine.connect() as conn:
+        suites = list(conn.execute(select(R.suite).distinct().order_by(R.suite)).scalars())
+        rows = conn.execute(select(R.cell_key).where(R.suite == suite, R.parent_id.is_(None))).scalars()
+        return sum(1 for key in rows if key not in keys), suites
+
+
 def row_states(store, suite: str, lease_timeout: float | None = None) -> list[tuple]:
     """(cell, CellState, record) per cell of the suite that the store has a row of (queued or run), in id order,
     each cell rebuilt from its row's configuration: cell_states for a reader that knows the suite by its name, not

@@ -17,7 +17,8 @@ import pandas as pd
 from harness.report.provenance import data_by_task, run_data
 from harness.stats import significance
 from harness.stats.flags import is_trivial, still_improving, trivial_score
-from harness.stats.selection import failed_settings, member_keys, planned_seeds, selectable_runs, with_setting_key
+from harness.stats.selection import (failed_settings, member_keys, planned_seeds, selectable_runs, unfinished_settings,
+                                     with_setting_key)
 from harness.spec.cell import base_label
 from harness.spec.status import Regime, Status
 from harness.spec.tasks import TASKS
@@ -104,9 +105,10 @@ def runs_frame(store, suite: str | None = None, with_env: bool = False) -> pd.Da
     frame["data"] = [parsed[key] for key in zip(frame.pop("data_sources"), frame["task"])]
     frame["ran_on"] = [ran_on(d, p, t) for d, p, t in zip(frame.pop("ran_device"), frame.pop("ran_precision"),
                                                          frame["num_threads"])]
-    queued = _queued_seeds(store, suite)
-    frame["seeds_queued"] = [queued.get(k, 0) for k in zip(frame["suite"],
-                                                             frame["setting_key"].fillna(frame["cell_key"]))]
+    queued, variants = _queued_seeds(store, suite)
+    settings = frame["setting_key"].fillna(frame["cell_key"])
+    frame["seeds_queued"] = [queued.get(k, 0) for k in zip(frame["suite"], settings)]
+    frame["settings_queued"] = _queued_only(frame, settings, variants)
     # the flags' inputs, reduced to one value per run (a history is a list per run: not a table column)
     frame["trivial_score"] = [trivial_score(t) for t in frame.pop("trivial_scores")]
     frame["still_improving"] = [still_improving(h) for h in frame.pop("history")]
@@ -141,25 +143,49 @@ def _json_object(text):
     return value if isinstance(value, dict) else None
 
 
-def _queued_seeds(store, suite: str | None) -> dict[tuple, int]:
+def _queued_seeds(store, suite: str | None) -> tuple[dict[tuple, int], dict[tuple, tuple]]:
     """{(suite, setting_key): its seeds still queued}: a queued cell is no run (runs_frame leaves it out), but the
     seeds a setting still has to run count where a table says how many of them completed
     (selection.planned_seeds). A queued multi-task cell counts for its joint setting and each member's (member key:
-    the joint key + "." + the task). Keyed by suite too: two suites may queue the same grid."""
+    the joint key + "." + the task). Keyed by suite too: two suites may queue the same grid. Also
+    {(suite, setting_key): (model, task, method_label)} of those settings, for _queued_only."""
     from sqlalchemy import func, select
 
     from harness.store.schema import RunRecord as R
 
     key = func.coalesce(R.setting_key, R.cell_key) if "setting_key" in store.columns() else R.cell_key
-    stmt = select(R.suite, key, R.regime, R.task, func.count()).where(R.status == Status.PENDING.value)
+    stmt = select(R.suite, key, R.regime, R.task, R.model, R.method_label, func.count()).where(
+        R.status == Status.PENDING.value)
     if suite:
         stmt = stmt.where(R.suite == suite)
     out: dict[tuple, int] = {}
+    variants: dict[tuple, tuple] = {}
     with store.engine.connect() as conn:
-        for of_suite, setting, regime, task, n in conn.execute(stmt.group_by(R.suite, key, R.regime, R.task)):
-            for k in [setting, *(member_keys(setting, task).values() if regime == Regime.MULTITASK.value else ())]:
+        for of_suite, setting, regime, task, model, label, n in conn.execute(
+                stmt.group_by(R.suite, key, R.regime, R.task, R.model, R.method_label)):
+            joint = regime == Regime.MULTITASK.value
+            out[(of_suite, setting)] = out.get((of_suite, setting), 0) + n   # (a multi-task cell's: the joint one)
+            if not joint:
+                variants[(of_suite, setting)] = (model, task, label)
+            for member_task, k in member_keys(setting, task).items() if joint else ():
                 out[(of_suite, k)] = out.get((of_suite, k), 0) + n
-    return out
+                variants[(of_suite, k)] = (model, member_task, label)
+    return out, variants
+
+
+def _queued_only(frame: pd.DataFrame, settings: pd.Series, variants: dict[tuple, tuple]) -> list[int]:
+    """Per row: the settings of its (suite, model, task, method variant) whose every seed is still queued, so no
+    row of them is in `frame` (selection.unfinished_settings counts them with the unfinished settings that have
+    a row). Rows of a task's own are keyed by it, a multi-task cell's joint row stands for its member rows."""
+    present = set(zip(frame["suite"], settings))
+    joint = frame["regime"] == Regime.MULTITASK.value
+    present |= {(s, k) for s, setting, task in zip(frame.loc[joint, "suite"], settings[joint], frame.loc[joint, "task"])
+                for k in member_keys(setting, task).values()}
+    counts: dict[tuple, int] = {}
+    for (of_suite, setting), (model, task, label) in variants.items():
+        if (of_suite, setting) not in present:
+            counts[(of_suite, model, task, label)] = counts.get((of_suite, model, task, label), 0) + 1
+    return [counts.get(k, 0) for k in zip(frame["suite"], frame["model"], frame["task"], frame["method_label"])]
 
 
 def best_table(runs: pd.DataFrame, metric: str = "score", resamples: int = significance.RESAMPLES,
@@ -180,6 +206,7 @@ def best_table(runs: pd.DataFrame, metric: str = "score", resamples: int = signi
         return empty
     planned = planned_seeds(runs)
     failed = failed_settings(runs)
+    unfinished = unfinished_settings(runs)
     final = metric == "score"
     em = "metric_exact" if final else "best_metric_exact"   # the evaluation the score comes from
     out, dirs, shown = [], [], []
@@ -205,6 +232,8 @@ def best_table(runs: pd.DataFrame, metric: str = "score", resamples: int = signi
             "peak_memory_mb": runs_of["peak_memory_mb"].max(),
             # tuning budget spent: the settings that scored and those whose every seed failed
             "settings_tried": group["setting_key"].nunique() + lost, "settings_failed": lost,
+            # settings with no completed seed yet (queued or running): not tried yet, nor in the score or EVP
+            "settings_unfinished": unfinished.get((suite, of_model, task, label), 0),
             "train_flops": _mean(runs_of, "train_flops"),   # None where no FLOPs were counted
             "eval_examples": _max(runs_of, "eval_examples"),   # the dev examples its score is over
             # a budget's time_limit_min can end training before its epochs or steps: what this score trained
@@ -234,6 +263,8 @@ def best_table(runs: pd.DataFrame, metric: str = "score", resamples: int = signi
     scored = set(zip(best["suite"], best["model"], best["task"], best["method_label"]))
     best.attrs["failed_only"] = {(m, label, task): n for (suite, m, task, label), n in failed.items()
                                  if (suite, m, task, label) not in scored and (model is None or m == model)}
+    best.attrs["unfinished"] = {(m, label, task): n for (suite, m, task, label), n in unfinished.items()
+                                if model is None or m == model}   # {(model, method_label, task): settings}
     return best
 
 
@@ -265,7 +296,8 @@ def with_failed_rows(best: pd.DataFrame, runs: pd.DataFrame | None = None) -> pd
     methods = dict(zip(runs["method_label"], runs["method"])) if runs is not None and not runs.empty else {}
     failed = [{"suite": suites[0] if len(suites) == 1 else None, "model": of_model, "task": task,
                "method": methods.get(label), "method_label": label, "settings_tried": n, "settings_failed": n,
-               "failed_settings": n}
+               "failed_settings": n,
+               "settings_unfinished": (best.attrs.get("unfinished") or {}).get((of_model, label, task), 0)}
               for (of_model, label, task), n in (best.attrs.get("failed_only") or {}).items()]
     out = pd.concat([best, pd.DataFrame(failed)], ignore_index=True) if failed else best.assign(failed_settings=None)
     for c in out.columns:   # counts stay whole numbers where a failed row has none (CSV "3", not "3.0")
@@ -334,13 +366,15 @@ def time_limit_lines(best: pd.DataFrame) -> list[str]:
 
 
 def flag_text(row) -> str:
-    """`trivial`, `still_improving (k/n seeds)`, `seeds_missing (k/n completed)`, comma-separated; empty without
-    flags."""
+    """`trivial`, `still_improving (k/n seeds)`, `seeds_missing (k/n completed)`, `settings_unfinished (n more)`,
+    comma-separated; empty without flags."""
     flags = ["trivial"] if row["trivial"] else []
     if row["still_improving"]:
         flags.append(f"still_improving ({row['improving_seeds']}/{row['n_seeds']} seeds)")
     if row["seeds_planned"] > row["n_seeds"]:
         flags.append(f"seeds_missing ({row['n_seeds']}/{row['seeds_planned']} completed)")
+    if row.get("settings_unfinished"):   # settings with no completed seed yet: the choice may still change
+        flags.append(f"settings_unfinished ({row['settings_unfinished']} more)")
     return ", ".join(flags)
 
 
@@ -422,6 +456,7 @@ def leaderboard_table(best: pd.DataFrame) -> pd.DataFrame:
         empty.attrs["older_versions"] = best.attrs.get("older_versions", {})
         return empty
     failed_only = best.attrs.get("failed_only") or {}   # {(model, method_label, task): settings}: no score
+    unfinished = best.attrs.get("unfinished") or {}     # {(model, method_label, task): settings not finished}
     tasks = _task_order(list(best["task"].unique()) + [t for _, _, t in failed_only])
     # the average is GLUE's: over the GLUE tasks only (SQuAD and other benchmarks are shown beside it)
     glue = [t for t in tasks if t in TASKS and TASKS[t].benchmark == "glue"]
@@ -444,6 +479,9 @@ def leaderboard_table(best: pd.DataFrame) -> pd.DataFrame:
             else:
                 row[f"{t}_mean"] = row[f"{t}_std"] = row[f"{t}_n"] = None
                 row[f"{t}_seeds_planned"] = row[f"{t}_settings"] = row[f"{t}_settings_failed"] = None
+            # settings with no completed seed yet (a failed-only cell's too): not in its settings or its score
+            row[f"{t}_settings_unfinished"] = unfinished.get((model, label, t), 0) if t in by_task.index \
+                or row[f"{t}_failed_settings"] else None
             for c in CELL_COLUMNS:   # the test against the column's best, seeds needed, flags
                 row[f"{t}_{c}"] = by_task.loc[t, c] if t in by_task.index and c in by_task else None
         for t in em_tasks:

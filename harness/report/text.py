@@ -130,6 +130,7 @@ def status_report(p: dict) -> str:
     c, pct, e = p["counts"], p["percent"], p["estimate"]
     parts = ", ".join(f"{c[s]} {s} ({pct[s]:.0f}%)" for s in CellState if c[s])
     lines = [f"suite {p['suite']} ({p['num_processes']} process(es)): {c['total']} cells: {parts}"]
+    lines += p.get("notes") or []   # what the counts do not show (harness.cli.status.store_notes)
     todo = c[CellState.PENDING] + c[CellState.RUNNING] + c[CellState.STALE]
     if todo:
         workers = (f"{e['live_workers']} live worker(s)" if e["live_workers"]

@@ -115,3 +115,39 @@ def failed_settings(runs: pd.DataFrame) -> dict[tuple, int]:
         return {}
     failed = every.groupby(keys, sort=False)["gone"].all()
     return {k: int(n) for k, n in failed[failed].groupby(level=[0, 1, 2, 3], sort=False).size().items()}
+
+
+def unfinished_settings(runs: pd.DataFrame) -> dict[tuple, int]:
+    """Per (suite, model, task, method_label): the settings with no completed seed yet and a seed still to come
+    (running, stale, or queued: a failed seed whose setting has others queued is not the end of it). They are not
+    among the settings tried, the score, the selection or EVP, which are over the finished settings only; the
+    tables say how many there are (mid-sweep, a variant with 2 of its 4 settings done read as having tried 2).
+    A setting with every seed still queued has no row in the frame: runs_frame's `settings_queued` counts those
+    per variant. A multi-task cell's joint row stands for its members (member_keys)."""
+    if runs.empty:
+        return {}
+    rows = with_setting_key(runs)
+    for col in ("seeds_queued", "settings_queued"):
+        if col not in rows:   # (a frame built by hand)
+            rows = rows.assign(**{col: 0})
+    waiting = (rows["status"] == Status.RUNNING) | (pd.to_numeric(rows["seeds_queued"], errors="coerce") > 0)
+    done = rows["status"] == Status.COMPLETED
+    keys = ["suite", "model", "task", "method_label", "setting_key"]
+    single = rows.loc[~rows["regime"].isin(NOT_RESULTS), keys].assign(done=done, waiting=waiting)
+    joint = rows[rows["regime"] == Regime.MULTITASK.value]
+    members = pd.DataFrame(
+        [(r.suite, r.model, task, r.method_label, member, d, w)
+         for r, d, w in zip(joint.itertuples(), done[joint.index], waiting[joint.index])
+         for task, member in member_keys(r.setting_key, r.task).items()],
+        columns=keys + ["done", "waiting"])
+    every = pd.concat([single, members], ignore_index=True)
+    out: dict[tuple, int] = {}
+    if not every.empty:
+        state = every.groupby(keys, sort=False)[["done", "waiting"]].any()
+        open_ = state[~state["done"] & state["waiting"]]
+        out = {k: int(n) for k, n in open_.groupby(level=[0, 1, 2, 3], sort=False).size().items()}
+    queued = pd.to_numeric(rows["settings_queued"], errors="coerce").fillna(0)
+    for key, n in queued.groupby([rows[c] for c in keys[:4]], sort=False).max().items():
+        if n:
+            out[key] = out.get(key, 0) + int(n)
+    return out

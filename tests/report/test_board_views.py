@@ -199,6 +199,22 @@ def test_a_suite_with_only_queued_cells_opens_on_its_grid(tmp_path, monkeypatch)
     assert at.metric[5].value == "unknown yet"
 
 
+def test_the_grid_page_says_it_counts_rows_status_would_not_count(tmp_path, monkeypatch):
+    """Seeds 3 and 4 were removed from the suite's YAML after the grid was queued: `harness status grid.yaml`
+    counts 4 cells and says 4 rows are no cell of it, while the Grid page, which knows the suite by its name only,
+    counted 8 (4 pending for good) without a word (review)."""
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    Store(url).enqueue(parse_suite(GRID.replace("seeds: [1, 2]", "seeds: [1, 2, 3, 4]"), "grid.yaml").cells())
+    path = tmp_path / "grid.yaml"
+    path.write_text(GRID)
+    p = json.loads(call_cli("status", path, "--db", url, "--json").stdout)
+    assert p["counts"]["total"] == 8 and p["notes"][0].startswith("8 row(s) of suite grid in the store are no cell")
+    at = app(url, monkeypatch, page="Grid", suite="grid")
+    assert at.metric[3].value == "16"
+    assert any(c.value.startswith("The cells counted are the rows the store holds of this suite: a cell removed")
+               for c in at.caption), [c.value for c in at.caption]
+
+
 def test_a_row_that_is_not_a_cell_is_counted_without_an_estimate_and_the_page_stays_up(grid_url, monkeypatch):
     """Rows whose stored configuration does not rebuild into a cell (written by hand, say): counted among the
     cells without an estimate, with that reason; the rest of the Grid page is drawn as before."""

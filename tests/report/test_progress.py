@@ -530,6 +530,40 @@ def test_status_reads_the_process_count_the_store_ran_the_suite_with(tmp_path):
         assert (p["num_processes"], p["counts"]["completed"]) == (int(asked), completed)
 
 
+def test_status_says_when_the_store_holds_no_row_of_the_suite_or_rows_that_are_no_cell_of_it(tmp_path):
+    """`harness status` counts the cells of the suite's YAML: on another suite's store (or a mistyped --db) it
+    printed every cell pending and exit 0 without a word, and after cells were removed from the YAML their rows
+    left the counts silently (review)."""
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    other = write_suite(tmp_path / "other.yaml", GRID.replace("name: grid", "name: other"))
+    path = write_suite(tmp_path / "grid.yaml", GRID)
+
+    def status(db=url) -> tuple[str, dict]:
+        text, js = call_cli("status", path, "--db", db), call_cli("status", path, "--db", db, "--json")
+        assert text.returncode == js.returncode == 0, text.stderr
+        return text.stdout.splitlines()[1], json.loads(js.stdout)
+
+    line, p = status(f"sqlite:///{tmp_path / 'none.db'}")   # before the first worker: as --watch waits
+    assert line.startswith(f"no store at sqlite:///{tmp_path / 'none.db'} yet: every cell counts as pending")
+    assert p["notes"] == [line] and p["counts"]["pending"] == 8 and not (tmp_path / "none.db").exists()
+    store = Store(url)
+    store.enqueue(parse_suite(open(other).read(), str(other)).cells())
+    line, p = status()
+    assert line == ("the store holds no row of suite grid (it has: other): every cell counts as pending until a "
+                    "worker queues them; if one has, --db names another store"), line
+    assert p["notes"] == [line] and p["counts"]["pending"] == 8
+    store.enqueue(parse_suite(GRID, str(path)).cells())
+    line, p = status()
+    assert line.startswith("time left") and p["notes"] == []
+    fewer = write_suite(tmp_path / "grid.yaml", GRID.replace("seeds: [1, 2, 3, 4]", "seeds: [1, 2]"))
+    assert fewer == path
+    line, p = status()
+    assert line == ("4 row(s) of suite grid in the store are no cell of this YAML at 1 process(es) (cells removed "
+                    "or changed since they were queued, or queued with another --num-processes): not counted "
+                    "here"), line
+    assert p["counts"]["total"] == 4
+
+
 def test_estimate_of_an_empty_store_points_at_the_pilot(tmp_path):
     suite = write_suite(tmp_path / "next.yaml", NEXT)
     Store(f"sqlite:///{tmp_path / 'empty.db'}")

@@ -453,6 +453,66 @@ def test_no_setting_is_called_failed_while_its_seeds_run_or_wait(tmp_path):
     assert full["settings_tried"] == 1 and full["settings_failed"] == 0
 
 
+def test_settings_with_no_completed_seed_yet_are_said_in_every_table(tmp_path, monkeypatch):
+    """Mid-sweep, full had two of its five learning rates done (5e-5: seed 1 running, seed 2 queued; 1e-4: seed 1
+    failed, seed 2 queued; 3e-5: both queued), bitfit both of its two. Every table read "settings 2" for both:
+    full as having tried 2, its EVP(2) an equal budget, with no word that three more settings were on their way;
+    the same for its multi-task variant, whose queued cells have no member rows yet (review)."""
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    store = Store(url)
+    text = ("name: s\nmodels: [minilm]\ntasks: [rte, {multitask: [rte, mrpc]}]\nseeds: [1, 2]\n"
+            "methods: [full, {name: bitfit, learning_rate: [1e-4, 1e-3]}]\n"
+            "hparams: {learning_rate: [1e-5, 2e-5, 3e-5, 5e-5, 1e-4]}\n")
+    cells = parse_suite(text, "s.yaml").cells()
+    store.enqueue(cells, "cmd", None)
+    for c in cells:
+        rate = c.hparams["learning_rate"]
+        if c.method == "full" and rate >= 3e-5:
+            if c.seed == 1 and rate == 5e-5:
+                store.start(c, c.config(), "cmd", None)   # running
+            elif c.seed == 1 and rate == 1e-4:
+                store.finish(store.start(c, c.config(), "cmd", None), Status.FAILED, {"error": "x"})
+            continue   # the rest still queued
+        score = 70.0 + 1000 * rate + c.seed
+        done = {"score": score, "metrics": {"accuracy": score}, "trainable_params": 1, "total_params": 10,
+                "added_params": 0, "trainable_pct": 10.0, "train_time_s": 1.0}
+        members = [(t, {**done, "task": t, "regime": "multitask_member", "stage": i})
+                   for i, t in enumerate(("rte", "mrpc"))] if "+" in c.task else []
+        store.finish(store.start(c, c.config(), "cmd", None), Status.COMPLETED, done, members)
+    store.engine.dispose()
+    mt = "full [multitask rte+mrpc, proportional]"
+    rows = {(r["task"], r["method_label"]): r for r in json.loads(export(url, "best", "json"))["rows"]}
+    for key in [("rte", "full"), ("rte", mt), ("mrpc", mt)]:
+        r = rows[key]
+        assert (r["settings_tried"], r["settings_failed"], r["settings_unfinished"]) == (2, 0, 3), (key, r)
+        assert "settings_unfinished (3 more)" in r["flags"], r
+    assert rows[("rte", "bitfit")]["settings_unfinished"] == 0 and rows[("rte", "bitfit")]["flags"] == ""
+    md = export(url, "best")
+    (full,) = [line for line in md.splitlines() if line.replace(" ", "").startswith("|minilm|rte|full|")]
+    assert "| 2 (+3 unfinished) |" in full, md
+    assert "+n unfinished (settings), settings_unfinished (n more) (flags): n more settings of the variant" in md
+    said = (f"Settings not finished on rte (full 3 of 5, {mt} 3 of 5 settings have no completed seed yet: queued or "
+            f"running)")
+    for fmt in ("markdown", "latex"):
+        assert said in export(url, "leaderboard", fmt)
+    assert f"Settings not finished on mrpc ({mt} 3 of 5" in export(url)
+    assert "Tuning budgets differ" not in export(url)   # 2 and 2 finished: equal, and said to be so far
+    board = {r["method"]: r for r in json.loads(export(url, "leaderboard", "json"))["rows"]}
+    assert (board["full"]["rte_settings_unfinished"], board["bitfit"]["rte_settings_unfinished"]) == (3, 0)
+    table = {r["method_label"]: r for r in csv.DictReader(export(url, "best", "csv").splitlines())}
+    assert table["full"]["settings_unfinished"] == "3"
+    pages = dict(board_pages(url, monkeypatch, "minilm", "rte", ("Leaderboard", "Trade-off", "Tuning budget")))
+    for page in ("Leaderboard", "Trade-off"):
+        assert any(c.value.startswith(said) for c in pages[page].main.caption), page
+    assert any("(9 more not finished yet)" in c.value for c in pages["Leaderboard"].main.caption)   # 3 x 3
+    evp = pages["Tuning budget"]
+    budget = evp.dataframe[0].value.set_index("method")
+    assert (budget.loc["full", "settings tried"], budget.loc["full", "not finished yet"]) == (2, 3)
+    caption = next(c.value for c in evp.main.caption if c.value.startswith("Expected validation"))
+    assert "some have more to come (settings tried: full 2 (+3 unfinished), bitfit 2" in caption, caption
+    assert "the same tuning budget" not in caption, caption
+
+
 def test_failures_of_another_task_version_are_not_this_column_s_budget(tmp_path):
     """After a version bump the new version's first cells failed; the table compares the old version (its only
     completed runs). The new version's failures counted in the old column's settings and showed bitfit, which
