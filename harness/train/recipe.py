@@ -37,6 +37,7 @@ from harness.spec.methods import get_method
 from harness.spec.schedule import Sequence
 from harness.spec.status import Regime
 from harness.spec.tasks import get_task
+from harness.tasks.data import skipped_record
 from harness.tasks.kinds import kind_of
 from harness.train import checkpoint, compiling, features, preempt, sync, tracking
 from harness.train.checkpoint import CellCheckpoint
@@ -105,6 +106,7 @@ def whole_sequence(stages: list, result: RunResult, processes: int) -> None:
     whole = stages + [result]
     result.stages = stages
     result.data_sources = {k: v for r in whole for k, v in (r.data_sources or {}).items()}
+    result.data_skipped = {k: v for r in whole for k, v in (r.data_skipped or {}).items()}
     result.stage_train_time_s = result.train_time_s
     result.train_time_s = sum(r.train_time_s for r in whole)
     resumes = [r.resume_s for r in whole if r.resume_s is not None]
@@ -116,6 +118,19 @@ def whole_sequence(stages: list, result: RunResult, processes: int) -> None:
         result.flops_per_s = result.train_flops / result.train_time_s
         peak = (result.device_peak or {}).get("flops_per_s")
         result.mfu = result.flops_per_s / (peak * processes) if peak else None
+
+
+def data_skipped(tasks, train_raw, eval_sets) -> dict:
+    """{task: {split: skipped_record}} of the splits a run read in which rows of the file were skipped as
+    malformed (harness/tasks/data.py): {} where none was, so a record says it was checked (older ones say nothing).
+    Only the rows among the examples read count: a cap reads the file's first rows."""
+    out = {}
+    for task, raw, sets in zip(tasks, train_raw, eval_sets):
+        splits = {"train": raw.skipped, **{es.split: es.raw.skipped for es in sets}}
+        of_task = {split: skipped_record(rows) for split, rows in splits.items() if rows}
+        if of_task:
+            out[task.name] = of_task
+    return out
 
 
 def multitask_trivial(per_task: list[dict]) -> dict | None:
@@ -519,6 +534,7 @@ class CellRun:
         result.resume_s = getattr(self, "resume_s", None)
         result.data_sources = {task.name: {"train": raw.source, **{es.split: es.raw.source for es in sets}}
                                for task, raw, sets in zip(self.tasks, self.train_raw, self.eval_sets)}
+        result.data_skipped = data_skipped(self.tasks, self.train_raw, self.eval_sets)
         if acc.mixed_precision != "no":
             result.head_outside_autocast = sorted({name for m in self.members
                                                    for name in heads_in_full_precision(m)}) or None
