@@ -198,3 +198,41 @@ hparams: {{batch_size: 8, learning_rate: 1e-4}}
     proc = call_cli("export", "--db", db, "--table", "runs", "--format", "csv")
     (row,) = csv.DictReader(io.StringIO(proc.stdout))
     assert json.loads(row["rows_skipped"]) == {"train": 3, "validation": 1} and row["task_note"] == note[6:-1]
+
+
+def test_a_multitask_cells_member_rows_carry_the_rows_skipped_note(glue_dir, tiny_bert, tmp_path):
+    """The tables show a multi-task cell's member rows (one per task), not its joint row: a member row carries the
+    joint run's data sources and skipped rows (the store gives it the parent's extra), so the note on rows skipped
+    goes under its task's score, and only its own task's."""
+    from harness.store.db import Store
+    from tests.helpers import call_cli, run_cli, write_suite
+
+    data = _stsb_with_malformed_rows(glue_dir, tmp_path / "glue")
+    (data / "RTE").mkdir()
+    for name, n in (("train.tsv", 40), ("dev.tsv", 20)):
+        lines = (glue_dir / "RTE" / name).read_text(encoding="utf-8").splitlines(keepends=True)
+        (data / "RTE" / name).write_text("".join(lines[:n + 1]), encoding="utf-8")
+    suite = write_suite(tmp_path / "s.yaml", f"""
+name: mt
+models: ["{tiny_bert}"]
+tasks: [{{multitask: [stsb, rte]}}]
+methods: [full]
+budgets: [{{epochs: 1}}]
+hparams: {{batch_size: 8, learning_rate: 1e-4}}
+""")
+    db = f"sqlite:///{tmp_path / 'h.db'}"
+    proc = run_cli("run", suite, "--db", db, "--output-dir", tmp_path / "out", "--data-dir", data, "--no-progress",
+                   cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    store = Store(db)
+    (joint,) = [r for r in store.records() if r.parent_id is None]
+    members = {m.task: m for m in store.children(joint.id)}
+    assert set(joint.extra["data_skipped"]) == {"stsb"}
+    for task in ("stsb", "rte"):
+        assert members[task].extra["data_skipped"] == joint.extra["data_skipped"]
+    proc = call_cli("export", "--db", db, "--table", "leaderboard", "--format", "markdown")
+    assert proc.returncode == 0
+    assert ("stsb: the run shown skipped malformed rows of the data files (train 3 rows; validation 1 row), so "
+            "trained or were scored on fewer examples than the files hold (each record's extra.data_skipped names "
+            "the rows).") in proc.stdout.splitlines(), proc.stdout[-2000:]
+    assert "rte:" not in proc.stdout
