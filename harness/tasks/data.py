@@ -220,12 +220,18 @@ class TokenizedCache:
                             padding="max_length" if padding == "max_length" else False)
             data = {k: enc[k] for k in ("input_ids", "token_type_ids", "attention_mask") if k in enc}
             data["length"] = [len(ids) for ids in enc["input_ids"]]
+            # cut at max_length: what a fast tokenizer's encoding still holds beyond it (free to read here)
+            data[TRUNCATED] = [bool(e.overflowing) for e in enc.encodings] if enc.encodings else None
+            if data[TRUNCATED] is None:   # a slow tokenizer: the untruncated lengths say it
+                full = tokenizer(*texts, truncation=False)["input_ids"]
+                data[TRUNCATED] = [len(ids) > max_length for ids in full]
             data["labels"] = split.labels
             data["idx"] = list(range(len(split)))
             return datasets.Dataset.from_dict(data)
 
+        # (TRUNCATED in the key: a split cached before the column was kept is built again, once)
         return self.get_or_build([tokenizer_fingerprint(tokenizer), task.name, str(task.version), str(max_length),
-                                  padding, split.source], build)
+                                  padding, split.source, TRUNCATED], build, hidden=(TRUNCATED,))
 
     def get_or_build(self, parts: list[str], build, hidden: tuple[str, ...] = ()):
         """The dataset `build()` makes, cached under a hash of `parts` (everything that changes its content).
@@ -257,3 +263,14 @@ class TokenizedCache:
 
 def lengths(ds) -> list[int]:
     return ds.data.column("length").to_pylist()
+
+
+TRUNCATED = "truncated"   # a hidden feature column: the example was cut at max_length
+
+
+def truncated(ds) -> int | None:
+    """How many of a split's examples were cut at max_length (None: its features do not say, e.g. SQuAD's
+    windows, which cover the whole context by design)."""
+    if TRUNCATED not in ds.column_names:
+        return None
+    return sum(ds.data.column(TRUNCATED).to_pylist())

@@ -87,6 +87,8 @@ class RunResult:
                                                     # fingerprint, `[:n]` for a cap (harness/tasks/data.py)
     data_skipped: dict | None = _f(EXTRA)           # {task: {split: {rows, first}}}: rows of a data file skipped
                                                     # as malformed, among those read ({}: none; data.py)
+    data_truncated: dict | None = _f(EXTRA)         # {task: {split: examples cut at max_length}} ({}: none;
+                                                    # harness/tasks/data.py)
     # into the environment record
     mixed_precision: str | None = _f(ENV)
     distributed_type: str | None = _f(ENV)

@@ -236,3 +236,45 @@ hparams: {{batch_size: 8, learning_rate: 1e-4}}
             "trained or were scored on fewer examples than the files hold (each record's extra.data_skipped names "
             "the rows).") in proc.stdout.splitlines(), proc.stdout[-2000:]
     assert "rte:" not in proc.stdout
+
+
+def test_a_runs_record_counts_the_examples_cut_at_max_length(glue_dir, tiny_bert, tmp_path):
+    """RTE's pairs are long: at max_length 64 many are cut, and the record says how many per split (counted by the
+    tokenizer itself, without truncation, here); a cached split says the same as a fresh one."""
+    import json
+
+    from transformers import AutoTokenizer
+
+    from harness.store.db import Store
+    from tests.helpers import run_cli, write_suite
+
+    data = tmp_path / "glue"
+    (data / "RTE").mkdir(parents=True)
+    for name, n in (("train.tsv", 40), ("dev.tsv", 20)):
+        lines = (glue_dir / "RTE" / name).read_text(encoding="utf-8").splitlines(keepends=True)
+        (data / "RTE" / name).write_text("".join(lines[:n + 1]), encoding="utf-8")
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_bert))
+    expected = {}
+    for split, name in (("train", "train.tsv"), ("validation", "dev.tsv")):
+        raw = read_glue_tsv(get_task("rte"), str(data / "RTE" / name))
+        ids = tokenizer(raw.columns["sentence1"], raw.columns["sentence2"])["input_ids"]
+        expected[split] = sum(len(x) > 64 for x in ids)
+    assert 0 < expected["validation"] < 20 and 0 < expected["train"] < 40
+    suite = write_suite(tmp_path / "s.yaml", f"""
+name: cut
+models: ["{tiny_bert}"]
+tasks: [rte]
+methods: [full, linear_probe]
+budgets: [{{epochs: 1}}]
+hparams: {{batch_size: 8, learning_rate: 1e-4, max_length: 64}}
+""")
+    db = f"sqlite:///{tmp_path / 'h.db'}"
+    proc = run_cli("run", suite, "--db", db, "--output-dir", tmp_path / "out", "--data-dir", data, "--no-progress",
+                   cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = Store(db).records()
+    assert len(records) == 2   # the second cell read the first's cached features
+    for rec in records:
+        assert rec.extra["data_truncated"] == {"rte": expected}
+        record = json.loads((tmp_path / "out" / "cut" / rec.cell_key / "record.json").read_text())
+        assert record["extra"]["data_truncated"] == {"rte": expected}
