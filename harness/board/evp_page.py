@@ -9,7 +9,7 @@ import plotly.express as px
 import streamlit as st
 
 from harness.report.export import note_lines, settings_text
-from harness.report.provenance import data_by_task
+from harness.report.provenance import data_by_task, skipped_by_task
 from harness.stats.evp import evp_table
 from harness.stats.selection import failed_settings, unfinished_settings
 
@@ -83,5 +83,6 @@ def page_evp(runs: pd.DataFrame, model: str, metric: str = "score") -> None:
                    f"worker takes them over): not on the curves, nor among the settings tried; the curves and "
                    f"k may still change as they complete.")
     of_task = runs[(runs["model"] == model) & (runs["task"] == task)]
-    for line in note_lines([task], data_by_task(of_task)):   # e.g. SQuAD's split: wherever its scores show
+    # e.g. SQuAD's split, rows skipped: wherever its scores show
+    for line in note_lines([task], data_by_task(of_task), skipped_by_task(of_task)):
         st.caption(line)

@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from harness.board import urlstate
 from harness.report.export import note_lines
-from harness.report.provenance import data_by_task
+from harness.report.provenance import data_by_task, skipped_by_task
 from harness.store.schema import RunRecord as R
 
 COLUMNS = ["id", "cell_key", "seed", "learning_rate", "hparams", "budget", "status", "score", "best_score",
@@ -71,7 +71,8 @@ def page_task(store, all_runs: pd.DataFrame, suite: str, model: str) -> None:
         st.caption("One line per run: every dev evaluation of its training (the runs' evaluation history). Lines "
                    "of one setting differ by seed only.")
     shown = runs[(runs["task"] == task) & (runs["method_label"] == method)]
-    for line in note_lines([task], data_by_task(shown)):   # e.g. SQuAD's split: wherever its scores show
+    # e.g. SQuAD's split, rows skipped: wherever its scores show
+    for line in note_lines([task], data_by_task(shown), skipped_by_task(shown)):
         st.caption(line)
     table = found.drop(columns=["history", "hparams", "budget"]).assign(
         run_page=[urlstate.link(page="Runs", suite=suite, model=model, run=int(i)) for i in found["id"]])

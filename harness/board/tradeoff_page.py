@@ -70,5 +70,6 @@ def page_tradeoff(best: pd.DataFrame, board: pd.DataFrame) -> None:
     shown = averaged if which == AVERAGE else [which]
     for line in [SELECTED_ON_DEV] + tuning_lines(board, shown):   # what the leaderboard says of the same scores
         st.caption(line)
-    for line in note_lines(averaged if which == AVERAGE else [which], best.attrs.get("data")):   # e.g. SQuAD's split
+    for line in note_lines(averaged if which == AVERAGE else [which], best.attrs.get("data"),
+                           best.attrs.get("skipped")):   # e.g. SQuAD's split
         st.caption(line)

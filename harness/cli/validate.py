@@ -22,11 +22,11 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from harness.plan.preflight import preflight
+    from harness.plan.preflight import data_rows, preflight
     from harness.plan.suite import load_suite
 
     suite = load_suite(args.suite, args.max_cells)
-    notes = preflight(suite, args.data_dir)
+    notes = preflight(suite, args.data_dir) + data_rows(suite, args.data_dir)
     cells = suite.cells(num_processes=args.num_processes)
     m = suite.model
     outer = len(m.models) * len(m.tasks) * len(m.budgets) * len(m.seeds)

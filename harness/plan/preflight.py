@@ -2,7 +2,8 @@
 before its first cell): every model resolvable, its config's sizes against the suite's (max_length against its
 positions, adapter sizes and LoRA ranks against its width, top_k against its depth), data present for every task,
 and every pretrained adapter on disk. Reads config.json files and directory listings only: no weights, no
-network, no transformers import.
+network, no transformers import. `harness validate` alone also reads the local data files (data_rows: the rows
+a run would skip as malformed).
 
 Errors are InputErrors naming the file, the YAML line and the field, like the schema's.
 """
@@ -138,6 +139,37 @@ def check_data(suite: Suite, cli_data_dir: str | None, loc) -> list[str]:
                                                   f"$HARNESS_DATA_DIR, and {task.hub_id} is not cached while the hub "
                                                   f"is offline")
     return [f"data: {data_dir} (from {source})" if data_dir else "data: the Hugging Face hub"]
+
+
+def data_rows(suite: Suite, cli_data_dir: str | None) -> list[str]:
+    """A line per local data file holding rows that are no example (too short, no valid label): a run skips them
+    and its record counts them (harness/tasks/data.py), so `harness validate` says so before anything trains.
+    Reads the files (seconds for MNLI's or QQP's), which is why only validate asks; the hub's data is not read."""
+    from harness.spec.errors import DataNotFoundError
+    from harness.tasks.data import SKIPPED_SHOWN
+    from harness.tasks.kinds import kind_of
+
+    data_dir, _ = suite.data(cli_data_dir)
+    if data_dir is None:
+        return []
+    loc, lines = suite.locate(), []
+    for i, slot in enumerate(suite.task_slots):
+        for name in slot.tasks:
+            task = get_task(name)
+            try:
+                splits = kind_of(task).load(task, data_dir)
+            except DataNotFoundError as e:   # (a file without the task's columns)
+                raise loc.error(("tasks", i), str(e)) from None
+            files = {"train": task.local_train, **{s.hub_split: s.local_file for s in task.eval_splits}}
+            for split, raw in splits.items():
+                if not raw.skipped:
+                    continue
+                first = "; ".join([f"line {r.line}: {r.why}" for r in raw.skipped[:SKIPPED_SHOWN]]
+                                  + ["..."] * (len(raw.skipped) > SKIPPED_SHOWN))
+                lines.append(f"{task.name}: {os.path.join(data_dir, task.local_dir, files[split])}: "
+                             f"{len(raw.skipped)} malformed row(s) skipped ({first}): its runs train or score on "
+                             f"the other rows, and their records count those skipped")
+    return list(dict.fromkeys(lines))   # (a task in two slots: one line)
 
 
 def check_adapters(suite: Suite, loc) -> None:

@@ -10,7 +10,7 @@ import re
 import numpy as np
 import pandas as pd
 
-from harness.report.provenance import data_by_task, mixed_data_text, note_applies
+from harness.report.provenance import data_by_task, mixed_data_text, note_applies, skipped_by_task, skipped_text
 from harness.report.tables import (ALL_FAILED, STD_NOTE, best_table, fmt_mean_std, leaderboard_table,
                                    runs_frame, with_failed_rows)
 from harness.spec.status import Regime
@@ -431,7 +431,7 @@ def task_notes(kind: str, frame: pd.DataFrame) -> list[str]:
         tasks = list(frame.attrs.get("tasks", []))
     else:   # one row per run, per (task, variant) or per ablated span
         tasks = list(dict.fromkeys(frame["task"].dropna())) if "task" in frame else []
-    return note_lines(tasks, data_of(kind, frame))
+    return note_lines(tasks, data_of(kind, frame), skipped_of(kind, frame))
 
 
 def data_of(kind: str, frame: pd.DataFrame) -> dict | None:
@@ -442,16 +442,24 @@ def data_of(kind: str, frame: pd.DataFrame) -> dict | None:
     return data_by_task(frame) if "data" in frame else None
 
 
-def note_lines(tasks, data: dict | None = None) -> list[str]:
+def skipped_of(kind: str, frame: pd.DataFrame) -> dict | None:
+    """{task: each shown run's rows skipped as malformed} behind a table, found as data_of finds its data."""
+    if kind in ("leaderboard", "best"):
+        return frame.attrs.get("skipped")
+    return skipped_by_task(frame)
+
+
+def note_lines(tasks, data: dict | None = None, skipped: dict | None = None) -> list[str]:
     """`task: its note.` for each of `tasks` that has one (a board page showing these tasks' scores); `data`
     ({task: the shown runs' data}) drops a note the runs' data does not call for and adds a line where they
-    read different bytes."""
-    return [f"{name}: {note}." for name, note in notes_of(tasks, data).items()]
+    read different bytes; `skipped` ({task: the shown runs' rows skipped}) adds one where some skipped rows."""
+    return [f"{name}: {note}." for name, note in notes_of(tasks, data, skipped).items()]
 
 
-def notes_of(tasks, data: dict | None = None) -> dict[str, str]:
+def notes_of(tasks, data: dict | None = None, skipped: dict | None = None) -> dict[str, str]:
     """{task: what a reader must know} for those of `tasks` with something to know: its entry's note (unless
-    every run shown read the official data) and, where its runs read different data, that."""
+    every run shown read the official data), where its runs read different data, that, and where some skipped
+    malformed rows of their files, how many."""
     from harness.spec.errors import InputError
     from harness.spec.tasks import get_task
 
@@ -473,6 +481,9 @@ def notes_of(tasks, data: dict | None = None) -> dict[str, str]:
         mixed = mixed_data_text(runs_data or [], task)
         if mixed:
             parts.append(mixed)
+        lost = skipped_text((skipped or {}).get(name, []))
+        if lost:
+            parts.append(lost)
         if parts:
             notes[name] = "; ".join(parts)
     return notes
@@ -483,15 +494,15 @@ def with_task_notes(kind: str, frame: pd.DataFrame) -> pd.DataFrame:
     task; the leaderboard's `<task>_note` beside that task's columns)."""
     if frame.empty:
         return frame
-    data = data_of(kind, frame)
+    data, skipped = data_of(kind, frame), skipped_of(kind, frame)
     if kind == "leaderboard":
         out = frame.copy()
-        for task, note in notes_of(frame.attrs.get("tasks", []), data).items():
+        for task, note in notes_of(frame.attrs.get("tasks", []), data, skipped).items():
             out[f"{task}_note"] = note
         return out
     if "task" not in frame:
         return frame
-    notes = notes_of(list(dict.fromkeys(frame["task"].dropna())), data)
+    notes = notes_of(list(dict.fromkeys(frame["task"].dropna())), data, skipped)
     return frame.assign(task_note=[notes.get(t, "") for t in frame["task"]]) if notes else frame
 
 

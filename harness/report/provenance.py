@@ -7,6 +7,10 @@ a file by its sha256, the hub by its fingerprint. Two uses:
 - a task whose runs read different bytes for one split (a data dir changed between runs: same task version,
   other files) gets a line saying so: the table pools their scores as one task.
 
+- a task some of whose runs shown skipped malformed rows of their data files (`extra.data_skipped`,
+  harness/tasks/data.py) gets a line saying how many runs and rows: their scores are over fewer examples than
+  the files hold.
+
 Caps (`[:n]`, max_train_samples / max_eval_samples) and paths are left out: a cap is part of a run's setting,
 which the tables show, and the same bytes in another folder are the same data."""
 
@@ -58,6 +62,47 @@ def data_by_task(runs: pd.DataFrame) -> dict[str, list]:
         if isinstance(task, str):
             out.setdefault(task, []).append(value if isinstance(value, str) else None)
     return out
+
+
+def run_skipped(data_skipped, task: str) -> str | None:
+    """One run's rows skipped as malformed for `task`, as a JSON object {split: rows} (a table column); None where
+    it skipped none, or its record does not say (records from before the count was kept)."""
+    of_task = (data_skipped or {}).get(task) if isinstance(data_skipped, dict) else None
+    if not isinstance(of_task, dict):
+        return None
+    rows = {split: s.get("rows") for split, s in sorted(of_task.items()) if isinstance(s, dict)}
+    rows = {split: n for split, n in rows.items() if isinstance(n, int) and n > 0}
+    return json.dumps(rows, sort_keys=True) if rows else None
+
+
+def skipped_by_task(runs: pd.DataFrame) -> dict[str, list]:
+    """{task: each shown run's rows skipped (None: none)} of the runs a table shows with a score (as
+    data_by_task, from runs_frame's `rows_skipped` column)."""
+    if runs.empty or "task" not in runs or "rows_skipped" not in runs:
+        return {}
+    if "status" in runs:
+        runs = runs[runs["status"] == Status.COMPLETED]
+    out: dict[str, list] = {}
+    for task, value in zip(runs["task"], runs["rows_skipped"]):
+        if isinstance(task, str):
+            out.setdefault(task, []).append(value if isinstance(value, str) else None)
+    return out
+
+
+def skipped_text(values: list) -> str | None:
+    """What to say of one task some of whose runs shown skipped rows of their files; None where none did."""
+    known = [json.loads(v) for v in values if v is not None]
+    if not known:
+        return None
+    each = []
+    for split in sorted({s for d in known for s in d}):
+        counts = sorted({d[split] for d in known if split in d})
+        n = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+        each.append(f"{split} {n} row{'s' * (counts[-1] > 1)}")
+    runs = f"{len(known)} of the {len(values)} runs shown" if len(known) < len(values) else (
+        "the run shown" if len(values) == 1 else f"all {len(values)} runs shown")
+    return (f"{runs} skipped malformed rows of the data files ({'; '.join(each)}), so trained or were scored on "
+            f"fewer examples than the files hold (each record's extra.data_skipped names the rows)")
 
 
 OFFICIAL = "the official files"

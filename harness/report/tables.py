@@ -14,7 +14,7 @@ import math
 
 import pandas as pd
 
-from harness.report.provenance import data_by_task, run_data
+from harness.report.provenance import data_by_task, run_data, run_skipped, skipped_by_task
 from harness.stats import significance
 from harness.stats.flags import is_trivial, still_improving, trivial_score
 from harness.stats.selection import (failed_settings, member_keys, planned_seeds, selectable_runs, unfinished_settings,
@@ -37,7 +37,8 @@ def _budget_text(budget: dict) -> str:
 
 
 FLAT = RUN_COLUMNS + COST_COLUMNS + ["hparams", "regime", "parent_id", "stage", "embedding_params", "encoder_params",
-                                     "adapter_bytes", "setting_key", "task_version", "output_dir", "data", "ran_on"]
+                                     "adapter_bytes", "setting_key", "task_version", "output_dir", "data", "ran_on",
+                                     "rows_skipped"]
 
 
 DERIVED = ["trivial_score", "still_improving"]   # from the trivial_scores and history columns (harness.stats.flags)
@@ -71,15 +72,18 @@ def runs_frame(store, suite: str | None = None, with_env: bool = False) -> pd.Da
     have = store.columns()
     if not have:
         return pd.DataFrame(columns=FLAT + DERIVED)
-    wanted = [c for c in FLAT if c not in ("method_params", "budget", "hparams", "data", "ran_on")]
+    wanted = [c for c in FLAT if c not in ("method_params", "budget", "hparams", "data", "ran_on", "rows_skipped")]
     wanted += ["method_params", "budget", "hparams", "metrics", "best_metrics", "history", "trivial_scores"] + (
         ["env"] if with_env else [])
-    # the data a run read (its record's data_sources, by content): the one part of `extra` a table needs. SQLite's
-    # JSON functions refuse a document holding NaN (Python's JSON writes it): such a row reads as not recorded
-    sources = RunRecord.extra["data_sources"].as_string()   # as JSON text: identical sources parse once below
-    if store.backend == "sqlite":
-        sources = case((func.json_valid(RunRecord.extra) == 1, sources), else_=None)
-    sources = [sources.label("data_sources")] if "extra" in have else []
+    # the data a run read (its record's data_sources, by content) and the rows of it skipped as malformed: the
+    # parts of `extra` a table needs. SQLite's JSON functions refuse a document holding NaN (Python's JSON writes
+    # it): such a row reads as not recorded
+    sources = []
+    for name in ("data_sources", "data_skipped") if "extra" in have else ():
+        part = RunRecord.extra[name].as_string()   # as JSON text: identical values parse once below
+        if store.backend == "sqlite":
+            part = case((func.json_valid(RunRecord.extra) == 1, part), else_=None)
+        sources.append(part.label(name))
     # where it ran: the device and the precision it trained in (`auto` resolved), which a score's last bits
     # depend on (with the thread count, a column of its own)
     ran = [RunRecord.env[k].as_string() for k in ("device", "mixed_precision")]
@@ -93,7 +97,7 @@ def runs_frame(store, suite: str | None = None, with_env: bool = False) -> pd.Da
     with store.engine.connect() as conn:
         result = conn.execute(stmt)
         frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
-    for c in wanted + ["data_sources", "ran_device", "ran_precision"]:
+    for c in wanted + ["data_sources", "data_skipped", "ran_device", "ran_precision"]:
         if c not in frame.columns:
             frame[c] = None
     if frame.empty:
@@ -103,6 +107,8 @@ def runs_frame(store, suite: str | None = None, with_env: bool = False) -> pd.Da
         if key not in parsed:
             parsed[key] = run_data(_json_object(key[0]), key[1])
     frame["data"] = [parsed[key] for key in zip(frame.pop("data_sources"), frame["task"])]
+    frame["rows_skipped"] = [run_skipped(_json_object(text), task)
+                             for text, task in zip(frame.pop("data_skipped"), frame["task"])]
     frame["ran_on"] = [ran_on(d, p, t) for d, p, t in zip(frame.pop("ran_device"), frame.pop("ran_precision"),
                                                          frame["num_threads"])]
     queued, variants = _queued_seeds(store, suite)
@@ -255,6 +261,7 @@ def best_table(runs: pd.DataFrame, metric: str = "score", resamples: int = signi
                                   "predictions of its final evaluation only")
     best.attrs["older_versions"] = older
     best.attrs["data"] = data_by_task(pd.concat(shown))   # what the scores shown were trained and evaluated on
+    best.attrs["skipped"] = skipped_by_task(pd.concat(shown))   # ... and the rows of it skipped as malformed
     best.attrs["dev_sets"] = dev_set_lines(best)
     best.attrs["setups"] = setup_lines(pd.concat(shown))
     best.attrs["budgets"] = budget_lines(best) + time_limit_lines(best)
@@ -517,6 +524,7 @@ def leaderboard_table(best: pd.DataFrame) -> pd.DataFrame:
     table.attrs["tasks"] = tasks
     table.attrs["older_versions"] = best.attrs.get("older_versions", {})
     table.attrs["data"] = best.attrs.get("data", {})
+    table.attrs["skipped"] = best.attrs.get("skipped", {})
     table.attrs["dev_sets"] = best.attrs.get("dev_sets", [])
     table.attrs["setups"] = best.attrs.get("setups", [])
     table.attrs["budgets"] = best.attrs.get("budgets", [])

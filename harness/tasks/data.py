@@ -7,6 +7,7 @@ import csv
 import hashlib
 import json
 import logging
+import math
 import os
 from dataclasses import dataclass
 
@@ -40,13 +41,30 @@ def file_source(path: str) -> str:
     return f"file:{path}:sha256:{_DIGESTS[key]}"
 
 
+# a record names at most this many of a split's skipped rows (its count is always whole)
+SKIPPED_SHOWN = 5
+
+
+@dataclass(frozen=True)
+class SkippedRow:
+    """A row of a data file that holds no example: its line in the file, why, and how many examples came before
+    it (a cap of n examples read the rows before the n-th, so a head(n) keeps only the skipped rows among those)."""
+
+    line: int
+    why: str
+    before: int
+
+
 @dataclass
 class RawSplit:
-    """Texts and labels of one split; `columns` maps the task's text column names to lists of strings."""
+    """Texts and labels of one split; `columns` maps the task's text column names to lists of strings. `skipped`:
+    the rows of its file read as no example (malformed), so that a run's record says its split is smaller than
+    the file; `source` stays the file's identity (its digest), which the skipped rows do not change."""
 
     columns: dict[str, list[str]]
     labels: list
     source: str            # what was read (file_source, or the hub's fingerprint): the cache key and the record
+    skipped: tuple[SkippedRow, ...] = ()
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -54,30 +72,50 @@ class RawSplit:
     def head(self, n: int | None) -> "RawSplit":
         if n is None or n >= len(self):
             return self
-        return RawSplit({k: v[:n] for k, v in self.columns.items()}, self.labels[:n], f"{self.source}[:{n}]")
+        return RawSplit({k: v[:n] for k, v in self.columns.items()}, self.labels[:n], f"{self.source}[:{n}]",
+                        tuple(r for r in self.skipped if r.before < n))
+
+
+def skipped_record(skipped) -> dict:
+    """What a run's record keeps of a split's skipped rows: their count and the first SKIPPED_SHOWN of them."""
+    return {"rows": len(skipped), "first": [{"line": r.line, "why": r.why} for r in skipped[:SKIPPED_SHOWN]]}
 
 
 def _parse_label(task: Task, raw: str):
+    """The label of a row; ValueError (its message says why) where it is none of the task's."""
     raw = raw.strip()
     if task.is_regression:
-        return float(raw)
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ValueError(f"label {raw!r} is not a number") from None
+        if not math.isfinite(value):   # "nan" parses, and would make the loss NaN at the first step
+            raise ValueError(f"label {raw!r} is not a finite number")
+        return value
     if raw in task.label_names:
         return task.label_names.index(raw)
-    value = int(raw)
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
     if not 0 <= value < task.num_labels:
-        raise ValueError(raw)
+        raise ValueError(f"label {raw!r} is not one of {', '.join(task.label_names)} "
+                         f"(or 0-{task.num_labels - 1})")
     return value
 
 
 def read_glue_tsv(task: Task, path: str) -> RawSplit:
     """Read one GLUE TSV. Quoting is off (MRPC, STS-B, QNLI hold unbalanced quotes); utf-8-sig drops MRPC's BOM;
-    CoLA has no header. Rows that are too short or carry no valid label are skipped and counted."""
+    CoLA has no header. Rows that are too short or carry no valid label hold no example: they are skipped (some
+    upstream GLUE files hold a few), named in the split's `skipped` and so in the run's record and the tables'
+    notes; refusing them would leave such a task untrainable from its official files."""
     if not os.path.isfile(path):
         raise DataNotFoundError(f"task {task.name}: {path} not found; {HOW_TO_POINT}")
     with open(path, encoding="utf-8-sig", newline="") as f:
-        rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+        reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        rows = [(reader.line_num, row) for row in reader]   # line_num: the file's line, whatever came before
     if task.local_header:
-        header, rows = [h.strip() for h in rows[0]], rows[1:]
+        header, rows = [h.strip() for h in rows[0][1]] if rows else [], rows[1:]
         missing = [c for c in task.local_columns if c not in header]
         if missing:
             raise DataNotFoundError(f"task {task.name}: {path} has no column(s) {', '.join(missing)}; "
@@ -87,21 +125,23 @@ def read_glue_tsv(task: Task, path: str) -> RawSplit:
         index = list(task.local_columns)
     *text_idx, label_idx = index
     columns = {c: [] for c in task.text_columns}
-    labels, skipped = [], 0
-    for row in rows:
+    labels, skipped = [], []
+    for line, row in rows:
         if len(row) <= max(index):
-            skipped += 1
+            skipped.append(SkippedRow(line, f"{len(row)} field(s), {max(index) + 1} needed", len(labels)))
             continue
         try:
             labels.append(_parse_label(task, row[label_idx]))
-        except ValueError:
-            skipped += 1
+        except ValueError as e:
+            skipped.append(SkippedRow(line, str(e), len(labels)))
             continue
         for name, i in zip(task.text_columns, text_idx):
             columns[name].append(row[i])
     if skipped:
-        log.warning("%s: skipped %d malformed row(s) in %s", task.name, skipped, path)
-    return RawSplit(columns, labels, file_source(path))
+        first = skipped[0]
+        log.warning("%s: skipped %d malformed row(s) of %s (line %d: %s); the run's record counts them",
+                    task.name, len(skipped), path, first.line, first.why)
+    return RawSplit(columns, labels, file_source(path), tuple(skipped))
 
 
 def load_task_data(task: Task, data_dir: str | None) -> dict[str, RawSplit]:
@@ -180,12 +220,18 @@ class TokenizedCache:
                             padding="max_length" if padding == "max_length" else False)
             data = {k: enc[k] for k in ("input_ids", "token_type_ids", "attention_mask") if k in enc}
             data["length"] = [len(ids) for ids in enc["input_ids"]]
+            # cut at max_length: what a fast tokenizer's encoding still holds beyond it (free to read here)
+            data[TRUNCATED] = [bool(e.overflowing) for e in enc.encodings] if enc.encodings else None
+            if data[TRUNCATED] is None:   # a slow tokenizer: the untruncated lengths say it
+                full = tokenizer(*texts, truncation=False)["input_ids"]
+                data[TRUNCATED] = [len(ids) > max_length for ids in full]
             data["labels"] = split.labels
             data["idx"] = list(range(len(split)))
             return datasets.Dataset.from_dict(data)
 
+        # (TRUNCATED in the key: a split cached before the column was kept is built again, once)
         return self.get_or_build([tokenizer_fingerprint(tokenizer), task.name, str(task.version), str(max_length),
-                                  padding, split.source], build)
+                                  padding, split.source, TRUNCATED], build, hidden=(TRUNCATED,))
 
     def get_or_build(self, parts: list[str], build, hidden: tuple[str, ...] = ()):
         """The dataset `build()` makes, cached under a hash of `parts` (everything that changes its content).
@@ -217,3 +263,14 @@ class TokenizedCache:
 
 def lengths(ds) -> list[int]:
     return ds.data.column("length").to_pylist()
+
+
+TRUNCATED = "truncated"   # a hidden feature column: the example was cut at max_length
+
+
+def truncated(ds) -> int | None:
+    """How many of a split's examples were cut at max_length (None: its features do not say, e.g. SQuAD's
+    windows, which cover the whole context by design)."""
+    if TRUNCATED not in ds.column_names:
+        return None
+    return sum(ds.data.column(TRUNCATED).to_pylist())

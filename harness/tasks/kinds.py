@@ -36,7 +36,8 @@ class TaskKind:
         return {}
 
     def load(self, task: Task, data_dir: str | None) -> dict:
-        """{'train': split, <eval split name>: split}; a split has len() and head(n) (n examples)."""
+        """{'train': split, <eval split name>: split}; a split has len(), head(n) (n examples), `source` (what was
+        read) and `skipped` (rows of the file read as no example, harness/tasks/data.py)."""
         raise NotImplementedError
 
     def regression_targets(self, task: Task, train) -> list | None:

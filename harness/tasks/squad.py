@@ -43,6 +43,7 @@ class QASplit:
     answer_texts: list[list[str]]
     answer_starts: list[list[int]]
     source: str
+    skipped: tuple = ()    # (a RawSplit's malformed rows: the official JSON has none to skip)
 
     def __len__(self) -> int:
         return len(self.ids)

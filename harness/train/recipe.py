@@ -37,6 +37,7 @@ from harness.spec.methods import get_method
 from harness.spec.schedule import Sequence
 from harness.spec.status import Regime
 from harness.spec.tasks import get_task
+from harness.tasks.data import skipped_record, truncated
 from harness.tasks.kinds import kind_of
 from harness.train import checkpoint, compiling, features, preempt, sync, tracking
 from harness.train.checkpoint import CellCheckpoint
@@ -105,6 +106,8 @@ def whole_sequence(stages: list, result: RunResult, processes: int) -> None:
     whole = stages + [result]
     result.stages = stages
     result.data_sources = {k: v for r in whole for k, v in (r.data_sources or {}).items()}
+    result.data_skipped = {k: v for r in whole for k, v in (r.data_skipped or {}).items()}
+    result.data_truncated = {k: v for r in whole for k, v in (r.data_truncated or {}).items()}
     result.stage_train_time_s = result.train_time_s
     result.train_time_s = sum(r.train_time_s for r in whole)
     resumes = [r.resume_s for r in whole if r.resume_s is not None]
@@ -116,6 +119,32 @@ def whole_sequence(stages: list, result: RunResult, processes: int) -> None:
         result.flops_per_s = result.train_flops / result.train_time_s
         peak = (result.device_peak or {}).get("flops_per_s")
         result.mfu = result.flops_per_s / (peak * processes) if peak else None
+
+
+def data_skipped(tasks, train_raw, eval_sets) -> dict:
+    """{task: {split: skipped_record}} of the splits a run read in which rows of the file were skipped as
+    malformed (harness/tasks/data.py): {} where none was, so a record says it was checked (older ones say nothing).
+    Only the rows among the examples read count: a cap reads the file's first rows."""
+    out = {}
+    for task, raw, sets in zip(tasks, train_raw, eval_sets):
+        splits = {"train": raw.skipped, **{es.split: es.raw.skipped for es in sets}}
+        of_task = {split: skipped_record(rows) for split, rows in splits.items() if rows}
+        if of_task:
+            out[task.name] = of_task
+    return out
+
+
+def data_truncated(tasks, train_sets, eval_sets) -> dict:
+    """{task: {split: examples cut at max_length}} of the splits a run read where some were ({} where none was;
+    a task kind whose features do not say is left out): a score at max_length 128 on RTE is over 12% of its pairs
+    cut short, which only this tells."""
+    out = {}
+    for task, ds, sets in zip(tasks, train_sets, eval_sets):
+        counts = {"train": truncated(ds), **{es.split: truncated(es.dataset) for es in sets}}
+        of_task = {split: n for split, n in counts.items() if n}
+        if of_task:
+            out[task.name] = of_task
+    return out
 
 
 def multitask_trivial(per_task: list[dict]) -> dict | None:
@@ -231,6 +260,7 @@ class CellRun:
             self.train_sets = [k.features(t, raw, self.tokenizer, hp, ctx.tokenized, training=True)
                                for t, k, raw in zip(self.tasks, self.kinds, self.train_raw)]
             self.eval_sets = [eval_sets_for(t, ctx, self.tokenizer, hp, budget) for t in self.tasks]
+        self.truncated = data_truncated(self.tasks, self.train_sets, self.eval_sets)   # (before any swap below)
         # trivial baselines on the same train and dev examples, computed here (no model, cheap) so that a
         # failure shows before any training time is spent
         self.trivial = [k.trivial_baselines(t, raw, [(es.suffix, es.raw) for es in sets])
@@ -519,6 +549,8 @@ class CellRun:
         result.resume_s = getattr(self, "resume_s", None)
         result.data_sources = {task.name: {"train": raw.source, **{es.split: es.raw.source for es in sets}}
                                for task, raw, sets in zip(self.tasks, self.train_raw, self.eval_sets)}
+        result.data_skipped = data_skipped(self.tasks, self.train_raw, self.eval_sets)
+        result.data_truncated = self.truncated
         if acc.mixed_precision != "no":
             result.head_outside_autocast = sorted({name for m in self.members
                                                    for name in heads_in_full_precision(m)}) or None

@@ -85,6 +85,10 @@ class RunResult:
     rss_at_start_mb: float | None = _f(EXTRA)       # CPU: the RSS peak_memory_mb counted from (train/measure.py)
     data_sources: dict | None = _f(EXTRA)           # {task: {split: what was read}}: files by sha256, hub by
                                                     # fingerprint, `[:n]` for a cap (harness/tasks/data.py)
+    data_skipped: dict | None = _f(EXTRA)           # {task: {split: {rows, first}}}: rows of a data file skipped
+                                                    # as malformed, among those read ({}: none; data.py)
+    data_truncated: dict | None = _f(EXTRA)         # {task: {split: examples cut at max_length}} ({}: none;
+                                                    # harness/tasks/data.py)
     # into the environment record
     mixed_precision: str | None = _f(ENV)
     distributed_type: str | None = _f(ENV)

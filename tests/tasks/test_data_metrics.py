@@ -99,3 +99,182 @@ def test_a_data_file_is_named_by_its_content_even_when_swapped_under_the_same_mt
     os.utime(other, ns=(st.st_atime_ns, st.st_mtime_ns))
     os.replace(other, path)
     assert file_source(str(path)) == f"file:{path}:sha256:{hashlib.sha256(new).hexdigest()}"
+
+
+def _stsb_with_malformed_rows(glue_dir, root, n_train: int = 40, n_dev: int = 20):
+    """Real STS-B rows under root/STS-B: train with a row whose label is no number, one whose label is NaN and
+    one cut short (lines 12, 23, 34 of the file); dev with a short last row (line n_dev + 2)."""
+    folder = root / "STS-B"
+    folder.mkdir(parents=True)
+    train = (glue_dir / "STS-B" / "train.tsv").read_text(encoding="utf-8").splitlines(keepends=True)
+    lines = train[:n_train + 1]
+    bad_label = train[n_train + 1].rstrip("\n").split("\t")
+    lines.insert(11, "\t".join(bad_label[:-1] + ["notanumber"]) + "\n")
+    lines.insert(22, "\t".join(bad_label[:-1] + ["nan"]) + "\n")
+    lines.insert(33, "\t".join(bad_label[:4]) + "\n")
+    (folder / "train.tsv").write_text("".join(lines), encoding="utf-8")
+    dev = (glue_dir / "STS-B" / "dev.tsv").read_text(encoding="utf-8").splitlines(keepends=True)
+    (folder / "dev.tsv").write_text("".join(dev[:n_dev + 1]) + "cut\tshort\n", encoding="utf-8")
+    return root
+
+
+def test_malformed_rows_are_skipped_and_named_by_line(glue_dir, tmp_path):
+    """A row without a valid label (no number, NaN: a NaN target makes the loss NaN) or too short holds no example:
+    it is skipped, and the split names it by its line, so a run's record can say the split is smaller than the
+    file. The source stays the file's digest (data identity is the bytes); a cap keeps the skipped rows it read."""
+    import hashlib
+
+    root = _stsb_with_malformed_rows(glue_dir, tmp_path)
+    task = get_task("stsb")
+    path = root / "STS-B" / "train.tsv"
+    train = read_glue_tsv(task, str(path))
+    assert len(train) == 40 and all(np.isfinite(train.labels))
+    assert [(r.line, r.why, r.before) for r in train.skipped] == [
+        (12, "label 'notanumber' is not a number", 10), (23, "label 'nan' is not a finite number", 20),
+        (34, "4 field(s), 10 needed", 30)]
+    assert train.source == f"file:{path}:sha256:{hashlib.sha256(path.read_bytes()).hexdigest()}"
+    assert [r.line for r in train.head(20).skipped] == [12] and train.head(30).source.endswith("[:30]")
+    assert [r.line for r in train.head(31).skipped] == [12, 23, 34]
+    dev = read_glue_tsv(task, str(root / "STS-B" / "dev.tsv"))
+    assert len(dev) == 20 and [(r.line, r.why) for r in dev.skipped] == [(22, "2 field(s), 10 needed")]
+    rte = read_glue_tsv(get_task("rte"), str(glue_dir / "RTE" / "dev.tsv"))   # the real files skip nothing
+    assert len(rte) == 277 and rte.skipped == ()
+    (tmp_path / "RTE").mkdir()
+    (tmp_path / "RTE" / "dev.tsv").write_text("index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n"
+                                              "1\tc\td\tmaybe\n", encoding="utf-8")
+    (row,) = read_glue_tsv(get_task("rte"), str(tmp_path / "RTE" / "dev.tsv")).skipped
+    assert row.line == 3 and row.why == "label 'maybe' is not one of entailment, not_entailment (or 0-1)"
+
+
+def test_a_run_on_a_file_with_malformed_rows_says_so_in_its_record_and_tables(glue_dir, tiny_bert, tmp_path):
+    """The rows skipped are in the run's record (record.json and the store's extra.data_skipped, beside
+    data_sources, which is unchanged) and in a note under every table that shows its score; `harness validate`
+    names them before anything trains."""
+    import csv
+    import io
+    import json
+
+    from harness.store.db import Store
+    from tests.helpers import call_cli, run_cli, write_suite
+
+    data = _stsb_with_malformed_rows(glue_dir, tmp_path / "glue")
+    suite = write_suite(tmp_path / "s.yaml", f"""
+name: rows
+models: ["{tiny_bert}"]
+tasks: [stsb]
+methods: [full]
+budgets: [{{epochs: 1}}]
+hparams: {{batch_size: 8, learning_rate: 1e-4}}
+""")
+    proc = call_cli("validate", suite, "--data-dir", data)
+    assert proc.returncode == 0, proc.stderr
+    train_file, dev_file = data / "STS-B" / "train.tsv", data / "STS-B" / "dev.tsv"
+    assert (f"stsb: {train_file}: 3 malformed row(s) skipped (line 12: label 'notanumber' is not a number; line "
+            f"23: label 'nan' is not a finite number; line 34: 4 field(s), 10 needed)") in proc.stdout
+    assert f"stsb: {dev_file}: 1 malformed row(s) skipped (line 22: 2 field(s), 10 needed)" in proc.stdout
+
+    db = f"sqlite:///{tmp_path / 'h.db'}"
+    proc = run_cli("run", suite, "--db", db, "--output-dir", tmp_path / "out", "--data-dir", data, "--no-progress",
+                   cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (rec,) = Store(db).records()
+    assert rec.status == "completed" and (rec.train_examples, rec.eval_examples) == (40, 20)
+    skipped = {"stsb": {
+        "train": {"rows": 3, "first": [{"line": 12, "why": "label 'notanumber' is not a number"},
+                                       {"line": 23, "why": "label 'nan' is not a finite number"},
+                                       {"line": 34, "why": "4 field(s), 10 needed"}]},
+        "validation": {"rows": 1, "first": [{"line": 22, "why": "2 field(s), 10 needed"}]}}}
+    assert rec.extra["data_skipped"] == skipped
+    record = json.loads((tmp_path / "out" / "rows" / rec.cell_key / "record.json").read_text())
+    assert record["extra"]["data_skipped"] == skipped
+    assert rec.extra["data_sources"]["stsb"]["train"].startswith(f"file:{train_file}:sha256:")
+
+    note = ("stsb: the run shown skipped malformed rows of the data files (train 3 rows; validation 1 row), so "
+            "trained or were scored on fewer examples than the files hold (each record's extra.data_skipped names "
+            "the rows).")
+    for table in ("leaderboard", "best", "runs"):
+        proc = call_cli("export", "--db", db, "--table", table, "--format", "markdown")
+        assert proc.returncode == 0 and note in proc.stdout.splitlines(), (table, proc.stdout[-1500:])
+    proc = call_cli("export", "--db", db, "--table", "runs", "--format", "csv")
+    (row,) = csv.DictReader(io.StringIO(proc.stdout))
+    assert json.loads(row["rows_skipped"]) == {"train": 3, "validation": 1} and row["task_note"] == note[6:-1]
+
+
+def test_a_multitask_cells_member_rows_carry_the_rows_skipped_note(glue_dir, tiny_bert, tmp_path):
+    """The tables show a multi-task cell's member rows (one per task), not its joint row: a member row carries the
+    joint run's data sources and skipped rows (the store gives it the parent's extra), so the note on rows skipped
+    goes under its task's score, and only its own task's."""
+    from harness.store.db import Store
+    from tests.helpers import call_cli, run_cli, write_suite
+
+    data = _stsb_with_malformed_rows(glue_dir, tmp_path / "glue")
+    (data / "RTE").mkdir()
+    for name, n in (("train.tsv", 40), ("dev.tsv", 20)):
+        lines = (glue_dir / "RTE" / name).read_text(encoding="utf-8").splitlines(keepends=True)
+        (data / "RTE" / name).write_text("".join(lines[:n + 1]), encoding="utf-8")
+    suite = write_suite(tmp_path / "s.yaml", f"""
+name: mt
+models: ["{tiny_bert}"]
+tasks: [{{multitask: [stsb, rte]}}]
+methods: [full]
+budgets: [{{epochs: 1}}]
+hparams: {{batch_size: 8, learning_rate: 1e-4}}
+""")
+    db = f"sqlite:///{tmp_path / 'h.db'}"
+    proc = run_cli("run", suite, "--db", db, "--output-dir", tmp_path / "out", "--data-dir", data, "--no-progress",
+                   cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    store = Store(db)
+    (joint,) = [r for r in store.records() if r.parent_id is None]
+    members = {m.task: m for m in store.children(joint.id)}
+    assert set(joint.extra["data_skipped"]) == {"stsb"}
+    for task in ("stsb", "rte"):
+        assert members[task].extra["data_skipped"] == joint.extra["data_skipped"]
+    proc = call_cli("export", "--db", db, "--table", "leaderboard", "--format", "markdown")
+    assert proc.returncode == 0
+    assert ("stsb: the run shown skipped malformed rows of the data files (train 3 rows; validation 1 row), so "
+            "trained or were scored on fewer examples than the files hold (each record's extra.data_skipped names "
+            "the rows).") in proc.stdout.splitlines(), proc.stdout[-2000:]
+    assert "rte:" not in proc.stdout
+
+
+def test_a_runs_record_counts_the_examples_cut_at_max_length(glue_dir, tiny_bert, tmp_path):
+    """RTE's pairs are long: at max_length 64 many are cut, and the record says how many per split (counted by the
+    tokenizer itself, without truncation, here); a cached split says the same as a fresh one."""
+    import json
+
+    from transformers import AutoTokenizer
+
+    from harness.store.db import Store
+    from tests.helpers import run_cli, write_suite
+
+    data = tmp_path / "glue"
+    (data / "RTE").mkdir(parents=True)
+    for name, n in (("train.tsv", 40), ("dev.tsv", 20)):
+        lines = (glue_dir / "RTE" / name).read_text(encoding="utf-8").splitlines(keepends=True)
+        (data / "RTE" / name).write_text("".join(lines[:n + 1]), encoding="utf-8")
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_bert))
+    expected = {}
+    for split, name in (("train", "train.tsv"), ("validation", "dev.tsv")):
+        raw = read_glue_tsv(get_task("rte"), str(data / "RTE" / name))
+        ids = tokenizer(raw.columns["sentence1"], raw.columns["sentence2"])["input_ids"]
+        expected[split] = sum(len(x) > 64 for x in ids)
+    assert 0 < expected["validation"] < 20 and 0 < expected["train"] < 40
+    suite = write_suite(tmp_path / "s.yaml", f"""
+name: cut
+models: ["{tiny_bert}"]
+tasks: [rte]
+methods: [full, linear_probe]
+budgets: [{{epochs: 1}}]
+hparams: {{batch_size: 8, learning_rate: 1e-4, max_length: 64}}
+""")
+    db = f"sqlite:///{tmp_path / 'h.db'}"
+    proc = run_cli("run", suite, "--db", db, "--output-dir", tmp_path / "out", "--data-dir", data, "--no-progress",
+                   cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = Store(db).records()
+    assert len(records) == 2   # the second cell read the first's cached features
+    for rec in records:
+        assert rec.extra["data_truncated"] == {"rte": expected}
+        record = json.loads((tmp_path / "out" / "cut" / rec.cell_key / "record.json").read_text())
+        assert record["extra"]["data_truncated"] == {"rte": expected}
