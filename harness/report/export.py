@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 
 from harness.report.provenance import data_by_task, mixed_data_text, note_applies, skipped_by_task, skipped_text
-from harness.report.tables import (ALL_FAILED, STD_NOTE, best_table, fmt_mean_std, leaderboard_table,
-                                   runs_frame, with_failed_rows)
+from harness.report.tables import (ALL_FAILED, NOT_FINISHED, STD_NOTE, best_table, fmt_mean_std,
+                                   leaderboard_table, runs_frame, with_failed_rows)
 from harness.spec.status import Regime
 from harness.store.db import Store
 from harness.store.engine import default_db_url, sqlite_file
@@ -150,6 +150,7 @@ def display_table(kind: str, frame: pd.DataFrame) -> tuple[list[str], list[list]
     for i, r in frame.iterrows():
         cells = ([r["model"]] if multi_model else []) + [r["method"]]
         cells += [ALL_FAILED if _count(r.get(f"{t}_failed_settings")) else
+                  NOT_FINISHED if pd.isna(r[m]) and _count(r.get(f"{t}_settings_unfinished")) else
                   score_text(r[m], r[s], r[n]) if em else
                   score_text(r[m], r[s], r[n], r.get(f"{t}_trivial"), r.get(f"{t}_improving_seeds"),
                              untested=_untested(r, t), planned=r.get(f"{t}_seeds_planned"))
@@ -378,6 +379,8 @@ def footnote(kind: str, frame: pd.DataFrame) -> list[str]:
     if any(c == ALL_FAILED for c in texts):
         lines.append(f"{ALL_FAILED}: every run of the variant on the task failed, so it has no score (`harness "
                      f"status --all` lists the errors); \"–\" alone: no run of it.")
+    if any(c == NOT_FINISHED for c in texts):
+        lines.append(f"{NOT_FINISHED}: the variant's runs of the task are queued or running, none completed yet.")
     if kind == "leaderboard" and "params_all_tasks" in frame and frame["params_all_tasks"].isna().any():
         lines.append("params (all tasks): – where a variant has no score on some task, so what it needs for them "
                      "all is not known.")

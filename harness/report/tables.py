@@ -55,6 +55,7 @@ def ran_on(device, precision, threads) -> str | None:
     threads" (a GPU's name and its precision); None for a run that recorded neither."""
     if not device and not precision:
         return None
+    precision = {"no": "fp32"}.get(precision, precision)   # mixed_precision "no": the weights' own fp32
     parts = [str(device or "device not recorded"), str(precision or "precision not recorded")]
     if str(device or "").startswith("CPU") and pd.notna(threads):
         parts.append(f"{int(threads)} thread{'s' if int(threads) != 1 else ''}")
@@ -191,7 +192,10 @@ def _queued_only(frame: pd.DataFrame, settings: pd.Series, variants: dict[tuple,
     for (of_suite, setting), (model, task, label) in variants.items():
         if (of_suite, setting) not in present:
             counts[(of_suite, model, task, label)] = counts.get((of_suite, model, task, label), 0) + 1
-    return [counts.get(k, 0) for k in zip(frame["suite"], frame["model"], frame["task"], frame["method_label"])]
+    # a joint row carries its member tasks' count (the same settings queued for each): before any multi-task cell
+    # completes it is the only row of them (selection.unfinished_settings hands it to each member task)
+    tasks = [next(iter(member_keys("", task))) if j else task for task, j in zip(frame["task"], joint)]
+    return [counts.get(k, 0) for k in zip(frame["suite"], frame["model"], tasks, frame["method_label"])]
 
 
 def best_table(runs: pd.DataFrame, metric: str = "score", resamples: int = significance.RESAMPLES,
@@ -464,12 +468,13 @@ def leaderboard_table(best: pd.DataFrame) -> pd.DataFrame:
         return empty
     failed_only = best.attrs.get("failed_only") or {}   # {(model, method_label, task): settings}: no score
     unfinished = best.attrs.get("unfinished") or {}     # {(model, method_label, task): settings not finished}
-    tasks = _task_order(list(best["task"].unique()) + [t for _, _, t in failed_only])
+    tasks = _task_order(list(best["task"].unique()) + [t for _, _, t in failed_only] + [t for _, _, t in unfinished])
     # the average is GLUE's: over the GLUE tasks only (SQuAD and other benchmarks are shown beside it)
     glue = [t for t in tasks if t in TASKS and TASKS[t].benchmark == "glue"]
     em_tasks = [t for t in tasks if t in TASKS and "exact" in TASKS[t].metrics]
     rows = []
-    variants = dict.fromkeys(list(zip(best["model"], best["method_label"])) + [k[:2] for k in failed_only])
+    variants = dict.fromkeys(list(zip(best["model"], best["method_label"])) + [k[:2] for k in failed_only]
+                             + [k[:2] for k in unfinished])
     for model, label in variants:
         group = best[(best["model"] == model) & (best["method_label"] == label)]
         by_task = group.set_index("task")
@@ -487,8 +492,8 @@ def leaderboard_table(best: pd.DataFrame) -> pd.DataFrame:
                 row[f"{t}_mean"] = row[f"{t}_std"] = row[f"{t}_n"] = None
                 row[f"{t}_seeds_planned"] = row[f"{t}_settings"] = row[f"{t}_settings_failed"] = None
             # settings with no completed seed yet (a failed-only cell's too): not in its settings or its score
-            row[f"{t}_settings_unfinished"] = unfinished.get((model, label, t), 0) if t in by_task.index \
-                or row[f"{t}_failed_settings"] else None
+            row[f"{t}_settings_unfinished"] = unfinished.get((model, label, t)) or (
+                0 if t in by_task.index or row[f"{t}_failed_settings"] else None)
             for c in CELL_COLUMNS:   # the test against the column's best, seeds needed, flags
                 row[f"{t}_{c}"] = by_task.loc[t, c] if t in by_task.index and c in by_task else None
         for t in em_tasks:
@@ -587,6 +592,7 @@ def ablation_matrix(payload: dict) -> pd.DataFrame:
 
 
 ALL_FAILED = "– (all failed)"   # a variant whose every run of a task failed, in every table that shows it
+NOT_FINISHED = "– (not finished)"   # a variant with runs of a task queued or running and none completed yet
 
 
 def composite_vs_single(runs: pd.DataFrame, model: str | None = None, metric: str = "score") -> pd.DataFrame:

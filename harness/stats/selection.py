@@ -146,8 +146,13 @@ def unfinished_settings(runs: pd.DataFrame) -> dict[tuple, int]:
         state = every.groupby(keys, sort=False)[["done", "waiting"]].any()
         open_ = state[~state["done"] & state["waiting"]]
         out = {k: int(n) for k, n in open_.groupby(level=[0, 1, 2, 3], sort=False).size().items()}
+    # settings with every seed queued (no row of them): a variant's count rides on each of its rows; a joint row's
+    # is its member tasks' (the same settings for each)
     queued = pd.to_numeric(rows["settings_queued"], errors="coerce").fillna(0)
-    for key, n in queued.groupby([rows[c] for c in keys[:4]], sort=False).max().items():
-        if n:
-            out[key] = out.get(key, 0) + int(n)
+    per_task = [((r.suite, r.model, task, r.method_label), n)
+                for r, n in zip(rows.itertuples(), queued) if n
+                for task in (member_keys("", r.task) if r.regime == Regime.MULTITASK.value else (r.task,))]
+    for key, n in pd.DataFrame(per_task, columns=["key", "n"]).groupby("key", sort=False)["n"].max().items() \
+            if per_task else ():
+        out[key] = out.get(key, 0) + int(n)
     return out

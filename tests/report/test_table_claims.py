@@ -513,6 +513,62 @@ def test_settings_with_no_completed_seed_yet_are_said_in_every_table(tmp_path, m
     assert "the same tuning budget" not in caption, caption
 
 
+def test_a_variant_running_on_a_task_with_nothing_finished_there_says_so(tmp_path):
+    """bitfit completed on rte, its two mrpc settings running; full's mrpc runs all failed. The leaderboard showed
+    bitfit's mrpc cell as a bare "–", which the footnote then called "no run of it", and no line said that two of
+    its settings were on their way (review)."""
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    store = Store(url)
+    text = ("name: s\nmodels: [minilm]\ntasks: [rte, mrpc]\n"
+            "methods: [full, {name: bitfit, learning_rate: [1e-4, 1e-3]}]\n")
+    cells = parse_suite(text, "s.yaml").cells()
+    store.enqueue(cells, "cmd", None)
+    done = {"score": 70.0, "metrics": {"accuracy": 70.0}, "trainable_params": 1, "total_params": 10,
+            "added_params": 0, "trainable_pct": 10.0, "train_time_s": 1.0}
+    for c in cells:
+        claim = store.start(c, c.config(), "cmd", None)
+        if c.task == "rte":
+            store.finish(claim, Status.COMPLETED, done)
+        elif c.method == "full":
+            store.finish(claim, Status.FAILED, {"error": "x"})
+        # bitfit on mrpc: left running
+    store.engine.dispose()
+    md = export(url)
+    mrpc = row(md, "method").index("mrpc")
+    assert row(md, "bitfit")[mrpc] == "– (not finished)" and row(md, "full")[mrpc] == "– (all failed)", md
+    assert "Settings not finished on mrpc (bitfit 2 of 2 settings have no completed seed yet" in md, md
+    assert "– (not finished): the variant's runs of the task are queued or running" in md
+    board = {r["method"]: r for r in json.loads(export(url, "leaderboard", "json"))["rows"]}
+    assert board["bitfit"]["mrpc_settings_unfinished"] == 2 and board["full"]["mrpc_settings_unfinished"] == 0
+
+
+def test_queued_settings_of_a_multi_task_variant_count_before_any_of_its_cells_completes(tmp_path):
+    """A multi-task variant's first setting failed on every seed, its two others are still queued: before any of
+    its cells completes its only row is the joint one, and the queued settings, counted per member task, were
+    handed to no row: the tables said "1 (1 failed)" and "– (all failed)" with nothing to come (review)."""
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    store = Store(url)
+    text = ("name: s\nmodels: [minilm]\ntasks: [rte, {multitask: [rte, mrpc]}]\nmethods: [full]\n"
+            "hparams: {learning_rate: [1e-5, 2e-5, 3e-5]}\n")
+    cells = parse_suite(text, "s.yaml").cells()
+    store.enqueue(cells, "cmd", None)
+    done = {"score": 70.0, "metrics": {"accuracy": 70.0}, "trainable_params": 1, "total_params": 10,
+            "added_params": 0, "trainable_pct": 10.0, "train_time_s": 1.0}
+    for c in cells:
+        if "+" not in c.task:   # full alone on rte: every setting done
+            store.finish(store.start(c, c.config(), "cmd", None), Status.COMPLETED, done)
+        elif c.hparams["learning_rate"] == 1e-5:
+            store.finish(store.start(c, c.config(), "cmd", None), Status.FAILED, {"error": "x"})
+    store.engine.dispose()
+    mt = "full [multitask rte+mrpc, proportional]"
+    rows = {(r["task"], r["method_label"]): r for r in json.loads(export(url, "best", "json"))["rows"]}
+    for task in ("rte", "mrpc"):
+        r = rows[(task, mt)]
+        assert (r["settings_tried"], r["settings_failed"], r["settings_unfinished"]) == (1, 1, 2), r
+    md = export(url)
+    assert f"Settings not finished on rte ({mt} 2 of 3" in md, md
+
+
 def test_failures_of_another_task_version_are_not_this_column_s_budget(tmp_path):
     """After a version bump the new version's first cells failed; the table compares the old version (its only
     completed runs). The new version's failures counted in the old column's settings and showed bitfit, which
@@ -904,7 +960,7 @@ def test_scores_trained_on_several_setups_say_so(tmp_path, monkeypatch):
         db.execute("UPDATE runs SET env = json_object('device', ?, 'mixed_precision', 'no'), num_threads = 1 "
                    "WHERE method = 'bitfit'", (cpu,))
     note = (f"the scores shown were trained on 2 setups (device, precision, CPU threads): {cpu}, bf16, 2 threads: "
-            f"2 runs (full); {cpu}, no, 1 thread: 2 runs (bitfit)")
+            f"2 runs (full); {cpu}, fp32, 1 thread: 2 runs (bitfit)")
     for table in ("leaderboard", "best"):
         assert note in export(url, table), export(url, table)
         assert any(note in line for line in json.loads(export(url, table, "json"))["footnote"])
@@ -912,4 +968,4 @@ def test_scores_trained_on_several_setups_say_so(tmp_path, monkeypatch):
     assert any(note in c.value for c in at.caption), [c.value for c in at.caption]
     runs = list(csv.DictReader(export(url, "runs", "csv").splitlines()))
     assert {r["method"]: r["ran_on"] for r in runs} == {"full": f"{cpu}, bf16, 2 threads",
-                                                         "bitfit": f"{cpu}, no, 1 thread"}
+                                                         "bitfit": f"{cpu}, fp32, 1 thread"}
