@@ -211,11 +211,11 @@ def page_runs(url, suite, model):
                                 "train_examples_per_s": st.column_config.NumberColumn("examples/s", format="%.1f")})
     for line in task_notes("runs", view):   # e.g. SQuAD's split: wherever its scores show
         st.caption(line)
+    if view.empty:   # (filters that leave no run: nothing to download either)
+        return
     # the file is `harness export --table runs`'s (its provenance columns too), rows as filtered here
     exported = load_exported_runs(url, suite, model)
     downloads("runs", exported[exported["id"].isin(view["id"])], suite)
-    if view.empty:
-        return
     labels = {int(r.id): f"#{r.id} {r.task} {text} lr={r.learning_rate:g} seed={r.seed} ({r.status})"
               for text, r in zip(method, view.itertuples())}
     run_id = urlstate.choose(st.selectbox, "Run details", list(labels), "run", format_func=labels.get)

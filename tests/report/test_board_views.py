@@ -229,6 +229,12 @@ def test_a_row_that_is_not_a_cell_is_counted_without_an_estimate_and_the_page_st
     assert "3 of 8 cells completed" in at.subheader[0].value and len(table(at, "state")) == 2   # the workers
 
 
+def test_runs_filters_that_leave_no_run_show_an_empty_table(store_url, monkeypatch):
+    """Task rte and status failed: no such run. The page raised building the Markdown download of no rows (review)."""
+    at = app(store_url, monkeypatch, page="Runs", suite="fx", model="minilm", tasks="rte", statuses="failed")
+    assert at.dataframe[0].value.empty
+
+
 def test_url_opens_the_chosen_view_and_follows_the_choices(store_url, monkeypatch):
     at = app(store_url, monkeypatch, page="Runs", suite="fx", model="minilm", metric="best_score",
              tasks="mrpc", statuses="failed")
