@@ -31,6 +31,7 @@ BUSY_TIMEOUT_S = 30   # how long a connection waits for another's lock (and for 
 # every command, and a worker's heartbeat with it, instead of reaching the store-outage path. Well under the
 # default heartbeat (30 s), so a worker still renews its lease on a retry.
 PG_CONNECT_TIMEOUT_S = 10
+LIBPQ_DRIVERS = ("psycopg", "psycopg2")   # the drivers that take libpq's connect_timeout (pg8000 does not)
 
 
 def default_db_url() -> str:
@@ -227,6 +228,13 @@ def store_json(value) -> str:
     return json.dumps(as_stored(value))
 
 
+def _timeout_given(parsed) -> bool:
+    """Whether the user set libpq's connect timeout: in the URL, or where libpq reads it (a service file, the
+    environment); the harness's default then stays out of the way."""
+    return ("connect_timeout" in parsed.query or "service" in parsed.query
+            or any(os.environ.get(v) for v in ("PGCONNECT_TIMEOUT", "PGSERVICE")))
+
+
 def _make_engine(parsed, read_only: bool) -> Engine:
     backend = parsed.get_backend_name()
     if read_only and backend not in READ_ONLY_BACKENDS:
@@ -248,7 +256,7 @@ def _make_engine(parsed, read_only: bool) -> Engine:
         _sqlite_pragmas(engine, read_only)
         return engine
     connect_args = {}
-    if backend == "postgresql" and "connect_timeout" not in parsed.query:
+    if backend == "postgresql" and parsed.get_driver_name() in LIBPQ_DRIVERS and not _timeout_given(parsed):
         connect_args["connect_timeout"] = PG_CONNECT_TIMEOUT_S
     try:
         engine = create_engine(parsed, json_serializer=store_json, connect_args=connect_args)

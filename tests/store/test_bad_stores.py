@@ -105,6 +105,23 @@ def test_a_postgresql_server_that_never_answers_is_given_up_on(tmp_path):
     assert listing(tmp_path) == {}
 
 
+def test_a_connect_timeout_set_for_libpq_is_not_overridden(tmp_path):
+    """$PGCONNECT_TIMEOUT (or a service file, the URL) is the user's: the harness's 10 s default overrode it (review)."""
+    import time
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(4)
+        url = f"postgresql+psycopg://harness@127.0.0.1:{silent.getsockname()[1]}/harness"
+        started = time.monotonic()
+        proc = subprocess.run([sys.executable, "-m", "harness", "status", str(SUITE), "--db", url], cwd=tmp_path,
+                              env={**os.environ, "PYTHONPATH": str(ROOT), "PGCONNECT_TIMEOUT": "2"},
+                              capture_output=True, text=True, timeout=120)
+        took = time.monotonic() - started
+    assert_refused(proc, "timeout")
+    assert took < 8, f"gave up after {took:.1f} s, not libpq's 2"
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     path = tmp_path_factory.mktemp("store") / "h.db"
