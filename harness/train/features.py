@@ -83,7 +83,7 @@ def _table_digest(ds, columns) -> bytes:
 def _encoder_digest(encoder: nn.Module) -> bytes:
     """What the encoder computes, not where it was loaded from: its class and every weight."""
     h = hashlib.sha256(type(encoder).__name__.encode())
-    hash_tensors(h, encoder.state_dict())
+    hash_tensors(h, encoder.state_dict(), values=True)
     return h.digest()
 
 

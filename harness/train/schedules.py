@@ -120,7 +120,7 @@ def encoder_checksum(model) -> str:
     h = hashlib.sha256()
     # the pooler belongs to the classification head's path
     hash_tensors(h, {name: t for name, t in base.state_dict().items()
-                     if ADAPTER_NAME not in name and not is_pooler(name)})
+                     if ADAPTER_NAME not in name and not is_pooler(name)}, values=True)
     return h.hexdigest()[:16]
 
 

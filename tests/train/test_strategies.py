@@ -327,6 +327,24 @@ def suite_text(model) -> str:
             f"methods: [{{name: houlsby, size: 4}}]\n")
 
 
+def test_the_encoder_checksum_is_of_values_whatever_dtype_holds_them(tmp_path):
+    """DeepSpeed's bf16 engine holds a stage's weights in bf16 at its end; the next stage, handed those values,
+    starts from them in fp32: the checksums must agree (review: they were hashed with their dtype)."""
+    from transformers import AutoModelForSequenceClassification
+
+    from harness.train.schedules import encoder_checksum
+
+    model = AutoModelForSequenceClassification.from_pretrained(make_tiny_model(tmp_path / "m"))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(p.bfloat16().float())   # values a bf16 tensor holds exactly
+    fp32 = encoder_checksum(model)
+    assert encoder_checksum(model.to(torch.bfloat16)) == fp32
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)
+    assert encoder_checksum(model) != fp32
+
+
 def test_params_command_counts_albert_against_bert(tmp_path):
     bert = make_tiny_model(tmp_path / "b", arch="bert")
     albert = make_tiny_model(tmp_path / "a", arch="albert")
