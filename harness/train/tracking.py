@@ -137,10 +137,13 @@ class CellTracking:
             return
         held, self.held = self.held, []
         ids = {**self.ids, **(resume_ids or {})}
-        if not ids:   # a new run (not a later stage's, not a resumed one)
-            self._set_aside_tensorboard()
         mlflow_uri = (self.trackers.settings.get("mlflow") or {}).get("tracking_uri")
         try:
+            # a new run: not a later stage's, not a resumed one (a checkpoint from before TensorBoard had an id
+            # resumes with none: it appends to its folder, as it did); a folder that cannot be moved drops the
+            # tracker, not the cell
+            if resume_ids is None and not self.ids:
+                self._set_aside_tensorboard()
             if "mlflow" in self.trackers.names:
                 self._mlflow_experiment(mlflow_uri)
             # params only once per run: MLflow refuses a param logged again (a stage, a resume)

@@ -386,3 +386,30 @@ def test_a_resumed_cell_logs_the_train_loss_an_uninterrupted_one_logs(tmp_path, 
     got = scalars(tmp_path / "cell" / "tensorboard" / cell.key / "r")["train/loss"]
     assert [s for s, _ in want] == [3, 6, 9]
     assert got == want
+
+
+RESUME_WITHOUT_IDS = """
+import os, sys
+from accelerate import Accelerator
+from harness.plan.suite import parse_suite
+from harness.train.tracking import Trackers, for_cell
+
+cell = parse_suite("name: k\\nmodels: [minilm]\\ntasks: [rte]\\nmethods: [full]\\n", "k.yaml").cells()[0]
+tracked = for_cell(Trackers("k", {"tensorboard": None}, sys.argv[1]), cell)
+folder = tracked.tensorboard_dir()
+os.makedirs(folder)
+open(os.path.join(folder, "events.out.tfevents.earlier"), "w").close()
+acc = Accelerator(cpu=True, **tracked.accelerator_kwargs())
+tracked.start(acc, resume_ids={})   # a checkpoint written before TensorBoard's folder was kept as its id
+tracked.finish(acc)
+print(sorted(os.listdir(os.path.dirname(folder))), "events.out.tfevents.earlier" in os.listdir(folder))
+"""
+
+
+def test_a_checkpoint_that_kept_no_tensorboard_id_appends_to_its_folder(tmp_path):
+    """A cell resumed from a checkpoint written before TensorBoard had an id (its trackers {}) is the same run:
+    its folder was moved aside as an earlier run's and the resumed half logged into an empty one (review)."""
+    proc = subprocess.run([sys.executable, "-c", RESUME_WITHOUT_IDS, str(tmp_path)], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == ["['k']", "True"], proc.stdout   # not moved aside to k.earlier-1
