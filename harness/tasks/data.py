@@ -127,6 +127,8 @@ def read_glue_tsv(task: Task, path: str) -> RawSplit:
     columns = {c: [] for c in task.text_columns}
     labels, skipped = [], []
     for line, row in rows:
+        if not any(field.strip() for field in row):   # a blank line holds no example, and none is missing
+            continue
         if len(row) <= max(index):
             skipped.append(SkippedRow(line, f"{len(row)} field(s), {max(index) + 1} needed", len(labels)))
             continue

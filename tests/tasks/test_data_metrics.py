@@ -144,6 +144,12 @@ def test_malformed_rows_are_skipped_and_named_by_line(glue_dir, tmp_path):
                                               "1\tc\td\tmaybe\n", encoding="utf-8")
     (row,) = read_glue_tsv(get_task("rte"), str(tmp_path / "RTE" / "dev.tsv")).skipped
     assert row.line == 3 and row.why == "label 'maybe' is not one of entailment, not_entailment (or 0-1)"
+    # a blank line (a file ending in two newlines, a hand-edited copy) holds no example and none is missing: it
+    # was counted as a malformed row, and every run on such a file said it scored on fewer examples (review)
+    (tmp_path / "RTE" / "dev.tsv").write_text("index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n\n"
+                                              "1\tc\td\tnot_entailment\n\n", encoding="utf-8")
+    blank = read_glue_tsv(get_task("rte"), str(tmp_path / "RTE" / "dev.tsv"))
+    assert len(blank) == 2 and blank.skipped == ()
 
 
 def test_a_run_on_a_file_with_malformed_rows_says_so_in_its_record_and_tables(glue_dir, tiny_bert, tmp_path):
