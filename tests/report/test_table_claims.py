@@ -243,15 +243,21 @@ def test_unequal_tuning_budgets_are_said_under_the_leaderboard(tmp_path):
     assert "Tuning budgets differ" not in export(equal)
 
 
+def two_of_four_failed(tmp_path, tasks: str, bitfit_rates: str) -> str:
+    """full tried four learning rates, two of which (1e-5, 1e-4) failed on every seed (2e-5: 70, 5e-5: 64);
+    bitfit tried `bitfit_rates`, scoring 60 + 1000 x its rate; two seeds each."""
+    text = (f"name: s\nmodels: [minilm]\ntasks: {tasks}\nseeds: [1, 2]\n"
+            f"methods: [full, {{name: bitfit, learning_rate: {bitfit_rates}}}]\n"
+            "hparams: {learning_rate: [1e-5, 2e-5, 5e-5, 1e-4]}\n")
+    scores = {1e-5: None, 2e-5: 70.0, 5e-5: 64.0, 1e-4: None}
+    return store_of(tmp_path, [text], lambda c: scores[c.hparams["learning_rate"]] if c.method == "full"
+                    else 60.0 + 1000 * c.hparams["learning_rate"])
+
+
 def test_settings_that_diverged_count_as_tuning_budget_spent(tmp_path):
     """full tried four learning rates, two of which failed on every seed; bitfit tried two. The tables counted
     settings that scored only: "settings 2 | 2", EVP(2) called an equal budget, no note under the leaderboard."""
-    text = ("name: s\nmodels: [minilm]\ntasks: [rte, {multitask: [rte, mrpc]}]\n"
-            "methods: [full, {name: bitfit, learning_rate: [1e-4, 1e-3]}]\nseeds: [1, 2]\n"
-            "hparams: {learning_rate: [1e-5, 2e-5, 5e-5, 1e-4]}\n")
-    scores = {1e-5: None, 2e-5: 70.0, 5e-5: 64.0, 1e-4: None}
-    url = store_of(tmp_path, [text], lambda c: scores[c.hparams["learning_rate"]] if c.method == "full"
-                   else 60.0 + 1000 * c.hparams["learning_rate"])
+    url = two_of_four_failed(tmp_path, "[rte, {multitask: [rte, mrpc]}]", "[1e-4, 1e-3]")
     assert "Tuning budgets differ on rte (settings tried: full 4 (2 failed), bitfit 2, " in export(url)
     md = export(url, "best")
     (full,) = [line for line in md.splitlines() if line.replace(" ", "").startswith("|minilm|rte|full|")]
@@ -267,12 +273,7 @@ def test_settings_that_diverged_count_as_tuning_budget_spent(tmp_path):
 def test_evp_s_k_is_told_as_the_fewest_settings_that_scored(tmp_path):
     """full tried four rates (two failed on every seed), bitfit three: k = 2, full's settings with a score. The
     best table's footnote said "k the fewest settings any variant tried (equal tuning budgets)": 3 were."""
-    text = ("name: s\nmodels: [minilm]\ntasks: [rte]\nseeds: [1, 2]\n"
-            "methods: [full, {name: bitfit, learning_rate: [1e-4, 1e-3, 2e-3]}]\n"
-            "hparams: {learning_rate: [1e-5, 2e-5, 5e-5, 1e-4]}\n")
-    scores = {1e-5: None, 2e-5: 70.0, 5e-5: 64.0, 1e-4: None}
-    url = store_of(tmp_path, [text], lambda c: scores[c.hparams["learning_rate"]] if c.method == "full"
-                   else 60.0 + 1000 * c.hparams["learning_rate"])
+    url = two_of_four_failed(tmp_path, "[rte]", "[1e-4, 1e-3, 2e-3]")
     md = export(url, "best")
     (full,) = [line for line in md.splitlines() if line.replace(" ", "").startswith("|minilm|rte|full|")]
     assert "| 4 (2 failed) |" in full and "EVP(2)" in md, md
@@ -513,26 +514,33 @@ def test_settings_with_no_completed_seed_yet_are_said_in_every_table(tmp_path, m
     assert "the same tuning budget" not in caption, caption
 
 
-def test_a_variant_running_on_a_task_with_nothing_finished_there_says_so(tmp_path):
-    """bitfit completed on rte, its two mrpc settings running; full's mrpc runs all failed. The leaderboard showed
-    bitfit's mrpc cell as a bare "–", which the footnote then called "no run of it", and no line said that two of
-    its settings were on their way (review)."""
+def queued_store(tmp_path, text: str, outcome) -> str:
+    """A store with every cell of the suite `text` queued, then each taken where `outcome(cell)` says: "completed"
+    (score 70), "failed", "running" (claimed, left so); None: left queued."""
     url = f"sqlite:///{tmp_path / 'h.db'}"
     store = Store(url)
-    text = ("name: s\nmodels: [minilm]\ntasks: [rte, mrpc]\n"
-            "methods: [full, {name: bitfit, learning_rate: [1e-4, 1e-3]}]\n")
     cells = parse_suite(text, "s.yaml").cells()
     store.enqueue(cells, "cmd", None)
     done = {"score": 70.0, "metrics": {"accuracy": 70.0}, "trainable_params": 1, "total_params": 10,
             "added_params": 0, "trainable_pct": 10.0, "train_time_s": 1.0}
     for c in cells:
-        claim = store.start(c, c.config(), "cmd", None)
-        if c.task == "rte":
-            store.finish(claim, Status.COMPLETED, done)
-        elif c.method == "full":
-            store.finish(claim, Status.FAILED, {"error": "x"})
-        # bitfit on mrpc: left running
+        state = outcome(c)
+        claim = store.start(c, c.config(), "cmd", None) if state else None
+        if state in ("completed", "failed"):
+            store.finish(claim, Status.COMPLETED if state == "completed" else Status.FAILED,
+                         done if state == "completed" else {"error": "x"})
     store.engine.dispose()
+    return url
+
+
+def test_a_variant_running_on_a_task_with_nothing_finished_there_says_so(tmp_path):
+    """bitfit completed on rte, its two mrpc settings running; full's mrpc runs all failed. The leaderboard showed
+    bitfit's mrpc cell as a bare "–", which the footnote then called "no run of it", and no line said that two of
+    its settings were on their way (review)."""
+    text = ("name: s\nmodels: [minilm]\ntasks: [rte, mrpc]\n"
+            "methods: [full, {name: bitfit, learning_rate: [1e-4, 1e-3]}]\n")
+    url = queued_store(tmp_path, text, lambda c: "completed" if c.task == "rte" else
+                       "failed" if c.method == "full" else "running")
     md = export(url)
     mrpc = row(md, "method").index("mrpc")
     assert row(md, "bitfit")[mrpc] == "– (not finished)" and row(md, "full")[mrpc] == "– (all failed)", md
@@ -546,20 +554,11 @@ def test_queued_settings_of_a_multi_task_variant_count_before_any_of_its_cells_c
     """A multi-task variant's first setting failed on every seed, its two others are still queued: before any of
     its cells completes its only row is the joint one, and the queued settings, counted per member task, were
     handed to no row: the tables said "1 (1 failed)" and "– (all failed)" with nothing to come (review)."""
-    url = f"sqlite:///{tmp_path / 'h.db'}"
-    store = Store(url)
     text = ("name: s\nmodels: [minilm]\ntasks: [rte, {multitask: [rte, mrpc]}]\nmethods: [full]\n"
             "hparams: {learning_rate: [1e-5, 2e-5, 3e-5]}\n")
-    cells = parse_suite(text, "s.yaml").cells()
-    store.enqueue(cells, "cmd", None)
-    done = {"score": 70.0, "metrics": {"accuracy": 70.0}, "trainable_params": 1, "total_params": 10,
-            "added_params": 0, "trainable_pct": 10.0, "train_time_s": 1.0}
-    for c in cells:
-        if "+" not in c.task:   # full alone on rte: every setting done
-            store.finish(store.start(c, c.config(), "cmd", None), Status.COMPLETED, done)
-        elif c.hparams["learning_rate"] == 1e-5:
-            store.finish(store.start(c, c.config(), "cmd", None), Status.FAILED, {"error": "x"})
-    store.engine.dispose()
+    # full alone on rte: every setting done; the multi-task variant's first setting failed, the others queued
+    url = queued_store(tmp_path, text, lambda c: "completed" if "+" not in c.task else
+                       "failed" if c.hparams["learning_rate"] == 1e-5 else None)
     mt = "full [multitask rte+mrpc, proportional]"
     rows = {(r["task"], r["method_label"]): r for r in json.loads(export(url, "best", "json"))["rows"]}
     for task in ("rte", "mrpc"):
