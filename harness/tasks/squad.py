@@ -94,6 +94,18 @@ def _questions(task, data: dict, source: str, where: str) -> QASplit:
     return out
 
 
+def answered(task, split: QASplit, where: str) -> QASplit:
+    """A dev split of a task whose questions all have an answer (v1.1: each is scored against its answers; a
+    question without one left the cell to crash scoring it, after training): refused where one has none."""
+    if not task.unanswerable:
+        missing = next((q for q, texts in zip(split.ids, split.answer_texts) if not texts), None)
+        if missing is not None:
+            raise DataNotFoundError(f"task {task.name}: {where}: question {missing} has no answer; {task.name} "
+                                    f"scores every dev question against its answers (unanswerable questions are "
+                                    f"SQuAD v2.0's)")
+    return split
+
+
 def load_squad(task, data_dir: str | None) -> dict[str, QASplit]:
     if data_dir:
         if not os.path.isdir(data_dir):
@@ -101,7 +113,8 @@ def load_squad(task, data_dir: str | None) -> dict[str, QASplit]:
         folder = os.path.join(data_dir, task.local_dir)
         out = {"train": read_squad_json(task, os.path.join(folder, task.local_train))}
         for split in task.eval_splits:
-            out[split.hub_split] = read_squad_json(task, os.path.join(folder, split.local_file))
+            path = os.path.join(folder, split.local_file)
+            out[split.hub_split] = answered(task, read_squad_json(task, path), path)
         return out
     from harness.tasks.data import load_hub_dataset
 
@@ -119,6 +132,8 @@ def load_squad(task, data_dir: str | None) -> dict[str, QASplit]:
         out[split] = QASplit(list(ds["id"]), list(ds["question"]), list(ds["context"]),
                              [list(a["text"]) for a in answers], [list(a["answer_start"]) for a in answers],
                              source)
+        if split != "train":
+            answered(task, out[split], f"{task.hub_id}/{split}")
     return out
 
 

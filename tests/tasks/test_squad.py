@@ -195,6 +195,12 @@ def test_local_official_json_and_question_budgets(glue_dir, tmp_path):
         (v2 / name).write_text(json.dumps({"version": "v2.0", "data": [article]}))
     data = load_squad(get_task("squad_v2"), str(tmp_path))
     assert data["validation"].golds() == {"a": ["France"], "b": []}
+    # a v1.1 dev question without an answer: v1.1 scores each question against its answers, so the cell crashed
+    # scoring it after training; the file is refused when the cell reads it, naming the question
+    for name in ("train-v1.1.json", "dev-v1.1.json"):
+        (v2 / name).write_text(json.dumps({"version": "1.1", "data": [article]}))
+    with pytest.raises(DataNotFoundError, match=r"dev-v1.1.json: question b has no answer"):
+        load_squad(get_task("squad"), str(tmp_path))
 
 
 # --- tiny random QA model through the harness --------------------------------------------------------------
