@@ -79,9 +79,9 @@ def page_evp(runs: pd.DataFrame, model: str, metric: str = "score") -> None:
                f"on {task} scored: {budget}. Expected cost of n settings: n × the mean cost of one setting (its "
                f"seeds' train time or FLOPs summed).")
     if any(unfinished.values()):   # as the leaderboard says under its table (export.budget_notes)
-        st.caption(f"Not finished yet: settings with no completed seed yet (queued, running, or stale until a "
-                   f"worker takes them over): not on the curves, nor among the settings tried; the curves and "
-                   f"k may still change as they complete.")
+        st.caption("Not finished yet: settings with no completed seed yet (queued, running, or stale until a "
+                   "worker takes them over): not on the curves, nor among the settings tried; the curves and "
+                   "k may still change as they complete.")
     of_task = runs[(runs["model"] == model) & (runs["task"] == task)]
     # e.g. SQuAD's split, rows skipped: wherever its scores show
     for line in note_lines([task], data_by_task(of_task), skipped_by_task(of_task)):

@@ -52,13 +52,18 @@ def run_data(data_sources, task: str) -> str | None:
 def data_by_task(runs: pd.DataFrame) -> dict[str, list]:
     """{task: [each run's data (None: unknown)]} of the runs a table shows with a score (a `data` column from
     runs_frame; a failed run scored nothing, and records no data)."""
+    return _by_task(runs, "data")
+
+
+def _by_task(runs: pd.DataFrame, column: str) -> dict[str, list]:
+    """{task: [each completed run's `column` (a JSON text; None: not recorded)]} of the runs a table shows."""
     if runs.empty or "task" not in runs:
         return {}
     if "status" in runs:
         runs = runs[runs["status"] == Status.COMPLETED]
-    data = runs["data"] if "data" in runs else pd.Series([None] * len(runs), index=runs.index)
+    values = runs[column] if column in runs else pd.Series([None] * len(runs), index=runs.index)
     out: dict[str, list] = {}
-    for task, value in zip(runs["task"], data):
+    for task, value in zip(runs["task"], values):
         if isinstance(task, str):
             out.setdefault(task, []).append(value if isinstance(value, str) else None)
     return out
@@ -78,15 +83,7 @@ def run_skipped(data_skipped, task: str) -> str | None:
 def skipped_by_task(runs: pd.DataFrame) -> dict[str, list]:
     """{task: each shown run's rows skipped (None: none)} of the runs a table shows with a score (as
     data_by_task, from runs_frame's `rows_skipped` column)."""
-    if runs.empty or "task" not in runs or "rows_skipped" not in runs:
-        return {}
-    if "status" in runs:
-        runs = runs[runs["status"] == Status.COMPLETED]
-    out: dict[str, list] = {}
-    for task, value in zip(runs["task"], runs["rows_skipped"]):
-        if isinstance(task, str):
-            out.setdefault(task, []).append(value if isinstance(value, str) else None)
-    return out
+    return _by_task(runs, "rows_skipped")
 
 
 def skipped_text(values: list) -> str | None:

@@ -79,18 +79,17 @@ def runs_frame(store, suite: str | None = None, with_env: bool = False) -> pd.Da
     # the data a run read (its record's data_sources, by content) and the rows of it skipped as malformed: the
     # parts of `extra` a table needs. SQLite's JSON functions refuse a document holding NaN (Python's JSON writes
     # it): such a row reads as not recorded
-    sources = []
-    for name in ("data_sources", "data_skipped") if "extra" in have else ():
-        part = RunRecord.extra[name].as_string()   # as JSON text: identical values parse once below
+    def field(column, key: str, label: str):   # as JSON text (identical values parse once below)
+        value = getattr(RunRecord, column)[key].as_string()
         if store.backend == "sqlite":
-            part = case((func.json_valid(RunRecord.extra) == 1, part), else_=None)
-        sources.append(part.label(name))
+            value = case((func.json_valid(getattr(RunRecord, column)) == 1, value), else_=None)
+        return value.label(label)
+
+    sources = [field("extra", name, name) for name in ("data_sources", "data_skipped")] if "extra" in have else []
     # where it ran: the device and the precision it trained in (`auto` resolved), which a score's last bits
     # depend on (with the thread count, a column of its own)
-    ran = [RunRecord.env[k].as_string() for k in ("device", "mixed_precision")]
-    if store.backend == "sqlite":
-        ran = [case((func.json_valid(RunRecord.env) == 1, r), else_=None) for r in ran]
-    ran = [r.label(f"ran_{k}") for r, k in zip(ran, ("device", "precision"))] if "env" in have else []
+    ran = [field("env", "device", "ran_device"), field("env", "mixed_precision", "ran_precision")] \
+        if "env" in have else []
     stmt = select(*[getattr(RunRecord, c) for c in wanted if c in have], *sources, *ran).order_by(RunRecord.id)
     if suite:
         stmt = stmt.where(RunRecord.suite == suite)  # bound parameter: user input never builds SQL text
@@ -264,10 +263,11 @@ def best_table(runs: pd.DataFrame, metric: str = "score", resamples: int = signi
         best.attrs["untested"] = ("the scores are each run's best dev evaluation, and a run saves the "
                                   "predictions of its final evaluation only")
     best.attrs["older_versions"] = older
-    best.attrs["data"] = data_by_task(pd.concat(shown))   # what the scores shown were trained and evaluated on
-    best.attrs["skipped"] = skipped_by_task(pd.concat(shown))   # ... and the rows of it skipped as malformed
+    shown = pd.concat(shown)   # the runs whose scores the table shows
+    best.attrs["data"] = data_by_task(shown)   # what the scores shown were trained and evaluated on
+    best.attrs["skipped"] = skipped_by_task(shown)   # ... and the rows of it skipped as malformed
     best.attrs["dev_sets"] = dev_set_lines(best)
-    best.attrs["setups"] = setup_lines(pd.concat(shown))
+    best.attrs["setups"] = setup_lines(shown)
     best.attrs["budgets"] = budget_lines(best) + time_limit_lines(best)
     # variants with runs of a task, all failed: no row here, but the leaderboard (and the exported best table,
     # with_failed_rows) shows them as failed, not absent

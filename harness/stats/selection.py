@@ -81,6 +81,23 @@ def planned_seeds(runs: pd.DataFrame) -> pd.Series:
     return seen.add(queued, fill_value=0).astype(int)
 
 
+SETTING = ["suite", "model", "task", "method_label", "setting_key"]   # one setting of one task's column
+
+
+def setting_rows(rows: pd.DataFrame, direct: pd.Series, **flags: pd.Series) -> pd.DataFrame:
+    """The SETTING columns and `flags` (per-row values) of the rows `direct` selects, and of every multi-task
+    cell's joint row once per member task, under the member's key (member_keys): a multi-task cell's member rows
+    exist only once it completed, so its joint row stands for them."""
+    single = rows.loc[direct, SETTING].assign(**{name: values[direct] for name, values in flags.items()})
+    joint = rows[rows["regime"] == Regime.MULTITASK.value]
+    members = pd.DataFrame(
+        [(r.suite, r.model, task, r.method_label, member, *(values[i] for values in flags.values()))
+         for i, r in zip(joint.index, joint.itertuples())
+         for task, member in member_keys(r.setting_key, r.task).items()],
+        columns=SETTING + list(flags))
+    return pd.concat([single, members], ignore_index=True)
+
+
 def failed_settings(runs: pd.DataFrame) -> dict[tuple, int]:
     """Per (suite, model, task, method_label): the settings tried whose every seed failed (none completed, none
     running or still queued), at the task version the table compares (the newest among completed results, as
@@ -103,17 +120,10 @@ def failed_settings(runs: pd.DataFrame) -> dict[tuple, int]:
     member = rows["regime"] == Regime.MULTITASK_MEMBER.value
     newest_of = pd.Series([newest.get(k) for k in zip(rows["suite"], rows["task"])], index=rows.index, dtype=float)
     this_version = member | version.isna() | newest_of.isna() | (version == newest_of)
-    keys = ["suite", "model", "task", "method_label", "setting_key"]
-    single = rows.loc[~rows["regime"].isin(NOT_RESULTS) & this_version, keys].assign(gone=gone)
-    joint = rows[rows["regime"] == Regime.MULTITASK.value]
-    members = pd.DataFrame(
-        [(r.suite, r.model, task, r.method_label, member, g) for r, g in zip(joint.itertuples(), gone[joint.index])
-         for task, member in member_keys(r.setting_key, r.task).items()],
-        columns=keys + ["gone"])
-    every = pd.concat([single, members], ignore_index=True)
+    every = setting_rows(rows, ~rows["regime"].isin(NOT_RESULTS) & this_version, gone=gone)
     if every.empty:
         return {}
-    failed = every.groupby(keys, sort=False)["gone"].all()
+    failed = every.groupby(SETTING, sort=False)["gone"].all()
     return {k: int(n) for k, n in failed[failed].groupby(level=[0, 1, 2, 3], sort=False).size().items()}
 
 
@@ -131,19 +141,11 @@ def unfinished_settings(runs: pd.DataFrame) -> dict[tuple, int]:
         if col not in rows:   # (a frame built by hand)
             rows = rows.assign(**{col: 0})
     waiting = (rows["status"] == Status.RUNNING) | (pd.to_numeric(rows["seeds_queued"], errors="coerce") > 0)
-    done = rows["status"] == Status.COMPLETED
-    keys = ["suite", "model", "task", "method_label", "setting_key"]
-    single = rows.loc[~rows["regime"].isin(NOT_RESULTS), keys].assign(done=done, waiting=waiting)
-    joint = rows[rows["regime"] == Regime.MULTITASK.value]
-    members = pd.DataFrame(
-        [(r.suite, r.model, task, r.method_label, member, d, w)
-         for r, d, w in zip(joint.itertuples(), done[joint.index], waiting[joint.index])
-         for task, member in member_keys(r.setting_key, r.task).items()],
-        columns=keys + ["done", "waiting"])
-    every = pd.concat([single, members], ignore_index=True)
+    every = setting_rows(rows, ~rows["regime"].isin(NOT_RESULTS), done=rows["status"] == Status.COMPLETED,
+                         waiting=waiting)
     out: dict[tuple, int] = {}
     if not every.empty:
-        state = every.groupby(keys, sort=False)[["done", "waiting"]].any()
+        state = every.groupby(SETTING, sort=False)[["done", "waiting"]].any()
         open_ = state[~state["done"] & state["waiting"]]
         out = {k: int(n) for k, n in open_.groupby(level=[0, 1, 2, 3], sort=False).size().items()}
     # settings with every seed queued (no row of them): a variant's count rides on each of its rows; a joint row's

@@ -105,9 +105,8 @@ def whole_sequence(stages: list, result: RunResult, processes: int) -> None:
     the record's."""
     whole = stages + [result]
     result.stages = stages
-    result.data_sources = {k: v for r in whole for k, v in (r.data_sources or {}).items()}
-    result.data_skipped = {k: v for r in whole for k, v in (r.data_skipped or {}).items()}
-    result.data_truncated = {k: v for r in whole for k, v in (r.data_truncated or {}).items()}
+    for name in ("data_sources", "data_skipped", "data_truncated"):   # {task: ...}: each stage's own tasks
+        setattr(result, name, {k: v for r in whole for k, v in (getattr(r, name) or {}).items()})
     result.stage_train_time_s = result.train_time_s
     result.train_time_s = sum(r.train_time_s for r in whole)
     resumes = [r.resume_s for r in whole if r.resume_s is not None]
