@@ -10,6 +10,8 @@ Errors are InputErrors naming the file, the YAML line and the field, like the sc
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 
 from harness.spec.errors import InputError, did_you_mean
@@ -141,12 +143,23 @@ def check_data(suite: Suite, cli_data_dir: str | None, loc) -> list[str]:
     return [f"data: {data_dir} (from {source})" if data_dir else "data: the Hugging Face hub"]
 
 
+@contextlib.contextmanager
+def _quiet(logger: logging.Logger):
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def data_rows(suite: Suite, cli_data_dir: str | None) -> list[str]:
     """A line per local data file holding rows that are no example (too short, no valid label): a run skips them
     and its record counts them (harness/tasks/data.py), so `harness validate` says so before anything trains.
     Reads the files (seconds for MNLI's or QQP's), which is why only validate asks; the hub's data is not read."""
     from harness.spec.errors import DataNotFoundError
     from harness.tasks.data import SKIPPED_SHOWN
+    from harness.tasks.data import log as data_log
     from harness.tasks.kinds import kind_of
 
     data_dir, _ = suite.data(cli_data_dir)
@@ -157,7 +170,8 @@ def data_rows(suite: Suite, cli_data_dir: str | None) -> list[str]:
         for name in slot.tasks:
             task = get_task(name)
             try:
-                splits = kind_of(task).load(task, data_dir)
+                with _quiet(data_log):   # the loader's warning says what the line below says, less precisely
+                    splits = kind_of(task).load(task, data_dir)
             except DataNotFoundError as e:   # (a file without the task's columns)
                 raise loc.error(("tasks", i), str(e)) from None
             files = {"train": task.local_train, **{s.hub_split: s.local_file for s in task.eval_splits}}

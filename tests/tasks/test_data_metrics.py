@@ -172,12 +172,13 @@ methods: [full]
 budgets: [{{epochs: 1}}]
 hparams: {{batch_size: 8, learning_rate: 1e-4}}
 """)
-    proc = call_cli("validate", suite, "--data-dir", data)
+    proc = run_cli("validate", suite, "--data-dir", data)   # (a process: its log handler writes to its stderr)
     assert proc.returncode == 0, proc.stderr
     train_file, dev_file = data / "STS-B" / "train.tsv", data / "STS-B" / "dev.tsv"
     assert (f"stsb: {train_file}: 3 malformed row(s) skipped (line 12: label 'notanumber' is not a number; line "
             f"23: label 'nan' is not a finite number; line 34: 4 field(s), 10 needed)") in proc.stdout
     assert f"stsb: {dev_file}: 1 malformed row(s) skipped (line 22: 2 field(s), 10 needed)" in proc.stdout
+    assert "the run's record counts them" not in proc.stderr   # the loader's own warning, said once above
 
     db = f"sqlite:///{tmp_path / 'h.db'}"
     proc = run_cli("run", suite, "--db", db, "--output-dir", tmp_path / "out", "--data-dir", data, "--no-progress",
