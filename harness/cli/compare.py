@@ -59,8 +59,8 @@ def format_column(task: str, resamples: int, store, suite, model) -> str:
     """One line per variant, best first: score, p (raw and Holm), tied or below, seeds needed, flags; then the
     footnote of the tables."""
     from harness.analysis.compare import column
-    from harness.report.export import (NOT_TESTED, SETTINGS_FAILED_NOTE, SETTINGS_NOTE, flag_value, fmt_mean_std,
-                                       footnote, seeds_of, seeds_text)
+    from harness.report.export import (NOT_TESTED, SETTINGS_FAILED_NOTE, SETTINGS_NOTE, UNFINISHED, UNFINISHED_NOTE,
+                                       flag_value, fmt_mean_std, footnote, seeds_of, seeds_text)
 
     best = column(store, suite, task, model, resamples)
     rows = [("method", "score", "seeds", "p", "p (Holm)", "vs best", "seeds needed", "flags")]
@@ -81,5 +81,6 @@ def format_column(task: str, resamples: int, store, suite, model) -> str:
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
     # the best table's notes, less those on its settings / EVP columns, which this listing does not print
     notes = [n.replace("Bold: the best mean in its column and every variant", "tied: a variant", 1)
+             .replace(UNFINISHED_NOTE, f"settings_{UNFINISHED} (n more) (flags):", 1)
              for n in footnote("best", best) if not n.startswith((SETTINGS_NOTE, SETTINGS_FAILED_NOTE))]
     return "\n".join(lines + [""] + notes)

@@ -512,6 +512,9 @@ def test_settings_with_no_completed_seed_yet_are_said_in_every_table(tmp_path, m
     caption = next(c.value for c in evp.main.caption if c.value.startswith("Expected validation"))
     assert "some have more to come (settings tried: full 2 (+3 unfinished), bitfit 2" in caption, caption
     assert "the same tuning budget" not in caption, caption
+    listing = call_cli("compare", "--task", "rte", "--db", url, "--suite", "s").stdout
+    assert "settings_unfinished (3 more)" in listing, listing   # its flags column, and the note on it alone:
+    assert "settings_unfinished (n more) (flags): n more settings" in listing and "+n unfinished" not in listing
 
 
 def queued_store(tmp_path, text: str, outcome) -> str:
