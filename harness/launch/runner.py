@@ -88,17 +88,23 @@ def _error_text(exc: BaseException) -> str:
 
 
 def report_failure(exc: BaseException, cell, cell_dir: str, took: float, bar: Progress, verbose: bool,
-                   main: bool, write_dir: str | None = None) -> str:
+                   rank: int, write_dir: str | None = None) -> str:
     """A failed cell: one line on screen (type, message, the cell's label), the full traceback in the cell's
     error.log (and on screen with --verbose). Returns the store's error text: that line's reason, then the
-    traceback (status and the leaderboard show the first line)."""
+    traceback (status and the leaderboard show the first line). `rank`: this process's in its DDP world; rank 0
+    writes the file and the line, every other rank a line of its own: a failure of its own (its memory, its GPU)
+    breaks the group, and rank 0's record then names only the broken connection."""
     from harness.store.redact import redact_text
 
     # a URL's password in an exception (a tracker's, a store's) never reaches the log file or the screen
     reason = redact_text(_error_text(exc).splitlines()[0]) if str(exc).strip() else type(exc).__name__
     trace = redact_text("".join(traceback.format_exception(exc)))
     log = os.path.join(cell_dir, attempt.ERROR_LOG)   # written in the attempt's folder, moved here on finish
-    if main:
+    if rank != 0:
+        print(f"rank {rank}: cell {cell.key}: FAILED after {took:.0f}s: {reason}", file=sys.stderr, flush=True)
+        if verbose:
+            print(trace, file=sys.stderr, end="", flush=True)
+    else:
         try:
             os.makedirs(write_dir or cell_dir, exist_ok=True)
             with open(os.path.join(write_dir or cell_dir, attempt.ERROR_LOG), "w", encoding="utf-8") as f:
@@ -231,8 +237,8 @@ def run_suite(suite: Suite, db_url: str | None, data_dir: str | None, output_dir
         except Exception as exc:  # recorded, and the suite goes on
             failures += 1
             status, result = Status.FAILED, RunResult()
-            error = report_failure(exc, cell, cell_dir, time.perf_counter() - t0, suite_bar, verbose, main,
-                                   write_dir=attempt_dir)
+            error = report_failure(exc, cell, cell_dir, time.perf_counter() - t0, suite_bar, verbose,
+                                   state.process_index, write_dir=attempt_dir)
         gone = False
         if main:
             try:

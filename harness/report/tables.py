@@ -50,15 +50,19 @@ STD_NOTE = ("± std: the sample standard deviation over the chosen setting's see
             "a cell with one seed shows its score alone.")
 
 
-def ran_on(device, precision, threads) -> str | None:
-    """Where a run trained, as far as its score's last bits go: "CPU: AMD EPYC (AVX512-BF16) x2, bf16, 2
-    threads" (a GPU's name and its precision); None for a run that recorded neither."""
+def ran_on(device, precision, threads, processes=None) -> str | None:
+    """Where a run trained, as far as its score depends on it: "CPU: AMD EPYC (AVX512-BF16) x2, bf16, 2 threads" (a
+    GPU's name and its precision), then ", 2 processes" for a DDP world, whose batch_size is per process: each
+    optimizer step averages that many times the examples of a 1-process run's (config's effective_batch_size).
+    None for a run that recorded neither device nor precision."""
     if not device and not precision:
         return None
     precision = {"no": "fp32"}.get(precision, precision)   # mixed_precision "no": the weights' own fp32
     parts = [str(device or "device not recorded"), str(precision or "precision not recorded")]
     if str(device or "").startswith("CPU") and pd.notna(threads):
         parts.append(f"{int(threads)} thread{'s' if int(threads) != 1 else ''}")
+    if pd.notna(processes) and int(processes) > 1:
+        parts.append(f"{int(processes)} processes")
     return ", ".join(parts)
 
 
@@ -109,8 +113,8 @@ def runs_frame(store, suite: str | None = None, with_env: bool = False) -> pd.Da
     frame["data"] = [parsed[key] for key in zip(frame.pop("data_sources"), frame["task"])]
     frame["rows_skipped"] = [run_skipped(_json_object(text), task)
                              for text, task in zip(frame.pop("data_skipped"), frame["task"])]
-    frame["ran_on"] = [ran_on(d, p, t) for d, p, t in zip(frame.pop("ran_device"), frame.pop("ran_precision"),
-                                                         frame["num_threads"])]
+    frame["ran_on"] = [ran_on(*where) for where in zip(frame.pop("ran_device"), frame.pop("ran_precision"),
+                                                       frame["num_threads"], frame["num_processes"])]
     queued, variants = _queued_seeds(store, suite)
     settings = frame["setting_key"].fillna(frame["cell_key"])
     frame["seeds_queued"] = [queued.get(k, 0) for k in zip(frame["suite"], settings)]
@@ -281,7 +285,8 @@ def best_table(runs: pd.DataFrame, metric: str = "score", resamples: int = signi
 
 def setup_lines(shown: pd.DataFrame) -> list[str]:
     """A note where the runs whose scores a table shows trained on more than one setup (device, precision, CPU
-    thread count: `ran_on`): each with its runs and variants. One setup (or none recorded): nothing to say."""
+    thread count, DDP processes: `ran_on`): each with its runs and variants. One setup (or none recorded): nothing
+    to say."""
     if "ran_on" not in shown:
         return []
     setups = shown.assign(ran_on=shown["ran_on"].fillna("not recorded"))
@@ -290,9 +295,9 @@ def setup_lines(shown: pd.DataFrame) -> list[str]:
         return []
     parts = [f"{setup}: {len(g)} run{'s' if len(g) != 1 else ''} ({', '.join(dict.fromkeys(g['method_label']))})"
              for setup, g in groups]
-    return [f"Setups: the scores shown were trained on {groups.ngroups} setups (device, precision, CPU threads): "
-            f"{'; '.join(parts)}. A score is reproduced exactly only on its own setup, and variants compared "
-            f"across setups differ by it too."]
+    return [f"Setups: the scores shown were trained on {groups.ngroups} setups (device, precision, CPU threads, "
+            f"processes): {'; '.join(parts)}. A score is reproduced exactly only on its own setup, and variants "
+            f"compared across setups differ by it too."]
 
 
 def with_failed_rows(best: pd.DataFrame, runs: pd.DataFrame | None = None) -> pd.DataFrame:

@@ -961,8 +961,8 @@ def test_scores_trained_on_several_setups_say_so(tmp_path, monkeypatch):
     with sqlite3.connect(tmp_path / "h.db") as db:
         db.execute("UPDATE runs SET env = json_object('device', ?, 'mixed_precision', 'no'), num_threads = 1 "
                    "WHERE method = 'bitfit'", (cpu,))
-    note = (f"the scores shown were trained on 2 setups (device, precision, CPU threads): {cpu}, bf16, 2 threads: "
-            f"2 runs (full); {cpu}, fp32, 1 thread: 2 runs (bitfit)")
+    note = (f"the scores shown were trained on 2 setups (device, precision, CPU threads, processes): {cpu}, bf16, "
+            f"2 threads: 2 runs (full); {cpu}, fp32, 1 thread: 2 runs (bitfit)")
     for table in ("leaderboard", "best"):
         assert note in export(url, table), export(url, table)
         assert any(note in line for line in json.loads(export(url, table, "json"))["footnote"])
@@ -971,3 +971,28 @@ def test_scores_trained_on_several_setups_say_so(tmp_path, monkeypatch):
     runs = list(csv.DictReader(export(url, "runs", "csv").splitlines()))
     assert {r["method"]: r["ran_on"] for r in runs} == {"full": f"{cpu}, bf16, 2 threads",
                                                          "bitfit": f"{cpu}, fp32, 1 thread"}
+
+
+def test_scores_trained_by_a_two_process_world_say_so(tmp_path):
+    """full trained by `accelerate launch --num_processes 2` (batch_size 8 per process: 16 examples a step), bitfit
+    by one process (8 a step), on the same device, precision and threads: the leaderboard and the best table
+    compared them without a word (reproduced with two real runs of the tiny BERT, one DDP world, one process)."""
+    import sqlite3
+
+    text = "name: s\nmodels: [minilm]\ntasks: [rte]\nmethods: [full, bitfit]\nseeds: [1, 2]\n"
+    url = store_of(tmp_path, [text], lambda c: 70.0 + c.seed + (c.method == "full"))
+    cpu = "CPU: AMD EPYC (AVX512-BF16) x2"
+    with sqlite3.connect(tmp_path / "h.db") as db:
+        db.execute("UPDATE runs SET env = json_object('device', ?, 'mixed_precision', 'no'), num_threads = 1",
+                   (cpu,))
+        db.execute("UPDATE runs SET num_processes = 2 WHERE method = 'full'")
+    note = (f"the scores shown were trained on 2 setups (device, precision, CPU threads, processes): {cpu}, fp32, "
+            f"1 thread, 2 processes: 2 runs (full); {cpu}, fp32, 1 thread: 2 runs (bitfit)")
+    for table in ("leaderboard", "best"):
+        assert note in export(url, table), export(url, table)
+    runs = list(csv.DictReader(export(url, "runs", "csv").splitlines()))
+    assert {r["method"]: r["ran_on"] for r in runs} == {"full": f"{cpu}, fp32, 1 thread, 2 processes",
+                                                         "bitfit": f"{cpu}, fp32, 1 thread"}
+    with sqlite3.connect(tmp_path / "h.db") as db:   # one world size for every shown run: nothing to say
+        db.execute("UPDATE runs SET num_processes = 2")
+    assert "Setups:" not in export(url, "leaderboard")

@@ -188,7 +188,7 @@ def test_a_failed_cell_s_error_log_and_screen_line_hide_a_url_password(tmp_path,
         raise ConnectionError("cannot reach postgresql://alice:hunter2@db.example/harness")
     except ConnectionError as e:
         text = report_failure(e, cell, str(tmp_path), 1.0, Progress(1, "x", enabled=True, bars=False), verbose=True,
-                              main=True)
+                              rank=0)
     log = (tmp_path / ERROR_LOG).read_text()
     shown = capsys.readouterr()
     assert "ConnectionError" in log and "alice:***@db.example" in log

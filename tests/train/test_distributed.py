@@ -245,3 +245,41 @@ log_every: 3
     found = scalars(tmp_path / "out" / "tensorboard" / rec.cell_key / "ddp-loss")["train/loss"]
     assert [s for s, _ in found] == [3, 6, 9, 12]
     assert [v for _, v in found] == pytest.approx([mean(0, 3), mean(3, 6), mean(6, 9), mean(9, 12)], rel=1e-6)
+
+
+# harness/run.py whose rank 1 alone raises at its N-th optimizer step (rank 1 asks preempt.requested once a step)
+FAIL_ON_RANK_1 = """
+import os, sys
+from harness.cli import main
+from harness.train import preempt
+real, calls = preempt.requested, [0]
+def requested():
+    calls[0] += 1
+    if calls[0] == {n} and os.environ.get("RANK") == "1":
+        raise MemoryError("out of memory on rank 1 alone")
+    return real()
+preempt.requested = requested
+raise SystemExit(main(["run", *sys.argv[1:]]))
+"""
+
+
+def test_a_failure_on_one_rank_is_named_and_records_no_result(tmp_path, tiny_bert, small_glue):
+    """Rank 1 alone fails mid-cell (its memory, its GPU) while rank 0 trains on: the group breaks, rank 0 records
+    the cell failed, with no score, and its error can only name the broken connection; rank 1's own reason was
+    said nowhere (it reached neither the screen nor the store), now a line of its own."""
+    suite = write_suite(tmp_path / "s.yaml", f"""
+name: ddp-fail
+models: ["{tiny_bert}"]
+tasks: [rte]
+methods: [{{name: lora, learning_rate: 1e-3}}]
+budgets: [{{epochs: 2}}]
+hparams: {{batch_size: 4, eval_batch_size: 8}}
+""")
+    script = tmp_path / "fail.py"
+    script.write_text(FAIL_ON_RANK_1.format(n=3))
+    proc = launch(tmp_path, suite, small_glue, script=script)
+    assert proc.returncode != 0
+    (rec,) = Store(f"sqlite:///{tmp_path / 'h.db'}").records()
+    assert rec.status == "failed" and rec.score is None and rec.steps is None, (rec.status, rec.error)
+    assert "rank 1: cell " + rec.cell_key + ": FAILED after" in proc.stderr, proc.stderr[-3000:]
+    assert "MemoryError: out of memory on rank 1 alone" in proc.stderr
