@@ -80,11 +80,15 @@ def _hub_data_cached(need: Need) -> str | None:
     import datasets
 
     task = get_task(need.name)
-    datasets.config.HF_HUB_OFFLINE = True   # a check never goes online
+    # a check never goes online; restored after, or the download that follows a failed check would be refused as
+    # offline too (datasets reads the flag at every call)
+    online, datasets.config.HF_HUB_OFFLINE = datasets.config.HF_HUB_OFFLINE, True
     try:
         datasets.load_dataset(task.hub_id, task.hub_config)
     except Exception as exc:
         return f"not in the datasets cache ({type(exc).__name__})"
+    finally:
+        datasets.config.HF_HUB_OFFLINE = online
     return None
 
 
