@@ -13,6 +13,7 @@ import sys
 from dataclasses import dataclass
 
 from harness.plan.grid import Suite
+from harness.plan.preflight import adapter_dir
 from harness.spec.tasks import get_task
 from harness.spec.models import ALIASES, MODEL_FILES, ModelSpec
 
@@ -24,7 +25,7 @@ HUB_PATTERNS = [p for p in MODEL_FILES if p != "*.bin"]
 
 @dataclass
 class Need:
-    kind: str       # model / data
+    kind: str       # model / data / adapter
     name: str
     where: str      # embedded / local / hub
     source: str     # path or hub id
@@ -44,6 +45,10 @@ def needs(suite: Suite, data_dir: str | None) -> list[Need]:
         else:
             need = Need("model", cell.model, "hub", cell.model, cell.trust_remote_code)
         out.setdefault(("model", cell.model), need)
+        path = cell.method_params.get("path") if cell.method == "pretrained_adapter" else None
+        if path:   # a saved adapter a cell stitches in: a directory, or an AdapterHub id that loads online only
+            local = adapter_dir(path, base)
+            out.setdefault(("adapter", path), Need("adapter", path, "local" if local else "hub", local or path))
         for name in cell.tasks:
             task = get_task(name)
             if folder:
@@ -96,6 +101,12 @@ def check(need: Need) -> str | None:
     """None when present, else why not."""
     if need.where == "embedded":
         return None if os.path.isfile(os.path.join(need.source, "config.json")) else f"{need.source} is incomplete"
+    if need.kind == "adapter":
+        if need.where == "hub":
+            return ("an AdapterHub id loads only while online (refused under HF_HUB_OFFLINE): save the adapter to a "
+                    "directory and give its path")
+        return None if os.path.isfile(os.path.join(need.source, "adapter_config.json")) else (
+            f"no adapter_config.json in {need.source}")
     if need.kind == "model" and need.where == "local":
         return None if os.path.isfile(os.path.join(need.source, "config.json")) else f"no config.json in {need.source}"
     if need.kind == "data" and need.where == "local":
@@ -104,7 +115,7 @@ def check(need: Need) -> str | None:
 
 
 def fetch(need: Need) -> None:
-    if need.where != "hub":
+    if need.where != "hub" or need.kind == "adapter":   # (an adapter: nothing a compute node could load)
         return
     if need.kind == "model":
         from huggingface_hub import snapshot_download

@@ -172,6 +172,14 @@ def data_rows(suite: Suite, cli_data_dir: str | None) -> list[str]:
     return list(dict.fromkeys(lines))   # (a task in two slots: one line)
 
 
+def adapter_dir(path: str, base: str) -> str | None:
+    """The directory a pretrained_adapter `path` names (relative to the suite's folder `base`), or None where it
+    reads as an AdapterHub id, which loads from the hub while online only (check_adapters, prefetch)."""
+    full = os.path.normpath(os.path.join(base, os.path.expanduser(path)))
+    local = os.path.isabs(os.path.expanduser(path)) or path.startswith((".", "~")) or os.path.exists(full)
+    return full if local else None
+
+
 def check_adapters(suite: Suite, loc) -> None:
     base = os.path.dirname(os.path.abspath(suite.path))
     offline = _truthy("HF_HUB_OFFLINE")
@@ -186,8 +194,7 @@ def check_adapters(suite: Suite, loc) -> None:
             with loc.at(where):
                 check_suite_path(path, "the adapter path")
             full = os.path.normpath(os.path.join(base, os.path.expanduser(path)))
-            looks_local = os.path.isabs(os.path.expanduser(path)) or path.startswith((".", "~")) or os.path.exists(full)
-            if not looks_local:   # an AdapterHub id: only online
+            if adapter_dir(path, base) is None:   # an AdapterHub id: only online
                 if offline:
                     raise loc.error(where, f'no adapter directory "{path}" (looked at {full}), and as a hub id it '
                                            f"cannot be downloaded while HF_HUB_OFFLINE is set")

@@ -64,3 +64,26 @@ def test_a_download_after_a_failed_check_goes_online(tmp_path, hub_server, monke
     assert any("nyu-mll/glue" in path for path in asked), proc.stdout
     assert "OfflineModeIsEnabled" not in proc.stdout
     assert any(line.startswith("MISSING  data rte") for line in proc.stdout.splitlines()), proc.stdout
+
+
+def test_check_counts_the_adapters_cells_stitch_in(tmp_path, glue_dir):
+    """A pretrained_adapter path is something a compute node loads too: a saved directory is present where it holds
+    an adapter, and an AdapterHub id is missing (it loads only online, which validate refuses offline)."""
+    saved = tmp_path / "saved"
+    saved.mkdir()
+    (saved / "adapter_config.json").write_text("{}")
+    (tmp_path / "empty").mkdir()
+    suite = write_suite(tmp_path / "s.yaml", "name: p\nmodels: [minilm]\ntasks: [rte]\nmethods:\n"
+                                             "  - {name: pretrained_adapter, path: ./saved}\n"
+                                             "  - {name: pretrained_adapter, path: ./empty, learning_rate: 1e-3}\n"
+                                             "  - {name: pretrained_adapter, path: org/adapter, learning_rate: 2e-3}\n")
+    proc = run_cli("prefetch", suite, "--check", "--data-dir", glue_dir, cwd=tmp_path,
+                   env={"HF_HOME": str(tmp_path / "hf")})
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    assert f"present  adapter ./saved (local: {saved})" in lines, proc.stdout
+    assert f"MISSING  adapter ./empty (local: {tmp_path / 'empty'}): no adapter_config.json in {tmp_path / 'empty'}" \
+        in lines, proc.stdout
+    assert any(line.startswith("MISSING  adapter org/adapter (hub: org/adapter): an AdapterHub id loads only "
+                               "while online") for line in lines), proc.stdout
+    assert "2 of 5 needed item(s) missing" in proc.stderr, proc.stderr
