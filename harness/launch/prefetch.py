@@ -15,10 +15,8 @@ from dataclasses import dataclass
 from harness.plan.grid import Suite
 from harness.plan.preflight import adapter_dir
 from harness.spec.tasks import get_task
-from harness.spec.models import ALIASES, MODEL_FILES, ModelSpec
+from harness.spec.models import ALIASES, MODEL_FILES, WEIGHT_FILES, ModelSpec
 
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-                "pytorch_model.bin.index.json")
 # .bin weights only where a repository has no safetensors (fetch): many hold both, and loading prefers safetensors
 HUB_PATTERNS = [p for p in MODEL_FILES if p != "*.bin"]
 
@@ -30,6 +28,7 @@ class Need:
     where: str      # embedded / local / hub
     source: str     # path or hub id
     trust_remote_code: bool = False
+    model: ModelSpec | None = None   # a model's, as the suite names it
 
 
 def needs(suite: Suite, data_dir: str | None) -> list[Need]:
@@ -39,11 +38,11 @@ def needs(suite: Suite, data_dir: str | None) -> list[Need]:
     for cell in suite.cells():
         spec = ModelSpec(cell.model, cell.trust_remote_code, base)
         if cell.model in ALIASES:
-            need = Need("model", cell.model, "embedded", spec.source())
+            need = Need("model", cell.model, "embedded", spec.source(), model=spec)
         elif spec.local_path():
-            need = Need("model", cell.model, "local", spec.local_path())
+            need = Need("model", cell.model, "local", spec.local_path(), model=spec)
         else:
-            need = Need("model", cell.model, "hub", cell.model, cell.trust_remote_code)
+            need = Need("model", cell.model, "hub", cell.model, cell.trust_remote_code, model=spec)
         out.setdefault(("model", cell.model), need)
         path = cell.method_params.get("path") if cell.method == "pretrained_adapter" else None
         if path:   # a saved adapter a cell stitches in: a directory, or an AdapterHub id that loads online only
@@ -66,21 +65,6 @@ def _local_data_present(task_name: str, folder: str) -> str | None:
     return f"missing {', '.join(missing)} in {folder}" if missing else None
 
 
-def _hub_model_cached(repo: str) -> str | None:
-    from huggingface_hub import try_to_load_from_cache
-
-    def cached(name):
-        return isinstance(try_to_load_from_cache(repo, name), str)
-
-    if not cached("config.json"):
-        return "config.json not in the HF cache"
-    if not any(cached(f) for f in WEIGHT_FILES):
-        return "no weights (model.safetensors / pytorch_model.bin) in the HF cache"
-    if not any(cached(f) for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "spiece.model")):
-        return "no tokenizer files in the HF cache"
-    return None
-
-
 def _hub_data_cached(need: Need) -> str | None:
     import datasets
 
@@ -99,19 +83,17 @@ def _hub_data_cached(need: Need) -> str | None:
 
 def check(need: Need) -> str | None:
     """None when present, else why not."""
-    if need.where == "embedded":
-        return None if os.path.isfile(os.path.join(need.source, "config.json")) else f"{need.source} is incomplete"
+    if need.kind == "model":   # the files loading reads, as validate and run check them offline
+        return need.model.missing_files()
     if need.kind == "adapter":
         if need.where == "hub":
             return ("an AdapterHub id loads only while online (refused under HF_HUB_OFFLINE): save the adapter to a "
                     "directory and give its path")
         return None if os.path.isfile(os.path.join(need.source, "adapter_config.json")) else (
             f"no adapter_config.json in {need.source}")
-    if need.kind == "model" and need.where == "local":
-        return None if os.path.isfile(os.path.join(need.source, "config.json")) else f"no config.json in {need.source}"
-    if need.kind == "data" and need.where == "local":
+    if need.where == "local":
         return _local_data_present(need.name, need.source)
-    return _hub_model_cached(need.source) if need.kind == "model" else _hub_data_cached(need)
+    return _hub_data_cached(need)
 
 
 def fetch(need: Need) -> None:

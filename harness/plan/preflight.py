@@ -102,6 +102,20 @@ def check_models(suite: Suite, loc, known=None) -> list[str]:
     return notes
 
 
+def check_model_files(suite: Suite, loc) -> None:
+    """What a cell loads beside the config (weights, tokenizer), where it must be on this machine: an alias, a
+    local directory, a hub id while HF_HUB_OFFLINE is set (a cache holding its config alone, a download cut short,
+    failed every cell as it loaded, in a library's error). Not `harness params`: it counts from configs."""
+    offline = _truthy("HF_HUB_OFFLINE")
+    for i, spec in enumerate(suite.model_specs()):
+        if offline or spec.name in ALIASES or spec.local_path() is not None:
+            problem = spec.missing_files()
+            if problem:
+                raise loc.error(("models", i), f'model "{spec.name}": {problem}'
+                                + ("; HF_HUB_OFFLINE is set, so it cannot be downloaded (`harness prefetch SUITE` "
+                                   "on a machine with internet fills the cache)" if "Hugging Face" in problem else ""))
+
+
 def _datasets_cache() -> str:
     if os.environ.get("HF_DATASETS_CACHE"):
         return os.environ["HF_DATASETS_CACHE"]
@@ -251,6 +265,7 @@ def preflight(suite: Suite, cli_data_dir: str | None = None, log_with: str | Non
     `log_with`: the --log-with option, where given."""
     loc = suite.locate()
     notes = check_configuration(suite, loc)
+    check_model_files(suite, loc)
     notes += check_data(suite, cli_data_dir, loc)
     check_trackers(suite, tracker_settings(suite, log_with), log_with, loc)
     return notes
