@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoConfig
 
 from harness.spec.models import ModelSpec
-from harness.train.models import model_source
+from harness.train.models import dir_source, model_source
 
 
 def source_of(spec: ModelSpec, **kwargs) -> str:
@@ -54,3 +54,18 @@ def test_a_hub_model_is_identified_by_its_snapshot_commit(tiny_bert, tmp_path):
     (repo / "refs" / "main").write_text(commit)
     source = source_of(ModelSpec("org/tiny"), cache_dir=str(tmp_path / "hub"))   # HF_HUB_OFFLINE (conftest)
     assert source == f"hub:org/tiny@{commit}"
+
+
+def test_a_saved_adapter_folder_is_identified_by_every_file(tmp_path):
+    """extra.adapter_source (harness/train/model_setup.py): a pretrained_adapter's folder, rewritten by its run
+    trained again, gets another digest; the path aside, a copy gets the same."""
+    folder = tmp_path / "adapter"
+    folder.mkdir()
+    (folder / "adapter_config.json").write_text('{"config": {}}')
+    (folder / "pytorch_adapter.bin").write_bytes(b"\x00" * 64)
+    (folder / "harness_head.safetensors").write_bytes(b"\x01" * 32)
+    before = dir_source(str(folder))
+    shutil.copytree(folder, tmp_path / "copy")
+    assert dir_source(str(tmp_path / "copy")).split(":sha256:")[1] == before.split(":sha256:")[1]
+    (folder / "harness_head.safetensors").write_bytes(b"\x02" * 32)   # the head alone changed
+    assert dir_source(str(folder)) != before
