@@ -13,21 +13,22 @@ import sys
 from dataclasses import dataclass
 
 from harness.plan.grid import Suite
+from harness.plan.preflight import adapter_dir
 from harness.spec.tasks import get_task
-from harness.spec.models import ALIASES, ModelSpec
+from harness.spec.models import ALIASES, MODEL_FILES, WEIGHT_FILES, ModelSpec
 
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-                "pytorch_model.bin.index.json")
-HUB_PATTERNS = ["*.json", "*.txt", "*.model", "*.safetensors", "tokenizer*", "*.py"]
+# .bin weights only where a repository has no safetensors (fetch): many hold both, and loading prefers safetensors
+HUB_PATTERNS = [p for p in MODEL_FILES if p != "*.bin"]
 
 
 @dataclass
 class Need:
-    kind: str       # model / data
+    kind: str       # model / data / adapter
     name: str
     where: str      # embedded / local / hub
     source: str     # path or hub id
     trust_remote_code: bool = False
+    model: ModelSpec | None = None   # a model's, as the suite names it
 
 
 def needs(suite: Suite, data_dir: str | None) -> list[Need]:
@@ -37,12 +38,16 @@ def needs(suite: Suite, data_dir: str | None) -> list[Need]:
     for cell in suite.cells():
         spec = ModelSpec(cell.model, cell.trust_remote_code, base)
         if cell.model in ALIASES:
-            need = Need("model", cell.model, "embedded", spec.source())
+            need = Need("model", cell.model, "embedded", spec.source(), model=spec)
         elif spec.local_path():
-            need = Need("model", cell.model, "local", spec.local_path())
+            need = Need("model", cell.model, "local", spec.local_path(), model=spec)
         else:
-            need = Need("model", cell.model, "hub", cell.model, cell.trust_remote_code)
+            need = Need("model", cell.model, "hub", cell.model, cell.trust_remote_code, model=spec)
         out.setdefault(("model", cell.model), need)
+        path = cell.method_params.get("path") if cell.method == "pretrained_adapter" else None
+        if path:   # a saved adapter a cell stitches in: a directory, or an AdapterHub id that loads online only
+            local = adapter_dir(path, base)
+            out.setdefault(("adapter", path), Need("adapter", path, "local" if local else "hub", local or path))
         for name in cell.tasks:
             task = get_task(name)
             if folder:
@@ -60,46 +65,39 @@ def _local_data_present(task_name: str, folder: str) -> str | None:
     return f"missing {', '.join(missing)} in {folder}" if missing else None
 
 
-def _hub_model_cached(repo: str) -> str | None:
-    from huggingface_hub import try_to_load_from_cache
-
-    def cached(name):
-        return isinstance(try_to_load_from_cache(repo, name), str)
-
-    if not cached("config.json"):
-        return "config.json not in the HF cache"
-    if not any(cached(f) for f in WEIGHT_FILES):
-        return "no weights (model.safetensors / pytorch_model.bin) in the HF cache"
-    if not any(cached(f) for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "spiece.model")):
-        return "no tokenizer files in the HF cache"
-    return None
-
-
 def _hub_data_cached(need: Need) -> str | None:
     import datasets
 
     task = get_task(need.name)
-    datasets.config.HF_HUB_OFFLINE = True   # a check never goes online
+    # a check never goes online; restored after, or the download that follows a failed check would be refused as
+    # offline too (datasets reads the flag at every call)
+    online, datasets.config.HF_HUB_OFFLINE = datasets.config.HF_HUB_OFFLINE, True
     try:
         datasets.load_dataset(task.hub_id, task.hub_config)
     except Exception as exc:
         return f"not in the datasets cache ({type(exc).__name__})"
+    finally:
+        datasets.config.HF_HUB_OFFLINE = online
     return None
 
 
 def check(need: Need) -> str | None:
     """None when present, else why not."""
-    if need.where == "embedded":
-        return None if os.path.isfile(os.path.join(need.source, "config.json")) else f"{need.source} is incomplete"
-    if need.kind == "model" and need.where == "local":
-        return None if os.path.isfile(os.path.join(need.source, "config.json")) else f"no config.json in {need.source}"
-    if need.kind == "data" and need.where == "local":
+    if need.kind == "model":   # the files loading reads, as validate and run check them offline
+        return need.model.missing_files()
+    if need.kind == "adapter":
+        if need.where == "hub":
+            return ("an AdapterHub id loads only while online (refused under HF_HUB_OFFLINE): save the adapter to a "
+                    "directory and give its path")
+        return None if os.path.isfile(os.path.join(need.source, "adapter_config.json")) else (
+            f"no adapter_config.json in {need.source}")
+    if need.where == "local":
         return _local_data_present(need.name, need.source)
-    return _hub_model_cached(need.source) if need.kind == "model" else _hub_data_cached(need)
+    return _hub_data_cached(need)
 
 
 def fetch(need: Need) -> None:
-    if need.where != "hub":
+    if need.where != "hub" or need.kind == "adapter":   # (an adapter: nothing a compute node could load)
         return
     if need.kind == "model":
         from huggingface_hub import snapshot_download

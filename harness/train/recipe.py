@@ -34,6 +34,7 @@ from harness.spec.cell import Cell
 from harness.spec.errors import LeaseLostStop, Preempted
 from harness.spec.hparams import COMPILE_DEFAULT
 from harness.spec.methods import get_method
+from harness.spec.models import ModelSpec
 from harness.spec.schedule import Sequence
 from harness.spec.status import Regime
 from harness.spec.tasks import get_task
@@ -47,8 +48,8 @@ from harness.train.flops import FlopMeter, encoder_pass_flops, flops_fields
 from harness.train.host_memory import keep_freed_blocks
 from harness.train.loaders import eval_loader, eval_sets_for, train_loader
 from harness.train.measure import PeakMemory, batch_counts, cost_fields
-from harness.train.model_setup import build_model, save_adapter
-from harness.train.models import attention_of, dropout_masks, training_forward
+from harness.train.model_setup import adapter_source, build_model, save_adapter
+from harness.train.models import attention_of, dropout_masks, model_source, training_forward
 from harness.train.optim import make_optimizer, make_scheduler, optimizer_steps, planned_steps
 from harness.train.peaks import device_peak, override
 from harness.train.precision import (cast_frozen_weights, cell_shape, choose_precision, heads_in_full_precision,
@@ -245,6 +246,10 @@ class CellRun:
                               for t in self.tasks]
         self.tokenizer, self.model, self.members, self.heads, self.counts = build_model(
             self.cell, self.ctx, self.tasks, self.handover, self.train_raw)
+        # as loaded now: a folder edited while the cell trains is not what it trained from
+        self.model_source = model_source(ModelSpec(self.cell.model, self.cell.trust_remote_code,
+                                                   self.ctx.model_base_dir), self.members[0].config)
+        self.adapter_source = adapter_source(self.cell, self.ctx.model_base_dir)
         if self.trains and self.counts["trainable_params"] == 0:
             raise RuntimeError("the method left no trainable parameter")
         self.checksum_start = encoder_checksum(self.members[0]) if self.sequential else None
@@ -546,6 +551,7 @@ class CellRun:
             result.frozen_features = self.frozen.record()
         result.checkpoint_refused = getattr(self, "checkpoint_refused", None)
         result.resume_s = getattr(self, "resume_s", None)
+        result.model_source, result.adapter_source = self.model_source, self.adapter_source
         result.data_sources = {task.name: {"train": raw.source, **{es.split: es.raw.source for es in sets}}
                                for task, raw, sets in zip(self.tasks, self.train_raw, self.eval_sets)}
         result.data_skipped = data_skipped(self.tasks, self.train_raw, self.eval_sets)

@@ -83,6 +83,10 @@ class RunResult:
     frozen_cast: dict | None = _f(EXTRA)            # frozen Linear weights stored in bf16/fp16 (train/precision.py)
     host_allocator: dict | None = _f(EXTRA)         # CPU: malloc's settings while training (train/host_memory.py)
     rss_at_start_mb: float | None = _f(EXTRA)       # CPU: the RSS peak_memory_mb counted from (train/measure.py)
+    model_source: str | None = _f(EXTRA)            # what config, weights and tokenizer were loaded from, by
+                                                    # content: hub commit or files' sha256 (train/models.py)
+    adapter_source: str | None = _f(EXTRA)          # pretrained_adapter: the folder stitched in, by content
+                                                    # (train/model_setup.py)
     data_sources: dict | None = _f(EXTRA)           # {task: {split: what was read}}: files by sha256, hub by
                                                     # fingerprint, `[:n]` for a cap (harness/tasks/data.py)
     data_skipped: dict | None = _f(EXTRA)           # {task: {split: {rows, first}}}: rows of a data file skipped

@@ -1,5 +1,10 @@
 """`harness prefetch --check`: offline, it says what a suite needs and what the caches lack (exit 1)."""
 
+import http.server
+import threading
+
+import pytest
+
 from tests.helpers import run_cli, write_suite
 
 
@@ -21,3 +26,64 @@ def test_check_lists_what_the_cache_lacks_and_fails(tmp_path, glue_dir, monkeypa
     assert any("bert-base-uncased" in line for line in missing), proc.stdout
     assert any("rte" in line for line in missing), proc.stdout          # the hub data set is not cached either
     assert not any("minilm" in line for line in missing)
+
+
+@pytest.fixture()
+def hub_server():
+    """A local stand-in for the hub's address: it answers every request 404 and keeps the paths asked for."""
+    asked = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def _answer(self):
+            asked.append(self.path)
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_GET = do_HEAD = _answer
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", asked
+    server.shutdown()
+
+
+def test_a_download_after_a_failed_check_goes_online(tmp_path, hub_server, monkeypatch):
+    """The cache check runs offline; the download that follows it must not (it once inherited the check's
+    offline flag and never asked the hub for a data set)."""
+    endpoint, asked = hub_server
+    suite = write_suite(tmp_path / "s.yaml", "name: p\nmodels: [minilm]\ntasks: [rte]\nmethods: [full]\n")
+    monkeypatch.delenv("HARNESS_DATA_DIR", raising=False)
+    proc = run_cli("prefetch", suite, cwd=tmp_path, timeout=120,
+                   env={"HF_HOME": str(tmp_path / "hf"), "HF_ENDPOINT": endpoint, "HF_HUB_OFFLINE": "0",
+                        "HF_DATASETS_OFFLINE": "0"})
+    assert proc.returncode == 1, proc.stdout + proc.stderr   # the stand-in has no data set
+    assert any("nyu-mll/glue" in path for path in asked), proc.stdout
+    assert "OfflineModeIsEnabled" not in proc.stdout
+    assert any(line.startswith("MISSING  data rte") for line in proc.stdout.splitlines()), proc.stdout
+
+
+def test_check_counts_the_adapters_cells_stitch_in(tmp_path, glue_dir):
+    """A pretrained_adapter path is something a compute node loads too: a saved directory is present where it holds
+    an adapter, and an AdapterHub id is missing (it loads only online, which validate refuses offline)."""
+    saved = tmp_path / "saved"
+    saved.mkdir()
+    (saved / "adapter_config.json").write_text("{}")
+    (tmp_path / "empty").mkdir()
+    suite = write_suite(tmp_path / "s.yaml", "name: p\nmodels: [minilm]\ntasks: [rte]\nmethods:\n"
+                                             "  - {name: pretrained_adapter, path: ./saved}\n"
+                                             "  - {name: pretrained_adapter, path: ./empty, learning_rate: 1e-3}\n"
+                                             "  - {name: pretrained_adapter, path: org/adapter, learning_rate: 2e-3}\n")
+    proc = run_cli("prefetch", suite, "--check", "--data-dir", glue_dir, cwd=tmp_path,
+                   env={"HF_HOME": str(tmp_path / "hf")})
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    assert f"present  adapter ./saved (local: {saved})" in lines, proc.stdout
+    assert f"MISSING  adapter ./empty (local: {tmp_path / 'empty'}): no adapter_config.json in {tmp_path / 'empty'}" \
+        in lines, proc.stdout
+    assert any(line.startswith("MISSING  adapter org/adapter (hub: org/adapter): an AdapterHub id loads only "
+                               "while online") for line in lines), proc.stdout
+    assert "2 of 5 needed item(s) missing" in proc.stderr, proc.stderr

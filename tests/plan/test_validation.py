@@ -142,6 +142,37 @@ def test_a_saved_adapter_passes_and_a_folder_without_one_does_not(tmp_path, smal
     preflight(parse_suite(text, str(tmp_path / "sub" / "s.yaml")), str(small_glue))
 
 
+def test_a_model_without_its_weights_or_tokenizer_here_is_refused_before_anything_is_written(tmp_path, tiny_bert,
+                                                                                              small_glue):
+    """A hub cache holding a model's config alone (a download cut short) passed, and every cell then failed as it
+    loaded (a TypeError from the tokenizer); likewise a local folder without weights. HF_HUB_OFFLINE: conftest."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hf" / "hub" / "models--org--tiny"
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    shutil.copy(tiny_bert / "config.json", repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    env = {"HF_HOME": str(tmp_path / "hf")}
+    suite = write_suite(tmp_path / "s.yaml", "name: s\nmodels: [org/tiny]\ntasks: [rte]\nmethods: [full]\n")
+    proc = run_cli("run", suite, "--data-dir", small_glue, "--db", f"sqlite:///{tmp_path / 'h.db'}",
+                   "--output-dir", tmp_path / "out", cwd=tmp_path, env=env)
+    assert_refused(proc, 'models[0]: model "org/tiny": no weights (model.safetensors / pytorch_model.bin) in the '
+                         'Hugging Face cache; HF_HUB_OFFLINE is set', suite)
+    assert not (tmp_path / "h.db").exists() and not (tmp_path / "out").exists()
+    check = run_cli("prefetch", suite, "--check", "--data-dir", small_glue, cwd=tmp_path, env=env)
+    assert check.returncode == 1 and "MISSING  model org/tiny (hub: org/tiny): no weights" in check.stdout
+    shutil.copytree(tiny_bert, repo / "snapshots" / commit, dirs_exist_ok=True)   # the whole snapshot
+    proc = run_cli("validate", suite, "--data-dir", small_glue, cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr
+    # a local folder: its weights are not there
+    shutil.copytree(tiny_bert, tmp_path / "local")
+    (tmp_path / "local" / "model.safetensors").unlink()
+    suite = write_suite(tmp_path / "s.yaml", "name: s\nmodels: [./local]\ntasks: [rte]\nmethods: [full]\n")
+    assert_refused(run_cli("validate", suite, "--data-dir", small_glue, cwd=tmp_path),
+                   f'model "./local": no weights (model.safetensors / pytorch_model.bin) in {tmp_path / "local"}',
+                   suite)
+
+
 def test_run_checks_data_before_writing_anything(tmp_path):
     suite = write_suite(tmp_path / "s.yaml", "name: s\nmodels: [minilm]\ntasks: [rte, qqp]\nmethods: [full]\n")
     line = assert_refused(run_cli("run", suite, "--data-dir", tmp_path / "glue", cwd=tmp_path), "--data-dir")
@@ -157,8 +188,9 @@ def test_failing_cell_is_one_line_with_traceback_in_error_log_and_store(tiny, tm
 
     broken = tmp_path / "broken"
     shutil.copytree(tiny, broken)
-    for f in broken.glob("*.safetensors"):
-        f.unlink()   # a config but no weights: passes every check, fails when the cell loads the model
+    # weights that are no safetensors file: every file is there, so every check passes; the cell fails as it
+    # loads the model
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
     suite = write_suite(tmp_path / "s.yaml", "name: s\nmodels: [./broken]\ntasks: [rte]\nmethods: [full]\n"
                                              "budgets: [{max_steps: 1}]\n")
     db = f"sqlite:///{tmp_path / 'h.db'}"
@@ -167,10 +199,10 @@ def test_failing_cell_is_one_line_with_traceback_in_error_log_and_store(tiny, tm
     assert proc.returncode == 1, proc.stderr
     failed = [l for l in proc.stderr.splitlines() if "FAILED" in l]
     assert len(failed) == 1 and "Traceback" not in proc.stderr, proc.stderr
-    assert "OSError" in failed[0] and "./broken rte full" in failed[0] and "error.log" in failed[0], failed[0]
+    assert "SafetensorError" in failed[0] and "./broken rte full" in failed[0] and "error.log" in failed[0], failed[0]
     rec = next(iter(Store(db, read_only=True).records()))
     log = tmp_path / "out" / "s" / rec.cell_key / "error.log"
-    assert rec.status == "failed" and rec.error.splitlines()[0].startswith("OSError")
+    assert rec.status == "failed" and rec.error.splitlines()[0].startswith("SafetensorError")
     assert "Traceback (most recent call last)" in rec.error and "Traceback" in log.read_text()
     proc = run_cli("run", suite, "--db", db, "--data-dir", small_glue, "--output-dir", tmp_path / "out",
                    "--no-progress", "--retry-failed", "--verbose", cwd=tmp_path)

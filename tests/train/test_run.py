@@ -86,6 +86,9 @@ def test_run_records_everything_then_skips(workdir, tiny_bert, small_glue):
             digest = hashlib.sha256((folder / name).read_bytes()).hexdigest()
             assert r.extra["data_sources"][r.task][split] == f"file:{folder / name}:sha256:{digest}"
         assert on_disk["extra"]["data_sources"] == r.extra["data_sources"]
+        # and the model it loaded, by content (test_model_source.py): a folder edited between cells is told apart
+        assert r.extra["model_source"].startswith(f"dir:{os.path.abspath(tiny_bert)}:sha256:")
+        assert on_disk["extra"]["model_source"] == r.extra["model_source"]
         assert (workdir / "out" / "tiny" / r.cell_key / "predictions.npz").is_file()
         words = shlex.split(r.command, comments=True)   # the command that re-runs it reads the same data
         assert words[words.index("--data-dir") + 1] == str(small_glue)

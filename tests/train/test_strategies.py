@@ -1,7 +1,9 @@
 """Sequential and multi-task cells, saved adapters stitched back in, ablation, compare and params: one tiny
 suite run for real (subprocess, SQLite), then checked through the store and the CLI."""
 
+import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -186,6 +188,14 @@ hparams: {{batch_size: 8}}
     assert evaluated.stopped_by == "evaluation_only" and evaluated.steps == 0 and evaluated.trainable_params == 0
     assert evaluated.metrics == rec.metrics            # same adapter, same head, same dev set: same predictions
     assert trained.steps > 0 and trained.trainable_params == rec.trainable_params
+    # what each stitched in, by content: the saved folder's every file (a folder its run rewrites is told apart)
+    folder = Path(rec.adapter_path)
+    digest = hashlib.sha256()
+    for f in sorted(folder.iterdir()):
+        digest.update(f"{f.name}\0{hashlib.sha256(f.read_bytes()).hexdigest()}\0".encode())
+    expected = f"dir:{folder}:sha256:{digest.hexdigest()}"
+    assert evaluated.extra["adapter_source"] == trained.extra["adapter_source"] == expected
+    assert "adapter_source" not in rec.extra   # (a run that stitched nothing in)
 
 
 def test_ablation_shape_and_identity(strat):

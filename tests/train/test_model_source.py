@@ -1,0 +1,71 @@
+"""What a run's model was loaded from, by content (extra.model_source, harness/train/models.py): a local
+directory by its files' digest, which changes when its weights or tokenizer do and not when a README does; an
+alias likewise; a hub id by the commit of the cached snapshot (offline, from a prepared cache)."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+
+from safetensors.torch import load_file, save_file
+from transformers import AutoConfig
+
+from harness.spec.models import ModelSpec
+from harness.train.models import dir_source, model_source
+
+
+def source_of(spec: ModelSpec, **kwargs) -> str:
+    return model_source(spec, AutoConfig.from_pretrained(spec.source(), **kwargs))
+
+
+def test_a_local_directory_is_identified_by_the_content_loading_reads(tiny_bert, tmp_path):
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_bert, folder)
+    spec = ModelSpec("./model", base_dir=str(tmp_path))
+    before = source_of(spec)
+    assert before.startswith(f"dir:{folder}:sha256:")
+    # another folder with the same files: the same content (the path aside)
+    assert before.split(":sha256:")[1] == source_of(ModelSpec(str(tiny_bert))).split(":sha256:")[1]
+    (folder / "README.md").write_text("notes that loading never reads\n")
+    assert source_of(spec) == before
+    weights = folder / "model.safetensors"
+    tensors = load_file(weights)
+    save_file({k: v * 2 if v.is_floating_point() else v for k, v in tensors.items()}, weights,
+              metadata={"format": "pt"})
+    changed = source_of(spec)
+    assert changed != before
+    vocab = folder / "vocab.txt"
+    vocab.write_text(vocab.read_text().replace("[unused0]", "[unused9999]", 1))
+    assert source_of(spec) not in (before, changed)
+
+
+def test_the_embedded_alias_is_identified_by_its_files(tmp_path):
+    spec = ModelSpec("minilm")
+    source = source_of(spec)
+    assert source.startswith(f"dir:{spec.source()}:sha256:")
+    assert len(source.split(":sha256:")[1]) == len(hashlib.sha256().hexdigest())
+
+
+def test_a_hub_model_is_identified_by_its_snapshot_commit(tiny_bert, tmp_path):
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--org--tiny"
+    shutil.copytree(tiny_bert, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    source = source_of(ModelSpec("org/tiny"), cache_dir=str(tmp_path / "hub"))   # HF_HUB_OFFLINE (conftest)
+    assert source == f"hub:org/tiny@{commit}"
+
+
+def test_a_saved_adapter_folder_is_identified_by_every_file(tmp_path):
+    """extra.adapter_source (harness/train/model_setup.py): a pretrained_adapter's folder, rewritten by its run
+    trained again, gets another digest; the path aside, a copy gets the same."""
+    folder = tmp_path / "adapter"
+    folder.mkdir()
+    (folder / "adapter_config.json").write_text('{"config": {}}')
+    (folder / "pytorch_adapter.bin").write_bytes(b"\x00" * 64)
+    (folder / "harness_head.safetensors").write_bytes(b"\x01" * 32)
+    before = dir_source(str(folder))
+    shutil.copytree(folder, tmp_path / "copy")
+    assert dir_source(str(tmp_path / "copy")).split(":sha256:")[1] == before.split(":sha256:")[1]
+    (folder / "harness_head.safetensors").write_bytes(b"\x02" * 32)   # the head alone changed
+    assert dir_source(str(folder)) != before
