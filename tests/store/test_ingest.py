@@ -276,6 +276,14 @@ BAD = {   # name: (change to the record's JSON text or dict, the field named)
     "child of no member": (lambda r: {**r, "children": [{**r["children"][0],
                                                           "cell_key": r["cell_key"] + ".mrpc"}]},
                            "children.0.cell_key"),
+    # the rows a completed cell has, each once (the runner's): a member twice failed the insert with a traceback
+    # after nothing was checked; one left out, or a failed cell's, was stored and read by the tables as a result
+    "a member twice": (lambda r: {**r, "children": [r["children"][0], r["children"][0]]}, "children.1.cell_key"),
+    "a member left out": (lambda r: {**r, "children": r["children"][1:]}, "children"),
+    "no member rows": (lambda r: {**r, "children": []}, "children"),
+    "a failed member of a completed cell": (lambda r: {**r, "children": [
+        {**r["children"][0], "status": "failed", "score": None}, *r["children"][1:]]}, "children.0.status"),
+    "member rows of a failed cell": (lambda r: {**r, "status": "failed", "score": None}, "children.0"),
 }
 
 
