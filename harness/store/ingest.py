@@ -184,7 +184,8 @@ def parse_record(text: str | bytes):
             # cell's is 1, its "a+b" task's), not their task's (queue._child): theirs, as the store now writes it
             child.task_version = implied["task_version"]
         _agree(child, implied, f"children.{i}.")
-    missing = sorted(set(children) - seen) if completed else []
+    # a record written before 2026-11-23 has no `children` field (record.json did not carry them): its row alone
+    missing = sorted(set(children) - seen) if completed and "children" in rec.model_fields_set else []
     if missing:   # a completed cell has them all (a member's score is its row's)
         raise BadRecord("children", f"no row for {', '.join(missing)}: a completed cell has one per "
                                     f"{'stage' if isinstance(cell.schedule, Sequence) else 'member task'}")

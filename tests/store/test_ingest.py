@@ -404,6 +404,15 @@ def test_a_record_whose_members_carry_the_joint_row_s_version_is_ingested_under_
     assert versions["stsb"] == get_task("stsb").version == 2
 
 
+def test_a_record_from_before_records_carried_member_rows_is_taken_as_its_row_alone(tmp_path, cells):
+    """record.json carries a cell's stage / member rows (`children`) since 2026-11-23; a completed multi-task
+    record without the field (a harness from before, 4672eed) is its joint row, as ingest took it before it
+    refused a completed record that leaves a member's row out."""
+    _, multi = cells
+    _, url = ingest_edited(tmp_path, multi, lambda good: {k: v for k, v in good.items() if k != "children"})
+    assert [(r.cell_key, r.parent_id) for r in Store(url).records()] == [(multi.key, None)]
+
+
 def test_replacing_a_result_drops_the_analyses_measured_on_it(tmp_path, cells):
     """`ingest --replace` swaps a stored completed result for the record's: the old result's adapter ablation
     goes with it (else the tables showed it beside the new score and run_ablations skipped the run); another
