@@ -24,6 +24,7 @@ import re
 
 from pydantic import ValidationError
 from sqlalchemy import delete, func, not_, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from harness.atomic import read_json_object
@@ -254,6 +255,15 @@ class Ingest:
         replace=True)."""
         if isinstance(record, dict):
             record = parse_record(json.dumps(record, default=str))
+        try:
+            return self._ingest(record, replace, lease_timeout_s)
+        except IntegrityError:
+            # PostgreSQL's FOR UPDATE locks only a row that is there: another ingest, or a worker queueing the suite,
+            # inserted the cell's row between our read and our insert (the transaction was rolled back). Once more,
+            # reading it: a second such insert is no race
+            return self._ingest(record, replace, lease_timeout_s)
+
+    def _ingest(self, record, replace: bool, lease_timeout_s: float) -> str:
         values = _values(record)
         if values.get("predicted_time_s") is None:
             # the prediction is the claim's, written into the row after the claim (queue.predict): a record

@@ -223,6 +223,29 @@ def test_ingest_reads_the_row_under_a_lock(tmp_path, cells, db_url):
     assert (rec.status, rec.score) == (Status.COMPLETED, 90.0)
 
 
+def test_a_row_queued_between_ingest_s_read_and_its_insert_takes_the_record(tmp_path, cells, pg_server):
+    """PostgreSQL locks only rows that are there: a worker queueing the suite (or another ingest of the record)
+    inserted the cell's row after ingest read none, and ingest failed with a UniqueViolation traceback (two
+    ingests of one record at once: 14 of 15 tries). It reads the row again: the queued row takes the record."""
+    from sqlalchemy import event
+
+    single, _ = cells
+    node = Store(f"sqlite:///{tmp_path / 'node.db'}")
+    record = finish_with_record(node, single, tmp_path / "out" / single.key)
+    url = pg_server.create_database("queued_meanwhile")
+    store, worker = Store(url), Store(url)
+    queued = []
+
+    @event.listens_for(store.engine, "before_cursor_execute")
+    def queue_first(conn, cursor, statement, *args):
+        if statement.startswith("INSERT INTO runs") and not queued:
+            queued.append(worker.enqueue([single]))   # committed on a connection of its own
+
+    assert store.ingest(record) == "updated" and len(queued) == 1
+    (row,) = store.records()
+    assert (row.cell_key, row.status, row.score) == (single.key, Status.COMPLETED, record["score"])
+
+
 # -- bad records ----------------------------------------------------------------------------------------------
 
 
