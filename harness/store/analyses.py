@@ -36,7 +36,7 @@ def _completed():
 
 class Analyses:
     """The analyses side of a Store (harness.store.db): needs its engine, backend, `_write()`, `_rows()`,
-    `session()` and `get()`."""
+    `_fetch()`, `_absent`, `session()` and `get()`."""
 
     def add_analysis(self, run_id: int, kind: str, payload: dict) -> int:
         """A completed analysis asked for by hand (`harness ablate`): a row of its own each time (kept), which
@@ -53,13 +53,12 @@ class Analyses:
         not two of the same run side by side."""
         if not inspect(self.engine).has_table(A.__tablename__):
             return []  # a store written before analyses existed
-        stmt = select(A).where(_completed()).order_by(A.id)
+        where = [] if "status" in self._absent.get(A.__tablename__, ()) else [_completed()]   # before 0003: all are
         if suite:
-            stmt = stmt.where(A.suite == suite)
+            where.append(A.suite == suite)
         if kind:
-            stmt = stmt.where(A.kind == kind)
-        with self.session() as s:
-            newest = {(a.run_id, a.kind): a for a in s.scalars(stmt)}   # in id order: the last one stays
+            where.append(A.kind == kind)
+        newest = {(a.run_id, a.kind): a for a in self._fetch(A, *where)}   # in id order: the last one stays
         return sorted(newest.values(), key=lambda a: a.id)
 
     def claim_analysis(self, run_id: int, kind: str, worker: Worker,

@@ -26,6 +26,9 @@ class Store(WorkQueue, Ingest, Analyses):
         self.backend = self.engine.dialect.name
         if create and not read_only:
             self.upgrade()
+        # a store of an older revision that is not migrated (opened read-only: readers never write) lacks the
+        # columns later revisions added; reads leave them out and give None (_fetch), as for a run from before
+        self._absent = self._absent_columns() if read_only or not create else {}
 
     # -- schema ------------------------------------------------------------------------------------------------
 
@@ -41,6 +44,16 @@ class Store(WorkQueue, Ingest, Analyses):
             return None
         with self.session() as s:
             return s.scalar(select(StoreInfo.store_id).order_by(StoreInfo.id).limit(1))
+
+    def _absent_columns(self) -> dict[str, set[str]]:
+        """{table: its declared columns the database's table lacks}, for the tables there."""
+        found = inspect(self.engine)
+        absent = {}
+        for table in (RunRecord.__table__, schema.AnalysisRecord.__table__):
+            if found.has_table(table.name):
+                there = {c["name"] for c in found.get_columns(table.name)}
+                absent[table.name] = {c.name for c in table.columns} - there
+        return absent
 
     def columns(self) -> set[str]:
         """Columns the store has (an older read-only store may lack some)."""
@@ -58,14 +71,20 @@ class Store(WorkQueue, Ingest, Analyses):
         """A write transaction that holds the write lock from its first statement (SQLite: BEGIN IMMEDIATE)."""
         return write_transaction(self.engine)
 
+    def _fetch(self, table, *where) -> list:
+        """The rows of `table` that match `where`, in id order, as its objects; on a store that lacks columns of
+        later revisions (_absent), objects built from the columns it has, the others None."""
+        absent = self._absent.get(table.__tablename__)
+        if not absent:
+            with self.session() as s:
+                return list(s.scalars(select(table).where(*where).order_by(table.id)))
+        there = [c for c in table.__table__.columns if c.name not in absent]
+        with self.engine.connect() as conn:
+            return [table(**row._mapping) for row in conn.execute(select(*there).where(*where).order_by(table.id))]
+
     def _rows(self, table, **equal_to) -> list:
         """Rows of `table` in id order, filtered on the columns given a value (bound parameters only)."""
-        stmt = select(table).order_by(table.id)
-        for column, value in equal_to.items():
-            if value:
-                stmt = stmt.where(getattr(table, column) == value)
-        with self.session() as s:
-            return list(s.scalars(stmt))
+        return self._fetch(table, *[getattr(table, column) == value for column, value in equal_to.items() if value])
 
     # -- reading -----------------------------------------------------------------------------------------------
 
@@ -83,6 +102,8 @@ class Store(WorkQueue, Ingest, Analyses):
         return {r.cell_key: r for r in self.records(suite)}
 
     def get(self, run_id: int) -> RunRecord | None:
+        if self._absent.get(RunRecord.__tablename__):
+            return next(iter(self._fetch(RunRecord, RunRecord.id == run_id)), None)
         with self.session() as s:
             return s.get(RunRecord, run_id)
 

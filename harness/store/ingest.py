@@ -24,6 +24,7 @@ import re
 
 from pydantic import ValidationError
 from sqlalchemy import delete, func, not_, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from harness.atomic import read_json_object
@@ -137,7 +138,8 @@ def _check(row, at: str = "") -> None:
 
 def parse_record(text: str | bytes):
     """A record.json's content as the typed record (record_models()), checked: its cell key is its
-    configuration's, its stage / member rows belong to it. Raises BadRecord naming the field."""
+    configuration's, its stage / member rows are the cell's, each once, all of them where it completed and none
+    where it failed (as the runner writes them). Raises BadRecord naming the field."""
     model, _ = record_models()
     try:
         rec = model.model_validate_json(text)
@@ -162,18 +164,32 @@ def parse_record(text: str | bytes):
         raise BadRecord("config", f"not a cell's configuration ({type(exc).__name__}: {exc})") from None
     _agree(rec, own)
     children = _child_columns(cell, rec.config, own)
+    completed = rec.status == Status.COMPLETED.value
+    seen = set()
     for i, child in enumerate(rec.children):
+        if not completed:   # the runner writes stage / member rows only for a completed cell (runner.result_fields)
+            raise BadRecord(f"children.{i}", f"a {rec.status} cell has no stage / member rows")
         _check(child, f"children.{i}.")
         suffix = child.cell_key.removeprefix(rec.cell_key + ".")
         if child.suite != rec.suite or suffix == child.cell_key or suffix not in children:
             raise BadRecord(f"children.{i}.cell_key", f"{child.cell_key} is not a stage / member of cell "
                                                       f"{rec.cell_key} of suite {rec.suite}")
+        if suffix in seen:   # one row per cell key: the second insert failed with a traceback
+            raise BadRecord(f"children.{i}.cell_key", f"{child.cell_key} is there twice")
+        seen.add(suffix)
+        if child.status != rec.status:   # the runner gives them the cell's status
+            raise BadRecord(f"children.{i}.status", f"{child.status!r} differs from its cell's {rec.status!r}")
         implied = {**children[suffix], "config": rec.config}
         if child.task_version == rec.task_version != implied["task_version"]:
             # a record from before 2026-12-06 gave its stage / member rows the cell row's version (a multi-task
             # cell's is 1, its "a+b" task's), not their task's (queue._child): theirs, as the store now writes it
             child.task_version = implied["task_version"]
         _agree(child, implied, f"children.{i}.")
+    # a record written before 2026-11-23 has no `children` field (record.json did not carry them): its row alone
+    missing = sorted(set(children) - seen) if completed and "children" in rec.model_fields_set else []
+    if missing:   # a completed cell has them all (a member's score is its row's)
+        raise BadRecord("children", f"no row for {', '.join(missing)}: a completed cell has one per "
+                                    f"{'stage' if isinstance(cell.schedule, Sequence) else 'member task'}")
     return rec
 
 
@@ -239,6 +255,15 @@ class Ingest:
         replace=True)."""
         if isinstance(record, dict):
             record = parse_record(json.dumps(record, default=str))
+        try:
+            return self._ingest(record, replace, lease_timeout_s)
+        except IntegrityError:
+            # PostgreSQL's FOR UPDATE locks only a row that is there: another ingest, or a worker queueing the suite,
+            # inserted the cell's row between our read and our insert (the transaction was rolled back). Once more,
+            # reading it: a second such insert is no race
+            return self._ingest(record, replace, lease_timeout_s)
+
+    def _ingest(self, record, replace: bool, lease_timeout_s: float) -> str:
         values = _values(record)
         if values.get("predicted_time_s") is None:
             # the prediction is the claim's, written into the row after the claim (queue.predict): a record

@@ -103,7 +103,8 @@ def _new_lease(worker: Worker, **values) -> dict:
 
 
 class WorkQueue:
-    """The queue's side of a Store (harness.store.db): needs its engine, backend, `_write()` and `get()`."""
+    """The queue's side of a Store (harness.store.db): needs its engine, backend, `_write()`, `get()` and
+    `_absent`."""
 
     def enqueue(self, cells: Iterable, command: str | None = None, output_root: str | None = None) -> int:
         """A pending row for every cell that has none yet (concurrent callers insert each row once).
@@ -291,9 +292,11 @@ class WorkQueue:
 
     def stale_keys(self, suite: str, lease_timeout_s: float) -> set[str]:
         """Cell keys of the suite's running cells whose lease is stale (the next claim takes them over)."""
+        stale = stale_lease(lease_timeout_s)
+        if "heartbeat_at" in self._absent.get(R.__tablename__, ()):   # a store from before leases (read-only)
+            stale = R.status == Status.RUNNING.value   # no heartbeat: the rule's "missing", stale
         with self.engine.connect() as conn:
-            return set(conn.execute(select(R.cell_key).where(
-                R.suite == suite, stale_lease(lease_timeout_s))).scalars())
+            return set(conn.execute(select(R.cell_key).where(R.suite == suite, stale)).scalars())
 
     def hosts_holding_leases(self, suite: str) -> set[str]:
         with self.engine.connect() as conn:

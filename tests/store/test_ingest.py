@@ -223,6 +223,29 @@ def test_ingest_reads_the_row_under_a_lock(tmp_path, cells, db_url):
     assert (rec.status, rec.score) == (Status.COMPLETED, 90.0)
 
 
+def test_a_row_queued_between_ingest_s_read_and_its_insert_takes_the_record(tmp_path, cells, pg_server):
+    """PostgreSQL locks only rows that are there: a worker queueing the suite (or another ingest of the record)
+    inserted the cell's row after ingest read none, and ingest failed with a UniqueViolation traceback (two
+    ingests of one record at once: 14 of 15 tries). It reads the row again: the queued row takes the record."""
+    from sqlalchemy import event
+
+    single, _ = cells
+    node = Store(f"sqlite:///{tmp_path / 'node.db'}")
+    record = finish_with_record(node, single, tmp_path / "out" / single.key)
+    url = pg_server.create_database("queued_meanwhile")
+    store, worker = Store(url), Store(url)
+    queued = []
+
+    @event.listens_for(store.engine, "before_cursor_execute")
+    def queue_first(conn, cursor, statement, *args):
+        if statement.startswith("INSERT INTO runs") and not queued:
+            queued.append(worker.enqueue([single]))   # committed on a connection of its own
+
+    assert store.ingest(record) == "updated" and len(queued) == 1
+    (row,) = store.records()
+    assert (row.cell_key, row.status, row.score) == (single.key, Status.COMPLETED, record["score"])
+
+
 # -- bad records ----------------------------------------------------------------------------------------------
 
 
@@ -276,6 +299,14 @@ BAD = {   # name: (change to the record's JSON text or dict, the field named)
     "child of no member": (lambda r: {**r, "children": [{**r["children"][0],
                                                           "cell_key": r["cell_key"] + ".mrpc"}]},
                            "children.0.cell_key"),
+    # the rows a completed cell has, each once (the runner's): a member twice failed the insert with a traceback
+    # after nothing was checked; one left out, or a failed cell's, was stored and read by the tables as a result
+    "a member twice": (lambda r: {**r, "children": [r["children"][0], r["children"][0]]}, "children.1.cell_key"),
+    "a member left out": (lambda r: {**r, "children": r["children"][1:]}, "children"),
+    "no member rows": (lambda r: {**r, "children": []}, "children"),
+    "a failed member of a completed cell": (lambda r: {**r, "children": [
+        {**r["children"][0], "status": "failed", "score": None}, *r["children"][1:]]}, "children.0.status"),
+    "member rows of a failed cell": (lambda r: {**r, "status": "failed", "score": None}, "children.0"),
 }
 
 
@@ -394,6 +425,15 @@ def test_a_record_whose_members_carry_the_joint_row_s_version_is_ingested_under_
         **good, "children": [{**k, "task_version": good["task_version"]} for k in good["children"]]})
     versions = {r.task: r.task_version for r in Store(url).records() if r.parent_id}
     assert versions["stsb"] == get_task("stsb").version == 2
+
+
+def test_a_record_from_before_records_carried_member_rows_is_taken_as_its_row_alone(tmp_path, cells):
+    """record.json carries a cell's stage / member rows (`children`) since 2026-11-23; a completed multi-task
+    record without the field (a harness from before, 4672eed) is its joint row, as ingest took it before it
+    refused a completed record that leaves a member's row out."""
+    _, multi = cells
+    _, url = ingest_edited(tmp_path, multi, lambda good: {k: v for k, v in good.items() if k != "children"})
+    assert [(r.cell_key, r.parent_id) for r in Store(url).records()] == [(multi.key, None)]
 
 
 def test_replacing_a_result_drops_the_analyses_measured_on_it(tmp_path, cells):

@@ -71,34 +71,51 @@ def test_the_migrations_build_the_declared_schema(tmp_path):
     assert sorted(IDENTITY + LEASE + RESULTS) == sorted(RUN_COLUMNS)   # every column is of one kind
 
 
-def test_a_store_from_before_migrations_is_upgraded_in_place(tmp_path):
-    """A store an earlier harness created (no alembic_version, and without columns added later) opens, keeps
-    its rows, gains the new columns and takes part in claims."""
+def store_from_before_migrations(path, rows: list[dict], analyses: list[dict] = ()) -> str:
+    """An SQLite store as a harness from before migrations left it (no alembic_version, none of the columns
+    added since, adapter_bytes, adapter_path and extra among them), holding `rows` of suite "s" (cell, status,
+    more columns) and `analyses` (run_id, kind, payload). Returns its URL."""
+    import datetime as dt
     import importlib.util
 
     import sqlalchemy as sa
 
     from harness.store.schema import MIGRATIONS
-    from harness.store.lease import current_worker
 
     spec = importlib.util.spec_from_file_location("baseline", f"{MIGRATIONS}/versions/0001_baseline.py")
     baseline = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(baseline)
-    path = tmp_path / "old.db"
     engine = sa.create_engine(f"sqlite:///{path}")
     old_columns = [c for c in baseline._runs_columns() if c.name not in ("adapter_bytes", "adapter_path", "extra")]
     meta = sa.MetaData()
     runs = sa.Table("runs", meta, *old_columns, sa.UniqueConstraint("suite", "cell_key"))
+    table = sa.Table("analyses", meta, *[sa.Column(n, t) for n, t in (
+        ("id", sa.Integer), ("run_id", sa.Integer), ("suite", sa.String), ("kind", sa.String),
+        ("created_at", sa.DateTime), ("payload", sa.JSON))])
     meta.create_all(engine)
-    cell = parse_suite(SUITE, "s.yaml").cells()[0]
-    import datetime as dt
-
     with engine.begin() as conn:
-        conn.execute(runs.insert(), {**{k: v for k, v in cell.config().items() if k in runs.c}, "suite": "s",
-                                     "cell_key": cell.key, "status": "failed", "attempts": 1, "error": "old",
-                                     "created_at": dt.datetime(2026, 1, 1), "method_label": "full",
-                                     "config": cell.config(), "score": None})
-    store = Store(f"sqlite:///{path}")
+        for row in rows:
+            cell = row["cell"]
+            conn.execute(runs.insert(), {**{k: v for k, v in cell.config().items() if k in runs.c}, "suite": "s",
+                                         "cell_key": cell.key, "attempts": 1, "created_at": dt.datetime(2026, 1, 1),
+                                         "method_label": cell.method, "config": cell.config(),
+                                         **{k: v for k, v in row.items() if k != "cell"}})
+        for row in analyses:
+            conn.execute(table.insert(), {"suite": "s", "created_at": dt.datetime(2026, 1, 1), **row})
+    engine.dispose()
+    return f"sqlite:///{path}"
+
+
+def test_a_store_from_before_migrations_is_upgraded_in_place(tmp_path):
+    """A store an earlier harness created (no alembic_version, and without columns added later) opens, keeps
+    its rows, gains the new columns and takes part in claims."""
+    import sqlalchemy as sa
+
+    from harness.store.lease import current_worker
+
+    cell = parse_suite(SUITE, "s.yaml").cells()[0]
+    url = store_from_before_migrations(tmp_path / "old.db", [{"cell": cell, "status": "failed", "error": "old"}])
+    store = Store(url)
     assert {"adapter_bytes", "extra", "worker_id", "heartbeat_at"} <= store.columns()
     fresh = Store(f"sqlite:///{tmp_path / 'new.db'}")
 
@@ -111,6 +128,35 @@ def test_a_store_from_before_migrations_is_upgraded_in_place(tmp_path):
     assert old.status == Status.FAILED and old.error == "old"
     claim = store.claim_next("s", [cell.key], current_worker(), retry_failed=True)
     assert claim is not None and claim.attempt == 2
+
+
+def test_a_store_of_an_older_revision_is_read_as_it_is(tmp_path):
+    """A reader opens a store read-only and never migrates it: on one from before the columns of later revisions
+    (a harness upgraded, no worker run yet), `harness status` and `compare` failed with a traceback (no such
+    column: runs.train_flops, then runs.heartbeat_at; an ablation: analyses.status). Its rows read with those
+    columns empty, a running row without a heartbeat as stale (the staleness rule's missing heartbeat), an
+    analysis from before analyses had a status as completed; the file stays as it was."""
+    from tests.helpers import at_rest, call_cli
+
+    full, probe = parse_suite(SUITE, "s.yaml").cells()
+    (tmp_path / "db").mkdir()
+    url = store_from_before_migrations(tmp_path / "db" / "old.db", [
+        {"cell": full, "status": "completed", "score": 61.25, "metrics": {"accuracy": 61.25}},
+        {"cell": probe, "status": "running"}], [{"run_id": 1, "kind": "adapter_ablation", "payload": {"spans": []}}])
+    (tmp_path / "s.yaml").write_text(SUITE)
+    before = at_rest(tmp_path / "db")
+
+    store = Store(url, read_only=True)
+    done, running = store.records("s")
+    assert (done.score, done.metrics, done.train_flops, done.worker_id) == (61.25, {"accuracy": 61.25}, None, None)
+    assert store.get(done.id).score == 61.25 and store.stale_keys("s", 60.0) == {probe.key}
+    assert [(a.run_id, a.payload, a.status) for a in store.analyses("s")] == [(done.id, {"spans": []}, None)]
+    proc = call_cli("status", tmp_path / "s.yaml", "--db", url)
+    assert proc.returncode == 0 and "2 cells: 1 completed (50%), 1 stale (50%)" in proc.stdout, \
+        proc.stdout + proc.stderr[-2000:]
+    proc = call_cli("compare", str(done.id), str(running.id), "--db", url)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert at_rest(tmp_path / "db") == before, "nothing written"
 
 
 def _open_fresh_stores(folder, t0, period, rounds, errors):
