@@ -39,6 +39,10 @@ def run(args) -> int:
     if args.task:
         args.task = task_option(args.task)
     store = existing_store(args.db)
+    if args.task:   # a --suite or --model of no run is named as such, not as a method label with no runs
+        from harness.report.export import check_names
+
+        check_names(store, args.suite, args.model)
     if args.a is None:
         print(format_column(args.task, args.resamples, store, args.suite, args.model))
         return 0

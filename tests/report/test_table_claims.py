@@ -640,6 +640,28 @@ def test_compare_pairs_variants_of_one_model(tmp_path):
     assert "+14.00" in r.stdout, r.stdout   # 72 - 58 on the same 200 examples
 
 
+def test_a_model_of_another_suite_is_refused_not_exported_as_an_empty_table(tmp_path):
+    """Suite a trained minilm, suite b bert-base. `export --suite a --model bert-base-uncased` passed the name
+    check (the store has that model) and wrote "(no completed runs)" with exit 0, as if suite a's bert-base cells
+    had not finished; `compare --task` with a model the store lacks blamed the method label ("no completed rte
+    runs of \"full\"")."""
+    url = store_of(tmp_path, ["name: a\nmodels: [minilm]\ntasks: [rte]\nmethods: [full, bitfit]\n",
+                              "name: b\nmodels: [bert-base-uncased]\ntasks: [rte]\nmethods: [full, bitfit]\n"],
+                   lambda c: 70.0)
+    out = tmp_path / "t.md"
+    for table in ("leaderboard", "best", "runs"):
+        assert_refused(call_cli("export", "--db", url, "--suite", "a", "--model", "bert-base-uncased", "--table",
+                                table, "-o", str(out)),
+                       "--model: suite 'a' has no runs of model 'bert-base-uncased' (it has: minilm)")
+        assert not out.exists()
+    assert "| full " in export(url, "leaderboard", "markdown", "--suite", "b", "--model", "bert-base-uncased")
+    for args in (("full", "bitfit"), ()):
+        assert_refused(call_cli("compare", *args, "--task", "rte", "--db", url, "--model", "bert-base"),
+                       "--model: the store has no runs of model 'bert-base' (did you mean \"bert-base-uncased\"?)")
+        assert_refused(call_cli("compare", *args, "--task", "rte", "--db", url, "--suite", "a", "--model",
+                                "bert-base-uncased"), "--model: suite 'a' has no runs of model 'bert-base-uncased'")
+
+
 def test_one_model_s_table_compares_the_task_version_its_suite_compares(tmp_path, monkeypatch):
     """STS-B moved to version 2; bert-base's version-2 cells failed, its version-1 runs completed. The suite's
     table leaves those out, but `export --model` and the board filtered the model's rows before the selection:
