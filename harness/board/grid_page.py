@@ -188,7 +188,7 @@ def _time_left(store, suite: str, timeout: float, left: int, cells: pd.DataFrame
     st.caption(f"{est['live_workers']} live worker(s){unknown}{checked}")
     groups = [{k: v for k, v in g.items() if k != "method"} for g in est["groups"] if g["left"]]
     if groups:
-        with st.expander("Time left per method variant and task"):
+        with st.expander("Time left per model, method variant, task and budget"):
             st.dataframe(pd.DataFrame(groups).rename(columns={"variant": "method", "mean_s": "mean s per cell",
                                                               "work_s": "work s left"}),
                          hide_index=True, width="stretch")

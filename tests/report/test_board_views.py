@@ -170,9 +170,37 @@ def test_grid_page_time_left_is_harness_status_s(tmp_path, monkeypatch):
     assert (status["predicted_cells"], status["predicted_s"], status["predicted_actual_s"]) == (2, 160.0, 204.0)
     assert any(c.value == "0 live worker(s) · the workers' predictions at claim, for 2 completed cell(s): 2m 40s "
                "predicted, 3m 24s taken (ratio 1.27)" for c in at.caption), [c.value for c in at.caption]
-    listed = table(at, "method")
+    listed = table(at, "model")
     assert {(r["method"], r["task"], r["source"]) for _, r in listed.iterrows()} == \
         {("bitfit", "rte", "suite"), ("full", "mrpc", "stored"), ("bitfit", "mrpc", "stored")}
+
+
+def test_time_left_keeps_each_model_and_budget_apart(tmp_path, monkeypatch):
+    """Two models x two budgets of one method and task, seed 1 of each done in 10 / 30 s (minilm, 1 / 3 epochs)
+    and 100 / 300 s (bert-base): the Grid page's time left per variant and `harness status --json` listed one row
+    "full, rte: 4 completed, 4 left, 110 s per cell", a mean of no cell, with no model or budget named."""
+    text = GRID.replace("name: grid", "name: mm").replace("[minilm]", "[minilm, bert-base-uncased]").replace(
+        "tasks: [rte, mrpc]", "tasks: [rte]").replace("[full, bitfit]", "[full]") + \
+        "budgets: [{epochs: 1}, {epochs: 3}]\n"
+    url = f"sqlite:///{tmp_path / 'g.db'}"
+    store = Store(url)
+    cells = parse_suite(text, "mm.yaml").cells()
+    store.enqueue(cells)
+    for c in cells:
+        if c.seed == 1:
+            seconds = (10.0 if c.model == "minilm" else 100.0) * c.budget["epochs"]
+            _complete(store, c, Worker("w", "node-a", 11), seconds, 0.0, 80, 80)
+    expected = {("minilm", "epochs=1", 10.0), ("minilm", "epochs=3", 30.0), ("bert-base-uncased", "epochs=1", 100.0),
+                ("bert-base-uncased", "epochs=3", 300.0)}
+    suite = tmp_path / "mm.yaml"
+    suite.write_text(text)
+    r = call_cli("status", suite, "--db", url, "--json")
+    assert r.returncode == 0, r.stderr
+    groups = json.loads(r.stdout)["estimate"]["groups"]
+    assert {(g["model"], g["budget"], g["mean_s"]) for g in groups} == expected, groups
+    assert all((g["variant"], g["task"], g["completed"], g["left"]) == ("full", "rte", 1, 1) for g in groups)
+    listed = table(app(url, monkeypatch, page="Grid", suite="mm"), "model")
+    assert {(r["model"], r["budget"], r["mean s per cell"]) for _, r in listed.iterrows()} == expected, listed
 def test_grid_page_reads_a_postgresql_store(pg_server, monkeypatch):
     """The staleness rule and heartbeat ages on the server's clock, through a read-only transaction."""
     url, ids = grid_store(pg_server.create_database("grid"))
