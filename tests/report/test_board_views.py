@@ -201,6 +201,27 @@ def test_time_left_keeps_each_model_and_budget_apart(tmp_path, monkeypatch):
     assert all((g["variant"], g["task"], g["completed"], g["left"]) == ("full", "rte", 1, 1) for g in groups)
     listed = table(app(url, monkeypatch, page="Grid", suite="mm"), "model")
     assert {(r["model"], r["budget"], r["mean s per cell"]) for _, r in listed.iterrows()} == expected, listed
+def test_grid_page_names_the_model_of_each_worker_s_cell_and_each_failure(tmp_path, monkeypatch):
+    """Two models of one suite, the same (task, method, seed) failed on each and running on each: the Workers and
+    Failures tables showed two rows alike but for the cell key ("rte, full, seed 1"), which model not said."""
+    text = GRID.replace("name: grid", "name: mm").replace("[minilm]", "[minilm, bert-base-uncased]").replace(
+        "tasks: [rte, mrpc]", "tasks: [rte]").replace("[full, bitfit]", "[full]")
+    url = f"sqlite:///{tmp_path / 'g.db'}"
+    store = Store(url)
+    cells = parse_suite(text, "mm.yaml").cells()
+    store.enqueue(cells)
+    for c in cells:
+        claim = store.claim_next("mm", [c.key], Worker(f"w-{c.model}-{c.seed}", "node-a", 11))
+        if c.seed == 1:
+            store.finish(claim, Status.FAILED, {"error": "FloatingPointError: loss is not finite"})
+    at = app(url, monkeypatch, page="Grid", suite="mm")
+    failures, workers = table(at, "cell"), table(at, "state")
+    assert sorted(zip(failures["model"], failures["task"], failures["method"], failures["seed"])) == [
+        ("bert-base-uncased", "rte", "full", 1), ("minilm", "rte", "full", 1)]
+    assert sorted(zip(workers["model"], workers["worker"])) == [("bert-base-uncased", "w-bert-base-uncased-2"),
+                                                                ("minilm", "w-minilm-2")]
+
+
 def test_grid_page_reads_a_postgresql_store(pg_server, monkeypatch):
     """The staleness rule and heartbeat ages on the server's clock, through a read-only transaction."""
     url, ids = grid_store(pg_server.create_database("grid"))
