@@ -23,6 +23,7 @@ from harness.report.throughput import (MATCH_LEVELS, UNCERTAINTY_FLOOR, CellPlan
                                        PASS_SECONDS, cell_feature_sets, device_of, encoder_pass_s, spread,
                                        devices, observation, pick_device, plan_cell, rate_for, stored_feature_sets,
                                        precision_key, regime_key, stored_observations, task_kind, timed_passes)
+from harness.spec.cell import budget_text
 from harness.spec.methods import FEATURE_ROLES
 from harness.spec.status import CellState, Regime
 
@@ -334,7 +335,7 @@ def time_left(store, states: list[tuple], *, data_dir: str | None = None, now=No
     model, method variant (its row label), task and budget.
 
     Returns {"counts": {state: n, "total": n}, "live_workers": n, "groups": [{model, method, variant (its row label),
-    task, budget (as a cell's label prints it), completed, left, mean_s, work_s, source: "suite" | "stored" |
+    task, budget (as the tables print it), completed, left, mean_s, work_s, source: "suite" | "stored" |
     "stored+suite" (cell by cell) | None}],
     "stored_device", "work_s": seconds of work left, "left_s": wall seconds left (work / workers; None when no cell
     left has an estimate), "plus_minus_s", "unestimated": cells left without an estimate, "unestimated_why": why
@@ -363,7 +364,7 @@ def time_left(store, states: list[tuple], *, data_dir: str | None = None, now=No
     for cell, state, rec in states:
         g = groups.setdefault((cell.row_label, cell.task, work_key(cell)),
                               {"model": cell.model, "method": cell.method, "variant": cell.row_label,
-                               "task": cell.task, "budget": cell.budget_text, "todo": [], "done": []})
+                               "task": cell.task, "budget": budget_text(cell.budget), "todo": [], "done": []})
         if state == CellState.COMPLETED and took[rec.id] is not None:
             g["done"].append((cell, rec, took[rec.id]))
         elif state in todo_states:

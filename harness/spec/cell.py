@@ -52,9 +52,10 @@ def method_label(method: str, params: dict) -> str:
     return f"{method}({','.join(shown)})" if shown else method
 
 
-def _text(value) -> str:
-    """A value as a cell's label prints it: floats shortest (1e-05, 3), the rest as they are."""
-    return f"{value:g}" if isinstance(value, float) else str(value)
+def budget_text(budget: dict | None) -> str:
+    """A budget as the tables and the board print it: "epochs=3,max_train_samples=1000", keys sorted ("" for the
+    default)."""
+    return ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted((budget or {}).items()))
 
 
 def base_label(row_label: str) -> str:
@@ -153,15 +154,12 @@ class Cell:
         return self.method_label + self._suffix
 
     @property
-    def budget_text(self) -> str:
-        """The budget as labels print it: "epochs=3,max_train_samples=1000" ("" for the default)."""
-        return ",".join(f"{k}={_text(v)}" for k, v in self.budget.items())
-
-    @property
     def label(self) -> str:
         """Model, task, method, learning rate, every other hparam off its default (cells of a batch-size sweep
         printed the same label), budget and seed."""
-        others = "".join(f" {k}={_text(v)}" for k, v in sorted(self.hparams.items())
+        text = lambda v: f"{v:g}" if isinstance(v, float) else str(v)   # noqa: E731
+        budget = ",".join(f"{k}={text(v)}" for k, v in self.budget.items())
+        others = "".join(f" {k}={text(v)}" for k, v in sorted(self.hparams.items())
                          if k != "learning_rate" and k in DEFAULTS and v != DEFAULTS[k])
         return (f"{self.model} {self.task}{self._suffix} {self.method_label} lr={self.hparams['learning_rate']:g}"
-                f"{others} [{self.budget_text}] seed={self.seed}")
+                f"{others} [{budget}] seed={self.seed}")
