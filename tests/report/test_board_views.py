@@ -364,6 +364,28 @@ def test_task_drilldown_overlays_one_dev_curve_per_run(store_url, monkeypatch):
     assert at.query_params["method"] == "houlsby(size=8,non_linearity=swish)"
 
 
+def test_task_drilldown_tells_the_budgets_of_its_runs_apart(tmp_path, monkeypatch):
+    """One learning rate, two budgets, two seeds: the legend read "#1 seed=1" and "#3 seed=1" (a budget is not
+    among the hyperparameters it named), and the table below left the budget out, so the 1-epoch and 3-epoch
+    curves of a seed could not be told apart."""
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    store = Store(url)
+    text = "name: b\nmodels: [minilm]\ntasks: [rte]\nmethods: [full]\nseeds: [1, 2]\n" \
+           "budgets: [{epochs: 1}, {epochs: 3}]\n"
+    for c in parse_suite(text, "b.yaml").cells():
+        epochs = int(c.budget["epochs"])
+        store.finish(store.start(c, c.config(), "cmd", None), Status.COMPLETED, {
+            "score": 60.0 + epochs, "history": [{"step": 10 * e, "epoch": float(e), "score": 55.0 + e}
+                                                for e in range(1, epochs + 1)]})
+    at = app(url, monkeypatch, page="Task", suite="b", task="rte", method="full")
+    names = sorted(t["name"] for t in json.loads(at.get("plotly_chart")[0].proto.spec)["data"])
+    assert [n.split(" ", 1)[1] for n in names] == ["[epochs=1] seed=1", "[epochs=1] seed=2", "[epochs=3] seed=1",
+                                                   "[epochs=3] seed=2"], names
+    runs = table(at, "id")
+    assert sorted(zip(runs["budget"], runs["seed"])) == [("epochs=1", 1), ("epochs=1", 2), ("epochs=3", 1),
+                                                         ("epochs=3", 2)]
+
+
 def values(v):   # plotly sends arrays as base64 typed arrays
     import base64
 
