@@ -640,6 +640,27 @@ def test_compare_pairs_variants_of_one_model(tmp_path):
     assert "+14.00" in r.stdout, r.stdout   # 72 - 58 on the same 200 examples
 
 
+def test_compare_of_two_runs_names_the_model_and_budget_that_set_them_apart(tmp_path):
+    """`compare A B` of minilm's full run against bert-base's printed "run 1 (rte, full) vs run 3 (full)": one
+    variant against itself to the reader, -2 points, while the two sides were two models (or two budgets)."""
+    import sqlite3
+
+    text = "name: mm\nmodels: [minilm, bert-base-uncased]\ntasks: [rte]\nmethods: [full]\n" \
+           "budgets: [{epochs: 1}, {epochs: 3}]\n"
+    url = store_of(tmp_path, [text], lambda c: {"minilm": 70.0, "bert-base-uncased": 72.0}[c.model]
+                   + c.budget["epochs"], predictions=True)
+    with sqlite3.connect(tmp_path / "h.db") as db:
+        ids = {(m, json.loads(b)["epochs"]): i for i, m, b in db.execute("SELECT id, model, budget FROM runs")}
+    first = call_cli("compare", str(ids[("minilm", 1)]), str(ids[("bert-base-uncased", 1)]), "--db", url)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.startswith(f"run {ids[('minilm', 1)]} (rte, full, model minilm) vs run "
+                                   f"{ids[('bert-base-uncased', 1)]} (full, model bert-base-uncased): 200 paired"), \
+        first.stdout
+    budgets = call_cli("compare", str(ids[("minilm", 1)]), str(ids[("minilm", 3)]), "--db", url)
+    assert f"(rte, full, budget epochs=1) vs run {ids[('minilm', 3)]} (full, budget epochs=3)" in budgets.stdout, \
+        budgets.stdout
+
+
 def test_a_model_of_another_suite_is_refused_not_exported_as_an_empty_table(tmp_path):
     """Suite a trained minilm, suite b bert-base. `export --suite a --model bert-base-uncased` passed the name
     check (the store has that model) and wrote "(no completed runs)" with exit 0, as if suite a's bert-base cells
