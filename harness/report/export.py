@@ -755,9 +755,11 @@ def _open_descriptor(path: str) -> int | None:
     return _STANDARD.get(name) if match is None else int(match.group(1))
 
 
-def table_caption(table: str, suite: str | None) -> str | None:
-    """A LaTeX table's caption, as `harness export --suite` writes it and the board's download."""
-    return f"{table} of suite {suite}" if suite else None
+def table_caption(table: str, suite: str | None, model: str | None = None) -> str | None:
+    """A LaTeX table's caption, as `harness export --suite [--model]` writes it and the board's download: a table
+    of one model names it (its rows have no model column when they are all of one model)."""
+    parts = ([f"suite {suite}"] if suite else []) + ([f"model {model}"] if model else [])
+    return f"{table} of {', '.join(parts)}" if parts else None
 
 
 def export(store: Store, fmt: str, table: str = "runs", suite: str | None = None, model: str | None = None) -> str:
@@ -769,5 +771,5 @@ def export(store: Store, fmt: str, table: str = "runs", suite: str | None = None
     if frame.empty:
         return "(no adapter ablations stored)\n" if table == "ablation" else f"({nothing_completed(frame)})\n"
     if fmt == "latex":
-        return to_latex(table, frame, table_caption(table, suite))
+        return to_latex(table, frame, table_caption(table, suite, model))
     return to_markdown(table, frame)

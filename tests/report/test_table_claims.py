@@ -661,6 +661,19 @@ def test_compare_of_two_runs_names_the_model_and_budget_that_set_them_apart(tmp_
         budgets.stdout
 
 
+def test_a_latex_table_of_one_model_names_it(tmp_path):
+    """`export --format latex --suite mm --model bert-base-uncased` of a two-model suite: one model's rows have no
+    model column, and the caption said "leaderboard of suite mm", so the file did not say whose scores they are
+    (the board's LaTeX download, one model's by design, neither)."""
+    text = "name: mm\nmodels: [minilm, bert-base-uncased]\ntasks: [rte]\nmethods: [full, bitfit]\n"
+    url = store_of(tmp_path, [text], lambda c: 70.0)
+    for table in ("leaderboard", "best", "runs"):
+        tex = export(url, table, "latex", "--suite", "mm", "--model", "bert-base-uncased")
+        assert f"\\caption{{{table} of suite mm, model bert-base-uncased}}" in tex, tex
+    assert "\\caption{leaderboard of suite mm}" in export(url, "leaderboard", "latex", "--suite", "mm")
+    assert "\\caption{leaderboard of model minilm}" in export(url, "leaderboard", "latex", "--model", "minilm")
+
+
 def test_a_model_of_another_suite_is_refused_not_exported_as_an_empty_table(tmp_path):
     """Suite a trained minilm, suite b bert-base. `export --suite a --model bert-base-uncased` passed the name
     check (the store has that model) and wrote "(no completed runs)" with exit 0, as if suite a's bert-base cells
