@@ -15,7 +15,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from harness.analysis.compare import compare_variants
+from harness.analysis.compare import budget_note, compare_variants
 from harness.board import urlstate
 from harness.board.evp_page import page_evp
 from harness.board.grid_page import REFRESH_S, page_grid
@@ -279,6 +279,9 @@ def page_analyses(url, suite, model, metric):
                    f"seed(s)), its score the mean over them; {res.resamples} paired bootstrap resamples of the "
                    f"{res.n_examples} dev examples, two-sided p. The same as "
                    f"`harness compare \"{a}\" \"{b}\" --task {task}`.")
+        note = budget_note(res)
+        if note:   # as `harness compare` says it
+            st.caption(note)
     page_ablations(url, suite, runs)
 
 

@@ -674,6 +674,29 @@ def test_a_latex_table_of_one_model_names_it(tmp_path):
     assert "\\caption{leaderboard of model minilm}" in export(url, "leaderboard", "latex", "--model", "minilm")
 
 
+def test_compare_of_two_variants_says_their_chosen_settings_differ_in_budget(tmp_path, monkeypatch):
+    """Two budgets: full's best setting on dev is its 1-epoch one, bitfit's its 3-epoch one. The best table's
+    footnote says the column's scores are not at one budget; `compare full bitfit --task rte` and the board's
+    paired comparison printed "-5.00, p = ..." without a word of it."""
+    text = "name: s\nmodels: [minilm]\ntasks: [rte]\nmethods: [full, bitfit]\nseeds: [1, 2]\n" \
+           "budgets: [{epochs: 1}, {epochs: 3}]\n"
+    best_at = {"full": 1, "bitfit": 3}
+    url = store_of(tmp_path, [text], lambda c: (70.0 if c.method == "full" else 65.0)
+                   - 10 * (c.budget["epochs"] != best_at[c.method]), predictions=True)
+    note = ("The two variants' chosen settings differ in budget (A: epochs=1; B: epochs=3): the budget was selected "
+            "on dev with the other hyperparameters, so this comparison is not at one budget.")
+    r = call_cli("compare", "full", "bitfit", "--task", "rte", "--db", url)
+    assert r.returncode == 0, r.stderr
+    assert "A-B +5.00" in r.stdout and r.stdout.rstrip().endswith(note), r.stdout
+    for _, at in board_pages(url, monkeypatch, "minilm", "rte", ("Analyses",)):   # A: bitfit, B: full
+        swapped = note.replace("A: epochs=1; B: epochs=3", "A: epochs=3; B: epochs=1")
+        assert at.metric[0].value == "-5.00" and swapped in [c.value for c in at.caption], at.caption
+    one = "name: o\nmodels: [minilm]\ntasks: [rte]\nmethods: [full, bitfit]\n"   # one budget: nothing to say
+    (tmp_path / "one").mkdir()
+    url = store_of(tmp_path / "one", [one], lambda c: 70.0 if c.method == "full" else 65.0, predictions=True)
+    assert "differ in budget" not in call_cli("compare", "full", "bitfit", "--task", "rte", "--db", url).stdout
+
+
 def test_a_model_of_another_suite_is_refused_not_exported_as_an_empty_table(tmp_path):
     """Suite a trained minilm, suite b bert-base. `export --suite a --model bert-base-uncased` passed the name
     check (the store has that model) and wrote "(no completed runs)" with exit 0, as if suite a's bert-base cells
