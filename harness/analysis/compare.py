@@ -5,7 +5,7 @@ sides on them, so seeds are never counted as more examples."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -25,6 +25,17 @@ class Comparison:
     ci_high: float
     p_value: float        # two-sided: twice (1 + resamples where the difference has the other sign) / (1 + B)
     resamples: int
+    budgets: tuple[str, str] | None = None   # two variants' chosen settings of two budgets: (A's, B's)
+
+
+def budget_note(result: Comparison) -> str | None:
+    """What a comparison of two variants must say when their chosen settings are of different budgets (a suite
+    with several budgets selects the budget on dev, as the tables' footnote says): None when they are of one."""
+    if not result.budgets:
+        return None
+    a, b = (budget or "the default" for budget in result.budgets)
+    return (f"The two variants' chosen settings differ in budget (A: {a}; B: {b}): the budget was selected on dev "
+            f"with the other hyperparameters, so this comparison is not at one budget.")
 
 
 def paired_bootstrap(task: Task, splits: list[Split], resamples: int = 1000, confidence: float = 0.95,
@@ -98,7 +109,9 @@ def compare_variants(store, suite: str | None, task_name: str, label_a: str, lab
     if not seeds:
         raise InputError(f'"{label_a}" and "{label_b}" share no seed on {task.name}')
     dirs = [[c.loc[seed, "output_dir"] for seed in seeds] for c in chosen]
-    return _compare(task, *dirs, {A: f'"{label_a}"', B: f'"{label_b}"'}, resamples), len(seeds)
+    result = _compare(task, *dirs, {A: f'"{label_a}"', B: f'"{label_b}"'}, resamples)
+    budgets = tuple(str(c["budget"].iloc[0] or "") for c in chosen)   # one per setting (it is part of the setting)
+    return (replace(result, budgets=budgets) if budgets[0] != budgets[1] else result), len(seeds)
 
 
 def column(store, suite: str | None, task_name: str, model: str | None = None, resamples: int = 1000):

@@ -15,7 +15,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from harness.analysis.compare import compare_variants
+from harness.analysis.compare import budget_note, compare_variants
 from harness.board import urlstate
 from harness.board.evp_page import page_evp
 from harness.board.grid_page import REFRESH_S, page_grid
@@ -127,13 +127,13 @@ def seeds_needed_table(board: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows) if tasks else pd.DataFrame()
 
 
-def downloads(kind: str, frame: pd.DataFrame, suite: str) -> None:
-    """The table's files, as `harness export --table KIND --suite SUITE` writes them."""
+def downloads(kind: str, frame: pd.DataFrame, suite: str, model: str) -> None:
+    """The table's files, as `harness export --table KIND --suite SUITE --model MODEL` writes them."""
     stem = f"{kind}-{suite}"
     c1, c2, c3 = st.columns(3)
     c1.download_button("Download CSV", table_csv(kind, frame), f"{stem}.csv", "text/csv",
                        width="stretch")
-    c2.download_button("Download LaTeX", to_latex(kind, frame, table_caption(kind, suite)), f"{stem}.tex",
+    c2.download_button("Download LaTeX", to_latex(kind, frame, table_caption(kind, suite, model)), f"{stem}.tex",
                        "text/x-tex", width="stretch")
     c3.download_button("Download Markdown", to_markdown(kind, frame), f"{stem}.md", "text/markdown", width="stretch")
 
@@ -180,7 +180,7 @@ def page_leaderboard(url, suite, model, metric):
     st.caption(f"{len(cells)} (task, method) cells from {int(cells['settings_tried'].sum())} hyperparameter settings "
                f"tried" + (f" ({unfinished} more not finished yet)" if unfinished else "")
                + f"; seeds per cell: {seeds.min()}" + (f"–{seeds.max()}." if seeds.max() > seeds.min() else "."))
-    downloads("leaderboard", view, suite)
+    downloads("leaderboard", view, suite, model)
 
 
 def page_runs(url, suite, model):
@@ -215,7 +215,7 @@ def page_runs(url, suite, model):
         return
     # the file is `harness export --table runs`'s (its provenance columns too), rows as filtered here
     exported = load_exported_runs(url, suite, model)
-    downloads("runs", exported[exported["id"].isin(view["id"])], suite)
+    downloads("runs", exported[exported["id"].isin(view["id"])], suite, model)
     labels = {int(r.id): f"#{r.id} {r.task} {text} lr={r.learning_rate:g} seed={r.seed} ({r.status})"
               for text, r in zip(method, view.itertuples())}
     run_id = urlstate.choose(st.selectbox, "Run details", list(labels), "run", format_func=labels.get)
@@ -279,6 +279,9 @@ def page_analyses(url, suite, model, metric):
                    f"seed(s)), its score the mean over them; {res.resamples} paired bootstrap resamples of the "
                    f"{res.n_examples} dev examples, two-sided p. The same as "
                    f"`harness compare \"{a}\" \"{b}\" --task {task}`.")
+        note = budget_note(res)
+        if note:   # as `harness compare` says it
+            st.caption(note)
     page_ablations(url, suite, runs)
 
 

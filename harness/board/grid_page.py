@@ -43,11 +43,11 @@ def workers_table(cells: pd.DataFrame, now) -> pd.DataFrame:
     """One row per held lease (running or stale cell): who holds it, where, and how old its heartbeat is."""
     held = cells[cells["state"].isin([CellState.RUNNING.value, CellState.STALE.value])]
     rows = [{"state": r.state, "heartbeat age (s)": _age(now, r.heartbeat_at), "worker": r.worker_id,
-             "host": r.host, "slurm job/task": slurm_text(r), "cell": r.cell_key, "task": r.task,
+             "host": r.host, "slurm job/task": slurm_text(r), "cell": r.cell_key, "model": r.model, "task": r.task,
              "method": r.method_label, "seed": r.seed, "running for": duration(_age(now, r.started_at)),
              "pid": "" if pd.isna(r.pid) else str(int(r.pid))} for r in held.itertuples()]
     return pd.DataFrame(rows, columns=["state", "heartbeat age (s)", "worker", "host", "slurm job/task", "cell",
-                                       "task", "method", "seed", "running for", "pid"])
+                                       "model", "task", "method", "seed", "running for", "pid"])
 
 
 def _age(now, then):
@@ -58,11 +58,11 @@ def _age(now, then):
 
 def failures_table(cells: pd.DataFrame, suite: str) -> pd.DataFrame:
     failed = cells[cells["state"] == CellState.FAILED.value]
-    rows = [{"cell": r.cell_key, "task": r.task, "method": r.method_label, "seed": r.seed, "attempts": r.attempts,
-             "reason": first_line(r.error),
+    rows = [{"cell": r.cell_key, "model": r.model, "task": r.task, "method": r.method_label, "seed": r.seed,
+             "attempts": r.attempts, "reason": first_line(r.error),
              "run page": urlstate.link(page="Runs", suite=suite, model=r.model, run=int(r.id))}
             for r in failed.itertuples()]
-    return pd.DataFrame(rows, columns=["cell", "task", "method", "seed", "attempts", "reason", "run page"])
+    return pd.DataFrame(rows, columns=["cell", "model", "task", "method", "seed", "attempts", "reason", "run page"])
 
 
 def first_line(text) -> str:
@@ -188,7 +188,7 @@ def _time_left(store, suite: str, timeout: float, left: int, cells: pd.DataFrame
     st.caption(f"{est['live_workers']} live worker(s){unknown}{checked}")
     groups = [{k: v for k, v in g.items() if k != "method"} for g in est["groups"] if g["left"]]
     if groups:
-        with st.expander("Time left per method variant and task"):
+        with st.expander("Time left per model, method variant, task and budget"):
             st.dataframe(pd.DataFrame(groups).rename(columns={"variant": "method", "mean_s": "mean s per cell",
                                                               "work_s": "work s left"}),
                          hide_index=True, width="stretch")

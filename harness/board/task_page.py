@@ -11,6 +11,7 @@ from sqlalchemy import select
 from harness.board import urlstate
 from harness.report.export import note_lines
 from harness.report.provenance import data_by_task, skipped_by_task
+from harness.spec.cell import budget_text
 from harness.store.schema import RunRecord as R
 
 COLUMNS = ["id", "cell_key", "seed", "learning_rate", "hparams", "budget", "status", "score", "best_score",
@@ -28,20 +29,23 @@ def task_runs(store, suite: str, model: str, task: str, method_label: str) -> pd
         return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
 
 
-def setting_text(row, varied: list[str]) -> str:
-    """What tells this run apart from its neighbours: the seed and the hyperparameters that vary among them."""
+def setting_text(row, varied: list[str], budget: str | None = None) -> str:
+    """What tells this run apart from its neighbours: the seed, the hyperparameters that vary among them, and
+    its budget where theirs vary (a budget is not a hyperparameter: runs of two budgets read alike without it)."""
     hp = row.hparams or {}
     parts = [f"{k}={hp.get(k):g}" if isinstance(hp.get(k), float) else f"{k}={hp.get(k)}" for k in varied]
-    return " ".join([*parts, f"seed={row.seed}"])
+    return " ".join([*parts, *([f"[{budget or 'default budget'}]"] if budget is not None else []), f"seed={row.seed}"])
 
 
 def curves(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per (run, evaluation): the long format plotly draws one line per run from."""
     keys = sorted({k for hp in runs["hparams"] for k in (hp or {})})
     varied = [k for k in keys if len({str((hp or {}).get(k)) for hp in runs["hparams"]}) > 1]
+    budgets = [budget_text(b) for b in runs["budget"]]
+    several = len(set(budgets)) > 1
     rows = []
-    for r in runs.itertuples():
-        label = f"#{r.id} " + setting_text(r, varied)
+    for r, budget in zip(runs.itertuples(), budgets):
+        label = f"#{r.id} " + setting_text(r, varied, budget if several else None)
         for h in r.history or []:
             rows.append({"run": label, "step": h.get("step"), "epoch": h.get("epoch"), "score": h.get("score"),
                          "train_loss": h.get("train_loss")})
@@ -74,7 +78,8 @@ def page_task(store, all_runs: pd.DataFrame, suite: str, model: str) -> None:
     # e.g. SQuAD's split, rows skipped: wherever its scores show
     for line in note_lines([task], data_by_task(shown), skipped_by_task(shown)):
         st.caption(line)
-    table = found.drop(columns=["history", "hparams", "budget"]).assign(
+    table = found.drop(columns=["history", "hparams"]).assign(
+        budget=[budget_text(b) for b in found["budget"]],
         run_page=[urlstate.link(page="Runs", suite=suite, model=model, run=int(i)) for i in found["id"]])
     st.dataframe(table, hide_index=True, width="stretch",
                  column_config={"run_page": st.column_config.LinkColumn("run page", display_text="open run"),

@@ -39,6 +39,10 @@ def run(args) -> int:
     if args.task:
         args.task = task_option(args.task)
     store = existing_store(args.db)
+    if args.task:   # a --suite or --model of no run is named as such, not as a method label with no runs
+        from harness.report.export import check_names
+
+        check_names(store, args.suite, args.model)
     if args.a is None:
         print(format_column(args.task, args.resamples, store, args.suite, args.model))
         return 0
@@ -50,9 +54,25 @@ def run(args) -> int:
         if a.id == b.id:   # (an id and its cell key, or the same one twice): no comparison, p = 1 says nothing
             raise InputError(f"B: run {b.id} is run A ({args.a}); give two different runs")
         result = compare_runs(a, b, args.resamples)
-        what = f"run {a.id} ({a.task}, {a.method_label}) vs run {b.id} ({b.method_label})"
+        apart = differences(a, b)
+        what = f"run {a.id} ({', '.join([a.task, a.method_label] + apart[0])}) vs run {b.id} " \
+               f"({', '.join([b.method_label] + apart[1])})"
     print(format_comparison(what, result))
     return 0
+
+
+def differences(a, b) -> tuple[list[str], list[str]]:
+    """What sets two runs apart beyond their method: their suite, model and budget where they differ (two runs of
+    one label on two models, or two budgets, read as one variant against itself)."""
+    from harness.spec.cell import budget_text
+
+    sides: tuple[list[str], list[str]] = ([], [])
+    for name, value in (("suite", lambda r: r.suite), ("model", lambda r: r.model),
+                        ("budget", lambda r: budget_text(r.budget) or "the default")):
+        if value(a) != value(b):
+            sides[0].append(f"{name} {value(a)}")
+            sides[1].append(f"{name} {value(b)}")
+    return sides
 
 
 def format_column(task: str, resamples: int, store, suite, model) -> str:

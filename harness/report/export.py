@@ -650,7 +650,8 @@ def ablation_frame(store: Store, suite: str | None, model: str | None) -> pd.Dat
 
 def check_names(store: Store, suite: str | None, model: str | None) -> None:
     """A --suite or --model the store has no runs of is refused (with the names it has), not answered with an
-    empty table that reads as "nothing completed"."""
+    empty table that reads as "nothing completed"; with --suite, a --model among that suite's models (another
+    suite's model would read as a table of this suite with nothing completed)."""
     from harness.report.grid import suites_models
     from harness.spec.errors import InputError, did_you_mean
 
@@ -658,9 +659,11 @@ def check_names(store: Store, suite: str | None, model: str | None) -> None:
         return
     known = suites_models(store)
     for option, name, column in (("--suite", suite, "suite"), ("--model", model, "model")):
-        names = sorted(set(known[column]))
+        of_suite = column == "model" and suite is not None
+        names = sorted(set(known.loc[known["suite"] == suite, column] if of_suite else known[column]))
         if name and name not in names:
-            raise InputError(f"{option}: the store has no runs of {column} {name!r}"
+            where = f"suite {suite!r}" if of_suite else "the store"
+            raise InputError(f"{option}: {where} has no runs of {column} {name!r}"
                              + (did_you_mean(name, names) or (f" (it has: {', '.join(names)})" if names else "")))
 
 
@@ -752,9 +755,11 @@ def _open_descriptor(path: str) -> int | None:
     return _STANDARD.get(name) if match is None else int(match.group(1))
 
 
-def table_caption(table: str, suite: str | None) -> str | None:
-    """A LaTeX table's caption, as `harness export --suite` writes it and the board's download."""
-    return f"{table} of suite {suite}" if suite else None
+def table_caption(table: str, suite: str | None, model: str | None = None) -> str | None:
+    """A LaTeX table's caption, as `harness export --suite [--model]` writes it and the board's download: a table
+    of one model names it (its rows have no model column when they are all of one model)."""
+    parts = ([f"suite {suite}"] if suite else []) + ([f"model {model}"] if model else [])
+    return f"{table} of {', '.join(parts)}" if parts else None
 
 
 def export(store: Store, fmt: str, table: str = "runs", suite: str | None = None, model: str | None = None) -> str:
@@ -766,5 +771,5 @@ def export(store: Store, fmt: str, table: str = "runs", suite: str | None = None
     if frame.empty:
         return "(no adapter ablations stored)\n" if table == "ablation" else f"({nothing_completed(frame)})\n"
     if fmt == "latex":
-        return to_latex(table, frame, table_caption(table, suite))
+        return to_latex(table, frame, table_caption(table, suite, model))
     return to_markdown(table, frame)

@@ -23,6 +23,7 @@ from harness.report.throughput import (MATCH_LEVELS, UNCERTAINTY_FLOOR, CellPlan
                                        PASS_SECONDS, cell_feature_sets, device_of, encoder_pass_s, spread,
                                        devices, observation, pick_device, plan_cell, rate_for, stored_feature_sets,
                                        precision_key, regime_key, stored_observations, task_kind, timed_passes)
+from harness.spec.cell import budget_text
 from harness.spec.methods import FEATURE_ROLES
 from harness.spec.status import CellState, Regime
 
@@ -331,10 +332,11 @@ def time_left(store, states: list[tuple], *, data_dir: str | None = None, now=No
     others, which do not). A cell the store does not predict takes its group's mean (_suite_fallback: a probe's
     without the pass, plus the group's measured pass where its set is new). The work left is divided by the live
     workers (distinct workers holding a lease with a fresh heartbeat; none: as if one). Groups are reported per
-    method variant (its row label) and task.
+    model, method variant (its row label), task and budget.
 
-    Returns {"counts": {state: n, "total": n}, "live_workers": n, "groups": [{method, variant (its row label), task,
-    completed, left, mean_s, work_s, source: "suite" | "stored" | "stored+suite" (cell by cell) | None}],
+    Returns {"counts": {state: n, "total": n}, "live_workers": n, "groups": [{model, method, variant (its row label),
+    task, budget (as the tables print it), completed, left, mean_s, work_s, source: "suite" | "stored" |
+    "stored+suite" (cell by cell) | None}],
     "stored_device", "work_s": seconds of work left, "left_s": wall seconds left (work / workers; None when no cell
     left has an estimate), "plus_minus_s", "unestimated": cells left without an estimate, "unestimated_why": why
     (sorted), "actual_s": train + eval of the completed cells, "predicted_s" / "predicted_actual_s" / "ratio": the
@@ -361,8 +363,8 @@ def time_left(store, states: list[tuple], *, data_dir: str | None = None, now=No
     groups: dict[tuple, dict] = {}   # per (method variant, task, work key): cells of equal work
     for cell, state, rec in states:
         g = groups.setdefault((cell.row_label, cell.task, work_key(cell)),
-                              {"method": cell.method, "variant": cell.row_label, "task": cell.task, "todo": [],
-                               "done": []})
+                              {"model": cell.model, "method": cell.method, "variant": cell.row_label,
+                               "task": cell.task, "budget": budget_text(cell.budget), "todo": [], "done": []})
         if state == CellState.COMPLETED and took[rec.id] is not None:
             g["done"].append((cell, rec, took[rec.id]))
         elif state in todo_states:
@@ -390,15 +392,17 @@ def time_left(store, states: list[tuple], *, data_dir: str | None = None, now=No
         except Exception as exc:   # noqa: BLE001 -- advice only: the suite's own means below
             logging.getLogger(__name__).warning("time left: no estimate from stored throughput: %s", exc)
 
-    shown: dict[tuple, dict] = {}   # what the caller sees: per (method variant, task)
+    shown: dict[tuple, dict] = {}   # what the caller sees: per (model, method variant, task, budget)
     work, why = 0.0, set()
     plus_minus, unestimated = 0.0, not_cells
     if not_cells:
         why.add("its row's stored configuration is not a cell's")
     for g in groups.values():
-        entry = shown.setdefault((g["variant"], g["task"]), {
-            "method": g["method"], "variant": g["variant"], "task": g["task"], "completed": 0, "left": 0, "times": [],
-            "predicted": [], "work_s": None, "sources": set()})
+        # a model's or a budget's cells never share a row: its mean per cell would be of neither
+        entry = shown.setdefault((g["model"], g["variant"], g["task"], g["budget"]), {
+            "model": g["model"], "method": g["method"], "variant": g["variant"], "task": g["task"],
+            "budget": g["budget"], "completed": 0, "left": 0, "times": [], "predicted": [], "work_s": None,
+            "sources": set()})
         entry["completed"] += len(g["times"])
         entry["left"] += len(g["todo"])
         entry["times"] += g["times"]
@@ -434,8 +438,8 @@ def time_left(store, states: list[tuple], *, data_dir: str | None = None, now=No
         # the cells left's mean prediction; with none left, the completed cells' mean time
         mean = (statistics.fmean(predicted) if predicted
                 else statistics.fmean(times) if times and not entry["left"] else None)
-        out_groups.append({"method": entry["method"], "variant": entry["variant"], "task": entry["task"],
-                           "completed": entry["completed"], "left": entry["left"], "mean_s": mean,
+        out_groups.append({"model": entry["model"], "method": entry["method"], "variant": entry["variant"],
+                           "task": entry["task"], "budget": entry["budget"], "completed": entry["completed"], "left": entry["left"], "mean_s": mean,
                            "work_s": entry["work_s"], "source": "+".join(sorted(sources)) or None})
 
     workers = max(1, len(live))

@@ -19,7 +19,7 @@ from harness.stats import significance
 from harness.stats.flags import is_trivial, still_improving, trivial_score
 from harness.stats.selection import (failed_settings, member_keys, planned_seeds, selectable_runs, unfinished_settings,
                                      with_setting_key)
-from harness.spec.cell import base_label
+from harness.spec.cell import base_label, budget_text
 from harness.spec.status import Regime, Status
 from harness.spec.tasks import TASKS
 
@@ -30,10 +30,6 @@ COST_COLUMNS = ["trainable_params", "added_params", "total_params", "head_params
                 "eval_time_s", "peak_memory_mb", "peak_memory_kind", "train_examples_per_s", "train_tokens_per_s",
                 "steps", "epochs_done", "train_examples", "eval_examples", "train_flops", "eval_flops", "flops_per_s",
                 "mfu", "num_threads", "num_processes", "stopped_by", "error", "started_at", "finished_at"]
-
-
-def _budget_text(budget: dict) -> str:
-    return ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted((budget or {}).items()))
 
 
 FLAT = RUN_COLUMNS + COST_COLUMNS + ["hparams", "regime", "parent_id", "stage", "embedding_params", "encoder_params",
@@ -125,7 +121,7 @@ def runs_frame(store, suite: str | None = None, with_env: bool = False) -> pd.Da
     frame["method_params"] = [json.dumps(p or {}, sort_keys=True) for p in frame["method_params"]]
     # the whole setting: a sweep over batch size or warmup tells its runs apart only here (not by learning_rate)
     frame["hparams"] = [json.dumps(h or {}, sort_keys=True) for h in frame["hparams"]]
-    frame["budget"] = [_budget_text(b) for b in frame["budget"]]
+    frame["budget"] = [budget_text(b) for b in frame["budget"]]
     for c in ("started_at", "finished_at"):   # stored naive, on the database's UTC clock: exported as UTC
         frame[c] = pd.to_datetime(frame[c]).dt.tz_localize("UTC")
     metrics = pd.DataFrame([m or {} for m in frame.pop("metrics")], index=frame.index)

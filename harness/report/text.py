@@ -60,10 +60,13 @@ def format_ablation(rec, payload: dict) -> str:
 
 
 def format_comparison(what: str, result) -> str:
+    from harness.analysis.compare import budget_note
+
+    note = budget_note(result)
     return (f"{what}: {result.n_examples} paired dev examples\n"
             f"score A {result.score_a:.2f}  score B {result.score_b:.2f}  A-B {result.diff:+.2f}  "
             f"95% CI [{result.ci_low:+.2f}, {result.ci_high:+.2f}]  p = {result.p_value:.4f} two-sided "
-            f"(paired bootstrap over dev examples, {result.resamples} resamples)")
+            f"(paired bootstrap over dev examples, {result.resamples} resamples)" + (f"\n{note}" if note else ""))
 
 
 # --- `harness status`: the summary, the time left, who runs what, what failed ---------------------------------

@@ -52,6 +52,12 @@ def method_label(method: str, params: dict) -> str:
     return f"{method}({','.join(shown)})" if shown else method
 
 
+def budget_text(budget: dict | None) -> str:
+    """A budget as the tables and the board print it: "epochs=3,max_train_samples=1000", keys sorted ("" for the
+    default)."""
+    return ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted((budget or {}).items()))
+
+
 def base_label(row_label: str) -> str:
     """The method variant of a row label without its schedule suffix: "full [after mrpc]" -> "full"."""
     return row_label.split(" [", 1)[0]

@@ -170,9 +170,58 @@ def test_grid_page_time_left_is_harness_status_s(tmp_path, monkeypatch):
     assert (status["predicted_cells"], status["predicted_s"], status["predicted_actual_s"]) == (2, 160.0, 204.0)
     assert any(c.value == "0 live worker(s) · the workers' predictions at claim, for 2 completed cell(s): 2m 40s "
                "predicted, 3m 24s taken (ratio 1.27)" for c in at.caption), [c.value for c in at.caption]
-    listed = table(at, "method")
+    listed = table(at, "model")
     assert {(r["method"], r["task"], r["source"]) for _, r in listed.iterrows()} == \
         {("bitfit", "rte", "suite"), ("full", "mrpc", "stored"), ("bitfit", "mrpc", "stored")}
+
+
+def test_time_left_keeps_each_model_and_budget_apart(tmp_path, monkeypatch):
+    """Two models x two budgets of one method and task, seed 1 of each done in 10 / 30 s (minilm, 1 / 3 epochs)
+    and 100 / 300 s (bert-base): the Grid page's time left per variant and `harness status --json` listed one row
+    "full, rte: 4 completed, 4 left, 110 s per cell", a mean of no cell, with no model or budget named."""
+    text = GRID.replace("name: grid", "name: mm").replace("[minilm]", "[minilm, bert-base-uncased]").replace(
+        "tasks: [rte, mrpc]", "tasks: [rte]").replace("[full, bitfit]", "[full]") + \
+        "budgets: [{epochs: 1}, {epochs: 3}]\n"
+    url = f"sqlite:///{tmp_path / 'g.db'}"
+    store = Store(url)
+    cells = parse_suite(text, "mm.yaml").cells()
+    store.enqueue(cells)
+    for c in cells:
+        if c.seed == 1:
+            seconds = (10.0 if c.model == "minilm" else 100.0) * c.budget["epochs"]
+            _complete(store, c, Worker("w", "node-a", 11), seconds, 0.0, 80, 80)
+    expected = {("minilm", "epochs=1", 10.0), ("minilm", "epochs=3", 30.0), ("bert-base-uncased", "epochs=1", 100.0),
+                ("bert-base-uncased", "epochs=3", 300.0)}
+    suite = tmp_path / "mm.yaml"
+    suite.write_text(text)
+    r = call_cli("status", suite, "--db", url, "--json")
+    assert r.returncode == 0, r.stderr
+    groups = json.loads(r.stdout)["estimate"]["groups"]
+    assert {(g["model"], g["budget"], g["mean_s"]) for g in groups} == expected, groups
+    assert all((g["variant"], g["task"], g["completed"], g["left"]) == ("full", "rte", 1, 1) for g in groups)
+    listed = table(app(url, monkeypatch, page="Grid", suite="mm"), "model")
+    assert {(r["model"], r["budget"], r["mean s per cell"]) for _, r in listed.iterrows()} == expected, listed
+def test_grid_page_names_the_model_of_each_worker_s_cell_and_each_failure(tmp_path, monkeypatch):
+    """Two models of one suite, the same (task, method, seed) failed on each and running on each: the Workers and
+    Failures tables showed two rows alike but for the cell key ("rte, full, seed 1"), which model not said."""
+    text = GRID.replace("name: grid", "name: mm").replace("[minilm]", "[minilm, bert-base-uncased]").replace(
+        "tasks: [rte, mrpc]", "tasks: [rte]").replace("[full, bitfit]", "[full]")
+    url = f"sqlite:///{tmp_path / 'g.db'}"
+    store = Store(url)
+    cells = parse_suite(text, "mm.yaml").cells()
+    store.enqueue(cells)
+    for c in cells:
+        claim = store.claim_next("mm", [c.key], Worker(f"w-{c.model}-{c.seed}", "node-a", 11))
+        if c.seed == 1:
+            store.finish(claim, Status.FAILED, {"error": "FloatingPointError: loss is not finite"})
+    at = app(url, monkeypatch, page="Grid", suite="mm")
+    failures, workers = table(at, "cell"), table(at, "state")
+    assert sorted(zip(failures["model"], failures["task"], failures["method"], failures["seed"])) == [
+        ("bert-base-uncased", "rte", "full", 1), ("minilm", "rte", "full", 1)]
+    assert sorted(zip(workers["model"], workers["worker"])) == [("bert-base-uncased", "w-bert-base-uncased-2"),
+                                                                ("minilm", "w-minilm-2")]
+
+
 def test_grid_page_reads_a_postgresql_store(pg_server, monkeypatch):
     """The staleness rule and heartbeat ages on the server's clock, through a read-only transaction."""
     url, ids = grid_store(pg_server.create_database("grid"))
@@ -313,6 +362,28 @@ def test_task_drilldown_overlays_one_dev_curve_per_run(store_url, monkeypatch):
     # the method chosen in the page goes into the URL
     next(s for s in at.selectbox if s.label == "Method").set_value("houlsby(size=8,non_linearity=swish)").run()
     assert at.query_params["method"] == "houlsby(size=8,non_linearity=swish)"
+
+
+def test_task_drilldown_tells_the_budgets_of_its_runs_apart(tmp_path, monkeypatch):
+    """One learning rate, two budgets, two seeds: the legend read "#1 seed=1" and "#3 seed=1" (a budget is not
+    among the hyperparameters it named), and the table below left the budget out, so the 1-epoch and 3-epoch
+    curves of a seed could not be told apart."""
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    store = Store(url)
+    text = "name: b\nmodels: [minilm]\ntasks: [rte]\nmethods: [full]\nseeds: [1, 2]\n" \
+           "budgets: [{epochs: 1}, {epochs: 3}]\n"
+    for c in parse_suite(text, "b.yaml").cells():
+        epochs = int(c.budget["epochs"])
+        store.finish(store.start(c, c.config(), "cmd", None), Status.COMPLETED, {
+            "score": 60.0 + epochs, "history": [{"step": 10 * e, "epoch": float(e), "score": 55.0 + e}
+                                                for e in range(1, epochs + 1)]})
+    at = app(url, monkeypatch, page="Task", suite="b", task="rte", method="full")
+    names = sorted(t["name"] for t in json.loads(at.get("plotly_chart")[0].proto.spec)["data"])
+    assert [n.split(" ", 1)[1] for n in names] == ["[epochs=1] seed=1", "[epochs=1] seed=2", "[epochs=3] seed=1",
+                                                   "[epochs=3] seed=2"], names
+    runs = table(at, "id")
+    assert sorted(zip(runs["budget"], runs["seed"])) == [("epochs=1", 1), ("epochs=1", 2), ("epochs=3", 1),
+                                                         ("epochs=3", 2)]
 
 
 def values(v):   # plotly sends arrays as base64 typed arrays

@@ -307,9 +307,14 @@ def test_a_budget_s_cells_are_not_predicted_from_another_budget_s(tmp_path, monk
     # completed cell of theirs, so the stored rates: 200 x 0.1 + 100 x 0.02 = 22 s each (± the exact level's 10%)
     assert e["work_s"] == pytest.approx(33 + 2 * 22) and e["left_s"] == pytest.approx(77)
     assert e["plus_minus_s"] == pytest.approx(0.1 * 77)
-    (group,) = e["groups"]
-    assert (group["completed"], group["left"], group["source"]) == (3, 3, "stored+suite")
-    assert group["mean_s"] == pytest.approx(77 / 3) and group["work_s"] == pytest.approx(77)
+    # one row per budget: a row over the three said 77 / 3 s per cell, of no budget's cells
+    groups = {g["budget"]: g for g in e["groups"]}
+    assert {b: (g["completed"], g["left"], g["source"]) for b, g in groups.items()} == {
+        "epochs=1,max_eval_samples=50,max_train_samples=100": (2, 0, None),
+        "epochs=3,max_eval_samples=50,max_train_samples=100": (1, 1, "suite"),
+        "epochs=2,max_eval_samples=50,max_train_samples=100": (0, 2, "stored")}
+    assert groups["epochs=3,max_eval_samples=50,max_train_samples=100"]["mean_s"] == pytest.approx(33)
+    assert groups["epochs=2,max_eval_samples=50,max_train_samples=100"]["work_s"] == pytest.approx(44)
     # what pools: seeds and the optimizer's scalars; what does not: anything that changes the steps or examples
     from harness.report.progress import work_key
 

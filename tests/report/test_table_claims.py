@@ -643,6 +643,85 @@ def test_compare_pairs_variants_of_one_model(tmp_path):
     assert "+14.00" in r.stdout, r.stdout   # 72 - 58 on the same 200 examples
 
 
+def test_compare_of_two_runs_names_the_model_and_budget_that_set_them_apart(tmp_path):
+    """`compare A B` of minilm's full run against bert-base's printed "run 1 (rte, full) vs run 3 (full)": one
+    variant against itself to the reader, -2 points, while the two sides were two models (or two budgets)."""
+    import sqlite3
+
+    text = "name: mm\nmodels: [minilm, bert-base-uncased]\ntasks: [rte]\nmethods: [full]\n" \
+           "budgets: [{epochs: 1}, {epochs: 3}]\n"
+    url = store_of(tmp_path, [text], lambda c: {"minilm": 70.0, "bert-base-uncased": 72.0}[c.model]
+                   + c.budget["epochs"], predictions=True)
+    with sqlite3.connect(tmp_path / "h.db") as db:
+        ids = {(m, json.loads(b)["epochs"]): i for i, m, b in db.execute("SELECT id, model, budget FROM runs")}
+    first = call_cli("compare", str(ids[("minilm", 1)]), str(ids[("bert-base-uncased", 1)]), "--db", url)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.startswith(f"run {ids[('minilm', 1)]} (rte, full, model minilm) vs run "
+                                   f"{ids[('bert-base-uncased', 1)]} (full, model bert-base-uncased): 200 paired"), \
+        first.stdout
+    budgets = call_cli("compare", str(ids[("minilm", 1)]), str(ids[("minilm", 3)]), "--db", url)
+    assert f"(rte, full, budget epochs=1) vs run {ids[('minilm', 3)]} (full, budget epochs=3)" in budgets.stdout, \
+        budgets.stdout
+
+
+def test_a_latex_table_of_one_model_names_it(tmp_path):
+    """`export --format latex --suite mm --model bert-base-uncased` of a two-model suite: one model's rows have no
+    model column, and the caption said "leaderboard of suite mm", so the file did not say whose scores they are
+    (the board's LaTeX download, one model's by design, neither)."""
+    text = "name: mm\nmodels: [minilm, bert-base-uncased]\ntasks: [rte]\nmethods: [full, bitfit]\n"
+    url = store_of(tmp_path, [text], lambda c: 70.0)
+    for table in ("leaderboard", "best", "runs"):
+        tex = export(url, table, "latex", "--suite", "mm", "--model", "bert-base-uncased")
+        assert f"\\caption{{{table} of suite mm, model bert-base-uncased}}" in tex, tex
+    assert "\\caption{leaderboard of suite mm}" in export(url, "leaderboard", "latex", "--suite", "mm")
+    assert "\\caption{leaderboard of model minilm}" in export(url, "leaderboard", "latex", "--model", "minilm")
+
+
+def test_compare_of_two_variants_says_their_chosen_settings_differ_in_budget(tmp_path, monkeypatch):
+    """Two budgets: full's best setting on dev is its 1-epoch one, bitfit's its 3-epoch one. The best table's
+    footnote says the column's scores are not at one budget; `compare full bitfit --task rte` and the board's
+    paired comparison printed "-5.00, p = ..." without a word of it."""
+    text = "name: s\nmodels: [minilm]\ntasks: [rte]\nmethods: [full, bitfit]\nseeds: [1, 2]\n" \
+           "budgets: [{epochs: 1}, {epochs: 3}]\n"
+    best_at = {"full": 1, "bitfit": 3}
+    url = store_of(tmp_path, [text], lambda c: (70.0 if c.method == "full" else 65.0)
+                   - 10 * (c.budget["epochs"] != best_at[c.method]), predictions=True)
+    note = ("The two variants' chosen settings differ in budget (A: epochs=1; B: epochs=3): the budget was selected "
+            "on dev with the other hyperparameters, so this comparison is not at one budget.")
+    r = call_cli("compare", "full", "bitfit", "--task", "rte", "--db", url)
+    assert r.returncode == 0, r.stderr
+    assert "A-B +5.00" in r.stdout and r.stdout.rstrip().endswith(note), r.stdout
+    for _, at in board_pages(url, monkeypatch, "minilm", "rte", ("Analyses",)):   # A: bitfit, B: full
+        swapped = note.replace("A: epochs=1; B: epochs=3", "A: epochs=3; B: epochs=1")
+        assert at.metric[0].value == "-5.00" and swapped in [c.value for c in at.caption], at.caption
+    one = "name: o\nmodels: [minilm]\ntasks: [rte]\nmethods: [full, bitfit]\n"   # one budget: nothing to say
+    (tmp_path / "one").mkdir()
+    url = store_of(tmp_path / "one", [one], lambda c: 70.0 if c.method == "full" else 65.0, predictions=True)
+    assert "differ in budget" not in call_cli("compare", "full", "bitfit", "--task", "rte", "--db", url).stdout
+
+
+def test_a_model_of_another_suite_is_refused_not_exported_as_an_empty_table(tmp_path):
+    """Suite a trained minilm, suite b bert-base. `export --suite a --model bert-base-uncased` passed the name
+    check (the store has that model) and wrote "(no completed runs)" with exit 0, as if suite a's bert-base cells
+    had not finished; `compare --task` with a model the store lacks blamed the method label ("no completed rte
+    runs of \"full\"")."""
+    url = store_of(tmp_path, ["name: a\nmodels: [minilm]\ntasks: [rte]\nmethods: [full, bitfit]\n",
+                              "name: b\nmodels: [bert-base-uncased]\ntasks: [rte]\nmethods: [full, bitfit]\n"],
+                   lambda c: 70.0)
+    out = tmp_path / "t.md"
+    for table in ("leaderboard", "best", "runs"):
+        assert_refused(call_cli("export", "--db", url, "--suite", "a", "--model", "bert-base-uncased", "--table",
+                                table, "-o", str(out)),
+                       "--model: suite 'a' has no runs of model 'bert-base-uncased' (it has: minilm)")
+        assert not out.exists()
+    assert "| full " in export(url, "leaderboard", "markdown", "--suite", "b", "--model", "bert-base-uncased")
+    for args in (("full", "bitfit"), ()):
+        assert_refused(call_cli("compare", *args, "--task", "rte", "--db", url, "--model", "bert-base"),
+                       "--model: the store has no runs of model 'bert-base' (did you mean \"bert-base-uncased\"?)")
+        assert_refused(call_cli("compare", *args, "--task", "rte", "--db", url, "--suite", "a", "--model",
+                                "bert-base-uncased"), "--model: suite 'a' has no runs of model 'bert-base-uncased'")
+
+
 def test_one_model_s_table_compares_the_task_version_its_suite_compares(tmp_path, monkeypatch):
     """STS-B moved to version 2; bert-base's version-2 cells failed, its version-1 runs completed. The suite's
     table leaves those out, but `export --model` and the board filtered the model's rows before the selection:
