@@ -247,8 +247,9 @@ def render(req: SlurmRequest) -> str:
         "accelerate_args": f"--config_file {q(accelerate_config)}" if accelerate_config else "",
         "accelerate_config": f"export HARNESS_ACCELERATE_CONFIG={q(accelerate_config)}" if accelerate_config
         else "unset HARNESS_ACCELERATE_CONFIG",
-        "run_args": " ".join(q(a) for a in req.run_args),
-        "env": f"export HARNESS_DATA_DIR={q(os.path.abspath(req.data_dir))}" if req.data_dir else None,
+        # --data-dir as an option of the worker, not $HARNESS_DATA_DIR: a suite's own data_dir outranks the variable
+        "run_args": " ".join(q(a) for a in req.run_args + (["--data-dir", os.path.abspath(req.data_dir)]
+                                                           if req.data_dir else [])),
     }
     if req.gpus_per_worker == 0 and req.template == ARRAY:
         values["multi_gpu"] = ""

@@ -225,21 +225,9 @@ def test_slurm_time_formats_are_accepted(tmp_path, tiny_bert, value):
     assert r.returncode == 0 and f"#SBATCH --time={value}" in r.stdout, r.stderr
 
 
-@pytest.mark.parametrize("flags", [[], ["--gpus-per-worker", "2"], ["--gpus-per-worker", "2", "--nodes-per-worker", "2"]])
-def test_launch_line_keeps_every_value_one_argument(tmp_path, tiny_bert, flags, monkeypatch):
-    """The generated script run by bash, with a fake srun (runs its command) and a fake Python at a path with
-    spaces and $(...) (prints its argv): the config file, suite, output folder and Python path each arrive as one
-    argument, and no $(...) inside them runs."""
-    import os
-    import subprocess
-    import sys
-
-    odd = tmp_path / "a b $(touch PWNED) 'q'"
-    odd.mkdir()
-    suite = write_suite(odd / "s.yaml", suite_text(tiny_bert, "s"))
-    config = odd / "cfg $(touch PWNED).yaml"
-    config.write_text("compute_environment: LOCAL_MACHINE\n")
-    python = odd / "python"
+def _fake_launchers(tmp_path: Path, python: Path, monkeypatch) -> dict:
+    """A fake Python at `python` (prints its argv, NUL-separated, into $ARGV_OUT) made sys.executable, and a fake
+    srun (runs its command) and scontrol on PATH: the environment to run a generated script in with bash."""
     python.write_text('#!/bin/bash\nprintf "%s\\0" "$@" > "$ARGV_OUT"\n')
     python.chmod(0o755)
     fake_bin = tmp_path / "bin"
@@ -249,20 +237,44 @@ def test_launch_line_keeps_every_value_one_argument(tmp_path, tiny_bert, flags, 
     for f in fake_bin.iterdir():
         f.chmod(0o755)
     monkeypatch.setattr(sys, "executable", str(python))
+    env = {**os.environ, "PATH": f"{fake_bin}{os.pathsep}{os.environ['PATH']}", "ARGV_OUT": str(tmp_path / "argv")}
+    env.pop("HARNESS_DB", None)
+    return env
+
+
+def _launched_argv(script_text: str, tmp_path: Path, env: dict) -> list[str]:
+    """The generated script run by bash with the fake launchers: the argv the (fake) Python got."""
+    import subprocess
+
+    _bash_n(script_text, tmp_path)
+    script = tmp_path / "job.sbatch"
+    script.write_text(script_text)
+    done = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return (tmp_path / "argv").read_text().split("\0")[:-1]
+
+
+TEMPLATE_FLAGS = [[], ["--gpus-per-worker", "2"], ["--gpus-per-worker", "2", "--nodes-per-worker", "2"]]
+
+
+@pytest.mark.parametrize("flags", TEMPLATE_FLAGS)
+def test_launch_line_keeps_every_value_one_argument(tmp_path, tiny_bert, flags, monkeypatch):
+    """The generated script run by bash, with a fake srun (runs its command) and a fake Python at a path with
+    spaces and $(...) (prints its argv): the config file, suite, output folder and Python path each arrive as one
+    argument, and no $(...) inside them runs."""
+    odd = tmp_path / "a b $(touch PWNED) 'q'"
+    odd.mkdir()
+    suite = write_suite(odd / "s.yaml", suite_text(tiny_bert, "s"))
+    config = odd / "cfg $(touch PWNED).yaml"
+    config.write_text("compute_environment: LOCAL_MACHINE\n")
+    python = odd / "python"
+    env = _fake_launchers(tmp_path, python, monkeypatch)
     monkeypatch.chdir(odd)
     out = odd / "out $(touch PWNED)"
     r = call_cli("slurm", suite, "--workers", "1", "--output-dir", out, "--accelerate-config", config,
                  "--retry-failed", "--dry-run", *flags)
     assert r.returncode == 0, r.stderr
-    _bash_n(r.stdout, tmp_path)
-    script = tmp_path / "job.sbatch"
-    script.write_text(r.stdout)
-    argv_out = tmp_path / "argv"
-    env = {**os.environ, "PATH": f"{fake_bin}{os.pathsep}{os.environ['PATH']}", "ARGV_OUT": str(argv_out)}
-    env.pop("HARNESS_DB", None)
-    done = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
-    assert done.returncode == 0, done.stderr
-    argv = argv_out.read_text().split("\0")[:-1]
+    argv = _launched_argv(r.stdout, tmp_path, env)
     assert argv[:3] == ["-m", "harness.launch.relay", str(python)], argv
     assert argv[argv.index("--config_file") + 1] == str(config)
     assert argv[argv.index("harness.run") + 1] == str(suite)
@@ -271,6 +283,27 @@ def test_launch_line_keeps_every_value_one_argument(tmp_path, tiny_bert, flags, 
     logs = next(line for line in r.stdout.splitlines() if line.startswith("#SBATCH --output="))
     assert logs == f'#SBATCH --output="{out}/slurm-logs/%x-%A_%a.out"'   # sbatch takes double quotes only
     assert not list(tmp_path.rglob("PWNED")), "a $(...) inside a value ran"
+
+
+@pytest.mark.parametrize("flags", TEMPLATE_FLAGS)
+def test_data_dir_reaches_the_workers_over_the_suites_own(tmp_path, tiny_bert, small_glue, flags, monkeypatch):
+    """`harness slurm --data-dir D` on a suite whose YAML says data_dir: the login node checked D, but the script
+    exported D as $HARNESS_DATA_DIR, which the suite's data_dir outranks: every worker read the suite's folder
+    (other data, or none: every task failed). The workers get --data-dir D, as `harness run --data-dir D` would."""
+    from harness.plan.suite import load_suite
+
+    (tmp_path / "other-glue").mkdir()
+    suite = write_suite(tmp_path / "s.yaml", suite_text(tiny_bert, "s") + "data_dir: other-glue\n")
+    env = _fake_launchers(tmp_path, tmp_path / "python", monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    r = call_cli("slurm", suite, "--workers", "1", "--data-dir", small_glue, "--dry-run", *flags)
+    assert r.returncode == 0, r.stderr
+    argv = _launched_argv(r.stdout, tmp_path, env)
+    run_args = argv[argv.index("harness.run") + 1:]
+    assert run_args[run_args.index("--data-dir") + 1] == str(small_glue), argv
+    # what the worker then reads: the option outranks the suite's data_dir and any $HARNESS_DATA_DIR
+    monkeypatch.setenv("HARNESS_DATA_DIR", str(tmp_path / "other-glue"))
+    assert load_suite(str(suite)).data(run_args[run_args.index("--data-dir") + 1]).path == str(small_glue)
 
 
 # --- a real cluster -------------------------------------------------------------------------------------------------
