@@ -196,6 +196,21 @@ def test_input_every_array_task_would_fail_on_is_refused_before_the_script(tmp_p
     assert not out.exists() and not (tmp_path / "submitted").exists(), "nothing written, nothing submitted"
 
 
+def test_an_output_dir_of_another_store_is_refused_on_a_dry_run_too(tmp_path, tiny_bert):
+    """The submit path refused a folder holding another store's runs, but --dry-run printed the script (exit 0),
+    the docs' way to edit it and sbatch it by hand, and every array task then failed on that folder."""
+    suite = write_suite(tmp_path / "s.yaml", suite_text(tiny_bert, "s"))
+    out = tmp_path / "results"
+    out.mkdir()
+    mark = out / ".harness-store.json"
+    mark.write_text('{"store_id": "0123456789abcdef", "db": "sqlite:////elsewhere/h.db"}')
+    for dry in (["--dry-run"], []):
+        r = call_cli("slurm", suite, "--workers", "1", "--db", f"sqlite:///{tmp_path / 'h.db'}", "--output-dir", out,
+                     *dry)
+        assert_refused(r, f"--output-dir: {out} holds the runs of another store")
+    assert [p.name for p in out.iterdir()] == [mark.name] and not (tmp_path / "h.db").exists(), "nothing written"
+
+
 def test_without_sbatch_no_script_is_left_behind(tmp_path, tiny_bert):
     """`sbatch: not found` came after the script and the log folder were written."""
     suite = write_suite(tmp_path / "s.yaml", suite_text(tiny_bert, "s"))
