@@ -63,6 +63,7 @@ class SlurmRequest:
         for arg in self.sbatch_args:
             if not arg.startswith("-"):
                 raise InputError(f"--sbatch-arg: not an sbatch option (e.g. --mem=32G): {arg!r}")
+            refuse_own_option(arg)
         check_worker_db(self.db_url)
         if self.accelerate_config and not os.path.isfile(self.accelerate_config):
             shipped = shipped_config(self.accelerate_config)
@@ -133,6 +134,33 @@ def refuse_control_characters(option: str, value: str) -> None:
 
         raise InputError(f"{option}: contains a control character ({bad!r}); refused, since it would put a line of "
                          f"its own into the batch script: {redact_text(value)!r}")
+
+
+# The #SBATCH options the templates set themselves, and what sets them. sbatch takes the last of two lines, so an
+# --sbatch-arg repeating one overrode it silently (--array=0-4 ran 5 workers where --workers said 2; --no-requeue
+# or --signal=B:... undid the preemption handling; --output moved the logs away from slurm-logs/).
+OWN_OPTIONS = {"array": "use --workers and --throttle", "time": "use --time", "partition": "use --partition",
+               "nodes": "use --nodes-per-worker", "gpus-per-node": "use --gpus-per-worker",
+               "ntasks-per-node": "one worker launch per node", "job-name": "it names the logs",
+               "output": "the logs are OUTPUT_DIR/slurm-logs/", "open-mode": "a requeued task appends to its log",
+               "signal": "the warning before the time limit", "requeue": "a stopped worker requeues its task",
+               "no-requeue": "a stopped worker requeues its task"}
+OWN_SHORT = {"a": "array", "t": "time", "p": "partition", "N": "nodes", "J": "job-name", "o": "output"}
+# sbatch options of their own that are also the beginning of one above (getopt takes an exact name first)
+_NOT_ABBREVIATIONS = ("gpus", "ntasks")
+
+
+def refuse_own_option(arg: str) -> None:
+    """An --sbatch-arg that sets an option the script sets itself: refused, naming what to use instead. sbatch
+    (getopt) also takes a long option by any unambiguous beginning of its name (--arr=0-4)."""
+    if arg.startswith("--"):
+        name = re.split(r"[= ]", arg[2:], maxsplit=1)[0]
+        owns = [o for o in OWN_OPTIONS if o == name or (o.startswith(name) and name not in _NOT_ABBREVIATIONS)]
+        own = name if name in OWN_OPTIONS else (owns[0] if name and owns else None)
+    else:
+        own = OWN_SHORT.get(arg[1:2])
+    if own is not None:
+        raise InputError(f"--sbatch-arg: {arg!r} sets --{own}, which the script sets itself ({OWN_OPTIONS[own]})")
 
 
 def sbatch_quote(option: str, value: str) -> str:

@@ -148,6 +148,15 @@ def test_submit_hands_the_url_to_sbatch_in_its_environment(tmp_path, tiny_bert):
     ("--partition", "gpu --exclusive", "--partition"),
     ("--sbatch-arg", "--mem=1G\nrm -rf ~", "--sbatch-arg"),
     ("--sbatch-arg", "mem=1G", "--sbatch-arg"), ("--sbatch-arg", '--comment=a"b', "--sbatch-arg"),
+    # what the script sets itself: sbatch takes the last line, so these overrode it (a real sbatch ran 5 array
+    # tasks for --workers 2 with --sbatch-arg=--array=0-4, and a 20-minute limit for --time 10:00)
+    ("--sbatch-arg", "--array=0-4", "--sbatch-arg: '--array=0-4' sets --array, which the script sets itself"),
+    ("--sbatch-arg", "-a 0-4", "--sbatch-arg: '-a 0-4' sets --array"), ("--sbatch-arg", "--arr=0-4", "--array"),
+    ("--sbatch-arg", "--time=20:00", "use --time"), ("--sbatch-arg", "-t20", "use --time"),
+    ("--sbatch-arg", "--partition=gpu", "use --partition"), ("--sbatch-arg", "--no-requeue", "--no-requeue"),
+    ("--sbatch-arg", "--signal=B:USR2@60", "--signal"), ("--sbatch-arg", "--output=x.log", "--output"),
+    ("--sbatch-arg", "--open-mode=truncate", "--open-mode"), ("--sbatch-arg", "-J x", "--job-name"),
+    ("--sbatch-arg", "--gpus-per-node=2", "use --gpus-per-worker"), ("--sbatch-arg", "-N 2", "--nodes-per-worker"),
     ("--output-dir", "out\nid > /tmp/x", "--output-dir"),
     ("--time", "01:00:00\nid", "--time"),
     ("--time", "04:75:00", "--time"), ("--time", "1-25", "--time"), ("--time", "soon", "--time"),
@@ -231,6 +240,17 @@ def test_a_job_sbatch_refuses_is_one_line_and_leaves_no_script_behind(tmp_path, 
     line = assert_refused(r, "sbatch: refused the job: ")
     assert "partition" in line.lower(), line
     assert list((tmp_path / "results").iterdir()) == []
+
+
+def test_sbatch_args_the_script_does_not_set_are_passed_on(tmp_path, tiny_bert):
+    """Real sbatch options that merely begin like one the script sets (--gpus, --ntasks, --time-min) stay."""
+    suite = write_suite(tmp_path / "s.yaml", suite_text(tiny_bert, "s"))
+    args = ["--gpus=1", "--ntasks=1", "--time-min=30", "--account=abc", "--cpus-per-task=4", "--nodelist=n1",
+            "-A abc", "--mem=16G"]
+    r = call_cli("slurm", suite, "--workers", "1", *(f"--sbatch-arg={a}" for a in args), "--dry-run")
+    assert r.returncode == 0, r.stderr
+    for a in args:
+        assert f"#SBATCH {a}\n" in r.stdout or f'#SBATCH "{a}"\n' in r.stdout, (a, r.stdout)
 
 
 @pytest.mark.parametrize("value", ["90", "10:30", "04:00:00", "1-12", "1-12:30", "2-00:00:00", "UNLIMITED"])
