@@ -267,7 +267,8 @@ def render(req: SlurmRequest) -> str:
         "multi_gpu": "" if deepspeed else "--multi_gpu ",   # a DeepSpeed config picks its own launcher
         "partition": sbatch_quote("--partition", req.partition) if req.partition else None,
         "time": sbatch_quote("--time", req.time) if req.time else None,
-        "log_dir": sbatch_quote("--output-dir", f"{RunLayout(output_dir).slurm_logs}/%x-%A_%a.out"),
+        # sbatch expands %x, %j, ... in the whole --output path: a % of the folder's own name is written %%
+        "log_dir": sbatch_quote("--output-dir", f"{RunLayout(output_dir).slurm_logs.replace('%', '%%')}/%x-%A_%a.out"),
         "sbatch_args": "\n".join(f"#SBATCH {sbatch_quote('--sbatch-arg', a)}" for a in req.sbatch_args) or None,
         "workdir": q(os.getcwd()), "db_export": db_export(req.db_url),
         "suite": q(os.path.abspath(req.suite_path)), "suite_name": q(req.suite_name), "output_dir": q(output_dir),

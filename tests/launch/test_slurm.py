@@ -242,6 +242,27 @@ def test_a_job_sbatch_refuses_is_one_line_and_leaves_no_script_behind(tmp_path, 
     assert list((tmp_path / "results").iterdir()) == []
 
 
+def test_a_percent_sign_in_the_output_folder_stays_in_the_log_path(tmp_path, tiny_bert, slurm):
+    """sbatch expands %x, %j, %A, ... anywhere in --output, the folder included: an output folder named
+    "run 50%x done" sent every task's log to "run 50harness-a done/slurm-logs/...", a folder nobody made, so
+    the task could not open its log. The task's log is where the harness said, and nothing else was made."""
+    suite = write_suite(tmp_path / "a.yaml", suite_text(tiny_bert, "a"))
+    out = tmp_path / "run 50%x 100%% done"
+    r = _slurm_cli(slurm, suite, "--workers", "1", "--gpus-per-worker", "0", "--output-dir", out,
+                   "--db", f"sqlite:///{tmp_path / 'h.db'}")
+    assert r.returncode == 0, r.stderr
+    job = re.search(r"submitted job (\d+)", r.stdout).group(1)
+    log = out / "slurm-logs" / f"harness-a-{job}_0.out"
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not log.exists():   # slurmstepd opens it as the task starts
+            time.sleep(0.5)
+    finally:
+        slurm.run("scancel", "--full", job)
+    assert log.exists(), (slurm.run("scontrol", "show", "job", job).stdout, list(tmp_path.iterdir()))
+    assert [p for p in tmp_path.iterdir() if p.name.startswith("run ")] == [out], "no folder of its own for the log"
+
+
 def test_sbatch_args_the_script_does_not_set_are_passed_on(tmp_path, tiny_bert):
     """Real sbatch options that merely begin like one the script sets (--gpus, --ntasks, --time-min) stay."""
     suite = write_suite(tmp_path / "s.yaml", suite_text(tiny_bert, "s"))
