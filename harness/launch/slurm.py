@@ -359,13 +359,16 @@ def slurm_task_id() -> str | None:
     return os.environ.get("SLURM_JOB_ID") or None
 
 
+ENV_SLURM_REQUEUE = "HARNESS_SLURM_REQUEUE"   # "1": the templates' workers requeue their own task when stopped
+
+
 def requeue_slurm_task() -> bool:
     """After a stop signal, rank 0 of a worker asks Slurm to put its own job (array task) back in the queue, as
     submitit does from its handler: Slurm itself does not requeue a job that ends at its time limit. Only when
     HARNESS_SLURM_REQUEUE=1 (the sbatch templates set it) inside a Slurm job submitted with --requeue.
     scontrol then ends this job's processes: called last, after the checkpoint and the release of the claim."""
     job = slurm_task_id()
-    if not job or os.environ.get("HARNESS_SLURM_REQUEUE") != "1":
+    if not job or os.environ.get(ENV_SLURM_REQUEUE) != "1":
         return False
     print(f"harness: requeueing Slurm job {job} (scontrol requeue)", file=sys.stderr, flush=True)
     try:
