@@ -57,6 +57,12 @@ class SlurmRequest:
         if self.time is not None and not slurm_time_ok(self.time):
             raise InputError(f"--time: not a Slurm time limit (minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM or "
                              f"D-HH:MM:SS): {self.time!r}")
+        limit_s = slurm_time_s(self.time) if self.time is not None else None
+        if limit_s is not None and limit_s <= WARNING_S + SIGNAL_SLACK_S:
+            raise InputError(f"--time: {self.time} ({limit_s} s) leaves no time to train: every task gets its stop "
+                             f"signal {WARNING_S} s before its limit (Slurm may send it {SIGNAL_SLACK_S} s earlier), "
+                             f"then checkpoints and requeues itself, again and again; give more than "
+                             f"{WARNING_S + SIGNAL_SLACK_S} s")
         if self.partition is not None and not re.fullmatch(r"[\w.,+-]+", self.partition):
             raise InputError(f"--partition: not a partition name (letters, digits, '_', '-', '.', ',' for a list): "
                              f"{self.partition!r}")
@@ -109,6 +115,9 @@ class SlurmRequest:
 
 
 SHIPPED_CONFIGS = ("deepspeed_zero2", "deepspeed_zero3")
+# the templates' warning signal (#SBATCH --signal=USR2@WARNING_S), and how much earlier Slurm may send it
+# (sbatch(1), --signal)
+WARNING_S, SIGNAL_SLACK_S = 90, 60
 # Slurm's --time: minutes, minutes:seconds, hours:minutes:seconds, days-hours, days-hours:minutes,
 # days-hours:minutes:seconds (and no limit: infinite / unlimited)
 _SLURM_TIME = re.compile(r"(?P<m>\d+)(:(?P<s>\d{1,2}))?|(?P<h>\d+):(?P<m2>\d{1,2}):(?P<s2>\d{1,2})"
@@ -124,6 +133,17 @@ def slurm_time_ok(text: str) -> bool:
         return False
     below_60 = [m.group(k) for k in ("s", "m2", "s2", "m3", "s3") if m.group(k) is not None]
     return all(int(v) < 60 for v in below_60) and (m.group("h3") is None or int(m.group("h3")) < 24)
+
+
+def slurm_time_s(text: str) -> int | None:
+    """A time limit slurm_time_ok accepts, in seconds; None: no limit (infinite, unlimited, 0)."""
+    m = _SLURM_TIME.fullmatch(text)
+    if m is None:
+        return None
+    g = {k: int(v) for k, v in m.groupdict().items() if v is not None}
+    s = (g.get("d", 0) * 86400 + (g.get("h", 0) + g.get("h3", 0)) * 3600
+         + (g.get("m", 0) + g.get("m2", 0) + g.get("m3", 0)) * 60 + g.get("s", 0) + g.get("s2", 0) + g.get("s3", 0))
+    return s or None   # Slurm: a time limit of 0 is none
 
 
 def refuse_control_characters(option: str, value: str) -> None:
@@ -258,7 +278,7 @@ def render(req: SlurmRequest) -> str:
     accelerate_config = os.path.abspath(req.accelerate_config) if req.accelerate_config else None
     deepspeed = bool(req.accelerate_config) and "DEEPSPEED" in Path(req.accelerate_config).read_text()
     values = {
-        "workers": str(req.workers), "last_task": str(req.workers - 1),
+        "workers": str(req.workers), "last_task": str(req.workers - 1), "warning_s": str(WARNING_S),
         "throttle": f"%{req.throttle}" if req.throttle else "",
         "job_name": re.sub(r"[^A-Za-z0-9_.-]", "_", f"harness-{req.suite_name}"),
         "gpus": str(req.gpus_per_worker) if req.gpus_per_worker else None,

@@ -161,6 +161,10 @@ def test_submit_hands_the_url_to_sbatch_in_its_environment(tmp_path, tiny_bert):
     ("--time", "01:00:00\nid", "--time"),
     ("--time", "04:75:00", "--time"), ("--time", "1-25", "--time"), ("--time", "soon", "--time"),
     ("--time", "1:2:3:4", "--time"),
+    # the stop signal comes 90 s before the limit (up to 60 s earlier): with --time 1 the test cluster signalled
+    # the task 30 s after it started, and it requeued itself; a cell longer than that would never finish
+    ("--time", "1", "--time: 1 (60 s) leaves no time to train"), ("--time", "2:30", "(150 s) leaves no time"),
+    ("--time", "0-0:02", "(120 s)"),
     ("--db", "sqlite://", "--db"), ("--db", "sqlite:///:memory:", "--db"), ("--db", "nosuchdb://u@h/x", "--db"),
 ])
 def test_bad_script_values_are_refused_and_nothing_is_written(tmp_path, tiny_bert, flag, value, option):
@@ -274,7 +278,8 @@ def test_sbatch_args_the_script_does_not_set_are_passed_on(tmp_path, tiny_bert):
         assert f"#SBATCH {a}\n" in r.stdout or f'#SBATCH "{a}"\n' in r.stdout, (a, r.stdout)
 
 
-@pytest.mark.parametrize("value", ["90", "10:30", "04:00:00", "1-12", "1-12:30", "2-00:00:00", "UNLIMITED"])
+@pytest.mark.parametrize("value", ["90", "10:30", "2:31", "04:00:00", "1-12", "1-12:30", "2-00:00:00", "UNLIMITED",
+                                   "0"])
 def test_slurm_time_formats_are_accepted(tmp_path, tiny_bert, value):
     suite = write_suite(tmp_path / "s.yaml", suite_text(tiny_bert, "s"))
     r = call_cli("slurm", suite, "--workers", "1", "--time", value, "--dry-run")
