@@ -60,15 +60,17 @@ def run(args) -> int:
         output_dir=args.output_dir, sbatch_args=args.sbatch_arg, accelerate_config=args.accelerate_config,
         throttle=args.throttle, run_args=["--retry-failed"] if args.retry_failed else [], data_dir=args.data_dir)
     script = slurm.render(req)
+    from harness.launch.output_binding import check_output_dir
+    from harness.store.engine import absolute_db_url, default_db_url
+
+    # another store's folder is refused here, not by every array task (they check again where the store is); on a
+    # dry run too: its script is the one to submit by hand
+    check_output_dir(args.output_dir, absolute_db_url(args.db or default_db_url()), unreachable_ok=True)
     if args.dry_run:
         print(script, end="")
         return 0
     from harness import atomic
-    from harness.launch.output_binding import check_output_dir
-    from harness.store.engine import absolute_db_url, default_db_url
 
-    # another store's folder is refused here, not by every array task (they check again where the store is)
-    check_output_dir(args.output_dir, absolute_db_url(args.db or default_db_url()), unreachable_ok=True)
     path = slurm.script_path(args.output_dir, suite.name)
     log_dir = RunLayout(args.output_dir).slurm_logs
     created = [atomic.missing_folders(d) for d in (os.path.dirname(path), log_dir)]

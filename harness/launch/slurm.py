@@ -57,12 +57,19 @@ class SlurmRequest:
         if self.time is not None and not slurm_time_ok(self.time):
             raise InputError(f"--time: not a Slurm time limit (minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM or "
                              f"D-HH:MM:SS): {self.time!r}")
+        limit_s = slurm_time_s(self.time) if self.time is not None else None
+        if limit_s is not None and limit_s <= WARNING_S + SIGNAL_SLACK_S:
+            raise InputError(f"--time: {self.time} ({limit_s} s) leaves no time to train: every task gets its stop "
+                             f"signal {WARNING_S} s before its limit (Slurm may send it {SIGNAL_SLACK_S} s earlier), "
+                             f"then checkpoints and requeues itself, again and again; give more than "
+                             f"{WARNING_S + SIGNAL_SLACK_S} s")
         if self.partition is not None and not re.fullmatch(r"[\w.,+-]+", self.partition):
             raise InputError(f"--partition: not a partition name (letters, digits, '_', '-', '.', ',' for a list): "
                              f"{self.partition!r}")
         for arg in self.sbatch_args:
             if not arg.startswith("-"):
                 raise InputError(f"--sbatch-arg: not an sbatch option (e.g. --mem=32G): {arg!r}")
+            refuse_own_option(arg)
         check_worker_db(self.db_url)
         if self.accelerate_config and not os.path.isfile(self.accelerate_config):
             shipped = shipped_config(self.accelerate_config)
@@ -108,6 +115,9 @@ class SlurmRequest:
 
 
 SHIPPED_CONFIGS = ("deepspeed_zero2", "deepspeed_zero3")
+# the templates' warning signal (#SBATCH --signal=USR2@WARNING_S), and how much earlier Slurm may send it
+# (sbatch(1), --signal)
+WARNING_S, SIGNAL_SLACK_S = 90, 60
 # Slurm's --time: minutes, minutes:seconds, hours:minutes:seconds, days-hours, days-hours:minutes,
 # days-hours:minutes:seconds (and no limit: infinite / unlimited)
 _SLURM_TIME = re.compile(r"(?P<m>\d+)(:(?P<s>\d{1,2}))?|(?P<h>\d+):(?P<m2>\d{1,2}):(?P<s2>\d{1,2})"
@@ -125,6 +135,17 @@ def slurm_time_ok(text: str) -> bool:
     return all(int(v) < 60 for v in below_60) and (m.group("h3") is None or int(m.group("h3")) < 24)
 
 
+def slurm_time_s(text: str) -> int | None:
+    """A time limit slurm_time_ok accepts, in seconds; None: no limit (infinite, unlimited, 0)."""
+    m = _SLURM_TIME.fullmatch(text)
+    if m is None:
+        return None
+    g = {k: int(v) for k, v in m.groupdict().items() if v is not None}
+    s = (g.get("d", 0) * 86400 + (g.get("h", 0) + g.get("h3", 0)) * 3600
+         + (g.get("m", 0) + g.get("m2", 0) + g.get("m3", 0)) * 60 + g.get("s", 0) + g.get("s2", 0) + g.get("s3", 0))
+    return s or None   # Slurm: a time limit of 0 is none
+
+
 def refuse_control_characters(option: str, value: str) -> None:
     """A newline (or any control character) in a value would start a new line of the batch script: refused."""
     bad = next((c for c in value if ord(c) < 32 or ord(c) == 127), None)
@@ -133,6 +154,33 @@ def refuse_control_characters(option: str, value: str) -> None:
 
         raise InputError(f"{option}: contains a control character ({bad!r}); refused, since it would put a line of "
                          f"its own into the batch script: {redact_text(value)!r}")
+
+
+# The #SBATCH options the templates set themselves, and what sets them. sbatch takes the last of two lines, so an
+# --sbatch-arg repeating one overrode it silently (--array=0-4 ran 5 workers where --workers said 2; --no-requeue
+# or --signal=B:... undid the preemption handling; --output moved the logs away from slurm-logs/).
+OWN_OPTIONS = {"array": "use --workers and --throttle", "time": "use --time", "partition": "use --partition",
+               "nodes": "use --nodes-per-worker", "gpus-per-node": "use --gpus-per-worker",
+               "ntasks-per-node": "one worker launch per node", "job-name": "it names the logs",
+               "output": "the logs are OUTPUT_DIR/slurm-logs/", "open-mode": "a requeued task appends to its log",
+               "signal": "the warning before the time limit", "requeue": "a stopped worker requeues its task",
+               "no-requeue": "a stopped worker requeues its task"}
+OWN_SHORT = {"a": "array", "t": "time", "p": "partition", "N": "nodes", "J": "job-name", "o": "output"}
+# sbatch options of their own that are also the beginning of one above (getopt takes an exact name first)
+_NOT_ABBREVIATIONS = ("gpus", "ntasks")
+
+
+def refuse_own_option(arg: str) -> None:
+    """An --sbatch-arg that sets an option the script sets itself: refused, naming what to use instead. sbatch
+    (getopt) also takes a long option by any unambiguous beginning of its name (--arr=0-4)."""
+    if arg.startswith("--"):
+        name = re.split(r"[= ]", arg[2:], maxsplit=1)[0]
+        owns = [o for o in OWN_OPTIONS if o == name or (o.startswith(name) and name not in _NOT_ABBREVIATIONS)]
+        own = name if name in OWN_OPTIONS else (owns[0] if name and owns else None)
+    else:
+        own = OWN_SHORT.get(arg[1:2])
+    if own is not None:
+        raise InputError(f"--sbatch-arg: {arg!r} sets --{own}, which the script sets itself ({OWN_OPTIONS[own]})")
 
 
 def sbatch_quote(option: str, value: str) -> str:
@@ -230,7 +278,7 @@ def render(req: SlurmRequest) -> str:
     accelerate_config = os.path.abspath(req.accelerate_config) if req.accelerate_config else None
     deepspeed = bool(req.accelerate_config) and "DEEPSPEED" in Path(req.accelerate_config).read_text()
     values = {
-        "workers": str(req.workers), "last_task": str(req.workers - 1),
+        "workers": str(req.workers), "last_task": str(req.workers - 1), "warning_s": str(WARNING_S),
         "throttle": f"%{req.throttle}" if req.throttle else "",
         "job_name": re.sub(r"[^A-Za-z0-9_.-]", "_", f"harness-{req.suite_name}"),
         "gpus": str(req.gpus_per_worker) if req.gpus_per_worker else None,
@@ -239,7 +287,8 @@ def render(req: SlurmRequest) -> str:
         "multi_gpu": "" if deepspeed else "--multi_gpu ",   # a DeepSpeed config picks its own launcher
         "partition": sbatch_quote("--partition", req.partition) if req.partition else None,
         "time": sbatch_quote("--time", req.time) if req.time else None,
-        "log_dir": sbatch_quote("--output-dir", f"{RunLayout(output_dir).slurm_logs}/%x-%A_%a.out"),
+        # sbatch expands %x, %j, ... in the whole --output path: a % of the folder's own name is written %%
+        "log_dir": sbatch_quote("--output-dir", f"{RunLayout(output_dir).slurm_logs.replace('%', '%%')}/%x-%A_%a.out"),
         "sbatch_args": "\n".join(f"#SBATCH {sbatch_quote('--sbatch-arg', a)}" for a in req.sbatch_args) or None,
         "workdir": q(os.getcwd()), "db_export": db_export(req.db_url),
         "suite": q(os.path.abspath(req.suite_path)), "suite_name": q(req.suite_name), "output_dir": q(output_dir),
@@ -247,8 +296,9 @@ def render(req: SlurmRequest) -> str:
         "accelerate_args": f"--config_file {q(accelerate_config)}" if accelerate_config else "",
         "accelerate_config": f"export HARNESS_ACCELERATE_CONFIG={q(accelerate_config)}" if accelerate_config
         else "unset HARNESS_ACCELERATE_CONFIG",
-        "run_args": " ".join(q(a) for a in req.run_args),
-        "env": f"export HARNESS_DATA_DIR={q(os.path.abspath(req.data_dir))}" if req.data_dir else None,
+        # --data-dir as an option of the worker, not $HARNESS_DATA_DIR: a suite's own data_dir outranks the variable
+        "run_args": " ".join(q(a) for a in req.run_args + (["--data-dir", os.path.abspath(req.data_dir)]
+                                                           if req.data_dir else [])),
     }
     if req.gpus_per_worker == 0 and req.template == ARRAY:
         values["multi_gpu"] = ""
@@ -329,13 +379,16 @@ def slurm_task_id() -> str | None:
     return os.environ.get("SLURM_JOB_ID") or None
 
 
+ENV_SLURM_REQUEUE = "HARNESS_SLURM_REQUEUE"   # "1": the templates' workers requeue their own task when stopped
+
+
 def requeue_slurm_task() -> bool:
     """After a stop signal, rank 0 of a worker asks Slurm to put its own job (array task) back in the queue, as
     submitit does from its handler: Slurm itself does not requeue a job that ends at its time limit. Only when
     HARNESS_SLURM_REQUEUE=1 (the sbatch templates set it) inside a Slurm job submitted with --requeue.
     scontrol then ends this job's processes: called last, after the checkpoint and the release of the claim."""
     job = slurm_task_id()
-    if not job or os.environ.get("HARNESS_SLURM_REQUEUE") != "1":
+    if not job or os.environ.get(ENV_SLURM_REQUEUE) != "1":
         return False
     print(f"harness: requeueing Slurm job {job} (scontrol requeue)", file=sys.stderr, flush=True)
     try:

@@ -19,7 +19,8 @@ import os
 import signal
 import sys
 
-from harness.spec.errors import EXIT_PREEMPTED, InputError
+from harness.launch.slurm import ENV_SLURM_REQUEUE, requeue_slurm_task
+from harness.spec.errors import EXIT_PREEMPTED, EXIT_STORE_UNREACHABLE, InputError
 from harness.store.env import ENV_LOCAL_WORKERS, physical_cores
 
 # The default number of workers of a CPU `harness run` (GPUs: 1). HARNESS_WORKERS overrides it. Measured
@@ -89,6 +90,9 @@ def set_threads(threads: int | None) -> None:
 def _worker(index: int, count: int, threads: int | None, run_kwargs: dict, suite_path: str, max_cells) -> None:
     """One worker process: its threads, its stop-signal handlers, then the same loop as `harness run`."""
     os.environ[ENV_LOCAL_WORKERS] = str(count)
+    # a Slurm task is requeued by the parent, once every worker has stopped: a worker's own `scontrol requeue`
+    # ends every process of the task, the other workers in the middle of their checkpoint
+    os.environ.pop(ENV_SLURM_REQUEUE, None)
     set_threads(threads)
     from harness.plan.suite import load_suite
     from harness.train import preempt
@@ -128,6 +132,8 @@ def run_workers(count: int, threads: int | None, suite_path: str, max_cells, run
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)
+    if EXIT_PREEMPTED in codes or EXIT_STORE_UNREACHABLE in codes:   # what a lone worker requeues its task for
+        requeue_slurm_task()
     if EXIT_PREEMPTED in codes:
         return EXIT_PREEMPTED
     failed = [c for c in codes if c]   # a worker's own code (1: a cell failed; store unreachable; a signal: -N)

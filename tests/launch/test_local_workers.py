@@ -67,13 +67,15 @@ def _running(db: str, path) -> list:
         return []
 
 
-def test_a_stop_signal_to_the_parent_stops_every_worker(tmp_path, tiny_bert, small_glue):
+def _stop_two_workers(tmp_path, tiny_bert, small_glue, env=None):
+    """`harness run --workers 2` on a long suite, SIGUSR1 to the parent once both workers hold a cell: the
+    parent's exit code, its stderr and the store's URL."""
     suite = _suite(tmp_path, tiny_bert, "s", budget="{max_steps: 3000}")
     db = f"sqlite:///{tmp_path / 'h.db'}"
     hp = {"HARNESS_HEARTBEAT_S": "1"}
     cmd = [sys.executable, "-m", "harness", "run", str(suite), "--db", db, "--output-dir", str(tmp_path / "out"),
            "--data-dir", str(small_glue), "--workers", "2", "--threads-per-worker", "1"]
-    w = subprocess.Popen(cmd, cwd=tmp_path, env={**os.environ, "PYTHONPATH": ROOT, **hp},
+    w = subprocess.Popen(cmd, cwd=tmp_path, env={**os.environ, "PYTHONPATH": ROOT, **hp, **(env or {})},
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     while time.time() < deadline:   # both workers hold a cell
@@ -85,7 +87,32 @@ def test_a_stop_signal_to_the_parent_stops_every_worker(tmp_path, tiny_bert, sma
     time.sleep(3)   # under way
     w.send_signal(signal.SIGUSR1)
     _, err = w.communicate(timeout=300)
-    assert w.returncode == EXIT_PREEMPTED, err[-3000:]
+    return w.returncode, err, db
+
+
+def test_a_stop_signal_to_the_parent_stops_every_worker(tmp_path, tiny_bert, small_glue):
+    code, err, db = _stop_two_workers(tmp_path, tiny_bert, small_glue)
+    assert code == EXIT_PREEMPTED, err[-3000:]
     assert err.count("checkpointed") >= 2, err[-3000:]
     rows = [r for r in Store(db).records("s") if r.parent_id is None]
     assert sorted(str(r.status) for r in rows) == ["pending"] * 4   # given back, none left running
+
+
+def test_workers_in_one_slurm_task_requeue_it_once_after_every_checkpoint(tmp_path, tiny_bert, small_glue):
+    """Several workers in one Slurm array task ($HARNESS_WORKERS reaches the task through sbatch's --export=ALL):
+    each stopped worker ran `scontrol requeue` on the task, and the first one ends every process of the task
+    (the others in the middle of their checkpoint: a real cluster's log showed the second worker's requeue
+    refused, "Job is pending execution"). The parent requeues it, once, when every worker has checkpointed.
+    scontrol here is a fake that records its calls."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text('#!/bin/bash\necho "$*" >> "$CALLS"\n')
+    (bin_dir / "scontrol").chmod(0o755)
+    calls = tmp_path / "calls"
+    env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "CALLS": str(calls), "HARNESS_SLURM_REQUEUE": "1",
+           "SLURM_JOB_ID": "78", "SLURM_ARRAY_JOB_ID": "77", "SLURM_ARRAY_TASK_ID": "0"}
+    code, err, _ = _stop_two_workers(tmp_path, tiny_bert, small_glue, env)
+    assert code == EXIT_PREEMPTED, err[-3000:]
+    assert calls.read_text() == "requeue 77_0\n", err[-3000:]
+    done = "stopped by a signal, checkpointed"
+    assert err.count(done) == 2 and err.rindex(done) < err.index("requeueing Slurm job 77_0"), err[-3000:]

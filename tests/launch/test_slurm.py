@@ -148,10 +148,23 @@ def test_submit_hands_the_url_to_sbatch_in_its_environment(tmp_path, tiny_bert):
     ("--partition", "gpu --exclusive", "--partition"),
     ("--sbatch-arg", "--mem=1G\nrm -rf ~", "--sbatch-arg"),
     ("--sbatch-arg", "mem=1G", "--sbatch-arg"), ("--sbatch-arg", '--comment=a"b', "--sbatch-arg"),
+    # what the script sets itself: sbatch takes the last line, so these overrode it (a real sbatch ran 5 array
+    # tasks for --workers 2 with --sbatch-arg=--array=0-4, and a 20-minute limit for --time 10:00)
+    ("--sbatch-arg", "--array=0-4", "--sbatch-arg: '--array=0-4' sets --array, which the script sets itself"),
+    ("--sbatch-arg", "-a 0-4", "--sbatch-arg: '-a 0-4' sets --array"), ("--sbatch-arg", "--arr=0-4", "--array"),
+    ("--sbatch-arg", "--time=20:00", "use --time"), ("--sbatch-arg", "-t20", "use --time"),
+    ("--sbatch-arg", "--partition=gpu", "use --partition"), ("--sbatch-arg", "--no-requeue", "--no-requeue"),
+    ("--sbatch-arg", "--signal=B:USR2@60", "--signal"), ("--sbatch-arg", "--output=x.log", "--output"),
+    ("--sbatch-arg", "--open-mode=truncate", "--open-mode"), ("--sbatch-arg", "-J x", "--job-name"),
+    ("--sbatch-arg", "--gpus-per-node=2", "use --gpus-per-worker"), ("--sbatch-arg", "-N 2", "--nodes-per-worker"),
     ("--output-dir", "out\nid > /tmp/x", "--output-dir"),
     ("--time", "01:00:00\nid", "--time"),
     ("--time", "04:75:00", "--time"), ("--time", "1-25", "--time"), ("--time", "soon", "--time"),
     ("--time", "1:2:3:4", "--time"),
+    # the stop signal comes 90 s before the limit (up to 60 s earlier): with --time 1 the test cluster signalled
+    # the task 30 s after it started, and it requeued itself; a cell longer than that would never finish
+    ("--time", "1", "--time: 1 (60 s) leaves no time to train"), ("--time", "2:30", "(150 s) leaves no time"),
+    ("--time", "0-0:02", "(120 s)"),
     ("--db", "sqlite://", "--db"), ("--db", "sqlite:///:memory:", "--db"), ("--db", "nosuchdb://u@h/x", "--db"),
 ])
 def test_bad_script_values_are_refused_and_nothing_is_written(tmp_path, tiny_bert, flag, value, option):
@@ -196,6 +209,21 @@ def test_input_every_array_task_would_fail_on_is_refused_before_the_script(tmp_p
     assert not out.exists() and not (tmp_path / "submitted").exists(), "nothing written, nothing submitted"
 
 
+def test_an_output_dir_of_another_store_is_refused_on_a_dry_run_too(tmp_path, tiny_bert):
+    """The submit path refused a folder holding another store's runs, but --dry-run printed the script (exit 0),
+    the docs' way to edit it and sbatch it by hand, and every array task then failed on that folder."""
+    suite = write_suite(tmp_path / "s.yaml", suite_text(tiny_bert, "s"))
+    out = tmp_path / "results"
+    out.mkdir()
+    mark = out / ".harness-store.json"
+    mark.write_text('{"store_id": "0123456789abcdef", "db": "sqlite:////elsewhere/h.db"}')
+    for dry in (["--dry-run"], []):
+        r = call_cli("slurm", suite, "--workers", "1", "--db", f"sqlite:///{tmp_path / 'h.db'}", "--output-dir", out,
+                     *dry)
+        assert_refused(r, f"--output-dir: {out} holds the runs of another store")
+    assert [p.name for p in out.iterdir()] == [mark.name] and not (tmp_path / "h.db").exists(), "nothing written"
+
+
 def test_without_sbatch_no_script_is_left_behind(tmp_path, tiny_bert):
     """`sbatch: not found` came after the script and the log folder were written."""
     suite = write_suite(tmp_path / "s.yaml", suite_text(tiny_bert, "s"))
@@ -218,28 +246,49 @@ def test_a_job_sbatch_refuses_is_one_line_and_leaves_no_script_behind(tmp_path, 
     assert list((tmp_path / "results").iterdir()) == []
 
 
-@pytest.mark.parametrize("value", ["90", "10:30", "04:00:00", "1-12", "1-12:30", "2-00:00:00", "UNLIMITED"])
+def test_a_percent_sign_in_the_output_folder_stays_in_the_log_path(tmp_path, tiny_bert, slurm):
+    """sbatch expands %x, %j, %A, ... anywhere in --output, the folder included: an output folder named
+    "run 50%x done" sent every task's log to "run 50harness-a done/slurm-logs/...", a folder nobody made, so
+    the task could not open its log. The task's log is where the harness said, and nothing else was made."""
+    suite = write_suite(tmp_path / "a.yaml", suite_text(tiny_bert, "a"))
+    out = tmp_path / "run 50%x 100%% done"
+    r = _slurm_cli(slurm, suite, "--workers", "1", "--gpus-per-worker", "0", "--output-dir", out,
+                   "--db", f"sqlite:///{tmp_path / 'h.db'}")
+    assert r.returncode == 0, r.stderr
+    job = re.search(r"submitted job (\d+)", r.stdout).group(1)
+    log = out / "slurm-logs" / f"harness-a-{job}_0.out"
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not log.exists():   # slurmstepd opens it as the task starts
+            time.sleep(0.5)
+    finally:
+        slurm.run("scancel", "--full", job)
+    assert log.exists(), (slurm.run("scontrol", "show", "job", job).stdout, list(tmp_path.iterdir()))
+    assert [p for p in tmp_path.iterdir() if p.name.startswith("run ")] == [out], "no folder of its own for the log"
+
+
+def test_sbatch_args_the_script_does_not_set_are_passed_on(tmp_path, tiny_bert):
+    """Real sbatch options that merely begin like one the script sets (--gpus, --ntasks, --time-min) stay."""
+    suite = write_suite(tmp_path / "s.yaml", suite_text(tiny_bert, "s"))
+    args = ["--gpus=1", "--ntasks=1", "--time-min=30", "--account=abc", "--cpus-per-task=4", "--nodelist=n1",
+            "-A abc", "--mem=16G"]
+    r = call_cli("slurm", suite, "--workers", "1", *(f"--sbatch-arg={a}" for a in args), "--dry-run")
+    assert r.returncode == 0, r.stderr
+    for a in args:
+        assert f"#SBATCH {a}\n" in r.stdout or f'#SBATCH "{a}"\n' in r.stdout, (a, r.stdout)
+
+
+@pytest.mark.parametrize("value", ["90", "10:30", "2:31", "04:00:00", "1-12", "1-12:30", "2-00:00:00", "UNLIMITED",
+                                   "0"])
 def test_slurm_time_formats_are_accepted(tmp_path, tiny_bert, value):
     suite = write_suite(tmp_path / "s.yaml", suite_text(tiny_bert, "s"))
     r = call_cli("slurm", suite, "--workers", "1", "--time", value, "--dry-run")
     assert r.returncode == 0 and f"#SBATCH --time={value}" in r.stdout, r.stderr
 
 
-@pytest.mark.parametrize("flags", [[], ["--gpus-per-worker", "2"], ["--gpus-per-worker", "2", "--nodes-per-worker", "2"]])
-def test_launch_line_keeps_every_value_one_argument(tmp_path, tiny_bert, flags, monkeypatch):
-    """The generated script run by bash, with a fake srun (runs its command) and a fake Python at a path with
-    spaces and $(...) (prints its argv): the config file, suite, output folder and Python path each arrive as one
-    argument, and no $(...) inside them runs."""
-    import os
-    import subprocess
-    import sys
-
-    odd = tmp_path / "a b $(touch PWNED) 'q'"
-    odd.mkdir()
-    suite = write_suite(odd / "s.yaml", suite_text(tiny_bert, "s"))
-    config = odd / "cfg $(touch PWNED).yaml"
-    config.write_text("compute_environment: LOCAL_MACHINE\n")
-    python = odd / "python"
+def _fake_launchers(tmp_path: Path, python: Path, monkeypatch) -> dict:
+    """A fake Python at `python` (prints its argv, NUL-separated, into $ARGV_OUT) made sys.executable, and a fake
+    srun (runs its command) and scontrol on PATH: the environment to run a generated script in with bash."""
     python.write_text('#!/bin/bash\nprintf "%s\\0" "$@" > "$ARGV_OUT"\n')
     python.chmod(0o755)
     fake_bin = tmp_path / "bin"
@@ -249,20 +298,44 @@ def test_launch_line_keeps_every_value_one_argument(tmp_path, tiny_bert, flags, 
     for f in fake_bin.iterdir():
         f.chmod(0o755)
     monkeypatch.setattr(sys, "executable", str(python))
+    env = {**os.environ, "PATH": f"{fake_bin}{os.pathsep}{os.environ['PATH']}", "ARGV_OUT": str(tmp_path / "argv")}
+    env.pop("HARNESS_DB", None)
+    return env
+
+
+def _launched_argv(script_text: str, tmp_path: Path, env: dict) -> list[str]:
+    """The generated script run by bash with the fake launchers: the argv the (fake) Python got."""
+    import subprocess
+
+    _bash_n(script_text, tmp_path)
+    script = tmp_path / "job.sbatch"
+    script.write_text(script_text)
+    done = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return (tmp_path / "argv").read_text().split("\0")[:-1]
+
+
+TEMPLATE_FLAGS = [[], ["--gpus-per-worker", "2"], ["--gpus-per-worker", "2", "--nodes-per-worker", "2"]]
+
+
+@pytest.mark.parametrize("flags", TEMPLATE_FLAGS)
+def test_launch_line_keeps_every_value_one_argument(tmp_path, tiny_bert, flags, monkeypatch):
+    """The generated script run by bash, with a fake srun (runs its command) and a fake Python at a path with
+    spaces and $(...) (prints its argv): the config file, suite, output folder and Python path each arrive as one
+    argument, and no $(...) inside them runs."""
+    odd = tmp_path / "a b $(touch PWNED) 'q'"
+    odd.mkdir()
+    suite = write_suite(odd / "s.yaml", suite_text(tiny_bert, "s"))
+    config = odd / "cfg $(touch PWNED).yaml"
+    config.write_text("compute_environment: LOCAL_MACHINE\n")
+    python = odd / "python"
+    env = _fake_launchers(tmp_path, python, monkeypatch)
     monkeypatch.chdir(odd)
     out = odd / "out $(touch PWNED)"
     r = call_cli("slurm", suite, "--workers", "1", "--output-dir", out, "--accelerate-config", config,
                  "--retry-failed", "--dry-run", *flags)
     assert r.returncode == 0, r.stderr
-    _bash_n(r.stdout, tmp_path)
-    script = tmp_path / "job.sbatch"
-    script.write_text(r.stdout)
-    argv_out = tmp_path / "argv"
-    env = {**os.environ, "PATH": f"{fake_bin}{os.pathsep}{os.environ['PATH']}", "ARGV_OUT": str(argv_out)}
-    env.pop("HARNESS_DB", None)
-    done = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
-    assert done.returncode == 0, done.stderr
-    argv = argv_out.read_text().split("\0")[:-1]
+    argv = _launched_argv(r.stdout, tmp_path, env)
     assert argv[:3] == ["-m", "harness.launch.relay", str(python)], argv
     assert argv[argv.index("--config_file") + 1] == str(config)
     assert argv[argv.index("harness.run") + 1] == str(suite)
@@ -271,6 +344,27 @@ def test_launch_line_keeps_every_value_one_argument(tmp_path, tiny_bert, flags, 
     logs = next(line for line in r.stdout.splitlines() if line.startswith("#SBATCH --output="))
     assert logs == f'#SBATCH --output="{out}/slurm-logs/%x-%A_%a.out"'   # sbatch takes double quotes only
     assert not list(tmp_path.rglob("PWNED")), "a $(...) inside a value ran"
+
+
+@pytest.mark.parametrize("flags", TEMPLATE_FLAGS)
+def test_data_dir_reaches_the_workers_over_the_suites_own(tmp_path, tiny_bert, small_glue, flags, monkeypatch):
+    """`harness slurm --data-dir D` on a suite whose YAML says data_dir: the login node checked D, but the script
+    exported D as $HARNESS_DATA_DIR, which the suite's data_dir outranks: every worker read the suite's folder
+    (other data, or none: every task failed). The workers get --data-dir D, as `harness run --data-dir D` would."""
+    from harness.plan.suite import load_suite
+
+    (tmp_path / "other-glue").mkdir()
+    suite = write_suite(tmp_path / "s.yaml", suite_text(tiny_bert, "s") + "data_dir: other-glue\n")
+    env = _fake_launchers(tmp_path, tmp_path / "python", monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    r = call_cli("slurm", suite, "--workers", "1", "--data-dir", small_glue, "--dry-run", *flags)
+    assert r.returncode == 0, r.stderr
+    argv = _launched_argv(r.stdout, tmp_path, env)
+    run_args = argv[argv.index("harness.run") + 1:]
+    assert run_args[run_args.index("--data-dir") + 1] == str(small_glue), argv
+    # what the worker then reads: the option outranks the suite's data_dir and any $HARNESS_DATA_DIR
+    monkeypatch.setenv("HARNESS_DATA_DIR", str(tmp_path / "other-glue"))
+    assert load_suite(str(suite)).data(run_args[run_args.index("--data-dir") + 1]).path == str(small_glue)
 
 
 # --- a real cluster -------------------------------------------------------------------------------------------------
