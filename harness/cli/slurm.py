@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 
 from harness.cli.common import add_db, add_output_dir, add_suite, non_negative_int, positive_int
@@ -41,7 +42,8 @@ def add_arguments(p) -> None:
     p.add_argument("--retry-failed", action="store_true", help="the workers also re-run cells that failed before")
     p.add_argument("--dry-run", action="store_true", help="print the sbatch script; submit nothing")
     p.add_argument("--wait", action="store_true",
-                   help="block until the array ends; exit 0 only if every cell of the suite completed")
+                   help="block until the array ends; exit 0 only if every cell of the suite completed, 1 if not, 5 if "
+                        "squeue kept failing (the job may still run)")
 
 
 def run(args) -> int:
@@ -90,7 +92,17 @@ def run(args) -> int:
           f"logs {log_dir}/harness-{suite.name}-{job}_<task>.out", flush=True)
     if not args.wait:
         return 0
-    slurm.wait_for(job, float(os.environ.get("HARNESS_SLURM_POLL_S", "10")))
+    try:
+        slurm.wait_for(job, float(os.environ.get("HARNESS_SLURM_POLL_S", "10")))
+    except slurm.SlurmUnreachable as e:
+        import sys
+
+        from harness.spec.errors import EXIT_SLURM_UNREACHABLE
+
+        print(f"error: {e}; job {job} may still be running (squeue -j {job}; harness status "
+              f"{shlex.quote(args.suite)})",
+              file=sys.stderr)
+        return EXIT_SLURM_UNREACHABLE
     from harness.launch.runner import status_rows
     from harness.spec.status import CellState
     from harness.store.db import Store

@@ -360,14 +360,38 @@ def submit(script_file: str, db_url: str | None = None) -> str:
     return done.stdout.strip().split(";")[0]
 
 
+# squeue failing this many polls in a row (a minute at the default 10 s poll) ends `harness slurm --wait`: a
+# controller that is restarting or busy answers again within it
+SQUEUE_TRIES = 6
+SQUEUE_TIMEOUT_S = 120
+
+
+class SlurmUnreachable(Exception):
+    """squeue failed SQUEUE_TRIES polls in a row: whether the job still runs is unknown."""
+
+
 def wait_for(job_id: str, poll_s: float = 10.0) -> None:
-    """Until no task of the array is pending, running or requeued (a requeued task shows as pending again)."""
+    """Until no task of the array is pending, running or requeued (a requeued task shows as pending again). A
+    failed squeue is tried again at the next poll; SlurmUnreachable after SQUEUE_TRIES failures in a row."""
+    failures = 0
     while True:
-        done = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%i %T"], capture_output=True, text=True)
-        if done.returncode != 0 and "Invalid job id" not in done.stderr:
-            raise RuntimeError(f"squeue failed: {done.stderr.strip()}")
-        if not done.stdout.strip():
-            return
+        try:
+            done = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%i %T"], capture_output=True, text=True,
+                                  timeout=SQUEUE_TIMEOUT_S)
+            # a job that ended long enough ago is no longer known to squeue: it ended
+            error = None if done.returncode == 0 or "Invalid job id" in done.stderr else (
+                (done.stderr.strip() or done.stdout.strip() or f"exit {done.returncode}").splitlines()[0])
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            done, error = None, str(exc)
+        if error is None:
+            if not done.stdout.strip():
+                return
+            failures = 0
+        else:
+            failures += 1
+            if failures >= SQUEUE_TRIES:
+                raise SlurmUnreachable(f"squeue failed {failures} times in a row, {poll_s:g} s apart (last: "
+                                       f"{error.removeprefix('squeue: ')})")
         time.sleep(poll_s)
 
 

@@ -28,6 +28,7 @@ class Preempted(Exception):
 
 EXIT_PREEMPTED = 3
 EXIT_STORE_UNREACHABLE = 4   # a cell's result could not be recorded: kept on disk for `harness ingest`
+EXIT_SLURM_UNREACHABLE = 5   # `harness slurm --wait`: squeue kept failing, so whether the job still runs is unknown
 
 
 class LeaseLostStop(Exception):

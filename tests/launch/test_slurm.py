@@ -447,3 +447,35 @@ def test_an_sbatch_that_does_not_answer_keeps_the_script_and_says_so(tmp_path, t
                  tmp_path / "out")
     (script,) = (tmp_path / "out" / "slurm").glob("s-*.sbatch")
     assert_refused(r, f"sbatch: no answer in 1 s; the job may be queued (see squeue); script {script}")
+
+
+@pytest.mark.parametrize("failures, code", [(5, 1), (100, 5)])
+def test_a_failing_squeue_is_retried_then_ends_wait_in_one_line(tmp_path, tiny_bert, monkeypatch, failures, code):
+    """`harness slurm --wait` ended with a traceback (exit 1, as for a cell that failed) at the first squeue that
+    failed. A failure is tried again at the next poll: 5 in a row and the wait goes on (here the job then ended,
+    its cell never ran: exit 1); the 6th in a row ends it with one line and exit 5 (the job may still run)."""
+    from harness.launch import slurm as slurm_launch
+    from harness.spec.errors import EXIT_SLURM_UNREACHABLE
+
+    suite = write_suite(tmp_path / "s.yaml", suite_text(tiny_bert, "s", "[bitfit]", "[rte]"))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text("#!/bin/bash\necho 42\n")
+    # fails the first $FAILURES calls, then says the job is gone (no line)
+    (bin_dir / "squeue").write_text('#!/bin/bash\necho x >> "$CALLS"\nif [ "$(wc -l < "$CALLS")" -le "$FAILURES" ]; '
+                                    'then echo "squeue: error: Unable to contact slurm controller" >&2; exit 1; fi\n')
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("CALLS", str(tmp_path / "calls"))
+    monkeypatch.setenv("FAILURES", str(failures))
+    monkeypatch.setenv("HARNESS_SLURM_POLL_S", "0")
+    r = call_cli("slurm", suite, "--workers", "1", "--db", f"sqlite:///{tmp_path / 'h.db'}", "--output-dir",
+                 tmp_path / "out", "--wait")
+    assert r.returncode == code and "Traceback" not in r.stderr, (r.returncode, r.stderr[-3000:])
+    assert (tmp_path / "calls").read_text().count("x") == slurm_launch.SQUEUE_TRIES
+    if code == EXIT_SLURM_UNREACHABLE:
+        assert r.stderr == (f"error: squeue failed 6 times in a row, 0 s apart (last: error: Unable to contact slurm "
+                            f"controller); job 42 may still be running (squeue -j 42; harness status {suite})\n")
+    else:
+        assert r.stderr == "" and "job 42 ended: 1 cells: 1 pending" in r.stdout, r.stdout
