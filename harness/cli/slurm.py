@@ -55,12 +55,14 @@ def run(args) -> int:
     suite = load_suite(args.suite)
     if args.wait and args.dry_run:
         raise InputError("--wait: nothing is submitted with --dry-run, so there is nothing to wait for")
-    check_data_dir(suite, args.data_dir)   # a data folder every array task would fail on, as `harness run` refuses it
+    # a data folder every array task would fail on, as `harness run` refuses it
+    data_dir, data_source = check_data_dir(suite, args.data_dir)
     req = slurm.SlurmRequest(
         suite_path=args.suite, suite_name=suite.name, workers=args.workers, gpus_per_worker=args.gpus_per_worker,
         nodes_per_worker=args.nodes_per_worker, partition=args.partition, time=args.time, db=args.db,
         output_dir=args.output_dir, sbatch_args=args.sbatch_arg, accelerate_config=args.accelerate_config,
-        throttle=args.throttle, run_args=["--retry-failed"] if args.retry_failed else [], data_dir=args.data_dir)
+        throttle=args.throttle, run_args=["--retry-failed"] if args.retry_failed else [], data_dir=args.data_dir,
+        data_env=data_dir if data_source == "$HARNESS_DATA_DIR" else None)
     script = slurm.render(req)
     from harness.launch.output_binding import check_output_dir
     from harness.store.engine import absolute_db_url, default_db_url

@@ -44,6 +44,7 @@ class SlurmRequest:
     throttle: int | None = None
     run_args: list[str] = field(default_factory=list)
     data_dir: str | None = None
+    data_env: str | None = None   # the $HARNESS_DATA_DIR folder the submitting side checked (absolute), if it used it
 
     def validate(self) -> None:
         for name, value, least in (("--workers", self.workers, 1), ("--gpus-per-worker", self.gpus_per_worker, 0),
@@ -92,7 +93,7 @@ class SlurmRequest:
         yield "suite name", self.suite_name
         for option, value in (("--partition", self.partition), ("--time", self.time), ("--db", self.db),
                               ("--output-dir", self.output_dir), ("--accelerate-config", self.accelerate_config),
-                              ("--data-dir", self.data_dir)):
+                              ("--data-dir", self.data_dir), ("$HARNESS_DATA_DIR", self.data_env)):
             if value is not None:
                 yield option, value
         yield "$HARNESS_DB", self.db_url
@@ -297,6 +298,9 @@ def render(req: SlurmRequest) -> str:
         "accelerate_config": f"export HARNESS_ACCELERATE_CONFIG={q(accelerate_config)}" if accelerate_config
         else "unset HARNESS_ACCELERATE_CONFIG",
         # --data-dir as an option of the worker, not $HARNESS_DATA_DIR: a suite's own data_dir outranks the variable
+        # $HARNESS_DATA_DIR pinned as it was checked: not lost to --export=NONE or another submitting shell; still
+        # a variable, so a suite's own data_dir outranks it as it did here
+        "data_export": f"export HARNESS_DATA_DIR={q(req.data_env)}" if req.data_env else None,
         "run_args": " ".join(q(a) for a in req.run_args + (["--data-dir", os.path.abspath(req.data_dir)]
                                                            if req.data_dir else [])),
     }

@@ -287,9 +287,10 @@ def test_slurm_time_formats_are_accepted(tmp_path, tiny_bert, value):
 
 
 def _fake_launchers(tmp_path: Path, python: Path, monkeypatch) -> dict:
-    """A fake Python at `python` (prints its argv, NUL-separated, into $ARGV_OUT) made sys.executable, and a fake
-    srun (runs its command) and scontrol on PATH: the environment to run a generated script in with bash."""
-    python.write_text('#!/bin/bash\nprintf "%s\\0" "$@" > "$ARGV_OUT"\n')
+    """A fake Python at `python` (prints its argv, NUL-separated, into $ARGV_OUT, and its environment into
+    $ARGV_OUT.env) made sys.executable, and a fake srun (runs its command) and scontrol on PATH: the environment to
+    run a generated script in with bash."""
+    python.write_text('#!/bin/bash\nprintf "%s\\0" "$@" > "$ARGV_OUT"\nenv -0 > "$ARGV_OUT.env"\n')
     python.chmod(0o755)
     fake_bin = tmp_path / "bin"
     fake_bin.mkdir()
@@ -365,6 +366,33 @@ def test_data_dir_reaches_the_workers_over_the_suites_own(tmp_path, tiny_bert, s
     # what the worker then reads: the option outranks the suite's data_dir and any $HARNESS_DATA_DIR
     monkeypatch.setenv("HARNESS_DATA_DIR", str(tmp_path / "other-glue"))
     assert load_suite(str(suite)).data(run_args[run_args.index("--data-dir") + 1]).path == str(small_glue)
+
+
+def _launched_env(tmp_path: Path) -> dict:
+    """The environment the fake Python of the last _launched_argv ran with."""
+    pairs = (tmp_path / "argv.env").read_text().split("\0")[:-1]
+    return dict(p.split("=", 1) for p in pairs)
+
+
+@pytest.mark.parametrize("flags", TEMPLATE_FLAGS)
+def test_harness_data_dir_of_the_submitting_shell_is_pinned_in_the_script(tmp_path, tiny_bert, small_glue, flags,
+                                                                          monkeypatch):
+    """`HARNESS_DATA_DIR=D harness slurm ...` (no --data-dir): the login node checked D, but the script did not
+    name it, so the workers read whatever $HARNESS_DATA_DIR the job's environment had: none under --export=NONE,
+    another folder when the --dry-run script was submitted from another shell. The script exports D, made
+    absolute, and still as the variable: the worker gets no --data-dir."""
+    (tmp_path / "other-glue").mkdir()
+    suite = write_suite(tmp_path / "s.yaml", suite_text(tiny_bert, "s"))
+    env = _fake_launchers(tmp_path, tmp_path / "python", monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HARNESS_DATA_DIR", os.path.relpath(small_glue, tmp_path))
+    r = call_cli("slurm", suite, "--workers", "1", "--dry-run", *flags)
+    assert r.returncode == 0, r.stderr
+    for submitting in ({"HARNESS_DATA_DIR": str(tmp_path / "other-glue")}, {}):   # another shell; --export=NONE
+        env.pop("HARNESS_DATA_DIR", None)
+        argv = _launched_argv(r.stdout, tmp_path, {**env, **submitting})
+        assert _launched_env(tmp_path).get("HARNESS_DATA_DIR") == str(small_glue), (submitting, r.stdout)
+        assert "--data-dir" not in argv, argv
 
 
 # --- a real cluster -------------------------------------------------------------------------------------------------
