@@ -247,10 +247,11 @@ def shipped_config(name: str) -> str | None:
     return str(TEMPLATES / f"{stem}.yaml") if stem in SHIPPED_CONFIGS else None
 
 
-def db_export(url: str) -> str:
+def db_export(url: str, python: str) -> str:
     """The script's HARNESS_DB line. A URL without a password is written; one with a password never is: the
     script takes $HARNESS_DB from the environment sbatch was called from (sbatch's default --export=ALL; `harness
-    slurm` submits with it set), else the URL without its password, for libpq's PGPASSFILE / PGPASSWORD."""
+    slurm` submits with it set), else the URL without its password, for libpq's PGPASSFILE / PGPASSWORD; then
+    `python -m harness.launch.slurm same-store` stops the task where that $HARNESS_DB names another store."""
     from sqlalchemy.engine import make_url
 
     q = shlex.quote
@@ -264,8 +265,36 @@ def db_export(url: str) -> str:
         hide_password=False)
     return ("# the store's URL has a password, so it is not written here: $HARNESS_DB comes from the environment\n"
             "# sbatch was called from (its default --export=ALL), else the URL below, with the password from\n"
-            "# libpq's PGPASSFILE or PGPASSWORD (docs/cluster.md)\n"
-            f'if [ -z "${{HARNESS_DB:-}}" ]; then export HARNESS_DB={q(bare)}; fi')
+            "# libpq's PGPASSFILE or PGPASSWORD (docs/cluster.md); one that names another store stops the task\n"
+            f'if [ -z "${{HARNESS_DB:-}}" ]; then export HARNESS_DB={q(bare)}; fi\n'
+            f"{q(python)} -m harness.launch.slurm same-store {q(bare)} || exit 2")
+
+
+# what names a store: its database, host, port, user and database name (not the password, not the driver)
+_DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "mariadb": 3306, "mssql": 1433, "oracle": 1521}
+
+
+def other_store(given: str, written: str) -> str | None:
+    """None when URL `given` names the store URL `written` names; else why not, in one line (no password)."""
+    from sqlalchemy.engine import make_url
+
+    from harness.store.redact import redact_text
+
+    try:
+        a = make_url(given)
+    except Exception:
+        return f"$HARNESS_DB: not a database URL: {redact_text(given)!r}"
+    b = make_url(written)
+
+    def key(u):
+        backend = u.get_backend_name()
+        return (backend, (u.host or "").lower(), u.port or _DEFAULT_PORTS.get(backend), u.database, u.username)
+
+    if key(a) == key(b):
+        return None
+    return (f"$HARNESS_DB names the store {a.render_as_string(hide_password=True)}, but this script was written for "
+            f"{b.render_as_string(hide_password=True)} (database, host, port, name and user must match); unset "
+            f"HARNESS_DB or export that store's URL before sbatch")
 
 
 def render(req: SlurmRequest) -> str:
@@ -291,7 +320,7 @@ def render(req: SlurmRequest) -> str:
         # sbatch expands %x, %j, ... in the whole --output path: a % of the folder's own name is written %%
         "log_dir": sbatch_quote("--output-dir", f"{RunLayout(output_dir).slurm_logs.replace('%', '%%')}/%x-%A_%a.out"),
         "sbatch_args": "\n".join(f"#SBATCH {sbatch_quote('--sbatch-arg', a)}" for a in req.sbatch_args) or None,
-        "workdir": q(os.getcwd()), "db_export": db_export(req.db_url),
+        "workdir": q(os.getcwd()), "db_export": db_export(req.db_url, sys.executable),
         "suite": q(os.path.abspath(req.suite_path)), "suite_name": q(req.suite_name), "output_dir": q(output_dir),
         "python": q(sys.executable),
         "accelerate_args": f"--config_file {q(accelerate_config)}" if accelerate_config else "",
@@ -428,3 +457,12 @@ def requeue_slurm_task() -> bool:
         print(f"warning: scontrol requeue {job} failed: {done.stderr.strip()}", file=sys.stderr, flush=True)
         return False
     return True
+
+
+if __name__ == "__main__":   # the scripts' store check: python -m harness.launch.slurm same-store URL
+    if len(sys.argv) != 3 or sys.argv[1] != "same-store":
+        sys.exit("usage: python -m harness.launch.slurm same-store URL")
+    why = other_store(os.environ.get("HARNESS_DB", ""), sys.argv[2])
+    if why:
+        print(f"error: {why}", file=sys.stderr, flush=True)
+        sys.exit(2)

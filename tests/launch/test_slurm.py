@@ -124,6 +124,38 @@ def test_dry_run_never_writes_the_store_password(tmp_path, tiny_bert, flags, mon
             assert done.stdout == expect, (done.stdout, done.stderr, lines)
 
 
+@pytest.mark.parametrize("flags", [[], ["--gpus-per-worker", "2"], ["--gpus-per-worker", "2", "--nodes-per-worker", "2"]])
+def test_a_script_given_another_store_stops_in_one_line(tmp_path, tiny_bert, flags, monkeypatch):
+    """A script for a store URL with a password takes $HARNESS_DB from the submitting environment: one naming
+    another store (another host, port, database or user) was used as it was, and the workers filled that store.
+    The script checks it names the store it was written for (not the password, not the driver) and stops the task
+    in one line (exit 2) before anything is launched; the same store with its password, or no $HARNESS_DB, runs."""
+    import subprocess
+
+    suite = write_suite(tmp_path / "s.yaml", suite_text(tiny_bert, "s"))
+    env = _fake_launchers(tmp_path, tmp_path / "python", monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    r = call_cli("slurm", suite, "--workers", "1", "--db", f"postgresql+psycopg://alice:{SECRET}@db.example/h",
+                 "--dry-run", *flags)
+    assert r.returncode == 0, r.stderr
+    script = tmp_path / "job.sbatch"
+    script.write_text(r.stdout)
+    for other in ("bob@db.example/h", "alice@db2.example/h", "alice@db.example:5433/h", "alice@db.example/h2"):
+        url = f"postgresql+psycopg://{other.replace('@', f':{SECRET}@')}"
+        done = subprocess.run(["bash", str(script)], capture_output=True, text=True, env={**env, "HARNESS_DB": url},
+                              cwd=tmp_path, timeout=60)
+        assert done.returncode == 2 and done.stdout == "", (url, done.returncode, done.stdout, done.stderr)
+        assert done.stderr.startswith("error: $HARNESS_DB names the store ") and done.stderr.count("\n") == 1, (
+            done.stderr)
+        assert "written for postgresql+psycopg://alice@db.example/h (" in done.stderr and SECRET not in done.stderr
+        assert not (tmp_path / "argv").exists(), "nothing launched"
+    for given, expect in (("postgresql://alice:other-pw@DB.example:5432/h", None),
+                          (None, "postgresql+psycopg://alice@db.example/h")):
+        argv = _launched_argv(r.stdout, tmp_path, {**env, **({"HARNESS_DB": given} if given else {})})
+        assert "harness.run" in argv and _launched_env(tmp_path)["HARNESS_DB"] == (expect or given)
+        (tmp_path / "argv").unlink()
+
+
 def test_submit_hands_the_url_to_sbatch_in_its_environment(tmp_path, tiny_bert):
     """Not in the script, yet the job gets it: sbatch (here a fake one) is called with HARNESS_DB set."""
     import os
@@ -288,9 +320,13 @@ def test_slurm_time_formats_are_accepted(tmp_path, tiny_bert, value):
 
 def _fake_launchers(tmp_path: Path, python: Path, monkeypatch) -> dict:
     """A fake Python at `python` (prints its argv, NUL-separated, into $ARGV_OUT, and its environment into
-    $ARGV_OUT.env) made sys.executable, and a fake srun (runs its command) and scontrol on PATH: the environment to
-    run a generated script in with bash."""
-    python.write_text('#!/bin/bash\nprintf "%s\\0" "$@" > "$ARGV_OUT"\nenv -0 > "$ARGV_OUT.env"\n')
+    $ARGV_OUT.env; the scripts' store check it hands to the real Python) made sys.executable, and a fake srun (runs
+    its command) and scontrol on PATH: the environment to run a generated script in with bash."""
+    import shlex
+
+    real = f"PYTHONPATH={shlex.quote(str(ROOT))} {shlex.quote(sys.executable)}"
+    python.write_text(f'#!/bin/bash\nif [ "$2" = harness.launch.slurm ]; then exec env {real} "$@"; fi\n'
+                      'printf "%s\\0" "$@" > "$ARGV_OUT"\nenv -0 > "$ARGV_OUT.env"\n')
     python.chmod(0o755)
     fake_bin = tmp_path / "bin"
     fake_bin.mkdir()
