@@ -49,7 +49,10 @@ SlurmdPidFile={root}/slurmd.pid
 SlurmctldLogFile={root}/slurmctld.log
 SlurmdLogFile={root}/slurmd.log
 ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
+# tasks bound to their cores, as on clusters that pin CPUs: a task sees (sched_getaffinity, nproc) only the CPUs its
+# step gave it
+TaskPlugin=task/affinity
+TaskPluginParam=Cores
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 SchedulerType=sched/backfill

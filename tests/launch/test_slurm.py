@@ -320,8 +320,9 @@ def test_slurm_time_formats_are_accepted(tmp_path, tiny_bert, value):
 
 def _fake_launchers(tmp_path: Path, python: Path, monkeypatch) -> dict:
     """A fake Python at `python` (prints its argv, NUL-separated, into $ARGV_OUT, and its environment into
-    $ARGV_OUT.env; the scripts' store check it hands to the real Python) made sys.executable, and a fake srun (runs
-    its command) and scontrol on PATH: the environment to run a generated script in with bash."""
+    $ARGV_OUT.env; the scripts' store check it hands to the real Python) made sys.executable, and a fake srun (its
+    argv into $ARGV_OUT.srun; runs its command) and scontrol on PATH: the environment to run a generated script in
+    with bash."""
     import shlex
 
     real = f"PYTHONPATH={shlex.quote(str(ROOT))} {shlex.quote(sys.executable)}"
@@ -330,7 +331,8 @@ def _fake_launchers(tmp_path: Path, python: Path, monkeypatch) -> dict:
     python.chmod(0o755)
     fake_bin = tmp_path / "bin"
     fake_bin.mkdir()
-    (fake_bin / "srun").write_text('#!/bin/bash\nwhile [[ "$1" == --* ]]; do shift; done\nexec "$@"\n')
+    (fake_bin / "srun").write_text('#!/bin/bash\nprintf "%s\\0" "$@" > "$ARGV_OUT.srun"\n'
+                                   'while [[ "$1" == --* ]]; do shift; done\nexec "$@"\n')
     (fake_bin / "scontrol").write_text("#!/bin/bash\necho node1\n")
     for f in fake_bin.iterdir():
         f.chmod(0o755)
@@ -404,6 +406,34 @@ def test_data_dir_reaches_the_workers_over_the_suites_own(tmp_path, tiny_bert, s
     assert load_suite(str(suite)).data(run_args[run_args.index("--data-dir") + 1]).path == str(small_glue)
 
 
+@pytest.mark.parametrize("flags, threads", zip(TEMPLATE_FLAGS, ("4", "2", "2")))
+def test_the_cpus_of_the_task_reach_srun_and_the_threads(tmp_path, tiny_bert, flags, threads, monkeypatch):
+    """Slurm 22.05 and later: srun no longer takes --cpus-per-task from sbatch, and accelerate sets one thread
+    unless told: with --sbatch-arg=--cpus-per-task=4 a worker trained with one thread (on one CPU where Slurm binds
+    CPUs). The srun line gets the task's CPUs, and accelerate the threads of each of its ranks on the node (4 CPUs,
+    2 GPUs: 2 each); without --cpus-per-task neither is given (Slurm's and accelerate's defaults)."""
+    suite = write_suite(tmp_path / "s.yaml", suite_text(tiny_bert, "s"))
+    env = _fake_launchers(tmp_path, tmp_path / "python", monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    r = call_cli("slurm", suite, "--workers", "1", "--sbatch-arg=--cpus-per-task=4", "--dry-run", *flags)
+    assert r.returncode == 0, r.stderr
+    argv = _launched_argv(r.stdout, tmp_path, {**env, "SLURM_CPUS_PER_TASK": "4"})   # what sbatch sets
+    assert "--cpus-per-task=4" in _srun_options(tmp_path)
+    assert argv[argv.index("--num_cpu_threads_per_process") + 1] == threads, argv
+    env.pop("SLURM_CPUS_PER_TASK", None)
+    argv = _launched_argv(r.stdout, tmp_path, env)
+    assert "--num_cpu_threads_per_process" not in argv and _srun_options(tmp_path) == [
+        "--ntasks-per-node=1" if "--nodes-per-worker" in flags else "--ntasks=1"]
+
+
+def _srun_options(tmp_path: Path) -> list[str]:
+    """The options the fake srun of the last _launched_argv got (before its command)."""
+    import itertools
+
+    srun = (tmp_path / "argv.srun").read_text().split("\0")
+    return list(itertools.takewhile(lambda a: a.startswith("--"), srun))
+
+
 def _launched_env(tmp_path: Path) -> dict:
     """The environment the fake Python of the last _launched_argv ran with."""
     pairs = (tmp_path / "argv.env").read_text().split("\0")[:-1]
@@ -452,6 +482,40 @@ def test_array_of_two_workers_trains_every_cell_once(tmp_path, tiny_bert, small_
     assert sorted(p.name for p in (out / "slurm-logs").glob("*.out")) == [f"harness-a-{job}_0.out",
                                                                         f"harness-a-{job}_1.out"]
     assert len(list((out / "slurm").glob("a-*.sbatch"))) == 1, "the submitted script is kept"
+
+
+def _task_cpus(marker: str) -> int | None:
+    """The CPUs (sched_getaffinity) of the process of this host that runs the relay (python -m
+    harness.launch.relay, not the srun that starts it in the batch step) with `marker` among its arguments; None
+    while there is none."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+            if cmdline[1:3] == ["-m", "harness.launch.relay"] and marker in cmdline:
+                return len(os.sched_getaffinity(int(pid)))
+        except OSError:   # gone meanwhile
+            continue
+    return None
+
+
+def test_a_task_given_two_cpus_trains_on_both(tmp_path, tiny_bert, small_glue, slurm):
+    """--sbatch-arg=--cpus-per-task=2 on a cluster that binds tasks to their CPUs (as the test cluster does):
+    Slurm 22.05's srun no longer takes --cpus-per-task from sbatch, so the worker ran bound to one CPU, and with
+    one thread (accelerate's default). The worker's process may run on both CPUs and trains with 2 threads."""
+    suite = write_suite(tmp_path / "c.yaml", suite_text(tiny_bert, "c", "[bitfit]", "[rte]", "{max_steps: 20}"))
+    db, out = f"sqlite:///{tmp_path / 'h.db'}", tmp_path / "out"
+    r = _slurm_cli(slurm, suite, "--workers", "1", "--gpus-per-worker", "0", "--db", db, "--output-dir", out,
+                   "--data-dir", small_glue, "--time", "10:00", "--sbatch-arg=--cpus-per-task=2")
+    assert r.returncode == 0, r.stderr
+    job = re.search(r"submitted job (\d+)", r.stdout).group(1)
+    cpus, deadline = None, time.time() + 600
+    while time.time() < deadline and slurm.run("squeue", "-h", "-j", job).stdout.strip():
+        cpus = cpus or _task_cpus(str(suite))
+        time.sleep(0.1)
+    assert not slurm.run("squeue", "-h", "-j", job).stdout.strip(), _logs(out)[-4000:]
+    (row,) = Store(db).records("c")
+    assert str(row.status) == "completed", _logs(out)[-4000:]
+    assert (cpus, row.num_threads) == (2, 2), _logs(out)[-4000:]
 
 
 def test_preempted_worker_requeues_and_resumes_with_the_uninterrupted_metric(tmp_path, tiny_bert, small_glue, slurm):
