@@ -19,7 +19,7 @@ import pytest
 from tests.helpers import ROOT, run_cli, suite_yaml, write_suite
 from tests.store.test_workers import _wait_for_claims, start_worker, trainings
 from harness.spec import layout
-from harness.spec.errors import EXIT_STORE_UNREACHABLE
+from harness.spec.errors import EXIT_PREEMPTED, EXIT_STORE_UNREACHABLE
 from harness.spec.status import Status
 from harness.store.db import Store
 
@@ -87,6 +87,60 @@ def test_worker_that_lost_its_lease_stops_and_leaves_the_winners_files(tmp_path,
     assert rec["worker_id"] == row.worker_id and rec["score"] == row.score
     assert rec["adapter_path"] == str(cell_dir / layout.ADAPTER)
     assert _rescore(cell_dir, row) == pytest.approx(row.score)
+
+
+NO_BEATS = """
+import os, sys, threading
+from pathlib import Path
+from sqlalchemy.exc import OperationalError
+from harness.store.db import Store
+real = Store.heartbeat
+def heartbeat(self, claim):                  # the heartbeat thread's beats do not reach the store meanwhile
+    if threading.current_thread().name.startswith("heartbeat-") and Path(os.environ["NO_BEATS"]).exists():
+        raise OperationalError("UPDATE runs", {}, Exception("injected: no route to the store"))
+    return real(self, claim)
+Store.heartbeat = heartbeat
+from harness.cli import main
+raise SystemExit(main(sys.argv[1:]))
+"""
+
+
+def test_a_worker_signalled_after_losing_its_lease_writes_no_checkpoint(tmp_path, tiny_bert, small_glue):
+    """A's heartbeats stop reaching the store mid-cell and A is frozen; B takes the stale lease over and trains
+    the cell. A stop signal reaches A before any beat of its could tell it: A asks the store itself, finds the
+    lease gone and stops without a checkpoint. Before, it wrote checkpoint.pt into the cell folder B trains in
+    (what B's next resume, or a retry, reads; left in the folder of a completed cell)."""
+    db = f"sqlite:///{tmp_path / 'h.db'}"
+    suite = _suite(tmp_path, tiny_bert, budget="{max_steps: 3000}")
+    no_beats = tmp_path / "no_beats"
+    # A's own lease timeout is long: it never takes B's cell back while the test looks
+    cmd = [sys.executable, "-c", NO_BEATS, "run", str(suite), "--db", db, "--output-dir", str(tmp_path / "out"),
+           "--data-dir", str(small_glue), "--no-progress", "--heartbeat-s", "0.5", "--lease-timeout-s", "600"]
+    a = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT), "NO_BEATS": str(no_beats)})
+    b = None
+    try:
+        seen_a = "".join(_wait_for_claims(a, 1))
+        time.sleep(1.0)   # into its training
+        no_beats.touch()
+        a.send_signal(signal.SIGSTOP)
+        b = start_worker(tmp_path, suite, db, small_glue, "--heartbeat-s", "0.5", "--lease-timeout-s", "3")
+        _read_until(b, "taking over a stale lease")
+        a.send_signal(signal.SIGUSR1)   # pending until A runs again
+        a.send_signal(signal.SIGCONT)
+        seen_a += _read_until(a, "lease lost at step", "stopped by a signal")
+        (row,) = Store(db).records("a")
+        cell_dir = _cell_dir(tmp_path, row)
+        assert b.poll() is None and row.pid == b.pid and row.status == Status.RUNNING   # B still trains it
+        assert not (cell_dir / layout.CHECKPOINT).exists(), f"A checkpointed into B's cell folder: {seen_a[-300:]}"
+        assert "lease lost at step" in seen_a, seen_a[-3000:]
+        seen_a += a.communicate(timeout=120)[1]   # the signal stops A before any further claim
+        assert a.returncode == EXIT_PREEMPTED and "stopped by a signal, checkpointed" not in seen_a, seen_a[-3000:]
+    finally:
+        for p in (a, b):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.communicate()
 
 
 KILLER = """
