@@ -14,7 +14,7 @@ import math
 
 import pandas as pd
 
-from harness.report.provenance import data_by_task, run_data, run_skipped, skipped_by_task
+from harness.report.provenance import data_by_task, model_files, run_data, run_skipped, skipped_by_task
 from harness.stats import significance
 from harness.stats.flags import is_trivial, still_improving, trivial_score
 from harness.stats.selection import (failed_settings, member_keys, planned_seeds, selectable_runs, unfinished_settings,
@@ -33,8 +33,8 @@ COST_COLUMNS = ["trainable_params", "added_params", "total_params", "head_params
 
 
 FLAT = RUN_COLUMNS + COST_COLUMNS + ["hparams", "regime", "parent_id", "stage", "embedding_params", "encoder_params",
-                                     "adapter_bytes", "setting_key", "task_version", "output_dir", "data", "ran_on",
-                                     "rows_skipped"]
+                                     "adapter_bytes", "setting_key", "task_version", "output_dir", "data", "model_files",
+                                     "ran_on", "rows_skipped"]
 
 
 DERIVED = ["trivial_score", "still_improving"]   # from the trivial_scores and history columns (harness.stats.flags)
@@ -73,11 +73,12 @@ def runs_frame(store, suite: str | None = None, with_env: bool = False) -> pd.Da
     have = store.columns()
     if not have:
         return pd.DataFrame(columns=FLAT + DERIVED)
-    wanted = [c for c in FLAT if c not in ("method_params", "budget", "hparams", "data", "ran_on", "rows_skipped")]
+    wanted = [c for c in FLAT if c not in ("method_params", "budget", "hparams", "data", "model_files", "ran_on",
+                                         "rows_skipped")]
     wanted += ["method_params", "budget", "hparams", "metrics", "best_metrics", "history", "trivial_scores"] + (
         ["env"] if with_env else [])
-    # the data a run read (its record's data_sources, by content) and the rows of it skipped as malformed: the
-    # parts of `extra` a table needs. SQLite's JSON functions refuse a document holding NaN (Python's JSON writes
+    # the data a run read (its record's data_sources, by content), the rows of it skipped as malformed and the
+    # model files it loaded (model_source): the parts of `extra` a table needs. SQLite's JSON functions refuse a document holding NaN (Python's JSON writes
     # it): such a row reads as not recorded
     def field(column, key: str, label: str):   # as JSON text (identical values parse once below)
         value = getattr(RunRecord, column)[key].as_string()
@@ -85,7 +86,8 @@ def runs_frame(store, suite: str | None = None, with_env: bool = False) -> pd.Da
             value = case((func.json_valid(getattr(RunRecord, column)) == 1, value), else_=None)
         return value.label(label)
 
-    sources = [field("extra", name, name) for name in ("data_sources", "data_skipped")] if "extra" in have else []
+    sources = [field("extra", name, name) for name in ("data_sources", "data_skipped", "model_source")] \
+        if "extra" in have else []
     # where it ran: the device and the precision it trained in (`auto` resolved), which a score's last bits
     # depend on (with the thread count, a column of its own)
     ran = [field("env", "device", "ran_device"), field("env", "mixed_precision", "ran_precision")] \
@@ -97,7 +99,7 @@ def runs_frame(store, suite: str | None = None, with_env: bool = False) -> pd.Da
     with store.engine.connect() as conn:
         result = conn.execute(stmt)
         frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
-    for c in wanted + ["data_sources", "data_skipped", "ran_device", "ran_precision"]:
+    for c in wanted + ["data_sources", "data_skipped", "model_source", "ran_device", "ran_precision"]:
         if c not in frame.columns:
             frame[c] = None
     if frame.empty:
@@ -109,6 +111,7 @@ def runs_frame(store, suite: str | None = None, with_env: bool = False) -> pd.Da
     frame["data"] = [parsed[key] for key in zip(frame.pop("data_sources"), frame["task"])]
     frame["rows_skipped"] = [run_skipped(_json_object(text), task)
                              for text, task in zip(frame.pop("data_skipped"), frame["task"])]
+    frame["model_files"] = [model_files(source) for source in frame.pop("model_source")]
     frame["ran_on"] = [ran_on(*where) for where in zip(frame.pop("ran_device"), frame.pop("ran_precision"),
                                                        frame["num_threads"], frame["num_processes"])]
     queued, variants = _queued_seeds(store, suite)

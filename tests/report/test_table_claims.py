@@ -902,6 +902,48 @@ def test_a_task_whose_runs_read_different_files_says_so_under_its_scores(tmp_pat
     assert len(recorded) == 3 and all(d["validation"] == f"sha256:{dev}" for d in recorded)
 
 
+def test_runs_of_one_model_name_trained_from_different_files_say_so_under_their_scores(tmp_path, monkeypatch):
+    """A local model folder edited between seeds (extra.model_source, its files' digest) or a hub id at two commits:
+    the tables pooled the runs' scores under one model name without a word. Now the task's note line names each
+    model's files with their variants' runs, in every table and on the board; records without the field (older
+    runs) and a hub run whose commit is unknown are not counted as different."""
+    a, b = "a" * 64, "b" * 64
+
+    def loaded(cell):
+        if cell.model == "minilm":   # full's seed 2 from an edited folder (another path: content counts)
+            edited = cell.method == "full" and cell.seed == 2
+            return {"model_source": f"dir:/m{cell.seed}/minilm:sha256:{b if edited else a}"}
+        return {} if cell.seed == 2 else {"model_source": "hub:org/tiny@unknown"} if cell.method == "full" else {
+            "model_source": "hub:org/tiny@0123456789abcdef0123456789abcdef01234567"}   # older records, no commit
+
+    text = "name: s\nmodels: [minilm, org/tiny]\ntasks: [rte]\nmethods: [full, bitfit]\nseeds: [1, 2]\n"
+    url = store_of(tmp_path, [text], lambda c: 60.0 + c.seed, extra=loaded)
+    said = ("rte: the runs shown trained one model name from different files (minilm: 2 different model files: "
+            f"sha256:aaaaaaaaaaaa… (bitfit 2 runs, full 1 run), sha256:bbbbbbbbbbbb… (full 1 run)), and their "
+            f"scores are pooled as one model.")
+    for table in ("runs", "best", "leaderboard"):
+        assert said in json.loads(export(url, table, "json"))["footnote"], table
+        for fmt in ("markdown", "latex"):
+            assert "sha256:bbbbbbbbbbbb" in export(url, table, fmt), (table, fmt)
+        # one model's table: the other model's runs, whose files agree where recorded, say nothing
+        assert not any("different files" in x
+                       for x in json.loads(export(url, table, "json", "--model", "org/tiny"))["footnote"]), table
+    csvs = {t: list(csv.DictReader(export(url, t, "csv").splitlines())) for t in ("runs", "best", "leaderboard")}
+    assert {r["task_note"] for r in csvs["runs"]} == {said[len("rte: "):-1]}
+    assert {r["rte_note"] for r in csvs["leaderboard"]} == {said[len("rte: "):-1]}
+    assert {r["model_files"] for r in csvs["runs"] if r["model"] == "minilm"} == {f"sha256:{a}", f"sha256:{b}"}
+    for page, at in board_pages(url, monkeypatch, "minilm", "rte", ("Runs", "Task", "Trade-off", "Tuning budget",
+                                                                     "Leaderboard")):
+        if page == "Task":   # its runs: one variant's (the first, full)
+            assert any("sha256:bbbbbbbbbbbb… (full 1 run)" in c.value for c in at.main.caption), page
+        else:
+            assert any(said[len("rte: "):-1] in c.value for c in at.main.caption), (page, [c.value for c in at.main.caption])
+    (tmp_path / "same").mkdir()
+    same = store_of(tmp_path / "same", [text], lambda c: 60.0, extra=lambda c: {"model_source": f"dir:/m/x:sha256:{a}"}
+                    if c.model == "minilm" else {})
+    assert not any("different files" in x for x in json.loads(export(same, "leaderboard", "json"))["footnote"])
+
+
 def test_the_exports_name_the_whole_setting_and_what_memory_measured(tmp_path):
     """A batch-size sweep: the runs table's rows differed only in score (it exported learning_rate, not the other
     hparams), and the best table said "lr 2e-05" for the setting it chose by batch size; "memory (MB)" did not
