@@ -17,8 +17,8 @@ import pandas as pd
 from harness.report.provenance import data_by_task, model_files, run_data, run_skipped, skipped_by_task
 from harness.stats import significance
 from harness.stats.flags import is_trivial, still_improving, trivial_score
-from harness.stats.selection import (failed_settings, member_keys, planned_seeds, selectable_runs, unfinished_settings,
-                                     with_setting_key)
+from harness.stats.selection import (failed_settings, member_keys, planned_seeds, seed_mean, selectable_runs,
+                                     unfinished_settings, with_setting_key)
 from harness.spec.cell import base_label, budget_text
 from harness.spec.status import Regime, Status
 from harness.spec.tasks import TASKS
@@ -226,9 +226,9 @@ def best_table(runs: pd.DataFrame, metric: str = "score", resamples: int = signi
         runs_of = best_setting_runs(group, metric)
         shown.append(runs_of)
         lost = failed.get((suite, of_model, task, label), 0)
-        values = runs_of[metric].astype(float)
+        values = runs_of[metric].astype(float).sort_values()   # (std too: the same bits in any stored order)
         first = runs_of.iloc[0]
-        mean, std = values.mean(), values.std(ddof=SEED_STD_DDOF) if len(values) > 1 else 0.0
+        mean, std = seed_mean(values), values.std(ddof=SEED_STD_DDOF) if len(values) > 1 else 0.0
         baseline = _max(runs_of, "trivial_score")
         improving = int(runs_of["still_improving"].fillna(False).astype(bool).sum()) if "still_improving" in runs_of \
             else 0
@@ -402,14 +402,17 @@ def _add_tests(best: pd.DataFrame, dirs: list, resamples: int) -> pd.DataFrame:
                                             "seeds_needed", "score_on_common")}
     tests = {}
     for key, group in best.groupby(["suite", "model", "task"], sort=False):
-        top = group["mean"].idxmax()
-        # an exact tie for the best mean is the best too: which of them idxmax names is row order, not evidence
-        level = group.index[group["mean"] >= group.at[top, "mean"]]
+        # an exact tie for the best mean is the best too; the one the others are tested against is the first by
+        # label, not by row order (two stores of the same runs stored in another order: the same table)
+        level = group.index[group["mean"] >= group["mean"].max()]
+        top = _by_label(best, level, "method_label")[0]
         # a task this version does not know, or no predictions of the scores shown (dirs None): not tested
         task = TASKS.get(key[2]) if key[2] in TASKS and dirs is not None else None
         # an exact tie for the best is not tested against it (nor counted in the Holm family of the others), but
         # resampled with them: the average column tests every variant on every task's replicates
-        variants = {best.at[i, "method_label"]: dirs[i] for i in group.index} if task else {}
+        # (by label: their columns' order in the resampling's matrix products moves the scores' last bits)
+        variants = {best.at[i, "method_label"]: dirs[i] for i in _by_label(best, group.index, "method_label")} \
+            if task else {}
         ties = [best.at[i, "method_label"] for i in level if i != top]
         test = significance.column_test(task, variants, best.at[top, "method_label"], resamples, level=ties) \
             if task else None
@@ -436,6 +439,12 @@ def _add_tests(best: pd.DataFrame, dirs: list, resamples: int) -> pd.DataFrame:
     return best
 
 
+def _by_label(frame: pd.DataFrame, rows, column: str) -> list:
+    """`rows` in the order of their variants' labels (`column`): what a tie for the best is broken by, not the
+    order the runs were stored in."""
+    return sorted(rows, key=lambda i: str(frame.at[i, column]))
+
+
 def _max(frame: pd.DataFrame, column: str):
     values = pd.to_numeric(frame[column], errors="coerce").dropna() if column in frame else pd.Series(dtype=float)
     return float(values.max()) if len(values) else None
@@ -452,10 +461,11 @@ def _std(frame: pd.DataFrame, column: str):
 
 
 def best_setting_runs(group: pd.DataFrame, metric: str = "score") -> pd.DataFrame:
-    """The runs (one per seed) of the hyperparameter setting with the best mean dev score."""
+    """The runs (one per seed) of the hyperparameter setting with the best mean dev score, by seed: the seeds'
+    predictions are pooled in that order, whatever order the runs were stored in."""
     group = with_setting_key(group)
-    chosen = group.groupby("setting_key")[metric].mean().idxmax()
-    return group[group["setting_key"] == chosen]
+    chosen = group.groupby("setting_key")[metric].agg(seed_mean).idxmax()
+    return group[group["setting_key"] == chosen].sort_values("seed", kind="stable")
 
 
 def _task_order(tasks) -> list[str]:
@@ -560,8 +570,8 @@ def _test_average(table: pd.DataFrame, best: pd.DataFrame, glue: list) -> None:
             continue
         suites = best.loc[best["model"] == model, "suite"].unique()
         columns = {t: tests.get((suites[0], model, t)) for t in glue} if len(suites) == 1 else {}
-        top = rows["avg"].idxmax()
-        level = rows.index[rows["avg"] >= rows.at[top, "avg"]]   # an exact tie for the best average: best too
+        level = rows.index[rows["avg"] >= rows["avg"].max()]   # an exact tie for the best average: best too
+        top = _by_label(table, level, "method")[0]   # (as _add_tests: not row order)
         result = None
         if columns and all(c is not None for c in columns.values()):
             compared = [table.at[i, "method"] for i in rows.index if i == top or i not in level]

@@ -21,16 +21,18 @@ from tests.helpers import assert_refused, call_cli
 
 
 def store_of(tmp_path, suites: list[str], score, older: dict | None = None, predictions: bool = False,
-             extra=None, url: str | None = None) -> str:
+             extra=None, url: str | None = None, reverse: bool = False) -> str:
     """A store with one run per cell of each suite's text: `score(cell)` its score (None: the run failed);
     `older` {task: version}: that task's cells also stored under an earlier version, scored score(cell) + 5;
-    `predictions`: each run saves dev predictions whose accuracy is its score; `extra(cell)`: its record's extra.
-    A multi-task cell that completes gets a member row per task with its score."""
+    `predictions`: each run saves dev predictions whose accuracy is its score; `extra(cell)`: its record's extra;
+    `reverse`: the cells stored last first. A multi-task cell that completes gets a member row per task with its
+    score."""
     url = url or f"sqlite:///{tmp_path / 'h.db'}"
     store = Store(url)
     labels = np.random.default_rng(0).integers(0, 2, 200)
     for text in suites:
-        for cell in parse_suite(text, "s.yaml").cells():
+        cells = parse_suite(text, "s.yaml").cells()
+        for cell in reversed(cells) if reverse else cells:
             versions = [(cell, 0.0)]
             if older and cell.task in older:
                 versions.append((dataclasses.replace(cell, task_version=older[cell.task]), 5.0))
@@ -214,6 +216,35 @@ def test_an_exact_tie_for_the_best_mean_is_bold_whichever_row_comes_first(tmp_pa
 
     md = to_markdown("leaderboard", leaderboard_table(best_table(runs_frame(Store(url)), metric="best_score")))
     assert row(md, "full")[1].startswith("**70.0 ± 2.8") and row(md, "bitfit")[1].startswith("**70.0 ± 2.8"), md
+
+
+def test_the_same_runs_stored_in_another_order_give_the_same_tables(tmp_path):
+    """full and bitfit tied for the best on rte (22.73 each, say): the one the others were tested against was
+    whichever row came first, so `tested`, the p-values and the seeds needed of the rest changed with the order the
+    runs were stored in; and a mean summed in stored order gave the same three seed scores 24.24242424242424 in one
+    order and 24.242424242424246 in another, so an exact tie read as a win. Every table, every format: the same
+    rows whichever order (the rows' own order follows the store's, as run)."""
+    thirds = [100 * 3 / 22, 100 * 4 / 22, 100 * 9 / 22]   # their running sum's last bits follow the order
+
+    def score(c):   # bitfit: full's scores on other seeds
+        return 15.0 + c.seed if c.method == "layernorm" else (thirds if c.method == "full" else thirds[::-1])[c.seed - 1]
+
+    text = "name: s\nmodels: [minilm]\ntasks: [rte, mrpc]\nmethods: [full, bitfit, layernorm]\nseeds: [1, 2, 3]\n"
+    tables = []
+    for reverse in (False, True):
+        (tmp_path / str(reverse)).mkdir()
+        url = store_of(tmp_path / str(reverse), [text], score, predictions=True, reverse=reverse)
+        tables.append({(t, f): export(url, t, f) for t in ("leaderboard", "best")
+                       for f in ("markdown", "latex", "csv", "json")})
+        board = {r["method"]: r for r in json.loads(tables[-1][("leaderboard", "json")])["rows"]}
+        # both bold; the others tested against bitfit, the first by label, in either store
+        assert board["full"]["rte_is_best"] and board["bitfit"]["rte_is_best"], board
+        assert board["bitfit"]["rte_tested"] and not board["full"]["rte_tested"], board
+        assert board["bitfit"]["avg_tested"] and not board["full"]["avg_tested"], board
+    first, second = tables
+    for key in first:
+        assert sorted(first[key].splitlines()) == sorted(second[key].splitlines()), key
+    assert first[("leaderboard", "markdown")] != second[("leaderboard", "markdown")]   # (the rows as run)
 
 
 def test_the_board_counts_seeds_per_cell_as_the_footnote_does(tmp_path, monkeypatch):
