@@ -613,10 +613,13 @@ def composite_vs_single(runs: pd.DataFrame, model: str | None = None, metric: st
     """Sequential and multi-task rows against the direct single-task runs of the same method and task (best
     setting on dev of each, on `metric` as best_table): task, variant, score, single-task, difference. Empty
     without composite rows. A single-task variant whose every run of the task failed reads ALL_FAILED, as in the
-    leaderboard (empty: never run)."""
+    leaderboard (empty: never run). `runs`: one suite's, and one model's or `model` named: rows are keyed by task
+    and variant, so two models' would be compared with each other (a ValueError)."""
     composite = (Regime.SEQUENTIAL, Regime.MULTITASK_MEMBER)
     if runs.empty or not runs["regime"].isin(composite).any():
         return pd.DataFrame()
+    if runs["suite"].nunique() > 1 or (model is None and runs["model"].nunique() > 1):
+        raise ValueError("composite_vs_single: give one suite's and one model's runs (or name the model: `model`)")
     best = best_table(runs, metric=metric, model=model)
     direct = best[best["regime"].isna()].set_index(["task", "method_label"])["mean"]
     failed = {(task, label) for _, label, task in best.attrs.get("failed_only") or {}}

@@ -1062,6 +1062,32 @@ def test_a_composite_s_single_task_variant_that_failed_everywhere_says_so(tmp_pa
     assert rows[("rte", "full")]["score"] == 71.5
 
 
+def test_the_trade_off_points_and_the_vs_single_task_table_refuse_several_models(tmp_path):
+    """Both key their rows by method variant (and task), not by model: given two models' runs, the trade-off's
+    average found no variant "with results on every task" (4 rows per label for 2 tasks) and joined both models'
+    points into one curve, and the vs-single-task table put a Series of both models' single-task scores in each
+    cell (minilm's +5 and org/tiny's +25 against minilm's 60). The board passes one suite's and one model's; a
+    caller passing more is refused, not shown a mix."""
+    from harness.report.pareto import tradeoff_points
+    from harness.report.tables import best_table, composite_vs_single, runs_frame
+
+    text = ("name: s\nmodels: [minilm, org/tiny]\ntasks: [rte, mrpc, {multitask: [mrpc, rte]}]\nmethods: [full]\n"
+            "seeds: [1]\n")
+    url = store_of(tmp_path, [text], lambda c: (60.0 if c.model == "minilm" else 80.0) + 5 * ("+" in c.task))
+    runs = runs_frame(Store(url), "s")
+    for task in (None, "rte"):
+        with pytest.raises(ValueError, match="one suite's and one model's"):
+            tradeoff_points(best_table(runs), task, ["rte", "mrpc"])
+    with pytest.raises(ValueError, match="one suite's and one model's"):
+        composite_vs_single(runs)
+    # one model's: its own numbers
+    points = tradeoff_points(best_table(runs, model="org/tiny"), None, ["rte", "mrpc"])
+    assert dict(zip(points["method_label"], points["score"])) == {"full": 80.0, "full [multitask mrpc+rte, "
+                                                                  "proportional]": 85.0}
+    table = composite_vs_single(runs, "org/tiny")
+    assert list(table["single-task"]) == [80.0, 80.0] and list(table["difference"]) == [5.0, 5.0]
+
+
 def test_the_tables_say_which_std_they_show(tmp_path):
     """full's seeds scored 70, 72 and 74: the cell shows 72.0 ± 2.0, the sample std (n - 1); numpy's default
     (n) gives 1.6 from the same runs, and no table said which one it showed. One seed shows no ± and no note."""
