@@ -33,8 +33,8 @@ COST_COLUMNS = ["trainable_params", "added_params", "total_params", "head_params
 
 
 FLAT = RUN_COLUMNS + COST_COLUMNS + ["hparams", "regime", "parent_id", "stage", "embedding_params", "encoder_params",
-                                     "adapter_bytes", "setting_key", "task_version", "output_dir", "data", "model_files",
-                                     "ran_on", "rows_skipped"]
+                                     "adapter_bytes", "setting_key", "task_version", "output_dir", "data",
+                                     "model_files", "ran_on", "rows_skipped"]
 
 
 DERIVED = ["trivial_score", "still_improving"]   # from the trivial_scores and history columns (harness.stats.flags)
@@ -78,8 +78,8 @@ def runs_frame(store, suite: str | None = None, with_env: bool = False) -> pd.Da
     wanted += ["method_params", "budget", "hparams", "metrics", "best_metrics", "history", "trivial_scores"] + (
         ["env"] if with_env else [])
     # the data a run read (its record's data_sources, by content), the rows of it skipped as malformed and the
-    # model files it loaded (model_source): the parts of `extra` a table needs. SQLite's JSON functions refuse a document holding NaN (Python's JSON writes
-    # it): such a row reads as not recorded
+    # model files it loaded (model_source): the parts of `extra` a table needs. SQLite's JSON functions refuse a
+    # document holding NaN (Python's JSON writes it): such a row reads as not recorded
     def field(column, key: str, label: str):   # as JSON text (identical values parse once below)
         value = getattr(RunRecord, column)[key].as_string()
         if store.backend == "sqlite":

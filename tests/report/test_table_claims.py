@@ -227,7 +227,9 @@ def test_the_same_runs_stored_in_another_order_give_the_same_tables(tmp_path):
     thirds = [100 * 3 / 22, 100 * 4 / 22, 100 * 9 / 22]   # their running sum's last bits follow the order
 
     def score(c):   # bitfit: full's scores on other seeds
-        return 15.0 + c.seed if c.method == "layernorm" else (thirds if c.method == "full" else thirds[::-1])[c.seed - 1]
+        if c.method == "layernorm":
+            return 15.0 + c.seed
+        return (thirds if c.method == "full" else thirds[::-1])[c.seed - 1]
 
     text = "name: s\nmodels: [minilm]\ntasks: [rte, mrpc]\nmethods: [full, bitfit, layernorm]\nseeds: [1, 2, 3]\n"
     tables = []
@@ -968,7 +970,8 @@ def test_runs_of_one_model_name_trained_from_different_files_say_so_under_their_
         if page == "Task":   # its runs: one variant's (the first, full)
             assert any("sha256:bbbbbbbbbbbb… (full 1 run)" in c.value for c in at.main.caption), page
         else:
-            assert any(said[len("rte: "):-1] in c.value for c in at.main.caption), (page, [c.value for c in at.main.caption])
+            captions = [c.value for c in at.main.caption]
+            assert any(said[len("rte: "):-1] in c for c in captions), (page, captions)
     (tmp_path / "same").mkdir()
     same = store_of(tmp_path / "same", [text], lambda c: 60.0, extra=lambda c: {"model_source": f"dir:/m/x:sha256:{a}"}
                     if c.model == "minilm" else {})
