@@ -28,7 +28,7 @@ import time
 
 from harness import atomic
 from harness.spec import layout
-from harness.spec.status import Status
+from harness.spec.status import DEFAULT_HEARTBEAT_S, Status
 from harness.store.lease import Claim
 
 ERROR_LOG = "error.log"
@@ -190,9 +190,33 @@ def _committed(store, claim: Claim, status: str):
     return None
 
 
-def finish_with_retry(store, claim: Claim, status: str, fields: dict, children: list, before_commit, say):
+def _wait_keeping_lease(store, claim: Claim, delay: float, heartbeat_s: float) -> None:
+    """Sleep `delay` seconds between two tries of a finish, renewing the lease now and every `heartbeat_s`: the
+    training's heartbeat thread has ended, and a lease left to age through the backoff (a minute by default, more
+    than a short --lease-timeout-s) handed a trained cell to another worker, which trained it again while this
+    one's result was refused as a lost lease. A beat that fails (the store is out of reach) is left to the next
+    try; one that finds the lease gone (taken over, or an earlier try did commit) ends the wait: the next try
+    sorts out which."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    end = time.monotonic() + delay
+    while True:
+        try:
+            if not store.heartbeat(claim):
+                return
+        except (SQLAlchemyError, OSError):
+            pass
+        left = end - time.monotonic()
+        if left <= 0:
+            return
+        time.sleep(min(left, heartbeat_s))
+
+
+def finish_with_retry(store, claim: Claim, status: str, fields: dict, children: list, before_commit, say,
+                      heartbeat_s: float = DEFAULT_HEARTBEAT_S):
     """store.finish, retried with exponential backoff on store errors (a database blip must not throw away
-    hours of training). LeaseLost is not retried. Raises StoreUnreachable when every try failed."""
+    hours of training), the lease kept fresh every `heartbeat_s` meanwhile. LeaseLost is not retried. Raises
+    StoreUnreachable when every try failed."""
     from sqlalchemy.exc import SQLAlchemyError
 
     from harness.store.queue import LeaseLost
@@ -217,7 +241,7 @@ def finish_with_retry(store, claim: Claim, status: str, fields: dict, children: 
                 raise StoreUnreachable(f"recording failed {tries} times (last: {reason})") from exc
             delay = backoff * 2 ** i
             say(f"warning: cell {claim.cell_key}: recording failed ({reason}); try {i + 2}/{tries} in {delay:g}s")
-            time.sleep(delay)
+            _wait_keeping_lease(store, claim, delay, heartbeat_s)
 
 
 def keep_for_ingest(leased: dict, claim: Claim, status: str, fields: dict, children: list, attempt_dir: str,
@@ -246,7 +270,7 @@ def keep_for_ingest(leased: dict, claim: Claim, status: str, fields: dict, child
     return os.path.join(attempt_dir, layout.RECORD)
 
 
-def record_kept(store, claim: Claim, attempt_dir: str, cell_dir: str, say):
+def record_kept(store, claim: Claim, attempt_dir: str, cell_dir: str, say, heartbeat_s: float = DEFAULT_HEARTBEAT_S):
     """The completed result an earlier attempt at this cell kept in the cell folder while the store was
     unreachable (keep_for_ingest: e.g. this Slurm task's own, before its requeue), recorded under this claim as
     `harness ingest` would record it, so that the cell is not trained again: the row's lease and attempt count are
@@ -263,7 +287,8 @@ def record_kept(store, claim: Claim, attempt_dir: str, cell_dir: str, say):
             return None
         fields, children = _kept_columns(kept)
         os.makedirs(attempt_dir, exist_ok=True)
-        rec = finish_with_retry(store, claim, Status.COMPLETED, fields, children, record_writer(attempt_dir), say)
+        rec = finish_with_retry(store, claim, Status.COMPLETED, fields, children, record_writer(attempt_dir), say,
+                                heartbeat_s=heartbeat_s)
         _move_in(attempt_dir, cell_dir, sweep=True)
     return rec
 

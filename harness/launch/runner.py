@@ -166,7 +166,7 @@ def run_suite(suite: Suite, db_url: str | None, data_dir: str | None, output_dir
             claim = store.claim_next(suite.name, keys, worker, retry_failed=retry_failed, lease_timeout_s=timeout_s,
                                      command=command, output_root=output_dir)
             if claim is not None:   # an earlier attempt's result kept in the cell folder is recorded, not trained
-                claim = _record_kept(store, claim, output_dir, suite_bar, say) or claim
+                claim = _record_kept(store, claim, output_dir, suite_bar, say, beat_s) or claim
             # nothing claimable but cells still running elsewhere: wait, since a worker that dies leaves its
             # cell to whoever is still there once its lease goes stale (a suite finishes while one worker lives)
             holder[0] = claim if claim is not None else (WAIT if store.running_count(suite.name, keys) else None)
@@ -213,7 +213,8 @@ def run_suite(suite: Suite, db_url: str | None, data_dir: str | None, output_dir
         t0 = time.perf_counter()
         try:
             with (Heartbeat(store, claim, beat_s) if main else contextlib.nullcontext()) as beat:
-                lost = (lambda: beat.lost) if beat is not None else None
+                # after a stop signal the store is asked at once (Heartbeat.lost_now): no checkpoint on a lost lease
+                lost = (lambda: beat.lost_now() if preempt.requested() else beat.lost) if beat is not None else None
                 result = train_and_evaluate(cell, ctx, output_dir=attempt_dir, checkpoint_dir=cell_dir,
                                             lease_lost=lost)
             status, error = Status.COMPLETED, None
@@ -243,7 +244,7 @@ def run_suite(suite: Suite, db_url: str | None, data_dir: str | None, output_dir
         if main:
             try:
                 if _record(store, claim, cell_dir, attempt_dir, status, error, result, state.num_processes,
-                           suite_bar, time.perf_counter() - t0, say):
+                           suite_bar, time.perf_counter() - t0, say, beat_s):
                     checkpoint.remove_all(cell_dir)   # recorded (or failed: a retry starts over): no resume any more
             except attempt.StoreUnreachable as exc:
                 fields, children = result_fields(result, status, error, state.num_processes)
@@ -278,16 +279,16 @@ def result_fields(result: RunResult, status: str, error: str | None, num_process
 
 
 def _record(store: Store, claim: Claim, cell_dir: str, attempt_dir: str, status: str, error: str | None,
-            result: RunResult, num_processes: int, bar: Progress, took: float, say) -> bool:
+            result: RunResult, num_processes: int, bar: Progress, took: float, say, heartbeat_s: float) -> bool:
     """One transaction: the row, its stage / member rows and the status; record.json is written (atomically)
     into the attempt's folder inside it, and the attempt's files are moved into the cell folder (record.json
     last) only after the commit (harness.launch.attempt). A store error is retried with backoff; raises
-    attempt.StoreUnreachable when it persists."""
+    attempt.StoreUnreachable when it persists (the lease renewed every `heartbeat_s` meanwhile)."""
     attempt.relocate(result, attempt_dir, cell_dir)
     fields, children = result_fields(result, status, error, num_processes)
     try:
         rec = attempt.finish_with_retry(store, claim, status, fields, children, attempt.record_writer(attempt_dir),
-                                        say)
+                                        say, heartbeat_s=heartbeat_s)
     except LeaseLost as exc:
         attempt.discard(attempt_dir)
         bar.write(f"cell {claim.cell_key}: {exc}")
@@ -319,7 +320,7 @@ def _give_back(store: Store, claim: Claim) -> str:
     return "given back to the queue (the next worker resumes it)"
 
 
-def _record_kept(store: Store, claim: Claim, output_dir: str, bar: Progress, say) -> str | None:
+def _record_kept(store: Store, claim: Claim, output_dir: str, bar: Progress, say, heartbeat_s: float) -> str | None:
     """Right after a claim: the cell folder may hold the completed result of an earlier attempt, kept while the
     store was unreachable (its worker kept the lease and requeued its Slurm task; the requeued task, a worker on
     the host or any worker after the lease timeout claims the cell next). That result is recorded under this
@@ -328,7 +329,7 @@ def _record_kept(store: Store, claim: Claim, output_dir: str, bar: Progress, say
     cell_dir = layout.RunLayout(output_dir).cell_dir(claim.suite, claim.cell_key)
     attempt_dir = attempt.folder(cell_dir, claim)
     try:
-        rec = attempt.record_kept(store, claim, attempt_dir, cell_dir, say)
+        rec = attempt.record_kept(store, claim, attempt_dir, cell_dir, say, heartbeat_s)
     except LeaseLost as exc:
         attempt.discard(attempt_dir)
         bar.write(f"cell {claim.cell_key}: {exc}")

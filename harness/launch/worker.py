@@ -23,6 +23,7 @@ class Heartbeat:
     def __init__(self, store: Store, claim: Claim, interval_s: float):
         self.store, self.claim, self.interval_s = store, claim, interval_s
         self.lost = False
+        self._asked = False   # lost_now has asked the store itself
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{claim.cell_key}", daemon=True)
 
@@ -33,6 +34,22 @@ class Heartbeat:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
+
+    def lost_now(self) -> bool:
+        """`lost`, after asking the store once from the calling thread instead of waiting for the next beat. The
+        loop asks it when a stop signal came, before it checkpoints into the cell folder: a worker frozen (or cut
+        off from the store) until another took its cell over, and signalled before its next beat found out, wrote
+        its checkpoint over the new holder's folder (the one its next claim resumes) and, after that holder's
+        finish, left it in a completed cell's folder. A store that does not answer leaves `lost` as it is: the
+        checkpoint is written, since the lease may well be this worker's still (the stop of a maintenance that
+        takes the database down too)."""
+        if not self.lost and not self._asked:
+            self._asked = True
+            try:
+                self.lost = not self.store.heartbeat(self.claim)
+            except Exception:  # noqa: BLE001 - out of reach: as if not asked
+                pass
+        return self.lost
 
     def _beat(self) -> None:
         while not self._stop.wait(self.interval_s):

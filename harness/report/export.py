@@ -10,7 +10,8 @@ import re
 import numpy as np
 import pandas as pd
 
-from harness.report.provenance import data_by_task, mixed_data_text, note_applies, skipped_by_task, skipped_text
+from harness.report.provenance import (data_by_task, mixed_data_text, mixed_model_text, note_applies, skipped_by_task,
+                                       skipped_text)
 from harness.report.tables import (ALL_FAILED, NOT_FINISHED, STD_NOTE, best_table, fmt_mean_std,
                                    leaderboard_table, runs_frame, with_failed_rows)
 from harness.spec.status import Regime
@@ -461,8 +462,8 @@ def note_lines(tasks, data: dict | None = None, skipped: dict | None = None) -> 
 
 def notes_of(tasks, data: dict | None = None, skipped: dict | None = None) -> dict[str, str]:
     """{task: what a reader must know} for those of `tasks` with something to know: its entry's note (unless
-    every run shown read the official data), where its runs read different data, that, and where some skipped
-    malformed rows of their files, how many."""
+    every run shown read the official data), where its runs read different data or one model name's different
+    files, that, and where some skipped malformed rows of their files, how many."""
     from harness.spec.errors import InputError
     from harness.spec.tasks import get_task
 
@@ -484,6 +485,9 @@ def notes_of(tasks, data: dict | None = None, skipped: dict | None = None) -> di
         mixed = mixed_data_text(runs_data or [], task)
         if mixed:
             parts.append(mixed)
+        models = mixed_model_text(runs_data or [])
+        if models:
+            parts.append(models)
         lost = skipped_text((skipped or {}).get(name, []))
         if lost:
             parts.append(lost)

@@ -44,7 +44,10 @@ def tradeoff_points(best: pd.DataFrame, task: str | None, averaged: list[str]) -
     """One row per method variant from `best_table`: its dev score as `score` on one task, or (task None) the
     mean over the `averaged` tasks for the variants that have all of them (costs: mean, peak memory: max). A
     `curve` column names the sweep a variant belongs to (the method plus the schedule of composite variants), so
-    adapter sizes or top-k's k are drawn as one curve."""
+    adapter sizes or top-k's k are drawn as one curve. `best`: one suite's and one model's (best_table's `model`):
+    points are keyed by method variant, so two models' would be averaged or joined into one curve (a ValueError)."""
+    if len(best[["suite", "model"]].drop_duplicates()) > 1:
+        raise ValueError("tradeoff_points: give one suite's and one model's best table (best_table(..., model=...))")
     flops = best["train_flops"] if "train_flops" in best else pd.Series(float("nan"), index=best.index)
     best = best.assign(train_flops=pd.to_numeric(flops, errors="coerce"))   # None where no FLOPs were counted
     if task is None:

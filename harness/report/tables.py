@@ -14,11 +14,11 @@ import math
 
 import pandas as pd
 
-from harness.report.provenance import data_by_task, run_data, run_skipped, skipped_by_task
+from harness.report.provenance import data_by_task, model_files, run_data, run_skipped, skipped_by_task
 from harness.stats import significance
 from harness.stats.flags import is_trivial, still_improving, trivial_score
-from harness.stats.selection import (failed_settings, member_keys, planned_seeds, selectable_runs, unfinished_settings,
-                                     with_setting_key)
+from harness.stats.selection import (failed_settings, member_keys, planned_seeds, seed_mean, selectable_runs,
+                                     unfinished_settings, with_setting_key)
 from harness.spec.cell import base_label, budget_text
 from harness.spec.status import Regime, Status
 from harness.spec.tasks import TASKS
@@ -33,8 +33,8 @@ COST_COLUMNS = ["trainable_params", "added_params", "total_params", "head_params
 
 
 FLAT = RUN_COLUMNS + COST_COLUMNS + ["hparams", "regime", "parent_id", "stage", "embedding_params", "encoder_params",
-                                     "adapter_bytes", "setting_key", "task_version", "output_dir", "data", "ran_on",
-                                     "rows_skipped"]
+                                     "adapter_bytes", "setting_key", "task_version", "output_dir", "data",
+                                     "model_files", "ran_on", "rows_skipped"]
 
 
 DERIVED = ["trivial_score", "still_improving"]   # from the trivial_scores and history columns (harness.stats.flags)
@@ -73,19 +73,21 @@ def runs_frame(store, suite: str | None = None, with_env: bool = False) -> pd.Da
     have = store.columns()
     if not have:
         return pd.DataFrame(columns=FLAT + DERIVED)
-    wanted = [c for c in FLAT if c not in ("method_params", "budget", "hparams", "data", "ran_on", "rows_skipped")]
+    wanted = [c for c in FLAT if c not in ("method_params", "budget", "hparams", "data", "model_files", "ran_on",
+                                         "rows_skipped")]
     wanted += ["method_params", "budget", "hparams", "metrics", "best_metrics", "history", "trivial_scores"] + (
         ["env"] if with_env else [])
-    # the data a run read (its record's data_sources, by content) and the rows of it skipped as malformed: the
-    # parts of `extra` a table needs. SQLite's JSON functions refuse a document holding NaN (Python's JSON writes
-    # it): such a row reads as not recorded
+    # the data a run read (its record's data_sources, by content), the rows of it skipped as malformed and the
+    # model files it loaded (model_source): the parts of `extra` a table needs. SQLite's JSON functions refuse a
+    # document holding NaN (Python's JSON writes it): such a row reads as not recorded
     def field(column, key: str, label: str):   # as JSON text (identical values parse once below)
         value = getattr(RunRecord, column)[key].as_string()
         if store.backend == "sqlite":
             value = case((func.json_valid(getattr(RunRecord, column)) == 1, value), else_=None)
         return value.label(label)
 
-    sources = [field("extra", name, name) for name in ("data_sources", "data_skipped")] if "extra" in have else []
+    sources = [field("extra", name, name) for name in ("data_sources", "data_skipped", "model_source")] \
+        if "extra" in have else []
     # where it ran: the device and the precision it trained in (`auto` resolved), which a score's last bits
     # depend on (with the thread count, a column of its own)
     ran = [field("env", "device", "ran_device"), field("env", "mixed_precision", "ran_precision")] \
@@ -97,7 +99,7 @@ def runs_frame(store, suite: str | None = None, with_env: bool = False) -> pd.Da
     with store.engine.connect() as conn:
         result = conn.execute(stmt)
         frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
-    for c in wanted + ["data_sources", "data_skipped", "ran_device", "ran_precision"]:
+    for c in wanted + ["data_sources", "data_skipped", "model_source", "ran_device", "ran_precision"]:
         if c not in frame.columns:
             frame[c] = None
     if frame.empty:
@@ -109,6 +111,7 @@ def runs_frame(store, suite: str | None = None, with_env: bool = False) -> pd.Da
     frame["data"] = [parsed[key] for key in zip(frame.pop("data_sources"), frame["task"])]
     frame["rows_skipped"] = [run_skipped(_json_object(text), task)
                              for text, task in zip(frame.pop("data_skipped"), frame["task"])]
+    frame["model_files"] = [model_files(source) for source in frame.pop("model_source")]
     frame["ran_on"] = [ran_on(*where) for where in zip(frame.pop("ran_device"), frame.pop("ran_precision"),
                                                        frame["num_threads"], frame["num_processes"])]
     queued, variants = _queued_seeds(store, suite)
@@ -223,9 +226,9 @@ def best_table(runs: pd.DataFrame, metric: str = "score", resamples: int = signi
         runs_of = best_setting_runs(group, metric)
         shown.append(runs_of)
         lost = failed.get((suite, of_model, task, label), 0)
-        values = runs_of[metric].astype(float)
+        values = runs_of[metric].astype(float).sort_values()   # (std too: the same bits in any stored order)
         first = runs_of.iloc[0]
-        mean, std = values.mean(), values.std(ddof=SEED_STD_DDOF) if len(values) > 1 else 0.0
+        mean, std = seed_mean(values), values.std(ddof=SEED_STD_DDOF) if len(values) > 1 else 0.0
         baseline = _max(runs_of, "trivial_score")
         improving = int(runs_of["still_improving"].fillna(False).astype(bool).sum()) if "still_improving" in runs_of \
             else 0
@@ -399,14 +402,17 @@ def _add_tests(best: pd.DataFrame, dirs: list, resamples: int) -> pd.DataFrame:
                                             "seeds_needed", "score_on_common")}
     tests = {}
     for key, group in best.groupby(["suite", "model", "task"], sort=False):
-        top = group["mean"].idxmax()
-        # an exact tie for the best mean is the best too: which of them idxmax names is row order, not evidence
-        level = group.index[group["mean"] >= group.at[top, "mean"]]
+        # an exact tie for the best mean is the best too; the one the others are tested against is the first by
+        # label, not by row order (two stores of the same runs stored in another order: the same table)
+        level = group.index[group["mean"] >= group["mean"].max()]
+        top = _by_label(best, level, "method_label")[0]
         # a task this version does not know, or no predictions of the scores shown (dirs None): not tested
         task = TASKS.get(key[2]) if key[2] in TASKS and dirs is not None else None
         # an exact tie for the best is not tested against it (nor counted in the Holm family of the others), but
         # resampled with them: the average column tests every variant on every task's replicates
-        variants = {best.at[i, "method_label"]: dirs[i] for i in group.index} if task else {}
+        # (by label: their columns' order in the resampling's matrix products moves the scores' last bits)
+        variants = {best.at[i, "method_label"]: dirs[i] for i in _by_label(best, group.index, "method_label")} \
+            if task else {}
         ties = [best.at[i, "method_label"] for i in level if i != top]
         test = significance.column_test(task, variants, best.at[top, "method_label"], resamples, level=ties) \
             if task else None
@@ -433,6 +439,12 @@ def _add_tests(best: pd.DataFrame, dirs: list, resamples: int) -> pd.DataFrame:
     return best
 
 
+def _by_label(frame: pd.DataFrame, rows, column: str) -> list:
+    """`rows` in the order of their variants' labels (`column`): what a tie for the best is broken by, not the
+    order the runs were stored in."""
+    return sorted(rows, key=lambda i: str(frame.at[i, column]))
+
+
 def _max(frame: pd.DataFrame, column: str):
     values = pd.to_numeric(frame[column], errors="coerce").dropna() if column in frame else pd.Series(dtype=float)
     return float(values.max()) if len(values) else None
@@ -449,10 +461,11 @@ def _std(frame: pd.DataFrame, column: str):
 
 
 def best_setting_runs(group: pd.DataFrame, metric: str = "score") -> pd.DataFrame:
-    """The runs (one per seed) of the hyperparameter setting with the best mean dev score."""
+    """The runs (one per seed) of the hyperparameter setting with the best mean dev score, by seed: the seeds'
+    predictions are pooled in that order, whatever order the runs were stored in."""
     group = with_setting_key(group)
-    chosen = group.groupby("setting_key")[metric].mean().idxmax()
-    return group[group["setting_key"] == chosen]
+    chosen = group.groupby("setting_key")[metric].agg(seed_mean).idxmax()
+    return group[group["setting_key"] == chosen].sort_values("seed", kind="stable")
 
 
 def _task_order(tasks) -> list[str]:
@@ -557,8 +570,8 @@ def _test_average(table: pd.DataFrame, best: pd.DataFrame, glue: list) -> None:
             continue
         suites = best.loc[best["model"] == model, "suite"].unique()
         columns = {t: tests.get((suites[0], model, t)) for t in glue} if len(suites) == 1 else {}
-        top = rows["avg"].idxmax()
-        level = rows.index[rows["avg"] >= rows.at[top, "avg"]]   # an exact tie for the best average: best too
+        level = rows.index[rows["avg"] >= rows["avg"].max()]   # an exact tie for the best average: best too
+        top = _by_label(table, level, "method")[0]   # (as _add_tests: not row order)
         result = None
         if columns and all(c is not None for c in columns.values()):
             compared = [table.at[i, "method"] for i in rows.index if i == top or i not in level]
@@ -600,10 +613,13 @@ def composite_vs_single(runs: pd.DataFrame, model: str | None = None, metric: st
     """Sequential and multi-task rows against the direct single-task runs of the same method and task (best
     setting on dev of each, on `metric` as best_table): task, variant, score, single-task, difference. Empty
     without composite rows. A single-task variant whose every run of the task failed reads ALL_FAILED, as in the
-    leaderboard (empty: never run)."""
+    leaderboard (empty: never run). `runs`: one suite's, and one model's or `model` named: rows are keyed by task
+    and variant, so two models' would be compared with each other (a ValueError)."""
     composite = (Regime.SEQUENTIAL, Regime.MULTITASK_MEMBER)
     if runs.empty or not runs["regime"].isin(composite).any():
         return pd.DataFrame()
+    if runs["suite"].nunique() > 1 or (model is None and runs["model"].nunique() > 1):
+        raise ValueError("composite_vs_single: give one suite's and one model's runs (or name the model: `model`)")
     best = best_table(runs, metric=metric, model=model)
     direct = best[best["regime"].isna()].set_index(["task", "method_label"])["mean"]
     failed = {(task, label) for _, label, task in best.attrs.get("failed_only") or {}}

@@ -27,7 +27,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from harness.stats.selection import selectable_runs
+from harness.stats.selection import seed_mean, selectable_runs
 
 GROUP = ["suite", "model", "task", "method_label"]
 
@@ -74,7 +74,7 @@ def setting_scores(runs: pd.DataFrame, metric: str = "score", model: str | None 
         values = pd.to_numeric(group[metric], errors="coerce").dropna()
         if values.empty:
             continue
-        rows.append(dict(zip(GROUP + ["setting_key"], key), value=float(values.mean()), n_seeds=len(values),
+        rows.append(dict(zip(GROUP + ["setting_key"], key), value=seed_mean(values), n_seeds=len(values),
                          cost_time_s=_summed(group["train_time_s"]) if "train_time_s" in group else None,
                          cost_flops=_summed(group["train_flops"]) if "train_flops" in group else None))
     return pd.DataFrame(rows, columns=columns)

@@ -3,11 +3,22 @@ budget's curves (harness/stats/evp.py) read the same rows."""
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 
 from harness.spec.status import NOT_RESULTS, Regime, Status
 
 COLUMN = ["suite", "task"]   # one task column of a suite's tables: one version in it, whatever the model
+
+
+def seed_mean(values) -> float:
+    """A setting's mean over its seeds' scores (missing ones left out; NaN without any), the sum exactly rounded
+    (math.fsum): the same bits whatever order the runs were stored in. A running sum's last bits follow the order,
+    so two variants with the same scores on other seeds, or one store and another holding the same runs, read an
+    exact tie as a win."""
+    values = [float(v) for v in values if pd.notna(v)]
+    return math.fsum(values) / len(values) if values else math.nan
 
 
 def with_setting_key(runs: pd.DataFrame) -> pd.DataFrame:

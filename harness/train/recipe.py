@@ -431,9 +431,11 @@ class CellRun:
                 step += 1
                 # host-side flags, cheap to read; acted on at a sync, where every rank takes the same decision
                 out_of_time = time_limit is not None and time.perf_counter() - t_start >= 60 * time_limit
-                # (only rank 0 keeps the lease's heartbeat: its "lost lease" reaches the others through the sum)
+                # (only rank 0 keeps the lease's heartbeat: its "lost lease" reaches the others through the sum);
+                # the signal is read first: a lease asked about after a signal is checked before any checkpoint
+                stop = preempt.requested()
                 lost = self.lease_lost is not None and self.lease_lost()
-                local = [out_of_time, preempt.requested(), lost]
+                local = [out_of_time, stop, lost]
                 if not (sync.due(step, total_steps, hp.get("eval_steps"), log_every)
                         or (acc.num_processes == 1 and any(local))):   # alone, a stop needs no agreement
                     self.bar.update(1)

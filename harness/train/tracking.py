@@ -146,6 +146,8 @@ class CellTracking:
                 self._set_aside_tensorboard()
             if "mlflow" in self.trackers.names:
                 self._mlflow_experiment(mlflow_uri)
+                if not ids:
+                    self._end_runs_left_running()
             # params only once per run: MLflow refuses a param logged again (a stage, a resume)
             config = None if ids else cell_params(self.cell)
             acc.init_trackers(self.trackers.suite, config=config, init_kwargs=self.init_kwargs(ids))
@@ -171,6 +173,25 @@ class CellTracking:
                 mlflow.create_experiment(self.trackers.suite, artifact_location=settings.get("logging_dir"))
         except MlflowException:   # another worker created it in between: accelerate finds it
             pass
+
+    def _end_runs_left_running(self) -> None:
+        """A worker killed outright (SIGKILL, the OOM killer, a lost node) never ends its MLflow run: it would read
+        RUNNING forever beside the run of the worker that trained the cell again. This worker holds the cell's
+        lease, so no other worker is training it now: a RUNNING run of the cell that this one is not continuing
+        is marked KILLED, as a run stopped by a signal is."""
+        import mlflow
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient()
+        experiment = mlflow.get_experiment_by_name(self.trackers.suite)
+        if experiment is None:
+            return
+        left = client.search_runs([experiment.experiment_id],
+                                  filter_string=f"tags.cell_key = '{self.cell.key}' and attributes.status = 'RUNNING'")
+        for run in left:
+            client.set_terminated(run.info.run_id, status="KILLED")
+            print(f"note: cell {self.cell.key}: MLflow run {run.info.run_id} was left running by a worker that "
+                  f"ended without stopping it; marked KILLED", file=sys.stderr, flush=True)
 
     def tensorboard_dir(self) -> str:
         """The cell's TensorBoard run folder: LOGGING_DIR/KEY/SUITE (accelerate adds the project name)."""

@@ -19,7 +19,7 @@ import pytest
 from tests.helpers import ROOT, run_cli, suite_yaml, write_suite
 from tests.store.test_workers import _wait_for_claims, start_worker, trainings
 from harness.spec import layout
-from harness.spec.errors import EXIT_STORE_UNREACHABLE
+from harness.spec.errors import EXIT_PREEMPTED, EXIT_STORE_UNREACHABLE
 from harness.spec.status import Status
 from harness.store.db import Store
 
@@ -89,16 +89,70 @@ def test_worker_that_lost_its_lease_stops_and_leaves_the_winners_files(tmp_path,
     assert _rescore(cell_dir, row) == pytest.approx(row.score)
 
 
+NO_BEATS = """
+import os, sys, threading
+from pathlib import Path
+from sqlalchemy.exc import OperationalError
+from harness.store.db import Store
+real = Store.heartbeat
+def heartbeat(self, claim):                  # the heartbeat thread's beats do not reach the store meanwhile
+    if threading.current_thread().name.startswith("heartbeat-") and Path(os.environ["NO_BEATS"]).exists():
+        raise OperationalError("UPDATE runs", {}, Exception("injected: no route to the store"))
+    return real(self, claim)
+Store.heartbeat = heartbeat
+from harness.cli import main
+raise SystemExit(main(sys.argv[1:]))
+"""
+
+
+def test_a_worker_signalled_after_losing_its_lease_writes_no_checkpoint(tmp_path, tiny_bert, small_glue):
+    """A's heartbeats stop reaching the store mid-cell and A is frozen; B takes the stale lease over and trains
+    the cell. A stop signal reaches A before any beat of its could tell it: A asks the store itself, finds the
+    lease gone and stops without a checkpoint. Before, it wrote checkpoint.pt into the cell folder B trains in
+    (what B's next resume, or a retry, reads; left in the folder of a completed cell)."""
+    db = f"sqlite:///{tmp_path / 'h.db'}"
+    suite = _suite(tmp_path, tiny_bert, budget="{max_steps: 3000}")
+    no_beats = tmp_path / "no_beats"
+    # A's own lease timeout is long: it never takes B's cell back while the test looks
+    cmd = [sys.executable, "-c", NO_BEATS, "run", str(suite), "--db", db, "--output-dir", str(tmp_path / "out"),
+           "--data-dir", str(small_glue), "--no-progress", "--heartbeat-s", "0.5", "--lease-timeout-s", "600"]
+    a = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT), "NO_BEATS": str(no_beats)})
+    b = None
+    try:
+        seen_a = "".join(_wait_for_claims(a, 1))
+        time.sleep(1.0)   # into its training
+        no_beats.touch()
+        a.send_signal(signal.SIGSTOP)
+        b = start_worker(tmp_path, suite, db, small_glue, "--heartbeat-s", "0.5", "--lease-timeout-s", "3")
+        _read_until(b, "taking over a stale lease")
+        a.send_signal(signal.SIGUSR1)   # pending until A runs again
+        a.send_signal(signal.SIGCONT)
+        seen_a += _read_until(a, "lease lost at step", "stopped by a signal")
+        (row,) = Store(db).records("a")
+        cell_dir = _cell_dir(tmp_path, row)
+        assert b.poll() is None and row.pid == b.pid and row.status == Status.RUNNING   # B still trains it
+        assert not (cell_dir / layout.CHECKPOINT).exists(), f"A checkpointed into B's cell folder: {seen_a[-300:]}"
+        assert "lease lost at step" in seen_a, seen_a[-3000:]
+        seen_a += a.communicate(timeout=120)[1]   # the signal stops A before any further claim
+        assert a.returncode == EXIT_PREEMPTED and "stopped by a signal, checkpointed" not in seen_a, seen_a[-3000:]
+    finally:
+        for p in (a, b):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.communicate()
+
+
 KILLER = """
 import os, sys
 from harness.launch import attempt
 if os.environ["KILL_AT"] == "before_commit":
     real = attempt.finish_with_retry
-    def finish_with_retry(store, claim, status, fields, children, before_commit, say):
+    def finish_with_retry(store, claim, status, fields, children, before_commit, say, **kw):
         def die(record, kids):
             before_commit(record, kids)      # record.json written ...
             os._exit(9)                      # ... and the process dies before the commit
-        return real(store, claim, status, fields, children, die, say)
+        return real(store, claim, status, fields, children, die, say, **kw)
     attempt.finish_with_retry = finish_with_retry
 else:
     def promote(*args, **kwargs):
@@ -223,6 +277,75 @@ def test_store_outage_during_finish(tmp_path, tiny_bert, small_glue, own_pg, las
     assert loaded.returncode == 0, loaded.stdout + loaded.stderr
     (row,) = Store(db).records("a")
     assert row.status == Status.COMPLETED and row.score == rec["score"]
+
+
+FULL_DISK = """
+import errno, os, sys
+from pathlib import Path
+from harness.launch import attempt
+real = attempt.record_writer
+def record_writer(attempt_dir):
+    write = real(attempt_dir)
+    def full(record, kids):                  # record.json cannot be written while the test keeps the disk full
+        if Path(os.environ["DISK_FULL"]).exists():
+            Path(os.environ["FAILING"]).touch()
+            raise OSError(errno.ENOSPC, "No space left on device", attempt_dir)
+        return write(record, kids)
+    return full
+attempt.record_writer = record_writer
+from harness.cli import main
+raise SystemExit(main(sys.argv[1:]))
+"""
+
+
+def _read_until(proc: subprocess.Popen, *needles: str, timeout: float = 300) -> str:
+    """The worker's stderr up to the first line holding one of `needles`."""
+    lines, deadline = [], time.time() + timeout
+    os.set_blocking(proc.stderr.fileno(), True)
+    while time.time() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        lines.append(line)
+        if any(n in line for n in needles):
+            return "".join(lines)
+    raise AssertionError(f"none of {needles} in time:\n" + "".join(lines[-30:]))
+
+
+def test_a_finish_retried_past_the_lease_timeout_keeps_its_lease(tmp_path, tiny_bert, small_glue):
+    """A trains the cell, then recording it fails (record.json cannot be written) for longer than the lease
+    timeout and is retried. A renews its lease between the tries, so B, started meanwhile, waits instead of taking
+    the trained cell over; A records it once the disk has room. Before, nothing renewed the lease after training:
+    B took the cell over after the timeout and trained it again, and A's result was refused (attempt 2)."""
+    db = f"sqlite:///{tmp_path / 'h.db'}"
+    suite = _suite(tmp_path, tiny_bert)
+    full, failing = tmp_path / "full", tmp_path / "failing"
+    full.touch()
+    timing = {"HARNESS_HEARTBEAT_S": "0.5", "HARNESS_LEASE_TIMEOUT_S": "3", "HARNESS_FINISH_TRIES": "12",
+              "HARNESS_FINISH_BACKOFF_S": "0.25"}   # tries every 0.25 * 2^i s: well past the timeout in all
+    cmd = [sys.executable, "-c", FULL_DISK, "run", str(suite), "--db", db, "--output-dir", str(tmp_path / "out"),
+           "--data-dir", str(small_glue), "--no-progress"]
+    a = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT), "DISK_FULL": str(full), "FAILING": str(failing),
+                              **timing})
+    deadline = time.time() + 600
+    while not failing.exists():
+        assert a.poll() is None and time.time() < deadline, a.communicate()[1][-3000:]
+        time.sleep(0.1)
+    b = start_worker(tmp_path, suite, db, small_glue, env=timing)
+    seen_b = _read_until(b, "waiting for the cells other workers are running", "(attempt ")
+    time.sleep(4)   # B keeps looking (every second) for longer than the lease timeout
+    full.unlink()
+    err_a = a.communicate(timeout=600)[1]
+    err_b = seen_b + b.communicate(timeout=600)[1]
+    assert "recording failed" in err_a, err_a[-3000:]
+    assert a.returncode == 0 and b.returncode == 0, (err_a[-3000:], err_b[-3000:])
+    (row,) = Store(db).records("a")
+    assert list(trainings([err_a, err_b]).values()) == [1], (err_a[-3000:], err_b[-3000:])   # trained once
+    assert row.status == Status.COMPLETED and row.attempts == 1 and row.pid == a.pid
+    cell_dir = _cell_dir(tmp_path, row)
+    assert json.loads((cell_dir / layout.RECORD).read_text())["worker_id"] == row.worker_id
+    assert _rescore(cell_dir, row) == pytest.approx(row.score)
 
 
 UNREACHABLE = """

@@ -21,16 +21,18 @@ from tests.helpers import assert_refused, call_cli
 
 
 def store_of(tmp_path, suites: list[str], score, older: dict | None = None, predictions: bool = False,
-             extra=None, url: str | None = None) -> str:
+             extra=None, url: str | None = None, reverse: bool = False) -> str:
     """A store with one run per cell of each suite's text: `score(cell)` its score (None: the run failed);
     `older` {task: version}: that task's cells also stored under an earlier version, scored score(cell) + 5;
-    `predictions`: each run saves dev predictions whose accuracy is its score; `extra(cell)`: its record's extra.
-    A multi-task cell that completes gets a member row per task with its score."""
+    `predictions`: each run saves dev predictions whose accuracy is its score; `extra(cell)`: its record's extra;
+    `reverse`: the cells stored last first. A multi-task cell that completes gets a member row per task with its
+    score."""
     url = url or f"sqlite:///{tmp_path / 'h.db'}"
     store = Store(url)
     labels = np.random.default_rng(0).integers(0, 2, 200)
     for text in suites:
-        for cell in parse_suite(text, "s.yaml").cells():
+        cells = parse_suite(text, "s.yaml").cells()
+        for cell in reversed(cells) if reverse else cells:
             versions = [(cell, 0.0)]
             if older and cell.task in older:
                 versions.append((dataclasses.replace(cell, task_version=older[cell.task]), 5.0))
@@ -214,6 +216,37 @@ def test_an_exact_tie_for_the_best_mean_is_bold_whichever_row_comes_first(tmp_pa
 
     md = to_markdown("leaderboard", leaderboard_table(best_table(runs_frame(Store(url)), metric="best_score")))
     assert row(md, "full")[1].startswith("**70.0 ± 2.8") and row(md, "bitfit")[1].startswith("**70.0 ± 2.8"), md
+
+
+def test_the_same_runs_stored_in_another_order_give_the_same_tables(tmp_path):
+    """full and bitfit tied for the best on rte (22.73 each, say): the one the others were tested against was
+    whichever row came first, so `tested`, the p-values and the seeds needed of the rest changed with the order the
+    runs were stored in; and a mean summed in stored order gave the same three seed scores 24.24242424242424 in one
+    order and 24.242424242424246 in another, so an exact tie read as a win. Every table, every format: the same
+    rows whichever order (the rows' own order follows the store's, as run)."""
+    thirds = [100 * 3 / 22, 100 * 4 / 22, 100 * 9 / 22]   # their running sum's last bits follow the order
+
+    def score(c):   # bitfit: full's scores on other seeds
+        if c.method == "layernorm":
+            return 15.0 + c.seed
+        return (thirds if c.method == "full" else thirds[::-1])[c.seed - 1]
+
+    text = "name: s\nmodels: [minilm]\ntasks: [rte, mrpc]\nmethods: [full, bitfit, layernorm]\nseeds: [1, 2, 3]\n"
+    tables = []
+    for reverse in (False, True):
+        (tmp_path / str(reverse)).mkdir()
+        url = store_of(tmp_path / str(reverse), [text], score, predictions=True, reverse=reverse)
+        tables.append({(t, f): export(url, t, f) for t in ("leaderboard", "best")
+                       for f in ("markdown", "latex", "csv", "json")})
+        board = {r["method"]: r for r in json.loads(tables[-1][("leaderboard", "json")])["rows"]}
+        # both bold; the others tested against bitfit, the first by label, in either store
+        assert board["full"]["rte_is_best"] and board["bitfit"]["rte_is_best"], board
+        assert board["bitfit"]["rte_tested"] and not board["full"]["rte_tested"], board
+        assert board["bitfit"]["avg_tested"] and not board["full"]["avg_tested"], board
+    first, second = tables
+    for key in first:
+        assert sorted(first[key].splitlines()) == sorted(second[key].splitlines()), key
+    assert first[("leaderboard", "markdown")] != second[("leaderboard", "markdown")]   # (the rows as run)
 
 
 def test_the_board_counts_seeds_per_cell_as_the_footnote_does(tmp_path, monkeypatch):
@@ -902,6 +935,49 @@ def test_a_task_whose_runs_read_different_files_says_so_under_its_scores(tmp_pat
     assert len(recorded) == 3 and all(d["validation"] == f"sha256:{dev}" for d in recorded)
 
 
+def test_runs_of_one_model_name_trained_from_different_files_say_so_under_their_scores(tmp_path, monkeypatch):
+    """A local model folder edited between seeds (extra.model_source, its files' digest) or a hub id at two commits:
+    the tables pooled the runs' scores under one model name without a word. Now the task's note line names each
+    model's files with their variants' runs, in every table and on the board; records without the field (older
+    runs) and a hub run whose commit is unknown are not counted as different."""
+    a, b = "a" * 64, "b" * 64
+
+    def loaded(cell):
+        if cell.model == "minilm":   # full's seed 2 from an edited folder (another path: content counts)
+            edited = cell.method == "full" and cell.seed == 2
+            return {"model_source": f"dir:/m{cell.seed}/minilm:sha256:{b if edited else a}"}
+        return {} if cell.seed == 2 else {"model_source": "hub:org/tiny@unknown"} if cell.method == "full" else {
+            "model_source": "hub:org/tiny@0123456789abcdef0123456789abcdef01234567"}   # older records, no commit
+
+    text = "name: s\nmodels: [minilm, org/tiny]\ntasks: [rte]\nmethods: [full, bitfit]\nseeds: [1, 2]\n"
+    url = store_of(tmp_path, [text], lambda c: 60.0 + c.seed, extra=loaded)
+    said = ("rte: the runs shown trained one model name from different files (minilm: 2 different model files: "
+            f"sha256:aaaaaaaaaaaa… (bitfit 2 runs, full 1 run), sha256:bbbbbbbbbbbb… (full 1 run)), and their "
+            f"scores are pooled as one model.")
+    for table in ("runs", "best", "leaderboard"):
+        assert said in json.loads(export(url, table, "json"))["footnote"], table
+        for fmt in ("markdown", "latex"):
+            assert "sha256:bbbbbbbbbbbb" in export(url, table, fmt), (table, fmt)
+        # one model's table: the other model's runs, whose files agree where recorded, say nothing
+        assert not any("different files" in x
+                       for x in json.loads(export(url, table, "json", "--model", "org/tiny"))["footnote"]), table
+    csvs = {t: list(csv.DictReader(export(url, t, "csv").splitlines())) for t in ("runs", "best", "leaderboard")}
+    assert {r["task_note"] for r in csvs["runs"]} == {said[len("rte: "):-1]}
+    assert {r["rte_note"] for r in csvs["leaderboard"]} == {said[len("rte: "):-1]}
+    assert {r["model_files"] for r in csvs["runs"] if r["model"] == "minilm"} == {f"sha256:{a}", f"sha256:{b}"}
+    for page, at in board_pages(url, monkeypatch, "minilm", "rte", ("Runs", "Task", "Trade-off", "Tuning budget",
+                                                                     "Leaderboard")):
+        if page == "Task":   # its runs: one variant's (the first, full)
+            assert any("sha256:bbbbbbbbbbbb… (full 1 run)" in c.value for c in at.main.caption), page
+        else:
+            captions = [c.value for c in at.main.caption]
+            assert any(said[len("rte: "):-1] in c for c in captions), (page, captions)
+    (tmp_path / "same").mkdir()
+    same = store_of(tmp_path / "same", [text], lambda c: 60.0, extra=lambda c: {"model_source": f"dir:/m/x:sha256:{a}"}
+                    if c.model == "minilm" else {})
+    assert not any("different files" in x for x in json.loads(export(same, "leaderboard", "json"))["footnote"])
+
+
 def test_the_exports_name_the_whole_setting_and_what_memory_measured(tmp_path):
     """A batch-size sweep: the runs table's rows differed only in score (it exported learning_rate, not the other
     hparams), and the best table said "lr 2e-05" for the setting it chose by batch size; "memory (MB)" did not
@@ -987,6 +1063,32 @@ def test_a_composite_s_single_task_variant_that_failed_everywhere_says_so(tmp_pa
     assert rows[("sst2", "full")]["single-task"] is None or pd.isna(rows[("sst2", "full")]["single-task"])
     assert pd.isna(rows[("rte", "bitfit")]["single-task"])    # never run alone: empty, not "all failed"
     assert rows[("rte", "full")]["score"] == 71.5
+
+
+def test_the_trade_off_points_and_the_vs_single_task_table_refuse_several_models(tmp_path):
+    """Both key their rows by method variant (and task), not by model: given two models' runs, the trade-off's
+    average found no variant "with results on every task" (4 rows per label for 2 tasks) and joined both models'
+    points into one curve, and the vs-single-task table put a Series of both models' single-task scores in each
+    cell (minilm's +5 and org/tiny's +25 against minilm's 60). The board passes one suite's and one model's; a
+    caller passing more is refused, not shown a mix."""
+    from harness.report.pareto import tradeoff_points
+    from harness.report.tables import best_table, composite_vs_single, runs_frame
+
+    text = ("name: s\nmodels: [minilm, org/tiny]\ntasks: [rte, mrpc, {multitask: [mrpc, rte]}]\nmethods: [full]\n"
+            "seeds: [1]\n")
+    url = store_of(tmp_path, [text], lambda c: (60.0 if c.model == "minilm" else 80.0) + 5 * ("+" in c.task))
+    runs = runs_frame(Store(url), "s")
+    for task in (None, "rte"):
+        with pytest.raises(ValueError, match="one suite's and one model's"):
+            tradeoff_points(best_table(runs), task, ["rte", "mrpc"])
+    with pytest.raises(ValueError, match="one suite's and one model's"):
+        composite_vs_single(runs)
+    # one model's: its own numbers
+    points = tradeoff_points(best_table(runs, model="org/tiny"), None, ["rte", "mrpc"])
+    assert dict(zip(points["method_label"], points["score"])) == {"full": 80.0, "full [multitask mrpc+rte, "
+                                                                  "proportional]": 85.0}
+    table = composite_vs_single(runs, "org/tiny")
+    assert list(table["single-task"]) == [80.0, 80.0] and list(table["difference"]) == [5.0, 5.0]
 
 
 def test_the_tables_say_which_std_they_show(tmp_path):

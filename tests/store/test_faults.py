@@ -92,17 +92,17 @@ if fault == "claim":
 from harness.launch import attempt
 if fault in ("before_commit", "outage_finish"):
     real_finish = attempt.finish_with_retry
-    def finish_with_retry(store, claim, status, fields, children, before_commit, say):
+    def finish_with_retry(store, claim, status, fields, children, before_commit, say, **kw):
         if fault == "outage_finish":
             if once():
                 ready.touch()
                 time.sleep(3)                          # the store goes down as the finish starts
-            return real_finish(store, claim, status, fields, children, before_commit, say)
+            return real_finish(store, claim, status, fields, children, before_commit, say, **kw)
         def die(record, kids):
             before_commit(record, kids)
             if once():
                 os._exit(9)
-        return real_finish(store, claim, status, fields, children, die, say)
+        return real_finish(store, claim, status, fields, children, die, say, **kw)
     attempt.finish_with_retry = finish_with_retry
 if fault == "after_commit":
     real_promote = attempt.promote

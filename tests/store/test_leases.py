@@ -201,3 +201,33 @@ def test_retry_failed_by_worker_age_not_its_clock(tmp_path, db_url, monkeypatch)
     assert own is not None                        # the failure is older than this worker: retried
     store.finish(own, Status.FAILED, {"error": "and again"})
     assert store.claim_next(suite, keys, ahead, retry_failed=True, lease_timeout_s=300) is None
+
+
+def test_a_store_error_after_the_claim_wrote_its_lease_leaves_the_cell_as_it_was(tmp_path, db_url):
+    """The claim's UPDATE went through and the next statement of its transaction fails (the store errs): the whole
+    claim is rolled back, so the cell is not left leased to a worker that never learns it holds it. (An error
+    after the commit, an acknowledgement lost on the way or a later read of the worker, ends the worker: its
+    lease is then one of a process that is gone, taken over at once on its host and after the timeout anywhere:
+    test_two_workers_taking_over_one_gone_lease_claim_it_once, test_faults' `claim`.)"""
+    from sqlalchemy import event
+    from sqlalchemy.exc import OperationalError
+
+    cells = one_cell(tmp_path)
+    store = Store(db_url)
+    store.enqueue(cells)
+    seen = []
+
+    def fail_after_the_lease(conn, cursor, statement, params, context, executemany):
+        seen.append(statement.split()[0].upper())
+        if seen[-1] == "DELETE" and "UPDATE" in seen:   # the old attempt's child rows, after the lease is written
+            raise OperationalError(statement, params, Exception("injected: disk I/O error"))
+
+    event.listen(store.engine, "before_cursor_execute", fail_after_the_lease)
+    with pytest.raises(OperationalError):
+        store.claim_next(cells[0].suite, [cells[0].key], lease.current_worker())
+    event.remove(store.engine, "before_cursor_execute", fail_after_the_lease)
+    (row,) = Store(db_url).records(cells[0].suite)
+    assert (row.status, row.attempts, row.worker_id, row.heartbeat_at) == (Status.PENDING, 0, None, None)
+    claim = store.claim_next(cells[0].suite, [cells[0].key], lease.current_worker())
+    assert claim is not None and claim.attempt == 1
+    store.engine.dispose()

@@ -165,6 +165,28 @@ def test_a_cell_stopped_by_usr1_continues_its_mlflow_run_and_tensorboard_folder(
                 if f.startswith("events.out.tfevents")]) == 2
 
 
+def test_a_worker_killed_outright_leaves_no_mlflow_run_running(tmp_path, tiny_bert, small_glue):
+    """SIGKILL ends a worker without a word to MLflow: its run read RUNNING forever beside the FINISHED run of the
+    worker that trained the cell again (lease audit). The next worker to start the cell marks it KILLED."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    suite = write_suite(tmp_path / "k.yaml", tracked_suite(
+        tiny_bert, "k", f'{{mlflow: {{tracking_uri: "{uri}"}}}}', budget="{max_steps: 120}", log_every=5,
+        seeds="[1]", hparams="batch_size: 8, learning_rate: 1e-4, eval_steps: 10"))
+    w = worker(tmp_path, suite, small_glue, wait=False)
+    _wait_for(w, "eval step 10 ")
+    w.kill()
+    w.communicate(timeout=60)
+    _, (dead,) = mlflow_runs(uri, "k")
+    assert dead.info.status == "RUNNING"   # what the kill left
+
+    again = worker(tmp_path, suite, small_glue)   # the same host: the dead worker's lease is taken at once
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"MLflow run {dead.info.run_id} was left running" in again.stderr
+    _, runs = mlflow_runs(uri, "k")
+    status = {r.info.run_id: r.info.status for r in runs}
+    assert status.pop(dead.info.run_id) == "KILLED" and list(status.values()) == ["FINISHED"]
+
+
 def test_wandb_offline_writes_its_run_folder(tmp_path, tiny_bert, small_glue):
     suite = write_suite(tmp_path / "w.yaml", tracked_suite(tiny_bert, "wb", "[wandb]", seeds="[1]"))
     proc = worker(tmp_path, suite, small_glue, "--log-with", "wandb",
