@@ -92,7 +92,7 @@ def store_notes(suite, store, keys, nprocs: int, db: str | None) -> list[str]:
     if store is None:
         return [f"no store at {redact_url(db or default_db_url())} yet: every cell counts as pending until a "
                 f"worker creates it and queues them"]
-    beside, suites = rows_beside(store, suite.name, keys)
+    beside, queued, suites = rows_beside(store, suite.name, keys)
     if suite.name not in suites:
         held = f"it has: {', '.join(suites)}" if suites else "it holds no rows"
         return [f"the store holds no row of suite {suite.name} ({held}): every cell counts as pending until a "
@@ -100,7 +100,9 @@ def store_notes(suite, store, keys, nprocs: int, db: str | None) -> list[str]:
     if beside:
         return [f"{beside} row(s) of suite {suite.name} in the store are no cell of this YAML at {nprocs} "
                 f"process(es) (cells removed or changed since they were queued, or queued with another "
-                f"--num-processes): not counted here"]
+                f"--num-processes): not counted here"
+                + (f"; the tables (harness export, the board) read the store, not the YAML: they count the "
+                   f"{queued} still queued as seeds and settings to come" if queued else "")]
     return []
 
 

@@ -25,7 +25,7 @@ from harness.report.throughput import (MATCH_LEVELS, UNCERTAINTY_FLOOR, CellPlan
                                        precision_key, regime_key, stored_observations, task_kind, timed_passes)
 from harness.spec.cell import budget_text
 from harness.spec.methods import FEATURE_ROLES
-from harness.spec.status import CellState, Regime
+from harness.spec.status import CellState, Regime, Status
 
 __all__ = ["MATCH_LEVELS", "UNCERTAINTY_FLOOR", "CellEstimate", "CellPlan", "DataSizes", "Estimate", "Observation",
            "Rate", "cell_states", "devices", "estimate", "hours", "observation", "pick_device", "plan_cell",
@@ -194,8 +194,9 @@ def cell_states(suite, store, num_processes: int = 1, lease_timeout: float | Non
     return out
 
 
-def rows_beside(store, suite: str, keys) -> tuple[int, list[str]]:
-    """(how many of the suite's rows in the store are no cell among `keys`, every suite the store holds rows of):
+def rows_beside(store, suite: str, keys) -> tuple[int, int, list[str]]:
+    """(how many of the suite's rows in the store are no cell among `keys`, how many of those are still queued,
+    every suite the store holds rows of):
     `harness status` counts the cells of the suite's YAML, so a store without any row of the suite (another
     suite's, a mistyped --db) read as every cell pending, and rows of cells removed from the YAML since they were
     queued (or queued with another process count) went uncounted without a word. Stage and member rows are
@@ -205,12 +206,13 @@ def rows_beside(store, suite: str, keys) -> tuple[int, list[str]]:
     from harness.store.schema import RunRecord as R
 
     if store is None or not store.columns():
-        return 0, []
+        return 0, 0, []
     keys = set(keys)
     with store.engine.connect() as conn:
         suites = list(conn.execute(select(R.suite).distinct().order_by(R.suite)).scalars())
-        rows = conn.execute(select(R.cell_key).where(R.suite == suite, R.parent_id.is_(None))).scalars()
-        return sum(1 for key in rows if key not in keys), suites
+        rows = conn.execute(select(R.cell_key, R.status).where(R.suite == suite, R.parent_id.is_(None))).all()
+    beside = [status for key, status in rows if key not in keys]
+    return len(beside), beside.count(Status.PENDING), suites
 
 
 def row_states(store, suite: str, lease_timeout: float | None = None) -> list[tuple]:

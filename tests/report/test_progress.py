@@ -565,7 +565,8 @@ def test_status_says_when_the_store_holds_no_row_of_the_suite_or_rows_that_are_n
     line, p = status()
     assert line == ("4 row(s) of suite grid in the store are no cell of this YAML at 1 process(es) (cells removed "
                     "or changed since they were queued, or queued with another --num-processes): not counted "
-                    "here"), line
+                    "here; the tables (harness export, the board) read the store, not the YAML: they count the 4 "
+                    "still queued as seeds and settings to come"), line
     assert p["counts"]["total"] == 4
 
 
