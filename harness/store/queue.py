@@ -134,7 +134,10 @@ class WorkQueue:
                 from sqlalchemy.dialects.postgresql import insert
             stmt = insert(R).on_conflict_do_nothing(index_elements=["suite", "cell_key"])
             with self.engine.begin() as conn:
-                return conn.execute(stmt, rows).rowcount or 0
+                if self.backend == "sqlite":
+                    return conn.execute(stmt, rows).rowcount
+                # psycopg's many-row insert has no row count (-1): the rows it added are the ids it returns
+                return len(conn.execute(stmt.returning(R.id), rows).all())
         from sqlalchemy.exc import IntegrityError   # other backends: row by row, a duplicate is someone else's
 
         added = 0
