@@ -209,11 +209,15 @@ LEASE = tuple(c.name for c in RunRecord.__table__.columns if c.info.get("group")
 RESULTS = tuple(c for c in RUN_COLUMNS if c not in IDENTITY and c not in LEASE)
 
 INT_BOUNDS = {Integer: 2 ** 31 - 1, BigInteger: 2 ** 63 - 1}   # what PostgreSQL's INTEGER / BIGINT hold
+# Every number column but these is a count, a size, a time, a rate or an id, none of them below zero: a record
+# holding a negative one (attempts -3) was stored as it was and read by the tables and estimates as a run's.
+# A score may be negative (GLUE points: MCC and correlations go below zero).
+SIGNED = ("score", "best_score")
 
 
 def _field(column, annotation):
     """A pydantic field for a run column: its Python type (Mapped[...]), bounds the database enforces (String(n),
-    INTEGER / BIGINT), required when the column is NOT NULL without a default."""
+    INTEGER / BIGINT), none below zero but SIGNED, required when the column is NOT NULL without a default."""
     from pydantic import Field
 
     (kind,) = typing.get_args(annotation)
@@ -223,6 +227,8 @@ def _field(column, annotation):
     bound = INT_BOUNDS.get(type(column.type))
     if bound:
         limits.update(ge=-bound, le=bound)
+    if isinstance(column.type, (Integer, Float)) and column.name not in SIGNED:
+        limits["ge"] = 0
     required = not column.nullable and column.default is None and not column.primary_key
     return (kind, Field(... if required else None, **limits))
 

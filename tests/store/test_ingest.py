@@ -278,6 +278,13 @@ BAD = {   # name: (change to the record's JSON text or dict, the field named)
     "child with string score": (lambda r: {**r, "children": [{**r["children"][0], "score": "70"}]},
                                 "children.0.score"),
     "unknown field": (lambda r: {**r, "scroe": 1.0}, "scroe"),
+    # counts, sizes and times are never below zero: attempts -3 was stored (as 0), steps -5 as it was
+    "negative attempts": (lambda r: {**r, "attempts": -3}, "attempts"),
+    "negative steps": (lambda r: {**r, "steps": -5}, "steps"),
+    "negative train time": (lambda r: {**r, "train_time_s": -0.5}, "train_time_s"),
+    "a child's negative parameter count": (lambda r: {**r, "children": [{**r["children"][0], "trainable_params": -1},
+                                                                        *r["children"][1:]]},
+                                           "children.0.trainable_params"),
     # columns the key does not cover but the config fixes: they decide where the run counts in the tables
     "model not the config's": (lambda r: {**r, "model": "roberta-base"}, "model"),
     "task not the config's": (lambda r: {**r, "task": "mrpc"}, "task"),
@@ -396,6 +403,15 @@ def test_a_record_holding_nan_is_stored_as_the_live_finish_stores_it(tmp_path, c
     assert rows(Store(db_url)) == live
     again = call_cli("ingest", tmp_path / "out", "--db", db_url)
     assert again.returncode == 0 and "1 same" in again.stdout, again.stdout + again.stderr
+
+
+def test_a_negative_score_is_taken(tmp_path, cells):
+    """Scores are the numbers that may be below zero (MCC, correlations x100): only counts, sizes and times are
+    refused when negative."""
+    single, _ = cells
+    _, url = ingest_edited(tmp_path, single, lambda r: {**r, "score": -12.5, "best_score": -3.0})
+    (row,) = Store(url).records()
+    assert (row.score, row.best_score) == (-12.5, -3.0)
 
 
 def test_identity_columns_a_record_leaves_out_come_from_its_config(tmp_path, cells):
