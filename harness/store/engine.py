@@ -220,6 +220,19 @@ def as_stored(value):
     return value
 
 
+NUL_STORED_AS = "\ufffd"   # Unicode's replacement character: one that could not be kept
+
+
+def store_text(value):
+    """A text column's value as the store keeps it: PostgreSQL's text cannot hold a NUL character (a failure whose
+    message held one was never recorded: `PostgreSQL text fields cannot contain NUL (0x00) bytes`, retried as an
+    outage), so every NUL is NUL_STORED_AS, on every backend: SQLite and PostgreSQL keep the same value, and the
+    record.json written from the row says it too. Applied to free text (error, command: schema.RedactedText) on
+    every write and read, to every text field a finish writes (queue.finish) and to every one of a record ingest
+    reads. JSON columns keep a NUL (PostgreSQL's json type stores the escape \\u0000)."""
+    return value.replace("\x00", NUL_STORED_AS) if isinstance(value, str) else value
+
+
 def store_json(value) -> str:
     """How a JSON column is written: strict JSON, a non-finite number as null. PostgreSQL's json refuses NaN (the
     whole result was lost at finish, `invalid input syntax for type json`), and SQLite's JSON functions refuse a

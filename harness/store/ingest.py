@@ -33,7 +33,7 @@ from harness.spec.errors import InputError
 from harness.spec.layout import INGEST_ONLY, RECORD, SUITE_NAME_MAX, SUITE_NAME_PATTERN, is_attempt_dir
 from harness.spec.schedule import Sequence
 from harness.spec.status import DEFAULT_LEASE_TIMEOUT_S, Regime, Status
-from harness.store.engine import as_stored
+from harness.store.engine import as_stored, store_text
 from harness.store.queue import _own_version, stale_lease
 from harness.store.schema import RESULTS, AnalysisRecord, RunRecord, record_models
 
@@ -113,6 +113,8 @@ def _non_finite(value, where: str) -> str | None:
 
 def _check(row, at: str = "") -> None:
     for name, value in row:
+        if isinstance(value, str):
+            setattr(row, name, store_text(value))   # as the store keeps it (NUL replaced), compared as kept
         if isinstance(value, dt.datetime) and value.tzinfo is not None:
             # every time column is UTC without an offset (lease.utcnow, queue.db_now); a database would drop
             # the offset and keep the local time (02:00+02:00 stored as 02:00): the same instant, in UTC

@@ -28,6 +28,7 @@ from sqlalchemy.types import DateTime
 
 from harness.spec.layout import RunLayout
 from harness.spec.status import DEFAULT_LEASE_TIMEOUT_S, Status
+from harness.store.engine import store_text
 from harness.store.lease import Claim, Worker, current_worker, host_id_of, process_gone, utcnow
 from harness.store.schema import RESULTS, RUN_COLUMNS, RunRecord as R
 
@@ -263,6 +264,9 @@ class WorkQueue:
             unknown = set(f) - set(RUN_COLUMNS)
             if unknown:
                 raise ValueError(f"not columns of the store: {', '.join(sorted(unknown))}")
+        # text as the store keeps it (a NUL replaced), so the row and the record.json written from it agree
+        fields = {k: store_text(v) for k, v in fields.items()}
+        children = [(suffix, {k: store_text(v) for k, v in f.items()}) for suffix, f in children]
         with self._write() as conn:
             now = conn.execute(select(db_now())).scalar_one()   # the database's clock, read inside the transaction
             with Session(bind=conn) as s:

@@ -13,6 +13,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from harness.store.engine import store_text
 from harness.store.lease import utcnow
 from harness.store.redact import redact_env, redact_text
 
@@ -39,7 +40,7 @@ class _Redacted(TypeDecorator):
     passwords are hidden (harness.store.redact) on every way in (Core inserts and updates, ORM flushes) and every
     way out (rows written before this, or by other tools), so no reader (exports, `harness status`, the board)
     can show one. ORM objects are redacted when the attribute is set (below): record.json files are written
-    from them."""
+    from them. Free text also has its NUL characters replaced there (engine.store_text)."""
 
     def process_bind_param(self, value, dialect):
         return self.redact(value)
@@ -48,10 +49,14 @@ class _Redacted(TypeDecorator):
         return self.redact(value)
 
 
+def _kept_text(text: str | None) -> str | None:
+    return redact_text(store_text(text))
+
+
 class RedactedText(_Redacted):
     impl = Text
     cache_ok = True   # no state: one cache key for every use (SQLAlchemy asks each class itself)
-    redact = staticmethod(redact_text)
+    redact = staticmethod(_kept_text)
 
 
 class RedactedEnv(_Redacted):

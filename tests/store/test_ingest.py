@@ -414,6 +414,35 @@ def test_a_negative_score_is_taken(tmp_path, cells):
     assert (row.score, row.best_score) == (-12.5, -3.0)
 
 
+@pytest.mark.parametrize("status", [Status.FAILED, Status.COMPLETED])
+def test_a_record_whose_text_holds_a_nul_is_stored_alike_on_either_backend(tmp_path, cells, db_url, status):
+    """PostgreSQL's text cannot hold a NUL: such a record (a failure message, a text field of an edited file, as
+    an older worker wrote it) crashed `harness ingest` there with a DataError traceback, while SQLite stored it.
+    Both keep the text with the NUL replaced (engine.store_text), as a live finish does; a NUL in a JSON field (a
+    metric's name) is kept on both; the record ingested again is "same"."""
+    from harness.store.engine import NUL_STORED_AS
+
+    single, _ = cells
+    node = Store(f"sqlite:///{tmp_path / 'node.db'}")
+    record = finish_with_record(node, single, tmp_path / "node", status=status)
+    if status == Status.FAILED:
+        record["error"] = "ValueError: bad row 'a\x00b'"
+    else:
+        record.update(stopped_by="max_steps\x00", metrics={"accuracy\x00": 70.0})
+    path = tmp_path / "in" / RECORD
+    path.parent.mkdir()
+    path.write_text(json.dumps(record))
+    proc = call_cli("ingest", path, "--db", db_url)
+    assert proc.returncode == 0 and "1 added" in proc.stdout, proc.stdout + proc.stderr[-2000:]
+    (row,) = Store(db_url).records()
+    if status == Status.FAILED:
+        assert row.error == f"ValueError: bad row 'a{NUL_STORED_AS}b'"
+    else:
+        assert (row.stopped_by, row.metrics) == (f"max_steps{NUL_STORED_AS}", {"accuracy\x00": 70.0})
+        again = call_cli("ingest", path, "--db", db_url)
+        assert again.returncode == 0 and "1 same" in again.stdout, again.stdout + again.stderr
+
+
 def test_identity_columns_a_record_leaves_out_come_from_its_config(tmp_path, cells):
     """A record that leaves a column its config fixes empty (null) gets the config's value, as a queued row
     would: the tables find the run where its config puts it."""
