@@ -42,9 +42,13 @@ from harness.store.schema import RESULTS, AnalysisRecord, RunRecord, record_mode
 # KEPT: a failed record for a cell with a completed result, which it never replaces (replace=True neither)
 OUTCOMES = ADDED, UPDATED, SAME, CONFLICT, LEASED, OLDER, KEPT = ("added", "updated", "same", "conflict", "leased",
                                                                  "older", "kept")
-COMPARED = ("score", "metrics", "finished_at", "config")   # a stored completed result is the same when these are
 NOT_COPIED = ("id", "parent_id", "children", "ingest_only", "claim")   # ids are its own store's; the rest is
                                                                        # about the file, not a column
+# A stored completed result is the record's ("same") when every column the record carries, of its row and of
+# each stage / member row, is the store's, but these: the attempt counter is the store's count of claims, which
+# ingest raises and never lowers (the record of attempt 1 of a cell the store counts at 2 is still the same
+# result). Any other difference (steps, FLOPs, parameters, times, extra) is a different result: a conflict.
+NOT_COMPARED = ("attempts",)
 
 
 class BadRecord(InputError):
@@ -244,6 +248,26 @@ def _values(row) -> dict:
     return {k: getattr(row, k) for k in row.model_fields_set if k not in NOT_COPIED}
 
 
+def _differ(row, values: dict) -> bool:
+    """Whether a stored row differs from a record's values, compared as the store keeps them (a record's
+    password shown as ***: set on a row, as ingest writes them)."""
+    kept = RunRecord(**values)
+    return any(getattr(row, k) != getattr(kept, k) for k in values if k not in NOT_COMPARED)
+
+
+def _same(s: Session, rec, record, values: dict) -> bool:
+    """The stored completed result `rec` is the record's: its row and, where the record carries them (a record
+    from before 2026-11-23 does not), its stage / member rows (NOT_COMPARED aside)."""
+    if _differ(rec, values):
+        return False
+    if "children" not in record.model_fields_set:
+        return True
+    stored = {kid.cell_key: kid for kid in s.scalars(select(RunRecord).where(RunRecord.parent_id == rec.id))}
+    if set(stored) != {child.cell_key for child in record.children}:
+        return False
+    return not any(_differ(stored[child.cell_key], _values(child)) for child in record.children)
+
+
 class Ingest:
     """The ingest side of a Store (harness.store.db): needs its `_write()` and `backend`."""
 
@@ -286,8 +310,7 @@ class Ingest:
                         not_(stale_lease(lease_timeout_s))))
                     if live:
                         return LEASED
-                    if rec.status == Status.COMPLETED.value and \
-                            all(getattr(rec, k) == v for k, v in values.items() if k in COMPARED):
+                    if rec.status == Status.COMPLETED.value and _same(s, rec, record, values):
                         return SAME
                     older = record_attempt(record) < counted
                     # a result beats no result, whatever its attempt (as in the cell folder: attempt._rank): a

@@ -443,6 +443,55 @@ def test_a_record_whose_text_holds_a_nul_is_stored_alike_on_either_backend(tmp_p
         assert again.returncode == 0 and "1 same" in again.stdout, again.stdout + again.stderr
 
 
+DIFFERENT = {   # name: a change to a completed record that makes it another result than the one stored
+    "steps": lambda r: {**r, "steps": 7},
+    "train_flops": lambda r: {**r, "train_flops": 2.5e12},
+    "trainable_params": lambda r: {**r, "trainable_params": 5},
+    "train_time_s": lambda r: {**r, "train_time_s": 99.0},
+    "extra": lambda r: {**r, "extra": {"resume_s": 3.0}},
+    "a member's score": lambda r: {**r, "children": [{**r["children"][0], "score": 1.0}, *r["children"][1:]]},
+}
+
+
+@pytest.mark.parametrize("change", list(DIFFERENT))
+def test_a_completed_record_that_differs_in_any_result_column_is_a_conflict(tmp_path, cells, db_url, change):
+    """Ingest called a stored result "same" when only its score, metrics, finished_at and config matched: a record
+    differing in steps, FLOPs, parameters, times, extra or a member's row was reported "same" and not written. Every
+    column but the store's own attempt counter (ingest.NOT_COMPARED) is compared: such a record is a conflict (exit
+    1, nothing overwritten) until --replace. The record itself, with a password in its argv that the store hides
+    and under a store that counts more attempts since, is still "same"."""
+    _, multi = cells
+    node = Store(f"sqlite:///{tmp_path / 'node.db'}")
+    record = finish_with_record(node, multi, tmp_path / "node", more={
+        "steps": 6, "train_flops": 1.5e12, "trainable_params": 1000, "train_time_s": 12.5, "extra": {"a": [1, 2.5]}})
+    record["env"] = {"argv": ["harness", "run", "--db", "postgresql://u:pw@host/db"]}   # as before redaction
+
+    def ingest(rec, *more):
+        folder = tmp_path / f"in{len(list(tmp_path.glob('in*')))}"
+        folder.mkdir()
+        (folder / RECORD).write_text(json.dumps(rec))
+        return call_cli("ingest", folder, "--db", db_url, *more)
+
+    def rows():
+        return {r.cell_key: {k: v for k, v in r.as_dict().items() if k not in ("id", "parent_id")}
+                for r in Store(db_url).records()}
+
+    assert "1 added" in ingest(record).stdout
+    with Store(db_url).engine.begin() as conn:
+        conn.execute(update(RunRecord).where(RunRecord.cell_key == multi.key).values(attempts=5))
+    again = ingest(record)
+    assert again.returncode == 0 and "1 same" in again.stdout, again.stdout + again.stderr
+    stored = rows()
+    different = DIFFERENT[change]({**record, "attempts": 5})   # of the attempt the store is at (not "older")
+    other = ingest(different)
+    assert other.returncode == 1 and "1 conflict" in other.stdout, other.stdout + other.stderr
+    assert "already has a different completed result" in other.stderr
+    assert rows() == stored                                                # nothing overwritten
+    replaced = ingest(different, "--replace")
+    assert replaced.returncode == 0 and "1 updated" in replaced.stdout, replaced.stdout + replaced.stderr
+    assert rows() != stored
+
+
 def test_identity_columns_a_record_leaves_out_come_from_its_config(tmp_path, cells):
     """A record that leaves a column its config fixes empty (null) gets the config's value, as a queued row
     would: the tables find the run where its config puts it."""
