@@ -101,14 +101,19 @@ def read_record(path: str):
     return record
 
 
-def _non_finite(value, where: str) -> str | None:
-    """The dotted path of the first NaN / infinity inside a JSON value."""
+def _unstorable(value, where: str) -> tuple[str, str] | None:
+    """(the dotted path, why) of the first value inside a JSON value that the store would not keep as it is: a
+    NaN / infinity (stored as null) or a text holding a NUL (store_text)."""
     todo = [(value, where)]
     while todo:
         v, at = todo.pop()
         if isinstance(v, float) and not math.isfinite(v):
-            return at
+            return at, "not a finite number (NaN or infinity)"
+        if isinstance(v, str) and "\x00" in v:
+            return at, "holds a NUL character"
         if isinstance(v, dict):
+            if any("\x00" in k for k in v):
+                return at, "a key holds a NUL character"
             todo += [(x, f"{at}.{k}") for k, x in v.items()]
         elif isinstance(v, list):
             todo += [(x, f"{at}.{i}") for i, x in enumerate(v)]
@@ -126,14 +131,15 @@ def _check(row, at: str = "") -> None:
         if isinstance(value, (dict, list)) and name in RESULTS:
             # a result as a live finish stores it: the record.json beside it keeps the NaN / infinity the loop
             # computed (json's bare NaN), the row holds null; so ingest writes the live row, and the same record
-            # ingested again is "same"
+            # ingested again is "same" (a NUL likewise: engine.as_stored)
             setattr(row, name, as_stored(value))
         elif isinstance(value, (dict, list)) and name != "children":
-            # the configuration, the columns it fixes, the claim: a suite's numbers are finite (spec.hparams), so
-            # a NaN here is no cell's; stored as null, the config would no longer hash to the row's cell key
-            bad = _non_finite(value, at + name)
+            # the configuration, the columns it fixes, the claim: a suite's numbers are finite (spec.hparams) and
+            # its texts hold no NUL, so such a value is no cell's; stored as the store keeps it, the config would
+            # no longer hash to the row's cell key
+            bad = _unstorable(value, at + name)
             if bad:
-                raise BadRecord(bad, "not a finite number (NaN or infinity)")
+                raise BadRecord(*bad)
     if not re.fullmatch(SUITE_NAME_PATTERN, row.suite) or len(row.suite) > SUITE_NAME_MAX:
         raise BadRecord(at + "suite", f"{row.suite!r} is not a suite name (letters, digits, _ and -)")
     if row.status not in (Status.COMPLETED.value, Status.FAILED.value):

@@ -249,6 +249,14 @@ def test_a_row_queued_between_ingest_s_read_and_its_insert_takes_the_record(tmp_
 # -- bad records ----------------------------------------------------------------------------------------------
 
 
+def _with_config(record: dict, config: dict) -> dict:
+    """The record with another configuration, under that configuration's key."""
+    from harness.spec.cell import config_key
+
+    return {**record, "config": config, "cell_key": config_key(config), "children": [
+        {**c, "cell_key": config_key(config) + c["cell_key"][len(record["cell_key"]):]} for c in record["children"]]}
+
+
 def _nested(depth: int) -> str:
     return '{"a":' * depth + "1" + "}" * depth
 
@@ -258,6 +266,10 @@ BAD = {   # name: (change to the record's JSON text or dict, the field named)
     "nan score": (lambda r: {**r, "score": float("nan")}, "score"),
     # a NaN in a result's JSON is stored as null (test_a_record_holding_nan_is_stored_as_the_live_finish_stores_it);
     # in the configuration or a column it fixes it is no cell's
+    # a suite's texts hold no NUL: stored as the store keeps it (engine.store_text), the config would no longer
+    # hash to its key
+    "nul in the config": (lambda r: _with_config(r, {**r["config"], "model": r["config"]["model"] + "\x00"}),
+                          "config.model"),
     "infinite rate in the config": (lambda r: {**r, "config": {**r["config"], "hparams": {
         **r["config"]["hparams"], "learning_rate": float("inf")}}}, "config.hparams.learning_rate"),
     "nan in hparams": (lambda r: {**r, "hparams": {**r["hparams"], "weight_decay": float("nan")}},
@@ -418,8 +430,9 @@ def test_a_negative_score_is_taken(tmp_path, cells):
 def test_a_record_whose_text_holds_a_nul_is_stored_alike_on_either_backend(tmp_path, cells, db_url, status):
     """PostgreSQL's text cannot hold a NUL: such a record (a failure message, a text field of an edited file, as
     an older worker wrote it) crashed `harness ingest` there with a DataError traceback, while SQLite stored it.
-    Both keep the text with the NUL replaced (engine.store_text), as a live finish does; a NUL in a JSON field (a
-    metric's name) is kept on both; the record ingested again is "same"."""
+    Both keep the text with the NUL replaced (engine.store_text), as a live finish does, inside JSON too (a metric's
+    name, extra: PostgreSQL kept \\u0000 there, and then every table of the store failed reading it); the record
+    ingested again is "same"."""
     from harness.store.engine import NUL_STORED_AS
 
     single, _ = cells
@@ -428,7 +441,7 @@ def test_a_record_whose_text_holds_a_nul_is_stored_alike_on_either_backend(tmp_p
     if status == Status.FAILED:
         record["error"] = "ValueError: bad row 'a\x00b'"
     else:
-        record.update(stopped_by="max_steps\x00", metrics={"accuracy\x00": 70.0})
+        record.update(stopped_by="max_steps\x00", metrics={"accuracy\x00": 70.0}, extra={"note": ["a\x00"]})
     path = tmp_path / "in" / RECORD
     path.parent.mkdir()
     path.write_text(json.dumps(record))
@@ -438,9 +451,13 @@ def test_a_record_whose_text_holds_a_nul_is_stored_alike_on_either_backend(tmp_p
     if status == Status.FAILED:
         assert row.error == f"ValueError: bad row 'a{NUL_STORED_AS}b'"
     else:
-        assert (row.stopped_by, row.metrics) == (f"max_steps{NUL_STORED_AS}", {"accuracy\x00": 70.0})
+        assert (row.stopped_by, row.metrics, row.extra) == (f"max_steps{NUL_STORED_AS}",
+                                                             {f"accuracy{NUL_STORED_AS}": 70.0},
+                                                             {"note": [f"a{NUL_STORED_AS}"]})
         again = call_cli("ingest", path, "--db", db_url)
         assert again.returncode == 0 and "1 same" in again.stdout, again.stdout + again.stderr
+        board = call_cli("export", "--db", db_url, "--table", "runs", "--format", "csv")
+        assert board.returncode == 0, board.stderr[-2000:]
 
 
 DIFFERENT = {   # name: a change to a completed record that makes it another result than the one stored
