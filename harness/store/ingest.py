@@ -33,7 +33,7 @@ from harness.spec.errors import InputError
 from harness.spec.layout import INGEST_ONLY, RECORD, SUITE_NAME_MAX, SUITE_NAME_PATTERN, is_attempt_dir
 from harness.spec.schedule import Sequence
 from harness.spec.status import DEFAULT_LEASE_TIMEOUT_S, Regime, Status
-from harness.store.engine import as_stored
+from harness.store.engine import as_stored, store_text
 from harness.store.queue import _own_version, stale_lease
 from harness.store.schema import RESULTS, AnalysisRecord, RunRecord, record_models
 
@@ -42,9 +42,13 @@ from harness.store.schema import RESULTS, AnalysisRecord, RunRecord, record_mode
 # KEPT: a failed record for a cell with a completed result, which it never replaces (replace=True neither)
 OUTCOMES = ADDED, UPDATED, SAME, CONFLICT, LEASED, OLDER, KEPT = ("added", "updated", "same", "conflict", "leased",
                                                                  "older", "kept")
-COMPARED = ("score", "metrics", "finished_at", "config")   # a stored completed result is the same when these are
 NOT_COPIED = ("id", "parent_id", "children", "ingest_only", "claim")   # ids are its own store's; the rest is
                                                                        # about the file, not a column
+# A stored completed result is the record's ("same") when every column the record carries, of its row and of
+# each stage / member row, is the store's, but these: the attempt counter is the store's count of claims, which
+# ingest raises and never lowers (the record of attempt 1 of a cell the store counts at 2 is still the same
+# result). Any other difference (steps, FLOPs, parameters, times, extra) is a different result: a conflict.
+NOT_COMPARED = ("attempts",)
 
 
 class BadRecord(InputError):
@@ -97,14 +101,19 @@ def read_record(path: str):
     return record
 
 
-def _non_finite(value, where: str) -> str | None:
-    """The dotted path of the first NaN / infinity inside a JSON value."""
+def _unstorable(value, where: str) -> tuple[str, str] | None:
+    """(the dotted path, why) of the first value inside a JSON value that the store would not keep as it is: a
+    NaN / infinity (stored as null) or a text holding a NUL (store_text)."""
     todo = [(value, where)]
     while todo:
         v, at = todo.pop()
         if isinstance(v, float) and not math.isfinite(v):
-            return at
+            return at, "not a finite number (NaN or infinity)"
+        if isinstance(v, str) and "\x00" in v:
+            return at, "holds a NUL character"
         if isinstance(v, dict):
+            if any("\x00" in k for k in v):
+                return at, "a key holds a NUL character"
             todo += [(x, f"{at}.{k}") for k, x in v.items()]
         elif isinstance(v, list):
             todo += [(x, f"{at}.{i}") for i, x in enumerate(v)]
@@ -113,6 +122,8 @@ def _non_finite(value, where: str) -> str | None:
 
 def _check(row, at: str = "") -> None:
     for name, value in row:
+        if isinstance(value, str):
+            setattr(row, name, store_text(value))   # as the store keeps it (NUL replaced), compared as kept
         if isinstance(value, dt.datetime) and value.tzinfo is not None:
             # every time column is UTC without an offset (lease.utcnow, queue.db_now); a database would drop
             # the offset and keep the local time (02:00+02:00 stored as 02:00): the same instant, in UTC
@@ -120,14 +131,15 @@ def _check(row, at: str = "") -> None:
         if isinstance(value, (dict, list)) and name in RESULTS:
             # a result as a live finish stores it: the record.json beside it keeps the NaN / infinity the loop
             # computed (json's bare NaN), the row holds null; so ingest writes the live row, and the same record
-            # ingested again is "same"
+            # ingested again is "same" (a NUL likewise: engine.as_stored)
             setattr(row, name, as_stored(value))
         elif isinstance(value, (dict, list)) and name != "children":
-            # the configuration, the columns it fixes, the claim: a suite's numbers are finite (spec.hparams), so
-            # a NaN here is no cell's; stored as null, the config would no longer hash to the row's cell key
-            bad = _non_finite(value, at + name)
+            # the configuration, the columns it fixes, the claim: a suite's numbers are finite (spec.hparams) and
+            # its texts hold no NUL, so such a value is no cell's; stored as the store keeps it, the config would
+            # no longer hash to the row's cell key
+            bad = _unstorable(value, at + name)
             if bad:
-                raise BadRecord(bad, "not a finite number (NaN or infinity)")
+                raise BadRecord(*bad)
     if not re.fullmatch(SUITE_NAME_PATTERN, row.suite) or len(row.suite) > SUITE_NAME_MAX:
         raise BadRecord(at + "suite", f"{row.suite!r} is not a suite name (letters, digits, _ and -)")
     if row.status not in (Status.COMPLETED.value, Status.FAILED.value):
@@ -242,6 +254,26 @@ def _values(row) -> dict:
     return {k: getattr(row, k) for k in row.model_fields_set if k not in NOT_COPIED}
 
 
+def _differ(row, values: dict) -> bool:
+    """Whether a stored row differs from a record's values, compared as the store keeps them (a record's
+    password shown as ***: set on a row, as ingest writes them)."""
+    kept = RunRecord(**values)
+    return any(getattr(row, k) != getattr(kept, k) for k in values if k not in NOT_COMPARED)
+
+
+def _same(s: Session, rec, record, values: dict) -> bool:
+    """The stored completed result `rec` is the record's: its row and, where the record carries them (a record
+    from before 2026-11-23 does not), its stage / member rows (NOT_COMPARED aside)."""
+    if _differ(rec, values):
+        return False
+    if "children" not in record.model_fields_set:
+        return True
+    stored = {kid.cell_key: kid for kid in s.scalars(select(RunRecord).where(RunRecord.parent_id == rec.id))}
+    if set(stored) != {child.cell_key for child in record.children}:
+        return False
+    return not any(_differ(stored[child.cell_key], _values(child)) for child in record.children)
+
+
 class Ingest:
     """The ingest side of a Store (harness.store.db): needs its `_write()` and `backend`."""
 
@@ -284,8 +316,7 @@ class Ingest:
                         not_(stale_lease(lease_timeout_s))))
                     if live:
                         return LEASED
-                    if rec.status == Status.COMPLETED.value and \
-                            all(getattr(rec, k) == v for k, v in values.items() if k in COMPARED):
+                    if rec.status == Status.COMPLETED.value and _same(s, rec, record, values):
                         return SAME
                     older = record_attempt(record) < counted
                     # a result beats no result, whatever its attempt (as in the cell folder: attempt._rank): a

@@ -28,6 +28,7 @@ from sqlalchemy.types import DateTime
 
 from harness.spec.layout import RunLayout
 from harness.spec.status import DEFAULT_LEASE_TIMEOUT_S, Status
+from harness.store.engine import store_text
 from harness.store.lease import Claim, Worker, current_worker, host_id_of, process_gone, utcnow
 from harness.store.schema import RESULTS, RUN_COLUMNS, RunRecord as R
 
@@ -134,7 +135,10 @@ class WorkQueue:
                 from sqlalchemy.dialects.postgresql import insert
             stmt = insert(R).on_conflict_do_nothing(index_elements=["suite", "cell_key"])
             with self.engine.begin() as conn:
-                return conn.execute(stmt, rows).rowcount or 0
+                if self.backend == "sqlite":
+                    return conn.execute(stmt, rows).rowcount
+                # psycopg's many-row insert has no row count (-1): the rows it added are the ids it returns
+                return len(conn.execute(stmt.returning(R.id), rows).all())
         from sqlalchemy.exc import IntegrityError   # other backends: row by row, a duplicate is someone else's
 
         added = 0
@@ -260,6 +264,9 @@ class WorkQueue:
             unknown = set(f) - set(RUN_COLUMNS)
             if unknown:
                 raise ValueError(f"not columns of the store: {', '.join(sorted(unknown))}")
+        # text as the store keeps it (a NUL replaced), so the row and the record.json written from it agree
+        fields = {k: store_text(v) for k, v in fields.items()}
+        children = [(suffix, {k: store_text(v) for k, v in f.items()}) for suffix, f in children]
         with self._write() as conn:
             now = conn.execute(select(db_now())).scalar_one()   # the database's clock, read inside the transaction
             with Session(bind=conn) as s:

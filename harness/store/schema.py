@@ -13,6 +13,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from harness.store.engine import store_text
 from harness.store.lease import utcnow
 from harness.store.redact import redact_env, redact_text
 
@@ -39,7 +40,7 @@ class _Redacted(TypeDecorator):
     passwords are hidden (harness.store.redact) on every way in (Core inserts and updates, ORM flushes) and every
     way out (rows written before this, or by other tools), so no reader (exports, `harness status`, the board)
     can show one. ORM objects are redacted when the attribute is set (below): record.json files are written
-    from them."""
+    from them. Free text also has its NUL characters replaced there (engine.store_text)."""
 
     def process_bind_param(self, value, dialect):
         return self.redact(value)
@@ -48,10 +49,14 @@ class _Redacted(TypeDecorator):
         return self.redact(value)
 
 
+def _kept_text(text: str | None) -> str | None:
+    return redact_text(store_text(text))
+
+
 class RedactedText(_Redacted):
     impl = Text
     cache_ok = True   # no state: one cache key for every use (SQLAlchemy asks each class itself)
-    redact = staticmethod(redact_text)
+    redact = staticmethod(_kept_text)
 
 
 class RedactedEnv(_Redacted):
@@ -209,11 +214,15 @@ LEASE = tuple(c.name for c in RunRecord.__table__.columns if c.info.get("group")
 RESULTS = tuple(c for c in RUN_COLUMNS if c not in IDENTITY and c not in LEASE)
 
 INT_BOUNDS = {Integer: 2 ** 31 - 1, BigInteger: 2 ** 63 - 1}   # what PostgreSQL's INTEGER / BIGINT hold
+# Every number column but these is a count, a size, a time, a rate or an id, none of them below zero: a record
+# holding a negative one (attempts -3) was stored as it was and read by the tables and estimates as a run's.
+# A score may be negative (GLUE points: MCC and correlations go below zero).
+SIGNED = ("score", "best_score")
 
 
 def _field(column, annotation):
     """A pydantic field for a run column: its Python type (Mapped[...]), bounds the database enforces (String(n),
-    INTEGER / BIGINT), required when the column is NOT NULL without a default."""
+    INTEGER / BIGINT), none below zero but SIGNED, required when the column is NOT NULL without a default."""
     from pydantic import Field
 
     (kind,) = typing.get_args(annotation)
@@ -223,6 +232,8 @@ def _field(column, annotation):
     bound = INT_BOUNDS.get(type(column.type))
     if bound:
         limits.update(ge=-bound, le=bound)
+    if isinstance(column.type, (Integer, Float)) and column.name not in SIGNED:
+        limits["ge"] = 0
     required = not column.nullable and column.default is None and not column.primary_key
     return (kind, Field(... if required else None, **limits))
 

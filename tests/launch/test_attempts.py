@@ -455,3 +455,38 @@ def test_a_store_outage_at_a_stop_signal_still_requeues_and_the_requeued_task_re
     assert "taking over a stale lease" in err and "resumed from its checkpoint at step 1/40" in err, err[-3000:]
     (row,) = Store(db).records("a")
     assert row.status == Status.COMPLETED and row.attempts == 2
+
+
+NUL_FAILURE = """
+import sys
+from harness.launch import runner
+def train_and_evaluate(*args, **kwargs):   # a failure whose message holds a NUL (text read from a broken file)
+    raise ValueError("cannot parse the row 'premise\\x00hypothesis'")
+runner.train_and_evaluate = train_and_evaluate
+from harness.cli import main
+raise SystemExit(main(sys.argv[1:]))
+"""
+
+
+def test_a_failure_whose_message_holds_a_nul_is_recorded_on_either_backend(tmp_path, tiny_bert, small_glue, db_url):
+    """PostgreSQL's text cannot hold a NUL: the worker's finish failed on every try (`PostgreSQL text fields cannot
+    contain NUL (0x00) bytes`, retried as a store outage), the cell stayed running, the worker stopped. The store
+    keeps the text with each NUL replaced (engine.store_text), on both backends the same, and the record.json
+    beside it says the same, so ingesting it elsewhere stores the same value."""
+    from harness.store.engine import NUL_STORED_AS
+
+    suite = _suite(tmp_path, tiny_bert)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HARNESS_FINISH_TRIES": "2", "HARNESS_FINISH_BACKOFF_S": "0.1"}
+    proc = subprocess.run([sys.executable, "-c", NUL_FAILURE, "run", str(suite), "--db", db_url, "--output-dir",
+                           str(tmp_path / "out"), "--data-dir", str(small_glue), "--no-progress"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1 and "recording failed" not in proc.stderr, proc.stderr[-3000:]   # 1: a cell failed
+    (row,) = Store(db_url).records("a")
+    first = f"ValueError: cannot parse the row 'premise{NUL_STORED_AS}hypothesis'"
+    assert row.status == Status.FAILED and row.error.splitlines()[0] == first, row.error
+    rec = json.loads((_cell_dir(tmp_path, row) / layout.RECORD).read_text())
+    assert rec["error"] == row.error and not rec.get(layout.INGEST_ONLY)
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    loaded = run_cli("ingest", tmp_path / "out", "--db", other)
+    assert loaded.returncode == 0 and "1 added" in loaded.stdout, loaded.stdout + loaded.stderr
+    assert Store(other).records("a")[0].error == row.error

@@ -249,6 +249,14 @@ def test_a_row_queued_between_ingest_s_read_and_its_insert_takes_the_record(tmp_
 # -- bad records ----------------------------------------------------------------------------------------------
 
 
+def _with_config(record: dict, config: dict) -> dict:
+    """The record with another configuration, under that configuration's key."""
+    from harness.spec.cell import config_key
+
+    return {**record, "config": config, "cell_key": config_key(config), "children": [
+        {**c, "cell_key": config_key(config) + c["cell_key"][len(record["cell_key"]):]} for c in record["children"]]}
+
+
 def _nested(depth: int) -> str:
     return '{"a":' * depth + "1" + "}" * depth
 
@@ -258,6 +266,10 @@ BAD = {   # name: (change to the record's JSON text or dict, the field named)
     "nan score": (lambda r: {**r, "score": float("nan")}, "score"),
     # a NaN in a result's JSON is stored as null (test_a_record_holding_nan_is_stored_as_the_live_finish_stores_it);
     # in the configuration or a column it fixes it is no cell's
+    # a suite's texts hold no NUL: stored as the store keeps it (engine.store_text), the config would no longer
+    # hash to its key
+    "nul in the config": (lambda r: _with_config(r, {**r["config"], "model": r["config"]["model"] + "\x00"}),
+                          "config.model"),
     "infinite rate in the config": (lambda r: {**r, "config": {**r["config"], "hparams": {
         **r["config"]["hparams"], "learning_rate": float("inf")}}}, "config.hparams.learning_rate"),
     "nan in hparams": (lambda r: {**r, "hparams": {**r["hparams"], "weight_decay": float("nan")}},
@@ -278,6 +290,13 @@ BAD = {   # name: (change to the record's JSON text or dict, the field named)
     "child with string score": (lambda r: {**r, "children": [{**r["children"][0], "score": "70"}]},
                                 "children.0.score"),
     "unknown field": (lambda r: {**r, "scroe": 1.0}, "scroe"),
+    # counts, sizes and times are never below zero: attempts -3 was stored (as 0), steps -5 as it was
+    "negative attempts": (lambda r: {**r, "attempts": -3}, "attempts"),
+    "negative steps": (lambda r: {**r, "steps": -5}, "steps"),
+    "negative train time": (lambda r: {**r, "train_time_s": -0.5}, "train_time_s"),
+    "a child's negative parameter count": (lambda r: {**r, "children": [{**r["children"][0], "trainable_params": -1},
+                                                                        *r["children"][1:]]},
+                                           "children.0.trainable_params"),
     # columns the key does not cover but the config fixes: they decide where the run counts in the tables
     "model not the config's": (lambda r: {**r, "model": "roberta-base"}, "model"),
     "task not the config's": (lambda r: {**r, "task": "mrpc"}, "task"),
@@ -396,6 +415,98 @@ def test_a_record_holding_nan_is_stored_as_the_live_finish_stores_it(tmp_path, c
     assert rows(Store(db_url)) == live
     again = call_cli("ingest", tmp_path / "out", "--db", db_url)
     assert again.returncode == 0 and "1 same" in again.stdout, again.stdout + again.stderr
+
+
+def test_a_negative_score_is_taken(tmp_path, cells):
+    """Scores are the numbers that may be below zero (MCC, correlations x100): only counts, sizes and times are
+    refused when negative."""
+    single, _ = cells
+    _, url = ingest_edited(tmp_path, single, lambda r: {**r, "score": -12.5, "best_score": -3.0})
+    (row,) = Store(url).records()
+    assert (row.score, row.best_score) == (-12.5, -3.0)
+
+
+@pytest.mark.parametrize("status", [Status.FAILED, Status.COMPLETED])
+def test_a_record_whose_text_holds_a_nul_is_stored_alike_on_either_backend(tmp_path, cells, db_url, status):
+    """PostgreSQL's text cannot hold a NUL: such a record (a failure message, a text field of an edited file, as
+    an older worker wrote it) crashed `harness ingest` there with a DataError traceback, while SQLite stored it.
+    Both keep the text with the NUL replaced (engine.store_text), as a live finish does, inside JSON too (a metric's
+    name, extra: PostgreSQL kept \\u0000 there, and then every table of the store failed reading it); the record
+    ingested again is "same"."""
+    from harness.store.engine import NUL_STORED_AS
+
+    single, _ = cells
+    node = Store(f"sqlite:///{tmp_path / 'node.db'}")
+    record = finish_with_record(node, single, tmp_path / "node", status=status)
+    if status == Status.FAILED:
+        record["error"] = "ValueError: bad row 'a\x00b'"
+    else:
+        record.update(stopped_by="max_steps\x00", metrics={"accuracy\x00": 70.0}, extra={"note": ["a\x00"]})
+    path = tmp_path / "in" / RECORD
+    path.parent.mkdir()
+    path.write_text(json.dumps(record))
+    proc = call_cli("ingest", path, "--db", db_url)
+    assert proc.returncode == 0 and "1 added" in proc.stdout, proc.stdout + proc.stderr[-2000:]
+    (row,) = Store(db_url).records()
+    if status == Status.FAILED:
+        assert row.error == f"ValueError: bad row 'a{NUL_STORED_AS}b'"
+    else:
+        assert (row.stopped_by, row.metrics, row.extra) == (f"max_steps{NUL_STORED_AS}",
+                                                             {f"accuracy{NUL_STORED_AS}": 70.0},
+                                                             {"note": [f"a{NUL_STORED_AS}"]})
+        again = call_cli("ingest", path, "--db", db_url)
+        assert again.returncode == 0 and "1 same" in again.stdout, again.stdout + again.stderr
+        board = call_cli("export", "--db", db_url, "--table", "runs", "--format", "csv")
+        assert board.returncode == 0, board.stderr[-2000:]
+
+
+DIFFERENT = {   # name: a change to a completed record that makes it another result than the one stored
+    "steps": lambda r: {**r, "steps": 7},
+    "train_flops": lambda r: {**r, "train_flops": 2.5e12},
+    "trainable_params": lambda r: {**r, "trainable_params": 5},
+    "train_time_s": lambda r: {**r, "train_time_s": 99.0},
+    "extra": lambda r: {**r, "extra": {"resume_s": 3.0}},
+    "a member's score": lambda r: {**r, "children": [{**r["children"][0], "score": 1.0}, *r["children"][1:]]},
+}
+
+
+@pytest.mark.parametrize("change", list(DIFFERENT))
+def test_a_completed_record_that_differs_in_any_result_column_is_a_conflict(tmp_path, cells, db_url, change):
+    """Ingest called a stored result "same" when only its score, metrics, finished_at and config matched: a record
+    differing in steps, FLOPs, parameters, times, extra or a member's row was reported "same" and not written. Every
+    column but the store's own attempt counter (ingest.NOT_COMPARED) is compared: such a record is a conflict (exit
+    1, nothing overwritten) until --replace. The record itself, with a password in its argv that the store hides
+    and under a store that counts more attempts since, is still "same"."""
+    _, multi = cells
+    node = Store(f"sqlite:///{tmp_path / 'node.db'}")
+    record = finish_with_record(node, multi, tmp_path / "node", more={
+        "steps": 6, "train_flops": 1.5e12, "trainable_params": 1000, "train_time_s": 12.5, "extra": {"a": [1, 2.5]}})
+    record["env"] = {"argv": ["harness", "run", "--db", "postgresql://u:pw@host/db"]}   # as before redaction
+
+    def ingest(rec, *more):
+        folder = tmp_path / f"in{len(list(tmp_path.glob('in*')))}"
+        folder.mkdir()
+        (folder / RECORD).write_text(json.dumps(rec))
+        return call_cli("ingest", folder, "--db", db_url, *more)
+
+    def rows():
+        return {r.cell_key: {k: v for k, v in r.as_dict().items() if k not in ("id", "parent_id")}
+                for r in Store(db_url).records()}
+
+    assert "1 added" in ingest(record).stdout
+    with Store(db_url).engine.begin() as conn:
+        conn.execute(update(RunRecord).where(RunRecord.cell_key == multi.key).values(attempts=5))
+    again = ingest(record)
+    assert again.returncode == 0 and "1 same" in again.stdout, again.stdout + again.stderr
+    stored = rows()
+    different = DIFFERENT[change]({**record, "attempts": 5})   # of the attempt the store is at (not "older")
+    other = ingest(different)
+    assert other.returncode == 1 and "1 conflict" in other.stdout, other.stdout + other.stderr
+    assert "already has a different completed result" in other.stderr
+    assert rows() == stored                                                # nothing overwritten
+    replaced = ingest(different, "--replace")
+    assert replaced.returncode == 0 and "1 updated" in replaced.stdout, replaced.stdout + replaced.stderr
+    assert rows() != stored
 
 
 def test_identity_columns_a_record_leaves_out_come_from_its_config(tmp_path, cells):

@@ -195,3 +195,23 @@ def test_processes_that_open_a_new_store_together_all_get_it(tmp_path):
         with sqlite3.connect(tmp_path / f"s{r}.db") as conn:
             assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
             assert conn.execute("SELECT count(*) FROM runs").fetchone()[0] == 0
+
+
+def test_enqueue_says_how_many_rows_it_added_on_either_backend(db_url):
+    """enqueue returns the rows it added: on PostgreSQL it returned -1 (psycopg's many-row insert has no row count)
+    for 2 new cells. A row another process queued between enqueue's read and its insert is not counted."""
+    from sqlalchemy import event
+
+    first, second = parse_suite(SUITE, "s.yaml").cells()
+    store, other = Store(db_url), Store(db_url)
+    assert store.enqueue([first, second]) == 2
+    assert store.enqueue([first, second]) == 0
+    late = parse_suite(SUITE.replace("name: s", "name: t"), "t.yaml").cells()
+
+    @event.listens_for(store.engine, "before_cursor_execute")
+    def queue_one_first(conn, cursor, statement, *args):
+        if statement.startswith("INSERT INTO runs") and not other.records("t"):
+            other.enqueue(late[:1])   # committed on a connection of its own, after enqueue read none
+
+    assert store.enqueue(late) == 1
+    assert len(store.records("t")) == 2
