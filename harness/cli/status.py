@@ -102,7 +102,7 @@ def store_notes(suite, store, keys, nprocs: int, db: str | None) -> list[str]:
                 f"process(es) (cells removed or changed since they were queued, or queued with another "
                 f"--num-processes): not counted here"
                 + (f"; the tables (harness export, the board) read the store, not the YAML: they count the "
-                   f"{queued} still queued as seeds and settings to come" if queued else "")]
+                   f"{queued} queued or running as seeds and settings to come" if queued else "")]
     return []
 
 

@@ -10,8 +10,8 @@ import re
 import numpy as np
 import pandas as pd
 
-from harness.report.provenance import (data_by_task, mixed_data_text, mixed_model_text, note_applies, skipped_by_task,
-                                       skipped_text)
+from harness.report.provenance import (data_by_task, mixed_data_text, mixed_model_text, note_applies, recorded_splits,
+                                       skipped_by_task, skipped_text)
 from harness.report.tables import (ALL_FAILED, NOT_FINISHED, STD_NOTE, best_table, fmt_mean_std,
                                    leaderboard_table, runs_frame, with_failed_rows)
 from harness.spec.status import Regime
@@ -479,7 +479,7 @@ def notes_of(tasks, data: dict | None = None, skipped: dict | None = None) -> di
         if applies == "yes":
             parts.append(task.note)
         elif applies == "unknown":
-            unknown = sum(d is None for d in runs_data)
+            unknown = sum(recorded_splits(d) is None for d in runs_data)   # (a value may hold only its model files)
             parts.append(f"{unknown} of the runs shown recorded no data sources (older records), so whether they "
                          f"read the official files is not known; where they did not: {task.note}")
         mixed = mixed_data_text(runs_data or [], task)

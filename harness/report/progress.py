@@ -195,7 +195,8 @@ def cell_states(suite, store, num_processes: int = 1, lease_timeout: float | Non
 
 
 def rows_beside(store, suite: str, keys) -> tuple[int, int, list[str]]:
-    """(how many of the suite's rows in the store are no cell among `keys`, how many of those are still queued,
+    """(how many of the suite's rows in the store are no cell among `keys`, how many of those are queued or running
+    (stale included), which the tables count as seeds and settings to come (selection.unfinished_settings),
     every suite the store holds rows of):
     `harness status` counts the cells of the suite's YAML, so a store without any row of the suite (another
     suite's, a mistyped --db) read as every cell pending, and rows of cells removed from the YAML since they were
@@ -212,7 +213,7 @@ def rows_beside(store, suite: str, keys) -> tuple[int, int, list[str]]:
         suites = list(conn.execute(select(R.suite).distinct().order_by(R.suite)).scalars())
         rows = conn.execute(select(R.cell_key, R.status).where(R.suite == suite, R.parent_id.is_(None))).all()
     beside = [status for key, status in rows if key not in keys]
-    return len(beside), beside.count(Status.PENDING), suites
+    return len(beside), sum(status in (Status.PENDING, Status.RUNNING) for status in beside), suites
 
 
 def row_states(store, suite: str, lease_timeout: float | None = None) -> list[tuple]:
@@ -441,8 +442,9 @@ def time_left(store, states: list[tuple], *, data_dir: str | None = None, now=No
         mean = (statistics.fmean(predicted) if predicted
                 else statistics.fmean(times) if times and not entry["left"] else None)
         out_groups.append({"model": entry["model"], "method": entry["method"], "variant": entry["variant"],
-                           "task": entry["task"], "budget": entry["budget"], "completed": entry["completed"], "left": entry["left"], "mean_s": mean,
-                           "work_s": entry["work_s"], "source": "+".join(sorted(sources)) or None})
+                           "task": entry["task"], "budget": entry["budget"], "completed": entry["completed"],
+                           "left": entry["left"], "mean_s": mean, "work_s": entry["work_s"],
+                           "source": "+".join(sorted(sources)) or None})
 
     workers = max(1, len(live))
     todo = sum(len(g["todo"]) for g in groups.values()) + not_cells

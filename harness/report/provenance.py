@@ -99,7 +99,7 @@ def _by_task(runs: pd.DataFrame, column: str) -> dict[str, list]:
     return out
 
 
-def _splits(value: str | None) -> dict | None:
+def recorded_splits(value: str | None) -> dict | None:
     """A data_by_task value's splits {split: content key}; None where the run recorded no data."""
     splits = {k: v for k, v in json.loads(value).items() if k != MODEL} if value is not None else {}
     return splits or None
@@ -149,7 +149,7 @@ def _official_key(task, key: str) -> bool:
 
 def is_official(task, data: str | None) -> bool:
     """Whether a run read the task's official data: every split from the hub or a file with an official digest."""
-    splits = _splits(data)
+    splits = recorded_splits(data)
     if splits is None or not task.official_sha256:
         return False
     return all(_official_key(task, k) for k in splits.values())
@@ -161,7 +161,7 @@ def note_applies(task, runs_data: list | None) -> str | None:
     none), None (every run read the official files or the hub)."""
     if not task.official_sha256 or runs_data is None or not runs_data:
         return "yes"
-    known = [d for d in runs_data if _splits(d) is not None]
+    known = [d for d in runs_data if recorded_splits(d) is not None]
     if not all(is_official(task, d) for d in known):
         return "yes"
     return "unknown" if len(known) < len(runs_data) else None
@@ -170,7 +170,7 @@ def note_applies(task, runs_data: list | None) -> str | None:
 def mixed_data_text(values: list, task=None) -> str | None:
     """What to say of one task whose runs shown read different bytes for one of its splits (known data only; the
     official files and the hub count as one); None where they agree."""
-    known = [d for d in map(_splits, values) if d is not None]
+    known = [d for d in map(recorded_splits, values) if d is not None]
     parts = []
     for split in sorted({s for d in known for s in d}):
         seen = Counter(OFFICIAL if _official_key(task, d[split]) else d[split] for d in known if split in d)

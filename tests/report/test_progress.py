@@ -560,13 +560,15 @@ def test_status_says_when_the_store_holds_no_row_of_the_suite_or_rows_that_are_n
     store.enqueue(parse_suite(GRID, str(path)).cells())
     line, p = status()
     assert line.startswith("time left") and p["notes"] == []
+    removed = [c for c in parse_suite(GRID, str(path)).cells() if c.seed > 2]
+    store.start(removed[0], removed[0].config(), "cmd", None)   # one of them running (or stale), the rest queued
     fewer = write_suite(tmp_path / "grid.yaml", GRID.replace("seeds: [1, 2, 3, 4]", "seeds: [1, 2]"))
     assert fewer == path
     line, p = status()
     assert line == ("4 row(s) of suite grid in the store are no cell of this YAML at 1 process(es) (cells removed "
                     "or changed since they were queued, or queued with another --num-processes): not counted "
                     "here; the tables (harness export, the board) read the store, not the YAML: they count the 4 "
-                    "still queued as seeds and settings to come"), line
+                    "queued or running as seeds and settings to come"), line
     assert p["counts"]["total"] == 4
 
 
