@@ -36,6 +36,9 @@ from dataclasses import dataclass, field
 from harness.spec.trackers import DEFAULT_LOG_EVERY, TENSORBOARD_DIR
 
 
+OUTPUT_TAG = "output_dir"   # an MLflow run's tag naming the output folder (so the store) it trained for
+
+
 @dataclass(frozen=True)
 class Trackers:
     """What a worker logs to, for every cell it runs: tracker name -> settings."""
@@ -103,7 +106,7 @@ class CellTracking:
     def init_kwargs(self, ids: dict) -> dict:
         cell = self.cell
         tags = {"suite": cell.suite, "cell_key": cell.key, "model": cell.model, "task": "+".join(cell.tasks),
-                "method": cell.method_label, "seed": str(cell.seed)}
+                "method": cell.method_label, "seed": str(cell.seed), OUTPUT_TAG: self._output_dir()}
         out = {}
         for name, given in self.trackers.settings.items():
             given = dict(given or {})
@@ -147,7 +150,7 @@ class CellTracking:
             if "mlflow" in self.trackers.names:
                 self._mlflow_experiment(mlflow_uri)
                 if not ids:
-                    self._end_runs_left_running()
+                    self._end_runs_left_running(mlflow_uri)
             # params only once per run: MLflow refuses a param logged again (a stage, a resume)
             config = None if ids else cell_params(self.cell)
             acc.init_trackers(self.trackers.suite, config=config, init_kwargs=self.init_kwargs(ids))
@@ -174,24 +177,30 @@ class CellTracking:
         except MlflowException:   # another worker created it in between: accelerate finds it
             pass
 
-    def _end_runs_left_running(self) -> None:
+    def _end_runs_left_running(self, uri: str | None) -> None:
         """A worker killed outright (SIGKILL, the OOM killer, a lost node) never ends its MLflow run: it would read
         RUNNING forever beside the run of the worker that trained the cell again. This worker holds the cell's
-        lease, so no other worker is training it now: a RUNNING run of the cell that this one is not continuing
-        is marked KILLED, as a run stopped by a signal is."""
-        import mlflow
+        lease, so no other worker of its store trains it now: a RUNNING run of the cell that this one is not
+        continuing is marked KILLED, as a run stopped by a signal is. Only runs of the same output folder (one
+        store's: a cell key does not name its store, and two stores may run one suite into one MLflow server)."""
         from mlflow.tracking import MlflowClient
 
-        client = MlflowClient()
-        experiment = mlflow.get_experiment_by_name(self.trackers.suite)
+        client = MlflowClient(tracking_uri=uri)
+        experiment = client.get_experiment_by_name(self.trackers.suite)
         if experiment is None:
             return
         left = client.search_runs([experiment.experiment_id],
                                   filter_string=f"tags.cell_key = '{self.cell.key}' and attributes.status = 'RUNNING'")
         for run in left:
+            if run.data.tags.get(OUTPUT_TAG) != self._output_dir():
+                continue
             client.set_terminated(run.info.run_id, status="KILLED")
-            print(f"note: cell {self.cell.key}: MLflow run {run.info.run_id} was left running by a worker that "
-                  f"ended without stopping it; marked KILLED", file=sys.stderr, flush=True)
+            print(f"note: cell {self.cell.key}: MLflow run {run.info.run_id} was left running by a worker that no "
+                  f"longer holds the cell (killed, or its lease taken over); marked KILLED", file=sys.stderr,
+                  flush=True)
+
+    def _output_dir(self) -> str:
+        return os.path.abspath(self.trackers.output_dir)
 
     def tensorboard_dir(self) -> str:
         """The cell's TensorBoard run folder: LOGGING_DIR/KEY/SUITE (accelerate adds the project name)."""

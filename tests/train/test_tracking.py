@@ -186,6 +186,20 @@ def test_a_worker_killed_outright_leaves_no_mlflow_run_running(tmp_path, tiny_be
     status = {r.info.run_id: r.info.status for r in runs}
     assert status.pop(dead.info.run_id) == "KILLED" and list(status.values()) == ["FINISHED"]
 
+    # a worker of another store (its own output folder) starting the same suite's cell on the same MLflow server:
+    # the cell's key is the same, the run left running is not its store's, and stays as it is
+    from harness.plan.suite import parse_suite
+    from harness.train.tracking import Trackers, for_cell
+
+    client, _ = mlflow_runs(uri, "k")
+    live = client.create_run(dead.info.experiment_id, tags=dict(dead.data.tags))
+    (cell,) = parse_suite(open(suite).read(), str(suite)).cells()
+    mlflow_dir = {"mlflow": {"tracking_uri": uri}}
+    for_cell(Trackers("k", mlflow_dir, str(tmp_path / "elsewhere")), cell)._end_runs_left_running(uri)
+    assert client.get_run(live.info.run_id).info.status == "RUNNING"
+    for_cell(Trackers("k", mlflow_dir, str(tmp_path / "out")), cell)._end_runs_left_running(uri)   # its own store's
+    assert client.get_run(live.info.run_id).info.status == "KILLED"
+
 
 def test_wandb_offline_writes_its_run_folder(tmp_path, tiny_bert, small_glue):
     suite = write_suite(tmp_path / "w.yaml", tracked_suite(tiny_bert, "wb", "[wandb]", seeds="[1]"))
