@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from harness.plan.grid import Suite
 from harness.plan.preflight import adapter_dir
 from harness.spec.tasks import get_task
-from harness.spec.models import ALIASES, MODEL_FILES, WEIGHT_FILES, ModelSpec
+from harness.spec.models import ALIASES, MODEL_FILES, ModelSpec, in_folder, weight_files
 
 # .bin weights only where a repository has no safetensors (fetch): many hold both, and loading prefers safetensors
 HUB_PATTERNS = [p for p in MODEL_FILES if p != "*.bin"]
@@ -103,7 +103,8 @@ def fetch(need: Need) -> None:
         from huggingface_hub import snapshot_download
 
         path = snapshot_download(need.source, allow_patterns=HUB_PATTERNS)
-        if not any(os.path.exists(os.path.join(path, f)) for f in WEIGHT_FILES):   # an older repo: .bin only
+        # an older repo, .bin only: its pytorch_model.bin.index.json came with *.json, its shards did not
+        if weight_files(in_folder(path)) is None:
             snapshot_download(need.source, allow_patterns=["*.bin", "*.bin.index.json"])
     else:
         import datasets
