@@ -15,10 +15,12 @@ from dataclasses import dataclass
 from harness.plan.grid import Suite
 from harness.plan.preflight import adapter_dir
 from harness.spec.tasks import get_task
-from harness.spec.models import ALIASES, MODEL_FILES, ModelSpec, in_folder, weight_files
+from harness.spec.models import ALIASES, ModelSpec, in_folder, weight_files
 
-# .bin weights only where a repository has no safetensors (fetch): many hold both, and loading prefers safetensors
-HUB_PATTERNS = [p for p in MODEL_FILES if p != "*.bin"]
+# What a model's download takes: a superset of the files loading reads (spec/models.py loaded_files: config,
+# weights, tokenizer, remote code), so a name it does not list costs bytes, not a failed cell. .bin weights only
+# where a repository has no others (fetch): many hold both, and loading prefers safetensors.
+HUB_PATTERNS = ["*.json", "*.txt", "*.model", "*.safetensors", "tokenizer*", "*.py"]
 
 
 @dataclass

