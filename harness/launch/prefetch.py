@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass
 
 from harness.plan.grid import Suite
-from harness.plan.preflight import adapter_dir
+from harness.spec.methods import adapter_dir
 from harness.spec.tasks import get_task
 from harness.spec.models import ALIASES, ModelSpec, in_folder, weight_files
 

@@ -122,3 +122,26 @@ def test_a_sharded_checkpoint_is_identified_by_its_index_and_shards(tiny_bert, t
     second = folder / "model-00002-of-00002.safetensors"
     save_file({k: v * 3 for k, v in load_file(second).items()}, second, metadata={"format": "pt"})
     assert source_of(spec) != before
+
+
+def test_a_saved_adapter_under_home_is_read_as_validate_reads_it(tmp_path, monkeypatch, small_glue):
+    """`path: ~/saved` was a folder to validate and prefetch (~ expanded) while the run left it unexpanded: it
+    recorded adapter_source `hub:~/saved` and loaded from a path relative to its working directory."""
+    from harness.plan.preflight import preflight
+    from harness.plan.suite import parse_suite
+    from harness.spec.cell import Cell
+    from harness.spec.tasks import get_task
+    from harness.train.model_setup import _resolved_method_params, adapter_source
+
+    home = tmp_path / "home"
+    (home / "saved").mkdir(parents=True)
+    (home / "saved" / "adapter_config.json").write_text('{"config": {}}')
+    (home / "saved" / "harness_head.safetensors").write_bytes(b"\x01" * 32)
+    monkeypatch.setenv("HOME", str(home))
+    suites = tmp_path / "suites"
+    preflight(parse_suite("name: s\nmodels: [minilm]\ntasks: [rte]\nmethods: [{name: pretrained_adapter, path: "
+                          "~/saved}]\n", str(suites / "s.yaml")), str(small_glue))   # validate: a folder, there
+    cell = Cell(suite="s", model="minilm", task="rte", task_version=get_task("rte").version,
+                method="pretrained_adapter", method_params={"path": "~/saved"}, budget={}, seed=1, hparams={})
+    assert _resolved_method_params(cell, str(suites))["path"] == str(home / "saved")   # what loading gets
+    assert adapter_source(cell, str(suites)).startswith(f"dir:{home / 'saved'}:sha256:")
