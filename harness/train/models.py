@@ -73,27 +73,25 @@ def model_source(spec: ModelSpec, config) -> str:
     """What a run's config, weights and tokenizer were loaded from, by content (extra.model_source), so that two
     runs of one model name are told apart where its files differ (a hub repository updated between them, a local
     directory edited): `hub:ID@COMMIT` (the snapshot's commit, content-addressed by the hub; `@unknown` where
-    transformers did not say), `dir:PATH:sha256:DIGEST` for an alias or a local directory (the files loading may
-    read, MODEL_FILES, by name and content: dir_source)."""
-    from harness.spec.models import MODEL_FILES
+    transformers did not say), `dir:PATH:sha256:DIGEST` for an alias or a local directory (the files loading
+    reads, spec/models.py loaded_files, by name and content: dir_source)."""
+    from harness.spec.models import loaded_files
 
     path = spec.local_path() or (spec.source() if spec.name in ALIASES else None)
     if path is None:
         return f"hub:{spec.name}@{getattr(config, '_commit_hash', None) or 'unknown'}"
-    return dir_source(path, MODEL_FILES)
+    return dir_source(path, loaded_files(path, spec.trust_remote_code))
 
 
-def dir_source(path: str, patterns: tuple[str, ...] | None = None) -> str:
-    """A folder by the content of its files (top level; those matching `patterns`, or all): `dir:PATH:sha256:D`,
+def dir_source(path: str, names: list[str] | None = None) -> str:
+    """A folder by the content of its files (top level; those named in `names`, or all): `dir:PATH:sha256:D`,
     D over each file's name and sha256 (each hashed once per process while it stays as it is)."""
-    import fnmatch
-
     from harness.tasks.data import file_digest
 
     digest = hashlib.sha256()
     for name in sorted(os.listdir(path)):
         full = os.path.join(path, name)
-        if os.path.isfile(full) and (patterns is None or any(fnmatch.fnmatch(name, p) for p in patterns)):
+        if os.path.isfile(full) and (names is None or name in names):
             digest.update(f"{name}\0{file_digest(full)}\0".encode())
     return f"dir:{os.path.abspath(path)}:sha256:{digest.hexdigest()}"
 

@@ -87,3 +87,37 @@ def test_check_counts_the_adapters_cells_stitch_in(tmp_path, glue_dir):
     assert any(line.startswith("MISSING  adapter org/adapter (hub: org/adapter): an AdapterHub id loads only "
                                "while online") for line in lines), proc.stdout
     assert "2 of 5 needed item(s) missing" in proc.stderr, proc.stderr
+
+
+def test_a_repo_sharded_as_bin_gets_its_shards(tmp_path, tiny_bert, monkeypatch):
+    """fetch downloads the hub patterns (*.json: a pytorch_model.bin.index.json too, no *.bin), then .bin weights
+    where no weights are there; the index alone read as weights, so the shards never came. The hub here: a
+    folder, served by pattern as snapshot_download serves a repository's files."""
+    import fnmatch
+    import shutil
+
+    import huggingface_hub
+    import torch
+
+    from harness.launch.prefetch import Need, fetch
+    from harness.spec.models import ModelSpec
+    from tests.plan.test_validation import _shard_as_bin
+
+    remote = tmp_path / "remote"
+    shutil.copytree(tiny_bert, remote)
+    for shard, tensors in _shard_as_bin(remote).items():
+        torch.save(tensors, remote / shard)
+    snapshot = tmp_path / "snapshot"
+    snapshot.mkdir()
+
+    def snapshot_download(repo_id, allow_patterns):
+        for f in remote.iterdir():
+            if any(fnmatch.fnmatch(f.name, p) for p in allow_patterns):
+                shutil.copy(f, snapshot)
+        return str(snapshot)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    fetch(Need("model", "org/tiny", "hub", "org/tiny", model=ModelSpec("org/tiny")))
+    assert sorted(p.name for p in snapshot.glob("*.bin")) == ["pytorch_model-00001-of-00002.bin",
+                                                              "pytorch_model-00002-of-00002.bin"]
+    assert ModelSpec(str(snapshot)).missing_files() is None

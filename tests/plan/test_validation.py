@@ -173,6 +173,57 @@ def test_a_model_without_its_weights_or_tokenizer_here_is_refused_before_anythin
                    suite)
 
 
+def _shard_as_bin(folder):
+    """The folder's weights as an older hub repo holds them: pytorch_model.bin.index.json and two .bin shards."""
+    import json
+
+    import torch
+    from safetensors.torch import load_file
+
+    tensors = load_file(folder / "model.safetensors")
+    (folder / "model.safetensors").unlink()
+    names = sorted(tensors)
+    shards = {"pytorch_model-00001-of-00002.bin": names[::2], "pytorch_model-00002-of-00002.bin": names[1::2]}
+    (folder / "pytorch_model.bin.index.json").write_text(json.dumps(
+        {"metadata": {}, "weight_map": {n: shard for shard, ns in shards.items() for n in ns}}))
+    return {shard: {n: tensors[n] for n in ns} for shard, ns in shards.items()}
+
+
+def test_a_weight_index_without_its_shards_is_refused(tmp_path, tiny_bert, small_glue):
+    """pytorch_model.bin.index.json alone (prefetch downloads *.json, and .bin only where no weights read as
+    there) passed as weights, and every cell failed as it loaded; so for a local folder and a hub snapshot."""
+    import torch
+
+    shutil.copytree(tiny_bert, tmp_path / "local")
+    shards = _shard_as_bin(tmp_path / "local")
+    suite = write_suite(tmp_path / "s.yaml", "name: s\nmodels: [./local]\ntasks: [rte]\nmethods: [full]\n")
+    assert_refused(run_cli("validate", suite, "--data-dir", small_glue, cwd=tmp_path),
+                   f'model "./local": pytorch_model.bin.index.json in {tmp_path / "local"} names shards that are '
+                   f'not there', suite)
+    first, second = shards
+    torch.save(shards[first], tmp_path / "local" / first)   # one of two: still refused
+    assert run_cli("validate", suite, "--data-dir", small_glue, cwd=tmp_path).returncode == 2
+    torch.save(shards[second], tmp_path / "local" / second)
+    proc = run_cli("validate", suite, "--data-dir", small_glue, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    # a hub cache snapshot: the same index, no shards; then with them
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hf" / "hub" / "models--org--tiny"
+    snapshot = repo / "snapshots" / commit
+    shutil.copytree(tmp_path / "local", snapshot, ignore=shutil.ignore_patterns("*.bin"))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    env = {"HF_HOME": str(tmp_path / "hf")}
+    suite = write_suite(tmp_path / "h.yaml", "name: h\nmodels: [org/tiny]\ntasks: [rte]\nmethods: [full]\n")
+    check = run_cli("prefetch", suite, "--check", "--data-dir", small_glue, cwd=tmp_path, env=env)
+    assert check.returncode == 1 and "MISSING  model org/tiny (hub: org/tiny): pytorch_model.bin.index.json" \
+        in check.stdout, check.stdout
+    for shard in shards:
+        shutil.copy(tmp_path / "local" / shard, snapshot)
+    check = run_cli("prefetch", suite, "--check", "--data-dir", small_glue, cwd=tmp_path, env=env)
+    assert check.returncode == 0 and "present  model org/tiny" in check.stdout, check.stdout + check.stderr
+
+
 def test_run_checks_data_before_writing_anything(tmp_path):
     suite = write_suite(tmp_path / "s.yaml", "name: s\nmodels: [minilm]\ntasks: [rte, qqp]\nmethods: [full]\n")
     line = assert_refused(run_cli("run", suite, "--data-dir", tmp_path / "glue", cwd=tmp_path), "--data-dir")

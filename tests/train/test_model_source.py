@@ -69,3 +69,79 @@ def test_a_saved_adapter_folder_is_identified_by_every_file(tmp_path):
     assert dir_source(str(tmp_path / "copy")).split(":sha256:")[1] == before.split(":sha256:")[1]
     (folder / "harness_head.safetensors").write_bytes(b"\x02" * 32)   # the head alone changed
     assert dir_source(str(folder)) != before
+
+
+def test_files_loading_does_not_read_leave_the_digest_as_it_is(tiny_bert, tmp_path):
+    """Every *.json and both weight formats were digested: an unused pytorch_model.bin beside model.safetensors
+    (loading prefers safetensors) deleted, or a training script's all_results.json edited, read as other model
+    files and set off the tables' "trained from different files" note. What is read still counts."""
+    import torch
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_bert, folder)
+    torch.save(load_file(folder / "model.safetensors"), folder / "pytorch_model.bin")
+    (folder / "all_results.json").write_text('{"eval_accuracy": 0.5}')
+    (folder / "train.py").write_text("print('remote code, not trusted: not read')\n")
+    spec = ModelSpec("./model", base_dir=str(tmp_path))
+    before = source_of(spec)
+    (folder / "pytorch_model.bin").unlink()
+    (folder / "all_results.json").write_text('{"eval_accuracy": 0.9}')
+    (folder / "train.py").write_text("print('edited')\n")
+    assert source_of(spec) == before
+    config = folder / "tokenizer_config.json"
+    config.write_text(config.read_text().replace("{", '{"model_max_length": 64, ', 1))
+    edited = source_of(spec)
+    assert edited != before
+    weights = folder / "model.safetensors"
+    save_file({k: v + 1 if v.is_floating_point() else v for k, v in load_file(weights).items()}, weights,
+              metadata={"format": "pt"})
+    assert source_of(spec) not in (before, edited)
+    # trusted remote code is read: an edit to it counts
+    trusted = ModelSpec("./model", trust_remote_code=True, base_dir=str(tmp_path))
+    code = source_of(trusted)
+    (folder / "train.py").write_text("print('edited again')\n")
+    assert source_of(trusted) != code
+
+
+def test_a_sharded_checkpoint_is_identified_by_its_index_and_shards(tiny_bert, tmp_path):
+    """Without model.safetensors loading reads the index and every shard it names: a shard's edit counts."""
+    import json
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_bert, folder)
+    tensors = load_file(folder / "model.safetensors")
+    (folder / "model.safetensors").unlink()
+    names = sorted(tensors)
+    shards = {"model-00001-of-00002.safetensors": names[::2], "model-00002-of-00002.safetensors": names[1::2]}
+    for shard, ns in shards.items():
+        save_file({n: tensors[n] for n in ns}, folder / shard, metadata={"format": "pt"})
+    (folder / "model.safetensors.index.json").write_text(json.dumps(
+        {"metadata": {}, "weight_map": {n: shard for shard, ns in shards.items() for n in ns}}))
+    spec = ModelSpec("./model", base_dir=str(tmp_path))
+    before = source_of(spec)
+    second = folder / "model-00002-of-00002.safetensors"
+    save_file({k: v * 3 for k, v in load_file(second).items()}, second, metadata={"format": "pt"})
+    assert source_of(spec) != before
+
+
+def test_a_saved_adapter_under_home_is_read_as_validate_reads_it(tmp_path, monkeypatch, small_glue):
+    """`path: ~/saved` was a folder to validate and prefetch (~ expanded) while the run left it unexpanded: it
+    recorded adapter_source `hub:~/saved` and loaded from a path relative to its working directory."""
+    from harness.plan.preflight import preflight
+    from harness.plan.suite import parse_suite
+    from harness.spec.cell import Cell
+    from harness.spec.tasks import get_task
+    from harness.train.model_setup import _resolved_method_params, adapter_source
+
+    home = tmp_path / "home"
+    (home / "saved").mkdir(parents=True)
+    (home / "saved" / "adapter_config.json").write_text('{"config": {}}')
+    (home / "saved" / "harness_head.safetensors").write_bytes(b"\x01" * 32)
+    monkeypatch.setenv("HOME", str(home))
+    suites = tmp_path / "suites"
+    preflight(parse_suite("name: s\nmodels: [minilm]\ntasks: [rte]\nmethods: [{name: pretrained_adapter, path: "
+                          "~/saved}]\n", str(suites / "s.yaml")), str(small_glue))   # validate: a folder, there
+    cell = Cell(suite="s", model="minilm", task="rte", task_version=get_task("rte").version,
+                method="pretrained_adapter", method_params={"path": "~/saved"}, budget={}, seed=1, hparams={})
+    assert _resolved_method_params(cell, str(suites))["path"] == str(home / "saved")   # what loading gets
+    assert adapter_source(cell, str(suites)).startswith(f"dir:{home / 'saved'}:sha256:")

@@ -1,7 +1,7 @@
 """Sequential and multi-task cells, saved adapters stitched back in, ablation, compare and params: one tiny
 suite run for real (subprocess, SQLite), then checked through the store and the CLI."""
 
-import hashlib
+import shutil
 import json
 from pathlib import Path
 
@@ -11,6 +11,7 @@ import torch
 
 from tests.helpers import assert_refused, make_tiny_model, run_cli, write_suite
 from harness.store.db import Store
+from harness.train.models import dir_source
 
 L, D = 2, 32  # layers and hidden size of the tiny model
 
@@ -189,12 +190,15 @@ hparams: {{batch_size: 8}}
     assert evaluated.metrics == rec.metrics            # same adapter, same head, same dev set: same predictions
     assert trained.steps > 0 and trained.trainable_params == rec.trainable_params
     # what each stitched in, by content: the saved folder's every file (a folder its run rewrites is told apart)
+    # (compared across edits, not recomputed: a copy of the folder reads alike, a copy with its head rewritten not)
     folder = Path(rec.adapter_path)
-    digest = hashlib.sha256()
-    for f in sorted(folder.iterdir()):
-        digest.update(f"{f.name}\0{hashlib.sha256(f.read_bytes()).hexdigest()}\0".encode())
-    expected = f"dir:{folder}:sha256:{digest.hexdigest()}"
-    assert evaluated.extra["adapter_source"] == trained.extra["adapter_source"] == expected
+    source = evaluated.extra["adapter_source"]
+    assert source == trained.extra["adapter_source"] and source.startswith(f"dir:{folder}:sha256:")
+    copy = strat["work"] / "adapter-copy"
+    shutil.copytree(folder, copy)
+    assert dir_source(str(copy)).split(":sha256:")[1] == source.split(":sha256:")[1]
+    (copy / "harness_head.safetensors").write_bytes((copy / "harness_head.safetensors").read_bytes() + b" ")
+    assert dir_source(str(copy)).split(":sha256:")[1] != source.split(":sha256:")[1]
     assert "adapter_source" not in rec.extra   # (a run that stitched nothing in)
 
 
