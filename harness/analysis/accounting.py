@@ -65,11 +65,6 @@ def model_config(spec, task):
         return AutoConfig.for_model(known.pop("model_type"), **known, **kwargs)
 
 
-# the files from_pretrained reads a checkpoint's weights from (one file, or the index of its shards)
-_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-                 "pytorch_model.bin.index.json")
-
-
 def checkpoint_missing(spec, config, task) -> set[str]:
     """The weights of the task's model that the checkpoint does not provide (newly initialised: they train with
     the head, harness/train/params.py head_parameter_names), as a run's load_for_task finds them. Loaded on the
@@ -80,9 +75,12 @@ def checkpoint_missing(spec, config, task) -> set[str]:
 
     from harness.tasks.kinds import kind_of
 
+    from harness.spec.models import weight_files
+
     src = spec.source()
-    if not any(cached_file(src, name, local_files_only=True, _raise_exceptions_for_missing_entries=False,
-                           _raise_exceptions_for_connection_errors=False) for name in _WEIGHT_FILES):
+    if weight_files(lambda name: cached_file(src, name, local_files_only=True,
+                                             _raise_exceptions_for_missing_entries=False,
+                                             _raise_exceptions_for_connection_errors=False)) is None:
         return set()
     _, info = getattr(transformers, kind_of(task).auto_model).from_pretrained(
         src, config=config, trust_remote_code=spec.trust_remote_code, local_files_only=True, device_map="meta",
