@@ -274,6 +274,22 @@ def db_export(url: str, python: str) -> str:
 _DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "mariadb": 3306, "mssql": 1433, "oracle": 1521}
 
 
+def _store_key(u) -> tuple:
+    """What names the store URL `u` names. The host and port may sit in the query (`?host=db1&port=5433`, or
+    `?host=/run/postgresql`, a unix socket's folder; libpq lets them outrank the netloc's), so they count from there
+    too: a host name in any case, a socket folder as written (less a trailing slash), ports as numbers."""
+    def values(name):
+        v = u.query.get(name)
+        return tuple(v) if isinstance(v, tuple) else (v,) if v is not None else ()
+
+    backend = u.get_backend_name()
+    hosts = values("host") or ((u.host,) if u.host else ())
+    hosts = tuple(os.path.normpath(h) if h.startswith("/") else h.lower() for h in hosts)
+    ports = values("port") or ((u.port,) if u.port else ())
+    ports = tuple(int(p) if str(p).isdigit() else p for p in ports) or (_DEFAULT_PORTS.get(backend),)
+    return backend, hosts, ports, u.database, u.username
+
+
 def other_store(given: str, written: str) -> str | None:
     """None when URL `given` names the store URL `written` names; else why not, in one line (no password)."""
     from sqlalchemy.engine import make_url
@@ -286,11 +302,7 @@ def other_store(given: str, written: str) -> str | None:
         return f"$HARNESS_DB: not a database URL: {redact_text(given)!r}"
     b = make_url(written)
 
-    def key(u):
-        backend = u.get_backend_name()
-        return (backend, (u.host or "").lower(), u.port or _DEFAULT_PORTS.get(backend), u.database, u.username)
-
-    if key(a) == key(b):
+    if _store_key(a) == _store_key(b):
         return None
     return (f"$HARNESS_DB names the store {a.render_as_string(hide_password=True)}, but this script was written for "
             f"{b.render_as_string(hide_password=True)} (database, host, port, name and user must match); unset "

@@ -156,6 +156,26 @@ def test_a_script_given_another_store_stops_in_one_line(tmp_path, tiny_bert, fla
         (tmp_path / "argv").unlink()
 
 
+@pytest.mark.parametrize("given, written, same", [
+    ("postgresql://alice@/harness?host=db1.example", "postgresql://alice@/harness?host=db2.example", False),
+    ("postgresql://alice@/harness?host=/run/a", "postgresql://alice@/harness?host=/run/b", False),
+    ("postgresql://alice@/harness?host=db1&port=5433", "postgresql://alice@/harness?host=db1&port=5434", False),
+    ("postgresql://alice@db1/harness?port=5433", "postgresql://alice@db1/harness", False),
+    ("postgresql://alice:pw@db1/harness", "postgresql+psycopg://alice@/harness?host=DB1&port=5432", True),
+    ("postgresql://alice@/harness?host=/run/a/", "postgresql://alice@/harness?host=/run/a", True),
+])
+def test_the_same_store_check_reads_host_and_port_from_the_query_too(given, written, same):
+    """Host and port given in the URL's query (`?host=db1`, a unix socket folder, `&port=5433`) name the store as
+    the netloc's do: two hosts, two socket folders or two ports there were taken for one store, and the task ran
+    against another; the same host written either way is the same store."""
+    from harness.launch.slurm import other_store
+
+    why = other_store(given, written)
+    assert (why is None) == same, why
+    if not same:
+        assert why.startswith("$HARNESS_DB names the store ") and "\n" not in why
+
+
 def test_submit_hands_the_url_to_sbatch_in_its_environment(tmp_path, tiny_bert):
     """Not in the script, yet the job gets it: sbatch (here a fake one) is called with HARNESS_DB set."""
     import os
