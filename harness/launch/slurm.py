@@ -71,6 +71,7 @@ class SlurmRequest:
             if not arg.startswith("-"):
                 raise InputError(f"--sbatch-arg: not an sbatch option (e.g. --mem=32G): {arg!r}")
             refuse_own_option(arg)
+        self.cpus_per_task   # a --cpus-per-task that is not a number: refused here, not by every array task
         check_worker_db(self.db_url)
         if self.accelerate_config and not os.path.isfile(self.accelerate_config):
             shipped = shipped_config(self.accelerate_config)
@@ -103,6 +104,23 @@ class SlurmRequest:
             yield "run argument", arg
         yield "the current directory", os.getcwd()
         yield "the Python executable", sys.executable
+
+    @property
+    def cpus_per_task(self) -> int | None:
+        """The CPUs each task asked for with --sbatch-arg (the last --cpus-per-task / -c, as sbatch takes it), else
+        None. Written into the script rather than read from $SLURM_CPUS_PER_TASK there: one inherited from the
+        allocation `harness slurm` ran in (srun -c 8 --pty bash) reaches a job that asked for none (--export=ALL)."""
+        cpus = None
+        for arg in self.sbatch_args:
+            m = re.fullmatch(r"--([\w-]+)(?:[= ](.*))?|-c(?: ?(.*))", arg, re.S)
+            if m is None or (m.group(1) is not None and not (
+                    len(m.group(1)) >= len("cpus-per-t") and "cpus-per-task".startswith(m.group(1)))):
+                continue
+            value = (m.group(2) if m.group(1) is not None else m.group(3)) or ""
+            if not value.isdigit() or int(value) < 1:
+                raise InputError(f"--sbatch-arg: {arg!r}: --cpus-per-task takes a number of CPUs, at least 1")
+            cpus = int(value)
+        return cpus
 
     @property
     def template(self) -> str:
@@ -345,6 +363,11 @@ def render(req: SlurmRequest) -> str:
         "run_args": " ".join(q(a) for a in req.run_args + (["--data-dir", os.path.abspath(req.data_dir)]
                                                            if req.data_dir else [])),
     }
+    cpus = req.cpus_per_task
+    values["cpus"] = str(cpus) if cpus else None
+    # each rank's threads: the task's CPUs shared out among its ranks on the node
+    values["threads"] = str(max(1, cpus // max(1, req.gpus_per_worker))) if cpus else None
+    values["no_cpus"] = None if cpus else ""
     if req.gpus_per_worker == 0 and req.template == ARRAY:
         values["multi_gpu"] = ""
     text = (TEMPLATES / req.template).read_text()

@@ -440,10 +440,45 @@ def test_the_cpus_of_the_task_reach_srun_and_the_threads(tmp_path, tiny_bert, fl
     argv = _launched_argv(r.stdout, tmp_path, {**env, "SLURM_CPUS_PER_TASK": "4"})   # what sbatch sets
     assert "--cpus-per-task=4" in _srun_options(tmp_path)
     assert argv[argv.index("--num_cpu_threads_per_process") + 1] == threads, argv
+    r = call_cli("slurm", suite, "--workers", "1", "--dry-run", *flags)
+    assert r.returncode == 0, r.stderr
     env.pop("SLURM_CPUS_PER_TASK", None)
     argv = _launched_argv(r.stdout, tmp_path, env)
     assert "--num_cpu_threads_per_process" not in argv and _srun_options(tmp_path) == [
         "--ntasks-per-node=1" if "--nodes-per-worker" in flags else "--ntasks=1"]
+
+
+@pytest.mark.parametrize("flags", TEMPLATE_FLAGS)
+@pytest.mark.parametrize("cpus_arg", [None, "--cpus-per-task=3", "-c 3", "-c3", "--cpus-per-t=3"])
+def test_cpus_inherited_from_the_submitting_allocation_do_not_reach_srun(tmp_path, tiny_bert, flags, cpus_arg,
+                                                                         monkeypatch):
+    """`srun -c 8 --pty bash`, then `harness slurm` without --cpus-per-task: sbatch's --export=ALL hands that
+    allocation's SLURM_CPUS_PER_TASK=8 to the job, the script read it and asked srun for 8 CPUs in a 1-CPU job
+    (every task failed). The script writes the CPUs given with --sbatch-arg (any of sbatch's spellings) and drops
+    an inherited value: none reaches srun, the threads or the worker where none was asked for."""
+    suite = write_suite(tmp_path / "s.yaml", suite_text(tiny_bert, "s"))
+    env = _fake_launchers(tmp_path, tmp_path / "python", monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    r = call_cli("slurm", suite, "--workers", "1", "--dry-run", *flags,
+                 *([f"--sbatch-arg={cpus_arg}"] if cpus_arg else []))
+    assert r.returncode == 0, r.stderr
+    given = {"SLURM_CPUS_PER_TASK": "3"} if cpus_arg else {}   # what sbatch sets for this job, if asked
+    argv = _launched_argv(r.stdout, tmp_path, {**env, "SLURM_CPUS_PER_TASK": "8", "SRUN_CPUS_PER_TASK": "8", **given})
+    srun = _srun_options(tmp_path)
+    if cpus_arg:
+        assert "--cpus-per-task=3" in srun and argv[argv.index("--num_cpu_threads_per_process") + 1] in ("3", "1")
+    else:
+        assert not [o for o in srun if o.startswith("--cpus")] and "--num_cpu_threads_per_process" not in argv
+        assert "SLURM_CPUS_PER_TASK" not in _launched_env(tmp_path) and "SRUN_CPUS_PER_TASK" not in _launched_env(
+            tmp_path)
+
+
+@pytest.mark.parametrize("value", ["--cpus-per-task=four", "-c 0", "--cpus-per-task="])
+def test_a_cpus_per_task_that_is_not_a_number_is_refused(tmp_path, tiny_bert, value):
+    suite = write_suite(tmp_path / "s.yaml", suite_text(tiny_bert, "s"))
+    r = call_cli("slurm", suite, "--workers", "1", f"--sbatch-arg={value}", "--dry-run")
+    assert r.returncode == 2 and r.stdout == "" and r.stderr.count("\n") == 1 and "--cpus-per-task" in r.stderr, (
+        r.stderr)
 
 
 def _srun_options(tmp_path: Path) -> list[str]:
