@@ -3,8 +3,9 @@ the package (harness/launch/templates/, with the accelerate/DeepSpeed configs).
 
 Slurm schedules, accelerate launches, the store arbitrates: each array task is one worker (one process, a
 multi-GPU group, or a multi-node group) that claims cells until none is left (harness.launch.runner). Jobs ask for
-a warning signal 90 s before their time limit and may be requeued; a worker stopped by a signal checkpoints its
-cell, gives it back and requeues its own task (requeue_slurm_task), and whoever claims the cell next resumes it.
+a warning signal WARNING_S seconds before their time limit and may be requeued; a worker stopped by a signal
+checkpoints its cell, gives it back and requeues its own task (requeue_slurm_task), and whoever claims the cell
+next resumes it.
 """
 
 from __future__ import annotations

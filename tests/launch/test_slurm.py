@@ -64,12 +64,32 @@ def test_dry_run_prints_the_filled_template(tmp_path, tiny_bert, flags, template
                 "sqlite:///rel.db", "--sbatch-arg=--mem=16G", "--dry-run", *flags, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     text = r.stdout
-    for line in ["#SBATCH --signal=USR2@90", "#SBATCH --requeue", "#SBATCH --time=01:00:00",
+    from harness.launch.slurm import WARNING_S
+
+    for line in [f"#SBATCH --signal=USR2@{WARNING_S}", "#SBATCH --requeue", "#SBATCH --time=01:00:00",
                  "#SBATCH --partition=gpu", "#SBATCH --mem=16G", "-m harness.launch.relay", "-m harness.run ",
                  f"export HARNESS_DB=sqlite:///{tmp_path}/rel.db", "%x-%A_%a.out", "HARNESS_SLURM_REQUEUE=1", *must]:
         assert line in text, (line, text)
     assert "{{" not in text and "B:USR2" not in text
     assert not (tmp_path / "results").exists(), "a dry run writes nothing"
+
+
+def test_the_warning_time_is_one_constant(tmp_path, tiny_bert, monkeypatch):
+    """WARNING_S is the stop signal's warning: the `--time` help and the script's comment said "90 s" as written
+    text, so a new WARNING_S would leave them telling the old one. Both now say the constant's value."""
+    import argparse
+
+    from harness.cli import slurm as cli_slurm
+    from harness.launch import slurm as launch
+
+    monkeypatch.setattr(launch, "WARNING_S", 123)
+    parser = argparse.ArgumentParser()
+    cli_slurm.add_arguments(parser)
+    assert "SIGUSR2 123 s before it" in " ".join(parser.format_help().split())
+    suite = write_suite(tmp_path / "s.yaml", suite_text(tiny_bert, "s"))
+    text = launch.render(launch.SlurmRequest(str(suite), "s", 1, db=f"sqlite:///{tmp_path}/x.db"))
+    assert "#SBATCH --signal=USR2@123\n" in text and "the warning signal 123 s before" in text, text
+    assert not re.search(r"\b90 s\b", text), text
 
 
 def test_bad_flags_exit_2(tmp_path, tiny_bert):
@@ -213,8 +233,9 @@ def test_submit_hands_the_url_to_sbatch_in_its_environment(tmp_path, tiny_bert):
     ("--time", "01:00:00\nid", "--time"),
     ("--time", "04:75:00", "--time"), ("--time", "1-25", "--time"), ("--time", "soon", "--time"),
     ("--time", "1:2:3:4", "--time"),
-    # the stop signal comes 90 s before the limit (up to 60 s earlier): with --time 1 the test cluster signalled
-    # the task 30 s after it started, and it requeued itself; a cell longer than that would never finish
+    # the stop signal comes WARNING_S (90) s before the limit, up to SIGNAL_SLACK_S (60) s earlier: with --time 1
+    # the test cluster signalled the task 30 s after it started, and it requeued itself; a cell longer than that
+    # would never finish
     ("--time", "1", "--time: 1 (60 s) leaves no time to train"), ("--time", "2:30", "(150 s) leaves no time"),
     ("--time", "0-0:02", "(120 s)"),
     ("--db", "sqlite://", "--db"), ("--db", "sqlite:///:memory:", "--db"), ("--db", "nosuchdb://u@h/x", "--db"),
