@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import ROOT, assert_refused, call_cli, run_cli, suite_yaml, write_suite
+from harness.launch.slurm import SQUEUE_TRIES
+from harness.spec.errors import EXIT_SLURM_UNREACHABLE
 from harness.store.db import Store
 from harness.train import checkpoint
 from tests.helpers.slurm_cluster import SlurmCluster, missing_binaries
@@ -653,14 +655,13 @@ def test_an_sbatch_that_does_not_answer_keeps_the_script_and_says_so(tmp_path, t
     assert_refused(r, f"sbatch: no answer in 1 s; the job may be queued (see squeue); script {script}")
 
 
-@pytest.mark.parametrize("failures, code", [(5, 1), (100, 5)])
+@pytest.mark.parametrize("failures, code", [(SQUEUE_TRIES - 1, 1), (SQUEUE_TRIES, EXIT_SLURM_UNREACHABLE),
+                                            (SQUEUE_TRIES + 10, EXIT_SLURM_UNREACHABLE)])
 def test_a_failing_squeue_is_retried_then_ends_wait_in_one_line(tmp_path, tiny_bert, monkeypatch, failures, code):
     """`harness slurm --wait` ended with a traceback (exit 1, as for a cell that failed) at the first squeue that
-    failed. A failure is tried again at the next poll: 5 in a row and the wait goes on (here the job then ended,
-    its cell never ran: exit 1); the 6th in a row ends it with one line and exit 5 (the job may still run)."""
-    from harness.launch import slurm as slurm_launch
-    from harness.spec.errors import EXIT_SLURM_UNREACHABLE
-
+    failed. A failure is tried again at the next poll: SQUEUE_TRIES - 1 in a row and the wait goes on (here the job
+    then ended, its cell never ran: exit 1); the SQUEUE_TRIES-th in a row ends it with one line and exit 5 (the job
+    may still run). squeue is called once per failure and once more if it then answers, never past SQUEUE_TRIES."""
     suite = write_suite(tmp_path / "s.yaml", suite_text(tiny_bert, "s", "[bitfit]", "[rte]"))
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -677,9 +678,9 @@ def test_a_failing_squeue_is_retried_then_ends_wait_in_one_line(tmp_path, tiny_b
     r = call_cli("slurm", suite, "--workers", "1", "--db", f"sqlite:///{tmp_path / 'h.db'}", "--output-dir",
                  tmp_path / "out", "--wait")
     assert r.returncode == code and "Traceback" not in r.stderr, (r.returncode, r.stderr[-3000:])
-    assert (tmp_path / "calls").read_text().count("x") == slurm_launch.SQUEUE_TRIES
+    assert (tmp_path / "calls").read_text().count("x") == min(failures + 1, SQUEUE_TRIES)
     if code == EXIT_SLURM_UNREACHABLE:
-        assert r.stderr == (f"error: squeue failed 6 times in a row, 0 s apart (last: error: Unable to contact slurm "
+        assert r.stderr == (f"error: squeue failed {SQUEUE_TRIES} times in a row, 0 s apart (last: error: Unable to contact slurm "
                             f"controller); job 42 may still be running (squeue -j 42; harness status {suite})\n")
     else:
         assert r.stderr == "" and "job 42 ended: 1 cells: 1 pending" in r.stdout, r.stdout
