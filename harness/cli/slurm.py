@@ -27,8 +27,11 @@ def add_arguments(p) -> None:
                    help="nodes per worker; > 1: one accelerate launch per node, c10d rendezvous (default: "
                         "%(default)s)")
     p.add_argument("--partition", default=None)
-    p.add_argument("--time", default=None, help="time limit per task (Slurm format, e.g. 04:00:00); the worker "
-                                                 "gets SIGUSR2 90 s before it, checkpoints and requeues itself")
+    from harness.launch import slurm as launch
+
+    p.add_argument("--time", default=None, help=f"time limit per task (Slurm format, e.g. 04:00:00); the worker "
+                                                 f"gets SIGUSR2 {launch.WARNING_S} s before it, checkpoints and "
+                                                 f"requeues itself")
     add_db(p)
     add_output_dir(p, "run outputs, checkpoints and slurm-logs/ (on a filesystem every node sees)")
     p.add_argument("--data-dir", default=None, help="local GLUE directory for the workers ($HARNESS_DATA_DIR)")

@@ -3,8 +3,9 @@ the package (harness/launch/templates/, with the accelerate/DeepSpeed configs).
 
 Slurm schedules, accelerate launches, the store arbitrates: each array task is one worker (one process, a
 multi-GPU group, or a multi-node group) that claims cells until none is left (harness.launch.runner). Jobs ask for
-a warning signal 90 s before their time limit and may be requeued; a worker stopped by a signal checkpoints its
-cell, gives it back and requeues its own task (requeue_slurm_task), and whoever claims the cell next resumes it.
+a warning signal WARNING_S seconds before their time limit and may be requeued; a worker stopped by a signal
+checkpoints its cell, gives it back and requeues its own task (requeue_slurm_task), and whoever claims the cell
+next resumes it.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ class SlurmRequest:
             if not arg.startswith("-"):
                 raise InputError(f"--sbatch-arg: not an sbatch option (e.g. --mem=32G): {arg!r}")
             refuse_own_option(arg)
+        self.cpus_per_task   # a --cpus-per-task that is not a number: refused here, not by every array task
         check_worker_db(self.db_url)
         if self.accelerate_config and not os.path.isfile(self.accelerate_config):
             shipped = shipped_config(self.accelerate_config)
@@ -103,6 +105,23 @@ class SlurmRequest:
             yield "run argument", arg
         yield "the current directory", os.getcwd()
         yield "the Python executable", sys.executable
+
+    @property
+    def cpus_per_task(self) -> int | None:
+        """The CPUs each task asked for with --sbatch-arg (the last --cpus-per-task / -c, as sbatch takes it), else
+        None. Written into the script rather than read from $SLURM_CPUS_PER_TASK there: one inherited from the
+        allocation `harness slurm` ran in (srun -c 8 --pty bash) reaches a job that asked for none (--export=ALL)."""
+        cpus = None
+        for arg in self.sbatch_args:
+            m = re.fullmatch(r"--([\w-]+)(?:[= ](.*))?|-c(?: ?(.*))", arg, re.S)
+            if m is None or (m.group(1) is not None and not (
+                    len(m.group(1)) >= len("cpus-per-t") and "cpus-per-task".startswith(m.group(1)))):
+                continue
+            value = (m.group(2) if m.group(1) is not None else m.group(3)) or ""
+            if not value.isdigit() or int(value) < 1:
+                raise InputError(f"--sbatch-arg: {arg!r}: --cpus-per-task takes a number of CPUs, at least 1")
+            cpus = int(value)
+        return cpus
 
     @property
     def template(self) -> str:
@@ -274,6 +293,22 @@ def db_export(url: str, python: str) -> str:
 _DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "mariadb": 3306, "mssql": 1433, "oracle": 1521}
 
 
+def _store_key(u) -> tuple:
+    """What names the store URL `u` names. The host and port may sit in the query (`?host=db1&port=5433`, or
+    `?host=/run/postgresql`, a unix socket's folder; libpq lets them outrank the netloc's), so they count from there
+    too: a host name in any case, a socket folder as written (less a trailing slash), ports as numbers."""
+    def values(name):
+        v = u.query.get(name)
+        return tuple(v) if isinstance(v, tuple) else (v,) if v is not None else ()
+
+    backend = u.get_backend_name()
+    hosts = values("host") or ((u.host,) if u.host else ())
+    hosts = tuple(os.path.normpath(h) if h.startswith("/") else h.lower() for h in hosts)
+    ports = values("port") or ((u.port,) if u.port else ())
+    ports = tuple(int(p) if str(p).isdigit() else p for p in ports) or (_DEFAULT_PORTS.get(backend),)
+    return backend, hosts, ports, u.database, u.username
+
+
 def other_store(given: str, written: str) -> str | None:
     """None when URL `given` names the store URL `written` names; else why not, in one line (no password)."""
     from sqlalchemy.engine import make_url
@@ -286,11 +321,7 @@ def other_store(given: str, written: str) -> str | None:
         return f"$HARNESS_DB: not a database URL: {redact_text(given)!r}"
     b = make_url(written)
 
-    def key(u):
-        backend = u.get_backend_name()
-        return (backend, (u.host or "").lower(), u.port or _DEFAULT_PORTS.get(backend), u.database, u.username)
-
-    if key(a) == key(b):
+    if _store_key(a) == _store_key(b):
         return None
     return (f"$HARNESS_DB names the store {a.render_as_string(hide_password=True)}, but this script was written for "
             f"{b.render_as_string(hide_password=True)} (database, host, port, name and user must match); unset "
@@ -333,6 +364,11 @@ def render(req: SlurmRequest) -> str:
         "run_args": " ".join(q(a) for a in req.run_args + (["--data-dir", os.path.abspath(req.data_dir)]
                                                            if req.data_dir else [])),
     }
+    cpus = req.cpus_per_task
+    values["cpus"] = str(cpus) if cpus else None
+    # each rank's threads: the task's CPUs shared out among its ranks on the node
+    values["threads"] = str(max(1, cpus // max(1, req.gpus_per_worker))) if cpus else None
+    values["no_cpus"] = None if cpus else ""
     if req.gpus_per_worker == 0 and req.template == ARRAY:
         values["multi_gpu"] = ""
     text = (TEMPLATES / req.template).read_text()

@@ -1,7 +1,7 @@
 """Stop signals: SIGUSR1, SIGUSR2 or SIGTERM ask a worker to stop at the next optimizer step.
 
-Slurm sends the job's warning signal (`--signal=USR2@90`, submitit's convention: USR1 is NCCL's) to every process
-of the job step; SIGTERM comes at a time limit or preemption; `kill -USR1 PID` does the same for a plain
+Slurm sends the job's warning signal (`--signal=USR2@WARNING_S` of harness.launch.slurm; USR2 is submitit's
+convention: USR1 is NCCL's) to every process of the job step; SIGTERM comes at a time limit or preemption; `kill -USR1 PID` does the same for a plain
 `harness run`. The handler only sets a flag: the training loop reads it at its next optimizer step (every rank
 reduces it, so all ranks stop at the same step), checkpoints the cell and raises `Preempted`; between cells the
 runner reads it before claiming the next one. Installed once per worker process (`install()`, by the CLI).

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import ROOT, assert_refused, call_cli, run_cli, suite_yaml, write_suite
+from harness.launch.slurm import SQUEUE_TRIES
+from harness.spec.errors import EXIT_SLURM_UNREACHABLE
 from harness.store.db import Store
 from harness.train import checkpoint
 from tests.helpers.slurm_cluster import SlurmCluster, missing_binaries
@@ -64,12 +66,32 @@ def test_dry_run_prints_the_filled_template(tmp_path, tiny_bert, flags, template
                 "sqlite:///rel.db", "--sbatch-arg=--mem=16G", "--dry-run", *flags, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     text = r.stdout
-    for line in ["#SBATCH --signal=USR2@90", "#SBATCH --requeue", "#SBATCH --time=01:00:00",
+    from harness.launch.slurm import WARNING_S
+
+    for line in [f"#SBATCH --signal=USR2@{WARNING_S}", "#SBATCH --requeue", "#SBATCH --time=01:00:00",
                  "#SBATCH --partition=gpu", "#SBATCH --mem=16G", "-m harness.launch.relay", "-m harness.run ",
                  f"export HARNESS_DB=sqlite:///{tmp_path}/rel.db", "%x-%A_%a.out", "HARNESS_SLURM_REQUEUE=1", *must]:
         assert line in text, (line, text)
     assert "{{" not in text and "B:USR2" not in text
     assert not (tmp_path / "results").exists(), "a dry run writes nothing"
+
+
+def test_the_warning_time_is_one_constant(tmp_path, tiny_bert, monkeypatch):
+    """WARNING_S is the stop signal's warning: the `--time` help and the script's comment said "90 s" as written
+    text, so a new WARNING_S would leave them telling the old one. Both now say the constant's value."""
+    import argparse
+
+    from harness.cli import slurm as cli_slurm
+    from harness.launch import slurm as launch
+
+    monkeypatch.setattr(launch, "WARNING_S", 123)
+    parser = argparse.ArgumentParser()
+    cli_slurm.add_arguments(parser)
+    assert "SIGUSR2 123 s before it" in " ".join(parser.format_help().split())
+    suite = write_suite(tmp_path / "s.yaml", suite_text(tiny_bert, "s"))
+    text = launch.render(launch.SlurmRequest(str(suite), "s", 1, db=f"sqlite:///{tmp_path}/x.db"))
+    assert "#SBATCH --signal=USR2@123\n" in text and "the warning signal 123 s before" in text, text
+    assert not re.search(r"\b90 s\b", text), text
 
 
 def test_bad_flags_exit_2(tmp_path, tiny_bert):
@@ -156,6 +178,26 @@ def test_a_script_given_another_store_stops_in_one_line(tmp_path, tiny_bert, fla
         (tmp_path / "argv").unlink()
 
 
+@pytest.mark.parametrize("given, written, same", [
+    ("postgresql://alice@/harness?host=db1.example", "postgresql://alice@/harness?host=db2.example", False),
+    ("postgresql://alice@/harness?host=/run/a", "postgresql://alice@/harness?host=/run/b", False),
+    ("postgresql://alice@/harness?host=db1&port=5433", "postgresql://alice@/harness?host=db1&port=5434", False),
+    ("postgresql://alice@db1/harness?port=5433", "postgresql://alice@db1/harness", False),
+    ("postgresql://alice:pw@db1/harness", "postgresql+psycopg://alice@/harness?host=DB1&port=5432", True),
+    ("postgresql://alice@/harness?host=/run/a/", "postgresql://alice@/harness?host=/run/a", True),
+])
+def test_the_same_store_check_reads_host_and_port_from_the_query_too(given, written, same):
+    """Host and port given in the URL's query (`?host=db1`, a unix socket folder, `&port=5433`) name the store as
+    the netloc's do: two hosts, two socket folders or two ports there were taken for one store, and the task ran
+    against another; the same host written either way is the same store."""
+    from harness.launch.slurm import other_store
+
+    why = other_store(given, written)
+    assert (why is None) == same, why
+    if not same:
+        assert why.startswith("$HARNESS_DB names the store ") and "\n" not in why
+
+
 def test_submit_hands_the_url_to_sbatch_in_its_environment(tmp_path, tiny_bert):
     """Not in the script, yet the job gets it: sbatch (here a fake one) is called with HARNESS_DB set."""
     import os
@@ -193,8 +235,9 @@ def test_submit_hands_the_url_to_sbatch_in_its_environment(tmp_path, tiny_bert):
     ("--time", "01:00:00\nid", "--time"),
     ("--time", "04:75:00", "--time"), ("--time", "1-25", "--time"), ("--time", "soon", "--time"),
     ("--time", "1:2:3:4", "--time"),
-    # the stop signal comes 90 s before the limit (up to 60 s earlier): with --time 1 the test cluster signalled
-    # the task 30 s after it started, and it requeued itself; a cell longer than that would never finish
+    # the stop signal comes WARNING_S (90) s before the limit, up to SIGNAL_SLACK_S (60) s earlier: with --time 1
+    # the test cluster signalled the task 30 s after it started, and it requeued itself; a cell longer than that
+    # would never finish
     ("--time", "1", "--time: 1 (60 s) leaves no time to train"), ("--time", "2:30", "(150 s) leaves no time"),
     ("--time", "0-0:02", "(120 s)"),
     ("--db", "sqlite://", "--db"), ("--db", "sqlite:///:memory:", "--db"), ("--db", "nosuchdb://u@h/x", "--db"),
@@ -420,10 +463,45 @@ def test_the_cpus_of_the_task_reach_srun_and_the_threads(tmp_path, tiny_bert, fl
     argv = _launched_argv(r.stdout, tmp_path, {**env, "SLURM_CPUS_PER_TASK": "4"})   # what sbatch sets
     assert "--cpus-per-task=4" in _srun_options(tmp_path)
     assert argv[argv.index("--num_cpu_threads_per_process") + 1] == threads, argv
+    r = call_cli("slurm", suite, "--workers", "1", "--dry-run", *flags)
+    assert r.returncode == 0, r.stderr
     env.pop("SLURM_CPUS_PER_TASK", None)
     argv = _launched_argv(r.stdout, tmp_path, env)
     assert "--num_cpu_threads_per_process" not in argv and _srun_options(tmp_path) == [
         "--ntasks-per-node=1" if "--nodes-per-worker" in flags else "--ntasks=1"]
+
+
+@pytest.mark.parametrize("flags", TEMPLATE_FLAGS)
+@pytest.mark.parametrize("cpus_arg", [None, "--cpus-per-task=3", "-c 3", "-c3", "--cpus-per-t=3"])
+def test_cpus_inherited_from_the_submitting_allocation_do_not_reach_srun(tmp_path, tiny_bert, flags, cpus_arg,
+                                                                         monkeypatch):
+    """`srun -c 8 --pty bash`, then `harness slurm` without --cpus-per-task: sbatch's --export=ALL hands that
+    allocation's SLURM_CPUS_PER_TASK=8 to the job, the script read it and asked srun for 8 CPUs in a 1-CPU job
+    (every task failed). The script writes the CPUs given with --sbatch-arg (any of sbatch's spellings) and drops
+    an inherited value: none reaches srun, the threads or the worker where none was asked for."""
+    suite = write_suite(tmp_path / "s.yaml", suite_text(tiny_bert, "s"))
+    env = _fake_launchers(tmp_path, tmp_path / "python", monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    r = call_cli("slurm", suite, "--workers", "1", "--dry-run", *flags,
+                 *([f"--sbatch-arg={cpus_arg}"] if cpus_arg else []))
+    assert r.returncode == 0, r.stderr
+    given = {"SLURM_CPUS_PER_TASK": "3"} if cpus_arg else {}   # what sbatch sets for this job, if asked
+    argv = _launched_argv(r.stdout, tmp_path, {**env, "SLURM_CPUS_PER_TASK": "8", "SRUN_CPUS_PER_TASK": "8", **given})
+    srun = _srun_options(tmp_path)
+    if cpus_arg:
+        assert "--cpus-per-task=3" in srun and argv[argv.index("--num_cpu_threads_per_process") + 1] in ("3", "1")
+    else:
+        assert not [o for o in srun if o.startswith("--cpus")] and "--num_cpu_threads_per_process" not in argv
+        assert "SLURM_CPUS_PER_TASK" not in _launched_env(tmp_path) and "SRUN_CPUS_PER_TASK" not in _launched_env(
+            tmp_path)
+
+
+@pytest.mark.parametrize("value", ["--cpus-per-task=four", "-c 0", "--cpus-per-task="])
+def test_a_cpus_per_task_that_is_not_a_number_is_refused(tmp_path, tiny_bert, value):
+    suite = write_suite(tmp_path / "s.yaml", suite_text(tiny_bert, "s"))
+    r = call_cli("slurm", suite, "--workers", "1", f"--sbatch-arg={value}", "--dry-run")
+    assert r.returncode == 2 and r.stdout == "" and r.stderr.count("\n") == 1 and "--cpus-per-task" in r.stderr, (
+        r.stderr)
 
 
 def _srun_options(tmp_path: Path) -> list[str]:
@@ -577,14 +655,13 @@ def test_an_sbatch_that_does_not_answer_keeps_the_script_and_says_so(tmp_path, t
     assert_refused(r, f"sbatch: no answer in 1 s; the job may be queued (see squeue); script {script}")
 
 
-@pytest.mark.parametrize("failures, code", [(5, 1), (100, 5)])
+@pytest.mark.parametrize("failures, code", [(SQUEUE_TRIES - 1, 1), (SQUEUE_TRIES, EXIT_SLURM_UNREACHABLE),
+                                            (SQUEUE_TRIES + 10, EXIT_SLURM_UNREACHABLE)])
 def test_a_failing_squeue_is_retried_then_ends_wait_in_one_line(tmp_path, tiny_bert, monkeypatch, failures, code):
     """`harness slurm --wait` ended with a traceback (exit 1, as for a cell that failed) at the first squeue that
-    failed. A failure is tried again at the next poll: 5 in a row and the wait goes on (here the job then ended,
-    its cell never ran: exit 1); the 6th in a row ends it with one line and exit 5 (the job may still run)."""
-    from harness.launch import slurm as slurm_launch
-    from harness.spec.errors import EXIT_SLURM_UNREACHABLE
-
+    failed. A failure is tried again at the next poll: SQUEUE_TRIES - 1 in a row and the wait goes on (here the job
+    then ended, its cell never ran: exit 1); the SQUEUE_TRIES-th in a row ends it with one line and exit 5 (the job
+    may still run). squeue is called once per failure and once more if it then answers, never past SQUEUE_TRIES."""
     suite = write_suite(tmp_path / "s.yaml", suite_text(tiny_bert, "s", "[bitfit]", "[rte]"))
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -601,9 +678,9 @@ def test_a_failing_squeue_is_retried_then_ends_wait_in_one_line(tmp_path, tiny_b
     r = call_cli("slurm", suite, "--workers", "1", "--db", f"sqlite:///{tmp_path / 'h.db'}", "--output-dir",
                  tmp_path / "out", "--wait")
     assert r.returncode == code and "Traceback" not in r.stderr, (r.returncode, r.stderr[-3000:])
-    assert (tmp_path / "calls").read_text().count("x") == slurm_launch.SQUEUE_TRIES
+    assert (tmp_path / "calls").read_text().count("x") == min(failures + 1, SQUEUE_TRIES)
     if code == EXIT_SLURM_UNREACHABLE:
-        assert r.stderr == (f"error: squeue failed 6 times in a row, 0 s apart (last: error: Unable to contact slurm "
+        assert r.stderr == (f"error: squeue failed {SQUEUE_TRIES} times in a row, 0 s apart (last: error: Unable to contact slurm "
                             f"controller); job 42 may still be running (squeue -j 42; harness status {suite})\n")
     else:
         assert r.stderr == "" and "job 42 ended: 1 cells: 1 pending" in r.stdout, r.stdout

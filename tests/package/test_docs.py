@@ -390,3 +390,18 @@ def test_no_machine_paths_in_tracked_files():
                 found.append(f"{name}:{number}: {line.strip()[:120]}")
     assert not found, "paths of a particular machine (use /path/to/checkout, /path/to/glue, $VENV/bin/python):\n" \
                       + "\n".join(found)
+
+
+def test_the_stop_signal_times_in_the_docs_are_the_constants():
+    """The docs give the stop signal's warning and slack as numbers (WARNING_S, SIGNAL_SLACK_S of
+    harness.launch.slurm, which the script, `--help` and the --time check use): one fact, so a changed constant
+    fails here until every doc says the new one."""
+    from harness.launch.slurm import SIGNAL_SLACK_S, WARNING_S
+
+    text = " ".join("\n".join(p.read_text() for p in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))])
+                    .split())
+    checks = [(r"USR2@(\d+)", WARNING_S), (r"signal comes (\d+) s before", WARNING_S),
+              (r"up to (\d+) s earlier", SIGNAL_SLACK_S), (r"`--time` of (\d+) s or less", WARNING_S + SIGNAL_SLACK_S)]
+    for pattern, value in checks:
+        numbers = [int(n) for n in re.findall(pattern, text)]
+        assert numbers and set(numbers) == {value}, (pattern, numbers, value)
