@@ -28,16 +28,6 @@ class Comparison:
     budgets: tuple[str, str] | None = None   # two variants' chosen settings of two budgets: (A's, B's)
 
 
-def budget_note(result: Comparison) -> str | None:
-    """What a comparison of two variants must say when their chosen settings are of different budgets (a suite
-    with several budgets selects the budget on dev, as the tables' footnote says): None when they are of one."""
-    if not result.budgets:
-        return None
-    a, b = (budget or "the default" for budget in result.budgets)
-    return (f"The two variants' chosen settings differ in budget (A: {a}; B: {b}): the budget was selected on dev "
-            f"with the other hyperparameters, so this comparison is not at one budget.")
-
-
 def paired_bootstrap(task: Task, splits: list[Split], resamples: int = 1000, confidence: float = 0.95,
                      seed: int = SEED) -> Comparison:
     """A against B on splits whose preds are {A: (seeds, n), B: (seeds, n)}, as load_column aligns them."""

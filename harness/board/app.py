@@ -15,7 +15,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from harness.analysis.compare import budget_note, compare_variants
+from harness.analysis.compare import compare_variants
 from harness.board import urlstate
 from harness.board.evp_page import page_evp
 from harness.board.grid_page import REFRESH_S, page_grid
@@ -24,6 +24,7 @@ from harness.board.tradeoff_page import page_tradeoff
 from harness.report.export import (build_table, display_table, footnote, nothing_completed, run_method_text,
                                    table_caption, table_csv, task_notes, to_latex, to_markdown)
 from harness.report.grid import suites_models, with_flops
+from harness.report.text import budget_note
 from harness.report.tables import (ablation_matrix, best_table, composite_vs_single, leaderboard_table, runs_frame,
                                    with_failed_rows)
 from harness.spec.errors import InputError

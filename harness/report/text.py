@@ -59,9 +59,18 @@ def format_ablation(rec, payload: dict) -> str:
     return "\n".join(lines)
 
 
-def format_comparison(what: str, result) -> str:
-    from harness.analysis.compare import budget_note
+def budget_note(result) -> str | None:
+    """What a comparison of two variants (analysis.compare's Comparison) must say when their chosen settings are of
+    different budgets (a suite with several budgets selects the budget on dev, as the tables' footnote says): None
+    when they are of one."""
+    if not result.budgets:
+        return None
+    a, b = (budget or "the default" for budget in result.budgets)
+    return (f"The two variants' chosen settings differ in budget (A: {a}; B: {b}): the budget was selected on dev "
+            f"with the other hyperparameters, so this comparison is not at one budget.")
 
+
+def format_comparison(what: str, result) -> str:
     note = budget_note(result)
     return (f"{what}: {result.n_examples} paired dev examples\n"
             f"score A {result.score_a:.2f}  score B {result.score_b:.2f}  A-B {result.diff:+.2f}  "
