@@ -177,7 +177,6 @@ def _shard_as_bin(folder):
     """The folder's weights as an older hub repo holds them: pytorch_model.bin.index.json and two .bin shards."""
     import json
 
-    import torch
     from safetensors.torch import load_file
 
     tensors = load_file(folder / "model.safetensors")

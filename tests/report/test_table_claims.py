@@ -952,8 +952,8 @@ def test_runs_of_one_model_name_trained_from_different_files_say_so_under_their_
     text = "name: s\nmodels: [minilm, org/tiny]\ntasks: [rte]\nmethods: [full, bitfit]\nseeds: [1, 2]\n"
     url = store_of(tmp_path, [text], lambda c: 60.0 + c.seed, extra=loaded)
     said = ("rte: the runs shown trained one model name from different files (minilm: 2 different model files: "
-            f"sha256:aaaaaaaaaaaa… (bitfit 2 runs, full 1 run), sha256:bbbbbbbbbbbb… (full 1 run)), and their "
-            f"scores are pooled as one model.")
+            "sha256:aaaaaaaaaaaa… (bitfit 2 runs, full 1 run), sha256:bbbbbbbbbbbb… (full 1 run)), and their "
+            "scores are pooled as one model.")
     for table in ("runs", "best", "leaderboard"):
         assert said in json.loads(export(url, table, "json"))["footnote"], table
         for fmt in ("markdown", "latex"):
