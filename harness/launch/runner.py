@@ -214,7 +214,7 @@ def run_suite(suite: Suite, db_url: str | None, data_dir: str | None, output_dir
         try:
             with (Heartbeat(store, claim, beat_s) if main else contextlib.nullcontext()) as beat:
                 # after a stop signal the store is asked at once (Heartbeat.lost_now): no checkpoint on a lost lease
-                lost = (lambda: beat.lost_now() if preempt.requested() else beat.lost) if beat is not None else None
+                lost = (lambda stopping: beat.lost_now() if stopping else beat.lost) if beat is not None else None
                 result = train_and_evaluate(cell, ctx, output_dir=attempt_dir, checkpoint_dir=cell_dir,
                                             lease_lost=lost)
             status, error = Status.COMPLETED, None

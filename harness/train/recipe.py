@@ -61,14 +61,15 @@ from harness.train.zero import gathered, numel, under_deepspeed
 
 
 def train_and_evaluate(cell: Cell, ctx: RunContext, output_dir: str | None = None, checkpoint_dir: str | None = None,
-                       lease_lost: Callable[[], bool] | None = None) -> RunResult:
+                       lease_lost: Callable[[bool], bool] | None = None) -> RunResult:
     """Train and evaluate one cell. A sequential cell runs its stages one after the other, each through the same
     loop, handing the encoder on; the last stage is the cell's result and the others are its `stages`.
 
     `output_dir` receives the files (predictions, adapter/; the runner passes the attempt's own folder);
     `checkpoint_dir` (default: `output_dir`) is where a stop signal's checkpoint is written and resumed from (the
     runner passes the cell folder, which outlives attempts). `lease_lost` (rank 0 only) is asked at every
-    optimizer step: when it says True, every rank stops and LeaseLostStop is raised."""
+    optimizer step, told whether a stop signal came (then it asks the store at once, before any checkpoint): when
+    it says True, every rank stops and LeaseLostStop is raised."""
     checkpoint_dir = checkpoint_dir or output_dir
     tracked = tracking.for_cell(ctx.trackers, cell)   # one tracker run for the whole cell, stages included
     if not isinstance(cell.schedule, Sequence):
@@ -165,7 +166,7 @@ class CellRun:
 
     def __init__(self, cell: Cell, ctx: RunContext, tasks: list, output_dir: str | None,
                  handover: dict | None = None, keep_state: bool = False, checkpoint_dir: str | None = None,
-                 lease_lost: Callable[[], bool] | None = None, tracked=None, metric_prefix: str = "",
+                 lease_lost: Callable[[bool], bool] | None = None, tracked=None, metric_prefix: str = "",
                  stages_before: list | None = None):
         self.cell, self.ctx, self.tasks, self.output_dir = cell, ctx, tasks, output_dir
         # the cell's tracker run (harness.train.tracking); a sequential cell's stages share one, each stage's dev
@@ -434,7 +435,7 @@ class CellRun:
                 # (only rank 0 keeps the lease's heartbeat: its "lost lease" reaches the others through the sum);
                 # the signal is read first: a lease asked about after a signal is checked before any checkpoint
                 stop = preempt.requested()
-                lost = self.lease_lost is not None and self.lease_lost()
+                lost = self.lease_lost is not None and self.lease_lost(stop)
                 local = [out_of_time, stop, lost]
                 if not (sync.due(step, total_steps, hp.get("eval_steps"), log_every)
                         or (acc.num_processes == 1 and any(local))):   # alone, a stop needs no agreement
