@@ -357,10 +357,10 @@ def render(req: SlurmRequest) -> str:
         "accelerate_args": f"--config_file {q(accelerate_config)}" if accelerate_config else "",
         "accelerate_config": f"export HARNESS_ACCELERATE_CONFIG={q(accelerate_config)}" if accelerate_config
         else "unset HARNESS_ACCELERATE_CONFIG",
-        # --data-dir as an option of the worker, not $HARNESS_DATA_DIR: a suite's own data_dir outranks the variable
         # $HARNESS_DATA_DIR pinned as it was checked: not lost to --export=NONE or another submitting shell; still
         # a variable, so a suite's own data_dir outranks it as it did here
         "data_export": f"export HARNESS_DATA_DIR={q(req.data_env)}" if req.data_env else None,
+        # --data-dir as an option of the worker, not $HARNESS_DATA_DIR: a suite's own data_dir outranks the variable
         "run_args": " ".join(q(a) for a in req.run_args + (["--data-dir", os.path.abspath(req.data_dir)]
                                                            if req.data_dir else [])),
     }
