@@ -43,7 +43,8 @@ def add_arguments(p) -> None:
     p.add_argument("--pilot-steps", type=positive_int, default=PILOT_STEPS,
                    help="optimizer steps per pilot (default: %(default)s)")
     p.add_argument("--num-processes", type=positive_int, default=1,
-                   help="process count the suite will run with (part of the cell key; default: %(default)s)")
+                   help="process count the suite will run with (part of the cell key; only runs on as many "
+                        "processes price its cells; default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print JSON (per cell, total) instead of text")
     add_data_dir(p)
     add_max_cells(p)
@@ -56,6 +57,12 @@ def run(args) -> int:
     from harness.store.db import Store
     from harness.store.engine import default_db_url
 
+    # a pilot trains in this one process, and one process's runs price no N-process cell (throughput.rate_for):
+    # refused before it trains
+    if args.pilot and args.num_processes > 1:
+        raise InputError(f"--num-processes: a pilot trains in this one process, which says nothing exact about "
+                         f"{args.num_processes}-process cells; estimate them from stored {args.num_processes}-"
+                         f"process runs (--from-store) instead")
     suite = load_suite(args.suite, args.max_cells)
     cells = suite.cells(num_processes=args.num_processes)
     # a --data-dir that is not there is refused, not read as "size unknown"; the suite's own data_dir or
@@ -84,9 +91,11 @@ def run(args) -> int:
     except ValueError as e:
         raise InputError(f"--device: {e}") from None
     if args.json:
-        print(json.dumps({"suite": suite.name, "source": source, **est.as_dict()}, indent=1))
+        print(json.dumps({"suite": suite.name, "source": source, "num_processes": args.num_processes,
+                          **est.as_dict()}, indent=1))
         return 0
-    what = (f"{est.observations} stored runs" if source == "store"
+    procs = args.num_processes
+    what = (f"{est.observations} stored runs on {procs} process(es)" if source == "store"
             else f"pilots of {args.pilot_steps} steps on this machine")
     print(f"suite {suite.name}: {len(cells)} cells on {est.device}, from {what}")
     for c in est.cells:
@@ -97,7 +106,9 @@ def run(args) -> int:
             print(f"  {c.key}  {c.label}  {progress.hours(c.seconds, c.plus_minus)} h  ({c.level} match, "
                   f"{c.runs} run(s){once})")
     levels = ", ".join(f"{n} by {level}" for level, n in est.levels.items())
-    print(f"total: {progress.hours(est.seconds, est.plus_minus)} device-hours of training and evaluation "
+    # an N-process cell's time is its run's wall time (N devices for that long), as the runs that price it ran
+    unit = "device-hours" if procs == 1 else f"hours of {procs}-process runs ({procs} devices each)"
+    print(f"total: {progress.hours(est.seconds, est.plus_minus)} {unit} of training and evaluation "
           f"({levels or 'no cell matched'}); {est.missing} cell(s) without an estimate")
     return 0
 

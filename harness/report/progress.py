@@ -3,13 +3,13 @@
 page). Pure functions over the store and the suite: no torch.
 
 A cell's prediction is its rate (harness.report.throughput: seconds per training and per dev example, from the
-stored runs that match it best: same model, method, task (and regime), precision and device, else another task of
-its kind, else same model and method, else same model) times what it will process (its planned examples and
-evaluations, from its budget, hparams and the task's size), ± the rate's relative uncertainty. The grid's
-uncertainty is the cells' summed: cells predicted from the same runs err together, so they do not average out. A
-linear probe's encoder runs once per feature set (harness.report.throughput.feature_sets, training and dev data
-apart): each pass is charged to the first cell of its set that no completed run in the store (on the device)
-computed, and every cell gets its head's epochs.
+stored runs that match it best: same model, method, task (and regime) and precision, else another task of its
+kind, else same model and method, else same model; always on its device and its process count) times what it will
+process (its planned examples and evaluations, from its budget, hparams and the task's size), ± the rate's
+relative uncertainty. The grid's uncertainty is the cells' summed: cells predicted from the same runs err
+together, so they do not average out. A linear probe's encoder runs once per feature set
+(harness.report.throughput.feature_sets, training and dev data apart): each pass is charged to the first cell of
+its set that no completed run in the store (on the device) computed, and every cell gets its head's epochs.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ class CellEstimate:
 class Estimate:
     cells: list[CellEstimate]
     device: str | None
-    observations: int              # stored runs the rates come from (on `device`)
+    observations: int              # stored runs the rates come from (on `device`, on the cells' process counts)
     seconds: float = 0.0           # total over the predicted cells
     plus_minus: float = 0.0
     missing: int = 0               # cells without a prediction
@@ -64,16 +64,17 @@ class Estimate:
 
 
 def predict(cell, plan: CellPlan | None, rate: Rate | None, features: bool = False,
-            passes: tuple[str, ...] = ()) -> CellEstimate:
+            passes: tuple[str, ...] = (), no_rate: str | None = None) -> CellEstimate:
     """`features`: the cell reads cached frozen features; `passes`: the roles ("train", "eval") whose features
-    are not computed yet, so this cell runs that encoder pass."""
+    are not computed yet, so this cell runs that encoder pass; `no_rate`: why `rate` is None (default: no stored
+    run of the model)."""
     def unknown(why: str) -> CellEstimate:
         return CellEstimate(cell.key, cell.label, None, None, None, 0, why)
 
     if plan is None:
         return unknown("the task's size is unknown (no local file, no stored run, no max_train_samples)")
     if rate is None:
-        return unknown(f"no stored run of {cell.model}")
+        return unknown(no_rate or f"no stored run of {cell.model}")
     train_s, eval_s, once = rate.train_s, rate.eval_s or 0.0, None
     needs_pass = rate.features and (not features or bool(passes))
     if needs_pass and rate.extract_s is None:
@@ -112,19 +113,23 @@ def estimate(cells, store=None, *, device: str | None = None, data_dir: str | No
     obs = [o for o in obs if o.device == dev]
     sizes = sizes or DataSizes(store, data_dir)
     cached = stored_feature_sets(store, dev) if store is not None else set()
-    out = Estimate([], dev, len(obs))
-    rates: dict[tuple, Rate | None] = {}   # one lookup per (model, method, task, regime, precision, path)
+    cells = list(cells)
+    # the runs that can price a cell: those on the device, on a process count of the cells (rate_for)
+    counts = {c.num_processes for c in cells}
+    out = Estimate([], dev, sum(o.processes in counts for o in obs))
+    rates: dict[tuple, Rate | None] = {}   # one lookup per (model, method, task, regime, precision, path, processes)
     for cell in cells:
         keys = cell_feature_sets(cell)
         match = (cell.model, cell.method, cell.task, regime_key(cell.regime), task_kind(cell.task),
-                 precision_key(cell.hparams), keys is not None)
+                 precision_key(cell.hparams), keys is not None, cell.num_processes)
         if match not in rates:
-            rate = rate_for(obs, *match[:6], dev, features=match[6])
+            rate = rate_for(obs, *match[:6], dev, features=match[6], processes=match[7])
             least = probe_floor if match[6] and probe_floor is not None else floor
             rates[match] = (replace(rate, rel=max(rate.rel, least), pass_rel=max(rate.pass_rel, least))
                             if rate is not None and least else rate)
         passes = tuple(role for role, key in zip(FEATURE_ROLES, keys or ()) if key not in cached)
-        est = predict(cell, plan_cell(cell, sizes), rates[match], features=keys is not None, passes=passes)
+        est = predict(cell, plan_cell(cell, sizes), rates[match], features=keys is not None, passes=passes,
+                      no_rate=_no_run_why(obs, cell) if rates[match] is None else None)
         out.cells.append(est)
         if est.seconds is None:   # (a first cell of a feature set without an estimate leaves its pass to the next)
             out.missing += 1
@@ -134,6 +139,15 @@ def estimate(cells, store=None, *, device: str | None = None, data_dir: str | No
         out.plus_minus += est.plus_minus
         out.levels[est.level] = out.levels.get(est.level, 0) + 1
     return out
+
+
+def _no_run_why(obs: list[Observation], cell) -> str:
+    """Why no stored run on the device prices `cell`: none of its model, or none on its process count."""
+    others = sorted({o.processes for o in obs if o.model == cell.model} - {cell.num_processes})
+    if not others:
+        return f"no stored run of {cell.model}"
+    return (f"no stored run of {cell.model} on {cell.num_processes} process(es) (its runs here trained on "
+            f"{' or '.join(map(str, others))}: one process count's time is not another's)")
 
 
 def predict_claimed(store, claim, cell, device: str, data_dir: str | None) -> float | None:

@@ -27,11 +27,12 @@ from harness.spec.methods import FEATURE_ROLES, get_method, methods_with, reads_
 from harness.spec.status import Regime, Status
 
 MATCH_LEVELS = ("exact", "task kind", "model+method", "model")
-# what each level matches, on the chosen device: exact = model, method, task, regime (a sequence ending on a task
-# is stored under that task: harness/spec/schedule.py), precision (same_precision); task kind = model, method, the
-# task's kind, precision (another task's inputs may be several times as long: MRPC pairs run 53 tokens, SST-2
-# sentences 13, with MiniLM's tokenizer); model+method; model (these two prefer runs of the cell's precision: bf16
-# and fp32 steps differ by 1.6x on an AVX512-BF16 CPU, bench/RESULTS.md)
+# what each level matches, on the chosen device and the cell's process count (rate_for): exact = model, method,
+# task, regime (a sequence ending on a task is stored under that task: harness/spec/schedule.py), precision
+# (same_precision); task kind = model, method, the task's kind, precision (another task's inputs may be several
+# times as long: MRPC pairs run 53 tokens, SST-2 sentences 13, with MiniLM's tokenizer); model+method; model
+# (these two prefer runs of the cell's precision: bf16 and fp32 steps differ by 1.6x on an AVX512-BF16 CPU,
+# bench/RESULTS.md)
 # relative uncertainty at least this, per match level ("suite": a suite's own completed cells, in time_left)
 UNCERTAINTY_FLOOR = {"exact": 0.10, "task kind": 0.30, "model+method": 0.30, "model": 0.60, "suite": 0.10}
 
@@ -57,6 +58,7 @@ class Observation:
     regime: str | None = None   # single task), for the exact match
     ran: str | None = None      # the precision it ran in (its env's mixed_precision: what `auto` resolved to;
                                 # None for a record without it)
+    processes: int = 1          # the processes it trained on (a DDP world): its rates are that world's wall time
 
 
 @functools.lru_cache(maxsize=None)
@@ -193,7 +195,8 @@ def observation(row) -> Observation | None:
     ff = (row.frozen_features if hasattr(row, "frozen_features")
           else (getattr(row, "extra", None) or {}).get("frozen_features"))
     what = (row.model, row.method, task_kind(row.task), precision_key(hp), device_of(env))
-    named = {"task": row.task, "regime": regime_key(getattr(row, "regime", None)), "ran": env.get("mixed_precision")}
+    named = {"task": row.task, "regime": regime_key(getattr(row, "regime", None)), "ran": env.get("mixed_precision"),
+             "processes": int(row.num_processes or 1)}
     if not ff or not row.train_time_s:
         return Observation(*what, train, evals, **named)
     # the encoder's one pass counts as training / evaluation time in the record (harness/train/recipe.py): take it
@@ -330,12 +333,14 @@ def _pass_rates(levels: dict[str, list[Observation]]) -> tuple[float | None, flo
 
 
 def rate_for(observations: list[Observation], model: str, method: str, task: str, regime: str | None, kind: str,
-             precision: str, device: str | None, features: bool = False) -> Rate | None:
-    """The rate of the best match level with any run (MATCH_LEVELS), on `device` (None: any device). Within a
+             precision: str, device: str | None, features: bool = False, processes: int = 1) -> Rate | None:
+    """The rate of the best match level with any run (MATCH_LEVELS), on `device` (None: any device), from runs on
+    `processes` processes only (at every level, as the device: a 2-process world's wall time per example is not
+    one process's, nor half of it: DDP scales by less than 2, and on a CPU's shared cores not at all). Within a
     level, runs that took the same path as the cell (`features`: it reads cached frozen features) are preferred:
     a head's rate alone says little about a cell that runs its encoder every step, and the reverse. The encoder
     pass's rates (for a cell that reads features, or one predicted from runs that did) come from _pass_rates."""
-    pool = [o for o in observations if device is None or o.device == device]
+    pool = [o for o in observations if (device is None or o.device == device) and o.processes == processes]
     same = same_precision(pool, precision)
     tests = {"exact": lambda o: (o.model, o.method, o.task, o.regime) == (model, method, task, regime) and same(o),
              "task kind": lambda o: (o.model, o.method, o.kind) == (model, method, kind) and same(o),

@@ -1,6 +1,7 @@
 """`harness estimate` and `harness status` on multi-task and sequential cells, from a store a real worker wrote:
 a cell of several tasks is counted and priced once, as what it really processes and takes, and its member or
-stage rows do not stand in for their tasks."""
+stage rows do not stand in for their tasks. And cells of a process count (a DDP world) priced by stored runs on that
+count alone."""
 
 from __future__ import annotations
 
@@ -8,9 +9,12 @@ import json
 
 import pytest
 
-from harness.spec.status import Regime
+from harness.plan.suite import parse_suite
+from harness.report.progress import predict_claimed
+from harness.spec.status import Regime, Status
 from harness.store.db import Store
-from tests.helpers import run_cli, write_suite
+from harness.store.lease import Worker, utcnow
+from tests.helpers import assert_refused, call_cli, run_cli, write_suite
 
 SUITE = """
 name: {name}
@@ -93,3 +97,81 @@ def test_a_sequence_s_time_is_every_stage_s(ran):
     assert e["counts"]["completed"] == 3 and e["counts"]["pending"] == 3 and e["counts"]["total"] == 6
     assert e["estimate"]["actual_s"] == pytest.approx(took, rel=1e-9)
     assert e["estimate"]["work_s"] == pytest.approx(took, rel=1e-9)
+
+
+DDP = """
+name: ddp
+models: [minilm]
+tasks: [rte]
+methods: [full]
+seeds: [1, 2]
+budgets: [{epochs: 1, max_train_samples: 100, max_eval_samples: 50}]
+hparams: {batch_size: 10}
+"""
+
+
+def _ran_on(store, cell, train_s_per_example: float, eval_s: float) -> None:
+    """A completed run of `cell` (its own process count) on "CPU: Test x2": one epoch of its 100 training
+    examples at this wall time per example (throughput summed over ranks, as a DDP run records it), its 50 dev
+    examples scored once in `eval_s`."""
+    worker = Worker(worker_id="w/1/-/w", host="w", pid=1, slurm_job_id=None, slurm_array_task_id=None,
+                    started_at=utcnow())
+    claim = store.start(cell, cell.config(), "test", None, worker=worker)
+    store.finish(claim, Status.COMPLETED, {
+        "train_time_s": 100 * train_s_per_example, "train_examples_per_s": 1 / train_s_per_example,
+        "eval_time_s": eval_s, "steps": 100 // cell.effective_batch_size, "epochs_done": 1.0,
+        "train_examples": 100, "eval_examples": 50, "num_threads": 2,
+        "env": {"device": "CPU: Test x2", "num_processes": cell.num_processes}})
+
+
+def test_a_cell_is_priced_only_by_runs_on_its_own_process_count(tmp_path, monkeypatch):
+    """A 2-process DDP run of seed 1 (0.07 s per training example of wall time, 0.1 s per dev example) and a
+    1-process one (0.1 s and 0.2 s) on the same device: seed 2 on 1 process is 100 x 0.1 + 50 x 0.2 = 20 s, on 2
+    processes 100 x 0.07 + 50 x 0.1 = 12 s, each from its own run, in `harness estimate` and in the prediction a
+    worker writes at its claim. (Before: both were priced by both runs, 100 x 0.085 + 50 x 0.15 = 16 s.) With only
+    the 2-process run stored, a 1-process cell has no estimate, and says why, rather than take the DDP world's
+    speed as one process's."""
+    monkeypatch.delenv("HARNESS_DATA_DIR", raising=False)   # sizes from the stored runs
+    path = write_suite(tmp_path / "ddp.yaml", DDP)
+    suite = parse_suite(DDP, str(path))
+    one, two = ({c.seed: c for c in suite.cells(num_processes=n)} for n in (1, 2))
+    url = f"sqlite:///{tmp_path / 'ddp.db'}"
+    store = Store(url)
+    _ran_on(store, two[1], 0.07, 5.0)
+
+    def seed_2(processes: int) -> dict:
+        r = call_cli("estimate", path, "--from-store", url, "--json", "--num-processes", processes)
+        assert r.returncode == 0, r.stderr
+        return next(c for c in json.loads(r.stdout)["cells"] if "seed=2" in c["label"])
+
+    alone = seed_2(1)   # the 2-process run only
+    assert alone["seconds"] is None and alone["level"] is None
+    assert alone["why"].startswith("no stored run of minilm on 1 process(es) (its runs here trained on 2"), alone
+    text = call_cli("estimate", path, "--from-store", url).stdout
+    assert "from 0 stored runs on 1 process(es)" in text and "2 cell(s) without an estimate" in text, text
+
+    _ran_on(store, one[1], 0.1, 10.0)
+    cells = {n: seed_2(n) for n in (1, 2)}
+    assert (cells[1]["seconds"], cells[1]["level"], cells[1]["runs"]) == (pytest.approx(20.0), "exact", 1)
+    assert (cells[2]["seconds"], cells[2]["level"], cells[2]["runs"]) == (pytest.approx(12.0), "exact", 1)
+    text = call_cli("estimate", path, "--from-store", url, "--num-processes", 2).stdout
+    assert "from 1 stored runs on 2 process(es)" in text, text
+    e = json.loads(call_cli("estimate", path, "--from-store", url, "--num-processes", 2, "--json").stdout)
+    assert e["num_processes"] == 2 and e["observations"] == 1
+    assert "hours of 2-process runs (2 devices each)" in text.splitlines()[-1], text
+    # a worker's prediction at its claim (`harness run`): from the runs on its cell's process count alone
+    worker = Worker(worker_id="x/1/-/x", host="x", pid=2, slurm_job_id=None, slurm_array_task_id=None,
+                    started_at=utcnow())
+    for n, cells_n, expect in ((1, one, 20.0), (2, two, 12.0)):
+        claim = store.start(cells_n[2], cells_n[2].config(), "test", None, worker=worker)
+        assert predict_claimed(store, claim, cells_n[2], "CPU: Test x2", None) == pytest.approx(expect), n
+        assert store.get(claim.id).predicted_time_s == pytest.approx(expect)
+
+
+def test_a_pilot_is_refused_for_cells_of_several_processes_before_it_trains(tmp_path):
+    """A pilot trains in this one process: its speed is not a DDP world's, so `--pilot --num-processes 2` is bad
+    input, refused at once (before: it trained every pilot, minutes, and priced the 2-process cells with it)."""
+    path = write_suite(tmp_path / "ddp.yaml", DDP)
+    r = call_cli("estimate", path, "--pilot", "--num-processes", 2, "--from-store", f"sqlite:///{tmp_path / 'n.db'}")
+    assert_refused(r, "--num-processes: a pilot trains in this one process")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp.yaml"]
