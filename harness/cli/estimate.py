@@ -36,7 +36,7 @@ def add_arguments(p) -> None:
                         f"else {DEFAULT_DB_URL}, the store `harness run` writes)")
     p.add_argument("--device", default=None,
                    help="the stored device whose throughput to use: its name as recorded, or a part of it "
-                        "(default: the device with the most stored runs)")
+                        "(default: the device with the most stored runs; not with --pilot)")
     p.add_argument("--pilot", action="store_true",
                    help="measure instead: train a few steps of one cell per distinct (model, method, task) on this "
                         "machine, in a temporary folder (nothing recorded), and extrapolate")
@@ -63,6 +63,9 @@ def run(args) -> int:
         raise InputError(f"--num-processes: a pilot trains in this one process, which says nothing exact about "
                          f"{args.num_processes}-process cells; estimate them from stored {args.num_processes}-"
                          f"process runs (--from-store) instead")
+    if args.pilot and args.device is not None:   # a pilot's runs are this machine's: nothing for --device to pick
+        raise InputError("--device: picks the stored device whose runs price the cells; a --pilot measures this "
+                         "machine instead (give one of the two)")
     suite = load_suite(args.suite, args.max_cells)
     cells = suite.cells(num_processes=args.num_processes)
     # a --data-dir that is not there is refused, not read as "size unknown"; the suite's own data_dir or

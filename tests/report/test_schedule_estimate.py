@@ -175,3 +175,13 @@ def test_a_pilot_is_refused_for_cells_of_several_processes_before_it_trains(tmp_
     r = call_cli("estimate", path, "--pilot", "--num-processes", 2, "--from-store", f"sqlite:///{tmp_path / 'n.db'}")
     assert_refused(r, "--num-processes: a pilot trains in this one process")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp.yaml"]
+
+
+def test_a_pilot_refuses_a_stored_device_before_it_trains(tmp_path):
+    """--device picks among a store's devices; a pilot's runs are this machine's. `--pilot --device H100` on a CPU
+    trained every pilot (minutes) and only then exited 2 (`--device: no stored device(s) match 'H100'`): bad input
+    is refused before any work."""
+    path = write_suite(tmp_path / "ddp.yaml", DDP)
+    r = call_cli("estimate", path, "--pilot", "--device", "H100", "--from-store", f"sqlite:///{tmp_path / 'n.db'}")
+    assert_refused(r, "--device: picks the stored device whose runs price the cells; a --pilot measures this machine")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp.yaml"]
