@@ -167,11 +167,19 @@ def predict_claimed(store, claim, cell, device: str, data_dir: str | None) -> fl
         return None
 
 
+def _digits(value: float, significant: int) -> str:
+    """`value` to that many significant digits, whole from there up: never in e-notation (`:.3g` wrote a grid's
+    1,000 hours as "1e+03" and a ± of 150 as "1.5e+02")."""
+    text = f"{value:.{significant}g}"
+    return f"{value:.0f}" if "e+" in text else text
+
+
 def hours(seconds: float | None, plus_minus: float | None = None) -> str:
+    """Seconds in hours: 3 significant digits (2 under 0.01 h), the ± 2."""
     if seconds is None:
         return "?"
-    text = f"{seconds / 3600:.3g}" if seconds >= 36 else f"{seconds / 3600:.2g}"
-    return text + (f" ± {plus_minus / 3600:.2g}" if plus_minus is not None else "")
+    text = _digits(seconds / 3600, 3 if seconds >= 36 else 2)
+    return text + (f" ± {_digits(plus_minus / 3600, 2)}" if plus_minus is not None else "")
 
 
 def validate_line(cells, store, data_dir: str | None = None) -> str:

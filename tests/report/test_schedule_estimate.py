@@ -185,3 +185,13 @@ def test_a_pilot_refuses_a_stored_device_before_it_trains(tmp_path):
     r = call_cli("estimate", path, "--pilot", "--device", "H100", "--from-store", f"sqlite:///{tmp_path / 'n.db'}")
     assert_refused(r, "--device: picks the stored device whose runs price the cells; a --pilot measures this machine")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp.yaml"]
+
+
+def test_hours_are_printed_without_e_notation():
+    """The hours `harness estimate`, `validate` and `status` print: 3 significant digits (the ± 2), whole numbers
+    where those run out, never "1e+03" for a 1,000-hour grid nor "1.5e+02" for a ± of 150 hours (before)."""
+    from harness.report.progress import hours
+
+    assert hours(3600 * 1000) == "1000" and hours(3600 * 999.7) == "1000" and hours(3600 * 12345) == "12345"
+    assert hours(3600 * 250, 3600 * 150) == "250 ± 150"
+    assert hours(3600 * 12.34, 3600 * 1.234) == "12.3 ± 1.2" and hours(5.0) == "0.0014" and hours(None) == "?"
