@@ -168,8 +168,8 @@ def predict_claimed(store, claim, cell, device: str, data_dir: str | None) -> fl
 
 
 def _digits(value: float, significant: int) -> str:
-    """`value` to that many significant digits, whole from there up: never in e-notation (`:.3g` wrote a grid's
-    1,000 hours as "1e+03" and a ± of 150 as "1.5e+02")."""
+    """`value` to that many significant digits, whole from there up, not in e-notation (`:.3g` wrote a grid's
+    1,000 hours as "1e+03" and a ± of 150 as "1.5e+02"; below 0.0001 it still does)."""
     text = f"{value:.{significant}g}"
     return f"{value:.0f}" if "e+" in text else text
 

@@ -149,13 +149,15 @@ def status_report(p: dict) -> str:
                    else "no live worker (as if one started now)")
         why = "; ".join(e["unestimated_why"])
         unknown = f"; {e['unestimated']} cell(s) without an estimate: {why}" if e["unestimated"] else ""
+        # the stored runs may be another machine's (the store's main device, before this suite completed a cell)
+        on = f" on {e['stored_device']}" if e["stored_device"] else ""
         if e["left_s"] is None:
             lines.append(f"time left: unknown (none of its {todo} cell(s) left has an estimate: {why}; `harness "
                          f"estimate --pilot` measures one)")
         else:
             lines.append(f"time left: {duration(e['left_s'])} ± {duration(e['plus_minus_s'])} with {workers} "
                          f"({hours(e['work_s'])} device-hours of work for {todo} cell(s), from this suite's "
-                         f"completed cells per setting, else stored throughput{unknown})")
+                         f"completed cells per setting, else stored throughput{on}{unknown})")
     else:
         lines.append("all cells done" + (f" ({c[CellState.FAILED]} failed)" if c[CellState.FAILED] else ""))
     if e["predicted_cells"]:

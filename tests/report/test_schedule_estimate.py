@@ -110,8 +110,8 @@ hparams: {batch_size: 10}
 """
 
 
-def _ran_on(store, cell, train_s_per_example: float, eval_s: float) -> None:
-    """A completed run of `cell` (its own process count) on "CPU: Test x2": one epoch of its 100 training
+def _ran_on(store, cell, train_s_per_example: float, eval_s: float, device: str = "CPU: Test x2") -> None:
+    """A completed run of `cell` (its own process count) on `device`: one epoch of its 100 training
     examples at this wall time per example (throughput summed over ranks, as a DDP run records it), its 50 dev
     examples scored once in `eval_s`."""
     worker = Worker(worker_id="w/1/-/w", host="w", pid=1, slurm_job_id=None, slurm_array_task_id=None,
@@ -121,7 +121,7 @@ def _ran_on(store, cell, train_s_per_example: float, eval_s: float) -> None:
         "train_time_s": 100 * train_s_per_example, "train_examples_per_s": 1 / train_s_per_example,
         "eval_time_s": eval_s, "steps": 100 // cell.effective_batch_size, "epochs_done": 1.0,
         "train_examples": 100, "eval_examples": 50, "num_threads": 2,
-        "env": {"device": "CPU: Test x2", "num_processes": cell.num_processes}})
+        "env": {"device": device, "num_processes": cell.num_processes}})
 
 
 def test_a_cell_is_priced_only_by_runs_on_its_own_process_count(tmp_path, monkeypatch):
@@ -195,3 +195,20 @@ def test_hours_are_printed_without_e_notation():
     assert hours(3600 * 1000) == "1000" and hours(3600 * 999.7) == "1000" and hours(3600 * 12345) == "12345"
     assert hours(3600 * 250, 3600 * 150) == "250 ± 150"
     assert hours(3600 * 12.34, 3600 * 1.234) == "12.3 ± 1.2" and hours(5.0) == "0.0014" and hours(None) == "?"
+
+
+def test_status_names_the_device_whose_stored_runs_give_its_time_left(tmp_path, monkeypatch):
+    """A suite with no completed cell yet is priced by the store's runs on its main device, which may be another
+    machine's: `harness status` says which (before: "else stored throughput", no device, though --json had it)."""
+    monkeypatch.delenv("HARNESS_DATA_DIR", raising=False)   # sizes from the stored runs
+    url = f"sqlite:///{tmp_path / 'gpu.db'}"
+    (other,) = [c for c in parse_suite(DDP.replace("name: ddp", "name: past"), "past.yaml").cells() if c.seed == 1]
+    _ran_on(Store(url), other, 0.001, 0.05, device="GPU: Fake")
+    path = write_suite(tmp_path / "ddp.yaml", DDP)
+    r = call_cli("status", path, "--db", url)
+    assert r.returncode == 0, r.stderr
+    (line,) = [t for t in r.stdout.splitlines() if t.startswith("time left:")]
+    # each seed: 100 x 0.001 + 50 x 0.001 = 0.15 s
+    assert "for 2 cell(s), from this suite's completed cells per setting, else stored throughput on GPU: Fake)" in line
+    assert json.loads(call_cli("status", path, "--db", url, "--json").stdout)["estimate"]["work_s"] == \
+        pytest.approx(0.3)
