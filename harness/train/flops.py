@@ -14,9 +14,15 @@ B examples x L tokens: linear layers (mm / addmm) cost a fixed amount per token 
 value products (bmm, SDPA) a fixed amount per B x L^2. The first training batch (TRAIN_COUNTED micro-batches) and
 the first evaluation batch are counted with the two parts apart; every batch's (B, L) is tallied; the run's
 FLOPs are linear-per-token x sum(B x L) + attention-per-(B x L^2) x sum(B x L^2). Padding runs, so L is the padded
-length: these are the FLOPs that ran, not the FLOPs of the real tokens. Cached frozen features (linear probe)
-have no token axis: the head's FLOPs per example x examples, plus the encoder pass (counted on one batch of
-the same shape when this cell extracted the features).
+length: these are the FLOPs that ran, not the FLOPs of the real tokens.
+
+Under DDP accelerate evens out every pass's last round of batches by repeating the pass's first examples
+(harness/train/measure.py real_rows). In training those rows are trained on: train_flops counts them (they ran,
+and moved the weights). In evaluation their predictions are dropped: eval_flops tallies only the dev examples'
+rows (at their batch's padded length): each dev example once, as the dev metrics count them.
+
+Cached frozen features (linear probe) have no token axis: the head's FLOPs per example x examples, plus the
+encoder pass (counted on one batch of the same shape when this cell extracted the features).
 
 FlopCounterMode is a TorchDispatchMode: it sees every op and, as used here (counter()), runs it unchanged (tests
 check the weights after a counted step are bit-identical); a compiled model runs its counted batches eager
@@ -138,9 +144,11 @@ class Tally:
         self.tokens, self.quad, self.examples = self.tokens + b * l, self.quad + b * l * l, self.examples + b
 
     @contextlib.contextmanager
-    def batch(self, batch: dict):
+    def batch(self, batch: dict, rows: int | None = None):
+        """Counts (or tallies) `batch`; `rows`: how many of its rows to tally (the dev examples, not the ones DDP
+        repeats: measure.real_rows), at the batch's padded length. The counted FLOPs are the whole batch's."""
         shape = batch_shape(batch)
-        self.see(shape)
+        self.see(shape if rows is None else (min(rows, shape[0]), shape[1]))
         if self.c_batches >= self.counted_max:
             yield
             return
@@ -176,9 +184,10 @@ class FlopMeter:
         self.train, self.eval = Tally(TRAIN_COUNTED), Tally(EVAL_COUNTED)
         self.extra_train = self.extra_eval = 0.0   # FLOPs counted whole outside the loop (the frozen encoder pass)
 
-    def eval_forward(self, forward):
+    def eval_forward(self, forward, rows=None):
+        """`rows(n)`: how many of a batch's n rows are dev examples (the rest, DDP's repeats, are not tallied)."""
         def counted(batch):
-            with self.eval.batch(batch):
+            with self.eval.batch(batch, rows(batch_shape(batch)[0]) if rows is not None else None):
                 return forward(batch)
         return counted
 

@@ -1,5 +1,5 @@
 """What a run costs: peak memory (CUDA or the process's RSS) and throughput (examples and tokens per second of
-training), reduced over ranks."""
+training: the split's examples, not the ones DDP repeats, real_rows), reduced over ranks."""
 
 from __future__ import annotations
 
@@ -56,15 +56,30 @@ class PeakMemory:
         return None
 
 
-def batch_counts(batch: dict, n_tokens) -> tuple[int, object]:
-    """(examples, tokens) of one training batch. `n_tokens`: for cached features, the tokens the encoder read
-    for them; otherwise the non-padding tokens of the batch. The token count is a 0-dim tensor where it is a sum
-    on the device: the loop adds it there and reads it at its next host sync (harness/train/sync.py)."""
+def real_rows(loader, rows: int, rank: int, processes: int) -> int:
+    """How many of the `rows` of the batch `loader` just gave are examples of its split, the first ones. Under
+    DDP accelerate evens out each pass's last round of batches (even_batches): the last partial batch is filled
+    up, and a rank left without a batch gets a whole one, with the pass's first examples again. Those rows run,
+    but they are no further examples: of the last round's rows, in rank order, the first `remainder` are the
+    split's (the rule gather_for_metrics drops the repeated predictions by)."""
+    remainder = getattr(loader, "remainder", -1)
+    if processes == 1 or not getattr(loader, "end_of_dataloader", False) or remainder is None or remainder <= 0:
+        return rows
+    per_rank = loader.total_batch_size // processes
+    return max(0, min(rows, remainder - rank * per_rank))
+
+
+def batch_counts(batch: dict, n_tokens, rows: int | None = None) -> tuple[int, object]:
+    """(examples, tokens) of one training batch, of its first `rows` rows where given (real_rows: not the
+    examples accelerate repeats). `n_tokens`: for cached features, the tokens the encoder read for them;
+    otherwise the non-padding tokens of the batch. The token count is a 0-dim tensor where it is a sum on the
+    device: the loop adds it there and reads it at its next host sync (harness/train/sync.py)."""
     examples = batch["labels"].shape[0] if n_tokens is not None else batch["input_ids"].shape[0]
-    tokens = (n_tokens.sum() if n_tokens is not None
-              else batch["attention_mask"].sum() if "attention_mask" in batch
-              else batch["input_ids"].numel())
-    return examples, tokens
+    n = examples if rows is None else min(rows, examples)
+    tokens = (n_tokens[:n].sum() if n_tokens is not None
+              else batch["attention_mask"][:n].sum() if "attention_mask" in batch
+              else batch["input_ids"][:n].numel())
+    return n, tokens
 
 
 def cost_fields(acc, memory: PeakMemory, examples: int, tokens: int, train_time: float) -> dict:

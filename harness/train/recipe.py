@@ -47,7 +47,7 @@ from harness.train.evaluation import evaluate_task, predict
 from harness.train.flops import FlopMeter, encoder_pass_flops, flops_fields
 from harness.train.host_memory import keep_freed_blocks
 from harness.train.loaders import eval_loader, eval_sets_for, train_loader
-from harness.train.measure import PeakMemory, batch_counts, cost_fields
+from harness.train.measure import PeakMemory, batch_counts, cost_fields, real_rows
 from harness.train.model_setup import adapter_source, build_model, save_adapter
 from harness.train.models import attention_of, dropout_masks, model_source, training_forward
 from harness.train.optim import make_optimizer, make_scheduler, optimizer_steps, planned_steps
@@ -410,8 +410,10 @@ class CellRun:
         # ---
         while stopped_by is None:
             for t, batch in mixture:
-                batch.pop("idx")
+                idx = batch.pop("idx")
                 read = batch.pop("num_tokens", None)   # cached features: the tokens the encoder read for them
+                # the split's examples, not the ones DDP repeats to even out a pass's last round (they train)
+                rows = real_rows(self.mixture.loaders[t], len(idx), acc.process_index, acc.num_processes)
                 # the first micro-batch(es) run under FlopCounterMode (harness/train/flops.py): same ops, counted
                 with acc.accumulate(self.model), self.flops.train.batch(batch):
                     with training_forward(acc.device.type, acc.mixed_precision if acc.native_amp else "no",
@@ -423,7 +425,7 @@ class CellRun:
                     self.optimizer.step()
                     self.optimizer.zero_grad(set_to_none=True)
                 micro += 1
-                batch_examples, batch_tokens = batch_counts(batch, read)
+                batch_examples, batch_tokens = batch_counts(batch, read, rows)
                 examples, loss_n, log_n = examples + batch_examples, loss_n + 1, log_n + 1
                 sums.add(loss, batch_tokens)   # on the device: nothing waits here
                 if not acc.sync_gradients:
@@ -498,7 +500,9 @@ class CellRun:
         for t, (task, kind, sets) in enumerate(zip(self.tasks, self.kinds, self.eval_sets)):
             metrics, score, preds = evaluate_task(
                 task, sets, lambda es, t=t, kind=kind: predict(
-                    self.model, es.loader, self.acc, self.flops.eval_forward(lambda b: self.forward(t, b)), kind,
+                    self.model, es.loader, self.acc, self.flops.eval_forward(
+                        lambda b: self.forward(t, b),
+                        lambda n: real_rows(es.loader, n, self.acc.process_index, self.acc.num_processes)), kind,
                     self.hp))
             entry = {"step": step, "epoch": round(epoch, 4), "metrics": metrics, "score": score,
                      "train_loss": train_loss}

@@ -150,6 +150,37 @@ def test_two_processes_score_every_squad_question_once(tmp_path, tiny_bert):
     assert two.metrics == pytest.approx(one.metrics)
 
 
+def test_two_processes_count_the_examples_accelerate_repeats_once(tmp_path, tiny_bert, small_glue):
+    """42 training examples in batches of 4 over 2 ranks: accelerate fills each epoch's last round up with the
+    epoch's first examples (48 rows), and 20 dev examples give rank 1 a last batch of 4 repeats. Those rows run,
+    but the record's examples and tokens count the split's examples, as one process does (they counted 96
+    examples, 1809 tokens against 84 and 1518), and eval_flops each dev example once, as the dev metrics do
+    (+25%: the 4 longest examples again)."""
+    from tests.helpers import run_cli
+
+    body = f"""
+models: ["{tiny_bert}"]
+tasks: [rte]
+methods: [{{name: lora, learning_rate: 1e-3}}]
+budgets: [{{epochs: 2, max_train_samples: 42, max_eval_samples: 20}}]
+hparams: {{batch_size: 4, eval_batch_size: 4}}
+"""
+    one, two = (write_suite(tmp_path / f"{n}.yaml", f"name: {n}" + body) for n in ("one", "two"))
+    proc = run_cli("run", one, "--db", f"sqlite:///{tmp_path / 'h.db'}", "--output-dir", tmp_path / "out",
+                   "--data-dir", small_glue, "--no-progress", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = launch(tmp_path, two, small_glue)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    store = Store(f"sqlite:///{tmp_path / 'h.db'}")
+    (a,), (b,) = store.records("one"), store.records("two")
+    assert b.num_processes == 2 and b.steps == 2 * -(-42 // (2 * 4)) and b.eval_examples == 20
+    counted = lambda r: (r.train_examples_per_s * r.train_time_s, r.train_tokens_per_s * r.train_time_s)  # noqa: E731
+    assert counted(b) == pytest.approx(counted(a), rel=1e-9), (counted(b), counted(a))
+    assert counted(b)[0] == pytest.approx(2 * 42)
+    # the same dev batches, each rank's scaled from its own first batch (the head's FLOPs are per example)
+    assert b.eval_flops == pytest.approx(a.eval_flops, rel=2e-3), (b.eval_flops, a.eval_flops)
+
+
 # harness/run.py whose rank 0 sends itself a real SIGTERM at its N-th stop-flag check (the runner's before it
 # claims a cell, then one per optimizer step)
 STOP_ON_RANK_0 = """
