@@ -500,8 +500,10 @@ class CellRun:
                 task, sets, lambda es, t=t, kind=kind: predict(
                     self.model, es.loader, self.acc, self.flops.eval_forward(lambda b: self.forward(t, b)), kind,
                     self.hp))
+            # a multi-task loss is over every task's batches (and losses): the joint row's history has it, a
+            # member's would show it as its own task's
             entry = {"step": step, "epoch": round(epoch, 4), "metrics": metrics, "score": score,
-                     "train_loss": train_loss}
+                     "train_loss": None if self.multi else train_loss}
             rec = self.per_task[t]
             rec["history"].append(entry)
             rec["predictions"] = preds

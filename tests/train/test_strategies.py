@@ -537,3 +537,25 @@ hparams: {{batch_size: 8}}
     assert [members[t].train_examples for t in ("rte", "stsb")] == [40, 40]
     assert [members[t].eval_examples for t in ("rte", "stsb")] == [21, 21]
     assert members["rte"].steps == rec.steps == 2   # the joint run's steps: one model trained on both
+
+
+def test_a_multitask_member_s_history_does_not_show_the_joint_loss_as_its_own(tmp_path, tiny_bert, small_glue):
+    """The training loss of a multi-task cell is the mean over every task's batches (rte's cross-entropy and
+    stsb's squared error together): each member row's history repeated it as that task's train_loss (the Task
+    page drew it as rte's loss curve). It stays on the joint row only."""
+    from harness.plan.suite import parse_suite
+    from harness.train.context import RunContext
+    from harness.train.recipe import train_and_evaluate
+
+    (cell,) = parse_suite(f"""
+name: mtl
+models: ["{tiny_bert}"]
+tasks: [{{multitask: [rte, stsb]}}]
+methods: [full]
+budgets: [{{max_steps: 2}}]
+hparams: {{batch_size: 8}}
+""").cells()
+    result = train_and_evaluate(cell, RunContext(str(small_glue), None, show_progress=False))
+    assert isinstance(result.history[-1]["train_loss"], float)
+    assert [[h["train_loss"] for h in m.history] for m in result.members] == [[None], [None]]
+    assert [m.history[-1]["score"] for m in result.members] == [m.score for m in result.members]
