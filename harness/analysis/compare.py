@@ -26,6 +26,7 @@ class Comparison:
     p_value: float        # two-sided: twice (1 + resamples where the difference has the other sign) / (1 + B)
     resamples: int
     budgets: tuple[str, str] | None = None   # two variants' chosen settings of two budgets: (A's, B's)
+    data: tuple = ()   # each compared run's data for the task (report.provenance run_data): its note's evidence
 
 
 def paired_bootstrap(task: Task, splits: list[Split], resamples: int = 1000, confidence: float = 0.95,
@@ -56,13 +57,16 @@ def _compare(task: Task, dirs_a: list, dirs_b: list, names: dict, resamples: int
 
 def compare_runs(a, b, resamples: int = 1000) -> Comparison:
     """Two stored runs of one task, on the dev examples both were scored on."""
+    from harness.report.provenance import run_data
     from harness.spec.errors import InputError
     from harness.spec.tasks import get_task
 
     if a.task != b.task:
         raise InputError(f"runs {a.id} and {b.id} are on different tasks ({a.task}, {b.task})")
-    return _compare(get_task(a.task), [a.output_dir], [b.output_dir],
-                    {A: f"run {a.id} ({a.output_dir})", B: f"run {b.id} ({b.output_dir})"}, resamples)
+    result = _compare(get_task(a.task), [a.output_dir], [b.output_dir],
+                      {A: f"run {a.id} ({a.output_dir})", B: f"run {b.id} ({b.output_dir})"}, resamples)
+    return replace(result, data=tuple(run_data((getattr(r, "extra", None) or {}).get("data_sources"), r.task)
+                                      for r in (a, b)))
 
 
 def compare_variants(store, suite: str | None, task_name: str, label_a: str, label_b: str,
@@ -101,6 +105,7 @@ def compare_variants(store, suite: str | None, task_name: str, label_a: str, lab
     dirs = [[c.loc[seed, "output_dir"] for seed in seeds] for c in chosen]
     result = _compare(task, *dirs, {A: f'"{label_a}"', B: f'"{label_b}"'}, resamples)
     budgets = tuple(str(c["budget"].iloc[0] or "") for c in chosen)   # one per setting (it is part of the setting)
+    result = replace(result, data=tuple(c.loc[seed, "data"] for c in chosen for seed in seeds))
     return (replace(result, budgets=budgets) if budgets[0] != budgets[1] else result), len(seeds)
 
 

@@ -21,10 +21,10 @@ from harness.board.evp_page import page_evp
 from harness.board.grid_page import REFRESH_S, page_grid
 from harness.board.task_page import page_task
 from harness.board.tradeoff_page import page_tradeoff
-from harness.report.export import (build_table, display_table, footnote, nothing_completed, run_method_text,
-                                   table_caption, table_csv, task_notes, to_latex, to_markdown)
+from harness.report.export import (build_table, display_table, footnote, note_lines, nothing_completed,
+                                   run_method_text, table_caption, table_csv, task_notes, to_latex, to_markdown)
 from harness.report.grid import suites_models, with_flops
-from harness.report.text import budget_note
+from harness.report.text import budget_note, comparison_notes
 from harness.report.tables import (ablation_matrix, best_table, composite_vs_single, leaderboard_table, runs_frame,
                                    with_failed_rows)
 from harness.spec.errors import InputError
@@ -281,8 +281,8 @@ def page_analyses(url, suite, model, metric):
                    f"{res.n_examples} dev examples, two-sided p. The same as "
                    f"`harness compare \"{a}\" \"{b}\" --task {task}`.")
         note = budget_note(res)
-        if note:   # as `harness compare` says it
-            st.caption(note)
+        for line in ([note] if note else []) + comparison_notes(task, res):   # as `harness compare` says them
+            st.caption(line)
     page_ablations(url, suite, runs)
 
 
@@ -299,6 +299,8 @@ def page_schedules(runs, model, metric):
                f"Multi-task: each member task's score from the one jointly trained model. Single-task: the same "
                f"method variant trained on the task alone (best setting on dev). Every score on each run's {which} "
                f"dev evaluation, as the leaderboard.")
+    for line in note_lines(list(dict.fromkeys(rows["task"])), rows.attrs.get("data")):   # e.g. SQuAD's split
+        st.caption(line)
 
 
 @st.cache_data(ttl=120, show_spinner=False)
@@ -323,6 +325,9 @@ def page_ablations(url, suite, runs):
     st.plotly_chart(fig, width="stretch")
     st.caption(f"Dev score change when the adapters of layers first..last are removed, without retraining "
                f"(score with every adapter: {payload['baseline']:.2f}).")
+    run = labels[run_id]
+    for line in note_lines([run["task"]], {run["task"]: [run["data"]]}):   # as `harness ablate` says it
+        st.caption(line)
 
 
 PAGES = ["Leaderboard", "Grid", "Trade-off", "Tuning budget", "Runs", "Task", "Analyses"]

@@ -57,7 +57,7 @@ def run(args) -> int:
         apart = differences(a, b)
         what = f"run {a.id} ({', '.join([a.task, a.method_label] + apart[0])}) vs run {b.id} " \
                f"({', '.join([b.method_label] + apart[1])})"
-    print(format_comparison(what, result))
+    print(format_comparison(what, result, args.task or a.task))
     return 0
 
 

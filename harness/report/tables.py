@@ -630,4 +630,6 @@ def composite_vs_single(runs: pd.DataFrame, model: str | None = None, metric: st
         rows.append({"task": r["task"], "variant": r["method_label"], "score": round(r["mean"], 2),
                      "single-task": (ALL_FAILED if single in failed else None) if base is None else round(base, 2),
                      "difference": None if base is None else round(r["mean"] - base, 2)})
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    out.attrs["data"] = best.attrs.get("data")   # the data its runs read: the tasks' notes
+    return out

@@ -56,7 +56,16 @@ def format_ablation(rec, payload: dict) -> str:
     for i in range(n):
         lines.append(f"{i:>10} " + " ".join(f"{cells[(i, j)]:>+7.2f}" if (i, j) in cells else f"{'':>7}"
                                             for j in range(n)))
-    return "\n".join(lines)
+    return "\n".join(lines + run_notes(rec))
+
+
+def run_notes(rec) -> list[str]:
+    """The note of a stored run's task (the offline SQuAD split, ...) under a score of it, as the tables say it,
+    judged by the data the run read (its record's extra.data_sources)."""
+    from harness.report.export import note_lines
+    from harness.report.provenance import run_data
+
+    return note_lines([rec.task], {rec.task: [run_data((rec.extra or {}).get("data_sources"), rec.task)]})
 
 
 def budget_note(result) -> str | None:
@@ -70,12 +79,19 @@ def budget_note(result) -> str | None:
             f"with the other hyperparameters, so this comparison is not at one budget.")
 
 
-def format_comparison(what: str, result) -> str:
-    note = budget_note(result)
+def comparison_notes(task: str, result) -> list[str]:
+    """The task's note under a comparison's scores (as run_notes), judged by the data the compared runs read."""
+    from harness.report.export import note_lines
+
+    return note_lines([task], {task: list(result.data)})
+
+
+def format_comparison(what: str, result, task: str) -> str:
+    notes = [n for n in (budget_note(result), *comparison_notes(task, result)) if n]
     return (f"{what}: {result.n_examples} paired dev examples\n"
             f"score A {result.score_a:.2f}  score B {result.score_b:.2f}  A-B {result.diff:+.2f}  "
             f"95% CI [{result.ci_low:+.2f}, {result.ci_high:+.2f}]  p = {result.p_value:.4f} two-sided "
-            f"(paired bootstrap over dev examples, {result.resamples} resamples)" + (f"\n{note}" if note else ""))
+            f"(paired bootstrap over dev examples, {result.resamples} resamples)" + "".join(f"\n{n}" for n in notes))
 
 
 # --- `harness status`: the summary, the time left, who runs what, what failed ---------------------------------

@@ -407,8 +407,8 @@ class DataSizes:
                         select(R.task, R.budget, R.train_examples, R.eval_examples, R.regime)
                         .where(R.status == Status.COMPLETED.value)):
                     budget = budget or {}
-                    # a multi-task member row carries its joint run's cost, whose training examples are every
-                    # member's (its dev examples are its own task's)
+                    # a multi-task member row's training examples: its own task's since 2026-12-06, before that
+                    # the joint run's (every member's), which no column tells apart (its dev examples: its own)
                     if tr and regime != member:
                         self.known[("train", task, budget.get("max_train_samples"))] = tr
                     if ev:

@@ -504,8 +504,10 @@ class CellRun:
                         lambda b: self.forward(t, b),
                         lambda n: real_rows(es.loader, n, self.acc.process_index, self.acc.num_processes)), kind,
                     self.hp))
+            # a multi-task loss is over every task's batches (and losses): the joint row's history has it, a
+            # member's would show it as its own task's
             entry = {"step": step, "epoch": round(epoch, 4), "metrics": metrics, "score": score,
-                     "train_loss": train_loss}
+                     "train_loss": None if self.multi else train_loss}
             rec = self.per_task[t]
             rec["history"].append(entry)
             rec["predictions"] = preds
@@ -576,11 +578,13 @@ class CellRun:
                           best_score=rec["best"]["score"], best_metrics=rec["best"]["metrics"],
                           history=rec["history"],
                           head_params=sum(numel(p) for n, p in m.named_parameters() if n in head),
-                          eval_examples=sum(len(es.raw) for es in sets),
+                          # its own task's examples, trained and scored (time, steps, FLOPs: the joint run's)
+                          train_examples=len(raw), eval_examples=sum(len(es.raw) for es in sets),
                           output_dir=os.path.join(self.output_dir, task.name) if self.output_dir else None,
                           regime=Regime.MULTITASK_MEMBER, stage=i, trivial_scores=trivial)
-                for i, (task, rec, m, head, sets, trivial) in enumerate(zip(
-                    self.tasks, self.per_task, unwrapped.members, self.heads, self.eval_sets, self.trivial))]
+                for i, (task, rec, m, head, raw, sets, trivial) in enumerate(zip(
+                    self.tasks, self.per_task, unwrapped.members, self.heads, self.train_raw, self.eval_sets,
+                    self.trivial))]
         # ZeRO-3: the full adapter and head tensors (trainable) for the files; every rank takes part in the gather
         with gathered([p for p in first.parameters() if p.requires_grad]):
             if self.main and self.output_dir:

@@ -512,3 +512,17 @@ def test_pareto_front_on_any_two_axes():
     assert list(pareto_front_axes(points, "score", "train_time_s")["name"]) == ["b", "a"]
     # two costs, both lower is better: c has the least memory, b the least time; a and d lose to b on both
     assert list(pareto_front_axes(points, "train_time_s", "peak_memory_mb")["name"]) == ["b", "c"]
+
+
+def test_the_vs_single_task_table_says_what_split_squad_scores_are_on(tmp_path, monkeypatch):
+    """The Analyses page's multi-task / sequential vs single-task table shows SQuAD scores: the offline split's
+    note (a split of the v1.1 dev set, not SQuAD's training set) goes under it, as under every other table."""
+    from tests.report.test_compare import OFFLINE_SQUAD
+    from tests.report.test_table_claims import store_of
+
+    text = "name: s\nmodels: [minilm]\ntasks: [squad, {multitask: [squad, rte]}]\nmethods: [full]\n"
+    url = store_of(tmp_path, [text], lambda c: 60.0, extra=lambda c: {"data_sources": {"squad": OFFLINE_SQUAD}})
+    at = app(url, monkeypatch, page="Analyses", suite="s")
+    assert "squad" in set(table(at, "task")["task"])
+    assert any(c.value.startswith("squad: trained or evaluated on files other than the official v1.1 ones")
+               for c in at.caption), [c.value for c in at.caption]

@@ -240,3 +240,55 @@ def test_a_squad_run_without_its_question_ids_is_not_paired(tmp_path):
     assert load_column(get_task("squad"), {"B": [b], "A": [a]})[1] == ["B"]   # first or not
     with pytest.raises(InputError, match="question ids"):
         compare_runs(SquadRun(1, a), SquadRun(2, b))
+
+
+OFFLINE_SQUAD = {"train": "file:/data/SQuAD/train-v1.1.json:sha256:"
+                          "a229f4d76b8be65de2a492c5853dca626d80175b32d8aa37c5b21b62002a97d7",
+                 "validation": "file:/data/SQuAD/dev-v1.1.json:sha256:"
+                               "2c9f5b3535e573db0f473120c74a2e289cf1271a07a29c5ae659bb20006df369"}
+HUB_SQUAD = {"train": "hub:rajpurkar/squad/train:f1", "validation": "hub:rajpurkar/squad/validation:f2"}
+
+
+@pytest.mark.parametrize("sources, noted", [(OFFLINE_SQUAD, True), (HUB_SQUAD, False)])
+def test_a_comparison_of_squad_scores_says_what_split_they_are_on(tmp_path, sources, noted):
+    """The offline SQuAD folder's note (a split of the v1.1 dev set, not SQuAD's training set) goes wherever its
+    scores show: `harness compare A B` and `--task squad A B` printed two F1 scores on it with nothing said. Runs
+    that read the official sets (here the hub) get no note, as in the tables."""
+    from harness.plan.suite import parse_suite
+    from harness.spec.status import Status
+    from harness.store.db import Store
+
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    store = Store(url)
+    rng = np.random.default_rng(6)
+    questions = [f"q{i}" for i in range(40)]
+    ids = []
+    for cell in parse_suite("name: q\nmodels: [minilm]\ntasks: [squad]\nmethods: [full, {name: houlsby, size: 8}]\n",
+                            "q.yaml").cells():
+        out = squad_run(tmp_path / cell.method, questions, rng)
+        claim = store.start(cell, cell.config(), "cmd", out)
+        store.finish(claim, Status.COMPLETED, {"score": 50.0, "metrics": {"f1": 50.0},
+                                               "extra": {"data_sources": {"squad": sources}}})
+        ids.append(str(claim.id))
+    store.engine.dispose()
+    note = "squad: trained or evaluated on files other than the official v1.1 ones"
+    for args in (ids, ["full", "houlsby(size=8,non_linearity=swish)", "--task", "squad", "--suite", "q"]):
+        proc = call_cli("compare", *args, "--db", url, "--resamples", "50")
+        assert proc.returncode == 0, proc.stderr
+        assert "40 paired dev examples" in proc.stdout
+        assert (note in proc.stdout) is noted, proc.stdout
+
+
+def test_an_ablation_of_a_squad_run_says_what_split_its_scores_are_on():
+    """`harness ablate` prints a run's dev score with and without adapters: on the offline SQuAD split, with its
+    note, as the tables; on the official sets, without."""
+    from types import SimpleNamespace
+
+    from harness.report.text import format_ablation
+
+    payload = {"num_layers": 2, "baseline": 40.0, "recorded_score": 40.0, "spans": [[0, 0, 38.0], [0, 1, 30.0]]}
+    note = "squad: trained or evaluated on files other than the official v1.1 ones"
+    for sources, noted in ((OFFLINE_SQUAD, True), (HUB_SQUAD, False)):
+        rec = SimpleNamespace(id=3, task="squad", method_label="houlsby", extra={"data_sources": {"squad": sources}})
+        text = format_ablation(rec, payload)
+        assert "dev score 40.00" in text and (note in text) is noted, text

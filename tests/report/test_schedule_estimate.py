@@ -60,10 +60,11 @@ def estimate_later(ran, tiny_bert, small_glue) -> tuple[dict, dict]:
 
 def test_multi_task_members_do_not_size_their_tasks(ran, tiny_bert, small_glue):
     """rte alone: 48 examples, 6 steps per epoch, 18 steps (the epochs bind): 144 training examples, 3 evaluations
-    of 21. The multi-task cell's member rows carry the joint run's cost (96 training examples), which is not rte's
-    or stsb's size: read as rte's, rte alone would plan 96 x 30 / 12 = 240 examples."""
+    of 21. The multi-task cell's member rows carry the joint run's cost (its steps and times); their training
+    examples are their own task's since 2026-12-06 (before, the joint run's 96, which read as rte's would have
+    planned rte alone at 96 x 30 / 12 = 240 examples), and the estimate still sizes rte from rte's own row."""
     members = [r for r in ran[4] if r.regime == Regime.MULTITASK_MEMBER]
-    assert {(r.task, r.train_examples) for r in members} == {("rte", 96), ("stsb", 96)}
+    assert {(r.task, r.train_examples, r.steps) for r in members} == {("rte", 48, 12), ("stsb", 48, 12)}
     cells, rates = estimate_later(ran, tiny_bert, small_glue)
     train_s, eval_s = rates[None]
     assert cells["rte"]["seconds"] == pytest.approx(144 * train_s + 3 * 21 * eval_s, rel=1e-9)

@@ -508,3 +508,54 @@ def test_a_small_sampling_temperature_does_not_overflow():
         order = mixture._order()
         assert len(order) == 700
         assert abs(order.count(0) / 700 - share) < 0.06, (temperature, order.count(0))
+
+
+def test_a_multitask_member_row_counts_its_own_task_s_training_examples(tmp_path, tiny_bert, small_glue):
+    """A member row's train_examples is its own task's, as its eval_examples is: it took the joint row's (every
+    member's, 96 for rte's 48 in a multi-task cell of rte and stsb), a number no task of the row trained on."""
+    from harness.launch.runner import result_fields
+    from harness.plan.suite import parse_suite
+    from harness.spec.status import Status
+    from harness.train.context import RunContext
+    from harness.train.recipe import train_and_evaluate
+
+    (cell,) = parse_suite(f"""
+name: mte
+models: ["{tiny_bert}"]
+tasks: [{{multitask: [rte, stsb]}}]
+methods: [full]
+budgets: [{{max_steps: 2, max_train_samples: 40}}]
+hparams: {{batch_size: 8}}
+""").cells()
+    result = train_and_evaluate(cell, RunContext(str(small_glue), None, show_progress=False),
+                                output_dir=str(tmp_path / "out"))
+    store = Store(f"sqlite:///{tmp_path / 'h.db'}")
+    claim = store.start(cell, cell.config(), "test", str(tmp_path / "out"))
+    rec = store.finish(claim, Status.COMPLETED, *result_fields(result, Status.COMPLETED, None, 1))
+    members = {m.task: m for m in store.children(rec.id)}
+    assert rec.train_examples == 80 and rec.eval_examples == 42   # the joint row: both tasks
+    assert [members[t].train_examples for t in ("rte", "stsb")] == [40, 40]
+    assert [members[t].eval_examples for t in ("rte", "stsb")] == [21, 21]
+    assert members["rte"].steps == rec.steps == 2   # the joint run's steps: one model trained on both
+
+
+def test_a_multitask_member_s_history_does_not_show_the_joint_loss_as_its_own(tmp_path, tiny_bert, small_glue):
+    """The training loss of a multi-task cell is the mean over every task's batches (rte's cross-entropy and
+    stsb's squared error together): each member row's history repeated it as that task's train_loss (the Task
+    page drew it as rte's loss curve). It stays on the joint row only."""
+    from harness.plan.suite import parse_suite
+    from harness.train.context import RunContext
+    from harness.train.recipe import train_and_evaluate
+
+    (cell,) = parse_suite(f"""
+name: mtl
+models: ["{tiny_bert}"]
+tasks: [{{multitask: [rte, stsb]}}]
+methods: [full]
+budgets: [{{max_steps: 2}}]
+hparams: {{batch_size: 8}}
+""").cells()
+    result = train_and_evaluate(cell, RunContext(str(small_glue), None, show_progress=False))
+    assert isinstance(result.history[-1]["train_loss"], float)
+    assert [[h["train_loss"] for h in m.history] for m in result.members] == [[None], [None]]
+    assert [m.history[-1]["score"] for m in result.members] == [m.score for m in result.members]
