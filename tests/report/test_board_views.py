@@ -301,6 +301,34 @@ def test_url_opens_the_chosen_view_and_follows_the_choices(store_url, monkeypatc
     assert at.title[0].value == "Leaderboard" and at.query_params["suite"] == "fx"
 
 
+def test_a_link_s_value_that_is_no_choice_here_is_named_with_what_is_shown_instead(tmp_path, monkeypatch):
+    """A link whose values are not among the board's choices opened another view than the link's without a word:
+    ?tasks=rtee showed every task's runs (no filter), ?run=999 another run's details, ?suite=nope and ?page=Runz
+    the first suite's leaderboard. Each is named now, with what is shown instead; a value that stops being a
+    choice after a click (the model, once the suite changed) is no mistake of the link's and says nothing."""
+    from tests.report.test_table_claims import store_of
+
+    url = store_of(tmp_path, ["name: a\nmodels: [minilm]\ntasks: [rte, mrpc]\nmethods: [full]\n",
+                              "name: b\nmodels: [bert-base-uncased]\ntasks: [rte]\nmethods: [full]\n"], lambda c: 70.0)
+    at = app(url, monkeypatch, page="Runs", suite="a", model="minilm", tasks=["rtee", "rte"], run="999")
+    runs = at.dataframe[0].value
+    assert sorted(set(runs["task"])) == ["rte"]   # the filter's valid value kept
+    first = next(s for s in at.selectbox if s.label == "Run details")
+    assert [w.value for w in at.warning] == [
+        "The link's tasks='rtee' is not among the choices of \"Task\" here: left out.",
+        f"The link's run='999' is not among the choices of \"Run details\" here: showing "
+        f"{first.format_func(first.value)} instead."]
+    at = app(url, monkeypatch, page="Runz", suite="nope", metric="best")
+    assert at.title[0].value == "Leaderboard" and at.sidebar.selectbox[0].value == "a"
+    assert [w.value for w in at.warning] == [
+        "The link's suite='nope' is not among the choices of \"Suite\" here: showing a instead.",
+        "The link's metric='best' is not among the choices of \"Dev score\" here: showing final evaluation instead.",
+        "The link's page='Runz' is not among the choices of \"Page\" here: showing Leaderboard instead."]
+    at.sidebar.selectbox[0].set_value("b").run()   # minilm is no model of suite b: bert-base-uncased, silently
+    assert not at.exception and not at.warning and at.sidebar.selectbox[1].value == "bert-base-uncased"
+    assert at.query_params["model"] == "bert-base-uncased"
+
+
 def test_analyses_comparison_opens_from_the_url(store_url, monkeypatch):
     at = app(store_url, monkeypatch, page="Analyses", task="rte", a="houlsby(size=8,non_linearity=swish)", b="full")
     assert at.metric[0].label == "A − B (rte)"
