@@ -160,6 +160,9 @@ def page_leaderboard(url, suite, model, metric):
     sort_by = st.selectbox("Sort by", sort_options, format_func=lambda c: {"avg": board.attrs.get("avg_name", "average"),
                                                                         "trainable_pct": "% trained"}.get(c, c))
     view = board[board["method"].isin(keep)]
+    if view.empty:   # (every method taken out: no table, nor its files, to draw)
+        st.info("No method chosen: choose one or more under Methods.")
+        return
     if sort_by != "as run":
         col = "avg" if sort_by == "avg" else sort_by if sort_by == "trainable_pct" else f"{sort_by}_mean"
         view = view.sort_values(col, ascending=sort_by == "trainable_pct", na_position="last")
