@@ -15,6 +15,7 @@ import streamlit as st
 
 USED = "qp__used"
 LINK = "qp__link"   # the URL parameters the session was opened with, until its first full run ends
+NONE = ""   # a multi-choice parameter whose every default value the user took out (?name=): none, not the default
 
 
 def _state_key(name: str) -> str:
@@ -77,20 +78,27 @@ def choose(widget, label: str, options, name: str, default=None, **kw):
     return value
 
 
-def choose_many(widget, label: str, options, name: str, **kw) -> list:
-    """A multi-choice widget (st.multiselect) whose values live in the URL as ?name=a&name=b."""
+def choose_many(widget, label: str, options, name: str, default=None, **kw) -> list:
+    """A multi-choice widget (st.multiselect) whose values live in the URL as ?name=a&name=b. `default`: the
+    values chosen where the URL names none (else none); while they are the values chosen the URL leaves the
+    parameter out (a short link), and once every one is taken out it says so (?name=)."""
     options = list(options)
+    default = [v for v in default or [] if v in options]
     key = _state_key(name)
     if key not in st.session_state or any(v not in options for v in st.session_state[key]):
         by_text = {str(o): o for o in options}
         given = st.query_params.get_all(name)
-        st.session_state[key] = [by_text[v] for v in given if v in by_text]
-        unknown = [v for v in given if v not in by_text]
+        st.session_state[key] = [by_text[v] for v in given if v in by_text] if given else list(default)
+        unknown = [v for v in given if v not in by_text and v != NONE]
         if unknown and _from_link(name, given):
             _not_a_choice(name, label, unknown, "left out")
     values = widget(label, options, key=key, **kw)
-    if values:
+    if default and set(values) == set(default):
+        st.query_params.pop(name, None)
+    elif values:
         st.query_params[name] = [str(v) for v in values]
+    elif default:
+        st.query_params[name] = NONE
     elif name in st.query_params:
         del st.query_params[name]
     _mark(name)

@@ -295,7 +295,7 @@ def test_url_opens_the_chosen_view_and_follows_the_choices(store_url, monkeypatc
     # choices are written back into the URL; the parameters of the page left behind are dropped
     at.sidebar.radio[1].set_value("Leaderboard").run()
     assert dict(at.query_params) == {"suite": "fx", "model": "minilm", "metric": "best_score",
-                                     "page": "Leaderboard"}
+                                     "page": "Leaderboard", "sort": "as run"}
     # an unknown value in the URL falls back to the default view, no traceback
     at = app(store_url, monkeypatch, page="nope", suite="missing")
     assert at.title[0].value == "Leaderboard" and at.query_params["suite"] == "fx"
@@ -540,3 +540,36 @@ def test_pareto_front_on_any_two_axes():
     assert list(pareto_front_axes(points, "score", "train_time_s")["name"]) == ["b", "a"]
     # two costs, both lower is better: c has the least memory, b the least time; a and d lose to b on both
     assert list(pareto_front_axes(points, "train_time_s", "peak_memory_mb")["name"]) == ["b", "c"]
+
+
+def test_the_leaderboard_s_tuning_budget_s_and_ablation_s_choices_are_in_the_link(store_url, monkeypatch):
+    """The Leaderboard's method filter and sort, the Tuning budget page's task and x axis, and the Analyses page's
+    ablated run were widgets outside the URL: a link to the leaderboard sorted by rte without full, or to the
+    Tuning budget curves of mrpc, reopened as the unsorted table of every method, or rte's curves."""
+    at = app(store_url, monkeypatch, page="Leaderboard")
+    next(s for s in at.selectbox if s.label == "Sort by").set_value("rte").run()
+    next(m for m in at.multiselect if m.label == "Methods").unselect("full").run()
+    link = dict(at.query_params)
+    shown = app(store_url, monkeypatch, **link)
+    assert list(shown.dataframe[0].value["method"]) == ["houlsby(size=8,non_linearity=swish)"], link
+    assert next(s for s in shown.selectbox if s.label == "Sort by").value == "rte"
+    # every method chosen again: no parameter (a short link); none chosen: said, not read as every method
+    methods = next(m for m in shown.multiselect if m.label == "Methods")
+    methods.select("full").run()
+    assert "show" not in shown.query_params
+    next(m for m in shown.multiselect if m.label == "Methods").set_value([]).run()
+    link = dict(shown.query_params)
+    assert app(store_url, monkeypatch, **link).info[0].value.startswith("No method chosen"), link
+
+    at = app(store_url, monkeypatch, page="Tuning budget")
+    next(s for s in at.selectbox if s.label == "Task").set_value("mrpc").run()
+    next(s for s in at.selectbox if s.label == "x axis").set_value("expected_time_s").run()
+    link = dict(at.query_params)
+    shown = app(store_url, monkeypatch, **link)
+    assert [s.value for s in shown.selectbox if s.label in ("Task", "x axis")] == ["mrpc", "expected_time_s"], link
+    assert json.loads(shown.get("plotly_chart")[0].proto.spec)["layout"]["xaxis"]["title"]["text"] == \
+        "expected train time (s)"
+
+    at = app(store_url, monkeypatch, page="Analyses", task="rte")
+    ablated = next(s for s in at.selectbox if s.label == "Run")
+    assert at.query_params["ablation"] == str(ablated.value)
