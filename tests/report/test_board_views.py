@@ -573,3 +573,17 @@ def test_the_leaderboard_s_tuning_budget_s_and_ablation_s_choices_are_in_the_lin
     at = app(store_url, monkeypatch, page="Analyses", task="rte")
     ablated = next(s for s in at.selectbox if s.label == "Run")
     assert at.query_params["ablation"] == str(ablated.value)
+
+
+def test_the_grid_page_reads_a_store_of_an_older_revision(tmp_path, monkeypatch):
+    """A store from before leases, opened read-only and never migrated (as `harness status` reads it): the Grid
+    page raised "no such column: runs.heartbeat_at" where status counts 1 completed, 1 stale."""
+    from tests.store.test_store import SUITE, store_from_before_migrations
+
+    full, probe = parse_suite(SUITE, "s.yaml").cells()
+    url = store_from_before_migrations(tmp_path / "old.db", [
+        {"cell": full, "status": "completed", "score": 61.25}, {"cell": probe, "status": "running"}])
+    at = app(url, monkeypatch, page="Grid", suite="s")
+    counts = {m.label: m.value for m in at.metric}
+    assert (counts["completed"], counts["stale"], counts["running"]) == ("1", "1", "0")
+    assert list(table(at, "state")["state"]) == ["stale"]
