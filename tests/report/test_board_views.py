@@ -587,3 +587,15 @@ def test_the_grid_page_reads_a_store_of_an_older_revision(tmp_path, monkeypatch)
     counts = {m.label: m.value for m in at.metric}
     assert (counts["completed"], counts["stale"], counts["running"]) == ("1", "1", "0")
     assert list(table(at, "state")["state"]) == ["stale"]
+
+
+def test_tradeoff_of_runs_that_recorded_no_cost_says_so(tmp_path, monkeypatch):
+    """Completed runs with a score and no cost recorded (no trainable parameters, time, memory or FLOPs, as rows of
+    an older store): the score was the only axis offered, y had no choice and the page raised "KeyError: [None]"."""
+    suite = parse_suite("name: nc\nmodels: [minilm]\ntasks: [rte]\nmethods: [full, bitfit]\n")
+    url = f"sqlite:///{tmp_path / 'nc.db'}"
+    store = Store(url)
+    for cell, score in zip(suite.cells(), (70.0, 65.0)):
+        store.finish(store.start(cell, cell.config(), "", str(tmp_path)), "completed", {"score": score})
+    at = app(url, monkeypatch, page="Trade-off", task="rte")
+    assert at.info[0].value.startswith("Only the dev score (points, x100) is recorded for these runs: no cost")
