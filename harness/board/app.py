@@ -155,11 +155,15 @@ def page_leaderboard(url, suite, model, metric):
                    f"points; {board.attrs['avg_name']} averages GLUE tasks only (what the offline SQuAD files "
                    f"are: the task's note, under the table).")
     methods = list(board["method"])
-    keep = st.multiselect("Methods", methods, default=methods)
+    keep = urlstate.choose_many(st.multiselect, "Methods", methods, "show", default=methods)
     sort_options = ["as run"] + [c for c in ["avg"] + board.attrs["tasks"] + ["trainable_pct"]]
-    sort_by = st.selectbox("Sort by", sort_options, format_func=lambda c: {"avg": board.attrs.get("avg_name", "average"),
-                                                                        "trainable_pct": "% trained"}.get(c, c))
+    sort_by = urlstate.choose(st.selectbox, "Sort by", sort_options, "sort",
+                              format_func=lambda c: {"avg": board.attrs.get("avg_name", "average"),
+                                                     "trainable_pct": "% trained"}.get(c, c))
     view = board[board["method"].isin(keep)]
+    if view.empty:   # (every method taken out: no table, nor its files, to draw)
+        st.info("No method chosen: choose one or more under Methods.")
+        return
     if sort_by != "as run":
         col = "avg" if sort_by == "avg" else sort_by if sort_by == "trainable_pct" else f"{sort_by}_mean"
         view = view.sort_values(col, ascending=sort_by == "trainable_pct", na_position="last")
@@ -315,8 +319,9 @@ def page_ablations(url, suite, runs):
         st.info("No adapter ablations stored for this suite and model.")
         return
     labels = {a["run_id"]: runs[runs["id"] == a["run_id"]].iloc[0] for a in found}
-    run_id = st.selectbox("Run", list(labels), format_func=lambda i: f"#{i} {labels[i]['task']} "
-                                                                     f"{labels[i]['method_label']} seed {labels[i]['seed']}")
+    run_id = urlstate.choose(st.selectbox, "Run", list(labels), "ablation",
+                             format_func=lambda i: f"#{i} {labels[i]['task']} "
+                                                   f"{labels[i]['method_label']} seed {labels[i]['seed']}")
     payload = next(a["payload"] for a in found if a["run_id"] == run_id)
     matrix = ablation_matrix(payload)
     fig = px.imshow(matrix, color_continuous_scale="RdBu", color_continuous_midpoint=0, origin="upper",

@@ -8,6 +8,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
+from harness.board import urlstate
 from harness.report.export import note_lines, settings_text
 from harness.report.provenance import data_by_task, skipped_by_task
 from harness.stats.evp import evp_table
@@ -15,6 +16,7 @@ from harness.stats.selection import failed_settings, unfinished_settings
 
 AXES = {"settings tried (n)": "n", "expected train time (s)": "expected_time_s",
         "expected train FLOPs": "expected_flops"}
+AXIS_NAMES = {col: name for name, col in AXES.items()}
 
 
 def page_evp(runs: pd.DataFrame, model: str, metric: str = "score") -> None:
@@ -26,12 +28,12 @@ def page_evp(runs: pd.DataFrame, model: str, metric: str = "score") -> None:
         return
     tasks = list(dict.fromkeys(curves["task"]))
     c1, c2 = st.columns(2)
-    task = c1.selectbox("Task", tasks, key="evp_task")
+    task = urlstate.choose(c1.selectbox, "Task", tasks, "task")
     view = curves[curves["task"] == task]
     # a cost axis is offered only where every variant of the task recorded it
-    axes = [name for name, col in AXES.items() if view[col].notna().all()]
-    axis = c2.selectbox("x axis", axes, key="evp_axis")
-    x = AXES[axis]
+    axes = [col for col in AXES.values() if view[col].notna().all()]
+    x = urlstate.choose(c2.selectbox, "x axis", axes, "x", format_func=AXIS_NAMES.get)   # ?x=expected_time_s
+    axis = AXIS_NAMES[x]
     k = int(view.groupby("method_label")["settings_tried"].first().min())
     fig = px.line(view, x=x, y="evp", color="method_label", markers=True, log_x=x == "expected_flops",
                   hover_data=["n", "settings_tried"], height=460,

@@ -45,6 +45,10 @@ def page_tradeoff(best: pd.DataFrame, board: pd.DataFrame) -> None:
                 f"No method has a score on {which} (runs not finished, or all failed).")
         return
     offered = axes_offered(points)
+    if len(offered) < 2:   # runs that recorded no cost (an older store, records without them): no second axis
+        st.info(f"Only the {AXES[offered[0]] if offered else 'score'} is recorded for these runs: no cost (trainable "
+                f"parameters, train time, peak memory, FLOPs) to draw it against.")
+        return
     x = urlstate.choose(c2.selectbox, "x axis", [a for a in offered if a != "score"] + ["score"], "x",
                         format_func=AXES.get)
     y = urlstate.choose(c3.selectbox, "y axis", [a for a in offered if a != x], "y", format_func=AXES.get)

@@ -5,6 +5,8 @@ back on every run, so the address bar always holds a link to the same view.
 Each widget keeps its value in session state under "qp_<name>": set from the URL only the first time (or when the
 URL's value is no longer among the options), so a user's click is never overridden by the URL it just wrote.
 Parameters no widget used in a full run are dropped (`prune`): a link never carries a filter of another page.
+A value of the opened link that is not among its widget's options (a suite not in this store, a mistyped task,
+a run filtered out) is named in a warning, with what is shown instead: the view differs from the link's.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 import streamlit as st
 
 USED = "qp__used"
+LINK = "qp__link"   # the URL parameters the session was opened with, until its first full run ends
+NONE = ""   # a multi-choice parameter whose every default value the user took out (?name=): none, not the default
 
 
 def _state_key(name: str) -> str:
@@ -23,8 +27,12 @@ def _mark(name: str) -> None:
 
 
 def begin() -> None:
-    """Start of a full run: no parameter used yet."""
+    """Start of a full run: no parameter used yet. The first one of a session keeps the link it was opened with:
+    only its values are checked against the options (later the URL holds what the widgets wrote, and a value
+    that stops being an option, a model after the suite changed, is no mistake of the link's)."""
     st.session_state[USED] = set()
+    if LINK not in st.session_state:
+        st.session_state[LINK] = {k: st.query_params.get_all(k) for k in st.query_params.keys()}
 
 
 def prune() -> None:
@@ -32,6 +40,18 @@ def prune() -> None:
     used = st.session_state.get(USED, set())
     for name in [k for k in st.query_params.keys() if k not in used]:
         del st.query_params[name]
+    st.session_state[LINK] = {}
+
+
+def _from_link(name: str, given: list[str]) -> bool:
+    """Whether `given` (the URL's values of `name`) are the opened link's, not yet checked."""
+    link = st.session_state.get(LINK) or {}
+    return bool(given) and link.pop(name, None) == given
+
+
+def _not_a_choice(name: str, label: str, values: list[str], instead: str) -> None:
+    shown = ", ".join(repr(v) for v in values)
+    st.warning(f"The link's {name}={shown} is not among the choices of \"{label}\" here: {instead}.")
 
 
 def url_value(name: str) -> str | None:
@@ -48,24 +68,37 @@ def choose(widget, label: str, options, name: str, default=None, **kw):
     if key not in st.session_state or st.session_state[key] not in options:
         by_text = {str(o): o for o in options}
         wanted = url_value(name)
-        st.session_state[key] = (by_text[wanted] if wanted in by_text
-                                 else default if default in options else options[0])
+        fallback = default if default in options else options[0]
+        st.session_state[key] = by_text[wanted] if wanted in by_text else fallback
+        if wanted is not None and wanted not in by_text and _from_link(name, [wanted]):
+            _not_a_choice(name, label, [wanted], f"showing {kw.get('format_func', str)(fallback)} instead")
     value = widget(label, options, key=key, **kw)
     st.query_params[name] = str(value)
     _mark(name)
     return value
 
 
-def choose_many(widget, label: str, options, name: str, **kw) -> list:
-    """A multi-choice widget (st.multiselect) whose values live in the URL as ?name=a&name=b."""
+def choose_many(widget, label: str, options, name: str, default=None, **kw) -> list:
+    """A multi-choice widget (st.multiselect) whose values live in the URL as ?name=a&name=b. `default`: the
+    values chosen where the URL names none (else none); while they are the values chosen the URL leaves the
+    parameter out (a short link), and once every one is taken out it says so (?name=)."""
     options = list(options)
+    default = [v for v in default or [] if v in options]
     key = _state_key(name)
     if key not in st.session_state or any(v not in options for v in st.session_state[key]):
         by_text = {str(o): o for o in options}
-        st.session_state[key] = [by_text[v] for v in st.query_params.get_all(name) if v in by_text]
+        given = st.query_params.get_all(name)
+        st.session_state[key] = [by_text[v] for v in given if v in by_text] if given else list(default)
+        unknown = [v for v in given if v not in by_text and v != NONE]
+        if unknown and _from_link(name, given):
+            _not_a_choice(name, label, unknown, "left out")
     values = widget(label, options, key=key, **kw)
-    if values:
+    if default and set(values) == set(default):
+        st.query_params.pop(name, None)
+    elif values:
         st.query_params[name] = [str(v) for v in values]
+    elif default:
+        st.query_params[name] = NONE
     elif name in st.query_params:
         del st.query_params[name]
     _mark(name)

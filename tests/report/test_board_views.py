@@ -295,10 +295,38 @@ def test_url_opens_the_chosen_view_and_follows_the_choices(store_url, monkeypatc
     # choices are written back into the URL; the parameters of the page left behind are dropped
     at.sidebar.radio[1].set_value("Leaderboard").run()
     assert dict(at.query_params) == {"suite": "fx", "model": "minilm", "metric": "best_score",
-                                     "page": "Leaderboard"}
+                                     "page": "Leaderboard", "sort": "as run"}
     # an unknown value in the URL falls back to the default view, no traceback
     at = app(store_url, monkeypatch, page="nope", suite="missing")
     assert at.title[0].value == "Leaderboard" and at.query_params["suite"] == "fx"
+
+
+def test_a_link_s_value_that_is_no_choice_here_is_named_with_what_is_shown_instead(tmp_path, monkeypatch):
+    """A link whose values are not among the board's choices opened another view than the link's without a word:
+    ?tasks=rtee showed every task's runs (no filter), ?run=999 another run's details, ?suite=nope and ?page=Runz
+    the first suite's leaderboard. Each is named now, with what is shown instead; a value that stops being a
+    choice after a click (the model, once the suite changed) is no mistake of the link's and says nothing."""
+    from tests.report.test_table_claims import store_of
+
+    url = store_of(tmp_path, ["name: a\nmodels: [minilm]\ntasks: [rte, mrpc]\nmethods: [full]\n",
+                              "name: b\nmodels: [bert-base-uncased]\ntasks: [rte]\nmethods: [full]\n"], lambda c: 70.0)
+    at = app(url, monkeypatch, page="Runs", suite="a", model="minilm", tasks=["rtee", "rte"], run="999")
+    runs = at.dataframe[0].value
+    assert sorted(set(runs["task"])) == ["rte"]   # the filter's valid value kept
+    first = next(s for s in at.selectbox if s.label == "Run details")
+    assert [w.value for w in at.warning] == [
+        "The link's tasks='rtee' is not among the choices of \"Task\" here: left out.",
+        f"The link's run='999' is not among the choices of \"Run details\" here: showing "
+        f"{first.format_func(first.value)} instead."]
+    at = app(url, monkeypatch, page="Runz", suite="nope", metric="best")
+    assert at.title[0].value == "Leaderboard" and at.sidebar.selectbox[0].value == "a"
+    assert [w.value for w in at.warning] == [
+        "The link's suite='nope' is not among the choices of \"Suite\" here: showing a instead.",
+        "The link's metric='best' is not among the choices of \"Dev score\" here: showing final evaluation instead.",
+        "The link's page='Runz' is not among the choices of \"Page\" here: showing Leaderboard instead."]
+    at.sidebar.selectbox[0].set_value("b").run()   # minilm is no model of suite b: bert-base-uncased, silently
+    assert not at.exception and not at.warning and at.sidebar.selectbox[1].value == "bert-base-uncased"
+    assert at.query_params["model"] == "bert-base-uncased"
 
 
 def test_analyses_comparison_opens_from_the_url(store_url, monkeypatch):
@@ -526,3 +554,62 @@ def test_the_vs_single_task_table_says_what_split_squad_scores_are_on(tmp_path, 
     assert "squad" in set(table(at, "task")["task"])
     assert any(c.value.startswith("squad: trained or evaluated on files other than the official v1.1 ones")
                for c in at.caption), [c.value for c in at.caption]
+
+
+def test_the_leaderboard_s_tuning_budget_s_and_ablation_s_choices_are_in_the_link(store_url, monkeypatch):
+    """The Leaderboard's method filter and sort, the Tuning budget page's task and x axis, and the Analyses page's
+    ablated run were widgets outside the URL: a link to the leaderboard sorted by rte without full, or to the
+    Tuning budget curves of mrpc, reopened as the unsorted table of every method, or rte's curves."""
+    at = app(store_url, monkeypatch, page="Leaderboard")
+    next(s for s in at.selectbox if s.label == "Sort by").set_value("rte").run()
+    next(m for m in at.multiselect if m.label == "Methods").unselect("full").run()
+    link = dict(at.query_params)
+    shown = app(store_url, monkeypatch, **link)
+    assert list(shown.dataframe[0].value["method"]) == ["houlsby(size=8,non_linearity=swish)"], link
+    assert next(s for s in shown.selectbox if s.label == "Sort by").value == "rte"
+    # every method chosen again: no parameter (a short link); none chosen: said, not read as every method
+    methods = next(m for m in shown.multiselect if m.label == "Methods")
+    methods.select("full").run()
+    assert "show" not in shown.query_params
+    next(m for m in shown.multiselect if m.label == "Methods").set_value([]).run()
+    link = dict(shown.query_params)
+    assert app(store_url, monkeypatch, **link).info[0].value.startswith("No method chosen"), link
+
+    at = app(store_url, monkeypatch, page="Tuning budget")
+    next(s for s in at.selectbox if s.label == "Task").set_value("mrpc").run()
+    next(s for s in at.selectbox if s.label == "x axis").set_value("expected_time_s").run()
+    link = dict(at.query_params)
+    shown = app(store_url, monkeypatch, **link)
+    assert [s.value for s in shown.selectbox if s.label in ("Task", "x axis")] == ["mrpc", "expected_time_s"], link
+    assert json.loads(shown.get("plotly_chart")[0].proto.spec)["layout"]["xaxis"]["title"]["text"] == \
+        "expected train time (s)"
+
+    at = app(store_url, monkeypatch, page="Analyses", task="rte")
+    ablated = next(s for s in at.selectbox if s.label == "Run")
+    assert at.query_params["ablation"] == str(ablated.value)
+
+
+def test_the_grid_page_reads_a_store_of_an_older_revision(tmp_path, monkeypatch):
+    """A store from before leases, opened read-only and never migrated (as `harness status` reads it): the Grid
+    page raised "no such column: runs.heartbeat_at" where status counts 1 completed, 1 stale."""
+    from tests.store.test_store import SUITE, store_from_before_migrations
+
+    full, probe = parse_suite(SUITE, "s.yaml").cells()
+    url = store_from_before_migrations(tmp_path / "old.db", [
+        {"cell": full, "status": "completed", "score": 61.25}, {"cell": probe, "status": "running"}])
+    at = app(url, monkeypatch, page="Grid", suite="s")
+    counts = {m.label: m.value for m in at.metric}
+    assert (counts["completed"], counts["stale"], counts["running"]) == ("1", "1", "0")
+    assert list(table(at, "state")["state"]) == ["stale"]
+
+
+def test_tradeoff_of_runs_that_recorded_no_cost_says_so(tmp_path, monkeypatch):
+    """Completed runs with a score and no cost recorded (no trainable parameters, time, memory or FLOPs, as rows of
+    an older store): the score was the only axis offered, y had no choice and the page raised "KeyError: [None]"."""
+    suite = parse_suite("name: nc\nmodels: [minilm]\ntasks: [rte]\nmethods: [full, bitfit]\n")
+    url = f"sqlite:///{tmp_path / 'nc.db'}"
+    store = Store(url)
+    for cell, score in zip(suite.cells(), (70.0, 65.0)):
+        store.finish(store.start(cell, cell.config(), "", str(tmp_path)), "completed", {"score": score})
+    at = app(url, monkeypatch, page="Trade-off", task="rte")
+    assert at.info[0].value.startswith("Only the dev score (points, x100) is recorded for these runs: no cost")

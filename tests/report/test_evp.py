@@ -169,6 +169,6 @@ def test_board_tuning_budget_page(tmp_path, monkeypatch):
     # the cost axis: expected train time of n settings (3 seeds x 150 s per full setting)
     axis = next(s for s in at.selectbox if s.label == "x axis")
     assert axis.options == ["settings tried (n)", "expected train time (s)"]   # no FLOPs recorded
-    axis.set_value("expected train time (s)").run()
+    axis.set_value("expected_time_s").run()   # (the column; options show its name)
     assert not at.exception, at.exception
     assert _traces(at.get("plotly_chart")[0])["full"][0] == pytest.approx([450.0, 900.0])

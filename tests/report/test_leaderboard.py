@@ -74,6 +74,16 @@ def test_leaderboard_filter_and_sort(store_url, monkeypatch):
     assert list(at.dataframe[0].value["method"]) == ["houlsby(size=8,non_linearity=swish)"]
 
 
+def test_leaderboard_with_every_method_taken_out_says_so(store_url, monkeypatch):
+    """Every method taken out of the filter: the page raised a traceback ("Length of values (0) does not match
+    length of index (6)", building the Markdown download of no rows)."""
+    at = app(store_url, monkeypatch)
+    at.multiselect[0].set_value([]).run()
+    assert not at.exception, at.exception
+    assert not at.dataframe and not at.get("download_button")
+    assert at.info[0].value == "No method chosen: choose one or more under Methods."
+
+
 def test_tradeoff_runs_and_analyses_pages(store_url, monkeypatch):
     at = app(store_url, monkeypatch)
     at.sidebar.radio[1].set_value("Trade-off").run()
