@@ -328,6 +328,35 @@ def test_an_output_folder_is_bound_to_the_store_whose_runs_it_holds(tmp_path, su
     assert again.returncode == 0 and "1 already completed" in again.stderr, again.stderr[-2000:]
 
 
+@pytest.mark.parametrize("command, owner", [("slurm", "this store"), ("slurm", "another store"),
+                                            ("run", "another store")])
+def test_reading_the_store_an_output_folder_names_leaves_nothing_beside_it(tmp_path, suite, small_glue, command,
+                                                                          owner):
+    """slurm probes an SQLite store given, and the output folder's mark is checked against the store's id, both
+    read-only: SQLite created the store's -shm and -wal for those reads and, read-only, could not remove them, so
+    `harness slurm --dry-run` (which writes nothing) left both beside the store, and so did the refusals of slurm
+    and run."""
+    from harness.launch.output_binding import bind_output_dir
+    from harness.store.db import Store
+
+    urls = {name: f"sqlite:///{tmp_path / name}.db" for name in ("a", "b")}
+    for url in urls.values():
+        Store(url).engine.dispose()
+    store = Store(urls["a"])
+    bind_output_dir(str(tmp_path / "out"), store)
+    store.engine.dispose()
+    assert not list(tmp_path.glob("*.db-*"))   # the stores at rest: no connection open
+    before = listing(tmp_path)
+    args = [command, suite, "--db", urls["a" if owner == "this store" else "b"], "--output-dir", tmp_path / "out",
+            "--data-dir", small_glue] + (["--workers", "1", "--dry-run"] if command == "slurm" else [])
+    r = call_cli(*args)
+    if owner == "this store":
+        assert r.returncode == 0 and r.stdout.startswith("#!"), r.stderr[-2000:]
+    else:
+        assert_refused(r, f"--output-dir: {tmp_path / 'out'} holds the runs of another store")
+    assert listing(tmp_path) == before
+
+
 def test_compare_refuses_a_run_compared_with_itself(tmp_path):
     """`compare 1 1` (or a run's id against its own cell key) printed a comparison: A-B +0.00, p = 1."""
     from harness.store.db import Store
