@@ -137,6 +137,21 @@ def test_an_output_folder_where_a_file_stands_is_refused(tmp_path, suite, comman
     assert listing(tmp_path) == before
 
 
+@pytest.mark.parametrize("command, flag", [("run", "--output-dir"), ("run", "--cache-dir"),
+                                           ("slurm", "--output-dir"), ("ablate", "--cache-dir")])
+def test_an_output_folder_that_cannot_be_created_is_refused(tmp_path, suite, small_glue, command, flag):
+    """/proc takes no new folder: run created its store, then failed with a traceback (--output-dir) or trained
+    the cell and failed it (--cache-dir, exit 1, a failed record); slurm failed with a traceback writing its
+    script."""
+    args = {"run": ["run", suite, "--data-dir", small_glue, "--output-dir", tmp_path / "out"],
+            "slurm": ["slurm", suite, "--workers", "1", "--data-dir", small_glue],
+            "ablate": ["ablate", "1"]}[command]
+    before = listing(tmp_path)
+    assert_refused(call_cli(*args, "--db", f"sqlite:///{tmp_path / 'h.db'}", flag, "/proc/harness-test/out"),
+                   f"{flag}: cannot create the folder /proc/harness-test/out: ")
+    assert listing(tmp_path) == before
+
+
 def test_estimate_refuses_a_data_dir_option_that_is_not_a_folder(tmp_path, suite):
     """It answered "size unknown" for every cell (exit 0)."""
     (tmp_path / "notes.txt").write_text("x")
