@@ -11,9 +11,7 @@ import sys
 from harness.cli import (ablate, board, compare, estimate, export, ingest, ls, params, prefetch, run, slurm,
                          status, validate)
 from harness.cli.common import resolve_user_paths, subparser
-from harness.spec.errors import InputError
-
-EXIT_BROKEN_PIPE = 141   # what a shell reports for a command killed by SIGPIPE (128 + 13), as `yes | head -1` gives
+from harness.spec.errors import EXIT_BROKEN_PIPE, EXIT_INPUT, InputError
 
 # in the order `harness --help` lists them
 SUBCOMMANDS = {"run": run, "validate": validate, "estimate": estimate, "status": status, "slurm": slurm, "prefetch": prefetch, "ls": ls,
@@ -27,7 +25,7 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         message = message.removeprefix("argument ")
-        self.exit(2, f"error: {message}; see {self.prog} --help\n")
+        self.exit(EXIT_INPUT, f"error: {message}; see {self.prog} --help\n")
 
     def parse_known_args(self, args=None, namespace=None):
         """What argparse leaves to the caller, refused by the parser that owns the option: an unknown option after
@@ -73,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, "db_source", "--db") != "--db" and text.startswith("--db:"):   # the store came from
             text = args.db_source + text.removeprefix("--db")   # $HARNESS_DB, or the option is spelled --from-store
         print(f"error: {text}", file=sys.stderr)
-        return 2
+        return e.exit_code
     except BrokenPipeError:
         # the reader went away (`harness ls | head -1`): stop quietly, as `ls | head -1` does; what is still
         # buffered goes to /dev/null so that the interpreter's last flush does not fail again

@@ -81,7 +81,7 @@ def default_cache_dir() -> str:
 def resolve_user_paths(args) -> None:
     """Relative paths the user gave, made absolute where they are read: the flags and HARNESS_DATA_DIR /
     HARNESS_DB (written back, so subprocesses and accelerate ranks inherit the same place)."""
-    from harness.atomic import file_in_the_way
+    from harness.atomic import file_in_the_way, missing_folders, remove_empty
     from harness.store.engine import absolute_db_url, check_db_url, default_db_url
 
     # `export HARNESS_DB=$PG_URL` with $PG_URL unset, in a job script: not the local default store (checked by
@@ -98,6 +98,17 @@ def resolve_user_paths(args) -> None:
         blocking = value and file_in_the_way(value)
         if blocking:
             raise InputError(f"--{name.replace('_', '-')}: {blocking} is a file, not a folder")
+        # one that cannot be created (/proc, a read-only mount): tried, and what the try made removed again; it
+        # failed after the store was created (a traceback), or each cell failed in turn (--cache-dir)
+        created = missing_folders(value) if value else []
+        try:
+            if created:
+                os.makedirs(value, exist_ok=True)
+        except OSError as e:
+            raise InputError(f"--{name.replace('_', '-')}: cannot create the folder {value}: "
+                             f"{e.strerror or e}") from None
+        finally:
+            remove_empty(created)
     if hasattr(args, "db"):
         # where the store's URL came from, for the error that refuses it (engine.py names --db): the option as
         # typed (estimate's --from-store is --db too), else $HARNESS_DB

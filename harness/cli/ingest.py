@@ -14,6 +14,7 @@ EXAMPLES = """
   harness ingest /scratch/out --db postgresql://user@host/harness --replace
 """
 REFUSED = "refused"
+CONFLICT_FIELDS_SHOWN = 4   # of the fields a conflicting record differs in, named in its line
 
 
 def add_arguments(p) -> None:
@@ -61,9 +62,13 @@ def run(args) -> int:
     for path, record in valid:
         outcome = store.ingest(record, replace=args.replace, lease_timeout_s=lease_timeout_s)
         counts[outcome] += 1
-        if outcome == CONFLICT:
+        if outcome == CONFLICT:   # what differs, so the user can tell which result to keep
+            fields = store.differences(record)   # (none: another ingest changed the row since)
+            shown = ", ".join(fields[:CONFLICT_FIELDS_SHOWN]) + (
+                f" and {len(fields) - CONFLICT_FIELDS_SHOWN} more" if len(fields) > CONFLICT_FIELDS_SHOWN else "")
             print(f"{path}: conflict: suite {record.suite} cell {record.cell_key} already has a different "
-                  f"completed result (kept; --replace takes this one)", file=sys.stderr)
+                  f"completed result ({f'differing: {shown}; ' if fields else ''}kept, --replace takes this one)",
+                  file=sys.stderr)
         elif outcome == LEASED:
             print(f"{path}: skipped: suite {record.suite} cell {record.cell_key} is running (a worker holds it: "
                   f"its lease is live, or stale while the worker may still be training, and this record is not "

@@ -13,6 +13,8 @@ import sys
 from dataclasses import dataclass
 
 from harness.plan.grid import Suite
+from harness.plan.preflight import truthy
+from harness.spec.errors import InputError
 from harness.spec.methods import adapter_dir
 from harness.spec.tasks import get_task
 from harness.spec.models import ALIASES, ModelSpec, in_folder, weight_files
@@ -98,8 +100,21 @@ def check(need: Need) -> str | None:
     return _hub_data_cached(need)
 
 
+def downloads(need: Need) -> bool:
+    """Whether fetch downloads this item: a hub model or data set (not an adapter: nothing a compute node could
+    load)."""
+    return need.where == "hub" and need.kind != "adapter"
+
+
+def offline_variable(need: Need) -> str | None:
+    """The variable set that forbids downloading `need`: the hub's for every download, datasets' own for data
+    sets too (as the two libraries read them)."""
+    names = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE") if need.kind == "data" else ("HF_HUB_OFFLINE",)
+    return next((name for name in names if truthy(name)), None)
+
+
 def fetch(need: Need) -> None:
-    if need.where != "hub" or need.kind == "adapter":   # (an adapter: nothing a compute node could load)
+    if not downloads(need):
         return
     if need.kind == "model":
         from huggingface_hub import snapshot_download
@@ -119,9 +134,19 @@ def prefetch(suite: Suite, data_dir: str | None = None, check_only: bool = False
     if check_only:
         os.environ["HF_HUB_OFFLINE"] = os.environ["HF_DATASETS_OFFLINE"] = "1"
     items = needs(suite, data_dir)
+    problems = [check(need) for need in items]
+    # offline mode on (a compute node's environment) and something to download: one line saying so, before
+    # anything is printed, not a download failure per item
+    blocked = [(need, offline_variable(need)) for need, problem in zip(items, problems)
+               if problem and not check_only and downloads(need) and offline_variable(need)]
+    if blocked:
+        name = blocked[0][1]
+        shown = ", ".join(f"{need.kind} {need.name}" for need, _ in blocked[:3]) + (", ..." if len(blocked) > 3 else "")
+        raise InputError(f"${name}: offline mode is on ({name}={os.environ[name]}), so the {len(blocked)} item(s) "
+                         f"the cache lacks cannot be downloaded ({shown}); unset it on a machine with internet, or "
+                         f"give --check to list what is missing")
     missing = 0
-    for need in items:
-        problem = check(need)
+    for need, problem in zip(items, problems):
         if problem and not check_only:
             try:
                 fetch(need)

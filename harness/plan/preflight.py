@@ -23,7 +23,8 @@ from harness.spec.models import ALIASES, ModelSpec
 from harness.spec.trackers import TRACKERS, install_line, missing, parse_option
 
 
-def _truthy(name: str) -> bool:
+def truthy(name: str) -> bool:
+    """Whether an environment flag is on (1, true, yes, on), as huggingface_hub and datasets read theirs."""
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
@@ -88,7 +89,7 @@ def check_models(suite: Suite, loc, known=None) -> list[str]:
     """`known(spec)`: a config the caller has for a model that is not on this machine (params' published configs
     of classic checkpoints), or None."""
     notes = []
-    offline = _truthy("HF_HUB_OFFLINE")
+    offline = truthy("HF_HUB_OFFLINE")
     for i, spec in enumerate(suite.model_specs()):
         config = spec.config_dict() or (known(spec) if known else None)
         if config is None:
@@ -108,7 +109,7 @@ def check_model_files(suite: Suite, loc) -> None:
     """What a cell loads beside the config (weights, tokenizer), where it must be on this machine: an alias, a
     local directory, a hub id while HF_HUB_OFFLINE is set (a cache holding its config alone, a download cut short,
     failed every cell as it loaded, in a library's error). Not `harness params`: it counts from configs."""
-    offline = _truthy("HF_HUB_OFFLINE")
+    offline = truthy("HF_HUB_OFFLINE")
     for i, spec in enumerate(suite.model_specs()):
         if offline or spec.name in ALIASES or spec.local_path() is not None:
             problem = spec.missing_files()
@@ -148,7 +149,7 @@ def check_data(suite: Suite, cli_data_dir: str | None, loc) -> list[str]:
                     if not os.path.isfile(os.path.join(folder, file)):
                         raise loc.error(("tasks", i), f"no data for {task.name}: {os.path.join(folder, file)} does "
                                                       f"not exist (data directory from {source})")
-            elif _truthy("HF_DATASETS_OFFLINE") or _truthy("HF_HUB_OFFLINE"):
+            elif truthy("HF_DATASETS_OFFLINE") or truthy("HF_HUB_OFFLINE"):
                 cached = os.path.join(_datasets_cache(), task.hub_id.replace("/", "___"), task.hub_config or "default")
                 if not os.path.isdir(cached):
                     raise loc.error(("tasks", i), f"no data for {task.name}: no --data-dir, data_dir or "
@@ -202,7 +203,7 @@ def data_rows(suite: Suite, cli_data_dir: str | None) -> list[str]:
 
 def check_adapters(suite: Suite, loc) -> None:
     base = os.path.dirname(os.path.abspath(suite.path))
-    offline = _truthy("HF_HUB_OFFLINE")
+    offline = truthy("HF_HUB_OFFLINE")
     for k, entry in enumerate(suite.model.methods):
         if entry.name != "pretrained_adapter":
             continue

@@ -1,12 +1,18 @@
-"""Errors the CLI turns into one-line messages and exit codes."""
+"""Errors the CLI turns into one-line messages, and every exit code of `harness` (the EXIT_ names below: README's
+"Exit codes" line lists each one, tests/package/test_docs.py checks it)."""
 
 import difflib
 
+EXIT_OK = 0
+EXIT_FAILED = 1   # a cell failed (run), a record was left alone or conflicted (ingest), something is missing
+                  # (prefetch --check), not every cell completed (slurm --wait)
+EXIT_INPUT = 2    # bad input: one line naming the file / field / option, nothing written
+
 
 class InputError(Exception):
-    """Bad user input (suite file, flag, name). The CLI prints it on one line and exits 2."""
+    """Bad user input (suite file, flag, name). The CLI prints it on one line and exits EXIT_INPUT."""
 
-    exit_code = 2
+    exit_code = EXIT_INPUT
 
 
 class DataNotFoundError(RuntimeError):
@@ -29,6 +35,8 @@ class Preempted(Exception):
 EXIT_PREEMPTED = 3
 EXIT_STORE_UNREACHABLE = 4   # a cell's result could not be recorded: kept on disk for `harness ingest`
 EXIT_SLURM_UNREACHABLE = 5   # `harness slurm --wait`: squeue kept failing, so whether the job still runs is unknown
+EXIT_BROKEN_PIPE = 141   # the reader of the output went away: what a shell reports for a command killed by SIGPIPE
+                         # (128 + 13), as `yes | head -1` gives
 
 
 class LeaseLostStop(Exception):

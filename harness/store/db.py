@@ -20,9 +20,11 @@ from harness.store.schema import RunRecord
 
 
 class Store(WorkQueue, Ingest, Analyses):
-    def __init__(self, url: str | None = None, read_only: bool = False, create: bool = True):
+    def __init__(self, url: str | None = None, read_only: bool = False, create: bool = True,
+                 single_read: bool = False):
+        """`single_read` (read_only): one short look, which must leave nothing beside an SQLite store (engine.py)."""
         self.url = url or default_db_url()
-        self.engine = make_engine(self.url, read_only=read_only)
+        self.engine = make_engine(self.url, read_only=read_only, single_read=single_read)
         self.backend = self.engine.dialect.name
         if create and not read_only:
             self.upgrade()

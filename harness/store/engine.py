@@ -101,13 +101,18 @@ def _sqlite_pragmas(engine: Engine, read_only: bool) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("immediate") else "BEGIN")
 
 
-def _sqlite_read_only_engine(path: str) -> Engine:
+def _sqlite_read_only_engine(path: str, single_read: bool = False) -> Engine:
     """A SQLite engine that cannot write: mode=ro on a file: URI built from the path itself (percent-encoded, so
-    '#', '?' and '%' in a file name stay part of it and never open a different file), plus query_only."""
+    '#', '?' and '%' in a file name stay part of it and never open a different file), plus query_only.
+    `single_read`: one short look (a command that must write nothing: `harness slurm --dry-run` reading the id of
+    the store an output folder names). A read-only connection to a WAL store creates its -shm and -wal and, being
+    read-only, cannot remove them; where there is no -wal, no connection has the store open and all of it is in
+    the file, which is then read as immutable: without those files."""
     import sqlite3
     from urllib.parse import quote
 
-    uri = f"file:{quote(os.path.abspath(path), safe='/')}?mode=ro"
+    immutable = single_read and not os.path.exists(f"{path}-wal")
+    uri = f"file:{quote(os.path.abspath(path), safe='/')}?mode=ro" + ("&immutable=1" if immutable else "")
 
     def connect():
         conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
@@ -183,10 +188,11 @@ def _refuse_file_in_the_way(path: str) -> None:
         raise InputError(f"--db: cannot open the store {path}: {blocking} is a file, not a folder")
 
 
-def make_engine(url: str, read_only: bool = False) -> Engine:
+def make_engine(url: str, read_only: bool = False, single_read: bool = False) -> Engine:
     """The engine of a store, connected once. Every reason a store cannot be opened (not a URL, in memory, not a
     database, no server, a folder that cannot hold it) becomes one InputError naming --db; a read-only SQLite
-    store that does not exist is FileNotFoundError (the caller decides whether that is an error)."""
+    store that does not exist is FileNotFoundError (the caller decides whether that is an error). `single_read`:
+    see _sqlite_read_only_engine."""
     parsed = check_db_url(url)
     shown = parsed.render_as_string(hide_password=True)
     path = sqlite_file(parsed) if parsed.get_backend_name() == "sqlite" and not read_only else None
@@ -194,7 +200,7 @@ def make_engine(url: str, read_only: bool = False) -> Engine:
     created = missing_folders(os.path.dirname(os.path.abspath(path))) if path else []
     engine = None
     try:
-        engine = _make_engine(parsed, read_only)
+        engine = _make_engine(parsed, read_only, single_read)
         _probe(engine, parsed.get_backend_name())
     except (InputError, FileNotFoundError):
         remove_empty(created)
@@ -252,7 +258,7 @@ def _timeout_given(parsed) -> bool:
             or any(os.environ.get(v) for v in ("PGCONNECT_TIMEOUT", "PGSERVICE")))
 
 
-def _make_engine(parsed, read_only: bool) -> Engine:
+def _make_engine(parsed, read_only: bool, single_read: bool = False) -> Engine:
     backend = parsed.get_backend_name()
     if read_only and backend not in READ_ONLY_BACKENDS:
         raise InputError(f"--db: {backend} cannot be opened read-only here (read-only is enforced only for "
@@ -264,7 +270,8 @@ def _make_engine(parsed, read_only: bool) -> Engine:
             if read_only:
                 if not os.path.exists(path):
                     raise FileNotFoundError(path)
-                return _sqlite_read_only_engine(path)   # the leaderboard can never write to a shared store
+                # the leaderboard can never write to a shared store
+                return _sqlite_read_only_engine(path, single_read)
             try:
                 os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
             except OSError as e:   # /proc, a read-only mount, no permission

@@ -250,28 +250,40 @@ def _own_claim(record, row) -> bool:
 
 
 def _values(row) -> dict:
-    """A typed record's store columns (not its ids); fields the file does not have are left out."""
-    return {k: getattr(row, k) for k in row.model_fields_set if k not in NOT_COPIED}
+    """A typed record's store columns (not its ids), in the columns' order (what a conflict names comes in the
+    same order every time); fields the file does not have are left out."""
+    return {k: getattr(row, k) for k in type(row).model_fields if k in row.model_fields_set and k not in NOT_COPIED}
 
 
-def _differ(row, values: dict) -> bool:
-    """Whether a stored row differs from a record's values, compared as the store keeps them (a record's
-    password shown as ***: set on a row, as ingest writes them)."""
+def _record_values(record) -> dict:
+    """The columns a record's own row writes."""
+    values = _values(record)
+    if values.get("predicted_time_s") is None:
+        # the prediction is the claim's, written into the row after the claim (queue.predict): a record without
+        # one (an ingest_only record is built from the row as claimed) keeps the store's
+        values.pop("predicted_time_s", None)
+    return values
+
+
+def _differ(row, values: dict) -> list[str]:
+    """The columns in which a stored row differs from a record's values, compared as the store keeps them (a
+    record's password shown as ***: set on a row, as ingest writes them)."""
     kept = RunRecord(**values)
-    return any(getattr(row, k) != getattr(kept, k) for k in values if k not in NOT_COMPARED)
+    return [k for k in values if k not in NOT_COMPARED and getattr(row, k) != getattr(kept, k)]
 
 
-def _same(s: Session, rec, record, values: dict) -> bool:
-    """The stored completed result `rec` is the record's: its row and, where the record carries them (a record
-    from before 2026-11-23 does not), its stage / member rows (NOT_COMPARED aside)."""
-    if _differ(rec, values):
-        return False
+def _differences(s: Session, rec, record, values: dict) -> list[str]:
+    """The fields in which the stored completed result `rec` differs from the record's, named as in record.json
+    (children.0.score); none: it is the record's. Its row and, where the record carries them (a record from before
+    2026-11-23 does not), its stage / member rows (NOT_COMPARED aside)."""
+    found = _differ(rec, values)
     if "children" not in record.model_fields_set:
-        return True
+        return found
     stored = {kid.cell_key: kid for kid in s.scalars(select(RunRecord).where(RunRecord.parent_id == rec.id))}
     if set(stored) != {child.cell_key for child in record.children}:
-        return False
-    return not any(_differ(stored[child.cell_key], _values(child)) for child in record.children)
+        return [*found, "children"]
+    return found + [f"children.{i}.{k}" for i, child in enumerate(record.children)
+                    for k in _differ(stored[child.cell_key], _values(child))]
 
 
 class Ingest:
@@ -295,12 +307,18 @@ class Ingest:
             # reading it: a second such insert is no race
             return self._ingest(record, replace, lease_timeout_s)
 
+    def differences(self, record) -> list[str]:
+        """The fields in which the completed result stored for the record's cell differs from the record (what a
+        "conflict" is about), named as in record.json; [] where none is stored or it is the record's."""
+        with self.session() as s:
+            rec = s.scalars(select(RunRecord).where(RunRecord.suite == record.suite,
+                                                    RunRecord.cell_key == record.cell_key)).first()
+            if rec is None or rec.status != Status.COMPLETED.value:
+                return []
+            return _differences(s, rec, record, _record_values(record))
+
     def _ingest(self, record, replace: bool, lease_timeout_s: float) -> str:
-        values = _values(record)
-        if values.get("predicted_time_s") is None:
-            # the prediction is the claim's, written into the row after the claim (queue.predict): a record
-            # without one (an ingest_only record is built from the row as claimed) keeps the store's
-            values.pop("predicted_time_s", None)
+        values = _record_values(record)
         with self._write() as conn:
             with Session(bind=conn) as s:
                 stmt = select(RunRecord).where(RunRecord.suite == record.suite,
@@ -316,7 +334,7 @@ class Ingest:
                         not_(stale_lease(lease_timeout_s))))
                     if live:
                         return LEASED
-                    if rec.status == Status.COMPLETED.value and _same(s, rec, record, values):
+                    if rec.status == Status.COMPLETED.value and not _differences(s, rec, record, values):
                         return SAME
                     older = record_attempt(record) < counted
                     # a result beats no result, whatever its attempt (as in the cell folder: attempt._rank): a

@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from tests.helpers import run_cli, write_suite
+from tests.helpers import assert_refused, listing, run_cli, write_suite
 
 
 def test_check_counts_the_embedded_model_and_local_data_as_present(tmp_path, glue_dir):
@@ -26,6 +26,38 @@ def test_check_lists_what_the_cache_lacks_and_fails(tmp_path, glue_dir, monkeypa
     assert any("bert-base-uncased" in line for line in missing), proc.stdout
     assert any("rte" in line for line in missing), proc.stdout          # the hub data set is not cached either
     assert not any("minilm" in line for line in missing)
+
+
+OFFLINE = {   # variable set: the suite's models, what is refused without a data folder, and with one (None: all there)
+    "HF_HUB_OFFLINE": ("[minilm, bert-base-uncased, roberta-base]",
+                       "2 item(s) the cache lacks cannot be downloaded (model bert-base-uncased, model roberta-base)",
+                       "3 item(s) the cache lacks cannot be downloaded (data rte, model bert-base-uncased, model "
+                       "roberta-base)"),
+    "HF_DATASETS_OFFLINE": ("[minilm]", None, "1 item(s) the cache lacks cannot be downloaded (data rte)"),
+}
+
+
+@pytest.mark.parametrize("variable", list(OFFLINE))
+def test_downloading_in_offline_mode_is_refused_in_one_line(tmp_path, small_glue, monkeypatch, variable):
+    """With a compute node's HF_HUB_OFFLINE=1 still set, prefetch tried every missing item and printed a download
+    failure for each (`download failed: OfflineModeIsEnabled` per model, exit 1): one line says offline mode is
+    on, names the variable and what it keeps out, exit 2, nothing printed or written. A suite whose every item is
+    there is not refused (nothing to download)."""
+    models, with_data, without_data = OFFLINE[variable]
+    monkeypatch.delenv("HARNESS_DATA_DIR", raising=False)   # the hub's data set, not a local folder
+    suite = write_suite(tmp_path / "s.yaml", f"name: p\nmodels: {models}\ntasks: [rte]\nmethods: [full]\n")
+    env = {"HF_HOME": str(tmp_path / "hf"), "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_OFFLINE": "0",
+           "HF_DATASETS_OFFLINE": "0", variable: "1"}
+    (tmp_path / "hf").mkdir()
+    before = listing(tmp_path)
+    for data, expect in (([], without_data), (["--data-dir", small_glue], with_data)):
+        proc = run_cli("prefetch", suite, *data, cwd=tmp_path, env=env, timeout=120)
+        if expect is None:
+            assert proc.returncode == 0 and "MISSING" not in proc.stdout, proc.stdout + proc.stderr
+        else:
+            assert_refused(proc, f"${variable}: offline mode is on ({variable}=1), so the {expect}; unset it on a "
+                                 f"machine with internet, or give --check", where=f"${variable}")
+        assert listing(tmp_path) == before
 
 
 @pytest.fixture()

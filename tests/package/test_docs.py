@@ -405,3 +405,18 @@ def test_the_stop_signal_times_in_the_docs_are_the_constants():
     for pattern, value in checks:
         numbers = [int(n) for n in re.findall(pattern, text)]
         assert numbers and set(numbers) == {value}, (pattern, numbers, value)
+
+
+def test_the_readme_lists_every_exit_code():
+    """The README's exit-code line gave 0, 1, 2 and 3: `harness run`'s 4 (a result kept for ingest), `harness
+    slurm --wait`'s 5 and a closed pipe's 141 were in no list. Every EXIT_ name of harness/spec/errors.py, where the
+    codes are defined, is in that line, and no other number."""
+    from harness.spec import errors
+
+    text = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    line = re.search(r"Exit codes \(all of them, defined in `harness/spec/errors.py`\): (.*?)\.(?: |$)(?=[A-Z#`]|$)",
+                     text)
+    assert line, "README.md: no 'Exit codes (all of them, defined in `harness/spec/errors.py`): ...' line"
+    listed = [int(n) for n in re.findall(r"(?:^|; )(\d+) ", line.group(1))]
+    defined = {value for name, value in vars(errors).items() if name.startswith("EXIT_")}
+    assert sorted(listed) == sorted(defined), (listed, sorted(defined))

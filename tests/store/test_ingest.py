@@ -460,13 +460,18 @@ def test_a_record_whose_text_holds_a_nul_is_stored_alike_on_either_backend(tmp_p
         assert board.returncode == 0, board.stderr[-2000:]
 
 
-DIFFERENT = {   # name: a change to a completed record that makes it another result than the one stored
-    "steps": lambda r: {**r, "steps": 7},
-    "train_flops": lambda r: {**r, "train_flops": 2.5e12},
-    "trainable_params": lambda r: {**r, "trainable_params": 5},
-    "train_time_s": lambda r: {**r, "train_time_s": 99.0},
-    "extra": lambda r: {**r, "extra": {"resume_s": 3.0}},
-    "a member's score": lambda r: {**r, "children": [{**r["children"][0], "score": 1.0}, *r["children"][1:]]},
+DIFFERENT = {   # name: a change to a completed record that makes it another result than the one stored, and
+                # the fields the conflict names
+    "steps": (lambda r: {**r, "steps": 7}, "steps"),
+    "train_flops": (lambda r: {**r, "train_flops": 2.5e12}, "train_flops"),
+    "trainable_params": (lambda r: {**r, "trainable_params": 5}, "trainable_params"),
+    "train_time_s": (lambda r: {**r, "train_time_s": 99.0}, "train_time_s"),
+    "extra": (lambda r: {**r, "extra": {"resume_s": 3.0}}, "extra"),
+    "a member's score": (lambda r: {**r, "children": [{**r["children"][0], "score": 1.0}, *r["children"][1:]]},
+                         "children.0.score"),
+    "six fields": (lambda r: {**r, "steps": 7, "train_flops": 2.5e12, "trainable_params": 5, "train_time_s": 99.0,
+                              "extra": {}, "children": [{**r["children"][0], "score": 1.0}, *r["children"][1:]]},
+                   "trainable_params, train_time_s, steps, train_flops and 2 more"),
 }
 
 
@@ -475,8 +480,9 @@ def test_a_completed_record_that_differs_in_any_result_column_is_a_conflict(tmp_
     """Ingest called a stored result "same" when only its score, metrics, finished_at and config matched: a record
     differing in steps, FLOPs, parameters, times, extra or a member's row was reported "same" and not written. Every
     column but the store's own attempt counter (ingest.NOT_COMPARED) is compared: such a record is a conflict (exit
-    1, nothing overwritten) until --replace. The record itself, with a password in its argv that the store hides
-    and under a store that counts more attempts since, is still "same"."""
+    1, nothing overwritten) until --replace, and its line names the fields that differ (it named none, so what
+    set the two results apart had to be found by hand). The record itself, with a password in its argv that the
+    store hides and under a store that counts more attempts since, is still "same"."""
     _, multi = cells
     node = Store(f"sqlite:///{tmp_path / 'node.db'}")
     record = finish_with_record(node, multi, tmp_path / "node", more={
@@ -499,10 +505,12 @@ def test_a_completed_record_that_differs_in_any_result_column_is_a_conflict(tmp_
     again = ingest(record)
     assert again.returncode == 0 and "1 same" in again.stdout, again.stdout + again.stderr
     stored = rows()
-    different = DIFFERENT[change]({**record, "attempts": 5})   # of the attempt the store is at (not "older")
+    edit, fields = DIFFERENT[change]
+    different = edit({**record, "attempts": 5})   # of the attempt the store is at (not "older")
     other = ingest(different)
     assert other.returncode == 1 and "1 conflict" in other.stdout, other.stdout + other.stderr
-    assert "already has a different completed result" in other.stderr
+    assert f"already has a different completed result (differing: {fields}; kept, --replace takes this one)" \
+        in other.stderr, other.stderr
     assert rows() == stored                                                # nothing overwritten
     replaced = ingest(different, "--replace")
     assert replaced.returncode == 0 and "1 updated" in replaced.stdout, replaced.stdout + replaced.stderr

@@ -137,6 +137,21 @@ def test_an_output_folder_where_a_file_stands_is_refused(tmp_path, suite, comman
     assert listing(tmp_path) == before
 
 
+@pytest.mark.parametrize("command, flag", [("run", "--output-dir"), ("run", "--cache-dir"),
+                                           ("slurm", "--output-dir"), ("ablate", "--cache-dir")])
+def test_an_output_folder_that_cannot_be_created_is_refused(tmp_path, suite, small_glue, command, flag):
+    """/proc takes no new folder: run created its store, then failed with a traceback (--output-dir) or trained
+    the cell and failed it (--cache-dir, exit 1, a failed record); slurm failed with a traceback writing its
+    script."""
+    args = {"run": ["run", suite, "--data-dir", small_glue, "--output-dir", tmp_path / "out"],
+            "slurm": ["slurm", suite, "--workers", "1", "--data-dir", small_glue],
+            "ablate": ["ablate", "1"]}[command]
+    before = listing(tmp_path)
+    assert_refused(call_cli(*args, "--db", f"sqlite:///{tmp_path / 'h.db'}", flag, "/proc/harness-test/out"),
+                   f"{flag}: cannot create the folder /proc/harness-test/out: ")
+    assert listing(tmp_path) == before
+
+
 def test_estimate_refuses_a_data_dir_option_that_is_not_a_folder(tmp_path, suite):
     """It answered "size unknown" for every cell (exit 0)."""
     (tmp_path / "notes.txt").write_text("x")
@@ -326,6 +341,35 @@ def test_an_output_folder_is_bound_to_the_store_whose_runs_it_holds(tmp_path, su
     assert listing(tmp_path) == before, "nothing written: no store b.db, no script, no cell folder"
     again = run_cli("run", suite, "--db", first, "--output-dir", out, "--data-dir", small_glue, "--no-progress")
     assert again.returncode == 0 and "1 already completed" in again.stderr, again.stderr[-2000:]
+
+
+@pytest.mark.parametrize("command, owner", [("slurm", "this store"), ("slurm", "another store"),
+                                            ("run", "another store")])
+def test_reading_the_store_an_output_folder_names_leaves_nothing_beside_it(tmp_path, suite, small_glue, command,
+                                                                          owner):
+    """slurm probes an SQLite store given, and the output folder's mark is checked against the store's id, both
+    read-only: SQLite created the store's -shm and -wal for those reads and, read-only, could not remove them, so
+    `harness slurm --dry-run` (which writes nothing) left both beside the store, and so did the refusals of slurm
+    and run."""
+    from harness.launch.output_binding import bind_output_dir
+    from harness.store.db import Store
+
+    urls = {name: f"sqlite:///{tmp_path / name}.db" for name in ("a", "b")}
+    for url in urls.values():
+        Store(url).engine.dispose()
+    store = Store(urls["a"])
+    bind_output_dir(str(tmp_path / "out"), store)
+    store.engine.dispose()
+    assert not list(tmp_path.glob("*.db-*"))   # the stores at rest: no connection open
+    before = listing(tmp_path)
+    args = [command, suite, "--db", urls["a" if owner == "this store" else "b"], "--output-dir", tmp_path / "out",
+            "--data-dir", small_glue] + (["--workers", "1", "--dry-run"] if command == "slurm" else [])
+    r = call_cli(*args)
+    if owner == "this store":
+        assert r.returncode == 0 and r.stdout.startswith("#!"), r.stderr[-2000:]
+    else:
+        assert_refused(r, f"--output-dir: {tmp_path / 'out'} holds the runs of another store")
+    assert listing(tmp_path) == before
 
 
 def test_compare_refuses_a_run_compared_with_itself(tmp_path):
