@@ -541,6 +541,7 @@ def leaderboard_table(best: pd.DataFrame) -> pd.DataFrame:
                                    "alpha": significance.ALPHA, "seeds": (int(seeds.min()), int(seeds.max())),
                                    "tested": bool(best.get("p_vs_best", pd.Series()).notna().any())}
     table.attrs["tasks"] = tasks
+    table.attrs["suites"] = sorted({str(s) for s in best["suite"].dropna()})   # (its rows have no suite column)
     table.attrs["older_versions"] = best.attrs.get("older_versions", {})
     table.attrs["data"] = best.attrs.get("data", {})
     table.attrs["skipped"] = best.attrs.get("skipped", {})

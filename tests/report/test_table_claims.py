@@ -135,7 +135,7 @@ def test_a_multitask_cell_s_member_rows_are_compared_under_their_task_s_version(
     assert member.task_version == get_task("stsb").version == 2
     md = export(url)
     assert "earlier task version" not in md
-    header = [c.strip() for c in md.splitlines()[0].strip("|").split("|")]
+    header = [c.strip() for c in next(l for l in md.splitlines() if l.startswith("|")).strip("|").split("|")]
     joint = row(md, next(line.split("|")[1].strip() for line in md.splitlines() if "multitask" in line))
     assert joint[header.index("stsb")] == "**82.0**"
     # a store written before the fix: its member rows say version 1, and are kept all the same
@@ -657,7 +657,7 @@ def test_every_table_says_its_scores_are_dev_scores_selected_on_dev(tmp_path):
     url = store_of(tmp_path, ["name: s\nmodels: [minilm]\ntasks: [rte]\nmethods: [full, bitfit]\n"], lambda c: 70.0)
     for table in ("leaderboard", "best"):
         md = export(url, table)
-        assert md.split("\n\n")[1].startswith("Scores on the dev set; each variant's hyperparameter setting (all "
+        assert md.split("\n\n")[2].startswith("Scores on the dev set; each variant's hyperparameter setting (all "
                                                "but the seed) is the one with the best mean dev score"), md
         assert "Scores on the dev set; each variant" in export(url, table, "latex")
 
@@ -706,8 +706,21 @@ def test_a_latex_table_of_one_model_names_it(tmp_path):
     for table in ("leaderboard", "best", "runs"):
         tex = export(url, table, "latex", "--suite", "mm", "--model", "bert-base-uncased")
         assert f"\\caption{{{table} of suite mm, model bert-base-uncased}}" in tex, tex
-    assert "\\caption{leaderboard of suite mm}" in export(url, "leaderboard", "latex", "--suite", "mm")
-    assert "\\caption{leaderboard of model minilm}" in export(url, "leaderboard", "latex", "--model", "minilm")
+    assert "\\caption{leaderboard of suite mm, models bert-base-uncased, minilm}" in export(
+        url, "leaderboard", "latex", "--suite", "mm")
+    assert "\\caption{leaderboard of suite mm, model minilm}" in export(url, "leaderboard", "latex", "--model", "minilm")
+
+
+def test_a_markdown_table_names_its_suite_and_model_as_the_latex_caption_does(tmp_path):
+    """A leaderboard of one model has no model column: its Markdown had no caption at all, so the file alone did
+    not say whose scores they are; nor did the LaTeX caption without --model ("leaderboard of suite s"), nor
+    either format without --suite. Both now carry one caption, read from the rows shown."""
+    url = store_of(tmp_path, ["name: s\nmodels: [minilm]\ntasks: [rte]\nmethods: [full, bitfit]\n"], lambda c: 70.0)
+    for table, more in (("leaderboard", ()), ("leaderboard", ("--suite", "s")), ("leaderboard", ("--model", "minilm")),
+                        ("best", ()), ("runs", ())):
+        md = export(url, table, "markdown", *more)
+        assert md.startswith(f"Table: {table} of suite s, model minilm\n\n| "), (table, more, md)
+        assert f"\\caption{{{table} of suite s, model minilm}}" in export(url, table, "latex", *more), more
 
 
 def test_compare_of_two_variants_says_their_chosen_settings_differ_in_budget(tmp_path, monkeypatch):
