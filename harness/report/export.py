@@ -44,7 +44,9 @@ def to_csv(frame: pd.DataFrame) -> str:
 
 
 LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                 "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+                 "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+                 # not specials, but LaTeX's default font encoding (OT1) prints them as an em dash, ¡ and ¿
+                 "|": r"\textbar{}", "<": r"\textless{}", ">": r"\textgreater{}"}
 
 
 def latex_escape(text) -> str:
@@ -548,7 +550,9 @@ def latex_symbols(text: str) -> str:
 
 
 def _md_escape(text) -> str:
-    return str(text).replace("|", r"\|").replace("\n", " ")
+    """A cell's text: a backslash before a pipe escaped first, so a name's `\\|` cannot unescape the pipe that
+    would then end the cell (GitHub's tables split cells at a pipe not escaped)."""
+    return str(text).replace("\\", "\\\\").replace("|", r"\|").replace("\n", " ")
 
 
 def to_markdown(kind: str, frame: pd.DataFrame, caption: str | None = None) -> str:
