@@ -554,7 +554,34 @@ def leaderboard_table(best: pd.DataFrame) -> pd.DataFrame:
     table.attrs["em_tasks"] = em_tasks
     table.attrs["avg_name"] = ("GLUE avg" if glue == tasks else f"GLUE avg ({', '.join(glue)})" if glue
                                else "GLUE avg (no GLUE task)")
+    table.attrs["budgets"] = table.attrs["budgets"] + average_budget_lines(table, best, glue)
     return table
+
+
+def average_budget_lines(table: pd.DataFrame, best: pd.DataFrame, glue: list) -> list[str]:
+    """A line per model whose average column sums scores of chosen settings at different budgets (a suite with
+    several budgets selects the budget per task on dev, as budget_lines says per task): the average is not a score
+    at one budget, and with one budget per task for every variant no task's line says so. Each averaged variant's
+    budgets, with their tasks."""
+    lines = []
+    several = table["model"].nunique() > 1
+    for model, rows in table.groupby("model", sort=False):
+        averaged = list(rows.loc[rows["avg"].notna(), "method"])
+        chosen = best[(best["model"] == model) & best["task"].isin(glue)]
+        budgets = {label: {} for label in averaged}   # {label: {budget: [tasks]}}, tasks in the columns' order
+        for t in glue:
+            for label, budget in zip(chosen.loc[chosen["task"] == t, "method_label"],
+                                     chosen.loc[chosen["task"] == t, "budget"]):
+                if label in budgets:
+                    budgets[label].setdefault(budget or "the default budget", []).append(t)
+        if len(glue) < 2 or len({b for of in budgets.values() for b in of}) < 2:
+            continue
+        each = "; ".join(f"{label}: " + ", ".join(f"{b} ({', '.join(ts)})" for b, ts in of.items())
+                         for label, of in budgets.items())
+        lines.append(f"{table.attrs['avg_name']}{f' ({model})' if several else ''}: averages scores of chosen "
+                     f"settings at different budgets ({each}): each task's budget was selected on dev with the "
+                     f"other hyperparameters, so the average is not at one budget.")
+    return lines
 
 
 CELL_COLUMNS = ["is_best", "tied_with_best", "p_vs_best", "tested", "seeds_needed", "flags", "trivial",

@@ -427,6 +427,26 @@ def test_variants_whose_chosen_settings_differ_in_budget_say_so(tmp_path, monkey
     same = store_of(tmp_path / "one", [text], lambda c: 70.0 - 5 * (c.budget["epochs"] == 3))
     assert "differ in budget" not in export(same)
 
+def test_an_average_over_tasks_at_different_budgets_says_so(tmp_path):
+    """Two budgets: every variant's best setting trained 1 epoch on rte and 3 on mrpc. No column's variants
+    differ in budget, so no task's line said anything, and the GLUE average set scores of 1 and 3 epochs side by
+    side as if at one budget."""
+    text = ("name: s\nmodels: [minilm]\ntasks: [rte, mrpc]\nmethods: [full, bitfit]\n"
+            "budgets: [{epochs: 1}, {epochs: 3}]\n")
+    url = store_of(tmp_path, [text], lambda c: 70.0 + 2 * (c.method == "full")
+                   - 5 * (c.budget["epochs"] != (1 if c.task == "rte" else 3)))
+    line = ("GLUE avg: averages scores of chosen settings at different budgets (full: epochs=3 (mrpc), epochs=1 "
+            "(rte); bitfit: epochs=3 (mrpc), epochs=1 (rte)): each task's budget was selected on dev with the other "
+            "hyperparameters, so the average is not at one budget.")
+    md = export(url)
+    assert line in md.splitlines() and "differ in budget" not in md, md
+    assert line in json.loads(export(url, "leaderboard", "json"))["footnote"]
+    assert "averages scores of chosen settings" in export(url, "leaderboard", "latex")
+    (tmp_path / "one").mkdir()   # one budget for every averaged score: nothing to say
+    same = store_of(tmp_path / "one", [text], lambda c: 70.0 - 5 * (c.budget["epochs"] == 3))
+    assert "averages scores of chosen settings" not in export(same)
+
+
 def test_a_chosen_setting_that_stopped_at_the_time_limit_says_so(tmp_path, monkeypatch):
     """Budget {epochs: 3, time_limit_min: 5}: full's runs stopped at the time limit after 1.2 epochs, bitfit's
     trained their 3. Both rows read "epochs=3,time_limit_min=5" and nothing said full's score was after fewer
