@@ -128,15 +128,18 @@ def seeds_needed_table(board: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows) if tasks else pd.DataFrame()
 
 
-def downloads(kind: str, frame: pd.DataFrame, suite: str, model: str) -> None:
-    """The table's files, as `harness export --table KIND --suite SUITE --model MODEL` writes them."""
+def downloads(kind: str, frame: pd.DataFrame, suite: str) -> None:
+    """The table's files, as `harness export --table KIND --suite SUITE --model MODEL` writes them (the caption
+    names the suite and the model(s) of the rows shown)."""
     stem = f"{kind}-{suite}"
+    caption = table_caption(kind, frame, suite)
     c1, c2, c3 = st.columns(3)
     c1.download_button("Download CSV", table_csv(kind, frame), f"{stem}.csv", "text/csv",
                        width="stretch")
-    c2.download_button("Download LaTeX", to_latex(kind, frame, table_caption(kind, suite, model)), f"{stem}.tex",
-                       "text/x-tex", width="stretch")
-    c3.download_button("Download Markdown", to_markdown(kind, frame), f"{stem}.md", "text/markdown", width="stretch")
+    c2.download_button("Download LaTeX", to_latex(kind, frame, caption), f"{stem}.tex", "text/x-tex",
+                       width="stretch")
+    c3.download_button("Download Markdown", to_markdown(kind, frame, caption), f"{stem}.md", "text/markdown",
+                       width="stretch")
 
 
 def page_leaderboard(url, suite, model, metric):
@@ -156,7 +159,7 @@ def page_leaderboard(url, suite, model, metric):
                    f"are: the task's note, under the table).")
     methods = list(board["method"])
     keep = urlstate.choose_many(st.multiselect, "Methods", methods, "show", default=methods)
-    sort_options = ["as run"] + [c for c in ["avg"] + board.attrs["tasks"] + ["trainable_pct"]]
+    sort_options = ["as exported"] + [c for c in ["avg"] + board.attrs["tasks"] + ["trainable_pct"]]
     sort_by = urlstate.choose(st.selectbox, "Sort by", sort_options, "sort",
                               format_func=lambda c: {"avg": board.attrs.get("avg_name", "average"),
                                                      "trainable_pct": "% trained"}.get(c, c))
@@ -164,7 +167,7 @@ def page_leaderboard(url, suite, model, metric):
     if view.empty:   # (every method taken out: no table, nor its files, to draw)
         st.info("No method chosen: choose one or more under Methods.")
         return
-    if sort_by != "as run":
+    if sort_by != "as exported":   # (the export's order: tables.variant_rank)
         col = "avg" if sort_by == "avg" else sort_by if sort_by == "trainable_pct" else f"{sort_by}_mean"
         view = view.sort_values(col, ascending=sort_by == "trainable_pct", na_position="last")
     view.attrs.update(board.attrs)
@@ -185,7 +188,7 @@ def page_leaderboard(url, suite, model, metric):
     st.caption(f"{len(cells)} (task, method) cells from {int(cells['settings_tried'].sum())} hyperparameter settings "
                f"tried" + (f" ({unfinished} more not finished yet)" if unfinished else "")
                + f"; seeds per cell: {seeds.min()}" + (f"–{seeds.max()}." if seeds.max() > seeds.min() else "."))
-    downloads("leaderboard", view, suite, model)
+    downloads("leaderboard", view, suite)
 
 
 def page_runs(url, suite, model):
@@ -220,7 +223,7 @@ def page_runs(url, suite, model):
         return
     # the file is `harness export --table runs`'s (its provenance columns too), rows as filtered here
     exported = load_exported_runs(url, suite, model)
-    downloads("runs", exported[exported["id"].isin(view["id"])], suite, model)
+    downloads("runs", exported[exported["id"].isin(view["id"])], suite)
     labels = {int(r.id): f"#{r.id} {r.task} {text} lr={r.learning_rate:g} seed={r.seed} ({r.status})"
               for text, r in zip(method, view.itertuples())}
     run_id = urlstate.choose(st.selectbox, "Run details", list(labels), "run", format_func=labels.get)

@@ -44,7 +44,9 @@ def to_csv(frame: pd.DataFrame) -> str:
 
 
 LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                 "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+                 "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+                 # not specials, but LaTeX's default font encoding (OT1) prints them as an em dash, ¡ and ¿
+                 "|": r"\textbar{}", "<": r"\textless{}", ">": r"\textgreater{}"}
 
 
 def latex_escape(text) -> str:
@@ -548,17 +550,22 @@ def latex_symbols(text: str) -> str:
 
 
 def _md_escape(text) -> str:
-    return str(text).replace("|", r"\|").replace("\n", " ")
+    """A cell's text: a backslash before a pipe escaped first, so a name's `\\|` cannot unescape the pipe that
+    would then end the cell (GitHub's tables split cells at a pipe not escaped)."""
+    return str(text).replace("\\", "\\\\").replace("|", r"\|").replace("\n", " ")
 
 
-def to_markdown(kind: str, frame: pd.DataFrame) -> str:
-    """A pipe table through pandas' to_markdown (tabulate), numbers right-aligned, the best in bold."""
+def to_markdown(kind: str, frame: pd.DataFrame, caption: str | None = None) -> str:
+    """A pipe table through pandas' to_markdown (tabulate), numbers right-aligned, the best in bold; `caption`
+    (table_caption's) above it as Pandoc reads a table's caption ("Table: ...")."""
     header, cells, align, mask = _display_frame(kind, frame)
     texts = cells.apply(lambda col: [f"**{_md_escape(v)}**" if mask.at[i, col.name] else _md_escape(v)
                                      for i, v in col.items()])
     texts.columns = [_md_escape(h) for h in header]
     table = texts.to_markdown(index=False, tablefmt="pipe", disable_numparse=True,
                               colalign=["right" if a == "r" else "left" for a in align]) + "\n"
+    if caption:
+        table = f"Table: {_md_escape(caption)}\n\n" + table
     notes = footnote(kind, frame)
     if notes:
         table += "\n" + "\n".join(_md_escape(line) for line in notes) + "\n"
@@ -759,10 +766,18 @@ def _open_descriptor(path: str) -> int | None:
     return _STANDARD.get(name) if match is None else int(match.group(1))
 
 
-def table_caption(table: str, suite: str | None, model: str | None = None) -> str | None:
-    """A LaTeX table's caption, as `harness export --suite [--model]` writes it and the board's download: a table
-    of one model names it (its rows have no model column when they are all of one model)."""
-    parts = ([f"suite {suite}"] if suite else []) + ([f"model {model}"] if model else [])
+def table_caption(table: str, frame: pd.DataFrame, suite: str | None = None) -> str | None:
+    """A table's caption, as `harness export` writes it (LaTeX's \\caption, Markdown's "Table:" line) and the board's
+    downloads: the suite(s) and the model(s) whose scores it shows, read from the table (`suite`: where it names
+    none), so that a leaderboard of one model, which has no model column, still says whose scores they are."""
+    def names(column: str) -> list[str]:
+        values = frame[column] if column in frame else pd.Series(frame.attrs.get(column + "s") or [], dtype=object)
+        return sorted({str(v) for v in values.dropna()})
+
+    suites = names("suite") or ([suite] if suite else [])
+    parts = [f"suite{'s' * (len(suites) > 1)} {', '.join(suites)}"] if suites else []
+    models = names("model")
+    parts += [f"model{'s' * (len(models) > 1)} {', '.join(models)}"] if models else []
     return f"{table} of {', '.join(parts)}" if parts else None
 
 
@@ -775,5 +790,5 @@ def export(store: Store, fmt: str, table: str = "runs", suite: str | None = None
     if frame.empty:
         return "(no adapter ablations stored)\n" if table == "ablation" else f"({nothing_completed(frame)})\n"
     if fmt == "latex":
-        return to_latex(table, frame, table_caption(table, suite, model))
-    return to_markdown(table, frame)
+        return to_latex(table, frame, table_caption(table, frame, suite))
+    return to_markdown(table, frame, table_caption(table, frame, suite))

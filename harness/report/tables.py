@@ -259,6 +259,8 @@ def best_table(runs: pd.DataFrame, metric: str = "score", resamples: int = signi
             "improving_seeds": improving, "still_improving": improving > 0,
         })
         dirs.append(list(runs_of["output_dir"]) if final and "output_dir" in runs_of else [None] * len(runs_of))
+    order = table_order(out)   # the rows' order from the runs themselves, not the order they were stored in
+    out, dirs, shown = ([part[i] for i in order] for part in (out, dirs, shown))
     best = pd.DataFrame(out)
     best["flags"] = [flag_text(r) for _, r in best.iterrows()]
     best = _add_tests(best, dirs if final else None, resamples)
@@ -280,6 +282,28 @@ def best_table(runs: pd.DataFrame, metric: str = "score", resamples: int = signi
     best.attrs["unfinished"] = {(m, label, task): n for (suite, m, task, label), n in unfinished.items()
                                 if model is None or m == model}   # {(model, method_label, task): settings}
     return best
+
+
+def variant_rank(share, label) -> tuple:
+    """Where a variant's row goes among its model's (the leaderboard) or its column's (the best table): the larger
+    share of parameters it trains first (full fine-tuning first, a linear probe last; one without a share last),
+    then by label. A function of the runs, so the same runs give the same table whatever order they were stored in
+    (the rows followed the store's)."""
+    known = share is not None and not pd.isna(share)
+    return (not known, -float(share) if known else 0.0, str(label))
+
+
+def table_order(rows: list[dict]) -> list[int]:
+    """The best table's rows (dicts) in order: suite, model, task (the registry's order), then variant_rank by the
+    variant's mean share over its rows, the leaderboard's "% trained"."""
+    shares: dict = {}
+    for r in rows:
+        shares.setdefault((r["suite"], r["model"], r["method_label"]), []).append(r["trainable_pct"])
+    share = {key: seed_mean(values) for key, values in shares.items()}   # exactly rounded: no order in its bits
+    tasks = {t: i for i, t in enumerate(_task_order({r["task"] for r in rows}))}
+    return sorted(range(len(rows)), key=lambda i: (
+        str(rows[i]["suite"]), str(rows[i]["model"]), tasks[rows[i]["task"]],
+        variant_rank(share[(rows[i]["suite"], rows[i]["model"], rows[i]["method_label"])], rows[i]["method_label"])))
 
 
 def setup_lines(shown: pd.DataFrame) -> list[str]:
@@ -318,9 +342,12 @@ def with_failed_rows(best: pd.DataFrame, runs: pd.DataFrame | None = None) -> pd
     for c in out.columns:   # counts stay whole numbers where a failed row has none (CSV "3", not "3.0")
         if c == "failed_settings" or (c in best and pd.api.types.is_integer_dtype(best[c])):
             out[c] = pd.to_numeric(out[c]).astype("Int64")
-    columns = list(zip(out["model"], out["task"]))
-    order = {key: i for i, key in enumerate(dict.fromkeys(columns))}   # a task's rows together, failed ones last
-    out = out.iloc[sorted(range(len(out)), key=lambda i: order[columns[i]])].reset_index(drop=True)
+    # a task's rows together, in the best table's order (table_order), its failed ones last, by label
+    tasks = {t: i for i, t in enumerate(_task_order(set(out["task"])))}
+    is_failed = out["failed_settings"].notna().tolist()
+    out = out.iloc[sorted(range(len(out)), key=lambda i: (
+        str(out.at[i, "model"]), tasks[out.at[i, "task"]], is_failed[i],
+        str(out.at[i, "method_label"]) if is_failed[i] else "", i))].reset_index(drop=True)
     out.attrs.update(best.attrs)
     return out
 
@@ -518,7 +545,8 @@ def leaderboard_table(best: pd.DataFrame) -> pd.DataFrame:
         row["avg"] = sum(row[f"{t}_mean"] for t in glue) / len(glue) if complete else None
         row["avg_tied_with_best"] = row["avg_p_vs_best"] = None
         row["avg_tested"] = False
-        row["trainable_pct"] = group["trainable_pct"].mean() if len(group) else None
+        # exactly rounded, as table_order's share: the rows are sorted by it, in the best table and here alike
+        row["trainable_pct"] = seed_mean(group["trainable_pct"]) if len(group) else None
         # one frozen base shared by every task + what each task trains (full fine-tuning: a model per task)
         frozen = (group["total_params"] - group["trainable_params"]).max()
         row["params_all_tasks"] = float(frozen + group["trainable_params"].sum())
@@ -532,6 +560,8 @@ def leaderboard_table(best: pd.DataFrame) -> pd.DataFrame:
         row["params_all_tasks_x"] = None if row["params_all_tasks"] is None or not len(group) \
             else row["params_all_tasks"] / base_model
         rows.append(row)
+    # a model's variants by the share they train (as the best table: variant_rank), not as stored
+    rows.sort(key=lambda r: (str(r["model"]), variant_rank(r["trainable_pct"], r["method"])))
     table = pd.DataFrame(rows)
     _test_average(table, best, glue)
     trivial = best.groupby("task")["trivial_baseline"].max() if "trivial_baseline" in best else pd.Series()
@@ -541,6 +571,7 @@ def leaderboard_table(best: pd.DataFrame) -> pd.DataFrame:
                                    "alpha": significance.ALPHA, "seeds": (int(seeds.min()), int(seeds.max())),
                                    "tested": bool(best.get("p_vs_best", pd.Series()).notna().any())}
     table.attrs["tasks"] = tasks
+    table.attrs["suites"] = sorted({str(s) for s in best["suite"].dropna()})   # (its rows have no suite column)
     table.attrs["older_versions"] = best.attrs.get("older_versions", {})
     table.attrs["data"] = best.attrs.get("data", {})
     table.attrs["skipped"] = best.attrs.get("skipped", {})
@@ -553,7 +584,34 @@ def leaderboard_table(best: pd.DataFrame) -> pd.DataFrame:
     table.attrs["em_tasks"] = em_tasks
     table.attrs["avg_name"] = ("GLUE avg" if glue == tasks else f"GLUE avg ({', '.join(glue)})" if glue
                                else "GLUE avg (no GLUE task)")
+    table.attrs["budgets"] = table.attrs["budgets"] + average_budget_lines(table, best, glue)
     return table
+
+
+def average_budget_lines(table: pd.DataFrame, best: pd.DataFrame, glue: list) -> list[str]:
+    """A line per model whose average column sums scores of chosen settings at different budgets (a suite with
+    several budgets selects the budget per task on dev, as budget_lines says per task): the average is not a score
+    at one budget, and with one budget per task for every variant no task's line says so. Each averaged variant's
+    budgets, with their tasks."""
+    lines = []
+    several = table["model"].nunique() > 1
+    for model, rows in table.groupby("model", sort=False):
+        averaged = list(rows.loc[rows["avg"].notna(), "method"])
+        chosen = best[(best["model"] == model) & best["task"].isin(glue)]
+        budgets = {label: {} for label in averaged}   # {label: {budget: [tasks]}}, tasks in the columns' order
+        for t in glue:
+            for label, budget in zip(chosen.loc[chosen["task"] == t, "method_label"],
+                                     chosen.loc[chosen["task"] == t, "budget"]):
+                if label in budgets:
+                    budgets[label].setdefault(budget or "the default budget", []).append(t)
+        if len(glue) < 2 or len({b for of in budgets.values() for b in of}) < 2:
+            continue
+        each = "; ".join(f"{label}: " + ", ".join(f"{b} ({', '.join(ts)})" for b, ts in of.items())
+                         for label, of in budgets.items())
+        lines.append(f"{table.attrs['avg_name']}{f' ({model})' if several else ''}: averages scores of chosen "
+                     f"settings at different budgets ({each}): each task's budget was selected on dev with the "
+                     f"other hyperparameters, so the average is not at one budget.")
+    return lines
 
 
 CELL_COLUMNS = ["is_best", "tied_with_best", "p_vs_best", "tested", "seeds_needed", "flags", "trivial",

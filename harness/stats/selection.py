@@ -50,7 +50,7 @@ def selectable_runs(runs: pd.DataFrame, model: str | None = None) -> tuple[pd.Da
         mine = done["model"] == model
         done, version, older = done[mine], version[mine], older[mine]
     left_out: dict = {}
-    for (task, v), group in done[older].groupby(["task", version[older]], sort=False):
+    for (task, v), group in done[older].groupby(["task", version[older]]):   # (sorted: not the stored order)
         left_out.setdefault(task, {})[int(v)] = len(group)
     return done[~older], left_out
 

@@ -295,7 +295,7 @@ def test_url_opens_the_chosen_view_and_follows_the_choices(store_url, monkeypatc
     # choices are written back into the URL; the parameters of the page left behind are dropped
     at.sidebar.radio[1].set_value("Leaderboard").run()
     assert dict(at.query_params) == {"suite": "fx", "model": "minilm", "metric": "best_score",
-                                     "page": "Leaderboard", "sort": "as run"}
+                                     "page": "Leaderboard", "sort": "as exported"}
     # an unknown value in the URL falls back to the default view, no traceback
     at = app(store_url, monkeypatch, page="nope", suite="missing")
     assert at.title[0].value == "Leaderboard" and at.query_params["suite"] == "fx"

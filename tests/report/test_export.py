@@ -2,6 +2,7 @@
 
 import csv
 import io
+import re
 import shutil
 import subprocess
 
@@ -51,6 +52,62 @@ def test_latex_compiles(url, tmp_path):
     (tmp_path / "t.tex").write_text(doc)
     proc = subprocess.run(["pdflatex", "-interaction=nonstopmode", "t.tex"], cwd=tmp_path, capture_output=True)
     assert proc.returncode == 0, proc.stdout[-2000:]
+
+
+SPECIALS = "_%&#$~^\\{}|<>"   # LaTeX's specials, and what its default font encoding misprints (| < >)
+
+
+def store_with_special_names(folder) -> str:
+    """The fixture store with a model, task and method names holding every LaTeX special: a suite's model may be
+    any local folder, a method label holds its parameters (pretrained_adapter's path: any text), and a task
+    is named by its entry's file (or by a store from elsewhere)."""
+    from sqlalchemy import text
+
+    url = fixture_store.build(folder / "h.db")
+    store = Store(url)
+    with store.engine.begin() as conn:
+        conn.execute(text("UPDATE runs SET model = :m, task = task || :t, method_label = method_label || :l"),
+                     {"m": f"/models/m {SPECIALS}", "t": f"_t{SPECIALS}", "l": f"(path=a {SPECIALS})"})
+    store.engine.dispose()
+    return url
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex not installed")
+def test_every_latex_table_compiles_with_every_special_character_in_its_names(tmp_path):
+    from harness.report.export import export
+
+    url = store_with_special_names(tmp_path)
+    store = Store(url, read_only=True)
+    tables = {kind: export(store, "latex", kind, "fx") for kind in ("runs", "leaderboard", "best", "ablation")}
+    store.engine.dispose()
+    for kind, tex in tables.items():
+        assert "\\textbar{}" in tex and "\\textless{}" in tex and "|" not in tex.replace("\\textbar{}", ""), kind
+    doc = ("\\documentclass{article}\\usepackage{booktabs}\\usepackage[utf8]{inputenc}\\begin{document}\n"
+           + "\n".join(tables.values()) + "\\end{document}\n")
+    (tmp_path / "t.tex").write_text(doc)
+    proc = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "t.tex"], cwd=tmp_path,
+                          capture_output=True)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    log = (tmp_path / "t.log").read_text(errors="replace")
+    assert "Missing character" not in log and "Undefined control sequence" not in log, log[-3000:]
+
+
+def test_a_pipe_or_backslash_in_a_name_keeps_every_markdown_row_s_cells(tmp_path):
+    """Every row of every Markdown table has the header's number of cells when its names hold `|` and `\\`, as
+    Python-Markdown's tables (a pipe after a backslash is escaped) read it, and the names come back whole."""
+    from harness.report.export import export
+
+    markdown = pytest.importorskip("markdown")
+    url = store_with_special_names(tmp_path)
+    store = Store(url, read_only=True)
+    for kind in ("runs", "leaderboard", "best", "ablation"):
+        md = export(store, "markdown", kind, "fx")
+        html = markdown.markdown(md, extensions=["tables"])
+        rows = re.findall(r"<tr>(.*?)</tr>", html, re.S)
+        widths = {len(re.findall(r"<t[hd][ >]", r)) for r in rows}
+        assert len(rows) > 2 and len(widths) == 1, (kind, widths, md)
+        assert f"/models/m {SPECIALS}".replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;") in html, kind
+    store.engine.dispose()
 
 
 def test_csv_neutralises_formulas_but_round_trips_numbers():

@@ -233,26 +233,26 @@ def test_an_exact_tie_for_a_task_s_best_leaves_the_average_tested(tmp_path):
     assert rte["layernorm"]["p_vs_best"] == rte["layernorm"]["p_raw"]   # a family of one: Holm changes nothing
 
 def test_a_variant_scored_on_other_data_does_not_leave_the_best_untested(tmp_path):
-    """Gold labels (SQuAD: question ids) are checked against the variant loaded first: layernorm, whose row came
-    before the best's, was scored on other data (its gold labels differ), so the best and every other variant
-    read "(not tested)" where layernorm alone is not comparable. The best is the reference now."""
+    """Gold labels (SQuAD: question ids) are checked against the variant loaded first: bitfit (the first by
+    label), was scored on other data (its gold labels differ), so the best and every other variant read "(not
+    tested)" where bitfit alone is not comparable. The best is the reference now."""
     import os
 
     from tests.report.test_table_claims import store_of
 
-    scores = {"layernorm": 60.0, "full": 72.0, "bitfit": 66.0}
+    scores = {"bitfit": 60.0, "full": 72.0, "layernorm": 66.0}
     url = store_of(tmp_path, ["name: s\nmodels: [minilm]\ntasks: [rte]\nmethods: [layernorm, full, bitfit]\n"],
                    lambda c: scores[c.method], predictions=True)
-    (other,) = [r for r in Store(url).records("s") if r.method == "layernorm"]
+    (other,) = [r for r in Store(url).records("s") if r.method == "bitfit"]
     path = os.path.join(other.output_dir, "predictions.npz")
     data = dict(np.load(path))
     data["validation_label"] = 1 - data["validation_label"]   # the same positions, other examples
     data["validation_pred"] = 1 - data["validation_pred"]     # its score unchanged
     np.savez(path, **data)
     best = rows(best_table(runs_frame(Store(url))))
-    assert list(best) == ["layernorm", "full", "bitfit"]   # layernorm's row first, as the store returned it
-    assert best["full"]["is_best"] and pd.isna(best["layernorm"]["p_vs_best"])
-    assert best["bitfit"]["p_vs_best"] < 0.05 and not best["bitfit"]["is_best"]
+    assert list(best) == ["full", "bitfit", "layernorm"]   # (full trains the most, then by label)
+    assert best["full"]["is_best"] and pd.isna(best["bitfit"]["p_vs_best"])
+    assert best["layernorm"]["p_vs_best"] < 0.05 and not best["layernorm"]["is_best"]
 
 
 def flagged(cell):

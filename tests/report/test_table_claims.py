@@ -21,17 +21,19 @@ from tests.helpers import assert_refused, call_cli
 
 
 def store_of(tmp_path, suites: list[str], score, older: dict | None = None, predictions: bool = False,
-             extra=None, url: str | None = None, reverse: bool = False) -> str:
+             extra=None, url: str | None = None, reverse: bool = False, fields=None, arrange=None) -> str:
     """A store with one run per cell of each suite's text: `score(cell)` its score (None: the run failed);
     `older` {task: version}: that task's cells also stored under an earlier version, scored score(cell) + 5;
     `predictions`: each run saves dev predictions whose accuracy is its score; `extra(cell)`: its record's extra;
-    `reverse`: the cells stored last first. A multi-task cell that completes gets a member row per task with its
+    `reverse`: the cells stored last first; `arrange(cells)`: the cells in the order to store them; `fields(cell)`:
+    more (or other) result fields of its run. A multi-task cell that completes gets a member row per task with its
     score."""
     url = url or f"sqlite:///{tmp_path / 'h.db'}"
     store = Store(url)
     labels = np.random.default_rng(0).integers(0, 2, 200)
     for text in suites:
         cells = parse_suite(text, "s.yaml").cells()
+        cells = arrange(cells) if arrange else cells
         for cell in reversed(cells) if reverse else cells:
             versions = [(cell, 0.0)]
             if older and cell.task in older:
@@ -45,8 +47,10 @@ def store_of(tmp_path, suites: list[str], score, older: dict | None = None, pred
                     continue
                 s += bonus
                 done = {"score": s, "best_score": s, "metrics": {"accuracy": s}, "trainable_params": 100,
-                        "total_params": 1000, "added_params": 0, "trainable_pct": 10.0, "train_time_s": 1.0,
-                        **({"extra": extra(c)} if extra else {})}
+                        "total_params": 1000, "added_params": 0, "train_time_s": 1.0,
+                        # full first, the others by label (the tables' row order: tables.variant_rank)
+                        "trainable_pct": 100.0 if c.method == "full" else 10.0,
+                        **({"extra": extra(c)} if extra else {}), **(fields(c) if fields else {})}
                 members = [(t, {**done, "task": t, "regime": "multitask_member", "stage": i})
                            for i, t in enumerate(c.task.split("+"))] if "+" in c.task else []   # a multi-task cell
                 store.finish(claim, Status.COMPLETED, done, members)
@@ -135,7 +139,7 @@ def test_a_multitask_cell_s_member_rows_are_compared_under_their_task_s_version(
     assert member.task_version == get_task("stsb").version == 2
     md = export(url)
     assert "earlier task version" not in md
-    header = [c.strip() for c in md.splitlines()[0].strip("|").split("|")]
+    header = [c.strip() for c in next(l for l in md.splitlines() if l.startswith("|")).strip("|").split("|")]
     joint = row(md, next(line.split("|")[1].strip() for line in md.splitlines() if "multitask" in line))
     assert joint[header.index("stsb")] == "**82.0**"
     # a store written before the fix: its member rows say version 1, and are kept all the same
@@ -223,7 +227,7 @@ def test_the_same_runs_stored_in_another_order_give_the_same_tables(tmp_path):
     whichever row came first, so `tested`, the p-values and the seeds needed of the rest changed with the order the
     runs were stored in; and a mean summed in stored order gave the same three seed scores 24.24242424242424 in one
     order and 24.242424242424246 in another, so an exact tie read as a win. Every table, every format: the same
-    rows whichever order (the rows' own order follows the store's, as run)."""
+    text whichever order."""
     thirds = [100 * 3 / 22, 100 * 4 / 22, 100 * 9 / 22]   # their running sum's last bits follow the order
 
     def score(c):   # bitfit: full's scores on other seeds
@@ -245,8 +249,54 @@ def test_the_same_runs_stored_in_another_order_give_the_same_tables(tmp_path):
         assert board["bitfit"]["avg_tested"] and not board["full"]["avg_tested"], board
     first, second = tables
     for key in first:
-        assert sorted(first[key].splitlines()) == sorted(second[key].splitlines()), key
-    assert first[("leaderboard", "markdown")] != second[("leaderboard", "markdown")]   # (the rows as run)
+        assert first[key] == second[key], key   # the rows too (they followed the store's order)
+
+
+def test_the_same_records_in_any_stored_order_give_byte_identical_tables(tmp_path):
+    """The same records stored in three orders (as a suite runs, reversed, shuffled): every leaderboard and best
+    table, in every format, byte for byte. The numbers were the same, but the rows followed the store's order, and
+    so did the notes that list variants ("epochs=1: full; epochs=2: bitfit, layernorm" against "epochs=2:
+    layernorm, bitfit; epochs=1: full"). Covered: seed means and std (scores whose running sums' last bits follow
+    the order), SQuAD's EM mean and std, the tests and Holm p-values, EVP, the GLUE average and its test, the
+    trivial row, ties and bold, seeds needed, % trained (0.1, 0.2, 0.7 over the tasks), a failed cell and row,
+    the budget notes."""
+    from harness.report.export import export as export_table
+
+    thirds = [100 * 3 / 22, 100 * 4 / 22, 100 * 9 / 22]   # their running sum's last bits follow the order
+    chosen = {("full", "rte"): 1, ("full", "mrpc"): 2}   # the budget each variant's best setting has (else 2)
+
+    def score(c):
+        if c.method == "layernorm" and c.task == "mrpc":
+            return None   # every run failed: a failed row and cell
+        base = (thirds if c.method != "bitfit" else thirds[::-1])[c.seed - 1] + 10 * (c.method == "layernorm")
+        return base - 3 * (c.budget["epochs"] != chosen.get((c.method, c.task), 2))
+
+    pct = {"rte": 0.1, "mrpc": 0.2, "squad": 0.7}   # summed in another order, another last bit
+
+    def fields(c):
+        s = score(c)
+        metrics = {"f1": s, "exact": s - thirds[(c.seed + 1) % 3] / 7} if c.task == "squad" else {"accuracy": s}
+        return {"metrics": metrics, "trainable_pct": 100.0 if c.method == "full" else pct[c.task],
+                "train_time_s": thirds[c.seed - 1] / 3}
+
+    text = ("name: s\nmodels: [minilm]\ntasks: [rte, mrpc, squad]\nmethods: [full, bitfit, layernorm]\n"
+            "budgets: [{epochs: 1}, {epochs: 2}]\nseeds: [1, 2, 3]\n")
+    orders = {"as run": None, "reversed": lambda cells: cells[::-1],
+              "shuffled": lambda cells: [cells[i] for i in np.random.default_rng(1).permutation(len(cells))]}
+    tables = {}
+    for name, arrange in orders.items():
+        (tmp_path / name).mkdir()
+        url = store_of(tmp_path / name, [text], score, predictions=True, fields=fields, arrange=arrange)
+        store = Store(url, read_only=True)
+        tables[name] = {(t, f): export_table(store, f, t, "s") for t in ("leaderboard", "best")
+                        for f in ("csv", "latex", "markdown", "json")}
+        store.engine.dispose()
+    first = tables["as run"]
+    md = first[("leaderboard", "markdown")]
+    assert "– (all failed)" in md and "differ in budget" in md and "squad EM" in md, md   # what is compared is there
+    for name in ("reversed", "shuffled"):
+        for key, text in first.items():
+            assert tables[name][key] == text, (name, key)
 
 
 def test_the_board_counts_seeds_per_cell_as_the_footnote_does(tmp_path, monkeypatch):
@@ -291,7 +341,8 @@ def test_settings_that_diverged_count_as_tuning_budget_spent(tmp_path):
     """full tried four learning rates, two of which failed on every seed; bitfit tried two. The tables counted
     settings that scored only: "settings 2 | 2", EVP(2) called an equal budget, no note under the leaderboard."""
     url = two_of_four_failed(tmp_path, "[rte, {multitask: [rte, mrpc]}]", "[1e-4, 1e-3]")
-    assert "Tuning budgets differ on rte (settings tried: full 4 (2 failed), bitfit 2, " in export(url)
+    assert ("Tuning budgets differ on rte (settings tried: full 4 (2 failed), full [multitask rte+mrpc, "
+            "proportional] 4 (2 failed), bitfit 2, ") in export(url)
     md = export(url, "best")
     (full,) = [line for line in md.splitlines() if line.replace(" ", "").startswith("|minilm|rte|full|")]
     assert "| 4 (2 failed) |" in full, md
@@ -347,9 +398,9 @@ def test_the_best_table_shows_a_variant_that_failed_on_a_task_as_the_leaderboard
     header = row(md, "model")
     cells = [dict(zip(header, [c.strip() for c in line.strip("|").split("|")]))
              for line in md.splitlines() if line.startswith("| minilm ")]
-    assert [(c["task"], c["method"]) for c in cells] == [   # a task's rows together, the failed ones last
-        ("rte", "full"), ("rte", "bitfit"), ("rte", "layernorm"), ("mrpc", "bitfit"), ("mrpc", "full"),
-        ("mrpc", "layernorm")], md
+    assert [(c["task"], c["method"]) for c in cells] == [   # a task's rows together (the registry's task order),
+        ("mrpc", "bitfit"), ("mrpc", "full"), ("mrpc", "layernorm"),   # the failed ones last, by label
+        ("rte", "full"), ("rte", "bitfit"), ("rte", "layernorm")], md
     failed = {(c["task"], c["method"]): c for c in cells if c["score"] == "– (all failed)"}
     assert set(failed) == {("mrpc", "full"), ("rte", "layernorm"), ("mrpc", "layernorm")}, md
     for c in failed.values():   # no setting, no score: the settings it tried, each failed, and nothing else
@@ -426,6 +477,26 @@ def test_variants_whose_chosen_settings_differ_in_budget_say_so(tmp_path, monkey
     (tmp_path / "one").mkdir()   # every variant chose the same budget: nothing to say
     same = store_of(tmp_path / "one", [text], lambda c: 70.0 - 5 * (c.budget["epochs"] == 3))
     assert "differ in budget" not in export(same)
+
+def test_an_average_over_tasks_at_different_budgets_says_so(tmp_path):
+    """Two budgets: every variant's best setting trained 1 epoch on rte and 3 on mrpc. No column's variants
+    differ in budget, so no task's line said anything, and the GLUE average set scores of 1 and 3 epochs side by
+    side as if at one budget."""
+    text = ("name: s\nmodels: [minilm]\ntasks: [rte, mrpc]\nmethods: [full, bitfit]\n"
+            "budgets: [{epochs: 1}, {epochs: 3}]\n")
+    url = store_of(tmp_path, [text], lambda c: 70.0 + 2 * (c.method == "full")
+                   - 5 * (c.budget["epochs"] != (1 if c.task == "rte" else 3)))
+    line = ("GLUE avg: averages scores of chosen settings at different budgets (full: epochs=3 (mrpc), epochs=1 "
+            "(rte); bitfit: epochs=3 (mrpc), epochs=1 (rte)): each task's budget was selected on dev with the other "
+            "hyperparameters, so the average is not at one budget.")
+    md = export(url)
+    assert line in md.splitlines() and "differ in budget" not in md, md
+    assert line in json.loads(export(url, "leaderboard", "json"))["footnote"]
+    assert "averages scores of chosen settings" in export(url, "leaderboard", "latex")
+    (tmp_path / "one").mkdir()   # one budget for every averaged score: nothing to say
+    same = store_of(tmp_path / "one", [text], lambda c: 70.0 - 5 * (c.budget["epochs"] == 3))
+    assert "averages scores of chosen settings" not in export(same)
+
 
 def test_a_chosen_setting_that_stopped_at_the_time_limit_says_so(tmp_path, monkeypatch):
     """Budget {epochs: 3, time_limit_min: 5}: full's runs stopped at the time limit after 1.2 epochs, bitfit's
@@ -657,7 +728,7 @@ def test_every_table_says_its_scores_are_dev_scores_selected_on_dev(tmp_path):
     url = store_of(tmp_path, ["name: s\nmodels: [minilm]\ntasks: [rte]\nmethods: [full, bitfit]\n"], lambda c: 70.0)
     for table in ("leaderboard", "best"):
         md = export(url, table)
-        assert md.split("\n\n")[1].startswith("Scores on the dev set; each variant's hyperparameter setting (all "
+        assert md.split("\n\n")[2].startswith("Scores on the dev set; each variant's hyperparameter setting (all "
                                                "but the seed) is the one with the best mean dev score"), md
         assert "Scores on the dev set; each variant" in export(url, table, "latex")
 
@@ -706,8 +777,22 @@ def test_a_latex_table_of_one_model_names_it(tmp_path):
     for table in ("leaderboard", "best", "runs"):
         tex = export(url, table, "latex", "--suite", "mm", "--model", "bert-base-uncased")
         assert f"\\caption{{{table} of suite mm, model bert-base-uncased}}" in tex, tex
-    assert "\\caption{leaderboard of suite mm}" in export(url, "leaderboard", "latex", "--suite", "mm")
-    assert "\\caption{leaderboard of model minilm}" in export(url, "leaderboard", "latex", "--model", "minilm")
+    assert "\\caption{leaderboard of suite mm, models bert-base-uncased, minilm}" in export(
+        url, "leaderboard", "latex", "--suite", "mm")
+    assert "\\caption{leaderboard of suite mm, model minilm}" in export(url, "leaderboard", "latex", "--model",
+                                                                       "minilm")
+
+
+def test_a_markdown_table_names_its_suite_and_model_as_the_latex_caption_does(tmp_path):
+    """A leaderboard of one model has no model column: its Markdown had no caption at all, so the file alone did
+    not say whose scores they are; nor did the LaTeX caption without --model ("leaderboard of suite s"), nor
+    either format without --suite. Both now carry one caption, read from the rows shown."""
+    url = store_of(tmp_path, ["name: s\nmodels: [minilm]\ntasks: [rte]\nmethods: [full, bitfit]\n"], lambda c: 70.0)
+    for table, more in (("leaderboard", ()), ("leaderboard", ("--suite", "s")), ("leaderboard", ("--model", "minilm")),
+                        ("best", ()), ("runs", ())):
+        md = export(url, table, "markdown", *more)
+        assert md.startswith(f"Table: {table} of suite s, model minilm\n\n| "), (table, more, md)
+        assert f"\\caption{{{table} of suite s, model minilm}}" in export(url, table, "latex", *more), more
 
 
 def test_compare_of_two_variants_says_their_chosen_settings_differ_in_budget(tmp_path, monkeypatch):
