@@ -77,7 +77,8 @@ class SlurmRequest:
         if self.accelerate_config and not os.path.isfile(self.accelerate_config):
             shipped = shipped_config(self.accelerate_config)
             if shipped is None:
-                raise InputError(f"--accelerate-config: no such file: {self.accelerate_config} (shipped configs: "
+                what = "a folder, not a config file" if os.path.isdir(self.accelerate_config) else "no such file"
+                raise InputError(f"--accelerate-config: {what}: {self.accelerate_config} (shipped configs: "
                                  f"{', '.join(SHIPPED_CONFIGS)})")
             self.accelerate_config = shipped
         if self.accelerate_config:

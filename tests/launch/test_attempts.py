@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers import ROOT, run_cli, suite_yaml, write_suite
+from tests.helpers import ROOT, read_stderr_until, run_cli, suite_yaml, write_suite
 from tests.store.test_workers import _wait_for_claims, start_worker, trainings
 from harness.spec import layout
 from harness.spec.errors import EXIT_PREEMPTED, EXIT_STORE_UNREACHABLE
@@ -74,7 +74,7 @@ def test_worker_that_lost_its_lease_stops_and_leaves_the_winners_files(tmp_path,
     finally:
         a.send_signal(signal.SIGCONT)
     _, err_a = a.communicate(timeout=600)
-    err_a = "".join(lines_a) + err_a
+    err_a = lines_a + err_a
     assert a.returncode == 0, err_a[-3000:]
     assert "lease lost at step" in err_a, err_a[-3000:]
     stopped_at = int(err_a.split("lease lost at step ")[1].split("/")[0])
@@ -120,15 +120,15 @@ def test_a_worker_signalled_after_losing_its_lease_writes_no_checkpoint(tmp_path
                          env={**os.environ, "PYTHONPATH": str(ROOT), "NO_BEATS": str(no_beats)})
     b = None
     try:
-        seen_a = "".join(_wait_for_claims(a, 1))
+        seen_a = _wait_for_claims(a, 1)
         time.sleep(1.0)   # into its training
         no_beats.touch()
         a.send_signal(signal.SIGSTOP)
         b = start_worker(tmp_path, suite, db, small_glue, "--heartbeat-s", "0.5", "--lease-timeout-s", "3")
-        _read_until(b, "taking over a stale lease")
+        read_stderr_until(b, "taking over a stale lease")
         a.send_signal(signal.SIGUSR1)   # pending until A runs again
         a.send_signal(signal.SIGCONT)
-        seen_a += _read_until(a, "lease lost at step", "stopped by a signal")
+        seen_a += read_stderr_until(a, "lease lost at step", "stopped by a signal")
         (row,) = Store(db).records("a")
         cell_dir = _cell_dir(tmp_path, row)
         assert b.poll() is None and row.pid == b.pid and row.status == Status.RUNNING   # B still trains it
@@ -298,20 +298,6 @@ raise SystemExit(main(sys.argv[1:]))
 """
 
 
-def _read_until(proc: subprocess.Popen, *needles: str, timeout: float = 300) -> str:
-    """The worker's stderr up to the first line holding one of `needles`."""
-    lines, deadline = [], time.time() + timeout
-    os.set_blocking(proc.stderr.fileno(), True)
-    while time.time() < deadline:
-        line = proc.stderr.readline()
-        if not line:
-            break
-        lines.append(line)
-        if any(n in line for n in needles):
-            return "".join(lines)
-    raise AssertionError(f"none of {needles} in time:\n" + "".join(lines[-30:]))
-
-
 def test_a_finish_retried_past_the_lease_timeout_keeps_its_lease(tmp_path, tiny_bert, small_glue):
     """A trains the cell, then recording it fails (record.json cannot be written) for longer than the lease
     timeout and is retried. A renews its lease between the tries, so B, started meanwhile, waits instead of taking
@@ -333,7 +319,7 @@ def test_a_finish_retried_past_the_lease_timeout_keeps_its_lease(tmp_path, tiny_
         assert a.poll() is None and time.time() < deadline, a.communicate()[1][-3000:]
         time.sleep(0.1)
     b = start_worker(tmp_path, suite, db, small_glue, env=timing)
-    seen_b = _read_until(b, "waiting for the cells other workers are running", "(attempt ")
+    seen_b = read_stderr_until(b, "waiting for the cells other workers are running", "(attempt ")
     time.sleep(4)   # B keeps looking (every second) for longer than the lease timeout
     full.unlink()
     err_a = a.communicate(timeout=600)[1]

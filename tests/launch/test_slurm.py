@@ -97,7 +97,11 @@ def test_the_warning_time_is_one_constant(tmp_path, tiny_bert, monkeypatch):
 def test_bad_flags_exit_2(tmp_path, tiny_bert):
     suite = write_suite(tmp_path / "s.yaml", suite_text(tiny_bert, "s"))
     for flags, field in ((["--workers", "0"], "--workers"), (["--workers", "2", "--time", "soon"], "--time"),
-                         (["--workers", "2", "--accelerate-config", "nope.yaml"], "--accelerate-config")):
+                         (["--workers", "2", "--accelerate-config", "nope.yaml"],
+                          "--accelerate-config: no such file: nope.yaml"),
+                         # a folder is there, but is no config file: said so, not "no such file"
+                         (["--workers", "2", "--accelerate-config", str(tmp_path)],
+                          f"--accelerate-config: a folder, not a config file: {tmp_path}")):
         assert_refused(run_cli("slurm", suite, *flags, "--dry-run", cwd=tmp_path), field)
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, run_cli, suite_yaml, write_suite
+from tests.helpers import ROOT, read_stderr_until, run_cli, suite_yaml, write_suite
 from harness.spec.status import Status
 from harness.store.db import Store
 
@@ -67,18 +67,9 @@ def test_concurrent_workers_train_every_cell_exactly_once(tmp_path, tiny_bert, s
     assert again.returncode == 0 and "6 already completed" in err and not trainings([err])
 
 
-def _wait_for_claims(proc: subprocess.Popen, n: int, timeout: float = 120) -> list[str]:
-    """Read the worker's stderr until it has claimed n cells; returns the lines read."""
-    lines, deadline = [], time.time() + timeout
-    os.set_blocking(proc.stderr.fileno(), True)
-    while time.time() < deadline:
-        line = proc.stderr.readline()
-        if not line:
-            break
-        lines.append(line)
-        if len(trainings(lines)) >= n:
-            return lines
-    raise AssertionError("worker did not claim in time:\n" + "".join(lines[-30:]))
+def _wait_for_claims(proc: subprocess.Popen, n: int, timeout: float = 120) -> str:
+    """The worker's stderr up to its n-th claim."""
+    return read_stderr_until(proc, done=lambda text: len(trainings([text])) >= n, timeout=timeout)
 
 
 def test_stalled_worker_loses_its_cell_after_the_lease_timeout(tmp_path, tiny_bert, small_glue, db_url):

@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.helpers import ROOT, suite_yaml, write_suite
+from tests.helpers import ROOT, read_stderr_until, suite_yaml, write_suite
 from harness.spec.errors import EXIT_PREEMPTED, Preempted
 from harness.train import checkpoint, preempt
 
@@ -276,18 +276,6 @@ def _worker(tmp_path, suite, db, glue, *extra, env=None):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _wait_for(proc, pattern: str, timeout=180) -> str:
-    seen, deadline = "", time.time() + timeout
-    while time.time() < deadline:
-        line = proc.stderr.readline()
-        if not line and proc.poll() is not None:
-            break
-        seen += line
-        if pattern in line:
-            return seen
-    raise AssertionError(f"{pattern!r} not seen: {seen[-2000:]}")
-
-
 @pytest.mark.parametrize("via_relay", [False, True])
 def test_kill_usr1_on_a_worker_checkpoints_and_the_next_worker_resumes(tmp_path, tiny_bert, small_glue, via_relay):
     """A real `kill -USR1` on `harness run` (or on the relay a launcher runs under): exit 3, cell pending with its
@@ -309,7 +297,7 @@ def test_kill_usr1_on_a_worker_checkpoints_and_the_next_worker_resumes(tmp_path,
                "--db", db, "--output-dir", str(tmp_path / "out"), "--data-dir", str(small_glue), "--no-progress"]
         w = subprocess.Popen(cmd, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _wait_for(w, "eval step 10 ")   # training is under way
+    read_stderr_until(w, "eval step 10 ")   # training is under way
     w.send_signal(signal.SIGUSR1)
     _, err = w.communicate(timeout=300)
     assert w.returncode == EXIT_PREEMPTED, err[-3000:]
@@ -352,7 +340,7 @@ def test_two_rank_ddp_worker_under_the_relay_checkpoints_and_resumes(tmp_path, t
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     w = subprocess.Popen([sys.executable, "-m", "harness.launch.relay", *LAUNCH, free_port(), *args], cwd=tmp_path,
                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _wait_for(w, "eval step 10 ", timeout=300)
+    read_stderr_until(w, "eval step 10 ", timeout=300)
     if sig == signal.SIGTERM:   # scancel: SIGTERM to every process of the step at once
         for p in [psutil.Process(w.pid), *psutil.Process(w.pid).children(recursive=True)]:
             p.send_signal(signal.SIGTERM)
@@ -439,7 +427,7 @@ def test_a_checkpoint_from_other_cpu_kernels_is_not_resumed(tmp_path, tiny_bert,
     suite = write_suite(tmp_path / "k.yaml", suite_text(tiny_bert, name="k", budget="{max_steps: 120}", hparams=hp))
     db = f"sqlite:///{tmp_path / 'h.db'}"
     w = _worker(tmp_path, suite, db, small_glue, env={"OMP_NUM_THREADS": "1"})
-    _wait_for(w, "cell ")   # claimed: the stop comes at an early step
+    read_stderr_until(w, "cell ")   # claimed: the stop comes at an early step
     w.send_signal(signal.SIGUSR1)
     _, err = w.communicate(timeout=300)
     assert w.returncode == EXIT_PREEMPTED and "checkpointed" in err, err[-3000:]

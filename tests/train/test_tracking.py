@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from tests.helpers import ROOT, write_suite
+from tests.helpers import ROOT, read_stderr_until, write_suite
 from tests.helpers.cli import assert_refused, run_cli
 from harness.spec.errors import EXIT_PREEMPTED
 from harness.store.db import Store
@@ -110,27 +110,13 @@ def test_two_cells_write_tensorboard_events_and_one_mlflow_run_each(tmp_path, ti
         assert run.data.metrics["final/trainable_params"] == rec.trainable_params
 
 
-def _wait_for(proc, pattern: str, timeout=300) -> str:
-    import time
-
-    seen, deadline = "", time.time() + timeout
-    while time.time() < deadline:
-        line = proc.stderr.readline()
-        if not line and proc.poll() is not None:
-            break
-        seen += line
-        if pattern in line:
-            return seen
-    raise AssertionError(f"{pattern!r} not seen: {seen[-2000:]}")
-
-
 def test_a_cell_stopped_by_usr1_continues_its_mlflow_run_and_tensorboard_folder(tmp_path, tiny_bert, small_glue):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     suite = write_suite(tmp_path / "k.yaml", tracked_suite(
         tiny_bert, "k", f'{{tensorboard: null, mlflow: {{tracking_uri: "{uri}"}}}}', budget="{max_steps: 120}",
         log_every=5, seeds="[1]", hparams="batch_size: 8, learning_rate: 1e-4, eval_steps: 10"))
     w = worker(tmp_path, suite, small_glue, wait=False)
-    _wait_for(w, "eval step 10 ")   # training is under way
+    read_stderr_until(w, "eval step 10 ")   # training is under way
     w.send_signal(signal.SIGUSR1)
     _, err = w.communicate(timeout=300)
     assert w.returncode == EXIT_PREEMPTED, err[-3000:]
@@ -173,7 +159,7 @@ def test_a_worker_killed_outright_leaves_no_mlflow_run_running(tmp_path, tiny_be
         tiny_bert, "k", f'{{mlflow: {{tracking_uri: "{uri}"}}}}', budget="{max_steps: 120}", log_every=5,
         seeds="[1]", hparams="batch_size: 8, learning_rate: 1e-4, eval_steps: 10"))
     w = worker(tmp_path, suite, small_glue, wait=False)
-    _wait_for(w, "eval step 10 ")
+    read_stderr_until(w, "eval step 10 ")
     w.kill()
     w.communicate(timeout=60)
     _, (dead,) = mlflow_runs(uri, "k")
