@@ -345,9 +345,10 @@ def with_failed_rows(best: pd.DataFrame, runs: pd.DataFrame | None = None) -> pd
     # a task's rows together, in the best table's order (table_order), its failed ones last, by label
     tasks = {t: i for i, t in enumerate(_task_order(set(out["task"])))}
     is_failed = out["failed_settings"].notna().tolist()
-    out = out.iloc[sorted(range(len(out)), key=lambda i: (
-        str(out.at[i, "model"]), tasks[out.at[i, "task"]], is_failed[i],
-        str(out.at[i, "method_label"]) if is_failed[i] else "", i))].reset_index(drop=True)
+    models, task_of, labels = out["model"].tolist(), out["task"].tolist(), out["method_label"].tolist()
+    out = out.iloc[sorted(range(len(out)), key=lambda i: (   # by position throughout (whatever the index)
+        str(models[i]), tasks[task_of[i]], is_failed[i], str(labels[i]) if is_failed[i] else "", i))
+                   ].reset_index(drop=True)
     out.attrs.update(best.attrs)
     return out
 
@@ -589,9 +590,9 @@ def leaderboard_table(best: pd.DataFrame) -> pd.DataFrame:
 
 
 def average_budget_lines(table: pd.DataFrame, best: pd.DataFrame, glue: list) -> list[str]:
-    """A line per model whose average column sums scores of chosen settings at different budgets (a suite with
-    several budgets selects the budget per task on dev, as budget_lines says per task): the average is not a score
-    at one budget, and with one budget per task for every variant no task's line says so. Each averaged variant's
+    """A line per model where a variant's average sums scores of chosen settings at different budgets (a suite with
+    several budgets selects the budget per task on dev, as budget_lines says per task): that average is not a score
+    at one budget, and with one budget per task for every variant no task's line says so. Each such variant's
     budgets, with their tasks."""
     lines = []
     several = table["model"].nunique() > 1
@@ -604,7 +605,10 @@ def average_budget_lines(table: pd.DataFrame, best: pd.DataFrame, glue: list) ->
                                      chosen.loc[chosen["task"] == t, "budget"]):
                 if label in budgets:
                     budgets[label].setdefault(budget or "the default budget", []).append(t)
-        if len(glue) < 2 or len({b for of in budgets.values() for b in of}) < 2:
+        # a variant whose every task is at one budget averages at that budget: only the mixed ones are said (two
+        # variants at two budgets are budget_lines' per task)
+        budgets = {label: of for label, of in budgets.items() if len(of) > 1}
+        if len(glue) < 2 or not budgets:
             continue
         each = "; ".join(f"{label}: " + ", ".join(f"{b} ({', '.join(ts)})" for b, ts in of.items())
                          for label, of in budgets.items())

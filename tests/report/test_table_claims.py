@@ -496,6 +496,12 @@ def test_an_average_over_tasks_at_different_budgets_says_so(tmp_path):
     (tmp_path / "one").mkdir()   # one budget for every averaged score: nothing to say
     same = store_of(tmp_path / "one", [text], lambda c: 70.0 - 5 * (c.budget["epochs"] == 3))
     assert "averages scores of chosen settings" not in export(same)
+    # each variant's average at one budget of its own (full 1 epoch, bitfit 3, on both tasks): each average is at
+    # one budget; the variants' difference in budget is each task's line, not the average's
+    (tmp_path / "apart").mkdir()
+    apart = export(store_of(tmp_path / "apart", [text],
+                            lambda c: 70.0 - 5 * (c.budget["epochs"] != (1 if c.method == "full" else 3))))
+    assert "averages scores of chosen settings" not in apart and "differ in budget" in apart, apart
 
 
 def test_a_chosen_setting_that_stopped_at_the_time_limit_says_so(tmp_path, monkeypatch):
