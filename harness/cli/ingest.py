@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from harness.cli.common import add_db, add_lease_timeout, existing_store
-from harness.spec.errors import InputError
+from harness.spec.errors import EXIT_FAILED, EXIT_INPUT, EXIT_OK, InputError
 
 HELP = ("load record.json files (written by workers that could not reach the store) into the store; "
         "idempotent")
@@ -82,4 +82,5 @@ def run(args) -> int:
                   f"record's ({record_attempt(record)}): kept as it is (a record never takes a cell back)",
                   file=sys.stderr)
     print(f"ingested {len(paths)} record(s): " + ", ".join(f"{n} {k}" for k, n in counts.items() if n))
-    return 2 if counts[REFUSED] else 1 if counts[CONFLICT] or counts[LEASED] else 0
+    # some records refused (not records, another suite's...): EXIT_INPUT, though the valid ones were ingested
+    return EXIT_INPUT if counts[REFUSED] else EXIT_FAILED if counts[CONFLICT] or counts[LEASED] else EXIT_OK

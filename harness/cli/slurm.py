@@ -7,7 +7,7 @@ import shlex
 import subprocess
 
 from harness.cli.common import add_db, add_output_dir, add_suite, non_negative_int, positive_int
-from harness.spec.errors import InputError
+from harness.spec.errors import EXIT_FAILED, EXIT_OK, InputError
 
 HELP = "submit a suite as a Slurm array of workers on one store (or print the script)"
 EXAMPLES = """
@@ -117,4 +117,4 @@ def run(args) -> int:
     for r in rows:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
     print(f"job {job} ended: {len(rows)} cells: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
-    return 0 if counts.get(CellState.COMPLETED, 0) == len(rows) else 1
+    return EXIT_OK if counts.get(CellState.COMPLETED, 0) == len(rows) else EXIT_FAILED

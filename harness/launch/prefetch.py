@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from harness.plan.grid import Suite
 from harness.plan.preflight import truthy
-from harness.spec.errors import InputError
+from harness.spec.errors import EXIT_FAILED, InputError
 from harness.spec.methods import adapter_dir
 from harness.spec.tasks import get_task
 from harness.spec.models import ALIASES, ModelSpec, in_folder, weight_files
@@ -163,7 +163,7 @@ def prefetch(suite: Suite, data_dir: str | None = None, check_only: bool = False
     if missing:
         print(f"suite {suite.name}: {missing} of {len(items)} needed item(s) missing"
               + ("" if check_only else " after download") + f" (HF cache: {where})", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
     print(f"suite {suite.name}: all {len(items)} needed item(s) present; compute nodes can run with "
           f"HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 (HF cache: {where})", file=sys.stderr)
     return 0

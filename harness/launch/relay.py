@@ -25,6 +25,8 @@ import sys
 
 import psutil
 
+from harness.spec.errors import EXIT_INPUT
+
 FORWARDED = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM)
 # what torch's elastic agent may handle itself: not SIGTERM (see above)
 AGENT_SIGNALS = "SIGINT,SIGHUP,SIGQUIT"
@@ -60,7 +62,7 @@ def main(argv: list[str]) -> int:
         argv = argv[1:]
     if not argv:
         print("usage: python -m harness.launch.relay COMMAND [ARGS...]", file=sys.stderr)
-        return 2
+        return EXIT_INPUT
     env = {**os.environ, "TORCHELASTIC_SIGNALS_TO_HANDLE": AGENT_SIGNALS}
     child = subprocess.Popen(argv, preexec_fn=_own_group_ignoring_stop_signals, env=env)
 

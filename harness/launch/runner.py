@@ -18,7 +18,7 @@ import time
 import traceback
 
 from harness.spec import layout
-from harness.spec.errors import EXIT_PREEMPTED, EXIT_STORE_UNREACHABLE, LeaseLostStop, Preempted
+from harness.spec.errors import EXIT_FAILED, EXIT_OK, EXIT_PREEMPTED, EXIT_STORE_UNREACHABLE, LeaseLostStop, Preempted
 from harness.launch import attempt
 from harness.launch.output_binding import bind_output_dir
 from harness.launch.slurm import requeue_slurm_task
@@ -228,8 +228,8 @@ def run_suite(suite: Suite, db_url: str | None, data_dir: str | None, output_dir
         except (Preempted, KeyboardInterrupt) as stop:
             if main:
                 attempt.discard(attempt_dir)   # the checkpoint is in the cell folder: the next claim resumes it
-                say(f"cell {cell.key}: {'stopped by a signal, checkpointed' if isinstance(stop, Preempted) else 'interrupted'}"
-                    f"; {_give_back(store, claim)}")
+                why = "stopped by a signal, checkpointed" if isinstance(stop, Preempted) else "interrupted"
+                say(f"cell {cell.key}: {why}; {_give_back(store, claim)}")
             if isinstance(stop, Preempted):
                 if main:
                     requeue_slurm_task()   # last: it ends this job's processes
@@ -266,7 +266,7 @@ def run_suite(suite: Suite, db_url: str | None, data_dir: str | None, output_dir
     say(end_line(suite, done, failures))
     if main and suite.model.ablate:
         failures += run_ablations(suite, store, ctx, say, worker, beat_s, timeout_s)
-    return 1 if failures else 0
+    return EXIT_FAILED if failures else EXIT_OK
 
 
 def result_fields(result: RunResult, status: str, error: str | None, num_processes: int) -> tuple[dict, list]:

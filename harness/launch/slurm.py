@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from harness.spec.errors import InputError
+from harness.spec.errors import EXIT_INPUT, InputError
 from harness.spec.layout import DEFAULT_OUTPUT_DIR, RunLayout
 
 TEMPLATES = resources.files("harness.launch") / "templates"   # package data: works from a wheel as from a checkout
@@ -502,4 +502,4 @@ if __name__ == "__main__":   # the scripts' store check: python -m harness.launc
     why = other_store(os.environ.get("HARNESS_DB", ""), sys.argv[2])
     if why:
         print(f"error: {why}", file=sys.stderr, flush=True)
-        sys.exit(2)
+        sys.exit(EXIT_INPUT)

@@ -106,12 +106,13 @@ def _sqlite_read_only_engine(path: str, single_read: bool = False) -> Engine:
     '#', '?' and '%' in a file name stay part of it and never open a different file), plus query_only.
     `single_read`: one short look (a command that must write nothing: `harness slurm --dry-run` reading the id of
     the store an output folder names). A read-only connection to a WAL store creates its -shm and -wal and, being
-    read-only, cannot remove them; where there is no -wal, no connection has the store open and all of it is in
-    the file, which is then read as immutable: without those files."""
+    read-only, cannot remove them; where there is no -wal (nor a rollback -journal: a store in another journal
+    mode being written), no connection has the store open and all of it is in the file, which is then read as
+    immutable: without those files."""
     import sqlite3
     from urllib.parse import quote
 
-    immutable = single_read and not os.path.exists(f"{path}-wal")
+    immutable = single_read and not any(os.path.exists(f"{path}-{kind}") for kind in ("wal", "journal"))
     uri = f"file:{quote(os.path.abspath(path), safe='/')}?mode=ro" + ("&immutable=1" if immutable else "")
 
     def connect():
