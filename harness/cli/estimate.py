@@ -109,9 +109,8 @@ def run(args) -> int:
             print(f"  {c.key}  {c.label}  {progress.hours(c.seconds, c.plus_minus)} h  ({c.level} match, "
                   f"{c.runs} run(s){once})")
     levels = ", ".join(f"{n} by {level}" for level, n in est.levels.items())
-    # an N-process cell's time is its run's wall time (N devices for that long), as the runs that price it ran
-    unit = "device-hours" if procs == 1 else f"hours of {procs}-process runs ({procs} devices each)"
-    print(f"total: {progress.hours(est.seconds, est.plus_minus)} {unit} of training and evaluation "
+    # (a cell's line is its run's wall time; the total its device time, with the lines' sum beside it for K > 1)
+    print(f"total: {progress.work_text(est.device_seconds, est.device_plus_minus, procs)} of training and evaluation "
           f"({levels or 'no cell matched'}); {est.missing} cell(s) without an estimate")
     return 0
 

@@ -137,7 +137,7 @@ def _holder(h: dict) -> str:
 
 def status_report(p: dict) -> str:
     """The text of `harness status`: summary, time left, predicted vs actual, running, stale, failures."""
-    from harness.report.progress import hours
+    from harness.report.progress import work_text
 
     c, pct, e = p["counts"], p["percent"], p["estimate"]
     parts = ", ".join(f"{c[s]} {s} ({pct[s]:.0f}%)" for s in CellState if c[s])
@@ -156,8 +156,8 @@ def status_report(p: dict) -> str:
                          f"estimate --pilot` measures one)")
         else:
             lines.append(f"time left: {duration(e['left_s'])} ± {duration(e['plus_minus_s'])} with {workers} "
-                         f"({hours(e['work_s'])} device-hours of work for {todo} cell(s), from this suite's "
-                         f"completed cells per setting, else stored throughput{on}{unknown})")
+                         f"({work_text(e['device_s'], None, p['num_processes'])} of work for {todo} cell(s), from "
+                         f"this suite's completed cells per setting, else stored throughput{on}{unknown})")
     else:
         lines.append("all cells done" + (f" ({c[CellState.FAILED]} failed)" if c[CellState.FAILED] else ""))
     if e["predicted_cells"]:

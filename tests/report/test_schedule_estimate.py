@@ -10,7 +10,7 @@ import json
 import pytest
 
 from harness.plan.suite import parse_suite
-from harness.report.progress import predict_claimed
+from harness.report.progress import predict_claimed, validate_line
 from harness.spec.status import Regime, Status
 from harness.store.db import Store
 from harness.store.lease import Worker, utcnow
@@ -158,7 +158,7 @@ def test_a_cell_is_priced_only_by_runs_on_its_own_process_count(tmp_path, monkey
     assert "from 1 stored runs on 2 process(es)" in text, text
     e = json.loads(call_cli("estimate", path, "--from-store", url, "--num-processes", 2, "--json").stdout)
     assert e["num_processes"] == 2 and e["observations"] == 1
-    assert "hours of 2-process runs (2 devices each)" in text.splitlines()[-1], text
+    assert "h of 2-process runs, 2 devices each)" in text.splitlines()[-1], text
     # a worker's prediction at its claim (`harness run`): from the runs on its cell's process count alone
     worker = Worker(worker_id="x/1/-/x", host="x", pid=2, slurm_job_id=None, slurm_array_task_id=None,
                     started_at=utcnow())
@@ -166,6 +166,35 @@ def test_a_cell_is_priced_only_by_runs_on_its_own_process_count(tmp_path, monkey
         claim = store.start(cells_n[2], cells_n[2].config(), "test", None, worker=worker)
         assert predict_claimed(store, claim, cells_n[2], "CPU: Test x2", None) == pytest.approx(expect), n
         assert store.get(claim.id).predicted_time_s == pytest.approx(expect)
+
+
+def test_device_hours_of_a_ddp_grid_count_each_of_its_devices(tmp_path, monkeypatch):
+    """Seed 1 of a 2-process cell ran in 12 s of wall time (100 x 0.07 + 5 s), on two devices: 24 device-seconds.
+    Every number printed as device-hours is wall x processes: `harness estimate`'s total and JSON device_hours
+    (2 cells: 48 s), `validate`'s line, `status`'s work left (seed 2: 24 s; device_s in --json, work_s the wall
+    time the workers' time left divides); the wall hours of the 2-process runs beside it. Before: the wall time,
+    labelled device-hours (estimate JSON 0.0067 device_hours, validate 0.0067 and status 0.0033
+    "device-hours")."""
+    monkeypatch.delenv("HARNESS_DATA_DIR", raising=False)   # sizes from the stored runs
+    path = write_suite(tmp_path / "ddp.yaml", DDP)
+    two = {c.seed: c for c in parse_suite(DDP, str(path)).cells(num_processes=2)}
+    url = f"sqlite:///{tmp_path / 'ddp.db'}"
+    _ran_on(Store(url), two[1], 0.07, 5.0)
+    e = json.loads(call_cli("estimate", path, "--from-store", url, "--num-processes", 2, "--json").stdout)
+    assert e["seconds"] == pytest.approx(24.0) and e["device_seconds"] == pytest.approx(48.0)
+    assert (e["device_hours"], e["plus_minus_hours"]) == (pytest.approx(48 / 3600), pytest.approx(4.8 / 3600))
+    total = call_cli("estimate", path, "--from-store", url, "--num-processes", 2).stdout.splitlines()[-1]
+    assert total.startswith("total: 0.0133 ± 0.0013 device-hours (0.0067 ± 0.00067 h of 2-process runs, 2 devices "
+                            "each) of training and evaluation"), total
+    line = validate_line(list(two.values()), Store(url, read_only=True))   # `harness validate --num-processes 2`
+    assert line.startswith("estimated 0.0133 ± 0.0013 device-hours (0.0067 ± 0.00067 h of 2-process runs, 2 devices "
+                           "each) from 1 stored runs on CPU: Test x2"), line
+    status = call_cli("status", path, "--db", url, "--num-processes", 2)
+    assert "(0.0067 device-hours (0.0033 h of 2-process runs, 2 devices each) of work for 1 cell(s)" in \
+        status.stdout, status.stdout
+    left = json.loads(call_cli("status", path, "--db", url, "--num-processes", 2, "--json").stdout)["estimate"]
+    assert (left["work_s"], left["device_s"], left["left_s"]) == (pytest.approx(12.0), pytest.approx(24.0),
+                                                                   pytest.approx(12.0))
 
 
 def test_a_pilot_is_refused_for_cells_of_several_processes_before_it_trains(tmp_path):
