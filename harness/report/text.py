@@ -86,10 +86,12 @@ def _age_s(when) -> float | None:
     return None if when is None else max(0.0, (utcnow() - when).total_seconds())
 
 
-def duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "?"
-    s = int(round(seconds))
+def duration(seconds: float | None, missing: str = "?") -> str:
+    """A span of time as `harness status` and the board's Grid page print it: "45s", "2m05s", "1h05m", to the
+    nearest second (below 0, a clock's skew: "0s"); `missing` where there is none (None, NaN: a table's empty cell)."""
+    if seconds is None or seconds != seconds:
+        return missing
+    s = max(0, int(round(seconds)))
     if s < 60:
         return f"{s}s"
     return f"{s // 60}m{s % 60:02d}s" if s < 3600 else f"{s // 3600}h{s % 3600 // 60:02d}m"
