@@ -13,7 +13,7 @@ import streamlit as st
 
 from harness.board import urlstate
 from harness.report.grid import cells_frame
-from harness.report.text import duration   # as `harness status` prints a span: the two agree
+from harness.report.text import duration, time_left_source   # as `harness status` says them: the two agree
 from harness.spec.status import CellState
 
 REFRESH_S = 5   # a heartbeat comes every 30 s by default: 5 s shows a claim or a finish promptly, at 1 query/5 s
@@ -179,7 +179,8 @@ def _time_left(store, suite: str, timeout: float, left: int, cells: pd.DataFrame
     checked = (f" · the workers' predictions at claim, for {est['predicted_cells']} completed cell(s): "
                f"{duration(est['predicted_s'])} predicted, {duration(est['predicted_actual_s'])} taken (ratio "
                f"{est['ratio']:.2f})" if est["predicted_cells"] else "")
-    st.caption(f"{est['live_workers']} live worker(s){unknown}{checked}")
+    source = f" · estimated {time_left_source(est['stored_device'])}" if left and secs is not None else ""
+    st.caption(f"{est['live_workers']} live worker(s){source}{unknown}{checked}")
     groups = [{k: v for k, v in g.items() if k != "method"} for g in est["groups"] if g["left"]]
     if groups:
         with st.expander("Time left per model, method variant, task and budget"):

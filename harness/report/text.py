@@ -97,6 +97,14 @@ def duration(seconds: float | None, missing: str = "?") -> str:
     return f"{s // 60}m{s % 60:02d}s" if s < 3600 else f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
+def time_left_source(stored_device: str | None) -> str:
+    """Where a time left comes from (harness.report.progress.time_left), as `harness status` and the board's Grid
+    page say it: the stored runs may be another machine's (the store's main device, before the suite completed a
+    cell), so their device is named."""
+    on = f" on {stored_device}" if stored_device else ""
+    return f"from this suite's completed cells per setting, else stored throughput{on}"
+
+
 def status_payload(suite, states, left: dict, num_processes: int) -> dict:
     """What `harness status --json` prints: counts (with percentages), the time-left estimate
     (harness.report.progress.time_left), the running and stale cells with their workers, the failures with their
@@ -151,15 +159,13 @@ def status_report(p: dict) -> str:
                    else "no live worker (as if one started now)")
         why = "; ".join(e["unestimated_why"])
         unknown = f"; {e['unestimated']} cell(s) without an estimate: {why}" if e["unestimated"] else ""
-        # the stored runs may be another machine's (the store's main device, before this suite completed a cell)
-        on = f" on {e['stored_device']}" if e["stored_device"] else ""
         if e["left_s"] is None:
             lines.append(f"time left: unknown (none of its {todo} cell(s) left has an estimate: {why}; `harness "
                          f"estimate --pilot` measures one)")
         else:
             lines.append(f"time left: {duration(e['left_s'])} ± {duration(e['plus_minus_s'])} with {workers} "
-                         f"({work_text(e['device_s'], None, p['num_processes'])} of work for {todo} cell(s), from "
-                         f"this suite's completed cells per setting, else stored throughput{on}{unknown})")
+                         f"({work_text(e['device_s'], None, p['num_processes'])} of work for {todo} cell(s), "
+                         f"{time_left_source(e['stored_device'])}{unknown})")
     else:
         lines.append("all cells done" + (f" ({c[CellState.FAILED]} failed)" if c[CellState.FAILED] else ""))
     if e["predicted_cells"]:
