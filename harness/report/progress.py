@@ -45,6 +45,7 @@ class CellEstimate:
     why: str | None = None         # why there is no prediction
     encoder_pass_s: float | None = None   # of `seconds`: the frozen encoder's one pass over its data (the first
                                           # cell of a feature set), else None
+    threads: list[int] | None = None      # the torch thread counts of the runs it comes from, where recorded
 
 
 @dataclass
@@ -58,6 +59,10 @@ class Estimate:
     levels: dict = field(default_factory=dict)   # match level -> cells
     device_seconds: float = 0.0    # the same total in device time (device_time: a K-process cell's wall x K)
     device_plus_minus: float = 0.0
+    # cells priced by runs of several thread counts (a worker's --threads-per-worker changes its speed; estimates
+    # do not match on it, harness.report.throughput.Observation), and the thread counts of those cells' runs
+    pooled_threads: int = 0
+    threads: list[int] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         out = asdict(self)
@@ -115,7 +120,8 @@ def predict(cell, plan: CellPlan | None, rate: Rate | None, features: bool = Fal
         seconds = min(seconds, loops * 60.0 * cell.budget["time_limit_min"] + plan.eval_set * eval_s)
     seconds += once or 0.0
     rel = max(rate.rel, rate.pass_rel) if needs_pass else rate.rel
-    return CellEstimate(cell.key, cell.label, seconds, seconds * rel, rate.level, rate.n, encoder_pass_s=once)
+    return CellEstimate(cell.key, cell.label, seconds, seconds * rel, rate.level, rate.n, encoder_pass_s=once,
+                        threads=list(rate.threads) or None)
 
 
 def estimate(cells, store=None, *, device: str | None = None, data_dir: str | None = None,
@@ -160,6 +166,9 @@ def estimate(cells, store=None, *, device: str | None = None, data_dir: str | No
         out.device_seconds += device_time(est.seconds, cell.num_processes)
         out.device_plus_minus += device_time(est.plus_minus, cell.num_processes)
         out.levels[est.level] = out.levels.get(est.level, 0) + 1
+        if est.threads and len(est.threads) > 1:
+            out.pooled_threads += 1
+            out.threads = sorted(set(out.threads) | set(est.threads))
     return out
 
 

@@ -110,8 +110,10 @@ hparams: {batch_size: 10}
 """
 
 
-def _ran_on(store, cell, train_s_per_example: float, eval_s: float, device: str = "CPU: Test x2") -> None:
-    """A completed run of `cell` (its own process count) on `device`: one epoch of its 100 training
+def _ran_on(store, cell, train_s_per_example: float, eval_s: float, device: str = "CPU: Test x2",
+            threads: int = 2) -> None:
+    """A completed run of `cell` (its own process count) on `device`, with `threads` torch threads: one epoch of
+    its 100 training
     examples at this wall time per example (throughput summed over ranks, as a DDP run records it), its 50 dev
     examples scored once in `eval_s`."""
     worker = Worker(worker_id="w/1/-/w", host="w", pid=1, slurm_job_id=None, slurm_array_task_id=None,
@@ -120,7 +122,7 @@ def _ran_on(store, cell, train_s_per_example: float, eval_s: float, device: str 
     store.finish(claim, Status.COMPLETED, {
         "train_time_s": 100 * train_s_per_example, "train_examples_per_s": 1 / train_s_per_example,
         "eval_time_s": eval_s, "steps": 100 // cell.effective_batch_size, "epochs_done": 1.0,
-        "train_examples": 100, "eval_examples": 50, "num_threads": 2,
+        "train_examples": 100, "eval_examples": 50, "num_threads": threads,
         "env": {"device": device, "num_processes": cell.num_processes}})
 
 
@@ -241,3 +243,28 @@ def test_status_names_the_device_whose_stored_runs_give_its_time_left(tmp_path, 
     assert "for 2 cell(s), from this suite's completed cells per setting, else stored throughput on GPU: Fake)" in line
     assert json.loads(call_cli("status", path, "--db", url, "--json").stdout)["estimate"]["work_s"] == \
         pytest.approx(0.3)
+
+
+def test_an_estimate_says_where_it_pools_runs_of_different_thread_counts(tmp_path, monkeypatch):
+    """Estimates do not match on the thread count (`harness run --workers 2 --threads-per-worker 1` records 1,
+    one worker on the 2-core device 2): seed 1 ran on 1 thread at 0.2 s per training example, seed 2 on 2 at 0.1,
+    and each cell is priced at their mean (100 x 0.15 + 5 s = 20 s). The estimate says so, in its header, the
+    cells' lines and --json; with runs of one thread count it says nothing. Before: nothing anywhere."""
+    monkeypatch.delenv("HARNESS_DATA_DIR", raising=False)   # sizes from the stored runs
+    path = write_suite(tmp_path / "ddp.yaml", DDP)
+    cells = {c.seed: c for c in parse_suite(DDP, str(path)).cells()}
+    mixed, alike = f"sqlite:///{tmp_path / 'mixed.db'}", f"sqlite:///{tmp_path / 'alike.db'}"
+    for url, threads in ((mixed, (1, 2)), (alike, (2, 2))):
+        for seed, n, per_example in zip((1, 2), threads, (0.2, 0.1)):
+            _ran_on(Store(url), cells[seed], per_example, 5.0, threads=n)
+    header, *lines = call_cli("estimate", path, "--from-store", mixed).stdout.splitlines()
+    assert header.endswith("from 2 stored runs on 1 process(es); 2 cell(s) priced by runs of 1 and 2 threads pooled "
+                           "(a thread count's speed is not another's; `harness run --threads-per-worker`)"), header
+    assert all(line.endswith("h  (exact match, 2 run(s) of 1 and 2 threads)") for line in lines[:2]), lines
+    e = json.loads(call_cli("estimate", path, "--from-store", mixed, "--json").stdout)
+    assert (e["pooled_threads"], e["threads"], e["seconds"]) == (2, [1, 2], pytest.approx(40.0))
+    assert [c["threads"] for c in e["cells"]] == [[1, 2], [1, 2]]
+    text = call_cli("estimate", path, "--from-store", alike).stdout
+    assert "threads" not in text, text
+    e = json.loads(call_cli("estimate", path, "--from-store", alike, "--json").stdout)
+    assert (e["pooled_threads"], e["threads"], [c["threads"] for c in e["cells"]]) == (0, [], [[2], [2]])
