@@ -13,6 +13,7 @@ import streamlit as st
 
 from harness.board import urlstate
 from harness.report.grid import cells_frame
+from harness.report.text import duration, time_left_source   # as `harness status` says them: the two agree
 from harness.spec.status import CellState
 
 REFRESH_S = 5   # a heartbeat comes every 30 s by default: 5 s shows a claim or a finish promptly, at 1 query/5 s
@@ -23,13 +24,6 @@ STALE_STYLE = "background-color: rgba(248, 81, 73, 0.22)"
 ROWS_NOT_YAML = ("The cells counted are the rows the store holds of this suite: a cell removed from the suite's YAML "
                  "after it was queued stays counted here (pending or stale for good, and in the time left); "
                  "`harness status SUITE.yaml` counts the YAML's cells and says how many rows are no cell of it.")
-
-
-def duration(seconds) -> str:
-    if seconds is None or pd.isna(seconds):
-        return "–"
-    s = max(0, int(seconds))
-    return f"{s}s" if s < 120 else f"{s // 60}m {s % 60:02d}s" if s < 3600 else f"{s // 3600}h {s % 3600 // 60:02d}m"
 
 
 def slurm_text(row) -> str:
@@ -44,7 +38,7 @@ def workers_table(cells: pd.DataFrame, now) -> pd.DataFrame:
     held = cells[cells["state"].isin([CellState.RUNNING.value, CellState.STALE.value])]
     rows = [{"state": r.state, "heartbeat age (s)": _age(now, r.heartbeat_at), "worker": r.worker_id,
              "host": r.host, "slurm job/task": slurm_text(r), "cell": r.cell_key, "model": r.model, "task": r.task,
-             "method": r.method_label, "seed": r.seed, "running for": duration(_age(now, r.started_at)),
+             "method": r.method_label, "seed": r.seed, "running for": duration(_age(now, r.started_at), "–"),
              "pid": "" if pd.isna(r.pid) else str(int(r.pid))} for r in held.itertuples()]
     return pd.DataFrame(rows, columns=["state", "heartbeat age (s)", "worker", "host", "slurm job/task", "cell",
                                        "model", "task", "method", "seed", "running for", "pid"])
@@ -185,7 +179,8 @@ def _time_left(store, suite: str, timeout: float, left: int, cells: pd.DataFrame
     checked = (f" · the workers' predictions at claim, for {est['predicted_cells']} completed cell(s): "
                f"{duration(est['predicted_s'])} predicted, {duration(est['predicted_actual_s'])} taken (ratio "
                f"{est['ratio']:.2f})" if est["predicted_cells"] else "")
-    st.caption(f"{est['live_workers']} live worker(s){unknown}{checked}")
+    source = f" · estimated {time_left_source(est['stored_device'])}" if left and secs is not None else ""
+    st.caption(f"{est['live_workers']} live worker(s){source}{unknown}{checked}")
     groups = [{k: v for k, v in g.items() if k != "method"} for g in est["groups"] if g["left"]]
     if groups:
         with st.expander("Time left per model, method variant, task and budget"):

@@ -100,18 +100,22 @@ def run(args) -> int:
     procs = args.num_processes
     what = (f"{est.observations} stored runs on {procs} process(es)" if source == "store"
             else f"pilots of {args.pilot_steps} steps on this machine")
-    print(f"suite {suite.name}: {len(cells)} cells on {est.device}, from {what}")
+    pooled = (f"; {est.pooled_threads} cell(s) priced by runs of {' and '.join(map(str, est.threads))} threads "
+              f"pooled (a thread count's speed is not another's; `harness run --threads-per-worker`)"
+              if est.pooled_threads else "")
+    print(f"suite {suite.name}: {len(cells)} cells on {est.device}, from {what}{pooled}")
     for c in est.cells:
         if c.seconds is None:
             print(f"  {c.key}  {c.label}  ?  ({c.why})")
         else:
             once = f"; its frozen encoder's one pass {c.encoder_pass_s:.3g} s" if c.encoder_pass_s else ""
+            threads = (f" of {' and '.join(map(str, c.threads))} threads" if c.threads and len(c.threads) > 1
+                       else "")
             print(f"  {c.key}  {c.label}  {progress.hours(c.seconds, c.plus_minus)} h  ({c.level} match, "
-                  f"{c.runs} run(s){once})")
+                  f"{c.runs} run(s){threads}{once})")
     levels = ", ".join(f"{n} by {level}" for level, n in est.levels.items())
-    # an N-process cell's time is its run's wall time (N devices for that long), as the runs that price it ran
-    unit = "device-hours" if procs == 1 else f"hours of {procs}-process runs ({procs} devices each)"
-    print(f"total: {progress.hours(est.seconds, est.plus_minus)} {unit} of training and evaluation "
+    # (a cell's line is its run's wall time; the total its device time, with the lines' sum beside it for K > 1)
+    print(f"total: {progress.work_text(est.device_seconds, est.device_plus_minus, procs)} of training and evaluation "
           f"({levels or 'no cell matched'}); {est.missing} cell(s) without an estimate")
     return 0
 

@@ -28,9 +28,9 @@ from harness.spec.methods import FEATURE_ROLES
 from harness.spec.status import CellState, Regime, Status
 
 __all__ = ["MATCH_LEVELS", "UNCERTAINTY_FLOOR", "CellEstimate", "CellPlan", "DataSizes", "Estimate", "Observation",
-           "Rate", "cell_states", "devices", "estimate", "hours", "observation", "pick_device", "plan_cell",
-           "predict", "predict_claimed", "rate_for", "row_states", "stored_observations", "task_kind", "time_left",
-           "validate_line"]
+           "Rate", "cell_states", "device_time", "devices", "estimate", "hours", "observation", "pick_device",
+           "plan_cell", "predict", "predict_claimed", "rate_for", "row_states", "stored_observations", "task_kind",
+           "time_left", "validate_line", "work_text"]
 
 # --- estimate ---------------------------------------------------------------------------------------------------
 
@@ -45,6 +45,7 @@ class CellEstimate:
     why: str | None = None         # why there is no prediction
     encoder_pass_s: float | None = None   # of `seconds`: the frozen encoder's one pass over its data (the first
                                           # cell of a feature set), else None
+    threads: list[int] | None = None      # the torch thread counts of the runs it comes from, where recorded
 
 
 @dataclass
@@ -52,15 +53,39 @@ class Estimate:
     cells: list[CellEstimate]
     device: str | None
     observations: int              # stored runs the rates come from (on `device`, on the cells' process counts)
-    seconds: float = 0.0           # total over the predicted cells
+    seconds: float = 0.0           # total over the predicted cells: each its run's wall time
     plus_minus: float = 0.0
     missing: int = 0               # cells without a prediction
     levels: dict = field(default_factory=dict)   # match level -> cells
+    device_seconds: float = 0.0    # the same total in device time (device_time: a K-process cell's wall x K)
+    device_plus_minus: float = 0.0
+    # cells priced by runs of several thread counts (a worker's --threads-per-worker changes its speed; estimates
+    # do not match on it, harness.report.throughput.Observation), and the thread counts of those cells' runs
+    pooled_threads: int = 0
+    threads: list[int] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         out = asdict(self)
-        out["device_hours"], out["plus_minus_hours"] = self.seconds / 3600, self.plus_minus / 3600
+        out["device_hours"], out["plus_minus_hours"] = self.device_seconds / 3600, self.device_plus_minus / 3600
         return out
+
+
+def device_time(seconds: float, processes: int) -> float:
+    """A cell's device time: the wall time of its run (what a rate prices, and a record measures) on each of its
+    processes' devices. Every number this package calls device-hours is this (work_text)."""
+    return seconds * processes
+
+
+def work_text(device_s: float | None, plus_minus: float | None, processes: int) -> str:
+    """How `harness estimate`, `validate` and `status` say a grid's work, from its device time (device_time) and
+    the cells' process count: "N device-hours", and for K > 1 processes the wall hours of those K-process runs
+    beside it (a K-process grid's device-hours are K times the sum of its cells' wall times, which its lines
+    print)."""
+    text = f"{hours(device_s, plus_minus)} device-hours"
+    if processes > 1 and device_s is not None:
+        wall_pm = None if plus_minus is None else plus_minus / processes
+        text += f" ({hours(device_s / processes, wall_pm)} h of {processes}-process runs, {processes} devices each)"
+    return text
 
 
 def predict(cell, plan: CellPlan | None, rate: Rate | None, features: bool = False,
@@ -95,7 +120,8 @@ def predict(cell, plan: CellPlan | None, rate: Rate | None, features: bool = Fal
         seconds = min(seconds, loops * 60.0 * cell.budget["time_limit_min"] + plan.eval_set * eval_s)
     seconds += once or 0.0
     rel = max(rate.rel, rate.pass_rel) if needs_pass else rate.rel
-    return CellEstimate(cell.key, cell.label, seconds, seconds * rel, rate.level, rate.n, encoder_pass_s=once)
+    return CellEstimate(cell.key, cell.label, seconds, seconds * rel, rate.level, rate.n, encoder_pass_s=once,
+                        threads=list(rate.threads) or None)
 
 
 def estimate(cells, store=None, *, device: str | None = None, data_dir: str | None = None,
@@ -137,7 +163,12 @@ def estimate(cells, store=None, *, device: str | None = None, data_dir: str | No
         cached.update(keys or ())   # the grid's later cells of these sets read them
         out.seconds += est.seconds
         out.plus_minus += est.plus_minus
+        out.device_seconds += device_time(est.seconds, cell.num_processes)
+        out.device_plus_minus += device_time(est.plus_minus, cell.num_processes)
         out.levels[est.level] = out.levels.get(est.level, 0) + 1
+        if est.threads and len(est.threads) > 1:
+            out.pooled_threads += 1
+            out.threads = sorted(set(out.threads) | set(est.threads))
     return out
 
 
@@ -184,6 +215,7 @@ def hours(seconds: float | None, plus_minus: float | None = None) -> str:
 
 def validate_line(cells, store, data_dir: str | None = None) -> str:
     """The line `harness validate` prints."""
+    cells = list(cells)
     try:
         est = estimate(cells, store, data_dir=data_dir) if store is not None else None
     except ValueError:
@@ -191,8 +223,9 @@ def validate_line(cells, store, data_dir: str | None = None) -> str:
     if est is None or not est.observations or est.missing == len(est.cells):
         return "no stored throughput: run `harness estimate --pilot SUITE` for an estimate"
     missing = f"; {est.missing} cell(s) without one" if est.missing else ""
-    return (f"estimated {hours(est.seconds, est.plus_minus)} device-hours from {est.observations} stored runs on "
-            f"{est.device}{missing} (`harness estimate` per cell)")
+    processes = max((c.num_processes for c in cells), default=1)   # (a suite's cells share one count)
+    return (f"estimated {work_text(est.device_seconds, est.device_plus_minus, processes)} from {est.observations} "
+            f"stored runs on {est.device}{missing} (`harness estimate` per cell)")
 
 
 # --- a suite in progress ----------------------------------------------------------------------------------------
@@ -362,7 +395,8 @@ def time_left(store, states: list[tuple], *, data_dir: str | None = None, now=No
     Returns {"counts": {state: n, "total": n}, "live_workers": n, "groups": [{model, method, variant (its row label),
     task, budget (as the tables print it), completed, left, mean_s, work_s, source: "suite" | "stored" |
     "stored+suite" (cell by cell) | None}],
-    "stored_device", "work_s": seconds of work left, "left_s": wall seconds left (work / workers; None when no cell
+    "stored_device", "work_s": seconds of work left (the cells' wall times), "device_s": the same in device time
+    (device_time: a K-process cell's x K), "left_s": wall seconds left (work / workers; None when no cell
     left has an estimate), "plus_minus_s", "unestimated": cells left without an estimate, "unestimated_why": why
     (sorted), "actual_s": train + eval of the completed cells, "predicted_s" / "predicted_actual_s" / "ratio": the
     completed cells that have a predicted_time_s, their predicted sum, actual sum and actual / predicted}. `states`:
@@ -418,7 +452,7 @@ def time_left(store, states: list[tuple], *, data_dir: str | None = None, now=No
             logging.getLogger(__name__).warning("time left: no estimate from stored throughput: %s", exc)
 
     shown: dict[tuple, dict] = {}   # what the caller sees: per (model, method variant, task, budget)
-    work, why = 0.0, set()
+    work, device_s, why = 0.0, 0.0, set()
     plus_minus, unestimated = 0.0, not_cells
     if not_cells:
         why.add("its row's stored configuration is not a cell's")
@@ -450,6 +484,7 @@ def time_left(store, states: list[tuple], *, data_dir: str | None = None, now=No
                 sources.add("suite")
             left = max(0.0, seconds - ran)   # a running cell: what it has not run yet, and that work's ±
             w, pm = w + left, pm + left * rel
+            device_s += device_time(left, cell.num_processes)
             predicted.append(seconds)
         if predicted:
             entry["predicted"] += predicted
@@ -477,7 +512,8 @@ def time_left(store, states: list[tuple], *, data_dir: str | None = None, now=No
         "counts": counts, "live_workers": len(live), "groups": out_groups,
         "stored_device": stored_device,   # the device whose stored throughput predicted cells (None: none did)
         # None: cells are left and none of them has an estimate
-        "work_s": work, "left_s": None if todo and unestimated == todo else work / workers,
+        # the work: its cells' wall times (a worker runs one cell at a time), and their device time (device_time)
+        "work_s": work, "device_s": device_s, "left_s": None if todo and unestimated == todo else work / workers,
         "plus_minus_s": plus_minus / workers,
         "unestimated": unestimated, "unestimated_why": sorted(why),   # why those cells have none
         "actual_s": sum(took[r.id] or 0.0 for r in done),

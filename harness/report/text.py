@@ -102,13 +102,23 @@ def _age_s(when) -> float | None:
     return None if when is None else max(0.0, (utcnow() - when).total_seconds())
 
 
-def duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "?"
-    s = int(round(seconds))
+def duration(seconds: float | None, missing: str = "?") -> str:
+    """A span of time as `harness status` and the board's Grid page print it: "45s", "2m05s", "1h05m", to the
+    nearest second (below 0, a clock's skew: "0s"); `missing` where there is none (None, NaN: a table's empty cell)."""
+    if seconds is None or seconds != seconds:
+        return missing
+    s = max(0, int(round(seconds)))
     if s < 60:
         return f"{s}s"
     return f"{s // 60}m{s % 60:02d}s" if s < 3600 else f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def time_left_source(stored_device: str | None) -> str:
+    """Where a time left comes from (harness.report.progress.time_left), as `harness status` and the board's Grid
+    page say it: the stored runs may be another machine's (the store's main device, before the suite completed a
+    cell), so their device is named."""
+    on = f" on {stored_device}" if stored_device else ""
+    return f"from this suite's completed cells per setting, else stored throughput{on}"
 
 
 def status_payload(suite, states, left: dict, num_processes: int) -> dict:
@@ -153,7 +163,7 @@ def _holder(h: dict) -> str:
 
 def status_report(p: dict) -> str:
     """The text of `harness status`: summary, time left, predicted vs actual, running, stale, failures."""
-    from harness.report.progress import hours
+    from harness.report.progress import work_text
 
     c, pct, e = p["counts"], p["percent"], p["estimate"]
     parts = ", ".join(f"{c[s]} {s} ({pct[s]:.0f}%)" for s in CellState if c[s])
@@ -165,15 +175,13 @@ def status_report(p: dict) -> str:
                    else "no live worker (as if one started now)")
         why = "; ".join(e["unestimated_why"])
         unknown = f"; {e['unestimated']} cell(s) without an estimate: {why}" if e["unestimated"] else ""
-        # the stored runs may be another machine's (the store's main device, before this suite completed a cell)
-        on = f" on {e['stored_device']}" if e["stored_device"] else ""
         if e["left_s"] is None:
             lines.append(f"time left: unknown (none of its {todo} cell(s) left has an estimate: {why}; `harness "
                          f"estimate --pilot` measures one)")
         else:
             lines.append(f"time left: {duration(e['left_s'])} ± {duration(e['plus_minus_s'])} with {workers} "
-                         f"({hours(e['work_s'])} device-hours of work for {todo} cell(s), from this suite's "
-                         f"completed cells per setting, else stored throughput{on}{unknown})")
+                         f"({work_text(e['device_s'], None, p['num_processes'])} of work for {todo} cell(s), "
+                         f"{time_left_source(e['stored_device'])}{unknown})")
     else:
         lines.append("all cells done" + (f" ({c[CellState.FAILED]} failed)" if c[CellState.FAILED] else ""))
     if e["predicted_cells"]:

@@ -59,6 +59,9 @@ class Observation:
     ran: str | None = None      # the precision it ran in (its env's mixed_precision: what `auto` resolved to;
                                 # None for a record without it)
     processes: int = 1          # the processes it trained on (a DDP world): its rates are that world's wall time
+    threads: int | None = None  # torch threads per process it trained with (its record's num_threads; None: not
+                                # recorded): not matched on (a cell's threads are `harness run`'s choice, not its
+                                # key), but an estimate says where the runs it pools differ (Rate.threads)
 
 
 @functools.lru_cache(maxsize=None)
@@ -196,7 +199,7 @@ def observation(row) -> Observation | None:
           else (getattr(row, "extra", None) or {}).get("frozen_features"))
     what = (row.model, row.method, task_kind(row.task), precision_key(hp), device_of(env))
     named = {"task": row.task, "regime": regime_key(getattr(row, "regime", None)), "ran": env.get("mixed_precision"),
-             "processes": int(row.num_processes or 1)}
+             "processes": int(row.num_processes or 1), "threads": getattr(row, "num_threads", None) or None}
     if not ff or not row.train_time_s:
         return Observation(*what, train, evals, **named)
     # the encoder's one pass counts as training / evaluation time in the record (harness/train/recipe.py): take it
@@ -223,7 +226,7 @@ def stored_observations(store, suite: str | None = None) -> list[Observation]:
     if not store.columns():
         return []
     results = [getattr(R, f) for f in RATE_FIELDS if f != "frozen_features"]   # that one lives in `extra`
-    cols = (R.model, R.method, R.task, R.regime, R.hparams, R.env, R.num_processes, *results,
+    cols = (R.model, R.method, R.task, R.regime, R.hparams, R.env, R.num_processes, R.num_threads, *results,
             R.extra["frozen_features"].label("frozen_features"))
     stmt = select(*cols).where(R.status == Status.COMPLETED.value, R.parent_id.is_(None))
     if suite:
@@ -298,6 +301,7 @@ class Rate:
     extract_s: float | None = None
     eval_extract_s: float | None = None
     pass_rel: float = 0.0     # ... their relative uncertainty (a prediction that charges a pass takes the larger)
+    threads: tuple[int, ...] = ()   # the torch thread counts its runs trained with, where recorded (several: pooled)
 
 
 def _mean(values: list) -> float | None:
@@ -357,7 +361,8 @@ def rate_for(observations: list[Observation], model: str, method: str, task: str
             rel = max(spread(train), spread(evals), UNCERTAINTY_FLOOR[level])
             passes = _pass_rates(levels) if features or hits[0].features else (None, None, 0.0)
             return Rate(statistics.fmean(train), _mean(evals), rel, len(hits), level, features=hits[0].features,
-                        extract_s=passes[0], eval_extract_s=passes[1], pass_rel=passes[2])
+                        extract_s=passes[0], eval_extract_s=passes[1], pass_rel=passes[2],
+                        threads=tuple(sorted({o.threads for o in hits if o.threads})))
     return None
 
 

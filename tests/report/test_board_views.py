@@ -4,6 +4,7 @@ per-task drill-down, the trade-off page's axes, and the Grid page photographed w
 import datetime as dt
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -13,7 +14,7 @@ from sqlalchemy import update
 from streamlit.testing.v1 import AppTest
 
 from harness.board import APP
-from harness.board.grid_page import duration
+from harness.report.text import duration
 from harness.plan.suite import parse_suite
 from harness.spec.status import Status
 from harness.store.db import Store
@@ -168,8 +169,18 @@ def test_grid_page_time_left_is_harness_status_s(tmp_path, monkeypatch):
     assert shown == f"~{duration(status['left_s'])} ± {duration(status['plus_minus_s'])}"
     # and how the workers' predictions at claim came out, as status says it: 160 s predicted, 142 + 62 s taken
     assert (status["predicted_cells"], status["predicted_s"], status["predicted_actual_s"]) == (2, 160.0, 204.0)
-    assert any(c.value == "0 live worker(s) · the workers' predictions at claim, for 2 completed cell(s): 2m 40s "
-               "predicted, 3m 24s taken (ratio 1.27)" for c in at.caption), [c.value for c in at.caption]
+    assert any(c.value == "0 live worker(s) · estimated from this suite's completed cells per setting, else stored "
+               "throughput on CPU: Test x2 · the workers' predictions at claim, for 2 completed cell(s): 2m40s "
+               "predicted, 3m24s taken (ratio 1.27)" for c in at.caption), [c.value for c in at.caption]
+    # in the words of `harness status`'s text: the same spans, written alike (before: "2m 40s" here, "2m40s" there)
+    text = call_cli("status", suite, "--db", url).stdout
+    left, pm = re.search(r"^time left: (\S+) ± (\S+) with", text, re.M).groups()
+    assert shown == f"~{left} ± {pm}", (shown, text)
+    predicted, actual = re.search(r"predicted (\S+), actual (\S+) \(ratio", text).groups()
+    assert any(f"{predicted} predicted, {actual} taken" in c.value for c in at.caption), (text, at.caption)
+    # and the device whose stored runs priced the MRPC cells, named alike (before: status named it, the board not)
+    source = "from this suite's completed cells per setting, else stored throughput on CPU: Test x2"
+    assert source in text and any(source in c.value for c in at.caption), (text, at.caption)
     listed = table(at, "model")
     assert {(r["method"], r["task"], r["source"]) for _, r in listed.iterrows()} == \
         {("bitfit", "rte", "suite"), ("full", "mrpc", "stored"), ("bitfit", "mrpc", "stored")}

@@ -10,7 +10,7 @@ import json
 import pytest
 
 from harness.plan.suite import parse_suite
-from harness.report.progress import predict_claimed
+from harness.report.progress import predict_claimed, validate_line
 from harness.spec.status import Regime, Status
 from harness.store.db import Store
 from harness.store.lease import Worker, utcnow
@@ -111,8 +111,10 @@ hparams: {batch_size: 10}
 """
 
 
-def _ran_on(store, cell, train_s_per_example: float, eval_s: float, device: str = "CPU: Test x2") -> None:
-    """A completed run of `cell` (its own process count) on `device`: one epoch of its 100 training
+def _ran_on(store, cell, train_s_per_example: float, eval_s: float, device: str = "CPU: Test x2",
+            threads: int = 2) -> None:
+    """A completed run of `cell` (its own process count) on `device`, with `threads` torch threads: one epoch of
+    its 100 training
     examples at this wall time per example (throughput summed over ranks, as a DDP run records it), its 50 dev
     examples scored once in `eval_s`."""
     worker = Worker(worker_id="w/1/-/w", host="w", pid=1, slurm_job_id=None, slurm_array_task_id=None,
@@ -121,7 +123,7 @@ def _ran_on(store, cell, train_s_per_example: float, eval_s: float, device: str 
     store.finish(claim, Status.COMPLETED, {
         "train_time_s": 100 * train_s_per_example, "train_examples_per_s": 1 / train_s_per_example,
         "eval_time_s": eval_s, "steps": 100 // cell.effective_batch_size, "epochs_done": 1.0,
-        "train_examples": 100, "eval_examples": 50, "num_threads": 2,
+        "train_examples": 100, "eval_examples": 50, "num_threads": threads,
         "env": {"device": device, "num_processes": cell.num_processes}})
 
 
@@ -159,7 +161,7 @@ def test_a_cell_is_priced_only_by_runs_on_its_own_process_count(tmp_path, monkey
     assert "from 1 stored runs on 2 process(es)" in text, text
     e = json.loads(call_cli("estimate", path, "--from-store", url, "--num-processes", 2, "--json").stdout)
     assert e["num_processes"] == 2 and e["observations"] == 1
-    assert "hours of 2-process runs (2 devices each)" in text.splitlines()[-1], text
+    assert "h of 2-process runs, 2 devices each)" in text.splitlines()[-1], text
     # a worker's prediction at its claim (`harness run`): from the runs on its cell's process count alone
     worker = Worker(worker_id="x/1/-/x", host="x", pid=2, slurm_job_id=None, slurm_array_task_id=None,
                     started_at=utcnow())
@@ -167,6 +169,35 @@ def test_a_cell_is_priced_only_by_runs_on_its_own_process_count(tmp_path, monkey
         claim = store.start(cells_n[2], cells_n[2].config(), "test", None, worker=worker)
         assert predict_claimed(store, claim, cells_n[2], "CPU: Test x2", None) == pytest.approx(expect), n
         assert store.get(claim.id).predicted_time_s == pytest.approx(expect)
+
+
+def test_device_hours_of_a_ddp_grid_count_each_of_its_devices(tmp_path, monkeypatch):
+    """Seed 1 of a 2-process cell ran in 12 s of wall time (100 x 0.07 + 5 s), on two devices: 24 device-seconds.
+    Every number printed as device-hours is wall x processes: `harness estimate`'s total and JSON device_hours
+    (2 cells: 48 s), `validate`'s line, `status`'s work left (seed 2: 24 s; device_s in --json, work_s the wall
+    time the workers' time left divides); the wall hours of the 2-process runs beside it. Before: the wall time,
+    labelled device-hours (estimate JSON 0.0067 device_hours, validate 0.0067 and status 0.0033
+    "device-hours")."""
+    monkeypatch.delenv("HARNESS_DATA_DIR", raising=False)   # sizes from the stored runs
+    path = write_suite(tmp_path / "ddp.yaml", DDP)
+    two = {c.seed: c for c in parse_suite(DDP, str(path)).cells(num_processes=2)}
+    url = f"sqlite:///{tmp_path / 'ddp.db'}"
+    _ran_on(Store(url), two[1], 0.07, 5.0)
+    e = json.loads(call_cli("estimate", path, "--from-store", url, "--num-processes", 2, "--json").stdout)
+    assert e["seconds"] == pytest.approx(24.0) and e["device_seconds"] == pytest.approx(48.0)
+    assert (e["device_hours"], e["plus_minus_hours"]) == (pytest.approx(48 / 3600), pytest.approx(4.8 / 3600))
+    total = call_cli("estimate", path, "--from-store", url, "--num-processes", 2).stdout.splitlines()[-1]
+    assert total.startswith("total: 0.0133 ± 0.0013 device-hours (0.0067 ± 0.00067 h of 2-process runs, 2 devices "
+                            "each) of training and evaluation"), total
+    line = validate_line(list(two.values()), Store(url, read_only=True))   # `harness validate --num-processes 2`
+    assert line.startswith("estimated 0.0133 ± 0.0013 device-hours (0.0067 ± 0.00067 h of 2-process runs, 2 devices "
+                           "each) from 1 stored runs on CPU: Test x2"), line
+    status = call_cli("status", path, "--db", url, "--num-processes", 2)
+    assert "(0.0067 device-hours (0.0033 h of 2-process runs, 2 devices each) of work for 1 cell(s)" in \
+        status.stdout, status.stdout
+    left = json.loads(call_cli("status", path, "--db", url, "--num-processes", 2, "--json").stdout)["estimate"]
+    assert (left["work_s"], left["device_s"], left["left_s"]) == (pytest.approx(12.0), pytest.approx(24.0),
+                                                                   pytest.approx(12.0))
 
 
 def test_a_pilot_is_refused_for_cells_of_several_processes_before_it_trains(tmp_path):
@@ -213,3 +244,28 @@ def test_status_names_the_device_whose_stored_runs_give_its_time_left(tmp_path, 
     assert "for 2 cell(s), from this suite's completed cells per setting, else stored throughput on GPU: Fake)" in line
     assert json.loads(call_cli("status", path, "--db", url, "--json").stdout)["estimate"]["work_s"] == \
         pytest.approx(0.3)
+
+
+def test_an_estimate_says_where_it_pools_runs_of_different_thread_counts(tmp_path, monkeypatch):
+    """Estimates do not match on the thread count (`harness run --workers 2 --threads-per-worker 1` records 1,
+    one worker on the 2-core device 2): seed 1 ran on 1 thread at 0.2 s per training example, seed 2 on 2 at 0.1,
+    and each cell is priced at their mean (100 x 0.15 + 5 s = 20 s). The estimate says so, in its header, the
+    cells' lines and --json; with runs of one thread count it says nothing. Before: nothing anywhere."""
+    monkeypatch.delenv("HARNESS_DATA_DIR", raising=False)   # sizes from the stored runs
+    path = write_suite(tmp_path / "ddp.yaml", DDP)
+    cells = {c.seed: c for c in parse_suite(DDP, str(path)).cells()}
+    mixed, alike = f"sqlite:///{tmp_path / 'mixed.db'}", f"sqlite:///{tmp_path / 'alike.db'}"
+    for url, threads in ((mixed, (1, 2)), (alike, (2, 2))):
+        for seed, n, per_example in zip((1, 2), threads, (0.2, 0.1)):
+            _ran_on(Store(url), cells[seed], per_example, 5.0, threads=n)
+    header, *lines = call_cli("estimate", path, "--from-store", mixed).stdout.splitlines()
+    assert header.endswith("from 2 stored runs on 1 process(es); 2 cell(s) priced by runs of 1 and 2 threads pooled "
+                           "(a thread count's speed is not another's; `harness run --threads-per-worker`)"), header
+    assert all(line.endswith("h  (exact match, 2 run(s) of 1 and 2 threads)") for line in lines[:2]), lines
+    e = json.loads(call_cli("estimate", path, "--from-store", mixed, "--json").stdout)
+    assert (e["pooled_threads"], e["threads"], e["seconds"]) == (2, [1, 2], pytest.approx(40.0))
+    assert [c["threads"] for c in e["cells"]] == [[1, 2], [1, 2]]
+    text = call_cli("estimate", path, "--from-store", alike).stdout
+    assert "threads" not in text, text
+    e = json.loads(call_cli("estimate", path, "--from-store", alike, "--json").stdout)
+    assert (e["pooled_threads"], e["threads"], [c["threads"] for c in e["cells"]]) == (0, [], [[2], [2]])
