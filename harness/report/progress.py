@@ -135,13 +135,15 @@ def estimate(cells, store=None, *, device: str | None = None, data_dir: str | No
     reading cached frozen features. Frozen features that a completed run of `store` on
     the device computed count as cached, whatever the observations."""
     obs = stored_observations(store) if observations is None else observations
-    dev = pick_device(obs, device)
+    cells = list(cells)
+    # the runs that can price a cell: those on the device, on a process count of the cells (rate_for); so the
+    # default device is the one with most such runs (most runs of any count could be a device that prices none)
+    counts = {c.num_processes for c in cells}
+    on_counts = [o for o in obs if o.processes in counts]
+    dev = pick_device(on_counts if device is None and on_counts else obs, device)
     obs = [o for o in obs if o.device == dev]
     sizes = sizes or DataSizes(store, data_dir)
     cached = stored_feature_sets(store, dev) if store is not None else set()
-    cells = list(cells)
-    # the runs that can price a cell: those on the device, on a process count of the cells (rate_for)
-    counts = {c.num_processes for c in cells}
     out = Estimate([], dev, sum(o.processes in counts for o in obs))
     rates: dict[tuple, Rate | None] = {}   # one lookup per (model, method, task, regime, precision, path, processes)
     for cell in cells:
@@ -213,6 +215,15 @@ def hours(seconds: float | None, plus_minus: float | None = None) -> str:
     return text + (f" ± {_digits(plus_minus / 3600, 2)}" if plus_minus is not None else "")
 
 
+def measure_advice(processes: int) -> str:
+    """How to get a first estimate: a pilot, where the cells run in one process (a pilot trains in this one
+    process, which prices no N-process cell: `harness estimate` refuses it there)."""
+    if processes == 1:
+        return "run `harness estimate --pilot SUITE` for an estimate"
+    return (f"a first completed run on {processes} processes prices the rest (`harness estimate --pilot` trains in "
+            f"one process, which prices no {processes}-process cell)")
+
+
 def validate_line(cells, store, data_dir: str | None = None) -> str:
     """The line `harness validate` prints."""
     cells = list(cells)
@@ -220,10 +231,10 @@ def validate_line(cells, store, data_dir: str | None = None) -> str:
         est = estimate(cells, store, data_dir=data_dir) if store is not None else None
     except ValueError:
         est = None
-    if est is None or not est.observations or est.missing == len(est.cells):
-        return "no stored throughput: run `harness estimate --pilot SUITE` for an estimate"
-    missing = f"; {est.missing} cell(s) without one" if est.missing else ""
     processes = max((c.num_processes for c in cells), default=1)   # (a suite's cells share one count)
+    if est is None or not est.observations or est.missing == len(est.cells):
+        return f"no stored throughput: {measure_advice(processes)}"
+    missing = f"; {est.missing} cell(s) without one" if est.missing else ""
     return (f"estimated {work_text(est.device_seconds, est.device_plus_minus, processes)} from {est.observations} "
             f"stored runs on {est.device}{missing} (`harness estimate` per cell)")
 

@@ -163,7 +163,7 @@ def _holder(h: dict) -> str:
 
 def status_report(p: dict) -> str:
     """The text of `harness status`: summary, time left, predicted vs actual, running, stale, failures."""
-    from harness.report.progress import work_text
+    from harness.report.progress import measure_advice, work_text
 
     c, pct, e = p["counts"], p["percent"], p["estimate"]
     parts = ", ".join(f"{c[s]} {s} ({pct[s]:.0f}%)" for s in CellState if c[s])
@@ -176,8 +176,8 @@ def status_report(p: dict) -> str:
         why = "; ".join(e["unestimated_why"])
         unknown = f"; {e['unestimated']} cell(s) without an estimate: {why}" if e["unestimated"] else ""
         if e["left_s"] is None:
-            lines.append(f"time left: unknown (none of its {todo} cell(s) left has an estimate: {why}; `harness "
-                         f"estimate --pilot` measures one)")
+            lines.append(f"time left: unknown (none of its {todo} cell(s) left has an estimate: {why}; "
+                         f"{measure_advice(p['num_processes'])})")
         else:
             lines.append(f"time left: {duration(e['left_s'])} ± {duration(e['plus_minus_s'])} with {workers} "
                          f"({work_text(e['device_s'], None, p['num_processes'])} of work for {todo} cell(s), "

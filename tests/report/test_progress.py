@@ -583,8 +583,8 @@ def test_estimate_of_an_empty_store_points_at_the_pilot(tmp_path):
     why = "no completed cell of its setting in this suite and no stored run of minilm"
     assert status["estimate"]["unestimated_why"] == [why]
     text = call_cli("status", suite, "--db", f"sqlite:///{tmp_path / 'empty.db'}").stdout
-    assert f"time left: unknown (none of its 3 cell(s) left has an estimate: {why}; `harness estimate --pilot`" \
-           in text, text
+    assert f"time left: unknown (none of its 3 cell(s) left has an estimate: {why}; run `harness estimate " \
+           f"--pilot SUITE` for an estimate)" in text, text
 
 
 def test_a_worker_writes_its_prediction_and_status_compares_it(tmp_path, tiny_bert, small_glue):

@@ -171,6 +171,35 @@ def test_a_cell_is_priced_only_by_runs_on_its_own_process_count(tmp_path, monkey
         assert store.get(claim.id).predicted_time_s == pytest.approx(expect)
 
 
+def test_the_default_device_is_one_whose_runs_price_the_cells_process_count(tmp_path, monkeypatch):
+    """Three 1-process runs on one CPU and one 2-process run on another: `--num-processes 2` priced nothing, for it
+    defaulted to the device with most runs of any count (review finding), and said no run was on 2 processes
+    though one was. Now the default is the device with most runs on the cells' count; 1-process cells keep
+    theirs. Where no run is on the count, a pilot is not the advice (it trains in one process)."""
+    monkeypatch.delenv("HARNESS_DATA_DIR", raising=False)
+    path = write_suite(tmp_path / "ddp.yaml", DDP)
+    suite = parse_suite(DDP, str(path))
+    one, two = ({c.seed: c for c in suite.cells(num_processes=n)} for n in (1, 2))
+    url = f"sqlite:///{tmp_path / 'ddp.db'}"
+    store = Store(url)
+    for seed in (1, 2):
+        _ran_on(store, one[seed], 0.1, 10.0, device="CPU: Busy x2")
+    e = json.loads(call_cli("estimate", path, "--from-store", url, "--json", "--num-processes", 2).stdout)
+    assert e["device"] == "CPU: Busy x2" and e["observations"] == 0   # nothing on 2 processes anywhere yet
+    # what `harness validate` says with no run to price the cells: a pilot only where they run in one process
+    empty = Store(f"sqlite:///{tmp_path / 'empty.db'}")
+    assert "a first completed run on 2 processes prices the rest" in validate_line(two.values(), store)
+    assert "run `harness estimate --pilot SUITE`" in validate_line(one.values(), empty)
+
+    _ran_on(store, two[1], 0.07, 5.0, device="CPU: Ddp x4")
+    e = json.loads(call_cli("estimate", path, "--from-store", url, "--json", "--num-processes", 2).stdout)
+    assert e["device"] == "CPU: Ddp x4" and e["observations"] == 1, e
+    seed_2 = next(c for c in e["cells"] if "seed=2" in c["label"])
+    assert seed_2["seconds"] == pytest.approx(12.0)
+    e = json.loads(call_cli("estimate", path, "--from-store", url, "--json").stdout)   # 1 process: the busy CPU
+    assert e["device"] == "CPU: Busy x2" and e["observations"] == 2, e
+
+
 def test_device_hours_of_a_ddp_grid_count_each_of_its_devices(tmp_path, monkeypatch):
     """Seed 1 of a 2-process cell ran in 12 s of wall time (100 x 0.07 + 5 s), on two devices: 24 device-seconds.
     Every number printed as device-hours is wall x processes: `harness estimate`'s total and JSON device_hours
