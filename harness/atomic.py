@@ -8,6 +8,7 @@ import json
 import os
 import secrets
 import shutil
+import tempfile
 from typing import Callable
 
 
@@ -104,6 +105,24 @@ def file_in_the_way(folder: str) -> str | None:
     while folder and not os.path.lexists(folder):
         folder = os.path.dirname(folder)
     return folder if folder and not os.path.isdir(folder) else None
+
+
+def try_folder(folder: str) -> None:
+    """Raises the OSError that creating `folder` (where it is missing) or writing in it raises (/proc, /sys, a
+    read-only mount), and leaves nothing behind. Tried inside a uniquely named folder made in the nearest existing
+    ancestor, never with `folder` itself: DDP ranks and Slurm array workers check the same fresh folder at once,
+    and a check that removed the folder it had made would pull it from under a worker that had made it too and
+    was writing in it."""
+    folder = os.path.abspath(folder)
+    existing = folder
+    while not os.path.lexists(existing):
+        existing = os.path.dirname(existing)
+    probe = tempfile.mkdtemp(prefix=".harness-probe-", dir=existing)
+    try:
+        if folder != existing:   # the missing names themselves (one too long, ...), made inside the probe
+            os.makedirs(os.path.join(probe, os.path.relpath(folder, existing)))
+    finally:
+        shutil.rmtree(probe, ignore_errors=True)
 
 
 def missing_folders(folder: str) -> list[str]:

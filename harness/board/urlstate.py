@@ -3,7 +3,8 @@ filters -- is a widget made here, which starts from the URL's value when the pag
 back on every run, so the address bar always holds a link to the same view.
 
 Each widget keeps its value in session state under "qp_<name>": set from the URL only the first time (or when the
-URL's value is no longer among the options), so a user's click is never overridden by the URL it just wrote.
+URL's value is no longer among the options), so a user's click is never overridden by the URL it just wrote. A
+multi-choice widget the user has left at its default follows its options instead (choose_many).
 Parameters no widget used in a full run are dropped (`prune`): a link never carries a filter of another page.
 A value of the opened link that is not among its widget's options (a suite not in this store, a mistyped task,
 a run filtered out) is named in a warning, with what is shown instead: the view differs from the link's.
@@ -78,22 +79,37 @@ def choose(widget, label: str, options, name: str, default=None, **kw):
     return value
 
 
+def _untouched_key(name: str) -> str:
+    return f"qp__untouched_{name}"
+
+
 def choose_many(widget, label: str, options, name: str, default=None, **kw) -> list:
     """A multi-choice widget (st.multiselect) whose values live in the URL as ?name=a&name=b. `default`: the
     values chosen where the URL names none (else none); while they are the values chosen the URL leaves the
-    parameter out (a short link), and once every one is taken out it says so (?name=)."""
+    parameter out (a short link), and once every one is taken out it says so (?name=).
+
+    While the user has not changed it from its default, it is the default of this run's options, not the list
+    saved in the session: a variant that completes while the board is open is shown (the saved list, still valid,
+    would have left it out, and the URL then named that list). A saved or linked list none of whose values is a
+    choice here (another suite's or model's) falls back to the default, not to none."""
     options = list(options)
     default = [v for v in default or [] if v in options]
-    key = _state_key(name)
+    key, untouched = _state_key(name), _untouched_key(name)
+    # the values the widget showed last run as "the default": the user has not changed them since
+    if key in st.session_state and st.session_state[key] == st.session_state.get(untouched):
+        st.session_state[key] = list(default)
     if key not in st.session_state or any(v not in options for v in st.session_state[key]):
         by_text = {str(o): o for o in options}
         given = st.query_params.get_all(name)
-        st.session_state[key] = [by_text[v] for v in given if v in by_text] if given else list(default)
+        chosen = [by_text[v] for v in given if v in by_text]
+        st.session_state[key] = chosen if chosen or given == [NONE] else list(default)
         unknown = [v for v in given if v not in by_text and v != NONE]
         if unknown and _from_link(name, given):
-            _not_a_choice(name, label, unknown, "left out")
+            _not_a_choice(name, label, unknown, "left out" if chosen or not default else "showing the default")
     values = widget(label, options, key=key, **kw)
-    if default and set(values) == set(default):
+    is_default = bool(default) and set(values) == set(default)
+    st.session_state[untouched] = list(values) if is_default else None
+    if is_default:
         st.query_params.pop(name, None)
     elif values:
         st.query_params[name] = [str(v) for v in values]

@@ -81,7 +81,7 @@ def default_cache_dir() -> str:
 def resolve_user_paths(args) -> None:
     """Relative paths the user gave, made absolute where they are read: the flags and HARNESS_DATA_DIR /
     HARNESS_DB (written back, so subprocesses and accelerate ranks inherit the same place)."""
-    from harness.atomic import file_in_the_way, missing_folders, remove_empty
+    from harness.atomic import file_in_the_way, try_folder
     from harness.store.engine import absolute_db_url, check_db_url, default_db_url
 
     # `export HARNESS_DB=$PG_URL` with $PG_URL unset, in a job script: not the local default store (checked by
@@ -95,20 +95,19 @@ def resolve_user_paths(args) -> None:
             setattr(args, name, os.path.abspath(os.path.expanduser(value)))
     for name in ("output_dir", "cache_dir"):   # folders a command creates: refused before it writes anything
         value = getattr(args, name, None)
-        blocking = value and file_in_the_way(value)
+        if not value:
+            continue
+        blocking = file_in_the_way(value)
         if blocking:
             raise InputError(f"--{name.replace('_', '-')}: {blocking} is a file, not a folder")
-        # one that cannot be created (/proc, a read-only mount): tried, and what the try made removed again; it
-        # failed after the store was created (a traceback), or each cell failed in turn (--cache-dir)
-        created = missing_folders(value) if value else []
+        # one that cannot be created or written in (/proc, a read-only mount): it failed after the store was
+        # created (a traceback), or each cell failed in turn (--cache-dir)
         try:
-            if created:
-                os.makedirs(value, exist_ok=True)
+            try_folder(value)
         except OSError as e:
-            raise InputError(f"--{name.replace('_', '-')}: cannot create the folder {value}: "
+            what = "write in" if os.path.isdir(value) else "create"
+            raise InputError(f"--{name.replace('_', '-')}: cannot {what} the folder {value}: "
                              f"{e.strerror or e}") from None
-        finally:
-            remove_empty(created)
     if hasattr(args, "db"):
         # where the store's URL came from, for the error that refuses it (engine.py names --db): the option as
         # typed (estimate's --from-store is --db too), else $HARNESS_DB

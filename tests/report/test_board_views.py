@@ -600,6 +600,44 @@ def test_the_leaderboard_s_tuning_budget_s_and_ablation_s_choices_are_in_the_lin
     assert at.query_params["ablation"] == str(ablated.value)
 
 
+def complete(url, suite, methods, models="[minilm]"):
+    """Every cell of a one-task suite completed, through the real store API."""
+    store = Store(url)
+    text = f"name: {suite}\nmodels: {models}\ntasks: [rte]\nmethods: {methods}\n"
+    for cell in parse_suite(text, f"{suite}.yaml").cells():
+        claim = store.start(cell, cell.config(), f"harness run {suite}.yaml", None)
+        store.finish(claim, Status.COMPLETED, {"score": 70.0, "metrics": {"accuracy": 70.0}, "trainable_params": 10,
+                                               "total_params": 100, "trainable_pct": 10.0})
+    store.engine.dispose()
+
+
+def test_the_leaderboard_s_methods_follow_the_store_until_one_is_taken_out(tmp_path, monkeypatch):
+    """The Methods filter kept its list in the session: a variant that completed while the board was open was left
+    out of the table and its files (the URL then named the old list), and after one method was taken out, another
+    model whose variants are others showed "No method chosen"."""
+    import streamlit as st
+
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    complete(url, "s", "[full]", models="[minilm, org/tiny]")
+    at = app(url, monkeypatch, page="Leaderboard", suite="s", model="minilm")
+    assert list(at.dataframe[0].value["method"]) == ["full"]
+    complete(url, "s", "[bitfit]", models="[minilm]")   # completes while the board is open
+    st.cache_data.clear()   # (the tables' cache expires)
+    at.run()
+    assert not at.exception, at.exception
+    assert sorted(at.dataframe[0].value["method"]) == ["bitfit", "full"]
+    assert "show" not in at.query_params
+    next(m for m in at.multiselect if m.label == "Methods").unselect("full").run()
+    assert list(at.dataframe[0].value["method"]) == ["bitfit"] and at.query_params["show"] == "bitfit"
+    next(s for s in at.sidebar.selectbox if s.label == "Model").set_value("org/tiny").run()   # full only
+    assert not at.info, [i.value for i in at.info]
+    assert list(at.dataframe[0].value["method"]) == ["full"]
+    assert not at.warning, [w.value for w in at.warning]   # (a link's mistake is warned of; this is no link's)
+    linked = app(url, monkeypatch, page="Leaderboard", suite="s", model="minilm", show="nope")
+    assert sorted(linked.dataframe[0].value["method"]) == ["bitfit", "full"]
+    assert "show='nope'" in linked.warning[0].value and "showing the default" in linked.warning[0].value
+
+
 def test_the_grid_page_reads_a_store_of_an_older_revision(tmp_path, monkeypatch):
     """A store from before leases, opened read-only and never migrated (as `harness status` reads it): the Grid
     page raised "no such column: runs.heartbeat_at" where status counts 1 completed, 1 stale."""

@@ -4,6 +4,8 @@ accepted that could never work. Each case runs the CLI as a user does and compar
 
 from __future__ import annotations
 
+import argparse
+import os
 import socket
 
 import pytest
@@ -137,19 +139,46 @@ def test_an_output_folder_where_a_file_stands_is_refused(tmp_path, suite, comman
     assert listing(tmp_path) == before
 
 
+@pytest.mark.parametrize("folder, expect", [("/proc/harness-test/out", "cannot create the folder"),
+                                            ("/proc", "cannot write in the folder"),
+                                            ("/sys", "cannot write in the folder")])
 @pytest.mark.parametrize("command, flag", [("run", "--output-dir"), ("run", "--cache-dir"),
                                            ("slurm", "--output-dir"), ("ablate", "--cache-dir")])
-def test_an_output_folder_that_cannot_be_created_is_refused(tmp_path, suite, small_glue, command, flag):
+def test_an_output_folder_that_cannot_be_created_is_refused(tmp_path, suite, small_glue, command, flag, folder,
+                                                            expect):
     """/proc takes no new folder: run created its store, then failed with a traceback (--output-dir) or trained
     the cell and failed it (--cache-dir, exit 1, a failed record); slurm failed with a traceback writing its
-    script."""
+    script. A folder that exists but takes no file (/proc, /sys; a read-only mount) was never tried: the same
+    traceback (we run as root here, so a chmod'ed folder would not show it)."""
     args = {"run": ["run", suite, "--data-dir", small_glue, "--output-dir", tmp_path / "out"],
             "slurm": ["slurm", suite, "--workers", "1", "--data-dir", small_glue],
             "ablate": ["ablate", "1"]}[command]
     before = listing(tmp_path)
-    assert_refused(call_cli(*args, "--db", f"sqlite:///{tmp_path / 'h.db'}", flag, "/proc/harness-test/out"),
-                   f"{flag}: cannot create the folder /proc/harness-test/out: ")
+    assert_refused(call_cli(*args, "--db", f"sqlite:///{tmp_path / 'h.db'}", flag, folder),
+                   f"{flag}: {expect} {folder}: ")
     assert listing(tmp_path) == before
+
+
+def test_the_folder_check_never_removes_a_folder_another_process_made(tmp_path, monkeypatch):
+    """DDP ranks and Slurm array workers check the same fresh --output-dir at once: the check created the folder
+    and removed it again, so it also removed one that another worker had made in between (and was about to write
+    in: that worker failed with FileNotFoundError). Here the other worker makes it during the check's first
+    mkdir."""
+    from harness.cli.common import resolve_user_paths
+
+    out, real_mkdir = tmp_path / "a" / "out", os.mkdir
+
+    def other_worker_first(path, *a, **k):
+        if not out.exists():
+            real_mkdir(out.parent)
+            real_mkdir(out)
+        return real_mkdir(path, *a, **k)
+
+    monkeypatch.setattr(os, "mkdir", other_worker_first)
+    resolve_user_paths(argparse.Namespace(output_dir=str(out)))
+    monkeypatch.undo()
+    assert out.is_dir(), "the check removed the folder another worker had made"
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["a", "out"], "the check left its probe behind"
 
 
 def test_estimate_refuses_a_data_dir_option_that_is_not_a_folder(tmp_path, suite):
