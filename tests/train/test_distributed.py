@@ -314,3 +314,50 @@ hparams: {{batch_size: 4, eval_batch_size: 8}}
     assert rec.status == "failed" and rec.score is None and rec.steps is None, (rec.status, rec.error)
     assert "rank 1: cell " + rec.cell_key + ": FAILED after" in proc.stderr, proc.stderr[-3000:]
     assert "MemoryError: out of memory on rank 1 alone" in proc.stderr
+
+
+# harness/run.py whose ranks each note every frozen-encoder pass they run, rank 0 taking 5 s longer over its first
+# (a larger encoder's pass: the other rank gets to the features before rank 0 has written them)
+SLOW_ENCODER_PASS = """
+import os, sys, time
+from harness.cli import main
+from harness.train import features
+real = features.encode
+def encode(*args, **kwargs):
+    out = real(*args, **kwargs)
+    with open(os.path.join({folder!r}, "passes-" + os.environ["RANK"] + ".txt"), "a") as f:
+        f.write("pass\\n")
+    if os.environ["RANK"] == "0" and len(open(os.path.join({folder!r}, "passes-0.txt")).read().split()) == 1:
+        time.sleep(5)
+    return out
+features.encode = encode
+raise SystemExit(main(["run", *sys.argv[1:]]))
+"""
+
+
+def test_two_processes_run_a_probe_encoder_pass_once(tmp_path, tiny_bert, small_glue):
+    """A linear probe's frozen-encoder pass runs on rank 0 alone; rank 1 reads its features from the cache. Both ranks
+    ran it whenever rank 1 looked before rank 0 had written them, and the record summed both passes' FLOPs
+    (train_flops 67.0M for a 33.4M pass and a 0.2M head; eval_flops counted rank 1's dev pass while the record's
+    frozen_features said the dev features came from the cache)."""
+    suite = write_suite(tmp_path / "s.yaml", f"""
+name: ddp-probe
+models: ["{tiny_bert}"]
+tasks: [rte]
+methods: [linear_probe]
+budgets: [{{epochs: 2}}]
+hparams: {{batch_size: 4, eval_batch_size: 4}}
+""")
+    script = tmp_path / "slow.py"
+    script.write_text(SLOW_ENCODER_PASS.format(folder=str(tmp_path)))
+    proc = launch(tmp_path, suite, small_glue, script=script)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    ran = {r: (tmp_path / f"passes-{r}.txt").read_text().split() if (tmp_path / f"passes-{r}.txt").exists() else []
+           for r in (0, 1)}
+    assert ran == {0: ["pass", "pass"], 1: []}, ran   # the training split's, then the dev split's
+    (rec,) = Store(f"sqlite:///{tmp_path / 'h.db'}").records()
+    assert rec.extra["frozen_features"]["train_splits_computed"] == rec.extra["frozen_features"]["eval_splits_computed"] == 1
+    # the pass counted once: what the record names as the encoder pass, plus the head's own (under 2%)
+    passes = rec.extra["flop_count"]["encoder_pass_flops"]
+    assert passes["train"] < rec.train_flops < 1.02 * passes["train"], (rec.train_flops, passes)
+    assert passes["eval"] < rec.eval_flops < 1.02 * passes["eval"], (rec.eval_flops, passes)
