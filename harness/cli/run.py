@@ -89,7 +89,7 @@ def run(args) -> int:
     from harness.launch.runner import leave_process_group, run_suite   # torch: only once the input is good
 
     code = run_suite(suite, show_progress=not args.no_progress, **run_kwargs)
-    leave_process_group()
+    leave_process_group(code)
     return code
 
 

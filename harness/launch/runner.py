@@ -18,8 +18,9 @@ import time
 import traceback
 
 from harness.spec import layout
-from harness.spec.errors import EXIT_FAILED, EXIT_OK, EXIT_PREEMPTED, EXIT_STORE_UNREACHABLE, LeaseLostStop, Preempted
-from harness.launch import attempt
+from harness.spec.errors import (EXIT_FAILED, EXIT_GROUP_BROKEN, EXIT_OK, EXIT_PREEMPTED, EXIT_STORE_UNREACHABLE,
+                                 LeaseLostStop, Preempted)
+from harness.launch import attempt, broken_group
 from harness.launch.output_binding import bind_output_dir
 from harness.launch.slurm import requeue_slurm_task
 from harness.launch.summary import end_line, queue_summary, start_line
@@ -121,7 +122,8 @@ def run_suite(suite: Suite, db_url: str | None, data_dir: str | None, output_dir
               cache_dir: str | None = None, show_progress: bool = True, heartbeat_s: float | None = None,
               lease_timeout_s: float | None = None, verbose: bool = False, trackers: dict | None = None) -> int:
     """Returns the exit code: 1 if a cell failed in this worker, EXIT_PREEMPTED if a stop signal came (the cell
-    in progress was checkpointed and given back), else 0. `trackers`: tracker name -> settings (one tracker run
+    in progress was checkpointed and given back), EXIT_GROUP_BROKEN if another rank's process ended
+    (harness.launch.broken_group), else 0. `trackers`: tracker name -> settings (one tracker run
     per cell, harness/train/tracking.py)."""
     from accelerate.utils import broadcast_object_list
 
@@ -140,6 +142,16 @@ def run_suite(suite: Suite, db_url: str | None, data_dir: str | None, output_dir
     def say(line: str) -> None:
         if main:
             print(line, file=sys.stderr, flush=True)
+
+    def share(holder: list) -> bool:
+        """Rank 0's holder to every rank; False when a rank's process ended (the group broke) in between."""
+        try:
+            broadcast_object_list(holder, from_process=0)
+        except RuntimeError as exc:
+            if not broken_group.broke(exc):
+                raise
+            return False
+        return True
 
     if main:
         bind_output_dir(output_dir, store)   # before any cell folder: another store's folder is refused
@@ -176,8 +188,12 @@ def run_suite(suite: Suite, db_url: str | None, data_dir: str | None, output_dir
                     other_hosts_said = True
                     say(f"warning: workers on other hosts ({', '.join(sorted(others))}) share this SQLite store: "
                         f"its locking is only safe on one host; use PostgreSQL for several machines")
-        if state.num_processes > 1:
-            broadcast_object_list(holder, from_process=0)
+        if state.num_processes > 1 and not share(holder):   # a claimed cell did not start: it is given back
+            left = holder[0]
+            before = (f"cell {left.cell_key} {_give_back(store, left)}; " if main and isinstance(left, Claim)
+                      else "")
+            say(broken_group.stop_line(suite.name, preempt.signal_name(), before))
+            return EXIT_GROUP_BROKEN
         claim = holder[0]
         if claim is None:
             break
@@ -211,6 +227,7 @@ def run_suite(suite: Suite, db_url: str | None, data_dir: str | None, output_dir
         # the row as leased, its prediction included: the base of a record kept for ingest (store unreachable)
         leased = store.get(claim.id).as_dict() if main else None
         t0 = time.perf_counter()
+        broken = False   # another rank's process ended (harness.launch.broken_group)
         try:
             with (Heartbeat(store, claim, beat_s) if main else contextlib.nullcontext()) as beat:
                 # after a stop signal the store is asked at once (Heartbeat.lost_now): no checkpoint on a lost lease
@@ -235,29 +252,38 @@ def run_suite(suite: Suite, db_url: str | None, data_dir: str | None, output_dir
                     requeue_slurm_task()   # last: it ends this job's processes
                 return EXIT_PREEMPTED
             raise
-        except Exception as exc:  # recorded, and the suite goes on
+        except Exception as exc:  # recorded, and the suite goes on (not after a rank's process ended)
             failures += 1
             status, result = Status.FAILED, RunResult()
+            broken = state.num_processes > 1 and broken_group.broke(exc)
+            if broken:   # its reason names what happened, not only the connection the collective found closed
+                exc = broken_group.explained(exc, preempt.signal_name(), checkpoint.any_held(cell_dir))
             error = report_failure(exc, cell, cell_dir, time.perf_counter() - t0, suite_bar, verbose,
                                    state.process_index, write_dir=attempt_dir)
         gone = False
         if main:
             try:
+                # recorded: a completed cell keeps no checkpoint, nor does a failed one (a retry starts over),
+                # except after a rank's process ended: an earlier stop's checkpoint (every rank wrote it) is as
+                # good as before, and a retry resumes it where its setup matches (harness.launch.broken_group)
                 if _record(store, claim, cell_dir, attempt_dir, status, error, result, state.num_processes,
-                           suite_bar, time.perf_counter() - t0, say, beat_s):
-                    checkpoint.remove_all(cell_dir)   # recorded (or failed: a retry starts over): no resume any more
+                           suite_bar, time.perf_counter() - t0, say, beat_s) and not broken:
+                    checkpoint.remove_all(cell_dir)
             except attempt.StoreUnreachable as exc:
                 fields, children = result_fields(result, status, error, state.num_processes)
                 path = attempt.keep_for_ingest(leased, claim, status, fields, children, attempt_dir, cell_dir)
                 say(f"cell {cell.key}: {exc}; the store is unreachable: the result is kept in {path} "
                     f"(ingest_only: load it with `harness ingest`); this worker stops")
                 gone = True
-        if state.num_processes > 1:   # every rank learns whether rank 0 could record
+        if state.num_processes > 1 and not broken:   # every rank learns whether rank 0 could record
             holder = [gone]
-            broadcast_object_list(holder, from_process=0)
+            broken = not share(holder)
             gone = holder[0]
         if gone:
             return _store_gone(main)
+        if broken:   # no further collective: no further cell
+            say(broken_group.stop_line(suite.name, preempt.signal_name()))
+            return EXIT_GROUP_BROKEN
         done += 1
         suite_bar.update(1)
         del result
@@ -425,14 +451,15 @@ def _keep_alive(beat, interval_s: float):
         thread.join(timeout=10)
 
 
-def leave_process_group() -> None:
+def leave_process_group(code: int = 0) -> None:
     """Every rank waits for the others (rank 0 may still be recording or ablating), then the process group is
     torn down: a rank that exits while gloo's threads still serve the group can abort ("terminate called
-    without an active exception")."""
+    without an active exception"). `code`: run_suite's; after EXIT_GROUP_BROKEN no rank is waited for (one
+    ended: the barrier would fail)."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
-        if dist.get_world_size() > 1:
+        if dist.get_world_size() > 1 and code != EXIT_GROUP_BROKEN:
             dist.barrier()
         dist.destroy_process_group()
 

@@ -35,8 +35,13 @@ class Preempted(Exception):
 EXIT_PREEMPTED = 3
 EXIT_STORE_UNREACHABLE = 4   # a cell's result could not be recorded: kept on disk for `harness ingest`
 EXIT_SLURM_UNREACHABLE = 5   # `harness slurm --wait`: squeue kept failing, so whether the job still runs is unknown
+EXIT_GROUP_BROKEN = 6   # another rank's process ended: the cell was recorded failed and the worker can run no other
 EXIT_BROKEN_PIPE = 141   # the reader of the output went away: what a shell reports for a command killed by SIGPIPE
                          # (128 + 13), as `yes | head -1` gives
+
+
+class GroupBroken(RuntimeError):
+    """Another rank of the worker's DDP group ended mid-cell (harness.launch.broken_group): the record's reason."""
 
 
 class LeaseLostStop(Exception):

@@ -7,7 +7,8 @@ optimizer, the scheduler, every rank's RNG states, the loop's counters (step, ep
 already spent), every rank's own tallies (its examples, tokens, loss and FLOPs: the record sums them over ranks),
 the evaluation history and the cell's experiment-tracker run ids (a resumed cell continues the same MLflow / W&B
 run: harness/train/tracking.py). It is written whole or not at all (temporary name, fsync, rename) and deleted
-once the cell is recorded completed (runner).
+once the cell is recorded (runner), unless it failed because another rank's process ended (a retry resumes it:
+harness/launch/broken_group.py).
 
 Data position: the loaders' samplers and the task mixture are replayed from the cell's seed up to the batch the
 run stopped after (batches are collated and dropped, no forward pass), then the RNG states are restored. This is
@@ -104,6 +105,11 @@ def paths_under(folder: str) -> list[str]:
 def held(folder: str | None) -> bool:
     """Whether a cell's (or a stage's) folder holds a checkpoint that a run there would read (its manifest)."""
     return bool(folder) and os.path.isfile(os.path.join(folder, FILE))
+
+
+def any_held(folder: str) -> bool:
+    """Whether a cell's folder holds a checkpoint of the cell or of one of its stages."""
+    return any(os.path.basename(path) == FILE for path in paths_under(folder))
 
 
 def remove_all(folder: str) -> None:

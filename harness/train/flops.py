@@ -22,7 +22,8 @@ and moved the weights). In evaluation their predictions are dropped: eval_flops 
 rows (at their batch's padded length): each dev example once, as the dev metrics count them.
 
 Cached frozen features (linear probe) have no token axis: the head's FLOPs per example x examples, plus the
-encoder pass (counted on one batch of the same shape when this cell extracted the features).
+encoder pass (counted on one batch of the same shape by the rank that extracted the features, when this cell did:
+under DDP rank 0 alone, the others read its file; recipe.py).
 
 FlopCounterMode is a TorchDispatchMode: it sees every op and, as used here (counter()), runs it unchanged (tests
 check the weights after a counted step are bit-identical); a compiled model runs its counted batches eager

@@ -22,7 +22,16 @@ def _handler(signum, frame) -> None:
     _received.append(signum)
     if first:   # one line; a second signal (srun forwards what the step already got) changes nothing
         os.write(2, f"harness: {signal.Signals(signum).name} received: stopping at the next optimizer step "
-                    f"(the cell is checkpointed and given back)\n".encode())
+                    f"({_outcome()})\n".encode())
+
+
+def _outcome() -> str:
+    """What the stop comes to. Under DDP the checkpoint needs every rank, and the launcher's SIGTERM also comes
+    when another rank's process has ended (harness.launch.broken_group): this rank cannot tell which, yet."""
+    if int(os.environ.get("WORLD_SIZE") or 1) > 1:
+        return ("the cell is checkpointed and given back if every rank gets there; if another rank's process has "
+                "ended, none can, and the cell is recorded failed")
+    return "the cell is checkpointed and given back"
 
 
 def install() -> None:

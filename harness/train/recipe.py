@@ -283,9 +283,13 @@ class CellRun:
             under_deepspeed(acc))
         if self.frozen:
             encoder, tokenized = getattr(self.model, self.model.base_model_prefix), (self.train_sets, self.eval_sets)
-            self.train_sets, self.eval_sets, collator = self.frozen.swap_in(
-                self.model, self.train_sets, self.eval_sets, collator, hp["eval_batch_size"], acc.mixed_precision,
-                acc.autocast, acc.device)
+            # rank 0 runs the encoder pass and writes the features, the others read them: ranks that all ran it
+            # did the same work twice, and each counted it in the summed FLOPs (a rank that cannot see the file,
+            # on another node, still runs and counts its own pass)
+            with acc.main_process_first():
+                self.train_sets, self.eval_sets, collator = self.frozen.swap_in(
+                    self.model, self.train_sets, self.eval_sets, collator, hp["eval_batch_size"],
+                    acc.mixed_precision, acc.autocast, acc.device)
             self._count_encoder_pass(encoder, *tokenized, collator=DataCollatorWithPadding(self.tokenizer))
         else:   # frozen Linear weights in bf16 once, not cast at every forward (harness/train/precision.py)
             self.frozen_cast = cast_frozen_weights(

@@ -216,7 +216,7 @@ hparams: {{batch_size: 4, eval_batch_size: 8, eval_steps: 3}}
     script.write_text(STOP_ON_RANK_0.format(n=5))
     for suite, run in ((ref, None), (cell, script), (cell, None)):
         proc = launch(tmp_path, suite, small_glue, script=run)
-        assert ("checkpointed" in proc.stderr) == (run is not None), proc.stderr[-3000:]
+        assert ("stopped by a signal, checkpointed" in proc.stderr) == (run is not None), proc.stderr[-3000:]
         if run is not None:
             (path,) = checkpoint.paths_under(str(tmp_path / "out" / "cell"))
             assert checkpoint.torch.load(path, weights_only=True)["counters"]["step"] == 6
@@ -314,3 +314,129 @@ hparams: {{batch_size: 4, eval_batch_size: 8}}
     assert rec.status == "failed" and rec.score is None and rec.steps is None, (rec.status, rec.error)
     assert "rank 1: cell " + rec.cell_key + ": FAILED after" in proc.stderr, proc.stderr[-3000:]
     assert "MemoryError: out of memory on rank 1 alone" in proc.stderr
+
+
+# harness/run.py whose rank 1 is killed outright (SIGKILL, as the OOM killer does) at its N-th optimizer step
+KILL_RANK_1 = """
+import os, signal, sys
+from harness.cli import main
+from harness.train import preempt
+real, calls = preempt.requested, [0]
+def requested():
+    calls[0] += 1
+    if calls[0] == {n} and os.environ.get("RANK") == "1":
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real()
+preempt.requested = requested
+raise SystemExit(main(["run", *sys.argv[1:]]))
+"""
+
+
+def test_a_rank_killed_mid_cell_fails_the_cell_keeps_its_checkpoint_and_stops_the_worker(tmp_path, tiny_bert,
+                                                                                            small_glue):
+    """A cell stopped (the stop raised at step 4, checkpointed at step 6: eval_steps' sync) and resumed, then rank
+    1's process killed at step 8: torch's launcher SIGTERMs rank 0, whose next collective finds the connection
+    closed. Rank 0 said it would checkpoint (it cannot: that needs every rank), recorded only gloo's "Connection
+    closed by peer", deleted the step-6 checkpoint and crashed with a traceback from the runner's broadcast (exit
+    1). Now the record says what happened, the checkpoint stays for `--retry-failed` (which resumes it: checked by
+    hand, completed at attempt 3 with the uninterrupted score), and the worker stops with one line and exit 6."""
+    import re
+
+    from harness.train import checkpoint
+
+    suite = write_suite(tmp_path / "s.yaml", f"""
+name: ddp-kill
+models: ["{tiny_bert}"]
+tasks: [rte]
+methods: [{{name: lora, learning_rate: 1e-3}}, full]
+budgets: [{{epochs: 2}}]
+hparams: {{batch_size: 4, eval_batch_size: 8, eval_steps: 3}}
+""")
+    stop, kill = tmp_path / "stop.py", tmp_path / "kill.py"
+    stop.write_text(STOP_ON_RANK_0.format(n=5))
+    kill.write_text(KILL_RANK_1.format(n=2))   # rank 1 asks once per step: the second step after the resume
+    proc = launch(tmp_path, suite, small_glue, script=stop)
+    assert "stopped by a signal, checkpointed" in proc.stderr, proc.stderr[-3000:]
+    (path,) = checkpoint.paths_under(str(tmp_path / "out" / "ddp-kill"))
+    proc = launch(tmp_path, suite, small_glue, script=kill)
+    err = proc.stderr
+    assert "resumed from its checkpoint at step 6/12" in err, err[-3000:]
+    assert "[rank0]: Traceback" not in err, err[-3000:]
+    assert re.search(r"rank\s*: 0 .*\n\s*exitcode\s*: 6 ", err), err[-3000:]   # the launcher's table of exits
+    assert "(the cell is checkpointed and given back)" not in err   # the SIGTERM line promises no checkpoint
+    assert "this worker stops (exit 6)" in err
+    store = Store(f"sqlite:///{tmp_path / 'h.db'}")
+    (rec,) = [r for r in store.records() if r.status == "failed"]
+    assert rec.attempts == 2 and rec.score is None and rec.steps is None
+    first = rec.error.splitlines()[0]
+    assert first.startswith("GroupBroken: another rank's process ended"), first
+    assert ("no checkpoint is possible without every rank, so the cell is recorded failed; `--retry-failed` runs "
+            "it again, resuming from the cell's earlier checkpoint (kept)") in first, first
+    assert "Connection closed by peer" in rec.error or "Connection reset by peer" in rec.error   # its cause
+    assert checkpoint.torch.load(path, weights_only=True)["counters"]["step"] == 6
+    (left,) = [r for r in store.records() if r.status != "failed"]
+    assert left.status == "pending" and left.attempts == 0   # the worker ran no further cell
+
+
+def test_a_broken_group_is_told_from_a_rank_s_own_failure():
+    """How gloo words a peer's closed connection, and what the record says when it comes before the launcher's
+    SIGTERM (no stop signal received yet) and after it."""
+    from harness.launch.broken_group import broke, explained
+
+    gloo = RuntimeError("[/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:537] Read error [127.0.0.1]:51596: "
+                        "Connection reset by peer. This is typically caused by a remote worker hanging")
+    assert broke(gloo) and not broke(MemoryError("out of memory")) and not broke(RuntimeError("CUDA out of memory"))
+    early, late = explained(gloo, None, False), explained(gloo, "SIGTERM", True)
+    assert str(early).startswith("another rank's process ended (or lost its connection): the DDP group broke")
+    assert str(early).endswith("`--retry-failed` runs it again (RuntimeError: " + str(gloo)[:120] + " …)")
+    assert str(late).startswith("another rank's process ended and the launcher stopped this one (SIGTERM): ")
+    assert "resuming from the cell's earlier checkpoint (kept) where its setup matches" in str(late)
+    assert early.__cause__ is gloo and broke(early)
+
+
+# harness/run.py whose ranks each note every frozen-encoder pass they run, rank 0 taking 5 s longer over its first
+# (a larger encoder's pass: the other rank gets to the features before rank 0 has written them)
+SLOW_ENCODER_PASS = """
+import os, sys, time
+from harness.cli import main
+from harness.train import features
+real = features.encode
+def encode(*args, **kwargs):
+    out = real(*args, **kwargs)
+    with open(os.path.join({folder!r}, "passes-" + os.environ["RANK"] + ".txt"), "a") as f:
+        f.write("pass\\n")
+    if os.environ["RANK"] == "0" and len(open(os.path.join({folder!r}, "passes-0.txt")).read().split()) == 1:
+        time.sleep(5)
+    return out
+features.encode = encode
+raise SystemExit(main(["run", *sys.argv[1:]]))
+"""
+
+
+def test_two_processes_run_a_probe_encoder_pass_once(tmp_path, tiny_bert, small_glue):
+    """A linear probe's frozen-encoder pass runs on rank 0 alone; rank 1 reads its features from the cache. Both ranks
+    ran it whenever rank 1 looked before rank 0 had written them, and the record summed both passes' FLOPs
+    (train_flops 67.0M for a 33.4M pass and a 0.2M head; eval_flops counted rank 1's dev pass while the record's
+    frozen_features said the dev features came from the cache)."""
+    suite = write_suite(tmp_path / "s.yaml", f"""
+name: ddp-probe
+models: ["{tiny_bert}"]
+tasks: [rte]
+methods: [linear_probe]
+budgets: [{{epochs: 2}}]
+hparams: {{batch_size: 4, eval_batch_size: 4}}
+""")
+    script = tmp_path / "slow.py"
+    script.write_text(SLOW_ENCODER_PASS.format(folder=str(tmp_path)))
+    proc = launch(tmp_path, suite, small_glue, script=script)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    ran = {r: (tmp_path / f"passes-{r}.txt").read_text().split() if (tmp_path / f"passes-{r}.txt").exists() else []
+           for r in (0, 1)}
+    assert ran == {0: ["pass", "pass"], 1: []}, ran   # the training split's, then the dev split's
+    (rec,) = Store(f"sqlite:///{tmp_path / 'h.db'}").records()
+    computed = rec.extra["frozen_features"]
+    assert computed["train_splits_computed"] == computed["eval_splits_computed"] == 1
+    # the pass counted once: what the record names as the encoder pass, plus the head's own (under 2%)
+    passes = rec.extra["flop_count"]["encoder_pass_flops"]
+    assert passes["train"] < rec.train_flops < 1.02 * passes["train"], (rec.train_flops, passes)
+    assert passes["eval"] < rec.eval_flops < 1.02 * passes["eval"], (rec.eval_flops, passes)
