@@ -5,7 +5,7 @@ import os
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.helpers import ROOT, call_cli, fixture_store
+from tests.helpers import call_cli, fixture_store
 from harness.board import APP
 
 APP = str(APP)

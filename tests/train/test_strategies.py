@@ -2,7 +2,6 @@
 suite run for real (subprocess, SQLite), then checked through the store and the CLI."""
 
 import shutil
-import json
 from pathlib import Path
 
 import numpy as np
