@@ -767,7 +767,8 @@ def table_caption(table: str, suite: str | None, model: str | None = None) -> st
 
 
 def export(store: Store, fmt: str, table: str = "runs", suite: str | None = None, model: str | None = None) -> str:
-    frame = build_table(store, table, suite, model)
+    with store.snapshot():   # the names checked, the runs, the queued cells and analyses: one state of the store
+        frame = build_table(store, table, suite, model)
     if fmt == "json":
         return to_json(table, frame)
     if fmt == "csv":
