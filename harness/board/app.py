@@ -21,8 +21,8 @@ from harness.board.evp_page import page_evp
 from harness.board.grid_page import REFRESH_S, page_grid
 from harness.board.task_page import page_task
 from harness.board.tradeoff_page import page_tradeoff
-from harness.report.export import (build_table, display_table, footnote, nothing_completed, run_method_text,
-                                   table_caption, table_csv, task_notes, to_latex, to_markdown)
+from harness.report.export import (build_table, display_table, footnote, lr_text, nothing_completed,
+                                   run_method_text, table_caption, table_csv, task_notes, to_latex, to_markdown)
 from harness.report.grid import suites_models, with_flops
 from harness.report.text import budget_note
 from harness.report.tables import (ablation_matrix, best_table, composite_vs_single, leaderboard_table, runs_frame,
@@ -221,7 +221,7 @@ def page_runs(url, suite, model):
     # the file is `harness export --table runs`'s (its provenance columns too), rows as filtered here
     exported = load_exported_runs(url, suite, model)
     downloads("runs", exported[exported["id"].isin(view["id"])], suite, model)
-    labels = {int(r.id): f"#{r.id} {r.task} {text} lr={r.learning_rate:g} seed={r.seed} ({r.status})"
+    labels = {int(r.id): f"#{r.id} {r.task} {text} lr={lr_text(r.learning_rate)} seed={r.seed} ({r.status})"
               for text, r in zip(method, view.itertuples())}
     run_id = urlstate.choose(st.selectbox, "Run details", list(labels), "run", format_func=labels.get)
     rec = open_store(url).get(run_id)
