@@ -18,11 +18,11 @@ import streamlit as st
 from harness.analysis.compare import compare_variants
 from harness.board import urlstate
 from harness.board.evp_page import page_evp
-from harness.board.grid_page import REFRESH_S, page_grid
+from harness.board.grid_page import page_grid
 from harness.board.task_page import page_task
 from harness.board.tradeoff_page import page_tradeoff
-from harness.report.export import (build_table, display_table, footnote, note_lines, nothing_completed,
-                                   run_method_text, table_caption, table_csv, task_notes, to_latex, to_markdown)
+from harness.report.export import (display_table, footnote, lr_text, note_lines, nothing_completed, run_method_text,
+                                   table_caption, table_csv, task_notes, to_latex, to_markdown)
 from harness.report.grid import suites_models, with_flops
 from harness.report.text import budget_note, comparison_notes
 from harness.report.tables import (ablation_matrix, best_table, composite_vs_single, leaderboard_table, runs_frame,
@@ -76,26 +76,39 @@ def open_store(url: str) -> Store:
     return Store(url, read_only=True)
 
 
-@st.cache_data(ttl=120, show_spinner="Loading runs…")
-def load_runs(url: str) -> pd.DataFrame:
-    return with_flops(open_store(url), runs_frame(open_store(url)))
+READ_S = 120   # how long every page but the Grid (which reads the store itself, live) shows one read of the store
 
 
-@st.cache_data(ttl=REFRESH_S, show_spinner=False)
-def load_exported_runs(url: str, suite: str, model: str) -> pd.DataFrame:
-    return build_table(open_store(url), "runs", suite, model)
+@st.cache_data(ttl=READ_S, show_spinner="Loading runs…")
+def load_store(url: str) -> dict:
+    """One read of the store, in one snapshot (Store.snapshot), that every page but the Grid draws from: the suites
+    and models, and each suite's runs as `harness export --table runs --suite SUITE` has them (its provenance
+    columns too: the Runs page's download is this frame's rows). Loaders cached apart, for 120 s and 5 s, showed a
+    Runs table up to two minutes older than its own CSV download while a worker ran."""
+    store = open_store(url)
+    with store.snapshot():
+        suites = suites_models(store)
+        runs = {suite: with_flops(store, runs_frame(store, suite, with_env=True)) for suite in suites["suite"].unique()}
+    return {"suites": suites, "runs": runs, "read_at": pd.Timestamp.now(tz="UTC")}
 
 
-@st.cache_data(ttl=REFRESH_S, show_spinner=False)
 def load_suites(url: str) -> pd.DataFrame:
-    return suites_models(open_store(url))
+    return load_store(url)["suites"]
 
 
-@st.cache_data(ttl=120, show_spinner=False)
+def load_runs(url: str, suite: str) -> pd.DataFrame:
+    """The suite's runs (every model's) from the board's read of the store (load_store)."""
+    return load_store(url)["runs"].get(suite, pd.DataFrame(columns=["suite", "model", "task", "status"]))
+
+
 def load_tables(url: str, suite: str, model: str, metric: str):
-    runs = load_runs(url)
-    runs = runs[runs["suite"] == suite]   # the model's rows are selected among every model's, as export does
-    best = best_table(runs, metric=metric, model=model)
+    return _tables(url, suite, model, metric, load_store(url)["read_at"])
+
+
+@st.cache_data(ttl=READ_S, show_spinner=False)
+def _tables(url: str, suite: str, model: str, metric: str, read_at):
+    """The best and leaderboard tables of the read at `read_at` (part of the cache key: a new read, new tables)."""
+    best = best_table(load_runs(url, suite), metric=metric, model=model)   # selected among every model's runs
     return best, leaderboard_table(best)
 
 
@@ -192,8 +205,8 @@ def page_leaderboard(url, suite, model, metric):
 
 
 def page_runs(url, suite, model):
-    runs = load_runs(url)
-    runs = runs[(runs["suite"] == suite) & (runs["model"] == model)]
+    runs = load_runs(url, suite)
+    runs = runs[runs["model"] == model]
     c1, c2, c3 = st.columns(3)
     tasks = urlstate.choose_many(c1.multiselect, "Task", sorted(runs["task"].unique()), "tasks")
     methods = urlstate.choose_many(c2.multiselect, "Method", sorted(runs["method_label"].unique()), "methods")
@@ -221,16 +234,20 @@ def page_runs(url, suite, model):
         st.caption(line)
     if view.empty:   # (filters that leave no run: nothing to download either)
         return
-    # the file is `harness export --table runs`'s (its provenance columns too), rows as filtered here
-    exported = load_exported_runs(url, suite, model)
-    downloads("runs", exported[exported["id"].isin(view["id"])], suite)
-    labels = {int(r.id): f"#{r.id} {r.task} {text} lr={r.learning_rate:g} seed={r.seed} ({r.status})"
+    # the file is `harness export --table runs --suite SUITE --model MODEL`'s, of the read the table shows (its
+    # provenance columns too), rows as filtered here
+    downloads("runs", runs[runs["id"].isin(view["id"])], suite)
+    labels = {int(r.id): f"#{r.id} {r.task} {text} lr={lr_text(r.learning_rate)} seed={r.seed} ({r.status})"
               for text, r in zip(method, view.itertuples())}
     run_id = urlstate.choose(st.selectbox, "Run details", list(labels), "run", format_func=labels.get)
     rec = open_store(url).get(run_id)
     if rec is None:
         return
     st.subheader(labels[run_id])
+    if rec.status != view.loc[view["id"] == run_id, "status"].iloc[0]:   # read now, after the table's read
+        st.warning(f"This run is {rec.status} now: the table shows the store as read at "
+                   f"{load_store(url)['read_at']:%H:%M:%S} UTC (read again every {READ_S} s); the details below "
+                   f"are as it is now.")
     if rec.error:
         st.error(rec.error)
     c1, c2 = st.columns(2)
@@ -253,8 +270,7 @@ def page_runs(url, suite, model):
 
 
 def page_analyses(url, suite, model, metric):
-    suite_runs = load_runs(url)
-    suite_runs = suite_runs[suite_runs["suite"] == suite]
+    suite_runs = load_runs(url, suite)
     page_schedules(suite_runs, model, metric)
     runs, _ = selectable_runs(suite_runs, model)   # the runs the tables choose from
     st.subheader("Paired comparison on the same dev examples")
@@ -310,7 +326,7 @@ def page_schedules(runs, model, metric):
         st.caption(line)
 
 
-@st.cache_data(ttl=120, show_spinner=False)
+@st.cache_data(ttl=READ_S, show_spinner=False)
 def load_analyses(url: str, suite: str, kind: str) -> list[dict]:
     return [{"run_id": a.run_id, "payload": a.payload} for a in open_store(url).analyses(suite, kind)]
 
@@ -347,7 +363,6 @@ def main() -> None:
     st.sidebar.title("PEFT leaderboard")
     try:
         store = open_store(url)
-        runs = load_runs(url)
         suites = load_suites(url)
     except FileNotFoundError:
         st.title("PEFT leaderboard")
@@ -365,13 +380,16 @@ def main() -> None:
                              format_func={"score": "final evaluation", "best_score": "best evaluation"}.get)
     started = bool(mine["completed"].sum())   # a suite without results yet opens on its Grid
     page = urlstate.choose(st.sidebar.radio, "Page", PAGES, "page", default="Leaderboard" if started else "Grid")
-    n_done = int((runs["status"] == Status.COMPLETED).sum())
-    st.sidebar.caption(f"{len(runs):,} runs in the store ({n_done:,} completed) · read-only")
+    every = load_store(url)["runs"].values()
+    n_runs, n_done = sum(len(r) for r in every), sum(int((r["status"] == Status.COMPLETED).sum()) for r in every)
+    st.sidebar.caption(f"{n_runs:,} runs in the store ({n_done:,} completed) · read-only · read at "
+                       f"{load_store(url)['read_at']:%H:%M:%S} UTC, again every {READ_S} s (the Grid: live)")
+    runs = load_runs(url, suite)
     st.title(page)
     draw = {"Leaderboard": lambda: page_leaderboard(url, suite, model, metric),
             "Grid": lambda: page_grid(store, suite),
             "Trade-off": lambda: page_tradeoff(*load_tables(url, suite, model, metric)),
-            "Tuning budget": lambda: page_evp(runs[runs["suite"] == suite], model, metric),
+            "Tuning budget": lambda: page_evp(runs, model, metric),
             "Runs": lambda: page_runs(url, suite, model),
             "Task": lambda: page_task(store, runs, suite, model),
             "Analyses": lambda: page_analyses(url, suite, model, metric)}

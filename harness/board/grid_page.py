@@ -87,7 +87,12 @@ def page_grid(store, suite: str) -> None:
 
 
 def _grid(store, suite: str, timeout: float, was_live: bool) -> None:
-    cells, now = cells_frame(store, suite, timeout)
+    with store.snapshot():   # the cells, their counts and the time left from one state of the store
+        cells, now = cells_frame(store, suite, timeout)
+        _grid_of(store, suite, timeout, was_live, cells, now)
+
+
+def _grid_of(store, suite: str, timeout: float, was_live: bool, cells: pd.DataFrame, now) -> None:
     running = bool((cells["state"] == CellState.RUNNING.value).any())
     if was_live and not running:
         st.rerun(scope="app")   # nothing runs any more: redraw once without the refresh timer

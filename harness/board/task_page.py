@@ -22,7 +22,7 @@ Y_AXES = {"score": "dev score (points, x100)", "train_loss": "train loss"}
 
 def task_runs(store, suite: str, model: str, task: str, method_label: str) -> pd.DataFrame:
     """The runs (not queued cells) of one task and method variant, with their history."""
-    with store.engine.connect() as conn:
+    with store.reading() as conn:
         result = conn.execute(select(*[getattr(R, c) for c in COLUMNS]).where(
             R.suite == suite, R.model == model, R.task == task, R.method_label == method_label,
             R.status != "pending").order_by(R.id))

@@ -107,6 +107,15 @@ def store_notes(suite, store, keys, nprocs: int, db: str | None) -> list[str]:
 
 
 def snapshot(suite, store, args) -> tuple[dict, str]:
+    """The status of one state of the store: its counts, time left and notes read in one snapshot (a cell a worker
+    claims or finishes meanwhile is in all of them or none)."""
+    from contextlib import nullcontext
+
+    with store.snapshot() if store is not None else nullcontext():
+        return _snapshot(suite, store, args)
+
+
+def _snapshot(suite, store, args) -> tuple[dict, str]:
     from harness.report.progress import cell_states, time_left
     from harness.report.text import status_line, status_payload, status_report
 

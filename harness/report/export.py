@@ -65,6 +65,12 @@ def _params(v) -> str:
     return f"{v / 1e6:.1f}M"
 
 
+def lr_text(v) -> str:
+    """A run's learning rate as the tables print it; "–" where its row has none (a record ingested from a
+    configuration without one: the column is NULL there)."""
+    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:g}"
+
+
 def _count_text(v) -> str:
     return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else str(int(v))
 
@@ -91,7 +97,7 @@ def display_table(kind: str, frame: pd.DataFrame) -> tuple[list[str], list[list]
                   "time (s)", "memory (MB)"]
         rows = []
         for _, r in frame.iterrows():
-            rows.append([r["suite"], r["model"], r["task"], run_method_text(r), r["seed"], f"{r['learning_rate']:g}",
+            rows.append([r["suite"], r["model"], r["task"], run_method_text(r), r["seed"], lr_text(r["learning_rate"]),
                          r["budget"], r["status"], _num(r["score"], 2), _num(r["trainable_pct"], 3),
                          _num(r["train_time_s"], 0), _num(r["peak_memory_mb"], 0)])
         return header, rows, ["l"] * 8 + ["r"] * 4, bold
@@ -119,7 +125,7 @@ def display_table(kind: str, frame: pd.DataFrame) -> tuple[list[str], list[list]
                 [r["model"], r["task"], r["method_label"],
                  score_text(r["mean"], r["std"], r["n_seeds"], r.get("trivial"), r.get("improving_seeds"),
                             untested=flag_value(r.get("tested")) is False and not flag_value(r.get("is_best"))),
-                 seeds_of(r["n_seeds"], r.get("seeds_planned")), f"{r['learning_rate']:g}", r["budget"],
+                 seeds_of(r["n_seeds"], r.get("seeds_planned")), lr_text(r["learning_rate"]), r["budget"],
                  _num(r["trainable_pct"], 3),
                  "best" if r.get("is_best") else _p(r.get("p_vs_best")), seeds_text(r.get("seeds_needed")),
                  settings_text(r.get("settings_tried"), r.get("settings_failed"), r.get("settings_unfinished")),
@@ -782,7 +788,8 @@ def table_caption(table: str, frame: pd.DataFrame, suite: str | None = None) -> 
 
 
 def export(store: Store, fmt: str, table: str = "runs", suite: str | None = None, model: str | None = None) -> str:
-    frame = build_table(store, table, suite, model)
+    with store.snapshot():   # the names checked, the runs, the queued cells and analyses: one state of the store
+        frame = build_table(store, table, suite, model)
     if fmt == "json":
         return to_json(table, frame)
     if fmt == "csv":

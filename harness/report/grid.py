@@ -25,7 +25,7 @@ def cells_frame(store, suite: str, lease_timeout_s: float) -> tuple[pd.DataFrame
     # "missing" (as Store.stale_keys reads it)
     rule = stale_lease(lease_timeout_s) if "heartbeat_at" in have else R.status == Status.RUNNING.value
     stale = case((rule, 1), else_=0).label("stale")
-    with store.engine.connect() as conn:
+    with store.reading() as conn:
         now = conn.execute(select(db_now())).scalar_one()
         result = conn.execute(select(*cols, stale).where(R.suite == suite, R.parent_id.is_(None)).order_by(R.id))
         frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
@@ -42,7 +42,7 @@ def suites_models(store) -> pd.DataFrame:
     if not store.columns():
         return pd.DataFrame(columns=["suite", "model", "cells", "completed"])
     done = func.sum(case((R.status == Status.COMPLETED.value, 1), else_=0))
-    with store.engine.connect() as conn:
+    with store.reading() as conn:
         rows = conn.execute(select(R.suite, R.model, func.count(), done).where(R.parent_id.is_(None))
                             .group_by(R.suite, R.model).order_by(func.min(R.id))).all()
     return pd.DataFrame([tuple(r) for r in rows], columns=["suite", "model", "cells", "completed"])
@@ -55,6 +55,6 @@ def with_flops(store, runs: pd.DataFrame) -> pd.DataFrame:
         return runs
     if runs.empty or "train_flops" not in store.columns():
         return runs.assign(train_flops=None)
-    with store.engine.connect() as conn:
+    with store.reading() as conn:
         flops = dict(conn.execute(select(R.id, R.train_flops).where(R.train_flops.is_not(None))).all())
     return runs.assign(train_flops=[flops.get(int(i)) for i in runs["id"]])

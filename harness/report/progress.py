@@ -275,7 +275,7 @@ def rows_beside(store, suite: str, keys) -> tuple[int, int, list[str]]:
     if store is None or not store.columns():
         return 0, 0, []
     keys = set(keys)
-    with store.engine.connect() as conn:
+    with store.reading() as conn:
         suites = list(conn.execute(select(R.suite).distinct().order_by(R.suite)).scalars())
         rows = conn.execute(select(R.cell_key, R.status).where(R.suite == suite, R.parent_id.is_(None))).all()
     beside = [status for key, status in rows if key not in keys]
@@ -325,7 +325,7 @@ def stages_eval_s(store, records) -> dict[int, float]:
     out: dict[int, float] = {}
     if store is None or not ids:
         return out
-    with store.engine.connect() as conn:
+    with store.reading() as conn:
         for part in chunks(ids):
             out.update(conn.execute(select(R.parent_id, func.coalesce(func.sum(R.eval_time_s), 0.0))
                                     .where(R.parent_id.in_(part), R.regime == Regime.SEQUENTIAL_STAGE.value)

@@ -96,9 +96,12 @@ def runs_frame(store, suite: str | None = None, with_env: bool = False) -> pd.Da
     if suite:
         stmt = stmt.where(RunRecord.suite == suite)  # bound parameter: user input never builds SQL text
     stmt = stmt.where(RunRecord.status != Status.PENDING.value)  # queued cells are work to do, not runs
-    with store.engine.connect() as conn:
+    # the runs and the cells still queued from one snapshot: a cell a worker claimed between two reads was in
+    # neither (its seed missing from "(k/n seeds)", its setting from the unfinished ones)
+    with store.snapshot() as conn:
         result = conn.execute(stmt)
         frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+        queued, variants = _queued_seeds(store, suite)
     for c in wanted + ["data_sources", "data_skipped", "model_source", "ran_device", "ran_precision"]:
         if c not in frame.columns:
             frame[c] = None
@@ -114,7 +117,6 @@ def runs_frame(store, suite: str | None = None, with_env: bool = False) -> pd.Da
     frame["model_files"] = [model_files(source) for source in frame.pop("model_source")]
     frame["ran_on"] = [ran_on(*where) for where in zip(frame.pop("ran_device"), frame.pop("ran_precision"),
                                                        frame["num_threads"], frame["num_processes"])]
-    queued, variants = _queued_seeds(store, suite)
     settings = frame["setting_key"].fillna(frame["cell_key"])
     frame["seeds_queued"] = [queued.get(k, 0) for k in zip(frame["suite"], settings)]
     frame["settings_queued"] = _queued_only(frame, settings, variants)
@@ -169,7 +171,7 @@ def _queued_seeds(store, suite: str | None) -> tuple[dict[tuple, int], dict[tupl
         stmt = stmt.where(R.suite == suite)
     out: dict[tuple, int] = {}
     variants: dict[tuple, tuple] = {}
-    with store.engine.connect() as conn:
+    with store.reading() as conn:
         for of_suite, setting, regime, task, model, label, n in conn.execute(
                 stmt.group_by(R.suite, key, R.regime, R.task, R.model, R.method_label)):
             joint = regime == Regime.MULTITASK.value

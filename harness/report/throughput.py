@@ -231,7 +231,7 @@ def stored_observations(store, suite: str | None = None) -> list[Observation]:
     stmt = select(*cols).where(R.status == Status.COMPLETED.value, R.parent_id.is_(None))
     if suite:
         stmt = stmt.where(R.suite == suite)
-    with store.engine.connect() as conn:
+    with store.reading() as conn:
         rows = conn.execute(stmt).all()
     return [o for o in map(observation, rows) if o is not None]
 
@@ -250,7 +250,7 @@ def stored_feature_sets(store, device: str | None = None) -> set[tuple]:
     stmt = select(R.model, R.task, R.task_version, R.method, R.method_params, R.hparams, R.budget, R.regime, R.env,
                   R.extra["frozen_features"].label("frozen_features")).where(
         R.status == Status.COMPLETED.value, R.parent_id.is_(None), R.method.in_(frozen))
-    with store.engine.connect() as conn:
+    with store.reading() as conn:
         rows = conn.execute(stmt).all()
     out = set()
     for r in rows:
@@ -407,7 +407,7 @@ class DataSizes:
             from harness.store.schema import RunRecord as R
 
             member = Regime.MULTITASK_MEMBER.value
-            with store.engine.connect() as conn:
+            with store.reading() as conn:
                 for task, budget, tr, ev, regime in conn.execute(
                         select(R.task, R.budget, R.train_examples, R.eval_examples, R.regime)
                         .where(R.status == Status.COMPLETED.value)):

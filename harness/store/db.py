@@ -8,12 +8,15 @@ store and reading it. The store knows no folder layout: cell folders come from h
 
 from __future__ import annotations
 
+import threading
+from contextlib import contextmanager
+
 from sqlalchemy import inspect, select
 from sqlalchemy.orm import Session
 
 from harness.store import schema
 from harness.store.analyses import Analyses
-from harness.store.engine import default_db_url, make_engine, write_transaction
+from harness.store.engine import default_db_url, make_engine, read_snapshot, write_transaction
 from harness.store.ingest import Ingest
 from harness.store.queue import WorkQueue
 from harness.store.schema import RunRecord
@@ -25,6 +28,7 @@ class Store(WorkQueue, Ingest, Analyses):
         """`single_read` (read_only): one short look, which must leave nothing beside an SQLite store (engine.py)."""
         self.url = url or default_db_url()
         self.engine = make_engine(self.url, read_only=read_only, single_read=single_read)
+        self._held = threading.local()   # this thread's open snapshot (snapshot()): the board's sessions share a Store
         self.backend = self.engine.dialect.name
         if create and not read_only:
             self.upgrade()
@@ -66,8 +70,35 @@ class Store(WorkQueue, Ingest, Analyses):
 
     # -- plumbing ----------------------------------------------------------------------------------------------
 
+    @contextmanager
+    def snapshot(self):
+        """Every read of the store on this thread inside it (reading(), session()) from one consistent snapshot
+        (engine.read_snapshot): one answer (a table, a status, an export) computed from several queries. Nested:
+        the outer one's."""
+        held = getattr(self._held, "conn", None)
+        if held is not None:
+            yield held
+            return
+        with read_snapshot(self.engine) as conn:
+            self._held.conn = conn
+            try:
+                yield conn
+            finally:
+                self._held.conn = None
+
+    @contextmanager
+    def reading(self):
+        """A connection to read on: the open snapshot's (snapshot()) on this thread, else one of its own."""
+        held = getattr(self._held, "conn", None)
+        if held is not None:
+            yield held
+            return
+        with self.engine.connect() as conn:
+            yield conn
+
     def session(self) -> Session:
-        return Session(self.engine, expire_on_commit=False)
+        """A session to read objects with (in the open snapshot, if any: snapshot())."""
+        return Session(getattr(self._held, "conn", None) or self.engine, expire_on_commit=False)
 
     def _write(self):
         """A write transaction that holds the write lock from its first statement (SQLite: BEGIN IMMEDIATE)."""
@@ -81,7 +112,7 @@ class Store(WorkQueue, Ingest, Analyses):
             with self.session() as s:
                 return list(s.scalars(select(table).where(*where).order_by(table.id)))
         there = [c for c in table.__table__.columns if c.name not in absent]
-        with self.engine.connect() as conn:
+        with self.reading() as conn:
             return [table(**row._mapping) for row in conn.execute(select(*there).where(*where).order_by(table.id))]
 
     def _rows(self, table, **equal_to) -> list:

@@ -112,6 +112,8 @@ def _sqlite_read_only_engine(path: str, single_read: bool = False) -> Engine:
     import sqlite3
     from urllib.parse import quote
 
+    from sqlalchemy.pool import QueuePool
+
     immutable = single_read and not any(os.path.exists(f"{path}-{kind}") for kind in ("wal", "journal"))
     uri = f"file:{quote(os.path.abspath(path), safe='/')}?mode=ro" + ("&immutable=1" if immutable else "")
 
@@ -120,7 +122,10 @@ def _sqlite_read_only_engine(path: str, single_read: bool = False) -> Engine:
         conn.execute("PRAGMA query_only=ON")
         return conn
 
-    engine = create_engine("sqlite://", creator=connect)
+    # a pool of its own connections, as a file's engine has: "sqlite://" alone means an in-memory database, whose
+    # pool hands every connection of a thread the same one (a read inside a snapshot, Store.snapshot, began a
+    # second transaction on the snapshot's own: "cannot start a transaction within a transaction")
+    engine = create_engine("sqlite://", creator=connect, poolclass=QueuePool)
     _sqlite_pragmas(engine, read_only=True)
     return engine
 
@@ -301,6 +306,24 @@ def write_transaction(engine: Engine):
         conn.execution_options(immediate=True)
         with conn.begin():
             yield conn
+
+
+@contextmanager
+def read_snapshot(engine: Engine):
+    """A connection whose every read sees the store as it was at one moment: what a table, a status or an export
+    computes from several queries (the runs, then the cells still queued) is one state of the store, not two with
+    a worker's claim or finish in between (a seed counted in neither read). SQLite: one transaction (BEGIN, from
+    the engine's begin event: the driver's own opens none for reads), which in WAL mode reads one snapshot from its
+    first SELECT on. PostgreSQL: REPEATABLE READ (READ COMMITTED, the default, takes a new snapshot per statement),
+    read-only. Rolled back at the end: it only reads."""
+    with engine.connect() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+        with conn.begin() as transaction:
+            try:
+                yield conn
+            finally:
+                transaction.rollback()
 
 
 def sqlite_location_warning(url: str) -> str | None:

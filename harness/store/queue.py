@@ -104,8 +104,8 @@ def _new_lease(worker: Worker, **values) -> dict:
 
 
 class WorkQueue:
-    """The queue's side of a Store (harness.store.db): needs its engine, backend, `_write()`, `get()` and
-    `_absent`."""
+    """The queue's side of a Store (harness.store.db): needs its engine, backend, `_write()`, `reading()`, `get()`
+    and `_absent`."""
 
     def enqueue(self, cells: Iterable, command: str | None = None, output_root: str | None = None) -> int:
         """A pending row for every cell that has none yet (concurrent callers insert each row once).
@@ -291,7 +291,7 @@ class WorkQueue:
     def running_count(self, suite: str, keys: list[str]) -> int:
         """Cells among `keys` that other workers hold (live or stale leases)."""
         n = 0
-        with self.engine.connect() as conn:
+        with self.reading() as conn:
             for chunk in chunks(list(keys)):
                 n += conn.execute(select(func.count()).select_from(R).where(
                     R.suite == suite, R.status == Status.RUNNING.value, R.cell_key.in_(chunk))).scalar_one()
@@ -302,11 +302,11 @@ class WorkQueue:
         stale = stale_lease(lease_timeout_s)
         if "heartbeat_at" in self._absent.get(R.__tablename__, ()):   # a store from before leases (read-only)
             stale = R.status == Status.RUNNING.value   # no heartbeat: the rule's "missing", stale
-        with self.engine.connect() as conn:
+        with self.reading() as conn:
             return set(conn.execute(select(R.cell_key).where(R.suite == suite, stale)).scalars())
 
     def hosts_holding_leases(self, suite: str) -> set[str]:
-        with self.engine.connect() as conn:
+        with self.reading() as conn:
             return {h for (h,) in conn.execute(select(R.host).distinct().where(
                 R.suite == suite, R.status == Status.RUNNING.value, R.host.is_not(None)))}
 

@@ -160,3 +160,32 @@ def test_the_board_s_runs_csv_is_export_s_runs_csv(tmp_path, monkeypatch):
     exported = list(csv.DictReader(export(url, "runs", "csv").splitlines()))
     assert "env_git_commit" in exported[0] and len(exported) == 4
     assert board == exported
+
+
+def test_the_runs_page_s_table_and_its_csv_are_one_read_of_the_store(tmp_path, monkeypatch):
+    """The Runs page's table came from a read of the store cached for 120 s, its "Download CSV" from one cached for
+    5 s: a cell a worker finished after the board had first read the store showed "running" in the table and
+    "completed" in the CSV beside it, for up to two minutes."""
+    from harness.plan.suite import parse_suite
+    from harness.spec.status import Status
+
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    store = Store(url)
+    first, second = parse_suite("name: s\nmodels: [minilm]\ntasks: [rte]\nmethods: [full]\nseeds: [1, 2]\n",
+                                "s.yaml").cells()
+    done = {"score": 70.0, "metrics": {"accuracy": 70.0}, "trainable_params": 1, "total_params": 10,
+            "added_params": 0, "trainable_pct": 10.0, "train_time_s": 1.0}
+    store.finish(store.start(first, first.config(), "cmd", None), Status.COMPLETED, done)
+    running = store.start(second, second.config(), "cmd", None)
+    list(board_pages(url, monkeypatch, "minilm", "rte", ("Leaderboard",)))   # the board reads the store
+    store.finish(running, Status.COMPLETED, done)   # then the worker finishes its cell
+    store.engine.dispose()
+    pages: dict = {}
+    files = downloads(lambda: pages.update(board_pages(url, monkeypatch, "minilm", "rte", ("Runs",))), monkeypatch)
+    table = sorted(pages["Runs"].dataframe[0].value["status"])
+    assert table == sorted(r["status"] for r in csv.DictReader(files["runs-s.csv"].splitlines())), files
+    assert table == ["completed", "running"]   # the read the board made first, until it reads the store again
+    at = pages["Runs"]   # the run's details are read now: they say the table is older
+    (details,) = [s for s in at.selectbox if s.label == "Run details"]
+    details.set_value(running.id).run()
+    assert [w.value for w in at.warning if "This run is completed now" in w.value], at.warning

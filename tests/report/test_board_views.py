@@ -662,3 +662,35 @@ def test_tradeoff_of_runs_that_recorded_no_cost_says_so(tmp_path, monkeypatch):
         store.finish(store.start(cell, cell.config(), "", str(tmp_path)), "completed", {"score": score})
     at = app(url, monkeypatch, page="Trade-off", task="rte")
     assert at.info[0].value.startswith("Only the dev score (points, x100) is recorded for these runs: no cost")
+
+
+def test_a_run_without_a_learning_rate_shows_as_missing_on_the_runs_page_and_in_the_exports(tmp_path, monkeypatch):
+    """`harness ingest` takes a record whose configuration has no learning rate (another tool's, or one written by
+    hand: Cell.from_config does not need it), and stores NULL in the column. The board's Runs page raised
+    "unsupported format string passed to NoneType.__format__" (f"{lr:g}"), as did `export --table runs` and
+    `--table best` in Markdown and LaTeX."""
+    from harness.spec.layout import RECORD
+    from tests.store.test_ingest import _with_config, finish_with_record
+
+    (cell,) = parse_suite("name: s\nmodels: [minilm]\ntasks: [rte]\nmethods: [full]\n", "s.yaml").cells()
+    record = finish_with_record(Store(f"sqlite:///{tmp_path / 'node.db'}"), cell, tmp_path / "out" / cell.key)
+    config = json.loads(json.dumps(record["config"]))
+    del config["hparams"]["learning_rate"]
+    record = {k: v for k, v in _with_config(record, config).items() if k != "setting_key"}   # (ingest derives it)
+    record.update(learning_rate=None, hparams={k: v for k, v in record["hparams"].items() if k != "learning_rate"})
+    path = tmp_path / "in" / RECORD
+    path.parent.mkdir()
+    path.write_text(json.dumps(record))
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    assert call_cli("ingest", path, "--db", url).returncode == 0
+    (row,) = Store(url, read_only=True).records("s")
+    assert row.learning_rate is None and row.status == Status.COMPLETED
+    for table in ("runs", "best"):
+        for fmt in ("markdown", "latex"):
+            r = call_cli("export", "--db", url, "--table", table, "--format", fmt)
+            assert r.returncode == 0, (table, fmt, r.stderr)
+    runs_md = call_cli("export", "--db", url, "--table", "runs", "--format", "markdown").stdout
+    assert "| 1      | –    |" in runs_md, runs_md   # seed 1, the learning rate missing
+    at = app(url, monkeypatch, page="Runs", suite="s", model="minilm")
+    (details,) = [s for s in at.selectbox if s.label == "Run details"]
+    assert details.options == [f"#{row.id} rte full lr=– seed=1 (completed)"]

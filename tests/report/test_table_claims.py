@@ -1268,3 +1268,42 @@ def test_scores_trained_by_a_two_process_world_say_so(tmp_path):
     with sqlite3.connect(tmp_path / "h.db") as db:   # one world size for every shown run: nothing to say
         db.execute("UPDATE runs SET num_processes = 2")
     assert "Setups:" not in export(url, "leaderboard")
+
+
+def test_a_table_reads_one_state_of_the_store_while_a_worker_claims(db_url):
+    """A table read the runs, then the queued cells, each on its own connection (and PostgreSQL's read-only
+    transactions read every statement at a new snapshot): a cell a worker claimed in between was in neither read.
+    full at 1e-4 has seed 1 done and seed 2 queued, at 1e-3 both seeds queued; a worker claims all three cells
+    right after the table's first read of the runs. The best table lost "(1/2 seeds)" (planned 1) and the
+    unfinished setting at 1e-3 (0 for 1), on SQLite and PostgreSQL alike."""
+    from sqlalchemy import event
+
+    from harness.report.export import export as export_table
+    from harness.store.lease import Worker
+
+    text = "name: s\nmodels: [minilm]\ntasks: [rte]\nmethods: [full]\nseeds: [1, 2]\n" \
+           "hparams: {learning_rate: [1e-4, 1e-3]}\n"
+    cells = parse_suite(text, "s.yaml").cells()
+    worker = Store(db_url)
+    worker.enqueue(cells, "cmd")
+    first = next(c for c in cells if c.seed == 1 and c.hparams["learning_rate"] == 1e-4)
+    done = {"score": 70.0, "metrics": {"accuracy": 70.0}, "trainable_params": 1, "total_params": 10,
+            "added_params": 0, "trainable_pct": 10.0, "train_time_s": 1.0}
+    worker.finish(worker.claim_next("s", [first.key], Worker("w1", "node", 1)), Status.COMPLETED, done)
+    reader = Store(db_url, read_only=True)
+    claimed = []
+
+    def claim_the_rest(conn, cursor, statement, *_):   # right after the table read the runs' rows (runs_frame)
+        if not claimed and "runs.trivial_scores" in statement:
+            claimed.extend(worker.claim_next("s", [c.key], Worker(f"w{i}", "node", i))
+                           for i, c in enumerate(cells) if c is not first)
+    event.listen(reader.engine, "after_cursor_execute", claim_the_rest)
+    try:
+        (only,) = json.loads(export_table(reader, "json", "best", "s"))["rows"]
+    finally:
+        event.remove(reader.engine, "after_cursor_execute", claim_the_rest)
+        reader.engine.dispose()
+        worker.engine.dispose()
+    assert len(claimed) == 3 and all(claimed)   # the worker did claim them while the table was being read
+    assert (only["n_seeds"], only["seeds_planned"], only["settings_unfinished"]) == (1, 2, 1), only
+    assert "seeds_missing (1/2 completed)" in only["flags"] and "settings_unfinished (1 more)" in only["flags"]
