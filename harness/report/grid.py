@@ -7,7 +7,7 @@ import pandas as pd
 from sqlalchemy import case, func, select
 
 from harness.spec.status import CellState, Status
-from harness.store.queue import db_now, stale_lease
+from harness.store.queue import db_now
 from harness.store.schema import RunRecord as R
 
 GRID_COLUMNS = ["id", "cell_key", "model", "task", "method_label", "seed", "learning_rate", "status", "error",
@@ -21,10 +21,7 @@ def cells_frame(store, suite: str, lease_timeout_s: float) -> tuple[pd.DataFrame
     measured on (the rule's clock: never this machine's)."""
     have = store.columns()
     cols = [getattr(R, c) for c in GRID_COLUMNS if c in have]
-    # a store from before leases (read-only: never migrated) has no heartbeat: a running row is stale by the rule's
-    # "missing" (as Store.stale_keys reads it)
-    rule = stale_lease(lease_timeout_s) if "heartbeat_at" in have else R.status == Status.RUNNING.value
-    stale = case((rule, 1), else_=0).label("stale")
+    stale = case((store.stale_rule(lease_timeout_s), 1), else_=0).label("stale")   # (a store from before leases too)
     with store.reading() as conn:
         now = conn.execute(select(db_now())).scalar_one()
         result = conn.execute(select(*cols, stale).where(R.suite == suite, R.parent_id.is_(None)).order_by(R.id))

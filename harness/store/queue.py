@@ -297,13 +297,18 @@ class WorkQueue:
                     R.suite == suite, R.status == Status.RUNNING.value, R.cell_key.in_(chunk))).scalar_one()
         return n
 
+    def stale_rule(self, lease_timeout_s: float):
+        """stale_lease for this store's rows: in a store from before leases (read, never migrated) a running row
+        has no heartbeat, which the rule reads as missing: stale."""
+        if "heartbeat_at" in self._absent.get(R.__tablename__, ()):
+            return R.status == Status.RUNNING.value
+        return stale_lease(lease_timeout_s)
+
     def stale_keys(self, suite: str, lease_timeout_s: float) -> set[str]:
         """Cell keys of the suite's running cells whose lease is stale (the next claim takes them over)."""
-        stale = stale_lease(lease_timeout_s)
-        if "heartbeat_at" in self._absent.get(R.__tablename__, ()):   # a store from before leases (read-only)
-            stale = R.status == Status.RUNNING.value   # no heartbeat: the rule's "missing", stale
         with self.reading() as conn:
-            return set(conn.execute(select(R.cell_key).where(R.suite == suite, stale)).scalars())
+            return set(conn.execute(select(R.cell_key).where(R.suite == suite, self.stale_rule(lease_timeout_s)))
+                       .scalars())
 
     def hosts_holding_leases(self, suite: str) -> set[str]:
         with self.reading() as conn:
