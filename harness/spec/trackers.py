@@ -14,7 +14,8 @@ EXTRAS = ("tensorboard", "mlflow", "wandb")   # optional extras of this package 
 DISTRIBUTIONS = {"comet_ml": "comet-ml"}        # pip names that differ from the module name
 # what the harness sets for every cell (one run per cell, named by suite and cell key): a suite that set them
 # would merge cells into one run or split one
-RESERVED = {"mlflow": ("run_id", "run_name", "experiment_name", "nested_run"),
+RESERVED = {"tensorboard": ("purge_step",),   # a resume's: hides a killed attempt's points after the checkpoint
+            "mlflow": ("run_id", "run_name", "experiment_name", "nested_run"),
             "wandb": ("project", "name", "id", "resume", "reinit")}
 DEFAULT_LOG_EVERY = 10   # optimizer steps between two train-loss points
 TENSORBOARD_DIR = "tensorboard"   # under the output directory, unless the suite gives logging_dir

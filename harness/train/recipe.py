@@ -383,7 +383,7 @@ class CellRun:
         seen = {"loss": 0.0, "log_loss": 0.0, "tokens": 0.0, **start}
         over_ranks = dict(saved["loss_over_ranks"]) if saved else {"loss": 0.0, "log_loss": 0.0}
         # the tracker run starts here: a resumed cell continues the run its checkpoint names, from its step
-        self.tracked.start(acc, saved.get("trackers") if saved else None)
+        self.tracked.start(acc, saved.get("trackers") if saved else None, step if saved else None)
         log_every = self.tracked.log_every
 
         def mean_loss(name: str, n: int) -> float:

@@ -20,7 +20,12 @@ mlflow.start_run's tracker, wandb.init):
 Resuming: the loop keeps `run_ids()` in the cell's checkpoint (harness/train/checkpoint.py); a resumed cell passes
 them back (MLflow run_id, W&B id + resume="allow"; TensorBoard appends to the same folder) and its steps continue
 from the checkpoint's step (a sequential cell's earlier stages, trained again before a later stage's checkpoint,
-log nothing: the run has their points; `replaying`). A new run moves an earlier run's TensorBoard folder aside.
+log nothing: the run has their points; `replaying`). A checkpoint may be older than the run's last points: a worker
+that resumed it and was then killed outright (SIGKILL, the OOM killer) had logged the steps after it, which the
+next resume trains again. Each step stays one point: TensorBoard hides the folder's points after the checkpoint
+(SummaryWriter's purge_step) and shows the retrained ones; MLflow cannot remove a point, so a metric's steps that
+the run already holds are not logged again (the resume is exact: the same values). A new run moves an earlier
+run's TensorBoard folder aside.
 Only the main process logs: accelerate's init_trackers and log run on it alone. A tracker that fails (a server
 down, a full disk) is reported on stderr and dropped for the rest of the cell; the cell itself goes on: its record
 in the store is what counts.
@@ -88,6 +93,8 @@ class CellTracking:
         # into the new run
         self.replaying = False
         self.held: list[tuple[dict, int]] = []
+        # a resumed MLflow run's metrics -> the last step it holds (a killed attempt's points after the checkpoint)
+        self.mlflow_logged: dict[str, int] = {}
         self.run_name = f"{trackers.suite}/{cell.key}"
         self.log_every = trackers.log_every
 
@@ -103,7 +110,8 @@ class CellTracking:
                                                             logging_dir=os.path.join(root, self.cell.key))
         return kwargs
 
-    def init_kwargs(self, ids: dict) -> dict:
+    def init_kwargs(self, ids: dict, resume_step: int | None = None) -> dict:
+        """`resume_step`: the step (stages numbered on) of the checkpoint a resumed run continues from."""
         cell = self.cell
         tags = {"suite": cell.suite, "cell_key": cell.key, "model": cell.model, "task": "+".join(cell.tasks),
                 "method": cell.method_label, "seed": str(cell.seed), OUTPUT_TAG: self._output_dir()}
@@ -112,6 +120,8 @@ class CellTracking:
             given = dict(given or {})
             if name == "tensorboard":
                 given.pop("logging_dir", None)
+                if resume_step is not None:   # points after the checkpoint are a killed attempt's: hidden
+                    given["purge_step"] = resume_step + 1
             elif name == "mlflow":
                 given.pop("tracking_uri", None)
                 given["tags"] = {**tags, **(given.get("tags") or {})}
@@ -131,8 +141,9 @@ class CellTracking:
 
     # --- the run ------------------------------------------------------------------------------------------------
 
-    def start(self, acc, resume_ids: dict | None = None) -> None:
-        """Starts (or continues) this cell's tracker run on `acc`. `resume_ids`: the ids a checkpoint kept."""
+    def start(self, acc, resume_ids: dict | None = None, resume_step: int | None = None) -> None:
+        """Starts (or continues) this cell's tracker run on `acc`. `resume_ids`: the ids a checkpoint kept,
+        `resume_step`: its step (this stage's)."""
         if not acc.is_main_process:   # init_trackers runs on the main process only (accelerate); so do we
             return
         if self.replaying:
@@ -153,8 +164,11 @@ class CellTracking:
                     self._end_runs_left_running(mlflow_uri)
             # params only once per run: MLflow refuses a param logged again (a stage, a resume)
             config = None if ids else cell_params(self.cell)
-            acc.init_trackers(self.trackers.suite, config=config, init_kwargs=self.init_kwargs(ids))
+            at = None if resume_ids is None or resume_step is None else self.step_offset + resume_step
+            acc.init_trackers(self.trackers.suite, config=config, init_kwargs=self.init_kwargs(ids, at))
             self.ids = {**ids, **self._ids(acc)}
+            if resume_ids and resume_ids.get("mlflow") and "mlflow" in self.trackers.names:
+                self.mlflow_logged = self._mlflow_logged(mlflow_uri, resume_ids["mlflow"])
             self.active = True
             if resume_ids is None:   # a new run: the stages trained again before it are its first points
                 for values, step in held:
@@ -199,6 +213,14 @@ class CellTracking:
                   f"longer holds the cell (killed, or its lease taken over); marked KILLED", file=sys.stderr,
                   flush=True)
 
+    @staticmethod
+    def _mlflow_logged(uri: str | None, run_id: str) -> dict[str, int]:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=uri)
+        return {key: max(m.step for m in client.get_metric_history(run_id, key))
+                for key in client.get_run(run_id).data.metrics}
+
     def _output_dir(self) -> str:
         return os.path.abspath(self.trackers.output_dir)
 
@@ -238,11 +260,18 @@ class CellTracking:
             return
         values = {k: float(v) for k, v in values.items()
                   if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))}
+        step += self.step_offset
         if self.replaying:
-            self.held.append((values, self.step_offset + step))
+            self.held.append((values, step))
             return
         try:
-            acc.log(values, step=self.step_offset + step)
+            for tracker in acc.trackers:   # acc.log's loop, but a resumed MLflow run keeps the points it holds
+                if tracker.name == "mlflow" and self.mlflow_logged:
+                    new = {k: v for k, v in values.items() if step > self.mlflow_logged.get(k, -1)}
+                    if new:
+                        tracker.log(new, step=step)
+                else:
+                    tracker.log(values, step=step)
         except Exception as exc:
             self._drop(acc, f"could not log ({type(exc).__name__}: {exc})")
 

@@ -221,6 +221,7 @@ def test_validate_refuses_a_tracker_that_is_not_installed_with_the_install_line(
     ("[tensorbord]", 'log_with[0]: unknown tracker "tensorbord" (did you mean "tensorboard"?)'),
     ("[mlflow, mlflow]", 'log_with[1]: tracker "mlflow" is named twice'),
     ("{wandb: {id: abc}}", "log_with.wandb.id: set by the harness for each cell"),
+    ("{tensorboard: {purge_step: 3}}", "log_with.tensorboard.purge_step: set by the harness for each cell"),
     ("{tensorboard: {logging_dir: ../../elsewhere}}", "leaves the suite's folder"),
     ("7", "log_with: a tracker name, a list of names or a mapping name -> settings (got 7)"),
     ("{mlflow: [1]}", "log_with: a tracker name, a list of names or a mapping"),
@@ -435,3 +436,73 @@ def test_a_checkpoint_that_kept_no_tensorboard_id_appends_to_its_folder(tmp_path
                           env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.split() == ["['k']", "True"], proc.stdout   # not moved aside to k.earlier-1
+
+
+ATTEMPT = """
+import json, os, signal, sys
+from harness.plan.suite import parse_suite
+from harness.train import preempt
+from harness.train.context import RunContext
+from harness.train.recipe import train_and_evaluate
+from harness.train.tracking import Trackers
+
+root, model, glue, sig, n = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
+(cell,) = parse_suite(f'''
+name: kk
+models: ["{model}"]
+tasks: [rte]
+methods: [{{name: houlsby, size: 4, learning_rate: 1e-3}}]
+budgets: [{{max_steps: 12}}]
+seeds: [1]
+hparams: {{batch_size: 8, learning_rate: 1e-4, eval_steps: 3}}
+''', os.path.join(root, "kk.yaml")).cells()
+preempt.install()
+real = preempt.requested
+checks = iter(range(1, 10**6))
+
+def requested():   # the n-th stop check of this attempt (one per optimizer step) sends it a real signal
+    if next(checks) == n:
+        os.kill(os.getpid(), getattr(signal, sig))
+    return real()
+
+preempt.requested = requested
+trackers = Trackers("kk", {"tensorboard": {}, "mlflow": {"tracking_uri": f"sqlite:///{root}/mlflow.db"}},
+                    os.path.join(root, "out"), 2)
+ctx = RunContext(data_dir=glue, cache_dir=None, show_progress=False, trackers=trackers)
+result = train_and_evaluate(cell, ctx, output_dir=os.path.join(root, "cell"))
+print(json.dumps({"key": cell.key, "score": result.score, "history": result.history}))
+"""
+
+
+def test_a_cell_killed_after_its_resume_logs_each_step_once_when_resumed_again(tmp_path, tiny_bert, small_glue):
+    """A cell stopped at step 4 (checkpoint), resumed, then killed outright (SIGKILL) at step 9: the next worker
+    resumes it from step 4 again and trains steps 5-9 once more. The killed attempt had logged steps 6 and 8
+    (train) and 6 (dev) into the same MLflow run and TensorBoard folder: each of them showed twice, one series
+    going back in steps. Each step once, and the dev scores the record's."""
+    import json
+
+    def attempt(sig: str, n: int):
+        return subprocess.run([sys.executable, "-c", ATTEMPT, str(tmp_path), str(tiny_bert), str(small_glue), sig,
+                               str(n)], capture_output=True, text=True, timeout=600,
+                              env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
+
+    stopped = attempt("SIGUSR1", 4)
+    assert "Preempted: SIGUSR1 at step 4/12" in stopped.stderr, stopped.stderr[-3000:]
+    killed = attempt("SIGKILL", 5)   # resumed at step 4: its 5th check is step 9's
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert "resumed from its checkpoint at step 4/12" in killed.stderr
+    done = attempt("SIGUSR1", 0)
+    assert done.returncode == 0 and "resumed from its checkpoint at step 4/12" in done.stderr, done.stderr[-3000:]
+    record = json.loads(done.stdout.splitlines()[-1])
+    evaluations = [(h["step"], pytest.approx(h["score"])) for h in record["history"]]
+    assert [s for s, _ in evaluations] == [3, 6, 9, 12]
+
+    found = scalars(tmp_path / "out" / "tensorboard" / record["key"] / "kk")
+    assert [s for s, _ in found["train/loss"]] == [2, 4, 6, 8, 10, 12]
+    assert found["dev/score"] == evaluations
+    client, (run,) = mlflow_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "kk")
+    assert run.info.status == "FINISHED"
+    assert steps_of(client, run.info.run_id, "train/loss") == [2, 4, 6, 8, 10, 12]
+    assert [(m.step, m.value) for m in sorted(client.get_metric_history(run.info.run_id, "dev/score"),
+                                                key=lambda m: m.step)] == evaluations
+    assert run.data.metrics["final/score"] == pytest.approx(record["score"])
