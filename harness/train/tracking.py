@@ -18,14 +18,14 @@ mlflow.start_run's tracker, wandb.init):
     wandb         dir            W&B's run folders (default OUTPUT_DIR); `mode: offline` is wandb.init's own
 
 Resuming: the loop keeps `run_ids()` in the cell's checkpoint (harness/train/checkpoint.py); a resumed cell passes
-them back (MLflow run_id, W&B id + resume="allow"; TensorBoard appends to the same folder) and its steps continue
-from the checkpoint's step (a sequential cell's earlier stages, trained again before a later stage's checkpoint,
-log nothing: the run has their points; `replaying`). A checkpoint may be older than the run's last points: a worker
-that resumed it and was then killed outright (SIGKILL, the OOM killer) had logged the steps after it, which the
-next resume trains again. Each step stays one point: TensorBoard hides the folder's points after the checkpoint
-(SummaryWriter's purge_step) and shows the retrained ones; MLflow cannot remove a point, so a metric's steps that
-the run already holds are not logged again (the resume is exact: the same values). A new run moves an earlier
-run's TensorBoard folder aside.
+them back (MLflow run_id, W&B id + resume="allow": offline, a second folder of the same id; TensorBoard appends to
+the same folder) and its steps continue from the checkpoint's step (a sequential cell's earlier stages, trained
+again before a later stage's checkpoint, log nothing: the run has their points; `replaying`). A checkpoint may be
+older than the run's last points: a worker that resumed it and was then killed outright (SIGKILL, the OOM killer)
+had logged the steps after it, which the next resume trains again. Each step stays one point: TensorBoard hides the
+folder's points after the checkpoint (SummaryWriter's purge_step) and shows the retrained ones; MLflow cannot
+remove a point, so a metric's steps that the run already holds are not logged again (the resume is exact: the same
+values). A new run moves an earlier run's TensorBoard folder aside.
 Only the main process logs: accelerate's init_trackers and log run on it alone. A tracker that fails (a server
 down, a full disk) is reported on stderr and dropped for the rest of the cell; the cell itself goes on: its record
 in the store is what counts.

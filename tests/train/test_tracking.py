@@ -57,6 +57,42 @@ def scalars(folder) -> dict[str, list[tuple[int, float]]]:
     return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
 
 
+def wandb_records(path):
+    """The records of a W&B run file (run-ID.wandb), which wandb ships no reader for: a 7-byte header, then
+    LevelDB's log format (32 KiB blocks; each chunk: crc32, length, type FULL/FIRST/MIDDLE/LAST) of protobufs."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2
+
+    data, pos, chunks = open(path, "rb").read(), 7, b""
+    assert data[:4] == b":W&B", data[:7]
+    while pos + 7 <= len(data):
+        left = 32768 - pos % 32768
+        _, n, kind = struct.unpack("<IHB", data[pos:pos + 7]) if left >= 7 else (0, 0, 0)
+        if kind == 0:   # a block's padding
+            pos += left
+            continue
+        chunks, pos = chunks + data[pos + 7:pos + 7 + n], pos + 7 + n
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(chunks)
+            chunks = b""
+            yield record
+
+
+def wandb_history(run_dir) -> tuple[str, str, list[tuple[int, list[str]]]]:
+    """An offline run folder's run id, name and history rows: (step, the keys logged at it)."""
+    (data,) = [f for f in os.listdir(run_dir) if f.endswith(".wandb")]
+    run_id, name, rows = None, None, []
+    for record in wandb_records(os.path.join(run_dir, data)):
+        if record.WhichOneof("record_type") == "run":
+            run_id, name = record.run.run_id, record.run.display_name
+        elif record.WhichOneof("record_type") == "history":
+            items = {i.key or "/".join(i.nested_key): i.value_json for i in record.history.item}
+            rows.append((int(items["_step"]), sorted(k for k in items if not k.startswith("_"))))
+    return run_id, name, rows
+
+
 def mlflow_runs(uri: str, experiment: str):
     from mlflow.tracking import MlflowClient
 
@@ -506,3 +542,41 @@ def test_a_cell_killed_after_its_resume_logs_each_step_once_when_resumed_again(t
     assert [(m.step, m.value) for m in sorted(client.get_metric_history(run.info.run_id, "dev/score"),
                                                 key=lambda m: m.step)] == evaluations
     assert run.data.metrics["final/score"] == pytest.approx(record["score"])
+
+
+def test_wandb_offline_a_resumed_cell_writes_a_second_folder_of_the_same_run(tmp_path, tiny_bert, small_glue,
+                                                                             monkeypatch):
+    """wandb cannot resume a run offline (it ignores `resume`): the resumed attempt writes a folder of its own,
+    under the run id the checkpoint kept, which `wandb sync` uploads after the first into that run. The two
+    hold every step once between them: the first up to the stop, the second from the step after it."""
+    from harness.plan.suite import load_suite
+    from harness.spec.errors import Preempted
+    from harness.train.context import RunContext
+    from harness.train.recipe import train_and_evaluate
+    from harness.train.tracking import Trackers
+
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    suite = load_suite(str(write_suite(tmp_path / "w.yaml", tracked_suite(
+        tiny_bert, "wr", "[wandb]", budget="{max_steps: 8}", seeds="[1]",
+        hparams="batch_size: 8, learning_rate: 1e-4, eval_steps: 3"))))
+    (cell,) = suite.cells()
+
+    def run():
+        trackers = Trackers("wr", {"wandb": {"mode": "offline"}}, str(tmp_path / "out"), 2)
+        ctx = RunContext(data_dir=str(small_glue), cache_dir=None, show_progress=False, trackers=trackers)
+        return train_and_evaluate(cell, ctx, output_dir=str(tmp_path / "cell"))
+
+    with usr1_at_check(monkeypatch, 5), pytest.raises(Preempted, match="at step 5/8"):
+        run()
+    (ckpt,) = checkpoint.paths_under(str(tmp_path / "cell"))
+    kept = checkpoint.torch.load(ckpt, weights_only=True)["counters"]["trackers"]["wandb"]
+    result = run()
+    root = tmp_path / "out" / "wandb"
+    folders = sorted(d for d in os.listdir(root) if d.startswith("offline-run-"))   # DATE-ID: in start order
+    assert len(folders) == 2 and all(d.endswith(f"-{kept}") for d in folders), folders
+    first, second = (wandb_history(root / d) for d in folders)
+    assert first[:2] == second[:2] == (kept, f"wr/{cell.key}")
+    assert [s for s, _ in first[2]] == [2, 3, 4]
+    assert [s for s, _ in second[2]] == [6, 8]   # train 6, dev 6, train 8, dev 8 and the summary: one row a step
+    assert "final/score" in second[2][-1][1] and "dev/score" in second[2][0][1]
+    assert [h["step"] for h in result.history] == [3, 6, 8]
