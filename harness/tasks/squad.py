@@ -145,7 +145,9 @@ def tokenize_windows(split: QASplit, tokenizer, max_length: int, doc_stride: int
         raise ValueError("span extraction needs a fast tokenizer (offset mappings)")
     if doc_stride >= max_length // 2:
         raise ValueError(f"doc_stride {doc_stride} must be below half of max_length {max_length}")
-    enc = tokenizer([q.lstrip() for q in split.questions], split.contexts, truncation="only_second",
+    questions = [q.lstrip() for q in split.questions]
+    check_context_room(split, questions, tokenizer, max_length, doc_stride)
+    enc = tokenizer(questions, split.contexts, truncation="only_second",
                     max_length=max_length, stride=doc_stride, return_overflowing_tokens=True,
                     return_offsets_mapping=True, padding="max_length" if padding == "max_length" else False)
     example_of = enc["overflow_to_sample_mapping"]
@@ -170,6 +172,24 @@ def tokenize_windows(split: QASplit, tokenizer, max_length: int, doc_stride: int
     else:
         cols["example"], cols["offsets"] = list(example_of), offsets
     return cols
+
+
+def check_context_room(split: QASplit, questions: list[str], tokenizer, max_length: int, doc_stride: int) -> None:
+    """A window holds its question whole and max_length - special tokens - question tokens of context. Where a
+    context is cut into windows, that room must exceed doc_stride: the tokenizers library otherwise panics (a
+    BaseException, past the runner's `except Exception`: the worker died and left its cell running). The first
+    question it is not for is refused in one line: the cell fails, and the suite goes on."""
+    specials = tokenizer.num_special_tokens_to_add(pair=True)
+    for e, ids in enumerate(tokenizer(questions, add_special_tokens=False)["input_ids"]):
+        room = max_length - specials - len(ids)
+        if room > doc_stride:
+            continue
+        context = tokenizer(split.contexts[e], add_special_tokens=False, truncation=True, max_length=max(room, 0) + 1)
+        if len(context["input_ids"]) <= room:
+            continue   # the context fits whole beside it: never cut
+        raise ValueError(f"question {split.ids[e]} is {len(ids)} tokens: a window of max_length {max_length} "
+                         f"leaves {room} for its context, which must be more than doc_stride {doc_stride}; "
+                         f"raise max_length or lower doc_stride")
 
 
 def answer_tokens(answer_starts: list[int], answer_texts: list[str], offsets, in_context) -> tuple[int, int] | None:

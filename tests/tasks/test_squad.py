@@ -203,6 +203,33 @@ def test_local_official_json_and_question_budgets(glue_dir, tmp_path):
         load_squad(get_task("squad"), str(tmp_path))
 
 
+def test_a_question_that_leaves_no_room_past_the_stride_fails_its_cell_in_one_line(glue_dir, tiny_bert):
+    """At max_length 56 and doc_stride 16 (valid: below half), the offline train split's question 465 (37 tokens)
+    leaves 56 - 3 - 37 = 16 context tokens per window, not more than the stride: the tokenizers library panicked
+    (a BaseException: the worker died past the runner's `except Exception`, its cell left running). Now a
+    ValueError names the question; a question whose context fits beside it whole is never cut, so it is kept."""
+    from transformers import AutoTokenizer
+
+    from harness.spec.tasks import get_task
+
+    tok = AutoTokenizer.from_pretrained(tiny_bert)
+    train = load_squad(get_task("squad"), str(glue_dir))["train"]
+    assert len(tok(train.questions[465], add_special_tokens=False)["input_ids"]) == 37
+    with pytest.raises(ValueError) as err:
+        tokenize_windows(train.head(500), tok, max_length=56, doc_stride=16, padding="dynamic", training=True)
+    assert str(err.value) == ("question 56bf53e73aeaaa14008c95ce is 37 tokens: a window of max_length 56 leaves 16 "
+                              "for its context, which must be more than doc_stride 16; raise max_length or lower "
+                              "doc_stride")
+    # one token more of room: every question of the head is windowed, the long one too
+    cols = tokenize_windows(train.head(500), tok, max_length=57, doc_stride=16, padding="dynamic", training=False)
+    assert set(cols["example"]) == set(range(500)) and max(cols["length"]) <= 57
+    # the same question beside a context of 16 tokens fits whole in one window: kept
+    short = QASplit([train.ids[465]], [train.questions[465]], [" ".join(["word"] * 16)], [["word"]], [[0]], "t")
+    cols = tokenize_windows(short, tok, max_length=56, doc_stride=16, padding="dynamic", training=True)
+    # the answer is the context's first token: after CLS, the question and SEP
+    assert cols["length"] == [56] and cols["start_positions"] == [1 + 37 + 1] == cols["end_positions"]
+
+
 # --- tiny random QA model through the harness --------------------------------------------------------------
 
 
