@@ -197,6 +197,13 @@ _FINGERPRINTS: dict[str, str] = {}
 def tokenizer_fingerprint(tokenizer) -> str:
     """Identifies a tokenizer by what it does, not by where it was loaded from."""
     name = type(tokenizer).__name__
+    # which end a cut pair loses and which end padding goes on are the Python object's, not the backend's (each
+    # call writes them into the backend state popped below): a tokenizer_config.json with truncation_side "left"
+    # got the right-side tokenizer's cached features. Named only where not the default, so a default tokenizer
+    # keeps the fingerprint, and the cache, it had
+    sides = [f"{side}={getattr(tokenizer, side, 'right')}" for side in ("truncation_side", "padding_side")
+             if getattr(tokenizer, side, "right") != "right"]
+    name = "|".join([name, *sides])
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:
         return hashlib.sha256((name + repr(sorted(tokenizer.get_vocab().items()))).encode()).hexdigest()[:16]
