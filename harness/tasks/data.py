@@ -120,7 +120,14 @@ def read_glue_tsv(task: Task, path: str) -> RawSplit:
         raise DataNotFoundError(f"task {task.name}: {path} not found; {HOW_TO_POINT}")
     with open(path, encoding="utf-8-sig", newline="") as f:
         reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        rows = [(reader.line_num, row) for row in reader]   # line_num: the file's line, whatever came before
+        try:
+            rows = [(reader.line_num, row) for row in reader]   # line_num: the file's line, whatever came before
+        except UnicodeDecodeError as e:   # (its position counts from the chunk being decoded, not the file)
+            raise DataNotFoundError(f"task {task.name}: {path} is not UTF-8 text (byte 0x{e.object[e.start]:02x}: "
+                                    f"{e.reason}); expected the classic GLUE layout") from None
+        except csv.Error as e:   # a field of 128 KiB or more (csv's limit): no GLUE text is, so no GLUE file
+            raise DataNotFoundError(f"task {task.name}: {path}: line {reader.line_num}: {e}; expected the classic "
+                                    f"GLUE layout (tab-separated lines)") from None
     if task.local_header:
         header, rows = [h.strip() for h in rows[0][1]] if rows else [], rows[1:]
         missing = [c for c in task.local_columns if c not in header]
