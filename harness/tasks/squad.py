@@ -63,13 +63,18 @@ def read_squad_json(task, path: str) -> QASplit:
     """One split from a file in the official JSON format; a synthetic task's split is built from it first."""
     if not os.path.isfile(path):
         raise DataNotFoundError(f"task {task.name}: {path} not found; {HOW_TO_POINT}")
-    with open(path, encoding="utf-8") as f:
-        data = json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:   # JSON lines, a hub export, not text at all
+        raise DataNotFoundError(f"task {task.name}: {path} is not one JSON document ({e}); expected the official "
+                                f"SQuAD format") from None
     return _questions(task, data, file_source(path), path)
 
 
 def _questions(task, data: dict, source: str, where: str) -> QASplit:
     """The questions of one split's JSON (`where`: its file or hub split, for messages)."""
+    out = _walk(task, data, source, where)   # first: refuses a file in another layout, naming where
     if task.synthetic:
         from harness.tasks.squad_synth import synthesize_v2
 
@@ -78,19 +83,39 @@ def _questions(task, data: dict, source: str, where: str) -> QASplit:
         except ValueError as e:
             raise DataNotFoundError(f"task {task.name}: {where}: {e}") from None
         # the cache key: another seed or share is other data from the same file
-        source = f"synthetic-v2:{task.synthetic_unanswerable}:{task.synthetic_seed}:{source}"
-    out = QASplit([], [], [], [], [], source)
-    for article in data.get("data", []):
-        for paragraph in article["paragraphs"]:
-            for qa in paragraph["qas"]:
-                answers = [] if qa.get("is_impossible") else qa.get("answers", [])
-                out.ids.append(qa["id"])
-                out.questions.append(qa["question"])
-                out.contexts.append(paragraph["context"])
-                out.answer_texts.append([a["text"] for a in answers])
-                out.answer_starts.append([a["answer_start"] for a in answers])
+        out = _walk(task, data, f"synthetic-v2:{task.synthetic_unanswerable}:{task.synthetic_seed}:{source}", where)
     if not out.ids:
         raise DataNotFoundError(f"task {task.name}: {where} holds no questions; expected the official SQuAD format")
+    return out
+
+
+def _walk(task, data, source: str, where: str) -> QASplit:
+    """Every question of a JSON in the official layout; one line naming the first entry that is not."""
+    out = QASplit([], [], [], [], [], source)
+    at = "the file"
+    try:
+        if not isinstance(data, dict) or not isinstance(data.get("data", []), list):
+            raise TypeError('no "data" list of articles at the top')
+        for a, article in enumerate(data.get("data", [])):
+            at = f"article {a}"
+            for p, paragraph in enumerate(article["paragraphs"]):
+                at = f"article {a} paragraph {p}"
+                for q, qa in enumerate(paragraph["qas"]):
+                    at = f"article {a} paragraph {p} question {q}"
+                    answers = [] if qa.get("is_impossible") else qa.get("answers", [])
+                    if not isinstance(answers, list):
+                        raise TypeError('"answers" is not a list of {"text", "answer_start"}')
+                    texts = [answer["text"] for answer in answers]
+                    starts = [int(answer["answer_start"]) for answer in answers]
+                    out.ids.append(qa["id"])
+                    out.questions.append(qa["question"])
+                    out.contexts.append(paragraph["context"])
+                    out.answer_texts.append(texts)
+                    out.answer_starts.append(starts)
+    except (KeyError, TypeError, AttributeError, ValueError) as e:   # e.g. a hub export's answers as one dict
+        why = f"no {e.args[0]!r} field" if isinstance(e, KeyError) else str(e)
+        raise DataNotFoundError(f"task {task.name}: {where}: {at}: {why}; expected the official SQuAD format"
+                                ) from None
     return out
 
 

@@ -203,6 +203,36 @@ def test_local_official_json_and_question_budgets(glue_dir, tmp_path):
         load_squad(get_task("squad"), str(tmp_path))
 
 
+
+@pytest.mark.parametrize("dev, expect", [
+    # the hub's rows written out as JSON lines
+    ('{"id": "x", "question": "q", "context": "c", "answers": {"text": ["c"], "answer_start": [0]}}\n{"id": "y"}\n',
+     "dev-v1.1.json is not one JSON document (Extra data: line 2 column 1 (char 94)); expected the official SQuAD "
+     "format"),
+    # the official layout with a hub row's answers (one dict of lists)
+    ('{"data": [{"title": "t", "paragraphs": [{"context": "c", "qas": [{"id": "x", "question": "q", '
+     '"answers": {"text": ["c"], "answer_start": [0]}}]}]}]}',
+     'dev-v1.1.json: article 0 paragraph 0 question 0: "answers" is not a list of {"text", "answer_start"}; '
+     "expected the official SQuAD format"),
+    ('{"data": [{"title": "t", "paragraphs": [{"context": "c", "qas": [{"question": "q", '
+     '"answers": [{"text": "c", "answer_start": 0}]}]}]}]}',
+     "dev-v1.1.json: article 0 paragraph 0 question 0: no 'id' field; expected the official SQuAD format"),
+    ("[1, 2]", 'dev-v1.1.json: the file: no "data" list of articles at the top; expected the official SQuAD format'),
+])
+def test_a_squad_file_in_another_layout_is_refused_in_one_line(glue_dir, tmp_path, dev, expect):
+    """`harness validate` ended in a JSONDecodeError / KeyError / TypeError traceback (exit 1) on a dev file that
+    is not in the official layout; now one line names the file and the first entry that is not, exit 2. The
+    synthetic v2.0 task reads the same files: the same line."""
+    from tests.helpers import assert_refused, call_cli, write_suite
+
+    (tmp_path / "SQuAD").mkdir()
+    (tmp_path / "SQuAD" / "train-v1.1.json").write_bytes((glue_dir / "SQuAD" / "train-v1.1.json").read_bytes())
+    (tmp_path / "SQuAD" / "dev-v1.1.json").write_text(dev, encoding="utf-8")
+    for task in ("squad", "squad_v2_synth"):
+        suite = write_suite(tmp_path / f"{task}.yaml", f"name: s\nmodels: [minilm]\ntasks: [{task}]\nmethods: [full]\n")
+        line = assert_refused(call_cli("validate", suite, "--data-dir", tmp_path), expect, where=suite)
+        assert f"task {task}: {tmp_path / 'SQuAD' / 'dev-v1.1.json'}" in line
+
 def test_a_question_that_leaves_no_room_past_the_stride_fails_its_cell_in_one_line(glue_dir, tiny_bert):
     """At max_length 56 and doc_stride 16 (valid: below half), the offline train split's question 465 (37 tokens)
     leaves 56 - 3 - 37 = 16 context tokens per window, not more than the stride: the tokenizers library panicked
