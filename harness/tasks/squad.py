@@ -120,8 +120,16 @@ def _walk(task, data, source: str, where: str) -> QASplit:
 
 
 def answered(task, split: QASplit, where: str) -> QASplit:
-    """A dev split of a task whose questions all have an answer (v1.1: each is scored against its answers; a
-    question without one left the cell to crash scoring it, after training): refused where one has none."""
+    """A dev split whose every question is scored once, by its id, against its answers. Refused: a question id
+    that repeats (gold answers and predictions are keyed by id: a dev file with an article twice, 2,092 questions,
+    was scored over its 1,988 ids while the run counted 2,092), and, for a task without unanswerable questions,
+    a question without an answer (v1.1: the cell crashed scoring it, after training)."""
+    seen = set()
+    for qid in split.ids:
+        if qid in seen:
+            raise DataNotFoundError(f"task {task.name}: {where}: question id {qid} appears more than once; every "
+                                    f"dev question is scored once, by its id")
+        seen.add(qid)
     if not task.unanswerable:
         missing = next((q for q, texts in zip(split.ids, split.answer_texts) if not texts), None)
         if missing is not None:

@@ -233,6 +233,31 @@ def test_a_squad_file_in_another_layout_is_refused_in_one_line(glue_dir, tmp_pat
         line = assert_refused(call_cli("validate", suite, "--data-dir", tmp_path), expect, where=suite)
         assert f"task {task}: {tmp_path / 'SQuAD' / 'dev-v1.1.json'}" in line
 
+
+def test_a_dev_question_id_that_repeats_is_refused(glue_dir, tmp_path):
+    """The offline dev file with its first article twice (a merge of two exports): 2,092 questions were read and
+    counted as the run's eval_examples, but gold answers and predictions are keyed by id, so EM and F1 were over
+    its 1,988 ids. Refused, naming the id; a train file may repeat one (training reads positions, not ids)."""
+    from harness.spec.errors import DataNotFoundError
+    from harness.spec.tasks import get_task
+    from tests.helpers import assert_refused, call_cli, write_suite
+
+    dev = json.loads((glue_dir / "SQuAD" / "dev-v1.1.json").read_text(encoding="utf-8"))
+    dev["data"].append(dev["data"][0])
+    first = dev["data"][0]["paragraphs"][0]["qas"][0]["id"]
+    (tmp_path / "SQuAD").mkdir()
+    (tmp_path / "SQuAD" / "train-v1.1.json").write_text(json.dumps(dev), encoding="utf-8")
+    (tmp_path / "SQuAD" / "dev-v1.1.json").write_text(json.dumps(dev), encoding="utf-8")
+    with pytest.raises(DataNotFoundError, match=f"dev-v1.1.json: question id {first} appears more than once; "
+                                                f"every dev question is scored once, by its id"):
+        load_squad(get_task("squad"), str(tmp_path))
+    suite = write_suite(tmp_path / "s.yaml", "name: s\nmodels: [minilm]\ntasks: [squad]\nmethods: [full]\n")
+    assert_refused(call_cli("validate", suite, "--data-dir", tmp_path), f"question id {first} appears", where=suite)
+    dev["data"].pop()
+    (tmp_path / "SQuAD" / "dev-v1.1.json").write_text(json.dumps(dev), encoding="utf-8")
+    data = load_squad(get_task("squad"), str(tmp_path))
+    assert len(data["validation"]) == len(data["validation"].golds()) == 1988 and len(data["train"]) == 2092
+
 def test_a_question_that_leaves_no_room_past_the_stride_fails_its_cell_in_one_line(glue_dir, tiny_bert):
     """At max_length 56 and doc_stride 16 (valid: below half), the offline train split's question 465 (37 tokens)
     leaves 56 - 3 - 37 = 16 context tokens per window, not more than the stride: the tokenizers library panicked
