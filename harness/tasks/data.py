@@ -120,7 +120,14 @@ def read_glue_tsv(task: Task, path: str) -> RawSplit:
         raise DataNotFoundError(f"task {task.name}: {path} not found; {HOW_TO_POINT}")
     with open(path, encoding="utf-8-sig", newline="") as f:
         reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        rows = [(reader.line_num, row) for row in reader]   # line_num: the file's line, whatever came before
+        try:
+            rows = [(reader.line_num, row) for row in reader]   # line_num: the file's line, whatever came before
+        except UnicodeDecodeError as e:   # (its position counts from the chunk being decoded, not the file)
+            raise DataNotFoundError(f"task {task.name}: {path} is not UTF-8 text (byte 0x{e.object[e.start]:02x}: "
+                                    f"{e.reason}); expected the classic GLUE layout") from None
+        except csv.Error as e:   # a field of 128 KiB or more (csv's limit): no GLUE text is, so no GLUE file
+            raise DataNotFoundError(f"task {task.name}: {path}: line {reader.line_num}: {e}; expected the classic "
+                                    f"GLUE layout (tab-separated lines)") from None
     if task.local_header:
         header, rows = [h.strip() for h in rows[0][1]] if rows else [], rows[1:]
         missing = [c for c in task.local_columns if c not in header]
@@ -197,6 +204,13 @@ _FINGERPRINTS: dict[str, str] = {}
 def tokenizer_fingerprint(tokenizer) -> str:
     """Identifies a tokenizer by what it does, not by where it was loaded from."""
     name = type(tokenizer).__name__
+    # which end a cut pair loses and which end padding goes on are the Python object's, not the backend's (each
+    # call writes them into the backend state popped below): a tokenizer_config.json with truncation_side "left"
+    # got the right-side tokenizer's cached features. Named only where not the default, so a default tokenizer
+    # keeps the fingerprint, and the cache, it had
+    sides = [f"{side}={getattr(tokenizer, side, 'right')}" for side in ("truncation_side", "padding_side")
+             if getattr(tokenizer, side, "right") != "right"]
+    name = "|".join([name, *sides])
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:
         return hashlib.sha256((name + repr(sorted(tokenizer.get_vocab().items()))).encode()).hexdigest()[:16]

@@ -63,13 +63,18 @@ def read_squad_json(task, path: str) -> QASplit:
     """One split from a file in the official JSON format; a synthetic task's split is built from it first."""
     if not os.path.isfile(path):
         raise DataNotFoundError(f"task {task.name}: {path} not found; {HOW_TO_POINT}")
-    with open(path, encoding="utf-8") as f:
-        data = json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:   # JSON lines, a hub export, not text at all
+        raise DataNotFoundError(f"task {task.name}: {path} is not one JSON document ({e}); expected the official "
+                                f"SQuAD format") from None
     return _questions(task, data, file_source(path), path)
 
 
 def _questions(task, data: dict, source: str, where: str) -> QASplit:
     """The questions of one split's JSON (`where`: its file or hub split, for messages)."""
+    out = _walk(task, data, source, where)   # first: refuses a file in another layout, naming where
     if task.synthetic:
         from harness.tasks.squad_synth import synthesize_v2
 
@@ -78,25 +83,53 @@ def _questions(task, data: dict, source: str, where: str) -> QASplit:
         except ValueError as e:
             raise DataNotFoundError(f"task {task.name}: {where}: {e}") from None
         # the cache key: another seed or share is other data from the same file
-        source = f"synthetic-v2:{task.synthetic_unanswerable}:{task.synthetic_seed}:{source}"
-    out = QASplit([], [], [], [], [], source)
-    for article in data.get("data", []):
-        for paragraph in article["paragraphs"]:
-            for qa in paragraph["qas"]:
-                answers = [] if qa.get("is_impossible") else qa.get("answers", [])
-                out.ids.append(qa["id"])
-                out.questions.append(qa["question"])
-                out.contexts.append(paragraph["context"])
-                out.answer_texts.append([a["text"] for a in answers])
-                out.answer_starts.append([a["answer_start"] for a in answers])
+        out = _walk(task, data, f"synthetic-v2:{task.synthetic_unanswerable}:{task.synthetic_seed}:{source}", where)
     if not out.ids:
         raise DataNotFoundError(f"task {task.name}: {where} holds no questions; expected the official SQuAD format")
     return out
 
 
+def _walk(task, data, source: str, where: str) -> QASplit:
+    """Every question of a JSON in the official layout; one line naming the first entry that is not."""
+    out = QASplit([], [], [], [], [], source)
+    at = "the file"
+    try:
+        if not isinstance(data, dict) or not isinstance(data.get("data", []), list):
+            raise TypeError('no "data" list of articles at the top')
+        for a, article in enumerate(data.get("data", [])):
+            at = f"article {a}"
+            for p, paragraph in enumerate(article["paragraphs"]):
+                at = f"article {a} paragraph {p}"
+                for q, qa in enumerate(paragraph["qas"]):
+                    at = f"article {a} paragraph {p} question {q}"
+                    answers = [] if qa.get("is_impossible") else qa.get("answers", [])
+                    if not isinstance(answers, list):
+                        raise TypeError('"answers" is not a list of {"text", "answer_start"}')
+                    texts = [answer["text"] for answer in answers]
+                    starts = [int(answer["answer_start"]) for answer in answers]
+                    out.ids.append(qa["id"])
+                    out.questions.append(qa["question"])
+                    out.contexts.append(paragraph["context"])
+                    out.answer_texts.append(texts)
+                    out.answer_starts.append(starts)
+    except (KeyError, TypeError, AttributeError, ValueError) as e:   # e.g. a hub export's answers as one dict
+        why = f"no {e.args[0]!r} field" if isinstance(e, KeyError) else str(e)
+        raise DataNotFoundError(f"task {task.name}: {where}: {at}: {why}; expected the official SQuAD format"
+                                ) from None
+    return out
+
+
 def answered(task, split: QASplit, where: str) -> QASplit:
-    """A dev split of a task whose questions all have an answer (v1.1: each is scored against its answers; a
-    question without one left the cell to crash scoring it, after training): refused where one has none."""
+    """A dev split whose every question is scored once, by its id, against its answers. Refused: a question id
+    that repeats (gold answers and predictions are keyed by id: a dev file with an article twice, 2,092 questions,
+    was scored over its 1,988 ids while the run counted 2,092), and, for a task without unanswerable questions,
+    a question without an answer (v1.1: the cell crashed scoring it, after training)."""
+    seen = set()
+    for qid in split.ids:
+        if qid in seen:
+            raise DataNotFoundError(f"task {task.name}: {where}: question id {qid} appears more than once; every "
+                                    f"dev question is scored once, by its id")
+        seen.add(qid)
     if not task.unanswerable:
         missing = next((q for q, texts in zip(split.ids, split.answer_texts) if not texts), None)
         if missing is not None:
@@ -145,7 +178,9 @@ def tokenize_windows(split: QASplit, tokenizer, max_length: int, doc_stride: int
         raise ValueError("span extraction needs a fast tokenizer (offset mappings)")
     if doc_stride >= max_length // 2:
         raise ValueError(f"doc_stride {doc_stride} must be below half of max_length {max_length}")
-    enc = tokenizer([q.lstrip() for q in split.questions], split.contexts, truncation="only_second",
+    questions = [q.lstrip() for q in split.questions]
+    check_context_room(split, questions, tokenizer, max_length, doc_stride)
+    enc = tokenizer(questions, split.contexts, truncation="only_second",
                     max_length=max_length, stride=doc_stride, return_overflowing_tokens=True,
                     return_offsets_mapping=True, padding="max_length" if padding == "max_length" else False)
     example_of = enc["overflow_to_sample_mapping"]
@@ -170,6 +205,24 @@ def tokenize_windows(split: QASplit, tokenizer, max_length: int, doc_stride: int
     else:
         cols["example"], cols["offsets"] = list(example_of), offsets
     return cols
+
+
+def check_context_room(split: QASplit, questions: list[str], tokenizer, max_length: int, doc_stride: int) -> None:
+    """A window holds its question whole and max_length - special tokens - question tokens of context. Where a
+    context is cut into windows, that room must exceed doc_stride: the tokenizers library otherwise panics (a
+    BaseException, past the runner's `except Exception`: the worker died and left its cell running). The first
+    question it is not for is refused in one line: the cell fails, and the suite goes on."""
+    specials = tokenizer.num_special_tokens_to_add(pair=True)
+    for e, ids in enumerate(tokenizer(questions, add_special_tokens=False)["input_ids"]):
+        room = max_length - specials - len(ids)
+        if room > doc_stride:
+            continue
+        context = tokenizer(split.contexts[e], add_special_tokens=False, truncation=True, max_length=max(room, 0) + 1)
+        if len(context["input_ids"]) <= room:
+            continue   # the context fits whole beside it: never cut
+        raise ValueError(f"question {split.ids[e]} is {len(ids)} tokens: a window of max_length {max_length} "
+                         f"leaves {room} for its context, which must be more than doc_stride {doc_stride}; "
+                         f"raise max_length or lower doc_stride")
 
 
 def answer_tokens(answer_starts: list[int], answer_texts: list[str], offsets, in_context) -> tuple[int, int] | None:

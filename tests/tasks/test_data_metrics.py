@@ -152,6 +152,32 @@ def test_malformed_rows_are_skipped_and_named_by_line(glue_dir, tmp_path):
     assert len(blank) == 2 and blank.skipped == ()
 
 
+
+def test_a_file_that_is_no_utf8_tsv_is_refused_in_one_line(glue_dir, tmp_path):
+    """RTE's real train file with one é re-encoded in Latin-1, or one line holding a field past csv's
+    128 KiB limit: `harness validate` ended in a UnicodeDecodeError / _csv.Error traceback (exit 1). Now one line
+    names the task and file (and the line, where the csv reader knows it), exit 2."""
+    from tests.helpers import assert_refused, call_cli, write_suite
+
+    real = (glue_dir / "RTE" / "train.tsv").read_bytes()
+    (tmp_path / "RTE").mkdir()
+    (tmp_path / "RTE" / "dev.tsv").write_bytes((glue_dir / "RTE" / "dev.tsv").read_bytes())
+    suite = write_suite(tmp_path / "r.yaml", "name: r\nmodels: [minilm]\ntasks: [rte]\nmethods: [full]\n")
+    train = tmp_path / "RTE" / "train.tsv"
+    train.write_bytes(real.replace("\u00e9".encode(), b"\xe9", 1))   # its first é as Latin-1 writes it
+    assert train.read_bytes() != real
+    line = assert_refused(call_cli("validate", suite, "--data-dir", tmp_path), "RTE/train.tsv", where=suite)
+    assert line.endswith("RTE/train.tsv is not UTF-8 text (byte 0xe9: invalid continuation byte); expected the "
+                         "classic GLUE layout")
+    lines = real.split(b"\n")
+    train.write_bytes(b"\n".join(lines[:100] + [b"100\t" + b"x" * 200_000 + b"\ty\tentailment"] + lines[100:]))
+    line = assert_refused(call_cli("validate", suite, "--data-dir", tmp_path), "RTE/train.tsv", where=suite)
+    assert line.endswith("RTE/train.tsv: line 101: field larger than field limit (131072); expected the classic "
+                         "GLUE layout (tab-separated lines)")
+    train.write_bytes(real)   # the file as it is: valid, nothing skipped
+    proc = call_cli("validate", suite, "--data-dir", tmp_path)
+    assert proc.returncode == 0 and "malformed" not in proc.stdout + proc.stderr, proc.stderr
+
 def test_a_run_on_a_file_with_malformed_rows_says_so_in_its_record_and_tables(glue_dir, tiny_bert, tmp_path):
     """The rows skipped are in the run's record (record.json and the store's extra.data_skipped, beside
     data_sources, which is unchanged) and in a note under every table that shows its score; `harness validate`

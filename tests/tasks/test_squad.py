@@ -203,6 +203,88 @@ def test_local_official_json_and_question_budgets(glue_dir, tmp_path):
         load_squad(get_task("squad"), str(tmp_path))
 
 
+
+@pytest.mark.parametrize("dev, expect", [
+    # the hub's rows written out as JSON lines
+    ('{"id": "x", "question": "q", "context": "c", "answers": {"text": ["c"], "answer_start": [0]}}\n{"id": "y"}\n',
+     "dev-v1.1.json is not one JSON document (Extra data: line 2 column 1 (char 94)); expected the official SQuAD "
+     "format"),
+    # the official layout with a hub row's answers (one dict of lists)
+    ('{"data": [{"title": "t", "paragraphs": [{"context": "c", "qas": [{"id": "x", "question": "q", '
+     '"answers": {"text": ["c"], "answer_start": [0]}}]}]}]}',
+     'dev-v1.1.json: article 0 paragraph 0 question 0: "answers" is not a list of {"text", "answer_start"}; '
+     "expected the official SQuAD format"),
+    ('{"data": [{"title": "t", "paragraphs": [{"context": "c", "qas": [{"question": "q", '
+     '"answers": [{"text": "c", "answer_start": 0}]}]}]}]}',
+     "dev-v1.1.json: article 0 paragraph 0 question 0: no 'id' field; expected the official SQuAD format"),
+    ("[1, 2]", 'dev-v1.1.json: the file: no "data" list of articles at the top; expected the official SQuAD format'),
+])
+def test_a_squad_file_in_another_layout_is_refused_in_one_line(glue_dir, tmp_path, dev, expect):
+    """`harness validate` ended in a JSONDecodeError / KeyError / TypeError traceback (exit 1) on a dev file that
+    is not in the official layout; now one line names the file and the first entry that is not, exit 2. The
+    synthetic v2.0 task reads the same files: the same line."""
+    from tests.helpers import assert_refused, call_cli, write_suite
+
+    (tmp_path / "SQuAD").mkdir()
+    (tmp_path / "SQuAD" / "train-v1.1.json").write_bytes((glue_dir / "SQuAD" / "train-v1.1.json").read_bytes())
+    (tmp_path / "SQuAD" / "dev-v1.1.json").write_text(dev, encoding="utf-8")
+    for task in ("squad", "squad_v2_synth"):
+        suite = write_suite(tmp_path / f"{task}.yaml", f"name: s\nmodels: [minilm]\ntasks: [{task}]\nmethods: [full]\n")
+        line = assert_refused(call_cli("validate", suite, "--data-dir", tmp_path), expect, where=suite)
+        assert f"task {task}: {tmp_path / 'SQuAD' / 'dev-v1.1.json'}" in line
+
+
+def test_a_dev_question_id_that_repeats_is_refused(glue_dir, tmp_path):
+    """The offline dev file with its first article twice (a merge of two exports): 2,092 questions were read and
+    counted as the run's eval_examples, but gold answers and predictions are keyed by id, so EM and F1 were over
+    its 1,988 ids. Refused, naming the id; a train file may repeat one (training reads positions, not ids)."""
+    from harness.spec.errors import DataNotFoundError
+    from harness.spec.tasks import get_task
+    from tests.helpers import assert_refused, call_cli, write_suite
+
+    dev = json.loads((glue_dir / "SQuAD" / "dev-v1.1.json").read_text(encoding="utf-8"))
+    dev["data"].append(dev["data"][0])
+    first = dev["data"][0]["paragraphs"][0]["qas"][0]["id"]
+    (tmp_path / "SQuAD").mkdir()
+    (tmp_path / "SQuAD" / "train-v1.1.json").write_text(json.dumps(dev), encoding="utf-8")
+    (tmp_path / "SQuAD" / "dev-v1.1.json").write_text(json.dumps(dev), encoding="utf-8")
+    with pytest.raises(DataNotFoundError, match=f"dev-v1.1.json: question id {first} appears more than once; "
+                                                f"every dev question is scored once, by its id"):
+        load_squad(get_task("squad"), str(tmp_path))
+    suite = write_suite(tmp_path / "s.yaml", "name: s\nmodels: [minilm]\ntasks: [squad]\nmethods: [full]\n")
+    assert_refused(call_cli("validate", suite, "--data-dir", tmp_path), f"question id {first} appears", where=suite)
+    dev["data"].pop()
+    (tmp_path / "SQuAD" / "dev-v1.1.json").write_text(json.dumps(dev), encoding="utf-8")
+    data = load_squad(get_task("squad"), str(tmp_path))
+    assert len(data["validation"]) == len(data["validation"].golds()) == 1988 and len(data["train"]) == 2092
+
+def test_a_question_that_leaves_no_room_past_the_stride_fails_its_cell_in_one_line(glue_dir, tiny_bert):
+    """At max_length 56 and doc_stride 16 (valid: below half), the offline train split's question 465 (37 tokens)
+    leaves 56 - 3 - 37 = 16 context tokens per window, not more than the stride: the tokenizers library panicked
+    (a BaseException: the worker died past the runner's `except Exception`, its cell left running). Now a
+    ValueError names the question; a question whose context fits beside it whole is never cut, so it is kept."""
+    from transformers import AutoTokenizer
+
+    from harness.spec.tasks import get_task
+
+    tok = AutoTokenizer.from_pretrained(tiny_bert)
+    train = load_squad(get_task("squad"), str(glue_dir))["train"]
+    assert len(tok(train.questions[465], add_special_tokens=False)["input_ids"]) == 37
+    with pytest.raises(ValueError) as err:
+        tokenize_windows(train.head(500), tok, max_length=56, doc_stride=16, padding="dynamic", training=True)
+    assert str(err.value) == ("question 56bf53e73aeaaa14008c95ce is 37 tokens: a window of max_length 56 leaves 16 "
+                              "for its context, which must be more than doc_stride 16; raise max_length or lower "
+                              "doc_stride")
+    # one token more of room: every question of the head is windowed, the long one too
+    cols = tokenize_windows(train.head(500), tok, max_length=57, doc_stride=16, padding="dynamic", training=False)
+    assert set(cols["example"]) == set(range(500)) and max(cols["length"]) <= 57
+    # the same question beside a context of 16 tokens fits whole in one window: kept
+    short = QASplit([train.ids[465]], [train.questions[465]], [" ".join(["word"] * 16)], [["word"]], [[0]], "t")
+    cols = tokenize_windows(short, tok, max_length=56, doc_stride=16, padding="dynamic", training=True)
+    # the answer is the context's first token: after CLS, the question and SEP
+    assert cols["length"] == [56] and cols["start_positions"] == [1 + 37 + 1] == cols["end_positions"]
+
+
 # --- tiny random QA model through the harness --------------------------------------------------------------
 
 
