@@ -239,7 +239,7 @@ def check_worker_db(url: str) -> None:
                          f"each worker would get its own, empty one and every result would be lost; give a file "
                          f"(sqlite:///path/to/harness.db) or a PostgreSQL server")
     if backend == "sqlite" and not new_sqlite_file(url):
-        make_engine(url, read_only=True, single_read=True).dispose()   # (leaves no -shm, -wal)
+        make_engine(url, read_only=True).dispose()
 
 
 def check_accelerate_config(path: str) -> None:
