@@ -201,10 +201,16 @@ def predict_claimed(store, claim, cell, device: str, data_dir: str | None) -> fl
 
 
 def _digits(value: float, significant: int) -> str:
-    """`value` to that many significant digits, whole from there up, not in e-notation (`:.3g` wrote a grid's
-    1,000 hours as "1e+03" and a ± of 150 as "1.5e+02"; below 0.0001 it still does)."""
+    """`value` to that many significant digits, whole from there up, never in e-notation: `:.3g` wrote a grid's
+    1,000 hours as "1e+03" and a ± of 150 as "1.5e+02", and a cell of 0.1 s as "2.8e-05" hours (below 0.0001):
+    "0.000028"."""
     text = f"{value:.{significant}g}"
-    return f"{value:.0f}" if "e+" in text else text
+    if "e+" in text:
+        return f"{value:.0f}"
+    if "e-" in text:   # as many decimals as put the same significant digits after the zeros
+        mantissa, exponent = text.split("e-")
+        return f"{value:.{int(exponent) + len(mantissa.replace('.', '').lstrip('-')) - 1}f}"
+    return text
 
 
 def hours(seconds: float | None, plus_minus: float | None = None) -> str:

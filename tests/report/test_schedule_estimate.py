@@ -258,6 +258,17 @@ def test_hours_are_printed_without_e_notation():
     assert hours(3600 * 12.34, 3600 * 1.234) == "12.3 ± 1.2" and hours(5.0) == "0.0014" and hours(None) == "?"
 
 
+
+def test_hours_under_a_ten_thousandth_are_printed_without_e_notation():
+    """A cell of 0.1 s (a tiny model's pilot) printed "2.8e-05 ± 1.4e-05 h", its grid "2.8e-05 ± 9.3e-06
+    device-hours": the same significant digits, written out."""
+    from harness.report.progress import hours, work_text
+
+    assert hours(0.1, 0.05) == "0.000028 ± 0.000014"
+    assert work_text(0.1, 0.1 / 3, 1) == "0.000028 ± 0.0000093 device-hours"
+    assert hours(0.358) == "0.000099" and hours(0.3599) == "0.0001"   # rounded up to the next digit
+    assert hours(0.36, 0.18) == "0.0001 ± 0.00005" and hours(0.0) == "0"
+
 def test_status_names_the_device_whose_stored_runs_give_its_time_left(tmp_path, monkeypatch):
     """A suite with no completed cell yet is priced by the store's runs on its main device, which may be another
     machine's: `harness status` says which (before: "else stored throughput", no device, though --json had it)."""
