@@ -286,6 +286,33 @@ def test_status_names_the_device_whose_stored_runs_give_its_time_left(tmp_path, 
         pytest.approx(0.3)
 
 
+def test_an_unknown_time_left_names_the_device_whose_stored_runs_were_looked_at(tmp_path, monkeypatch):
+    """The store holds runs on GPU: Fake, none of roberta-base: the time left is unknown, and the reason said "no
+    stored run of roberta-base" without the device, in `harness status` and on the board's Grid page alike, though
+    both name it beside a time left (runs of it on another device would not count)."""
+    from streamlit.testing.v1 import AppTest
+
+    from harness.board import APP
+
+    monkeypatch.delenv("HARNESS_DATA_DIR", raising=False)   # sizes from the stored runs
+    url = f"sqlite:///{tmp_path / 'gpu.db'}"
+    (other,) = [c for c in parse_suite(DDP.replace("name: ddp", "name: past"), "past.yaml").cells() if c.seed == 1]
+    store = Store(url)
+    _ran_on(store, other, 0.001, 0.05, device="GPU: Fake")
+    text = DDP.replace("minilm", "roberta-base")
+    path = write_suite(tmp_path / "ddp.yaml", text)
+    store.enqueue(parse_suite(text, str(path)).cells(), "harness run ddp.yaml")
+    store.engine.dispose()
+    why = "no completed cell of its setting in this suite and, on GPU: Fake, no stored run of roberta-base"
+    r = call_cli("status", path, "--db", url)
+    assert f"time left: unknown (none of its 2 cell(s) left has an estimate: {why}; run " in r.stdout, r.stdout
+    monkeypatch.setenv("HARNESS_DB", url)
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.query_params.update({"page": "Grid", "suite": "ddp"})
+    at.run()
+    assert not at.exception, at.exception
+    assert f"0 live worker(s) · 2 cell(s) without an estimate: {why}" in [c.value for c in at.caption]
+
 def test_an_estimate_says_where_it_pools_runs_of_different_thread_counts(tmp_path, monkeypatch):
     """Estimates do not match on the thread count (`harness run --workers 2 --threads-per-worker 1` records 1,
     one worker on the 2-core device 2): seed 1 ran on 1 thread at 0.2 s per training example, seed 2 on 2 at 0.1,
