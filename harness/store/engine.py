@@ -320,11 +320,14 @@ def _make_engine(parsed, read_only: bool) -> Engine:
                     raise FileNotFoundError(path)
                 # the leaderboard can never write to a shared store
                 return _sqlite_read_only_engine(path)
+        # the URL's driver arguments (?timeout=abc) are refused here, before the store's folders are made: refused
+        # after, make_engine removed the folders again, from under another worker opening the same new store
+        engine = create_engine(parsed, json_serializer=store_json)
+        if path:
             try:
                 os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
             except OSError as e:   # /proc, a read-only mount, no permission
                 raise InputError(f"--db: cannot create the folder of the store {path}: {_reason(e)}") from None
-        engine = create_engine(parsed, json_serializer=store_json)
         _sqlite_pragmas(engine, read_only)
         return engine
     connect_args = {}
