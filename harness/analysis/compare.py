@@ -63,6 +63,12 @@ def compare_runs(a, b, resamples: int = 1000) -> Comparison:
 
     if a.task != b.task:
         raise InputError(f"runs {a.id} and {b.id} are on different tasks ({a.task}, {b.task})")
+    # a run the store keeps no folder for (a store written without one) was named "run 1 (None)", its predictions
+    # said to be "not on this machine": they are nowhere the store says
+    folderless = [f"run {r.id}" for r in (a, b) if not r.output_dir]
+    if folderless:
+        raise InputError(f"{' and '.join(folderless)}: the store keeps no output folder for "
+                         f"{'it' if len(folderless) == 1 else 'them'}: no saved predictions to compare")
     result = _compare(get_task(a.task), [a.output_dir], [b.output_dir],
                       {A: f"run {a.id} ({a.output_dir})", B: f"run {b.id} ({b.output_dir})"}, resamples)
     return replace(result, data=tuple(run_data((getattr(r, "extra", None) or {}).get("data_sources"), r.task)

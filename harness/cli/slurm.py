@@ -78,6 +78,7 @@ def run(args) -> int:
         return 0
     from harness import atomic
 
+    slurm.check_sbatch()
     path = slurm.script_path(args.output_dir, suite.name)
     log_dir = RunLayout(args.output_dir).slurm_logs
     created = [atomic.missing_folders(d) for d in (os.path.dirname(path), log_dir)]

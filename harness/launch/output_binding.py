@@ -57,7 +57,7 @@ def check_output_dir(output_dir: str, url: str, unreachable_ok: bool = False) ->
     # migrating it: only its id is read
     read_only = check_db_url(url).get_backend_name() in READ_ONLY_BACKENDS
     try:
-        store = Store(url, read_only=read_only, create=False, single_read=True)
+        store = Store(url, read_only=read_only, create=False)
     except FileNotFoundError:
         raise _refusal(output_dir, mark) from None
     except InputError:

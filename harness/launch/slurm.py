@@ -239,7 +239,7 @@ def check_worker_db(url: str) -> None:
                          f"each worker would get its own, empty one and every result would be lost; give a file "
                          f"(sqlite:///path/to/harness.db) or a PostgreSQL server")
     if backend == "sqlite" and not new_sqlite_file(url):
-        make_engine(url, read_only=True, single_read=True).dispose()   # (leaves no -shm, -wal)
+        make_engine(url, read_only=True).dispose()
 
 
 def check_accelerate_config(path: str) -> None:
@@ -409,6 +409,19 @@ def script_path(output_dir: str, suite_name: str) -> str:
 SBATCH_TIMEOUT_S = 120   # a controller that does not answer sbatch in this long is down or overloaded
 
 
+SBATCH_NOT_FOUND = "sbatch: not found; run this on a Slurm login node (or print the script with --dry-run)"
+
+
+def check_sbatch() -> None:
+    """sbatch is there to run: decided before the script and its folders are written. Refused only after, they
+    were removed again, and a folder made and removed under a worker writing into the same output folder (its
+    makedirs done, its file not yet) failed that worker."""
+    import shutil
+
+    if shutil.which("sbatch") is None:
+        raise InputError(SBATCH_NOT_FOUND)
+
+
 def submit(script_file: str, db_url: str | None = None) -> str:
     """sbatch the script; returns the job id. The store's URL goes to sbatch in its environment (HARNESS_DB), which
     sbatch passes on to the job (--export=ALL): a URL with a password is never written into the script."""
@@ -419,7 +432,7 @@ def submit(script_file: str, db_url: str | None = None) -> str:
         done = subprocess.run(["sbatch", "--parsable", script_file], capture_output=True, text=True,
                               timeout=SBATCH_TIMEOUT_S, env=env)
     except FileNotFoundError:
-        raise InputError("sbatch: not found; run this on a Slurm login node (or print the script with --dry-run)")
+        raise InputError(SBATCH_NOT_FOUND) from None   # (removed since check_sbatch)
     if done.returncode != 0:   # what sbatch refused (a partition, an --sbatch-arg, the cluster): its first line
         from harness.store.redact import redact_text
 

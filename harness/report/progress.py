@@ -201,10 +201,16 @@ def predict_claimed(store, claim, cell, device: str, data_dir: str | None) -> fl
 
 
 def _digits(value: float, significant: int) -> str:
-    """`value` to that many significant digits, whole from there up, not in e-notation (`:.3g` wrote a grid's
-    1,000 hours as "1e+03" and a ± of 150 as "1.5e+02"; below 0.0001 it still does)."""
+    """`value` to that many significant digits, whole from there up, never in e-notation: `:.3g` wrote a grid's
+    1,000 hours as "1e+03" and a ± of 150 as "1.5e+02", and a cell of 0.1 s as "2.8e-05" hours (below 0.0001):
+    "0.000028"."""
     text = f"{value:.{significant}g}"
-    return f"{value:.0f}" if "e+" in text else text
+    if "e+" in text:
+        return f"{value:.0f}"
+    if "e-" in text:   # as many decimals as put the same significant digits after the zeros
+        mantissa, exponent = text.split("e-")
+        return f"{value:.{int(exponent) + len(mantissa.replace('.', '').lstrip('-')) - 1}f}"
+    return text
 
 
 def hours(seconds: float | None, plus_minus: float | None = None) -> str:
@@ -382,13 +388,18 @@ def work_key(cell) -> str:
     return config_key(config, without=("seed",))
 
 
-def _no_estimate_why(group_done: bool, stored: CellEstimate | None) -> str:
+def _no_estimate_why(group_done: bool, stored: CellEstimate | None, device: str | None) -> str:
     """Why a cell left has no estimate in time_left: its setting has completed cells only where it is a linear
-    probe whose feature set's encoder pass none of them timed (else their mean predicts it)."""
+    probe whose feature set's encoder pass none of them timed (else their mean predicts it). The stored runs
+    looked at are those of one device (`device`), which is named: "no stored run of roberta-base" was said of a
+    store holding its runs on another device, and `harness status` and the Grid page named no device at all where
+    the time left was unknown, though both name it beside a time left."""
     if group_done:
         return "neither a completed cell of its setting nor a stored run timed its feature set's encoder pass"
-    stored_why = stored.why if stored is not None and stored.why else "no stored throughput"
-    return f"no completed cell of its setting in this suite and {stored_why}"
+    if stored is None or not stored.why:
+        return "no completed cell of its setting in this suite and no stored throughput"
+    on = f", on {device}," if device else ""
+    return f"no completed cell of its setting in this suite and{on} {stored.why}"
 
 
 def time_left(store, states: list[tuple], *, data_dir: str | None = None, now=None) -> dict:
@@ -490,7 +501,7 @@ def time_left(store, states: list[tuple], *, data_dir: str | None = None, now=No
                 seconds, rel = fallback(cell)
                 if seconds is None:
                     unestimated += 1
-                    why.add(_no_estimate_why(bool(g["done"]), e))
+                    why.add(_no_estimate_why(bool(g["done"]), e, stored_device))
                     continue
                 sources.add("suite")
             left = max(0.0, seconds - ran)   # a running cell: what it has not run yet, and that work's ±

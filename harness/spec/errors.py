@@ -5,7 +5,8 @@ import difflib
 
 EXIT_OK = 0
 EXIT_FAILED = 1   # a cell failed (run), a record was left alone or conflicted (ingest), something is missing
-                  # (prefetch --check), not every cell completed (slurm --wait)
+                  # (prefetch --check), not every cell completed (slurm --wait), a store read at rest was
+                  # written during the read (engine.StoreChanged)
 EXIT_INPUT = 2    # bad input: one line naming the file / field / option, nothing written
 
 

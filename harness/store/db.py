@@ -23,11 +23,9 @@ from harness.store.schema import RunRecord
 
 
 class Store(WorkQueue, Ingest, Analyses):
-    def __init__(self, url: str | None = None, read_only: bool = False, create: bool = True,
-                 single_read: bool = False):
-        """`single_read` (read_only): one short look, which must leave nothing beside an SQLite store (engine.py)."""
+    def __init__(self, url: str | None = None, read_only: bool = False, create: bool = True):
         self.url = url or default_db_url()
-        self.engine = make_engine(self.url, read_only=read_only, single_read=single_read)
+        self.engine = make_engine(self.url, read_only=read_only)
         self._held = threading.local()   # this thread's open snapshot (snapshot()): the board's sessions share a Store
         self.backend = self.engine.dialect.name
         if create and not read_only:

@@ -18,7 +18,7 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine, make_url
 
 from harness.atomic import file_in_the_way, missing_folders, remove_empty
-from harness.spec.errors import InputError
+from harness.spec.errors import EXIT_FAILED, InputError
 from harness.spec.layout import DEFAULT_DB_URL
 
 # filesystems on which SQLite's locking cannot be trusted (several machines, or no POSIX locks)
@@ -101,33 +101,76 @@ def _sqlite_pragmas(engine: Engine, read_only: bool) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("immediate") else "BEGIN")
 
 
-def _sqlite_read_only_engine(path: str, single_read: bool = False) -> Engine:
+def _file_state(path: str) -> tuple:
+    """What changes when anything writes the file: which file it is, its size and its times."""
+    st = os.stat(path)
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+def _sqlite_read_only_engine(path: str) -> Engine:
     """A SQLite engine that cannot write: mode=ro on a file: URI built from the path itself (percent-encoded, so
     '#', '?' and '%' in a file name stay part of it and never open a different file), plus query_only.
-    `single_read`: one short look (a command that must write nothing: `harness slurm --dry-run` reading the id of
-    the store an output folder names). A read-only connection to a WAL store creates its -shm and -wal and, being
-    read-only, cannot remove them; where there is no -wal (nor a rollback -journal: a store in another journal
-    mode being written), no connection has the store open and all of it is in the file, which is then read as
-    immutable: without those files."""
+
+    Reading must leave nothing beside the store: a read-only connection to a WAL store creates its -shm and -wal
+    and, being read-only, cannot remove them (status, export, compare, estimate and the board left both beside a
+    store no worker had open). So each connection decides for itself (no pool keeps one: the board's next load
+    decides again): where no -wal nor rollback -journal lies beside the file, no connection has the store open and
+    all of it is in the file, which is read as immutable: without locks and without those files. A store being
+    written (a -wal or a -journal beside it) is read as before, with locks, and sees every commit.
+    Immutable is right only while nobody writes the file: a writer may start during such a read, and its commits
+    go to a -wal it creates, leaving the file as it was, until a checkpoint (its last connection closing, or a
+    -wal of 1000 pages) or a switch to WAL writes the file itself. So every transaction on such a connection
+    ends by checking that the file is the one it opened, unchanged (_check_unchanged): a read that could have
+    been torn is refused, never returned."""
     import sqlite3
     from urllib.parse import quote
 
-    from sqlalchemy.pool import QueuePool
+    from sqlalchemy.pool import NullPool
 
-    immutable = single_read and not any(os.path.exists(f"{path}-{kind}") for kind in ("wal", "journal"))
-    uri = f"file:{quote(os.path.abspath(path), safe='/')}?mode=ro" + ("&immutable=1" if immutable else "")
+    base = f"file:{quote(os.path.abspath(path), safe='/')}?mode=ro"
+
+    class Connection(sqlite3.Connection):
+        at_rest = None   # the file's state (_file_state) when it was opened immutable
 
     def connect():
-        conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
+        at_rest = None
+        if not any(os.path.exists(f"{path}-{kind}") for kind in ("wal", "journal")):
+            at_rest = _file_state(path)   # before the first byte is read
+        conn = sqlite3.connect(base + ("&immutable=1" if at_rest else ""), uri=True, check_same_thread=False,
+                               factory=Connection)
+        conn.at_rest = at_rest
         conn.execute("PRAGMA query_only=ON")
         return conn
 
-    # a pool of its own connections, as a file's engine has: "sqlite://" alone means an in-memory database, whose
-    # pool hands every connection of a thread the same one (a read inside a snapshot, Store.snapshot, began a
-    # second transaction on the snapshot's own: "cannot start a transaction within a transaction")
-    engine = create_engine("sqlite://", creator=connect, poolclass=QueuePool)
+    # connections of its own, made anew for each use (NullPool): "sqlite://" alone means an in-memory database,
+    # whose pool hands every connection of a thread the same one (a read inside a snapshot, Store.snapshot, began
+    # a second transaction on the snapshot's own: "cannot start a transaction within a transaction")
+    engine = create_engine("sqlite://", creator=connect, poolclass=NullPool)
     _sqlite_pragmas(engine, read_only=True)
+
+    @event.listens_for(engine, "rollback")
+    @event.listens_for(engine, "commit")
+    def _check_unchanged(conn):
+        at_rest = getattr(conn.connection.dbapi_connection, "at_rest", None)
+        if at_rest is not None and _state_or_none(path) != at_rest:
+            raise StoreChanged(f"--db: the store {path} was written while it was read (no connection had it "
+                               f"open when the read began, so it was read without locks): run the command again")
+
     return engine
+
+
+def _state_or_none(path: str):
+    try:
+        return _file_state(path)
+    except OSError:   # removed or replaced while read
+        return None
+
+
+class StoreChanged(InputError):
+    """A store read at rest (without locks) was written during the read: its answer could mix two states. Not
+    bad input, but told in one line as InputError is; EXIT_FAILED (running the command again reads it anew)."""
+
+    exit_code = EXIT_FAILED
 
 
 def _in_memory(parsed) -> bool:
@@ -194,11 +237,10 @@ def _refuse_file_in_the_way(path: str) -> None:
         raise InputError(f"--db: cannot open the store {path}: {blocking} is a file, not a folder")
 
 
-def make_engine(url: str, read_only: bool = False, single_read: bool = False) -> Engine:
+def make_engine(url: str, read_only: bool = False) -> Engine:
     """The engine of a store, connected once. Every reason a store cannot be opened (not a URL, in memory, not a
     database, no server, a folder that cannot hold it) becomes one InputError naming --db; a read-only SQLite
-    store that does not exist is FileNotFoundError (the caller decides whether that is an error). `single_read`:
-    see _sqlite_read_only_engine."""
+    store that does not exist is FileNotFoundError (the caller decides whether that is an error)."""
     parsed = check_db_url(url)
     shown = parsed.render_as_string(hide_password=True)
     path = sqlite_file(parsed) if parsed.get_backend_name() == "sqlite" and not read_only else None
@@ -206,7 +248,7 @@ def make_engine(url: str, read_only: bool = False, single_read: bool = False) ->
     created = missing_folders(os.path.dirname(os.path.abspath(path))) if path else []
     engine = None
     try:
-        engine = _make_engine(parsed, read_only, single_read)
+        engine = _make_engine(parsed, read_only)
         _probe(engine, parsed.get_backend_name())
     except (InputError, FileNotFoundError):
         remove_empty(created)
@@ -264,7 +306,7 @@ def _timeout_given(parsed) -> bool:
             or any(os.environ.get(v) for v in ("PGCONNECT_TIMEOUT", "PGSERVICE")))
 
 
-def _make_engine(parsed, read_only: bool, single_read: bool = False) -> Engine:
+def _make_engine(parsed, read_only: bool) -> Engine:
     backend = parsed.get_backend_name()
     if read_only and backend not in READ_ONLY_BACKENDS:
         raise InputError(f"--db: {backend} cannot be opened read-only here (read-only is enforced only for "
@@ -277,12 +319,15 @@ def _make_engine(parsed, read_only: bool, single_read: bool = False) -> Engine:
                 if not os.path.exists(path):
                     raise FileNotFoundError(path)
                 # the leaderboard can never write to a shared store
-                return _sqlite_read_only_engine(path, single_read)
+                return _sqlite_read_only_engine(path)
+        # the URL's driver arguments (?timeout=abc) are refused here, before the store's folders are made: refused
+        # after, make_engine removed the folders again, from under another worker opening the same new store
+        engine = create_engine(parsed, json_serializer=store_json)
+        if path:
             try:
                 os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
             except OSError as e:   # /proc, a read-only mount, no permission
                 raise InputError(f"--db: cannot create the folder of the store {path}: {_reason(e)}") from None
-        engine = create_engine(parsed, json_serializer=store_json)
         _sqlite_pragmas(engine, read_only)
         return engine
     connect_args = {}

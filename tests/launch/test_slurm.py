@@ -312,6 +312,21 @@ def test_without_sbatch_no_script_is_left_behind(tmp_path, tiny_bert):
     assert not (tmp_path / "results").exists()
 
 
+def test_without_sbatch_no_folder_is_made_in_the_output_folder(tmp_path, tiny_bert, monkeypatch):
+    """The script's and the logs' folders were made, then removed again when sbatch was not found: a worker
+    writing into the same output folder (its makedirs done, its file not yet) lost the folder. Now sbatch is
+    looked for first and nothing is made (the --output-dir check's probe folder aside: its own unique name)."""
+    suite = write_suite(tmp_path / "s.yaml", suite_text(tiny_bert, "s"))
+    made = []
+    real_makedirs, real_mkdir = os.makedirs, os.mkdir
+    monkeypatch.setattr(os, "makedirs", lambda path, *a, **k: made.append(str(path)) or real_makedirs(path, *a, **k))
+    monkeypatch.setattr(os, "mkdir", lambda path, *a, **k: made.append(str(path)) or real_mkdir(path, *a, **k))
+    monkeypatch.setenv("PATH", os.path.dirname(sys.executable))
+    assert_refused(call_cli("slurm", suite, "--workers", "1", "--output-dir", tmp_path / "results"),
+                   "sbatch: not found")
+    assert [p for p in made if ".harness-probe-" not in p] == []
+
+
 def test_a_job_sbatch_refuses_is_one_line_and_leaves_no_script_behind(tmp_path, tiny_bert, slurm):
     """A real sbatch refusing the job (a partition the cluster does not have) was a 16-line traceback (exit 1),
     with the script and the log folder left in the output folder."""

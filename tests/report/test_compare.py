@@ -292,3 +292,22 @@ def test_an_ablation_of_a_squad_run_says_what_split_its_scores_are_on():
         rec = SimpleNamespace(id=3, task="squad", method_label="houlsby", extra={"data_sources": {"squad": sources}})
         text = format_ablation(rec, payload)
         assert "dev score 40.00" in text and (note in text) is noted, text
+
+
+def test_runs_the_store_keeps_no_folder_for_are_named_without_none(tmp_path):
+    """A store written without output folders: the refusal read `run 1 (None) and run 4 (None): saved predictions
+    of some rte dev split not on this machine`."""
+    from harness.store.db import Store
+    from harness.store.schema import RunRecord
+    from tests.helpers import assert_refused, fixture_store
+
+    url = fixture_store.build(tmp_path / "fx.db")   # no predictions_dir: no run has an output folder
+    assert_refused(call_cli("compare", "1", "4", "--db", url),
+                   "error: run 1 and run 4: the store keeps no output folder for them: no saved predictions")
+    url = fixture_store.build(tmp_path / "fx2.db", predictions_dir=str(tmp_path / "out"))
+    store = Store(url)
+    with store.engine.begin() as conn:   # one side's folder only
+        conn.execute(RunRecord.__table__.update().where(RunRecord.id == 4).values(output_dir=None))
+    store.engine.dispose()
+    assert_refused(call_cli("compare", "1", "4", "--db", url),
+                   "error: run 4: the store keeps no output folder for it: no saved predictions to compare")

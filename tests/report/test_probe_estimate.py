@@ -177,7 +177,8 @@ def test_status_leaves_a_probe_without_a_timed_pass_unestimated(db_url, tmp_path
     assert status["unestimated"] == 2 and status["stored_device"] == "CPU: Test x2"
     # the mean-pooling setting has no completed cell, and no stored run timed the pass the stored rates would
     # need: the reason says both (the time of the cls cell, which read cached features, is not theirs)
-    why = "no completed cell of its setting in this suite and no stored run of minilm timed its encoder's pass"
+    why = ("no completed cell of its setting in this suite and, on CPU: Test x2, no stored run of minilm timed its "
+           "encoder's pass")
     assert status["unestimated_why"] == [why]
     text = call_cli("status", path, "--db", db_url).stdout
     assert f"2 cell(s) without an estimate: {why}" in text, text

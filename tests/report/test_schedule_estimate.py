@@ -258,6 +258,17 @@ def test_hours_are_printed_without_e_notation():
     assert hours(3600 * 12.34, 3600 * 1.234) == "12.3 ± 1.2" and hours(5.0) == "0.0014" and hours(None) == "?"
 
 
+
+def test_hours_under_a_ten_thousandth_are_printed_without_e_notation():
+    """A cell of 0.1 s (a tiny model's pilot) printed "2.8e-05 ± 1.4e-05 h", its grid "2.8e-05 ± 9.3e-06
+    device-hours": the same significant digits, written out."""
+    from harness.report.progress import hours, work_text
+
+    assert hours(0.1, 0.05) == "0.000028 ± 0.000014"
+    assert work_text(0.1, 0.1 / 3, 1) == "0.000028 ± 0.0000093 device-hours"
+    assert hours(0.358) == "0.000099" and hours(0.3599) == "0.0001"   # rounded up to the next digit
+    assert hours(0.36, 0.18) == "0.0001 ± 0.00005" and hours(0.0) == "0"
+
 def test_status_names_the_device_whose_stored_runs_give_its_time_left(tmp_path, monkeypatch):
     """A suite with no completed cell yet is priced by the store's runs on its main device, which may be another
     machine's: `harness status` says which (before: "else stored throughput", no device, though --json had it)."""
@@ -274,6 +285,33 @@ def test_status_names_the_device_whose_stored_runs_give_its_time_left(tmp_path, 
     assert json.loads(call_cli("status", path, "--db", url, "--json").stdout)["estimate"]["work_s"] == \
         pytest.approx(0.3)
 
+
+def test_an_unknown_time_left_names_the_device_whose_stored_runs_were_looked_at(tmp_path, monkeypatch):
+    """The store holds runs on GPU: Fake, none of roberta-base: the time left is unknown, and the reason said "no
+    stored run of roberta-base" without the device, in `harness status` and on the board's Grid page alike, though
+    both name it beside a time left (runs of it on another device would not count)."""
+    from streamlit.testing.v1 import AppTest
+
+    from harness.board import APP
+
+    monkeypatch.delenv("HARNESS_DATA_DIR", raising=False)   # sizes from the stored runs
+    url = f"sqlite:///{tmp_path / 'gpu.db'}"
+    (other,) = [c for c in parse_suite(DDP.replace("name: ddp", "name: past"), "past.yaml").cells() if c.seed == 1]
+    store = Store(url)
+    _ran_on(store, other, 0.001, 0.05, device="GPU: Fake")
+    text = DDP.replace("minilm", "roberta-base")
+    path = write_suite(tmp_path / "ddp.yaml", text)
+    store.enqueue(parse_suite(text, str(path)).cells(), "harness run ddp.yaml")
+    store.engine.dispose()
+    why = "no completed cell of its setting in this suite and, on GPU: Fake, no stored run of roberta-base"
+    r = call_cli("status", path, "--db", url)
+    assert f"time left: unknown (none of its 2 cell(s) left has an estimate: {why}; run " in r.stdout, r.stdout
+    monkeypatch.setenv("HARNESS_DB", url)
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.query_params.update({"page": "Grid", "suite": "ddp"})
+    at.run()
+    assert not at.exception, at.exception
+    assert f"0 live worker(s) · 2 cell(s) without an estimate: {why}" in [c.value for c in at.caption]
 
 def test_an_estimate_says_where_it_pools_runs_of_different_thread_counts(tmp_path, monkeypatch):
     """Estimates do not match on the thread count (`harness run --workers 2 --threads-per-worker 1` records 1,

@@ -69,6 +69,17 @@ def test_a_store_that_fails_to_open_leaves_no_folder_behind(tmp_path, suite, sma
     assert listing(tmp_path) == before, "the folders made for the store were removed"
 
 
+def test_a_store_url_the_driver_refuses_makes_no_folder(tmp_path, suite, small_glue, monkeypatch):
+    """`?timeout=abc` is refused by the driver's argument parsing, which came after the store's folders were made
+    (then removed again: from under another worker making the same new store). Now nothing is made first."""
+    made = []
+    real = os.makedirs
+    monkeypatch.setattr(os, "makedirs", lambda path, *a, **k: made.append(str(path)) or real(path, *a, **k))
+    r = call_cli("run", suite, "--data-dir", small_glue, "--output-dir", tmp_path / "out",
+                 "--db", f"sqlite:///{tmp_path / 'new' / 'a' / 'h.db'}?timeout=abc")
+    assert_refused(r, "--db: cannot open the store")
+    assert [p for p in made if p.startswith(str(tmp_path / "new"))] == []
+
 def test_ingest_of_records_that_are_all_refused_creates_no_store(tmp_path):
     records = tmp_path / "records"
     records.mkdir()
