@@ -231,6 +231,41 @@ hparams: {{batch_size: 4, eval_batch_size: 8, eval_steps: 3}}
     assert counted(b) == pytest.approx(counted(a), rel=1e-9)
 
 
+def test_two_processes_stop_at_the_epoch_end_their_stop_reached(tmp_path, tiny_bert, small_glue):
+    """Without eval_steps the ranks sync at each epoch's end (6 steps here) and every SYNC_EVERY steps: a stop
+    raised on rank 0 at step 4 of 12 is agreed on at step 6's epoch-end sync. That sync passed no flags, so the
+    stop waited for the cell's last step and the cell ran to its end (completed, no checkpoint). Checkpointed
+    before the epoch's evaluation, the resumed run evaluates it: the same history and score as uninterrupted."""
+    from harness.train import checkpoint
+
+    body = f"""
+models: ["{tiny_bert}"]
+tasks: [rte]
+methods: [{{name: lora, learning_rate: 1e-3}}]
+budgets: [{{epochs: 2}}]
+hparams: {{batch_size: 4, eval_batch_size: 8}}
+"""
+    ref, cell = (write_suite(tmp_path / f"{n}.yaml", f"name: {n}" + body) for n in ("ref", "cell"))
+    script = tmp_path / "stop.py"
+    script.write_text(STOP_ON_RANK_0.format(n=5))   # the runner's check, then steps 1-4
+    store = Store(f"sqlite:///{tmp_path / 'h.db'}")
+    proc = launch(tmp_path, cell, small_glue, script=script)
+    assert "SIGTERM received" in proc.stderr, proc.stderr[-3000:]
+    assert "stopped by a signal, checkpointed" in proc.stderr, (store.records("cell")[0].status, proc.stderr[-3000:])
+    (path,) = checkpoint.paths_under(str(tmp_path / "out" / "cell"))
+    counters = checkpoint.torch.load(path, weights_only=True)["counters"]
+    assert (counters["step"], counters["epoch_idx"], counters["micro"]) == (6, 0, 6)   # the epoch's end
+    assert counters["history"] == []   # its evaluation not run yet: the resumed run runs it
+    for suite in (cell, ref):
+        proc = launch(tmp_path, suite, small_glue)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "resumed from its checkpoint at step 6/12" not in proc.stderr   # (the reference's own run)
+    (a,), (b,) = store.records("ref"), store.records("cell")
+    assert b.status == "completed" and b.attempts == 2 and b.steps == a.steps == 12
+    assert [e["step"] for e in a.history] == [6, 12]
+    assert b.score == a.score and b.history == a.history
+
+
 # harness/run.py whose ranks each write the loss of every training micro-batch they run, one file per rank
 LOG_LOSSES = """
 import os, sys
