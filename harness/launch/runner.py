@@ -227,7 +227,7 @@ def run_suite(suite: Suite, db_url: str | None, data_dir: str | None, output_dir
         # the row as leased, its prediction included: the base of a record kept for ingest (store unreachable)
         leased = store.get(claim.id).as_dict() if main else None
         t0 = time.perf_counter()
-        broken = False   # another rank's process ended (harness.launch.broken_group)
+        broken = hung = False   # another rank's process ended, or timed out (harness.launch.broken_group)
         try:
             with (Heartbeat(store, claim, beat_s) if main else contextlib.nullcontext()) as beat:
                 # after a stop signal the store is asked at once (Heartbeat.lost_now): no checkpoint on a lost lease
@@ -257,6 +257,7 @@ def run_suite(suite: Suite, db_url: str | None, data_dir: str | None, output_dir
             status, result = Status.FAILED, RunResult()
             broken = state.num_processes > 1 and broken_group.broke(exc)
             if broken:   # its reason names what happened, not only the connection the collective found closed
+                hung = broken_group.timed_out(exc)
                 exc = broken_group.explained(exc, preempt.signal_name(), checkpoint.any_held(cell_dir))
             error = report_failure(exc, cell, cell_dir, time.perf_counter() - t0, suite_bar, verbose,
                                    state.process_index, write_dir=attempt_dir)
@@ -282,7 +283,7 @@ def run_suite(suite: Suite, db_url: str | None, data_dir: str | None, output_dir
         if gone:
             return _store_gone(main)
         if broken:   # no further collective: no further cell
-            say(broken_group.stop_line(suite.name, preempt.signal_name()))
+            say(broken_group.stop_line(suite.name, preempt.signal_name(), hung=hung))
             return EXIT_GROUP_BROKEN
         done += 1
         suite_bar.update(1)

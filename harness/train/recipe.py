@@ -411,7 +411,21 @@ class CellRun:
             sums.zero("loss")
             seen["loss"], over_ranks["loss"], loss_n = 0.0, 0.0, 0
 
+        def checkpoint_and_stop() -> None:
+            """A stop signal on some rank, agreed on at this sync: every rank checkpoints here and the cell is
+            given back."""
+            ckpt.save({"step": step, "epoch_idx": epoch_idx, "micro": micro, "loss_n": loss_n,
+                       "log_n": log_n, "loss_over_ranks": over_ranks,
+                       "eval_time": self.eval_time, "elapsed": time.perf_counter() - t_start,
+                       "history": self.history, "per_task": self.per_task,
+                       "trackers": self.tracked.run_ids()},
+                      own={"examples": examples, "tokens": seen["tokens"], "loss_sum": seen["loss"],
+                           "log_loss_sum": seen["log_loss"], "flops": self.flops.state()})
+            raise Preempted(f"{preempt.signal_name() or 'a stop signal'} at step {step}/{total_steps}: "
+                            f"checkpointed in {ckpt.path}")
+
         # ---
+        local = [False, False, False]   # the last optimizer step's host-side flags (out of time, stop, lost)
         while stopped_by is None:
             for t, batch in mixture:
                 idx = batch.pop("idx")
@@ -466,23 +480,21 @@ class CellRun:
                     stopped_by = "time_limit"
                     break
                 if flags[2]:   # a stop signal on some rank: all checkpoint this step, the cell is given back
-                    ckpt.save({"step": step, "epoch_idx": epoch_idx, "micro": micro, "loss_n": loss_n,
-                               "log_n": log_n, "loss_over_ranks": over_ranks,
-                               "eval_time": self.eval_time, "elapsed": time.perf_counter() - t_start,
-                               "history": self.history, "per_task": self.per_task,
-                               "trackers": self.tracked.run_ids()},
-                              own={"examples": examples, "tokens": seen["tokens"], "loss_sum": seen["loss"],
-                                   "log_loss_sum": seen["log_loss"], "flops": self.flops.state()})
-                    raise Preempted(f"{preempt.signal_name() or 'a stop signal'} at step {step}/{total_steps}: "
-                                    f"checkpointed in {ckpt.path}")
+                    checkpoint_and_stop()
             else:  # a whole epoch went by
+                epoch_end = not hp.get("eval_steps") and step < total_steps   # evaluated here
+                if epoch_end and sums.pending:   # its last steps were not read yet (every rank has the same count)
+                    # a sync like any other: a stop raised since the last one is acted on here, not 25 steps on
+                    flags, seen, over_ranks = sync.read(acc, sums, local)
+                    check(flags)
+                    read_at = step
+                    if flags[1]:   # the final evaluation, after the loop, is this epoch's
+                        stopped_by = "time_limit"
+                    elif flags[2]:   # before the epoch's evaluation, which the resumed run does (micro: all of it)
+                        checkpoint_and_stop()
                 epoch_idx += 1
                 micro = 0
-                if not hp.get("eval_steps") and step < total_steps:
-                    if sums.pending:   # its last steps were not read yet (every rank has the same count)
-                        flags, seen, over_ranks = sync.read(acc, sums, [False, False, False])
-                        check(flags)
-                        read_at = step
+                if epoch_end and stopped_by is None:
                     evaluate_now(float(epoch_idx))
                 continue
         self.epochs_done = epoch_idx + micro / len(mixture)

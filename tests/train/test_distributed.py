@@ -231,6 +231,41 @@ hparams: {{batch_size: 4, eval_batch_size: 8, eval_steps: 3}}
     assert counted(b) == pytest.approx(counted(a), rel=1e-9)
 
 
+def test_two_processes_stop_at_the_epoch_end_their_stop_reached(tmp_path, tiny_bert, small_glue):
+    """Without eval_steps the ranks sync at each epoch's end (6 steps here) and every SYNC_EVERY steps: a stop
+    raised on rank 0 at step 4 of 12 is agreed on at step 6's epoch-end sync. That sync passed no flags, so the
+    stop waited for the cell's last step and the cell ran to its end (completed, no checkpoint). Checkpointed
+    before the epoch's evaluation, the resumed run evaluates it: the same history and score as uninterrupted."""
+    from harness.train import checkpoint
+
+    body = f"""
+models: ["{tiny_bert}"]
+tasks: [rte]
+methods: [{{name: lora, learning_rate: 1e-3}}]
+budgets: [{{epochs: 2}}]
+hparams: {{batch_size: 4, eval_batch_size: 8}}
+"""
+    ref, cell = (write_suite(tmp_path / f"{n}.yaml", f"name: {n}" + body) for n in ("ref", "cell"))
+    script = tmp_path / "stop.py"
+    script.write_text(STOP_ON_RANK_0.format(n=5))   # the runner's check, then steps 1-4
+    store = Store(f"sqlite:///{tmp_path / 'h.db'}")
+    proc = launch(tmp_path, cell, small_glue, script=script)
+    assert "SIGTERM received" in proc.stderr, proc.stderr[-3000:]
+    assert "stopped by a signal, checkpointed" in proc.stderr, (store.records("cell")[0].status, proc.stderr[-3000:])
+    (path,) = checkpoint.paths_under(str(tmp_path / "out" / "cell"))
+    counters = checkpoint.torch.load(path, weights_only=True)["counters"]
+    assert (counters["step"], counters["epoch_idx"], counters["micro"]) == (6, 0, 6)   # the epoch's end
+    assert counters["history"] == []   # its evaluation not run yet: the resumed run runs it
+    for suite in (cell, ref):
+        proc = launch(tmp_path, suite, small_glue)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "resumed from its checkpoint at step 6/12" not in proc.stderr   # (the reference's own run)
+    (a,), (b,) = store.records("ref"), store.records("cell")
+    assert b.status == "completed" and b.attempts == 2 and b.steps == a.steps == 12
+    assert [e["step"] for e in a.history] == [6, 12]
+    assert b.score == a.score and b.history == a.history
+
+
 # harness/run.py whose ranks each write the loss of every training micro-batch they run, one file per rank
 LOG_LOSSES = """
 import os, sys
@@ -378,10 +413,61 @@ hparams: {{batch_size: 4, eval_batch_size: 8, eval_steps: 3}}
     assert left.status == "pending" and left.attempts == 0   # the worker ran no further cell
 
 
+# harness/run.py with the DDP group's timeout cut to {t} s, whose rank 1 hangs (alive, not ended) at its N-th
+# optimizer step for longer than that
+HANG_RANK_1 = """
+import datetime, os, sys, time
+import torch.distributed.distributed_c10d as c10d
+from harness.cli import main
+from harness.train import preempt
+c10d.default_pg_timeout = datetime.timedelta(seconds={t})   # torch's default for gloo: 30 minutes
+real, calls = preempt.requested, [0]
+def requested():
+    calls[0] += 1
+    if calls[0] == {n} and os.environ.get("RANK") == "1":
+        time.sleep({sleep})   # a stalled file system, a deadlock
+    return real()
+preempt.requested = requested
+raise SystemExit(main(["run", *sys.argv[1:]]))
+"""
+
+
+def test_a_hung_rank_times_the_group_out_and_the_worker_says_so(tmp_path, tiny_bert, small_glue):
+    """Rank 1 hangs mid-cell (its process still runs): rank 0's next collective times out. The record held only
+    gloo's "Timed out waiting 30000ms for send operation", naming no other rank; the worker then tried the
+    runner's broadcast to the hung rank, which failed in its turn ("Application timeout caused pair closure"),
+    and crashed with a traceback (exit 1), an earlier checkpoint of the cell deleted. Now it is a broken group:
+    the record says another rank did not join in time, and the worker stops with one line and exit 6."""
+    import re
+
+    suite = write_suite(tmp_path / "s.yaml", f"""
+name: ddp-hang
+models: ["{tiny_bert}"]
+tasks: [rte]
+methods: [{{name: lora, learning_rate: 1e-3}}]
+budgets: [{{epochs: 2}}]
+hparams: {{batch_size: 4, eval_batch_size: 8}}
+""")
+    script = tmp_path / "hang.py"
+    script.write_text(HANG_RANK_1.format(t=30, n=3, sleep=100))
+    proc = launch(tmp_path, suite, small_glue, script=script)
+    err = proc.stderr
+    assert "[rank0]: Traceback" not in err, err[-3000:]
+    assert re.search(r"rank\s*: 0 .*\n\s*exitcode\s*: 6 ", err), err[-3000:]
+    assert ("suite ddp-hang: another rank did not join a collective within the DDP group's timeout (it hung, or "
+            "fell far behind); this worker stops (exit 6)") in err, err[-3000:]
+    (rec,) = Store(f"sqlite:///{tmp_path / 'h.db'}").records()
+    assert rec.status == "failed" and rec.score is None and rec.steps is None
+    first = rec.error.splitlines()[0]
+    assert first.startswith("GroupBroken: another rank did not join a collective within the DDP group's "
+                            "timeout"), first
+    assert "Timed out waiting 30000ms" in rec.error   # its cause
+
+
 def test_a_broken_group_is_told_from_a_rank_s_own_failure():
     """How gloo words a peer's closed connection, and what the record says when it comes before the launcher's
     SIGTERM (no stop signal received yet) and after it."""
-    from harness.launch.broken_group import broke, explained
+    from harness.launch.broken_group import broke, explained, timed_out
 
     gloo = RuntimeError("[/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:537] Read error [127.0.0.1]:51596: "
                         "Connection reset by peer. This is typically caused by a remote worker hanging")
@@ -392,6 +478,13 @@ def test_a_broken_group_is_told_from_a_rank_s_own_failure():
     assert str(late).startswith("another rank's process ended and the launcher stopped this one (SIGTERM): ")
     assert "resuming from the cell's earlier checkpoint (kept) where its setup matches" in str(late)
     assert early.__cause__ is gloo and broke(early)
+    hung = RuntimeError("[/pytorch/third_party/gloo/gloo/transport/tcp/unbound_buffer.cc:129] Timed out waiting "
+                        "30000ms for send operation to complete")
+    assert broke(hung) and timed_out(hung) and not timed_out(gloo)
+    assert broke(RuntimeError("Application timeout caused pair closure"))   # the next collective after it
+    told = explained(hung, None, False)
+    assert str(told).startswith("another rank did not join a collective within the DDP group's timeout (it hung")
+    assert timed_out(told) and not timed_out(early)
 
 
 # harness/run.py whose ranks each note every frozen-encoder pass they run, rank 0 taking 5 s longer over its first
