@@ -158,7 +158,7 @@ def param_rows(suite, task_name: str | None = None) -> list[ParamRow]:
             bert_eq = bert_equivalent_params(config) if config.model_type == "albert" else None
             for method_name, params, _ in suite.method_variants:
                 if get_method(method_name).loads_saved:
-                    continue  # its size is the saved adapter's: see the store's adapter_bytes
+                    continue  # its size is the saved adapter's (uncounted_variants: the table says so)
                 models = [_build(configs[t.name][0], t) for t in tasks]
                 heads = [head_parameter_names(m, configs[t.name][1]) for m, t in zip(models, tasks)]
                 _, counts = compose(models, heads, method_name, params, schedule, tasks)
@@ -168,11 +168,20 @@ def param_rows(suite, task_name: str | None = None) -> list[ParamRow]:
     return rows
 
 
+def uncounted_variants(suite) -> list[str]:
+    """The labels of the suite's variants param_rows leaves out: those that start from a saved adapter
+    (pretrained_adapter), whose size is the saved adapter's, which configs alone do not give."""
+    from harness.spec.cell import method_label
+    from harness.spec.methods import get_method
+
+    return [method_label(name, params) for name, params, _ in suite.method_variants if get_method(name).loads_saved]
+
+
 def _m(n: int) -> str:
     return f"{n / 1e6:.2f}M" if n >= 1e5 else f"{n:,}"
 
 
-def format_rows(rows: list[ParamRow]) -> str:
+def format_rows(rows: list[ParamRow], uncounted: list[str] = ()) -> str:
     header = ["model", "method", "head for", "total", "trainable", "%", "added", "head", "embedding", "encoder"]
     lines = [header]
     for r in rows:
@@ -193,4 +202,7 @@ def format_rows(rows: list[ParamRow]) -> str:
             out.append(f"{model}: ALBERT, factorised embedding {_m(r.embedding)} and one shared layer block: "
                        f"{_m(base)} parameters vs {_m(r.bert_equivalent)} for a BERT of the same hidden size, "
                        f"depth and vocabulary ({r.bert_equivalent / base:.1f}x fewer)")
+    for label in uncounted:   # a variant without a row, said so: a table silently shorter reads as complete
+        out.append(f"{label}: not counted (a saved adapter: its size is the saved one's; each run of it records "
+                   f"its parameter counts, the store its adapter_bytes)")
     return "\n".join(out) + "\n"

@@ -21,7 +21,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from harness.analysis.accounting import format_rows, known_config, param_rows
+    from harness.analysis.accounting import format_rows, known_config, param_rows, uncounted_variants
     from harness.plan.preflight import check_configuration
     from harness.plan.suite import load_suite
     from harness.train.context import quiet_libraries
@@ -33,5 +33,5 @@ def run(args) -> int:
     task = task_option(args.task) if args.task else None
     quiet_libraries()
     rows = param_rows(suite, task)
-    sys.stdout.write(format_rows(rows))
+    sys.stdout.write(format_rows(rows, uncounted_variants(suite)))
     return 0

@@ -424,3 +424,39 @@ def test_a_reader_that_goes_away_ends_a_command_quietly():
     finally:
         os.close(write_end)
     assert proc.stderr == "" and proc.returncode == 141
+
+
+def _help_examples():
+    """(subcommand, argv after `harness`) of every line of every subcommand's --help examples: the trailing
+    "(...)" note and leading VAR=value settings dropped; `accelerate launch` lines left to the docs test."""
+    import re
+    import shlex
+
+    from harness.cli import SUBCOMMANDS
+
+    for name, module in SUBCOMMANDS.items():
+        for line in module.EXAMPLES.strip().splitlines():
+            words = shlex.split(re.sub(r"\s{2,}\(.*\)\s*$", "", line.strip()))
+            while words and re.fullmatch(r"[A-Z_]+=\S*", words[0]):
+                words.pop(0)
+            if words[0] == "harness":
+                yield name, words[1:]
+
+
+def test_every_help_example_parses_and_the_offline_ones_run(monkeypatch):
+    """Each subcommand's --help examples: its options exist and their values parse, the suite files they name are
+    the checkout's; those that need no store, data or network (ls, params) run and exit 0."""
+    from harness.cli import build_parser
+
+    examples = list(_help_examples())
+    assert {name for name, _ in examples} >= {"ls", "params", "validate", "ablate", "run"}
+    for name, argv in examples:
+        args = build_parser().parse_args(argv)
+        assert args.command == name, argv
+        assert all((ROOT / a).is_file() for a in argv if a.endswith(".yaml")), argv
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")   # params reads bert-base-uncased's config from those it knows
+    for name, argv in examples:
+        if name in ("ls", "params"):
+            proc = run_cli(*argv, cwd=ROOT)
+            assert proc.returncode == 0 and proc.stderr == "", (argv, proc.stderr[-2000:])
+            assert proc.stdout.count("\n") > 3, (argv, proc.stdout)

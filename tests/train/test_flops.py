@@ -201,6 +201,19 @@ def test_the_linear_probe_counts_its_encoder_pass(tiny_bert, small_glue, tmp_pat
     assert 0 < again.train_flops < passes["train"]
 
 
+def test_a_flat_prefix_tuning_cell_is_counted_and_evaluated(tiny_bert, small_glue, tmp_path):
+    """Flat prefixes reach attention as a view of a trained parameter; under no_grad torch marks that view
+    requires_grad with no grad_fn, and FlopCounterMode's module tracker failed the counted evaluation batch on
+    it ("Expected gradient function to be set"): every prefix_tuning cell with flat: true failed."""
+    from harness.train.context import RunContext
+    from harness.train.recipe import train_and_evaluate
+
+    ctx = RunContext(str(small_glue), str(tmp_path / "cache"), show_progress=False)
+    result = train_and_evaluate(_cell(tiny_bert, "prefix_tuning", {"prefix_length": 4, "flat": True}), ctx)
+    assert result.flop_count["eval_counted_batches"] == 1 and result.eval_flops > 0
+    assert result.train_flops > 0 and result.score is not None
+
+
 def test_a_bad_peak_override_fails_the_cell_at_once(tiny_bert, small_glue, monkeypatch):
     from harness.train.context import RunContext
     from harness.train.recipe import train_and_evaluate

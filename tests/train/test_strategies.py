@@ -358,6 +358,27 @@ def test_the_encoder_checksum_is_of_values_whatever_dtype_holds_them(tmp_path):
     assert encoder_checksum(model) != fp32
 
 
+def test_params_command_says_which_variants_it_does_not_count(tmp_path):
+    """A pretrained_adapter variant's size is the saved adapter's, which configs alone do not give: params left
+    its row out without a word (a suite of saved adapters alone printed an empty table)."""
+    model = make_tiny_model(tmp_path / "m")
+    saved = tmp_path / "saved"
+    saved.mkdir()
+    (saved / "adapter_config.json").write_text("{}")
+    suite = write_suite(tmp_path / "p.yaml", f"""
+name: p
+models: ["{model}"]
+tasks: [rte]
+methods: [{{name: houlsby, size: 4}}, {{name: pretrained_adapter, path: ./saved}}]
+""")
+    proc = run_cli("params", suite)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr[-2000:]
+    rows = [ln.split()[1] for ln in proc.stdout.splitlines() if ln.startswith(str(model))]
+    assert rows == ["houlsby(size=4,non_linearity=swish)"], proc.stdout
+    note = [ln for ln in proc.stdout.splitlines() if "pretrained_adapter(path=./saved" in ln]
+    assert len(note) == 1 and "not counted" in note[0], proc.stdout
+
+
 def test_params_command_counts_albert_against_bert(tmp_path):
     bert = make_tiny_model(tmp_path / "b", arch="bert")
     albert = make_tiny_model(tmp_path / "a", arch="albert")
