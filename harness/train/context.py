@@ -96,6 +96,14 @@ def make_accelerator(cell: Cell, find_unused_parameters: bool = False, mixed_pre
         raise RuntimeError("DeepSpeed ZeRO-3 on a CPU: its forward pass computes garbage there (deepspeed 0.19.8: "
                            "losses of 1e15 and more from the first step, finite, so nothing else would stop the "
                            "cell); use ZeRO-1 or ZeRO-2 on a CPU")
+    if under_deepspeed(acc):
+        # DeepSpeed accumulates and clips inside its engine, from its config: there `accelerate launch` puts an
+        # accelerate config's values over the cell's, a DeepSpeed JSON without them gets accumulation 1, and
+        # Accelerate clips at 1.0 where nothing says; the cell's own, which its key and record name, go in instead
+        config = acc.state.deepspeed_plugin.deepspeed_config
+        config["gradient_accumulation_steps"] = acc.gradient_accumulation_steps = \
+            cell.hparams["gradient_accumulation_steps"]
+        config["gradient_clipping"] = float(cell.hparams["max_grad_norm"])
     return acc
 
 

@@ -52,8 +52,15 @@ def _record(tmp_path, suite):
     return rec
 
 
-def _losses(rec):
-    return [(e["step"], e["train_loss"]) for e in rec.history]
+def _evaluations(rec):
+    """(the steps evaluated at, the mean train loss before each)"""
+    return [e["step"] for e in rec.history], [e["train_loss"] for e in rec.history]
+
+
+def _same_training(rec, ref):
+    (steps, losses), (ref_steps, ref_losses) = _evaluations(rec), _evaluations(ref)
+    assert steps == ref_steps
+    assert losses == pytest.approx(ref_losses, rel=1e-5)
 
 
 def test_a_deepspeed_launch_on_a_cpu_trains_under_deepspeed_with_the_plain_runs_numbers(tmp_path, tiny_bert,
@@ -69,8 +76,24 @@ def test_a_deepspeed_launch_on_a_cpu_trains_under_deepspeed_with_the_plain_runs_
     assert ref.env["distributed_type"] == "DistributedType.NO"
     for name in ("steps", "epochs_done", "trainable_params", "total_params", "train_flops", "eval_examples"):
         assert getattr(rec, name) == getattr(ref, name), name
-    assert _losses(rec) == pytest.approx(_losses(ref), rel=1e-5)
+    _same_training(rec, ref)
     assert rec.score == ref.score
+
+
+def test_the_cells_accumulation_and_clipping_are_what_deepspeed_runs(tmp_path, tiny_bert, small_glue):
+    """The shipped configs' (and accelerate's default) accumulation 1 and clipping 1.0 went into DeepSpeed's engine
+    over the cell's: 2 epochs asked in steps of 2 batches trained 1 epoch of single batches, and a clipping norm of
+    0.01 trained as 1.0, under a record naming the cell's values."""
+    hparams = ["gradient_accumulation_steps: 2", "max_grad_norm: 0.01"]
+    ds = _deepspeed(tmp_path, _suite(tmp_path, "ds", tiny_bert, hparams), small_glue)
+    assert ds.returncode == 0, ds.stderr[-3000:]
+    plain = _plain(tmp_path, _suite(tmp_path, "plain", tiny_bert, hparams), small_glue)
+    assert plain.returncode == 0, plain.stderr[-3000:]
+    rec, ref = _record(tmp_path, "ds"), _record(tmp_path, "plain")
+    assert rec.env["distributed_type"] == "DistributedType.DEEPSPEED"
+    assert ref.steps == 12 and ref.epochs_done == 2.0   # 48 examples in batches of 4, 2 per step, 2 epochs
+    assert (rec.steps, rec.epochs_done) == (ref.steps, ref.epochs_done)
+    _same_training(rec, ref)
 
 
 def test_zero3_on_a_cpu_fails_the_cell_with_the_reason(tmp_path, tiny_bert, small_glue):
