@@ -6,6 +6,7 @@ cell (1 process, DDP, DeepSpeed, mixed precision), and the libraries' log level.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import torch
@@ -14,6 +15,7 @@ from harness.spec.cell import Cell
 from harness.tasks.data import TokenizedCache
 from harness.tasks.kinds import kind_of
 from harness.train.precision import resolve_precision
+from harness.train.zero import under_deepspeed
 
 
 @dataclass
@@ -45,12 +47,27 @@ class RunContext:
         return value
 
 
+def _launched_under_deepspeed() -> bool:
+    """`accelerate launch` with a DeepSpeed config (it sets this for every rank)."""
+    return os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+
+
+def _cpu_only() -> bool:
+    """Accelerate's cpu=True: no CUDA, and not launched under DeepSpeed. Accelerate never runs DeepSpeed when told
+    cpu=True: a DeepSpeed config on a CPU machine would silently train plain DDP (DeepSpeed has a CPU
+    accelerator of its own, used there instead)."""
+    return not torch.cuda.is_available() and not _launched_under_deepspeed()
+
+
 def process_state():
     """The process group. Without CUDA, Accelerate forms a multi-process (gloo) world only when told cpu=True;
-    `accelerate launch --multi_gpu --num_processes N` on a CPU machine then gives real DDP."""
+    `accelerate launch --multi_gpu --num_processes N` on a CPU machine then gives real DDP. Under DeepSpeed
+    without CUDA the backend must be named: Accelerate finds none for a CPU and would make every rank a world of
+    one."""
     from accelerate import PartialState
 
-    return PartialState(cpu=not torch.cuda.is_available())
+    gloo = not torch.cuda.is_available() and _launched_under_deepspeed()
+    return PartialState(cpu=_cpu_only(), **({"backend": "gloo"} if gloo else {}))
 
 
 def make_accelerator(cell: Cell, find_unused_parameters: bool = False, mixed_precision: str | None = None,
@@ -68,13 +85,26 @@ def make_accelerator(cell: Cell, find_unused_parameters: bool = False, mixed_pre
     AcceleratorState._reset_state()
     GradientState._reset_state()
     handlers = [DistributedDataParallelKwargs(find_unused_parameters=True)] if find_unused_parameters else []
-    return Accelerator(cpu=not torch.cuda.is_available(),
-                       mixed_precision=mixed_precision or resolve_precision(cell.hparams["mixed_precision"]),
-                       gradient_accumulation_steps=cell.hparams["gradient_accumulation_steps"],
-                       kwargs_handlers=handlers,
-                       # batches go to the GPU without waiting for it (from pinned memory: loaders.pinned)
-                       dataloader_config=DataLoaderConfiguration(non_blocking=pinned()),
-                       **(tracking.accelerator_kwargs() if tracking else {}))
+    acc = Accelerator(cpu=_cpu_only(),
+                      mixed_precision=mixed_precision or resolve_precision(cell.hparams["mixed_precision"]),
+                      gradient_accumulation_steps=cell.hparams["gradient_accumulation_steps"],
+                      kwargs_handlers=handlers,
+                      # batches go to the GPU without waiting for it (from pinned memory: loaders.pinned)
+                      dataloader_config=DataLoaderConfiguration(non_blocking=pinned()),
+                      **(tracking.accelerator_kwargs() if tracking else {}))
+    if under_deepspeed(acc) and acc.device.type == "cpu" and acc.state.deepspeed_plugin.hf_ds_config.is_zero3():
+        raise RuntimeError("DeepSpeed ZeRO-3 on a CPU: its forward pass computes garbage there (deepspeed 0.19.8: "
+                           "losses of 1e15 and more from the first step, finite, so nothing else would stop the "
+                           "cell); use ZeRO-1 or ZeRO-2 on a CPU")
+    if under_deepspeed(acc):
+        # DeepSpeed accumulates and clips inside its engine, from its config: there `accelerate launch` puts an
+        # accelerate config's values over the cell's, a DeepSpeed JSON without them gets accumulation 1, and
+        # Accelerate clips at 1.0 where nothing says; the cell's own, which its key and record name, go in instead
+        config = acc.state.deepspeed_plugin.deepspeed_config
+        config["gradient_accumulation_steps"] = acc.gradient_accumulation_steps = \
+            cell.hparams["gradient_accumulation_steps"]
+        config["gradient_clipping"] = float(cell.hparams["max_grad_norm"])
+    return acc
 
 
 def quiet_libraries() -> None:
