@@ -188,8 +188,9 @@ def format_rows(rows: list[ParamRow], uncounted: list[str] = ()) -> str:
         lines.append([r.model, r.method, r.tasks, _m(r.total), _m(r.trainable), f"{r.trainable_pct:.3f}",
                       _m(r.added), _m(r.head), _m(r.embedding), _m(r.encoder)])
     widths = [max(len(str(row[i])) for row in lines) for i in range(len(header))]
-    out = ["parameters per model x method (counted from requires_grad, shared tensors once); a multi-task entry "
-           "(rte+stsb): its one jointly trained model, a head per task"]
+    title = "parameters per model x method (counted from requires_grad, shared tensors once)"
+    joint = next((r.tasks for r in rows if "+" in r.tasks), None)   # said only where a row is one
+    out = [title + (f"; a multi-task entry ({joint}): its one jointly trained model, a head per task" if joint else "")]
     for k, row in enumerate(lines):
         out.append("  ".join(str(c).ljust(w) if i < 3 else str(c).rjust(w) for i, (c, w) in
                              enumerate(zip(row, widths))))

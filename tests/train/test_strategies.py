@@ -278,7 +278,7 @@ def test_params_command_counts_what_the_run_trains(tmp_path, small_glue, task):
     """`harness params` against the model a run builds (build_model), method by method, on a checkpoint saved
     without its pooler: the run initialises the pooler anew, so it trains with the head whatever the method
     freezes; params counted it frozen (and not as head) because a model built from a config has no missing keys."""
-    from harness.analysis.accounting import param_rows
+    from harness.analysis.accounting import format_rows, param_rows
     from harness.plan.suite import parse_suite
     from harness.spec.tasks import get_task
     from harness.train.context import RunContext
@@ -301,13 +301,15 @@ methods: [full, linear_probe, layernorm, {{name: houlsby, size: 4}}, {{name: lor
             counts["total_params"], counts["trainable_params"], counts["added_params"], counts["head_params"],
             counts["embedding_params"], counts["encoder_params"]), cell.method_label
         assert row.head == pooler + D * (2 if task == "rte" else 1) + (2 if task == "rte" else 1)
+    # the title explains a multi-task row only where the table has one (it named "rte+stsb" for every suite)
+    assert "multi-task" not in format_rows(list(rows.values())).splitlines()[0]
 
 
 def test_params_command_counts_a_multi_task_entry_s_joint_model(tmp_path, small_glue):
     """A multi-task entry trains one model with a head per task (and an adapter per task where it asks): `harness
     params` counted a single-task model for it (houlsby with adapter_per_task: half the added parameters, one
     head)."""
-    from harness.analysis.accounting import param_rows
+    from harness.analysis.accounting import format_rows, param_rows
     from harness.plan.suite import parse_suite
     from harness.spec.tasks import get_task
     from harness.train.context import RunContext
@@ -322,6 +324,7 @@ methods: [{{name: houlsby, size: 4}}, {{name: lora, rank: 2}}]
 """)
     rows = {(r.method, r.tasks): r for r in param_rows(suite)}
     assert {tasks for _, tasks in rows} == {"rte", "rte+stsb", "rte+stsb+sst2"}
+    assert "a multi-task entry (rte+stsb)" in format_rows(list(rows.values())).splitlines()[0]
     for cell in suite.cells():
         *_, counts = build_model(cell, RunContext(str(small_glue), None), [get_task(t) for t in cell.tasks])
         row = rows[(cell.method_label, cell.task)]
