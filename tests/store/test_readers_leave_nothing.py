@@ -112,3 +112,21 @@ def test_a_read_of_a_store_at_rest_that_a_writer_changed_is_refused(tmp_path):
     with reader.snapshot():   # a read that begins now sees the change
         assert reader.get(1).error == "changed"
     assert sorted(os.listdir(tmp_path)) == ["fx.db"]
+
+
+def test_a_store_reached_through_a_symlink_that_a_worker_is_writing_is_read_with_its_last_commits(tmp_path):
+    """SQLite puts the -wal beside the file the link names: looked for beside the link, none was found and the
+    store was read at rest, from the file alone, without the worker's commit (error None)."""
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").mkdir()
+    fixture_store.build(tmp_path / "real" / "fx.db")
+    os.symlink(tmp_path / "real" / "fx.db", tmp_path / "link" / "fx.db")
+    url = f"sqlite:///{tmp_path / 'link' / 'fx.db'}"
+    writer = Store(url)
+    with writer.engine.begin() as conn:
+        conn.execute(RunRecord.__table__.update().where(RunRecord.id == 1).values(error="written by the worker"))
+    assert os.path.getsize(tmp_path / "real" / "fx.db-wal") > 0 and os.listdir(tmp_path / "link") == ["fx.db"]
+    reader = Store(url, read_only=True)
+    with reader.snapshot():
+        assert reader.get(1).error == "written by the worker"
+    writer.engine.dispose()
