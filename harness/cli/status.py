@@ -48,6 +48,7 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from harness.plan.suite import load_suite
     from harness.store.db import Store
+    from harness.store.engine import StoreChanged
 
     suite = load_suite(args.suite, args.max_cells)
     from harness.spec.status import lease_timeout
@@ -56,16 +57,24 @@ def run(args) -> int:
     store, looked = None, False
     try:
         while True:
-            if store is None:   # status only reads: it never creates or changes a store
-                try:
-                    # None: no worker has started yet (--watch: look again next time). The first look refuses a
-                    # database that is not a store; one that appears while --watch waits may be a worker's store
-                    # whose tables are being created
-                    store = Store(args.db, read_only=True) if looked else existing_store(args.db, new_ok=True)
-                except FileNotFoundError:
-                    store = None
-                looked = True
-            payload, text = snapshot(suite, store, args)
+            try:
+                if store is None:   # status only reads: it never creates or changes a store
+                    try:
+                        # None: no worker has started yet (--watch: look again next time). The first look refuses
+                        # a database that is not a store; one that appears while --watch waits may be a worker's
+                        # store whose tables are being created
+                        store = Store(args.db, read_only=True) if looked else existing_store(args.db, new_ok=True)
+                    except FileNotFoundError:
+                        store = None
+                    looked = True
+                payload, text = snapshot(suite, store, args)
+            except StoreChanged:
+                # a worker that started during this look wrote the store: what --watch waits for, not the end of
+                # the watch (exit 1); its next look reads the store anew
+                if not args.watch:
+                    raise
+                time.sleep(args.watch)
+                continue
             if args.json:
                 print(json.dumps(payload, indent=None if args.watch else 1), flush=True)
             else:

@@ -132,9 +132,13 @@ def _sqlite_read_only_engine(path: str) -> Engine:
     class Connection(sqlite3.Connection):
         at_rest = None   # the file's state (_file_state) when it was opened immutable
 
+    # SQLite keeps the -wal and -journal beside the file a symlinked path names, not beside the link: looked for
+    # beside the link, a worker's commits in the -wal went unseen (read at rest, from the file alone)
+    real = os.path.realpath(path)
+
     def connect():
         at_rest = None
-        if not any(os.path.exists(f"{path}-{kind}") for kind in ("wal", "journal")):
+        if not any(os.path.exists(f"{real}-{kind}") for kind in ("wal", "journal")):
             at_rest = _file_state(path)   # before the first byte is read
         conn = sqlite3.connect(base + ("&immutable=1" if at_rest else ""), uri=True, check_same_thread=False,
                                factory=Connection)
