@@ -31,7 +31,7 @@ from harness.spec.errors import InputError
 from harness.spec.status import Status
 from harness.stats.selection import selectable_runs
 from harness.store.db import Store
-from harness.store.engine import default_db_url
+from harness.store.engine import StoreChanged, default_db_url
 from harness.store.redact import redact_url
 
 HOW_TO_RUN = """No results yet. Run a suite first, for example the embedded default (offline, ~15 min on a laptop CPU):
@@ -355,10 +355,33 @@ def page_ablations(url, suite, runs):
 
 
 PAGES = ["Leaderboard", "Grid", "Trade-off", "Tuning budget", "Runs", "Task", "Analyses"]
+REREADS = 3   # a store written during a read is read again (StoreChanged) this many times before the page says so
 
 
 def main() -> None:
+    """The page, read again where a worker wrote the store during a read without locks (StoreChanged): the next
+    read sees its -wal and reads with locks, so one more read normally suffices; the command line refuses instead
+    (run it again), the board does that itself."""
     st.set_page_config(page_title="PEFT leaderboard", page_icon="📊", layout="wide")
+    page = st.empty()   # what a torn read drew is taken away with it
+    try:
+        with page.container():
+            draw_page()
+    except StoreChanged:
+        tries = st.session_state.get("_store_rereads", 0)
+        if tries < REREADS:
+            st.session_state["_store_rereads"] = tries + 1
+            st.cache_data.clear()   # the cached reads may be the torn one's
+            st.rerun()
+        st.session_state["_store_rereads"] = 0
+        page.empty()
+        st.warning(f"The store `{redact_url(db_url())}` was written while it was read, {REREADS + 1} times in a "
+                   f"row: nothing is shown from a read that could mix two states. Reload the page.")
+        return
+    st.session_state["_store_rereads"] = 0
+
+
+def draw_page() -> None:
     url = db_url()
     st.sidebar.title("PEFT leaderboard")
     try:

@@ -10,6 +10,7 @@ import sys
 import time
 
 import pytest
+import streamlit as st
 from sqlalchemy import update
 from streamlit.testing.v1 import AppTest
 
@@ -694,3 +695,29 @@ def test_a_run_without_a_learning_rate_shows_as_missing_on_the_runs_page_and_in_
     at = app(url, monkeypatch, page="Runs", suite="s", model="minilm")
     (details,) = [s for s in at.selectbox if s.label == "Run details"]
     assert details.options == [f"#{row.id} rte full lr=– seed=1 (completed)"]
+
+
+def test_a_store_written_during_the_board_s_read_is_read_again_and_never_shown_torn(store_url, monkeypatch):
+    """A store at rest is read without locks, and such a read refuses (StoreChanged) where a worker wrote the file
+    meanwhile: the board showed the command line's refusal as a traceback. It reads again; where every read is
+    written over, it says so and shows nothing from them."""
+    from harness.store import engine
+
+    changed = {"left": 1}   # the file is seen changed at the end of the first read only
+
+    def state_or_none(path, real=engine._state_or_none):
+        if changed["left"]:
+            changed["left"] -= 1
+            return None
+        return real(path)
+
+    monkeypatch.setattr(engine, "_state_or_none", state_or_none)
+    st.cache_data.clear()   # (an earlier test's read of the same store may be cached)
+    at = app(store_url, monkeypatch, page="Leaderboard", suite="fx", model="minilm")
+    assert changed["left"] == 0 and not at.warning and table(at, "method") is not None
+
+    st.cache_data.clear()   # (the first page's read is cached: read anew)
+    changed["left"] = 10 ** 6   # every read is written over
+    at = app(store_url, monkeypatch, page="Leaderboard", suite="fx", model="minilm")
+    assert [w.value for w in at.warning if "was written while it was read, 4 times in a row" in w.value], at.warning
+    assert not at.dataframe
