@@ -432,7 +432,7 @@ def submit(script_file: str, db_url: str | None = None) -> str:
         done = subprocess.run(["sbatch", "--parsable", script_file], capture_output=True, text=True,
                               timeout=SBATCH_TIMEOUT_S, env=env)
     except FileNotFoundError:
-        raise InputError(SBATCH_NOT_FOUND) from None   # (removed since check_sbatch)
+        raise InputError(SBATCH_NOT_FOUND) from None   # (sbatch removed since check_sbatch found it)
     if done.returncode != 0:   # what sbatch refused (a partition, an --sbatch-arg, the cluster): its first line
         from harness.store.redact import redact_text
 

@@ -206,8 +206,9 @@ def tokenizer_fingerprint(tokenizer) -> str:
     name = type(tokenizer).__name__
     # which end a cut pair loses and which end padding goes on are the Python object's, not the backend's (each
     # call writes them into the backend state popped below): a tokenizer_config.json with truncation_side "left"
-    # got the right-side tokenizer's cached features. Named only where not the default, so a default tokenizer
-    # keeps the fingerprint, and the cache, it had
+    # got the right-side tokenizer's cached features. Named only where not "right", so a tokenizer that cuts and
+    # pads at the right keeps the fingerprint, and the cache, it had (one whose class pads at the left, as Llama's
+    # and Gemma's do, builds its features once more)
     sides = [f"{side}={getattr(tokenizer, side, 'right')}" for side in ("truncation_side", "padding_side")
              if getattr(tokenizer, side, "right") != "right"]
     name = "|".join([name, *sides])

@@ -24,8 +24,9 @@ again before a later stage's checkpoint, log nothing: the run has their points; 
 older than the run's last points: a worker that resumed it and was then killed outright (SIGKILL, the OOM killer)
 had logged the steps after it, which the next resume trains again. Each step stays one point: TensorBoard hides the
 folder's points after the checkpoint (SummaryWriter's purge_step) and shows the retrained ones; MLflow cannot
-remove a point, so a metric's steps that the run already holds are not logged again (the resume is exact: the same
-values). A new run moves an earlier run's TensorBoard folder aside.
+remove a point, so a metric's steps that the run already holds are not logged again (on a CPU a resume is exact, the
+same values; on a GPU, whose kernels are not deterministic (harness/train/checkpoint.py), MLflow keeps the killed
+attempt's values for those steps while TensorBoard and the store hold the retrained ones). A new run moves an earlier run's TensorBoard folder aside.
 Only the main process logs: accelerate's init_trackers and log run on it alone. A tracker that fails (a server
 down, a full disk) is reported on stderr and dropped for the rest of the cell; the cell itself goes on: its record
 in the store is what counts.
