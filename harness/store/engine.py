@@ -102,7 +102,9 @@ def _sqlite_pragmas(engine: Engine, read_only: bool) -> None:
 
 
 def _file_state(path: str) -> tuple:
-    """What changes when anything writes the file: which file it is, its size and its times."""
+    """Which file it is, its size and its times: what a write changes, except where the file system's clock is
+    coarse (no fine-grained timestamps) and a checkpoint rewrites it within the same tick, at the same size, as the
+    read began: that one write goes unseen."""
     st = os.stat(path)
     return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
