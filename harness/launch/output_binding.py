@@ -48,7 +48,7 @@ def check_output_dir(output_dir: str, url: str, unreachable_ok: bool = False) ->
     store this machine cannot open is left to the workers to check (a Slurm login node may not reach the
     cluster's database)."""
     from harness.store.db import Store
-    from harness.store.engine import READ_ONLY_BACKENDS, check_db_url
+    from harness.store.engine import READ_ONLY_BACKENDS, StoreChanged, check_db_url
 
     mark = bound_store(output_dir)
     if mark is None:
@@ -60,6 +60,8 @@ def check_output_dir(output_dir: str, url: str, unreachable_ok: bool = False) ->
         store = Store(url, read_only=read_only, create=False)
     except FileNotFoundError:
         raise _refusal(output_dir, mark) from None
+    except StoreChanged:   # reached, and written during the read: not a store this machine cannot reach
+        raise
     except InputError:
         if unreachable_ok:
             return

@@ -166,3 +166,18 @@ def test_status_watch_looks_again_after_a_worker_wrote_the_store_during_a_look(a
     assert len(looks) == 2 and sleeps == [5.0, 5.0]
     (report,) = r.stdout.splitlines()   # the torn look printed nothing
     assert "counts" in json.loads(report)
+
+
+def test_slurm_s_output_folder_check_is_not_skipped_when_a_worker_wrote_the_store_during_it(at_rest_url, tmp_path,
+                                                                                          monkeypatch):
+    """`harness slurm` leaves a store it cannot reach to the workers (unreachable_ok); a store written during its
+    read was taken for one it cannot reach, so the check of the output folder was skipped without a word."""
+    from harness.launch.output_binding import bind_output_dir, check_output_dir
+    from harness.store import engine
+
+    other = Store(fixture_store.build(tmp_path / "other.db"))
+    bind_output_dir(str(tmp_path / "out"), other)   # the folder is another store's
+    other.engine.dispose()
+    monkeypatch.setattr(engine, "_state_or_none", lambda path: None)   # every read of the store is written over
+    with pytest.raises(engine.StoreChanged):
+        check_output_dir(str(tmp_path / "out"), at_rest_url, unreachable_ok=True)
