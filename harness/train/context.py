@@ -48,8 +48,11 @@ class RunContext:
 
 
 def _launched_under_deepspeed() -> bool:
-    """`accelerate launch` with a DeepSpeed config (it sets this for every rank)."""
-    return os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+    """`accelerate launch` with a DeepSpeed config (it sets this for every rank, and LOCAL_RANK). The variable
+    alone, left in a plain run's environment, is no launch: Accelerate forms a DeepSpeed process group only under
+    a launcher, and on a CPU the gloo world of one named here would end the run in a traceback."""
+    return (os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+            and int(os.environ.get("LOCAL_RANK", -1)) != -1)
 
 
 def _cpu_only() -> bool:

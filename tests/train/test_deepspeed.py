@@ -103,3 +103,19 @@ def test_zero3_on_a_cpu_fails_the_cell_with_the_reason(tmp_path, tiny_bert, smal
     rec = _record(tmp_path, "z3")
     assert rec.status == "failed", proc.stderr[-3000:]
     assert "ZeRO-3 on a CPU" in rec.error
+
+
+def test_a_plain_run_on_a_cpu_trains_plain_with_a_deepspeed_variable_but_no_launcher(tmp_path, tiny_bert,
+                                                                                     small_glue):
+    """ACCELERATE_USE_DEEPSPEED=true left in a plain run's environment (exported by hand, inherited from a DeepSpeed
+    job) is no DeepSpeed launch: no launcher set LOCAL_RANK, so Accelerate forms no DeepSpeed process group. The
+    harness took the variable alone for a launch on a CPU, named the gloo backend for that world of one, and the
+    run ended in a traceback before any cell ("Default process group has not been initialized"); told cpu=True
+    as before, Accelerate trains it plain."""
+    suite = _suite(tmp_path, "plain", tiny_bert, [])
+    cmd = [sys.executable, "-m", "harness", "run", *_args(tmp_path, suite, small_glue)]
+    env = {**{k: v for k, v in _env().items() if k != "LOCAL_RANK"}, "ACCELERATE_USE_DEEPSPEED": "true"}
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rec = _record(tmp_path, "plain")
+    assert rec.status == "completed" and rec.env["distributed_type"] == "DistributedType.NO", rec.error
