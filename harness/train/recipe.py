@@ -426,6 +426,7 @@ class CellRun:
 
         # ---
         local = [False, False, False]   # the last optimizer step's host-side flags (out of time, stop, lost)
+        sync_next = False   # a stop agreed on at an epoch's end inside an accumulation: the next step syncs
         while stopped_by is None:
             for t, batch in mixture:
                 idx = batch.pop("idx")
@@ -457,13 +458,13 @@ class CellRun:
                 stop = preempt.requested()
                 lost = self.lease_lost is not None and self.lease_lost(stop)
                 local = [out_of_time, stop, lost]
-                if not (sync.due(step, total_steps, hp.get("eval_steps"), log_every)
+                if not (sync.due(step, total_steps, hp.get("eval_steps"), log_every) or sync_next
                         or (acc.num_processes == 1 and any(local))):   # alone, a stop needs no agreement
                     self.bar.update(1)
                     continue
                 flags, seen, over_ranks = sync.read(acc, sums, local)
                 check(flags)
-                read_at = step
+                read_at, sync_next = step, False
                 self.bar.update(1, loss=f"{mean_loss('loss', loss_n):.4f}")   # the mean since the last eval
                 if log_every and step % log_every == 0:   # the mean loss over the micro-batches since the last point
                     self.tracked.log_train(acc, step, mean_loss("log_loss", log_n), self.scheduler.get_last_lr()[0])
@@ -490,8 +491,12 @@ class CellRun:
                     read_at = step
                     if flags[1]:   # the final evaluation, after the loop, is this epoch's
                         stopped_by = "time_limit"
-                    elif flags[2]:   # before the epoch's evaluation, which the resumed run does (micro: all of it)
-                        checkpoint_and_stop()
+                    elif flags[2] and acc.sync_gradients:   # before the epoch's evaluation, which the resumed run
+                        checkpoint_and_stop()                  # does (micro: all of it)
+                    elif flags[2]:   # the epoch ended inside an accumulation (a multi-task cell sampling uniform or
+                        # by temperature): its last micro-batches' gradients wait for the next optimizer step, and a
+                        # checkpoint holds no gradients: every rank stops at that step instead
+                        sync_next = True
                 epoch_idx += 1
                 micro = 0
                 if epoch_end and stopped_by is None:

@@ -266,6 +266,41 @@ hparams: {{batch_size: 4, eval_batch_size: 8}}
     assert b.score == a.score and b.history == a.history
 
 
+def test_two_processes_stopped_at_an_epoch_end_with_gradients_not_stepped_resume_exactly(tmp_path, tiny_bert,
+                                                                                         small_glue):
+    """A multi-task epoch of 9 micro-batches per rank with accumulation 2 ends on half an optimizer step: its last
+    micro-batch's gradients wait for the next epoch's first. A stop agreed on at that epoch's end checkpointed
+    there, without those gradients: the resumed cell trained differently from an uninterrupted one. The stop
+    waits for the next step, which applies them."""
+    from harness.train import checkpoint
+
+    body = f"""
+models: ["{tiny_bert}"]
+tasks: [{{multitask: [rte, stsb, cola], sampling: uniform}}]
+methods: [{{name: lora, learning_rate: 1e-3}}]
+budgets: [{{epochs: 2}}]
+hparams: {{batch_size: 8, eval_batch_size: 8, gradient_accumulation_steps: 2}}
+"""
+    ref, cell = (write_suite(tmp_path / f"{n}.yaml", f"name: {n}" + body) for n in ("ref", "cell"))
+    script = tmp_path / "stop.py"
+    script.write_text(STOP_ON_RANK_0.format(n=3))   # the runner's check, then steps 1-2
+    store = Store(f"sqlite:///{tmp_path / 'h.db'}")
+    proc = launch(tmp_path, cell, small_glue, script=script)
+    assert "stopped by a signal, checkpointed" in proc.stderr, proc.stderr[-3000:]
+    (path,) = checkpoint.paths_under(str(tmp_path / "out" / "cell"))
+    counters = checkpoint.torch.load(path, weights_only=True)["counters"]
+    # the epoch (9 micro-batches, 4 steps) evaluated, then the step that applies its last gradients
+    assert (counters["step"], counters["epoch_idx"], counters["micro"]) == (5, 1, 1), counters
+    assert [e["step"] for e in counters["history"]] == [4]
+    for suite in (cell, ref):
+        proc = launch(tmp_path, suite, small_glue)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = ({r.task: r for r in store.records(name)} for name in ("ref", "cell"))
+    assert set(a) == set(b) and len(a) == 4   # the joint row and a row per member
+    for task in a:
+        assert b[task].score == a[task].score and b[task].history == a[task].history, task
+
+
 # harness/run.py whose ranks each write the loss of every training micro-batch they run, one file per rank
 LOG_LOSSES = """
 import os, sys
