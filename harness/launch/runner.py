@@ -252,7 +252,12 @@ def run_suite(suite: Suite, db_url: str | None, data_dir: str | None, output_dir
                     requeue_slurm_task()   # last: it ends this job's processes
                 return EXIT_PREEMPTED
             raise
-        except Exception as exc:  # recorded, and the suite goes on (not after a rank's process ended)
+        except (SystemExit, GeneratorExit):   # the process is ending: the worker with it, as on an interrupt
+            raise
+        # recorded, and the suite goes on (not after a rank's process ended); a BaseException too: the tokenizers
+        # library's Rust panics are pyo3_runtime.PanicException, which is no Exception, and ended the worker with
+        # its cell left running until the lease went stale
+        except BaseException as exc:
             failures += 1
             status, result = Status.FAILED, RunResult()
             broken = state.num_processes > 1 and broken_group.broke(exc)
