@@ -425,7 +425,9 @@ def run_ablations(suite: Suite, store: Store, ctx: RunContext, say, worker=None,
         try:
             with _keep_alive(lambda: store.heartbeat_analysis(claim), beat_s):
                 payload = ablate(rec, ctx, trust_remote_code=trusted.get(rec.model, False))
-        except Exception as exc:
+        except (KeyboardInterrupt, SystemExit, GeneratorExit):
+            raise
+        except BaseException as exc:   # a tokenizers panic too, as in a cell (run_suite)
             failed += 1
             say(f"ablation of run {rec.id} FAILED: {_error_text(exc)}")
             store.fail_analysis(claim, _error_text(exc))

@@ -12,11 +12,20 @@ from tests.helpers import ROOT, suite_yaml, write_suite
 from harness.spec.status import Status
 from harness.store.db import Store
 
-# `harness run` whose first cell hits a real tokenizers panic at its second optimizer step (the loop asks
-# preempt.requested at every step; the runner asks it once before each claim)
+# `harness run` whose first cell (RAISE=panic) hits a real tokenizers panic at its second optimizer step (the
+# loop asks preempt.requested at every step; the runner asks it once before each claim), or is interrupted there
+# (RAISE=interrupt); or whose ablations panic (RAISE=ablation)
 PANIC = r"""
 import os, sys
+from harness.analysis import ablate
 from harness.train import preempt
+
+def panic():   # a window's stride past what truncation leaves: tokenizers panics in Rust
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    t = Tokenizer(models.WordLevel({"[UNK]": 0, "a": 1, "b": 2}, unk_token="[UNK]"))
+    t.pre_tokenizer = pre_tokenizers.Whitespace()
+    t.enable_truncation(max_length=4, stride=2, strategy="only_second")
+    t.encode("a b a", "a b a b a b a b")
 
 real, calls = preempt.requested, [0]
 
@@ -24,23 +33,22 @@ def requested():
     calls[0] += 1
     if calls[0] == 3 and os.environ["RAISE"] == "interrupt":
         raise KeyboardInterrupt
-    if calls[0] == 3:   # a window's stride past what truncation leaves: tokenizers panics in Rust
-        from tokenizers import Tokenizer, models, pre_tokenizers
-        t = Tokenizer(models.WordLevel({"[UNK]": 0, "a": 1, "b": 2}, unk_token="[UNK]"))
-        t.pre_tokenizer = pre_tokenizers.Whitespace()
-        t.enable_truncation(max_length=4, stride=2, strategy="only_second")
-        t.encode("a b a", "a b a b a b a b")
+    if calls[0] == 3 and os.environ["RAISE"] == "panic":
+        panic()
     return real()
 
 preempt.requested = requested
+if os.environ["RAISE"] == "ablation":
+    ablate.ablate = lambda *a, **k: panic()
 from harness.cli import main
 raise SystemExit(main(sys.argv[1:]))
 """
 
 
-def _run(tmp_path, tiny_bert, small_glue, what: str) -> tuple[subprocess.CompletedProcess, list]:
-    suite = write_suite(tmp_path / "s.yaml", suite_yaml(
-        tiny_bert, "panics", "[full, {name: lora, rank: 2}]", "[rte]", "{max_steps: 4}"))
+def _run(tmp_path, tiny_bert, small_glue, what: str, methods: str = "[full, {name: lora, rank: 2}]",
+         extra: str = "") -> tuple[subprocess.CompletedProcess, list]:
+    suite = write_suite(tmp_path / "s.yaml", suite_yaml(tiny_bert, "panics", methods, "[rte]", "{max_steps: 4}")
+                        + extra)
     db = f"sqlite:///{tmp_path / 'h.db'}"
     proc = subprocess.run([sys.executable, "-c", PANIC, "run", str(suite), "--db", db, "--output-dir",
                            str(tmp_path / "out"), "--data-dir", str(small_glue), "--no-progress"],
@@ -72,3 +80,20 @@ def test_an_interrupt_inside_a_cell_still_stops_the_worker(tmp_path, tiny_bert, 
     assert proc.returncode != 0 and "KeyboardInterrupt" in proc.stderr, proc.stderr[-3000:]
     assert f"cell {recs[0].cell_key}: interrupted; given back to the queue" in proc.stderr, proc.stderr[-3000:]
     assert [(r.status, r.error) for r in recs] == [(Status.PENDING, None)] * 2
+
+
+def test_a_panic_in_an_ablation_fails_that_ablation_and_the_worker_ends_normally(tmp_path, tiny_bert, small_glue):
+    """The suite's `ablate` entries run in the worker after its cells: a panic there ended it with a traceback,
+    the ablation's work item left running (leased) until its lease went stale."""
+    import sqlite3
+
+    proc, recs = _run(tmp_path, tiny_bert, small_glue, "ablation", "[{name: lora, rank: 2}]",
+                      "ablate: [{task: rte, method: lora}]\n")
+    err = proc.stderr
+    with sqlite3.connect(tmp_path / "h.db") as db:
+        items = db.execute("SELECT run_id, status, error FROM analyses").fetchall()
+    assert [(run_id, status) for run_id, status, _ in items] == [(recs[0].id, "failed")], (items, err[-3000:])
+    assert items[0][2].startswith("PanicException: ")
+    assert f"ablation of run {recs[0].id} FAILED: PanicException" in err, err[-3000:]
+    assert proc.returncode == 1 and "Traceback" not in err.split("panicked at", 1)[-1], err[-3000:]
+    assert [r.status for r in recs] == [Status.COMPLETED]
