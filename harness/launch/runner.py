@@ -143,15 +143,16 @@ def run_suite(suite: Suite, db_url: str | None, data_dir: str | None, output_dir
         if main:
             print(line, file=sys.stderr, flush=True)
 
-    def share(holder: list) -> bool:
-        """Rank 0's holder to every rank; False when a rank's process ended (the group broke) in between."""
+    def share(holder: list) -> RuntimeError | None:
+        """Rank 0's holder to every rank; the collective's error when the group broke in between (a rank's
+        process ended, or one hung past the group's timeout: broken_group.timed_out), else None."""
         try:
             broadcast_object_list(holder, from_process=0)
         except RuntimeError as exc:
             if not broken_group.broke(exc):
                 raise
-            return False
-        return True
+            return exc
+        return None
 
     if main:
         bind_output_dir(output_dir, store)   # before any cell folder: another store's folder is refused
@@ -188,11 +189,12 @@ def run_suite(suite: Suite, db_url: str | None, data_dir: str | None, output_dir
                     other_hosts_said = True
                     say(f"warning: workers on other hosts ({', '.join(sorted(others))}) share this SQLite store: "
                         f"its locking is only safe on one host; use PostgreSQL for several machines")
-        if state.num_processes > 1 and not share(holder):   # a claimed cell did not start: it is given back
+        broke = share(holder) if state.num_processes > 1 else None
+        if broke is not None:   # a claimed cell did not start: it is given back
             left = holder[0]
             before = (f"cell {left.cell_key} {_give_back(store, left)}; " if main and isinstance(left, Claim)
                       else "")
-            say(broken_group.stop_line(suite.name, preempt.signal_name(), before))
+            say(broken_group.stop_line(suite.name, preempt.signal_name(), before, hung=broken_group.timed_out(broke)))
             return EXIT_GROUP_BROKEN
         claim = holder[0]
         if claim is None:
@@ -252,7 +254,12 @@ def run_suite(suite: Suite, db_url: str | None, data_dir: str | None, output_dir
                     requeue_slurm_task()   # last: it ends this job's processes
                 return EXIT_PREEMPTED
             raise
-        except Exception as exc:  # recorded, and the suite goes on (not after a rank's process ended)
+        except (SystemExit, GeneratorExit):   # the process is ending: the worker with it, as on an interrupt
+            raise
+        # recorded, and the suite goes on (not after a rank's process ended); a BaseException too: the tokenizers
+        # library's Rust panics are pyo3_runtime.PanicException, which is no Exception, and ended the worker with
+        # its cell left running until the lease went stale
+        except BaseException as exc:
             failures += 1
             status, result = Status.FAILED, RunResult()
             broken = state.num_processes > 1 and broken_group.broke(exc)
@@ -278,8 +285,8 @@ def run_suite(suite: Suite, db_url: str | None, data_dir: str | None, output_dir
                 gone = True
         if state.num_processes > 1 and not broken:   # every rank learns whether rank 0 could record
             holder = [gone]
-            broken = not share(holder)
-            gone = holder[0]
+            broke = share(holder)
+            broken, hung, gone = broke is not None, broke is not None and broken_group.timed_out(broke), holder[0]
         if gone:
             return _store_gone(main)
         if broken:   # no further collective: no further cell
@@ -418,7 +425,9 @@ def run_ablations(suite: Suite, store: Store, ctx: RunContext, say, worker=None,
         try:
             with _keep_alive(lambda: store.heartbeat_analysis(claim), beat_s):
                 payload = ablate(rec, ctx, trust_remote_code=trusted.get(rec.model, False))
-        except Exception as exc:
+        except (KeyboardInterrupt, SystemExit, GeneratorExit):
+            raise
+        except BaseException as exc:   # a tokenizers panic too, as in a cell (run_suite)
             failed += 1
             say(f"ablation of run {rec.id} FAILED: {_error_text(exc)}")
             store.fail_analysis(claim, _error_text(exc))

@@ -210,7 +210,7 @@ def tokenize_windows(split: QASplit, tokenizer, max_length: int, doc_stride: int
 def check_context_room(split: QASplit, questions: list[str], tokenizer, max_length: int, doc_stride: int) -> None:
     """A window holds its question whole and max_length - special tokens - question tokens of context. Where a
     context is cut into windows, that room must exceed doc_stride: the tokenizers library otherwise panics (a
-    BaseException, past the runner's `except Exception`: the worker died and left its cell running). The first
+    BaseException, pyo3_runtime.PanicException, whose message names neither the question nor a setting). The first
     question it is not for is refused in one line: the cell fails, and the suite goes on."""
     specials = tokenizer.num_special_tokens_to_add(pair=True)
     for e, ids in enumerate(tokenizer(questions, add_special_tokens=False)["input_ids"]):

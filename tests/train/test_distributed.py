@@ -499,6 +499,47 @@ hparams: {{batch_size: 4, eval_batch_size: 8}}
     assert "Timed out waiting 30000ms" in rec.error   # its cause
 
 
+# harness/run.py with the DDP group's timeout cut to {t} s, whose rank 1 hangs after its first cell, between cells
+HANG_RANK_1_BETWEEN_CELLS = """
+import datetime, os, sys, time
+import torch.distributed.distributed_c10d as c10d
+import harness.launch.runner as runner
+from harness.cli import main
+c10d.default_pg_timeout = datetime.timedelta(seconds={t})
+real = runner._release_memory
+def release():
+    real()
+    if os.environ.get("RANK") == "1":
+        time.sleep({sleep})   # before its next claim's broadcast: a stalled file system, a deadlock
+runner._release_memory = release
+raise SystemExit(main(["run", *sys.argv[1:]]))
+"""
+
+
+def test_a_rank_hung_between_cells_is_told_as_a_hang(tmp_path, tiny_bert, small_glue):
+    """Rank 1 hangs after the first cell: rank 0's broadcast of its next claim times out ("Timed out waiting ...
+    for send operation"). The worker gave the claim back and stopped saying "another rank's process ended (or lost
+    its connection)", while that process still ran; now it says the rank did not join in time."""
+    suite = write_suite(tmp_path / "s.yaml", f"""
+name: ddp-hang2
+models: ["{tiny_bert}"]
+tasks: [rte]
+methods: [{{name: lora, learning_rate: 1e-3}}, full]
+budgets: [{{max_steps: 2}}]
+hparams: {{batch_size: 4, eval_batch_size: 8}}
+""")
+    script = tmp_path / "hang.py"
+    script.write_text(HANG_RANK_1_BETWEEN_CELLS.format(t=20, sleep=60))
+    proc = launch(tmp_path, suite, small_glue, script=script)
+    err = proc.stderr
+    assert "this worker stops (exit 6)" in err, err[-3000:]
+    assert ("suite ddp-hang2: another rank did not join a collective within the DDP group's timeout (it hung, or "
+            "fell far behind); cell ") in err, err[-3000:]
+    assert "given back to the queue" in err
+    recs = Store(f"sqlite:///{tmp_path / 'h.db'}").records()
+    assert sorted(r.status for r in recs) == ["completed", "pending"], err[-3000:]
+
+
 def test_a_broken_group_is_told_from_a_rank_s_own_failure():
     """How gloo words a peer's closed connection, and what the record says when it comes before the launcher's
     SIGTERM (no stop signal received yet) and after it."""
