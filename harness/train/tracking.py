@@ -26,7 +26,8 @@ had logged the steps after it, which the next resume trains again. Each step sta
 folder's points after the checkpoint (SummaryWriter's purge_step) and shows the retrained ones; MLflow cannot
 remove a point, so a metric's steps that the run already holds are not logged again (on a CPU a resume is exact, the
 same values; on a GPU, whose kernels are not deterministic (harness/train/checkpoint.py), MLflow keeps the killed
-attempt's values for those steps while TensorBoard and the store hold the retrained ones). A new run moves an earlier run's TensorBoard folder aside.
+attempt's values for those steps while TensorBoard and the store hold the retrained ones). A new run moves an
+earlier run's TensorBoard folder aside.
 Only the main process logs: accelerate's init_trackers and log run on it alone. A tracker that fails (a server
 down, a full disk) is reported on stderr and dropped for the rest of the cell; the cell itself goes on: its record
 in the store is what counts.
