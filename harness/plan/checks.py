@@ -85,8 +85,11 @@ def no_duplicate_variants(variants_per_entry, loc: Located) -> tuple[list, list[
 
 def no_duplicate_cells(suite: Suite, loc: Located) -> list[Cell]:
     """Two cells with one key would train the same thing twice (e.g. a method that writes out an hparam's
-    default next to one that leaves it, or settings that differ only in what the key ignores)."""
+    default next to one that leaves it, or settings that differ only in what the key ignores). So would two
+    cells whose keys differ only in settings neither reads (Cell.unread: a doc_stride list crossed with GLUE
+    tasks): refused, not dropped from the key, so the keys of stored cells stand."""
     seen: dict[str, tuple[Cell, int | None]] = {}
+    read: dict[str, tuple[Cell, int | None]] = {}
     cells = []
     for cell, source in suite.cells_with_sources(1):
         key = cell.key
@@ -94,10 +97,27 @@ def no_duplicate_cells(suite: Suite, loc: Located) -> list[Cell]:
             first, first_source = seen[key]
             raise loc.error(("methods", source), f'cell "{cell.label}" is the same cell (key {key}) as one of '
                                                  f"methods[{first_source}]; it would run twice")
-        seen[key] = (cell, source)
+        read_key = cell.read_key
+        if read_key in read:
+            _unread_twice(suite, cell, source, read[read_key], loc)
+        seen[key] = read[read_key] = (cell, source)
         cells.append(cell)
     suite.built[1] = cells
     return cells
+
+
+def _unread_twice(suite: Suite, cell: Cell, source: int | None, first: tuple[Cell, int | None], loc: Located):
+    """The error for two cells that differ only in settings they never read, at the field that multiplies them."""
+    other, other_source = first
+    hparams, _ = cell.unread
+    name = next(k for k in hparams if cell.hparams[k] != other.hparams.get(k))
+    given = source is not None and name in (suite.model.methods[source].model_extra or {})
+    theirs = other.hparams.get(name)
+    raise loc.error(("methods", source, name) if given else ("hparams", name),
+                    f'cell "{cell.label}" with {name}={cell.hparams[name]} trains the same as the one of '
+                    f"methods[{other_source}] {'without ' + name if theirs is None else f'with {name}={theirs}'}: "
+                    f"{cell.task} cells do not read {name}; it would run twice (sweep {name} in a suite of the "
+                    f"tasks that read it)")
 
 
 def check_suite_path(value: str, what: str) -> None:

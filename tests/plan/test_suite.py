@@ -73,6 +73,24 @@ def test_an_option_added_later_keeps_old_keys_unless_used():
     assert changed.key != default.key
 
 
+def test_doc_stride_beside_glue_tasks_keeps_keys_and_leaves_glue_labels():
+    """A GLUE cell does not read doc_stride: its label no longer shows it, but its key still holds it (keys of stored
+    cells stand), and a list of strides is refused (tests/bad_suites/doc_stride_*beside_glue.yaml) except where every
+    task entry crossed with it has a SQuAD task (a sequence through SQuAD reads it)."""
+    text = ("name: s\nmodels: [minilm]\ntasks: [rte, squad]\nmethods: [full]\n"
+            "hparams: {max_length: 256, doc_stride: 64}\n")
+    rte, squad = parse_suite(text, "s.yaml").cells()
+    assert rte.hparams["doc_stride"] == 64 and rte.unread == (["doc_stride"], [])
+    without = text.replace(", doc_stride: 64", "").replace(", squad", "")
+    assert rte.key != parse_suite(without, "s.yaml").cells()[0].key
+    assert rte.label == "minilm rte full lr=2e-05 max_length=256 [epochs=1] seed=1"
+    assert squad.label == "minilm squad full lr=2e-05 doc_stride=64 max_length=256 [epochs=1] seed=1"
+    assert squad.unread == ([], []) and squad.read_key == squad.key
+    swept = text.replace("tasks: [rte, squad]", "tasks: [squad, {sequence: [rte, squad]}]").replace(
+        "doc_stride: 64", "doc_stride: [32, 64]")
+    assert len({c.key for c in parse_suite(swept, "s.yaml").cells()}) == 4
+
+
 def test_eval_batch_size_is_not_part_of_the_key():
     a = parse_suite("name: s\nmodels: [minilm]\ntasks: [rte]\nmethods: [full]\n", "s.yaml").cells()[0]
     b = parse_suite("name: s\nmodels: [minilm]\ntasks: [rte]\nmethods: [full]\nhparams: {eval_batch_size: 8}\n",
