@@ -87,7 +87,8 @@ def no_duplicate_cells(suite: Suite, loc: Located) -> list[Cell]:
     """Two cells with one key would train the same thing twice (e.g. a method that writes out an hparam's
     default next to one that leaves it, or settings that differ only in what the key ignores). So would two
     cells whose keys differ only in settings neither reads (Cell.unread: a doc_stride list crossed with GLUE
-    tasks): refused, not dropped from the key, so the keys of stored cells stand."""
+    tasks, a bottleneck_size list on a flat prefix): refused, not dropped from the key, so the keys of stored
+    cells stand."""
     seen: dict[str, tuple[Cell, int | None]] = {}
     read: dict[str, tuple[Cell, int | None]] = {}
     cells = []
@@ -109,7 +110,14 @@ def no_duplicate_cells(suite: Suite, loc: Located) -> list[Cell]:
 def _unread_twice(suite: Suite, cell: Cell, source: int | None, first: tuple[Cell, int | None], loc: Located):
     """The error for two cells that differ only in settings they never read, at the field that multiplies them."""
     other, other_source = first
-    hparams, _ = cell.unread
+    hparams, params = cell.unread
+    name = next((k for k in params if cell.method_params[k] != other.method_params.get(k)), None)
+    if name is not None:
+        flag = METHODS[cell.method].params[name].unused_when
+        raise loc.error(("methods", source, name),
+                        f'cell "{cell.label}" trains the same as the one of methods[{other_source}] with '
+                        f"{name}={other.method_params[name]}: {cell.method} with {flag}: true does not read {name}; "
+                        f"it would run twice (give the {flag} variant an entry of its own, without {name})")
     name = next(k for k in hparams if cell.hparams[k] != other.hparams.get(k))
     given = source is not None and name in (suite.model.methods[source].model_extra or {})
     theirs = other.hparams.get(name)

@@ -91,6 +91,23 @@ def test_doc_stride_beside_glue_tasks_keeps_keys_and_leaves_glue_labels():
     assert len({c.key for c in parse_suite(swept, "s.yaml").cells()}) == 4
 
 
+def test_a_flat_prefix_keeps_its_key_and_a_bottleneck_sweep_beside_it_is_valid():
+    """A flat prefix does not read bottleneck_size: its key still holds the default (keys of stored cells stand), a
+    sweep of it in the non-flat entry is valid, and a sweep that reaches flat variants is refused
+    (tests/bad_suites/prefix_flat_bottleneck_list.yaml)."""
+    text = ("name: s\nmodels: [minilm]\ntasks: [rte]\nmethods:\n  - {name: prefix_tuning, flat: true}\n"
+            "  - {name: prefix_tuning, bottleneck_size: [128, 512]}\n")
+    flat, *mlp = parse_suite(text, "s.yaml").cells()
+    assert flat.method_params == {"prefix_length": 30, "bottleneck_size": 512, "flat": True}
+    assert flat.unread == ([], ["bottleneck_size"]) and flat.read_key != flat.key
+    assert [c.method_params["bottleneck_size"] for c in mlp] == [128, 512]
+    assert all(c.unread == ([], []) and c.read_key == c.key for c in mlp)
+    assert len({flat.key, *(c.key for c in mlp)}) == 3
+    with pytest.raises(InputError, match=r"methods\[1\]\.bottleneck_size: .* with bottleneck_size=512: "
+                                         r"prefix_tuning with flat: true does not read bottleneck_size"):
+        parse_suite(text.replace("bottleneck_size: [128, 512]}", "flat: true, bottleneck_size: 128}"), "s.yaml")
+
+
 def test_eval_batch_size_is_not_part_of_the_key():
     a = parse_suite("name: s\nmodels: [minilm]\ntasks: [rte]\nmethods: [full]\n", "s.yaml").cells()[0]
     b = parse_suite("name: s\nmodels: [minilm]\ntasks: [rte]\nmethods: [full]\nhparams: {eval_batch_size: 8}\n",
