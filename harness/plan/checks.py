@@ -18,7 +18,7 @@ from harness.spec.errors import InputError, did_you_mean
 from harness.spec.hparams import HPARAM_NAMES
 from harness.spec.methods import METHODS, methods_with, variant_problem
 from harness.spec.models import ModelSpec
-from harness.spec.tasks import get_task
+from harness.spec.tasks import KIND_ONLY_HPARAMS, get_task
 from harness.spec.trackers import RESERVED, TRACKERS
 
 
@@ -87,8 +87,8 @@ def no_duplicate_cells(suite: Suite, loc: Located) -> list[Cell]:
     """Two cells with one key would train the same thing twice (e.g. a method that writes out an hparam's
     default next to one that leaves it, or settings that differ only in what the key ignores). So would two
     cells whose keys differ only in settings neither reads (Cell.unread: a doc_stride list crossed with GLUE
-    tasks, a bottleneck_size list on a flat prefix): refused, not dropped from the key, so the keys of stored
-    cells stand."""
+    tasks, a bottleneck_size list on a flat prefix, a learning-rate list on an evaluation-only entry): refused,
+    not dropped from the key, so the keys of stored cells stand."""
     seen: dict[str, tuple[Cell, int | None]] = {}
     read: dict[str, tuple[Cell, int | None]] = {}
     cells = []
@@ -121,11 +121,16 @@ def _unread_twice(suite: Suite, cell: Cell, source: int | None, first: tuple[Cel
     name = next(k for k in hparams if cell.hparams[k] != other.hparams.get(k))
     given = source is not None and name in (suite.model.methods[source].model_extra or {})
     theirs = other.hparams.get(name)
+    if name in KIND_ONLY_HPARAMS:
+        does, why = "trains", (f"{cell.task} cells do not read {name}; it would run twice (sweep {name} in a suite "
+                               f"of the tasks that read it)")
+    else:
+        does, why = "evaluates", (f"{cell.method} with {METHODS[cell.method].trains_when}: false evaluates only and "
+                                  f"reads no {name}; it would run twice (give methods[{source}] one {name})")
     raise loc.error(("methods", source, name) if given else ("hparams", name),
-                    f'cell "{cell.label}" with {name}={cell.hparams[name]} trains the same as the one of '
+                    f'cell "{cell.label}" with {name}={cell.hparams[name]} {does} the same as the one of '
                     f"methods[{other_source}] {'without ' + name if theirs is None else f'with {name}={theirs}'}: "
-                    f"{cell.task} cells do not read {name}; it would run twice (sweep {name} in a suite of the "
-                    f"tasks that read it)")
+                    f"{why}")
 
 
 def check_suite_path(value: str, what: str) -> None:

@@ -11,7 +11,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from harness.spec.hparams import COMPILE_DEFAULT, DEFAULTS
+from harness.spec.hparams import COMPILE_DEFAULT, DEFAULTS, TRAINING_ONLY
 from harness.spec.methods import METHODS
 from harness.spec.schedule import Schedule, from_key
 from harness.spec.status import Regime
@@ -134,13 +134,16 @@ class Cell:
 
     @property
     def unread(self) -> tuple[list[str], list[str]]:
-        """(hparams, method parameters) set on this cell that its training never reads (doc_stride on a cell of no
-        SQuAD task, a flat prefix's bottleneck_size). They stay in its key (stored keys stand); two cells that
-        differ only in them would train the same thing twice (plan/checks.py no_duplicate_cells refuses that)."""
+        """(hparams, method parameters) set on this cell that it never reads (doc_stride on a cell of no SQuAD
+        task, a flat prefix's bottleneck_size, an evaluation-only cell's learning rate). They stay in its key
+        (stored keys stand); two cells that differ only in them would run the same thing twice
+        (plan/checks.py no_duplicate_cells refuses that)."""
         kinds = {get_task(t).kind for t in self.tasks}
         hparams = [k for k, only in KIND_ONLY_HPARAMS.items()
                    if self.hparams.get(k) is not None and not kinds & set(only)]
         spec = METHODS.get(self.method)
+        if spec and not spec.trains(self.method_params):
+            hparams += [k for k in TRAINING_ONLY if self.hparams.get(k) is not None]
         params = [k for k, p in (spec.params.items() if spec else ())
                   if p.unused_when and self.method_params.get(p.unused_when) and k in self.method_params]
         return hparams, params

@@ -108,6 +108,25 @@ def test_a_flat_prefix_keeps_its_key_and_a_bottleneck_sweep_beside_it_is_valid()
         parse_suite(text.replace("bottleneck_size: [128, 512]}", "flat: true, bottleneck_size: 128}"), "s.yaml")
 
 
+def test_an_evaluation_only_entry_takes_one_learning_rate_and_keeps_its_key():
+    """pretrained_adapter with train: false reads no training hparam: a learning-rate list crossed with it is
+    refused (tests/bad_suites/learning_rates_on_an_evaluation_only_entry.yaml), one rate of its own is valid and
+    stays in its key (stored keys stand), and the entry that trains the adapter further takes the list."""
+    text = ("name: s\nmodels: [minilm]\ntasks: [rte]\nmethods:\n  - full\n"
+            "  - {name: pretrained_adapter, path: ./ad, learning_rate: 1e-4}\n"
+            "  - {name: pretrained_adapter, path: ./ad, train: true}\nhparams: {learning_rate: [1e-4, 1e-3]}\n")
+    cells = parse_suite(text, "s.yaml").cells()
+    assert [(c.method, c.method_params.get("train"), c.hparams["learning_rate"]) for c in cells] == [
+        ("full", None, 1e-4), ("full", None, 1e-3), ("pretrained_adapter", False, 1e-4),
+        ("pretrained_adapter", True, 1e-4), ("pretrained_adapter", True, 1e-3)]
+    evaluation = cells[2]
+    assert "learning_rate" in evaluation.unread[0] and evaluation.read_key != evaluation.key
+    assert cells[3].unread == ([], []) and len({c.key for c in cells}) == 5
+    with pytest.raises(InputError, match=r":8: hparams\.learning_rate: .* with learning_rate=0\.001 evaluates the "
+                                         r"same as the one of methods\[1\] with learning_rate=0\.0001"):
+        parse_suite(text.replace(", learning_rate: 1e-4}", "}"), "s.yaml")
+
+
 def test_eval_batch_size_is_not_part_of_the_key():
     a = parse_suite("name: s\nmodels: [minilm]\ntasks: [rte]\nmethods: [full]\n", "s.yaml").cells()[0]
     b = parse_suite("name: s\nmodels: [minilm]\ntasks: [rte]\nmethods: [full]\nhparams: {eval_batch_size: 8}\n",
