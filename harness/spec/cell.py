@@ -15,7 +15,7 @@ from harness.spec.hparams import COMPILE_DEFAULT, DEFAULTS, TRAINING_ONLY
 from harness.spec.methods import METHODS
 from harness.spec.schedule import Schedule, from_key
 from harness.spec.status import Regime
-from harness.spec.tasks import KIND_ONLY_HPARAMS, get_task
+from harness.spec.tasks import KIND_ONLY_HPARAMS, TASKS, get_task
 
 KEY_LENGTH = 16
 # Stored with the run but not hashed: they cannot change what a run learns or scores.
@@ -138,10 +138,14 @@ class Cell:
         task, a flat prefix's bottleneck_size, an evaluation-only cell's learning rate). They stay in its key
         (stored keys stand); two cells that differ only in them would run the same thing twice
         (plan/checks.py no_duplicate_cells refuses that)."""
+        # a row's cell may name a task or method this release does not know (the board rebuilds cells from rows):
+        # nothing is known to be unread there, and its label must still print
+        if not all(t in TASKS for t in self.tasks):
+            return [], []
         kinds = {get_task(t).kind for t in self.tasks}
         hparams = [k for k, only in KIND_ONLY_HPARAMS.items()
                    if self.hparams.get(k) is not None and not kinds & set(only)]
-        spec = METHODS.get(self.method)
+        spec = METHODS.get(self.method) if self.method in METHODS else None
         if spec and not spec.trains(self.method_params):
             hparams += [k for k in TRAINING_ONLY if self.hparams.get(k) is not None]
         params = [k for k, p in (spec.params.items() if spec else ())

@@ -127,6 +127,18 @@ def test_an_evaluation_only_entry_takes_one_learning_rate_and_keeps_its_key():
         parse_suite(text.replace(", learning_rate: 1e-4}", "}"), "s.yaml")
 
 
+def test_a_stored_cell_of_an_unknown_task_or_method_still_has_a_label():
+    """The board rebuilds cells from store rows, which may name a task or method this release lacks: asking which
+    settings such a cell leaves unread must not raise (its label and its read key still come out)."""
+    from harness.spec.cell import Cell
+
+    cell = parse_suite("name: s\nmodels: [minilm]\ntasks: [rte]\nmethods: [full]\n", "s.yaml").cells()[0]
+    for change in ({"task": "gone_task"}, {"method": "gone_method"}):
+        rebuilt = Cell.from_config("s", {**cell.config(), **change})
+        assert rebuilt.unread == ([], []) and rebuilt.read_key == rebuilt.key
+        assert rebuilt.label.startswith(f"minilm {rebuilt.task} {rebuilt.method} lr=2e-05")
+
+
 def test_eval_batch_size_is_not_part_of_the_key():
     a = parse_suite("name: s\nmodels: [minilm]\ntasks: [rte]\nmethods: [full]\n", "s.yaml").cells()[0]
     b = parse_suite("name: s\nmodels: [minilm]\ntasks: [rte]\nmethods: [full]\nhparams: {eval_batch_size: 8}\n",
