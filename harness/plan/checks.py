@@ -98,7 +98,7 @@ def no_duplicate_cells(suite: Suite, loc: Located) -> list[Cell]:
             first, first_source = seen[key]
             raise loc.error(("methods", source), f'cell "{cell.label}" is the same cell (key {key}) as one of '
                                                  f"methods[{first_source}]; it would run twice")
-        read_key = cell.read_key
+        read_key = cell.read_key if any(cell.unread) else key   # (most cells read all they set: no second hash)
         if read_key in read:
             _unread_twice(suite, cell, source, read[read_key], loc)
         seen[key] = read[read_key] = (cell, source)
