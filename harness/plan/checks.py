@@ -108,29 +108,30 @@ def no_duplicate_cells(suite: Suite, loc: Located) -> list[Cell]:
 
 
 def _unread_twice(suite: Suite, cell: Cell, source: int | None, first: tuple[Cell, int | None], loc: Located):
-    """The error for two cells that differ only in settings they never read, at the field that multiplies them."""
+    """The error for two cells that differ only in settings they never read, at the entry that sets the one they
+    differ in (either cell may be the one that sets it: the other can leave it unset)."""
     other, other_source = first
-    hparams, params = cell.unread
-    name = next((k for k in params if cell.method_params[k] != other.method_params.get(k)), None)
-    if name is not None:
-        flag = METHODS[cell.method].params[name].unused_when
-        raise loc.error(("methods", source, name),
-                        f'cell "{cell.label}" trains the same as the one of methods[{other_source}] with '
-                        f"{name}={other.method_params[name]}: {cell.method} with {flag}: true does not read {name}; "
-                        f"it would run twice (give the {flag} variant an entry of its own, without {name})")
-    name = next(k for k in hparams if cell.hparams[k] != other.hparams.get(k))
-    given = source is not None and name in (suite.model.methods[source].model_extra or {})
-    theirs = other.hparams.get(name)
-    if name in KIND_ONLY_HPARAMS:
+    unread = [(part, k) for part, names in zip(("hparams", "method_params"), zip(cell.unread, other.unread))
+              for k in dict.fromkeys(names[0] + names[1])]
+    part, name = next((part, k) for part, k in unread
+                      if getattr(cell, part).get(k) != getattr(other, part).get(k))
+    mine, theirs = getattr(cell, part).get(name), getattr(other, part).get(name)
+    given = [i for i in (source, other_source) if i is not None and name in (suite.model.methods[i].model_extra or {})]
+    path = ("methods", given[0], name) if given else ("hparams", name) if part == "hparams" else ("methods", source)
+    method = METHODS[cell.method]
+    if part == "method_params":
+        does, why = "trains", (f"{cell.method} with {method.params[name].unused_when}: true does not read {name}; it "
+                               f"would run twice (give the {method.params[name].unused_when} variant an entry of its "
+                               f"own, without {name})")
+    elif name in KIND_ONLY_HPARAMS:
         does, why = "trains", (f"{cell.task} cells do not read {name}; it would run twice (sweep {name} in a suite "
                                f"of the tasks that read it)")
     else:
-        does, why = "evaluates", (f"{cell.method} with {METHODS[cell.method].trains_when}: false evaluates only and "
-                                  f"reads no {name}; it would run twice (give methods[{source}] one {name})")
-    raise loc.error(("methods", source, name) if given else ("hparams", name),
-                    f'cell "{cell.label}" with {name}={cell.hparams[name]} {does} the same as the one of '
-                    f"methods[{other_source}] {'without ' + name if theirs is None else f'with {name}={theirs}'}: "
-                    f"{why}")
+        does, why = "evaluates", (f"{cell.method} with {method.trains_when}: false evaluates only and reads no {name}; "
+                                  f"it would run twice (give methods[{(given or [source])[0]}] one {name})")
+    said = lambda v: f"without {name}" if v is None else f"with {name}={v}"   # noqa: E731
+    raise loc.error(path, f'cell "{cell.label}" {said(mine)} {does} the same as the one of methods[{other_source}] '
+                          f"{said(theirs)}: {why}")
 
 
 def check_suite_path(value: str, what: str) -> None:
