@@ -18,7 +18,7 @@ from harness.spec.errors import InputError, did_you_mean
 from harness.spec.hparams import HPARAM_NAMES
 from harness.spec.methods import METHODS, methods_with, variant_problem
 from harness.spec.models import ModelSpec
-from harness.spec.tasks import get_task
+from harness.spec.tasks import KIND_ONLY_HPARAMS, get_task
 from harness.spec.trackers import RESERVED, TRACKERS
 
 
@@ -85,8 +85,12 @@ def no_duplicate_variants(variants_per_entry, loc: Located) -> tuple[list, list[
 
 def no_duplicate_cells(suite: Suite, loc: Located) -> list[Cell]:
     """Two cells with one key would train the same thing twice (e.g. a method that writes out an hparam's
-    default next to one that leaves it, or settings that differ only in what the key ignores)."""
+    default next to one that leaves it, or settings that differ only in what the key ignores). So would two
+    cells whose keys differ only in settings neither reads (Cell.unread: a doc_stride list crossed with GLUE
+    tasks, a bottleneck_size list on a flat prefix, a learning-rate list on an evaluation-only entry): refused,
+    not dropped from the key, so the keys of stored cells stand."""
     seen: dict[str, tuple[Cell, int | None]] = {}
+    read: dict[str, tuple[Cell, int | None]] = {}
     cells = []
     for cell, source in suite.cells_with_sources(1):
         key = cell.key
@@ -94,10 +98,40 @@ def no_duplicate_cells(suite: Suite, loc: Located) -> list[Cell]:
             first, first_source = seen[key]
             raise loc.error(("methods", source), f'cell "{cell.label}" is the same cell (key {key}) as one of '
                                                  f"methods[{first_source}]; it would run twice")
-        seen[key] = (cell, source)
+        read_key = cell.read_key if any(cell.unread) else key   # (most cells read all they set: no second hash)
+        if read_key in read:
+            _unread_twice(suite, cell, source, read[read_key], loc)
+        seen[key] = read[read_key] = (cell, source)
         cells.append(cell)
     suite.built[1] = cells
     return cells
+
+
+def _unread_twice(suite: Suite, cell: Cell, source: int | None, first: tuple[Cell, int | None], loc: Located):
+    """The error for two cells that differ only in settings they never read, at the entry that sets the one they
+    differ in (either cell may be the one that sets it: the other can leave it unset)."""
+    other, other_source = first
+    unread = [(part, k) for part, names in zip(("hparams", "method_params"), zip(cell.unread, other.unread))
+              for k in dict.fromkeys(names[0] + names[1])]
+    part, name = next((part, k) for part, k in unread
+                      if getattr(cell, part).get(k) != getattr(other, part).get(k))
+    mine, theirs = getattr(cell, part).get(name), getattr(other, part).get(name)
+    given = [i for i in (source, other_source) if i is not None and name in (suite.model.methods[i].model_extra or {})]
+    path = ("methods", given[0], name) if given else ("hparams", name) if part == "hparams" else ("methods", source)
+    method = METHODS[cell.method]
+    if part == "method_params":
+        does, why = "trains", (f"{cell.method} with {method.params[name].unused_when}: true does not read {name}; it "
+                               f"would run twice (give the {method.params[name].unused_when} variant an entry of its "
+                               f"own, without {name})")
+    elif name in KIND_ONLY_HPARAMS:
+        does, why = "trains", (f"{cell.task} cells do not read {name}; it would run twice (sweep {name} in a suite "
+                               f"of the tasks that read it)")
+    else:
+        does, why = "evaluates", (f"{cell.method} with {method.trains_when}: false evaluates only and reads no {name}; "
+                                  f"it would run twice (give methods[{(given or [source])[0]}] one {name})")
+    said = lambda v: f"without {name}" if v is None else f"with {name}={v}"   # noqa: E731
+    raise loc.error(path, f'cell "{cell.label}" {said(mine)} {does} the same as the one of methods[{other_source}] '
+                          f"{said(theirs)}: {why}")
 
 
 def check_suite_path(value: str, what: str) -> None:

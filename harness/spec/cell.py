@@ -11,9 +11,11 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from harness.spec.hparams import COMPILE_DEFAULT, DEFAULTS
+from harness.spec.hparams import COMPILE_DEFAULT, DEFAULTS, TRAINING_ONLY
+from harness.spec.methods import METHODS
 from harness.spec.schedule import Schedule, from_key
 from harness.spec.status import Regime
+from harness.spec.tasks import KIND_ONLY_HPARAMS, TASKS, get_task
 
 KEY_LENGTH = 16
 # Stored with the run but not hashed: they cannot change what a run learns or scores.
@@ -131,6 +133,35 @@ class Cell:
         return config_key(self.config())
 
     @property
+    def unread(self) -> tuple[list[str], list[str]]:
+        """(hparams, method parameters) set on this cell that it never reads (doc_stride on a cell of no SQuAD
+        task, a flat prefix's bottleneck_size, an evaluation-only cell's learning rate). They stay in its key
+        (stored keys stand); two cells that differ only in them would run the same thing twice
+        (plan/checks.py no_duplicate_cells refuses that)."""
+        # a row's cell may name a task or method this release does not know (the board rebuilds cells from rows):
+        # nothing is known to be unread there, and its label must still print
+        if not all(t in TASKS for t in self.tasks):
+            return [], []
+        kinds = {get_task(t).kind for t in self.tasks}
+        hparams = [k for k, only in KIND_ONLY_HPARAMS.items()
+                   if self.hparams.get(k) is not None and not kinds & set(only)]
+        spec = METHODS.get(self.method) if self.method in METHODS else None
+        if spec and not spec.trains(self.method_params):
+            hparams += [k for k in TRAINING_ONLY if self.hparams.get(k) is not None]
+        params = [k for k, p in (spec.params.items() if spec else ())
+                  if p.unused_when and self.method_params.get(p.unused_when) and k in self.method_params]
+        return hparams, params
+
+    @property
+    def read_key(self) -> str:
+        """The key without the settings the cell never reads (`unread`): equal for cells that train alike."""
+        hparams, params = self.unread
+        config = self.config()
+        config["hparams"] = {k: v for k, v in config["hparams"].items() if k not in hparams}
+        config["method_params"] = {k: v for k, v in config["method_params"].items() if k not in params}
+        return config_key(config)
+
+    @property
     def setting_key(self) -> str:
         """The key without the seed: the runs that seeds average over."""
         return config_key(self.config(), without=("seed",))
@@ -156,10 +187,12 @@ class Cell:
     @property
     def label(self) -> str:
         """Model, task, method, learning rate, every other hparam off its default (cells of a batch-size sweep
-        printed the same label), budget and seed."""
+        printed the same label) that the cell reads (a GLUE cell beside SQuAD ones showed their doc_stride),
+        budget and seed."""
         text = lambda v: f"{v:g}" if isinstance(v, float) else str(v)   # noqa: E731
         budget = ",".join(f"{k}={text(v)}" for k, v in self.budget.items())
+        unread = self.unread[0]
         others = "".join(f" {k}={text(v)}" for k, v in sorted(self.hparams.items())
-                         if k != "learning_rate" and k in DEFAULTS and v != DEFAULTS[k])
+                         if k != "learning_rate" and k in DEFAULTS and v != DEFAULTS[k] and k not in unread)
         return (f"{self.model} {self.task}{self._suffix} {self.method_label} lr={self.hparams['learning_rate']:g}"
                 f"{others} [{budget}] seed={self.seed}")

@@ -96,6 +96,10 @@ class Hparams(BaseModel):
 
 
 HPARAM_NAMES = tuple(Hparams.model_fields)
+# Hparams only a cell that trains reads (an evaluation-only cell: pretrained_adapter with train: false). Not
+# batch_size (it sizes the bf16 timing that mixed_precision auto decides by) nor gradient_accumulation_steps (in
+# the effective batch and DeepSpeed's config).
+TRAINING_ONLY = ("learning_rate", "warmup_ratio", "weight_decay", "max_grad_norm", "group_by_length", "eval_steps")
 # each hparam's default value (a grid's first); a cell's label names the hparams that differ from these
 DEFAULTS = {name: value[0] if isinstance(value, list) else value for name, value in Hparams().model_dump().items()}
 

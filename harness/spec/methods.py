@@ -28,6 +28,7 @@ class Param:
     why: str = ""                  # the reason for the bounds, shown when one is broken
     at_most: str | None = None     # "hidden" or "layers": no larger than that size of the model (checked before
                                    # training, once the model's config is known: plan/preflight.py)
+    unused_when: str | None = None  # a boolean parameter that, when true, leaves this one unread (Cell.unread)
 
     def checks(self) -> tuple:
         """The pydantic validators of one value (the same Range / Choice as every hparam)."""
@@ -119,7 +120,7 @@ METHODS: Registry[MethodSpec] = Registry("method", {m.name: m for m in [
                    "prefix_length": Param(30, int, "number of prefix positions", minimum=1, maximum=4096,
                                           why="positions added to every attention layer"),
                    "bottleneck_size": Param(512, int, "width of the reparametrisation MLP (when flat is false)",
-                                            minimum=1, maximum=65536),
+                                            minimum=1, maximum=65536, unused_when="flat"),
                    "flat": Param(False, bool, "train the prefixes directly instead of through the MLP"),
                }, uses_adapters=True),
     MethodSpec("pretrained_adapter", "load a saved adapter and its head (AdapterHub stitch-in); evaluate it, or "

@@ -73,6 +73,72 @@ def test_an_option_added_later_keeps_old_keys_unless_used():
     assert changed.key != default.key
 
 
+def test_doc_stride_beside_glue_tasks_keeps_keys_and_leaves_glue_labels():
+    """A GLUE cell does not read doc_stride: its label no longer shows it, but its key still holds it (keys of stored
+    cells stand), and a list of strides is refused (tests/bad_suites/doc_stride_*beside_glue.yaml) except where every
+    task entry crossed with it has a SQuAD task (a sequence through SQuAD reads it)."""
+    text = ("name: s\nmodels: [minilm]\ntasks: [rte, squad]\nmethods: [full]\n"
+            "hparams: {max_length: 256, doc_stride: 64}\n")
+    rte, squad = parse_suite(text, "s.yaml").cells()
+    assert rte.hparams["doc_stride"] == 64 and rte.unread == (["doc_stride"], [])
+    without = text.replace(", doc_stride: 64", "").replace(", squad", "")
+    assert rte.key != parse_suite(without, "s.yaml").cells()[0].key
+    assert rte.label == "minilm rte full lr=2e-05 max_length=256 [epochs=1] seed=1"
+    assert squad.label == "minilm squad full lr=2e-05 doc_stride=64 max_length=256 [epochs=1] seed=1"
+    assert squad.unread == ([], []) and squad.read_key == squad.key
+    swept = text.replace("tasks: [rte, squad]", "tasks: [squad, {sequence: [rte, squad]}]").replace(
+        "doc_stride: 64", "doc_stride: [32, 64]")
+    assert len({c.key for c in parse_suite(swept, "s.yaml").cells()}) == 4
+
+
+def test_a_flat_prefix_keeps_its_key_and_a_bottleneck_sweep_beside_it_is_valid():
+    """A flat prefix does not read bottleneck_size: its key still holds the default (keys of stored cells stand), a
+    sweep of it in the non-flat entry is valid, and a sweep that reaches flat variants is refused
+    (tests/bad_suites/prefix_flat_bottleneck_list.yaml)."""
+    text = ("name: s\nmodels: [minilm]\ntasks: [rte]\nmethods:\n  - {name: prefix_tuning, flat: true}\n"
+            "  - {name: prefix_tuning, bottleneck_size: [128, 512]}\n")
+    flat, *mlp = parse_suite(text, "s.yaml").cells()
+    assert flat.method_params == {"prefix_length": 30, "bottleneck_size": 512, "flat": True}
+    assert flat.unread == ([], ["bottleneck_size"]) and flat.read_key != flat.key
+    assert [c.method_params["bottleneck_size"] for c in mlp] == [128, 512]
+    assert all(c.unread == ([], []) and c.read_key == c.key for c in mlp)
+    assert len({flat.key, *(c.key for c in mlp)}) == 3
+    with pytest.raises(InputError, match=r"methods\[1\]\.bottleneck_size: .* with bottleneck_size=512: "
+                                         r"prefix_tuning with flat: true does not read bottleneck_size"):
+        parse_suite(text.replace("bottleneck_size: [128, 512]}", "flat: true, bottleneck_size: 128}"), "s.yaml")
+
+
+def test_an_evaluation_only_entry_takes_one_learning_rate_and_keeps_its_key():
+    """pretrained_adapter with train: false reads no training hparam: a learning-rate list crossed with it is
+    refused (tests/bad_suites/learning_rates_on_an_evaluation_only_entry.yaml), one rate of its own is valid and
+    stays in its key (stored keys stand), and the entry that trains the adapter further takes the list."""
+    text = ("name: s\nmodels: [minilm]\ntasks: [rte]\nmethods:\n  - full\n"
+            "  - {name: pretrained_adapter, path: ./ad, learning_rate: 1e-4}\n"
+            "  - {name: pretrained_adapter, path: ./ad, train: true}\nhparams: {learning_rate: [1e-4, 1e-3]}\n")
+    cells = parse_suite(text, "s.yaml").cells()
+    assert [(c.method, c.method_params.get("train"), c.hparams["learning_rate"]) for c in cells] == [
+        ("full", None, 1e-4), ("full", None, 1e-3), ("pretrained_adapter", False, 1e-4),
+        ("pretrained_adapter", True, 1e-4), ("pretrained_adapter", True, 1e-3)]
+    evaluation = cells[2]
+    assert "learning_rate" in evaluation.unread[0] and evaluation.read_key != evaluation.key
+    assert cells[3].unread == ([], []) and len({c.key for c in cells}) == 5
+    with pytest.raises(InputError, match=r":8: hparams\.learning_rate: .* with learning_rate=0\.001 evaluates the "
+                                         r"same as the one of methods\[1\] with learning_rate=0\.0001"):
+        parse_suite(text.replace(", learning_rate: 1e-4}", "}"), "s.yaml")
+
+
+def test_a_stored_cell_of_an_unknown_task_or_method_still_has_a_label():
+    """The board rebuilds cells from store rows, which may name a task or method this release lacks: asking which
+    settings such a cell leaves unread must not raise (its label and its read key still come out)."""
+    from harness.spec.cell import Cell
+
+    cell = parse_suite("name: s\nmodels: [minilm]\ntasks: [rte]\nmethods: [full]\n", "s.yaml").cells()[0]
+    for change in ({"task": "gone_task"}, {"method": "gone_method"}):
+        rebuilt = Cell.from_config("s", {**cell.config(), **change})
+        assert rebuilt.unread == ([], []) and rebuilt.read_key == rebuilt.key
+        assert rebuilt.label.startswith(f"minilm {rebuilt.task} {rebuilt.method} lr=2e-05")
+
+
 def test_eval_batch_size_is_not_part_of_the_key():
     a = parse_suite("name: s\nmodels: [minilm]\ntasks: [rte]\nmethods: [full]\n", "s.yaml").cells()[0]
     b = parse_suite("name: s\nmodels: [minilm]\ntasks: [rte]\nmethods: [full]\nhparams: {eval_batch_size: 8}\n",

@@ -21,6 +21,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # What a task kind sets where the suite leaves it unset (span extraction: the reference run_qa recipe's windows);
 # GLUE cells keep the global defaults, and so their keys.
 KIND_HPARAM_DEFAULTS = {"span_extraction": {"max_length": 384, "doc_stride": 128}}
+# Hparams only cells of these task kinds read: a cell of no such task trains the same whatever their value (its
+# key still holds a value set, so stored keys stand; validate refuses a grid they would multiply: plan/checks.py).
+KIND_ONLY_HPARAMS = {"doc_stride": ("span_extraction",)}
 
 
 @dataclass(frozen=True)
