@@ -146,7 +146,8 @@ class Cell:
         hparams = [k for k, only in KIND_ONLY_HPARAMS.items()
                    if self.hparams.get(k) is not None and not kinds & set(only)]
         spec = METHODS.get(self.method) if self.method in METHODS else None
-        if spec and not spec.trains(self.method_params):
+        # (a row stored before a method parameter existed lacks it: its default is what that cell ran)
+        if spec and not spec.trains(spec.resolve(self.method_params)):
             hparams += [k for k in TRAINING_ONLY if self.hparams.get(k) is not None]
         params = [k for k, p in (spec.params.items() if spec else ())
                   if p.unused_when and self.method_params.get(p.unused_when) and k in self.method_params]

@@ -137,6 +137,9 @@ def test_a_stored_cell_of_an_unknown_task_or_method_still_has_a_label():
         rebuilt = Cell.from_config("s", {**cell.config(), **change})
         assert rebuilt.unread == ([], []) and rebuilt.read_key == rebuilt.key
         assert rebuilt.label.startswith(f"minilm {rebuilt.task} {rebuilt.method} lr=2e-05")
+    # a row whose method parameters lack one this release has (stored or ingested before it): its default counts
+    rebuilt = Cell.from_config("s", {**cell.config(), "method": "pretrained_adapter", "method_params": {"path": "/x"}})
+    assert rebuilt.label.startswith("minilm rte pretrained_adapter(path=/x)")
 
 
 def test_eval_batch_size_is_not_part_of_the_key():
