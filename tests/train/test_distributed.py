@@ -183,6 +183,19 @@ hparams: {{batch_size: 4, eval_batch_size: 4}}
 
 # harness/run.py whose rank 0 sends itself a real SIGTERM at its N-th stop-flag check (the runner's before it
 # claims a cell, then one per optimizer step)
+def lora_suite(model, hparams: str = "batch_size: 4, eval_batch_size: 8", tasks: str = "[rte]",
+               methods: str = "", budget: str = "epochs: 2") -> str:
+    """The small two-epoch LoRA cell most tests here train on two processes (`methods`: more after it): a suite's
+    YAML after its name line."""
+    return f"""
+models: ["{model}"]
+tasks: {tasks}
+methods: [{{name: lora, learning_rate: 1e-3}}{methods}]
+budgets: [{{{budget}}}]
+hparams: {{{hparams}}}
+"""
+
+
 STOP_ON_RANK_0 = """
 import os, signal, sys
 from harness.cli import main
@@ -204,13 +217,7 @@ def test_two_processes_resume_each_rank_its_own_counts(tmp_path, tiny_bert, smal
     agreed on at the next sync, step 6: an eval_steps evaluation's step, whose loss since then is none."""
     from harness.train import checkpoint
 
-    body = f"""
-models: ["{tiny_bert}"]
-tasks: [rte]
-methods: [{{name: lora, learning_rate: 1e-3}}]
-budgets: [{{epochs: 2}}]
-hparams: {{batch_size: 4, eval_batch_size: 8, eval_steps: 3}}
-"""
+    body = lora_suite(tiny_bert, "batch_size: 4, eval_batch_size: 8, eval_steps: 3")
     ref, cell = (write_suite(tmp_path / f"{n}.yaml", f"name: {n}" + body) for n in ("ref", "cell"))
     script = tmp_path / "stop.py"
     script.write_text(STOP_ON_RANK_0.format(n=5))
@@ -231,35 +238,36 @@ hparams: {{batch_size: 4, eval_batch_size: 8, eval_steps: 3}}
     assert counted(b) == pytest.approx(counted(a), rel=1e-9)
 
 
+def stop_resume_and_reference(tmp_path, body: str, data, n: int) -> tuple[dict, Store]:
+    """Suite "cell" (`body`) stopped by a SIGTERM on rank 0 at its n-th stop check (the runner's, then one per
+    optimizer step), then run again (its resume), then suite "ref", the same cell uninterrupted: (the stop's
+    checkpoint counters, the store)."""
+    from harness.train import checkpoint
+
+    ref, cell = (write_suite(tmp_path / f"{name}.yaml", f"name: {name}" + body) for name in ("ref", "cell"))
+    script = tmp_path / "stop.py"
+    script.write_text(STOP_ON_RANK_0.format(n=n))
+    store = Store(f"sqlite:///{tmp_path / 'h.db'}")
+    proc = launch(tmp_path, cell, data, script=script)
+    assert "SIGTERM received" in proc.stderr, proc.stderr[-3000:]
+    assert "stopped by a signal, checkpointed" in proc.stderr, (store.records("cell")[0].status, proc.stderr[-3000:])
+    (path,) = checkpoint.paths_under(str(tmp_path / "out" / "cell"))
+    counters = checkpoint.torch.load(path, weights_only=True)["counters"]   # (the resumed cell removes the file)
+    for suite in (cell, ref):
+        proc = launch(tmp_path, suite, data)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "resumed from its checkpoint" not in proc.stderr   # (the reference's own run)
+    return counters, store
+
+
 def test_two_processes_stop_at_the_epoch_end_their_stop_reached(tmp_path, tiny_bert, small_glue):
     """Without eval_steps the ranks sync at each epoch's end (6 steps here) and every SYNC_EVERY steps: a stop
     raised on rank 0 at step 4 of 12 is agreed on at step 6's epoch-end sync. That sync passed no flags, so the
     stop waited for the cell's last step and the cell ran to its end (completed, no checkpoint). Checkpointed
     before the epoch's evaluation, the resumed run evaluates it: the same history and score as uninterrupted."""
-    from harness.train import checkpoint
-
-    body = f"""
-models: ["{tiny_bert}"]
-tasks: [rte]
-methods: [{{name: lora, learning_rate: 1e-3}}]
-budgets: [{{epochs: 2}}]
-hparams: {{batch_size: 4, eval_batch_size: 8}}
-"""
-    ref, cell = (write_suite(tmp_path / f"{n}.yaml", f"name: {n}" + body) for n in ("ref", "cell"))
-    script = tmp_path / "stop.py"
-    script.write_text(STOP_ON_RANK_0.format(n=5))   # the runner's check, then steps 1-4
-    store = Store(f"sqlite:///{tmp_path / 'h.db'}")
-    proc = launch(tmp_path, cell, small_glue, script=script)
-    assert "SIGTERM received" in proc.stderr, proc.stderr[-3000:]
-    assert "stopped by a signal, checkpointed" in proc.stderr, (store.records("cell")[0].status, proc.stderr[-3000:])
-    (path,) = checkpoint.paths_under(str(tmp_path / "out" / "cell"))
-    counters = checkpoint.torch.load(path, weights_only=True)["counters"]
+    counters, store = stop_resume_and_reference(tmp_path, lora_suite(tiny_bert), small_glue, n=5)   # steps 1-4
     assert (counters["step"], counters["epoch_idx"], counters["micro"]) == (6, 0, 6)   # the epoch's end
     assert counters["history"] == []   # its evaluation not run yet: the resumed run runs it
-    for suite in (cell, ref):
-        proc = launch(tmp_path, suite, small_glue)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "resumed from its checkpoint at step 6/12" not in proc.stderr   # (the reference's own run)
     (a,), (b,) = store.records("ref"), store.records("cell")
     assert b.status == "completed" and b.attempts == 2 and b.steps == a.steps == 12
     assert [e["step"] for e in a.history] == [6, 12]
@@ -272,29 +280,12 @@ def test_two_processes_stopped_at_an_epoch_end_with_gradients_not_stepped_resume
     micro-batch's gradients wait for the next epoch's first. A stop agreed on at that epoch's end checkpointed
     there, without those gradients: the resumed cell trained differently from an uninterrupted one. The stop
     waits for the next step, which applies them."""
-    from harness.train import checkpoint
-
-    body = f"""
-models: ["{tiny_bert}"]
-tasks: [{{multitask: [rte, stsb, cola], sampling: uniform}}]
-methods: [{{name: lora, learning_rate: 1e-3}}]
-budgets: [{{epochs: 2}}]
-hparams: {{batch_size: 8, eval_batch_size: 8, gradient_accumulation_steps: 2}}
-"""
-    ref, cell = (write_suite(tmp_path / f"{n}.yaml", f"name: {n}" + body) for n in ("ref", "cell"))
-    script = tmp_path / "stop.py"
-    script.write_text(STOP_ON_RANK_0.format(n=3))   # the runner's check, then steps 1-2
-    store = Store(f"sqlite:///{tmp_path / 'h.db'}")
-    proc = launch(tmp_path, cell, small_glue, script=script)
-    assert "stopped by a signal, checkpointed" in proc.stderr, proc.stderr[-3000:]
-    (path,) = checkpoint.paths_under(str(tmp_path / "out" / "cell"))
-    counters = checkpoint.torch.load(path, weights_only=True)["counters"]
+    body = lora_suite(tiny_bert, "batch_size: 8, eval_batch_size: 8, gradient_accumulation_steps: 2",
+                      tasks="[{multitask: [rte, stsb, cola], sampling: uniform}]")
+    counters, store = stop_resume_and_reference(tmp_path, body, small_glue, n=3)   # steps 1-2
     # the epoch (9 micro-batches, 4 steps) evaluated, then the step that applies its last gradients
     assert (counters["step"], counters["epoch_idx"], counters["micro"]) == (5, 1, 1), counters
     assert [e["step"] for e in counters["history"]] == [4]
-    for suite in (cell, ref):
-        proc = launch(tmp_path, suite, small_glue)
-        assert proc.returncode == 0, proc.stderr[-3000:]
     a, b = ({r.task: r for r in store.records(name)} for name in ("ref", "cell"))
     assert set(a) == set(b) and len(a) == 4   # the joint row and a row per member
     for task in a:
@@ -323,13 +314,7 @@ def test_two_processes_report_the_train_loss_over_both_ranks_micro_batches(tmp_p
     tracker's train/loss are the mean over both ranks' micro-batches (they were rank 0's alone)."""
     from tests.train.test_tracking import scalars
 
-    suite = write_suite(tmp_path / "s.yaml", f"""
-name: ddp-loss
-models: ["{tiny_bert}"]
-tasks: [rte]
-methods: [{{name: lora, learning_rate: 1e-3}}]
-budgets: [{{epochs: 2}}]
-hparams: {{batch_size: 4, eval_batch_size: 8}}
+    suite = write_suite(tmp_path / "s.yaml", "name: ddp-loss" + lora_suite(tiny_bert) + """
 log_with: [tensorboard]
 log_every: 3
 """)
@@ -368,14 +353,7 @@ def test_a_failure_on_one_rank_is_named_and_records_no_result(tmp_path, tiny_ber
     """Rank 1 alone fails mid-cell (its memory, its GPU) while rank 0 trains on: the group breaks, rank 0 records
     the cell failed, with no score, and its error can only name the broken connection; rank 1's own reason was
     said nowhere (it reached neither the screen nor the store), now a line of its own."""
-    suite = write_suite(tmp_path / "s.yaml", f"""
-name: ddp-fail
-models: ["{tiny_bert}"]
-tasks: [rte]
-methods: [{{name: lora, learning_rate: 1e-3}}]
-budgets: [{{epochs: 2}}]
-hparams: {{batch_size: 4, eval_batch_size: 8}}
-""")
+    suite = write_suite(tmp_path / "s.yaml", "name: ddp-fail" + lora_suite(tiny_bert))
     script = tmp_path / "fail.py"
     script.write_text(FAIL_ON_RANK_1.format(n=3))
     proc = launch(tmp_path, suite, small_glue, script=script)
@@ -414,14 +392,8 @@ def test_a_rank_killed_mid_cell_fails_the_cell_keeps_its_checkpoint_and_stops_th
 
     from harness.train import checkpoint
 
-    suite = write_suite(tmp_path / "s.yaml", f"""
-name: ddp-kill
-models: ["{tiny_bert}"]
-tasks: [rte]
-methods: [{{name: lora, learning_rate: 1e-3}}, full]
-budgets: [{{epochs: 2}}]
-hparams: {{batch_size: 4, eval_batch_size: 8, eval_steps: 3}}
-""")
+    suite = write_suite(tmp_path / "s.yaml", "name: ddp-kill" + lora_suite(
+        tiny_bert, "batch_size: 4, eval_batch_size: 8, eval_steps: 3", methods=", full"))
     stop, kill = tmp_path / "stop.py", tmp_path / "kill.py"
     stop.write_text(STOP_ON_RANK_0.format(n=5))
     kill.write_text(KILL_RANK_1.format(n=2))   # rank 1 asks once per step: the second step after the resume
@@ -475,14 +447,7 @@ def test_a_hung_rank_times_the_group_out_and_the_worker_says_so(tmp_path, tiny_b
     the record says another rank did not join in time, and the worker stops with one line and exit 6."""
     import re
 
-    suite = write_suite(tmp_path / "s.yaml", f"""
-name: ddp-hang
-models: ["{tiny_bert}"]
-tasks: [rte]
-methods: [{{name: lora, learning_rate: 1e-3}}]
-budgets: [{{epochs: 2}}]
-hparams: {{batch_size: 4, eval_batch_size: 8}}
-""")
+    suite = write_suite(tmp_path / "s.yaml", "name: ddp-hang" + lora_suite(tiny_bert))
     script = tmp_path / "hang.py"
     script.write_text(HANG_RANK_1.format(t=30, n=3, sleep=100))
     proc = launch(tmp_path, suite, small_glue, script=script)
@@ -520,14 +485,8 @@ def test_a_rank_hung_between_cells_is_told_as_a_hang(tmp_path, tiny_bert, small_
     """Rank 1 hangs after the first cell: rank 0's broadcast of its next claim times out ("Timed out waiting ...
     for send operation"). The worker gave the claim back and stopped saying "another rank's process ended (or lost
     its connection)", while that process still ran; now it says the rank did not join in time."""
-    suite = write_suite(tmp_path / "s.yaml", f"""
-name: ddp-hang2
-models: ["{tiny_bert}"]
-tasks: [rte]
-methods: [{{name: lora, learning_rate: 1e-3}}, full]
-budgets: [{{max_steps: 2}}]
-hparams: {{batch_size: 4, eval_batch_size: 8}}
-""")
+    suite = write_suite(tmp_path / "s.yaml", "name: ddp-hang2" + lora_suite(tiny_bert, methods=", full",
+                                                                            budget="max_steps: 2"))
     script = tmp_path / "hang.py"
     script.write_text(HANG_RANK_1_BETWEEN_CELLS.format(t=20, sleep=60))
     proc = launch(tmp_path, suite, small_glue, script=script)
