@@ -16,7 +16,7 @@ import plotly.express as px
 import streamlit as st
 
 from harness.analysis.compare import compare_variants
-from harness.board import urlstate
+from harness.board import reread, urlstate
 from harness.board.evp_page import page_evp
 from harness.board.grid_page import page_grid
 from harness.board.task_page import page_task
@@ -287,6 +287,8 @@ def page_analyses(url, suite, model, metric):
     b = urlstate.choose(c3.selectbox, "Method B", variants, "b", default=variants[1])
     try:   # as `harness compare A B --task T`: each variant's best setting, its runs paired by seed
         res, n_seeds = compare_variants(open_store(url), suite, task, a, b, model=model)
+    except StoreChanged:   # read again (main), not a reason the comparison cannot be made
+        raise
     except InputError as e:   # no shared seed, or predictions not on this machine (each run's output folder)
         st.info(f"Cannot compare: {e}.")
     else:
@@ -355,30 +357,21 @@ def page_ablations(url, suite, runs):
 
 
 PAGES = ["Leaderboard", "Grid", "Trade-off", "Tuning budget", "Runs", "Task", "Analyses"]
-REREADS = 3   # a store written during a read is read again (StoreChanged) this many times before the page says so
 
 
 def main() -> None:
-    """The page, read again where a worker wrote the store during a read without locks (StoreChanged): the next
-    read sees its -wal and reads with locks, so one more read normally suffices; the command line refuses instead
-    (run it again), the board does that itself."""
+    """The page, read again where a worker wrote the store during a read without locks (harness/board/reread.py)."""
     st.set_page_config(page_title="PEFT leaderboard", page_icon="📊", layout="wide")
     page = st.empty()   # what a torn read drew is taken away with it
     try:
         with page.container():
             draw_page()
     except StoreChanged:
-        tries = st.session_state.get("_store_rereads", 0)
-        if tries < REREADS:
-            st.session_state["_store_rereads"] = tries + 1
-            st.cache_data.clear()   # the cached reads may be the torn one's
-            st.rerun()
-        st.session_state["_store_rereads"] = 0
+        reread.read_again()
         page.empty()
-        st.warning(f"The store `{redact_url(db_url())}` was written while it was read, {REREADS + 1} times in a "
-                   f"row: nothing is shown from a read that could mix two states. Reload the page.")
+        st.warning(reread.given_up(db_url()))
         return
-    st.session_state["_store_rereads"] = 0
+    reread.read_fine()
 
 
 def draw_page() -> None:

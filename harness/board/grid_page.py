@@ -11,10 +11,11 @@ import datetime as dt
 import pandas as pd
 import streamlit as st
 
-from harness.board import urlstate
+from harness.board import reread, urlstate
 from harness.report.grid import cells_frame
 from harness.report.text import duration, time_left_source   # as `harness status` says them: the two agree
 from harness.spec.status import CellState
+from harness.store.engine import StoreChanged
 
 REFRESH_S = 5   # a heartbeat comes every 30 s by default: 5 s shows a claim or a finish promptly, at 1 query/5 s
 ESTIMATE_TTL_S = 30   # the time left, which reads much more (_cached_estimate), at most this often between changes
@@ -87,9 +88,18 @@ def page_grid(store, suite: str) -> None:
 
 
 def _grid(store, suite: str, timeout: float, was_live: bool) -> None:
-    with store.snapshot():   # the cells, their counts and the time left from one state of the store
-        cells, now = cells_frame(store, suite, timeout)
-        _grid_of(store, suite, timeout, was_live, cells, now)
+    """(Its timed refreshes rerun it alone, without the page's main(): it reads again itself, reread.py.)"""
+    shown = st.empty()   # what a torn read drew is taken away with it
+    try:
+        with shown.container(), store.snapshot():   # the cells, their counts and the time left from one state
+            cells, now = cells_frame(store, suite, timeout)
+            _grid_of(store, suite, timeout, was_live, cells, now)
+    except StoreChanged:
+        reread.read_again()
+        shown.empty()
+        st.warning(reread.given_up(store.url))
+        return
+    reread.read_fine()
 
 
 def _grid_of(store, suite: str, timeout: float, was_live: bool, cells: pd.DataFrame, now) -> None:
@@ -167,6 +177,8 @@ def _time_left(store, suite: str, timeout: float, left: int, cells: pd.DataFrame
     key = tuple(zip(cells["id"].tolist(), cells["state"].tolist()))
     try:
         est = _cached_estimate(store, store.url, suite, timeout, key, now)
+    except StoreChanged:   # the whole read again (_grid), not "no estimate"
+        raise
     except Exception as exc:   # noqa: BLE001 -- advice only: the rest of the page does not need it
         st.metric("Time left (estimate)", "unknown" if left else "nothing left")
         st.caption(f"No estimate ({type(exc).__name__}: {exc})")

@@ -721,3 +721,33 @@ def test_a_store_written_during_the_board_s_read_is_read_again_and_never_shown_t
     at = app(store_url, monkeypatch, page="Leaderboard", suite="fx", model="minilm")
     assert [w.value for w in at.warning if "was written while it was read, 4 times in a row" in w.value], at.warning
     assert not at.dataframe
+
+
+GRID_REFRESH = """
+from harness.board.grid_page import _grid
+from harness.store import engine
+from harness.store.db import Store
+
+engine._real_state = real = getattr(engine, "_real_state", engine._state_or_none)   # (each rerun of the script)
+engine._state_or_none = real
+store = Store({url!r}, read_only=True)
+engine._state_or_none = lambda path: None   # every read of the store at rest is written over from now on
+_grid(store, "fx", 600.0, True)
+"""
+
+
+def test_the_grid_s_own_refresh_reads_again_and_never_shows_a_torn_read(tmp_path, monkeypatch):
+    """The Grid page refreshes itself (a Streamlit fragment, every REFRESH_S while cells run) without the page's
+    main(), so a store written during that read showed a traceback there, the time left as "No estimate
+    (StoreChanged …)" before it. The refresh reads again, and says so when every read was written over."""
+    from harness.store import engine
+
+    url = fixture_store.build(tmp_path / "fx.db")
+    # the script runs in this process: both restored after the test, whatever the script left
+    monkeypatch.setattr(engine, "_real_state", engine._state_or_none, raising=False)
+    monkeypatch.setattr(engine, "_state_or_none", engine._state_or_none)
+    at = AppTest.from_string(GRID_REFRESH.format(url=url), default_timeout=60)
+    at.run()
+    assert not at.exception, at.exception
+    assert [w.value for w in at.warning if "was written while it was read, 4 times in a row" in w.value], at.warning
+    assert not at.metric and not [c.value for c in at.caption if "StoreChanged" in c.value]
