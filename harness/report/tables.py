@@ -214,6 +214,9 @@ def best_table(runs: pd.DataFrame, metric: str = "score", resamples: int = signi
     evaluation): EM is that evaluation's too, and nothing is tested, since a run saves the predictions of its
     final evaluation only (attrs["untested"] says why)."""
     done, older = selectable_runs(runs, model)
+    # a completed run without the metric (an ingested record with no best_score) is no seed of a score on it, as
+    # EVP leaves it out (evp.setting_scores): counted, it made n_seeds say more seeds than the mean is over
+    done = done[pd.to_numeric(done[metric], errors="coerce").notna()] if not done.empty else done
     if done.empty:
         empty = pd.DataFrame(columns=["suite", "model", "task", "method_label", "mean", "std", "n_seeds"])
         empty.attrs["older_versions"] = older

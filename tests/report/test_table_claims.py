@@ -1307,3 +1307,35 @@ def test_a_table_reads_one_state_of_the_store_while_a_worker_claims(db_url):
     assert len(claimed) == 3 and all(claimed)   # the worker did claim them while the table was being read
     assert (only["n_seeds"], only["seeds_planned"], only["settings_unfinished"]) == (1, 2, 1), only
     assert "seeds_missing (1/2 completed)" in only["flags"] and "settings_unfinished (1 more)" in only["flags"]
+
+
+def test_a_run_without_a_best_evaluation_score_is_not_counted_as_a_seed_of_it(tmp_path):
+    """A completed run may carry no best_score (an ingested record.json without one: ingest needs only the score).
+    Ranked by the best evaluation (the board's "Dev score: best evaluation"), the best table counted such a run
+    as a seed of its setting (3 seeds) while its mean and std were over the 2 that have the score: "72.0 ± 1.4"
+    over three seeds, which EVP (over the seeds with a score) did not say; and a variant whose every run lacks it
+    raised ValueError ("Encountered all NA values"), a traceback in place of the board's leaderboard."""
+    from harness.report.export import to_markdown
+    from harness.report.tables import best_table, leaderboard_table, runs_frame
+    from harness.stats.evp import evp_table
+
+    text = ("name: s\nmodels: [minilm]\ntasks: [rte]\nmethods: [full, bitfit]\nseeds: [1, 2, 3]\n"
+            "hparams:\n  learning_rate: [1e-5, 2e-5]\n")
+
+    def score(cell):
+        return {1e-5: 70.0, 2e-5: 60.0}[cell.hparams["learning_rate"]] + 2 * (cell.seed - 1)
+
+    def best_of(cell):   # seed 3 of full and every bitfit run: no best evaluation recorded
+        missing = cell.method == "bitfit" or cell.seed == 3
+        return {"best_score": None if missing else score(cell) + 1}
+
+    runs = runs_frame(Store(store_of(tmp_path, [text], score, fields=best_of), read_only=True))
+    best = best_table(runs, metric="best_score").set_index(["task", "method_label"])
+    full = best.loc[("rte", "full")]
+    assert (full["mean"], round(full["std"], 6), full["n_seeds"], full["seeds_planned"]) == (72.0, 1.414214, 2, 3)
+    assert "seeds_missing (2/3 completed)" in full["flags"]
+    curve = evp_table(runs, "best_score")
+    assert curve.loc[curve["method_label"] == "full", "evp"].max() == full["mean"]
+    assert ("rte", "bitfit") not in best.index   # no best evaluation score of it: no score to show
+    board = to_markdown("leaderboard", leaderboard_table(best_table(runs, metric="best_score")))
+    assert "72.0 ± 1.4 (2/3 seeds)" in board, board
