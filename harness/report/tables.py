@@ -233,7 +233,9 @@ def best_table(runs: pd.DataFrame, metric: str = "score", resamples: int = signi
         lost = failed.get((suite, of_model, task, label), 0)
         values = runs_of[metric].astype(float).sort_values()   # (std too: the same bits in any stored order)
         first = runs_of.iloc[0]
-        mean, std = seed_mean(values), values.std(ddof=SEED_STD_DDOF) if len(values) > 1 else 0.0
+        # one seed has no sample std (n - 1 = 0): NaN, an empty CSV cell, not a spread of 0.0 (the cell shows the
+        # mean alone; the trivial flag grants it TRIVIAL_FLOOR)
+        mean, std = seed_mean(values), values.std(ddof=SEED_STD_DDOF) if len(values) > 1 else math.nan
         baseline = _max(runs_of, "trivial_score")
         improving = int(runs_of["still_improving"].fillna(False).astype(bool).sum()) if "still_improving" in runs_of \
             else 0
@@ -490,7 +492,7 @@ def _mean(frame: pd.DataFrame, column: str):
 
 def _std(frame: pd.DataFrame, column: str):
     values = pd.to_numeric(frame[column], errors="coerce").dropna() if column in frame else pd.Series(dtype=float)
-    return float(values.std(ddof=SEED_STD_DDOF)) if len(values) > 1 else 0.0 if len(values) else None
+    return float(values.std(ddof=SEED_STD_DDOF)) if len(values) > 1 else None   # (one seed: no sample std)
 
 
 def best_setting_runs(group: pd.DataFrame, metric: str = "score") -> pd.DataFrame:

@@ -1339,3 +1339,21 @@ def test_a_run_without_a_best_evaluation_score_is_not_counted_as_a_seed_of_it(tm
     assert ("rte", "bitfit") not in best.index   # no best evaluation score of it: no score to show
     board = to_markdown("leaderboard", leaderboard_table(best_table(runs, metric="best_score")))
     assert "72.0 ± 1.4 (2/3 seeds)" in board, board
+
+
+def test_one_seed_has_no_std_in_csv_or_json(tmp_path):
+    """The std is the sample standard deviation (n - 1), which one seed does not have (numpy and pandas give NaN):
+    the CSV and JSON said std 0.0 for bitfit's one completed seed, a spread of none, beside full's 1.0 from two
+    seeds. It is empty (CSV) / null (JSON) there; the cell still shows the score alone, and the trivial flag
+    grants it the 1-point floor as before."""
+    text = "name: s\nmodels: [minilm]\ntasks: [rte]\nmethods: [full, bitfit]\nseeds: [1, 2]\n"
+    url = store_of(tmp_path, [text], lambda c: None if (c.method, c.seed) == ("bitfit", 2)
+                   else 70.0 + c.seed if c.method == "full" else 65.0)
+    assert np.isnan(pd.Series([65.0]).std(ddof=1))
+    best = {r["method_label"]: r for r in csv.DictReader(export(url, "best", "csv").splitlines())}
+    assert (best["full"]["std"], best["bitfit"]["std"], best["bitfit"]["n_seeds"]) == ("0.7071067811865476", "", "1")
+    board = {r["method"]: r for r in csv.DictReader(export(url, "leaderboard", "csv").splitlines())}
+    assert (board["bitfit"]["rte_std"], board["bitfit"]["rte_n"]) == ("", "1"), board["bitfit"]
+    rows = {r["method_label"]: r for r in json.loads(export(url, "best", "json"))["rows"]}
+    assert rows["bitfit"]["std"] is None and rows["full"]["std"] == pytest.approx(0.7071067811865476)
+    assert row(export(url, "leaderboard", "markdown"), "bitfit")[1] == "65.0 (1/2 seeds) (not tested)"
