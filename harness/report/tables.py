@@ -550,7 +550,8 @@ def leaderboard_table(best: pd.DataFrame) -> pd.DataFrame:
             row[f"{t}_em_mean"] = by_task.loc[t, "em_mean"] if has else None
             row[f"{t}_em_std"] = by_task.loc[t, "em_std"] if has else None
         complete = glue and all(row[f"{t}_mean"] is not None for t in glue)
-        row["avg"] = sum(row[f"{t}_mean"] for t in glue) / len(glue) if complete else None
+        # exactly rounded (seed_mean): two variants with the same task means on different tasks tie exactly
+        row["avg"] = seed_mean([row[f"{t}_mean"] for t in glue]) if complete else None
         row["avg_tied_with_best"] = row["avg_p_vs_best"] = None
         row["avg_tested"] = False
         # exactly rounded, as table_order's share: the rows are sorted by it, in the best table and here alike

@@ -1357,3 +1357,17 @@ def test_one_seed_has_no_std_in_csv_or_json(tmp_path):
     rows = {r["method_label"]: r for r in json.loads(export(url, "best", "json"))["rows"]}
     assert rows["bitfit"]["std"] is None and rows["full"]["std"] == pytest.approx(0.7071067811865476)
     assert row(export(url, "leaderboard", "markdown"), "bitfit")[1] == "65.0 (1/2 seeds) (not tested)"
+
+
+def test_two_variants_with_the_same_task_means_on_different_tasks_tie_on_the_average(tmp_path):
+    """full scored (60.1, 66.6, 61.2) on (cola, mrpc, rte) and bitfit the same three numbers on other tasks: the
+    same average, yet a running sum's last bit follows the order (187.89999999999998 against 187.9), so one
+    variant's average was the best and the other's was tested against it. The sum is exactly rounded now."""
+    text = "name: s\nmodels: [minilm]\ntasks: [rte, mrpc, cola]\nmethods: [full, bitfit, layernorm]\nseeds: [1]\n"
+    scores = {"full": (60.1, 66.6, 61.2), "bitfit": (61.2, 60.1, 66.6), "layernorm": (50.0, 50.0, 50.0)}
+    url = store_of(tmp_path, [text], lambda c: scores[c.method][("cola", "mrpc", "rte").index(c.task)])
+    board = {r["method"]: r for r in csv.DictReader(export(url, "leaderboard", "csv").splitlines())}
+    assert board["full"]["avg"] == board["bitfit"]["avg"], (board["full"]["avg"], board["bitfit"]["avg"])
+    md = export(url, "leaderboard", "markdown")
+    avg = row(md, "method").index("GLUE avg")
+    assert row(md, "full")[avg] == row(md, "bitfit")[avg] == "**62.6**", md
