@@ -100,6 +100,9 @@ HPARAM_NAMES = tuple(Hparams.model_fields)
 # batch_size (it sizes the bf16 timing that mixed_precision auto decides by) nor gradient_accumulation_steps (in
 # the effective batch and DeepSpeed's config).
 TRAINING_ONLY = ("learning_rate", "warmup_ratio", "weight_decay", "max_grad_norm", "group_by_length", "eval_steps")
+# The budget fields such a cell reads: how many dev examples it scores. Its seed and the rest of its budget change
+# nothing it does where it loads its head (bitwise the same predictions: plan/grid.py Suite.crossings).
+EVALUATION_BUDGET = ("max_eval_samples",)
 # each hparam's default value (a grid's first); a cell's label names the hparams that differ from these
 DEFAULTS = {name: value[0] if isinstance(value, list) else value for name, value in Hparams().model_dump().items()}
 

@@ -127,6 +127,23 @@ def test_an_evaluation_only_entry_takes_one_learning_rate_and_keeps_its_key():
         parse_suite(text.replace(", learning_rate: 1e-4}", "}"), "s.yaml")
 
 
+def test_an_evaluation_only_entry_is_one_cell_per_dev_set_size_whatever_the_seeds_and_budgets():
+    """A saved adapter and head evaluated (pretrained_adapter, train: false) scored bitwise the same predictions
+    for seeds 1-3 and budgets {epochs: 1} / {epochs: 2, max_train_samples: 20} (6 runs, one prediction digest):
+    the grid ran it 3 x 2 times and the tables showed a mean over 3 seeds, std 0. One cell per dev-set size now,
+    of the first seed, with the key that cell always had; the entry that trains it further keeps every seed."""
+    text = ("name: s\nmodels: [minilm]\ntasks: [rte]\nmethods:\n  - {name: pretrained_adapter, path: ./ad}\n"
+            "  - {name: pretrained_adapter, path: ./ad, train: true}\nseeds: [3, 1, 2]\nbudgets: [{epochs: 1}, "
+            "{epochs: 2, max_train_samples: 20}, {epochs: 1, max_eval_samples: 50}]\n")
+    suite = parse_suite(text, "s.yaml")
+    cells = suite.cells()
+    evaluated = [(c.budget, c.seed) for c in cells if not c.method_params["train"]]
+    assert evaluated == [({"epochs": 1.0}, 3), ({"epochs": 1.0, "max_eval_samples": 50}, 3)]
+    assert sum(c.method_params["train"] for c in cells) == 9 and suite.size() == len(cells) == 11
+    assert [c.key for c in cells[:2]] == ["0409d7cb9a4d6b92", "38ddec21fa5642cf"]   # the keys the grid gave them
+    assert "the first seed, one budget per dev-set size" in suite.breakdown()
+
+
 def test_a_stored_cell_of_an_unknown_task_or_method_still_has_a_label():
     """The board rebuilds cells from store rows, which may name a task or method this release lacks: asking which
     settings such a cell leaves unread must not raise (its label and its read key still come out)."""
