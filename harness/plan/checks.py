@@ -107,6 +107,21 @@ def no_duplicate_cells(suite: Suite, loc: Located) -> list[Cell]:
     return cells
 
 
+def no_unread_params(suite: Suite, loc: Located) -> None:
+    """A method parameter written on an entry whose variant never reads it (a flat prefix's bottleneck_size) would
+    be keyed, shown in its label and ignored: refused, as a list of them is (no_duplicate_cells, which runs first
+    and says it would run twice)."""
+    for (method, params, _), source in zip(suite.method_variants, suite.variant_sources):
+        written = suite.model.methods[source].model_extra or {}
+        spec = METHODS[method]
+        for name in spec.unread(params):
+            if name in written:
+                flag = spec.params[name].unused_when
+                raise loc.error(("methods", source, name), f"{method} with {flag}: true does not read {name}: leave it "
+                                                           f"out (a variant with {flag}: false that reads it takes an "
+                                                           f"entry of its own)")
+
+
 def _unread_twice(suite: Suite, cell: Cell, source: int | None, first: tuple[Cell, int | None], loc: Located):
     """The error for two cells that differ only in settings they never read, at the entry that sets the one they
     differ in (either cell may be the one that sets it: the other can leave it unset)."""

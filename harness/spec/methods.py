@@ -66,6 +66,16 @@ class MethodSpec:
         of it, and every budget that differs only in training, is the same evaluation again."""
         return not self.trains(params) and (self.head_loaded_when is None or bool(params[self.head_loaded_when]))
 
+    def unread(self, params: dict) -> list[str]:
+        """The parameters set on a variant that it never reads (a flat prefix's bottleneck_size): in its key (stored
+        keys stand), never in what a label shows."""
+        return [k for k, p in self.params.items() if p.unused_when and params.get(p.unused_when) and k in params]
+
+    def shown(self, params: dict) -> dict:
+        """A variant's parameters as a label shows them (harness params, a cell's label): the ones it reads."""
+        unread = self.unread(params)
+        return {k: v for k, v in params.items() if k not in unread}
+
     def resolve(self, given: dict) -> dict:
         """Fill defaults; `given` values must already be validated."""
         return {k: given.get(k, p.default) for k, p in self.params.items()}

@@ -108,6 +108,21 @@ def test_a_flat_prefix_keeps_its_key_and_a_bottleneck_sweep_beside_it_is_valid()
         parse_suite(text.replace("bottleneck_size: [128, 512]}", "flat: true, bottleneck_size: 128}"), "s.yaml")
 
 
+def test_a_flat_prefix_s_label_does_not_show_the_bottleneck_size_it_does_not_read(tmp_path):
+    """A flat prefix's cell label and `harness params` row said bottleneck_size=512, a setting it never reads (its
+    key keeps it, and so does the stored method_label, which ingest checks records against); one written on a flat
+    entry was keyed and ignored (tests/bad_suites/prefix_flat_bottleneck_written.yaml refuses it)."""
+    suite = write_suite(tmp_path / "s.yaml", "name: s\nmodels: [minilm]\ntasks: [rte]\nmethods:\n"
+                                             "  - {name: prefix_tuning, flat: true}\n  - {name: prefix_tuning}\n")
+    flat, mlp = load_suite(str(suite)).cells()
+    assert flat.label == "minilm rte prefix_tuning(prefix_length=30,flat=True) lr=2e-05 [epochs=1] seed=1"
+    assert flat.key == "7c85ca33a18cb5d1" and "bottleneck_size=512" in flat.row_label   # as stored
+    assert "prefix_tuning(prefix_length=30,bottleneck_size=512,flat=False)" in mlp.label
+    proc = run_cli("params", suite)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "prefix_tuning(prefix_length=30,flat=True) " in proc.stdout and proc.stdout.count("bottleneck_size=512") == 1
+
+
 def test_an_evaluation_only_entry_takes_one_learning_rate_and_keeps_its_key():
     """pretrained_adapter with train: false reads no training hparam: a learning-rate list crossed with it is
     refused (tests/bad_suites/learning_rates_on_an_evaluation_only_entry.yaml), one rate of its own is valid and
