@@ -53,6 +53,7 @@ def parse_suite(text: str, path: str = "<suite>", max_cells: int = DEFAULT_MAX_C
     checks.no_duplicate_cells(suite, loc)
     checks.no_unread_params(suite, loc)
     checks.check_windows(suite, loc)
+    checks.check_lengths(suite, loc)
     checks.check_variants(suite, loc)
     checks.check_squad_options(suite, loc)
     return suite
