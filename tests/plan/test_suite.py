@@ -289,3 +289,8 @@ def test_ls_lists_every_task_method_and_alias():
     listed = {line.split()[0] for line in proc.stdout.splitlines() if line.startswith("  ")}
     assert set(METHODS) | set(TASKS) | {"minilm"} <= listed
     assert "path=(required)" in proc.stdout and "init_std=(unset)" in proc.stdout
+    # a task's other spellings, which a suite accepts (tasks: [sst-2]), on its line: ls showed none of them
+    lines = {line.split()[0]: line for line in proc.stdout.splitlines() if line.startswith("    ")}
+    assert lines["sst2"].endswith("Stanford Sentiment Treebank, binary (also written: sst-2)")
+    assert all(f"(also written: {', '.join(t.aliases)})" in lines[t.name] for t in TASKS.values() if t.aliases)
+    assert "sts-b" in lines["stsb"] and "(also written" not in lines["rte"]
