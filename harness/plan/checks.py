@@ -255,7 +255,8 @@ def check_windows(suite: Suite, loc: Located) -> None:
 def check_lengths(suite: Suite, loc: Located) -> None:
     """Every max_length written (hparams, or a method entry's own) leaves a token of each text of every task it is
     crossed with after the special tokens (spec/hparams.py min_length)."""
-    texts, task = max((len(get_task(t).text_columns), get_task(t).name) for slot in suite.task_slots for t in slot.tasks)
+    texts, task = max((len(get_task(t).text_columns), get_task(t).name)
+                      for slot in suite.task_slots for t in slot.tasks)
     need = min_length(texts)
     written = [(("hparams", "max_length"), suite.model.hparams.max_length)] + [
         (("methods", i, "max_length"), entry.model_extra["max_length"])

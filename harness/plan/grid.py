@@ -139,8 +139,8 @@ class Suite:
     def check_size(self, max_cells: int = DEFAULT_MAX_CELLS) -> None:
         n = self.size()
         if n > max_cells:
-            raise InputError(f"{self.path}:1: (grid): {n:,} cells = {self.breakdown(variants=False)}, more than the cap of "
-                             f"{max_cells:,}; a list is probably longer than meant (--max-cells {n} allows it)")
+            raise InputError(f"{self.path}:1: (grid): {n:,} cells = {self.breakdown(variants=False)}, more than the "
+                             f"cap of {max_cells:,}; a list is probably longer than meant (--max-cells {n} allows it)")
 
     def cells(self, num_processes: int = 1) -> list[Cell]:
         """The grid: model x task x method variant x hparams x budget x seed, in that nesting order."""
