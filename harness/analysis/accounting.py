@@ -162,7 +162,8 @@ def param_rows(suite, task_name: str | None = None) -> list[ParamRow]:
                 models = [_build(configs[t.name][0], t) for t in tasks]
                 heads = [head_parameter_names(m, configs[t.name][1]) for m, t in zip(models, tasks)]
                 _, counts = compose(models, heads, method_name, params, schedule, tasks)
-                rows.append(ParamRow(spec.name, method_label(method_name, params), counts["total_params"],
+                shown = method_label(method_name, get_method(method_name).shown(params))
+                rows.append(ParamRow(spec.name, shown, counts["total_params"],
                                      counts["trainable_params"], counts["added_params"], counts["head_params"],
                                      counts["embedding_params"], counts["encoder_params"], bert_eq, label))
     return rows

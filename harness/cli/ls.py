@@ -1,4 +1,4 @@
-"""`harness ls`: the tasks, methods and model aliases the harness knows."""
+"""`harness ls`: the tasks (with the other spellings a suite accepts), methods and model aliases the harness knows."""
 
 from __future__ import annotations
 
@@ -22,8 +22,9 @@ def run(args) -> int:
     for benchmark in dict.fromkeys(t.benchmark for t in TASKS.values()):
         print(f"  {benchmark.upper()}:")
         for t in (t for t in TASKS.values() if t.benchmark == benchmark):
+            also = f" (also written: {', '.join(t.aliases)})" if t.aliases else ""   # what a suite accepts for it
             print(f"    {t.name:<{width}} v{t.version}  {t.kind:<15} main: {'+'.join(t.main):<16} "
-                  f"metrics: {', '.join(t.metric_names()):<40} {t.description}")
+                  f"metrics: {', '.join(t.metric_names()):<40} {t.description}{also}")
             if t.note:   # under its task: what to know before trusting its scores
                 print(f"    {'':<{width}} note: {t.note}")
     print("methods:")

@@ -29,10 +29,7 @@ def run(args) -> int:
     notes = preflight(suite, args.data_dir) + data_rows(suite, args.data_dir)
     cells = suite.cells(num_processes=args.num_processes)
     m = suite.model
-    outer = len(m.models) * len(m.tasks) * len(m.budgets) * len(m.seeds)
-    print(f"{args.suite}: suite {suite.name} is valid: {len(cells)} cells = {len(m.models)} model(s) x "
-          f"{len(m.tasks)} task(s) x {len(cells) // outer} method/hparam setting(s) "
-          f"({len(suite.method_variants)} method variant(s)) x {len(m.budgets)} budget(s) x {len(m.seeds)} seed(s)")
+    print(f"{args.suite}: suite {suite.name} is valid: {len(cells)} cells = {suite.breakdown()}")
     if m.log_with:
         from harness.plan.checks import tracker_settings
 

@@ -15,7 +15,7 @@ from harness.plan.messages import Located, format_path
 from harness.plan.schema import ModelEntry, MultitaskEntry, SequenceEntry, SuiteModel
 from harness.spec.cell import Cell
 from harness.spec.errors import InputError, did_you_mean
-from harness.spec.hparams import HPARAM_NAMES
+from harness.spec.hparams import HPARAM_NAMES, MAX_SPECIAL_TOKENS, min_length
 from harness.spec.methods import METHODS, methods_with, variant_problem
 from harness.spec.models import ModelSpec
 from harness.spec.tasks import KIND_ONLY_HPARAMS, get_task
@@ -105,6 +105,21 @@ def no_duplicate_cells(suite: Suite, loc: Located) -> list[Cell]:
         cells.append(cell)
     suite.built[1] = cells
     return cells
+
+
+def no_unread_params(suite: Suite, loc: Located) -> None:
+    """A method parameter written on an entry whose variant never reads it (a flat prefix's bottleneck_size) would
+    be keyed, shown in its label and ignored: refused, as a list of them is (no_duplicate_cells, which runs first
+    and says it would run twice)."""
+    for (method, params, _), source in zip(suite.method_variants, suite.variant_sources):
+        written = suite.model.methods[source].model_extra or {}
+        spec = METHODS[method]
+        for name in spec.unread(params):
+            if name in written:
+                flag = spec.params[name].unused_when
+                raise loc.error(("methods", source, name), f"{method} with {flag}: true does not read {name}: leave it "
+                                                           f"out (a variant with {flag}: false that reads it takes an "
+                                                           f"entry of its own)")
 
 
 def _unread_twice(suite: Suite, cell: Cell, source: int | None, first: tuple[Cell, int | None], loc: Located):
@@ -235,6 +250,23 @@ def check_windows(suite: Suite, loc: Located) -> None:
                                                                  for t in cell.tasks):
             raise loc.error(("hparams", "doc_stride"), f"doc_stride {stride} must be below half of max_length "
                                                        f"{length} (SQuAD windows)")
+
+
+def check_lengths(suite: Suite, loc: Located) -> None:
+    """Every max_length written (hparams, or a method entry's own) leaves a token of each text of every task it is
+    crossed with after the special tokens (spec/hparams.py min_length)."""
+    texts, task = max((len(get_task(t).text_columns), get_task(t).name)
+                      for slot in suite.task_slots for t in slot.tasks)
+    need = min_length(texts)
+    written = [(("hparams", "max_length"), suite.model.hparams.max_length)] + [
+        (("methods", i, "max_length"), entry.model_extra["max_length"])
+        for i, entry in enumerate(suite.model.methods) if "max_length" in (entry.model_extra or {})]
+    for path, value in written:
+        for sub, v in ([((j,), x) for j, x in enumerate(value)] if isinstance(value, list) else [((), value)]):
+            if v < need:
+                what = "a pair of texts, and a token of each" if texts == 2 else "one text, and a token of it"
+                raise loc.error(path + sub, f"{v} leaves no room for text in {task}'s cells: at least {need} (up to "
+                                            f"{MAX_SPECIAL_TOKENS[texts]} special tokens around {what})")
 
 
 def tracker_settings(model: SuiteModel, loc: Located | None = None) -> dict[str, dict]:

@@ -16,6 +16,8 @@ from harness.plan.messages import Located
 from harness.plan.schema import SequenceEntry, SuiteModel
 from harness.spec.cell import Cell
 from harness.spec.errors import InputError
+from harness.spec.hparams import EVALUATION_BUDGET
+from harness.spec.methods import METHODS
 from harness.spec.models import ModelSpec
 from harness.spec.schedule import Multitask, Schedule, Sequence
 from harness.spec.tasks import get_task
@@ -102,20 +104,43 @@ class Suite:
         grid = {**self.model.hparams.model_dump(), **variant_overrides}
         return math.prod(len(v) for v in grid.values() if v is not None)
 
+    def crossings(self, method: str, params: dict) -> tuple[list[dict], list[int]]:
+        """The budgets and seeds a method variant's cells are crossed with: all of them for a variant that trains.
+        One that evaluates alike whatever its seed (MethodSpec.evaluates_alike: a saved adapter and head) gets the
+        first seed and, of budgets that differ only in what it does not read (EVALUATION_BUDGET), the first: more
+        cells would score the same predictions again, and the tables would read them as independent seeds with
+        std 0. The cell kept has the key it always had (the first seed's, the first budget's)."""
+        budgets = [b.as_dict() for b in self.model.budgets]
+        if not METHODS[method].evaluates_alike(params):
+            return budgets, list(self.model.seeds)
+        first: dict[tuple, dict] = {}
+        for budget in budgets:
+            first.setdefault(tuple(budget.get(k) for k in EVALUATION_BUDGET), budget)
+        return list(first.values()), self.model.seeds[:1]
+
     def size(self) -> int:
         """The number of cells, computed without building them (so a huge grid costs nothing to reject)."""
         m = self.model
-        per_model_task = sum(self._settings(o) for _, _, o in self.method_variants)
-        return len(m.models) * len(m.tasks) * per_model_task * len(m.budgets) * len(m.seeds)
+        per_model_task = sum(self._settings(o) * math.prod(map(len, self.crossings(method, params)))
+                             for method, params, o in self.method_variants)
+        return len(m.models) * len(m.tasks) * per_model_task
+
+    def breakdown(self, variants: bool = True) -> str:
+        """How the cells multiply out, as validate and the size cap say it."""
+        m = self.model
+        settings = sum(self._settings(o) for _, _, o in self.method_variants)
+        counted = f" ({len(self.method_variants)} method variant(s))" if variants else ""
+        text = (f"{len(m.models)} model(s) x {len(m.tasks)} task(s) x {settings} method/hparam setting(s){counted} x "
+                f"{len(m.budgets)} budget(s) x {len(m.seeds)} seed(s)")
+        if any(METHODS[method].evaluates_alike(params) for method, params, _ in self.method_variants):
+            text += " (an evaluation-only variant: the first seed, one budget per dev-set size)"
+        return text
 
     def check_size(self, max_cells: int = DEFAULT_MAX_CELLS) -> None:
-        n, m = self.size(), self.model
+        n = self.size()
         if n > max_cells:
-            raise InputError(f"{self.path}:1: (grid): {n:,} cells = {len(m.models)} model(s) x {len(m.tasks)} "
-                             f"task(s) x {n // (len(m.models) * len(m.tasks) * len(m.budgets) * len(m.seeds))}"
-                             f" method/hparam setting(s) x {len(m.budgets)} budget(s) x {len(m.seeds)} seed(s), "
-                             f"more than the cap of {max_cells:,}; a list is probably longer than meant "
-                             f"(--max-cells {n} allows it)")
+            raise InputError(f"{self.path}:1: (grid): {n:,} cells = {self.breakdown(variants=False)}, more than the "
+                             f"cap of {max_cells:,}; a list is probably longer than meant (--max-cells {n} allows it)")
 
     def cells(self, num_processes: int = 1) -> list[Cell]:
         """The grid: model x task x method variant x hparams x budget x seed, in that nesting order."""
@@ -126,7 +151,6 @@ class Suite:
     def cells_with_sources(self, num_processes: int):
         """(cell, the methods[] entry it comes from), in the grid's order."""
         defaults = self.model.hparams.model_dump()
-        budgets = [b.as_dict() for b in self.model.budgets]
         sources = self.variant_sources or [None] * len(self.method_variants)
         for spec, slot in itertools.product(self.model_specs(), self.task_slots):
             task_defaults = {}
@@ -138,9 +162,10 @@ class Suite:
                     if name not in self.model.hparams.model_fields_set and name not in overrides:
                         grid[name] = [value]
                 keys = [k for k, v in grid.items() if v is not None]
+                budgets, seeds = self.crossings(method, mparams)
                 for combo in itertools.product(*(grid[k] for k in keys)):
                     hp = {k: None for k in grid} | dict(zip(keys, combo))
-                    for budget, seed in itertools.product(budgets, self.model.seeds):
+                    for budget, seed in itertools.product(budgets, seeds):
                         yield (Cell(suite=self.name, model=spec.name, trust_remote_code=spec.trust_remote_code,
                                     task=slot.task, task_version=slot.version, method=method,
                                     method_params=mparams, budget=budget, seed=seed, hparams=hp,

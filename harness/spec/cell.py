@@ -149,9 +149,7 @@ class Cell:
         # (a row stored before a method parameter existed lacks it: its default is what that cell ran)
         if spec and not spec.trains(spec.resolve(self.method_params)):
             hparams += [k for k in TRAINING_ONLY if self.hparams.get(k) is not None]
-        params = [k for k, p in (spec.params.items() if spec else ())
-                  if p.unused_when and self.method_params.get(p.unused_when) and k in self.method_params]
-        return hparams, params
+        return hparams, spec.unread(self.method_params) if spec else []
 
     @property
     def read_key(self) -> str:
@@ -192,8 +190,10 @@ class Cell:
         budget and seed."""
         text = lambda v: f"{v:g}" if isinstance(v, float) else str(v)   # noqa: E731
         budget = ",".join(f"{k}={text(v)}" for k, v in self.budget.items())
-        unread = self.unread[0]
+        unread, unread_params = self.unread
         others = "".join(f" {k}={text(v)}" for k, v in sorted(self.hparams.items())
                          if k != "learning_rate" and k in DEFAULTS and v != DEFAULTS[k] and k not in unread)
-        return (f"{self.model} {self.task}{self._suffix} {self.method_label} lr={self.hparams['learning_rate']:g}"
+        # (the stored method_label keeps every parameter: ingest checks a record's against it)
+        shown = method_label(self.method, {k: v for k, v in self.method_params.items() if k not in unread_params})
+        return (f"{self.model} {self.task}{self._suffix} {shown} lr={self.hparams['learning_rate']:g}"
                 f"{others} [{budget}] seed={self.seed}")

@@ -96,10 +96,24 @@ class Hparams(BaseModel):
 
 
 HPARAM_NAMES = tuple(Hparams.model_fields)
+# The special tokens an encoder adds around one text and around a pair, at most among those the harness loads
+# (BERT, ALBERT, DistilBERT: [CLS] a [SEP] b [SEP]; RoBERTa: <s> a </s></s> b </s>). A max_length that leaves no
+# token of each text is refused (plan/checks.py check_lengths): the tokenizer keeps the specials alone, and where
+# they do not fit it leaves the pair untruncated (RTE at max_length 2: 12 tokens, a logged warning only).
+MAX_SPECIAL_TOKENS = {1: 2, 2: 4}
+
+
+def min_length(texts: int) -> int:
+    """The shortest max_length that holds the special tokens and one token of each of `texts` texts."""
+    return MAX_SPECIAL_TOKENS[texts] + texts
+
 # Hparams only a cell that trains reads (an evaluation-only cell: pretrained_adapter with train: false). Not
 # batch_size (it sizes the bf16 timing that mixed_precision auto decides by) nor gradient_accumulation_steps (in
 # the effective batch and DeepSpeed's config).
 TRAINING_ONLY = ("learning_rate", "warmup_ratio", "weight_decay", "max_grad_norm", "group_by_length", "eval_steps")
+# The budget fields such a cell reads: how many dev examples it scores. Its seed and the rest of its budget change
+# nothing it does where it loads its head (bitwise the same predictions: plan/grid.py Suite.crossings).
+EVALUATION_BUDGET = ("max_eval_samples",)
 # each hparam's default value (a grid's first); a cell's label names the hparams that differ from these
 DEFAULTS = {name: value[0] if isinstance(value, list) else value for name, value in Hparams().model_dump().items()}
 

@@ -47,6 +47,9 @@ class MethodSpec:
     params: dict[str, Param] = field(default_factory=dict)
     uses_adapters: bool = False
     trains_when: str | None = None  # a boolean parameter that decides whether the cell trains (else: evaluates)
+    # a boolean parameter that, when true, loads the head with the method's saved weights: a cell that evaluates
+    # only then draws nothing at random (evaluates_alike)
+    head_loaded_when: str | None = None
     # capabilities, read wherever a feature depends on the method (one place, not name lists in several modules)
     ablatable: bool = False        # its layers' additions can be switched off one span at a time (analysis/ablate)
     stackable: bool = False        # sequence with adapter: new stacks a fresh adapter on the previous one
@@ -57,6 +60,21 @@ class MethodSpec:
 
     def trains(self, params: dict) -> bool:
         return bool(params[self.trains_when]) if self.trains_when else True
+
+    def evaluates_alike(self, params: dict) -> bool:
+        """Trains nothing and draws nothing at random (a saved adapter and its saved head, evaluated): every seed
+        of it, and every budget that differs only in training, is the same evaluation again."""
+        return not self.trains(params) and (self.head_loaded_when is None or bool(params[self.head_loaded_when]))
+
+    def unread(self, params: dict) -> list[str]:
+        """The parameters set on a variant that it never reads (a flat prefix's bottleneck_size): in its key (stored
+        keys stand), never in what a label shows."""
+        return [k for k, p in self.params.items() if p.unused_when and params.get(p.unused_when) and k in params]
+
+    def shown(self, params: dict) -> dict:
+        """A variant's parameters as a label shows them (harness params, a cell's label): the ones it reads."""
+        unread = self.unread(params)
+        return {k: v for k, v in params.items() if k not in unread}
 
     def resolve(self, given: dict) -> dict:
         """Fill defaults; `given` values must already be validated."""
@@ -129,7 +147,7 @@ METHODS: Registry[MethodSpec] = Registry("method", {m.name: m for m in [
                                           "hub id; relative paths start at the suite file"),
                    "train": Param(False, bool, "train the loaded adapter (and head) further; false: evaluate only"),
                    "load_head": Param(True, bool, "load the head saved beside the adapter"),
-               }, uses_adapters=True, trains_when="train", loads_saved=True),
+               }, uses_adapters=True, trains_when="train", head_loaded_when="load_head", loads_saved=True),
     MethodSpec("ia3", "(IA)^3 (Liu et al. 2022): learned rescaling of keys, values and FFN activations "
                "(adapters: IA3Config)", uses_adapters=True),
 ]})

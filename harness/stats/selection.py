@@ -3,10 +3,13 @@ budget's curves (harness/stats/evp.py) read the same rows."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pandas as pd
 
+from harness.spec.hparams import EVALUATION_BUDGET, TRAINING_ONLY
+from harness.spec.methods import METHODS
 from harness.spec.status import NOT_RESULTS, Regime, Status
 
 COLUMN = ["suite", "task"]   # one task column of a suite's tables: one version in it, whatever the model
@@ -26,6 +29,51 @@ def with_setting_key(runs: pd.DataFrame) -> pd.DataFrame:
     return runs.assign(setting_key=runs["setting_key"].fillna(runs["cell_key"]))
 
 
+def _as_dict(value) -> dict:
+    """A runs frame's method_params / hparams (JSON text) or budget (budget_text's "k=v,..."), or a dict as is."""
+    if isinstance(value, dict):
+        return value
+    if not isinstance(value, str) or not value:
+        return {}
+    if value.startswith("{"):
+        return json.loads(value)
+    return dict(part.split("=", 1) for part in value.split(","))
+
+
+def _evaluation(row) -> tuple | None:
+    """What an evaluation-only run of a saved adapter and head scores (MethodSpec.evaluates_alike), as a key: its
+    cell without the seed, the training hparams and the budget fields it does not read; None for any other run."""
+    spec = METHODS.get(row.method) if row.method in METHODS else None
+    params = _as_dict(row.method_params)
+    if spec is None or not spec.evaluates_alike(spec.resolve(params)):
+        return None
+    hparams = {k: v for k, v in _as_dict(row.hparams).items() if k not in TRAINING_ONLY}
+    budget = _as_dict(row.budget)
+    return (row.suite, row.model, row.task, getattr(row, "task_version", None), row.method_label,
+            json.dumps(params, sort_keys=True), json.dumps(hparams, sort_keys=True),
+            tuple(str(budget.get(k)) for k in EVALUATION_BUDGET), getattr(row, "num_processes", None))
+
+
+def without_evaluation_repeats(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs less those that evaluate a saved adapter and head again as another run did (other seeds or budgets
+    of one evaluation-only cell, which a store filled before plan/grid.py crossed such a cell with one seed holds):
+    same predictions, so not seeds of a mean (a std of 0 over "3 seeds") nor settings tried. Keeps the completed
+    run stored first (else the first stored); its seeds still queued do not count either."""
+    if runs.empty or not {"id", "method", "method_params", "hparams", "budget"} <= set(runs.columns):
+        return runs
+    keys = pd.Series([_evaluation(r) for r in runs.itertuples()], index=runs.index)
+    alike = keys.notna()
+    if not alike.any():
+        return runs
+    first = runs[alike].assign(_key=keys[alike], _done=runs.loc[alike, "status"] == Status.COMPLETED)
+    first = first.sort_values(["_done", "id"], ascending=[False, True], kind="stable")
+    repeats = first.index[first["_key"].duplicated()]
+    out = runs.drop(index=repeats)
+    if "seeds_queued" in out:
+        out = out.assign(seeds_queued=out["seeds_queued"].where(~alike[out.index], 0))
+    return out
+
+
 def selectable_runs(runs: pd.DataFrame, model: str | None = None) -> tuple[pd.DataFrame, dict]:
     """Completed results (not a jointly trained task's member row or a sequence's earlier stage), `setting_key`
     filled for rows from before that column, and per (suite, task) only the runs of the newest task version among
@@ -39,6 +87,7 @@ def selectable_runs(runs: pd.DataFrame, model: str | None = None) -> tuple[pd.Da
     the suite's table), not its old version's score as if it were comparable."""
     if runs.empty:
         return runs, {}
+    runs = without_evaluation_repeats(runs)
     done = with_setting_key(runs[(runs["status"] == Status.COMPLETED) & ~runs["regime"].isin(NOT_RESULTS)])
     if done.empty or "task_version" not in done:   # (a frame built by hand may not have the column)
         return done, {}
@@ -79,7 +128,7 @@ def planned_seeds(runs: pd.DataFrame) -> pd.Series:
     joint key + "." + the task, queue.py `_child`)."""
     if runs.empty:
         return pd.Series(dtype=int)
-    rows = with_setting_key(runs)
+    rows = with_setting_key(without_evaluation_repeats(runs))
     keys = rows.loc[~rows["regime"].isin(NOT_RESULTS), ["suite", "setting_key", "seed"]]
     joint = rows[rows["regime"] == Regime.MULTITASK.value]
     members = pd.DataFrame([(of_suite, member, seed) for of_suite, key, task, seed in

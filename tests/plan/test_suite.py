@@ -108,6 +108,21 @@ def test_a_flat_prefix_keeps_its_key_and_a_bottleneck_sweep_beside_it_is_valid()
         parse_suite(text.replace("bottleneck_size: [128, 512]}", "flat: true, bottleneck_size: 128}"), "s.yaml")
 
 
+def test_a_flat_prefix_s_label_does_not_show_the_bottleneck_size_it_does_not_read(tmp_path):
+    """A flat prefix's cell label and `harness params` row said bottleneck_size=512, a setting it never reads (its
+    key keeps it, and so does the stored method_label, which ingest checks records against); one written on a flat
+    entry was keyed and ignored (tests/bad_suites/prefix_flat_bottleneck_written.yaml refuses it)."""
+    suite = write_suite(tmp_path / "s.yaml", "name: s\nmodels: [minilm]\ntasks: [rte]\nmethods:\n"
+                                             "  - {name: prefix_tuning, flat: true}\n  - {name: prefix_tuning}\n")
+    flat, mlp = load_suite(str(suite)).cells()
+    assert flat.label == "minilm rte prefix_tuning(prefix_length=30,flat=True) lr=2e-05 [epochs=1] seed=1"
+    assert flat.key == "7c85ca33a18cb5d1" and "bottleneck_size=512" in flat.row_label   # as stored
+    assert "prefix_tuning(prefix_length=30,bottleneck_size=512,flat=False)" in mlp.label
+    proc = run_cli("params", suite)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "prefix_tuning(prefix_length=30,flat=True) " in proc.stdout and proc.stdout.count("bottleneck_size=512") == 1
+
+
 def test_an_evaluation_only_entry_takes_one_learning_rate_and_keeps_its_key():
     """pretrained_adapter with train: false reads no training hparam: a learning-rate list crossed with it is
     refused (tests/bad_suites/learning_rates_on_an_evaluation_only_entry.yaml), one rate of its own is valid and
@@ -125,6 +140,23 @@ def test_an_evaluation_only_entry_takes_one_learning_rate_and_keeps_its_key():
     with pytest.raises(InputError, match=r":8: hparams\.learning_rate: .* with learning_rate=0\.001 evaluates the "
                                          r"same as the one of methods\[1\] with learning_rate=0\.0001"):
         parse_suite(text.replace(", learning_rate: 1e-4}", "}"), "s.yaml")
+
+
+def test_an_evaluation_only_entry_is_one_cell_per_dev_set_size_whatever_the_seeds_and_budgets():
+    """A saved adapter and head evaluated (pretrained_adapter, train: false) scored bitwise the same predictions
+    for seeds 1-3 and budgets {epochs: 1} / {epochs: 2, max_train_samples: 20} (6 runs, one prediction digest):
+    the grid ran it 3 x 2 times and the tables showed a mean over 3 seeds, std 0. One cell per dev-set size now,
+    of the first seed, with the key that cell always had; the entry that trains it further keeps every seed."""
+    text = ("name: s\nmodels: [minilm]\ntasks: [rte]\nmethods:\n  - {name: pretrained_adapter, path: ./ad}\n"
+            "  - {name: pretrained_adapter, path: ./ad, train: true}\nseeds: [3, 1, 2]\nbudgets: [{epochs: 1}, "
+            "{epochs: 2, max_train_samples: 20}, {epochs: 1, max_eval_samples: 50}]\n")
+    suite = parse_suite(text, "s.yaml")
+    cells = suite.cells()
+    evaluated = [(c.budget, c.seed) for c in cells if not c.method_params["train"]]
+    assert evaluated == [({"epochs": 1.0}, 3), ({"epochs": 1.0, "max_eval_samples": 50}, 3)]
+    assert sum(c.method_params["train"] for c in cells) == 9 and suite.size() == len(cells) == 11
+    assert [c.key for c in cells[:2]] == ["0409d7cb9a4d6b92", "38ddec21fa5642cf"]   # the keys the grid gave them
+    assert "the first seed, one budget per dev-set size" in suite.breakdown()
 
 
 def test_a_stored_cell_of_an_unknown_task_or_method_still_has_a_label():
@@ -257,3 +289,8 @@ def test_ls_lists_every_task_method_and_alias():
     listed = {line.split()[0] for line in proc.stdout.splitlines() if line.startswith("  ")}
     assert set(METHODS) | set(TASKS) | {"minilm"} <= listed
     assert "path=(required)" in proc.stdout and "init_std=(unset)" in proc.stdout
+    # a task's other spellings, which a suite accepts (tasks: [sst-2]), on its line: ls showed none of them
+    lines = {line.split()[0]: line for line in proc.stdout.splitlines() if line.startswith("    ")}
+    assert lines["sst2"].endswith("Stanford Sentiment Treebank, binary (also written: sst-2)")
+    assert all(f"(also written: {', '.join(t.aliases)})" in lines[t.name] for t in TASKS.values() if t.aliases)
+    assert "sts-b" in lines["stsb"] and "(also written" not in lines["rte"]

@@ -1371,3 +1371,21 @@ def test_two_variants_with_the_same_task_means_on_different_tasks_tie_on_the_ave
     md = export(url, "leaderboard", "markdown")
     avg = row(md, "method").index("GLUE avg")
     assert row(md, "full")[avg] == row(md, "bitfit")[avg] == "**62.6**", md
+
+
+def test_an_evaluation_only_cell_stored_for_several_seeds_and_budgets_is_one_run(tmp_path):
+    """A store filled before the grid ran an evaluation-only cell once holds it for seeds 1-3 and two budgets, the
+    same predictions each time: the leaderboard showed "68.0 ± 0.0" over 3 seeds and 2 settings tried. One run:
+    the score alone, 1 seed, 1 setting (the full fine-tuning beside it keeps its 3 seeds)."""
+    text = "name: s\nmodels: [minilm]\ntasks: [rte]\nmethods: [full, {name: pretrained_adapter, path: ./ad}]\n" \
+           "seeds: [1, 2, 3]\n"
+    again = lambda cells: cells + [dataclasses.replace(c, seed=s, budget=b) for c in cells  # noqa: E731
+                                   if c.method == "pretrained_adapter" for s in (1, 2, 3)
+                                   for b in ({"epochs": 1.0}, {"epochs": 2.0}) if (s, b) != (1, {"epochs": 1.0})]
+    url = store_of(tmp_path, [text], lambda c: 68.0 if c.method != "full" else 70.0 + c.seed, arrange=again)
+    label = "pretrained_adapter(path=./ad,train=False,load_head=True)"
+    md = export(url)
+    assert row(md, label)[1] == "68.0 (not tested)" and row(md, "full")[1] == "**72.0 ± 1.0**"
+    rows = {r["method_label"]: r for r in json.loads(export(url, "best", "json"))["rows"]}
+    assert (rows[label]["n_seeds"], rows[label]["settings_tried"], rows[label]["std"]) == (1, 1, 0.0)
+    assert rows["full"]["n_seeds"] == 3
