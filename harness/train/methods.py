@@ -157,7 +157,9 @@ def _setup_pretrained_adapter(model, params):
     if not path:
         raise InputError("pretrained_adapter: path is required (a saved adapter directory or an AdapterHub id)")
     adapters.init(model)
-    model.load_adapter(path, load_as=ADAPTER_NAME, set_active=True)
+    # with_head=False: the library would also load the head its save_adapter wrote beside the adapter, whatever
+    # load_head says; the harness's own head file (below) is the one load_head decides on
+    model.load_adapter(path, load_as=ADAPTER_NAME, set_active=True, with_head=False)
     head_file = os.path.join(path, layout.HEAD_FILE)
     if params["load_head"]:
         if not os.path.isfile(head_file):

@@ -190,3 +190,19 @@ def test_regression_head_for_stsb(tiny_bert):
     model, _, head, _ = prepared(tiny_bert, "linear_probe", {}, task="stsb")
     assert count_trainable(model) == D + 1
     assert model.config.problem_type == "regression"
+
+
+@pytest.mark.parametrize("load_head", [True, False])
+def test_a_pretrained_adapter_loads_its_saved_head_only_when_asked(tiny_bert, tmp_path, load_head):
+    """`load_head: false` promises a new head: the adapters library's load_adapter also loads the head its
+    save_adapter wrote beside the adapter (with_head defaults to true), so the saved head came in either way
+    (evaluation-only cells with load_head true and false gave bitwise the same predictions)."""
+    from harness.train.model_setup import save_adapter
+
+    model, _, head, _ = prepared(tiny_bert, "houlsby", {"size": 4})
+    with torch.no_grad():
+        model.classifier.weight.fill_(0.5)
+    save_adapter(model, head, str(tmp_path / "saved"))
+    stitched, _, _, _ = prepared(tiny_bert, "pretrained_adapter",
+                                 {"path": str(tmp_path / "saved"), "load_head": load_head})
+    assert bool((stitched.classifier.weight == 0.5).all()) is load_head
