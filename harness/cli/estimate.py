@@ -51,7 +51,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from harness.plan.preflight import check_data_dir
+    from harness.plan.preflight import check_data_dir, check_training
     from harness.plan.suite import load_suite
     from harness.report import progress
     from harness.store.db import Store
@@ -67,6 +67,8 @@ def run(args) -> int:
         raise InputError("--device: picks the stored device whose runs price the cells; a --pilot measures this "
                          "machine instead (give one of the two)")
     suite = load_suite(args.suite, args.max_cells)
+    if args.pilot:   # a pilot trains here: what it lacks (a model not cached offline, the data) refused, as by `run`
+        check_training(suite, args.data_dir, suite.locate())
     cells = suite.cells(num_processes=args.num_processes)
     # a --data-dir that is not there is refused, not read as "size unknown"; the suite's own data_dir or
     # $HARNESS_DATA_DIR may be another machine's (an estimate from a copied store): the stored sizes serve then

@@ -267,12 +267,18 @@ def check_configuration(suite: Suite, loc, known=None) -> list[str]:
     return notes
 
 
+def check_training(suite: Suite, cli_data_dir: str | None, loc) -> list[str]:
+    """What training a cell here needs: the models' files and sizes, the adapters, the data (all but the trackers:
+    `harness estimate --pilot` trains untracked)."""
+    notes = check_configuration(suite, loc)
+    check_model_files(suite, loc)
+    return notes + check_data(suite, cli_data_dir, loc)
+
+
 def preflight(suite: Suite, cli_data_dir: str | None = None, log_with: str | None = None) -> list[str]:
     """Raise InputError for the first thing this machine lacks; return notes on what could not be checked.
     `log_with`: the --log-with option, where given."""
     loc = suite.locate()
-    notes = check_configuration(suite, loc)
-    check_model_files(suite, loc)
-    notes += check_data(suite, cli_data_dir, loc)
+    notes = check_training(suite, cli_data_dir, loc)
     check_trackers(suite, tracker_settings(suite, log_with), log_with, loc)
     return notes

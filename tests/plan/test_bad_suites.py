@@ -1,6 +1,6 @@
-"""The malformed-suite corpus (tests/bad_suites/): every file is refused by `harness validate` and `harness run`
-with exit 2, one line naming the file, the YAML line and the field, no traceback, nothing written. (How fast:
-bench/bench_validate.py.)
+"""The malformed-suite corpus (tests/bad_suites/): every file is refused by `harness validate`, `harness run` and
+`harness estimate --pilot` with exit 2, one line naming the file, the YAML line and the field, no traceback,
+nothing written. (How fast: bench/bench_validate.py.)
 
 Each file says why it is bad on its first line and what the error must contain on its second
 (`# expect: :LINE: field: message`, LINE counted in the file itself). Run in-process (the CLI's main), so the
@@ -54,6 +54,9 @@ def test_bad_suite_is_refused_by_validate_and_run(path, machine):
     assert_refused(call_cli("validate", path), expect, where=path)
     db, out = machine / "db" / "h.db", machine / "out"
     assert_refused(call_cli("run", path, "--db", f"sqlite:///{db}", "--output-dir", out), expect, where=path)
+    # a pilot trains here too (before: a model not cached offline or missing data failed each pilot, minutes, and
+    # the estimate exited 0 with "0 ± 0 device-hours")
+    assert_refused(call_cli("estimate", path, "--pilot"), expect, where=path)
     assert list(machine.iterdir()) == [], "a refused suite wrote something"
     assert sorted(os.listdir(CORPUS)) == before
 
