@@ -90,6 +90,18 @@ def test_a_hundred_thousand_seeds_are_refused(machine):
                    where=path)
 
 
+def test_a_task_from_the_hub_not_cached_offline_says_how_to_get_it(machine, monkeypatch):
+    """No local data and the hub's data set not cached: the refusal names the way to fill the cache, as a model's
+    does (before: only what was missing)."""
+    monkeypatch.delenv("HARNESS_DATA_DIR", raising=False)
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(machine / "no-cache"))
+    path = machine / "hub.yaml"
+    path.write_text("name: hub\nmodels: [minilm]\ntasks: [rte]\nmethods: [full]\n")
+    assert_refused(call_cli("validate", path), ":3: tasks[0]: no data for rte: no --data-dir, data_dir or "
+                   "$HARNESS_DATA_DIR, and nyu-mll/glue is not cached while the hub is offline (`harness prefetch "
+                   "SUITE` on a machine with internet fills the cache, or give the local files)", where=path)
+
+
 @pytest.mark.parametrize("name", ["alias_bomb", "not_utf8", "deep_nesting", "lr_dot_inf"])
 def test_bad_suite_through_a_real_subprocess(name, tmp_path):
     path = CORPUS / f"{name}.yaml"
