@@ -51,7 +51,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from harness.plan.preflight import check_data_dir
+    from harness.plan.preflight import check_data_dir, check_training
     from harness.plan.suite import load_suite
     from harness.report import progress
     from harness.store.db import Store
@@ -67,6 +67,8 @@ def run(args) -> int:
         raise InputError("--device: picks the stored device whose runs price the cells; a --pilot measures this "
                          "machine instead (give one of the two)")
     suite = load_suite(args.suite, args.max_cells)
+    if args.pilot:   # a pilot trains here: what it lacks (a model not cached offline, the data) refused, as by `run`
+        check_training(suite, args.data_dir, suite.locate())
     cells = suite.cells(num_processes=args.num_processes)
     # a --data-dir that is not there is refused, not read as "size unknown"; the suite's own data_dir or
     # $HARNESS_DATA_DIR may be another machine's (an estimate from a copied store): the stored sizes serve then
@@ -127,7 +129,8 @@ def pilot(suite, cells, data_dir: str | None, steps: int) -> list:
     tokens per example of that first cell's batches against the pilot's (to_cell_padding): a few batches pad more
     than a cell's many. The group's other cells get the same rates, whatever their own batch size, lengths or
     data caps. The rates still include the first step's warm-up, so a pilot errs a little high for long cells.
-    Returns their observations (harness.report.throughput.Observation)."""
+    A pilot never compiles (a cell's one compile is not a cost per example): a compiled cell's estimate leaves it
+    out. Returns their observations (harness.report.throughput.Observation)."""
     import dataclasses
     import os
     import sys
@@ -153,9 +156,15 @@ def pilot(suite, cells, data_dir: str | None, steps: int) -> list:
             budget = {"epochs": 1, "max_train_samples": steps * per_step,
                       "max_eval_samples": min(cell.budget.get("max_eval_samples") or PILOT_EVAL_EXAMPLES,
                                               PILOT_EVAL_EXAMPLES)}
-            small = dataclasses.replace(cell, budget=budget, hparams={**hp, "eval_steps": None})
+            # eager: a compile is paid once per cell (tens of seconds on a CPU), and rates per example from a few
+            # steps would charge it again for every few steps of the cell (a tiny model's 30-step cell: 0.4 h
+            # predicted from a compiled 2-step pilot, 40 s measured)
+            small = dataclasses.replace(cell, budget=budget, hparams={**hp, "eval_steps": None, "compile": False})
             print(f"pilot {i + 1}/{len(firsts)}: {cell.model} {cell.task} {cell.method_label}", file=sys.stderr,
                   flush=True)
+            if hp.get("compile") is True:
+                print(f"pilot {i + 1}: trained eager (compile: true): its cells' estimates leave out their compile "
+                      f"(0.4-2 min once per cell where measured, docs/suites.md)", file=sys.stderr, flush=True)
             try:
                 r = train_and_evaluate(small, ctx, output_dir=os.path.join(tmp, f"cell{i}"))
             except Exception as exc:   # one pilot failing leaves its cells without an estimate

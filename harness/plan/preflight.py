@@ -23,6 +23,10 @@ from harness.spec.models import ALIASES, ModelSpec
 from harness.spec.trackers import TRACKERS, install_line, missing, parse_option
 
 
+# how a machine without internet gets what the hub would have sent: said by every refusal of a missing download
+PREFETCH_HINT = "`harness prefetch SUITE` on a machine with internet fills the cache"
+
+
 def truthy(name: str) -> bool:
     """Whether an environment flag is on (1, true, yes, on), as huggingface_hub and datasets read theirs."""
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
@@ -97,7 +101,7 @@ def check_models(suite: Suite, loc, known=None) -> list[str]:
                 raise loc.error(("models", i), f'model "{spec.name}": its config.json cannot be read')
             if offline:
                 raise loc.error(("models", i), f'model "{spec.name}" is not in the Hugging Face cache and '
-                                               f"HF_HUB_OFFLINE is set, so it cannot be downloaded")
+                                               f"HF_HUB_OFFLINE is set, so it cannot be downloaded ({PREFETCH_HINT})")
             notes.append(f'model "{spec.name}": not cached, downloaded at the first cell; its sizes '
                          f"(max_length, adapter sizes) are checked then")
             continue
@@ -115,8 +119,8 @@ def check_model_files(suite: Suite, loc) -> None:
             problem = spec.missing_files()
             if problem:
                 raise loc.error(("models", i), f'model "{spec.name}": {problem}'
-                                + ("; HF_HUB_OFFLINE is set, so it cannot be downloaded (`harness prefetch SUITE` "
-                                   "on a machine with internet fills the cache)" if "Hugging Face" in problem else ""))
+                                + (f"; HF_HUB_OFFLINE is set, so it cannot be downloaded ({PREFETCH_HINT})"
+                                   if "Hugging Face" in problem else ""))
 
 
 def _datasets_cache() -> str:
@@ -154,7 +158,7 @@ def check_data(suite: Suite, cli_data_dir: str | None, loc) -> list[str]:
                 if not os.path.isdir(cached):
                     raise loc.error(("tasks", i), f"no data for {task.name}: no --data-dir, data_dir or "
                                                   f"$HARNESS_DATA_DIR, and {task.hub_id} is not cached while the hub "
-                                                  f"is offline")
+                                                  f"is offline ({PREFETCH_HINT}, or give the local files)")
     return [f"data: {data_dir} (from {source})" if data_dir else "data: the Hugging Face hub"]
 
 
@@ -267,12 +271,18 @@ def check_configuration(suite: Suite, loc, known=None) -> list[str]:
     return notes
 
 
+def check_training(suite: Suite, cli_data_dir: str | None, loc) -> list[str]:
+    """What training a cell here needs: the models' files and sizes, the adapters, the data (all but the trackers:
+    `harness estimate --pilot` trains untracked)."""
+    notes = check_configuration(suite, loc)
+    check_model_files(suite, loc)
+    return notes + check_data(suite, cli_data_dir, loc)
+
+
 def preflight(suite: Suite, cli_data_dir: str | None = None, log_with: str | None = None) -> list[str]:
     """Raise InputError for the first thing this machine lacks; return notes on what could not be checked.
     `log_with`: the --log-with option, where given."""
     loc = suite.locate()
-    notes = check_configuration(suite, loc)
-    check_model_files(suite, loc)
-    notes += check_data(suite, cli_data_dir, loc)
+    notes = check_training(suite, cli_data_dir, loc)
     check_trackers(suite, tracker_settings(suite, log_with), log_with, loc)
     return notes

@@ -1,6 +1,6 @@
-"""The malformed-suite corpus (tests/bad_suites/): every file is refused by `harness validate` and `harness run`
-with exit 2, one line naming the file, the YAML line and the field, no traceback, nothing written. (How fast:
-bench/bench_validate.py.)
+"""The malformed-suite corpus (tests/bad_suites/): every file is refused by `harness validate`, `harness run` and
+`harness estimate --pilot` with exit 2, one line naming the file, the YAML line and the field, no traceback,
+nothing written. (How fast: bench/bench_validate.py.)
 
 Each file says why it is bad on its first line and what the error must contain on its second
 (`# expect: :LINE: field: message`, LINE counted in the file itself). Run in-process (the CLI's main), so the
@@ -54,6 +54,9 @@ def test_bad_suite_is_refused_by_validate_and_run(path, machine):
     assert_refused(call_cli("validate", path), expect, where=path)
     db, out = machine / "db" / "h.db", machine / "out"
     assert_refused(call_cli("run", path, "--db", f"sqlite:///{db}", "--output-dir", out), expect, where=path)
+    # a pilot trains here too (before: a model not cached offline or missing data failed each pilot, minutes, and
+    # the estimate exited 0 with "0 ± 0 device-hours")
+    assert_refused(call_cli("estimate", path, "--pilot"), expect, where=path)
     assert list(machine.iterdir()) == [], "a refused suite wrote something"
     assert sorted(os.listdir(CORPUS)) == before
 
@@ -85,6 +88,18 @@ def test_a_hundred_thousand_seeds_are_refused(machine):
     path.write_text(path.read_text().replace("99999]", "0]"))   # one seed twice
     assert_refused(call_cli("validate", path, "--max-cells", 200_000), ":5: seeds[99999]: the same as seeds[0]",
                    where=path)
+
+
+def test_a_task_from_the_hub_not_cached_offline_says_how_to_get_it(machine, monkeypatch):
+    """No local data and the hub's data set not cached: the refusal names the way to fill the cache, as a model's
+    does (before: only what was missing)."""
+    monkeypatch.delenv("HARNESS_DATA_DIR", raising=False)
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(machine / "no-cache"))
+    path = machine / "hub.yaml"
+    path.write_text("name: hub\nmodels: [minilm]\ntasks: [rte]\nmethods: [full]\n")
+    assert_refused(call_cli("validate", path), ":3: tasks[0]: no data for rte: no --data-dir, data_dir or "
+                   "$HARNESS_DATA_DIR, and nyu-mll/glue is not cached while the hub is offline (`harness prefetch "
+                   "SUITE` on a machine with internet fills the cache, or give the local files)", where=path)
 
 
 @pytest.mark.parametrize("name", ["alias_bomb", "not_utf8", "deep_nesting", "lr_dot_inf"])
