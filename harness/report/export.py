@@ -117,11 +117,13 @@ def display_table(kind: str, frame: pd.DataFrame) -> tuple[list[str], list[list]
         header = ["model", "task", "method", "score", "seeds", "lr", "budget", "% trained", "p vs best",
                   "seeds needed", "settings", "EVP(1)"] + ([evp_k_name] if with_k else [])
         frame = frame.reset_index(drop=True)
-        # a variant whose every run of the task failed (tables.with_failed_rows): the leaderboard's cell, no setting
-        rows = [[r["model"], r["task"], r["method_label"], ALL_FAILED] + ["–"] * 6
+        # a variant whose every run of the task failed, or with none finished yet (tables.with_failed_rows): the
+        # leaderboard's cell, no setting
+        rows = [[r["model"], r["task"], r["method_label"], ALL_FAILED if _count(r.get("failed_settings"))
+                 else NOT_FINISHED] + ["–"] * 6
                 + [settings_text(r.get("settings_tried"), r.get("settings_failed"), r.get("settings_unfinished"))]
                 + ["–"] * (1 + with_k)
-                if _count(r.get("failed_settings")) else
+                if _count(r.get("failed_settings")) or pd.isna(r["mean"]) else
                 [r["model"], r["task"], r["method_label"],
                  score_text(r["mean"], r["std"], r["n_seeds"], r.get("trivial"), r.get("improving_seeds"),
                             untested=flag_value(r.get("tested")) is False and not flag_value(r.get("is_best"))),

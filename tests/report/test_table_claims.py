@@ -560,8 +560,11 @@ def test_no_setting_is_called_failed_while_its_seeds_run_or_wait(tmp_path):
     store.engine.dispose()
     md = export(url)
     assert "(all failed)" not in md, md
-    (full,) = json.loads(export(url, "best", "json"))["rows"]
-    assert full["settings_tried"] == 1 and full["settings_failed"] == 0
+    rows = {r["method_label"]: r for r in json.loads(export(url, "best", "json"))["rows"]}
+    assert rows["full"]["settings_tried"] == 1 and rows["full"]["settings_failed"] == 0
+    # bitfit: none of its settings finished, none failed on every seed (the best table's "not finished" row)
+    assert (rows["bitfit"]["mean"], rows["bitfit"]["settings_failed"], rows["bitfit"]["failed_settings"]) == (
+        None, 0, None), rows["bitfit"]
 
 
 def test_settings_with_no_completed_seed_yet_are_said_in_every_table(tmp_path, monkeypatch):
