@@ -50,7 +50,19 @@ LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", 
 
 
 def latex_escape(text) -> str:
-    return "".join(LATEX_SPECIAL.get(ch, ch) for ch in str(text))
+    """`text` as LaTeX prints it: its specials escaped, a hyphen before another kept apart ("--" and "---" are
+    LaTeX's en and em dash: `--all` printed as "–all") and a backtick as itself (LaTeX's opening quote)."""
+    text = str(text)
+    return "".join("-{}" if ch == "-" and text[i + 1:i + 2] == "-" else "\\textasciigrave{}" if ch == "`"
+                   else LATEX_SPECIAL.get(ch, ch) for i, ch in enumerate(text))
+
+
+def latex_note(line: str) -> str:
+    """A footnote line as LaTeX: escaped, its `code` spans (the commands it names) in typewriter type."""
+    parts = line.split("`")
+    if len(parts) % 2 == 0:   # an odd number of backticks: no spans to pair, every one printed as itself
+        return latex_escape(line)
+    return "".join(f"\\texttt{{{latex_escape(p)}}}" if i % 2 else latex_escape(p) for i, p in enumerate(parts))
 
 
 def _num(v, digits=1) -> str:
@@ -542,7 +554,7 @@ def to_latex(kind: str, frame: pd.DataFrame, caption: str | None = None) -> str:
               .apply(lambda _: mask.replace({True: "textbf: --rwrap;", False: ""}), axis=None))
     tex = styler.to_latex(column_format="".join(align), hrules=True, environment="table", position="t",
                           position_float="centering", caption=latex_escape(caption) if caption else None)
-    note = " ".join(latex_symbols(latex_escape(line)) for line in footnote(kind, frame))
+    note = " ".join(latex_symbols(latex_note(line)) for line in footnote(kind, frame))
     if note:
         tex = tex.replace("\\end{table}", "\\par\\smallskip\\footnotesize " + note + "\n\\end{table}")
     return r"% requires \usepackage{booktabs}" + "\n" + tex
