@@ -30,6 +30,16 @@ def tuning_lines(board: pd.DataFrame, tasks: list[str]) -> list[str]:
                                  if any(line.startswith((f"{t}:", f"{t} (")) for t in tasks)]
 
 
+def flag_lines(best: pd.DataFrame, labels, tasks: list[str]) -> list[str]:
+    """The flags of the cells behind the points of `labels` on `tasks` (the best table's `flags`: the leaderboard's
+    marks, e.g. seeds_missing (2/3 completed)), one line: a point is that cell's score, so it carries its marks."""
+    cells = best[best["method_label"].isin(set(labels)) & best["task"].isin(tasks)]
+    flagged = [f"{label} on {task}: {flags}" for label, task, flags in
+               zip(cells["method_label"], cells["task"], cells.get("flags", pd.Series(dtype=object))) if flags]
+    return [f"Flags of the scores drawn, as the leaderboard and the best table carry them (docs/reading-tables.md): "
+            f"{'; '.join(flagged)}."] if flagged else []
+
+
 def page_tradeoff(best: pd.DataFrame, board: pd.DataFrame) -> None:
     if best.empty:
         st.info("No completed runs for this suite and model yet.")
@@ -72,7 +82,8 @@ def page_tradeoff(best: pd.DataFrame, board: pd.DataFrame) -> None:
                "(adapter sizes, top-k's k) are joined into a curve. Pareto frontier: no other variant is at least "
                "as good on both axes (higher score, lower cost).")
     shown = averaged if which == AVERAGE else [which]
-    for line in [SELECTED_ON_DEV] + tuning_lines(board, shown):   # what the leaderboard says of the same scores
+    for line in [SELECTED_ON_DEV] + tuning_lines(board, shown) + flag_lines(best, points["method_label"], shown):
+        # what the leaderboard says of the same scores
         st.caption(line)
     for line in note_lines(averaged if which == AVERAGE else [which], best.attrs.get("data"),
                            best.attrs.get("skipped")):   # e.g. SQuAD's split

@@ -222,3 +222,22 @@ def test_a_variant_with_no_finished_setting_on_a_task_has_its_row_in_the_best_ta
     table = at.dataframe[0].value.set_index("method")
     assert table.loc["bitfit", "not finished yet"] == 2 and table.loc["bitfit", "settings tried"] == 0, table
     assert any(c.value.startswith("Not finished yet:") for c in at.main.caption)
+
+
+def test_a_trade_off_point_carries_the_marks_its_leaderboard_cell_has(tmp_path, monkeypatch):
+    """bitfit's rte seed 3 failed: the leaderboard's cell says "61.5 ± 0.7 (2/3 seeds)" and its footnote what that
+    means, but the Trade-off page drew the same 61.5 as bitfit's point on rte, and on the average, with nothing
+    said: a mean of two of three seeds read as the variant's score. Each point's flags (the best table's `flags`,
+    the leaderboard's marks) are said under the plot."""
+    text = "name: s\nmodels: [minilm]\ntasks: [rte, mrpc]\nmethods: [full, bitfit]\nseeds: [1, 2, 3]\n"
+    url = store_of(tmp_path, [text], lambda c: None if (c.method, c.task, c.seed) == ("bitfit", "rte", 3)
+                   else 60.0 + c.seed + 5 * (c.method == "full"))
+    assert "61.5 ± 0.7 (2/3 seeds)" in export(url), export(url)
+    for task in ("rte", "average over tasks", "mrpc"):
+        ((_, at),) = board_pages(url, monkeypatch, "minilm", task, ("Trade-off",))
+        captions = [c.value for c in at.main.caption]
+        said = [c for c in captions if "seeds_missing (2/3 completed)" in c]
+        if task == "mrpc":   # bitfit's mrpc point is over its three seeds
+            assert not said, captions
+        else:
+            assert said and "bitfit on rte" in said[0], (task, captions)
