@@ -1310,3 +1310,23 @@ def test_a_table_reads_one_state_of_the_store_while_a_worker_claims(db_url):
     assert len(claimed) == 3 and all(claimed)   # the worker did claim them while the table was being read
     assert (only["n_seeds"], only["seeds_planned"], only["settings_unfinished"]) == (1, 2, 1), only
     assert "seeds_missing (1/2 completed)" in only["flags"] and "settings_unfinished (1 more)" in only["flags"]
+
+
+def test_a_run_without_an_output_folder_beside_runs_with_one_is_untested_not_a_crash(tmp_path):
+    """full's runs saved their predictions in an output folder; bitfit's were claimed without one (Store.start's
+    output_dir None: a store written by another tool). pandas reads the column as strings, the missing folder as
+    NaN, which `output_dir or ""` took for a folder: every leaderboard and best export, and `harness compare
+    --task`, failed with "TypeError: expected str, bytes or os.PathLike object, not float"."""
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    store = Store(url)
+    for c in parse_suite("name: s\nmodels: [minilm]\ntasks: [rte]\nmethods: [full, bitfit]\nseeds: [1, 2]\n",
+                         "s.yaml").cells():
+        claim = store.start(c, c.config(), "cmd", str(tmp_path / c.key) if c.method == "full" else None)
+        store.finish(claim, Status.COMPLETED, {"score": 60.0 + c.seed + 5 * (c.method == "full"),
+                                               "metrics": {"accuracy": 60.0}, "trainable_params": 1,
+                                               "total_params": 10, "added_params": 0, "trainable_pct": 10.0})
+    store.engine.dispose()
+    for table in ("leaderboard", "best"):
+        assert "61.5 ± 0.7 (not tested)" in export(url, table), table
+    r = call_cli("compare", "--db", url, "--task", "rte", "--suite", "s")
+    assert r.returncode == 0 and "bitfit" in r.stdout, r.stdout + r.stderr
