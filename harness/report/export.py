@@ -71,6 +71,16 @@ def _num(v, digits=1) -> str:
     return f"{v:.{digits}f}"
 
 
+def pct_text(v) -> str:
+    """A share of parameters trained (%): three decimals, and two significant digits below 0.01, where three
+    decimals read a probe's head on a large model (0.000306%) as "0.000", training nothing."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    if 0 < abs(v) < 0.01:
+        return np.format_float_positional(float(v), precision=2, unique=False, fractional=False, trim="k")
+    return f"{v:.3f}"
+
+
 def _params(v) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "–"
@@ -110,7 +120,7 @@ def display_table(kind: str, frame: pd.DataFrame) -> tuple[list[str], list[list]
         rows = []
         for _, r in frame.iterrows():
             rows.append([r["suite"], r["model"], r["task"], run_method_text(r), r["seed"], lr_text(r["learning_rate"]),
-                         r["budget"], r["status"], _num(r["score"], 2), _num(r["trainable_pct"], 3),
+                         r["budget"], r["status"], _num(r["score"], 2), pct_text(r["trainable_pct"]),
                          _num(r["train_time_s"], 0), _num(r["peak_memory_mb"], 0)])
         return header, rows, ["l"] * 8 + ["r"] * 4, bold
     if kind == "ablation":
@@ -140,7 +150,7 @@ def display_table(kind: str, frame: pd.DataFrame) -> tuple[list[str], list[list]
                  score_text(r["mean"], r["std"], r["n_seeds"], r.get("trivial"), r.get("improving_seeds"),
                             untested=flag_value(r.get("tested")) is False and not flag_value(r.get("is_best"))),
                  seeds_of(r["n_seeds"], r.get("seeds_planned")), lr_text(r["learning_rate"]), r["budget"],
-                 _num(r["trainable_pct"], 3),
+                 pct_text(r["trainable_pct"]),
                  "best" if r.get("is_best") else _p(r.get("p_vs_best")), seeds_text(r.get("seeds_needed")),
                  settings_text(r.get("settings_tried"), r.get("settings_failed"), r.get("settings_unfinished")),
                  _num(r.get("evp_1"))]
@@ -179,7 +189,7 @@ def display_table(kind: str, frame: pd.DataFrame) -> tuple[list[str], list[list]
                              untested=_untested(r, t), planned=r.get(f"{t}_seeds_planned"))
                   for (_, m, s, n, t), em in zip(score_cols, is_em)]
         avg_untested = _untested(r, "avg", "avg")
-        cells += [_num(r["avg"]) + (f" {NOT_TESTED}" if avg_untested else ""), _num(r["trainable_pct"], 3),
+        cells += [_num(r["avg"]) + (f" {NOT_TESTED}" if avg_untested else ""), pct_text(r["trainable_pct"]),
                   f"{_params(r['params_all_tasks'])} ({r['params_all_tasks_x']:.2f}x)"
                   if pd.notna(r["params_all_tasks"]) else "–"]
         rows.append(cells)

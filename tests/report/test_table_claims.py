@@ -1330,3 +1330,18 @@ def test_a_run_without_an_output_folder_beside_runs_with_one_is_untested_not_a_c
         assert "61.5 ± 0.7 (not tested)" in export(url, table), table
     r = call_cli("compare", "--db", url, "--task", "rte", "--suite", "s")
     assert r.returncode == 0 and "bitfit" in r.stdout, r.stdout + r.stderr
+
+
+def test_a_share_trained_below_a_thousandth_of_a_percent_is_not_printed_as_zero(tmp_path):
+    """A linear probe's STS-B head on BERT-large trains 1,025 of 335,142,913 parameters, 0.000306%: the runs, best
+    and leaderboard tables printed "% trained" to three decimals, "0.000", a probe that trains nothing (and a
+    0.0017% head as 0.002); the CSV held the number. Below 0.01% the share keeps two significant digits."""
+    text = "name: s\nmodels: [minilm]\ntasks: [stsb]\nmethods: [full, linear_probe]\n"
+    shares = {"full": 100.0, "linear_probe": 100.0 * 1025 / 335_142_913}
+    url = store_of(tmp_path, [text], lambda c: 80.0, fields=lambda c: {"trainable_pct": shares[c.method]})
+    for table in ("leaderboard", "best", "runs"):
+        header, *rows = [[c.strip() for c in line.strip("|").split("|")] for line in export(url, table).splitlines()
+                         if line.startswith("| ")]
+        shown = {r[header.index("% trained")] for r in rows}
+        assert "0.00031" in shown and "0.000" not in shown and "100.000" in shown, (table, shown)
+    assert "0.00031" in export(url, "leaderboard", "latex")
