@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from harness.board import urlstate
-from harness.report.export import SELECTED_ON_DEV, budget_notes, note_lines
+from harness.report.export import SELECTED_ON_DEV, average_missing, budget_notes, note_lines
 from harness.report.pareto import AXES, LOG_AXES, pareto_front_axes, tradeoff_points
 
 AVERAGE = "average over tasks"
@@ -82,7 +82,9 @@ def page_tradeoff(best: pd.DataFrame, board: pd.DataFrame) -> None:
                "(adapter sizes, top-k's k) are joined into a curve. Pareto frontier: no other variant is at least "
                "as good on both axes (higher score, lower cost).")
     shown = averaged if which == AVERAGE else [which]
-    for line in [SELECTED_ON_DEV] + tuning_lines(board, shown) + flag_lines(best, points["method_label"], shown):
+    missing = average_missing(board) if which == AVERAGE else []   # the variants without an average: no point
+    for line in [SELECTED_ON_DEV] + tuning_lines(board, shown) + flag_lines(best, points["method_label"], shown) \
+            + missing:
         # what the leaderboard says of the same scores
         st.caption(line)
     for line in note_lines(averaged if which == AVERAGE else [which], best.attrs.get("data"),

@@ -414,6 +414,8 @@ def footnote(kind: str, frame: pd.DataFrame) -> list[str]:
                      f"status --all` lists the errors); \"–\" alone: no run of it.")
     if any(c == NOT_FINISHED for c in texts):
         lines.append(f"{NOT_FINISHED}: the variant's runs of the task are queued or running, none completed yet.")
+    if kind == "leaderboard":
+        lines += average_missing(frame)
     if kind == "leaderboard" and "params_all_tasks" in frame and frame["params_all_tasks"].isna().any():
         lines.append("params (all tasks): – where a variant has no score on some task, so what it needs for them "
                      "all is not known.")
@@ -458,6 +460,22 @@ def footnote(kind: str, frame: pd.DataFrame) -> list[str]:
                      "n = 2 (z_0.975 + z_0.8)² σ² / δ², σ² the mean of the two variants' seed variances; "
                      "∞: equal means; –: one seed or no variance.")
     return lines
+
+
+def average_missing(board: pd.DataFrame) -> list[str]:
+    """A line naming the variants whose average is "–" and the GLUE tasks they have no score on: the average is
+    refused there (one over fewer tasks does not compare), which a bare "–" did not say. [] where none is."""
+    glue = board.attrs.get("avg_tasks") or []
+    if not glue or "avg" not in board:
+        return []
+    several = board["model"].nunique() > 1
+    each = [r["method"] + (f" ({r['model']})" if several else "") + ": "
+            + ", ".join(t for t in glue if pd.isna(r.get(f"{t}_mean")))
+            for _, r in board.iterrows() if r["method"] != TRIVIAL_ROW and pd.isna(r["avg"])]
+    if not each:
+        return []
+    return [f"{board.attrs.get('avg_name', 'GLUE avg')}: – where a variant has no score on every GLUE task of the "
+            f"table ({'; '.join(each)}): an average over fewer tasks does not compare with the others'."]
 
 
 def task_notes(kind: str, frame: pd.DataFrame) -> list[str]:

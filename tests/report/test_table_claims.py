@@ -1345,3 +1345,22 @@ def test_a_share_trained_below_a_thousandth_of_a_percent_is_not_printed_as_zero(
         shown = {r[header.index("% trained")] for r in rows}
         assert "0.00031" in shown and "0.000" not in shown and "100.000" in shown, (table, shown)
     assert "0.00031" in export(url, "leaderboard", "latex")
+
+
+def test_a_variant_without_an_average_is_told_why(tmp_path, monkeypatch):
+    """bitfit never ran on mrpc: its GLUE avg cell is "–", which no line under the table explained (the footnote's
+    "–" line comes only with an all-failed cell), so a refused average read as a missing number. The footnote
+    names the variants and the GLUE tasks they have no score on, as the Trade-off page does under its average."""
+    text = "name: s\nmodels: [minilm]\ntasks: [rte, mrpc]\nmethods: [full, bitfit]\n"
+    url = store_of(tmp_path, [text], lambda c: 70.0,
+                   arrange=lambda cells: [c for c in cells if (c.method, c.task) != ("bitfit", "mrpc")])
+    md = export(url)
+    assert row(md, "bitfit")[row(md, "method").index("GLUE avg")] == "–", md
+    line = ("GLUE avg: – where a variant has no score on every GLUE task of the table (bitfit: mrpc): an average "
+            "over fewer tasks does not compare with the others'.")
+    assert line in md and line in json.loads(export(url, "leaderboard", "json"))["footnote"], md
+    for page, at in board_pages(url, monkeypatch, "minilm", "average over tasks", ("Trade-off",)):
+        assert line in [c.value for c in at.main.caption], page   # bitfit has no point there, and it says why
+    (tmp_path / "all").mkdir()
+    complete = store_of(tmp_path / "all", [text], lambda c: 70.0)
+    assert "GLUE avg: –" not in export(complete), export(complete)
