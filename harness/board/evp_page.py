@@ -50,10 +50,12 @@ def page_evp(runs: pd.DataFrame, model: str, metric: str = "score") -> None:
     suite = view["suite"].iloc[0]
     failed = {label: n for (of_suite, of_model, of_task, label), n in failed_settings(runs).items()
               if (of_suite, of_model, of_task) == (suite, model, task)}
-    labels = list(scored.index) + [label for label in failed if label not in scored.index]
-    # settings with no completed seed yet (queued or running): no point on a curve, not tried yet
+    # settings with no completed seed yet (queued or running): no point on a curve, not tried yet; a variant with
+    # none finished on the task has its row too (export's best table: "0 (+2 unfinished)"), not left out as unrun
     unfinished = {label: n for (of_suite, of_model, of_task, label), n in unfinished_settings(runs).items()
-                  if (of_suite, of_model, of_task) == (suite, model, task) and label in labels}
+                  if (of_suite, of_model, of_task) == (suite, model, task) and n}
+    labels = list(scored.index) + [label for label in failed if label not in scored.index]
+    labels += [label for label in unfinished if label not in labels]
     table = table.reindex(labels)
     tried = {label: int(scored.get(label, 0)) + failed.get(label, 0) for label in labels}
     table.insert(0, "not finished yet", [unfinished.get(label, 0) for label in labels])

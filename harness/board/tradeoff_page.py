@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from harness.board import urlstate
-from harness.report.export import SELECTED_ON_DEV, budget_notes, note_lines
+from harness.report.export import SELECTED_ON_DEV, average_missing, budget_notes, note_lines
 from harness.report.pareto import AXES, LOG_AXES, pareto_front_axes, tradeoff_points
 
 AVERAGE = "average over tasks"
@@ -28,6 +28,16 @@ def tuning_lines(board: pd.DataFrame, tasks: list[str]) -> list[str]:
     view.attrs = {**board.attrs, "tasks": [t for t in board.attrs.get("tasks", []) if t in tasks]}
     return budget_notes(view) + [line for line in board.attrs.get("budgets") or []
                                  if any(line.startswith((f"{t}:", f"{t} (")) for t in tasks)]
+
+
+def flag_lines(best: pd.DataFrame, labels, tasks: list[str]) -> list[str]:
+    """The flags of the cells behind the points of `labels` on `tasks` (the best table's `flags`: the leaderboard's
+    marks, e.g. seeds_missing (2/3 completed)), one line: a point is that cell's score, so it carries its marks."""
+    cells = best[best["method_label"].isin(set(labels)) & best["task"].isin(tasks)]
+    flagged = [f"{label} on {task}: {flags}" for label, task, flags in
+               zip(cells["method_label"], cells["task"], cells.get("flags", pd.Series(dtype=object))) if flags]
+    return [f"Flags of the scores drawn, as the leaderboard and the best table carry them (docs/reading-tables.md): "
+            f"{'; '.join(flagged)}."] if flagged else []
 
 
 def page_tradeoff(best: pd.DataFrame, board: pd.DataFrame) -> None:
@@ -72,7 +82,10 @@ def page_tradeoff(best: pd.DataFrame, board: pd.DataFrame) -> None:
                "(adapter sizes, top-k's k) are joined into a curve. Pareto frontier: no other variant is at least "
                "as good on both axes (higher score, lower cost).")
     shown = averaged if which == AVERAGE else [which]
-    for line in [SELECTED_ON_DEV] + tuning_lines(board, shown):   # what the leaderboard says of the same scores
+    missing = average_missing(board) if which == AVERAGE else []   # the variants without an average: no point
+    for line in [SELECTED_ON_DEV] + tuning_lines(board, shown) + flag_lines(best, points["method_label"], shown) \
+            + missing:
+        # what the leaderboard says of the same scores
         st.caption(line)
     for line in note_lines(averaged if which == AVERAGE else [which], best.attrs.get("data"),
                            best.attrs.get("skipped")):   # e.g. SQuAD's split

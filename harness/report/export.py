@@ -50,13 +50,35 @@ LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", 
 
 
 def latex_escape(text) -> str:
-    return "".join(LATEX_SPECIAL.get(ch, ch) for ch in str(text))
+    """`text` as LaTeX prints it: its specials escaped, a hyphen before another kept apart ("--" and "---" are
+    LaTeX's en and em dash: `--all` printed as "–all") and a backtick as itself (LaTeX's opening quote)."""
+    text = str(text)
+    return "".join("-{}" if ch == "-" and text[i + 1:i + 2] == "-" else "\\textasciigrave{}" if ch == "`"
+                   else LATEX_SPECIAL.get(ch, ch) for i, ch in enumerate(text))
+
+
+def latex_note(line: str) -> str:
+    """A footnote line as LaTeX: escaped, its `code` spans (the commands it names) in typewriter type."""
+    parts = line.split("`")
+    if len(parts) % 2 == 0:   # an odd number of backticks: no spans to pair, every one printed as itself
+        return latex_escape(line)
+    return "".join(f"\\texttt{{{latex_escape(p)}}}" if i % 2 else latex_escape(p) for i, p in enumerate(parts))
 
 
 def _num(v, digits=1) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "–"
     return f"{v:.{digits}f}"
+
+
+def pct_text(v) -> str:
+    """A share of parameters trained (%): three decimals, and two significant digits below 0.01, where three
+    decimals read a probe's head on a large model (0.000306%) as "0.000", training nothing."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    if 0 < abs(v) < 0.01:
+        return np.format_float_positional(float(v), precision=2, unique=False, fractional=False, trim="k")
+    return f"{v:.3f}"
 
 
 def _params(v) -> str:
@@ -98,7 +120,7 @@ def display_table(kind: str, frame: pd.DataFrame) -> tuple[list[str], list[list]
         rows = []
         for _, r in frame.iterrows():
             rows.append([r["suite"], r["model"], r["task"], run_method_text(r), r["seed"], lr_text(r["learning_rate"]),
-                         r["budget"], r["status"], _num(r["score"], 2), _num(r["trainable_pct"], 3),
+                         r["budget"], r["status"], _num(r["score"], 2), pct_text(r["trainable_pct"]),
                          _num(r["train_time_s"], 0), _num(r["peak_memory_mb"], 0)])
         return header, rows, ["l"] * 8 + ["r"] * 4, bold
     if kind == "ablation":
@@ -117,16 +139,18 @@ def display_table(kind: str, frame: pd.DataFrame) -> tuple[list[str], list[list]
         header = ["model", "task", "method", "score", "seeds", "lr", "budget", "% trained", "p vs best",
                   "seeds needed", "settings", "EVP(1)"] + ([evp_k_name] if with_k else [])
         frame = frame.reset_index(drop=True)
-        # a variant whose every run of the task failed (tables.with_failed_rows): the leaderboard's cell, no setting
-        rows = [[r["model"], r["task"], r["method_label"], ALL_FAILED] + ["–"] * 6
+        # a variant whose every run of the task failed, or with none finished yet (tables.with_failed_rows): the
+        # leaderboard's cell, no setting
+        rows = [[r["model"], r["task"], r["method_label"], ALL_FAILED if _count(r.get("failed_settings"))
+                 else NOT_FINISHED] + ["–"] * 6
                 + [settings_text(r.get("settings_tried"), r.get("settings_failed"), r.get("settings_unfinished"))]
                 + ["–"] * (1 + with_k)
-                if _count(r.get("failed_settings")) else
+                if _count(r.get("failed_settings")) or pd.isna(r["mean"]) else
                 [r["model"], r["task"], r["method_label"],
                  score_text(r["mean"], r["std"], r["n_seeds"], r.get("trivial"), r.get("improving_seeds"),
                             untested=flag_value(r.get("tested")) is False and not flag_value(r.get("is_best"))),
                  seeds_of(r["n_seeds"], r.get("seeds_planned")), lr_text(r["learning_rate"]), r["budget"],
-                 _num(r["trainable_pct"], 3),
+                 pct_text(r["trainable_pct"]),
                  "best" if r.get("is_best") else _p(r.get("p_vs_best")), seeds_text(r.get("seeds_needed")),
                  settings_text(r.get("settings_tried"), r.get("settings_failed"), r.get("settings_unfinished")),
                  _num(r.get("evp_1"))]
@@ -165,7 +189,7 @@ def display_table(kind: str, frame: pd.DataFrame) -> tuple[list[str], list[list]
                              untested=_untested(r, t), planned=r.get(f"{t}_seeds_planned"))
                   for (_, m, s, n, t), em in zip(score_cols, is_em)]
         avg_untested = _untested(r, "avg", "avg")
-        cells += [_num(r["avg"]) + (f" {NOT_TESTED}" if avg_untested else ""), _num(r["trainable_pct"], 3),
+        cells += [_num(r["avg"]) + (f" {NOT_TESTED}" if avg_untested else ""), pct_text(r["trainable_pct"]),
                   f"{_params(r['params_all_tasks'])} ({r['params_all_tasks_x']:.2f}x)"
                   if pd.notna(r["params_all_tasks"]) else "–"]
         rows.append(cells)
@@ -390,6 +414,8 @@ def footnote(kind: str, frame: pd.DataFrame) -> list[str]:
                      f"status --all` lists the errors); \"–\" alone: no run of it.")
     if any(c == NOT_FINISHED for c in texts):
         lines.append(f"{NOT_FINISHED}: the variant's runs of the task are queued or running, none completed yet.")
+    if kind == "leaderboard":
+        lines += average_missing(frame)
     if kind == "leaderboard" and "params_all_tasks" in frame and frame["params_all_tasks"].isna().any():
         lines.append("params (all tasks): – where a variant has no score on some task, so what it needs for them "
                      "all is not known.")
@@ -434,6 +460,22 @@ def footnote(kind: str, frame: pd.DataFrame) -> list[str]:
                      "n = 2 (z_0.975 + z_0.8)² σ² / δ², σ² the mean of the two variants' seed variances; "
                      "∞: equal means; –: one seed or no variance.")
     return lines
+
+
+def average_missing(board: pd.DataFrame) -> list[str]:
+    """A line naming the variants whose average is "–" and the GLUE tasks they have no score on: the average is
+    refused there (one over fewer tasks does not compare), which a bare "–" did not say. [] where none is."""
+    glue = board.attrs.get("avg_tasks") or []
+    if not glue or "avg" not in board:
+        return []
+    several = board["model"].nunique() > 1
+    each = [r["method"] + (f" ({r['model']})" if several else "") + ": "
+            + ", ".join(t for t in glue if pd.isna(r.get(f"{t}_mean")))
+            for _, r in board.iterrows() if r["method"] != TRIVIAL_ROW and pd.isna(r["avg"])]
+    if not each:
+        return []
+    return [f"{board.attrs.get('avg_name', 'GLUE avg')}: – where a variant has no score on every GLUE task of the "
+            f"table ({'; '.join(each)}): an average over fewer tasks does not compare with the others'."]
 
 
 def task_notes(kind: str, frame: pd.DataFrame) -> list[str]:
@@ -540,7 +582,7 @@ def to_latex(kind: str, frame: pd.DataFrame, caption: str | None = None) -> str:
               .apply(lambda _: mask.replace({True: "textbf: --rwrap;", False: ""}), axis=None))
     tex = styler.to_latex(column_format="".join(align), hrules=True, environment="table", position="t",
                           position_float="centering", caption=latex_escape(caption) if caption else None)
-    note = " ".join(latex_symbols(latex_escape(line)) for line in footnote(kind, frame))
+    note = " ".join(latex_symbols(latex_note(line)) for line in footnote(kind, frame))
     if note:
         tex = tex.replace("\\end{table}", "\\par\\smallskip\\footnotesize " + note + "\n\\end{table}")
     return r"% requires \usepackage{booktabs}" + "\n" + tex

@@ -340,18 +340,27 @@ def with_failed_rows(best: pd.DataFrame, runs: pd.DataFrame | None = None) -> pd
         return best
     suites = best["suite"].unique()
     methods = dict(zip(runs["method_label"], runs["method"])) if runs is not None and not runs.empty else {}
+    unfinished = best.attrs.get("unfinished") or {}
+    failed_only = best.attrs.get("failed_only") or {}
     failed = [{"suite": suites[0] if len(suites) == 1 else None, "model": of_model, "task": task,
                "method": methods.get(label), "method_label": label, "settings_tried": n, "settings_failed": n,
-               "failed_settings": n,
-               "settings_unfinished": (best.attrs.get("unfinished") or {}).get((of_model, label, task), 0)}
-              for (of_model, label, task), n in (best.attrs.get("failed_only") or {}).items()]
+               "failed_settings": n, "settings_unfinished": unfinished.get((of_model, label, task), 0)}
+              for (of_model, label, task), n in failed_only.items()]
+    # a variant whose settings of a task are all still queued or running: the leaderboard's "not finished" cell,
+    # no setting tried yet (its settings column "0 (+2 unfinished)"), not a variant never run there
+    scored = set(zip(best["model"], best["method_label"], best["task"]))
+    failed += [{"suite": suites[0] if len(suites) == 1 else None, "model": of_model, "task": task,
+                "method": methods.get(label), "method_label": label, "settings_tried": 0, "settings_failed": 0,
+                "failed_settings": None, "settings_unfinished": n}
+               for (of_model, label, task), n in unfinished.items()
+               if n and (of_model, label, task) not in scored and (of_model, label, task) not in failed_only]
     out = pd.concat([best, pd.DataFrame(failed)], ignore_index=True) if failed else best.assign(failed_settings=None)
     for c in out.columns:   # counts stay whole numbers where a failed row has none (CSV "3", not "3.0")
         if c == "failed_settings" or (c in best and pd.api.types.is_integer_dtype(best[c])):
             out[c] = pd.to_numeric(out[c]).astype("Int64")
-    # a task's rows together, in the best table's order (table_order), its failed ones last, by label
+    # a task's rows together, in the best table's order (table_order), those without a score last, by label
     tasks = {t: i for i, t in enumerate(_task_order(set(out["task"])))}
-    is_failed = out["failed_settings"].notna().tolist()
+    is_failed = out["mean"].isna().tolist()
     models, task_of, labels = out["model"].tolist(), out["task"].tolist(), out["method_label"].tolist()
     out = out.iloc[sorted(range(len(out)), key=lambda i: (   # by position throughout (whatever the index)
         str(models[i]), tasks[task_of[i]], is_failed[i], str(labels[i]) if is_failed[i] else "", i))

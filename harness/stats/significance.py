@@ -67,8 +67,11 @@ def _predictions(output_dir, split: str):
     """(idx, pred, label) of one run on one split, or None when not on this machine."""
     from harness.spec import layout
 
-    path = os.path.join(output_dir or "", layout.PREDICTIONS)
-    if not output_dir or not os.path.isfile(path):
+    # a run without a folder: None, or NaN where pandas read the column as strings (NaN is truthy)
+    if not isinstance(output_dir, (str, os.PathLike)) or not str(output_dir):
+        return None
+    path = os.path.join(output_dir, layout.PREDICTIONS)
+    if not os.path.isfile(path):
         return None
     data = _load(path, os.path.getmtime(path))
     if f"{split}_idx" not in data:

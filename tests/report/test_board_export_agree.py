@@ -189,3 +189,55 @@ def test_the_runs_page_s_table_and_its_csv_are_one_read_of_the_store(tmp_path, m
     (details,) = [s for s in at.selectbox if s.label == "Run details"]
     details.set_value(running.id).run()
     assert [w.value for w in at.warning if "This run is completed now" in w.value], at.warning
+
+
+def test_a_variant_with_no_finished_setting_on_a_task_has_its_row_in_the_best_table_and_the_tuning_budget_page(
+        tmp_path, monkeypatch):
+    """bitfit completed on rte; on mrpc its two settings are running, none finished. The leaderboard says "– (not
+    finished)" and "Settings not finished on mrpc (bitfit 2 of 2 ...)", but export's best table had no bitfit row
+    on mrpc (nor a line on it) and the board's Tuning budget page for mrpc no bitfit row: the variant read as never
+    run there in the two views whose settings column is meant to say "+2 unfinished"."""
+    import json
+
+    from tests.report.test_table_claims import queued_store, row
+
+    text = ("name: s\nmodels: [minilm]\ntasks: [rte, mrpc]\n"
+            "methods: [full, {name: bitfit, learning_rate: [1e-4, 1e-3]}]\n")
+    url = queued_store(tmp_path, text, lambda c: "running" if (c.method, c.task) == ("bitfit", "mrpc")
+                       else "completed")
+    rows = {(r["task"], r["method_label"]): r for r in json.loads(export(url, "best", "json"))["rows"]}
+    bitfit = rows[("mrpc", "bitfit")]
+    assert (bitfit["mean"], bitfit["settings_tried"], bitfit["settings_unfinished"]) == (None, 0, 2), bitfit
+    md = export(url, "best")
+    cells = next(r for r in (row(line, "minilm") for line in md.splitlines() if line.startswith("| minilm "))
+                 if r[1:3] == ["mrpc", "bitfit"])
+    header = row(md, "model")
+    assert cells[header.index("score")] == "– (not finished)", md
+    assert cells[header.index("settings")] == "0 (+2 unfinished)", md
+    assert "– (not finished): the variant's runs of the task are queued or running" in md
+    assert [r[1:3] for r in (row(line, "minilm") for line in md.splitlines() if line.startswith("| minilm "))] == [
+        ["mrpc", "full"], ["mrpc", "bitfit"], ["rte", "bitfit"], ["rte", "full"]], md   # after the task's scores
+    assert "– (not finished)" in export(url, "best", "latex")
+    ((_, at),) = board_pages(url, monkeypatch, "minilm", "mrpc", ("Tuning budget",))
+    table = at.dataframe[0].value.set_index("method")
+    assert table.loc["bitfit", "not finished yet"] == 2 and table.loc["bitfit", "settings tried"] == 0, table
+    assert any(c.value.startswith("Not finished yet:") for c in at.main.caption)
+
+
+def test_a_trade_off_point_carries_the_marks_its_leaderboard_cell_has(tmp_path, monkeypatch):
+    """bitfit's rte seed 3 failed: the leaderboard's cell says "61.5 ± 0.7 (2/3 seeds)" and its footnote what that
+    means, but the Trade-off page drew the same 61.5 as bitfit's point on rte, and on the average, with nothing
+    said: a mean of two of three seeds read as the variant's score. Each point's flags (the best table's `flags`,
+    the leaderboard's marks) are said under the plot."""
+    text = "name: s\nmodels: [minilm]\ntasks: [rte, mrpc]\nmethods: [full, bitfit]\nseeds: [1, 2, 3]\n"
+    url = store_of(tmp_path, [text], lambda c: None if (c.method, c.task, c.seed) == ("bitfit", "rte", 3)
+                   else 60.0 + c.seed + 5 * (c.method == "full"))
+    assert "61.5 ± 0.7 (2/3 seeds)" in export(url), export(url)
+    for task in ("rte", "average over tasks", "mrpc"):
+        ((_, at),) = board_pages(url, monkeypatch, "minilm", task, ("Trade-off",))
+        captions = [c.value for c in at.main.caption]
+        said = [c for c in captions if "seeds_missing (2/3 completed)" in c]
+        if task == "mrpc":   # bitfit's mrpc point is over its three seeds
+            assert not said, captions
+        else:
+            assert said and "bitfit on rte" in said[0], (task, captions)

@@ -279,3 +279,25 @@ def test_the_runs_table_keeps_whole_numbers_whole_beside_a_failed_run(tmp_path):
     rows = {r["method"]: r for r in json.loads(run_cli("export", "--db", url, "--table", "runs", "--format",
                                                        "json").stdout)["rows"]}
     assert type(rows["full"]["trainable_params"]) is int and rows["bitfit"]["trainable_params"] is None
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex not installed")
+def test_the_commands_a_latex_footnote_names_print_as_typed(tmp_path):
+    """LaTeX sets "--" as an en dash and a backtick as an opening quote: the footnote's `harness status --all` and
+    `harness export --table best` printed as ‘harness status –all‘ (T1 ligature ^^U), a command that fails when
+    typed from the PDF, and so did a name holding "--" (a model folder's). Their text in the typeset box: hyphens."""
+    from tests.report.test_table_claims import export, store_of
+
+    text = ("name: s\nmodels: [minilm]\ntasks: [rte, mrpc]\nseeds: [1, 2]\n"
+            "methods: [{name: full, learning_rate: [1e-5, 2e-5]}, bitfit]\n")
+    url = store_of(tmp_path, [text], lambda c: None if (c.method, c.task) == ("bitfit", "mrpc") else 60.0 + c.seed)
+    tex = export(url, "leaderboard", "latex")
+    assert "harness status" in tex and "harness export" in tex, tex   # the footnote lines that name a command
+    assert "--" not in tex and "`" not in tex, tex
+    (note,) = [line for line in tex.splitlines() if line.startswith("\\par\\smallskip\\footnotesize ")]
+    doc = ("\\documentclass{article}\\usepackage[T1]{fontenc}\\begin{document}\n\\showboxdepth=100 "
+           "\\showboxbreadth=100000\n\\setbox0\\vbox{\\hsize=100cm " + note + "}\\showbox0\n\\end{document}\n")
+    (tmp_path / "t.tex").write_text(doc)
+    subprocess.run(["pdflatex", "-interaction=nonstopmode", "t.tex"], cwd=tmp_path, capture_output=True)
+    box = (tmp_path / "t.log").read_text(errors="replace").split("> \\box0=", 1)[1]
+    assert "(ligature --" not in box and box.count("\\T1/cmr/") > 500, box[-2000:]   # (the box typeset the note)

@@ -560,8 +560,11 @@ def test_no_setting_is_called_failed_while_its_seeds_run_or_wait(tmp_path):
     store.engine.dispose()
     md = export(url)
     assert "(all failed)" not in md, md
-    (full,) = json.loads(export(url, "best", "json"))["rows"]
-    assert full["settings_tried"] == 1 and full["settings_failed"] == 0
+    rows = {r["method_label"]: r for r in json.loads(export(url, "best", "json"))["rows"]}
+    assert rows["full"]["settings_tried"] == 1 and rows["full"]["settings_failed"] == 0
+    # bitfit: none of its settings finished, none failed on every seed (the best table's "not finished" row)
+    assert (rows["bitfit"]["mean"], rows["bitfit"]["settings_failed"], rows["bitfit"]["failed_settings"]) == (
+        None, 0, None), rows["bitfit"]
 
 
 def test_settings_with_no_completed_seed_yet_are_said_in_every_table(tmp_path, monkeypatch):
@@ -1389,3 +1392,57 @@ def test_an_evaluation_only_cell_stored_for_several_seeds_and_budgets_is_one_run
     rows = {r["method_label"]: r for r in json.loads(export(url, "best", "json"))["rows"]}
     assert (rows[label]["n_seeds"], rows[label]["settings_tried"], rows[label]["std"]) == (1, 1, 0.0)
     assert rows["full"]["n_seeds"] == 3
+
+
+def test_a_run_without_an_output_folder_beside_runs_with_one_is_untested_not_a_crash(tmp_path):
+    """full's runs saved their predictions in an output folder; bitfit's were claimed without one (Store.start's
+    output_dir None: a store written by another tool). pandas reads the column as strings, the missing folder as
+    NaN, which `output_dir or ""` took for a folder: every leaderboard and best export, and `harness compare
+    --task`, failed with "TypeError: expected str, bytes or os.PathLike object, not float"."""
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    store = Store(url)
+    for c in parse_suite("name: s\nmodels: [minilm]\ntasks: [rte]\nmethods: [full, bitfit]\nseeds: [1, 2]\n",
+                         "s.yaml").cells():
+        claim = store.start(c, c.config(), "cmd", str(tmp_path / c.key) if c.method == "full" else None)
+        store.finish(claim, Status.COMPLETED, {"score": 60.0 + c.seed + 5 * (c.method == "full"),
+                                               "metrics": {"accuracy": 60.0}, "trainable_params": 1,
+                                               "total_params": 10, "added_params": 0, "trainable_pct": 10.0})
+    store.engine.dispose()
+    for table in ("leaderboard", "best"):
+        assert "61.5 ± 0.7 (not tested)" in export(url, table), table
+    r = call_cli("compare", "--db", url, "--task", "rte", "--suite", "s")
+    assert r.returncode == 0 and "bitfit" in r.stdout, r.stdout + r.stderr
+
+
+def test_a_share_trained_below_a_thousandth_of_a_percent_is_not_printed_as_zero(tmp_path):
+    """A linear probe's STS-B head on BERT-large trains 1,025 of 335,142,913 parameters, 0.000306%: the runs, best
+    and leaderboard tables printed "% trained" to three decimals, "0.000", a probe that trains nothing (and a
+    0.0017% head as 0.002); the CSV held the number. Below 0.01% the share keeps two significant digits."""
+    text = "name: s\nmodels: [minilm]\ntasks: [stsb]\nmethods: [full, linear_probe]\n"
+    shares = {"full": 100.0, "linear_probe": 100.0 * 1025 / 335_142_913}
+    url = store_of(tmp_path, [text], lambda c: 80.0, fields=lambda c: {"trainable_pct": shares[c.method]})
+    for table in ("leaderboard", "best", "runs"):
+        header, *rows = [[c.strip() for c in line.strip("|").split("|")] for line in export(url, table).splitlines()
+                         if line.startswith("| ")]
+        shown = {r[header.index("% trained")] for r in rows}
+        assert "0.00031" in shown and "0.000" not in shown and "100.000" in shown, (table, shown)
+    assert "0.00031" in export(url, "leaderboard", "latex")
+
+
+def test_a_variant_without_an_average_is_told_why(tmp_path, monkeypatch):
+    """bitfit never ran on mrpc: its GLUE avg cell is "–", which no line under the table explained (the footnote's
+    "–" line comes only with an all-failed cell), so a refused average read as a missing number. The footnote
+    names the variants and the GLUE tasks they have no score on, as the Trade-off page does under its average."""
+    text = "name: s\nmodels: [minilm]\ntasks: [rte, mrpc]\nmethods: [full, bitfit]\n"
+    url = store_of(tmp_path, [text], lambda c: 70.0,
+                   arrange=lambda cells: [c for c in cells if (c.method, c.task) != ("bitfit", "mrpc")])
+    md = export(url)
+    assert row(md, "bitfit")[row(md, "method").index("GLUE avg")] == "–", md
+    line = ("GLUE avg: – where a variant has no score on every GLUE task of the table (bitfit: mrpc): an average "
+            "over fewer tasks does not compare with the others'.")
+    assert line in md and line in json.loads(export(url, "leaderboard", "json"))["footnote"], md
+    for page, at in board_pages(url, monkeypatch, "minilm", "average over tasks", ("Trade-off",)):
+        assert line in [c.value for c in at.main.caption], page   # bitfit has no point there, and it says why
+    (tmp_path / "all").mkdir()
+    complete = store_of(tmp_path / "all", [text], lambda c: 70.0)
+    assert "GLUE avg: –" not in export(complete), export(complete)
