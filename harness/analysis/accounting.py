@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from harness.report.text import pct_text
 from harness.spec.errors import InputError
 
 # The published configs of classic checkpoints (config.json on the hub), so offline comparisons work.
@@ -186,7 +187,7 @@ def format_rows(rows: list[ParamRow], uncounted: list[str] = ()) -> str:
     header = ["model", "method", "head for", "total", "trainable", "%", "added", "head", "embedding", "encoder"]
     lines = [header]
     for r in rows:
-        lines.append([r.model, r.method, r.tasks, _m(r.total), _m(r.trainable), f"{r.trainable_pct:.3f}",
+        lines.append([r.model, r.method, r.tasks, _m(r.total), _m(r.trainable), pct_text(r.trainable_pct),
                       _m(r.added), _m(r.head), _m(r.embedding), _m(r.encoder)])
     widths = [max(len(str(row[i])) for row in lines) for i in range(len(header))]
     title = "parameters per model x method (counted from requires_grad, shared tensors once)"

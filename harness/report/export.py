@@ -14,6 +14,7 @@ from harness.report.provenance import (data_by_task, mixed_data_text, mixed_mode
                                        skipped_by_task, skipped_text)
 from harness.report.tables import (ALL_FAILED, NOT_FINISHED, STD_NOTE, best_table, fmt_mean_std,
                                    leaderboard_table, runs_frame, with_failed_rows)
+from harness.report.text import pct_text
 from harness.spec.status import Regime
 from harness.store.db import Store
 from harness.store.engine import default_db_url, sqlite_file
@@ -69,16 +70,6 @@ def _num(v, digits=1) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "–"
     return f"{v:.{digits}f}"
-
-
-def pct_text(v) -> str:
-    """A share of parameters trained (%): three decimals, and two significant digits below 0.01, where three
-    decimals read a probe's head on a large model (0.000306%) as "0.000", training nothing."""
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "–"
-    if 0 < abs(v) < 0.01:
-        return np.format_float_positional(float(v), precision=2, unique=False, fractional=False, trim="k")
-    return f"{v:.3f}"
 
 
 def _params(v) -> str:

@@ -3,8 +3,22 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
+
+import numpy as np
 
 from harness.spec.status import CellState
+
+
+def pct_text(v) -> str:
+    """A share of parameters trained (%), wherever one is printed (the tables, `harness params`, the board's runs):
+    three decimals, and two significant digits below 0.01, where three decimals read a probe's head on a large
+    model (0.000306%) as "0.000", training nothing."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    if 0 < abs(v) < 0.01:
+        return np.format_float_positional(float(v), precision=2, unique=False, fractional=False, trim="k")
+    return f"{v:.3f}"
 
 
 def lease_owner(rec) -> str:

@@ -382,6 +382,18 @@ methods: [{{name: houlsby, size: 4}}, {{name: pretrained_adapter, path: ./saved}
     assert len(note) == 1 and "not counted" in note[0], proc.stdout
 
 
+def test_params_command_prints_a_probe_s_share_as_the_tables_do(tmp_path):
+    """The tables print a share below 0.01 % with two significant digits (a probe's head on a large model read
+    "0.000", training nothing); `harness params` printed minilm's STS-B probe (385 of 22.7M) as "0.002"."""
+    from tests.helpers import call_cli
+
+    suite = write_suite(tmp_path / "p.yaml", "name: p\nmodels: [minilm]\ntasks: [stsb]\nmethods: [linear_probe]\n")
+    proc = call_cli("params", suite)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (row,) = [ln.split() for ln in proc.stdout.splitlines() if ln.startswith("minilm")]
+    assert row[4:6] == ["385", "0.0017"], proc.stdout
+
+
 def test_params_command_counts_albert_against_bert(tmp_path):
     bert = make_tiny_model(tmp_path / "b", arch="bert")
     albert = make_tiny_model(tmp_path / "a", arch="albert")
