@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from tests.helpers import ROOT, read_stderr_until, run_cli, suite_yaml, write_suite
+from tests.helpers.slurm_cluster import SCONTROL_SHOWS_RUNNING
 from tests.store.test_workers import _wait_for_claims, start_worker, trainings
 from harness.spec import layout
 from harness.spec.errors import EXIT_PREEMPTED, EXIT_STORE_UNREACHABLE
@@ -410,7 +411,7 @@ def test_a_store_outage_at_a_stop_signal_still_requeues_and_the_requeued_task_re
     saved, down, asked = tmp_path / "saved", tmp_path / "down", tmp_path / "scontrol.args"
     fake_bin = tmp_path / "bin"
     fake_bin.mkdir()
-    (fake_bin / "scontrol").write_text(f'#!/bin/bash\necho "$@" >> {asked}\n')
+    (fake_bin / "scontrol").write_text(f'#!/bin/bash\n{SCONTROL_SHOWS_RUNNING}echo "$@" >> {asked}\n')
     (fake_bin / "scontrol").chmod(0o755)
     slurm = {"PATH": f"{fake_bin}:{os.environ['PATH']}", "SLURM_JOB_ID": "4242", "HARNESS_SLURM_REQUEUE": "1",
              "HARNESS_LEASE_TIMEOUT_S": "3600", "SAVED": str(saved), "SERVER_DOWN": str(down)}
