@@ -37,7 +37,35 @@ DEFAULT_FINISH_TRIES, DEFAULT_FINISH_BACKOFF_S = 5, 4.0   # waits 4 + 8 + 16 + 3
 
 
 class StoreUnreachable(RuntimeError):
-    """`finish` failed on every retry with a store error (not a lost lease)."""
+    """`finish` (or a claim: `with_store_retry`) failed on every retry with a store error (not a lost lease)."""
+
+
+def _retry_timing() -> tuple[int, float]:
+    """How many tries, and the first wait between two (doubled each time): $HARNESS_FINISH_TRIES and
+    $HARNESS_FINISH_BACKOFF_S, for a finish and a claim alike."""
+    return (max(1, int(os.environ.get(FINISH_TRIES_ENV) or DEFAULT_FINISH_TRIES)),
+            float(os.environ.get(FINISH_BACKOFF_ENV) or DEFAULT_FINISH_BACKOFF_S))
+
+
+def with_store_retry(call, what: str, say):
+    """call(), retried with a finish's backoff on store errors: a worker claiming its next cell, or polling while
+    the last cells run elsewhere, died with a traceback when the database was briefly down or had restarted (its
+    pooled connection then fails once, even with the server back up). Raises StoreUnreachable when every try
+    failed. No lease is held here; a claim whose commit went through but whose answer was lost is taken over
+    after the lease timeout."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    tries, backoff = _retry_timing()
+    for i in range(tries):
+        try:
+            return call()
+        except (SQLAlchemyError, OSError) as exc:
+            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            if i == tries - 1:
+                raise StoreUnreachable(f"{what} failed {tries} times (last: {reason})") from exc
+            delay = backoff * 2 ** i
+            say(f"warning: {what} failed ({reason}); try {i + 2}/{tries} in {delay:g}s")
+            time.sleep(delay)
 
 
 def folder(cell_dir: str, claim: Claim) -> str:
@@ -221,8 +249,7 @@ def finish_with_retry(store, claim: Claim, status: str, fields: dict, children: 
 
     from harness.store.queue import LeaseLost
 
-    tries = max(1, int(os.environ.get(FINISH_TRIES_ENV) or DEFAULT_FINISH_TRIES))
-    backoff = float(os.environ.get(FINISH_BACKOFF_ENV) or DEFAULT_FINISH_BACKOFF_S)
+    tries, backoff = _retry_timing()
     for i in range(tries):
         try:
             return store.finish(claim, status, fields, children, before_commit=before_commit)

@@ -176,13 +176,19 @@ def run_suite(suite: Suite, db_url: str | None, data_dir: str | None, output_dir
         if main and preempt.requested():
             holder[0] = STOP
         elif main:
-            claim = store.claim_next(suite.name, keys, worker, retry_failed=retry_failed, lease_timeout_s=timeout_s,
-                                     command=command, output_root=output_dir)
-            if claim is not None:   # an earlier attempt's result kept in the cell folder is recorded, not trained
-                claim = _record_kept(store, claim, output_dir, suite_bar, say, beat_s) or claim
-            # nothing claimable but cells still running elsewhere: wait, since a worker that dies leaves its
-            # cell to whoever is still there once its lease goes stale (a suite finishes while one worker lives)
-            holder[0] = claim if claim is not None else (WAIT if store.running_count(suite.name, keys) else None)
+            try:
+                claim = attempt.with_store_retry(lambda: store.claim_next(
+                    suite.name, keys, worker, retry_failed=retry_failed, lease_timeout_s=timeout_s, command=command,
+                    output_root=output_dir), "claiming the next cell", say)
+                if claim is not None:   # an earlier attempt's result kept in the cell folder is recorded, not trained
+                    claim = _record_kept(store, claim, output_dir, suite_bar, say, beat_s) or claim
+                # nothing claimable but cells still running elsewhere: wait, since a worker that dies leaves its
+                # cell to whoever is still there once its lease goes stale (a suite finishes while one worker lives)
+                holder[0] = claim if claim is not None else (WAIT if attempt.with_store_retry(
+                    lambda: store.running_count(suite.name, keys), "asking which cells still run", say) else None)
+            except attempt.StoreUnreachable as exc:   # no cell held: nothing to keep
+                say(f"suite {suite.name}: {exc}; the store is unreachable: this worker stops")
+                holder[0] = GONE
             if store.backend == "sqlite" and not other_hosts_said:
                 others = store.hosts_holding_leases(suite.name) - {worker.host}
                 if others:

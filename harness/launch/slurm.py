@@ -486,6 +486,24 @@ def slurm_task_id() -> str | None:
     return os.environ.get("SLURM_JOB_ID") or None
 
 
+def slurm_cancelled(job: str) -> bool:
+    """True when Slurm is ending `job` for another reason than its time limit: `scancel` (scontrol shows the job
+    COMPLETING, reason None, while its processes get SIGTERM). `scontrol requeue` takes back even a cancelled job, so
+    a worker that requeued itself on scancel's SIGTERM undid the cancel (Slurm 22.05: the task ran again and trained
+    its cell to the end). At its time limit a job is COMPLETING too, with reason TimeLimit: requeued, as is a job
+    still RUNNING (the --signal warning, `scancel --signal`). False when scontrol does
+    not answer: requeued, as before."""
+    try:
+        done = subprocess.run(["scontrol", "show", "job", "-o", job], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    fields: dict[str, str] = {}
+    for word in done.stdout.split() if done.returncode == 0 else ():
+        name, _, value = word.partition("=")
+        fields.setdefault(name, value)   # the job's own fields come first, before paths that may hold a '='
+    return fields.get("JobState") in ("COMPLETING", "CANCELLED") and fields.get("Reason") != "TimeLimit"
+
+
 ENV_SLURM_REQUEUE = "HARNESS_SLURM_REQUEUE"   # "1": the templates' workers requeue their own task when stopped
 
 
@@ -496,6 +514,10 @@ def requeue_slurm_task() -> bool:
     scontrol then ends this job's processes: called last, after the checkpoint and the release of the claim."""
     job = slurm_task_id()
     if not job or os.environ.get(ENV_SLURM_REQUEUE) != "1":
+        return False
+    if slurm_cancelled(job):
+        print(f"harness: Slurm job {job} was cancelled (scancel): not requeued; submitting the suite again resumes "
+              f"its cells", file=sys.stderr, flush=True)
         return False
     print(f"harness: requeueing Slurm job {job} (scontrol requeue)", file=sys.stderr, flush=True)
     try:

@@ -144,3 +144,9 @@ class SlurmCluster:
                     p.wait()
         self.procs = []
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+# The first line of a fake `scontrol` (bash) in tests without a cluster: `scontrol show job` answers that the job
+# runs, as it does after a --signal warning (harness.launch.slurm.requeue_slurm_task asks before it requeues);
+# every other call falls through to the fake's own lines.
+SCONTROL_SHOWS_RUNNING = 'if [ "$1" = show ]; then echo "JobId=1 JobState=RUNNING Reason=None"; exit 0; fi\n'

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from tests.helpers import ROOT, read_stderr_until, run_cli, suite_yaml, write_suite
+from tests.helpers.slurm_cluster import SCONTROL_SHOWS_RUNNING
 from tests.store.test_workers import _wait_for_claims, start_worker, trainings
 from harness.spec import layout
 from harness.spec.errors import EXIT_PREEMPTED, EXIT_STORE_UNREACHABLE
@@ -410,7 +411,7 @@ def test_a_store_outage_at_a_stop_signal_still_requeues_and_the_requeued_task_re
     saved, down, asked = tmp_path / "saved", tmp_path / "down", tmp_path / "scontrol.args"
     fake_bin = tmp_path / "bin"
     fake_bin.mkdir()
-    (fake_bin / "scontrol").write_text(f'#!/bin/bash\necho "$@" >> {asked}\n')
+    (fake_bin / "scontrol").write_text(f'#!/bin/bash\n{SCONTROL_SHOWS_RUNNING}echo "$@" >> {asked}\n')
     (fake_bin / "scontrol").chmod(0o755)
     slurm = {"PATH": f"{fake_bin}:{os.environ['PATH']}", "SLURM_JOB_ID": "4242", "HARNESS_SLURM_REQUEUE": "1",
              "HARNESS_LEASE_TIMEOUT_S": "3600", "SAVED": str(saved), "SERVER_DOWN": str(down)}
@@ -476,3 +477,49 @@ def test_a_failure_whose_message_holds_a_nul_is_recorded_on_either_backend(tmp_p
     loaded = run_cli("ingest", tmp_path / "out", "--db", other)
     assert loaded.returncode == 0 and "1 added" in loaded.stdout, loaded.stdout + loaded.stderr
     assert Store(other).records("a")[0].error == row.error
+
+
+@pytest.mark.parametrize("lasting", [False, True])
+def test_a_waiting_worker_lives_through_a_database_restart(tmp_path, tiny_bert, small_glue, own_pg, lasting):
+    """A worker with nothing left to claim polls the store while another worker's cell runs. PostgreSQL stopped
+    for 2.5 s and started again: the poll that hit the outage (and the next one, on its pooled connection from
+    before the restart) ended the worker with an OperationalError traceback, exit 1. Now it retries, waits on and
+    ends with the suite (exit 0); a store that stays down ends it in one line, exit 4, holding no cell."""
+    import dataclasses
+
+    from harness.plan.suite import load_suite
+    from harness.store.lease import current_worker
+
+    db = own_pg.create_database("restart")
+    suite = _suite(tmp_path, tiny_bert)
+    store = Store(db)
+    cells = load_suite(str(suite)).cells()
+    store.enqueue(cells)
+    other = dataclasses.replace(current_worker(), worker_id="elsewhere/1/-/x", host="elsewhere", pid=1, host_id=None)
+    held = store.claim_next("a", [c.key for c in cells], other)   # a live lease of a worker on another host
+    env = {"HARNESS_HEARTBEAT_S": "0.5", "HARNESS_LEASE_TIMEOUT_S": "120", "HARNESS_FINISH_BACKOFF_S": "0.5",
+           "HARNESS_FINISH_TRIES": "2" if lasting else "5"}
+    proc = start_worker(tmp_path, suite, db, small_glue, env=env)
+    try:
+        read_stderr_until(proc, "waiting for the cells other workers are running", timeout=120)
+        own_pg.pause()
+        time.sleep(2.5)   # polls every second: at least two of them fail
+        if not lasting:
+            own_pg.resume()
+            time.sleep(2)
+            store.engine.dispose()   # this test's own pooled connections died with the server
+            store.finish(held, "completed", {"score": 50.0})   # the other worker's cell ends: so does the suite
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if lasting:
+            own_pg.resume()
+    assert "Traceback" not in err and "failed (OperationalError" in err, err[-3000:]
+    if lasting:
+        assert proc.returncode == EXIT_STORE_UNREACHABLE, err[-3000:]
+        assert "the store is unreachable: this worker stops" in err, err[-3000:]
+        return
+    assert proc.returncode == 0, err[-3000:]
+    (row,) = Store(db).records("a")
+    assert (row.status, row.worker_id, row.attempts) == (Status.COMPLETED, "elsewhere/1/-/x", 1)

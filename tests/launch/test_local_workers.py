@@ -16,6 +16,7 @@ from harness.spec.errors import EXIT_PREEMPTED
 from harness.store.db import Store
 from tests.helpers.cli import assert_refused, run_cli
 from tests.helpers.files import suite_yaml, write_suite
+from tests.helpers.slurm_cluster import SCONTROL_SHOWS_RUNNING
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -106,7 +107,7 @@ def test_workers_in_one_slurm_task_requeue_it_once_after_every_checkpoint(tmp_pa
     scontrol here is a fake that records its calls."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    (bin_dir / "scontrol").write_text('#!/bin/bash\necho "$*" >> "$CALLS"\n')
+    (bin_dir / "scontrol").write_text(f'#!/bin/bash\n{SCONTROL_SHOWS_RUNNING}echo "$*" >> "$CALLS"\n')
     (bin_dir / "scontrol").chmod(0o755)
     calls = tmp_path / "calls"
     env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "CALLS": str(calls), "HARNESS_SLURM_REQUEUE": "1",

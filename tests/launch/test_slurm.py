@@ -703,3 +703,40 @@ def test_a_failing_squeue_is_retried_then_ends_wait_in_one_line(tmp_path, tiny_b
                             f"controller); job 42 may still be running (squeue -j 42; harness status {suite})\n")
     else:
         assert r.stderr == "" and "job 42 ended: 1 cells: 1 pending" in r.stdout, r.stdout
+
+
+def test_a_cancelled_array_stays_cancelled_and_a_new_submission_resumes_it(tmp_path, tiny_bert, small_glue, slurm):
+    """`scancel JOB` sends SIGTERM, which the worker also takes for a stop: it checkpointed, gave the cell back and
+    ran `scontrol requeue`, which Slurm 22.05 grants a cancelled job too, so the task ran again and trained the cell
+    to the end (restart count 1): the cancel was undone. Now it stays cancelled, its cell pending with its
+    checkpoint, and the same suite submitted again resumes it and records it once."""
+    budget, hp = "{max_steps: 300}", "batch_size: 8, learning_rate: 1e-4, eval_steps: 10"
+    suite = write_suite(tmp_path / "x.yaml", suite_text(tiny_bert, "x", "[bitfit]", "[rte]", budget, hp))
+    db, out = f"sqlite:///{tmp_path / 'h.db'}", tmp_path / "out"
+    args = (suite, "--workers", "1", "--gpus-per-worker", "0", "--db", db, "--output-dir", out, "--data-dir",
+            small_glue, "--time", "10:00")
+    r = _slurm_cli(slurm, *args)
+    assert r.returncode == 0, r.stderr
+    job = re.search(r"submitted job (\d+)", r.stdout).group(1)
+    log = out / "slurm-logs" / f"harness-x-{job}_0.out"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (log.exists() and "eval step 10 " in log.read_text()):
+        time.sleep(0.2)
+    assert log.exists() and "eval step 10 " in log.read_text(), _logs(out)
+    assert slurm.run("scancel", job).returncode == 0
+    deadline = time.time() + 120
+    while time.time() < deadline and slurm.run("squeue", "-h", "-j", job).stdout.strip():
+        time.sleep(0.5)
+    text = log.read_text()
+    assert not slurm.run("squeue", "-h", "-j", job).stdout.strip(), text[-3000:]   # not pending again either
+    assert "was cancelled (scancel): not requeued" in text and "scontrol requeue" not in text, text[-3000:]
+    (row,) = Store(db).records("x")
+    assert (str(row.status), row.attempts) == ("pending", 1), text[-3000:]
+    assert checkpoint.paths_under(str(out / "x")), "the cancelled cell's checkpoint is kept for the next submission"
+
+    again = _slurm_cli(slurm, *args, "--wait")
+    assert again.returncode == 0, again.stdout + again.stderr + _logs(out)[-3000:]
+    (row,) = Store(db).records("x")
+    assert (str(row.status), row.attempts, row.slurm_restart_count) == ("completed", 2, 0), _logs(out)[-3000:]
+    assert row.slurm_job_id != job and row.steps == 300
+    assert len(RESUMED.findall(_logs(out))) == 1, _logs(out)[-3000:]
