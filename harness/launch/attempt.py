@@ -52,14 +52,23 @@ def with_store_retry(call, what: str, say):
     the last cells run elsewhere, died with a traceback when the database was briefly down or had restarted (its
     pooled connection then fails once, even with the server back up). Raises StoreUnreachable when every try
     failed. No lease is held here; a claim whose commit went through but whose answer was lost is taken over
-    after the lease timeout."""
-    from sqlalchemy.exc import SQLAlchemyError
+    after the lease timeout. Only errors of the connection are retried: one of the query itself (a column or a
+    permission missing: ProgrammingError, IntegrityError, DataError) fails again however long the worker waits,
+    and "unreachable" would requeue its Slurm task to fail the same way, so it is raised as it comes."""
+    from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError, SQLAlchemyError
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    def mendable(exc: Exception) -> bool:
+        return isinstance(exc, (OSError, OperationalError, InterfaceError, DisconnectionError, PoolTimeout)) or (
+            isinstance(exc, DBAPIError) and exc.connection_invalidated)
 
     tries, backoff = _retry_timing()
     for i in range(tries):
         try:
             return call()
         except (SQLAlchemyError, OSError) as exc:
+            if not mendable(exc):
+                raise
             reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
             if i == tries - 1:
                 raise StoreUnreachable(f"{what} failed {tries} times (last: {reason})") from exc

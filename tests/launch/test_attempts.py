@@ -523,3 +523,38 @@ def test_a_waiting_worker_lives_through_a_database_restart(tmp_path, tiny_bert, 
     assert proc.returncode == 0, err[-3000:]
     (row,) = Store(db).records("a")
     assert (row.status, row.worker_id, row.attempts) == (Status.COMPLETED, "elsewhere/1/-/x", 1)
+
+
+def test_a_store_error_no_retry_mends_ends_a_waiting_worker_at_once(tmp_path, tiny_bert, small_glue, own_pg):
+    """A waiting worker's poll that fails with an error of the query itself (here the runs table's column gone: a
+    ProgrammingError, as a permission refused is) was retried like a restart and then said "the store is
+    unreachable", exit 4, requeueing its Slurm task to fail the same way. Only errors of the connection are
+    retried: this one ends the worker at once, as it did before the retry existed, naming the error."""
+    import dataclasses
+
+    import sqlalchemy as sa
+
+    from harness.plan.suite import load_suite
+    from harness.store.lease import current_worker
+
+    db = own_pg.create_database("schema")
+    suite = _suite(tmp_path, tiny_bert)
+    store = Store(db)
+    cells = load_suite(str(suite)).cells()
+    store.enqueue(cells)
+    other = dataclasses.replace(current_worker(), worker_id="elsewhere/1/-/x", host="elsewhere", pid=1, host_id=None)
+    store.claim_next("a", [c.key for c in cells], other)   # a live lease of a worker on another host: B waits
+    env = {"HARNESS_HEARTBEAT_S": "0.5", "HARNESS_LEASE_TIMEOUT_S": "120", "HARNESS_FINISH_BACKOFF_S": "0.5",
+           "HARNESS_FINISH_TRIES": "3"}
+    proc = start_worker(tmp_path, suite, db, small_glue, env=env)
+    try:
+        read_stderr_until(proc, "waiting for the cells other workers are running", timeout=120)
+        with store.engine.begin() as conn:
+            conn.execute(sa.text("ALTER TABLE runs RENAME COLUMN status TO status_moved"))
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "ProgrammingError" in err and "status" in err, err[-3000:]
+    assert "try 2/3" not in err and "the store is unreachable" not in err, err[-3000:]
+    assert proc.returncode not in (0, EXIT_STORE_UNREACHABLE), err[-3000:]
