@@ -17,9 +17,10 @@ import pandas as pd
 from harness.report.provenance import data_by_task, model_files, run_data, run_skipped, skipped_by_task
 from harness.stats import significance
 from harness.stats.flags import is_trivial, still_improving, trivial_score
-from harness.stats.selection import (failed_settings, member_keys, planned_seeds, seed_mean, selectable_runs,
-                                     unfinished_settings, with_setting_key)
+from harness.stats.selection import (evaluation_key, failed_settings, member_keys, planned_seeds, seed_mean,
+                                     selectable_runs, unfinished_settings, with_setting_key)
 from harness.spec.cell import base_label, budget_text
+from harness.spec.methods import METHODS
 from harness.spec.status import Regime, Status
 from harness.spec.tasks import TASKS
 
@@ -181,6 +182,17 @@ def _queued_seeds(store, suite: str | None) -> tuple[dict[tuple, int], dict[tupl
             for member_task, k in member_keys(setting, task).items() if joint else ():
                 out[(of_suite, k)] = out.get((of_suite, k), 0) + n
                 variants[(of_suite, k)] = (model, member_task, label)
+    # an evaluation-only cell's repeats (other seeds and budgets, queued by a grid from before it ran such a cell
+    # once: selection.without_evaluation_repeats) are no settings to come: their evaluation keys, for _queued_only
+    evaluating = [name for name, spec in METHODS.items() if spec.trains_when]
+    if evaluating:
+        rows = select(R.suite, key, R.model, R.task, R.task_version, R.method, R.method_label, R.method_params,
+                      R.hparams, R.budget, R.num_processes).where(R.status == Status.PENDING.value,
+                                                                   R.method.in_(evaluating))
+        with store.reading() as conn:
+            for r in conn.execute(rows.where(R.suite == suite) if suite else rows):
+                if len(variants.get((r.suite, r[1]), ())) == 3:   # (one key per setting, whatever its seeds)
+                    variants[(r.suite, r[1])] += (evaluation_key(r),)
     return out, variants
 
 
@@ -193,7 +205,14 @@ def _queued_only(frame: pd.DataFrame, settings: pd.Series, variants: dict[tuple,
     present |= {(s, k) for s, setting, task in zip(frame.loc[joint, "suite"], settings[joint], frame.loc[joint, "task"])
                 for k in member_keys(setting, task).values()}
     counts: dict[tuple, int] = {}
-    for (of_suite, setting), (model, task, label) in variants.items():
+    # an evaluation run already (or queued before) is not a setting to come (_queued_seeds)
+    evaluated = {evaluation_key(r) for r in frame.itertuples()} - {None} \
+        if any(len(v) > 3 and v[3] is not None for v in variants.values()) else set()
+    for (of_suite, setting), (model, task, label, *evaluation) in variants.items():
+        if evaluation and evaluation[0] is not None:
+            if evaluation[0] in evaluated:
+                continue
+            evaluated.add(evaluation[0])
         if (of_suite, setting) not in present:
             counts[(of_suite, model, task, label)] = counts.get((of_suite, model, task, label), 0) + 1
     # a joint row carries its member tasks' count (the same settings queued for each): before any multi-task cell

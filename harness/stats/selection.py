@@ -40,9 +40,10 @@ def _as_dict(value) -> dict:
     return dict(part.split("=", 1) for part in value.split(","))
 
 
-def _evaluation(row) -> tuple | None:
+def evaluation_key(row) -> tuple | None:
     """What an evaluation-only run of a saved adapter and head scores (MethodSpec.evaluates_alike), as a key: its
-    cell without the seed, the training hparams and the budget fields it does not read; None for any other run."""
+    cell without the seed, the training hparams and the budget fields it does not read; None for any other run.
+    `row`: a runs frame's row, or a store row's fields (dicts where the frame has text)."""
     spec = METHODS.get(row.method) if row.method in METHODS else None
     params = _as_dict(row.method_params)
     if spec is None or not spec.evaluates_alike(spec.resolve(params)):
@@ -61,7 +62,7 @@ def without_evaluation_repeats(runs: pd.DataFrame) -> pd.DataFrame:
     run stored first (else the first stored); its seeds still queued do not count either."""
     if runs.empty or not {"id", "method", "method_params", "hparams", "budget"} <= set(runs.columns):
         return runs
-    keys = pd.Series([_evaluation(r) for r in runs.itertuples()], index=runs.index)
+    keys = pd.Series([evaluation_key(r) for r in runs.itertuples()], index=runs.index)
     alike = keys.notna()
     if not alike.any():
         return runs
@@ -166,7 +167,7 @@ def failed_settings(runs: pd.DataFrame) -> dict[tuple, int]:
     scored). A failed multi-task cell counts for each member task (member key: the joint key + "." + the task)."""
     if runs.empty:
         return {}
-    rows = with_setting_key(runs)
+    rows = with_setting_key(without_evaluation_repeats(runs))   # (an evaluation's repeats are no settings tried)
     if "seeds_queued" not in rows:   # (a frame built by hand)
         rows = rows.assign(seeds_queued=0)
     version = pd.to_numeric(rows["task_version"], errors="coerce") if "task_version" in rows \
@@ -196,7 +197,7 @@ def unfinished_settings(runs: pd.DataFrame) -> dict[tuple, int]:
     per variant. A multi-task cell's joint row stands for its members (member_keys)."""
     if runs.empty:
         return {}
-    rows = with_setting_key(runs)
+    rows = with_setting_key(without_evaluation_repeats(runs))   # (nor settings to come)
     for col in ("seeds_queued", "settings_queued"):
         if col not in rows:   # (a frame built by hand)
             rows = rows.assign(**{col: 0})

@@ -1446,3 +1446,32 @@ def test_a_variant_without_an_average_is_told_why(tmp_path, monkeypatch):
     (tmp_path / "all").mkdir()
     complete = store_of(tmp_path / "all", [text], lambda c: 70.0)
     assert "GLUE avg: –" not in export(complete), export(complete)
+
+
+def test_an_evaluation_only_cell_s_queued_repeats_are_no_unfinished_setting(tmp_path):
+    """A store filled by the grid before it ran an evaluation-only cell once holds that cell's other seeds and
+    budgets, still queued where the suite stopped: no worker runs them now (their keys are not in the grid), and
+    the tables count one run of the cell, yet its settings read "1 (+1 unfinished)" with the flag
+    settings_unfinished and a footnote that the score may still change. A dev-set size of its own queued (another
+    max_eval_samples) is a setting to come and still counts."""
+    text = "name: s\nmodels: [minilm]\ntasks: [rte]\nmethods: [full, {name: pretrained_adapter, path: ./ad}]\n" \
+           "seeds: [1, 2, 3]\n"
+    url = store_of(tmp_path, [text], lambda c: 68.0 if c.method != "full" else 70.0 + c.seed)
+    cells = parse_suite(text, "s.yaml").cells()
+    (kept,) = [c for c in cells if c.method == "pretrained_adapter"]
+    repeats = [dataclasses.replace(kept, seed=s, budget=b) for s in (1, 2, 3) for b in ({"epochs": 1.0},
+               {"epochs": 2.0}) if (s, b) != (1, {"epochs": 1.0})]
+    store = Store(url)
+    store.enqueue(repeats, "cmd", str(tmp_path / "out"))
+    store.engine.dispose()
+    label = "pretrained_adapter(path=./ad,train=False,load_head=True)"
+    rows = {r["method_label"]: r for r in json.loads(export(url, "best", "json"))["rows"]}
+    assert (rows[label]["settings_tried"], rows[label]["settings_unfinished"], rows[label]["flags"]) == (1, 0, ""), \
+        rows[label]
+    assert "unfinished" not in export(url, "best", "markdown") and "Settings not finished" not in export(url)
+    store = Store(url)
+    store.enqueue([dataclasses.replace(kept, budget={"epochs": 1.0, "max_eval_samples": 50})], "cmd",
+                  str(tmp_path / "out"))
+    store.engine.dispose()
+    rows = {r["method_label"]: r for r in json.loads(export(url, "best", "json"))["rows"]}
+    assert (rows[label]["settings_tried"], rows[label]["settings_unfinished"]) == (1, 1), rows[label]
