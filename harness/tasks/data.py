@@ -115,10 +115,10 @@ def read_glue_tsv(task: Task, path: str) -> RawSplit:
     """Read one GLUE TSV. Quoting is off (MRPC, STS-B, QNLI hold unbalanced quotes); utf-8-sig drops MRPC's BOM;
     CoLA has no header. Rows that are too short or carry no valid label hold no example: they are skipped (some
     upstream GLUE files hold a few), named in the split's `skipped` and so in the run's record and the tables'
-    notes; refusing them would leave such a task untrainable from its official files. A row with more fields than
-    the header (a file without one: than up to the last column the task reads, CoLA's sentence) is refused: a tab
-    inside a text shifts every column after it, so MRPC read half a sentence as the other and CoLA a cut sentence,
-    both with a valid label (no row of the official files has one: MANIFEST.md's counts all load)."""
+    notes; refusing them would leave such a task untrainable from its official files. So is a row with more fields
+    than the header (a file without one: than up to the last column the task reads, CoLA's sentence): a tab inside
+    a text shifts every column after it, so MRPC read half a sentence as the other and CoLA a cut sentence, both
+    with a valid label (none of the files MANIFEST.md lists has one; other tasks' files are not checked here)."""
     if not os.path.isfile(path):
         raise DataNotFoundError(f"task {task.name}: {path} not found; {HOW_TO_POINT}")
     with open(path, encoding="utf-8-sig", newline="") as f:
@@ -147,10 +147,11 @@ def read_glue_tsv(task: Task, path: str) -> RawSplit:
     for line, row in rows:
         if not any(field.strip() for field in row):   # a blank line holds no example, and none is missing
             continue
-        if len(row) > width:
-            raise DataNotFoundError(f"task {task.name}: {path}:{line}: {len(row)} tab-separated fields, more than the "
-                                    f"{width} of the {'header' if task.local_header else 'classic GLUE layout'} (a tab "
-                                    f"inside a text?): its columns cannot be told apart; fix or remove the row")
+        if len(row) > width:   # its columns cannot be told apart
+            skipped.append(SkippedRow(line, f"{len(row)} fields, more than the {width} of the "
+                                            f"{'header' if task.local_header else 'classic GLUE layout'} (a tab "
+                                            f"inside a text?)", len(labels)))
+            continue
         if len(row) <= max(index):
             skipped.append(SkippedRow(line, f"{len(row)} field(s), {max(index) + 1} needed", len(labels)))
             continue
