@@ -11,13 +11,17 @@ from harness.spec.status import CellState
 
 
 def pct_text(v) -> str:
-    """A share of parameters trained (%), wherever one is printed (the tables, `harness params`, the board's runs):
-    three decimals, and two significant digits below 0.01, where three decimals read a probe's head on a large
-    model (0.000306%) as "0.000", training nothing."""
-    if v is None or (isinstance(v, float) and math.isnan(v)):
+    """A share of parameters trained (%), as the tables and `harness params` print it: three decimals, and two
+    significant digits where three decimals would not show one (a probe's head on a large model, 0.000306%, read
+    "0.000", training nothing); 0.00996 rounds to 0.010 either way, so it prints as 0.01 does."""
+    try:
+        v = float(v)
+    except (TypeError, ValueError):   # None, pd.NA: no share known
         return "–"
-    if 0 < abs(v) < 0.01:
-        return np.format_float_positional(float(v), precision=2, unique=False, fractional=False, trim="k")
+    if math.isnan(v):
+        return "–"
+    if 0 < abs(v) < 0.00995:
+        return np.format_float_positional(v, precision=2, unique=False, fractional=False, trim="k")
     return f"{v:.3f}"
 
 
