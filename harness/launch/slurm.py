@@ -491,8 +491,9 @@ def slurm_cancelled(job: str) -> bool:
     COMPLETING, reason None, while its processes get SIGTERM). `scontrol requeue` takes back even a cancelled job, so
     a worker that requeued itself on scancel's SIGTERM undid the cancel (Slurm 22.05: the task ran again and trained
     its cell to the end). At its time limit a job is COMPLETING too, with reason TimeLimit: requeued, as is a job
-    still RUNNING (the --signal warning, `scancel --signal`). False when scontrol does
-    not answer: requeued, as before."""
+    still RUNNING (the --signal warning, `scancel --signal`), and a job being preempted (PreemptTime set: Slurm's
+    PreemptMode=CANCEL ends it as scancel does, and the task is to run again). False when scontrol does not answer:
+    requeued, as before."""
     try:
         done = subprocess.run(["scontrol", "show", "job", "-o", job], capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired):
@@ -501,7 +502,8 @@ def slurm_cancelled(job: str) -> bool:
     for word in done.stdout.split() if done.returncode == 0 else ():
         name, _, value = word.partition("=")
         fields.setdefault(name, value)   # the job's own fields come first, before paths that may hold a '='
-    return fields.get("JobState") in ("COMPLETING", "CANCELLED") and fields.get("Reason") != "TimeLimit"
+    return (fields.get("JobState") in ("COMPLETING", "CANCELLED") and fields.get("Reason") != "TimeLimit"
+            and fields.get("PreemptTime", "None") in ("None", "Unknown"))
 
 
 ENV_SLURM_REQUEUE = "HARNESS_SLURM_REQUEUE"   # "1": the templates' workers requeue their own task when stopped

@@ -740,3 +740,22 @@ def test_a_cancelled_array_stays_cancelled_and_a_new_submission_resumes_it(tmp_p
     assert (str(row.status), row.attempts, row.slurm_restart_count) == ("completed", 2, 0), _logs(out)[-3000:]
     assert row.slurm_job_id != job and row.steps == 300
     assert len(RESUMED.findall(_logs(out))) == 1, _logs(out)[-3000:]
+
+
+@pytest.mark.parametrize("shown, cancelled", [
+    ("JobState=COMPLETING Reason=None PreemptTime=None", True),                  # scancel JOB
+    ("JobState=CANCELLED Reason=None PreemptTime=None", True),
+    ("JobState=COMPLETING Reason=TimeLimit PreemptTime=None", False),           # its time limit: run again
+    ("JobState=RUNNING Reason=None PreemptTime=None", False),                   # the --signal warning
+    ("JobState=COMPLETING Reason=None PreemptTime=2026-12-07T03:00:00", False),  # preempted (PreemptMode=CANCEL)
+])
+def test_only_a_cancelled_job_is_told_from_one_to_requeue(tmp_path, monkeypatch, shown, cancelled):
+    """What `scontrol show job` says while the worker's stop signal arrives decides whether it requeues its task:
+    a preempted job also shows COMPLETING with reason None (PreemptMode=CANCEL), and was taken for a scancel, so
+    it was not requeued: its PreemptTime tells it apart."""
+    from harness.launch.slurm import slurm_cancelled
+
+    (tmp_path / "scontrol").write_text(f'#!/bin/bash\necho "JobId=7 ArrayJobId=7 {shown} Command=/a=b/x.sh"\n')
+    (tmp_path / "scontrol").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    assert slurm_cancelled("7") is cancelled
