@@ -107,19 +107,22 @@ def no_duplicate_cells(suite: Suite, loc: Located) -> list[Cell]:
     return cells
 
 
-def no_unread_params(suite: Suite, loc: Located) -> None:
-    """A method parameter written on an entry whose variant never reads it (a flat prefix's bottleneck_size) would
-    be keyed, shown in its label and ignored: refused, as a list of them is (no_duplicate_cells, which runs first
-    and says it would run twice)."""
+def unread_param_notes(suite: Suite, loc: Located) -> list[str]:
+    """A method parameter written on an entry whose variant never reads it (a flat prefix's bottleneck_size): keyed,
+    never shown in a label, and ignored. Said (`harness validate`), not refused: a suite that wrote one has stored
+    results under its keys, which leaving it out would change (a list of them is refused: no_duplicate_cells)."""
+    notes = []
     for (method, params, _), source in zip(suite.method_variants, suite.variant_sources):
         written = suite.model.methods[source].model_extra or {}
         spec = METHODS[method]
         for name in spec.unread(params):
             if name in written:
                 flag = spec.params[name].unused_when
-                raise loc.error(("methods", source, name), f"{method} with {flag}: true does not read {name}: leave it "
-                                                           f"out (a variant with {flag}: false that reads it takes an "
-                                                           f"entry of its own)")
+                said = loc.error(("methods", source, name), f"{method} with {flag}: true does not read {name}: it "
+                                                           f"only keys these cells (kept, so results stored under it "
+                                                           f"stand; a new suite leaves it out)")
+                notes.append(f"note: {said}")
+    return list(dict.fromkeys(notes))
 
 
 def _unread_twice(suite: Suite, cell: Cell, source: int | None, first: tuple[Cell, int | None], loc: Located):

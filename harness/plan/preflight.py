@@ -15,7 +15,7 @@ import logging
 import os
 
 from harness.spec.errors import InputError, did_you_mean
-from harness.plan.checks import check_suite_path
+from harness.plan.checks import check_suite_path, unread_param_notes
 from harness.plan.grid import Suite
 from harness.spec.tasks import get_task
 from harness.spec.methods import METHODS, adapter_dir, variant_problem
@@ -268,7 +268,7 @@ def check_configuration(suite: Suite, loc, known=None) -> list[str]:
     much). `known`: as check_models'."""
     notes = check_models(suite, loc, known)
     check_adapters(suite, loc)
-    return notes
+    return unread_param_notes(suite, loc) + notes
 
 
 def check_training(suite: Suite, cli_data_dir: str | None, loc) -> list[str]:

@@ -51,7 +51,6 @@ def parse_suite(text: str, path: str = "<suite>", max_cells: int = DEFAULT_MAX_C
     suite = Suite(model=model, path=path, method_variants=variants, variant_sources=sources, lines=lines)
     suite.check_size(max_cells)
     checks.no_duplicate_cells(suite, loc)
-    checks.no_unread_params(suite, loc)
     checks.check_windows(suite, loc)
     checks.check_lengths(suite, loc)
     checks.check_variants(suite, loc)

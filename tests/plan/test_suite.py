@@ -111,7 +111,8 @@ def test_a_flat_prefix_keeps_its_key_and_a_bottleneck_sweep_beside_it_is_valid()
 def test_a_flat_prefix_s_label_does_not_show_the_bottleneck_size_it_does_not_read(tmp_path):
     """A flat prefix's cell label and `harness params` row said bottleneck_size=512, a setting it never reads (its
     key keeps it, and so does the stored method_label, which ingest checks records against); one written on a flat
-    entry was keyed and ignored (tests/bad_suites/prefix_flat_bottleneck_written.yaml refuses it)."""
+    entry is keyed and ignored: validate says so, and accepts it (a suite that wrote one has results stored under
+    its keys)."""
     suite = write_suite(tmp_path / "s.yaml", "name: s\nmodels: [minilm]\ntasks: [rte]\nmethods:\n"
                                              "  - {name: prefix_tuning, flat: true}\n  - {name: prefix_tuning}\n")
     flat, mlp = load_suite(str(suite)).cells()
@@ -121,6 +122,15 @@ def test_a_flat_prefix_s_label_does_not_show_the_bottleneck_size_it_does_not_rea
     proc = run_cli("params", suite)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "prefix_tuning(prefix_length=30,flat=True) " in proc.stdout and proc.stdout.count("bottleneck_size=512") == 1
+    written = write_suite(tmp_path / "w.yaml", "name: s\nmodels: [minilm]\ntasks: [rte]\nmethods:\n"
+                                               "  - {name: prefix_tuning, flat: true, bottleneck_size: 128}\n")
+    (cell,) = load_suite(str(written)).cells()
+    assert cell.method_params["bottleneck_size"] == 128 and cell.key != flat.key   # its stored key stands
+    proc = run_cli("validate", written)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"note: {written}:5: methods[0].bottleneck_size: prefix_tuning with flat: true does not read " \
+           f"bottleneck_size: it only keys these cells (kept, so results stored under it stand; a new suite leaves " \
+           f"it out)" in proc.stdout.splitlines(), proc.stdout
 
 
 def test_an_evaluation_only_entry_takes_one_learning_rate_and_keeps_its_key():
