@@ -72,11 +72,16 @@ def _wait_for_claims(proc: subprocess.Popen, n: int, timeout: float = 120) -> st
     return read_stderr_until(proc, done=lambda text: len(trainings([text])) >= n, timeout=timeout)
 
 
+# ten epochs of the small RTE, a few seconds: a worker frozen or killed as it prints its claim (before its model
+# is even loaded) is mid-cell, and the worker that takes the cell over trains it all
+MID_CELL_BUDGET = "{max_steps: 60}"
+
+
 def test_stalled_worker_loses_its_cell_after_the_lease_timeout(tmp_path, tiny_bert, small_glue, db_url):
     """A worker that stops heartbeating (frozen node: SIGSTOP) keeps its lease only until the timeout; then the
     next worker takes the cell over and completes it. When the frozen worker wakes up, its result is refused."""
     suite = write_suite(tmp_path / "w.yaml", suite_text(tiny_bert, methods="[full]", tasks="[rte]",
-                                                        budget="{max_steps: 400}"))
+                                                        budget=MID_CELL_BUDGET))
     timing = ["--heartbeat-s", "0.5", "--lease-timeout-s", "3"]
     a = start_worker(tmp_path, suite, db_url, small_glue, *timing)
     lines_a = _wait_for_claims(a, 1)
@@ -101,7 +106,7 @@ def test_killed_worker_cell_is_taken_over(tmp_path, tiny_bert, small_glue, db_ur
     """SIGKILL mid-cell: the process is gone, so a worker on the same host takes the cell over at once (on
     another host it would wait for the lease timeout, as above) and completes it; one row, two attempts."""
     suite = write_suite(tmp_path / "w.yaml", suite_text(tiny_bert, methods="[full]", tasks="[rte]",
-                                                        budget="{max_steps: 400}"))
+                                                        budget=MID_CELL_BUDGET))
     a = start_worker(tmp_path, suite, db_url, small_glue, "--lease-timeout-s", "3600")
     _wait_for_claims(a, 1)
     a.send_signal(signal.SIGKILL)

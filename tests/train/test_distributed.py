@@ -421,9 +421,10 @@ def test_a_rank_killed_mid_cell_fails_the_cell_keeps_its_checkpoint_and_stops_th
 
 
 # harness/run.py with the DDP group's timeout cut to {t} s, whose rank 1 hangs (alive, not ended) at its N-th
-# optimizer step for longer than that
+# optimizer step for longer than that. The hung rank dies of a SIGTERM (its stop handler set back to the default):
+# the launcher sends one only once rank 0 has ended, and would otherwise wait its 30 s grace to SIGKILL it.
 HANG_RANK_1 = """
-import datetime, os, sys, time
+import datetime, os, signal, sys, time
 import torch.distributed.distributed_c10d as c10d
 from harness.cli import main
 from harness.train import preempt
@@ -432,6 +433,7 @@ real, calls = preempt.requested, [0]
 def requested():
     calls[0] += 1
     if calls[0] == {n} and os.environ.get("RANK") == "1":
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         time.sleep({sleep})   # a stalled file system, a deadlock
     return real()
 preempt.requested = requested
@@ -449,7 +451,7 @@ def test_a_hung_rank_times_the_group_out_and_the_worker_says_so(tmp_path, tiny_b
 
     suite = write_suite(tmp_path / "s.yaml", "name: ddp-hang" + lora_suite(tiny_bert))
     script = tmp_path / "hang.py"
-    script.write_text(HANG_RANK_1.format(t=30, n=3, sleep=100))
+    script.write_text(HANG_RANK_1.format(t=20, n=3, sleep=100))   # (20 s: the group's timeout, as the next test's)
     proc = launch(tmp_path, suite, small_glue, script=script)
     err = proc.stderr
     assert "[rank0]: Traceback" not in err, err[-3000:]
@@ -461,12 +463,13 @@ def test_a_hung_rank_times_the_group_out_and_the_worker_says_so(tmp_path, tiny_b
     first = rec.error.splitlines()[0]
     assert first.startswith("GroupBroken: another rank did not join a collective within the DDP group's "
                             "timeout"), first
-    assert "Timed out waiting 30000ms" in rec.error   # its cause
+    assert "Timed out waiting 20000ms" in rec.error   # its cause
 
 
 # harness/run.py with the DDP group's timeout cut to {t} s, whose rank 1 hangs after its first cell, between cells
+# (dying of the launcher's SIGTERM, as HANG_RANK_1's does)
 HANG_RANK_1_BETWEEN_CELLS = """
-import datetime, os, sys, time
+import datetime, os, signal, sys, time
 import torch.distributed.distributed_c10d as c10d
 import harness.launch.runner as runner
 from harness.cli import main
@@ -475,6 +478,7 @@ real = runner._release_memory
 def release():
     real()
     if os.environ.get("RANK") == "1":
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         time.sleep({sleep})   # before its next claim's broadcast: a stalled file system, a deadlock
 runner._release_memory = release
 raise SystemExit(main(["run", *sys.argv[1:]]))
