@@ -47,6 +47,11 @@ def _retry_timing() -> tuple[int, float]:
             float(os.environ.get(FINISH_BACKOFF_ENV) or DEFAULT_FINISH_BACKOFF_S))
 
 
+# SQLite error codes of the file, not the query (https://sqlite.org/rescode.html): a lock held by another
+# process, a file briefly out of reach
+SQLITE_TRANSIENT = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_IOERR", "SQLITE_CANTOPEN", "SQLITE_PROTOCOL")
+
+
 def with_store_retry(call, what: str, say):
     """call(), retried with a finish's backoff on store errors: a worker claiming its next cell, or polling while
     the last cells run elsewhere, died with a traceback when the database was briefly down or had restarted (its
@@ -54,11 +59,17 @@ def with_store_retry(call, what: str, say):
     failed. No lease is held here; a claim whose commit went through but whose answer was lost is taken over
     after the lease timeout. Only errors of the connection are retried: one of the query itself (a column or a
     permission missing: ProgrammingError, IntegrityError, DataError) fails again however long the worker waits,
-    and "unreachable" would requeue its Slurm task to fail the same way, so it is raised as it comes."""
+    and "unreachable" would requeue its Slurm task to fail the same way, so it is raised as it comes. SQLite
+    calls both kinds OperationalError: there its error code tells them apart (SQLITE_ERROR "no such column",
+    SQLITE_READONLY: the query's; SQLITE_BUSY / LOCKED / IOERR / CANTOPEN / PROTOCOL: the file's, for a while)."""
+    import sqlite3
+
     from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError, SQLAlchemyError
     from sqlalchemy.exc import TimeoutError as PoolTimeout
 
     def mendable(exc: Exception) -> bool:
+        if isinstance(exc, DBAPIError) and isinstance(exc.orig, sqlite3.Error):
+            return getattr(exc.orig, "sqlite_errorname", "").startswith(SQLITE_TRANSIENT)
         return isinstance(exc, (OSError, OperationalError, InterfaceError, DisconnectionError, PoolTimeout)) or (
             isinstance(exc, DBAPIError) and exc.connection_invalidated)
 

@@ -17,6 +17,8 @@ import threading
 import time
 import traceback
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from harness.spec import layout
 from harness.spec.errors import (EXIT_FAILED, EXIT_GROUP_BROKEN, EXIT_OK, EXIT_PREEMPTED, EXIT_STORE_UNREACHABLE,
                                  LeaseLostStop, Preempted)
@@ -189,8 +191,11 @@ def run_suite(suite: Suite, db_url: str | None, data_dir: str | None, output_dir
             except attempt.StoreUnreachable as exc:   # no cell held: nothing to keep
                 say(f"suite {suite.name}: {exc}; the store is unreachable: this worker stops")
                 holder[0] = GONE
-            if store.backend == "sqlite" and not other_hosts_said:
-                others = store.hosts_holding_leases(suite.name) - {worker.host}
+            if store.backend == "sqlite" and not other_hosts_said and holder[0] is not GONE:
+                try:   # advice only: a store that does not answer it now is asked again at the next claim
+                    others = store.hosts_holding_leases(suite.name) - {worker.host}
+                except SQLAlchemyError:
+                    others = set()
                 if others:
                     other_hosts_said = True
                     say(f"warning: workers on other hosts ({', '.join(sorted(others))}) share this SQLite store: "
