@@ -24,6 +24,7 @@ from harness.report.throughput import (MATCH_LEVELS, UNCERTAINTY_FLOOR, CellPlan
                                        devices, observation, pick_device, plan_cell, rate_for, stored_feature_sets,
                                        precision_key, regime_key, stored_observations, task_kind, timed_passes)
 from harness.spec.cell import budget_text
+from harness.stats.selection import evaluation_key
 from harness.spec.methods import FEATURE_ROLES
 from harness.spec.status import CellState, Regime, Status
 
@@ -283,9 +284,16 @@ def rows_beside(store, suite: str, keys) -> tuple[int, int, list[str]]:
     keys = set(keys)
     with store.reading() as conn:
         suites = list(conn.execute(select(R.suite).distinct().order_by(R.suite)).scalars())
-        rows = conn.execute(select(R.cell_key, R.status).where(R.suite == suite, R.parent_id.is_(None))).all()
-    beside = [status for key, status in rows if key not in keys]
-    return len(beside), sum(status in (Status.PENDING, Status.RUNNING) for status in beside), suites
+        rows = conn.execute(select(R.cell_key, R.status, R.suite, R.model, R.task, R.task_version, R.method,
+                                   R.method_label, R.method_params, R.hparams, R.budget, R.num_processes)
+                            .where(R.suite == suite, R.parent_id.is_(None))).all()
+    # an evaluation-only cell's repeats (other seeds or budgets of it, queued before plan/grid.py ran it once) are
+    # one run to the tables (selection.without_evaluation_repeats), never claimed: not settings to come
+    alike = Counter(k for k in map(evaluation_key, rows) if k is not None)
+    beside = [row for row in rows if row.cell_key not in keys]
+    to_come = [row for row in beside if row.status in (Status.PENDING, Status.RUNNING)
+               and alike.get(evaluation_key(row), 0) < 2]
+    return len(beside), len(to_come), suites
 
 
 def row_states(store, suite: str, lease_timeout: float | None = None) -> list[tuple]:

@@ -1469,9 +1469,19 @@ def test_an_evaluation_only_cell_s_queued_repeats_are_no_unfinished_setting(tmp_
     assert (rows[label]["settings_tried"], rows[label]["settings_unfinished"], rows[label]["flags"]) == (1, 0, ""), \
         rows[label]
     assert "unfinished" not in export(url, "best", "markdown") and "Settings not finished" not in export(url)
+    # `harness status` counts the YAML's cells and says what the tables make of the rows beside them: not these
+    (tmp_path / "ad").mkdir()
+    (tmp_path / "ad" / "adapter_config.json").write_text("{}")
+    (tmp_path / "s.yaml").write_text(text)
+    said = call_cli("status", tmp_path / "s.yaml", "--db", url)
+    assert said.returncode == 0 and "5 row(s) of suite s in the store are no cell of this YAML" in said.stdout, \
+        said.stdout + said.stderr
+    assert "seeds and settings to come" not in said.stdout, said.stdout
     store = Store(url)
     store.enqueue([dataclasses.replace(kept, budget={"epochs": 1.0, "max_eval_samples": 50})], "cmd",
                   str(tmp_path / "out"))
     store.engine.dispose()
     rows = {r["method_label"]: r for r in json.loads(export(url, "best", "json"))["rows"]}
     assert (rows[label]["settings_tried"], rows[label]["settings_unfinished"]) == (1, 1), rows[label]
+    said = call_cli("status", tmp_path / "s.yaml", "--db", url)
+    assert "they count the 1 queued or running as seeds and settings to come" in said.stdout, said.stdout
