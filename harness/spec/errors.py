@@ -34,7 +34,8 @@ class Preempted(Exception):
 
 
 EXIT_PREEMPTED = 3
-EXIT_STORE_UNREACHABLE = 4   # a cell's result could not be recorded: kept on disk for `harness ingest`
+EXIT_STORE_UNREACHABLE = 4   # the store stayed out of reach: a result (kept on disk for `harness ingest`), or a
+                             # claim of the next cell (no cell held)
 EXIT_SLURM_UNREACHABLE = 5   # `harness slurm --wait`: squeue kept failing, so whether the job still runs is unknown
 EXIT_GROUP_BROKEN = 6   # another rank's process ended: the cell was recorded failed and the worker can run no other
 EXIT_BROKEN_PIPE = 141   # the reader of the output went away: what a shell reports for a command killed by SIGPIPE
