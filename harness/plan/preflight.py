@@ -173,8 +173,9 @@ def _quiet(logger: logging.Logger):
 
 
 def data_rows(suite: Suite, cli_data_dir: str | None) -> list[str]:
-    """A line per local data file holding rows that are no example (too short, no valid label): a run skips them
-    and its record counts them (harness/tasks/data.py), so `harness validate` says so before anything trains.
+    """A line per local data file holding rows that are no example (too short or too long, no valid label): a run
+    skips them and its record counts them (harness/tasks/data.py), so `harness validate` says so before anything
+    trains.
     Reads the files (seconds for MNLI's or QQP's), which is why only validate asks; the hub's data is not read."""
     from harness.spec.errors import DataNotFoundError
     from harness.tasks.data import SKIPPED_SHOWN
