@@ -451,7 +451,8 @@ def test_a_hung_rank_times_the_group_out_and_the_worker_says_so(tmp_path, tiny_b
 
     suite = write_suite(tmp_path / "s.yaml", "name: ddp-hang" + lora_suite(tiny_bert))
     script = tmp_path / "hang.py"
-    script.write_text(HANG_RANK_1.format(t=20, n=3, sleep=100))   # (20 s: the group's timeout, as the next test's)
+    # (30 s: the group's timeout also bounds the setup's collectives, where rank 1 waits for rank 0 to tokenize)
+    script.write_text(HANG_RANK_1.format(t=30, n=3, sleep=100))
     proc = launch(tmp_path, suite, small_glue, script=script)
     err = proc.stderr
     assert "[rank0]: Traceback" not in err, err[-3000:]
@@ -463,7 +464,7 @@ def test_a_hung_rank_times_the_group_out_and_the_worker_says_so(tmp_path, tiny_b
     first = rec.error.splitlines()[0]
     assert first.startswith("GroupBroken: another rank did not join a collective within the DDP group's "
                             "timeout"), first
-    assert "Timed out waiting 20000ms" in rec.error   # its cause
+    assert "Timed out waiting 30000ms" in rec.error   # its cause
 
 
 # harness/run.py with the DDP group's timeout cut to {t} s, whose rank 1 hangs after its first cell, between cells
