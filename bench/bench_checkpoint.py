@@ -9,7 +9,6 @@ from harness.train.context import RunContext, make_accelerator
 from harness.train.model_setup import build_model
 from harness.train.optim import make_optimizer
 from harness.spec.tasks import get_task
-from harness.spec.cell import Cell
 
 def measure(method, params):
     from harness.plan.suite import load_suite

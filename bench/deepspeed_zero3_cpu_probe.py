@@ -3,7 +3,7 @@ os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0
 import deepspeed
 from transformers import BertConfig, BertForSequenceClassification
 from harness.train.params import count_total, count_trainable
-from harness.train.zero import numel, gathered
+from harness.train.zero import gathered
 deepspeed.init_distributed(dist_backend="gloo")
 cfg = BertConfig(vocab_size=1000, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
 torch.manual_seed(0)

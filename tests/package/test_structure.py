@@ -5,7 +5,7 @@ import dataclasses
 
 import pytest
 
-from harness.spec.status import NOT_RESULTS, Regime, Status
+from harness.spec.status import Regime, Status
 from harness.plan.suite import parse_suite
 from harness.store.db import Store
 from harness.store.schema import RUN_COLUMNS

@@ -1390,7 +1390,8 @@ def test_an_evaluation_only_cell_stored_for_several_seeds_and_budgets_is_one_run
     md = export(url)
     assert row(md, label)[1] == "68.0 (not tested)" and row(md, "full")[1] == "**72.0 ± 1.0**"
     rows = {r["method_label"]: r for r in json.loads(export(url, "best", "json"))["rows"]}
-    assert (rows[label]["n_seeds"], rows[label]["settings_tried"], rows[label]["std"]) == (1, 1, None)   # one seed: no sample std (JSON null)
+    # one seed: no sample std (JSON null)
+    assert (rows[label]["n_seeds"], rows[label]["settings_tried"], rows[label]["std"]) == (1, 1, None)
     assert rows["full"]["n_seeds"] == 3
 
 
