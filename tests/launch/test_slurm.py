@@ -615,6 +615,25 @@ def test_a_task_given_two_cpus_trains_on_both(tmp_path, tiny_bert, small_glue, s
     assert (cpus, row.num_threads) == (2, 2), _logs(out)[-4000:]
 
 
+def _one_worker_args(suite, db, out, data) -> tuple:
+    return (suite, "--workers", "1", "--gpus-per-worker", "0", "--db", db, "--output-dir", out, "--data-dir", data,
+            "--time", "10:00")
+
+
+def _submitted_and_training(slurm, name: str, suite, db, out, data) -> tuple[str, Path]:
+    """A one-task array of suite `name` submitted, once its log shows training under way (eval step 10): its job
+    id and log."""
+    r = _slurm_cli(slurm, *_one_worker_args(suite, db, out, data))
+    assert r.returncode == 0, r.stderr
+    job = re.search(r"submitted job (\d+)", r.stdout).group(1)
+    log = out / "slurm-logs" / f"harness-{name}-{job}_0.out"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (log.exists() and "eval step 10 " in log.read_text()):
+        time.sleep(0.2)
+    assert log.exists() and "eval step 10 " in log.read_text(), _logs(out)   # training is under way
+    return job, log
+
+
 def test_preempted_worker_requeues_and_resumes_with_the_uninterrupted_metric(tmp_path, tiny_bert, small_glue, slurm):
     budget, hp = "{max_steps: 150}", "batch_size: 8, learning_rate: 1e-4, eval_steps: 10"
     methods = "[{name: houlsby, size: 4, learning_rate: 1e-3}]"
@@ -625,15 +644,7 @@ def test_preempted_worker_requeues_and_resumes_with_the_uninterrupted_metric(tmp
     assert ref.returncode == 0, ref.stderr[-3000:]
     (ref_row,) = Store(db).records("ref")
 
-    r = _slurm_cli(slurm, suite, "--workers", "1", "--gpus-per-worker", "0", "--db", db, "--output-dir", out,
-                   "--data-dir", small_glue, "--time", "10:00")
-    assert r.returncode == 0, r.stderr
-    job = re.search(r"submitted job (\d+)", r.stdout).group(1)
-    log = out / "slurm-logs" / f"harness-p-{job}_0.out"
-    deadline = time.time() + 300
-    while time.time() < deadline and not (log.exists() and "eval step 10 " in log.read_text()):
-        time.sleep(0.2)
-    assert log.exists() and "eval step 10 " in log.read_text(), _logs(out)   # training is under way
+    job, log = _submitted_and_training(slurm, "p", suite, db, out, small_glue)
     sig = slurm.run("scancel", "--signal=USR2", "--full", f"{job}_0")
     assert sig.returncode == 0, sig.stderr
 
@@ -713,16 +724,7 @@ def test_a_cancelled_array_stays_cancelled_and_a_new_submission_resumes_it(tmp_p
     budget, hp = "{max_steps: 300}", "batch_size: 8, learning_rate: 1e-4, eval_steps: 10"
     suite = write_suite(tmp_path / "x.yaml", suite_text(tiny_bert, "x", "[bitfit]", "[rte]", budget, hp))
     db, out = f"sqlite:///{tmp_path / 'h.db'}", tmp_path / "out"
-    args = (suite, "--workers", "1", "--gpus-per-worker", "0", "--db", db, "--output-dir", out, "--data-dir",
-            small_glue, "--time", "10:00")
-    r = _slurm_cli(slurm, *args)
-    assert r.returncode == 0, r.stderr
-    job = re.search(r"submitted job (\d+)", r.stdout).group(1)
-    log = out / "slurm-logs" / f"harness-x-{job}_0.out"
-    deadline = time.time() + 300
-    while time.time() < deadline and not (log.exists() and "eval step 10 " in log.read_text()):
-        time.sleep(0.2)
-    assert log.exists() and "eval step 10 " in log.read_text(), _logs(out)
+    job, log = _submitted_and_training(slurm, "x", suite, db, out, small_glue)
     assert slurm.run("scancel", job).returncode == 0
     deadline = time.time() + 120
     while time.time() < deadline and slurm.run("squeue", "-h", "-j", job).stdout.strip():
@@ -734,7 +736,7 @@ def test_a_cancelled_array_stays_cancelled_and_a_new_submission_resumes_it(tmp_p
     assert (str(row.status), row.attempts) == ("pending", 1), text[-3000:]
     assert checkpoint.paths_under(str(out / "x")), "the cancelled cell's checkpoint is kept for the next submission"
 
-    again = _slurm_cli(slurm, *args, "--wait")
+    again = _slurm_cli(slurm, *_one_worker_args(suite, db, out, small_glue), "--wait")
     assert again.returncode == 0, again.stdout + again.stderr + _logs(out)[-3000:]
     (row,) = Store(db).records("x")
     assert (str(row.status), row.attempts, row.slurm_restart_count) == ("completed", 2, 0), _logs(out)[-3000:]
