@@ -52,6 +52,27 @@ def _retry_timing() -> tuple[int, float]:
 SQLITE_TRANSIENT = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_IOERR", "SQLITE_CANTOPEN", "SQLITE_PROTOCOL")
 
 
+def _retried(call, what: str, say, retryable, wait, where: str = ""):
+    """call(i) for try i, retried on store errors that `retryable` accepts, waiting `wait(delay)` between tries
+    (doubling from $HARNESS_FINISH_BACKOFF_S) and saying each retry ("warning: {where}{what} failed ...");
+    StoreUnreachable when every try failed. The one retry loop of a finish and a claim."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    tries, backoff = _retry_timing()
+    for i in range(tries):
+        try:
+            return call(i)
+        except (SQLAlchemyError, OSError) as exc:
+            if not retryable(exc):
+                raise
+            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            if i == tries - 1:
+                raise StoreUnreachable(f"{what} failed {tries} times (last: {reason})") from exc
+            delay = backoff * 2 ** i
+            say(f"warning: {where}{what} failed ({reason}); try {i + 2}/{tries} in {delay:g}s")
+            wait(delay)
+
+
 def with_store_retry(call, what: str, say):
     """call(), retried with a finish's backoff on store errors: a worker claiming its next cell, or polling while
     the last cells run elsewhere, died with a traceback when the database was briefly down or had restarted (its
@@ -64,7 +85,7 @@ def with_store_retry(call, what: str, say):
     SQLITE_READONLY: the query's; SQLITE_BUSY / LOCKED / IOERR / CANTOPEN / PROTOCOL: the file's, for a while)."""
     import sqlite3
 
-    from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError, SQLAlchemyError
+    from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
     from sqlalchemy.exc import TimeoutError as PoolTimeout
 
     def mendable(exc: Exception) -> bool:
@@ -73,19 +94,7 @@ def with_store_retry(call, what: str, say):
         return isinstance(exc, (OSError, OperationalError, InterfaceError, DisconnectionError, PoolTimeout)) or (
             isinstance(exc, DBAPIError) and exc.connection_invalidated)
 
-    tries, backoff = _retry_timing()
-    for i in range(tries):
-        try:
-            return call()
-        except (SQLAlchemyError, OSError) as exc:
-            if not mendable(exc):
-                raise
-            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-            if i == tries - 1:
-                raise StoreUnreachable(f"{what} failed {tries} times (last: {reason})") from exc
-            delay = backoff * 2 ** i
-            say(f"warning: {what} failed ({reason}); try {i + 2}/{tries} in {delay:g}s")
-            time.sleep(delay)
+    return _retried(lambda _: call(), what, say, mendable, time.sleep)
 
 
 def folder(cell_dir: str, claim: Claim) -> str:
@@ -269,12 +278,11 @@ def finish_with_retry(store, claim: Claim, status: str, fields: dict, children: 
 
     from harness.store.queue import LeaseLost
 
-    tries, backoff = _retry_timing()
-    for i in range(tries):
+    def finish(i: int):
         try:
             return store.finish(claim, status, fields, children, before_commit=before_commit)
         except LeaseLost:
-            if i > 0:
+            if i > 0:   # an earlier try may have committed before its answer was lost
                 try:
                     rec = _committed(store, claim, status)
                 except (SQLAlchemyError, OSError):
@@ -282,13 +290,10 @@ def finish_with_retry(store, claim: Claim, status: str, fields: dict, children: 
                 if rec is not None:
                     return rec
             raise
-        except (SQLAlchemyError, OSError) as exc:
-            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-            if i == tries - 1:
-                raise StoreUnreachable(f"recording failed {tries} times (last: {reason})") from exc
-            delay = backoff * 2 ** i
-            say(f"warning: cell {claim.cell_key}: recording failed ({reason}); try {i + 2}/{tries} in {delay:g}s")
-            _wait_keeping_lease(store, claim, delay, heartbeat_s)
+
+    keeping_lease = lambda delay: _wait_keeping_lease(store, claim, delay, heartbeat_s)   # noqa: E731
+    # every store error is retried: a result is hours of training (kept on disk for ingest after the last try)
+    return _retried(finish, "recording", say, lambda exc: True, keeping_lease, where=f"cell {claim.cell_key}: ")
 
 
 def keep_for_ingest(leased: dict, claim: Claim, status: str, fields: dict, children: list, attempt_dir: str,
