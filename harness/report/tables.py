@@ -20,7 +20,7 @@ from harness.stats.flags import is_trivial, still_improving, trivial_score
 from harness.stats.selection import (evaluation_key, failed_settings, member_keys, planned_seeds, seed_mean,
                                      selectable_runs, unfinished_settings, with_setting_key)
 from harness.spec.cell import base_label, budget_text
-from harness.spec.methods import METHODS
+from harness.spec.methods import methods_with
 from harness.spec.status import Regime, Status
 from harness.spec.tasks import TASKS
 
@@ -184,7 +184,7 @@ def _queued_seeds(store, suite: str | None) -> tuple[dict[tuple, int], dict[tupl
                 variants[(of_suite, k)] = (model, member_task, label)
     # an evaluation-only cell's repeats (other seeds and budgets, queued by a grid from before it ran such a cell
     # once: selection.without_evaluation_repeats) are no settings to come: their evaluation keys, for _queued_only
-    evaluating = [name for name, spec in METHODS.items() if spec.trains_when]
+    evaluating = methods_with("trains_when")
     if evaluating:
         rows = select(R.suite, key, R.model, R.task, R.task_version, R.method, R.method_label, R.method_params,
                       R.hparams, R.budget, R.num_processes).where(R.status == Status.PENDING.value,

@@ -9,7 +9,7 @@ import math
 import pandas as pd
 
 from harness.spec.hparams import EVALUATION_BUDGET, TRAINING_ONLY
-from harness.spec.methods import METHODS
+from harness.spec.methods import METHODS, methods_with
 from harness.spec.status import NOT_RESULTS, Regime, Status
 
 COLUMN = ["suite", "task"]   # one task column of a suite's tables: one version in it, whatever the model
@@ -45,8 +45,10 @@ def evaluation_key(row) -> tuple | None:
     cell without the seed, the training hparams and the budget fields it does not read; None for any other run.
     `row`: a runs frame's row, or a store row's fields (dicts where the frame has text)."""
     spec = METHODS.get(row.method) if row.method in METHODS else None
+    if spec is None or spec.trains_when is None:   # a method that always trains: nothing to parse
+        return None
     params = _as_dict(row.method_params)
-    if spec is None or not spec.evaluates_alike(spec.resolve(params)):
+    if not spec.evaluates_alike(spec.resolve(params)):
         return None
     hparams = {k: v for k, v in _as_dict(row.hparams).items() if k not in TRAINING_ONLY}
     budget = _as_dict(row.budget)
@@ -61,6 +63,9 @@ def without_evaluation_repeats(runs: pd.DataFrame) -> pd.DataFrame:
     same predictions, so not seeds of a mean (a std of 0 over "3 seeds") nor settings tried. Keeps the completed
     run stored first (else the first stored); its seeds still queued do not count either."""
     if runs.empty or not {"id", "method", "method_params", "hparams", "budget"} <= set(runs.columns):
+        return runs
+    # (every table asks this of the same frame several times: a frame of methods that always train is not read)
+    if not runs["method"].isin(methods_with("trains_when")).any():
         return runs
     keys = pd.Series([evaluation_key(r) for r in runs.itertuples()], index=runs.index)
     alike = keys.notna()
