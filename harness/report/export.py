@@ -179,8 +179,7 @@ def display_table(kind: str, frame: pd.DataFrame) -> tuple[list[str], list[list]
                   score_text(r[m], r[s], r[n], r.get(f"{t}_trivial"), r.get(f"{t}_improving_seeds"),
                              untested=_untested(r, t), planned=r.get(f"{t}_seeds_planned"))
                   for (_, m, s, n, t), em in zip(score_cols, is_em)]
-        avg_untested = _untested(r, "avg", "avg")
-        cells += [_num(r["avg"]) + (f" {NOT_TESTED}" if avg_untested else ""), pct_text(r["trainable_pct"]),
+        cells += [average_text(r), pct_text(r["trainable_pct"]),
                   f"{_params(r['params_all_tasks'])} ({r['params_all_tasks_x']:.2f}x)"
                   if pd.notna(r["params_all_tasks"]) else "–"]
         rows.append(cells)
@@ -269,6 +268,19 @@ def score_text(mean, std, n, trivial=None, improving_seeds=None, untested=False,
     short = _count(planned) > _count(n)
     return (text + (f" {marks}" if marks else "") + (f" ({_count(n)}/{_count(planned)} seeds)" if short else "")
             + (f" {NOT_TESTED}" if untested else ""))
+
+
+def average_text(r) -> str:
+    """A leaderboard row's average cell: the mean, then "(k/n seeds)" where some of its tasks' chosen settings lack
+    seeds (k and n summed over the averaged tasks, as the footnote says) and "(not tested)", as score_text marks a
+    task's cell."""
+    text = _num(r["avg"])
+    if text == "–":
+        return text
+    n, planned = r.get("avg_n"), r.get("avg_seeds_planned")
+    short = _count(planned) > _count(n)
+    return (text + (f" ({_count(n)}/{_count(planned)} seeds)" if short else "")
+            + (f" {NOT_TESTED}" if _untested(r, "avg", "avg") else ""))
 
 
 def seeds_of(n, planned) -> str:
@@ -419,7 +431,9 @@ def footnote(kind: str, frame: pd.DataFrame) -> list[str]:
     short = kind == "best" and "seeds_planned" in frame and bool((frame["seeds_planned"] > frame["n_seeds"]).any())
     if short or any(SHORT_SEEDS.search(c) for c in texts):
         lines.append("k/n seeds: only k of the n seeds of the chosen setting completed (the others failed or have not "
-                     "finished); its mean, std and test are over those k, and it was chosen on their mean.")
+                     "finished); its mean, std and test are over those k, and it was chosen on their mean"
+                     + (f"; under {frame.attrs.get('avg_name', 'GLUE avg')}, k and n are summed over the averaged "
+                        f"tasks' chosen settings" if kind == "leaderboard" and _short_average(frame) else "") + ".")
     if kind == "leaderboard":
         lines += budget_notes(frame)
     lines += ((frame.attrs.get("dev_sets") or []) + (frame.attrs.get("budgets") or [])
@@ -451,6 +465,14 @@ def footnote(kind: str, frame: pd.DataFrame) -> list[str]:
                      "n = 2 (z_0.975 + z_0.8)² σ² / δ², σ² the mean of the two variants' seed variances; "
                      "∞: equal means; –: one seed or no variance.")
     return lines
+
+
+def _short_average(board: pd.DataFrame) -> bool:
+    """Some variant's average is over chosen settings with fewer completed seeds than planned."""
+    if "avg_n" not in board:
+        return False
+    return bool((pd.to_numeric(board["avg_seeds_planned"], errors="coerce")
+                 > pd.to_numeric(board["avg_n"], errors="coerce")).any())
 
 
 def average_missing(board: pd.DataFrame) -> list[str]:

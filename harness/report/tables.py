@@ -580,6 +580,10 @@ def leaderboard_table(best: pd.DataFrame) -> pd.DataFrame:
         complete = glue and all(row[f"{t}_mean"] is not None for t in glue)
         # exactly rounded (seed_mean): two variants with the same task means on different tasks tie exactly
         row["avg"] = seed_mean([row[f"{t}_mean"] for t in glue]) if complete else None
+        # the seeds behind the average, summed over its tasks: fewer completed than planned on any task is the
+        # average's "(k/n seeds)" too (an average of short cells claimed full evidence)
+        row["avg_n"] = sum(row[f"{t}_n"] for t in glue) if complete else None
+        row["avg_seeds_planned"] = sum(row[f"{t}_seeds_planned"] for t in glue) if complete else None
         row["avg_tied_with_best"] = row["avg_p_vs_best"] = None
         row["avg_tested"] = False
         # exactly rounded, as table_order's share: the rows are sorted by it, in the best table and here alike

@@ -1486,3 +1486,28 @@ def test_an_evaluation_only_cell_s_queued_repeats_are_no_unfinished_setting(tmp_
     assert (rows[label]["settings_tried"], rows[label]["settings_unfinished"]) == (1, 1), rows[label]
     said = call_cli("status", tmp_path / "s.yaml", "--db", url)
     assert "they count the 1 queued or running as seeds and settings to come" in said.stdout, said.stdout
+
+
+def table(url: str, kind: str = "leaderboard", fmt: str = "markdown") -> str:
+    """`harness export --table KIND --format FMT`'s text, in this process (no interpreter to start)."""
+    from harness.report.export import export as export_text
+
+    return export_text(Store(url, read_only=True), fmt, kind)
+
+
+def test_an_average_over_cells_short_of_seeds_says_so_as_they_do(tmp_path):
+    """bitfit's rte setting lost seed 3 (2/3 seeds; mrpc 3/3): its rte cell said "(2/3 seeds)", its GLUE average
+    "71.8" alone, as if over every planned seed."""
+    text = "name: s\nmodels: [minilm]\ntasks: [rte, mrpc]\nmethods: [full, bitfit]\nseeds: [1, 2, 3]\n"
+    url = store_of(tmp_path, [text], lambda c: None if (c.method, c.task, c.seed) == ("bitfit", "rte", 3)
+                   else 70.0 + c.seed + (c.method == "full"))
+    md = table(url)
+    avg = row(md, "method").index("GLUE avg")
+    assert row(md, "bitfit")[avg] == "71.8 (5/6 seeds) (not tested)" and row(md, "full")[avg] == "**73.0**", md
+    assert "under GLUE avg, k and n are summed over the averaged tasks' chosen settings" in md
+    assert "71.8 (5/6 seeds)" in table(url, fmt="latex")
+    board = {r["method"]: r for r in json.loads(table(url, fmt="json"))["rows"]}
+    assert (board["bitfit"]["avg_n"], board["bitfit"]["avg_seeds_planned"]) == (5, 6)
+    assert (board["full"]["avg_n"], board["full"]["avg_seeds_planned"]) == (6, 6)
+    assert {r["method"]: (r["avg_n"], r["avg_seeds_planned"])
+            for r in csv.DictReader(table(url, fmt="csv").splitlines())}["bitfit"] == ("5", "6")
