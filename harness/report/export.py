@@ -13,7 +13,7 @@ import pandas as pd
 from harness.report.provenance import (data_by_task, mixed_data_text, mixed_model_text, note_applies, recorded_splits,
                                        skipped_by_task, skipped_text)
 from harness.report.tables import (ALL_FAILED, NOT_FINISHED, STD_NOTE, best_table, fmt_mean_std,
-                                   leaderboard_table, runs_frame, with_failed_rows)
+                                   leaderboard_table, runs_frame, score_metric, span_tasks, with_failed_rows)
 from harness.report.text import pct_text
 from harness.spec.status import Regime
 from harness.store.db import Store
@@ -127,20 +127,24 @@ def display_table(kind: str, frame: pd.DataFrame) -> tuple[list[str], list[list]
         k = frame["evp_k_n"].dropna() if "evp_k_n" in frame else pd.Series(dtype=float)
         evp_k_name = f"EVP({int(k.iloc[0])})" if len(k) and k.nunique() == 1 else "EVP(k)"
         with_k = evp_k_name != "EVP(1)"   # every variant tried one setting: EVP(k) is EVP(1), shown once
-        header = ["model", "task", "method", "score", "seeds", "lr", "budget", "% trained", "p vs best",
-                  "seeds needed", "settings", "EVP(1)"] + ([evp_k_name] if with_k else [])
+        # SQuAD's EM beside its F1 (the score), as the leaderboard shows it: a column only where such a task is
+        with_em = bool(span_tasks(frame["task"]))
+        header = (["model", "task", "method", "score"] + ["EM"] * with_em + ["seeds", "lr", "budget", "% trained",
+                  "p vs best", "seeds needed", "settings", "EVP(1)"] + ([evp_k_name] if with_k else []))
         frame = frame.reset_index(drop=True)
         # a variant whose every run of the task failed, or with none finished yet (tables.with_failed_rows): the
         # leaderboard's cell, no setting
         rows = [[r["model"], r["task"], r["method_label"], ALL_FAILED if _count(r.get("failed_settings"))
-                 else NOT_FINISHED] + ["–"] * 6
+                 else NOT_FINISHED] + ["–"] * (6 + with_em)
                 + [settings_text(r.get("settings_tried"), r.get("settings_failed"), r.get("settings_unfinished"))]
                 + ["–"] * (1 + with_k)
                 if _count(r.get("failed_settings")) or pd.isna(r["mean"]) else
                 [r["model"], r["task"], r["method_label"],
                  score_text(r["mean"], r["std"], r["n_seeds"], r.get("trivial"), r.get("improving_seeds"),
-                            untested=flag_value(r.get("tested")) is False and not flag_value(r.get("is_best"))),
-                 seeds_of(r["n_seeds"], r.get("seeds_planned")), lr_text(r["learning_rate"]), r["budget"],
+                            untested=flag_value(r.get("tested")) is False and not flag_value(r.get("is_best")))]
+                + ([fmt_mean_std(r.get("em_mean"), r.get("em_std"), r["n_seeds"]) if r["task"] in span_tasks(
+                    [r["task"]]) else "–"] if with_em else [])
+                + [seeds_of(r["n_seeds"], r.get("seeds_planned")), lr_text(r["learning_rate"]), r["budget"],
                  pct_text(r["trainable_pct"]),
                  "best" if r.get("is_best") else _p(r.get("p_vs_best")), seeds_text(r.get("seeds_needed")),
                  settings_text(r.get("settings_tried"), r.get("settings_failed"), r.get("settings_unfinished")),
@@ -151,7 +155,8 @@ def display_table(kind: str, frame: pd.DataFrame) -> tuple[list[str], list[list]
         for i, r in frame.iterrows():
             if _tied(frame, i, "tied_with_best", "mean", (frame["model"] == r["model"]) & (frame["task"] == r["task"])):
                 bold.add((int(i), 3))
-        return header, rows, ["l", "l", "l", "r", "r", "r", "l", "r", "r", "r", "r", "r"] + ["r"] * with_k, bold
+        return header, rows, ["l", "l", "l", "r"] + ["r"] * with_em + ["r", "r", "l", "r", "r", "r", "r", "r"] \
+            + ["r"] * with_k, bold
     # leaderboard
     tasks = frame.attrs.get("tasks", [])
     em_tasks = frame.attrs.get("em_tasks", [])
@@ -438,7 +443,8 @@ def footnote(kind: str, frame: pd.DataFrame) -> list[str]:
         lines += budget_notes(frame)
     lines += ((frame.attrs.get("dev_sets") or []) + (frame.attrs.get("budgets") or [])
               + (frame.attrs.get("setups") or []))
-    if kind == "leaderboard" and frame.attrs.get("em_tasks"):
+    lines += metric_line(kind, frame)
+    if span_tasks(shown_tasks(kind, frame)):
         lines.append("EM (exact match) is shown beside F1, the main score: the setting chosen, bold, the marks and "
                      "the tests are F1's.")
     for task, versions in (frame.attrs.get("older_versions") or {}).items():
@@ -473,6 +479,19 @@ def _short_average(board: pd.DataFrame) -> bool:
         return False
     return bool((pd.to_numeric(board["avg_seeds_planned"], errors="coerce")
                  > pd.to_numeric(board["avg_n"], errors="coerce")).any())
+
+
+def shown_tasks(kind: str, frame: pd.DataFrame) -> list[str]:
+    """The tasks a leaderboard's columns or a best table's rows show, in their order."""
+    if kind == "leaderboard":
+        return list(frame.attrs.get("tasks", []))
+    return list(dict.fromkeys(frame["task"].dropna())) if "task" in frame else []
+
+
+def metric_line(kind: str, frame: pd.DataFrame) -> list[str]:
+    """Which metric each task's score is, in points (the best table's `metric` column in CSV and JSON)."""
+    tasks = shown_tasks(kind, frame)
+    return [f"Scores, in points (× 100): {'; '.join(f'{t} {score_metric(t)}' for t in tasks)}."] if tasks else []
 
 
 def average_missing(board: pd.DataFrame) -> list[str]:

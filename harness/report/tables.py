@@ -260,7 +260,7 @@ def best_table(runs: pd.DataFrame, metric: str = "score", resamples: int = signi
             else 0
         out.append({
             "suite": suite, "model": of_model, "task": task, "method": first["method"], "method_label": label,
-            "mean": mean, "std": std, "n_seeds": len(values),
+            "metric": score_metric(task), "mean": mean, "std": std, "n_seeds": len(values),
             # the chosen setting's seeds in the store in any state: more than n_seeds where some failed or run
             "seeds_planned": max(int(planned.get((suite, first["setting_key"]), 0)), len(values)),
             "learning_rate": first["learning_rate"], "hparams": first.get("hparams"), "budget": first["budget"],
@@ -362,14 +362,14 @@ def with_failed_rows(best: pd.DataFrame, runs: pd.DataFrame | None = None) -> pd
     unfinished = best.attrs.get("unfinished") or {}
     failed_only = best.attrs.get("failed_only") or {}
     failed = [{"suite": suites[0] if len(suites) == 1 else None, "model": of_model, "task": task,
-               "method": methods.get(label), "method_label": label, "settings_tried": n, "settings_failed": n,
+               "method": methods.get(label), "method_label": label, "metric": score_metric(task), "settings_tried": n, "settings_failed": n,
                "failed_settings": n, "settings_unfinished": unfinished.get((of_model, label, task), 0)}
               for (of_model, label, task), n in failed_only.items()]
     # a variant whose settings of a task are all still queued or running: the leaderboard's "not finished" cell,
     # no setting tried yet (its settings column "0 (+2 unfinished)"), not a variant never run there
     scored = set(zip(best["model"], best["method_label"], best["task"]))
     failed += [{"suite": suites[0] if len(suites) == 1 else None, "model": of_model, "task": task,
-                "method": methods.get(label), "method_label": label, "settings_tried": 0, "settings_failed": 0,
+                "method": methods.get(label), "method_label": label, "metric": score_metric(task), "settings_tried": 0, "settings_failed": 0,
                 "failed_settings": None, "settings_unfinished": n}
                for (of_model, label, task), n in unfinished.items()
                if n and (of_model, label, task) not in scored and (of_model, label, task) not in failed_only]
@@ -531,6 +531,29 @@ def best_setting_runs(group: pd.DataFrame, metric: str = "score") -> pd.DataFram
     return group[group["setting_key"] == chosen].sort_values("seed", kind="stable")
 
 
+METRIC_NAMES = {"accuracy": "accuracy", "f1": "F1", "mcc": "MCC", "pearson": "Pearson", "spearman": "Spearman",
+                "exact": "EM"}
+
+
+def score_metric(task: str) -> str:
+    """What a task's score is, as the tables name it: its main metric ("accuracy", SQuAD's "F1"), or the mean of
+    its main metrics ("mean of F1 and accuracy") and of its dev sets (MNLI's two): a bare "score" column said
+    neither, and SQuAD's F1 read as any of its metrics."""
+    if task not in TASKS:   # a task this install does not declare: its record's score
+        return "the recorded score"
+    spec = TASKS[task]
+    names = [METRIC_NAMES.get(m, m) for m in spec.main]
+    text = names[0] if len(names) == 1 else f"mean of {', '.join(names[:-1])} and {names[-1]}"
+    if len(spec.eval_splits) > 1:
+        text += f" (mean over its {len(spec.eval_splits)} dev sets)"
+    return text
+
+
+def span_tasks(tasks) -> list[str]:
+    """Those of `tasks` scored by F1 with exact match (EM) beside it (SQuAD): the tables show both."""
+    return [t for t in dict.fromkeys(tasks) if t in TASKS and "exact" in TASKS[t].metrics]
+
+
 def _task_order(tasks) -> list[str]:
     known = [t for t in TASKS if t in set(tasks)]
     return known + sorted(t for t in set(tasks) if t not in TASKS)
@@ -548,7 +571,7 @@ def leaderboard_table(best: pd.DataFrame) -> pd.DataFrame:
     tasks = _task_order(list(best["task"].unique()) + [t for _, _, t in failed_only] + [t for _, _, t in unfinished])
     # the average is GLUE's: over the GLUE tasks only (SQuAD and other benchmarks are shown beside it)
     glue = [t for t in tasks if t in TASKS and TASKS[t].benchmark == "glue"]
-    em_tasks = [t for t in tasks if t in TASKS and "exact" in TASKS[t].metrics]
+    em_tasks = span_tasks(tasks)
     rows = []
     variants = dict.fromkeys(list(zip(best["model"], best["method_label"])) + [k[:2] for k in failed_only]
                              + [k[:2] for k in unfinished])

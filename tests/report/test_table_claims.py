@@ -965,7 +965,8 @@ def test_squad_s_note_goes_only_where_a_run_read_other_files_than_the_official_o
         for fmt in ("markdown", "latex", "csv"):
             out = export(url, table, fmt)
             assert "not comparable with published" not in out and "different data" not in out, (table, fmt, out)
-        assert not any("squad" in line for line in json.loads(export(url, table, "json"))["footnote"]), table
+        assert not any(line.startswith("squad") for line in json.loads(export(url, table, "json"))["footnote"]), \
+            table
     assert not any(note in c.value for _, at in board_pages(url, monkeypatch, "minilm", "squad",
                                                             ("Runs", "Task", "Trade-off", "Tuning budget"))
                    for c in at.main.caption)
@@ -987,7 +988,7 @@ def test_squad_s_note_goes_only_where_a_run_read_other_files_than_the_official_o
     (tmp_path / "hub").mkdir()
     both = store_of(tmp_path / "hub", [text], lambda c: 70.0,
                     extra=lambda c: hub if c.method == "full" else squad_read("official"))
-    assert not any("squad" in x for x in json.loads(export(both, "best", "json"))["footnote"])
+    assert not any(x.startswith("squad") for x in json.loads(export(both, "best", "json"))["footnote"])
     (tmp_path / "failed").mkdir()   # a failed run scored nothing and recorded no data: not judged
     failed = store_of(tmp_path / "failed", [text], lambda c: None if c.method == "bitfit" else 70.0,
                       extra=lambda c: squad_read("official"))
@@ -1511,3 +1512,23 @@ def test_an_average_over_cells_short_of_seeds_says_so_as_they_do(tmp_path):
     assert (board["full"]["avg_n"], board["full"]["avg_seeds_planned"]) == (6, 6)
     assert {r["method"]: (r["avg_n"], r["avg_seeds_planned"])
             for r in csv.DictReader(table(url, fmt="csv").splitlines())}["bitfit"] == ("5", "6")
+
+
+def test_the_best_table_shows_squad_s_em_and_names_each_task_s_metric(tmp_path):
+    """The leaderboard shows SQuAD's EM beside its F1; the best table showed a bare "score" (F1) with no EM and no
+    word of which metric any task's score was (mrpc's is the mean of F1 and accuracy)."""
+    text = "name: s\nmodels: [minilm]\ntasks: [mrpc, squad]\nmethods: [full]\nseeds: [1, 2]\n"
+    url = store_of(tmp_path, [text], lambda c: 70.0 + c.seed,
+                   fields=lambda c: {"metrics": {"f1": 70.0 + c.seed, "exact": 60.0 + c.seed}} if c.task == "squad"
+                   else {})
+    md = table(url, "best")
+    header = row(md, "model")
+    assert header[3:5] == ["score", "EM"], header
+    squad = next(r for r in (row(line, "minilm") for line in md.splitlines() if "| squad " in line))
+    mrpc = next(r for r in (row(line, "minilm") for line in md.splitlines() if "| mrpc " in line))
+    assert (squad[3], squad[4], mrpc[4]) == ("**71.5 ± 0.7**", "61.5 ± 0.7", "–"), md
+    said = "Scores, in points (× 100): mrpc mean of F1 and accuracy; squad F1."
+    assert said in md and said in table(url), md
+    assert "EM (exact match) is shown beside F1, the main score" in md
+    rows = {r["task"]: r for r in csv.DictReader(table(url, "best", "csv").splitlines())}
+    assert (rows["squad"]["metric"], rows["mrpc"]["metric"]) == ("F1", "mean of F1 and accuracy")
