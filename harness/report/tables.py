@@ -120,7 +120,7 @@ def runs_frame(store, suite: str | None = None, with_env: bool = False) -> pd.Da
                                                        frame["num_threads"], frame["num_processes"])]
     settings = frame["setting_key"].fillna(frame["cell_key"])
     frame["seeds_queued"] = [queued.get(k, 0) for k in zip(frame["suite"], settings)]
-    frame["settings_queued"] = _queued_only(frame, settings, variants)
+    frame["settings_queued"], alone = _queued_only(frame, settings, variants)
     # the flags' inputs, reduced to one value per run (a history is a list per run: not a table column)
     frame["trivial_score"] = [trivial_score(t) for t in frame.pop("trivial_scores")]
     frame["still_improving"] = [still_improving(h) for h in frame.pop("history")]
@@ -143,7 +143,11 @@ def runs_frame(store, suite: str | None = None, with_env: bool = False) -> pd.Da
     first = [c for c in RUN_COLUMNS if c in frame.columns]
     metric_cols = sorted(c for c in frame.columns if c.startswith(("metric_", "best_metric_")))
     rest = [c for c in frame.columns if c not in first and c not in metric_cols]
-    return frame[first + metric_cols + rest]
+    frame = frame[first + metric_cols + rest]
+    # a variant's task with every setting still queued has no row to carry its count: the tables read it here
+    # (selection.unfinished_settings), so the variant shows as not finished, not as never run
+    frame.attrs["settings_queued_alone"] = alone
+    return frame
 
 
 def _json_object(text):
@@ -196,10 +200,12 @@ def _queued_seeds(store, suite: str | None) -> tuple[dict[tuple, int], dict[tupl
     return out, variants
 
 
-def _queued_only(frame: pd.DataFrame, settings: pd.Series, variants: dict[tuple, tuple]) -> list[int]:
+def _queued_only(frame: pd.DataFrame, settings: pd.Series, variants: dict[tuple, tuple]) -> tuple[list[int], dict]:
     """Per row: the settings of its (suite, model, task, method variant) whose every seed is still queued, so no
     row of them is in `frame` (selection.unfinished_settings counts them with the unfinished settings that have
-    a row). Rows of a task's own are keyed by it, a multi-task cell's joint row stands for its member rows."""
+    a row). Rows of a task's own are keyed by it, a multi-task cell's joint row stands for its member rows. And
+    {(suite, model, task, method_label): settings} of those with no row at all to carry them (a variant whose
+    every cell of the task is queued)."""
     present = set(zip(frame["suite"], settings))
     joint = frame["regime"] == Regime.MULTITASK.value
     present |= {(s, k) for s, setting, task in zip(frame.loc[joint, "suite"], settings[joint], frame.loc[joint, "task"])
@@ -218,7 +224,14 @@ def _queued_only(frame: pd.DataFrame, settings: pd.Series, variants: dict[tuple,
     # a joint row carries its member tasks' count (the same settings queued for each): before any multi-task cell
     # completes it is the only row of them (selection.unfinished_settings hands it to each member task)
     tasks = [next(iter(member_keys("", task))) if j else task for task, j in zip(frame["task"], joint)]
-    return [counts.get(k, 0) for k in zip(frame["suite"], frame["model"], tasks, frame["method_label"])]
+    carried = set(zip(frame["suite"], frame["model"], tasks, frame["method_label"]))
+    # (a joint row carries its first member task's count, selection.unfinished_settings hands it to each member)
+    covered = carried | {(s, m, t, label) for s, m, task, label in zip(frame.loc[joint, "suite"],
+                                                                       frame.loc[joint, "model"], frame.loc[joint, "task"],
+                                                                       frame.loc[joint, "method_label"])
+                         for t in member_keys("", task)}
+    return ([counts.get(k, 0) for k in zip(frame["suite"], frame["model"], tasks, frame["method_label"])],
+            {k: n for k, n in counts.items() if k not in covered})
 
 
 def best_table(runs: pd.DataFrame, metric: str = "score", resamples: int = significance.RESAMPLES,

@@ -1532,3 +1532,25 @@ def test_the_best_table_shows_squad_s_em_and_names_each_task_s_metric(tmp_path):
     assert "EM (exact match) is shown beside F1, the main score" in md
     rows = {r["task"]: r for r in csv.DictReader(table(url, "best", "csv").splitlines())}
     assert (rows["squad"]["metric"], rows["mrpc"]["metric"]) == ("F1", "mean of F1 and accuracy")
+
+
+def test_a_variant_with_every_cell_of_a_task_queued_shows_as_not_finished(tmp_path, monkeypatch):
+    """bitfit's cells were all queued (nothing finished, nothing failed): it was in no table, leaderboard, best
+    table or board, as if the suite had no bitfit; lora done on rte with its mrpc cells all queued showed a bare
+    "–" on mrpc, which the footnote calls "no run of it"."""
+    text = ("name: s\nmodels: [minilm]\ntasks: [rte, mrpc]\n"
+            "methods: [full, {name: bitfit, learning_rate: [1e-4, 1e-3]}, lora]\n")
+    url = queued_store(tmp_path, text, lambda c: "completed" if c.method == "full" or (c.method, c.task) == (
+        "lora", "rte") else None)
+    md = table(url)
+    lora = "lora(rank=8,alpha=8,dropout=0.0,matrices=qv)"
+    mrpc, rte = row(md, "method").index("mrpc"), row(md, "method").index("rte")
+    assert row(md, "bitfit")[mrpc] == row(md, "bitfit")[rte] == "– (not finished)", md
+    assert row(md, lora)[mrpc] == "– (not finished)", md
+    assert f"Settings not finished on mrpc ({lora} 1 of 1, bitfit 2 of 2 settings" in md
+    best = [r for r in (row(line, "minilm") for line in table(url, "best").splitlines() if "| bitfit " in line)]
+    assert [(r[1], r[3], r[-2]) for r in best] == [("mrpc", "– (not finished)", "0 (+2 unfinished)"),
+                                                   ("rte", "– (not finished)", "0 (+2 unfinished)")], best
+    ((_, at),) = board_pages(url, monkeypatch, "minilm", "rte", ("Leaderboard",))
+    shown = at.dataframe[0].value.set_index("method")
+    assert shown.loc["bitfit", "rte"] == "– (not finished)", shown
