@@ -246,14 +246,17 @@ def budget_notes(frame: pd.DataFrame) -> list[str]:
                      if _count(r.get(f"{t}_settings"))}
             failed = {r["method"]: r.get(f"{t}_settings_failed") for _, r in rows.iterrows()}
             unfinished = {r["method"]: _count(r.get(f"{t}_settings_unfinished")) for _, r in rows.iterrows()}
-            if len(set(tried.values())) > 1:
-                each = ", ".join(f"{m} {settings_text(k, failed.get(m), unfinished.get(m))}" for m, k in tried.items())
-                lines.append(f"Tuning budgets differ on {t}{where} (settings tried: {each}): the best of more "
-                             f"settings is biased upward; `harness export --table best` compares them at an equal "
-                             f"budget (EVP).")
             # tried so far: a cell whose finished settings all failed has no `{t}_settings`, its failed ones
             of = {r["method"]: _count(r.get(f"{t}_settings")) or _count(r.get(f"{t}_failed_settings"))
                   for _, r in rows.iterrows()}
+            if len(set(tried.values())) > 1:
+                # the scores' budgets differ; a variant whose every setting failed has no score to be biased, but
+                # spent its budget too: listed as the best table's settings column counts it ("3 (3 failed)")
+                each = ", ".join(f"{m} {settings_text(k, failed.get(m) if m in tried else k, unfinished.get(m))}"
+                                 for m, k in of.items() if k)
+                lines.append(f"Tuning budgets differ on {t}{where} (settings tried: {each}): the best of more "
+                             f"settings is biased upward; `harness export --table best` compares them at an equal "
+                             f"budget (EVP).")
             open_ = {m: n for m, n in unfinished.items() if n}
             if open_:
                 each = ", ".join(f"{m} {n} of {of[m] + n}" for m, n in open_.items())

@@ -1554,3 +1554,13 @@ def test_a_variant_with_every_cell_of_a_task_queued_shows_as_not_finished(tmp_pa
     ((_, at),) = board_pages(url, monkeypatch, "minilm", "rte", ("Leaderboard",))
     shown = at.dataframe[0].value.set_index("method")
     assert shown.loc["bitfit", "rte"] == "– (not finished)", shown
+
+
+def test_unequal_tuning_budgets_list_a_variant_whose_every_setting_failed(tmp_path):
+    """full tried one rate, bitfit two, lora three that all failed: the best table counts lora's "3 (3 failed)" as
+    budget spent, while the leaderboard's "Tuning budgets differ" line listed full and bitfit only."""
+    text = ("name: s\nmodels: [minilm]\ntasks: [rte]\nmethods: [full, {name: bitfit, learning_rate: [1e-4, 1e-3]}, "
+            "{name: lora, learning_rate: [1e-4, 1e-3, 1e-2]}]\n")
+    url = queued_store(tmp_path, text, lambda c: "failed" if c.method == "lora" else "completed")
+    lora = "lora(rank=8,alpha=8,dropout=0.0,matrices=qv)"
+    assert f"Tuning budgets differ on rte (settings tried: bitfit 2, full 1, {lora} 3 (3 failed))" in table(url)
