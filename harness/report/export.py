@@ -632,10 +632,21 @@ def latex_symbols(text: str) -> str:
     return "".join(LATEX_SYMBOLS.get(ch, ch) for ch in text)
 
 
-def _md_escape(text) -> str:
-    """A cell's text: a backslash before a pipe escaped first, so a name's `\\|` cannot unescape the pipe that
-    would then end the cell (GitHub's tables split cells at a pipe not escaped)."""
-    return str(text).replace("\\", "\\\\").replace("|", r"\|").replace("\n", " ")
+MD_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
+# backslash-escaped: a backslash itself (first, so a name's `\|` cannot unescape the pipe that would then end the
+# cell: GitHub's tables split cells at a pipe not escaped), the pipe, emphasis, and a `]` that would close a link's
+# text before its `(url)` (a label's own brackets, "full [after mrpc]", stay as they are); a cell's text also its
+# backticks (a footnote's `code` spans, the commands it names, are its own)
+MD_PUNCTUATION = re.compile(r"[\\|*]|\](?=\()")
+MD_CELL_PUNCTUATION = re.compile(r"[\\|*`]|\](?=\()")
+
+
+def _md_escape(text, cell: bool = True) -> str:
+    """A cell's (or a footnote line's) text as Markdown prints it, not as markup: `<`, `>` and `&` as entities (a
+    name's `<b>` or `<script>` was raw HTML to GitHub, Pandoc and Python-Markdown alike; entities are the one
+    escape all three read), the rest of MD_PUNCTUATION backslash-escaped, a line break as a space."""
+    text = (MD_CELL_PUNCTUATION if cell else MD_PUNCTUATION).sub(lambda m: "\\" + m.group(0), str(text))
+    return "".join(MD_ENTITIES.get(ch, ch) for ch in text).replace("\n", " ")
 
 
 def to_markdown(kind: str, frame: pd.DataFrame, caption: str | None = None) -> str:
@@ -651,7 +662,7 @@ def to_markdown(kind: str, frame: pd.DataFrame, caption: str | None = None) -> s
         table = f"Table: {_md_escape(caption)}\n\n" + table
     notes = footnote(kind, frame)
     if notes:
-        table += "\n" + "\n".join(_md_escape(line) for line in notes) + "\n"
+        table += "\n" + "\n".join(_md_escape(line, cell=False) for line in notes) + "\n"
     return table
 
 

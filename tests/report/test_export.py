@@ -110,6 +110,28 @@ def test_a_pipe_or_backslash_in_a_name_keeps_every_markdown_row_s_cells(tmp_path
     store.engine.dispose()
 
 
+def test_html_or_markdown_in_a_name_is_shown_as_text_in_every_markdown_table(tmp_path):
+    """A variant named `<b>x</b>` rendered bold on GitHub, one with `<script>` as a script element (raw HTML passed
+    through), `*y*` in italics: names are text, in the cells, the caption and the footnote."""
+    from sqlalchemy import text
+
+    from harness.report.export import export
+
+    markdown = pytest.importorskip("markdown")
+    url = fixture_store.build(tmp_path / "h.db")
+    store = Store(url)
+    name = " <b>x</b><script>alert(1)</script> *y* [z](u) `c`"
+    with store.engine.begin() as conn:
+        conn.execute(text("UPDATE runs SET model = model || :n, method_label = method_label || :n"), {"n": name})
+    store.engine.dispose()
+    store = Store(url, read_only=True)
+    for kind in ("runs", "leaderboard", "best", "ablation"):
+        html = markdown.markdown(export(store, "markdown", kind, "fx"), extensions=["tables"])
+        assert not re.search(r"<(b|script|em|a|code)[ >]", html), (kind, html)
+        assert "&lt;b&gt;x&lt;/b&gt;&lt;script&gt;alert(1)&lt;/script&gt; *y* [z](u) `c`" in html, (kind, html)
+    store.engine.dispose()
+
+
 def test_csv_neutralises_formulas_but_round_trips_numbers():
     frame = pd.DataFrame({"method": ["=HYPERLINK(\"x\")", "+1+1", "@SUM(A1)", "-cmd", "full", "-3.5"],
                           "score": [1.5, -2.25, 3.0, 4.0, 5.0, 6.0]})
