@@ -24,7 +24,7 @@ from harness.board.tradeoff_page import page_tradeoff
 from harness.report.export import (display_table, footnote, lr_text, note_lines, nothing_completed, run_method_text,
                                    table_caption, table_csv, task_notes, to_latex, to_markdown)
 from harness.report.grid import suites_models, with_flops
-from harness.report.text import budget_note, comparison_notes
+from harness.report.text import budget_note, comparison_notes, pct_text
 from harness.report.tables import (ablation_matrix, best_table, composite_vs_single, leaderboard_table, runs_frame,
                                    with_failed_rows)
 from harness.spec.errors import InputError
@@ -223,10 +223,11 @@ def page_runs(url, suite, model):
     # the method as the exported runs table says it: a sequence's earlier stage and a joint multi-task row are
     # told from a task's own score (their label alone, "full [after mrpc]" on mrpc, reads as one)
     method = [run_method_text(r) for _, r in view.iterrows()]
-    st.dataframe(view.assign(method=method)[cols].rename(columns={"trainable_pct": "% trained"}),
+    # the share as every export prints it (pct_text): a probe's 0.000306% read "0.000" under a %.3f format
+    shares = [pct_text(v) for v in view["trainable_pct"]]
+    st.dataframe(view.assign(method=method, trainable_pct=shares)[cols].rename(columns={"trainable_pct": "% trained"}),
                  hide_index=True, width="stretch",
                  column_config={"score": st.column_config.NumberColumn(format="%.2f"),
-                                "% trained": st.column_config.NumberColumn(format="%.3f"),
                                 "train_time_s": st.column_config.NumberColumn("train time (s)", format="%.0f"),
                                 "peak_memory_mb": st.column_config.NumberColumn("memory (MB)", format="%.0f"),
                                 "train_examples_per_s": st.column_config.NumberColumn("examples/s", format="%.1f")})

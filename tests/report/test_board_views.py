@@ -751,3 +751,19 @@ def test_the_grid_s_own_refresh_reads_again_and_never_shows_a_torn_read(tmp_path
     assert not at.exception, at.exception
     assert [w.value for w in at.warning if "was written while it was read, 4 times in a row" in w.value], at.warning
     assert not at.metric and not [c.value for c in at.caption if "StoreChanged" in c.value]
+
+
+def test_the_runs_page_prints_a_tiny_trained_share_as_the_exports_do(tmp_path, monkeypatch):
+    """A linear probe's head on a large model trains 0.000306% of it: the exports print 0.00031 (pct_text), the
+    board's Runs page formatted the number itself (%.3f) and showed 0.000, training nothing."""
+    (cell,) = parse_suite("name: s\nmodels: [minilm]\ntasks: [rte]\nmethods: [full]\n", "s.yaml").cells()
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    store = Store(url)
+    store.finish(store.start(cell, cell.config(), "cmd", None), Status.COMPLETED,
+                 {"score": 70.0, "trainable_pct": 0.000306, "trainable_params": 1, "total_params": 326_797})
+    store.engine.dispose()
+    runs = table(app(url, monkeypatch, page="Runs", suite="s", model="minilm"), "id")
+    assert list(runs["% trained"]) == ["0.00031"], runs
+    from harness.report.export import export
+
+    assert " 0.00031 |" in export(Store(url, read_only=True), "markdown", "runs")
