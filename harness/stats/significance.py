@@ -79,6 +79,12 @@ def _predictions(output_dir, split: str):
     return data[f"{split}_idx"], data[f"{split}_pred"], data[f"{split}_label"]
 
 
+def saved(task, dirs) -> bool:
+    """Every run in `dirs` (a variant's seeds) has its predictions of every dev split on this machine: the
+    variant can be the one a column is tested against."""
+    return bool(dirs) and all(_predictions(d, split.hub_split) is not None for d in dirs for split in task.eval_splits)
+
+
 @dataclass
 class Split:
     """One dev split of a column: gold labels on the common examples and each tested variant's (seeds, n)

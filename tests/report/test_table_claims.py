@@ -1564,3 +1564,20 @@ def test_unequal_tuning_budgets_list_a_variant_whose_every_setting_failed(tmp_pa
     url = queued_store(tmp_path, text, lambda c: "failed" if c.method == "lora" else "completed")
     lora = "lora(rank=8,alpha=8,dropout=0.0,matrices=qv)"
     assert f"Tuning budgets differ on rte (settings tried: bitfit 2, full 1, {lora} 3 (3 failed))" in table(url)
+
+
+def test_variants_tied_for_the_best_are_tested_against_one_with_saved_predictions(tmp_path):
+    """bitfit and full tie for the best mean (70.0), lora 60.0; bitfit's predictions are not on this machine. The
+    column was tested against bitfit, first by label: nothing could be, and lora read "(not tested)" though full,
+    tied with bitfit, had its predictions."""
+    text = "name: s\nmodels: [minilm]\ntasks: [rte, mrpc]\nmethods: [full, bitfit, lora]\nseeds: [1, 2]\n"
+    url = store_of(tmp_path, [text], lambda c: 60.0 if c.method == "lora" else 70.0, predictions=True)
+    for cell in parse_suite(text, "s.yaml").cells():
+        if cell.method == "bitfit":
+            os.remove(tmp_path / "out" / cell.key / "predictions.npz")
+    rows = {(r["task"], r["method_label"]): r for r in json.loads(table(url, "best", "json"))["rows"]}
+    lora = "lora(rank=8,alpha=8,dropout=0.0,matrices=qv)"
+    assert rows[("rte", lora)]["tested"] and rows[("rte", lora)]["tied_with_best"] is False, rows[("rte", lora)]
+    assert rows[("rte", "bitfit")]["is_best"] and rows[("rte", "full")]["is_best"]
+    md = table(url)
+    assert "(not tested)" not in row(md, lora)[1] and row(md, lora)[-3] == "60.0", md   # its average tested too
