@@ -18,7 +18,7 @@ from harness.spec.errors import InputError, did_you_mean
 from harness.plan.checks import check_suite_path, unread_param_notes
 from harness.plan.grid import Suite
 from harness.spec.tasks import get_task
-from harness.spec.methods import METHODS, adapter_dir, variant_problem
+from harness.spec.methods import HUB_HEAD, METHODS, adapter_dir, variant_problem
 from harness.spec.models import ALIASES, ModelSpec
 from harness.spec.trackers import TRACKERS, install_line, missing, parse_option
 
@@ -213,6 +213,7 @@ def check_adapters(suite: Suite, loc) -> None:
         if entry.name != "pretrained_adapter":
             continue
         value = (entry.model_extra or {}).get("path", "")
+        loads_head = any(v is not False for _, v in _values((entry.model_extra or {}).get("load_head", True)))
         for sub, path in _values(value):
             where = ("methods", k, "path") + sub
             if not path:
@@ -224,6 +225,8 @@ def check_adapters(suite: Suite, loc) -> None:
                 if offline:
                     raise loc.error(where, f'no adapter directory "{path}" (looked at {full}), and as a hub id it '
                                            f"cannot be downloaded while HF_HUB_OFFLINE is set")
+                if loads_head:
+                    raise loc.error(("methods", k, "load_head"), f'path "{path}": {HUB_HEAD}')
                 continue
             if not os.path.isdir(full):
                 raise loc.error(where, f'adapter directory "{path}" does not exist (looked at {full})')

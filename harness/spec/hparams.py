@@ -69,6 +69,18 @@ COMPILE_DEFAULT = "auto"   # also what the cell key leaves out (harness/spec/cel
 STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
+# The special tokens an encoder adds around one text and around a pair, at most among those the harness loads
+# (BERT, ALBERT, DistilBERT: [CLS] a [SEP] b [SEP]; RoBERTa: <s> a </s></s> b </s>). A max_length that leaves no
+# token of each text is refused (plan/checks.py check_lengths): the tokenizer keeps the specials alone, and where
+# they do not fit it leaves the pair untruncated (RTE at max_length 2: 12 tokens, a logged warning only).
+MAX_SPECIAL_TOKENS = {1: 2, 2: 4}
+
+
+def min_length(texts: int) -> int:
+    """The shortest max_length that holds the special tokens and one token of each of `texts` texts."""
+    return MAX_SPECIAL_TOKENS[texts] + texts
+
+
 class Hparams(BaseModel):
     """Defaults for every cell; a method may override any of them."""
 
@@ -77,7 +89,8 @@ class Hparams(BaseModel):
     batch_size: Grid(int, Range(1, 65536, why="examples per process and step")) = [32]
     eval_batch_size: Grid(int, Range(1, 65536, why="examples per process and evaluation step")) = [64]
     # and at most the model's maximum positions: checked against its config before training (plan/preflight.py)
-    max_length: Grid(int, Range(2, 65536, why="tokens per example, special tokens included")) = [128]
+    # at least min_length(1): no task holds a token of text in less (a pair task: min_length(2), check_lengths)
+    max_length: Grid(int, Range(min_length(1), 65536, why="tokens per example, special tokens included")) = [128]
     warmup_ratio: Grid(float, Range(0, 1, hi_open=True, why="a fraction of the training steps")) = [0.0]
     weight_decay: Grid(float, Range(0, 1, why="AdamW's decoupled decay, a fraction of each weight")) = [0.0]
     gradient_accumulation_steps: Grid(int, Range(1, 10_000, why="batches per optimizer step")) = [1]
@@ -96,16 +109,6 @@ class Hparams(BaseModel):
 
 
 HPARAM_NAMES = tuple(Hparams.model_fields)
-# The special tokens an encoder adds around one text and around a pair, at most among those the harness loads
-# (BERT, ALBERT, DistilBERT: [CLS] a [SEP] b [SEP]; RoBERTa: <s> a </s></s> b </s>). A max_length that leaves no
-# token of each text is refused (plan/checks.py check_lengths): the tokenizer keeps the specials alone, and where
-# they do not fit it leaves the pair untruncated (RTE at max_length 2: 12 tokens, a logged warning only).
-MAX_SPECIAL_TOKENS = {1: 2, 2: 4}
-
-
-def min_length(texts: int) -> int:
-    """The shortest max_length that holds the special tokens and one token of each of `texts` texts."""
-    return MAX_SPECIAL_TOKENS[texts] + texts
 
 # Hparams only a cell that trains reads (an evaluation-only cell: pretrained_adapter with train: false). Not
 # batch_size (it sizes the bf16 timing that mixed_precision auto decides by) nor gradient_accumulation_steps (in

@@ -199,6 +199,13 @@ def variant_problem(method: str, params: dict, kinds: tuple[str, ...] = (), sing
     return None
 
 
+# load_head reads the head file an adapter run saved beside its adapter (train/methods.py); a hub id has no
+# such file, and the hub's own heads are for the adapters library's flex-head models, which the harness does not
+# build: validate and the run refuse it alike
+HUB_HEAD = ("an AdapterHub id has no saved head to load (load_head reads the head an adapter run saved beside its "
+            "adapter folder); set load_head: false to train a new head")
+
+
 def adapter_dir(path: str, base: str) -> str | None:
     """The directory a pretrained_adapter `path` names (relative to the suite's folder `base`, `~` expanded), or
     None where it reads as an AdapterHub id, which loads from the hub while online only. The one reading of that

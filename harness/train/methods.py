@@ -14,7 +14,7 @@ if TYPE_CHECKING:   # torch is imported where a method runs: validating a suite 
 
 from harness.spec import layout
 from harness.spec.errors import InputError
-from harness.spec.methods import variant_problem
+from harness.spec.methods import HUB_HEAD, variant_problem
 from harness.spec.registry import Registry
 
 ADAPTER_NAME = "harness"
@@ -156,6 +156,8 @@ def _setup_pretrained_adapter(model, params):
     path = params["path"]
     if not path:
         raise InputError("pretrained_adapter: path is required (a saved adapter directory or an AdapterHub id)")
+    if params["load_head"] and not os.path.isdir(path):   # (before anything is downloaded)
+        raise InputError(f"pretrained_adapter: {path} is no folder here, so a hub id: {HUB_HEAD}")
     adapters.init(model)
     # with_head=False: the library would also load the head its save_adapter wrote beside the adapter, whatever
     # load_head says; the harness's own head file (below) is the one load_head decides on

@@ -3,6 +3,7 @@ norms, linear warmup then linear decay, and the exact number of optimizer steps 
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -33,6 +34,21 @@ def optimizer_steps(batches_per_epoch: int, hp, budget) -> int:
     if "max_steps" in budget:
         limits.append(budget["max_steps"])
     return max(1, min(limits))
+
+
+def closes_step(micro: int, batches_per_epoch: int, accumulation: int) -> bool:
+    """Whether micro-batch `micro` (0-based, within its epoch) ends an optimizer step: every `accumulation`
+    micro-batches and at the epoch's last, the steps optimizer_steps counts. The loop decides this itself, not
+    Accelerate: Accelerate also ends a step wherever one task's loader of a multi-task mixture runs out (mid-epoch),
+    so a 2-epoch budget trained 1.8 epochs (proportional) or 2.2 (uniform)."""
+    return (micro + 1) % accumulation == 0 or micro + 1 == batches_per_epoch
+
+
+def accumulating(acc, model, closes: bool):
+    """Accelerate's `accumulate(model)` with the boundary given (closes_step): the optimizer, the clipping and
+    DeepSpeed's engine step only where `closes`, and DDP's gradient all-reduce waits until then."""
+    acc.sync_gradients = closes
+    return contextlib.nullcontext() if closes else acc.no_sync(model)
 
 
 def planned_steps(train_sets: list, hp, budget, processes: int) -> int:

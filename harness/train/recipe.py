@@ -50,7 +50,8 @@ from harness.train.loaders import eval_loader, eval_sets_for, train_loader
 from harness.train.measure import PeakMemory, batch_counts, cost_fields, real_rows
 from harness.train.model_setup import adapter_source, build_model, save_adapter
 from harness.train.models import attention_of, dropout_masks, model_source, training_forward
-from harness.train.optim import make_optimizer, make_scheduler, optimizer_steps, planned_steps
+from harness.train.optim import (accumulating, closes_step, make_optimizer, make_scheduler, optimizer_steps,
+                                 planned_steps)
 from harness.train.peaks import device_peak, override
 from harness.train.precision import (cast_frozen_weights, cell_shape, choose_precision, heads_in_full_precision,
                                      model_step)
@@ -426,7 +427,6 @@ class CellRun:
 
         # ---
         local = [False, False, False]   # the last optimizer step's host-side flags (out of time, stop, lost)
-        sync_next = False   # a stop agreed on at an epoch's end inside an accumulation: the next step syncs
         while stopped_by is None:
             for t, batch in mixture:
                 idx = batch.pop("idx")
@@ -434,7 +434,8 @@ class CellRun:
                 # the split's examples, not the ones DDP repeats to even out a pass's last round (they train)
                 rows = real_rows(self.mixture.loaders[t], len(idx), acc.process_index, acc.num_processes)
                 # the first micro-batch(es) run under FlopCounterMode (harness/train/flops.py): same ops, counted
-                with acc.accumulate(self.model), self.flops.train.batch(batch):
+                closes = closes_step(micro, len(mixture), hp["gradient_accumulation_steps"])
+                with accumulating(acc, self.model, closes), self.flops.train.batch(batch):
                     with training_forward(acc.device.type, acc.mixed_precision if acc.native_amp else "no",
                                           self.compiled, self.masks_drawn):
                         loss = self.forward(t, batch).loss
@@ -458,13 +459,13 @@ class CellRun:
                 stop = preempt.requested()
                 lost = self.lease_lost is not None and self.lease_lost(stop)
                 local = [out_of_time, stop, lost]
-                if not (sync.due(step, total_steps, hp.get("eval_steps"), log_every) or sync_next
+                if not (sync.due(step, total_steps, hp.get("eval_steps"), log_every)
                         or (acc.num_processes == 1 and any(local))):   # alone, a stop needs no agreement
                     self.bar.update(1)
                     continue
                 flags, seen, over_ranks = sync.read(acc, sums, local)
                 check(flags)
-                read_at, sync_next = step, False
+                read_at = step
                 self.bar.update(1, loss=f"{mean_loss('loss', loss_n):.4f}")   # the mean since the last eval
                 if log_every and step % log_every == 0:   # the mean loss over the micro-batches since the last point
                     self.tracked.log_train(acc, step, mean_loss("log_loss", log_n), self.scheduler.get_last_lr()[0])
@@ -491,12 +492,8 @@ class CellRun:
                     read_at = step
                     if flags[1]:   # the final evaluation, after the loop, is this epoch's
                         stopped_by = "time_limit"
-                    elif flags[2] and acc.sync_gradients:   # before the epoch's evaluation, which the resumed run
-                        checkpoint_and_stop()                  # does (micro: all of it)
-                    elif flags[2]:   # the epoch ended inside an accumulation (a multi-task cell sampling uniform or
-                        # by temperature): its last micro-batches' gradients wait for the next optimizer step, and a
-                        # checkpoint holds no gradients: every rank stops at that step instead
-                        sync_next = True
+                    elif flags[2]:   # before the epoch's evaluation, which the resumed run does (micro: all of
+                        checkpoint_and_stop()   # it); an epoch's last micro-batch ends a step (closes_step)
                 epoch_idx += 1
                 micro = 0
                 if epoch_end and stopped_by is None:

@@ -142,6 +142,28 @@ def test_a_saved_adapter_passes_and_a_folder_without_one_does_not(tmp_path, smal
     preflight(parse_suite(text, str(tmp_path / "sub" / "s.yaml")), str(small_glue))
 
 
+def test_an_adapterhub_id_with_load_head_is_refused_by_validate_and_the_run(tmp_path, small_glue, monkeypatch):
+    """load_head (true by default) reads the head file an adapter run saves beside its adapter folder: online,
+    validate accepted a hub id with it, and the run downloaded the adapter, then failed looking for that file
+    under the id ("no saved head at AdapterHub/x/harness_head.safetensors"). Refused in one line naming the field;
+    load_head: false passes."""
+    from harness.plan.preflight import preflight
+    from harness.train.methods import _setup_pretrained_adapter
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)   # (online: nothing below downloads)
+    text = ("name: s\nmodels: [minilm]\ntasks: [rte]\n"
+            "methods: [{name: pretrained_adapter, path: AdapterHub/bert-base-uncased-pf-rte, train: false}]\n")
+    with pytest.raises(InputError, match=r"^\S+s\.yaml:4: methods\[0\]\.load_head: path \"AdapterHub/bert-base-"
+                                         r"uncased-pf-rte\": an AdapterHub id has no saved head to load .*set "
+                                         r"load_head: false to train a new head$"):
+        preflight(parse_suite(text, str(tmp_path / "s.yaml")), str(small_glue))
+    preflight(parse_suite(text.replace("train: false", "load_head: false"), str(tmp_path / "s.yaml")),
+              str(small_glue))
+    # the run, refused before it downloads anything (the model is never touched)
+    with pytest.raises(InputError, match="is no folder here, so a hub id: an AdapterHub id has no saved head"):
+        _setup_pretrained_adapter(None, {"path": "AdapterHub/bert-base-uncased-pf-rte", "load_head": True})
+
+
 def test_a_model_without_its_weights_or_tokenizer_here_is_refused_before_anything_is_written(tmp_path, tiny_bert,
                                                                                               small_glue):
     """A hub cache holding a model's config alone (a download cut short) passed, and every cell then failed as it

@@ -594,3 +594,26 @@ hparams: {{batch_size: 8}}
     assert isinstance(result.history[-1]["train_loss"], float)
     assert [[h["train_loss"] for h in m.history] for m in result.members] == [[None], [None]]
     assert [m.history[-1]["score"] for m in result.members] == [m.score for m in result.members]
+
+
+@pytest.mark.parametrize("sampling", ["proportional", "uniform"])
+def test_a_multitask_cell_with_accumulation_trains_the_epochs_its_budget_plans(tmp_path, tiny_bert, small_glue,
+                                                                                sampling):
+    """rte + stsb, 5 batches each, accumulation 4: 3 optimizer steps an epoch (4 + 4 + 2 micro-batches), 6 for
+    2 epochs, the schedule's length. Accelerate also ended a step wherever one task's loader ran out: the 6 steps
+    were over after 1.8 epochs (proportional) or 2.2 (uniform), and the record said so."""
+    from harness.plan.suite import parse_suite
+    from harness.train.context import RunContext
+    from harness.train.recipe import train_and_evaluate
+
+    (cell,) = parse_suite(f"""
+name: mta
+models: ["{tiny_bert}"]
+tasks: [{{multitask: [rte, stsb], sampling: {sampling}}}]
+methods: [full]
+budgets: [{{epochs: 2, max_train_samples: 40}}]
+hparams: {{batch_size: 8, gradient_accumulation_steps: 4}}
+""").cells()
+    result = train_and_evaluate(cell, RunContext(str(small_glue), None, show_progress=False))
+    assert (result.steps, result.epochs_done, result.stopped_by) == (6, 2.0, "epochs")
+    assert [(e["step"], e["epoch"]) for e in result.history] == [(3, 1.0), (6, 2.0)]
