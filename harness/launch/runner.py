@@ -184,6 +184,14 @@ def run_suite(suite: Suite, db_url: str | None, data_dir: str | None, output_dir
                     output_root=output_dir), "claiming the next cell", say)
                 if claim is not None:   # an earlier attempt's result kept in the cell folder is recorded, not trained
                     claim = _record_kept(store, claim, output_dir, suite_bar, say, beat_s) or claim
+                if isinstance(claim, Claim):   # before any rank trains: a store gone now ends the worker here
+                    try:
+                        leased = _leased(store, claim, by_key[claim.cell_key], ctx.data_dir, say)
+                    except attempt.StoreUnreachable as exc:
+                        say(f"cell {claim.cell_key}: {exc}; the store is unreachable: this worker stops and keeps "
+                            f"its lease (its requeued Slurm task takes the cell at once, any worker after the lease "
+                            f"timeout)")
+                        claim = GONE
                 # nothing claimable but cells still running elsewhere: wait, since a worker that dies leaves its
                 # cell to whoever is still there once its lease goes stale (a suite finishes while one worker lives)
                 holder[0] = claim if claim is not None else (WAIT if attempt.with_store_retry(
@@ -235,10 +243,6 @@ def run_suite(suite: Suite, db_url: str | None, data_dir: str | None, output_dir
         how = {Status.RUNNING: ", taking over a stale lease", Status.FAILED: ", retrying a failure"}.get(
             claim.previous_status, "")
         suite_bar.write(f"cell {cell.key}: {cell.label} (attempt {claim.attempt}{how})")
-        if main:   # predicted from the store's runs on this device so far: `harness status` shows it beside the actual
-            predict_claimed(store, claim, cell, device_name(), ctx.data_dir)
-        # the row as leased, its prediction included: the base of a record kept for ingest (store unreachable)
-        leased = store.get(claim.id).as_dict() if main else None
         t0 = time.perf_counter()
         broken = hung = False   # another rank's process ended, or timed out (harness.launch.broken_group)
         try:
@@ -363,6 +367,16 @@ def _give_back(store: Store, claim: Claim) -> str:
     if not released:
         return "its lease was no longer this worker's (another worker holds the cell now)"
     return "given back to the queue (the next worker resumes it)"
+
+
+def _leased(store: Store, claim: Claim, cell, data_dir: str | None, say) -> dict:
+    """Right after a claim: the cell's time predicted from the store's runs on this device so far, written into its
+    row (advice: `harness status` shows it beside the actual), then the row as leased, its prediction included:
+    the base of a record kept for ingest when the store is unreachable at the finish (attempt.keep_for_ingest).
+    That read is retried as a claim is; it was not, and a store that went down right after the claim ended the
+    worker in a traceback, its lease held until it went stale. Raises attempt.StoreUnreachable."""
+    predict_claimed(store, claim, cell, device_name(), data_dir)
+    return attempt.with_store_retry(lambda: store.get(claim.id).as_dict(), "reading the claimed cell's row", say)
 
 
 def _record_kept(store: Store, claim: Claim, output_dir: str, bar: Progress, say, heartbeat_s: float) -> str | None:

@@ -197,7 +197,9 @@ def predict_claimed(store, claim, cell, device: str, data_dir: str | None) -> fl
             store.predict(claim, est.seconds)
         return est.seconds
     except Exception as exc:   # noqa: BLE001
-        logging.getLogger(__name__).warning("no predicted time for cell %s: %s", cell.key, exc)
+        # one line: a store error's message goes on with its SQL and parameters
+        logging.getLogger(__name__).warning("no predicted time for cell %s: %s", cell.key,
+                                            (str(exc).splitlines() or [type(exc).__name__])[0])
         return None
 
 

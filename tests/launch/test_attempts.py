@@ -564,3 +564,59 @@ def test_a_store_error_no_retry_mends_ends_a_waiting_worker_at_once(tmp_path, ti
         err[-3000:]
     assert "try 2/3" not in err and "the store is unreachable" not in err, err[-3000:]
     assert proc.returncode not in (0, EXIT_STORE_UNREACHABLE), err[-3000:]
+
+
+AFTER_CLAIM = """
+import os, sys, time
+from pathlib import Path
+from harness.store.db import Store
+real = Store.claim_next
+def claim_next(self, *args, **kwargs):       # the first claim: tell the test, wait until the server is down
+    claim = real(self, *args, **kwargs)
+    if claim is not None and not Path(os.environ["CLAIMED"]).exists():
+        Path(os.environ["CLAIMED"]).touch()
+        while not Path(os.environ["SERVER_DOWN"]).exists():
+            time.sleep(0.05)
+    return claim
+Store.claim_next = claim_next
+from harness.cli import main
+raise SystemExit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("lasting", [False, True])
+def test_a_store_outage_right_after_a_claim(tmp_path, tiny_bert, small_glue, own_pg, lasting):
+    """PostgreSQL stopped right after a worker's claim committed: the row read back before training (the base of
+    a record kept for ingest) was not retried, and the worker ended in an OperationalError traceback, exit 1,
+    holding the lease until it went stale. Now it is retried as a claim is: a short outage trains the cell; a
+    lasting one ends the worker in one line, exit 4, its lease kept for its requeued Slurm task."""
+    db = own_pg.create_database("after_claim")
+    suite = _suite(tmp_path, tiny_bert)
+    Store(db)   # the schema
+    claimed, down = tmp_path / "claimed", tmp_path / "down"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CLAIMED": str(claimed), "SERVER_DOWN": str(down),
+           "HARNESS_FINISH_TRIES": "2" if lasting else "6", "HARNESS_FINISH_BACKOFF_S": "0.5"}
+    cmd = [sys.executable, "-c", AFTER_CLAIM, "run", str(suite), "--db", db, "--output-dir", str(tmp_path / "out"),
+           "--data-dir", str(small_glue), "--no-progress"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not claimed.exists():
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-3000:]
+        time.sleep(0.1)
+    own_pg.pause()
+    down.touch()
+    if not lasting:
+        time.sleep(2.0)   # the first tries fail
+        own_pg.resume()
+    _, err = proc.communicate(timeout=300)
+    if lasting:
+        own_pg.resume()
+    assert "Traceback" not in err and "failed (OperationalError" in err, err[-3000:]
+    (row,) = Store(db).records("a")
+    if not lasting:
+        assert proc.returncode == 0, err[-3000:]
+        assert (row.status, row.attempts) == (Status.COMPLETED, 1)
+        return
+    assert proc.returncode == EXIT_STORE_UNREACHABLE, err[-3000:]
+    assert "the store is unreachable" in err and "keeps its lease" in err, err[-3000:]
+    assert (row.status, row.attempts) == (Status.RUNNING, 1)   # never trained, its lease kept
