@@ -41,12 +41,8 @@ def lease_owner(rec) -> str:
 
 
 def ago(when) -> str:
-    from harness.store.lease import utcnow
-
-    if when is None:
-        return "never"
-    s = max(0, int((utcnow() - when).total_seconds()))
-    return f"{s}s ago" if s < 120 else f"{s // 60}m ago" if s < 7200 else f"{s // 3600}h ago"
+    """How long ago, in `duration`'s words (status's running and stale lines say the same spans)."""
+    return "never" if when is None else f"{duration(_age_s(when))} ago"
 
 
 def status_line(status: str, cell, rec) -> str:

@@ -13,7 +13,7 @@ class Progress:
     def __init__(self, total: int, desc: str, enabled: bool = True, unit: str = "step", position: int = 0,
                  bars: bool = True):
         self.total, self.desc, self.enabled, self.unit, self.bars = total, desc, enabled, unit, bars
-        self.n, self._last_pct, self._t0 = 0, -1, time.perf_counter()
+        self.n, self._last_tenth, self._t0 = 0, -1, time.perf_counter()
         self._bar = None
         self._postfix: dict = {}   # the latest given (the loop gives its loss only where it reads it)
         if enabled and bars and sys.stderr.isatty():
@@ -32,9 +32,9 @@ class Progress:
             if postfix:
                 self._bar.set_postfix(postfix, refresh=False)
             return
-        pct = int(100 * self.n / max(self.total, 1)) // 10 * 10  # a line every 10%
-        if pct != self._last_pct:
-            self._last_pct = pct
+        pct = int(100 * self.n / max(self.total, 1))
+        if pct // 10 != self._last_tenth:   # a line every 10%, saying its own count's share (3/4: 75%, not 70%)
+            self._last_tenth = pct // 10
             extra = " ".join(f"{k}={v}" for k, v in self._postfix.items())
             self.write(f"{self.desc}: {self.n}/{self.total} {self.unit}s ({pct}%, "
                        f"{time.perf_counter() - self._t0:.0f}s) {extra}".rstrip())

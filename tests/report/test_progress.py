@@ -151,6 +151,18 @@ def test_status_text_puts_the_summary_first_and_lists_cells_only_with_all(grid):
     assert len(every.splitlines()) > len(lines) and all(c.key in every for c in cells.values())
 
 
+def test_status_all_writes_a_cell_s_spans_as_its_running_and_stale_lines_do(grid):
+    """`status --all` wrote the same stale cell's heartbeat two ways on one screen: "heartbeat 1h00m ago" in the
+    stale section, "last heartbeat 1h ago" in the every-cell list (its own rounding down: 31m01s read "31m").
+    Every span of status is written by one function (harness.report.text.duration)."""
+    suite, url, _, cells = grid
+    text = call_cli("status", suite, "--db", url, "--all").stdout
+    key = cells[("houlsby", 3)].key   # the stale cell: its heartbeat an hour old
+    section, listed = (line for line in text.splitlines() if key in line)
+    assert re.search(r"heartbeat (1h0[01]m) ago", section)
+    assert re.search(r"heartbeat (\S+) ago", section)[1] == re.search(r"heartbeat (\S+) ago", listed)[1], text
+
+
 def test_watch_refreshes_until_every_cell_is_done(grid):
     suite, url, store, cells = grid
     proc = subprocess.Popen([sys.executable, "-m", "harness", "status", str(suite), "--db", url, "--json",
