@@ -34,7 +34,8 @@ def run(args) -> int:
     # every reference found and checked on the store read-only, before any work: opening it for writing migrates
     # an older store, which a refused command must leave as it was
     reader = existing_store(args.db)
-    records = [find_run(reader, ref) for ref in args.runs]
+    # a run named twice (`4 4`, or its id and its cell key) is ablated and stored once
+    records = list({rec.id: rec for rec in (find_run(reader, ref) for ref in args.runs)}.values())
     reader.engine.dispose()
     for rec in records:
         check_ablatable(rec)

@@ -53,9 +53,10 @@ from harness.train.zero import under_deepspeed
 
 FILE = layout.CHECKPOINT
 DEEPSPEED_DIR = layout.CHECKPOINT_DIR
-VERSION = 4   # 2: plain data (weights_only), code fingerprint, precision, device, GradScaler, DeepSpeed manifest;
+VERSION = 5   # 2: plain data (weights_only), code fingerprint, precision, device, GradScaler, DeepSpeed manifest;
 # 3: every rank's own tallies (`ranks`; 2 held rank 0's alone, which every rank took as its own);
-# 4: the tracker's loss window (its sum and micro-batch count) and both loss sums over all ranks
+# 4: the tracker's loss window (its sum and micro-batch count) and both loss sums over all ranks;
+# 5: no accelerate step counter (the loop decides where a step ends from the micro-batch: optim.closes_step)
 
 
 @functools.lru_cache(maxsize=1)
@@ -208,7 +209,6 @@ class CellCheckpoint:
         counters = {**counters, "per_task": [{**t, "predictions": {}} for t in counters.get("per_task", [])]}
         scaler = getattr(self.acc, "scaler", None)   # fp16: the loss scale and its growth tracker
         state = {"meta": self._meta(), "counters": counters, "ranks": ranks, "rng": rng,
-                 "acc_step": self.acc.step,
                  "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
                  "scaler": scaler.state_dict() if scaler is not None else None}
         if self.deepspeed:
@@ -295,7 +295,6 @@ class CellCheckpoint:
         scaler = getattr(self.acc, "scaler", None)
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
-        self.acc.step = state["acc_step"]
         self.mixture.fast_forward(counters["epoch_idx"], counters["micro"])
         _set_rng_state(state["rng"][self.acc.process_index])   # last: replaying the data drew from the RNGs
         self.resumed_from = counters["step"]

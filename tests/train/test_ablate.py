@@ -76,3 +76,22 @@ def test_ablating_again_keeps_one_matrix_per_run(bf16_run):
     assert proc.returncode == 0, proc.stderr
     rows = list(csv.DictReader(io.StringIO(proc.stdout)))
     assert sorted((r["first_layer"], r["last_layer"]) for r in rows) == [("0", "0"), ("0", "1"), ("1", "1")]
+
+
+def test_a_run_named_twice_is_ablated_and_stored_once(bf16_run):
+    """`harness ablate 4 4` (or a run's id and its cell key) re-scored every span twice and stored two rows of the
+    same run; once now."""
+    from sqlalchemy import func, select
+
+    from harness.store.schema import AnalysisRecord
+
+    def rows():
+        with bf16_run["store"].engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(AnalysisRecord)).scalar()
+
+    before = rows()
+    rec = bf16_run["rec"]
+    proc = run_cli("ablate", rec.cell_key, str(rec.id), "--db", bf16_run["db"], "--cache-dir",
+                   bf16_run["work"] / "cache", "--data-dir", bf16_run["data"], cwd=bf16_run["work"])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert rows() == before + 1 and proc.stdout.count("first\\last") == 1
