@@ -493,7 +493,10 @@ def slurm_cancelled(job: str) -> bool:
     its cell to the end). At its time limit a job is COMPLETING too, with reason TimeLimit: requeued, as is a job
     still RUNNING (the --signal warning, `scancel --signal`), and a job being preempted (PreemptTime set: Slurm's
     PreemptMode=CANCEL ends it as scancel does, and the task is to run again). False when scontrol does not answer:
-    requeued, as before."""
+    requeued, as before. Seen on Slurm 22.05 (tests/launch/test_slurm.py): a suspension (gang scheduling, scontrol
+    suspend) leaves PreemptTime None, so a later scancel is still a cancel; PreemptMode=REQUEUE shows no PreemptTime
+    and reads as a cancel, but Slurm requeues that job itself; a node set down shows a --requeue job PENDING
+    (requeued by Slurm) and another NODE_FAIL: neither is a cancel (docs/cluster.md)."""
     try:
         done = subprocess.run(["scontrol", "show", "job", "-o", job], capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired):

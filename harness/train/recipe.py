@@ -213,7 +213,10 @@ class CellRun:
                 self.tracked.log_summary(self.acc, result, self.step)
             outcome = "completed"
             return result
-        except (Preempted, LeaseLostStop, KeyboardInterrupt):
+        except LeaseLostStop:
+            outcome = "lost"
+            raise
+        except (Preempted, KeyboardInterrupt):
             outcome = "stopped"
             raise
         finally:   # a failure or a stop signal ends the tracker run too (a preempted one is continued on resume)

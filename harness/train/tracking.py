@@ -97,6 +97,8 @@ class CellTracking:
         self.held: list[tuple[dict, int]] = []
         # a resumed MLflow run's metrics -> the last step it holds (a killed attempt's points after the checkpoint)
         self.mlflow_logged: dict[str, int] = {}
+        # the MLflow run came from a checkpoint: a worker that takes the cell over resumes the same run
+        self.mlflow_shared = False
         self.run_name = f"{trackers.suite}/{cell.key}"
         self.log_every = trackers.log_every
 
@@ -171,6 +173,7 @@ class CellTracking:
             self.ids = {**ids, **self._ids(acc)}
             if resume_ids and resume_ids.get("mlflow") and "mlflow" in self.trackers.names:
                 self.mlflow_logged = self._mlflow_logged(mlflow_uri, resume_ids["mlflow"])
+                self.mlflow_shared = True
             self.active = True
             if resume_ids is None:   # a new run: the stages trained again before it are its first points
                 for values, step in held:
@@ -299,8 +302,9 @@ class CellTracking:
 
     def finish(self, acc, outcome: str = "completed") -> None:
         """Ends the run on this Accelerator, as `end_training` does, without its other half: end_training also
-        destroys the process group, which a worker keeps for its next cell (DDP). `outcome`: completed, failed
-        or stopped (a signal: the run is continued on resume); MLflow keeps it as the run's status."""
+        destroys the process group, which a worker keeps for its next cell (DDP). `outcome`: completed, failed,
+        stopped (a signal: the run is continued on resume) or lost (the lease: another worker holds the cell);
+        MLflow keeps it as the run's status (_mlflow_end_status)."""
         if not acc.is_main_process:
             return
         trackers, acc.trackers = list(acc.trackers), []
@@ -310,11 +314,22 @@ class CellTracking:
                 if tracker.name == "mlflow" and outcome != "completed":   # accelerate's finish says FINISHED
                     import mlflow
 
-                    mlflow.end_run(status="KILLED" if outcome == "stopped" else "FAILED")
+                    mlflow.end_run(status=self._mlflow_end_status(outcome))
                 tracker.finish()
             except Exception as exc:
                 print(f"warning: tracker {tracker.name}: could not finish ({type(exc).__name__}: {exc})",
                       file=sys.stderr, flush=True)
+
+    def _mlflow_end_status(self, outcome: str) -> str:
+        """FAILED for a failure, KILLED for a stop. A lost lease leaves a run continued from a checkpoint as MLflow
+        has it now: the worker that took the cell over resumed the same checkpoint, so the same run, and ends it
+        itself; KILLED here read KILLED for a cell that worker had completed (this one found its lease lost only
+        after that). A run of this attempt's own is KILLED (no other worker continues it)."""
+        if outcome == "lost" and self.mlflow_shared:
+            import mlflow
+
+            return mlflow.get_run(self.ids["mlflow"]).info.status
+        return "FAILED" if outcome == "failed" else "KILLED"
 
     def _drop(self, acc, why: str) -> None:
         names = ", ".join(t.name for t in acc.trackers) or ", ".join(self.trackers.names)

@@ -750,6 +750,13 @@ def test_a_cancelled_array_stays_cancelled_and_a_new_submission_resumes_it(tmp_p
     ("JobState=COMPLETING Reason=TimeLimit PreemptTime=None", False),           # its time limit: run again
     ("JobState=RUNNING Reason=None PreemptTime=None", False),                   # the --signal warning
     ("JobState=COMPLETING Reason=None PreemptTime=2026-12-07T03:00:00", False),  # preempted (PreemptMode=CANCEL)
+    # what a real slurmctld 22.05 showed at the signal (one node, partition_prio preemption):
+    ("JobState=COMPLETING Reason=None PreemptTime=None SuspendTime=2026-12-07T05:48:17", True),  # scancel after a
+    # suspension (PreemptMode=SUSPEND,GANG or scontrol suspend: PreemptTime stays None)
+    ("JobState=PENDING Reason=None Requeue=1 Restarts=1", False),    # node set down: Slurm requeued it (--requeue)
+    ("JobState=NODE_FAIL Reason=NodeDown PreemptTime=None", False),  # node set down, --no-requeue
+    # PreemptMode=REQUEUE: no PreemptTime, read as a cancel; Slurm requeues the job itself (docs/cluster.md)
+    ("JobState=COMPLETING Reason=None Requeue=1 Restarts=1 SuspendTime=None", True),
 ])
 def test_only_a_cancelled_job_is_told_from_one_to_requeue(tmp_path, monkeypatch, shown, cancelled):
     """What `scontrol show job` says while the worker's stop signal arrives decides whether it requeues its task:

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -580,3 +581,70 @@ def test_wandb_offline_a_resumed_cell_writes_a_second_folder_of_the_same_run(tmp
     assert [s for s, _ in second[2]] == [6, 8]   # train 6, dev 6, train 8, dev 8 and the summary: one row a step
     assert "final/score" in second[2][-1][1] and "dev/score" in second[2][0][1]
     assert [h["step"] for h in result.history] == [3, 6, 8]
+
+
+FROZEN = """
+import os, sys, time
+from pathlib import Path
+from harness.launch import runner, worker
+class Frozen(worker.Heartbeat):   # no beat, no step past the first until GO: a worker frozen after its resume
+    _lost = False
+    def _beat(self):
+        while not Path(os.environ["GO"]).exists():
+            time.sleep(0.05)
+        super()._beat()
+    @property
+    def lost(self):
+        if not Path(os.environ["GO"]).exists():
+            Path(os.environ["FROZEN"]).touch()
+            while not Path(os.environ["GO"]).exists():
+                time.sleep(0.05)
+            self._lost = not self.store.heartbeat(self.claim)
+        return self._lost
+    @lost.setter
+    def lost(self, value):
+        self._lost = value
+runner.Heartbeat = Frozen
+from harness.cli import main
+raise SystemExit(main(sys.argv[1:]))
+"""
+
+
+def test_a_worker_that_lost_a_resumed_cell_leaves_the_new_holders_mlflow_run_finished(tmp_path, tiny_bert,
+                                                                                      small_glue):
+    """A stopped cell resumed by worker A, which froze (no heartbeat) until B took the stale lease over, resumed
+    the same checkpoint, continued the same MLflow run and finished it. A, awake again, found its lease lost and
+    ended that run as KILLED: the completed cell's one run read KILLED. A lost lease leaves the run as it is."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    suite = write_suite(tmp_path / "k.yaml", tracked_suite(
+        tiny_bert, "k", f'{{mlflow: {{tracking_uri: "{uri}"}}}}', budget="{max_steps: 40}", log_every=5,
+        seeds="[1]", hparams="batch_size: 8, learning_rate: 1e-4, eval_steps: 10"))
+    first = worker(tmp_path, suite, small_glue, wait=False)
+    read_stderr_until(first, "eval step 10 ")
+    first.send_signal(signal.SIGUSR1)
+    assert first.wait(timeout=300) == EXIT_PREEMPTED
+    _, (run,) = mlflow_runs(uri, "k")
+    frozen, go = tmp_path / "frozen", tmp_path / "go"
+    lease = {"HARNESS_HEARTBEAT_S": "0.5", "HARNESS_LEASE_TIMEOUT_S": "3"}
+    a = subprocess.Popen([sys.executable, "-c", FROZEN, "run", str(suite), "--db", f"sqlite:///{tmp_path / 'h.db'}",
+                          "--output-dir", str(tmp_path / "out"), "--data-dir", str(small_glue), "--no-progress"],
+                         cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1",
+                                            "FROZEN": str(frozen), "GO": str(go), **lease},
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        read_stderr_until(a, "resumed from its checkpoint")
+        while not frozen.exists():
+            assert a.poll() is None
+            time.sleep(0.1)
+        b = worker(tmp_path, suite, small_glue, env=lease)   # takes the stale lease over, resumes, finishes
+        assert b.returncode == 0 and "taking over a stale lease" in b.stderr, b.stderr[-3000:]
+        assert mlflow_runs(uri, "k")[1][0].info.status == "FINISHED"
+        go.touch()
+        _, err = a.communicate(timeout=300)
+    finally:
+        go.touch()
+        if a.poll() is None:
+            a.kill()
+    assert "lease lost" in err, err[-3000:]
+    _, runs = mlflow_runs(uri, "k")
+    assert [(r.info.run_id, r.info.status) for r in runs] == [(run.info.run_id, "FINISHED")]
