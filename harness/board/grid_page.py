@@ -13,7 +13,7 @@ import streamlit as st
 
 from harness.board import reread, urlstate
 from harness.report.grid import cells_frame
-from harness.report.text import duration, time_left_source   # as `harness status` says them: the two agree
+from harness.report.text import duration, share, time_left_source   # as `harness status` says them: the two agree
 from harness.spec.status import CellState
 from harness.store.engine import StoreChanged
 
@@ -110,9 +110,9 @@ def _grid_of(store, suite: str, timeout: float, was_live: bool, cells: pd.DataFr
     n = len(cells)
     done = int(counts[CellState.COMPLETED.value])
     st.subheader(f"{suite}: {done} of {n} cells completed")
-    st.progress(done / n, text=f"{100 * done / n:.0f}% completed")
+    st.progress(done / n, text=f"{share(done, n)} completed")
     for col, state in zip(st.columns(len(STATES)), STATES):
-        col.metric(state, f"{counts[state]:,}", f"{100 * counts[state] / n:.0f}% of the cells",
+        col.metric(state, f"{counts[state]:,}", f"{share(counts[state], n)} of the cells",
                    delta_color="off", delta_arrow="off")
     _time_left(store, suite, timeout, n - done - int(counts[CellState.FAILED.value]), cells, now)
     st.caption(f"Read at {pd.Timestamp(now):%H:%M:%S} UTC (the store's clock)"

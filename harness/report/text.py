@@ -127,6 +127,17 @@ def duration(seconds: float | None, missing: str = "?") -> str:
     return f"{s // 60}m{s % 60:02d}s" if s < 3600 else f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
+def share(part: float, whole: float) -> str:
+    """`part` of `whole` in whole percents, as status and the board's Grid page say it: 0% and 100% only for none
+    and all (1 of 201 rounded reads "0%", 200 of 201 "100%"), "<1%" and ">99%" between."""
+    pct = 100 * part / whole if whole else 0.0
+    if 0 < pct < 1:
+        return "<1%"
+    if 99 < pct < 100:
+        return ">99%"
+    return f"{pct:.0f}%"
+
+
 def time_left_source(stored_device: str | None) -> str:
     """Where a time left comes from (harness.report.progress.time_left), as `harness status` and the board's Grid
     page say it: the stored runs may be another machine's (the store's main device, before the suite completed a
@@ -179,8 +190,8 @@ def status_report(p: dict) -> str:
     """The text of `harness status`: summary, time left, predicted vs actual, running, stale, failures."""
     from harness.report.progress import measure_advice, work_text
 
-    c, pct, e = p["counts"], p["percent"], p["estimate"]
-    parts = ", ".join(f"{c[s]} {s} ({pct[s]:.0f}%)" for s in CellState if c[s])
+    c, e = p["counts"], p["estimate"]
+    parts = ", ".join(f"{c[s]} {s} ({share(c[s], c['total'])})" for s in CellState if c[s])
     lines = [f"suite {p['suite']} ({p['num_processes']} process(es)): {c['total']} cells: {parts}"]
     lines += p.get("notes") or []   # what the counts do not show (harness.cli.status.store_notes)
     todo = c[CellState.PENDING] + c[CellState.RUNNING] + c[CellState.STALE]

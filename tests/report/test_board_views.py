@@ -244,6 +244,27 @@ def test_grid_page_reads_a_postgresql_store(pg_server, monkeypatch):
     assert ages["w-live"] < 60 and 3500 < ages["w-stale"] < 3700
 
 
+def test_a_share_of_the_cells_is_never_written_as_none_or_all_of_them(tmp_path, monkeypatch):
+    """1 failed cell of 201 was "1 failed (0%)" in `harness status` and "0% of the cells" on the Grid page, and the
+    200 pending "(100%)": rounded to whole percents, a share that is some of the cells read as none or as all of
+    them. 0% and 100% are said only of none and all; between them, "<1%" and ">99%"."""
+    text = "name: many\nmodels: [minilm]\ntasks: [rte]\nmethods: [full]\nseeds: [%s]\n" % ", ".join(
+        str(i) for i in range(1, 202))
+    (tmp_path / "many.yaml").write_text(text)
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    store = Store(url)
+    cells = parse_suite(text, "many.yaml").cells()
+    store.enqueue(cells, "harness run many.yaml")
+    claim = store.claim_next("many", [c.key for c in cells], Worker("w", "node-a", 11))
+    store.finish(claim, Status.FAILED, {"error": "FloatingPointError: loss is not finite at step 3"})
+    store.engine.dispose()
+    status = call_cli("status", tmp_path / "many.yaml", "--db", url).stdout.splitlines()[0]
+    assert status == "suite many (1 process(es)): 201 cells: 200 pending (>99%), 1 failed (<1%)", status
+    at = app(url, monkeypatch, page="Grid", suite="many")
+    shares = {m.label: m.proto.delta for m in at.metric if m.label in ("completed", "pending", "failed")}
+    assert shares == {"completed": "0% of the cells", "pending": ">99% of the cells", "failed": "<1% of the cells"}
+
+
 def test_grid_page_lists_cells_of_the_states_in_the_url(grid_url, monkeypatch):
     url, ids = grid_url
     at = app(url, monkeypatch, page="Grid", suite="grid", state=["stale", "pending"])
