@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from harness.stats.significance import SEED, Split, load_column, replicates
+from harness.stats.significance import SAME_SCORE, SEED, Split, load_column, replicates
 from harness.spec.tasks import Task
 
 A, B = "A", "B"   # the two sides' keys in a Split's preds: two runs may have the same method label
@@ -36,9 +36,10 @@ def paired_bootstrap(task: Task, splits: list[Split], resamples: int = 1000, con
     a, b = observed[A], observed[B]
     diffs = reps[A] - reps[B]
     alpha = (1 - confidence) / 2
-    # (1 + count) / (1 + B) per side, as the tables' test: B resamples cannot show a p below 1 / (1 + B)
-    other = min(np.sum(diffs <= 0), np.sum(diffs >= 0))
-    p = 2 * (1 + other) / (1 + resamples) if a != b else 1.0
+    # (1 + count) / (1 + B) per side, as the tables' test: B resamples cannot show a p below 1 / (1 + B); a tie
+    # (to within SAME_SCORE: the sides' sums keep their operands' rounding) counts on both sides
+    other = min(np.sum(diffs <= SAME_SCORE), np.sum(diffs >= -SAME_SCORE))
+    p = 2 * (1 + other) / (1 + resamples) if abs(a - b) > SAME_SCORE else 1.0
     return Comparison(sum(len(s.labels) for s in splits), a, b, a - b, float(np.quantile(diffs, alpha)),
                       float(np.quantile(diffs, 1 - alpha)), float(min(1.0, p)), resamples)
 
