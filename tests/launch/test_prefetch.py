@@ -153,3 +153,20 @@ def test_a_repo_sharded_as_bin_gets_its_shards(tmp_path, tiny_bert, monkeypatch)
     assert sorted(p.name for p in snapshot.glob("*.bin")) == ["pytorch_model-00001-of-00002.bin",
                                                               "pytorch_model-00002-of-00002.bin"]
     assert ModelSpec(str(snapshot)).missing_files() is None
+
+
+def test_the_cache_named_is_the_one_the_models_are_read_from(tmp_path, tiny_bert, small_glue):
+    """With HF_HUB_CACHE set (a cluster's shared cache) prefetch found the model there but named $HF_HOME (or
+    ~/.cache/huggingface) as "the HF cache": the folder to copy to the compute nodes was the wrong one. It names
+    the folder huggingface_hub reads and writes."""
+    import shutil
+
+    snapshot = tmp_path / "shared" / "models--org--tiny" / "snapshots" / ("0" * 40)
+    shutil.copytree(tiny_bert, snapshot)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("0" * 40)
+    suite = write_suite(tmp_path / "s.yaml", "name: p\nmodels: [org/tiny]\ntasks: [rte]\nmethods: [full]\n")
+    proc = run_cli("prefetch", suite, "--check", "--data-dir", small_glue, cwd=tmp_path,
+                   env={"HF_HOME": str(tmp_path / "home"), "HF_HUB_CACHE": str(tmp_path / "shared")})
+    assert proc.returncode == 0 and "present  model org/tiny (hub: org/tiny)" in proc.stdout, proc.stdout + proc.stderr
+    assert proc.stderr.endswith(f"(models from {tmp_path / 'shared'})\n"), proc.stderr
