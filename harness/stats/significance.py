@@ -90,6 +90,12 @@ def _predictions(output_dir, split: str):
     return data[f"{split}_idx"], data[f"{split}_pred"], data[f"{split}_label"]
 
 
+def scored_examples(task, output_dir) -> int:
+    """The distinct dev examples a run's saved predictions cover, summed over the task's dev splits (those saved)."""
+    found = (_predictions(output_dir, split.hub_split) for split in task.eval_splits)
+    return sum(len(np.unique(p[0])) for p in found if p is not None)
+
+
 @dataclass
 class Split:
     """One dev split of a column: gold labels on the common examples and each tested variant's (seeds, n)

@@ -332,3 +332,20 @@ def test_resamples_on_which_the_sides_tie_are_counted_as_ties(monkeypatch):
     assert res.p_value == 2 * (1 + min(np.sum(exact <= 0), np.sum(exact >= 0))) / 500 == 0.008
     _, reps = significance.replicates(get_task("rte"), [split], 499)   # the same draws (fixed seed)
     assert significance.p_below(reps[A], reps[B]) == (1 + np.sum(exact <= 0)) / 500
+
+
+def test_runs_scored_on_different_dev_examples_say_that_their_scores_are_on_the_shared_ones(tmp_path):
+    """full was scored on 150 of RTE's 200 dev examples (a max_eval_samples cap), bitfit on all 200: compare paired
+    the 150 and printed bitfit's score on them, not its stored one, with nothing but "150 paired dev examples" to
+    tell (the tables' footnote names such a column). A line says what each side was scored on."""
+    labels = np.random.default_rng(6).integers(0, 2, 200)
+    kept = {"full": np.arange(150), "bitfit": np.arange(200)[::-1]}
+    url = store_of(tmp_path, "rte", [1], lambda c: {"validation_idx": kept[c.method],
+                                                    "validation_pred": labels[kept[c.method]],
+                                                    "validation_label": labels[kept[c.method]]})
+    a, b = run_of(url, "full", 1).id, run_of(url, "bitfit", 1).id
+    note = "on different dev examples (A: 150, B: 200): the scores above are both sides' on the 150 they share"
+    for args in ([a, b], ["full", "bitfit", "--task", "rte"]):
+        r = call_cli("compare", *args, "--db", url)
+        assert r.returncode == 0 and "150 paired dev examples" in r.stdout and note in r.stdout, r.stdout + r.stderr
+    assert note.replace("A: 150, B: 200", "A: 200, B: 150") in call_cli("compare", b, a, "--db", url).stdout
