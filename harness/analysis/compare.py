@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from harness.stats.significance import SEED, Split, load_column, replicates
+from harness.stats.significance import SAME_SCORE, SEED, Split, load_column, replicates, scored_examples
 from harness.spec.tasks import Task
 
 A, B = "A", "B"   # the two sides' keys in a Split's preds: two runs may have the same method label
@@ -27,6 +27,7 @@ class Comparison:
     resamples: int
     budgets: tuple[str, str] | None = None   # two variants' chosen settings of two budgets: (A's, B's)
     data: tuple = ()   # each compared run's data for the task (report.provenance run_data): its note's evidence
+    scored: tuple[int, int] = ()   # dev examples (A's, B's) their runs were scored on, the most of a side's seeds
 
 
 def paired_bootstrap(task: Task, splits: list[Split], resamples: int = 1000, confidence: float = 0.95,
@@ -36,9 +37,10 @@ def paired_bootstrap(task: Task, splits: list[Split], resamples: int = 1000, con
     a, b = observed[A], observed[B]
     diffs = reps[A] - reps[B]
     alpha = (1 - confidence) / 2
-    # (1 + count) / (1 + B) per side, as the tables' test: B resamples cannot show a p below 1 / (1 + B)
-    other = min(np.sum(diffs <= 0), np.sum(diffs >= 0))
-    p = 2 * (1 + other) / (1 + resamples) if a != b else 1.0
+    # (1 + count) / (1 + B) per side, as the tables' test: B resamples cannot show a p below 1 / (1 + B); a tie
+    # (to within SAME_SCORE: the sides' sums keep their operands' rounding) counts on both sides
+    other = min(np.sum(diffs <= SAME_SCORE), np.sum(diffs >= -SAME_SCORE))
+    p = 2 * (1 + other) / (1 + resamples) if abs(a - b) > SAME_SCORE else 1.0
     return Comparison(sum(len(s.labels) for s in splits), a, b, a - b, float(np.quantile(diffs, alpha)),
                       float(np.quantile(diffs, 1 - alpha)), float(min(1.0, p)), resamples)
 
@@ -52,7 +54,10 @@ def _compare(task: Task, dirs_a: list, dirs_b: list, names: dict, resamples: int
         raise InputError(f"{' and '.join(names[k] for k in (A, B) if k in untested)}: saved predictions of some "
                          f"{task.name} dev split not on this machine, or their gold labels (SQuAD: question "
                          "ids) differ from the other side's (not the same data)")
-    return paired_bootstrap(task, splits, resamples)
+    # a side scored on more examples than the two share (a max_eval_samples cap on one side): its score here is
+    # not its stored one, which format_comparison says
+    scored = tuple(max(scored_examples(task, d) for d in dirs) for dirs in (dirs_a, dirs_b))
+    return replace(paired_bootstrap(task, splits, resamples), scored=scored)
 
 
 def compare_runs(a, b, resamples: int = 1000) -> Comparison:

@@ -26,7 +26,7 @@ from harness.board.tradeoff_page import page_tradeoff
 from harness.report.export import (display_table, footnote, lr_text, note_lines, nothing_completed, run_method_text,
                                    table_caption, table_csv, task_notes, to_latex, to_markdown)
 from harness.report.grid import suites_models, with_flops
-from harness.report.text import budget_note, comparison_notes, pct_text
+from harness.report.text import comparison_footer, pct_text
 from harness.report.tables import (ablation_matrix, best_table, composite_vs_single, leaderboard_table, runs_frame,
                                    with_failed_rows)
 from harness.spec.errors import InputError
@@ -316,8 +316,7 @@ def page_analyses(url, suite, model, metric):
                    f"seed(s)), its score the mean over them; {res.resamples} paired bootstrap resamples of the "
                    f"{res.n_examples} dev examples, two-sided p. The same as "
                    f"`harness compare \"{a}\" \"{b}\" --task {task}`.")
-        note = budget_note(res)
-        for line in ([note] if note else []) + comparison_notes(task, res):   # as `harness compare` says them
+        for line in comparison_footer(task, res):   # as `harness compare` says them
             st.caption(line)
     page_ablations(url, suite, runs)
 

@@ -130,6 +130,22 @@ def fetch(need: Need) -> None:
         datasets.load_dataset(task.hub_id, task.hub_config)
 
 
+def cache_folders(items: list[Need]) -> str:
+    """The folders the hub's items are read from and downloaded to, as the libraries resolve them: HF_HUB_CACHE
+    and HF_DATASETS_CACHE can put them outside $HF_HOME (a cluster's shared cache), so $HF_HOME is not the folder
+    to copy. "" where nothing comes from the hub."""
+    folders = []
+    if any(need.kind == "model" and need.where == "hub" for need in items):
+        from huggingface_hub import constants
+
+        folders.append(f"models from {constants.HF_HUB_CACHE}")
+    if any(need.kind == "data" and need.where == "hub" for need in items):
+        import datasets
+
+        folders.append(f"data sets from {datasets.config.HF_DATASETS_CACHE}")
+    return f" ({', '.join(folders)})" if folders else ""
+
+
 def prefetch(suite: Suite, data_dir: str | None = None, check_only: bool = False) -> int:
     if check_only:
         os.environ["HF_HUB_OFFLINE"] = os.environ["HF_DATASETS_OFFLINE"] = "1"
@@ -159,11 +175,11 @@ def prefetch(suite: Suite, data_dir: str | None = None, check_only: bool = False
             print(f"MISSING  {label}: {problem}")
         else:
             print(f"present  {label}")
-    where = os.environ.get("HF_HOME") or "~/.cache/huggingface"
+    where = cache_folders(items)
     if missing:
         print(f"suite {suite.name}: {missing} of {len(items)} needed item(s) missing"
-              + ("" if check_only else " after download") + f" (HF cache: {where})", file=sys.stderr)
+              + ("" if check_only else " after download") + where, file=sys.stderr)
         return EXIT_FAILED
     print(f"suite {suite.name}: all {len(items)} needed item(s) present; compute nodes can run with "
-          f"HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 (HF cache: {where})", file=sys.stderr)
+          f"HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1{where}", file=sys.stderr)
     return 0

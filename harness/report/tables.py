@@ -478,15 +478,16 @@ def _add_tests(best: pd.DataFrame, dirs: list, resamples: int) -> pd.DataFrame:
                                             "seeds_needed", "score_on_common")}
     tests = {}
     for key, group in best.groupby(["suite", "model", "task"], sort=False):
-        # an exact tie for the best mean is the best too; the one the others are tested against is the first by
-        # label, not by row order (two stores of the same runs stored in another order: the same table)
-        level = group.index[group["mean"] >= group["mean"].max()]
+        # a tie for the best mean (at_best: not decided by its last bits) is the best too; the one the others are
+        # tested against is the first by label, not by row order (two stores of the same runs stored in another
+        # order: the same table)
+        level = group.index[significance.at_best(group["mean"])]
         # a task this version does not know, or no predictions of the scores shown (dirs None): not tested
         task = TASKS.get(key[2]) if key[2] in TASKS and dirs is not None else None
         # among ties, one whose predictions are saved: the first by label without them left the column untested
         top = next((i for i in _by_label(best, level, "method_label") if task and significance.saved(task, dirs[i])),
                    _by_label(best, level, "method_label")[0])
-        # an exact tie for the best is not tested against it (nor counted in the Holm family of the others), but
+        # a tie for the best is not tested against it (nor counted in the Holm family of the others), but
         # resampled with them: the average column tests every variant on every task's replicates
         # (by label: their columns' order in the resampling's matrix products moves the scores' last bits)
         variants = {best.at[i, "method_label"]: dirs[i] for i in _by_label(best, group.index, "method_label")} \
@@ -710,7 +711,7 @@ def _test_average(table: pd.DataFrame, best: pd.DataFrame, glue: list) -> None:
             continue
         suites = best.loc[best["model"] == model, "suite"].unique()
         columns = {t: tests.get((suites[0], model, t)) for t in glue} if len(suites) == 1 else {}
-        level = rows.index[rows["avg"] >= rows["avg"].max()]   # an exact tie for the best average: best too
+        level = rows.index[significance.at_best(rows["avg"])]   # a tie for the best average: best too
         tested = columns and all(c is not None for c in columns.values())
         # (as _add_tests: not row order; among ties one resampled on every task, if any is)
         top = next((i for i in _by_label(table, level, "method") if tested and all(

@@ -93,6 +93,16 @@ def budget_note(result) -> str | None:
             f"with the other hyperparameters, so this comparison is not at one budget.")
 
 
+def examples_note(result) -> str | None:
+    """What a comparison must say when its two sides were scored on different dev examples (the tables'
+    footnote says it of a column): its scores are on the examples both have, not the stored scores."""
+    if not result.scored or set(result.scored) == {result.n_examples}:
+        return None
+    a, b = result.scored
+    return (f"The two sides were scored on different dev examples (A: {a}, B: {b}): the scores above are both "
+            f"sides' on the {result.n_examples} they share, not their stored scores.")
+
+
 def comparison_notes(task: str, result) -> list[str]:
     """The task's note under a comparison's scores (as run_notes), judged by the data the compared runs read."""
     from harness.report.export import note_lines
@@ -100,8 +110,14 @@ def comparison_notes(task: str, result) -> list[str]:
     return note_lines([task], {task: list(result.data)})
 
 
+def comparison_footer(task: str, result) -> list[str]:
+    """Every line a comparison's scores need under them, as `harness compare` and the board's Analyses page say
+    them: other dev examples, other budgets, the task's data note."""
+    return [n for n in (examples_note(result), budget_note(result), *comparison_notes(task, result)) if n]
+
+
 def format_comparison(what: str, result, task: str) -> str:
-    notes = [n for n in (budget_note(result), *comparison_notes(task, result)) if n]
+    notes = comparison_footer(task, result)
     return (f"{what}: {result.n_examples} paired dev examples\n"
             f"score A {result.score_a:.2f}  score B {result.score_b:.2f}  A-B {result.diff:+.2f}  "
             f"95% CI [{result.ci_low:+.2f}, {result.ci_high:+.2f}]  p = {result.p_value:.4f} two-sided "

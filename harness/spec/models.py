@@ -59,6 +59,21 @@ def in_folder(folder: str):
     return locate
 
 
+def remote_code(config: dict) -> list[tuple[str | None, str]]:
+    """The code a trust_remote_code model loads, as its config.json's auto_map names it: (repository, file) pairs,
+    repository None for the model's own ("modeling_x.Model" -> modeling_x.py), else the one an "org/repo--" prefix
+    names (code kept in another repository: transformers fetches it from there)."""
+    refs = []
+    for value in (config.get("auto_map") or {}).values():
+        refs += value if isinstance(value, (list, tuple)) else [value]   # a tokenizer's: [slow, fast]
+    found = set()
+    for ref in refs:
+        if isinstance(ref, str) and "." in ref:
+            repo, _, module = ref.rpartition("--")
+            found.add((repo or None, module.rsplit(".", 1)[0] + ".py"))
+    return sorted(found, key=lambda pair: (pair[0] or "", pair[1]))
+
+
 def loaded_files(folder: str, trust_remote_code: bool = False) -> list[str]:
     """The files of a model's folder (an alias, a local directory) that loading reads, by name: config, the
     weights it picks, the tokenizer's files, remote code where trusted. A model_source digest covers these
@@ -69,6 +84,17 @@ def loaded_files(folder: str, trust_remote_code: bool = False) -> list[str]:
     if trust_remote_code:
         names += [n for n in os.listdir(folder) if n.endswith(".py")]
     return sorted(n for n in set(names) if locate(n))
+
+
+def _cached(repo: str, name: str) -> str | None:
+    """A file of a hub repository in the Hugging Face cache (read from disk only), or None."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        path = try_to_load_from_cache(repo, name)
+    except Exception:   # a malformed id: check() reports it
+        return None
+    return path if isinstance(path, str) else None
 
 
 # Hub ids without an organisation that the hub still serves; any other bare name must be an alias or a directory.
@@ -143,23 +169,17 @@ class ModelSpec:
 
     def missing_files(self) -> str | None:
         """What loading would not find on this machine, read from disk only (an alias, a local directory, or the
-        hub's cache): config.json, weights, a tokenizer; None where all are there. A cache can hold a config
-        without the rest (a download cut short), which a cell would find only as it loads, in a library's
-        error."""
+        hub's cache): config.json, weights, a tokenizer, the remote code of a trusted model; None where all are
+        there. A cache can hold a config without the rest (a download cut short), which a cell would find only as
+        it loads, in a library's error."""
         if self.name in ALIASES or self.local_path() is not None:
             where = self.source()
             locate = in_folder(where)
         else:
-            from huggingface_hub import try_to_load_from_cache
-
             where = "the Hugging Face cache"
 
             def locate(name: str) -> str | None:
-                try:
-                    path = try_to_load_from_cache(self.name, name)
-                except Exception:   # a malformed id: check() reports it
-                    return None
-                return path if isinstance(path, str) else None
+                return _cached(self.name, name)
         if not locate("config.json"):
             return f"no config.json in {where}"
         if weight_files(locate) is None:
@@ -168,6 +188,10 @@ class ModelSpec:
                     f"{index} in {where} names shards that are not there (or no readable weight_map)")
         if not any(locate(f) for f in TOKENIZER_FILES):
             return f"no tokenizer files (tokenizer.json, vocab.txt, ...) in {where}"
+        for repo, module in remote_code(self.config_dict() or {}) if self.trust_remote_code else ():
+            if not (locate(module) if repo is None else _cached(repo, module)):
+                return (f"no {module}{f' of {repo}' if repo else ''} (config.json's auto_map: remote code) in "
+                        f"{where if repo is None else 'the Hugging Face cache'}")
         return None
 
     def source(self) -> str:

@@ -25,6 +25,17 @@ POWER = 0.8
 RESAMPLES = 1000
 SEED = 0
 CHUNK = 2_000_000   # entries of the (rows, n) resample matrix at once: bounds memory on QQP-sized dev sets
+# Scores (GLUE points) this close are one score: a sum of seeds' scores, or of per-example scores averaged over
+# seeds, keeps its operands' rounding, so two means with as many dev examples right (790 + 802 and 796 + 796 of
+# 1,000) read 79.6 and 79.60000000000001, and two sides of a resample that tie differ by ±1.4e-14. Far below what
+# one dev example changes (100 / (n * seeds): 2.5e-4 on QQP with 10 seeds).
+SAME_SCORE = 1e-7
+
+
+def at_best(means) -> np.ndarray:
+    """Which of the means (no NaN) are the best, a tie to within SAME_SCORE included: the tables' bests."""
+    means = np.asarray(means, dtype=float)
+    return means >= means.max() - SAME_SCORE
 
 
 def holm(p_values) -> np.ndarray:
@@ -83,6 +94,12 @@ def saved(task, dirs) -> bool:
     """Every run in `dirs` (a variant's seeds) has its predictions of every dev split on this machine: the
     variant can be the one a column is tested against."""
     return bool(dirs) and all(_predictions(d, split.hub_split) is not None for d in dirs for split in task.eval_splits)
+
+
+def scored_examples(task, output_dir) -> int:
+    """The distinct dev examples a run's saved predictions cover, summed over the task's dev splits (those saved)."""
+    found = (_predictions(output_dir, split.hub_split) for split in task.eval_splits)
+    return sum(len(np.unique(p[0])) for p in found if p is not None)
 
 
 @dataclass
@@ -292,8 +309,9 @@ def replicates(task, splits: list[Split], resamples: int = RESAMPLES, seed: int 
 
 
 def p_below(best: np.ndarray, other: np.ndarray) -> float:
-    """One-sided bootstrap p-value that `other` is below `best`: the share of resamples where it is not."""
-    return float((1 + np.sum(best - other <= 0)) / (1 + len(best)))
+    """One-sided bootstrap p-value that `other` is below `best`: the share of resamples where it is not (a tie
+    to within SAME_SCORE included)."""
+    return float((1 + np.sum(best - other <= SAME_SCORE)) / (1 + len(best)))
 
 
 @dataclass
@@ -311,8 +329,8 @@ class ColumnTest:
 
 def against_best(best: str, reps: dict, observed: dict, untested: list, n_examples: int, resamples: int,
                       alpha: float = ALPHA, level=()) -> ColumnTest:
-    """Holm-corrected one-sided tests of every variant in `reps` against `best`, but those `level` with it (an
-    exact tie for the best mean: a best too, neither tested nor in the Holm family; their replicates are kept,
+    """Holm-corrected one-sided tests of every variant in `reps` against `best`, but those `level` with it (a
+    tie for the best mean, at_best: a best too, neither tested nor in the Holm family; their replicates are kept,
     for the average over tasks)."""
     if best not in reps:
         return ColumnTest(best, observed, {}, {}, {}, sorted((set(reps) | set(untested)) - {best}), n_examples,
@@ -329,7 +347,7 @@ def against_best(best: str, reps: dict, observed: dict, untested: list, n_exampl
 def column_test(task, variants: dict, best: str, resamples: int = RESAMPLES, seed: int = SEED,
                 alpha: float = ALPHA, level=()) -> ColumnTest:
     """variants: {label: [output_dir per seed of its best setting]}; best: the label best on dev; level: the
-    labels whose mean equals the best's exactly. Those are resampled with the others but not tested against it:
+    labels whose mean equals the best's (at_best). Those are resampled with the others but not tested against it:
     the average over tasks needs every variant's replicates of every column, and a variant left out of one
     column's replicates (for a tie there) would leave the average untested for all."""
     # the best first: load_column checks every variant's gold labels (and ids) against the first it loads, so a

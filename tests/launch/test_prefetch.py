@@ -153,3 +153,52 @@ def test_a_repo_sharded_as_bin_gets_its_shards(tmp_path, tiny_bert, monkeypatch)
     assert sorted(p.name for p in snapshot.glob("*.bin")) == ["pytorch_model-00001-of-00002.bin",
                                                               "pytorch_model-00002-of-00002.bin"]
     assert ModelSpec(str(snapshot)).missing_files() is None
+
+
+def hub_cache(tmp_path, model, name: str, folder: str = "hf/hub"):
+    """`model`'s files as the hub's cache holds repository org/NAME (one snapshot, refs/main naming it)."""
+    import shutil
+
+    snapshot = tmp_path / folder / f"models--org--{name}" / "snapshots" / ("0" * 40)
+    shutil.copytree(model, snapshot)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("0" * 40)
+    return snapshot
+
+
+def test_the_cache_named_is_the_one_the_models_are_read_from(tmp_path, tiny_bert, small_glue):
+    """With HF_HUB_CACHE set (a cluster's shared cache) prefetch found the model there but named $HF_HOME (or
+    ~/.cache/huggingface) as "the HF cache": the folder to copy to the compute nodes was the wrong one. It names
+    the folder huggingface_hub reads and writes."""
+    hub_cache(tmp_path, tiny_bert, "tiny", "shared")
+    suite = write_suite(tmp_path / "s.yaml", "name: p\nmodels: [org/tiny]\ntasks: [rte]\nmethods: [full]\n")
+    proc = run_cli("prefetch", suite, "--check", "--data-dir", small_glue, cwd=tmp_path,
+                   env={"HF_HOME": str(tmp_path / "home"), "HF_HUB_CACHE": str(tmp_path / "shared")})
+    assert proc.returncode == 0 and "present  model org/tiny (hub: org/tiny)" in proc.stdout, proc.stdout + proc.stderr
+    assert proc.stderr.endswith(f"(models from {tmp_path / 'shared'})\n"), proc.stderr
+
+
+def test_a_trusted_model_s_remote_code_is_needed(tmp_path, tiny_bert, small_glue):
+    """A trust_remote_code model whose config.json's auto_map names modeling_tiny.py: a cache without that file
+    was "present" (prefetch --check, exit 0; validate: valid), and every cell then failed offline ("couldn't find
+    them in the cached files"). The code its auto_map names is needed, in its own repository or another's."""
+    import json
+
+    snapshot = hub_cache(tmp_path, tiny_bert, "remote")
+    config = json.loads((snapshot / "config.json").read_text())
+    config["auto_map"] = {"AutoConfig": "configuration_tiny.TinyConfig", "AutoModel": "org/code--modeling_tiny.M"}
+    (snapshot / "config.json").write_text(json.dumps(config))
+    (snapshot / "configuration_tiny.py").write_text("")
+    suite = write_suite(tmp_path / "s.yaml", "name: p\nmodels: [{name: org/remote, trust_remote_code: true}]\n"
+                                             "tasks: [rte]\nmethods: [full]\n")
+    proc = run_cli("prefetch", suite, "--check", "--data-dir", small_glue, cwd=tmp_path,
+                   env={"HF_HOME": str(tmp_path / "hf")})
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "MISSING  model org/remote (hub: org/remote): no modeling_tiny.py of org/code (config.json's auto_map: " \
+           "remote code) in the Hugging Face cache" in proc.stdout, proc.stdout
+    (tmp_path / "code").mkdir()
+    (tmp_path / "code" / "modeling_tiny.py").write_text("")
+    hub_cache(tmp_path, tmp_path / "code", "code")   # the other repository's code, cached
+    proc = run_cli("prefetch", suite, "--check", "--data-dir", small_glue, cwd=tmp_path,
+                   env={"HF_HOME": str(tmp_path / "hf")})
+    assert proc.returncode == 0, proc.stdout + proc.stderr

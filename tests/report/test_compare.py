@@ -311,3 +311,41 @@ def test_runs_the_store_keeps_no_folder_for_are_named_without_none(tmp_path):
     store.engine.dispose()
     assert_refused(call_cli("compare", "1", "4", "--db", url),
                    "error: run 4: the store keeps no output folder for it: no saved predictions to compare")
+
+
+def test_resamples_on_which_the_sides_tie_are_counted_as_ties(monkeypatch):
+    """Three seeds: a side's per-example score is a third, so on a resample where both sides have as many examples
+    right their sums differed in the last bits (±1.4e-14) and a tie fell on either side of zero: compare's p was
+    0.004 where the draws' exact counts give 0.008 (the column's one-sided p 0.002 for 0.004). Both are checked
+    against the exact integer sums of the same draws."""
+    from harness.stats import significance
+
+    drawn, real = [], significance.counts
+    monkeypatch.setattr(significance, "counts", lambda idx, n: drawn.append(real(idx, n)) or drawn[-1])
+    rng = np.random.default_rng(27)
+    labels = rng.integers(0, 2, 300)
+    right = {A: rng.random((3, 300)) < 0.8, B: rng.random((3, 300)) < 0.76}
+    split = Split("validation", labels, {s: np.where(r, labels, 1 - labels) for s, r in right.items()})
+    res = paired_bootstrap(get_task("rte"), [split], resamples=499)
+    exact = drawn[0] @ (right[A].sum(0).astype(int) - right[B].sum(0))   # examples right over the seeds, A - B
+    assert np.sum(exact == 0) == 1
+    assert res.p_value == 2 * (1 + min(np.sum(exact <= 0), np.sum(exact >= 0))) / 500 == 0.008
+    _, reps = significance.replicates(get_task("rte"), [split], 499)   # the same draws (fixed seed)
+    assert significance.p_below(reps[A], reps[B]) == (1 + np.sum(exact <= 0)) / 500
+
+
+def test_runs_scored_on_different_dev_examples_say_that_their_scores_are_on_the_shared_ones(tmp_path):
+    """full was scored on 150 of RTE's 200 dev examples (a max_eval_samples cap), bitfit on all 200: compare paired
+    the 150 and printed bitfit's score on them, not its stored one, with nothing but "150 paired dev examples" to
+    tell (the tables' footnote names such a column). A line says what each side was scored on."""
+    labels = np.random.default_rng(6).integers(0, 2, 200)
+    kept = {"full": np.arange(150), "bitfit": np.arange(200)[::-1]}
+    url = store_of(tmp_path, "rte", [1], lambda c: {"validation_idx": kept[c.method],
+                                                    "validation_pred": labels[kept[c.method]],
+                                                    "validation_label": labels[kept[c.method]]})
+    a, b = run_of(url, "full", 1).id, run_of(url, "bitfit", 1).id
+    note = "on different dev examples (A: 150, B: 200): the scores above are both sides' on the 150 they share"
+    for args in ([a, b], ["full", "bitfit", "--task", "rte"]):
+        r = call_cli("compare", *args, "--db", url)
+        assert r.returncode == 0 and "150 paired dev examples" in r.stdout and note in r.stdout, r.stdout + r.stderr
+    assert note.replace("A: 150, B: 200", "A: 200, B: 150") in call_cli("compare", b, a, "--db", url).stdout

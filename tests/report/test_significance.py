@@ -232,6 +232,18 @@ def test_an_exact_tie_for_a_task_s_best_leaves_the_average_tested(tmp_path):
     assert rte["bitfit"]["is_best"] and rte["full"]["is_best"] and pd.isna(rte["bitfit"]["p_raw"])
     assert rte["layernorm"]["p_vs_best"] == rte["layernorm"]["p_raw"]   # a family of one: Holm changes nothing
 
+def test_a_tie_for_the_best_mean_is_a_tie_whatever_the_last_bits_of_the_seeds_scores(tmp_path):
+    """full's seeds got 790 and 802 of 1,000 right, houlsby's 796 and 796: both means are 79.6, yet the scores'
+    last bits (100 * accuracy, rounded) made houlsby's 79.60000000000001, so houlsby was the column's only best,
+    full and lora (full's predictions) were tested against it (p 0.5+), and bitfit's Holm p doubled (a family of
+    three). A tie to within SAME_SCORE is a tie: three bests, bitfit tested alone."""
+    r = rows(best_table(runs_frame(Store(build(tmp_path, tasks=("rte",), seeds=(1, 2), correct={
+        "full": [790, 802], "lora": None, "houlsby": [796, 796], "bitfit": [749, 751]})))))
+    assert [r[m]["is_best"] for m in ("full", LORA, HOULSBY, "bitfit")] == [True, True, True, False]
+    assert all(pd.isna(r[m]["p_raw"]) and r[m]["seeds_needed"] is None for m in ("full", LORA, HOULSBY))
+    assert r["bitfit"]["p_vs_best"] == r["bitfit"]["p_raw"]   # a family of one
+
+
 def test_a_variant_scored_on_other_data_does_not_leave_the_best_untested(tmp_path):
     """Gold labels (SQuAD: question ids) are checked against the variant loaded first: bitfit (the first by
     label), was scored on other data (its gold labels differ), so the best and every other variant read "(not
