@@ -370,6 +370,7 @@ def render(req: SlurmRequest) -> str:
     # each rank's threads: the task's CPUs shared out among its ranks on the node
     values["threads"] = str(max(1, cpus // max(1, req.gpus_per_worker))) if cpus else None
     values["no_cpus"] = None if cpus else ""
+    values["cpu_only"] = "" if req.gpus_per_worker == 0 else None
     if req.gpus_per_worker == 0 and req.template == ARRAY:
         values["multi_gpu"] = ""
     text = (TEMPLATES / req.template).read_text()

@@ -768,3 +768,17 @@ def test_only_a_cancelled_job_is_told_from_one_to_requeue(tmp_path, monkeypatch,
     (tmp_path / "scontrol").chmod(0o755)
     monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
     assert slurm_cancelled("7") is cancelled
+
+
+@pytest.mark.parametrize("gpus, hidden", [("0", True), ("1", False)])
+def test_a_cpu_only_worker_sees_no_gpu_slurm_left_visible(tmp_path, tiny_bert, gpus, hidden, monkeypatch):
+    """`--gpus-per-worker 0` ("CPUs only") on a node whose GPUs Slurm does not fence off: the worker saw
+    CUDA_VISIBLE_DEVICES as the node had it and trained on the first GPU, beside another job's ranks. Its
+    script hides them; a worker given a GPU keeps what Slurm set."""
+    suite = write_suite(tmp_path / "s.yaml", suite_text(tiny_bert, "s"))
+    env = _fake_launchers(tmp_path, tmp_path / "python", monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    r = call_cli("slurm", suite, "--workers", "1", "--gpus-per-worker", gpus, "--dry-run")
+    assert r.returncode == 0, r.stderr
+    _launched_argv(r.stdout, tmp_path, {**env, "CUDA_VISIBLE_DEVICES": "0,1"})
+    assert _launched_env(tmp_path)["CUDA_VISIBLE_DEVICES"] == ("" if hidden else "0,1")
