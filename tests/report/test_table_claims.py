@@ -1608,3 +1608,16 @@ def test_bold_under_a_filter_that_hides_the_best_says_whose_best_it_is_tied_with
     view = with_methods_shown(leaderboard_table(best_table(runs_frame(Store(url, read_only=True)))), ["bitfit"])
     assert "Best not shown (rte: full" in to_latex("leaderboard", view)   # the board's downloads: its footnote
     assert "Best not shown" not in table(url)   # every method shown: nothing to say
+
+
+def test_of_two_settings_with_equal_means_the_one_with_more_seeds_is_chosen(tmp_path):
+    """full at 2e-5 kept one seed of three (72.0), at 1e-5 all three (70, 72, 74: 72.0 too). The tie went to the
+    setting key that sorts first, 2e-5's: the tables showed "72.0 (1/3 seeds)", its learning rate and no std,
+    where the same mean stood on three seeds."""
+    scores = {(1e-5, 1): 70.0, (1e-5, 2): 72.0, (1e-5, 3): 74.0, (2e-5, 1): 72.0, (2e-5, 2): None, (2e-5, 3): None}
+    url = store_of(tmp_path, ["name: s\nmodels: [minilm]\ntasks: [rte]\nmethods: [full]\nseeds: [1, 2, 3]\n"
+                              "hparams: {learning_rate: [1e-5, 2e-5]}\n"],
+                   lambda c: scores[(c.hparams["learning_rate"], c.seed)])
+    (r,) = json.loads(table(url, "best", "json"))["rows"]
+    assert (r["learning_rate"], r["n_seeds"], r["std"]) == (1e-5, 3, 2.0), r
+    assert row(table(url), "full")[1] == "**72.0 ± 2.0**"
