@@ -226,10 +226,8 @@ def _queued_only(frame: pd.DataFrame, settings: pd.Series, variants: dict[tuple,
     tasks = [next(iter(member_keys("", task))) if j else task for task, j in zip(frame["task"], joint)]
     carried = set(zip(frame["suite"], frame["model"], tasks, frame["method_label"]))
     # (a joint row carries its first member task's count, selection.unfinished_settings hands it to each member)
-    covered = carried | {(s, m, t, label) for s, m, task, label in zip(frame.loc[joint, "suite"],
-                                                                       frame.loc[joint, "model"], frame.loc[joint, "task"],
-                                                                       frame.loc[joint, "method_label"])
-                         for t in member_keys("", task)}
+    joints = zip(*(frame.loc[joint, c] for c in ("suite", "model", "task", "method_label")))
+    covered = carried | {(s, m, t, label) for s, m, task, label in joints for t in member_keys("", task)}
     return ([counts.get(k, 0) for k in zip(frame["suite"], frame["model"], tasks, frame["method_label"])],
             {k: n for k, n in counts.items() if k not in covered})
 
@@ -375,14 +373,16 @@ def with_failed_rows(best: pd.DataFrame, runs: pd.DataFrame | None = None) -> pd
     unfinished = best.attrs.get("unfinished") or {}
     failed_only = best.attrs.get("failed_only") or {}
     failed = [{"suite": suites[0] if len(suites) == 1 else None, "model": of_model, "task": task,
-               "method": methods.get(label), "method_label": label, "metric": score_metric(task), "settings_tried": n, "settings_failed": n,
+               "method": methods.get(label), "method_label": label, "metric": score_metric(task),
+               "settings_tried": n, "settings_failed": n,
                "failed_settings": n, "settings_unfinished": unfinished.get((of_model, label, task), 0)}
               for (of_model, label, task), n in failed_only.items()]
     # a variant whose settings of a task are all still queued or running: the leaderboard's "not finished" cell,
     # no setting tried yet (its settings column "0 (+2 unfinished)"), not a variant never run there
     scored = set(zip(best["model"], best["method_label"], best["task"]))
     failed += [{"suite": suites[0] if len(suites) == 1 else None, "model": of_model, "task": task,
-                "method": methods.get(label), "method_label": label, "metric": score_metric(task), "settings_tried": 0, "settings_failed": 0,
+                "method": methods.get(label), "method_label": label, "metric": score_metric(task),
+                "settings_tried": 0, "settings_failed": 0,
                 "failed_settings": None, "settings_unfinished": n}
                for (of_model, label, task), n in unfinished.items()
                if n and (of_model, label, task) not in scored and (of_model, label, task) not in failed_only]
