@@ -146,7 +146,8 @@ def runs_frame(store, suite: str | None = None, with_env: bool = False) -> pd.Da
     frame = frame[first + metric_cols + rest]
     # a variant's task with every setting still queued has no row to carry its count: the tables read it here
     # (selection.unfinished_settings), so the variant shows as not finished, not as never run
-    frame.attrs["settings_queued_alone"] = alone
+    # (as [suite, model, task, method_label, settings] lists: Streamlit serialises a drawn frame's attrs as JSON)
+    frame.attrs["settings_queued_alone"] = [[*key, n] for key, n in alone.items()]
     return frame
 
 
