@@ -740,7 +740,16 @@ def table_csv(kind: str, frame: pd.DataFrame) -> str:
     for c in frame.columns:
         if pd.api.types.is_integer_dtype(frame[c]) and out[c].dtype != frame[c].dtype:
             out[c] = out[c].astype("Int64")
+        elif c.endswith(COUNT_SUFFIXES) and pd.api.types.is_float_dtype(out[c]) and (out[c].dropna() % 1 == 0).all():
+            # a count column with a variant's empty cell in it (no score on that task, no average) came out of
+            # pandas as floats: "1.0" seeds beside the JSON's 1
+            out[c] = out[c].astype("Int64")
     return to_csv(with_task_notes(kind, out))
+
+
+# the leaderboard's count columns: seeds, settings (per task, and the average's seeds)
+COUNT_SUFFIXES = ("_n", "_seeds_planned", "_settings", "_settings_failed", "_settings_unfinished",
+                  "_failed_settings")
 
 
 def to_json(kind: str, frame: pd.DataFrame) -> str:

@@ -1621,3 +1621,12 @@ def test_of_two_settings_with_equal_means_the_one_with_more_seeds_is_chosen(tmp_
     (r,) = json.loads(table(url, "best", "json"))["rows"]
     assert (r["learning_rate"], r["n_seeds"], r["std"]) == (1e-5, 3, 2.0), r
     assert row(table(url), "full")[1] == "**72.0 ± 2.0**"
+
+
+def test_the_leaderboard_csv_writes_counts_as_whole_numbers_beside_a_variant_without_a_score(tmp_path):
+    """bitfit's mrpc runs failed (no score there, no average): full's mrpc seeds and its average's seeds came out
+    of the CSV as "1.0" and "2.0", where the JSON says 1 and 2."""
+    text = "name: s\nmodels: [minilm]\ntasks: [rte, mrpc]\nmethods: [full, bitfit]\n"
+    url = queued_store(tmp_path, text, lambda c: "completed" if c.method == "full" or c.task == "rte" else "failed")
+    rows = {r["method"]: r for r in csv.DictReader(table(url, fmt="csv").splitlines())}
+    assert (rows["full"]["mrpc_n"], rows["full"]["avg_n"], rows["bitfit"]["mrpc_n"]) == ("1", "2", ""), rows
