@@ -24,7 +24,7 @@ from harness.board.grid_page import page_grid
 from harness.board.task_page import page_task
 from harness.board.tradeoff_page import page_tradeoff
 from harness.report.export import (display_table, footnote, lr_text, note_lines, nothing_completed, run_method_text,
-                                   table_caption, table_csv, task_notes, to_latex, to_markdown)
+                                   table_caption, table_csv, task_notes, to_latex, to_markdown, with_methods_shown)
 from harness.report.grid import suites_models, with_flops
 from harness.report.text import comparison_footer, pct_text
 from harness.report.tables import (ablation_matrix, best_table, composite_vs_single, leaderboard_table, runs_frame,
@@ -186,14 +186,15 @@ def page_leaderboard(url, suite, model, metric):
     sort_by = urlstate.choose(st.selectbox, "Sort by", sort_options, "sort",
                               format_func=lambda c: {"avg": board.attrs.get("avg_name", "average"),
                                                      "trainable_pct": "% trained"}.get(c, c))
-    view = board[board["method"].isin(keep)]
+    view = with_methods_shown(board, keep)   # (its attrs: the columns whose best it hides, for the footnote)
     if view.empty:   # (every method taken out: no table, nor its files, to draw)
         st.info("No method chosen: choose one or more under Methods.")
         return
     if sort_by != "as exported":   # (the export's order: tables.variant_rank)
         col = "avg" if sort_by == "avg" else sort_by if sort_by == "trainable_pct" else f"{sort_by}_mean"
+        shown = dict(view.attrs)
         view = view.sort_values(col, ascending=sort_by == "trainable_pct", na_position="last")
-    view.attrs.update(board.attrs)
+        view.attrs.update(shown)
     _, style = styled("leaderboard", view)
     st.dataframe(style, hide_index=True, width="stretch")
     for line in footnote("leaderboard", view):

@@ -409,6 +409,7 @@ def footnote(kind: str, frame: pd.DataFrame) -> list[str]:
             + f". Seeds per cell: {seeds_text}.")
     if seeds[0] == 1 and not frame.attrs.get("untested"):
         lines.append("With one seed the test resamples examples only: the variance between seeds is not in it.")
+    lines += best_not_shown(frame)
     header, rows, _, bold = display_table(kind, frame)
     texts = [c for row in rows for c in row if isinstance(c, str)]
     lines += rounded_alike(kind, header, rows, bold)
@@ -495,6 +496,38 @@ def metric_line(kind: str, frame: pd.DataFrame) -> list[str]:
     """Which metric each task's score is, in points (the best table's `metric` column in CSV and JSON)."""
     tasks = shown_tasks(kind, frame)
     return [f"Scores, in points (× 100): {'; '.join(f'{t} {score_metric(t)}' for t in tasks)}."] if tasks else []
+
+
+def with_methods_shown(board: pd.DataFrame, keep) -> pd.DataFrame:
+    """The leaderboard's rows of the methods `keep` (the board's Methods filter), its attrs kept, and where a hidden
+    variant is the best of a column, attrs["best_not_shown"] {column: [labels]}: bold is tied with the best of
+    every variant, so a bold cell there is not the best of the rows shown (the footnote says so)."""
+    view = board[board["method"].isin(keep)]
+    view.attrs.update(board.attrs)
+    hidden = board[~board["method"].isin(keep)]
+    best: dict = {}
+    for t in board.attrs.get("tasks", []):
+        if f"{t}_is_best" in hidden:
+            labels = [r["method"] for _, r in hidden.iterrows() if flag_value(r.get(f"{t}_is_best"))]
+            if labels:
+                best[t] = labels
+    if "avg" in board and board["avg"].notna().any():
+        top = board["avg"].max()
+        labels = [r["method"] for _, r in hidden.iterrows() if r["avg"] == top]
+        if labels:
+            best[board.attrs.get("avg_name", "GLUE avg")] = labels
+    view.attrs["best_not_shown"] = best
+    return view
+
+
+def best_not_shown(frame: pd.DataFrame) -> list[str]:
+    """The footnote line of with_methods_shown's view, [] where every column's best is shown."""
+    best = frame.attrs.get("best_not_shown") or {}
+    if not best:
+        return []
+    each = "; ".join(f"{column}: {', '.join(labels)}" for column, labels in best.items())
+    return [f"Best not shown ({each}): a method left out by the filter is the best of these columns; bold there "
+            f"marks the variants not significantly below it, not the best of the rows shown."]
 
 
 def average_missing(board: pd.DataFrame) -> list[str]:
@@ -707,7 +740,16 @@ def table_csv(kind: str, frame: pd.DataFrame) -> str:
     for c in frame.columns:
         if pd.api.types.is_integer_dtype(frame[c]) and out[c].dtype != frame[c].dtype:
             out[c] = out[c].astype("Int64")
+        elif c.endswith(COUNT_SUFFIXES) and pd.api.types.is_float_dtype(out[c]) and (out[c].dropna() % 1 == 0).all():
+            # a count column with a variant's empty cell in it (no score on that task, no average) came out of
+            # pandas as floats: "1.0" seeds beside the JSON's 1
+            out[c] = out[c].astype("Int64")
     return to_csv(with_task_notes(kind, out))
+
+
+# the leaderboard's count columns: seeds, settings (per task, and the average's seeds)
+COUNT_SUFFIXES = ("_n", "_seeds_planned", "_settings", "_settings_failed", "_settings_unfinished",
+                  "_failed_settings")
 
 
 def to_json(kind: str, frame: pd.DataFrame) -> str:

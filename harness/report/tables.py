@@ -146,7 +146,8 @@ def runs_frame(store, suite: str | None = None, with_env: bool = False) -> pd.Da
     frame = frame[first + metric_cols + rest]
     # a variant's task with every setting still queued has no row to carry its count: the tables read it here
     # (selection.unfinished_settings), so the variant shows as not finished, not as never run
-    frame.attrs["settings_queued_alone"] = alone
+    # (as [suite, model, task, method_label, settings] lists: Streamlit serialises a drawn frame's attrs as JSON)
+    frame.attrs["settings_queued_alone"] = [[*key, n] for key, n in alone.items()]
     return frame
 
 
@@ -226,10 +227,8 @@ def _queued_only(frame: pd.DataFrame, settings: pd.Series, variants: dict[tuple,
     tasks = [next(iter(member_keys("", task))) if j else task for task, j in zip(frame["task"], joint)]
     carried = set(zip(frame["suite"], frame["model"], tasks, frame["method_label"]))
     # (a joint row carries its first member task's count, selection.unfinished_settings hands it to each member)
-    covered = carried | {(s, m, t, label) for s, m, task, label in zip(frame.loc[joint, "suite"],
-                                                                       frame.loc[joint, "model"], frame.loc[joint, "task"],
-                                                                       frame.loc[joint, "method_label"])
-                         for t in member_keys("", task)}
+    joints = zip(*(frame.loc[joint, c] for c in ("suite", "model", "task", "method_label")))
+    covered = carried | {(s, m, t, label) for s, m, task, label in joints for t in member_keys("", task)}
     return ([counts.get(k, 0) for k in zip(frame["suite"], frame["model"], tasks, frame["method_label"])],
             {k: n for k, n in counts.items() if k not in covered})
 
@@ -375,14 +374,16 @@ def with_failed_rows(best: pd.DataFrame, runs: pd.DataFrame | None = None) -> pd
     unfinished = best.attrs.get("unfinished") or {}
     failed_only = best.attrs.get("failed_only") or {}
     failed = [{"suite": suites[0] if len(suites) == 1 else None, "model": of_model, "task": task,
-               "method": methods.get(label), "method_label": label, "metric": score_metric(task), "settings_tried": n, "settings_failed": n,
+               "method": methods.get(label), "method_label": label, "metric": score_metric(task),
+               "settings_tried": n, "settings_failed": n,
                "failed_settings": n, "settings_unfinished": unfinished.get((of_model, label, task), 0)}
               for (of_model, label, task), n in failed_only.items()]
     # a variant whose settings of a task are all still queued or running: the leaderboard's "not finished" cell,
     # no setting tried yet (its settings column "0 (+2 unfinished)"), not a variant never run there
     scored = set(zip(best["model"], best["method_label"], best["task"]))
     failed += [{"suite": suites[0] if len(suites) == 1 else None, "model": of_model, "task": task,
-                "method": methods.get(label), "method_label": label, "metric": score_metric(task), "settings_tried": 0, "settings_failed": 0,
+                "method": methods.get(label), "method_label": label, "metric": score_metric(task),
+                "settings_tried": 0, "settings_failed": 0,
                 "failed_settings": None, "settings_unfinished": n}
                for (of_model, label, task), n in unfinished.items()
                if n and (of_model, label, task) not in scored and (of_model, label, task) not in failed_only]
@@ -543,7 +544,11 @@ def best_setting_runs(group: pd.DataFrame, metric: str = "score") -> pd.DataFram
     """The runs (one per seed) of the hyperparameter setting with the best mean dev score, by seed: the seeds'
     predictions are pooled in that order, whatever order the runs were stored in."""
     group = with_setting_key(group)
-    chosen = group.groupby("setting_key")[metric].agg(seed_mean).idxmax()
+    # an exact tie for the best mean: the setting with more seeds behind it (a survivor of three seeds at 72.0 is
+    # less evidence than three seeds averaging 72.0), then the first setting key, which is no order of the runs
+    per = group.groupby("setting_key")[metric].agg([seed_mean, "count"])
+    top = per[per["seed_mean"] >= per["seed_mean"].max()]
+    chosen = min(top.index, key=lambda k: (-int(top.at[k, "count"]), str(k)))
     return group[group["setting_key"] == chosen].sort_values("seed", kind="stable")
 
 

@@ -224,6 +224,6 @@ def unfinished_settings(runs: pd.DataFrame) -> dict[tuple, int]:
             if per_task else ():
         out[key] = out.get(key, 0) + int(n)
     # a variant's task whose every setting is queued: no row to carry it (runs_frame keeps these apart)
-    for key, n in (runs.attrs.get("settings_queued_alone") or {}).items():
-        out[key] = out.get(key, 0) + int(n)
+    for *key, n in runs.attrs.get("settings_queued_alone") or []:
+        out[tuple(key)] = out.get(tuple(key), 0) + int(n)
     return out

@@ -1581,3 +1581,52 @@ def test_variants_tied_for_the_best_are_tested_against_one_with_saved_prediction
     assert rows[("rte", "bitfit")]["is_best"] and rows[("rte", "full")]["is_best"]
     md = table(url)
     assert "(not tested)" not in row(md, lora)[1] and row(md, lora)[-3] == "60.0", md   # its average tested too
+
+
+def test_bold_under_a_filter_that_hides_the_best_says_whose_best_it_is_tied_with(tmp_path, monkeypatch):
+    """full is the best on rte (70.0), bitfit not significantly below it (69.5): bold. The board's Methods filter
+    showing bitfit alone kept it bold under "Bold: the best mean in its column ...", with the best hidden; so did
+    the files downloaded there."""
+    from streamlit.testing.v1 import AppTest
+
+    from harness.board import APP
+
+    url = store_of(tmp_path, ["name: s\nmodels: [minilm]\ntasks: [rte]\nmethods: [full, bitfit]\nseeds: [1, 2]\n"],
+                   lambda c: 70.0 if c.method == "full" else 69.5, predictions=True)
+    monkeypatch.setenv("HARNESS_DB", url)
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.query_params.update(suite="s", model="minilm", page="Leaderboard", show="bitfit")
+    at.run()
+    assert not at.exception, at.exception
+    assert list(at.dataframe[0].value["method"]) == ["bitfit"]
+    said = ("Best not shown (rte: full; GLUE avg: full): a method left out by the filter is the best of these "
+            "columns; bold there marks the variants not significantly below it, not the best of the rows shown.")
+    assert said in [c.value for c in at.main.caption], [c.value for c in at.main.caption]
+    from harness.report.export import to_latex, with_methods_shown
+    from harness.report.tables import best_table, leaderboard_table, runs_frame
+
+    view = with_methods_shown(leaderboard_table(best_table(runs_frame(Store(url, read_only=True)))), ["bitfit"])
+    assert "Best not shown (rte: full" in to_latex("leaderboard", view)   # the board's downloads: its footnote
+    assert "Best not shown" not in table(url)   # every method shown: nothing to say
+
+
+def test_of_two_settings_with_equal_means_the_one_with_more_seeds_is_chosen(tmp_path):
+    """full at 2e-5 kept one seed of three (72.0), at 1e-5 all three (70, 72, 74: 72.0 too). The tie went to the
+    setting key that sorts first, 2e-5's: the tables showed "72.0 (1/3 seeds)", its learning rate and no std,
+    where the same mean stood on three seeds."""
+    scores = {(1e-5, 1): 70.0, (1e-5, 2): 72.0, (1e-5, 3): 74.0, (2e-5, 1): 72.0, (2e-5, 2): None, (2e-5, 3): None}
+    url = store_of(tmp_path, ["name: s\nmodels: [minilm]\ntasks: [rte]\nmethods: [full]\nseeds: [1, 2, 3]\n"
+                              "hparams: {learning_rate: [1e-5, 2e-5]}\n"],
+                   lambda c: scores[(c.hparams["learning_rate"], c.seed)])
+    (r,) = json.loads(table(url, "best", "json"))["rows"]
+    assert (r["learning_rate"], r["n_seeds"], r["std"]) == (1e-5, 3, 2.0), r
+    assert row(table(url), "full")[1] == "**72.0 ± 2.0**"
+
+
+def test_the_leaderboard_csv_writes_counts_as_whole_numbers_beside_a_variant_without_a_score(tmp_path):
+    """bitfit's mrpc runs failed (no score there, no average): full's mrpc seeds and its average's seeds came out
+    of the CSV as "1.0" and "2.0", where the JSON says 1 and 2."""
+    text = "name: s\nmodels: [minilm]\ntasks: [rte, mrpc]\nmethods: [full, bitfit]\n"
+    url = queued_store(tmp_path, text, lambda c: "completed" if c.method == "full" or c.task == "rte" else "failed")
+    rows = {r["method"]: r for r in csv.DictReader(table(url, fmt="csv").splitlines())}
+    assert (rows["full"]["mrpc_n"], rows["full"]["avg_n"], rows["bitfit"]["mrpc_n"]) == ("1", "2", ""), rows
