@@ -544,10 +544,11 @@ def best_setting_runs(group: pd.DataFrame, metric: str = "score") -> pd.DataFram
     """The runs (one per seed) of the hyperparameter setting with the best mean dev score, by seed: the seeds'
     predictions are pooled in that order, whatever order the runs were stored in."""
     group = with_setting_key(group)
-    # an exact tie for the best mean: the setting with more seeds behind it (a survivor of three seeds at 72.0 is
-    # less evidence than three seeds averaging 72.0), then the first setting key, which is no order of the runs
+    # a tie for the best mean (at_best: not decided by its last bits): the setting with more seeds behind it (a
+    # survivor of three seeds at 72.0 is less evidence than three seeds averaging 72.0), then the first setting
+    # key, which is no order of the runs
     per = group.groupby("setting_key")[metric].agg([seed_mean, "count"])
-    top = per[per["seed_mean"] >= per["seed_mean"].max()]
+    top = per[significance.at_best(per["seed_mean"].fillna(-math.inf))]
     chosen = min(top.index, key=lambda k: (-int(top.at[k, "count"]), str(k)))
     return group[group["setting_key"] == chosen].sort_values("seed", kind="stable")
 

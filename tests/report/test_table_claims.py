@@ -1623,6 +1623,18 @@ def test_of_two_settings_with_equal_means_the_one_with_more_seeds_is_chosen(tmp_
     assert row(table(url), "full")[1] == "**72.0 ± 2.0**"
 
 
+def test_of_two_settings_whose_means_differ_in_their_last_bits_the_one_with_more_seeds_is_chosen(tmp_path):
+    """RTE's 277 dev examples: 150 right on one seed is 54.151624548736464, 145 / 145 / 160 on three average to
+    54.15162454873646, the same score but for the last bit. The single seed won the setting on that bit."""
+    scores = {(1e-5, 1): 100 * 145 / 277, (1e-5, 2): 100 * 145 / 277, (1e-5, 3): 100 * 160 / 277,
+              (2e-5, 1): 100 * 150 / 277, (2e-5, 2): None, (2e-5, 3): None}
+    url = store_of(tmp_path, ["name: s\nmodels: [minilm]\ntasks: [rte]\nmethods: [full]\nseeds: [1, 2, 3]\n"
+                              "hparams: {learning_rate: [1e-5, 2e-5]}\n"],
+                   lambda c: scores[(c.hparams["learning_rate"], c.seed)])
+    (r,) = json.loads(table(url, "best", "json"))["rows"]
+    assert (r["learning_rate"], r["n_seeds"]) == (1e-5, 3), r
+
+
 def test_the_leaderboard_csv_writes_counts_as_whole_numbers_beside_a_variant_without_a_score(tmp_path):
     """bitfit's mrpc runs failed (no score there, no average): full's mrpc seeds and its average's seeds came out
     of the CSV as "1.0" and "2.0", where the JSON says 1 and 2."""
