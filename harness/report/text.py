@@ -98,9 +98,10 @@ def examples_note(result) -> str | None:
     footnote says it of a column): its scores are on the examples both have, not the stored scores."""
     if not result.scored or set(result.scored) == {result.n_examples}:
         return None
-    a, b = result.scored
-    return (f"The two sides were scored on different dev examples (A: {a}, B: {b}): the scores above are both "
-            f"sides' on the {result.n_examples} they share, not their stored scores.")
+    a, b = result.scored   # each side's most (its seeds may differ among themselves)
+    sides = f"A: {a}, B: {b}" if a != b else f"up to {a} on each side"
+    return (f"The runs were scored on different dev examples ({sides}): the scores above are both sides' on the "
+            f"{result.n_examples} they share, not their stored scores.")
 
 
 def comparison_notes(task: str, result) -> list[str]:

@@ -349,3 +349,16 @@ def test_runs_scored_on_different_dev_examples_say_that_their_scores_are_on_the_
         r = call_cli("compare", *args, "--db", url)
         assert r.returncode == 0 and "150 paired dev examples" in r.stdout and note in r.stdout, r.stdout + r.stderr
     assert note.replace("A: 150, B: 200", "A: 200, B: 150") in call_cli("compare", b, a, "--db", url).stdout
+
+
+def test_sides_whose_runs_differ_among_themselves_are_not_written_as_equal_counts():
+    """Each side's count is the most any of its seeds was scored on: A's and B's seeds scored on 100 and 90
+    examples (90 shared) read "different dev examples (A: 100, B: 100)", a sentence its numbers contradict."""
+    from types import SimpleNamespace
+
+    from harness.report.text import examples_note
+
+    line = examples_note(SimpleNamespace(scored=(100, 100), n_examples=90))
+    assert "up to 100 on each side" in line and "the 90 they share" in line, line
+    assert "(A: 150, B: 200)" in examples_note(SimpleNamespace(scored=(150, 200), n_examples=150))
+    assert examples_note(SimpleNamespace(scored=(90, 90), n_examples=90)) is None
