@@ -1642,3 +1642,16 @@ def test_the_leaderboard_csv_writes_counts_as_whole_numbers_beside_a_variant_wit
     url = queued_store(tmp_path, text, lambda c: "completed" if c.method == "full" or c.task == "rte" else "failed")
     rows = {r["method"]: r for r in csv.DictReader(table(url, fmt="csv").splitlines())}
     assert (rows["full"]["mrpc_n"], rows["full"]["avg_n"], rows["bitfit"]["mrpc_n"]) == ("1", "2", ""), rows
+
+
+def test_a_hidden_average_tied_for_the_best_in_its_last_bits_is_named_as_the_best_not_shown():
+    """The board's Methods filter: a hidden variant whose GLUE average ties the best but for its last bits
+    (79.6 against 79.60000000000001) was not named as a best not shown, which the tables' bold (at_best) treats
+    as one."""
+    import pandas as pd
+
+    from harness.report.export import with_methods_shown
+
+    board = pd.DataFrame({"method": ["full", "houlsby", "lora"], "avg": [79.6, 79.60000000000001, 70.0]})
+    board.attrs.update({"tasks": [], "avg_name": "GLUE avg"})
+    assert with_methods_shown(board, ["lora"]).attrs["best_not_shown"] == {"GLUE avg": ["full", "houlsby"]}
