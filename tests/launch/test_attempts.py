@@ -227,6 +227,29 @@ def own_pg():
     yield from own_server()
 
 
+def _worker_through_an_outage(tmp_path, own_pg, script, suite, db, data, env, reached, down, lasting: bool,
+                              timeout_s: float):
+    """A worker (`script`: a harness entry point that touches `reached` where the outage is to begin, then waits
+    there until `down` exists) run on the suite; PostgreSQL paused once `reached` exists, and resumed 2 s later
+    (not `lasting`: the first tries fail) or after the worker ended. (process, its stderr)."""
+    cmd = [sys.executable, "-c", script, "run", str(suite), "--db", db, "--output-dir", str(tmp_path / "out"),
+           "--data-dir", str(data), "--no-progress"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + timeout_s
+    while not reached.exists():
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-3000:]
+        time.sleep(0.1)
+    own_pg.pause()
+    down.touch()
+    if not lasting:
+        time.sleep(2.0)
+        own_pg.resume()
+    _, err = proc.communicate(timeout=timeout_s)
+    if lasting:
+        own_pg.resume()
+    return proc, err
+
+
 @pytest.mark.parametrize("lasting", [False, True])
 def test_store_outage_during_finish(tmp_path, tiny_bert, small_glue, own_pg, lasting):
     db = own_pg.create_database("outage")
@@ -237,21 +260,8 @@ def test_store_outage_during_finish(tmp_path, tiny_bert, small_glue, own_pg, las
            "HARNESS_FINISH_TRIES": "3" if lasting else "6", "HARNESS_FINISH_BACKOFF_S": "0.5",
            # a short lease: the unrecorded cell's lease is stale by the time it is ingested
            "HARNESS_HEARTBEAT_S": "0.5", "HARNESS_LEASE_TIMEOUT_S": "2"}
-    cmd = [sys.executable, "-c", OUTAGE, "run", str(suite), "--db", db, "--output-dir", str(tmp_path / "out"),
-           "--data-dir", str(small_glue), "--no-progress"]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 600
-    while not in_finish.exists():
-        assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-3000:]
-        time.sleep(0.1)
-    own_pg.pause()
-    down.touch()
-    if not lasting:
-        time.sleep(2.0)   # the first tries fail
-        own_pg.resume()
-    _, err = proc.communicate(timeout=600)
-    if lasting:
-        own_pg.resume()
+    proc, err = _worker_through_an_outage(tmp_path, own_pg, OUTAGE, suite, db, small_glue, env, in_finish, down,
+                                          lasting, 600)
     assert "recording failed" in err, err[-3000:]
     out = tmp_path / "out"
     if not lasting:
@@ -596,21 +606,8 @@ def test_a_store_outage_right_after_a_claim(tmp_path, tiny_bert, small_glue, own
     claimed, down = tmp_path / "claimed", tmp_path / "down"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "CLAIMED": str(claimed), "SERVER_DOWN": str(down),
            "HARNESS_FINISH_TRIES": "2" if lasting else "6", "HARNESS_FINISH_BACKOFF_S": "0.5"}
-    cmd = [sys.executable, "-c", AFTER_CLAIM, "run", str(suite), "--db", db, "--output-dir", str(tmp_path / "out"),
-           "--data-dir", str(small_glue), "--no-progress"]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 300
-    while not claimed.exists():
-        assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-3000:]
-        time.sleep(0.1)
-    own_pg.pause()
-    down.touch()
-    if not lasting:
-        time.sleep(2.0)   # the first tries fail
-        own_pg.resume()
-    _, err = proc.communicate(timeout=300)
-    if lasting:
-        own_pg.resume()
+    proc, err = _worker_through_an_outage(tmp_path, own_pg, AFTER_CLAIM, suite, db, small_glue, env, claimed, down,
+                                          lasting, 300)
     assert "Traceback" not in err and "failed (OperationalError" in err, err[-3000:]
     (row,) = Store(db).records("a")
     if not lasting:
