@@ -443,7 +443,7 @@ class CellRun:
                                           self.compiled, self.masks_drawn):
                         loss = self.forward(t, batch).loss
                     acc.backward(loss)
-                    if acc.sync_gradients and hp["max_grad_norm"]:
+                    if closes and hp["max_grad_norm"]:
                         acc.clip_grad_norm_(trainable, hp["max_grad_norm"])
                     self.optimizer.step()
                     self.optimizer.zero_grad(set_to_none=True)
@@ -451,7 +451,7 @@ class CellRun:
                 batch_examples, batch_tokens = batch_counts(batch, read, rows)
                 examples, loss_n, log_n = examples + batch_examples, loss_n + 1, log_n + 1
                 sums.add(loss, batch_tokens)   # on the device: nothing waits here
-                if not acc.sync_gradients:
+                if not closes:
                     continue
                 self.scheduler.step()
                 step += 1
