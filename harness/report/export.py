@@ -16,6 +16,7 @@ from harness.report.tables import (ALL_FAILED, NOT_FINISHED, STD_NOTE, best_tabl
                                    leaderboard_table, runs_frame, score_metric, span_tasks, with_failed_rows)
 from harness.report.text import pct_text
 from harness.spec.status import Regime
+from harness.stats.significance import at_best   # a tie as the tables decide it, not by the last bits
 from harness.store.db import Store
 from harness.store.engine import default_db_url, sqlite_file
 
@@ -322,10 +323,8 @@ def _tied(frame: pd.DataFrame, i, tie_col: str, value_col: str, peers) -> bool:
     among its peers (a boolean mask of the rows in the same column)."""
     if tie_col in frame:
         return flag_value(frame.at[i, tie_col]) is True
-    from harness.stats.significance import SAME_SCORE   # a tie as the tests have it, not by the last bits
-
-    value = frame.at[i, value_col]
-    return bool(pd.notna(value) and value >= frame.loc[peers, value_col].max() - SAME_SCORE)
+    values = frame.loc[peers, value_col].dropna()   # (row i among them: its own column)
+    return bool(pd.notna(frame.at[i, value_col]) and i in values.index[at_best(values)])
 
 
 def rounded_alike(kind: str, header: list[str], rows: list[list], bold: set) -> list[str]:
@@ -514,8 +513,6 @@ def with_methods_shown(board: pd.DataFrame, keep) -> pd.DataFrame:
             if labels:
                 best[t] = labels
     if "avg" in board and board["avg"].notna().any():
-        from harness.stats.significance import at_best   # a tie as the tables decide it, not by the last bits
-
         avg = board["avg"].dropna()
         tops = set(avg.index[at_best(avg)])
         labels = [r["method"] for i, r in hidden.iterrows() if i in tops]
