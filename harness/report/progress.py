@@ -291,10 +291,10 @@ def rows_beside(store, suite: str, keys) -> tuple[int, int, list[str]]:
                             .where(R.suite == suite, R.parent_id.is_(None))).all()
     # an evaluation-only cell's repeats (other seeds or budgets of it, queued before plan/grid.py ran it once) are
     # one run to the tables (selection.without_evaluation_repeats), never claimed: not settings to come
-    alike = Counter(k for k in map(evaluation_key, rows) if k is not None)
-    beside = [row for row in rows if row.cell_key not in keys]
-    to_come = [row for row in beside if row.status in (Status.PENDING, Status.RUNNING)
-               and alike.get(evaluation_key(row), 0) < 2]
+    evaluations = [evaluation_key(row) for row in rows]
+    alike = Counter(k for k in evaluations if k is not None)
+    beside = [(row, k) for row, k in zip(rows, evaluations) if row.cell_key not in keys]
+    to_come = [row for row, k in beside if row.status in (Status.PENDING, Status.RUNNING) and alike.get(k, 0) < 2]
     return len(beside), len(to_come), suites
 
 

@@ -225,12 +225,11 @@ def _queued_only(frame: pd.DataFrame, settings: pd.Series, variants: dict[tuple,
     # a joint row carries its member tasks' count (the same settings queued for each): before any multi-task cell
     # completes it is the only row of them (selection.unfinished_settings hands it to each member task)
     tasks = [next(iter(member_keys("", task))) if j else task for task, j in zip(frame["task"], joint)]
-    carried = set(zip(frame["suite"], frame["model"], tasks, frame["method_label"]))
-    # (a joint row carries its first member task's count, selection.unfinished_settings hands it to each member)
+    carriers = list(zip(frame["suite"], frame["model"], tasks, frame["method_label"]))
+    # the keys some row carries: a joint row's first member task, and through it every member's
     joints = zip(*(frame.loc[joint, c] for c in ("suite", "model", "task", "method_label")))
-    covered = carried | {(s, m, t, label) for s, m, task, label in joints for t in member_keys("", task)}
-    return ([counts.get(k, 0) for k in zip(frame["suite"], frame["model"], tasks, frame["method_label"])],
-            {k: n for k, n in counts.items() if k not in covered})
+    covered = set(carriers) | {(s, m, t, label) for s, m, task, label in joints for t in member_keys("", task)}
+    return [counts.get(k, 0) for k in carriers], {k: n for k, n in counts.items() if k not in covered}
 
 
 def best_table(runs: pd.DataFrame, metric: str = "score", resamples: int = significance.RESAMPLES,
