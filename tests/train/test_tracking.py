@@ -188,13 +188,19 @@ def test_a_cell_stopped_by_usr1_continues_its_mlflow_run_and_tensorboard_folder(
                 if f.startswith("events.out.tfevents")]) == 2
 
 
+def _mlflow_suite(tmp_path, tiny_bert, max_steps: int):
+    """(MLflow's tracking URI, suite "k"): one seed logged to MLflow alone every 5 steps, evaluated every 10."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    suite = write_suite(tmp_path / "k.yaml", tracked_suite(
+        tiny_bert, "k", f'{{mlflow: {{tracking_uri: "{uri}"}}}}', budget=f"{{max_steps: {max_steps}}}", log_every=5,
+        seeds="[1]", hparams="batch_size: 8, learning_rate: 1e-4, eval_steps: 10"))
+    return uri, suite
+
+
 def test_a_worker_killed_outright_leaves_no_mlflow_run_running(tmp_path, tiny_bert, small_glue):
     """SIGKILL ends a worker without a word to MLflow: its run read RUNNING forever beside the FINISHED run of the
     worker that trained the cell again (lease audit). The next worker to start the cell marks it KILLED."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    suite = write_suite(tmp_path / "k.yaml", tracked_suite(
-        tiny_bert, "k", f'{{mlflow: {{tracking_uri: "{uri}"}}}}', budget="{max_steps: 120}", log_every=5,
-        seeds="[1]", hparams="batch_size: 8, learning_rate: 1e-4, eval_steps: 10"))
+    uri, suite = _mlflow_suite(tmp_path, tiny_bert, max_steps=120)
     w = worker(tmp_path, suite, small_glue, wait=False)
     read_stderr_until(w, "eval step 10 ")
     w.kill()
@@ -615,10 +621,7 @@ def test_a_worker_that_lost_a_resumed_cell_leaves_the_new_holders_mlflow_run_fin
     """A stopped cell resumed by worker A, which froze (no heartbeat) until B took the stale lease over, resumed
     the same checkpoint, continued the same MLflow run and finished it. A, awake again, found its lease lost and
     ended that run as KILLED: the completed cell's one run read KILLED. A lost lease leaves the run as it is."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    suite = write_suite(tmp_path / "k.yaml", tracked_suite(
-        tiny_bert, "k", f'{{mlflow: {{tracking_uri: "{uri}"}}}}', budget="{max_steps: 40}", log_every=5,
-        seeds="[1]", hparams="batch_size: 8, learning_rate: 1e-4, eval_steps: 10"))
+    uri, suite = _mlflow_suite(tmp_path, tiny_bert, max_steps=40)
     first = worker(tmp_path, suite, small_glue, wait=False)
     read_stderr_until(first, "eval step 10 ")
     first.send_signal(signal.SIGUSR1)
