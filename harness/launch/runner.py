@@ -30,7 +30,7 @@ from harness.launch.worker import Heartbeat
 from harness.spec.status import lease_timeout, lease_timing
 from harness.plan.grid import Suite
 from harness.report.progress import cell_states, predict_claimed
-from harness.spec.status import Status
+from harness.spec.status import Regime, Status
 from harness.store.db import Store
 from harness.store.engine import sqlite_location_warning
 from harness.store.env import cpu_threads_warning, device_name, environment
@@ -263,7 +263,7 @@ def run_suite(suite: Suite, db_url: str | None, data_dir: str | None, output_dir
             if main:
                 attempt.discard(attempt_dir)   # the checkpoint is in the cell folder: the next claim resumes it
                 why = "stopped by a signal, checkpointed" if isinstance(stop, Preempted) else "interrupted"
-                say(f"cell {cell.key}: {why}; {_give_back(store, claim)}")
+                say(f"cell {cell.key}: {why}; {_give_back(store, claim, _progress(cell, stop))}")
             if isinstance(stop, Preempted):
                 if main:
                     requeue_slurm_task()   # last: it ends this job's processes
@@ -349,7 +349,17 @@ def _record(store: Store, claim: Claim, cell_dir: str, attempt_dir: str, status:
     return True
 
 
-def _give_back(store: Store, claim: Claim) -> str:
+def _progress(cell, stop: BaseException) -> tuple[int, int] | None:
+    """(step, total steps) of the checkpoint a stop signal wrote, as the store keeps it for `harness status` to
+    price the steps left. None for a sequential cell: its stages are loops of their own, and resuming a later
+    stage trains the stages before it again, so one stage's step says little of the cell's time left."""
+    step, total = getattr(stop, "step", None), getattr(stop, "total_steps", None)
+    if step is None or not total or cell.regime == Regime.SEQUENTIAL:
+        return None
+    return step, total
+
+
+def _give_back(store: Store, claim: Claim, progress: tuple[int, int] | None = None) -> str:
     """Release a stopped cell's claim; what became of it, for the worker's line. A store that cannot be reached
     (the stop signal of a maintenance that takes the database down too) keeps the lease: the worker still stops
     and requeues its Slurm task, whose next incarnation takes its own lease at once (queue.claim_next), and any
@@ -359,7 +369,7 @@ def _give_back(store: Store, claim: Claim) -> str:
     from sqlalchemy.exc import SQLAlchemyError
 
     try:
-        released = store.release(claim)
+        released = store.release(claim, progress)
     except (SQLAlchemyError, OSError) as exc:
         reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         return (f"the store is unreachable ({reason}), so it keeps this worker's lease: a requeued task of this "

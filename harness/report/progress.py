@@ -316,6 +316,15 @@ def row_states(store, suite: str, lease_timeout: float | None = None) -> list[tu
     return [(cell_of(r), _state(r, r.cell_key in stale), r) for r in rows]
 
 
+def checkpointed_share(rec) -> float:
+    """The share of a cell's steps its checkpoint holds (the store's checkpoint_step of checkpoint_total_steps,
+    written when a stop signal gave it back), 0 without one: a resumed cell runs only the steps after it."""
+    step, total = getattr(rec, "checkpoint_step", None), getattr(rec, "checkpoint_total_steps", None)
+    if rec is None or step is None or not total:
+        return 0.0
+    return min(1.0, max(0.0, step / total))
+
+
 def _state(rec, stale: bool) -> CellState:
     return CellState.PENDING if rec is None else CellState.STALE if stale else CellState(rec.status)
 
@@ -415,8 +424,9 @@ def _no_estimate_why(group_done: bool, stored: CellEstimate | None, device: str 
 def time_left(store, states: list[tuple], *, data_dir: str | None = None, now=None) -> dict:
     """The time left of a suite in progress. Per setting (work_key: method and its parameters, task, budget,
     hparams; seeds, learning rates and the other WORK_NEUTRAL hparams pooled): the mean time of this suite's
-    completed cells of it x its cells still to run (pending, stale, running: a running one less the time it has run,
-    its ± the same share of the cell's); a setting with no completed cell yet is predicted from stored throughput
+    completed cells of it x its cells still to run (pending, stale, running: each less the share of its steps its
+    checkpoint holds (checkpointed_share), a running one also less the time it has run since its claim, its ± the
+    same share of the cell's); a setting with no completed cell yet is predicted from stored throughput
     (`estimate`, on the device of this suite's completed cells, scaled to the cell's planned examples), and so are
     the cells that read cached frozen features (a mean would spread the one cell that ran the encoder over the
     others, which do not). A cell the store does not predict takes its group's mean (_suite_fallback: a probe's
@@ -462,14 +472,14 @@ def time_left(store, states: list[tuple], *, data_dir: str | None = None, now=No
             ran = 0.0
             if state == CellState.RUNNING and rec.started_at is not None:
                 ran = max(0.0, (now - rec.started_at).total_seconds())
-            g["todo"].append((cell, ran, state))
+            g["todo"].append((cell, ran, state, checkpointed_share(rec)))
     for g in groups.values():
         g["times"] = [seconds for _, _, seconds in g["done"]]
         g["todo"].sort(key=lambda t: t[2] != CellState.RUNNING)   # the cell computing a pass now is charged it
-        g["probe"] = any(cell_feature_sets(c) is not None for c, _, _ in g["todo"])
+        g["probe"] = any(cell_feature_sets(c) is not None for c, *_ in g["todo"])
         g["stored"] = not g["times"] or g["probe"]
 
-    need_stored = [c for g in groups.values() if g["stored"] for c, _, _ in g["todo"]]
+    need_stored = [c for g in groups.values() if g["stored"] for c, *_ in g["todo"]]
     stored, stored_device, made = {}, None, set()
     if need_stored and store is not None:
         try:
@@ -501,7 +511,7 @@ def time_left(store, states: list[tuple], *, data_dir: str | None = None, now=No
             continue
         w, pm, sources, predicted = 0.0, 0.0, set(), []
         fallback = _suite_fallback(g, made)
-        for cell, ran, _ in g["todo"]:
+        for cell, ran, _, share_done in g["todo"]:
             e = stored.get(cell.key) if g["stored"] else None
             if e is not None and e.seconds is not None:
                 seconds, rel = e.seconds, (e.plus_minus / e.seconds if e.seconds else 0.0)
@@ -514,7 +524,9 @@ def time_left(store, states: list[tuple], *, data_dir: str | None = None, now=No
                     why.add(_no_estimate_why(bool(g["done"]), e, stored_device))
                     continue
                 sources.add("suite")
-            left = max(0.0, seconds - ran)   # a running cell: what it has not run yet, and that work's ±
+            # what its checkpoint has not done yet, less what a running cell has run since its claim resumed it,
+            # and that work's ±
+            left = max(0.0, seconds * (1.0 - share_done) - ran)
             w, pm = w + left, pm + left * rel
             device_s += device_time(left, cell.num_processes)
             predicted.append(seconds)

@@ -30,7 +30,11 @@ class Preempted(Exception):
     """A stop signal (SIGUSR1, SIGUSR2 or SIGTERM: Slurm's warning before a time limit or preemption) arrived
     while a cell trained. The loop checkpointed the cell in its output directory before raising this; the runner
     gives the cell's claim back (it stays pending, so the next worker resumes it) and the worker exits with
-    EXIT_PREEMPTED so a requeued Slurm task carries on."""
+    EXIT_PREEMPTED so a requeued Slurm task carries on. `step` of `total_steps`: where its loop checkpointed."""
+
+    def __init__(self, message: str, step: int | None = None, total_steps: int | None = None):
+        super().__init__(message)
+        self.step, self.total_steps = step, total_steps
 
 
 EXIT_PREEMPTED = 3

@@ -30,7 +30,7 @@ from harness.spec.layout import RunLayout
 from harness.spec.status import DEFAULT_LEASE_TIMEOUT_S, Status
 from harness.store.engine import store_text
 from harness.store.lease import Claim, Worker, current_worker, host_id_of, process_gone, utcnow
-from harness.store.schema import RESULTS, RUN_COLUMNS, RunRecord as R
+from harness.store.schema import CHECKPOINT, RESULTS, RUN_COLUMNS, RunRecord as R
 
 CHILD_KEPT = ("id", "suite", "cell_key", "parent_id", "created_at")   # a child row's own, never its parent's
 
@@ -248,10 +248,15 @@ class WorkQueue:
         after the claim, which empties every result column, and kept by finish, which sets only what it has."""
         return self._update_lease(claim, predicted_time_s=float(seconds))
 
-    def release(self, claim: Claim) -> bool:
+    def release(self, claim: Claim, progress: tuple[int, int] | None = None) -> bool:
         """Give the cell back (preempted, interrupted): pending again, its attempt counted; the next worker to
-        claim it resumes from the checkpoint in its output directory, if one was written."""
-        return self._update_lease(claim, status=Status.PENDING.value, heartbeat_at=None)
+        claim it resumes from the checkpoint in its output directory, if one was written. `progress`: (step,
+        total steps) of the checkpoint just written, kept until the cell is finished (None: no new checkpoint,
+        an earlier one's stays)."""
+        values = {}
+        if progress is not None:
+            values = {"checkpoint_step": int(progress[0]), "checkpoint_total_steps": int(progress[1])}
+        return self._update_lease(claim, status=Status.PENDING.value, heartbeat_at=None, **values)
 
     def finish(self, claim: Claim, status: str, fields: dict, children: list[tuple[str, dict]] = (),
                before_commit: Callable[[dict, list[dict]], None] | None = None) -> R:
@@ -278,6 +283,8 @@ class WorkQueue:
                     if k not in ("id", "suite", "cell_key", "attempts", "created_at"):
                         setattr(rec, k, v)
                 rec.status, rec.finished_at, rec.heartbeat_at = str(status), now, now
+                for name in CHECKPOINT:   # a recorded cell's checkpoint is deleted (or resumed by a retry anew)
+                    setattr(rec, name, None)
                 kids = [_child(rec, suffix, f, now) for suffix, f in children]
                 s.add_all(kids)
                 s.flush()

@@ -24,15 +24,21 @@ class Base(DeclarativeBase):
     pass
 
 
-# Each run column is one of three kinds. Identity: what identifies a cell's row and what it was configured with,
+# Each run column is one of four kinds. Identity: what identifies a cell's row and what it was configured with,
 # kept when a cell is claimed again. Lease: the worker that claimed it (kept after it finishes: who ran it,
-# where). Every other column is a result of one attempt and starts empty on each claim.
+# where). Checkpoint: how far the cell's checkpoint got, kept by the claim that resumes it and emptied by a
+# finish (a recorded cell keeps no checkpoint). Every other column is a result of one attempt and starts empty on
+# each claim.
 def _identity(*args, **kw):
     return mapped_column(*args, info={"group": "identity"}, **kw)
 
 
 def _lease(*args, **kw):
     return mapped_column(*args, info={"group": "lease"}, **kw)
+
+
+def _checkpoint(*args, **kw):
+    return mapped_column(*args, info={"group": "checkpoint"}, **kw)
 
 
 class _Redacted(TypeDecorator):
@@ -156,6 +162,11 @@ class RunRecord(Base):
     claimed_at: Mapped[dt.datetime | None] = _lease()
     heartbeat_at: Mapped[dt.datetime | None] = _lease()
 
+    # a cell given back by a stop signal: the optimizer step its checkpoint holds, of the steps its loop plans
+    # (Store.release); what `harness status` prices as done (harness.report.progress.time_left)
+    checkpoint_step: Mapped[int | None] = _checkpoint(Integer)
+    checkpoint_total_steps: Mapped[int | None] = _checkpoint(Integer)
+
     def as_dict(self) -> dict:
         out = {}
         for c in self.__table__.columns:
@@ -211,7 +222,8 @@ for _table in (RunRecord, AnalysisRecord):   # the ORM side of _Redacted: what a
 RUN_COLUMNS: tuple[str, ...] = tuple(c.name for c in RunRecord.__table__.columns)   # in declaration order
 IDENTITY = tuple(c.name for c in RunRecord.__table__.columns if c.info.get("group") == "identity")
 LEASE = tuple(c.name for c in RunRecord.__table__.columns if c.info.get("group") == "lease")
-RESULTS = tuple(c for c in RUN_COLUMNS if c not in IDENTITY and c not in LEASE)
+CHECKPOINT = tuple(c.name for c in RunRecord.__table__.columns if c.info.get("group") == "checkpoint")
+RESULTS = tuple(c for c in RUN_COLUMNS if c not in IDENTITY and c not in LEASE and c not in CHECKPOINT)
 
 INT_BOUNDS = {Integer: 2 ** 31 - 1, BigInteger: 2 ** 63 - 1}   # what PostgreSQL's INTEGER / BIGINT hold
 # Every number column but these is a count, a size, a time, a rate or an id, none of them below zero: a record

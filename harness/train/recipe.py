@@ -426,7 +426,7 @@ class CellRun:
                       own={"examples": examples, "tokens": seen["tokens"], "loss_sum": seen["loss"],
                            "log_loss_sum": seen["log_loss"], "flops": self.flops.state()})
             raise Preempted(f"{preempt.signal_name() or 'a stop signal'} at step {step}/{total_steps}: "
-                            f"checkpointed in {ckpt.path}")
+                            f"checkpointed in {ckpt.path}", step=step, total_steps=total_steps)
 
         # ---
         local = [False, False, False]   # the last optimizer step's host-side flags (out of time, stop, lost)

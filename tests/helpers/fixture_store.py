@@ -79,12 +79,15 @@ def build(path, predictions_dir=None, url=None) -> str:
 
 
 def downgrade_to_0004(path) -> None:
-    """The SQLite store at `path` as a harness before revision 0005 (no store identity) left it: what a command
-    that opens it for writing migrates, and one that only reads or refuses must leave byte for byte."""
+    """The SQLite store at `path` as a harness before revision 0005 (no store identity, no checkpoint step: 0006)
+    left it: what a command that opens it for writing migrates, and one that only reads or refuses must leave byte
+    for byte."""
     import sqlite3
 
     with sqlite3.connect(path) as conn:
         conn.execute("DROP TABLE store_info")
+        for column in ("checkpoint_step", "checkpoint_total_steps"):
+            conn.execute(f"ALTER TABLE runs DROP COLUMN {column}")
         conn.execute("UPDATE alembic_version SET version_num = '0004'")
     conn.close()
 

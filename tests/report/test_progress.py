@@ -750,3 +750,33 @@ def test_status_shows_a_completed_cell_without_a_train_time(tmp_path):
         assert proc.returncode == 0 and "Traceback" not in proc.stderr, (extra, proc.stdout, proc.stderr)
     line = next(ln for ln in proc.stdout.splitlines() if cell.key in ln)
     assert line.startswith("completed") and "score 61.50  train time ?  by hostA" in line, line
+
+
+CHECKPOINTED = """
+name: ck
+models: [minilm]
+tasks: [rte]
+methods: [full]
+seeds: [1, 2, 3]
+budgets: [{max_steps: 1500, max_train_samples: 100, max_eval_samples: 50}]
+hparams: {batch_size: 10}
+"""
+
+
+def test_a_checkpointed_cell_is_priced_by_the_steps_it_has_left(tmp_path):
+    """A cell given back by a stop signal at step 275 of 1,500 has 1,225 steps left: 23 s x 1225 / 1500 = 18.78 s
+    of the completed cell's 23 s (status priced it whole); so does the claim that resumed it, less the 2 s it has
+    run (priced whole less those 2 s). The cell, once finished, keeps no checkpoint step."""
+    suite = write_suite(tmp_path / "ck.yaml", CHECKPOINTED)
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    store = Store(url)
+    first, given_back, resumed = parse_suite(CHECKPOINTED, str(suite)).cells()
+    done(store, store.start(first, first.config(), "cmd", None, worker=worker("a")), 20.0, 3.0)
+    assert store.release(store.start(given_back, given_back.config(), "cmd", None, worker=worker("b")), (275, 1500))
+    assert store.release(store.start(resumed, resumed.config(), "cmd", None, worker=worker("c")), (275, 1500))
+    claim = store.start(resumed, resumed.config(), "cmd", None, worker=worker("d"))
+    set_times(store, claim, started_at=utcnow() - dt.timedelta(seconds=2))
+    e = json.loads(call_cli("status", suite, "--db", url, "--json").stdout)["estimate"]
+    assert 2 * 23.0 * 1225 / 1500 - 2 - SLACK_S <= e["work_s"] <= 2 * 23.0 * 1225 / 1500 - 2 + 0.01
+    done(store, claim, 19.0, 3.0)
+    assert (store.get(claim.id).checkpoint_step, store.get(claim.id).checkpoint_total_steps) == (None, None)

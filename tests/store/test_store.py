@@ -64,11 +64,11 @@ def test_read_only_store_does_not_create_a_missing_file(tmp_path):
 
 def test_the_migrations_build_the_declared_schema(tmp_path):
     """A column declared in harness.store.schema without an Alembic revision (or the reverse) fails here."""
-    from harness.store.schema import IDENTITY, LEASE, RESULTS
+    from harness.store.schema import CHECKPOINT, IDENTITY, LEASE, RESULTS
 
     store = Store(f"sqlite:///{tmp_path / 'h.db'}")
     assert sorted(store.columns()) == sorted(RUN_COLUMNS)
-    assert sorted(IDENTITY + LEASE + RESULTS) == sorted(RUN_COLUMNS)   # every column is of one kind
+    assert sorted(IDENTITY + LEASE + CHECKPOINT + RESULTS) == sorted(RUN_COLUMNS)   # every column is of one kind
 
 
 def store_from_before_migrations(path, rows: list[dict], analyses: list[dict] = ()) -> str:

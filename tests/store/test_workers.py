@@ -213,7 +213,7 @@ def test_workers_racing_on_a_new_store_migrate_it_once(tmp_path, db_url):
     import sqlalchemy as sa
 
     with Store(db_url).engine.connect() as conn:
-        assert conn.execute(sa.text("select version_num from alembic_version")).scalars().all() == ["0005"]
+        assert conn.execute(sa.text("select version_num from alembic_version")).scalars().all() == ["0006"]
         assert len(conn.execute(sa.text("select store_id from store_info")).all()) == 1   # one identity
 
 

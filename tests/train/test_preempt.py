@@ -308,6 +308,7 @@ def test_kill_usr1_on_a_worker_checkpoints_and_the_next_worker_resumes(tmp_path,
     (ckpt,) = checkpoint.paths_under(str(tmp_path / "out" / "k"))
     step = checkpoint.torch.load(ckpt, weights_only=True)["counters"]["step"]
     assert 10 <= step < 120
+    assert (row.checkpoint_step, row.checkpoint_total_steps) == (step, 120)   # what `harness status` prices
 
     again = _worker(tmp_path, suite, db, small_glue)
     _, err = again.communicate(timeout=600)
@@ -316,7 +317,7 @@ def test_kill_usr1_on_a_worker_checkpoints_and_the_next_worker_resumes(tmp_path,
     (row,) = [r for r in Store(db).records("k") if r.parent_id is None]
     (ref_row,) = [r for r in Store(db).records("r") if r.parent_id is None]
     assert str(row.status) == "completed" and row.attempts == 2
-    assert row.score == ref_row.score and row.steps == 120
+    assert row.score == ref_row.score and row.steps == 120 and row.checkpoint_step is None
     assert not checkpoint.paths_under(str(tmp_path / "out" / "k")), "deleted once the cell completed"
     rec = json.loads((tmp_path / "out" / "k" / row.cell_key / "record.json").read_text())
     assert rec["score"] == ref_row.score
