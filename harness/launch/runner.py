@@ -314,7 +314,12 @@ def run_suite(suite: Suite, db_url: str | None, data_dir: str | None, output_dir
     suite_bar.close()
     say(end_line(suite, done, failures))
     if main and suite.model.ablate:
-        failures += run_ablations(suite, store, ctx, say, worker, beat_s, timeout_s)
+        try:
+            failures += run_ablations(suite, store, ctx, say, worker, beat_s, timeout_s)
+        except attempt.StoreUnreachable as exc:
+            say(f"suite {suite.name}: {exc}; the store is unreachable: this worker stops (the next worker to finish "
+                f"the suite runs the ablations left; one this worker held, once its lease goes stale)")
+            return _store_gone(main)
     return EXIT_FAILED if failures else EXIT_OK
 
 
@@ -429,17 +434,23 @@ def run_ablations(suite: Suite, store: Store, ctx: RunContext, say, worker=None,
     """The suite's `ablate` entries: every matching completed single-task run without an ablation gets one.
     Every worker that finishes the suite comes here; each ablation is a work item claimed by one of them
     (Store.claim_analysis), leased while it runs; the others skip it. Returns the number that failed in this
-    worker (each is reported; the others go on)."""
+    worker (each is reported; the others go on). Every store call is retried as a cell's are; raises
+    attempt.StoreUnreachable when the store stays out of reach (an ablation claimed then keeps its lease until it
+    goes stale)."""
     from harness.analysis.ablate import ablate
 
     from harness.report.tables import best_setting_runs, runs_frame
     from harness.spec.methods import methods_with
     from harness.stats.selection import selectable_runs
 
+    def retried(call, what: str):   # as a cell's claim and finish: a short outage is waited out
+        return attempt.with_store_retry(call, what, say)
+
     beat_s, timeout_s = lease_timing(heartbeat_s, lease_timeout_s)
     worker = worker or current_worker()
-    done = {a.run_id for a in store.analyses(suite.name, ABLATION)}
-    runs, _ = selectable_runs(runs_frame(store, suite.name))   # the runs the tables choose from
+    done = {a.run_id for a in retried(lambda: store.analyses(suite.name, ABLATION), "reading the ablations done")}
+    # the runs the tables choose from
+    runs, _ = selectable_runs(retried(lambda: runs_frame(store, suite.name), "reading the suite's runs"))
     runs = runs[runs["regime"].isna() & runs["method"].isin(methods_with("ablatable"))]
     wanted: set[int] = set()
     for e in suite.model.ablate:
@@ -453,10 +464,11 @@ def run_ablations(suite: Suite, store: Store, ctx: RunContext, say, worker=None,
     trusted = {m.name: m.trust_remote_code for m in suite.model.models}
     failed = 0
     for run_id in sorted(wanted - done):
-        claim = store.claim_analysis(run_id, ABLATION, worker, timeout_s)
+        claim = retried(lambda: store.claim_analysis(run_id, ABLATION, worker, timeout_s),
+                        f"claiming the ablation of run {run_id}")
         if claim is None:   # another worker runs it, or ran it
             continue
-        rec = store.get(run_id)
+        rec = retried(lambda: store.get(run_id), f"reading run {run_id}")
         try:
             with _keep_alive(lambda: store.heartbeat_analysis(claim), beat_s):
                 payload = ablate(rec, ctx, trust_remote_code=trusted.get(rec.model, False))
@@ -465,9 +477,9 @@ def run_ablations(suite: Suite, store: Store, ctx: RunContext, say, worker=None,
         except BaseException as exc:   # a tokenizers panic too, as in a cell (run_suite)
             failed += 1
             say(f"ablation of run {rec.id} FAILED: {_error_text(exc)}")
-            store.fail_analysis(claim, _error_text(exc))
+            retried(lambda: store.fail_analysis(claim, _error_text(exc)), f"recording the ablation of run {rec.id}")
             continue
-        if not store.finish_analysis(claim, payload):
+        if not retried(lambda: store.finish_analysis(claim, payload), f"recording the ablation of run {rec.id}"):
             say(f"ablation of run {rec.id}: another worker took it over (this one missed its heartbeats); "
                 f"not recorded")
             continue

@@ -617,3 +617,41 @@ def test_a_store_outage_right_after_a_claim(tmp_path, tiny_bert, small_glue, own
     assert proc.returncode == EXIT_STORE_UNREACHABLE, err[-3000:]
     assert "the store is unreachable" in err and "keeps its lease" in err, err[-3000:]
     assert (row.status, row.attempts) == (Status.RUNNING, 1)   # never trained, its lease kept
+
+
+IN_ABLATION = """
+import os, sys, time
+from pathlib import Path
+import harness.analysis.ablate as ablate_module
+def ablate(rec, ctx, trust_remote_code=False):   # the store calls around it are under test, not the re-scoring
+    Path(os.environ["ABLATING"]).touch()         # tell the test, wait until the server is down
+    while not Path(os.environ["SERVER_DOWN"]).exists():
+        time.sleep(0.05)
+    return {"num_layers": 1, "baseline": rec.score, "spans": [[0, 0, rec.score - 1.0]]}
+ablate_module.ablate = ablate
+from harness.cli import main
+raise SystemExit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("lasting", [False, True])
+def test_a_store_outage_during_an_end_of_suite_ablation(tmp_path, tiny_bert, small_glue, own_pg, lasting):
+    """PostgreSQL stopped while a worker ablated its suite's run: the ablation's store calls (its finish here) were
+    not retried as a cell's are, and the worker ended in an OperationalError traceback. Now a short outage is
+    retried and the ablation stored; a lasting one ends the worker in one line, exit 4."""
+    db = own_pg.create_database("ablation")
+    suite = write_suite(tmp_path / "a.yaml", suite_yaml(tiny_bert, "a", HOULSBY, "[rte]", "{max_steps: 6}")
+                        + "ablate: [{method: houlsby}]\n")
+    Store(db)   # the schema
+    ablating, down = tmp_path / "ablating", tmp_path / "down"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "ABLATING": str(ablating), "SERVER_DOWN": str(down),
+           "HARNESS_FINISH_TRIES": "2" if lasting else "6", "HARNESS_FINISH_BACKOFF_S": "0.5"}
+    proc, err = _worker_through_an_outage(tmp_path, own_pg, IN_ABLATION, suite, db, small_glue, env, ablating, down,
+                                          lasting, 300)
+    assert "Traceback" not in err and "failed (OperationalError" in err, err[-3000:]
+    if not lasting:
+        assert proc.returncode == 0, err[-3000:]
+        assert len(Store(db).analyses("a", "adapter_ablation")) == 1
+        return
+    assert proc.returncode == EXIT_STORE_UNREACHABLE, err[-3000:]
+    assert "the store is unreachable" in err and Store(db).analyses("a", "adapter_ablation") == [], err[-3000:]
