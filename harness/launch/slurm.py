@@ -487,7 +487,7 @@ def slurm_task_id() -> str | None:
     return os.environ.get("SLURM_JOB_ID") or None
 
 
-def slurm_cancelled(job: str) -> bool:
+def slurm_cancelled(job: str, fields: dict[str, str] | None = None) -> bool:
     """True when Slurm is ending `job` for another reason than its time limit: `scancel` (scontrol shows the job
     COMPLETING, reason None, while its processes get SIGTERM). `scontrol requeue` takes back even a cancelled job, so
     a worker that requeued itself on scancel's SIGTERM undid the cancel (Slurm 22.05: the task ran again and trained
@@ -497,17 +497,40 @@ def slurm_cancelled(job: str) -> bool:
     requeued, as before. Seen on Slurm 22.05 (tests/launch/test_slurm.py): a suspension (gang scheduling, scontrol
     suspend) leaves PreemptTime None, so a later scancel is still a cancel; PreemptMode=REQUEUE shows no PreemptTime
     and reads as a cancel, but Slurm requeues that job itself; a node set down shows a --requeue job PENDING
-    (requeued by Slurm) and another NODE_FAIL: neither is a cancel (docs/cluster.md)."""
+    (requeued by Slurm) and another NODE_FAIL: neither is a cancel (docs/cluster.md). A job Slurm requeued is told
+    apart before this (already_requeued). `fields`: job_fields(job), where read already."""
+    fields = job_fields(job) if fields is None else fields
+    return (fields.get("JobState") in ("COMPLETING", "CANCELLED") and fields.get("Reason") != "TimeLimit"
+            and fields.get("PreemptTime", "None") in ("None", "Unknown"))
+
+
+def job_fields(job: str) -> dict[str, str]:
+    """What `scontrol show job -o` says of `job`, field by field; {} when scontrol does not answer."""
     try:
         done = subprocess.run(["scontrol", "show", "job", "-o", job], capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired):
-        return False
+        return {}
     fields: dict[str, str] = {}
     for word in done.stdout.split() if done.returncode == 0 else ():
         name, _, value = word.partition("=")
         fields.setdefault(name, value)   # the job's own fields come first, before paths that may hold a '='
-    return (fields.get("JobState") in ("COMPLETING", "CANCELLED") and fields.get("Reason") != "TimeLimit"
-            and fields.get("PreemptTime", "None") in ("None", "Unknown"))
+    return fields
+
+
+# states of a job Slurm has put back in the queue itself
+REQUEUED_STATES = ("PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED")
+
+
+def already_requeued(fields: dict[str, str]) -> bool:
+    """Slurm requeued the job since this worker started (a node set down under --requeue, PreemptMode=REQUEUE): it
+    is back in the queue (Slurm 22.05 shows it COMPLETING while its processes end, then PENDING), and its restart
+    count is past this incarnation's ($SLURM_RESTART_COUNT, unset before the first requeue). `scontrol requeue`
+    then fails ("Job is pending execution")."""
+    try:
+        restarts, mine = int(fields.get("Restarts", "0")), int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+    except ValueError:
+        return False
+    return fields.get("JobState") in REQUEUED_STATES or restarts > mine
 
 
 ENV_SLURM_REQUEUE = "HARNESS_SLURM_REQUEUE"   # "1": the templates' workers requeue their own task when stopped
@@ -521,7 +544,12 @@ def requeue_slurm_task() -> bool:
     job = slurm_task_id()
     if not job or os.environ.get(ENV_SLURM_REQUEUE) != "1":
         return False
-    if slurm_cancelled(job):
+    fields = job_fields(job)
+    if already_requeued(fields):
+        print(f"harness: Slurm job {job} is already back in the queue ({fields.get('JobState')}, restart "
+              f"{fields.get('Restarts', '?')}): not requeued again", file=sys.stderr, flush=True)
+        return True
+    if slurm_cancelled(job, fields):
         print(f"harness: Slurm job {job} was cancelled (scancel): not requeued; submitting the suite again resumes "
               f"its cells", file=sys.stderr, flush=True)
         return False

@@ -782,3 +782,35 @@ def test_a_cpu_only_worker_sees_no_gpu_slurm_left_visible(tmp_path, tiny_bert, g
     assert r.returncode == 0, r.stderr
     _launched_argv(r.stdout, tmp_path, {**env, "CUDA_VISIBLE_DEVICES": "0,1"})
     assert _launched_env(tmp_path)["CUDA_VISIBLE_DEVICES"] == ("" if hidden else "0,1")
+
+
+def _job_fields(slurm, job: str) -> dict:
+    return dict(w.partition("=")[::2] for w in slurm.run("scontrol", "show", "job", "-o", job).stdout.split())
+
+
+def test_a_job_slurm_already_requeued_is_not_requeued_again(slurm, monkeypatch, capfd):
+    """A --requeue job that Slurm put back in the queue itself (a node set down; here `scontrol requeue`) shows
+    PENDING, its restart count one past the worker's: the worker's own `scontrol requeue` failed ("Job is pending
+    execution") and printed a warning. Now it says in one line that the job is already requeued, and asks nothing."""
+    from harness.launch.slurm import requeue_slurm_task
+
+    job = slurm.run("sbatch", "--requeue", "--parsable", "-o", "/dev/null", "--wrap", "sleep 300").stdout.strip()
+    try:
+        deadline = time.time() + 60
+        while _job_fields(slurm, job).get("JobState") != "RUNNING" and time.time() < deadline:
+            time.sleep(0.3)
+        assert slurm.run("scontrol", "requeue", job).returncode == 0
+        while _job_fields(slurm, job).get("JobState") != "PENDING" and time.time() < deadline:
+            time.sleep(0.3)
+        assert _job_fields(slurm, job).get("JobState") == "PENDING"
+        for name, value in (("SLURM_CONF", str(slurm.conf)), ("SLURM_JOB_ID", job), ("HARNESS_SLURM_REQUEUE", "1")):
+            monkeypatch.setenv(name, value)
+        monkeypatch.delenv("SLURM_ARRAY_JOB_ID", raising=False)
+        monkeypatch.delenv("SLURM_RESTART_COUNT", raising=False)   # the first incarnation: Slurm sets none
+        capfd.readouterr()
+        assert requeue_slurm_task()
+        err = capfd.readouterr().err
+        assert err.strip() == f"harness: Slurm job {job} is already back in the queue (PENDING, restart 1): not " \
+                              f"requeued again", err
+    finally:
+        slurm.run("scancel", job)
