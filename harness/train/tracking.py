@@ -311,6 +311,9 @@ class CellTracking:
         self.active = False
         for tracker in trackers:
             try:
+                if tracker.name == "mlflow" and outcome == "lost" and self.mlflow_shared:
+                    _leave_mlflow_run()   # the holder's run: neither its status nor its end time are this worker's
+                    continue
                 if tracker.name == "mlflow" and outcome != "completed":   # accelerate's finish says FINISHED
                     import mlflow
 
@@ -320,15 +323,13 @@ class CellTracking:
                 print(f"warning: tracker {tracker.name}: could not finish ({type(exc).__name__}: {exc})",
                       file=sys.stderr, flush=True)
 
-    def _mlflow_end_status(self, outcome: str) -> str:
-        """FAILED for a failure, KILLED for a stop. A lost lease leaves a run continued from a checkpoint as MLflow
-        has it now: the worker that took the cell over resumed the same checkpoint, so the same run, and ends it
-        itself; KILLED here read KILLED for a cell that worker had completed (this one found its lease lost only
-        after that). A run of this attempt's own is KILLED (no other worker continues it)."""
-        if outcome == "lost" and self.mlflow_shared:
-            import mlflow
-
-            return mlflow.get_run(self.ids["mlflow"]).info.status
+    @staticmethod
+    def _mlflow_end_status(outcome: str) -> str:
+        """FAILED for a failure, KILLED for a stop, and for a lost lease on a run of this attempt's own (no other
+        worker continues it). A lost run continued from a checkpoint is not ended here at all (finish): the worker
+        that took the cell over resumed the same checkpoint, so the same run, and ends it itself. KILLED read KILLED
+        for a cell that worker had completed; its status as read then ended a run the holder still trained with
+        RUNNING and an end time, and where MLflow could not be read, left this worker's tracker open."""
         return "FAILED" if outcome == "failed" else "KILLED"
 
     def _drop(self, acc, why: str) -> None:
@@ -336,6 +337,22 @@ class CellTracking:
         print(f"warning: cell {self.cell.key}: tracker(s) {names}: {why}; this cell goes on without them",
               file=sys.stderr, flush=True)
         self.finish(acc)
+
+
+def _leave_mlflow_run() -> None:
+    """This process's side of its active MLflow run closed without a word to the server: mlflow.end_run (and
+    accelerate's finish, which calls it) would write the run's status and end time. The fluent API's run stack is
+    popped as end_run pops it; MLflow has no public call for that."""
+    from mlflow.tracking import fluent
+
+    stack = fluent._active_run_stack.get()
+    if not stack:
+        return
+    fluent.MLFLOW_RUN_ID.unset()
+    run = stack.pop()
+    monitor = fluent.run_id_to_system_metrics_monitor.pop(run.info.run_id, None)
+    if monitor is not None:
+        monitor.finish()
 
 
 @dataclass

@@ -651,3 +651,42 @@ def test_a_worker_that_lost_a_resumed_cell_leaves_the_new_holders_mlflow_run_fin
     assert "lease lost" in err, err[-3000:]
     _, runs = mlflow_runs(uri, "k")
     assert [(r.info.run_id, r.info.status) for r in runs] == [(run.info.run_id, "FINISHED")]
+
+
+LOST = """
+import sys
+import mlflow
+from accelerate import Accelerator
+from mlflow.tracking import MlflowClient
+from harness.plan.suite import parse_suite
+from harness.train.tracking import Trackers, for_cell
+
+root, unreachable = sys.argv[1], sys.argv[2] == "unreachable"
+uri = f"sqlite:///{root}/mlflow.db"
+(cell,) = parse_suite("name: k\\nmodels: [minilm]\\ntasks: [rte]\\nmethods: [full]\\n", f"{root}/k.yaml").cells()
+tracking = for_cell(Trackers("k", {"mlflow": {"tracking_uri": uri}}, f"{root}/out"), cell)
+client = MlflowClient(uri)
+held = client.create_run(client.create_experiment("k")).info.run_id   # the holder's run: it trains on
+acc = Accelerator(**tracking.accelerator_kwargs())
+tracking.start(acc, resume_ids={"mlflow": held}, resume_step=10)      # this worker resumed the same run, then
+if unreachable:                                                       # found its lease lost
+    def gone(*a, **k):
+        raise ConnectionError("MLflow is unreachable")
+    MlflowClient.get_run = MlflowClient.set_terminated = gone
+tracking.finish(acc, "lost")
+run = MlflowClient(uri).get_run(held) if not unreachable else None
+print(mlflow.active_run() is None, run and run.info.status, run and run.info.end_time)
+"""
+
+
+@pytest.mark.parametrize("mlflow_is", ["reachable", "unreachable"])
+def test_a_worker_that_lost_its_lease_leaves_the_holders_running_mlflow_run_untouched(tmp_path, mlflow_is):
+    """A worker that found its lease lost while the new holder still trains the cell (the same MLflow run, resumed
+    from one checkpoint) ended that run with status RUNNING and an end time, which the holder's FINISHED later
+    overwrote; and where MLflow could not be read then, its tracker stayed open in this process. Now it leaves the
+    run untouched (RUNNING, no end time) and closes its own side of it: no active run is left."""
+    proc = subprocess.run([sys.executable, "-c", LOST, str(tmp_path), mlflow_is], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+    assert proc.returncode == 0 and "warning" not in proc.stderr, proc.stderr[-3000:]
+    expect = "True RUNNING None" if mlflow_is == "reachable" else "True None None"
+    assert proc.stdout.split("\n")[-2] == expect, proc.stdout + proc.stderr[-2000:]
