@@ -13,8 +13,8 @@ import streamlit as st
 
 from harness.board import reread, urlstate
 from harness.report.grid import cells_frame
-from harness.report.text import duration, share, time_left_source   # as `harness status` says them: the two agree
-from harness.spec.status import CellState
+from harness.report.text import duration, time_left_source   # as `harness status` says them: the two agree
+from harness.spec.status import CellState, share   # as a worker's progress lines say it too
 from harness.store.engine import StoreChanged
 
 REFRESH_S = 5   # a heartbeat comes every 30 s by default: 5 s shows a claim or a finish promptly, at 1 query/5 s

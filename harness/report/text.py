@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from harness.spec.status import CellState
+from harness.spec.status import CellState, share
 
 
 def pct_text(v) -> str:
@@ -142,17 +142,6 @@ def duration(seconds: float | None, missing: str = "?") -> str:
     if s < 60:
         return f"{s}s"
     return f"{s // 60}m{s % 60:02d}s" if s < 3600 else f"{s // 3600}h{s % 3600 // 60:02d}m"
-
-
-def share(part: float, whole: float) -> str:
-    """`part` of `whole` in whole percents, as status and the board's Grid page say it: 0% and 100% only for none
-    and all (1 of 201 rounded reads "0%", 200 of 201 "100%"), "<1%" and ">99%" between."""
-    pct = 100 * part / whole if whole else 0.0
-    if 0 < pct < 1:
-        return "<1%"
-    if 99 < pct < 100:
-        return ">99%"
-    return f"{pct:.0f}%"
 
 
 def time_left_source(stored_device: str | None) -> str:

@@ -44,6 +44,18 @@ class CellState(StrEnum):
     FAILED = Status.FAILED.value
 
 
+def share(part: float, whole: float) -> str:
+    """`part` of `whole` in whole percents, as `harness status`, the board's Grid page and a worker's progress lines
+    say it: 0% and 100% only for none and all (1 of 201 rounded reads "0%", 200 of 201 "100%"), "<1%" and ">99%"
+    between. Here, below the train and report layers, so that each says it by this one rule."""
+    pct = 100 * part / whole if whole else 0.0
+    if 0 < pct < 1:
+        return "<1%"
+    if 99 < pct < 100:
+        return ">99%"
+    return f"{pct:.0f}%"
+
+
 # lease timing (each overridable per worker: --heartbeat-s / --lease-timeout-s, or the HARNESS_ variables)
 DEFAULT_HEARTBEAT_S = 30.0        # a worker renews its lease this often
 DEFAULT_LEASE_TIMEOUT_S = 300.0   # a lease without a heartbeat for this long is stale: the cell is taken over

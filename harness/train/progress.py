@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 import time
 
+from harness.spec.status import share
+
 
 class Progress:
     """`enabled`: this process reports at all (rank 0 only). `bars`: show step progress; `write` lines (cell
@@ -32,11 +34,11 @@ class Progress:
             if postfix:
                 self._bar.set_postfix(postfix, refresh=False)
             return
-        pct = int(100 * self.n / max(self.total, 1))
-        if pct // 10 != self._last_tenth:   # a line every 10%, saying its own count's share (3/4: 75%, not 70%)
-            self._last_tenth = pct // 10
+        tenth = int(10 * self.n / max(self.total, 1))
+        if tenth != self._last_tenth:   # a line every 10%, saying its own count's share (3/4: 75%, not 70%)
+            self._last_tenth = tenth
             extra = " ".join(f"{k}={v}" for k, v in self._postfix.items())
-            self.write(f"{self.desc}: {self.n}/{self.total} {self.unit}s ({pct}%, "
+            self.write(f"{self.desc}: {self.n}/{self.total} {self.unit}s ({share(self.n, max(self.total, 1))}, "
                        f"{time.perf_counter() - self._t0:.0f}s) {extra}".rstrip())
 
     def write(self, line: str) -> None:
