@@ -1186,6 +1186,25 @@ def test_the_trade_off_points_and_the_vs_single_task_table_refuse_several_models
     assert list(table["single-task"]) == [80.0, 80.0] and list(table["difference"]) == [5.0, 5.0]
 
 
+def test_the_trade_off_average_counts_a_multi_task_cell_s_cost_once_not_per_task(tmp_path):
+    """A multi-task member row carries its joint run's whole cost (one model trained on both tasks): averaged over
+    the tasks as the single-task variants' per-task costs are, the joint run counted in full for each task (20 s,
+    2e12 FLOPs and 1,000 parameters against full's 10 s, 1e12 and 1,000 per task for the same work). Its share per
+    task is the joint cost over its tasks, as the leaderboard's params (all tasks) counts one model for both."""
+    from harness.report.pareto import tradeoff_points
+    from harness.report.tables import best_table, runs_frame
+
+    text = "name: s\nmodels: [minilm]\ntasks: [rte, mrpc, {multitask: [rte, mrpc]}]\nmethods: [full]\nseeds: [1]\n"
+    joint = lambda c: "+" in c.task   # noqa: E731
+    url = store_of(tmp_path, [text], lambda c: 70.0, fields=lambda c: {
+        "train_time_s": 20.0 if joint(c) else 10.0, "train_flops": 2e12 if joint(c) else 1e12,
+        "trainable_params": 1000, "total_params": 1000})
+    points = tradeoff_points(best_table(runs_frame(Store(url), "s")), None, ["rte", "mrpc"]).set_index("method_label")
+    costs = ["train_time_s", "train_flops", "trainable_params"]
+    assert points.loc["full", costs].tolist() == [10.0, 1e12, 1000.0]
+    assert points.loc["full [multitask rte+mrpc, proportional]", costs].tolist() == [10.0, 1e12, 500.0]
+
+
 def test_the_tables_say_which_std_they_show(tmp_path):
     """full's seeds scored 70, 72 and 74: the cell shows 72.0 ± 2.0, the sample std (n - 1); numpy's default
     (n) gives 1.6 from the same runs, and no table said which one it showed. One seed shows no ± and no note."""
