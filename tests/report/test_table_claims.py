@@ -386,6 +386,21 @@ def test_a_variant_that_failed_on_a_task_shows_as_failed_and_claims_no_params_fo
     assert board["full"]["mrpc_failed_settings"] == 1 and board["full"]["params_all_tasks"] is None
 
 
+def test_a_composite_variant_without_a_score_on_some_task_claims_no_params_for_all_tasks(tmp_path):
+    """A sequence MRPC -> RTE has a score on RTE alone, a multi-task cell of RTE + MRPC none on CoLA: both read
+    "params (all tasks) 0.0M (1.00x)", one model for every task of the table, though neither has one for them
+    all (the footnote: "– where a variant has no score on some task"); only single-task variants were held to it."""
+    text = ("name: s\nmodels: [minilm]\ntasks: [rte, mrpc, cola, {sequence: [mrpc, rte]}, {multitask: [rte, mrpc]}]"
+            "\nmethods: [full]\nseeds: [1]\n")
+    url = store_of(tmp_path, [text], lambda c: 70.0)
+    board = {r["method"]: r for r in json.loads(export(url, "leaderboard", "json"))["rows"]}
+    assert board["full"]["params_all_tasks"] == 900 + 3 * 100   # a model per task (store_of: 100 of 1000 train)
+    assert board["full [after mrpc]"]["params_all_tasks"] is None
+    assert board["full [multitask rte+mrpc, proportional]"]["params_all_tasks"] is None
+    md = export(url)
+    assert dict(zip(row(md, "method"), row(md, "full [after mrpc]")))["params (all tasks)"] == "–", md
+
+
 def test_the_best_table_shows_a_variant_that_failed_on_a_task_as_the_leaderboard_does(tmp_path):
     """full failed on both MRPC seeds, layernorm on every run: the leaderboard said "– (all failed)" and kept
     layernorm's row, but `export --table best` had no row for either in any format, so a method tried and failed
