@@ -10,6 +10,7 @@ import streamlit as st
 
 from harness.board import urlstate
 from harness.report.export import note_lines, settings_text
+from harness.report.pareto import AXES as TRADEOFF_AXES
 from harness.report.provenance import data_by_task, skipped_by_task
 from harness.stats.evp import evp_table
 from harness.stats.selection import failed_settings, unfinished_settings
@@ -37,7 +38,8 @@ def page_evp(runs: pd.DataFrame, model: str, metric: str = "score") -> None:
     k = int(view.groupby("method_label")["settings_tried"].first().min())
     fig = px.line(view, x=x, y="evp", color="method_label", markers=True, log_x=x == "expected_flops",
                   hover_data=["n", "settings_tried"], height=460,
-                  labels={"evp": "expected best dev score", "method_label": "method", x: axis})
+                  labels={"evp": f"expected best {TRADEOFF_AXES['score']}", "method_label": "method",
+                          x: axis})   # the score's unit as the Trade-off page says it
     if x == "n":
         fig.add_vline(x=k, line_dash="dot", line_color="grey")
         fig.update_xaxes(dtick=1)   # n counts settings: whole numbers only

@@ -81,6 +81,9 @@ def page_tradeoff(best: pd.DataFrame, board: pd.DataFrame) -> None:
     st.caption("Each point is a method variant (best setting on dev), one colour per method; a method's variants "
                "(adapter sizes, top-k's k) are joined into a curve. Pareto frontier: no other variant is at least "
                "as good on both axes (higher score, lower cost).")
+    if which == AVERAGE:
+        st.caption("Costs in the average: per task (the mean over the tasks); a multi-task variant's joint run is "
+                   "counted once, its train time, FLOPs and trainable parameters split evenly over its tasks.")
     shown = averaged if which == AVERAGE else [which]
     missing = average_missing(board) if which == AVERAGE else []   # the variants without an average: no point
     for line in [SELECTED_ON_DEV] + tuning_lines(board, shown) + flag_lines(best, points["method_label"], shown) \

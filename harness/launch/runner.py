@@ -123,6 +123,21 @@ def report_failure(exc: BaseException, cell, cell_dir: str, took: float, bar: Pr
 def run_suite(suite: Suite, db_url: str | None, data_dir: str | None, output_dir: str, retry_failed: bool,
               cache_dir: str | None = None, show_progress: bool = True, heartbeat_s: float | None = None,
               lease_timeout_s: float | None = None, verbose: bool = False, trackers: dict | None = None) -> int:
+    """_run_suite on the store, opened on rank 0 only and closed however the worker ends: on SQLite its last
+    connection closing writes the -wal into the file and removes it, so the file alone holds every run (left
+    open, a worker's commits stayed in harness.db-wal after it ended, and a copy of harness.db held none)."""
+    store = Store(db_url) if process_state().is_main_process else None
+    try:
+        return _run_suite(store, suite, db_url, data_dir, output_dir, retry_failed, cache_dir, show_progress,
+                          heartbeat_s, lease_timeout_s, verbose, trackers)
+    finally:
+        if store is not None:
+            store.engine.dispose()
+
+
+def _run_suite(store: Store | None, suite: Suite, db_url: str | None, data_dir: str | None, output_dir: str,
+               retry_failed: bool, cache_dir: str | None, show_progress: bool, heartbeat_s: float | None,
+               lease_timeout_s: float | None, verbose: bool, trackers: dict | None) -> int:
     """Returns the exit code: 1 if a cell failed in this worker, EXIT_PREEMPTED if a stop signal came (the cell
     in progress was checkpointed and given back), EXIT_GROUP_BROKEN if another rank's process ended
     (harness.launch.broken_group), else 0. `trackers`: tracker name -> settings (one tracker run
@@ -139,7 +154,6 @@ def run_suite(suite: Suite, db_url: str | None, data_dir: str | None, output_dir
     command = reproduce_command(suite.path, state.num_processes, db_url, output_dir,
                                 suite.data_dir(data_dir) if data_dir else None, cache_dir)
     worker = current_worker()
-    store = Store(db_url) if main else None
 
     def say(line: str) -> None:
         if main:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pandas as pd
 
 from harness.spec.cell import base_label
+from harness.spec.status import Regime
 
 COSTS = {"trainable parameters": "trainable_params", "train time (s)": "train_time_s",
          "peak memory (MB)": "peak_memory_mb"}
@@ -40,9 +41,31 @@ def pareto_front_axes(points: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
     return out.drop(columns=["_x", "_y"]).sort_values(x)
 
 
+SPLIT_COSTS = ["trainable_params", "train_time_s", "train_flops"]   # peak memory is not split: one run holds it
+
+
+def per_task_costs(best: pd.DataFrame) -> pd.DataFrame:
+    """`best` with each multi-task member row's costs as its share of the joint run: a member row carries the
+    whole joint run's cost (one model trained on every task at once), so averaged over tasks beside single-task
+    variants' per-task costs it would be counted once per task; the share is the joint cost over its tasks (the
+    member rows of the same variant), so the joint run counts once over them."""
+    members = best["regime"] == Regime.MULTITASK_MEMBER.value
+    if not members.any():
+        return best
+    tasks = best[members].groupby("method_label")["task"].transform("nunique")
+    out = best.copy()
+    for col in SPLIT_COSTS:
+        if col in out:
+            values = pd.to_numeric(out[col], errors="coerce").astype(float)
+            values.loc[members] = values[members] / tasks
+            out[col] = values
+    return out
+
+
 def tradeoff_points(best: pd.DataFrame, task: str | None, averaged: list[str]) -> pd.DataFrame:
     """One row per method variant from `best_table`: its dev score as `score` on one task, or (task None) the
-    mean over the `averaged` tasks for the variants that have all of them (costs: mean, peak memory: max). A
+    mean over the `averaged` tasks for the variants that have all of them (costs: mean, a multi-task variant's
+    its joint run's once, split over its tasks: per_task_costs; peak memory: max). A
     `curve` column names the sweep a variant belongs to (the method plus the schedule of composite variants), so
     adapter sizes or top-k's k are drawn as one curve. `best`: one suite's and one model's (best_table's `model`):
     points are keyed by method variant, so two models' would be averaged or joined into one curve (a ValueError)."""
@@ -51,6 +74,7 @@ def tradeoff_points(best: pd.DataFrame, task: str | None, averaged: list[str]) -
     flops = best["train_flops"] if "train_flops" in best else pd.Series(float("nan"), index=best.index)
     best = best.assign(train_flops=pd.to_numeric(flops, errors="coerce"))   # None where no FLOPs were counted
     if task is None:
+        best = per_task_costs(best)
         complete = best[best["task"].isin(averaged)].groupby("method_label").filter(lambda g: len(g) == len(averaged))
         points = complete.groupby("method_label", as_index=False).agg(
             score=("mean", "mean"), trainable_params=("trainable_params", "mean"),

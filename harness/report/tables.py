@@ -635,12 +635,13 @@ def leaderboard_table(best: pd.DataFrame) -> pd.DataFrame:
         # one frozen base shared by every task + what each task trains (full fine-tuning: a model per task)
         frozen = (group["total_params"] - group["trainable_params"]).max()
         row["params_all_tasks"] = float(frozen + group["trainable_params"].sum())
-        if len(group) and (group["regime"] == Regime.MULTITASK_MEMBER).all():  # one joint model serves every task
-            row["params_all_tasks"] = float(group["total_params"].max())
-        elif group["regime"].isna().all() and not all(t in by_task.index for t in tasks):
-            # a single-task variant without a score on every task: what it needs for all of them is unknown
-            # (summed over the tasks it has, full fine-tuning of two tasks read as cheap as one adapter)
+        if not all(t in by_task.index for t in tasks):
+            # a variant without a score on every task: what it needs for all of them is unknown (summed over the
+            # tasks it has, full fine-tuning of two tasks read as cheap as one adapter; a sequence's last stage or
+            # a multi-task model as one model serving tasks it has no score on)
             row["params_all_tasks"] = None
+        elif len(group) and (group["regime"] == Regime.MULTITASK_MEMBER).all():  # one joint model serves every task
+            row["params_all_tasks"] = float(group["total_params"].max())
         base_model = (group["total_params"] - group["added_params"].fillna(0)).max()  # the pretrained model alone
         row["params_all_tasks_x"] = None if row["params_all_tasks"] is None or not len(group) \
             else row["params_all_tasks"] / base_model

@@ -11,9 +11,10 @@ from __future__ import annotations
 import threading
 from contextlib import contextmanager
 
-from sqlalchemy import inspect, select
+from sqlalchemy import inspect, make_url, select
 from sqlalchemy.orm import Session
 
+from harness.spec.errors import InputError
 from harness.store import schema
 from harness.store.analyses import Analyses
 from harness.store.engine import default_db_url, make_engine, read_snapshot, write_transaction
@@ -28,6 +29,11 @@ class Store(WorkQueue, Ingest, Analyses):
         self.engine = make_engine(self.url, read_only=read_only)
         self._held = threading.local()   # this thread's open snapshot (snapshot()): the board's sessions share a Store
         self.backend = self.engine.dialect.name
+        try:   # a newer harness's store: refused before any read or migration
+            schema.check_revision(self.engine, make_url(self.url).render_as_string(hide_password=True))
+        except InputError:
+            self.engine.dispose()
+            raise
         if create and not read_only:
             self.upgrade()
         # a store of an older revision that is not migrated (opened read-only: readers never write) lacks the

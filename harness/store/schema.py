@@ -13,6 +13,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from harness.spec.errors import InputError
 from harness.store.engine import store_text
 from harness.store.lease import utcnow
 from harness.store.redact import redact_env, redact_text
@@ -271,18 +272,44 @@ def record_models():
     return record, row
 
 
+def _migrations():
+    """The Alembic configuration of the store's migrations and their script directory."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    cfg = Config()
+    cfg.set_main_option("script_location", MIGRATIONS)
+    return cfg, ScriptDirectory.from_config(cfg)
+
+
+def check_revision(engine: Engine, shown: str) -> None:
+    """InputError where the store's schema is at a revision this harness does not have: a newer harness migrated
+    it, and this one can neither migrate it (Alembic cannot find the revision: a traceback) nor know what its
+    columns mean now. A store from before migrations (no alembic_version) is an older one."""
+    from sqlalchemy import inspect, text
+
+    if not inspect(engine).has_table("alembic_version"):
+        return
+    with engine.connect() as conn:
+        found = conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+    _, scripts = _migrations()
+    known = {script.revision for script in scripts.walk_revisions()}
+    unknown = [v for v in found if v not in known]
+    if unknown:
+        raise InputError(f"--db: the store {shown} is at schema revision {unknown[0]}, which this harness does not "
+                         f"have (its newest: {scripts.get_current_head()}): a newer harness wrote it; read and write "
+                         f"it with that release or a later one")
+
+
 def upgrade(engine: Engine, write_transaction) -> None:
     """Bring the schema to the newest Alembic revision. Workers starting together (a Slurm array) race here:
     the migration runs under the database's write lock (SQLite) or an advisory lock (PostgreSQL), and
     whoever comes second finds it done. `write_transaction()` opens a connection holding the write lock."""
     from alembic import command
-    from alembic.config import Config
     from alembic.runtime.migration import MigrationContext
-    from alembic.script import ScriptDirectory
 
-    cfg = Config()
-    cfg.set_main_option("script_location", MIGRATIONS)
-    head = ScriptDirectory.from_config(cfg).get_current_head()
+    cfg, scripts = _migrations()
+    head = scripts.get_current_head()
     with engine.connect() as conn:
         if MigrationContext.configure(conn).get_current_revision() == head:
             return

@@ -430,6 +430,10 @@ def test_the_tuning_budget_page_says_which_dev_evaluation_its_curves_are_on(stor
         at = app(store_url, monkeypatch, page="Tuning budget", metric=metric)
         caption = next(c.value for c in at.caption if c.value.startswith("Expected validation performance"))
         assert f"each run's {which} dev evaluation" in caption, caption
+        # in the unit of the Trade-off page's score axis (it had none)
+        layout = json.loads(at.get("plotly_chart")[0].proto.spec)["layout"]
+        assert layout["yaxis"]["title"]["text"] == "expected best dev score (points, x100)"
+        assert layout["xaxis"]["title"]["text"] == "settings tried (n)"
 
 
 def test_task_drilldown_overlays_one_dev_curve_per_run(store_url, monkeypatch):

@@ -386,6 +386,21 @@ def test_a_variant_that_failed_on_a_task_shows_as_failed_and_claims_no_params_fo
     assert board["full"]["mrpc_failed_settings"] == 1 and board["full"]["params_all_tasks"] is None
 
 
+def test_a_composite_variant_without_a_score_on_some_task_claims_no_params_for_all_tasks(tmp_path):
+    """A sequence MRPC -> RTE has a score on RTE alone, a multi-task cell of RTE + MRPC none on CoLA: both read
+    "params (all tasks) 0.0M (1.00x)", one model for every task of the table, though neither has one for them
+    all (the footnote: "– where a variant has no score on some task"); only single-task variants were held to it."""
+    text = ("name: s\nmodels: [minilm]\ntasks: [rte, mrpc, cola, {sequence: [mrpc, rte]}, {multitask: [rte, mrpc]}]"
+            "\nmethods: [full]\nseeds: [1]\n")
+    url = store_of(tmp_path, [text], lambda c: 70.0)
+    board = {r["method"]: r for r in json.loads(export(url, "leaderboard", "json"))["rows"]}
+    assert board["full"]["params_all_tasks"] == 900 + 3 * 100   # a model per task (store_of: 100 of 1000 train)
+    assert board["full [after mrpc]"]["params_all_tasks"] is None
+    assert board["full [multitask rte+mrpc, proportional]"]["params_all_tasks"] is None
+    md = export(url)
+    assert dict(zip(row(md, "method"), row(md, "full [after mrpc]")))["params (all tasks)"] == "–", md
+
+
 def test_the_best_table_shows_a_variant_that_failed_on_a_task_as_the_leaderboard_does(tmp_path):
     """full failed on both MRPC seeds, layernorm on every run: the leaderboard said "– (all failed)" and kept
     layernorm's row, but `export --table best` had no row for either in any format, so a method tried and failed
@@ -1184,6 +1199,25 @@ def test_the_trade_off_points_and_the_vs_single_task_table_refuse_several_models
                                                                   "proportional]": 85.0}
     table = composite_vs_single(runs, "org/tiny")
     assert list(table["single-task"]) == [80.0, 80.0] and list(table["difference"]) == [5.0, 5.0]
+
+
+def test_the_trade_off_average_counts_a_multi_task_cell_s_cost_once_not_per_task(tmp_path):
+    """A multi-task member row carries its joint run's whole cost (one model trained on both tasks): averaged over
+    the tasks as the single-task variants' per-task costs are, the joint run counted in full for each task (20 s,
+    2e12 FLOPs and 1,000 parameters against full's 10 s, 1e12 and 1,000 per task for the same work). Its share per
+    task is the joint cost over its tasks, as the leaderboard's params (all tasks) counts one model for both."""
+    from harness.report.pareto import tradeoff_points
+    from harness.report.tables import best_table, runs_frame
+
+    text = "name: s\nmodels: [minilm]\ntasks: [rte, mrpc, {multitask: [rte, mrpc]}]\nmethods: [full]\nseeds: [1]\n"
+    joint = lambda c: "+" in c.task   # noqa: E731
+    url = store_of(tmp_path, [text], lambda c: 70.0, fields=lambda c: {
+        "train_time_s": 20.0 if joint(c) else 10.0, "train_flops": 2e12 if joint(c) else 1e12,
+        "trainable_params": 1000, "total_params": 1000})
+    points = tradeoff_points(best_table(runs_frame(Store(url), "s")), None, ["rte", "mrpc"]).set_index("method_label")
+    costs = ["train_time_s", "train_flops", "trainable_params"]
+    assert points.loc["full", costs].tolist() == [10.0, 1e12, 1000.0]
+    assert points.loc["full [multitask rte+mrpc, proportional]", costs].tolist() == [10.0, 1e12, 500.0]
 
 
 def test_the_tables_say_which_std_they_show(tmp_path):

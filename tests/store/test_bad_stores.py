@@ -32,7 +32,23 @@ BAD_STORES = {
     "folder under a regular file": (lambda tmp: f"sqlite:///{tmp / 'notes.txt' / 'sub' / 'h.db'}", "not a folder"),
     "in memory (sqlite://)": (lambda tmp: "sqlite://", "in-memory"),
     "in memory (:memory:)": (lambda tmp: "sqlite:///:memory:", "in-memory"),
+    # its schema at a revision this harness does not have: run and ingest failed in Alembic with a traceback
+    # (exit 1), the readers read it as if it were theirs
+    "written by a newer harness": (lambda tmp: newer_store(tmp / "newer.db"), "revision 9999"),
 }
+
+def newer_store(path) -> str:
+    """A store whose schema a later harness migrated to revision 9999, at rest."""
+    import sqlite3
+
+    from harness.store.db import Store
+
+    Store(f"sqlite:///{path}").engine.dispose()
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE alembic_version SET version_num = '9999'")
+    conn.close()
+    return f"sqlite:///{path}"
+
 
 # every command that opens a store; RECORDS is a folder with a record.json for ingest
 COMMANDS = {
@@ -76,6 +92,16 @@ def test_a_store_that_cannot_be_opened_is_refused_in_one_line(tmp_path, monkeypa
     line = assert_refused(cli(tmp_path, args), expect)
     assert line.startswith("error: --db: "), line
     assert "s3cret" not in line, line   # the password of a URL is never printed
+    assert listing(tmp_path) == before, "a refused command writes nothing"
+
+
+def test_a_worker_refuses_a_store_a_newer_harness_wrote_before_training(tmp_path, monkeypatch):
+    """`harness run` on it failed in Alembic ("Can't locate revision identified by '9999'"), a traceback, exit 1."""
+    monkeypatch.chdir(tmp_path)
+    url = newer_store(tmp_path / "newer.db")
+    before = listing(tmp_path)
+    line = assert_refused(call_cli("run", SUITE, "--db", url, "--output-dir", tmp_path / "out"), "revision 9999")
+    assert line.startswith("error: --db: ") and "newer harness" in line, line
     assert listing(tmp_path) == before, "a refused command writes nothing"
 
 

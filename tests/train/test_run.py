@@ -63,6 +63,13 @@ def test_run_records_everything_then_skips(workdir, tiny_bert, small_glue):
     suite = write_suite(workdir / "s.yaml", suite_text(tiny_bert))
     proc = run(workdir, suite, data=small_glue)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # the worker closed the store as it ended, so SQLite wrote its log into the file: the file alone (copied,
+    # mailed) holds every run; it was left in h.db-wal, and a copy of h.db held none of them
+    assert not (workdir / "h.db-wal").exists()
+    shutil.copyfile(workdir / "h.db", workdir / "copy.db")
+    with sqlite3.connect(workdir / "copy.db") as copy:
+        assert copy.execute("SELECT count(*) FROM runs WHERE status = 'completed'").fetchone() == (4,)
+    copy.close()
     recs = rows(workdir)
     assert len(recs) == 4 and {r.status for r in recs.values()} == {"completed"}
     for r in recs.values():
