@@ -168,12 +168,14 @@ class SpanExtraction(TaskKind):
         import datasets
 
         from harness.tasks.data import tokenizer_fingerprint
-        from harness.tasks.squad import CLS, tokenize_windows
+        from harness.tasks.squad import CLS, tokenize_windows, window_padding
 
         max_length, stride = hp["max_length"], hp.get("doc_stride") or task.hparam_defaults["doc_stride"]
-        # (CLS in the key: evaluation features cached before the column was kept are built again, once)
+        # (CLS in the key: evaluation features cached before the column was kept are built again, once; the
+        # padding the windows get, not the cell's: a left-padding tokenizer's windows cached unpadded likewise)
         parts = [tokenizer_fingerprint(tokenizer), task.name, str(task.version), self.name, str(max_length),
-                 str(stride), hp["padding"], "train" if training else f"eval|{CLS}", split.source]
+                 str(stride), window_padding(tokenizer, hp["padding"]), "train" if training else f"eval|{CLS}",
+                 split.source]
         return cache.get_or_build(parts, lambda: datasets.Dataset.from_dict(
             tokenize_windows(split, tokenizer, max_length, stride, hp["padding"], training)),
             hidden=self.hidden_columns)

@@ -184,7 +184,8 @@ def tokenize_windows(split: QASplit, tokenizer, max_length: int, doc_stride: int
     check_context_room(split, questions, tokenizer, max_length, doc_stride)
     enc = tokenizer(questions, split.contexts, truncation="only_second",
                     max_length=max_length, stride=doc_stride, return_overflowing_tokens=True,
-                    return_offsets_mapping=True, padding="max_length" if padding == "max_length" else False)
+                    return_offsets_mapping=True,
+                    padding="max_length" if window_padding(tokenizer, padding) == "max_length" else False)
     example_of = enc["overflow_to_sample_mapping"]
     cols = {k: enc[k] for k in ("input_ids", "token_type_ids", "attention_mask") if k in enc}
     cols["length"] = [len(ids) for ids in enc["input_ids"]]
@@ -207,6 +208,14 @@ def tokenize_windows(split: QASplit, tokenizer, max_length: int, doc_stride: int
     else:
         cols["example"], cols["offsets"], cols[CLS] = list(example_of), offsets, classes
     return cols
+
+
+def window_padding(tokenizer, padding: str) -> str:
+    """How windows are padded: as the cell says, but to max_length for a tokenizer that pads at the left (XLNet's),
+    whatever it says. The collator would pad a short window at the left, shifting its tokens away from the answer
+    and CLS positions and the offsets tokenize_windows computed on it: training pointed at other tokens, scoring
+    read other logits. Padded when tokenized, a batch of windows pads none."""
+    return "max_length" if getattr(tokenizer, "padding_side", "right") == "left" else padding
 
 
 def cls_position(ids: list[int], tokenizer) -> int:

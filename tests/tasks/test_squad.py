@@ -140,6 +140,26 @@ def test_answers_are_recovered_exactly_from_their_token_spans(tiny_bert, cls):
     assert answers[f"q{unanswerable}"] == "" and odds[f"q{unanswerable}"] > 0   # only CLS scores: null wins
 
 
+def test_a_tokenizer_that_pads_at_the_left_keeps_every_position_through_the_collator(tiny_bert):
+    """XLNet's tokenizer pads at the left: the collator shifted a short window's tokens while its answer (or
+    CLS) position, and its offsets, stayed those of the unpadded window; training pointed at another token
+    (an answer's word instead of CLS). Such windows are padded when tokenized, so a batch pads none."""
+    from transformers import AutoTokenizer, DataCollatorWithPadding
+
+    tok = cls_last(AutoTokenizer.from_pretrained(tiny_bert))
+    tok.padding_side = "left"
+    cols = tokenize_windows(_split(), tok, max_length=40, doc_stride=10, padding="dynamic", training=True)
+    evals = tokenize_windows(_split(), tok, max_length=40, doc_stride=10, padding="dynamic", training=False)
+    names = ("input_ids", "attention_mask", "start_positions", "end_positions")
+    batch = DataCollatorWithPadding(tok)([{k: cols[k][w] for k in names} for w in cols["idx"]])
+    for w in cols["idx"]:
+        for label in ("start_positions", "end_positions"):
+            at = cols[label][w]
+            assert batch["input_ids"][w][at] == cols["input_ids"][w][at], (w, label)
+        assert batch["input_ids"][w][evals["cls"][w]] == tok.cls_token_id, w
+        assert len(evals["offsets"][w]) == len(batch["input_ids"][w]), w
+
+
 def _one_window(n_context: int = 60):
     """One window of tokens: 0 CLS, 1-3 question, 4.. context (token k covers characters [10k, 10k+5))."""
     offsets = [[-1, -1]] * 4 + [[10 * k, 10 * k + 5] for k in range(4, 4 + n_context)] + [[-1, -1]]
