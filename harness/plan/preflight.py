@@ -124,10 +124,12 @@ def check_model_files(suite: Suite, loc) -> None:
 
 
 def _datasets_cache() -> str:
-    if os.environ.get("HF_DATASETS_CACHE"):
-        return os.environ["HF_DATASETS_CACHE"]
-    home = os.environ.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface")
-    return os.path.join(home, "datasets")
+    """The folder `datasets` reads the hub's data sets from, as it resolves it (HF_DATASETS_CACHE, HF_HOME,
+    XDG_CACHE_HOME, ~): worked out here by hand, it missed XDG_CACHE_HOME and a "~" in HF_HOME, and validate
+    refused data that runs would find (prefetch names the same folder: cache_folders)."""
+    import datasets.config
+
+    return str(datasets.config.HF_DATASETS_CACHE)
 
 
 def check_data_dir(suite: Suite, cli_data_dir: str | None, loc=None) -> tuple[str | None, str]:

@@ -60,9 +60,9 @@ def in_folder(folder: str):
 
 
 def remote_code(config: dict) -> list[tuple[str | None, str]]:
-    """The code a trust_remote_code model loads, as its config.json's auto_map names it: (repository, file) pairs,
-    repository None for the model's own ("modeling_x.Model" -> modeling_x.py), else the one an "org/repo--" prefix
-    names (code kept in another repository: transformers fetches it from there)."""
+    """The code a trust_remote_code model loads, as an auto_map names it (config.json's, tokenizer_config.json's):
+    (repository, file) pairs, repository None for the model's own ("modeling_x.Model" -> modeling_x.py), else the
+    one an "org/repo--" prefix names (code kept in another repository: transformers fetches it from there)."""
     refs = []
     for value in (config.get("auto_map") or {}).values():
         refs += value if isinstance(value, (list, tuple)) else [value]   # a tokenizer's: [slow, fast]
@@ -84,6 +84,20 @@ def loaded_files(folder: str, trust_remote_code: bool = False) -> list[str]:
     if trust_remote_code:
         names += [n for n in os.listdir(folder) if n.endswith(".py")]
     return sorted(n for n in set(names) if locate(n))
+
+
+def _json_object(path: str | None) -> dict | None:
+    """A JSON file's object (a config.json, a tokenizer_config.json); None where there is none or it is not one."""
+    import json
+
+    if not path:
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            found = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return found if isinstance(found, dict) else None
 
 
 def _cached(repo: str, name: str) -> str | None:
@@ -145,8 +159,6 @@ class ModelSpec:
     def config_dict(self) -> dict | None:
         """The checkpoint's config.json as a dict, read from disk only (an alias, a local directory, or the hub's
         cache); None when it is not on this machine. Cheap: no transformers import."""
-        import json
-
         if self.name in ALIASES:
             path = os.path.join(self.source(), "config.json")
         elif self.local_path() is not None:
@@ -160,12 +172,7 @@ class ModelSpec:
                 return None
             if not isinstance(path, str):
                 return None
-        try:
-            with open(path, encoding="utf-8") as f:
-                config = json.load(f)
-        except (OSError, ValueError):
-            return None
-        return config if isinstance(config, dict) else None
+        return _json_object(path)
 
     def missing_files(self) -> str | None:
         """What loading would not find on this machine, read from disk only (an alias, a local directory, or the
@@ -188,10 +195,15 @@ class ModelSpec:
                     f"{index} in {where} names shards that are not there (or no readable weight_map)")
         if not any(locate(f) for f in TOKENIZER_FILES):
             return f"no tokenizer files (tokenizer.json, vocab.txt, ...) in {where}"
-        for repo, module in remote_code(self.config_dict() or {}) if self.trust_remote_code else ():
-            if not (locate(module) if repo is None else _cached(repo, module)):
-                return (f"no {module}{f' of {repo}' if repo else ''} (config.json's auto_map: remote code) in "
-                        f"{where if repo is None else 'the Hugging Face cache'}")
+        # a trusted model's code: the model's, as config.json's auto_map names it, and the tokenizer's, as
+        # tokenizer_config.json's does (AutoTokenizer reads that one first)
+        configs = {"config.json": self.config_dict(), "tokenizer_config.json": _json_object(
+            locate("tokenizer_config.json"))} if self.trust_remote_code else {}
+        for file, config in configs.items():
+            for repo, module in remote_code(config or {}):
+                if not (locate(module) if repo is None else _cached(repo, module)):
+                    return (f"no {module}{f' of {repo}' if repo else ''} ({file}'s auto_map: remote code) in "
+                            f"{where if repo is None else 'the Hugging Face cache'}")
         return None
 
     def source(self) -> str:

@@ -198,11 +198,37 @@ def check_db_url(url: str):
     if parsed.get_backend_name() == "sqlite" and _in_memory(parsed):
         raise InputError(f'--db: "{url}" is an in-memory database: what a command writes there is lost when it '
                          f'ends; give a file (e.g. {DEFAULT_DB_URL})')
+    if parsed.get_backend_name() == "sqlite":
+        _refuse_dropped_arguments(parsed)
     path = sqlite_file(parsed)
     if path and (path.endswith(os.sep) or os.path.isdir(path)):   # SQLite said "disk I/O error" for a folder
         raise InputError(f"--db: {path} is a folder, not a database file (e.g. sqlite:///"
                          f"{os.path.join(path, 'harness.db')})")
     return parsed
+
+
+def _refuse_dropped_arguments(parsed) -> None:
+    """InputError for an SQLite URL whose query the harness would not honour. SQLAlchemy's driver takes its own
+    arguments (timeout, ...) and hands the rest to SQLite only with uri=true, else warns and drops them: a store
+    given as `sqlite:///h.db?mode=ro` was opened read-write and written (ingest added its records). With uri=true
+    the database is a `file:` URI, which the harness (its own read-only opening, its folder checks) would read as a
+    file's path and open another file. Which arguments the driver drops is asked of the driver itself."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")   # the drop warning: said below, in one line
+            _, taken = parsed.get_dialect()().create_connect_args(parsed)
+    except Exception:   # a value of the wrong type (?timeout=abc), a host in the URL: make_engine reports it
+        return
+    hint = "give the file as sqlite:///PATH (commands that only read open the store read-only themselves)"
+    if taken.get("uri"):
+        raise InputError(f"--db: uri=true (an SQLite file: URI) is not supported: {hint}")
+    dropped = sorted(set(parsed.query) - set(taken))
+    if dropped:
+        raise InputError(f"--db: {', '.join(dropped)}: not an argument of the SQLite driver, which would ignore it "
+                         f"(SQLite's own URI arguments, as mode=ro, are dropped without uri=true) and open the "
+                         f"store read-write: {hint}")
 
 
 def _reason(exc: BaseException) -> str:

@@ -155,7 +155,7 @@ class SpanExtraction(TaskKind):
 
     name = "span_extraction"
     auto_model = "AutoModelForQuestionAnswering"
-    hidden_columns = ("example", "offsets")
+    hidden_columns = ("example", "offsets", "cls")   # "cls": squad.CLS
     paired_by_ids = True   # predictions.npz holds positions and EM; the question ids are in predictions.json
     NULL_THRESHOLD = 0.0   # v2.0: null odds above it predict "no answer" (run_qa's default)
 
@@ -168,11 +168,14 @@ class SpanExtraction(TaskKind):
         import datasets
 
         from harness.tasks.data import tokenizer_fingerprint
-        from harness.tasks.squad import tokenize_windows
+        from harness.tasks.squad import CLS, tokenize_windows, window_padding
 
         max_length, stride = hp["max_length"], hp.get("doc_stride") or task.hparam_defaults["doc_stride"]
+        # (CLS in the key: evaluation features cached before the column was kept are built again, once; the
+        # padding the windows get, not the cell's: a left-padding tokenizer's windows cached unpadded likewise)
         parts = [tokenizer_fingerprint(tokenizer), task.name, str(task.version), self.name, str(max_length),
-                 str(stride), hp["padding"], "train" if training else "eval", split.source]
+                 str(stride), window_padding(tokenizer, hp["padding"]), "train" if training else f"eval|{CLS}",
+                 split.source]
         return cache.get_or_build(parts, lambda: datasets.Dataset.from_dict(
             tokenize_windows(split, tokenizer, max_length, stride, hp["padding"], training)),
             hidden=self.hidden_columns)
@@ -186,14 +189,15 @@ class SpanExtraction(TaskKind):
                 for name in ("start_logits", "end_logits")}
 
     def score(self, task: Task, eval_set, arrays: dict):
-        from harness.tasks.squad import postprocess
+        from harness.tasks.squad import CLS, postprocess
         from harness.tasks.squad_metrics import squad_metrics
 
         table, order = eval_set.dataset.data, arrays["idx"]
-        example_of, offsets = table.column("example").to_pylist(), table.column("offsets").to_pylist()
+        example_of, offsets, cls = (table.column(c).to_pylist() for c in ("example", "offsets", CLS))
         version = 2 if task.unanswerable else 1
         answers, odds = postprocess(eval_set.raw, [example_of[i] for i in order], [offsets[i] for i in order],
-                                    arrays["start_logits"], arrays["end_logits"], version, self.NULL_THRESHOLD)
+                                    [cls[i] for i in order], arrays["start_logits"], arrays["end_logits"], version,
+                                    self.NULL_THRESHOLD)
         metrics, em, f1 = squad_metrics(eval_set.raw.golds(), answers, version, odds if version == 2 else None)
         ids = eval_set.raw.ids
         predictions = SpanPredictions(ids, {q: answers.get(q, "") for q in ids}, odds,

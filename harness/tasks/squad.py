@@ -26,6 +26,7 @@ N_BEST = 20              # start and end candidates per window
 MAX_ANSWER_LENGTH = 30   # tokens
 NO_CONTEXT = (-1, -1)    # the offset of a token outside the context (question, special tokens)
 NO_SPAN_ODDS = 1e9       # null odds of a question without any valid span (JSON has no infinity)
+CLS = "cls"              # the evaluation features' column of each window's CLS position (cls_position)
 
 HOW_TO_POINT = ("point the harness at local files in the official SQuAD JSON format (<data_dir>/SQuAD/"
                 "train-v1.1.json, dev-v1.1.json, train-v2.0.json, dev-v2.0.json) with --data-dir DIR, the suite's "
@@ -173,7 +174,8 @@ def load_squad(task, data_dir: str | None) -> dict[str, QASplit]:
 def tokenize_windows(split: QASplit, tokenizer, max_length: int, doc_stride: int, padding: str, training: bool
                      ) -> dict:
     """Features of a split as columns. Every window: input ids (etc.), "length", "idx" (window index).
-    Training: start_positions / end_positions. Evaluation: "example" (question index) and "offsets"."""
+    Training: start_positions / end_positions (a window without the answer: its CLS token's). Evaluation:
+    "example" (question index), "offsets" and CLS, the token whose logits score "no answer" (cls_position)."""
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError("span extraction needs a fast tokenizer (offset mappings)")
     if doc_stride >= max_length // 2:
@@ -182,20 +184,21 @@ def tokenize_windows(split: QASplit, tokenizer, max_length: int, doc_stride: int
     check_context_room(split, questions, tokenizer, max_length, doc_stride)
     enc = tokenizer(questions, split.contexts, truncation="only_second",
                     max_length=max_length, stride=doc_stride, return_overflowing_tokens=True,
-                    return_offsets_mapping=True, padding="max_length" if padding == "max_length" else False)
+                    return_offsets_mapping=True,
+                    padding="max_length" if window_padding(tokenizer, padding) == "max_length" else False)
     example_of = enc["overflow_to_sample_mapping"]
     cols = {k: enc[k] for k in ("input_ids", "token_type_ids", "attention_mask") if k in enc}
     cols["length"] = [len(ids) for ids in enc["input_ids"]]
     cols["idx"] = list(range(len(example_of)))
-    starts, ends, offsets = [], [], []
+    starts, ends, offsets, classes = [], [], [], []
     for i, window_offsets in enumerate(enc["offset_mapping"]):
         sequence = enc.sequence_ids(i)
         in_context = [s == 1 for s in sequence]
+        cls = cls_position(enc["input_ids"][i], tokenizer)
         if not training:
             offsets.append([list(o) if c else list(NO_CONTEXT) for o, c in zip(window_offsets, in_context)])
+            classes.append(cls)
             continue
-        cls = enc["input_ids"][i].index(tokenizer.cls_token_id) if tokenizer.cls_token_id in enc["input_ids"][i] \
-            else 0
         e = example_of[i]
         span = answer_tokens(split.answer_starts[e], split.answer_texts[e], window_offsets, in_context)
         starts.append(cls if span is None else span[0])
@@ -203,8 +206,23 @@ def tokenize_windows(split: QASplit, tokenizer, max_length: int, doc_stride: int
     if training:
         cols["start_positions"], cols["end_positions"] = starts, ends
     else:
-        cols["example"], cols["offsets"] = list(example_of), offsets
+        cols["example"], cols["offsets"], cols[CLS] = list(example_of), offsets, classes
     return cols
+
+
+def window_padding(tokenizer, padding: str) -> str:
+    """How windows are padded: as the cell says, but to max_length for a tokenizer that pads at the left (XLNet's),
+    whatever it says. The collator would pad a short window at the left, shifting its tokens away from the answer
+    and CLS positions and the offsets tokenize_windows computed on it: training pointed at other tokens, scoring
+    read other logits. Padded when tokenized, a batch of windows pads none."""
+    return "max_length" if getattr(tokenizer, "padding_side", "right") == "left" else padding
+
+
+def cls_position(ids: list[int], tokenizer) -> int:
+    """Where a window's CLS token is: what training points a window without the answer at, and whose start + end
+    logits are its null score. Not always first: XLNet's tokenizer puts it last (and pads at the left); a
+    tokenizer without one: the first token, as run_qa does."""
+    return ids.index(tokenizer.cls_token_id) if tokenizer.cls_token_id in ids else 0
 
 
 def check_context_room(split: QASplit, questions: list[str], tokenizer, max_length: int, doc_stride: int) -> None:
@@ -247,13 +265,14 @@ def answer_tokens(answer_starts: list[int], answer_texts: list[str], offsets, in
     return start - 1, end + 1
 
 
-def postprocess(split: QASplit, example_of, offsets, start_logits: np.ndarray, end_logits: np.ndarray,
+def postprocess(split: QASplit, example_of, offsets, cls, start_logits: np.ndarray, end_logits: np.ndarray,
                 version: int = 1, null_threshold: float = 0.0, n_best: int = N_BEST,
                 max_answer_length: int = MAX_ANSWER_LENGTH) -> tuple[dict, dict]:
     """Answers from window logits: per window the n_best start and end candidates, pairs outside the context,
     inverted, or longer than max_answer_length dropped; the best pair over all windows of a question is its
-    answer. v2: the null score is the minimum over the question's windows of the CLS start + end logits; the
-    null odds (null score minus the best span's score) above the threshold predict "no answer" ("").
+    answer. v2: the null score is the minimum over the question's windows of the CLS start + end logits (`cls`:
+    each window's CLS position, tokenize_windows' column); the null odds (null score minus the best span's
+    score) above the threshold predict "no answer" ("").
     Returns ({id: answer text}, {id: null odds}) for every question that has a window."""
     windows: dict[int, list[int]] = {}
     for w, e in enumerate(example_of):
@@ -265,7 +284,7 @@ def postprocess(split: QASplit, example_of, offsets, start_logits: np.ndarray, e
             off = offsets[w]
             n = len(off)
             s, en = start_logits[w][:n], end_logits[w][:n]
-            null_score = min(null_score, float(s[0] + en[0]))
+            null_score = min(null_score, float(s[cls[w]] + en[cls[w]]))
             top_ends = np.argsort(en)[::-1][:n_best]
             for i in np.argsort(s)[::-1][:n_best]:
                 if off[i][0] < 0:

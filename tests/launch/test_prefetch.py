@@ -202,3 +202,25 @@ def test_a_trusted_model_s_remote_code_is_needed(tmp_path, tiny_bert, small_glue
     proc = run_cli("prefetch", suite, "--check", "--data-dir", small_glue, cwd=tmp_path,
                    env={"HF_HOME": str(tmp_path / "hf")})
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_a_trusted_tokenizer_s_remote_code_is_needed(tmp_path, tiny_bert, small_glue):
+    """tokenizer_config.json's auto_map names the tokenizer's code (AutoTokenizer reads it there first): a model
+    folder without tokenization_tiny.py was valid and "present", and loading it failed every cell ("does not
+    appear to have a file named tokenization_tiny.py"). Refused as config.json's auto_map is."""
+    import json
+    import shutil
+
+    from tests.helpers import call_cli
+
+    model = tmp_path / "remote"
+    shutil.copytree(tiny_bert, model)
+    config = json.loads((model / "tokenizer_config.json").read_text())
+    config["auto_map"] = {"AutoTokenizer": ["tokenization_tiny.TinyTokenizer", None]}
+    (model / "tokenizer_config.json").write_text(json.dumps(config))
+    suite = write_suite(tmp_path / "s.yaml", f"name: p\nmodels: [{{name: {model}, trust_remote_code: true}}]\n"
+                                             f"tasks: [rte]\nmethods: [full]\ndata_dir: {small_glue}\n")
+    assert_refused(call_cli("validate", suite), f'model "{model}": no tokenization_tiny.py (tokenizer_config.json\'s '
+                                                f'auto_map: remote code) in {model}', where=f"{suite}:2: models[0]")
+    (model / "tokenization_tiny.py").write_text("")
+    assert call_cli("validate", suite).returncode == 0

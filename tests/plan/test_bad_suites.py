@@ -93,13 +93,39 @@ def test_a_hundred_thousand_seeds_are_refused(machine):
 def test_a_task_from_the_hub_not_cached_offline_says_how_to_get_it(machine, monkeypatch):
     """No local data and the hub's data set not cached: the refusal names the way to fill the cache, as a model's
     does (before: only what was missing)."""
+    import datasets.config
+
     monkeypatch.delenv("HARNESS_DATA_DIR", raising=False)
-    monkeypatch.setenv("HF_DATASETS_CACHE", str(machine / "no-cache"))
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", machine / "no-cache")   # read at its import
     path = machine / "hub.yaml"
     path.write_text("name: hub\nmodels: [minilm]\ntasks: [rte]\nmethods: [full]\n")
     assert_refused(call_cli("validate", path), ":3: tasks[0]: no data for rte: no --data-dir, data_dir or "
                    "$HARNESS_DATA_DIR, and nyu-mll/glue is not cached while the hub is offline (`harness prefetch "
                    "SUITE` on a machine with internet fills the cache, or give the local files)", where=path)
+
+
+@pytest.mark.parametrize("where", ["XDG_CACHE_HOME", "HF_DATASETS_CACHE"])
+def test_a_hub_data_set_is_looked_for_where_datasets_reads_it(tmp_path, where):
+    """validate looked for the hub's cached data in a folder it worked out by hand: with XDG_CACHE_HOME set (no
+    HF_HOME), data cached where `datasets` reads it was "not cached" (refused, exit 2). Now `datasets.config`'s
+    folder; with HF_DATASETS_CACHE elsewhere, a copy under $HF_HOME is not the one read. A subprocess: datasets
+    reads the variables once, at its import."""
+    import subprocess
+    import sys
+
+    (tmp_path / "xdg" / "huggingface" / "datasets" / "nyu-mll___glue" / "rte").mkdir(parents=True)
+    path = tmp_path / "hub.yaml"
+    path.write_text("name: hub\nmodels: [minilm]\ntasks: [rte]\nmethods: [full]\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("HARNESS_DATA_DIR", "HF_HOME", "HF_DATASETS_CACHE")}
+    env.update(PYTHONPATH=str(ROOT), XDG_CACHE_HOME=str(tmp_path / "xdg"))
+    if where == "HF_DATASETS_CACHE":
+        env.update(HF_HOME=str(tmp_path / "xdg" / "huggingface"), HF_DATASETS_CACHE=str(tmp_path / "elsewhere"))
+    proc = subprocess.run([sys.executable, "-m", "harness", "validate", str(path)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    if where == "XDG_CACHE_HOME":
+        assert proc.returncode == 0 and "data: the Hugging Face hub" in proc.stdout, proc.stdout + proc.stderr
+    else:
+        assert_refused(proc, "nyu-mll/glue is not cached while the hub is offline", where=path)
 
 
 @pytest.mark.parametrize("name", ["alias_bomb", "not_utf8", "deep_nesting", "lr_dot_inf"])

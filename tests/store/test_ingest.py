@@ -363,6 +363,26 @@ def test_ingest_writes_nothing_into_a_store_it_does_not_write_a_record_to(tmp_pa
     assert at_rest(tmp_path / "db") == before, "nothing written"
 
 
+@pytest.mark.parametrize("query, expect", [("?mode=ro", "mode"), ("?uri=true&mode=ro", "uri=true")])
+def test_a_read_only_sqlite_url_is_refused_not_written(tmp_path, monkeypatch, cells, query, expect):
+    """SQLAlchemy hands `?mode=ro` to SQLite only with `uri=true` (else it warns and drops it): ingest of a valid
+    record into `sqlite:///h.db?mode=ro` added it (exit 0). With uri=true the harness read the path as a plain
+    file's and made a store in a folder named `file:...`. Both are refused in one line, nothing written."""
+    from tests.helpers import assert_refused, listing
+
+    monkeypatch.chdir(tmp_path)   # where a path read as relative would be made
+    single, _ = cells
+    node = Store(f"sqlite:///{tmp_path / 'node.db'}")
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / RECORD).write_text(json.dumps(finish_with_record(node, single, tmp_path / "out")))
+    db = tmp_path / "db" / "h.db"
+    Store(f"sqlite:///{db}").engine.dispose()
+    before = listing(tmp_path)
+    path = f"file:{db}" if "uri" in query else str(db)
+    assert_refused(call_cli("ingest", tmp_path / "in", "--db", f"sqlite:///{path}{query}"), expect, "--db")
+    assert listing(tmp_path) == before, "nothing written"
+
+
 @pytest.mark.parametrize("name", list(BAD))
 def test_a_bad_record_is_refused_with_one_line_naming_file_and_field(tmp_path, cells, name):
     _, multi = cells

@@ -87,21 +87,37 @@ def _split() -> QASplit:
     return QASplit([f"q{i}" for i in range(n)], ["which words?"] * n, [context] * n, texts, starts, "test")
 
 
-def test_answers_are_recovered_exactly_from_their_token_spans(tiny_bert):
+def cls_last(tok):
+    """`tok` with its CLS token at the end of every window, as XLNet's tokenizer puts it."""
+    from tokenizers.processors import TemplateProcessing
+
+    cls, sep = tok.cls_token, tok.sep_token
+    tok.backend_tokenizer.post_processor = TemplateProcessing(
+        single=f"$A {sep} {cls}", pair=f"$A {sep} $B:1 {sep}:1 {cls}:1",
+        special_tokens=[(cls, tok.cls_token_id), (sep, tok.sep_token_id)])
+    return tok
+
+
+@pytest.mark.parametrize("cls", ["first", "last"])
+def test_answers_are_recovered_exactly_from_their_token_spans(tiny_bert, cls):
+    """Also with CLS last (XLNet): the null score read the first token's logits, not the CLS token's that
+    training points unanswerable windows at, and the unanswerable question got an answer."""
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tiny_bert)
+    tok = cls_last(tok) if cls == "last" else tok
     split = _split()
     unanswerable = len(split) - 1
     cols = tokenize_windows(split, tok, max_length=40, doc_stride=10, padding="dynamic", training=True)
     evals = tokenize_windows(split, tok, max_length=40, doc_stride=10, padding="dynamic", training=False)
     assert (np.bincount(evals["example"]) > 2).all()      # long context: several overlapping windows each
     assert max(cols["length"]) <= 40
+    assert evals["cls"] == [0 if cls == "first" else n - 1 for n in evals["length"]]
     found, crossing = set(), 0
     for w, (s, e) in enumerate(zip(cols["start_positions"], cols["end_positions"])):
         q, off = evals["example"][w], evals["offsets"][w]
-        if s == 0:
-            assert e == 0   # CLS: the window does not hold the whole answer
+        if s == evals["cls"][w]:
+            assert e == s   # CLS: the window does not hold the whole answer
             if split.answer_starts[q]:
                 a, b = split.answer_starts[q][0], split.answer_starts[q][0] + len(split.answer_texts[q][0])
                 inside = [o for o in off if o[0] >= 0]
@@ -119,9 +135,29 @@ def test_answers_are_recovered_exactly_from_their_token_spans(tiny_bert):
     for w, (s, e) in enumerate(zip(cols["start_positions"], cols["end_positions"])):
         start[w, s] += 10.0
         end[w, e] += 10.0
-    answers, odds = postprocess(split, evals["example"], evals["offsets"], start, end, version=2)
+    answers, odds = postprocess(split, evals["example"], evals["offsets"], evals["cls"], start, end, version=2)
     assert [answers[f"q{i}"] for i in range(unanswerable)] == [t[0] for t in split.answer_texts[:-1]]
     assert answers[f"q{unanswerable}"] == "" and odds[f"q{unanswerable}"] > 0   # only CLS scores: null wins
+
+
+def test_a_tokenizer_that_pads_at_the_left_keeps_every_position_through_the_collator(tiny_bert):
+    """XLNet's tokenizer pads at the left: the collator shifted a short window's tokens while its answer (or
+    CLS) position, and its offsets, stayed those of the unpadded window; training pointed at another token
+    (an answer's word instead of CLS). Such windows are padded when tokenized, so a batch pads none."""
+    from transformers import AutoTokenizer, DataCollatorWithPadding
+
+    tok = cls_last(AutoTokenizer.from_pretrained(tiny_bert))
+    tok.padding_side = "left"
+    cols = tokenize_windows(_split(), tok, max_length=40, doc_stride=10, padding="dynamic", training=True)
+    evals = tokenize_windows(_split(), tok, max_length=40, doc_stride=10, padding="dynamic", training=False)
+    names = ("input_ids", "attention_mask", "start_positions", "end_positions")
+    batch = DataCollatorWithPadding(tok)([{k: cols[k][w] for k in names} for w in cols["idx"]])
+    for w in cols["idx"]:
+        for label in ("start_positions", "end_positions"):
+            at = cols[label][w]
+            assert batch["input_ids"][w][at] == cols["input_ids"][w][at], (w, label)
+        assert batch["input_ids"][w][evals["cls"][w]] == tok.cls_token_id, w
+        assert len(evals["offsets"][w]) == len(batch["input_ids"][w]), w
 
 
 def _one_window(n_context: int = 60):
@@ -138,9 +174,9 @@ def test_max_answer_length_and_inverted_spans_are_dropped():
     s[0, 10], e[0, 12] = 5.0, 5.0           # a valid pair, score 10
     s[0, 20], e[0, 50] = 9.0, 9.0           # score 18 but 31 tokens long
     s[0, 58], e[0, 54] = 8.0, 8.5           # score 16.5 but inverted (end before start)
-    answers, _ = postprocess(split, [0], [off], s, e, max_answer_length=30)
+    answers, _ = postprocess(split, [0], [off], [0], s, e, max_answer_length=30)
     assert answers["q"] == split.contexts[0][100:125]
-    answers, _ = postprocess(split, [0], [off], s, e, max_answer_length=31)
+    answers, _ = postprocess(split, [0], [off], [0], s, e, max_answer_length=31)
     assert answers["q"] == split.contexts[0][200:505]
 
 
@@ -149,9 +185,9 @@ def test_only_the_n_best_start_and_end_candidates_are_considered():
     s[0, :4] = e[0, :4] = s[0, -1] = e[0, -1] = 100.0   # CLS, question and SEP: highest, but not context
     s[0, 35:55] = 50.0                       # 20 starts above the answer's, all after its end
     s[0, 30], e[0, 31] = 40.0, 40.0          # the answer: its start ranks 26th
-    answers, _ = postprocess(split, [0], [off], s, e, n_best=20)
+    answers, _ = postprocess(split, [0], [off], [0], s, e, n_best=20)
     assert answers["q"] != split.contexts[0][300:315]
-    answers, _ = postprocess(split, [0], [off], s, e, n_best=26)
+    answers, _ = postprocess(split, [0], [off], [0], s, e, n_best=26)
     assert answers["q"] == split.contexts[0][300:315]
 
 
@@ -161,14 +197,14 @@ def test_v2_null_score_is_the_minimum_over_windows():
     two_s[0, 0] = two_e[0, 0] = 5.0         # window 0: CLS 10
     two_s[1, 0] = two_e[1, 0] = 1.0         # window 1: CLS 2 -> the null score is 2
     two_s[1, 10], two_e[1, 11] = 1.5, 1.5   # best span 3: odds 2 - 3 = -1 -> answered
-    answers, odds = postprocess(split, [0, 0], [off, off], two_s, two_e, version=2)
+    answers, odds = postprocess(split, [0, 0], [off, off], [0, 0], two_s, two_e, version=2)
     assert odds["q"] == pytest.approx(-1.0) and answers["q"] == split.contexts[0][100:115]
     two_s[1, 10], two_e[1, 11] = 0.5, 0.5   # best span 1: odds 1 > 0 -> no answer
-    answers, odds = postprocess(split, [0, 0], [off, off], two_s, two_e, version=2)
+    answers, odds = postprocess(split, [0, 0], [off, off], [0, 0], two_s, two_e, version=2)
     assert odds["q"] == pytest.approx(1.0) and answers["q"] == ""
-    answers, _ = postprocess(split, [0, 0], [off, off], two_s, two_e, version=2, null_threshold=1.5)
+    answers, _ = postprocess(split, [0, 0], [off, off], [0, 0], two_s, two_e, version=2, null_threshold=1.5)
     assert answers["q"] == split.contexts[0][100:115]
-    answers, _ = postprocess(split, [0, 0], [off, off], two_s, two_e, version=1)   # v1 always answers
+    answers, _ = postprocess(split, [0, 0], [off, off], [0, 0], two_s, two_e, version=1)   # v1 always answers
     assert answers["q"] == split.contexts[0][100:115]
 
 
