@@ -732,38 +732,44 @@ def _whole_numbers(kind: str, frame: pd.DataFrame) -> pd.DataFrame:
 
 def table_csv(kind: str, frame: pd.DataFrame) -> str:
     """A table's CSV, as `harness export` writes it and the board's "Download CSV" hands it out (one function:
-    the two files must not differ): the leaderboard with its trivial baseline row, every table with its tasks'
-    notes in a column."""
-    if kind != "leaderboard":
-        return to_csv(with_task_notes(kind, _whole_numbers(kind, frame)))
-    out = with_trivial_row(frame)
-    # counts stay whole numbers beside the row's empty cells (CSV "2", not "2.0"); only in the file: the
-    # footnote and the JSON read these columns as numbers, which pandas' NA is not
+    the two files must not differ): file_rows', every table with its tasks' notes in a column."""
+    return to_csv(with_task_notes(kind, file_rows(kind, frame)))
+
+
+def file_rows(kind: str, frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a table's CSV and JSON (one function: the two files carry the same columns, the same numbers):
+    the leaderboard with its trivial baseline row, and counts as whole numbers beside a row's empty cells (CSV
+    "2", JSON 2, not "2.0" and 2.0: pandas makes a column with an empty cell floats). Only in the files: the
+    footnote reads these columns as numbers, which pandas' NA is not."""
+    if kind == "runs":
+        return _whole_numbers(kind, frame)
+    out = with_trivial_row(frame) if kind == "leaderboard" else frame.copy()
     for c in frame.columns:
         if pd.api.types.is_integer_dtype(frame[c]) and out[c].dtype != frame[c].dtype:
+            out[c] = out[c].astype("Int64")   # (the trivial row's empty cells made an integer column floats)
+        elif (str(c).endswith(COUNT_SUFFIXES) or c in COUNT_NAMES) and pd.api.types.is_float_dtype(out[c]) \
+                and (out[c].dropna() % 1 == 0).all():
             out[c] = out[c].astype("Int64")
-        elif c.endswith(COUNT_SUFFIXES) and pd.api.types.is_float_dtype(out[c]) and (out[c].dropna() % 1 == 0).all():
-            # a count column with a variant's empty cell in it (no score on that task, no average) came out of
-            # pandas as floats: "1.0" seeds beside the JSON's 1
-            out[c] = out[c].astype("Int64")
-    return to_csv(with_task_notes(kind, out))
+    return out
 
 
-# the leaderboard's count columns: seeds, settings (per task, and the average's seeds)
+# the tables' count columns: seeds, settings, parameters (the leaderboard's per task, and the average's seeds)
 COUNT_SUFFIXES = ("_n", "_seeds_planned", "_settings", "_settings_failed", "_settings_unfinished",
-                  "_failed_settings")
+                  "_failed_settings", "_improving_seeds")
+COUNT_NAMES = {"n_seeds", "seeds_planned", "settings_tried", "settings_failed", "settings_unfinished",
+               "settings_scored", "failed_settings", "improving_seeds", "time_limited_seeds", "trainable_params",
+               "total_params", "added_params", "eval_examples", "params_all_tasks"}
 
 
 def to_json(kind: str, frame: pd.DataFrame) -> str:
     """{"table", "rows" (one object per row, the CSV's columns; NaN and inf as null), "footnote"}."""
     import json
 
-    if kind == "leaderboard":
-        frame = with_trivial_row(frame)
-    frame = _whole_numbers(kind, frame)
+    rows_frame = file_rows(kind, frame)
     # date_unit "us": the stores keep microseconds (to_json's default "ms" cut 10:00:00.123456 to 10:00:00.123)
-    rows = json.loads(frame.to_json(orient="records", date_format="iso", date_unit="us")) if not frame.empty else []
-    _exact_floats(frame, rows)
+    rows = (json.loads(rows_frame.to_json(orient="records", date_format="iso", date_unit="us"))
+            if not rows_frame.empty else [])
+    _exact_floats(rows_frame, rows)
     notes = footnote(kind, frame) if not frame.empty else []
     return json.dumps({"table": kind, "rows": rows, "footnote": notes}, indent=1, ensure_ascii=False) + "\n"
 

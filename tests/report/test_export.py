@@ -323,3 +323,31 @@ def test_the_commands_a_latex_footnote_names_print_as_typed(tmp_path):
     subprocess.run(["pdflatex", "-interaction=nonstopmode", "t.tex"], cwd=tmp_path, capture_output=True)
     box = (tmp_path / "t.log").read_text(errors="replace").split("> \\box0=", 1)[1]
     assert "(ligature --" not in box and box.count("\\T1/cmr/") > 500, box[-2000:]   # (the box typeset the note)
+
+
+def test_json_writes_every_count_the_csv_writes_whole_as_a_whole_number(tmp_path):
+    """bitfit's mrpc runs failed: the leaderboard's JSON gave full's mrpc seeds and settings, its average's seeds and
+    bitfit's failed settings as 2.0, 2.0, 4.0 and 1.0, where its CSV writes 2, 2, 4, 1; both gave the best table's
+    parameter counts as 100.0. Every cell the CSV writes as a whole number is a JSON int."""
+    import json
+
+    from tests.report.test_table_claims import export, store_of
+
+    text = ("name: s\nmodels: [minilm]\ntasks: [rte, mrpc]\nseeds: [1, 2]\n"
+            "methods: [{name: full, learning_rate: [1e-5, 2e-5]}, bitfit]\n")
+    url = store_of(tmp_path, [text], lambda c: None if (c.method, c.task) == ("bitfit", "mrpc") else 60.0 + c.seed)
+    for kind in ("leaderboard", "best"):
+        rows = json.loads(export(url, kind, "json"))["rows"]
+        cells = list(csv.DictReader(io.StringIO(export(url, kind, "csv"))))
+        assert len(rows) == len(cells)
+        for row, cell in zip(rows, cells):
+            for name, value in row.items():
+                assert not (isinstance(value, float) and value.is_integer() and name.endswith(
+                    ("_n", "_settings", "_failed_settings", "seeds_planned", "_params", "n_seeds"))), (kind, name, value)
+                if re.fullmatch(r"-?\d+", cell[name]):
+                    assert type(value) is int and value == int(cell[name]), (kind, name, value, cell[name])
+                assert not re.fullmatch(r"-?\d+\.0", cell[name]) or not name.endswith(("_n", "_params")), (kind, name)
+    (full,) = [r for r in json.loads(export(url, "leaderboard", "json"))["rows"] if r["method"] == "full"]
+    assert (full["mrpc_n"], full["mrpc_settings"], full["avg_n"]) == (2, 2, 4)
+    (best,) = [r for r in json.loads(export(url, "best", "json"))["rows"] if (r["task"], r["method"]) == ("rte", "full")]
+    assert (best["trainable_params"], best["total_params"]) == (100, 1000)
