@@ -843,24 +843,32 @@ def build_table(store: Store, table: str, suite: str | None, model: str | None) 
     return leaderboard_table(best)
 
 
-def check_output(path: str, db: str | None) -> None:
+def check_output(path: str, db: str | None, fmt: str = "csv") -> None:
     """Refuse an -o that cannot take the export, before anything is read or written: a folder, a file in a
-    folder that does not exist, or the store's own database file (or its -wal/-shm/-journal file)."""
+    folder that does not exist, or the store's own database file (or its -wal/-shm/-journal file); a CSV's notes
+    file (csv_notes_file) the same."""
+    _check_file(path, db, "-o")
+    notes = csv_notes_file(path) if fmt == "csv" else None
+    if notes:
+        _check_file(notes, db, "-o (its notes file)")
+
+
+def _check_file(path: str, db: str | None, what: str) -> None:
     from harness.spec.errors import InputError
 
     real = output_file(path)
     if os.path.isdir(real):
-        raise InputError(f"-o: {path} is a folder; give the name of a file to write")
+        raise InputError(f"{what}: {path} is a folder; give the name of a file to write")
     parent = os.path.dirname(real)
     if not os.path.isdir(parent):
-        what = "is not a folder" if os.path.exists(parent) else "does not exist"
-        raise InputError(f"-o: {path}: the folder {parent} {what}")
+        state = "is not a folder" if os.path.exists(parent) else "does not exist"
+        raise InputError(f"{what}: {path}: the folder {parent} {state}")
     store = sqlite_file(db or default_db_url())
     if store:
         store = os.path.realpath(os.path.abspath(store))
         for own in (store, store + "-wal", store + "-shm", store + "-journal"):
             if real == own or (os.path.exists(real) and os.path.exists(own) and os.path.samefile(real, own)):
-                raise InputError(f"-o: {path} is the store's own database file (--db {db}); writing the export "
+                raise InputError(f"{what}: {path} is the store's own database file (--db {db}); writing the export "
                                  f"there would destroy the store")
 
 
@@ -926,14 +934,58 @@ def table_caption(table: str, frame: pd.DataFrame, suite: str | None = None) -> 
 
 
 def export(store: Store, fmt: str, table: str = "runs", suite: str | None = None, model: str | None = None) -> str:
+    return export_with_notes(store, fmt, table, suite, model)[0]
+
+
+def export_with_notes(store: Store, fmt: str, table: str = "runs", suite: str | None = None,
+                      model: str | None = None) -> tuple[str, list[str]]:
+    """(the table in `fmt`, the notes its text does not carry): a CSV's footnote, which Markdown and LaTeX print
+    under the table and JSON carries in "footnote", where a CSV has no place that `pandas.read_csv` reads past
+    (`harness export` writes them beside the file, csv_notes_file); [] for the other formats."""
     with store.snapshot():   # the names checked, the runs, the queued cells and analyses: one state of the store
         frame = build_table(store, table, suite, model)
     if fmt == "json":
-        return to_json(table, frame)
+        return to_json(table, frame), []
     if fmt == "csv":
-        return table_csv(table, frame)
+        return table_csv(table, frame), footnote(table, frame) if not frame.empty else []
     if frame.empty:
-        return "(no adapter ablations stored)\n" if table == "ablation" else f"({nothing_completed(frame)})\n"
+        return ("(no adapter ablations stored)\n" if table == "ablation" else f"({nothing_completed(frame)})\n"), []
     if fmt == "latex":
-        return to_latex(table, frame, table_caption(table, frame, suite))
-    return to_markdown(table, frame, table_caption(table, frame, suite))
+        return to_latex(table, frame, table_caption(table, frame, suite)), []
+    return to_markdown(table, frame, table_caption(table, frame, suite)), []
+
+
+def csv_notes_file(path: str) -> str | None:
+    """Where `harness export --format csv -o PATH` writes the table's notes: PATH's name with `.notes.txt` for its
+    extension, beside it (best.csv: best.notes.txt); None where -o is a descriptor, a FIFO or a device (-o
+    /dev/stdout), which has no "beside": the notes go to standard error, as without -o."""
+    import stat
+
+    if _open_descriptor(path) is not None:
+        return None
+    try:
+        if not stat.S_ISREG(os.stat(os.path.expanduser(path)).st_mode):
+            return None
+    except FileNotFoundError:
+        pass
+    return os.path.splitext(os.path.expanduser(path))[0] + ".notes.txt"
+
+
+def write_csv_notes(path: str, notes: list[str]) -> str | None:
+    """The notes of the CSV just written to `path` (csv_notes_file's), whole or not at all; with none, an earlier
+    export's notes file there is removed (it would be read as this CSV's). The file written, or None."""
+    from harness.spec.errors import InputError
+
+    target = csv_notes_file(path)
+    if target is None:
+        return None
+    if notes:
+        write_output(target, "".join(line + "\n" for line in notes))
+        return target
+    try:
+        os.remove(target)
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        raise InputError(f"-o: cannot remove the earlier notes {target}: {e.strerror or e}") from None
+    return None

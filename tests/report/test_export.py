@@ -351,3 +351,30 @@ def test_json_writes_every_count_the_csv_writes_whole_as_a_whole_number(tmp_path
     assert (full["mrpc_n"], full["mrpc_settings"], full["avg_n"]) == (2, 2, 4)
     (best,) = [r for r in json.loads(export(url, "best", "json"))["rows"] if (r["task"], r["method"]) == ("rte", "full")]
     assert (best["trainable_params"], best["total_params"]) == (100, 1000)
+
+
+def test_a_csv_s_notes_go_beside_it_or_to_standard_error_and_pandas_still_reads_it(tmp_path):
+    """The CSV had no place for the footnote Markdown prints and JSON carries (budgets differ, a failed cell, the
+    average refused): a reader of the CSV lost them. With -o they are in FILE.notes.txt beside it, without it on
+    standard error; the CSV itself stays what pandas.read_csv reads; a later export without notes removes the file."""
+    import json
+
+    from tests.report.test_table_claims import store_of
+
+    text = ("name: s\nmodels: [minilm]\ntasks: [rte, mrpc]\nseeds: [1, 2]\n"
+            "methods: [{name: full, learning_rate: [1e-5, 2e-5]}, bitfit]\n")
+    url = store_of(tmp_path, [text], lambda c: None if (c.method, c.task) == ("bitfit", "mrpc") else 60.0 + c.seed)
+    notes = json.loads(run_cli("export", "--db", url, "--table", "leaderboard", "--format", "json").stdout)["footnote"]
+    assert any(line.startswith("Tuning budgets differ on rte") for line in notes), notes
+    out = tmp_path / "lb.csv"
+    proc = run_cli("export", "--db", url, "--table", "leaderboard", "-o", out)
+    assert proc.returncode == 0 and proc.stderr == f"wrote {out} and its notes {tmp_path / 'lb.notes.txt'}\n"
+    assert (tmp_path / "lb.notes.txt").read_text().splitlines() == notes
+    assert list(pd.read_csv(out)["method"]) == ["full", "bitfit"]
+    proc = run_cli("export", "--db", url, "--table", "leaderboard")
+    assert list(pd.read_csv(io.StringIO(proc.stdout))["method"]) == ["full", "bitfit"]
+    assert proc.stderr.splitlines()[1:] == notes, proc.stderr
+    proc = run_cli("export", "--db", url, "--table", "runs", "-o", out)   # no squad: no notes; not the old ones
+    assert proc.returncode == 0 and not (tmp_path / "lb.notes.txt").exists() and proc.stderr == f"wrote {out}\n"
+    (tmp_path / "lb.notes.txt").mkdir()
+    assert_refused(run_cli("export", "--db", url, "--table", "leaderboard", "-o", out), "lb.notes.txt is a folder")
