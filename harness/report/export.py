@@ -667,21 +667,29 @@ def latex_symbols(text: str) -> str:
     return "".join(LATEX_SYMBOLS.get(ch, ch) for ch in text)
 
 
-MD_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
+# as entities: `<`, `>` and `&` (a name's `<b>` or `<script>` was raw HTML to GitHub, Pandoc and Python-Markdown
+# alike), `~` (GitHub's strikethrough, Pandoc's subscript) and `$` (GitHub's math): entities are the one escape all
+# three read (Python-Markdown prints `\~` with its backslash), and no reader takes one for markup
+MD_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "~": "&#126;", "$": "&#36;"}
 # backslash-escaped: a backslash itself (first, so a name's `\|` cannot unescape the pipe that would then end the
-# cell: GitHub's tables split cells at a pipe not escaped), the pipe, emphasis, and a `]` that would close a link's
-# text before its `(url)` (a label's own brackets, "full [after mrpc]", stay as they are); a cell's text also its
-# backticks (a footnote's `code` spans, the commands it names, are its own)
-MD_PUNCTUATION = re.compile(r"[\\|*]|\](?=\()")
-MD_CELL_PUNCTUATION = re.compile(r"[\\|*`]|\](?=\()")
+# cell: GitHub's tables split cells at a pipe not escaped), the pipe, `*`, a `_` that could open or close emphasis
+# (one between two letters or digits cannot, in any of the three: snake_case stays as typed), and a `]` that would
+# close a link's text before its `(url)` (a label's own brackets, "full [after mrpc]", stay as they are); a cell's
+# text also its backticks (a footnote's `code` spans, the commands it names, are its own, and kept as typed: no
+# escape is read inside one)
+MD_PUNCTUATION = re.compile(r"[\\|*`]|\](?=\()|(?<![^\W_])_|_(?![^\W_])")
 
 
 def _md_escape(text, cell: bool = True) -> str:
-    """A cell's (or a footnote line's) text as Markdown prints it, not as markup: `<`, `>` and `&` as entities (a
-    name's `<b>` or `<script>` was raw HTML to GitHub, Pandoc and Python-Markdown alike; entities are the one
-    escape all three read), the rest of MD_PUNCTUATION backslash-escaped, a line break as a space."""
-    text = (MD_CELL_PUNCTUATION if cell else MD_PUNCTUATION).sub(lambda m: "\\" + m.group(0), str(text))
-    return "".join(MD_ENTITIES.get(ch, ch) for ch in text).replace("\n", " ")
+    """A cell's (or a footnote line's) text as Markdown prints it, not as markup: MD_ENTITIES as entities, the rest
+    of MD_PUNCTUATION backslash-escaped, a line break as a space. A footnote line's paired backticks are its code
+    spans, kept as they are."""
+    text = str(text).replace("\n", " ")
+    parts = text.split("`")
+    if not cell and len(parts) % 2:
+        return "`".join(p if i % 2 else _md_escape(p) for i, p in enumerate(parts))
+    text = MD_PUNCTUATION.sub(lambda m: "\\" + m.group(0), text)
+    return "".join(MD_ENTITIES.get(ch, ch) for ch in text)
 
 
 def to_markdown(kind: str, frame: pd.DataFrame, caption: str | None = None) -> str:

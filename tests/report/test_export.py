@@ -95,6 +95,8 @@ def test_every_latex_table_compiles_with_every_special_character_in_its_names(tm
 def test_a_pipe_or_backslash_in_a_name_keeps_every_markdown_row_s_cells(tmp_path):
     """Every row of every Markdown table has the header's number of cells when its names hold `|` and `\\`, as
     Python-Markdown's tables (a pipe after a backslash is escaped) read it, and the names come back whole."""
+    import html as html_lib
+
     from harness.report.export import export
 
     markdown = pytest.importorskip("markdown")
@@ -106,7 +108,7 @@ def test_a_pipe_or_backslash_in_a_name_keeps_every_markdown_row_s_cells(tmp_path
         rows = re.findall(r"<tr>(.*?)</tr>", html, re.S)
         widths = {len(re.findall(r"<t[hd][ >]", r)) for r in rows}
         assert len(rows) > 2 and len(widths) == 1, (kind, widths, md)
-        assert f"/models/m {SPECIALS}".replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;") in html, kind
+        assert f"/models/m {SPECIALS}" in html_lib.unescape(html), kind   # (`<`, `&`, `~`, `$` as entities)
     store.engine.dispose()
 
 
@@ -378,3 +380,32 @@ def test_a_csv_s_notes_go_beside_it_or_to_standard_error_and_pandas_still_reads_
     assert proc.returncode == 0 and not (tmp_path / "lb.notes.txt").exists() and proc.stderr == f"wrote {out}\n"
     (tmp_path / "lb.notes.txt").mkdir()
     assert_refused(run_cli("export", "--db", url, "--table", "leaderboard", "-o", out), "lb.notes.txt is a folder")
+
+
+def test_underscores_tildes_and_dollars_in_a_name_are_text_in_every_markdown_table(tmp_path):
+    """A variant named `_x_` was in italics (GitHub, Pandoc, Python-Markdown), `~~y~~` struck through and `$z$` math on
+    GitHub: they print as typed, in the cells, the caption and the footnote; the numbers, the marks and the
+    footnote's commands stay as they were (a snake_case name too: no reader takes its `_` for emphasis)."""
+    import html as html_lib
+
+    from sqlalchemy import text
+
+    from harness.report.export import export
+
+    markdown = pytest.importorskip("markdown")
+    url = fixture_store.build(tmp_path / "h.db")
+    store = Store(url)
+    name = " _x_ ~~y~~ $z$ snake_case"
+    with store.engine.begin() as conn:
+        conn.execute(text("UPDATE runs SET model = model || :n, method_label = method_label || :n"), {"n": name})
+    store.engine.dispose()
+    store = Store(url, read_only=True)
+    for kind in ("runs", "leaderboard", "best", "ablation"):
+        md = export(store, "markdown", kind, "fx")
+        assert "~" not in md and "$" not in md and "snake_case" in md, (kind, md)
+        html = markdown.markdown(md, extensions=["tables"])
+        assert not re.search(r"<(em|del|s)[ >]", html), (kind, html)   # (bold, <strong>, is the tables' own)
+        assert html_lib.unescape(html).count(name) >= 2, (kind, html)   # the model's and the method's
+    md = export(store, "markdown", "leaderboard", "fx")
+    assert "**72.0 ± 2.0 ‡**" in md
+    store.engine.dispose()
