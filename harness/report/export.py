@@ -680,14 +680,15 @@ MD_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "~": "&#126;", "$": "&#36
 MD_PUNCTUATION = re.compile(r"[\\|*`]|\](?=\()|(?<![^\W_])_|_(?![^\W_])")
 
 
-def _md_escape(text, cell: bool = True) -> str:
+def md_escape(text, cell: bool = True) -> str:
     """A cell's (or a footnote line's) text as Markdown prints it, not as markup: MD_ENTITIES as entities, the rest
     of MD_PUNCTUATION backslash-escaped, a line break as a space. A footnote line's paired backticks are its code
-    spans, kept as they are."""
+    spans, kept as they are. The one rule for text in Markdown: the exports' and the board's (its captions, headers
+    and messages: Streamlit reads them as Markdown too)."""
     text = str(text).replace("\n", " ")
     parts = text.split("`")
     if not cell and len(parts) % 2:
-        return "`".join(p if i % 2 else _md_escape(p) for i, p in enumerate(parts))
+        return "`".join(p if i % 2 else md_escape(p) for i, p in enumerate(parts))
     text = MD_PUNCTUATION.sub(lambda m: "\\" + m.group(0), text)
     return "".join(MD_ENTITIES.get(ch, ch) for ch in text)
 
@@ -696,16 +697,16 @@ def to_markdown(kind: str, frame: pd.DataFrame, caption: str | None = None) -> s
     """A pipe table through pandas' to_markdown (tabulate), numbers right-aligned, the best in bold; `caption`
     (table_caption's) above it as Pandoc reads a table's caption ("Table: ...")."""
     header, cells, align, mask = _display_frame(kind, frame)
-    texts = cells.apply(lambda col: [f"**{_md_escape(v)}**" if mask.at[i, col.name] else _md_escape(v)
+    texts = cells.apply(lambda col: [f"**{md_escape(v)}**" if mask.at[i, col.name] else md_escape(v)
                                      for i, v in col.items()])
-    texts.columns = [_md_escape(h) for h in header]
+    texts.columns = [md_escape(h) for h in header]
     table = texts.to_markdown(index=False, tablefmt="pipe", disable_numparse=True,
                               colalign=["right" if a == "r" else "left" for a in align]) + "\n"
     if caption:
-        table = f"Table: {_md_escape(caption)}\n\n" + table
+        table = f"Table: {md_escape(caption)}\n\n" + table
     notes = footnote(kind, frame)
     if notes:
-        table += "\n" + "\n".join(_md_escape(line, cell=False) for line in notes) + "\n"
+        table += "\n" + "\n".join(md_escape(line, cell=False) for line in notes) + "\n"
     return table
 
 

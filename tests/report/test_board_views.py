@@ -809,3 +809,33 @@ def test_the_runs_page_prints_a_tiny_trained_share_as_the_exports_do(tmp_path, m
     from harness.report.export import export
 
     assert " 0.00031 |" in export(Store(url, read_only=True), "markdown", "runs")
+
+
+def test_a_name_is_text_in_the_board_s_captions_headers_and_messages(tmp_path, monkeypatch):
+    """Streamlit reads st.caption, st.subheader and st.info as Markdown: a variant named `full *x* _y_` showed
+    "full x y" with x and y in italics in the footnote's budget and average lines, the Runs and Task pages' headers
+    and the Analyses page's message. Every such element that names it shows it as typed (the exports' one rule,
+    md_escape), and the footnote's commands stay code."""
+    import html as html_lib
+
+    from sqlalchemy import text
+
+    from tests.report.test_table_claims import store_of
+
+    markdown = pytest.importorskip("markdown")
+    suite = ("name: s\nmodels: [minilm]\ntasks: [rte, mrpc]\nseeds: [1, 2]\n"
+             "methods: [{name: full, learning_rate: [1e-5, 2e-5]}, bitfit]\n")
+    url = store_of(tmp_path, [suite], lambda c: None if (c.method, c.task) == ("bitfit", "mrpc") else 60.0 + c.seed)
+    store = Store(url)
+    with store.engine.begin() as conn:
+        conn.execute(text("UPDATE runs SET method_label = method_label || ' *x* _y_'"))
+    store.engine.dispose()
+    named = 0
+    for page in ("Leaderboard", "Runs", "Task", "Analyses", "Trade-off"):
+        at = app(url, monkeypatch, suite="s", model="minilm", page=page, task="rte")
+        for element in [*at.caption, *at.subheader, *at.info, *at.warning, *at.markdown]:
+            shown = html_lib.unescape(re.sub(r"<[^>]+>", "", markdown.markdown(element.value)))
+            if "x*" in element.value or "_y" in element.value:
+                named += 1
+                assert "full *x* _y_" in shown or "bitfit *x* _y_" in shown, (page, element.value, shown)
+    assert named >= 5
