@@ -235,11 +235,17 @@ def page_runs(url, suite, model):
     # the method as the exported runs table says it: a sequence's earlier stage and a joint multi-task row are
     # told from a task's own score (their label alone, "full [after mrpc]" on mrpc, reads as one)
     method = [run_method_text(r) for _, r in view.iterrows()]
-    # the share as every export prints it (pct_text): a probe's 0.000306% read "0.000" under a %.3f format
-    shares = [pct_text(v) for v in view["trainable_pct"]]
-    st.dataframe(view.assign(method=method, trainable_pct=shares)[cols].rename(columns={"trainable_pct": "% trained"}),
+    # the share and the learning rate as every export prints them (pct_text: a probe's 0.000306% read "0.000" under
+    # a %.3f format; lr_text) as the Styler's display texts over the numbers: a column of texts sorted "10.000"
+    # before "9.000". Streamlit shows a Styler's text on every cell but a number column with a format of its own:
+    # the other number columns have one, and a missing value reads "–", as in the exports
+    table = view.assign(method=method)[cols].rename(columns={"trainable_pct": "% trained"})
+    st.dataframe(table.style.format({"% trained": pct_text, "learning_rate": lr_text}, na_rep="–"),
                  hide_index=True, width="stretch",
-                 column_config={"score": st.column_config.NumberColumn(format="%.2f"),
+                 column_config={"id": st.column_config.NumberColumn(format="%d"),
+                                "seed": st.column_config.NumberColumn(format="%d"),
+                                "score": st.column_config.NumberColumn(format="%.2f"),
+                                "trainable_params": st.column_config.NumberColumn(format="%d"),
                                 "train_time_s": st.column_config.NumberColumn("train time (s)", format="%.0f"),
                                 "peak_memory_mb": st.column_config.NumberColumn("memory (MB)", format="%.0f"),
                                 "train_examples_per_s": st.column_config.NumberColumn("examples/s", format="%.1f")})
