@@ -911,6 +911,8 @@ def write_output(path: str, text: str) -> None:
             atomic.write_file(output_file(path), write)
         else:
             write(os.path.expanduser(path))
+    except BrokenPipeError:
+        raise   # -o /dev/stdout's reader went away (`| head -1`): not bad input; the CLI stops quietly (141)
     except OSError as e:
         raise InputError(f"-o: cannot write {path}: {e.strerror or e}") from None
 

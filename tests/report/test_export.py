@@ -409,3 +409,24 @@ def test_underscores_tildes_and_dollars_in_a_name_are_text_in_every_markdown_tab
     md = export(store, "markdown", "leaderboard", "fx")
     assert "**72.0 ± 2.0 ‡**" in md
     store.engine.dispose()
+
+
+def test_a_reader_that_goes_away_ends_every_export_quietly(url):
+    """`harness export ... | head -1`: without -o every format stopped quietly (141, as README says); with -o
+    /dev/stdout the closed pipe was refused as bad input: exit 2, "error: -o: cannot write /dev/stdout: Broken
+    pipe". Both stop without a word on stderr (a CSV's notes neither), 141; one code path writes every format."""
+    import os
+    import sys
+
+    from tests.helpers import ROOT
+
+    for fmt, more in (("csv", []), ("csv", ["-o", "/dev/stdout"]), ("latex", ["-o", "/dev/stdout"])):
+        read_end, write_end = os.pipe()
+        os.close(read_end)   # gone before the first byte: every write to the pipe fails (EPIPE)
+        try:
+            proc = subprocess.run([sys.executable, "-m", "harness", "export", "--db", url, "--table", "leaderboard",
+                                   "--format", fmt, *more], stdout=write_end, stderr=subprocess.PIPE, text=True,
+                                  timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        finally:
+            os.close(write_end)
+        assert (proc.returncode, proc.stderr) == (141, ""), (fmt, more, proc.stderr)
