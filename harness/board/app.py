@@ -178,9 +178,9 @@ def page_leaderboard(url, suite, model, metric):
                "GLUE points. Params (all tasks): one shared frozen base plus what every task trains, and that as a "
                "multiple of one model.")
     if board.attrs.get("em_tasks"):
-        st.caption(f"SQuAD tasks ({md_escape(', '.join(board.attrs['em_tasks']))}): exact match and F1 (the main score), "
-                   f"in points; {md_escape(board.attrs['avg_name'])} averages GLUE tasks only (what the offline SQuAD files "
-                   f"are: the task's note, under the table).")
+        st.caption(f"SQuAD tasks ({md_escape(', '.join(board.attrs['em_tasks']))}): exact match and F1 (the main "
+                   f"score), in points; {md_escape(board.attrs['avg_name'])} averages GLUE tasks only (what the "
+                   f"offline SQuAD files are: the task's note, under the table).")
     methods = list(board["method"])
     keep = urlstate.choose_many(st.multiselect, "Methods", methods, "show", default=methods)
     sort_options = ["as exported"] + [c for c in ["avg"] + board.attrs["tasks"] + ["trainable_pct"]]

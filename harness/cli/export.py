@@ -25,8 +25,9 @@ def add_arguments(p) -> None:
     p.add_argument("--suite", default=None, help="one suite's runs (leaderboard/best: required where the store "
                                                 "holds several suites)")
     p.add_argument("--model", default=None, help="leaderboard/best: one model (default: every model)")
-    p.add_argument("-o", "--output", default=None, help="file to write (default: standard output); a CSV's notes (the other formats' footnote) "
-                        "go beside it, its name with .notes.txt (to standard error without -o)")
+    p.add_argument("-o", "--output", default=None,
+                   help="file to write (default: standard output); a CSV's notes (the other formats' footnote) go "
+                        "beside it, its name with .notes.txt (to standard error without -o)")
 
 
 def run(args) -> int:

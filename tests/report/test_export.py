@@ -344,14 +344,15 @@ def test_json_writes_every_count_the_csv_writes_whole_as_a_whole_number(tmp_path
         assert len(rows) == len(cells)
         for row, cell in zip(rows, cells):
             for name, value in row.items():
-                assert not (isinstance(value, float) and value.is_integer() and name.endswith(
-                    ("_n", "_settings", "_failed_settings", "seeds_planned", "_params", "n_seeds"))), (kind, name, value)
+                counts = ("_n", "_settings", "_failed_settings", "seeds_planned", "_params", "n_seeds")
+                assert not (isinstance(value, float) and value.is_integer() and name.endswith(counts)), (kind, name)
                 if re.fullmatch(r"-?\d+", cell[name]):
                     assert type(value) is int and value == int(cell[name]), (kind, name, value, cell[name])
                 assert not re.fullmatch(r"-?\d+\.0", cell[name]) or not name.endswith(("_n", "_params")), (kind, name)
     (full,) = [r for r in json.loads(export(url, "leaderboard", "json"))["rows"] if r["method"] == "full"]
     assert (full["mrpc_n"], full["mrpc_settings"], full["avg_n"]) == (2, 2, 4)
-    (best,) = [r for r in json.loads(export(url, "best", "json"))["rows"] if (r["task"], r["method"]) == ("rte", "full")]
+    (best,) = [r for r in json.loads(export(url, "best", "json"))["rows"]
+               if (r["task"], r["method"]) == ("rte", "full")]
     assert (best["trainable_params"], best["total_params"]) == (100, 1000)
 
 
