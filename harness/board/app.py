@@ -23,7 +23,8 @@ from harness.board.evp_page import page_evp
 from harness.board.grid_page import page_grid
 from harness.board.task_page import page_task
 from harness.board.tradeoff_page import page_tradeoff
-from harness.report.export import (display_table, footnote, lr_text, note_lines, nothing_completed, run_method_text,
+from harness.report.export import (display_table, footnote, lr_text, md_escape, note_lines, nothing_completed,
+                                   run_method_text,
                                    table_caption, table_csv, task_notes, to_latex, to_markdown, with_methods_shown)
 from harness.report.grid import suites_models, with_flops
 from harness.report.text import comparison_footer, pct_text
@@ -169,17 +170,17 @@ def page_leaderboard(url, suite, model, metric):
     best, board = load_tables(url, suite, model, metric)
     if board.empty:
         said = nothing_completed(best)   # or none of the newest task versions: what was left out
-        st.info(f"{said[:1].upper()}{said[1:]} for this suite and model.")
+        st.info(md_escape(f"{said[:1].upper()}{said[1:]} for this suite and model.", cell=False))
         return
-    st.subheader(f"{suite} · {model}")
+    st.subheader(md_escape(f"{suite} · {model}"))
     st.caption("Each cell: mean ± std over seeds of the hyperparameter setting that is best on dev (the Houlsby "
                "et al. protocol), on the " + ("final" if metric == "score" else "best") + " dev evaluation, in "
                "GLUE points. Params (all tasks): one shared frozen base plus what every task trains, and that as a "
                "multiple of one model.")
     if board.attrs.get("em_tasks"):
-        st.caption(f"SQuAD tasks ({', '.join(board.attrs['em_tasks'])}): exact match and F1 (the main score), in "
-                   f"points; {board.attrs['avg_name']} averages GLUE tasks only (what the offline SQuAD files "
-                   f"are: the task's note, under the table).")
+        st.caption(f"SQuAD tasks ({md_escape(', '.join(board.attrs['em_tasks']))}): exact match and F1 (the main "
+                   f"score), in points; {md_escape(board.attrs['avg_name'])} averages GLUE tasks only (what the "
+                   f"offline SQuAD files are: the task's note, under the table).")
     methods = list(board["method"])
     keep = urlstate.choose_many(st.multiselect, "Methods", methods, "show", default=methods)
     sort_options = ["as exported"] + [c for c in ["avg"] + board.attrs["tasks"] + ["trainable_pct"]]
@@ -198,7 +199,7 @@ def page_leaderboard(url, suite, model, metric):
     _, style = styled("leaderboard", view)
     st.dataframe(style, hide_index=True, width="stretch")
     for line in footnote("leaderboard", view):
-        st.caption(line.replace("Bold:", "**Bold** (green):", 1))
+        st.caption(md_escape(line, cell=False).replace("Bold:", "**Bold** (green):", 1))
     needed = seeds_needed_table(view)
     if not needed.empty:
         st.markdown("**Seeds needed** to resolve each variant's gap to its column's best (α = 0.05, power 0.8, "
@@ -234,16 +235,22 @@ def page_runs(url, suite, model):
     # the method as the exported runs table says it: a sequence's earlier stage and a joint multi-task row are
     # told from a task's own score (their label alone, "full [after mrpc]" on mrpc, reads as one)
     method = [run_method_text(r) for _, r in view.iterrows()]
-    # the share as every export prints it (pct_text): a probe's 0.000306% read "0.000" under a %.3f format
-    shares = [pct_text(v) for v in view["trainable_pct"]]
-    st.dataframe(view.assign(method=method, trainable_pct=shares)[cols].rename(columns={"trainable_pct": "% trained"}),
+    # the share and the learning rate as every export prints them (pct_text: a probe's 0.000306% read "0.000" under
+    # a %.3f format; lr_text) as the Styler's display texts over the numbers: a column of texts sorted "10.000"
+    # before "9.000". Streamlit shows a Styler's text on every cell but a number column with a format of its own:
+    # the other number columns have one, and a missing value reads "–", as in the exports
+    table = view.assign(method=method)[cols].rename(columns={"trainable_pct": "% trained"})
+    st.dataframe(table.style.format({"% trained": pct_text, "learning_rate": lr_text}, na_rep="–"),
                  hide_index=True, width="stretch",
-                 column_config={"score": st.column_config.NumberColumn(format="%.2f"),
+                 column_config={"id": st.column_config.NumberColumn(format="%d"),
+                                "seed": st.column_config.NumberColumn(format="%d"),
+                                "score": st.column_config.NumberColumn(format="%.2f"),
+                                "trainable_params": st.column_config.NumberColumn(format="%d"),
                                 "train_time_s": st.column_config.NumberColumn("train time (s)", format="%.0f"),
                                 "peak_memory_mb": st.column_config.NumberColumn("memory (MB)", format="%.0f"),
                                 "train_examples_per_s": st.column_config.NumberColumn("examples/s", format="%.1f")})
     for line in task_notes("runs", view):   # e.g. SQuAD's split: wherever its scores show
-        st.caption(line)
+        st.caption(md_escape(line, cell=False))
     if view.empty:   # (filters that leave no run: nothing to download either)
         return
     # the file is `harness export --table runs --suite SUITE --model MODEL`'s, of the read the table shows (its
@@ -255,7 +262,7 @@ def page_runs(url, suite, model):
     rec = open_store(url).get(run_id)
     if rec is None:
         return
-    st.subheader(labels[run_id])
+    st.subheader(md_escape(labels[run_id]))
     if rec.status != view.loc[view["id"] == run_id, "status"].iloc[0]:   # read now, after the table's read
         st.warning(f"This run is {rec.status} now: the table shows the store as read at "
                    f"{load_store(url)['read_at']:%H:%M:%S} UTC (read again every {READ_S} s); the details below "
@@ -302,10 +309,10 @@ def page_analyses(url, suite, model, metric):
     except StoreChanged:   # read again (main), not a reason the comparison cannot be made
         raise
     except InputError as e:   # no shared seed, or predictions not on this machine (each run's output folder)
-        st.info(f"Cannot compare: {e}.")
+        st.info(md_escape(f"Cannot compare: {e}.", cell=False))
     else:
         m1, m2, m3 = st.columns(3)
-        m1.metric(f"A − B ({task})", f"{res.diff:+.2f}")
+        m1.metric(f"A − B ({md_escape(task)})", f"{res.diff:+.2f}")
         m2.metric("95% CI", f"[{res.ci_low:+.2f}, {res.ci_high:+.2f}]")
         m3.metric("p-value", f"{res.p_value:.3f}")
         # a run saves its final evaluation's predictions only: the comparison is of final evaluations, the
@@ -313,12 +320,12 @@ def page_analyses(url, suite, model, metric):
         chosen = ("the leaderboard's" if metric == "score" else
                   "chosen on the final dev evaluation, not the best one the leaderboard shows now: a run saves the "
                   "predictions of its final evaluation only")
-        st.caption(f"Each variant's best setting on dev ({chosen}), its runs paired by seed ({n_seeds} "
-                   f"seed(s)), its score the mean over them; {res.resamples} paired bootstrap resamples of the "
-                   f"{res.n_examples} dev examples, two-sided p. The same as "
-                   f"`harness compare \"{a}\" \"{b}\" --task {task}`.")
+        st.caption(md_escape(f"Each variant's best setting on dev ({chosen}), its runs paired by seed ({n_seeds} "
+                             f"seed(s)), its score the mean over them; {res.resamples} paired bootstrap resamples of "
+                             f"the {res.n_examples} dev examples, two-sided p. The same as "
+                             f"`harness compare \"{a}\" \"{b}\" --task {task}`.", cell=False))
         for line in comparison_footer(task, res):   # as `harness compare` says them
-            st.caption(line)
+            st.caption(md_escape(line, cell=False))
     page_ablations(url, suite, runs)
 
 
@@ -336,7 +343,7 @@ def page_schedules(runs, model, metric):
                f"method variant trained on the task alone (best setting on dev). Every score on each run's {which} "
                f"dev evaluation, as the leaderboard.")
     for line in note_lines(list(dict.fromkeys(rows["task"])), rows.attrs.get("data")):   # e.g. SQuAD's split
-        st.caption(line)
+        st.caption(md_escape(line, cell=False))
 
 
 @st.cache_data(ttl=READ_S, show_spinner=False)
@@ -364,7 +371,7 @@ def page_ablations(url, suite, runs):
                f"(score with every adapter: {payload['baseline']:.2f}).")
     run = labels[run_id]
     for line in note_lines([run["task"]], {run["task"]: [run["data"]]}):   # as `harness ablate` says it
-        st.caption(line)
+        st.caption(md_escape(line, cell=False))
 
 
 PAGES = ["Leaderboard", "Grid", "Trade-off", "Tuning budget", "Runs", "Task", "Analyses"]

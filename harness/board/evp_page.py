@@ -9,7 +9,7 @@ import plotly.express as px
 import streamlit as st
 
 from harness.board import urlstate
-from harness.report.export import note_lines, settings_text
+from harness.report.export import md_escape, note_lines, settings_text
 from harness.report.pareto import AXES as TRADEOFF_AXES
 from harness.report.provenance import data_by_task, skipped_by_task
 from harness.stats.evp import evp_table
@@ -91,4 +91,4 @@ def page_evp(runs: pd.DataFrame, model: str, metric: str = "score") -> None:
     of_task = runs[(runs["model"] == model) & (runs["task"] == task)]
     # e.g. SQuAD's split, rows skipped: wherever its scores show
     for line in note_lines([task], data_by_task(of_task), skipped_by_task(of_task)):
-        st.caption(line)
+        st.caption(md_escape(line, cell=False))

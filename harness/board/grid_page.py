@@ -12,6 +12,7 @@ import pandas as pd
 import streamlit as st
 
 from harness.board import reread, urlstate
+from harness.report.export import md_escape
 from harness.report.grid import cells_frame
 from harness.report.text import duration, time_left_source   # as `harness status` says them: the two agree
 from harness.spec.status import CellState, share   # as a worker's progress lines say it too
@@ -80,7 +81,7 @@ def page_grid(store, suite: str) -> None:
     timeout = lease_timeout(None)
     cells, _ = cells_frame(store, suite, timeout)
     if cells.empty:
-        st.info(f"No cells of suite {suite} in the store yet: a worker queues them when it starts "
+        st.info(f"No cells of suite {md_escape(suite)} in the store yet: a worker queues them when it starts "
                 f"(`harness run SUITE.yaml`).")
         return
     live = bool((cells["state"] == CellState.RUNNING.value).any())
@@ -109,7 +110,7 @@ def _grid_of(store, suite: str, timeout: float, was_live: bool, cells: pd.DataFr
     counts = cells["state"].value_counts().reindex(STATES, fill_value=0)
     n = len(cells)
     done = int(counts[CellState.COMPLETED.value])
-    st.subheader(f"{suite}: {done} of {n} cells completed")
+    st.subheader(f"{md_escape(suite)}: {done} of {n} cells completed")
     st.progress(done / n, text=f"{share(done, n)} completed")
     for col, state in zip(st.columns(len(STATES)), STATES):
         col.metric(state, f"{counts[state]:,}", f"{share(counts[state], n)} of the cells",
@@ -181,7 +182,7 @@ def _time_left(store, suite: str, timeout: float, left: int, cells: pd.DataFrame
         raise
     except Exception as exc:   # noqa: BLE001 -- advice only: the rest of the page does not need it
         st.metric("Time left (estimate)", "unknown" if left else "nothing left")
-        st.caption(f"No estimate ({type(exc).__name__}: {exc})")
+        st.caption(md_escape(f"No estimate ({type(exc).__name__}: {exc})", cell=False))
         return
     secs, pm = est["left_s"], est["plus_minus_s"]
     shown = ("nothing left" if not left else "unknown yet" if secs is None
@@ -197,7 +198,7 @@ def _time_left(store, suite: str, timeout: float, left: int, cells: pd.DataFrame
                f"{duration(est['predicted_s'])} predicted, {duration(est['predicted_actual_s'])} taken (ratio "
                f"{est['ratio']:.2f})" if est["predicted_cells"] else "")
     source = f" · estimated {time_left_source(est['stored_device'])}" if left and secs is not None else ""
-    st.caption(f"{est['live_workers']} live worker(s){source}{unknown}{checked}")
+    st.caption(md_escape(f"{est['live_workers']} live worker(s){source}{unknown}{checked}", cell=False))
     groups = [{k: v for k, v in g.items() if k != "method"} for g in est["groups"] if g["left"]]
     if groups:
         with st.expander("Time left per model, method variant, task and budget"):

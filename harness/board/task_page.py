@@ -9,7 +9,7 @@ import streamlit as st
 from sqlalchemy import select
 
 from harness.board import urlstate
-from harness.report.export import note_lines
+from harness.report.export import md_escape, note_lines
 from harness.report.provenance import data_by_task, skipped_by_task
 from harness.spec.cell import budget_text
 from harness.store.schema import RunRecord as R
@@ -64,7 +64,7 @@ def page_task(store, all_runs: pd.DataFrame, suite: str, model: str) -> None:
     x = urlstate.choose(c3.selectbox, "x axis", list(X_AXES), "x", format_func=X_AXES.get)
     y = urlstate.choose(c4.selectbox, "y axis", list(Y_AXES), "y", format_func=Y_AXES.get)
     found = task_runs(store, suite, model, task, method)
-    st.subheader(f"{task} · {method}: {len(found)} run(s)")
+    st.subheader(md_escape(f"{task} · {method}: {len(found)} run(s)"))
     points = curves(found)
     if points.dropna(subset=[y]).empty:
         st.info("No evaluation history stored for these runs yet.")
@@ -77,7 +77,7 @@ def page_task(store, all_runs: pd.DataFrame, suite: str, model: str) -> None:
     shown = runs[(runs["task"] == task) & (runs["method_label"] == method)]
     # e.g. SQuAD's split, rows skipped: wherever its scores show
     for line in note_lines([task], data_by_task(shown), skipped_by_task(shown)):
-        st.caption(line)
+        st.caption(md_escape(line, cell=False))
     table = found.drop(columns=["history", "hparams"]).assign(
         budget=[budget_text(b) for b in found["budget"]],
         run_page=[urlstate.link(page="Runs", suite=suite, model=model, run=int(i)) for i in found["id"]])

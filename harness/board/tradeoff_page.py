@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from harness.board import urlstate
-from harness.report.export import SELECTED_ON_DEV, average_missing, budget_notes, note_lines
+from harness.report.export import SELECTED_ON_DEV, average_missing, budget_notes, md_escape, note_lines
 from harness.report.pareto import AXES, LOG_AXES, pareto_front_axes, tradeoff_points
 
 AVERAGE = "average over tasks"
@@ -52,7 +52,7 @@ def page_tradeoff(best: pd.DataFrame, board: pd.DataFrame) -> None:
     points = tradeoff_points(best, None if which == AVERAGE else which, averaged)
     if points.empty:
         st.info("No method has results on every task yet." if which == AVERAGE else
-                f"No method has a score on {which} (runs not finished, or all failed).")
+                f"No method has a score on {md_escape(which)} (runs not finished, or all failed).")
         return
     offered = axes_offered(points)
     if len(offered) < 2:   # runs that recorded no cost (an older store, records without them): no second axis
@@ -89,7 +89,7 @@ def page_tradeoff(best: pd.DataFrame, board: pd.DataFrame) -> None:
     for line in [SELECTED_ON_DEV] + tuning_lines(board, shown) + flag_lines(best, points["method_label"], shown) \
             + missing:
         # what the leaderboard says of the same scores
-        st.caption(line)
+        st.caption(md_escape(line, cell=False))
     for line in note_lines(averaged if which == AVERAGE else [which], best.attrs.get("data"),
                            best.attrs.get("skipped")):   # e.g. SQuAD's split
-        st.caption(line)
+        st.caption(md_escape(line, cell=False))

@@ -52,7 +52,10 @@ def _from_link(name: str, given: list[str]) -> bool:
 
 def _not_a_choice(name: str, label: str, values: list[str], instead: str) -> None:
     shown = ", ".join(repr(v) for v in values)
-    st.warning(f"The link's {name}={shown} is not among the choices of \"{label}\" here: {instead}.")
+    from harness.report.export import md_escape   # (a link's values are anyone's text: not Markdown)
+
+    st.warning(md_escape(f"The link's {name}={shown} is not among the choices of \"{label}\" here: {instead}.",
+                         cell=False))
 
 
 def url_value(name: str) -> str | None:

@@ -667,37 +667,46 @@ def latex_symbols(text: str) -> str:
     return "".join(LATEX_SYMBOLS.get(ch, ch) for ch in text)
 
 
-MD_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
+# as entities: `<`, `>` and `&` (a name's `<b>` or `<script>` was raw HTML to GitHub, Pandoc and Python-Markdown
+# alike), `~` (GitHub's strikethrough, Pandoc's subscript) and `$` (GitHub's math): entities are the one escape all
+# three read (Python-Markdown prints `\~` with its backslash), and no reader takes one for markup
+MD_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "~": "&#126;", "$": "&#36;"}
 # backslash-escaped: a backslash itself (first, so a name's `\|` cannot unescape the pipe that would then end the
-# cell: GitHub's tables split cells at a pipe not escaped), the pipe, emphasis, and a `]` that would close a link's
-# text before its `(url)` (a label's own brackets, "full [after mrpc]", stay as they are); a cell's text also its
-# backticks (a footnote's `code` spans, the commands it names, are its own)
-MD_PUNCTUATION = re.compile(r"[\\|*]|\](?=\()")
-MD_CELL_PUNCTUATION = re.compile(r"[\\|*`]|\](?=\()")
+# cell: GitHub's tables split cells at a pipe not escaped), the pipe, `*`, a `_` that could open or close emphasis
+# (one between two letters or digits cannot, in any of the three: snake_case stays as typed), and a `]` that would
+# close a link's text before its `(url)` (a label's own brackets, "full [after mrpc]", stay as they are); a cell's
+# text also its backticks (a footnote's `code` spans, the commands it names, are its own, and kept as typed: no
+# escape is read inside one)
+MD_PUNCTUATION = re.compile(r"[\\|*`]|\](?=\()|(?<![^\W_])_|_(?![^\W_])")
 
 
-def _md_escape(text, cell: bool = True) -> str:
-    """A cell's (or a footnote line's) text as Markdown prints it, not as markup: `<`, `>` and `&` as entities (a
-    name's `<b>` or `<script>` was raw HTML to GitHub, Pandoc and Python-Markdown alike; entities are the one
-    escape all three read), the rest of MD_PUNCTUATION backslash-escaped, a line break as a space."""
-    text = (MD_CELL_PUNCTUATION if cell else MD_PUNCTUATION).sub(lambda m: "\\" + m.group(0), str(text))
-    return "".join(MD_ENTITIES.get(ch, ch) for ch in text).replace("\n", " ")
+def md_escape(text, cell: bool = True) -> str:
+    """A cell's (or a footnote line's) text as Markdown prints it, not as markup: MD_ENTITIES as entities, the rest
+    of MD_PUNCTUATION backslash-escaped, a line break as a space. A footnote line's paired backticks are its code
+    spans, kept as they are. The one rule for text in Markdown: the exports' and the board's (its captions, headers
+    and messages: Streamlit reads them as Markdown too)."""
+    text = str(text).replace("\n", " ")
+    parts = text.split("`")
+    if not cell and len(parts) % 2:
+        return "`".join(p if i % 2 else md_escape(p) for i, p in enumerate(parts))
+    text = MD_PUNCTUATION.sub(lambda m: "\\" + m.group(0), text)
+    return "".join(MD_ENTITIES.get(ch, ch) for ch in text)
 
 
 def to_markdown(kind: str, frame: pd.DataFrame, caption: str | None = None) -> str:
     """A pipe table through pandas' to_markdown (tabulate), numbers right-aligned, the best in bold; `caption`
     (table_caption's) above it as Pandoc reads a table's caption ("Table: ...")."""
     header, cells, align, mask = _display_frame(kind, frame)
-    texts = cells.apply(lambda col: [f"**{_md_escape(v)}**" if mask.at[i, col.name] else _md_escape(v)
+    texts = cells.apply(lambda col: [f"**{md_escape(v)}**" if mask.at[i, col.name] else md_escape(v)
                                      for i, v in col.items()])
-    texts.columns = [_md_escape(h) for h in header]
+    texts.columns = [md_escape(h) for h in header]
     table = texts.to_markdown(index=False, tablefmt="pipe", disable_numparse=True,
                               colalign=["right" if a == "r" else "left" for a in align]) + "\n"
     if caption:
-        table = f"Table: {_md_escape(caption)}\n\n" + table
+        table = f"Table: {md_escape(caption)}\n\n" + table
     notes = footnote(kind, frame)
     if notes:
-        table += "\n" + "\n".join(_md_escape(line, cell=False) for line in notes) + "\n"
+        table += "\n" + "\n".join(md_escape(line, cell=False) for line in notes) + "\n"
     return table
 
 
@@ -732,38 +741,44 @@ def _whole_numbers(kind: str, frame: pd.DataFrame) -> pd.DataFrame:
 
 def table_csv(kind: str, frame: pd.DataFrame) -> str:
     """A table's CSV, as `harness export` writes it and the board's "Download CSV" hands it out (one function:
-    the two files must not differ): the leaderboard with its trivial baseline row, every table with its tasks'
-    notes in a column."""
-    if kind != "leaderboard":
-        return to_csv(with_task_notes(kind, _whole_numbers(kind, frame)))
-    out = with_trivial_row(frame)
-    # counts stay whole numbers beside the row's empty cells (CSV "2", not "2.0"); only in the file: the
-    # footnote and the JSON read these columns as numbers, which pandas' NA is not
+    the two files must not differ): file_rows', every table with its tasks' notes in a column."""
+    return to_csv(with_task_notes(kind, file_rows(kind, frame)))
+
+
+def file_rows(kind: str, frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a table's CSV and JSON (one function: the two files carry the same columns, the same numbers):
+    the leaderboard with its trivial baseline row, and counts as whole numbers beside a row's empty cells (CSV
+    "2", JSON 2, not "2.0" and 2.0: pandas makes a column with an empty cell floats). Only in the files: the
+    footnote reads these columns as numbers, which pandas' NA is not."""
+    if kind == "runs":
+        return _whole_numbers(kind, frame)
+    out = with_trivial_row(frame) if kind == "leaderboard" else frame.copy()
     for c in frame.columns:
         if pd.api.types.is_integer_dtype(frame[c]) and out[c].dtype != frame[c].dtype:
+            out[c] = out[c].astype("Int64")   # (the trivial row's empty cells made an integer column floats)
+        elif (str(c).endswith(COUNT_SUFFIXES) or c in COUNT_NAMES) and pd.api.types.is_float_dtype(out[c]) \
+                and (out[c].dropna() % 1 == 0).all():
             out[c] = out[c].astype("Int64")
-        elif c.endswith(COUNT_SUFFIXES) and pd.api.types.is_float_dtype(out[c]) and (out[c].dropna() % 1 == 0).all():
-            # a count column with a variant's empty cell in it (no score on that task, no average) came out of
-            # pandas as floats: "1.0" seeds beside the JSON's 1
-            out[c] = out[c].astype("Int64")
-    return to_csv(with_task_notes(kind, out))
+    return out
 
 
-# the leaderboard's count columns: seeds, settings (per task, and the average's seeds)
+# the tables' count columns: seeds, settings, parameters (the leaderboard's per task, and the average's seeds)
 COUNT_SUFFIXES = ("_n", "_seeds_planned", "_settings", "_settings_failed", "_settings_unfinished",
-                  "_failed_settings")
+                  "_failed_settings", "_improving_seeds")
+COUNT_NAMES = {"n_seeds", "seeds_planned", "settings_tried", "settings_failed", "settings_unfinished",
+               "settings_scored", "failed_settings", "improving_seeds", "time_limited_seeds", "trainable_params",
+               "total_params", "added_params", "eval_examples", "params_all_tasks"}
 
 
 def to_json(kind: str, frame: pd.DataFrame) -> str:
     """{"table", "rows" (one object per row, the CSV's columns; NaN and inf as null), "footnote"}."""
     import json
 
-    if kind == "leaderboard":
-        frame = with_trivial_row(frame)
-    frame = _whole_numbers(kind, frame)
+    rows_frame = file_rows(kind, frame)
     # date_unit "us": the stores keep microseconds (to_json's default "ms" cut 10:00:00.123456 to 10:00:00.123)
-    rows = json.loads(frame.to_json(orient="records", date_format="iso", date_unit="us")) if not frame.empty else []
-    _exact_floats(frame, rows)
+    rows = (json.loads(rows_frame.to_json(orient="records", date_format="iso", date_unit="us"))
+            if not rows_frame.empty else [])
+    _exact_floats(rows_frame, rows)
     notes = footnote(kind, frame) if not frame.empty else []
     return json.dumps({"table": kind, "rows": rows, "footnote": notes}, indent=1, ensure_ascii=False) + "\n"
 
@@ -837,24 +852,32 @@ def build_table(store: Store, table: str, suite: str | None, model: str | None) 
     return leaderboard_table(best)
 
 
-def check_output(path: str, db: str | None) -> None:
+def check_output(path: str, db: str | None, fmt: str = "csv") -> None:
     """Refuse an -o that cannot take the export, before anything is read or written: a folder, a file in a
-    folder that does not exist, or the store's own database file (or its -wal/-shm/-journal file)."""
+    folder that does not exist, or the store's own database file (or its -wal/-shm/-journal file); a CSV's notes
+    file (csv_notes_file) the same."""
+    _check_file(path, db, "-o")
+    notes = csv_notes_file(path) if fmt == "csv" else None
+    if notes:
+        _check_file(notes, db, "-o (its notes file)")
+
+
+def _check_file(path: str, db: str | None, what: str) -> None:
     from harness.spec.errors import InputError
 
     real = output_file(path)
     if os.path.isdir(real):
-        raise InputError(f"-o: {path} is a folder; give the name of a file to write")
+        raise InputError(f"{what}: {path} is a folder; give the name of a file to write")
     parent = os.path.dirname(real)
     if not os.path.isdir(parent):
-        what = "is not a folder" if os.path.exists(parent) else "does not exist"
-        raise InputError(f"-o: {path}: the folder {parent} {what}")
+        state = "is not a folder" if os.path.exists(parent) else "does not exist"
+        raise InputError(f"{what}: {path}: the folder {parent} {state}")
     store = sqlite_file(db or default_db_url())
     if store:
         store = os.path.realpath(os.path.abspath(store))
         for own in (store, store + "-wal", store + "-shm", store + "-journal"):
             if real == own or (os.path.exists(real) and os.path.exists(own) and os.path.samefile(real, own)):
-                raise InputError(f"-o: {path} is the store's own database file (--db {db}); writing the export "
+                raise InputError(f"{what}: {path} is the store's own database file (--db {db}); writing the export "
                                  f"there would destroy the store")
 
 
@@ -888,6 +911,8 @@ def write_output(path: str, text: str) -> None:
             atomic.write_file(output_file(path), write)
         else:
             write(os.path.expanduser(path))
+    except BrokenPipeError:
+        raise   # -o /dev/stdout's reader went away (`| head -1`): not bad input; the CLI stops quietly (141)
     except OSError as e:
         raise InputError(f"-o: cannot write {path}: {e.strerror or e}") from None
 
@@ -920,14 +945,58 @@ def table_caption(table: str, frame: pd.DataFrame, suite: str | None = None) -> 
 
 
 def export(store: Store, fmt: str, table: str = "runs", suite: str | None = None, model: str | None = None) -> str:
+    return export_with_notes(store, fmt, table, suite, model)[0]
+
+
+def export_with_notes(store: Store, fmt: str, table: str = "runs", suite: str | None = None,
+                      model: str | None = None) -> tuple[str, list[str]]:
+    """(the table in `fmt`, the notes its text does not carry): a CSV's footnote, which Markdown and LaTeX print
+    under the table and JSON carries in "footnote", where a CSV has no place that `pandas.read_csv` reads past
+    (`harness export` writes them beside the file, csv_notes_file); [] for the other formats."""
     with store.snapshot():   # the names checked, the runs, the queued cells and analyses: one state of the store
         frame = build_table(store, table, suite, model)
     if fmt == "json":
-        return to_json(table, frame)
+        return to_json(table, frame), []
     if fmt == "csv":
-        return table_csv(table, frame)
+        return table_csv(table, frame), footnote(table, frame) if not frame.empty else []
     if frame.empty:
-        return "(no adapter ablations stored)\n" if table == "ablation" else f"({nothing_completed(frame)})\n"
+        return ("(no adapter ablations stored)\n" if table == "ablation" else f"({nothing_completed(frame)})\n"), []
     if fmt == "latex":
-        return to_latex(table, frame, table_caption(table, frame, suite))
-    return to_markdown(table, frame, table_caption(table, frame, suite))
+        return to_latex(table, frame, table_caption(table, frame, suite)), []
+    return to_markdown(table, frame, table_caption(table, frame, suite)), []
+
+
+def csv_notes_file(path: str) -> str | None:
+    """Where `harness export --format csv -o PATH` writes the table's notes: PATH's name with `.notes.txt` for its
+    extension, beside it (best.csv: best.notes.txt); None where -o is a descriptor, a FIFO or a device (-o
+    /dev/stdout), which has no "beside": the notes go to standard error, as without -o."""
+    import stat
+
+    if _open_descriptor(path) is not None:
+        return None
+    try:
+        if not stat.S_ISREG(os.stat(os.path.expanduser(path)).st_mode):
+            return None
+    except FileNotFoundError:
+        pass
+    return os.path.splitext(os.path.expanduser(path))[0] + ".notes.txt"
+
+
+def write_csv_notes(path: str, notes: list[str]) -> str | None:
+    """The notes of the CSV just written to `path` (csv_notes_file's), whole or not at all; with none, an earlier
+    export's notes file there is removed (it would be read as this CSV's). The file written, or None."""
+    from harness.spec.errors import InputError
+
+    target = csv_notes_file(path)
+    if target is None:
+        return None
+    if notes:
+        write_output(target, "".join(line + "\n" for line in notes))
+        return target
+    try:
+        os.remove(target)
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        raise InputError(f"-o: cannot remove the earlier notes {target}: {e.strerror or e}") from None
+    return None

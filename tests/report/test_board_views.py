@@ -799,17 +799,59 @@ def test_the_grid_s_own_refresh_reads_again_and_never_shows_a_torn_read(tmp_path
     assert not at.metric and not [c.value for c in at.caption if "StoreChanged" in c.value]
 
 
-def test_the_runs_page_prints_a_tiny_trained_share_as_the_exports_do(tmp_path, monkeypatch):
+def test_the_runs_page_prints_a_tiny_trained_share_as_the_exports_do_and_sorts_it_as_a_number(tmp_path, monkeypatch):
     """A linear probe's head on a large model trains 0.000306% of it: the exports print 0.00031 (pct_text), the
-    board's Runs page formatted the number itself (%.3f) and showed 0.000, training nothing."""
-    (cell,) = parse_suite("name: s\nmodels: [minilm]\ntasks: [rte]\nmethods: [full]\n", "s.yaml").cells()
+    board's Runs page formatted the number itself (%.3f) and showed 0.000, training nothing. Then the column was
+    pct_text's texts, which a click on its header sorted as text: "10.000" before "9.000". It is the numbers, shown
+    as pct_text's texts (the Styler's display values, which Streamlit shows on a number column without a format)."""
+    import json
+
+    import pyarrow as pa
+
     url = f"sqlite:///{tmp_path / 'h.db'}"
     store = Store(url)
-    store.finish(store.start(cell, cell.config(), "cmd", None), Status.COMPLETED,
-                 {"score": 70.0, "trainable_pct": 0.000306, "trainable_params": 1, "total_params": 326_797})
+    cells = parse_suite("name: s\nmodels: [minilm]\ntasks: [rte]\nmethods: [full, bitfit, lora]\n", "s.yaml").cells()
+    for cell, share in zip(cells, (100.0, 9.0, 0.000306)):
+        store.finish(store.start(cell, cell.config(), "cmd", None), Status.COMPLETED,
+                     {"score": 70.0, "trainable_pct": share, "trainable_params": 1, "total_params": 326_797})
     store.engine.dispose()
-    runs = table(app(url, monkeypatch, page="Runs", suite="s", model="minilm"), "id")
-    assert list(runs["% trained"]) == ["0.00031"], runs
+    at = app(url, monkeypatch, page="Runs", suite="s", model="minilm")
+    (element,) = [d for d in at.dataframe if list(d.value.columns)[:1] == ["id"]]
+    assert list(element.value["% trained"]) == [100.0, 9.0, 0.000306]   # numbers: sorted as numbers
+    shown = pa.ipc.open_stream(element.proto.arrow_data.styler.display_values).read_all().to_pandas()
+    assert list(shown["% trained"]) == ["100.000", "9.000", "0.00031"], shown
+    config = json.loads(element.proto.columns)
+    assert "format" not in config.get("% trained", {}).get("type_config", {}), config   # (a format hides the text)
     from harness.report.export import export
 
     assert " 0.00031 |" in export(Store(url, read_only=True), "markdown", "runs")
+
+
+def test_a_name_is_text_in_the_board_s_captions_headers_and_messages(tmp_path, monkeypatch):
+    """Streamlit reads st.caption, st.subheader and st.info as Markdown: a variant named `full *x* _y_` showed
+    "full x y" with x and y in italics in the footnote's budget and average lines, the Runs and Task pages' headers
+    and the Analyses page's message. Every such element that names it shows it as typed (the exports' one rule,
+    md_escape), and the footnote's commands stay code."""
+    import html as html_lib
+
+    from sqlalchemy import text
+
+    from tests.report.test_table_claims import store_of
+
+    markdown = pytest.importorskip("markdown")
+    suite = ("name: s\nmodels: [minilm]\ntasks: [rte, mrpc]\nseeds: [1, 2]\n"
+             "methods: [{name: full, learning_rate: [1e-5, 2e-5]}, bitfit]\n")
+    url = store_of(tmp_path, [suite], lambda c: None if (c.method, c.task) == ("bitfit", "mrpc") else 60.0 + c.seed)
+    store = Store(url)
+    with store.engine.begin() as conn:
+        conn.execute(text("UPDATE runs SET method_label = method_label || ' *x* _y_'"))
+    store.engine.dispose()
+    named = 0
+    for page in ("Leaderboard", "Runs", "Task", "Analyses", "Trade-off"):
+        at = app(url, monkeypatch, suite="s", model="minilm", page=page, task="rte")
+        for element in [*at.caption, *at.subheader, *at.info, *at.warning, *at.markdown]:
+            shown = html_lib.unescape(re.sub(r"<[^>]+>", "", markdown.markdown(element.value)))
+            if "x*" in element.value or "_y" in element.value:
+                named += 1
+                assert "full *x* _y_" in shown or "bitfit *x* _y_" in shown, (page, element.value, shown)
+    assert named >= 5

@@ -95,6 +95,8 @@ def test_every_latex_table_compiles_with_every_special_character_in_its_names(tm
 def test_a_pipe_or_backslash_in_a_name_keeps_every_markdown_row_s_cells(tmp_path):
     """Every row of every Markdown table has the header's number of cells when its names hold `|` and `\\`, as
     Python-Markdown's tables (a pipe after a backslash is escaped) read it, and the names come back whole."""
+    import html as html_lib
+
     from harness.report.export import export
 
     markdown = pytest.importorskip("markdown")
@@ -106,7 +108,7 @@ def test_a_pipe_or_backslash_in_a_name_keeps_every_markdown_row_s_cells(tmp_path
         rows = re.findall(r"<tr>(.*?)</tr>", html, re.S)
         widths = {len(re.findall(r"<t[hd][ >]", r)) for r in rows}
         assert len(rows) > 2 and len(widths) == 1, (kind, widths, md)
-        assert f"/models/m {SPECIALS}".replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;") in html, kind
+        assert f"/models/m {SPECIALS}" in html_lib.unescape(html), kind   # (`<`, `&`, `~`, `$` as entities)
     store.engine.dispose()
 
 
@@ -323,3 +325,109 @@ def test_the_commands_a_latex_footnote_names_print_as_typed(tmp_path):
     subprocess.run(["pdflatex", "-interaction=nonstopmode", "t.tex"], cwd=tmp_path, capture_output=True)
     box = (tmp_path / "t.log").read_text(errors="replace").split("> \\box0=", 1)[1]
     assert "(ligature --" not in box and box.count("\\T1/cmr/") > 500, box[-2000:]   # (the box typeset the note)
+
+
+def test_json_writes_every_count_the_csv_writes_whole_as_a_whole_number(tmp_path):
+    """bitfit's mrpc runs failed: the leaderboard's JSON gave full's mrpc seeds and settings, its average's seeds and
+    bitfit's failed settings as 2.0, 2.0, 4.0 and 1.0, where its CSV writes 2, 2, 4, 1; both gave the best table's
+    parameter counts as 100.0. Every cell the CSV writes as a whole number is a JSON int."""
+    import json
+
+    from tests.report.test_table_claims import export, store_of
+
+    text = ("name: s\nmodels: [minilm]\ntasks: [rte, mrpc]\nseeds: [1, 2]\n"
+            "methods: [{name: full, learning_rate: [1e-5, 2e-5]}, bitfit]\n")
+    url = store_of(tmp_path, [text], lambda c: None if (c.method, c.task) == ("bitfit", "mrpc") else 60.0 + c.seed)
+    for kind in ("leaderboard", "best"):
+        rows = json.loads(export(url, kind, "json"))["rows"]
+        cells = list(csv.DictReader(io.StringIO(export(url, kind, "csv"))))
+        assert len(rows) == len(cells)
+        for row, cell in zip(rows, cells):
+            for name, value in row.items():
+                counts = ("_n", "_settings", "_failed_settings", "seeds_planned", "_params", "n_seeds")
+                assert not (isinstance(value, float) and value.is_integer() and name.endswith(counts)), (kind, name)
+                if re.fullmatch(r"-?\d+", cell[name]):
+                    assert type(value) is int and value == int(cell[name]), (kind, name, value, cell[name])
+                assert not re.fullmatch(r"-?\d+\.0", cell[name]) or not name.endswith(("_n", "_params")), (kind, name)
+    (full,) = [r for r in json.loads(export(url, "leaderboard", "json"))["rows"] if r["method"] == "full"]
+    assert (full["mrpc_n"], full["mrpc_settings"], full["avg_n"]) == (2, 2, 4)
+    (best,) = [r for r in json.loads(export(url, "best", "json"))["rows"]
+               if (r["task"], r["method"]) == ("rte", "full")]
+    assert (best["trainable_params"], best["total_params"]) == (100, 1000)
+
+
+def test_a_csv_s_notes_go_beside_it_or_to_standard_error_and_pandas_still_reads_it(tmp_path):
+    """The CSV had no place for the footnote Markdown prints and JSON carries (budgets differ, a failed cell, the
+    average refused): a reader of the CSV lost them. With -o they are in FILE.notes.txt beside it, without it on
+    standard error; the CSV itself stays what pandas.read_csv reads; a later export without notes removes the file."""
+    import json
+
+    from tests.report.test_table_claims import store_of
+
+    text = ("name: s\nmodels: [minilm]\ntasks: [rte, mrpc]\nseeds: [1, 2]\n"
+            "methods: [{name: full, learning_rate: [1e-5, 2e-5]}, bitfit]\n")
+    url = store_of(tmp_path, [text], lambda c: None if (c.method, c.task) == ("bitfit", "mrpc") else 60.0 + c.seed)
+    notes = json.loads(run_cli("export", "--db", url, "--table", "leaderboard", "--format", "json").stdout)["footnote"]
+    assert any(line.startswith("Tuning budgets differ on rte") for line in notes), notes
+    out = tmp_path / "lb.csv"
+    proc = run_cli("export", "--db", url, "--table", "leaderboard", "-o", out)
+    assert proc.returncode == 0 and proc.stderr == f"wrote {out} and its notes {tmp_path / 'lb.notes.txt'}\n"
+    assert (tmp_path / "lb.notes.txt").read_text().splitlines() == notes
+    assert list(pd.read_csv(out)["method"]) == ["full", "bitfit"]
+    proc = run_cli("export", "--db", url, "--table", "leaderboard")
+    assert list(pd.read_csv(io.StringIO(proc.stdout))["method"]) == ["full", "bitfit"]
+    assert proc.stderr.splitlines()[1:] == notes, proc.stderr
+    proc = run_cli("export", "--db", url, "--table", "runs", "-o", out)   # no squad: no notes; not the old ones
+    assert proc.returncode == 0 and not (tmp_path / "lb.notes.txt").exists() and proc.stderr == f"wrote {out}\n"
+    (tmp_path / "lb.notes.txt").mkdir()
+    assert_refused(run_cli("export", "--db", url, "--table", "leaderboard", "-o", out), "lb.notes.txt is a folder")
+
+
+def test_underscores_tildes_and_dollars_in_a_name_are_text_in_every_markdown_table(tmp_path):
+    """A variant named `_x_` was in italics (GitHub, Pandoc, Python-Markdown), `~~y~~` struck through and `$z$` math on
+    GitHub: they print as typed, in the cells, the caption and the footnote; the numbers, the marks and the
+    footnote's commands stay as they were (a snake_case name too: no reader takes its `_` for emphasis)."""
+    import html as html_lib
+
+    from sqlalchemy import text
+
+    from harness.report.export import export
+
+    markdown = pytest.importorskip("markdown")
+    url = fixture_store.build(tmp_path / "h.db")
+    store = Store(url)
+    name = " _x_ ~~y~~ $z$ snake_case"
+    with store.engine.begin() as conn:
+        conn.execute(text("UPDATE runs SET model = model || :n, method_label = method_label || :n"), {"n": name})
+    store.engine.dispose()
+    store = Store(url, read_only=True)
+    for kind in ("runs", "leaderboard", "best", "ablation"):
+        md = export(store, "markdown", kind, "fx")
+        assert "~" not in md and "$" not in md and "snake_case" in md, (kind, md)
+        html = markdown.markdown(md, extensions=["tables"])
+        assert not re.search(r"<(em|del|s)[ >]", html), (kind, html)   # (bold, <strong>, is the tables' own)
+        assert html_lib.unescape(html).count(name) >= 2, (kind, html)   # the model's and the method's
+    md = export(store, "markdown", "leaderboard", "fx")
+    assert "**72.0 ± 2.0 ‡**" in md
+    store.engine.dispose()
+
+
+def test_a_reader_that_goes_away_ends_every_export_quietly(url):
+    """`harness export ... | head -1`: without -o every format stopped quietly (141, as README says); with -o
+    /dev/stdout the closed pipe was refused as bad input: exit 2, "error: -o: cannot write /dev/stdout: Broken
+    pipe". Both stop without a word on stderr (a CSV's notes neither), 141; one code path writes every format."""
+    import os
+    import sys
+
+    from tests.helpers import ROOT
+
+    for fmt, more in (("csv", []), ("csv", ["-o", "/dev/stdout"]), ("latex", ["-o", "/dev/stdout"])):
+        read_end, write_end = os.pipe()
+        os.close(read_end)   # gone before the first byte: every write to the pipe fails (EPIPE)
+        try:
+            proc = subprocess.run([sys.executable, "-m", "harness", "export", "--db", url, "--table", "leaderboard",
+                                   "--format", fmt, *more], stdout=write_end, stderr=subprocess.PIPE, text=True,
+                                  timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        finally:
+            os.close(write_end)
+        assert (proc.returncode, proc.stderr) == (141, ""), (fmt, more, proc.stderr)
