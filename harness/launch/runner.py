@@ -490,8 +490,9 @@ def run_ablations(suite: Suite, store: Store, ctx: RunContext, say, worker=None,
             raise
         except BaseException as exc:   # a tokenizers panic too, as in a cell (run_suite)
             failed += 1
-            say(f"ablation of run {rec.id} FAILED: {_error_text(exc)}")
-            retried(lambda: store.fail_analysis(claim, _error_text(exc)), f"recording the ablation of run {rec.id}")
+            error = _error_text(exc)
+            say(f"ablation of run {rec.id} FAILED: {error}")
+            retried(lambda: store.fail_analysis(claim, error), f"recording the ablation of run {rec.id}")
             continue
         if not retried(lambda: store.finish_analysis(claim, payload), f"recording the ablation of run {rec.id}"):
             say(f"ablation of run {rec.id}: another worker took it over (this one missed its heartbeats); "
