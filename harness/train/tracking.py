@@ -342,10 +342,13 @@ class CellTracking:
 def _leave_mlflow_run() -> None:
     """This process's side of its active MLflow run closed without a word to the server: mlflow.end_run (and
     accelerate's finish, which calls it) would write the run's status and end time. The fluent API's run stack is
-    popped as end_run pops it; MLflow has no public call for that."""
+    popped as end_run pops it; MLflow has no public call for that. The stack is a thread-local (ThreadLocalVariable)
+    in newer MLflows and a plain list in older ones (2.10, the oldest this harness takes): `.get()` on that list
+    failed, the run stayed active, and MLflow's exit handler then ended the holder's run FINISHED."""
     from mlflow.tracking import fluent
 
-    stack = fluent._active_run_stack.get()
+    stack = fluent._active_run_stack
+    stack = stack if isinstance(stack, list) else stack.get()
     if not stack:
         return
     fluent.MLFLOW_RUN_ID.unset()

@@ -661,7 +661,8 @@ from mlflow.tracking import MlflowClient
 from harness.plan.suite import parse_suite
 from harness.train.tracking import Trackers, for_cell
 
-root, unreachable = sys.argv[1], sys.argv[2] == "unreachable"
+root, mode = sys.argv[1], sys.argv[2]
+unreachable = mode == "unreachable"
 uri = f"sqlite:///{root}/mlflow.db"
 (cell,) = parse_suite("name: k\\nmodels: [minilm]\\ntasks: [rte]\\nmethods: [full]\\n", f"{root}/k.yaml").cells()
 tracking = for_cell(Trackers("k", {"mlflow": {"tracking_uri": uri}}, f"{root}/out"), cell)
@@ -673,20 +674,27 @@ if unreachable:                                                       # found it
     def gone(*a, **k):
         raise ConnectionError("MLflow is unreachable")
     MlflowClient.get_run = MlflowClient.set_terminated = gone
+if mode == "older":   # MLflow 2.10's run stack (the oldest MLflow the harness takes): a plain list
+    from mlflow.tracking import fluent
+    local, fluent._active_run_stack = fluent._active_run_stack, list(fluent._active_run_stack.get())
 tracking.finish(acc, "lost")
+if mode == "older":   # what is left active, back where this MLflow keeps it
+    local.get()[:], fluent._active_run_stack = fluent._active_run_stack, local
 run = MlflowClient(uri).get_run(held) if not unreachable else None
 print(mlflow.active_run() is None, run and run.info.status, run and run.info.end_time)
 """
 
 
-@pytest.mark.parametrize("mlflow_is", ["reachable", "unreachable"])
+@pytest.mark.parametrize("mlflow_is", ["reachable", "unreachable", "older"])
 def test_a_worker_that_lost_its_lease_leaves_the_holders_running_mlflow_run_untouched(tmp_path, mlflow_is):
     """A worker that found its lease lost while the new holder still trains the cell (the same MLflow run, resumed
     from one checkpoint) ended that run with status RUNNING and an end time, which the holder's FINISHED later
     overwrote; and where MLflow could not be read then, its tracker stayed open in this process. Now it leaves the
-    run untouched (RUNNING, no end time) and closes its own side of it: no active run is left."""
+    run untouched (RUNNING, no end time) and closes its own side of it: no active run is left. "older": MLflow
+    2.10's run stack, a plain list where later ones keep a thread-local; closing it failed there ("could not
+    finish"), the run stayed active and MLflow's exit handler ended the holder's run FINISHED."""
     proc = subprocess.run([sys.executable, "-c", LOST, str(tmp_path), mlflow_is], capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
     assert proc.returncode == 0 and "warning" not in proc.stderr, proc.stderr[-3000:]
-    expect = "True RUNNING None" if mlflow_is == "reachable" else "True None None"
+    expect = "True None None" if mlflow_is == "unreachable" else "True RUNNING None"
     assert proc.stdout.split("\n")[-2] == expect, proc.stdout + proc.stderr[-2000:]
