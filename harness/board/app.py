@@ -240,8 +240,12 @@ def page_runs(url, suite, model):
     # before "9.000". Streamlit shows a Styler's text on every cell but a number column with a format of its own:
     # the other number columns have one, and a missing value reads "–", as in the exports
     table = view.assign(method=method)[cols].rename(columns={"trainable_pct": "% trained"})
-    st.dataframe(table.style.format({"% trained": pct_text, "learning_rate": lr_text}, na_rep="–"),
-                 hide_index=True, width="stretch",
+    if table.size <= pd.get_option("styler.render.max_elements"):
+        shown = table.style.format({"% trained": pct_text, "learning_rate": lr_text}, na_rep="–")
+    else:   # Streamlit refuses a Styler past pandas' limit (262,144 cells: some 18,700 runs here), which broke the
+        # page: a table that large shows pct_text's texts themselves (sorted as text)
+        shown = table.assign(**{"% trained": [pct_text(v) for v in table["% trained"]]})
+    st.dataframe(shown, hide_index=True, width="stretch",
                  column_config={"id": st.column_config.NumberColumn(format="%d"),
                                 "seed": st.column_config.NumberColumn(format="%d"),
                                 "score": st.column_config.NumberColumn(format="%.2f"),

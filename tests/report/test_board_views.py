@@ -827,6 +827,26 @@ def test_the_runs_page_prints_a_tiny_trained_share_as_the_exports_do_and_sorts_i
     assert " 0.00031 |" in export(Store(url, read_only=True), "markdown", "runs")
 
 
+def test_the_runs_page_shows_more_runs_than_a_styler_may_hold(tmp_path, monkeypatch):
+    """Streamlit refuses a pandas Styler of more cells than styler.render.max_elements (262,144: some 18,700 runs
+    of the Runs page's 14 columns, where the board is timed on a store of 100,000): the Runs page ended in
+    StreamlitAPIException. Played with the limit lowered to 20 cells (3 runs, 42): the page shows the runs, the
+    share as pct_text's texts."""
+    import pandas as pd
+
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    store = Store(url)
+    cells = parse_suite("name: s\nmodels: [minilm]\ntasks: [rte]\nmethods: [full, bitfit, lora]\n", "s.yaml").cells()
+    for cell, share in zip(cells, (100.0, 9.0, 0.000306)):
+        store.finish(store.start(cell, cell.config(), "cmd", None), Status.COMPLETED,
+                     {"score": 70.0, "trainable_pct": share, "trainable_params": 1, "total_params": 326_797})
+    store.engine.dispose()
+    with pd.option_context("styler.render.max_elements", 20):
+        at = app(url, monkeypatch, page="Runs", suite="s", model="minilm")
+    (element,) = [d for d in at.dataframe if list(d.value.columns)[:1] == ["id"]]
+    assert list(element.value["% trained"]) == ["100.000", "9.000", "0.00031"]
+
+
 def test_a_name_is_text_in_the_board_s_captions_headers_and_messages(tmp_path, monkeypatch):
     """Streamlit reads st.caption, st.subheader and st.info as Markdown: a variant named `full *x* _y_` showed
     "full x y" with x and y in italics in the footnote's budget and average lines, the Runs and Task pages' headers
