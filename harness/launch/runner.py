@@ -264,7 +264,8 @@ def _run_suite(store: Store | None, suite: Suite, db_url: str | None, data_dir: 
                 # after a stop signal the store is asked at once (Heartbeat.lost_now): no checkpoint on a lost lease
                 lost = (lambda stopping: beat.lost_now() if stopping else beat.lost) if beat is not None else None
                 result = train_and_evaluate(cell, ctx, output_dir=attempt_dir, checkpoint_dir=cell_dir,
-                                            lease_lost=lost)
+                                            lease_lost=lost, started_over=_started_over(store, claim, leased)
+                                            if main else None)
             status, error = Status.COMPLETED, None
         except LeaseLostStop as exc:   # another worker holds the cell: nothing recorded, nothing moved
             if main:
@@ -376,6 +377,25 @@ def _progress(cell, stop: BaseException) -> tuple[int, int] | None:
     if step is None or not total or cell.regime == Regime.SEQUENTIAL:
         return None
     return step, total
+
+
+def _started_over(store: Store, claim: Claim, leased: dict):
+    """What the loop calls when it starts the claimed cell from step 0 (train_and_evaluate's started_over): the
+    claim kept the step of the checkpoint it was to resume (Store.release), which `harness status` prices as done;
+    refused (a requeue onto another device, another precision or code), that checkpoint is not what this attempt
+    runs, and the row is emptied. None where the row holds no step. Advice only: a store that does not answer
+    leaves it (the finish empties it)."""
+    if leased.get("checkpoint_step") is None:
+        return None
+
+    def forget() -> None:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        try:
+            store.forget_checkpoint(claim)
+        except (SQLAlchemyError, OSError):
+            pass
+    return forget
 
 
 def _give_back(store: Store, claim: Claim, progress: tuple[int, int] | None = None) -> str:

@@ -258,6 +258,12 @@ class WorkQueue:
             values = {"checkpoint_step": int(progress[0]), "checkpoint_total_steps": int(progress[1])}
         return self._update_lease(claim, status=Status.PENDING.value, heartbeat_at=None, **values)
 
+    def forget_checkpoint(self, claim: Claim) -> bool:
+        """Empty the checkpoint step of a cell this worker holds: its claim kept the step of the checkpoint it was to
+        resume (release), but the loop started over from step 0 (the checkpoint refused: another device, precision
+        or code; or gone), so `harness status` prices the cell whole again, not by the steps the checkpoint held."""
+        return self._update_lease(claim, **{name: None for name in CHECKPOINT})
+
     def finish(self, claim: Claim, status: str, fields: dict, children: list[tuple[str, dict]] = (),
                before_commit: Callable[[dict, list[dict]], None] | None = None) -> R:
         """Record the outcome of a claimed cell in one transaction: its row, its stage / member rows

@@ -62,7 +62,8 @@ from harness.train.zero import gathered, numel, under_deepspeed
 
 
 def train_and_evaluate(cell: Cell, ctx: RunContext, output_dir: str | None = None, checkpoint_dir: str | None = None,
-                       lease_lost: Callable[[bool], bool] | None = None) -> RunResult:
+                       lease_lost: Callable[[bool], bool] | None = None,
+                       started_over: Callable[[], None] | None = None) -> RunResult:
     """Train and evaluate one cell. A sequential cell runs its stages one after the other, each through the same
     loop, handing the encoder on; the last stage is the cell's result and the others are its `stages`.
 
@@ -70,12 +71,14 @@ def train_and_evaluate(cell: Cell, ctx: RunContext, output_dir: str | None = Non
     `checkpoint_dir` (default: `output_dir`) is where a stop signal's checkpoint is written and resumed from (the
     runner passes the cell folder, which outlives attempts). `lease_lost` (rank 0 only) is asked at every
     optimizer step, told whether a stop signal came (then it asks the store at once, before any checkpoint): when
-    it says True, every rank stops and LeaseLostStop is raised."""
+    it says True, every rank stops and LeaseLostStop is raised. `started_over` (rank 0 only; a cell that is not a
+    sequence: the store keeps no stage's checkpoint step) is called when its loop starts from step 0 without
+    resuming a checkpoint."""
     checkpoint_dir = checkpoint_dir or output_dir
     tracked = tracking.for_cell(ctx.trackers, cell)   # one tracker run for the whole cell, stages included
     if not isinstance(cell.schedule, Sequence):
         return CellRun(cell, ctx, [get_task(t) for t in cell.tasks], output_dir, checkpoint_dir=checkpoint_dir,
-                       lease_lost=lease_lost, tracked=tracked).run()
+                       lease_lost=lease_lost, tracked=tracked, started_over=started_over).run()
     stages, handover = [], None
 
     def within(folder, i):   # a stage's own folder: the last stage's is the cell's
@@ -168,7 +171,7 @@ class CellRun:
     def __init__(self, cell: Cell, ctx: RunContext, tasks: list, output_dir: str | None,
                  handover: dict | None = None, keep_state: bool = False, checkpoint_dir: str | None = None,
                  lease_lost: Callable[[bool], bool] | None = None, tracked=None, metric_prefix: str = "",
-                 stages_before: list | None = None):
+                 stages_before: list | None = None, started_over: Callable[[], None] | None = None):
         self.cell, self.ctx, self.tasks, self.output_dir = cell, ctx, tasks, output_dir
         # the cell's tracker run (harness.train.tracking); a sequential cell's stages share one, each stage's dev
         # metrics under its task's name
@@ -177,6 +180,7 @@ class CellRun:
         self.stages_before = stages_before   # a sequential cell's last stage: the earlier stages' results
         self.checkpoint_dir = checkpoint_dir or output_dir
         self.lease_lost = lease_lost
+        self.started_over = started_over   # rank 0: the loop starts from step 0 (train_and_evaluate)
         self.handover, self.keep_state = handover, keep_state
         self.method, self.hp, self.budget = get_method(cell.method), cell.hparams, cell.budget
         self.sequential = isinstance(cell.schedule, Sequence)
@@ -365,6 +369,8 @@ class CellRun:
         t_resume = time.perf_counter()
         saved = ckpt.resume() if self.trains else None
         self.checkpoint_refused = ckpt.refused
+        if not saved and self.main and self.started_over is not None:
+            self.started_over()   # before any step: the store's checkpoint step is no longer what this run resumes
         # reading the checkpoint and replaying the batches trained before the stop are not training: they are
         # timed on their own (extra.resume_s), and neither train_time_s nor a time budget counts them
         t_start = time.perf_counter()

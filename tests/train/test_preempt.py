@@ -439,3 +439,33 @@ def test_a_checkpoint_from_other_cpu_kernels_is_not_resumed(tmp_path, tiny_bert,
     assert "resumed from its checkpoint" not in err and "device:" in err, err[-3000:]
     (row,) = Store(db).records("k")
     assert row.steps == 120 and "device:" in row.extra["checkpoint_refused"]
+
+
+def test_a_refused_checkpoint_s_step_is_not_priced_while_the_cell_starts_over(tmp_path, tiny_bert, small_glue):
+    """The store keeps a given-back cell's checkpoint step, which `harness status` prices as done, and the claim
+    that resumes it keeps it too. A worker on another setup (here another thread count; a requeue onto another
+    device, precision or code alike) refuses the checkpoint and trains the cell from step 0: the row went on saying
+    (step, 120) until the cell finished, pricing a cell that starts over as partly done. The row is emptied as its
+    loop starts over."""
+    from harness.store.db import Store
+
+    hp = "batch_size: 8, learning_rate: 1e-4, mixed_precision: 'no', eval_steps: 10"
+    suite = write_suite(tmp_path / "k.yaml", suite_text(tiny_bert, name="k", budget="{max_steps: 120}", hparams=hp))
+    db = f"sqlite:///{tmp_path / 'h.db'}"
+    w = _worker(tmp_path, suite, db, small_glue, env={"OMP_NUM_THREADS": "1"})
+    read_stderr_until(w, "eval step 10 ")
+    w.send_signal(signal.SIGUSR1)
+    _, err = w.communicate(timeout=300)
+    assert w.returncode == EXIT_PREEMPTED and "checkpointed" in err, err[-3000:]
+    (row,) = Store(db, read_only=True).records("k")
+    assert row.checkpoint_step >= 10 and row.checkpoint_total_steps == 120
+
+    again = _worker(tmp_path, suite, db, small_glue, env={"OMP_NUM_THREADS": "2"})
+    try:
+        said = read_stderr_until(again, "eval step 10 ")   # started over, and under way
+        (row,) = Store(db, read_only=True).records("k")
+    finally:
+        _, err = again.communicate(timeout=600)
+    assert "starting the cell over" in said, said[-3000:]
+    assert str(row.status) == "running" and (row.checkpoint_step, row.checkpoint_total_steps) == (None, None)
+    assert again.returncode == 0, err[-3000:]
