@@ -49,6 +49,7 @@ def check_output_dir(output_dir: str, url: str, unreachable_ok: bool = False) ->
     cluster's database)."""
     from harness.store.db import Store
     from harness.store.engine import READ_ONLY_BACKENDS, StoreChanged, check_db_url
+    from harness.store.schema import StoreTooNew
 
     mark = bound_store(output_dir)
     if mark is None:
@@ -60,8 +61,8 @@ def check_output_dir(output_dir: str, url: str, unreachable_ok: bool = False) ->
         store = Store(url, read_only=read_only, create=False)
     except FileNotFoundError:
         raise _refusal(output_dir, mark) from None
-    except StoreChanged:   # reached, and written during the read: not a store this machine cannot reach
-        raise
+    except (StoreChanged, StoreTooNew):   # reached (written during the read, or a newer harness's): not a store
+        raise                             # this machine cannot reach
     except InputError:
         if unreachable_ok:
             return

@@ -282,6 +282,11 @@ def _migrations():
     return cfg, ScriptDirectory.from_config(cfg)
 
 
+class StoreTooNew(InputError):
+    """The store's schema is at a revision this harness does not have. Reached, and read: not a store this machine
+    cannot reach, so `harness slurm` (which leaves unreachable stores to its workers) refuses it too."""
+
+
 def check_revision(engine: Engine, shown: str) -> None:
     """InputError where the store's schema is at a revision this harness does not have: a newer harness migrated
     it, and this one can neither migrate it (Alembic cannot find the revision: a traceback) nor know what its
@@ -296,7 +301,7 @@ def check_revision(engine: Engine, shown: str) -> None:
     known = {script.revision for script in scripts.walk_revisions()}
     unknown = [v for v in found if v not in known]
     if unknown:
-        raise InputError(f"--db: the store {shown} is at schema revision {unknown[0]}, which this harness does not "
+        raise StoreTooNew(f"--db: the store {shown} is at schema revision {unknown[0]}, which this harness does not "
                          f"have (its newest: {scripts.get_current_head()}): a newer harness wrote it; read and write "
                          f"it with that release or a later one")
 

@@ -105,6 +105,28 @@ def test_a_worker_refuses_a_store_a_newer_harness_wrote_before_training(tmp_path
     assert listing(tmp_path) == before, "a refused command writes nothing"
 
 
+def test_slurm_refuses_a_store_a_newer_harness_wrote_as_its_workers_would(tmp_path, monkeypatch):
+    """`harness slurm` leaves a store it cannot reach to its workers (a login node may not reach the database), and
+    read the newer harness's refusal as "cannot reach": it printed a script every array task then refused."""
+    import sqlite3
+
+    from harness.launch.output_binding import bind_output_dir
+    from harness.store.db import Store
+
+    monkeypatch.chdir(tmp_path)
+    store = Store(f"sqlite:///{tmp_path / 'newer.db'}")
+    bind_output_dir(str(tmp_path / "out"), store)
+    store.engine.dispose()
+    with sqlite3.connect(tmp_path / "newer.db") as conn:
+        conn.execute("UPDATE alembic_version SET version_num = '9999'")
+    conn.close()
+    before = listing(tmp_path)
+    line = assert_refused(call_cli("slurm", SUITE, "--workers", "2", "--dry-run", "--db", f"sqlite:///{tmp_path / 'newer.db'}",
+                                   "--output-dir", tmp_path / "out"), "revision 9999")
+    assert line.startswith("error: --db: "), line
+    assert listing(tmp_path) == before, "a refused command writes nothing"
+
+
 def test_a_default_store_from_harness_db_in_memory_is_refused(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HARNESS_DB", "sqlite://")
