@@ -305,7 +305,7 @@ def keep_for_ingest(leased: dict, claim: Claim, status: str, fields: dict, child
     stays in the attempt folder. An accepted failure is replaced: `harness ingest` must find this result.
     Returns the record's path."""
     from harness.store.queue import _child
-    from harness.store.schema import RUN_COLUMNS, RunRecord
+    from harness.store.schema import CHECKPOINT, RUN_COLUMNS, RunRecord
 
     now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     parent = RunRecord(**{k: v for k, v in leased.items() if k in RUN_COLUMNS and k != "id"})
@@ -313,6 +313,8 @@ def keep_for_ingest(leased: dict, claim: Claim, status: str, fields: dict, child
         if k not in ("id", "suite", "cell_key", "attempts", "created_at"):
             setattr(parent, k, v)
     parent.status, parent.finished_at, parent.heartbeat_at = str(status), now, now
+    for name in CHECKPOINT:   # as a live finish empties them (Store.finish): a recorded cell has no checkpoint
+        setattr(parent, name, None)
     kids = [_child(parent, suffix, f, now).as_dict() for suffix, f in children]
     record = {**parent.as_dict(), "children": kids, layout.INGEST_ONLY: True,
               "claim": {"worker_id": claim.worker_id, "attempt": claim.attempt}}

@@ -118,6 +118,25 @@ def keep_for_ingest(store, claim, out, score):
                                    [], attempt.folder(str(out), claim), str(out))
 
 
+def test_a_result_kept_for_ingest_carries_no_checkpoint_step_into_the_row(tmp_path, cells, db_url):
+    """A cell given back at step 11 of 120, resumed, finished while the store was down: the record was built from
+    the row as leased, checkpoint step and all, and ingest wrote that step into the finished row (a live finish
+    empties it), so a retry of the cell was priced as 11/120 done before it trained a step."""
+    single, _ = cells
+    shared = Store(db_url)
+    first = shared.start(single, single.config(), "cmd", "out", worker=live_worker("w1"))
+    assert shared.release(first, progress=(11, 120))
+    claim = shared.start(single, single.config(), "cmd", "out", worker=live_worker("w2"))
+    assert shared.get(claim.id).checkpoint_step == 11   # the claim keeps it: the resume's starting point
+    kept = keep_for_ingest(shared, claim, tmp_path / "out" / single.key, 75.0)
+    assert json.load(open(kept))["checkpoint_step"] is None
+    make_stale(db_url, claim.id)
+    proc = call_cli("ingest", tmp_path / "out", "--db", db_url)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    row = shared.get(claim.id)
+    assert (row.status, row.score, row.checkpoint_step, row.checkpoint_total_steps) == ("completed", 75.0, None, None)
+
+
 def test_a_stale_running_row_is_taken_only_by_its_own_attempts_record(tmp_path, cells, db_url):
     """A worker cut off from the store keeps its result as an ingest_only record under its claim. Ingest gives
     that record the row once the lease is stale (not while it is live); the record an earlier claim of the cell
