@@ -27,7 +27,7 @@ from harness.report.export import (display_table, footnote, lr_text, md_escape, 
                                    run_method_text,
                                    table_caption, table_csv, task_notes, to_latex, to_markdown, with_methods_shown)
 from harness.report.grid import suites_models, with_flops
-from harness.report.text import comparison_footer, pct_text
+from harness.report.text import comparison_footer, failure_reason, pct_text
 from harness.report.tables import (ablation_matrix, best_table, composite_vs_single, leaderboard_table, runs_frame,
                                    with_failed_rows)
 from harness.spec.errors import InputError
@@ -271,8 +271,9 @@ def page_runs(url, suite, model):
         st.warning(f"This run is {rec.status} now: the table shows the store as read at "
                    f"{load_store(url)['read_at']:%H:%M:%S} UTC (read again every {READ_S} s); the details below "
                    f"are as it is now.")
-    if rec.error:
-        st.error(rec.error)
+    if rec.error:   # the reason's line, then the whole text as typed: Markdown made a traceback's `__init__` bold
+        st.error(md_escape(failure_reason(rec), cell=False))
+        st.code(rec.error, language=None)
     c1, c2 = st.columns(2)
     with c1:
         st.markdown("**Dev metrics** (final / best)")

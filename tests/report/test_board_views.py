@@ -71,7 +71,8 @@ def grid_store(url):
     claim = store.claim_next("grid", keys, done)
     # as the runner stores it: the reason's line, then the traceback
     store.finish(claim, Status.FAILED, {"error": "torch.OutOfMemoryError: CUDA out of memory\nTraceback (most "
-                                                 "recent call last):\n  File x\ntorch.OutOfMemoryError: CUDA out "
+                                                 "recent call last):\n  File \"model.py\", line 3, in __init__\n"
+                                                 "    self.f(*args, **kw)\ntorch.OutOfMemoryError: CUDA out "
                                                  "of memory. Tried to allocate 2.00 GiB"})
     live = store.claim_next("grid", keys, Worker("w-live", "node-b", 22))
     stale = store.claim_next("grid", keys, Worker("w-stale", "node-c", 33, slurm_job_id="4242",
@@ -115,7 +116,10 @@ def test_grid_page_shows_states_workers_failures_and_time_left(grid_url, monkeyp
     link = dict(p.split("=") for p in failures["run page"][0][1:].split("&"))
     run_page = app(url, monkeypatch, **link)
     assert run_page.title[0].value == "Runs"
-    assert "CUDA out of memory" in run_page.error[0].value
+    # the reason's line in the red box; the traceback as typed (Markdown made `__init__` bold, `*args` italic)
+    error = Store(url).get(ids["failed"]).error
+    assert run_page.error[0].value == "torch.OutOfMemoryError: CUDA out of memory"
+    assert [c.value for c in run_page.code if "Traceback" in c.value] == [error]
 
 
 def _complete(store, cell, worker, train_s: float, eval_s: float, examples: int, dev: int,
