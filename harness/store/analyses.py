@@ -106,9 +106,15 @@ class Analyses:
         return self._update_analysis(claim, heartbeat_at=db_now())
 
     def finish_analysis(self, claim: AnalysisClaim, payload: dict) -> bool:
-        """Store the result; False (nothing stored) when another worker took the item over."""
-        return self._update_analysis(claim, status=Status.COMPLETED.value, payload=payload, created_at=utcnow(),
-                                     heartbeat_at=db_now())
+        """Store the result; False (nothing stored) when another worker took the item over. Called again after a
+        try that committed but lost its answer (the runner retries store calls through an outage), it finds the
+        item completed under its own claim: True, as the first try's answer would have said."""
+        if self._update_analysis(claim, status=Status.COMPLETED.value, payload=payload, created_at=utcnow(),
+                                 heartbeat_at=db_now()):
+            return True
+        with self.engine.connect() as conn:
+            row = conn.execute(select(A.status, A.worker_id).where(A.id == claim.id)).first()
+        return row is not None and tuple(row) == (Status.COMPLETED.value, claim.worker_id)
 
     def fail_analysis(self, claim: AnalysisClaim, error: str) -> bool:
         """Record a failure: the item is tried again by a worker started after it."""

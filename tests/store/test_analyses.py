@@ -108,6 +108,11 @@ def test_an_analysis_claim_is_a_lease(tmp_path):
     w3 = dataclasses.replace(current_worker(), worker_id="w3", started_at=dt.datetime.utcnow())
     third = store.claim_analysis(run_id, "adapter_ablation", w3, lease_timeout_s=300)
     assert third is not None and store.finish_analysis(third, {"spans": [[0, 0, 2.0]]})
+    # the same finish again: a retry whose first try committed and lost its answer (an outage: runner's
+    # with_store_retry) finds its own result, not "another worker took it over"; w1's stays refused
+    assert store.finish_analysis(third, {"spans": [[0, 0, 2.0]]})
+    assert not store.finish_analysis(first, {"spans": [[0, 0, 1.0]]})
+    assert [a.payload["spans"] for a in store.analyses("abl")] == [[[0, 0, 2.0]]]
     # asked for by hand: a row of its own, the suite's one kept; the newest is the run's analysis in every table
     store.add_analysis(run_id, "adapter_ablation", {"spans": []})
     assert [a.payload["spans"] for a in store.analyses("abl")] == [[]]
