@@ -803,6 +803,19 @@ def test_the_grid_s_own_refresh_reads_again_and_never_shows_a_torn_read(tmp_path
     assert not at.metric and not [c.value for c in at.caption if "StoreChanged" in c.value]
 
 
+def three_shares_store(tmp_path) -> str:
+    """Three completed rte runs that train 100%, 9% and 0.000306% of the model (a linear probe's head on a large
+    one): shares that sort differently as numbers and as texts."""
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    store = Store(url)
+    cells = parse_suite("name: s\nmodels: [minilm]\ntasks: [rte]\nmethods: [full, bitfit, lora]\n", "s.yaml").cells()
+    for cell, share in zip(cells, (100.0, 9.0, 0.000306)):
+        store.finish(store.start(cell, cell.config(), "cmd", None), Status.COMPLETED,
+                     {"score": 70.0, "trainable_pct": share, "trainable_params": 1, "total_params": 326_797})
+    store.engine.dispose()
+    return url
+
+
 def test_the_runs_page_prints_a_tiny_trained_share_as_the_exports_do_and_sorts_it_as_a_number(tmp_path, monkeypatch):
     """A linear probe's head on a large model trains 0.000306% of it: the exports print 0.00031 (pct_text), the
     board's Runs page formatted the number itself (%.3f) and showed 0.000, training nothing. Then the column was
@@ -812,13 +825,7 @@ def test_the_runs_page_prints_a_tiny_trained_share_as_the_exports_do_and_sorts_i
 
     import pyarrow as pa
 
-    url = f"sqlite:///{tmp_path / 'h.db'}"
-    store = Store(url)
-    cells = parse_suite("name: s\nmodels: [minilm]\ntasks: [rte]\nmethods: [full, bitfit, lora]\n", "s.yaml").cells()
-    for cell, share in zip(cells, (100.0, 9.0, 0.000306)):
-        store.finish(store.start(cell, cell.config(), "cmd", None), Status.COMPLETED,
-                     {"score": 70.0, "trainable_pct": share, "trainable_params": 1, "total_params": 326_797})
-    store.engine.dispose()
+    url = three_shares_store(tmp_path)
     at = app(url, monkeypatch, page="Runs", suite="s", model="minilm")
     (element,) = [d for d in at.dataframe if list(d.value.columns)[:1] == ["id"]]
     assert list(element.value["% trained"]) == [100.0, 9.0, 0.000306]   # numbers: sorted as numbers
@@ -838,13 +845,7 @@ def test_the_runs_page_shows_more_runs_than_a_styler_may_hold(tmp_path, monkeypa
     share as pct_text's texts."""
     import pandas as pd
 
-    url = f"sqlite:///{tmp_path / 'h.db'}"
-    store = Store(url)
-    cells = parse_suite("name: s\nmodels: [minilm]\ntasks: [rte]\nmethods: [full, bitfit, lora]\n", "s.yaml").cells()
-    for cell, share in zip(cells, (100.0, 9.0, 0.000306)):
-        store.finish(store.start(cell, cell.config(), "cmd", None), Status.COMPLETED,
-                     {"score": 70.0, "trainable_pct": share, "trainable_params": 1, "total_params": 326_797})
-    store.engine.dispose()
+    url = three_shares_store(tmp_path)
     with pd.option_context("styler.render.max_elements", 20):
         at = app(url, monkeypatch, page="Runs", suite="s", model="minilm")
     (element,) = [d for d in at.dataframe if list(d.value.columns)[:1] == ["id"]]
