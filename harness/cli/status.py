@@ -126,7 +126,7 @@ def snapshot(suite, store, args) -> tuple[dict, str]:
 
 def _snapshot(suite, store, args) -> tuple[dict, str]:
     from harness.report.progress import cell_states, time_left
-    from harness.report.text import status_line, status_payload, status_report
+    from harness.report.text import checkpoint_step, status_line, status_payload, status_report
 
     nprocs = args.num_processes
     if nprocs is None:  # the process count is part of the key: use the one the store has results for
@@ -140,5 +140,7 @@ def _snapshot(suite, store, args) -> tuple[dict, str]:
     if args.all:
         text += "\nevery cell:\n" + "\n".join(status_line(state, cell, rec) for cell, state, rec in states)
         if args.json:
-            payload["cells"] = [{"key": c.key, "label": c.label, "state": str(s)} for c, s, _ in states]
+            payload["cells"] = [{"key": c.key, "label": c.label, "state": str(s),
+                                 "checkpoint_step": checkpoint_step(rec)[0], "checkpoint_total_steps":
+                                 checkpoint_step(rec)[1]} for c, s, rec in states]
     return payload, text

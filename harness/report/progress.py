@@ -23,6 +23,7 @@ from harness.report.throughput import (MATCH_LEVELS, UNCERTAINTY_FLOOR, CellPlan
                                        PASS_SECONDS, cell_feature_sets, device_of, encoder_pass_s, spread,
                                        devices, observation, pick_device, plan_cell, rate_for, stored_feature_sets,
                                        precision_key, regime_key, stored_observations, task_kind, timed_passes)
+from harness.report.text import checkpoint_step
 from harness.spec.cell import budget_text
 from harness.stats.selection import evaluation_key
 from harness.spec.methods import FEATURE_ROLES
@@ -319,10 +320,8 @@ def row_states(store, suite: str, lease_timeout: float | None = None) -> list[tu
 def checkpointed_share(rec) -> float:
     """The share of a cell's steps its checkpoint holds (the store's checkpoint_step of checkpoint_total_steps,
     written when a stop signal gave it back), 0 without one: a resumed cell runs only the steps after it."""
-    step, total = getattr(rec, "checkpoint_step", None), getattr(rec, "checkpoint_total_steps", None)
-    if rec is None or step is None or not total:
-        return 0.0
-    return min(1.0, max(0.0, step / total))
+    step, total = checkpoint_step(rec)
+    return 0.0 if step is None else min(1.0, max(0.0, step / total))
 
 
 def _state(rec, stale: bool) -> CellState:

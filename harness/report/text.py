@@ -48,7 +48,10 @@ def ago(when) -> str:
 def status_line(status: str, cell, rec) -> str:
     """One line of `harness status`: status, cell key and label, then what the store says about it."""
     detail = ""
-    if status == CellState.COMPLETED:
+    step, total = checkpoint_step(rec)
+    if status == CellState.PENDING and step is not None:   # given back by a stop signal: the next claim resumes it
+        detail = f"checkpoint at step {step} of {total}, attempt {rec.attempts}"
+    elif status == CellState.COMPLETED:
         # a completed row need not have a train time (an ingested record requires only its score)
         took = "train time ?" if rec.train_time_s is None else f"{rec.train_time_s:.0f}s"
         score = "?" if rec.score is None else f"{rec.score:.2f}"
@@ -57,8 +60,15 @@ def status_line(status: str, cell, rec) -> str:
         detail = (rec.error or "").splitlines()[0][:120] if rec.error else ""
     elif status in (CellState.RUNNING, CellState.STALE):
         detail = (f"by {lease_owner(rec)}, since {ago(rec.started_at)}, last heartbeat {ago(rec.heartbeat_at)}"
-                  f", attempt {rec.attempts}")
+                  f", attempt {rec.attempts}" + (f", resumed from step {step} of {total}" if step is not None else ""))
     return f"{status:<10} {cell.key}  {cell.label}  {detail}".rstrip()
+
+
+def checkpoint_step(rec) -> tuple[int | None, int | None]:
+    """(step, total steps) of the checkpoint a cell's row says it holds (Store.release), or (None, None): none, or
+    a store from before the columns (0006)."""
+    step, total = getattr(rec, "checkpoint_step", None), getattr(rec, "checkpoint_total_steps", None)
+    return (step, total) if step is not None and total else (None, None)
 
 
 def format_ablation(rec, payload: dict) -> str:

@@ -778,5 +778,13 @@ def test_a_checkpointed_cell_is_priced_by_the_steps_it_has_left(tmp_path):
     set_times(store, claim, started_at=utcnow() - dt.timedelta(seconds=2))
     e = json.loads(call_cli("status", suite, "--db", url, "--json").stdout)["estimate"]
     assert 2 * 23.0 * 1225 / 1500 - 2 - SLACK_S <= e["work_s"] <= 2 * 23.0 * 1225 / 1500 - 2 + 0.01
+    # --all says which cells hold a checkpoint (a pending cell looked like one never started), in text and JSON
+    lines = {line.split()[1]: line for line in
+             call_cli("status", suite, "--db", url, "--all").stdout.split("every cell:\n")[1].splitlines()}
+    assert lines[given_back.key].startswith("pending") and "checkpoint at step 275 of 1500" in lines[given_back.key]
+    assert lines[resumed.key].startswith("running") and "resumed from step 275 of 1500" in lines[resumed.key]
+    assert "checkpoint" not in lines[first.key] and "resumed" not in lines[first.key]
+    cells = {c["key"]: c for c in json.loads(call_cli("status", suite, "--db", url, "--all", "--json").stdout)["cells"]}
+    assert [cells[c.key]["checkpoint_step"] for c in (first, given_back, resumed)] == [None, 275, 275]
     done(store, claim, 19.0, 3.0)
     assert (store.get(claim.id).checkpoint_step, store.get(claim.id).checkpoint_total_steps) == (None, None)
