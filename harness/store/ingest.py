@@ -5,7 +5,7 @@ A record is read against one typed model (harness.store.schema.record_models: th
 cell key recomputed from its configuration and every column that configuration fixes (Cell.columns: model,
 task, task version, seed, method label, ...; a stage's or member's task and regime) checked against it; a bad
 record is refused, with the file and the field, before anything is written. Its results' JSON (metrics, history,
-extra, ...) is read as the store holds it: a NaN or infinity as null (engine.store_json).
+extra, ...) is read as the store holds it: a NaN or infinity as null (values.store_json).
 
 A row that a live worker holds (a running cell whose lease is not stale, by the queue's one staleness rule) is
 never touched: ingest reads the row under a lock (PostgreSQL: SELECT ... FOR UPDATE; SQLite: the write lock)
@@ -33,7 +33,7 @@ from harness.spec.errors import InputError
 from harness.spec.layout import INGEST_ONLY, RECORD, SUITE_NAME_MAX, SUITE_NAME_PATTERN, is_attempt_dir
 from harness.spec.schedule import Sequence
 from harness.spec.status import DEFAULT_LEASE_TIMEOUT_S, Regime, Status
-from harness.store.engine import as_stored, store_text
+from harness.store.values import as_stored, store_text
 from harness.store.queue import _own_version, stale_lease
 from harness.store.schema import RESULTS, AnalysisRecord, RunRecord, record_models
 
@@ -131,7 +131,7 @@ def _check(row, at: str = "") -> None:
         if isinstance(value, (dict, list)) and name in RESULTS:
             # a result as a live finish stores it: the record.json beside it keeps the NaN / infinity the loop
             # computed (json's bare NaN), the row holds null; so ingest writes the live row, and the same record
-            # ingested again is "same" (a NUL likewise: engine.as_stored)
+            # ingested again is "same" (a NUL likewise: values.as_stored)
             setattr(row, name, as_stored(value))
         elif isinstance(value, (dict, list)) and name != "children":
             # the configuration, the columns it fixes, the claim: a suite's numbers are finite (spec.hparams) and

@@ -28,7 +28,7 @@ from sqlalchemy.types import DateTime
 
 from harness.spec.layout import RunLayout
 from harness.spec.status import DEFAULT_LEASE_TIMEOUT_S, Status
-from harness.store.engine import store_text
+from harness.store.values import store_text
 from harness.store.lease import Claim, Worker, current_worker, host_id_of, process_gone, utcnow
 from harness.store.schema import CHECKPOINT, RESULTS, RUN_COLUMNS, RunRecord as R
 

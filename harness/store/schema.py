@@ -14,7 +14,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 from harness.spec.errors import InputError
-from harness.store.engine import store_text
+from harness.store.values import store_text
 from harness.store.lease import utcnow
 from harness.store.redact import redact_env, redact_text
 
@@ -47,7 +47,7 @@ class _Redacted(TypeDecorator):
     passwords are hidden (harness.store.redact) on every way in (Core inserts and updates, ORM flushes) and every
     way out (rows written before this, or by other tools), so no reader (exports, `harness status`, the board)
     can show one. ORM objects are redacted when the attribute is set (below): record.json files are written
-    from them. Free text also has its NUL characters replaced there (engine.store_text)."""
+    from them. Free text also has its NUL characters replaced there (values.store_text)."""
 
     def process_bind_param(self, value, dialect):
         return self.redact(value)

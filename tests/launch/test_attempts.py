@@ -468,9 +468,9 @@ raise SystemExit(main(sys.argv[1:]))
 def test_a_failure_whose_message_holds_a_nul_is_recorded_on_either_backend(tmp_path, tiny_bert, small_glue, db_url):
     """PostgreSQL's text cannot hold a NUL: the worker's finish failed on every try (`PostgreSQL text fields cannot
     contain NUL (0x00) bytes`, retried as a store outage), the cell stayed running, the worker stopped. The store
-    keeps the text with each NUL replaced (engine.store_text), on both backends the same, and the record.json
+    keeps the text with each NUL replaced (values.store_text), on both backends the same, and the record.json
     beside it says the same, so ingesting it elsewhere stores the same value."""
-    from harness.store.engine import NUL_STORED_AS
+    from harness.store.values import NUL_STORED_AS
 
     suite = _suite(tmp_path, tiny_bert)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HARNESS_FINISH_TRIES": "2", "HARNESS_FINISH_BACKOFF_S": "0.1"}

@@ -285,7 +285,7 @@ BAD = {   # name: (change to the record's JSON text or dict, the field named)
     "nan score": (lambda r: {**r, "score": float("nan")}, "score"),
     # a NaN in a result's JSON is stored as null (test_a_record_holding_nan_is_stored_as_the_live_finish_stores_it);
     # in the configuration or a column it fixes it is no cell's
-    # a suite's texts hold no NUL: stored as the store keeps it (engine.store_text), the config would no longer
+    # a suite's texts hold no NUL: stored as the store keeps it (values.store_text), the config would no longer
     # hash to its key
     "nul in the config": (lambda r: _with_config(r, {**r["config"], "model": r["config"]["model"] + "\x00"}),
                           "config.model"),
@@ -430,7 +430,7 @@ def test_a_bad_record_is_refused_with_one_line_naming_file_and_field(tmp_path, c
 
 def test_a_record_holding_nan_is_stored_as_the_live_finish_stores_it(tmp_path, cells, db_url):
     """A run with a NaN metric (Pearson of constant predictions) or an infinite rate: a live finish stores null
-    (engine.store_json), while the record.json written beside it keeps Python's bare NaN / Infinity. Ingest
+    (values.store_json), while the record.json written beside it keeps Python's bare NaN / Infinity. Ingest
     refused such a record ("not a finite number"), so a node cut off from the store lost a result that a live
     worker keeps. It is stored as the live finish stored it, row for row, and ingesting it again is "same"."""
     nan, inf = float("nan"), float("inf")
@@ -469,10 +469,10 @@ def test_a_negative_score_is_taken(tmp_path, cells):
 def test_a_record_whose_text_holds_a_nul_is_stored_alike_on_either_backend(tmp_path, cells, db_url, status):
     """PostgreSQL's text cannot hold a NUL: such a record (a failure message, a text field of an edited file, as
     an older worker wrote it) crashed `harness ingest` there with a DataError traceback, while SQLite stored it.
-    Both keep the text with the NUL replaced (engine.store_text), as a live finish does, inside JSON too (a metric's
+    Both keep the text with the NUL replaced (values.store_text), as a live finish does, inside JSON too (a metric's
     name, extra: PostgreSQL kept \\u0000 there, and then every table of the store failed reading it); the record
     ingested again is "same"."""
-    from harness.store.engine import NUL_STORED_AS
+    from harness.store.values import NUL_STORED_AS
 
     single, _ = cells
     node = Store(f"sqlite:///{tmp_path / 'node.db'}")
