@@ -203,9 +203,11 @@ def test_runs_page_reproduce_box_and_environment_hide_the_password(tmp_path, mon
     at = app(url, monkeypatch)
     at.sidebar.radio[1].set_value("Runs").run()
     assert not at.exception
-    box = at.code[0].value
+    (box,) = [c.value for c in at.code if "harness.run" in c.value]   # the reproduce box (the other: the error)
     assert secret not in box and "--db postgresql+psycopg://alice:***@db.example/harness" in box, box
     assert "/abs/sec.yaml" in box and f"--output-dir {tmp_path / 'out'}" in box and cell.key in box
     assert secret not in at.error[0].value and "cannot reach" in at.error[0].value
+    (error,) = [c.value for c in at.code if "OperationalError" in c.value]   # the whole text, as typed
+    assert secret not in error and "cannot reach" in error, error
     shown = " ".join(str(j.proto.body) for j in at.get("json"))
     assert "--db" in shown and secret not in shown, shown
