@@ -141,6 +141,6 @@ def _snapshot(suite, store, args) -> tuple[dict, str]:
         text += "\nevery cell:\n" + "\n".join(status_line(state, cell, rec) for cell, state, rec in states)
         if args.json:
             payload["cells"] = [{"key": c.key, "label": c.label, "state": str(s),
-                                 "checkpoint_step": checkpoint_step(rec)[0], "checkpoint_total_steps":
-                                 checkpoint_step(rec)[1]} for c, s, rec in states]
+                                 **dict(zip(("checkpoint_step", "checkpoint_total_steps"), checkpoint_step(rec)))}
+                                for c, s, rec in states]
     return payload, text
