@@ -211,15 +211,22 @@ def _refuse_dropped_arguments(parsed) -> None:
     arguments (timeout, ...) and hands the rest to SQLite only with uri=true, else warns and drops them: a store
     given as `sqlite:///h.db?mode=ro` was opened read-write and written (ingest added its records). With uri=true
     the database is a `file:` URI, which the harness (its own read-only opening, its folder checks) would read as a
-    file's path and open another file. Which arguments the driver drops is asked of the driver itself."""
+    file's path and open another file. Which arguments the driver drops is asked of the driver itself; a value it
+    cannot take (?timeout=abc) is refused here too, for every command: the read-only engine never passes the
+    query to the driver, so a reader went on and read the store."""
     import warnings
 
-    try:
+    def connect_args(url):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")   # the drop warning: said below, in one line
-            _, taken = parsed.get_dialect()().create_connect_args(parsed)
-    except Exception:   # a value of the wrong type (?timeout=abc), a host in the URL: make_engine reports it
-        return
+            return url.get_dialect()().create_connect_args(url)[1]
+
+    try:
+        taken = connect_args(parsed)
+    except Exception as e:   # a value of the wrong type, a host in the URL: named, the argument alone first
+        bad = next((f"{key}={value}" for key, value in parsed.query.items()
+                    if _refused_by(connect_args, parsed.set(query={key: value}))), None)
+        raise InputError(f"--db: {bad + ': ' if bad else ''}{_reason(e)}") from None
     hint = "give the file as sqlite:///PATH (commands that only read open the store read-only themselves)"
     if taken.get("uri"):
         raise InputError(f"--db: uri=true (an SQLite file: URI) is not supported: {hint}")
@@ -228,6 +235,14 @@ def _refuse_dropped_arguments(parsed) -> None:
         raise InputError(f"--db: {', '.join(dropped)}: not an argument of the SQLite driver, which would ignore it "
                          f"(SQLite's own URI arguments, as mode=ro, are dropped without uri=true) and open the "
                          f"store read-write: {hint}")
+
+
+def _refused_by(connect_args, url) -> bool:
+    try:
+        connect_args(url)
+    except Exception:
+        return True
+    return False
 
 
 def _reason(exc: BaseException) -> str:

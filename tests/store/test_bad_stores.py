@@ -35,19 +35,28 @@ BAD_STORES = {
     # its schema at a revision this harness does not have: run and ingest failed in Alembic with a traceback
     # (exit 1), the readers read it as if it were theirs
     "written by a newer harness": (lambda tmp: newer_store(tmp / "newer.db"), "revision 9999"),
+    # a value the SQLite driver cannot take: the readers, which open the file read-only themselves, never looked
+    # at the URL's query and read the store (exit 0); the writers refused it
+    "a driver argument's bad value": (lambda tmp: store_at(tmp / "s.db") + "?timeout=abc", "timeout=abc"),
 }
+
+def store_at(path) -> str:
+    """A store of this harness's schema, empty, at rest."""
+    from harness.store.db import Store
+
+    Store(f"sqlite:///{path}").engine.dispose()
+    return f"sqlite:///{path}"
+
 
 def newer_store(path) -> str:
     """A store whose schema a later harness migrated to revision 9999, at rest."""
     import sqlite3
 
-    from harness.store.db import Store
-
-    Store(f"sqlite:///{path}").engine.dispose()
+    url = store_at(path)
     with sqlite3.connect(path) as conn:
         conn.execute("UPDATE alembic_version SET version_num = '9999'")
     conn.close()
-    return f"sqlite:///{path}"
+    return url
 
 
 # every command that opens a store; RECORDS is a folder with a record.json for ingest
