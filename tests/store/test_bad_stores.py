@@ -114,6 +114,29 @@ def test_a_worker_refuses_a_store_a_newer_harness_wrote_before_training(tmp_path
     assert listing(tmp_path) == before, "a refused command writes nothing"
 
 
+def test_a_postgresql_store_a_newer_harness_wrote_is_refused_by_a_reader_and_a_worker(tmp_path, monkeypatch,
+                                                                                      pg_server):
+    """The same refusal on a real server: export read it as its own, a worker's migration failed in Alembic. The
+    URL's libpq arguments still go to the driver (it connected, and read the revision)."""
+    import psycopg
+
+    from harness.store.db import Store
+
+    monkeypatch.chdir(tmp_path)
+    url = pg_server.create_database(f"newer_{os.getpid()}_{tmp_path.name}"[:60])
+    Store(url).engine.dispose()
+    conninfo = f"host=127.0.0.1 port={pg_server.port} user=postgres dbname={url.rsplit('/', 1)[1]}"
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute("UPDATE alembic_version SET version_num = '9999'")
+    for args in (["export"], ["run", SUITE, "--output-dir", tmp_path / "out"]):
+        r = call_cli(*args, "--db", f"{url}?application_name=harness-test&connect_timeout=5")
+        assert assert_refused(r, "revision 9999").startswith("error: --db: ")
+    with psycopg.connect(conninfo) as conn:
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("9999",)]
+        assert conn.execute("SELECT count(*) FROM runs").fetchone() == (0,)
+    assert listing(tmp_path) == {}, "a refused command writes nothing"
+
+
 def test_slurm_refuses_a_store_a_newer_harness_wrote_as_its_workers_would(tmp_path, monkeypatch):
     """`harness slurm` leaves a store it cannot reach to its workers (a login node may not reach the database), and
     read the newer harness's refusal as "cannot reach": it printed a script every array task then refused."""
