@@ -71,6 +71,33 @@ def test_the_migrations_build_the_declared_schema(tmp_path):
     assert sorted(IDENTITY + LEASE + CHECKPOINT + RESULTS) == sorted(RUN_COLUMNS)   # every column is of one kind
 
 
+def test_the_revisions_read_from_the_migration_files_are_the_ones_alembic_reads():
+    """check_revision reads the files' revisions as text (no Alembic on a read): one declared in a way that reading
+    misses would refuse this harness's own stores, or take a newer one's."""
+    from harness.store.schema import _migrations, known_revisions
+
+    _, scripts = _migrations()
+    assert known_revisions() == ({s.revision for s in scripts.walk_revisions()}, scripts.get_current_head())
+
+
+def test_a_read_only_command_imports_no_alembic(tmp_path):
+    """Only a writer migrates: asking Alembic which revisions there are cost each read ~0.25 s (its imports, then
+    each migration file's)."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT
+
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    Store(url).engine.dispose()
+    code = (f"import sys\nfrom harness.cli import main\nassert main(['export', '--db', {url!r}]) == 0\n"
+            f"print(sorted(m for m in sys.modules if m.split('.')[0] == 'alembic'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 0 and out.stdout.splitlines()[-1] == "[]", out.stdout[-2000:] + out.stderr[-2000:]
+
+
 def store_from_before_migrations(path, rows: list[dict], analyses: list[dict] = ()) -> str:
     """An SQLite store as a harness from before migrations left it (no alembic_version, none of the columns
     added since, adapter_bytes, adapter_path and extra among them), holding `rows` of suite "s" (cell, status,
