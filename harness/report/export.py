@@ -678,18 +678,28 @@ MD_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "~": "&#126;", "$": "&#36
 # text also its backticks (a footnote's `code` spans, the commands it names, are its own, and kept as typed: no
 # escape is read inside one)
 MD_PUNCTUATION = re.compile(r"[\\|*`]|\](?=\()|(?<![^\W_])_|_(?![^\W_])")
+# what no escape stops, as Streamlit's Markdown (and GitHub's) finds it in the text itself: a colon that opens a
+# directive with its text or attributes (`:red[x]` coloured, `:small[x]`, `:x{y=1}`) or a shortcode (`:smile:` an
+# emoji, `:material/home:` an icon, `:streamlit:` a logo), and a bare `www.`, `http://` or `a@b.org` made a link
+# (a colon before other text, `sha256:ab12`, is text to both). A backslash or an entity is decoded before their
+# search (remark-emoji and the autolink transform search text nodes): a WORD JOINER (U+2060, invisible, zero width)
+# after the colon, the `@` or the `www` keeps them from matching, and the name reads as typed
+MD_SHORTCODE = re.compile(r"(?<=:)(?=[\w+\-]+:|[^\W\d_][\w\-]*[\[{]|material/|//)|(?<=@)(?=[\w\-])"
+                          r"|(?i:(?<=www))(?=\.)")
+WORD_JOINER = "\u2060"
 
 
 def md_escape(text, cell: bool = True) -> str:
     """A cell's (or a footnote line's) text as Markdown prints it, not as markup: MD_ENTITIES as entities, the rest
-    of MD_PUNCTUATION backslash-escaped, a line break as a space. A footnote line's paired backticks are its code
-    spans, kept as they are. The one rule for text in Markdown: the exports' and the board's (its captions, headers
-    and messages: Streamlit reads them as Markdown too)."""
+    of MD_PUNCTUATION backslash-escaped, MD_SHORTCODE's places broken by a WORD_JOINER, a line break as a space. A
+    footnote line's paired backticks are its code spans, kept as they are. The one rule for text in Markdown: the
+    exports' and the board's (its captions, headers and messages: Streamlit reads them as Markdown too)."""
     text = str(text).replace("\n", " ")
     parts = text.split("`")
     if not cell and len(parts) % 2:
         return "`".join(p if i % 2 else md_escape(p) for i, p in enumerate(parts))
     text = MD_PUNCTUATION.sub(lambda m: "\\" + m.group(0), text)
+    text = MD_SHORTCODE.sub(WORD_JOINER, text)
     return "".join(MD_ENTITIES.get(ch, ch) for ch in text)
 
 
