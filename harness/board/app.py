@@ -29,7 +29,7 @@ from harness.report.export import (display_table, footnote, lr_text, md_escape, 
 from harness.report.grid import suites_models, with_flops
 from harness.report.text import comparison_footer, failure_reason, pct_text
 from harness.report.tables import (ablation_matrix, best_table, composite_vs_single, leaderboard_table, runs_frame,
-                                   with_failed_rows)
+                                   settings_behind, with_failed_rows)
 from harness.spec.errors import InputError
 from harness.spec.status import Status
 from harness.stats.selection import selectable_runs
@@ -214,8 +214,10 @@ def page_leaderboard(url, suite, model, metric):
     seeds = best["n_seeds"].astype(int)   # per (task, method) cell, as the footnote counts them
     # the cells and settings of export's best table: a variant whose every run of a task failed included
     cells = with_failed_rows(best)
-    unfinished = int(pd.to_numeric(cells["settings_unfinished"], errors="coerce").fillna(0).sum())
-    st.caption(f"{len(cells)} (task, method) cells from {int(cells['settings_tried'].sum())} hyperparameter settings "
+    # each setting once: a multi-task one trains once for the cells of all its tasks
+    every = load_runs(url, suite)
+    unfinished = settings_behind(cells, every, "settings_unfinished")
+    st.caption(f"{len(cells)} (task, method) cells from {settings_behind(cells, every)} hyperparameter settings "
                f"tried" + (f" ({unfinished} more not finished yet)" if unfinished else "")
                + f"; seeds per cell: {seeds.min()}" + (f"–{seeds.max()}." if seeds.max() > seeds.min() else "."))
     downloads("leaderboard", view, suite)

@@ -852,6 +852,19 @@ def test_the_runs_page_shows_more_runs_than_a_styler_may_hold(tmp_path, monkeypa
     assert list(element.value["% trained"]) == ["100.000", "9.000", "0.00031"]
 
 
+def test_the_leaderboard_caption_counts_a_multitask_setting_once(tmp_path, monkeypatch):
+    """full on rte and full jointly on rte+mrpc, 2 learning rates each: 4 settings trained, 3 (task, method) cells.
+    The caption said "from 6 hyperparameter settings": each joint setting counted once per member task's cell."""
+    from tests.report.test_table_claims import store_of
+
+    suite = ("name: s\nmodels: [minilm]\ntasks: [rte, {multitask: [rte, mrpc]}]\nseeds: [1, 2]\n"
+             "methods: [{name: full, learning_rate: [1e-5, 2e-5]}]\n")
+    url = store_of(tmp_path, [suite], lambda c: 60.0 + c.seed)
+    at = app(url, monkeypatch, suite="s", model="minilm", page="Leaderboard")
+    (caption,) = [c.value for c in at.caption if "cells from" in c.value]
+    assert caption.startswith("3 (task, method) cells from 4 hyperparameter settings tried;"), caption
+
+
 def test_streamlit_s_own_markup_and_bare_links_in_a_name_are_text_on_the_board(tmp_path, monkeypatch):
     """Streamlit's Markdown reads `:red[x]` as x in red, `:smile:` as an emoji, `:material/home:` as an icon and a
     bare www. or http:// as a link; md_escape let them through: a variant named so showed them so in the
