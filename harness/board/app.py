@@ -23,13 +23,13 @@ from harness.board.evp_page import page_evp
 from harness.board.grid_page import page_grid
 from harness.board.task_page import page_task
 from harness.board.tradeoff_page import page_tradeoff
-from harness.report.export import (display_table, footnote, lr_text, md_escape, note_lines, nothing_completed,
-                                   run_method_text,
+from harness.report.export import (display_table, footnote, lr_text, md_escape, note_lines, notes_text,
+                                   nothing_completed, run_method_text,
                                    table_caption, table_csv, task_notes, to_latex, to_markdown, with_methods_shown)
 from harness.report.grid import suites_models, with_flops
 from harness.report.text import comparison_footer, failure_reason, pct_text
 from harness.report.tables import (ablation_matrix, best_table, composite_vs_single, leaderboard_table, runs_frame,
-                                   with_failed_rows)
+                                   settings_behind, with_failed_rows)
 from harness.spec.errors import InputError
 from harness.spec.status import Status
 from harness.stats.selection import selectable_runs
@@ -145,13 +145,16 @@ def seeds_needed_table(board: pd.DataFrame) -> pd.DataFrame:
 
 
 @st.cache_data(ttl=READ_S, show_spinner=False, max_entries=4)
-def download_files(kind: str, suite: str, rows: str, _frame: pd.DataFrame) -> tuple[str, str, str]:
-    """The table's CSV, LaTeX and Markdown, as `harness export --table KIND --suite SUITE --model MODEL` writes them
-    (the caption names the suite and the model(s) of the rows shown), built once per `rows` (the frame's digest):
-    built at every draw (each click: a filter, a run chosen), the Runs page's files of 2,230 runs took 3.1 s of its
-    3.8 s. A few views only: the three files of 2,230 runs are 2.6 MB."""
+def download_files(kind: str, suite: str, rows: str, _frame: pd.DataFrame) -> tuple[str, str, str, str | None]:
+    """The table's CSV, LaTeX and Markdown, and the CSV's notes file (None where the table has no notes), as
+    `harness export --table KIND --suite SUITE --model MODEL -o KIND-SUITE.csv` writes them (the caption names the
+    suite and the model(s) of the rows shown), built once per `rows` (the frame's digest): built at every draw (each
+    click: a filter, a run chosen), the Runs page's files of 2,230 runs took 3.1 s of its 3.8 s. A few views only:
+    the three files of 2,230 runs are 2.6 MB."""
     caption = table_caption(kind, _frame, suite)
-    return table_csv(kind, _frame), to_latex(kind, _frame, caption), to_markdown(kind, _frame, caption)
+    notes = footnote(kind, _frame) if not _frame.empty else []   # what the page shows under the table
+    return (table_csv(kind, _frame), to_latex(kind, _frame, caption), to_markdown(kind, _frame, caption),
+            notes_text(f"{kind}-{suite}.csv", notes) if notes else None)
 
 
 def downloads(kind: str, frame: pd.DataFrame, suite: str) -> None:
@@ -159,11 +162,13 @@ def downloads(kind: str, frame: pd.DataFrame, suite: str) -> None:
     # the key is every byte of the frame, its attrs (the notes' facts) too: Streamlit's own hash of a frame leaves
     # the attrs out and samples a large one's rows
     rows = hashlib.sha256(pickle.dumps(frame, protocol=pickle.HIGHEST_PROTOCOL)).hexdigest()
-    csv_text, latex, markdown = download_files(kind, suite, rows, frame)
-    c1, c2, c3 = st.columns(3)
-    c1.download_button("Download CSV", csv_text, f"{stem}.csv", "text/csv", width="stretch")
-    c2.download_button("Download LaTeX", latex, f"{stem}.tex", "text/x-tex", width="stretch")
-    c3.download_button("Download Markdown", markdown, f"{stem}.md", "text/markdown", width="stretch")
+    csv_text, latex, markdown, notes = download_files(kind, suite, rows, frame)
+    columns = st.columns(4 if notes else 3)
+    columns[0].download_button("Download CSV", csv_text, f"{stem}.csv", "text/csv", width="stretch")
+    if notes:   # the footnote LaTeX and Markdown carry, which a CSV has no place for: the file export writes beside it
+        columns[1].download_button("Download CSV notes", notes, f"{stem}.notes.txt", "text/plain", width="stretch")
+    columns[-2].download_button("Download LaTeX", latex, f"{stem}.tex", "text/x-tex", width="stretch")
+    columns[-1].download_button("Download Markdown", markdown, f"{stem}.md", "text/markdown", width="stretch")
 
 
 def page_leaderboard(url, suite, model, metric):
@@ -209,8 +214,10 @@ def page_leaderboard(url, suite, model, metric):
     seeds = best["n_seeds"].astype(int)   # per (task, method) cell, as the footnote counts them
     # the cells and settings of export's best table: a variant whose every run of a task failed included
     cells = with_failed_rows(best)
-    unfinished = int(pd.to_numeric(cells["settings_unfinished"], errors="coerce").fillna(0).sum())
-    st.caption(f"{len(cells)} (task, method) cells from {int(cells['settings_tried'].sum())} hyperparameter settings "
+    # each setting once: a multi-task one trains once for the cells of all its tasks
+    every = load_runs(url, suite)
+    unfinished = settings_behind(cells, every, "settings_unfinished")
+    st.caption(f"{len(cells)} (task, method) cells from {settings_behind(cells, every)} hyperparameter settings "
                f"tried" + (f" ({unfinished} more not finished yet)" if unfinished else "")
                + f"; seeds per cell: {seeds.min()}" + (f"–{seeds.max()}." if seeds.max() > seeds.min() else "."))
     downloads("leaderboard", view, suite)

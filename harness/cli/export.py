@@ -27,7 +27,8 @@ def add_arguments(p) -> None:
     p.add_argument("--model", default=None, help="leaderboard/best: one model (default: every model)")
     p.add_argument("-o", "--output", default=None,
                    help="file to write (default: standard output); a CSV's notes (the other formats' footnote) go "
-                        "beside it, its name with .notes.txt (to standard error without -o)")
+                        "beside it, its name with .notes.txt (to standard error without -o); a .notes.txt there "
+                        "that an export did not write is refused")
 
 
 def run(args) -> int:
@@ -38,8 +39,10 @@ def run(args) -> int:
     # read-only; a database that is not a store is refused, not exported as a store with nothing in it
     text, notes = export_with_notes(existing_store(args.db), args.format, args.table, args.suite, args.model)
     if args.output:
-        write_output(args.output, text)
+        # the notes first: where their file cannot be replaced or removed after all (an immutable file, another
+        # user's in a sticky folder), the export stops with the CSV not written, not beside stale notes
         beside = write_csv_notes(args.output, notes) if args.format == "csv" else None
+        write_output(args.output, text)
         print(f"wrote {args.output}" + (f" and its notes {beside}" if beside else ""), file=sys.stderr)
     else:
         sys.stdout.write(text)

@@ -678,18 +678,28 @@ MD_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "~": "&#126;", "$": "&#36
 # text also its backticks (a footnote's `code` spans, the commands it names, are its own, and kept as typed: no
 # escape is read inside one)
 MD_PUNCTUATION = re.compile(r"[\\|*`]|\](?=\()|(?<![^\W_])_|_(?![^\W_])")
+# what no escape stops, as Streamlit's Markdown (and GitHub's) finds it in the text itself: a colon that opens a
+# directive with its text or attributes (`:red[x]` coloured, `:small[x]`, `:x{y=1}`) or a shortcode (`:smile:` an
+# emoji, `:material/home:` an icon, `:streamlit:` a logo), and a bare `www.`, `http://` or `a@b.org` made a link
+# (a colon before other text, `sha256:ab12`, is text to both). A backslash or an entity is decoded before their
+# search (remark-emoji and the autolink transform search text nodes): a WORD JOINER (U+2060, invisible, zero width)
+# after the colon, the `@` or the `www` keeps them from matching, and the name reads as typed
+MD_SHORTCODE = re.compile(r"(?<=:)(?=[\w+\-]+:|[^\W\d_][\w\-]*[\[{]|material/|//)|(?<=@)(?=[\w\-])"
+                          r"|(?i:(?<=www))(?=\.)")
+WORD_JOINER = "\u2060"
 
 
 def md_escape(text, cell: bool = True) -> str:
     """A cell's (or a footnote line's) text as Markdown prints it, not as markup: MD_ENTITIES as entities, the rest
-    of MD_PUNCTUATION backslash-escaped, a line break as a space. A footnote line's paired backticks are its code
-    spans, kept as they are. The one rule for text in Markdown: the exports' and the board's (its captions, headers
-    and messages: Streamlit reads them as Markdown too)."""
+    of MD_PUNCTUATION backslash-escaped, MD_SHORTCODE's places broken by a WORD_JOINER, a line break as a space. A
+    footnote line's paired backticks are its code spans, kept as they are. The one rule for text in Markdown: the
+    exports' and the board's (its captions, headers and messages: Streamlit reads them as Markdown too)."""
     text = str(text).replace("\n", " ")
     parts = text.split("`")
     if not cell and len(parts) % 2:
         return "`".join(p if i % 2 else md_escape(p) for i, p in enumerate(parts))
     text = MD_PUNCTUATION.sub(lambda m: "\\" + m.group(0), text)
+    text = MD_SHORTCODE.sub(WORD_JOINER, text)
     return "".join(MD_ENTITIES.get(ch, ch) for ch in text)
 
 
@@ -860,6 +870,12 @@ def check_output(path: str, db: str | None, fmt: str = "csv") -> None:
     notes = csv_notes_file(path) if fmt == "csv" else None
     if notes:
         _check_file(notes, db, "-o (its notes file)")
+        if os.path.exists(notes) and not own_notes(notes):   # replaced or removed below: only a file of ours
+            from harness.spec.errors import InputError
+
+            raise InputError(f"-o: {notes} exists and is not an export's notes file (its first line does not start "
+                             f"{NOTES_MARK.strip()!r}): the CSV's notes would replace it; move it, or give -o "
+                             f"another name")
 
 
 def _check_file(path: str, db: str | None, what: str) -> None:
@@ -982,16 +998,38 @@ def csv_notes_file(path: str) -> str | None:
     return os.path.splitext(os.path.expanduser(path))[0] + ".notes.txt"
 
 
+# the first line of every notes file an export writes: how the next export knows the file is its own to replace or
+# remove (check_output refuses one without it: a file of the user's own, never overwritten or deleted)
+NOTES_MARK = "# harness export: the notes of "
+
+
+def notes_text(path: str, notes: list[str]) -> str:
+    """A CSV's notes file: NOTES_MARK's line naming the CSV, then one note a line."""
+    name = os.path.basename(os.path.expanduser(path))
+    return "".join(line + "\n" for line in [f"{NOTES_MARK}{name} (the next export to {name} replaces or removes "
+                                             f"this file)"] + notes)
+
+
+def own_notes(path: str) -> bool:
+    """The file at `path` is a notes file an export wrote (its first line NOTES_MARK's)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.readline(len(NOTES_MARK)) == NOTES_MARK
+    except OSError:
+        return False
+
+
 def write_csv_notes(path: str, notes: list[str]) -> str | None:
-    """The notes of the CSV just written to `path` (csv_notes_file's), whole or not at all; with none, an earlier
-    export's notes file there is removed (it would be read as this CSV's). The file written, or None."""
+    """The notes of the CSV to be written to `path` (csv_notes_file's), whole or not at all; with none, an earlier
+    export's notes file there is removed (it would be read as this CSV's). Only an export's own notes file is
+    replaced or removed: check_output has refused any other. The file written, or None."""
     from harness.spec.errors import InputError
 
     target = csv_notes_file(path)
     if target is None:
         return None
     if notes:
-        write_output(target, "".join(line + "\n" for line in notes))
+        write_output(target, notes_text(path, notes))
         return target
     try:
         os.remove(target)

@@ -360,6 +360,20 @@ def setup_lines(shown: pd.DataFrame) -> list[str]:
             f"compared across setups differ by it too."]
 
 
+def settings_behind(cells: pd.DataFrame, runs: pd.DataFrame, column: str = "settings_tried") -> int:
+    """The hyperparameter settings behind a best table's cells (with_failed_rows'), each once: `column`
+    (settings_tried, settings_unfinished) summed over the cells, but a multi-task variant's (its label on a joint
+    row of `runs`) once per model: each of its settings trained once, jointly, and counts in every member task's
+    cell (its largest count there)."""
+    if cells.empty:
+        return 0
+    joint = set(runs.loc[runs["regime"] == Regime.MULTITASK.value, "method_label"]) if "regime" in runs else set()
+    counts = pd.to_numeric(cells[column], errors="coerce").fillna(0)
+    shared = cells["method_label"].isin(joint)
+    once = counts[shared].groupby([cells.loc[shared, "model"], cells.loc[shared, "method_label"]]).max()
+    return int(counts[~shared].sum() + once.sum())
+
+
 def with_failed_rows(best: pd.DataFrame, runs: pd.DataFrame | None = None) -> pd.DataFrame:
     """The best table (one suite's) with a row per variant whose every run of a task failed: the leaderboard's
     "all failed" cells (attrs["failed_only"]), so a variant tried and failed everywhere is told from one never

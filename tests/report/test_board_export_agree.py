@@ -56,6 +56,24 @@ def test_the_board_s_leaderboard_csv_has_the_trivial_baseline_row_export_writes(
     assert files["leaderboard-s.tex"] == export(url, "leaderboard", "latex", "--suite", "s", "--model", "minilm")
 
 
+def test_the_board_s_csv_download_comes_with_the_notes_file_export_writes_beside_it(tmp_path, monkeypatch):
+    """The Leaderboard page shows the table's notes (budgets differ, a failed cell, the average refused) and its
+    LaTeX and Markdown downloads carry them, but its CSV download had none of them: `harness export -o
+    leaderboard-s.csv` writes them to leaderboard-s.notes.txt. The board hands out that file beside its CSV."""
+    from tests.helpers import call_cli
+
+    text = ("name: s\nmodels: [minilm]\ntasks: [rte, mrpc]\nseeds: [1, 2]\n"
+            "methods: [{name: full, learning_rate: [1e-5, 2e-5]}, bitfit]\n")
+    url = store_of(tmp_path, [text], lambda c: None if (c.method, c.task) == ("bitfit", "mrpc") else 60.0 + c.seed)
+    files = downloads(lambda: list(board_pages(url, monkeypatch, "minilm", "rte", ("Leaderboard",))), monkeypatch)
+    out = tmp_path / "leaderboard-s.csv"
+    assert call_cli("export", "--db", url, "--table", "leaderboard", "--suite", "s", "--model", "minilm",
+                    "-o", out).returncode == 0
+    assert files["leaderboard-s.csv"] == out.read_text()
+    assert files["leaderboard-s.notes.txt"] == (tmp_path / "leaderboard-s.notes.txt").read_text()
+    assert "Tuning budgets differ on rte" in files["leaderboard-s.notes.txt"]
+
+
 def test_every_format_of_a_leaderboard_with_trivial_baselines_exports(tmp_path):
     """The trivial baseline row's empty counts (whole numbers kept whole beside it) must not take the other
     formats down: the JSON export of a store with trivial scores raised "boolean value of NA is ambiguous"."""

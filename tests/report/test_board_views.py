@@ -852,6 +852,55 @@ def test_the_runs_page_shows_more_runs_than_a_styler_may_hold(tmp_path, monkeypa
     assert list(element.value["% trained"]) == ["100.000", "9.000", "0.00031"]
 
 
+def test_the_leaderboard_caption_counts_a_multitask_setting_once(tmp_path, monkeypatch):
+    """full on rte and full jointly on rte+mrpc, 2 learning rates each: 4 settings trained, 3 (task, method) cells.
+    The caption said "from 6 hyperparameter settings": each joint setting counted once per member task's cell."""
+    from tests.report.test_table_claims import store_of
+
+    suite = ("name: s\nmodels: [minilm]\ntasks: [rte, {multitask: [rte, mrpc]}]\nseeds: [1, 2]\n"
+             "methods: [{name: full, learning_rate: [1e-5, 2e-5]}]\n")
+    url = store_of(tmp_path, [suite], lambda c: 60.0 + c.seed)
+    at = app(url, monkeypatch, suite="s", model="minilm", page="Leaderboard")
+    (caption,) = [c.value for c in at.caption if "cells from" in c.value]
+    assert caption.startswith("3 (task, method) cells from 4 hyperparameter settings tried;"), caption
+
+
+def test_streamlit_s_own_markup_and_bare_links_in_a_name_are_text_on_the_board(tmp_path, monkeypatch):
+    """Streamlit's Markdown reads `:red[x]` as x in red, `:smile:` as an emoji, `:material/home:` as an icon and a
+    bare www. or http:// as a link; md_escape let them through: a variant named so showed them so in the
+    Leaderboard's footnote and the Runs page's header. Every element that names it holds none of the patterns
+    Streamlit (remark-directive, remark-emoji, its icons, GFM's autolinks) looks for, and reads as typed."""
+    import html as html_lib
+
+    from sqlalchemy import text
+
+    from harness.report.export import WORD_JOINER
+    from tests.report.test_table_claims import store_of
+
+    markdown = pytest.importorskip("markdown")
+    name = " :red[x] :smile: :material/home: www.example.com http://e.org a@b.org"
+    suite = ("name: s\nmodels: [minilm]\ntasks: [rte, mrpc]\nseeds: [1, 2]\n"
+             "methods: [{name: full, learning_rate: [1e-5, 2e-5]}, bitfit]\n")
+    url = store_of(tmp_path, [suite], lambda c: None if (c.method, c.task) == ("bitfit", "mrpc") else 60.0 + c.seed)
+    store = Store(url)
+    with store.engine.begin() as conn:
+        conn.execute(text("UPDATE runs SET method_label = method_label || :n"), {"n": name})
+    store.engine.dispose()
+    # a directive with its text, a shortcode or an icon; an autolink
+    markup = re.compile(r":[a-z][\w-]*[\[{]|:[\w+-]+:|:material/|://|www\.|@[\w-]", re.I)
+    named = 0
+    for page in ("Leaderboard", "Runs"):
+        at = app(url, monkeypatch, suite="s", model="minilm", page=page)
+        for element in [*at.caption, *at.subheader, *at.info, *at.markdown]:
+            if "red[x]" not in element.value.replace(WORD_JOINER, ""):
+                continue
+            named += 1
+            assert not markup.search(re.sub(r"`[^`]*`", "", element.value)), (page, element.value)
+            shown = html_lib.unescape(re.sub(r"<[^>]+>", "", markdown.markdown(element.value)))
+            assert re.search("(full|bitfit)" + re.escape(name), shown.replace(WORD_JOINER, "")), (page, element.value)
+    assert named >= 3
+
+
 def test_a_name_is_text_in_the_board_s_captions_headers_and_messages(tmp_path, monkeypatch):
     """Streamlit reads st.caption, st.subheader and st.info as Markdown: a variant named `full *x* _y_` showed
     "full x y" with x and y in italics in the footnote's budget and average lines, the Runs and Task pages' headers

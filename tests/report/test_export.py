@@ -372,7 +372,7 @@ def test_a_csv_s_notes_go_beside_it_or_to_standard_error_and_pandas_still_reads_
     out = tmp_path / "lb.csv"
     proc = run_cli("export", "--db", url, "--table", "leaderboard", "-o", out)
     assert proc.returncode == 0 and proc.stderr == f"wrote {out} and its notes {tmp_path / 'lb.notes.txt'}\n"
-    assert (tmp_path / "lb.notes.txt").read_text().splitlines() == notes
+    assert (tmp_path / "lb.notes.txt").read_text().splitlines()[1:] == notes
     assert list(pd.read_csv(out)["method"]) == ["full", "bitfit"]
     proc = run_cli("export", "--db", url, "--table", "leaderboard")
     assert list(pd.read_csv(io.StringIO(proc.stdout))["method"]) == ["full", "bitfit"]
@@ -381,6 +381,27 @@ def test_a_csv_s_notes_go_beside_it_or_to_standard_error_and_pandas_still_reads_
     assert proc.returncode == 0 and not (tmp_path / "lb.notes.txt").exists() and proc.stderr == f"wrote {out}\n"
     (tmp_path / "lb.notes.txt").mkdir()
     assert_refused(run_cli("export", "--db", url, "--table", "leaderboard", "-o", out), "lb.notes.txt is a folder")
+
+
+def test_a_csv_export_never_replaces_or_removes_a_notes_file_it_did_not_write(tmp_path):
+    """-o lb.csv overwrote a hand-written lb.notes.txt with the table's notes, and removed it where the table had none.
+    An export's notes file starts with NOTES_MARK's line; any other file there is refused before anything is written."""
+    from harness.report.export import NOTES_MARK
+    from tests.helpers import call_cli
+    from tests.report.test_table_claims import store_of
+
+    text = ("name: s\nmodels: [minilm]\ntasks: [rte, mrpc]\nseeds: [1]\n"
+            "methods: [{name: full, learning_rate: [1e-5, 2e-5]}, bitfit]\n")
+    url = store_of(tmp_path, [text], lambda c: None if (c.method, c.task) == ("bitfit", "mrpc") else 60.0)
+    out, mine = tmp_path / "lb.csv", tmp_path / "lb.notes.txt"
+    mine.write_text("my own notes on lb.csv\n")
+    for table in ("leaderboard", "runs"):   # notes to write; none (the file would be removed)
+        assert_refused(call_cli("export", "--db", url, "--table", table, "-o", out), f"{mine} exists and is not")
+        assert mine.read_text() == "my own notes on lb.csv\n" and not out.exists()
+    mine.unlink()
+    assert call_cli("export", "--db", url, "--table", "leaderboard", "-o", out).returncode == 0
+    assert mine.read_text().startswith(f"{NOTES_MARK}lb.csv ") and len(mine.read_text().splitlines()) > 2
+    assert call_cli("export", "--db", url, "--table", "runs", "-o", out).returncode == 0 and not mine.exists()
 
 
 def test_underscores_tildes_and_dollars_in_a_name_are_text_in_every_markdown_table(tmp_path):

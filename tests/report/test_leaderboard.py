@@ -42,7 +42,8 @@ def test_leaderboard_shows_houlsby_protocol_numbers(store_url, monkeypatch):
     assert rows["full"]["% trained"] == "100.000"
     assert rows["full"]["params (all tasks)"].endswith("(2.00x)")       # a full model per task
     assert rows["houlsby(size=8,non_linearity=swish)"]["params (all tasks)"].endswith("(1.01x)")
-    assert [b.label for b in at.get("download_button")] == ["Download CSV", "Download LaTeX", "Download Markdown"]
+    assert [b.label for b in at.get("download_button")] == ["Download CSV", "Download CSV notes", "Download LaTeX",
+                                                            "Download Markdown"]
     # the 'final' vs 'best' evaluation switch changes the numbers
     at.sidebar.radio[0].set_value("best_score").run()
     rows = {r["method"]: r for _, r in at.dataframe[0].value.iterrows()}
