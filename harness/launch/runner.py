@@ -331,6 +331,11 @@ def _run_suite(store: Store | None, suite: Suite, db_url: str | None, data_dir: 
         _release_memory()
     suite_bar.close()
     say(end_line(suite, done, failures))
+    if state.num_processes > 1:
+        # the ablations below are rank 0's alone and run no collective: every rank leaves the group first, so the
+        # others end now instead of waiting for them at a barrier the group's timeout bounds (torch's 30 minutes:
+        # past it they failed with a traceback, their launcher stopped rank 0 in its ablations, and the run ended 1)
+        leave_process_group()
     if main and suite.model.ablate:
         try:
             failures += run_ablations(suite, store, ctx, say, worker, beat_s, timeout_s)
@@ -546,10 +551,10 @@ def _keep_alive(beat, interval_s: float):
 
 
 def leave_process_group(code: int = 0) -> None:
-    """Every rank waits for the others (rank 0 may still be recording or ablating), then the process group is
-    torn down: a rank that exits while gloo's threads still serve the group can abort ("terminate called
-    without an active exception"). `code`: run_suite's; after EXIT_GROUP_BROKEN no rank is waited for (one
-    ended: the barrier would fail)."""
+    """Every rank waits for the others (rank 0 may still be recording), then the process group is torn down: a
+    rank that exits while gloo's threads still serve the group can abort ("terminate called without an active
+    exception"). Called at the end of the cells, before rank 0's ablations (then a no-op). `code`: run_suite's;
+    after EXIT_GROUP_BROKEN no rank is waited for (one ended: the barrier would fail)."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
