@@ -125,14 +125,21 @@ def run_suite(suite: Suite, db_url: str | None, data_dir: str | None, output_dir
               lease_timeout_s: float | None = None, verbose: bool = False, trackers: dict | None = None) -> int:
     """_run_suite on the store, opened on rank 0 only and closed however the worker ends: on SQLite its last
     connection closing writes the -wal into the file and removes it, so the file alone holds every run (left
-    open, a worker's commits stayed in harness.db-wal after it ended, and a copy of harness.db held none)."""
-    store = Store(db_url) if process_state().is_main_process else None
+    open, a worker's commits stayed in harness.db-wal after it ended, and a copy of harness.db held none).
+    A worker stopped by a signal, or by a store out of reach, then requeues its Slurm task: `scontrol requeue`
+    ends this job's processes, so it comes only once the store is closed (before it, the cell given back was
+    left in the -wal of a process killed with the store open)."""
+    main = process_state().is_main_process
+    store = Store(db_url) if main else None
     try:
-        return _run_suite(store, suite, db_url, data_dir, output_dir, retry_failed, cache_dir, show_progress,
+        code = _run_suite(store, suite, db_url, data_dir, output_dir, retry_failed, cache_dir, show_progress,
                           heartbeat_s, lease_timeout_s, verbose, trackers)
     finally:
         if store is not None:
             store.engine.dispose()
+    if main and code in (EXIT_PREEMPTED, EXIT_STORE_UNREACHABLE):
+        requeue_slurm_task()
+    return code
 
 
 def _run_suite(store: Store | None, suite: Suite, db_url: str | None, data_dir: str | None, output_dir: str,
@@ -234,11 +241,9 @@ def _run_suite(store: Store | None, suite: Suite, db_url: str | None, data_dir: 
             break
         if claim == STOP:
             say(f"suite {suite.name}: {preempt.signal_name() or 'stop signal'} received; no further cell claimed")
-            if main:
-                requeue_slurm_task()
-            return EXIT_PREEMPTED
+            return EXIT_PREEMPTED   # (run_suite requeues the Slurm task, once the store is closed)
         if claim == GONE:
-            return _store_gone(main)
+            return _store_gone()
         if claim == NEXT:
             done += 1
             suite_bar.update(1)
@@ -280,9 +285,7 @@ def _run_suite(store: Store | None, suite: Suite, db_url: str | None, data_dir: 
                 why = "stopped by a signal, checkpointed" if isinstance(stop, Preempted) else "interrupted"
                 say(f"cell {cell.key}: {why}; {_give_back(store, claim, _progress(cell, stop))}")
             if isinstance(stop, Preempted):
-                if main:
-                    requeue_slurm_task()   # last: it ends this job's processes
-                return EXIT_PREEMPTED
+                return EXIT_PREEMPTED   # (run_suite requeues the Slurm task, once the store is closed)
             raise
         except (SystemExit, GeneratorExit):   # the process is ending: the worker with it, as on an interrupt
             raise
@@ -318,7 +321,7 @@ def _run_suite(store: Store | None, suite: Suite, db_url: str | None, data_dir: 
             broke = share(holder)
             broken, hung, gone = broke is not None, broke is not None and broken_group.timed_out(broke), holder[0]
         if gone:
-            return _store_gone(main)
+            return _store_gone()
         if broken:   # no further collective: no further cell
             say(broken_group.stop_line(suite.name, preempt.signal_name(), hung=hung))
             return EXIT_GROUP_BROKEN
@@ -328,13 +331,18 @@ def _run_suite(store: Store | None, suite: Suite, db_url: str | None, data_dir: 
         _release_memory()
     suite_bar.close()
     say(end_line(suite, done, failures))
+    if state.num_processes > 1:
+        # the ablations below are rank 0's alone and run no collective: every rank leaves the group first, so the
+        # others end now instead of waiting for them at a barrier the group's timeout bounds (torch's 30 minutes:
+        # past it they failed with a traceback, their launcher stopped rank 0 in its ablations, and the run ended 1)
+        leave_process_group()
     if main and suite.model.ablate:
         try:
             failures += run_ablations(suite, store, ctx, say, worker, beat_s, timeout_s)
         except attempt.StoreUnreachable as exc:
             say(f"suite {suite.name}: {exc}; the store is unreachable: this worker stops (the next worker to finish "
                 f"the suite runs the ablations left; one this worker held, once its lease goes stale)")
-            return _store_gone(main)
+            return _store_gone()
     return EXIT_FAILED if failures else EXIT_OK
 
 
@@ -455,11 +463,10 @@ def _record_kept(store: Store, claim: Claim, output_dir: str, bar: Progress, say
     return NEXT
 
 
-def _store_gone(main: bool) -> int:
+def _store_gone() -> int:
     """The store stayed unreachable: the lease is kept (not given back), since the cell's result is on disk and
-    must not be trained again; the worker's Slurm task is requeued and its claim takes the result (_record_kept)."""
-    if main:
-        requeue_slurm_task()
+    must not be trained again; the worker's Slurm task is requeued (run_suite) and its claim takes the result
+    (_record_kept)."""
     return EXIT_STORE_UNREACHABLE
 
 
@@ -544,10 +551,10 @@ def _keep_alive(beat, interval_s: float):
 
 
 def leave_process_group(code: int = 0) -> None:
-    """Every rank waits for the others (rank 0 may still be recording or ablating), then the process group is
-    torn down: a rank that exits while gloo's threads still serve the group can abort ("terminate called
-    without an active exception"). `code`: run_suite's; after EXIT_GROUP_BROKEN no rank is waited for (one
-    ended: the barrier would fail)."""
+    """Every rank waits for the others (rank 0 may still be recording), then the process group is torn down: a
+    rank that exits while gloo's threads still serve the group can abort ("terminate called without an active
+    exception"). Called at the end of the cells, before rank 0's ablations (then a no-op). `code`: run_suite's;
+    after EXIT_GROUP_BROKEN no rank is waited for (one ended: the barrier would fail)."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():

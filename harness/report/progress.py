@@ -317,11 +317,25 @@ def row_states(store, suite: str, lease_timeout: float | None = None) -> list[tu
     return [(cell_of(r), _state(r, r.cell_key in stale), r) for r in rows]
 
 
-def checkpointed_share(rec) -> float:
+def checkpointed_share(rec, steps_ran: float | None = None) -> float:
     """The share of a cell's steps its checkpoint holds (the store's checkpoint_step of checkpoint_total_steps,
-    written when a stop signal gave it back), 0 without one: a resumed cell runs only the steps after it."""
+    written when a stop signal gave it back), 0 without one: a resumed cell runs only the steps after it.
+    `steps_ran`: for a cell under a time limit, the steps its setting's completed cells ran (the limit stops the
+    loop before the steps it plans, and the time it has left counts on, harness/train/recipe.py: a checkpoint
+    at half of what the limit allows has half of the cell's time left, not most of it)."""
     step, total = checkpoint_step(rec)
-    return 0.0 if step is None else min(1.0, max(0.0, step / total))
+    if step is None:
+        return 0.0
+    if steps_ran:
+        total = min(total, steps_ran)
+    return min(1.0, max(0.0, step / total))
+
+
+def limit_steps(cell, done_records) -> float | None:
+    """The mean steps the completed runs `done_records` of a time-limited cell's setting ran (checkpointed_share's
+    steps_ran); None for a cell without a time limit, or none of them with a step count."""
+    steps = [rec.steps for rec in done_records if rec.steps]
+    return sum(steps) / len(steps) if cell.budget.get("time_limit_min") and steps else None
 
 
 def _state(rec, stale: bool) -> CellState:
@@ -471,8 +485,10 @@ def time_left(store, states: list[tuple], *, data_dir: str | None = None, now=No
             ran = 0.0
             if state == CellState.RUNNING and rec.started_at is not None:
                 ran = max(0.0, (now - rec.started_at).total_seconds())
-            g["todo"].append((cell, ran, state, checkpointed_share(rec)))
+            g["todo"].append((cell, ran, state, rec))
     for g in groups.values():
+        ran_steps = limit_steps(g["todo"][0][0], [rec for _, rec, _ in g["done"]]) if g["todo"] else None
+        g["todo"] = [(cell, ran, state, checkpointed_share(rec, ran_steps)) for cell, ran, state, rec in g["todo"]]
         g["times"] = [seconds for _, _, seconds in g["done"]]
         g["todo"].sort(key=lambda t: t[2] != CellState.RUNNING)   # the cell computing a pass now is charged it
         g["probe"] = any(cell_feature_sets(c) is not None for c, *_ in g["todo"])

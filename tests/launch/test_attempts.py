@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -452,6 +453,31 @@ def test_a_store_outage_at_a_stop_signal_still_requeues_and_the_requeued_task_re
     assert "taking over a stale lease" in err and "resumed from its checkpoint at step 1/40" in err, err[-3000:]
     (row,) = Store(db).records("a")
     assert row.status == Status.COMPLETED and row.attempts == 2
+
+
+def test_a_stop_signal_under_slurm_closes_the_store_before_its_requeue_ends_the_worker(tmp_path, tiny_bert,
+                                                                                         small_glue):
+    """`scontrol requeue` ends the job's processes at once (SIGKILL here, as the fake plays it). The worker
+    requeued inside its loop, before the store was closed: the cell it had just given back, and the queue itself,
+    were only in the -wal, and a copy of harness.db alone held no run. The requeue now comes after the close."""
+    suite = _suite(tmp_path, tiny_bert, budget="{max_steps: 400}")
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "scontrol").write_text(f'#!/bin/bash\n{SCONTROL_SHOWS_RUNNING}kill -9 $PPID\n')
+    (fake_bin / "scontrol").chmod(0o755)
+    db = tmp_path / "h.db"
+    w = start_worker(tmp_path, suite, f"sqlite:///{db}", small_glue,
+                     env={"PATH": f"{fake_bin}:{os.environ['PATH']}", "SLURM_JOB_ID": "77",
+                          "HARNESS_SLURM_REQUEUE": "1"})
+    _wait_for_claims(w, 1)
+    w.send_signal(signal.SIGUSR2)
+    _, err = w.communicate(timeout=300)
+    assert w.returncode == -signal.SIGKILL and "scontrol requeue" in err, err[-3000:]   # the fake ended it
+    assert not (tmp_path / "h.db-wal").exists()
+    (tmp_path / "copy").mkdir()
+    shutil.copy(db, tmp_path / "copy" / "h.db")   # the file alone
+    (row,) = Store(f"sqlite:///{tmp_path / 'copy' / 'h.db'}").records("a")
+    assert row.status == Status.PENDING and row.checkpoint_total_steps == 400, err[-3000:]
 
 
 NUL_FAILURE = """

@@ -788,3 +788,20 @@ def test_a_checkpointed_cell_is_priced_by_the_steps_it_has_left(tmp_path):
     assert [cells[c.key]["checkpoint_step"] for c in (first, given_back, resumed)] == [None, 275, 275]
     done(store, claim, 19.0, 3.0)
     assert (store.get(claim.id).checkpoint_step, store.get(claim.id).checkpoint_total_steps) == (None, None)
+
+
+TIME_LIMITED = CHECKPOINTED.replace("{max_steps: 1500,", "{max_steps: 1500, time_limit_min: 0.5,")
+
+
+def test_a_checkpointed_cell_under_a_time_limit_is_priced_by_the_steps_the_limit_allows(tmp_path):
+    """A time limit stops a cell before the steps its loop plans: the completed cell ran 200 of 1,500 in its
+    30 s. A cell given back at step 100 has done half of what the limit allows, 33 s x 100 / 200 = 16.5 s left
+    (status priced it by the planned 1,500: 33 s x 1400 / 1500 = 30.8 s)."""
+    suite = write_suite(tmp_path / "tl.yaml", TIME_LIMITED)
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    store = Store(url)
+    first, given_back, _ = parse_suite(TIME_LIMITED, str(suite)).cells()
+    done(store, store.start(first, first.config(), "cmd", None, worker=worker("a")), 30.0, 3.0, steps=200)
+    assert store.release(store.start(given_back, given_back.config(), "cmd", None, worker=worker("b")), (100, 1500))
+    e = json.loads(call_cli("status", suite, "--db", url, "--json").stdout)["estimate"]
+    assert e["work_s"] == pytest.approx(33.0 * 100 / 200 + 33.0)   # and the third cell, never started: whole

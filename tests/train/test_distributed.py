@@ -572,3 +572,44 @@ hparams: {{batch_size: 4, eval_batch_size: 4}}
     passes = rec.extra["flop_count"]["encoder_pass_flops"]
     assert passes["train"] < rec.train_flops < 1.02 * passes["train"], (rec.train_flops, passes)
     assert passes["eval"] < rec.eval_flops < 1.02 * passes["eval"], (rec.eval_flops, passes)
+
+
+# harness/run.py with the DDP group's timeout scaled down from torch's 30 minutes to 5 s, and an ablation that
+# takes 10 s (a large dev set's every span of layers)
+SLOW_ABLATION = """
+import datetime, sys, time
+import torch.distributed.distributed_c10d as c10d
+c10d.default_pg_timeout = datetime.timedelta(seconds=5)
+from harness.analysis import ablate
+from harness.cli import main
+real = ablate.ablate
+def slow(*args, **kwargs):
+    time.sleep(10)
+    return real(*args, **kwargs)
+ablate.ablate = slow
+raise SystemExit(main(["run", *sys.argv[1:]]))
+"""
+
+
+def test_ablations_longer_than_the_group_timeout_end_the_run_well(tmp_path, tiny_bert, small_glue):
+    """Rank 0 runs the suite's ablations alone; the other ranks waited for it at the group's closing barrier, which
+    the group's timeout bounds: past it rank 1 failed ("Timed out waiting"), its launcher stopped rank 0 in its
+    ablations, and the run ended 1 though every cell completed. The ranks now leave the group before them."""
+    from harness.launch.runner import ABLATION
+
+    suite = write_suite(tmp_path / "s.yaml", f"""
+name: ab
+models: ["{tiny_bert}"]
+tasks: [rte]
+methods: [{{name: houlsby, size: 4}}]
+budgets: [{{max_steps: 2}}]
+hparams: {{batch_size: 4, eval_batch_size: 4}}
+ablate: [{{task: rte, method: houlsby}}]
+""")
+    script = tmp_path / "slow.py"
+    script.write_text(SLOW_ABLATION)
+    proc = launch(tmp_path, suite, small_glue, script=script)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    store = Store(f"sqlite:///{tmp_path / 'h.db'}")
+    (run,) = store.records("ab")
+    assert [a.run_id for a in store.analyses("ab", ABLATION)] == [run.id]
