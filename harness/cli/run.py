@@ -47,6 +47,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
+    from harness.launch import workers as local_workers
     from harness.plan.preflight import preflight
     from harness.plan.suite import load_suite
     from harness.spec.status import lease_timing
@@ -57,6 +58,7 @@ def run(args) -> int:
     suite = load_suite(args.suite, args.max_cells)  # invalid input: exit 2 before anything is written
     lease_timing(args.heartbeat_s, args.lease_timeout_s)   # (the workers read them again: checked here, once)
     workers = _workers(args)   # None: the default, which asks torch for a GPU, so only once there is work
+    local_workers.check_threads(args.threads_per_worker)
     # models, data, adapters, trackers installed: before the first cell, still writing nothing
     preflight(suite, args.data_dir, args.log_with)
     from harness.launch.output_binding import check_output_dir
@@ -68,7 +70,6 @@ def run(args) -> int:
     if idle:   # said from the store alone: an idle worker does not import torch, transformers and adapters
         print("\n".join(idle), file=sys.stderr, flush=True)
         return 0
-    from harness.launch import workers as local_workers
     from harness.plan.preflight import tracker_settings
 
     workers = workers or local_workers.default_workers()

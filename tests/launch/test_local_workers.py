@@ -14,8 +14,8 @@ from sqlalchemy.exc import OperationalError
 
 from harness.spec.errors import EXIT_PREEMPTED
 from harness.store.db import Store
-from tests.helpers.cli import assert_refused, run_cli
-from tests.helpers.files import suite_yaml, write_suite
+from tests.helpers.cli import assert_refused, call_cli, run_cli
+from tests.helpers.files import listing, suite_yaml, write_suite
 from tests.helpers.slurm_cluster import SCONTROL_SHOWS_RUNNING
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -55,6 +55,18 @@ def test_bad_worker_counts_are_refused(tmp_path, tiny_bert, small_glue):
     for name in ("HARNESS_WORKERS", "WORLD_SIZE"):
         assert_refused(run_cli("run", suite, *args, cwd=tmp_path, env={name: "\u00b2"}), f"{name}='\u00b2'")
     assert not db.exists() and not (tmp_path / "out").exists()
+
+
+def test_more_threads_than_the_machine_has_cpus_are_refused(tmp_path, tiny_bert, small_glue):
+    """99999999999999999999 threads reached torch.set_num_threads after the store was created: a ValueError
+    traceback (exit 1) and results/harness.db left behind."""
+    suite = _suite(tmp_path, tiny_bert, "t")
+    before = listing(tmp_path)
+    for threads in (str(10 ** 20), str((os.cpu_count() or 1) + 1)):
+        assert_refused(call_cli("run", suite, "--db", f"sqlite:///{tmp_path / 'h.db'}", "--output-dir",
+                                tmp_path / "out", "--data-dir", small_glue, "--threads-per-worker", threads),
+                       f"--threads-per-worker: {threads} threads, but this machine has {os.cpu_count()} CPU(s)")
+    assert listing(tmp_path) == before
 
 
 def _running(db: str, path) -> list:
