@@ -57,7 +57,7 @@ def run(args) -> int:
 
     suite = load_suite(args.suite, args.max_cells)  # invalid input: exit 2 before anything is written
     lease_timing(args.heartbeat_s, args.lease_timeout_s)   # (the workers read them again: checked here, once)
-    workers = _workers(args)   # None: the default, which asks torch for a GPU, so only once there is work
+    workers = _workers(args, suite)   # None: the default, which asks torch for a GPU, so only once there is work
     local_workers.check_threads(args.threads_per_worker)
     # models, data, adapters, trackers installed: before the first cell, still writing nothing
     preflight(suite, args.data_dir, args.log_with)
@@ -112,17 +112,22 @@ def _nothing_to_do(suite, args) -> list[str] | None:
         store.engine.dispose()
 
 
-def _workers(args) -> int | None:
+def _workers(args, suite) -> int | None:
     """--workers (or HARNESS_WORKERS), checked: several local workers are plain processes, not ranks of a
-    launcher. None where neither is given and this process is a launcher's only rank: the default."""
-    from harness.launch.workers import launcher_ranks, workers_asked
+    launcher, and at most one per cell of the grid (the ones beyond never have a cell to claim: 10**20 of them
+    were spawned until the kernel killed processes for memory). None where neither is given and this process is
+    a launcher's only rank: the default."""
+    from harness.launch.workers import ENV_WORKERS, launcher_ranks, workers_asked
 
     ranks = launcher_ranks()
     if args.workers and args.workers > 1 and ranks > 1:
         raise InputError(f"--workers {args.workers}: this process is one of {ranks} ranks of a launcher "
                          f"(accelerate launch); start several launchers instead, or drop --workers")
-    if args.workers:
-        return args.workers
-    if ranks > 1:
+    if ranks > 1 and not args.workers:
         return 1
-    return workers_asked()
+    workers, source = (args.workers, "--workers") if args.workers else (workers_asked(), ENV_WORKERS)
+    cells = len(suite.cells(num_processes=1))   # (several workers: each one process, ranks refused above)
+    if workers and workers > cells:
+        raise InputError(f"{source}: {workers} workers, but suite {suite.name} has {cells} cell(s): a worker "
+                         f"beyond one per cell never has one to claim")
+    return workers
