@@ -25,11 +25,13 @@ def suite(tmp_path, tiny_bert):
     (["--heartbeat-s", "-1"], "--heartbeat-s"), (["--heartbeat-s", "nan"], "--heartbeat-s"),
     (["--lease-timeout-s", "inf"], "--lease-timeout-s"),
     (["--lease-timeout-s", "10", "--heartbeat-s", "30"], "--lease-timeout-s (10) must be at least twice"),
+    (["--heartbeat-s", "1e300", "--lease-timeout-s", "1e301"], "--heartbeat-s: must be at most 31536000 seconds"),
 ])
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_run_checks_the_lease_timing_before_it_creates_the_store(tmp_path, suite, flags, option, workers):
     """The lease timing was checked by each worker: after the store was created, and with two workers as a
-    traceback per worker (exit 1)."""
+    traceback per worker (exit 1). A heartbeat past what a thread can wait (1e300 s) was a traceback in the
+    heartbeat thread while the cell trained, its lease never renewed."""
     before = listing(tmp_path)
     r = call_cli("run", suite, "--workers", workers, "--db", f"sqlite:///{tmp_path / 'db' / 'h.db'}",
                  "--output-dir", tmp_path / "out", *flags)
