@@ -258,6 +258,21 @@ def check_accelerate_config(path: str) -> None:
         raise InputError(f"--accelerate-config: cannot read {path} ({getattr(e, 'strerror', None) or e})") from None
     if not isinstance(config, dict):
         raise InputError(f"--accelerate-config: {path} is not a mapping of accelerate settings")
+    # what `accelerate launch --config_file` refuses in every array task (a misspelt setting, no distributed_type):
+    # read here as accelerate reads it
+    from accelerate.commands.config.config_args import ClusterConfig, load_config_from_file
+
+    from harness.spec.errors import did_you_mean
+
+    known = set(ClusterConfig.__dataclass_fields__) | {"fp16", "dynamo_backend"}   # (old spellings it converts)
+    unknown = [str(k) for k in config if str(k) not in known]
+    if unknown and config.get("compute_environment", "LOCAL_MACHINE") == "LOCAL_MACHINE":
+        raise InputError(f"--accelerate-config: {path}: {unknown[0]}: not an accelerate setting"
+                         f"{did_you_mean(unknown[0], known)}")
+    try:
+        load_config_from_file(path)
+    except (ValueError, TypeError, KeyError) as e:
+        raise InputError(f"--accelerate-config: {path}: accelerate refuses it: {str(e).splitlines()[0]}") from None
 
 
 def shipped_config(name: str) -> str | None:
