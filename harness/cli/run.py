@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from harness.cli.common import (add_cache_dir, add_data_dir, add_db, add_lease_timeout, add_max_cells, add_output_dir,
-                                add_suite, positive_int)
+                                add_suite, check_workers, positive_int)
 from harness.spec.errors import InputError
 
 HELP = "train and evaluate every cell of a suite that is not done yet"
@@ -114,9 +114,8 @@ def _nothing_to_do(suite, args) -> list[str] | None:
 
 def _workers(args, suite) -> int | None:
     """--workers (or HARNESS_WORKERS), checked: several local workers are plain processes, not ranks of a
-    launcher, and at most one per cell of the grid (the ones beyond never have a cell to claim: 10**20 of them
-    were spawned until the kernel killed processes for memory). None where neither is given and this process is
-    a launcher's only rank: the default."""
+    launcher, and at most one per cell of the grid. None where neither is given and this process is a launcher's
+    only rank: the default."""
     from harness.launch.workers import ENV_WORKERS, launcher_ranks, workers_asked
 
     ranks = launcher_ranks()
@@ -126,8 +125,5 @@ def _workers(args, suite) -> int | None:
     if ranks > 1 and not args.workers:
         return 1
     workers, source = (args.workers, "--workers") if args.workers else (workers_asked(), ENV_WORKERS)
-    cells = len(suite.cells(num_processes=1))   # (several workers: each one process, ranks refused above)
-    if workers and workers > cells:
-        raise InputError(f"{source}: {workers} workers, but suite {suite.name} has {cells} cell(s): a worker "
-                         f"beyond one per cell never has one to claim")
+    check_workers(workers, suite, source)
     return workers

@@ -99,6 +99,7 @@ def test_bad_flags_exit_2(tmp_path, tiny_bert):
     (tmp_path / "typo.yaml").write_text("distributed_type: MULTI_GPU\nmixed_precison: bf16\n")
     (tmp_path / "nodist.yaml").write_text("mixed_precision: bf16\n")
     for flags, field in ((["--workers", "0"], "--workers"), (["--workers", "2", "--time", "soon"], "--time"),
+                         (["--workers", "7"], "--workers: 7 workers, but suite s has 6 cell(s)"),
                          (["--workers", "2", "--accelerate-config", "nope.yaml"],
                           "--accelerate-config: no such file: nope.yaml"),
                          # a folder is there, but is no config file: said so, not "no such file"
