@@ -126,6 +126,21 @@ def test_ablate_refuses_a_run_before_it_opens_the_store_for_writing(tmp_path, re
     assert at_rest(tmp_path) == before, "nothing written: the store is still at 0004"
 
 
+def test_ablate_of_a_run_whose_store_keeps_no_adapter_folder_does_not_say_none(tmp_path):
+    """The refusal read `run 7: no saved adapter (adapter methods save one; looked at None)`."""
+    from harness.store.db import Store
+
+    url = fixture_store.build(tmp_path / "fx.db")   # no predictions_dir: no run has an output folder
+    store = Store(url, read_only=True)
+    run = next(r for r in store.records() if r.method == "houlsby" and r.status == "completed")
+    store.engine.dispose()
+    before = at_rest(tmp_path)
+    line = assert_refused(call_cli("ablate", str(run.id), "--db", url, "--cache-dir", tmp_path / "cache"),
+                          f"run {run.id}: no saved adapter: the store keeps no adapter folder for it")
+    assert "None" not in line
+    assert at_rest(tmp_path) == before
+
+
 def test_a_store_that_is_not_there_yet_is_named_by_export_and_all_pending_to_status(tmp_path):
     """export said "error: no store at ..." without naming the option; status before any worker has created the
     store reports every cell pending (and creates nothing)."""
