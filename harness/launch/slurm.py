@@ -275,6 +275,8 @@ def check_accelerate_config(path: str) -> None:
                          f"({getattr(e, 'problem', None) or str(e).splitlines()[0]})") from None
     except (OSError, UnicodeDecodeError) as e:
         raise InputError(f"--accelerate-config: cannot read {path} ({getattr(e, 'strerror', None) or e})") from None
+    except RecursionError:   # PyYAML builds nested values recursively: 5,000 brackets were a traceback
+        raise InputError(f"--accelerate-config: {path}: nested too deep to be accelerate settings") from None
     if not isinstance(config, dict):
         raise InputError(f"--accelerate-config: {path} is not a mapping of accelerate settings")
     if duplicate:   # accelerate keeps the last one silently

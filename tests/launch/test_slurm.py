@@ -98,6 +98,7 @@ def test_bad_flags_exit_2(tmp_path, tiny_bert):
     suite = write_suite(tmp_path / "s.yaml", suite_text(tiny_bert, "s"))
     (tmp_path / "typo.yaml").write_text("distributed_type: MULTI_GPU\nmixed_precison: bf16\n")
     (tmp_path / "nodist.yaml").write_text("mixed_precision: bf16\n")
+    (tmp_path / "deep.yaml").write_text("a: " + "[" * 5000 + "]" * 5000 + "\n")
     (tmp_path / "twice.yaml").write_text("distributed_type: MULTI_GPU\nmixed_precision: bf16\nmixed_precision: 'no'\n")
     for flags, field in ((["--workers", "0"], "--workers"), (["--workers", "2", "--time", "soon"], "--time"),
                          (["--workers", "7"], "--workers: 7 workers, but suite s has 6 cell(s)"),
@@ -112,7 +113,9 @@ def test_bad_flags_exit_2(tmp_path, tiny_bert):
                          (["--workers", "1", "--accelerate-config", "nodist.yaml"],
                           "nodist.yaml: accelerate refuses it: A `distributed_type` must be specified"),
                          (["--workers", "1", "--accelerate-config", "twice.yaml"],
-                          "twice.yaml:3: mixed_precision: duplicate key (first at line 2)")):
+                          "twice.yaml:3: mixed_precision: duplicate key (first at line 2)"),
+                         (["--workers", "1", "--accelerate-config", "deep.yaml"],   # was a RecursionError
+                          "deep.yaml: nested too deep to be accelerate settings")):
         assert_refused(run_cli("slurm", suite, *flags, "--dry-run", cwd=tmp_path), field)
 
 
