@@ -400,6 +400,18 @@ def test_an_output_folder_is_bound_to_the_store_whose_runs_it_holds(tmp_path, su
     assert again.returncode == 0 and "1 already completed" in again.stderr, again.stderr[-2000:]
 
 
+@pytest.mark.parametrize("mark, expect", [("[" * 100000, "cannot read"), ("[]", "does not name a store")],
+                         ids=["nested", "a list"])
+def test_an_output_folder_mark_that_is_no_store_s_is_refused_in_one_line(tmp_path, suite, small_glue, mark, expect):
+    """A mark nested past the JSON decoder's recursion limit was a RecursionError traceback (exit 1)."""
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / ".harness-store.json").write_text(mark)
+    before = listing(tmp_path)
+    assert_refused(call_cli("run", suite, "--db", f"sqlite:///{tmp_path / 'h.db'}", "--output-dir", tmp_path / "out",
+                            "--data-dir", small_glue), expect, where="--output-dir")
+    assert listing(tmp_path) == before
+
+
 @pytest.mark.parametrize("command, owner", [("slurm", "this store"), ("slurm", "another store"),
                                             ("run", "another store")])
 def test_reading_the_store_an_output_folder_names_leaves_nothing_beside_it(tmp_path, suite, small_glue, command,
