@@ -47,7 +47,9 @@ def load_trained_adapter(record, base_dir: str = ".", trust_remote_code: bool = 
     from harness.train.models import load_for_task
     from harness.spec.tasks import get_task
 
-    if not record.adapter_path or not os.path.isdir(record.adapter_path):
+    if not record.adapter_path:   # (a store written without output folders)
+        raise InputError(f"run {record.id}: no saved adapter: the store keeps no adapter folder for it")
+    if not os.path.isdir(record.adapter_path):
         raise InputError(f"run {record.id}: no saved adapter (adapter methods save one; looked at "
                          f"{record.adapter_path})")
     task = get_task(record.task)

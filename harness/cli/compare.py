@@ -22,7 +22,20 @@ def add_arguments(p) -> None:
     p.add_argument("--model", default=None, help="with --task: the model (when the store has several)")
     p.add_argument("--task", default=None, help="compare method variants on this task (A and B, runs paired by "
                                                 "seed; or, without A and B, every variant against the best)")
-    p.add_argument("--resamples", type=positive_int, default=1000, help="bootstrap resamples (default: %(default)s)")
+    p.add_argument("--resamples", type=resamples, default=1000,
+                   help="bootstrap resamples (default: %(default)s; at most a million)")
+
+
+def resamples(text: str) -> int:
+    """--resamples: a whole number from 1 to MAX_RESAMPLES."""
+    import argparse
+
+    from harness.stats.significance import MAX_RESAMPLES
+
+    value = positive_int(text)
+    if value > MAX_RESAMPLES:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_RESAMPLES} (got {value})")
+    return value
 
 
 def run(args) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from harness.cli.common import (add_cache_dir, add_data_dir, add_db, add_lease_timeout, add_max_cells, add_output_dir,
-                                add_suite, positive_int)
+                                add_suite, check_workers, positive_int)
 from harness.spec.errors import InputError
 
 HELP = "train and evaluate every cell of a suite that is not done yet"
@@ -47,6 +47,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
+    from harness.launch import workers as local_workers
     from harness.plan.preflight import preflight
     from harness.plan.suite import load_suite
     from harness.spec.status import lease_timing
@@ -56,7 +57,8 @@ def run(args) -> int:
 
     suite = load_suite(args.suite, args.max_cells)  # invalid input: exit 2 before anything is written
     lease_timing(args.heartbeat_s, args.lease_timeout_s)   # (the workers read them again: checked here, once)
-    workers = _workers(args)   # None: the default, which asks torch for a GPU, so only once there is work
+    workers = _workers(args, suite)   # None: the default, which asks torch for a GPU, so only once there is work
+    local_workers.check_threads(args.threads_per_worker)
     # models, data, adapters, trackers installed: before the first cell, still writing nothing
     preflight(suite, args.data_dir, args.log_with)
     from harness.launch.output_binding import check_output_dir
@@ -68,7 +70,6 @@ def run(args) -> int:
     if idle:   # said from the store alone: an idle worker does not import torch, transformers and adapters
         print("\n".join(idle), file=sys.stderr, flush=True)
         return 0
-    from harness.launch import workers as local_workers
     from harness.plan.preflight import tracker_settings
 
     workers = workers or local_workers.default_workers()
@@ -111,17 +112,18 @@ def _nothing_to_do(suite, args) -> list[str] | None:
         store.engine.dispose()
 
 
-def _workers(args) -> int | None:
+def _workers(args, suite) -> int | None:
     """--workers (or HARNESS_WORKERS), checked: several local workers are plain processes, not ranks of a
-    launcher. None where neither is given and this process is a launcher's only rank: the default."""
-    from harness.launch.workers import launcher_ranks, workers_asked
+    launcher, and at most one per cell of the grid. None where neither is given and this process is a launcher's
+    only rank: the default."""
+    from harness.launch.workers import ENV_WORKERS, launcher_ranks, workers_asked
 
     ranks = launcher_ranks()
     if args.workers and args.workers > 1 and ranks > 1:
         raise InputError(f"--workers {args.workers}: this process is one of {ranks} ranks of a launcher "
                          f"(accelerate launch); start several launchers instead, or drop --workers")
-    if args.workers:
-        return args.workers
-    if ranks > 1:
+    if ranks > 1 and not args.workers:
         return 1
-    return workers_asked()
+    workers, source = (args.workers, "--workers") if args.workers else (workers_asked(), ENV_WORKERS)
+    check_workers(workers, suite, source)
+    return workers

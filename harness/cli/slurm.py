@@ -6,7 +6,7 @@ import os
 import shlex
 import subprocess
 
-from harness.cli.common import add_db, add_output_dir, add_suite, non_negative_int, positive_int
+from harness.cli.common import add_db, add_output_dir, add_suite, check_workers, non_negative_int, positive_int
 from harness.spec.errors import EXIT_FAILED, EXIT_OK, InputError
 
 HELP = "submit a suite as a Slurm array of workers on one store (or print the script)"
@@ -56,6 +56,7 @@ def run(args) -> int:
     from harness.spec.layout import RunLayout
 
     suite = load_suite(args.suite)
+    check_workers(args.workers, suite)   # each array task one worker: 10**20 of them made a script (exit 0)
     if args.wait and args.dry_run:
         raise InputError("--wait: nothing is submitted with --dry-run, so there is nothing to wait for")
     # a data folder every array task would fail on, as `harness run` refuses it

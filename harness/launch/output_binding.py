@@ -27,7 +27,7 @@ def bound_store(output_dir: str) -> dict | None:
             mark = json.load(f)
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:   # (RecursionError: nested past the decoder's limit)
         raise InputError(f"--output-dir: cannot read {path} ({e}); it names the store this folder belongs to")
     if not isinstance(mark, dict) or not isinstance(mark.get("store_id"), str):
         raise InputError(f"--output-dir: {path} does not name a store (no store_id); it names the store this "

@@ -242,6 +242,23 @@ def check_worker_db(url: str) -> None:
         make_engine(url, read_only=True).dispose()
 
 
+def _duplicate_key(node) -> tuple[str, int, int] | None:
+    """The first key given twice in one mapping of a YAML node tree: (key, its line, the first one's line)."""
+    from yaml.nodes import MappingNode, SequenceNode
+
+    if isinstance(node, MappingNode):
+        seen = {}
+        for key, value in node.value:
+            name = str(key.value)
+            if name in seen:
+                return name, key.start_mark.line + 1, seen[name]
+            seen[name] = key.start_mark.line + 1
+        children = [value for _, value in node.value]
+    else:
+        children = node.value if isinstance(node, SequenceNode) else []
+    return next(filter(None, map(_duplicate_key, children)), None)
+
+
 def check_accelerate_config(path: str) -> None:
     """A config `accelerate launch` can read (it parses it with yaml.safe_load into a mapping of settings): one
     that does not parse is refused here, not by every array task."""
@@ -249,15 +266,38 @@ def check_accelerate_config(path: str) -> None:
 
     try:
         with open(path, encoding="utf-8") as f:
-            config = yaml.safe_load(f)
+            text = f.read()
+        config = yaml.safe_load(text)
+        duplicate = _duplicate_key(yaml.compose(text))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         raise InputError(f"--accelerate-config: {path}{f':{mark.line + 1}' if mark else ''}: not YAML "
                          f"({getattr(e, 'problem', None) or str(e).splitlines()[0]})") from None
     except (OSError, UnicodeDecodeError) as e:
         raise InputError(f"--accelerate-config: cannot read {path} ({getattr(e, 'strerror', None) or e})") from None
+    except RecursionError:   # PyYAML builds nested values recursively: 5,000 brackets were a traceback
+        raise InputError(f"--accelerate-config: {path}: nested too deep to be accelerate settings") from None
     if not isinstance(config, dict):
         raise InputError(f"--accelerate-config: {path} is not a mapping of accelerate settings")
+    if duplicate:   # accelerate keeps the last one silently
+        key, line, first = duplicate
+        raise InputError(f"--accelerate-config: {path}:{line}: {key}: duplicate key (first at line {first}); YAML "
+                         f"would silently keep only the last one")
+    # what `accelerate launch --config_file` refuses in every array task (a misspelt setting, no distributed_type):
+    # read here as accelerate reads it
+    from accelerate.commands.config.config_args import ClusterConfig, load_config_from_file
+
+    from harness.spec.errors import did_you_mean
+
+    known = set(ClusterConfig.__dataclass_fields__) | {"fp16", "dynamo_backend"}   # (old spellings it converts)
+    unknown = [str(k) for k in config if str(k) not in known]
+    if unknown and config.get("compute_environment", "LOCAL_MACHINE") == "LOCAL_MACHINE":
+        raise InputError(f"--accelerate-config: {path}: {unknown[0]}: not an accelerate setting"
+                         f"{did_you_mean(unknown[0], known)}")
+    try:
+        load_config_from_file(path)
+    except (ValueError, TypeError, KeyError) as e:
+        raise InputError(f"--accelerate-config: {path}: accelerate refuses it: {str(e).splitlines()[0]}") from None
 
 
 def shipped_config(name: str) -> str | None:

@@ -72,6 +72,14 @@ def default_workers() -> int:
     return 1 if torch.cuda.is_available() else min(DEFAULT_CPU_WORKERS, physical_cores())
 
 
+def check_threads(threads_per_worker: int | None) -> None:
+    """--threads-per-worker, at most the CPUs this machine has: more only oversubscribe them, and a number past
+    a C long reached torch.set_num_threads as a traceback, after the store was created."""
+    cpus = os.cpu_count() or 1
+    if threads_per_worker and threads_per_worker > cpus:
+        raise InputError(f"--threads-per-worker: {threads_per_worker} threads, but this machine has {cpus} CPU(s)")
+
+
 def threads_for(workers: int, threads_per_worker: int | None) -> int | None:
     """Threads each worker uses: as asked, else the cores shared out (None: one worker, torch's own default)."""
     if threads_per_worker:

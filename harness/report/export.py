@@ -884,6 +884,8 @@ def _check_file(path: str, db: str | None, what: str) -> None:
     real = output_file(path)
     if os.path.isdir(real):
         raise InputError(f"{what}: {path} is a folder; give the name of a file to write")
+    if str(path).endswith(("/", os.sep)):   # a folder to be: realpath drops the slash, and a file took its name
+        raise InputError(f"{what}: {path} names a folder (it ends in /); give the name of a file to write")
     parent = os.path.dirname(real)
     if not os.path.isdir(parent):
         state = "is not a folder" if os.path.exists(parent) else "does not exist"

@@ -95,7 +95,7 @@ def _json_object(path: str | None) -> dict | None:
     try:
         with open(path, encoding="utf-8") as f:
             found = json.load(f)
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):   # (RecursionError: nested past the decoder's limit)
         return None
     return found if isinstance(found, dict) else None
 

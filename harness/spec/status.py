@@ -59,6 +59,10 @@ def share(part: float, whole: float) -> str:
 # lease timing (each overridable per worker: --heartbeat-s / --lease-timeout-s, or the HARNESS_ variables)
 DEFAULT_HEARTBEAT_S = 30.0        # a worker renews its lease this often
 DEFAULT_LEASE_TIMEOUT_S = 300.0   # a lease without a heartbeat for this long is stale: the cell is taken over
+# the longest a seconds option may be (heartbeat, lease timeout, status --watch): a year is longer than any of them
+# means; past about 9.2e9 s a thread's wait or a sleep raises OverflowError (1e300: a traceback in the heartbeat
+# thread while the cell trained, its lease never renewed)
+MAX_SECONDS = 365 * 24 * 3600.0
 # The staleness rule: a running cell's lease is stale when its last heartbeat is missing or older than the lease
 # timeout, on the database's clock (never a worker's). It is SQL: harness.store.queue.stale_lease, used by claims
 # and by `harness status` alike.
@@ -93,6 +97,8 @@ def _seconds(value, env: str, default: float, flag: str) -> tuple[float, str]:
         source = env if raw else flag
     if not (value > 0 and math.isfinite(value)):   # nan and inf too: a lease that never goes stale is no lease
         raise InputError(f"{source}: must be a positive number of seconds, not {value}")
+    if value > MAX_SECONDS:
+        raise InputError(f"{source}: must be at most {MAX_SECONDS:.0f} seconds (a year), not {value:g}")
     return float(value), source
 
 

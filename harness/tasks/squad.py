@@ -67,7 +67,8 @@ def read_squad_json(task, path: str) -> QASplit:
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:   # JSON lines, a hub export, not text at all
+    # JSON lines, a hub export, not text at all; nested past the decoder's recursion limit
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise DataNotFoundError(f"task {task.name}: {path} is not one JSON document ({e}); expected the official "
                                 f"SQuAD format") from None
     return _questions(task, data, file_source(path), path)

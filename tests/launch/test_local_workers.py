@@ -10,12 +10,13 @@ import subprocess
 import sys
 import time
 
+import pytest
 from sqlalchemy.exc import OperationalError
 
 from harness.spec.errors import EXIT_PREEMPTED
 from harness.store.db import Store
-from tests.helpers.cli import assert_refused, run_cli
-from tests.helpers.files import suite_yaml, write_suite
+from tests.helpers.cli import assert_refused, call_cli, run_cli
+from tests.helpers.files import listing, suite_yaml, write_suite
 from tests.helpers.slurm_cluster import SCONTROL_SHOWS_RUNNING
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -55,6 +56,32 @@ def test_bad_worker_counts_are_refused(tmp_path, tiny_bert, small_glue):
     for name in ("HARNESS_WORKERS", "WORLD_SIZE"):
         assert_refused(run_cli("run", suite, *args, cwd=tmp_path, env={name: "\u00b2"}), f"{name}='\u00b2'")
     assert not db.exists() and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("given, env", [(["--workers", "5"], {}), ([], {"HARNESS_WORKERS": "5"})])
+def test_more_workers_than_cells_are_refused(tmp_path, tiny_bert, small_glue, given, env, monkeypatch):
+    """Every worker asked for was spawned: 10**20 of them ran until the kernel killed processes for memory, the
+    store created first. Now at most one per cell of the grid (4 here)."""
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    suite = _suite(tmp_path, tiny_bert, "n")
+    before = listing(tmp_path)
+    r = call_cli("run", suite, "--db", f"sqlite:///{tmp_path / 'h.db'}", "--output-dir", tmp_path / "out",
+                 "--data-dir", small_glue, *given)
+    assert_refused(r, f"{'--workers' if given else 'HARNESS_WORKERS'}: 5 workers, but suite n has 4 cell(s)")
+    assert listing(tmp_path) == before
+
+
+def test_more_threads_than_the_machine_has_cpus_are_refused(tmp_path, tiny_bert, small_glue):
+    """99999999999999999999 threads reached torch.set_num_threads after the store was created: a ValueError
+    traceback (exit 1) and results/harness.db left behind."""
+    suite = _suite(tmp_path, tiny_bert, "t")
+    before = listing(tmp_path)
+    for threads in (str(10 ** 20), str((os.cpu_count() or 1) + 1)):
+        assert_refused(call_cli("run", suite, "--db", f"sqlite:///{tmp_path / 'h.db'}", "--output-dir",
+                                tmp_path / "out", "--data-dir", small_glue, "--threads-per-worker", threads),
+                       f"--threads-per-worker: {threads} threads, but this machine has {os.cpu_count()} CPU(s)")
+    assert listing(tmp_path) == before
 
 
 def _running(db: str, path) -> list:

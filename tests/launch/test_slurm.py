@@ -96,12 +96,26 @@ def test_the_warning_time_is_one_constant(tmp_path, tiny_bert, monkeypatch):
 
 def test_bad_flags_exit_2(tmp_path, tiny_bert):
     suite = write_suite(tmp_path / "s.yaml", suite_text(tiny_bert, "s"))
+    (tmp_path / "typo.yaml").write_text("distributed_type: MULTI_GPU\nmixed_precison: bf16\n")
+    (tmp_path / "nodist.yaml").write_text("mixed_precision: bf16\n")
+    (tmp_path / "deep.yaml").write_text("a: " + "[" * 5000 + "]" * 5000 + "\n")
+    (tmp_path / "twice.yaml").write_text("distributed_type: MULTI_GPU\nmixed_precision: bf16\nmixed_precision: 'no'\n")
     for flags, field in ((["--workers", "0"], "--workers"), (["--workers", "2", "--time", "soon"], "--time"),
+                         (["--workers", "7"], "--workers: 7 workers, but suite s has 6 cell(s)"),
                          (["--workers", "2", "--accelerate-config", "nope.yaml"],
                           "--accelerate-config: no such file: nope.yaml"),
                          # a folder is there, but is no config file: said so, not "no such file"
                          (["--workers", "2", "--accelerate-config", str(tmp_path)],
-                          f"--accelerate-config: a folder, not a config file: {tmp_path}")):
+                          f"--accelerate-config: a folder, not a config file: {tmp_path}"),
+                         # settings `accelerate launch` refuses in every array task: printed, exit 0
+                         (["--workers", "1", "--accelerate-config", "typo.yaml"],
+                          'typo.yaml: mixed_precison: not an accelerate setting (did you mean "mixed_precision"?)'),
+                         (["--workers", "1", "--accelerate-config", "nodist.yaml"],
+                          "nodist.yaml: accelerate refuses it: A `distributed_type` must be specified"),
+                         (["--workers", "1", "--accelerate-config", "twice.yaml"],
+                          "twice.yaml:3: mixed_precision: duplicate key (first at line 2)"),
+                         (["--workers", "1", "--accelerate-config", "deep.yaml"],   # was a RecursionError
+                          "deep.yaml: nested too deep to be accelerate settings")):
         assert_refused(run_cli("slurm", suite, *flags, "--dry-run", cwd=tmp_path), field)
 
 
@@ -428,7 +442,7 @@ def test_launch_line_keeps_every_value_one_argument(tmp_path, tiny_bert, flags, 
     odd.mkdir()
     suite = write_suite(odd / "s.yaml", suite_text(tiny_bert, "s"))
     config = odd / "cfg $(touch PWNED).yaml"
-    config.write_text("compute_environment: LOCAL_MACHINE\n")
+    config.write_text("compute_environment: LOCAL_MACHINE\ndistributed_type: 'NO'\n")
     python = odd / "python"
     env = _fake_launchers(tmp_path, python, monkeypatch)
     monkeypatch.chdir(odd)

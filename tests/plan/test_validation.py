@@ -482,3 +482,13 @@ def test_every_help_example_parses_and_the_offline_ones_run(monkeypatch):
             proc = run_cli(*argv, cwd=ROOT)
             assert proc.returncode == 0 and proc.stderr == "", (argv, proc.stderr[-2000:])
             assert proc.stdout.count("\n") > 3, (argv, proc.stdout)
+
+
+def test_a_model_config_nested_too_deep_is_refused_in_one_line(tmp_path):
+    """A config.json nested past the JSON decoder's recursion limit was a RecursionError traceback (exit 1)."""
+    from tests.helpers import call_cli
+
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text("[" * 100000)
+    suite = write_suite(tmp_path / "s.yaml", "name: s\nmodels: [./m]\ntasks: [rte]\nmethods: [full]\n")
+    assert_refused(call_cli("validate", suite), 'model "./m": its config.json cannot be read', where=suite)

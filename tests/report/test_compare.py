@@ -362,3 +362,13 @@ def test_sides_whose_runs_differ_among_themselves_are_not_written_as_equal_count
     assert "up to 100 on each side" in line and "the 90 they share" in line, line
     assert "(A: 150, B: 200)" in examples_note(SimpleNamespace(scored=(150, 200), n_examples=150))
     assert examples_note(SimpleNamespace(scored=(90, 90), n_examples=90)) is None
+
+
+def test_a_resample_count_that_never_finishes_is_refused(tmp_path):
+    """--resamples 99999999999999999999 ran with no output until killed (1e8 already over a minute on 200 dev
+    examples); a million give p-values to 1e-6."""
+    from tests.helpers import assert_refused
+
+    assert_refused(call_cli("compare", "1", "2", "--db", f"sqlite:///{tmp_path / 'h.db'}", "--resamples",
+                            "99999999999999999999"), "--resamples: must be at most 1000000")
+    assert list(tmp_path.iterdir()) == []

@@ -492,6 +492,7 @@ def test_validate_says_what_the_stored_runs_estimate(past, monkeypatch, tmp_path
     (["estimate", "SUITE", "--pilot-steps", "0"], "--pilot-steps"),
     (["status", "SUITE", "--watch", "0"], "--watch: must be a positive number of seconds"),
     (["status", "SUITE", "--watch", "soon"], "--watch: not a number of seconds"),
+    (["status", "SUITE", "--watch", "1e300"], "--watch: must be at most 31536000 seconds"),   # was: a traceback
 ])
 def test_bad_input_is_refused_in_one_line(past, tmp_path, args, expect):
     suite, url = past

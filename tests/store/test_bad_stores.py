@@ -218,17 +218,20 @@ def _export_targets(tmp):
         "a folder": (lambda db: tmp / "results", "is a folder"),
         "a missing folder": (lambda db: tmp / "missing" / "runs.csv", "does not exist"),
         "a folder that is a file": (lambda db: tmp / "notes.txt" / "runs.csv", "is not a folder"),
+        # realpath drops the slash: a markdown export was written as the file `new` (exit 0)
+        "a new folder": (lambda db: f"{tmp / 'new'}/", "names a folder (it ends in /)"),
     }
 
 
 @pytest.mark.parametrize("target", ["the store's own file", "a link to the store's file", "a folder",
-                                    "a missing folder", "a folder that is a file"])
-def test_export_refuses_an_output_it_cannot_or_must_not_write(tmp_path, store, target):
+                                    "a missing folder", "a folder that is a file", "a new folder"])
+@pytest.mark.parametrize("fmt", ["csv", "markdown"])
+def test_export_refuses_an_output_it_cannot_or_must_not_write(tmp_path, store, target, fmt):
     db, url = store
     where, expect = _export_targets(tmp_path)[target]
     out = where(db)
     before, store_bytes = listing(tmp_path), db.read_bytes()
-    line = assert_refused(call_cli("export", "--db", url, "-o", out), expect)
+    line = assert_refused(call_cli("export", "--db", url, "--format", fmt, "-o", out), expect)
     assert line.startswith("error: -o: "), line
     assert listing(tmp_path) == before and db.read_bytes() == store_bytes, "a refused export writes nothing"
     assert call_cli("export", "--db", url).stdout.startswith("id,suite,cell_key"), "the store is still a store"

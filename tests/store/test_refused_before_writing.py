@@ -25,11 +25,13 @@ def suite(tmp_path, tiny_bert):
     (["--heartbeat-s", "-1"], "--heartbeat-s"), (["--heartbeat-s", "nan"], "--heartbeat-s"),
     (["--lease-timeout-s", "inf"], "--lease-timeout-s"),
     (["--lease-timeout-s", "10", "--heartbeat-s", "30"], "--lease-timeout-s (10) must be at least twice"),
+    (["--heartbeat-s", "1e300", "--lease-timeout-s", "1e301"], "--heartbeat-s: must be at most 31536000 seconds"),
 ])
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_run_checks_the_lease_timing_before_it_creates_the_store(tmp_path, suite, flags, option, workers):
     """The lease timing was checked by each worker: after the store was created, and with two workers as a
-    traceback per worker (exit 1)."""
+    traceback per worker (exit 1). A heartbeat past what a thread can wait (1e300 s) was a traceback in the
+    heartbeat thread while the cell trained, its lease never renewed."""
     before = listing(tmp_path)
     r = call_cli("run", suite, "--workers", workers, "--db", f"sqlite:///{tmp_path / 'db' / 'h.db'}",
                  "--output-dir", tmp_path / "out", *flags)
@@ -122,6 +124,21 @@ def test_ablate_refuses_a_run_before_it_opens_the_store_for_writing(tmp_path, re
         assert_refused(call_cli("ablate", str(full.id), "--db", url), f"run {full.id}: ablation needs a single-task "
                                                                      f"run of")
     assert at_rest(tmp_path) == before, "nothing written: the store is still at 0004"
+
+
+def test_ablate_of_a_run_whose_store_keeps_no_adapter_folder_does_not_say_none(tmp_path):
+    """The refusal read `run 7: no saved adapter (adapter methods save one; looked at None)`."""
+    from harness.store.db import Store
+
+    url = fixture_store.build(tmp_path / "fx.db")   # no predictions_dir: no run has an output folder
+    store = Store(url, read_only=True)
+    run = next(r for r in store.records() if r.method == "houlsby" and r.status == "completed")
+    store.engine.dispose()
+    before = at_rest(tmp_path)
+    line = assert_refused(call_cli("ablate", str(run.id), "--db", url, "--cache-dir", tmp_path / "cache"),
+                          f"run {run.id}: no saved adapter: the store keeps no adapter folder for it")
+    assert "None" not in line
+    assert at_rest(tmp_path) == before
 
 
 def test_a_store_that_is_not_there_yet_is_named_by_export_and_all_pending_to_status(tmp_path):
@@ -381,6 +398,18 @@ def test_an_output_folder_is_bound_to_the_store_whose_runs_it_holds(tmp_path, su
     assert listing(tmp_path) == before, "nothing written: no store b.db, no script, no cell folder"
     again = run_cli("run", suite, "--db", first, "--output-dir", out, "--data-dir", small_glue, "--no-progress")
     assert again.returncode == 0 and "1 already completed" in again.stderr, again.stderr[-2000:]
+
+
+@pytest.mark.parametrize("mark, expect", [("[" * 100000, "cannot read"), ("[]", "does not name a store")],
+                         ids=["nested", "a list"])
+def test_an_output_folder_mark_that_is_no_store_s_is_refused_in_one_line(tmp_path, suite, small_glue, mark, expect):
+    """A mark nested past the JSON decoder's recursion limit was a RecursionError traceback (exit 1)."""
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / ".harness-store.json").write_text(mark)
+    before = listing(tmp_path)
+    assert_refused(call_cli("run", suite, "--db", f"sqlite:///{tmp_path / 'h.db'}", "--output-dir", tmp_path / "out",
+                            "--data-dir", small_glue), expect, where="--output-dir")
+    assert listing(tmp_path) == before
 
 
 @pytest.mark.parametrize("command, owner", [("slurm", "this store"), ("slurm", "another store"),

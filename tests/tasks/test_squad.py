@@ -254,6 +254,8 @@ def test_local_official_json_and_question_budgets(glue_dir, tmp_path):
      '"answers": [{"text": "c", "answer_start": 0}]}]}]}]}',
      "dev-v1.1.json: article 0 paragraph 0 question 0: no 'id' field; expected the official SQuAD format"),
     ("[1, 2]", 'dev-v1.1.json: the file: no "data" list of articles at the top; expected the official SQuAD format'),
+    # nested past the decoder's recursion limit: a RecursionError traceback
+    pytest.param("[" * 100000, "dev-v1.1.json is not one JSON document (maximum recursion depth exceeded", id="deep"),
 ])
 def test_a_squad_file_in_another_layout_is_refused_in_one_line(glue_dir, tmp_path, dev, expect):
     """`harness validate` ended in a JSONDecodeError / KeyError / TypeError traceback (exit 1) on a dev file that
