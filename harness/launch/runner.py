@@ -128,18 +128,36 @@ def run_suite(suite: Suite, db_url: str | None, data_dir: str | None, output_dir
     open, a worker's commits stayed in harness.db-wal after it ended, and a copy of harness.db held none).
     A worker stopped by a signal, or by a store out of reach, then requeues its Slurm task: `scontrol requeue`
     ends this job's processes, so it comes only once the store is closed (before it, the cell given back was
-    left in the -wal of a process killed with the store open)."""
+    left in the -wal of a process killed with the store open). The requeue comes however the close ends: a close
+    that raised skipped it, and the task stayed out of the queue until someone submitted the suite again."""
     main = process_state().is_main_process
     store = Store(db_url) if main else None
+    code = None
     try:
         code = _run_suite(store, suite, db_url, data_dir, output_dir, retry_failed, cache_dir, show_progress,
                           heartbeat_s, lease_timeout_s, verbose, trackers)
     finally:
-        if store is not None:
-            store.engine.dispose()
-    if main and code in (EXIT_PREEMPTED, EXIT_STORE_UNREACHABLE):
-        requeue_slurm_task()
+        try:
+            if store is not None:
+                _close(store)
+        finally:
+            if main and code in (EXIT_PREEMPTED, EXIT_STORE_UNREACHABLE):
+                requeue_slurm_task()
     return code
+
+
+def _close(store: Store) -> None:
+    """The store's connections closed. An error doing so is a warning: what the worker committed is in the store
+    (on SQLite at worst still in its -wal, written back by the next connection), and the exit code stays what the
+    worker did (a stopped one's 3, which its requeue and `harness run --workers`' parent go by)."""
+    from harness.store.redact import redact_text
+
+    try:
+        store.engine.dispose()
+    except Exception as exc:   # noqa: BLE001 -- SQLAlchemy's, the driver's, an OSError
+        reason = redact_text(str(exc).splitlines()[0]) if str(exc).strip() else ""
+        print(f"warning: closing the store failed ({type(exc).__name__}: {reason}); on SQLite its last commits may "
+              f"be only in its -wal file until the next worker opens it", file=sys.stderr, flush=True)
 
 
 def _run_suite(store: Store | None, suite: Suite, db_url: str | None, data_dir: str | None, output_dir: str,

@@ -480,6 +480,51 @@ def test_a_stop_signal_under_slurm_closes_the_store_before_its_requeue_ends_the_
     assert row.status == Status.PENDING and row.checkpoint_total_steps == 400, err[-3000:]
 
 
+# harness run whose store fails to close (run_suite's engine.dispose), with a stop signal before its first claim
+CLOSE_FAILS = """
+import os, signal, sys
+from harness.cli import main
+from harness.launch import runner
+from harness.train import preempt
+
+class ClosingFails(runner.Store):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        def dispose(*args, **kwargs):
+            raise OSError(5, "Input/output error")
+        self.engine.dispose = dispose
+
+runner.Store = ClosingFails
+install = preempt.install
+def install_and_stop():
+    install()
+    os.kill(os.getpid(), signal.SIGUSR2)
+preempt.install = install_and_stop
+raise SystemExit(main(sys.argv[1:]))
+"""
+
+
+def test_a_stopped_worker_requeues_its_slurm_task_however_closing_the_store_ends(tmp_path, tiny_bert, small_glue):
+    """The requeue comes after run_suite closes the store (2cc38b5); a close that raised (an I/O error as the
+    -wal is written back) skipped it: the worker ended with a traceback, exit 1, and its task stayed out of the
+    queue, its cells waiting for someone to submit the suite again. The close's error is now one warning line;
+    the task is requeued, and the worker ends 3 as a stop signal makes it."""
+    suite = _suite(tmp_path, tiny_bert)
+    asked = tmp_path / "scontrol.args"
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "scontrol").write_text(f'#!/bin/bash\n{SCONTROL_SHOWS_RUNNING}echo "$@" >> {asked}\n')
+    (fake_bin / "scontrol").chmod(0o755)
+    cmd = [sys.executable, "-c", CLOSE_FAILS, "run", str(suite), "--db", f"sqlite:///{tmp_path / 'h.db'}",
+           "--output-dir", str(tmp_path / "out"), "--data-dir", str(small_glue), "--no-progress"]
+    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), "PATH": f"{fake_bin}:{os.environ['PATH']}",
+                               "SLURM_JOB_ID": "77", "HARNESS_SLURM_REQUEUE": "1"})
+    assert asked.exists() and asked.read_text().split() == ["requeue", "77"], done.stderr[-3000:]
+    assert done.returncode == EXIT_PREEMPTED and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert "warning: closing the store" in done.stderr and "Input/output error" in done.stderr, done.stderr[-3000:]
+
+
 NUL_FAILURE = """
 import sys
 from harness.launch import runner
