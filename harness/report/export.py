@@ -680,12 +680,17 @@ MD_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "~": "&#126;", "$": "&#36
 MD_PUNCTUATION = re.compile(r"[\\|*`]|\](?=\()|(?<![^\W_])_|_(?![^\W_])")
 # what no escape stops, as Streamlit's Markdown (and GitHub's) finds it in the text itself: a colon that opens a
 # directive with its text or attributes (`:red[x]` coloured, `:small[x]`, `:x{y=1}`) or a shortcode (`:smile:` an
-# emoji, `:material/home:` an icon, `:streamlit:` a logo), and a bare `www.`, `http://` or `a@b.org` made a link
-# (a colon before other text, `sha256:ab12`, is text to both). A backslash or an entity is decoded before their
-# search (remark-emoji and the autolink transform search text nodes): a WORD JOINER (U+2060, invisible, zero width)
-# after the colon, the `@` or the `www` keeps them from matching, and the name reads as typed
-MD_SHORTCODE = re.compile(r"(?<=:)(?=[\w+\-]+:|[^\W\d_][\w\-]*[\[{]|material/|//)|(?<=@)(?=[\w\-])"
-                          r"|(?i:(?<=www))(?=\.)")
+# emoji, `:material/home:` an icon, `:streamlit:` a logo), and GFM's autolinks: `http://`, `https://` (cmark-gfm:
+# `ftp://` too), an e-mail address `a@b.org`, a `www.` that starts a word (after a space, `*_~([]` or nothing), and
+# on GitHub an `@mention` (an `@` after no word character). A colon before other text (`sha256:ab12`), another
+# scheme (`s3://`, `postgresql://`), `lora@r8` or `awww.x` is text to both, and stays byte for byte as typed. A
+# backslash or an entity is decoded before their search (remark-emoji and the autolink transform search text
+# nodes): a WORD JOINER (U+2060, invisible, zero width) after the colon, the `@` or the `www` keeps them from
+# matching, and the name reads as typed
+MD_SHORTCODE = re.compile(r"(?<=:)(?=[\w+\-]+:|[^\W\d_][\w\-]*[\[{]|material/)"
+                          r"|(?i:(?<=http:)|(?<=https:)|(?<=ftp:))(?=//)"
+                          r"|(?<=[\w.+\-]@)(?=[\w\-]+\.[\w\-])|(?<=(?<!\w)@)(?=[\w\-])"
+                          r"|(?i:(?<=(?<![^\s*_~(\[\]])www))(?=\.)")
 WORD_JOINER = "\u2060"
 
 

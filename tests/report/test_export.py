@@ -452,3 +452,29 @@ def test_a_reader_that_goes_away_ends_every_export_quietly(url):
         finally:
             os.close(write_end)
         assert (proc.returncode, proc.stderr) == (141, ""), (fmt, more, proc.stderr)
+
+
+def test_a_name_that_no_markdown_reads_as_a_link_or_an_emoji_is_exported_byte_for_byte(tmp_path):
+    """md_escape puts an invisible WORD JOINER (U+2060) where Streamlit or GitHub would make a name's text a link or
+    an emoji (56b8a09). It put one after every `@`, every `://` and every `www`, markup or not: `lora@r8`,
+    `s3://bucket`, `postgresql://host/db` and `awww.x` were exported with it (invisible, but a grep or a paste of
+    the name found nothing). Only GFM's autolinks (an e-mail address, an @mention, http(s)/ftp://, a www. that
+    starts a word) and the shortcodes get one; every other name is exported as typed."""
+    from sqlalchemy import text
+
+    from harness.report.export import WORD_JOINER, export, md_escape
+
+    url = fixture_store.build(tmp_path / "h.db")
+    store = Store(url)
+    name = " lora@r8 s3://bucket/x postgresql://host/db awww.x ratio 3:1 sha256:ab12"
+    with store.engine.begin() as conn:
+        conn.execute(text("UPDATE runs SET method_label = method_label || :n"), {"n": name})
+    store.engine.dispose()
+    store = Store(url, read_only=True)
+    for kind in ("runs", "leaderboard", "best"):
+        md = export(store, "markdown", kind, "fx")
+        assert WORD_JOINER not in md and name in md, (kind, md)
+    store.engine.dispose()
+    for markup in ("a@b.org", "see @someone", "http://e.org", "HTTPS://e.org", "ftp://e.org", "www.e.org",
+                   "(www.e.org)", ":smile:", ":red[x]", ":material/home:"):
+        assert WORD_JOINER in md_escape(markup), markup
