@@ -878,9 +878,10 @@ def check_output(path: str, db: str | None, fmt: str = "csv") -> None:
         if os.path.exists(notes) and not own_notes(notes):   # replaced or removed below: only a file of ours
             from harness.spec.errors import InputError
 
+            # (said for the notes an export before 80c78d5 wrote too: theirs have no such line either)
             raise InputError(f"-o: {notes} exists and is not an export's notes file (its first line does not start "
                              f"{NOTES_MARK.strip()!r}): the CSV's notes would replace it; move it, or give -o "
-                             f"another name")
+                             f"another name (notes an earlier release's export wrote lack that line: delete them)")
 
 
 def _check_file(path: str, db: str | None, what: str) -> None:

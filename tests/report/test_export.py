@@ -401,6 +401,15 @@ def test_a_csv_export_never_replaces_or_removes_a_notes_file_it_did_not_write(tm
     mine.unlink()
     assert call_cli("export", "--db", url, "--table", "leaderboard", "-o", out).returncode == 0
     assert mine.read_text().startswith(f"{NOTES_MARK}lb.csv ") and len(mine.read_text().splitlines()) > 2
+    # the notes file of a release before the first line: refused as well, and the line says what to do with it
+    earlier = "".join(mine.read_text().splitlines(keepends=True)[1:])
+    mine.write_text(earlier)
+    out.unlink()
+    assert_refused(call_cli("export", "--db", url, "--table", "leaderboard", "-o", out),
+                   "notes an earlier release's export wrote lack that line: delete them")
+    assert mine.read_text() == earlier and not out.exists()
+    mine.unlink()
+    assert call_cli("export", "--db", url, "--table", "leaderboard", "-o", out).returncode == 0
     assert call_cli("export", "--db", url, "--table", "runs", "-o", out).returncode == 0 and not mine.exists()
 
 
