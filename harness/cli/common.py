@@ -148,12 +148,13 @@ def existing_store(url: str | None, read_only: bool = True, new_ok: bool = False
     return Store(url, read_only=read_only)
 
 
-def check_workers(workers: int | None, suite, source: str = "--workers") -> None:
-    """At most one worker per cell of the grid (run's local workers, slurm's array tasks): the ones beyond never
-    have a cell to claim (`run --workers 10**20` spawned processes until the kernel killed them for memory)."""
+def check_workers(workers: int | None, suite) -> None:
+    """--workers: at most one worker per cell of the grid (run's local workers, slurm's array tasks): the ones beyond
+    never have a cell to claim (`run --workers 10**20` spawned processes until the kernel killed them for memory).
+    (HARNESS_WORKERS, a default, is lowered to the cells instead: harness.cli.run._workers.)"""
     cells = len(suite.cells())
     if workers and workers > cells:
-        raise InputError(f"{source}: {workers} workers, but suite {suite.name} has {cells} cell(s): a worker beyond "
+        raise InputError(f"--workers: {workers} workers, but suite {suite.name} has {cells} cell(s): a worker beyond "
                          f"one per cell never has one to claim")
 
 

@@ -34,7 +34,8 @@ def add_arguments(p) -> None:
                    ).empty_ok = True   # `--log-with "$TRACKERS"` with it empty: tracking off, not the parser's error
     p.add_argument("--workers", type=positive_int, default=None,
                    help="workers on this machine, each a process claiming cells from the store (default: "
-                        "$HARNESS_WORKERS, else 1; not under `accelerate launch`)")
+                        "$HARNESS_WORKERS, else 1; at most one per cell of the suite: more is refused, a larger "
+                        "$HARNESS_WORKERS lowered to it; not under `accelerate launch`)")
     p.add_argument("--threads-per-worker", type=positive_int, default=None,
                    help="torch threads of each worker (default: the physical cores shared out among the workers; "
                         "one worker: torch's default); recorded with every result")
@@ -114,9 +115,11 @@ def _nothing_to_do(suite, args) -> list[str] | None:
 
 def _workers(args, suite) -> int | None:
     """--workers (or HARNESS_WORKERS), checked: several local workers are plain processes, not ranks of a
-    launcher, and at most one per cell of the grid. None where neither is given and this process is a launcher's
-    only rank: the default."""
-    from harness.launch.workers import ENV_WORKERS, launcher_ranks, workers_asked
+    launcher, and at most one per cell of the grid: --workers beyond it is refused, a HARNESS_WORKERS beyond it is
+    lowered to it (a default: a machine's, or every task's of a Slurm array, where refused it ended every task of a
+    smaller suite 2, nothing trained). None where neither is given and this process is a launcher's only rank: the
+    default."""
+    from harness.launch.workers import launcher_ranks, workers_asked
 
     ranks = launcher_ranks()
     if args.workers and args.workers > 1 and ranks > 1:
@@ -124,6 +127,8 @@ def _workers(args, suite) -> int | None:
                          f"(accelerate launch); start several launchers instead, or drop --workers")
     if ranks > 1 and not args.workers:
         return 1
-    workers, source = (args.workers, "--workers") if args.workers else (workers_asked(), ENV_WORKERS)
-    check_workers(workers, suite, source)
-    return workers
+    if args.workers:
+        check_workers(args.workers, suite)
+        return args.workers
+    asked = workers_asked()
+    return min(asked, len(suite.cells())) if asked else None

@@ -19,7 +19,8 @@ EXAMPLES = """
 
 def add_arguments(p) -> None:
     add_suite(p)
-    p.add_argument("--workers", type=positive_int, required=True, help="array tasks: each a worker claiming cells")
+    p.add_argument("--workers", type=positive_int, required=True,
+                   help="array tasks: each a worker claiming cells (at most one per cell of the suite)")
     p.add_argument("--gpus-per-worker", type=non_negative_int, default=1,
                    help="GPUs (ranks) per worker and node; > 1: accelerate --multi_gpu; 0: CPU only "
                         "(default: %(default)s)")

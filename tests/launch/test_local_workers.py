@@ -58,18 +58,29 @@ def test_bad_worker_counts_are_refused(tmp_path, tiny_bert, small_glue):
     assert not db.exists() and not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("given, env", [(["--workers", "5"], {}), ([], {"HARNESS_WORKERS": "5"})])
-def test_more_workers_than_cells_are_refused(tmp_path, tiny_bert, small_glue, given, env, monkeypatch):
+def test_more_workers_than_cells_are_refused(tmp_path, tiny_bert, small_glue):
     """Every worker asked for was spawned: 10**20 of them ran until the kernel killed processes for memory, the
     store created first. Now at most one per cell of the grid (4 here)."""
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
     suite = _suite(tmp_path, tiny_bert, "n")
     before = listing(tmp_path)
     r = call_cli("run", suite, "--db", f"sqlite:///{tmp_path / 'h.db'}", "--output-dir", tmp_path / "out",
-                 "--data-dir", small_glue, *given)
-    assert_refused(r, f"{'--workers' if given else 'HARNESS_WORKERS'}: 5 workers, but suite n has 4 cell(s)")
+                 "--data-dir", small_glue, "--workers", "5")
+    assert_refused(r, "--workers: 5 workers, but suite n has 4 cell(s)")
     assert listing(tmp_path) == before
+
+
+def test_a_harness_workers_default_above_the_cells_is_lowered_to_them(tmp_path, tiny_bert, small_glue):
+    """HARNESS_WORKERS is a default: a machine's, or, exported where `harness slurm` submits, every array task's.
+    Above a suite's cells it was refused like --workers: a small suite refused on that machine, and an array
+    `harness slurm` had accepted (its --workers within the cells) ended every task 2, nothing trained. It is now
+    lowered to the cells (one here: the worker trains it in this process, no local workers started)."""
+    suite = write_suite(tmp_path / "one.yaml", suite_yaml(tiny_bert, "one", "[bitfit]", "[rte]", "{max_steps: 2}"))
+    db = f"sqlite:///{tmp_path / 'h.db'}"
+    r = run_cli("run", suite, "--db", db, "--output-dir", tmp_path / "out", "--data-dir", small_glue, cwd=tmp_path,
+                env={"HARNESS_WORKERS": str(10 ** 20)})
+    assert r.returncode == 0 and "workers x" not in r.stderr, r.stderr[-3000:]
+    (row,) = Store(db).records("one")
+    assert str(row.status) == "completed"
 
 
 def test_more_threads_than_the_machine_has_cpus_are_refused(tmp_path, tiny_bert, small_glue):
