@@ -86,12 +86,13 @@ hparams: {{batch_size: 8, learning_rate: 1e-3}}
 
 
 def test_slurm_dry_run_prints_the_script(venv, suite):
-    r = _run([venv["harness"], "slurm", suite.name, "--workers", "2", "--dry-run"], env=venv["env"],
+    # (one worker: the suite has one cell, and a worker beyond one per cell is refused)
+    r = _run([venv["harness"], "slurm", suite.name, "--workers", "1", "--dry-run"], env=venv["env"],
              cwd=venv["cwd"], timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "#SBATCH --array=0-1" in r.stdout and '-m harness.run "$HARNESS_SUITE"' in r.stdout
+    assert "#SBATCH --array=0-0" in r.stdout and '-m harness.run "$HARNESS_SUITE"' in r.stdout
     assert f"{venv['python']} -m accelerate.commands.launch" in r.stdout and "harness/run.py" not in r.stdout
-    shipped = _run([venv["harness"], "slurm", suite.name, "--workers", "2", "--gpus-per-worker", "2", "--dry-run",
+    shipped = _run([venv["harness"], "slurm", suite.name, "--workers", "1", "--gpus-per-worker", "2", "--dry-run",
                     "--accelerate-config", "deepspeed_zero2"], env=venv["env"], cwd=venv["cwd"], timeout=300)
     assert shipped.returncode == 0 and "/site-packages/harness/launch/templates/deepspeed_zero2.yaml" in shipped.stdout
 
