@@ -361,6 +361,10 @@ def _run_suite(store: Store | None, suite: Suite, db_url: str | None, data_dir: 
             say(f"suite {suite.name}: {exc}; the store is unreachable: this worker stops (the next worker to finish "
                 f"the suite runs the ablations left; one this worker held, once its lease goes stale)")
             return _store_gone()
+        except Preempted as stop:   # the ablation it ran is recorded; those left go to whoever finishes the suite next
+            say(f"suite {suite.name}: {stop}; the ablations left are run by the next worker to finish the suite "
+                f"(this one's requeued Slurm task, where it has one)")
+            return EXIT_PREEMPTED   # (run_suite requeues the Slurm task, once the store is closed)
     return EXIT_FAILED if failures else EXIT_OK
 
 
@@ -495,7 +499,9 @@ def run_ablations(suite: Suite, store: Store, ctx: RunContext, say, worker=None,
     (Store.claim_analysis), leased while it runs; the others skip it. Returns the number that failed in this
     worker (each is reported; the others go on). Every store call is retried as a cell's are; raises
     attempt.StoreUnreachable when the store stays out of reach (an ablation claimed then keeps its lease until it
-    goes stale)."""
+    goes stale), and Preempted when a stop signal has come: no further ablation is claimed (a worker that got
+    Slurm's warning here ran every ablation left, past its time limit, and ended 0 without requeueing its task:
+    the ones it had not reached waited for someone to run the suite again)."""
     from harness.analysis.ablate import ablate
 
     from harness.report.tables import best_setting_runs, runs_frame
@@ -523,6 +529,8 @@ def run_ablations(suite: Suite, store: Store, ctx: RunContext, say, worker=None,
     trusted = {m.name: m.trust_remote_code for m in suite.model.models}
     failed = 0
     for run_id in sorted(wanted - done):
+        if preempt.requested():   # Slurm's warning: the task's time is nearly up, and it must requeue (run_suite)
+            raise Preempted(f"{preempt.signal_name() or 'a stop signal'} received; no further ablation claimed")
         claim = retried(lambda: store.claim_analysis(run_id, ABLATION, worker, timeout_s),
                         f"claiming the ablation of run {run_id}")
         if claim is None:   # another worker runs it, or ran it

@@ -118,3 +118,48 @@ def test_an_analysis_claim_is_a_lease(tmp_path):
     assert [a.payload["spans"] for a in store.analyses("abl")] == [[]]
     with store.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(AnalysisRecord)).scalar_one() == 2
+
+
+# harness run whose ablations get Slurm's warning signal while the first one runs (the re-scoring itself faked)
+STOPPED_IN_ABLATIONS = """
+import os, signal, sys
+import harness.analysis.ablate as ablate_module
+from harness.cli import main
+
+def fake_ablate(rec, ctx, trust_remote_code=False):
+    os.kill(os.getpid(), signal.SIGUSR2)
+    return {"num_layers": 1, "baseline": rec.score, "spans": [[0, 0, rec.score - 1.0]]}
+
+ablate_module.ablate = fake_ablate
+raise SystemExit(main(sys.argv[1:]))
+"""
+
+
+def test_a_stop_signal_during_the_ablations_requeues_the_worker_with_the_rest_left(tmp_path, tiny_bert, small_glue):
+    """A worker that got Slurm's warning signal in its end-of-suite ablations ran every one left (past its time
+    limit, where they are long), ended 0 and did not requeue its task: the ablations it had not reached waited for
+    someone to run the suite again. It now claims no further one after the signal, ends 3 and requeues its task."""
+    from harness.plan.suite import parse_suite
+    from tests.helpers.slurm_cluster import SCONTROL_SHOWS_RUNNING
+
+    text = SUITE.replace("[minilm]", f'["{tiny_bert}"]').replace("[rte, mrpc]", "[rte]")   # 2 runs to ablate
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    store = Store(url)
+    for i, cell in enumerate(parse_suite(text, "abl.yaml").cells()):
+        claim = store.start(cell, cell.config(), "cmd", None)
+        store.finish(claim, Status.COMPLETED, {"score": 70.0 + i, "metrics": {"accuracy": 70.0 + i}})
+    store.engine.dispose()
+    suite = tmp_path / "abl.yaml"
+    suite.write_text(text)
+    asked, fake_bin = tmp_path / "scontrol.args", tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "scontrol").write_text(f'#!/bin/bash\n{SCONTROL_SHOWS_RUNNING}echo "$@" >> {asked}\n')
+    (fake_bin / "scontrol").chmod(0o755)
+    done = subprocess.run([sys.executable, "-c", STOPPED_IN_ABLATIONS, "run", str(suite), "--db", url,
+                           "--output-dir", str(tmp_path / "out"), "--data-dir", str(small_glue), "--no-progress"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), "PATH": f"{fake_bin}:{os.environ['PATH']}",
+                               "SLURM_JOB_ID": "77", "HARNESS_SLURM_REQUEUE": "1"})
+    assert done.returncode == 3 and "no further ablation claimed" in done.stderr, done.stderr[-3000:]
+    assert asked.exists() and asked.read_text().split() == ["requeue", "77"], done.stderr[-3000:]
+    assert len(Store(url).analyses("abl")) == 1   # the one it ran; the other is nobody's claim
