@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 
-import pytest
 from sqlalchemy.exc import OperationalError
 
 from harness.spec.errors import EXIT_PREEMPTED
