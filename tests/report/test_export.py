@@ -72,6 +72,19 @@ def store_with_special_names(folder) -> str:
     return url
 
 
+def store_with_names(folder, name: str, columns=("model", "method_label")) -> Store:
+    """The fixture store, read-only, with `name` appended to each of `columns` of every run (the names a user's
+    models and methods may carry)."""
+    from sqlalchemy import text
+
+    url = fixture_store.build(folder / "h.db")
+    store = Store(url)
+    with store.engine.begin() as conn:
+        conn.execute(text("UPDATE runs SET " + ", ".join(f"{c} = {c} || :n" for c in columns)), {"n": name})
+    store.engine.dispose()
+    return Store(url, read_only=True)
+
+
 @pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex not installed")
 def test_every_latex_table_compiles_with_every_special_character_in_its_names(tmp_path):
     from harness.report.export import export
@@ -115,18 +128,11 @@ def test_a_pipe_or_backslash_in_a_name_keeps_every_markdown_row_s_cells(tmp_path
 def test_html_or_markdown_in_a_name_is_shown_as_text_in_every_markdown_table(tmp_path):
     """A variant named `<b>x</b>` rendered bold on GitHub, one with `<script>` as a script element (raw HTML passed
     through), `*y*` in italics: names are text, in the cells, the caption and the footnote."""
-    from sqlalchemy import text
-
     from harness.report.export import export
 
     markdown = pytest.importorskip("markdown")
-    url = fixture_store.build(tmp_path / "h.db")
-    store = Store(url)
     name = " <b>x</b><script>alert(1)</script> *y* [z](u) `c`"
-    with store.engine.begin() as conn:
-        conn.execute(text("UPDATE runs SET model = model || :n, method_label = method_label || :n"), {"n": name})
-    store.engine.dispose()
-    store = Store(url, read_only=True)
+    store = store_with_names(tmp_path, name)
     for kind in ("runs", "leaderboard", "best", "ablation"):
         html = markdown.markdown(export(store, "markdown", kind, "fx"), extensions=["tables"])
         assert not re.search(r"<(b|script|em|a|code)[ >]", html), (kind, html)
@@ -419,18 +425,11 @@ def test_underscores_tildes_and_dollars_in_a_name_are_text_in_every_markdown_tab
     footnote's commands stay as they were (a snake_case name too: no reader takes its `_` for emphasis)."""
     import html as html_lib
 
-    from sqlalchemy import text
-
     from harness.report.export import export
 
     markdown = pytest.importorskip("markdown")
-    url = fixture_store.build(tmp_path / "h.db")
-    store = Store(url)
     name = " _x_ ~~y~~ $z$ snake_case"
-    with store.engine.begin() as conn:
-        conn.execute(text("UPDATE runs SET model = model || :n, method_label = method_label || :n"), {"n": name})
-    store.engine.dispose()
-    store = Store(url, read_only=True)
+    store = store_with_names(tmp_path, name)
     for kind in ("runs", "leaderboard", "best", "ablation"):
         md = export(store, "markdown", kind, "fx")
         assert "~" not in md and "$" not in md and "snake_case" in md, (kind, md)
@@ -469,17 +468,10 @@ def test_a_name_that_no_markdown_reads_as_a_link_or_an_emoji_is_exported_byte_fo
     `s3://bucket`, `postgresql://host/db` and `awww.x` were exported with it (invisible, but a grep or a paste of
     the name found nothing). Only GFM's autolinks (an e-mail address, an @mention, http(s)/ftp://, a www. that
     starts a word) and the shortcodes get one; every other name is exported as typed."""
-    from sqlalchemy import text
-
     from harness.report.export import WORD_JOINER, export, md_escape
 
-    url = fixture_store.build(tmp_path / "h.db")
-    store = Store(url)
     name = " lora@r8 s3://bucket/x postgresql://host/db awww.x ratio 3:1 sha256:ab12"
-    with store.engine.begin() as conn:
-        conn.execute(text("UPDATE runs SET method_label = method_label || :n"), {"n": name})
-    store.engine.dispose()
-    store = Store(url, read_only=True)
+    store = store_with_names(tmp_path, name, columns=("method_label",))
     for kind in ("runs", "leaderboard", "best"):
         md = export(store, "markdown", kind, "fx")
         assert WORD_JOINER not in md and name in md, (kind, md)
