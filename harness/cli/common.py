@@ -148,14 +148,20 @@ def existing_store(url: str | None, read_only: bool = True, new_ok: bool = False
     return Store(url, read_only=read_only)
 
 
-def check_workers(workers: int | None, suite) -> None:
-    """--workers: at most one worker per cell of the grid (run's local workers, slurm's array tasks): the ones beyond
-    never have a cell to claim (`run --workers 10**20` spawned processes until the kernel killed them for memory).
-    (HARNESS_WORKERS, a default, is lowered to the cells instead: harness.cli.run._workers.)"""
+def check_workers(workers: int | None, suite, lower: bool = False) -> int | None:
+    """At most one worker per cell of the grid (run's local workers, slurm's array tasks): the ones beyond never
+    have a cell to claim (`run --workers 10**20` spawned processes until the kernel killed them for memory). An
+    explicit --workers beyond it is refused; with `lower` (HARNESS_WORKERS, a default: a machine's, or every task's
+    of a Slurm array, where refused it ended every task of a smaller suite 2) it is lowered to the cells."""
+    if not workers:   # (the default's: nothing to count the cells for)
+        return workers
     cells = len(suite.cells())
-    if workers and workers > cells:
+    if workers > cells:
+        if lower:
+            return cells
         raise InputError(f"--workers: {workers} workers, but suite {suite.name} has {cells} cell(s): a worker beyond "
                          f"one per cell never has one to claim")
+    return workers
 
 
 def task_option(name: str) -> str:

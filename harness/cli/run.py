@@ -115,10 +115,8 @@ def _nothing_to_do(suite, args) -> list[str] | None:
 
 def _workers(args, suite) -> int | None:
     """--workers (or HARNESS_WORKERS), checked: several local workers are plain processes, not ranks of a
-    launcher, and at most one per cell of the grid: --workers beyond it is refused, a HARNESS_WORKERS beyond it is
-    lowered to it (a default: a machine's, or every task's of a Slurm array, where refused it ended every task of a
-    smaller suite 2, nothing trained). None where neither is given and this process is a launcher's only rank: the
-    default."""
+    launcher, and at most one per cell of the grid (check_workers: --workers beyond it refused, HARNESS_WORKERS
+    lowered to it). None where neither is given and this process is a launcher's only rank: the default."""
     from harness.launch.workers import launcher_ranks, workers_asked
 
     ranks = launcher_ranks()
@@ -128,7 +126,5 @@ def _workers(args, suite) -> int | None:
     if ranks > 1 and not args.workers:
         return 1
     if args.workers:
-        check_workers(args.workers, suite)
-        return args.workers
-    asked = workers_asked()
-    return min(asked, len(suite.cells())) if asked else None
+        return check_workers(args.workers, suite)
+    return check_workers(workers_asked(), suite, lower=True)
