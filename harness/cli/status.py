@@ -18,19 +18,15 @@ EXAMPLES = """
 
 
 def positive_seconds(text: str) -> float:
+    """--watch's type: a number of seconds, by the rule of every seconds option (spec.status.parse_seconds)."""
     import argparse
 
-    from harness.spec.status import MAX_SECONDS
+    from harness.spec.status import parse_seconds
 
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds (got {text})")
-    if value > MAX_SECONDS:   # 1e300: printed the status once, then time.sleep's OverflowError as a traceback
-        raise argparse.ArgumentTypeError(f"must be at most {MAX_SECONDS:.0f} seconds (a year) (got {text})")
-    return value
+        return parse_seconds(text)   # 1e300 was: the status once, then time.sleep's OverflowError as a traceback
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def add_arguments(p) -> None:

@@ -82,24 +82,34 @@ class Regime(StrEnum):
 NOT_RESULTS = (Regime.MULTITASK.value, Regime.SEQUENTIAL_STAGE.value)
 
 
+def parse_seconds(value: str | float) -> float:
+    """`value` (an option's text, or a number) as a number of seconds by the one rule of every seconds option
+    (--heartbeat-s, --lease-timeout-s, their HARNESS_ variables, status --watch): a number, positive, finite, at
+    most MAX_SECONDS. ValueError says what is wrong; the caller puts the option's name in front."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"not a number of seconds: {value!r}") from None
+    if not (number > 0 and math.isfinite(number)):   # nan and inf too: a lease that never goes stale is no lease
+        raise ValueError(f"must be a positive number of seconds, not {number}")
+    if number > MAX_SECONDS:
+        raise ValueError(f"must be at most {MAX_SECONDS:.0f} seconds (a year), not {number:g}")
+    return number
+
+
 # Lease timing comes from the command line or the environment (HARNESS_HEARTBEAT_S, HARNESS_LEASE_TIMEOUT_S), so
 # every worker of a Slurm array, and every reader of leases (status, the board, ingest), gets the same.
 def _seconds(value, env: str, default: float, flag: str) -> tuple[float, str]:
-    """A positive number of seconds: the flag's value, else the environment variable's, else the default; with
-    the name of where it came from, for the errors that refuse it (the variable, where the flag was not given)."""
+    """A number of seconds (parse_seconds): the flag's value, else the environment variable's, else the default;
+    with the name of where it came from, for the errors that refuse it (the variable, where the flag was not given)."""
     source = flag
     if value is None:
         raw = os.environ.get(env)
-        try:
-            value = float(raw) if raw else default
-        except ValueError:
-            raise InputError(f"{env}: not a number of seconds: {raw!r}") from None
-        source = env if raw else flag
-    if not (value > 0 and math.isfinite(value)):   # nan and inf too: a lease that never goes stale is no lease
-        raise InputError(f"{source}: must be a positive number of seconds, not {value}")
-    if value > MAX_SECONDS:
-        raise InputError(f"{source}: must be at most {MAX_SECONDS:.0f} seconds (a year), not {value:g}")
-    return float(value), source
+        value, source = (raw, env) if raw else (default, flag)
+    try:
+        return parse_seconds(value), source
+    except ValueError as e:
+        raise InputError(f"{source}: {e}") from None
 
 
 _LEASE_TIMEOUT = ("HARNESS_LEASE_TIMEOUT_S", DEFAULT_LEASE_TIMEOUT_S, "--lease-timeout-s")

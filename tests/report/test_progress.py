@@ -493,6 +493,10 @@ def test_validate_says_what_the_stored_runs_estimate(past, monkeypatch, tmp_path
     (["status", "SUITE", "--watch", "0"], "--watch: must be a positive number of seconds"),
     (["status", "SUITE", "--watch", "soon"], "--watch: not a number of seconds"),
     (["status", "SUITE", "--watch", "1e300"], "--watch: must be at most 31536000 seconds"),   # was: a traceback
+    # the rule and the words of --heartbeat-s / --lease-timeout-s (spec.status.parse_seconds): "(got -inf)" was
+    (["status", "SUITE", "--watch=-inf"], "--watch: must be a positive number of seconds, not -inf"),
+    (["status", "SUITE", "--watch", "nan"], "--watch: must be a positive number of seconds, not nan"),
+    (["status", "SUITE", "--watch", "4e7"], "--watch: must be at most 31536000 seconds (a year), not 4e+07"),
 ])
 def test_bad_input_is_refused_in_one_line(past, tmp_path, args, expect):
     suite, url = past
