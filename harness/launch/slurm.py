@@ -266,9 +266,15 @@ def check_accelerate_config(path: str) -> None:
 
     try:
         with open(path, encoding="utf-8") as f:
-            text = f.read()
-        config = yaml.safe_load(text)
-        duplicate = _duplicate_key(yaml.compose(text))
+            loader = yaml.SafeLoader(f.read())   # yaml.safe_load in its two steps: one parse gives both
+        try:
+            node = loader.get_single_node()   # the node tree, with lines: where a key is given twice
+            # read before the value is built: building a `<<: *base` merge rewrites the tree in place, and a key
+            # overriding a merged one (which YAML allows) would then read as given twice
+            duplicate = _duplicate_key(node)
+            config = loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         raise InputError(f"--accelerate-config: {path}{f':{mark.line + 1}' if mark else ''}: not YAML "

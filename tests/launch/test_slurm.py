@@ -119,6 +119,17 @@ def test_bad_flags_exit_2(tmp_path, tiny_bert):
         assert_refused(run_cli("slurm", suite, *flags, "--dry-run", cwd=tmp_path), field)
 
 
+def test_a_config_that_overrides_a_merged_key_is_no_duplicate(tmp_path, tiny_bert):
+    """A YAML merge (`<<:`) and a key that overrides one it brings is YAML, not a key given twice. The config is
+    parsed once: building its value rewrites the node tree in place (the merged keys put beside the given ones),
+    so the duplicate-key check must read the tree before that; after it, this read "zero_stage: duplicate key"."""
+    suite = write_suite(tmp_path / "s.yaml", suite_text(tiny_bert, "s"))
+    (tmp_path / "merged.yaml").write_text("distributed_type: DEEPSPEED\ndeepspeed_config:\n"
+                                          "  <<: {zero_stage: 2, offload_optimizer_device: none}\n  zero_stage: 3\n")
+    r = call_cli("slurm", suite, "--workers", "1", "--dry-run", "--accelerate-config", tmp_path / "merged.yaml")
+    assert r.returncode == 0 and f"--config_file {tmp_path / 'merged.yaml'}" in r.stdout, r.stderr
+
+
 def test_deepspeed_config_drops_multi_gpu(tmp_path, tiny_bert):
     suite = write_suite(tmp_path / "s.yaml", suite_text(tiny_bert, "s"))
     shipped = ROOT / "harness" / "launch" / "templates" / "deepspeed_zero3.yaml"
