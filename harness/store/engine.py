@@ -24,7 +24,11 @@ from harness.store.values import store_json
 NETWORK_FILESYSTEMS = ("nfs", "nfs4", "lustre", "gpfs", "cifs", "smb3", "smbfs", "beegfs", "cephfs", "ceph",
                        "glusterfs", "fuse.sshfs", "9p", "panfs", "wekafs")
 READ_ONLY_BACKENDS = ("sqlite", "postgresql", "mysql", "mariadb")   # where read-only is enforced by the server
-BUSY_TIMEOUT_S = 30   # how long a connection waits for another's lock (and for another's switch to WAL)
+# how long an SQLite connection waits for another's lock (and for another's switch to WAL), where the URL gives no
+# ?timeout=SECONDS (busy_timeout_s); SQLite's busy timeout is a count of milliseconds in 32 bits: past MAX_BUSY_S it
+# read 0, no wait at all
+BUSY_TIMEOUT_S = 30
+MAX_BUSY_S = (2 ** 31 - 1) // 1000
 # How long opening a PostgreSQL connection may take, where the URL names no connect_timeout. libpq's own default
 # waits forever: a server host that accepts TCP but never answers (hung, or a firewall that drops the replies) froze
 # every command, and a worker's heartbeat with it, instead of reaching the store-outage path. Well under the
@@ -60,17 +64,17 @@ def absolute_db_url(url: str | None) -> str | None:
         hide_password=False)
 
 
-def _to_wal(cur) -> None:
+def _to_wal(cur, busy_s: float) -> None:
     """Put the file in WAL mode. Switching a new file needs an exclusive lock, and when two connections race for
     it SQLite answers "database is locked" at once instead of waiting out busy_timeout (it would deadlock
     otherwise) - as happens when the ranks of a DDP cell or the workers of one machine open a fresh store
     together. WAL is a property of the file, so once one connection has switched it the others find it set:
-    they wait for that, briefly and with jitter, up to BUSY_TIMEOUT_S."""
+    they wait for that, briefly and with jitter, up to the busy timeout (`busy_s`)."""
     import random
     import sqlite3
     import time
 
-    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    deadline = time.monotonic() + busy_s
     while True:
         try:
             cur.execute("PRAGMA journal_mode=WAL")
@@ -81,16 +85,16 @@ def _to_wal(cur) -> None:
         time.sleep(random.uniform(0.005, 0.05))
 
 
-def _sqlite_pragmas(engine: Engine, read_only: bool) -> None:
+def _sqlite_pragmas(engine: Engine, read_only: bool, busy_s: float) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record):
         # the driver's own BEGIN is deferred and comes only before the first write: too late for a claim, which
         # must hold the write lock from its first read. So BEGIN is ours (below).
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
-        cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_S * 1000}")
+        cur.execute(f"PRAGMA busy_timeout={int(busy_s * 1000)}")   # over the driver's own (its ?timeout=, else 5 s)
         if not read_only:
-            _to_wal(cur)
+            _to_wal(cur, busy_s)
             cur.execute("PRAGMA synchronous=NORMAL")
         cur.close()
 
@@ -108,7 +112,7 @@ def _file_state(path: str) -> tuple:
     return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
-def _sqlite_read_only_engine(path: str) -> Engine:
+def _sqlite_read_only_engine(path: str, busy_s: float) -> Engine:
     """A SQLite engine that cannot write: mode=ro on a file: URI built from the path itself (percent-encoded, so
     '#', '?' and '%' in a file name stay part of it and never open a different file), plus query_only.
 
@@ -151,7 +155,7 @@ def _sqlite_read_only_engine(path: str) -> Engine:
     # whose pool hands every connection of a thread the same one (a read inside a snapshot, Store.snapshot, began
     # a second transaction on the snapshot's own: "cannot start a transaction within a transaction")
     engine = create_engine("sqlite://", creator=connect, poolclass=NullPool)
-    _sqlite_pragmas(engine, read_only=True)
+    _sqlite_pragmas(engine, read_only=True, busy_s=busy_s)
 
     @event.listens_for(engine, "rollback")
     @event.listens_for(engine, "commit")
@@ -213,28 +217,41 @@ def _refuse_dropped_arguments(parsed) -> None:
     the database is a `file:` URI, which the harness (its own read-only opening, its folder checks) would read as a
     file's path and open another file. Which arguments the driver drops is asked of the driver itself; a value it
     cannot take (?timeout=abc) is refused here too, for every command: the read-only engine never passes the
-    query to the driver, so a reader went on and read the store."""
-    import warnings
-
-    def connect_args(url):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")   # the drop warning: said below, in one line
-            return url.get_dialect()().create_connect_args(url)[1]
-
+    query to the driver, so a reader went on and read the store. So is a timeout SQLite's busy timeout cannot hold
+    (busy_timeout_s: the harness sets it on every connection, the read-only ones too)."""
     try:
-        taken = connect_args(parsed)
+        taken = _driver_args(parsed)
     except Exception as e:   # a value of the wrong type, a host in the URL: named, the argument alone first
         bad = next((f"{key}={value}" for key, value in parsed.query.items()
-                    if _refused_by(connect_args, parsed.set(query={key: value}))), None)
+                    if _refused_by(_driver_args, parsed.set(query={key: value}))), None)
         raise InputError(f"--db: {bad + ': ' if bad else ''}{_reason(e)}") from None
     hint = "give the file as sqlite:///PATH (commands that only read open the store read-only themselves)"
     if taken.get("uri"):
         raise InputError(f"--db: uri=true (an SQLite file: URI) is not supported: {hint}")
+    if "timeout" in taken and not 0 <= taken["timeout"] <= MAX_BUSY_S:   # nan too; -1, inf, 1e10 read as no wait
+        raise InputError(f"--db: timeout={parsed.query['timeout']}: SQLite's busy timeout must be from 0 to "
+                         f"{MAX_BUSY_S} seconds")
     dropped = sorted(set(parsed.query) - set(taken))
     if dropped:
         raise InputError(f"--db: {', '.join(dropped)}: not an argument of the SQLite driver, which would ignore it "
                          f"(SQLite's own URI arguments, as mode=ro, are dropped without uri=true) and open the "
                          f"store read-write: {hint}")
+
+
+def _driver_args(url) -> dict:
+    """The arguments SQLAlchemy's SQLite driver takes from the URL's query, as it reads them (timeout a float)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # the drop warning: _refuse_dropped_arguments says it, in one line
+        return url.get_dialect()().create_connect_args(url)[1]
+
+
+def busy_timeout_s(parsed) -> float:
+    """How long a connection to the SQLite store of URL `parsed` waits for another's lock: the URL's ?timeout=
+    (seconds), else BUSY_TIMEOUT_S. The harness sets SQLite's busy timeout itself (every connection, the read-only
+    ones too, whose URL never reaches the driver), so it is this one value: a fixed 30 s overrode ?timeout=1."""
+    return _driver_args(parsed).get("timeout", BUSY_TIMEOUT_S)
 
 
 def _refused_by(connect_args, url) -> bool:
@@ -328,7 +345,7 @@ def _make_engine(parsed, read_only: bool) -> Engine:
                 if not os.path.exists(path):
                     raise FileNotFoundError(path)
                 # the leaderboard can never write to a shared store
-                return _sqlite_read_only_engine(path)
+                return _sqlite_read_only_engine(path, busy_timeout_s(parsed))
         # the URL's driver arguments (?timeout=abc) are refused here, before the store's folders are made: refused
         # after, make_engine removed the folders again, from under another worker opening the same new store
         engine = create_engine(parsed, json_serializer=store_json)
@@ -337,7 +354,7 @@ def _make_engine(parsed, read_only: bool) -> Engine:
                 os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
             except OSError as e:   # /proc, a read-only mount, no permission
                 raise InputError(f"--db: cannot create the folder of the store {path}: {_reason(e)}") from None
-        _sqlite_pragmas(engine, read_only)
+        _sqlite_pragmas(engine, read_only, busy_timeout_s(parsed))
         return engine
     connect_args = {}
     if backend == "postgresql" and parsed.get_driver_name() in LIBPQ_DRIVERS and not _timeout_given(parsed):

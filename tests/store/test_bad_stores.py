@@ -202,6 +202,55 @@ def test_a_connect_timeout_set_for_libpq_is_not_overridden(tmp_path):
     assert took < 8, f"gave up after {took:.1f} s, not libpq's 2"
 
 
+@pytest.mark.parametrize("opener", ["export", "status", "a worker's Store"])
+def test_an_sqlite_timeout_in_the_url_is_how_long_a_lock_is_waited_for(tmp_path, opener):
+    """`?timeout=1` was accepted and checked, but every connection then set SQLite's busy timeout to the harness's
+    fixed 30 s (the read-only engine never passed the URL's query on at all): a command waited out another's lock
+    for 30 s. Here another connection holds the store locked for up to 8 s: the command gives up after its 1 s
+    (before: it waited the lock out, 8 s, and went on)."""
+    import sqlite3
+    import threading
+    import time
+
+    from harness.store.db import Store
+
+    url = store_at(tmp_path / "s.db") + "?timeout=1"
+    holder = sqlite3.connect(tmp_path / "s.db", isolation_level=None, check_same_thread=False)
+    holder.execute("PRAGMA locking_mode=EXCLUSIVE")   # readers of a WAL store wait too
+    holder.execute("BEGIN EXCLUSIVE")
+    holder.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    release = threading.Timer(8, holder.close)   # (its exclusive locking mode keeps the lock till it closes)
+    release.start()
+    started = time.monotonic()
+    try:
+        if opener == "a worker's Store":
+            with pytest.raises(Exception, match="database is locked"):
+                Store(url)
+        else:
+            args = ["export"] if opener == "export" else ["status", SUITE]   # read-only engines, both
+            assert_refused(call_cli(*args, "--db", url), "database is locked")
+        took = time.monotonic() - started
+    finally:
+        release.cancel()
+        release.join()
+        holder.close()
+    assert 0.9 < took < 5, f"gave up after {took:.1f} s, not the URL's 1 s"
+
+
+@pytest.mark.parametrize("value", ["-1", "inf", "nan", "1e10"])
+def test_an_sqlite_timeout_its_busy_timeout_cannot_hold_is_refused(tmp_path, value):
+    """SQLite's busy timeout is milliseconds in 32 bits: -1, inf, nan and 1e10 s all read as 0, no wait at all,
+    now that the URL's timeout is the busy timeout (a reader and a worker alike)."""
+    from harness.spec.errors import InputError
+    from harness.store.db import Store
+
+    url = f"{store_at(tmp_path / 's.db')}?timeout={value}"
+    expect = f"--db: timeout={value}: SQLite's busy timeout must be from 0 to 2147483 seconds"
+    assert_refused(call_cli("export", "--db", url), expect)
+    with pytest.raises(InputError, match=expect):
+        Store(url)
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     path = tmp_path_factory.mktemp("store") / "h.db"
