@@ -7,6 +7,7 @@ import sys
 from harness.cli.common import (add_cache_dir, add_data_dir, add_db, add_lease_timeout, add_max_cells, add_output_dir,
                                 add_suite, check_workers, positive_int)
 from harness.spec.errors import InputError
+from harness.spec.status import DEFAULT_HEARTBEAT_S
 
 HELP = "train and evaluate every cell of a suite that is not done yet"
 EXAMPLES = """
@@ -41,8 +42,8 @@ def add_arguments(p) -> None:
                         "one worker: torch's default); recorded with every result")
     add_max_cells(p)
     p.add_argument("--heartbeat-s", type=float, default=None,
-                   help="how often a worker refreshes the lease of the cell it trains (default: "
-                        "$HARNESS_HEARTBEAT_S, else 30)")
+                   help=f"how often a worker refreshes the lease of the cell it trains (default: "
+                        f"$HARNESS_HEARTBEAT_S, else {DEFAULT_HEARTBEAT_S:g})")
     add_lease_timeout(p, "a lease without a heartbeat for this long is stale and its cell is taken over by the "
                          "next worker")
 
