@@ -69,6 +69,13 @@ def add_max_cells(p) -> None:
                         "GPU-days")
 
 
+def add_num_processes(p, note: str = "") -> None:
+    """--num-processes of the commands that plan a suite's cells (validate, estimate): one process unless told,
+    as Suite.cells (`harness status` reads the count from the store instead)."""
+    p.add_argument("--num-processes", type=positive_int, default=1,
+                   help=f"process count the suite will run with (part of the cell key{note}; default: %(default)s)")
+
+
 def add_lease_timeout(p, what: str) -> None:
     p.add_argument("--lease-timeout-s", type=float, default=None,
                    help=f"{what} (default: $HARNESS_LEASE_TIMEOUT_S, else {DEFAULT_LEASE_TIMEOUT_S:g})")
