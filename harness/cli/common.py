@@ -17,13 +17,15 @@ def subparser(sub, name: str, help: str, examples: str) -> argparse.ArgumentPars
                           formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
-def _whole_number(text: str, least: int) -> int:
+def _whole_number(text: str, least: int, most: int | None = None, why: str = "") -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
     if value < least:
         raise argparse.ArgumentTypeError(f"must be at least {least} (got {value})")
+    if most is not None and value > most:
+        raise argparse.ArgumentTypeError(f"must be at most {most} ({why}) (got {value})")
     return value
 
 
@@ -35,6 +37,14 @@ def positive_int(text: str) -> int:
 def non_negative_int(text: str) -> int:
     """A count where 0 means none (e.g. --gpus-per-worker 0: CPU only)."""
     return _whole_number(text, 0)
+
+
+def step_count(text: str) -> int:
+    """A count of optimizer steps (estimate's --pilot-steps): 1 to a budget's max_steps bound. A pilot trains at
+    most one epoch of its data whatever it is given, and 10**20 was printed as "pilots of 10**20 steps"."""
+    from harness.spec.hparams import MAX_STEPS
+
+    return _whole_number(text, 1, MAX_STEPS, "a budget's max_steps bound")
 
 
 def add_suite(p) -> None:
