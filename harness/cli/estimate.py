@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from harness.cli.common import add_data_dir, add_max_cells, add_suite, positive_int, step_count
+from harness.cli.common import add_data_dir, add_max_cells, add_suite, process_count, step_count
 from harness.spec.errors import InputError
 from harness.spec.layout import DEFAULT_DB_URL
 
@@ -42,7 +42,7 @@ def add_arguments(p) -> None:
                         "machine, in a temporary folder (nothing recorded), and extrapolate")
     p.add_argument("--pilot-steps", type=step_count, default=PILOT_STEPS,
                    help="optimizer steps per pilot, at most one epoch of its data (default: %(default)s)")
-    p.add_argument("--num-processes", type=positive_int, default=1,
+    p.add_argument("--num-processes", type=process_count, default=1,
                    help="process count the suite will run with (part of the cell key; only runs on as many "
                         "processes price its cells; default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print JSON (per cell, total) instead of text")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from harness.cli.common import add_data_dir, add_max_cells, add_suite, positive_int
+from harness.cli.common import add_data_dir, add_max_cells, add_suite, process_count
 
 HELP = "check a suite and print its grid size; trains nothing"
 EXAMPLES = """
@@ -13,7 +13,7 @@ EXAMPLES = """
 
 def add_arguments(p) -> None:
     add_suite(p)
-    p.add_argument("--num-processes", type=positive_int, default=1,
+    p.add_argument("--num-processes", type=process_count, default=1,
                    help="process count the suite will run with (part of the cell key; default: %(default)s)")
     p.add_argument("--list", action="store_true", help="also print every cell")
     add_data_dir(p, help="check the data there (default: the suite's data_dir, then $HARNESS_DATA_DIR, then the "

@@ -493,6 +493,10 @@ def test_validate_says_what_the_stored_runs_estimate(past, monkeypatch, tmp_path
     # a pilot trains one epoch at most: 10**20 trained one and printed "pilots of 100000000000000000000 steps"
     (["estimate", "SUITE", "--pilot-steps", str(10 ** 20)],
      "--pilot-steps: must be at most 100000000 (a budget's max_steps bound)"),
+    # a process count no run's row could record (an INTEGER): validate listed the cells under 10**20 (exit 0)
+    (["validate", "SUITE", "--num-processes", str(10 ** 20)], "--num-processes: must be at most 2147483647"),
+    (["status", "SUITE", "--db", "PAST", "--num-processes", str(2 ** 31)], "--num-processes: must be at most"),
+    (["estimate", "SUITE", "--from-store", "PAST", "--num-processes", str(10 ** 20)], "--num-processes: must be"),
     (["status", "SUITE", "--watch", "0"], "--watch: must be a positive number of seconds"),
     (["status", "SUITE", "--watch", "soon"], "--watch: not a number of seconds"),
     (["status", "SUITE", "--watch", "1e300"], "--watch: must be at most 31536000 seconds"),   # was: a traceback
