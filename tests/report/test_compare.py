@@ -242,6 +242,38 @@ def test_a_squad_run_without_its_question_ids_is_not_paired(tmp_path):
         compare_runs(SquadRun(1, a), SquadRun(2, b))
 
 
+@pytest.mark.parametrize("text", ["[" * 100_000, "{not json", "42"], ids=["nested_100000_deep", "not_json", "number"])
+def test_a_squad_run_whose_question_ids_do_not_parse_is_not_paired(tmp_path, text):
+    """A predictions.json that is not the object of question ids save_predictions writes is read as a missing one:
+    `harness compare` and `harness export --table best` ended with a traceback (RecursionError on 100,000 '[',
+    JSONDecodeError, TypeError)."""
+    import json
+
+    from harness.plan.suite import parse_suite
+    from harness.spec.status import Status
+    from harness.store.db import Store
+    from tests.helpers import assert_refused
+
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    store = Store(url)
+    rng = np.random.default_rng(7)
+    questions = [f"q{i}" for i in range(40)]
+    for cell in parse_suite("name: q\nmodels: [minilm]\ntasks: [squad]\nmethods: [full, {name: houlsby, size: 8}]\n"
+                            "seeds: [1, 2]\n", "q.yaml").cells():
+        out = squad_run(tmp_path / f"{cell.method}{cell.seed}", questions, rng)
+        claim = store.start(cell, cell.config(), "cmd", out)
+        score = 50.0 + cell.seed - 5 * (cell.method == "houlsby")   # full the column's best
+        store.finish(claim, Status.COMPLETED, {"score": score, "metrics": {"f1": score}})
+    store.engine.dispose()
+    (tmp_path / "houlsby1" / "predictions.json").write_text(text)
+    assert_refused(call_cli("compare", "1", "3", "--db", url, "--resamples", "50"),
+                   "error: run 3 (" + str(tmp_path / "houlsby1") + "): saved predictions of some squad dev split")
+    r = call_cli("export", "--db", url, "--table", "best", "--format", "json")
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = {x["method"]: x for x in json.loads(r.stdout)["rows"]}
+    assert rows["full"]["tested"] is True and rows["houlsby"]["tested"] is False, rows
+
+
 OFFLINE_SQUAD = {"train": "file:/data/SQuAD/train-v1.1.json:sha256:"
                           "a229f4d76b8be65de2a492c5853dca626d80175b32d8aa37c5b21b62002a97d7",
                  "validation": "file:/data/SQuAD/dev-v1.1.json:sha256:"
