@@ -474,7 +474,7 @@ def footnote(kind: str, frame: pd.DataFrame) -> list[str]:
         lines.append("p vs best: Holm-adjusted. Seeds needed: per variant, for a two-sided two-sample z-test "
                      "(normal approximation) at α = 0.05 with 80% power to resolve its gap δ to the best: "
                      "n = 2 (z_0.975 + z_0.8)² σ² / δ², σ² the mean of the two variants' seed variances; "
-                     "∞: equal means; –: one seed or no variance.")
+                     "–: one seed or no variance.")
     return lines
 
 

@@ -56,7 +56,8 @@ def holm(p_values) -> np.ndarray:
 def seeds_needed(mean_best, std_best, mean, std, alpha: float = ALPHA, power: float = POWER):
     """Seeds per variant a two-sample z-test needs to resolve the gap at `alpha` (two-sided) with `power`:
     n = 2 (z_{1-a/2} + z_{power})^2 sigma^2 / delta^2, sigma^2 the mean of the two seed variances. None when the
-    variance is unknown (one seed each) or zero; inf when the means are equal."""
+    variance is unknown (one seed each) or zero; inf when the means are equal, for a direct caller: the tables never
+    ask then (a mean at_best is a best itself, its seeds_needed None), so no table shows it."""
     if any(v is None or (isinstance(v, float) and math.isnan(v)) for v in (mean_best, std_best, mean, std)):
         return None
     var = (std_best ** 2 + std ** 2) / 2
