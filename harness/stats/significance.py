@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import zipfile
 import zlib
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -88,10 +89,16 @@ def _predictions(output_dir, split: str):
     path = os.path.join(output_dir, layout.PREDICTIONS)
     if not os.path.isfile(path):
         return None
-    data = _load(path, os.path.getmtime(path))
-    if f"{split}_idx" not in data:
+    # one that does not load (another file written over it, a truncated copy) or lacks the split's arrays: as a
+    # missing one, not the traceback that ended export and compare (np.load's ValueError, zipfile.BadZipFile)
+    try:
+        data = _load(path, os.path.getmtime(path))
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
         return None
-    return data[f"{split}_idx"], data[f"{split}_pred"], data[f"{split}_label"]
+    names = [f"{split}_{part}" for part in ("idx", "pred", "label")]
+    if any(name not in data for name in names):
+        return None
+    return tuple(data[name] for name in names)
 
 
 def saved(task, dirs) -> bool:
