@@ -304,6 +304,29 @@ def test_a_run_whose_predictions_npz_does_not_load_is_not_paired(tmp_path, conte
     assert_run_3_left_out(tmp_path, url)
 
 
+def test_export_does_not_write_over_a_runs_saved_predictions(tmp_path):
+    """`harness export --table best -o RUN/predictions.npz` wrote the CSV over the predictions the table had just
+    read (exit 0), and every later test of that run was left out; by a link, or a SQuAD run's predictions.json, the
+    same. Refused in one line, nothing written; a new file in the folder is written as anywhere."""
+    import shutil
+
+    from tests.helpers import assert_refused
+
+    url = squad_store(tmp_path)
+    shutil.copytree(tmp_path / "houlsby1", tmp_path / "before")
+    (tmp_path / "link.csv").symlink_to(tmp_path / "houlsby1" / "predictions.npz")
+    for out in (tmp_path / "houlsby1" / "predictions.npz", tmp_path / "link.csv",
+                tmp_path / "houlsby1" / ".." / "houlsby1" / "predictions.json"):
+        assert_refused(call_cli("export", "--db", url, "--table", "best", "-o", out),
+                       f"error: -o: {out} is the saved predictions of a stored run ({tmp_path / 'houlsby1'}), which "
+                       f"the tables read")
+    for name in ("predictions.npz", "predictions.json"):
+        assert (tmp_path / "houlsby1" / name).read_bytes() == (tmp_path / "before" / name).read_bytes()
+    assert sorted(os.listdir(tmp_path / "houlsby1")) == sorted(os.listdir(tmp_path / "before"))
+    r = call_cli("export", "--db", url, "--table", "best", "-o", tmp_path / "houlsby1" / "best.csv")
+    assert r.returncode == 0 and (tmp_path / "houlsby1" / "best.csv").read_text().startswith("suite,"), r.stderr
+
+
 OFFLINE_SQUAD = {"train": "file:/data/SQuAD/train-v1.1.json:sha256:"
                           "a229f4d76b8be65de2a492c5853dca626d80175b32d8aa37c5b21b62002a97d7",
                  "validation": "file:/data/SQuAD/dev-v1.1.json:sha256:"
