@@ -209,7 +209,7 @@ def page_leaderboard(url, suite, model, metric):
     if not needed.empty:
         st.markdown("**Seeds needed** to resolve each variant's gap to its column's best (α = 0.05, power 0.8, "
                     "normal approximation n = 2 (z₀.₉₇₅ + z₀.₈)² σ² / δ², σ² the mean of the two seed variances; "
-                    "∞: equal means; –: one seed or no variance; best: the column's best)")
+                    "–: one seed or no variance; best: the column's best)")
         st.dataframe(needed, hide_index=True, width="stretch")
     seeds = best["n_seeds"].astype(int)   # per (task, method) cell, as the footnote counts them
     # the cells and settings of export's best table: a variant whose every run of a task failed included

@@ -17,13 +17,15 @@ def subparser(sub, name: str, help: str, examples: str) -> argparse.ArgumentPars
                           formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
-def _whole_number(text: str, least: int) -> int:
+def _whole_number(text: str, least: int, most: int | None = None, why: str = "") -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
     if value < least:
         raise argparse.ArgumentTypeError(f"must be at least {least} (got {value})")
+    if most is not None and value > most:
+        raise argparse.ArgumentTypeError(f"must be at most {most} ({why}) (got {value})")
     return value
 
 
@@ -35,6 +37,23 @@ def positive_int(text: str) -> int:
 def non_negative_int(text: str) -> int:
     """A count where 0 means none (e.g. --gpus-per-worker 0: CPU only)."""
     return _whole_number(text, 0)
+
+
+def step_count(text: str) -> int:
+    """A count of optimizer steps (estimate's --pilot-steps): 1 to a budget's max_steps bound. A pilot trains at
+    most one epoch of its data whatever it is given, and 10**20 was printed as "pilots of 10**20 steps"."""
+    from harness.spec.hparams import MAX_STEPS
+
+    return _whole_number(text, 1, MAX_STEPS, "a budget's max_steps bound")
+
+
+def process_count(text: str) -> int:
+    """A process count (--num-processes of validate, status and estimate): 1 to MAX_PROCESSES, the most a worker
+    may run on (slurm's --gpus-per-worker x --nodes-per-worker is bounded by it too). 10**20 was read as a count
+    no launch could have, and listed the suite's cells under it."""
+    from harness.store.schema import MAX_PROCESSES
+
+    return _whole_number(text, 1, MAX_PROCESSES, "the process count a run's row records")
 
 
 def add_suite(p) -> None:
@@ -72,7 +91,7 @@ def add_max_cells(p) -> None:
 def add_num_processes(p, note: str = "") -> None:
     """--num-processes of the commands that plan a suite's cells (validate, estimate): one process unless told,
     as Suite.cells (`harness status` reads the count from the store instead)."""
-    p.add_argument("--num-processes", type=positive_int, default=1,
+    p.add_argument("--num-processes", type=process_count, default=1,
                    help=f"process count the suite will run with (part of the cell key{note}; default: %(default)s)")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from harness.cli.common import add_data_dir, add_max_cells, add_num_processes, add_suite, positive_int
+from harness.cli.common import add_data_dir, add_max_cells, add_num_processes, add_suite, step_count
 from harness.spec.errors import InputError
 from harness.spec.layout import DEFAULT_DB_URL
 
@@ -40,8 +40,8 @@ def add_arguments(p) -> None:
     p.add_argument("--pilot", action="store_true",
                    help="measure instead: train a few steps of one cell per distinct (model, method, task) on this "
                         "machine, in a temporary folder (nothing recorded), and extrapolate")
-    p.add_argument("--pilot-steps", type=positive_int, default=PILOT_STEPS,
-                   help="optimizer steps per pilot (default: %(default)s)")
+    p.add_argument("--pilot-steps", type=step_count, default=PILOT_STEPS,
+                   help="optimizer steps per pilot, at most one epoch of its data (default: %(default)s)")
     add_num_processes(p, "; only runs on as many processes price its cells")
     p.add_argument("--json", action="store_true", help="print JSON (per cell, total) instead of text")
     add_data_dir(p)
@@ -99,7 +99,7 @@ def run(args) -> int:
         return 0
     procs = args.num_processes
     what = (f"{est.observations} stored runs on {procs} process(es)" if source == "store"
-            else f"pilots of {args.pilot_steps} steps on this machine")
+            else f"pilots of up to {args.pilot_steps} steps on this machine")
     pooled = (f"; {est.pooled_threads} cell(s) priced by runs of {' and '.join(map(str, est.threads))} threads "
               f"pooled (a thread count's speed is not another's; `harness run --threads-per-worker`)"
               if est.pooled_threads else "")
@@ -170,6 +170,9 @@ def pilot(suite, cells, data_dir: str | None, steps: int) -> list:
                 print(f"pilot {i + 1}: failed ({type(exc).__name__}: {reason}); its cells get no estimate",
                       file=sys.stderr, flush=True)
                 continue
+            if r.steps is not None and r.steps < steps:   # its data ran out first: what it measured, said
+                print(f"pilot {i + 1}: {r.steps} optimizer step(s), one epoch of its training data (not the "
+                      f"{steps} of --pilot-steps)", file=sys.stderr, flush=True)
             # read as a stored run is (a linear probe's encoder pass apart from its head's epochs)
             obs = observation(SimpleNamespace(**{f: getattr(r, f) for f in RATE_FIELDS}, model=cell.model,
                                               method=cell.method, task=cell.task, regime=cell.regime,

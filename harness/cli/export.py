@@ -32,13 +32,16 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from harness.report.export import check_output, export_with_notes, write_csv_notes, write_output
+    from harness.report.export import (check_not_an_input, check_output, export_with_notes, write_csv_notes,
+                                       write_output)
 
     if args.output:
         check_output(args.output, args.db, args.format)   # before the store is read: a bad -o writes nothing
     # read-only; a database that is not a store is refused, not exported as a store with nothing in it
-    text, notes = export_with_notes(existing_store(args.db), args.format, args.table, args.suite, args.model)
+    store = existing_store(args.db)
+    text, notes = export_with_notes(store, args.format, args.table, args.suite, args.model)
     if args.output:
+        check_not_an_input(args.output, store)   # a run's saved predictions: the store names their folders
         # the notes first: where their file cannot be replaced or removed after all (an immutable file, another
         # user's in a sticky folder), the export stops with the CSV not written, not beside stale notes
         beside = write_csv_notes(args.output, notes) if args.format == "csv" else None

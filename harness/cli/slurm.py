@@ -42,7 +42,7 @@ def add_arguments(p) -> None:
                    help="accelerate config for every launch: a file, or a shipped one by name: deepspeed_zero2, "
                         "deepspeed_zero3")
     p.add_argument("--throttle", type=positive_int, default=None, metavar="K",
-                   help="at most K array tasks running at once (--array=0-(N-1)%%K)")
+                   help="at most K array tasks running at once (--array=0-(N-1)%%K; K at most --workers)")
     p.add_argument("--retry-failed", action="store_true", help="the workers also re-run cells that failed before")
     p.add_argument("--dry-run", action="store_true", help="print the sbatch script; submit nothing")
     p.add_argument("--wait", action="store_true",

@@ -6,7 +6,7 @@ import json
 import sys
 import time
 
-from harness.cli.common import add_db, add_lease_timeout, add_max_cells, add_suite, existing_store, positive_int
+from harness.cli.common import add_db, add_lease_timeout, add_max_cells, add_suite, existing_store, process_count
 
 HELP = "a suite's progress: counts, time left, running / stale cells, failures (--all: every cell)"
 EXAMPLES = """
@@ -33,7 +33,7 @@ def add_arguments(p) -> None:
     add_suite(p)
     add_db(p)
     add_max_cells(p)
-    p.add_argument("--num-processes", type=positive_int, default=None,
+    p.add_argument("--num-processes", type=process_count, default=None,
                    help="process count the suite runs with (part of the cell key; default: any count seen "
                         "in the store, else 1)")
     add_lease_timeout(p, "a running cell whose last heartbeat is older than this is shown stale")

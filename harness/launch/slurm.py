@@ -54,6 +54,19 @@ class SlurmRequest:
                 raise InputError(f"{name}: must be at least {least}, not {value}")
         if self.nodes_per_worker > 1 and self.gpus_per_worker < 1:
             raise InputError("--nodes-per-worker > 1 needs --gpus-per-worker >= 1 (one rank per GPU)")
+        from harness.store.schema import MAX_PROCESSES
+
+        if self.world > MAX_PROCESSES:   # 10**20 GPUs printed a script sbatch refuses (--nodes too, above INT_MAX)
+            raise InputError(f"--{'nodes' if self.nodes_per_worker > MAX_PROCESSES else 'gpus'}-per-worker: "
+                             f"{max(1, self.gpus_per_worker)} GPU(s) x {self.nodes_per_worker} node(s) is "
+                             f"{self.world} processes per worker; at most {MAX_PROCESSES}, the process count a "
+                             f"run's row records")
+        # refused, not lowered: sbatch takes %K above the array's size and it limits nothing (above 2**31 - 1 it
+        # drops it without a word); a K larger than --workers says the array is not the size meant, as a --workers
+        # beyond the suite's cells does (check_workers)
+        if self.throttle is not None and self.throttle > self.workers:
+            raise InputError(f"--throttle: {self.throttle} above --workers {self.workers}: an array of "
+                             f"{self.workers} task(s) never runs more than {self.workers} at once")
         for option, value in self.texts():
             refuse_control_characters(option, value)
         if self.time is not None and not slurm_time_ok(self.time):

@@ -474,7 +474,7 @@ def footnote(kind: str, frame: pd.DataFrame) -> list[str]:
         lines.append("p vs best: Holm-adjusted. Seeds needed: per variant, for a two-sided two-sample z-test "
                      "(normal approximation) at α = 0.05 with 80% power to resolve its gap δ to the best: "
                      "n = 2 (z_0.975 + z_0.8)² σ² / δ², σ² the mean of the two variants' seed variances; "
-                     "∞: equal means; –: one seed or no variance.")
+                     "–: one seed or no variance.")
     return lines
 
 
@@ -903,6 +903,33 @@ def _check_file(path: str, db: str | None, what: str) -> None:
             if real == own or (os.path.exists(real) and os.path.exists(own) and os.path.samefile(real, own)):
                 raise InputError(f"{what}: {path} is the store's own database file (--db {db}); writing the export "
                                  f"there would destroy the store")
+
+
+def check_not_an_input(path: str, store) -> None:
+    """Refuse an -o that is a run's saved predictions (predictions.npz, a SQuAD run's predictions*.json in a
+    stored run's output folder), which the best and leaderboard tables read: `-o RUN/predictions.npz` wrote the
+    CSV over the predictions the table had just read (exit 0), and every later test of that run failed. The
+    store's own file is refused before it is read (check_output); these once it is read (it names the folders),
+    before anything is written; the same file by a link or another spelling too."""
+    from sqlalchemy import select
+
+    from harness.spec import layout
+    from harness.spec.errors import InputError
+    from harness.store.schema import RunRecord
+
+    real = output_file(path)
+    name = os.path.basename(real)
+    if not os.path.isfile(real) or not (name == layout.PREDICTIONS or (name.startswith("predictions")
+                                                                        and name.endswith(".json"))):
+        return
+    folder = os.path.dirname(real)
+    with store.reading() as conn:
+        folders = conn.execute(select(RunRecord.output_dir).where(RunRecord.output_dir.is_not(None))
+                               .distinct()).scalars().all()
+    for own in folders:
+        if os.path.isdir(own) and os.path.samefile(own, folder):
+            raise InputError(f"-o: {path} is the saved predictions of a stored run ({own}), which the tables read; "
+                             f"writing the export there would destroy them")
 
 
 def output_file(path: str) -> str:

@@ -121,10 +121,14 @@ EVALUATION_BUDGET = ("max_eval_samples",)
 DEFAULTS = {name: value[0] if isinstance(value, list) else value for name, value in Hparams().model_dump().items()}
 
 
+# the most optimizer steps a budget may ask for (max_steps); also the longest pilot `harness estimate` trains
+MAX_STEPS = 10 ** 8
+
+
 class Budget(BaseModel):
     model_config = STRICT
     epochs: Annotated[float, Range(0, 1000, lo_open=True, why="passes over the training data")] | None = None
-    max_steps: Annotated[int, Range(1, 10 ** 8, why="optimizer steps")] | None = None
+    max_steps: Annotated[int, Range(1, MAX_STEPS, why="optimizer steps")] | None = None
     max_train_samples: Annotated[int, Range(1, 10 ** 9, why="training examples used")] | None = None
     max_eval_samples: Annotated[int, Range(1, 10 ** 9, why="dev examples scored")] | None = None
     time_limit_min: Annotated[float, Range(0, 525_600, lo_open=True, why="minutes; 525,600 is a year")] | None = None

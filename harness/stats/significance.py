@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import zipfile
 import zlib
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -56,7 +57,8 @@ def holm(p_values) -> np.ndarray:
 def seeds_needed(mean_best, std_best, mean, std, alpha: float = ALPHA, power: float = POWER):
     """Seeds per variant a two-sample z-test needs to resolve the gap at `alpha` (two-sided) with `power`:
     n = 2 (z_{1-a/2} + z_{power})^2 sigma^2 / delta^2, sigma^2 the mean of the two seed variances. None when the
-    variance is unknown (one seed each) or zero; inf when the means are equal."""
+    variance is unknown (one seed each) or zero; inf when the means are equal, for a direct caller: the tables never
+    ask then (a mean at_best is a best itself, its seeds_needed None), so no table shows it."""
     if any(v is None or (isinstance(v, float) and math.isnan(v)) for v in (mean_best, std_best, mean, std)):
         return None
     var = (std_best ** 2 + std ** 2) / 2
@@ -87,10 +89,16 @@ def _predictions(output_dir, split: str):
     path = os.path.join(output_dir, layout.PREDICTIONS)
     if not os.path.isfile(path):
         return None
-    data = _load(path, os.path.getmtime(path))
-    if f"{split}_idx" not in data:
+    # one that does not load (another file written over it, a truncated copy) or lacks the split's arrays: as a
+    # missing one, not the traceback that ended export and compare (np.load's ValueError, zipfile.BadZipFile)
+    try:
+        data = _load(path, os.path.getmtime(path))
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
         return None
-    return data[f"{split}_idx"], data[f"{split}_pred"], data[f"{split}_label"]
+    names = [f"{split}_{part}" for part in ("idx", "pred", "label")]
+    if any(name not in data for name in names):
+        return None
+    return tuple(data[name] for name in names)
 
 
 def saved(task, dirs) -> bool:

@@ -11,7 +11,6 @@ the runner and the store are the same for every kind: the loop only calls these 
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 
@@ -210,11 +209,12 @@ class SpanExtraction(TaskKind):
     def example_ids(self, task: Task, out_dir: str, split: str) -> list | None:
         # predictions.npz's idx is the question's position in the split and its label column holds EM, not a
         # gold answer: the question ids of predictions.json are what tell two runs' questions apart
-        path = os.path.join(out_dir or "", f"predictions{self.file_suffix(task, split)}.json")
-        if not out_dir or not os.path.isfile(path):
-            return None
-        with open(path, encoding="utf-8") as f:
-            return list(json.load(f))
+        # one that is not there, or not the object save_predictions writes (not JSON, nested past the decoder's
+        # recursion limit, a list): without ids, as a run without the file (compare and export failed with a
+        # traceback on 100,000 '[')
+        answers = atomic.read_json_object(os.path.join(out_dir, f"predictions{self.file_suffix(task, split)}.json")) \
+            if out_dir else None
+        return None if answers is None else list(answers)
 
     def trivial_baselines(self, task: Task, train, dev: list[tuple[str, object]]) -> dict[str, float]:
         from harness.tasks.baselines import span_baselines

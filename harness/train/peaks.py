@@ -105,7 +105,9 @@ def _load(path: str | None) -> dict:
     try:
         with open(path) as f:
             data = json.load(f)
-    except (OSError, ValueError):
+    # not one JSON document, or nested past the decoder's recursion limit: measured anew and written over (a cell
+    # failed on 100,000 '[' with a RecursionError)
+    except (OSError, ValueError, RecursionError):
         return {}
     return data if isinstance(data, dict) and data.get("version") == CACHE_VERSION else {}
 

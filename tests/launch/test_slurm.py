@@ -270,6 +270,13 @@ def test_submit_hands_the_url_to_sbatch_in_its_environment(tmp_path, tiny_bert):
     ("--time", "1", "--time: 1 (60 s) leaves no time to train"), ("--time", "2:30", "(150 s) leaves no time"),
     ("--time", "0-0:02", "(120 s)"),
     ("--db", "sqlite://", "--db"), ("--db", "sqlite:///:memory:", "--db"), ("--db", "nosuchdb://u@h/x", "--db"),
+    # a script sbatch refuses (22.05: "Invalid Trackable RESource (TRES) specification", "is not a valid node
+    # count"), printed with exit 0: at most MAX_PROCESSES per worker, the count a run's row records
+    ("--gpus-per-worker", str(10 ** 20), "--gpus-per-worker: 100000000000000000000 GPU(s) x 1 node(s) is "
+                                         "100000000000000000000 processes per worker; at most 2147483647"),
+    ("--nodes-per-worker", str(2 ** 31), "--nodes-per-worker: 1 GPU(s) x 2147483648 node(s)"),
+    # sbatch keeps %3 for an array of 2 and it limits nothing
+    ("--throttle", "3", "--throttle: 3 above --workers 2: an array of 2 task(s) never runs more than 2 at once"),
 ])
 def test_bad_script_values_are_refused_and_nothing_is_written(tmp_path, tiny_bert, flag, value, option):
     suite = write_suite(tmp_path / "s.yaml", suite_text(tiny_bert, "s"))

@@ -242,6 +242,91 @@ def test_a_squad_run_without_its_question_ids_is_not_paired(tmp_path):
         compare_runs(SquadRun(1, a), SquadRun(2, b))
 
 
+def squad_store(tmp_path) -> str:
+    """A store of two SQuAD variants (full the column's best), two seeds each, their predictions saved in
+    tmp_path/{method}{seed}: runs 1 and 3 are seed 1's."""
+    from harness.plan.suite import parse_suite
+    from harness.spec.status import Status
+    from harness.store.db import Store
+
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    store = Store(url)
+    rng = np.random.default_rng(7)
+    questions = [f"q{i}" for i in range(40)]
+    for cell in parse_suite("name: q\nmodels: [minilm]\ntasks: [squad]\nmethods: [full, {name: houlsby, size: 8}]\n"
+                            "seeds: [1, 2]\n", "q.yaml").cells():
+        out = squad_run(tmp_path / f"{cell.method}{cell.seed}", questions, rng)
+        claim = store.start(cell, cell.config(), "cmd", out)
+        score = 50.0 + cell.seed - 5 * (cell.method == "houlsby")
+        store.finish(claim, Status.COMPLETED, {"score": score, "metrics": {"f1": score}})
+    store.engine.dispose()
+    return url
+
+
+def assert_run_3_left_out(tmp_path, url) -> None:
+    """`harness compare 1 3` refuses the pair in one line; the best table leaves houlsby untested."""
+    import json
+
+    from tests.helpers import assert_refused
+
+    assert_refused(call_cli("compare", "1", "3", "--db", url, "--resamples", "50"),
+                   "error: run 3 (" + str(tmp_path / "houlsby1") + "): saved predictions of some squad dev split")
+    r = call_cli("export", "--db", url, "--table", "best", "--format", "json")
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = {x["method"]: x for x in json.loads(r.stdout)["rows"]}
+    assert rows["full"]["tested"] is True and rows["houlsby"]["tested"] is False, rows
+
+
+@pytest.mark.parametrize("text", ["[" * 100_000, "{not json", "42"], ids=["nested_100000_deep", "not_json", "number"])
+def test_a_squad_run_whose_question_ids_do_not_parse_is_not_paired(tmp_path, text):
+    """A predictions.json that is not the object of question ids save_predictions writes is read as a missing one:
+    `harness compare` and `harness export --table best` ended with a traceback (RecursionError on 100,000 '[',
+    JSONDecodeError, TypeError)."""
+    url = squad_store(tmp_path)
+    (tmp_path / "houlsby1" / "predictions.json").write_text(text)
+    assert_run_3_left_out(tmp_path, url)
+
+
+@pytest.mark.parametrize("content", [b"suite,model,task\n", b"PK\x03\x04" + bytes(40), "no pred"],
+                         ids=["a_csv", "truncated_zip", "without_its_predictions_array"])
+def test_a_run_whose_predictions_npz_does_not_load_is_not_paired(tmp_path, content):
+    """A predictions.npz that does not load (an export's CSV written over it, a truncated copy) or lacks an array:
+    `harness compare` and `harness export --table best` ended with np.load's ValueError (or BadZipFile, KeyError)
+    as a traceback; now as a run without the file."""
+    url = squad_store(tmp_path)
+    path = tmp_path / "houlsby1" / "predictions.npz"
+    if content == "no pred":   # the split's positions and labels, not its predictions
+        arrays = {k: v for k, v in np.load(path).items() if not k.endswith("_pred")}
+        with open(path, "wb") as f:
+            np.savez(f, **arrays)
+    else:
+        path.write_bytes(content)
+    assert_run_3_left_out(tmp_path, url)
+
+
+def test_export_does_not_write_over_a_runs_saved_predictions(tmp_path):
+    """`harness export --table best -o RUN/predictions.npz` wrote the CSV over the predictions the table had just
+    read (exit 0), and every later test of that run was left out; by a link, or a SQuAD run's predictions.json, the
+    same. Refused in one line, nothing written; a new file in the folder is written as anywhere."""
+    import shutil
+
+    from tests.helpers import assert_refused
+
+    url = squad_store(tmp_path)
+    shutil.copytree(tmp_path / "houlsby1", tmp_path / "before")
+    (tmp_path / "link.csv").symlink_to(tmp_path / "houlsby1" / "predictions.npz")
+    for out in (tmp_path / "houlsby1" / "predictions.npz", tmp_path / "link.csv",
+                tmp_path / "houlsby1" / ".." / "houlsby1" / "predictions.json"):
+        assert_refused(call_cli("export", "--db", url, "--table", "best", "-o", out),
+                       f"error: -o: {out} is the saved predictions of a stored run ({tmp_path / 'houlsby1'}), which "
+                       f"the tables read")
+    for name in ("predictions.npz", "predictions.json"):
+        assert (tmp_path / "houlsby1" / name).read_bytes() == (tmp_path / "before" / name).read_bytes()
+    assert sorted(os.listdir(tmp_path / "houlsby1")) == sorted(os.listdir(tmp_path / "before"))
+    r = call_cli("export", "--db", url, "--table", "best", "-o", tmp_path / "houlsby1" / "best.csv")
+    assert r.returncode == 0 and (tmp_path / "houlsby1" / "best.csv").read_text().startswith("suite,"), r.stderr
+
+
 OFFLINE_SQUAD = {"train": "file:/data/SQuAD/train-v1.1.json:sha256:"
                           "a229f4d76b8be65de2a492c5853dca626d80175b32d8aa37c5b21b62002a97d7",
                  "validation": "file:/data/SQuAD/dev-v1.1.json:sha256:"

@@ -490,6 +490,13 @@ def test_validate_says_what_the_stored_runs_estimate(past, monkeypatch, tmp_path
     (["estimate", "SUITE", "--from-store", "PAST", "--device", "tpu"], "--device: no stored device(s) match 'tpu'"),
     (["estimate", "SUITE", "--from-store", "PAST", "--device", "u"], "--device: several stored device(s) match"),
     (["estimate", "SUITE", "--pilot-steps", "0"], "--pilot-steps"),
+    # a pilot trains one epoch at most: 10**20 trained one and printed "pilots of 100000000000000000000 steps"
+    (["estimate", "SUITE", "--pilot-steps", str(10 ** 20)],
+     "--pilot-steps: must be at most 100000000 (a budget's max_steps bound)"),
+    # a process count no run's row could record (an INTEGER): validate listed the cells under 10**20 (exit 0)
+    (["validate", "SUITE", "--num-processes", str(10 ** 20)], "--num-processes: must be at most 2147483647"),
+    (["status", "SUITE", "--db", "PAST", "--num-processes", str(2 ** 31)], "--num-processes: must be at most"),
+    (["estimate", "SUITE", "--from-store", "PAST", "--num-processes", str(10 ** 20)], "--num-processes: must be"),
     (["status", "SUITE", "--watch", "0"], "--watch: must be a positive number of seconds"),
     (["status", "SUITE", "--watch", "soon"], "--watch: not a number of seconds"),
     (["status", "SUITE", "--watch", "1e300"], "--watch: must be at most 31536000 seconds"),   # was: a traceback
@@ -686,6 +693,24 @@ hparams: {{batch_size: 8, compile: true, max_length: 16}}
     assert not counters["stats"]["unique_graphs"], dict(counters["stats"])   # nothing compiled
     assert "pilot 1: trained eager (compile: true): its cells' estimates leave out their compile" in r.stderr
     assert json.loads(r.stdout)["missing"] == 0
+
+
+def test_a_pilot_says_where_its_data_ran_out_before_its_steps(tmp_path, tiny_bert, small_glue):
+    """A pilot trains one epoch at most: --pilot-steps 1000 on 48 training rows of 8 trained 6 steps, and the
+    estimate said "pilots of 1000 steps" alone."""
+    suite = write_suite(tmp_path / "s.yaml", f"""
+name: tiny
+models: ["{tiny_bert}"]
+tasks: [rte]
+methods: [full]
+budgets: [{{epochs: 1}}]
+hparams: {{batch_size: 8, max_length: 16}}
+""")
+    r = call_cli("estimate", suite, "--pilot", "--pilot-steps", "1000", "--data-dir", small_glue)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "pilot 1: 6 optimizer step(s), one epoch of its training data (not the 1000 of --pilot-steps)" \
+        in r.stderr, r.stderr[-2000:]
+    assert "from pilots of up to 1000 steps on this machine" in r.stdout, r.stdout
 
 
 @pytest.mark.slow

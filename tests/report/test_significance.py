@@ -23,7 +23,7 @@ from tests.helpers import run_cli
 from harness.stats import significance
 from harness.stats.significance import holm, seeds_needed
 from harness.plan.suite import parse_suite
-from harness.report.export import to_csv, to_latex, to_markdown, with_trivial_row
+from harness.report.export import footnote, to_csv, to_latex, to_markdown, with_trivial_row
 from harness.report.tables import best_table, leaderboard_table, runs_frame
 from harness.spec.status import Status
 from harness.store.db import Store
@@ -137,7 +137,12 @@ def test_seeds_needed_by_the_normal_approximation(best):
     var = (1.0 ** 2 + 0.1 ** 2) / 2
     assert r["bitfit"]["seeds_needed"] == max(2, math.ceil(2 * z * z * var / 5.0 ** 2))
     assert r["full"]["seeds_needed"] is None
-    assert seeds_needed(80, 1, 80, 1) == math.inf and seeds_needed(80, 0, 79, 0) is None
+    # equal means reach no table: lora ties the best exactly, so it is a best (no count), not "∞"; the legend
+    # promised an ∞ no table could show
+    assert r[LORA]["is_best"] and r[LORA]["seeds_needed"] is None
+    legend = next(line for line in footnote("best", best) if "Seeds needed" in line)
+    assert "–: one seed or no variance" in legend and "∞" not in legend and "equal means" not in legend
+    assert seeds_needed(80, 1, 80, 1) == math.inf and seeds_needed(80, 0, 79, 0) is None   # a direct caller's
 
 
 def test_every_tied_variant_is_bold_in_latex_and_markdown(best):

@@ -96,6 +96,20 @@ def test_a_measurement_is_cached_and_reused(tmp_path, native_bf16):
     assert peaks.measurements == before + 4 and len(json.loads(open(path).read())["hosts"]) == 2
 
 
+@pytest.mark.parametrize("text", ["not a cache\n", "[" * 100_000], ids=["not_json", "nested_100000_deep"])
+def test_a_cache_file_that_does_not_parse_is_measured_anew(tmp_path, text):
+    """A cache file that is not one JSON document is measured anew and written over: one nested past the JSON
+    decoder's recursion limit failed the cell that read it (`harness run`: "FAILED after 2s: RecursionError")."""
+    path = peaks.cache_path(str(tmp_path))
+    with open(path, "w") as f:
+        f.write(text)
+    before = peaks.measurements
+    rate = peaks.matmul_rate("fp32", SHAPE, str(tmp_path))
+    assert peaks.measurements == before + 1 and rate["flops_per_s"] > 0 and not rate["cached"]
+    entry = json.loads(open(path).read())["hosts"][peaks.host_key()][peaks.shape_key("fp32", SHAPE)]
+    assert entry["flops_per_s"] == rate["flops_per_s"]
+
+
 def test_peak_sources_in_order(tmp_path, monkeypatch):
     write_rates(tmp_path, fp32=200e9, bf16=900e9, shape=peaks.REFERENCE_SHAPE)
     before = peaks.measurements
