@@ -67,17 +67,17 @@ class Command:
     heredoc: str | None = None
 
 
-def bash_blocks(path: Path) -> list[tuple[int, list[str]]]:
+def bash_blocks(path: Path, lang: str = "bash") -> list[tuple[int, list[str]]]:
     blocks, current, start = [], None, 0
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if current is None and line.strip() == "```bash":
+        if current is None and line.strip() == "```" + lang:
             current, start = [], number + 1
         elif current is not None and line.strip() == "```":
             blocks.append((start, current))
             current = None
         elif current is not None:
             current.append(line)
-    assert current is None, f"{path.name}:{start}: unclosed ```bash block"
+    assert current is None, f"{path.name}:{start}: unclosed ```{lang} block"
     return blocks
 
 
@@ -348,6 +348,41 @@ def test_every_command_runs_or_parses(doc, scratch, tmp_path):
         only_parsed += session.only_parsed
     if only_parsed:
         pytest.skip(f"no GLUE files in $HARNESS_DATA_DIR: only parsed {', '.join(only_parsed)}")
+
+
+def test_every_yaml_block_is_what_it_shows(tmp_path):
+    """A ```yaml block is a suite or a part of one (its keys are suite fields: completed with a model, a task and
+    methods where it leaves them out, then parsed as `harness validate` parses it, without the data or model
+    checks), a task entry (its keys are Task fields: loaded as the registry loads one) or a benchmarks.yaml line.
+    docs/suites.md's schedules example ablated sst2, a task its `tasks` held only inside a multitask entry:
+    copied into a suite, it was refused (`ablate[0].task: "sst2" is not one of this suite's single tasks`)."""
+    import dataclasses
+
+    import yaml
+
+    from harness.plan.schema import SuiteModel
+    from harness.plan.suite import parse_suite
+    from harness.spec.tasks import Task, _entry
+
+    base = {"name": "docs", "models": ["minilm"], "tasks": ["sst2", "stsb"], "methods": ["full", "houlsby"]}
+    task_fields = {f.name for f in dataclasses.fields(Task)}
+    seen = 0
+    for doc in DOCS:
+        for start, lines in bash_blocks(doc, "yaml"):
+            where, text = f"{doc.name}:{start}", "\n".join(lines) + "\n"
+            data = yaml.safe_load(text)
+            assert isinstance(data, dict), f"{where}: a yaml block that is no mapping"
+            seen += 1
+            if set(data) <= set(SuiteModel.model_fields):
+                suite = {**{k: v for k, v in base.items() if k not in data}, **data}
+                parse_suite(yaml.safe_dump(suite, sort_keys=False), str(tmp_path / "suite.yaml"))
+            elif set(data) <= task_fields:
+                (tmp_path / "task.yaml").write_text(text)
+                _entry(str(tmp_path / "task.yaml"), data.get("benchmark", "glue"))
+            else:
+                assert all(isinstance(v, list) and all(isinstance(t, str) for t in v) for v in data.values()), \
+                    f"{where}: neither a suite, a task entry nor a benchmarks.yaml line: {sorted(data)}"
+    assert seen >= 5
 
 
 def test_the_readme_is_a_front_door():
