@@ -385,6 +385,19 @@ def test_every_yaml_block_is_what_it_shows(tmp_path):
     assert seen >= 5
 
 
+def test_every_task_kind_hook_is_in_the_docs():
+    """docs/adding-a-task.md listed the hooks a new kind implements without `trivial_baselines`, which the base
+    class leaves raising NotImplementedError and every cell calls: a kind written from the list failed every cell.
+    Every public method of TaskKind is named there and is a row of architecture.md's hook table."""
+    from harness.tasks.kinds import TaskKind
+
+    hooks = [name for name, f in vars(TaskKind).items() if callable(f) and not name.startswith("_")]
+    adding = " ".join((ROOT / "docs" / "adding-a-task.md").read_text(encoding="utf-8").split())
+    table = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    assert [h for h in hooks if f"`{h}`" not in adding] == [], "docs/adding-a-task.md: hooks not named"
+    assert [h for h in hooks if f"| `{h}` |" not in table] == [], "docs/architecture.md: hooks not in the table"
+
+
 def test_the_readme_is_a_front_door():
     lines = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
     assert len(lines) <= README_MAX_LINES, f"README.md has {len(lines)} lines; the rest belongs in docs/"
