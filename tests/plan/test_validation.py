@@ -470,12 +470,22 @@ def test_every_help_example_parses_and_the_offline_ones_run(monkeypatch):
     the checkout's; those that need no store, data or network (ls, params) run and exit 0."""
     from harness.cli import build_parser
 
+    from harness.plan.suite import load_suite
+
     examples = list(_help_examples())
     assert {name for name, _ in examples} >= {"ls", "params", "validate", "ablate", "run"}
     for name, argv in examples:
         args = build_parser().parse_args(argv)
         assert args.command == name, argv
         assert all((ROOT / a).is_file() for a in argv if a.endswith(".yaml")), argv
+        # a shipped suite named by --suite has the task and the method variants named with it (compare's
+        # examples asked the demo suite for rte and bitfit, which it never trains: "no completed runs")
+        shipped = ROOT / "suites" / f"{getattr(args, 'suite', None)}.yaml"
+        if getattr(args, "task", None) and shipped.is_file():
+            cells = [c for c in load_suite(str(shipped)).cells() if c.task == args.task]
+            assert cells, (argv, f"{shipped.name} has no task {args.task}")
+            labels = {c.method_label for c in cells}
+            assert {args.a, args.b} - {None} <= labels, (argv, sorted(labels))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")   # params reads bert-base-uncased's config from those it knows
     for name, argv in examples:
         if name in ("ls", "params"):
