@@ -294,8 +294,12 @@ class Session:
             tomllib = pytest.importorskip("tomli")
         assert args[:1] == ["install"], f"{cmd.where}: only `pip install` is followed here"
         extras_known = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"])
-        for arg in args[1:]:
+        with_value = {"-i", "--index-url", "--extra-index-url", "-f", "--find-links", "-c", "--constraint"}
+        for before, arg in zip(args, args[1:]):
             if arg.startswith("-"):
+                continue
+            if before in with_value:   # an index or a folder of wheels: a URL, not a requirement
+                assert re.match(r"https://|/path/to/", arg), f"{cmd.where}: pip install {before} {arg}"
                 continue
             local = re.fullmatch(r"(/[^\[]*|\.)(\[([\w,-]+)\])?", arg)
             if local:
@@ -304,7 +308,10 @@ class Session:
                 extras = set(filter(None, (local.group(3) or "").split(",")))
                 assert extras <= extras_known, f"{cmd.where}: no extra {sorted(extras - extras_known)} in pyproject"
             else:
-                Requirement(arg)   # raises on a malformed requirement
+                # raises on a malformed requirement; torch from PyPI is its CUDA build on Linux (the CPU build is
+                # on torch's own index: the README's CPU quickstart named none, and got the CUDA one)
+                if Requirement(arg).name == "torch":
+                    assert {"-i", "--index-url"} & set(args), f"{cmd.where}: pip install {arg} without torch's index"
 
 
 @pytest.fixture(scope="module")
