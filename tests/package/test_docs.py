@@ -405,6 +405,27 @@ def test_every_task_kind_hook_is_in_the_docs():
     assert [h for h in hooks if f"| `{h}` |" not in table] == [], "docs/architecture.md: hooks not in the table"
 
 
+def test_every_inline_harness_command_names_real_options():
+    """An inline `harness SUB ...` in the prose (not only in ```bash blocks) names a subcommand and options of its
+    parser: a renamed option fails here (in-process, from harness.cli's parser: no subprocess)."""
+    from harness.cli import build_parser
+
+    subparsers = next(a for a in build_parser()._actions if a.dest == "command").choices
+    checked = 0
+    for doc in DOCS:
+        text = " ".join(doc.read_text(encoding="utf-8").split())
+        for span in re.findall(r"`harness ([^`]+)`", text):
+            words = span.split()
+            if words[0] in ("COMMAND", "SUB"):
+                continue
+            assert words[0] in subparsers, f"{doc.name}: `harness {span}`: no subcommand {words[0]}"
+            known = set(subparsers[words[0]]._option_string_actions)
+            unknown = [o for o in options(words[1:]) if o not in known]
+            assert not unknown, f"{doc.name}: `harness {span}`: harness {words[0]} has no option {unknown}"
+            checked += 1
+    assert checked > 30
+
+
 def test_the_readme_is_a_front_door():
     lines = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
     assert len(lines) <= README_MAX_LINES, f"README.md has {len(lines)} lines; the rest belongs in docs/"
