@@ -442,6 +442,20 @@ def test_every_file_the_docs_name_exists():
     assert len(named) > 40
 
 
+def test_tracking_md_names_every_tracker_and_every_setting_the_harness_sets():
+    """docs/tracking.md listed the trackers without swanlab, and the settings a suite may not give without
+    MLflow's nested_run and W&B's reinit, which `harness validate` refuses (harness/spec/trackers.py)."""
+    from harness.spec.trackers import RESERVED, TRACKERS
+
+    text = " ".join((ROOT / "docs" / "tracking.md").read_text(encoding="utf-8").split())
+    intro = text[:text.index("## Turning it on")]
+    assert [t for t in TRACKERS if not re.search(rf"\b{t}\b", intro)] == [], "trackers tracking.md does not list"
+    for tracker, names in RESERVED.items():
+        line = re.search(rf"- \*\*{tracker}\*\*: (.*?)(?= - \*\*|## )", text)
+        assert line, f"tracking.md: no settings line for {tracker}"
+        assert [n for n in names if f"`{n}`" not in line.group(1)] == [], f"tracking.md: {tracker}'s own settings"
+
+
 def test_the_readme_is_a_front_door():
     lines = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
     assert len(lines) <= README_MAX_LINES, f"README.md has {len(lines)} lines; the rest belongs in docs/"
