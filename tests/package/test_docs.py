@@ -456,6 +456,39 @@ def test_tracking_md_names_every_tracker_and_every_setting_the_harness_sets():
         assert [n for n in names if f"`{n}`" not in line.group(1)] == [], f"tracking.md: {tracker}'s own settings"
 
 
+def test_the_reference_tables_cover_the_registries():
+    """The tables a reader looks things up in hold what the code declares: suites.md's hparams (with their
+    defaults) and budget keys, methods.md's methods (with their parameters), tasks.md's tasks. adding-a-method.md and
+    adding-a-task.md end with "add it to the table"; this is what notices when that step is left out."""
+    from harness.spec.hparams import Budget, Hparams
+    from harness.spec.methods import METHODS
+    from harness.spec.tasks import TASKS
+
+    def rows(name):
+        return {m.group(1): m.group(2) for m in re.finditer(r"^\| `([\w,` ]+)` \|(.*)$",
+                                                              (ROOT / "docs" / name).read_text(encoding="utf-8"), re.M)}
+
+    hparams = rows("suites.md")
+    for name, f in Hparams.model_fields.items():
+        assert name in hparams, f"suites.md: no row for hparam {name}"
+        default = f.default[0] if isinstance(f.default, list) else f.default
+        shown = hparams[name].split("|")[0].strip()
+        if isinstance(default, bool):
+            assert shown == str(default).lower(), (name, shown, default)
+        elif isinstance(default, (int, float)):
+            assert float(shown) == default, (name, shown, default)
+        elif isinstance(default, str):
+            assert shown == default, (name, shown, default)
+    budgets = re.search(r"budgets: .*# each: any of (.*)", (ROOT / "docs" / "suites.md").read_text()).group(1)
+    assert [b for b in Budget.model_fields if b not in budgets] == [], "suites.md: budget keys left out"
+    methods = rows("methods.md")
+    for name, spec in METHODS.items():
+        assert name in methods, f"methods.md: no row for method {name}"
+        assert [p for p in spec.params if f"`{p}`" not in methods[name]] == [], f"methods.md: {name}'s parameters"
+    tasks = {t for key in rows("tasks.md") for t in re.split(r"`?, `?", key)}
+    assert [t for t in TASKS if t not in tasks] == [], "tasks.md: tasks not in the table"
+
+
 def test_the_readme_is_a_front_door():
     lines = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
     assert len(lines) <= README_MAX_LINES, f"README.md has {len(lines)} lines; the rest belongs in docs/"
