@@ -489,6 +489,13 @@ def test_the_reference_tables_cover_the_registries():
     assert [t for t in TASKS if t not in tasks] == [], "tasks.md: tasks not in the table"
 
 
+def test_the_readme_command_table_lists_every_subcommand():
+    from harness.cli import SUBCOMMANDS
+
+    listed = set(re.findall(r"^\| `harness (\w+)", (ROOT / "README.md").read_text(encoding="utf-8"), re.M))
+    assert listed == set(SUBCOMMANDS), (sorted(set(SUBCOMMANDS) - listed), sorted(listed - set(SUBCOMMANDS)))
+
+
 def test_the_readme_is_a_front_door():
     lines = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
     assert len(lines) <= README_MAX_LINES, f"README.md has {len(lines)} lines; the rest belongs in docs/"
