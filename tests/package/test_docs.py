@@ -15,8 +15,8 @@ Each command is judged by what it is, the rule being here and not in the docs:
   /path/to/checkout and $VENV/bin/python stand for the data directory, the checkout and this Python.
 - **checked to parse** (they train, serve, submit, download or need a cluster): harness run / board / ablate /
   compare, slurm without --dry-run, prefetch without --check, store commands on a store other than SQLite, and
-  synopsis lines (SUITE, [--opt X], a|b): the subcommand exists and every option is in `harness SUB --help`, and a
-  suite file named is there. `accelerate launch`: its options are in `accelerate launch --help`, then the module
+  synopsis lines (SUITE, [--opt X], a|b): the subcommand exists and every option is in `harness SUB --help` (a
+  usage line with [--opt X] shows all of them), and a suite file named is there. `accelerate launch`: its options are in `accelerate launch --help`, then the module
   or script it starts is checked as `harness run`. `pip install`: every requirement parses, a local path is the
   checkout and its extras exist. `sbatch FILE`: an earlier line wrote FILE. `python -m MODULE`: `--help` works and
   the options are in it; `python -m pytest` too (the test command itself: checked, not run).
@@ -151,7 +151,8 @@ def help_text(*argv: str) -> str:
 
 
 def options(tokens: list[str]) -> list[str]:
-    return [t.split("=", 1)[0] for t in tokens if re.match(r"--?[A-Za-z]", t)]
+    """The options given, a usage line's optional ones ([--opt X]) too."""
+    return [t.strip("[]").split("=", 1)[0] for t in tokens if re.match(r"\[?--?[A-Za-z]", t)]
 
 
 def assert_options_exist(where: str, tokens: list[str], help_: str, what: str) -> None:
@@ -235,6 +236,10 @@ class Session:
         else:
             sub = args[0]   # `harness SUB --help` exits 0 only for a subcommand that exists
             assert_options_exist(cmd.where, args[1:], help_text(*HARNESS, sub), f"harness {sub}")
+            if any(t.startswith("[--") for t in args):   # a usage line ([--opt X] ...) shows every option
+                usage = help_text(*HARNESS, sub).split("\n\n")[0]
+                left = set(re.findall(r"\[(--[\w-]+)", usage)) - set(options(args[1:]))
+                assert not left, f"{cmd.where}: the usage of harness {sub} leaves out {sorted(left)}"
         store = next((a.split("=", 1)[1] for a in args if a.startswith("--db=")), None) or \
             (args[args.index("--db") + 1] if "--db" in args else None) or env.get("HARNESS_DB", self.store)
         runs = sub is None or args[1:] == ["--help"] or (
