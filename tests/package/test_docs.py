@@ -501,6 +501,31 @@ def test_the_readme_command_table_lists_every_subcommand():
     assert listed == set(SUBCOMMANDS), (sorted(set(SUBCOMMANDS) - listed), sorted(listed - set(SUBCOMMANDS)))
 
 
+def test_the_import_diagram_has_every_import():
+    """architecture.md's "Imports go one way" drew launch without analysis and stats (it runs a suite's ablations)
+    and the board without plan (the Grid page's data): every import of a folder of harness/ (lazy ones too) is an
+    arrow of the diagram, spec and atomic being open to all."""
+    import ast
+
+    text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    block = text.split("## Imports go one way", 1)[1].split("```")[1]
+    allowed: dict[str, set] = {}
+    for line in block.splitlines():
+        parts = [p.strip() for p in re.split(r"\s+\(", line, maxsplit=1)[0].split("<-")]
+        for lower, upper in zip(parts, parts[1:]):
+            allowed.setdefault(upper, set()).update(n.strip() for n in lower.split(","))
+    assert "launch" in allowed and allowed.pop("cli") == {"everything"}, allowed
+    for folder, may in allowed.items():
+        used = set()
+        for path in (ROOT / "harness" / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                    [node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 else []
+                used |= {n.split(".")[1] for n in names if n.startswith("harness.")}
+        extra = used - may - {folder, "spec", "atomic"}
+        assert not extra, f"architecture.md: {folder} imports {sorted(extra)}, which the diagram does not draw"
+
+
 def test_the_readme_is_a_front_door():
     lines = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
     assert len(lines) <= README_MAX_LINES, f"README.md has {len(lines)} lines; the rest belongs in docs/"
