@@ -583,6 +583,53 @@ def test_the_stop_signal_times_in_the_docs_are_the_constants():
         assert numbers and set(numbers) == {value}, (pattern, numbers, value)
 
 
+def _constant(module: str, name: str):
+    """A module-level constant read from its source (the board's modules import Streamlit: not imported here)."""
+    import ast
+
+    tree = ast.parse((ROOT / module).read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.Assign):
+            targets = [t for target in node.targets for t in (target.elts if isinstance(target, ast.Tuple) else [target])]
+            values = node.value.elts if isinstance(node.value, ast.Tuple) else [node.value]
+            for target, value in zip(targets, values if len(values) == len(targets) else [node.value] * len(targets)):
+                if isinstance(target, ast.Name) and target.id == name:
+                    return ast.literal_eval(value)
+    raise AssertionError(f"{module}: no constant {name}")
+
+
+def test_the_other_numbers_the_docs_quote_are_the_constants():
+    """As the stop signal's times above: each number the prose gives for a constant of the code (the board's reread
+    and refresh periods, the loop's sync interval, squeue and finish retries, the PostgreSQL connect timeout, the
+    lease defaults, compile's threshold, the grid cap, the tracker and pilot defaults) is that constant, wherever
+    the docs say it; a changed constant fails here until they say the new one."""
+    text = " ".join("\n".join(p.read_text(encoding="utf-8") for p in DOCS).split())
+    board, status = "harness/board/grid_page.py", "harness/spec/status.py"
+    checks = [
+        (r"re-reads the store every (\d+) seconds", _constant(board, "REFRESH_S")),
+        (r"reads the store itself, every (\d+) s", _constant(board, "REFRESH_S")),
+        (r"whenever a cell changes state, else every (\d+) s", _constant(board, "ESTIMATE_TTL_S")),
+        (r"made again after (\d+) minutes", _constant("harness/board/app.py", "READ_S") / 60),
+        (r"`SYNC_EVERY` \((\d+)\)|at most (\d+) steps on|within (\d+) steps", _constant("harness/train/sync.py",
+                                                                                        "SYNC_EVERY")),
+        (r"(\d+) failures in a row", _constant("harness/launch/slurm.py", "SQUEUE_TRIES")),
+        (r"PostgreSQL connection \(psycopg\) gives up after (\d+) s", _constant("harness/store/engine.py",
+                                                                                 "PG_CONNECT_TIMEOUT_S")),
+        (r"\((\d+) tries over about a minute", _constant("harness/launch/attempt.py", "DEFAULT_FINISH_TRIES")),
+        (r"`--heartbeat-s` \((\d+)\)", _constant(status, "DEFAULT_HEARTBEAT_S")),
+        (r"`--lease-timeout-s` \((\d+);|\(default (\d+) s\) in the board", _constant(status, "DEFAULT_LEASE_TIMEOUT_S")),
+        (r"([\d,]+) optimizer steps \(`AUTO_MIN_STEPS`|cells of ([\d,]+) planned steps",
+         _constant("harness/train/compiling.py", "AUTO_MIN_STEPS")),
+        (r"a grid above ([\d,]+) cells", _constant("harness/plan/grid.py", "DEFAULT_MAX_CELLS")),
+        (r"train-loss points \(default (\d+)\)", _constant("harness/spec/trackers.py", "DEFAULT_LOG_EVERY")),
+        (r"`--pilot-steps` steps \(default (\d+)\)", _constant("harness/cli/estimate.py", "PILOT_STEPS")),
+    ]
+    for pattern, value in checks:
+        numbers = [float(n.replace(",", "")) for m in re.findall(pattern, text)
+                   for n in (m if isinstance(m, tuple) else (m,)) if n]
+        assert numbers and set(numbers) == {value}, (pattern, numbers, value)
+
+
 def test_the_readme_lists_every_exit_code():
     """The README's exit-code line gave 0, 1, 2 and 3: `harness run`'s 4 (a result kept for ingest), `harness
     slurm --wait`'s 5 and a closed pipe's 141 were in no list. Every EXIT_ name of harness/spec/errors.py, where the
