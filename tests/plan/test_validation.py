@@ -465,6 +465,18 @@ def _help_examples():
                 yield name, words[1:]
 
 
+def test_every_subcommand_that_reads_a_suite_takes_max_cells():
+    """The cap's refusal says "--max-cells N allows it" on whichever command loaded the suite: slurm and prefetch
+    had no such option (unrecognized arguments), so a grid above the cap could not be submitted or prefetched."""
+    from harness.cli import build_parser
+
+    subparsers = next(a for a in build_parser()._actions if a.dest == "command").choices
+    reading = {name for name, p in subparsers.items() if any(a.dest == "suite" and not a.option_strings
+                                                            for a in p._actions)}   # a suite YAML
+    assert reading >= {"validate", "run", "slurm", "prefetch"}
+    assert sorted(n for n in reading if "--max-cells" not in subparsers[n]._option_string_actions) == []
+
+
 def test_every_help_example_parses_and_the_offline_ones_run(monkeypatch):
     """Each subcommand's --help examples: its options exist and their values parse, the suite files they name are
     the checkout's; those that need no store, data or network (ls, params) run and exit 0."""
