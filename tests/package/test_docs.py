@@ -16,10 +16,11 @@ Each command is judged by what it is, the rule being here and not in the docs:
 - **checked to parse** (they train, serve, submit, download or need a cluster): harness run / board / ablate /
   compare, slurm without --dry-run, prefetch without --check, store commands on a store other than SQLite, and
   synopsis lines (SUITE, [--opt X], a|b): the subcommand exists and every option is in `harness SUB --help` (a
-  usage line with [--opt X] shows all of them), and a suite file named is there. `accelerate launch`: its options are in `accelerate launch --help`, then the module
-  or script it starts is checked as `harness run`. `pip install`: every requirement parses, a local path is the
-  checkout and its extras exist. `sbatch FILE`: an earlier line wrote FILE. `python -m MODULE`: `--help` works and
-  the options are in it; `python -m pytest` too (the test command itself: checked, not run).
+  usage line with [--opt X] shows all of them), and a suite file named is there. `accelerate launch`: its options
+  are in `accelerate launch --help`, then the module or script it starts is checked as `harness run`. `pip
+  install`: every requirement parses, a local path is the checkout and its extras exist, torch names its index.
+  `sbatch FILE`: an earlier line wrote FILE. `python -m MODULE`: `--help` works and the options are in it;
+  `python -m pytest` too (the test command itself: checked, not run).
 - anything else fails: add a rule here.
 """
 
@@ -590,7 +591,8 @@ def _constant(module: str, name: str):
     tree = ast.parse((ROOT / module).read_text(encoding="utf-8"))
     for node in tree.body:
         if isinstance(node, ast.Assign):
-            targets = [t for target in node.targets for t in (target.elts if isinstance(target, ast.Tuple) else [target])]
+            targets = [t for target in node.targets
+                       for t in (target.elts if isinstance(target, ast.Tuple) else [target])]
             values = node.value.elts if isinstance(node.value, ast.Tuple) else [node.value]
             for target, value in zip(targets, values if len(values) == len(targets) else [node.value] * len(targets)):
                 if isinstance(target, ast.Name) and target.id == name:
@@ -617,7 +619,8 @@ def test_the_other_numbers_the_docs_quote_are_the_constants():
                                                                                  "PG_CONNECT_TIMEOUT_S")),
         (r"\((\d+) tries over about a minute", _constant("harness/launch/attempt.py", "DEFAULT_FINISH_TRIES")),
         (r"`--heartbeat-s` \((\d+)\)", _constant(status, "DEFAULT_HEARTBEAT_S")),
-        (r"`--lease-timeout-s` \((\d+);|\(default (\d+) s\) in the board", _constant(status, "DEFAULT_LEASE_TIMEOUT_S")),
+        (r"`--lease-timeout-s` \((\d+);|\(default (\d+) s\) in the board",
+         _constant(status, "DEFAULT_LEASE_TIMEOUT_S")),
         (r"([\d,]+) optimizer steps \(`AUTO_MIN_STEPS`|cells of ([\d,]+) planned steps",
          _constant("harness/train/compiling.py", "AUTO_MIN_STEPS")),
         (r"a grid above ([\d,]+) cells", _constant("harness/plan/grid.py", "DEFAULT_MAX_CELLS")),
