@@ -9,8 +9,8 @@ HELP = ("paired bootstrap of two runs (or two method variants over seeds) on the
         "variant of a task against its best")
 EXAMPLES = """
   harness compare 12 17                     (two runs, by id or cell key)
-  harness compare full bitfit --suite demo --task rte --resamples 5000
-  harness compare --suite demo --task rte   (every variant against the best: p, Holm, tied, seeds needed)
+  harness compare full layernorm --suite demo --task stsb --resamples 5000
+  harness compare --suite demo --task sst2  (every variant against the best: p, Holm, tied, seeds needed)
 """
 
 

@@ -6,7 +6,8 @@ import os
 import shlex
 import subprocess
 
-from harness.cli.common import add_db, add_output_dir, add_suite, check_workers, non_negative_int, positive_int
+from harness.cli.common import (add_db, add_max_cells, add_output_dir, add_suite, check_workers, non_negative_int,
+                                 positive_int)
 from harness.spec.errors import EXIT_FAILED, EXIT_OK, InputError
 
 HELP = "submit a suite as a Slurm array of workers on one store (or print the script)"
@@ -44,6 +45,7 @@ def add_arguments(p) -> None:
     p.add_argument("--throttle", type=positive_int, default=None, metavar="K",
                    help="at most K array tasks running at once (--array=0-(N-1)%%K; K at most --workers)")
     p.add_argument("--retry-failed", action="store_true", help="the workers also re-run cells that failed before")
+    add_max_cells(p)   # checked here and handed on to every worker, which checks the grid again
     p.add_argument("--dry-run", action="store_true", help="print the sbatch script; submit nothing")
     p.add_argument("--wait", action="store_true",
                    help="block until the array ends; exit 0 only if every cell of the suite completed, 1 if not, 5 if "
@@ -52,11 +54,12 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from harness.launch import slurm
+    from harness.plan.grid import DEFAULT_MAX_CELLS
     from harness.plan.preflight import check_data_dir
     from harness.plan.suite import load_suite
     from harness.spec.layout import RunLayout
 
-    suite = load_suite(args.suite)
+    suite = load_suite(args.suite, args.max_cells)
     check_workers(args.workers, suite)   # each array task one worker: 10**20 of them made a script (exit 0)
     if args.wait and args.dry_run:
         raise InputError("--wait: nothing is submitted with --dry-run, so there is nothing to wait for")
@@ -66,7 +69,9 @@ def run(args) -> int:
         suite_path=args.suite, suite_name=suite.name, workers=args.workers, gpus_per_worker=args.gpus_per_worker,
         nodes_per_worker=args.nodes_per_worker, partition=args.partition, time=args.time, db=args.db,
         output_dir=args.output_dir, sbatch_args=args.sbatch_arg, accelerate_config=args.accelerate_config,
-        throttle=args.throttle, run_args=["--retry-failed"] if args.retry_failed else [], data_dir=args.data_dir,
+        throttle=args.throttle, data_dir=args.data_dir,
+        run_args=(["--retry-failed"] if args.retry_failed else [])
+        + (["--max-cells", str(args.max_cells)] if args.max_cells != DEFAULT_MAX_CELLS else []),
         data_env=data_dir if data_source == "$HARNESS_DATA_DIR" else None)
     script = slurm.render(req)
     from harness.launch.output_binding import check_output_dir

@@ -16,6 +16,18 @@ def test_check_counts_the_embedded_model_and_local_data_as_present(tmp_path, glu
     assert "MISSING" not in proc.stdout and "minilm" in proc.stdout and "squad" in proc.stdout
 
 
+def test_a_grid_above_the_cap_is_checked_with_max_cells(tmp_path, glue_dir):
+    """The cap's message says "--max-cells N allows it": prefetch had no such option (unrecognized arguments)."""
+    suite = write_suite(tmp_path / "s.yaml", "name: p\nmodels: [minilm]\ntasks: [rte]\nmethods: [full]\n"
+                                             "seeds: [1, 2, 3]\n")
+    assert_refused(run_cli("prefetch", suite, "--check", "--data-dir", glue_dir, "--max-cells", "2", cwd=tmp_path),
+                   "more than the cap of 2; a list is probably longer than meant (--max-cells 3 allows it)",
+                   where=suite)
+    proc = run_cli("prefetch", suite, "--check", "--data-dir", glue_dir, "--max-cells", "3", cwd=tmp_path,
+                   env={"HF_HOME": str(tmp_path / "hf")})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
 def test_check_lists_what_the_cache_lacks_and_fails(tmp_path, glue_dir, monkeypatch):
     suite = write_suite(tmp_path / "s.yaml", "name: p\nmodels: [minilm, bert-base-uncased]\ntasks: [rte]\n"
                                              "methods: [full]\n")

@@ -479,6 +479,22 @@ def test_launch_line_keeps_every_value_one_argument(tmp_path, tiny_bert, flags, 
     assert not list(tmp_path.rglob("PWNED")), "a $(...) inside a value ran"
 
 
+def test_max_cells_is_taken_and_handed_to_every_worker(tmp_path, tiny_bert, monkeypatch):
+    """A grid above the cap was refused with "--max-cells N allows it", an option `harness slurm` did not have
+    (unrecognized arguments): a grid of over 10,000 cells could not be submitted at all. It takes --max-cells, and
+    the workers it starts get it too (they load the suite again)."""
+    suite = write_suite(tmp_path / "s.yaml", suite_text(tiny_bert, "s"))   # 6 cells
+    monkeypatch.chdir(tmp_path)
+    assert_refused(call_cli("slurm", suite, "--workers", "1", "--max-cells", "5", "--dry-run"),
+                   "more than the cap of 5", where=suite)
+    env = _fake_launchers(tmp_path, tmp_path / "python", monkeypatch)
+    r = call_cli("slurm", suite, "--workers", "1", "--max-cells", "6", "--dry-run")
+    assert r.returncode == 0, r.stderr
+    assert _launched_argv(r.stdout, tmp_path, env)[-3:] == ["--no-progress", "--max-cells", "6"]
+    r = call_cli("slurm", suite, "--workers", "1", "--dry-run")
+    assert "--max-cells" not in r.stdout   # the default: the script as before
+
+
 @pytest.mark.parametrize("flags", TEMPLATE_FLAGS)
 def test_data_dir_reaches_the_workers_over_the_suites_own(tmp_path, tiny_bert, small_glue, flags, monkeypatch):
     """`harness slurm --data-dir D` on a suite whose YAML says data_dir: the login node checked D, but the script

@@ -15,11 +15,12 @@ Each command is judged by what it is, the rule being here and not in the docs:
   /path/to/checkout and $VENV/bin/python stand for the data directory, the checkout and this Python.
 - **checked to parse** (they train, serve, submit, download or need a cluster): harness run / board / ablate /
   compare, slurm without --dry-run, prefetch without --check, store commands on a store other than SQLite, and
-  synopsis lines (SUITE, [--opt X], a|b): the subcommand exists and every option is in `harness SUB --help`, and a
-  suite file named is there. `accelerate launch`: its options are in `accelerate launch --help`, then the module
-  or script it starts is checked as `harness run`. `pip install`: every requirement parses, a local path is the
-  checkout and its extras exist. `sbatch FILE`: an earlier line wrote FILE. `python -m MODULE`: `--help` works and
-  the options are in it; `python -m pytest` too (the test command itself: checked, not run).
+  synopsis lines (SUITE, [--opt X], a|b): the subcommand exists and every option is in `harness SUB --help` (a
+  usage line with [--opt X] shows all of them), and a suite file named is there. `accelerate launch`: its options
+  are in `accelerate launch --help`, then the module or script it starts is checked as `harness run`. `pip
+  install`: every requirement parses, a local path is the checkout and its extras exist, torch names its index.
+  `sbatch FILE`: an earlier line wrote FILE. `python -m MODULE`: `--help` works and the options are in it;
+  `python -m pytest` too (the test command itself: checked, not run).
 - anything else fails: add a rule here.
 """
 
@@ -67,17 +68,17 @@ class Command:
     heredoc: str | None = None
 
 
-def bash_blocks(path: Path) -> list[tuple[int, list[str]]]:
+def bash_blocks(path: Path, lang: str = "bash") -> list[tuple[int, list[str]]]:
     blocks, current, start = [], None, 0
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if current is None and line.strip() == "```bash":
+        if current is None and line.strip() == "```" + lang:
             current, start = [], number + 1
         elif current is not None and line.strip() == "```":
             blocks.append((start, current))
             current = None
         elif current is not None:
             current.append(line)
-    assert current is None, f"{path.name}:{start}: unclosed ```bash block"
+    assert current is None, f"{path.name}:{start}: unclosed ```{lang} block"
     return blocks
 
 
@@ -151,7 +152,8 @@ def help_text(*argv: str) -> str:
 
 
 def options(tokens: list[str]) -> list[str]:
-    return [t.split("=", 1)[0] for t in tokens if re.match(r"--?[A-Za-z]", t)]
+    """The options given, a usage line's optional ones ([--opt X]) too."""
+    return [t.strip("[]").split("=", 1)[0] for t in tokens if re.match(r"\[?--?[A-Za-z]", t)]
 
 
 def assert_options_exist(where: str, tokens: list[str], help_: str, what: str) -> None:
@@ -235,6 +237,10 @@ class Session:
         else:
             sub = args[0]   # `harness SUB --help` exits 0 only for a subcommand that exists
             assert_options_exist(cmd.where, args[1:], help_text(*HARNESS, sub), f"harness {sub}")
+            if any(t.startswith("[--") for t in args):   # a usage line ([--opt X] ...) shows every option
+                usage = help_text(*HARNESS, sub).split("\n\n")[0]
+                left = set(re.findall(r"\[(--[\w-]+)", usage)) - set(options(args[1:]))
+                assert not left, f"{cmd.where}: the usage of harness {sub} leaves out {sorted(left)}"
         store = next((a.split("=", 1)[1] for a in args if a.startswith("--db=")), None) or \
             (args[args.index("--db") + 1] if "--db" in args else None) or env.get("HARNESS_DB", self.store)
         runs = sub is None or args[1:] == ["--help"] or (
@@ -294,8 +300,12 @@ class Session:
             tomllib = pytest.importorskip("tomli")
         assert args[:1] == ["install"], f"{cmd.where}: only `pip install` is followed here"
         extras_known = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"])
-        for arg in args[1:]:
+        with_value = {"-i", "--index-url", "--extra-index-url", "-f", "--find-links", "-c", "--constraint"}
+        for before, arg in zip(args, args[1:]):
             if arg.startswith("-"):
+                continue
+            if before in with_value:   # an index or a folder of wheels: a URL, not a requirement
+                assert re.match(r"https://|/path/to/", arg), f"{cmd.where}: pip install {before} {arg}"
                 continue
             local = re.fullmatch(r"(/[^\[]*|\.)(\[([\w,-]+)\])?", arg)
             if local:
@@ -304,7 +314,10 @@ class Session:
                 extras = set(filter(None, (local.group(3) or "").split(",")))
                 assert extras <= extras_known, f"{cmd.where}: no extra {sorted(extras - extras_known)} in pyproject"
             else:
-                Requirement(arg)   # raises on a malformed requirement
+                # raises on a malformed requirement; torch from PyPI is its CUDA build on Linux (the CPU build is
+                # on torch's own index: the README's CPU quickstart named none, and got the CUDA one)
+                if Requirement(arg).name == "torch":
+                    assert {"-i", "--index-url"} & set(args), f"{cmd.where}: pip install {arg} without torch's index"
 
 
 @pytest.fixture(scope="module")
@@ -348,6 +361,170 @@ def test_every_command_runs_or_parses(doc, scratch, tmp_path):
         only_parsed += session.only_parsed
     if only_parsed:
         pytest.skip(f"no GLUE files in $HARNESS_DATA_DIR: only parsed {', '.join(only_parsed)}")
+
+
+def test_every_yaml_block_is_what_it_shows(tmp_path):
+    """A ```yaml block is a suite or a part of one (its keys are suite fields: completed with a model, a task and
+    methods where it leaves them out, then parsed as `harness validate` parses it, without the data or model
+    checks), a task entry (its keys are Task fields: loaded as the registry loads one) or a benchmarks.yaml line.
+    docs/suites.md's schedules example ablated sst2, a task its `tasks` held only inside a multitask entry:
+    copied into a suite, it was refused (`ablate[0].task: "sst2" is not one of this suite's single tasks`)."""
+    import dataclasses
+
+    import yaml
+
+    from harness.plan.schema import SuiteModel
+    from harness.plan.suite import parse_suite
+    from harness.spec.tasks import Task, _entry
+
+    base = {"name": "docs", "models": ["minilm"], "tasks": ["sst2", "stsb"], "methods": ["full", "houlsby"]}
+    task_fields = {f.name for f in dataclasses.fields(Task)}
+    seen = 0
+    for doc in DOCS:
+        for start, lines in bash_blocks(doc, "yaml"):
+            where, text = f"{doc.name}:{start}", "\n".join(lines) + "\n"
+            data = yaml.safe_load(text)
+            assert isinstance(data, dict), f"{where}: a yaml block that is no mapping"
+            seen += 1
+            if set(data) <= set(SuiteModel.model_fields):
+                suite = {**{k: v for k, v in base.items() if k not in data}, **data}
+                parse_suite(yaml.safe_dump(suite, sort_keys=False), str(tmp_path / "suite.yaml"))
+            elif set(data) <= task_fields:
+                (tmp_path / "task.yaml").write_text(text)
+                _entry(str(tmp_path / "task.yaml"), data.get("benchmark", "glue"))
+            else:
+                assert all(isinstance(v, list) and all(isinstance(t, str) for t in v) for v in data.values()), \
+                    f"{where}: neither a suite, a task entry nor a benchmarks.yaml line: {sorted(data)}"
+    assert seen >= 5
+
+
+def test_every_task_kind_hook_is_in_the_docs():
+    """docs/adding-a-task.md listed the hooks a new kind implements without `trivial_baselines`, which the base
+    class leaves raising NotImplementedError and every cell calls: a kind written from the list failed every cell.
+    Every public method of TaskKind is named there and is a row of architecture.md's hook table."""
+    from harness.tasks.kinds import TaskKind
+
+    hooks = [name for name, f in vars(TaskKind).items() if callable(f) and not name.startswith("_")]
+    adding = " ".join((ROOT / "docs" / "adding-a-task.md").read_text(encoding="utf-8").split())
+    table = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    assert [h for h in hooks if f"`{h}`" not in adding] == [], "docs/adding-a-task.md: hooks not named"
+    assert [h for h in hooks if f"| `{h}` |" not in table] == [], "docs/architecture.md: hooks not in the table"
+
+
+def test_every_inline_harness_command_names_real_options():
+    """An inline `harness SUB ...` in the prose (not only in ```bash blocks) names a subcommand and options of its
+    parser: a renamed option fails here (in-process, from harness.cli's parser: no subprocess)."""
+    from harness.cli import build_parser
+
+    subparsers = next(a for a in build_parser()._actions if a.dest == "command").choices
+    checked = 0
+    for doc in DOCS:
+        text = " ".join(doc.read_text(encoding="utf-8").split())
+        for span in re.findall(r"`harness ([^`]+)`", text):
+            words = span.split()
+            if words[0] in ("COMMAND", "SUB"):
+                continue
+            assert words[0] in subparsers, f"{doc.name}: `harness {span}`: no subcommand {words[0]}"
+            known = set(subparsers[words[0]]._option_string_actions)
+            unknown = [o for o in options(words[1:]) if o not in known]
+            assert not unknown, f"{doc.name}: `harness {span}`: harness {words[0]} has no option {unknown}"
+            checked += 1
+    assert checked > 30
+
+
+def test_every_file_the_docs_name_exists():
+    """A path of the checkout the prose names (harness/train/dropout.py, tests/store/test_faults.py, bench/...;
+    architecture.md's `train/sync.py`, relative to harness/) is there: a file moved or renamed fails here, not in
+    front of a reader. Only the task file adding-a-task.md has the reader write is not."""
+    written_by_the_reader = {"harness/spec/tasks/scitail.yaml"}
+    named = set()
+    for doc in DOCS:
+        text = doc.read_text(encoding="utf-8")
+        named |= {p.rstrip(".,;:") for p in re.findall(r"\b(?:harness|tests|bench|suites|docs)/[\w./*-]+", text)}
+        named |= {"harness/" + p for p in re.findall(r"`((?:spec|plan|tasks|train|store|launch|stats|report|analysis|"
+                                                     r"board|cli)/[\w./*-]+\.(?:py|yaml))`", text)}
+    missing = sorted(p for p in named - written_by_the_reader if not any(ROOT.glob(p)))
+    assert not missing, f"paths the docs name that the checkout does not have: {missing}"
+    assert len(named) > 40
+
+
+def test_tracking_md_names_every_tracker_and_every_setting_the_harness_sets():
+    """docs/tracking.md listed the trackers without swanlab, and the settings a suite may not give without
+    MLflow's nested_run and W&B's reinit, which `harness validate` refuses (harness/spec/trackers.py)."""
+    from harness.spec.trackers import RESERVED, TRACKERS
+
+    text = " ".join((ROOT / "docs" / "tracking.md").read_text(encoding="utf-8").split())
+    intro = text[:text.index("## Turning it on")]
+    assert [t for t in TRACKERS if not re.search(rf"\b{t}\b", intro)] == [], "trackers tracking.md does not list"
+    for tracker, names in RESERVED.items():
+        line = re.search(rf"- \*\*{tracker}\*\*: (.*?)(?= - \*\*|## )", text)
+        assert line, f"tracking.md: no settings line for {tracker}"
+        assert [n for n in names if f"`{n}`" not in line.group(1)] == [], f"tracking.md: {tracker}'s own settings"
+
+
+def test_the_reference_tables_cover_the_registries():
+    """The tables a reader looks things up in hold what the code declares: suites.md's hparams (with their
+    defaults) and budget keys, methods.md's methods (with their parameters), tasks.md's tasks. adding-a-method.md and
+    adding-a-task.md end with "add it to the table"; this is what notices when that step is left out."""
+    from harness.spec.hparams import Budget, Hparams
+    from harness.spec.methods import METHODS
+    from harness.spec.tasks import TASKS
+
+    def rows(name):
+        return {m.group(1): m.group(2) for m in re.finditer(r"^\| `([\w,` ]+)` \|(.*)$",
+                                                              (ROOT / "docs" / name).read_text(encoding="utf-8"), re.M)}
+
+    hparams = rows("suites.md")
+    for name, f in Hparams.model_fields.items():
+        assert name in hparams, f"suites.md: no row for hparam {name}"
+        default = f.default[0] if isinstance(f.default, list) else f.default
+        shown = hparams[name].split("|")[0].strip()
+        if isinstance(default, bool):
+            assert shown == str(default).lower(), (name, shown, default)
+        elif isinstance(default, (int, float)):
+            assert float(shown) == default, (name, shown, default)
+        elif isinstance(default, str):
+            assert shown == default, (name, shown, default)
+    budgets = re.search(r"budgets: .*# each: any of (.*)", (ROOT / "docs" / "suites.md").read_text()).group(1)
+    assert [b for b in Budget.model_fields if b not in budgets] == [], "suites.md: budget keys left out"
+    methods = rows("methods.md")
+    for name, spec in METHODS.items():
+        assert name in methods, f"methods.md: no row for method {name}"
+        assert [p for p in spec.params if f"`{p}`" not in methods[name]] == [], f"methods.md: {name}'s parameters"
+    tasks = {t for key in rows("tasks.md") for t in re.split(r"`?, `?", key)}
+    assert [t for t in TASKS if t not in tasks] == [], "tasks.md: tasks not in the table"
+
+
+def test_the_readme_command_table_lists_every_subcommand():
+    from harness.cli import SUBCOMMANDS
+
+    listed = set(re.findall(r"^\| `harness (\w+)", (ROOT / "README.md").read_text(encoding="utf-8"), re.M))
+    assert listed == set(SUBCOMMANDS), (sorted(set(SUBCOMMANDS) - listed), sorted(listed - set(SUBCOMMANDS)))
+
+
+def test_the_import_diagram_has_every_import():
+    """architecture.md's "Imports go one way" drew launch without analysis and stats (it runs a suite's ablations)
+    and the board without plan (the Grid page's data): every import of a folder of harness/ (lazy ones too) is an
+    arrow of the diagram, spec and atomic being open to all."""
+    import ast
+
+    text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    block = text.split("## Imports go one way", 1)[1].split("```")[1]
+    allowed: dict[str, set] = {}
+    for line in block.splitlines():
+        parts = [p.strip() for p in re.split(r"\s+\(", line, maxsplit=1)[0].split("<-")]
+        for lower, upper in zip(parts, parts[1:]):
+            allowed.setdefault(upper, set()).update(n.strip() for n in lower.split(","))
+    assert "launch" in allowed and allowed.pop("cli") == {"everything"}, allowed
+    for folder, may in allowed.items():
+        used = set()
+        for path in (ROOT / "harness" / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                    [node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 else []
+                used |= {n.split(".")[1] for n in names if n.startswith("harness.")}
+        extra = used - may - {folder, "spec", "atomic"}
+        assert not extra, f"architecture.md: {folder} imports {sorted(extra)}, which the diagram does not draw"
 
 
 def test_the_readme_is_a_front_door():
@@ -404,6 +581,55 @@ def test_the_stop_signal_times_in_the_docs_are_the_constants():
               (r"up to (\d+) s earlier", SIGNAL_SLACK_S), (r"`--time` of (\d+) s or less", WARNING_S + SIGNAL_SLACK_S)]
     for pattern, value in checks:
         numbers = [int(n) for n in re.findall(pattern, text)]
+        assert numbers and set(numbers) == {value}, (pattern, numbers, value)
+
+
+def _constant(module: str, name: str):
+    """A module-level constant read from its source (the board's modules import Streamlit: not imported here)."""
+    import ast
+
+    tree = ast.parse((ROOT / module).read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.Assign):
+            targets = [t for target in node.targets
+                       for t in (target.elts if isinstance(target, ast.Tuple) else [target])]
+            values = node.value.elts if isinstance(node.value, ast.Tuple) else [node.value]
+            for target, value in zip(targets, values if len(values) == len(targets) else [node.value] * len(targets)):
+                if isinstance(target, ast.Name) and target.id == name:
+                    return ast.literal_eval(value)
+    raise AssertionError(f"{module}: no constant {name}")
+
+
+def test_the_other_numbers_the_docs_quote_are_the_constants():
+    """As the stop signal's times above: each number the prose gives for a constant of the code (the board's reread
+    and refresh periods, the loop's sync interval, squeue and finish retries, the PostgreSQL connect timeout, the
+    lease defaults, compile's threshold, the grid cap, the tracker and pilot defaults) is that constant, wherever
+    the docs say it; a changed constant fails here until they say the new one."""
+    text = " ".join("\n".join(p.read_text(encoding="utf-8") for p in DOCS).split())
+    board, status = "harness/board/grid_page.py", "harness/spec/status.py"
+    checks = [
+        (r"re-reads the store every (\d+) seconds", _constant(board, "REFRESH_S")),
+        (r"reads the store itself, every (\d+) s", _constant(board, "REFRESH_S")),
+        (r"whenever a cell changes state, else every (\d+) s", _constant(board, "ESTIMATE_TTL_S")),
+        (r"made again after (\d+) minutes", _constant("harness/board/app.py", "READ_S") / 60),
+        (r"`SYNC_EVERY` \((\d+)\)|at most (\d+) steps on|within (\d+) steps", _constant("harness/train/sync.py",
+                                                                                        "SYNC_EVERY")),
+        (r"(\d+) failures in a row", _constant("harness/launch/slurm.py", "SQUEUE_TRIES")),
+        (r"PostgreSQL connection \(psycopg\) gives up after (\d+) s", _constant("harness/store/engine.py",
+                                                                                 "PG_CONNECT_TIMEOUT_S")),
+        (r"\((\d+) tries over about a minute", _constant("harness/launch/attempt.py", "DEFAULT_FINISH_TRIES")),
+        (r"`--heartbeat-s` \((\d+)\)", _constant(status, "DEFAULT_HEARTBEAT_S")),
+        (r"`--lease-timeout-s` \((\d+);|\(default (\d+) s\) in the board",
+         _constant(status, "DEFAULT_LEASE_TIMEOUT_S")),
+        (r"([\d,]+) optimizer steps \(`AUTO_MIN_STEPS`|cells of ([\d,]+) planned steps",
+         _constant("harness/train/compiling.py", "AUTO_MIN_STEPS")),
+        (r"a grid above ([\d,]+) cells", _constant("harness/plan/grid.py", "DEFAULT_MAX_CELLS")),
+        (r"train-loss points \(default (\d+)\)", _constant("harness/spec/trackers.py", "DEFAULT_LOG_EVERY")),
+        (r"`--pilot-steps` steps \(default (\d+)\)", _constant("harness/cli/estimate.py", "PILOT_STEPS")),
+    ]
+    for pattern, value in checks:
+        numbers = [float(n.replace(",", "")) for m in re.findall(pattern, text)
+                   for n in (m if isinstance(m, tuple) else (m,)) if n]
         assert numbers and set(numbers) == {value}, (pattern, numbers, value)
 
 
