@@ -18,13 +18,12 @@ def subparser(sub, name: str, help: str, examples: str) -> argparse.ArgumentPars
 
 
 def _whole_number(text: str, least: int) -> int:
+    from harness.spec.variables import whole_number
+
     try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < least:
-        raise argparse.ArgumentTypeError(f"must be at least {least} (got {value})")
-    return value
+        return whole_number(text, least)   # the rule of the variables that hold counts too (HARNESS_WORKERS)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def positive_int(text: str) -> int:
