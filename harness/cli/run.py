@@ -49,6 +49,7 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from harness.launch import workers as local_workers
+    from harness.launch.attempt import retry_timing
     from harness.plan.preflight import preflight
     from harness.plan.suite import load_suite
     from harness.spec.status import lease_timing
@@ -58,6 +59,7 @@ def run(args) -> int:
 
     suite = load_suite(args.suite, args.max_cells)  # invalid input: exit 2 before anything is written
     lease_timing(args.heartbeat_s, args.lease_timeout_s)   # (the workers read them again: checked here, once)
+    retry_timing()   # $HARNESS_FINISH_*: read by the workers only once the store fails
     workers = _workers(args, suite)   # None: the default, which asks torch for a GPU, so only once there is work
     local_workers.check_threads(args.threads_per_worker)
     # models, data, adapters, trackers installed: before the first cell, still writing nothing

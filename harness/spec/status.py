@@ -84,9 +84,10 @@ NOT_RESULTS = (Regime.MULTITASK.value, Regime.SEQUENTIAL_STAGE.value)
 
 # Lease timing comes from the command line or the environment (HARNESS_HEARTBEAT_S, HARNESS_LEASE_TIMEOUT_S), so
 # every worker of a Slurm array, and every reader of leases (status, the board, ingest), gets the same.
-def _seconds(value, env: str, default: float, flag: str) -> tuple[float, str]:
-    """A positive number of seconds: the flag's value, else the environment variable's, else the default; with
-    the name of where it came from, for the errors that refuse it (the variable, where the flag was not given)."""
+def _seconds(value, env: str, default: float, flag: str, zero_ok: bool = False) -> tuple[float, str]:
+    """A positive number of seconds (zero_ok: or 0): the flag's value, else the environment variable's, else the
+    default; with the name of where it came from, for the errors that refuse it (the variable, where the flag was
+    not given)."""
     source = flag
     if value is None:
         raw = os.environ.get(env)
@@ -95,11 +96,19 @@ def _seconds(value, env: str, default: float, flag: str) -> tuple[float, str]:
         except ValueError:
             raise InputError(f"{env}: not a number of seconds: {raw!r}") from None
         source = env if raw else flag
-    if not (value > 0 and math.isfinite(value)):   # nan and inf too: a lease that never goes stale is no lease
-        raise InputError(f"{source}: must be a positive number of seconds, not {value}")
+    if not ((value >= 0 if zero_ok else value > 0) and math.isfinite(value)):   # nan and inf too: a lease that
+        # never goes stale is no lease, a wait of inf or nan a hang or a traceback
+        raise InputError(f"{source}: must be a {'non-negative' if zero_ok else 'positive'} number of seconds, "
+                         f"not {value}")
     if value > MAX_SECONDS:
         raise InputError(f"{source}: must be at most {MAX_SECONDS:.0f} seconds (a year), not {value:g}")
     return float(value), source
+
+
+def env_seconds(env: str, default: float) -> float:
+    """A wait set by an environment variable alone (HARNESS_FINISH_BACKOFF_S, HARNESS_SLURM_POLL_S): 0 (no wait)
+    allowed, else the lease options' rule; the default where it is unset or empty."""
+    return _seconds(None, env, default, env, zero_ok=True)[0]
 
 
 _LEASE_TIMEOUT = ("HARNESS_LEASE_TIMEOUT_S", DEFAULT_LEASE_TIMEOUT_S, "--lease-timeout-s")

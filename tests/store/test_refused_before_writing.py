@@ -43,10 +43,18 @@ def test_run_checks_the_lease_timing_before_it_creates_the_store(tmp_path, suite
     ("HARNESS_HEARTBEAT_S", "0", "HARNESS_HEARTBEAT_S: must be a positive number of seconds, not 0.0"),
     ("HARNESS_LEASE_TIMEOUT_S", "inf", "HARNESS_LEASE_TIMEOUT_S: must be a positive number of seconds, not inf"),
     ("HARNESS_LEASE_TIMEOUT_S", "10", "HARNESS_LEASE_TIMEOUT_S (10) must be at least twice --heartbeat-s (30)"),
+    ("HARNESS_FINISH_TRIES", "abc", "HARNESS_FINISH_TRIES: not a whole number: 'abc'"),
+    ("HARNESS_FINISH_TRIES", "0", "HARNESS_FINISH_TRIES: must be at least 1 (got 0)"),
+    ("HARNESS_FINISH_BACKOFF_S", "abc", "HARNESS_FINISH_BACKOFF_S: not a number of seconds: 'abc'"),
+    ("HARNESS_FINISH_BACKOFF_S", "nan", "HARNESS_FINISH_BACKOFF_S: must be a non-negative number of seconds, not nan"),
+    ("HARNESS_FINISH_BACKOFF_S", "-1", "HARNESS_FINISH_BACKOFF_S: must be a non-negative number of seconds, not -1.0"),
+    ("HARNESS_FINISH_BACKOFF_S", "1e20", "HARNESS_FINISH_BACKOFF_S: must be at most 31536000 seconds (a year)"),
 ])
-def test_lease_timing_from_the_environment_is_named_by_its_variable(tmp_path, suite, monkeypatch, name, value,
-                                                                    expect):
-    """The error named --heartbeat-s or --lease-timeout-s, which the user had not given."""
+def test_worker_timing_from_the_environment_is_named_by_its_variable(tmp_path, suite, monkeypatch, name, value,
+                                                                     expect):
+    """The error named --heartbeat-s or --lease-timeout-s, which the user had not given. The retries of a finish
+    or a claim ($HARNESS_FINISH_*) were read at the first claim, after the store was created ('abc': a
+    traceback), 0 tries silently 1, and a backoff of nan or inf taken (a hang once the store failed)."""
     monkeypatch.setenv(name, value)
     before = listing(tmp_path)
     r = call_cli("run", suite, "--db", f"sqlite:///{tmp_path / 'h.db'}", "--output-dir", tmp_path / "out")
