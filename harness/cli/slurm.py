@@ -55,11 +55,14 @@ def run(args) -> int:
     from harness.plan.preflight import check_data_dir
     from harness.plan.suite import load_suite
     from harness.spec.layout import RunLayout
+    from harness.spec.status import env_seconds
 
     suite = load_suite(args.suite)
     check_workers(args.workers, suite)   # each array task one worker: 10**20 of them made a script (exit 0)
     if args.wait and args.dry_run:
         raise InputError("--wait: nothing is submitted with --dry-run, so there is nothing to wait for")
+    # read once the job is submitted: checked before ('abc' was a traceback then, nan or inf a hang or one)
+    poll_s = env_seconds(slurm.POLL_ENV, slurm.DEFAULT_POLL_S) if args.wait else None
     # a data folder every array task would fail on, as `harness run` refuses it
     data_dir, data_source = check_data_dir(suite, args.data_dir)
     req = slurm.SlurmRequest(
@@ -101,7 +104,7 @@ def run(args) -> int:
     if not args.wait:
         return 0
     try:
-        slurm.wait_for(job, float(os.environ.get("HARNESS_SLURM_POLL_S", "10")))
+        slurm.wait_for(job, poll_s)
     except slurm.SlurmUnreachable as e:
         import sys
 

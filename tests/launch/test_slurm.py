@@ -302,6 +302,32 @@ def test_input_every_array_task_would_fail_on_is_refused_before_the_script(tmp_p
     assert not out.exists() and not (tmp_path / "submitted").exists(), "nothing written, nothing submitted"
 
 
+@pytest.mark.parametrize("value, expect", [
+    ("abc", "not a number of seconds: 'abc'"), ("nan", "must be a non-negative number of seconds, not nan"),
+    ("-1", "must be a non-negative number of seconds, not -1.0"), ("1e20", "must be at most 31536000 seconds"),
+])
+def test_a_poll_interval_slurm_wait_cannot_sleep_is_refused_before_submitting(tmp_path, tiny_bert, value, expect,
+                                                                              monkeypatch):
+    """$HARNESS_SLURM_POLL_S was read bare once the job was submitted: 'abc' a traceback then, and nan, -1 or 1e20
+    time.sleep's traceback at the first poll (here a failing squeue), the job left running."""
+    suite = write_suite(tmp_path / "s.yaml", suite_text(tiny_bert, "s", "[bitfit]", "[rte]"))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text('#!/bin/bash\ntouch "$SUBMITTED"\necho 42\n')
+    (bin_dir / "squeue").write_text("#!/bin/bash\necho 'squeue: error: Unable to contact slurm controller' >&2\n"
+                                    "exit 1\n")
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("SUBMITTED", str(tmp_path / "submitted"))
+    monkeypatch.setenv("HARNESS_SLURM_POLL_S", value)
+    out = tmp_path / "results"
+    r = call_cli("slurm", suite, "--workers", "1", "--db", f"sqlite:///{tmp_path / 'h.db'}", "--output-dir", out,
+                 "--wait")
+    assert_refused(r, expect, where="HARNESS_SLURM_POLL_S")
+    assert not out.exists() and not (tmp_path / "submitted").exists(), "nothing written, nothing submitted"
+
+
 def test_an_output_dir_of_another_store_is_refused_on_a_dry_run_too(tmp_path, tiny_bert):
     """The submit path refused a folder holding another store's runs, but --dry-run printed the script (exit 0),
     the docs' way to edit it and sbatch it by hand, and every array task then failed on that folder."""
