@@ -53,6 +53,7 @@ def run(args) -> int:
     from harness.plan.preflight import preflight
     from harness.plan.suite import load_suite
     from harness.spec.status import lease_timing
+    from harness.train.peaks import check_override
     from harness.train import preempt
 
     preempt.install()   # SIGUSR1/SIGUSR2/SIGTERM: checkpoint the cell in progress, give it back, exit 3
@@ -60,6 +61,7 @@ def run(args) -> int:
     suite = load_suite(args.suite, args.max_cells)  # invalid input: exit 2 before anything is written
     lease_timing(args.heartbeat_s, args.lease_timeout_s)   # (the workers read them again: checked here, once)
     retry_timing()   # $HARNESS_FINISH_*: read by the workers only once the store fails
+    check_override()   # $HARNESS_PEAK_FLOPS: read by each cell
     workers = _workers(args, suite)   # None: the default, which asks torch for a GPU, so only once there is work
     local_workers.check_threads(args.threads_per_worker)
     # models, data, adapters, trackers installed: before the first cell, still writing nothing

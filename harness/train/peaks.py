@@ -3,7 +3,8 @@
 Where a peak comes from, first match wins (the record names the source):
 
 1. `HARNESS_PEAK_FLOPS` (FLOP/s of one process): one number for every precision ("3.1e11"), or per precision
-   ("no=2.1e11,bf16=9.2e11"; a precision it does not name falls through to the next rule). For a machine whose
+   ("no=2.1e11,bf16=9.2e11": Accelerate's names no, bf16, fp16; a precision it does not name falls through to the
+   next rule). For a machine whose
    peak you know better than the harness measures it (a shared machine, a GPU not in the table).
 2. GPUs in GPU_PEAKS (the vendors' dense figures, no sparsity; fp32 = without TF32, torch's default for matmul).
 3. Measured: the best of a few timed square-ish matmuls in this process, at the model's own shape
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import os
 import socket
 import time
@@ -267,25 +269,39 @@ def cached_value(key: str, measure, cache_dir: str | None = None, device: str = 
 
 
 def override(precision: str) -> float | None:
-    """HARNESS_PEAK_FLOPS for this precision, or None. Raises ValueError on a value that is not a positive
-    number (one line naming the variable)."""
+    """HARNESS_PEAK_FLOPS for this precision, or None. Raises ValueError on a value anywhere in it that is not a
+    positive, finite number or names no precision (one line naming the variable): read whole, so that a cell
+    refuses it at its start whatever precision it runs in."""
     text = os.environ.get(ENV_OVERRIDE, "").strip()
     if not text:
         return None
     try:
         if "=" not in text:
-            value = float(text)
+            peaks = {None: float(text)}   # every precision
         else:
-            parts = dict(p.split("=", 1) for p in text.replace(" ", "").split(",") if p)
-            if precision not in parts:
-                return None
-            value = float(parts[precision])
+            peaks = {name: float(value) for name, value in (p.split("=", 1) for p in text.replace(" ", "").split(",")
+                                                             if p)}
     except ValueError:
         raise ValueError(f"{ENV_OVERRIDE}={text!r}: give FLOP/s as a number (3.1e11) or per precision "
                          f"(no=2.1e11,bf16=9.2e11)") from None
-    if not value > 0:
+    unknown = [name for name in peaks if name is not None and name not in DTYPE_OF]
+    if unknown:   # fp32=... was never read: the peak measured instead, as if the variable were unset
+        raise ValueError(f"{ENV_OVERRIDE}={text!r}: no precision {unknown[0]!r} (the precisions: "
+                         f"{', '.join(DTYPE_OF)})")
+    if not all(value > 0 and math.isfinite(value) for value in peaks.values()):   # inf: every MFU 0
         raise ValueError(f"{ENV_OVERRIDE}={text!r}: the peak must be a positive number of FLOP/s")
-    return value
+    return peaks.get(precision, peaks.get(None))
+
+
+def check_override() -> None:
+    """HARNESS_PEAK_FLOPS, checked as `harness run` starts (bad input: an InputError): each cell read it at its
+    start, so a bad value failed every cell in turn, the store created."""
+    from harness.spec.errors import InputError
+
+    try:
+        override("no")
+    except ValueError as e:
+        raise InputError(str(e)) from None
 
 
 def gpu_table_peak(name: str, precision: str) -> float | None:

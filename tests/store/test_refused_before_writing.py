@@ -49,12 +49,19 @@ def test_run_checks_the_lease_timing_before_it_creates_the_store(tmp_path, suite
     ("HARNESS_FINISH_BACKOFF_S", "nan", "HARNESS_FINISH_BACKOFF_S: must be a non-negative number of seconds, not nan"),
     ("HARNESS_FINISH_BACKOFF_S", "-1", "HARNESS_FINISH_BACKOFF_S: must be a non-negative number of seconds, not -1.0"),
     ("HARNESS_FINISH_BACKOFF_S", "1e20", "HARNESS_FINISH_BACKOFF_S: must be at most 31536000 seconds (a year)"),
+    ("HARNESS_PEAK_FLOPS", "fast", "HARNESS_PEAK_FLOPS='fast': give FLOP/s as a number"),
+    ("HARNESS_PEAK_FLOPS", "inf", "HARNESS_PEAK_FLOPS='inf': the peak must be a positive number of FLOP/s"),
+    ("HARNESS_PEAK_FLOPS", "fp32=1e12", "HARNESS_PEAK_FLOPS='fp32=1e12': no precision 'fp32' (the precisions: no, "
+                                        "bf16, fp16)"),
+    ("HARNESS_PEAK_FLOPS", "bf16=1e12,no=x", "HARNESS_PEAK_FLOPS='bf16=1e12,no=x': give FLOP/s"),
 ])
 def test_worker_timing_from_the_environment_is_named_by_its_variable(tmp_path, suite, monkeypatch, name, value,
                                                                      expect):
     """The error named --heartbeat-s or --lease-timeout-s, which the user had not given. The retries of a finish
     or a claim ($HARNESS_FINISH_*) were read at the first claim, after the store was created ('abc': a
-    traceback), 0 tries silently 1, and a backoff of nan or inf taken (a hang once the store failed)."""
+    traceback), 0 tries silently 1, and a backoff of nan or inf taken (a hang once the store failed). A bad
+    $HARNESS_PEAK_FLOPS failed each cell at its start, the store created ('no=x' only at the end of an fp32
+    cell's training); inf made every MFU 0, and a precision it cannot name (fp32) was ignored, the peak measured."""
     monkeypatch.setenv(name, value)
     before = listing(tmp_path)
     r = call_cli("run", suite, "--db", f"sqlite:///{tmp_path / 'h.db'}", "--output-dir", tmp_path / "out")
