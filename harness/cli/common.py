@@ -163,6 +163,19 @@ def check_workers(workers: int | None, suite, lower: bool = False) -> int | None
     return workers
 
 
+def check_worker_variables(heartbeat_s: float | None = None, lease_timeout_s: float | None = None) -> None:
+    """The variables every worker reads (bad input: an InputError, before anything is written): by `harness run`
+    with its flags, and by `harness slurm` for its array tasks, which inherit them (sbatch's --export=ALL) and
+    each failed on them."""
+    from harness.launch.attempt import retry_timing
+    from harness.spec.status import lease_timing
+    from harness.train.peaks import check_override
+
+    lease_timing(heartbeat_s, lease_timeout_s)   # (the workers read them again: checked here, once)
+    retry_timing()   # $HARNESS_FINISH_*: read by the workers only once the store fails
+    check_override()   # $HARNESS_PEAK_FLOPS: read by each cell
+
+
 def task_option(name: str) -> str:
     """--task's registered name; an unknown one refused naming the option."""
     from harness.spec.tasks import TASKS

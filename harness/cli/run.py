@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from harness.cli.common import (add_cache_dir, add_data_dir, add_db, add_lease_timeout, add_max_cells, add_output_dir,
-                                add_suite, check_workers, positive_int)
+                                add_suite, check_worker_variables, check_workers, positive_int)
 from harness.spec.errors import InputError
 
 HELP = "train and evaluate every cell of a suite that is not done yet"
@@ -49,19 +49,14 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from harness.launch import workers as local_workers
-    from harness.launch.attempt import retry_timing
     from harness.plan.preflight import preflight
     from harness.plan.suite import load_suite
-    from harness.spec.status import lease_timing
-    from harness.train.peaks import check_override
     from harness.train import preempt
 
     preempt.install()   # SIGUSR1/SIGUSR2/SIGTERM: checkpoint the cell in progress, give it back, exit 3
 
     suite = load_suite(args.suite, args.max_cells)  # invalid input: exit 2 before anything is written
-    lease_timing(args.heartbeat_s, args.lease_timeout_s)   # (the workers read them again: checked here, once)
-    retry_timing()   # $HARNESS_FINISH_*: read by the workers only once the store fails
-    check_override()   # $HARNESS_PEAK_FLOPS: read by each cell
+    check_worker_variables(args.heartbeat_s, args.lease_timeout_s)
     workers = _workers(args, suite)   # None: the default, which asks torch for a GPU, so only once there is work
     local_workers.check_threads(args.threads_per_worker)
     # models, data, adapters, trackers installed: before the first cell, still writing nothing

@@ -6,7 +6,8 @@ import os
 import shlex
 import subprocess
 
-from harness.cli.common import add_db, add_output_dir, add_suite, check_workers, non_negative_int, positive_int
+from harness.cli.common import (add_db, add_output_dir, add_suite, check_worker_variables, check_workers,
+                                non_negative_int, positive_int)
 from harness.spec.errors import EXIT_FAILED, EXIT_OK, InputError
 
 HELP = "submit a suite as a Slurm array of workers on one store (or print the script)"
@@ -52,6 +53,7 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from harness.launch import slurm
+    from harness.launch.workers import workers_asked
     from harness.plan.preflight import check_data_dir
     from harness.plan.suite import load_suite
     from harness.spec.layout import RunLayout
@@ -59,6 +61,8 @@ def run(args) -> int:
 
     suite = load_suite(args.suite)
     check_workers(args.workers, suite)   # each array task one worker: 10**20 of them made a script (exit 0)
+    check_worker_variables()   # the tasks' `harness run` reads them, and HARNESS_WORKERS (a task's local workers)
+    workers_asked()
     if args.wait and args.dry_run:
         raise InputError("--wait: nothing is submitted with --dry-run, so there is nothing to wait for")
     # read once the job is submitted: checked before ('abc' was a traceback then, nan or inf a hang or one)
