@@ -51,6 +51,7 @@ def run(args) -> int:
     from harness.launch import workers as local_workers
     from harness.plan.preflight import preflight
     from harness.plan.suite import load_suite
+    from harness.store.env import local_processes
     from harness.train import preempt
 
     preempt.install()   # SIGUSR1/SIGUSR2/SIGTERM: checkpoint the cell in progress, give it back, exit 3
@@ -59,6 +60,7 @@ def run(args) -> int:
     check_worker_variables(args.heartbeat_s, args.lease_timeout_s)
     workers = _workers(args, suite)   # None: the default, which asks torch for a GPU, so only once there is work
     local_workers.check_threads(args.threads_per_worker)
+    local_processes()   # $LOCAL_WORLD_SIZE: read by each cell's thread warning
     # models, data, adapters, trackers installed: before the first cell, still writing nothing
     preflight(suite, args.data_dir, args.log_with)
     from harness.launch.output_binding import check_output_dir
