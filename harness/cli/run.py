@@ -51,6 +51,7 @@ def run(args) -> int:
     from harness.launch import workers as local_workers
     from harness.plan.preflight import preflight
     from harness.plan.suite import load_suite
+    from harness.spec.variables import env_whole_number
     from harness.store.env import local_processes
     from harness.train import preempt
 
@@ -61,6 +62,8 @@ def run(args) -> int:
     workers = _workers(args, suite)   # None: the default, which asks torch for a GPU, so only once there is work
     local_workers.check_threads(args.threads_per_worker)
     local_processes()   # $LOCAL_WORLD_SIZE: read by each cell's thread warning
+    # accelerate reads it with int() in every run, launched or not (-1: no launcher): a traceback, the store created
+    env_whole_number("LOCAL_RANK", -1)
     # models, data, adapters, trackers installed: before the first cell, still writing nothing
     preflight(suite, args.data_dir, args.log_with)
     from harness.launch.output_binding import check_output_dir

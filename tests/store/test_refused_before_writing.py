@@ -55,6 +55,7 @@ def test_run_checks_the_lease_timing_before_it_creates_the_store(tmp_path, suite
                                         "bf16, fp16)"),
     ("HARNESS_PEAK_FLOPS", "bf16=1e12,no=x", "HARNESS_PEAK_FLOPS='bf16=1e12,no=x': give FLOP/s"),
     ("LOCAL_WORLD_SIZE", "abc", "LOCAL_WORLD_SIZE: not a whole number: 'abc'"),
+    ("LOCAL_RANK", "abc", "LOCAL_RANK: not a whole number: 'abc'"),
 ])
 def test_a_variable_the_workers_read_is_named_when_refused_before_anything_is_written(tmp_path, suite, monkeypatch,
                                                                                      name, value, expect):
@@ -63,7 +64,8 @@ def test_a_variable_the_workers_read_is_named_when_refused_before_anything_is_wr
     traceback), 0 tries silently 1, and a backoff of nan or inf taken (a hang once the store failed). A bad
     $HARNESS_PEAK_FLOPS failed each cell at its start, the store created ('no=x' only at the end of an fp32
     cell's training); inf made every MFU 0, and a precision it cannot name (fp32) was ignored, the peak measured.
-    LOCAL_WORLD_SIZE='abc' (torchrun's; each cell's thread warning reads it) was a traceback, the store created."""
+    LOCAL_WORLD_SIZE='abc' (torchrun's; each cell's thread warning reads it) and LOCAL_RANK='abc' (accelerate's
+    int() of it) were tracebacks, the store created."""
     monkeypatch.setenv(name, value)
     before = listing(tmp_path)
     r = call_cli("run", suite, "--db", f"sqlite:///{tmp_path / 'h.db'}", "--output-dir", tmp_path / "out")
