@@ -169,11 +169,11 @@ def check_worker_variables(heartbeat_s: float | None = None, lease_timeout_s: fl
     each failed on them."""
     from harness.launch.attempt import retry_timing
     from harness.spec.status import lease_timing
-    from harness.train.peaks import check_override
+    from harness.train import peaks
 
     lease_timing(heartbeat_s, lease_timeout_s)   # (the workers read them again: checked here, once)
     retry_timing()   # $HARNESS_FINISH_*: read by the workers only once the store fails
-    check_override()   # $HARNESS_PEAK_FLOPS: read by each cell
+    peaks.check_variables()   # $HARNESS_PEAK_FLOPS, $HARNESS_PEAKS_FILE: read by each cell
 
 
 def task_option(name: str) -> str:

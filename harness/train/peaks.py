@@ -293,15 +293,24 @@ def override(precision: str) -> float | None:
     return peaks.get(precision, peaks.get(None))
 
 
-def check_override() -> None:
-    """HARNESS_PEAK_FLOPS, checked as `harness run` starts (bad input: an InputError): each cell read it at its
-    start, so a bad value failed every cell in turn, the store created."""
+def check_variables() -> None:
+    """HARNESS_PEAK_FLOPS and HARNESS_PEAKS_FILE, checked as `harness run` starts (bad input: an InputError). Each
+    cell read the first at its start, so a bad value failed every cell in turn, the store created; the second,
+    a folder or a path under a file, was never written, and silently: every process timed the rates again
+    (seconds per cell end) and made `auto`'s choice anew."""
+    from harness.atomic import file_in_the_way
     from harness.spec.errors import InputError
 
     try:
         override("no")
     except ValueError as e:
         raise InputError(str(e)) from None
+    path = cache_path(None)
+    if path and os.path.isdir(path):
+        raise InputError(f"{FILE_ENV}: {path} is a folder, not a file")
+    blocking = path and file_in_the_way(os.path.dirname(path))
+    if blocking:
+        raise InputError(f"{FILE_ENV}: {blocking} is a file, not a folder")
 
 
 def gpu_table_peak(name: str, precision: str) -> float | None:

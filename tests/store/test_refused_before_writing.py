@@ -54,6 +54,8 @@ def test_run_checks_the_lease_timing_before_it_creates_the_store(tmp_path, suite
     ("HARNESS_PEAK_FLOPS", "fp32=1e12", "HARNESS_PEAK_FLOPS='fp32=1e12': no precision 'fp32' (the precisions: no, "
                                         "bf16, fp16)"),
     ("HARNESS_PEAK_FLOPS", "bf16=1e12,no=x", "HARNESS_PEAK_FLOPS='bf16=1e12,no=x': give FLOP/s"),
+    ("HARNESS_PEAKS_FILE", "/", "HARNESS_PEAKS_FILE: / is a folder, not a file"),
+    ("HARNESS_PEAKS_FILE", "/proc/version/peaks.json", "HARNESS_PEAKS_FILE: /proc/version is a file, not a folder"),
     ("LOCAL_WORLD_SIZE", "abc", "LOCAL_WORLD_SIZE: not a whole number: 'abc'"),
     ("LOCAL_RANK", "abc", "LOCAL_RANK: not a whole number: 'abc'"),
 ])
@@ -64,6 +66,7 @@ def test_a_variable_the_workers_read_is_named_when_refused_before_anything_is_wr
     traceback), 0 tries silently 1, and a backoff of nan or inf taken (a hang once the store failed). A bad
     $HARNESS_PEAK_FLOPS failed each cell at its start, the store created ('no=x' only at the end of an fp32
     cell's training); inf made every MFU 0, and a precision it cannot name (fp32) was ignored, the peak measured.
+    A $HARNESS_PEAKS_FILE that is a folder or under a file was silently never written (the rates timed again).
     LOCAL_WORLD_SIZE='abc' (torchrun's; each cell's thread warning reads it) and LOCAL_RANK='abc' (accelerate's
     int() of it) were tracebacks, the store created."""
     monkeypatch.setenv(name, value)
