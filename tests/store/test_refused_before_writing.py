@@ -255,6 +255,19 @@ def test_board_refuses_a_port_or_address_it_cannot_serve(tmp_path):
     assert not (tmp_path / "none.db").exists()
 
 
+def test_board_refuses_a_lease_timeout_its_grid_page_cannot_read(tmp_path, monkeypatch):
+    """The board served, and its grid page showed HARNESS_LEASE_TIMEOUT_S's error as a traceback. (The port is
+    taken, so that a board which does not check the variable is refused for the port, not left serving.)"""
+    monkeypatch.setenv("HARNESS_LEASE_TIMEOUT_S", "abc")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        assert_refused(call_cli("board", "--port", str(taken.getsockname()[1]), "--db",
+                                f"sqlite:///{tmp_path / 'none.db'}"),
+                       "HARNESS_LEASE_TIMEOUT_S: not a number of seconds: 'abc'", where="HARNESS_LEASE_TIMEOUT_S")
+    assert listing(tmp_path) == {}
+
+
 def test_export_names_a_suite_or_model_the_store_does_not_have(tmp_path):
     """An unknown --suite or --model printed an empty table with exit 0: a typo read as "nothing completed"."""
     from tests.helpers import fixture_store
