@@ -297,7 +297,7 @@ def check_variables() -> None:
     """HARNESS_PEAK_FLOPS and HARNESS_PEAKS_FILE, checked as `harness run` starts (bad input: an InputError). Each
     cell read the first at its start, so a bad value failed every cell in turn, the store created; the second,
     a folder or a path under a file, was never written, and silently: every process timed the rates again
-    (seconds per cell end) and made `auto`'s choice anew."""
+    (seconds per cell end) and made `auto`'s choice anew; another file (no JSON) was replaced by the cache."""
     from harness.atomic import file_in_the_way
     from harness.spec.errors import InputError
 
@@ -311,6 +311,17 @@ def check_variables() -> None:
     blocking = path and file_in_the_way(os.path.dirname(path))
     if blocking:
         raise InputError(f"{FILE_ENV}: {blocking} is a file, not a folder")
+    if path and os.path.isfile(path) and os.path.getsize(path) and not _is_json_object(path):
+        # a file of the user's (a typo, another program's): the first cell's end replaced it with the cache
+        raise InputError(f"{FILE_ENV}: {path} is not a peaks cache (a JSON file): name a new file")
+
+
+def _is_json_object(path: str) -> bool:
+    try:
+        with open(path) as f:
+            return isinstance(json.load(f), dict)
+    except (OSError, ValueError):
+        return False
 
 
 def gpu_table_peak(name: str, precision: str) -> float | None:

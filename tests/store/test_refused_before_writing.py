@@ -76,6 +76,18 @@ def test_a_variable_the_workers_read_is_named_when_refused_before_anything_is_wr
     assert listing(tmp_path) == before
 
 
+def test_a_peaks_file_that_is_another_file_is_refused_and_left_as_it_was(tmp_path, suite, monkeypatch):
+    """HARNESS_PEAKS_FILE naming a file of the user's (no JSON): the first cell's end replaced it with the cache of
+    matmul rates."""
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n")
+    monkeypatch.setenv("HARNESS_PEAKS_FILE", str(notes))
+    before = listing(tmp_path)
+    r = call_cli("run", suite, "--db", f"sqlite:///{tmp_path / 'h.db'}", "--output-dir", tmp_path / "out")
+    assert_refused(r, f"HARNESS_PEAKS_FILE: {notes} is not a peaks cache", where="HARNESS_PEAKS_FILE")
+    assert listing(tmp_path) == before and notes.read_text() == "my notes\n"
+
+
 def test_a_store_s_folder_that_cannot_be_created_is_refused_in_one_line(tmp_path, suite, small_glue):
     """/proc does not take new folders: makedirs' FileNotFoundError went up as a traceback (exit 1)."""
     r = call_cli("run", suite, "--data-dir", small_glue, "--output-dir", tmp_path / "out",
