@@ -42,7 +42,7 @@ def launcher_ranks() -> int:
     """The processes of this launch; a variable set to something else is bad input (accelerate's int() of it
     fails too, later and as a traceback)."""
     for name in RANK_VARIABLES:
-        if os.environ.get(name, "").strip():
+        if name in os.environ:   # set, even empty: accelerate reads it with int()
             return env_whole_number(name, 0)
     return 1
 

@@ -7,10 +7,10 @@ these enums hold, so old stores stay readable and SQL filters on the plain strin
 from __future__ import annotations
 
 import math
-import os
 from enum import Enum
 
 from harness.spec.errors import InputError
+from harness.spec.variables import env_text
 
 try:
     from enum import StrEnum
@@ -90,12 +90,12 @@ def _seconds(value, env: str, default: float, flag: str, zero_ok: bool = False) 
     not given)."""
     source = flag
     if value is None:
-        raw = os.environ.get(env)
+        raw = env_text(env)
         try:
-            value = float(raw) if raw else default
+            value = float(raw) if raw is not None else default
         except ValueError:
             raise InputError(f"{env}: not a number of seconds: {raw!r}") from None
-        source = env if raw else flag
+        source = env if raw is not None else flag
     if not ((value >= 0 if zero_ok else value > 0) and math.isfinite(value)):   # nan and inf too: a lease that
         # never goes stale is no lease, a wait of inf or nan a hang or a traceback
         raise InputError(f"{source}: must be a {'non-negative' if zero_ok else 'positive'} number of seconds, "
@@ -107,7 +107,7 @@ def _seconds(value, env: str, default: float, flag: str, zero_ok: bool = False) 
 
 def env_seconds(env: str, default: float) -> float:
     """A wait set by an environment variable alone (HARNESS_FINISH_BACKOFF_S, HARNESS_SLURM_POLL_S): 0 (no wait)
-    allowed, else the lease options' rule; the default where it is unset or empty."""
+    allowed, else the lease options' rule; the default where it is unset."""
     return _seconds(None, env, default, env, zero_ok=True)[0]
 
 

@@ -300,7 +300,9 @@ def check_variables() -> None:
     (seconds per cell end) and made `auto`'s choice anew; another file (no JSON) was replaced by the cache."""
     from harness.atomic import file_in_the_way
     from harness.spec.errors import InputError
+    from harness.spec.variables import env_text
 
+    env_text(ENV_OVERRIDE), env_text(FILE_ENV)   # set but blank: refused, as every variable's
     try:
         override("no")
     except ValueError as e:

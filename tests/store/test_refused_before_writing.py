@@ -369,12 +369,18 @@ def test_an_empty_suite_argument_and_an_unknown_option_are_named_by_their_subcom
     assert listing(tmp_path) == {}
 
 
-@pytest.mark.parametrize("name", ["HARNESS_DB", "HARNESS_DATA_DIR"])
-def test_an_empty_environment_variable_is_refused_not_read_as_its_default(tmp_path, suite, name, monkeypatch):
+@pytest.mark.parametrize("name", ["HARNESS_DB", "HARNESS_DATA_DIR", "HARNESS_WORKERS", "HARNESS_LEASE_TIMEOUT_S",
+                                  "HARNESS_FINISH_TRIES", "HARNESS_PEAK_FLOPS", "HARNESS_PEAKS_FILE", "WORLD_SIZE",
+                                  "LOCAL_RANK"])
+@pytest.mark.parametrize("value", ["", " "])
+def test_an_empty_environment_variable_is_refused_not_read_as_its_default(tmp_path, suite, name, value,
+                                                                         monkeypatch):
     """`export HARNESS_DB=$PG_URL` with $PG_URL unset, in a job script, sent the workers to the local SQLite
-    default instead of the cluster's store. A command that does not read the variable is not refused."""
+    default instead of the cluster's store. The numbers' variables took their defaults the same way
+    (`export HARNESS_WORKERS=$N`: one worker), and an empty WORLD_SIZE or LOCAL_RANK was accelerate's int()
+    traceback, the store created. A command that does not read the variable is not refused."""
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv(name, "")
+    monkeypatch.setenv(name, value)
     before = listing(tmp_path)
     assert_refused(call_cli("run", suite, "--output-dir", tmp_path / "out"), f"${name}: empty (unset it for the "
                                                                                f"default)")
