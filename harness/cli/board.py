@@ -64,7 +64,9 @@ def check_bind(address: str, port: int) -> None:
 
 def run(args) -> int:
     from harness.board import APP
+    from harness.spec.status import lease_timeout
 
+    lease_timeout(None)   # $HARNESS_LEASE_TIMEOUT_S: the grid page reads it, where a bad one was a traceback
     # a --db that cannot be opened, or a database that is not a store (it would show as an empty one), is refused
     # here, in one line, not inside the page; no store yet (None): the board says so
     store = existing_store(args.db, new_ok=True)

@@ -18,12 +18,12 @@ def subparser(sub, name: str, help: str, examples: str) -> argparse.ArgumentPars
 
 
 def _whole_number(text: str, least: int, most: int | None = None, why: str = "") -> int:
+    from harness.spec.variables import whole_number
+
     try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < least:
-        raise argparse.ArgumentTypeError(f"must be at least {least} (got {value})")
+        value = whole_number(text, least)   # the rule of the variables that hold counts too (HARNESS_WORKERS)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
     if most is not None and value > most:
         raise argparse.ArgumentTypeError(f"must be at most {most} ({why}) (got {value})")
     return value
@@ -188,6 +188,19 @@ def check_workers(workers: int | None, suite, lower: bool = False) -> int | None
         raise InputError(f"--workers: {workers} workers, but suite {suite.name} has {cells} cell(s): a worker beyond "
                          f"one per cell never has one to claim")
     return workers
+
+
+def check_worker_variables(heartbeat_s: float | None = None, lease_timeout_s: float | None = None) -> None:
+    """The variables every worker reads (bad input: an InputError, before anything is written): by `harness run`
+    with its flags, and by `harness slurm` for its array tasks, which inherit them (sbatch's --export=ALL) and
+    each failed on them."""
+    from harness.launch.attempt import retry_timing
+    from harness.spec.status import lease_timing
+    from harness.train import peaks
+
+    lease_timing(heartbeat_s, lease_timeout_s)   # (the workers read them again: checked here, once)
+    retry_timing()   # $HARNESS_FINISH_*: read by the workers only once the store fails
+    peaks.check_variables()   # $HARNESS_PEAK_FLOPS, $HARNESS_PEAKS_FILE: read by each cell
 
 
 def task_option(name: str) -> str:

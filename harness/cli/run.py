@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from harness.cli.common import (add_cache_dir, add_data_dir, add_db, add_lease_timeout, add_max_cells, add_output_dir,
-                                add_suite, check_workers, positive_int)
+                                add_suite, check_worker_variables, check_workers, positive_int)
 from harness.spec.errors import InputError
 from harness.spec.status import DEFAULT_HEARTBEAT_S
 
@@ -52,15 +52,19 @@ def run(args) -> int:
     from harness.launch import workers as local_workers
     from harness.plan.preflight import preflight
     from harness.plan.suite import load_suite
-    from harness.spec.status import lease_timing
+    from harness.spec.variables import env_whole_number
+    from harness.store.env import local_processes
     from harness.train import preempt
 
     preempt.install()   # SIGUSR1/SIGUSR2/SIGTERM: checkpoint the cell in progress, give it back, exit 3
 
     suite = load_suite(args.suite, args.max_cells)  # invalid input: exit 2 before anything is written
-    lease_timing(args.heartbeat_s, args.lease_timeout_s)   # (the workers read them again: checked here, once)
+    check_worker_variables(args.heartbeat_s, args.lease_timeout_s)
     workers = _workers(args, suite)   # None: the default, which asks torch for a GPU, so only once there is work
     local_workers.check_threads(args.threads_per_worker)
+    local_processes()   # $LOCAL_WORLD_SIZE: read by each cell's thread warning
+    # accelerate reads it with int() in every run, launched or not (-1: no launcher): a traceback, the store created
+    env_whole_number("LOCAL_RANK", -1)
     # models, data, adapters, trackers installed: before the first cell, still writing nothing
     preflight(suite, args.data_dir, args.log_with)
     from harness.launch.output_binding import check_output_dir

@@ -6,8 +6,8 @@ import os
 import shlex
 import subprocess
 
-from harness.cli.common import (add_db, add_max_cells, add_output_dir, add_suite, check_workers, non_negative_int,
-                                 positive_int)
+from harness.cli.common import (add_db, add_max_cells, add_output_dir, add_suite, check_worker_variables,
+                                 check_workers, non_negative_int, positive_int)
 from harness.spec.errors import EXIT_FAILED, EXIT_OK, InputError
 
 HELP = "submit a suite as a Slurm array of workers on one store (or print the script)"
@@ -54,15 +54,21 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from harness.launch import slurm
+    from harness.launch.workers import workers_asked
     from harness.plan.grid import DEFAULT_MAX_CELLS
     from harness.plan.preflight import check_data_dir
     from harness.plan.suite import load_suite
     from harness.spec.layout import RunLayout
+    from harness.spec.status import env_seconds
 
     suite = load_suite(args.suite, args.max_cells)
     check_workers(args.workers, suite)   # each array task one worker: 10**20 of them made a script (exit 0)
+    check_worker_variables()   # the tasks' `harness run` reads them, and HARNESS_WORKERS (a task's local workers)
+    workers_asked()
     if args.wait and args.dry_run:
         raise InputError("--wait: nothing is submitted with --dry-run, so there is nothing to wait for")
+    # read once the job is submitted: checked before ('abc' was a traceback then, nan or inf a hang or one)
+    poll_s = env_seconds(slurm.POLL_ENV, slurm.DEFAULT_POLL_S) if args.wait else None
     # a data folder every array task would fail on, as `harness run` refuses it
     data_dir, data_source = check_data_dir(suite, args.data_dir)
     req = slurm.SlurmRequest(
@@ -106,7 +112,7 @@ def run(args) -> int:
     if not args.wait:
         return 0
     try:
-        slurm.wait_for(job, float(os.environ.get("HARNESS_SLURM_POLL_S", "10")))
+        slurm.wait_for(job, poll_s)
     except slurm.SlurmUnreachable as e:
         import sys
 

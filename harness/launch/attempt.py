@@ -28,7 +28,8 @@ import time
 
 from harness import atomic
 from harness.spec import layout
-from harness.spec.status import DEFAULT_HEARTBEAT_S, Status
+from harness.spec.status import DEFAULT_HEARTBEAT_S, Status, env_seconds
+from harness.spec.variables import env_whole_number
 from harness.store.lease import Claim
 
 ERROR_LOG = "error.log"
@@ -40,11 +41,13 @@ class StoreUnreachable(RuntimeError):
     """`finish` (or a claim: `with_store_retry`) failed on every retry with a store error (not a lost lease)."""
 
 
-def _retry_timing() -> tuple[int, float]:
+def retry_timing() -> tuple[int, float]:
     """How many tries, and the first wait between two (doubled each time): $HARNESS_FINISH_TRIES and
-    $HARNESS_FINISH_BACKOFF_S, for a finish and a claim alike."""
-    return (max(1, int(os.environ.get(FINISH_TRIES_ENV) or DEFAULT_FINISH_TRIES)),
-            float(os.environ.get(FINISH_BACKOFF_ENV) or DEFAULT_FINISH_BACKOFF_S))
+    $HARNESS_FINISH_BACKOFF_S, for a finish and a claim alike. Bad input (an InputError): `harness run` calls
+    this at its start: the workers read them at their first claim, after the store was created ('abc': a
+    traceback), and the backoff only once the store failed (nan, inf: a hang)."""
+    return (env_whole_number(FINISH_TRIES_ENV, 1, DEFAULT_FINISH_TRIES),
+            env_seconds(FINISH_BACKOFF_ENV, DEFAULT_FINISH_BACKOFF_S))
 
 
 # SQLite error codes of the file, not the query (https://sqlite.org/rescode.html): a lock held by another
@@ -58,7 +61,7 @@ def _retried(call, what: str, say, retryable, wait, where: str = ""):
     StoreUnreachable when every try failed. The one retry loop of a finish and a claim."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    tries, backoff = _retry_timing()
+    tries, backoff = retry_timing()
     for i in range(tries):
         try:
             return call(i)

@@ -513,7 +513,11 @@ class SlurmUnreachable(Exception):
     """squeue failed SQUEUE_TRIES polls in a row: whether the job still runs is unknown."""
 
 
-def wait_for(job_id: str, poll_s: float = 10.0) -> None:
+# `harness slurm --wait`: seconds between two squeue calls (0: none; the tests' fake squeue)
+POLL_ENV, DEFAULT_POLL_S = "HARNESS_SLURM_POLL_S", 10.0
+
+
+def wait_for(job_id: str, poll_s: float = DEFAULT_POLL_S) -> None:
     """Until no task of the array is pending, running or requeued (a requeued task shows as pending again). A
     failed squeue is tried again at the next poll; SlurmUnreachable after SQUEUE_TRIES failures in a row."""
     failures = 0

@@ -21,6 +21,7 @@ import sys
 
 from harness.launch.slurm import ENV_SLURM_REQUEUE, requeue_slurm_task
 from harness.spec.errors import EXIT_PREEMPTED, EXIT_STORE_UNREACHABLE, InputError
+from harness.spec.variables import env_whole_number
 from harness.store.env import ENV_LOCAL_WORKERS, physical_cores
 
 # The default number of workers of a CPU `harness run` (GPUs: 1). HARNESS_WORKERS overrides it. Measured
@@ -37,30 +38,18 @@ ENV_WORKERS = "HARNESS_WORKERS"
 RANK_VARIABLES = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
 
 
-def _whole_number(value: str) -> bool:
-    return value.isascii() and value.isdigit()   # "²" is a digit to str.isdigit, not to int
-
-
 def launcher_ranks() -> int:
     """The processes of this launch; a variable set to something else is bad input (accelerate's int() of it
     fails too, later and as a traceback)."""
     for name in RANK_VARIABLES:
-        value = os.environ.get(name, "").strip()
-        if value:
-            if not _whole_number(value):
-                raise InputError(f"{name}={value!r}: a launcher's number of processes is a whole number")
-            return int(value)
+        if name in os.environ:   # set, even empty: accelerate reads it with int()
+            return env_whole_number(name, 0)
     return 1
 
 
 def workers_asked() -> int | None:
     """HARNESS_WORKERS, checked (bad input: an InputError); None where it is unset."""
-    value = os.environ.get(ENV_WORKERS, "")
-    if value:
-        if not _whole_number(value) or int(value) < 1:
-            raise InputError(f"{ENV_WORKERS}={value!r}: the number of workers is a whole number >= 1")
-        return int(value)
-    return None
+    return env_whole_number(ENV_WORKERS, 1)
 
 
 def default_workers() -> int:

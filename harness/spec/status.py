@@ -7,10 +7,10 @@ these enums hold, so old stores stay readable and SQL filters on the plain strin
 from __future__ import annotations
 
 import math
-import os
 from enum import Enum
 
 from harness.spec.errors import InputError
+from harness.spec.variables import env_text
 
 try:
     from enum import StrEnum
@@ -82,16 +82,18 @@ class Regime(StrEnum):
 NOT_RESULTS = (Regime.MULTITASK.value, Regime.SEQUENTIAL_STAGE.value)
 
 
-def parse_seconds(value: str | float) -> float:
+def parse_seconds(value: str | float, zero_ok: bool = False) -> float:
     """`value` (an option's text, or a number) as a number of seconds by the one rule of every seconds option
-    (--heartbeat-s, --lease-timeout-s, their HARNESS_ variables, status --watch): a number, positive, finite, at
-    most MAX_SECONDS. ValueError says what is wrong; the caller puts the option's name in front."""
+    (--heartbeat-s, --lease-timeout-s, their HARNESS_ variables, status --watch): a number, positive (zero_ok: or 0,
+    the waits set by a variable alone), finite, at most MAX_SECONDS. ValueError says what is wrong; the caller puts
+    the option's name in front."""
     try:
         number = float(value)
     except ValueError:
         raise ValueError(f"not a number of seconds: {value!r}") from None
-    if not (number > 0 and math.isfinite(number)):   # nan and inf too: a lease that never goes stale is no lease
-        raise ValueError(f"must be a positive number of seconds, not {number}")
+    # nan and inf too: a lease that never goes stale is no lease, a wait of inf or nan a hang or a traceback
+    if not ((number >= 0 if zero_ok else number > 0) and math.isfinite(number)):
+        raise ValueError(f"must be a {'non-negative' if zero_ok else 'positive'} number of seconds, not {number}")
     if number > MAX_SECONDS:
         raise ValueError(f"must be at most {MAX_SECONDS:.0f} seconds (a year), not {number:g}")
     return number
@@ -99,17 +101,24 @@ def parse_seconds(value: str | float) -> float:
 
 # Lease timing comes from the command line or the environment (HARNESS_HEARTBEAT_S, HARNESS_LEASE_TIMEOUT_S), so
 # every worker of a Slurm array, and every reader of leases (status, the board, ingest), gets the same.
-def _seconds(value, env: str, default: float, flag: str) -> tuple[float, str]:
-    """A number of seconds (parse_seconds): the flag's value, else the environment variable's, else the default;
-    with the name of where it came from, for the errors that refuse it (the variable, where the flag was not given)."""
+def _seconds(value, env: str, default: float, flag: str, zero_ok: bool = False) -> tuple[float, str]:
+    """A number of seconds (parse_seconds; zero_ok: or 0): the flag's value, else the environment variable's, else
+    the default; with the name of where it came from, for the errors that refuse it (the variable, where the flag
+    was not given)."""
     source = flag
     if value is None:
-        raw = os.environ.get(env)
-        value, source = (raw, env) if raw else (default, flag)
+        raw = env_text(env)
+        value, source = (raw, env) if raw is not None else (default, flag)
     try:
-        return parse_seconds(value), source
+        return parse_seconds(value, zero_ok), source
     except ValueError as e:
         raise InputError(f"{source}: {e}") from None
+
+
+def env_seconds(env: str, default: float) -> float:
+    """A wait set by an environment variable alone (HARNESS_FINISH_BACKOFF_S, HARNESS_SLURM_POLL_S): 0 (no wait)
+    allowed, else the lease options' rule; the default where it is unset."""
+    return _seconds(None, env, default, env, zero_ok=True)[0]
 
 
 _LEASE_TIMEOUT = ("HARNESS_LEASE_TIMEOUT_S", DEFAULT_LEASE_TIMEOUT_S, "--lease-timeout-s")

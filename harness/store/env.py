@@ -72,6 +72,17 @@ def physical_cores() -> int:
     return max(1, min(cores, psutil.cpu_count(logical=False) or cores))
 
 
+def local_processes(num_processes: int = 1) -> int:
+    """The processes on this machine: a launcher's ranks here (LOCAL_WORLD_SIZE, from torchrun and `accelerate
+    launch`; else num_processes) times the workers `harness run --workers N` started here. Bad input (an
+    InputError): `harness run` calls this at its start, as each cell's thread warning read them (int(): 'abc' was
+    a traceback, the store created)."""
+    from harness.spec.variables import env_whole_number
+
+    ranks = env_whole_number("LOCAL_WORLD_SIZE", 1) or num_processes or 1
+    return ranks * env_whole_number(ENV_LOCAL_WORKERS, 1, 1)
+
+
 def cpu_threads_warning(num_processes: int) -> str | None:
     """One line when a CPU run uses fewer threads than the cores its share of the machine has: `accelerate
     launch` sets OMP_NUM_THREADS=1 unless told --num_cpu_threads_per_process N (or --cpu), which on a 2-core
@@ -83,9 +94,7 @@ def cpu_threads_warning(num_processes: int) -> str | None:
     cores = physical_cores()   # hyperthreads are not cores to fill
     if os.environ.get("SLURM_CPUS_PER_TASK", "").isdigit():   # a job's share, where Slurm does not bind CPUs
         cores = min(cores, int(os.environ["SLURM_CPUS_PER_TASK"]))
-    # ranks of a launcher on this machine, times the workers `harness run --workers N` started here
-    local = int(os.environ.get("LOCAL_WORLD_SIZE") or num_processes or 1) * int(
-        os.environ.get(ENV_LOCAL_WORKERS) or 1)
+    local = local_processes(num_processes)
     share = max(1, cores // max(1, local))
     threads = _torch_threads()
     if threads >= share:

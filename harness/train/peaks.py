@@ -3,7 +3,8 @@
 Where a peak comes from, first match wins (the record names the source):
 
 1. `HARNESS_PEAK_FLOPS` (FLOP/s of one process): one number for every precision ("3.1e11"), or per precision
-   ("no=2.1e11,bf16=9.2e11"; a precision it does not name falls through to the next rule). For a machine whose
+   ("no=2.1e11,bf16=9.2e11": Accelerate's names no, bf16, fp16; a precision it does not name falls through to the
+   next rule). For a machine whose
    peak you know better than the harness measures it (a shared machine, a GPU not in the table).
 2. GPUs in GPU_PEAKS (the vendors' dense figures, no sparsity; fp32 = without TF32, torch's default for matmul).
 3. Measured: the best of a few timed square-ish matmuls in this process, at the model's own shape
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import os
 import socket
 import time
@@ -269,25 +271,61 @@ def cached_value(key: str, measure, cache_dir: str | None = None, device: str = 
 
 
 def override(precision: str) -> float | None:
-    """HARNESS_PEAK_FLOPS for this precision, or None. Raises ValueError on a value that is not a positive
-    number (one line naming the variable)."""
+    """HARNESS_PEAK_FLOPS for this precision, or None. Raises ValueError on a value anywhere in it that is not a
+    positive, finite number or names no precision (one line naming the variable): read whole, so that a cell
+    refuses it at its start whatever precision it runs in."""
     text = os.environ.get(ENV_OVERRIDE, "").strip()
     if not text:
         return None
     try:
         if "=" not in text:
-            value = float(text)
+            peaks = {None: float(text)}   # every precision
         else:
-            parts = dict(p.split("=", 1) for p in text.replace(" ", "").split(",") if p)
-            if precision not in parts:
-                return None
-            value = float(parts[precision])
+            peaks = {name: float(value) for name, value in (p.split("=", 1) for p in text.replace(" ", "").split(",")
+                                                             if p)}
     except ValueError:
         raise ValueError(f"{ENV_OVERRIDE}={text!r}: give FLOP/s as a number (3.1e11) or per precision "
                          f"(no=2.1e11,bf16=9.2e11)") from None
-    if not value > 0:
+    unknown = [name for name in peaks if name is not None and name not in DTYPE_OF]
+    if unknown:   # fp32=... was never read: the peak measured instead, as if the variable were unset
+        raise ValueError(f"{ENV_OVERRIDE}={text!r}: no precision {unknown[0]!r} (the precisions: "
+                         f"{', '.join(DTYPE_OF)})")
+    if not all(value > 0 and math.isfinite(value) for value in peaks.values()):   # inf: every MFU 0
         raise ValueError(f"{ENV_OVERRIDE}={text!r}: the peak must be a positive number of FLOP/s")
-    return value
+    return peaks.get(precision, peaks.get(None))
+
+
+def check_variables() -> None:
+    """HARNESS_PEAK_FLOPS and HARNESS_PEAKS_FILE, checked as `harness run` starts (bad input: an InputError). Each
+    cell read the first at its start, so a bad value failed every cell in turn, the store created; the second,
+    a folder or a path under a file, was never written, and silently: every process timed the rates again
+    (seconds per cell end) and made `auto`'s choice anew; another file (no JSON) was replaced by the cache."""
+    from harness.atomic import file_in_the_way
+    from harness.spec.errors import InputError
+    from harness.spec.variables import env_text
+
+    env_text(ENV_OVERRIDE), env_text(FILE_ENV)   # set but blank: refused, as every variable's
+    try:
+        override("no")
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    path = cache_path(None)
+    if path and os.path.isdir(path):
+        raise InputError(f"{FILE_ENV}: {path} is a folder, not a file")
+    blocking = path and file_in_the_way(os.path.dirname(path))
+    if blocking:
+        raise InputError(f"{FILE_ENV}: {blocking} is a file, not a folder")
+    if path and os.path.isfile(path) and os.path.getsize(path) and not _is_json_object(path):
+        # a file of the user's (a typo, another program's): the first cell's end replaced it with the cache
+        raise InputError(f"{FILE_ENV}: {path} is not a peaks cache (a JSON file): name a new file")
+
+
+def _is_json_object(path: str) -> bool:
+    try:
+        with open(path) as f:
+            return isinstance(json.load(f), dict)
+    except (OSError, ValueError):
+        return False
 
 
 def gpu_table_peak(name: str, precision: str) -> float | None:

@@ -50,11 +50,25 @@ def test_bad_worker_counts_are_refused(tmp_path, tiny_bert, small_glue):
     args = ("--db", f"sqlite:///{db}", "--output-dir", tmp_path / "out", "--data-dir", small_glue)
     assert_refused(run_cli("run", suite, *args, "--workers", "0", cwd=tmp_path), "--workers")
     assert_refused(run_cli("run", suite, *args, "--threads-per-worker", "two", cwd=tmp_path), "--threads-per-worker")
-    assert_refused(run_cli("run", suite, *args, cwd=tmp_path, env={"HARNESS_WORKERS": "many"}), "HARNESS_WORKERS")
-    # a superscript two is a digit to str.isdigit, not to int: both were tracebacks
-    for name in ("HARNESS_WORKERS", "WORLD_SIZE"):
-        assert_refused(run_cli("run", suite, *args, cwd=tmp_path, env={name: "\u00b2"}), f"{name}='\u00b2'")
+    # a superscript two is a digit to str.isdigit, not to int: both were tracebacks. The variables are read by
+    # the options' rule (harness.spec.variables.whole_number) and named as the options are
+    for name, value, expect in (("HARNESS_WORKERS", "many", "not a whole number: 'many'"),
+                                ("HARNESS_WORKERS", "0", "must be at least 1 (got 0)"),
+                                ("HARNESS_WORKERS", "\u00b2", "not a whole number: '\u00b2'"),
+                                ("WORLD_SIZE", "\u00b2", "not a whole number: '\u00b2'"),
+                                ("WORLD_SIZE", "-1", "must be at least 0 (got -1)")):
+        assert_refused(run_cli("run", suite, *args, cwd=tmp_path, env={name: value}), expect, where=name)
     assert not db.exists() and not (tmp_path / "out").exists()
+
+
+def test_harness_workers_is_read_as_the_workers_option_is(monkeypatch):
+    """HARNESS_WORKERS had its own rule beside --workers': ' 2 ' (int() reads it, as argparse does for --workers)
+    was refused, the flag taken."""
+    from harness.cli.common import positive_int
+    from harness.launch.workers import workers_asked
+
+    monkeypatch.setenv("HARNESS_WORKERS", " 2 ")
+    assert workers_asked() == positive_int(" 2 ") == 2
 
 
 def test_more_workers_than_cells_are_refused(tmp_path, tiny_bert, small_glue):

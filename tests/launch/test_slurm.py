@@ -288,11 +288,14 @@ def test_bad_script_values_are_refused_and_nothing_is_written(tmp_path, tiny_ber
     assert not out.exists() and not (tmp_path / value.split("\n")[0]).exists(), "nothing written"
 
 
-@pytest.mark.parametrize("what", ["--data-dir", "$HARNESS_DATA_DIR", "--db", "--accelerate-config"])
+@pytest.mark.parametrize("what", ["--data-dir", "$HARNESS_DATA_DIR", "--db", "--accelerate-config",
+                                  "HARNESS_HEARTBEAT_S", "HARNESS_FINISH_TRIES", "HARNESS_PEAK_FLOPS",
+                                  "HARNESS_WORKERS"])
 def test_input_every_array_task_would_fail_on_is_refused_before_the_script(tmp_path, tiny_bert, what, monkeypatch):
     """A data folder that is not there, an SQLite file that is not a database, an accelerate config that does not
-    parse: the script was printed (exit 0) or submitted, and every array task failed on it. (A server database
-    is still left to the tasks: a login node may not reach it.) sbatch here is a fake that says if it was called."""
+    parse, a variable every task's `harness run` refuses (the tasks inherit the environment: sbatch --export=ALL):
+    the script was printed (exit 0) or submitted, and every array task failed on it. (A server database is still
+    left to the tasks: a login node may not reach it.) sbatch here is a fake that says if it was called."""
     suite = write_suite(tmp_path / "s.yaml", suite_text(tiny_bert, "s"))
     (tmp_path / "text.db").write_text("these are my notes, not a database\n")
     (tmp_path / "bad.yaml").write_text("compute_environment: [LOCAL_MACHINE\n")
@@ -310,13 +313,46 @@ def test_input_every_array_task_would_fail_on_is_refused_before_the_script(tmp_p
         "--db": (["--db", f"sqlite:///{tmp_path / 'text.db'}"], "file is not a database"),
         "--accelerate-config": (["--accelerate-config", tmp_path / "bad.yaml"],
                                 f"--accelerate-config: {tmp_path / 'bad.yaml'}:2: not YAML"),
+        "HARNESS_HEARTBEAT_S": ([], "must be a positive number of seconds, not nan"),
+        "HARNESS_FINISH_TRIES": ([], "not a whole number: 'nan'"),
+        "HARNESS_PEAK_FLOPS": ([], "the peak must be a positive number of FLOP/s"),
+        "HARNESS_WORKERS": ([], "not a whole number: 'nan'"),
     }[what]
     if what == "$HARNESS_DATA_DIR":
         monkeypatch.setenv("HARNESS_DATA_DIR", str(missing))
+    elif not what.startswith("-"):
+        monkeypatch.setenv(what, "nan")
+        what = None if what == "HARNESS_PEAK_FLOPS" else what   # HARNESS_PEAK_FLOPS='nan': ...
     out = tmp_path / "results"
     for dry in (["--dry-run"], []):
         r = call_cli("slurm", suite, "--workers", "1", "--output-dir", out, *flags, *dry)
         assert_refused(r, expect, where=what)
+    assert not out.exists() and not (tmp_path / "submitted").exists(), "nothing written, nothing submitted"
+
+
+@pytest.mark.parametrize("value, expect", [
+    ("abc", "not a number of seconds: 'abc'"), ("nan", "must be a non-negative number of seconds, not nan"),
+    ("-1", "must be a non-negative number of seconds, not -1.0"), ("1e20", "must be at most 31536000 seconds"),
+])
+def test_a_poll_interval_slurm_wait_cannot_sleep_is_refused_before_submitting(tmp_path, tiny_bert, value, expect,
+                                                                              monkeypatch):
+    """$HARNESS_SLURM_POLL_S was read bare once the job was submitted: 'abc' a traceback then, and nan, -1 or 1e20
+    time.sleep's traceback at the first poll (here a failing squeue), the job left running."""
+    suite = write_suite(tmp_path / "s.yaml", suite_text(tiny_bert, "s", "[bitfit]", "[rte]"))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text('#!/bin/bash\ntouch "$SUBMITTED"\necho 42\n')
+    (bin_dir / "squeue").write_text("#!/bin/bash\necho 'squeue: error: Unable to contact slurm controller' >&2\n"
+                                    "exit 1\n")
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("SUBMITTED", str(tmp_path / "submitted"))
+    monkeypatch.setenv("HARNESS_SLURM_POLL_S", value)
+    out = tmp_path / "results"
+    r = call_cli("slurm", suite, "--workers", "1", "--db", f"sqlite:///{tmp_path / 'h.db'}", "--output-dir", out,
+                 "--wait")
+    assert_refused(r, expect, where="HARNESS_SLURM_POLL_S")
     assert not out.exists() and not (tmp_path / "submitted").exists(), "nothing written, nothing submitted"
 
 

@@ -43,15 +43,49 @@ def test_run_checks_the_lease_timing_before_it_creates_the_store(tmp_path, suite
     ("HARNESS_HEARTBEAT_S", "0", "HARNESS_HEARTBEAT_S: must be a positive number of seconds, not 0.0"),
     ("HARNESS_LEASE_TIMEOUT_S", "inf", "HARNESS_LEASE_TIMEOUT_S: must be a positive number of seconds, not inf"),
     ("HARNESS_LEASE_TIMEOUT_S", "10", "HARNESS_LEASE_TIMEOUT_S (10) must be at least twice --heartbeat-s (30)"),
+    ("HARNESS_FINISH_TRIES", "abc", "HARNESS_FINISH_TRIES: not a whole number: 'abc'"),
+    ("HARNESS_FINISH_TRIES", "0", "HARNESS_FINISH_TRIES: must be at least 1 (got 0)"),
+    ("HARNESS_FINISH_BACKOFF_S", "abc", "HARNESS_FINISH_BACKOFF_S: not a number of seconds: 'abc'"),
+    ("HARNESS_FINISH_BACKOFF_S", "nan", "HARNESS_FINISH_BACKOFF_S: must be a non-negative number of seconds, not nan"),
+    ("HARNESS_FINISH_BACKOFF_S", "-1", "HARNESS_FINISH_BACKOFF_S: must be a non-negative number of seconds, not -1.0"),
+    ("HARNESS_FINISH_BACKOFF_S", "1e20", "HARNESS_FINISH_BACKOFF_S: must be at most 31536000 seconds (a year)"),
+    ("HARNESS_PEAK_FLOPS", "fast", "HARNESS_PEAK_FLOPS='fast': give FLOP/s as a number"),
+    ("HARNESS_PEAK_FLOPS", "inf", "HARNESS_PEAK_FLOPS='inf': the peak must be a positive number of FLOP/s"),
+    ("HARNESS_PEAK_FLOPS", "fp32=1e12", "HARNESS_PEAK_FLOPS='fp32=1e12': no precision 'fp32' (the precisions: no, "
+                                        "bf16, fp16)"),
+    ("HARNESS_PEAK_FLOPS", "bf16=1e12,no=x", "HARNESS_PEAK_FLOPS='bf16=1e12,no=x': give FLOP/s"),
+    ("HARNESS_PEAKS_FILE", "/", "HARNESS_PEAKS_FILE: / is a folder, not a file"),
+    ("HARNESS_PEAKS_FILE", "/proc/version/peaks.json", "HARNESS_PEAKS_FILE: /proc/version is a file, not a folder"),
+    ("LOCAL_WORLD_SIZE", "abc", "LOCAL_WORLD_SIZE: not a whole number: 'abc'"),
+    ("LOCAL_RANK", "abc", "LOCAL_RANK: not a whole number: 'abc'"),
 ])
-def test_lease_timing_from_the_environment_is_named_by_its_variable(tmp_path, suite, monkeypatch, name, value,
-                                                                    expect):
-    """The error named --heartbeat-s or --lease-timeout-s, which the user had not given."""
+def test_a_variable_the_workers_read_is_named_when_refused_before_anything_is_written(tmp_path, suite, monkeypatch,
+                                                                                     name, value, expect):
+    """The error named --heartbeat-s or --lease-timeout-s, which the user had not given. The retries of a finish
+    or a claim ($HARNESS_FINISH_*) were read at the first claim, after the store was created ('abc': a
+    traceback), 0 tries silently 1, and a backoff of nan or inf taken (a hang once the store failed). A bad
+    $HARNESS_PEAK_FLOPS failed each cell at its start, the store created ('no=x' only at the end of an fp32
+    cell's training); inf made every MFU 0, and a precision it cannot name (fp32) was ignored, the peak measured.
+    A $HARNESS_PEAKS_FILE that is a folder or under a file was silently never written (the rates timed again).
+    LOCAL_WORLD_SIZE='abc' (torchrun's; each cell's thread warning reads it) and LOCAL_RANK='abc' (accelerate's
+    int() of it) were tracebacks, the store created."""
     monkeypatch.setenv(name, value)
     before = listing(tmp_path)
     r = call_cli("run", suite, "--db", f"sqlite:///{tmp_path / 'h.db'}", "--output-dir", tmp_path / "out")
     assert assert_refused(r, expect).startswith(f"error: {name}")
     assert listing(tmp_path) == before
+
+
+def test_a_peaks_file_that_is_another_file_is_refused_and_left_as_it_was(tmp_path, suite, monkeypatch):
+    """HARNESS_PEAKS_FILE naming a file of the user's (no JSON): the first cell's end replaced it with the cache of
+    matmul rates."""
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n")
+    monkeypatch.setenv("HARNESS_PEAKS_FILE", str(notes))
+    before = listing(tmp_path)
+    r = call_cli("run", suite, "--db", f"sqlite:///{tmp_path / 'h.db'}", "--output-dir", tmp_path / "out")
+    assert_refused(r, f"HARNESS_PEAKS_FILE: {notes} is not a peaks cache", where="HARNESS_PEAKS_FILE")
+    assert listing(tmp_path) == before and notes.read_text() == "my notes\n"
 
 
 def test_a_store_s_folder_that_cannot_be_created_is_refused_in_one_line(tmp_path, suite, small_glue):
@@ -233,6 +267,19 @@ def test_board_refuses_a_port_or_address_it_cannot_serve(tmp_path):
     assert not (tmp_path / "none.db").exists()
 
 
+def test_board_refuses_a_lease_timeout_its_grid_page_cannot_read(tmp_path, monkeypatch):
+    """The board served, and its grid page showed HARNESS_LEASE_TIMEOUT_S's error as a traceback. (The port is
+    taken, so that a board which does not check the variable is refused for the port, not left serving.)"""
+    monkeypatch.setenv("HARNESS_LEASE_TIMEOUT_S", "abc")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        assert_refused(call_cli("board", "--port", str(taken.getsockname()[1]), "--db",
+                                f"sqlite:///{tmp_path / 'none.db'}"),
+                       "HARNESS_LEASE_TIMEOUT_S: not a number of seconds: 'abc'", where="HARNESS_LEASE_TIMEOUT_S")
+    assert listing(tmp_path) == {}
+
+
 def test_export_names_a_suite_or_model_the_store_does_not_have(tmp_path):
     """An unknown --suite or --model printed an empty table with exit 0: a typo read as "nothing completed"."""
     from tests.helpers import fixture_store
@@ -322,12 +369,18 @@ def test_an_empty_suite_argument_and_an_unknown_option_are_named_by_their_subcom
     assert listing(tmp_path) == {}
 
 
-@pytest.mark.parametrize("name", ["HARNESS_DB", "HARNESS_DATA_DIR"])
-def test_an_empty_environment_variable_is_refused_not_read_as_its_default(tmp_path, suite, name, monkeypatch):
+@pytest.mark.parametrize("name", ["HARNESS_DB", "HARNESS_DATA_DIR", "HARNESS_WORKERS", "HARNESS_LEASE_TIMEOUT_S",
+                                  "HARNESS_FINISH_TRIES", "HARNESS_PEAK_FLOPS", "HARNESS_PEAKS_FILE", "WORLD_SIZE",
+                                  "LOCAL_RANK"])
+@pytest.mark.parametrize("value", ["", " "])
+def test_an_empty_environment_variable_is_refused_not_read_as_its_default(tmp_path, suite, name, value,
+                                                                         monkeypatch):
     """`export HARNESS_DB=$PG_URL` with $PG_URL unset, in a job script, sent the workers to the local SQLite
-    default instead of the cluster's store. A command that does not read the variable is not refused."""
+    default instead of the cluster's store. The numbers' variables took their defaults the same way
+    (`export HARNESS_WORKERS=$N`: one worker), and an empty WORLD_SIZE or LOCAL_RANK was accelerate's int()
+    traceback, the store created. A command that does not read the variable is not refused."""
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv(name, "")
+    monkeypatch.setenv(name, value)
     before = listing(tmp_path)
     assert_refused(call_cli("run", suite, "--output-dir", tmp_path / "out"), f"${name}: empty (unset it for the "
                                                                                f"default)")
