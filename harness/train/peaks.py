@@ -324,7 +324,7 @@ def _is_json_object(path: str) -> bool:
     try:
         with open(path) as f:
             return isinstance(json.load(f), dict)
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):   # (RecursionError: nested past the decoder's limit, as _load)
         return False
 
 

@@ -76,16 +76,17 @@ def test_a_variable_the_workers_read_is_named_when_refused_before_anything_is_wr
     assert listing(tmp_path) == before
 
 
-def test_a_peaks_file_that_is_another_file_is_refused_and_left_as_it_was(tmp_path, suite, monkeypatch):
+@pytest.mark.parametrize("text", ["my notes\n", "[" * 100_000], ids=["notes", "nested past the decoder's limit"])
+def test_a_peaks_file_that_is_another_file_is_refused_and_left_as_it_was(tmp_path, suite, monkeypatch, text):
     """HARNESS_PEAKS_FILE naming a file of the user's (no JSON): the first cell's end replaced it with the cache of
-    matmul rates."""
+    matmul rates (and the check that refuses it met the nested one with a RecursionError traceback)."""
     notes = tmp_path / "notes.txt"
-    notes.write_text("my notes\n")
+    notes.write_text(text)
     monkeypatch.setenv("HARNESS_PEAKS_FILE", str(notes))
     before = listing(tmp_path)
     r = call_cli("run", suite, "--db", f"sqlite:///{tmp_path / 'h.db'}", "--output-dir", tmp_path / "out")
     assert_refused(r, f"HARNESS_PEAKS_FILE: {notes} is not a peaks cache", where="HARNESS_PEAKS_FILE")
-    assert listing(tmp_path) == before and notes.read_text() == "my notes\n"
+    assert listing(tmp_path) == before and notes.read_text() == text
 
 
 def test_a_store_s_folder_that_cannot_be_created_is_refused_in_one_line(tmp_path, suite, small_glue):
