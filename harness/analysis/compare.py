@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from harness.stats.significance import SAME_SCORE, SEED, Split, load_column, replicates, scored_examples
+from harness.stats.significance import RESAMPLES, SAME_SCORE, SEED, Split, load_column, replicates, scored_examples
 from harness.spec.tasks import Task
 
 A, B = "A", "B"   # the two sides' keys in a Split's preds: two runs may have the same method label
@@ -30,7 +30,7 @@ class Comparison:
     scored: tuple[int, int] = ()   # dev examples (A's, B's) their runs were scored on, the most of a side's seeds
 
 
-def paired_bootstrap(task: Task, splits: list[Split], resamples: int = 1000, confidence: float = 0.95,
+def paired_bootstrap(task: Task, splits: list[Split], resamples: int = RESAMPLES, confidence: float = 0.95,
                      seed: int = SEED) -> Comparison:
     """A against B on splits whose preds are {A: (seeds, n), B: (seeds, n)}, as load_column aligns them."""
     observed, reps = replicates(task, splits, resamples, seed)
@@ -60,7 +60,7 @@ def _compare(task: Task, dirs_a: list, dirs_b: list, names: dict, resamples: int
     return replace(paired_bootstrap(task, splits, resamples), scored=scored)
 
 
-def compare_runs(a, b, resamples: int = 1000) -> Comparison:
+def compare_runs(a, b, resamples: int = RESAMPLES) -> Comparison:
     """Two stored runs of one task, on the dev examples both were scored on."""
     from harness.report.provenance import run_data
     from harness.spec.errors import InputError
@@ -81,7 +81,7 @@ def compare_runs(a, b, resamples: int = 1000) -> Comparison:
 
 
 def compare_variants(store, suite: str | None, task_name: str, label_a: str, label_b: str,
-                     resamples: int = 1000, model: str | None = None) -> tuple[Comparison, int]:
+                     resamples: int = RESAMPLES, model: str | None = None) -> tuple[Comparison, int]:
     """Two method variants of one suite and model across seeds: the runs of the seeds both have (same
     hyperparameters otherwise: the variant's best setting on dev, as the leaderboard picks it, from the same
     runs), each variant's score the mean over its seeds, as the tables'."""
@@ -120,7 +120,7 @@ def compare_variants(store, suite: str | None, task_name: str, label_a: str, lab
     return (replace(result, budgets=budgets) if budgets[0] != budgets[1] else result), len(seeds)
 
 
-def column(store, suite: str | None, task_name: str, model: str | None = None, resamples: int = 1000):
+def column(store, suite: str | None, task_name: str, model: str | None = None, resamples: int = RESAMPLES):
     """Every method variant of one task column (one suite, one model) against the column's best, as the tables
     show it: the best-table rows of that task (mean, std, p_vs_best, tied_with_best, seeds_needed, flags)."""
     from harness.report.tables import best_table, runs_frame

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from harness.cli.common import add_db, existing_store, find_run, positive_int, task_option
+from harness.stats import MAX_RESAMPLES, RESAMPLES
 
 HELP = ("paired bootstrap of two runs (or two method variants over seeds) on the same dev examples, or every "
         "variant of a task against its best")
@@ -22,15 +23,13 @@ def add_arguments(p) -> None:
     p.add_argument("--model", default=None, help="with --task: the model (when the store has several)")
     p.add_argument("--task", default=None, help="compare method variants on this task (A and B, runs paired by "
                                                 "seed; or, without A and B, every variant against the best)")
-    p.add_argument("--resamples", type=resamples, default=1000,
+    p.add_argument("--resamples", type=resamples, default=RESAMPLES,
                    help="bootstrap resamples (default: %(default)s; at most a million)")
 
 
 def resamples(text: str) -> int:
     """--resamples: a whole number from 1 to MAX_RESAMPLES."""
     import argparse
-
-    from harness.stats.significance import MAX_RESAMPLES
 
     value = positive_int(text)
     if value > MAX_RESAMPLES:

@@ -16,7 +16,7 @@ from harness.report.tables import (ALL_FAILED, NOT_FINISHED, STD_NOTE, best_tabl
                                    leaderboard_table, runs_frame, score_metric, span_tasks, with_failed_rows)
 from harness.report.text import pct_text
 from harness.spec.status import Regime
-from harness.stats.significance import at_best   # a tie as the tables decide it, not by the last bits
+from harness.stats.significance import RESAMPLES, at_best   # a tie as the tables decide it, not by the last bits
 from harness.store.db import Store
 from harness.store.engine import default_db_url, sqlite_file
 
@@ -390,7 +390,7 @@ def footnote(kind: str, frame: pd.DataFrame) -> list[str]:
         return task_notes(kind, frame)
     lines = [SELECTED_ON_DEV]
     sig = frame.attrs.get("significance") or {}
-    resamples = sig.get("resamples", frame.attrs.get("resamples", 1000))
+    resamples = sig.get("resamples", frame.attrs.get("resamples", RESAMPLES))
     if "n_seeds" in frame:
         seeds = (int(frame["n_seeds"].min()), int(frame["n_seeds"].max())) if len(frame) else (0, 0)
     else:

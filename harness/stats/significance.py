@@ -21,12 +21,10 @@ from functools import lru_cache
 
 import numpy as np
 
+from harness.stats import RESAMPLES
+
 ALPHA = 0.05
 POWER = 0.8
-RESAMPLES = 1000
-# the most `harness compare --resamples` takes: p-values to 1e-6, far finer than any test here needs; the time
-# grows with resamples x dev examples (1e8 on 200 examples: over a minute; 1e20 never ended)
-MAX_RESAMPLES = 1_000_000
 SEED = 0
 CHUNK = 2_000_000   # entries of the (rows, n) resample matrix at once: bounds memory on QQP-sized dev sets
 # Scores (GLUE points) this close are one score: a sum of seeds' scores, or of per-example scores averaged over
