@@ -89,6 +89,25 @@ def test_a_peaks_file_that_is_another_file_is_refused_and_left_as_it_was(tmp_pat
     assert listing(tmp_path) == before and notes.read_text() == text
 
 
+@pytest.mark.parametrize("name, value, expect", [
+    ("HARNESS_PEAKS_FILE", "notes", "HARNESS_PEAKS_FILE: NOTES is not a peaks cache (a JSON file)"),
+    ("HARNESS_PEAK_FLOPS", "fast", "HARNESS_PEAK_FLOPS='fast': give FLOP/s as a number"),
+])
+def test_a_pilot_refuses_the_peak_variables_before_it_trains(tmp_path, suite, small_glue, monkeypatch, name, value,
+                                                             expect):
+    """`harness estimate --pilot` trains through the cells' loop, which reads both variables at a cell's start and
+    end, but only `harness run` and `harness slurm` checked them: the pilot wrote its matmul-rate cache over the
+    user's notes (exit 0), and a bad HARNESS_PEAK_FLOPS failed every pilot ("pilot 1: failed (ValueError: ...)",
+    "1 cell(s) without an estimate", exit 0)."""
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n")
+    monkeypatch.setenv(name, str(notes) if value == "notes" else value)
+    before = listing(tmp_path)
+    r = call_cli("estimate", suite, "--pilot", "--pilot-steps", "1", "--data-dir", small_glue)
+    assert_refused(r, expect.replace("NOTES", str(notes)))
+    assert listing(tmp_path) == before and notes.read_text() == "my notes\n"
+
+
 def test_a_store_s_folder_that_cannot_be_created_is_refused_in_one_line(tmp_path, suite, small_glue):
     """/proc does not take new folders: makedirs' FileNotFoundError went up as a traceback (exit 1)."""
     r = call_cli("run", suite, "--data-dir", small_glue, "--output-dir", tmp_path / "out",
