@@ -76,10 +76,13 @@ def test_a_variable_the_workers_read_is_named_when_refused_before_anything_is_wr
     assert listing(tmp_path) == before
 
 
-@pytest.mark.parametrize("text", ["my notes\n", "[" * 100_000], ids=["notes", "nested past the decoder's limit"])
+@pytest.mark.parametrize("text", ["my notes\n", "[" * 100_000, '{"learning_rate": 1e-4}\n'],
+                         ids=["notes", "nested past the decoder's limit", "another program's JSON"])
 def test_a_peaks_file_that_is_another_file_is_refused_and_left_as_it_was(tmp_path, suite, monkeypatch, text):
     """HARNESS_PEAKS_FILE naming a file of the user's (no JSON): the first cell's end replaced it with the cache of
-    matmul rates (and the check that refuses it met the nested one with a RecursionError traceback)."""
+    matmul rates (and the check that refuses it met the nested one with a RecursionError traceback). A JSON object
+    is one too unless it is a cache (every one the harness wrote has its "version") or empty: a config.json was
+    taken, and written over the same way."""
     notes = tmp_path / "notes.txt"
     notes.write_text(text)
     monkeypatch.setenv("HARNESS_PEAKS_FILE", str(notes))
