@@ -51,7 +51,7 @@ def process_count(text: str) -> int:
     """A process count (--num-processes of validate, status and estimate): 1 to MAX_PROCESSES, the most a worker
     may run on (slurm's --gpus-per-worker x --nodes-per-worker is bounded by it too). 10**20 was read as a count
     no launch could have, and listed the suite's cells under it."""
-    from harness.store.schema import MAX_PROCESSES
+    from harness.spec.status import MAX_PROCESSES
 
     return _whole_number(text, 1, MAX_PROCESSES, "the process count a run's row records")
 

@@ -66,6 +66,11 @@ def run(args) -> int:
                          "machine instead (give one of the two)")
     suite = load_suite(args.suite, args.max_cells)
     if args.pilot:   # a pilot trains here: what it lacks (a model not cached offline, the data) refused, as by `run`
+        from harness.train import peaks
+
+        # and the variables its loop reads as a cell's do: a bad peak failed every pilot (exit 0), and a peaks file
+        # of the user's was written over with the pilot's matmul rates
+        peaks.check_variables()
         check_training(suite, args.data_dir, suite.locate())
     cells = suite.cells(num_processes=args.num_processes)
     # a --data-dir that is not there is refused, not read as "size unknown"; the suite's own data_dir or

@@ -54,7 +54,7 @@ class SlurmRequest:
                 raise InputError(f"{name}: must be at least {least}, not {value}")
         if self.nodes_per_worker > 1 and self.gpus_per_worker < 1:
             raise InputError("--nodes-per-worker > 1 needs --gpus-per-worker >= 1 (one rank per GPU)")
-        from harness.store.schema import MAX_PROCESSES
+        from harness.spec.status import MAX_PROCESSES
 
         if self.world > MAX_PROCESSES:   # 10**20 GPUs printed a script sbatch refuses (--nodes too, above INT_MAX)
             raise InputError(f"--{'nodes' if self.nodes_per_worker > MAX_PROCESSES else 'gpus'}-per-worker: "

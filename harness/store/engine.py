@@ -26,9 +26,10 @@ NETWORK_FILESYSTEMS = ("nfs", "nfs4", "lustre", "gpfs", "cifs", "smb3", "smbfs",
 READ_ONLY_BACKENDS = ("sqlite", "postgresql", "mysql", "mariadb")   # where read-only is enforced by the server
 # how long an SQLite connection waits for another's lock (and for another's switch to WAL), where the URL gives no
 # ?timeout=SECONDS (busy_timeout_s); SQLite's busy timeout is a count of milliseconds in 32 bits: past MAX_BUSY_S it
-# read 0, no wait at all
+# read 0, and below MIN_BUSY_S it is 0: no wait at all, where two workers opening a fresh store or claiming at once
+# fail on each other's lock (?timeout=0: 8 of 20 opens of a fresh store by two processes)
 BUSY_TIMEOUT_S = 30
-MAX_BUSY_S = (2 ** 31 - 1) // 1000
+MIN_BUSY_S, MAX_BUSY_S = 0.001, (2 ** 31 - 1) // 1000
 # How long opening a PostgreSQL connection may take, where the URL names no connect_timeout. libpq's own default
 # waits forever: a server host that accepts TCP but never answers (hung, or a firewall that drops the replies) froze
 # every command, and a worker's heartbeat with it, instead of reaching the store-outage path. Well under the
@@ -228,9 +229,10 @@ def _refuse_dropped_arguments(parsed) -> None:
     hint = "give the file as sqlite:///PATH (commands that only read open the store read-only themselves)"
     if taken.get("uri"):
         raise InputError(f"--db: uri=true (an SQLite file: URI) is not supported: {hint}")
-    if "timeout" in taken and not 0 <= taken["timeout"] <= MAX_BUSY_S:   # nan too; -1, inf, 1e10 read as no wait
-        raise InputError(f"--db: timeout={parsed.query['timeout']}: SQLite's busy timeout must be from 0 to "
-                         f"{MAX_BUSY_S} seconds")
+    # nan too; 0, -1, inf, 1e10 all read as no wait (0 was taken: workers meeting on the file failed at once)
+    if "timeout" in taken and not MIN_BUSY_S <= taken["timeout"] <= MAX_BUSY_S:
+        raise InputError(f"--db: timeout={parsed.query['timeout']}: SQLite's busy timeout must be from {MIN_BUSY_S:g} "
+                         f"to {MAX_BUSY_S} seconds")
     dropped = sorted(set(parsed.query) - set(taken))
     if dropped:
         raise InputError(f"--db: {', '.join(dropped)}: not an argument of the SQLite driver, which would ignore it "

@@ -315,17 +315,20 @@ def check_variables() -> None:
     blocking = path and file_in_the_way(os.path.dirname(path))
     if blocking:
         raise InputError(f"{FILE_ENV}: {blocking} is a file, not a folder")
-    if path and os.path.isfile(path) and os.path.getsize(path) and not _is_json_object(path):
-        # a file of the user's (a typo, another program's): the first cell's end replaced it with the cache
+    if path and os.path.isfile(path) and os.path.getsize(path) and not _is_a_cache(path):
+        # a file of the user's (a typo, another program's, its JSON too): the first cell's end replaced it
         raise InputError(f"{FILE_ENV}: {path} is not a peaks cache (a JSON file): name a new file")
 
 
-def _is_json_object(path: str) -> bool:
+def _is_a_cache(path: str) -> bool:
+    """A JSON object that is empty or has a "version" (every cache written has one, older versions too: _load
+    starts those anew)."""
     try:
         with open(path) as f:
-            return isinstance(json.load(f), dict)
+            data = json.load(f)
     except (OSError, ValueError, RecursionError):   # (RecursionError: nested past the decoder's limit, as _load)
         return False
+    return isinstance(data, dict) and (not data or "version" in data)
 
 
 def gpu_table_peak(name: str, precision: str) -> float | None:

@@ -57,3 +57,15 @@ def test_the_statistics_sit_below_the_tables_and_the_tables_below_their_users():
     for folder, allowed in layers.items():
         used = {m.split(".")[1] for m in _folder_imports(folder) if m.startswith("harness.") and m.count(".")}
         assert used - {folder} <= allowed, (folder, used - {folder} - allowed)
+
+
+def test_parsing_a_count_option_loads_no_database_driver():
+    """The bounds of a count option are declarations: `validate --num-processes 2` loaded sqlalchemy (~0.2 s) just to
+    parse its number, through harness.store.schema, where the option's positive-int rule loaded nothing; a refused
+    --num-processes 0 paid for it too. Parsed in a fresh process, so what an earlier test imported does not count."""
+    code = ("import sys\nfrom harness.cli import build_parser\n"
+            "for argv in (['validate'], ['estimate', '--pilot-steps', '3'], ['status']):\n"
+            "    build_parser().parse_args(argv + ['s.yaml', '--num-processes', '2'])\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'sqlalchemy')[:3])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == "[]", out.stdout

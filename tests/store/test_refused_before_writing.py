@@ -76,10 +76,13 @@ def test_a_variable_the_workers_read_is_named_when_refused_before_anything_is_wr
     assert listing(tmp_path) == before
 
 
-@pytest.mark.parametrize("text", ["my notes\n", "[" * 100_000], ids=["notes", "nested past the decoder's limit"])
+@pytest.mark.parametrize("text", ["my notes\n", "[" * 100_000, '{"learning_rate": 1e-4}\n'],
+                         ids=["notes", "nested past the decoder's limit", "another program's JSON"])
 def test_a_peaks_file_that_is_another_file_is_refused_and_left_as_it_was(tmp_path, suite, monkeypatch, text):
     """HARNESS_PEAKS_FILE naming a file of the user's (no JSON): the first cell's end replaced it with the cache of
-    matmul rates (and the check that refuses it met the nested one with a RecursionError traceback)."""
+    matmul rates (and the check that refuses it met the nested one with a RecursionError traceback). A JSON object
+    is one too unless it is a cache (every one the harness wrote has its "version") or empty: a config.json was
+    taken, and written over the same way."""
     notes = tmp_path / "notes.txt"
     notes.write_text(text)
     monkeypatch.setenv("HARNESS_PEAKS_FILE", str(notes))
@@ -87,6 +90,25 @@ def test_a_peaks_file_that_is_another_file_is_refused_and_left_as_it_was(tmp_pat
     r = call_cli("run", suite, "--db", f"sqlite:///{tmp_path / 'h.db'}", "--output-dir", tmp_path / "out")
     assert_refused(r, f"HARNESS_PEAKS_FILE: {notes} is not a peaks cache", where="HARNESS_PEAKS_FILE")
     assert listing(tmp_path) == before and notes.read_text() == text
+
+
+@pytest.mark.parametrize("name, value, expect", [
+    ("HARNESS_PEAKS_FILE", "notes", "HARNESS_PEAKS_FILE: NOTES is not a peaks cache (a JSON file)"),
+    ("HARNESS_PEAK_FLOPS", "fast", "HARNESS_PEAK_FLOPS='fast': give FLOP/s as a number"),
+])
+def test_a_pilot_refuses_the_peak_variables_before_it_trains(tmp_path, suite, small_glue, monkeypatch, name, value,
+                                                             expect):
+    """`harness estimate --pilot` trains through the cells' loop, which reads both variables at a cell's start and
+    end, but only `harness run` and `harness slurm` checked them: the pilot wrote its matmul-rate cache over the
+    user's notes (exit 0), and a bad HARNESS_PEAK_FLOPS failed every pilot ("pilot 1: failed (ValueError: ...)",
+    "1 cell(s) without an estimate", exit 0)."""
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n")
+    monkeypatch.setenv(name, str(notes) if value == "notes" else value)
+    before = listing(tmp_path)
+    r = call_cli("estimate", suite, "--pilot", "--pilot-steps", "1", "--data-dir", small_glue)
+    assert_refused(r, expect.replace("NOTES", str(notes)))
+    assert listing(tmp_path) == before and notes.read_text() == "my notes\n"
 
 
 def test_a_store_s_folder_that_cannot_be_created_is_refused_in_one_line(tmp_path, suite, small_glue):
