@@ -282,7 +282,7 @@ def test_kill_usr1_on_a_worker_checkpoints_and_the_next_worker_resumes(tmp_path,
     checkpoint; the next worker resumes it and records the uninterrupted score."""
     from harness.store.db import Store
 
-    budget, hp = "{max_steps: 120}", "batch_size: 8, learning_rate: 1e-4, eval_steps: 10"
+    budget, hp = "{max_steps: 40}", "batch_size: 8, learning_rate: 1e-4, eval_steps: 10"
     suite = write_suite(tmp_path / "k.yaml", suite_text(tiny_bert, name="k", budget=budget, hparams=hp))
     ref_suite = write_suite(tmp_path / "r.yaml", suite_text(tiny_bert, name="r", budget=budget, hparams=hp))
     db = f"sqlite:///{tmp_path / 'h.db'}"
@@ -307,17 +307,17 @@ def test_kill_usr1_on_a_worker_checkpoints_and_the_next_worker_resumes(tmp_path,
     assert str(row.status) == "pending" and row.attempts == 1
     (ckpt,) = checkpoint.paths_under(str(tmp_path / "out" / "k"))
     step = checkpoint.torch.load(ckpt, weights_only=True)["counters"]["step"]
-    assert 10 <= step < 120
-    assert (row.checkpoint_step, row.checkpoint_total_steps) == (step, 120)   # what `harness status` prices
+    assert 10 <= step < 40
+    assert (row.checkpoint_step, row.checkpoint_total_steps) == (step, 40)   # what `harness status` prices
 
     again = _worker(tmp_path, suite, db, small_glue)
     _, err = again.communicate(timeout=600)
     assert again.returncode == 0, err[-3000:]
-    assert f"resumed from its checkpoint at step {step}/120" in err
+    assert f"resumed from its checkpoint at step {step}/40" in err
     (row,) = [r for r in Store(db).records("k") if r.parent_id is None]
     (ref_row,) = [r for r in Store(db).records("r") if r.parent_id is None]
     assert str(row.status) == "completed" and row.attempts == 2
-    assert row.score == ref_row.score and row.steps == 120 and row.checkpoint_step is None
+    assert row.score == ref_row.score and row.steps == 40 and row.checkpoint_step is None
     assert not checkpoint.paths_under(str(tmp_path / "out" / "k")), "deleted once the cell completed"
     rec = json.loads((tmp_path / "out" / "k" / row.cell_key / "record.json").read_text())
     assert rec["score"] == ref_row.score
@@ -334,7 +334,7 @@ def test_two_rank_ddp_worker_under_the_relay_checkpoints_and_resumes(tmp_path, t
     from tests.train.test_distributed import LAUNCH, free_port
 
     hp = "batch_size: 4, learning_rate: 1e-4, eval_steps: 10"
-    suite = write_suite(tmp_path / "d.yaml", suite_text(tiny_bert, name="d", budget="{max_steps: 200}", hparams=hp))
+    suite = write_suite(tmp_path / "d.yaml", suite_text(tiny_bert, name="d", budget="{max_steps: 60}", hparams=hp))
     db = f"sqlite:///{tmp_path / 'h.db'}"
     args = [str(ROOT / "harness" / "run.py"), str(suite), "--db", db, "--output-dir", str(tmp_path / "out"),
             "--data-dir", str(small_glue), "--no-progress"]
@@ -353,14 +353,14 @@ def test_two_rank_ddp_worker_under_the_relay_checkpoints_and_resumes(tmp_path, t
     assert str(row.status) == "pending"
     (ckpt,) = checkpoint.paths_under(str(tmp_path / "out" / "d"))
     step = checkpoint.torch.load(ckpt, weights_only=True)["counters"]["step"]
-    assert 10 <= step < 200
+    assert 10 <= step < 60
 
     again = subprocess.run([*LAUNCH, free_port(), *args], cwd=tmp_path, env=env, capture_output=True, text=True,
                            timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert f"resumed from its checkpoint at step {step}/200" in again.stderr
+    assert f"resumed from its checkpoint at step {step}/60" in again.stderr
     (row,) = [r for r in Store(db).records("d") if r.parent_id is None]
-    assert str(row.status) == "completed" and row.steps == 200 and row.num_processes == 2
+    assert str(row.status) == "completed" and row.steps == 60 and row.num_processes == 2
 
 
 def test_deepspeed_engine_state_and_counters_come_from_one_step(tmp_path, monkeypatch):
@@ -425,7 +425,7 @@ def test_a_checkpoint_from_other_cpu_kernels_is_not_resumed(tmp_path, tiny_bert,
     if "ATEN_CPU_CAPABILITY" in other and torch.backends.cpu.get_cpu_capability() == "DEFAULT":
         pytest.skip("this CPU runs torch's portable kernels only: no other level to resume on")
     hp = "batch_size: 8, learning_rate: 1e-4, mixed_precision: 'no'"
-    suite = write_suite(tmp_path / "k.yaml", suite_text(tiny_bert, name="k", budget="{max_steps: 120}", hparams=hp))
+    suite = write_suite(tmp_path / "k.yaml", suite_text(tiny_bert, name="k", budget="{max_steps: 40}", hparams=hp))
     db = f"sqlite:///{tmp_path / 'h.db'}"
     w = _worker(tmp_path, suite, db, small_glue, env={"OMP_NUM_THREADS": "1"})
     read_stderr_until(w, "cell ")   # claimed: the stop comes at an early step
@@ -438,7 +438,7 @@ def test_a_checkpoint_from_other_cpu_kernels_is_not_resumed(tmp_path, tiny_bert,
     assert again.returncode == 0, err[-3000:]
     assert "resumed from its checkpoint" not in err and "device:" in err, err[-3000:]
     (row,) = Store(db).records("k")
-    assert row.steps == 120 and "device:" in row.extra["checkpoint_refused"]
+    assert row.steps == 40 and "device:" in row.extra["checkpoint_refused"]
 
 
 def test_a_refused_checkpoint_s_step_is_not_priced_while_the_cell_starts_over(tmp_path, tiny_bert, small_glue):

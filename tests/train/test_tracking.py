@@ -150,7 +150,7 @@ def test_two_cells_write_tensorboard_events_and_one_mlflow_run_each(tmp_path, ti
 def test_a_cell_stopped_by_usr1_continues_its_mlflow_run_and_tensorboard_folder(tmp_path, tiny_bert, small_glue):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     suite = write_suite(tmp_path / "k.yaml", tracked_suite(
-        tiny_bert, "k", f'{{tensorboard: null, mlflow: {{tracking_uri: "{uri}"}}}}', budget="{max_steps: 120}",
+        tiny_bert, "k", f'{{tensorboard: null, mlflow: {{tracking_uri: "{uri}"}}}}', budget="{max_steps: 40}",
         log_every=5, seeds="[1]", hparams="batch_size: 8, learning_rate: 1e-4, eval_steps: 10"))
     w = worker(tmp_path, suite, small_glue, wait=False)
     read_stderr_until(w, "eval step 10 ")   # training is under way
@@ -160,7 +160,7 @@ def test_a_cell_stopped_by_usr1_continues_its_mlflow_run_and_tensorboard_folder(
     (ckpt,) = checkpoint.paths_under(str(tmp_path / "out" / "k"))
     counters = checkpoint.torch.load(ckpt, weights_only=True)["counters"]
     stop, kept = counters["step"], counters["trackers"]
-    assert 10 <= stop < 120
+    assert 10 <= stop < 40
     client, runs = mlflow_runs(uri, "k")
     (first,) = runs
     assert first.info.status == "KILLED"   # stopped, not finished
@@ -175,15 +175,15 @@ def test_a_cell_stopped_by_usr1_continues_its_mlflow_run_and_tensorboard_folder(
     (run,) = runs   # the same run, not a second one
     assert run.info.run_id == first.info.run_id and run.info.status == "FINISHED"
     # the steps continue where the stop left them: each logged once, in one series
-    assert steps_of(client, run.info.run_id, "train/loss") == list(range(5, 121, 5))
-    assert steps_of(client, run.info.run_id, "dev/score") == list(range(10, 121, 10))
+    assert steps_of(client, run.info.run_id, "train/loss") == list(range(5, 41, 5))
+    assert steps_of(client, run.info.run_id, "dev/score") == list(range(10, 41, 10))
     (rec,) = Store(f"sqlite:///{tmp_path / 'h.db'}").records("k")
     assert run.data.metrics["final/score"] == pytest.approx(rec.score)
     assert run.data.params["cell_key"] == rec.cell_key and kept["tensorboard"] == f"{rec.cell_key}/k"
 
     # TensorBoard (default folder: the output directory's tensorboard/): both attempts' events in one folder
     found = scalars(tmp_path / "out" / "tensorboard" / rec.cell_key / "k")
-    assert [s for s, _ in found["train/loss"]] == list(range(5, 121, 5))
+    assert [s for s, _ in found["train/loss"]] == list(range(5, 41, 5))
     assert len([f for f in os.listdir(tmp_path / "out" / "tensorboard" / rec.cell_key / "k")
                 if f.startswith("events.out.tfevents")]) == 2
 
@@ -200,7 +200,7 @@ def _mlflow_suite(tmp_path, tiny_bert, max_steps: int):
 def test_a_worker_killed_outright_leaves_no_mlflow_run_running(tmp_path, tiny_bert, small_glue):
     """SIGKILL ends a worker without a word to MLflow: its run read RUNNING forever beside the FINISHED run of the
     worker that trained the cell again (lease audit). The next worker to start the cell marks it KILLED."""
-    uri, suite = _mlflow_suite(tmp_path, tiny_bert, max_steps=120)
+    uri, suite = _mlflow_suite(tmp_path, tiny_bert, max_steps=30)
     w = worker(tmp_path, suite, small_glue, wait=False)
     read_stderr_until(w, "eval step 10 ")
     w.kill()
