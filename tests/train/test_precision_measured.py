@@ -357,11 +357,13 @@ def test_a_timed_step_of_the_model(tiny_bert, native_bf16, tmp_path, monkeypatch
     calls = []
     alternated = precision.alternated
     monkeypatch.setattr(precision, "alternated",
-                        lambda timers, rounds: calls.append((tuple(timers), rounds)) or alternated(timers, rounds))
+                        lambda timers, rounds, **kw: calls.append((tuple(timers), rounds, kw))
+                        or alternated(timers, rounds, **kw))
     choice = precision.choose_precision("auto", cuda=False, cache_dir=str(tmp_path), shape=SHAPE,
                                         step=precision.model_step(cell))
     assert torch.equal(torch.rand(3), expected)
-    assert calls == [(("fp32", "bf16"), precision.STEP_ROUNDS)]   # the steps were timed in turn
+    # the steps were timed in turn, over a window longer than three tiny steps
+    assert calls == [(("fp32", "bf16"), precision.STEP_ROUNDS, {"window_s": precision.STEP_WINDOW_S})]
     # the two matmul rates and one alternated timing of the step
     assert choice["step_s"]["fp32"] > 0 and choice["step_s"]["bf16"] > 0 and peaks.measurements == before + 3
     assert not choice["cached"]
@@ -377,7 +379,7 @@ def test_a_warm_up_step_over_the_cap_is_not_timed(tiny_bert, monkeypatch):
     cell = Cell(suite="t", model=str(tiny_bert), task="rte", task_version=1, method="full", method_params={},
                 budget={"max_steps": 1}, seed=1, hparams={"batch_size": 4, "max_length": 16})
     step = precision.model_step(cell)
-    monkeypatch.setattr(precision, "alternated", lambda timers, rounds: pytest.fail("timed after a slow warm-up"))
+    monkeypatch.setattr(precision, "alternated", lambda *a, **kw: pytest.fail("timed after a slow warm-up"))
     monkeypatch.setattr(precision, "STEP_TIME_CAP_S", 0.0)
     assert step["time"]() is None
 
@@ -430,3 +432,28 @@ def test_the_precisions_are_timed_in_turn_so_a_slow_spell_falls_on_both():
     assert best == {"fp32": 1.2, "bf16": 1.0}     # fp32 / bf16 = 1.2: bf16 (>= BF16_MARGIN)
     with pytest.raises(ValueError, match="rounds"):
         precision.alternated({"fp32": timer(1.0)}, rounds=0)
+
+
+def test_a_burst_over_a_small_model_s_three_rounds_does_not_decide():
+    """A tiny model's steps (fp32 14 ms, bf16 17 ms alone) timed while another process's burst fell on the fp32
+    ones (0.23 s each, as a pytest session cached it): three rounds chose bf16 for the host; timed on over a
+    window of a second, each precision has timings after the burst."""
+    clock = {"tick": 0}
+
+    def timer(seconds, burst=None):
+        def run():
+            clock["tick"] += 1
+            return burst if burst is not None and clock["tick"] <= 6 else seconds
+        return run
+
+    def timers():
+        clock["tick"] = 0
+        return {"fp32": timer(0.014, burst=0.23), "bf16": timer(0.017)}
+
+    short = precision.alternated(timers(), rounds=3)
+    assert short["fp32"] / short["bf16"] >= precision.BF16_MARGIN      # the burst decided: bf16
+    best = precision.alternated(timers(), rounds=3, window_s=1.0)
+    assert best == {"fp32": 0.014, "bf16": 0.017} and best["fp32"] / best["bf16"] < precision.BF16_MARGIN
+    assert 3 < clock["tick"] / 2 <= precision.STEP_MOST_ROUNDS
+    precision.alternated(timers(), rounds=3, window_s=1e9, most=5)     # bounded: a window no timing fills
+    assert clock["tick"] == 10
