@@ -227,15 +227,24 @@ def test_the_same_store_check_reads_host_and_port_from_the_query_too(given, writ
         assert why.startswith("$HARNESS_DB names the store ") and "\n" not in why
 
 
+def _fake_slurm(tmp_path: Path, monkeypatch=None, **commands: str) -> Path:
+    """Fake Slurm commands (name: bash body after the shebang) in tmp_path/bin; with monkeypatch, first on PATH."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, body in commands.items():
+        (bin_dir / name).write_text(f"#!/bin/bash\n{body}")
+        (bin_dir / name).chmod(0o755)
+    if monkeypatch is not None:
+        monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return bin_dir
+
+
 def test_submit_hands_the_url_to_sbatch_in_its_environment(tmp_path, tiny_bert):
     """Not in the script, yet the job gets it: sbatch (here a fake one) is called with HARNESS_DB set."""
     import os
 
     suite = write_suite(tmp_path / "s.yaml", suite_text(tiny_bert, "s"))
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "sbatch").write_text('#!/bin/bash\nprintf %s "$HARNESS_DB" > "$SEEN"\necho 42\n')
-    (bin_dir / "sbatch").chmod(0o755)
+    bin_dir = _fake_slurm(tmp_path, sbatch='printf %s "$HARNESS_DB" > "$SEEN"\necho 42\n')
     url = f"postgresql+psycopg://alice:{SECRET}@db.example/harness"
     r = run_cli("slurm", suite, "--workers", "1", "--db", url, "--output-dir", tmp_path / "out", cwd=tmp_path,
                 env={"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "SEEN": str(tmp_path / "seen")})
@@ -299,11 +308,7 @@ def test_input_every_array_task_would_fail_on_is_refused_before_the_script(tmp_p
     suite = write_suite(tmp_path / "s.yaml", suite_text(tiny_bert, "s"))
     (tmp_path / "text.db").write_text("these are my notes, not a database\n")
     (tmp_path / "bad.yaml").write_text("compute_environment: [LOCAL_MACHINE\n")
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "sbatch").write_text('#!/bin/bash\ntouch "$SUBMITTED"\necho 42\n')
-    (bin_dir / "sbatch").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    _fake_slurm(tmp_path, monkeypatch, sbatch='touch "$SUBMITTED"\necho 42\n')
     monkeypatch.setenv("SUBMITTED", str(tmp_path / "submitted"))
     monkeypatch.delenv("HARNESS_DATA_DIR", raising=False)
     missing = tmp_path / "nothing"
@@ -339,14 +344,8 @@ def test_a_poll_interval_slurm_wait_cannot_sleep_is_refused_before_submitting(tm
     """$HARNESS_SLURM_POLL_S was read bare once the job was submitted: 'abc' a traceback then, and nan, -1 or 1e20
     time.sleep's traceback at the first poll (here a failing squeue), the job left running."""
     suite = write_suite(tmp_path / "s.yaml", suite_text(tiny_bert, "s", "[bitfit]", "[rte]"))
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "sbatch").write_text('#!/bin/bash\ntouch "$SUBMITTED"\necho 42\n')
-    (bin_dir / "squeue").write_text("#!/bin/bash\necho 'squeue: error: Unable to contact slurm controller' >&2\n"
-                                    "exit 1\n")
-    for f in bin_dir.iterdir():
-        f.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    _fake_slurm(tmp_path, monkeypatch, sbatch='touch "$SUBMITTED"\necho 42\n',
+                squeue="echo 'squeue: error: Unable to contact slurm controller' >&2\nexit 1\n")
     monkeypatch.setenv("SUBMITTED", str(tmp_path / "submitted"))
     monkeypatch.setenv("HARNESS_SLURM_POLL_S", value)
     out = tmp_path / "results"
@@ -757,11 +756,7 @@ def test_an_sbatch_that_does_not_answer_keeps_the_script_and_says_so(tmp_path, t
     from harness.launch import slurm as slurm_launch
 
     suite = write_suite(tmp_path / "s.yaml", suite_text(tiny_bert, "s"))
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "sbatch").write_text("#!/bin/bash\nexec sleep 30\n")
-    (bin_dir / "sbatch").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    _fake_slurm(tmp_path, monkeypatch, sbatch="exec sleep 30\n")
     monkeypatch.setattr(slurm_launch, "SBATCH_TIMEOUT_S", 1)
     r = call_cli("slurm", suite, "--workers", "1", "--db", f"sqlite:///{tmp_path / 'h.db'}", "--output-dir",
                  tmp_path / "out")
@@ -777,15 +772,10 @@ def test_a_failing_squeue_is_retried_then_ends_wait_in_one_line(tmp_path, tiny_b
     then ended, its cell never ran: exit 1); the SQUEUE_TRIES-th in a row ends it with one line and exit 5 (the job
     may still run). squeue is called once per failure and once more if it then answers, never past SQUEUE_TRIES."""
     suite = write_suite(tmp_path / "s.yaml", suite_text(tiny_bert, "s", "[bitfit]", "[rte]"))
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "sbatch").write_text("#!/bin/bash\necho 42\n")
-    # fails the first $FAILURES calls, then says the job is gone (no line)
-    (bin_dir / "squeue").write_text('#!/bin/bash\necho x >> "$CALLS"\nif [ "$(wc -l < "$CALLS")" -le "$FAILURES" ]; '
-                                    'then echo "squeue: error: Unable to contact slurm controller" >&2; exit 1; fi\n')
-    for f in bin_dir.iterdir():
-        f.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    # squeue fails the first $FAILURES calls, then says the job is gone (no line)
+    _fake_slurm(tmp_path, monkeypatch, sbatch="echo 42\n",
+                squeue='echo x >> "$CALLS"\nif [ "$(wc -l < "$CALLS")" -le "$FAILURES" ]; '
+                       'then echo "squeue: error: Unable to contact slurm controller" >&2; exit 1; fi\n')
     monkeypatch.setenv("CALLS", str(tmp_path / "calls"))
     monkeypatch.setenv("FAILURES", str(failures))
     monkeypatch.setenv("HARNESS_SLURM_POLL_S", "0")
