@@ -32,7 +32,6 @@ number of timings behind its peak (`device_peak.samples`). Delete the file to me
 from __future__ import annotations
 
 import datetime
-import json
 import math
 import os
 import socket
@@ -102,16 +101,12 @@ def model_shape(batch_size: int, tokens: int, hidden: int) -> tuple[int, int, in
 
 
 def _load(path: str | None) -> dict:
-    if not path:
-        return {}
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    # not one JSON document, or nested past the decoder's recursion limit: measured anew and written over (a cell
+    from harness import atomic
+
+    # not one JSON object, or nested past the decoder's recursion limit: measured anew and written over (a cell
     # failed on 100,000 '[' with a RecursionError)
-    except (OSError, ValueError, RecursionError):
-        return {}
-    return data if isinstance(data, dict) and data.get("version") == CACHE_VERSION else {}
+    data = (atomic.read_json_object(path) if path else None) or {}
+    return data if data.get("version") == CACHE_VERSION else {}
 
 
 def _store(path: str | None, host: str, key: str, entry: dict, merge=None) -> None:
@@ -323,12 +318,10 @@ def check_variables() -> None:
 def _is_a_cache(path: str) -> bool:
     """A JSON object that is empty or has a "version" (every cache written has one, older versions too: _load
     starts those anew)."""
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except (OSError, ValueError, RecursionError):   # (RecursionError: nested past the decoder's limit, as _load)
-        return False
-    return isinstance(data, dict) and (not data or "version" in data)
+    from harness import atomic
+
+    data = atomic.read_json_object(path)   # None: no JSON object (nested past the decoder's limit too, as _load)
+    return data is not None and (not data or "version" in data)
 
 
 def gpu_table_peak(name: str, precision: str) -> float | None:
