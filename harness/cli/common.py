@@ -17,7 +17,7 @@ def subparser(sub, name: str, help: str, examples: str) -> argparse.ArgumentPars
                           formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
-def _whole_number(text: str, least: int, most: int | None = None, why: str = "") -> int:
+def bounded_int(text: str, least: int, most: int | None = None, why: str = "") -> int:
     from harness.spec.variables import whole_number
 
     try:
@@ -25,18 +25,18 @@ def _whole_number(text: str, least: int, most: int | None = None, why: str = "")
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
     if most is not None and value > most:
-        raise argparse.ArgumentTypeError(f"must be at most {most} ({why}) (got {value})")
+        raise argparse.ArgumentTypeError(f"must be at most {most}{f' ({why})' if why else ''} (got {value})")
     return value
 
 
 def positive_int(text: str) -> int:
     """The type of every count option (processes, workers, resamples, ...): a whole number >= 1."""
-    return _whole_number(text, 1)
+    return bounded_int(text, 1)
 
 
 def non_negative_int(text: str) -> int:
     """A count where 0 means none (e.g. --gpus-per-worker 0: CPU only)."""
-    return _whole_number(text, 0)
+    return bounded_int(text, 0)
 
 
 def step_count(text: str) -> int:
@@ -44,7 +44,7 @@ def step_count(text: str) -> int:
     most one epoch of its data whatever it is given, and 10**20 was printed as "pilots of 10**20 steps"."""
     from harness.spec.hparams import MAX_STEPS
 
-    return _whole_number(text, 1, MAX_STEPS, "a budget's max_steps bound")
+    return bounded_int(text, 1, MAX_STEPS, "a budget's max_steps bound")
 
 
 def process_count(text: str) -> int:
@@ -53,7 +53,7 @@ def process_count(text: str) -> int:
     no launch could have, and listed the suite's cells under it."""
     from harness.spec.status import MAX_PROCESSES
 
-    return _whole_number(text, 1, MAX_PROCESSES, "the process count a run's row records")
+    return bounded_int(text, 1, MAX_PROCESSES, "the process count a run's row records")
 
 
 def add_suite(p) -> None:

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from harness.cli.common import add_db, existing_store, find_run, positive_int, task_option
+from harness.cli.common import bounded_int, add_db, existing_store, find_run, task_option
 from harness.stats import MAX_RESAMPLES, RESAMPLES
 
 HELP = ("paired bootstrap of two runs (or two method variants over seeds) on the same dev examples, or every "
@@ -29,12 +29,7 @@ def add_arguments(p) -> None:
 
 def resamples(text: str) -> int:
     """--resamples: a whole number from 1 to MAX_RESAMPLES."""
-    import argparse
-
-    value = positive_int(text)
-    if value > MAX_RESAMPLES:
-        raise argparse.ArgumentTypeError(f"must be at most {MAX_RESAMPLES} (got {value})")
-    return value
+    return bounded_int(text, 1, MAX_RESAMPLES)
 
 
 def run(args) -> int:
