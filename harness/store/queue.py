@@ -17,6 +17,7 @@ claimable again.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Callable, Iterable
 
 from sqlalchemy import Float, and_, cast, delete, func, literal, or_, select, update
@@ -90,6 +91,18 @@ def stale_lease(lease_timeout_s: float, table=R):
     timeout, on the database's clock."""
     return and_(table.status == Status.RUNNING.value,
                 or_(table.heartbeat_at.is_(None), table.heartbeat_at < db_now(-lease_timeout_s)))
+
+
+def _started_on_db_clock(conn, worker: Worker) -> dt.datetime:
+    """When `worker` started, on the database's clock: its age on its own clock taken from the database's time.
+    Read inside the claim's transaction, once any wait for the write lock is over, and the database first: the
+    later local reading can only make the age longer and the start earlier, so a failure the worker made itself
+    never reads as older than the worker (--retry-failed retries only failures from before it started). (Taking
+    the age before the transaction and the database's time when the claim's statement ran retried a worker's
+    own failure whenever the claim waited for the lock, or the process paused, longer than it had taken to fail.)"""
+    db_time = conn.execute(select(db_now())).scalar_one()
+    age_s = (utcnow() - worker.started_at).total_seconds() if worker.started_at else 0.0
+    return db_time - dt.timedelta(seconds=max(age_s, 0.0))
 
 
 def _output_dir(output_root: str | None, suite: str, key: str) -> str | None:
@@ -185,13 +198,11 @@ class WorkQueue:
                                   else R.slurm_array_task_id == worker.slurm_array_task_id,
                                   or_(R.slurm_restart_count.is_(None),
                                       R.slurm_restart_count < (worker.slurm_restart_count or 0))))
-        if retry_failed:   # only failures from before this worker started (its age on its own clock, on the
-            # database's clock): not the ones it just made
-            age_s = (utcnow() - worker.started_at).total_seconds() if worker.started_at else 0.0
-            claimable.append(and_(R.status == Status.FAILED.value,
-                                  or_(R.finished_at.is_(None), R.finished_at < db_now(-max(age_s, 0.0)))))
-        claimable = or_(*claimable)
         with self._write() as conn:
+            if retry_failed:
+                claimable.append(and_(R.status == Status.FAILED.value,
+                                      or_(R.finished_at.is_(None), R.finished_at < _started_on_db_clock(conn, worker))))
+            claimable = or_(*claimable)
             row = None
             for chunk in chunks(list(keys)):
                 stmt = (select(R.id, R.cell_key, R.status, R.attempts)

@@ -231,3 +231,70 @@ def test_a_store_error_after_the_claim_wrote_its_lease_leaves_the_cell_as_it_was
     claim = store.claim_next(cells[0].suite, [cells[0].key], lease.current_worker())
     assert claim is not None and claim.attempt == 1
     store.engine.dispose()
+
+
+def _fails_once(store, cells, worker):
+    claim = store.claim_next(cells[0].suite, [c.key for c in cells], worker, lease_timeout_s=300)
+    store.finish(claim, Status.FAILED, {"error": "boom"})
+
+
+def test_retry_failed_never_takes_the_workers_own_failure_after_a_wait(tmp_path, db_url):
+    """A worker fails its cell at once; its next claim (--retry-failed) is held up for a second before its
+    statements run (a paused process, a loaded machine): its own failure is not retried, while a failure from
+    before it started still is, after the same wait. (The flaky form of this: test_retry_failed_by_worker_age_not_
+    its_clock under a loaded suite.)"""
+    from sqlalchemy import event
+
+    old, own = one_cell(tmp_path, "old"), one_cell(tmp_path, "own")
+    store = Store(db_url)
+    store.enqueue(old + own)
+    _fails_once(store, old, lease.current_worker())
+    time.sleep(0.05)
+    worker = lease.current_worker()
+    _fails_once(store, own, worker)
+
+    def pause(conn, cursor, statement, params, context, executemany):
+        if statement.lstrip().upper().startswith("SELECT"):
+            time.sleep(1.0)
+
+    event.listen(store.engine, "before_cursor_execute", pause)
+    try:
+        assert store.claim_next(own[0].suite, [own[0].key], worker, retry_failed=True) is None
+        retried = store.claim_next(old[0].suite, [old[0].key], worker, retry_failed=True)
+    finally:
+        event.remove(store.engine, "before_cursor_execute", pause)
+    assert retried is not None and retried.previous_status == Status.FAILED
+    store.engine.dispose()
+
+
+def test_retry_failed_waiting_for_another_writers_lock_keeps_its_own_failure(tmp_path):
+    """SQLite: another connection holds the write lock for a second while a worker that just failed its cell claims
+    with --retry-failed; the claim waits for the lock (the busy timeout) and must still find nothing to retry."""
+    import sqlite3
+    import threading
+
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    cells = one_cell(tmp_path)
+    store = Store(url)
+    store.enqueue(cells)
+    worker = lease.current_worker()
+    _fails_once(store, cells, worker)
+    locked, other = threading.Event(), sqlite3.connect(tmp_path / "store.db", check_same_thread=False)
+
+    def hold_the_lock():
+        other.execute("BEGIN IMMEDIATE")
+        locked.set()
+        time.sleep(1.0)
+        other.rollback()
+
+    holder = threading.Thread(target=hold_the_lock)
+    holder.start()
+    locked.wait(10)
+    started = time.monotonic()
+    claim = store.claim_next(cells[0].suite, [cells[0].key], worker, retry_failed=True)
+    waited = time.monotonic() - started
+    holder.join()
+    other.close()
+    assert waited >= 0.9, waited     # it did wait for the other writer
+    assert claim is None
+    store.engine.dispose()
