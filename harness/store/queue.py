@@ -301,13 +301,17 @@ class WorkQueue:
 
     # -- who holds what ----------------------------------------------------------------------------------------
 
-    def running_count(self, suite: str, keys: list[str]) -> int:
-        """Cells among `keys` that other workers hold (live or stale leases)."""
+    def unfinished_count(self, suite: str, keys: list[str]) -> int:
+        """Cells among `keys` that other workers hold (live or stale leases) or that are pending: what a worker whose
+        claim found nothing waits for. Pending counts: this is read in a transaction after the claim's, and a cell
+        given back in between (its worker stopped: release) was pending here, running in neither read, and the
+        worker ended with it left in the queue."""
         n = 0
         with self.reading() as conn:
             for chunk in chunks(list(keys)):
                 n += conn.execute(select(func.count()).select_from(R).where(
-                    R.suite == suite, R.status == Status.RUNNING.value, R.cell_key.in_(chunk))).scalar_one()
+                    R.suite == suite, R.status.in_([Status.RUNNING.value, Status.PENDING.value]),
+                    R.cell_key.in_(chunk))).scalar_one()
         return n
 
     def stale_rule(self, lease_timeout_s: float):

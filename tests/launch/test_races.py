@@ -1,0 +1,62 @@
+"""Interleavings of two workers on one store, each forced at the exact step where it matters: a real worker process
+(the `harness run` CLI, with one store call wrapped to let the other worker act right there), a real SQLite file
+and a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+
+from tests.helpers import ROOT, suite_yaml, write_suite
+from harness.plan.suite import load_suite
+from harness.spec.status import Status
+from harness.store.db import Store
+from harness.store.lease import Worker
+
+# A worker whose first claim that finds nothing is followed at once by the other worker giving its cell back
+# (a stop signal: Store.release), before this worker decides whether anything is left to wait for.
+RELEASED_AFTER_AN_EMPTY_CLAIM = """
+import pickle, sys
+from harness.store.db import Store
+other = [pickle.loads(bytes.fromhex(sys.argv.pop(1)))]
+real = Store.claim_next
+def claim_next(self, *args, **kwargs):
+    got = real(self, *args, **kwargs)
+    if got is None and other:
+        assert self.release(other.pop())   # the other worker's own transaction, between this one's two reads
+        print("released", file=sys.stderr, flush=True)
+    return got
+Store.claim_next = claim_next
+from harness.cli import main
+raise SystemExit(main(sys.argv[1:]))
+"""
+
+
+def test_a_cell_given_back_right_after_an_empty_claim_is_trained_not_left_queued(tmp_path, tiny_bert, small_glue,
+                                                                                  db_url):
+    """The only cell is held by another worker (another host, a live lease): this worker's claim finds nothing.
+    Right then the other worker is stopped and gives the cell back (pending). The worker must not conclude that
+    nothing is left (it read "no running cell" after the release): it waits, claims the cell and trains it.
+    Before: it ended 0 ("ran 0 cell(s)") with the cell pending, until someone ran the suite again (a requeued
+    Slurm task, hours later on a busy cluster)."""
+    suite_path = write_suite(tmp_path / "r.yaml", suite_yaml(tiny_bert, "r", "[full]", "[rte]", "{max_steps: 2}"))
+    cells = load_suite(str(suite_path)).cells(num_processes=1)
+    store = Store(db_url)
+    store.enqueue(cells)
+    other = store.claim_next("r", [c.key for c in cells], Worker("elsewhere/7/-/ab", "elsewhere", 7),
+                             lease_timeout_s=3600)
+    assert other is not None
+    store.engine.dispose()
+    proc = subprocess.run(
+        [sys.executable, "-c", RELEASED_AFTER_AN_EMPTY_CLAIM, pickle.dumps(other).hex(), "run", str(suite_path),
+         "--db", db_url, "--output-dir", str(tmp_path / "out"), "--data-dir", str(small_glue), "--no-progress",
+         "--heartbeat-s", "0.5", "--lease-timeout-s", "3600"],
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "released" in proc.stderr, proc.stderr[-3000:]
+    (row,) = [r for r in Store(db_url).records("r") if r.parent_id is None]
+    assert (row.status, row.attempts) == (Status.COMPLETED, 2), proc.stderr[-3000:]
+    assert row.worker_id != other.worker_id
+    assert "this worker ran 1 cell(s): 1 completed" in proc.stderr
