@@ -314,6 +314,12 @@ class WorkQueue:
                     R.cell_key.in_(chunk))).scalar_one()
         return n
 
+    def clock(self):
+        """The database's clock now (naive UTC, db_now): every lease time was stamped on it, so a reader measures a
+        lease's age against it, never against this machine's clock, which may be off by any amount."""
+        with self.reading() as conn:
+            return conn.execute(select(db_now())).scalar_one()
+
     def stale_rule(self, lease_timeout_s: float):
         """stale_lease for this store's rows: in a store from before leases (read, never migrated) a running row
         has no heartbeat, which the rule reads as missing: stale."""
