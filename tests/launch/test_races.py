@@ -60,3 +60,40 @@ def test_a_cell_given_back_right_after_an_empty_claim_is_trained_not_left_queued
     assert (row.status, row.attempts) == (Status.COMPLETED, 2), proc.stderr[-3000:]
     assert row.worker_id != other.worker_id
     assert "this worker ran 1 cell(s): 1 completed" in proc.stderr
+
+
+def test_a_heartbeat_that_lands_after_the_finish_says_no_lost_lease(tmp_path, db_url, capsys):
+    """The cell's training ends while its heartbeat is stuck in the store (a lock held past the thread's join, an
+    outage); the worker records the result; then the beat reaches the store and finds the row completed. It said
+    "lease lost ... its result will not be recorded" after the result was recorded, and set `lost`; the beat of an
+    attempt that has ended says nothing: the finish decided (LeaseLost where the lease was lost)."""
+    import threading
+
+    from harness.launch.worker import Heartbeat
+
+    suite_path = tmp_path / "h.yaml"
+    suite_path.write_text("name: h\nmodels: [minilm]\ntasks: [rte]\nmethods: [full]\n")
+    cells = load_suite(str(suite_path)).cells(num_processes=1)
+    store = Store(db_url)
+    store.enqueue(cells)
+    claim = store.claim_next("h", [cells[0].key], Worker("w/1/-/ab", "here", 1))
+    stuck, beating = threading.Event(), threading.Event()
+    real = store.heartbeat
+
+    def heartbeat(c):
+        beating.set()
+        stuck.wait(60)   # the store answers only once the finish is in
+        return real(c)
+
+    store.heartbeat = heartbeat
+    beat = Heartbeat(store, claim, 0.05)
+    with beat:
+        assert beating.wait(30)
+    assert beat._thread.is_alive()   # __exit__ gave up waiting for it (10 s)
+    store.finish(claim, Status.COMPLETED, {"score": 70.0})
+    stuck.set()
+    beat._thread.join(30)
+    assert not beat._thread.is_alive()
+    assert not beat.lost and "lease lost" not in capsys.readouterr().err
+    assert store.get(claim.id).status == Status.COMPLETED
+    store.engine.dispose()
