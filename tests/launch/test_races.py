@@ -97,3 +97,39 @@ def test_a_heartbeat_that_lands_after_the_finish_says_no_lost_lease(tmp_path, db
     assert not beat.lost and "lease lost" not in capsys.readouterr().err
     assert store.get(claim.id).status == Status.COMPLETED
     store.engine.dispose()
+
+
+def test_a_claim_on_a_store_locked_past_the_busy_timeout_is_retried_on_python_3_10(monkeypatch):
+    """A claim that waited out SQLite's busy timeout ("database is locked") is retried like any outage; only an
+    error of the query itself ("no such column") ends the worker at once. The two are told apart by SQLite's error
+    code, which Python's sqlite3 puts on its exceptions from 3.11 on (sqlite_errorname); on 3.10, which the
+    harness supports, the exception has no code, every SQLite error read as the query's, and a worker meeting a
+    lock held past the busy timeout ended in a traceback instead of waiting. The error as 3.10 raises it: no code,
+    SQLite's message."""
+    import sqlite3
+
+    import pytest
+    from sqlalchemy.exc import OperationalError
+
+    from harness.launch import attempt
+
+    monkeypatch.setenv(attempt.FINISH_BACKOFF_ENV, "0.01")
+    said = []
+
+    def failing(message: str, times: int):
+        left = [times]
+
+        def call():
+            if left[0]:
+                left[0] -= 1
+                raise OperationalError("BEGIN IMMEDIATE", {}, sqlite3.OperationalError(message))
+            return "claimed"
+        return call
+
+    locked = sqlite3.OperationalError("database is locked")
+    assert getattr(locked, "sqlite_errorname", None) is None   # as Python 3.10 raises every SQLite error
+    assert attempt.with_store_retry(failing("database is locked", 2), "claiming", said.append) == "claimed"
+    assert len(said) == 2 and "try 2/5" in said[0]
+    with pytest.raises(OperationalError, match="no such column"):
+        attempt.with_store_retry(failing("no such column: runs.status", 1), "claiming", said.append)
+    assert len(said) == 2
