@@ -47,3 +47,48 @@ def test_an_ablation_of_a_result_replaced_meanwhile_is_not_stored_beside_the_new
     proc = call_cli("ablate", claim.id, "--db", db_url)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert [(a.run_id, a.payload["recorded_score"]) for a in Store(db_url).analyses()] == [(claim.id, 80.0)]
+
+
+def test_a_lease_that_goes_stale_during_the_finish_is_not_taken_over(tmp_path, db_url):
+    """The finish has read the row and found its lease its own, and is about to write it, when the lease goes stale
+    and another worker claims: the claim must not take the cell (SQLite: it waits for the finish's write lock,
+    then finds the cell completed; PostgreSQL: the finish read the row FOR UPDATE, and SKIP LOCKED passes it by),
+    and the result stays the finishing worker's. Checked, found safe: the claim and the finish decide under one
+    lock (without the finish's FOR UPDATE, PostgreSQL's claim took the cell here and the finish then overwrote
+    the new lease with its result)."""
+    import threading
+    import time
+
+    from sqlalchemy import event
+
+    from harness.store.lease import Worker
+
+    cell = parse_suite("name: st\nmodels: [minilm]\ntasks: [rte]\nmethods: [full]\n",
+                       str(tmp_path / "st.yaml")).cells()[0]
+    store, other = Store(db_url), Store(db_url)
+    store.enqueue([cell])
+    claim = store.claim_next("st", [cell.key], Worker("a/1/-/aa", "here", 1))
+    inside, go, got = threading.Event(), threading.Event(), {}
+
+    def held_before_the_write(conn, cursor, statement, params, context, executemany):
+        if statement.lstrip().upper().startswith("UPDATE RUNS") and not inside.is_set():
+            inside.set()
+            assert go.wait(30)
+
+    event.listen(store.engine, "before_cursor_execute", held_before_the_write)
+    finishing = threading.Thread(target=lambda: got.update(rec=store.finish(claim, Status.COMPLETED, {"score": 70.0})))
+    finishing.start()
+    assert inside.wait(30)
+    time.sleep(0.2)   # the lease is older than the claimer's timeout now
+    claiming = threading.Thread(target=lambda: got.update(taken=other.claim_next(
+        "st", [cell.key], Worker("b/2/-/bb", "there", 2), lease_timeout_s=0.05)))
+    claiming.start()
+    time.sleep(0.5)   # the claim is in the store's hands (SQLite: waiting for the lock)
+    go.set()
+    finishing.join(30)
+    claiming.join(60)
+    assert got["taken"] is None and got["rec"].status == Status.COMPLETED
+    row = Store(db_url).get(claim.id)
+    assert (row.status, row.worker_id, row.attempts, row.score) == (Status.COMPLETED, "a/1/-/aa", 1, 70.0)
+    store.engine.dispose()
+    other.engine.dispose()
