@@ -52,6 +52,6 @@ def run(args) -> int:
     for rec in records:
         payload = ablate(rec, ctx, trust_remote_code=rec.model in trusted)
         store = store or existing_store(args.db, read_only=False)   # for writing once there is a result to store
-        store.add_analysis(rec.id, "adapter_ablation", payload)
+        store.add_analysis(rec.id, "adapter_ablation", payload, measured_on=rec)
         print(format_ablation(rec, payload))
     return 0

@@ -133,12 +133,14 @@ def _snapshot(suite, store, args) -> tuple[dict, str]:
         seen = store.process_counts(suite.name) if store is not None and store.columns() else set()
         nprocs = seen.pop() if len(seen) == 1 else 1
     states = cell_states(suite, store, nprocs, args.lease_timeout_s)
-    left = time_left(store, states, data_dir=suite.data_dir())
-    payload = status_payload(suite, states, left, nprocs)
+    # lease times are the database's: aged on its clock, not this machine's (a login node's may be off)
+    now = store.clock() if store is not None else None
+    left = time_left(store, states, data_dir=suite.data_dir(), now=now)
+    payload = status_payload(suite, states, left, nprocs, now)
     payload["notes"] = store_notes(suite, store, [cell.key for cell, _, _ in states], nprocs, args.db)
     text = status_report(payload)
     if args.all:
-        text += "\nevery cell:\n" + "\n".join(status_line(state, cell, rec) for cell, state, rec in states)
+        text += "\nevery cell:\n" + "\n".join(status_line(state, cell, rec, now) for cell, state, rec in states)
         if args.json:
             payload["cells"] = [{"key": c.key, "label": c.label, "state": str(s),
                                  **dict(zip(("checkpoint_step", "checkpoint_total_steps"), checkpoint_step(rec)))}

@@ -53,6 +53,10 @@ def retry_timing() -> tuple[int, float]:
 # SQLite error codes of the file, not the query (https://sqlite.org/rescode.html): a lock held by another
 # process, a file briefly out of reach
 SQLITE_TRANSIENT = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_IOERR", "SQLITE_CANTOPEN", "SQLITE_PROTOCOL")
+# ... as SQLite words them (sqlite3_errstr), for Python 3.10, whose sqlite3 errors carry no code (sqlite_errorname
+# is 3.11's): every error read as the query's there, and a claim that waited out the busy timeout ended the worker
+SQLITE_TRANSIENT_TEXT = ("database is locked", "database table is locked", "database schema is locked",
+                         "disk I/O error", "unable to open database file", "locking protocol")
 
 
 def _retried(call, what: str, say, retryable, wait, where: str = ""):
@@ -85,7 +89,8 @@ def with_store_retry(call, what: str, say):
     permission missing: ProgrammingError, IntegrityError, DataError) fails again however long the worker waits,
     and "unreachable" would requeue its Slurm task to fail the same way, so it is raised as it comes. SQLite
     calls both kinds OperationalError: there its error code tells them apart (SQLITE_ERROR "no such column",
-    SQLITE_READONLY: the query's; SQLITE_BUSY / LOCKED / IOERR / CANTOPEN / PROTOCOL: the file's, for a while)."""
+    SQLITE_READONLY: the query's; SQLITE_BUSY / LOCKED / IOERR / CANTOPEN / PROTOCOL: the file's, for a while;
+    on Python 3.10, which gives no code, SQLite's message for them)."""
     import sqlite3
 
     from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
@@ -93,7 +98,10 @@ def with_store_retry(call, what: str, say):
 
     def mendable(exc: Exception) -> bool:
         if isinstance(exc, DBAPIError) and isinstance(exc.orig, sqlite3.Error):
-            return getattr(exc.orig, "sqlite_errorname", "").startswith(SQLITE_TRANSIENT)
+            name = getattr(exc.orig, "sqlite_errorname", None)
+            if name is None:   # Python 3.10: SQLite's message alone
+                return str(exc.orig).startswith(SQLITE_TRANSIENT_TEXT)
+            return name.startswith(SQLITE_TRANSIENT)
         return isinstance(exc, (OSError, OperationalError, InterfaceError, DisconnectionError, PoolTimeout)) or (
             isinstance(exc, DBAPIError) and exc.connection_invalidated)
 

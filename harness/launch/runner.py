@@ -231,10 +231,11 @@ def _run_suite(store: Store | None, suite: Suite, db_url: str | None, data_dir: 
                             f"its lease (its requeued Slurm task takes the cell at once, any worker after the lease "
                             f"timeout)")
                         claim = GONE
-                # nothing claimable but cells still running elsewhere: wait, since a worker that dies leaves its
-                # cell to whoever is still there once its lease goes stale (a suite finishes while one worker lives)
+                # nothing claimable but cells still running elsewhere (or given back since the claim): wait, since a
+                # worker that dies leaves its cell to whoever is still there once its lease goes stale (a suite
+                # finishes while one worker lives)
                 holder[0] = claim if claim is not None else (WAIT if attempt.with_store_retry(
-                    lambda: store.running_count(suite.name, keys), "asking which cells still run", say) else None)
+                    lambda: store.unfinished_count(suite.name, keys), "asking which cells still run", say) else None)
             except attempt.StoreUnreachable as exc:   # no cell held: nothing to keep
                 say(f"suite {suite.name}: {exc}; the store is unreachable: this worker stops")
                 holder[0] = GONE

@@ -59,6 +59,10 @@ class Heartbeat:
                 print(f"warning: heartbeat of cell {self.claim.cell_key} failed ({type(exc).__name__}: {exc}); "
                       f"retrying", file=sys.stderr, flush=True)
                 continue
+            if not alive and self._stop.is_set():
+                # a beat that reached the store after the attempt ended (__exit__ waits 10 s for it): the row is
+                # the finish's now (recorded, or refused as LeaseLost), and the lease is nothing to speak of
+                return
             if not alive:
                 self.lost = True
                 print(f"warning: cell {self.claim.cell_key}: lease lost (another worker took it over after this "

@@ -40,13 +40,14 @@ def lease_owner(rec) -> str:
     return text
 
 
-def ago(when) -> str:
-    """How long ago, in `duration`'s words (status's running and stale lines say the same spans)."""
-    return "never" if when is None else f"{duration(_age_s(when))} ago"
+def ago(when, now=None) -> str:
+    """How long ago, in `duration`'s words (status's running and stale lines say the same spans); `now` as _age_s."""
+    return "never" if when is None else f"{duration(_age_s(when, now))} ago"
 
 
-def status_line(status: str, cell, rec) -> str:
-    """One line of `harness status`: status, cell key and label, then what the store says about it."""
+def status_line(status: str, cell, rec, now=None) -> str:
+    """One line of `harness status`: status, cell key and label, then what the store says about it (lease ages at
+    `now`: the database's clock, as _age_s)."""
     detail = ""
     step, total = checkpoint_step(rec)
     if status == CellState.PENDING and step is not None:   # given back by a stop signal: the next claim resumes it
@@ -59,7 +60,7 @@ def status_line(status: str, cell, rec) -> str:
     elif status == CellState.FAILED:
         detail = (rec.error or "").splitlines()[0][:120] if rec.error else ""
     elif status in (CellState.RUNNING, CellState.STALE):
-        detail = (f"by {lease_owner(rec)}, since {ago(rec.started_at)}, last heartbeat {ago(rec.heartbeat_at)}"
+        detail = (f"by {lease_owner(rec)}, since {ago(rec.started_at, now)}, last heartbeat {ago(rec.heartbeat_at, now)}"
                   f", attempt {rec.attempts}" + (f", resumed from step {step} of {total}" if step is not None else ""))
     return f"{status:<10} {cell.key}  {cell.label}  {detail}".rstrip()
 
@@ -137,10 +138,12 @@ def format_comparison(what: str, result, task: str) -> str:
 
 # --- `harness status`: the summary, the time left, who runs what, what failed ---------------------------------
 
-def _age_s(when) -> float | None:
+def _age_s(when, now=None) -> float | None:
+    """Seconds since `when`, a time the store stamped, measured at `now`: the database's clock (Store.clock), which
+    stamped it; None: this machine's, right only where the two agree."""
     from harness.store.lease import utcnow
 
-    return None if when is None else max(0.0, (utcnow() - when).total_seconds())
+    return None if when is None else max(0.0, ((now or utcnow()) - when).total_seconds())
 
 
 def duration(seconds: float | None, missing: str = "?") -> str:
@@ -162,10 +165,10 @@ def time_left_source(stored_device: str | None) -> str:
     return f"from this suite's completed cells per setting, else stored throughput{on}"
 
 
-def status_payload(suite, states, left: dict, num_processes: int) -> dict:
+def status_payload(suite, states, left: dict, num_processes: int, now=None) -> dict:
     """What `harness status --json` prints: counts (with percentages), the time-left estimate
-    (harness.report.progress.time_left), the running and stale cells with their workers, the failures with their
-    one-line reasons."""
+    (harness.report.progress.time_left), the running and stale cells with their workers (ages at `now`: the
+    database's clock, as _age_s), the failures with their one-line reasons."""
     counts = left["counts"]
     total = counts["total"] or 1
     held, failures = [], []
@@ -177,7 +180,8 @@ def status_payload(suite, states, left: dict, num_processes: int) -> dict:
                          # stored naive on the database's UTC clock: said so, for a reader in another zone
                          "started_at": (rec.started_at.replace(tzinfo=dt.timezone.utc).isoformat()
                                         if rec.started_at else None),
-                         "running_s": _age_s(rec.started_at), "heartbeat_age_s": _age_s(rec.heartbeat_at)})
+                         "running_s": _age_s(rec.started_at, now),
+                         "heartbeat_age_s": _age_s(rec.heartbeat_at, now)})
         elif state == CellState.FAILED:
             failures.append({"key": cell.key, "label": cell.label, "reason": failure_reason(rec)})
     estimate = {k: v for k, v in left.items() if k != "counts"}

@@ -13,13 +13,22 @@ from dataclasses import dataclass
 
 from sqlalchemy import inspect, or_, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
+from harness.spec.errors import EXIT_FAILED, InputError
 from harness.spec.status import DEFAULT_LEASE_TIMEOUT_S, Status
 from harness.store.lease import Worker, utcnow
 from harness.store.queue import db_now, stale_lease
-from harness.store.schema import AnalysisRecord as A, RunRecord
+from harness.store.schema import RUN_COLUMNS, AnalysisRecord as A, RunRecord
 
 SUITE_WORK = "suite"   # work_item of the analyses a suite asks for (end of suite); NULL: asked for by hand
+
+
+class RunChanged(InputError):
+    """The stored run an analysis was measured on changed meanwhile: told in one line; EXIT_FAILED (the analysis
+    run again measures the run as it is now)."""
+
+    exit_code = EXIT_FAILED
 
 
 @dataclass(frozen=True)
@@ -38,13 +47,21 @@ class Analyses:
     """The analyses side of a Store (harness.store.db): needs its engine, backend, `_write()`, `_rows()`,
     `_fetch()`, `_absent`, `session()` and `get()`."""
 
-    def add_analysis(self, run_id: int, kind: str, payload: dict) -> int:
+    def add_analysis(self, run_id: int, kind: str, payload: dict, measured_on: RunRecord | None = None) -> int:
         """A completed analysis asked for by hand (`harness ablate`): a row of its own each time (kept), which
-        from then on is the run's analysis of that kind (`analyses` reads the newest)."""
-        rec = self.get(run_id)
+        from then on is the run's analysis of that kind (`analyses` reads the newest). `measured_on`: the run as
+        the analysis read it; RunChanged (nothing stored) where the stored run is no longer that, read under the
+        lock that `harness ingest --replace` takes on it: a result replaced while it was analysed (minutes)
+        drops the analyses of the old result, and this one, stored after, was shown beside the new."""
         with self._write() as conn:
+            with Session(bind=conn) as s:
+                rec = s.get(RunRecord, run_id, with_for_update=self.backend == "postgresql")
+                if measured_on is not None and any(getattr(rec, c) != getattr(measured_on, c) for c in RUN_COLUMNS):
+                    raise RunChanged(f"run {run_id}: its result was replaced while it was ablated (harness ingest "
+                                     f"--replace): the ablation is not stored; run harness ablate again")
+                suite = rec.suite
             return conn.execute(A.__table__.insert().values(
-                run_id=run_id, suite=rec.suite, kind=kind, payload=payload, created_at=utcnow(),
+                run_id=run_id, suite=suite, kind=kind, payload=payload, created_at=utcnow(),
                 status=Status.COMPLETED.value)).inserted_primary_key[0]
 
     def analyses(self, suite: str | None = None, kind: str | None = None) -> list[A]:

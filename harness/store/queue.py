@@ -312,14 +312,24 @@ class WorkQueue:
 
     # -- who holds what ----------------------------------------------------------------------------------------
 
-    def running_count(self, suite: str, keys: list[str]) -> int:
-        """Cells among `keys` that other workers hold (live or stale leases)."""
+    def unfinished_count(self, suite: str, keys: list[str]) -> int:
+        """Cells among `keys` that other workers hold (live or stale leases) or that are pending: what a worker whose
+        claim found nothing waits for. Pending counts: this is read in a transaction after the claim's, and a cell
+        given back in between (its worker stopped: release) was pending here, running in neither read, and the
+        worker ended with it left in the queue."""
         n = 0
         with self.reading() as conn:
             for chunk in chunks(list(keys)):
                 n += conn.execute(select(func.count()).select_from(R).where(
-                    R.suite == suite, R.status == Status.RUNNING.value, R.cell_key.in_(chunk))).scalar_one()
+                    R.suite == suite, R.status.in_([Status.RUNNING.value, Status.PENDING.value]),
+                    R.cell_key.in_(chunk))).scalar_one()
         return n
+
+    def clock(self):
+        """The database's clock now (naive UTC, db_now): every lease time was stamped on it, so a reader measures a
+        lease's age against it, never against this machine's clock, which may be off by any amount."""
+        with self.reading() as conn:
+            return conn.execute(select(db_now())).scalar_one()
 
     def stale_rule(self, lease_timeout_s: float):
         """stale_lease for this store's rows: in a store from before leases (read, never migrated) a running row
