@@ -113,7 +113,7 @@ def _seconds(value, env: str, default: float, flag: str, zero_ok: bool = False) 
     source = flag
     if value is None:
         raw = env_text(env)
-        value, source = (raw, env) if raw is not None else (default, flag)
+        value, source = (raw, f"${env}") if raw is not None else (default, flag)
     try:
         return parse_seconds(value, zero_ok), source
     except ValueError as e:

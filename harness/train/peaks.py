@@ -279,14 +279,14 @@ def override(precision: str) -> float | None:
             peaks = {name: float(value) for name, value in (p.split("=", 1) for p in text.replace(" ", "").split(",")
                                                              if p)}
     except ValueError:
-        raise ValueError(f"{ENV_OVERRIDE}={text!r}: give FLOP/s as a number (3.1e11) or per precision "
+        raise ValueError(f"${ENV_OVERRIDE}: not FLOP/s: {text!r}; give a number (3.1e11) or one per precision "
                          f"(no=2.1e11,bf16=9.2e11)") from None
     unknown = [name for name in peaks if name is not None and name not in DTYPE_OF]
     if unknown:   # fp32=... was never read: the peak measured instead, as if the variable were unset
-        raise ValueError(f"{ENV_OVERRIDE}={text!r}: no precision {unknown[0]!r} (the precisions: "
+        raise ValueError(f"${ENV_OVERRIDE}: no precision {unknown[0]!r} in {text!r} (the precisions: "
                          f"{', '.join(DTYPE_OF)})")
     if not all(value > 0 and math.isfinite(value) for value in peaks.values()):   # inf: every MFU 0
-        raise ValueError(f"{ENV_OVERRIDE}={text!r}: the peak must be a positive number of FLOP/s")
+        raise ValueError(f"${ENV_OVERRIDE}: the peak must be a positive number of FLOP/s, not {text!r}")
     return peaks.get(precision, peaks.get(None))
 
 
@@ -306,13 +306,13 @@ def check_variables() -> None:
         raise InputError(str(e)) from None
     path = cache_path(None)
     if path and os.path.isdir(path):
-        raise InputError(f"{FILE_ENV}: {path} is a folder, not a file")
+        raise InputError(f"${FILE_ENV}: {path} is a folder, not a file")
     blocking = path and file_in_the_way(os.path.dirname(path))
     if blocking:
-        raise InputError(f"{FILE_ENV}: {blocking} is a file, not a folder")
+        raise InputError(f"${FILE_ENV}: {blocking} is a file, not a folder")
     if path and os.path.isfile(path) and os.path.getsize(path) and not _is_a_cache(path):
         # a file of the user's (a typo, another program's, its JSON too): the first cell's end replaced it
-        raise InputError(f"{FILE_ENV}: {path} is not a peaks cache (a JSON file): name a new file")
+        raise InputError(f"${FILE_ENV}: {path} is not a peaks cache (a JSON file): name a new file")
 
 
 def _is_a_cache(path: str) -> bool:

@@ -57,7 +57,7 @@ def test_bad_worker_counts_are_refused(tmp_path, tiny_bert, small_glue):
                                 ("HARNESS_WORKERS", "\u00b2", "not a whole number: '\u00b2'"),
                                 ("WORLD_SIZE", "\u00b2", "not a whole number: '\u00b2'"),
                                 ("WORLD_SIZE", "-1", "must be at least 0 (got -1)")):
-        assert_refused(run_cli("run", suite, *args, cwd=tmp_path, env={name: value}), expect, where=name)
+        assert_refused(run_cli("run", suite, *args, cwd=tmp_path, env={name: value}), expect, where=f"${name}")
     assert not db.exists() and not (tmp_path / "out").exists()
 
 

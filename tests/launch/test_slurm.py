@@ -298,8 +298,8 @@ def test_bad_script_values_are_refused_and_nothing_is_written(tmp_path, tiny_ber
 
 
 @pytest.mark.parametrize("what", ["--data-dir", "$HARNESS_DATA_DIR", "--db", "--accelerate-config",
-                                  "HARNESS_HEARTBEAT_S", "HARNESS_FINISH_TRIES", "HARNESS_PEAK_FLOPS",
-                                  "HARNESS_WORKERS"])
+                                  "$HARNESS_HEARTBEAT_S", "$HARNESS_FINISH_TRIES", "$HARNESS_PEAK_FLOPS",
+                                  "$HARNESS_WORKERS"])
 def test_input_every_array_task_would_fail_on_is_refused_before_the_script(tmp_path, tiny_bert, what, monkeypatch):
     """A data folder that is not there, an SQLite file that is not a database, an accelerate config that does not
     parse, a variable every task's `harness run` refuses (the tasks inherit the environment: sbatch --export=ALL):
@@ -318,16 +318,15 @@ def test_input_every_array_task_would_fail_on_is_refused_before_the_script(tmp_p
         "--db": (["--db", f"sqlite:///{tmp_path / 'text.db'}"], "file is not a database"),
         "--accelerate-config": (["--accelerate-config", tmp_path / "bad.yaml"],
                                 f"--accelerate-config: {tmp_path / 'bad.yaml'}:2: not YAML"),
-        "HARNESS_HEARTBEAT_S": ([], "must be a positive number of seconds, not nan"),
-        "HARNESS_FINISH_TRIES": ([], "not a whole number: 'nan'"),
-        "HARNESS_PEAK_FLOPS": ([], "the peak must be a positive number of FLOP/s"),
-        "HARNESS_WORKERS": ([], "not a whole number: 'nan'"),
+        "$HARNESS_HEARTBEAT_S": ([], "must be a positive number of seconds, not nan"),
+        "$HARNESS_FINISH_TRIES": ([], "not a whole number: 'nan'"),
+        "$HARNESS_PEAK_FLOPS": ([], "the peak must be a positive number of FLOP/s"),
+        "$HARNESS_WORKERS": ([], "not a whole number: 'nan'"),
     }[what]
     if what == "$HARNESS_DATA_DIR":
         monkeypatch.setenv("HARNESS_DATA_DIR", str(missing))
-    elif not what.startswith("-"):
-        monkeypatch.setenv(what, "nan")
-        what = None if what == "HARNESS_PEAK_FLOPS" else what   # HARNESS_PEAK_FLOPS='nan': ...
+    elif what.startswith("$"):
+        monkeypatch.setenv(what[1:], "nan")
     out = tmp_path / "results"
     for dry in (["--dry-run"], []):
         r = call_cli("slurm", suite, "--workers", "1", "--output-dir", out, *flags, *dry)
@@ -351,7 +350,7 @@ def test_a_poll_interval_slurm_wait_cannot_sleep_is_refused_before_submitting(tm
     out = tmp_path / "results"
     r = call_cli("slurm", suite, "--workers", "1", "--db", f"sqlite:///{tmp_path / 'h.db'}", "--output-dir", out,
                  "--wait")
-    assert_refused(r, expect, where="HARNESS_SLURM_POLL_S")
+    assert_refused(r, expect, where="$HARNESS_SLURM_POLL_S")
     assert not out.exists() and not (tmp_path / "submitted").exists(), "nothing written, nothing submitted"
 
 
