@@ -121,8 +121,8 @@ def _seconds(value, env: str, default: float, flag: str, zero_ok: bool = False) 
 
 
 def env_seconds(env: str, default: float) -> float:
-    """A wait set by an environment variable alone (HARNESS_FINISH_BACKOFF_S, HARNESS_SLURM_POLL_S): 0 (no wait)
-    allowed, else the lease options' rule; the default where it is unset."""
+    """A wait set by an environment variable alone (HARNESS_FINISH_BACKOFF_S, HARNESS_SLURM_POLL_S, whose floor its
+    caller checks): 0 (no wait) allowed, else the lease options' rule; the default where it is unset."""
     return _seconds(None, env, default, env, zero_ok=True)[0]
 
 
