@@ -65,6 +65,7 @@ def run(args) -> int:
     local_processes()   # $LOCAL_WORLD_SIZE: read by each cell's thread warning
     # accelerate reads it with int() in every run, launched or not (-1: no launcher): a traceback, the store created
     env_whole_number("LOCAL_RANK", -1)
+    local_workers.check_launched()   # WORLD_SIZE=2 by hand: accelerate's traceback, or a wait for the other ranks
     # models, data, adapters, trackers installed: before the first cell, still writing nothing
     preflight(suite, args.data_dir, args.log_with)
     from harness.launch.output_binding import check_output_dir

@@ -47,6 +47,22 @@ def launcher_ranks() -> int:
     return 1
 
 
+# What every launcher that sets WORLD_SIZE (accelerate launch, torchrun, deepspeed) sets beside it: this rank's
+# number and where the ranks meet
+LAUNCHER_VARIABLES = ("RANK", "MASTER_ADDR")
+
+
+def check_launched() -> None:
+    """WORLD_SIZE above 1 without RANK or MASTER_ADDR: no launcher started this process (a shell's leftover, or
+    set by hand), bad input. `harness run` ended in accelerate's traceback (MASTER_ADDR unset), the store
+    created; with MASTER_ADDR set it waited for ranks that never came (11 min here, deaf to SIGTERM)."""
+    size = env_whole_number("WORLD_SIZE", 0)
+    missing = [name for name in LAUNCHER_VARIABLES if not os.environ.get(name)]
+    if size and size > 1 and missing:
+        raise InputError(f"$WORLD_SIZE: {size} processes, but ${missing[0]} is unset: no launcher started this one "
+                         f"(accelerate launch and torchrun set both); unset WORLD_SIZE to run alone")
+
+
 def workers_asked() -> int | None:
     """HARNESS_WORKERS, checked (bad input: an InputError); None where it is unset."""
     return env_whole_number(ENV_WORKERS, 1)

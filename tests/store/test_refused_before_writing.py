@@ -79,6 +79,22 @@ def test_a_variable_the_workers_read_is_named_when_refused_before_anything_is_wr
     assert listing(tmp_path) == before
 
 
+@pytest.mark.parametrize("master_addr", [None, "127.0.0.1"])
+def test_a_world_size_no_launcher_set_is_refused_before_anything_is_written(tmp_path, suite, monkeypatch,
+                                                                            master_addr):
+    """WORLD_SIZE=2 without a launcher (left in a shell, set by hand): plain `harness run` ended in accelerate's
+    ValueError traceback (MASTER_ADDR unset), the store created; with MASTER_ADDR set too it waited for a second
+    rank that never came (11 min, deaf to timeout's SIGTERM: a subprocess here, with a timeout)."""
+    for name in ("RANK", "MASTER_ADDR"):
+        monkeypatch.delenv(name, raising=False)
+    before = listing(tmp_path)
+    r = run_cli("run", suite, "--db", f"sqlite:///{tmp_path / 'h.db'}", "--output-dir", tmp_path / "out",
+                env={"WORLD_SIZE": "2", **({"MASTER_ADDR": master_addr} if master_addr else {})}, timeout=120)
+    assert_refused(r, "$WORLD_SIZE: 2 processes, but $RANK is unset: no launcher started this one",
+                   where="$WORLD_SIZE")
+    assert listing(tmp_path) == before
+
+
 @pytest.mark.parametrize("text", ["my notes\n", "[" * 100_000, '{"learning_rate": 1e-4}\n'],
                          ids=["notes", "nested past the decoder's limit", "another program's JSON"])
 def test_a_peaks_file_that_is_another_file_is_refused_and_left_as_it_was(tmp_path, suite, monkeypatch, text):
