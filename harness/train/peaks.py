@@ -43,6 +43,9 @@ CACHE_FILE = "device_peaks.json"
 CACHE_VERSION = 1
 ENV_OVERRIDE = "HARNESS_PEAK_FLOPS"
 FILE_ENV = "HARNESS_PEAKS_FILE"   # the cache file for every output folder (else each folder's cache has its own)
+# A cache holds a few rates per host and precision (kilobytes). A larger file named by HARNESS_PEAKS_FILE is
+# another's, refused unread: the check read it whole (870 MB of memory for a 400 MB file, 51 MB for a small one)
+MAX_CACHE_BYTES = 16 << 20
 REFERENCE_SHAPE = (2048, 2048, 2048)
 REPEATS = 5              # timings of a rate, each looped to MIN_TIMED_S, after a warm-up call and a sizing one
 MIN_TIMED_S = 0.02       # a timing of a small shape loops the matmul until it lasts this long (timer resolution)
@@ -317,9 +320,11 @@ def check_variables() -> None:
 
 def _is_a_cache(path: str) -> bool:
     """A JSON object that is empty or has a "version" (every cache written has one, older versions too: _load
-    starts those anew)."""
+    starts those anew), of at most MAX_CACHE_BYTES."""
     from harness import atomic
 
+    if os.path.getsize(path) > MAX_CACHE_BYTES:
+        return False
     data = atomic.read_json_object(path)   # None: no JSON object (nested past the decoder's limit too, as _load)
     return data is not None and (not data or "version" in data)
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 import os
 import socket
+import subprocess
+import sys
 
 import pytest
 
@@ -109,6 +111,27 @@ def test_a_peaks_file_that_is_another_file_is_refused_and_left_as_it_was(tmp_pat
     r = call_cli("run", suite, "--db", f"sqlite:///{tmp_path / 'h.db'}", "--output-dir", tmp_path / "out")
     assert_refused(r, f"$HARNESS_PEAKS_FILE: {notes} is not a peaks cache", where="$HARNESS_PEAKS_FILE")
     assert listing(tmp_path) == before and notes.read_text() == text
+
+
+def test_a_large_file_named_as_the_peaks_cache_is_refused_unread(tmp_path, suite):
+    """The check of HARNESS_PEAKS_FILE read the file whole: a 400 MB file named by mistake took 870 MB of memory
+    (51 MB for a small one), a multi-GB one as much again. One larger than any cache is refused unread. (A
+    sparse file: no disk used. The process copies its /proc status, with its peak memory, into a file.)"""
+    big = tmp_path / "big.bin"
+    with open(big, "wb") as f:
+        f.truncate(512 << 20)
+    rss = tmp_path / "rss"
+    # VmHWM, not ru_maxrss: a forked child's ru_maxrss starts at its parent's (pytest's, with torch loaded)
+    script = ("import shutil, sys\nfrom harness.cli import main\ntry:\n    code = main(sys.argv[2:])\nfinally:\n"
+              "    shutil.copy('/proc/self/status', sys.argv[1])\nraise SystemExit(code)\n")
+    r = subprocess.run([sys.executable, "-c", script, str(rss), "run", str(suite), "--db",
+                        f"sqlite:///{tmp_path / 'h.db'}", "--output-dir", str(tmp_path / "out")],
+                       capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "PYTHONPATH": str(ROOT), "HARNESS_PEAKS_FILE": str(big)})
+    assert_refused(r, f"$HARNESS_PEAKS_FILE: {big} is not a peaks cache", where="$HARNESS_PEAKS_FILE")
+    (peak,) = [int(line.split()[1]) for line in rss.read_text().splitlines() if line.startswith("VmHWM:")]   # kB
+    assert peak < 256 << 10, f"peak memory {peak >> 10} MB"
+    assert not (tmp_path / "out").exists() and not (tmp_path / "h.db").exists()
 
 
 @pytest.mark.parametrize("name, value, expect", [
