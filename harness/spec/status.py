@@ -63,11 +63,12 @@ DEFAULT_LEASE_TIMEOUT_S = 300.0   # a lease without a heartbeat for this long is
 # means; past about 9.2e9 s a thread's wait or a sleep raises OverflowError (1e300: a traceback in the heartbeat
 # thread while the cell trained, its lease never renewed)
 MAX_SECONDS = 365 * 24 * 3600.0
-# what a store's INTEGER column holds (PostgreSQL's 32 bits; store.schema's bound for every one), and so the most
-# processes a worker may run on: its rows' num_processes, the cell key's process count (Slurm's node count stops
-# there too, INT_MAX: sbatch 22.05 refuses --nodes=2147483648). Here, not in the schema: the count options' parse
-# reads it, which loaded SQLAlchemy
-MAX_PROCESSES = 2 ** 31 - 1
+# what a store's INTEGER column holds (PostgreSQL's 32 bits; store.schema's bound for every one). Here, not in the
+# schema: the count options' parse reads it (as MAX_PROCESSES), which loaded SQLAlchemy
+INTEGER_MAX = 2 ** 31 - 1
+# the most processes a worker may run on: its rows' num_processes, the cell key's process count, are INTEGER
+# (Slurm's node count stops there too, INT_MAX: sbatch 22.05 refuses --nodes=2147483648)
+MAX_PROCESSES = INTEGER_MAX
 # The staleness rule: a running cell's lease is stale when its last heartbeat is missing or older than the lease
 # timeout, on the database's clock (never a worker's). It is SQL: harness.store.queue.stale_lease, used by claims
 # and by `harness status` alike.
