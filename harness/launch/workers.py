@@ -21,14 +21,10 @@ import sys
 
 from harness.launch.slurm import ENV_SLURM_REQUEUE, requeue_slurm_task
 from harness.spec.errors import EXIT_PREEMPTED, EXIT_STORE_UNREACHABLE, InputError
+from harness.spec.status import DEFAULT_CPU_WORKERS
 from harness.spec.variables import env_whole_number
 from harness.store.env import ENV_LOCAL_WORKERS, physical_cores
 
-# The default number of workers of a CPU `harness run` (GPUs: 1). HARNESS_WORKERS overrides it. Measured
-# (bench/RESULTS.md 2026-12-03, 2-core AMD EPYC, after the loop's per-step syncs were removed): 2 workers x 1
-# thread finished 0.81x the cells per minute of 1 worker x 2 threads on the demo's shapes in batches of 8, and
-# 0.79x in the demo's batches of 16 (0.71x on 2026-12-05, AVX512-BF16 EPYC, bf16), so one worker.
-DEFAULT_CPU_WORKERS = 1
 ENV_WORKERS = "HARNESS_WORKERS"
 
 

@@ -56,6 +56,14 @@ def share(part: float, whole: float) -> str:
     return f"{pct:.0f}%"
 
 
+# The default number of workers of a CPU `harness run` (GPUs: 1; harness.launch.workers.default_workers, which
+# caps it at the physical cores). HARNESS_WORKERS overrides it. Here, not in harness.launch.workers, so that run's
+# --workers help says it without loading the launcher. Measured (bench/RESULTS.md 2026-12-03, 2-core AMD EPYC,
+# after the loop's per-step syncs were removed): 2 workers x 1 thread finished 0.81x the cells per minute of 1
+# worker x 2 threads on the demo's shapes in batches of 8, and 0.79x in the demo's batches of 16 (0.71x on
+# 2026-12-05, AVX512-BF16 EPYC, bf16), so one worker.
+DEFAULT_CPU_WORKERS = 1
+
 # lease timing (each overridable per worker: --heartbeat-s / --lease-timeout-s, or the HARNESS_ variables)
 DEFAULT_HEARTBEAT_S = 30.0        # a worker renews its lease this often
 DEFAULT_LEASE_TIMEOUT_S = 300.0   # a lease without a heartbeat for this long is stale: the cell is taken over
