@@ -8,6 +8,7 @@ import os
 from harness.spec.errors import InputError
 from harness.spec.layout import DEFAULT_DB_URL, DEFAULT_OUTPUT_DIR, RunLayout
 from harness.spec.status import DEFAULT_LEASE_TIMEOUT_S
+from harness.spec.variables import env_text
 
 
 def subparser(sub, name: str, help: str, examples: str) -> argparse.ArgumentParser:
@@ -113,8 +114,8 @@ def resolve_user_paths(args) -> None:
     # `export HARNESS_DB=$PG_URL` with $PG_URL unset, in a job script: not the local default store (checked by
     # the commands that read the variable)
     for name, option in (("HARNESS_DB", "db"), ("HARNESS_DATA_DIR", "data_dir")):
-        if hasattr(args, option) and name in os.environ and not os.environ[name].strip():
-            raise InputError(f"${name}: empty (unset it for the default)")
+        if hasattr(args, option):
+            env_text(name)
     for name in ("data_dir", "output_dir", "cache_dir"):
         value = getattr(args, name, None)
         if value:

@@ -41,7 +41,7 @@ def run(args) -> int:
     store = existing_store(args.db)
     text, notes = export_with_notes(store, args.format, args.table, args.suite, args.model)
     if args.output:
-        check_not_an_input(args.output, store)   # a run's saved predictions: the store names their folders
+        check_not_an_input(args.output, store)   # a file of a stored run: the store names their folders
         # the notes first: where their file cannot be replaced or removed after all (an immutable file, another
         # user's in a sticky folder), the export stops with the CSV not written, not beside stale notes
         beside = write_csv_notes(args.output, notes) if args.format == "csv" else None

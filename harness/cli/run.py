@@ -7,7 +7,7 @@ import sys
 from harness.cli.common import (add_cache_dir, add_data_dir, add_db, add_lease_timeout, add_max_cells, add_output_dir,
                                 add_suite, check_worker_variables, check_workers, positive_int)
 from harness.spec.errors import InputError
-from harness.spec.status import DEFAULT_HEARTBEAT_S
+from harness.spec.status import DEFAULT_CPU_WORKERS, DEFAULT_HEARTBEAT_S
 
 HELP = "train and evaluate every cell of a suite that is not done yet"
 EXAMPLES = """
@@ -34,9 +34,10 @@ def add_arguments(p) -> None:
                         "trackers it names); see docs/tracking.md"
                    ).empty_ok = True   # `--log-with "$TRACKERS"` with it empty: tracking off, not the parser's error
     p.add_argument("--workers", type=positive_int, default=None,
-                   help="workers on this machine, each a process claiming cells from the store (default: "
-                        "$HARNESS_WORKERS, else 1; at most one per cell of the suite: more is refused, a larger "
-                        "$HARNESS_WORKERS lowered to it; not under `accelerate launch`)")
+                   help=f"workers on this machine, each a process claiming cells from the store (default: "
+                        f"$HARNESS_WORKERS, else 1 with a GPU, {DEFAULT_CPU_WORKERS} on a CPU (at most its physical "
+                        f"cores); at most one per cell of the suite: more is refused, a larger $HARNESS_WORKERS "
+                        f"lowered to it; not under `accelerate launch`)")
     p.add_argument("--threads-per-worker", type=positive_int, default=None,
                    help="torch threads of each worker (default: the physical cores shared out among the workers; "
                         "one worker: torch's default); recorded with every result")
@@ -65,6 +66,7 @@ def run(args) -> int:
     local_processes()   # $LOCAL_WORLD_SIZE: read by each cell's thread warning
     # accelerate reads it with int() in every run, launched or not (-1: no launcher): a traceback, the store created
     env_whole_number("LOCAL_RANK", -1)
+    local_workers.check_launched()   # WORLD_SIZE=2 by hand: accelerate's traceback, or a wait for the other ranks
     # models, data, adapters, trackers installed: before the first cell, still writing nothing
     preflight(suite, args.data_dir, args.log_with)
     from harness.launch.output_binding import check_output_dir

@@ -69,6 +69,9 @@ def run(args) -> int:
         raise InputError("--wait: nothing is submitted with --dry-run, so there is nothing to wait for")
     # read once the job is submitted: checked before ('abc' was a traceback then, nan or inf a hang or one)
     poll_s = env_seconds(slurm.POLL_ENV, slurm.DEFAULT_POLL_S) if args.wait else None
+    if poll_s is not None and poll_s < slurm.MIN_POLL_S:
+        raise InputError(f"${slurm.POLL_ENV}: must be at least {slurm.MIN_POLL_S:g} s (each poll is a squeue call to "
+                         f"the Slurm controller), not {poll_s:g}")
     # a data folder every array task would fail on, as `harness run` refuses it
     data_dir, data_source = check_data_dir(suite, args.data_dir)
     req = slurm.SlurmRequest(

@@ -35,6 +35,10 @@ from harness.store.lease import Claim
 ERROR_LOG = "error.log"
 FINISH_TRIES_ENV, FINISH_BACKOFF_ENV = "HARNESS_FINISH_TRIES", "HARNESS_FINISH_BACKOFF_S"
 DEFAULT_FINISH_TRIES, DEFAULT_FINISH_BACKOFF_S = 5, 4.0   # waits 4 + 8 + 16 + 32 s: about a minute
+# The longest wait between two tries (a larger $HARNESS_FINISH_BACKOFF_S: that): the doubling grew without end,
+# HARNESS_FINISH_TRIES=30 waiting 34 years before its last try, and a 0 backoff overflowed past 1,024 tries. A
+# store restart or failover takes minutes: more tries are more of these waits.
+MAX_RETRY_WAIT_S = 300.0
 
 
 class StoreUnreachable(RuntimeError):
@@ -61,7 +65,7 @@ SQLITE_TRANSIENT_TEXT = ("database is locked", "database table is locked", "data
 
 def _retried(call, what: str, say, retryable, wait, where: str = ""):
     """call(i) for try i, retried on store errors that `retryable` accepts, waiting `wait(delay)` between tries
-    (doubling from $HARNESS_FINISH_BACKOFF_S) and saying each retry ("warning: {where}{what} failed ...");
+    (doubling from $HARNESS_FINISH_BACKOFF_S up to MAX_RETRY_WAIT_S) and saying each retry ("warning: {where}{what} failed ...");
     StoreUnreachable when every try failed. The one retry loop of a finish and a claim."""
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -75,7 +79,7 @@ def _retried(call, what: str, say, retryable, wait, where: str = ""):
             reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
             if i == tries - 1:
                 raise StoreUnreachable(f"{what} failed {tries} times (last: {reason})") from exc
-            delay = backoff * 2 ** i
+            delay = min(backoff * 2.0 ** min(i, 64), max(backoff, MAX_RETRY_WAIT_S))
             say(f"warning: {where}{what} failed ({reason}); try {i + 2}/{tries} in {delay:g}s")
             wait(delay)
 

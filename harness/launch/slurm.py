@@ -513,8 +513,9 @@ class SlurmUnreachable(Exception):
     """squeue failed SQUEUE_TRIES polls in a row: whether the job still runs is unknown."""
 
 
-# `harness slurm --wait`: seconds between two squeue calls (0: none; the tests' fake squeue)
-POLL_ENV, DEFAULT_POLL_S = "HARNESS_SLURM_POLL_S", 10.0
+# `harness slurm --wait`: seconds between two squeue calls. Each is a request to the Slurm controller, which every
+# user of the cluster shares: 0 was a busy loop (4,488 calls of a fake squeue in 5 s), so at least MIN_POLL_S
+POLL_ENV, DEFAULT_POLL_S, MIN_POLL_S = "HARNESS_SLURM_POLL_S", 10.0, 1.0
 
 
 def wait_for(job_id: str, poll_s: float = DEFAULT_POLL_S) -> None:

@@ -21,14 +21,10 @@ import sys
 
 from harness.launch.slurm import ENV_SLURM_REQUEUE, requeue_slurm_task
 from harness.spec.errors import EXIT_PREEMPTED, EXIT_STORE_UNREACHABLE, InputError
+from harness.spec.status import DEFAULT_CPU_WORKERS
 from harness.spec.variables import env_whole_number
 from harness.store.env import ENV_LOCAL_WORKERS, physical_cores
 
-# The default number of workers of a CPU `harness run` (GPUs: 1). HARNESS_WORKERS overrides it. Measured
-# (bench/RESULTS.md 2026-12-03, 2-core AMD EPYC, after the loop's per-step syncs were removed): 2 workers x 1
-# thread finished 0.81x the cells per minute of 1 worker x 2 threads on the demo's shapes in batches of 8, and
-# 0.79x in the demo's batches of 16 (0.71x on 2026-12-05, AVX512-BF16 EPYC, bf16), so one worker.
-DEFAULT_CPU_WORKERS = 1
 ENV_WORKERS = "HARNESS_WORKERS"
 
 
@@ -45,6 +41,22 @@ def launcher_ranks() -> int:
         if name in os.environ:   # set, even empty: accelerate reads it with int()
             return env_whole_number(name, 0)
     return 1
+
+
+# What every launcher that sets WORLD_SIZE (accelerate launch, torchrun, deepspeed) sets beside it: this rank's
+# number and where the ranks meet
+LAUNCHER_VARIABLES = ("RANK", "MASTER_ADDR")
+
+
+def check_launched() -> None:
+    """WORLD_SIZE above 1 without RANK or MASTER_ADDR: no launcher started this process (a shell's leftover, or
+    set by hand), bad input. `harness run` ended in accelerate's traceback (MASTER_ADDR unset), the store
+    created; with MASTER_ADDR set it waited for ranks that never came (11 min here, deaf to SIGTERM)."""
+    size = env_whole_number("WORLD_SIZE", 0)
+    missing = [name for name in LAUNCHER_VARIABLES if not os.environ.get(name)]
+    if size and size > 1 and missing:
+        raise InputError(f"$WORLD_SIZE: {size} processes, but ${missing[0]} is unset: no launcher started this one "
+                         f"(accelerate launch and torchrun set both); unset WORLD_SIZE to run alone")
 
 
 def workers_asked() -> int | None:

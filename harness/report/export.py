@@ -906,11 +906,13 @@ def _check_file(path: str, db: str | None, what: str) -> None:
 
 
 def check_not_an_input(path: str, store) -> None:
-    """Refuse an -o that is a run's saved predictions (predictions.npz, a SQuAD run's predictions*.json in a
-    stored run's output folder), which the best and leaderboard tables read: `-o RUN/predictions.npz` wrote the
-    CSV over the predictions the table had just read (exit 0), and every later test of that run failed. The
-    store's own file is refused before it is read (check_output); these once it is read (it names the folders),
-    before anything is written; the same file by a link or another spelling too."""
+    """Refuse an -o that is a file of a stored run's output folder, at any depth: its saved predictions
+    (predictions.npz, a SQuAD run's predictions*.json), which the best and leaderboard tables read (`-o
+    RUN/predictions.npz` wrote the CSV over the predictions the table had just read, exit 0, and every later test
+    of that run failed), and its record.json, error.log, adapter, checkpoint (`-o RUN/record.json` was written
+    over, exit 0). A new file there is written as anywhere. The store's own file is refused before it is read
+    (check_output); these once it is read (it names the folders), before anything is written; the same file by a
+    link or another spelling too."""
     from sqlalchemy import select
 
     from harness.spec import layout
@@ -918,18 +920,35 @@ def check_not_an_input(path: str, store) -> None:
     from harness.store.schema import RunRecord
 
     real = output_file(path)
-    name = os.path.basename(real)
-    if not os.path.isfile(real) or not (name == layout.PREDICTIONS or (name.startswith("predictions")
-                                                                        and name.endswith(".json"))):
+    if not os.path.isfile(real):
         return
-    folder = os.path.dirname(real)
     with store.reading() as conn:
         folders = conn.execute(select(RunRecord.output_dir).where(RunRecord.output_dir.is_not(None))
                                .distinct()).scalars().all()
-    for own in folders:
-        if os.path.isdir(own) and os.path.samefile(own, folder):
+    # a link or another spelling of a folder is the same folder; one that is not there (None) is no folder's
+    runs = {key: own for own in folders if (key := _identity(own)) is not None}
+    folder, name = os.path.split(real)
+    while True:   # the file's folder, then each one above it
+        own = runs.get(_identity(folder))
+        if own is not None and folder == os.path.dirname(real) and (
+                name == layout.PREDICTIONS or (name.startswith("predictions") and name.endswith(".json"))):
             raise InputError(f"-o: {path} is the saved predictions of a stored run ({own}), which the tables read; "
                              f"writing the export there would destroy them")
+        if own is not None:
+            raise InputError(f"-o: {path} is a file of a stored run ({own}); writing the export there would "
+                             f"destroy it")
+        if os.path.dirname(folder) == folder:
+            return
+        folder = os.path.dirname(folder)
+
+
+def _identity(folder: str) -> tuple[int, int] | None:
+    """(device, inode): one folder whatever the path that names it."""
+    try:
+        found = os.stat(folder)
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
 
 
 def output_file(path: str) -> str:

@@ -56,6 +56,14 @@ def share(part: float, whole: float) -> str:
     return f"{pct:.0f}%"
 
 
+# The default number of workers of a CPU `harness run` (GPUs: 1; harness.launch.workers.default_workers, which
+# caps it at the physical cores). HARNESS_WORKERS overrides it. Here, not in harness.launch.workers, so that run's
+# --workers help says it without loading the launcher. Measured (bench/RESULTS.md 2026-12-03, 2-core AMD EPYC,
+# after the loop's per-step syncs were removed): 2 workers x 1 thread finished 0.81x the cells per minute of 1
+# worker x 2 threads on the demo's shapes in batches of 8, and 0.79x in the demo's batches of 16 (0.71x on
+# 2026-12-05, AVX512-BF16 EPYC, bf16), so one worker.
+DEFAULT_CPU_WORKERS = 1
+
 # lease timing (each overridable per worker: --heartbeat-s / --lease-timeout-s, or the HARNESS_ variables)
 DEFAULT_HEARTBEAT_S = 30.0        # a worker renews its lease this often
 DEFAULT_LEASE_TIMEOUT_S = 300.0   # a lease without a heartbeat for this long is stale: the cell is taken over
@@ -63,11 +71,12 @@ DEFAULT_LEASE_TIMEOUT_S = 300.0   # a lease without a heartbeat for this long is
 # means; past about 9.2e9 s a thread's wait or a sleep raises OverflowError (1e300: a traceback in the heartbeat
 # thread while the cell trained, its lease never renewed)
 MAX_SECONDS = 365 * 24 * 3600.0
-# what a store's INTEGER column holds (PostgreSQL's 32 bits; store.schema's bound for every one), and so the most
-# processes a worker may run on: its rows' num_processes, the cell key's process count (Slurm's node count stops
-# there too, INT_MAX: sbatch 22.05 refuses --nodes=2147483648). Here, not in the schema: the count options' parse
-# reads it, which loaded SQLAlchemy
-MAX_PROCESSES = 2 ** 31 - 1
+# what a store's INTEGER column holds (PostgreSQL's 32 bits; store.schema's bound for every one). Here, not in the
+# schema: the count options' parse reads it (as MAX_PROCESSES), which loaded SQLAlchemy
+INTEGER_MAX = 2 ** 31 - 1
+# the most processes a worker may run on: its rows' num_processes, the cell key's process count, are INTEGER
+# (Slurm's node count stops there too, INT_MAX: sbatch 22.05 refuses --nodes=2147483648)
+MAX_PROCESSES = INTEGER_MAX
 # The staleness rule: a running cell's lease is stale when its last heartbeat is missing or older than the lease
 # timeout, on the database's clock (never a worker's). It is SQL: harness.store.queue.stale_lease, used by claims
 # and by `harness status` alike.
@@ -113,7 +122,7 @@ def _seconds(value, env: str, default: float, flag: str, zero_ok: bool = False) 
     source = flag
     if value is None:
         raw = env_text(env)
-        value, source = (raw, env) if raw is not None else (default, flag)
+        value, source = (raw, f"${env}") if raw is not None else (default, flag)
     try:
         return parse_seconds(value, zero_ok), source
     except ValueError as e:
@@ -121,8 +130,8 @@ def _seconds(value, env: str, default: float, flag: str, zero_ok: bool = False) 
 
 
 def env_seconds(env: str, default: float) -> float:
-    """A wait set by an environment variable alone (HARNESS_FINISH_BACKOFF_S, HARNESS_SLURM_POLL_S): 0 (no wait)
-    allowed, else the lease options' rule; the default where it is unset."""
+    """A wait set by an environment variable alone (HARNESS_FINISH_BACKOFF_S, HARNESS_SLURM_POLL_S, whose floor its
+    caller checks): 0 (no wait) allowed, else the lease options' rule; the default where it is unset."""
     return _seconds(None, env, default, env, zero_ok=True)[0]
 
 

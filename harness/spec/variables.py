@@ -1,6 +1,7 @@
 """Numbers from the environment (HARNESS_WORKERS, HARNESS_FINISH_TRIES, ...), read with the rules of the options:
 a bad value is one line naming the variable (exit 2), never a traceback or a default put in its place. Unset: the
-default; set but blank: refused (env_text)."""
+default; set but blank: refused (env_text). Messages name a variable `$NAME:` (an option is `--name:`, a suite
+field `field:`)."""
 
 from __future__ import annotations
 
@@ -22,9 +23,9 @@ def whole_number(text: str, least: int) -> int:
 
 
 def env_text(name: str) -> str | None:
-    """$name, None where it is unset. Set but blank is refused, as cli.common refuses an empty HARNESS_DB: `export
-    HARNESS_WORKERS=$N` with N unset is no request for the default, and accelerate reads an empty LOCAL_RANK or
-    WORLD_SIZE with int() (a traceback)."""
+    """$name, None where it is unset. Set but blank is refused (HARNESS_DB and HARNESS_DATA_DIR too, cli.common):
+    `export HARNESS_WORKERS=$N` with N unset is no request for the default, and accelerate reads an empty
+    LOCAL_RANK or WORLD_SIZE with int() (a traceback)."""
     text = os.environ.get(name)
     if text is not None and not text.strip():
         raise InputError(f"${name}: empty (unset it for the default)")
@@ -39,4 +40,4 @@ def env_whole_number(name: str, least: int, default: int | None = None) -> int |
     try:
         return whole_number(text, least)
     except ValueError as e:
-        raise InputError(f"{name}: {e}") from None
+        raise InputError(f"${name}: {e}") from None

@@ -14,7 +14,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 from harness.spec.errors import InputError
-from harness.spec.status import MAX_PROCESSES
+from harness.spec.status import INTEGER_MAX
 from harness.store.values import store_text
 from harness.store.lease import utcnow
 from harness.store.redact import redact_env, redact_text
@@ -227,7 +227,7 @@ LEASE = tuple(c.name for c in RunRecord.__table__.columns if c.info.get("group")
 CHECKPOINT = tuple(c.name for c in RunRecord.__table__.columns if c.info.get("group") == "checkpoint")
 RESULTS = tuple(c for c in RUN_COLUMNS if c not in IDENTITY and c not in LEASE and c not in CHECKPOINT)
 
-INT_BOUNDS = {Integer: MAX_PROCESSES, BigInteger: 2 ** 63 - 1}   # what PostgreSQL's INTEGER / BIGINT hold
+INT_BOUNDS = {Integer: INTEGER_MAX, BigInteger: 2 ** 63 - 1}   # what PostgreSQL's INTEGER / BIGINT hold
 # Every number column but these is a count, a size, a time, a rate or an id, none of them below zero: a record
 # holding a negative one (attempts -3) was stored as it was and read by the tables and estimates as a run's.
 # A score may be negative (GLUE points: MCC and correlations go below zero).

@@ -43,6 +43,9 @@ CACHE_FILE = "device_peaks.json"
 CACHE_VERSION = 1
 ENV_OVERRIDE = "HARNESS_PEAK_FLOPS"
 FILE_ENV = "HARNESS_PEAKS_FILE"   # the cache file for every output folder (else each folder's cache has its own)
+# A cache holds a few rates per host and precision (kilobytes). A larger file named by HARNESS_PEAKS_FILE is
+# another's, refused unread: the check read it whole (870 MB of memory for a 400 MB file, 51 MB for a small one)
+MAX_CACHE_BYTES = 16 << 20
 REFERENCE_SHAPE = (2048, 2048, 2048)
 REPEATS = 5              # timings of a rate, each looped to MIN_TIMED_S, after a warm-up call and a sizing one
 MIN_TIMED_S = 0.02       # a timing of a small shape loops the matmul until it lasts this long (timer resolution)
@@ -279,14 +282,14 @@ def override(precision: str) -> float | None:
             peaks = {name: float(value) for name, value in (p.split("=", 1) for p in text.replace(" ", "").split(",")
                                                              if p)}
     except ValueError:
-        raise ValueError(f"{ENV_OVERRIDE}={text!r}: give FLOP/s as a number (3.1e11) or per precision "
+        raise ValueError(f"${ENV_OVERRIDE}: not FLOP/s: {text!r}; give a number (3.1e11) or one per precision "
                          f"(no=2.1e11,bf16=9.2e11)") from None
     unknown = [name for name in peaks if name is not None and name not in DTYPE_OF]
     if unknown:   # fp32=... was never read: the peak measured instead, as if the variable were unset
-        raise ValueError(f"{ENV_OVERRIDE}={text!r}: no precision {unknown[0]!r} (the precisions: "
+        raise ValueError(f"${ENV_OVERRIDE}: no precision {unknown[0]!r} in {text!r} (the precisions: "
                          f"{', '.join(DTYPE_OF)})")
     if not all(value > 0 and math.isfinite(value) for value in peaks.values()):   # inf: every MFU 0
-        raise ValueError(f"{ENV_OVERRIDE}={text!r}: the peak must be a positive number of FLOP/s")
+        raise ValueError(f"${ENV_OVERRIDE}: the peak must be a positive number of FLOP/s, not {text!r}")
     return peaks.get(precision, peaks.get(None))
 
 
@@ -306,20 +309,22 @@ def check_variables() -> None:
         raise InputError(str(e)) from None
     path = cache_path(None)
     if path and os.path.isdir(path):
-        raise InputError(f"{FILE_ENV}: {path} is a folder, not a file")
+        raise InputError(f"${FILE_ENV}: {path} is a folder, not a file")
     blocking = path and file_in_the_way(os.path.dirname(path))
     if blocking:
-        raise InputError(f"{FILE_ENV}: {blocking} is a file, not a folder")
+        raise InputError(f"${FILE_ENV}: {blocking} is a file, not a folder")
     if path and os.path.isfile(path) and os.path.getsize(path) and not _is_a_cache(path):
         # a file of the user's (a typo, another program's, its JSON too): the first cell's end replaced it
-        raise InputError(f"{FILE_ENV}: {path} is not a peaks cache (a JSON file): name a new file")
+        raise InputError(f"${FILE_ENV}: {path} is not a peaks cache (a JSON file): name a new file")
 
 
 def _is_a_cache(path: str) -> bool:
     """A JSON object that is empty or has a "version" (every cache written has one, older versions too: _load
-    starts those anew)."""
+    starts those anew), of at most MAX_CACHE_BYTES."""
     from harness import atomic
 
+    if os.path.getsize(path) > MAX_CACHE_BYTES:
+        return False
     data = atomic.read_json_object(path)   # None: no JSON object (nested past the decoder's limit too, as _load)
     return data is not None and (not data or "version" in data)
 

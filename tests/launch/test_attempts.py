@@ -310,6 +310,31 @@ raise SystemExit(main(sys.argv[1:]))
 """
 
 
+@pytest.mark.parametrize("tries, backoff, waits", [
+    ("5", "4", [4, 8, 16, 32]),                        # the default's
+    ("12", "4", [4, 8, 16, 32, 64, 128, 256] + [300] * 4),   # MAX_RETRY_WAIT_S
+    ("2000", "0", [0] * 1999),
+    ("3", "600", [600, 600]),                          # a first wait above the bound: that one, not doubled
+])
+def test_the_wait_between_two_tries_of_the_store_is_bounded(monkeypatch, tries, backoff, waits):
+    """The wait doubled without end: HARNESS_FINISH_TRIES=30 waited 4 * 2**28 s (34 years) before its last try,
+    and a backoff of 0 overflowed past 1,024 tries (float(4 * 2**1100): an OverflowError traceback, not "the store
+    is unreachable")."""
+    from harness.launch.attempt import StoreUnreachable, with_store_retry
+
+    monkeypatch.setenv("HARNESS_FINISH_TRIES", tries)
+    monkeypatch.setenv("HARNESS_FINISH_BACKOFF_S", backoff)
+    slept, said = [], []
+    monkeypatch.setattr(time, "sleep", slept.append)
+
+    def down():
+        raise OSError("the store is down")
+
+    with pytest.raises(StoreUnreachable, match=f"claim failed {tries} times"):
+        with_store_retry(down, "claim", said.append)
+    assert slept == waits and len(said) == len(waits)
+
+
 def test_a_finish_retried_past_the_lease_timeout_keeps_its_lease(tmp_path, tiny_bert, small_glue):
     """A trains the cell, then recording it fails (record.json cannot be written) for longer than the lease
     timeout and is retried. A renews its lease between the tries, so B, started meanwhile, waits instead of taking

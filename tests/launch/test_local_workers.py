@@ -57,8 +57,23 @@ def test_bad_worker_counts_are_refused(tmp_path, tiny_bert, small_glue):
                                 ("HARNESS_WORKERS", "\u00b2", "not a whole number: '\u00b2'"),
                                 ("WORLD_SIZE", "\u00b2", "not a whole number: '\u00b2'"),
                                 ("WORLD_SIZE", "-1", "must be at least 0 (got -1)")):
-        assert_refused(run_cli("run", suite, *args, cwd=tmp_path, env={name: value}), expect, where=name)
+        assert_refused(run_cli("run", suite, *args, cwd=tmp_path, env={name: value}), expect, where=f"${name}")
     assert not db.exists() and not (tmp_path / "out").exists()
+
+
+def test_the_workers_help_says_the_default_a_cpu_run_takes(monkeypatch):
+    """`harness run --help` said "else 1" beside DEFAULT_CPU_WORKERS, the default's one place (a change to it
+    would have left the help saying 1): the help says that constant, which default_workers gives on a CPU."""
+    import torch
+
+    from harness.launch.workers import default_workers
+
+    monkeypatch.delenv("HARNESS_WORKERS", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    r = call_cli("run", "--help")
+    assert r.returncode == 0
+    said = " ".join(r.stdout.split())
+    assert f"else 1 with a GPU, {default_workers()} on a CPU (at most its physical cores)" in said, said
 
 
 def test_harness_workers_is_read_as_the_workers_option_is(monkeypatch):

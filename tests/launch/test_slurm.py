@@ -298,8 +298,8 @@ def test_bad_script_values_are_refused_and_nothing_is_written(tmp_path, tiny_ber
 
 
 @pytest.mark.parametrize("what", ["--data-dir", "$HARNESS_DATA_DIR", "--db", "--accelerate-config",
-                                  "HARNESS_HEARTBEAT_S", "HARNESS_FINISH_TRIES", "HARNESS_PEAK_FLOPS",
-                                  "HARNESS_WORKERS"])
+                                  "$HARNESS_HEARTBEAT_S", "$HARNESS_FINISH_TRIES", "$HARNESS_PEAK_FLOPS",
+                                  "$HARNESS_WORKERS"])
 def test_input_every_array_task_would_fail_on_is_refused_before_the_script(tmp_path, tiny_bert, what, monkeypatch):
     """A data folder that is not there, an SQLite file that is not a database, an accelerate config that does not
     parse, a variable every task's `harness run` refuses (the tasks inherit the environment: sbatch --export=ALL):
@@ -318,16 +318,15 @@ def test_input_every_array_task_would_fail_on_is_refused_before_the_script(tmp_p
         "--db": (["--db", f"sqlite:///{tmp_path / 'text.db'}"], "file is not a database"),
         "--accelerate-config": (["--accelerate-config", tmp_path / "bad.yaml"],
                                 f"--accelerate-config: {tmp_path / 'bad.yaml'}:2: not YAML"),
-        "HARNESS_HEARTBEAT_S": ([], "must be a positive number of seconds, not nan"),
-        "HARNESS_FINISH_TRIES": ([], "not a whole number: 'nan'"),
-        "HARNESS_PEAK_FLOPS": ([], "the peak must be a positive number of FLOP/s"),
-        "HARNESS_WORKERS": ([], "not a whole number: 'nan'"),
+        "$HARNESS_HEARTBEAT_S": ([], "must be a positive number of seconds, not nan"),
+        "$HARNESS_FINISH_TRIES": ([], "not a whole number: 'nan'"),
+        "$HARNESS_PEAK_FLOPS": ([], "the peak must be a positive number of FLOP/s"),
+        "$HARNESS_WORKERS": ([], "not a whole number: 'nan'"),
     }[what]
     if what == "$HARNESS_DATA_DIR":
         monkeypatch.setenv("HARNESS_DATA_DIR", str(missing))
-    elif not what.startswith("-"):
-        monkeypatch.setenv(what, "nan")
-        what = None if what == "HARNESS_PEAK_FLOPS" else what   # HARNESS_PEAK_FLOPS='nan': ...
+    elif what.startswith("$"):
+        monkeypatch.setenv(what[1:], "nan")
     out = tmp_path / "results"
     for dry in (["--dry-run"], []):
         r = call_cli("slurm", suite, "--workers", "1", "--output-dir", out, *flags, *dry)
@@ -338,11 +337,14 @@ def test_input_every_array_task_would_fail_on_is_refused_before_the_script(tmp_p
 @pytest.mark.parametrize("value, expect", [
     ("abc", "not a number of seconds: 'abc'"), ("nan", "must be a non-negative number of seconds, not nan"),
     ("-1", "must be a non-negative number of seconds, not -1.0"), ("1e20", "must be at most 31536000 seconds"),
+    ("0", "must be at least 1 s (each poll is a squeue call to the Slurm controller), not 0"),
+    ("0.5", "must be at least 1 s (each poll is a squeue call to the Slurm controller), not 0.5"),
 ])
 def test_a_poll_interval_slurm_wait_cannot_sleep_is_refused_before_submitting(tmp_path, tiny_bert, value, expect,
                                                                               monkeypatch):
     """$HARNESS_SLURM_POLL_S was read bare once the job was submitted: 'abc' a traceback then, and nan, -1 or 1e20
-    time.sleep's traceback at the first poll (here a failing squeue), the job left running."""
+    time.sleep's traceback at the first poll (here a failing squeue), the job left running. 0 polled squeue in a
+    busy loop (4,488 calls of a fake squeue in 5 s): a floor of MIN_POLL_S."""
     suite = write_suite(tmp_path / "s.yaml", suite_text(tiny_bert, "s", "[bitfit]", "[rte]"))
     _fake_slurm(tmp_path, monkeypatch, sbatch='touch "$SUBMITTED"\necho 42\n',
                 squeue="echo 'squeue: error: Unable to contact slurm controller' >&2\nexit 1\n")
@@ -351,7 +353,7 @@ def test_a_poll_interval_slurm_wait_cannot_sleep_is_refused_before_submitting(tm
     out = tmp_path / "results"
     r = call_cli("slurm", suite, "--workers", "1", "--db", f"sqlite:///{tmp_path / 'h.db'}", "--output-dir", out,
                  "--wait")
-    assert_refused(r, expect, where="HARNESS_SLURM_POLL_S")
+    assert_refused(r, expect, where="$HARNESS_SLURM_POLL_S")
     assert not out.exists() and not (tmp_path / "submitted").exists(), "nothing written, nothing submitted"
 
 
@@ -778,6 +780,9 @@ def test_a_failing_squeue_is_retried_then_ends_wait_in_one_line(tmp_path, tiny_b
                        'then echo "squeue: error: Unable to contact slurm controller" >&2; exit 1; fi\n')
     monkeypatch.setenv("CALLS", str(tmp_path / "calls"))
     monkeypatch.setenv("FAILURES", str(failures))
+    from harness.launch import slurm as slurm_launch
+
+    monkeypatch.setattr(slurm_launch, "MIN_POLL_S", 0)   # the polls without the floor's waits
     monkeypatch.setenv("HARNESS_SLURM_POLL_S", "0")
     r = call_cli("slurm", suite, "--workers", "1", "--db", f"sqlite:///{tmp_path / 'h.db'}", "--output-dir",
                  tmp_path / "out", "--wait")

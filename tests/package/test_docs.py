@@ -602,9 +602,10 @@ def _constant(module: str, name: str):
 
 def test_the_other_numbers_the_docs_quote_are_the_constants():
     """As the stop signal's times above: each number the prose gives for a constant of the code (the board's reread
-    and refresh periods, the loop's sync interval, squeue and finish retries, the PostgreSQL connect timeout, the
-    lease defaults, compile's threshold, the grid cap, the tracker and pilot defaults) is that constant, wherever
-    the docs say it; a changed constant fails here until they say the new one."""
+    and refresh periods, the loop's sync interval, squeue and finish retries (the longest wait of the latter, the
+    poll's floor), the PostgreSQL connect timeout, the lease defaults, compile's threshold, the grid cap, the
+    tracker and pilot defaults) is that constant, wherever the docs say it; a changed constant fails here until
+    they say the new one."""
     text = " ".join("\n".join(p.read_text(encoding="utf-8") for p in DOCS).split())
     board, status = "harness/board/grid_page.py", "harness/spec/status.py"
     checks = [
@@ -618,6 +619,10 @@ def test_the_other_numbers_the_docs_quote_are_the_constants():
         (r"PostgreSQL connection \(psycopg\) gives up after (\d+) s", _constant("harness/store/engine.py",
                                                                                  "PG_CONNECT_TIMEOUT_S")),
         (r"\((\d+) tries over about a minute", _constant("harness/launch/attempt.py", "DEFAULT_FINISH_TRIES")),
+        (r"the first wait, doubled up to (\d+) minutes",
+         _constant("harness/launch/attempt.py", "MAX_RETRY_WAIT_S") / 60),
+        (r"`\$HARNESS_SLURM_POLL_S` seconds where set, at least (\d+)", _constant("harness/launch/slurm.py",
+                                                                                "MIN_POLL_S")),
         (r"`--heartbeat-s` \((\d+)\)", _constant(status, "DEFAULT_HEARTBEAT_S")),
         (r"`--lease-timeout-s` \((\d+);|\(default (\d+) s\) in the board",
          _constant(status, "DEFAULT_LEASE_TIMEOUT_S")),

@@ -327,6 +327,28 @@ def test_export_does_not_write_over_a_runs_saved_predictions(tmp_path):
     assert r.returncode == 0 and (tmp_path / "houlsby1" / "best.csv").read_text().startswith("suite,"), r.stderr
 
 
+def test_export_does_not_write_over_any_file_of_a_stored_run(tmp_path):
+    """Only a run's predictions were refused: `harness export -o RUN/record.json` (or its error.log, a file of its
+    adapter) wrote the CSV over it, exit 0. Every file already in a stored run's folder, at any depth and by a
+    link too, is refused in one line, nothing written; a new file there is written as anywhere."""
+    from tests.helpers import assert_refused
+
+    url = squad_store(tmp_path)
+    run = tmp_path / "houlsby1"
+    (run / "adapter").mkdir()
+    files = {run / "record.json": b'{"score": 45.0}\n', run / "error.log": b"Traceback ...\n",
+             run / "adapter" / "adapter_model.safetensors": b"weights"}
+    for path, content in files.items():
+        path.write_bytes(content)
+    (tmp_path / "link").symlink_to(run)
+    for out in [*files, tmp_path / "link" / "error.log"]:
+        assert_refused(call_cli("export", "--db", url, "-o", out),
+                       f"error: -o: {out} is a file of a stored run ({run}); writing the export there would destroy it")
+    assert {path: path.read_bytes() for path in files} == files
+    r = call_cli("export", "--db", url, "-o", run / "adapter" / "runs.csv")
+    assert r.returncode == 0 and (run / "adapter" / "runs.csv").read_text().startswith("id,suite,"), r.stderr
+
+
 OFFLINE_SQUAD = {"train": "file:/data/SQuAD/train-v1.1.json:sha256:"
                           "a229f4d76b8be65de2a492c5853dca626d80175b32d8aa37c5b21b62002a97d7",
                  "validation": "file:/data/SQuAD/dev-v1.1.json:sha256:"

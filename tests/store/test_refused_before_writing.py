@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 import os
 import socket
+import subprocess
+import sys
 
 import pytest
 
@@ -40,24 +42,27 @@ def test_run_checks_the_lease_timing_before_it_creates_the_store(tmp_path, suite
 
 
 @pytest.mark.parametrize("name, value, expect", [
-    ("HARNESS_HEARTBEAT_S", "0", "HARNESS_HEARTBEAT_S: must be a positive number of seconds, not 0.0"),
-    ("HARNESS_LEASE_TIMEOUT_S", "inf", "HARNESS_LEASE_TIMEOUT_S: must be a positive number of seconds, not inf"),
-    ("HARNESS_LEASE_TIMEOUT_S", "10", "HARNESS_LEASE_TIMEOUT_S (10) must be at least twice --heartbeat-s (30)"),
-    ("HARNESS_FINISH_TRIES", "abc", "HARNESS_FINISH_TRIES: not a whole number: 'abc'"),
-    ("HARNESS_FINISH_TRIES", "0", "HARNESS_FINISH_TRIES: must be at least 1 (got 0)"),
-    ("HARNESS_FINISH_BACKOFF_S", "abc", "HARNESS_FINISH_BACKOFF_S: not a number of seconds: 'abc'"),
-    ("HARNESS_FINISH_BACKOFF_S", "nan", "HARNESS_FINISH_BACKOFF_S: must be a non-negative number of seconds, not nan"),
-    ("HARNESS_FINISH_BACKOFF_S", "-1", "HARNESS_FINISH_BACKOFF_S: must be a non-negative number of seconds, not -1.0"),
-    ("HARNESS_FINISH_BACKOFF_S", "1e20", "HARNESS_FINISH_BACKOFF_S: must be at most 31536000 seconds (a year)"),
-    ("HARNESS_PEAK_FLOPS", "fast", "HARNESS_PEAK_FLOPS='fast': give FLOP/s as a number"),
-    ("HARNESS_PEAK_FLOPS", "inf", "HARNESS_PEAK_FLOPS='inf': the peak must be a positive number of FLOP/s"),
-    ("HARNESS_PEAK_FLOPS", "fp32=1e12", "HARNESS_PEAK_FLOPS='fp32=1e12': no precision 'fp32' (the precisions: no, "
-                                        "bf16, fp16)"),
-    ("HARNESS_PEAK_FLOPS", "bf16=1e12,no=x", "HARNESS_PEAK_FLOPS='bf16=1e12,no=x': give FLOP/s"),
-    ("HARNESS_PEAKS_FILE", "/", "HARNESS_PEAKS_FILE: / is a folder, not a file"),
-    ("HARNESS_PEAKS_FILE", "/proc/version/peaks.json", "HARNESS_PEAKS_FILE: /proc/version is a file, not a folder"),
-    ("LOCAL_WORLD_SIZE", "abc", "LOCAL_WORLD_SIZE: not a whole number: 'abc'"),
-    ("LOCAL_RANK", "abc", "LOCAL_RANK: not a whole number: 'abc'"),
+    ("HARNESS_HEARTBEAT_S", "0", "$HARNESS_HEARTBEAT_S: must be a positive number of seconds, not 0.0"),
+    ("HARNESS_LEASE_TIMEOUT_S", "inf", "$HARNESS_LEASE_TIMEOUT_S: must be a positive number of seconds, not inf"),
+    ("HARNESS_LEASE_TIMEOUT_S", "10", "$HARNESS_LEASE_TIMEOUT_S (10) must be at least twice --heartbeat-s (30)"),
+    ("HARNESS_FINISH_TRIES", "abc", "$HARNESS_FINISH_TRIES: not a whole number: 'abc'"),
+    ("HARNESS_FINISH_TRIES", "0", "$HARNESS_FINISH_TRIES: must be at least 1 (got 0)"),
+    ("HARNESS_FINISH_BACKOFF_S", "abc", "$HARNESS_FINISH_BACKOFF_S: not a number of seconds: 'abc'"),
+    ("HARNESS_FINISH_BACKOFF_S", "nan", "$HARNESS_FINISH_BACKOFF_S: must be a non-negative number of seconds, "
+                                      "not nan"),
+    ("HARNESS_FINISH_BACKOFF_S", "-1", "$HARNESS_FINISH_BACKOFF_S: must be a non-negative number of seconds, "
+                                     "not -1.0"),
+    ("HARNESS_FINISH_BACKOFF_S", "1e20", "$HARNESS_FINISH_BACKOFF_S: must be at most 31536000 seconds (a year)"),
+    ("HARNESS_PEAK_FLOPS", "fast", "$HARNESS_PEAK_FLOPS: not FLOP/s: 'fast'; give a number"),
+    ("HARNESS_PEAK_FLOPS", "inf", "$HARNESS_PEAK_FLOPS: the peak must be a positive number of FLOP/s, not 'inf'"),
+    ("HARNESS_PEAK_FLOPS", "fp32=1e12", "$HARNESS_PEAK_FLOPS: no precision 'fp32' in 'fp32=1e12' (the "
+                                        "precisions: no, bf16, fp16)"),
+    ("HARNESS_PEAK_FLOPS", "bf16=1e12,no=x", "$HARNESS_PEAK_FLOPS: not FLOP/s: 'bf16=1e12,no=x'"),
+    ("HARNESS_PEAKS_FILE", "/", "$HARNESS_PEAKS_FILE: / is a folder, not a file"),
+    ("HARNESS_PEAKS_FILE", "/proc/version/peaks.json", "$HARNESS_PEAKS_FILE: /proc/version is a file, not a "
+                                                     "folder"),
+    ("LOCAL_WORLD_SIZE", "abc", "$LOCAL_WORLD_SIZE: not a whole number: 'abc'"),
+    ("LOCAL_RANK", "abc", "$LOCAL_RANK: not a whole number: 'abc'"),
 ])
 def test_a_variable_the_workers_read_is_named_when_refused_before_anything_is_written(tmp_path, suite, monkeypatch,
                                                                                      name, value, expect):
@@ -72,7 +77,23 @@ def test_a_variable_the_workers_read_is_named_when_refused_before_anything_is_wr
     monkeypatch.setenv(name, value)
     before = listing(tmp_path)
     r = call_cli("run", suite, "--db", f"sqlite:///{tmp_path / 'h.db'}", "--output-dir", tmp_path / "out")
-    assert assert_refused(r, expect).startswith(f"error: {name}")
+    assert assert_refused(r, expect).startswith(f"error: ${name}")
+    assert listing(tmp_path) == before
+
+
+@pytest.mark.parametrize("master_addr", [None, "127.0.0.1"])
+def test_a_world_size_no_launcher_set_is_refused_before_anything_is_written(tmp_path, suite, monkeypatch,
+                                                                            master_addr):
+    """WORLD_SIZE=2 without a launcher (left in a shell, set by hand): plain `harness run` ended in accelerate's
+    ValueError traceback (MASTER_ADDR unset), the store created; with MASTER_ADDR set too it waited for a second
+    rank that never came (11 min, deaf to timeout's SIGTERM: a subprocess here, with a timeout)."""
+    for name in ("RANK", "MASTER_ADDR"):
+        monkeypatch.delenv(name, raising=False)
+    before = listing(tmp_path)
+    r = run_cli("run", suite, "--db", f"sqlite:///{tmp_path / 'h.db'}", "--output-dir", tmp_path / "out",
+                env={"WORLD_SIZE": "2", **({"MASTER_ADDR": master_addr} if master_addr else {})}, timeout=120)
+    assert_refused(r, "$WORLD_SIZE: 2 processes, but $RANK is unset: no launcher started this one",
+                   where="$WORLD_SIZE")
     assert listing(tmp_path) == before
 
 
@@ -88,13 +109,34 @@ def test_a_peaks_file_that_is_another_file_is_refused_and_left_as_it_was(tmp_pat
     monkeypatch.setenv("HARNESS_PEAKS_FILE", str(notes))
     before = listing(tmp_path)
     r = call_cli("run", suite, "--db", f"sqlite:///{tmp_path / 'h.db'}", "--output-dir", tmp_path / "out")
-    assert_refused(r, f"HARNESS_PEAKS_FILE: {notes} is not a peaks cache", where="HARNESS_PEAKS_FILE")
+    assert_refused(r, f"$HARNESS_PEAKS_FILE: {notes} is not a peaks cache", where="$HARNESS_PEAKS_FILE")
     assert listing(tmp_path) == before and notes.read_text() == text
 
 
+def test_a_large_file_named_as_the_peaks_cache_is_refused_unread(tmp_path, suite):
+    """The check of HARNESS_PEAKS_FILE read the file whole: a 400 MB file named by mistake took 870 MB of memory
+    (51 MB for a small one), a multi-GB one as much again. One larger than any cache is refused unread. (A
+    sparse file: no disk used. The process copies its /proc status, with its peak memory, into a file.)"""
+    big = tmp_path / "big.bin"
+    with open(big, "wb") as f:
+        f.truncate(512 << 20)
+    rss = tmp_path / "rss"
+    # VmHWM, not ru_maxrss: a forked child's ru_maxrss starts at its parent's (pytest's, with torch loaded)
+    script = ("import shutil, sys\nfrom harness.cli import main\ntry:\n    code = main(sys.argv[2:])\nfinally:\n"
+              "    shutil.copy('/proc/self/status', sys.argv[1])\nraise SystemExit(code)\n")
+    r = subprocess.run([sys.executable, "-c", script, str(rss), "run", str(suite), "--db",
+                        f"sqlite:///{tmp_path / 'h.db'}", "--output-dir", str(tmp_path / "out")],
+                       capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "PYTHONPATH": str(ROOT), "HARNESS_PEAKS_FILE": str(big)})
+    assert_refused(r, f"$HARNESS_PEAKS_FILE: {big} is not a peaks cache", where="$HARNESS_PEAKS_FILE")
+    (peak,) = [int(line.split()[1]) for line in rss.read_text().splitlines() if line.startswith("VmHWM:")]   # kB
+    assert peak < 256 << 10, f"peak memory {peak >> 10} MB"
+    assert not (tmp_path / "out").exists() and not (tmp_path / "h.db").exists()
+
+
 @pytest.mark.parametrize("name, value, expect", [
-    ("HARNESS_PEAKS_FILE", "notes", "HARNESS_PEAKS_FILE: NOTES is not a peaks cache (a JSON file)"),
-    ("HARNESS_PEAK_FLOPS", "fast", "HARNESS_PEAK_FLOPS='fast': give FLOP/s as a number"),
+    ("HARNESS_PEAKS_FILE", "notes", "$HARNESS_PEAKS_FILE: NOTES is not a peaks cache (a JSON file)"),
+    ("HARNESS_PEAK_FLOPS", "fast", "$HARNESS_PEAK_FLOPS: not FLOP/s: 'fast'; give a number"),
 ])
 def test_a_pilot_refuses_the_peak_variables_before_it_trains(tmp_path, suite, small_glue, monkeypatch, name, value,
                                                              expect):
@@ -299,7 +341,7 @@ def test_board_refuses_a_lease_timeout_its_grid_page_cannot_read(tmp_path, monke
         taken.listen()
         assert_refused(call_cli("board", "--port", str(taken.getsockname()[1]), "--db",
                                 f"sqlite:///{tmp_path / 'none.db'}"),
-                       "HARNESS_LEASE_TIMEOUT_S: not a number of seconds: 'abc'", where="HARNESS_LEASE_TIMEOUT_S")
+                       "$HARNESS_LEASE_TIMEOUT_S: not a number of seconds: 'abc'", where="$HARNESS_LEASE_TIMEOUT_S")
     assert listing(tmp_path) == {}
 
 
@@ -318,7 +360,7 @@ def test_a_lease_timeout_that_never_expires_is_refused_by_status(tmp_path, suite
     db = ["--db", f"sqlite:///{tmp_path / 'h.db'}"]
     assert_refused(call_cli("status", suite, *db, "--lease-timeout-s", "inf"), "--lease-timeout-s")
     r = run_cli("status", suite, *db, env={"HARNESS_LEASE_TIMEOUT_S": "abc"})
-    assert_refused(r, "HARNESS_LEASE_TIMEOUT_S: not a number of seconds")
+    assert_refused(r, "$HARNESS_LEASE_TIMEOUT_S: not a number of seconds", where="$HARNESS_LEASE_TIMEOUT_S")
     assert not (tmp_path / "h.db").exists()
 
 

@@ -80,6 +80,38 @@ def test_the_revisions_read_from_the_migration_files_are_the_ones_alembic_reads(
     assert known_revisions() == ({s.revision for s in scripts.walk_revisions()}, scripts.get_current_head())
 
 
+def test_alembic_run_by_hand_waits_for_a_worker_s_write_lock(tmp_path):
+    """`alembic upgrade head` on a store (the migrations' env.py given a URL, not the store's connection) made its
+    own engine with the SQLite driver's 5 s busy timeout: while a worker held the write lock 15 s it failed with
+    "database is locked" after 5 s, where Store's own migration waited and migrated. It uses the store's engine
+    now (its busy timeout, 30 s). The lock is held 7 s here, by another process."""
+    import subprocess
+    import sys
+
+    from alembic import command
+
+    from harness.store.schema import _migrations
+
+    db = tmp_path / "h.db"
+    cfg, scripts = _migrations()
+    cfg.set_main_option("sqlalchemy.url", f"sqlite:///{db}")
+    command.upgrade(cfg, scripts.get_revision(scripts.get_current_head()).down_revision)   # one behind
+    held = tmp_path / "held"
+    holder = subprocess.Popen([sys.executable, "-c", "import sqlite3, sys, time, pathlib\n"
+                               "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+                               "c.execute('BEGIN IMMEDIATE')\npathlib.Path(sys.argv[2]).touch()\ntime.sleep(7)\n"
+                               "c.execute('COMMIT')\n", str(db), str(held)])
+    try:
+        deadline = time.time() + 60
+        while not held.exists() and time.time() < deadline:
+            time.sleep(0.05)
+        command.upgrade(cfg, "head")
+    finally:
+        holder.wait(timeout=60)
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("select version_num from alembic_version").fetchall() == [(scripts.get_current_head(),)]
+
+
 def test_a_read_only_command_imports_no_alembic(tmp_path):
     """Only a writer migrates: asking Alembic which revisions there are cost each read ~0.25 s (its imports, then
     each migration file's)."""
