@@ -10,6 +10,7 @@ one worker.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shlex
 import sys
@@ -281,6 +282,7 @@ def _run_suite(store: Store | None, suite: Suite, db_url: str | None, data_dir: 
         how = {Status.RUNNING: ", taking over a stale lease", Status.FAILED: ", retrying a failure"}.get(
             claim.previous_status, "")
         suite_bar.write(f"cell {cell.key}: {cell.label} (attempt {claim.attempt}{how})")
+        _freeze_libraries()   # (once per process)
         t0 = time.perf_counter()
         broken = hung = False   # another rank's process ended, or timed out (harness.launch.broken_group)
         try:
@@ -590,9 +592,46 @@ def leave_process_group(code: int = 0) -> None:
         dist.destroy_process_group()
 
 
+@functools.lru_cache(maxsize=1)
+def _freeze_libraries() -> None:
+    """Before this process's first cell: the libraries every cell imports (transformers and its auto classes,
+    which bring its generation code, scikit-learn and SciPy; datasets) imported, and every object the process
+    holds then frozen out of later collections (gc.freeze), as _release_memory freezes what survives the first
+    cell. Without it the first cell's three full collections as it ends (accelerate's free_memory,
+    CellRun._release, _release_memory) each walked them: ~500,000 objects, 0.2-0.3 s each on a 2-core AMD EPYC.
+    The collector is off while they import (gc.freeze's documented pattern): its automatic full collections walked
+    the process's objects three times more (~0.5 s), to find ~6,000 objects of the imports' garbage, frozen with
+    the rest instead, once. What is frozen is the process's own (modules, the store, the suite, the run context)
+    and still freed when its last reference goes. An import that fails is left to the cell: its own import raises
+    it again, and it is recorded as the cell's failure."""
+    import gc
+    import importlib
+
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        try:
+            importlib.import_module("datasets")
+            getattr(importlib.import_module("transformers"), "AutoTokenizer")   # (a lazy module: the name imports it)
+        except Exception:   # noqa: BLE001 -- see above
+            pass
+        gc.freeze()
+    finally:
+        if enabled:
+            gc.enable()
+
+
+@functools.lru_cache(maxsize=1)
+def _freeze_first_cell_leftovers() -> None:
+    import gc
+
+    gc.freeze()
+
+
 def _release_memory() -> None:
     """After each cell: what it left in reference cycles collected; after this process's first cell, what
-    survives frozen out of every later collection (gc.freeze).
+    survives frozen out of every later collection (gc.freeze; the libraries were frozen before it:
+    _freeze_libraries).
 
     Why freeze: a full collection walks every object the collector tracks, and once a cell has run that is about
     470,000 (torch's, transformers', adapters' and the store's modules, classes and caches, most of them imported
@@ -607,8 +646,7 @@ def _release_memory() -> None:
     import torch
 
     gc.collect()
-    if gc.get_freeze_count() == 0:
-        gc.freeze()
+    _freeze_first_cell_leftovers()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
 

@@ -25,7 +25,6 @@ from harness.report.throughput import (MATCH_LEVELS, UNCERTAINTY_FLOOR, CellPlan
                                        precision_key, regime_key, stored_observations, task_kind, timed_passes)
 from harness.report.text import checkpoint_step
 from harness.spec.cell import budget_text
-from harness.stats.selection import evaluation_key
 from harness.spec.methods import FEATURE_ROLES
 from harness.spec.status import CellState, Regime, Status
 
@@ -280,6 +279,7 @@ def rows_beside(store, suite: str, keys) -> tuple[int, int, list[str]]:
     parts of a cell, not cells."""
     from sqlalchemy import select
 
+    from harness.stats.selection import evaluation_key   # (pandas: only where a store's rows are read)
     from harness.store.schema import RunRecord as R
 
     if store is None or not store.columns():
