@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -724,26 +723,21 @@ def test_preempted_worker_requeues_and_resumes_with_the_uninterrupted_metric(tmp
     ref_suite = write_suite(tmp_path / "ref.yaml", suite_text(tiny_bert, "ref", methods, "[rte]", budget, hp))
     suite = write_suite(tmp_path / "p.yaml", suite_text(tiny_bert, "p", methods, "[rte]", budget, hp))
     db, out = f"sqlite:///{tmp_path / 'h.db'}", tmp_path / "out"
-    # the uninterrupted reference trains while the job is submitted, started and requeued (it ran first, alone)
-    ref = subprocess.Popen([sys.executable, "-m", "harness", "run", str(ref_suite), "--db", db, "--output-dir",
-                            str(out), "--data-dir", str(small_glue), "--no-progress"],
-                           env={**os.environ, "PYTHONPATH": str(ROOT)}, stderr=subprocess.PIPE, text=True)
-    try:
-        job, log = _submitted_and_training(slurm, "p", suite, db, out, small_glue)
-        sig = slurm.run("scancel", "--signal=USR2", "--full", f"{job}_0")
-        assert sig.returncode == 0, sig.stderr
-
-        deadline, expedited = time.time() + 600, False
-        while time.time() < deadline and slurm.run("squeue", "-h", "-j", job).stdout.strip():
-            if not expedited and _job_fields(slurm, f"{job}_0").get("Reason") == "BeginTime":
-                # requeued (by the worker: its log says so below): Slurm holds a requeued job for cred_expire (30 s
-                # here) before it may start again, a wait that is Slurm's, not the harness's: it may start now
-                expedited = slurm.run("scontrol", "update", f"JobId={job}_0", "StartTime=now").returncode == 0
-            time.sleep(0.5)
-    finally:
-        ref_err = ref.communicate(timeout=600)[1]
-    assert ref.returncode == 0, ref_err[-3000:]
+    ref = run_cli("run", ref_suite, "--db", db, "--output-dir", out, "--data-dir", small_glue, "--no-progress")
+    assert ref.returncode == 0, ref.stderr[-3000:]
     (ref_row,) = Store(db).records("ref")
+
+    job, log = _submitted_and_training(slurm, "p", suite, db, out, small_glue)
+    sig = slurm.run("scancel", "--signal=USR2", "--full", f"{job}_0")
+    assert sig.returncode == 0, sig.stderr
+
+    deadline, expedited = time.time() + 600, False
+    while time.time() < deadline and slurm.run("squeue", "-h", "-j", job).stdout.strip():
+        if not expedited and _job_fields(slurm, f"{job}_0").get("Reason") == "BeginTime":
+            # requeued (by the worker: its log says so below): Slurm holds a requeued job for cred_expire (30 s
+            # here) before it may start again, a wait that is Slurm's, not the harness's: it may start now
+            expedited = slurm.run("scontrol", "update", f"JobId={job}_0", "StartTime=now").returncode == 0
+        time.sleep(0.5)
     text = log.read_text()
     assert not slurm.run("squeue", "-h", "-j", job).stdout.strip(), text[-4000:]
     assert "SIGUSR2 received" in text and "checkpointed" in text and "scontrol requeue" in text, text[-4000:]
