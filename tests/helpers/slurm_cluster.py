@@ -38,8 +38,9 @@ SlurmUser=root
 SlurmctldPort={ctld_port}
 SlurmdPort={slurmd_port}
 AuthType=auth/munge
-# cred_expire: also how long a requeued job waits before it may start again (slurm.conf(5); 120 s by default, two
-# idle minutes in the preemption test); 30 s still leaves a batch step's launch ample time on a loaded machine
+# cred_expire: also how long a requeued job waits before it may start again (slurm.conf(5); 120 s by default; the
+# preemption test lets its requeued job start at once); 30 s still leaves a batch step's launch ample time on a
+# loaded machine
 AuthInfo=socket={munge_socket},cred_expire=30
 CryptoType=crypto/munge
 StateSaveLocation={root}/state

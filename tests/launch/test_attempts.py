@@ -231,8 +231,9 @@ def own_pg():
 def _worker_through_an_outage(tmp_path, own_pg, script, suite, db, data, env, reached, down, lasting: bool,
                               timeout_s: float):
     """A worker (`script`: a harness entry point that touches `reached` where the outage is to begin, then waits
-    there until `down` exists) run on the suite; PostgreSQL paused once `reached` exists, and resumed 2 s later
-    (not `lasting`: the first tries fail) or after the worker ended. (process, its stderr)."""
+    there until `down` exists) run on the suite; PostgreSQL paused once `reached` exists, and resumed 1 s later
+    (not `lasting`: the first two tries fail, 0.5 s apart at HARNESS_FINISH_BACKOFF_S=0.5) or after the worker
+    ended. (process, its stderr)."""
     cmd = [sys.executable, "-c", script, "run", str(suite), "--db", db, "--output-dir", str(tmp_path / "out"),
            "--data-dir", str(data), "--no-progress"]
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -243,7 +244,7 @@ def _worker_through_an_outage(tmp_path, own_pg, script, suite, db, data, env, re
     own_pg.pause()
     down.touch()
     if not lasting:
-        time.sleep(2.0)
+        time.sleep(1.0)
         own_pg.resume()
     _, err = proc.communicate(timeout=timeout_s)
     if lasting:
@@ -284,7 +285,9 @@ def test_store_outage_during_finish(tmp_path, tiny_bert, small_glue, own_pg, las
     assert rec["status"] == Status.COMPLETED and rec["cell_key"] == row.cell_key and rec["score"] is not None
     assert (path.parent / layout.PREDICTIONS).is_file() and (path.parent / layout.ADAPTER).is_dir()
     assert _rescore(path.parent, row) == pytest.approx(rec["score"])
-    time.sleep(2.5)
+    store, deadline = Store(db), time.time() + 60   # until the lease is stale (the heartbeats stopped with the server)
+    while row.cell_key not in store.stale_keys("a", 2) and time.time() < deadline:
+        time.sleep(0.1)
     loaded = run_cli("ingest", out, "--db", db, cwd=tmp_path, env={"HARNESS_LEASE_TIMEOUT_S": "2"})
     assert loaded.returncode == 0, loaded.stdout + loaded.stderr
     (row,) = Store(db).records("a")
@@ -345,21 +348,22 @@ def test_a_finish_retried_past_the_lease_timeout_keeps_its_lease(tmp_path, tiny_
     full, failing = tmp_path / "full", tmp_path / "failing"
     full.touch()
     timing = {"HARNESS_HEARTBEAT_S": "0.5", "HARNESS_LEASE_TIMEOUT_S": "3", "HARNESS_FINISH_TRIES": "12",
-              "HARNESS_FINISH_BACKOFF_S": "0.25"}   # tries every 0.25 * 2^i s: well past the timeout in all
+              "HARNESS_FINISH_BACKOFF_S": "0.1"}   # tries every 0.1 * 2^i s: well past the timeout in all
     cmd = [sys.executable, "-c", FULL_DISK, "run", str(suite), "--db", db, "--output-dir", str(tmp_path / "out"),
            "--data-dir", str(small_glue), "--no-progress"]
     a = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          env={**os.environ, "PYTHONPATH": str(ROOT), "DISK_FULL": str(full), "FAILING": str(failing),
                               **timing})
+    seen_a = _wait_for_claims(a, 1)
+    b = start_worker(tmp_path, suite, db, small_glue, env=timing)   # it starts while A trains (A holds the cell)
+    seen_b = read_stderr_until(b, "waiting for the cells other workers are running", "(attempt ")
     deadline = time.time() + 600
     while not failing.exists():
-        assert a.poll() is None and time.time() < deadline, a.communicate()[1][-3000:]
+        assert a.poll() is None and time.time() < deadline, seen_a + a.communicate()[1][-3000:]
         time.sleep(0.1)
-    b = start_worker(tmp_path, suite, db, small_glue, env=timing)
-    seen_b = read_stderr_until(b, "waiting for the cells other workers are running", "(attempt ")
-    time.sleep(4)   # B keeps looking (every second) for longer than the lease timeout
+    time.sleep(4)   # B keeps looking (every second) while A's tries fail, for longer than the lease timeout
     full.unlink()
-    err_a = a.communicate(timeout=600)[1]
+    err_a = seen_a + a.communicate(timeout=600)[1]
     err_b = seen_b + b.communicate(timeout=600)[1]
     assert "recording failed" in err_a, err_a[-3000:]
     assert a.returncode == 0 and b.returncode == 0, (err_a[-3000:], err_b[-3000:])

@@ -419,21 +419,25 @@ def test_a_rank_killed_mid_cell_fails_the_cell_keeps_its_checkpoint_and_stops_th
     assert left.status == "pending" and left.attempts == 0   # the worker ran no further cell
 
 
-# harness/run.py with the DDP group's timeout cut to {t} s, whose rank 1 hangs (alive, not ended) at its N-th
-# optimizer step for longer than that. The hung rank dies of a SIGTERM (its stop handler set back to the default):
-# the launcher sends one only once rank 0 has ended, and would otherwise wait its 30 s grace to SIGKILL it.
+# harness/run.py with the DDP group's timeout cut to 30 s (it also bounds the set-up's collectives, where rank 1 waits
+# for rank 0 to tokenize: a short one fails a slow machine there), and to {t} s by rank 0 at its N-th optimizer step,
+# where rank 1 hangs (alive, not ended) for longer than that (30 s waited out were most of the test's time). The hung
+# rank dies of a SIGTERM (its stop handler set back to the default): the launcher sends one only once rank 0 has
+# ended, and would otherwise wait its 30 s grace to SIGKILL it.
 HANG_RANK_1 = """
 import datetime, os, signal, sys, time
 import torch.distributed.distributed_c10d as c10d
 from harness.cli import main
 from harness.train import preempt
-c10d.default_pg_timeout = datetime.timedelta(seconds={t})   # torch's default for gloo: 30 minutes
+c10d.default_pg_timeout = datetime.timedelta(seconds=30)   # torch's default for gloo: 30 minutes
 real, calls = preempt.requested, [0]
 def requested():
     calls[0] += 1
     if calls[0] == {n} and os.environ.get("RANK") == "1":
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         time.sleep({sleep})   # a stalled file system, a deadlock
+    elif calls[0] == {n}:
+        c10d._set_pg_timeout(datetime.timedelta(seconds={t}))
     return real()
 preempt.requested = requested
 raise SystemExit(main(["run", *sys.argv[1:]]))
@@ -450,8 +454,7 @@ def test_a_hung_rank_times_the_group_out_and_the_worker_says_so(tmp_path, tiny_b
 
     suite = write_suite(tmp_path / "s.yaml", "name: ddp-hang" + lora_suite(tiny_bert))
     script = tmp_path / "hang.py"
-    # (30 s: the group's timeout also bounds the setup's collectives, where rank 1 waits for rank 0 to tokenize)
-    script.write_text(HANG_RANK_1.format(t=30, n=3, sleep=100))
+    script.write_text(HANG_RANK_1.format(t=5, n=3, sleep=100))
     proc = launch(tmp_path, suite, small_glue, script=script)
     err = proc.stderr
     assert "[rank0]: Traceback" not in err, err[-3000:]
@@ -463,23 +466,25 @@ def test_a_hung_rank_times_the_group_out_and_the_worker_says_so(tmp_path, tiny_b
     first = rec.error.splitlines()[0]
     assert first.startswith("GroupBroken: another rank did not join a collective within the DDP group's "
                             "timeout"), first
-    assert "Timed out waiting 30000ms" in rec.error   # its cause
+    assert "Timed out waiting 5000ms" in rec.error   # its cause
 
 
-# harness/run.py with the DDP group's timeout cut to {t} s, whose rank 1 hangs after its first cell, between cells
-# (dying of the launcher's SIGTERM, as HANG_RANK_1's does)
+# harness/run.py with the DDP group's timeout cut to 30 s, and to {t} s by rank 0 after its first cell, whose rank 1
+# hangs then, between cells (dying of the launcher's SIGTERM, as HANG_RANK_1's does)
 HANG_RANK_1_BETWEEN_CELLS = """
 import datetime, os, signal, sys, time
 import torch.distributed.distributed_c10d as c10d
 import harness.launch.runner as runner
 from harness.cli import main
-c10d.default_pg_timeout = datetime.timedelta(seconds={t})
+c10d.default_pg_timeout = datetime.timedelta(seconds=30)
 real = runner._release_memory
 def release():
     real()
     if os.environ.get("RANK") == "1":
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         time.sleep({sleep})   # before its next claim's broadcast: a stalled file system, a deadlock
+    else:
+        c10d._set_pg_timeout(datetime.timedelta(seconds={t}))
 runner._release_memory = release
 raise SystemExit(main(["run", *sys.argv[1:]]))
 """
@@ -492,7 +497,7 @@ def test_a_rank_hung_between_cells_is_told_as_a_hang(tmp_path, tiny_bert, small_
     suite = write_suite(tmp_path / "s.yaml", "name: ddp-hang2" + lora_suite(tiny_bert, methods=", full",
                                                                             budget="max_steps: 2"))
     script = tmp_path / "hang.py"
-    script.write_text(HANG_RANK_1_BETWEEN_CELLS.format(t=20, sleep=60))
+    script.write_text(HANG_RANK_1_BETWEEN_CELLS.format(t=5, sleep=60))
     proc = launch(tmp_path, suite, small_glue, script=script)
     err = proc.stderr
     assert "this worker stops (exit 6)" in err, err[-3000:]
@@ -575,16 +580,22 @@ hparams: {{batch_size: 4, eval_batch_size: 4}}
 
 
 # harness/run.py with the DDP group's timeout scaled down from torch's 30 minutes to 5 s, and an ablation that
-# takes 10 s (a large dev set's every span of layers)
+# lasts until rank 1's process has ended, 10 s at most (a large dev set's every span of layers): past the group's
+# timeout wherever rank 1 still waits for rank 0, over at once where it does not (a fixed 10 s was waited out)
 SLOW_ABLATION = """
-import datetime, sys, time
+import atexit, datetime, os, sys, time
 import torch.distributed.distributed_c10d as c10d
 c10d.default_pg_timeout = datetime.timedelta(seconds=5)
 from harness.analysis import ablate
 from harness.cli import main
+ended = os.path.join({folder!r}, "rank-1-ended")
+if os.environ["RANK"] == "1":
+    atexit.register(lambda: open(ended, "w").close())
 real = ablate.ablate
 def slow(*args, **kwargs):
-    time.sleep(10)
+    deadline = time.monotonic() + 10
+    while not os.path.exists(ended) and time.monotonic() < deadline:
+        time.sleep(0.05)
     return real(*args, **kwargs)
 ablate.ablate = slow
 raise SystemExit(main(["run", *sys.argv[1:]]))
@@ -607,7 +618,7 @@ hparams: {{batch_size: 4, eval_batch_size: 4}}
 ablate: [{{task: rte, method: houlsby}}]
 """)
     script = tmp_path / "slow.py"
-    script.write_text(SLOW_ABLATION)
+    script.write_text(SLOW_ABLATION.format(folder=str(tmp_path)))
     proc = launch(tmp_path, suite, small_glue, script=script)
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     store = Store(f"sqlite:///{tmp_path / 'h.db'}")
