@@ -313,6 +313,22 @@ raise SystemExit(main(sys.argv[1:]))
 """
 
 
+# The second worker of the finish-retry test: its start-up (the libraries every worker imports) while A trains, its
+# first claim only once A's tries are failing. A claim any earlier found A's lease stale whenever A's heartbeats
+# missed the test's 3 s lease timeout in training, on a loaded machine: B trained the cell too ([3] == [1], twice
+# in a row with the full suite running beside), which is no failure of the finish's renewal under test.
+CLAIMS_ONCE_FAILING = """
+import os, sys, time
+from pathlib import Path
+import datasets, torch, transformers.models.auto   # noqa: F401
+import harness.launch.runner   # noqa: F401
+while not Path(os.environ["FAILING"]).exists():
+    time.sleep(0.05)
+from harness.cli import main
+raise SystemExit(main(sys.argv[1:]))
+"""
+
+
 @pytest.mark.parametrize("tries, backoff, waits", [
     ("5", "4", [4, 8, 16, 32]),                        # the default's
     ("12", "4", [4, 8, 16, 32, 64, 128, 256] + [300] * 4),   # MAX_RETRY_WAIT_S
@@ -355,12 +371,15 @@ def test_a_finish_retried_past_the_lease_timeout_keeps_its_lease(tmp_path, tiny_
                          env={**os.environ, "PYTHONPATH": str(ROOT), "DISK_FULL": str(full), "FAILING": str(failing),
                               **timing})
     seen_a = _wait_for_claims(a, 1)
-    b = start_worker(tmp_path, suite, db, small_glue, env=timing)   # it starts while A trains (A holds the cell)
-    seen_b = read_stderr_until(b, "waiting for the cells other workers are running", "(attempt ")
+    # B starts while A trains (A holds the cell), and claims once A's tries fail
+    b = subprocess.Popen([sys.executable, "-c", CLAIMS_ONCE_FAILING, *cmd[3:]], cwd=tmp_path, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT), "FAILING": str(failing), **timing})
     deadline = time.time() + 600
     while not failing.exists():
         assert a.poll() is None and time.time() < deadline, seen_a + a.communicate()[1][-3000:]
         time.sleep(0.1)
+    seen_b = read_stderr_until(b, "waiting for the cells other workers are running", "(attempt ")
     time.sleep(4)   # B keeps looking (every second) while A's tries fail, for longer than the lease timeout
     full.unlink()
     err_a = seen_a + a.communicate(timeout=600)[1]
