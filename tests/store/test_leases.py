@@ -14,6 +14,7 @@ import time
 import pytest
 
 from tests.helpers import ROOT
+from tests.helpers.clock import skew_clock
 from harness.spec.status import Status
 from harness.store import lease, queue
 from harness.store.db import Store
@@ -121,17 +122,6 @@ def test_a_worker_without_host_identity_never_judges_a_process_gone(tmp_path, db
     worker = lease.current_worker()
     assert worker.host_id is None
     assert Store(db_url).claim_next(suite, keys, worker, lease_timeout_s=3600) is None
-
-
-def skew_clock(monkeypatch, hours: float) -> None:
-    """This process's clock (every harness use of it) runs `hours` off."""
-    real = dt.datetime.now
-
-    def utcnow():
-        return real(dt.timezone.utc).replace(tzinfo=None) + dt.timedelta(hours=hours)
-
-    for module in (lease, queue):
-        monkeypatch.setattr(module, "utcnow", utcnow)
 
 
 def test_a_skewed_worker_clock_neither_expires_a_live_lease_nor_keeps_a_dead_one(tmp_path, db_url, monkeypatch):

@@ -5,28 +5,17 @@ server."""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import re
 
 from sqlalchemy import update
 
+from tests.helpers.clock import skew_clock
 from tests.helpers.cli import call_cli
 from harness.plan.suite import load_suite
 from harness.store import lease, queue
 from harness.store.db import Store
 from harness.store.schema import RunRecord
-
-
-def skewed(monkeypatch, hours: float) -> None:
-    """This process's clock (every harness use of it) runs `hours` off."""
-    real = dt.datetime.now
-
-    def utcnow():
-        return real(dt.timezone.utc).replace(tzinfo=None) + dt.timedelta(hours=hours)
-
-    for module in (lease, queue):
-        monkeypatch.setattr(module, "utcnow", utcnow)
 
 
 def test_status_ages_a_lease_on_the_database_clock(tmp_path, db_url, monkeypatch):
@@ -45,7 +34,7 @@ def test_status_ages_a_lease_on_the_database_clock(tmp_path, db_url, monkeypatch
             started_at=queue.db_now(-600), heartbeat_at=queue.db_now(-600)))
     store.engine.dispose()
     for hours in (2, -2):
-        skewed(monkeypatch, hours)
+        skew_clock(monkeypatch, hours)
         proc = call_cli("status", path, "--db", db_url, "--json", "--lease-timeout-s", "3600")
         assert proc.returncode == 0, proc.stderr
         (held,) = json.loads(proc.stdout)["running"]
