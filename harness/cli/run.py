@@ -6,7 +6,7 @@ import sys
 
 from harness.cli.common import (add_cache_dir, add_data_dir, add_db, add_lease_timeout, add_max_cells, add_output_dir,
                                 add_suite, check_worker_variables, check_workers, positive_int)
-from harness.spec.errors import InputError
+from harness.spec.errors import EXIT_GROUP_BROKEN, InputError
 from harness.spec.status import DEFAULT_CPU_WORKERS, DEFAULT_HEARTBEAT_S
 
 HELP = "train and evaluate every cell of a suite that is not done yet"
@@ -99,6 +99,8 @@ def run(args) -> int:
 
     code = run_suite(suite, show_progress=not args.no_progress, **run_kwargs)
     leave_process_group(code)
+    if code == EXIT_GROUP_BROKEN:
+        preempt.ignore()   # decided: the launcher's SIGTERM (another rank ended) must not turn exit 6 into -15
     return code
 
 

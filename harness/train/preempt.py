@@ -41,6 +41,15 @@ def install() -> None:
         signal.signal(sig, _handler)
 
 
+def ignore() -> None:
+    """Stop signals ignored from now on: for a worker that has decided how it ends (its DDP group broke: exit 6)
+    and only shuts down. The launcher SIGTERMs the ranks left once it sees one end; a SIGTERM that came while the
+    interpreter was finalizing, which puts Python-level handlers back to the default (but leaves SIG_IGN), killed
+    the process (-15 in the launcher's table) after it had chosen its exit code."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+
+
 def requested() -> bool:
     return bool(_received)
 
