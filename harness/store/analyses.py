@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from harness.spec.errors import EXIT_FAILED, InputError
 from harness.spec.status import DEFAULT_LEASE_TIMEOUT_S, Status
 from harness.store.lease import Worker, utcnow
-from harness.store.queue import db_now, stale_lease
+from harness.store.queue import db_now, stale_lease, started_on_db_clock
 from harness.store.schema import RUN_COLUMNS, AnalysisRecord as A, RunRecord
 
 SUITE_WORK = "suite"   # work_item of the analyses a suite asks for (end of suite); NULL: asked for by hand
@@ -98,11 +98,9 @@ class Analyses:
                         run_id=run_id, suite=suite, kind=kind, work_item=SUITE_WORK, payload={}, created_at=now,
                         **lease)).inserted_primary_key[0]
                 else:
-                    # a failure is tried again by a worker started after it: never by the worker that failed it;
-                    # by another one where it failed longer ago than that worker's age (its own clock, read here
-                    # under the write lock so that the wait for it does not count) on the database's clock
-                    age_s = max((utcnow() - worker.started_at).total_seconds(), 0.0) if worker.started_at else 0.0
-                    retry = ((A.status == Status.FAILED.value) & (A.heartbeat_at < db_now(-age_s))
+                    # a failure is tried again by a worker started after it (on the database's clock, as a
+                    # cell's --retry-failed): never by the worker that failed it
+                    retry = ((A.status == Status.FAILED.value) & (A.heartbeat_at < started_on_db_clock(conn, worker))
                              & or_(A.worker_id.is_(None), A.worker_id != worker.worker_id))
                     taken = conn.execute(update(A).where(A.id == row_id, or_(stale_lease(lease_timeout_s, A), retry))
                                          .values(**lease)).rowcount

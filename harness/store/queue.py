@@ -93,7 +93,7 @@ def stale_lease(lease_timeout_s: float, table=R):
                 or_(table.heartbeat_at.is_(None), table.heartbeat_at < db_now(-lease_timeout_s)))
 
 
-def _started_on_db_clock(conn, worker: Worker) -> dt.datetime:
+def started_on_db_clock(conn, worker: Worker) -> dt.datetime:
     """When `worker` started, on the database's clock: its age on its own clock taken from the database's time.
     Read inside the claim's transaction, once any wait for the write lock is over, and the database first: the
     later local reading can only make the age longer and the start earlier, so a failure the worker made itself
@@ -201,7 +201,7 @@ class WorkQueue:
         with self._write() as conn:
             if retry_failed:
                 claimable.append(and_(R.status == Status.FAILED.value,
-                                      or_(R.finished_at.is_(None), R.finished_at < _started_on_db_clock(conn, worker))))
+                                      or_(R.finished_at.is_(None), R.finished_at < started_on_db_clock(conn, worker))))
             claimable = or_(*claimable)
             row = None
             for chunk in chunks(list(keys)):
