@@ -205,7 +205,7 @@ def _rank(record: dict | None) -> int:
 
 def promote(attempt_dir: str, cell_dir: str, sweep: bool = True) -> bool:
     """Move the attempt's files into the cell folder (replacing what is there), record.json last; then the
-    attempt folder goes and, with `sweep`, every other attempt folder of the cell (lost or killed attempts).
+    attempt folder goes and, with `sweep`, the folders of the cell's earlier attempts (lost or killed ones).
     Under the cell folder's lock; False when nothing moved: the attempt folder holds no record.json any more
     (another worker moved it meanwhile: settle), or the cell folder's record outranks it (_move_in)."""
     with locked(cell_dir):
@@ -235,9 +235,18 @@ def _move_in(attempt_dir: str, cell_dir: str, sweep: bool) -> bool:
     atomic._fsync_dir(cell_dir)
     discard(attempt_dir)
     if sweep:
-        for other in layout.attempt_dirs(cell_dir):
-            discard(other)
+        _sweep_earlier(cell_dir, layout.attempt_number(attempt_dir))
     return True
+
+
+def _sweep_earlier(cell_dir: str, attempt: int | None) -> None:
+    """Remove the folders of the cell's attempts before `attempt` (lost or killed ones). A later attempt's folder
+    stays: a claim made after this attempt's commit (--retry-failed took its failure while this worker stalled
+    before its moves) may be training into it now."""
+    for other in layout.attempt_dirs(cell_dir):
+        number = layout.attempt_number(other)
+        if attempt is None or number is None or number <= attempt:
+            discard(other)
 
 
 def settle(cell_dir: str, attempts: int | None, worker_id: str | None) -> bool:

@@ -63,6 +63,12 @@ def is_attempt_dir(path: str) -> bool:
     return any(part.startswith(ATTEMPT_PREFIX) for part in os.path.normpath(path).split(os.sep))
 
 
+def attempt_number(path: str) -> int | None:
+    """The claim's attempt number an attempt folder is named by (attempt_dir); None for another name."""
+    m = re.match(re.escape(ATTEMPT_PREFIX) + r"(\d+)-", os.path.basename(os.path.normpath(path)))
+    return int(m.group(1)) if m else None
+
+
 def attempt_dirs(cell_dir: str) -> list[str]:
     """Every attempt folder in a cell folder."""
     try:

@@ -222,3 +222,38 @@ def test_a_failed_attempt_never_replaces_a_kept_result_and_the_next_claim_record
     assert (cell_dir / layout.PREDICTIONS).read_text() == "trained by A"
     assert not (cell_dir / attempt.ERROR_LOG).exists() and not layout.attempt_dirs(str(cell_dir))
     assert store.ingest(accepted) == "same"
+
+
+def test_moving_an_attempt_in_leaves_a_newer_claims_folder_alone(tmp_path):
+    """Worker A's failure is committed, then A stalls before its moves (a paused process, a slow file system);
+    meanwhile worker B claims the cell again (--retry-failed) and trains into its own attempt folder. A's moves
+    then swept every other attempt folder of the cell, B's included, under B's running training: its files went.
+    Only the folders of earlier attempts (lost or killed ones) are swept; B's stays, and B's own moves later
+    replace A's failure and sweep A's leftovers."""
+    store, cell, out, cell_dir = _one_cell_store(tmp_path)
+    a = store.claim_next(cell.suite, [cell.key], current_worker())
+    lost = Path(layout.attempt_dir(str(cell_dir), 0, "killed-before"))   # an earlier attempt's leftovers
+    lost.mkdir(parents=True)
+    a_dir = Path(attempt.folder(str(cell_dir), a))
+    a_dir.mkdir(parents=True)
+    (a_dir / attempt.ERROR_LOG).write_text("A failed")
+    store.finish(a, Status.FAILED, {"error": "boom"}, [], before_commit=attempt.record_writer(str(a_dir)))
+
+    time.sleep(0.05)   # B starts after A's failure: --retry-failed takes it
+    b = store.claim_next(cell.suite, [cell.key], current_worker(), retry_failed=True)
+    assert b is not None and b.attempt == 2
+    b_dir = Path(attempt.folder(str(cell_dir), b))
+    b_dir.mkdir(parents=True)
+    (b_dir / "train_log.jsonl").write_text("step 1\n")   # B, training
+
+    assert attempt.promote(str(a_dir), str(cell_dir))   # A wakes up and moves its failure in
+    assert (cell_dir / attempt.ERROR_LOG).read_text() == "A failed"
+    assert (b_dir / "train_log.jsonl").read_text() == "step 1\n", "B's running attempt lost its files"
+    assert not lost.exists() and not a_dir.exists()
+
+    (b_dir / layout.PREDICTIONS).write_text("trained by B")
+    store.finish(b, Status.COMPLETED, {"score": 60.0}, [], before_commit=attempt.record_writer(str(b_dir)))
+    assert attempt.promote(str(b_dir), str(cell_dir))
+    assert (cell_dir / layout.PREDICTIONS).read_text() == "trained by B" and (cell_dir / "train_log.jsonl").is_file()
+    assert not (cell_dir / attempt.ERROR_LOG).exists() and not layout.attempt_dirs(str(cell_dir))
+    assert json.loads((cell_dir / layout.RECORD).read_text())["score"] == 60.0
