@@ -134,3 +134,39 @@ def test_a_claim_on_a_store_locked_past_the_busy_timeout_is_retried_on_python_3_
     with pytest.raises(OperationalError, match="no such column"):
         attempt.with_store_retry(failing("no such column: runs.status", 1), "claiming", said.append)
     assert len(said) == 2
+
+
+def test_asking_for_the_lease_at_a_stop_signal_waits_a_bounded_time_on_a_locked_store(tmp_path, monkeypatch, capsys):
+    """A stop signal (Slurm's preemption: SIGKILL follows after KillWait, 30 s by default) makes the loop ask the
+    store whether the lease is still this worker's before it checkpoints (Heartbeat.lost_now). The ask waited out
+    the store's whole busy timeout (30 s by default; 10 s here) while another process held SQLite's write lock,
+    eating the grace time the checkpoint needs. It waits at most LOST_NOW_WAIT_S; unanswered, it is as if the
+    store were out of reach: the lease counts as held and the checkpoint is written."""
+    import sqlite3
+    import time
+
+    from harness.launch import worker
+    from harness.launch.worker import Heartbeat
+
+    monkeypatch.setattr(worker, "LOST_NOW_WAIT_S", 1.0)
+    suite_path = tmp_path / "h.yaml"
+    suite_path.write_text("name: h\nmodels: [minilm]\ntasks: [rte]\nmethods: [full]\n")
+    cells = load_suite(str(suite_path)).cells(num_processes=1)
+    db = tmp_path / "h.db"
+    store = Store(f"sqlite:///{db}?timeout=10")
+    store.enqueue(cells)
+    claim = store.claim_next("h", [cells[0].key], Worker("w/1/-/ab", "here", 1))
+    beat = Heartbeat(store, claim, 3600)   # no beat of its own during the test
+    other = sqlite3.connect(db, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")   # another process's long write (an ingest of many records, say)
+    try:
+        t0 = time.monotonic()
+        lost = beat.lost_now()
+        waited = time.monotonic() - t0
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert not lost and waited < 5, f"waited {waited:.1f} s for the store"
+    assert "did not answer" in capsys.readouterr().err
+    assert beat.lost_now() is False   # asked once: a later call does not wait again
+    store.engine.dispose()

@@ -631,6 +631,7 @@ def test_the_other_numbers_the_docs_quote_are_the_constants():
         (r"a grid above ([\d,]+) cells", _constant("harness/plan/grid.py", "DEFAULT_MAX_CELLS")),
         (r"train-loss points \(default (\d+)\)", _constant("harness/spec/trackers.py", "DEFAULT_LOG_EVERY")),
         (r"`--pilot-steps` steps \(default (\d+)\)", _constant("harness/cli/estimate.py", "PILOT_STEPS")),
+        (r"no answer within (\d+) s, locked or out of reach", _constant("harness/launch/worker.py", "LOST_NOW_WAIT_S")),
     ]
     for pattern, value in checks:
         numbers = [float(n.replace(",", "")) for m in re.findall(pattern, text)
