@@ -283,8 +283,10 @@ def _run_suite(store: Store | None, suite: Suite, db_url: str | None, data_dir: 
         if claim == WAIT:
             if not waiting_said:
                 waiting_said = True
-                say(f"suite {suite.name}: no cell left to claim; waiting for the cells other workers are running "
-                    f"(a stale lease is taken over after {timeout_s:g}s without a heartbeat)")
+                # (unfinished_count counts pending cells too: one given back since the claim is taken next poll)
+                say(f"suite {suite.name}: no cell left to claim; waiting for the cells still unfinished (running on "
+                    f"other workers, or given back since this worker's claim; a stale lease is taken over after "
+                    f"{timeout_s:g}s without a heartbeat)")
             time.sleep(poll_s)
             continue
         waiting_said = False
