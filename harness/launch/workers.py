@@ -34,7 +34,8 @@ ENV_WORKERS = "HARNESS_WORKERS"
 # `accelerate launch` and torchrun, the others from MPI launchers (accelerate's multi-CPU `--mpirun`): MPICH /
 # Intel MPI, Open MPI, MVAPICH. On a CPU accelerate starts a group from any of them above 1.
 LAUNCHER_VARIABLES = {"WORLD_SIZE": ("RANK", "MASTER_ADDR"), "PMI_SIZE": ("PMI_RANK",),
-                      "OMPI_COMM_WORLD_SIZE": ("OMPI_COMM_WORLD_RANK",), "MV2_COMM_WORLD_SIZE": ("MV2_COMM_WORLD_RANK",)}
+                      "OMPI_COMM_WORLD_SIZE": ("OMPI_COMM_WORLD_RANK",),
+                      "MV2_COMM_WORLD_SIZE": ("MV2_COMM_WORLD_RANK",)}
 RANK_VARIABLES = tuple(LAUNCHER_VARIABLES)
 
 
