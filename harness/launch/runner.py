@@ -131,7 +131,8 @@ def run_suite(suite: Suite, db_url: str | None, data_dir: str | None, output_dir
     ends this job's processes, so it comes only once the store is closed (before it, the cell given back was
     left in the -wal of a process killed with the store open). The requeue comes however the close ends: a close
     that raised skipped it, and the task stayed out of the queue until someone submitted the suite again."""
-    main = process_state().is_main_process
+    with _joining():
+        main = process_state().is_main_process
     store = Store(db_url) if main else None
     code = None
     try:
@@ -145,6 +146,17 @@ def run_suite(suite: Suite, db_url: str | None, data_dir: str | None, output_dir
             if main and code in (EXIT_PREEMPTED, EXIT_STORE_UNREACHABLE):
                 requeue_slurm_task()
     return code
+
+
+def _joining():
+    """Around the first join of a launcher's ranks (torch's rendezvous): a stop signal ends a rank whose peers never
+    come (harness.train.preempt.ends_wait), and its rank 0 requeues the Slurm task, as run_suite's end does."""
+    from harness.launch.workers import launcher_ranks
+
+    if launcher_ranks() <= 1:
+        return contextlib.nullcontext()
+    return preempt.ends_wait("waiting for the other ranks to join",
+                             lambda: requeue_slurm_task() if os.environ.get("RANK", "0") == "0" else None)
 
 
 def _close(store: Store) -> None:
@@ -271,8 +283,10 @@ def _run_suite(store: Store | None, suite: Suite, db_url: str | None, data_dir: 
         if claim == WAIT:
             if not waiting_said:
                 waiting_said = True
-                say(f"suite {suite.name}: no cell left to claim; waiting for the cells other workers are running "
-                    f"(a stale lease is taken over after {timeout_s:g}s without a heartbeat)")
+                # (unfinished_count counts pending cells too: one given back since the claim is taken next poll)
+                say(f"suite {suite.name}: no cell left to claim; waiting for the cells still unfinished (running on "
+                    f"other workers, or given back since this worker's claim; a stale lease is taken over after "
+                    f"{timeout_s:g}s without a heartbeat)")
             time.sleep(poll_s)
             continue
         waiting_said = False

@@ -28,10 +28,15 @@ from harness.store.env import ENV_LOCAL_WORKERS, physical_cores
 ENV_WORKERS = "HARNESS_WORKERS"
 
 
-# The processes of the launch this process is one rank of, as accelerate counts them
-# (accelerate.utils.environment.get_cpu_distributed_information: the first of these that is set): WORLD_SIZE from
-# `accelerate launch` and torchrun, the others from MPI launchers (accelerate's multi-CPU `--mpirun`).
-RANK_VARIABLES = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
+# Each launcher's count of the processes of the launch this process is one rank of, and what that launcher sets
+# beside it: this rank's number (and, torch's, where the ranks meet). The counts as accelerate reads them
+# (accelerate.utils.environment.get_cpu_distributed_information: the first of them that is set): WORLD_SIZE from
+# `accelerate launch` and torchrun, the others from MPI launchers (accelerate's multi-CPU `--mpirun`): MPICH /
+# Intel MPI, Open MPI, MVAPICH. On a CPU accelerate starts a group from any of them above 1.
+LAUNCHER_VARIABLES = {"WORLD_SIZE": ("RANK", "MASTER_ADDR"), "PMI_SIZE": ("PMI_RANK",),
+                      "OMPI_COMM_WORLD_SIZE": ("OMPI_COMM_WORLD_RANK",),
+                      "MV2_COMM_WORLD_SIZE": ("MV2_COMM_WORLD_RANK",)}
+RANK_VARIABLES = tuple(LAUNCHER_VARIABLES)
 
 
 def launcher_ranks() -> int:
@@ -43,20 +48,17 @@ def launcher_ranks() -> int:
     return 1
 
 
-# What every launcher that sets WORLD_SIZE (accelerate launch, torchrun, deepspeed) sets beside it: this rank's
-# number and where the ranks meet
-LAUNCHER_VARIABLES = ("RANK", "MASTER_ADDR")
-
-
 def check_launched() -> None:
-    """WORLD_SIZE above 1 without RANK or MASTER_ADDR: no launcher started this process (a shell's leftover, or
-    set by hand), bad input. `harness run` ended in accelerate's traceback (MASTER_ADDR unset), the store
-    created; with MASTER_ADDR set it waited for ranks that never came (11 min here, deaf to SIGTERM)."""
-    size = env_whole_number("WORLD_SIZE", 0)
-    missing = [name for name in LAUNCHER_VARIABLES if not os.environ.get(name)]
-    if size and size > 1 and missing:
-        raise InputError(f"$WORLD_SIZE: {size} processes, but ${missing[0]} is unset: no launcher started this one "
-                         f"(accelerate launch and torchrun set both); unset WORLD_SIZE to run alone")
+    """A count of ranks above 1 without what its launcher sets beside it: no launcher started this process (a
+    shell's leftover, or set by hand), bad input. `harness run` ended in accelerate's traceback (MASTER_ADDR unset),
+    the store created; with MASTER_ADDR set it waited for ranks that never came (11 min here, deaf to SIGTERM)."""
+    for name, beside in LAUNCHER_VARIABLES.items():
+        size = env_whole_number(name, 0)
+        missing = [other for other in beside if not os.environ.get(other)]
+        if size and size > 1 and missing:
+            who = "accelerate launch and torchrun set both" if name == "WORLD_SIZE" else "its MPI launcher sets it"
+            raise InputError(f"${name}: {size} processes, but ${missing[0]} is unset: no launcher started this one "
+                             f"({who}); unset {name} to run alone")
 
 
 def workers_asked() -> int | None:

@@ -7,7 +7,6 @@ import pandas as pd
 from sqlalchemy import case, func, select
 
 from harness.spec.status import CellState, Status
-from harness.store.queue import db_now
 from harness.store.schema import RunRecord as R
 
 GRID_COLUMNS = ["id", "cell_key", "model", "task", "method_label", "seed", "learning_rate", "status", "error",
@@ -22,8 +21,8 @@ def cells_frame(store, suite: str, lease_timeout_s: float) -> tuple[pd.DataFrame
     have = store.columns()
     cols = [getattr(R, c) for c in GRID_COLUMNS if c in have]
     stale = case((store.stale_rule(lease_timeout_s), 1), else_=0).label("stale")   # (a store from before leases too)
-    with store.reading() as conn:
-        now = conn.execute(select(db_now())).scalar_one()
+    with store.snapshot() as conn:   # the clock and the rows from one state (as `harness status` reads them)
+        now = store.clock()
         result = conn.execute(select(*cols, stale).where(R.suite == suite, R.parent_id.is_(None)).order_by(R.id))
         frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
     for c in GRID_COLUMNS:

@@ -56,6 +56,9 @@ class Analyses:
         with self._write() as conn:
             with Session(bind=conn) as s:
                 rec = s.get(RunRecord, run_id, with_for_update=self.backend == "postgresql")
+                if rec is None:   # deleted by hand meanwhile: read as None, it was an AttributeError's traceback
+                    raise RunChanged(f"run {run_id}: it was removed from the store while it was ablated: the "
+                                     f"ablation is not stored")
                 if measured_on is not None and any(getattr(rec, c) != getattr(measured_on, c) for c in RUN_COLUMNS):
                     raise RunChanged(f"run {run_id}: its result was replaced while it was ablated (harness ingest "
                                      f"--replace): the ablation is not stored; run harness ablate again")

@@ -9,8 +9,12 @@ runner reads it before claiming the next one. Installed once per worker process 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
+import sys
+import threading
 
 STOP_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM)
 
@@ -48,6 +52,57 @@ def ignore() -> None:
     the process (-15 in the launcher's table) after it had chosen its exit code."""
     for sig in STOP_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
+
+
+@contextlib.contextmanager
+def ends_wait(what: str, on_stop=None):
+    """A wait inside C code that a stop signal ends: torch's rendezvous (the first join of a DDP group), where
+    Python's handler (above) runs only once the main thread is back in the interpreter, that is once the other ranks
+    came or its timeout (30 min) passed: a rank whose peers never came ignored SIGTERM, and Slurm's grace time ended
+    in SIGKILL. Here the signal's byte (signal.set_wakeup_fd, written by the C-level handler at once) wakes a
+    thread that says one line, calls `on_stop()` (rank 0's Slurm requeue) and ends the process: EXIT_PREEMPTED,
+    nothing was claimed yet. A stop signal that came before the wait ends it at once."""
+    from harness.spec.errors import EXIT_PREEMPTED
+
+    def stop(signum: int) -> None:
+        print(f"harness: {signal.Signals(signum).name} received while {what}: stopping; no cell was claimed",
+              file=sys.stderr, flush=True)
+        if on_stop is not None:
+            on_stop()
+        sys.stdout.flush()
+        os._exit(EXIT_PREEMPTED)
+
+    if _received:
+        stop(_received[0])
+    if threading.current_thread() is not threading.main_thread():   # set_wakeup_fd is the main thread's
+        yield
+        return
+    reader, writer = socket.socketpair()
+    writer.setblocking(False)   # set_wakeup_fd's requirement
+    old = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+
+    def watch() -> None:
+        while True:
+            try:
+                got = reader.recv(64)
+            except OSError:
+                return
+            if not got:   # the wait is over: the sockets are closed
+                return
+            for signum in got:
+                if signum in STOP_SIGNALS:
+                    stop(signum)
+
+    watcher = threading.Thread(target=watch, name="stop-during-wait", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        signal.set_wakeup_fd(old)
+        writer.close()
+        reader.shutdown(socket.SHUT_RDWR)
+        watcher.join(timeout=5)
+        reader.close()
 
 
 def requested() -> bool:

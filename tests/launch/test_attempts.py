@@ -379,7 +379,7 @@ def test_a_finish_retried_past_the_lease_timeout_keeps_its_lease(tmp_path, tiny_
     while not failing.exists():
         assert a.poll() is None and time.time() < deadline, seen_a + a.communicate()[1][-3000:]
         time.sleep(0.1)
-    seen_b = read_stderr_until(b, "waiting for the cells other workers are running", "(attempt ")
+    seen_b = read_stderr_until(b, "waiting for the cells still unfinished", "(attempt ")
     time.sleep(4)   # B keeps looking (every second) while A's tries fail, for longer than the lease timeout
     full.unlink()
     err_a = seen_a + a.communicate(timeout=600)[1]
@@ -630,7 +630,7 @@ def test_a_waiting_worker_lives_through_a_database_restart(tmp_path, tiny_bert, 
            "HARNESS_FINISH_TRIES": "2" if lasting else "5"}
     proc = start_worker(tmp_path, suite, db, small_glue, env=env)
     try:
-        read_stderr_until(proc, "waiting for the cells other workers are running", timeout=120)
+        read_stderr_until(proc, "waiting for the cells still unfinished", timeout=120)
         own_pg.pause()
         time.sleep(2.5)   # polls every second: at least two of them fail
         if not lasting:
@@ -682,7 +682,7 @@ def test_a_store_error_no_retry_mends_ends_a_waiting_worker_at_once(tmp_path, ti
            "HARNESS_FINISH_TRIES": "3"}
     proc = start_worker(tmp_path, suite, db, small_glue, env=env)
     try:
-        read_stderr_until(proc, "waiting for the cells other workers are running", timeout=120)
+        read_stderr_until(proc, "waiting for the cells still unfinished", timeout=120)
         with store.engine.begin() as conn:
             conn.execute(sa.text("ALTER TABLE runs RENAME COLUMN status TO status_moved"))
         _, err = proc.communicate(timeout=120)

@@ -60,6 +60,9 @@ def test_a_cell_given_back_right_after_an_empty_claim_is_trained_not_left_queued
     assert (row.status, row.attempts) == (Status.COMPLETED, 2), proc.stderr[-3000:]
     assert row.worker_id != other.worker_id
     assert "this worker ran 1 cell(s): 1 completed" in proc.stderr
+    # what it waited for, said truly: the cell was given back, not running on another worker (the line said that)
+    assert ("no cell left to claim; waiting for the cells still unfinished (running on other workers, or given back "
+            "since this worker's claim;") in proc.stderr, proc.stderr[-3000:]
 
 
 def test_a_heartbeat_that_lands_after_the_finish_says_no_lost_lease(tmp_path, db_url, capsys):

@@ -97,6 +97,24 @@ def test_a_world_size_no_launcher_set_is_refused_before_anything_is_written(tmp_
     assert listing(tmp_path) == before
 
 
+@pytest.mark.parametrize("size,rank", [("PMI_SIZE", "PMI_RANK"), ("OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK"),
+                                       ("MV2_COMM_WORLD_SIZE", "MV2_COMM_WORLD_RANK")])
+def test_an_mpi_size_no_launcher_set_is_refused_before_anything_is_written(tmp_path, suite, monkeypatch, size, rank):
+    """An MPI launcher's size left in a shell (PMI_SIZE=2 without PMI_RANK: MPICH / Intel MPI; Open MPI's, MVAPICH's):
+    accelerate starts a CPU group from any of them as from WORLD_SIZE, and `harness run` ended in its ValueError
+    traceback (MASTER_ADDR unset), the store created. Refused like WORLD_SIZE, naming the rank variable that MPI
+    launcher sets beside it."""
+    from harness.launch.workers import RANK_VARIABLES
+
+    for name in (*RANK_VARIABLES, rank, "RANK", "MASTER_ADDR"):
+        monkeypatch.delenv(name, raising=False)
+    before = listing(tmp_path)
+    r = run_cli("run", suite, "--db", f"sqlite:///{tmp_path / 'h.db'}", "--output-dir", tmp_path / "out",
+                env={size: "2"}, timeout=120)
+    assert_refused(r, f"${size}: 2 processes, but ${rank} is unset: no launcher started this one", where=f"${size}")
+    assert listing(tmp_path) == before
+
+
 @pytest.mark.parametrize("text", ["my notes\n", "[" * 100_000, '{"learning_rate": 1e-4}\n'],
                          ids=["notes", "nested past the decoder's limit", "another program's JSON"])
 def test_a_peaks_file_that_is_another_file_is_refused_and_left_as_it_was(tmp_path, suite, monkeypatch, text):

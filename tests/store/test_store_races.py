@@ -92,3 +92,33 @@ def test_a_lease_that_goes_stale_during_the_finish_is_not_taken_over(tmp_path, d
     assert (row.status, row.worker_id, row.attempts, row.score) == (Status.COMPLETED, "a/1/-/aa", 1, 70.0)
     store.engine.dispose()
     other.engine.dispose()
+
+
+def test_an_ablation_of_a_run_deleted_meanwhile_says_so_in_one_line(tmp_path, db_url, monkeypatch):
+    """The run `harness ablate` read is gone by the time it stores the matrix (deleted from the store by hand, minutes
+    into the ablation): the store raised AttributeError ('NoneType' object has no attribute ...), a traceback. It
+    is refused like a result replaced meanwhile: one line, exit 1, nothing stored."""
+    import harness.analysis.ablate as ablation
+
+    cell = parse_suite("name: ab\nmodels: [minilm]\ntasks: [rte]\nmethods: [houlsby]\n",
+                       str(tmp_path / "ab.yaml")).cells()[0]
+    store = Store(db_url)
+    claim = store.start(cell, cell.config(), "cmd", None)
+    store.finish(claim, Status.COMPLETED, {"score": 70.0, "metrics": {"accuracy": 70.0}})
+    store.engine.dispose()
+
+    def deleted_while_ablated(rec, ctx, trust_remote_code=False):
+        from sqlalchemy import text
+
+        other = Store(db_url)
+        with other.engine.begin() as conn:   # by hand, meanwhile
+            assert conn.execute(text("DELETE FROM runs WHERE id = :id"), {"id": rec.id}).rowcount == 1
+        other.engine.dispose()
+        return PAYLOAD
+
+    monkeypatch.setattr(ablation, "ablate", deleted_while_ablated)
+    proc = call_cli("ablate", claim.id, "--db", db_url)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert proc.stderr.strip() == (f"error: run {claim.id}: it was removed from the store while it was ablated: the "
+                                   f"ablation is not stored"), proc.stderr
+    assert Store(db_url).analyses() == []

@@ -470,3 +470,58 @@ def test_a_refused_checkpoint_s_step_is_not_priced_while_the_cell_starts_over(tm
     assert "starting the cell over" in said, said[-3000:]
     assert str(row.status) == "running" and (row.checkpoint_step, row.checkpoint_total_steps) == (None, None)
     assert again.returncode == EXIT_PREEMPTED, err[-3000:]
+
+
+
+@pytest.mark.parametrize("rank", ["0", "1"])
+def test_a_stop_signal_ends_a_rank_waiting_for_peers_that_never_come(tmp_path, tiny_bert, small_glue, rank):
+    """One rank of a 2-process launch whose other rank never comes waits in torch's rendezvous, inside C code
+    where Python's handler does not run: a SIGTERM there did nothing (rank 0 was still waiting 60 s later, and
+    would have until the rendezvous timed out, 30 min; Slurm's grace time ends such a rank in SIGKILL). Now it
+    ends within seconds: one line, exit 3 (stopped), nothing queued. Rank 0 serves the rendezvous (a socket
+    listening on MASTER_PORT); rank 1 connects to it, here to a socket that accepts and never answers."""
+    import select
+    import socket
+
+    import sqlite3
+
+    import psutil
+
+    master = socket.socket()
+    master.bind(("127.0.0.1", 0))
+    port = master.getsockname()[1]
+    if rank == "0":
+        master.close()   # the port is rank 0's to listen on
+    else:
+        master.listen()
+    suite = write_suite(tmp_path / "j.yaml", suite_text(tiny_bert, name="j"))
+    db = f"sqlite:///{tmp_path / 'h.db'}"
+    w = _worker(tmp_path, suite, db, small_glue, env={"RANK": rank, "LOCAL_RANK": rank, "WORLD_SIZE": "2",
+                                                     "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+
+    def waiting() -> bool:
+        if rank == "1":
+            return bool(select.select([master], [], [], 0.2)[0])   # rank 1's connection, never accepted
+        time.sleep(0.2)
+        return any(c.laddr.port == port and c.status == psutil.CONN_LISTEN
+                   for c in psutil.Process(w.pid).net_connections(kind="tcp"))
+
+    try:
+        deadline = time.time() + 120
+        while not waiting():
+            assert w.poll() is None and time.time() < deadline, w.communicate()[1][-3000:]
+        time.sleep(1)
+        w.send_signal(signal.SIGTERM)
+        try:
+            _, err = w.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            w.kill()
+            err = w.communicate()[1]
+            raise AssertionError("still waiting for the other rank 30 s after a SIGTERM:\n" + err[-3000:])
+    finally:
+        master.close()
+    assert w.returncode == EXIT_PREEMPTED, err[-3000:]
+    assert err.strip().splitlines()[-1] == ("harness: SIGTERM received while waiting for the other ranks to join: "
+                                            "stopping; no cell was claimed"), err[-3000:]
+    with sqlite3.connect(tmp_path / "h.db") as con:   # nothing queued: the store was not even given its tables
+        assert not con.execute("SELECT name FROM sqlite_master WHERE name = 'runs'").fetchall()
