@@ -608,6 +608,19 @@ def test_a_failure_whose_message_holds_a_nul_is_recorded_on_either_backend(tmp_p
     assert Store(other).records("a")[0].error == row.error
 
 
+def _polled_again(server, database: str, timeout: float = 120) -> None:
+    """Waits until a connection to `database` on the restarted `server` is idle: the waiting worker's (it is the
+    only client there), its poll answered."""
+    import psycopg
+
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(f"host=127.0.0.1 port={server.port} user=postgres dbname=postgres", autocommit=True) as c:
+        while not c.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND state = 'idle'",
+                            (database,)).fetchone()[0]:
+            assert time.monotonic() < deadline, "the worker never polled the restarted server"
+            time.sleep(0.1)
+
+
 @pytest.mark.parametrize("lasting", [False, True])
 def test_a_waiting_worker_lives_through_a_database_restart(tmp_path, tiny_bert, small_glue, own_pg, lasting):
     """A worker with nothing left to claim polls the store while another worker's cell runs. PostgreSQL stopped
@@ -632,13 +645,15 @@ def test_a_waiting_worker_lives_through_a_database_restart(tmp_path, tiny_bert, 
     try:
         read_stderr_until(proc, "waiting for the cells still unfinished", timeout=120)
         own_pg.pause()
-        time.sleep(2.5)   # polls every second: at least two of them fail
-        if not lasting:
+        seen = ""
+        if not lasting:   # (a store that stays down: every try fails, the worker ends)
+            seen = read_stderr_until(proc, done=lambda text: text.count("failed (OperationalError") >= 2, timeout=120)
             own_pg.resume()
-            time.sleep(2)
+            _polled_again(own_pg, "restart")   # and the worker waits on, the other worker's cell still running
+            assert proc.poll() is None
             store.engine.dispose()   # this test's own pooled connections died with the server
             store.finish(held, "completed", {"score": 50.0})   # the other worker's cell ends: so does the suite
-        _, err = proc.communicate(timeout=120)
+        err = seen + proc.communicate(timeout=120)[1]
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -7,10 +7,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import threading
-import time
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import event, update
 
 from tests.helpers import call_cli
 from harness import atomic
@@ -231,9 +230,21 @@ def test_ingest_reads_the_row_under_a_lock(tmp_path, cells, db_url):
                                 kwargs={"before_commit": in_finish})
     finisher.start()
     assert inside.wait(30)
-    ingester = threading.Thread(target=lambda: outcome.append(Store(db_url).ingest(record)))
+    reader, reading = Store(db_url), threading.Event()
+
+    @event.listens_for(reader.engine, "before_cursor_execute")
+    def locking(conn, cursor, statement, *args):   # a read that waits for the finisher's commit from here on
+        if statement.startswith("BEGIN IMMEDIATE") or "FOR UPDATE" in statement:
+            reading.set()
+
+    @event.listens_for(reader.engine, "after_cursor_execute")
+    def read(conn, cursor, statement, *args):      # a read that did not wait: it has the row as it was
+        if statement.startswith("SELECT") and "FROM runs" in statement:
+            reading.set()
+
+    ingester = threading.Thread(target=lambda: outcome.append(reader.ingest(record)))
     ingester.start()
-    time.sleep(1.5)          # ingest is now reading (or waiting for) the row
+    assert reading.wait(60)  # ingest is now reading (or waiting for) the row
     go.set()
     finisher.join(60)
     ingester.join(60)

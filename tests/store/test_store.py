@@ -130,6 +130,38 @@ def test_a_read_only_command_imports_no_alembic(tmp_path):
     assert out.returncode == 0 and out.stdout.splitlines()[-1] == "[]", out.stdout[-2000:] + out.stderr[-2000:]
 
 
+def test_a_writer_imports_alembic_only_for_a_store_it_migrates(tmp_path):
+    """A writer (each worker, each `harness run`) opening a store at the newest revision asked Alembic whether it
+    was: ~0.1 s of CPU per process (its imports, its script directory). A current store is told from its version
+    table now, without Alembic; a store one revision behind is still migrated, by Alembic."""
+    import os
+    import subprocess
+    import sys
+
+    import sqlalchemy as sa
+    from alembic import command
+
+    from harness.store.schema import _migrations
+    from tests.helpers import ROOT
+
+    cfg, scripts = _migrations()
+    head = scripts.get_current_head()
+    current, behind = f"sqlite:///{tmp_path / 'current.db'}", f"sqlite:///{tmp_path / 'behind.db'}"
+    Store(current).engine.dispose()
+    cfg.set_main_option("sqlalchemy.url", behind)
+    command.upgrade(cfg, scripts.get_revision(head).down_revision)
+    for url, imported in ((current, False), (behind, True)):
+        code = (f"import sys\nfrom harness.store.db import Store\nStore({url!r}).engine.dispose()\n"
+                f"print(any(m.split('.')[0] == 'alembic' for m in sys.modules))")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300,
+                             env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert out.returncode == 0 and out.stdout.split() == [str(imported)], url + out.stdout + out.stderr[-2000:]
+        engine = sa.create_engine(url)
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("select version_num from alembic_version")).scalars().all() == [head]
+        engine.dispose()
+
+
 def store_from_before_migrations(path, rows: list[dict], analyses: list[dict] = ()) -> str:
     """An SQLite store as a harness from before migrations left it (no alembic_version, none of the columns
     added since, adapter_bytes, adapter_path and extra among them), holding `rows` of suite "s" (cell, status,

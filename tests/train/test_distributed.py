@@ -531,21 +531,38 @@ def test_a_broken_group_is_told_from_a_rank_s_own_failure():
     assert timed_out(told) and not timed_out(early)
 
 
-# harness/run.py whose ranks each note every frozen-encoder pass they run, rank 0 taking 5 s longer over its first
-# (a larger encoder's pass: the other rank gets to the features before rank 0 has written them)
+# harness/run.py whose ranks each note every frozen-encoder pass they run; rank 0 returns from its first (a larger
+# encoder's pass) only once rank 1 has got to the features: waiting for rank 0's in main_process_first, or running
+# the pass itself (each rank notes when it has planned the cached-feature path, and when it then waits)
 SLOW_ENCODER_PASS = """
-import os, sys, time
+import contextlib, os, sys, time
+import accelerate
 from harness.cli import main
 from harness.train import features
-real = features.encode
+rank, folder = os.environ["RANK"], {folder!r}
+def path(name):
+    return os.path.join(folder, name)
+real_plan, real_first, real = features.plan, accelerate.Accelerator.main_process_first, features.encode
+def plan(*args, **kwargs):
+    out = real_plan(*args, **kwargs)
+    open(path("planned-" + rank), "w").close()
+    return out
+@contextlib.contextmanager
+def main_process_first(self):
+    if os.path.exists(path("planned-" + rank)):
+        open(path("waits-" + rank), "w").close()
+    with real_first(self):
+        yield
 def encode(*args, **kwargs):
     out = real(*args, **kwargs)
-    with open(os.path.join({folder!r}, "passes-" + os.environ["RANK"] + ".txt"), "a") as f:
+    with open(path("passes-" + rank + ".txt"), "a") as f:
         f.write("pass\\n")
-    if os.environ["RANK"] == "0" and len(open(os.path.join({folder!r}, "passes-0.txt")).read().split()) == 1:
-        time.sleep(5)
+    if rank == "0" and len(open(path("passes-0.txt")).read().split()) == 1:
+        deadline = time.monotonic() + 120
+        while not any(os.path.exists(path(p)) for p in ("waits-1", "passes-1.txt")) and time.monotonic() < deadline:
+            time.sleep(0.05)
     return out
-features.encode = encode
+features.plan, accelerate.Accelerator.main_process_first, features.encode = plan, main_process_first, encode
 raise SystemExit(main(["run", *sys.argv[1:]]))
 """
 
