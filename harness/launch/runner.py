@@ -151,12 +151,13 @@ def run_suite(suite: Suite, db_url: str | None, data_dir: str | None, output_dir
 def _joining():
     """Around the first join of a launcher's ranks (torch's rendezvous): a stop signal ends a rank whose peers never
     come (harness.train.preempt.ends_wait), and its rank 0 requeues the Slurm task, as run_suite's end does."""
-    from harness.launch.workers import launcher_ranks
+    from harness.launch.workers import launcher_rank, launcher_ranks
 
     if launcher_ranks() <= 1:
         return contextlib.nullcontext()
+    # the launcher's own rank variable: accelerate sets RANK only inside the join (an MPI launcher never does)
     return preempt.ends_wait("waiting for the other ranks to join",
-                             lambda: requeue_slurm_task() if os.environ.get("RANK", "0") == "0" else None)
+                             lambda: requeue_slurm_task() if launcher_rank() == 0 else None)
 
 
 def _close(store: Store) -> None:

@@ -48,6 +48,16 @@ def launcher_ranks() -> int:
     return 1
 
 
+def launcher_rank() -> int:
+    """This process's rank in its launch as accelerate reads it (get_cpu_distributed_information: the first of the
+    launchers' rank variables that is set), before PartialState copies it into RANK; 0 where none is set. An MPI
+    launcher sets PMI_RANK (or its own), never RANK: read as RANK alone, every rank of it was rank 0."""
+    for name, *_ in LAUNCHER_VARIABLES.values():
+        if os.environ.get(name):
+            return env_whole_number(name, 0)
+    return 0
+
+
 def check_launched() -> None:
     """A count of ranks above 1 without what its launcher sets beside it: no launcher started this process (a
     shell's leftover, or set by hand), bad input. `harness run` ended in accelerate's traceback (MASTER_ADDR unset),

@@ -525,3 +525,35 @@ def test_a_stop_signal_ends_a_rank_waiting_for_peers_that_never_come(tmp_path, t
                                             "stopping; no cell was claimed"), err[-3000:]
     with sqlite3.connect(tmp_path / "h.db") as con:   # nothing queued: the store was not even given its tables
         assert not con.execute("SELECT name FROM sqlite_master WHERE name = 'runs'").fetchall()
+
+
+def _stopped_before_joining(tmp_path, env: dict, script: str) -> tuple[subprocess.CompletedProcess, list[str]]:
+    """A process of a launch (env) that got a stop signal and then runs `script`, with HARNESS_SLURM_REQUEUE=1 in
+    Slurm job 77 and a fake scontrol that records what it was asked. Returns the process and the requeues asked."""
+    from tests.helpers.slurm_cluster import SCONTROL_SHOWS_RUNNING
+
+    fake_bin, asked = tmp_path / "bin", tmp_path / "scontrol.args"
+    fake_bin.mkdir()
+    (fake_bin / "scontrol").write_text(f'#!/bin/bash\n{SCONTROL_SHOWS_RUNNING}echo "$@" >> {asked}\n')
+    (fake_bin / "scontrol").chmod(0o755)
+    env = {**{k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "SLURM_ARRAY_JOB_ID")},
+           "PYTHONPATH": str(ROOT), "PATH": f"{fake_bin}:{os.environ['PATH']}", "SLURM_JOB_ID": "77",
+           "HARNESS_SLURM_REQUEUE": "1", **env}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    calls = asked.read_text().splitlines() if asked.exists() else []
+    return done, [c for c in calls if c.startswith("requeue")]
+
+
+@pytest.mark.parametrize("rank", ["0", "1"])
+def test_only_rank_0_of_an_mpi_launch_requeues_when_stopped_before_the_join(tmp_path, rank):
+    """An MPI launcher (mpirun, srun --mpi) sets PMI_SIZE / PMI_RANK, not RANK: accelerate copies the rank into
+    RANK only inside PartialState, after its imports. A stop signal that came before (during the worker's imports)
+    ends the process at the join's start, and rank 0 alone requeues the Slurm task, as run_suite's end does;
+    every rank read the unset RANK as 0 and each ran `scontrol requeue` on the one job."""
+    script = ("import os, signal\nfrom harness.train import preempt\npreempt.install()\n"
+              "os.kill(os.getpid(), signal.SIGTERM)\nfrom harness.launch.runner import _joining\n"
+              "with _joining():\n    pass\nprint('joined')\n")
+    done, requeues = _stopped_before_joining(tmp_path, {"PMI_SIZE": "2", "PMI_RANK": rank}, script)
+    assert done.returncode == EXIT_PREEMPTED and "joined" not in done.stdout, done.stderr[-3000:]
+    assert requeues == (["requeue 77"] if rank == "0" else []), done.stderr[-3000:]
+
