@@ -64,13 +64,18 @@ def ends_wait(what: str, on_stop=None):
     nothing was claimed yet. A stop signal that came before the wait ends it at once."""
     from harness.spec.errors import EXIT_PREEMPTED
 
+    stopping = threading.Event()   # the watcher took a signal: the process ends with it, whatever on_stop does
+
     def stop(signum: int) -> None:
-        print(f"harness: {signal.Signals(signum).name} received while {what}: stopping; no cell was claimed",
-              file=sys.stderr, flush=True)
-        if on_stop is not None:
-            on_stop()
-        sys.stdout.flush()
-        os._exit(EXIT_PREEMPTED)
+        stopping.set()
+        try:
+            print(f"harness: {signal.Signals(signum).name} received while {what}: stopping; no cell was claimed",
+                  file=sys.stderr, flush=True)
+            if on_stop is not None:
+                on_stop()
+            sys.stdout.flush()
+        finally:
+            os._exit(EXIT_PREEMPTED)
 
     if _received:
         stop(_received[0])
@@ -102,6 +107,10 @@ def ends_wait(what: str, on_stop=None):
         writer.close()
         reader.shutdown(socket.SHUT_RDWR)
         watcher.join(timeout=5)
+        if stopping.is_set():
+            # a signal taken as the wait ended: the watcher ends the process once on_stop is done (scontrol: up to
+            # a minute); going on, this rank opened the store and claimed a cell that exit then dropped
+            watcher.join()
         reader.close()
 
 

@@ -557,3 +557,17 @@ def test_only_rank_0_of_an_mpi_launch_requeues_when_stopped_before_the_join(tmp_
     assert done.returncode == EXIT_PREEMPTED and "joined" not in done.stdout, done.stderr[-3000:]
     assert requeues == (["requeue 77"] if rank == "0" else []), done.stderr[-3000:]
 
+
+@pytest.mark.parametrize("on_stop", ["time.sleep(8)", "1 / 0"])
+def test_a_stop_during_the_join_ends_the_process_even_when_the_join_ends_meanwhile(tmp_path, on_stop):
+    """A stop signal that reaches a rank just as its join completes: the watcher has taken it and is requeueing
+    the task (scontrol, up to a minute on a busy controller; 8 s here), and the main thread is out of the wait. It
+    went on after 5 s, opened the store and ran the suite while the watcher's exit could come at any moment (a
+    cell claimed and dropped mid-training, its lease left to go stale); it waits for that exit instead. A requeue
+    that raised ended the watcher without the exit: the rank went on as if no signal had come."""
+    script = ("import os, signal, time\nfrom harness.train import preempt\npreempt.install()\n"
+              f"with preempt.ends_wait('joining', lambda: {on_stop}):\n"
+              "    os.kill(os.getpid(), signal.SIGTERM)\n    time.sleep(0.5)   # the join completes meanwhile\n"
+              "print('went on after the stop', flush=True)\n")
+    done, _ = _stopped_before_joining(tmp_path, {}, script)
+    assert done.returncode == EXIT_PREEMPTED and "went on" not in done.stdout, (done.stdout, done.stderr[-3000:])
