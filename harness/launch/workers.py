@@ -69,6 +69,29 @@ def check_launched() -> None:
             who = "accelerate launch and torchrun set both" if name == "WORLD_SIZE" else "its MPI launcher sets it"
             raise InputError(f"${name}: {size} processes, but ${missing[0]} is unset: no launcher started this one "
                              f"({who}); unset {name} to run alone")
+    _check_mpi_meeting_point()
+
+
+def _check_mpi_meeting_point() -> None:
+    """An MPI launch of CPU ranks (its count above 1, its rank set: `mpirun -np 2 harness run`) without MASTER_ADDR,
+    which mpirun does not set (accelerate launch --mpirun_hostfile does): accelerate forms their gloo group through
+    torch's env:// rendezvous, which reads rank 0's host there, and `harness run` ended in accelerate's or torch's
+    ValueError traceback, the store's file created. Torch is asked only then: GPU ranks (accelerate makes each a
+    world of its own without a LOCAL_RANK) and a torch built with MPI need no address."""
+    if os.environ.get("WORLD_SIZE") is not None or os.environ.get("MASTER_ADDR"):
+        return   # WORLD_SIZE's launchers: checked above
+    sizes = [(n, env_whole_number(n, 0)) for n in RANK_VARIABLES[1:]]   # the MPI launchers' counts
+    name, size = next(((n, size) for n, size in sizes if size and size > 1), (None, None))
+    if name is None:
+        return
+    import torch
+
+    from harness.train.context import _cpu_only
+
+    if _cpu_only() and not torch.distributed.is_mpi_available():
+        raise InputError(f"${name}: {size} processes, but $MASTER_ADDR is unset: their group meets at rank 0's host, "
+                         f"which torch reads from it; export MASTER_ADDR to every rank (mpirun -x MASTER_ADDR=HOST), "
+                         f"or start them with accelerate launch --mpirun_hostfile")
 
 
 def workers_asked() -> int | None:

@@ -115,6 +115,29 @@ def test_an_mpi_size_no_launcher_set_is_refused_before_anything_is_written(tmp_p
     assert listing(tmp_path) == before
 
 
+@pytest.mark.parametrize("size,rank", [("PMI_SIZE", "PMI_RANK"), ("OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK")])
+def test_an_mpi_launch_without_a_meeting_point_is_refused_before_anything_is_written(tmp_path, suite, monkeypatch,
+                                                                                     size, rank):
+    """A real MPI launch of CPU ranks (`mpirun -np 2 harness run`: its count and this rank's number set) without
+    MASTER_ADDR, which mpirun does not set (accelerate launch --mpirun_hostfile does): accelerate forms the gloo
+    group through torch's env:// rendezvous, and `harness run` ended in torch's ValueError traceback (MASTER_ADDR
+    expected), the store's file created. Refused in one line naming what to export."""
+    import torch
+
+    from harness.launch.workers import RANK_VARIABLES
+
+    if torch.cuda.is_available() or torch.distributed.is_mpi_available():
+        pytest.skip("GPU ranks (a world each) or torch's MPI backend need no MASTER_ADDR")
+    for name in (*RANK_VARIABLES, rank, "RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    before = listing(tmp_path)
+    r = run_cli("run", suite, "--db", f"sqlite:///{tmp_path / 'h.db'}", "--output-dir", tmp_path / "out",
+                env={size: "2", rank: "1"}, timeout=120)
+    assert_refused(r, f"${size}: 2 processes, but $MASTER_ADDR is unset: their group meets at rank 0's host",
+                   where=f"${size}")
+    assert listing(tmp_path) == before
+
+
 @pytest.mark.parametrize("text", ["my notes\n", "[" * 100_000, '{"learning_rate": 1e-4}\n'],
                          ids=["notes", "nested past the decoder's limit", "another program's JSON"])
 def test_a_peaks_file_that_is_another_file_is_refused_and_left_as_it_was(tmp_path, suite, monkeypatch, text):
