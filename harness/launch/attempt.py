@@ -252,13 +252,28 @@ def _sweep_earlier(cell_dir: str, attempt: int | None) -> None:
 def settle(cell_dir: str, attempts: int | None, worker_id: str | None) -> bool:
     """A completed cell whose accepted attempt's files are still in its attempt folder (a kill between the
     commit and the moves): finish the moves. True when it did; False when there was nothing to move, or another
-    worker (settling too, or the finishing worker itself) moved them first."""
-    if not attempts or not worker_id:
-        return False
-    src = layout.attempt_dir(cell_dir, attempts, worker_id)
-    if not os.path.isfile(os.path.join(src, layout.RECORD)):
-        return False
-    return promote(src, cell_dir)
+    worker (settling too, or the finishing worker itself) moved them first. Either way a checkpoint left in the
+    completed cell's folder goes (a kill between the commit and the finishing worker's remove_checkpoints: no
+    claim ever resumes it)."""
+    moved = False
+    if attempts and worker_id:
+        src = layout.attempt_dir(cell_dir, attempts, worker_id)
+        if os.path.isfile(os.path.join(src, layout.RECORD)):
+            moved = promote(src, cell_dir)
+    remove_checkpoints(cell_dir)
+    return moved
+
+
+def remove_checkpoints(cell_dir: str) -> None:
+    """Every checkpoint in a recorded cell's folder (layout.checkpoint_paths): a completed cell keeps none, nor
+    does a failed one (a retry starts over). A file another worker removed first (its settle, or the finishing
+    worker itself) is not an error."""
+    for path in layout.checkpoint_paths(cell_dir):
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
 
 
 def _committed(store, claim: Claim, status: str):

@@ -156,6 +156,20 @@ if os.environ["KILL_AT"] == "before_commit":
             os._exit(9)                      # ... and the process dies before the commit
         return real(store, claim, status, fields, children, die, say, **kw)
     attempt.finish_with_retry = finish_with_retry
+elif os.environ["KILL_AT"] == "stop":           # a stop signal at the loop's second step: checkpointed, exit 3
+    import signal
+    from harness.train import preempt
+    real, asked = preempt.requested, []
+    def requested():
+        asked.append(1)
+        if len(asked) == 3:
+            os.kill(os.getpid(), signal.SIGUSR1)
+        return real()
+    preempt.requested = requested
+elif os.environ["KILL_AT"] == "after_moves":
+    def remove_checkpoints(cell_dir):
+        os._exit(9)                          # committed and moved into place; killed before the checkpoint goes
+    attempt.remove_checkpoints = remove_checkpoints
 else:
     def promote(*args, **kwargs):
         os._exit(9)                          # committed; killed before any file is moved into place
@@ -200,6 +214,37 @@ def test_kill_around_the_commit_leaves_no_record_that_looks_accepted(tmp_path, t
     assert not layout.attempt_dirs(str(cell_dir))
     assert _rescore(cell_dir, row) == pytest.approx(row.score)
 
+
+
+@pytest.mark.parametrize("kill_at", ["after_commit", "after_moves"])
+def test_a_kill_after_a_resumed_cells_commit_leaves_no_checkpoint_in_its_folder(tmp_path, tiny_bert, small_glue,
+                                                                                 kill_at):
+    """A cell stopped by a signal (its checkpoint in the cell folder) is resumed by the next worker, which is killed
+    right after the store accepted its finish: before its files moved in, or before the checkpoint was deleted. The
+    next worker finished the moves but left checkpoint.pt in the completed cell's folder for good (the runner
+    deletes it only after its own moves; a completed cell is never claimed again). The next worker's settle now
+    deletes it (a SIGKILL's window in bench/chaos_workers.py's runs)."""
+    from harness.train import checkpoint
+
+    db = f"sqlite:///{tmp_path / 'h.db'}"
+    suite = _suite(tmp_path, tiny_bert)
+    stopped = _run_killed(tmp_path, suite, db, small_glue, "stop")
+    assert stopped.returncode == EXIT_PREEMPTED and "checkpointed" in stopped.stderr, stopped.stderr[-3000:]
+    (row,) = Store(db).records("a")
+    cell_dir = _cell_dir(tmp_path, row)
+    assert checkpoint.held(str(cell_dir))
+    killed = _run_killed(tmp_path, suite, db, small_glue, kill_at)
+    assert killed.returncode == 9 and "resumed from its checkpoint" in killed.stderr, killed.stderr[-3000:]
+    (row,) = Store(db).records("a")
+    assert row.status == Status.COMPLETED and row.attempts == 2
+    again = run_cli("run", suite, "--db", db, "--output-dir", tmp_path / "out", "--data-dir", small_glue,
+                    "--no-progress", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert not checkpoint.paths_under(str(cell_dir)), "a checkpoint left in a completed cell's folder"
+    rec = json.loads((cell_dir / layout.RECORD).read_text())
+    assert (rec["worker_id"], rec["attempts"], rec["score"]) == (row.worker_id, row.attempts, row.score)
+    assert not layout.attempt_dirs(str(cell_dir))
+    assert _rescore(cell_dir, row) == pytest.approx(row.score)
 
 OUTAGE = """
 import os, sys, time
