@@ -252,14 +252,18 @@ def _sweep_earlier(cell_dir: str, attempt: int | None) -> None:
 def settle(cell_dir: str, attempts: int | None, worker_id: str | None) -> bool:
     """A completed cell whose accepted attempt's files are still in its attempt folder (a kill between the
     commit and the moves): finish the moves. True when it did; False when there was nothing to move, or another
-    worker (settling too, or the finishing worker itself) moved them first. Either way a checkpoint left in the
-    completed cell's folder goes (a kill between the commit and the finishing worker's remove_checkpoints: no
-    claim ever resumes it)."""
+    worker (settling too, or the finishing worker itself) moved them first. Either way what a kill in the accepted
+    finish's own moves left goes: the earlier attempts' folders and its own, emptied (a kill between moving
+    record.json in and the sweep), and a checkpoint (a kill before the finishing worker's remove_checkpoints): no
+    claim ever comes back to a completed cell."""
     moved = False
-    if attempts and worker_id:
-        src = layout.attempt_dir(cell_dir, attempts, worker_id)
-        if os.path.isfile(os.path.join(src, layout.RECORD)):
-            moved = promote(src, cell_dir)
+    if attempts and worker_id and layout.attempt_dirs(cell_dir):   # (no lock file made where nothing is left)
+        with locked(cell_dir):
+            src = layout.attempt_dir(cell_dir, attempts, worker_id)
+            if os.path.isfile(os.path.join(src, layout.RECORD)):
+                moved = _move_in(src, cell_dir, sweep=True)
+            else:
+                _sweep_earlier(cell_dir, attempts)
     remove_checkpoints(cell_dir)
     return moved
 

@@ -166,6 +166,10 @@ elif os.environ["KILL_AT"] == "stop":           # a stop signal at the loop's se
             os.kill(os.getpid(), signal.SIGUSR1)
         return real()
     preempt.requested = requested
+elif os.environ["KILL_AT"] == "in_moves":
+    def discard(attempt_dir):
+        os._exit(9)                          # record.json moved in last; killed before its folder is removed
+    attempt.discard = discard
 elif os.environ["KILL_AT"] == "after_moves":
     def remove_checkpoints(cell_dir):
         os._exit(9)                          # committed and moved into place; killed before the checkpoint goes
@@ -184,6 +188,29 @@ def _run_killed(tmp_path, suite, db, data, kill_at):
            "--data-dir", str(data), "--no-progress"]
     return subprocess.run(cmd, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT), "KILL_AT": kill_at},
                           capture_output=True, text=True, timeout=600)
+
+
+def test_a_kill_at_the_end_of_the_moves_leaves_no_attempt_folder_in_the_completed_cell(tmp_path, tiny_bert,
+                                                                                      small_glue):
+    """A worker killed after its record.json moved into the cell folder (the last move) and before its attempt
+    folder was removed: the next worker's settle found no record.json to move and left the folder, empty, in the
+    completed cell for good (the accepted finish's sweep of earlier attempts' folders, cut short the same way,
+    left those too). It removes the attempt folders up to the accepted attempt's."""
+    db = f"sqlite:///{tmp_path / 'h.db'}"
+    suite = _suite(tmp_path, tiny_bert)
+    killed = _run_killed(tmp_path, suite, db, small_glue, "in_moves")
+    assert killed.returncode == 9, killed.stderr[-3000:]
+    (row,) = Store(db).records("a")
+    cell_dir = _cell_dir(tmp_path, row)
+    assert row.status == Status.COMPLETED and (cell_dir / layout.RECORD).is_file()
+    assert layout.attempt_dirs(str(cell_dir))
+    again = run_cli("run", suite, "--db", db, "--output-dir", tmp_path / "out", "--data-dir", small_glue,
+                    "--no-progress", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert not layout.attempt_dirs(str(cell_dir)), "an attempt folder left in a completed cell's folder"
+    rec = json.loads((cell_dir / layout.RECORD).read_text())
+    assert (rec["worker_id"], rec["attempts"], rec["score"]) == (row.worker_id, row.attempts, row.score)
+    assert _rescore(cell_dir, row) == pytest.approx(row.score)
 
 
 @pytest.mark.parametrize("kill_at", ["before_commit", "after_commit"])
