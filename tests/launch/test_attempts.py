@@ -178,16 +178,52 @@ else:
     def promote(*args, **kwargs):
         os._exit(9)                          # committed; killed before any file is moved into place
     attempt.promote = promote
+if os.environ.get("FAIL_CELL"):              # the cell fails (after training: its files in the attempt folder)
+    from harness.launch import runner
+    real_train = runner.train_and_evaluate
+    def train_and_evaluate(*args, **kwargs):
+        real_train(*args, **kwargs)
+        raise RuntimeError("injected: the cell fails")
+    runner.train_and_evaluate = train_and_evaluate
 from harness.cli import main
 raise SystemExit(main(sys.argv[1:]))
 """
 
 
-def _run_killed(tmp_path, suite, db, data, kill_at):
+def _run_killed(tmp_path, suite, db, data, kill_at, env=None):
     cmd = [sys.executable, "-c", KILLER, "run", str(suite), "--db", db, "--output-dir", str(tmp_path / "out"),
            "--data-dir", str(data), "--no-progress"]
-    return subprocess.run(cmd, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT), "KILL_AT": kill_at},
+    return subprocess.run(cmd, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT), "KILL_AT": kill_at,
+                                                  **(env or {})},
                           capture_output=True, text=True, timeout=600)
+
+
+def test_a_kill_between_a_failures_commit_and_its_moves_is_settled_by_the_next_worker(tmp_path, tiny_bert,
+                                                                                       small_glue):
+    """A worker killed between the commit of a failure and its moves: the next worker (without --retry-failed)
+    settled only completed cells, so the failed cell's record.json and error.log stayed in the attempt folder for
+    good: the cell folder held no record of the failure the store holds (`harness ingest` of the output folder
+    into a fresh store lost the row; docs/cluster.md: "a kill between the commit and the renames: the next worker on
+    the suite finishes them"). A failure's moves are finished as a completed cell's are."""
+    db = f"sqlite:///{tmp_path / 'h.db'}"
+    suite = _suite(tmp_path, tiny_bert)
+    killed = _run_killed(tmp_path, suite, db, small_glue, "after_commit", env={"FAIL_CELL": "1"})
+    assert killed.returncode == 9, killed.stderr[-3000:]
+    (row,) = Store(db).records("a")
+    cell_dir = _cell_dir(tmp_path, row)
+    assert row.status == Status.FAILED and not (cell_dir / layout.RECORD).exists()
+    again = run_cli("run", suite, "--db", db, "--output-dir", tmp_path / "out", "--data-dir", small_glue,
+                    "--no-progress", cwd=tmp_path)
+    assert again.returncode == 0 and "1 failed before" in again.stderr, again.stderr[-3000:]
+    assert not layout.attempt_dirs(str(cell_dir)), "the failure's files left in its attempt folder"
+    rec = json.loads((cell_dir / layout.RECORD).read_text())
+    assert (rec["status"], rec["worker_id"], rec["attempts"]) == ("failed", row.worker_id, row.attempts)
+    assert "injected: the cell fails" in (cell_dir / "error.log").read_text()
+    fresh = f"sqlite:///{tmp_path / 'fresh.db'}"
+    ingested = run_cli("ingest", tmp_path / "out", "--db", fresh, cwd=tmp_path)
+    assert ingested.returncode == 0, ingested.stderr[-3000:]
+    (copy,) = Store(fresh).records("a")
+    assert (copy.status, copy.error, copy.attempts) == (row.status, row.error, row.attempts)
 
 
 def test_a_kill_at_the_end_of_the_moves_leaves_no_attempt_folder_in_the_completed_cell(tmp_path, tiny_bert,
