@@ -249,16 +249,38 @@ def _sweep_earlier(cell_dir: str, attempt: int | None) -> None:
             discard(other)
 
 
-def settle(cell_dir: str, attempts: int | None, worker_id: str | None) -> bool:
-    """A completed cell whose accepted attempt's files are still in its attempt folder (a kill between the
-    commit and the moves): finish the moves. True when it did; False when there was nothing to move, or another
-    worker (settling too, or the finishing worker itself) moved them first."""
-    if not attempts or not worker_id:
-        return False
-    src = layout.attempt_dir(cell_dir, attempts, worker_id)
-    if not os.path.isfile(os.path.join(src, layout.RECORD)):
-        return False
-    return promote(src, cell_dir)
+def settle(cell_dir: str, attempts: int | None, worker_id: str | None, completed: bool = True) -> bool:
+    """A recorded cell (completed, or failed) whose accepted attempt's files are still in its attempt folder (a
+    kill between the commit and the moves): finish the moves. True when it did; False when there was nothing to
+    move, or another worker (settling too, or the finishing worker itself) moved them first. Either way what a kill
+    in the accepted finish's own moves left goes: the earlier attempts' folders and its own, emptied (a kill
+    between moving record.json in and the sweep); a later attempt's stays (a --retry-failed claim of a failure,
+    training now). And a completed cell's checkpoint goes (a kill before the finishing worker's
+    remove_checkpoints): no claim ever comes back to it. A failed cell's stays: a failure because another rank's
+    process ended keeps it for the retry (harness.launch.broken_group)."""
+    moved = False
+    if attempts and worker_id and layout.attempt_dirs(cell_dir):   # (no lock file made where nothing is left)
+        with locked(cell_dir):
+            src = layout.attempt_dir(cell_dir, attempts, worker_id)
+            if os.path.isfile(os.path.join(src, layout.RECORD)):
+                moved = _move_in(src, cell_dir, sweep=True)
+            else:
+                _sweep_earlier(cell_dir, attempts)
+    if completed:
+        remove_checkpoints(cell_dir)
+    return moved
+
+
+def remove_checkpoints(cell_dir: str) -> None:
+    """Every checkpoint in a recorded cell's folder (layout.checkpoint_paths): a completed cell keeps none, nor
+    does a failed one (a retry starts over). A file another worker removed first (its settle, or the finishing
+    worker itself) is not an error."""
+    for path in layout.checkpoint_paths(cell_dir):
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
 
 
 def _committed(store, claim: Claim, status: str):

@@ -345,7 +345,7 @@ def _run_suite(store: Store | None, suite: Suite, db_url: str | None, data_dir: 
                 # good as before, and a retry resumes it where its setup matches (harness.launch.broken_group)
                 if _record(store, claim, cell_dir, attempt_dir, status, error, result, state.num_processes,
                            suite_bar, time.perf_counter() - t0, say, beat_s) and not broken:
-                    checkpoint.remove_all(cell_dir)
+                    attempt.remove_checkpoints(cell_dir)
             except attempt.StoreUnreachable as exc:
                 fields, children = result_fields(result, status, error, state.num_processes)
                 path = attempt.keep_for_ingest(leased, claim, status, fields, children, attempt_dir, cell_dir)
@@ -496,7 +496,7 @@ def _record_kept(store: Store, claim: Claim, output_dir: str, bar: Progress, say
         return GONE
     if rec is None:
         return None
-    checkpoint.remove_all(cell_dir)
+    attempt.remove_checkpoints(cell_dir)
     by = rec.extra["trained_by"]
     bar.write(f"cell {claim.cell_key}: recorded the result of attempt {by['attempt']} by {by['worker_id']}, kept in "
               f"its folder while the store was unreachable: score {rec.score:.2f}; not trained again")

@@ -16,7 +16,7 @@ from harness.store.lease import Worker
 
 
 def queue_summary(store, suite: Suite, keys: set[str], output_dir: str) -> dict[Status, int]:
-    """Counts per status of the suite's cells in the store (a cell without a row is in no count); a completed
+    """Counts per status of the suite's cells in the store (a cell without a row is in no count); a recorded
     cell whose accepted files were left in its attempt folder (a kill between the commit and the moves) gets
     them moved into place."""
     rows = _rows(store, suite, keys)
@@ -36,10 +36,14 @@ def _counts(rows: list) -> dict[Status, int]:
 
 
 def _settle(rows: list, suite: Suite, output_dir: str) -> None:
+    """The moves a kill cut short, finished: of completed cells and failed ones alike (a failure's record.json
+    and error.log left in its attempt folder were never moved in, the cell folder holding no record of what the
+    store holds, unless a --retry-failed claim came)."""
     run_layout = layout.RunLayout(output_dir)
     for rec in rows:
-        if rec.status == Status.COMPLETED:
-            attempt.settle(run_layout.cell_dir(suite.name, rec.cell_key), rec.attempts, rec.worker_id)
+        if rec.status in (Status.COMPLETED, Status.FAILED):
+            attempt.settle(run_layout.cell_dir(suite.name, rec.cell_key), rec.attempts, rec.worker_id,
+                           completed=rec.status == Status.COMPLETED)
 
 
 def start_line(suite: Suite, cells: int, n: dict[Status, int], retry_failed: bool, worker: Worker,

@@ -78,6 +78,18 @@ def attempt_dirs(cell_dir: str) -> list[str]:
     return sorted(os.path.join(cell_dir, n) for n in names if n.startswith(ATTEMPT_PREFIX))
 
 
+def checkpoint_paths(folder: str) -> list[str]:
+    """Every checkpoint in a cell's output folder (its stage and member folders included), and the temporary
+    files of checkpoints a kill interrupted (harness.atomic's `.checkpoint.pt.tmp-*`)."""
+    found = []
+    for root, dirs, files in os.walk(folder):
+        found += [os.path.join(root, f) for f in files if f == CHECKPOINT or f.startswith(f".{CHECKPOINT}.tmp-")]
+        if CHECKPOINT_DIR in dirs:
+            found.append(os.path.join(root, CHECKPOINT_DIR))
+            dirs.remove(CHECKPOINT_DIR)
+    return found
+
+
 def stage_dir(cell_dir: str, index: int, task: str) -> str:
     """An earlier stage of a sequential cell (the last stage is the cell's own folder)."""
     return os.path.join(cell_dir, f"stage{index}-{task}")

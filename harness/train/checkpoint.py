@@ -91,16 +91,7 @@ def device_name(device) -> str:
     return kind
 
 
-def paths_under(folder: str) -> list[str]:
-    """Every checkpoint in a cell's output folder (its stage and member folders included), and the temporary
-    files of checkpoints a kill interrupted (harness.atomic's `.checkpoint.pt.tmp-*`)."""
-    found = []
-    for root, dirs, files in os.walk(folder):
-        found += [os.path.join(root, f) for f in files if f == FILE or f.startswith(f".{FILE}.tmp-")]
-        if DEEPSPEED_DIR in dirs:
-            found.append(os.path.join(root, DEEPSPEED_DIR))
-            dirs.remove(DEEPSPEED_DIR)
-    return found
+paths_under = layout.checkpoint_paths   # every checkpoint file and folder under a cell's output folder
 
 
 def held(folder: str | None) -> bool:
@@ -111,12 +102,6 @@ def held(folder: str | None) -> bool:
 def any_held(folder: str) -> bool:
     """Whether a cell's folder holds a checkpoint of the cell or of one of its stages."""
     return any(os.path.basename(path) == FILE for path in paths_under(folder))
-
-
-def remove_all(folder: str) -> None:
-    """Called once the cell is recorded: a completed cell keeps no checkpoint."""
-    for path in paths_under(folder):
-        shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
 
 
 def _rng_state() -> dict:

@@ -156,20 +156,97 @@ if os.environ["KILL_AT"] == "before_commit":
             os._exit(9)                      # ... and the process dies before the commit
         return real(store, claim, status, fields, children, die, say, **kw)
     attempt.finish_with_retry = finish_with_retry
+elif os.environ["KILL_AT"] == "stop":           # a stop signal at the loop's second step: checkpointed, exit 3
+    import signal
+    from harness.train import preempt
+    real, asked = preempt.requested, []
+    def requested():
+        asked.append(1)
+        if len(asked) == 3:
+            os.kill(os.getpid(), signal.SIGUSR1)
+        return real()
+    preempt.requested = requested
+elif os.environ["KILL_AT"] == "in_moves":
+    def discard(attempt_dir):
+        os._exit(9)                          # record.json moved in last; killed before its folder is removed
+    attempt.discard = discard
+elif os.environ["KILL_AT"] == "after_moves":
+    def remove_checkpoints(cell_dir):
+        os._exit(9)                          # committed and moved into place; killed before the checkpoint goes
+    attempt.remove_checkpoints = remove_checkpoints
 else:
     def promote(*args, **kwargs):
         os._exit(9)                          # committed; killed before any file is moved into place
     attempt.promote = promote
+if os.environ.get("FAIL_CELL"):              # the cell fails (after training: its files in the attempt folder)
+    from harness.launch import runner
+    real_train = runner.train_and_evaluate
+    def train_and_evaluate(*args, **kwargs):
+        real_train(*args, **kwargs)
+        raise RuntimeError("injected: the cell fails")
+    runner.train_and_evaluate = train_and_evaluate
 from harness.cli import main
 raise SystemExit(main(sys.argv[1:]))
 """
 
 
-def _run_killed(tmp_path, suite, db, data, kill_at):
+def _run_killed(tmp_path, suite, db, data, kill_at, env=None):
     cmd = [sys.executable, "-c", KILLER, "run", str(suite), "--db", db, "--output-dir", str(tmp_path / "out"),
            "--data-dir", str(data), "--no-progress"]
-    return subprocess.run(cmd, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT), "KILL_AT": kill_at},
+    return subprocess.run(cmd, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT), "KILL_AT": kill_at,
+                                                  **(env or {})},
                           capture_output=True, text=True, timeout=600)
+
+
+def test_a_kill_between_a_failures_commit_and_its_moves_is_settled_by_the_next_worker(tmp_path, tiny_bert,
+                                                                                       small_glue):
+    """A worker killed between the commit of a failure and its moves: the next worker (without --retry-failed)
+    settled only completed cells, so the failed cell's record.json and error.log stayed in the attempt folder for
+    good: the cell folder held no record of the failure the store holds (`harness ingest` of the output folder
+    into a fresh store lost the row; docs/cluster.md: "a kill between the commit and the renames: the next worker on
+    the suite finishes them"). A failure's moves are finished as a completed cell's are."""
+    db = f"sqlite:///{tmp_path / 'h.db'}"
+    suite = _suite(tmp_path, tiny_bert)
+    killed = _run_killed(tmp_path, suite, db, small_glue, "after_commit", env={"FAIL_CELL": "1"})
+    assert killed.returncode == 9, killed.stderr[-3000:]
+    (row,) = Store(db).records("a")
+    cell_dir = _cell_dir(tmp_path, row)
+    assert row.status == Status.FAILED and not (cell_dir / layout.RECORD).exists()
+    again = run_cli("run", suite, "--db", db, "--output-dir", tmp_path / "out", "--data-dir", small_glue,
+                    "--no-progress", cwd=tmp_path)
+    assert again.returncode == 0 and "1 failed before" in again.stderr, again.stderr[-3000:]
+    assert not layout.attempt_dirs(str(cell_dir)), "the failure's files left in its attempt folder"
+    rec = json.loads((cell_dir / layout.RECORD).read_text())
+    assert (rec["status"], rec["worker_id"], rec["attempts"]) == ("failed", row.worker_id, row.attempts)
+    assert "injected: the cell fails" in (cell_dir / "error.log").read_text()
+    fresh = f"sqlite:///{tmp_path / 'fresh.db'}"
+    ingested = run_cli("ingest", tmp_path / "out", "--db", fresh, cwd=tmp_path)
+    assert ingested.returncode == 0, ingested.stderr[-3000:]
+    (copy,) = Store(fresh).records("a")
+    assert (copy.status, copy.error, copy.attempts) == (row.status, row.error, row.attempts)
+
+
+def test_a_kill_at_the_end_of_the_moves_leaves_no_attempt_folder_in_the_completed_cell(tmp_path, tiny_bert,
+                                                                                      small_glue):
+    """A worker killed after its record.json moved into the cell folder (the last move) and before its attempt
+    folder was removed: the next worker's settle found no record.json to move and left the folder, empty, in the
+    completed cell for good (the accepted finish's sweep of earlier attempts' folders, cut short the same way,
+    left those too). It removes the attempt folders up to the accepted attempt's."""
+    db = f"sqlite:///{tmp_path / 'h.db'}"
+    suite = _suite(tmp_path, tiny_bert)
+    killed = _run_killed(tmp_path, suite, db, small_glue, "in_moves")
+    assert killed.returncode == 9, killed.stderr[-3000:]
+    (row,) = Store(db).records("a")
+    cell_dir = _cell_dir(tmp_path, row)
+    assert row.status == Status.COMPLETED and (cell_dir / layout.RECORD).is_file()
+    assert layout.attempt_dirs(str(cell_dir))
+    again = run_cli("run", suite, "--db", db, "--output-dir", tmp_path / "out", "--data-dir", small_glue,
+                    "--no-progress", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert not layout.attempt_dirs(str(cell_dir)), "an attempt folder left in a completed cell's folder"
+    rec = json.loads((cell_dir / layout.RECORD).read_text())
+    assert (rec["worker_id"], rec["attempts"], rec["score"]) == (row.worker_id, row.attempts, row.score)
+    assert _rescore(cell_dir, row) == pytest.approx(row.score)
 
 
 @pytest.mark.parametrize("kill_at", ["before_commit", "after_commit"])
@@ -200,6 +277,37 @@ def test_kill_around_the_commit_leaves_no_record_that_looks_accepted(tmp_path, t
     assert not layout.attempt_dirs(str(cell_dir))
     assert _rescore(cell_dir, row) == pytest.approx(row.score)
 
+
+
+@pytest.mark.parametrize("kill_at", ["after_commit", "after_moves"])
+def test_a_kill_after_a_resumed_cells_commit_leaves_no_checkpoint_in_its_folder(tmp_path, tiny_bert, small_glue,
+                                                                                 kill_at):
+    """A cell stopped by a signal (its checkpoint in the cell folder) is resumed by the next worker, which is killed
+    right after the store accepted its finish: before its files moved in, or before the checkpoint was deleted. The
+    next worker finished the moves but left checkpoint.pt in the completed cell's folder for good (the runner
+    deletes it only after its own moves; a completed cell is never claimed again). The next worker's settle now
+    deletes it (a SIGKILL's window in bench/chaos_workers.py's runs)."""
+    from harness.train import checkpoint
+
+    db = f"sqlite:///{tmp_path / 'h.db'}"
+    suite = _suite(tmp_path, tiny_bert)
+    stopped = _run_killed(tmp_path, suite, db, small_glue, "stop")
+    assert stopped.returncode == EXIT_PREEMPTED and "checkpointed" in stopped.stderr, stopped.stderr[-3000:]
+    (row,) = Store(db).records("a")
+    cell_dir = _cell_dir(tmp_path, row)
+    assert checkpoint.held(str(cell_dir))
+    killed = _run_killed(tmp_path, suite, db, small_glue, kill_at)
+    assert killed.returncode == 9 and "resumed from its checkpoint" in killed.stderr, killed.stderr[-3000:]
+    (row,) = Store(db).records("a")
+    assert row.status == Status.COMPLETED and row.attempts == 2
+    again = run_cli("run", suite, "--db", db, "--output-dir", tmp_path / "out", "--data-dir", small_glue,
+                    "--no-progress", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert not checkpoint.paths_under(str(cell_dir)), "a checkpoint left in a completed cell's folder"
+    rec = json.loads((cell_dir / layout.RECORD).read_text())
+    assert (rec["worker_id"], rec["attempts"], rec["score"]) == (row.worker_id, row.attempts, row.score)
+    assert not layout.attempt_dirs(str(cell_dir))
+    assert _rescore(cell_dir, row) == pytest.approx(row.score)
 
 OUTAGE = """
 import os, sys, time
