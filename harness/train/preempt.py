@@ -74,6 +74,9 @@ def ends_wait(what: str, on_stop=None):
             if on_stop is not None:
                 on_stop()
             sys.stdout.flush()
+        except BaseException as exc:  # noqa: BLE001 - said, and the process still ends
+            print(f"harness: the stop while {what} could not finish ({type(exc).__name__}: {exc}); stopping anyway",
+                  file=sys.stderr, flush=True)
         finally:
             os._exit(EXIT_PREEMPTED)
 

@@ -571,3 +571,5 @@ def test_a_stop_during_the_join_ends_the_process_even_when_the_join_ends_meanwhi
               "print('went on after the stop', flush=True)\n")
     done, _ = _stopped_before_joining(tmp_path, {}, script)
     assert done.returncode == EXIT_PREEMPTED and "went on" not in done.stdout, (done.stdout, done.stderr[-3000:])
+    if on_stop == "1 / 0":   # said, not swallowed: the requeue did not happen
+        assert "could not finish (ZeroDivisionError" in done.stderr, done.stderr[-3000:]
