@@ -259,15 +259,18 @@ def settle(cell_dir: str, attempts: int | None, worker_id: str | None, completed
     remove_checkpoints): no claim ever comes back to it. A failed cell's stays: a failure because another rank's
     process ended keeps it for the retry (harness.launch.broken_group)."""
     moved = False
+    # one listing of the cell folder where the moves were done (every worker start lists every recorded cell: a
+    # network file system's metadata calls): the finishing worker removes the checkpoint before its moves, so a
+    # cell whose attempt folders are all gone holds no checkpoint to remove
     if attempts and worker_id and layout.attempt_dirs(cell_dir):   # (no lock file made where nothing is left)
         with locked(cell_dir):
             src = layout.attempt_dir(cell_dir, attempts, worker_id)
+            if completed:
+                remove_checkpoints(cell_dir)
             if os.path.isfile(os.path.join(src, layout.RECORD)):
                 moved = _move_in(src, cell_dir, sweep=True)
             else:
                 _sweep_earlier(cell_dir, attempts)
-    if completed:
-        remove_checkpoints(cell_dir)
     return moved
 
 
@@ -276,11 +279,16 @@ def remove_checkpoints(cell_dir: str) -> None:
     does a failed one (a retry starts over). A file another worker removed first (its settle, or the finishing
     worker itself) is not an error."""
     for path in layout.checkpoint_paths(cell_dir):
-        if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            with contextlib.suppress(FileNotFoundError):
+        try:
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            else:
                 os.remove(path)
+        except FileNotFoundError:
+            pass
+        except OSError as e:   # the result is recorded: a leftover file is said, not a traceback at every start
+            print(f"warning: {path}: the checkpoint of a recorded cell could not be removed ({e.strerror}); "
+                  f"remove it by hand", file=sys.stderr, flush=True)
 
 
 def _committed(store, claim: Claim, status: str):
@@ -389,6 +397,7 @@ def record_kept(store, claim: Claim, attempt_dir: str, cell_dir: str, say, heart
         os.makedirs(attempt_dir, exist_ok=True)
         rec = finish_with_retry(store, claim, Status.COMPLETED, fields, children, record_writer(attempt_dir), say,
                                 heartbeat_s=heartbeat_s)
+        remove_checkpoints(cell_dir)   # before the moves: see settle
         _move_in(attempt_dir, cell_dir, sweep=True)
     return rec
 

@@ -343,9 +343,8 @@ def _run_suite(store: Store | None, suite: Suite, db_url: str | None, data_dir: 
                 # recorded: a completed cell keeps no checkpoint, nor does a failed one (a retry starts over),
                 # except after a rank's process ended: an earlier stop's checkpoint (every rank wrote it) is as
                 # good as before, and a retry resumes it where its setup matches (harness.launch.broken_group)
-                if _record(store, claim, cell_dir, attempt_dir, status, error, result, state.num_processes,
-                           suite_bar, time.perf_counter() - t0, say, beat_s) and not broken:
-                    attempt.remove_checkpoints(cell_dir)
+                _record(store, claim, cell_dir, attempt_dir, status, error, result, state.num_processes,
+                        suite_bar, time.perf_counter() - t0, say, beat_s, drop_checkpoint=not broken)
             except attempt.StoreUnreachable as exc:
                 fields, children = result_fields(result, status, error, state.num_processes)
                 path = attempt.keep_for_ingest(leased, claim, status, fields, children, attempt_dir, cell_dir)
@@ -396,7 +395,8 @@ def result_fields(result: RunResult, status: str, error: str | None, num_process
 
 
 def _record(store: Store, claim: Claim, cell_dir: str, attempt_dir: str, status: str, error: str | None,
-            result: RunResult, num_processes: int, bar: Progress, took: float, say, heartbeat_s: float) -> bool:
+            result: RunResult, num_processes: int, bar: Progress, took: float, say, heartbeat_s: float,
+            drop_checkpoint: bool = True) -> bool:
     """One transaction: the row, its stage / member rows and the status; record.json is written (atomically)
     into the attempt's folder inside it, and the attempt's files are moved into the cell folder (record.json
     last) only after the commit (harness.launch.attempt). A store error is retried with backoff; raises
@@ -410,6 +410,8 @@ def _record(store: Store, claim: Claim, cell_dir: str, attempt_dir: str, status:
         attempt.discard(attempt_dir)
         bar.write(f"cell {claim.cell_key}: {exc}")
         return False
+    if drop_checkpoint:   # after the commit, before the moves (attempt.settle relies on that order)
+        attempt.remove_checkpoints(cell_dir)
     attempt.promote(attempt_dir, cell_dir)
     if status == Status.COMPLETED:
         bar.write(f"cell {claim.cell_key}: completed in {took:.0f}s, score {rec.score:.2f} "
@@ -496,7 +498,6 @@ def _record_kept(store: Store, claim: Claim, output_dir: str, bar: Progress, say
         return GONE
     if rec is None:
         return None
-    attempt.remove_checkpoints(cell_dir)
     by = rec.extra["trained_by"]
     bar.write(f"cell {claim.cell_key}: recorded the result of attempt {by['attempt']} by {by['worker_id']}, kept in "
               f"its folder while the store was unreachable: score {rec.score:.2f}; not trained again")

@@ -257,3 +257,39 @@ def test_moving_an_attempt_in_leaves_a_newer_claims_folder_alone(tmp_path):
     assert (cell_dir / layout.PREDICTIONS).read_text() == "trained by B" and (cell_dir / "train_log.jsonl").is_file()
     assert not (cell_dir / attempt.ERROR_LOG).exists() and not layout.attempt_dirs(str(cell_dir))
     assert json.loads((cell_dir / layout.RECORD).read_text())["score"] == 60.0
+
+
+def test_settling_a_clean_recorded_cell_lists_its_folder_once(tmp_path, monkeypatch):
+    """Every worker start settles every recorded cell of the suite (summary._settle): on a 10,000-cell grid on a
+    network file system each metadata call counts, thousands of times over in a Slurm array. A cell whose moves
+    were done (no attempt folder left) is listed once; its tree is not walked for checkpoints, since the
+    finishing worker removes them before its moves (the walk made every start read every cell's whole tree)."""
+    cell = tmp_path / "cell"
+    for name in ("adapter", "stage0-mrpc/adapter"):
+        (cell / name).mkdir(parents=True)
+    (cell / layout.RECORD).write_text("{}")
+    walked, listed = [], []
+    real_walk, real_listdir = os.walk, os.listdir
+    monkeypatch.setattr(os, "walk", lambda *a, **k: walked.append(a) or real_walk(*a, **k))
+    monkeypatch.setattr(os, "listdir", lambda *a, **k: listed.append(a) or real_listdir(*a, **k))
+    for completed in (True, False):
+        assert not attempt.settle(str(cell), 1, WORKER, completed=completed)
+    assert walked == [] and len(listed) == 2, (walked, listed)
+    assert not (cell / layout.CELL_LOCK).exists()
+
+
+def test_a_checkpoint_that_cannot_be_removed_is_said_not_a_traceback(tmp_path, monkeypatch, capsys):
+    """A recorded cell's leftover checkpoint that the file system refuses to remove (a read-only mount, NFS's
+    stale handle): removing it is advice (the result is recorded), so a worker says it and goes on; a traceback
+    here ended every worker start of the suite (summary._settle) or a worker right after its commit."""
+    cell = tmp_path / "cell"
+    cell.mkdir()
+    (cell / layout.CHECKPOINT).write_bytes(b"x")
+
+    def refused(path, *a, **k):
+        raise OSError(30, "Read-only file system", path)
+
+    monkeypatch.setattr(os, "remove", refused)
+    attempt.remove_checkpoints(str(cell))
+    assert "could not be removed (Read-only file system)" in capsys.readouterr().err
+    assert (cell / layout.CHECKPOINT).exists()
