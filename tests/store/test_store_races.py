@@ -11,6 +11,33 @@ from harness.store.db import Store
 PAYLOAD = {"num_layers": 1, "baseline": 70.0, "recorded_score": 70.0, "spans": [[0, 0, 60.0]]}
 
 
+def _recorded_houlsby_run(tmp_path, db_url):
+    """The claim of one completed Houlsby cell (score 70) in a store of its own, its engine closed."""
+    cell = parse_suite("name: ab\nmodels: [minilm]\ntasks: [rte]\nmethods: [houlsby]\n",
+                       str(tmp_path / "ab.yaml")).cells()[0]
+    store = Store(db_url)
+    claim = store.start(cell, cell.config(), "cmd", None)
+    store.finish(claim, Status.COMPLETED, {"score": 70.0, "metrics": {"accuracy": 70.0}})
+    store.engine.dispose()
+    return claim
+
+
+def _ablate_refused(monkeypatch, db_url, run_id: int, meanwhile) -> str:
+    """`harness ablate RUN` whose ablation runs `meanwhile(rec)` (another process's change to the store) before it
+    returns its matrix: refused, exit 1, nothing stored. Its one line."""
+    import harness.analysis.ablate as ablation
+
+    def ablate(rec, ctx, trust_remote_code=False):
+        meanwhile(rec)
+        return PAYLOAD
+
+    monkeypatch.setattr(ablation, "ablate", ablate)
+    proc = call_cli("ablate", run_id, "--db", db_url)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert Store(db_url).analyses() == []
+    return proc.stderr.strip()
+
+
 def test_an_ablation_of_a_result_replaced_meanwhile_is_not_stored_beside_the_new_one(tmp_path, db_url, monkeypatch):
     """`harness ablate` reads a run, ablates its adapter (minutes), then stores the matrix. `harness ingest
     --replace` swapped the run's result in between (it drops the analyses of the result it replaces: none yet):
@@ -19,28 +46,20 @@ def test_an_ablation_of_a_result_replaced_meanwhile_is_not_stored_beside_the_new
     measured."""
     import harness.analysis.ablate as ablation
 
-    cell = parse_suite("name: ab\nmodels: [minilm]\ntasks: [rte]\nmethods: [houlsby]\n",
-                       str(tmp_path / "ab.yaml")).cells()[0]
+    claim = _recorded_houlsby_run(tmp_path, db_url)
     store = Store(db_url)
-    claim = store.start(cell, cell.config(), "cmd", None)
-    store.finish(claim, Status.COMPLETED, {"score": 70.0, "metrics": {"accuracy": 70.0}})
     replacing = {**store.get(claim.id).as_dict(), "score": 80.0, "metrics": {"accuracy": 80.0}}   # a node's
     store.engine.dispose()
 
-    def replaced_while_ablated(rec, ctx, trust_remote_code=False):
+    def replaced(rec):
         assert rec.score == 70.0
         other = Store(db_url)
         assert other.ingest(replacing, replace=True) == "updated"   # `harness ingest --replace`, meanwhile
         other.engine.dispose()
-        return PAYLOAD
 
-    monkeypatch.setattr(ablation, "ablate", replaced_while_ablated)
-    proc = call_cli("ablate", claim.id, "--db", db_url)
-    assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert proc.stderr.strip() == (f"error: run {claim.id}: its result was replaced while it was ablated (harness "
-                                   f"ingest --replace): the ablation is not stored; run harness ablate again"), \
-        proc.stderr
-    assert Store(db_url).analyses() == []
+    assert _ablate_refused(monkeypatch, db_url, claim.id, replaced) == (
+        f"error: run {claim.id}: its result was replaced while it was ablated (harness ingest --replace): the "
+        f"ablation is not stored; run harness ablate again")
 
     monkeypatch.setattr(ablation, "ablate", lambda rec, ctx, trust_remote_code=False: {**PAYLOAD,
                                                                                          "recorded_score": rec.score})
@@ -98,27 +117,15 @@ def test_an_ablation_of_a_run_deleted_meanwhile_says_so_in_one_line(tmp_path, db
     """The run `harness ablate` read is gone by the time it stores the matrix (deleted from the store by hand, minutes
     into the ablation): the store raised AttributeError ('NoneType' object has no attribute ...), a traceback. It
     is refused like a result replaced meanwhile: one line, exit 1, nothing stored."""
-    import harness.analysis.ablate as ablation
+    from sqlalchemy import text
 
-    cell = parse_suite("name: ab\nmodels: [minilm]\ntasks: [rte]\nmethods: [houlsby]\n",
-                       str(tmp_path / "ab.yaml")).cells()[0]
-    store = Store(db_url)
-    claim = store.start(cell, cell.config(), "cmd", None)
-    store.finish(claim, Status.COMPLETED, {"score": 70.0, "metrics": {"accuracy": 70.0}})
-    store.engine.dispose()
+    claim = _recorded_houlsby_run(tmp_path, db_url)
 
-    def deleted_while_ablated(rec, ctx, trust_remote_code=False):
-        from sqlalchemy import text
-
+    def deleted(rec):
         other = Store(db_url)
         with other.engine.begin() as conn:   # by hand, meanwhile
             assert conn.execute(text("DELETE FROM runs WHERE id = :id"), {"id": rec.id}).rowcount == 1
         other.engine.dispose()
-        return PAYLOAD
 
-    monkeypatch.setattr(ablation, "ablate", deleted_while_ablated)
-    proc = call_cli("ablate", claim.id, "--db", db_url)
-    assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert proc.stderr.strip() == (f"error: run {claim.id}: it was removed from the store while it was ablated: the "
-                                   f"ablation is not stored"), proc.stderr
-    assert Store(db_url).analyses() == []
+    assert _ablate_refused(monkeypatch, db_url, claim.id, deleted) == (
+        f"error: run {claim.id}: it was removed from the store while it was ablated: the ablation is not stored")
