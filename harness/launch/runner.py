@@ -396,11 +396,13 @@ def result_fields(result: RunResult, status: str, error: str | None, num_process
 
 def _record(store: Store, claim: Claim, cell_dir: str, attempt_dir: str, status: str, error: str | None,
             result: RunResult, num_processes: int, bar: Progress, took: float, say, heartbeat_s: float,
-            drop_checkpoint: bool = True) -> bool:
+            drop_checkpoint: bool = True) -> None:
     """One transaction: the row, its stage / member rows and the status; record.json is written (atomically)
     into the attempt's folder inside it, and the attempt's files are moved into the cell folder (record.json
-    last) only after the commit (harness.launch.attempt). A store error is retried with backoff; raises
-    attempt.StoreUnreachable when it persists (the lease renewed every `heartbeat_s` meanwhile)."""
+    last) only after the commit (harness.launch.attempt); with `drop_checkpoint` the cell's checkpoint goes between
+    the two. A lost lease records nothing and leaves the checkpoint (the new holder's). A store error is retried
+    with backoff; raises attempt.StoreUnreachable when it persists (the lease renewed every `heartbeat_s`
+    meanwhile)."""
     attempt.relocate(result, attempt_dir, cell_dir)
     fields, children = result_fields(result, status, error, num_processes)
     try:
@@ -409,14 +411,13 @@ def _record(store: Store, claim: Claim, cell_dir: str, attempt_dir: str, status:
     except LeaseLost as exc:
         attempt.discard(attempt_dir)
         bar.write(f"cell {claim.cell_key}: {exc}")
-        return False
+        return
     if drop_checkpoint:   # after the commit, before the moves (attempt.settle relies on that order)
         attempt.remove_checkpoints(cell_dir)
     attempt.promote(attempt_dir, cell_dir)
     if status == Status.COMPLETED:
         bar.write(f"cell {claim.cell_key}: completed in {took:.0f}s, score {rec.score:.2f} "
                   f"(best {rec.best_score:.2f}), {rec.trainable_pct:.3g}% of {rec.total_params:,} params trainable")
-    return True
 
 
 def _progress(cell, stop: BaseException) -> tuple[int, int] | None:
