@@ -30,21 +30,22 @@ class Store(WorkQueue, Ingest, Analyses):
         self._held = threading.local()   # this thread's open snapshot (snapshot()): the board's sessions share a Store
         self.backend = self.engine.dialect.name
         try:   # a newer harness's store: refused before any read or migration
-            schema.check_revision(self.engine, make_url(self.url).render_as_string(hide_password=True))
+            stored = schema.check_revision(self.engine, make_url(self.url).render_as_string(hide_password=True))
         except InputError:
             self.engine.dispose()
             raise
         if create and not read_only:
-            self.upgrade()
+            self.upgrade(stored)
         # a store of an older revision that is not migrated (opened read-only: readers never write) lacks the
         # columns later revisions added; reads leave them out and give None (_fetch), as for a run from before
         self._absent = self._absent_columns() if read_only or not create else {}
 
     # -- schema ------------------------------------------------------------------------------------------------
 
-    def upgrade(self) -> None:
-        """Bring the schema to the newest Alembic revision (once, under a lock: see schema.upgrade)."""
-        schema.upgrade(self.engine, self._write)
+    def upgrade(self, stored: list[str] | None = None) -> None:
+        """Bring the schema to the newest Alembic revision (once, under a lock: see schema.upgrade); `stored`: the
+        revisions just read from the store (schema.check_revision), else read here."""
+        schema.upgrade(self.engine, self._write, stored)
 
     def identity(self) -> str | None:
         """The store's random id (None: a store from before it had one, opened read-only, or no store)."""

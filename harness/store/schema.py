@@ -327,29 +327,32 @@ def stored_revisions(engine: Engine) -> list[str] | None:
         return conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
 
 
-def check_revision(engine: Engine, shown: str) -> None:
+def check_revision(engine: Engine, shown: str) -> list[str] | None:
     """InputError where the store's schema is at a revision this harness does not have: a newer harness migrated
     it, and this one can neither migrate it (Alembic cannot find the revision: a traceback) nor know what its
-    columns mean now. A store from before migrations (no alembic_version) is an older one."""
+    columns mean now. A store from before migrations (no alembic_version) is an older one. Returns the revisions
+    it read (stored_revisions), for upgrade."""
     found = stored_revisions(engine)
     if found is None:
-        return
+        return None
     known, head = known_revisions()
     unknown = [v for v in found if v not in known]
     if unknown:
         raise StoreTooNew(f"--db: the store {shown} is at schema revision {unknown[0]}, which this harness does not "
                          f"have (its newest: {head}): a newer harness wrote it; read and write it with that release "
                          f"or a later one")
+    return found
 
 
-def upgrade(engine: Engine, write_transaction) -> None:
+def upgrade(engine: Engine, write_transaction, stored: list[str] | None = None) -> None:
     """Bring the schema to the newest Alembic revision. Workers starting together (a Slurm array) race here:
     the migration runs under the database's write lock (SQLite) or an advisory lock (PostgreSQL), and
     whoever comes second finds it done. `write_transaction()` opens a connection holding the write lock.
     A store already at the newest revision (what nearly every writer opens) is told by its version table and the
     files' revisions read as text: importing Alembic and loading its script directory to learn it cost each
-    writing process ~0.1 s of CPU."""
-    if stored_revisions(engine) == [known_revisions()[1]]:
+    writing process ~0.1 s of CPU. `stored`: the version table as the caller just read it (check_revision), not
+    read again; None reads it."""
+    if (stored if stored is not None else stored_revisions(engine)) == [known_revisions()[1]]:
         return
     from alembic import command
     from alembic.runtime.migration import MigrationContext
