@@ -221,7 +221,8 @@ def _move_in(attempt_dir: str, cell_dir: str, sweep: bool) -> bool:
     if not os.path.isfile(os.path.join(attempt_dir, layout.RECORD)):
         return False
     here = _rank(atomic.read_json_object(os.path.join(cell_dir, layout.RECORD)))
-    if _rank(atomic.read_json_object(os.path.join(attempt_dir, layout.RECORD))) < here:
+    ours = _rank(atomic.read_json_object(os.path.join(attempt_dir, layout.RECORD)))
+    if ours < here:
         print(f"warning: {cell_dir} holds {WORTH[here]}; this attempt's files stay in {attempt_dir}",
               file=sys.stderr, flush=True)
         return False
@@ -235,17 +236,19 @@ def _move_in(attempt_dir: str, cell_dir: str, sweep: bool) -> bool:
     atomic._fsync_dir(cell_dir)
     discard(attempt_dir)
     if sweep:
-        _sweep_earlier(cell_dir, layout.attempt_number(attempt_dir))
+        _sweep_earlier(cell_dir, layout.attempt_number(attempt_dir), completed=ours >= KEPT)
     return True
 
 
-def _sweep_earlier(cell_dir: str, attempt: int | None) -> None:
+def _sweep_earlier(cell_dir: str, attempt: int | None, completed: bool) -> None:
     """Remove the folders of the cell's attempts before `attempt` (lost or killed ones). A later attempt's folder
-    stays: a claim made after this attempt's commit (--retry-failed took its failure while this worker stalled
-    before its moves) may be training into it now."""
+    stays where the cell failed: a claim made after this attempt's commit (--retry-failed took its failure while
+    this worker stalled before its moves) may be training into it now. A completed cell is never claimed again:
+    every attempt folder goes (a later-numbered one is an older row's, deleted by hand and queued again, whose
+    claims counted from 1 anew)."""
     for other in layout.attempt_dirs(cell_dir):
         number = layout.attempt_number(other)
-        if attempt is None or number is None or number <= attempt:
+        if completed or attempt is None or number is None or number <= attempt:
             discard(other)
 
 
@@ -270,7 +273,7 @@ def settle(cell_dir: str, attempts: int | None, worker_id: str | None, completed
             if os.path.isfile(os.path.join(src, layout.RECORD)):
                 moved = _move_in(src, cell_dir, sweep=True)
             else:
-                _sweep_earlier(cell_dir, attempts)
+                _sweep_earlier(cell_dir, attempts, completed)
     return moved
 
 

@@ -283,6 +283,33 @@ def test_kill_around_the_commit_leaves_no_record_that_looks_accepted(tmp_path, t
     _assert_folder_is_the_row(cell_dir, row)
 
 
+def test_a_row_deleted_by_hand_and_run_again_leaves_no_attempt_folder_of_the_old_row(tmp_path, tiny_bert,
+                                                                                     small_glue):
+    """A cell's row deleted by hand (DELETE FROM runs) after two killed attempts, and the suite run again: the new
+    row counts its claims from 1, and its accepted finish swept only the folders up to its own attempt, so the old
+    row's attempt 2 stayed in the completed cell's folder for good (every later finish of the cell sweeps up to 1).
+    A completed cell is never claimed again, so no later attempt can be training: its finish sweeps every other
+    attempt folder. (The old folders are never moved in: settle moves only the row's own attempt and worker, and
+    every worker id is new.)"""
+    from sqlalchemy import text
+
+    db = f"sqlite:///{tmp_path / 'h.db'}"
+    suite = _suite(tmp_path, tiny_bert)
+    for _ in range(2):
+        assert _run_killed(tmp_path, suite, db, small_glue, "before_commit").returncode == 9
+    (row,) = Store(db).records("a")
+    cell_dir = _cell_dir(tmp_path, row)
+    assert row.attempts == 2 and [layout.attempt_number(d) for d in layout.attempt_dirs(str(cell_dir))] == [1, 2]
+    by_hand = Store(db)
+    with by_hand.engine.begin() as conn:
+        assert conn.execute(text("DELETE FROM runs WHERE suite = 'a'")).rowcount == 1
+    by_hand.engine.dispose()
+    _next_worker(tmp_path, suite, db, small_glue)
+    (row,) = Store(db).records("a")
+    assert row.status == Status.COMPLETED and row.attempts == 1
+    _assert_folder_is_the_row(cell_dir, row)
+
+
 @pytest.mark.parametrize("kill_at", ["after_commit", "after_moves"])
 def test_a_kill_after_a_resumed_cells_commit_leaves_no_checkpoint_in_its_folder(tmp_path, tiny_bert, small_glue,
                                                                                  kill_at):
