@@ -252,15 +252,17 @@ def _sweep_earlier(cell_dir: str, attempt: int | None, completed: bool) -> None:
             discard(other)
 
 
-def settle(cell_dir: str, attempts: int | None, worker_id: str | None, completed: bool = True) -> bool:
+def settle(cell_dir: str, attempts: int | None, worker_id: str | None, completed: bool = True,
+           keep_checkpoint: bool = False) -> bool:
     """A recorded cell (completed, or failed) whose accepted attempt's files are still in its attempt folder (a
     kill between the commit and the moves): finish the moves. True when it did; False when there was nothing to
     move, or another worker (settling too, or the finishing worker itself) moved them first. Either way what a kill
     in the accepted finish's own moves left goes: the earlier attempts' folders and its own, emptied (a kill
     between moving record.json in and the sweep); a later attempt's stays (a --retry-failed claim of a failure,
-    training now). And a completed cell's checkpoint goes (a kill before the finishing worker's
-    remove_checkpoints): no claim ever comes back to it. A failed cell's stays: a failure because another rank's
-    process ended keeps it for the retry (harness.launch.broken_group)."""
+    training now). And the cell's checkpoint goes (a kill before the finishing worker's remove_checkpoints): no
+    claim ever comes back to a completed cell, and a failure's retry starts over; with `keep_checkpoint` it
+    stays: a failure because another rank's process ended keeps it for the retry (harness.launch.broken_group;
+    left, any failure's retry resumed the failed training's checkpoint)."""
     moved = False
     # one listing of the cell folder where the moves were done (every worker start lists every recorded cell: a
     # network file system's metadata calls): the finishing worker removes the checkpoint before its moves, so a
@@ -268,7 +270,7 @@ def settle(cell_dir: str, attempts: int | None, worker_id: str | None, completed
     if attempts and worker_id and layout.attempt_dirs(cell_dir):   # (no lock file made where nothing is left)
         with locked(cell_dir):
             src = layout.attempt_dir(cell_dir, attempts, worker_id)
-            if completed:
+            if not keep_checkpoint:
                 remove_checkpoints(cell_dir)
             if os.path.isfile(os.path.join(src, layout.RECORD)):
                 moved = _move_in(src, cell_dir, sweep=True)

@@ -35,6 +35,12 @@ def broke(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and any(marker in str(exc) for marker in CLOSED + TIMED_OUT)
 
 
+def recorded(error: str | None) -> bool:
+    """Whether a failed row's error (its first line: `explained`'s reason, as runner.report_failure stores it) is a
+    broken group's: the failure whose retry resumes the cell's checkpoint. Any other failure's retry starts over."""
+    return bool(error) and error.startswith(f"{GroupBroken.__name__}: ")
+
+
 def timed_out(exc: BaseException) -> bool:
     """Whether the group broke on a peer that did not answer in time (its process may still run), `exc` being the
     collective's error or `explained`'s."""

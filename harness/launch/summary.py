@@ -8,7 +8,7 @@ imports torch; the worker it starts no longer does)."""
 
 from __future__ import annotations
 
-from harness.launch import attempt
+from harness.launch import attempt, broken_group
 from harness.plan.grid import Suite
 from harness.spec import layout
 from harness.spec.status import Status
@@ -38,12 +38,14 @@ def _counts(rows: list) -> dict[Status, int]:
 def _settle(rows: list, suite: Suite, output_dir: str) -> None:
     """The moves a kill cut short, finished: of completed cells and failed ones alike (a failure's record.json
     and error.log left in its attempt folder were never moved in, the cell folder holding no record of what the
-    store holds, unless a --retry-failed claim came)."""
+    store holds, unless a --retry-failed claim came). The checkpoint a kill left goes, but a broken group's
+    failure's (its retry resumes it: the row's error says which failure it was)."""
     run_layout = layout.RunLayout(output_dir)
     for rec in rows:
         if rec.status in (Status.COMPLETED, Status.FAILED):
             attempt.settle(run_layout.cell_dir(suite.name, rec.cell_key), rec.attempts, rec.worker_id,
-                           completed=rec.status == Status.COMPLETED)
+                           completed=rec.status == Status.COMPLETED,
+                           keep_checkpoint=rec.status == Status.FAILED and broken_group.recorded(rec.error))
 
 
 def start_line(suite: Suite, cells: int, n: dict[Status, int], retry_failed: bool, worker: Worker,

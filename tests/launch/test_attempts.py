@@ -336,6 +336,32 @@ def test_a_kill_after_a_resumed_cells_commit_leaves_no_checkpoint_in_its_folder(
     assert not checkpoint.paths_under(str(cell_dir)), "a checkpoint left in a completed cell's folder"
     _assert_folder_is_the_row(cell_dir, row)
 
+def test_a_retry_of_a_failure_killed_before_its_checkpoint_went_starts_over(tmp_path, tiny_bert, small_glue):
+    """A cell stopped by a signal (checkpointed), resumed, and failing (the training raised: not a broken group);
+    its worker is killed after the failure's commit, before the checkpoint's removal. The next worker's settle kept
+    it (failed cells keep theirs for a broken group's retry), so `--retry-failed` resumed the failed training's
+    checkpoint instead of starting over. The row's error says it was no broken group: the checkpoint goes."""
+    from harness.train import checkpoint
+
+    db = f"sqlite:///{tmp_path / 'h.db'}"
+    suite = _suite(tmp_path, tiny_bert)
+    stopped = _run_killed(tmp_path, suite, db, small_glue, "stop")
+    assert stopped.returncode == EXIT_PREEMPTED, stopped.stderr[-3000:]
+    killed = _run_killed(tmp_path, suite, db, small_glue, "after_moves", env={"FAIL_CELL": "1"})
+    assert killed.returncode == 9 and "resumed from its checkpoint" in killed.stderr, killed.stderr[-3000:]
+    (row,) = Store(db).records("a")
+    cell_dir = _cell_dir(tmp_path, row)
+    assert row.status == Status.FAILED and checkpoint.held(str(cell_dir))
+    retried = run_cli("run", suite, "--db", db, "--output-dir", tmp_path / "out", "--data-dir", small_glue,
+                      "--no-progress", "--retry-failed", cwd=tmp_path)
+    assert retried.returncode == 0, retried.stderr[-3000:]
+    assert "resumed from its checkpoint" not in retried.stderr, retried.stderr[-3000:]
+    (row,) = Store(db).records("a")
+    assert row.status == Status.COMPLETED and row.attempts == 3
+    assert not checkpoint.paths_under(str(cell_dir))
+    _assert_folder_is_the_row(cell_dir, row)
+
+
 OUTAGE = """
 import os, sys, time
 from pathlib import Path

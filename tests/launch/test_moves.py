@@ -293,3 +293,26 @@ def test_a_checkpoint_that_cannot_be_removed_is_said_not_a_traceback(tmp_path, m
     attempt.remove_checkpoints(str(cell))
     assert "could not be removed (Read-only file system)" in capsys.readouterr().err
     assert (cell / layout.CHECKPOINT).exists()
+
+
+def test_a_kill_after_a_failures_commit_keeps_the_checkpoint_only_for_a_broken_group(tmp_path):
+    """A failure committed, then a kill before the checkpoint's removal (its attempt folder left): the next worker's
+    settle kept every failed cell's checkpoint, since a broken group's retry resumes it, so a `--retry-failed` of
+    a training that raised (a NaN loss, an out-of-memory) resumed the failed training's state. The row's error
+    tells them apart (broken_group.recorded): only a broken group's failure keeps it."""
+    from harness.launch import summary
+    from harness.plan.suite import parse_suite
+
+    for error, kept in (("GroupBroken: another rank's process ended (or lost its connection): ...\nTraceback", True),
+                        ("RuntimeError: the loss is nan\nTraceback", False)):
+        store, cell, out, cell_dir = _one_cell_store(tmp_path / str(kept))
+        claim = store.claim_next(cell.suite, [cell.key], current_worker())
+        cell_dir.mkdir(parents=True)
+        (cell_dir / layout.CHECKPOINT).write_bytes(b"an earlier stop's")
+        src = Path(attempt.folder(str(cell_dir), claim))
+        src.mkdir(parents=True)
+        store.finish(claim, Status.FAILED, {"error": error}, [], before_commit=attempt.record_writer(str(src)))
+        suite = parse_suite("name: m\nmodels: [minilm]\ntasks: [rte]\nmethods: [full]\n", str(tmp_path / "m.yaml"))
+        summary.queue_summary(store, suite, {cell.key}, str(out))   # the next worker's start
+        assert json.loads((cell_dir / layout.RECORD).read_text())["error"] == error
+        assert (cell_dir / layout.CHECKPOINT).exists() == kept, error
