@@ -527,6 +527,7 @@ def run_ablations(suite: Suite, store: Store, ctx: RunContext, say, worker=None,
     from harness.report.tables import best_setting_runs, runs_frame
     from harness.spec.methods import methods_with
     from harness.stats.selection import selectable_runs
+    from harness.store.analyses import RunChanged
 
     def retried(call, what: str):   # as a cell's claim and finish: a short outage is waited out
         return attempt.with_store_retry(call, what, say)
@@ -551,8 +552,13 @@ def run_ablations(suite: Suite, store: Store, ctx: RunContext, say, worker=None,
     for run_id in sorted(wanted - done):
         if preempt.requested():   # Slurm's warning: the task's time is nearly up, and it must requeue (run_suite)
             raise Preempted(f"{preempt.signal_name() or 'a stop signal'} received; no further ablation claimed")
-        claim = retried(lambda: store.claim_analysis(run_id, ABLATION, worker, timeout_s),
-                        f"claiming the ablation of run {run_id}")
+        try:
+            claim = retried(lambda: store.claim_analysis(run_id, ABLATION, worker, timeout_s),
+                            f"claiming the ablation of run {run_id}")
+        except RunChanged as exc:   # deleted by hand since the runs were read (each ablation before it: minutes)
+            failed += 1
+            say(f"ablation of run {run_id} FAILED: {exc}")
+            continue
         if claim is None:   # another worker runs it, or ran it
             continue
         rec = retried(lambda: store.get(run_id), f"reading run {run_id}")
@@ -564,11 +570,11 @@ def run_ablations(suite: Suite, store: Store, ctx: RunContext, say, worker=None,
         except BaseException as exc:   # a tokenizers panic too, as in a cell (run_suite)
             failed += 1
             error = _error_text(exc)
-            say(f"ablation of run {rec.id} FAILED: {error}")
-            retried(lambda: store.fail_analysis(claim, error), f"recording the ablation of run {rec.id}")
+            say(f"ablation of run {run_id} FAILED: {error}")   # (rec is None where the run went since the claim)
+            retried(lambda: store.fail_analysis(claim, error), f"recording the ablation of run {run_id}")
             continue
-        if not retried(lambda: store.finish_analysis(claim, payload), f"recording the ablation of run {rec.id}"):
-            say(f"ablation of run {rec.id}: another worker took it over (this one missed its heartbeats); "
+        if not retried(lambda: store.finish_analysis(claim, payload), f"recording the ablation of run {run_id}"):
+            say(f"ablation of run {run_id}: another worker took it over (this one missed its heartbeats); "
                 f"not recorded")
             continue
         worst = min(payload["spans"], key=lambda s: s[2])

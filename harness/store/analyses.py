@@ -84,19 +84,23 @@ class Analyses:
     def claim_analysis(self, run_id: int, kind: str, worker: Worker,
                        lease_timeout_s: float = DEFAULT_LEASE_TIMEOUT_S) -> AnalysisClaim | None:
         """Claim the end-of-suite analysis `kind` of a run, or None when another worker holds it (a live lease)
-        or it is done, or failed since this worker started. One transaction under the write lock (PostgreSQL:
-        the row locked, or the unique constraint deciding between two inserts)."""
+        or it is done, or failed since this worker started; RunChanged (nothing claimed) when the run is no longer
+        in the store. One transaction under the write lock (PostgreSQL: the row locked, or the unique constraint
+        deciding between two inserts)."""
         now = utcnow()
         lease = {"status": Status.RUNNING.value, "worker_id": worker.worker_id, "heartbeat_at": db_now(),
                  "error": None}
         try:
             with self._write() as conn:
+                suite = conn.execute(select(RunRecord.suite).where(RunRecord.id == run_id)).scalar()
+                if suite is None:   # deleted by hand since the worker read the suite's runs: NoResultFound's traceback
+                    raise RunChanged(f"run {run_id}: it was removed from the store before its ablation was claimed: "
+                                     f"no ablation of it")
                 stmt = select(A.id).where(A.run_id == run_id, A.kind == kind, A.work_item == SUITE_WORK)
                 if self.backend == "postgresql":
                     stmt = stmt.with_for_update()
                 row_id = conn.execute(stmt).scalar()
                 if row_id is None:
-                    suite = conn.execute(select(RunRecord.suite).where(RunRecord.id == run_id)).scalar_one()
                     row_id = conn.execute(A.__table__.insert().values(
                         run_id=run_id, suite=suite, kind=kind, work_item=SUITE_WORK, payload={}, created_at=now,
                         **lease)).inserted_primary_key[0]

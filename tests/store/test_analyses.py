@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from sqlalchemy import func, select, update
 
 from tests.helpers import ROOT
@@ -163,3 +164,59 @@ def test_a_stop_signal_during_the_ablations_requeues_the_worker_with_the_rest_le
     assert done.returncode == 3 and "no further ablation claimed" in done.stderr, done.stderr[-3000:]
     assert asked.exists() and asked.read_text().split() == ["requeue", "77"], done.stderr[-3000:]
     assert len(Store(url).analyses("abl")) == 1   # the one it ran; the other is nobody's claim
+
+
+# run_ablations (as ABLATER's) whose first claim finds its run deleted by hand: DELETE FROM runs before the claim
+# (since the worker read the suite's runs: the ablations before it take minutes), or right after it
+DELETED_BY_HAND = """
+import sys
+import harness.analysis.ablate as ablate_module
+from sqlalchemy import text
+from harness.launch.runner import run_ablations
+from harness.plan.suite import parse_suite
+from harness.store.db import Store
+
+ablate_module.ablate = lambda rec, ctx, trust_remote_code=False: {"num_layers": 1, "baseline": rec.score,
+                                                                   "spans": [[0, 0, rec.score - 1.0]]}
+url, text_, when = sys.argv[1], sys.argv[2], sys.argv[3]
+store = Store(url)
+real, deleted = Store.claim_analysis, []
+
+def by_hand(run_id):
+    other = Store(url)
+    with other.engine.begin() as conn:
+        assert conn.execute(text("DELETE FROM runs WHERE id = :id"), {"id": run_id}).rowcount == 1
+    other.engine.dispose()
+    deleted.append(run_id)
+
+def claim_analysis(self, run_id, *args, **kwargs):
+    if not deleted and when == "before":
+        by_hand(run_id)
+    claim = real(self, run_id, *args, **kwargs)
+    if not deleted and when == "after":
+        by_hand(run_id)
+    return claim
+
+Store.claim_analysis = claim_analysis
+print("failed", run_ablations(parse_suite(text_, "abl.yaml"), store, None, lambda line: print(line, flush=True)))
+print("deleted", deleted[0])
+"""
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_a_run_deleted_by_hand_before_its_ablation_is_one_failed_line(tmp_path, when):
+    """A run deleted from the store by hand while a worker finished the suite: its claim read the run's suite with
+    scalar_one() and ended the worker in NoResultFound's traceback, the ablations left unrun (deleted right after
+    the claim, the failure's own line read rec.id of None: AttributeError's traceback). It is one failed line, as
+    `harness ablate` says it (eb086fd); the other runs are ablated, and the worker ends 1."""
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    ids = completed_store(url)
+    proc = subprocess.run([sys.executable, "-c", DELETED_BY_HAND, url, SUITE, when], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stdout + proc.stderr[-3000:]
+    deleted = int(proc.stdout.split()[-1])
+    assert "failed 1" in proc.stdout, proc.stdout
+    removed = (f"ablation of run {deleted} FAILED: run {deleted}: it was removed from the store before its ablation "
+               f"was claimed: no ablation of it" if when == "before" else f"ablation of run {deleted} FAILED: ")
+    assert removed in proc.stdout, proc.stdout
+    assert sorted(a.run_id for a in Store(url).analyses("abl")) == sorted(set(ids) - {deleted})
