@@ -23,7 +23,7 @@ from harness.launch.slurm import ENV_SLURM_REQUEUE, requeue_slurm_task
 from harness.spec.errors import EXIT_PREEMPTED, EXIT_STORE_UNREACHABLE, InputError
 from harness.spec.status import DEFAULT_CPU_WORKERS
 from harness.spec.variables import env_whole_number
-from harness.store.env import ENV_LOCAL_WORKERS, physical_cores
+from harness.store.env import ENV_LOCAL_WORKERS, ENV_THREADS_SET, physical_cores
 
 ENV_WORKERS = "HARNESS_WORKERS"
 
@@ -127,7 +127,7 @@ def set_threads(threads: int | None) -> None:
     if threads:
         import torch
 
-        os.environ["OMP_NUM_THREADS"] = str(threads)
+        os.environ["OMP_NUM_THREADS"] = os.environ[ENV_THREADS_SET] = str(threads)
         torch.set_num_threads(threads)
 
 

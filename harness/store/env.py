@@ -61,6 +61,9 @@ def _torch_threads() -> int:
 # set in each worker `harness run --workers N` starts: how many workers share this machine (the warning below
 # divides the cores by it)
 ENV_LOCAL_WORKERS = "HARNESS_LOCAL_WORKERS"
+# set where `harness run` set this process's threads itself (--threads-per-worker, or the cores shared out among
+# --workers: harness.launch.workers.set_threads): a choice, not `accelerate launch`'s OMP_NUM_THREADS=1
+ENV_THREADS_SET = "HARNESS_THREADS_SET"
 
 
 def physical_cores() -> int:
@@ -86,7 +89,8 @@ def local_processes(num_processes: int = 1) -> int:
 def cpu_threads_warning(num_processes: int) -> str | None:
     """One line when a CPU run uses fewer threads than the cores its share of the machine has: `accelerate
     launch` sets OMP_NUM_THREADS=1 unless told --num_cpu_threads_per_process N (or --cpu), which on a 2-core
-    machine leaves half of it idle. None on GPUs and when the threads match."""
+    machine leaves half of it idle. None on GPUs, when the threads match, and when `harness run` set them as asked
+    (ENV_THREADS_SET: `--threads-per-worker 1` on a 2-core machine warned at every start, blaming accelerate)."""
     import torch
 
     if torch.cuda.is_available():
@@ -97,7 +101,7 @@ def cpu_threads_warning(num_processes: int) -> str | None:
     local = local_processes(num_processes)
     share = max(1, cores // max(1, local))
     threads = _torch_threads()
-    if threads >= share:
+    if threads >= share or os.environ.get(ENV_THREADS_SET) == str(threads):
         return None
     return (f"torch uses {threads} thread(s) per process but each of the {local} process(es) on this machine has "
             f"{share} core(s) (OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}; `accelerate launch` "

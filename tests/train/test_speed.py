@@ -390,7 +390,7 @@ def test_a_cpu_run_with_fewer_threads_than_cores_is_warned_about(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
     monkeypatch.setattr(psutil, "cpu_count", lambda logical=True: 4)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    for name in ("LOCAL_WORLD_SIZE", "SLURM_CPUS_PER_TASK"):
+    for name in ("LOCAL_WORLD_SIZE", "SLURM_CPUS_PER_TASK", env.ENV_THREADS_SET):
         monkeypatch.delenv(name, raising=False)
     before = torch.get_num_threads()
     try:
