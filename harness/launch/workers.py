@@ -133,15 +133,15 @@ def set_threads(threads: int | None) -> None:
 
 def _worker(index: int, count: int, threads: int | None, run_kwargs: dict, suite_path: str, max_cells) -> None:
     """One worker process: its threads, its stop-signal handlers, then the same loop as `harness run`."""
+    from harness.train import preempt
+
+    preempt.install()   # before torch's import (set_threads): the parent forwards its stop signals at once
     os.environ[ENV_LOCAL_WORKERS] = str(count)
     # a Slurm task is requeued by the parent, once every worker has stopped: a worker's own `scontrol requeue`
     # ends every process of the task, the other workers in the middle of their checkpoint
     os.environ.pop(ENV_SLURM_REQUEUE, None)
     set_threads(threads)
     from harness.plan.suite import load_suite
-    from harness.train import preempt
-
-    preempt.install()
     from harness.launch.runner import leave_process_group, run_suite
 
     code = run_suite(load_suite(suite_path, max_cells), **run_kwargs)

@@ -573,3 +573,44 @@ def test_a_stop_during_the_join_ends_the_process_even_when_the_join_ends_meanwhi
     assert done.returncode == EXIT_PREEMPTED and "went on" not in done.stdout, (done.stdout, done.stderr[-3000:])
     if on_stop == "1 / 0":   # said, not swallowed: the requeue did not happen
         assert "could not finish (ZeroDivisionError" in done.stderr, done.stderr[-3000:]
+
+
+# `harness run` as the CLI starts it, whose process gets a stop signal while it imports what it needs (the moment
+# harness.plan.grid is first looked up: the parser's first slow import, pydantic's), as a Slurm warning or a chaos
+# SIGTERM can come in a worker's first second
+SIGNALLED_WHILE_IMPORTING = """
+import os, signal, sys
+
+class Signal:
+    def find_spec(self, name, path=None, target=None):
+        if name == "harness.plan.grid":
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), getattr(signal, os.environ["STOP_SIGNAL"]))
+        return None
+
+sys.meta_path.insert(0, Signal())
+from harness.cli import main
+raise SystemExit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGUSR1"])
+def test_a_stop_signal_while_the_worker_imports_stops_it_as_a_stop(tmp_path, tiny_bert, small_glue, sig):
+    """The stop handlers were installed after the parser's and `harness run`'s own imports (0.35-0.6 s after the
+    interpreter's start on a 2-core CPU): a stop signal before them ended the worker by the signal's default action
+    (-15 / -10, 22 of 386 processes in bench/chaos_workers.py), so its Slurm task was not requeued. They are
+    installed before the parser is built: the worker claims nothing and ends EXIT_PREEMPTED, as a stop between
+    cells ends it."""
+    from harness.spec.status import Status
+    from harness.store.db import Store
+
+    suite = write_suite(tmp_path / "s.yaml", suite_yaml(tiny_bert, "s", "[bitfit]", "[rte]", "{max_steps: 2}", HP))
+    db = f"sqlite:///{tmp_path / 'h.db'}"
+    proc = subprocess.run([sys.executable, "-c", SIGNALLED_WHILE_IMPORTING, "run", str(suite), "--db", db,
+                           "--output-dir", str(tmp_path / "out"), "--data-dir", str(small_glue), "--no-progress"],
+                          cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT), "STOP_SIGNAL": sig},
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == EXIT_PREEMPTED, (proc.returncode, proc.stderr[-3000:])
+    assert f"{sig} received" in proc.stderr and "no further cell claimed" in proc.stderr, proc.stderr[-3000:]
+    (row,) = Store(db).records("s")
+    assert (row.status, row.attempts) == (Status.PENDING, 0)
