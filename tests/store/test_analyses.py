@@ -204,12 +204,12 @@ print("deleted", deleted[0])
 
 
 @pytest.mark.parametrize("when", ["before", "after"])
-def test_a_run_deleted_by_hand_before_its_ablation_is_one_failed_line(tmp_path, when):
+def test_a_run_deleted_by_hand_before_its_ablation_is_one_failed_line(tmp_path, db_url, when):
     """A run deleted from the store by hand while a worker finished the suite: its claim read the run's suite with
     scalar_one() and ended the worker in NoResultFound's traceback, the ablations left unrun (deleted right after
     the claim, the failure's own line read rec.id of None: AttributeError's traceback). It is one failed line, as
     `harness ablate` says it (eb086fd); the other runs are ablated, and the worker ends 1."""
-    url = f"sqlite:///{tmp_path / 'h.db'}"
+    url = db_url
     ids = completed_store(url)
     proc = subprocess.run([sys.executable, "-c", DELETED_BY_HAND, url, SUITE, when], capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
