@@ -364,7 +364,7 @@ def _p(v) -> str:
 def seeds_text(v) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "–"
-    return "∞" if v == math.inf else f"{int(v)}"
+    return f"{int(v)}"
 
 
 def nothing_completed(frame: pd.DataFrame) -> str:
