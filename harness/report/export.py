@@ -364,7 +364,7 @@ def _p(v) -> str:
 def seeds_text(v) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "–"
-    return "∞" if v == math.inf else f"{int(v)}"
+    return f"{int(v)}"
 
 
 def nothing_completed(frame: pd.DataFrame) -> str:
@@ -910,9 +910,10 @@ def check_not_an_input(path: str, store) -> None:
     (predictions.npz, a SQuAD run's predictions*.json), which the best and leaderboard tables read (`-o
     RUN/predictions.npz` wrote the CSV over the predictions the table had just read, exit 0, and every later test
     of that run failed), and its record.json, error.log, adapter, checkpoint (`-o RUN/record.json` was written
-    over, exit 0). A new file there is written as anywhere. The store's own file is refused before it is read
-    (check_output); these once it is read (it names the folders), before anything is written; the same file by a
-    link or another spelling too."""
+    over, exit 0). A new file there too: written once, the same export was then refused as a file of the run (and
+    a retry of the cell replaces its folders: `-o RUN/adapter/runs.csv` went with the adapter). The store's own file
+    is refused before it is read (check_output); these once it is read (it names the folders), before anything is
+    written; the same file by a link or another spelling too."""
     from sqlalchemy import select
 
     from harness.spec import layout
@@ -920,8 +921,6 @@ def check_not_an_input(path: str, store) -> None:
     from harness.store.schema import RunRecord
 
     real = output_file(path)
-    if not os.path.isfile(real):
-        return
     with store.reading() as conn:
         folders = conn.execute(select(RunRecord.output_dir).where(RunRecord.output_dir.is_not(None))
                                .distinct()).scalars().all()
@@ -930,13 +929,16 @@ def check_not_an_input(path: str, store) -> None:
     folder, name = os.path.split(real)
     while True:   # the file's folder, then each one above it
         own = runs.get(_identity(folder))
-        if own is not None and folder == os.path.dirname(real) and (
+        if own is not None and os.path.isfile(real) and folder == os.path.dirname(real) and (
                 name == layout.PREDICTIONS or (name.startswith("predictions") and name.endswith(".json"))):
             raise InputError(f"-o: {path} is the saved predictions of a stored run ({own}), which the tables read; "
                              f"writing the export there would destroy them")
-        if own is not None:
+        if own is not None and os.path.isfile(real):
             raise InputError(f"-o: {path} is a file of a stored run ({own}); writing the export there would "
                              f"destroy it")
+        if own is not None:
+            raise InputError(f"-o: {path} is in the folder of a stored run ({own}), which holds the run's own files "
+                             f"(a retry of the cell replaces its subfolders); write the export outside it")
         if os.path.dirname(folder) == folder:
             return
         folder = os.path.dirname(folder)

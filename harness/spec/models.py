@@ -45,7 +45,9 @@ def weight_files(locate) -> tuple[str, ...] | None:
         try:
             with open(path, encoding="utf-8") as f:
                 shards = sorted(set(json.load(f)["weight_map"].values()))
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        # (RecursionError: an index nested past the decoder's limit; `validate` of a local folder whose
+        # model.safetensors.index.json held 100,000 '[' ended in a traceback)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
             return None
         return (name, *shards) if shards and all(locate(s) is not None for s in shards) else None
     return None

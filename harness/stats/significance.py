@@ -55,16 +55,14 @@ def holm(p_values) -> np.ndarray:
 def seeds_needed(mean_best, std_best, mean, std, alpha: float = ALPHA, power: float = POWER):
     """Seeds per variant a two-sample z-test needs to resolve the gap at `alpha` (two-sided) with `power`:
     n = 2 (z_{1-a/2} + z_{power})^2 sigma^2 / delta^2, sigma^2 the mean of the two seed variances. None when the
-    variance is unknown (one seed each) or zero; inf when the means are equal, for a direct caller: the tables never
-    ask then (a mean at_best is a best itself, its seeds_needed None), so no table shows it."""
+    variance is unknown (one seed each) or zero, or the means are equal: no gap to resolve, as the tables have it
+    (they never ask then: a mean at_best is a best itself, its seeds_needed None)."""
     if any(v is None or (isinstance(v, float) and math.isnan(v)) for v in (mean_best, std_best, mean, std)):
         return None
     var = (std_best ** 2 + std ** 2) / 2
     delta = abs(mean_best - mean)
-    if var == 0:
+    if var == 0 or delta == 0:
         return None
-    if delta == 0:
-        return math.inf
     from statistics import NormalDist   # not scipy.stats: importing it costs seconds on every table
 
     z = NormalDist().inv_cdf(1 - alpha / 2) + NormalDist().inv_cdf(power)

@@ -245,6 +245,19 @@ def test_a_weight_index_without_its_shards_is_refused(tmp_path, tiny_bert, small
     assert check.returncode == 0 and "present  model org/tiny" in check.stdout, check.stdout + check.stderr
 
 
+def test_a_weight_index_nested_past_the_json_decoders_limit_is_refused(tmp_path, tiny_bert, small_glue):
+    """A local model folder whose model.safetensors.index.json is 100,000 '[': `harness validate` (and run, prefetch
+    --check) ended in a RecursionError traceback, exit 1; now the index is read as one without a weight_map, in one
+    line naming the model and the file, exit 2."""
+    shutil.copytree(tiny_bert, tmp_path / "local")
+    (tmp_path / "local" / "model.safetensors").unlink()
+    (tmp_path / "local" / "model.safetensors.index.json").write_text("[" * 100_000)
+    suite = write_suite(tmp_path / "s.yaml", "name: s\nmodels: [./local]\ntasks: [rte]\nmethods: [full]\n")
+    assert_refused(run_cli("validate", suite, "--data-dir", small_glue, cwd=tmp_path),
+                   f'model "./local": model.safetensors.index.json in {tmp_path / "local"} names shards that are '
+                   f'not there (or no readable weight_map)', suite)
+
+
 def test_run_checks_data_before_writing_anything(tmp_path):
     suite = write_suite(tmp_path / "s.yaml", "name: s\nmodels: [minilm]\ntasks: [rte, qqp]\nmethods: [full]\n")
     line = assert_refused(run_cli("run", suite, "--data-dir", tmp_path / "glue", cwd=tmp_path), "--data-dir")

@@ -307,7 +307,7 @@ def test_a_run_whose_predictions_npz_does_not_load_is_not_paired(tmp_path, conte
 def test_export_does_not_write_over_a_runs_saved_predictions(tmp_path):
     """`harness export --table best -o RUN/predictions.npz` wrote the CSV over the predictions the table had just
     read (exit 0), and every later test of that run was left out; by a link, or a SQuAD run's predictions.json, the
-    same. Refused in one line, nothing written; a new file in the folder is written as anywhere."""
+    same. Refused in one line, nothing written."""
     import shutil
 
     from tests.helpers import assert_refused
@@ -323,14 +323,12 @@ def test_export_does_not_write_over_a_runs_saved_predictions(tmp_path):
     for name in ("predictions.npz", "predictions.json"):
         assert (tmp_path / "houlsby1" / name).read_bytes() == (tmp_path / "before" / name).read_bytes()
     assert sorted(os.listdir(tmp_path / "houlsby1")) == sorted(os.listdir(tmp_path / "before"))
-    r = call_cli("export", "--db", url, "--table", "best", "-o", tmp_path / "houlsby1" / "best.csv")
-    assert r.returncode == 0 and (tmp_path / "houlsby1" / "best.csv").read_text().startswith("suite,"), r.stderr
 
 
 def test_export_does_not_write_over_any_file_of_a_stored_run(tmp_path):
     """Only a run's predictions were refused: `harness export -o RUN/record.json` (or its error.log, a file of its
     adapter) wrote the CSV over it, exit 0. Every file already in a stored run's folder, at any depth and by a
-    link too, is refused in one line, nothing written; a new file there is written as anywhere."""
+    link too, is refused in one line, nothing written."""
     from tests.helpers import assert_refused
 
     url = squad_store(tmp_path)
@@ -345,8 +343,28 @@ def test_export_does_not_write_over_any_file_of_a_stored_run(tmp_path):
         assert_refused(call_cli("export", "--db", url, "-o", out),
                        f"error: -o: {out} is a file of a stored run ({run}); writing the export there would destroy it")
     assert {path: path.read_bytes() for path in files} == files
-    r = call_cli("export", "--db", url, "-o", run / "adapter" / "runs.csv")
-    assert r.returncode == 0 and (run / "adapter" / "runs.csv").read_text().startswith("id,suite,"), r.stderr
+
+
+def test_export_writes_no_new_file_into_a_stored_runs_folder(tmp_path):
+    """`harness export -o RUN/best.csv` (or RUN/adapter/runs.csv, a folder a retry of the cell replaces) wrote the
+    export the first time, exit 0, and refused the same command the second time as a file of the run: now refused
+    both times, in one line, nothing written there (its notes neither); a file beside the runs' folders is
+    written, and written again."""
+    from tests.helpers import assert_refused
+
+    url = squad_store(tmp_path)
+    run = tmp_path / "houlsby1"
+    (run / "adapter").mkdir()
+    before = sorted(p.relative_to(run) for p in run.rglob("*"))
+    for out in (run / "best.csv", run / "adapter" / "runs.csv", run / "predictions.npz.csv"):
+        for _ in range(2):
+            assert_refused(call_cli("export", "--db", url, "--table", "best", "-o", out),
+                           f"error: -o: {out} is in the folder of a stored run ({run}), which holds the run's own "
+                           f"files")
+    assert sorted(p.relative_to(run) for p in run.rglob("*")) == before
+    for _ in range(2):
+        r = call_cli("export", "--db", url, "--table", "best", "-o", tmp_path / "best.csv")
+        assert r.returncode == 0 and (tmp_path / "best.csv").read_text().startswith("suite,"), r.stderr
 
 
 OFFLINE_SQUAD = {"train": "file:/data/SQuAD/train-v1.1.json:sha256:"
