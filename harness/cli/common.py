@@ -82,7 +82,7 @@ def add_data_dir(p, help: str = "local GLUE directory (classic layout); default:
 
 
 def add_max_cells(p) -> None:
-    from harness.plan.grid import DEFAULT_MAX_CELLS
+    from harness.spec.status import DEFAULT_MAX_CELLS
 
     p.add_argument("--max-cells", type=positive_int, default=DEFAULT_MAX_CELLS,
                    help="refuse a grid larger than this (default: %(default)s): a longer list than meant costs "

@@ -55,7 +55,7 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from harness.launch import slurm
     from harness.launch.workers import workers_asked
-    from harness.plan.grid import DEFAULT_MAX_CELLS
+    from harness.spec.status import DEFAULT_MAX_CELLS
     from harness.plan.preflight import check_data_dir
     from harness.plan.suite import load_suite
     from harness.spec.layout import RunLayout

@@ -20,9 +20,8 @@ from harness.spec.hparams import EVALUATION_BUDGET
 from harness.spec.methods import METHODS
 from harness.spec.models import ModelSpec
 from harness.spec.schedule import Multitask, Schedule, Sequence
+from harness.spec.status import DEFAULT_MAX_CELLS
 from harness.spec.tasks import get_task
-
-DEFAULT_MAX_CELLS = 10_000   # a bigger grid is almost always a typo in a list; --max-cells N allows it
 
 
 class DataDir(NamedTuple):

@@ -64,6 +64,11 @@ def share(part: float, whole: float) -> str:
 # 2026-12-05, AVX512-BF16 EPYC, bf16), so one worker.
 DEFAULT_CPU_WORKERS = 1
 
+# the largest grid a suite may plan unless --max-cells says more: a bigger one is almost always a typo in a list.
+# Here, not in harness.plan.grid: every command's parser shows it, and grid's import (pydantic) cost ~0.2 s of
+# a 0.5 s `harness ls --help`
+DEFAULT_MAX_CELLS = 10_000
+
 # lease timing (each overridable per worker: --heartbeat-s / --lease-timeout-s, or the HARNESS_ variables)
 DEFAULT_HEARTBEAT_S = 30.0        # a worker renews its lease this often
 DEFAULT_LEASE_TIMEOUT_S = 300.0   # a lease without a heartbeat for this long is stale: the cell is taken over

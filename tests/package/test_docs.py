@@ -628,7 +628,7 @@ def test_the_other_numbers_the_docs_quote_are_the_constants():
          _constant(status, "DEFAULT_LEASE_TIMEOUT_S")),
         (r"([\d,]+) optimizer steps \(`AUTO_MIN_STEPS`|cells of ([\d,]+) planned steps",
          _constant("harness/train/compiling.py", "AUTO_MIN_STEPS")),
-        (r"a grid above ([\d,]+) cells", _constant("harness/plan/grid.py", "DEFAULT_MAX_CELLS")),
+        (r"a grid above ([\d,]+) cells", _constant(status, "DEFAULT_MAX_CELLS")),
         (r"train-loss points \(default (\d+)\)", _constant("harness/spec/trackers.py", "DEFAULT_LOG_EVERY")),
         (r"`--pilot-steps` steps \(default (\d+)\)", _constant("harness/cli/estimate.py", "PILOT_STEPS")),
         (r"no answer within (\d+) s, locked or out of reach", _constant("harness/launch/worker.py", "LOST_NOW_WAIT_S")),
