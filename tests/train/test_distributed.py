@@ -389,6 +389,7 @@ def test_a_rank_killed_mid_cell_fails_the_cell_keeps_its_checkpoint_and_stops_th
     hand, completed at attempt 3 with the uninterrupted score), and the worker stops with one line and exit 6."""
     import re
 
+    from harness.launch import broken_group
     from harness.train import checkpoint
 
     suite = write_suite(tmp_path / "s.yaml", "name: ddp-kill" + lora_suite(
@@ -411,6 +412,7 @@ def test_a_rank_killed_mid_cell_fails_the_cell_keeps_its_checkpoint_and_stops_th
     assert rec.attempts == 2 and rec.score is None and rec.steps is None
     first = rec.error.splitlines()[0]
     assert first.startswith("GroupBroken: another rank's process ended"), first
+    assert broken_group.recorded(rec.error)   # so the next worker's settle keeps the checkpoint for the retry
     assert ("no checkpoint is possible without every rank, so the cell is recorded failed; `--retry-failed` runs "
             "it again, resuming from the cell's earlier checkpoint (kept)") in first, first
     assert "Connection closed by peer" in rec.error or "Connection reset by peer" in rec.error   # its cause
