@@ -146,7 +146,7 @@ def measure(n: int, work: str) -> str:
     return (f"{n:,} clean completed cells (built in {build_s:.0f} s): settle pass {first_s:.3f} s first, "
             f"{statistics.median(again):.3f} s median of 5 ({1e6 * statistics.median(again) / n:.1f} us/cell); "
             f"file-system calls per cell: {per_cell}; page cache warm. The whole start-up read, queue_summary: "
-            f"{statistics.median(whole):.2f} s, of which reading the rows {statistics.median(read):.2f} s (medians of 3)")
+            f"{statistics.median(whole):.3f} s, of which reading the rows {statistics.median(read):.3f} s (medians of 3)")
 
 
 def main() -> int:
