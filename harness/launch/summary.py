@@ -25,7 +25,8 @@ def queue_summary(store, suite: Suite, keys: set[str], output_dir: str) -> dict[
 
 
 def _rows(store, suite: Suite, keys: set[str]) -> list:
-    return [rec for key, rec in store.by_key(suite.name).items() if key in keys]
+    """The cells' key, status, attempt and worker (Store.cell_states): all that counting and settling read."""
+    return [rec for rec in store.cell_states(suite.name) if rec.cell_key in keys]
 
 
 def _counts(rows: list) -> dict[Status, int]:
