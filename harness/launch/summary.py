@@ -25,8 +25,9 @@ def queue_summary(store, suite: Suite, keys: set[str], output_dir: str) -> dict[
 
 
 def _rows(store, suite: Suite, keys: set[str]) -> list:
-    """The cells' key, status, attempt and worker (Store.cell_states): all that counting and settling read."""
-    return [rec for rec in store.cell_states(suite.name) if rec.cell_key in keys]
+    """The cells' key, status, attempt, worker and a failure's error (Store.cell_statuses): all that counting and
+    settling read."""
+    return [rec for rec in store.cell_statuses(suite.name) if rec.cell_key in keys]
 
 
 def _counts(rows: list) -> dict[Status, int]:

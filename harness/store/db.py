@@ -11,10 +11,11 @@ from __future__ import annotations
 import threading
 from contextlib import contextmanager
 
-from sqlalchemy import inspect, make_url, select
+from sqlalchemy import case, inspect, make_url, select
 from sqlalchemy.orm import Session
 
 from harness.spec.errors import InputError
+from harness.spec.status import Status
 from harness.store import schema
 from harness.store.analyses import Analyses
 from harness.store.engine import default_db_url, make_engine, read_snapshot, write_transaction
@@ -136,12 +137,14 @@ class Store(WorkQueue, Ingest, Analyses):
         with self.session() as s:
             return set(s.scalars(stmt))
 
-    def cell_states(self, suite: str) -> list:
-        """(cell_key, status, attempts, worker_id) of the suite's cells' own rows, read as four columns, not whole
-        rows: every worker start reads them (harness.launch.summary), and whole rows, every JSON column of every
-        cell, took 1.19 s of its 1.34 s on a 10,000-cell SQLite store (0.036 s for these; bench/bench_settle.py),
-        sent by a PostgreSQL server to every task of a Slurm array."""
-        stmt = select(RunRecord.cell_key, RunRecord.status, RunRecord.attempts, RunRecord.worker_id).where(
+    def cell_statuses(self, suite: str) -> list:
+        """(cell_key, status, attempts, worker_id, error) of the suite's cells' own rows, read as five columns, not
+        whole rows: every worker start reads them (harness.launch.summary), and whole rows, every JSON column of
+        every cell, took 1.19 s of its 1.34 s on a 10,000-cell SQLite store (0.036 s for these; bench/bench_settle.py),
+        sent by a PostgreSQL server to every task of a Slurm array. `error` only for a failed row (settle keeps a
+        broken group's checkpoint by it: harness.launch.broken_group.recorded); None for every other."""
+        error = case((RunRecord.status == str(Status.FAILED), RunRecord.error), else_=None).label("error")
+        stmt = select(RunRecord.cell_key, RunRecord.status, RunRecord.attempts, RunRecord.worker_id, error).where(
             RunRecord.suite == suite, RunRecord.parent_id.is_(None))
         with self.session() as s:
             return list(s.execute(stmt))

@@ -64,11 +64,12 @@ def test_idle_only_once_every_cell_is_finished(tmp_path, db_url, monkeypatch):
     assert _nothing_to_do(s, args) is None
 
 
-def test_a_worker_start_reads_four_columns_of_its_suites_rows(tmp_path, db_url):
+def test_a_worker_start_reads_five_columns_of_its_suites_rows(tmp_path, db_url):
     """Every worker start counts and settles the suite's rows (summary.queue_summary, nothing_to_do): it read
     whole rows, every JSON column of every cell (config, env, metrics, history), 1.19 s of the 1.34 s start-up
     read on a 10,000-cell SQLite store (bench/bench_settle.py; 0.036 s for four columns), and a PostgreSQL server
-    sent them to every task of a Slurm array. It reads the cell key, status, attempt and worker."""
+    sent them to every task of a Slurm array. It reads the cell key, status, attempt, worker and a failure's error
+    (settle keeps only a broken group's checkpoint)."""
     from sqlalchemy import event
 
     from harness.launch.summary import queue_summary
