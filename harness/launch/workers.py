@@ -24,6 +24,7 @@ from harness.spec.errors import EXIT_PREEMPTED, EXIT_STORE_UNREACHABLE, InputErr
 from harness.spec.status import DEFAULT_CPU_WORKERS
 from harness.spec.variables import env_whole_number
 from harness.store.env import ENV_LOCAL_WORKERS, ENV_THREADS_SET, physical_cores
+from harness.train import preempt   # (the standard library alone)
 
 ENV_WORKERS = "HARNESS_WORKERS"
 
@@ -133,8 +134,6 @@ def set_threads(threads: int | None) -> None:
 
 def _worker(index: int, count: int, threads: int | None, run_kwargs: dict, suite_path: str, max_cells) -> None:
     """One worker process: its threads, its stop-signal handlers, then the same loop as `harness run`."""
-    from harness.train import preempt
-
     preempt.install()   # before torch's import (set_threads): the parent forwards its stop signals at once
     os.environ[ENV_LOCAL_WORKERS] = str(count)
     # a Slurm task is requeued by the parent, once every worker has stopped: a worker's own `scontrol requeue`
@@ -165,8 +164,13 @@ def run_workers(count: int, threads: int | None, suite_path: str, max_cells, run
             if p.pid and p.is_alive():
                 os.kill(p.pid, signum)
 
-    old = {sig: signal.signal(sig, forward) for sig in (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM)}
+    old = {sig: signal.signal(sig, forward) for sig in preempt.STOP_SIGNALS}
     try:
+        if preempt.requested():   # taken since `harness run` started (harness.cli.main): said, then lost
+            print(f"harness run: {preempt.signal_name()} received before the workers started: no worker started",
+                  file=sys.stderr, flush=True)
+            requeue_slurm_task()   # as a lone worker stopped before its first claim (run_suite)
+            return EXIT_PREEMPTED
         for p in procs:
             p.start()
         codes = []
