@@ -132,9 +132,16 @@ def set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-def _worker(index: int, count: int, threads: int | None, run_kwargs: dict, suite_path: str, max_cells) -> None:
-    """One worker process: its threads, its stop-signal handlers, then the same loop as `harness run`."""
-    preempt.install()   # before torch's import (set_threads): the parent forwards its stop signals at once
+def _worker(index: int, count: int, threads: int | None, run_kwargs: dict, suite_path: str, max_cells,
+            started=None, stop=None) -> None:
+    """One worker process: its threads, its stop-signal handlers, then the same loop as `harness run`.
+    `started`: set once the handlers are in (the parent passes its stop signals on from then); `stop`: the one it
+    kept while this interpreter started (run_workers), 0 for none."""
+    preempt.install()   # before torch's import (set_threads)
+    if started is not None:
+        started.set()
+        if stop.value:   # (read after the set: a signal since is passed on by the parent itself)
+            signal.raise_signal(stop.value)
     os.environ[ENV_LOCAL_WORKERS] = str(count)
     # a Slurm task is requeued by the parent, once every worker has stopped: a worker's own `scontrol requeue`
     # ends every process of the task, the other workers in the middle of their checkpoint
@@ -154,14 +161,19 @@ def run_workers(count: int, threads: int | None, suite_path: str, max_cells, run
     """Starts `count` workers and waits for all of them. Exit code: EXIT_PREEMPTED if any worker was stopped
     by a stop signal, else the first failing worker's code, else 0."""
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_worker, args=(i, count, threads, run_kwargs, suite_path, max_cells),
+    stop, started = ctx.Value("i", 0, lock=False), [ctx.Event() for _ in range(count)]
+    procs = [ctx.Process(target=_worker, args=(i, count, threads, run_kwargs, suite_path, max_cells, started[i], stop),
                          name=f"harness-worker-{i}") for i in range(count)]
     print(f"harness run: {count} workers x {threads or 'default'} thread(s) on this machine, one store",
           file=sys.stderr, flush=True)
 
     def forward(signum, frame):
-        for p in procs:
-            if p.pid and p.is_alive():
+        # passed on to a worker whose handlers are in; one still starting (the spawn bootstrap imports this module
+        # and what it imports, before _worker) ended by the default action (-15: the parent ended 1, no requeue),
+        # so it takes the signal from `stop` once they are in
+        stop.value = signum
+        for p, ready in zip(procs, started):
+            if p.pid and p.is_alive() and ready.is_set():
                 os.kill(p.pid, signum)
 
     old = {sig: signal.signal(sig, forward) for sig in preempt.STOP_SIGNALS}

@@ -263,3 +263,13 @@ def test_a_stop_signal_before_the_workers_start_starts_none(tmp_path, tiny_bert,
     assert "no worker started" in proc.stderr, proc.stderr[-3000:]
     assert not [r for r in rows if r.attempts], [(r.cell_key, str(r.status)) for r in rows]
 
+
+def test_a_stop_signal_as_the_workers_start_stops_them_as_a_stop(tmp_path, tiny_bert, small_glue):
+    """A stop signal the parent passed on while a worker's interpreter was still starting (before _worker installs
+    its handlers: the spawn bootstrap imports this module and what it imports) ended that worker by the signal's
+    default action (-15): the parent ended 1, its Slurm task not requeued. The workers start with the stop signals
+    blocked, unblocked once their handlers are in: each claims nothing and ends 3, and so does the parent."""
+    proc, rows = _stopped_parent(tmp_path, tiny_bert, small_glue, "started")
+    assert proc.returncode == EXIT_PREEMPTED, (proc.returncode, proc.stderr[-3000:])
+    assert proc.stderr.count("SIGTERM received; no further cell claimed") == 2, proc.stderr[-3000:]   # each worker
+    assert not [r for r in rows if r.attempts], [(r.cell_key, str(r.status)) for r in rows]
