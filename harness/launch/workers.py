@@ -167,14 +167,22 @@ def run_workers(count: int, threads: int | None, suite_path: str, max_cells, run
     print(f"harness run: {count} workers x {threads or 'default'} thread(s) on this machine, one store",
           file=sys.stderr, flush=True)
 
+    forwarding = []
+
     def forward(signum, frame):
         # passed on to a worker whose handlers are in; one still starting (the spawn bootstrap imports this module
         # and what it imports, before _worker) ended by the default action (-15: the parent ended 1, no requeue),
         # so it takes the signal from `stop` once they are in
         stop.value = signum
-        for p, ready in zip(procs, started):
-            if p.pid and p.is_alive() and ready.is_set():
-                os.kill(p.pid, signum)
+        if forwarding:   # a second signal while the first is passed on: Event.is_set holds a lock (not reentrant)
+            return       # that this handler, run inside it, would wait for forever; the first reaches every worker
+        forwarding.append(signum)
+        try:
+            for p, ready in zip(procs, started):
+                if p.pid and p.is_alive() and ready.is_set():
+                    os.kill(p.pid, signum)
+        finally:
+            forwarding.clear()
 
     old = {sig: signal.signal(sig, forward) for sig in preempt.STOP_SIGNALS}
     try:

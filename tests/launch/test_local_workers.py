@@ -237,17 +237,31 @@ else:   # once both workers are started: their interpreters are still starting
             os.kill(os.getpid(), signal.SIGTERM)
 
     multiprocessing.context.SpawnProcess.start = started
+if os.environ["STOP_AT"] == "nested":   # and a second stop signal while the parent passes the first on
+    import multiprocessing.synchronize as synchronize
+    sent = []
+
+    def is_set(self):   # Event.is_set, with the second signal's handler run inside its lock
+        with self._cond:
+            if not sent:
+                sent.append(os.kill(os.getpid(), signal.SIGUSR1))
+            if self._flag.acquire(False):
+                self._flag.release()
+                return True
+            return False
+
+    synchronize.Event.is_set = is_set
 from harness.cli import main
 raise SystemExit(main(sys.argv[1:]))
 """
 
 
-def _stopped_parent(tmp_path, tiny_bert, small_glue, stop_at: str):
+def _stopped_parent(tmp_path, tiny_bert, small_glue, stop_at: str, timeout: float = 300):
     suite = _suite(tmp_path, tiny_bert, "s", budget="{max_steps: 2}")
     db = f"sqlite:///{tmp_path / 'h.db'}"
     proc = subprocess.run([sys.executable, "-c", STOPPED_PARENT, "run", str(suite), "--db", db, "--output-dir",
                            str(tmp_path / "out"), "--data-dir", str(small_glue), "--workers", "2",
-                           "--threads-per-worker", "1"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                           "--threads-per-worker", "1"], cwd=tmp_path, capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, "PYTHONPATH": ROOT, "STOP_AT": stop_at})
     rows = [r for r in Store(db).records("s") if r.parent_id is None] if (tmp_path / "h.db").exists() else []
     return proc, rows
@@ -267,9 +281,20 @@ def test_a_stop_signal_before_the_workers_start_starts_none(tmp_path, tiny_bert,
 def test_a_stop_signal_as_the_workers_start_stops_them_as_a_stop(tmp_path, tiny_bert, small_glue):
     """A stop signal the parent passed on while a worker's interpreter was still starting (before _worker installs
     its handlers: the spawn bootstrap imports this module and what it imports) ended that worker by the signal's
-    default action (-15): the parent ended 1, its Slurm task not requeued. The workers start with the stop signals
-    blocked, unblocked once their handlers are in: each claims nothing and ends 3, and so does the parent."""
+    default action (-15): the parent ended 1, its Slurm task not requeued. The parent passes a signal only to a
+    worker whose handlers are in and keeps it for one still starting, which reads it once they are: each claims
+    nothing and ends 3, and so does the parent."""
     proc, rows = _stopped_parent(tmp_path, tiny_bert, small_glue, "started")
     assert proc.returncode == EXIT_PREEMPTED, (proc.returncode, proc.stderr[-3000:])
     assert proc.stderr.count("SIGTERM received; no further cell claimed") == 2, proc.stderr[-3000:]   # each worker
+    assert not [r for r in rows if r.attempts], [(r.cell_key, str(r.status)) for r in rows]
+
+
+def test_a_second_stop_signal_while_the_first_is_passed_on_ends_the_run_as_a_stop(tmp_path, tiny_bert, small_glue):
+    """A second stop signal (Slurm's SIGUSR1 warning, then its SIGTERM; or both at once to the process group) whose
+    handler ran while the first one's asked a worker's Event, holding the Event's lock: the nested handler waited
+    for that lock forever, and the parent of `harness run --workers 2` hung with its workers (until Slurm's
+    SIGKILL). The second only joins the stop now: each worker claims nothing and ends 3, and so does the parent."""
+    proc, rows = _stopped_parent(tmp_path, tiny_bert, small_glue, "nested", timeout=120)
+    assert proc.returncode == EXIT_PREEMPTED, (proc.returncode, proc.stderr[-3000:])
     assert not [r for r in rows if r.attempts], [(r.cell_key, str(r.status)) for r in rows]
