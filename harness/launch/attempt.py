@@ -260,7 +260,8 @@ def settle(cell_dir: str, attempts: int | None, worker_id: str | None, completed
     in the accepted finish's own moves left goes: the earlier attempts' folders and its own, emptied (a kill
     between moving record.json in and the sweep); a later attempt's stays (a --retry-failed claim of a failure,
     training now). And the cell's checkpoint goes (a kill before the finishing worker's remove_checkpoints): no
-    claim ever comes back to a completed cell, and a failure's retry starts over; with `keep_checkpoint` it
+    claim ever comes back to a completed cell, and a failure's retry starts over (only with the failure's own files
+    still to move: a retry claimed since the row was read may have written one); with `keep_checkpoint` it
     stays: a failure because another rank's process ended keeps it for the retry (harness.launch.broken_group;
     left, any failure's retry resumed the failed training's checkpoint)."""
     moved = False
@@ -270,9 +271,12 @@ def settle(cell_dir: str, attempts: int | None, worker_id: str | None, completed
     if attempts and worker_id and layout.attempt_dirs(cell_dir):   # (no lock file made where nothing is left)
         with locked(cell_dir):
             src = layout.attempt_dir(cell_dir, attempts, worker_id)
-            if not keep_checkpoint:
+            left = os.path.isfile(os.path.join(src, layout.RECORD))
+            # a failure's only where its own record.json is still to move (killed before the removal): one moved
+            # in long ago may have a --retry-failed claim since this worker read its row, whose stop wrote it
+            if completed or (left and not keep_checkpoint):
                 remove_checkpoints(cell_dir)
-            if os.path.isfile(os.path.join(src, layout.RECORD)):
+            if left:
                 moved = _move_in(src, cell_dir, sweep=True)
             else:
                 _sweep_earlier(cell_dir, attempts, completed)

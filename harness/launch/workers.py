@@ -24,6 +24,7 @@ from harness.spec.errors import EXIT_PREEMPTED, EXIT_STORE_UNREACHABLE, InputErr
 from harness.spec.status import DEFAULT_CPU_WORKERS
 from harness.spec.variables import env_whole_number
 from harness.store.env import ENV_LOCAL_WORKERS, ENV_THREADS_SET, physical_cores
+from harness.train import preempt   # (the standard library alone)
 
 ENV_WORKERS = "HARNESS_WORKERS"
 
@@ -131,11 +132,16 @@ def set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-def _worker(index: int, count: int, threads: int | None, run_kwargs: dict, suite_path: str, max_cells) -> None:
-    """One worker process: its threads, its stop-signal handlers, then the same loop as `harness run`."""
-    from harness.train import preempt
-
-    preempt.install()   # before torch's import (set_threads): the parent forwards its stop signals at once
+def _worker(index: int, count: int, threads: int | None, run_kwargs: dict, suite_path: str, max_cells,
+            started=None, stop=None) -> None:
+    """One worker process: its threads, its stop-signal handlers, then the same loop as `harness run`.
+    `started`: set once the handlers are in (the parent passes its stop signals on from then); `stop`: the one it
+    kept while this interpreter started (run_workers), 0 for none."""
+    preempt.install()   # before torch's import (set_threads)
+    if started is not None:
+        started.set()
+        if stop.value:   # (read after the set: a signal since is passed on by the parent itself)
+            signal.raise_signal(stop.value)
     os.environ[ENV_LOCAL_WORKERS] = str(count)
     # a Slurm task is requeued by the parent, once every worker has stopped: a worker's own `scontrol requeue`
     # ends every process of the task, the other workers in the middle of their checkpoint
@@ -155,18 +161,36 @@ def run_workers(count: int, threads: int | None, suite_path: str, max_cells, run
     """Starts `count` workers and waits for all of them. Exit code: EXIT_PREEMPTED if any worker was stopped
     by a stop signal, else the first failing worker's code, else 0."""
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_worker, args=(i, count, threads, run_kwargs, suite_path, max_cells),
+    stop, started = ctx.Value("i", 0, lock=False), [ctx.Event() for _ in range(count)]
+    procs = [ctx.Process(target=_worker, args=(i, count, threads, run_kwargs, suite_path, max_cells, started[i], stop),
                          name=f"harness-worker-{i}") for i in range(count)]
     print(f"harness run: {count} workers x {threads or 'default'} thread(s) on this machine, one store",
           file=sys.stderr, flush=True)
 
-    def forward(signum, frame):
-        for p in procs:
-            if p.pid and p.is_alive():
-                os.kill(p.pid, signum)
+    forwarding = []
 
-    old = {sig: signal.signal(sig, forward) for sig in (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM)}
+    def forward(signum, frame):
+        # passed on to a worker whose handlers are in; one still starting (the spawn bootstrap imports this module
+        # and what it imports, before _worker) ended by the default action (-15: the parent ended 1, no requeue),
+        # so it takes the signal from `stop` once they are in
+        stop.value = signum
+        if forwarding:   # a second signal while the first is passed on: Event.is_set holds a lock (not reentrant)
+            return       # that this handler, run inside it, would wait for forever; the first reaches every worker
+        forwarding.append(signum)
+        try:
+            for p, ready in zip(procs, started):
+                if p.pid and p.is_alive() and ready.is_set():
+                    os.kill(p.pid, signum)
+        finally:
+            forwarding.clear()
+
+    old = {sig: signal.signal(sig, forward) for sig in preempt.STOP_SIGNALS}
     try:
+        if preempt.requested():   # taken since `harness run` started (harness.cli.main): said, then lost
+            print(f"harness run: {preempt.signal_name()} received before the workers started: no worker started",
+                  file=sys.stderr, flush=True)
+            requeue_slurm_task()   # as a lone worker stopped before its first claim (run_suite)
+            return EXIT_PREEMPTED
         for p in procs:
             p.start()
         codes = []

@@ -213,3 +213,88 @@ def test_workers_in_one_slurm_task_requeue_it_once_after_every_checkpoint(tmp_pa
     assert calls.read_text() == "requeue 77_0\n", err[-3000:]
     done = "stopped by a signal, checkpointed"
     assert err.count(done) == 2 and err.rindex(done) < err.index("requeueing Slurm job 77_0"), err[-3000:]
+
+
+# the parent of `harness run --workers 2`, stopped by a signal of its own at a moment the test picks
+STOPPED_PARENT = """
+import multiprocessing.context, os, signal, sys
+
+if os.environ["STOP_AT"] == "import":   # as `harness run` reads its input, before any worker is started
+    class Signal:
+        def find_spec(self, name, path=None, target=None):
+            if name == "harness.plan.preflight":
+                sys.meta_path.remove(self)
+                os.kill(os.getpid(), signal.SIGTERM)
+            return None
+
+    sys.meta_path.insert(0, Signal())
+else:   # once both workers are started: their interpreters are still starting
+    start = multiprocessing.context.SpawnProcess.start
+
+    def started(self):
+        start(self)
+        if self.name.endswith("-1"):
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    multiprocessing.context.SpawnProcess.start = started
+if os.environ["STOP_AT"] == "nested":   # and a second stop signal while the parent passes the first on
+    import multiprocessing.synchronize as synchronize
+    sent = []
+
+    def is_set(self):   # Event.is_set, with the second signal's handler run inside its lock
+        with self._cond:
+            if not sent:
+                sent.append(os.kill(os.getpid(), signal.SIGUSR1))
+            if self._flag.acquire(False):
+                self._flag.release()
+                return True
+            return False
+
+    synchronize.Event.is_set = is_set
+from harness.cli import main
+raise SystemExit(main(sys.argv[1:]))
+"""
+
+
+def _stopped_parent(tmp_path, tiny_bert, small_glue, stop_at: str, timeout: float = 300):
+    suite = _suite(tmp_path, tiny_bert, "s", budget="{max_steps: 2}")
+    db = f"sqlite:///{tmp_path / 'h.db'}"
+    proc = subprocess.run([sys.executable, "-c", STOPPED_PARENT, "run", str(suite), "--db", db, "--output-dir",
+                           str(tmp_path / "out"), "--data-dir", str(small_glue), "--workers", "2",
+                           "--threads-per-worker", "1"], cwd=tmp_path, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "PYTHONPATH": ROOT, "STOP_AT": stop_at})
+    rows = [r for r in Store(db).records("s") if r.parent_id is None] if (tmp_path / "h.db").exists() else []
+    return proc, rows
+
+
+def test_a_stop_signal_before_the_workers_start_starts_none(tmp_path, tiny_bert, small_glue):
+    """The parent takes stop signals from before its parser (harness.cli.main), but passed on only those that came
+    once its workers ran: one before (as it read the suite, checked the data, opened the store: seconds) was said
+    ("SIGTERM received: stopping") and then lost, both workers trained every cell and the run ended 0, its Slurm
+    task not requeued. Now no worker starts: exit 3, as a lone worker stopped before its first claim."""
+    proc, rows = _stopped_parent(tmp_path, tiny_bert, small_glue, "import")
+    assert proc.returncode == EXIT_PREEMPTED, (proc.returncode, proc.stderr[-3000:])
+    assert "no worker started" in proc.stderr, proc.stderr[-3000:]
+    assert not [r for r in rows if r.attempts], [(r.cell_key, str(r.status)) for r in rows]
+
+
+def test_a_stop_signal_as_the_workers_start_stops_them_as_a_stop(tmp_path, tiny_bert, small_glue):
+    """A stop signal the parent passed on while a worker's interpreter was still starting (before _worker installs
+    its handlers: the spawn bootstrap imports this module and what it imports) ended that worker by the signal's
+    default action (-15): the parent ended 1, its Slurm task not requeued. The parent passes a signal only to a
+    worker whose handlers are in and keeps it for one still starting, which reads it once they are: each claims
+    nothing and ends 3, and so does the parent."""
+    proc, rows = _stopped_parent(tmp_path, tiny_bert, small_glue, "started")
+    assert proc.returncode == EXIT_PREEMPTED, (proc.returncode, proc.stderr[-3000:])
+    assert proc.stderr.count("SIGTERM received; no further cell claimed") == 2, proc.stderr[-3000:]   # each worker
+    assert not [r for r in rows if r.attempts], [(r.cell_key, str(r.status)) for r in rows]
+
+
+def test_a_second_stop_signal_while_the_first_is_passed_on_ends_the_run_as_a_stop(tmp_path, tiny_bert, small_glue):
+    """A second stop signal (Slurm's SIGUSR1 warning, then its SIGTERM; or both at once to the process group) whose
+    handler ran while the first one's asked a worker's Event, holding the Event's lock: the nested handler waited
+    for that lock forever, and the parent of `harness run --workers 2` hung with its workers (until Slurm's
+    SIGKILL). The second only joins the stop now: each worker claims nothing and ends 3, and so does the parent."""
+    proc, rows = _stopped_parent(tmp_path, tiny_bert, small_glue, "nested", timeout=120)
+    assert proc.returncode == EXIT_PREEMPTED, (proc.returncode, proc.stderr[-3000:])
+    assert not [r for r in rows if r.attempts], [(r.cell_key, str(r.status)) for r in rows]

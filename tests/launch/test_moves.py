@@ -338,3 +338,30 @@ def test_a_kill_after_a_failures_commit_keeps_the_checkpoint_only_for_a_broken_g
         summary.queue_summary(store, suite, {cell.key}, str(out))   # the next worker's start
         assert json.loads((cell_dir / layout.RECORD).read_text())["error"] == error
         assert (cell_dir / layout.CHECKPOINT).exists() == kept, error
+
+
+def test_a_stale_read_of_a_settled_failure_leaves_a_retrys_checkpoint(tmp_path):
+    """A worker starting reads the suite's rows, then settles each recorded cell; meanwhile a `--retry-failed` worker
+    claimed a failure of it (its folder: the next attempt's) and, stopped by a signal, wrote the cell's checkpoint.
+    The settle of the failure, read before that claim and moved in long ago, removed that checkpoint (every failed
+    cell's, since 36865dd, where any attempt folder was there): the retry's resume lost, or its checkpoint's write cut
+    short. A failure's checkpoint goes only where its own attempt's record.json is still to move (the kill after its
+    commit that 36865dd is for)."""
+    import time as _time
+
+    from harness.launch import summary
+    from harness.plan.suite import parse_suite
+
+    store, cell, out, cell_dir = _one_cell_store(tmp_path)
+    claim = store.claim_next(cell.suite, [cell.key], current_worker())
+    assert _finish(store, claim, cell_dir, Status.FAILED, {"error": "RuntimeError: the loss is nan\nTraceback"}, {})
+    suite = parse_suite("name: m\nmodels: [minilm]\ntasks: [rte]\nmethods: [full]\n", str(tmp_path / "m.yaml"))
+    rows = summary._rows(store, suite, {cell.key})   # a worker's start: the failure, read
+    _time.sleep(0.05)
+    retry = store.claim_next(cell.suite, [cell.key], current_worker(), retry_failed=True)
+    assert retry is not None and retry.attempt == 2
+    Path(attempt.folder(str(cell_dir), retry)).mkdir()   # the retry's files go here
+    (cell_dir / layout.CHECKPOINT).write_bytes(b"the retry's stop")
+    summary._settle(rows, suite, str(out))   # that worker's settle, of the row as it read it
+    assert (cell_dir / layout.CHECKPOINT).read_bytes() == b"the retry's stop"
+    assert Path(attempt.folder(str(cell_dir), retry)).is_dir()
