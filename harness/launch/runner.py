@@ -238,6 +238,7 @@ def _run_suite(store: Store | None, suite: Suite, db_url: str | None, data_dir: 
                 if claim is not None:   # an earlier attempt's result kept in the cell folder is recorded, not trained
                     claim = _record_kept(store, claim, output_dir, suite_bar, say, beat_s) or claim
                 if isinstance(claim, Claim):   # before any rank trains: a store gone now ends the worker here
+                    _drop_failed_training(claim, output_dir)
                     try:
                         leased = _leased(store, claim, by_key[claim.cell_key], ctx.data_dir, say)
                     except attempt.StoreUnreachable as exc:
@@ -467,6 +468,17 @@ def _give_back(store: Store, claim: Claim, progress: tuple[int, int] | None = No
     if not released:
         return "its lease was no longer this worker's (another worker holds the cell now)"
     return "given back to the queue (the next worker resumes it)"
+
+
+def _drop_failed_training(claim: Claim, output_dir: str) -> None:
+    """A retried failure starts over, unless another rank's process ended it (harness.launch.broken_group: the
+    stop's checkpoint it kept is what every rank wrote). Its checkpoint is normally gone at its finish, or at a
+    worker start's settle; not where the failing worker was killed before that and this worker read the rows
+    before the failure's commit, or where `harness ingest` recorded a failure kept while the store was
+    unreachable: the retry resumed the failed training. Removed here, under this claim's lease (no other worker
+    trains the cell) and before any rank reads it."""
+    if claim.previous_status == Status.FAILED and not broken_group.recorded(claim.previous_error):
+        attempt.remove_checkpoints(layout.RunLayout(output_dir).cell_dir(claim.suite, claim.cell_key))
 
 
 def _leased(store: Store, claim: Claim, cell, data_dir: str | None, say) -> dict:

@@ -55,6 +55,9 @@ class Claim:
     worker_id: str
     attempt: int
     previous_status: str   # pending, running (a stale lease taken over) or failed (retried)
+    # a retried failure's error, first line (harness.launch.broken_group.recorded reads it: only a broken group's
+    # failure resumes the cell's checkpoint); None for any other claim. The claim empties the row's error.
+    previous_error: str | None = None
 
 
 def process_gone(pid: int) -> bool:

@@ -116,6 +116,10 @@ def _new_lease(worker: Worker, **values) -> dict:
             "attempts": R.attempts + 1, "started_at": db_now(), **values}
 
 
+def _first_line(text: str | None) -> str | None:
+    return text.splitlines()[0] if text else None
+
+
 class WorkQueue:
     """The queue's side of a Store (harness.store.db): needs its engine, backend, `_write()`, `reading()`, `get()`
     and `_absent`."""
@@ -205,7 +209,7 @@ class WorkQueue:
             claimable = or_(*claimable)
             row = None
             for chunk in chunks(list(keys)):
-                stmt = (select(R.id, R.cell_key, R.status, R.attempts)
+                stmt = (select(R.id, R.cell_key, R.status, R.attempts, R.error)
                         .where(R.suite == suite, R.parent_id.is_(None), R.cell_key.in_(chunk), claimable)
                         .order_by(R.id).limit(1))
                 if self.backend == "postgresql":
@@ -220,17 +224,19 @@ class WorkQueue:
                 values["output_dir"] = _output_dir(output_root, suite, row.cell_key)
             if not self._lease(conn, row.id, worker, claimable, **values):
                 return None   # cannot happen under the lock; never two holders if it did
-        return Claim(row.id, suite, row.cell_key, worker.worker_id, (row.attempts or 0) + 1, row.status)
+        return Claim(row.id, suite, row.cell_key, worker.worker_id, (row.attempts or 0) + 1, row.status,
+                     _first_line(row.error) if row.status == Status.FAILED.value else None)
 
     def start(self, cell, config: dict, command: str, output_dir: str, worker: Worker | None = None) -> Claim:
         """Queue one cell and claim it now, whatever its state (a single-process convenience: tests, tools)."""
         self.enqueue([cell], command)
         worker = worker or current_worker()
         with self._write() as conn:
-            row = conn.execute(select(R.id, R.status, R.attempts).where(
+            row = conn.execute(select(R.id, R.status, R.attempts, R.error).where(
                 R.suite == cell.suite, R.cell_key == cell.key)).one()
             self._lease(conn, row.id, worker, config=config, command=command, output_dir=output_dir)
-        return Claim(row.id, cell.suite, cell.key, worker.worker_id, (row.attempts or 0) + 1, row.status)
+        return Claim(row.id, cell.suite, cell.key, worker.worker_id, (row.attempts or 0) + 1, row.status,
+                     _first_line(row.error) if row.status == Status.FAILED.value else None)
 
     @staticmethod
     def _lease(conn, run_id: int, worker: Worker, only_if=None, **values) -> bool:

@@ -365,3 +365,25 @@ def test_a_stale_read_of_a_settled_failure_leaves_a_retrys_checkpoint(tmp_path):
     summary._settle(rows, suite, str(out))   # that worker's settle, of the row as it read it
     assert (cell_dir / layout.CHECKPOINT).read_bytes() == b"the retry's stop"
     assert Path(attempt.folder(str(cell_dir), retry)).is_dir()
+
+
+def test_a_retry_claim_of_a_failure_drops_the_failed_trainings_checkpoint(tmp_path):
+    """A failure whose checkpoint no settle removes (its record moved in, no attempt folder left: `harness ingest`
+    recorded a failure kept while the store was unreachable; or the retrying worker read the rows before the
+    failure's commit and its worker was killed before the removal): a `--retry-failed` claim resumed the failed
+    training. The claim carries the failure's first line, and the runner removes the checkpoint under the new lease
+    before any rank reads it, except for a broken group's failure (its retry resumes the stop's checkpoint)."""
+    from harness.launch import runner
+
+    for error, kept in (("GroupBroken: another rank's process ended (or lost its connection): ...\nTraceback", True),
+                        ("RuntimeError: the loss is nan\nTraceback", False)):
+        store, cell, out, cell_dir = _one_cell_store(tmp_path / str(kept))
+        claim = store.claim_next(cell.suite, [cell.key], current_worker())
+        store.finish(claim, Status.FAILED, {"error": error})
+        cell_dir.mkdir(parents=True)
+        (cell_dir / layout.CHECKPOINT).write_bytes(b"an earlier stop's")
+        time.sleep(0.05)   # a failure from before this worker's start is retried
+        retry = store.claim_next(cell.suite, [cell.key], current_worker(), retry_failed=True)
+        assert retry.previous_status == Status.FAILED and retry.previous_error == error.splitlines()[0]
+        runner._drop_failed_training(retry, str(out))
+        assert (cell_dir / layout.CHECKPOINT).exists() == kept, error
