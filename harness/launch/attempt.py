@@ -365,10 +365,8 @@ def keep_for_ingest(leased: dict, claim: Claim, status: str, fields: dict, child
     leased, marked ingest_only with its claim, as the cell folder's record.json with the attempt's files beside
     it, unless the cell folder's record outranks it (promote): a completed result the store accepted (this
     worker lost its lease meanwhile), or, for a failure, a completed result kept the same way; then everything
-    stays in the attempt folder. An accepted failure is replaced: `harness ingest` must find this result. A
-    completed result's checkpoint goes first, as the finishing worker's does (runner._record): the cell is never
-    trained again (the next claim records the result: record_kept; or `harness ingest` does, and then no claim
-    comes and settle finds no attempt folder to look in). Returns the record's path."""
+    stays in the attempt folder. An accepted failure is replaced: `harness ingest` must find this result.
+    Returns the record's path."""
     from harness.store.queue import _child
     from harness.store.schema import CHECKPOINT, RUN_COLUMNS, RunRecord
 
@@ -384,8 +382,6 @@ def keep_for_ingest(leased: dict, claim: Claim, status: str, fields: dict, child
     record = {**parent.as_dict(), "children": kids, layout.INGEST_ONLY: True,
               "claim": {"worker_id": claim.worker_id, "attempt": claim.attempt}}
     atomic.write_json(os.path.join(attempt_dir, layout.RECORD), record)
-    if status == Status.COMPLETED:
-        remove_checkpoints(cell_dir)
     if promote(attempt_dir, cell_dir, sweep=False):
         return os.path.join(cell_dir, layout.RECORD)
     return os.path.join(attempt_dir, layout.RECORD)

@@ -185,28 +185,6 @@ def test_a_completed_outage_result_replaces_an_earlier_failure_where_ingest_find
     assert row.status == Status.COMPLETED and row.score == 80.0
 
 
-def test_a_result_kept_while_the_store_was_unreachable_leaves_no_checkpoint_once_ingested(tmp_path):
-    """A resumed cell (its checkpoint in the cell folder, as a stop signal left it) whose finish found the store
-    unreachable: its completed result is kept in the cell folder for `harness ingest`. Once ingested the cell is
-    completed and never claimed again, and since 02cc532 the next worker's settle looks for checkpoints only where
-    an attempt folder is left (none here): the checkpoint stayed in the completed cell's folder for good. It goes
-    when the completed result is kept, as the finishing worker's own goes before its moves."""
-    store, cell, out, cell_dir = _one_cell_store(tmp_path)
-    a = store.claim_next(cell.suite, [cell.key], current_worker())
-    for path in (cell_dir / layout.CHECKPOINT, cell_dir / "stage0-mrpc" / layout.CHECKPOINT):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(b"the stopped attempt's checkpoint")
-    kept = _keep(store, a, cell_dir, Status.COMPLETED, {"score": 64.0}, {layout.PREDICTIONS: "trained by A"})
-    assert kept == str(cell_dir / layout.RECORD)
-    time.sleep(0.05)   # its lease is stale by then: no worker holds it
-    assert store.ingest(json.loads(Path(kept).read_text()), lease_timeout_s=0.01) == "updated"
-    row = store.get(a.id)
-    assert row.status == Status.COMPLETED
-    attempt.settle(str(cell_dir), row.attempts, row.worker_id)   # the next worker's start (summary._settle)
-    assert not layout.checkpoint_paths(str(cell_dir)), "a checkpoint left in a completed cell's folder"
-    assert (cell_dir / layout.PREDICTIONS).read_text() == "trained by A"
-
-
 def _take_over(store, cell) -> object:
     """Another worker claims the cell once its lease is stale (as after a lease timeout)."""
     time.sleep(0.05)
