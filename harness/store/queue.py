@@ -116,8 +116,12 @@ def _new_lease(worker: Worker, **values) -> dict:
             "attempts": R.attempts + 1, "started_at": db_now(), **values}
 
 
-def _first_line(text: str | None) -> str | None:
-    return text.splitlines()[0] if text else None
+def _claim(row, suite: str, cell_key: str, worker: Worker) -> Claim:
+    """The Claim of a row just leased (`row`: its id, status, attempts and error as read before the lease): a
+    retried failure's error travels with it, first line only (the lease empties the row's)."""
+    failed = row.status == Status.FAILED.value and row.error
+    return Claim(row.id, suite, cell_key, worker.worker_id, (row.attempts or 0) + 1, row.status,
+                 row.error.splitlines()[0] if failed else None)
 
 
 class WorkQueue:
@@ -224,8 +228,7 @@ class WorkQueue:
                 values["output_dir"] = _output_dir(output_root, suite, row.cell_key)
             if not self._lease(conn, row.id, worker, claimable, **values):
                 return None   # cannot happen under the lock; never two holders if it did
-        return Claim(row.id, suite, row.cell_key, worker.worker_id, (row.attempts or 0) + 1, row.status,
-                     _first_line(row.error) if row.status == Status.FAILED.value else None)
+        return _claim(row, suite, row.cell_key, worker)
 
     def start(self, cell, config: dict, command: str, output_dir: str, worker: Worker | None = None) -> Claim:
         """Queue one cell and claim it now, whatever its state (a single-process convenience: tests, tools)."""
@@ -235,8 +238,7 @@ class WorkQueue:
             row = conn.execute(select(R.id, R.status, R.attempts, R.error).where(
                 R.suite == cell.suite, R.cell_key == cell.key)).one()
             self._lease(conn, row.id, worker, config=config, command=command, output_dir=output_dir)
-        return Claim(row.id, cell.suite, cell.key, worker.worker_id, (row.attempts or 0) + 1, row.status,
-                     _first_line(row.error) if row.status == Status.FAILED.value else None)
+        return _claim(row, cell.suite, cell.key, worker)
 
     @staticmethod
     def _lease(conn, run_id: int, worker: Worker, only_if=None, **values) -> bool:
