@@ -927,13 +927,14 @@ def check_not_an_input(path: str, store) -> None:
     # a link or another spelling of a folder is the same folder; one that is not there (None) is no folder's
     runs = {key: own for own in folders if (key := _identity(own)) is not None}
     folder, name = os.path.split(real)
+    exists = os.path.isfile(real)
     while True:   # the file's folder, then each one above it
         own = runs.get(_identity(folder))
-        if own is not None and os.path.isfile(real) and folder == os.path.dirname(real) and (
+        if own is not None and exists and folder == os.path.dirname(real) and (
                 name == layout.PREDICTIONS or (name.startswith("predictions") and name.endswith(".json"))):
             raise InputError(f"-o: {path} is the saved predictions of a stored run ({own}), which the tables read; "
                              f"writing the export there would destroy them")
-        if own is not None and os.path.isfile(real):
+        if own is not None and exists:
             raise InputError(f"-o: {path} is a file of a stored run ({own}); writing the export there would "
                              f"destroy it")
         if own is not None:
