@@ -60,16 +60,23 @@ def test_the_statistics_sit_below_the_tables_and_the_tables_below_their_users():
         assert used - {folder} <= allowed, (folder, used - {folder} - allowed)
 
 
+def _loaded_in_a_fresh_process(code: str, wanted: str) -> str:
+    """The first modules matching `wanted` (an expression of `m`) that `code` loaded, in a fresh process, so that
+    what an earlier test imported does not count."""
+    code = f"import sys\n{code}\nprint(sorted(m for m in sys.modules if {wanted})[:3])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    return out.stdout.strip()
+
+
 def test_parsing_a_count_option_loads_no_database_driver():
     """The bounds of a count option are declarations: `validate --num-processes 2` loaded sqlalchemy (~0.2 s) just to
     parse its number, through harness.store.schema, where the option's positive-int rule loaded nothing; a refused
     --num-processes 0 paid for it too. Parsed in a fresh process, so what an earlier test imported does not count."""
-    code = ("import sys\nfrom harness.cli import build_parser\n"
+    code = ("from harness.cli import build_parser\n"
             "for argv in (['validate'], ['estimate', '--pilot-steps', '3'], ['status']):\n"
-            "    build_parser().parse_args(argv + ['s.yaml', '--num-processes', '2'])\n"
-            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'sqlalchemy')[:3])")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
-    assert out.stdout.strip() == "[]", out.stdout
+            "    build_parser().parse_args(argv + ['s.yaml', '--num-processes', '2'])")
+    loaded = _loaded_in_a_fresh_process(code, "m.split('.')[0] == 'sqlalchemy'")
+    assert loaded == "[]", loaded
 
 
 def test_validating_a_suite_loads_no_pandas(tmp_path, small_glue):
@@ -96,9 +103,6 @@ def test_building_the_parser_loads_no_suite_schema():
     """Every command builds the whole parser, and `--max-cells`' default came from harness.plan.grid, which loads
     the suite schema (pydantic): ~0.23 s of a 0.48 s `harness ls --help` (2-core AMD EPYC). The default is a
     declaration (harness.spec.status). In a fresh process, so what an earlier test imported does not count."""
-    code = ("import sys\nfrom harness.cli import build_parser\n"
-            "build_parser().parse_args(['ls'])\n"
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pydantic', 'sqlalchemy')"
-            " or m == 'harness.plan.grid')[:3])")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
-    assert out.stdout.strip() == "[]", out.stdout
+    loaded = _loaded_in_a_fresh_process("from harness.cli import build_parser\nbuild_parser().parse_args(['ls'])",
+                                        "m.split('.')[0] in ('pydantic', 'sqlalchemy') or m == 'harness.plan.grid'")
+    assert loaded == "[]", loaded
